@@ -1,0 +1,1 @@
+//! Checkers for simulator and cluster histories.

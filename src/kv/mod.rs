@@ -1,0 +1,1 @@
+//! Replicated KV state machine (being written).

@@ -1,0 +1,10 @@
+//! Synod: a sharded, Multi-Paxos-replicated, linearizable key/value store.
+//!
+//! The protocol cores ([`paxos`], [`kv`], [`replica`]) are sans-IO state
+//! machines: events in, actions out; they never open a socket, read a clock,
+//! touch a file or call a global RNG. The deterministic simulator ([`sim`])
+//! drives them in tests; the mio runtime drives them in production.
+
+pub mod check;
+pub mod kv;
+pub mod rng;

@@ -1,0 +1,1 @@
+//! Frame and body encoding (being written).

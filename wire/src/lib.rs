@@ -1,0 +1,14 @@
+//! `synod-wire`: Synod's binary protocol.
+//!
+//! - [`types`]: every message as a Rust value (shared by the server, the
+//!   client library and the simulator).
+//! - [`codec`]: frames and bodies as bytes; an incremental decoder that never
+//!   panics and never allocates past the configured maximum frame size.
+//!
+//! `PROTOCOL.md` beside this crate specifies every byte.
+
+pub mod codec;
+pub mod types;
+
+pub use codec::*;
+pub use types::*;

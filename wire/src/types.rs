@@ -1,0 +1,277 @@
+//! The messages Synod speaks, as plain Rust values.
+//!
+//! This module owns the *shape* of every message; `codec` owns their bytes.
+//! Nothing here does I/O or allocation beyond holding its fields. The Paxos
+//! core and the KV state machine use these types directly, so a decoded frame
+//! reaches the protocol without a second translation.
+
+use bytes::Bytes;
+
+/// Index of a replica in its group's member list (0-based).
+pub type ReplicaId = u32;
+/// Replica group id. Group 0 is the shard master group.
+pub type GroupId = u32;
+/// Paxos log position, 0-based.
+pub type Slot = u64;
+/// Client identity, chosen at random by the client (64 random bits).
+pub type ClientId = u64;
+/// Per-client request sequence number, starting at 1.
+pub type Seq = u64;
+
+/// A Paxos ballot: ordered by `round`, ties broken by `node`.
+///
+/// Field order matters: the derived `Ord` compares `round` first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ballot {
+    pub round: u64,
+    pub node: ReplicaId,
+}
+
+impl Ballot {
+    /// The ballot every acceptor starts having promised; no leader uses it.
+    pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
+    /// Marks a log entry whose value is known to be chosen (learned, not
+    /// merely accepted). It compares above every real ballot, so a new
+    /// leader that sees it in a Promise always re-proposes that value.
+    pub const CHOSEN: Ballot = Ballot {
+        round: u64::MAX,
+        node: u32::MAX,
+    };
+
+    pub fn new(round: u64, node: ReplicaId) -> Ballot {
+        Ballot { round, node }
+    }
+}
+
+/// The value of one log slot: a batch of encoded commands, applied in order.
+/// An empty batch is a no-op (used by a new leader to fill holes).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Batch {
+    pub commands: Vec<Bytes>,
+}
+
+impl Batch {
+    pub fn noop() -> Batch {
+        Batch::default()
+    }
+    /// Bytes the batch's commands occupy (without framing overhead).
+    pub fn payload_bytes(&self) -> usize {
+        self.commands.iter().map(|c| c.len()).sum()
+    }
+}
+
+/// A value proposed for a slot (the ballot is the enclosing message's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub slot: Slot,
+    pub batch: Batch,
+}
+
+/// An acceptor's accepted value for a slot, as reported in a Promise.
+/// `ballot == Ballot::CHOSEN` means the acceptor knows the value is chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    pub slot: Slot,
+    pub ballot: Ballot,
+    pub batch: Batch,
+}
+
+/// A key/value operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Get { key: Bytes },
+    Put { key: Bytes, value: Bytes },
+    Append { key: Bytes, value: Bytes },
+}
+
+impl Op {
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Op::Get { key } | Op::Put { key, .. } | Op::Append { key, .. } => key,
+        }
+    }
+}
+
+/// A client's request. `(client_id, seq)` identifies it for at-most-once
+/// execution; `ack_seq` tells the server that every request of this client
+/// with a sequence number `<= ack_seq` has received its reply, so the server
+/// may forget their cached replies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    pub client_id: ClientId,
+    pub seq: Seq,
+    pub ack_seq: Seq,
+    pub op: Op,
+}
+
+/// A server's answer to a client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientReply {
+    /// Success. Get: the value. Put/Append: empty.
+    Ok(Bytes),
+    /// Get of a key that has no value.
+    NoKey,
+    /// The group does not serve the key's shard in its current configuration.
+    WrongGroup,
+    /// This replica is not the leader; `leader` is its best guess (a replica
+    /// index in the group's member list), if it has one.
+    NotLeader { leader: Option<ReplicaId> },
+    /// Overloaded; retry later (back-pressure).
+    Busy,
+    /// Any other failure, with a human-readable reason.
+    Error { reason: String },
+}
+
+/// Phase 1a: a candidate asks acceptors to promise `ballot` and report what
+/// they accepted at slots `>= from_slot`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepare {
+    pub from: ReplicaId,
+    pub ballot: Ballot,
+    pub from_slot: Slot,
+}
+
+/// Phase 1b: the acceptor promised `ballot`. `entries` are its accepted
+/// values at slots `>= max(from_slot, log_start)`. Slots below `log_start`
+/// were compacted into its snapshot; slots below `chosen_upto` are known
+/// chosen by it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Promise {
+    pub from: ReplicaId,
+    pub ballot: Ballot,
+    pub log_start: Slot,
+    pub chosen_upto: Slot,
+    pub entries: Vec<LogEntry>,
+}
+
+/// Phase 2a: the leader of `ballot` asks acceptors to accept `entries`.
+/// Every slot below `chosen_upto` is chosen (the commit point rides along).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accept {
+    pub from: ReplicaId,
+    pub ballot: Ballot,
+    pub chosen_upto: Slot,
+    pub entries: Vec<Proposal>,
+}
+
+/// Phase 2b: the acceptor accepted `slots` in `ballot` (durably). An empty
+/// `slots` is a heartbeat acknowledgement. `chosen_upto` is how far the
+/// acceptor has learned, so the leader can spot laggards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub from: ReplicaId,
+    pub ballot: Ballot,
+    pub chosen_upto: Slot,
+    pub slots: Vec<Slot>,
+}
+
+/// A Prepare or Accept was refused because the acceptor promised a higher
+/// ballot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    pub from: ReplicaId,
+    pub promised: Ballot,
+}
+
+/// The leader's commit point moved: slots `< chosen_upto` are chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub from: ReplicaId,
+    pub ballot: Ballot,
+    pub chosen_upto: Slot,
+}
+
+/// The leader is alive; same meaning as Commit, sent on a timer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub from: ReplicaId,
+    pub ballot: Ballot,
+    pub chosen_upto: Slot,
+}
+
+/// A lagging replica asks for chosen values from `from_slot` on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatchupRequest {
+    pub from: ReplicaId,
+    pub from_slot: Slot,
+}
+
+/// Chosen values (contiguous from the requested slot) and the sender's
+/// commit point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatchupResponse {
+    pub from: ReplicaId,
+    pub chosen_upto: Slot,
+    pub entries: Vec<Proposal>,
+}
+
+/// Ask for the bytes of snapshot `index` from `offset` on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    pub from: ReplicaId,
+    pub index: Slot,
+    pub offset: u64,
+}
+
+/// A bounded piece of the snapshot covering slots `< index`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub from: ReplicaId,
+    pub index: Slot,
+    pub total_len: u64,
+    pub offset: u64,
+    pub data: Bytes,
+}
+
+/// Every Paxos message between replicas of one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaxosMsg {
+    Prepare(Prepare),
+    Promise(Promise),
+    Accept(Accept),
+    Accepted(Accepted),
+    Reject(Reject),
+    Commit(Commit),
+    Heartbeat(Heartbeat),
+    CatchupRequest(CatchupRequest),
+    CatchupResponse(CatchupResponse),
+    SnapshotRequest(SnapshotRequest),
+    SnapshotChunk(SnapshotChunk),
+}
+
+impl PaxosMsg {
+    /// The sending replica.
+    pub fn from(&self) -> ReplicaId {
+        match self {
+            PaxosMsg::Prepare(m) => m.from,
+            PaxosMsg::Promise(m) => m.from,
+            PaxosMsg::Accept(m) => m.from,
+            PaxosMsg::Accepted(m) => m.from,
+            PaxosMsg::Reject(m) => m.from,
+            PaxosMsg::Commit(m) => m.from,
+            PaxosMsg::Heartbeat(m) => m.from,
+            PaxosMsg::CatchupRequest(m) => m.from,
+            PaxosMsg::CatchupResponse(m) => m.from,
+            PaxosMsg::SnapshotRequest(m) => m.from,
+            PaxosMsg::SnapshotChunk(m) => m.from,
+        }
+    }
+}
+
+/// Any message body, as carried by one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Request(ClientRequest),
+    Reply(ClientReply),
+    Paxos(PaxosMsg),
+}
+
+/// One frame: the header fields that are not derived from the body, plus the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Chosen by the sender of a request; echoed in its reply. 0 for Paxos traffic.
+    pub request_id: u64,
+    /// The replica group the frame is addressed to (or answered from).
+    pub group: GroupId,
+    pub message: Message,
+}
