@@ -8,3 +8,4 @@
 pub mod check;
 pub mod kv;
 pub mod rng;
+pub mod paxos;

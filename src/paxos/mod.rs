@@ -1,0 +1,1297 @@
+//! Multi-Paxos, sans-IO.
+//!
+//! One [`Paxos`] is one replica of one group: acceptor, learner and (when
+//! elected) leader. It owns the protocol state and nothing else: events come
+//! in through [`Paxos::step`], [`Paxos::tick`], [`Paxos::propose`] and
+//! [`Paxos::flush`]; what must happen next comes out of [`Paxos::ready`] as a
+//! [`Ready`]: records to make durable, then (only after they are durable)
+//! messages to send, a snapshot to install and chosen batches to apply.
+//! It never reads a clock (time is counted in ticks), never touches a file or
+//! socket, and draws randomness only from the caller's [`Rng`].
+//!
+//! Protocol summary (see ARCHITECTURE.md for the long form):
+//! - Ballots are `(round, replica)`. A candidate runs phase 1 once for every
+//!   open slot at or above its commit point; acceptors report accepted values
+//!   from `max(from_slot, own chosen_upto)`. The candidate proposes only from
+//!   the highest commit point any promiser reported, catching up below it
+//!   first, so it never needs values an acceptor compacted away.
+//! - The leader packs every command proposed since its last flush into one
+//!   slot (capped by bytes and count), keeps up to `window_slots_max` slots in
+//!   flight, and piggybacks its commit point on every Accept and Heartbeat.
+//! - A follower learns slot `s` as chosen when the leader of ballot `b` says
+//!   `s < chosen_upto` and the follower's own entry at `s` was accepted in `b`
+//!   (the leader proposes one value per slot per ballot). Anything else is
+//!   fetched with a catch-up request; compacted slots come as a snapshot.
+//! - Learners hand out chosen batches strictly in slot order, never past a hole.
+
+mod log;
+
+pub use log::{Entry, Log};
+
+use bytes::{Bytes, BytesMut};
+use synod_wire::{
+    Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, Commit, Heartbeat,
+    LogEntry, PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, Slot, SnapshotChunk,
+    SnapshotRequest,
+};
+
+use crate::rng::Rng;
+
+/// Deliberate bugs, switched on only by tests that prove the simulator's
+/// checkers catch them. All `false` in every real configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// Accept a proposal without checking it against the promised ballot.
+    pub accept_ignores_promise: bool,
+    /// Learn and apply past a hole or a value from another ballot.
+    pub apply_past_hole: bool,
+}
+
+/// Tunables of one replica. Time is in ticks (the driver decides how long a tick is).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: ReplicaId,
+    /// Group size (replica ids are `0..replicas`). At most 64.
+    pub replicas: u32,
+    /// A follower that hears no leader for a random number of ticks in
+    /// `[election_ticks_min, election_ticks_max)` starts an election.
+    pub election_ticks_min: u32,
+    pub election_ticks_max: u32,
+    pub heartbeat_ticks: u32,
+    /// Unacknowledged accepts and unanswered catch-up requests are resent after this.
+    pub retransmit_ticks: u32,
+    /// Caps on one slot's batch.
+    pub batch_commands_max: usize,
+    pub batch_bytes_max: usize,
+    /// Slots in flight (proposed, not yet chosen) at once.
+    pub window_slots_max: u64,
+    /// Commands waiting for a slot; beyond this `propose` refuses (back-pressure).
+    pub pending_bytes_max: usize,
+    /// Caps on one catch-up response.
+    pub catchup_slots_max: u64,
+    pub catchup_bytes_max: usize,
+    /// Size of one snapshot chunk on the wire.
+    pub snapshot_chunk_bytes: usize,
+    /// A snapshot larger than this is refused (bounds the receive buffer).
+    pub snapshot_bytes_max: u64,
+    pub bugs: PlantedBugs,
+}
+
+impl Config {
+    pub fn new(id: ReplicaId, replicas: u32) -> Config {
+        assert!((1..=64).contains(&replicas), "group size {replicas}");
+        assert!(id < replicas, "replica id {id} >= group size {replicas}");
+        Config {
+            id,
+            replicas,
+            election_ticks_min: 10,
+            election_ticks_max: 20,
+            heartbeat_ticks: 2,
+            retransmit_ticks: 4,
+            batch_commands_max: 4096,
+            batch_bytes_max: 1 << 20,
+            window_slots_max: 8,
+            pending_bytes_max: 16 << 20,
+            catchup_slots_max: 256,
+            catchup_bytes_max: 4 << 20,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_bytes_max: 8 << 30,
+            bugs: PlantedBugs::default(),
+        }
+    }
+
+    fn quorum(&self) -> u32 {
+        self.replicas / 2 + 1
+    }
+}
+
+/// A change to durable state. The driver must make every record of a
+/// [`Ready`] durable, in order, before releasing the rest of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The acceptor promised `Ballot` (never to accept anything lower).
+    Promised(Ballot),
+    /// The acceptor accepted `batch` for `slot` in `ballot`
+    /// (`Ballot::CHOSEN`: the value is known to be chosen).
+    Accepted {
+        slot: Slot,
+        ballot: Ballot,
+        batch: Batch,
+    },
+    /// State as of slot `index` (every slot below it applied). Log entries
+    /// below `index` may be discarded once this is durable.
+    Snapshot { index: Slot, data: Bytes },
+}
+
+/// What a replica finds on disk when it restarts.
+#[derive(Clone, Debug, Default)]
+pub struct Durable {
+    pub promised: Ballot,
+    pub snapshot: Option<(Slot, Bytes)>,
+    /// Accepted entries by slot; a later write to a slot replaces the earlier one.
+    pub entries: std::collections::BTreeMap<Slot, (Ballot, Batch)>,
+}
+
+impl Durable {
+    /// Fold one record into this durable image (what any storage must do).
+    pub fn apply(&mut self, rec: &Record) {
+        match rec {
+            Record::Promised(b) => {
+                assert!(*b >= self.promised, "promise went backwards");
+                self.promised = *b;
+            }
+            Record::Accepted {
+                slot,
+                ballot,
+                batch,
+            } => {
+                if self.snapshot.as_ref().is_none_or(|(i, _)| *slot >= *i) {
+                    self.entries.insert(*slot, (*ballot, batch.clone()));
+                }
+            }
+            Record::Snapshot { index, data } => {
+                if self.snapshot.as_ref().is_none_or(|(i, _)| *i < *index) {
+                    self.snapshot = Some((*index, data.clone()));
+                    self.entries = self.entries.split_off(index);
+                }
+            }
+        }
+    }
+}
+
+/// Proof that the records of a [`Ready`] are durable. Only storage code in
+/// this crate can make one, after its sync returns; this is how the
+/// persist-before-send rule is carried by the types.
+#[derive(Debug)]
+pub struct Synced(());
+
+impl Synced {
+    /// Called by storage once everything it was handed is durable.
+    pub(crate) fn after_sync() -> Synced {
+        Synced(())
+    }
+}
+
+/// The output of one round of events.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Make these durable first, in order.
+    pub records: Vec<Record>,
+    gated: Gated,
+}
+
+/// The part of a [`Ready`] that may happen only after its records are durable.
+#[derive(Debug, Default)]
+pub struct Gated {
+    /// Messages to peers.
+    pub messages: Vec<(ReplicaId, PaxosMsg)>,
+    /// A snapshot to install into the state machine before `committed`.
+    pub snapshot: Option<(Slot, Bytes)>,
+    /// Chosen batches, contiguous and in slot order, to apply.
+    pub committed: Vec<(Slot, Batch)>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.gated.messages.is_empty()
+            && self.gated.snapshot.is_none()
+            && self.gated.committed.is_empty()
+    }
+
+    /// Hand over the gated part, given proof the records are durable.
+    pub fn release(self, _proof: Synced) -> Gated {
+        self.gated
+    }
+}
+
+/// Why a proposal was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Not the leader; the best guess of who is.
+    NotLeader(Option<ReplicaId>),
+    /// The leader's pending queue is full.
+    Busy,
+}
+
+#[derive(Debug)]
+enum Role {
+    Follower,
+    Candidate(Candidate),
+    Leader(Leader),
+}
+
+#[derive(Debug)]
+struct Candidate {
+    ballot: Ballot,
+    promised_by: u64,
+    /// Highest-ballot value reported per slot (our own log included).
+    reported: std::collections::BTreeMap<Slot, (Ballot, Batch)>,
+    /// Highest commit point reported and who reported it.
+    best_chosen: (Slot, ReplicaId),
+    /// Ticks since we last asked `best_chosen.1` for catch-up.
+    catchup_wait: u32,
+}
+
+#[derive(Debug)]
+struct Leader {
+    ballot: Ballot,
+    next_slot: Slot,
+    /// Acks per in-flight slot, indexed from `inflight_base` (== chosen_upto).
+    inflight: std::collections::VecDeque<InFlight>,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    heartbeat_elapsed: u32,
+    /// Ticks since each peer was last heard (check-quorum).
+    silent_ticks: Vec<u32>,
+    /// The commit point last told to followers.
+    commit_sent: Slot,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    acks: u64,
+    /// Ticks since this slot's Accept was last sent.
+    age: u32,
+}
+
+/// Progress of a snapshot being received.
+#[derive(Debug)]
+struct SnapshotRecv {
+    index: Slot,
+    total: u64,
+    buf: BytesMut,
+    wait: u32,
+}
+
+/// Counters for tests and the simulator's summary line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub slots_proposed: u64,
+    pub commands_proposed: u64,
+    pub elections_started: u64,
+    pub snapshots_installed: u64,
+}
+
+pub struct Paxos {
+    cfg: Config,
+    promised: Ballot,
+    /// Highest ballot seen anywhere (volatile): a new candidacy goes above it.
+    seen: Ballot,
+    log: Log,
+    /// Latest snapshot held, served to laggards.
+    snapshot: Option<(Slot, Bytes)>,
+    /// Every slot below this is chosen and its value is in `log` or `snapshot`.
+    chosen_upto: Slot,
+    /// Every slot below this has been handed out to apply.
+    applied_upto: Slot,
+    /// Highest commit point heard from a leader.
+    commit_hint: Slot,
+    role: Role,
+    leader_hint: Option<ReplicaId>,
+    election_elapsed: u32,
+    election_timeout: u32,
+    catchup_wait: u32,
+    snap_recv: Option<SnapshotRecv>,
+    out: Ready,
+    stats: Stats,
+}
+
+impl Paxos {
+    /// A replica starting from `durable` (empty on first boot). It starts as a
+    /// follower with a random election timeout.
+    pub fn new(cfg: Config, durable: Durable, rng: &mut Rng) -> Paxos {
+        let (start, snapshot) = match durable.snapshot {
+            Some((i, d)) => (i, Some((i, d))),
+            None => (0, None),
+        };
+        let mut log = Log::new(start);
+        for (slot, (ballot, batch)) in durable.entries {
+            if slot >= start {
+                log.set(slot, Entry { ballot, batch });
+            }
+        }
+        let mut p = Paxos {
+            promised: durable.promised,
+            seen: durable.promised,
+            log,
+            snapshot: snapshot.clone(),
+            chosen_upto: start,
+            applied_upto: start,
+            commit_hint: start,
+            role: Role::Follower,
+            leader_hint: None,
+            election_elapsed: 0,
+            election_timeout: 0,
+            catchup_wait: 0,
+            snap_recv: None,
+            out: Ready::default(),
+            stats: Stats::default(),
+            cfg,
+        };
+        // The state machine starts from the snapshot; chosen entries recorded
+        // after it (learned by catch-up) are applied again on top.
+        p.out.gated.snapshot = snapshot;
+        p.advance_chosen_marked();
+        p.reset_election_timer(rng);
+        if p.cfg.replicas == 1 {
+            p.start_election(rng);
+        }
+        p
+    }
+
+    pub fn id(&self) -> ReplicaId {
+        self.cfg.id
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+    /// Who this replica believes leads (itself included).
+    pub fn leader_hint(&self) -> Option<ReplicaId> {
+        if self.is_leader() {
+            Some(self.cfg.id)
+        } else {
+            self.leader_hint
+        }
+    }
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+    pub fn chosen_upto(&self) -> Slot {
+        self.chosen_upto
+    }
+    pub fn applied_upto(&self) -> Slot {
+        self.applied_upto
+    }
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    /// Commands queued at the leader, waiting for a slot.
+    pub fn pending_len(&self) -> usize {
+        match &self.role {
+            Role::Leader(l) => l.pending.len(),
+            _ => 0,
+        }
+    }
+
+    /// Queue a command for the next batch. Only the leader accepts.
+    pub fn propose(&mut self, cmd: Bytes) -> Result<(), ProposeError> {
+        let hint = self.leader_hint;
+        match &mut self.role {
+            Role::Leader(l) => {
+                if l.pending_bytes + cmd.len() > self.cfg.pending_bytes_max {
+                    return Err(ProposeError::Busy);
+                }
+                l.pending_bytes += cmd.len();
+                l.pending.push(cmd);
+                Ok(())
+            }
+            _ => Err(ProposeError::NotLeader(hint)),
+        }
+    }
+
+    /// Close the current batch: pack pending commands into new slots while
+    /// the window allows, and tell followers about a moved commit point.
+    /// The driver calls this once per loop turn.
+    pub fn flush(&mut self) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        let mut fresh: Vec<Proposal> = Vec::new();
+        while !l.pending.is_empty() && l.next_slot - self.chosen_upto < self.cfg.window_slots_max {
+            let mut bytes = 0;
+            let mut n = 0;
+            for c in &l.pending {
+                if n > 0
+                    && (n >= self.cfg.batch_commands_max || bytes + c.len() > self.cfg.batch_bytes_max)
+                {
+                    break;
+                }
+                bytes += c.len();
+                n += 1;
+            }
+            let commands: Vec<Bytes> = l.pending.drain(..n).collect();
+            l.pending_bytes -= bytes;
+            let slot = l.next_slot;
+            l.next_slot += 1;
+            let batch = Batch { commands };
+            self.stats.slots_proposed += 1;
+            self.stats.commands_proposed += n as u64;
+            self.log.set(
+                slot,
+                Entry {
+                    ballot,
+                    batch: batch.clone(),
+                },
+            );
+            self.out.records.push(Record::Accepted {
+                slot,
+                ballot,
+                batch: batch.clone(),
+            });
+            l.inflight.push_back(InFlight {
+                acks: 1 << self.cfg.id,
+                age: 0,
+            });
+            fresh.push(Proposal { slot, batch });
+        }
+        let chosen_upto = self.chosen_upto;
+        if !fresh.is_empty() {
+            l.commit_sent = chosen_upto;
+            for peer in 0..self.cfg.replicas {
+                if peer != self.cfg.id {
+                    self.out.gated.messages.push((
+                        peer,
+                        PaxosMsg::Accept(Accept {
+                            from: self.cfg.id,
+                            ballot,
+                            chosen_upto,
+                            entries: fresh.clone(),
+                        }),
+                    ));
+                }
+            }
+        } else if l.commit_sent < chosen_upto {
+            l.commit_sent = chosen_upto;
+            self.broadcast_commit(ballot, true);
+        }
+        self.advance_leader_commit();
+    }
+
+    /// Hand the driver everything produced since the last call.
+    pub fn ready(&mut self) -> Ready {
+        // Chosen entries not yet handed out.
+        while self.applied_upto < self.chosen_upto {
+            let slot = self.applied_upto;
+            let entry = self
+                .log
+                .get(slot)
+                .expect("chosen slot missing from the log: learner invariant broken");
+            self.out.gated.committed.push((slot, entry.batch.clone()));
+            self.applied_upto += 1;
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The state machine has applied every slot below `index` and `data` is
+    /// its state there: make it the snapshot and free the log below it.
+    pub fn compact(&mut self, index: Slot, data: Bytes) {
+        assert!(
+            index <= self.applied_upto,
+            "snapshot at {index} beyond applied {}",
+            self.applied_upto
+        );
+        if self.snapshot.as_ref().is_some_and(|(i, _)| *i >= index) {
+            return;
+        }
+        self.out.records.push(Record::Snapshot {
+            index,
+            data: data.clone(),
+        });
+        self.snapshot = Some((index, data));
+        self.log.compact(index);
+    }
+
+    /// One unit of time passed.
+    pub fn tick(&mut self, rng: &mut Rng) {
+        if let Some(r) = &mut self.snap_recv {
+            r.wait += 1;
+            if r.wait >= self.cfg.retransmit_ticks * 2 {
+                // The sender went quiet: ask again from where we are.
+                r.wait = 0;
+                let (index, offset) = (r.index, r.buf.len() as u64);
+                if let Some(to) = self.leader_hint.or(self.catchup_target()) {
+                    self.send(
+                        to,
+                        PaxosMsg::SnapshotRequest(SnapshotRequest {
+                            from: self.cfg.id,
+                            index,
+                            offset,
+                        }),
+                    );
+                }
+            }
+        }
+        match &mut self.role {
+            Role::Leader(l) => {
+                l.heartbeat_elapsed += 1;
+                for s in l.silent_ticks.iter_mut() {
+                    *s = s.saturating_add(1);
+                }
+                // Check quorum: a leader cut off from a majority steps down so
+                // clients stop waiting on it.
+                let heard = l
+                    .silent_ticks
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| *i as u32 != self.cfg.id && **s < self.cfg.election_ticks_max)
+                    .count() as u32;
+                if heard + 1 < self.cfg.quorum() {
+                    ::log::debug!("r{} leader {:?} lost quorum", self.cfg.id, l.ballot);
+                    self.become_follower(None, rng);
+                    return;
+                }
+                if l.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+                    l.heartbeat_elapsed = 0;
+                    let b = l.ballot;
+                    self.broadcast_commit(b, false);
+                }
+                self.retransmit_accepts();
+            }
+            Role::Candidate(c) => {
+                // Waiting for a catch-up that lets us lead: nudge it.
+                c.catchup_wait += 1;
+                if c.promised_by.count_ones() >= self.cfg.quorum()
+                    && c.catchup_wait >= self.cfg.retransmit_ticks
+                {
+                    c.catchup_wait = 0;
+                    let to = c.best_chosen.1;
+                    self.request_catchup(to);
+                }
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.election_timeout {
+                    self.start_election(rng);
+                }
+            }
+            Role::Follower => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.election_timeout {
+                    self.start_election(rng);
+                    return;
+                }
+                if self.chosen_upto < self.commit_hint {
+                    self.catchup_wait += 1;
+                    if self.catchup_wait >= self.cfg.retransmit_ticks {
+                        self.catchup_wait = 0;
+                        if let Some(to) = self.catchup_target() {
+                            self.request_catchup(to);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle one message from a peer of this group.
+    pub fn step(&mut self, msg: PaxosMsg, rng: &mut Rng) {
+        let from = msg.from();
+        if from >= self.cfg.replicas || from == self.cfg.id {
+            ::log::warn!("r{} dropped message from unknown replica {from}", self.cfg.id);
+            return;
+        }
+        match msg {
+            PaxosMsg::Prepare(m) => self.on_prepare(m, rng),
+            PaxosMsg::Promise(m) => self.on_promise(m, rng),
+            PaxosMsg::Accept(m) => self.on_accept(m, rng),
+            PaxosMsg::Accepted(m) => self.on_accepted(m),
+            PaxosMsg::Reject(m) => self.on_reject(m, rng),
+            PaxosMsg::Commit(m) => self.on_commit(m.from, m.ballot, m.chosen_upto, rng),
+            PaxosMsg::Heartbeat(m) => self.on_commit(m.from, m.ballot, m.chosen_upto, rng),
+            PaxosMsg::CatchupRequest(m) => self.on_catchup_request(m),
+            PaxosMsg::CatchupResponse(m) => self.on_catchup_response(m, rng),
+            PaxosMsg::SnapshotRequest(m) => self.send_snapshot_chunk(m.from, m.index, m.offset),
+            PaxosMsg::SnapshotChunk(m) => self.on_snapshot_chunk(m, rng),
+        }
+        self.check_invariants();
+    }
+
+    // ----- acceptor -------------------------------------------------------
+
+    fn on_prepare(&mut self, m: Prepare, rng: &mut Rng) {
+        self.seen = self.seen.max(m.ballot);
+        if m.ballot < self.promised {
+            self.send(
+                m.from,
+                PaxosMsg::Reject(Reject {
+                    from: self.cfg.id,
+                    promised: self.promised,
+                }),
+            );
+            return;
+        }
+        if m.ballot > self.promised {
+            self.promise(m.ballot);
+            if !matches!(self.role, Role::Follower) {
+                self.become_follower(None, rng);
+            }
+            // Give the candidate time to finish before we compete.
+            self.reset_election_timer(rng);
+        }
+        let from_slot = m.from_slot.max(self.chosen_upto);
+        let entries = self
+            .log
+            .iter_from(from_slot)
+            .map(|(slot, e)| LogEntry {
+                slot,
+                ballot: e.ballot,
+                batch: e.batch.clone(),
+            })
+            .collect();
+        self.send(
+            m.from,
+            PaxosMsg::Promise(Promise {
+                from: self.cfg.id,
+                ballot: m.ballot,
+                log_start: self.log.start(),
+                chosen_upto: self.chosen_upto,
+                entries,
+            }),
+        );
+    }
+
+    fn on_accept(&mut self, m: Accept, rng: &mut Rng) {
+        self.seen = self.seen.max(m.ballot);
+        if m.ballot < self.promised && !self.cfg.bugs.accept_ignores_promise {
+            self.send(
+                m.from,
+                PaxosMsg::Reject(Reject {
+                    from: self.cfg.id,
+                    promised: self.promised,
+                }),
+            );
+            return;
+        }
+        self.follow(m.from, m.ballot, rng);
+        let mut slots = Vec::with_capacity(m.entries.len());
+        for p in m.entries {
+            if p.slot >= self.chosen_upto {
+                self.log.set(
+                    p.slot,
+                    Entry {
+                        ballot: m.ballot,
+                        batch: p.batch.clone(),
+                    },
+                );
+                self.out.records.push(Record::Accepted {
+                    slot: p.slot,
+                    ballot: m.ballot,
+                    batch: p.batch,
+                });
+            }
+            // Below chosen_upto we hold the chosen value already; acking is
+            // still truthful (a proposal at ballot >= the chosen one carries
+            // the chosen value) and keeps the leader's slot from stalling.
+            slots.push(p.slot);
+        }
+        self.learn(m.from, m.ballot, m.chosen_upto);
+        self.send(
+            m.from,
+            PaxosMsg::Accepted(Accepted {
+                from: self.cfg.id,
+                ballot: m.ballot,
+                chosen_upto: self.chosen_upto,
+                slots,
+            }),
+        );
+    }
+
+    fn on_commit(&mut self, from: ReplicaId, ballot: Ballot, chosen_upto: Slot, rng: &mut Rng) {
+        self.seen = self.seen.max(ballot);
+        if ballot < self.promised {
+            self.send(
+                from,
+                PaxosMsg::Reject(Reject {
+                    from: self.cfg.id,
+                    promised: self.promised,
+                }),
+            );
+            return;
+        }
+        self.follow(from, ballot, rng);
+        self.learn(from, ballot, chosen_upto);
+        self.send(
+            from,
+            PaxosMsg::Accepted(Accepted {
+                from: self.cfg.id,
+                ballot,
+                chosen_upto: self.chosen_upto,
+                slots: Vec::new(),
+            }),
+        );
+    }
+
+    /// A message from the leader of `ballot >= promised`: follow it.
+    fn follow(&mut self, leader: ReplicaId, ballot: Ballot, rng: &mut Rng) {
+        if ballot > self.promised {
+            self.promise(ballot);
+        }
+        if !matches!(self.role, Role::Follower) {
+            self.become_follower(Some(leader), rng);
+        }
+        self.leader_hint = Some(leader);
+        self.election_elapsed = 0;
+    }
+
+    fn promise(&mut self, ballot: Ballot) {
+        assert!(ballot > self.promised);
+        self.promised = ballot;
+        self.out.records.push(Record::Promised(ballot));
+    }
+
+    // ----- learner --------------------------------------------------------
+
+    /// The leader of `ballot` says every slot below `leader_chosen` is chosen.
+    fn learn(&mut self, leader: ReplicaId, ballot: Ballot, leader_chosen: Slot) {
+        self.commit_hint = self.commit_hint.max(leader_chosen);
+        while self.chosen_upto < leader_chosen {
+            match self.log.get(self.chosen_upto) {
+                Some(e) if e.ballot == ballot || e.ballot == Ballot::CHOSEN => {
+                    self.chosen_upto += 1
+                }
+                None if self.cfg.bugs.apply_past_hole => {
+                    // Planted bug: fill the hole with a no-op and move on.
+                    let slot = self.chosen_upto;
+                    self.log.set(
+                        slot,
+                        Entry {
+                            ballot: Ballot::CHOSEN,
+                            batch: Batch::noop(),
+                        },
+                    );
+                    self.chosen_upto += 1;
+                }
+                Some(_) if self.cfg.bugs.apply_past_hole => self.chosen_upto += 1,
+                _ => break,
+            }
+        }
+        if self.chosen_upto < self.commit_hint && self.catchup_wait == 0 {
+            // First sign of lag: ask now; tick() repeats it while it lasts.
+            self.catchup_wait = 1;
+            self.request_catchup(leader);
+        } else if self.chosen_upto >= self.commit_hint {
+            self.catchup_wait = 0;
+        }
+    }
+
+    /// After recovery or a snapshot: move over entries already known chosen.
+    fn advance_chosen_marked(&mut self) {
+        while let Some(e) = self.log.get(self.chosen_upto) {
+            if e.ballot != Ballot::CHOSEN {
+                break;
+            }
+            self.chosen_upto += 1;
+        }
+        self.commit_hint = self.commit_hint.max(self.chosen_upto);
+    }
+
+    fn catchup_target(&self) -> Option<ReplicaId> {
+        self.leader_hint.filter(|l| *l != self.cfg.id)
+    }
+
+    fn request_catchup(&mut self, to: ReplicaId) {
+        if to == self.cfg.id {
+            return;
+        }
+        self.send(
+            to,
+            PaxosMsg::CatchupRequest(CatchupRequest {
+                from: self.cfg.id,
+                from_slot: self.chosen_upto,
+            }),
+        );
+    }
+
+    fn on_catchup_request(&mut self, m: CatchupRequest) {
+        if m.from_slot < self.log.start() {
+            if let Some((index, _)) = &self.snapshot {
+                let index = *index;
+                self.send_snapshot_chunk(m.from, index, 0);
+            }
+            return;
+        }
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut slot = m.from_slot;
+        while slot < self.chosen_upto
+            && (entries.len() as u64) < self.cfg.catchup_slots_max
+            && bytes < self.cfg.catchup_bytes_max
+        {
+            let e = self.log.get(slot).expect("chosen slot missing from the log");
+            bytes += e.batch.payload_bytes() + 16;
+            entries.push(Proposal {
+                slot,
+                batch: e.batch.clone(),
+            });
+            slot += 1;
+        }
+        self.send(
+            m.from,
+            PaxosMsg::CatchupResponse(CatchupResponse {
+                from: self.cfg.id,
+                chosen_upto: self.chosen_upto,
+                entries,
+            }),
+        );
+    }
+
+    fn on_catchup_response(&mut self, m: CatchupResponse, rng: &mut Rng) {
+        if self.is_leader() {
+            // A leader knows everything a quorum promised it; a late answer
+            // to its candidacy's request would only shift its window.
+            return;
+        }
+        let before = self.chosen_upto;
+        for p in m.entries {
+            if p.slot != self.chosen_upto {
+                continue;
+            }
+            self.log.set(
+                p.slot,
+                Entry {
+                    ballot: Ballot::CHOSEN,
+                    batch: p.batch.clone(),
+                },
+            );
+            self.out.records.push(Record::Accepted {
+                slot: p.slot,
+                ballot: Ballot::CHOSEN,
+                batch: p.batch,
+            });
+            self.chosen_upto += 1;
+        }
+        self.commit_hint = self.commit_hint.max(m.chosen_upto);
+        if self.chosen_upto > before {
+            self.catchup_wait = 0;
+            if self.chosen_upto < self.commit_hint {
+                // More to fetch: keep pulling while the sender has it.
+                self.request_catchup(m.from);
+            }
+        }
+        self.after_learning(rng);
+    }
+
+    fn send_snapshot_chunk(&mut self, to: ReplicaId, index: Slot, offset: u64) {
+        let Some((snap_index, data)) = &self.snapshot else {
+            return;
+        };
+        // A request for an older snapshot restarts the transfer of ours.
+        let offset = if *snap_index == index { offset } else { 0 };
+        let total = data.len() as u64;
+        if offset > total {
+            return;
+        }
+        let end = (offset + self.cfg.snapshot_chunk_bytes as u64).min(total);
+        let chunk = data.slice(offset as usize..end as usize);
+        let index = *snap_index;
+        self.send(
+            to,
+            PaxosMsg::SnapshotChunk(SnapshotChunk {
+                from: self.cfg.id,
+                index,
+                total_len: total,
+                offset,
+                data: chunk,
+            }),
+        );
+    }
+
+    fn on_snapshot_chunk(&mut self, m: SnapshotChunk, rng: &mut Rng) {
+        if m.index <= self.chosen_upto || self.is_leader() {
+            return; // we already have everything it covers
+        }
+        if m.total_len > self.cfg.snapshot_bytes_max {
+            ::log::warn!(
+                "r{} refused a {}-byte snapshot (max {})",
+                self.cfg.id,
+                m.total_len,
+                self.cfg.snapshot_bytes_max
+            );
+            return;
+        }
+        let restart = match &self.snap_recv {
+            Some(r) => r.index != m.index || r.total != m.total_len,
+            None => true,
+        };
+        if restart {
+            if m.offset != 0 {
+                self.send(
+                    m.from,
+                    PaxosMsg::SnapshotRequest(SnapshotRequest {
+                        from: self.cfg.id,
+                        index: m.index,
+                        offset: 0,
+                    }),
+                );
+                return;
+            }
+            self.snap_recv = Some(SnapshotRecv {
+                index: m.index,
+                total: m.total_len,
+                buf: BytesMut::with_capacity(m.total_len.min(64 << 20) as usize),
+                wait: 0,
+            });
+        }
+        let r = self.snap_recv.as_mut().expect("set above");
+        if m.offset != r.buf.len() as u64 || r.buf.len() as u64 + m.data.len() as u64 > r.total {
+            // Out of order or duplicate: ask for what we need next.
+            let (index, offset) = (r.index, r.buf.len() as u64);
+            self.send(
+                m.from,
+                PaxosMsg::SnapshotRequest(SnapshotRequest {
+                    from: self.cfg.id,
+                    index,
+                    offset,
+                }),
+            );
+            return;
+        }
+        r.buf.extend_from_slice(&m.data);
+        r.wait = 0;
+        if (r.buf.len() as u64) < r.total {
+            let (index, offset) = (r.index, r.buf.len() as u64);
+            self.send(
+                m.from,
+                PaxosMsg::SnapshotRequest(SnapshotRequest {
+                    from: self.cfg.id,
+                    index,
+                    offset,
+                }),
+            );
+            return;
+        }
+        let r = self.snap_recv.take().expect("present");
+        self.install_snapshot(r.index, r.buf.freeze());
+        self.request_catchup(m.from);
+        self.after_learning(rng);
+    }
+
+    fn install_snapshot(&mut self, index: Slot, data: Bytes) {
+        assert!(index > self.chosen_upto);
+        ::log::debug!("r{} installs snapshot at {index}", self.cfg.id);
+        self.out.records.push(Record::Snapshot {
+            index,
+            data: data.clone(),
+        });
+        self.log.compact(index);
+        self.snapshot = Some((index, data.clone()));
+        self.chosen_upto = index;
+        self.applied_upto = index;
+        self.commit_hint = self.commit_hint.max(index);
+        // Batches queued for apply below the snapshot are covered by it.
+        self.out.gated.committed.clear();
+        self.out.gated.snapshot = Some((index, data));
+        self.stats.snapshots_installed += 1;
+        self.advance_chosen_marked();
+    }
+
+    /// Our commit point moved by catch-up: a waiting candidate may now lead.
+    fn after_learning(&mut self, rng: &mut Rng) {
+        if matches!(self.role, Role::Candidate(_)) {
+            self.try_lead(rng);
+        }
+    }
+
+    // ----- candidate ------------------------------------------------------
+
+    fn start_election(&mut self, rng: &mut Rng) {
+        let round = self.promised.round.max(self.seen.round) + 1;
+        let ballot = Ballot::new(round, self.cfg.id);
+        ::log::debug!("r{} starts election {:?}", self.cfg.id, ballot);
+        self.stats.elections_started += 1;
+        self.promise(ballot);
+        self.seen = ballot;
+        self.leader_hint = None;
+        let mut reported = std::collections::BTreeMap::new();
+        for (slot, e) in self.log.iter_from(self.chosen_upto) {
+            reported.insert(slot, (e.ballot, e.batch.clone()));
+        }
+        self.role = Role::Candidate(Candidate {
+            ballot,
+            promised_by: 1 << self.cfg.id,
+            reported,
+            best_chosen: (self.chosen_upto, self.cfg.id),
+            catchup_wait: 0,
+        });
+        self.reset_election_timer(rng);
+        for peer in 0..self.cfg.replicas {
+            if peer != self.cfg.id {
+                self.send(
+                    peer,
+                    PaxosMsg::Prepare(Prepare {
+                        from: self.cfg.id,
+                        ballot,
+                        from_slot: self.chosen_upto,
+                    }),
+                );
+            }
+        }
+        self.try_lead(rng);
+    }
+
+    fn on_promise(&mut self, m: Promise, rng: &mut Rng) {
+        let Role::Candidate(c) = &mut self.role else {
+            return;
+        };
+        if m.ballot != c.ballot {
+            return;
+        }
+        c.promised_by |= 1 << m.from;
+        for e in m.entries {
+            match c.reported.get(&e.slot) {
+                Some((b, _)) if *b >= e.ballot => {}
+                _ => {
+                    c.reported.insert(e.slot, (e.ballot, e.batch));
+                }
+            }
+        }
+        if m.chosen_upto > c.best_chosen.0 {
+            c.best_chosen = (m.chosen_upto, m.from);
+        }
+        self.try_lead(rng);
+    }
+
+    /// Become leader once a quorum promised and we know every slot that any
+    /// promiser knows is chosen.
+    fn try_lead(&mut self, _rng: &mut Rng) {
+        let Role::Candidate(c) = &mut self.role else {
+            return;
+        };
+        if c.promised_by.count_ones() < self.cfg.quorum() {
+            return;
+        }
+        if self.chosen_upto < c.best_chosen.0 {
+            // Slots [chosen_upto, best) are chosen but we lack their values;
+            // fetch them first (tick() retries).
+            if c.catchup_wait == 0 {
+                c.catchup_wait = 1;
+                let to = c.best_chosen.1;
+                self.request_catchup(to);
+            }
+            return;
+        }
+        let Role::Candidate(c) = std::mem::replace(&mut self.role, Role::Follower) else {
+            unreachable!()
+        };
+        let ballot = c.ballot;
+        let start = self.chosen_upto;
+        let next_slot = c
+            .reported
+            .keys()
+            .next_back()
+            .map_or(start, |s| (s + 1).max(start));
+        ::log::debug!(
+            "r{} leads {:?}: re-proposing {start}..{next_slot}",
+            self.cfg.id,
+            ballot
+        );
+        let mut reproposed = Vec::new();
+        let mut inflight = std::collections::VecDeque::new();
+        let mut reported = c.reported;
+        for slot in start..next_slot {
+            let batch = match reported.remove(&slot) {
+                Some((_, b)) => b,
+                None => Batch::noop(),
+            };
+            self.log.set(
+                slot,
+                Entry {
+                    ballot,
+                    batch: batch.clone(),
+                },
+            );
+            self.out.records.push(Record::Accepted {
+                slot,
+                ballot,
+                batch: batch.clone(),
+            });
+            inflight.push_back(InFlight {
+                acks: 1 << self.cfg.id,
+                age: 0,
+            });
+            reproposed.push(Proposal { slot, batch });
+        }
+        self.role = Role::Leader(Leader {
+            ballot,
+            next_slot,
+            inflight,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            heartbeat_elapsed: 0,
+            silent_ticks: vec![0; self.cfg.replicas as usize],
+            commit_sent: start,
+        });
+        self.leader_hint = Some(self.cfg.id);
+        // Re-proposals go out in bounded messages.
+        let mut chunk: Vec<Proposal> = Vec::new();
+        let mut bytes = 0;
+        for p in reproposed {
+            bytes += p.batch.payload_bytes();
+            chunk.push(p);
+            if bytes >= self.cfg.batch_bytes_max {
+                self.send_accepts(ballot, std::mem::take(&mut chunk));
+                bytes = 0;
+            }
+        }
+        // Always send one (possibly empty) Accept: it announces the new leader.
+        self.send_accepts(ballot, chunk);
+        self.advance_leader_commit();
+    }
+
+    // ----- leader ---------------------------------------------------------
+
+    fn send_accepts(&mut self, ballot: Ballot, entries: Vec<Proposal>) {
+        for peer in 0..self.cfg.replicas {
+            if peer != self.cfg.id {
+                self.send(
+                    peer,
+                    PaxosMsg::Accept(Accept {
+                        from: self.cfg.id,
+                        ballot,
+                        chosen_upto: self.chosen_upto,
+                        entries: entries.clone(),
+                    }),
+                );
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, m: Accepted) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if m.ballot != l.ballot {
+            return;
+        }
+        l.silent_ticks[m.from as usize] = 0;
+        let base = self.chosen_upto;
+        for slot in m.slots {
+            if slot >= base && slot < l.next_slot {
+                l.inflight[(slot - base) as usize].acks |= 1 << m.from;
+            }
+        }
+        self.advance_leader_commit();
+    }
+
+    fn advance_leader_commit(&mut self) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        while let Some(f) = l.inflight.front() {
+            if f.acks.count_ones() < self.cfg.quorum() {
+                break;
+            }
+            l.inflight.pop_front();
+            self.chosen_upto += 1;
+        }
+        self.commit_hint = self.commit_hint.max(self.chosen_upto);
+    }
+
+    fn retransmit_accepts(&mut self) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        let base = self.chosen_upto;
+        let mut per_peer: Vec<Vec<Proposal>> = vec![Vec::new(); self.cfg.replicas as usize];
+        for (i, f) in l.inflight.iter_mut().enumerate() {
+            f.age += 1;
+            if f.age < self.cfg.retransmit_ticks {
+                continue;
+            }
+            f.age = 0;
+            let slot = base + i as u64;
+            let e = self.log.get(slot).expect("in-flight slot missing");
+            for (peer, list) in per_peer.iter_mut().enumerate() {
+                if f.acks & (1 << peer) == 0 {
+                    list.push(Proposal {
+                        slot,
+                        batch: e.batch.clone(),
+                    });
+                }
+            }
+        }
+        for (peer, entries) in per_peer.into_iter().enumerate() {
+            if !entries.is_empty() {
+                self.send(
+                    peer as ReplicaId,
+                    PaxosMsg::Accept(Accept {
+                        from: self.cfg.id,
+                        ballot,
+                        chosen_upto: self.chosen_upto,
+                        entries,
+                    }),
+                );
+            }
+        }
+    }
+
+    fn broadcast_commit(&mut self, ballot: Ballot, commit: bool) {
+        for peer in 0..self.cfg.replicas {
+            if peer == self.cfg.id {
+                continue;
+            }
+            let msg = if commit {
+                PaxosMsg::Commit(Commit {
+                    from: self.cfg.id,
+                    ballot,
+                    chosen_upto: self.chosen_upto,
+                })
+            } else {
+                PaxosMsg::Heartbeat(Heartbeat {
+                    from: self.cfg.id,
+                    ballot,
+                    chosen_upto: self.chosen_upto,
+                })
+            };
+            self.send(peer, msg);
+        }
+    }
+
+    fn on_reject(&mut self, m: Reject, rng: &mut Rng) {
+        self.seen = self.seen.max(m.promised);
+        let mine = match &self.role {
+            Role::Leader(l) => l.ballot,
+            Role::Candidate(c) => c.ballot,
+            Role::Follower => return,
+        };
+        if m.promised > mine {
+            self.become_follower(None, rng);
+        }
+    }
+
+    // ----- common ---------------------------------------------------------
+
+    fn become_follower(&mut self, leader: Option<ReplicaId>, rng: &mut Rng) {
+        if self.is_leader() {
+            ::log::debug!("r{} steps down", self.cfg.id);
+        }
+        self.role = Role::Follower;
+        self.leader_hint = leader;
+        self.reset_election_timer(rng);
+    }
+
+    fn reset_election_timer(&mut self, rng: &mut Rng) {
+        self.election_elapsed = 0;
+        self.election_timeout = rng.range(
+            self.cfg.election_ticks_min as u64,
+            self.cfg.election_ticks_max as u64,
+        ) as u32;
+    }
+
+    fn send(&mut self, to: ReplicaId, msg: PaxosMsg) {
+        debug_assert_ne!(to, self.cfg.id);
+        self.out.gated.messages.push((to, msg));
+    }
+
+    /// Cheap structural invariants, checked after every message.
+    fn check_invariants(&self) {
+        assert!(self.applied_upto <= self.chosen_upto);
+        assert!(self.log.start() <= self.chosen_upto);
+        assert!(self.seen >= self.promised, "a promise is always a ballot seen");
+        if let Role::Leader(l) = &self.role {
+            assert_eq!(l.ballot, self.promised, "leader's ballot is its promise");
+            assert_eq!(
+                self.chosen_upto + l.inflight.len() as u64,
+                l.next_slot,
+                "in-flight window misaligned"
+            );
+        }
+    }
+}
