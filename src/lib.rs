@@ -9,3 +9,6 @@ pub mod check;
 pub mod kv;
 pub mod rng;
 pub mod paxos;
+pub mod replica;
+pub mod kv_machine;
+pub mod sim;

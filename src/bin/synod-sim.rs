@@ -1,1 +1,163 @@
-fn main() {}
+//! `synod-sim`: run the deterministic simulator over many seeds.
+//!
+//! Exits 0 only when every seed passes. The last line is `seeds=N failures=F`
+//! followed by other `key=value` figures. A failing seed prints itself with
+//! the exact command that replays it.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use synod::sim::{self, Bugs, SimConfig, SimReport};
+
+struct Args {
+    seeds: u64,
+    start: u64,
+    replicas: Option<u32>,
+    faults: bool,
+    jobs: usize,
+    bugs: Bugs,
+    verbose: bool,
+}
+
+const USAGE: &str = "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
+                 [--bug skip-dedup|follower-reads|accept-ignores-promise|apply-past-hole] [-v]
+
+Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).";
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        seeds: 100,
+        start: 0,
+        replicas: None,
+        faults: true,
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        bugs: Bugs::default(),
+        verbose: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match flag.as_str() {
+            "--seeds" => a.seeds = num(&value("--seeds")?)?,
+            "--start-seed" => a.start = num(&value("--start-seed")?)?,
+            "--replicas" => {
+                let r = num(&value("--replicas")?)? as u32;
+                if r != 3 && r != 5 {
+                    return Err(format!("--replicas must be 3 or 5, not {r}"));
+                }
+                a.replicas = Some(r);
+            }
+            "--jobs" => a.jobs = (num(&value("--jobs")?)? as usize).max(1),
+            "--no-faults" => a.faults = false,
+            "--bug" => match value("--bug")?.as_str() {
+                "skip-dedup" => a.bugs.skip_dedup = true,
+                "follower-reads" => a.bugs.replica.follower_reads = true,
+                "accept-ignores-promise" => a.bugs.paxos.accept_ignores_promise = true,
+                "apply-past-hole" => a.bugs.paxos.apply_past_hole = true,
+                other => return Err(format!("unknown bug {other:?}")),
+            },
+            "-v" | "--verbose" => a.verbose = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn num(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| format!("not a number: {s:?}"))
+}
+
+/// The world a seed runs, as the tests and replays build it.
+pub fn config_for(seed: u64, replicas: Option<u32>, faults: bool, bugs: Bugs) -> SimConfig {
+    let r = replicas.unwrap_or(if seed % 2 == 0 { 3 } else { 5 });
+    let mut cfg = SimConfig::new(seed, r);
+    cfg.faults = faults;
+    cfg.bugs = bugs;
+    cfg
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("synod-sim: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let next = AtomicU64::new(args.start);
+    let end = args.start + args.seeds;
+    let reports: Mutex<Vec<SimReport>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    break;
+                }
+                let cfg = config_for(seed, args.replicas, args.faults, args.bugs);
+                let report = sim::run(&cfg);
+                if !report.passed() {
+                    let mut msg = format!(
+                        "FAIL seed={seed} replicas={} — replay: synod-sim --start-seed {seed} --seeds 1 --replicas {}",
+                        cfg.replicas, cfg.replicas
+                    );
+                    let shown = if args.verbose { usize::MAX } else { 3 };
+                    for f in report.failures.iter().take(shown) {
+                        msg.push_str("\n    ");
+                        msg.push_str(&f.replace('\n', "\n    "));
+                    }
+                    if report.failures.len() > shown {
+                        msg.push_str(&format!("\n    ... {} more", report.failures.len() - shown));
+                    }
+                    println!("{msg}");
+                } else if args.verbose {
+                    println!(
+                        "ok seed={seed} replicas={} ops={} slots={} elections={} crashes={}",
+                        cfg.replicas,
+                        report.ops_completed,
+                        report.slots_chosen,
+                        report.elections,
+                        report.crashes
+                    );
+                }
+                reports.lock().expect("no panics hold it").push(report);
+            });
+        }
+    });
+    let reports = reports.into_inner().expect("no panics hold it");
+    let secs = started.elapsed().as_secs_f64();
+    let failures = reports.iter().filter(|r| !r.passed()).count();
+    let commands: u64 = reports.iter().map(|r| r.commands_chosen).sum();
+    let slots: u64 = reports.iter().map(|r| r.slots_chosen).sum();
+    let ops: u64 = reports.iter().map(|r| r.ops_completed).sum();
+    let elections: u64 = reports.iter().map(|r| r.elections).sum();
+    let crashes: u64 = reports.iter().map(|r| r.crashes).sum();
+    let snaps: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
+    println!(
+        "seeds={} failures={} committed_commands={} slots={} avg_batch={:.2} ops_completed={} elections={} crashes={} snapshots_installed={} wall_secs={:.1} sim_commands_per_wall_sec={:.0}",
+        reports.len(),
+        failures,
+        commands,
+        slots,
+        commands as f64 / slots.max(1) as f64,
+        ops,
+        elections,
+        crashes,
+        snaps,
+        secs,
+        commands as f64 / secs.max(1e-9)
+    );
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

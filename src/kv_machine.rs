@@ -1,0 +1,64 @@
+//! The KV store as a replicated [`StateMachine`]: log commands are client
+//! requests encoded by `synod_wire::encode_command`.
+
+use bytes::Bytes;
+use synod_wire::{ClientId, ClientReply, ClientRequest, Op, Seq, Slot};
+
+use crate::kv::{KvOptions, KvStore};
+use crate::replica::StateMachine;
+
+pub struct KvMachine {
+    store: KvStore,
+    opts: KvOptions,
+    /// Commands that did not decode. Only our own code writes commands into
+    /// the log, so this stays 0 unless something is badly wrong.
+    pub undecodable: u64,
+}
+
+impl KvMachine {
+    pub fn new(opts: KvOptions) -> KvMachine {
+        KvMachine {
+            store: KvStore::new(opts.clone()),
+            opts,
+            undecodable: 0,
+        }
+    }
+
+    pub fn store(&self) -> &KvStore {
+        &self.store
+    }
+}
+
+impl StateMachine for KvMachine {
+    fn apply(&mut self, _slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, ClientReply)> {
+        match synod_wire::decode_command(cmd.clone()) {
+            Ok(req) => {
+                let reply = self.store.apply(&req);
+                Some((req.client_id, req.seq, reply))
+            }
+            Err(e) => {
+                // Every replica sees the same bytes and skips them alike, so
+                // the replicas stay identical; count it loudly.
+                ::log::error!("undecodable command in the log: {e}");
+                self.undecodable += 1;
+                None
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Bytes {
+        self.store.snapshot()
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+        self.store = KvStore::restore(data, self.opts.clone()).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn read_local(&self, req: &ClientRequest) -> Option<ClientReply> {
+        match &req.op {
+            Op::Get { key } => Some(self.store.read(key)),
+            _ => None,
+        }
+    }
+}

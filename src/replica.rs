@@ -1,0 +1,207 @@
+//! One replica of one group: the Paxos core plus the state machine it feeds,
+//! plus the bookkeeping that routes each applied command's answer back to
+//! the client connection that asked. Sans-IO like the core: the driver (the
+//! simulator or the mio runtime) hands in requests, messages and ticks,
+//! persists the records of [`Replica::ready`], and then calls
+//! [`Replica::advance`] with the proof, which applies chosen commands and
+//! returns the messages and client replies that may now leave.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use synod_wire::{ClientId, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Seq, Slot};
+
+use crate::paxos::{self, Durable, Paxos, ProposeError, Ready, Synced};
+use crate::rng::Rng;
+
+/// The driver's handle for where a reply goes (a connection and request id,
+/// a simulated client, ...). Opaque to the replica.
+pub type ReplyTo = u64;
+
+/// A deterministic state machine replicated through the log.
+pub trait StateMachine {
+    /// Apply one chosen command. Returns the request identity and reply when
+    /// the command came from a client, so the replica can answer it.
+    fn apply(&mut self, slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, ClientReply)>;
+    /// The whole state as deterministic bytes.
+    fn snapshot(&self) -> Bytes;
+    /// Replace the whole state from `snapshot()` bytes.
+    fn restore(&mut self, data: &[u8]) -> Result<(), String>;
+    /// Answer a read from local state, bypassing the log. Only the planted
+    /// follower-read bug uses it today.
+    fn read_local(&self, _req: &ClientRequest) -> Option<ClientReply> {
+        None
+    }
+}
+
+/// Deliberate bugs at this layer (see [`paxos::PlantedBugs`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaBugs {
+    /// Answer Gets from this replica's local state, leader or not.
+    pub follower_reads: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    pub paxos: paxos::Config,
+    /// Snapshot and compact once the log holds this many slots.
+    pub snapshot_log_slots: usize,
+    pub bugs: ReplicaBugs,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: ReplicaId, replicas: u32) -> ReplicaConfig {
+        ReplicaConfig {
+            paxos: paxos::Config::new(id, replicas),
+            snapshot_log_slots: 1024,
+            bugs: ReplicaBugs::default(),
+        }
+    }
+}
+
+/// What may leave once the records are durable.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub messages: Vec<(ReplicaId, PaxosMsg)>,
+    pub replies: Vec<(ReplyTo, ClientReply)>,
+    /// The snapshot installed in this round, if any (for checkers).
+    pub installed_snapshot: Option<Slot>,
+    /// The chosen batches applied in this round, in slot order (for checkers).
+    pub committed: Vec<(Slot, synod_wire::Batch)>,
+}
+
+pub struct Replica<S: StateMachine> {
+    cfg: ReplicaConfig,
+    paxos: Paxos,
+    sm: S,
+    /// Requests this replica proposed and still owes an answer.
+    waiting: HashMap<(ClientId, Seq), Vec<ReplyTo>>,
+    /// Replies produced outside `advance` (refusals), sent after the next sync.
+    early: Vec<(ReplyTo, ClientReply)>,
+    was_leader: bool,
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Start (or restart) from what the disk holds; `sm` is the empty state.
+    pub fn new(cfg: ReplicaConfig, durable: Durable, sm: S, rng: &mut Rng) -> Replica<S> {
+        let paxos = Paxos::new(cfg.paxos.clone(), durable, rng);
+        let was_leader = paxos.is_leader();
+        Replica {
+            cfg,
+            paxos,
+            sm,
+            waiting: HashMap::new(),
+            early: Vec::new(),
+            was_leader,
+        }
+    }
+
+    pub fn paxos(&self) -> &Paxos {
+        &self.paxos
+    }
+    pub fn state(&self) -> &S {
+        &self.sm
+    }
+    pub fn is_leader(&self) -> bool {
+        self.paxos.is_leader()
+    }
+
+    /// A client request arrived. `cmd` is its encoding as a log command
+    /// (`synod_wire::encode_command`), made by the driver so a request that
+    /// arrived as bytes need not be encoded twice.
+    pub fn on_request(&mut self, to: ReplyTo, req: &ClientRequest, cmd: Bytes) {
+        if self.cfg.bugs.follower_reads {
+            if let Some(reply) = self.sm.read_local(req) {
+                self.early.push((to, reply));
+                return;
+            }
+        }
+        match self.paxos.propose(cmd) {
+            Ok(()) => self
+                .waiting
+                .entry((req.client_id, req.seq))
+                .or_default()
+                .push(to),
+            Err(ProposeError::NotLeader(leader)) => {
+                self.early.push((to, ClientReply::NotLeader { leader }))
+            }
+            Err(ProposeError::Busy) => self.early.push((to, ClientReply::Busy)),
+        }
+    }
+
+    pub fn step(&mut self, msg: PaxosMsg, rng: &mut Rng) {
+        self.paxos.step(msg, rng);
+        self.after_event();
+    }
+
+    pub fn tick(&mut self, rng: &mut Rng) {
+        self.paxos.tick(rng);
+        self.after_event();
+    }
+
+    /// End of a loop turn: close the batch.
+    pub fn flush(&mut self) {
+        self.paxos.flush();
+    }
+
+    /// Records to persist; pass the result to [`Replica::advance`] with the
+    /// proof that they are durable.
+    pub fn ready(&mut self) -> Ready {
+        self.paxos.ready()
+    }
+
+    /// Apply what was chosen and release what may leave.
+    pub fn advance(&mut self, ready: Ready, proof: Synced) -> Output {
+        let gated = ready.release(proof);
+        let mut out = Output {
+            messages: Vec::new(),
+            replies: std::mem::take(&mut self.early),
+            installed_snapshot: gated.snapshot.as_ref().map(|(i, _)| *i),
+            committed: Vec::new(),
+        };
+        if let Some((index, data)) = &gated.snapshot {
+            if let Err(e) = self.sm.restore(data) {
+                // A snapshot is only ever produced by our own state machine
+                // and carried under checksums; failing to load it means
+                // corruption we cannot serve from.
+                panic!("snapshot at slot {index} does not restore: {e}");
+            }
+        }
+        for (slot, batch) in &gated.committed {
+            for cmd in &batch.commands {
+                if let Some((client, seq, reply)) = self.sm.apply(*slot, cmd) {
+                    if let Some(waiters) = self.waiting.remove(&(client, seq)) {
+                        for w in waiters {
+                            out.replies.push((w, reply.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        out.messages = gated.messages;
+        out.committed = gated.committed;
+        if self.paxos.log().len() > self.cfg.snapshot_log_slots {
+            let index = self.paxos.applied_upto();
+            let data = self.sm.snapshot();
+            self.paxos.compact(index, data);
+        }
+        out
+    }
+
+    /// Leadership lost: nobody here will answer what we were waiting on, so
+    /// tell those clients to look elsewhere (a retry is deduplicated if the
+    /// command is chosen after all).
+    fn after_event(&mut self) {
+        let leader = self.paxos.is_leader();
+        if self.was_leader && !leader {
+            let hint = self.paxos.leader_hint();
+            for (_, waiters) in self.waiting.drain() {
+                for w in waiters {
+                    self.early
+                        .push((w, ClientReply::NotLeader { leader: hint }));
+                }
+            }
+        }
+        self.was_leader = leader;
+    }
+}

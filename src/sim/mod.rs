@@ -1,0 +1,720 @@
+//! The deterministic simulator: one seed decides a whole faulty world.
+//!
+//! A group of 3 or 5 replicas ([`Replica`] over [`KvMachine`]) and a few
+//! clients run on virtual time (microseconds) in one thread. The network
+//! drops, duplicates, delays and reorders messages and applies partitions
+//! (random halves, the leader isolated, a minority isolated, swizzle-clog);
+//! replicas crash (volatile state lost, the simulated disk kept) and restart.
+//! Every random choice comes from one [`Rng`] seeded by the seed, and events
+//! are ordered by `(time, sequence number)`, so a seed replays exactly.
+//!
+//! After the fault phase everything heals and the checkers run:
+//! safety (one value per slot, in-order application on every replica,
+//! identical states at equal applied points), linearizability of the client
+//! history, liveness (every request completes within a bound after healing),
+//! and exactly-once appends.
+
+mod checks;
+mod client;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use bytes::Bytes;
+use synod_wire::{Batch, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Slot};
+
+use crate::check::linearizability::KvOp;
+use crate::kv::KvOptions;
+use crate::kv_machine::KvMachine;
+use crate::paxos::{Durable, PlantedBugs, Synced};
+use crate::replica::{Replica, ReplicaBugs, ReplicaConfig};
+use crate::rng::Rng;
+
+use client::Client;
+
+/// Virtual time in microseconds.
+pub type Micros = u64;
+
+const MS: Micros = 1_000;
+
+/// Every planted bug the simulator can switch on (all off by default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    pub paxos: PlantedBugs,
+    pub replica: ReplicaBugs,
+    pub skip_dedup: bool,
+}
+
+/// What one simulated world looks like.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub replicas: u32,
+    pub clients: usize,
+    /// Keys that see Get, Put and Append.
+    pub mixed_keys: usize,
+    /// Keys that see only Get and Append (for the exactly-once check).
+    pub append_keys: usize,
+    /// Length of the fault phase; then everything heals.
+    pub fault_phase: Micros,
+    /// Clients stop starting new requests this long after healing.
+    pub workload_after_heal: Micros,
+    /// Every request must complete within this long after healing.
+    pub liveness_bound: Micros,
+    /// Turn faults off entirely (a clean run).
+    pub faults: bool,
+    pub tick: Micros,
+    /// A loop turn: proposals arriving within one turn share a slot.
+    pub turn: Micros,
+    pub bugs: Bugs,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, replicas: u32) -> SimConfig {
+        SimConfig {
+            seed,
+            replicas,
+            clients: 6,
+            mixed_keys: 3,
+            append_keys: 2,
+            fault_phase: 6_000 * MS,
+            workload_after_heal: 1_000 * MS,
+            liveness_bound: 10_000 * MS,
+            faults: true,
+            tick: 10 * MS,
+            turn: 200,
+            bugs: Bugs::default(),
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    pub seed: u64,
+    pub failures: Vec<String>,
+    pub slots_chosen: u64,
+    pub commands_chosen: u64,
+    pub ops_completed: u64,
+    pub elections: u64,
+    pub snapshots_installed: u64,
+    pub crashes: u64,
+    pub messages: u64,
+}
+
+impl SimReport {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Paxos {
+        to: ReplicaId,
+        msg: PaxosMsg,
+    },
+    Request {
+        to: ReplicaId,
+        reply_to: u64,
+        req: ClientRequest,
+    },
+    Reply {
+        client: usize,
+        reply_to: u64,
+        reply: ClientReply,
+    },
+    Tick {
+        node: ReplicaId,
+        epoch: u64,
+    },
+    Flush {
+        node: ReplicaId,
+        epoch: u64,
+    },
+    ClientWake {
+        client: usize,
+        token: u64,
+    },
+    Chaos,
+    Cut(ReplicaId, ReplicaId),
+    Restore(ReplicaId, ReplicaId),
+    Heal,
+}
+
+struct Queued {
+    at: Micros,
+    seq: u64,
+    ev: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+struct Node {
+    replica: Option<Replica<KvMachine>>,
+    disk: Durable,
+    rng: Rng,
+    /// Incremented on every crash so the dead incarnation's timers are ignored.
+    epoch: u64,
+    flush_scheduled: bool,
+    /// Next slot this node must apply (checks in-order application).
+    next_apply: Slot,
+}
+
+struct Net {
+    drop_p: f64,
+    dup_p: f64,
+    delay_min: Micros,
+    delay_max: Micros,
+    /// cut[a][b]: messages from a to b are lost.
+    cut: Vec<Vec<bool>>,
+}
+
+pub(crate) struct World {
+    cfg: SimConfig,
+    rng: Rng,
+    now: Micros,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    nodes: Vec<Node>,
+    net: Net,
+    clients: Vec<Client>,
+    history: Vec<KvOp>,
+    /// The first value seen chosen at each slot, by any replica.
+    chosen: BTreeMap<Slot, Batch>,
+    healed: bool,
+    report: SimReport,
+}
+
+/// Run one seed's world to the end and check it.
+pub fn run(cfg: &SimConfig) -> SimReport {
+    let mut w = World::new(cfg.clone());
+    w.run();
+    w.finish()
+}
+
+impl World {
+    fn new(cfg: SimConfig) -> World {
+        let mut rng = Rng::new(cfg.seed);
+        let n = cfg.replicas as usize;
+        let (drop_p, dup_p) = if cfg.faults {
+            (rng.range(0, 15) as f64 / 100.0, rng.range(0, 8) as f64 / 100.0)
+        } else {
+            (0.0, 0.0)
+        };
+        let mut w = World {
+            net: Net {
+                drop_p,
+                dup_p,
+                delay_min: 50,
+                delay_max: if cfg.faults { rng.range(500, 20_000) } else { 500 },
+                cut: vec![vec![false; n]; n],
+            },
+            nodes: Vec::new(),
+            clients: Vec::new(),
+            history: Vec::new(),
+            chosen: BTreeMap::new(),
+            healed: !cfg.faults,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            report: SimReport {
+                seed: cfg.seed,
+                ..SimReport::default()
+            },
+            rng,
+            cfg,
+        };
+        for id in 0..w.cfg.replicas {
+            let node_rng = w.rng.fork();
+            w.nodes.push(Node {
+                replica: None,
+                disk: Durable::default(),
+                rng: node_rng,
+                epoch: 0,
+                flush_scheduled: false,
+                next_apply: 0,
+            });
+            w.start_node(id);
+        }
+        let keys = client::KeySpace::new(w.cfg.mixed_keys, w.cfg.append_keys);
+        for c in 0..w.cfg.clients {
+            let crng = w.rng.fork();
+            w.clients
+                .push(Client::new(c, w.cfg.replicas, keys.clone(), crng));
+            let at = w.rng.range(0, 50 * MS);
+            w.schedule(at, Event::ClientWake { client: c, token: 0 });
+        }
+        if w.cfg.faults {
+            let at = w.rng.range(100 * MS, 800 * MS);
+            w.schedule(at, Event::Chaos);
+            w.schedule(w.cfg.fault_phase, Event::Heal);
+        }
+        w
+    }
+
+    fn replica_config(&self, id: ReplicaId) -> ReplicaConfig {
+        let mut rc = ReplicaConfig::new(id, self.cfg.replicas);
+        // Small limits so snapshots, chunking and catch-up happen often.
+        rc.snapshot_log_slots = 40;
+        rc.paxos.snapshot_chunk_bytes = 512;
+        rc.paxos.batch_commands_max = 64;
+        rc.paxos.window_slots_max = 4;
+        rc.paxos.catchup_slots_max = 16;
+        rc.paxos.bugs = self.cfg.bugs.paxos;
+        rc.bugs = self.cfg.bugs.replica;
+        rc
+    }
+
+    fn kv_options(&self) -> KvOptions {
+        KvOptions {
+            planted_skip_dedup: self.cfg.bugs.skip_dedup,
+            ..KvOptions::default()
+        }
+    }
+
+    fn start_node(&mut self, id: ReplicaId) {
+        let rc = self.replica_config(id);
+        let sm = KvMachine::new(self.kv_options());
+        let node = &mut self.nodes[id as usize];
+        let disk = node.disk.clone();
+        node.next_apply = disk.snapshot.as_ref().map_or(0, |(i, _)| *i);
+        let replica = Replica::new(rc, disk, sm, &mut node.rng);
+        node.replica = Some(replica);
+        node.flush_scheduled = false;
+        let epoch = node.epoch;
+        let first = self.rng.range(1, self.cfg.tick);
+        self.schedule(self.now + first, Event::Tick { node: id, epoch });
+        self.drive(id);
+    }
+
+    fn schedule(&mut self, at: Micros, ev: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn end_time(&self) -> Micros {
+        self.cfg.fault_phase + self.cfg.liveness_bound
+    }
+
+    fn run(&mut self) {
+        let end = self.end_time();
+        while let Some(Reverse(q)) = self.queue.pop() {
+            if q.at > end {
+                break;
+            }
+            self.now = q.at;
+            self.handle(q.ev);
+            if self.healed && self.now > self.cfg.fault_phase + self.cfg.workload_after_heal {
+                let idle = self.clients.iter().all(|c| c.idle());
+                if idle && self.now > self.cfg.fault_phase + self.cfg.workload_after_heal + 500 * MS
+                {
+                    // Let the last commit points reach every replica.
+                    break;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Paxos { to, msg } => {
+                let node = &mut self.nodes[to as usize];
+                if let Some(r) = node.replica.as_mut() {
+                    r.step(msg, &mut node.rng);
+                    self.after_node_event(to);
+                }
+            }
+            Event::Request { to, reply_to, req } => {
+                let node = &mut self.nodes[to as usize];
+                if let Some(r) = node.replica.as_mut() {
+                    let cmd = synod_wire::encode_command(&req);
+                    r.on_request(reply_to, &req, cmd);
+                    self.after_node_event(to);
+                }
+            }
+            Event::Reply {
+                client,
+                reply_to,
+                reply,
+            } => {
+                let now = self.now;
+                let actions = self.clients[client].on_reply(now, reply_to, reply);
+                self.client_actions(client, actions);
+            }
+            Event::Tick { node, epoch } => {
+                let n = &mut self.nodes[node as usize];
+                if n.epoch != epoch {
+                    return;
+                }
+                if let Some(r) = n.replica.as_mut() {
+                    r.tick(&mut n.rng);
+                    let at = self.now + self.cfg.tick;
+                    self.schedule(at, Event::Tick { node, epoch });
+                    self.after_node_event(node);
+                }
+            }
+            Event::Flush { node, epoch } => {
+                let n = &mut self.nodes[node as usize];
+                if n.epoch != epoch {
+                    return;
+                }
+                n.flush_scheduled = false;
+                if let Some(r) = n.replica.as_mut() {
+                    r.flush();
+                    self.drive(node);
+                }
+            }
+            Event::ClientWake { client, token } => {
+                let now = self.now;
+                let stop_new = self.healed
+                    && now > self.cfg.fault_phase + self.cfg.workload_after_heal;
+                let actions = self.clients[client].on_wake(now, token, stop_new);
+                self.client_actions(client, actions);
+            }
+            Event::Chaos => self.chaos(),
+            Event::Cut(a, b) => {
+                if !self.healed {
+                    self.net.cut[a as usize][b as usize] = true;
+                    self.net.cut[b as usize][a as usize] = true;
+                }
+            }
+            Event::Restore(a, b) => {
+                self.net.cut[a as usize][b as usize] = false;
+                self.net.cut[b as usize][a as usize] = false;
+            }
+            Event::Heal => self.heal(),
+        }
+    }
+
+    /// Any event at a node may have queued proposals or produced output.
+    fn after_node_event(&mut self, id: ReplicaId) {
+        let n = &mut self.nodes[id as usize];
+        if !n.flush_scheduled {
+            n.flush_scheduled = true;
+            let epoch = n.epoch;
+            let at = self.now + self.cfg.turn;
+            self.schedule(at, Event::Flush { node: id, epoch });
+        }
+        self.drive(id);
+    }
+
+    /// Persist, then release: the simulated disk takes the records before
+    /// anything they promise can leave.
+    fn drive(&mut self, id: ReplicaId) {
+        loop {
+            let node = &mut self.nodes[id as usize];
+            let Some(r) = node.replica.as_mut() else {
+                return;
+            };
+            let ready = r.ready();
+            if ready.is_empty() {
+                return;
+            }
+            for rec in &ready.records {
+                node.disk.apply(rec);
+            }
+            let out = r.advance(ready, Synced::after_sync());
+            self.check_applied(id, out.installed_snapshot, &out.committed);
+            for (to, msg) in out.messages {
+                self.send_paxos(id, to, msg);
+            }
+            for (reply_to, reply) in out.replies {
+                let client = (reply_to >> 40) as usize;
+                self.send_to_client(client, reply_to, reply);
+            }
+        }
+    }
+
+    fn delay(&mut self) -> Micros {
+        let d = self.rng.range(self.net.delay_min, self.net.delay_max + 1);
+        // Occasionally much later: reordering well past a round trip.
+        if !self.healed && self.rng.chance(0.02) {
+            d * 10
+        } else {
+            d
+        }
+    }
+
+    fn send_paxos(&mut self, from: ReplicaId, to: ReplicaId, msg: PaxosMsg) {
+        self.report.messages += 1;
+        if self.net.cut[from as usize][to as usize] || self.rng.chance(self.net.drop_p) {
+            return;
+        }
+        if self.rng.chance(self.net.dup_p) {
+            let d = self.delay();
+            self.schedule(
+                self.now + d,
+                Event::Paxos {
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+        let d = self.delay();
+        self.schedule(self.now + d, Event::Paxos { to, msg });
+    }
+
+    fn send_to_client(&mut self, client: usize, reply_to: u64, reply: ClientReply) {
+        if self.rng.chance(self.net.drop_p) {
+            return;
+        }
+        if self.rng.chance(self.net.dup_p) {
+            let d = self.delay();
+            self.schedule(
+                self.now + d,
+                Event::Reply {
+                    client,
+                    reply_to,
+                    reply: reply.clone(),
+                },
+            );
+        }
+        let d = self.delay();
+        self.schedule(
+            self.now + d,
+            Event::Reply {
+                client,
+                reply_to,
+                reply,
+            },
+        );
+    }
+
+    fn client_actions(&mut self, client: usize, actions: client::Actions) {
+        for (to, reply_to, req) in actions.send {
+            if self.rng.chance(self.net.drop_p) {
+                continue;
+            }
+            let d = self.delay();
+            self.schedule(self.now + d, Event::Request { to, reply_to, req });
+        }
+        if let Some((after, token)) = actions.wake {
+            self.schedule(self.now + after, Event::ClientWake { client, token });
+        }
+        for op in actions.completed {
+            self.report.ops_completed += 1;
+            self.history.push(op);
+        }
+        for f in actions.failures {
+            self.report.failures.push(f);
+        }
+    }
+
+    // ----- faults -------------------------------------------------------------
+
+    fn chaos(&mut self) {
+        if self.healed {
+            return;
+        }
+        let n = self.cfg.replicas;
+        match self.rng.range(0, 10) {
+            0 => {
+                // Random halves.
+                let side: Vec<bool> = (0..n).map(|_| self.rng.chance(0.5)).collect();
+                self.set_partition(&side);
+            }
+            1 => {
+                // Isolate the leader (or a random node if there is none).
+                let leader = (0..n)
+                    .find(|i| {
+                        self.nodes[*i as usize]
+                            .replica
+                            .as_ref()
+                            .is_some_and(|r| r.is_leader())
+                    })
+                    .unwrap_or_else(|| self.rng.range(0, n as u64) as u32);
+                let side: Vec<bool> = (0..n).map(|i| i == leader).collect();
+                self.set_partition(&side);
+            }
+            2 => {
+                // Isolate a minority.
+                let k = self.rng.range(1, (n / 2 + 1) as u64) as usize;
+                let mut side = vec![false; n as usize];
+                for _ in 0..k {
+                    let i = self.rng.range(0, n as u64) as usize;
+                    side[i] = true;
+                }
+                self.set_partition(&side);
+            }
+            3 => self.swizzle(),
+            4 | 5 => {
+                // Crash a live node.
+                let live: Vec<u32> = (0..n)
+                    .filter(|i| self.nodes[*i as usize].replica.is_some())
+                    .collect();
+                if !live.is_empty() {
+                    let i = live[self.rng.range(0, live.len() as u64) as usize];
+                    self.crash(i);
+                }
+            }
+            6 | 7 => {
+                // Restart a crashed node.
+                let dead: Vec<u32> = (0..n)
+                    .filter(|i| self.nodes[*i as usize].replica.is_none())
+                    .collect();
+                if !dead.is_empty() {
+                    let i = dead[self.rng.range(0, dead.len() as u64) as usize];
+                    self.start_node(i);
+                }
+            }
+            8 => self.clear_cuts(),
+            _ => {
+                self.net.drop_p = self.rng.range(0, 25) as f64 / 100.0;
+                self.net.dup_p = self.rng.range(0, 10) as f64 / 100.0;
+            }
+        }
+        let at = self.now + self.rng.range(100 * MS, 1_500 * MS);
+        self.schedule(at, Event::Chaos);
+    }
+
+    fn set_partition(&mut self, side: &[bool]) {
+        let n = side.len();
+        for a in 0..n {
+            for b in 0..n {
+                self.net.cut[a][b] = side[a] != side[b];
+            }
+        }
+    }
+
+    fn clear_cuts(&mut self) {
+        for row in self.net.cut.iter_mut() {
+            row.iter_mut().for_each(|c| *c = false);
+        }
+    }
+
+    /// FoundationDB's swizzle-clog: cut a random subset's links one by one,
+    /// then restore them in random order.
+    fn swizzle(&mut self) {
+        let n = self.cfg.replicas;
+        let mut links = Vec::new();
+        for a in 0..n {
+            if !self.rng.chance(0.5) {
+                continue;
+            }
+            for b in 0..n {
+                if a != b {
+                    links.push((a, b));
+                }
+            }
+        }
+        let mut t = self.now;
+        for &(a, b) in &links {
+            t += self.rng.range(10 * MS, 200 * MS);
+            self.schedule(t, Event::Cut(a, b));
+        }
+        // Fisher–Yates for the restore order.
+        for i in (1..links.len()).rev() {
+            let j = self.rng.range(0, i as u64 + 1) as usize;
+            links.swap(i, j);
+        }
+        for &(a, b) in &links {
+            t += self.rng.range(10 * MS, 300 * MS);
+            self.schedule(t, Event::Restore(a, b));
+        }
+    }
+
+    fn crash(&mut self, id: ReplicaId) {
+        let node = &mut self.nodes[id as usize];
+        if node.replica.take().is_some() {
+            node.epoch += 1;
+            self.report.crashes += 1;
+        }
+    }
+
+    fn heal(&mut self) {
+        self.healed = true;
+        self.clear_cuts();
+        self.net.drop_p = 0.0;
+        self.net.dup_p = 0.0;
+        self.net.delay_max = self.net.delay_max.min(2_000);
+        for id in 0..self.cfg.replicas {
+            if self.nodes[id as usize].replica.is_none() {
+                self.start_node(id);
+            }
+        }
+    }
+
+    // ----- checks ---------------------------------------------------------------
+
+    fn check_applied(&mut self, id: ReplicaId, snapshot: Option<Slot>, committed: &[(Slot, Batch)]) {
+        let node = &mut self.nodes[id as usize];
+        if let Some(index) = snapshot {
+            // A restart reinstalls its own snapshot (a rewind); a laggard
+            // installs a newer one (a jump). Either way application resumes there.
+            node.next_apply = index;
+        }
+        for (slot, batch) in committed {
+            if *slot != node.next_apply {
+                self.report.failures.push(format!(
+                    "safety: replica {id} applied slot {slot}, expected {} (out of order or past a hole)",
+                    node.next_apply
+                ));
+            }
+            node.next_apply = slot + 1;
+            match self.chosen.get(slot) {
+                Some(b) if b != batch => self.report.failures.push(format!(
+                    "safety: slot {slot} decided twice: {} commands vs {} commands (replica {id})",
+                    b.commands.len(),
+                    batch.commands.len()
+                )),
+                Some(_) => {}
+                None => {
+                    self.report.slots_chosen += 1;
+                    self.report.commands_chosen += batch.commands.len() as u64;
+                    self.chosen.insert(*slot, batch.clone());
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> SimReport {
+        for node in &self.nodes {
+            if let Some(r) = &node.replica {
+                let s = r.paxos().stats();
+                self.report.elections += s.elections_started;
+                self.report.snapshots_installed += s.snapshots_installed;
+            }
+        }
+        let now = self.now;
+        let pending: Vec<KvOp> = self.clients.iter().filter_map(|c| c.pending_op(now)).collect();
+        checks::liveness(&mut self.report, &self.clients, self.end_time(), now);
+        let mut history = std::mem::take(&mut self.history);
+        history.extend(pending);
+        checks::linearizable(&mut self.report, &history);
+        checks::replicas_agree(&mut self.report, &self.nodes);
+        let final_store = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .max_by_key(|r| r.paxos().applied_upto());
+        if let Some(r) = final_store {
+            checks::appends_exactly_once(&mut self.report, &self.clients, r.state().store());
+        }
+        self.report
+    }
+}
+
+/// Encode a value that names its writer, so checkers can attribute it.
+pub(crate) fn token(kind: u8, client: usize, seq: u64) -> Bytes {
+    Bytes::from(format!("{}{}.{};", kind as char, client, seq))
+}
