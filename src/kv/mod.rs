@@ -2,7 +2,9 @@
 //!
 //! This module owns one replica group's key/value data and its clients'
 //! at-most-once (deduplication) state, both kept per shard so that a shard can
-//! later be handed to another group together with its dedup state.
+//! later be handed to another group together with its dedup state
+//! ([`KvStore::export_shard`], [`KvStore::import_shard`],
+//! [`KvStore::drop_shard`]). It also owns the byte layout of its snapshots.
 //!
 //! Every replica applies the same requests in Paxos log order, so everything
 //! here is deterministic: the result depends only on the state and the
@@ -10,14 +12,17 @@
 //! never do I/O (no sockets, files, clocks or logging that feeds back into
 //! state); the replica layer persists snapshots and sends replies.
 //!
-//! Errors follow the project's three kinds: a broken internal invariant is an
+//! Errors follow the project's three kinds: corrupt snapshot bytes are a
+//! [`SnapshotError`] (never a panic), a broken internal invariant is an
 //! `assert!`, and a refused client write is a deterministic reply.
 
 mod shard;
+mod snapshot;
 
 use synod_wire::{ClientReply, ClientRequest};
 
 use shard::Shard;
+pub use snapshot::SnapshotError;
 
 /// Shards per store unless configured otherwise (`--shards` at master
 /// bootstrap).

@@ -70,6 +70,16 @@ impl Session {
         self.replies.get(&seq).cloned()
     }
 
+    /// Folds `other` (the same client's session from another replica group)
+    /// into this one. Taking the max watermark is safe because each side's
+    /// `acked` was told to it by the client itself; on a reply present on
+    /// both sides the incoming one wins (they can only differ if the client
+    /// reused a seq, which is its bug).
+    pub(crate) fn merge(&mut self, other: Session) {
+        self.replies.extend(other.replies);
+        self.acknowledge(other.acked);
+    }
+
     pub(crate) fn assert_invariants(&self) {
         if let Some((&lowest, _)) = self.replies.first_key_value() {
             assert!(
@@ -154,6 +164,18 @@ impl Shard {
         for value in self.data.values() {
             assert!(value.len() <= MAX_VALUE_BYTES);
         }
+    }
+
+    /// Imports a shard exported by the group that owned it. The data is
+    /// replaced, not merged: the exporter was the shard's only owner, so any
+    /// local data for it is stale. Sessions are merged per client, so a
+    /// client that talked to both groups keeps the stronger guarantee.
+    pub(crate) fn merge_from(&mut self, incoming: Shard) {
+        self.data = incoming.data;
+        for (client, session) in incoming.sessions {
+            self.sessions.entry(client).or_default().merge(session);
+        }
+        self.assert_invariants();
     }
 }
 
