@@ -18,6 +18,8 @@
 
 mod shard;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 
 use synod_wire::{ClientReply, ClientRequest};
 
