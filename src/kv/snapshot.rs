@@ -1,0 +1,427 @@
+//! Byte layout of KV snapshots and shard exports.
+//!
+//! All integers are little-endian. Lengths and counts are `u32`.
+//!
+//! ```text
+//! snapshot     = SNAPSHOT_FORMAT:u8  shards:u32  shard_body * shards
+//! shard export = SHARD_FORMAT:u8     shards:u32  shard:u32  shard_body
+//! shard_body   = entries:u32   (key_len:u32 key  value_len:u32 value) * entries
+//!                sessions:u32  (client:u64 acked:u64 replies:u32 (seq:u64 reply) * replies) * sessions
+//! reply        = 0 len:u32 bytes      Ok
+//!              | 1                    NoKey
+//!              | 2                    WrongGroup
+//!              | 3 0 | 3 1 leader:u32 NotLeader (no leader | leader)
+//!              | 4                    Busy
+//!              | 5 len:u32 utf8       Error
+//! ```
+//!
+//! Entries are sorted by key, sessions by client id and replies by seq, so
+//! equal states give equal bytes whatever the insertion or `HashMap` order.
+//! Decoding accepts exactly that canonical form (strictly increasing keys,
+//! clients and seqs; replies above `acked`; every key in its shard), so a
+//! successful restore re-encodes to the very same bytes. There is no checksum:
+//! that is the storage layer's job. Decoding never panics and validates every
+//! length and count against the remaining input before allocating.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use byteorder::{ByteOrder, LittleEndian};
+use bytes::Bytes;
+use synod_wire::{ClientId, ClientReply};
+
+use super::shard::{Session, Shard};
+use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
+
+/// Format/version byte of a whole-store snapshot.
+const SNAPSHOT_FORMAT: u8 = 1;
+/// Format/version byte of a single-shard export; distinct from
+/// [`SNAPSHOT_FORMAT`] so one can never be mistaken for the other.
+const SHARD_FORMAT: u8 = 0x81;
+
+/// Smallest encodings, used to bound counts by the remaining input.
+const MIN_ENTRY_BYTES: usize = 4 + 4;
+const MIN_SESSION_BYTES: usize = 8 + 8 + 4;
+const MIN_CACHED_REPLY_BYTES: usize = 8 + 1;
+
+const TAG_OK: u8 = 0;
+const TAG_NO_KEY: u8 = 1;
+const TAG_WRONG_GROUP: u8 = 2;
+const TAG_NOT_LEADER: u8 = 3;
+const TAG_BUSY: u8 = 4;
+const TAG_ERROR: u8 = 5;
+
+/// Why snapshot or shard-export bytes were refused. The store is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotError {
+    /// The first byte is not a format this code understands.
+    UnsupportedFormat(u8),
+    /// The input ends before a field or a counted item that it announces.
+    Truncated,
+    /// Bytes are left over after the last field.
+    TrailingBytes(usize),
+    /// The snapshot was taken with a different shard count.
+    ShardCountMismatch { expected: u32, found: u32 },
+    /// A shard export is for a different shard than the one importing it.
+    ShardMismatch { expected: u32, found: u32 },
+    /// The requested shard (or the configured count) is out of range.
+    ShardOutOfRange(u32),
+    /// A key does not hash to the shard it is stored in.
+    KeyInWrongShard,
+    /// A value is larger than [`MAX_VALUE_BYTES`].
+    ValueTooLarge,
+    /// Keys, clients or seqs are not strictly increasing, or a cached reply
+    /// is at or below its session's watermark.
+    NotCanonical(&'static str),
+    /// A cached reply has an unknown tag.
+    UnknownReplyTag(u8),
+    /// An `Error` reply's reason is not UTF-8.
+    InvalidUtf8,
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::UnsupportedFormat(b) => write!(f, "unsupported snapshot format {b}"),
+            SnapshotError::Truncated => write!(f, "snapshot truncated"),
+            SnapshotError::TrailingBytes(n) => write!(f, "{n} trailing bytes after snapshot"),
+            SnapshotError::ShardCountMismatch { expected, found } => {
+                write!(f, "snapshot has {found} shards, expected {expected}")
+            }
+            SnapshotError::ShardMismatch { expected, found } => {
+                write!(f, "export is of shard {found}, expected {expected}")
+            }
+            SnapshotError::ShardOutOfRange(s) => write!(f, "shard {s} out of range"),
+            SnapshotError::KeyInWrongShard => write!(f, "key stored in the wrong shard"),
+            SnapshotError::ValueTooLarge => write!(f, "value larger than {MAX_VALUE_BYTES} bytes"),
+            SnapshotError::NotCanonical(what) => write!(f, "snapshot not canonical: {what}"),
+            SnapshotError::UnknownReplyTag(t) => write!(f, "unknown reply tag {t}"),
+            SnapshotError::InvalidUtf8 => write!(f, "error reason is not UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+impl KvStore {
+    /// The whole state (data and dedup tables) as deterministic bytes: equal
+    /// states give equal bytes regardless of insertion order or `HashMap`
+    /// iteration order.
+    pub fn snapshot(&self) -> Bytes {
+        let len = 1 + 4 + self.shards.iter().map(shard_body_len).sum::<usize>();
+        let mut out = Vec::with_capacity(len);
+        out.push(SNAPSHOT_FORMAT);
+        put_u32(&mut out, self.opts.shards);
+        for shard in &self.shards {
+            encode_shard_body(&mut out, shard);
+        }
+        // Checked from two sides: the size computation and the encoder agree.
+        assert_eq!(out.len(), len);
+        Bytes::from(out)
+    }
+
+    /// Rebuilds a store from [`KvStore::snapshot`] bytes. Never panics on
+    /// corrupt input. `opts.shards` must match the snapshot's shard count
+    /// (keys are placed by hash, so it cannot change on restore).
+    pub fn restore(bytes: &[u8], opts: KvOptions) -> Result<KvStore, SnapshotError> {
+        if opts.shards == 0 || opts.shards > MAX_SHARDS {
+            return Err(SnapshotError::ShardOutOfRange(opts.shards));
+        }
+        let mut input = Reader::new(bytes);
+        let format = input.u8()?;
+        if format != SNAPSHOT_FORMAT {
+            return Err(SnapshotError::UnsupportedFormat(format));
+        }
+        let found = input.u32()?;
+        if found != opts.shards {
+            return Err(SnapshotError::ShardCountMismatch {
+                expected: opts.shards,
+                found,
+            });
+        }
+        let mut shards = Vec::with_capacity(opts.shards as usize);
+        for index in 0..opts.shards {
+            shards.push(decode_shard_body(&mut input, index, opts.shards)?);
+        }
+        input.finish()?;
+        let store = KvStore { opts, shards };
+        store.assert_invariants();
+        Ok(store)
+    }
+
+    /// One shard's data and sessions as deterministic bytes, to hand the
+    /// shard to another group. Panics if `shard` is out of range.
+    pub fn export_shard(&self, shard: u32) -> Bytes {
+        let body = self.shard(shard);
+        let len = 1 + 4 + 4 + shard_body_len(body);
+        let mut out = Vec::with_capacity(len);
+        out.push(SHARD_FORMAT);
+        put_u32(&mut out, self.opts.shards);
+        put_u32(&mut out, shard);
+        encode_shard_body(&mut out, body);
+        assert_eq!(out.len(), len);
+        Bytes::from(out)
+    }
+
+    /// Takes over a shard exported by [`KvStore::export_shard`]: its data
+    /// replaces ours (the exporter owned the shard, so any local data is
+    /// stale) and its sessions are merged with ours (per client: the max
+    /// watermark, the union of cached replies above it). The input is fully
+    /// validated first; on error the store is unchanged.
+    pub fn import_shard(&mut self, shard: u32, bytes: &[u8]) -> Result<(), SnapshotError> {
+        if shard >= self.opts.shards {
+            return Err(SnapshotError::ShardOutOfRange(shard));
+        }
+        let mut input = Reader::new(bytes);
+        let format = input.u8()?;
+        if format != SHARD_FORMAT {
+            return Err(SnapshotError::UnsupportedFormat(format));
+        }
+        let found = input.u32()?;
+        if found != self.opts.shards {
+            return Err(SnapshotError::ShardCountMismatch {
+                expected: self.opts.shards,
+                found,
+            });
+        }
+        let found = input.u32()?;
+        if found != shard {
+            return Err(SnapshotError::ShardMismatch {
+                expected: shard,
+                found,
+            });
+        }
+        let incoming = decode_shard_body(&mut input, shard, self.opts.shards)?;
+        input.finish()?;
+        self.shards[shard as usize].merge_from(incoming);
+        Ok(())
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    let mut buf = [0; 4];
+    LittleEndian::write_u32(&mut buf, value);
+    out.extend_from_slice(&buf);
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    let mut buf = [0; 8];
+    LittleEndian::write_u64(&mut buf, value);
+    out.extend_from_slice(&buf);
+}
+
+/// A length or count as `u32`. Values are capped by [`MAX_VALUE_BYTES`] and
+/// keys by the frame size, so overflow is a broken invariant.
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    let len = u32::try_from(len).expect("length exceeds u32 in snapshot");
+    put_u32(out, len);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+fn shard_body_len(shard: &Shard) -> usize {
+    let data: usize = shard
+        .data
+        .iter()
+        .map(|(k, v)| 4 + k.len() + 4 + v.len())
+        .sum();
+    let sessions: usize = shard
+        .sessions
+        .values()
+        .map(|s| 8 + 8 + 4 + s.replies.values().map(|r| 8 + reply_len(r)).sum::<usize>())
+        .sum();
+    4 + data + 4 + sessions
+}
+
+fn reply_len(reply: &ClientReply) -> usize {
+    match reply {
+        ClientReply::Ok(value) => 1 + 4 + value.len(),
+        ClientReply::NoKey | ClientReply::WrongGroup | ClientReply::Busy => 1,
+        ClientReply::NotLeader { leader: None } => 2,
+        ClientReply::NotLeader { leader: Some(_) } => 2 + 4,
+        ClientReply::Error { reason } => 1 + 4 + reason.len(),
+    }
+}
+
+fn encode_shard_body(out: &mut Vec<u8>, shard: &Shard) {
+    // Keys are unique, so an unstable sort is still deterministic.
+    let mut entries: Vec<_> = shard.data.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    put_len(out, entries.len());
+    for (key, value) in entries {
+        put_bytes(out, key);
+        put_bytes(out, value);
+    }
+    let mut sessions: Vec<_> = shard.sessions.iter().collect();
+    sessions.sort_unstable_by_key(|(client, _)| **client);
+    put_len(out, sessions.len());
+    for (client, session) in sessions {
+        put_u64(out, *client);
+        put_u64(out, session.acked);
+        put_len(out, session.replies.len());
+        for (seq, reply) in &session.replies {
+            put_u64(out, *seq);
+            encode_reply(out, reply);
+        }
+    }
+}
+
+fn encode_reply(out: &mut Vec<u8>, reply: &ClientReply) {
+    match reply {
+        ClientReply::Ok(value) => {
+            out.push(TAG_OK);
+            put_bytes(out, value);
+        }
+        ClientReply::NoKey => out.push(TAG_NO_KEY),
+        ClientReply::WrongGroup => out.push(TAG_WRONG_GROUP),
+        ClientReply::NotLeader { leader } => {
+            out.push(TAG_NOT_LEADER);
+            match leader {
+                None => out.push(0),
+                Some(leader) => {
+                    out.push(1);
+                    put_u32(out, *leader);
+                }
+            }
+        }
+        ClientReply::Busy => out.push(TAG_BUSY),
+        ClientReply::Error { reason } => {
+            out.push(TAG_ERROR);
+            put_bytes(out, reason.as_bytes());
+        }
+    }
+}
+
+/// A cursor over untrusted input: every read checks the remaining length.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(input: &'a [u8]) -> Reader<'a> {
+        Reader { rest: input }
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], SnapshotError> {
+        if len > self.rest.len() {
+            return Err(SnapshotError::Truncated);
+        }
+        let (head, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, SnapshotError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        Ok(LittleEndian::read_u32(self.take(4)?))
+    }
+
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        Ok(LittleEndian::read_u64(self.take(8)?))
+    }
+
+    /// A count of items each at least `min_item_bytes` long, refused if the
+    /// remaining input could not hold that many, so it is safe to allocate.
+    fn count(&mut self, min_item_bytes: usize) -> Result<usize, SnapshotError> {
+        let count = self.u32()? as usize;
+        if count > self.rest.len() / min_item_bytes {
+            return Err(SnapshotError::Truncated);
+        }
+        Ok(count)
+    }
+
+    /// A `u32` length followed by that many bytes.
+    fn bytes(&mut self) -> Result<&'a [u8], SnapshotError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    fn finish(self) -> Result<(), SnapshotError> {
+        match self.rest.len() {
+            0 => Ok(()),
+            n => Err(SnapshotError::TrailingBytes(n)),
+        }
+    }
+}
+
+fn decode_shard_body(input: &mut Reader, index: u32, shards: u32) -> Result<Shard, SnapshotError> {
+    let entries = input.count(MIN_ENTRY_BYTES)?;
+    let mut data = HashMap::with_capacity(entries);
+    let mut previous: Option<&[u8]> = None;
+    for _ in 0..entries {
+        let key = input.bytes()?;
+        let value = input.bytes()?;
+        if previous.is_some_and(|p| p >= key) {
+            return Err(SnapshotError::NotCanonical("keys not strictly increasing"));
+        }
+        previous = Some(key);
+        if shard_of(key, shards) != index {
+            return Err(SnapshotError::KeyInWrongShard);
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(SnapshotError::ValueTooLarge);
+        }
+        data.insert(Box::from(key), value.to_vec());
+    }
+
+    let count = input.count(MIN_SESSION_BYTES)?;
+    let mut sessions = HashMap::with_capacity(count);
+    let mut previous: Option<ClientId> = None;
+    for _ in 0..count {
+        let client = input.u64()?;
+        if previous.is_some_and(|p| p >= client) {
+            return Err(SnapshotError::NotCanonical(
+                "clients not strictly increasing",
+            ));
+        }
+        previous = Some(client);
+        let acked = input.u64()?;
+        let mut session = Session {
+            acked,
+            replies: BTreeMap::new(),
+        };
+        let replies = input.count(MIN_CACHED_REPLY_BYTES)?;
+        for _ in 0..replies {
+            let seq = input.u64()?;
+            // Strictly increasing from `acked` covers both canonical rules.
+            let floor = session.replies.last_key_value().map_or(acked, |(s, _)| *s);
+            if seq <= floor {
+                return Err(SnapshotError::NotCanonical(
+                    "cached replies not strictly increasing above acked",
+                ));
+            }
+            session.replies.insert(seq, decode_reply(input)?);
+        }
+        sessions.insert(client, session);
+    }
+    Ok(Shard { data, sessions })
+}
+
+fn decode_reply(input: &mut Reader) -> Result<ClientReply, SnapshotError> {
+    Ok(match input.u8()? {
+        TAG_OK => ClientReply::Ok(Bytes::copy_from_slice(input.bytes()?)),
+        TAG_NO_KEY => ClientReply::NoKey,
+        TAG_WRONG_GROUP => ClientReply::WrongGroup,
+        TAG_NOT_LEADER => match input.u8()? {
+            0 => ClientReply::NotLeader { leader: None },
+            1 => ClientReply::NotLeader {
+                leader: Some(input.u32()?),
+            },
+            _ => return Err(SnapshotError::NotCanonical("NotLeader flag not 0 or 1")),
+        },
+        TAG_BUSY => ClientReply::Busy,
+        TAG_ERROR => {
+            let reason = std::str::from_utf8(input.bytes()?)
+                .map_err(|_| SnapshotError::InvalidUtf8)?
+                .to_string();
+            ClientReply::Error { reason }
+        }
+        tag => return Err(SnapshotError::UnknownReplyTag(tag)),
+    })
+}

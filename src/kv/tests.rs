@@ -1,0 +1,702 @@
+//! Unit and property tests of the KV state machine.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use synod_wire::{ClientId, ClientReply, ClientRequest, Op, Seq};
+
+use super::shard::{STALE_REASON, TOO_LARGE_REASON};
+use super::*;
+
+fn opts(shards: u32) -> KvOptions {
+    KvOptions {
+        shards,
+        ..KvOptions::default()
+    }
+}
+
+fn req(client_id: ClientId, seq: Seq, ack_seq: Seq, op: Op) -> ClientRequest {
+    ClientRequest {
+        client_id,
+        seq,
+        ack_seq,
+        op,
+    }
+}
+
+fn get(key: &str) -> Op {
+    Op::Get {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+    }
+}
+
+fn put(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+    }
+}
+
+fn append(key: &str, value: &str) -> Op {
+    Op::Append {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+    }
+}
+
+fn ok(value: &str) -> ClientReply {
+    ClientReply::Ok(Bytes::copy_from_slice(value.as_bytes()))
+}
+
+fn ok_empty() -> ClientReply {
+    ClientReply::Ok(Bytes::new())
+}
+
+fn stale() -> ClientReply {
+    ClientReply::Error {
+        reason: STALE_REASON.to_string(),
+    }
+}
+
+/// The `nth` key of the form `key<i>` that lands in `shard`.
+fn key_in_shard(shards: u32, shard: u32, nth: usize) -> String {
+    (0..)
+        .map(|i| format!("key{i}"))
+        .filter(|k| shard_of(k.as_bytes(), shards) == shard)
+        .nth(nth)
+        .unwrap()
+}
+
+// ---- hashing -------------------------------------------------------------
+
+#[test]
+fn shard_of_is_fnv1a_64_mod_shards() {
+    // Published FNV-1a 64 test vectors.
+    let empty = 0xcbf2_9ce4_8422_2325_u64;
+    let a = 0xaf63_dc4c_8601_ec8c_u64;
+    let foobar = 0x8594_4171_f739_67e8_u64;
+    for shards in [1, 7, 64, 1000] {
+        assert_eq!(shard_of(b"", shards) as u64, empty % shards as u64);
+        assert_eq!(shard_of(b"a", shards) as u64, a % shards as u64);
+        assert_eq!(shard_of(b"foobar", shards) as u64, foobar % shards as u64);
+    }
+    assert_eq!(shard_of(b"a", 64), 12);
+}
+
+// ---- basic operations ----------------------------------------------------
+
+#[test]
+fn get_of_missing_key_is_no_key() {
+    let mut kv = KvStore::new(KvOptions::default());
+    assert_eq!(kv.apply(&req(1, 1, 0, get("nope"))), ClientReply::NoKey);
+    assert_eq!(kv.read(b"nope"), ClientReply::NoKey);
+}
+
+#[test]
+fn put_sets_and_get_returns_the_value() {
+    let mut kv = KvStore::new(KvOptions::default());
+    assert_eq!(kv.apply(&req(1, 1, 0, put("k", "v1"))), ok_empty());
+    assert_eq!(kv.apply(&req(1, 2, 1, get("k"))), ok("v1"));
+    assert_eq!(kv.apply(&req(1, 3, 2, put("k", "v2"))), ok_empty());
+    assert_eq!(kv.apply(&req(1, 4, 3, get("k"))), ok("v2"));
+    assert_eq!(kv.read(b"k"), ok("v2"));
+    let stats = kv.stats();
+    assert_eq!((stats.keys, stats.key_bytes, stats.value_bytes), (1, 1, 2));
+}
+
+#[test]
+fn append_creates_a_missing_key_then_extends_it() {
+    let mut kv = KvStore::new(KvOptions::default());
+    assert_eq!(kv.apply(&req(1, 1, 0, append("k", "ab"))), ok_empty());
+    assert_eq!(kv.apply(&req(1, 2, 1, append("k", "cd"))), ok_empty());
+    assert_eq!(kv.apply(&req(1, 3, 2, append("k", ""))), ok_empty());
+    assert_eq!(kv.read(b"k"), ok("abcd"));
+}
+
+#[test]
+fn put_copies_the_value_out_of_the_callers_buffer() {
+    let mut kv = KvStore::new(KvOptions::default());
+    let frame = Bytes::from_static(b"kkvvvv");
+    let op = Op::Put {
+        key: frame.slice(0..2),
+        value: frame.slice(2..6),
+    };
+    kv.apply(&req(1, 1, 0, op));
+    let ClientReply::Ok(value) = kv.read(b"kk") else {
+        panic!("key missing");
+    };
+    // A slice of `frame` would point into it; an owned copy does not.
+    let frame_range = frame.as_ptr_range();
+    assert!(!frame_range.contains(&value.as_ptr()));
+    assert_eq!(&value[..], b"vvvv");
+}
+
+#[test]
+fn write_that_would_exceed_max_value_bytes_is_refused_and_cached() {
+    let mut kv = KvStore::new(KvOptions::default());
+    let half = "x".repeat(MAX_VALUE_BYTES / 2 + 1);
+    kv.apply(&req(1, 1, 0, put("k", &half)));
+    let refused = ClientReply::Error {
+        reason: TOO_LARGE_REASON.to_string(),
+    };
+    assert_eq!(kv.apply(&req(1, 2, 1, append("k", &half))), refused);
+    assert_eq!(kv.stats().value_bytes, half.len() as u64);
+    // A duplicate gets the same refusal even if it would now fit.
+    kv.apply(&req(1, 3, 1, put("k", "small")));
+    assert_eq!(kv.apply(&req(1, 2, 1, append("k", &half))), refused);
+    assert_eq!(kv.read(b"k"), ok("small"));
+}
+
+// ---- at-most-once ----------------------------------------------------------
+
+#[test]
+fn duplicate_write_is_applied_once_and_gets_the_same_reply() {
+    let mut kv = KvStore::new(KvOptions::default());
+    let r = req(7, 1, 0, append("k", "x"));
+    let first = kv.apply(&r);
+    let second = kv.apply(&r);
+    assert_eq!(first, second);
+    assert_eq!(kv.read(b"k"), ok("x"));
+    assert_eq!(kv.stats().cached_replies, 1);
+}
+
+#[test]
+fn pipelined_requests_applied_out_of_order_are_all_applied_once() {
+    let mut kv = KvStore::new(KvOptions::default());
+    // Requests 5, 6, 7 in flight; 7 is ordered first, then 5, then 6, then
+    // duplicates of all three.
+    assert_eq!(kv.apply(&req(1, 7, 4, append("k", "7"))), ok_empty());
+    assert_eq!(kv.apply(&req(1, 5, 4, append("k", "5"))), ok_empty());
+    assert_eq!(kv.apply(&req(1, 6, 4, append("k", "6"))), ok_empty());
+    for seq in [5, 6, 7] {
+        assert_eq!(kv.apply(&req(1, seq, 4, append("k", "dup"))), ok_empty());
+    }
+    assert_eq!(kv.read(b"k"), ok("756"));
+    assert_eq!(kv.stats().cached_replies, 3);
+}
+
+#[test]
+fn request_at_or_below_the_ack_watermark_is_not_applied() {
+    let mut kv = KvStore::new(KvOptions::default());
+    kv.apply(&req(1, 1, 0, append("k", "a")));
+    kv.apply(&req(1, 2, 1, append("k", "b")));
+    // A delayed copy of seq 1 arrives after the client acknowledged it.
+    assert_eq!(kv.apply(&req(1, 1, 0, append("k", "a"))), stale());
+    // A request that acknowledges itself is stale too (ack is applied first).
+    assert_eq!(kv.apply(&req(1, 3, 3, append("k", "c"))), stale());
+    assert_eq!(kv.read(b"k"), ok("ab"));
+}
+
+#[test]
+fn ack_frees_cached_replies_but_keeps_the_session() {
+    let mut kv = KvStore::new(KvOptions::default());
+    for seq in 1..=5 {
+        kv.apply(&req(1, seq, 0, put("k", "v")));
+    }
+    assert_eq!(kv.stats().cached_replies, 5);
+    kv.apply(&req(1, 6, 3, put("k", "v")));
+    assert_eq!(kv.stats().cached_replies, 3); // 4, 5, 6
+                                              // A Get carries acks too.
+    kv.apply(&req(1, 7, 6, get("k")));
+    let stats = kv.stats();
+    assert_eq!((stats.sessions, stats.cached_replies), (1, 0));
+    // An ack lower than the watermark does not lower it.
+    assert_eq!(kv.apply(&req(1, 5, 2, put("k", "w"))), stale());
+    assert_eq!(kv.read(b"k"), ok("v"));
+}
+
+#[test]
+fn gets_create_no_session_and_are_not_cached() {
+    let mut kv = KvStore::new(KvOptions::default());
+    kv.apply(&req(1, 1, 0, get("k")));
+    assert_eq!(kv.stats(), KvStats::default());
+    kv.apply(&req(2, 1, 0, put("k", "v")));
+    // Re-executing client 1's Get sees the new value, as a fresh read would.
+    assert_eq!(kv.apply(&req(1, 1, 0, get("k"))), ok("v"));
+    assert_eq!(kv.stats().sessions, 1);
+}
+
+#[test]
+fn sessions_are_per_shard() {
+    let mut kv = KvStore::new(opts(4));
+    let in0 = key_in_shard(4, 0, 0);
+    let in1 = key_in_shard(4, 1, 0);
+    kv.apply(&req(1, 1, 0, put(&in0, "a")));
+    kv.apply(&req(1, 2, 0, put(&in1, "b")));
+    assert_eq!(kv.shard_stats(0).sessions, 1);
+    assert_eq!(kv.shard_stats(1).sessions, 1);
+    assert_eq!(kv.shard_stats(0).cached_replies, 1);
+    assert_eq!(kv.stats().sessions, 2);
+}
+
+#[test]
+fn planted_skip_dedup_reapplies_a_duplicate_append() {
+    // The same scenario with and without the bug, so the bug's test cannot
+    // pass by accident.
+    for (planted, expected) in [(false, "x"), (true, "xx")] {
+        let mut kv = KvStore::new(KvOptions {
+            planted_skip_dedup: planted,
+            ..KvOptions::default()
+        });
+        let r = req(1, 1, 0, append("k", "x"));
+        kv.apply(&r);
+        kv.apply(&r);
+        assert_eq!(kv.read(b"k"), ok(expected), "planted={planted}");
+        kv.assert_invariants();
+    }
+}
+
+// ---- snapshots -------------------------------------------------------------
+
+/// Writes of three clients over 200 keys, in the given order of keys.
+fn build(order: impl Iterator<Item = usize>) -> KvStore {
+    let mut kv = KvStore::new(KvOptions::default());
+    for i in order {
+        let client = (i % 3) as u64 + 1;
+        let seq = i as u64 + 1;
+        kv.apply(&req(
+            client,
+            seq,
+            0,
+            put(&format!("k{i}"), &format!("v{i}")),
+        ));
+        kv.apply(&req(client, seq + 1000, 0, append(&format!("k{i}"), "+")));
+    }
+    kv
+}
+
+#[test]
+fn snapshot_bytes_do_not_depend_on_insertion_order() {
+    let forward = build(0..200);
+    let backward = build((0..200).rev());
+    let interleaved = build((0..200).step_by(2).chain((1..200).step_by(2)));
+    assert_eq!(forward.snapshot(), backward.snapshot());
+    assert_eq!(forward.snapshot(), interleaved.snapshot());
+    // And the snapshot does see the state: one more write changes it.
+    let mut changed = build(0..200);
+    changed.apply(&req(9, 1, 0, put("k0", "other")));
+    assert_ne!(forward.snapshot(), changed.snapshot());
+}
+
+/// A store whose sessions cache every kind of reply, to cover the reply
+/// encoding even though `apply` only caches `Ok` and `Error` today.
+fn store_with_every_reply_kind() -> KvStore {
+    let mut kv = KvStore::new(opts(4));
+    kv.apply(&req(1, 1, 0, put("alpha", "one")));
+    kv.apply(&req(1, 2, 1, append("beta", "two")));
+    kv.apply(&req(2, 9, 4, put("gamma", "")));
+    let shard = kv.shard_of_key(b"gamma") as usize;
+    let replies = [
+        ok("cached"),
+        ClientReply::NoKey,
+        ClientReply::WrongGroup,
+        ClientReply::NotLeader { leader: None },
+        ClientReply::NotLeader { leader: Some(2) },
+        ClientReply::Busy,
+        ClientReply::Error {
+            reason: "wrong — group".to_string(),
+        },
+    ];
+    let session = kv.shards[shard].sessions.get_mut(&2).unwrap();
+    for (i, reply) in replies.into_iter().enumerate() {
+        session.replies.insert(10 + i as u64, reply);
+    }
+    kv.assert_invariants();
+    kv
+}
+
+#[test]
+fn restore_of_a_snapshot_gives_the_same_state_and_bytes() {
+    for kv in [build(0..200), store_with_every_reply_kind()] {
+        let bytes = kv.snapshot();
+        let restored = KvStore::restore(&bytes, kv.options()).unwrap();
+        assert_eq!(restored, kv);
+        assert_eq!(restored.snapshot(), bytes);
+        assert_eq!(restored.stats(), kv.stats());
+    }
+}
+
+#[test]
+fn restored_store_answers_and_deduplicates_like_the_original() {
+    let mut kv = KvStore::new(KvOptions::default());
+    kv.apply(&req(1, 1, 0, put("k", "v")));
+    kv.apply(&req(1, 2, 1, append("k", "w")));
+    let mut restored = KvStore::restore(&kv.snapshot(), kv.options()).unwrap();
+    for store in [&mut kv, &mut restored] {
+        assert_eq!(store.read(b"k"), ok("vw"));
+        // Seq 2 is cached (duplicate), seq 1 is acknowledged (stale).
+        assert_eq!(store.apply(&req(1, 2, 1, append("k", "w"))), ok_empty());
+        assert_eq!(store.apply(&req(1, 1, 0, put("k", "v"))), stale());
+        assert_eq!(store.read(b"k"), ok("vw"));
+    }
+}
+
+#[test]
+fn restore_refuses_malformed_snapshots() {
+    let kv = build(0..10);
+    let bytes = kv.snapshot().to_vec();
+    let o = kv.options();
+    assert_eq!(KvStore::restore(&[], o), Err(SnapshotError::Truncated));
+    let mut wrong_format = bytes.clone();
+    wrong_format[0] = 99;
+    assert_eq!(
+        KvStore::restore(&wrong_format, o),
+        Err(SnapshotError::UnsupportedFormat(99))
+    );
+    assert_eq!(
+        KvStore::restore(&bytes, opts(63)),
+        Err(SnapshotError::ShardCountMismatch {
+            expected: 63,
+            found: 64
+        })
+    );
+    assert_eq!(
+        KvStore::restore(&bytes, opts(0)),
+        Err(SnapshotError::ShardOutOfRange(0))
+    );
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert_eq!(
+        KvStore::restore(&trailing, o),
+        Err(SnapshotError::TrailingBytes(1))
+    );
+    // A shard export is not a snapshot.
+    assert!(matches!(
+        KvStore::restore(&kv.export_shard(0), o),
+        Err(SnapshotError::UnsupportedFormat(_))
+    ));
+}
+
+/// Hand-built one-shard snapshot with the given entries and no sessions.
+fn one_shard_snapshot(shards: u32, entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut out = vec![1];
+    out.extend_from_slice(&shards.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (k, v) in entries {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for _ in 1..shards {
+        out.extend_from_slice(&[0; 8]);
+    }
+    out
+}
+
+#[test]
+fn restore_refuses_non_canonical_or_misplaced_entries() {
+    let sorted = one_shard_snapshot(1, &[(b"a", b"1"), (b"b", b"2")]);
+    assert!(KvStore::restore(&sorted, opts(1)).is_ok());
+    let unsorted = one_shard_snapshot(1, &[(b"b", b"2"), (b"a", b"1")]);
+    assert!(matches!(
+        KvStore::restore(&unsorted, opts(1)),
+        Err(SnapshotError::NotCanonical(_))
+    ));
+    let repeated = one_shard_snapshot(1, &[(b"a", b"1"), (b"a", b"1")]);
+    assert!(matches!(
+        KvStore::restore(&repeated, opts(1)),
+        Err(SnapshotError::NotCanonical(_))
+    ));
+    let misplaced = key_in_shard(2, 1, 0);
+    let in_shard_0 = one_shard_snapshot(2, &[(misplaced.as_bytes(), b"v")]);
+    assert_eq!(
+        KvStore::restore(&in_shard_0, opts(2)),
+        Err(SnapshotError::KeyInWrongShard)
+    );
+    // A count larger than the input could hold is refused before allocating.
+    let mut huge_count = one_shard_snapshot(1, &[]);
+    huge_count[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(
+        KvStore::restore(&huge_count, opts(1)),
+        Err(SnapshotError::Truncated)
+    );
+}
+
+#[test]
+fn every_truncation_and_bit_flip_of_a_snapshot_is_handled() {
+    let kv = store_with_every_reply_kind();
+    let bytes = kv.snapshot().to_vec();
+    for len in 0..bytes.len() {
+        assert!(KvStore::restore(&bytes[..len], kv.options()).is_err());
+    }
+    let mut accepted = 0;
+    for bit in 0..bytes.len() * 8 {
+        let mut flipped = bytes.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        // Anything accepted must be canonical: it re-encodes to itself.
+        if let Ok(store) = KvStore::restore(&flipped, kv.options()) {
+            assert_eq!(store.snapshot(), flipped);
+            accepted += 1;
+        }
+    }
+    // Value bytes can flip harmlessly; most other flips must be caught.
+    assert!(accepted < bytes.len() * 8 / 2, "accepted {accepted}");
+}
+
+// ---- shard migration -------------------------------------------------------
+
+#[test]
+fn exported_shard_carries_data_and_dedup_state_to_another_store() {
+    let shards = 8;
+    let mut source = KvStore::new(opts(shards));
+    let moving = key_in_shard(shards, 3, 0);
+    let staying = key_in_shard(shards, 5, 0);
+    source.apply(&req(1, 1, 0, append(&moving, "a")));
+    source.apply(&req(1, 2, 1, append(&moving, "b")));
+    source.apply(&req(1, 3, 1, put(&staying, "s")));
+
+    let mut target = KvStore::new(opts(shards));
+    target.import_shard(3, &source.export_shard(3)).unwrap();
+    assert_eq!(target.read(moving.as_bytes()), ok("ab"));
+    assert_eq!(target.read(staying.as_bytes()), ClientReply::NoKey);
+    assert_eq!(target.shard_stats(3), source.shard_stats(3));
+    // The new owner still refuses to re-apply the moved writes.
+    assert_eq!(
+        target.apply(&req(1, 2, 1, append(&moving, "b"))),
+        ok_empty()
+    );
+    assert_eq!(target.apply(&req(1, 1, 0, append(&moving, "a"))), stale());
+    assert_eq!(target.read(moving.as_bytes()), ok("ab"));
+
+    source.drop_shard(3);
+    assert_eq!(source.read(moving.as_bytes()), ClientReply::NoKey);
+    assert_eq!(source.shard_stats(3), KvStats::default());
+    assert_eq!(source.read(staying.as_bytes()), ok("s"));
+    source.assert_invariants();
+    target.assert_invariants();
+}
+
+#[test]
+fn import_replaces_data_and_merges_sessions() {
+    let shards = 4;
+    let key = key_in_shard(shards, 2, 0);
+    let stale_key = key_in_shard(shards, 2, 1);
+    let mut exporter = KvStore::new(opts(shards));
+    // Client 1: acked 5 here, replies 7 and 11 cached.
+    exporter.apply(&req(1, 7, 5, put(&key, "new")));
+    exporter.apply(&req(1, 11, 5, append(&key, "!")));
+    // Client 2 only wrote here.
+    exporter.apply(&req(2, 1, 0, append(&key, "?")));
+    exporter.apply(&req(2, 2, 0, append(&key, "?")));
+
+    let mut importer = KvStore::new(opts(shards));
+    // Client 1: acked 10 here, reply 12 cached. Client 3 only wrote here.
+    importer.apply(&req(1, 12, 10, put(&stale_key, "old")));
+    importer.apply(&req(3, 1, 0, put(&stale_key, "old")));
+
+    importer.import_shard(2, &exporter.export_shard(2)).unwrap();
+    assert_eq!(importer.read(key.as_bytes()), ok("new!??"));
+    assert_eq!(importer.read(stale_key.as_bytes()), ClientReply::NoKey);
+    let sessions = &importer.shards[2].sessions;
+    assert_eq!(sessions.len(), 3);
+    let client1 = &sessions[&1];
+    assert_eq!(client1.acked, 10);
+    // 7 is below the merged watermark and freed; 11 and 12 survive.
+    assert_eq!(
+        client1.replies.keys().copied().collect::<Vec<_>>(),
+        [11, 12]
+    );
+    assert_eq!(sessions[&2].replies.len(), 2);
+    assert_eq!(sessions[&3].replies.len(), 1);
+    importer.assert_invariants();
+}
+
+#[test]
+fn import_refuses_bad_input_and_leaves_the_store_unchanged() {
+    let mut source = KvStore::new(opts(4));
+    source.apply(&req(1, 1, 0, put(&key_in_shard(4, 1, 0), "v")));
+    let mut target = KvStore::new(opts(4));
+    target.apply(&req(2, 1, 0, put(&key_in_shard(4, 1, 1), "w")));
+    let before = target.clone();
+    let export = source.export_shard(1).to_vec();
+
+    assert_eq!(
+        target.import_shard(2, &export),
+        Err(SnapshotError::ShardMismatch {
+            expected: 2,
+            found: 1
+        })
+    );
+    assert_eq!(
+        target.import_shard(4, &export),
+        Err(SnapshotError::ShardOutOfRange(4))
+    );
+    assert!(matches!(
+        target.import_shard(0, &source.snapshot()),
+        Err(SnapshotError::UnsupportedFormat(_))
+    ));
+    for len in 0..export.len() {
+        assert!(target.import_shard(1, &export[..len]).is_err());
+    }
+    let mut other_count = KvStore::new(opts(8));
+    assert!(matches!(
+        other_count.import_shard(1, &export),
+        Err(SnapshotError::ShardCountMismatch { .. })
+    ));
+    assert_eq!(target, before);
+}
+
+// ---- property tests --------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Action {
+    /// A client issues its next request; it is in flight until delivered.
+    Send {
+        client: ClientId,
+        kind: u8,
+        key: u8,
+        value: u8,
+    },
+    /// Some in-flight request is ordered in the log (any order: pipelining).
+    Deliver(usize),
+    /// An already-delivered request is ordered again (a retry or a network
+    /// duplicate).
+    Redeliver(usize),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        (1..4u64, 0..3u8, 0..6u8, any::<u8>()).prop_map(|(client, kind, key, value)| {
+            Action::Send {
+                client,
+                kind,
+                key,
+                value,
+            }
+        }),
+        any::<usize>().prop_map(Action::Deliver),
+        any::<usize>().prop_map(Action::Redeliver),
+    ]
+}
+
+#[derive(Default)]
+struct ClientModel {
+    next_seq: Seq,
+    replied: BTreeSet<Seq>,
+}
+
+impl ClientModel {
+    /// The contiguous low-water mark of replied requests.
+    fn ack(&self) -> Seq {
+        let mut ack = 0;
+        while self.replied.contains(&(ack + 1)) {
+            ack += 1;
+        }
+        ack
+    }
+}
+
+/// What a plain map says the reply to a first execution is.
+fn model_apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) -> ClientReply {
+    match op {
+        Op::Get { key } => match model.get(&key[..]) {
+            Some(v) => ClientReply::Ok(Bytes::copy_from_slice(v)),
+            None => ClientReply::NoKey,
+        },
+        Op::Put { key, value } => {
+            model.insert(key.to_vec(), value.to_vec());
+            ok_empty()
+        }
+        Op::Append { key, value } => {
+            model
+                .entry(key.to_vec())
+                .or_default()
+                .extend_from_slice(value);
+            ok_empty()
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn store_matches_a_map_under_pipelining_and_duplicates(
+        actions in proptest::collection::vec(action(), 1..200)
+    ) {
+        let mut kv = KvStore::new(opts(4));
+        let mut model = BTreeMap::new();
+        let mut clients: BTreeMap<ClientId, ClientModel> = BTreeMap::new();
+        let mut in_flight: Vec<ClientRequest> = Vec::new();
+        let mut delivered: Vec<(ClientRequest, ClientReply)> = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send { client, kind, key, value } => {
+                    let c = clients.entry(client).or_default();
+                    c.next_seq += 1;
+                    let key = Bytes::from(vec![b'k', key]);
+                    let value = Bytes::from(vec![value]);
+                    let op = match kind {
+                        0 => Op::Get { key },
+                        1 => Op::Put { key, value },
+                        _ => Op::Append { key, value },
+                    };
+                    in_flight.push(req(client, c.next_seq, c.ack(), op));
+                }
+                Action::Deliver(i) => {
+                    if in_flight.is_empty() {
+                        continue;
+                    }
+                    let r = in_flight.remove(i % in_flight.len());
+                    let expected = model_apply(&mut model, &r.op);
+                    let reply = kv.apply(&r);
+                    prop_assert_eq!(&reply, &expected);
+                    clients.get_mut(&r.client_id).unwrap().replied.insert(r.seq);
+                    delivered.push((r, reply));
+                }
+                Action::Redeliver(i) => {
+                    if delivered.is_empty() {
+                        continue;
+                    }
+                    let (r, first) = delivered[i % delivered.len()].clone();
+                    let reply = kv.apply(&r);
+                    let allowed = match r.op {
+                        // A re-executed Get reads the current value.
+                        Op::Get { .. } => model_apply(&mut model, &r.op),
+                        _ => first,
+                    };
+                    prop_assert!(reply == allowed || reply == stale(), "{:?}", reply);
+                }
+            }
+            kv.assert_invariants();
+        }
+        prop_assert_eq!(kv.stats().keys, model.len() as u64);
+        for (key, value) in &model {
+            prop_assert_eq!(kv.read(key), ClientReply::Ok(Bytes::copy_from_slice(value)));
+        }
+        let bytes = kv.snapshot();
+        let restored = KvStore::restore(&bytes, kv.options()).unwrap();
+        prop_assert_eq!(restored.snapshot(), bytes);
+        prop_assert_eq!(restored, kv);
+    }
+
+    #[test]
+    fn restore_and_import_never_panic_on_arbitrary_bytes(
+        junk in proptest::collection::vec(any::<u8>(), 0..512),
+        shards in 1..5u32,
+        shard in 0..6u32,
+    ) {
+        let o = opts(shards);
+        let _ = KvStore::restore(&junk, o);
+        // Behind a valid header, so the fuzzing reaches the shard bodies.
+        let mut framed = vec![1];
+        framed.extend_from_slice(&shards.to_le_bytes());
+        framed.extend_from_slice(&junk);
+        if let Ok(store) = KvStore::restore(&framed, o) {
+            prop_assert_eq!(store.snapshot().to_vec(), framed);
+        }
+        let mut kv = KvStore::new(o);
+        let _ = kv.import_shard(shard, &junk);
+        kv.assert_invariants();
+        let mut kv = KvStore::new(o);
+        let mut framed = vec![0x81];
+        framed.extend_from_slice(&shards.to_le_bytes());
+        framed.extend_from_slice(&shard.to_le_bytes());
+        framed.extend_from_slice(&junk);
+        if kv.import_shard(shard, &framed).is_ok() {
+            prop_assert_eq!(kv.export_shard(shard).to_vec(), framed);
+        }
+        kv.assert_invariants();
+    }
+}
