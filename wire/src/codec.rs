@@ -836,7 +836,7 @@ impl Decoder {
     /// frame; never more than `HEADER_LEN + max_frame_bytes`.
     pub fn bytes_wanted(&self) -> usize {
         match &self.pending {
-            Some(h) => HEADER_LEN + h.body_len as usize,
+            Some(h) => frame_len(h),
             None => HEADER_LEN,
         }
     }
@@ -876,7 +876,7 @@ impl Decoder {
                 h
             }
         };
-        let frame_len = HEADER_LEN + header.body_len as usize;
+        let frame_len = frame_len(&header);
         if buf.len() < frame_len {
             self.pending = Some(header);
             return Ok(None);
@@ -894,6 +894,12 @@ impl Decoder {
             message,
         }))
     }
+}
+
+/// Header plus body length. Saturates instead of overflowing where `usize`
+/// is 32 bits; such a frame can never be buffered, let alone pass the limit.
+fn frame_len(h: &Header) -> usize {
+    HEADER_LEN.saturating_add(h.body_len as usize)
 }
 
 #[cfg(test)]
