@@ -1,1 +1,969 @@
-//! Frame and body encoding (being written).
+//! Frames and bodies as bytes.
+//!
+//! This module owns the byte layout of every [`Message`]: the fixed 32-byte
+//! frame [`Header`], the body encoding of each message kind, the encoding of
+//! a client request stored as a command inside a Paxos [`Batch`], and the
+//! incremental [`Decoder`] that turns a connection's read buffer into frames.
+//! `PROTOCOL.md` beside this crate is the normative description of the same
+//! bytes; the golden tests pin both together.
+//!
+//! What it must never do, because its input comes from the network:
+//! - panic on any input (errors are [`DecodeError`] values);
+//! - allocate more than the input can justify: every count and length is
+//!   checked against the bytes actually present before anything is reserved,
+//!   and a frame whose header declares a body over the limit is refused as
+//!   soon as the header is complete;
+//! - copy keys, values, commands or snapshot data: they are decoded as
+//!   [`Bytes::slice`]-style views of the read buffer (the one exception is an
+//!   `Error` reply's reason, which the shared types hold as a `String`).
+//!
+//! Encoding trusts its caller: it panics only when a length does not fit the
+//! format's `u32` (a caller bug, never network input).
+
+use std::fmt;
+
+use byteorder::{ByteOrder, LittleEndian};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::types::{
+    Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, ClientReply, ClientRequest,
+    Commit, Frame, Heartbeat, LogEntry, Message, Op, PaxosMsg, Prepare, Promise, Proposal, Reject,
+    ReplicaId, SnapshotChunk, SnapshotRequest,
+};
+
+// ---------------------------------------------------------------------------
+// Header layout
+// ---------------------------------------------------------------------------
+
+/// Every frame starts with a header of exactly this many bytes.
+pub const HEADER_LEN: usize = 32;
+/// `"SYND"` when the little-endian `u32` is written to the wire.
+pub const MAGIC: u32 = 0x444E_5953;
+/// The only protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// Default limit on a frame's body length. Bounds the memory one connection
+/// can make the decoder hold; large snapshots travel as many chunks.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 << 20;
+
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 4;
+const OFF_KIND: usize = 5;
+const OFF_FLAGS: usize = 6;
+const OFF_BODY_LEN: usize = 8;
+const OFF_REQUEST_ID: usize = 12;
+const OFF_GROUP: usize = 20;
+const OFF_BODY_CRC: usize = 24;
+const OFF_HEADER_CRC: usize = 28;
+
+// The header is a fixed-size record: its fields tile it exactly and its size
+// never changes without a version bump.
+const _: () = assert!(HEADER_LEN == 32);
+const _: () = assert!(OFF_VERSION == OFF_MAGIC + 4);
+const _: () = assert!(OFF_KIND == OFF_VERSION + 1);
+const _: () = assert!(OFF_FLAGS == OFF_KIND + 1);
+const _: () = assert!(OFF_BODY_LEN == OFF_FLAGS + 2);
+const _: () = assert!(OFF_REQUEST_ID == OFF_BODY_LEN + 4);
+const _: () = assert!(OFF_GROUP == OFF_REQUEST_ID + 8);
+const _: () = assert!(OFF_BODY_CRC == OFF_GROUP + 4);
+const _: () = assert!(OFF_HEADER_CRC == OFF_BODY_CRC + 4);
+const _: () = assert!(OFF_HEADER_CRC + 4 == HEADER_LEN);
+
+// ---------------------------------------------------------------------------
+// Kind codes
+// ---------------------------------------------------------------------------
+
+/// Client request: read a key.
+pub const KIND_GET: u8 = 0x01;
+/// Client request: overwrite a key.
+pub const KIND_PUT: u8 = 0x02;
+/// Client request: append to a key's value.
+pub const KIND_APPEND: u8 = 0x03;
+/// Reply: success (Get carries the value).
+pub const KIND_OK: u8 = 0x10;
+/// Reply: Get of an absent key.
+pub const KIND_NO_KEY: u8 = 0x11;
+/// Reply: the group does not serve the key's shard.
+pub const KIND_WRONG_GROUP: u8 = 0x12;
+/// Reply: not the leader, with an optional hint.
+pub const KIND_NOT_LEADER: u8 = 0x13;
+/// Reply: overloaded, back off.
+pub const KIND_BUSY: u8 = 0x14;
+/// Reply: any other failure, with a reason.
+pub const KIND_ERROR: u8 = 0x15;
+/// Paxos phase 1a.
+pub const KIND_PREPARE: u8 = 0x20;
+/// Paxos phase 1b.
+pub const KIND_PROMISE: u8 = 0x21;
+/// Paxos phase 2a.
+pub const KIND_ACCEPT: u8 = 0x22;
+/// Paxos phase 2b.
+pub const KIND_ACCEPTED: u8 = 0x23;
+/// Paxos: refused, a higher ballot was promised.
+pub const KIND_REJECT: u8 = 0x24;
+/// Paxos: the commit point moved.
+pub const KIND_COMMIT: u8 = 0x25;
+/// Paxos: the leader is alive.
+pub const KIND_HEARTBEAT: u8 = 0x26;
+/// Paxos: a laggard asks for chosen values.
+pub const KIND_CATCHUP_REQUEST: u8 = 0x27;
+/// Paxos: chosen values for a laggard.
+pub const KIND_CATCHUP_RESPONSE: u8 = 0x28;
+/// Paxos: ask for a piece of a snapshot.
+pub const KIND_SNAPSHOT_REQUEST: u8 = 0x29;
+/// Paxos: a piece of a snapshot.
+pub const KIND_SNAPSHOT_CHUNK: u8 = 0x2A;
+
+/// Every kind code this version defines, in ascending order.
+pub const ALL_KINDS: [u8; 20] = [
+    KIND_GET,
+    KIND_PUT,
+    KIND_APPEND,
+    KIND_OK,
+    KIND_NO_KEY,
+    KIND_WRONG_GROUP,
+    KIND_NOT_LEADER,
+    KIND_BUSY,
+    KIND_ERROR,
+    KIND_PREPARE,
+    KIND_PROMISE,
+    KIND_ACCEPT,
+    KIND_ACCEPTED,
+    KIND_REJECT,
+    KIND_COMMIT,
+    KIND_HEARTBEAT,
+    KIND_CATCHUP_REQUEST,
+    KIND_CATCHUP_RESPONSE,
+    KIND_SNAPSHOT_REQUEST,
+    KIND_SNAPSHOT_CHUNK,
+];
+
+/// Whether `kind` is a code this version defines.
+pub fn is_known_kind(kind: u8) -> bool {
+    matches!(kind, KIND_GET..=KIND_APPEND | KIND_OK..=KIND_ERROR | KIND_PREPARE..=KIND_SNAPSHOT_CHUNK)
+}
+
+/// The kind code a message travels under. For a client request the
+/// operation decides it, so the body needs no separate op tag.
+pub fn kind_of(msg: &Message) -> u8 {
+    match msg {
+        Message::Request(req) => op_kind(&req.op),
+        Message::Reply(reply) => match reply {
+            ClientReply::Ok(_) => KIND_OK,
+            ClientReply::NoKey => KIND_NO_KEY,
+            ClientReply::WrongGroup => KIND_WRONG_GROUP,
+            ClientReply::NotLeader { .. } => KIND_NOT_LEADER,
+            ClientReply::Busy => KIND_BUSY,
+            ClientReply::Error { .. } => KIND_ERROR,
+        },
+        Message::Paxos(p) => match p {
+            PaxosMsg::Prepare(_) => KIND_PREPARE,
+            PaxosMsg::Promise(_) => KIND_PROMISE,
+            PaxosMsg::Accept(_) => KIND_ACCEPT,
+            PaxosMsg::Accepted(_) => KIND_ACCEPTED,
+            PaxosMsg::Reject(_) => KIND_REJECT,
+            PaxosMsg::Commit(_) => KIND_COMMIT,
+            PaxosMsg::Heartbeat(_) => KIND_HEARTBEAT,
+            PaxosMsg::CatchupRequest(_) => KIND_CATCHUP_REQUEST,
+            PaxosMsg::CatchupResponse(_) => KIND_CATCHUP_RESPONSE,
+            PaxosMsg::SnapshotRequest(_) => KIND_SNAPSHOT_REQUEST,
+            PaxosMsg::SnapshotChunk(_) => KIND_SNAPSHOT_CHUNK,
+        },
+    }
+}
+
+fn op_kind(op: &Op) -> u8 {
+    match op {
+        Op::Get { .. } => KIND_GET,
+        Op::Put { .. } => KIND_PUT,
+        Op::Append { .. } => KIND_APPEND,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Why bytes could not be decoded. Every variant means the peer sent
+/// something this version cannot read; for a connection's [`Decoder`] any of
+/// them is terminal (the byte stream can no longer be trusted to be in
+/// frame alignment), so the runtime logs it and closes the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The header's magic is not [`MAGIC`]: not a Synod peer.
+    BadMagic(u32),
+    /// The header's version is not [`VERSION`].
+    BadVersion(u8),
+    /// A kind code this version does not define.
+    UnknownKind(u8),
+    /// Header flags must be 0 in version 1; a set bit would change how the
+    /// frame must be read, so it is refused rather than ignored.
+    UnknownFlags(u16),
+    /// The header CRC does not match: the header cannot be trusted at all.
+    HeaderChecksum,
+    /// The body CRC does not match.
+    BodyChecksum,
+    /// The header declares a body longer than the decoder's limit.
+    FrameTooLarge { len: u32, max: u32 },
+    /// The body ends before the fields it declares (a count or length larger
+    /// than the bytes that remain).
+    Truncated,
+    /// The body has bytes left after its last field.
+    TrailingBytes,
+    /// An `Error` reply's reason is not UTF-8.
+    BadUtf8,
+    /// Structurally readable but not acceptable; the text says why.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BadMagic(m) => write!(f, "bad magic {m:#010x}, expected {MAGIC:#010x}"),
+            DecodeError::BadVersion(v) => write!(f, "unsupported protocol version {v}"),
+            DecodeError::UnknownKind(k) => write!(f, "unknown message kind {k:#04x}"),
+            DecodeError::UnknownFlags(fl) => write!(f, "unknown header flags {fl:#06x}"),
+            DecodeError::HeaderChecksum => f.write_str("header checksum mismatch"),
+            DecodeError::BodyChecksum => f.write_str("body checksum mismatch"),
+            DecodeError::FrameTooLarge { len, max } => {
+                write!(f, "frame body of {len} bytes exceeds the limit of {max}")
+            }
+            DecodeError::Truncated => f.write_str("body shorter than its fields declare"),
+            DecodeError::TrailingBytes => f.write_str("trailing bytes after the body"),
+            DecodeError::BadUtf8 => f.write_str("error reason is not valid UTF-8"),
+            DecodeError::Invalid(why) => write!(f, "invalid message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+// ---------------------------------------------------------------------------
+// Header
+// ---------------------------------------------------------------------------
+
+/// A frame header's variable fields. Magic, version and the header CRC are
+/// implied: [`Header::to_bytes`] writes them and [`Header::parse`] checks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u8,
+    /// Always 0 in version 1.
+    pub flags: u16,
+    pub body_len: u32,
+    pub request_id: u64,
+    pub group: u32,
+    /// CRC32C of the body's `body_len` bytes.
+    pub body_crc: u32,
+}
+
+impl Header {
+    /// The 32 header bytes, header CRC included.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        LittleEndian::write_u32(&mut b[OFF_MAGIC..], MAGIC);
+        b[OFF_VERSION] = VERSION;
+        b[OFF_KIND] = self.kind;
+        LittleEndian::write_u16(&mut b[OFF_FLAGS..], self.flags);
+        LittleEndian::write_u32(&mut b[OFF_BODY_LEN..], self.body_len);
+        LittleEndian::write_u64(&mut b[OFF_REQUEST_ID..], self.request_id);
+        LittleEndian::write_u32(&mut b[OFF_GROUP..], self.group);
+        LittleEndian::write_u32(&mut b[OFF_BODY_CRC..], self.body_crc);
+        let crc = crc32c::crc32c(&b[..OFF_HEADER_CRC]);
+        LittleEndian::write_u32(&mut b[OFF_HEADER_CRC..], crc);
+        b
+    }
+
+    /// Parses and validates the first [`HEADER_LEN`] bytes of `bytes`.
+    ///
+    /// The header CRC is checked first: until it matches, no other field
+    /// means anything (it could be random bytes or a misaligned stream).
+    /// Then magic, version, kind and flags. The body length is *not* checked
+    /// against a limit here; that is the [`Decoder`]'s policy.
+    pub fn parse(bytes: &[u8]) -> Result<Header, DecodeError> {
+        let Some(b) = bytes.get(..HEADER_LEN) else {
+            return Err(DecodeError::Truncated);
+        };
+        let header_crc = LittleEndian::read_u32(&b[OFF_HEADER_CRC..]);
+        if crc32c::crc32c(&b[..OFF_HEADER_CRC]) != header_crc {
+            return Err(DecodeError::HeaderChecksum);
+        }
+        let magic = LittleEndian::read_u32(&b[OFF_MAGIC..]);
+        if magic != MAGIC {
+            return Err(DecodeError::BadMagic(magic));
+        }
+        if b[OFF_VERSION] != VERSION {
+            return Err(DecodeError::BadVersion(b[OFF_VERSION]));
+        }
+        let kind = b[OFF_KIND];
+        if !is_known_kind(kind) {
+            return Err(DecodeError::UnknownKind(kind));
+        }
+        let flags = LittleEndian::read_u16(&b[OFF_FLAGS..]);
+        if flags != 0 {
+            return Err(DecodeError::UnknownFlags(flags));
+        }
+        Ok(Header {
+            kind,
+            flags,
+            body_len: LittleEndian::read_u32(&b[OFF_BODY_LEN..]),
+            request_id: LittleEndian::read_u64(&b[OFF_REQUEST_ID..]),
+            group: LittleEndian::read_u32(&b[OFF_GROUP..]),
+            body_crc: LittleEndian::read_u32(&b[OFF_BODY_CRC..]),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------
+
+/// Appends `frame` (header then body) to `out`.
+///
+/// The body is encoded in place after a placeholder header, then the header
+/// is filled in with the body's length and CRC, so no temporary buffer is
+/// used. Frames are appended, so one write buffer can carry a whole loop
+/// turn's frames for a peer.
+///
+/// This does not enforce the receiver's [`DEFAULT_MAX_FRAME_BYTES`]; senders
+/// bound their batches and snapshot chunks well below it.
+///
+/// # Panics
+/// If the body, or any byte string or vector in it, is longer than
+/// `u32::MAX` (the format cannot express it; a caller bug), or if a
+/// `NotLeader` hint is `Some(u32::MAX)` (that value means "no hint").
+pub fn encode_frame(frame: &Frame, out: &mut BytesMut) {
+    let start = out.len();
+    out.put_bytes(0, HEADER_LEN);
+    encode_message_body(&frame.message, out);
+    let body = &out[start + HEADER_LEN..];
+    let body_len =
+        u32::try_from(body.len()).expect("frame body longer than u32::MAX bytes (caller bug)");
+    let header = Header {
+        kind: kind_of(&frame.message),
+        flags: 0,
+        body_len,
+        request_id: frame.request_id,
+        group: frame.group,
+        body_crc: crc32c::crc32c(body),
+    };
+    out[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+}
+
+/// Appends the body of `msg` (no header) to `out`. The kind code that goes
+/// with it is [`kind_of`]`(msg)`. Panics as [`encode_frame`] does.
+pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
+    match msg {
+        Message::Request(req) => put_request_body(req, out),
+        Message::Reply(reply) => match reply {
+            ClientReply::Ok(value) => put_byte_string(out, value),
+            ClientReply::NoKey | ClientReply::WrongGroup | ClientReply::Busy => {}
+            ClientReply::NotLeader { leader } => put_replica_hint(out, *leader),
+            ClientReply::Error { reason } => put_byte_string(out, reason.as_bytes()),
+        },
+        Message::Paxos(p) => match p {
+            PaxosMsg::Prepare(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.from_slot);
+            }
+            PaxosMsg::Promise(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.log_start);
+                out.put_u64_le(m.chosen_upto);
+                put_count(out, m.entries.len());
+                for e in &m.entries {
+                    out.put_u64_le(e.slot);
+                    put_ballot(out, &e.ballot);
+                    put_batch(out, &e.batch);
+                }
+            }
+            PaxosMsg::Accept(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+                put_proposals(out, &m.entries);
+            }
+            PaxosMsg::Accepted(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+                put_count(out, m.slots.len());
+                for &s in &m.slots {
+                    out.put_u64_le(s);
+                }
+            }
+            PaxosMsg::Reject(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.promised);
+            }
+            PaxosMsg::Commit(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+            }
+            PaxosMsg::Heartbeat(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+            }
+            PaxosMsg::CatchupRequest(m) => {
+                out.put_u32_le(m.from);
+                out.put_u64_le(m.from_slot);
+            }
+            PaxosMsg::CatchupResponse(m) => {
+                out.put_u32_le(m.from);
+                out.put_u64_le(m.chosen_upto);
+                put_proposals(out, &m.entries);
+            }
+            PaxosMsg::SnapshotRequest(m) => {
+                out.put_u32_le(m.from);
+                out.put_u64_le(m.index);
+                out.put_u64_le(m.offset);
+            }
+            PaxosMsg::SnapshotChunk(m) => {
+                out.put_u32_le(m.from);
+                out.put_u64_le(m.index);
+                out.put_u64_le(m.total_len);
+                out.put_u64_le(m.offset);
+                put_byte_string(out, &m.data);
+            }
+        },
+    }
+}
+
+/// A client request as a self-describing command: `[kind u8][request body]`.
+///
+/// This is what a leader puts into a Paxos [`Batch`]: the log stores the
+/// request exactly as the wire carried it, and [`decode_command`] reads it
+/// back without copying the key or value. Panics as [`encode_frame`] does.
+pub fn encode_command(req: &ClientRequest) -> Bytes {
+    let mut out = BytesMut::with_capacity(1 + request_body_len(req));
+    out.put_u8(op_kind(&req.op));
+    put_request_body(req, &mut out);
+    debug_assert_eq!(out.len(), 1 + request_body_len(req));
+    out.freeze()
+}
+
+fn request_body_len(req: &ClientRequest) -> usize {
+    let fixed = 8 + 8 + 8 + 4 + req.op.key().len();
+    match &req.op {
+        Op::Get { .. } => fixed,
+        Op::Put { value, .. } | Op::Append { value, .. } => fixed + 4 + value.len(),
+    }
+}
+
+fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
+    out.put_u64_le(req.client_id);
+    out.put_u64_le(req.seq);
+    out.put_u64_le(req.ack_seq);
+    match &req.op {
+        Op::Get { key } => put_byte_string(out, key),
+        Op::Put { key, value } | Op::Append { key, value } => {
+            put_byte_string(out, key);
+            put_byte_string(out, value);
+        }
+    }
+}
+
+/// Writes a count or length prefix. A value over `u32::MAX` cannot be
+/// expressed; silently truncating it would corrupt the stream, so it panics.
+fn put_count(out: &mut BytesMut, n: usize) {
+    let n = u32::try_from(n).expect("count or length over u32::MAX in a frame (caller bug)");
+    out.put_u32_le(n);
+}
+
+fn put_byte_string(out: &mut BytesMut, b: &[u8]) {
+    put_count(out, b.len());
+    out.put_slice(b);
+}
+
+fn put_ballot(out: &mut BytesMut, b: &Ballot) {
+    out.put_u64_le(b.round);
+    out.put_u32_le(b.node);
+}
+
+/// `u32::MAX` stands for "no hint", so `Some(u32::MAX)` would decode as
+/// `None`; no real group has 4 billion members, so it is a caller bug.
+fn put_replica_hint(out: &mut BytesMut, leader: Option<ReplicaId>) {
+    let v = match leader {
+        Some(id) => {
+            assert!(
+                id != NO_REPLICA,
+                "NotLeader hint u32::MAX is reserved for None"
+            );
+            id
+        }
+        None => NO_REPLICA,
+    };
+    out.put_u32_le(v);
+}
+
+const NO_REPLICA: u32 = u32::MAX;
+
+fn put_batch(out: &mut BytesMut, batch: &Batch) {
+    put_count(out, batch.commands.len());
+    for c in &batch.commands {
+        put_byte_string(out, c);
+    }
+}
+
+fn put_proposals(out: &mut BytesMut, entries: &[Proposal]) {
+    put_count(out, entries.len());
+    for p in entries {
+        out.put_u64_le(p.slot);
+        put_batch(out, &p.batch);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Body decoding
+// ---------------------------------------------------------------------------
+
+/// Smallest encoding of one item of each vector, used to refuse a count the
+/// remaining bytes cannot possibly hold before reserving any memory.
+const MIN_COMMAND_LEN: usize = 4; // length prefix
+const MIN_PROPOSAL_LEN: usize = 8 + 4; // slot + empty batch
+const MIN_LOG_ENTRY_LEN: usize = 8 + 12 + 4; // slot + ballot + empty batch
+const SLOT_LEN: usize = 8;
+
+/// A cursor over a body. Every read checks the remaining length first and
+/// returns [`DecodeError::Truncated`] instead of panicking; byte strings are
+/// split off the underlying [`Bytes`] (a reference-count bump, no copy).
+struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    fn need(&self, n: usize) -> Result<(), DecodeError> {
+        if self.buf.len() < n {
+            Err(DecodeError::Truncated)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.need(4)?;
+        let v = LittleEndian::read_u32(&self.buf[..4]);
+        self.buf.advance(4);
+        Ok(v)
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.need(8)?;
+        let v = LittleEndian::read_u64(&self.buf[..8]);
+        self.buf.advance(8);
+        Ok(v)
+    }
+
+    fn ballot(&mut self) -> Result<Ballot, DecodeError> {
+        Ok(Ballot {
+            round: self.u64()?,
+            node: self.u32()?,
+        })
+    }
+
+    fn byte_string(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.u32()? as usize;
+        self.need(len)?;
+        Ok(self.buf.split_to(len))
+    }
+
+    /// Reads a vector count and proves that many items of at least
+    /// `min_item_len` bytes each fit in what remains, so the caller may
+    /// `Vec::with_capacity(count)`: the reservation is then bounded by the
+    /// input's size, never by a number the peer chose.
+    fn count(&mut self, min_item_len: usize) -> Result<usize, DecodeError> {
+        debug_assert!(min_item_len > 0);
+        let n = self.u32()? as usize;
+        if n > self.buf.len() / min_item_len {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    fn batch(&mut self) -> Result<Batch, DecodeError> {
+        let n = self.count(MIN_COMMAND_LEN)?;
+        let mut commands = Vec::with_capacity(n);
+        for _ in 0..n {
+            commands.push(self.byte_string()?);
+        }
+        Ok(Batch { commands })
+    }
+
+    fn proposals(&mut self) -> Result<Vec<Proposal>, DecodeError> {
+        let n = self.count(MIN_PROPOSAL_LEN)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push(Proposal {
+                slot: self.u64()?,
+                batch: self.batch()?,
+            });
+        }
+        Ok(entries)
+    }
+
+    fn log_entries(&mut self) -> Result<Vec<LogEntry>, DecodeError> {
+        let n = self.count(MIN_LOG_ENTRY_LEN)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push(LogEntry {
+                slot: self.u64()?,
+                ballot: self.ballot()?,
+                batch: self.batch()?,
+            });
+        }
+        Ok(entries)
+    }
+
+    fn slots(&mut self) -> Result<Vec<u64>, DecodeError> {
+        let n = self.count(SLOT_LEN)?;
+        let mut slots = Vec::with_capacity(n);
+        for _ in 0..n {
+            slots.push(self.u64()?);
+        }
+        Ok(slots)
+    }
+
+    fn replica_hint(&mut self) -> Result<Option<ReplicaId>, DecodeError> {
+        let v = self.u32()?;
+        Ok((v != NO_REPLICA).then_some(v))
+    }
+
+    /// A body must be consumed exactly: leftover bytes mean the sender and
+    /// receiver disagree about the layout, which must not pass silently.
+    fn finish(self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes)
+        }
+    }
+}
+
+fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> {
+    let client_id = r.u64()?;
+    let seq = r.u64()?;
+    let ack_seq = r.u64()?;
+    let key = r.byte_string()?;
+    let op = match kind {
+        KIND_GET => Op::Get { key },
+        KIND_PUT => Op::Put {
+            key,
+            value: r.byte_string()?,
+        },
+        KIND_APPEND => Op::Append {
+            key,
+            value: r.byte_string()?,
+        },
+        _ => return Err(DecodeError::Invalid("not a client request kind")),
+    };
+    Ok(ClientRequest {
+        client_id,
+        seq,
+        ack_seq,
+        op,
+    })
+}
+
+/// Decodes the body of a frame of kind `kind`.
+///
+/// Keys, values, commands and snapshot data in the result are slices of
+/// `body` (no copy). The whole body must be consumed.
+pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
+    let mut r = Reader { buf: body };
+    let msg = match kind {
+        KIND_GET | KIND_PUT | KIND_APPEND => Message::Request(read_request(kind, &mut r)?),
+        KIND_OK => Message::Reply(ClientReply::Ok(r.byte_string()?)),
+        KIND_NO_KEY => Message::Reply(ClientReply::NoKey),
+        KIND_WRONG_GROUP => Message::Reply(ClientReply::WrongGroup),
+        KIND_NOT_LEADER => Message::Reply(ClientReply::NotLeader {
+            leader: r.replica_hint()?,
+        }),
+        KIND_BUSY => Message::Reply(ClientReply::Busy),
+        KIND_ERROR => {
+            let raw = r.byte_string()?;
+            let reason = std::str::from_utf8(&raw).map_err(|_| DecodeError::BadUtf8)?;
+            Message::Reply(ClientReply::Error {
+                reason: reason.to_owned(),
+            })
+        }
+        KIND_PREPARE => Message::Paxos(PaxosMsg::Prepare(Prepare {
+            from: r.u32()?,
+            ballot: r.ballot()?,
+            from_slot: r.u64()?,
+        })),
+        KIND_PROMISE => Message::Paxos(PaxosMsg::Promise(Promise {
+            from: r.u32()?,
+            ballot: r.ballot()?,
+            log_start: r.u64()?,
+            chosen_upto: r.u64()?,
+            entries: r.log_entries()?,
+        })),
+        KIND_ACCEPT => Message::Paxos(PaxosMsg::Accept(Accept {
+            from: r.u32()?,
+            ballot: r.ballot()?,
+            chosen_upto: r.u64()?,
+            entries: r.proposals()?,
+        })),
+        KIND_ACCEPTED => Message::Paxos(PaxosMsg::Accepted(Accepted {
+            from: r.u32()?,
+            ballot: r.ballot()?,
+            chosen_upto: r.u64()?,
+            slots: r.slots()?,
+        })),
+        KIND_REJECT => Message::Paxos(PaxosMsg::Reject(Reject {
+            from: r.u32()?,
+            promised: r.ballot()?,
+        })),
+        KIND_COMMIT => Message::Paxos(PaxosMsg::Commit(Commit {
+            from: r.u32()?,
+            ballot: r.ballot()?,
+            chosen_upto: r.u64()?,
+        })),
+        KIND_HEARTBEAT => Message::Paxos(PaxosMsg::Heartbeat(Heartbeat {
+            from: r.u32()?,
+            ballot: r.ballot()?,
+            chosen_upto: r.u64()?,
+        })),
+        KIND_CATCHUP_REQUEST => Message::Paxos(PaxosMsg::CatchupRequest(CatchupRequest {
+            from: r.u32()?,
+            from_slot: r.u64()?,
+        })),
+        KIND_CATCHUP_RESPONSE => Message::Paxos(PaxosMsg::CatchupResponse(CatchupResponse {
+            from: r.u32()?,
+            chosen_upto: r.u64()?,
+            entries: r.proposals()?,
+        })),
+        KIND_SNAPSHOT_REQUEST => Message::Paxos(PaxosMsg::SnapshotRequest(SnapshotRequest {
+            from: r.u32()?,
+            index: r.u64()?,
+            offset: r.u64()?,
+        })),
+        KIND_SNAPSHOT_CHUNK => Message::Paxos(PaxosMsg::SnapshotChunk(SnapshotChunk {
+            from: r.u32()?,
+            index: r.u64()?,
+            total_len: r.u64()?,
+            offset: r.u64()?,
+            data: r.byte_string()?,
+        })),
+        _ => return Err(DecodeError::UnknownKind(kind)),
+    };
+    r.finish()?;
+    Ok(msg)
+}
+
+/// Decodes a command written by [`encode_command`], zero-copy: the key and
+/// value are slices of `cmd`.
+///
+/// A command comes out of the replicated log, not straight off a socket, but
+/// it was put there from network input, so it gets the same scrutiny.
+pub fn decode_command(cmd: Bytes) -> Result<ClientRequest, DecodeError> {
+    let Some(&kind) = cmd.first() else {
+        return Err(DecodeError::Truncated);
+    };
+    match kind {
+        KIND_GET | KIND_PUT | KIND_APPEND => {}
+        k if is_known_kind(k) => {
+            return Err(DecodeError::Invalid("command is not a client request"))
+        }
+        k => return Err(DecodeError::UnknownKind(k)),
+    }
+    let mut r = Reader {
+        buf: cmd.slice(1..),
+    };
+    let req = read_request(kind, &mut r)?;
+    r.finish()?;
+    Ok(req)
+}
+
+// ---------------------------------------------------------------------------
+// Incremental decoder
+// ---------------------------------------------------------------------------
+
+/// Turns one connection's read buffer into frames, one at a time.
+///
+/// The runtime appends whatever the socket delivered to a `BytesMut` and
+/// calls [`Decoder::decode`] until it returns `Ok(None)`. A frame's body is
+/// split off the buffer and frozen, so keys and values in the decoded
+/// message point into the bytes that were read: no copy.
+///
+/// Limits: a header that declares a body over `max_frame_bytes` is refused as
+/// soon as its 32 bytes are present, before any body byte is waited for or
+/// any memory reserved for it. The decoder itself never grows `buf`.
+///
+/// Errors are terminal: after the first error the stream's framing cannot be
+/// trusted, so every later call returns the same error without looking at
+/// `buf`. The runtime should close the connection (and may log the error).
+#[derive(Debug)]
+pub struct Decoder {
+    max_frame_bytes: u32,
+    /// The validated header of the frame at the front of the buffer, kept so
+    /// a frame whose body arrives in many reads is parsed and checked once.
+    pending: Option<Header>,
+    failed: Option<DecodeError>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DEFAULT_MAX_FRAME_BYTES)
+    }
+}
+
+impl Decoder {
+    /// A decoder refusing bodies longer than `max_frame_bytes`.
+    pub fn new(max_frame_bytes: u32) -> Decoder {
+        Decoder {
+            max_frame_bytes,
+            pending: None,
+            failed: None,
+        }
+    }
+
+    /// The body-length limit this decoder enforces.
+    pub fn max_frame_bytes(&self) -> u32 {
+        self.max_frame_bytes
+    }
+
+    /// The error that ended this decoder, if any.
+    pub fn error(&self) -> Option<&DecodeError> {
+        self.failed.as_ref()
+    }
+
+    /// How long `buf` must be before the next [`decode`](Self::decode) can
+    /// make progress: [`HEADER_LEN`] while no header has been validated, then
+    /// the whole frame's length. Lets the runtime reserve exactly once per
+    /// frame; never more than `HEADER_LEN + max_frame_bytes`.
+    pub fn bytes_wanted(&self) -> usize {
+        match &self.pending {
+            Some(h) => frame_len(h),
+            None => HEADER_LEN,
+        }
+    }
+
+    /// Removes one whole frame from the front of `buf` and decodes it.
+    ///
+    /// `Ok(None)`: more bytes are needed (nothing was consumed). Call again
+    /// after each `Ok(Some(_))` to drain every frame a read delivered. The
+    /// same `buf` must be passed on every call, since a validated header is
+    /// remembered between calls.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.decode_inner(buf);
+        if let Err(e) = &result {
+            self.pending = None;
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let header = match self.pending {
+            Some(h) => h,
+            None => {
+                if buf.len() < HEADER_LEN {
+                    return Ok(None);
+                }
+                let h = Header::parse(&buf[..])?;
+                if h.body_len > self.max_frame_bytes {
+                    return Err(DecodeError::FrameTooLarge {
+                        len: h.body_len,
+                        max: self.max_frame_bytes,
+                    });
+                }
+                h
+            }
+        };
+        let frame_len = frame_len(&header);
+        if buf.len() < frame_len {
+            self.pending = Some(header);
+            return Ok(None);
+        }
+        self.pending = None;
+        // Check before splitting, so a corrupt body costs no buffer surgery.
+        if crc32c::crc32c(&buf[HEADER_LEN..frame_len]) != header.body_crc {
+            return Err(DecodeError::BodyChecksum);
+        }
+        let body = buf.split_to(frame_len).freeze().slice(HEADER_LEN..);
+        let message = decode_body(header.kind, body)?;
+        Ok(Some(Frame {
+            request_id: header.request_id,
+            group: header.group,
+            message,
+        }))
+    }
+}
+
+/// Header plus body length. Saturates instead of overflowing where `usize`
+/// is 32 bits; such a frame can never be buffered, let alone pass the limit.
+fn frame_len(h: &Header) -> usize {
+    HEADER_LEN.saturating_add(h.body_len as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_check_value() {
+        // The standard CRC-32C (Castagnoli) check value, quoted in PROTOCOL.md.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn magic_is_synd_on_the_wire() {
+        let h = Header {
+            kind: KIND_BUSY,
+            flags: 0,
+            body_len: 0,
+            request_id: 0,
+            group: 0,
+            body_crc: 0,
+        };
+        assert_eq!(&h.to_bytes()[..4], b"SYND");
+    }
+
+    #[test]
+    fn all_kinds_are_known_and_nothing_else_is() {
+        for k in 0..=u8::MAX {
+            assert_eq!(is_known_kind(k), ALL_KINDS.contains(&k), "kind {k:#04x}");
+        }
+    }
+
+    #[test]
+    fn nonzero_flags_are_refused() {
+        let mut h = Header {
+            kind: KIND_BUSY,
+            flags: 0,
+            body_len: 0,
+            request_id: 0,
+            group: 0,
+            body_crc: crc32c::crc32c(b""),
+        };
+        h.flags = 1;
+        assert_eq!(
+            Header::parse(&h.to_bytes()),
+            Err(DecodeError::UnknownFlags(1))
+        );
+    }
+
+    #[test]
+    fn decoder_error_is_sticky() {
+        let mut d = Decoder::default();
+        let mut buf = BytesMut::from(&[0u8; HEADER_LEN][..]);
+        assert_eq!(d.decode(&mut buf), Err(DecodeError::HeaderChecksum));
+        let mut good = BytesMut::new();
+        encode_frame(
+            &Frame {
+                request_id: 1,
+                group: 0,
+                message: Message::Reply(ClientReply::Busy),
+            },
+            &mut good,
+        );
+        assert_eq!(d.decode(&mut good), Err(DecodeError::HeaderChecksum));
+        assert_eq!(d.error(), Some(&DecodeError::HeaderChecksum));
+    }
+}

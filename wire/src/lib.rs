@@ -4,11 +4,14 @@
 //!   client library and the simulator).
 //! - [`codec`]: frames and bodies as bytes; an incremental decoder that never
 //!   panics and never allocates past the configured maximum frame size.
+//! - [`shard`]: the key→shard hash every client routes with.
 //!
 //! `PROTOCOL.md` beside this crate specifies every byte.
 
 pub mod codec;
+pub mod shard;
 pub mod types;
 
 pub use codec::*;
+pub use shard::*;
 pub use types::*;

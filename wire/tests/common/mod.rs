@@ -1,0 +1,546 @@
+//! Shared test fixtures: one sample frame per kind, proptest strategies for
+//! every message variant, a seeded RNG, and helpers to build frames by hand.
+//!
+//! Each integration-test binary uses a different subset of this module.
+#![allow(dead_code)] // every binary compiles all of it but uses only a part
+
+use bytes::{Bytes, BytesMut};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::strategy::{BoxedStrategy, Union};
+use synod_wire::*;
+
+// ---------------------------------------------------------------------------
+// Fixed samples (golden bytes, split tests)
+// ---------------------------------------------------------------------------
+
+pub const EXAMPLE_CLIENT: u64 = 0x0102_0304_0506_0708;
+
+pub fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn client(request_id: u64, message: Message) -> Frame {
+    Frame {
+        request_id,
+        group: 1,
+        message,
+    }
+}
+
+fn paxos(m: PaxosMsg) -> Frame {
+    Frame {
+        request_id: 0,
+        group: 1,
+        message: Message::Paxos(m),
+    }
+}
+
+/// The Put request of PROTOCOL.md's worked example.
+pub fn example_put() -> Frame {
+    client(
+        7,
+        Message::Request(ClientRequest {
+            client_id: EXAMPLE_CLIENT,
+            seq: 1,
+            ack_seq: 0,
+            op: Op::Put {
+                key: b("k1"),
+                value: b("hello"),
+            },
+        }),
+    )
+}
+
+/// The Ok reply of PROTOCOL.md's worked example.
+pub fn example_ok() -> Frame {
+    client(7, Message::Reply(ClientReply::Ok(Bytes::new())))
+}
+
+/// One small, fixed frame of every kind, in kind order.
+pub fn samples() -> Vec<Frame> {
+    let ballot = Ballot::new(5, 1);
+    vec![
+        client(
+            6,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 2,
+                ack_seq: 1,
+                op: Op::Get { key: b("k1") },
+            }),
+        ),
+        example_put(),
+        client(
+            8,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 3,
+                ack_seq: 2,
+                op: Op::Append {
+                    key: b("k1"),
+                    value: b("!"),
+                },
+            }),
+        ),
+        example_ok(),
+        client(9, Message::Reply(ClientReply::NoKey)),
+        client(10, Message::Reply(ClientReply::WrongGroup)),
+        client(
+            11,
+            Message::Reply(ClientReply::NotLeader { leader: Some(2) }),
+        ),
+        client(12, Message::Reply(ClientReply::Busy)),
+        client(
+            13,
+            Message::Reply(ClientReply::Error {
+                reason: "shard moving".to_string(),
+            }),
+        ),
+        paxos(PaxosMsg::Prepare(Prepare {
+            from: 1,
+            ballot,
+            from_slot: 10,
+        })),
+        paxos(PaxosMsg::Promise(Promise {
+            from: 2,
+            ballot,
+            log_start: 3,
+            chosen_upto: 8,
+            entries: vec![
+                LogEntry {
+                    slot: 8,
+                    ballot: Ballot::new(4, 0),
+                    batch: Batch {
+                        commands: vec![b("a"), Bytes::new()],
+                    },
+                },
+                LogEntry {
+                    slot: 9,
+                    ballot: Ballot::CHOSEN,
+                    batch: Batch::noop(),
+                },
+            ],
+        })),
+        paxos(PaxosMsg::Accept(Accept {
+            from: 1,
+            ballot,
+            chosen_upto: 8,
+            entries: vec![Proposal {
+                slot: 9,
+                batch: Batch {
+                    commands: vec![b("xy")],
+                },
+            }],
+        })),
+        paxos(PaxosMsg::Accepted(Accepted {
+            from: 2,
+            ballot,
+            chosen_upto: 9,
+            slots: vec![9, 10],
+        })),
+        paxos(PaxosMsg::Reject(Reject {
+            from: 0,
+            promised: Ballot::new(6, 0),
+        })),
+        paxos(PaxosMsg::Commit(Commit {
+            from: 1,
+            ballot,
+            chosen_upto: 10,
+        })),
+        paxos(PaxosMsg::Heartbeat(Heartbeat {
+            from: 1,
+            ballot,
+            chosen_upto: 10,
+        })),
+        paxos(PaxosMsg::CatchupRequest(CatchupRequest {
+            from: 2,
+            from_slot: 4,
+        })),
+        paxos(PaxosMsg::CatchupResponse(CatchupResponse {
+            from: 1,
+            chosen_upto: 10,
+            entries: vec![Proposal {
+                slot: 4,
+                batch: Batch {
+                    commands: vec![b("c")],
+                },
+            }],
+        })),
+        paxos(PaxosMsg::SnapshotRequest(SnapshotRequest {
+            from: 2,
+            index: 100,
+            offset: 0,
+        })),
+        paxos(PaxosMsg::SnapshotChunk(SnapshotChunk {
+            from: 1,
+            index: 100,
+            total_len: 5,
+            offset: 0,
+            data: b("snap!"),
+        })),
+    ]
+}
+
+pub fn encode(frame: &Frame) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_frame(frame, &mut out);
+    out
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(s.len() & 1 == 0, "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+/// A frame with correct checksums around an arbitrary (possibly invalid)
+/// body, so tests reach the body decoder instead of stopping at a CRC.
+pub fn seal(kind: u8, request_id: u64, group: u32, body: &[u8]) -> BytesMut {
+    let header = Header {
+        kind,
+        flags: 0,
+        body_len: body.len() as u32,
+        request_id,
+        group,
+        body_crc: crc32c::crc32c(body),
+    };
+    let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&header.to_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Every byte string a message carries that decoding must not copy.
+pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
+    fn batch(b: &Batch) -> impl Iterator<Item = &Bytes> {
+        b.commands.iter()
+    }
+    match msg {
+        Message::Request(r) => request_slices(r),
+        Message::Reply(ClientReply::Ok(v)) => vec![v],
+        Message::Reply(_) => vec![],
+        Message::Paxos(PaxosMsg::Promise(m)) => {
+            m.entries.iter().flat_map(|e| batch(&e.batch)).collect()
+        }
+        Message::Paxos(PaxosMsg::Accept(m)) => {
+            m.entries.iter().flat_map(|e| batch(&e.batch)).collect()
+        }
+        Message::Paxos(PaxosMsg::CatchupResponse(m)) => {
+            m.entries.iter().flat_map(|e| batch(&e.batch)).collect()
+        }
+        Message::Paxos(PaxosMsg::SnapshotChunk(m)) => vec![&m.data],
+        Message::Paxos(_) => vec![],
+    }
+}
+
+pub fn request_slices(r: &ClientRequest) -> Vec<&Bytes> {
+    match &r.op {
+        Op::Get { key } => vec![key],
+        Op::Put { key, value } | Op::Append { key, value } => vec![key, value],
+    }
+}
+
+/// Whether every non-empty slice points into `range` (i.e. was not copied).
+pub fn all_within(slices: &[&Bytes], range: std::ops::Range<usize>) -> bool {
+    slices.iter().all(|s| {
+        let p = s.as_ptr() as usize;
+        s.is_empty() || (range.contains(&p) && p + s.len() <= range.end)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Seeded RNG (SplitMix64): reproducible loops without pulling in `rand`
+// ---------------------------------------------------------------------------
+
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0); the modulo bias is irrelevant here.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Strategies
+// ---------------------------------------------------------------------------
+
+pub fn arb_bytes(max_len: usize) -> BoxedStrategy<Bytes> {
+    vec(any::<u8>(), 0..=max_len).prop_map(Bytes::from).boxed()
+}
+
+pub fn arb_ballot() -> BoxedStrategy<Ballot> {
+    prop_oneof![
+        Just(Ballot::ZERO),
+        Just(Ballot::CHOSEN),
+        (any::<u64>(), any::<u32>()).prop_map(|(r, n)| Ballot::new(r, n)),
+    ]
+    .boxed()
+}
+
+/// Mostly small batches, sometimes empty (a no-op), sometimes many commands.
+pub fn arb_batch() -> BoxedStrategy<Batch> {
+    prop_oneof![
+        4 => vec(arb_bytes(24), 0..5),
+        1 => Just(Vec::new()),
+        1 => vec(arb_bytes(3), 100..300),
+    ]
+    .prop_map(|commands| Batch { commands })
+    .boxed()
+}
+
+fn small_or_large<T: std::fmt::Debug + Clone + 'static>(
+    item: BoxedStrategy<T>,
+    large: std::ops::Range<usize>,
+) -> BoxedStrategy<Vec<T>> {
+    prop_oneof![
+        4 => vec(item.clone(), 0..4),
+        1 => Just(Vec::new()),
+        1 => vec(item, large),
+    ]
+    .boxed()
+}
+
+/// Small batches only, for vectors of entries that may be long.
+fn arb_small_batch() -> BoxedStrategy<Batch> {
+    vec(arb_bytes(8), 0..3)
+        .prop_map(|commands| Batch { commands })
+        .boxed()
+}
+
+pub fn arb_proposals() -> BoxedStrategy<Vec<Proposal>> {
+    prop_oneof![
+        4 => vec((any::<u64>(), arb_batch()), 0..4),
+        1 => vec((any::<u64>(), arb_small_batch()), 50..150),
+    ]
+    .prop_map(|v| {
+        v.into_iter()
+            .map(|(slot, batch)| Proposal { slot, batch })
+            .collect()
+    })
+    .boxed()
+}
+
+pub fn arb_log_entries() -> BoxedStrategy<Vec<LogEntry>> {
+    prop_oneof![
+        4 => vec((any::<u64>(), arb_ballot(), arb_batch()), 0..4),
+        1 => vec((any::<u64>(), arb_ballot(), arb_small_batch()), 50..150),
+    ]
+    .prop_map(|v| {
+        v.into_iter()
+            .map(|(slot, ballot, batch)| LogEntry {
+                slot,
+                ballot,
+                batch,
+            })
+            .collect()
+    })
+    .boxed()
+}
+
+/// Values up to a few KiB, and occasionally empty.
+fn arb_value() -> BoxedStrategy<Bytes> {
+    prop_oneof![4 => arb_bytes(32), 1 => arb_bytes(4096)].boxed()
+}
+
+pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
+    let op: BoxedStrategy<Op> = match kind {
+        KIND_GET => arb_bytes(64).prop_map(|key| Op::Get { key }).boxed(),
+        KIND_PUT => (arb_bytes(64), arb_value())
+            .prop_map(|(key, value)| Op::Put { key, value })
+            .boxed(),
+        KIND_APPEND => (arb_bytes(64), arb_value())
+            .prop_map(|(key, value)| Op::Append { key, value })
+            .boxed(),
+        _ => unreachable!("not a request kind"),
+    };
+    (any::<u64>(), any::<u64>(), any::<u64>(), op)
+        .prop_map(|(client_id, seq, ack_seq, op)| ClientRequest {
+            client_id,
+            seq,
+            ack_seq,
+            op,
+        })
+        .boxed()
+}
+
+pub fn arb_request() -> BoxedStrategy<ClientRequest> {
+    prop_oneof![
+        arb_request_of_kind(KIND_GET),
+        arb_request_of_kind(KIND_PUT),
+        arb_request_of_kind(KIND_APPEND),
+    ]
+    .boxed()
+}
+
+/// Arbitrary messages of exactly one kind.
+pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
+    use PaxosMsg as P;
+    let p = |s: BoxedStrategy<PaxosMsg>| s.prop_map(Message::Paxos).boxed();
+    let r = |s: BoxedStrategy<ClientReply>| s.prop_map(Message::Reply).boxed();
+    match kind {
+        KIND_GET | KIND_PUT | KIND_APPEND => {
+            arb_request_of_kind(kind).prop_map(Message::Request).boxed()
+        }
+        KIND_OK => r(arb_value().prop_map(ClientReply::Ok).boxed()),
+        KIND_NO_KEY => r(Just(ClientReply::NoKey).boxed()),
+        KIND_WRONG_GROUP => r(Just(ClientReply::WrongGroup).boxed()),
+        KIND_NOT_LEADER => r(
+            prop_oneof![Just(None), Just(Some(0)), (0..u32::MAX).prop_map(Some),]
+                .prop_map(|leader| ClientReply::NotLeader { leader })
+                .boxed(),
+        ),
+        KIND_BUSY => r(Just(ClientReply::Busy).boxed()),
+        KIND_ERROR => r(prop_oneof![".{0,40}", Just(String::new())]
+            .prop_map(|reason| ClientReply::Error { reason })
+            .boxed()),
+        KIND_PREPARE => p((any::<u32>(), arb_ballot(), any::<u64>())
+            .prop_map(|(from, ballot, from_slot)| {
+                P::Prepare(Prepare {
+                    from,
+                    ballot,
+                    from_slot,
+                })
+            })
+            .boxed()),
+        KIND_PROMISE => p((
+            any::<u32>(),
+            arb_ballot(),
+            any::<u64>(),
+            any::<u64>(),
+            arb_log_entries(),
+        )
+            .prop_map(|(from, ballot, log_start, chosen_upto, entries)| {
+                P::Promise(Promise {
+                    from,
+                    ballot,
+                    log_start,
+                    chosen_upto,
+                    entries,
+                })
+            })
+            .boxed()),
+        KIND_ACCEPT => p((any::<u32>(), arb_ballot(), any::<u64>(), arb_proposals())
+            .prop_map(|(from, ballot, chosen_upto, entries)| {
+                P::Accept(Accept {
+                    from,
+                    ballot,
+                    chosen_upto,
+                    entries,
+                })
+            })
+            .boxed()),
+        KIND_ACCEPTED => p((
+            any::<u32>(),
+            arb_ballot(),
+            any::<u64>(),
+            small_or_large(any::<u64>().boxed(), 500..2000),
+        )
+            .prop_map(|(from, ballot, chosen_upto, slots)| {
+                P::Accepted(Accepted {
+                    from,
+                    ballot,
+                    chosen_upto,
+                    slots,
+                })
+            })
+            .boxed()),
+        KIND_REJECT => p((any::<u32>(), arb_ballot())
+            .prop_map(|(from, promised)| P::Reject(Reject { from, promised }))
+            .boxed()),
+        KIND_COMMIT => p((any::<u32>(), arb_ballot(), any::<u64>())
+            .prop_map(|(from, ballot, chosen_upto)| {
+                P::Commit(Commit {
+                    from,
+                    ballot,
+                    chosen_upto,
+                })
+            })
+            .boxed()),
+        KIND_HEARTBEAT => p((any::<u32>(), arb_ballot(), any::<u64>())
+            .prop_map(|(from, ballot, chosen_upto)| {
+                P::Heartbeat(Heartbeat {
+                    from,
+                    ballot,
+                    chosen_upto,
+                })
+            })
+            .boxed()),
+        KIND_CATCHUP_REQUEST => p((any::<u32>(), any::<u64>())
+            .prop_map(|(from, from_slot)| P::CatchupRequest(CatchupRequest { from, from_slot }))
+            .boxed()),
+        KIND_CATCHUP_RESPONSE => p((any::<u32>(), any::<u64>(), arb_proposals())
+            .prop_map(|(from, chosen_upto, entries)| {
+                P::CatchupResponse(CatchupResponse {
+                    from,
+                    chosen_upto,
+                    entries,
+                })
+            })
+            .boxed()),
+        KIND_SNAPSHOT_REQUEST => p((any::<u32>(), any::<u64>(), any::<u64>())
+            .prop_map(|(from, index, offset)| {
+                P::SnapshotRequest(SnapshotRequest {
+                    from,
+                    index,
+                    offset,
+                })
+            })
+            .boxed()),
+        KIND_SNAPSHOT_CHUNK => p((
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            prop_oneof![3 => arb_bytes(64), 1 => arb_bytes(20_000)],
+        )
+            .prop_map(|(from, index, total_len, offset, data)| {
+                P::SnapshotChunk(SnapshotChunk {
+                    from,
+                    index,
+                    total_len,
+                    offset,
+                    data,
+                })
+            })
+            .boxed()),
+        _ => unreachable!("unknown kind {kind:#04x}"),
+    }
+}
+
+/// Arbitrary messages of every kind, each kind equally likely.
+pub fn arb_message() -> BoxedStrategy<Message> {
+    Union::new(ALL_KINDS.iter().map(|&k| arb_message_of_kind(k))).boxed()
+}
+
+pub fn arb_frame_of(message: BoxedStrategy<Message>) -> BoxedStrategy<Frame> {
+    (any::<u64>(), any::<u32>(), message)
+        .prop_map(|(request_id, group, message)| Frame {
+            request_id,
+            group,
+            message,
+        })
+        .boxed()
+}
+
+pub fn arb_frame() -> BoxedStrategy<Frame> {
+    arb_frame_of(arb_message())
+}

@@ -1,0 +1,151 @@
+//! Golden bytes: one pinned frame per kind (header and body), so any change
+//! to a layout, a kind code or a checksum fails here, plus PROTOCOL.md's
+//! worked example, checked against the document itself so it cannot drift.
+
+mod common;
+
+use bytes::BytesMut;
+use common::*;
+use synod_wire::*;
+
+/// `(kind, header hex, body hex)` for `common::samples()`, in the same order.
+/// These were produced by the codec and cross-checked against an independent
+/// Python encoder; regenerate them only together with a version bump.
+const GOLDEN: [(u8, &str, &str); 20] = [
+    (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
+    (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
+    (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
+    (KIND_OK, "53594e440110000004000000070000000000000001000000c74b6748f6187d3b", "00000000"),
+    (KIND_NO_KEY, "53594e44011100000000000009000000000000000100000000000000b621fbf9", ""),
+    (KIND_WRONG_GROUP, "53594e4401120000000000000a0000000000000001000000000000000d517774", ""),
+    (KIND_NOT_LEADER, "53594e4401130000040000000b0000000000000001000000466800f73c719078", "02000000"),
+    (KIND_BUSY, "53594e4401140000000000000c0000000000000001000000000000008ac6836a", ""),
+    (KIND_ERROR, "53594e4401150000100000000d000000000000000100000027b1bbe9e0e40e6f", "0c0000007368617264206d6f76696e67"),
+    (KIND_PREPARE, "53594e4401200000180000000000000000000000010000008d2dca35554d69a4", "010000000500000000000000010000000a00000000000000"),
+    (KIND_PROMISE, "53594e44012100005d000000000000000000000001000000a10cd496746b76b2", "0200000005000000000000000100000003000000000000000800000000000000020000000800000000000000040000000000000000000000020000000100000061000000000900000000000000ffffffffffffffffffffffff00000000"),
+    (KIND_ACCEPT, "53594e44012200002e00000000000000000000000100000091d4ecdf6bb17ac8", "01000000050000000000000001000000080000000000000001000000090000000000000001000000020000007879"),
+    (KIND_ACCEPTED, "53594e44012300002c000000000000000000000001000000eb3312544f50227d", "0200000005000000000000000100000009000000000000000200000009000000000000000a00000000000000"),
+    (KIND_REJECT, "53594e4401240000100000000000000000000000010000004a6254e563bcf541", "00000000060000000000000000000000"),
+    (KIND_COMMIT, "53594e4401250000180000000000000000000000010000008d2dca357c0b1903", "010000000500000000000000010000000a00000000000000"),
+    (KIND_HEARTBEAT, "53594e4401260000180000000000000000000000010000008d2dca35341b6d9d", "010000000500000000000000010000000a00000000000000"),
+    (KIND_CATCHUP_REQUEST, "53594e44012700000c000000000000000000000001000000509f9e68fa69003a", "020000000400000000000000"),
+    (KIND_CATCHUP_RESPONSE, "53594e440128000021000000000000000000000001000000802eab45c59bc55a", "010000000a00000000000000010000000400000000000000010000000100000063"),
+    (KIND_SNAPSHOT_REQUEST, "53594e4401290000140000000000000000000000010000002de69260395c4731", "0200000064000000000000000000000000000000"),
+    (KIND_SNAPSHOT_CHUNK, "53594e44012a000025000000000000000000000001000000146107af780d4bf8", "0100000064000000000000000500000000000000000000000000000005000000736e617021"),
+];
+
+#[test]
+fn golden_frames_cover_every_kind() {
+    let kinds: Vec<u8> = GOLDEN.iter().map(|g| g.0).collect();
+    assert_eq!(kinds, ALL_KINDS);
+}
+
+#[test]
+fn every_kind_encodes_to_its_golden_bytes() {
+    for ((kind, header, body), frame) in GOLDEN.iter().zip(samples()) {
+        assert_eq!(kind_of(&frame.message), *kind);
+        let wire = encode(&frame);
+        assert_eq!(
+            hex(&wire[..HEADER_LEN]),
+            *header,
+            "header of kind {kind:#04x}"
+        );
+        assert_eq!(hex(&wire[HEADER_LEN..]), *body, "body of kind {kind:#04x}");
+    }
+}
+
+#[test]
+fn every_golden_frame_decodes_to_its_message() {
+    for ((kind, header, body), frame) in GOLDEN.iter().zip(samples()) {
+        let mut buf = BytesMut::from(&unhex(&format!("{header}{body}"))[..]);
+        let got = Decoder::default().decode(&mut buf);
+        assert_eq!(got, Ok(Some(frame)), "kind {kind:#04x}");
+        assert!(buf.is_empty());
+    }
+}
+
+#[test]
+fn golden_extra_cases() {
+    // Ok carrying a value, and NotLeader without a hint (u32::MAX).
+    let ok = Frame {
+        request_id: 6,
+        group: 1,
+        message: Message::Reply(ClientReply::Ok(b("hello"))),
+    };
+    let no_hint = Frame {
+        request_id: 11,
+        group: 1,
+        message: Message::Reply(ClientReply::NotLeader { leader: None }),
+    };
+    assert_eq!(hex(&encode(&ok)[HEADER_LEN..]), "0500000068656c6c6f");
+    assert_eq!(hex(&encode(&no_hint)[HEADER_LEN..]), "ffffffff");
+    for f in [ok, no_hint] {
+        assert_eq!(Decoder::default().decode(&mut encode(&f)), Ok(Some(f)));
+    }
+}
+
+#[test]
+fn command_is_kind_byte_then_request_body() {
+    let Message::Request(req) = example_put().message else {
+        unreachable!()
+    };
+    let cmd = encode_command(&req);
+    assert_eq!(
+        hex(&cmd),
+        "02080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"
+    );
+    assert_eq!(decode_command(cmd), Ok(req));
+}
+
+/// Formats bytes the way PROTOCOL.md's dumps do: 16 per line, lowercase,
+/// space-separated.
+fn dump_lines(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .chunks(16)
+        .map(|c| {
+            c.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn protocol_md_worked_example_matches_the_codec() {
+    let doc = include_str!("../PROTOCOL.md");
+    let put = encode(&example_put());
+    let ok = encode(&example_ok());
+    assert_eq!(
+        hex(&put),
+        "53594e44010200002700000007000000000000000100000087d2a475030a784b\
+         080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"
+    );
+    assert_eq!(
+        hex(&ok),
+        "53594e440110000004000000070000000000000001000000c74b6748f6187d3b00000000"
+    );
+    for (name, bytes) in [("put", &put), ("ok", &ok)] {
+        let block: String = dump_lines(bytes).join("\n");
+        assert!(
+            doc.contains(&block),
+            "PROTOCOL.md must contain the {name} dump:\n{block}"
+        );
+    }
+    // The header and body CRCs quoted in the walkthrough tables.
+    for crc in ["0x75a4d287", "0x4b780a03", "0x48674bc7", "0x3b7d18f6"] {
+        assert!(doc.contains(crc), "PROTOCOL.md must quote CRC {crc}");
+    }
+}
+
+#[test]
+fn protocol_md_quotes_the_check_values() {
+    let doc = include_str!("../PROTOCOL.md");
+    assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+    assert!(doc.contains("0xe3069283"));
+    assert_eq!(fnv1a64(b"k1"), 0x08be_0f07_b562_24c1);
+    assert!(doc.contains("0x08be0f07b56224c1"));
+    assert_eq!(shard_of(b"k1", DEFAULT_SHARDS), 1);
+    assert_eq!(shard_of(b"user:42", DEFAULT_SHARDS), 2);
+    assert!(doc.contains("0x6c151ea4dcd221c2"));
+}
