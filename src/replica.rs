@@ -6,7 +6,7 @@
 //! [`Replica::advance`] with the proof, which applies chosen commands and
 //! returns the messages and client replies that may now leave.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use synod_wire::{ClientId, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Seq, Slot};
@@ -74,8 +74,9 @@ pub struct Replica<S: StateMachine> {
     cfg: ReplicaConfig,
     paxos: Paxos,
     sm: S,
-    /// Requests this replica proposed and still owes an answer.
-    waiting: HashMap<(ClientId, Seq), Vec<ReplyTo>>,
+    /// Requests this replica proposed and still owes an answer. Ordered, so
+    /// the refusals sent on a step-down come out in the same order every run.
+    waiting: BTreeMap<(ClientId, Seq), Vec<ReplyTo>>,
     /// Replies produced outside `advance` (refusals), sent after the next sync.
     early: Vec<(ReplyTo, ClientReply)>,
     was_leader: bool,
@@ -90,7 +91,7 @@ impl<S: StateMachine> Replica<S> {
             cfg,
             paxos,
             sm,
-            waiting: HashMap::new(),
+            waiting: BTreeMap::new(),
             early: Vec::new(),
             was_leader,
         }
@@ -195,7 +196,7 @@ impl<S: StateMachine> Replica<S> {
         let leader = self.paxos.is_leader();
         if self.was_leader && !leader {
             let hint = self.paxos.leader_hint();
-            for (_, waiters) in self.waiting.drain() {
+            for (_, waiters) in std::mem::take(&mut self.waiting) {
                 for w in waiters {
                     self.early
                         .push((w, ClientReply::NotLeader { leader: hint }));

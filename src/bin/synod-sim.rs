@@ -70,10 +70,8 @@ fn num(s: &str) -> Result<u64, String> {
     s.parse().map_err(|_| format!("not a number: {s:?}"))
 }
 
-/// The world a seed runs, as the tests and replays build it.
-pub fn config_for(seed: u64, replicas: Option<u32>, faults: bool, bugs: Bugs) -> SimConfig {
-    let r = replicas.unwrap_or(if seed % 2 == 0 { 3 } else { 5 });
-    let mut cfg = SimConfig::new(seed, r);
+fn config_for(seed: u64, replicas: Option<u32>, faults: bool, bugs: Bugs) -> SimConfig {
+    let mut cfg = SimConfig::for_seed(seed, replicas);
     cfg.faults = faults;
     cfg.bugs = bugs;
     cfg

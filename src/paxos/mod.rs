@@ -507,7 +507,7 @@ impl Paxos {
                 // The sender went quiet: ask again from where we are.
                 r.wait = 0;
                 let (index, offset) = (r.index, r.buf.len() as u64);
-                if let Some(to) = self.leader_hint.or(self.catchup_target()) {
+                if let Some(to) = self.catchup_target() {
                     self.send(
                         to,
                         PaxosMsg::SnapshotRequest(SnapshotRequest {
@@ -1118,6 +1118,8 @@ impl Paxos {
             commit_sent: start,
         });
         self.leader_hint = Some(self.cfg.id);
+        // A leader never installs a snapshot (it knows all a quorum knows).
+        self.snap_recv = None;
         // Re-proposals go out in bounded messages.
         let mut chunk: Vec<Proposal> = Vec::new();
         let mut bytes = 0;

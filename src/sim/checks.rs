@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::client::Client;
 use super::{Micros, Node, SimReport};
-use crate::check::linearizability::{check_kv, CheckOptions, CheckResult, KvOp};
+use crate::check::{check_kv, CheckOptions, CheckResult, KvOp};
 use crate::kv::KvStore;
 
 /// Every request completes within the bound after the faults heal.
@@ -31,6 +31,10 @@ pub(super) fn linearizable(report: &mut SimReport, history: &[KvOp]) {
         CheckResult::Linearizable => {}
         CheckResult::NotLinearizable { key, detail } => report.failures.push(format!(
             "linearizability: key {:?} is not linearizable:\n{detail}",
+            String::from_utf8_lossy(&key)
+        )),
+        CheckResult::InvalidHistory { key, detail } => report.failures.push(format!(
+            "linearizability: the simulator recorded an invalid history on key {:?}: {detail}",
             String::from_utf8_lossy(&key)
         )),
         CheckResult::Inconclusive { key, steps } => report.failures.push(format!(

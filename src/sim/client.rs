@@ -5,7 +5,7 @@ use bytes::Bytes;
 use synod_wire::{ClientReply, ClientRequest, Op, ReplicaId};
 
 use super::{token, Micros, MS};
-use crate::check::linearizability::{KvInput, KvOp, KvOutput};
+use crate::check::{KvInput, KvOp, KvOutput};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
@@ -197,12 +197,13 @@ impl Client {
 
     pub fn on_reply(&mut self, now: Micros, reply_to: u64, reply: ClientReply) -> Actions {
         let mut a = Actions::default();
-        let Some(c) = &mut self.current else {
+        let Some(seq) = self.current.as_ref().map(|c| c.req.seq) else {
             return a;
         };
-        if reply_to != self.reply_to(c.req.seq) {
+        if reply_to != self.reply_to(seq) {
             return a; // an answer to an earlier request, already settled
         }
+        let c = self.current.as_mut().expect("checked above");
         let output = match reply {
             ClientReply::Ok(v) => match c.input {
                 KvInput::Get => KvOutput::Value(Some(v)),

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use bytes::Bytes;
 use synod_wire::{Batch, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Slot};
 
-use crate::check::linearizability::KvOp;
+use crate::check::KvOp;
 use crate::kv::KvOptions;
 use crate::kv_machine::KvMachine;
 use crate::paxos::{Durable, PlantedBugs, Synced};
@@ -85,6 +85,12 @@ impl SimConfig {
             turn: 200,
             bugs: Bugs::default(),
         }
+    }
+
+    /// The world `synod-sim` and the tests run for a seed: 3 replicas on even
+    /// seeds and 5 on odd ones unless `replicas` says otherwise.
+    pub fn for_seed(seed: u64, replicas: Option<u32>) -> SimConfig {
+        SimConfig::new(seed, replicas.unwrap_or(if seed % 2 == 0 { 3 } else { 5 }))
     }
 }
 
@@ -697,7 +703,8 @@ impl World {
         }
         let now = self.now;
         let pending: Vec<KvOp> = self.clients.iter().filter_map(|c| c.pending_op(now)).collect();
-        checks::liveness(&mut self.report, &self.clients, self.end_time(), now);
+        let deadline = self.end_time();
+        checks::liveness(&mut self.report, &self.clients, deadline, now);
         let mut history = std::mem::take(&mut self.history);
         history.extend(pending);
         checks::linearizable(&mut self.report, &history);
