@@ -1,1 +1,13 @@
 //! Checkers for simulator and cluster histories.
+//!
+//! [`linearizability`] owns the generic Wing & Gong / Lowe search over any
+//! sequential [`linearizability::Model`]; [`kv`] owns the key/value model
+//! and the history types clients record ([`kv::KvOp`]), and checks a whole
+//! multi-key history with [`kv::check_kv`]. Checkers only read histories:
+//! they never drive the system under test.
+
+pub mod kv;
+pub mod linearizability;
+
+pub use kv::{check_kv, CheckResult, KvInput, KvModel, KvOp, KvOutput};
+pub use linearizability::{CheckOptions, Model, Operation, Verdict};
