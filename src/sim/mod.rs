@@ -209,6 +209,11 @@ pub(crate) struct World {
 
 /// Run one seed's world to the end and check it.
 pub fn run(cfg: &SimConfig) -> SimReport {
+    run_with_history(cfg).0
+}
+
+/// [`run`], also returning the client history the checkers saw.
+pub fn run_with_history(cfg: &SimConfig) -> (SimReport, Vec<KvOp>) {
     let mut w = World::new(cfg.clone());
     w.run();
     w.finish()
@@ -693,7 +698,7 @@ impl World {
         }
     }
 
-    fn finish(mut self) -> SimReport {
+    fn finish(mut self) -> (SimReport, Vec<KvOp>) {
         for node in &self.nodes {
             if let Some(r) = &node.replica {
                 let s = r.paxos().stats();
@@ -717,7 +722,7 @@ impl World {
         if let Some(r) = final_store {
             checks::appends_exactly_once(&mut self.report, &self.clients, r.state().store());
         }
-        self.report
+        (self.report, history)
     }
 }
 
