@@ -7,6 +7,9 @@ fn main() {
     let cfg = synod::sim::SimConfig::new(seed, replicas);
     let (_, h) = synod::sim::run_with_history(&cfg);
     for op in h.iter().filter(|o| o.key.as_ref() == a[2].as_bytes()) {
-        println!("c{} {:>10} {:>10} {:?} {:?}", op.client, op.call, op.ret, op.input, op.output);
+        println!(
+            "c{} {:>10} {:>10} {:?} {:?}",
+            op.client, op.call, op.ret, op.input, op.output
+        );
     }
 }

@@ -18,7 +18,7 @@ pub struct KvMachine {
 impl KvMachine {
     pub fn new(opts: KvOptions) -> KvMachine {
         KvMachine {
-            store: KvStore::new(opts.clone()),
+            store: KvStore::new(opts),
             opts,
             undecodable: 0,
         }
@@ -51,7 +51,7 @@ impl StateMachine for KvMachine {
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
-        self.store = KvStore::restore(data, self.opts.clone()).map_err(|e| e.to_string())?;
+        self.store = KvStore::restore(data, self.opts).map_err(|e| e.to_string())?;
         Ok(())
     }
 

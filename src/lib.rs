@@ -7,8 +7,8 @@
 
 pub mod check;
 pub mod kv;
-pub mod rng;
+pub mod kv_machine;
 pub mod paxos;
 pub mod replica;
-pub mod kv_machine;
+pub mod rng;
 pub mod sim;

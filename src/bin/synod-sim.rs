@@ -21,7 +21,8 @@ struct Args {
     verbose: bool,
 }
 
-const USAGE: &str = "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
+const USAGE: &str =
+    "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--bug skip-dedup|follower-reads|accept-ignores-promise|apply-past-hole] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).";

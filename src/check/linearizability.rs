@@ -269,7 +269,16 @@ struct Search<'a, M: Model> {
     /// completed read or the list was too long to be worth keeping.
     reset_range: Vec<Option<(u32, u32)>>,
     resets: Vec<u32>,
+    /// Completed reads by return time, for the future-read pruning in `run`.
+    reads_by_ret: Vec<u32>,
+    /// Blind writes in the partition (completed or pending).
+    blind_total: usize,
 }
+
+/// How many not-yet-linearized reads the future-read pruning looks at per
+/// step. Looking at fewer is still sound (it only prunes less); the earliest
+/// returning reads are the ones most likely to expose a wrong order.
+const FUTURE_READS_CHECKED: usize = 8;
 
 /// Longest list of concurrent blind writes kept per read. A read concurrent
 /// with more is simply never pruned: the pruning pays off when writes are
@@ -331,7 +340,20 @@ impl<'a, M: Model> Search<'a, M> {
             }
         }
         let (reset_range, resets) = blind_writes_per_read(model, history);
+        let mut reads_by_ret: Vec<u32> = (0..history.len() as u32)
+            .filter(|&i| {
+                let o = &history[i as usize];
+                o.ret.is_some() && model.is_read_only(&o.input)
+            })
+            .collect();
+        reads_by_ret.sort_unstable_by_key(|&i| (history[i as usize].ret, i));
+        let blind_total = history
+            .iter()
+            .filter(|o| model.is_blind_write(&o.input))
+            .count();
         Ok(Search {
+            reads_by_ret,
+            blind_total,
             model,
             history,
             next,
@@ -358,6 +380,24 @@ impl<'a, M: Model> Search<'a, M> {
             .any(|&w| linearized[w as usize / 64] & (1u64 << (w % 64)) == 0);
         let o = &self.history[op];
         !pending_reset && !self.model.may_reach(state, &o.input, &o.output)
+    }
+
+    /// True if some completed read that is not linearized yet can never be:
+    /// with no blind write left to linearize, every state change from here
+    /// on is one the model's `may_reach` can see through, so a read whose
+    /// value is unreachable from `state` dooms this configuration. This
+    /// covers reads not yet called, which `read_is_dead` does not, and is
+    /// what keeps append-only keys (every order of concurrent appends is a
+    /// distinct state) from exploding.
+    fn future_read_dead(&self, state: &M::State, linearized: &[u64]) -> bool {
+        self.reads_by_ret
+            .iter()
+            .filter(|&&r| linearized[r as usize / 64] & (1u64 << (r % 64)) == 0)
+            .take(FUTURE_READS_CHECKED)
+            .any(|&r| {
+                let o = &self.history[r as usize];
+                !self.model.may_reach(state, &o.input, &o.output)
+            })
     }
 
     fn unlink(&mut self, node: u32) {
@@ -429,6 +469,7 @@ impl<'a, M: Model> Search<'a, M> {
         let mut linearized = vec![0u64; n_ops.div_ceil(64)];
         let mut linearized_hash = 0u64;
         let mut linearized_completed = 0usize;
+        let mut blind_left = self.blind_total;
         let mut state = self.model.init();
         // Candidate lists of all frames, stacked, so frames allocate nothing.
         let mut candidates: Vec<u32> = Vec::new();
@@ -481,6 +522,9 @@ impl<'a, M: Model> Search<'a, M> {
                 if self.history[op].ret.is_some() {
                     linearized_completed -= 1;
                 }
+                if self.model.is_blind_write(&self.history[op].input) {
+                    blind_left += 1;
+                }
                 state = before;
                 self.unlift(chosen);
                 continue;
@@ -517,6 +561,9 @@ impl<'a, M: Model> Search<'a, M> {
                 continue;
             }
             linearized_hash = new_hash;
+            if self.model.is_blind_write(&o.input) {
+                blind_left -= 1;
+            }
             if o.ret.is_some() {
                 linearized_completed += 1;
                 if linearized_completed == self.completed {
@@ -529,7 +576,8 @@ impl<'a, M: Model> Search<'a, M> {
             self.candidates(&mut candidates);
             let dead = candidates[start..]
                 .iter()
-                .any(|&c| self.read_is_dead(c, &state, &linearized));
+                .any(|&c| self.read_is_dead(c, &state, &linearized))
+                || (blind_left == 0 && self.future_read_dead(&state, &linearized));
             if dead {
                 // Nothing to try: the frame backs off at once.
                 candidates.truncate(start);

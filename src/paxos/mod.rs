@@ -30,9 +30,8 @@ pub use log::{Entry, Log};
 
 use bytes::{Bytes, BytesMut};
 use synod_wire::{
-    Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, Commit, Heartbeat,
-    LogEntry, PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, Slot, SnapshotChunk,
-    SnapshotRequest,
+    Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, Commit, Heartbeat, LogEntry,
+    PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, Slot, SnapshotChunk, SnapshotRequest,
 };
 
 use crate::rng::Rng;
@@ -410,7 +409,8 @@ impl Paxos {
             let mut n = 0;
             for c in &l.pending {
                 if n > 0
-                    && (n >= self.cfg.batch_commands_max || bytes + c.len() > self.cfg.batch_bytes_max)
+                    && (n >= self.cfg.batch_commands_max
+                        || bytes + c.len() > self.cfg.batch_bytes_max)
                 {
                     break;
                 }
@@ -583,7 +583,10 @@ impl Paxos {
     pub fn step(&mut self, msg: PaxosMsg, rng: &mut Rng) {
         let from = msg.from();
         if from >= self.cfg.replicas || from == self.cfg.id {
-            ::log::warn!("r{} dropped message from unknown replica {from}", self.cfg.id);
+            ::log::warn!(
+                "r{} dropped message from unknown replica {from}",
+                self.cfg.id
+            );
             return;
         }
         match msg {
@@ -813,7 +816,10 @@ impl Paxos {
             && (entries.len() as u64) < self.cfg.catchup_slots_max
             && bytes < self.cfg.catchup_bytes_max
         {
-            let e = self.log.get(slot).expect("chosen slot missing from the log");
+            let e = self
+                .log
+                .get(slot)
+                .expect("chosen slot missing from the log");
             bytes += e.batch.payload_bytes() + 16;
             entries.push(Proposal {
                 slot,
@@ -1286,7 +1292,10 @@ impl Paxos {
     fn check_invariants(&self) {
         assert!(self.applied_upto <= self.chosen_upto);
         assert!(self.log.start() <= self.chosen_upto);
-        assert!(self.seen >= self.promised, "a promise is always a ballot seen");
+        assert!(
+            self.seen >= self.promised,
+            "a promise is always a ballot seen"
+        );
         if let Role::Leader(l) = &self.role {
             assert_eq!(l.ballot, self.promised, "leader's ballot is its promise");
             assert_eq!(

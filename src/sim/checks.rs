@@ -86,9 +86,9 @@ pub(super) fn appends_exactly_once(report: &mut SimReport, clients: &[Client], s
         let mut last_seq: HashMap<usize, u64> = HashMap::new();
         for tok in value.split(|b| *b == b';').filter(|t| !t.is_empty()) {
             let Some((client, seq)) = parse_token(tok) else {
-                report
-                    .failures
-                    .push(format!("appends: key {key:?} holds a foreign token {tok:?}"));
+                report.failures.push(format!(
+                    "appends: key {key:?} holds a foreign token {tok:?}"
+                ));
                 continue;
             };
             *seen.entry((client, seq)).or_default() += 1;

@@ -96,7 +96,8 @@ impl Client {
     fn new_op(&mut self) -> (Op, KvInput) {
         let append_only = !self.keys.append.is_empty() && self.rng.chance(0.4);
         if append_only {
-            let key = self.keys.append[self.rng.range(0, self.keys.append.len() as u64) as usize].clone();
+            let key =
+                self.keys.append[self.rng.range(0, self.keys.append.len() as u64) as usize].clone();
             if self.rng.chance(0.3) {
                 return (Op::Get { key }, KvInput::Get);
             }
@@ -142,7 +143,8 @@ impl Client {
 
     fn send_current(&mut self, a: &mut Actions) {
         let c = self.current.as_ref().expect("an op is outstanding");
-        a.send.push((c.target, self.reply_to(c.req.seq), c.req.clone()));
+        a.send
+            .push((c.target, self.reply_to(c.req.seq), c.req.clone()));
     }
 
     fn arm(&mut self, a: &mut Actions, after: Micros) {
@@ -216,7 +218,7 @@ impl Client {
                     _ => (c.target + 1) % self.replicas,
                 };
                 c.redirect = true;
-                let backoff = self.rng.range(1 * MS, 10 * MS);
+                let backoff = self.rng.range(MS, 10 * MS);
                 self.arm(&mut a, backoff);
                 return a;
             }

@@ -90,7 +90,10 @@ impl SimConfig {
     /// The world `synod-sim` and the tests run for a seed: 3 replicas on even
     /// seeds and 5 on odd ones unless `replicas` says otherwise.
     pub fn for_seed(seed: u64, replicas: Option<u32>) -> SimConfig {
-        SimConfig::new(seed, replicas.unwrap_or(if seed % 2 == 0 { 3 } else { 5 }))
+        SimConfig::new(
+            seed,
+            replicas.unwrap_or(if seed.is_multiple_of(2) { 3 } else { 5 }),
+        )
     }
 }
 
@@ -224,7 +227,10 @@ impl World {
         let mut rng = Rng::new(cfg.seed);
         let n = cfg.replicas as usize;
         let (drop_p, dup_p) = if cfg.faults {
-            (rng.range(0, 15) as f64 / 100.0, rng.range(0, 8) as f64 / 100.0)
+            (
+                rng.range(0, 15) as f64 / 100.0,
+                rng.range(0, 8) as f64 / 100.0,
+            )
         } else {
             (0.0, 0.0)
         };
@@ -233,7 +239,11 @@ impl World {
                 drop_p,
                 dup_p,
                 delay_min: 50,
-                delay_max: if cfg.faults { rng.range(500, 20_000) } else { 500 },
+                delay_max: if cfg.faults {
+                    rng.range(500, 20_000)
+                } else {
+                    500
+                },
                 cut: vec![vec![false; n]; n],
             },
             nodes: Vec::new(),
@@ -269,7 +279,13 @@ impl World {
             w.clients
                 .push(Client::new(c, w.cfg.replicas, keys.clone(), crng));
             let at = w.rng.range(0, 50 * MS);
-            w.schedule(at, Event::ClientWake { client: c, token: 0 });
+            w.schedule(
+                at,
+                Event::ClientWake {
+                    client: c,
+                    token: 0,
+                },
+            );
         }
         if w.cfg.faults {
             let at = w.rng.range(100 * MS, 800 * MS);
@@ -397,8 +413,8 @@ impl World {
             }
             Event::ClientWake { client, token } => {
                 let now = self.now;
-                let stop_new = self.healed
-                    && now > self.cfg.fault_phase + self.cfg.workload_after_heal;
+                let stop_new =
+                    self.healed && now > self.cfg.fault_phase + self.cfg.workload_after_heal;
                 let actions = self.clients[client].on_wake(now, token, stop_new);
                 self.client_actions(client, actions);
             }
@@ -667,7 +683,12 @@ impl World {
 
     // ----- checks ---------------------------------------------------------------
 
-    fn check_applied(&mut self, id: ReplicaId, snapshot: Option<Slot>, committed: &[(Slot, Batch)]) {
+    fn check_applied(
+        &mut self,
+        id: ReplicaId,
+        snapshot: Option<Slot>,
+        committed: &[(Slot, Batch)],
+    ) {
         let node = &mut self.nodes[id as usize];
         if let Some(index) = snapshot {
             // A restart reinstalls its own snapshot (a rewind); a laggard
@@ -707,7 +728,11 @@ impl World {
             }
         }
         let now = self.now;
-        let pending: Vec<KvOp> = self.clients.iter().filter_map(|c| c.pending_op(now)).collect();
+        let pending: Vec<KvOp> = self
+            .clients
+            .iter()
+            .filter_map(|c| c.pending_op(now))
+            .collect();
         let deadline = self.end_time();
         checks::liveness(&mut self.report, &self.clients, deadline, now);
         let mut history = std::mem::take(&mut self.history);
