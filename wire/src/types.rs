@@ -275,3 +275,45 @@ pub struct Frame {
     pub group: GroupId,
     pub message: Message,
 }
+
+/// One replica group as the shard master knows it: its id and its members'
+/// advertised addresses (`host:port`); a member's index in `servers` is its
+/// [`ReplicaId`] inside the group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub gid: GroupId,
+    pub servers: Vec<String>,
+}
+
+/// A numbered configuration: which group serves each shard. Configuration 0
+/// has no groups and every shard on gid 0 (no group).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    pub num: u64,
+    /// `shards[s]` is the gid serving shard `s` (0: none).
+    pub shards: Vec<GroupId>,
+    /// The groups of this configuration, sorted by gid.
+    pub groups: Vec<GroupInfo>,
+}
+
+/// An operation on the shard master group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MasterOp {
+    /// Add one or more groups (each with its members) and rebalance.
+    Join { groups: Vec<GroupInfo> },
+    /// Remove groups and rebalance their shards onto the others.
+    Leave { gids: Vec<GroupId> },
+    /// Assign one shard to one group (no rebalancing).
+    Move { shard: u32, gid: GroupId },
+    /// Configuration `num`; `None` (or a number past the latest) = the latest.
+    Query { num: Option<u64> },
+}
+
+/// A request to the shard master group; at-most-once like [`ClientRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterRequest {
+    pub client_id: ClientId,
+    pub seq: Seq,
+    pub ack_seq: Seq,
+    pub op: MasterOp,
+}
