@@ -1306,3 +1306,6 @@ impl Paxos {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
