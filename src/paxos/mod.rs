@@ -169,6 +169,13 @@ impl Synced {
     pub(crate) fn after_sync() -> Synced {
         Synced(())
     }
+
+    /// One sync covers every group on a core (group commit): each group's
+    /// `Ready` of the same loop turn is released with a share of one proof.
+    /// Never keep a proof past the turn that earned it.
+    pub(crate) fn share(&self) -> Synced {
+        Synced(())
+    }
 }
 
 /// The output of one round of events.

@@ -1,0 +1,116 @@
+//! `synod-server`: one Synod node.
+//!
+//! `synod-server --listen ADDR --data-dir DIR --masters A,B,C [--cores N]`
+//! hosts a master replica when ADDR is in `--masters`, and a replica of every
+//! KV group whose member list (in the master's latest configuration) names
+//! ADDR. Logs go through env_logger (`RUST_LOG=info` by default).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use synod::runtime::{self, RuntimeConfig};
+use synod::storage::FsyncPolicy;
+
+const USAGE: &str = "usage: synod-server --listen HOST:PORT --data-dir DIR --masters A,B,C [options]
+
+options:
+  --cores N               event loops (default: the machine's cores); fixed per data dir
+  --advertise HOST:PORT   address others use for this node (default: --listen)
+  --shards N              shard count (default 64); fixed per data dir
+  --fsync always|never    'never' is UNSAFE (acknowledged writes can be lost on
+                          power failure); for benchmarks only. Default: always
+  --max-connections N     default 10000
+  --max-frame-bytes N     default 16777216
+  --idle-timeout-secs N   close client connections idle this long (default 300)
+  --first-frame-secs N    close connections that send no frame this long (default 10)
+  --tick-ms N             protocol tick (default 10)";
+
+fn parse() -> Result<RuntimeConfig, String> {
+    let mut listen = None;
+    let mut data_dir = None;
+    let mut masters = None;
+    let mut rest: Vec<(String, String)> = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(String::new());
+        }
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--listen" => listen = Some(value),
+            "--data-dir" => data_dir = Some(value),
+            "--masters" => masters = Some(value),
+            _ => rest.push((flag, value)),
+        }
+    }
+    let listen_s = listen.ok_or("--listen is required")?;
+    let listen = listen_s
+        .parse()
+        .map_err(|_| format!("--listen {listen_s:?} is not HOST:PORT (an IP address and port)"))?;
+    let data_dir = data_dir.ok_or("--data-dir is required")?;
+    let masters: Vec<String> = masters
+        .ok_or("--masters is required")?
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if masters.is_empty() {
+        return Err("--masters needs at least one address".into());
+    }
+    let mut cfg = RuntimeConfig::new(listen, data_dir.into(), masters);
+    cfg.advertise = listen_s;
+    let num = |v: &str| v.parse::<u64>().map_err(|_| format!("not a number: {v:?}"));
+    for (flag, v) in rest {
+        match flag.as_str() {
+            "--cores" => cfg.cores = num(&v)? as usize,
+            "--advertise" => cfg.advertise = v,
+            "--shards" => cfg.shards = num(&v)? as u32,
+            "--fsync" => {
+                cfg.fsync = match v.as_str() {
+                    "always" => FsyncPolicy::Always,
+                    "never" => FsyncPolicy::Never,
+                    _ => return Err(format!("--fsync must be always or never, not {v:?}")),
+                }
+            }
+            "--max-connections" => cfg.max_connections = num(&v)? as usize,
+            "--max-frame-bytes" => cfg.max_frame_bytes = num(&v)?.min(u32::MAX as u64) as u32,
+            "--idle-timeout-secs" => cfg.idle_timeout = Duration::from_secs(num(&v)?),
+            "--first-frame-secs" => cfg.first_frame_timeout = Duration::from_secs(num(&v)?),
+            "--tick-ms" => cfg.tick = Duration::from_millis(num(&v)?.max(1)),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if cfg.shards == 0 {
+        return Err("--shards must be at least 1".into());
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cfg = match parse() {
+        Ok(c) => c,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("synod-server: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.fsync == FsyncPolicy::Never {
+        log::warn!("--fsync never: UNSAFE, acknowledged writes can be lost on power failure");
+    }
+    let masters = cfg.masters.clone();
+    let node = match runtime::start(cfg) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("synod-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!("listening on {}", node.local_addr);
+    runtime::watch_configs(&node, masters);
+    node.join();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,155 @@
+//! One TCP connection as a core sees it: bounded read and write buffers, an
+//! incremental decoder, and the bookkeeping that drives back-pressure and
+//! timeouts. All socket system calls of the runtime live here and in
+//! `core.rs`'s accept loop, written the way mio expects: read and write until
+//! `WouldBlock`, retry on `Interrupted`, tolerate spurious events.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use mio::net::TcpStream;
+use synod_wire::{encode_frame, DecodeError, Decoder, Frame, GroupId, ReplicaId};
+
+/// What a connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accepted from someone (client or peer): frames in, replies out.
+    Incoming,
+    /// Dialed by us to replica `peer` of group `gid`: Paxos frames out.
+    Peer { gid: GroupId, peer: ReplicaId },
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub role: Role,
+    pub decoder: Decoder,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+    /// Requests read from this connection still waiting for their reply.
+    pub in_flight: usize,
+    pub created: Instant,
+    pub last_frame: Instant,
+    pub frames_in: u64,
+    /// Outgoing connect still in progress (first writable event completes it).
+    pub connecting: bool,
+    /// Not reading (back-pressure): resumed when the write side drains.
+    pub paused: bool,
+    /// Registered for writable events (a write hit `WouldBlock`).
+    pub want_write: bool,
+}
+
+/// Why a connection is closed; logged with its address.
+#[derive(Debug)]
+pub enum Close {
+    Eof,
+    Io(io::Error),
+    Decode(DecodeError),
+    Protocol(&'static str),
+    Timeout(&'static str),
+    Overloaded,
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::Eof => write!(f, "closed by peer"),
+            Close::Io(e) => write!(f, "i/o error: {e}"),
+            Close::Decode(e) => write!(f, "bad frame: {e}"),
+            Close::Protocol(what) => write!(f, "protocol violation: {what}"),
+            Close::Timeout(what) => write!(f, "timed out: {what}"),
+            Close::Overloaded => write!(f, "write buffer over its cap"),
+        }
+    }
+}
+
+/// How much one read call asks for; the buffer grows in these steps.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Conn {
+    pub fn new(stream: TcpStream, role: Role, max_frame_bytes: u32, now: Instant) -> Conn {
+        Conn {
+            stream,
+            role,
+            decoder: Decoder::new(max_frame_bytes),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::new(),
+            in_flight: 0,
+            created: now,
+            last_frame: now,
+            frames_in: 0,
+            connecting: matches!(role, Role::Peer { .. }),
+            paused: false,
+            want_write: false,
+        }
+    }
+
+    /// Read what the socket has, up to `budget` bytes beyond what is
+    /// buffered. Returns `Ok(true)` if the socket may still hold data (the
+    /// budget ran out), so the caller comes back next turn: mio is
+    /// edge-triggered and will not say so again.
+    pub fn fill(&mut self, budget: usize) -> Result<bool, Close> {
+        let mut read = 0;
+        loop {
+            if read >= budget {
+                return Ok(true);
+            }
+            // Grow by a zeroed chunk and shrink back to what was read: no
+            // unsafe, and the memset is cheap next to the system call.
+            let len = self.rbuf.len();
+            self.rbuf.resize(len + READ_CHUNK, 0);
+            let res = self.stream.read(&mut self.rbuf[len..]);
+            let n = *res.as_ref().unwrap_or(&0);
+            self.rbuf.truncate(len + n);
+            match res {
+                Ok(0) => return Err(Close::Eof),
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Close::Io(e)),
+            }
+        }
+    }
+
+    /// The next whole frame in the read buffer, if any.
+    pub fn next_frame(&mut self, now: Instant) -> Result<Option<Frame>, Close> {
+        match self.decoder.decode(&mut self.rbuf) {
+            Ok(Some(f)) => {
+                self.frames_in += 1;
+                self.last_frame = now;
+                Ok(Some(f))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(Close::Decode(e)),
+        }
+    }
+
+    pub fn queue(&mut self, frame: &Frame) {
+        encode_frame(frame, &mut self.wbuf);
+    }
+
+    /// Write as much of the write buffer as the socket takes, in as few
+    /// system calls as it allows (one, when the kernel buffer has room).
+    /// Returns true when everything was written.
+    pub fn flush(&mut self) -> Result<bool, Close> {
+        while !self.wbuf.is_empty() {
+            match self.stream.write(&self.wbuf) {
+                Ok(0) => return Err(Close::Eof),
+                Ok(n) => {
+                    let _ = self.wbuf.split_to(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected && self.connecting => {
+                    return Ok(false)
+                }
+                Err(e) => return Err(Close::Io(e)),
+            }
+        }
+        // Give memory back after a burst instead of holding the high-water mark.
+        if self.wbuf.capacity() > 4 * READ_CHUNK {
+            self.wbuf = BytesMut::new();
+        }
+        Ok(true)
+    }
+}

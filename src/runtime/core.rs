@@ -1,0 +1,666 @@
+//! One core: a mio `Poll` that owns a set of replica groups outright, the
+//! connections that talk to them, and one write-ahead log.
+//!
+//! A loop turn: poll (until the next tick at most) → read and decode every
+//! ready connection, handing requests and Paxos messages to the replicas →
+//! tick the replicas if a tick is due → flush every replica's batch → append
+//! every replica's records to the WAL and sync once (group commit) → release
+//! each replica's messages and replies with that one proof → write every
+//! connection's buffered frames with one write call each.
+//!
+//! Nothing here blocks except `poll` and the WAL's sync. A dead or slow peer
+//! costs a bounded buffer, never the loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use synod_wire::{
+    ClientReply, Config, Frame, GroupId, Message, PaxosMsg, ReplicaId,
+};
+
+use super::conn::{Close, Conn, Role};
+use super::{owner_core, RuntimeConfig};
+use crate::kv::KvOptions;
+use crate::kv_machine::KvMachine;
+use crate::paxos::{Durable, Ready};
+use crate::replica::{Replica, ReplicaConfig, ReplyTo};
+use crate::rng::Rng;
+use crate::storage::Wal;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Bytes one connection may read per loop turn (fairness between clients).
+const READ_BUDGET: usize = 1 << 20;
+
+/// Control traffic between cores and from the node's watcher thread. Never a
+/// steady-state request of the project's own client.
+pub enum Control {
+    /// A connection whose first frame is for a group this core owns.
+    Adopt {
+        stream: std::net::TcpStream,
+        first: Frame,
+        rest: bytes::BytesMut,
+    },
+    /// A newer configuration from the shard master.
+    Config(Config),
+    Shutdown,
+}
+
+/// How to reach a core from elsewhere.
+#[derive(Clone)]
+pub struct CoreHandle {
+    pub tx: Sender<Control>,
+    pub waker: Arc<Waker>,
+}
+
+struct Group {
+    replica: Replica<KvMachine>,
+    members: Vec<String>,
+    /// Outgoing connection per replica id (`None`: self, or not connected).
+    peers: Vec<Option<Token>>,
+    /// When each peer may be dialed again, and the current backoff.
+    redial: Vec<(Instant, Duration)>,
+}
+
+pub struct Core {
+    id: usize,
+    cfg: Arc<RuntimeConfig>,
+    poll: Poll,
+    rx: Receiver<Control>,
+    cores: Arc<Vec<CoreHandle>>,
+    listener: Option<TcpListener>,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+    groups: BTreeMap<GroupId, Group>,
+    /// Durable images recovered from the WAL for groups not hosted yet
+    /// (their members are learned from the master's configuration).
+    recovered: BTreeMap<GroupId, Durable>,
+    wal: Wal,
+    rng: Rng,
+    /// Reply handle → (connection, request id, group).
+    waiting: HashMap<ReplyTo, (Token, u64, GroupId)>,
+    next_reply: ReplyTo,
+    /// Connections with unread input left after their read budget.
+    read_again: Vec<Token>,
+    /// Set once the WAL fails: this core stops acknowledging anything.
+    failed: Option<String>,
+    next_tick: Instant,
+    last_sweep: Instant,
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: usize,
+        cfg: Arc<RuntimeConfig>,
+        poll: Poll,
+        rx: Receiver<Control>,
+        cores: Arc<Vec<CoreHandle>>,
+        listener: Option<TcpListener>,
+        wal: Wal,
+        recovered: BTreeMap<GroupId, Durable>,
+        seed: u64,
+    ) -> Core {
+        let now = Instant::now();
+        Core {
+            id,
+            poll,
+            rx,
+            cores,
+            listener,
+            conns: HashMap::new(),
+            next_token: FIRST_CONN,
+            groups: BTreeMap::new(),
+            recovered,
+            wal,
+            rng: Rng::new(seed),
+            waiting: HashMap::new(),
+            next_reply: 1,
+            read_again: Vec::new(),
+            failed: None,
+            next_tick: now + cfg.tick,
+            last_sweep: now,
+            cfg,
+        }
+    }
+
+    /// Host replica `me` of group `gid` with these members, from disk.
+    pub fn host(&mut self, gid: GroupId, members: Vec<String>, me: ReplicaId) {
+        if self.groups.contains_key(&gid) {
+            return;
+        }
+        let durable = self.recovered.remove(&gid).unwrap_or_default();
+        let mut rc = ReplicaConfig::new(me, members.len() as u32);
+        rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
+        let sm = KvMachine::new(KvOptions {
+            shards: self.cfg.shards,
+            ..KvOptions::default()
+        });
+        let replica = Replica::new(rc, durable, sm, &mut self.rng);
+        log::info!(
+            "core {} hosts group {gid} as replica {me} of {:?}",
+            self.id,
+            members
+        );
+        let now = Instant::now();
+        let n = members.len();
+        self.groups.insert(
+            gid,
+            Group {
+                replica,
+                members,
+                peers: vec![None; n],
+                redial: vec![(now, Duration::from_millis(50)); n],
+            },
+        );
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = if self.read_again.is_empty() {
+                self.next_tick.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                panic!("core {}: poll failed: {e}", self.id);
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {
+                        if !self.drain_control() {
+                            return;
+                        }
+                    }
+                    t => {
+                        if ev.is_writable() {
+                            self.on_writable(t);
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(t);
+                        }
+                    }
+                }
+            }
+            for t in std::mem::take(&mut self.read_again) {
+                self.on_readable(t);
+            }
+            let now = Instant::now();
+            if now >= self.next_tick {
+                self.next_tick = now + self.cfg.tick;
+                for g in self.groups.values_mut() {
+                    g.replica.tick(&mut self.rng);
+                }
+                if now.duration_since(self.last_sweep) >= Duration::from_millis(100) {
+                    self.last_sweep = now;
+                    self.sweep(now);
+                }
+                self.redial(now);
+            }
+            self.end_turn();
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn drain_control(&mut self) -> bool {
+        while let Ok(c) = self.rx.try_recv() {
+            match c {
+                Control::Adopt {
+                    stream,
+                    first,
+                    rest,
+                } => self.adopt(stream, first, rest),
+                Control::Config(config) => self.on_config(&config),
+                Control::Shutdown => return false,
+            }
+        }
+        true
+    }
+
+    fn on_config(&mut self, config: &Config) {
+        for g in &config.groups {
+            if owner_core(g.gid, self.cfg.cores) != self.id {
+                continue;
+            }
+            if let Some(me) = g.servers.iter().position(|s| *s == self.cfg.advertise) {
+                self.host(g.gid, g.servers.clone(), me as ReplicaId);
+            }
+        }
+    }
+
+    // ----- connections ------------------------------------------------------
+
+    fn register(&mut self, mut conn: Conn) -> Option<Token> {
+        if self.conns.len() >= self.cfg.max_connections {
+            log::warn!("core {}: connection limit {} reached; refusing", self.id, self.cfg.max_connections);
+            return None;
+        }
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let interest = if conn.connecting {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if let Err(e) = self.poll.registry().register(&mut conn.stream, token, interest) {
+            log::warn!("core {}: register failed: {e}", self.id);
+            return None;
+        }
+        conn.want_write = conn.connecting;
+        self.conns.insert(token, conn);
+        Some(token)
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = Conn::new(stream, Role::Incoming, self.cfg.max_frame_bytes, Instant::now());
+                    if let Some(t) = self.register(conn) {
+                        log::debug!("core {}: accepted {addr} as {t:?}", self.id);
+                        // Data may already be waiting.
+                        self.read_again.push(t);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and try again next event.
+                    log::warn!("core {}: accept failed: {e}", self.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn adopt(&mut self, stream: std::net::TcpStream, first: Frame, rest: bytes::BytesMut) {
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let stream = TcpStream::from_std(stream);
+        let mut conn = Conn::new(stream, Role::Incoming, self.cfg.max_frame_bytes, Instant::now());
+        conn.rbuf = rest;
+        conn.frames_in = 1;
+        if let Some(t) = self.register(conn) {
+            self.handle_frame(t, first);
+            self.read_again.push(t);
+        }
+    }
+
+    fn close(&mut self, t: Token, why: Close) {
+        if let Some(mut c) = self.conns.remove(&t) {
+            let addr = c.stream.peer_addr().map_or("?".to_string(), |a| a.to_string());
+            match &why {
+                Close::Eof => log::debug!("core {}: {addr} {why}", self.id),
+                _ => log::warn!("core {}: closing {addr}: {why}", self.id),
+            }
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            if let Role::Peer { gid, peer } = c.role {
+                if let Some(g) = self.groups.get_mut(&gid) {
+                    g.peers[peer as usize] = None;
+                }
+            }
+        }
+    }
+
+    fn on_writable(&mut self, t: Token) {
+        let Some(c) = self.conns.get_mut(&t) else { return };
+        c.connecting = false;
+        match c.flush() {
+            Ok(true) => {
+                if c.want_write {
+                    c.want_write = false;
+                    let _ = self.poll.registry().reregister(&mut c.stream, t, Interest::READABLE);
+                }
+                if c.paused {
+                    self.read_again.push(t);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => self.close(t, e),
+        }
+    }
+
+    fn on_readable(&mut self, t: Token) {
+        let now = Instant::now();
+        let (cap, max_in_flight) = (self.cfg.conn_write_buf_max, self.cfg.conn_in_flight_max);
+        let mut spent = false;
+        loop {
+            // Decode everything buffered.
+            loop {
+                let Some(c) = self.conns.get_mut(&t) else { return };
+                // Back-pressure: while the replies to this connection pile
+                // up, stop reading its requests (resumed as replies drain).
+                if c.wbuf.len() > cap || c.in_flight >= max_in_flight {
+                    c.paused = true;
+                    return;
+                }
+                c.paused = false;
+                match c.next_frame(now) {
+                    Ok(Some(frame)) => {
+                        if !self.dispatch(t, frame) {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.close(t, e);
+                        return;
+                    }
+                }
+            }
+            if spent {
+                return;
+            }
+            // Then read what the socket has.
+            let Some(c) = self.conns.get_mut(&t) else { return };
+            let before = c.rbuf.len();
+            match c.fill(READ_BUDGET) {
+                Ok(true) => {
+                    // Budget spent: decode it now, read the rest next turn.
+                    self.read_again.push(t);
+                    spent = true;
+                }
+                Ok(false) => {
+                    if c.rbuf.len() == before {
+                        return; // WouldBlock with nothing new
+                    }
+                }
+                Err(e) => {
+                    self.close(t, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Route one frame; false when the connection left this core or closed.
+    fn dispatch(&mut self, t: Token, frame: Frame) -> bool {
+        let Some(c) = self.conns.get(&t) else { return false };
+        if c.frames_in == 1 && c.role == Role::Incoming {
+            let owner = match &frame.message {
+                Message::Master(_) => owner_core(0, self.cfg.cores),
+                _ => owner_core(frame.group, self.cfg.cores),
+            };
+            if owner != self.id {
+                self.hand_off(t, frame, owner);
+                return false;
+            }
+        }
+        self.handle_frame(t, frame);
+        self.conns.contains_key(&t)
+    }
+
+    /// The first frame is for a group another core owns: give it the socket
+    /// (once; every later frame on it goes straight to that core).
+    fn hand_off(&mut self, t: Token, first: Frame, owner: usize) {
+        let Some(mut c) = self.conns.remove(&t) else { return };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let rest = std::mem::take(&mut c.rbuf);
+        // mio streams convert back to std through their raw descriptor.
+        let std_stream = {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            let fd = c.stream.into_raw_fd();
+            // SAFETY: `fd` was just released by the mio stream, which no
+            // longer owns or closes it; the std stream takes sole ownership.
+            unsafe { std::net::TcpStream::from_raw_fd(fd) }
+        };
+        let h = &self.cores[owner];
+        if h.tx
+            .send(Control::Adopt {
+                stream: std_stream,
+                first,
+                rest,
+            })
+            .is_ok()
+        {
+            let _ = h.waker.wake();
+        }
+    }
+
+    fn handle_frame(&mut self, t: Token, frame: Frame) {
+        let gid = frame.group;
+        match frame.message {
+            Message::Request(req) => {
+                if let Some(reason) = &self.failed {
+                    let reply = ClientReply::Error {
+                        reason: format!("replica stopped: {reason}"),
+                    };
+                    self.reply_now(t, frame.request_id, gid, reply);
+                    return;
+                }
+                let Some(g) = self.groups.get_mut(&gid) else {
+                    self.reply_now(t, frame.request_id, gid, ClientReply::WrongGroup);
+                    return;
+                };
+                let to = self.next_reply;
+                self.next_reply += 1;
+                self.waiting.insert(to, (t, frame.request_id, gid));
+                if let Some(c) = self.conns.get_mut(&t) {
+                    c.in_flight += 1;
+                }
+                let cmd = synod_wire::encode_command(&req);
+                g.replica.on_request(to, &req, cmd);
+            }
+            Message::Paxos(msg) => {
+                if self.failed.is_some() {
+                    return;
+                }
+                if let Some(g) = self.groups.get_mut(&gid) {
+                    g.replica.step(msg, &mut self.rng);
+                }
+            }
+            Message::Master(_) => {
+                self.reply_now(
+                    t,
+                    frame.request_id,
+                    gid,
+                    ClientReply::Error {
+                        reason: "this node hosts no master replica".into(),
+                    },
+                );
+            }
+            Message::Reply(_) | Message::Config(_) => {
+                self.close(t, Close::Protocol("reply sent to a server"));
+            }
+        }
+    }
+
+    fn reply_now(&mut self, t: Token, request_id: u64, gid: GroupId, reply: ClientReply) {
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.queue(&Frame {
+                request_id,
+                group: gid,
+                message: Message::Reply(reply),
+            });
+        }
+    }
+
+    /// Close connections that broke their deadlines.
+    fn sweep(&mut self, now: Instant) {
+        let mut doomed = Vec::new();
+        for (t, c) in &self.conns {
+            if c.role != Role::Incoming {
+                continue;
+            }
+            if c.frames_in == 0 && now.duration_since(c.created) > self.cfg.first_frame_timeout {
+                doomed.push((*t, "no frame before the first-frame deadline"));
+            } else if c.in_flight == 0 && now.duration_since(c.last_frame) > self.cfg.idle_timeout {
+                doomed.push((*t, "idle"));
+            }
+        }
+        for (t, why) in doomed {
+            self.close(t, Close::Timeout(why));
+        }
+    }
+
+    /// Dial peers we have messages for and no connection to.
+    fn redial(&mut self, now: Instant) {
+        let gids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for gid in gids {
+            let n = self.groups[&gid].members.len();
+            let me = self.groups[&gid].replica.paxos().id() as usize;
+            for peer in 0..n {
+                if peer == me || self.groups[&gid].peers[peer].is_some() {
+                    continue;
+                }
+                if now < self.groups[&gid].redial[peer].0 {
+                    continue;
+                }
+                self.dial(gid, peer as ReplicaId, now);
+            }
+        }
+    }
+
+    fn dial(&mut self, gid: GroupId, peer: ReplicaId, now: Instant) {
+        let g = self.groups.get_mut(&gid).expect("hosted");
+        let (_, backoff) = g.redial[peer as usize];
+        // Exponential backoff with jitter, capped: a dead peer costs one
+        // failed connect per interval, never the loop.
+        let next = (backoff * 2).min(Duration::from_secs(1));
+        let jitter = Duration::from_millis(self.rng.range(0, 1 + next.as_millis() as u64 / 4));
+        g.redial[peer as usize] = (now + backoff + jitter, next);
+        let addr: SocketAddr = match g.members[peer as usize].parse() {
+            Ok(a) => a,
+            Err(_) => {
+                log::warn!("group {gid}: peer address {:?} is not host:port", g.members[peer as usize]);
+                return;
+            }
+        };
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("group {gid}: dial {addr} failed: {e}");
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Conn::new(stream, Role::Peer { gid, peer }, self.cfg.max_frame_bytes, now);
+        if let Some(t) = self.register(conn) {
+            if let Some(g) = self.groups.get_mut(&gid) {
+                g.peers[peer as usize] = Some(t);
+            }
+        }
+    }
+
+    // ----- the end of a turn --------------------------------------------------
+
+    fn end_turn(&mut self) {
+        if self.failed.is_some() {
+            self.flush_conns();
+            return;
+        }
+        let mut readies: Vec<(GroupId, Ready)> = Vec::with_capacity(self.groups.len());
+        for (gid, g) in self.groups.iter_mut() {
+            g.replica.flush();
+            let ready = g.replica.ready();
+            if !ready.is_empty() {
+                self.wal.append(*gid, &ready.records);
+                readies.push((*gid, ready));
+            }
+        }
+        if !readies.is_empty() {
+            match self.wal.sync() {
+                Ok(proof) => {
+                    for (gid, ready) in readies {
+                        let out = {
+                            let g = self.groups.get_mut(&gid).expect("hosted");
+                            g.replica.advance(ready, proof.share())
+                        };
+                        for (to, msg) in out.messages {
+                            self.send_paxos(gid, to, msg);
+                        }
+                        for (to, reply) in out.replies {
+                            self.deliver_reply(to, reply);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Never acknowledge what could not be persisted, and never
+                    // retry a failed sync as if nothing happened: this core's
+                    // replicas stop; their clients are told and go elsewhere.
+                    log::error!("core {}: WAL failed, stopping its replicas: {e}", self.id);
+                    self.failed = Some(e.to_string());
+                    let waiting: Vec<_> = self.waiting.drain().collect();
+                    for (_, (t, rid, gid)) in waiting {
+                        self.reply_now(t, rid, gid, ClientReply::Error {
+                            reason: format!("replica stopped: {e}"),
+                        });
+                    }
+                }
+            }
+        }
+        self.flush_conns();
+    }
+
+    fn send_paxos(&mut self, gid: GroupId, to: ReplicaId, msg: PaxosMsg) {
+        let Some(g) = self.groups.get(&gid) else { return };
+        let Some(Some(t)) = g.peers.get(to as usize) else {
+            return; // not connected: Paxos retransmits; redial is on the timer
+        };
+        let t = *t;
+        let cap = self.cfg.conn_write_buf_max;
+        if let Some(c) = self.conns.get_mut(&t) {
+            if c.wbuf.len() > cap {
+                return; // a slow peer loses messages, not our memory
+            }
+            c.queue(&Frame {
+                request_id: 0,
+                group: gid,
+                message: Message::Paxos(msg),
+            });
+        }
+    }
+
+    fn deliver_reply(&mut self, to: ReplyTo, reply: ClientReply) {
+        let Some((t, rid, gid)) = self.waiting.remove(&to) else { return };
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+            if c.paused {
+                self.read_again.push(t);
+            }
+        }
+        self.reply_now(t, rid, gid, reply);
+    }
+
+    fn flush_conns(&mut self) {
+        let mut broken = Vec::new();
+        for (t, c) in self.conns.iter_mut() {
+            if c.wbuf.is_empty() || c.connecting {
+                continue;
+            }
+            match c.flush() {
+                Ok(true) => {}
+                Ok(false) => {
+                    if !c.want_write {
+                        c.want_write = true;
+                        let _ = self.poll.registry().reregister(
+                            &mut c.stream,
+                            *t,
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                }
+                Err(e) => broken.push((*t, e)),
+            }
+        }
+        for (t, e) in broken {
+            self.close(t, e);
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The production driver of the sans-IO cores: thread per core, each core a
+//! mio event loop that owns its replica groups outright (see `core.rs`).
+//!
+//! Placement is deterministic: group `gid` lives on core `gid % cores` on
+//! every node (the master group, gid 0, on core 0). The node's one listening
+//! socket is polled by core 0. A connection belongs to the group its first
+//! frame names: core 0 reads that frame and, if another core owns the group,
+//! hands the socket over once through a crossbeam channel and a mio `Waker`.
+//! The project's client opens one connection per (server, group), so after
+//! that single handoff every request and reply on it stays on the owning core
+//! with no cross-core hop and no lock.
+
+mod conn;
+mod core;
+
+pub use self::core::{Control, CoreHandle};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::TcpListener;
+use mio::{Interest, Poll, Waker};
+use synod_wire::GroupId;
+
+use crate::storage::{FsyncPolicy, Wal, WalOptions};
+
+/// Everything a node is told at start.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub listen: SocketAddr,
+    /// The address other nodes and clients use for this node, as it appears
+    /// in configurations (`host:port`).
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub masters: Vec<String>,
+    pub cores: usize,
+    pub shards: u32,
+    pub tick: Duration,
+    pub fsync: FsyncPolicy,
+    pub max_frame_bytes: u32,
+    pub max_connections: usize,
+    /// Per connection: replies buffered beyond this stop reading its requests.
+    pub conn_write_buf_max: usize,
+    /// Per connection: requests in flight beyond this stop reading more.
+    pub conn_in_flight_max: usize,
+    pub idle_timeout: Duration,
+    pub first_frame_timeout: Duration,
+    pub snapshot_log_slots: usize,
+}
+
+impl RuntimeConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, masters: Vec<String>) -> RuntimeConfig {
+        RuntimeConfig {
+            advertise: listen.to_string(),
+            listen,
+            data_dir,
+            masters,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            shards: synod_wire::DEFAULT_SHARDS,
+            tick: Duration::from_millis(10),
+            fsync: FsyncPolicy::Always,
+            max_frame_bytes: synod_wire::DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 10_000,
+            conn_write_buf_max: 8 << 20,
+            conn_in_flight_max: 4096,
+            idle_timeout: Duration::from_secs(300),
+            first_frame_timeout: Duration::from_secs(10),
+            snapshot_log_slots: 4096,
+        }
+    }
+}
+
+/// The core that owns group `gid`.
+pub fn owner_core(gid: GroupId, cores: usize) -> usize {
+    gid as usize % cores
+}
+
+/// Why a node could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A running node: its cores' handles and threads.
+pub struct Node {
+    pub handles: Arc<Vec<CoreHandle>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    pub local_addr: SocketAddr,
+}
+
+impl Node {
+    /// Tell every core about a configuration.
+    pub fn publish(&self, config: &synod_wire::Config) {
+        for h in self.handles.iter() {
+            if h.tx.send(Control::Config(config.clone())).is_ok() {
+                let _ = h.waker.wake();
+            }
+        }
+    }
+
+    pub fn shutdown(self) {
+        for h in self.handles.iter() {
+            let _ = h.tx.send(Control::Shutdown);
+            let _ = h.waker.wake();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Check (or record) that the data directory is used with the same core
+/// count: each core has its own WAL, and groups are placed by core.
+fn check_layout(cfg: &RuntimeConfig) -> Result<(), StartError> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| StartError(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
+    let meta = cfg.data_dir.join("LAYOUT");
+    let want = format!("cores={}\nshards={}\n", cfg.cores, cfg.shards);
+    match std::fs::read_to_string(&meta) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => Err(StartError(format!(
+            "{} was written with a different layout ({}); start with the same --cores and --shards",
+            cfg.data_dir.display(),
+            have.trim().replace('\n', ", ")
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(&meta, want)
+            .map_err(|e| StartError(format!("cannot write {}: {e}", meta.display()))),
+        Err(e) => Err(StartError(format!("cannot read {}: {e}", meta.display()))),
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| StartError(format!("socket: {e}")))?;
+    // Restart quickly after a crash without waiting out TIME_WAIT.
+    s.set_reuse_address(true)
+        .map_err(|e| StartError(format!("SO_REUSEADDR: {e}")))?;
+    s.bind(&addr.into())
+        .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+    s.listen(1024)
+        .map_err(|e| StartError(format!("listen on {addr}: {e}")))?;
+    s.set_nonblocking(true)
+        .map_err(|e| StartError(format!("nonblocking: {e}")))?;
+    Ok(s.into())
+}
+
+/// Recover every core's WAL, bind the listener and start the cores.
+pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
+    if cfg.cores == 0 {
+        return Err(StartError("--cores must be at least 1".into()));
+    }
+    check_layout(&cfg)?;
+    let listener = bind(cfg.listen)?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("local_addr: {e}")))?;
+    let cfg = Arc::new(cfg);
+
+    let mut polls = Vec::new();
+    let mut handles = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..cfg.cores {
+        let poll = Poll::new().map_err(|e| StartError(format!("epoll: {e}")))?;
+        let waker = Waker::new(poll.registry(), mio::Token(1))
+            .map_err(|e| StartError(format!("waker: {e}")))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        handles.push(CoreHandle {
+            tx,
+            waker: Arc::new(waker),
+        });
+        polls.push(poll);
+        receivers.push(rx);
+    }
+    let handles = Arc::new(handles);
+
+    let mut cores = Vec::new();
+    for (id, (poll, rx)) in polls.into_iter().zip(receivers).enumerate() {
+        let dir = cfg.data_dir.join(format!("core-{id}"));
+        let opts = WalOptions {
+            fsync: cfg.fsync,
+            ..WalOptions::default()
+        };
+        let (wal, recovered) = Wal::open(&dir, opts).map_err(|e| {
+            StartError(format!(
+                "refusing to start: the log in {} cannot be trusted: {e}",
+                dir.display()
+            ))
+        })?;
+        let groups: BTreeMap<GroupId, crate::paxos::Durable> = recovered.groups;
+        let listener = if id == 0 {
+            let mut l = TcpListener::from_std(listener.try_clone().map_err(|e| StartError(format!("listener: {e}")))?);
+            poll.registry()
+                .register(&mut l, mio::Token(0), Interest::READABLE)
+                .map_err(|e| StartError(format!("register listener: {e}")))?;
+            Some(l)
+        } else {
+            None
+        };
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ ((std::process::id() as u64) << 32)
+            ^ id as u64;
+        let mut core = self::core::Core::new(
+            id,
+            cfg.clone(),
+            poll,
+            rx,
+            handles.clone(),
+            listener,
+            wal,
+            groups,
+            seed,
+        );
+        if owner_core(0, cfg.cores) == id {
+            if let Some(me) = cfg.masters.iter().position(|m| *m == cfg.advertise) {
+                core.host_master(cfg.masters.clone(), me as u32);
+            }
+        }
+        cores.push(core);
+    }
+    let threads = cores
+        .into_iter()
+        .enumerate()
+        .map(|(id, core)| {
+            std::thread::Builder::new()
+                .name(format!("core-{id}"))
+                .spawn(move || core.run())
+                .expect("spawn core thread")
+        })
+        .collect();
+    Ok(Node {
+        handles,
+        threads,
+        local_addr,
+    })
+}
