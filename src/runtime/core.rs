@@ -27,7 +27,8 @@ use super::conn::{Close, Conn, Role};
 use super::{owner_core, RuntimeConfig};
 use crate::kv::KvOptions;
 use crate::kv_machine::KvMachine;
-use crate::paxos::{Durable, Ready};
+use crate::master::{MasterMachine, MasterOptions};
+use crate::paxos::{Durable, Ready, Synced};
 use crate::replica::{Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
 use crate::storage::Wal;
@@ -60,8 +61,70 @@ pub struct CoreHandle {
     pub waker: Arc<Waker>,
 }
 
+/// A replica of either kind of group a node hosts.
+enum Hosted {
+    Kv(Replica<KvMachine>),
+    Master(Replica<MasterMachine>),
+}
+
+impl Hosted {
+    fn tick(&mut self, rng: &mut Rng) {
+        match self {
+            Hosted::Kv(r) => r.tick(rng),
+            Hosted::Master(r) => r.tick(rng),
+        }
+    }
+    fn step(&mut self, msg: PaxosMsg, rng: &mut Rng) {
+        match self {
+            Hosted::Kv(r) => r.step(msg, rng),
+            Hosted::Master(r) => r.step(msg, rng),
+        }
+    }
+    fn flush(&mut self) {
+        match self {
+            Hosted::Kv(r) => r.flush(),
+            Hosted::Master(r) => r.flush(),
+        }
+    }
+    fn ready(&mut self) -> Ready {
+        match self {
+            Hosted::Kv(r) => r.ready(),
+            Hosted::Master(r) => r.ready(),
+        }
+    }
+    fn id(&self) -> ReplicaId {
+        match self {
+            Hosted::Kv(r) => r.paxos().id(),
+            Hosted::Master(r) => r.paxos().id(),
+        }
+    }
+    /// Apply and release; replies come out as whole messages.
+    #[allow(clippy::type_complexity)]
+    fn advance(
+        &mut self,
+        ready: Ready,
+        proof: Synced,
+    ) -> (Vec<(ReplicaId, PaxosMsg)>, Vec<(ReplyTo, Message)>) {
+        match self {
+            Hosted::Kv(r) => {
+                let out = r.advance(ready, proof);
+                let replies = out
+                    .replies
+                    .into_iter()
+                    .map(|(to, reply)| (to, Message::Reply(reply)))
+                    .collect();
+                (out.messages, replies)
+            }
+            Hosted::Master(r) => {
+                let out = r.advance(ready, proof);
+                (out.messages, out.replies)
+            }
+        }
+    }
+}
+
 struct Group {
-    replica: Replica<KvMachine>,
+    replica: Hosted,
     members: Vec<String>,
     /// Outgoing connection per replica id (`None`: self, or not connected).
     peers: Vec<Option<Token>>,
@@ -143,12 +206,29 @@ impl Core {
             shards: self.cfg.shards,
             ..KvOptions::default()
         });
-        let replica = Replica::new(rc, durable, sm, &mut self.rng);
+        let replica = Hosted::Kv(Replica::new(rc, durable, sm, &mut self.rng));
         log::info!(
             "core {} hosts group {gid} as replica {me} of {:?}",
             self.id,
             members
         );
+        self.insert_group(gid, replica, members);
+    }
+
+    /// Host replica `me` of the master group (gid 0), from disk.
+    pub fn host_master(&mut self, members: Vec<String>, me: ReplicaId) {
+        let durable = self.recovered.remove(&0).unwrap_or_default();
+        let mut rc = ReplicaConfig::new(me, members.len() as u32);
+        rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
+        let sm = MasterMachine::new(MasterOptions {
+            shards: self.cfg.shards,
+        });
+        let replica = Hosted::Master(Replica::new(rc, durable, sm, &mut self.rng));
+        log::info!("core {} hosts the master group as replica {me} of {:?}", self.id, members);
+        self.insert_group(0, replica, members);
+    }
+
+    fn insert_group(&mut self, gid: GroupId, replica: Hosted, members: Vec<String>) {
         let now = Instant::now();
         let n = members.len();
         self.groups.insert(
@@ -444,18 +524,35 @@ impl Core {
                     self.reply_now(t, frame.request_id, gid, reply);
                     return;
                 }
-                let Some(g) = self.groups.get_mut(&gid) else {
+                let to = self.next_reply;
+                let Some(Group {
+                    replica: Hosted::Kv(r),
+                    ..
+                }) = self.groups.get_mut(&gid)
+                else {
                     self.reply_now(t, frame.request_id, gid, ClientReply::WrongGroup);
                     return;
                 };
-                let to = self.next_reply;
-                self.next_reply += 1;
-                self.waiting.insert(to, (t, frame.request_id, gid));
-                if let Some(c) = self.conns.get_mut(&t) {
-                    c.in_flight += 1;
-                }
                 let cmd = synod_wire::encode_command(&req);
-                g.replica.on_request(to, &req, cmd);
+                r.on_request(to, &req, cmd);
+                self.await_reply(t, frame.request_id, gid);
+            }
+            Message::Master(req) => {
+                let to = self.next_reply;
+                let Some(Group {
+                    replica: Hosted::Master(r),
+                    ..
+                }) = self.groups.get_mut(&0)
+                else {
+                    let reply = ClientReply::Error {
+                        reason: "this node hosts no master replica".into(),
+                    };
+                    self.reply_now(t, frame.request_id, 0, reply);
+                    return;
+                };
+                let cmd = synod_wire::encode_master_command(&req);
+                r.on_request(to, &req, cmd);
+                self.await_reply(t, frame.request_id, 0);
             }
             Message::Paxos(msg) => {
                 if self.failed.is_some() {
@@ -465,28 +562,32 @@ impl Core {
                     g.replica.step(msg, &mut self.rng);
                 }
             }
-            Message::Master(_) => {
-                self.reply_now(
-                    t,
-                    frame.request_id,
-                    gid,
-                    ClientReply::Error {
-                        reason: "this node hosts no master replica".into(),
-                    },
-                );
-            }
             Message::Reply(_) | Message::Config(_) => {
                 self.close(t, Close::Protocol("reply sent to a server"));
             }
         }
     }
 
+    /// Remember who gets the reply to the request just handed to a replica.
+    fn await_reply(&mut self, t: Token, request_id: u64, gid: GroupId) {
+        let to = self.next_reply;
+        self.next_reply += 1;
+        self.waiting.insert(to, (t, request_id, gid));
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.in_flight += 1;
+        }
+    }
+
     fn reply_now(&mut self, t: Token, request_id: u64, gid: GroupId, reply: ClientReply) {
+        self.send_reply(t, request_id, gid, Message::Reply(reply));
+    }
+
+    fn send_reply(&mut self, t: Token, request_id: u64, gid: GroupId, message: Message) {
         if let Some(c) = self.conns.get_mut(&t) {
             c.queue(&Frame {
                 request_id,
                 group: gid,
-                message: Message::Reply(reply),
+                message,
             });
         }
     }
@@ -514,7 +615,7 @@ impl Core {
         let gids: Vec<GroupId> = self.groups.keys().copied().collect();
         for gid in gids {
             let n = self.groups[&gid].members.len();
-            let me = self.groups[&gid].replica.paxos().id() as usize;
+            let me = self.groups[&gid].replica.id() as usize;
             for peer in 0..n {
                 if peer == me || self.groups[&gid].peers[peer].is_some() {
                     continue;
@@ -578,14 +679,14 @@ impl Core {
             match self.wal.sync() {
                 Ok(proof) => {
                     for (gid, ready) in readies {
-                        let out = {
+                        let (messages, replies) = {
                             let g = self.groups.get_mut(&gid).expect("hosted");
                             g.replica.advance(ready, proof.share())
                         };
-                        for (to, msg) in out.messages {
+                        for (to, msg) in messages {
                             self.send_paxos(gid, to, msg);
                         }
-                        for (to, reply) in out.replies {
+                        for (to, reply) in replies {
                             self.deliver_reply(to, reply);
                         }
                     }
@@ -627,7 +728,7 @@ impl Core {
         }
     }
 
-    fn deliver_reply(&mut self, to: ReplyTo, reply: ClientReply) {
+    fn deliver_reply(&mut self, to: ReplyTo, reply: Message) {
         let Some((t, rid, gid)) = self.waiting.remove(&to) else { return };
         if let Some(c) = self.conns.get_mut(&t) {
             c.in_flight = c.in_flight.saturating_sub(1);
@@ -635,7 +736,7 @@ impl Core {
                 self.read_again.push(t);
             }
         }
-        self.reply_now(t, rid, gid, reply);
+        self.send_reply(t, rid, gid, reply);
     }
 
     fn flush_conns(&mut self) {

@@ -1,0 +1,354 @@
+//! Test fixtures for cluster tests: real `synod-server` processes on
+//! ephemeral loopback ports. Every child is SIGKILLed and reaped when the
+//! `Cluster` is dropped, including when a test panics; every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use synod::client::{Client, ClientOptions};
+use synod_wire::{
+    encode_frame, ClientReply, ClientRequest, Decoder, Frame, GroupInfo, Message, Op,
+};
+
+pub const GID: u32 = 1;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Ports the kernel considers free right now (bound and released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+pub struct NodeProc {
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<NodeProc>,
+    pub masters: Vec<String>,
+    pub extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// `n` nodes, all of them masters, not yet joined into a KV group.
+    pub fn start_masters(n: usize) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "synod-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let ports = free_ports(n);
+        let masters: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let nodes = masters
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| NodeProc {
+                addr: addr.clone(),
+                data_dir: dir.join(format!("node-{i}")),
+                child: None,
+                log: dir.join(format!("node-{i}.log")),
+            })
+            .collect();
+        let mut c = Cluster {
+            dir,
+            nodes,
+            masters,
+            extra_args: vec!["--cores".into(), "2".into()],
+        };
+        for i in 0..n {
+            c.start(i);
+        }
+        c.wait_for(Duration::from_secs(30), |c| c.client().query(None).is_ok());
+        c
+    }
+
+    /// `n` nodes, masters and one KV group (gid 1) of all of them, serving.
+    pub fn start(n: usize) -> Cluster {
+        let mut c = Cluster::start_masters(n);
+        let group = GroupInfo {
+            gid: GID,
+            servers: c.masters.clone(),
+        };
+        c.client().join(vec![group]).expect("join group 1");
+        c.wait_for(Duration::from_secs(30), |c| {
+            c.client().put(b"__ready".as_slice().into(), b"1".as_slice().into()).is_ok()
+        });
+        c
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node {i} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open node log");
+        let child = Command::new(env!("CARGO_BIN_EXE_synod-server"))
+            .arg("--listen")
+            .arg(&node.addr)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--masters")
+            .arg(self.masters.join(","))
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn synod-server");
+        node.child = Some(child);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(ClientOptions {
+            masters: self.masters.clone(),
+            timeout: Duration::from_secs(20),
+            ..ClientOptions::default()
+        })
+    }
+
+    pub fn pid(&self, i: usize) -> u32 {
+        self.nodes[i].child.as_ref().expect("running").id()
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, i: usize, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid(i).to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Has node `i` exited by itself (e.g. refused to start)? Its status.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.nodes[i].child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// Poll `f` until it holds, panicking (with the node logs) after `limit`.
+    pub fn wait_for(&self, limit: Duration, mut f: impl FnMut(&Cluster) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let logs: Vec<String> = (0..self.nodes.len())
+            .map(|i| format!("--- node {i} ---\n{}", tail(&self.log(i), 30)))
+            .collect();
+        panic!("condition not met within {limit:?}\n{}", logs.join("\n"));
+    }
+
+    /// Which node leads the KV group: the one that does not answer a Get
+    /// with NotLeader.
+    pub fn kv_leader(&self) -> Option<usize> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.child.is_none() {
+                continue;
+            }
+            let req = ClientRequest {
+                client_id: 0xFEED,
+                seq: 1,
+                ack_seq: 0,
+                op: Op::Get {
+                    key: b"__probe".as_slice().into(),
+                },
+            };
+            match raw_call(&n.addr, GID, Message::Request(req), Duration::from_millis(500)) {
+                Some(Message::Reply(ClientReply::NotLeader { .. })) | None => {}
+                Some(_) => return Some(i),
+            }
+        }
+        None
+    }
+
+    /// Resident memory of node `i` in KiB.
+    pub fn rss_kib(&self, i: usize) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(i))).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_some() {
+                // A stopped process must be continued to die promptly.
+                let _ = Command::new("kill").arg("-CONT").arg(self.pid(i).to_string()).status();
+            }
+            self.kill(i);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("cluster logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One request over a fresh connection, speaking the wire protocol by hand.
+pub fn raw_call(addr: &str, group: u32, msg: Message, timeout: Duration) -> Option<Message> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let mut buf = BytesMut::new();
+    encode_frame(
+        &Frame {
+            request_id: 42,
+            group,
+            message: msg,
+        },
+        &mut buf,
+    );
+    s.write_all(&buf).ok()?;
+    let mut dec = Decoder::default();
+    let mut rbuf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Some(f)) = dec.decode(&mut rbuf) {
+            return Some(f.message);
+        }
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        rbuf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A concurrent workload against the cluster, recorded for the checker.
+pub struct Workload {
+    pub history: std::sync::Arc<std::sync::Mutex<Vec<synod::check::KvOp>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    pub start: Instant,
+}
+
+impl Workload {
+    /// `clients` threads, each one op at a time on `keys` keys, until stopped.
+    pub fn start(cluster: &Cluster, clients: usize, keys: usize) -> Workload {
+        use synod::check::{KvInput, KvOp, KvOutput};
+        let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let start = Instant::now();
+        let mut threads = Vec::new();
+        for c in 0..clients {
+            let mut client = cluster.client();
+            let history = history.clone();
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = bytes::Bytes::from(format!("k{}", (n * 7 + c as u64) % keys as u64));
+                    let value = bytes::Bytes::from(format!("c{c}.{n};"));
+                    let call = start.elapsed().as_nanos() as u64;
+                    let (input, output) = match n % 3 {
+                        0 => (
+                            KvInput::Get,
+                            match client.get(key.clone()) {
+                                Ok(v) => KvOutput::Value(v),
+                                Err(_) => KvOutput::Unknown,
+                            },
+                        ),
+                        1 => (
+                            KvInput::Put(value.clone()),
+                            match client.put(key.clone(), value) {
+                                Ok(()) => KvOutput::Ok,
+                                Err(_) => KvOutput::Unknown,
+                            },
+                        ),
+                        _ => (
+                            KvInput::Append(value.clone()),
+                            match client.append(key.clone(), value) {
+                                Ok(()) => KvOutput::Ok,
+                                Err(_) => KvOutput::Unknown,
+                            },
+                        ),
+                    };
+                    let ret = match output {
+                        KvOutput::Unknown => u64::MAX,
+                        _ => start.elapsed().as_nanos() as u64,
+                    };
+                    history.lock().unwrap().push(KvOp {
+                        client: c as u64,
+                        key,
+                        input,
+                        output,
+                        call,
+                        ret,
+                    });
+                }
+            }));
+        }
+        Workload {
+            history,
+            stop,
+            threads,
+            start,
+        }
+    }
+
+    /// Completed (acknowledged) operations so far.
+    pub fn completed(&self) -> usize {
+        self.history
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o.ret != u64::MAX)
+            .count()
+    }
+
+    /// Stop, join, and check the history; returns it.
+    pub fn finish(self) -> Vec<synod::check::KvOp> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("workload thread panicked");
+        }
+        let history = std::mem::take(&mut *self.history.lock().unwrap());
+        let verdict = synod::check::check_kv(&history, &synod::check::CheckOptions::default());
+        assert!(verdict.is_ok(), "history not linearizable: {verdict:?}");
+        history
+    }
+}
