@@ -12,3 +12,4 @@ pub mod paxos;
 pub mod replica;
 pub mod rng;
 pub mod sim;
+pub mod storage;
