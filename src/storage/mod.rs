@@ -80,6 +80,9 @@ mod record;
 mod snapshot;
 mod wal;
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
