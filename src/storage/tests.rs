@@ -327,10 +327,17 @@ fn fsync_never_issues_no_fsync() {
 // Torn tails and bit flips
 // ---------------------------------------------------------------------------
 
-/// One segment with `n` records of group 1, each synced alone; returns the
-/// segment's path, its bytes, the start offset of each record, and the
-/// records.
-fn written_log(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<usize>, Vec<(GroupId, Record)>) {
+/// A segment written by [`written_log`].
+struct Written {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// Offset of each record in the segment.
+    starts: Vec<usize>,
+    recs: Vec<(GroupId, Record)>,
+}
+
+/// One segment with `n` records of group 1, each synced alone.
+fn written_log(dir: &Path, n: u64) -> Written {
     let (mut wal, _) = open(dir, never());
     let mut starts = Vec::new();
     let mut recs = Vec::new();
@@ -348,14 +355,24 @@ fn written_log(dir: &Path, n: u64) -> (PathBuf, Vec<u8>, Vec<usize>, Vec<(GroupI
     let path = wal.active_segment_path();
     drop(wal);
     let bytes = fs::read(&path).unwrap();
-    (path, bytes, starts, recs)
+    Written {
+        path,
+        bytes,
+        starts,
+        recs,
+    }
 }
 
 #[test]
 fn torn_tail_at_every_offset_of_the_last_record_is_truncated() {
     capture_logs();
     let src = tempfile::tempdir().unwrap();
-    let (path, bytes, starts, recs) = written_log(src.path(), 4);
+    let Written {
+        path,
+        bytes,
+        starts,
+        recs,
+    } = written_log(src.path(), 4);
     let last = *starts.last().unwrap();
     let want = fold(&recs[..recs.len() - 1]);
     for cut in last + 1..bytes.len() {
@@ -391,7 +408,9 @@ fn torn_tail_at_every_offset_of_the_last_record_is_truncated() {
 #[test]
 fn appending_after_a_truncated_tail_continues_the_log() {
     let src = tempfile::tempdir().unwrap();
-    let (path, bytes, _, recs) = written_log(src.path(), 3);
+    let Written {
+        path, bytes, recs, ..
+    } = written_log(src.path(), 3);
     fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
     let (mut wal, _) = open(src.path(), never());
     let more = (1, accepted(9, 3, b"after the tear"));
@@ -420,7 +439,12 @@ fn expect_corrupt(dir: &Path) -> (PathBuf, u64, String) {
 #[test]
 fn bit_flip_in_a_record_followed_by_valid_records_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
-    let (path, mut bytes, starts, _) = written_log(tmp.path(), 5);
+    let Written {
+        path,
+        mut bytes,
+        starts,
+        ..
+    } = written_log(tmp.path(), 5);
     bytes[starts[2] + 20] ^= 0x10; // inside record 2's payload
     fs::write(&path, &bytes).unwrap();
     let (seg, off, reason) = expect_corrupt(tmp.path());
@@ -435,7 +459,12 @@ fn bit_flip_in_a_length_mid_log_is_corrupt_not_a_torn_tail() {
     // A flipped high bit makes the length run past the end of the file,
     // exactly like a torn write; the valid records after it tell them apart.
     let tmp = tempfile::tempdir().unwrap();
-    let (path, mut bytes, starts, _) = written_log(tmp.path(), 5);
+    let Written {
+        path,
+        mut bytes,
+        starts,
+        ..
+    } = written_log(tmp.path(), 5);
     bytes[starts[1] + 2] ^= 0x01; // length += 65536: past EOF, below the limit
     fs::write(&path, &bytes).unwrap();
     let (seg, off, reason) = expect_corrupt(tmp.path());
@@ -446,7 +475,12 @@ fn bit_flip_in_a_length_mid_log_is_corrupt_not_a_torn_tail() {
 #[test]
 fn bit_flip_in_the_last_record_header_is_a_torn_tail() {
     let tmp = tempfile::tempdir().unwrap();
-    let (path, mut bytes, starts, recs) = written_log(tmp.path(), 4);
+    let Written {
+        path,
+        mut bytes,
+        starts,
+        recs,
+    } = written_log(tmp.path(), 4);
     let last = starts[3];
     bytes[last + 5] ^= 0x04; // its checksum
     fs::write(&path, &bytes).unwrap();
@@ -458,7 +492,12 @@ fn bit_flip_in_the_last_record_header_is_a_torn_tail() {
 #[test]
 fn every_single_bit_flip_is_corrupt_before_the_tail_and_torn_in_it() {
     let src = tempfile::tempdir().unwrap();
-    let (path, bytes, starts, recs) = written_log(src.path(), 4);
+    let Written {
+        path,
+        bytes,
+        starts,
+        recs,
+    } = written_log(src.path(), 4);
     let last = starts[3];
     let want_torn = fold(&recs[..3]);
     for bit in 0..bytes.len() * 8 {
@@ -608,6 +647,9 @@ fn leftover_snapshot_tmp_is_removed() {
     assert!(warnings().iter().any(|w| w.contains("leftover")));
 }
 
+/// A way to damage a file's bytes.
+type Damage = fn(&mut Vec<u8>);
+
 #[test]
 fn corrupt_snapshot_file_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
@@ -618,12 +660,12 @@ fn corrupt_snapshot_file_is_corrupt() {
     }
     let path = tmp.path().join("snap-g2.bin");
     let good = fs::read(&path).unwrap();
-    let damage: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
-        ("data flip", Box::new(|b| b[SNAPSHOT_HEADER_LEN + 2] ^= 1)),
-        ("header flip", Box::new(|b| b[17] ^= 1)),
-        ("truncated data", Box::new(|b| b.truncate(b.len() - 1))),
-        ("truncated header", Box::new(|b| b.truncate(10))),
-        ("empty", Box::new(|b| b.clear())),
+    let damage: [(&str, Damage); 5] = [
+        ("data flip", |b| b[SNAPSHOT_HEADER_LEN + 2] ^= 1),
+        ("header flip", |b| b[17] ^= 1),
+        ("truncated data", |b| b.truncate(b.len() - 1)),
+        ("truncated header", |b| b.truncate(10)),
+        ("empty", |b| b.clear()),
     ];
     for (what, f) in damage {
         let mut b = good.clone();
@@ -771,7 +813,7 @@ fn failed_write_poisons_the_wal() {
     wal.sync().unwrap();
     wal.break_file_handle();
     wal.append(1, &[accepted(1, 1, b"write fails")]);
-    let err = wal.sync().err().expect("sync must fail");
+    let err = wal.sync().expect_err("sync must fail");
     assert!(matches!(err, StorageError::Failed(_)), "{err}");
     wal.append(1, &[accepted(2, 1, b"never")]);
     assert_failed(wal.sync());
