@@ -90,7 +90,8 @@ use std::path::PathBuf;
 pub use snapshot::{SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use wal::{Recovered, Wal, WalStats};
 
-#[allow(unused_imports)] // named by the docs above
+// Names the module docs link to.
+#[cfg(doc)]
 use crate::paxos::{Durable, Record, Synced};
 
 /// Default size at which the WAL moves on to a new segment.

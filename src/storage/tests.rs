@@ -828,7 +828,12 @@ fn failed_write_poisons_the_wal() {
 
 /// The price of persist-before-send on this machine's disk: one 4 KiB
 /// append + sync with `FsyncPolicy::Always`. A number, not a pass/fail.
-/// `cargo test -p synod --release --lib storage::tests::cost -- --ignored --nocapture`
+/// `cargo test -p synod --lib storage::tests::cost -- --ignored --nocapture`
+///
+/// Measured on the shared 2-core dev VM (ext4 on a virtual disk, load ~3,
+/// 500 syncs per run, three runs): mean 0.3–3.1 ms, p50 0.2–4.0 ms, p99
+/// 4.0–9.5 ms. The disk, not the code, sets this; it is why one sync must
+/// cover a whole loop turn of every group.
 #[test]
 #[ignore]
 fn cost_of_one_4k_append_and_sync() {
