@@ -13,3 +13,4 @@ pub mod replica;
 pub mod rng;
 pub mod sim;
 pub mod runtime;
+pub mod storage;

@@ -1,0 +1,176 @@
+//! Snapshot files: one per group, replaced atomically (layout in the module
+//! doc of `storage`).
+//!
+//! Replacement is write-temp, fsync, rename, fsync-directory: after a crash
+//! at any point the group has either its old complete snapshot or its new
+//! complete one, never a mix, and a leftover temp file is deleted on open.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use byteorder::{ByteOrder, LittleEndian};
+use bytes::Bytes;
+use synod_wire::{GroupId, Slot};
+
+use super::StorageError;
+
+/// `"SYNS"` when the little-endian `u32` is written.
+pub const SNAPSHOT_MAGIC: u32 = 0x534E_5953;
+pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_HEADER_LEN: usize = 36;
+
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 4;
+const OFF_GROUP: usize = 8;
+const OFF_DATA_CRC: usize = 12;
+const OFF_INDEX: usize = 16;
+const OFF_DATA_LEN: usize = 24;
+const OFF_HEADER_CRC: usize = 32;
+
+const _: () = assert!(OFF_VERSION == OFF_MAGIC + 4);
+const _: () = assert!(OFF_GROUP == OFF_VERSION + 4);
+const _: () = assert!(OFF_DATA_CRC == OFF_GROUP + 4);
+const _: () = assert!(OFF_INDEX == OFF_DATA_CRC + 4);
+const _: () = assert!(OFF_DATA_LEN == OFF_INDEX + 8);
+const _: () = assert!(OFF_HEADER_CRC == OFF_DATA_LEN + 8);
+const _: () = assert!(OFF_HEADER_CRC + 4 == SNAPSHOT_HEADER_LEN);
+
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+pub(crate) fn file_name(group: GroupId) -> String {
+    format!("snap-g{group}.bin")
+}
+
+/// The group a snapshot file name (`snap-g<gid>.bin`) belongs to.
+pub(crate) fn parse_name(name: &str) -> Option<GroupId> {
+    let digits = name.strip_prefix("snap-g")?.strip_suffix(".bin")?;
+    // Only the canonical spelling, so two names never map to one group.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let gid: GroupId = digits.parse().ok()?;
+    (file_name(gid) == name).then_some(gid)
+}
+
+/// Whether `name` is a snapshot temp file (`snap-g<gid>.bin.tmp`).
+pub(crate) fn is_tmp_name(name: &str) -> bool {
+    name.strip_suffix(TMP_SUFFIX)
+        .is_some_and(|base| parse_name(base).is_some())
+}
+
+fn header(group: GroupId, index: Slot, data: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN] {
+    let mut h = [0; SNAPSHOT_HEADER_LEN];
+    LittleEndian::write_u32(&mut h[OFF_MAGIC..], SNAPSHOT_MAGIC);
+    LittleEndian::write_u32(&mut h[OFF_VERSION..], SNAPSHOT_VERSION);
+    LittleEndian::write_u32(&mut h[OFF_GROUP..], group);
+    LittleEndian::write_u32(&mut h[OFF_DATA_CRC..], crc32c::crc32c(data));
+    LittleEndian::write_u64(&mut h[OFF_INDEX..], index);
+    LittleEndian::write_u64(&mut h[OFF_DATA_LEN..], data.len() as u64);
+    let crc = crc32c::crc32c(&h[..OFF_HEADER_CRC]);
+    LittleEndian::write_u32(&mut h[OFF_HEADER_CRC..], crc);
+    h
+}
+
+/// Write the snapshot of `group` to `<dir>/snap-g<gid>.bin` atomically.
+/// `fsync` false (benchmarks only) skips the file fsync; the caller syncs
+/// the directory. Returns the number of fsyncs issued.
+pub(crate) fn write(
+    dir: &Path,
+    group: GroupId,
+    index: Slot,
+    data: &[u8],
+    fsync: bool,
+) -> std::io::Result<u64> {
+    let path = dir.join(file_name(group));
+    let tmp = tmp_path(dir, group);
+    let mut f = File::create(&tmp)?;
+    f.write_all(&header(group, index, data))?;
+    f.write_all(data)?;
+    let mut syncs = 0;
+    if fsync {
+        // The data must be on disk before the rename makes it the snapshot,
+        // or a crash could leave a new name pointing at missing blocks.
+        f.sync_all()?;
+        syncs += 1;
+    }
+    drop(f);
+    fs::rename(&tmp, &path)?;
+    Ok(syncs)
+}
+
+/// Read and verify a snapshot file of `group`; returns `(index, data)`.
+pub(crate) fn read(path: &Path, group: GroupId) -> Result<(Slot, Bytes), StorageError> {
+    let bytes = fs::read(path).map_err(|e| StorageError::io(path, e))?;
+    let corrupt =
+        |offset: usize, reason: String| StorageError::corrupt(path, offset as u64, reason);
+    if bytes.len() < SNAPSHOT_HEADER_LEN {
+        return Err(corrupt(
+            0,
+            format!(
+                "{} bytes, shorter than the {SNAPSHOT_HEADER_LEN}-byte header",
+                bytes.len()
+            ),
+        ));
+    }
+    let h = &bytes[..SNAPSHOT_HEADER_LEN];
+    let header_crc = LittleEndian::read_u32(&h[OFF_HEADER_CRC..]);
+    if header_crc != crc32c::crc32c(&h[..OFF_HEADER_CRC]) {
+        return Err(corrupt(OFF_HEADER_CRC, "header checksum mismatch".into()));
+    }
+    let magic = LittleEndian::read_u32(&h[OFF_MAGIC..]);
+    if magic != SNAPSHOT_MAGIC {
+        return Err(corrupt(OFF_MAGIC, format!("bad magic {magic:#010x}")));
+    }
+    let version = LittleEndian::read_u32(&h[OFF_VERSION..]);
+    if version != SNAPSHOT_VERSION {
+        return Err(corrupt(OFF_VERSION, format!("unknown version {version}")));
+    }
+    let file_group = LittleEndian::read_u32(&h[OFF_GROUP..]);
+    if file_group != group {
+        return Err(corrupt(
+            OFF_GROUP,
+            format!("holds group {file_group}, its name says group {group}"),
+        ));
+    }
+    let data_len = LittleEndian::read_u64(&h[OFF_DATA_LEN..]);
+    let actual_len = (bytes.len() - SNAPSHOT_HEADER_LEN) as u64;
+    if data_len != actual_len {
+        return Err(corrupt(
+            OFF_DATA_LEN,
+            format!("header says {data_len} data bytes, the file has {actual_len}"),
+        ));
+    }
+    let data = &bytes[SNAPSHOT_HEADER_LEN..];
+    let data_crc = LittleEndian::read_u32(&h[OFF_DATA_CRC..]);
+    if data_crc != crc32c::crc32c(data) {
+        return Err(corrupt(
+            SNAPSHOT_HEADER_LEN,
+            "data checksum mismatch".into(),
+        ));
+    }
+    let index = LittleEndian::read_u64(&h[OFF_INDEX..]);
+    let mut bytes = Bytes::from(bytes);
+    Ok((index, bytes.split_off(SNAPSHOT_HEADER_LEN)))
+}
+
+pub(crate) fn tmp_path(dir: &Path, group: GroupId) -> PathBuf {
+    dir.join(format!("{}{TMP_SUFFIX}", file_name(group)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_only_canonically() {
+        assert_eq!(parse_name("snap-g0.bin"), Some(0));
+        assert_eq!(parse_name("snap-g42.bin"), Some(42));
+        assert_eq!(parse_name("snap-g042.bin"), None);
+        assert_eq!(parse_name("snap-g+4.bin"), None);
+        assert_eq!(parse_name("snap-g.bin"), None);
+        assert_eq!(parse_name("snap-g99999999999.bin"), None);
+        assert!(is_tmp_name("snap-g3.bin.tmp"));
+        assert!(!is_tmp_name("other.tmp"));
+    }
+}

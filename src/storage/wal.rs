@@ -1,0 +1,640 @@
+//! The write-ahead log of one core: append, group-commit sync, rotation,
+//! segment deletion, and recovery.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use synod_wire::{Ballot, GroupId, Slot};
+
+use super::record::{self, Bad};
+use super::snapshot;
+use super::{FsyncPolicy, StorageError, WalOptions};
+use crate::paxos::{Durable, Record, Synced};
+
+/// What [`Wal::open`] found on disk.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The durable image of every group with anything on disk.
+    pub groups: BTreeMap<GroupId, Durable>,
+    /// Bytes cut off the end of the last segment as a torn write.
+    pub truncated_tail_bytes: u64,
+    pub segments_read: usize,
+    pub records_read: u64,
+    pub snapshots_loaded: usize,
+    /// Leftover snapshot temp files (crashes mid-snapshot) deleted.
+    pub tmp_files_removed: usize,
+    /// Segments deleted at open because snapshots made them unnecessary.
+    pub segments_deleted: usize,
+}
+
+/// Counters of the system calls a [`Wal`] issued, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// `write(2)` calls on WAL segments.
+    pub writes: u64,
+    /// `fdatasync`/`fsync` calls of any file or directory.
+    pub syncs: u64,
+    /// Bytes written to WAL segments.
+    pub bytes: u64,
+    pub snapshots_written: u64,
+    pub segments_created: u64,
+    pub segments_deleted: u64,
+}
+
+/// Per-group state the WAL needs to write rotation heads, decide which
+/// snapshots are new, and which segments are garbage.
+#[derive(Clone, Copy, Debug, Default)]
+struct GroupState {
+    /// Highest promise appended (equal to the durable one after a sync).
+    promised: Ballot,
+    /// Index of the group's durable snapshot file.
+    snap_index: Option<Slot>,
+}
+
+/// What one segment holds that decides whether it may be deleted: per
+/// group, the highest slot of an `Accepted` record in it. Its size is
+/// bounded by the groups of the core.
+#[derive(Clone, Debug, Default)]
+struct SegMeta {
+    max_slot: BTreeMap<GroupId, Slot>,
+}
+
+impl SegMeta {
+    fn note(&mut self, group: GroupId, rec: &Record) {
+        if let Record::Accepted { slot, .. } = rec {
+            let m = self.max_slot.entry(group).or_insert(*slot);
+            *m = (*m).max(*slot);
+        }
+    }
+}
+
+/// One write-ahead log per core, holding the records of many groups.
+///
+/// Segments rotate once a sync leaves the current one at
+/// `segment_bytes` or more. Every new segment starts with one `Promised`
+/// per group seen so far, so older segments are never needed for promises;
+/// a closed segment is deleted once every `Accepted` record in it is below
+/// its group's durable snapshot index (such records are dropped on recovery
+/// anyway, see [`Durable::apply`]).
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    /// The active segment, opened for append.
+    file: File,
+    seq: u64,
+    /// Bytes written to the active segment.
+    seg_len: u64,
+    active: SegMeta,
+    /// Closed segments still on disk, by sequence number.
+    closed: BTreeMap<u64, SegMeta>,
+    groups: BTreeMap<GroupId, GroupState>,
+    /// Records appended since the last sync, already encoded.
+    buf: Vec<u8>,
+    /// Snapshots appended since the last sync: only the newest per group,
+    /// and only if newer than the durable one (what `Durable::apply` keeps).
+    staged: BTreeMap<GroupId, (Slot, Bytes)>,
+    /// Set by the first I/O error of a sync; see [`Wal::sync`].
+    poisoned: Option<String>,
+    stats: WalStats,
+    #[cfg(test)]
+    fail_next_sync: bool,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("wal-{seq:016}.log")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+    if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Make a directory's entries (created, renamed, deleted files) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Wal {
+    /// Open (or create) the WAL in `dir` and recover every group's durable
+    /// image from its snapshot files and segments.
+    ///
+    /// A torn tail of the last segment is truncated away (with a warning);
+    /// any other damage is [`StorageError::Corrupt`] and the caller must not
+    /// start this core's replicas.
+    pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered), StorageError> {
+        assert!(opts.segment_bytes > 0, "segment_bytes must be positive");
+        assert!(
+            opts.record_bytes_max >= record::LEN_MIN,
+            "record_bytes_max {} is below the smallest record",
+            opts.record_bytes_max
+        );
+        fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let mut rec = Recovered::default();
+
+        let mut segments: Vec<(u64, PathBuf)> = Vec::new();
+        let mut snapshots: Vec<(GroupId, PathBuf)> = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+            let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                log::warn!(
+                    "wal {}: ignoring non-UTF-8 file {}",
+                    dir.display(),
+                    path.display()
+                );
+                continue;
+            };
+            if let Some(seq) = parse_segment_name(&name) {
+                segments.push((seq, path));
+            } else if let Some(gid) = snapshot::parse_name(&name) {
+                snapshots.push((gid, path));
+            } else if snapshot::is_tmp_name(&name) {
+                // A crash between creating the temp file and renaming it:
+                // the old snapshot (if any) is still whole and current.
+                log::warn!("wal {}: removing leftover {name}", dir.display());
+                fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+                rec.tmp_files_removed += 1;
+            } else {
+                log::warn!("wal {}: ignoring unknown file {name}", dir.display());
+            }
+        }
+        segments.sort();
+        snapshots.sort();
+        if rec.tmp_files_removed > 0 {
+            sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+        }
+
+        // Snapshots first: folding one before the WAL records drops exactly
+        // the entries below its index, which is what folding it wherever it
+        // came in the original order does (its index is the highest the
+        // group ever made durable, and `Durable::apply` drops everything
+        // below the highest snapshot whenever it arrives).
+        for (gid, path) in &snapshots {
+            let (index, data) = snapshot::read(path, *gid)?;
+            let d = rec.groups.entry(*gid).or_default();
+            d.apply(&Record::Snapshot { index, data });
+            rec.snapshots_loaded += 1;
+        }
+
+        let mut metas: Vec<SegMeta> = Vec::with_capacity(segments.len());
+        let mut last_len = 0;
+        for (i, (_, path)) in segments.iter().enumerate() {
+            let is_last = i + 1 == segments.len();
+            let (meta, valid_len) = Self::recover_segment(path, is_last, &opts, &mut rec)?;
+            metas.push(meta);
+            last_len = valid_len;
+            rec.segments_read += 1;
+        }
+
+        let groups: BTreeMap<GroupId, GroupState> = rec
+            .groups
+            .iter()
+            .map(|(g, d)| {
+                let state = GroupState {
+                    promised: d.promised,
+                    snap_index: d.snapshot.as_ref().map(|(i, _)| *i),
+                };
+                (*g, state)
+            })
+            .collect();
+
+        let mut stats = WalStats::default();
+        let (seq, file, seg_len, active) = match segments.last() {
+            Some((seq, path)) => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| StorageError::io(path, e))?;
+                let active = metas.pop().unwrap_or_default();
+                (*seq, file, last_len, active)
+            }
+            None => {
+                let seq = 1;
+                let path = dir.join(segment_name(seq));
+                let file = OpenOptions::new()
+                    .append(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| StorageError::io(&path, e))?;
+                // The new name must survive a crash, or records synced into
+                // this file would vanish with it.
+                if opts.fsync == FsyncPolicy::Always {
+                    sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+                    stats.syncs += 1;
+                }
+                stats.segments_created += 1;
+                (seq, file, 0, SegMeta::default())
+            }
+        };
+        let closed: BTreeMap<u64, SegMeta> = segments.iter().map(|(s, _)| *s).zip(metas).collect();
+
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            opts,
+            file,
+            seq,
+            seg_len,
+            active,
+            closed,
+            groups,
+            buf: Vec::new(),
+            staged: BTreeMap::new(),
+            poisoned: None,
+            stats,
+            #[cfg(test)]
+            fail_next_sync: false,
+        };
+        // Segments a crash kept from being deleted after their snapshot.
+        rec.segments_deleted = wal
+            .collect_garbage()
+            .map_err(|e| StorageError::io(dir, e))?;
+        log::info!(
+            "wal {}: recovered {} groups from {} segments ({} records) and {} snapshots; \
+             truncated {} torn bytes; fsync {}",
+            dir.display(),
+            rec.groups.len(),
+            rec.segments_read,
+            rec.records_read,
+            rec.snapshots_loaded,
+            rec.truncated_tail_bytes,
+            wal.opts.fsync
+        );
+        if wal.opts.fsync == FsyncPolicy::Never {
+            log::warn!(
+                "wal {}: fsync disabled, UNSAFE outside benchmarks",
+                dir.display()
+            );
+        }
+        Ok((wal, rec))
+    }
+
+    /// Fold one segment into `rec`; returns its bookkeeping and the length
+    /// of its valid prefix (after truncating a torn tail of the last one).
+    fn recover_segment(
+        path: &Path,
+        is_last: bool,
+        opts: &WalOptions,
+        rec: &mut Recovered,
+    ) -> Result<(SegMeta, u64), StorageError> {
+        let bytes = fs::read(path).map_err(|e| StorageError::io(path, e))?;
+        let mut meta = SegMeta::default();
+        let mut off = 0;
+        while off < bytes.len() {
+            let d = match record::decode_at(&bytes, off, opts.record_bytes_max) {
+                Ok(d) => d,
+                Err(bad) => {
+                    Self::judge_damage(path, &bytes, off, is_last, opts, &bad)?;
+                    // A torn tail: the last write was cut short by a crash.
+                    // Nothing after `off` was ever acknowledged by a Synced.
+                    let cut = (bytes.len() - off) as u64;
+                    log::warn!(
+                        "wal: torn tail in {} at offset {off}: {}; truncating {cut} bytes",
+                        path.display(),
+                        bad.reason()
+                    );
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(|e| StorageError::io(path, e))?;
+                    f.set_len(off as u64)
+                        .map_err(|e| StorageError::io(path, e))?;
+                    // Always synced, whatever the policy: appending after an
+                    // undurable truncation could resurrect the torn bytes
+                    // behind new records.
+                    f.sync_all().map_err(|e| StorageError::io(path, e))?;
+                    rec.truncated_tail_bytes += cut;
+                    break;
+                }
+            };
+            let durable = rec.groups.entry(d.group).or_default();
+            if let Record::Promised(b) = &d.record {
+                if *b < durable.promised {
+                    return Err(StorageError::corrupt(
+                        path,
+                        off as u64,
+                        format!(
+                            "group {} promise went backwards: {b:?} after {:?}",
+                            d.group, durable.promised
+                        ),
+                    ));
+                }
+            }
+            durable.apply(&d.record);
+            meta.note(d.group, &d.record);
+            rec.records_read += 1;
+            off = d.next;
+        }
+        Ok((meta, off as u64))
+    }
+
+    /// Decide whether a bad record at `off` is a torn tail (`Ok`) or damage.
+    fn judge_damage(
+        path: &Path,
+        bytes: &[u8],
+        off: usize,
+        is_last: bool,
+        opts: &WalOptions,
+        bad: &Bad,
+    ) -> Result<(), StorageError> {
+        let corrupt = |why: String| Err(StorageError::corrupt(path, off as u64, why));
+        if let Bad::Malformed(r) = bad {
+            return corrupt(format!("checksum valid but contents bad: {r}"));
+        }
+        if !is_last {
+            // A closed segment was fully written and synced before the next
+            // one was created, so it cannot have a torn tail.
+            return corrupt(format!("{} (in a closed segment)", bad.reason()));
+        }
+        // A torn write leaves nothing valid behind it; a bit flip (even one
+        // in a length field, which can look exactly like a record running
+        // past the end) does. Refusing to start beats silently dropping
+        // acknowledged records. (A torn record whose command bytes happen to
+        // contain an encoded record also lands here: the safe direction.)
+        if let Some(next) = record::find_valid_after(bytes, off + 1, opts.record_bytes_max) {
+            return corrupt(format!(
+                "{}, but a valid record follows at offset {next}",
+                bad.reason()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queue `records` of `group` for the next [`Wal::sync`]. No system
+    /// calls: this only encodes into memory.
+    ///
+    /// Panics if a promise goes backwards (as [`Durable::apply`] does) or a
+    /// record is longer than `record_bytes_max`: both are caller bugs.
+    pub fn append(&mut self, group: GroupId, records: &[Record]) {
+        if self.poisoned.is_some() || records.is_empty() {
+            // Poisoned: nothing appended now can ever be synced, and sync
+            // reports why. Empty: a group with no records is not "seen" (it
+            // would otherwise get a promise record at the next rotation).
+            return;
+        }
+        let state = self.groups.entry(group).or_default();
+        for rec in records {
+            match rec {
+                Record::Promised(b) => {
+                    assert!(
+                        *b >= state.promised,
+                        "group {group}: promise went backwards ({b:?} < {:?})",
+                        state.promised
+                    );
+                    state.promised = *b;
+                }
+                Record::Accepted { .. } => {}
+                Record::Snapshot { index, data } => {
+                    let current = self
+                        .staged
+                        .get(&group)
+                        .map(|(i, _)| *i)
+                        .or(state.snap_index);
+                    // Same rule as `Durable::apply`: only a strictly newer
+                    // snapshot replaces the current one.
+                    if current.is_none_or(|i| i < *index) {
+                        self.staged.insert(group, (*index, data.clone()));
+                    }
+                    continue;
+                }
+            }
+            record::encode(&mut self.buf, group, rec, self.opts.record_bytes_max);
+            self.active.note(group, rec);
+        }
+    }
+
+    /// Make everything appended since the last sync durable, then return
+    /// the proof. One `write(2)` of all buffered records and one
+    /// `fdatasync` (under [`FsyncPolicy::Always`]) cover every group; then,
+    /// if needed, rotation to a new segment, staged snapshots, and deletion
+    /// of segments the snapshots made unnecessary. With nothing appended it
+    /// returns at once, without system calls.
+    ///
+    /// Any I/O error (ENOSPC included) poisons the `Wal`: this call and every
+    /// later one return [`StorageError::Failed`]. It never retries. After a
+    /// failed `fsync` the kernel may have dropped the dirty pages and
+    /// cleared the error, so a retry that succeeds proves nothing
+    /// ("fsyncgate"); and a failed `write` may have left a partial record
+    /// mid-file that later records would follow. The only honest answer is to
+    /// stop and let the core recover from what is really on disk, where the
+    /// unsynced tail is at worst a torn tail nobody was promised.
+    pub fn sync(&mut self) -> Result<Synced, StorageError> {
+        if let Some(why) = &self.poisoned {
+            return Err(StorageError::Failed(why.clone()));
+        }
+        if self.buf.is_empty() && self.staged.is_empty() {
+            return Ok(Synced::after_sync());
+        }
+        match self.sync_inner() {
+            Ok(()) => Ok(Synced::after_sync()),
+            Err(e) => {
+                let why = format!("{}: {e}", self.dir.display());
+                log::error!("wal poisoned: {why}");
+                self.poisoned = Some(why.clone());
+                self.buf = Vec::new();
+                self.staged.clear();
+                Err(StorageError::Failed(why))
+            }
+        }
+    }
+
+    fn sync_inner(&mut self) -> io::Result<()> {
+        let always = self.opts.fsync == FsyncPolicy::Always;
+        if !self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            self.write_segment(&buf)?;
+            self.seg_len += buf.len() as u64;
+            #[cfg(test)]
+            if std::mem::take(&mut self.fail_next_sync) {
+                return Err(io::Error::other("injected fdatasync failure"));
+            }
+            if always {
+                self.file.sync_data()?;
+                self.stats.syncs += 1;
+            }
+            // Reuse the allocation: steady state allocates nothing per turn.
+            self.buf = buf;
+            self.buf.clear();
+        }
+        let rotated = self.seg_len >= self.opts.segment_bytes;
+        if rotated {
+            self.rotate()?;
+        }
+        let snapshots = !self.staged.is_empty();
+        if snapshots {
+            for (group, (index, data)) in std::mem::take(&mut self.staged) {
+                self.stats.syncs += snapshot::write(&self.dir, group, index, &data, always)?;
+                self.stats.snapshots_written += 1;
+                self.groups.entry(group).or_default().snap_index = Some(index);
+                log::debug!(
+                    "wal {}: group {group} snapshot at {index}",
+                    self.dir.display()
+                );
+            }
+            // One directory sync makes every rename of this turn durable.
+            if always {
+                sync_dir(&self.dir)?;
+                self.stats.syncs += 1;
+            }
+        }
+        if rotated || snapshots {
+            self.collect_garbage()?;
+        }
+        Ok(())
+    }
+
+    /// Write all of `buf` to the active segment, counting system calls.
+    fn write_segment(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.file.write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.stats.writes += 1;
+                    self.stats.bytes += n as u64;
+                    buf = &buf[n..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Close the active segment and start the next, headed by every known
+    /// group's promise so no older segment is needed for promises.
+    fn rotate(&mut self) -> io::Result<()> {
+        let always = self.opts.fsync == FsyncPolicy::Always;
+        let seq = self.seq + 1;
+        let path = self.dir.join(segment_name(seq));
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut head = Vec::new();
+        let mut meta = SegMeta::default();
+        for (g, state) in &self.groups {
+            let rec = Record::Promised(state.promised);
+            record::encode(&mut head, *g, &rec, self.opts.record_bytes_max);
+            meta.note(*g, &rec);
+        }
+        let old = std::mem::replace(&mut self.file, file);
+        drop(old);
+        let old_meta = std::mem::replace(&mut self.active, meta);
+        self.closed.insert(self.seq, old_meta);
+        self.seq = seq;
+        self.seg_len = 0;
+        self.stats.segments_created += 1;
+        if !head.is_empty() {
+            self.write_segment(&head)?;
+            self.seg_len = head.len() as u64;
+            if always {
+                self.file.sync_data()?;
+                self.stats.syncs += 1;
+            }
+        }
+        if always {
+            // Without this a crash could lose the new file's name, and with
+            // it every record synced into it.
+            sync_dir(&self.dir)?;
+            self.stats.syncs += 1;
+        }
+        log::debug!("wal {}: rotated to {}", self.dir.display(), path.display());
+        Ok(())
+    }
+
+    /// Delete closed segments whose every `Accepted` record is below its
+    /// group's durable snapshot; returns how many were deleted.
+    fn collect_garbage(&mut self) -> io::Result<usize> {
+        let groups = &self.groups;
+        let dead: Vec<u64> = self
+            .closed
+            .iter()
+            .filter(|(_, meta)| {
+                meta.max_slot.iter().all(|(g, max)| {
+                    groups
+                        .get(g)
+                        .and_then(|s| s.snap_index)
+                        .is_some_and(|i| *max < i)
+                })
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in &dead {
+            let path = self.dir.join(segment_name(*seq));
+            fs::remove_file(&path)?;
+            self.closed.remove(seq);
+            self.stats.segments_deleted += 1;
+            log::debug!("wal {}: deleted {}", self.dir.display(), path.display());
+        }
+        if !dead.is_empty() && self.opts.fsync == FsyncPolicy::Always {
+            sync_dir(&self.dir)?;
+            self.stats.syncs += 1;
+        }
+        Ok(dead.len())
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.stats
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &WalOptions {
+        &self.opts
+    }
+
+    /// Bytes appended and not yet synced (for back-pressure).
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether an I/O error has made every later sync fail.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// Segments on disk (closed ones plus the active one).
+    pub fn segment_count(&self) -> usize {
+        self.closed.len() + 1
+    }
+
+    /// Make the next sync fail right after its write, as a failing
+    /// `fdatasync` would.
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&mut self) {
+        self.fail_next_sync = true;
+    }
+
+    /// Swap the active segment's handle for a read-only one, so the next
+    /// write fails with an I/O error (EBADF) as a dying disk would.
+    #[cfg(test)]
+    pub(crate) fn break_file_handle(&mut self) {
+        let path = self.dir.join(segment_name(self.seq));
+        self.file = File::open(path).expect("reopen segment read-only");
+    }
+
+    #[cfg(test)]
+    pub(crate) fn active_segment_path(&self) -> PathBuf {
+        self.dir.join(segment_name(self.seq))
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_name(7), "wal-0000000000000007.log");
+        assert_eq!(parse_segment_name(&segment_name(7)), Some(7));
+        assert_eq!(parse_segment_name("wal-7.log"), None);
+        assert_eq!(parse_segment_name("wal-000000000000000x.log"), None);
+    }
+}
