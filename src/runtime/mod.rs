@@ -249,3 +249,44 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         local_addr,
     })
 }
+
+/// Follow the shard master's latest configuration and hand every new one to
+/// the cores (which start replicas of the groups that list this node). Runs
+/// on its own thread: a blocking client is fine for control traffic.
+pub fn watch_configs(node: &Node, masters: Vec<String>) {
+    let handles = node.handles.clone();
+    let spawned = std::thread::Builder::new()
+        .name("config-watch".into())
+        .spawn(move || {
+            let mut opts = crate::client::ClientOptions::new(masters);
+            opts.timeout = Duration::from_secs(2);
+            opts.rpc_timeout = Duration::from_millis(500);
+            let mut client = match crate::client::Client::new(opts) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("cannot watch configurations: {e}");
+                    return;
+                }
+            };
+            let mut last = 0;
+            loop {
+                match client.query(None) {
+                    Ok(config) if config.num > last => {
+                        log::info!("configuration {} ({} groups)", config.num, config.groups.len());
+                        last = config.num;
+                        for h in handles.iter() {
+                            if h.tx.send(Control::Config(config.clone())).is_ok() {
+                                let _ = h.waker.wake();
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::debug!("configuration query failed: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the configuration watcher: {e}");
+    }
+}

@@ -352,3 +352,21 @@ impl Workload {
         history
     }
 }
+
+impl Cluster {
+    /// True when no started node has exited.
+    pub fn exited_none(&self) -> bool {
+        self.nodes.iter().all(|n| match &n.child {
+            Some(_) => {
+                let status = std::fs::read_to_string(format!(
+                    "/proc/{}/stat",
+                    n.child.as_ref().map_or(0, |c| c.id())
+                ))
+                .unwrap_or_default();
+                // A zombie ('Z') has exited.
+                !status.contains(") Z ")
+            }
+            None => true,
+        })
+    }
+}
