@@ -30,6 +30,13 @@ impl KvMachine {
 }
 
 impl StateMachine for KvMachine {
+    type Request = ClientRequest;
+    type Reply = ClientReply;
+
+    fn request_id(req: &ClientRequest) -> (ClientId, Seq) {
+        (req.client_id, req.seq)
+    }
+
     fn apply(&mut self, _slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, ClientReply)> {
         match synod_wire::decode_command(cmd.clone()) {
             Ok(req) => {

@@ -1,13 +1,14 @@
 //! Synod: a sharded, Multi-Paxos-replicated, linearizable key/value store.
 //!
-//! The protocol cores ([`paxos`], [`kv`], [`replica`]) are sans-IO state
-//! machines: events in, actions out; they never open a socket, read a clock,
-//! touch a file or call a global RNG. The deterministic simulator ([`sim`])
+//! The protocol cores ([`paxos`], [`kv`], [`master`], [`replica`]) are
+//! sans-IO state machines: events in, actions out; they never open a socket,
+//! read a clock, touch a file or call a global RNG. The deterministic simulator ([`sim`])
 //! drives them in tests; the mio runtime drives them in production.
 
 pub mod check;
 pub mod kv;
 pub mod kv_machine;
+pub mod master;
 pub mod paxos;
 pub mod replica;
 pub mod rng;

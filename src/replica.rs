@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use synod_wire::{ClientId, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Seq, Slot};
+use synod_wire::{ClientId, ClientReply, PaxosMsg, ReplicaId, Seq, Slot};
 
 use crate::paxos::{self, Durable, Paxos, ProposeError, Ready, Synced};
 use crate::rng::Rng;
@@ -19,17 +19,30 @@ use crate::rng::Rng;
 pub type ReplyTo = u64;
 
 /// A deterministic state machine replicated through the log.
+///
+/// Generic over what its clients send and receive, because the KV groups
+/// answer with a [`ClientReply`] while the shard master answers with a whole
+/// configuration (`synod_wire::Message::Config`); the replica itself only
+/// needs each request's `(client_id, seq)` and a way to wrap its own
+/// `NotLeader`/`Busy` refusals.
 pub trait StateMachine {
+    /// A decoded client request, as handed to [`Replica::on_request`].
+    type Request;
+    /// The answer to a client. `From<ClientReply>` lets the replica send its
+    /// own refusals (`NotLeader`, `Busy`) in the same type.
+    type Reply: Clone + From<ClientReply>;
+    /// The identity a request is deduplicated and answered under.
+    fn request_id(req: &Self::Request) -> (ClientId, Seq);
     /// Apply one chosen command. Returns the request identity and reply when
     /// the command came from a client, so the replica can answer it.
-    fn apply(&mut self, slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, ClientReply)>;
+    fn apply(&mut self, slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, Self::Reply)>;
     /// The whole state as deterministic bytes.
     fn snapshot(&self) -> Bytes;
     /// Replace the whole state from `snapshot()` bytes.
     fn restore(&mut self, data: &[u8]) -> Result<(), String>;
     /// Answer a read from local state, bypassing the log. Only the planted
     /// follower-read bug uses it today.
-    fn read_local(&self, _req: &ClientRequest) -> Option<ClientReply> {
+    fn read_local(&self, _req: &Self::Request) -> Option<Self::Reply> {
         None
     }
 }
@@ -59,11 +72,12 @@ impl ReplicaConfig {
     }
 }
 
-/// What may leave once the records are durable.
-#[derive(Debug, Default)]
-pub struct Output {
+/// What may leave once the records are durable. `R` is the state machine's
+/// [`StateMachine::Reply`].
+#[derive(Debug)]
+pub struct Output<R = ClientReply> {
     pub messages: Vec<(ReplicaId, PaxosMsg)>,
-    pub replies: Vec<(ReplyTo, ClientReply)>,
+    pub replies: Vec<(ReplyTo, R)>,
     /// The snapshot installed in this round, if any (for checkers).
     pub installed_snapshot: Option<Slot>,
     /// The chosen batches applied in this round, in slot order (for checkers).
@@ -78,7 +92,7 @@ pub struct Replica<S: StateMachine> {
     /// the refusals sent on a step-down come out in the same order every run.
     waiting: BTreeMap<(ClientId, Seq), Vec<ReplyTo>>,
     /// Replies produced outside `advance` (refusals), sent after the next sync.
-    early: Vec<(ReplyTo, ClientReply)>,
+    early: Vec<(ReplyTo, S::Reply)>,
     was_leader: bool,
 }
 
@@ -108,9 +122,10 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// A client request arrived. `cmd` is its encoding as a log command
-    /// (`synod_wire::encode_command`), made by the driver so a request that
-    /// arrived as bytes need not be encoded twice.
-    pub fn on_request(&mut self, to: ReplyTo, req: &ClientRequest, cmd: Bytes) {
+    /// (`synod_wire::encode_command`, or `encode_master_command` for the
+    /// master group), made by the driver so a request that arrived as bytes
+    /// need not be encoded twice.
+    pub fn on_request(&mut self, to: ReplyTo, req: &S::Request, cmd: Bytes) {
         if self.cfg.bugs.follower_reads {
             if let Some(reply) = self.sm.read_local(req) {
                 self.early.push((to, reply));
@@ -118,15 +133,11 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         match self.paxos.propose(cmd) {
-            Ok(()) => self
-                .waiting
-                .entry((req.client_id, req.seq))
-                .or_default()
-                .push(to),
-            Err(ProposeError::NotLeader(leader)) => {
-                self.early.push((to, ClientReply::NotLeader { leader }))
-            }
-            Err(ProposeError::Busy) => self.early.push((to, ClientReply::Busy)),
+            Ok(()) => self.waiting.entry(S::request_id(req)).or_default().push(to),
+            Err(ProposeError::NotLeader(leader)) => self
+                .early
+                .push((to, ClientReply::NotLeader { leader }.into())),
+            Err(ProposeError::Busy) => self.early.push((to, ClientReply::Busy.into())),
         }
     }
 
@@ -152,7 +163,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Apply what was chosen and release what may leave.
-    pub fn advance(&mut self, ready: Ready, proof: Synced) -> Output {
+    pub fn advance(&mut self, ready: Ready, proof: Synced) -> Output<S::Reply> {
         let gated = ready.release(proof);
         let mut out = Output {
             messages: Vec::new(),
@@ -199,7 +210,7 @@ impl<S: StateMachine> Replica<S> {
             for (_, waiters) in std::mem::take(&mut self.waiting) {
                 for w in waiters {
                     self.early
-                        .push((w, ClientReply::NotLeader { leader: hint }));
+                        .push((w, ClientReply::NotLeader { leader: hint }.into()));
                 }
             }
         }

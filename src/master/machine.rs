@@ -1,0 +1,71 @@
+//! The shard master as a replicated [`StateMachine`]: log commands are
+//! master requests encoded by `synod_wire::encode_master_command`, and the
+//! answer to a client is a whole [`Message`] (`Config` on success, an
+//! `Error` reply on refusal), which is why the trait's reply type is
+//! associated rather than fixed to `ClientReply`.
+
+use bytes::Bytes;
+use synod_wire::{ClientId, ClientReply, MasterRequest, Message, Seq, Slot};
+
+use super::{Master, MasterOptions};
+use crate::replica::StateMachine;
+
+pub struct MasterMachine {
+    master: Master,
+    opts: MasterOptions,
+    /// Commands that did not decode. Only the master group's own leaders
+    /// write commands into its log, so this stays 0 unless something is
+    /// badly wrong.
+    pub undecodable: u64,
+}
+
+impl MasterMachine {
+    pub fn new(opts: MasterOptions) -> MasterMachine {
+        MasterMachine {
+            master: Master::new(opts),
+            opts,
+            undecodable: 0,
+        }
+    }
+
+    pub fn master(&self) -> &Master {
+        &self.master
+    }
+}
+
+impl StateMachine for MasterMachine {
+    type Request = MasterRequest;
+    type Reply = Message;
+
+    fn request_id(req: &MasterRequest) -> (ClientId, Seq) {
+        (req.client_id, req.seq)
+    }
+
+    fn apply(&mut self, _slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, Message)> {
+        match synod_wire::decode_master_command(cmd.clone()) {
+            Ok(req) => {
+                let reply = match self.master.apply(&req) {
+                    Ok(config) => Message::Config(config),
+                    Err(reason) => Message::Reply(ClientReply::Error { reason }),
+                };
+                Some((req.client_id, req.seq, reply))
+            }
+            Err(e) => {
+                // Every replica sees the same bytes and skips them alike, so
+                // the replicas stay identical; count it loudly.
+                ::log::error!("undecodable command in the master log: {e}");
+                self.undecodable += 1;
+                None
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Bytes {
+        self.master.snapshot()
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+        self.master = Master::restore(data, self.opts).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,378 @@
+//! The shard master's replicated state machine.
+//!
+//! This module owns the numbered history of [`Config`]urations (which group
+//! serves each shard, and each group's members), the rules that turn a Join,
+//! Leave or Move into the next configuration, the master clients'
+//! at-most-once sessions, and the byte layout of the master's snapshots. The
+//! master group's replicas apply [`MasterRequest`]s in Paxos log order
+//! through [`MasterMachine`].
+//!
+//! Every replica must compute the same configurations, so nothing here
+//! depends on `HashMap` iteration order, time or randomness: maps are
+//! `BTreeMap`s and every tie is broken by gid. It never does I/O; the
+//! replica layer persists snapshots and sends replies.
+//!
+//! Errors follow the project's three kinds: corrupt snapshot bytes are a
+//! [`RestoreError`] (never a panic), a broken internal invariant is an
+//! `assert!`, and a refused request is an `Err(reason)` from
+//! [`Master::apply`] that creates no configuration.
+
+mod balance;
+mod machine;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use synod_wire::{ClientId, Config, GroupId, GroupInfo, MasterOp, MasterRequest, Seq};
+
+pub use machine::MasterMachine;
+pub use snapshot::RestoreError;
+
+/// Upper bound on the shard count; the same bound as the KV store's, since
+/// every KV group of the cluster uses the master's count.
+pub const MAX_SHARDS: u32 = crate::kv::MAX_SHARDS;
+
+/// Most groups one configuration may hold. Every configuration keeps a copy
+/// of its group list forever (history stays queryable), so this bounds what
+/// one Join can cost every later configuration.
+pub const MAX_GROUPS: usize = 1024;
+
+/// Most members one group may list. Groups are 3 or 5 replicas; the slack is
+/// for replacing members, not for growth.
+pub const MAX_SERVERS_PER_GROUP: usize = 15;
+
+/// Longest server address accepted (`host:port`; a DNS name is at most 253).
+pub const MAX_ADDRESS_BYTES: usize = 260;
+
+/// Reply to a request whose `seq` the client already acknowledged (same rule
+/// and wording as the KV store's).
+pub const STALE_REASON: &str = "stale request: already acknowledged";
+
+/// Configuration of a [`Master`]. Every replica of the master group must use
+/// the same options, or their configurations diverge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MasterOptions {
+    /// Number of shards; fixed at bootstrap (`--shards`), default
+    /// [`synod_wire::DEFAULT_SHARDS`].
+    pub shards: u32,
+}
+
+impl Default for MasterOptions {
+    fn default() -> MasterOptions {
+        MasterOptions {
+            shards: synod_wire::DEFAULT_SHARDS,
+        }
+    }
+}
+
+/// The outcome of a Join, Leave or Move as cached for a retry: the number of
+/// the configuration it created (configurations never change, so the number
+/// is enough to answer with the whole configuration again), or the refusal.
+type Outcome = Result<u64, String>;
+
+/// At-most-once state of one master client; see `kv::shard::Session` for
+/// why a watermark plus cached replies (and not a single last seq). As
+/// there, sessions are bounded only by the number of distinct admin clients
+/// (few: operators and tools); expiring idle ones is future work.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Session {
+    /// Requests with `seq <= acked` were answered and acknowledged.
+    acked: Seq,
+    /// Outcomes of applied Join/Leave/Move requests with `seq > acked`.
+    replies: BTreeMap<Seq, Outcome>,
+}
+
+impl Session {
+    /// Raises the watermark (never lowers it) and frees the outcomes at or
+    /// below it.
+    fn acknowledge(&mut self, ack_seq: Seq) {
+        self.acked = self.acked.max(ack_seq);
+        while let Some(entry) = self.replies.first_entry() {
+            if *entry.key() > self.acked {
+                break;
+            }
+            // The removed outcome is what is being freed.
+            let _freed = entry.remove();
+        }
+    }
+}
+
+/// The shard master state: every configuration so far, and the sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Master {
+    opts: MasterOptions,
+    /// `configs[n].num == n`; never empty (configuration 0 always exists).
+    configs: Vec<Config>,
+    sessions: BTreeMap<ClientId, Session>,
+}
+
+impl Master {
+    /// A master holding only configuration 0. Panics if `opts.shards` is 0
+    /// or above [`MAX_SHARDS`]: options come from configuration, not from
+    /// the network.
+    pub fn new(opts: MasterOptions) -> Master {
+        assert!(
+            opts.shards > 0 && opts.shards <= MAX_SHARDS,
+            "shard count {} outside 1..={MAX_SHARDS}",
+            opts.shards
+        );
+        Master {
+            opts,
+            configs: vec![Config {
+                num: 0,
+                shards: vec![0; opts.shards as usize],
+                groups: Vec::new(),
+            }],
+            sessions: BTreeMap::new(),
+        }
+    }
+
+    pub fn options(&self) -> MasterOptions {
+        self.opts
+    }
+
+    /// The newest configuration.
+    pub fn latest(&self) -> &Config {
+        self.configs.last().expect("configuration 0 always exists")
+    }
+
+    /// Configuration `num`; `None` or a number past the latest gives the
+    /// latest (the classic shard master's `Query(-1)`).
+    pub fn config(&self, num: Option<u64>) -> &Config {
+        match num {
+            Some(n) if n < self.configs.len() as u64 => &self.configs[n as usize],
+            _ => self.latest(),
+        }
+    }
+
+    /// Applies one request at most once per `(client_id, seq)` and returns
+    /// the configuration to answer with, or the reason it was refused.
+    ///
+    /// Order of checks, as in the KV store: the request's `ack_seq` first
+    /// frees cached outcomes; then a `seq` at or below the watermark is
+    /// refused as stale, a `seq` with a cached outcome gets that outcome
+    /// again (a retried Join never creates a second configuration), and
+    /// anything else is applied and its outcome cached. Queries are neither
+    /// cached nor create a session (re-reading is harmless, and caching
+    /// configurations would cost memory); they still carry an ack.
+    pub fn apply(&mut self, req: &MasterRequest) -> Result<Config, String> {
+        if let MasterOp::Query { num } = req.op {
+            if let Some(session) = self.sessions.get_mut(&req.client_id) {
+                session.acknowledge(req.ack_seq);
+                if req.seq <= session.acked {
+                    return Err(STALE_REASON.to_string());
+                }
+            }
+            return Ok(self.config(num).clone());
+        }
+        let session = self.sessions.entry(req.client_id).or_default();
+        session.acknowledge(req.ack_seq);
+        if req.seq <= session.acked {
+            return Err(STALE_REASON.to_string());
+        }
+        if let Some(cached) = session.replies.get(&req.seq).cloned() {
+            return self.answer(cached);
+        }
+        let outcome = self.change(&req.op);
+        self.sessions
+            .get_mut(&req.client_id)
+            .expect("session created above")
+            .replies
+            .insert(req.seq, outcome.clone());
+        // Only the newest configuration can have changed; checking the whole
+        // history on every request would make a long-lived master quadratic.
+        if let Err(e) = check_config(self.latest(), self.configs.len() - 1, self.opts) {
+            panic!("master created an invalid configuration: {e}");
+        }
+        self.answer(outcome)
+    }
+
+    fn answer(&self, outcome: Outcome) -> Result<Config, String> {
+        outcome.map(|num| self.configs[num as usize].clone())
+    }
+
+    /// Validates a Join, Leave or Move against the latest configuration and,
+    /// if it is acceptable, appends the configuration it creates and returns
+    /// its number. A refusal changes nothing.
+    fn change(&mut self, op: &MasterOp) -> Outcome {
+        let latest = self.latest();
+        let (groups, shards) = match op {
+            MasterOp::Join { groups } => {
+                check_join(latest, groups)?;
+                let mut all = latest.groups.clone();
+                all.extend(groups.iter().cloned());
+                all.sort_by_key(|g| g.gid);
+                let shards = balance::rebalance(&latest.shards, &gids(&all));
+                (all, shards)
+            }
+            MasterOp::Leave { gids: leaving } => {
+                check_leave(latest, leaving)?;
+                let leaving: BTreeSet<GroupId> = leaving.iter().copied().collect();
+                let rest: Vec<GroupInfo> = latest
+                    .groups
+                    .iter()
+                    .filter(|g| !leaving.contains(&g.gid))
+                    .cloned()
+                    .collect();
+                let shards = balance::rebalance(&latest.shards, &gids(&rest));
+                (rest, shards)
+            }
+            &MasterOp::Move { shard, gid } => {
+                if shard >= self.opts.shards {
+                    return Err(format!(
+                        "move: shard {shard} out of range (there are {} shards)",
+                        self.opts.shards
+                    ));
+                }
+                if !latest.groups.iter().any(|g| g.gid == gid) {
+                    return Err(format!("move: group {gid} is not in the configuration"));
+                }
+                let mut shards = latest.shards.clone();
+                shards[shard as usize] = gid;
+                (latest.groups.clone(), shards)
+            }
+            MasterOp::Query { .. } => unreachable!("queries create no configuration"),
+        };
+        let num = self.configs.len() as u64;
+        self.configs.push(Config {
+            num,
+            shards,
+            groups,
+        });
+        Ok(num)
+    }
+
+    /// Checks every internal invariant; `assert!`s on a broken one.
+    pub fn assert_invariants(&self) {
+        if let Err(e) = self.check() {
+            panic!("master invariant broken: {e}");
+        }
+    }
+
+    /// The invariants, as a value: [`Master::restore`] refuses a snapshot
+    /// that breaks them instead of panicking.
+    fn check(&self) -> Result<(), &'static str> {
+        let Some(zero) = self.configs.first() else {
+            return Err("no configuration 0");
+        };
+        if !zero.groups.is_empty() || zero.shards.iter().any(|&g| g != 0) {
+            return Err("configuration 0 is not empty");
+        }
+        for (n, config) in self.configs.iter().enumerate() {
+            check_config(config, n, self.opts)?;
+        }
+        for session in self.sessions.values() {
+            for (&seq, outcome) in &session.replies {
+                if seq <= session.acked {
+                    return Err("cached outcome at or below the acknowledged seq");
+                }
+                if let Ok(num) = outcome {
+                    if *num == 0 || *num >= self.configs.len() as u64 {
+                        return Err("cached outcome names no created configuration");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The invariants of configuration number `n`: numbered in sequence, one
+/// owner per shard, groups valid and sorted by gid, and every shard on a
+/// live group once any group exists (gid 0 only while none does).
+fn check_config(config: &Config, n: usize, opts: MasterOptions) -> Result<(), &'static str> {
+    if config.num != n as u64 {
+        return Err("configuration numbers are not consecutive");
+    }
+    if config.shards.len() != opts.shards as usize {
+        return Err("configuration has the wrong shard count");
+    }
+    if config.groups.len() > MAX_GROUPS {
+        return Err("configuration has too many groups");
+    }
+    if !config.groups.windows(2).all(|w| w[0].gid < w[1].gid) {
+        return Err("groups not sorted by gid");
+    }
+    for g in &config.groups {
+        check_group(g).map_err(|_| "configuration holds an invalid group")?;
+    }
+    let live = |gid: GroupId| config.groups.binary_search_by_key(&gid, |g| g.gid).is_ok();
+    let placed = if config.groups.is_empty() {
+        config.shards.iter().all(|&g| g == 0)
+    } else {
+        config.shards.iter().all(|&g| live(g))
+    };
+    if !placed {
+        return Err("a shard is not on a live group (or on one with no groups)");
+    }
+    Ok(())
+}
+
+fn gids(groups: &[GroupInfo]) -> Vec<GroupId> {
+    groups.iter().map(|g| g.gid).collect()
+}
+
+/// A group as a configuration may hold it. Refusal reasons are returned
+/// rather than asserted because the group came from a client.
+fn check_group(g: &GroupInfo) -> Result<(), String> {
+    if g.gid == 0 {
+        return Err("gid 0 is reserved (it means \"no group\")".to_string());
+    }
+    if g.servers.is_empty() {
+        return Err(format!("group {} has no servers", g.gid));
+    }
+    if g.servers.len() > MAX_SERVERS_PER_GROUP {
+        return Err(format!(
+            "group {} has {} servers (at most {MAX_SERVERS_PER_GROUP})",
+            g.gid,
+            g.servers.len()
+        ));
+    }
+    for s in &g.servers {
+        if s.is_empty() || s.len() > MAX_ADDRESS_BYTES {
+            return Err(format!(
+                "group {} has an empty or over-long server address",
+                g.gid
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_join(latest: &Config, groups: &[GroupInfo]) -> Result<(), String> {
+    if groups.is_empty() {
+        return Err("join: no groups given".to_string());
+    }
+    let mut seen = BTreeSet::new();
+    for g in groups {
+        check_group(g).map_err(|e| format!("join: {e}"))?;
+        if !seen.insert(g.gid) {
+            return Err(format!("join: group {} listed twice", g.gid));
+        }
+        if latest.groups.iter().any(|old| old.gid == g.gid) {
+            return Err(format!("join: group {} already joined", g.gid));
+        }
+    }
+    if latest.groups.len() + groups.len() > MAX_GROUPS {
+        return Err(format!("join: more than {MAX_GROUPS} groups"));
+    }
+    Ok(())
+}
+
+fn check_leave(latest: &Config, leaving: &[GroupId]) -> Result<(), String> {
+    if leaving.is_empty() {
+        return Err("leave: no groups given".to_string());
+    }
+    let mut seen = BTreeSet::new();
+    for &gid in leaving {
+        if !seen.insert(gid) {
+            return Err(format!("leave: group {gid} listed twice"));
+        }
+        if !latest.groups.iter().any(|g| g.gid == gid) {
+            return Err(format!("leave: group {gid} is not in the configuration"));
+        }
+    }
+    Ok(())
+}

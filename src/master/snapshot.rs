@@ -1,0 +1,287 @@
+//! Byte layout of master snapshots.
+//!
+//! All integers are little-endian; lengths and counts are `u32`.
+//!
+//! ```text
+//! snapshot = FORMAT:u8  shards:u32  configs:u32 config * configs
+//!            sessions:u32 session * sessions
+//! config   = groups:u32 (gid:u32 servers:u32 (len:u32 utf8) * servers) * groups
+//!            gid:u32 * shards                   (the number is the index)
+//! session  = client:u64 acked:u64 replies:u32 (seq:u64 outcome) * replies
+//! outcome  = 0 num:u64                          created configuration `num`
+//!          | 1 len:u32 utf8                     refused, with this reason
+//! ```
+//!
+//! Sessions are sorted by client and outcomes by seq (they live in
+//! `BTreeMap`s), so equal states give equal bytes. Decoding accepts exactly
+//! that canonical form and every invariant of [`Master`] (checked with the
+//! same code the master asserts with), so a successful restore re-encodes to
+//! the very same bytes. No checksum: that is the storage layer's job.
+//! Decoding never panics and checks every count against the remaining input
+//! before allocating.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use byteorder::{ByteOrder, LittleEndian};
+use bytes::Bytes;
+use synod_wire::{Config, GroupInfo};
+
+use super::{Master, MasterOptions, Outcome, Session, MAX_SHARDS};
+
+/// Format/version byte of a master snapshot; distinct from the KV store's
+/// formats (1 and 0x81) so one is never restored as the other.
+const FORMAT: u8 = 0x4D; // 'M'
+
+const TAG_CREATED: u8 = 0;
+const TAG_REFUSED: u8 = 1;
+
+/// Smallest encodings, used to bound counts by the remaining input.
+const MIN_GROUP_BYTES: usize = 4 + 4;
+const MIN_STRING_BYTES: usize = 4;
+const MIN_SESSION_BYTES: usize = 8 + 8 + 4;
+const MIN_OUTCOME_BYTES: usize = 8 + 1 + 4; // seq, tag, empty reason
+
+/// Why snapshot bytes were refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The first byte is not [`FORMAT`].
+    UnsupportedFormat(u8),
+    /// The input ends before a field or a counted item that it announces.
+    Truncated,
+    /// Bytes are left over after the last field.
+    TrailingBytes(usize),
+    /// The snapshot was taken with a different shard count.
+    ShardCountMismatch { expected: u32, found: u32 },
+    /// The configured shard count is 0 or above [`MAX_SHARDS`].
+    BadShardCount(u32),
+    /// A string is not UTF-8.
+    InvalidUtf8,
+    /// An outcome has an unknown tag.
+    UnknownOutcomeTag(u8),
+    /// Readable, but not a state the master can be in; the text says why.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreError::UnsupportedFormat(b) => {
+                write!(f, "unsupported master snapshot format {b}")
+            }
+            RestoreError::Truncated => f.write_str("master snapshot truncated"),
+            RestoreError::TrailingBytes(n) => write!(f, "{n} trailing bytes after master snapshot"),
+            RestoreError::ShardCountMismatch { expected, found } => {
+                write!(f, "master snapshot has {found} shards, expected {expected}")
+            }
+            RestoreError::BadShardCount(n) => write!(f, "shard count {n} out of range"),
+            RestoreError::InvalidUtf8 => f.write_str("string in master snapshot is not UTF-8"),
+            RestoreError::UnknownOutcomeTag(t) => write!(f, "unknown outcome tag {t}"),
+            RestoreError::Invalid(why) => write!(f, "invalid master snapshot: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+impl Master {
+    /// The whole state (every configuration and every session) as
+    /// deterministic bytes: equal states give equal bytes.
+    pub fn snapshot(&self) -> Bytes {
+        let mut out = Vec::new();
+        out.push(FORMAT);
+        put_u32(&mut out, self.opts.shards);
+        put_count(&mut out, self.configs.len());
+        for config in &self.configs {
+            put_count(&mut out, config.groups.len());
+            for g in &config.groups {
+                put_u32(&mut out, g.gid);
+                put_count(&mut out, g.servers.len());
+                for s in &g.servers {
+                    put_string(&mut out, s);
+                }
+            }
+            // The count is the snapshot's shard count, so it is not repeated.
+            assert_eq!(config.shards.len(), self.opts.shards as usize);
+            for &gid in &config.shards {
+                put_u32(&mut out, gid);
+            }
+        }
+        put_count(&mut out, self.sessions.len());
+        for (&client, session) in &self.sessions {
+            out.extend_from_slice(&client.to_le_bytes());
+            out.extend_from_slice(&session.acked.to_le_bytes());
+            put_count(&mut out, session.replies.len());
+            for (&seq, outcome) in &session.replies {
+                out.extend_from_slice(&seq.to_le_bytes());
+                match outcome {
+                    Ok(num) => {
+                        out.push(TAG_CREATED);
+                        out.extend_from_slice(&num.to_le_bytes());
+                    }
+                    Err(reason) => {
+                        out.push(TAG_REFUSED);
+                        put_string(&mut out, reason);
+                    }
+                }
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Rebuilds a master from [`Master::snapshot`] bytes. Never panics on
+    /// corrupt input; refuses anything that is not a canonical snapshot of a
+    /// valid state. `opts.shards` must match the snapshot's.
+    pub fn restore(bytes: &[u8], opts: MasterOptions) -> Result<Master, RestoreError> {
+        if opts.shards == 0 || opts.shards > MAX_SHARDS {
+            return Err(RestoreError::BadShardCount(opts.shards));
+        }
+        let mut r = Reader { rest: bytes };
+        let format = r.u8()?;
+        if format != FORMAT {
+            return Err(RestoreError::UnsupportedFormat(format));
+        }
+        let found = r.u32()?;
+        if found != opts.shards {
+            return Err(RestoreError::ShardCountMismatch {
+                expected: opts.shards,
+                found,
+            });
+        }
+        let shards = opts.shards as usize;
+        let n_configs = r.count(4 + 4 * shards)?;
+        let mut configs = Vec::with_capacity(n_configs);
+        for num in 0..n_configs {
+            let n_groups = r.count(MIN_GROUP_BYTES)?;
+            let mut groups = Vec::with_capacity(n_groups);
+            for _ in 0..n_groups {
+                let gid = r.u32()?;
+                let n_servers = r.count(MIN_STRING_BYTES)?;
+                let mut servers = Vec::with_capacity(n_servers);
+                for _ in 0..n_servers {
+                    servers.push(r.string()?);
+                }
+                groups.push(GroupInfo { gid, servers });
+            }
+            if r.rest.len() / 4 < shards {
+                return Err(RestoreError::Truncated);
+            }
+            let mut owners = Vec::with_capacity(shards);
+            for _ in 0..shards {
+                owners.push(r.u32()?);
+            }
+            configs.push(Config {
+                num: num as u64,
+                shards: owners,
+                groups,
+            });
+        }
+        let n_sessions = r.count(MIN_SESSION_BYTES)?;
+        let mut sessions = BTreeMap::new();
+        let mut previous = None;
+        for _ in 0..n_sessions {
+            let client = r.u64()?;
+            if previous.is_some_and(|p| p >= client) {
+                return Err(RestoreError::Invalid("sessions not sorted by client"));
+            }
+            previous = Some(client);
+            let acked = r.u64()?;
+            let n_replies = r.count(MIN_OUTCOME_BYTES)?;
+            let mut replies = BTreeMap::new();
+            let mut previous_seq = None;
+            for _ in 0..n_replies {
+                let seq = r.u64()?;
+                if previous_seq.is_some_and(|p| p >= seq) {
+                    return Err(RestoreError::Invalid("outcomes not sorted by seq"));
+                }
+                previous_seq = Some(seq);
+                let outcome: Outcome = match r.u8()? {
+                    TAG_CREATED => Ok(r.u64()?),
+                    TAG_REFUSED => Err(r.string()?),
+                    tag => return Err(RestoreError::UnknownOutcomeTag(tag)),
+                };
+                replies.insert(seq, outcome);
+            }
+            sessions.insert(client, Session { acked, replies });
+        }
+        r.finish()?;
+        let master = Master {
+            opts,
+            configs,
+            sessions,
+        };
+        master.check().map_err(RestoreError::Invalid)?;
+        Ok(master)
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Every count here is bounded far below `u32::MAX` by the master's limits
+/// (or by the frame size a request arrived in), so overflow is a bug.
+fn put_count(out: &mut Vec<u8>, n: usize) {
+    put_u32(
+        out,
+        u32::try_from(n).expect("count over u32::MAX in a master snapshot"),
+    );
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    put_count(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A cursor that returns [`RestoreError::Truncated`] instead of panicking.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], RestoreError> {
+        if len > self.rest.len() {
+            return Err(RestoreError::Truncated);
+        }
+        let (head, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, RestoreError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, RestoreError> {
+        Ok(LittleEndian::read_u32(self.take(4)?))
+    }
+
+    fn u64(&mut self) -> Result<u64, RestoreError> {
+        Ok(LittleEndian::read_u64(self.take(8)?))
+    }
+
+    /// A count of items each at least `min_item_bytes` long, refused if the
+    /// remaining input could not hold that many, so it is safe to allocate.
+    fn count(&mut self, min_item_bytes: usize) -> Result<usize, RestoreError> {
+        debug_assert!(min_item_bytes > 0);
+        let count = self.u32()? as usize;
+        if count > self.rest.len() / min_item_bytes {
+            return Err(RestoreError::Truncated);
+        }
+        Ok(count)
+    }
+
+    fn string(&mut self) -> Result<String, RestoreError> {
+        let len = self.u32()? as usize;
+        let raw = self.take(len)?;
+        let s = std::str::from_utf8(raw).map_err(|_| RestoreError::InvalidUtf8)?;
+        Ok(s.to_owned())
+    }
+
+    fn finish(self) -> Result<(), RestoreError> {
+        match self.rest.len() {
+            0 => Ok(()),
+            n => Err(RestoreError::TrailingBytes(n)),
+        }
+    }
+}
