@@ -2,8 +2,9 @@
 //!
 //! This module owns the byte layout of every [`Message`]: the fixed 32-byte
 //! frame [`Header`], the body encoding of each message kind, the encoding of
-//! a client request stored as a command inside a Paxos [`Batch`], and the
-//! incremental [`Decoder`] that turns a connection's read buffer into frames.
+//! a client (or shard master) request stored as a command inside a Paxos
+//! [`Batch`], and the incremental [`Decoder`] that turns a connection's read
+//! buffer into frames.
 //! `PROTOCOL.md` beside this crate is the normative description of the same
 //! bytes; the golden tests pin both together.
 //!
@@ -14,8 +15,10 @@
 //!   and a frame whose header declares a body over the limit is refused as
 //!   soon as the header is complete;
 //! - copy keys, values, commands or snapshot data: they are decoded as
-//!   [`Bytes::slice`]-style views of the read buffer (the one exception is an
-//!   `Error` reply's reason, which the shared types hold as a `String`).
+//!   [`Bytes::slice`]-style views of the read buffer (the exceptions are
+//!   strings, which the shared types hold as `String`: an `Error` reply's
+//!   reason and the server addresses of the shard master's messages; they
+//!   are small and rare, so the copy does not matter).
 //!
 //! Encoding trusts its caller: it panics only when a length does not fit the
 //! format's `u32` (a caller bug, never network input).
@@ -27,8 +30,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::types::{
     Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, ClientReply, ClientRequest,
-    Commit, Frame, Heartbeat, LogEntry, Message, Op, PaxosMsg, Prepare, Promise, Proposal, Reject,
-    ReplicaId, SnapshotChunk, SnapshotRequest,
+    Commit, Config, Frame, GroupId, GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest,
+    Message, Op, PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, SnapshotChunk,
+    SnapshotRequest,
 };
 
 // ---------------------------------------------------------------------------
@@ -90,6 +94,8 @@ pub const KIND_NOT_LEADER: u8 = 0x13;
 pub const KIND_BUSY: u8 = 0x14;
 /// Reply: any other failure, with a reason.
 pub const KIND_ERROR: u8 = 0x15;
+/// Reply of the shard master: a configuration.
+pub const KIND_CONFIG: u8 = 0x16;
 /// Paxos phase 1a.
 pub const KIND_PREPARE: u8 = 0x20;
 /// Paxos phase 1b.
@@ -112,9 +118,21 @@ pub const KIND_CATCHUP_RESPONSE: u8 = 0x28;
 pub const KIND_SNAPSHOT_REQUEST: u8 = 0x29;
 /// Paxos: a piece of a snapshot.
 pub const KIND_SNAPSHOT_CHUNK: u8 = 0x2A;
+/// Shard master request: add groups and rebalance.
+pub const KIND_MASTER_JOIN: u8 = 0x30;
+/// Shard master request: remove groups and rebalance.
+pub const KIND_MASTER_LEAVE: u8 = 0x31;
+/// Shard master request: assign one shard to one group.
+pub const KIND_MASTER_MOVE: u8 = 0x32;
+/// Shard master request: read a configuration.
+pub const KIND_MASTER_QUERY: u8 = 0x33;
+
+/// The `num` a Query carries on the wire to ask for the latest configuration
+/// (`MasterOp::Query { num: None }`).
+pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 20] = [
+pub const ALL_KINDS: [u8; 25] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -124,6 +142,7 @@ pub const ALL_KINDS: [u8; 20] = [
     KIND_NOT_LEADER,
     KIND_BUSY,
     KIND_ERROR,
+    KIND_CONFIG,
     KIND_PREPARE,
     KIND_PROMISE,
     KIND_ACCEPT,
@@ -135,11 +154,21 @@ pub const ALL_KINDS: [u8; 20] = [
     KIND_CATCHUP_RESPONSE,
     KIND_SNAPSHOT_REQUEST,
     KIND_SNAPSHOT_CHUNK,
+    KIND_MASTER_JOIN,
+    KIND_MASTER_LEAVE,
+    KIND_MASTER_MOVE,
+    KIND_MASTER_QUERY,
 ];
 
 /// Whether `kind` is a code this version defines.
 pub fn is_known_kind(kind: u8) -> bool {
-    matches!(kind, KIND_GET..=KIND_APPEND | KIND_OK..=KIND_ERROR | KIND_PREPARE..=KIND_SNAPSHOT_CHUNK)
+    matches!(
+        kind,
+        KIND_GET..=KIND_APPEND
+            | KIND_OK..=KIND_CONFIG
+            | KIND_PREPARE..=KIND_SNAPSHOT_CHUNK
+            | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
+    )
 }
 
 /// The kind code a message travels under. For a client request the
@@ -168,6 +197,8 @@ pub fn kind_of(msg: &Message) -> u8 {
             PaxosMsg::SnapshotRequest(_) => KIND_SNAPSHOT_REQUEST,
             PaxosMsg::SnapshotChunk(_) => KIND_SNAPSHOT_CHUNK,
         },
+        Message::Master(req) => master_op_kind(&req.op),
+        Message::Config(_) => KIND_CONFIG,
     }
 }
 
@@ -176,6 +207,16 @@ fn op_kind(op: &Op) -> u8 {
         Op::Get { .. } => KIND_GET,
         Op::Put { .. } => KIND_PUT,
         Op::Append { .. } => KIND_APPEND,
+    }
+}
+
+/// Like [`op_kind`]: the operation decides the kind, so the body has no tag.
+fn master_op_kind(op: &MasterOp) -> u8 {
+    match op {
+        MasterOp::Join { .. } => KIND_MASTER_JOIN,
+        MasterOp::Leave { .. } => KIND_MASTER_LEAVE,
+        MasterOp::Move { .. } => KIND_MASTER_MOVE,
+        MasterOp::Query { .. } => KIND_MASTER_QUERY,
     }
 }
 
@@ -209,7 +250,8 @@ pub enum DecodeError {
     Truncated,
     /// The body has bytes left after its last field.
     TrailingBytes,
-    /// An `Error` reply's reason is not UTF-8.
+    /// A string field (an `Error` reply's reason, a server address) is not
+    /// UTF-8.
     BadUtf8,
     /// Structurally readable but not acceptable; the text says why.
     Invalid(&'static str),
@@ -229,7 +271,7 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::Truncated => f.write_str("body shorter than its fields declare"),
             DecodeError::TrailingBytes => f.write_str("trailing bytes after the body"),
-            DecodeError::BadUtf8 => f.write_str("error reason is not valid UTF-8"),
+            DecodeError::BadUtf8 => f.write_str("string field is not valid UTF-8"),
             DecodeError::Invalid(why) => write!(f, "invalid message: {why}"),
         }
     }
@@ -330,6 +372,11 @@ impl Header {
 /// If the body, or any byte string or vector in it, is longer than
 /// `u32::MAX` (the format cannot express it; a caller bug), or if a
 /// `NotLeader` hint is `Some(u32::MAX)` (that value means "no hint").
+///
+/// A `Query { num: Some(u64::MAX) }` does *not* panic: it is encoded as
+/// [`LATEST_CONFIG`] and decodes as `None`, which means the same thing
+/// (a number past the latest configuration asks for the latest), so a
+/// client passing a user's number through cannot crash on it.
 pub fn encode_frame(frame: &Frame, out: &mut BytesMut) {
     let start = out.len();
     out.put_bytes(0, HEADER_LEN);
@@ -428,6 +475,15 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
                 put_byte_string(out, &m.data);
             }
         },
+        Message::Master(req) => put_master_body(req, out),
+        Message::Config(config) => {
+            out.put_u64_le(config.num);
+            put_count(out, config.shards.len());
+            for &gid in &config.shards {
+                out.put_u32_le(gid);
+            }
+            put_groups(out, &config.groups);
+        }
     }
 }
 
@@ -461,6 +517,70 @@ fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
         Op::Put { key, value } | Op::Append { key, value } => {
             put_byte_string(out, key);
             put_byte_string(out, value);
+        }
+    }
+}
+
+/// A shard master request as a self-describing command:
+/// `[kind u8][master request body]`, the way [`encode_command`] stores a
+/// client request. This is what the master group's leader puts into a Paxos
+/// [`Batch`]; [`decode_master_command`] reads it back. Panics as
+/// [`encode_frame`] does.
+pub fn encode_master_command(req: &MasterRequest) -> Bytes {
+    let mut out = BytesMut::with_capacity(1 + master_body_len(req));
+    out.put_u8(master_op_kind(&req.op));
+    put_master_body(req, &mut out);
+    debug_assert_eq!(out.len(), 1 + master_body_len(req));
+    out.freeze()
+}
+
+fn master_body_len(req: &MasterRequest) -> usize {
+    let fixed = 8 + 8 + 8;
+    fixed
+        + match &req.op {
+            MasterOp::Join { groups } => groups_len(groups),
+            MasterOp::Leave { gids } => 4 + 4 * gids.len(),
+            MasterOp::Move { .. } => 4 + 4,
+            MasterOp::Query { .. } => 8,
+        }
+}
+
+fn groups_len(groups: &[GroupInfo]) -> usize {
+    4 + groups
+        .iter()
+        .map(|g| 4 + 4 + g.servers.iter().map(|s| 4 + s.len()).sum::<usize>())
+        .sum::<usize>()
+}
+
+fn put_master_body(req: &MasterRequest, out: &mut BytesMut) {
+    out.put_u64_le(req.client_id);
+    out.put_u64_le(req.seq);
+    out.put_u64_le(req.ack_seq);
+    match &req.op {
+        MasterOp::Join { groups } => put_groups(out, groups),
+        MasterOp::Leave { gids } => {
+            put_count(out, gids.len());
+            for &gid in gids {
+                out.put_u32_le(gid);
+            }
+        }
+        MasterOp::Move { shard, gid } => {
+            out.put_u32_le(*shard);
+            out.put_u32_le(*gid);
+        }
+        // `Some(u64::MAX)` shares `None`'s encoding on purpose; see
+        // `encode_frame`'s panics section.
+        MasterOp::Query { num } => out.put_u64_le(num.unwrap_or(LATEST_CONFIG)),
+    }
+}
+
+fn put_groups(out: &mut BytesMut, groups: &[GroupInfo]) {
+    put_count(out, groups.len());
+    for g in groups {
+        out.put_u32_le(g.gid);
+        put_count(out, g.servers.len());
+        for s in &g.servers {
+            put_byte_string(out, s.as_bytes());
         }
     }
 }
@@ -525,6 +645,9 @@ const MIN_COMMAND_LEN: usize = 4; // length prefix
 const MIN_PROPOSAL_LEN: usize = 8 + 4; // slot + empty batch
 const MIN_LOG_ENTRY_LEN: usize = 8 + 12 + 4; // slot + ballot + empty batch
 const SLOT_LEN: usize = 8;
+const GID_LEN: usize = 4;
+const MIN_GROUP_INFO_LEN: usize = 4 + 4; // gid + empty server list
+const MIN_STRING_LEN: usize = 4; // length prefix
 
 /// A cursor over a body. Every read checks the remaining length first and
 /// returns [`DecodeError::Truncated`] instead of panicking; byte strings are
@@ -625,6 +748,37 @@ impl Reader {
         Ok(slots)
     }
 
+    /// A `string`: copied into a `String` after checking it is UTF-8.
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let raw = self.byte_string()?;
+        let s = std::str::from_utf8(&raw).map_err(|_| DecodeError::BadUtf8)?;
+        Ok(s.to_owned())
+    }
+
+    fn gids(&mut self) -> Result<Vec<GroupId>, DecodeError> {
+        let n = self.count(GID_LEN)?;
+        let mut gids = Vec::with_capacity(n);
+        for _ in 0..n {
+            gids.push(self.u32()?);
+        }
+        Ok(gids)
+    }
+
+    fn groups(&mut self) -> Result<Vec<GroupInfo>, DecodeError> {
+        let n = self.count(MIN_GROUP_INFO_LEN)?;
+        let mut groups = Vec::with_capacity(n);
+        for _ in 0..n {
+            let gid = self.u32()?;
+            let m = self.count(MIN_STRING_LEN)?;
+            let mut servers = Vec::with_capacity(m);
+            for _ in 0..m {
+                servers.push(self.string()?);
+            }
+            groups.push(GroupInfo { gid, servers });
+        }
+        Ok(groups)
+    }
+
     fn replica_hint(&mut self) -> Result<Option<ReplicaId>, DecodeError> {
         let v = self.u32()?;
         Ok((v != NO_REPLICA).then_some(v))
@@ -666,6 +820,35 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
     })
 }
 
+fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequest, DecodeError> {
+    let client_id = r.u64()?;
+    let seq = r.u64()?;
+    let ack_seq = r.u64()?;
+    let op = match kind {
+        KIND_MASTER_JOIN => MasterOp::Join {
+            groups: r.groups()?,
+        },
+        KIND_MASTER_LEAVE => MasterOp::Leave { gids: r.gids()? },
+        KIND_MASTER_MOVE => MasterOp::Move {
+            shard: r.u32()?,
+            gid: r.u32()?,
+        },
+        KIND_MASTER_QUERY => {
+            let num = r.u64()?;
+            MasterOp::Query {
+                num: (num != LATEST_CONFIG).then_some(num),
+            }
+        }
+        _ => return Err(DecodeError::Invalid("not a master request kind")),
+    };
+    Ok(MasterRequest {
+        client_id,
+        seq,
+        ack_seq,
+        op,
+    })
+}
+
 /// Decodes the body of a frame of kind `kind`.
 ///
 /// Keys, values, commands and snapshot data in the result are slices of
@@ -681,13 +864,14 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             leader: r.replica_hint()?,
         }),
         KIND_BUSY => Message::Reply(ClientReply::Busy),
-        KIND_ERROR => {
-            let raw = r.byte_string()?;
-            let reason = std::str::from_utf8(&raw).map_err(|_| DecodeError::BadUtf8)?;
-            Message::Reply(ClientReply::Error {
-                reason: reason.to_owned(),
-            })
-        }
+        KIND_ERROR => Message::Reply(ClientReply::Error {
+            reason: r.string()?,
+        }),
+        KIND_CONFIG => Message::Config(Config {
+            num: r.u64()?,
+            shards: r.gids()?,
+            groups: r.groups()?,
+        }),
         KIND_PREPARE => Message::Paxos(PaxosMsg::Prepare(Prepare {
             from: r.u32()?,
             ballot: r.ballot()?,
@@ -747,6 +931,7 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             offset: r.u64()?,
             data: r.byte_string()?,
         })),
+        KIND_MASTER_JOIN..=KIND_MASTER_QUERY => Message::Master(read_master_request(kind, &mut r)?),
         _ => return Err(DecodeError::UnknownKind(kind)),
     };
     r.finish()?;
@@ -773,6 +958,29 @@ pub fn decode_command(cmd: Bytes) -> Result<ClientRequest, DecodeError> {
         buf: cmd.slice(1..),
     };
     let req = read_request(kind, &mut r)?;
+    r.finish()?;
+    Ok(req)
+}
+
+/// Decodes a command written by [`encode_master_command`]: how the master
+/// group reads its Paxos log. Same scrutiny as [`decode_command`]; a KV
+/// request's kind is refused as [`DecodeError::Invalid`], so a command that
+/// strayed into the wrong group's log is never misread.
+pub fn decode_master_command(cmd: Bytes) -> Result<MasterRequest, DecodeError> {
+    let Some(&kind) = cmd.first() else {
+        return Err(DecodeError::Truncated);
+    };
+    match kind {
+        KIND_MASTER_JOIN..=KIND_MASTER_QUERY => {}
+        k if is_known_kind(k) => {
+            return Err(DecodeError::Invalid("command is not a master request"))
+        }
+        k => return Err(DecodeError::UnknownKind(k)),
+    }
+    let mut r = Reader {
+        buf: cmd.slice(1..),
+    };
+    let req = read_master_request(kind, &mut r)?;
     r.finish()?;
     Ok(req)
 }

@@ -264,6 +264,21 @@ pub enum Message {
     Request(ClientRequest),
     Reply(ClientReply),
     Paxos(PaxosMsg),
+    /// A request to the shard master group (header group 0).
+    Master(MasterRequest),
+    /// The shard master's answer to every successful [`MasterRequest`]: for
+    /// Join/Leave/Move the configuration it created, for Query the one asked
+    /// for. Refusals and redirects are `Reply(Error/NotLeader/Busy)`, so a
+    /// client handles them with the same code as for KV requests.
+    Config(Config),
+}
+
+/// Lets code that answers both KV and master requests (the replica layer's
+/// `NotLeader`/`Busy` refusals) produce a [`Message`] from a [`ClientReply`].
+impl From<ClientReply> for Message {
+    fn from(reply: ClientReply) -> Message {
+        Message::Reply(reply)
+    }
 }
 
 /// One frame: the header fields that are not derived from the body, plus the body.

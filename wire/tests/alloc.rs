@@ -111,6 +111,24 @@ fn huge_vector_counts_allocate_nothing() {
             KIND_SNAPSHOT_CHUNK,
             Bytes::from([&[0u8; 28][..], &huge, &[0; 10]].concat()),
         ),
+        // Master messages: Join's groups, Leave's gids, Config's shards
+        // and Config's groups (after an empty shard list).
+        (
+            KIND_MASTER_JOIN,
+            Bytes::from([&[0u8; 24][..], &huge, &[0; 10]].concat()),
+        ),
+        (
+            KIND_MASTER_LEAVE,
+            Bytes::from([&[0u8; 24][..], &huge, &[0; 10]].concat()),
+        ),
+        (
+            KIND_CONFIG,
+            Bytes::from([&[0u8; 8][..], &huge, &[0; 10]].concat()),
+        ),
+        (
+            KIND_CONFIG,
+            Bytes::from([&[0u8; 12][..], &huge, &[0; 10]].concat()),
+        ),
     ];
     for (kind, body) in bodies {
         let (r, total, _) = measure(|| decode_body(kind, body.clone()));

@@ -11,7 +11,7 @@ use synod_wire::*;
 /// `(kind, header hex, body hex)` for `common::samples()`, in the same order.
 /// These were produced by the codec and cross-checked against an independent
 /// Python encoder; regenerate them only together with a version bump.
-const GOLDEN: [(u8, &str, &str); 20] = [
+const GOLDEN: [(u8, &str, &str); 25] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
     (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
@@ -21,6 +21,7 @@ const GOLDEN: [(u8, &str, &str); 20] = [
     (KIND_NOT_LEADER, "53594e4401130000040000000b0000000000000001000000466800f73c719078", "02000000"),
     (KIND_BUSY, "53594e4401140000000000000c0000000000000001000000000000008ac6836a", ""),
     (KIND_ERROR, "53594e4401150000100000000d000000000000000100000027b1bbe9e0e40e6f", "0c0000007368617264206d6f76696e67"),
+    (KIND_CONFIG, "53594e4401160000450000001500000000000000000000003838e221c811264d", "0200000000000000040000000100000001000000020000000200000002000000010000000200000003000000613a3103000000623a31020000000100000003000000633a32"),
     (KIND_PREPARE, "53594e4401200000180000000000000000000000010000008d2dca35554d69a4", "010000000500000000000000010000000a00000000000000"),
     (KIND_PROMISE, "53594e44012100005d000000000000000000000001000000a10cd496746b76b2", "0200000005000000000000000100000003000000000000000800000000000000020000000800000000000000040000000000000000000000020000000100000061000000000900000000000000ffffffffffffffffffffffff00000000"),
     (KIND_ACCEPT, "53594e44012200002e00000000000000000000000100000091d4ecdf6bb17ac8", "01000000050000000000000001000000080000000000000001000000090000000000000001000000020000007879"),
@@ -32,6 +33,10 @@ const GOLDEN: [(u8, &str, &str); 20] = [
     (KIND_CATCHUP_RESPONSE, "53594e440128000021000000000000000000000001000000802eab45c59bc55a", "010000000a00000000000000010000000400000000000000010000000100000063"),
     (KIND_SNAPSHOT_REQUEST, "53594e4401290000140000000000000000000000010000002de69260395c4731", "0200000064000000000000000000000000000000"),
     (KIND_SNAPSHOT_CHUNK, "53594e44012a000025000000000000000000000001000000146107af780d4bf8", "0100000064000000000000000500000000000000000000000000000005000000736e617021"),
+    (KIND_MASTER_JOIN, "53594e440130000041000000150000000000000000000000b3da42065e91c974", "08070605040302010100000000000000000000000000000002000000010000000200000003000000613a3103000000623a31020000000100000003000000633a32"),
+    (KIND_MASTER_LEAVE, "53594e440131000024000000160000000000000000000000e037faf7dfb8ce48", "080706050403020102000000000000000100000000000000020000000200000003000000"),
+    (KIND_MASTER_MOVE, "53594e44013200002000000017000000000000000000000008d5c0dc9b009c80", "0807060504030201030000000000000002000000000000000500000001000000"),
+    (KIND_MASTER_QUERY, "53594e440133000020000000180000000000000000000000f3a10b20099f2021", "0807060504030201040000000000000003000000000000000200000000000000"),
 ];
 
 #[test]
@@ -97,6 +102,49 @@ fn command_is_kind_byte_then_request_body() {
     assert_eq!(decode_command(cmd), Ok(req));
 }
 
+#[test]
+fn master_command_is_kind_byte_then_master_body() {
+    for frame in samples() {
+        let Message::Master(req) = frame.message else {
+            continue;
+        };
+        let cmd = encode_master_command(&req);
+        let mut body = BytesMut::new();
+        encode_message_body(&Message::Master(req.clone()), &mut body);
+        assert_eq!(cmd[0], kind_of(&Message::Master(req.clone())));
+        assert_eq!(&cmd[1..], &body[..]);
+        assert_eq!(decode_master_command(cmd), Ok(req));
+    }
+}
+
+/// `None` travels as `u64::MAX`; `Some(u64::MAX)` (a number past any real
+/// configuration, which means "latest" anyway) shares that encoding and
+/// reads back as `None` instead of panicking the sender.
+#[test]
+fn query_latest_is_u64_max() {
+    let query = |num| {
+        Message::Master(MasterRequest {
+            client_id: EXAMPLE_CLIENT,
+            seq: 4,
+            ack_seq: 3,
+            op: MasterOp::Query { num },
+        })
+    };
+    let body = |m: &Message| {
+        let mut out = BytesMut::new();
+        encode_message_body(m, &mut out);
+        hex(&out)
+    };
+    let latest = "080706050403020104000000000000000300000000000000ffffffffffffffff";
+    assert_eq!(body(&query(None)), latest);
+    assert_eq!(body(&query(Some(u64::MAX))), latest);
+    assert_eq!(
+        decode_body(KIND_MASTER_QUERY, bytes::Bytes::from(unhex(latest))),
+        Ok(query(None))
+    );
+    assert_eq!(LATEST_CONFIG, u64::MAX);
+}
+
 /// Formats bytes the way PROTOCOL.md's dumps do: 16 per line, lowercase,
 /// space-separated.
 fn dump_lines(bytes: &[u8]) -> Vec<String> {
@@ -148,4 +196,29 @@ fn protocol_md_quotes_the_check_values() {
     assert_eq!(shard_of(b"k1", DEFAULT_SHARDS), 1);
     assert_eq!(shard_of(b"user:42", DEFAULT_SHARDS), 2);
     assert!(doc.contains("0x6c151ea4dcd221c2"));
+}
+
+/// PROTOCOL.md's annotated Join body (section 5.5) is the codec's bytes: the
+/// two-hex-digit tokens of the block, in order, are the sample Join's body.
+#[test]
+fn protocol_md_join_example_matches_the_codec() {
+    let doc = include_str!("../PROTOCOL.md");
+    let start = doc
+        .find("Example: a Join")
+        .expect("PROTOCOL.md has the Join example");
+    let block = doc[start..]
+        .split("```")
+        .nth(1)
+        .expect("the Join example has a code block");
+    let tokens: String = block
+        .split_whitespace()
+        .filter(|t| t.len() == 2 && t.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    let join = samples()
+        .into_iter()
+        .find(|f| kind_of(&f.message) == KIND_MASTER_JOIN)
+        .expect("a Join sample");
+    let wire = encode(&join);
+    assert_eq!(tokens, hex(&wire[HEADER_LEN..]));
+    assert!(doc.contains(&format!("{}-byte body", wire.len() - HEADER_LEN)));
 }

@@ -98,6 +98,31 @@ proptest! {
             prop_assert_eq!(&encode_command(&req)[..], &cmd[..]);
         }
     }
+
+    /// The master group's log commands get the same treatment as the KV
+    /// groups': arbitrary or bit-flipped bytes never panic, and whatever
+    /// decodes re-encodes to the same bytes.
+    #[test]
+    fn arbitrary_master_commands_never_panic_and_decode_canonically(
+        cmd in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..96),
+            (proptest::sample::select(vec![
+                KIND_MASTER_JOIN, KIND_MASTER_LEAVE, KIND_MASTER_MOVE, KIND_MASTER_QUERY,
+            ]), proptest::collection::vec(any::<u8>(), 0..96))
+                .prop_map(|(k, rest)| [vec![k], rest].concat()),
+            arb_master_request().prop_map(|r| encode_master_command(&r).to_vec()),
+        ],
+        flip in any::<(usize, u8)>(),
+    ) {
+        let mut cmd = cmd;
+        if !cmd.is_empty() && flip.1 != 0 {
+            let i = flip.0 % cmd.len();
+            cmd[i] ^= flip.1;
+        }
+        if let Ok(req) = decode_master_command(Bytes::from(cmd.clone())) {
+            prop_assert_eq!(&encode_master_command(&req)[..], &cmd[..]);
+        }
+    }
 }
 
 /// Mutations of valid frames: first raw (the checksums must catch them),
@@ -233,6 +258,29 @@ fn huge_counts_with_little_data_are_truncated() {
         (KIND_ERROR, cat(&[&huge, &ten])),
         (KIND_GET, cat(&[&[0; 24], &huge, &ten])),
         (KIND_SNAPSHOT_CHUNK, cat(&[&[0; 4], &[0; 24], &huge, &ten])),
+        // Master requests: client_id, seq, ack_seq, then a lying count.
+        (KIND_MASTER_JOIN, cat(&[&[0; 24], &huge, &ten])),
+        (KIND_MASTER_LEAVE, cat(&[&[0; 24], &huge, &ten])),
+        // Join with one group whose server list claims 4e9 entries, and one
+        // whose single server address claims 4e9 bytes.
+        (
+            KIND_MASTER_JOIN,
+            cat(&[&[0; 24], &1u32.to_le_bytes(), &[0; 4], &huge, &ten]),
+        ),
+        (
+            KIND_MASTER_JOIN,
+            cat(&[
+                &[0; 24],
+                &1u32.to_le_bytes(),
+                &[0; 4],
+                &1u32.to_le_bytes(),
+                &huge,
+                &ten,
+            ]),
+        ),
+        // Config: num, then lying shard and group counts.
+        (KIND_CONFIG, cat(&[&[0; 8], &huge, &ten])),
+        (KIND_CONFIG, cat(&[&[0; 8], &[0; 4], &huge, &ten])),
     ];
     for (kind, body) in cases {
         assert_eq!(
@@ -261,9 +309,9 @@ fn each_decode_error_is_reported() {
     fix_header_crc(&mut w);
     check(&w, DecodeError::BadVersion(2));
     let mut w = good.to_vec();
-    w[5] = 0x30;
+    w[5] = 0x3f;
     fix_header_crc(&mut w);
-    check(&w, DecodeError::UnknownKind(0x30));
+    check(&w, DecodeError::UnknownKind(0x3f));
     let mut w = good.to_vec();
     w[6] = 0x80;
     fix_header_crc(&mut w);
@@ -279,6 +327,45 @@ fn each_decode_error_is_reported() {
     check(
         &seal(KIND_ERROR, 0, 0, &[2, 0, 0, 0, 0xff, 0xfe]),
         DecodeError::BadUtf8,
+    );
+    // A Join whose one group's one server address is not UTF-8.
+    let bad_server = [
+        &[0u8; 24][..],
+        &1u32.to_le_bytes(),
+        &7u32.to_le_bytes(),
+        &1u32.to_le_bytes(),
+        &[2, 0, 0, 0, 0xff, 0xfe],
+    ]
+    .concat();
+    check(
+        &seal(KIND_MASTER_JOIN, 0, 0, &bad_server),
+        DecodeError::BadUtf8,
+    );
+    assert_eq!(
+        decode_master_command(encode_command(&ClientRequest {
+            client_id: 1,
+            seq: 1,
+            ack_seq: 0,
+            op: Op::Get { key: b("k") },
+        })),
+        Err(DecodeError::Invalid("command is not a master request"))
+    );
+    assert_eq!(
+        decode_command(encode_master_command(&MasterRequest {
+            client_id: 1,
+            seq: 1,
+            ack_seq: 0,
+            op: MasterOp::Query { num: None },
+        })),
+        Err(DecodeError::Invalid("command is not a client request"))
+    );
+    assert_eq!(
+        decode_master_command(Bytes::from_static(&[0x7f])),
+        Err(DecodeError::UnknownKind(0x7f))
+    );
+    assert_eq!(
+        decode_master_command(Bytes::new()),
+        Err(DecodeError::Truncated)
     );
     assert_eq!(
         decode_command(Bytes::from_static(&[KIND_OK, 0, 0, 0, 0])),

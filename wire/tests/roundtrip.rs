@@ -75,6 +75,29 @@ fn every_request_kind_round_trips_as_command() {
     }
 }
 
+#[test]
+fn every_master_kind_round_trips_as_command() {
+    for kind in [
+        KIND_MASTER_JOIN,
+        KIND_MASTER_LEAVE,
+        KIND_MASTER_MOVE,
+        KIND_MASTER_QUERY,
+    ] {
+        let mut runner = TestRunner::new(Config {
+            cases: 512,
+            ..Config::default()
+        });
+        runner
+            .run(&arb_master_request_of_kind(kind), |req| {
+                let cmd = encode_master_command(&req);
+                prop_assert_eq!(cmd[0], kind);
+                prop_assert_eq!(decode_master_command(cmd), Ok(req));
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("kind {kind:#04x}: {e}"));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

@@ -28,6 +28,43 @@ fn client(request_id: u64, message: Message) -> Frame {
     }
 }
 
+/// Master traffic travels under header group 0.
+fn master(request_id: u64, message: Message) -> Frame {
+    Frame {
+        request_id,
+        group: 0,
+        message,
+    }
+}
+
+fn master_req(seq: u64, op: MasterOp) -> Frame {
+    master(
+        20 + seq,
+        Message::Master(MasterRequest {
+            client_id: EXAMPLE_CLIENT,
+            seq,
+            ack_seq: seq - 1,
+            op,
+        }),
+    )
+}
+
+fn group(gid: u32, servers: &[&str]) -> GroupInfo {
+    GroupInfo {
+        gid,
+        servers: servers.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The configuration of the master samples: 4 shards over groups 1 and 2.
+pub fn example_config() -> Config {
+    Config {
+        num: 2,
+        shards: vec![1, 1, 2, 2],
+        groups: vec![group(1, &["a:1", "b:1"]), group(2, &["c:2"])],
+    }
+}
+
 fn paxos(m: PaxosMsg) -> Frame {
     Frame {
         request_id: 0,
@@ -97,6 +134,7 @@ pub fn samples() -> Vec<Frame> {
                 reason: "shard moving".to_string(),
             }),
         ),
+        master(21, Message::Config(example_config())),
         paxos(PaxosMsg::Prepare(Prepare {
             from: 1,
             ballot,
@@ -179,6 +217,15 @@ pub fn samples() -> Vec<Frame> {
             offset: 0,
             data: b("snap!"),
         })),
+        master_req(
+            1,
+            MasterOp::Join {
+                groups: vec![group(1, &["a:1", "b:1"]), group(2, &["c:2"])],
+            },
+        ),
+        master_req(2, MasterOp::Leave { gids: vec![2, 3] }),
+        master_req(3, MasterOp::Move { shard: 5, gid: 1 }),
+        master_req(4, MasterOp::Query { num: Some(2) }),
     ]
 }
 
@@ -238,6 +285,8 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
         }
         Message::Paxos(PaxosMsg::SnapshotChunk(m)) => vec![&m.data],
         Message::Paxos(_) => vec![],
+        // Master messages carry only integers and (copied) strings.
+        Message::Master(_) | Message::Config(_) => vec![],
     }
 }
 
@@ -391,6 +440,79 @@ pub fn arb_request() -> BoxedStrategy<ClientRequest> {
     .boxed()
 }
 
+/// Server addresses: usually `host:port`-like, sometimes any UTF-8 (the
+/// codec does not care), sometimes empty.
+fn arb_server() -> BoxedStrategy<String> {
+    prop_oneof![
+        4 => "[a-z0-9.]{1,12}:[0-9]{1,5}",
+        1 => ".{0,16}",
+        1 => Just(String::new()),
+    ]
+    .boxed()
+}
+
+pub fn arb_group_info() -> BoxedStrategy<GroupInfo> {
+    (any::<u32>(), small_or_large(arb_server(), 20..60))
+        .prop_map(|(gid, servers)| GroupInfo { gid, servers })
+        .boxed()
+}
+
+fn arb_groups() -> BoxedStrategy<Vec<GroupInfo>> {
+    small_or_large(arb_group_info(), 20..60)
+}
+
+pub fn arb_config() -> BoxedStrategy<Config> {
+    (
+        any::<u64>(),
+        small_or_large(any::<u32>().boxed(), 64..1100),
+        arb_groups(),
+    )
+        .prop_map(|(num, shards, groups)| Config {
+            num,
+            shards,
+            groups,
+        })
+        .boxed()
+}
+
+/// `Some(u64::MAX)` is excluded: it encodes as `None` by design, so it is
+/// the one value that does not round-trip as itself (pinned separately).
+pub fn arb_master_request_of_kind(kind: u8) -> BoxedStrategy<MasterRequest> {
+    let op: BoxedStrategy<MasterOp> = match kind {
+        KIND_MASTER_JOIN => arb_groups()
+            .prop_map(|groups| MasterOp::Join { groups })
+            .boxed(),
+        KIND_MASTER_LEAVE => small_or_large(any::<u32>().boxed(), 100..600)
+            .prop_map(|gids| MasterOp::Leave { gids })
+            .boxed(),
+        KIND_MASTER_MOVE => (any::<u32>(), any::<u32>())
+            .prop_map(|(shard, gid)| MasterOp::Move { shard, gid })
+            .boxed(),
+        KIND_MASTER_QUERY => prop_oneof![Just(None), Just(Some(0)), (0..u64::MAX).prop_map(Some),]
+            .prop_map(|num| MasterOp::Query { num })
+            .boxed(),
+        _ => unreachable!("not a master request kind"),
+    };
+    (any::<u64>(), any::<u64>(), any::<u64>(), op)
+        .prop_map(|(client_id, seq, ack_seq, op)| MasterRequest {
+            client_id,
+            seq,
+            ack_seq,
+            op,
+        })
+        .boxed()
+}
+
+pub fn arb_master_request() -> BoxedStrategy<MasterRequest> {
+    prop_oneof![
+        arb_master_request_of_kind(KIND_MASTER_JOIN),
+        arb_master_request_of_kind(KIND_MASTER_LEAVE),
+        arb_master_request_of_kind(KIND_MASTER_MOVE),
+        arb_master_request_of_kind(KIND_MASTER_QUERY),
+    ]
+    .boxed()
+}
+
 /// Arbitrary messages of exactly one kind.
 pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
     use PaxosMsg as P;
@@ -409,6 +531,10 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
                 .boxed(),
         ),
         KIND_BUSY => r(Just(ClientReply::Busy).boxed()),
+        KIND_CONFIG => arb_config().prop_map(Message::Config).boxed(),
+        KIND_MASTER_JOIN..=KIND_MASTER_QUERY => arb_master_request_of_kind(kind)
+            .prop_map(Message::Master)
+            .boxed(),
         KIND_ERROR => r(prop_oneof![".{0,40}", Just(String::new())]
             .prop_map(|reason| ClientReply::Error { reason })
             .boxed()),
