@@ -311,7 +311,20 @@ impl Client {
                 Req::Master(_) => self.router.route_master(),
             };
             let Route::To { gid, index, addr } = route else {
-                run.tasks.get_mut(&seq).expect("ready task").state = State::AwaitConfig;
+                let task = run.tasks.get_mut(&seq).expect("ready task");
+                task.state = State::AwaitConfig;
+                if let Some(config) = self.router.config() {
+                    // The configuration we have does not route this key (no
+                    // group has joined yet, or the shard is between groups):
+                    // back off between refreshes instead of spinning on the
+                    // master, and say why if the deadline comes first.
+                    task.attempt += 1;
+                    task.last_failure = Some(format!(
+                        "no group serves this key's shard in configuration {} \
+                         (has a group joined?)",
+                        config.num
+                    ));
+                }
                 continue;
             };
             let deadline = run.tasks[&seq].deadline;

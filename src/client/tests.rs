@@ -783,3 +783,26 @@ fn oversized_value_is_refused_locally_without_touching_the_network() {
     assert!(start.elapsed() < Duration::from_millis(200));
     assert_eq!(c.ack_seq(), 0, "no seq was spent");
 }
+
+#[test]
+fn unassigned_shard_backs_off_and_reports_why() {
+    let queries = Arc::new(AtomicUsize::new(0));
+    let q = queries.clone();
+    // A master whose configuration has no groups yet.
+    let master = ScriptedServer::start(move |_| {
+        q.fetch_add(1, Ordering::SeqCst);
+        vec![Out::Reply(Message::Config(config(0, vec![0; 4], &[])))]
+    });
+    let mut opts = fast(&[&master.addr]);
+    opts.timeout = Duration::from_millis(1000);
+    let mut c = Client::new(opts).unwrap();
+    let start = Instant::now();
+    match c.get("k") {
+        Err(ClientError::Unreachable(why)) => assert!(why.contains("no group"), "{why}"),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_millis(1500));
+    // Doubling backoff from 1 ms: about a dozen refreshes, not hundreds.
+    let n = queries.load(Ordering::SeqCst);
+    assert!((2..=20).contains(&n), "{n} queries");
+}
