@@ -6,6 +6,7 @@
 //! drives them in tests; the mio runtime drives them in production.
 
 pub mod check;
+pub mod client;
 pub mod kv;
 pub mod kv_machine;
 pub mod master;

@@ -1,0 +1,266 @@
+//! The client's pure decisions: which seqs may be acknowledged, how long to
+//! back off, and where a request goes (configuration cache plus leader
+//! hints).
+//!
+//! Nothing here touches a socket or a clock, so every rule the engine relies
+//! on is unit-tested on its own (see `tests.rs`). The engine asks these
+//! types what to do and does the I/O.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use synod_wire::{shard_of, Config, GroupId, Seq};
+
+/// Tracks which of this client's seqs are finished, to compute `ack_seq`.
+///
+/// `ack_seq` must be a *contiguous* low-water mark (PROTOCOL.md section 7):
+/// with a pipeline, seq 5 may finish before seq 3, and acknowledging 5 then
+/// would let a server forget the cached reply of 3, which may still be
+/// resent. So finished seqs above the first gap wait in `above` until the
+/// gap closes.
+#[derive(Debug, Default)]
+pub(crate) struct AckWindow {
+    /// Every seq `<= upto` is finished.
+    upto: Seq,
+    /// Finished seqs `> upto + 1` (never contains `upto + 1`).
+    above: BTreeSet<Seq>,
+}
+
+impl AckWindow {
+    /// Marks `seq` finished: it will never be sent again.
+    ///
+    /// "Finished" includes a request the client gave up on at its deadline.
+    /// Acknowledging it is safe because the client never resends it and a
+    /// server's session refuses any seq at or below the acknowledged mark
+    /// (so a delayed copy cannot execute twice); not acknowledging it would
+    /// freeze the mark for the rest of the client's life and pin every later
+    /// cached reply on the servers.
+    pub(crate) fn retire(&mut self, seq: Seq) {
+        assert!(seq > 0, "seq 0 is never issued");
+        if seq <= self.upto {
+            return;
+        }
+        self.above.insert(seq);
+        while self.above.remove(&(self.upto + 1)) {
+            self.upto += 1;
+        }
+    }
+
+    /// The `ack_seq` to piggyback on the next request.
+    pub(crate) fn ack_seq(&self) -> Seq {
+        self.upto
+    }
+
+    /// Finished seqs still waiting for a gap below them to close.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        self.above.len()
+    }
+}
+
+/// First retry delay; doubles per attempt.
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(1);
+/// Longest retry delay (PROTOCOL.md suggests 1 ms doubling to 1 s).
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long to wait before retry number `attempt` (0 = the first retry).
+///
+/// Exponential from [`BACKOFF_BASE`] to [`BACKOFF_MAX`], with "equal jitter":
+/// the delay is uniform in `[d/2, d]`. Half fixed so a retry never collapses
+/// to zero and hammers a busy server; half random so many clients (or many
+/// pipelined requests of one client) that failed together spread out.
+/// `random` is any 64-bit random number (the caller owns the RNG).
+pub(crate) fn backoff(attempt: u32, random: u64) -> Duration {
+    let base_ns = BACKOFF_BASE.as_nanos() as u64;
+    let max_ns = BACKOFF_MAX.as_nanos() as u64;
+    let full_ns = base_ns
+        .checked_shl(attempt.min(32))
+        .unwrap_or(max_ns)
+        .min(max_ns);
+    let half_ns = full_ns / 2;
+    Duration::from_nanos(half_ns + random % (full_ns - half_ns + 1))
+}
+
+/// Where to send a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Send to `addr`, member `index` of group `gid`.
+    To {
+        gid: GroupId,
+        index: usize,
+        addr: String,
+    },
+    /// No usable configuration for this key: fetch the latest first.
+    NeedConfig,
+}
+
+/// The configuration cache and the leader hint per group.
+///
+/// Group 0 is the shard master; its "members" are the `--masters` list the
+/// client was given, which never changes.
+#[derive(Debug)]
+pub(crate) struct Router {
+    masters: Vec<String>,
+    config: Option<Config>,
+    /// Index of the member believed to lead each group.
+    hints: HashMap<GroupId, usize>,
+}
+
+impl Router {
+    pub(crate) fn new(masters: Vec<String>) -> Router {
+        assert!(!masters.is_empty(), "a client needs at least one master");
+        Router {
+            masters,
+            config: None,
+            hints: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> Option<&Config> {
+        self.config.as_ref()
+    }
+
+    /// Caches `config` if it is at least as new as the cached one. Returns
+    /// whether it was taken. A configuration never replaces a newer one:
+    /// replies may arrive out of order and an old answer (or an explicit
+    /// Query of an old number) must not roll routing back.
+    pub(crate) fn install(&mut self, config: Config) -> bool {
+        let newer = match &self.config {
+            Some(c) => config.num >= c.num,
+            None => true,
+        };
+        if newer {
+            self.config = Some(config);
+        }
+        newer
+    }
+
+    /// The group we routed `key` to says it does not serve the key's shard:
+    /// forget that shard's owner, so every request for the shard waits for
+    /// the refreshed configuration instead of hitting the wrong group again.
+    /// The rest of the cache stays in use (it is probably right for the
+    /// other shards). Installing any configuration of at least the same
+    /// number restores the entry.
+    pub(crate) fn invalidate_key(&mut self, key: &[u8]) {
+        if let Some(config) = &mut self.config {
+            if !config.shards.is_empty() {
+                let shard = shard_of(key, config.shards.len() as u32) as usize;
+                config.shards[shard] = 0;
+            }
+        }
+    }
+
+    /// The master replica to try next.
+    pub(crate) fn route_master(&self) -> Route {
+        let index = self.hint(0, self.masters.len());
+        Route::To {
+            gid: 0,
+            index,
+            addr: self.masters[index].clone(),
+        }
+    }
+
+    /// The member of the group serving `key`'s shard to try next, by the
+    /// cached configuration.
+    pub(crate) fn route_key(&self, key: &[u8]) -> Route {
+        let Some(config) = &self.config else {
+            return Route::NeedConfig;
+        };
+        if config.shards.is_empty() {
+            return Route::NeedConfig;
+        }
+        let shard = shard_of(key, config.shards.len() as u32) as usize;
+        let gid = config.shards[shard];
+        // gid 0: the shard is not assigned yet (no group has joined).
+        if gid == 0 {
+            return Route::NeedConfig;
+        }
+        let Some(group) = config.groups.iter().find(|g| g.gid == gid) else {
+            return Route::NeedConfig;
+        };
+        if group.servers.is_empty() {
+            return Route::NeedConfig;
+        }
+        let index = self.hint(gid, group.servers.len());
+        Route::To {
+            gid,
+            index,
+            addr: group.servers[index].clone(),
+        }
+    }
+
+    /// Number of members of group `gid` (the masters for gid 0), 0 if unknown.
+    fn members(&self, gid: GroupId) -> usize {
+        if gid == 0 {
+            return self.masters.len();
+        }
+        self.config
+            .as_ref()
+            .and_then(|c| c.groups.iter().find(|g| g.gid == gid))
+            .map_or(0, |g| g.servers.len())
+    }
+
+    fn hint(&self, gid: GroupId, members: usize) -> usize {
+        // A hint learned under an older member list may be out of range.
+        self.hints.get(&gid).copied().unwrap_or(0) % members.max(1)
+    }
+
+    /// Member `asked` of `gid` answered `NotLeader { leader }`.
+    pub(crate) fn on_not_leader(&mut self, gid: GroupId, asked: usize, leader: Option<u32>) {
+        let members = self.members(gid);
+        if members == 0 {
+            return;
+        }
+        match leader {
+            // A replica naming itself, or a member that does not exist, is
+            // no information: move on rather than loop on it.
+            Some(l) if (l as usize) < members && l as usize != asked => {
+                self.hints.insert(gid, l as usize);
+            }
+            _ => self.on_failure(gid, asked),
+        }
+    }
+
+    /// Member `asked` of `gid` failed (unreachable, connection lost, no
+    /// answer in time): try the next member in turn.
+    ///
+    /// Only moves the hint if it still points at `asked`, so a burst of
+    /// pipelined requests that all fail on one replica advances the hint
+    /// once instead of skipping past healthy members.
+    pub(crate) fn on_failure(&mut self, gid: GroupId, asked: usize) {
+        let members = self.members(gid);
+        if members == 0 {
+            return;
+        }
+        if self.hint(gid, members) == asked % members {
+            self.hints.insert(gid, (asked + 1) % members);
+        }
+    }
+}
+
+/// A fresh random client id: 8 bytes of `/dev/urandom`, or (where that is
+/// missing) the clock, the process id and a stack address run through
+/// SplitMix64, so two clients started together still differ.
+pub(crate) fn random_client_id() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok()
+    {
+        return u64::from_le_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let local = 0u8;
+    let addr = &local as *const u8 as u64;
+    splitmix64(nanos ^ u64::from(std::process::id()).rotate_left(32) ^ addr)
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,319 @@
+//! The Synod client library: a synchronous, blocking client that speaks the
+//! wire protocol (`wire/PROTOCOL.md`) to the shard master and the KV groups.
+//!
+//! This module owns everything a client needs to be a good citizen of the
+//! protocol:
+//! - identity and at-most-once bookkeeping: a random 64-bit client id, one
+//!   `seq` per request (the same on every resend), and the contiguous
+//!   `ack_seq` watermark piggybacked on later requests;
+//! - routing: the cached configuration (key → shard → group → member), the
+//!   leader hint per group, refreshed on `WrongGroup` or an unknown group;
+//! - transport: one TCP connection per server address, pipelining up to
+//!   [`ClientOptions::max_in_flight`] requests and matching replies by
+//!   `request_id`;
+//! - failure handling: redirects, exponential backoff with jitter, a per
+//!   attempt and a whole-operation deadline.
+//!
+//! What it must never do: panic or hang on anything a server sends (garbage,
+//! a closed connection, an unknown request id, silence). Such a connection
+//! is dropped and its requests are resent on a new one; every call returns
+//! by its deadline.
+//!
+//! Layout: `logic` holds the pure rules (ack window, backoff,
+//! routing) and is unit-tested alone; `conn` owns sockets and reader
+//! threads; `engine` runs requests to completion.
+
+mod conn;
+mod engine;
+mod logic;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use bytes::Bytes;
+use synod_wire::{ClientId, Config, GroupId, GroupInfo, MasterOp, Op, Seq};
+
+use crate::rng::Rng;
+use conn::{Conn, Event};
+use engine::{Answer, Req};
+use logic::{AckWindow, Router};
+
+/// How a [`Client`] reaches the cluster and how patient it is.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Shard master addresses (`host:port`), in the cluster's `--masters`
+    /// order: a master's `NotLeader` hint is an index into this list.
+    pub masters: Vec<String>,
+    /// Deadline for one whole operation, retries included.
+    pub timeout: Duration,
+    /// Deadline for one attempt (connect, or send and wait for the reply);
+    /// past it the server is treated as failed and another is tried.
+    pub rpc_timeout: Duration,
+    /// Most requests outstanding at once in [`Client::execute_many`].
+    pub max_in_flight: usize,
+}
+
+/// Default [`ClientOptions::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ClientOptions::rpc_timeout`].
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default [`ClientOptions::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+
+impl ClientOptions {
+    /// Defaults for everything but the master list.
+    pub fn new(masters: Vec<String>) -> ClientOptions {
+        ClientOptions {
+            masters,
+            timeout: DEFAULT_TIMEOUT,
+            rpc_timeout: DEFAULT_RPC_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions::new(Vec::new())
+    }
+}
+
+/// Why an operation did not complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// No server of the group (or no master) could be connected to before
+    /// the deadline; the text names the last address and error. The request
+    /// was never delivered.
+    Unreachable(String),
+    /// The deadline passed after the request was delivered at least once:
+    /// it may or may not have executed.
+    Timeout,
+    /// The server refused the request with an `Error` reply; the text is its
+    /// reason. Not retried: resending would get the same answer.
+    Refused(String),
+    /// The request does not fit in one frame
+    /// ([`synod_wire::DEFAULT_MAX_FRAME_BYTES`] of body); refused locally.
+    TooLarge,
+    /// The servers keep answering with something this client cannot use.
+    Protocol(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Unreachable(why) => write!(f, "cluster unreachable: {why}"),
+            ClientError::Timeout => f.write_str("timed out waiting for the cluster"),
+            ClientError::Refused(reason) => write!(f, "refused by the server: {reason}"),
+            ClientError::TooLarge => write!(
+                f,
+                "request too large: key and value must fit in one {} byte frame",
+                synod_wire::DEFAULT_MAX_FRAME_BYTES
+            ),
+            ClientError::Protocol(why) => write!(f, "protocol error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// The result of one KV operation: `Some(value)` for `Ok` (empty for Put and
+/// Append), `None` for a Get of an absent key.
+pub type OpResult = Result<Option<Bytes>, ClientError>;
+
+/// A connection to a Synod cluster. Not thread-safe by design (`&mut self`
+/// everywhere): one client is one at-most-once session with one seq
+/// counter; run one client per thread for parallelism.
+pub struct Client {
+    opts: ClientOptions,
+    client_id: ClientId,
+    /// The seq the next new request gets.
+    next_seq: Seq,
+    acks: AckWindow,
+    router: Router,
+    /// Open connections by server address (a node serves every group that
+    /// lists it on the same address, so groups share connections).
+    conns: HashMap<String, Conn>,
+    next_conn_id: u64,
+    /// Unique per client, so a reply can never be matched to the wrong
+    /// request even across reconnects.
+    next_request_id: u64,
+    /// Backoff jitter only; seeded from the client id.
+    rng: Rng,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
+}
+
+impl Client {
+    /// A client for the cluster whose masters are `opts.masters`.
+    ///
+    /// Does no I/O: the configuration is fetched by the first KV operation
+    /// (or [`Client::connect`]), so admin tools can build a client before
+    /// the cluster is up. Fails only on unusable options.
+    pub fn new(opts: ClientOptions) -> Result<Client, ClientError> {
+        let masters: Vec<String> = opts
+            .masters
+            .iter()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if masters.is_empty() {
+            return Err(ClientError::Unreachable(
+                "no shard master address given".to_string(),
+            ));
+        }
+        let client_id = logic::random_client_id();
+        let (events_tx, events_rx) = mpsc::channel();
+        Ok(Client {
+            opts: ClientOptions {
+                masters: masters.clone(),
+                timeout: opts.timeout,
+                // An attempt never outlives the operation, and a zero would
+                // make every attempt fail at once.
+                rpc_timeout: opts
+                    .rpc_timeout
+                    .min(opts.timeout)
+                    .max(Duration::from_millis(1)),
+                max_in_flight: opts.max_in_flight.max(1),
+            },
+            client_id,
+            next_seq: 1,
+            acks: AckWindow::default(),
+            router: Router::new(masters),
+            conns: HashMap::new(),
+            next_conn_id: 1,
+            next_request_id: 1,
+            rng: Rng::new(client_id),
+            events_tx,
+            events_rx,
+        })
+    }
+
+    /// [`Client::new`], then fetches the latest configuration, so an
+    /// unreachable cluster is reported here rather than on the first get.
+    pub fn connect(opts: ClientOptions) -> Result<Client, ClientError> {
+        let mut client = Client::new(opts)?;
+        client.query(None)?;
+        Ok(client)
+    }
+
+    /// This client's random id (its at-most-once session on the servers).
+    pub fn client_id(&self) -> ClientId {
+        self.client_id
+    }
+
+    /// The watermark piggybacked on the next request: every seq at or below
+    /// it is finished.
+    pub fn ack_seq(&self) -> Seq {
+        self.acks.ack_seq()
+    }
+
+    /// The configuration requests are currently routed with, if any.
+    pub fn cached_config(&self) -> Option<&Config> {
+        self.router.config()
+    }
+
+    /// The options in force (normalised: see [`Client::new`]).
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    /// The value of `key`, or `None` if it has none.
+    pub fn get(&mut self, key: impl Into<Bytes>) -> Result<Option<Bytes>, ClientError> {
+        self.kv(Op::Get { key: key.into() })
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(
+        &mut self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
+        self.kv(Op::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+        .map(drop)
+    }
+
+    /// Appends `value` to `key`'s value (an absent key counts as empty).
+    pub fn append(
+        &mut self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
+        self.kv(Op::Append {
+            key: key.into(),
+            value: value.into(),
+        })
+        .map(drop)
+    }
+
+    /// Configuration `num`, or the latest for `None` (or a number past the
+    /// latest). A configuration newer than the cached one also becomes the
+    /// routing cache.
+    pub fn query(&mut self, num: Option<u64>) -> Result<Config, ClientError> {
+        self.master(MasterOp::Query { num })
+    }
+
+    /// Adds groups (with their members) and rebalances; returns the new
+    /// configuration.
+    pub fn join(&mut self, groups: Vec<GroupInfo>) -> Result<Config, ClientError> {
+        self.master(MasterOp::Join { groups })
+    }
+
+    /// Removes groups, moving their shards to the others; returns the new
+    /// configuration.
+    pub fn leave(&mut self, gids: Vec<GroupId>) -> Result<Config, ClientError> {
+        self.master(MasterOp::Leave { gids })
+    }
+
+    /// Assigns `shard` to group `gid`; returns the new configuration.
+    pub fn move_shard(&mut self, shard: u32, gid: GroupId) -> Result<Config, ClientError> {
+        self.master(MasterOp::Move { shard, gid })
+    }
+
+    /// Runs every op, keeping up to [`ClientOptions::max_in_flight`] of them
+    /// outstanding at once, and returns their results in the order given.
+    ///
+    /// Ops run concurrently, so their relative order is not defined: two
+    /// writes to one key in the same batch may apply in either order. Each op
+    /// has its own [`ClientOptions::timeout`] counted from when it is
+    /// started.
+    pub fn execute_many(&mut self, ops: Vec<Op>) -> Vec<OpResult> {
+        let reqs = ops.into_iter().map(Req::Kv).collect();
+        self.run(reqs)
+            .into_iter()
+            .map(|r| match r {
+                Ok(Answer::Kv(v)) => Ok(v),
+                Ok(Answer::Config(_)) => Err(ClientError::Protocol(
+                    "configuration answer to a KV request".to_string(),
+                )),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    fn kv(&mut self, op: Op) -> OpResult {
+        self.execute_many(vec![op])
+            .pop()
+            .expect("one result per op")
+    }
+
+    fn master(&mut self, op: MasterOp) -> Result<Config, ClientError> {
+        match self
+            .run(vec![Req::Master(op)])
+            .pop()
+            .expect("one result per op")
+        {
+            Ok(Answer::Config(c)) => Ok(c),
+            Ok(Answer::Kv(_)) => Err(ClientError::Protocol(
+                "KV answer to a shard master request".to_string(),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
