@@ -13,6 +13,6 @@ pub mod master;
 pub mod paxos;
 pub mod replica;
 pub mod rng;
-pub mod sim;
 pub mod runtime;
+pub mod sim;
 pub mod storage;

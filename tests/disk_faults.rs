@@ -13,7 +13,9 @@ use common::{Cluster, GID};
 /// The newest WAL segment of the core that owns the KV group on node `i`.
 fn kv_segment(c: &Cluster, i: usize) -> PathBuf {
     // Tests run nodes with --cores 2: group 1 lives on core 1.
-    let dir = c.nodes[i].data_dir.join(format!("core-{}", GID as usize % 2));
+    let dir = c.nodes[i]
+        .data_dir
+        .join(format!("core-{}", GID as usize % 2));
     let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("core dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -44,7 +46,7 @@ fn check_some(c: &Cluster, n: usize) {
 
 #[test]
 fn a_torn_wal_tail_is_truncated_and_the_node_rejoins() {
-    let mut c = Cluster::start(3);
+    let mut c = Cluster::new(3);
     write_some(&c, 100);
     let victim = 2;
     c.kill(victim);
@@ -54,11 +56,16 @@ fn a_torn_wal_tail_is_truncated_and_the_node_rejoins() {
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(len - 7).unwrap(); // a partial last record
     drop(f);
-    c.start(victim);
+    c.start_node(victim);
     // It starts, logs the truncation, and serves again.
-    c.wait_for(Duration::from_secs(20), |c| c.log(victim).contains("truncat"));
+    c.wait_for(Duration::from_secs(20), |c| {
+        c.log(victim).contains("truncat")
+    });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(c.exited_none(), "the node with a torn tail did not come back");
+    assert!(
+        c.exited_none(),
+        "the node with a torn tail did not come back"
+    );
     // Kill another node: the group now needs the repaired one for a quorum.
     c.kill(0);
     write_some(&c, 10);
@@ -67,7 +74,7 @@ fn a_torn_wal_tail_is_truncated_and_the_node_rejoins() {
 
 #[test]
 fn a_flipped_bit_mid_log_makes_the_node_refuse_and_the_group_serves_on() {
-    let mut c = Cluster::start(3);
+    let mut c = Cluster::new(3);
     write_some(&c, 300);
     let victim = 1;
     c.kill(victim);
@@ -76,11 +83,16 @@ fn a_flipped_bit_mid_log_makes_the_node_refuse_and_the_group_serves_on() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
-    c.start(victim);
-    c.wait_for(Duration::from_secs(20), |c| c.log(victim).contains("cannot be trusted"));
+    c.start_node(victim);
+    c.wait_for(Duration::from_secs(20), |c| {
+        c.log(victim).contains("cannot be trusted")
+    });
     let log = c.log(victim);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(c.exited(victim).is_some(), "the node kept running on a corrupt log");
+    assert!(
+        c.exited(victim).is_some(),
+        "the node kept running on a corrupt log"
+    );
     assert!(
         log.contains("cannot be trusted") && log.contains("corrupt"),
         "no clear refusal in the log:\n{log}"

@@ -29,7 +29,7 @@ fn header_declaring_4gib() -> Vec<u8> {
 
 #[test]
 fn hostile_clients_do_not_hurt_a_well_behaved_one() {
-    let c = Cluster::start(3);
+    let c = Cluster::new(3);
     let leader = c.kv_leader().expect("a leader");
     let target = c.nodes[leader].addr.clone();
     let rss_before = c.rss_kib(leader);
@@ -49,12 +49,17 @@ fn hostile_clients_do_not_hurt_a_well_behaved_one() {
     };
     // 2. A frame declaring 4 GiB: the server must close without allocating it.
     let mut big = TcpStream::connect(&target).expect("connect");
-    big.write_all(&header_declaring_4gib()).expect("write header");
+    big.write_all(&header_declaring_4gib())
+        .expect("write header");
     // 3. A thousand idle connections.
     let idle: Vec<TcpStream> = (0..1000)
         .filter_map(|_| TcpStream::connect(&target).ok())
         .collect();
-    assert!(idle.len() >= 900, "only {} idle connections opened", idle.len());
+    assert!(
+        idle.len() >= 900,
+        "only {} idle connections opened",
+        idle.len()
+    );
     // 4. A byte a second.
     let t4 = {
         let target = target.clone();
@@ -78,9 +83,18 @@ fn hostile_clients_do_not_hurt_a_well_behaved_one() {
     while started.elapsed() < Duration::from_secs(6) {
         let t = Instant::now();
         let key = Bytes::from(format!("good{}", n % 10));
-        client.put(key.clone(), Bytes::from(format!("v{n}"))).expect("put under attack");
-        assert_eq!(client.get(key).expect("get under attack"), Some(Bytes::from(format!("v{n}"))));
-        assert!(t.elapsed() < Duration::from_secs(3), "a request took {:?}", t.elapsed());
+        client
+            .put(key.clone(), Bytes::from(format!("v{n}")))
+            .expect("put under attack");
+        assert_eq!(
+            client.get(key).expect("get under attack"),
+            Some(Bytes::from(format!("v{n}")))
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "a request took {:?}",
+            t.elapsed()
+        );
         n += 1;
     }
     assert!(n > 20, "only {n} round trips in 6 s");

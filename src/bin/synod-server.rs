@@ -11,7 +11,8 @@ use std::time::Duration;
 use synod::runtime::{self, RuntimeConfig};
 use synod::storage::FsyncPolicy;
 
-const USAGE: &str = "usage: synod-server --listen HOST:PORT --data-dir DIR --masters A,B,C [options]
+const USAGE: &str =
+    "usage: synod-server --listen HOST:PORT --data-dir DIR --masters A,B,C [options]
 
 options:
   --cores N               event loops (default: the machine's cores); fixed per data dir

@@ -332,7 +332,7 @@ impl Client {
                 .opts
                 .rpc_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
-            let conn = match self.conn_for(&addr, connect_timeout) {
+            let conn = match self.conn_for(&addr, gid, connect_timeout) {
                 Ok(conn) => conn,
                 Err(why) => {
                     self.router.on_failure(gid, index);
@@ -582,9 +582,18 @@ impl Client {
         self.conns.values_mut().find(|c| c.id == id)
     }
 
-    /// The open connection to `addr`, connecting if there is none.
-    fn conn_for(&mut self, addr: &str, connect_timeout: Duration) -> Result<u64, String> {
-        if let Some(c) = self.conns.get(addr) {
+    /// The open connection to `addr` for group `gid`, connecting if there
+    /// is none. One connection per (server, group): the server binds a
+    /// connection to the core that owns the group of its first frame, so
+    /// keeping groups apart keeps every request on its owner core with no
+    /// cross-core hop.
+    fn conn_for(
+        &mut self,
+        addr: &str,
+        gid: GroupId,
+        connect_timeout: Duration,
+    ) -> Result<u64, String> {
+        if let Some(c) = self.conns.get(&(addr.to_string(), gid)) {
             return Ok(c.id);
         }
         let id = self.next_conn_id;
@@ -596,7 +605,7 @@ impl Client {
             self.opts.rpc_timeout,
             self.events_tx.clone(),
         )?;
-        self.conns.insert(addr.to_string(), conn);
+        self.conns.insert((addr.to_string(), gid), conn);
         Ok(id)
     }
 
@@ -613,8 +622,10 @@ impl Client {
         };
         self.conns.remove(&addr);
         log::debug!(
-            "client {:016x}: dropping connection to {addr}: {reason}",
-            self.client_id
+            "client {:016x}: dropping connection to {} (group {}): {reason}",
+            self.client_id,
+            addr.0,
+            addr.1
         );
         let victims: Vec<(u64, Seq)> = run
             .by_request
@@ -632,7 +643,7 @@ impl Client {
                 self.router.on_failure(gid, index);
             }
             task.attempt += 1;
-            task.last_failure = Some(format!("{addr}: {reason}"));
+            task.last_failure = Some(format!("{}: {reason}", addr.0));
             task.state = State::Ready { at: now + delay };
         }
     }

@@ -134,9 +134,8 @@ pub struct Client {
     next_seq: Seq,
     acks: AckWindow,
     router: Router,
-    /// Open connections by server address (a node serves every group that
-    /// lists it on the same address, so groups share connections).
-    conns: HashMap<String, Conn>,
+    /// Open connections by (server address, group): see `conn_for`.
+    conns: HashMap<(String, GroupId), Conn>,
     next_conn_id: u64,
     /// Unique per client, so a reply can never be matched to the wrong
     /// request even across reconnects.

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use synod_wire::{
-    ClientReply, Config, Frame, GroupId, Message, PaxosMsg, ReplicaId,
-};
+use synod_wire::{ClientReply, Config, Frame, GroupId, Message, PaxosMsg, ReplicaId};
 
 use super::conn::{Close, Conn, Role};
 use super::{owner_core, RuntimeConfig};
@@ -224,7 +222,11 @@ impl Core {
             shards: self.cfg.shards,
         });
         let replica = Hosted::Master(Replica::new(rc, durable, sm, &mut self.rng));
-        log::info!("core {} hosts the master group as replica {me} of {:?}", self.id, members);
+        log::info!(
+            "core {} hosts the master group as replica {me} of {:?}",
+            self.id,
+            members
+        );
         self.insert_group(0, replica, members);
     }
 
@@ -325,7 +327,11 @@ impl Core {
 
     fn register(&mut self, mut conn: Conn) -> Option<Token> {
         if self.conns.len() >= self.cfg.max_connections {
-            log::warn!("core {}: connection limit {} reached; refusing", self.id, self.cfg.max_connections);
+            log::warn!(
+                "core {}: connection limit {} reached; refusing",
+                self.id,
+                self.cfg.max_connections
+            );
             return None;
         }
         let token = Token(self.next_token);
@@ -335,7 +341,11 @@ impl Core {
         } else {
             Interest::READABLE
         };
-        if let Err(e) = self.poll.registry().register(&mut conn.stream, token, interest) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut conn.stream, token, interest)
+        {
             log::warn!("core {}: register failed: {e}", self.id);
             return None;
         }
@@ -346,11 +356,18 @@ impl Core {
 
     fn accept(&mut self) {
         loop {
-            let Some(listener) = &self.listener else { return };
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = Conn::new(stream, Role::Incoming, self.cfg.max_frame_bytes, Instant::now());
+                    let conn = Conn::new(
+                        stream,
+                        Role::Incoming,
+                        self.cfg.max_frame_bytes,
+                        Instant::now(),
+                    );
                     if let Some(t) = self.register(conn) {
                         log::debug!("core {}: accepted {addr} as {t:?}", self.id);
                         // Data may already be waiting.
@@ -373,7 +390,12 @@ impl Core {
             return;
         }
         let stream = TcpStream::from_std(stream);
-        let mut conn = Conn::new(stream, Role::Incoming, self.cfg.max_frame_bytes, Instant::now());
+        let mut conn = Conn::new(
+            stream,
+            Role::Incoming,
+            self.cfg.max_frame_bytes,
+            Instant::now(),
+        );
         conn.rbuf = rest;
         conn.frames_in = 1;
         if let Some(t) = self.register(conn) {
@@ -384,7 +406,10 @@ impl Core {
 
     fn close(&mut self, t: Token, why: Close) {
         if let Some(mut c) = self.conns.remove(&t) {
-            let addr = c.stream.peer_addr().map_or("?".to_string(), |a| a.to_string());
+            let addr = c
+                .stream
+                .peer_addr()
+                .map_or("?".to_string(), |a| a.to_string());
             match &why {
                 Close::Eof => log::debug!("core {}: {addr} {why}", self.id),
                 _ => log::warn!("core {}: closing {addr}: {why}", self.id),
@@ -399,13 +424,18 @@ impl Core {
     }
 
     fn on_writable(&mut self, t: Token) {
-        let Some(c) = self.conns.get_mut(&t) else { return };
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
         c.connecting = false;
         match c.flush() {
             Ok(true) => {
                 if c.want_write {
                     c.want_write = false;
-                    let _ = self.poll.registry().reregister(&mut c.stream, t, Interest::READABLE);
+                    let _ = self
+                        .poll
+                        .registry()
+                        .reregister(&mut c.stream, t, Interest::READABLE);
                 }
                 if c.paused {
                     self.read_again.push(t);
@@ -423,7 +453,9 @@ impl Core {
         loop {
             // Decode everything buffered.
             loop {
-                let Some(c) = self.conns.get_mut(&t) else { return };
+                let Some(c) = self.conns.get_mut(&t) else {
+                    return;
+                };
                 // Back-pressure: while the replies to this connection pile
                 // up, stop reading its requests (resumed as replies drain).
                 if c.wbuf.len() > cap || c.in_flight >= max_in_flight {
@@ -448,7 +480,9 @@ impl Core {
                 return;
             }
             // Then read what the socket has.
-            let Some(c) = self.conns.get_mut(&t) else { return };
+            let Some(c) = self.conns.get_mut(&t) else {
+                return;
+            };
             let before = c.rbuf.len();
             match c.fill(READ_BUDGET) {
                 Ok(true) => {
@@ -471,7 +505,9 @@ impl Core {
 
     /// Route one frame; false when the connection left this core or closed.
     fn dispatch(&mut self, t: Token, frame: Frame) -> bool {
-        let Some(c) = self.conns.get(&t) else { return false };
+        let Some(c) = self.conns.get(&t) else {
+            return false;
+        };
         if c.frames_in == 1 && c.role == Role::Incoming {
             let owner = match &frame.message {
                 Message::Master(_) => owner_core(0, self.cfg.cores),
@@ -489,7 +525,9 @@ impl Core {
     /// The first frame is for a group another core owns: give it the socket
     /// (once; every later frame on it goes straight to that core).
     fn hand_off(&mut self, t: Token, first: Frame, owner: usize) {
-        let Some(mut c) = self.conns.remove(&t) else { return };
+        let Some(mut c) = self.conns.remove(&t) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut c.stream);
         let rest = std::mem::take(&mut c.rbuf);
         // mio streams convert back to std through their raw descriptor.
@@ -639,7 +677,10 @@ impl Core {
         let addr: SocketAddr = match g.members[peer as usize].parse() {
             Ok(a) => a,
             Err(_) => {
-                log::warn!("group {gid}: peer address {:?} is not host:port", g.members[peer as usize]);
+                log::warn!(
+                    "group {gid}: peer address {:?} is not host:port",
+                    g.members[peer as usize]
+                );
                 return;
             }
         };
@@ -651,7 +692,12 @@ impl Core {
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Conn::new(stream, Role::Peer { gid, peer }, self.cfg.max_frame_bytes, now);
+        let conn = Conn::new(
+            stream,
+            Role::Peer { gid, peer },
+            self.cfg.max_frame_bytes,
+            now,
+        );
         if let Some(t) = self.register(conn) {
             if let Some(g) = self.groups.get_mut(&gid) {
                 g.peers[peer as usize] = Some(t);
@@ -699,9 +745,14 @@ impl Core {
                     self.failed = Some(e.to_string());
                     let waiting: Vec<_> = self.waiting.drain().collect();
                     for (_, (t, rid, gid)) in waiting {
-                        self.reply_now(t, rid, gid, ClientReply::Error {
-                            reason: format!("replica stopped: {e}"),
-                        });
+                        self.reply_now(
+                            t,
+                            rid,
+                            gid,
+                            ClientReply::Error {
+                                reason: format!("replica stopped: {e}"),
+                            },
+                        );
                     }
                 }
             }
@@ -710,7 +761,9 @@ impl Core {
     }
 
     fn send_paxos(&mut self, gid: GroupId, to: ReplicaId, msg: PaxosMsg) {
-        let Some(g) = self.groups.get(&gid) else { return };
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
         let Some(Some(t)) = g.peers.get(to as usize) else {
             return; // not connected: Paxos retransmits; redial is on the timer
         };
@@ -729,7 +782,9 @@ impl Core {
     }
 
     fn deliver_reply(&mut self, to: ReplyTo, reply: Message) {
-        let Some((t, rid, gid)) = self.waiting.remove(&to) else { return };
+        let Some((t, rid, gid)) = self.waiting.remove(&to) else {
+            return;
+        };
         if let Some(c) = self.conns.get_mut(&t) {
             c.in_flight = c.in_flight.saturating_sub(1);
             if c.paused {

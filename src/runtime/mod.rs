@@ -202,7 +202,11 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         })?;
         let groups: BTreeMap<GroupId, crate::paxos::Durable> = recovered.groups;
         let listener = if id == 0 {
-            let mut l = TcpListener::from_std(listener.try_clone().map_err(|e| StartError(format!("listener: {e}")))?);
+            let mut l = TcpListener::from_std(
+                listener
+                    .try_clone()
+                    .map_err(|e| StartError(format!("listener: {e}")))?,
+            );
             poll.registry()
                 .register(&mut l, mio::Token(0), Interest::READABLE)
                 .map_err(|e| StartError(format!("register listener: {e}")))?;
@@ -272,7 +276,11 @@ pub fn watch_configs(node: &Node, masters: Vec<String>) {
             loop {
                 match client.query(None) {
                     Ok(config) if config.num > last => {
-                        log::info!("configuration {} ({} groups)", config.num, config.groups.len());
+                        log::info!(
+                            "configuration {} ({} groups)",
+                            config.num,
+                            config.groups.len()
+                        );
                         last = config.num;
                         for h in handles.iter() {
                             if h.tx.send(Control::Config(config.clone())).is_ok() {

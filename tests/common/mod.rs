@@ -74,14 +74,14 @@ impl Cluster {
             extra_args: vec!["--cores".into(), "2".into()],
         };
         for i in 0..n {
-            c.start(i);
+            c.start_node(i);
         }
         c.wait_for(Duration::from_secs(30), |c| c.client().query(None).is_ok());
         c
     }
 
     /// `n` nodes, masters and one KV group (gid 1) of all of them, serving.
-    pub fn start(n: usize) -> Cluster {
+    pub fn new(n: usize) -> Cluster {
         let mut c = Cluster::start_masters(n);
         let group = GroupInfo {
             gid: GID,
@@ -89,12 +89,12 @@ impl Cluster {
         };
         c.client().join(vec![group]).expect("join group 1");
         c.wait_for(Duration::from_secs(30), |c| {
-            c.client().put(b"__ready".as_slice().into(), b"1".as_slice().into()).is_ok()
+            c.client().put(&b"__ready"[..], &b"1"[..]).is_ok()
         });
         c
     }
 
-    pub fn start(&mut self, i: usize) {
+    pub fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} already running");
         let log = std::fs::OpenOptions::new()
@@ -125,6 +125,7 @@ impl Cluster {
             timeout: Duration::from_secs(20),
             ..ClientOptions::default()
         })
+        .expect("client options")
     }
 
     pub fn pid(&self, i: usize) -> u32 {
@@ -186,7 +187,12 @@ impl Cluster {
                     key: b"__probe".as_slice().into(),
                 },
             };
-            match raw_call(&n.addr, GID, Message::Request(req), Duration::from_millis(500)) {
+            match raw_call(
+                &n.addr,
+                GID,
+                Message::Request(req),
+                Duration::from_millis(500),
+            ) {
                 Some(Message::Reply(ClientReply::NotLeader { .. })) | None => {}
                 Some(_) => return Some(i),
             }
@@ -196,7 +202,8 @@ impl Cluster {
 
     /// Resident memory of node `i` in KiB.
     pub fn rss_kib(&self, i: usize) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(i))).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid(i))).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -211,7 +218,10 @@ impl Drop for Cluster {
         for i in 0..self.nodes.len() {
             if self.nodes[i].child.is_some() {
                 // A stopped process must be continued to die promptly.
-                let _ = Command::new("kill").arg("-CONT").arg(self.pid(i).to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(self.pid(i).to_string())
+                    .status();
             }
             self.kill(i);
         }
