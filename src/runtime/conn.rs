@@ -47,7 +47,6 @@ pub enum Close {
     Decode(DecodeError),
     Protocol(&'static str),
     Timeout(&'static str),
-    Overloaded,
 }
 
 impl std::fmt::Display for Close {
@@ -58,7 +57,6 @@ impl std::fmt::Display for Close {
             Close::Decode(e) => write!(f, "bad frame: {e}"),
             Close::Protocol(what) => write!(f, "protocol violation: {what}"),
             Close::Timeout(what) => write!(f, "timed out: {what}"),
-            Close::Overloaded => write!(f, "write buffer over its cap"),
         }
     }
 }

@@ -82,7 +82,7 @@ impl Cluster {
 
     /// `n` nodes, masters and one KV group (gid 1) of all of them, serving.
     pub fn new(n: usize) -> Cluster {
-        let mut c = Cluster::start_masters(n);
+        let c = Cluster::start_masters(n);
         let group = GroupInfo {
             gid: GID,
             servers: c.masters.clone(),
