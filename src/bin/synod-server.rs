@@ -24,6 +24,11 @@ options:
   --max-frame-bytes N     default 16777216
   --idle-timeout-secs N   close client connections idle this long (default 300)
   --first-frame-secs N    close connections that send no frame this long (default 10)
+  --conn-write-buf-max N  per connection: stop reading it while this many reply
+                          bytes wait to be written (default 8388608)
+  --conn-in-flight-max N  per connection: stop reading it while this many of its
+                          requests are unanswered (default 4096)
+  --socket-buf-bytes N    SO_SNDBUF/SO_RCVBUF for every connection (default: the kernel's)
   --tick-ms N             protocol tick (default 10)";
 
 fn parse() -> Result<RuntimeConfig, String> {
@@ -78,6 +83,9 @@ fn parse() -> Result<RuntimeConfig, String> {
             "--idle-timeout-secs" => cfg.idle_timeout = Duration::from_secs(num(&v)?),
             "--first-frame-secs" => cfg.first_frame_timeout = Duration::from_secs(num(&v)?),
             "--tick-ms" => cfg.tick = Duration::from_millis(num(&v)?.max(1)),
+            "--conn-write-buf-max" => cfg.conn_write_buf_max = num(&v)? as usize,
+            "--conn-in-flight-max" => cfg.conn_in_flight_max = (num(&v)? as usize).max(1),
+            "--socket-buf-bytes" => cfg.socket_buf_bytes = Some(num(&v)? as usize),
             other => return Err(format!("unknown option {other:?}")),
         }
     }

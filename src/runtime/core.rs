@@ -325,7 +325,19 @@ impl Core {
 
     // ----- connections ------------------------------------------------------
 
+    /// Socket options every connection gets: no Nagle delay (frames are
+    /// already batched per turn), and the configured buffer sizes.
+    fn tune(&self, stream: &TcpStream) {
+        let _ = stream.set_nodelay(true);
+        if let Some(bytes) = self.cfg.socket_buf_bytes {
+            let sock = socket2::SockRef::from(stream);
+            let _ = sock.set_send_buffer_size(bytes);
+            let _ = sock.set_recv_buffer_size(bytes);
+        }
+    }
+
     fn register(&mut self, mut conn: Conn) -> Option<Token> {
+        self.tune(&conn.stream);
         if self.conns.len() >= self.cfg.max_connections {
             log::warn!(
                 "core {}: connection limit {} reached; refusing",
@@ -361,7 +373,6 @@ impl Core {
             };
             match listener.accept() {
                 Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
                     let conn = Conn::new(
                         stream,
                         Role::Incoming,

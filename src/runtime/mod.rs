@@ -49,6 +49,9 @@ pub struct RuntimeConfig {
     pub idle_timeout: Duration,
     pub first_frame_timeout: Duration,
     pub snapshot_log_slots: usize,
+    /// SO_SNDBUF/SO_RCVBUF for every connection; `None` keeps the kernel's
+    /// (auto-tuned) sizes.
+    pub socket_buf_bytes: Option<usize>,
 }
 
 impl RuntimeConfig {
@@ -69,6 +72,7 @@ impl RuntimeConfig {
             idle_timeout: Duration::from_secs(300),
             first_frame_timeout: Duration::from_secs(10),
             snapshot_log_slots: 4096,
+            socket_buf_bytes: None,
         }
     }
 }
