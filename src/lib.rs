@@ -16,3 +16,4 @@ pub mod rng;
 pub mod runtime;
 pub mod sim;
 pub mod storage;
+pub mod shardkv;
