@@ -141,6 +141,12 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
+    /// Propose a command no client waits for (the driver's own, e.g. a
+    /// reconfiguration or a shard installation).
+    pub fn propose(&mut self, cmd: Bytes) -> Result<(), ProposeError> {
+        self.paxos.propose(cmd)
+    }
+
     pub fn step(&mut self, msg: PaxosMsg, rng: &mut Rng) {
         self.paxos.step(msg, rng);
         self.after_event();

@@ -661,5 +661,8 @@ fn describe(message: &Message) -> &'static str {
         Message::Paxos(_) => "Paxos",
         Message::Master(_) => "Master",
         Message::Config(_) => "Config",
+        Message::ShardPull(_) => "ShardPull",
+        Message::ShardDelete(_) => "ShardDelete",
+        Message::ShardData(_) => "ShardData",
     }
 }

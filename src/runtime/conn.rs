@@ -18,6 +18,9 @@ pub enum Role {
     Incoming,
     /// Dialed by us to replica `peer` of group `gid`: Paxos frames out.
     Peer { gid: GroupId, peer: ReplicaId },
+    /// Dialed by us to a member of group `target` for shard migration:
+    /// requests out, replies in.
+    Rpc { target: GroupId },
 }
 
 pub struct Conn {
@@ -76,7 +79,7 @@ impl Conn {
             created: now,
             last_frame: now,
             frames_in: 0,
-            connecting: matches!(role, Role::Peer { .. }),
+            connecting: matches!(role, Role::Peer { .. } | Role::Rpc { .. }),
             paused: false,
             want_write: false,
         }

@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use synod_wire::{ClientReply, Config, Frame, GroupId, Message, PaxosMsg, ReplicaId};
+use synod_wire::{
+    ClientReply, Config, Frame, GroupId, Message, PaxosMsg, ReplicaId, ShardData, ShardRef,
+};
 
 use super::conn::{Close, Conn, Role};
 use super::{owner_core, RuntimeConfig};
 use crate::kv::KvOptions;
-use crate::kv_machine::KvMachine;
+use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, ShardKv, Work};
 use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
 use crate::replica::{Replica, ReplicaConfig, ReplyTo};
@@ -61,7 +63,7 @@ pub struct CoreHandle {
 
 /// A replica of either kind of group a node hosts.
 enum Hosted {
-    Kv(Replica<KvMachine>),
+    Kv(Replica<ShardKv>),
     Master(Replica<MasterMachine>),
 }
 
@@ -154,7 +156,28 @@ pub struct Core {
     failed: Option<String>,
     next_tick: Instant,
     last_sweep: Instant,
+    /// Every configuration seen, by number: KV groups take them in order.
+    configs: BTreeMap<u64, Config>,
+    /// Migration RPCs in flight: request id → (our group, asked group, what).
+    rpcs: HashMap<u64, (GroupId, GroupId, RpcKind)>,
+    next_rpc: u64,
+    /// Outgoing connections for migration RPCs, by (server, target group).
+    rpc_conns: HashMap<(String, GroupId), Token>,
+    /// Which member of a target group to ask next.
+    rpc_cursor: HashMap<GroupId, usize>,
+    /// When each piece of migration work was last attempted (rate limit).
+    attempts: HashMap<(GroupId, u8, u64, u32), Instant>,
+    last_migration: Instant,
 }
+
+#[derive(Clone, Copy, Debug)]
+enum RpcKind {
+    Pull { config_num: u64, shard: u32 },
+    Delete { config_num: u64, shard: u32 },
+}
+
+/// Migration work is retried this often while it is pending.
+const MIGRATION_RETRY: Duration = Duration::from_millis(300);
 
 impl Core {
     #[allow(clippy::too_many_arguments)]
@@ -188,6 +211,13 @@ impl Core {
             failed: None,
             next_tick: now + cfg.tick,
             last_sweep: now,
+            configs: BTreeMap::new(),
+            rpcs: HashMap::new(),
+            next_rpc: 1,
+            rpc_conns: HashMap::new(),
+            rpc_cursor: HashMap::new(),
+            attempts: HashMap::new(),
+            last_migration: now,
             cfg,
         }
     }
@@ -200,10 +230,13 @@ impl Core {
         let durable = self.recovered.remove(&gid).unwrap_or_default();
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
-        let sm = KvMachine::new(KvOptions {
-            shards: self.cfg.shards,
-            ..KvOptions::default()
-        });
+        let sm = ShardKv::new(
+            gid,
+            KvOptions {
+                shards: self.cfg.shards,
+                ..KvOptions::default()
+            },
+        );
         let replica = Hosted::Kv(Replica::new(rc, durable, sm, &mut self.rng));
         log::info!(
             "core {} hosts group {gid} as replica {me} of {:?}",
@@ -291,6 +324,10 @@ impl Core {
                     self.sweep(now);
                 }
                 self.redial(now);
+                if now.duration_since(self.last_migration) >= Duration::from_millis(50) {
+                    self.last_migration = now;
+                    self.migrate(now);
+                }
             }
             self.end_turn();
         }
@@ -313,6 +350,7 @@ impl Core {
     }
 
     fn on_config(&mut self, config: &Config) {
+        self.configs.insert(config.num, config.clone());
         for g in &config.groups {
             if owner_core(g.gid, self.cfg.cores) != self.id {
                 continue;
@@ -430,6 +468,10 @@ impl Core {
                 if let Some(g) = self.groups.get_mut(&gid) {
                     g.peers[peer as usize] = None;
                 }
+            }
+            if let Role::Rpc { target } = c.role {
+                self.rpc_conns.retain(|_, tok| *tok != t);
+                *self.rpc_cursor.entry(target).or_default() += 1;
             }
         }
     }
@@ -611,10 +653,209 @@ impl Core {
                     g.replica.step(msg, &mut self.rng);
                 }
             }
-            Message::Reply(_) | Message::Config(_) => {
-                self.close(t, Close::Protocol("reply sent to a server"));
+            Message::ShardPull(r) => self.answer_pull(t, frame.request_id, gid, r),
+            Message::ShardDelete(r) => self.answer_delete(t, frame.request_id, gid, r),
+            Message::Reply(_) | Message::Config(_) | Message::ShardData(_) => {
+                let is_rpc = self
+                    .conns
+                    .get(&t)
+                    .is_some_and(|c| matches!(c.role, Role::Rpc { .. }));
+                if is_rpc {
+                    self.on_rpc_reply(frame.request_id, frame.message);
+                } else {
+                    self.close(t, Close::Protocol("reply sent to a server"));
+                }
             }
         }
+    }
+
+    // ----- shard migration ----------------------------------------------------
+
+    /// For every KV group this core leads: move to the next configuration,
+    /// pull the shards it now owns, and tell previous owners to drop what
+    /// was installed (each step a log entry, see `shardkv`).
+    fn migrate(&mut self, now: Instant) {
+        let gids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for gid in gids {
+            let work = match self.groups.get(&gid).map(|g| &g.replica) {
+                Some(Hosted::Kv(r)) if r.is_leader() => {
+                    let next = self.configs.get(&(r.state().config().num + 1));
+                    r.state().work(next)
+                }
+                _ => continue,
+            };
+            for w in work {
+                let key = match &w {
+                    Work::Propose(GroupCommand::Reconfigure(c)) => (gid, 0, c.num, 0),
+                    Work::Propose(_) => (gid, 1, 0, 0),
+                    Work::Pull {
+                        config_num, shard, ..
+                    } => (gid, 2, *config_num, *shard),
+                    Work::Delete {
+                        config_num, shard, ..
+                    } => (gid, 3, *config_num, *shard),
+                };
+                if self
+                    .attempts
+                    .get(&key)
+                    .is_some_and(|t| now.duration_since(*t) < MIGRATION_RETRY)
+                {
+                    continue;
+                }
+                self.attempts.insert(key, now);
+                match w {
+                    Work::Propose(cmd) => self.propose_internal(gid, cmd),
+                    Work::Pull {
+                        config_num,
+                        shard,
+                        from,
+                        servers,
+                    } => self.rpc(
+                        gid,
+                        from,
+                        &servers,
+                        RpcKind::Pull { config_num, shard },
+                        Message::ShardPull(ShardRef { config_num, shard }),
+                    ),
+                    Work::Delete {
+                        config_num,
+                        shard,
+                        to,
+                        servers,
+                    } => self.rpc(
+                        gid,
+                        to,
+                        &servers,
+                        RpcKind::Delete { config_num, shard },
+                        Message::ShardDelete(ShardRef { config_num, shard }),
+                    ),
+                }
+            }
+        }
+        // Forget attempts for work that is long done.
+        self.attempts
+            .retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+    }
+
+    fn propose_internal(&mut self, gid: GroupId, cmd: GroupCommand) {
+        if let Some(Group {
+            replica: Hosted::Kv(r),
+            ..
+        }) = self.groups.get_mut(&gid)
+        {
+            if let Err(e) = r.propose(cmd.encode()) {
+                log::debug!("group {gid}: could not propose a migration step: {e:?}");
+            }
+        }
+    }
+
+    /// Send a migration request to a member of `target` (rotating through
+    /// them on failures) on a connection kept per (server, group).
+    fn rpc(&mut self, from: GroupId, target: GroupId, servers: &[String], kind: RpcKind, msg: Message) {
+        if servers.is_empty() {
+            return;
+        }
+        let cursor = *self.rpc_cursor.get(&target).unwrap_or(&0) % servers.len();
+        let addr = servers[cursor].clone();
+        let token = match self.rpc_conns.get(&(addr.clone(), target)) {
+            Some(t) if self.conns.contains_key(t) => *t,
+            _ => {
+                let Ok(sock) = addr.parse::<SocketAddr>() else {
+                    return;
+                };
+                let Ok(stream) = TcpStream::connect(sock) else {
+                    self.rpc_cursor.insert(target, cursor + 1);
+                    return;
+                };
+                let conn = Conn::new(stream, Role::Rpc { target }, self.cfg.max_frame_bytes, Instant::now());
+                let Some(t) = self.register(conn) else { return };
+                self.rpc_conns.insert((addr, target), t);
+                t
+            }
+        };
+        let request_id = self.next_rpc;
+        self.next_rpc += 1;
+        self.rpcs.insert(request_id, (from, target, kind));
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.queue(&Frame {
+                request_id,
+                group: target,
+                message: msg,
+            });
+        }
+    }
+
+    fn on_rpc_reply(&mut self, request_id: u64, message: Message) {
+        let Some((gid, target, kind)) = self.rpcs.remove(&request_id) else {
+            return;
+        };
+        match (kind, message) {
+            (RpcKind::Pull { config_num, shard }, Message::ShardData(d))
+                if d.config_num == config_num && d.shard == shard =>
+            {
+                self.propose_internal(
+                    gid,
+                    GroupCommand::Install {
+                        config_num,
+                        shard,
+                        data: d.data,
+                    },
+                );
+            }
+            (RpcKind::Delete { config_num, shard }, Message::Reply(ClientReply::Ok(_))) => {
+                self.propose_internal(gid, GroupCommand::InstalledAck { config_num, shard });
+            }
+            (_, Message::Reply(ClientReply::Busy)) => {} // not ready: retried on the timer
+            (_, Message::Reply(ClientReply::NotLeader { leader: Some(l) })) => {
+                self.rpc_cursor.insert(target, l as usize);
+            }
+            (_, other) => {
+                // WrongGroup, errors, a hint-less NotLeader: ask another
+                // member next time.
+                log::debug!("group {gid}: migration answer from group {target}: {other:?}");
+                *self.rpc_cursor.entry(target).or_default() += 1;
+            }
+        }
+    }
+
+    /// Another group pulls a shard from us: any replica that has applied the
+    /// configuration holds the same frozen copy.
+    fn answer_pull(&mut self, t: Token, request_id: u64, gid: GroupId, r: ShardRef) {
+        let answer = match self.groups.get(&gid).map(|g| &g.replica) {
+            Some(Hosted::Kv(rep)) => rep.state().answer_pull(r.config_num, r.shard),
+            _ => PullAnswer::NotReady,
+        };
+        let message = match answer {
+            PullAnswer::Data(data) => Message::ShardData(ShardData {
+                config_num: r.config_num,
+                shard: r.shard,
+                data,
+            }),
+            PullAnswer::NotReady => Message::Reply(ClientReply::Busy),
+        };
+        self.send_reply(t, request_id, gid, message);
+    }
+
+    /// The new owner installed a shard: drop our copy through our log.
+    fn answer_delete(&mut self, t: Token, request_id: u64, gid: GroupId, r: ShardRef) {
+        let reply = match self.groups.get_mut(&gid).map(|g| &mut g.replica) {
+            Some(Hosted::Kv(rep)) => match rep.state().answer_delete(r.config_num, r.shard) {
+                DeleteAnswer::Done => ClientReply::Ok(bytes::Bytes::new()),
+                DeleteAnswer::NotReady => ClientReply::Busy,
+                DeleteAnswer::Propose(cmd) => {
+                    if rep.is_leader() {
+                        let _ = rep.propose(cmd.encode());
+                        ClientReply::Busy
+                    } else {
+                        ClientReply::NotLeader {
+                            leader: rep.paxos().leader_hint(),
+                        }
+                    }
+                }
+            },
+            _ => ClientReply::Busy,
+        };
+        self.reply_now(t, request_id, gid, reply);
     }
 
     /// Remember who gets the reply to the request just handed to a replica.

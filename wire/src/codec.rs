@@ -32,7 +32,7 @@ use crate::types::{
     Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, ClientReply, ClientRequest,
     Commit, Config, Frame, GroupId, GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest,
     Message, Op, PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, SnapshotChunk,
-    SnapshotRequest,
+    ShardData, ShardRef, SnapshotRequest,
 };
 
 // ---------------------------------------------------------------------------
@@ -127,12 +127,19 @@ pub const KIND_MASTER_MOVE: u8 = 0x32;
 /// Shard master request: read a configuration.
 pub const KIND_MASTER_QUERY: u8 = 0x33;
 
+/// Between KV groups: pull a shard from its previous owner.
+pub const KIND_SHARD_PULL: u8 = 0x40;
+/// Between KV groups: the new owner installed a shard; delete the old copy.
+pub const KIND_SHARD_DELETE: u8 = 0x41;
+/// Between KV groups: a shard's data, answering a pull.
+pub const KIND_SHARD_DATA: u8 = 0x42;
+
 /// The `num` a Query carries on the wire to ask for the latest configuration
 /// (`MasterOp::Query { num: None }`).
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 25] = [
+pub const ALL_KINDS: [u8; 28] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -158,6 +165,9 @@ pub const ALL_KINDS: [u8; 25] = [
     KIND_MASTER_LEAVE,
     KIND_MASTER_MOVE,
     KIND_MASTER_QUERY,
+    KIND_SHARD_PULL,
+    KIND_SHARD_DELETE,
+    KIND_SHARD_DATA,
 ];
 
 /// Whether `kind` is a code this version defines.
@@ -168,6 +178,7 @@ pub fn is_known_kind(kind: u8) -> bool {
             | KIND_OK..=KIND_CONFIG
             | KIND_PREPARE..=KIND_SNAPSHOT_CHUNK
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
+            | KIND_SHARD_PULL..=KIND_SHARD_DATA
     )
 }
 
@@ -199,6 +210,9 @@ pub fn kind_of(msg: &Message) -> u8 {
         },
         Message::Master(req) => master_op_kind(&req.op),
         Message::Config(_) => KIND_CONFIG,
+        Message::ShardPull(_) => KIND_SHARD_PULL,
+        Message::ShardDelete(_) => KIND_SHARD_DELETE,
+        Message::ShardData(_) => KIND_SHARD_DATA,
     }
 }
 
@@ -483,6 +497,15 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
                 out.put_u32_le(gid);
             }
             put_groups(out, &config.groups);
+        }
+        Message::ShardPull(r) | Message::ShardDelete(r) => {
+            out.put_u64_le(r.config_num);
+            out.put_u32_le(r.shard);
+        }
+        Message::ShardData(d) => {
+            out.put_u64_le(d.config_num);
+            out.put_u32_le(d.shard);
+            put_byte_string(out, &d.data);
         }
     }
 }
@@ -932,6 +955,19 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             data: r.byte_string()?,
         })),
         KIND_MASTER_JOIN..=KIND_MASTER_QUERY => Message::Master(read_master_request(kind, &mut r)?),
+        KIND_SHARD_PULL => Message::ShardPull(ShardRef {
+            config_num: r.u64()?,
+            shard: r.u32()?,
+        }),
+        KIND_SHARD_DELETE => Message::ShardDelete(ShardRef {
+            config_num: r.u64()?,
+            shard: r.u32()?,
+        }),
+        KIND_SHARD_DATA => Message::ShardData(ShardData {
+            config_num: r.u64()?,
+            shard: r.u32()?,
+            data: r.byte_string()?,
+        }),
         _ => return Err(DecodeError::UnknownKind(kind)),
     };
     r.finish()?;

@@ -266,6 +266,14 @@ pub enum Message {
     Paxos(PaxosMsg),
     /// A request to the shard master group (header group 0).
     Master(MasterRequest),
+    /// Between KV groups: the new owner of a shard asks the previous owner
+    /// for it (header group = the previous owner).
+    ShardPull(ShardRef),
+    /// Between KV groups: the new owner installed the shard; the previous
+    /// owner may delete its copy (header group = the previous owner).
+    ShardDelete(ShardRef),
+    /// The answer to a `ShardPull`: the shard's data and dedup state.
+    ShardData(ShardData),
     /// The shard master's answer to every successful [`MasterRequest`]: for
     /// Join/Leave/Move the configuration it created, for Query the one asked
     /// for. Refusals and redirects are `Reply(Error/NotLeader/Busy)`, so a
@@ -331,4 +339,19 @@ pub struct MasterRequest {
     pub seq: Seq,
     pub ack_seq: Seq,
     pub op: MasterOp,
+}
+
+/// One shard as of one configuration, named between groups during migration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardRef {
+    pub config_num: u64,
+    pub shard: u32,
+}
+
+/// A shard's frozen data and dedup state (the previous owner's export).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardData {
+    pub config_num: u64,
+    pub shard: u32,
+    pub data: Bytes,
 }

@@ -226,6 +226,31 @@ pub fn samples() -> Vec<Frame> {
         master_req(2, MasterOp::Leave { gids: vec![2, 3] }),
         master_req(3, MasterOp::Move { shard: 5, gid: 1 }),
         master_req(4, MasterOp::Query { num: Some(2) }),
+        Frame {
+            request_id: 9,
+            group: 1,
+            message: Message::ShardPull(ShardRef {
+                config_num: 3,
+                shard: 7,
+            }),
+        },
+        Frame {
+            request_id: 10,
+            group: 1,
+            message: Message::ShardDelete(ShardRef {
+                config_num: 3,
+                shard: 7,
+            }),
+        },
+        Frame {
+            request_id: 9,
+            group: 2,
+            message: Message::ShardData(ShardData {
+                config_num: 3,
+                shard: 7,
+                data: b("kv"),
+            }),
+        },
     ]
 }
 
@@ -287,6 +312,8 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
         Message::Paxos(_) => vec![],
         // Master messages carry only integers and (copied) strings.
         Message::Master(_) | Message::Config(_) => vec![],
+        Message::ShardPull(_) | Message::ShardDelete(_) => vec![],
+        Message::ShardData(d) => vec![&d.data],
     }
 }
 
@@ -532,6 +559,25 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
         ),
         KIND_BUSY => r(Just(ClientReply::Busy).boxed()),
         KIND_CONFIG => arb_config().prop_map(Message::Config).boxed(),
+        KIND_SHARD_PULL | KIND_SHARD_DELETE => (any::<u64>(), any::<u32>())
+            .prop_map(move |(config_num, shard)| {
+                let r = ShardRef { config_num, shard };
+                if kind == KIND_SHARD_PULL {
+                    Message::ShardPull(r)
+                } else {
+                    Message::ShardDelete(r)
+                }
+            })
+            .boxed(),
+        KIND_SHARD_DATA => (any::<u64>(), any::<u32>(), arb_value())
+            .prop_map(|(config_num, shard, data)| {
+                Message::ShardData(ShardData {
+                    config_num,
+                    shard,
+                    data,
+                })
+            })
+            .boxed(),
         KIND_MASTER_JOIN..=KIND_MASTER_QUERY => arb_master_request_of_kind(kind)
             .prop_map(Message::Master)
             .boxed(),
