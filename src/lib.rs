@@ -14,6 +14,6 @@ pub mod paxos;
 pub mod replica;
 pub mod rng;
 pub mod runtime;
+pub mod shardkv;
 pub mod sim;
 pub mod storage;
-pub mod shardkv;

@@ -317,7 +317,9 @@ impl ShardKv {
             return DeleteAnswer::NotReady;
         }
         match self.state[shard as usize] {
-            ShardState::Offering => DeleteAnswer::Propose(GroupCommand::Delete { config_num, shard }),
+            ShardState::Offering => {
+                DeleteAnswer::Propose(GroupCommand::Delete { config_num, shard })
+            }
             _ => DeleteAnswer::Done,
         }
     }
@@ -325,7 +327,9 @@ impl ShardKv {
     fn apply_group(&mut self, cmd: GroupCommand) {
         match cmd {
             GroupCommand::Reconfigure(c) => {
-                if c.num != self.config.num + 1 || !self.settled() || c.shards.len() != self.state.len()
+                if c.num != self.config.num + 1
+                    || !self.settled()
+                    || c.shards.len() != self.state.len()
                 {
                     return; // a duplicate or a proposal from a stale leader
                 }
@@ -357,7 +361,9 @@ impl ShardKv {
                         // The bytes came from a peer group under checksums
                         // and through our own log: every replica refuses
                         // alike and the leader pulls again.
-                        Err(e) => log::error!("group {}: shard {shard} did not import: {e}", self.gid),
+                        Err(e) => {
+                            log::error!("group {}: shard {shard} did not import: {e}", self.gid)
+                        }
                     }
                 }
             }
@@ -439,13 +445,18 @@ impl StateMachine for ShardKv {
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         let mut at = 0usize;
         let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
-            let end = at.checked_add(n).filter(|e| *e <= data.len()).ok_or("truncated")?;
+            let end = at
+                .checked_add(n)
+                .filter(|e| *e <= data.len())
+                .ok_or("truncated")?;
             let s = &data[*at..end];
             *at = end;
             Ok(s)
         };
         let u32_at = |at: &mut usize| -> Result<u32, String> {
-            Ok(u32::from_le_bytes(take(at, 4)?.try_into().map_err(|_| "truncated")?))
+            Ok(u32::from_le_bytes(
+                take(at, 4)?.try_into().map_err(|_| "truncated")?,
+            ))
         };
         if take(&mut at, 1)?[0] != SNAPSHOT_VERSION {
             return Err("unknown shardkv snapshot version".into());

@@ -26,11 +26,11 @@ use synod_wire::{
 use super::conn::{Close, Conn, Role};
 use super::{owner_core, RuntimeConfig};
 use crate::kv::KvOptions;
-use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, ShardKv, Work};
 use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
 use crate::replica::{Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
+use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, ShardKv, Work};
 use crate::storage::Wal;
 
 const LISTENER: Token = Token(0);
@@ -751,7 +751,14 @@ impl Core {
 
     /// Send a migration request to a member of `target` (rotating through
     /// them on failures) on a connection kept per (server, group).
-    fn rpc(&mut self, from: GroupId, target: GroupId, servers: &[String], kind: RpcKind, msg: Message) {
+    fn rpc(
+        &mut self,
+        from: GroupId,
+        target: GroupId,
+        servers: &[String],
+        kind: RpcKind,
+        msg: Message,
+    ) {
         if servers.is_empty() {
             return;
         }
@@ -767,7 +774,12 @@ impl Core {
                     self.rpc_cursor.insert(target, cursor + 1);
                     return;
                 };
-                let conn = Conn::new(stream, Role::Rpc { target }, self.cfg.max_frame_bytes, Instant::now());
+                let conn = Conn::new(
+                    stream,
+                    Role::Rpc { target },
+                    self.cfg.max_frame_bytes,
+                    Instant::now(),
+                );
                 let Some(t) = self.register(conn) else { return };
                 self.rpc_conns.insert((addr, target), t);
                 t

@@ -41,7 +41,9 @@ fn put(kv: &mut ShardKv, client: u64, seq: u64, key: &str, value: &str) -> Clien
             value: Bytes::copy_from_slice(value.as_bytes()),
         },
     };
-    kv.apply(0, &encode_command(&req)).expect("a client command").2
+    kv.apply(0, &encode_command(&req))
+        .expect("a client command")
+        .2
 }
 
 fn get(kv: &mut ShardKv, key: &str) -> ClientReply {
@@ -53,7 +55,9 @@ fn get(kv: &mut ShardKv, key: &str) -> ClientReply {
             key: Bytes::copy_from_slice(key.as_bytes()),
         },
     };
-    kv.apply(0, &encode_command(&req)).expect("a client command").2
+    kv.apply(0, &encode_command(&req))
+        .expect("a client command")
+        .2
 }
 
 /// A key of each shard.
@@ -85,7 +89,13 @@ fn group_commands_round_trip_and_garbage_is_refused() {
     for c in cmds {
         assert_eq!(GroupCommand::decode(&c.encode()), Some(c));
     }
-    for junk in [&b""[..], b"\xE1", b"\xE3\x01\x02", b"\xE4aaaaaaaaaaaaaaaa", b"\xEF"] {
+    for junk in [
+        &b""[..],
+        b"\xE1",
+        b"\xE3\x01\x02",
+        b"\xE4aaaaaaaaaaaaaaaa",
+        b"\xEF",
+    ] {
         assert_eq!(GroupCommand::decode(&Bytes::copy_from_slice(junk)), None);
     }
 }
@@ -93,7 +103,11 @@ fn group_commands_round_trip_and_garbage_is_refused() {
 #[test]
 fn first_join_serves_every_shard_at_once() {
     let mut g1 = ShardKv::new(1, opts());
-    assert_eq!(get(&mut g1, "a"), ClientReply::WrongGroup, "config 0 serves nothing");
+    assert_eq!(
+        get(&mut g1, "a"),
+        ClientReply::WrongGroup,
+        "config 0 serves nothing"
+    );
     run(&mut g1, GroupCommand::Reconfigure(config(1, &[1; 8])));
     assert!(g1.settled());
     assert_eq!(put(&mut g1, 1, 1, "a", "x"), ClientReply::Ok(Bytes::new()));
@@ -110,8 +124,14 @@ fn a_moved_shard_carries_its_data_and_dedup_state_and_is_collected() {
     run(&mut g2, GroupCommand::Reconfigure(c1));
     let moved = key_of(5);
     let stays = key_of(0);
-    assert_eq!(put(&mut g1, 7, 1, &moved, "A;"), ClientReply::Ok(Bytes::new()));
-    assert_eq!(put(&mut g1, 7, 2, &stays, "B;"), ClientReply::Ok(Bytes::new()));
+    assert_eq!(
+        put(&mut g1, 7, 1, &moved, "A;"),
+        ClientReply::Ok(Bytes::new())
+    );
+    assert_eq!(
+        put(&mut g1, 7, 2, &stays, "B;"),
+        ClientReply::Ok(Bytes::new())
+    );
 
     // Both groups take configuration 2 through their logs.
     assert_eq!(
@@ -124,17 +144,26 @@ fn a_moved_shard_carries_its_data_and_dedup_state_and_is_collected() {
     assert_eq!(g2.shard_state(5), ShardState::Pulling);
     // The old owner refuses the moved shard; the unaffected one keeps serving.
     assert_eq!(get(&mut g1, &moved), ClientReply::WrongGroup);
-    assert_eq!(get(&mut g1, &stays), ClientReply::Ok(Bytes::from_static(b"B;")));
+    assert_eq!(
+        get(&mut g1, &stays),
+        ClientReply::Ok(Bytes::from_static(b"B;"))
+    );
     // The new owner cannot serve it before it arrives.
     assert_eq!(get(&mut g2, &moved), ClientReply::WrongGroup);
     // No further configuration while shards are in flight.
     let c3 = config(3, &[1; 8]);
-    assert!(!g2.work(Some(&c3)).iter().any(|w| matches!(w, Work::Propose(_))));
+    assert!(!g2
+        .work(Some(&c3))
+        .iter()
+        .any(|w| matches!(w, Work::Propose(_))));
 
     // g2 pulls the four shards and installs them.
     for w in g2.work(None) {
         let Work::Pull {
-            config_num, shard, from, ..
+            config_num,
+            shard,
+            from,
+            ..
         } = w
         else {
             panic!("expected pulls, got {w:?}");
@@ -153,17 +182,29 @@ fn a_moved_shard_carries_its_data_and_dedup_state_and_is_collected() {
         );
     }
     assert_eq!(g2.shard_state(5), ShardState::Installed);
-    assert_eq!(get(&mut g2, &moved), ClientReply::Ok(Bytes::from_static(b"A;")));
+    assert_eq!(
+        get(&mut g2, &moved),
+        ClientReply::Ok(Bytes::from_static(b"A;"))
+    );
     // A retry of the append g1 applied is answered from the moved dedup
     // state, not applied again.
-    assert_eq!(put(&mut g2, 7, 1, &moved, "A;"), ClientReply::Ok(Bytes::new()));
-    assert_eq!(get(&mut g2, &moved), ClientReply::Ok(Bytes::from_static(b"A;")));
+    assert_eq!(
+        put(&mut g2, 7, 1, &moved, "A;"),
+        ClientReply::Ok(Bytes::new())
+    );
+    assert_eq!(
+        get(&mut g2, &moved),
+        ClientReply::Ok(Bytes::from_static(b"A;"))
+    );
 
     // Garbage collection: g2 tells g1, g1 drops its copy, g2 hears back.
     let before = g1.store().stats().keys;
     for w in g2.work(None) {
         let Work::Delete {
-            config_num, shard, to, ..
+            config_num,
+            shard,
+            to,
+            ..
         } = w
         else {
             panic!("expected deletes, got {w:?}");
@@ -176,10 +217,16 @@ fn a_moved_shard_carries_its_data_and_dedup_state_and_is_collected() {
         assert_eq!(g1.answer_delete(config_num, shard), DeleteAnswer::Done);
         run(&mut g2, GroupCommand::InstalledAck { config_num, shard });
     }
-    assert!(g1.store().stats().keys < before, "g1 still holds moved data");
+    assert!(
+        g1.store().stats().keys < before,
+        "g1 still holds moved data"
+    );
     assert_eq!(g1.shard_state(5), ShardState::NotOwned);
     assert!(g1.settled() && g2.settled());
-    assert_eq!(get(&mut g2, &moved), ClientReply::Ok(Bytes::from_static(b"A;")));
+    assert_eq!(
+        get(&mut g2, &moved),
+        ClientReply::Ok(Bytes::from_static(b"A;"))
+    );
 }
 
 #[test]
@@ -191,7 +238,10 @@ fn reconfigurations_apply_once_and_in_order() {
     run(&mut g1, GroupCommand::Reconfigure(config(1, &[1; 8])));
     assert_eq!(g1.config().num, 1);
     // Giving a shard away leaves it Offering: the next config must wait.
-    run(&mut g1, GroupCommand::Reconfigure(config(2, &[2, 1, 1, 1, 1, 1, 1, 1])));
+    run(
+        &mut g1,
+        GroupCommand::Reconfigure(config(2, &[2, 1, 1, 1, 1, 1, 1, 1])),
+    );
     run(&mut g1, GroupCommand::Reconfigure(config(3, &[1; 8])));
     assert_eq!(g1.config().num, 2);
 }
@@ -201,7 +251,10 @@ fn snapshot_restores_configuration_states_and_data() {
     let mut g1 = ShardKv::new(1, opts());
     run(&mut g1, GroupCommand::Reconfigure(config(1, &[1; 8])));
     put(&mut g1, 3, 1, &key_of(2), "v;");
-    run(&mut g1, GroupCommand::Reconfigure(config(2, &[1, 1, 2, 1, 1, 1, 1, 1])));
+    run(
+        &mut g1,
+        GroupCommand::Reconfigure(config(2, &[1, 1, 2, 1, 1, 1, 1, 1])),
+    );
     let snap = g1.snapshot();
     let mut copy = ShardKv::new(1, opts());
     copy.restore(&snap).expect("restore");
@@ -212,5 +265,8 @@ fn snapshot_restores_configuration_states_and_data() {
     for cut in 0..snap.len() {
         let _ = ShardKv::new(1, opts()).restore(&snap[..cut]);
     }
-    assert!(ShardKv::new(2, opts()).restore(&snap).is_err(), "another group's snapshot");
+    assert!(
+        ShardKv::new(2, opts()).restore(&snap).is_err(),
+        "another group's snapshot"
+    );
 }

@@ -31,8 +31,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::types::{
     Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, ClientReply, ClientRequest,
     Commit, Config, Frame, GroupId, GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest,
-    Message, Op, PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, SnapshotChunk,
-    ShardData, ShardRef, SnapshotRequest,
+    Message, Op, PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, ShardData, ShardRef,
+    SnapshotChunk, SnapshotRequest,
 };
 
 // ---------------------------------------------------------------------------

@@ -225,4 +225,3 @@ fn protocol_md_join_example_matches_the_codec() {
     assert_eq!(tokens, hex(&wire[HEADER_LEN..]));
     assert!(doc.contains(&format!("{}-byte body", wire.len() - HEADER_LEN)));
 }
-
