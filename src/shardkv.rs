@@ -190,7 +190,19 @@ pub enum DeleteAnswer {
     NotReady,
 }
 
+/// Deliberate bugs for tests that prove the sharded simulator's checkers
+/// catch them. All off in every real configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardBugs {
+    /// Apply requests for shards this group does not serve.
+    pub serve_unowned: bool,
+    /// Take over a shard without pulling its data from the previous owner.
+    pub skip_pull: bool,
+}
+
 pub struct ShardKv {
+    /// Planted bugs (tests only).
+    pub bugs: ShardBugs,
     gid: GroupId,
     store: KvStore,
     opts: KvOptions,
@@ -213,6 +225,7 @@ impl ShardKv {
     pub fn new(gid: GroupId, opts: KvOptions) -> ShardKv {
         assert!(gid != 0, "gid 0 is the master group");
         ShardKv {
+            bugs: ShardBugs::default(),
             gid,
             store: KvStore::new(opts),
             config: empty_config(opts.shards),
@@ -244,6 +257,9 @@ impl ShardKv {
     }
 
     fn serves(&self, shard: u32) -> bool {
+        if self.bugs.serve_unowned {
+            return true;
+        }
         self.config.shards.get(shard as usize) == Some(&self.gid)
             && matches!(
                 self.state[shard as usize],
@@ -339,7 +355,7 @@ impl ShardKv {
                     self.state[s] = match (old == self.gid, new == self.gid) {
                         (true, true) => ShardState::Serving,
                         (true, false) => ShardState::Offering,
-                        (false, true) if old == 0 => ShardState::Serving,
+                        (false, true) if old == 0 || self.bugs.skip_pull => ShardState::Serving,
                         (false, true) => ShardState::Pulling,
                         (false, false) => ShardState::NotOwned,
                     };

@@ -19,6 +19,7 @@ struct Args {
     jobs: usize,
     bugs: Bugs,
     verbose: bool,
+    sharded: bool,
 }
 
 const USAGE: &str =
@@ -36,6 +37,7 @@ fn parse() -> Result<Args, String> {
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         bugs: Bugs::default(),
         verbose: false,
+        sharded: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,6 +54,11 @@ fn parse() -> Result<Args, String> {
             }
             "--jobs" => a.jobs = (num(&value("--jobs")?)? as usize).max(1),
             "--no-faults" => a.faults = false,
+            "--world" => match value("--world")?.as_str() {
+                "group" => a.sharded = false,
+                "sharded" => a.sharded = true,
+                other => return Err(format!("--world must be group or sharded, not {other:?}")),
+            },
             "--bug" => match value("--bug")?.as_str() {
                 "skip-dedup" => a.bugs.skip_dedup = true,
                 "follower-reads" => a.bugs.replica.follower_reads = true,
@@ -90,6 +97,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.sharded {
+        return run_sharded(&args);
+    }
     let started = Instant::now();
     let next = AtomicU64::new(args.start);
     let end = args.start + args.seeds;
@@ -153,6 +163,61 @@ fn main() -> ExitCode {
         snaps,
         secs,
         commands as f64 / secs.max(1e-9)
+    );
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run_sharded(args: &Args) -> ExitCode {
+    use synod::sim::sharded::{run_sharded, ShardedConfig, ShardedReport};
+    let started = Instant::now();
+    let next = AtomicU64::new(args.start);
+    let end = args.start + args.seeds;
+    let reports: Mutex<Vec<ShardedReport>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    break;
+                }
+                let mut cfg = ShardedConfig::new(seed);
+                cfg.faults = args.faults;
+                let report = run_sharded(&cfg);
+                if !report.passed() {
+                    let mut msg = format!(
+                        "FAIL seed={seed} world=sharded — replay: synod-sim --world sharded --start-seed {seed} --seeds 1"
+                    );
+                    for f in report.failures.iter().take(if args.verbose { usize::MAX } else { 3 }) {
+                        msg.push_str("\n    ");
+                        msg.push_str(&f.replace('\n', "\n    "));
+                    }
+                    println!("{msg}");
+                } else if args.verbose {
+                    println!(
+                        "ok seed={seed} ops={} configs={} shards_moved={} crashes={}",
+                        report.ops_completed, report.configs, report.shards_moved, report.crashes
+                    );
+                }
+                reports.lock().expect("no panics hold it").push(report);
+            });
+        }
+    });
+    let reports = reports.into_inner().expect("no panics hold it");
+    let secs = started.elapsed().as_secs_f64();
+    let failures = reports.iter().filter(|r| !r.passed()).count();
+    println!(
+        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} crashes={} wall_secs={:.1}",
+        reports.len(),
+        failures,
+        reports.iter().map(|r| r.ops_completed).sum::<u64>(),
+        reports.iter().map(|r| r.configs).sum::<u64>(),
+        reports.iter().map(|r| r.shards_moved).sum::<u64>(),
+        reports.iter().map(|r| r.crashes).sum::<u64>(),
+        secs
     );
     if failures == 0 {
         ExitCode::SUCCESS

@@ -16,6 +16,7 @@
 
 mod checks;
 mod client;
+pub mod sharded;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};

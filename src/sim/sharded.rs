@@ -1,0 +1,1168 @@
+//! The sharded world: the master group plus several KV groups of replicas,
+//! admin joins, leaves and moves through the master's log, shards migrating
+//! between groups over the simulated network — under drops, duplicates,
+//! delays, partitions and crashes, with every checker on.
+//!
+//! Node `i` is replica `i % 3` of group `i / 3`; group 0 is the master group.
+//! Groups learn configurations the way the runtime does, minus the query
+//! round trip: from the committed state of the most advanced master replica
+//! (what a successful Query returns). Everything else — client requests,
+//! admin requests, Paxos traffic, shard pulls and deletes — crosses the
+//! faulty network.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use bytes::Bytes;
+use synod_wire::{
+    encode_command, encode_master_command, Batch, ClientReply, ClientRequest, Config, GroupId,
+    GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, ShardData, ShardRef, Slot,
+};
+
+use super::{Micros, MS};
+use crate::check::{check_kv, CheckOptions, CheckResult, KvInput, KvOp, KvOutput};
+use crate::kv::KvOptions;
+use crate::master::{MasterMachine, MasterOptions};
+use crate::paxos::{Durable, Ready, Synced};
+use crate::replica::{Replica, ReplicaConfig};
+use crate::rng::Rng;
+use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, ShardKv, Work};
+
+const REPLICAS: u32 = 3;
+
+/// What one sharded world looks like.
+#[derive(Clone, Debug)]
+pub struct ShardedConfig {
+    pub seed: u64,
+    pub kv_groups: u32,
+    pub shards: u32,
+    pub clients: usize,
+    pub keys: usize,
+    pub fault_phase: Micros,
+    pub liveness_bound: Micros,
+    pub faults: bool,
+    pub bugs: crate::shardkv::ShardBugs,
+}
+
+impl ShardedConfig {
+    pub fn new(seed: u64) -> ShardedConfig {
+        ShardedConfig {
+            seed,
+            kv_groups: 3,
+            shards: 8,
+            clients: 5,
+            keys: 12,
+            fault_phase: 8_000 * MS,
+            liveness_bound: 20_000 * MS,
+            faults: true,
+            bugs: crate::shardkv::ShardBugs::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ShardedReport {
+    pub seed: u64,
+    pub failures: Vec<String>,
+    pub ops_completed: u64,
+    pub configs: u64,
+    pub shards_moved: u64,
+    pub crashes: u64,
+}
+
+impl ShardedReport {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+enum Hosted {
+    Master(Replica<MasterMachine>),
+    Kv(Replica<ShardKv>),
+}
+
+impl Hosted {
+    fn ready(&mut self) -> Ready {
+        match self {
+            Hosted::Master(r) => r.ready(),
+            Hosted::Kv(r) => r.ready(),
+        }
+    }
+}
+
+struct Node {
+    replica: Option<Hosted>,
+    disk: Durable,
+    rng: Rng,
+    epoch: u64,
+    flush_scheduled: bool,
+    next_apply: Slot,
+}
+
+#[derive(Debug)]
+enum Event {
+    Paxos {
+        to: usize,
+        msg: PaxosMsg,
+    },
+    /// A client, admin or migration request to node `to`.
+    Request {
+        to: usize,
+        reply_to: u64,
+        msg: Message,
+    },
+    /// An answer to client `client` (or, for `client == MIGRATION`, to node `reply_to >> 32`).
+    Reply {
+        client: usize,
+        reply_to: u64,
+        msg: Message,
+    },
+    Tick {
+        node: usize,
+        epoch: u64,
+    },
+    Flush {
+        node: usize,
+        epoch: u64,
+    },
+    ClientWake {
+        client: usize,
+        token: u64,
+    },
+    Admin,
+    Chaos,
+    Heal,
+}
+
+/// Reply routing tag for answers to migration requests.
+const MIGRATION: usize = usize::MAX;
+
+struct Queued {
+    at: Micros,
+    seq: u64,
+    ev: Event,
+}
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// A client: one KV op at a time, routed by the latest committed config.
+struct SimClient {
+    id: u64,
+    seq: u64,
+    acked: u64,
+    current: Option<(ClientRequest, KvInput, Micros, usize)>,
+    token: u64,
+    stopped: bool,
+    /// Which member of each group to try.
+    cursor: HashMap<GroupId, u32>,
+    appends: Vec<(Bytes, u64, bool)>,
+}
+
+/// The admin: one master request at a time.
+struct Admin {
+    seq: u64,
+    current: Option<(MasterRequest, usize, Micros)>,
+}
+
+pub struct ShardedWorld {
+    cfg: ShardedConfig,
+    rng: Rng,
+    now: Micros,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    nodes: Vec<Node>,
+    cut: Vec<Vec<bool>>,
+    drop_p: f64,
+    dup_p: f64,
+    delay_max: Micros,
+    healed: bool,
+    clients: Vec<SimClient>,
+    admin: Admin,
+    history: Vec<KvOp>,
+    chosen: BTreeMap<(GroupId, Slot), Batch>,
+    /// Migration requests in flight: request id → (node, what).
+    rpcs: HashMap<u64, (usize, GroupId, bool, u64, u32)>,
+    next_rpc: u64,
+    last_attempt: HashMap<(usize, u8, u64, u32), Micros>,
+    report: ShardedReport,
+}
+
+pub fn run_sharded(cfg: &ShardedConfig) -> ShardedReport {
+    let mut w = ShardedWorld::new(cfg.clone());
+    w.run();
+    w.finish()
+}
+
+fn gid_of(node: usize) -> GroupId {
+    (node / REPLICAS as usize) as GroupId
+}
+fn node_of(gid: GroupId, idx: u32) -> usize {
+    gid as usize * REPLICAS as usize + idx as usize
+}
+fn servers(gid: GroupId) -> Vec<String> {
+    (0..REPLICAS).map(|i| format!("g{gid}r{i}")).collect()
+}
+
+impl ShardedWorld {
+    fn new(cfg: ShardedConfig) -> ShardedWorld {
+        let mut rng = Rng::new(cfg.seed ^ 0x5AD_DED);
+        let n = (cfg.kv_groups as usize + 1) * REPLICAS as usize;
+        let (drop_p, dup_p) = if cfg.faults {
+            (
+                rng.range(0, 10) as f64 / 100.0,
+                rng.range(0, 5) as f64 / 100.0,
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        let mut w = ShardedWorld {
+            nodes: Vec::new(),
+            cut: vec![vec![false; n]; n],
+            drop_p,
+            dup_p,
+            delay_max: if cfg.faults {
+                rng.range(500, 10_000)
+            } else {
+                500
+            },
+            healed: !cfg.faults,
+            clients: Vec::new(),
+            admin: Admin {
+                seq: 0,
+                current: None,
+            },
+            history: Vec::new(),
+            chosen: BTreeMap::new(),
+            rpcs: HashMap::new(),
+            next_rpc: 1,
+            last_attempt: HashMap::new(),
+            report: ShardedReport {
+                seed: cfg.seed,
+                ..ShardedReport::default()
+            },
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            rng,
+            cfg,
+        };
+        for _ in 0..n {
+            let node_rng = w.rng.fork();
+            w.nodes.push(Node {
+                replica: None,
+                disk: Durable::default(),
+                rng: node_rng,
+                epoch: 0,
+                flush_scheduled: false,
+                next_apply: 0,
+            });
+        }
+        for i in 0..n {
+            w.start_node(i);
+        }
+        for c in 0..w.cfg.clients {
+            w.clients.push(SimClient {
+                id: 1000 + c as u64,
+                seq: 0,
+                acked: 0,
+                current: None,
+                token: 0,
+                stopped: false,
+                cursor: HashMap::new(),
+                appends: Vec::new(),
+            });
+            let at = w.rng.range(500 * MS, 1_000 * MS);
+            w.schedule(
+                at,
+                Event::ClientWake {
+                    client: c,
+                    token: 0,
+                },
+            );
+        }
+        w.schedule(100 * MS, Event::Admin);
+        if w.cfg.faults {
+            let at = w.rng.range(300 * MS, 1_000 * MS);
+            w.schedule(at, Event::Chaos);
+            w.schedule(w.cfg.fault_phase, Event::Heal);
+        }
+        w
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let gid = gid_of(i);
+        let mut rc = ReplicaConfig::new((i % REPLICAS as usize) as u32, REPLICAS);
+        rc.snapshot_log_slots = 30;
+        rc.paxos.snapshot_chunk_bytes = 1024;
+        rc.paxos.window_slots_max = 4;
+        let shards = self.cfg.shards;
+        let node = &mut self.nodes[i];
+        let disk = node.disk.clone();
+        node.next_apply = disk.snapshot.as_ref().map_or(0, |(s, _)| *s);
+        node.replica = Some(if gid == 0 {
+            Hosted::Master(Replica::new(
+                rc,
+                disk,
+                MasterMachine::new(MasterOptions { shards }),
+                &mut node.rng,
+            ))
+        } else {
+            let mut sm = ShardKv::new(
+                gid,
+                KvOptions {
+                    shards,
+                    ..KvOptions::default()
+                },
+            );
+            sm.bugs = self.cfg.bugs;
+            Hosted::Kv(Replica::new(rc, disk, sm, &mut node.rng))
+        });
+        node.flush_scheduled = false;
+        let epoch = node.epoch;
+        let first = self.rng.range(1, 10 * MS);
+        self.schedule(self.now + first, Event::Tick { node: i, epoch });
+        self.drive(i);
+    }
+
+    fn schedule(&mut self, at: Micros, ev: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn end_time(&self) -> Micros {
+        self.cfg.fault_phase + self.cfg.liveness_bound
+    }
+
+    fn run(&mut self) {
+        let end = self.end_time();
+        while let Some(Reverse(q)) = self.queue.pop() {
+            if q.at > end {
+                break;
+            }
+            self.now = q.at;
+            self.handle(q.ev);
+            if self.healed
+                && self.now > self.cfg.fault_phase + 2_000 * MS
+                && self
+                    .clients
+                    .iter()
+                    .all(|c| c.stopped && c.current.is_none())
+                && self.admin.current.is_none()
+                && self.converged()
+            {
+                break;
+            }
+        }
+    }
+
+    /// The latest configuration committed by the master group.
+    fn latest_config(&self) -> Config {
+        self.master_state()
+            .map(|m| m.master().latest().clone())
+            .unwrap_or_default()
+    }
+
+    fn master_state(&self) -> Option<&MasterMachine> {
+        self.nodes[0..REPLICAS as usize]
+            .iter()
+            .filter_map(|n| match &n.replica {
+                Some(Hosted::Master(r)) => Some(r),
+                _ => None,
+            })
+            .max_by_key(|r| r.paxos().applied_upto())
+            .map(|r| r.state())
+    }
+
+    fn config_num(&self, num: u64) -> Option<Config> {
+        let m = self.master_state()?;
+        (m.master().latest().num >= num).then(|| m.master().config(Some(num)).clone())
+    }
+
+    /// Every KV group's most advanced replica is at the latest config, settled.
+    fn converged(&self) -> bool {
+        let latest = self.latest_config().num;
+        (1..=self.cfg.kv_groups).all(|gid| {
+            self.kv_state(gid)
+                .is_some_and(|s| s.config().num == latest && s.settled())
+        })
+    }
+
+    fn kv_state(&self, gid: GroupId) -> Option<&ShardKv> {
+        (0..REPLICAS)
+            .filter_map(|i| match &self.nodes[node_of(gid, i)].replica {
+                Some(Hosted::Kv(r)) => Some(r),
+                _ => None,
+            })
+            .max_by_key(|r| r.paxos().applied_upto())
+            .map(|r| r.state())
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Paxos { to, msg } => {
+                let node = &mut self.nodes[to];
+                match node.replica.as_mut() {
+                    Some(Hosted::Master(r)) => r.step(msg, &mut node.rng),
+                    Some(Hosted::Kv(r)) => r.step(msg, &mut node.rng),
+                    None => return,
+                }
+                self.after_node_event(to);
+            }
+            Event::Request { to, reply_to, msg } => self.on_request(to, reply_to, msg),
+            Event::Reply {
+                client,
+                reply_to,
+                msg,
+            } => {
+                if client == MIGRATION {
+                    self.on_migration_reply(reply_to, msg);
+                } else if client == usize::MAX - 1 {
+                    self.on_admin_reply(reply_to & ((1 << 40) - 1), msg);
+                } else {
+                    self.on_client_reply(client, reply_to, msg);
+                }
+            }
+            Event::Tick { node, epoch } => {
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch {
+                    return;
+                }
+                match n.replica.as_mut() {
+                    Some(Hosted::Master(r)) => r.tick(&mut n.rng),
+                    Some(Hosted::Kv(r)) => r.tick(&mut n.rng),
+                    None => return,
+                }
+                self.schedule(self.now + 10 * MS, Event::Tick { node, epoch });
+                if (self.now / (10 * MS)) % 5 == 0 {
+                    self.migrate(node);
+                }
+                self.after_node_event(node);
+            }
+            Event::Flush { node, epoch } => {
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch {
+                    return;
+                }
+                n.flush_scheduled = false;
+                match n.replica.as_mut() {
+                    Some(Hosted::Master(r)) => r.flush(),
+                    Some(Hosted::Kv(r)) => r.flush(),
+                    None => return,
+                }
+                self.drive(node);
+            }
+            Event::ClientWake { client, token } => self.client_wake(client, token),
+            Event::Admin => self.admin_step(),
+            Event::Chaos => self.chaos(),
+            Event::Heal => {
+                self.healed = true;
+                for row in self.cut.iter_mut() {
+                    row.iter_mut().for_each(|c| *c = false);
+                }
+                self.drop_p = 0.0;
+                self.dup_p = 0.0;
+                self.delay_max = self.delay_max.min(2_000);
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].replica.is_none() {
+                        self.start_node(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_node_event(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        if !n.flush_scheduled {
+            n.flush_scheduled = true;
+            let epoch = n.epoch;
+            self.schedule(self.now + 200, Event::Flush { node: i, epoch });
+        }
+        self.drive(i);
+    }
+
+    fn drive(&mut self, i: usize) {
+        let gid = gid_of(i);
+        loop {
+            let node = &mut self.nodes[i];
+            let Some(h) = node.replica.as_mut() else {
+                return;
+            };
+            let ready = h.ready();
+            if ready.is_empty() {
+                return;
+            }
+            for rec in &ready.records {
+                node.disk.apply(rec);
+            }
+            let (messages, replies, snapshot, committed) = match h {
+                Hosted::Master(r) => {
+                    let out = r.advance(ready, Synced::after_sync());
+                    (
+                        out.messages,
+                        out.replies,
+                        out.installed_snapshot,
+                        out.committed,
+                    )
+                }
+                Hosted::Kv(r) => {
+                    let out = r.advance(ready, Synced::after_sync());
+                    let replies = out
+                        .replies
+                        .into_iter()
+                        .map(|(to, rep)| (to, Message::Reply(rep)))
+                        .collect();
+                    (out.messages, replies, out.installed_snapshot, out.committed)
+                }
+            };
+            self.check_applied(i, gid, snapshot, &committed);
+            for (to, msg) in messages {
+                let dest = node_of(gid, to);
+                self.send(i, dest, Event::Paxos { to: dest, msg });
+            }
+            for (reply_to, msg) in replies {
+                let client = (reply_to >> 40) as usize;
+                let client = if client == 0xFFFF {
+                    usize::MAX - 1
+                } else {
+                    client
+                };
+                self.send(
+                    i,
+                    usize::MAX,
+                    Event::Reply {
+                        client,
+                        reply_to,
+                        msg,
+                    },
+                );
+            }
+        }
+    }
+
+    fn delay(&mut self) -> Micros {
+        let d = self.rng.range(50, self.delay_max + 1);
+        if !self.healed && self.rng.chance(0.02) {
+            d * 10
+        } else {
+            d
+        }
+    }
+
+    /// Send over the network from node `from` to node `to` (`usize::MAX`:
+    /// a client, whose links only suffer drops).
+    fn send(&mut self, from: usize, to: usize, ev: Event) {
+        if from != usize::MAX && to != usize::MAX && self.cut[from][to] {
+            return;
+        }
+        if self.rng.chance(self.drop_p) {
+            return;
+        }
+        let d = self.delay();
+        if self.rng.chance(self.dup_p) {
+            let copy = match &ev {
+                Event::Paxos { to, msg } => Some(Event::Paxos {
+                    to: *to,
+                    msg: msg.clone(),
+                }),
+                Event::Request { to, reply_to, msg } => Some(Event::Request {
+                    to: *to,
+                    reply_to: *reply_to,
+                    msg: msg.clone(),
+                }),
+                _ => None,
+            };
+            if let Some(c) = copy {
+                let d2 = self.delay();
+                self.schedule(self.now + d2, c);
+            }
+        }
+        self.schedule(self.now + d, ev);
+    }
+
+    fn on_request(&mut self, to: usize, reply_to: u64, msg: Message) {
+        let node = &mut self.nodes[to];
+        let Some(h) = node.replica.as_mut() else {
+            return;
+        };
+        match (h, msg) {
+            (Hosted::Kv(r), Message::Request(req)) => {
+                let cmd = encode_command(&req);
+                r.on_request(reply_to, &req, cmd);
+                self.after_node_event(to);
+            }
+            (Hosted::Master(r), Message::Master(req)) => {
+                let cmd = encode_master_command(&req);
+                r.on_request(reply_to, &req, cmd);
+                self.after_node_event(to);
+            }
+            (Hosted::Kv(r), Message::ShardPull(s)) => {
+                let answer = match r.state().answer_pull(s.config_num, s.shard) {
+                    PullAnswer::Data(data) => Message::ShardData(ShardData {
+                        config_num: s.config_num,
+                        shard: s.shard,
+                        data,
+                    }),
+                    PullAnswer::NotReady => Message::Reply(ClientReply::Busy),
+                };
+                self.send(
+                    to,
+                    usize::MAX,
+                    Event::Reply {
+                        client: MIGRATION,
+                        reply_to,
+                        msg: answer,
+                    },
+                );
+            }
+            (Hosted::Kv(r), Message::ShardDelete(s)) => {
+                let answer = match r.state().answer_delete(s.config_num, s.shard) {
+                    DeleteAnswer::Done => ClientReply::Ok(Bytes::new()),
+                    DeleteAnswer::NotReady => ClientReply::Busy,
+                    DeleteAnswer::Propose(cmd) => {
+                        if r.is_leader() {
+                            let _ = r.propose(cmd.encode());
+                            ClientReply::Busy
+                        } else {
+                            ClientReply::NotLeader {
+                                leader: r.paxos().leader_hint(),
+                            }
+                        }
+                    }
+                };
+                self.after_node_event(to);
+                self.send(
+                    to,
+                    usize::MAX,
+                    Event::Reply {
+                        client: MIGRATION,
+                        reply_to,
+                        msg: Message::Reply(answer),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    // ----- migration (what the runtime's `Core::migrate` does) --------------
+
+    fn migrate(&mut self, i: usize) {
+        let work = match &self.nodes[i].replica {
+            Some(Hosted::Kv(r)) if r.is_leader() => {
+                let next = self.config_num(r.state().config().num + 1);
+                r.state().work(next.as_ref())
+            }
+            _ => return,
+        };
+        for w in work {
+            let key = match &w {
+                Work::Propose(GroupCommand::Reconfigure(c)) => (i, 0, c.num, 0),
+                Work::Propose(_) => (i, 1, 0, 0),
+                Work::Pull {
+                    config_num, shard, ..
+                } => (i, 2, *config_num, *shard),
+                Work::Delete {
+                    config_num, shard, ..
+                } => (i, 3, *config_num, *shard),
+            };
+            if self
+                .last_attempt
+                .get(&key)
+                .is_some_and(|t| self.now - *t < 300 * MS)
+            {
+                continue;
+            }
+            self.last_attempt.insert(key, self.now);
+            match w {
+                Work::Propose(cmd) => {
+                    if let Some(Hosted::Kv(r)) = self.nodes[i].replica.as_mut() {
+                        let _ = r.propose(cmd.encode());
+                    }
+                    self.after_node_event(i);
+                }
+                Work::Pull {
+                    config_num,
+                    shard,
+                    from,
+                    ..
+                } => self.migration_rpc(i, from, true, config_num, shard),
+                Work::Delete {
+                    config_num,
+                    shard,
+                    to,
+                    ..
+                } => self.migration_rpc(i, to, false, config_num, shard),
+            }
+        }
+    }
+
+    fn migration_rpc(
+        &mut self,
+        from: usize,
+        target: GroupId,
+        pull: bool,
+        config_num: u64,
+        shard: u32,
+    ) {
+        let id = self.next_rpc;
+        self.next_rpc += 1;
+        self.rpcs
+            .insert(id, (from, target, pull, config_num, shard));
+        let member = self.rng.range(0, REPLICAS as u64) as u32;
+        let to = node_of(target, member);
+        let r = ShardRef { config_num, shard };
+        let msg = if pull {
+            Message::ShardPull(r)
+        } else {
+            Message::ShardDelete(r)
+        };
+        self.send(
+            from,
+            to,
+            Event::Request {
+                to,
+                reply_to: id,
+                msg,
+            },
+        );
+    }
+
+    fn on_migration_reply(&mut self, id: u64, msg: Message) {
+        let Some((node, _target, pull, config_num, shard)) = self.rpcs.remove(&id) else {
+            return;
+        };
+        let cmd = match (pull, msg) {
+            (true, Message::ShardData(d)) if d.config_num == config_num && d.shard == shard => {
+                self.report.shards_moved += 1;
+                GroupCommand::Install {
+                    config_num,
+                    shard,
+                    data: d.data,
+                }
+            }
+            (false, Message::Reply(ClientReply::Ok(_))) => {
+                GroupCommand::InstalledAck { config_num, shard }
+            }
+            _ => return,
+        };
+        if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
+            if r.is_leader() {
+                let _ = r.propose(cmd.encode());
+            }
+        }
+        self.after_node_event(node);
+    }
+
+    // ----- clients ----------------------------------------------------------
+
+    fn client_wake(&mut self, c: usize, token: u64) {
+        if token != self.clients[c].token {
+            return;
+        }
+        let stop_new = self.healed && self.now > self.cfg.fault_phase + 1_000 * MS;
+        if self.clients[c].current.is_none() {
+            if stop_new {
+                self.clients[c].stopped = true;
+                return;
+            }
+            let client = &mut self.clients[c];
+            client.seq += 1;
+            let key = Bytes::from(format!("k{}", self.rng.range(0, self.cfg.keys as u64)));
+            let value = Bytes::from(format!("A{c}.{};", client.seq));
+            let (op, input) = match self.rng.range(0, 3) {
+                0 => (synod_wire::Op::Get { key: key.clone() }, KvInput::Get),
+                _ => {
+                    client.appends.push((key.clone(), client.seq, false));
+                    (
+                        synod_wire::Op::Append {
+                            key: key.clone(),
+                            value: value.clone(),
+                        },
+                        KvInput::Append(value),
+                    )
+                }
+            };
+            let req = ClientRequest {
+                client_id: client.id,
+                seq: client.seq,
+                ack_seq: client.acked,
+                op,
+            };
+            client.current = Some((req, input, self.now, 0));
+        }
+        self.client_send(c);
+    }
+
+    fn client_send(&mut self, c: usize) {
+        let config = self.latest_config();
+        let Some((req, _, _, attempts)) = self.clients[c].current.as_mut() else {
+            return;
+        };
+        *attempts += 1;
+        let req = req.clone();
+        let shard = synod_wire::shard_of(req.op.key(), self.cfg.shards);
+        let gid = config.shards.get(shard as usize).copied().unwrap_or(0);
+        let client = &mut self.clients[c];
+        client.token += 1;
+        let token = client.token;
+        if gid != 0 {
+            let idx = *client.cursor.entry(gid).or_insert(0) % REPLICAS;
+            let to = node_of(gid, idx);
+            let reply_to = ((c as u64) << 40) | (req.seq & ((1 << 40) - 1));
+            self.send(
+                usize::MAX,
+                to,
+                Event::Request {
+                    to,
+                    reply_to,
+                    msg: Message::Request(req),
+                },
+            );
+        }
+        let wait = 150 * MS + self.rng.range(0, 50 * MS);
+        self.schedule(self.now + wait, Event::ClientWake { client: c, token });
+    }
+
+    fn on_client_reply(&mut self, c: usize, reply_to: u64, msg: Message) {
+        let Some((req, input, call, _)) = self.clients[c].current.clone() else {
+            return;
+        };
+        if reply_to & ((1 << 40) - 1) != req.seq & ((1 << 40) - 1) {
+            return;
+        }
+        let Message::Reply(reply) = msg else { return };
+        let shard = synod_wire::shard_of(req.op.key(), self.cfg.shards);
+        let gid = self
+            .latest_config()
+            .shards
+            .get(shard as usize)
+            .copied()
+            .unwrap_or(0);
+        let output = match reply {
+            ClientReply::Ok(v) => match input {
+                KvInput::Get => KvOutput::Value(Some(v)),
+                _ => KvOutput::Ok,
+            },
+            ClientReply::NoKey => KvOutput::Value(None),
+            ClientReply::NotLeader { leader } => {
+                let cur = self.clients[c].cursor.entry(gid).or_insert(0);
+                *cur = match leader {
+                    Some(l) if l != *cur % REPLICAS => l,
+                    _ => *cur + 1,
+                };
+                let backoff = self.rng.range(MS, 10 * MS);
+                self.clients[c].token += 1;
+                let token = self.clients[c].token;
+                self.schedule(self.now + backoff, Event::ClientWake { client: c, token });
+                return;
+            }
+            ClientReply::WrongGroup | ClientReply::Busy => {
+                // Refresh (the next send reads the latest config) after a pause.
+                let backoff = self.rng.range(10 * MS, 50 * MS);
+                self.clients[c].token += 1;
+                let token = self.clients[c].token;
+                self.schedule(self.now + backoff, Event::ClientWake { client: c, token });
+                return;
+            }
+            ClientReply::Error { reason } => {
+                self.report
+                    .failures
+                    .push(format!("client {c} seq {}: error reply {reason}", req.seq));
+                return;
+            }
+        };
+        let client = &mut self.clients[c];
+        if let KvInput::Append(_) = input {
+            if let Some(a) = client.appends.iter_mut().find(|a| a.1 == req.seq) {
+                a.2 = true;
+            }
+        }
+        client.acked = req.seq;
+        client.current = None;
+        client.token += 1;
+        let token = client.token;
+        self.report.ops_completed += 1;
+        self.history.push(KvOp {
+            client: c as u64,
+            key: req.op.key().clone(),
+            input,
+            output,
+            call,
+            ret: self.now,
+        });
+        let think = self.rng.range(0, 5 * MS);
+        self.schedule(self.now + think, Event::ClientWake { client: c, token });
+    }
+
+    // ----- the admin ------------------------------------------------------------
+
+    fn admin_step(&mut self) {
+        let stop = self.healed && self.now > self.cfg.fault_phase;
+        if let Some((req, tries, _)) = self.admin.current.as_mut() {
+            // Retry the same request (same seq) at the next master.
+            *tries += 1;
+            let to = node_of(0, (*tries % REPLICAS as usize) as u32);
+            let msg = Message::Master(req.clone());
+            let reply_to = (0xFFFF << 40) | req.seq;
+            self.send(usize::MAX, to, Event::Request { to, reply_to, msg });
+        } else if !stop {
+            let config = self.latest_config();
+            let present: Vec<GroupId> = config.groups.iter().map(|g| g.gid).collect();
+            let absent: Vec<GroupId> = (1..=self.cfg.kv_groups)
+                .filter(|g| !present.contains(g))
+                .collect();
+            let op = match self.rng.range(0, 3) {
+                _ if present.is_empty() => Some(MasterOp::Join {
+                    groups: vec![GroupInfo {
+                        gid: 1,
+                        servers: servers(1),
+                    }],
+                }),
+                0 if !absent.is_empty() => {
+                    let gid = absent[self.rng.range(0, absent.len() as u64) as usize];
+                    Some(MasterOp::Join {
+                        groups: vec![GroupInfo {
+                            gid,
+                            servers: servers(gid),
+                        }],
+                    })
+                }
+                1 if present.len() > 1 => {
+                    let gid = present[self.rng.range(0, present.len() as u64) as usize];
+                    Some(MasterOp::Leave { gids: vec![gid] })
+                }
+                _ => {
+                    let shard = self.rng.range(0, self.cfg.shards as u64) as u32;
+                    let gid = present[self.rng.range(0, present.len() as u64) as usize];
+                    Some(MasterOp::Move { shard, gid })
+                }
+            };
+            if let Some(op) = op {
+                self.admin.seq += 1;
+                let req = MasterRequest {
+                    client_id: 1,
+                    seq: self.admin.seq,
+                    ack_seq: self.admin.seq - 1,
+                    op,
+                };
+                self.admin.current = Some((req, 0, self.now));
+                self.admin_step();
+                return;
+            }
+        }
+        let next = self.rng.range(300 * MS, 1_500 * MS);
+        self.schedule(self.now + next, Event::Admin);
+    }
+
+    fn on_admin_reply(&mut self, seq: u64, msg: Message) {
+        if self.admin.current.as_ref().map(|c| c.0.seq) != Some(seq) {
+            return; // an answer to an earlier request
+        }
+        match msg {
+            Message::Config(_) | Message::Reply(ClientReply::Error { .. }) => {
+                self.admin.current = None;
+                self.report.configs += 1;
+            }
+            _ => {} // NotLeader, Busy: the retry timer resends
+        }
+    }
+
+    // ----- faults ---------------------------------------------------------------
+
+    fn chaos(&mut self) {
+        if self.healed {
+            return;
+        }
+        let n = self.nodes.len();
+        match self.rng.range(0, 8) {
+            0 | 1 => {
+                let side: Vec<bool> = (0..n).map(|_| self.rng.chance(0.5)).collect();
+                for a in 0..n {
+                    for b in 0..n {
+                        self.cut[a][b] = side[a] != side[b];
+                    }
+                }
+            }
+            2 | 3 => {
+                let i = self.rng.range(0, n as u64) as usize;
+                let node = &mut self.nodes[i];
+                if node.replica.take().is_some() {
+                    node.epoch += 1;
+                    self.report.crashes += 1;
+                }
+            }
+            4 | 5 => {
+                let dead: Vec<usize> = (0..n)
+                    .filter(|i| self.nodes[*i].replica.is_none())
+                    .collect();
+                if !dead.is_empty() {
+                    let i = dead[self.rng.range(0, dead.len() as u64) as usize];
+                    self.start_node(i);
+                }
+            }
+            _ => {
+                for row in self.cut.iter_mut() {
+                    row.iter_mut().for_each(|c| *c = false);
+                }
+            }
+        }
+        let at = self.now + self.rng.range(200 * MS, 1_500 * MS);
+        self.schedule(at, Event::Chaos);
+    }
+
+    // ----- checks -----------------------------------------------------------------
+
+    fn check_applied(
+        &mut self,
+        i: usize,
+        gid: GroupId,
+        snapshot: Option<Slot>,
+        committed: &[(Slot, Batch)],
+    ) {
+        let node = &mut self.nodes[i];
+        if let Some(index) = snapshot {
+            node.next_apply = index;
+        }
+        for (slot, batch) in committed {
+            if *slot != node.next_apply {
+                self.report.failures.push(format!(
+                    "safety: node {i} (group {gid}) applied slot {slot}, expected {}",
+                    node.next_apply
+                ));
+            }
+            node.next_apply = slot + 1;
+            match self.chosen.get(&(gid, *slot)) {
+                Some(b) if b != batch => self
+                    .report
+                    .failures
+                    .push(format!("safety: group {gid} slot {slot} decided twice")),
+                Some(_) => {}
+                None => {
+                    self.chosen.insert((gid, *slot), batch.clone());
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> ShardedReport {
+        let now = self.now;
+        for (c, client) in self.clients.iter().enumerate() {
+            if let Some((req, _, call, _)) = &client.current {
+                self.report.failures.push(format!(
+                    "liveness: client {c} seq {} called at {}ms still pending at {}ms",
+                    req.seq,
+                    call / 1000,
+                    now / 1000
+                ));
+            }
+        }
+        if self.admin.current.is_some() {
+            self.report
+                .failures
+                .push("liveness: an admin request never completed".into());
+        }
+        if !self.converged() {
+            let latest = self.latest_config().num;
+            let states: Vec<String> = (1..=self.cfg.kv_groups)
+                .map(|g| match self.kv_state(g) {
+                    Some(s) => format!("g{g}@{} settled={}", s.config().num, s.settled()),
+                    None => format!("g{g} down"),
+                })
+                .collect();
+            self.report.failures.push(format!(
+                "liveness: groups did not converge on configuration {latest}: {}",
+                states.join(", ")
+            ));
+        }
+        let history = std::mem::take(&mut self.history);
+        match check_kv(&history, &CheckOptions::default()) {
+            CheckResult::Linearizable => {}
+            other => self
+                .report
+                .failures
+                .push(format!("linearizability: {other:?}")),
+        }
+        self.check_final_state();
+        self.report
+    }
+
+    /// Exactly-once appends across moves, and no group keeps data for a
+    /// shard it does not own once everything settled (garbage collection).
+    fn check_final_state(&mut self) {
+        if !self.converged() {
+            return;
+        }
+        let config = self.latest_config();
+        let mut seen: HashMap<(usize, u64), usize> = HashMap::new();
+        for k in 0..self.cfg.keys {
+            let key = format!("k{k}");
+            let shard = synod_wire::shard_of(key.as_bytes(), self.cfg.shards);
+            let owner = config.shards[shard as usize];
+            let Some(state) = self.kv_state(owner) else {
+                continue;
+            };
+            let value = match state.store().read(key.as_bytes()) {
+                ClientReply::Ok(v) => v,
+                _ => Bytes::new(),
+            };
+            for tok in value.split(|b| *b == b';').filter(|t| !t.is_empty()) {
+                let s = String::from_utf8_lossy(tok);
+                if let Some((c, q)) = s.strip_prefix('A').and_then(|r| r.split_once('.')) {
+                    if let (Ok(c), Ok(q)) = (c.parse(), q.parse()) {
+                        *seen.entry((c, q)).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for (c, client) in self.clients.iter().enumerate() {
+            for (key, seq, acked) in &client.appends {
+                let n = seen.get(&(c, *seq)).copied().unwrap_or(0);
+                if n > 1 {
+                    self.report.failures.push(format!(
+                        "appends: client {c} seq {seq} appears {n} times in {key:?}"
+                    ));
+                }
+                if *acked && n == 0 {
+                    self.report.failures.push(format!(
+                        "appends: acknowledged append client {c} seq {seq} missing from {key:?}"
+                    ));
+                }
+            }
+        }
+        let mut leaks = Vec::new();
+        for gid in 1..=self.cfg.kv_groups {
+            let Some(state) = self.kv_state(gid) else {
+                continue;
+            };
+            for shard in 0..self.cfg.shards {
+                if config.shards[shard as usize] != gid && state.store().shard_stats(shard).keys > 0
+                {
+                    leaks.push(format!(
+                        "gc: group {gid} still holds shard {shard}, owned by group {}",
+                        config.shards[shard as usize]
+                    ));
+                }
+            }
+        }
+        self.report.failures.extend(leaks);
+    }
+}
