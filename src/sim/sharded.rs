@@ -451,7 +451,7 @@ impl ShardedWorld {
                     None => return,
                 }
                 self.schedule(self.now + 10 * MS, Event::Tick { node, epoch });
-                if (self.now / (10 * MS)) % 5 == 0 {
+                if (self.now / (10 * MS)).is_multiple_of(5) {
                     self.migrate(node);
                 }
                 self.after_node_event(node);
