@@ -360,6 +360,19 @@ impl ShardKv {
                         (false, false) => ShardState::NotOwned,
                     };
                 }
+                log::info!(
+                    "group {} enters configuration {} (pulling {}, offering {})",
+                    self.gid,
+                    c.num,
+                    self.state
+                        .iter()
+                        .filter(|s| **s == ShardState::Pulling)
+                        .count(),
+                    self.state
+                        .iter()
+                        .filter(|s| **s == ShardState::Offering)
+                        .count()
+                );
                 self.prev = std::mem::replace(&mut self.config, c);
             }
             GroupCommand::Install {
@@ -373,7 +386,13 @@ impl ShardKv {
                     && self.state[s] == ShardState::Pulling
                 {
                     match self.store.import_shard(shard, &data) {
-                        Ok(()) => self.state[s] = ShardState::Installed,
+                        Ok(()) => {
+                            log::debug!(
+                                "group {} installed shard {shard} of configuration {config_num}",
+                                self.gid
+                            );
+                            self.state[s] = ShardState::Installed
+                        }
                         // The bytes came from a peer group under checksums
                         // and through our own log: every replica refuses
                         // alike and the leader pulls again.

@@ -67,3 +67,31 @@ fn shards_move_with_their_data_on_join_and_leave() {
     check_values(&c, 100);
     w.finish();
 }
+
+/// Regression: the node's configuration watcher handed its cores only the
+/// latest configuration, so configurations created between two polls never
+/// reached them and groups waiting for one stalled for good. Joins issued
+/// back to back (faster than the poll) must all take effect.
+#[test]
+fn groups_joined_back_to_back_all_serve() {
+    let c = Cluster::start_masters(3);
+    let mut admin = c.client();
+    for gid in 1..=3 {
+        admin
+            .join(vec![GroupInfo {
+                gid,
+                servers: c.masters.clone(),
+            }])
+            .expect("join");
+    }
+    let mut client = c.client();
+    for i in 0..40 {
+        client
+            .put(
+                Bytes::from(format!("key{i}")),
+                Bytes::from(format!("value{i}")),
+            )
+            .expect("put on every group");
+    }
+    check_values(&c, 40);
+}

@@ -698,24 +698,29 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
         "the masters to answer",
         || client.query(None).map(Some),
     )?;
-    if config.groups.iter().any(|g| g.gid == 1) {
-        eprintln!(
-            "synod playground: group 1 already joined (configuration {})",
-            config.num
-        );
-    } else {
+    // Three KV groups, each replicated on all three nodes, so shards are
+    // spread over groups and `synod admin move/leave` have somewhere to go.
+    for gid in 1..=PLAYGROUND_GROUPS {
+        if config.groups.iter().any(|g| g.gid == gid) {
+            eprintln!(
+                "synod playground: group {gid} already joined (configuration {})",
+                config.num
+            );
+            continue;
+        }
         let group = GroupInfo {
-            gid: 1,
+            gid,
             servers: addrs.clone(),
         };
-        wait_for(&mut nodes, GROUP_READY_WITHIN, "group 1 to join", || {
+        let what = format!("group {gid} to join");
+        wait_for(&mut nodes, GROUP_READY_WITHIN, &what, || {
             match client.join(vec![group.clone()]) {
                 Ok(_) => Ok(Some(())),
                 // A join that timed out may have been applied; a retry of it
                 // is then refused. Whether the group is in is what counts.
                 Err(ClientError::Refused(why)) => {
                     let cfg = client.query(None)?;
-                    if cfg.groups.iter().any(|g| g.gid == 1) {
+                    if cfg.groups.iter().any(|g| g.gid == gid) {
                         Ok(Some(()))
                     } else {
                         Err(ClientError::Refused(why))
@@ -725,13 +730,20 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
             }
         })?;
     }
+    // Serving means every group answers: probe keys spread over the shards.
     wait_for(
         &mut nodes,
         GROUP_READY_WITHIN,
-        "group 1 to serve requests",
+        "the groups to serve requests",
         || {
-            client.put(PROBE_KEY, "ok")?;
-            Ok(client.get(PROBE_KEY)?.filter(|v| v == "ok").map(|_| ()))
+            for i in 0..16 {
+                let key = format!("{PROBE_KEY}-{i}");
+                client.put(key.clone(), "ok")?;
+                if client.get(key)?.filter(|v| v == "ok").is_none() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
         },
     )?;
 
@@ -756,6 +768,9 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
 
 /// Calls `attempt` until it yields `Some`, the deadline passes, a node dies,
 /// the server refuses outright, or a stop signal arrives.
+/// KV groups the playground starts.
+const PLAYGROUND_GROUPS: GroupId = 3;
+
 fn wait_for<T>(
     nodes: &mut Nodes,
     within: Duration,

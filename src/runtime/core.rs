@@ -684,6 +684,9 @@ impl Core {
                 }
                 _ => continue,
             };
+            if !work.is_empty() {
+                log::debug!("group {gid}: migration work {work:?}");
+            }
             for w in work {
                 let key = match &w {
                     Work::Propose(GroupCommand::Reconfigure(c)) => (gid, 0, c.num, 0),

@@ -276,20 +276,42 @@ pub fn watch_configs(node: &Node, masters: Vec<String>) {
                     return;
                 }
             };
+            // Groups take configurations one at a time, in order, so the
+            // cores get every one, not just the latest: a configuration
+            // created and superseded between two polls would otherwise
+            // never reach them, and a group waiting for it would stall.
             let mut last = 0;
             loop {
                 match client.query(None) {
-                    Ok(config) if config.num > last => {
+                    Ok(latest) if latest.num > last => {
                         log::info!(
                             "configuration {} ({} groups)",
-                            config.num,
-                            config.groups.len()
+                            latest.num,
+                            latest.groups.len()
                         );
-                        last = config.num;
-                        for h in handles.iter() {
-                            if h.tx.send(Control::Config(config.clone())).is_ok() {
-                                let _ = h.waker.wake();
+                        while last < latest.num {
+                            let n = last + 1;
+                            let config = if n == latest.num {
+                                latest.clone()
+                            } else {
+                                match client.query(Some(n)) {
+                                    Ok(c) if c.num == n => c,
+                                    Ok(c) => {
+                                        log::warn!("asked for configuration {n}, got {}", c.num);
+                                        break;
+                                    }
+                                    Err(e) => {
+                                        log::debug!("configuration {n} query failed: {e}");
+                                        break;
+                                    }
+                                }
+                            };
+                            for h in handles.iter() {
+                                if h.tx.send(Control::Config(config.clone())).is_ok() {
+                                    let _ = h.waker.wake();
+                                }
                             }
+                            last = n;
                         }
                     }
                     Ok(_) => {}
