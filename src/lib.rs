@@ -12,6 +12,7 @@ pub mod kv_machine;
 pub mod master;
 pub mod paxos;
 pub mod replica;
+pub mod resp;
 pub mod rng;
 pub mod runtime;
 pub mod shardkv;

@@ -4,7 +4,12 @@
 //! hosts a master replica when ADDR is in `--masters`, and a replica of every
 //! KV group whose member list (in the master's latest configuration) names
 //! ADDR. Logs go through env_logger (`RUST_LOG=info` by default).
+//!
+//! `--resp-listen ADDR` also serves the Redis protocol (RESP2) on ADDR: a
+//! gateway that is a client of the cluster named by `--masters` (see
+//! `synod::resp`), so `redis-cli -p PORT set k v` works against any node.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,12 +34,16 @@ options:
   --conn-in-flight-max N  per connection: stop reading it while this many of its
                           requests are unanswered (default 4096)
   --socket-buf-bytes N    SO_SNDBUF/SO_RCVBUF for every connection (default: the kernel's)
-  --tick-ms N             protocol tick (default 10)";
+  --tick-ms N             protocol tick (default 10)
+  --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
+                          client of the --masters cluster (default: off)";
 
-fn parse() -> Result<RuntimeConfig, String> {
+/// The node's runtime configuration and, if asked for, the RESP address.
+fn parse() -> Result<(RuntimeConfig, Option<SocketAddr>), String> {
     let mut listen = None;
     let mut data_dir = None;
     let mut masters = None;
+    let mut resp_listen = None;
     let mut rest: Vec<(String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +55,11 @@ fn parse() -> Result<RuntimeConfig, String> {
             "--listen" => listen = Some(value),
             "--data-dir" => data_dir = Some(value),
             "--masters" => masters = Some(value),
+            "--resp-listen" => {
+                resp_listen = Some(value.parse::<SocketAddr>().map_err(|_| {
+                    format!("--resp-listen {value:?} is not HOST:PORT (an IP address and port)")
+                })?)
+            }
             _ => rest.push((flag, value)),
         }
     }
@@ -92,12 +106,12 @@ fn parse() -> Result<RuntimeConfig, String> {
     if cfg.shards == 0 {
         return Err("--shards must be at least 1".into());
     }
-    Ok(cfg)
+    Ok((cfg, resp_listen))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cfg = match parse() {
+    let (cfg, resp_listen) = match parse() {
         Ok(c) => c,
         Err(e) => {
             if !e.is_empty() {
@@ -119,6 +133,14 @@ fn main() -> ExitCode {
         }
     };
     log::info!("listening on {}", node.local_addr);
+    // After the node is up, so a RESP client's first command finds this
+    // node serving; the gateway retries through the masters anyway.
+    if let Some(addr) = resp_listen {
+        if let Err(e) = synod::resp::serve(addr, masters.clone()) {
+            eprintln!("synod-server: --resp-listen {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     runtime::watch_configs(&node, masters);
     node.join();
     ExitCode::SUCCESS

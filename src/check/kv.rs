@@ -1,7 +1,7 @@
 //! Linearizability of key/value client histories.
 //!
 //! This module owns the sequential specification of one key (Get / Put /
-//! Append, [`KvModel`]), the history record clients keep ([`KvOp`]), and
+//! Append / Delete, [`KvModel`]), the history record clients keep ([`KvOp`]), and
 //! [`check_kv`], which splits a history by key and runs the generic search of
 //! [`super::linearizability`] on each key. It is used for the deterministic
 //! simulator's histories and for real-cluster and benchmark histories, so it
@@ -44,6 +44,8 @@ pub enum KvInput {
     Put(Bytes),
     /// Appends to the value; on a missing key, creates it with this value.
     Append(Bytes),
+    /// Removes the key; answered with [`KvOutput::Deleted`].
+    Delete,
 }
 
 /// What the client was told.
@@ -53,6 +55,12 @@ pub enum KvOutput {
     Value(Option<Bytes>),
     /// A Put or Append was acknowledged.
     Ok,
+    /// A Delete was acknowledged: `true` if the key had a value (the server
+    /// answered `"1"`), `false` if it had none (`"0"`). The checker holds the
+    /// count to the model rather than leaving it unconstrained, because a
+    /// wrong count is exactly what a broken dedup (a Delete applied twice)
+    /// would show.
+    Deleted(bool),
     /// No answer (timeout, crash, the client gave up): the operation may or
     /// may not have taken effect. `KvOp::ret` is ignored.
     Unknown,
@@ -92,6 +100,7 @@ impl KvOp {
 /// A Get with [`KvOutput::Unknown`] leaves the state alone; a Put or Append
 /// with `Unknown` takes effect (the search decides whether to linearize it
 /// at all). Mismatched outputs (a Put answered with a value) are impossible.
+/// A Delete leaves NoKey and must report whether the key had a value.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KvModel;
 
@@ -123,6 +132,10 @@ impl Model for KvModel {
                     Bytes::from(v)
                 }
             })),
+            (KvInput::Delete, KvOutput::Deleted(existed)) => {
+                (*existed == state.is_some()).then_some(None)
+            }
+            (KvInput::Delete, KvOutput::Unknown) => Some(None),
             _ => None,
         }
     }
@@ -131,11 +144,15 @@ impl Model for KvModel {
         *input == KvInput::Get
     }
 
+    /// A Delete is blind too: its resulting state (NoKey) does not depend
+    /// on the state before it. Its output may refuse a state, which only
+    /// makes states less reachable, so the pruning stays sound.
     fn is_blind_write(&self, input: &KvInput) -> bool {
-        matches!(input, KvInput::Put(_))
+        matches!(input, KvInput::Put(_) | KvInput::Delete)
     }
 
-    /// Appends only extend a value, and nothing but the initial state is
+    /// Appends only extend a value, and nothing but the initial state and
+    /// Deletes (blind writes, which the search never prunes through) give
     /// NoKey.
     fn may_reach(&self, state: &Option<Bytes>, input: &KvInput, output: &KvOutput) -> bool {
         match (input, output, state) {
@@ -243,7 +260,15 @@ pub fn check_kv(history: &[KvOp], opts: &CheckOptions) -> CheckResult {
 /// an Append of `a` sees a value containing `a`. If no read's value starts
 /// with `v` (contains `a`), no read sits in that stretch, so removing the
 /// write changes no read's result.
+///
+/// A Delete's answer observes whether *any* write made the key exist, which
+/// this argument does not cover, so a key with a Delete keeps every write
+/// (slower to search, never wrong; Deletes are rare in checked histories).
 fn drop_unobservable_writes(ops: &mut Vec<(usize, &KvOp)>) {
+    if ops.iter().any(|(_, op)| op.input == KvInput::Delete) {
+        ops.retain(|(_, op)| !(op.input == KvInput::Get && op.output == KvOutput::Unknown));
+        return;
+    }
     let seen: Vec<&Bytes> = ops
         .iter()
         .filter_map(|(_, op)| match &op.output {
@@ -259,6 +284,7 @@ fn drop_unobservable_writes(ops: &mut Vec<(usize, &KvOp)>) {
             KvInput::Get => false,
             KvInput::Put(v) => seen.iter().any(|w| w.starts_with(v)),
             KvInput::Append(a) => seen.iter().any(|w| contains(w, a)),
+            KvInput::Delete => true,
         }
     });
 }
@@ -272,8 +298,12 @@ fn malformed(op: &KvOp) -> Option<&'static str> {
     match (&op.input, &op.output) {
         (_, KvOutput::Unknown) => None,
         (KvInput::Get, KvOutput::Ok) => Some("a Get answered with Ok instead of a value"),
-        (KvInput::Put(_) | KvInput::Append(_), KvOutput::Value(_)) => {
+        (KvInput::Put(_) | KvInput::Append(_), KvOutput::Value(_) | KvOutput::Deleted(_)) => {
             Some("a Put/Append answered with a value instead of Ok")
+        }
+        (KvInput::Get, KvOutput::Deleted(_)) => Some("a Get answered with a Delete's count"),
+        (KvInput::Delete, KvOutput::Ok | KvOutput::Value(_)) => {
+            Some("a Delete answered without its count")
         }
         _ if op.ret < op.call => Some("returns before its call"),
         _ => None,
@@ -294,6 +324,8 @@ enum IdOp {
     Put(u64),
     /// Append the value with this (leaf) id.
     Append(u64),
+    /// Delete; `Some(existed)` when answered, `None` when not.
+    Delete(Option<bool>),
     /// A Get without an answer: observes nothing, changes nothing.
     Nop,
 }
@@ -316,6 +348,8 @@ impl InternedKv {
             (KvInput::Get, _) => IdOp::Nop,
             (KvInput::Put(v), _) => IdOp::Put(t.intern(v)),
             (KvInput::Append(a), _) => IdOp::Append(t.intern(a)),
+            (KvInput::Delete, KvOutput::Deleted(existed)) => IdOp::Delete(Some(*existed)),
+            (KvInput::Delete, _) => IdOp::Delete(None),
         };
         Operation {
             client: op.client,
@@ -342,6 +376,8 @@ impl Model for InternedKv {
             IdOp::Put(v) => Some(v),
             IdOp::Append(a) => Some(self.table.borrow_mut().append(*state, a)),
             IdOp::Nop => Some(*state),
+            IdOp::Delete(None) => Some(NO_VALUE),
+            IdOp::Delete(Some(existed)) => (existed == (*state != NO_VALUE)).then_some(NO_VALUE),
         }
     }
 
@@ -350,7 +386,7 @@ impl Model for InternedKv {
     }
 
     fn is_blind_write(&self, input: &IdOp) -> bool {
-        matches!(input, IdOp::Put(_))
+        matches!(input, IdOp::Put(_) | IdOp::Delete(_))
     }
 
     fn may_reach(&self, state: &u64, input: &IdOp, _: &()) -> bool {
@@ -556,11 +592,16 @@ fn describe_op(op: &KvOp) -> String {
         KvInput::Get => "Get".to_string(),
         KvInput::Put(v) => format!("Put({})", show_value(v)),
         KvInput::Append(v) => format!("Append({})", show_value(v)),
+        KvInput::Delete => "Delete".to_string(),
     };
     let (output, ret) = match &op.output {
         KvOutput::Value(None) => ("NoKey".to_string(), op.ret.to_string()),
         KvOutput::Value(Some(v)) => (show_value(v), op.ret.to_string()),
         KvOutput::Ok => ("Ok".to_string(), op.ret.to_string()),
+        KvOutput::Deleted(existed) => (
+            format!("Deleted({})", u8::from(*existed)),
+            op.ret.to_string(),
+        ),
         KvOutput::Unknown => ("Unknown".to_string(), "never".to_string()),
     };
     format!(

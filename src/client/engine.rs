@@ -57,7 +57,7 @@ pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
     let body_len = match req {
         Req::Kv(op) => {
             let value = match op {
-                Op::Get { .. } => 0,
+                Op::Get { .. } | Op::Delete { .. } => 0,
                 Op::Put { value, .. } | Op::Append { value, .. } => {
                     VALUE_LEN_BYTES + value.len() as u64
                 }

@@ -111,11 +111,9 @@ impl Shard {
     /// Applies `req` at most once (unless `skip_dedup`, the planted bug) and
     /// returns the reply.
     pub(crate) fn apply(&mut self, req: &ClientRequest, skip_dedup: bool) -> ClientReply {
-        let (key, value, append) = match &req.op {
-            Op::Get { key } => return self.apply_get(req, key),
-            Op::Put { key, value } => (key, value, false),
-            Op::Append { key, value } => (key, value, true),
-        };
+        if let Op::Get { key } = &req.op {
+            return self.apply_get(req, key);
+        }
         let session = self.sessions.entry(req.client_id).or_default();
         session.acknowledge(req.ack_seq);
         if !skip_dedup {
@@ -123,7 +121,12 @@ impl Shard {
                 return reply;
             }
         }
-        let reply = write(&mut self.data, key, value, append);
+        let reply = match &req.op {
+            Op::Put { key, value } => write(&mut self.data, key, value, false),
+            Op::Append { key, value } => write(&mut self.data, key, value, true),
+            Op::Delete { key } => delete(&mut self.data, key),
+            Op::Get { .. } => unreachable!("Gets returned above"),
+        };
         // Under the planted bug a stale request is re-applied; still never
         // cache at or below `acked`, so the snapshot stays canonical and the
         // bug shows up as wrong data, not as a failed restore.
@@ -177,6 +180,19 @@ impl Shard {
         }
         self.assert_invariants();
     }
+}
+
+/// Performs a Delete. The reply carries the decimal count of keys removed
+/// (`"1"` or `"0"`, PROTOCOL.md 5.1) so a Redis-style DEL can answer without
+/// a second read; it is cached like any write's reply, so a retried Delete
+/// gets the original count rather than a misleading `"0"`.
+fn delete(data: &mut HashMap<Box<[u8]>, Vec<u8>>, key: &[u8]) -> ClientReply {
+    let removed: &'static [u8] = if data.remove(key).is_some() {
+        b"1"
+    } else {
+        b"0"
+    };
+    ClientReply::Ok(Bytes::from_static(removed))
 }
 
 /// Performs a Put (`append == false`) or Append. A result larger than

@@ -33,6 +33,8 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 
 pub struct NodeProc {
     pub addr: String,
+    /// `--resp-listen` address, when the cluster was started with RESP.
+    pub resp_addr: Option<String>,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
     pub log: PathBuf,
@@ -48,6 +50,12 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes, all of them masters, not yet joined into a KV group.
     pub fn start_masters(n: usize) -> Cluster {
+        Cluster::start_masters_opts(n, false)
+    }
+
+    /// [`Cluster::start_masters`]; with `resp`, each node also serves RESP
+    /// on its own port (`NodeProc::resp_addr`).
+    pub fn start_masters_opts(n: usize, resp: bool) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "synod-test-{}-{}",
             std::process::id(),
@@ -55,13 +63,17 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test dir");
-        let ports = free_ports(n);
-        let masters: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let ports = free_ports(2 * n);
+        let masters: Vec<String> = ports[..n]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         let nodes = masters
             .iter()
             .enumerate()
             .map(|(i, addr)| NodeProc {
                 addr: addr.clone(),
+                resp_addr: resp.then(|| format!("127.0.0.1:{}", ports[n + i])),
                 data_dir: dir.join(format!("node-{i}")),
                 child: None,
                 log: dir.join(format!("node-{i}.log")),
@@ -82,7 +94,16 @@ impl Cluster {
 
     /// `n` nodes, masters and one KV group (gid 1) of all of them, serving.
     pub fn new(n: usize) -> Cluster {
-        let c = Cluster::start_masters(n);
+        Cluster::new_opts(n, false)
+    }
+
+    /// [`Cluster::new`] with a RESP gateway on every node.
+    pub fn new_with_resp(n: usize) -> Cluster {
+        Cluster::new_opts(n, true)
+    }
+
+    fn new_opts(n: usize, resp: bool) -> Cluster {
+        let c = Cluster::start_masters_opts(n, resp);
         let group = GroupInfo {
             gid: GID,
             servers: c.masters.clone(),
@@ -109,6 +130,11 @@ impl Cluster {
             .arg(&node.data_dir)
             .arg("--masters")
             .arg(self.masters.join(","))
+            .args(
+                node.resp_addr
+                    .iter()
+                    .flat_map(|a| ["--resp-listen".to_string(), a.clone()]),
+            )
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

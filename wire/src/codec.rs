@@ -82,6 +82,8 @@ pub const KIND_GET: u8 = 0x01;
 pub const KIND_PUT: u8 = 0x02;
 /// Client request: append to a key's value.
 pub const KIND_APPEND: u8 = 0x03;
+/// Client request: remove a key.
+pub const KIND_DELETE: u8 = 0x04;
 /// Reply: success (Get carries the value).
 pub const KIND_OK: u8 = 0x10;
 /// Reply: Get of an absent key.
@@ -139,10 +141,11 @@ pub const KIND_SHARD_DATA: u8 = 0x42;
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 28] = [
+pub const ALL_KINDS: [u8; 29] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
+    KIND_DELETE,
     KIND_OK,
     KIND_NO_KEY,
     KIND_WRONG_GROUP,
@@ -174,7 +177,7 @@ pub const ALL_KINDS: [u8; 28] = [
 pub fn is_known_kind(kind: u8) -> bool {
     matches!(
         kind,
-        KIND_GET..=KIND_APPEND
+        KIND_GET..=KIND_DELETE
             | KIND_OK..=KIND_CONFIG
             | KIND_PREPARE..=KIND_SNAPSHOT_CHUNK
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
@@ -221,6 +224,7 @@ fn op_kind(op: &Op) -> u8 {
         Op::Get { .. } => KIND_GET,
         Op::Put { .. } => KIND_PUT,
         Op::Append { .. } => KIND_APPEND,
+        Op::Delete { .. } => KIND_DELETE,
     }
 }
 
@@ -526,7 +530,7 @@ pub fn encode_command(req: &ClientRequest) -> Bytes {
 fn request_body_len(req: &ClientRequest) -> usize {
     let fixed = 8 + 8 + 8 + 4 + req.op.key().len();
     match &req.op {
-        Op::Get { .. } => fixed,
+        Op::Get { .. } | Op::Delete { .. } => fixed,
         Op::Put { value, .. } | Op::Append { value, .. } => fixed + 4 + value.len(),
     }
 }
@@ -536,7 +540,7 @@ fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
     out.put_u64_le(req.seq);
     out.put_u64_le(req.ack_seq);
     match &req.op {
-        Op::Get { key } => put_byte_string(out, key),
+        Op::Get { key } | Op::Delete { key } => put_byte_string(out, key),
         Op::Put { key, value } | Op::Append { key, value } => {
             put_byte_string(out, key);
             put_byte_string(out, value);
@@ -833,6 +837,7 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
             key,
             value: r.byte_string()?,
         },
+        KIND_DELETE => Op::Delete { key },
         _ => return Err(DecodeError::Invalid("not a client request kind")),
     };
     Ok(ClientRequest {
@@ -879,7 +884,9 @@ fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequest, Decode
 pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
     let mut r = Reader { buf: body };
     let msg = match kind {
-        KIND_GET | KIND_PUT | KIND_APPEND => Message::Request(read_request(kind, &mut r)?),
+        KIND_GET | KIND_PUT | KIND_APPEND | KIND_DELETE => {
+            Message::Request(read_request(kind, &mut r)?)
+        }
         KIND_OK => Message::Reply(ClientReply::Ok(r.byte_string()?)),
         KIND_NO_KEY => Message::Reply(ClientReply::NoKey),
         KIND_WRONG_GROUP => Message::Reply(ClientReply::WrongGroup),
@@ -984,7 +991,7 @@ pub fn decode_command(cmd: Bytes) -> Result<ClientRequest, DecodeError> {
         return Err(DecodeError::Truncated);
     };
     match kind {
-        KIND_GET | KIND_PUT | KIND_APPEND => {}
+        KIND_GET | KIND_PUT | KIND_APPEND | KIND_DELETE => {}
         k if is_known_kind(k) => {
             return Err(DecodeError::Invalid("command is not a client request"))
         }

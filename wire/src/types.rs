@@ -79,15 +79,32 @@ pub struct LogEntry {
 /// A key/value operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Get { key: Bytes },
-    Put { key: Bytes, value: Bytes },
-    Append { key: Bytes, value: Bytes },
+    Get {
+        key: Bytes,
+    },
+    Put {
+        key: Bytes,
+        value: Bytes,
+    },
+    Append {
+        key: Bytes,
+        value: Bytes,
+    },
+    /// Removes the key. A write (deduplicated like Put), answered with
+    /// `Ok("1")` if the key had a value and `Ok("0")` if it had none: the
+    /// decimal count of keys removed, which is what Redis' DEL returns and
+    /// costs nothing to compute at apply time.
+    Delete {
+        key: Bytes,
+    },
 }
 
 impl Op {
     pub fn key(&self) -> &Bytes {
         match self {
-            Op::Get { key } | Op::Put { key, .. } | Op::Append { key, .. } => key,
+            Op::Get { key } | Op::Put { key, .. } | Op::Append { key, .. } | Op::Delete { key } => {
+                key
+            }
         }
     }
 }
@@ -107,7 +124,8 @@ pub struct ClientRequest {
 /// A server's answer to a client request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientReply {
-    /// Success. Get: the value. Put/Append: empty.
+    /// Success. Get: the value. Put/Append: empty. Delete: `"1"` if the key
+    /// existed, `"0"` if not.
     Ok(Bytes),
     /// Get of a key that has no value.
     NoKey,

@@ -11,10 +11,11 @@ use synod_wire::*;
 /// `(kind, header hex, body hex)` for `common::samples()`, in the same order.
 /// These were produced by the codec and cross-checked against an independent
 /// Python encoder; regenerate them only together with a version bump.
-const GOLDEN: [(u8, &str, &str); 28] = [
+const GOLDEN: [(u8, &str, &str); 29] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
     (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
+    (KIND_DELETE, "53594e44010400001e0000000e0000000000000001000000257ff211537b3753", "080706050403020104000000000000000300000000000000020000006b31"),
     (KIND_OK, "53594e440110000004000000070000000000000001000000c74b6748f6187d3b", "00000000"),
     (KIND_NO_KEY, "53594e44011100000000000009000000000000000100000000000000b621fbf9", ""),
     (KIND_WRONG_GROUP, "53594e4401120000000000000a0000000000000001000000000000000d517774", ""),
@@ -101,6 +102,24 @@ fn command_is_kind_byte_then_request_body() {
     assert_eq!(
         hex(&cmd),
         "02080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"
+    );
+    assert_eq!(decode_command(cmd), Ok(req));
+}
+
+/// Delete (kind 0x04) stored in the log: kind byte, then the Get-shaped
+/// body. Cross-checked against an independent Python encoder.
+#[test]
+fn delete_command_is_kind_byte_then_get_shaped_body() {
+    let req = ClientRequest {
+        client_id: EXAMPLE_CLIENT,
+        seq: 4,
+        ack_seq: 3,
+        op: Op::Delete { key: b("k1") },
+    };
+    let cmd = encode_command(&req);
+    assert_eq!(
+        hex(&cmd),
+        "04080706050403020104000000000000000300000000000000020000006b31"
     );
     assert_eq!(decode_command(cmd), Ok(req));
 }

@@ -120,6 +120,15 @@ pub fn samples() -> Vec<Frame> {
                 },
             }),
         ),
+        client(
+            14,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 4,
+                ack_seq: 3,
+                op: Op::Delete { key: b("k1") },
+            }),
+        ),
         example_ok(),
         client(9, Message::Reply(ClientReply::NoKey)),
         client(10, Message::Reply(ClientReply::WrongGroup)),
@@ -319,7 +328,7 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
 
 pub fn request_slices(r: &ClientRequest) -> Vec<&Bytes> {
     match &r.op {
-        Op::Get { key } => vec![key],
+        Op::Get { key } | Op::Delete { key } => vec![key],
         Op::Put { key, value } | Op::Append { key, value } => vec![key, value],
     }
 }
@@ -446,6 +455,7 @@ pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
         KIND_APPEND => (arb_bytes(64), arb_value())
             .prop_map(|(key, value)| Op::Append { key, value })
             .boxed(),
+        KIND_DELETE => arb_bytes(64).prop_map(|key| Op::Delete { key }).boxed(),
         _ => unreachable!("not a request kind"),
     };
     (any::<u64>(), any::<u64>(), any::<u64>(), op)
@@ -463,6 +473,7 @@ pub fn arb_request() -> BoxedStrategy<ClientRequest> {
         arb_request_of_kind(KIND_GET),
         arb_request_of_kind(KIND_PUT),
         arb_request_of_kind(KIND_APPEND),
+        arb_request_of_kind(KIND_DELETE),
     ]
     .boxed()
 }
@@ -546,7 +557,7 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
     let p = |s: BoxedStrategy<PaxosMsg>| s.prop_map(Message::Paxos).boxed();
     let r = |s: BoxedStrategy<ClientReply>| s.prop_map(Message::Reply).boxed();
     match kind {
-        KIND_GET | KIND_PUT | KIND_APPEND => {
+        KIND_GET | KIND_PUT | KIND_APPEND | KIND_DELETE => {
             arb_request_of_kind(kind).prop_map(Message::Request).boxed()
         }
         KIND_OK => r(arb_value().prop_map(ClientReply::Ok).boxed()),

@@ -1,0 +1,43 @@
+//! A Redis-protocol (RESP2) front door to a Synod cluster.
+//!
+//! This module owns everything between a Redis client's bytes and the
+//! Synod client library: the request parser (`parse`), the reply encoder
+//! (`reply`), the mapping of Redis commands onto KV operations (`command`),
+//! the ordering rule for a pipeline's operations (`batch`) and the
+//! listening sockets (`gateway`). All but `gateway` are sans-IO and tested
+//! on byte buffers and closures.
+//!
+//! The gateway is a *client* of the cluster, not part of a replica: it runs
+//! in the `synod-server` process (`--resp-listen ADDR`) but reaches the data
+//! through the same wire protocol as any other client, so every command
+//! gets the store's guarantees (linearizable per key, at-most-once writes)
+//! and the replicas stay unaware of it.
+//!
+//! What it must never do: panic on anything a Redis client sends, or hold
+//! unbounded memory for one (declared sizes are checked before anything is
+//! buffered for them; connections, request bytes and idle time are capped).
+//!
+//! Semantics worth knowing as a Redis user:
+//! - `SET` takes no options (EX/PX/NX/XX/GET are refused with `-ERR`).
+//! - `APPEND` is two operations, an Append then a Get, and replies the length
+//!   the Get read: if another client writes the key in between, the length
+//!   includes that write. Synod's Append does not return the new length.
+//! - `DEL` is one Delete per key; the reply sums the keys removed.
+//! - Commands of one pipeline keep their order per key; different keys run
+//!   concurrently (see `batch`).
+//! - Errors: `-TIMEOUT` (the command may or may not have taken effect),
+//!   `-CLUSTERDOWN` (never delivered), `-ERR` (refused).
+
+mod batch;
+mod command;
+mod gateway;
+mod parse;
+mod reply;
+
+pub use command::{plan, KvCommand, Plan, Session};
+pub use gateway::{
+    serve, serve_with, GatewayOptions, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_BUF_MAX, MAX_COMMANDS_PER_TURN,
+};
+pub use parse::{ParseError, Parser, MAX_ARRAY_LEN, MAX_BULK_BYTES, MAX_INLINE_BYTES};
+pub use reply::Reply;

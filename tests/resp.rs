@@ -1,0 +1,268 @@
+//! The RESP gateway against a real cluster: three `synod-server` processes,
+//! each with `--resp-listen`, spoken to over raw TCP the way a Redis client
+//! would (and with `redis-cli` when it is installed).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::Cluster;
+
+/// A RESP2 reply as the test reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum R {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<R>),
+}
+
+fn bulk(s: &str) -> R {
+    R::Bulk(Some(s.as_bytes().to_vec()))
+}
+
+fn ok() -> R {
+    R::Simple("OK".into())
+}
+
+/// One raw RESP connection with a blocking reader and a 20 s timeout.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    fn open(addr: &str) -> Conn {
+        let s = TcpStream::connect(addr).expect("connect to the RESP port");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Conn {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    fn send(&mut self, args: &[&str]) {
+        self.send_raw(&encode(args));
+    }
+
+    fn call(&mut self, args: &[&str]) -> R {
+        self.send(args);
+        self.read()
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.reader.read_line(&mut l).expect("read a reply line");
+        assert!(l.ends_with("\r\n"), "reply line {l:?}");
+        l.truncate(l.len() - 2);
+        l
+    }
+
+    fn read(&mut self) -> R {
+        let l = self.line();
+        let (kind, rest) = l.split_at(1);
+        match kind {
+            "+" => R::Simple(rest.into()),
+            "-" => R::Error(rest.into()),
+            ":" => R::Int(rest.parse().unwrap()),
+            "$" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    return R::Bulk(None);
+                }
+                let mut b = vec![0; n as usize + 2];
+                self.reader.read_exact(&mut b).unwrap();
+                b.truncate(n as usize);
+                R::Bulk(Some(b))
+            }
+            "*" => {
+                let n: usize = rest.parse().unwrap();
+                R::Array((0..n).map(|_| self.read()).collect())
+            }
+            _ => panic!("not a RESP reply: {l:?}"),
+        }
+    }
+
+    /// True once the server has closed the connection (EOF or reset).
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+fn resp_addr(c: &Cluster, i: usize) -> String {
+    c.nodes[i].resp_addr.clone().expect("started with RESP")
+}
+
+#[test]
+fn redis_commands_work_through_every_nodes_gateway() {
+    let cluster = Cluster::new_with_resp(3);
+    let mut a = Conn::open(&resp_addr(&cluster, 0));
+
+    // What redis-cli and redis-benchmark ask first.
+    assert_eq!(a.call(&["PING"]), R::Simple("PONG".into()));
+    assert!(matches!(a.call(&["HELLO", "3"]), R::Error(e) if e.starts_with("NOPROTO")));
+    assert!(matches!(a.call(&["HELLO", "2"]), R::Array(f) if f[1] == bulk("synod")));
+    assert_eq!(a.call(&["COMMAND", "DOCS"]), R::Array(vec![]));
+    assert_eq!(a.call(&["CONFIG", "GET", "save"]), R::Array(vec![]));
+    assert_eq!(a.call(&["CLIENT", "SETNAME", "t"]), ok());
+    assert_eq!(a.call(&["CLIENT", "GETNAME"]), bulk("t"));
+    assert_eq!(a.call(&["SELECT", "0"]), ok());
+
+    // The KV commands.
+    assert_eq!(a.call(&["GET", "nothing"]), R::Bulk(None));
+    assert_eq!(a.call(&["SET", "k", "hello"]), ok());
+    assert_eq!(a.call(&["GET", "k"]), bulk("hello"));
+    assert_eq!(a.call(&["APPEND", "k", " world"]), R::Int(11));
+    assert_eq!(a.call(&["EXISTS", "k", "nothing", "k"]), R::Int(2));
+    assert_eq!(a.call(&["MSET", "x", "1", "y", "2"]), ok());
+    assert_eq!(
+        a.call(&["MGET", "x", "nothing", "y"]),
+        R::Array(vec![bulk("1"), R::Bulk(None), bulk("2")])
+    );
+    assert_eq!(a.call(&["DEL", "k", "x", "nothing"]), R::Int(2));
+    assert_eq!(a.call(&["GET", "k"]), R::Bulk(None));
+    assert!(matches!(a.call(&["SET", "k", "v", "EX", "1"]), R::Error(e) if e.starts_with("ERR")));
+    assert_eq!(
+        a.call(&["FLUSHALL"]),
+        R::Error("ERR unknown command 'FLUSHALL'".into())
+    );
+
+    // A write through one node's gateway is seen through another's and by
+    // the native client: the gateways are clients of one store.
+    let mut b = Conn::open(&resp_addr(&cluster, 2));
+    assert_eq!(b.call(&["GET", "y"]), bulk("2"));
+    assert_eq!(
+        cluster.client().get(&b"y"[..]).unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+
+    // A pipeline in one write: every reply, in order, with per-key order
+    // kept (the GET after the SET and APPEND of the same key sees both).
+    let mut pipeline = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        pipeline.extend(encode(&["SET", &format!("p{i}"), &format!("v{i}")]));
+        expected.push(ok());
+    }
+    pipeline.extend(encode(&["SET", "seq", "a"]));
+    pipeline.extend(encode(&["APPEND", "seq", "b"]));
+    pipeline.extend(encode(&["GET", "seq"]));
+    pipeline.extend(b"PING\r\n");
+    for i in 0..50 {
+        pipeline.extend(encode(&["GET", &format!("p{i}")]));
+    }
+    expected.extend([ok(), R::Int(2), bulk("ab"), R::Simple("PONG".into())]);
+    expected.extend((0..50).map(|i| bulk(&format!("v{i}"))));
+    a.send_raw(&pipeline);
+    let got: Vec<R> = (0..expected.len()).map(|_| a.read()).collect();
+    assert_eq!(got, expected);
+
+    // Inline commands, as typed into telnet.
+    a.send_raw(b"set inline yes\r\nget inline\r\n");
+    assert_eq!(a.read(), ok());
+    assert_eq!(a.read(), bulk("yes"));
+
+    assert_eq!(a.call(&["QUIT"]), ok());
+    assert!(a.closed());
+
+    redis_cli_if_installed(&resp_addr(&cluster, 1));
+}
+
+/// The real redis-cli, when the machine has it; never installed by a test.
+fn redis_cli_if_installed(addr: &str) {
+    let Ok(found) = std::process::Command::new("which")
+        .arg("redis-cli")
+        .output()
+    else {
+        println!("note: cannot run `which`; skipping the redis-cli check");
+        return;
+    };
+    if !found.status.success() {
+        println!("note: redis-cli is not installed; skipping the redis-cli check");
+        return;
+    }
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-h", host, "-p", port])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["set", "a", "b"]), "OK");
+    assert_eq!(cli(&["get", "a"]), "b");
+    assert_eq!(cli(&["del", "a"]), "1");
+}
+
+#[test]
+fn hostile_resp_input_is_refused_without_harming_the_node() {
+    let cluster = Cluster::new_with_resp(3);
+    let addr = resp_addr(&cluster, 0);
+
+    // A bulk length over the limit is refused from its header alone, with
+    // an error reply, and the connection is closed.
+    let mut c = Conn::open(&addr);
+    c.send_raw(b"*2\r\n$3\r\nGET\r\n$999999999\r\n");
+    assert!(matches!(c.read(), R::Error(e) if e.contains("Protocol error")));
+    assert!(c.closed());
+
+    // So is an absurd argument count.
+    let mut c = Conn::open(&addr);
+    c.send_raw(b"*99999999\r\n");
+    assert!(matches!(c.read(), R::Error(e) if e.contains("Protocol error")));
+    assert!(c.closed());
+
+    // Replies to the commands before the garbage still arrive.
+    let mut c = Conn::open(&addr);
+    c.send_raw(b"PING\r\n*1\r\n:5\r\n");
+    assert_eq!(c.read(), R::Simple("PONG".into()));
+    assert!(matches!(c.read(), R::Error(e) if e.contains("expected '$'")));
+    assert!(c.closed());
+
+    // Random bytes on many connections, some cut off mid-command.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for round in 0..30 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let junk: Vec<u8> = (0..(round * 37 % 500 + 1))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = s.write_all(if round % 3 == 0 {
+            b"*3\r\n$3\r\nSET\r\n$1"
+        } else {
+            &junk
+        });
+        let mut sink = [0u8; 1024];
+        let _ = s.read(&mut sink);
+    }
+
+    // The node and its gateway still serve.
+    let mut c = Conn::open(&addr);
+    assert_eq!(c.call(&["SET", "after", "garbage"]), ok());
+    assert_eq!(c.call(&["GET", "after"]), bulk("garbage"));
+    assert!(cluster.exited_none());
+}
