@@ -20,13 +20,18 @@ struct Args {
     bugs: Bugs,
     verbose: bool,
     sharded: bool,
+    fault_secs: Option<u64>,
 }
 
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
+                 [--world group|sharded] [--fault-secs N]
                  [--bug skip-dedup|follower-reads|accept-ignores-promise|apply-past-hole] [-v]
 
-Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).";
+Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
+--world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
+leaves and moves while clients run (--replicas and --bug do not apply);
+--fault-secs sets its fault phase (default 8; admin changes come every 0.3-1.5 s).";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
@@ -38,6 +43,7 @@ fn parse() -> Result<Args, String> {
         bugs: Bugs::default(),
         verbose: false,
         sharded: false,
+        fault_secs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,6 +60,7 @@ fn parse() -> Result<Args, String> {
             }
             "--jobs" => a.jobs = (num(&value("--jobs")?)? as usize).max(1),
             "--no-faults" => a.faults = false,
+            "--fault-secs" => a.fault_secs = Some(num(&value("--fault-secs")?)?),
             "--world" => match value("--world")?.as_str() {
                 "group" => a.sharded = false,
                 "sharded" => a.sharded = true,
@@ -186,6 +193,9 @@ fn run_sharded(args: &Args) -> ExitCode {
                 }
                 let mut cfg = ShardedConfig::new(seed);
                 cfg.faults = args.faults;
+                if let Some(secs) = args.fault_secs {
+                    cfg.fault_phase = secs * 1_000_000;
+                }
                 let report = run_sharded(&cfg);
                 if !report.passed() {
                     let mut msg = format!(
@@ -210,13 +220,15 @@ fn run_sharded(args: &Args) -> ExitCode {
     let secs = started.elapsed().as_secs_f64();
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
-        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} crashes={} wall_secs={:.1}",
+        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} crashes={} stored_value_bytes={} owned_value_bytes={} wall_secs={:.1}",
         reports.len(),
         failures,
         reports.iter().map(|r| r.ops_completed).sum::<u64>(),
         reports.iter().map(|r| r.configs).sum::<u64>(),
         reports.iter().map(|r| r.shards_moved).sum::<u64>(),
         reports.iter().map(|r| r.crashes).sum::<u64>(),
+        reports.iter().map(|r| r.stored_value_bytes).sum::<u64>(),
+        reports.iter().map(|r| r.owned_value_bytes).sum::<u64>(),
         secs
     );
     if failures == 0 {

@@ -68,6 +68,11 @@ pub struct ShardedReport {
     pub configs: u64,
     pub shards_moved: u64,
     pub crashes: u64,
+    /// Value bytes held at the end by every group (each group's most
+    /// advanced replica), and by the owners of the shards only: equal when
+    /// garbage collection left nothing behind.
+    pub stored_value_bytes: u64,
+    pub owned_value_bytes: u64,
 }
 
 impl ShardedReport {
@@ -1149,11 +1154,17 @@ impl ShardedWorld {
             }
         }
         let mut leaks = Vec::new();
+        let (mut stored, mut owned) = (0, 0);
         for gid in 1..=self.cfg.kv_groups {
             let Some(state) = self.kv_state(gid) else {
                 continue;
             };
             for shard in 0..self.cfg.shards {
+                let bytes = state.store().shard_stats(shard).value_bytes;
+                stored += bytes;
+                if config.shards[shard as usize] == gid {
+                    owned += bytes;
+                }
                 if config.shards[shard as usize] != gid && state.store().shard_stats(shard).keys > 0
                 {
                     leaks.push(format!(
@@ -1164,5 +1175,7 @@ impl ShardedWorld {
             }
         }
         self.report.failures.extend(leaks);
+        self.report.stored_value_bytes = stored;
+        self.report.owned_value_bytes = owned;
     }
 }
