@@ -1,0 +1,92 @@
+# Shared helpers for perf/*.sh (sourced, not run).
+#
+# Starting and stopping a local cluster lives here once so every script
+# measures the same thing: `synod playground` (3 nodes, replication 3, fsync
+# always, one KV group) on loopback ports.
+
+# kv FIELD LINE: the value of FIELD in a synod-bench last line.
+kv() {
+    local field=$1 line=$2 pair
+    for pair in $line; do
+        if [[ ${pair%%=*} == "$field" ]]; then
+            echo "${pair#*=}"
+            return 0
+        fi
+    done
+    echo "NA"
+}
+
+# median N...: the median of numbers (the lower middle for an even count).
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "NA"; else print v[int((NR+1)/2)]}'
+}
+
+# start_playground DIR PORT: starts `synod playground` in the background,
+# sets PLAYGROUND_PID and SYNOD_MASTERS, and waits until it is serving.
+start_playground() {
+    local dir=$1 port=$2 i
+    mkdir -p "$dir"
+    "$ROOT/target/release/synod" playground --dir "$dir/cluster" --base-port "$port" \
+        >"$dir/playground.out" 2>"$dir/playground.err" &
+    PLAYGROUND_PID=$!
+    for i in $(seq 1 120); do
+        if grep -q '^SYNOD_MASTERS=' "$dir/playground.out" 2>/dev/null; then
+            SYNOD_MASTERS=$(sed -n 's/^SYNOD_MASTERS=//p' "$dir/playground.out" | head -1)
+            export SYNOD_MASTERS
+            return 0
+        fi
+        if ! kill -0 "$PLAYGROUND_PID" 2>/dev/null; then
+            echo "playground exited early:" >&2
+            cat "$dir/playground.err" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+    echo "playground not ready after 60 s:" >&2
+    cat "$dir/playground.err" >&2
+    return 1
+}
+
+# stop_playground: SIGTERM (the playground stops its nodes in order), then
+# SIGKILL if it is still there after 10 s. The nodes also carry a
+# parent-death signal, so they never outlive it.
+stop_playground() {
+    local i
+    if [[ -n ${PLAYGROUND_PID:-} ]] && kill -0 "$PLAYGROUND_PID" 2>/dev/null; then
+        kill -TERM "$PLAYGROUND_PID" 2>/dev/null || true
+        for i in $(seq 1 100); do
+            kill -0 "$PLAYGROUND_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$PLAYGROUND_PID" 2>/dev/null || true
+        wait "$PLAYGROUND_PID" 2>/dev/null || true
+    fi
+    PLAYGROUND_PID=
+}
+
+# node_pids: pids of the playground's synod-server children.
+node_pids() {
+    pgrep -P "$PLAYGROUND_PID" -x synod-server || true
+}
+
+# machine_info: markdown lines describing this machine.
+machine_info() {
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src wire tools 2>/dev/null || echo ' (dirty)')"
+    echo "- kernel: $(uname -srm)"
+    echo "- nproc: $(nproc)"
+    echo "- rustc: $(rustc --version 2>/dev/null || echo unknown)"
+    echo
+    echo '```'
+    lscpu | head -20
+    echo '```'
+}
+
+# fsync_probe DIR: rough cost of one 4 KiB write + fdatasync on DIR's disk,
+# because with fsync on it bounds every write's latency.
+fsync_probe() {
+    local dir=$1 out
+    out=$(dd if=/dev/zero of="$dir/fsync-probe" bs=4k count=500 oflag=dsync 2>&1 | tail -1) || true
+    rm -f "$dir/fsync-probe"
+    echo "${out:-unknown}"
+}
