@@ -26,7 +26,7 @@ median() {
 start_playground() {
     local dir=$1 port=$2 i
     mkdir -p "$dir"
-    "$ROOT/target/release/synod" playground --dir "$dir/cluster" --base-port "$port" \
+    "${BIN_DIR:-$ROOT/target/release}/synod" playground --dir "$dir/cluster" --base-port "$port" \
         >"$dir/playground.out" 2>"$dir/playground.err" &
     PLAYGROUND_PID=$!
     for i in $(seq 1 120); do
@@ -89,4 +89,31 @@ fsync_probe() {
     out=$(dd if=/dev/zero of="$dir/fsync-probe" bs=4k count=500 oflag=dsync 2>&1 | tail -1) || true
     rm -f "$dir/fsync-probe"
     echo "${out:-unknown}"
+}
+
+# cpu_ticks PID...: user+system clock ticks used so far by these processes
+# (fields 14 and 15 of /proc/PID/stat, read after the ")" that ends the
+# command name, which may contain spaces). Gone processes count 0.
+cpu_ticks() {
+    local total=0 pid rest
+    for pid in "$@"; do
+        rest=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        # After "pid (comm) ", field 3 is the state: utime is field 14 of the
+        # full line, so word 12 here; stime word 13.
+        total=$((total + $(awk '{print $12 + $13}' <<<"$rest")))
+    done
+    echo "$total"
+}
+
+# busiest PID...: the pid that uses the most CPU over the next second.
+busiest() {
+    local pid best="" best_ticks=-1 before=() i=0 t
+    for pid in "$@"; do before+=("$(cpu_ticks "$pid")"); done
+    sleep 1
+    for pid in "$@"; do
+        t=$(($(cpu_ticks "$pid") - before[i]))
+        if ((t > best_ticks)); then best=$pid best_ticks=$t; fi
+        i=$((i + 1))
+    done
+    echo "$best"
 }
