@@ -49,7 +49,24 @@ echo "bench: cluster up, SYNOD_MASTERS=$SYNOD_MASTERS" >&2
 COMMON="--duration $DURATION --warmup $WARMUP --keys $KEYS --value-size $VALUE_SIZE --quiet"
 
 # Gets must hit: write every key once, then no run prefills again.
-"$BENCH" --workload get --prefill yes --ops 1 --keys "$KEYS" --value-size "$VALUE_SIZE" --quiet >/dev/null
+prefill() {
+    "$BENCH" --workload get --prefill yes --ops 1 --keys "$KEYS" --value-size "$VALUE_SIZE" --quiet >/dev/null
+}
+prefill
+
+# The cores are shared: if the cluster dies under a run (a crash, or another
+# process's doing), keep its logs, start a fresh one and redo that run once,
+# and say so in the results rather than report a broken run.
+NOTES=()
+restart_cluster() {
+    local kept
+    kept=$(keep_cluster_logs "$WORK")
+    stop_playground
+    rm -rf "$WORK/cluster" "$WORK"/playground.*
+    start_playground "$WORK" "$PORT"
+    prefill
+    NOTES+=("- the cluster was lost during $1 and restarted (old logs: $kept); that run was redone")
+}
 
 ROWS=()
 CMDS=()
@@ -63,9 +80,17 @@ for workload in $WORKLOADS; do
         cmd="synod-bench --workload $workload $extra --clients $clients --pipeline $pipeline $COMMON --prefill no"
         rates=() p50s=() p99s=() p999s=() errors=0
         for run in $(seq 1 "$RUNS"); do
-            # shellcheck disable=SC2086
-            line=$("$BENCH" --workload "$workload" $extra --clients "$clients" --pipeline "$pipeline" \
-                $COMMON --prefill no | tail -1)
+            for attempt in 1 2; do
+                # shellcheck disable=SC2086
+                line=$("$BENCH" --workload "$workload" $extra --clients "$clients" --pipeline "$pipeline" \
+                    $COMMON --prefill no | tail -1) || true
+                if cluster_ok && [[ $line == ops=* ]]; then
+                    break
+                fi
+                ((attempt == 1)) || { echo "bench: cluster lost twice in one run; giving up" >&2; exit 1; }
+                echo "bench: cluster lost during $workload ${clients}x${pipeline} run $run; restarting it" >&2
+                restart_cluster "$workload ${clients}x${pipeline} run $run"
+            done
             echo "bench: $workload ${clients}x${pipeline} run $run: $line" >&2
             RAW+=("$workload ${clients}x${pipeline} #$run: $line")
             rates+=("$(kv ops_per_sec "$line")")
@@ -104,6 +129,12 @@ mkdir -p "$(dirname "$OUT")"
     echo '```'
     echo
     echo "(mixed = 50% get, 50% put.) Reproduce the whole file with \`perf/bench.sh\`."
+    if ((${#NOTES[@]} > 0)); then
+        echo
+        echo "## Incidents"
+        echo
+        printf '%s\n' "${NOTES[@]}"
+    fi
     echo
     echo "## Machine"
     echo

@@ -76,9 +76,16 @@ machine_info() {
     echo "- kernel: $(uname -srm)"
     echo "- nproc: $(nproc)"
     echo "- rustc: $(rustc --version 2>/dev/null || echo unknown)"
+    echo "- load average when written: $(cut -d' ' -f1-3 /proc/loadavg) (the cores may be shared with other work: see below)"
     echo
     echo '```'
     lscpu | head -20
+    echo '```'
+    echo
+    echo "Busiest processes when written (ps, %CPU over each process's life):"
+    echo
+    echo '```'
+    ps -eo pcpu,etime,comm --sort=-pcpu | head -8
     echo '```'
 }
 
@@ -116,4 +123,26 @@ busiest() {
         i=$((i + 1))
     done
     echo "$best"
+}
+
+# cluster_ok: the playground and all 3 of its nodes are still running.
+cluster_ok() {
+    [[ -n ${PLAYGROUND_PID:-} ]] && kill -0 "$PLAYGROUND_PID" 2>/dev/null &&
+        (($(node_pids | wc -l) == 3))
+}
+
+# keep_cluster_logs DIR: copies a lost cluster's logs out of DIR (which the
+# scripts delete on exit) to a fresh /tmp directory, prints its path and
+# the last lines of each node log to stderr.
+keep_cluster_logs() {
+    local dir=$1 keep f
+    keep=$(mktemp -d /tmp/synod-lost-cluster.XXXXXX)
+    cp "$dir"/playground.* "$dir"/cluster/*.log "$keep"/ 2>/dev/null || true
+    echo "cluster lost; its logs are kept in $keep" >&2
+    for f in "$keep"/*.log "$keep"/playground.err; do
+        [[ -f $f ]] || continue
+        echo "--- $f (last 5 lines)" >&2
+        tail -n 5 "$f" >&2
+    done
+    echo "$keep"
 }
