@@ -118,6 +118,9 @@ inferno-flamegraph --title "synod-server under synod-bench $WORKLOAD ${CLIENTS}x
     echo "# perf record ${EVENT[*]} -F 999 -g --call-graph $CALLGRAPH -p PID -- sleep $SECONDS_TO_RECORD"
     echo "# load: $(tail -1 "$WORK/bench.out")"
     echo "# perf report --stdio --no-children -g none | head -60"
-    perf report -i "$WORK/perf.data" --stdio --no-children -g none 2>/dev/null | head -60
+    # Through a file: `| head` would end perf with SIGPIPE, which
+    # pipefail turns into a failure of the whole script.
+    perf report -i "$WORK/perf.data" --stdio --no-children -g none >"$WORK/report.txt" 2>/dev/null
+    head -n 60 "$WORK/report.txt"
 } >"$TOP"
 echo "flamegraph: wrote $SVG ($(du -h "$SVG" | cut -f1)) and $TOP" >&2
