@@ -1,1 +1,19 @@
-//! Synod's operator and benchmarking tools (the load generator lands with the throughput issue).
+//! Synod's operator and benchmarking tools.
+//!
+//! `synod-bench` (`src/bin/synod-bench.rs`) is a closed-loop, pipelined load
+//! generator that speaks the wire protocol directly. Its parts live here so
+//! they can be unit-tested:
+//!
+//! - [`driver`]: the pipelined driver (sessions, connections, retries);
+//! - [`cli`]: the command line;
+//! - [`ack`]: the contiguous `ack_seq` watermark each session keeps;
+//! - [`workload`]: the operation mix, key names and values;
+//! - [`zipf`]: uniform and Zipfian key choosers;
+//! - [`report`]: the summary, the last `key=value` line and JSON.
+
+pub mod ack;
+pub mod cli;
+pub mod driver;
+pub mod report;
+pub mod workload;
+pub mod zipf;

@@ -1,0 +1,148 @@
+# Shared helpers for perf/*.sh (sourced, not run).
+#
+# Starting and stopping a local cluster lives here once so every script
+# measures the same thing: `synod playground` (3 nodes, replication 3, fsync
+# always, one KV group) on loopback ports.
+
+# kv FIELD LINE: the value of FIELD in a synod-bench last line.
+kv() {
+    local field=$1 line=$2 pair
+    for pair in $line; do
+        if [[ ${pair%%=*} == "$field" ]]; then
+            echo "${pair#*=}"
+            return 0
+        fi
+    done
+    echo "NA"
+}
+
+# median N...: the median of numbers (the lower middle for an even count).
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "NA"; else print v[int((NR+1)/2)]}'
+}
+
+# start_playground DIR PORT: starts `synod playground` in the background,
+# sets PLAYGROUND_PID and SYNOD_MASTERS, and waits until it is serving.
+start_playground() {
+    local dir=$1 port=$2 i
+    mkdir -p "$dir"
+    "${BIN_DIR:-$ROOT/target/release}/synod" playground --dir "$dir/cluster" --base-port "$port" \
+        >"$dir/playground.out" 2>"$dir/playground.err" &
+    PLAYGROUND_PID=$!
+    for i in $(seq 1 120); do
+        if grep -q '^SYNOD_MASTERS=' "$dir/playground.out" 2>/dev/null; then
+            SYNOD_MASTERS=$(sed -n 's/^SYNOD_MASTERS=//p' "$dir/playground.out" | head -1)
+            export SYNOD_MASTERS
+            return 0
+        fi
+        if ! kill -0 "$PLAYGROUND_PID" 2>/dev/null; then
+            echo "playground exited early:" >&2
+            cat "$dir/playground.err" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+    echo "playground not ready after 60 s:" >&2
+    cat "$dir/playground.err" >&2
+    return 1
+}
+
+# stop_playground: SIGTERM (the playground stops its nodes in order), then
+# SIGKILL if it is still there after 10 s. The nodes also carry a
+# parent-death signal, so they never outlive it.
+stop_playground() {
+    local i
+    if [[ -n ${PLAYGROUND_PID:-} ]] && kill -0 "$PLAYGROUND_PID" 2>/dev/null; then
+        kill -TERM "$PLAYGROUND_PID" 2>/dev/null || true
+        for i in $(seq 1 100); do
+            kill -0 "$PLAYGROUND_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$PLAYGROUND_PID" 2>/dev/null || true
+        wait "$PLAYGROUND_PID" 2>/dev/null || true
+    fi
+    PLAYGROUND_PID=
+}
+
+# node_pids: pids of the playground's synod-server children.
+node_pids() {
+    pgrep -P "$PLAYGROUND_PID" -x synod-server || true
+}
+
+# machine_info: markdown lines describing this machine.
+machine_info() {
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src wire tools 2>/dev/null || echo ' (dirty)')"
+    echo "- kernel: $(uname -srm)"
+    echo "- nproc: $(nproc)"
+    echo "- rustc: $(rustc --version 2>/dev/null || echo unknown)"
+    echo "- load average when written: $(cut -d' ' -f1-3 /proc/loadavg) (the cores may be shared with other work: see below)"
+    echo
+    echo '```'
+    lscpu | head -20
+    echo '```'
+    echo
+    echo "Busiest processes when written (ps, %CPU over each process's life):"
+    echo
+    echo '```'
+    ps -eo pcpu,etime,comm --sort=-pcpu | head -8
+    echo '```'
+}
+
+# fsync_probe DIR: rough cost of one 4 KiB write + fdatasync on DIR's disk,
+# because with fsync on it bounds every write's latency.
+fsync_probe() {
+    local dir=$1 out
+    out=$(dd if=/dev/zero of="$dir/fsync-probe" bs=4k count=500 oflag=dsync 2>&1 | tail -1) || true
+    rm -f "$dir/fsync-probe"
+    echo "${out:-unknown}"
+}
+
+# cpu_ticks PID...: user+system clock ticks used so far by these processes
+# (fields 14 and 15 of /proc/PID/stat, read after the ")" that ends the
+# command name, which may contain spaces). Gone processes count 0.
+cpu_ticks() {
+    local total=0 pid rest
+    for pid in "$@"; do
+        rest=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        # After "pid (comm) ", field 3 is the state: utime is field 14 of the
+        # full line, so word 12 here; stime word 13.
+        total=$((total + $(awk '{print $12 + $13}' <<<"$rest")))
+    done
+    echo "$total"
+}
+
+# busiest PID...: the pid that uses the most CPU over the next second.
+busiest() {
+    local pid best="" best_ticks=-1 before=() i=0 t
+    for pid in "$@"; do before+=("$(cpu_ticks "$pid")"); done
+    sleep 1
+    for pid in "$@"; do
+        t=$(($(cpu_ticks "$pid") - before[i]))
+        if ((t > best_ticks)); then best=$pid best_ticks=$t; fi
+        i=$((i + 1))
+    done
+    echo "$best"
+}
+
+# cluster_ok: the playground and all 3 of its nodes are still running.
+cluster_ok() {
+    [[ -n ${PLAYGROUND_PID:-} ]] && kill -0 "$PLAYGROUND_PID" 2>/dev/null &&
+        (($(node_pids | wc -l) == 3))
+}
+
+# keep_cluster_logs DIR: copies a lost cluster's logs out of DIR (which the
+# scripts delete on exit) to a fresh /tmp directory, prints its path and
+# the last lines of each node log to stderr.
+keep_cluster_logs() {
+    local dir=$1 keep f
+    keep=$(mktemp -d /tmp/synod-lost-cluster.XXXXXX)
+    cp "$dir"/playground.* "$dir"/cluster/*.log "$keep"/ 2>/dev/null || true
+    echo "cluster lost; its logs are kept in $keep" >&2
+    for f in "$keep"/*.log "$keep"/playground.err; do
+        [[ -f $f ]] || continue
+        echo "--- $f (last 5 lines)" >&2
+        tail -n 5 "$f" >&2
+    done
+    echo "$keep"
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# CI smoke test of the whole stack through synod-bench: a local 3-node
+# playground from the debug build, a short mixed load, and a small run whose
+# history goes through the linearizability checker.
+#
+# Fails (non-zero) on any error in either run or linearizable=no, and prints
+# both last lines. Needs no network beyond loopback and takes ~15 s after
+# the build.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/perf/lib.sh"
+BIN_DIR=$ROOT/target/debug
+# Random base port: CI machines may run other clusters on the usual ones.
+PORT=${SMOKE_PORT:-$((20000 + RANDOM % 20000))}
+
+WORK=$(mktemp -d /tmp/synod-smoke.XXXXXX)
+cleanup() {
+    stop_playground
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+(cd "$ROOT" && cargo build --bins --quiet)
+start_playground "$WORK" "$PORT"
+echo "smoke: cluster up, SYNOD_MASTERS=$SYNOD_MASTERS" >&2
+
+load=$("$BIN_DIR/synod-bench" --duration 3 --clients 4 --pipeline 8 --workload mixed --quiet | tail -1)
+echo "smoke: load:  $load"
+check=$("$BIN_DIR/synod-bench" --check --ops 2000 --keys 100 --clients 4 --pipeline 8 \
+    --workload mixed --quiet | tail -1) || true
+echo "smoke: check: $check"
+
+status=0
+for line in "$load" "$check"; do
+    errors=$(kv errors "$line")
+    if [[ $errors != 0 ]]; then
+        echo "smoke: FAIL: errors=$errors" >&2
+        status=1
+    fi
+done
+if [[ $(kv ops "$load") == 0 || $(kv ops "$load") == NA ]]; then
+    echo "smoke: FAIL: no operations completed" >&2
+    status=1
+fi
+if [[ $(kv linearizable "$check") != yes ]]; then
+    echo "smoke: FAIL: linearizable=$(kv linearizable "$check")" >&2
+    status=1
+fi
+((status == 0)) && echo "smoke: ok"
+exit "$status"

@@ -1,0 +1,188 @@
+//! `synod-bench`: closed-loop, pipelined load against a Synod cluster.
+//!
+//! Fetches the configuration from the masters, optionally writes every key
+//! once (so Gets hit), runs the workload with `--clients` sessions of
+//! `--pipeline` requests each, and prints a summary whose last line is
+//! `key=value` pairs for scripts (`perf/bench.sh` takes its table from it).
+//! With `--check` the whole history, prefill included, goes through the
+//! project's linearizability checker.
+//!
+//! Exit status: 0 after a run (errors are reported, not fatal: a benchmark
+//! measures), 1 if the cluster cannot be reached or the history is not
+//! linearizable, 2 on bad usage.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use synod::check::{check_kv, CheckOptions, CheckResult};
+use synod::client::{Client, ClientOptions};
+use synod_tools::cli::{self, Options, USAGE};
+use synod_tools::driver::{self, RunSpec};
+use synod_tools::report::Summary;
+use synod_tools::workload::Workload;
+
+/// How long to wait for the masters' first answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env_masters = std::env::var("SYNOD_MASTERS").ok();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opts = match cli::parse(&args, env_masters.as_deref(), cores) {
+        Ok(o) => o,
+        Err(e) => {
+            if e.is_empty() {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("synod-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("synod-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the benchmark; `Ok(false)` if the history failed its check.
+fn run(opts: &Options) -> Result<bool, String> {
+    let mut client_opts = ClientOptions::new(opts.masters.clone());
+    client_opts.timeout = CONNECT_TIMEOUT;
+    let mut client = Client::new(client_opts).map_err(|e| e.to_string())?;
+    let config = client
+        .query(None)
+        .map_err(|e| format!("cannot fetch the configuration: {e}"))?;
+    if config.shards.is_empty() || config.shards.contains(&0) {
+        return Err(format!(
+            "configuration {} leaves shards without a group; join a group first \
+             (synod admin join 1 ADDR...)",
+            config.num
+        ));
+    }
+    let seed = opts.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let epoch = Instant::now();
+    let base = RunSpec {
+        workload: opts.workload,
+        clients: opts.clients,
+        pipeline: opts.pipeline,
+        threads: opts.threads,
+        warmup: opts.warmup,
+        duration: opts.duration,
+        ops: opts.ops,
+        keys: opts.dist.clone(),
+        value_size: opts.value_size,
+        request_timeout: opts.timeout,
+        drain_timeout: opts.drain_timeout,
+        record_history: opts.check,
+        seed,
+        masters: opts.masters.clone(),
+        epoch,
+        progress: !opts.quiet,
+    };
+
+    let mut history = Vec::new();
+    let mut prefill_errors = 0;
+    if opts.prefill {
+        eprintln!("synod-bench: prefilling {} keys", opts.keys);
+        let started = Instant::now();
+        let spec = RunSpec {
+            workload: Workload::Prefill,
+            warmup: Duration::ZERO,
+            duration: None,
+            ops: Some(opts.keys),
+            progress: false,
+            ..base.clone()
+        };
+        let r = driver::run(&spec, &config);
+        prefill_errors = r.counters.errors;
+        eprintln!(
+            "synod-bench: prefill done: {} keys in {:.2} s, {} errors",
+            r.ops,
+            started.elapsed().as_secs_f64(),
+            r.counters.errors
+        );
+        history = r.history;
+    }
+
+    eprintln!(
+        "synod-bench: seed {seed}; {} on configuration {} ({} groups, {} shards)",
+        opts.workload.label(),
+        config.num,
+        config.groups.len(),
+        config.shards.len()
+    );
+    let r = driver::run(&base, &config);
+    history.extend(r.history);
+
+    let mut summary = Summary {
+        workload: opts.workload.label(),
+        clients: opts.clients,
+        pipeline: opts.pipeline,
+        threads: opts.threads,
+        keys: opts.keys,
+        dist: opts.dist_name.clone(),
+        value_size: opts.value_size,
+        ops: r.ops,
+        secs: r.secs,
+        p50_us: r.hist.value_at_quantile(0.5),
+        p90_us: r.hist.value_at_quantile(0.9),
+        p99_us: r.hist.value_at_quantile(0.99),
+        p999_us: r.hist.value_at_quantile(0.999),
+        max_us: r.hist.max(),
+        mean_us: r.hist.mean(),
+        errors: r.counters.errors + prefill_errors,
+        timeouts: r.counters.timeouts,
+        busy: r.counters.busy,
+        redirects: r.counters.redirects,
+        reconnects: r.counters.reconnects,
+        get_misses: r.counters.get_misses,
+        linearizable: None,
+    };
+
+    let mut ok = true;
+    if opts.check {
+        eprintln!("synod-bench: checking {} operations", history.len());
+        let started = Instant::now();
+        let verdict = check_kv(&history, &CheckOptions::default());
+        eprintln!(
+            "synod-bench: check took {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        match &verdict {
+            CheckResult::Linearizable => {}
+            CheckResult::NotLinearizable { key, detail } => {
+                eprintln!(
+                    "synod-bench: NOT linearizable on key {:?}:\n{detail}",
+                    String::from_utf8_lossy(key)
+                );
+            }
+            CheckResult::Inconclusive { key, steps } => eprintln!(
+                "synod-bench: check inconclusive on key {:?} after {steps} steps \
+                 (use fewer ops or more keys)",
+                String::from_utf8_lossy(key)
+            ),
+            CheckResult::InvalidHistory { key, detail } => eprintln!(
+                "synod-bench: recorded history is invalid on key {:?}: {detail}",
+                String::from_utf8_lossy(key)
+            ),
+        }
+        ok = verdict.is_ok();
+        summary.linearizable = Some(ok);
+    }
+
+    if let Some(path) = &opts.json {
+        std::fs::write(path, summary.json()).map_err(|e| format!("cannot write {path}: {e}"))?;
+    }
+    print!("{}", summary.human());
+    println!("{}", summary.kv_line());
+    Ok(ok)
+}

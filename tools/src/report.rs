@@ -1,0 +1,286 @@
+//! The benchmark's results as text: the human summary, the one-line
+//! `key=value` record scripts parse, and the same figures as JSON.
+//!
+//! Both machine formats come from one ordered field list
+//! ([`Summary::fields`]), so they can never disagree, and the order is
+//! fixed so a diff of two result files lines up.
+
+use std::fmt::Write as _;
+
+/// One figure's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Int(u64),
+    /// Printed with the given number of decimals.
+    Float(f64, usize),
+    /// A bare word: never contains spaces or `=` (scripts split on them).
+    Word(String),
+}
+
+impl Value {
+    fn text(&self) -> String {
+        match self {
+            Value::Int(v) => v.to_string(),
+            Value::Float(v, decimals) => format!("{v:.decimals$}"),
+            Value::Word(w) => w.clone(),
+        }
+    }
+
+    fn json(&self) -> String {
+        match self {
+            Value::Int(v) => v.to_string(),
+            // JSON has no NaN or infinity.
+            Value::Float(v, decimals) if v.is_finite() => format!("{v:.decimals$}"),
+            Value::Float(..) => "null".to_string(),
+            Value::Word(w) => json_string(w),
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A word safe for the `key=value` line: whitespace and `=` become `_`.
+pub fn word(s: &str) -> Value {
+    Value::Word(
+        s.chars()
+            .map(|c| {
+                if c.is_whitespace() || c == '=' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Everything a run reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    pub workload: String,
+    pub clients: usize,
+    pub pipeline: usize,
+    pub threads: usize,
+    pub keys: u64,
+    pub dist: String,
+    pub value_size: usize,
+    /// Successful operations in the measured window.
+    pub ops: u64,
+    /// Length of the measured window.
+    pub secs: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub mean_us: f64,
+    /// Operations that ended without a usable answer (Error reply, timeout,
+    /// unfinished at the drain deadline), over the whole run.
+    pub errors: u64,
+    /// Of `errors`, those that timed out or were cut off by the drain.
+    pub timeouts: u64,
+    /// Busy replies (each was retried).
+    pub busy: u64,
+    /// NotLeader/WrongGroup replies (each was re-routed and retried).
+    pub redirects: u64,
+    /// Connections lost or refused (their requests were resent).
+    pub reconnects: u64,
+    /// Gets answered NoKey (a prefilled get workload should have none).
+    pub get_misses: u64,
+    /// `Some` when the history was checked (`--check`).
+    pub linearizable: Option<bool>,
+}
+
+impl Summary {
+    /// Operations per second over the measured window.
+    pub fn ops_per_sec(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.ops as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Every figure, in the order both machine formats print them.
+    pub fn fields(&self) -> Vec<(&'static str, Value)> {
+        let mut f = vec![
+            ("ops", Value::Int(self.ops)),
+            ("secs", Value::Float(self.secs, 3)),
+            ("ops_per_sec", Value::Float(self.ops_per_sec(), 1)),
+            ("p50_us", Value::Int(self.p50_us)),
+            ("p90_us", Value::Int(self.p90_us)),
+            ("p99_us", Value::Int(self.p99_us)),
+            ("p999_us", Value::Int(self.p999_us)),
+            ("max_us", Value::Int(self.max_us)),
+            ("mean_us", Value::Float(self.mean_us, 1)),
+            ("errors", Value::Int(self.errors)),
+            ("timeouts", Value::Int(self.timeouts)),
+            ("busy", Value::Int(self.busy)),
+            ("redirects", Value::Int(self.redirects)),
+            ("reconnects", Value::Int(self.reconnects)),
+            ("get_misses", Value::Int(self.get_misses)),
+            ("clients", Value::Int(self.clients as u64)),
+            ("pipeline", Value::Int(self.pipeline as u64)),
+            ("threads", Value::Int(self.threads as u64)),
+            ("workload", word(&self.workload)),
+            ("keys", Value::Int(self.keys)),
+            ("dist", word(&self.dist)),
+            ("value_size", Value::Int(self.value_size as u64)),
+        ];
+        if let Some(ok) = self.linearizable {
+            f.push(("linearizable", word(if ok { "yes" } else { "no" })));
+        }
+        f
+    }
+
+    /// The last line of the output: `key=value` pairs separated by single
+    /// spaces, no spaces inside values, so `tr ' ' '\n'` or a shell `for`
+    /// loop can take it apart.
+    pub fn kv_line(&self) -> String {
+        let fields: Vec<String> = self
+            .fields()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", v.text()))
+            .collect();
+        fields.join(" ")
+    }
+
+    /// The same figures as one JSON object (one line, trailing newline).
+    pub fn json(&self) -> String {
+        let fields: Vec<String> = self
+            .fields()
+            .into_iter()
+            .map(|(k, v)| format!("{}:{}", json_string(k), v.json()))
+            .collect();
+        format!("{{{}}}\n", fields.join(","))
+    }
+
+    /// A few lines for a person.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "workload {} | {} clients x pipeline {} on {} threads | {} keys ({}) | {} B values",
+            self.workload,
+            self.clients,
+            self.pipeline,
+            self.threads,
+            self.keys,
+            self.dist,
+            self.value_size
+        );
+        let _ = writeln!(
+            s,
+            "throughput {:.0} ops/s ({} ops in {:.2} s)",
+            self.ops_per_sec(),
+            self.ops,
+            self.secs
+        );
+        let _ = writeln!(
+            s,
+            "latency us: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.0}",
+            self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us, self.mean_us
+        );
+        let _ = writeln!(
+            s,
+            "errors {} (timeouts {}) | busy {} | redirects {} | reconnects {} | get misses {}",
+            self.errors, self.timeouts, self.busy, self.redirects, self.reconnects, self.get_misses
+        );
+        if let Some(ok) = self.linearizable {
+            let _ = writeln!(s, "linearizable: {}", if ok { "yes" } else { "NO" });
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Summary {
+        Summary {
+            workload: "mixed".into(),
+            clients: 4,
+            pipeline: 8,
+            threads: 1,
+            keys: 100,
+            dist: "zipfian".into(),
+            value_size: 64,
+            ops: 1500,
+            secs: 3.0,
+            p50_us: 900,
+            p90_us: 1500,
+            p99_us: 2000,
+            p999_us: 4000,
+            max_us: 5000,
+            mean_us: 1000.25,
+            errors: 0,
+            ..Summary::default()
+        }
+    }
+
+    #[test]
+    fn last_line_is_space_separated_key_value_pairs() {
+        let line = sample().kv_line();
+        assert!(line.starts_with("ops=1500 secs=3.000 ops_per_sec=500.0 p50_us=900 "));
+        assert!(line.contains(" p99_us=2000 p999_us=4000 "));
+        assert!(line.contains(" errors=0 "));
+        assert!(line.contains(" clients=4 pipeline=8 "));
+        assert!(line.contains(" workload=mixed "));
+        assert!(!line.contains("linearizable"), "only printed with --check");
+        assert!(!line.contains('\n'));
+        for pair in line.split(' ') {
+            let (k, v) = pair.split_once('=').expect("key=value");
+            assert!(!k.is_empty() && !v.is_empty() && !v.contains('='), "{pair}");
+        }
+    }
+
+    #[test]
+    fn check_verdict_is_the_last_pair() {
+        let mut s = sample();
+        s.linearizable = Some(true);
+        assert!(s.kv_line().ends_with(" linearizable=yes"));
+        s.linearizable = Some(false);
+        assert!(s.kv_line().ends_with(" linearizable=no"));
+    }
+
+    #[test]
+    fn words_never_break_the_line() {
+        let mut s = sample();
+        s.workload = "a b=c".into();
+        assert!(s.kv_line().contains(" workload=a_b_c "));
+    }
+
+    #[test]
+    fn json_has_the_same_figures() {
+        let mut s = sample();
+        s.linearizable = Some(true);
+        let j = s.json();
+        assert!(j.starts_with("{\"ops\":1500,\"secs\":3.000,\"ops_per_sec\":500.0,"));
+        assert!(j.contains("\"workload\":\"mixed\""));
+        assert!(j.ends_with("\"linearizable\":\"yes\"}\n"));
+        assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
+    }
+
+    #[test]
+    fn zero_seconds_means_zero_rate() {
+        let s = Summary::default();
+        assert_eq!(s.ops_per_sec(), 0.0);
+        assert!(s.kv_line().contains("ops_per_sec=0.0"));
+    }
+}

@@ -1,0 +1,129 @@
+//! synod-bench against a real 3-node cluster, end to end.
+//!
+//! Ignored by default: it needs `synod-server` built next to this test's
+//! binaries, and cargo only builds a package's *own* binaries for its
+//! integration tests. Run it with
+//!
+//! ```sh
+//! cargo build --bins && cargo test -p synod-tools -- --ignored
+//! ```
+//!
+//! CI covers the same path through `perf/smoke.sh`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use synod::client::{Client, ClientOptions};
+use synod_wire::GroupInfo;
+
+/// `target/<profile>/`: this test runs from `target/<profile>/deps/`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+/// Nodes that are SIGKILLed when dropped, also when the test panics.
+struct Nodes {
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn client(masters: &[String]) -> Client {
+    let mut opts = ClientOptions::new(masters.to_vec());
+    opts.timeout = Duration::from_secs(5);
+    Client::new(opts).expect("client options")
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} not within {limit:?}");
+}
+
+#[test]
+#[ignore = "needs synod-server built: cargo build --bins"]
+fn bench_check_run_on_a_real_cluster_is_linearizable_and_error_free() {
+    let server = bin_dir().join("synod-server");
+    assert!(
+        server.is_file(),
+        "{} missing: run `cargo build --bins` first",
+        server.display()
+    );
+    let ports: Vec<u16> = {
+        let ls: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    };
+    let masters: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let dir = std::env::temp_dir().join(format!("synod-bench-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let mut nodes = Nodes {
+        children: Vec::new(),
+        dir: dir.clone(),
+    };
+    for (i, addr) in masters.iter().enumerate() {
+        let log = std::fs::File::create(dir.join(format!("node-{i}.log"))).expect("log");
+        let child = Command::new(&server)
+            .args(["--listen", addr, "--masters", &masters.join(",")])
+            .arg("--data-dir")
+            .arg(dir.join(format!("node-{i}")))
+            .args(["--cores", "2"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn synod-server");
+        nodes.children.push(child);
+    }
+    wait_for("masters answering", Duration::from_secs(30), || {
+        client(&masters).query(None).is_ok()
+    });
+    let group = GroupInfo {
+        gid: 1,
+        servers: masters.clone(),
+    };
+    client(&masters).join(vec![group]).expect("join group 1");
+    wait_for("group 1 serving", Duration::from_secs(30), || {
+        client(&masters).put("ready", "1").is_ok()
+    });
+
+    let out = Command::new(env!("CARGO_BIN_EXE_synod-bench"))
+        .args(["--masters", &masters.join(",")])
+        .args(["--check", "--ops", "1000", "--keys", "50", "--quiet"])
+        .args(["--clients", "4", "--pipeline", "8", "--workload", "mixed"])
+        .output()
+        .expect("run synod-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "synod-bench failed: {last}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(last.contains(" errors=0 "), "{last}");
+    assert!(last.starts_with("ops=1000 "), "{last}");
+    assert!(last.ends_with(" linearizable=yes"), "{last}");
+    drop(nodes);
+}
