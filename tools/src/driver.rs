@@ -552,6 +552,7 @@ impl<'a> Worker<'a> {
                 Op::Get { key } => (KvInput::Get, key.clone()),
                 Op::Put { key, value } => (KvInput::Put(value.clone()), key.clone()),
                 Op::Append { key, value } => (KvInput::Append(value.clone()), key.clone()),
+                Op::Delete { key } => (KvInput::Delete, key.clone()),
             };
             self.history.push(KvOp {
                 client: session.client_id,
@@ -896,11 +897,10 @@ impl<'a> Worker<'a> {
         };
         match reply {
             ClientReply::Ok(v) => {
-                let is_get = matches!(self.sessions[s].pending[&seq].op, Op::Get { .. });
-                let out = if is_get {
-                    KvOutput::Value(Some(v))
-                } else {
-                    KvOutput::Ok
+                let out = match self.sessions[s].pending[&seq].op {
+                    Op::Get { .. } => KvOutput::Value(Some(v)),
+                    Op::Delete { .. } => KvOutput::Deleted(v.as_ref() == b"1"),
+                    _ => KvOutput::Ok,
                 };
                 self.finish(s, seq, Outcome::Done(out), now);
             }
