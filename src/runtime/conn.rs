@@ -89,22 +89,23 @@ impl Conn {
     /// buffered. Returns `Ok(true)` if the socket may still hold data (the
     /// budget ran out), so the caller comes back next turn: mio is
     /// edge-triggered and will not say so again.
-    pub fn fill(&mut self, budget: usize) -> Result<bool, Close> {
+    ///
+    /// Reads go through the core's `scratch` buffer and only the bytes read
+    /// are copied: zeroing a fresh chunk of the read buffer before every
+    /// read (safe Rust cannot read into uninitialised memory) showed up as
+    /// 7% of a loaded leader's profile.
+    pub fn fill(&mut self, budget: usize, scratch: &mut [u8]) -> Result<bool, Close> {
         let mut read = 0;
         loop {
             if read >= budget {
                 return Ok(true);
             }
-            // Grow by a zeroed chunk and shrink back to what was read: no
-            // unsafe, and the memset is cheap next to the system call.
-            let len = self.rbuf.len();
-            self.rbuf.resize(len + READ_CHUNK, 0);
-            let res = self.stream.read(&mut self.rbuf[len..]);
-            let n = *res.as_ref().unwrap_or(&0);
-            self.rbuf.truncate(len + n);
-            match res {
+            match self.stream.read(scratch) {
                 Ok(0) => return Err(Close::Eof),
-                Ok(n) => read += n,
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&scratch[..n]);
+                    read += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Close::Io(e)),

@@ -156,6 +156,8 @@ pub struct Core {
     failed: Option<String>,
     next_tick: Instant,
     last_sweep: Instant,
+    /// Where every read lands before it is appended to a connection's buffer.
+    scratch: Vec<u8>,
     /// Every configuration seen, by number: KV groups take them in order.
     configs: BTreeMap<u64, Config>,
     /// Migration RPCs in flight: request id → (our group, asked group, what).
@@ -211,6 +213,7 @@ impl Core {
             failed: None,
             next_tick: now + cfg.tick,
             last_sweep: now,
+            scratch: vec![0; 64 * 1024],
             configs: BTreeMap::new(),
             rpcs: HashMap::new(),
             next_rpc: 1,
@@ -537,7 +540,7 @@ impl Core {
                 return;
             };
             let before = c.rbuf.len();
-            match c.fill(READ_BUDGET) {
+            match c.fill(READ_BUDGET, &mut self.scratch) {
                 Ok(true) => {
                     // Budget spent: decode it now, read the rest next turn.
                     self.read_again.push(t);
