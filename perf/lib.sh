@@ -1,7 +1,8 @@
 # Shared helpers for perf/*.sh (sourced, not run).
 #
 # Starting and stopping a local cluster lives here once so every script
-# measures the same thing: `synod playground` (3 nodes, replication 3, fsync
+# measures the same thing: `synod playground --groups 1` (3 nodes, one KV group
+# unless SYNOD_GROUPS says otherwise, replication 3, fsync
 # always, one KV group) on loopback ports.
 
 # kv FIELD LINE: the value of FIELD in a synod-bench last line.
@@ -27,6 +28,7 @@ start_playground() {
     local dir=$1 port=$2 i
     mkdir -p "$dir"
     "${BIN_DIR:-$ROOT/target/release}/synod" playground --dir "$dir/cluster" --base-port "$port" \
+        --groups "${SYNOD_GROUPS:-1}" \
         >"$dir/playground.out" 2>"$dir/playground.err" &
     PLAYGROUND_PID=$!
     for i in $(seq 1 120); do

@@ -33,7 +33,7 @@ commands:
   admin leave GID...      remove groups
   admin move SHARD GID    assign SHARD to group GID
   admin query [NUM]       print configuration NUM (default: latest) as JSON
-  playground [--dir DIR] [--base-port PORT] [--nodes N]
+  playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
                           run a local cluster until Ctrl-C
 
 options (before COMMAND):
@@ -91,6 +91,8 @@ struct PlaygroundArgs {
     dir: Option<PathBuf>,
     base_port: u16,
     nodes: usize,
+    /// KV groups to join (each on every node).
+    groups: GroupId,
 }
 
 fn main() {
@@ -334,6 +336,7 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
         dir: None,
         base_port: DEFAULT_BASE_PORT,
         nodes: DEFAULT_NODES,
+        groups: PLAYGROUND_GROUPS,
     };
     let mut i = 0;
     while i < words.len() {
@@ -358,6 +361,12 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
                 args.base_port = parse_number::<u16>(&value.to_string_lossy(), "PORT")?;
                 if args.base_port == 0 {
                     return Err("--base-port must be a port number, 1-65535".to_string());
+                }
+            }
+            "--groups" => {
+                args.groups = parse_number::<GroupId>(&value.to_string_lossy(), "--groups")?;
+                if !(1..=16).contains(&args.groups) {
+                    return Err("--groups must be between 1 and 16".to_string());
                 }
             }
             "--nodes" => {
@@ -700,7 +709,7 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     )?;
     // Three KV groups, each replicated on all three nodes, so shards are
     // spread over groups and `synod admin move/leave` have somewhere to go.
-    for gid in 1..=PLAYGROUND_GROUPS {
+    for gid in 1..=args.groups {
         if config.groups.iter().any(|g| g.gid == gid) {
             eprintln!(
                 "synod playground: group {gid} already joined (configuration {})",
@@ -768,7 +777,7 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
 
 /// Calls `attempt` until it yields `Some`, the deadline passes, a node dies,
 /// the server refuses outright, or a stop signal arrives.
-/// KV groups the playground starts.
+/// KV groups the playground starts by default.
 const PLAYGROUND_GROUPS: GroupId = 3;
 
 fn wait_for<T>(
@@ -996,7 +1005,8 @@ mod tests {
             Cmd::Playground(PlaygroundArgs {
                 dir: None,
                 base_port: 7100,
-                nodes: 3
+                nodes: 3,
+                groups: 3
             })
         );
         assert_eq!(
@@ -1006,12 +1016,15 @@ mod tests {
                 "/tmp/x",
                 "--base-port=9000",
                 "--nodes",
-                "5"
+                "5",
+                "--groups",
+                "1"
             ]),
             Cmd::Playground(PlaygroundArgs {
                 dir: Some(PathBuf::from("/tmp/x")),
                 base_port: 9000,
-                nodes: 5
+                nodes: 5,
+                groups: 1
             })
         );
     }
@@ -1080,6 +1093,7 @@ mod tests {
             dir: None,
             base_port: port,
             nodes: 1,
+            groups: 1,
         };
         let err = playground(&args, Duration::from_secs(1)).unwrap_err();
         assert!(
