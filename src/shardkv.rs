@@ -242,6 +242,10 @@ impl ShardKv {
     pub fn config(&self) -> &Config {
         &self.config
     }
+    /// The configuration before the current one (previous owners).
+    pub fn prev_config(&self) -> &Config {
+        &self.prev
+    }
     pub fn store(&self) -> &KvStore {
         &self.store
     }

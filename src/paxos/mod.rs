@@ -924,14 +924,9 @@ impl Paxos {
         };
         if restart {
             if m.offset != 0 {
-                self.send(
-                    m.from,
-                    PaxosMsg::SnapshotRequest(SnapshotRequest {
-                        from: self.cfg.id,
-                        index: m.index,
-                        offset: 0,
-                    }),
-                );
+                // A piece of a transfer we are not in. Answering it would let
+                // duplicated chunks multiply requests without end; a lagging
+                // replica's catch-up timer asks again from the start.
                 return;
             }
             self.snap_recv = Some(SnapshotRecv {
@@ -943,16 +938,10 @@ impl Paxos {
         }
         let r = self.snap_recv.as_mut().expect("set above");
         if m.offset != r.buf.len() as u64 || r.buf.len() as u64 + m.data.len() as u64 > r.total {
-            // Out of order or duplicate: ask for what we need next.
-            let (index, offset) = (r.index, r.buf.len() as u64);
-            self.send(
-                m.from,
-                PaxosMsg::SnapshotRequest(SnapshotRequest {
-                    from: self.cfg.id,
-                    index,
-                    offset,
-                }),
-            );
+            // Out of order or duplicate: ignore it. Only an in-order chunk
+            // asks for the next one, so a duplicated chunk cannot double the
+            // requests (and chunks) in flight; a stalled transfer is asked
+            // again by `tick`.
             return;
         }
         r.buf.extend_from_slice(&m.data);

@@ -202,6 +202,8 @@ pub struct ShardedWorld {
     /// Migration requests in flight: request id → (node, what).
     rpcs: HashMap<u64, (usize, GroupId, bool, u64, u32)>,
     next_rpc: u64,
+    /// Which member of each group migration requests go to (follows hints).
+    rpc_cursor: HashMap<GroupId, u32>,
     last_attempt: HashMap<(usize, u8, u64, u32), Micros>,
     report: ShardedReport,
 }
@@ -254,6 +256,7 @@ impl ShardedWorld {
             chosen: BTreeMap::new(),
             rpcs: HashMap::new(),
             next_rpc: 1,
+            rpc_cursor: HashMap::new(),
             last_attempt: HashMap::new(),
             report: ShardedReport {
                 seed: cfg.seed,
@@ -732,7 +735,7 @@ impl ShardedWorld {
         self.next_rpc += 1;
         self.rpcs
             .insert(id, (from, target, pull, config_num, shard));
-        let member = self.rng.range(0, REPLICAS as u64) as u32;
+        let member = *self.rpc_cursor.get(&target).unwrap_or(&0) % REPLICAS;
         let to = node_of(target, member);
         let r = ShardRef { config_num, shard };
         let msg = if pull {
@@ -752,9 +755,20 @@ impl ShardedWorld {
     }
 
     fn on_migration_reply(&mut self, id: u64, msg: Message) {
-        let Some((node, _target, pull, config_num, shard)) = self.rpcs.remove(&id) else {
+        let Some((node, target, pull, config_num, shard)) = self.rpcs.remove(&id) else {
             return;
         };
+        // Like the runtime: follow a leader hint, try the next member on
+        // anything else that is not an answer.
+        match &msg {
+            Message::Reply(ClientReply::NotLeader { leader: Some(l) }) => {
+                self.rpc_cursor.insert(target, *l);
+            }
+            Message::Reply(ClientReply::NotLeader { leader: None }) => {
+                *self.rpc_cursor.entry(target).or_default() += 1;
+            }
+            _ => {}
+        }
         let cmd = match (pull, msg) {
             (true, Message::ShardData(d)) if d.config_num == config_num && d.shard == shard => {
                 self.report.shards_moved += 1;
@@ -1089,7 +1103,46 @@ impl ShardedWorld {
             let latest = self.latest_config().num;
             let states: Vec<String> = (1..=self.cfg.kv_groups)
                 .map(|g| match self.kv_state(g) {
-                    Some(s) => format!("g{g}@{} settled={}", s.config().num, s.settled()),
+                    Some(s) => {
+                        let open: Vec<String> = (0..self.cfg.shards)
+                            .filter(|sh| {
+                                !matches!(
+                                    s.shard_state(*sh),
+                                    crate::shardkv::ShardState::Serving
+                                        | crate::shardkv::ShardState::NotOwned
+                                )
+                            })
+                            .map(|sh| {
+                                format!(
+                                    "s{sh}:{:?}(prev owner g{})",
+                                    s.shard_state(sh),
+                                    s.prev_config().shards[sh as usize]
+                                )
+                            })
+                            .collect();
+                        let replicas: Vec<String> = (0..REPLICAS)
+                            .map(|i| match &self.nodes[node_of(g, i)].replica {
+                                Some(Hosted::Kv(r)) => format!(
+                                    "r{i}{}:{}/{} (chosen {} end {} pending {} promised {:?})",
+                                    if r.is_leader() { "*" } else { "" },
+                                    r.paxos().applied_upto(),
+                                    r.state().config().num,
+                                    r.paxos().chosen_upto(),
+                                    r.paxos().log().end(),
+                                    r.paxos().pending_len(),
+                                    r.paxos().promised()
+                                ),
+                                _ => format!("r{i}:down"),
+                            })
+                            .collect();
+                        format!(
+                            "g{g}@{} settled={} [{}] replicas {}",
+                            s.config().num,
+                            s.settled(),
+                            open.join(" "),
+                            replicas.join(",")
+                        )
+                    }
                     None => format!("g{g} down"),
                 })
                 .collect();
