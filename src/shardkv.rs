@@ -171,6 +171,23 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// What identifies this piece of work across retries: drivers attempt
+    /// each key at most once per retry interval.
+    pub fn retry_key(&self) -> (u8, u64, u32) {
+        match self {
+            Work::Propose(GroupCommand::Reconfigure(c)) => (0, c.num, 0),
+            Work::Propose(_) => (1, 0, 0),
+            Work::Pull {
+                config_num, shard, ..
+            } => (2, *config_num, *shard),
+            Work::Delete {
+                config_num, shard, ..
+            } => (3, *config_num, *shard),
+        }
+    }
+}
+
 /// The answer to another group's pull.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PullAnswer {

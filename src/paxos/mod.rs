@@ -158,6 +158,23 @@ impl Durable {
     }
 }
 
+/// Store an accepted value in the log and record it for durability: the
+/// two always go together (the log is what the records rebuild on restart).
+fn accept_into(log: &mut Log, out: &mut Ready, slot: Slot, ballot: Ballot, batch: Batch) {
+    log.set(
+        slot,
+        Entry {
+            ballot,
+            batch: batch.clone(),
+        },
+    );
+    out.records.push(Record::Accepted {
+        slot,
+        ballot,
+        batch,
+    });
+}
+
 /// Proof that the records of a [`Ready`] are durable. Only storage code in
 /// this crate can make one, after its sync returns; this is how the
 /// persist-before-send rule is carried by the types.
@@ -431,18 +448,7 @@ impl Paxos {
             let batch = Batch { commands };
             self.stats.slots_proposed += 1;
             self.stats.commands_proposed += n as u64;
-            self.log.set(
-                slot,
-                Entry {
-                    ballot,
-                    batch: batch.clone(),
-                },
-            );
-            self.out.records.push(Record::Accepted {
-                slot,
-                ballot,
-                batch: batch.clone(),
-            });
+            accept_into(&mut self.log, &mut self.out, slot, ballot, batch.clone());
             l.inflight.push_back(InFlight {
                 acks: 1 << self.cfg.id,
                 age: 0,
@@ -617,13 +623,7 @@ impl Paxos {
     fn on_prepare(&mut self, m: Prepare, rng: &mut Rng) {
         self.seen = self.seen.max(m.ballot);
         if m.ballot < self.promised {
-            self.send(
-                m.from,
-                PaxosMsg::Reject(Reject {
-                    from: self.cfg.id,
-                    promised: self.promised,
-                }),
-            );
+            self.reject(m.from);
             return;
         }
         if m.ballot > self.promised {
@@ -659,31 +659,14 @@ impl Paxos {
     fn on_accept(&mut self, m: Accept, rng: &mut Rng) {
         self.seen = self.seen.max(m.ballot);
         if m.ballot < self.promised && !self.cfg.bugs.accept_ignores_promise {
-            self.send(
-                m.from,
-                PaxosMsg::Reject(Reject {
-                    from: self.cfg.id,
-                    promised: self.promised,
-                }),
-            );
+            self.reject(m.from);
             return;
         }
         self.follow(m.from, m.ballot, rng);
         let mut slots = Vec::with_capacity(m.entries.len());
         for p in m.entries {
             if p.slot >= self.chosen_upto {
-                self.log.set(
-                    p.slot,
-                    Entry {
-                        ballot: m.ballot,
-                        batch: p.batch.clone(),
-                    },
-                );
-                self.out.records.push(Record::Accepted {
-                    slot: p.slot,
-                    ballot: m.ballot,
-                    batch: p.batch,
-                });
+                accept_into(&mut self.log, &mut self.out, p.slot, m.ballot, p.batch);
             }
             // Below chosen_upto we hold the chosen value already; acking is
             // still truthful (a proposal at ballot >= the chosen one carries
@@ -705,13 +688,7 @@ impl Paxos {
     fn on_commit(&mut self, from: ReplicaId, ballot: Ballot, chosen_upto: Slot, rng: &mut Rng) {
         self.seen = self.seen.max(ballot);
         if ballot < self.promised {
-            self.send(
-                from,
-                PaxosMsg::Reject(Reject {
-                    from: self.cfg.id,
-                    promised: self.promised,
-                }),
-            );
+            self.reject(from);
             return;
         }
         self.follow(from, ballot, rng);
@@ -855,18 +832,13 @@ impl Paxos {
             if p.slot != self.chosen_upto {
                 continue;
             }
-            self.log.set(
+            accept_into(
+                &mut self.log,
+                &mut self.out,
                 p.slot,
-                Entry {
-                    ballot: Ballot::CHOSEN,
-                    batch: p.batch.clone(),
-                },
+                Ballot::CHOSEN,
+                p.batch,
             );
-            self.out.records.push(Record::Accepted {
-                slot: p.slot,
-                ballot: Ballot::CHOSEN,
-                batch: p.batch,
-            });
             self.chosen_upto += 1;
         }
         self.commit_hint = self.commit_hint.max(m.chosen_upto);
@@ -1091,18 +1063,7 @@ impl Paxos {
                 Some((_, b)) => b,
                 None => Batch::noop(),
             };
-            self.log.set(
-                slot,
-                Entry {
-                    ballot,
-                    batch: batch.clone(),
-                },
-            );
-            self.out.records.push(Record::Accepted {
-                slot,
-                ballot,
-                batch: batch.clone(),
-            });
+            accept_into(&mut self.log, &mut self.out, slot, ballot, batch.clone());
             inflight.push_back(InFlight {
                 acks: 1 << self.cfg.id,
                 age: 0,
@@ -1277,6 +1238,18 @@ impl Paxos {
             self.cfg.election_ticks_min as u64,
             self.cfg.election_ticks_max as u64,
         ) as u32;
+    }
+
+    /// Tell `to` we promised a higher ballot than the one it used.
+    fn reject(&mut self, to: ReplicaId) {
+        let promised = self.promised;
+        self.send(
+            to,
+            PaxosMsg::Reject(Reject {
+                from: self.cfg.id,
+                promised,
+            }),
+        );
     }
 
     fn send(&mut self, to: ReplicaId, msg: PaxosMsg) {

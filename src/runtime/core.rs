@@ -691,16 +691,8 @@ impl Core {
                 log::debug!("group {gid}: migration work {work:?}");
             }
             for w in work {
-                let key = match &w {
-                    Work::Propose(GroupCommand::Reconfigure(c)) => (gid, 0, c.num, 0),
-                    Work::Propose(_) => (gid, 1, 0, 0),
-                    Work::Pull {
-                        config_num, shard, ..
-                    } => (gid, 2, *config_num, *shard),
-                    Work::Delete {
-                        config_num, shard, ..
-                    } => (gid, 3, *config_num, *shard),
-                };
+                let (kind, num, shard) = w.retry_key();
+                let key = (gid, kind, num, shard);
                 if self
                     .attempts
                     .get(&key)

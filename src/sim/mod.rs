@@ -152,24 +152,27 @@ enum Event {
     Heal,
 }
 
-struct Queued {
-    at: Micros,
-    seq: u64,
-    ev: Event,
+/// A scheduled event, ordered by `(time, sequence number)`: the sequence
+/// number breaks ties in scheduling order, which is what makes a seed replay
+/// exactly. Shared by both worlds.
+pub(crate) struct Queued<E> {
+    pub(crate) at: Micros,
+    pub(crate) seq: u64,
+    pub(crate) ev: E,
 }
 
-impl PartialEq for Queued {
+impl<E> PartialEq for Queued<E> {
     fn eq(&self, o: &Self) -> bool {
         (self.at, self.seq) == (o.at, o.seq)
     }
 }
-impl Eq for Queued {}
-impl PartialOrd for Queued {
+impl<E> Eq for Queued<E> {}
+impl<E> PartialOrd for Queued<E> {
     fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
     }
 }
-impl Ord for Queued {
+impl<E> Ord for Queued<E> {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         (self.at, self.seq).cmp(&(o.at, o.seq))
     }
@@ -200,7 +203,7 @@ pub(crate) struct World {
     rng: Rng,
     now: Micros,
     seq: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
+    queue: BinaryHeap<Reverse<Queued<Event>>>,
     nodes: Vec<Node>,
     net: Net,
     clients: Vec<Client>,

@@ -19,7 +19,7 @@ use synod_wire::{
     GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, ShardData, ShardRef, Slot,
 };
 
-use super::{Micros, MS};
+use super::{Micros, Queued, MS};
 use crate::check::{check_kv, CheckOptions, CheckResult, KvInput, KvOp, KvOutput};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
@@ -142,28 +142,6 @@ enum Event {
 /// Reply routing tag for answers to migration requests.
 const MIGRATION: usize = usize::MAX;
 
-struct Queued {
-    at: Micros,
-    seq: u64,
-    ev: Event,
-}
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
 /// A client: one KV op at a time, routed by the latest committed config.
 struct SimClient {
     id: u64,
@@ -188,7 +166,7 @@ pub struct ShardedWorld {
     rng: Rng,
     now: Micros,
     seq: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
+    queue: BinaryHeap<Reverse<Queued<Event>>>,
     nodes: Vec<Node>,
     cut: Vec<Vec<bool>>,
     drop_p: f64,
@@ -682,16 +660,8 @@ impl ShardedWorld {
             _ => return,
         };
         for w in work {
-            let key = match &w {
-                Work::Propose(GroupCommand::Reconfigure(c)) => (i, 0, c.num, 0),
-                Work::Propose(_) => (i, 1, 0, 0),
-                Work::Pull {
-                    config_num, shard, ..
-                } => (i, 2, *config_num, *shard),
-                Work::Delete {
-                    config_num, shard, ..
-                } => (i, 3, *config_num, *shard),
-            };
+            let (kind, num, shard) = w.retry_key();
+            let key = (i, kind, num, shard);
             if self
                 .last_attempt
                 .get(&key)
