@@ -95,3 +95,111 @@ fn groups_joined_back_to_back_all_serve() {
     }
     check_values(&c, 40);
 }
+
+/// 6.5840 "shards really move": a group that is entirely dead makes only its
+/// own shards unavailable; keys on the other group keep working.
+#[test]
+fn a_dead_group_makes_only_its_own_shards_unavailable() {
+    // Nodes 0-2: masters and group 1; nodes 3-5: group 2 only.
+    let mut c = Cluster::with_extra_nodes(3, 3);
+    let mut admin = c.client();
+    let g1: Vec<String> = c.nodes[0..3].iter().map(|n| n.addr.clone()).collect();
+    let g2: Vec<String> = c.nodes[3..6].iter().map(|n| n.addr.clone()).collect();
+    admin
+        .join(vec![GroupInfo {
+            gid: 1,
+            servers: g1,
+        }])
+        .expect("join 1");
+    let config = admin
+        .join(vec![GroupInfo {
+            gid: 2,
+            servers: g2,
+        }])
+        .expect("join 2");
+    // Keys on each group.
+    let shards = config.shards.len() as u32;
+    let on = |gid: u32| -> Vec<String> {
+        (0..)
+            .map(|i| format!("key{i}"))
+            .filter(|k| config.shards[synod_wire::shard_of(k.as_bytes(), shards) as usize] == gid)
+            .take(5)
+            .collect()
+    };
+    let (keys1, keys2) = (on(1), on(2));
+    let mut client = c.client();
+    for k in keys1.iter().chain(&keys2) {
+        client
+            .put(Bytes::from(k.clone()), Bytes::from("v"))
+            .expect("put");
+    }
+    for i in 3..6 {
+        c.kill(i);
+    }
+    let mut quick = synod::client::Client::new(synod::client::ClientOptions {
+        masters: c.masters.clone(),
+        timeout: Duration::from_secs(2),
+        ..synod::client::ClientOptions::default()
+    })
+    .expect("client");
+    for k in &keys1 {
+        assert_eq!(
+            quick
+                .get(Bytes::from(k.clone()))
+                .expect("group 1 still serves"),
+            Some(Bytes::from("v"))
+        );
+    }
+    assert!(
+        quick.get(Bytes::from(keys2[0].clone())).is_err(),
+        "a key of the dead group answered"
+    );
+    // Group 2 comes back with its data.
+    for i in 3..6 {
+        c.start_node(i);
+    }
+    let mut client = c.client();
+    for k in &keys2 {
+        assert_eq!(
+            client.get(Bytes::from(k.clone())).expect("get"),
+            Some(Bytes::from("v"))
+        );
+    }
+}
+
+/// 6.5840 shardctrler: historical queries are answered while each master
+/// replica is down in turn, and the masters agree after one is killed.
+#[test]
+fn historical_queries_survive_each_master_down_in_turn() {
+    let mut c = Cluster::start_masters(3);
+    let mut admin = c.client();
+    let mut history = Vec::new();
+    for gid in 1..=3 {
+        history.push(
+            admin
+                .join(vec![GroupInfo {
+                    gid,
+                    servers: c.masters.clone(),
+                }])
+                .expect("join"),
+        );
+    }
+    for down in 0..3 {
+        c.kill(down);
+        let mut q = c.client();
+        for cfg in &history {
+            assert_eq!(
+                &q.query(Some(cfg.num)).expect("query"),
+                cfg,
+                "config {}",
+                cfg.num
+            );
+        }
+        assert_eq!(
+            q.query(None).expect("latest").num,
+            history.last().unwrap().num
+        );
+        c.start_node(down);
+        c.wait_for(Duration::from_secs(20), |c| c.client().query(None).is_ok());
+    }
+}

@@ -56,6 +56,17 @@ impl Cluster {
     /// [`Cluster::start_masters`]; with `resp`, each node also serves RESP
     /// on its own port (`NodeProc::resp_addr`).
     pub fn start_masters_opts(n: usize, resp: bool) -> Cluster {
+        Cluster::start_opts(n, 0, resp)
+    }
+
+    /// `masters` master nodes plus `extra` nodes that host no master replica
+    /// (for KV groups on their own nodes), no KV group joined yet.
+    pub fn with_extra_nodes(masters: usize, extra: usize) -> Cluster {
+        Cluster::start_opts(masters, extra, false)
+    }
+
+    fn start_opts(n_masters: usize, extra: usize, resp: bool) -> Cluster {
+        let n = n_masters + extra;
         let dir = std::env::temp_dir().join(format!(
             "synod-test-{}-{}",
             std::process::id(),
@@ -64,11 +75,12 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test dir");
         let ports = free_ports(2 * n);
-        let masters: Vec<String> = ports[..n]
+        let addrs: Vec<String> = ports[..n]
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let nodes = masters
+        let masters = addrs[..n_masters].to_vec();
+        let nodes = addrs
             .iter()
             .enumerate()
             .map(|(i, addr)| NodeProc {
