@@ -455,24 +455,13 @@ impl Paxos {
             });
             fresh.push(Proposal { slot, batch });
         }
-        let chosen_upto = self.chosen_upto;
+        // New slots carry the commit point; without them, a moved commit
+        // point goes out on its own.
+        let commit_moved = l.commit_sent < self.chosen_upto;
+        l.commit_sent = self.chosen_upto;
         if !fresh.is_empty() {
-            l.commit_sent = chosen_upto;
-            for peer in 0..self.cfg.replicas {
-                if peer != self.cfg.id {
-                    self.out.gated.messages.push((
-                        peer,
-                        PaxosMsg::Accept(Accept {
-                            from: self.cfg.id,
-                            ballot,
-                            chosen_upto,
-                            entries: fresh.clone(),
-                        }),
-                    ));
-                }
-            }
-        } else if l.commit_sent < chosen_upto {
-            l.commit_sent = chosen_upto;
+            self.send_accepts(ballot, fresh);
+        } else if commit_moved {
             self.broadcast_commit(ballot, true);
         }
         self.advance_leader_commit();
@@ -1101,19 +1090,28 @@ impl Paxos {
 
     // ----- leader ---------------------------------------------------------
 
+    /// One Accept per peer; the last peer's takes `entries` itself, so a
+    /// group of three clones the proposal list once, not twice.
     fn send_accepts(&mut self, ballot: Ballot, entries: Vec<Proposal>) {
-        for peer in 0..self.cfg.replicas {
-            if peer != self.cfg.id {
-                self.send(
-                    peer,
-                    PaxosMsg::Accept(Accept {
-                        from: self.cfg.id,
-                        ballot,
-                        chosen_upto: self.chosen_upto,
-                        entries: entries.clone(),
-                    }),
-                );
-            }
+        let peers: Vec<ReplicaId> = (0..self.cfg.replicas)
+            .filter(|p| *p != self.cfg.id)
+            .collect();
+        let mut entries = Some(entries);
+        for (i, peer) in peers.iter().enumerate() {
+            let entries = if i + 1 == peers.len() {
+                entries.take().unwrap_or_default()
+            } else {
+                entries.clone().unwrap_or_default()
+            };
+            self.send(
+                *peer,
+                PaxosMsg::Accept(Accept {
+                    from: self.cfg.id,
+                    ballot,
+                    chosen_upto: self.chosen_upto,
+                    entries,
+                }),
+            );
         }
     }
 

@@ -99,16 +99,17 @@ pub struct Node {
     pub local_addr: SocketAddr,
 }
 
-impl Node {
-    /// Tell every core about a configuration.
-    pub fn publish(&self, config: &synod_wire::Config) {
-        for h in self.handles.iter() {
-            if h.tx.send(Control::Config(config.clone())).is_ok() {
-                let _ = h.waker.wake();
-            }
+/// Tell every core about a configuration (control traffic: a channel
+/// message and a wake-up per core).
+fn publish(handles: &[CoreHandle], config: &synod_wire::Config) {
+    for h in handles {
+        if h.tx.send(Control::Config(config.clone())).is_ok() {
+            let _ = h.waker.wake();
         }
     }
+}
 
+impl Node {
     pub fn shutdown(self) {
         for h in self.handles.iter() {
             let _ = h.tx.send(Control::Shutdown);
@@ -306,11 +307,7 @@ pub fn watch_configs(node: &Node, masters: Vec<String>) {
                                     }
                                 }
                             };
-                            for h in handles.iter() {
-                                if h.tx.send(Control::Config(config.clone())).is_ok() {
-                                    let _ = h.waker.wake();
-                                }
-                            }
+                            publish(&handles, &config);
                             last = n;
                         }
                     }
