@@ -11,8 +11,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/perf/lib.sh"
 BIN_DIR=$ROOT/target/debug
-# Random base port: CI machines may run other clusters on the usual ones.
-PORT=${SMOKE_PORT:-$((20000 + RANDOM % 20000))}
+# Random base port below the kernel's ephemeral range (32768+ on Linux), so
+# an outgoing connection of some other program cannot hold it; CI machines
+# may also run other clusters on the usual ones. A busy port is retried.
+pick_port() { echo $((10000 + RANDOM % 20000)); }
 
 WORK=$(mktemp -d /tmp/synod-smoke.XXXXXX)
 cleanup() {
@@ -23,7 +25,20 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 (cd "$ROOT" && cargo build --bins --quiet)
-start_playground "$WORK" "$PORT"
+started=0
+for attempt in 1 2 3 4 5; do
+    PORT=${SMOKE_PORT:-$(pick_port)}
+    if start_playground "$WORK/try$attempt" "$PORT"; then
+        started=1
+        break
+    fi
+    stop_playground
+    if [[ -n ${SMOKE_PORT:-} ]] || ! grep -q 'is busy' "$WORK/try$attempt/playground.err"; then
+        break
+    fi
+    echo "smoke: base port $PORT busy, trying another" >&2
+done
+((started == 1)) || { echo "smoke: FAIL: could not start the playground" >&2; exit 1; }
 echo "smoke: cluster up, SYNOD_MASTERS=$SYNOD_MASTERS" >&2
 
 load=$("$BIN_DIR/synod-bench" --duration 3 --clients 4 --pipeline 8 --workload mixed --quiet | tail -1)
