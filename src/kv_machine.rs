@@ -62,6 +62,10 @@ impl StateMachine for KvMachine {
         Ok(())
     }
 
+    fn is_read(req: &ClientRequest) -> bool {
+        matches!(req.op, Op::Get { .. })
+    }
+
     fn read_local(&self, req: &ClientRequest) -> Option<ClientReply> {
         match &req.op {
             Op::Get { key } => Some(self.store.read(key)),

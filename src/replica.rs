@@ -6,12 +6,12 @@
 //! [`Replica::advance`] with the proof, which applies chosen commands and
 //! returns the messages and client replies that may now leave.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use synod_wire::{ClientId, ClientReply, PaxosMsg, ReplicaId, Seq, Slot};
 
-use crate::paxos::{self, Durable, Paxos, ProposeError, Ready, Synced};
+use crate::paxos::{self, Durable, Paxos, ProposeError, ReadStatus, ReadTicket, Ready, Synced};
 use crate::rng::Rng;
 
 /// The driver's handle for where a reply goes (a connection and request id,
@@ -26,8 +26,9 @@ pub type ReplyTo = u64;
 /// needs each request's `(client_id, seq)` and a way to wrap its own
 /// `NotLeader`/`Busy` refusals.
 pub trait StateMachine {
-    /// A decoded client request, as handed to [`Replica::on_request`].
-    type Request;
+    /// A decoded client request, as handed to [`Replica::on_request`]. Reads
+    /// are kept (cloned) until their leadership check completes.
+    type Request: Clone;
     /// The answer to a client. `From<ClientReply>` lets the replica send its
     /// own refusals (`NotLeader`, `Busy`) in the same type.
     type Reply: Clone + From<ClientReply>;
@@ -40,8 +41,14 @@ pub trait StateMachine {
     fn snapshot(&self) -> Bytes;
     /// Replace the whole state from `snapshot()` bytes.
     fn restore(&mut self, data: &[u8]) -> Result<(), String>;
-    /// Answer a read from local state, bypassing the log. Only the planted
-    /// follower-read bug uses it today.
+    /// Requests answered by [`StateMachine::read_local`] after a read-index
+    /// check instead of through the log. They must not change state, and
+    /// need no deduplication (answering one twice is harmless).
+    fn is_read(_req: &Self::Request) -> bool {
+        false
+    }
+    /// Answer a read from the current state (for the requests `is_read`
+    /// accepts; `None` for anything else).
     fn read_local(&self, _req: &Self::Request) -> Option<Self::Reply> {
         None
     }
@@ -52,6 +59,9 @@ pub trait StateMachine {
 pub struct ReplicaBugs {
     /// Answer Gets from this replica's local state, leader or not.
     pub follower_reads: bool,
+    /// Answer Gets at once on a replica that believes it leads, skipping
+    /// the quorum check (a deposed leader serves stale reads).
+    pub unconfirmed_leader_reads: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +69,11 @@ pub struct ReplicaConfig {
     pub paxos: paxos::Config,
     /// Snapshot and compact once the log holds this many slots.
     pub snapshot_log_slots: usize,
+    /// Serve reads by read-index (one quorum round shared by the reads of a
+    /// loop turn, no log slot). Off: reads go through the log like writes.
+    pub read_index: bool,
+    /// Reads waiting for their check at most; beyond this they get Busy.
+    pub reads_pending_max: usize,
     pub bugs: ReplicaBugs,
 }
 
@@ -67,6 +82,8 @@ impl ReplicaConfig {
         ReplicaConfig {
             paxos: paxos::Config::new(id, replicas),
             snapshot_log_slots: 1024,
+            read_index: true,
+            reads_pending_max: 1 << 16,
             bugs: ReplicaBugs::default(),
         }
     }
@@ -93,6 +110,9 @@ pub struct Replica<S: StateMachine> {
     waiting: BTreeMap<(ClientId, Seq), Vec<ReplyTo>>,
     /// Replies produced outside `advance` (refusals), sent after the next sync.
     early: Vec<(ReplyTo, S::Reply)>,
+    /// Reads waiting for their leadership check and commit point, in
+    /// arrival order (their tickets are ordered the same way).
+    reads: VecDeque<(ReplyTo, S::Request, ReadTicket)>,
     was_leader: bool,
 }
 
@@ -107,6 +127,7 @@ impl<S: StateMachine> Replica<S> {
             sm,
             waiting: BTreeMap::new(),
             early: Vec::new(),
+            reads: VecDeque::new(),
             was_leader,
         }
     }
@@ -121,18 +142,39 @@ impl<S: StateMachine> Replica<S> {
         self.paxos.is_leader()
     }
 
-    /// A client request arrived. `cmd` is its encoding as a log command
+    /// A client request arrived. `cmd` makes its encoding as a log command
     /// (`synod_wire::encode_command`, or `encode_master_command` for the
-    /// master group), made by the driver so a request that arrived as bytes
-    /// need not be encoded twice.
-    pub fn on_request(&mut self, to: ReplyTo, req: &S::Request, cmd: Bytes) {
-        if self.cfg.bugs.follower_reads {
+    /// master group); it is called only for requests that go through the
+    /// log, so a read costs no encoding.
+    pub fn on_request(
+        &mut self,
+        to: ReplyTo,
+        req: &S::Request,
+        cmd: impl FnOnce(&S::Request) -> Bytes,
+    ) {
+        if self.cfg.bugs.follower_reads
+            || (self.cfg.bugs.unconfirmed_leader_reads && self.paxos.is_leader())
+        {
             if let Some(reply) = self.sm.read_local(req) {
                 self.early.push((to, reply));
                 return;
             }
         }
-        match self.paxos.propose(cmd) {
+        if self.cfg.read_index && S::is_read(req) {
+            if self.reads.len() >= self.cfg.reads_pending_max {
+                self.early.push((to, ClientReply::Busy.into()));
+                return;
+            }
+            match self.paxos.read_index() {
+                Ok(ticket) => self.reads.push_back((to, req.clone(), ticket)),
+                Err(ProposeError::NotLeader(leader)) => self
+                    .early
+                    .push((to, ClientReply::NotLeader { leader }.into())),
+                Err(ProposeError::Busy) => self.early.push((to, ClientReply::Busy.into())),
+            }
+            return;
+        }
+        match self.paxos.propose(cmd(req)) {
             Ok(()) => self.waiting.entry(S::request_id(req)).or_default().push(to),
             Err(ProposeError::NotLeader(leader)) => self
                 .early
@@ -165,7 +207,11 @@ impl<S: StateMachine> Replica<S> {
     /// Records to persist; pass the result to [`Replica::advance`] with the
     /// proof that they are durable.
     pub fn ready(&mut self) -> Ready {
-        self.paxos.ready()
+        let mut ready = self.paxos.ready();
+        if !self.early.is_empty() {
+            ready.wake();
+        }
+        ready
     }
 
     /// Apply what was chosen and release what may leave.
@@ -196,6 +242,7 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
         }
+        self.serve_reads(&mut out.replies);
         out.messages = gated.messages;
         out.committed = gated.committed;
         if self.paxos.log().len() > self.cfg.snapshot_log_slots {
@@ -204,6 +251,31 @@ impl<S: StateMachine> Replica<S> {
             self.paxos.compact(index, data);
         }
         out
+    }
+
+    /// Answer the reads whose check passed, from the state just applied.
+    fn serve_reads(&mut self, replies: &mut Vec<(ReplyTo, S::Reply)>) {
+        while let Some((_, _, ticket)) = self.reads.front() {
+            let status = self.paxos.read_status(ticket);
+            if status == ReadStatus::Wait {
+                // Tickets are ordered: nothing behind this one is ready.
+                break;
+            }
+            let (to, req, _) = self.reads.pop_front().expect("front exists");
+            let reply = match status {
+                ReadStatus::Ready => self.sm.read_local(&req).unwrap_or_else(|| {
+                    ClientReply::Error {
+                        reason: "request is not a read".to_string(),
+                    }
+                    .into()
+                }),
+                _ => ClientReply::NotLeader {
+                    leader: self.paxos.leader_hint(),
+                }
+                .into(),
+            };
+            replies.push((to, reply));
+        }
     }
 
     /// Leadership lost: nobody here will answer what we were waiting on, so
@@ -218,6 +290,10 @@ impl<S: StateMachine> Replica<S> {
                     self.early
                         .push((w, ClientReply::NotLeader { leader: hint }.into()));
                 }
+            }
+            for (w, _, _) in std::mem::take(&mut self.reads) {
+                self.early
+                    .push((w, ClientReply::NotLeader { leader: hint }.into()));
             }
         }
         self.was_leader = leader;

@@ -545,9 +545,19 @@ impl StateMachine for ShardKv {
         Ok(())
     }
 
+    fn is_read(req: &ClientRequest) -> bool {
+        matches!(req.op, Op::Get { .. })
+    }
+
+    /// A Get answered from the applied state: refused like a logged one
+    /// would be if this group does not serve the key's shard at this point.
     fn read_local(&self, req: &ClientRequest) -> Option<ClientReply> {
         match &req.op {
-            Op::Get { key } => Some(self.store.read(key)),
+            Op::Get { key } => Some(if self.serves(self.store.shard_of_key(key)) {
+                self.store.read(key)
+            } else {
+                ClientReply::WrongGroup
+            }),
             _ => None,
         }
     }

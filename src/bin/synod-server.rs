@@ -35,6 +35,11 @@ options:
                           requests are unanswered (default 4096)
   --socket-buf-bytes N    SO_SNDBUF/SO_RCVBUF for every connection (default: the kernel's)
   --tick-ms N             protocol tick (default 10)
+  --reads index|log       how Gets are made linearizable: 'index' (default) has
+                          the leader confirm its leadership with one quorum
+                          round shared by all reads of a loop turn and answer
+                          from its applied state; 'log' orders each Get through
+                          the Paxos log like a write (slower; for comparison)
   --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
                           client of the --masters cluster (default: off)";
 
@@ -100,6 +105,13 @@ fn parse() -> Result<(RuntimeConfig, Option<SocketAddr>), String> {
             "--conn-write-buf-max" => cfg.conn_write_buf_max = num(&v)? as usize,
             "--conn-in-flight-max" => cfg.conn_in_flight_max = (num(&v)? as usize).max(1),
             "--socket-buf-bytes" => cfg.socket_buf_bytes = Some(num(&v)? as usize),
+            "--reads" => {
+                cfg.read_index = match v.as_str() {
+                    "index" => true,
+                    "log" => false,
+                    _ => return Err(format!("--reads must be index or log, not {v:?}")),
+                }
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }

@@ -26,7 +26,7 @@ struct Args {
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N]
-                 [--bug skip-dedup|follower-reads|accept-ignores-promise|apply-past-hole] [-v]
+                 [--bug skip-dedup|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
 --world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
@@ -69,8 +69,10 @@ fn parse() -> Result<Args, String> {
             "--bug" => match value("--bug")?.as_str() {
                 "skip-dedup" => a.bugs.skip_dedup = true,
                 "follower-reads" => a.bugs.replica.follower_reads = true,
+                "unconfirmed-leader-reads" => a.bugs.replica.unconfirmed_leader_reads = true,
                 "accept-ignores-promise" => a.bugs.paxos.accept_ignores_promise = true,
                 "apply-past-hole" => a.bugs.paxos.apply_past_hole = true,
+                "read-index-skips-takeover" => a.bugs.paxos.read_index_skips_takeover = true,
                 other => return Err(format!("unknown bug {other:?}")),
             },
             "-v" | "--verbose" => a.verbose = true,

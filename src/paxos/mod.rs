@@ -44,6 +44,9 @@ pub struct PlantedBugs {
     pub accept_ignores_promise: bool,
     /// Learn and apply past a hole or a value from another ballot.
     pub apply_past_hole: bool,
+    /// Read-index from the commit point alone, forgetting that a new
+    /// leader's commit point may still be below what earlier leaders chose.
+    pub read_index_skips_takeover: bool,
 }
 
 /// Tunables of one replica. Time is in ticks (the driver decides how long a tick is).
@@ -212,6 +215,10 @@ pub struct Gated {
     pub snapshot: Option<(Slot, Bytes)>,
     /// Chosen batches, contiguous and in slot order, to apply.
     pub committed: Vec<(Slot, Batch)>,
+    /// Nothing to persist, send or apply, but the layer above has work:
+    /// a read round was confirmed or replies are waiting. Keeps drivers
+    /// that skip an empty `Ready` from sitting on them.
+    pub wake: bool,
 }
 
 impl Ready {
@@ -220,12 +227,44 @@ impl Ready {
             && self.gated.messages.is_empty()
             && self.gated.snapshot.is_none()
             && self.gated.committed.is_empty()
+            && !self.gated.wake
+    }
+
+    /// Mark this `Ready` as worth an `advance` even if it holds nothing else.
+    pub(crate) fn wake(&mut self) {
+        self.gated.wake = true;
     }
 
     /// Hand over the gated part, given proof the records are durable.
     pub fn release(self, _proof: Synced) -> Gated {
         self.gated
     }
+}
+
+/// A linearizable read waiting for its leadership check (read-index).
+///
+/// The leader hands one out per read ([`Paxos::read_index`]); the read may
+/// be answered from the state machine once [`Paxos::read_status`] says
+/// `Ready`, which needs both (a) a quorum confirmed this leader's ballot
+/// after the read arrived (`round`), so no newer leader can have chosen
+/// anything before it, and (b) the state machine has applied every slot
+/// below `index`, the leader's commit point when the read arrived (at
+/// least the first slot this ballot proposed, so everything an earlier
+/// leader chose is included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadTicket {
+    pub ballot: Ballot,
+    pub index: Slot,
+    pub round: u64,
+}
+
+/// See [`Paxos::read_status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    Wait,
+    Ready,
+    /// The ballot the ticket was issued under is no longer leading here.
+    Lost,
 }
 
 /// Why a proposal was refused.
@@ -269,6 +308,19 @@ struct Leader {
     silent_ticks: Vec<u32>,
     /// The commit point last told to followers.
     commit_sent: Slot,
+    /// Slots below this were open when this ballot took over (re-proposed or
+    /// filled with no-ops): a read waits until they are applied.
+    takeover_slot: Slot,
+    /// The last read round announced to the followers (Heartbeat::read_round).
+    read_round: u64,
+    /// Reads were registered since the last announcement: the next flush
+    /// opens round `read_round + 1`.
+    read_wanted: bool,
+    /// Highest read round each replica confirmed under this ballot (our own
+    /// entry is `read_round`).
+    read_acked: Vec<u64>,
+    /// The highest round a quorum confirmed.
+    read_confirmed: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -316,6 +368,9 @@ pub struct Paxos {
     election_timeout: u32,
     catchup_wait: u32,
     snap_recv: Option<SnapshotRecv>,
+    /// As a follower: the highest read round heard from the leader of this
+    /// ballot, echoed in every Accepted to it.
+    read_round_heard: (Ballot, u64),
     out: Ready,
     stats: Stats,
 }
@@ -348,6 +403,7 @@ impl Paxos {
             election_timeout: 0,
             catchup_wait: 0,
             snap_recv: None,
+            read_round_heard: (Ballot::ZERO, 0),
             out: Ready::default(),
             stats: Stats::default(),
             cfg,
@@ -419,6 +475,43 @@ impl Paxos {
         }
     }
 
+    /// Register a linearizable read (read-index). Only the leader serves
+    /// reads; the reads registered in one loop turn share one leadership
+    /// check, announced by the next [`Paxos::flush`].
+    pub fn read_index(&mut self) -> Result<ReadTicket, ProposeError> {
+        let hint = self.leader_hint;
+        match &mut self.role {
+            Role::Leader(l) => {
+                l.read_wanted = true;
+                Ok(ReadTicket {
+                    ballot: l.ballot,
+                    index: if self.cfg.bugs.read_index_skips_takeover {
+                        self.chosen_upto
+                    } else {
+                        self.chosen_upto.max(l.takeover_slot)
+                    },
+                    round: l.read_round + 1,
+                })
+            }
+            _ => Err(ProposeError::NotLeader(hint)),
+        }
+    }
+
+    /// May the read of `t` be answered from a state machine that has applied
+    /// every slot below [`Paxos::applied_upto`]?
+    pub fn read_status(&self, t: &ReadTicket) -> ReadStatus {
+        match &self.role {
+            Role::Leader(l) if l.ballot == t.ballot => {
+                if l.read_confirmed >= t.round && self.applied_upto >= t.index {
+                    ReadStatus::Ready
+                } else {
+                    ReadStatus::Wait
+                }
+            }
+            _ => ReadStatus::Lost,
+        }
+    }
+
     /// Close the current batch: pack pending commands into new slots while
     /// the window allows, and tell followers about a moved commit point.
     /// The driver calls this once per loop turn.
@@ -459,10 +552,20 @@ impl Paxos {
         // point goes out on its own.
         let commit_moved = l.commit_sent < self.chosen_upto;
         l.commit_sent = self.chosen_upto;
+        let read_wanted = std::mem::take(&mut l.read_wanted);
+        if read_wanted {
+            l.read_round += 1;
+            l.read_acked[self.cfg.id as usize] = l.read_round;
+        }
         if !fresh.is_empty() {
             self.send_accepts(ballot, fresh);
-        } else if commit_moved {
+        } else if commit_moved && !read_wanted {
             self.broadcast_commit(ballot, true);
+        }
+        if read_wanted {
+            // The heartbeat carries the commit point too.
+            self.broadcast_commit(ballot, false);
+            self.advance_read_confirmed();
         }
         self.advance_leader_commit();
     }
@@ -597,8 +700,10 @@ impl Paxos {
             PaxosMsg::Accept(m) => self.on_accept(m, rng),
             PaxosMsg::Accepted(m) => self.on_accepted(m),
             PaxosMsg::Reject(m) => self.on_reject(m, rng),
-            PaxosMsg::Commit(m) => self.on_commit(m.from, m.ballot, m.chosen_upto, rng),
-            PaxosMsg::Heartbeat(m) => self.on_commit(m.from, m.ballot, m.chosen_upto, rng),
+            PaxosMsg::Commit(m) => self.on_commit(m.from, m.ballot, m.chosen_upto, 0, rng),
+            PaxosMsg::Heartbeat(m) => {
+                self.on_commit(m.from, m.ballot, m.chosen_upto, m.read_round, rng)
+            }
             PaxosMsg::CatchupRequest(m) => self.on_catchup_request(m),
             PaxosMsg::CatchupResponse(m) => self.on_catchup_response(m, rng),
             PaxosMsg::SnapshotRequest(m) => self.send_snapshot_chunk(m.from, m.index, m.offset),
@@ -663,18 +768,17 @@ impl Paxos {
             slots.push(p.slot);
         }
         self.learn(m.from, m.ballot, m.chosen_upto);
-        self.send(
-            m.from,
-            PaxosMsg::Accepted(Accepted {
-                from: self.cfg.id,
-                ballot: m.ballot,
-                chosen_upto: self.chosen_upto,
-                slots,
-            }),
-        );
+        self.send_accepted(m.from, m.ballot, slots);
     }
 
-    fn on_commit(&mut self, from: ReplicaId, ballot: Ballot, chosen_upto: Slot, rng: &mut Rng) {
+    fn on_commit(
+        &mut self,
+        from: ReplicaId,
+        ballot: Ballot,
+        chosen_upto: Slot,
+        read_round: u64,
+        rng: &mut Rng,
+    ) {
         self.seen = self.seen.max(ballot);
         if ballot < self.promised {
             self.reject(from);
@@ -682,13 +786,30 @@ impl Paxos {
         }
         self.follow(from, ballot, rng);
         self.learn(from, ballot, chosen_upto);
+        if self.read_round_heard.0 != ballot {
+            self.read_round_heard = (ballot, 0);
+        }
+        self.read_round_heard.1 = self.read_round_heard.1.max(read_round);
+        self.send_accepted(from, ballot, Vec::new());
+    }
+
+    /// Acknowledge `ballot`'s leader (an empty `slots` acknowledges a
+    /// heartbeat). Sent only while `ballot` is our promise, so the read
+    /// round it echoes confirms that leader to the read-index protocol.
+    fn send_accepted(&mut self, to: ReplicaId, ballot: Ballot, slots: Vec<Slot>) {
+        let read_round = if self.read_round_heard.0 == ballot {
+            self.read_round_heard.1
+        } else {
+            0
+        };
         self.send(
-            from,
+            to,
             PaxosMsg::Accepted(Accepted {
                 from: self.cfg.id,
                 ballot,
                 chosen_upto: self.chosen_upto,
-                slots: Vec::new(),
+                read_round,
+                slots,
             }),
         );
     }
@@ -1068,6 +1189,11 @@ impl Paxos {
             heartbeat_elapsed: 0,
             silent_ticks: vec![0; self.cfg.replicas as usize],
             commit_sent: start,
+            takeover_slot: next_slot,
+            read_round: 0,
+            read_wanted: false,
+            read_acked: vec![0; self.cfg.replicas as usize],
+            read_confirmed: 0,
         });
         self.leader_hint = Some(self.cfg.id);
         // A leader never installs a snapshot (it knows all a quorum knows).
@@ -1129,7 +1255,31 @@ impl Paxos {
                 l.inflight[(slot - base) as usize].acks |= 1 << m.from;
             }
         }
+        // A round we never announced cannot be confirmed (a confused or
+        // hostile peer); clamp rather than trust it.
+        let round = m.read_round.min(l.read_round);
+        if round > l.read_acked[m.from as usize] {
+            l.read_acked[m.from as usize] = round;
+            self.advance_read_confirmed();
+        }
         self.advance_leader_commit();
+    }
+
+    /// The highest read round a quorum (this leader included) has confirmed.
+    fn advance_read_confirmed(&mut self) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        // At most 64 replicas: sort a copy on the stack.
+        let n = l.read_acked.len();
+        let mut acked = [0u64; 64];
+        acked[..n].copy_from_slice(&l.read_acked);
+        acked[..n].sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = acked[self.cfg.quorum() as usize - 1];
+        if confirmed > l.read_confirmed {
+            l.read_confirmed = confirmed;
+            self.out.wake();
+        }
     }
 
     fn advance_leader_commit(&mut self) {
@@ -1197,10 +1347,15 @@ impl Paxos {
                     chosen_upto: self.chosen_upto,
                 })
             } else {
+                let read_round = match &self.role {
+                    Role::Leader(l) => l.read_round,
+                    _ => 0,
+                };
                 PaxosMsg::Heartbeat(Heartbeat {
                     from: self.cfg.id,
                     ballot,
                     chosen_upto: self.chosen_upto,
+                    read_round,
                 })
             };
             self.send(peer, msg);

@@ -330,3 +330,160 @@ fn duplicated_snapshot_chunks_do_not_multiply_requests() {
     net.drain(1);
     assert_eq!(net.nodes[1].stats().snapshots_installed, 1);
 }
+
+// ----- read-index --------------------------------------------------------
+
+#[test]
+fn a_read_waits_for_one_quorum_round_and_the_commit_point() {
+    let mut net = Net::new(3);
+    net.elect(0);
+    net.nodes[0].propose(cmd("w")).unwrap();
+    net.deliver_all();
+    let t = net.nodes[0].read_index().unwrap();
+    assert_eq!(t.index, net.nodes[0].chosen_upto());
+    // Registered, not yet announced: waits.
+    assert_eq!(net.nodes[0].read_status(&t), ReadStatus::Wait);
+    net.nodes[0].flush();
+    net.drain(0);
+    assert_eq!(net.nodes[0].read_status(&t), ReadStatus::Wait);
+    // The announcement is a heartbeat carrying the round.
+    let rounds: Vec<u64> = net
+        .wire
+        .iter()
+        .filter_map(|(_, _, m)| match m {
+            PaxosMsg::Heartbeat(h) => Some(h.read_round),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rounds, vec![t.round, t.round]);
+    // One follower's echo makes a quorum of three.
+    let (_, _, hb) = net.wire.remove(0);
+    net.wire.clear();
+    net.nodes[1].step(hb, &mut net.rng);
+    net.drain(1);
+    let (_, _, ack) = net.wire.remove(0);
+    assert!(matches!(&ack, PaxosMsg::Accepted(a) if a.read_round == t.round));
+    net.nodes[0].step(ack, &mut net.rng);
+    assert_eq!(net.nodes[0].read_status(&t), ReadStatus::Ready);
+    // The confirmation wakes a driver that skips empty output.
+    assert!(!net.nodes[0].ready().is_empty());
+}
+
+#[test]
+fn reads_of_one_turn_share_one_round() {
+    let mut net = Net::new(3);
+    net.elect(0);
+    let a = net.nodes[0].read_index().unwrap();
+    let b = net.nodes[0].read_index().unwrap();
+    assert_eq!(a.round, b.round);
+    net.deliver_all();
+    let c = net.nodes[0].read_index().unwrap();
+    assert_eq!(c.round, a.round + 1);
+    assert_eq!(net.nodes[0].read_status(&a), ReadStatus::Ready);
+    assert_eq!(net.nodes[0].read_status(&c), ReadStatus::Wait);
+}
+
+#[test]
+fn acks_from_before_the_round_or_another_ballot_do_not_confirm() {
+    let mut net = Net::new(3);
+    net.elect(0);
+    let ballot = match &net.nodes[0].role {
+        Role::Leader(l) => l.ballot,
+        _ => unreachable!(),
+    };
+    let t = net.nodes[0].read_index().unwrap();
+    net.nodes[0].flush();
+    net.drain(0);
+    net.wire.clear();
+    // An ack echoing an older round, one from another ballot, and one that
+    // claims a round never announced.
+    let ack = |from, ballot, read_round| {
+        PaxosMsg::Accepted(Accepted {
+            from,
+            ballot,
+            chosen_upto: 0,
+            read_round,
+            slots: Vec::new(),
+        })
+    };
+    net.nodes[0].step(ack(1, ballot, t.round - 1), &mut net.rng);
+    net.nodes[0].step(
+        ack(2, Ballot::new(ballot.round + 1, 2), t.round),
+        &mut net.rng,
+    );
+    assert_eq!(net.nodes[0].read_status(&t), ReadStatus::Wait);
+    let later = ReadTicket {
+        round: t.round + 5,
+        ..t
+    };
+    net.nodes[0].step(ack(1, ballot, t.round + 5), &mut net.rng);
+    assert_eq!(net.nodes[0].read_status(&t), ReadStatus::Ready);
+    assert_eq!(net.nodes[0].read_status(&later), ReadStatus::Wait);
+}
+
+#[test]
+fn a_deposed_leader_loses_its_reads() {
+    let mut net = Net::new(3);
+    net.elect(0);
+    let t = net.nodes[0].read_index().unwrap();
+    net.nodes[0].flush();
+    net.drain(0);
+    net.wire.clear();
+    // Node 1 takes over; node 0 hears about it before any echo arrives.
+    net.elect(1);
+    assert!(!net.nodes[0].is_leader());
+    assert_eq!(net.nodes[0].read_status(&t), ReadStatus::Lost);
+    assert_eq!(
+        net.nodes[0].read_index(),
+        Err(ProposeError::NotLeader(Some(1)))
+    );
+}
+
+#[test]
+fn a_new_leaders_read_index_covers_what_earlier_leaders_accepted() {
+    let mut net = Net::new(3);
+    net.elect(0);
+    // Node 0 gets a command accepted by node 1 only, then dies silently.
+    net.nodes[0].propose(cmd("x")).unwrap();
+    net.nodes[0].flush();
+    net.drain(0);
+    net.wire.retain(|(_, to, _)| *to == 1);
+    let batch = std::mem::take(&mut net.wire);
+    for (_, to, m) in batch {
+        net.nodes[to as usize].step(m, &mut net.rng);
+    }
+    net.drain(1);
+    net.wire.clear();
+    // Node 2 leads with node 1's promise; until the re-proposal is chosen
+    // its commit point is below the slot node 0 used.
+    net.nodes[2].start_election(&mut net.rng);
+    net.drain(2);
+    let batch: Vec<_> = std::mem::take(&mut net.wire)
+        .into_iter()
+        .filter(|(_, to, _)| *to == 1)
+        .collect();
+    for (_, _, m) in batch {
+        net.nodes[1].step(m, &mut net.rng);
+    }
+    net.drain(1);
+    let promises: Vec<_> = std::mem::take(&mut net.wire)
+        .into_iter()
+        .filter(|(_, to, _)| *to == 2)
+        .collect();
+    for (_, _, m) in promises {
+        net.nodes[2].step(m, &mut net.rng);
+    }
+    assert!(net.nodes[2].is_leader());
+    let t = net.nodes[2].read_index().unwrap();
+    assert!(t.index > net.nodes[2].chosen_upto(), "{t:?}");
+    assert_eq!((net.nodes[2].chosen_upto(), t.index), (0, 1));
+}
+
+#[test]
+fn a_single_replica_confirms_its_reads_alone() {
+    let mut net = Net::new(1);
+    let t = net.nodes[0].read_index().unwrap();
+    net.nodes[0].flush();
+    net.drain(0);
+    assert_eq!(net.nodes[0].read_status(&t), ReadStatus::Ready);
+}

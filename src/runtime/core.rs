@@ -233,6 +233,7 @@ impl Core {
         let durable = self.recovered.remove(&gid).unwrap_or_default();
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
+        rc.read_index = self.cfg.read_index;
         let sm = ShardKv::new(
             gid,
             KvOptions {
@@ -254,6 +255,7 @@ impl Core {
         let durable = self.recovered.remove(&0).unwrap_or_default();
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
+        rc.read_index = self.cfg.read_index;
         let sm = MasterMachine::new(MasterOptions {
             shards: self.cfg.shards,
         });
@@ -627,8 +629,7 @@ impl Core {
                     self.reply_now(t, frame.request_id, gid, ClientReply::WrongGroup);
                     return;
                 };
-                let cmd = synod_wire::encode_command(&req);
-                r.on_request(to, &req, cmd);
+                r.on_request(to, &req, synod_wire::encode_command);
                 self.await_reply(t, frame.request_id, gid);
             }
             Message::Master(req) => {
@@ -644,8 +645,7 @@ impl Core {
                     self.reply_now(t, frame.request_id, 0, reply);
                     return;
                 };
-                let cmd = synod_wire::encode_master_command(&req);
-                r.on_request(to, &req, cmd);
+                r.on_request(to, &req, synod_wire::encode_master_command);
                 self.await_reply(t, frame.request_id, 0);
             }
             Message::Paxos(msg) => {

@@ -49,6 +49,9 @@ pub struct RuntimeConfig {
     pub idle_timeout: Duration,
     pub first_frame_timeout: Duration,
     pub snapshot_log_slots: usize,
+    /// KV Gets by read-index (a quorum round shared by a turn's reads, no
+    /// log slot); `false` sends them through the log like writes.
+    pub read_index: bool,
     /// SO_SNDBUF/SO_RCVBUF for every connection; `None` keeps the kernel's
     /// (auto-tuned) sizes.
     pub socket_buf_bytes: Option<usize>,
@@ -72,6 +75,7 @@ impl RuntimeConfig {
             idle_timeout: Duration::from_secs(300),
             first_frame_timeout: Duration::from_secs(10),
             snapshot_log_slots: 4096,
+            read_index: true,
             socket_buf_bytes: None,
         }
     }

@@ -378,8 +378,7 @@ impl World {
             Event::Request { to, reply_to, req } => {
                 let node = &mut self.nodes[to as usize];
                 if let Some(r) = node.replica.as_mut() {
-                    let cmd = synod_wire::encode_command(&req);
-                    r.on_request(reply_to, &req, cmd);
+                    r.on_request(reply_to, &req, synod_wire::encode_command);
                     self.after_node_event(to);
                 }
             }

@@ -591,13 +591,11 @@ impl ShardedWorld {
         };
         match (h, msg) {
             (Hosted::Kv(r), Message::Request(req)) => {
-                let cmd = encode_command(&req);
-                r.on_request(reply_to, &req, cmd);
+                r.on_request(reply_to, &req, encode_command);
                 self.after_node_event(to);
             }
             (Hosted::Master(r), Message::Master(req)) => {
-                let cmd = encode_master_command(&req);
-                r.on_request(reply_to, &req, cmd);
+                r.on_request(reply_to, &req, encode_master_command);
                 self.after_node_event(to);
             }
             (Hosted::Kv(r), Message::ShardPull(s)) => {

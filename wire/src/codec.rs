@@ -452,6 +452,7 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
                 out.put_u32_le(m.from);
                 put_ballot(out, &m.ballot);
                 out.put_u64_le(m.chosen_upto);
+                out.put_u64_le(m.read_round);
                 put_count(out, m.slots.len());
                 for &s in &m.slots {
                     out.put_u64_le(s);
@@ -470,6 +471,7 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
                 out.put_u32_le(m.from);
                 put_ballot(out, &m.ballot);
                 out.put_u64_le(m.chosen_upto);
+                out.put_u64_le(m.read_round);
             }
             PaxosMsg::CatchupRequest(m) => {
                 out.put_u32_le(m.from);
@@ -924,6 +926,7 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             from: r.u32()?,
             ballot: r.ballot()?,
             chosen_upto: r.u64()?,
+            read_round: r.u64()?,
             slots: r.slots()?,
         })),
         KIND_REJECT => Message::Paxos(PaxosMsg::Reject(Reject {
@@ -939,6 +942,7 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             from: r.u32()?,
             ballot: r.ballot()?,
             chosen_upto: r.u64()?,
+            read_round: r.u64()?,
         })),
         KIND_CATCHUP_REQUEST => Message::Paxos(PaxosMsg::CatchupRequest(CatchupRequest {
             from: r.u32()?,

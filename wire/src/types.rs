@@ -174,12 +174,16 @@ pub struct Accept {
 
 /// Phase 2b: the acceptor accepted `slots` in `ballot` (durably). An empty
 /// `slots` is a heartbeat acknowledgement. `chosen_upto` is how far the
-/// acceptor has learned, so the leader can spot laggards.
+/// acceptor has learned, so the leader can spot laggards. `read_round` is
+/// the highest [`Heartbeat::read_round`] this acceptor has received from the
+/// leader of `ballot`: it confirms, for the read-index protocol, that the
+/// acceptor still accepted `ballot` after that round was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
     pub from: ReplicaId,
     pub ballot: Ballot,
     pub chosen_upto: Slot,
+    pub read_round: u64,
     pub slots: Vec<Slot>,
 }
 
@@ -199,12 +203,16 @@ pub struct Commit {
     pub chosen_upto: Slot,
 }
 
-/// The leader is alive; same meaning as Commit, sent on a timer.
+/// The leader is alive; same meaning as Commit, sent on a timer and whenever
+/// linearizable reads wait for a leadership check. `read_round` numbers
+/// those checks within `ballot` (0: none); acceptors echo the highest one
+/// in [`Accepted::read_round`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
     pub from: ReplicaId,
     pub ballot: Ballot,
     pub chosen_upto: Slot,
+    pub read_round: u64,
 }
 
 /// A lagging replica asks for chosen values from `from_slot` on.

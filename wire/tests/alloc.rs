@@ -88,7 +88,7 @@ fn huge_vector_counts_allocate_nothing() {
         ),
         (
             KIND_ACCEPTED,
-            Bytes::from([&[0u8; 24][..], &huge, &[0; 10]].concat()),
+            Bytes::from([&[0u8; 32][..], &huge, &[0; 10]].concat()),
         ),
         (
             KIND_CATCHUP_RESPONSE,

@@ -250,7 +250,7 @@ fn huge_counts_with_little_data_are_truncated() {
         ),
         (
             KIND_ACCEPTED,
-            cat(&[&[0; 4], &ballot, &[0; 8], &huge, &ten]),
+            cat(&[&[0; 4], &ballot, &[0; 8], &[0; 8], &huge, &ten]),
         ),
         (KIND_CATCHUP_RESPONSE, cat(&[&[0; 4], &[0; 8], &huge, &ten])),
         // Byte strings that claim more than remains.

@@ -184,6 +184,7 @@ pub fn samples() -> Vec<Frame> {
             from: 2,
             ballot,
             chosen_upto: 9,
+            read_round: 3,
             slots: vec![9, 10],
         })),
         paxos(PaxosMsg::Reject(Reject {
@@ -199,6 +200,7 @@ pub fn samples() -> Vec<Frame> {
             from: 1,
             ballot,
             chosen_upto: 10,
+            read_round: 4,
         })),
         paxos(PaxosMsg::CatchupRequest(CatchupRequest {
             from: 2,
@@ -635,13 +637,15 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
             any::<u32>(),
             arb_ballot(),
             any::<u64>(),
+            any::<u64>(),
             small_or_large(any::<u64>().boxed(), 500..2000),
         )
-            .prop_map(|(from, ballot, chosen_upto, slots)| {
+            .prop_map(|(from, ballot, chosen_upto, read_round, slots)| {
                 P::Accepted(Accepted {
                     from,
                     ballot,
                     chosen_upto,
+                    read_round,
                     slots,
                 })
             })
@@ -658,12 +662,13 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
                 })
             })
             .boxed()),
-        KIND_HEARTBEAT => p((any::<u32>(), arb_ballot(), any::<u64>())
-            .prop_map(|(from, ballot, chosen_upto)| {
+        KIND_HEARTBEAT => p((any::<u32>(), arb_ballot(), any::<u64>(), any::<u64>())
+            .prop_map(|(from, ballot, chosen_upto, read_round)| {
                 P::Heartbeat(Heartbeat {
                     from,
                     ballot,
                     chosen_upto,
+                    read_round,
                 })
             })
             .boxed()),
