@@ -24,11 +24,13 @@ median() {
 
 # start_playground DIR PORT: starts `synod playground` in the background,
 # sets PLAYGROUND_PID and SYNOD_MASTERS, and waits until it is serving.
+# SYNOD_SERVER_ARGS (words) are passed to every node, e.g. "--reads log".
 start_playground() {
-    local dir=$1 port=$2 i
+    local dir=$1 port=$2 i a extra=()
     mkdir -p "$dir"
+    for a in ${SYNOD_SERVER_ARGS:-}; do extra+=("--server-arg=$a"); done
     "${BIN_DIR:-$ROOT/target/release}/synod" playground --dir "$dir/cluster" --base-port "$port" \
-        --groups "${SYNOD_GROUPS:-1}" \
+        --groups "${SYNOD_GROUPS:-1}" "${extra[@]}" \
         >"$dir/playground.out" 2>"$dir/playground.err" &
     PLAYGROUND_PID=$!
     for i in $(seq 1 120); do

@@ -34,7 +34,10 @@ commands:
   admin move SHARD GID    assign SHARD to group GID
   admin query [NUM]       print configuration NUM (default: latest) as JSON
   playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
-                          run a local cluster until Ctrl-C
+             [--server-arg ARG]...
+                          run a local cluster until Ctrl-C; each --server-arg
+                          is passed to every synod-server (e.g.
+                          --server-arg=--reads --server-arg=log)
 
 options (before COMMAND):
   --masters A,B,C         shard master addresses (default: $SYNOD_MASTERS)
@@ -93,6 +96,8 @@ struct PlaygroundArgs {
     nodes: usize,
     /// KV groups to join (each on every node).
     groups: GroupId,
+    /// Extra `synod-server` flags for every node (`--server-arg`, repeated).
+    server_args: Vec<OsString>,
 }
 
 fn main() {
@@ -337,6 +342,7 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
         base_port: DEFAULT_BASE_PORT,
         nodes: DEFAULT_NODES,
         groups: PLAYGROUND_GROUPS,
+        server_args: Vec::new(),
     };
     let mut i = 0;
     while i < words.len() {
@@ -369,6 +375,7 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
                     return Err("--groups must be between 1 and 16".to_string());
                 }
             }
+            "--server-arg" => args.server_args.push(value),
             "--nodes" => {
                 args.nodes = parse_number::<usize>(&value.to_string_lossy(), "--nodes")?;
                 if !(1..=MAX_NODES).contains(&args.nodes) {
@@ -685,7 +692,7 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     for (i, addr) in addrs.iter().enumerate() {
         let data_dir = dir.join(format!("node-{i}"));
         let log = dir.join(format!("node-{i}.log"));
-        let child = spawn_node(&server, addr, &data_dir, &masters, &log)?;
+        let child = spawn_node(&server, addr, &data_dir, &masters, &log, &args.server_args)?;
         nodes.children.push((addr.clone(), log, child));
     }
     eprintln!(
@@ -816,6 +823,7 @@ fn spawn_node(
     data_dir: &Path,
     masters: &str,
     log: &Path,
+    extra: &[OsString],
 ) -> Result<Child, String> {
     let out =
         std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
@@ -829,6 +837,7 @@ fn spawn_node(
         .arg(data_dir)
         .arg("--masters")
         .arg(masters)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
@@ -1006,7 +1015,8 @@ mod tests {
                 dir: None,
                 base_port: 7100,
                 nodes: 3,
-                groups: 3
+                groups: 3,
+                server_args: vec![],
             })
         );
         assert_eq!(
@@ -1018,13 +1028,17 @@ mod tests {
                 "--nodes",
                 "5",
                 "--groups",
-                "1"
+                "1",
+                "--server-arg=--reads",
+                "--server-arg",
+                "log",
             ]),
             Cmd::Playground(PlaygroundArgs {
                 dir: Some(PathBuf::from("/tmp/x")),
                 base_port: 9000,
                 nodes: 5,
-                groups: 1
+                groups: 1,
+                server_args: vec!["--reads".into(), "log".into()],
             })
         );
     }
@@ -1094,6 +1108,7 @@ mod tests {
             base_port: port,
             nodes: 1,
             groups: 1,
+            server_args: vec![],
         };
         let err = playground(&args, Duration::from_secs(1)).unwrap_err();
         assert!(
