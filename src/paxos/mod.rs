@@ -203,6 +203,15 @@ impl Synced {
 pub struct Ready {
     /// Make these durable first, in order.
     pub records: Vec<Record>,
+    /// Messages that may leave before `records` are durable: the leader's
+    /// Accepts, Commits and Heartbeats. They state what the leader proposes
+    /// and what a quorum already holds, nothing about this replica's own
+    /// durable state, so the leader's disk write overlaps the followers'
+    /// (the Raft paper's §10.2.1). The leader's own acceptance still counts
+    /// only once durable: acknowledgements are handled in a later round,
+    /// after the driver has synced this one's records (both drivers finish
+    /// a round's sync before they take the next event).
+    pub before_sync: Vec<(ReplicaId, PaxosMsg)>,
     gated: Gated,
 }
 
@@ -224,6 +233,7 @@ pub struct Gated {
 impl Ready {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+            && self.before_sync.is_empty()
             && self.gated.messages.is_empty()
             && self.gated.snapshot.is_none()
             && self.gated.committed.is_empty()
@@ -1229,7 +1239,7 @@ impl Paxos {
             } else {
                 entries.clone().unwrap_or_default()
             };
-            self.send(
+            self.send_early(
                 *peer,
                 PaxosMsg::Accept(Accept {
                     from: self.cfg.id,
@@ -1322,7 +1332,7 @@ impl Paxos {
         }
         for (peer, entries) in per_peer.into_iter().enumerate() {
             if !entries.is_empty() {
-                self.send(
+                self.send_early(
                     peer as ReplicaId,
                     PaxosMsg::Accept(Accept {
                         from: self.cfg.id,
@@ -1358,7 +1368,7 @@ impl Paxos {
                     read_round,
                 })
             };
-            self.send(peer, msg);
+            self.send_early(peer, msg);
         }
     }
 
@@ -1408,6 +1418,17 @@ impl Paxos {
     fn send(&mut self, to: ReplicaId, msg: PaxosMsg) {
         debug_assert_ne!(to, self.cfg.id);
         self.out.gated.messages.push((to, msg));
+    }
+
+    /// A leader's message that may leave before this round's records are
+    /// durable (see [`Ready::before_sync`]).
+    fn send_early(&mut self, to: ReplicaId, msg: PaxosMsg) {
+        debug_assert_ne!(to, self.cfg.id);
+        debug_assert!(matches!(
+            msg,
+            PaxosMsg::Accept(_) | PaxosMsg::Commit(_) | PaxosMsg::Heartbeat(_)
+        ));
+        self.out.before_sync.push((to, msg));
     }
 
     /// Cheap structural invariants, checked after every message.

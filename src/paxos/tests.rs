@@ -31,9 +31,12 @@ impl Net {
     /// Persist and release node `i`'s output.
     fn drain(&mut self, i: usize) {
         loop {
-            let ready = self.nodes[i].ready();
+            let mut ready = self.nodes[i].ready();
             if ready.is_empty() {
                 return;
+            }
+            for (to, m) in std::mem::take(&mut ready.before_sync) {
+                self.wire.push((i as u32, to, m));
             }
             for r in &ready.records {
                 self.disks[i].apply(r);
@@ -486,4 +489,37 @@ fn a_single_replica_confirms_its_reads_alone() {
     net.nodes[0].flush();
     net.drain(0);
     assert_eq!(net.nodes[0].read_status(&t), ReadStatus::Ready);
+}
+
+#[test]
+fn a_leaders_accepts_leave_before_its_sync_but_acceptors_answers_do_not() {
+    let mut net = Net::new(3);
+    net.elect(0);
+    net.nodes[0].propose(cmd("w")).unwrap();
+    net.nodes[0].flush();
+    let ready = net.nodes[0].ready();
+    // The leader's own acceptance is a record to persist, and its Accepts
+    // may go out while it is being persisted.
+    assert!(matches!(
+        ready.records.as_slice(),
+        [Record::Accepted { .. }]
+    ));
+    assert_eq!(ready.before_sync.len(), 2);
+    assert!(ready
+        .before_sync
+        .iter()
+        .all(|(_, m)| matches!(m, PaxosMsg::Accept(_))));
+    let accept = ready.before_sync[0].1.clone();
+    let gated = ready.release(Synced::after_sync());
+    assert!(gated.messages.is_empty());
+    // The follower's Accepted promises its own durable state: gated.
+    net.nodes[1].step(accept, &mut net.rng);
+    let ready = net.nodes[1].ready();
+    assert!(!ready.records.is_empty());
+    assert!(ready.before_sync.is_empty());
+    let gated = ready.release(Synced::after_sync());
+    assert!(matches!(
+        gated.messages.as_slice(),
+        [(0, PaxosMsg::Accepted(_))]
+    ));
 }

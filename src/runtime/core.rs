@@ -975,13 +975,27 @@ impl Core {
             return;
         }
         let mut readies: Vec<(GroupId, Ready)> = Vec::with_capacity(self.groups.len());
+        let mut early = Vec::new();
         for (gid, g) in self.groups.iter_mut() {
             g.replica.flush();
-            let ready = g.replica.ready();
+            let mut ready = g.replica.ready();
+            if !ready.before_sync.is_empty() {
+                early.push((*gid, std::mem::take(&mut ready.before_sync)));
+            }
             if !ready.is_empty() {
                 self.wal.append(*gid, &ready.records);
                 readies.push((*gid, ready));
             }
+        }
+        if !early.is_empty() {
+            // A leader's Accepts go out before its own disk write, so the
+            // followers' fsyncs overlap ours (see `Ready::before_sync`).
+            for (gid, messages) in early {
+                for (to, msg) in messages {
+                    self.send_paxos(gid, to, msg);
+                }
+            }
+            self.flush_conns();
         }
         if !readies.is_empty() {
             match self.wal.sync() {

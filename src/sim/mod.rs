@@ -456,16 +456,19 @@ impl World {
             let Some(r) = node.replica.as_mut() else {
                 return;
             };
-            let ready = r.ready();
+            let mut ready = r.ready();
             if ready.is_empty() {
                 return;
             }
+            let early = std::mem::take(&mut ready.before_sync);
             for rec in &ready.records {
                 node.disk.apply(rec);
             }
             let out = r.advance(ready, Synced::after_sync());
             self.check_applied(id, out.installed_snapshot, &out.committed);
-            for (to, msg) in out.messages {
+            // The simulated disk is synchronous, so sending `early` before
+            // or after it makes no difference here.
+            for (to, msg) in early.into_iter().chain(out.messages) {
                 self.send_paxos(id, to, msg);
             }
             for (reply_to, reply) in out.replies {

@@ -492,10 +492,11 @@ impl ShardedWorld {
             let Some(h) = node.replica.as_mut() else {
                 return;
             };
-            let ready = h.ready();
+            let mut ready = h.ready();
             if ready.is_empty() {
                 return;
             }
+            let early = std::mem::take(&mut ready.before_sync);
             for rec in &ready.records {
                 node.disk.apply(rec);
             }
@@ -520,7 +521,7 @@ impl ShardedWorld {
                 }
             };
             self.check_applied(i, gid, snapshot, &committed);
-            for (to, msg) in messages {
+            for (to, msg) in early.into_iter().chain(messages) {
                 let dest = node_of(gid, to);
                 self.send(i, dest, Event::Paxos { to: dest, msg });
             }
