@@ -21,17 +21,22 @@ struct Args {
     verbose: bool,
     sharded: bool,
     fault_secs: Option<u64>,
+    disk_latency_us: u64,
 }
 
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N]
-                 [--bug skip-dedup|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover] [-v]
+                 [--bug skip-dedup|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
+                 [--disk-latency-us N] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
 --world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
 leaves and moves while clients run (--replicas and --bug do not apply);
---fault-secs sets its fault phase (default 8; admin changes come every 0.3-1.5 s).";
+--fault-secs sets its fault phase (default 8; admin changes come every 0.3-1.5 s).
+--disk-latency-us N: each sync takes up to N us of virtual time, during which the
+node's early messages (a leader's Accepts) are already out and a crash loses the
+records being synced (group world only; default 0, an instant disk).";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
@@ -44,6 +49,7 @@ fn parse() -> Result<Args, String> {
         verbose: false,
         sharded: false,
         fault_secs: None,
+        disk_latency_us: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +67,7 @@ fn parse() -> Result<Args, String> {
             "--jobs" => a.jobs = (num(&value("--jobs")?)? as usize).max(1),
             "--no-faults" => a.faults = false,
             "--fault-secs" => a.fault_secs = Some(num(&value("--fault-secs")?)?),
+            "--disk-latency-us" => a.disk_latency_us = num(&value("--disk-latency-us")?)?,
             "--world" => match value("--world")?.as_str() {
                 "group" => a.sharded = false,
                 "sharded" => a.sharded = true,
@@ -73,6 +80,7 @@ fn parse() -> Result<Args, String> {
                 "accept-ignores-promise" => a.bugs.paxos.accept_ignores_promise = true,
                 "apply-past-hole" => a.bugs.paxos.apply_past_hole = true,
                 "read-index-skips-takeover" => a.bugs.paxos.read_index_skips_takeover = true,
+                "accepted-before-sync" => a.bugs.paxos.accepted_before_sync = true,
                 other => return Err(format!("unknown bug {other:?}")),
             },
             "-v" | "--verbose" => a.verbose = true,
@@ -87,10 +95,11 @@ fn num(s: &str) -> Result<u64, String> {
     s.parse().map_err(|_| format!("not a number: {s:?}"))
 }
 
-fn config_for(seed: u64, replicas: Option<u32>, faults: bool, bugs: Bugs) -> SimConfig {
-    let mut cfg = SimConfig::for_seed(seed, replicas);
-    cfg.faults = faults;
-    cfg.bugs = bugs;
+fn config_for(seed: u64, args: &Args) -> SimConfig {
+    let mut cfg = SimConfig::for_seed(seed, args.replicas);
+    cfg.faults = args.faults;
+    cfg.bugs = args.bugs;
+    cfg.disk_latency_max = args.disk_latency_us;
     cfg
 }
 
@@ -120,12 +129,18 @@ fn main() -> ExitCode {
                 if seed >= end {
                     break;
                 }
-                let cfg = config_for(seed, args.replicas, args.faults, args.bugs);
+                let cfg = config_for(seed, &args);
                 let report = sim::run(&cfg);
                 if !report.passed() {
                     let mut msg = format!(
-                        "FAIL seed={seed} replicas={} — replay: synod-sim --start-seed {seed} --seeds 1 --replicas {}",
-                        cfg.replicas, cfg.replicas
+                        "FAIL seed={seed} replicas={} — replay: synod-sim --start-seed {seed} --seeds 1 --replicas {}{}",
+                        cfg.replicas,
+                        cfg.replicas,
+                        if args.disk_latency_us > 0 {
+                            format!(" --disk-latency-us {}", args.disk_latency_us)
+                        } else {
+                            String::new()
+                        }
                     );
                     let shown = if args.verbose { usize::MAX } else { 3 };
                     for f in report.failures.iter().take(shown) {

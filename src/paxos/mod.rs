@@ -47,6 +47,9 @@ pub struct PlantedBugs {
     /// Read-index from the commit point alone, forgetting that a new
     /// leader's commit point may still be below what earlier leaders chose.
     pub read_index_skips_takeover: bool,
+    /// An acceptor acknowledges an Accept before its record is durable (a
+    /// crash in the window forgets a vote the leader counted).
+    pub accepted_before_sync: bool,
 }
 
 /// Tunables of one replica. Time is in ticks (the driver decides how long a tick is).
@@ -779,6 +782,11 @@ impl Paxos {
         }
         self.learn(m.from, m.ballot, m.chosen_upto);
         self.send_accepted(m.from, m.ballot, slots);
+        if self.cfg.bugs.accepted_before_sync {
+            if let Some((to, msg)) = self.out.gated.messages.pop() {
+                self.out.before_sync.push((to, msg));
+            }
+        }
     }
 
     fn on_commit(

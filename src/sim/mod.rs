@@ -19,7 +19,7 @@ mod client;
 pub mod sharded;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use bytes::Bytes;
 use synod_wire::{Batch, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Slot};
@@ -27,7 +27,7 @@ use synod_wire::{Batch, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Slot};
 use crate::check::KvOp;
 use crate::kv::KvOptions;
 use crate::kv_machine::KvMachine;
-use crate::paxos::{Durable, PlantedBugs, Synced};
+use crate::paxos::{Durable, PlantedBugs, Ready, Synced};
 use crate::replica::{Replica, ReplicaBugs, ReplicaConfig};
 use crate::rng::Rng;
 
@@ -67,6 +67,11 @@ pub struct SimConfig {
     pub tick: Micros,
     /// A loop turn: proposals arriving within one turn share a slot.
     pub turn: Micros,
+    /// A sync takes a random time up to this (0: instant, the default).
+    /// While a node's sync is in flight its `before_sync` messages are
+    /// already out, it takes no other event (as the runtime's loop does not),
+    /// and a crash loses the records being synced.
+    pub disk_latency_max: Micros,
     pub bugs: Bugs,
 }
 
@@ -84,6 +89,7 @@ impl SimConfig {
             faults: true,
             tick: 10 * MS,
             turn: 200,
+            disk_latency_max: 0,
             bugs: Bugs::default(),
         }
     }
@@ -142,6 +148,11 @@ enum Event {
         node: ReplicaId,
         epoch: u64,
     },
+    /// A node's sync in flight completed.
+    SyncDone {
+        node: ReplicaId,
+        epoch: u64,
+    },
     ClientWake {
         client: usize,
         token: u64,
@@ -187,6 +198,11 @@ struct Node {
     flush_scheduled: bool,
     /// Next slot this node must apply (checks in-order application).
     next_apply: Slot,
+    /// A sync in flight (`SimConfig::disk_latency_max`): its records are not
+    /// on `disk` yet.
+    syncing: Option<Ready>,
+    /// Events that arrived while syncing, replayed in order afterwards.
+    deferred: VecDeque<Event>,
 }
 
 struct Net {
@@ -274,6 +290,8 @@ impl World {
                 epoch: 0,
                 flush_scheduled: false,
                 next_apply: 0,
+                syncing: None,
+                deferred: VecDeque::new(),
             });
             w.start_node(id);
         }
@@ -367,6 +385,19 @@ impl World {
     }
 
     fn handle(&mut self, ev: Event) {
+        // A node waiting for its disk takes nothing else until it is done.
+        let target = match &ev {
+            Event::Paxos { to, .. } | Event::Request { to, .. } => Some(*to),
+            Event::Tick { node, .. } | Event::Flush { node, .. } => Some(*node),
+            _ => None,
+        };
+        if let Some(id) = target {
+            let node = &mut self.nodes[id as usize];
+            if node.syncing.is_some() {
+                node.deferred.push_back(ev);
+                return;
+            }
+        }
         match ev {
             Event::Paxos { to, msg } => {
                 let node = &mut self.nodes[to as usize];
@@ -414,6 +445,25 @@ impl World {
                     self.drive(node);
                 }
             }
+            Event::SyncDone { node, epoch } => {
+                if self.nodes[node as usize].epoch != epoch {
+                    return;
+                }
+                if let Some(ready) = self.nodes[node as usize].syncing.take() {
+                    self.synced(node, ready);
+                }
+                self.drive(node);
+                loop {
+                    let n = &mut self.nodes[node as usize];
+                    if n.syncing.is_some() {
+                        break;
+                    }
+                    let Some(ev) = n.deferred.pop_front() else {
+                        break;
+                    };
+                    self.handle(ev);
+                }
+            }
             Event::ClientWake { client, token } => {
                 let now = self.now;
                 let stop_new =
@@ -456,25 +506,46 @@ impl World {
             let Some(r) = node.replica.as_mut() else {
                 return;
             };
+            if node.syncing.is_some() {
+                return;
+            }
             let mut ready = r.ready();
             if ready.is_empty() {
                 return;
             }
             let early = std::mem::take(&mut ready.before_sync);
-            for rec in &ready.records {
-                node.disk.apply(rec);
-            }
-            let out = r.advance(ready, Synced::after_sync());
-            self.check_applied(id, out.installed_snapshot, &out.committed);
-            // The simulated disk is synchronous, so sending `early` before
-            // or after it makes no difference here.
-            for (to, msg) in early.into_iter().chain(out.messages) {
+            for (to, msg) in early {
                 self.send_paxos(id, to, msg);
             }
-            for (reply_to, reply) in out.replies {
-                let client = (reply_to >> 40) as usize;
-                self.send_to_client(client, reply_to, reply);
+            if self.cfg.disk_latency_max > 0 && !ready.records.is_empty() {
+                let took = self.rng.range(1, self.cfg.disk_latency_max + 1);
+                let node = &mut self.nodes[id as usize];
+                node.syncing = Some(ready);
+                let epoch = node.epoch;
+                self.schedule(self.now + took, Event::SyncDone { node: id, epoch });
+                return;
             }
+            self.synced(id, ready);
+        }
+    }
+
+    /// `ready`'s records are durable now: persist them, apply, release.
+    fn synced(&mut self, id: ReplicaId, ready: Ready) {
+        let node = &mut self.nodes[id as usize];
+        let Some(r) = node.replica.as_mut() else {
+            return;
+        };
+        for rec in &ready.records {
+            node.disk.apply(rec);
+        }
+        let out = r.advance(ready, Synced::after_sync());
+        self.check_applied(id, out.installed_snapshot, &out.committed);
+        for (to, msg) in out.messages {
+            self.send_paxos(id, to, msg);
+        }
+        for (reply_to, reply) in out.replies {
+            let client = (reply_to >> 40) as usize;
+            self.send_to_client(client, reply_to, reply);
         }
     }
 
@@ -590,6 +661,7 @@ impl World {
                 self.set_partition(&side);
             }
             3 => self.swizzle(),
+            4 | 5 if self.cfg.disk_latency_max > 0 && self.crash_mid_sync() => {}
             4 | 5 => {
                 // Crash a live node.
                 let live: Vec<u32> = (0..n)
@@ -666,8 +738,39 @@ impl World {
         }
     }
 
+    /// With a slow disk: crash a follower whose sync is in flight (its
+    /// unsynced records are lost), and half the time the leader with it, the
+    /// pairing that turns a vote acknowledged too early into a lost write.
+    /// False if no follower is syncing.
+    fn crash_mid_sync(&mut self) -> bool {
+        let n = self.cfg.replicas;
+        let leading = |w: &World, i: u32| {
+            w.nodes[i as usize]
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.is_leader())
+        };
+        let syncing: Vec<u32> = (0..n)
+            .filter(|i| self.nodes[*i as usize].syncing.is_some() && !leading(self, *i))
+            .collect();
+        if syncing.is_empty() {
+            return false;
+        }
+        let victim = syncing[self.rng.range(0, syncing.len() as u64) as usize];
+        self.crash(victim);
+        if self.rng.chance(0.5) {
+            if let Some(leader) = (0..n).find(|i| leading(self, *i)) {
+                self.crash(leader);
+            }
+        }
+        true
+    }
+
     fn crash(&mut self, id: ReplicaId) {
         let node = &mut self.nodes[id as usize];
+        // Whatever was being synced never reached the disk.
+        node.syncing = None;
+        node.deferred.clear();
         if node.replica.take().is_some() {
             node.epoch += 1;
             self.report.crashes += 1;
