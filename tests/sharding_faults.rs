@@ -748,6 +748,64 @@ fn a_dead_source_group_holds_back_only_its_own_shards() {
     assert!(done >= 10, "only {done} rounds on untouched shards");
 }
 
+/// Known limitation (issue 4 report), kept runnable with `--ignored`: a
+/// group takes configurations strictly in order, and it cannot leave one
+/// while a shard it hands over there is not confirmed deleted (Offering).
+/// So when the new owner dies before confirming, the old owner never takes
+/// the next configuration, and shards that move from it to a third, live
+/// group in that configuration stay unavailable until the dead group
+/// returns, although neither side of that move is dead.
+///
+/// Deterministic here (group 2 is paused right after joining, before it
+/// pulls); it also happens after the handoff is complete as clients see it
+/// (group 2 serving every key), in the ~300 ms before its confirmation
+/// round trip: join 1; join 2; put a key on every shard; pause group 2;
+/// join 3 (3 of 4 runs, "group 1 enters configuration 2 (pulling 0,
+/// offering 32)" stays the old owner's last configuration).
+#[test]
+#[ignore = "known limitation: a group waits for a dead group's confirmation of an earlier handoff before its next configuration"]
+fn a_dead_new_owner_holds_back_the_old_owners_next_configuration() {
+    // Nodes 0-2: masters, group 1 and (later) group 3; nodes 3-5: group 2.
+    let c = Cluster::with_extra_nodes(3, 3);
+    let mut admin = c.client();
+    let before = admin
+        .join(vec![group(1, on_nodes(&c, &[0, 1, 2]))])
+        .expect("join 1");
+    let mut client = c.client();
+    let keys: Vec<String> = (0..64).map(|i| format!("key{i}")).collect();
+    put_all(&mut client, &keys, "v");
+    let with_2 = admin
+        .join(vec![group(2, on_nodes(&c, &[3, 4, 5]))])
+        .expect("join 2");
+    for i in 3..6 {
+        c.signal(i, "STOP");
+    }
+    let after = admin
+        .join(vec![group(3, on_nodes(&c, &[0, 1, 2]))])
+        .expect("join 3");
+    // Shards group 1 kept from group 2 and now hands to group 3: only
+    // groups 1 and 3, both alive, are involved in their move.
+    let one_to_three: Vec<String> = keys
+        .iter()
+        .filter(|k| {
+            let s = shard(k) as usize;
+            before.shards[s] == 1 && with_2.shards[s] == 1 && after.shards[s] == 3
+        })
+        .cloned()
+        .collect();
+    assert!(!one_to_three.is_empty());
+    let mut quick = c.client_with_timeout(Duration::from_secs(10));
+    for k in &one_to_three {
+        assert_eq!(
+            quick
+                .get(Bytes::from(k.clone()))
+                .expect("moved between live groups"),
+            Some(Bytes::from(format!("v-{k}"))),
+            "{k}"
+        );
+    }
+}
+
 // ----- storage of moved-away shards ---------------------------------------------
 
 /// The snapshot files of group `gid` on node `i` (one per core that hosts it).
