@@ -29,6 +29,8 @@ options:
   --max-frame-bytes N     default 16777216
   --idle-timeout-secs N   close client connections idle this long (default 300)
   --first-frame-secs N    close connections that send no frame this long (default 10)
+  --snapshot-log-slots N  snapshot a group's state and free its log once the log
+                          holds this many slots (default 4096)
   --conn-write-buf-max N  per connection: stop reading it while this many reply
                           bytes wait to be written (default 8388608)
   --conn-in-flight-max N  per connection: stop reading it while this many of its
@@ -101,6 +103,7 @@ fn parse() -> Result<(RuntimeConfig, Option<SocketAddr>), String> {
             "--max-frame-bytes" => cfg.max_frame_bytes = num(&v)?.min(u32::MAX as u64) as u32,
             "--idle-timeout-secs" => cfg.idle_timeout = Duration::from_secs(num(&v)?),
             "--first-frame-secs" => cfg.first_frame_timeout = Duration::from_secs(num(&v)?),
+            "--snapshot-log-slots" => cfg.snapshot_log_slots = (num(&v)? as usize).max(1),
             "--tick-ms" => cfg.tick = Duration::from_millis(num(&v)?.max(1)),
             "--conn-write-buf-max" => cfg.conn_write_buf_max = num(&v)? as usize,
             "--conn-in-flight-max" => cfg.conn_in_flight_max = (num(&v)? as usize).max(1),

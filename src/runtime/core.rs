@@ -163,6 +163,9 @@ pub struct Core {
     /// Migration RPCs in flight: request id → (our group, asked group, what).
     rpcs: HashMap<u64, (GroupId, GroupId, RpcKind)>,
     next_rpc: u64,
+    /// Per asked group: since when it has left our migration RPCs
+    /// unanswered (cleared by any answer from it).
+    rpc_unanswered: HashMap<GroupId, Instant>,
     /// Outgoing connections for migration RPCs, by (server, target group).
     rpc_conns: HashMap<(String, GroupId), Token>,
     /// Which member of a target group to ask next.
@@ -180,6 +183,10 @@ enum RpcKind {
 
 /// Migration work is retried this often while it is pending.
 const MIGRATION_RETRY: Duration = Duration::from_millis(300);
+
+/// A member of another group that leaves our migration RPCs unanswered this
+/// long is passed over for the next member.
+const MIGRATION_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Core {
     #[allow(clippy::too_many_arguments)]
@@ -217,6 +224,7 @@ impl Core {
             configs: BTreeMap::new(),
             rpcs: HashMap::new(),
             next_rpc: 1,
+            rpc_unanswered: HashMap::new(),
             rpc_conns: HashMap::new(),
             rpc_cursor: HashMap::new(),
             attempts: HashMap::new(),
@@ -760,6 +768,15 @@ impl Core {
         if servers.is_empty() {
             return;
         }
+        // A member that accepts the connection but never answers (a paused
+        // or hung process: the kernel still completes the handshake) would
+        // otherwise be asked forever, and the shard never moves.
+        let now = Instant::now();
+        let since = *self.rpc_unanswered.entry(target).or_insert(now);
+        if now.duration_since(since) > MIGRATION_ANSWER_TIMEOUT {
+            *self.rpc_cursor.entry(target).or_default() += 1;
+            self.rpc_unanswered.insert(target, now);
+        }
         let cursor = *self.rpc_cursor.get(&target).unwrap_or(&0) % servers.len();
         let addr = servers[cursor].clone();
         let token = match self.rpc_conns.get(&(addr.clone(), target)) {
@@ -799,6 +816,7 @@ impl Core {
         let Some((gid, target, kind)) = self.rpcs.remove(&request_id) else {
             return;
         };
+        self.rpc_unanswered.remove(&target);
         match (kind, message) {
             (RpcKind::Pull { config_num, shard }, Message::ShardData(d))
                 if d.config_num == config_num && d.shard == shard =>

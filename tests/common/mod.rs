@@ -56,16 +56,22 @@ impl Cluster {
     /// [`Cluster::start_masters`]; with `resp`, each node also serves RESP
     /// on its own port (`NodeProc::resp_addr`).
     pub fn start_masters_opts(n: usize, resp: bool) -> Cluster {
-        Cluster::start_opts(n, 0, resp)
+        Cluster::start_opts(n, 0, resp, &[])
     }
 
     /// `masters` master nodes plus `extra` nodes that host no master replica
     /// (for KV groups on their own nodes), no KV group joined yet.
     pub fn with_extra_nodes(masters: usize, extra: usize) -> Cluster {
-        Cluster::start_opts(masters, extra, false)
+        Cluster::start_opts(masters, extra, false, &[])
     }
 
-    fn start_opts(n_masters: usize, extra: usize, resp: bool) -> Cluster {
+    /// [`Cluster::with_extra_nodes`], every node also given `args` (e.g.
+    /// `--snapshot-log-slots 16`), on every restart too.
+    pub fn with_args(masters: usize, extra: usize, args: &[&str]) -> Cluster {
+        Cluster::start_opts(masters, extra, false, args)
+    }
+
+    fn start_opts(n_masters: usize, extra: usize, resp: bool, args: &[&str]) -> Cluster {
         let n = n_masters + extra;
         let dir = std::env::temp_dir().join(format!(
             "synod-test-{}-{}",
@@ -95,7 +101,11 @@ impl Cluster {
             dir,
             nodes,
             masters,
-            extra_args: vec!["--cores".into(), "2".into()],
+            extra_args: ["--cores", "2"]
+                .iter()
+                .chain(args)
+                .map(|a| a.to_string())
+                .collect(),
         };
         for i in 0..n {
             c.start_node(i);
@@ -148,7 +158,12 @@ impl Cluster {
                     .flat_map(|a| ["--resp-listen".to_string(), a.clone()]),
             )
             .args(&self.extra_args)
-            .env("RUST_LOG", "info")
+            // SYNOD_TEST_LOG=info,synod::runtime::core=debug (say) to see
+            // a failing test's migration steps in the kept node logs.
+            .env(
+                "RUST_LOG",
+                std::env::var("SYNOD_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -158,9 +173,15 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
+        self.client_with_timeout(Duration::from_secs(20))
+    }
+
+    /// A client that gives up on an operation after `timeout` (to show that
+    /// something is unavailable without waiting the default 20 s).
+    pub fn client_with_timeout(&self, timeout: Duration) -> Client {
         Client::new(ClientOptions {
             masters: self.masters.clone(),
-            timeout: Duration::from_secs(20),
+            timeout,
             ..ClientOptions::default()
         })
         .expect("client options")
