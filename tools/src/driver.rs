@@ -5,7 +5,7 @@
 //! requests outstanding. Closed-loop (the default), a reply (or a give-up)
 //! frees a slot and the next operation is issued at once. Open-loop
 //! (`RunSpec::rate`), each worker issues its share of the rate on a fixed
-//! schedule ([`crate::pace`]) to whichever of its sessions has a free slot;
+//! schedule ([`crate::pace`]) to its sessions in turn, skipping full ones;
 //! a request that finds every slot taken waits, and its latency runs from
 //! its *intended* send time, so waiting for the pipeline (or for a late
 //! worker) counts. Sessions are spread over a few
@@ -524,13 +524,14 @@ impl<'a> Worker<'a> {
             if let (true, Some(end)) = (self.issuing, self.end) {
                 timeout = timeout.min(end.saturating_duration_since(now));
             }
+            // Open-loop: a send due in under a millisecond, which `poll`
+            // cannot wait for (it rounds up to whole milliseconds).
+            let mut pace_sleep = None;
             if let Some(due) = self.next_send() {
                 let wait = due.saturating_duration_since(now);
                 if wait < Duration::from_millis(1) {
-                    // `poll` would round this up to a millisecond: sleep
-                    // (briefly, see PACE_SLEEP_MAX), then only look.
-                    std::thread::sleep(wait.min(PACE_SLEEP_MAX));
                     timeout = Duration::ZERO;
+                    pace_sleep = Some(wait.min(PACE_SLEEP_MAX));
                 } else {
                     // Whole milliseconds, which `poll` keeps as they are.
                     let whole_ms = Duration::from_millis(wait.as_millis() as u64);
@@ -543,6 +544,12 @@ impl<'a> Worker<'a> {
                     self.abandon_all(Instant::now());
                     break;
                 }
+            }
+            if let (Some(sleep), true) = (pace_sleep, events.is_empty()) {
+                // Nothing to read or write: sleep blind until the send is due
+                // (at most PACE_SLEEP_MAX); with work waiting, never sleep.
+                std::thread::sleep(sleep);
+                continue;
             }
             let now = Instant::now();
             for event in events.iter() {
@@ -617,8 +624,16 @@ impl<'a> Worker<'a> {
 
     /// Open-loop: sends every request due by `now` while a session has a
     /// free slot, and tells the schedule when the slots ran out.
+    ///
+    /// The requests due at one wake-up (a burst) go to one session while it
+    /// has room, and the next burst starts at the next session: over a run
+    /// every session gets its share, and a burst costs one write and one
+    /// server read instead of one per request (a request per connection
+    /// made the generator several times costlier per operation than the
+    /// closed loop, on cores the servers need).
     fn pace(&mut self, now: Instant) {
         let pipeline = self.spec.pipeline;
+        let mut used = None;
         loop {
             let sessions = &self.sessions;
             let free = next_free(sessions.len(), self.cursor, |s| {
@@ -627,15 +642,19 @@ impl<'a> Worker<'a> {
             let pacer = self.pacer.as_mut().expect("open-loop");
             let Some(s) = free else {
                 pacer.full(now);
-                return;
+                break;
             };
             pacer.slot_free(now);
             if !self.issuing || !pacer.is_due(now) {
-                return;
+                break;
             }
             let slot = pacer.take(now);
-            self.cursor = (s + 1) % self.sessions.len();
+            self.cursor = s;
+            used = Some(s);
             self.issue(s, now, Some(slot));
+        }
+        if let Some(s) = used {
+            self.cursor = (s + 1) % self.sessions.len();
         }
     }
 

@@ -33,8 +33,8 @@ pub fn worker_rate(rate: f64, sessions: usize, clients: usize) -> f64 {
 
 /// The first of `sessions` sessions at or after `cursor` (wrapping around)
 /// that `has_room` (a free pipeline slot). Starting from a moving cursor
-/// spreads consecutive requests over the sessions, and so over their
-/// connections, instead of filling the first session's pipeline first.
+/// spreads the load over the sessions, and so over their connections,
+/// instead of filling the first session's pipeline first.
 pub fn next_free(
     sessions: usize,
     cursor: usize,
