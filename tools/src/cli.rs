@@ -35,7 +35,7 @@ pairs.
                          --drain-timeout). Adds to the last line: target_rate;
                          delayed (measured requests that fell due while every
                          slot was taken); unsent (intended in the window but
-                         never sent); lag_p99_us, lag_max_us (first send time
+                         never sent); lag_p50_us, lag_p99_us, lag_max_us (send
                          minus intended time). The achieved rate is
                          ops_per_sec (completions inside the window).
   --threads T            worker threads sharing the sessions

@@ -81,6 +81,7 @@ pub struct OpenLoop {
     pub unsent: u64,
     /// First send time minus intended time, over measured requests (µs):
     /// what a full pipeline or a late load generator added.
+    pub lag_p50_us: u64,
     pub lag_p99_us: u64,
     pub lag_max_us: u64,
 }
@@ -166,6 +167,7 @@ impl Summary {
                 ("target_rate", Value::Float(o.target_rate, 1)),
                 ("delayed", Value::Int(o.delayed)),
                 ("unsent", Value::Int(o.unsent)),
+                ("lag_p50_us", Value::Int(o.lag_p50_us)),
                 ("lag_p99_us", Value::Int(o.lag_p99_us)),
                 ("lag_max_us", Value::Int(o.lag_max_us)),
             ]);
@@ -223,12 +225,13 @@ impl Summary {
             let _ = writeln!(
                 s,
                 "open loop: target {:.0} ops/s, achieved {:.0} ({:.1}%) | delayed by a full \
-                 pipeline {} | unsent {} | send lag us: p99 {} max {}",
+                 pipeline {} | unsent {} | send lag us: p50 {} p99 {} max {}",
                 o.target_rate,
                 self.ops_per_sec(),
                 100.0 * self.ops_per_sec() / o.target_rate,
                 o.delayed,
                 o.unsent,
+                o.lag_p50_us,
                 o.lag_p99_us,
                 o.lag_max_us
             );
@@ -338,6 +341,7 @@ mod tests {
             target_rate: 600.0,
             delayed: 7,
             unsent: 0,
+            lag_p50_us: 3,
             lag_p99_us: 120,
             lag_max_us: 900,
         });
@@ -348,7 +352,7 @@ mod tests {
             "closed-loop fields keep their order"
         );
         assert!(line.ends_with(
-            " value_size=64 target_rate=600.0 delayed=7 unsent=0 lag_p99_us=120 \
+            " value_size=64 target_rate=600.0 delayed=7 unsent=0 lag_p50_us=3 lag_p99_us=120 \
              lag_max_us=900 linearizable=yes"
         ));
         assert!(s.json().contains("\"target_rate\":600.0,\"delayed\":7,"));

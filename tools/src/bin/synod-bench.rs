@@ -153,6 +153,7 @@ fn run(opts: &Options) -> Result<bool, String> {
             target_rate,
             delayed: r.counters.delayed,
             unsent: r.counters.unsent,
+            lag_p50_us: r.lag.value_at_quantile(0.5),
             lag_p99_us: r.lag.value_at_quantile(0.99),
             lag_max_us: r.lag.max(),
         }),
