@@ -166,7 +166,7 @@ for workload in $WORKLOADS; do
     p99=$(median "${p99s[@]}")
     # Little's law: with every slot taken at the target rate, requests
     # spend this long in flight; a latency above it fills the pipeline.
-    cap_ms=$(awk -v s="$((CLIENTS * PIPELINE))" -v r="$rate" 'BEGIN {printf "%.1f", r > 0 ? 1000 * s / r : 0}')
+    cap_ms=$(awk -v s="$((CLIENTS * PIPELINE))" -v r="$rate" 'BEGIN {printf "%.1f", (r > 0 ? 1000 * s / r : 0)}')
     verdict=no
     if [[ $p99 != NA ]] && ((p99 <= TARGET_US)); then verdict=yes; fi
     ROWS+=("| $workload | $peak | $rate | $(median "${achieved[@]}") | $(median "${p50s[@]}") | $p99 | $(median "${p999s[@]}") | $(median "${lag50s[@]}") / $(median "${lag99s[@]}") | $cap_ms | $delayed | $unsent | $errors | $verdict |")
