@@ -5,18 +5,39 @@
 
 use std::time::Duration;
 
+use crate::pace::RATE_MAX;
 use crate::workload::Workload;
 use crate::zipf::{KeyDist, Zipfian};
 
 pub const USAGE: &str = "usage: synod-bench [options]
 
-Closed-loop pipelined load against a Synod cluster. Progress goes to stderr
-every second; stdout gets a summary and, last, one line of key=value pairs.
+Pipelined load against a Synod cluster: closed-loop (each reply lets the
+next request go), or open-loop at a fixed rate with --rate. Progress goes to
+stderr every second; stdout gets a summary and, last, one line of key=value
+pairs.
 
   --masters A,B,C        shard masters (default: $SYNOD_MASTERS)
   --clients N            client sessions, each its own connection(s) and
                          at-most-once identity (default 16)
-  --pipeline P           requests each session keeps in flight (default 8)
+  --pipeline P           requests each session keeps in flight (default 8);
+                         with --rate, the most it may have in flight
+  --rate OPS             open loop: send OPS requests per second in total on
+                         a fixed schedule (split over the threads in
+                         proportion to their sessions) instead of one per
+                         reply; each goes to a session with a free pipeline
+                         slot, and waits for one if all are taken. Latency
+                         runs from each request's INTENDED send time, so time
+                         spent waiting for a slot, a stalled server or a late
+                         load generator all count (no coordinated omission);
+                         the percentiles cover every request intended in the
+                         measured window, even if it finished after it.
+                         Requests due at the end are still sent (for up to
+                         --drain-timeout). Adds to the last line: target_rate;
+                         delayed (measured requests that fell due while every
+                         slot was taken); unsent (intended in the window but
+                         never sent); lag_p50_us, lag_p99_us, lag_max_us (send
+                         minus intended time). The achieved rate is
+                         ops_per_sec (completions inside the window).
   --threads T            worker threads sharing the sessions
                          (default: min(clients, max(1, cores/2)))
   --duration SECS        measured time after the warmup (default 10 unless --ops)
@@ -43,6 +64,8 @@ pub struct Options {
     pub masters: Vec<String>,
     pub clients: usize,
     pub pipeline: usize,
+    /// Open-loop rate (ops/s across all sessions); `None`: closed-loop.
+    pub rate: Option<f64>,
     pub threads: usize,
     pub duration: Option<Duration>,
     pub ops: Option<u64>,
@@ -89,6 +112,7 @@ pub fn parse(args: &[String], env_masters: Option<&str>, cores: usize) -> Result
     let mut masters: Option<String> = None;
     let mut clients = 16usize;
     let mut pipeline = 8usize;
+    let mut rate: Option<f64> = None;
     let mut threads: Option<usize> = None;
     let mut duration: Option<Duration> = None;
     let mut ops: Option<u64> = None;
@@ -136,6 +160,7 @@ pub fn parse(args: &[String], env_masters: Option<&str>, cores: usize) -> Result
             "--masters" => masters = Some(v),
             "--clients" => clients = num(&flag, &v)?,
             "--pipeline" => pipeline = num(&flag, &v)?,
+            "--rate" => rate = Some(num(&flag, &v)?),
             "--threads" => threads = Some(num(&flag, &v)?),
             "--duration" => duration = Some(secs(&flag, &v)?),
             "--ops" => ops = Some(num(&flag, &v)?),
@@ -169,6 +194,14 @@ pub fn parse(args: &[String], env_masters: Option<&str>, cores: usize) -> Result
     }
     if clients == 0 || pipeline == 0 {
         return Err("--clients and --pipeline must be at least 1".into());
+    }
+    if let Some(r) = rate {
+        // `!(..)` so NaN is refused too.
+        if !(r > 0.0 && r <= RATE_MAX) {
+            return Err(format!(
+                "--rate must be more than 0 and at most {RATE_MAX}, not {r}"
+            ));
+        }
     }
     if keys == 0 {
         return Err("--keys must be at least 1".into());
@@ -213,6 +246,7 @@ pub fn parse(args: &[String], env_masters: Option<&str>, cores: usize) -> Result
         masters,
         clients,
         pipeline,
+        rate,
         threads: threads.min(clients),
         duration,
         ops,
@@ -248,6 +282,24 @@ mod tests {
         assert_eq!(o.duration, Some(Duration::from_secs(10)));
         assert_eq!(o.workload, Workload::Put);
         assert!(!o.prefill && !o.check);
+        assert_eq!(o.rate, None, "closed-loop unless --rate");
+    }
+
+    #[test]
+    fn rate_selects_open_loop() {
+        let o = parse(&args("--rate 2500.5 --clients 8"), Some("a:1"), 2).unwrap();
+        assert_eq!(o.rate, Some(2500.5));
+        assert_eq!(o.pipeline, 8, "the pipeline cap keeps its default");
+        assert_eq!(
+            parse(&args("--rate=100"), Some("a:1"), 2).unwrap().rate,
+            Some(100.0)
+        );
+        for bad in ["0", "-5", "NaN", "inf", "fast", "2e9"] {
+            assert!(
+                parse(&args(&format!("--rate {bad}")), Some("a:1"), 2).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

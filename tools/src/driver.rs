@@ -1,9 +1,14 @@
-//! The closed-loop pipelined load driver.
+//! The pipelined load driver, closed-loop or open-loop.
 //!
 //! Each client *session* is one at-most-once identity (random client id,
 //! seqs from 1, its own `ack_seq` watermark) that keeps up to `pipeline`
-//! requests outstanding at all times: a reply (or a give-up) frees a slot and
-//! the next operation is issued at once. Sessions are spread over a few
+//! requests outstanding. Closed-loop (the default), a reply (or a give-up)
+//! frees a slot and the next operation is issued at once. Open-loop
+//! (`RunSpec::rate`), each worker issues its share of the rate on a fixed
+//! schedule ([`crate::pace`]) to its sessions in turn, skipping full ones;
+//! a request that finds every slot taken waits, and its latency runs from
+//! its *intended* send time, so waiting for the pipeline (or for a late
+//! worker) counts. Sessions are spread over a few
 //! worker threads, each running one mio `Poll` over its sessions' sockets,
 //! so 64 sessions do not need 128 blocking threads fighting the servers for
 //! the same cores.
@@ -45,6 +50,7 @@ use synod_wire::{
 };
 
 use crate::ack::AckWatermark;
+use crate::pace::{next_free, worker_rate, Pacer, Slot};
 use crate::workload::{next_op, Workload};
 use crate::zipf::KeyDist;
 
@@ -59,6 +65,14 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Longest a worker sleeps in `poll`: bounds how late timeouts, the end of
 /// the run and progress figures are noticed.
 const POLL_INTERVAL_MAX: Duration = Duration::from_millis(50);
+/// Open-loop: longest a worker sleeps blind (not watching its sockets) to
+/// wait for a send time less than a millisecond away, which `poll` cannot
+/// wait for (it rounds timeouts up to whole milliseconds). A reply that
+/// lands during the sleep is noticed at most this late (plus the kernel's
+/// timer slack, 50 µs by default), so this bounds what the load generator
+/// adds to a measured latency; shorter would wake the worker more often
+/// on a machine whose cores the servers need.
+const PACE_SLEEP_MAX: Duration = Duration::from_micros(100);
 /// How often requests are checked against their deadline.
 const TIMEOUT_SCAN_INTERVAL: Duration = Duration::from_millis(100);
 /// How often a worker publishes its interval histogram for the progress line.
@@ -108,13 +122,21 @@ pub struct RunSpec {
     pub epoch: Instant,
     /// Print a progress line every second (stderr).
     pub progress: bool,
+    /// Open-loop: operations per second across all sessions, issued on a
+    /// schedule; `None`: closed-loop.
+    pub rate: Option<f64>,
 }
 
 /// What a run measured.
 #[derive(Debug)]
 pub struct RunResult {
-    /// Latencies (µs) of measured successful operations.
+    /// Latencies (µs) of measured successful operations. Open-loop: every
+    /// successful request intended inside the measured window, from its
+    /// intended send time, including those that finished after the window.
     pub hist: Histogram<u64>,
+    /// Open-loop: how long after its intended time each measured request
+    /// was first sent (µs; 1 for "on time"). Empty when closed-loop.
+    pub lag: Histogram<u64>,
     pub ops: u64,
     pub secs: f64,
     pub counters: Counters,
@@ -130,6 +152,13 @@ pub struct Counters {
     pub redirects: u64,
     pub reconnects: u64,
     pub get_misses: u64,
+    /// Open-loop: measured requests that fell due while every pipeline
+    /// slot of their worker was taken.
+    pub delayed: u64,
+    /// Open-loop: requests intended inside the measured window that were
+    /// never sent, because the backlog was still there at the end of the
+    /// run plus `drain_timeout`.
+    pub unsent: u64,
 }
 
 impl Counters {
@@ -140,6 +169,8 @@ impl Counters {
         self.redirects += o.redirects;
         self.reconnects += o.reconnects;
         self.get_misses += o.get_misses;
+        self.delayed += o.delayed;
+        self.unsent += o.unsent;
     }
 }
 
@@ -214,6 +245,7 @@ pub fn run(spec: &RunSpec, config: &Config) -> RunResult {
 
     let mut result = RunResult {
         hist: new_histogram(),
+        lag: new_histogram(),
         ops: 0,
         secs: 0.0,
         counters: Counters::default(),
@@ -224,6 +256,7 @@ pub fn run(spec: &RunSpec, config: &Config) -> RunResult {
         // A worker that panicked is a bug in this driver; surface it.
         let w = h.join().expect("benchmark worker panicked");
         result.hist.add(&w.hist).expect("same histogram bounds");
+        result.lag.add(&w.lag).expect("same histogram bounds");
         result.ops += w.ops;
         result.counters.add(&w.counters);
         result.history.extend(w.history);
@@ -283,6 +316,7 @@ fn print_progress(shared: &Shared, start: Instant, warmup: Duration) {
 /// What a worker hands back.
 struct WorkerResult {
     hist: Histogram<u64>,
+    lag: Histogram<u64>,
     ops: u64,
     counters: Counters,
     history: Vec<KvOp>,
@@ -292,8 +326,9 @@ struct WorkerResult {
 /// One request a session has issued and not yet finished.
 struct Pending {
     op: Op,
-    /// When it was first sent: latency runs from here through every retry.
-    call: Instant,
+    /// Where its latency runs from, through every retry: when it was first
+    /// sent, or open-loop, when it was intended to be.
+    latency_from: Instant,
     deadline: Instant,
     /// Sends so far; the current one's number is in its request id.
     attempt: u64,
@@ -304,7 +339,8 @@ struct Pending {
     /// The connection it is outstanding on; `None` while it waits for a
     /// retry (backoff, a new connection, a configuration).
     sent_on: Option<usize>,
-    /// Counted toward `--ops` (issued after the warmup).
+    /// Counted toward `--ops` (issued after the warmup); open-loop:
+    /// intended inside the measured window.
     measured: bool,
     /// Its entry in the history, when one is recorded.
     history: Option<usize>,
@@ -358,6 +394,10 @@ struct Worker<'a> {
     /// Connections with bytes to write.
     dirty: Vec<usize>,
     retries: BinaryHeap<Reverse<(Instant, usize, Seq)>>,
+    /// Open-loop: this worker's schedule.
+    pacer: Option<Pacer>,
+    /// Open-loop: the session the next free-slot search starts from.
+    cursor: usize,
     measure_start: Instant,
     end: Option<Instant>,
     issuing: bool,
@@ -366,6 +406,7 @@ struct Worker<'a> {
     last_refresh: Option<Instant>,
     master: Option<Client>,
     hist: Histogram<u64>,
+    lag: Histogram<u64>,
     interval: Histogram<u64>,
     ops: u64,
     counters: Counters,
@@ -384,6 +425,18 @@ impl<'a> Worker<'a> {
         start: Instant,
     ) -> Worker<'a> {
         let measure_start = start + spec.warmup;
+        let end = spec.duration.map(|d| measure_start + d);
+        let pacer = spec.rate.map(|rate| {
+            // Workers start a request interval of the whole run apart, so
+            // their schedules interleave instead of landing together.
+            let phase = Duration::from_secs_f64(index as f64 / rate);
+            Pacer::new(
+                start,
+                phase,
+                worker_rate(rate, sessions.len(), spec.clients),
+                end,
+            )
+        });
         Worker {
             spec,
             shared,
@@ -406,14 +459,17 @@ impl<'a> Worker<'a> {
             next_token: 0,
             dirty: Vec::new(),
             retries: BinaryHeap::new(),
+            pacer,
+            cursor: 0,
             measure_start,
-            end: spec.duration.map(|d| measure_start + d),
+            end,
             issuing: true,
             issue_stopped: None,
             need_config: false,
             last_refresh: None,
             master: None,
             hist: new_histogram(),
+            lag: new_histogram(),
             interval: new_histogram(),
             ops: 0,
             counters: Counters::default(),
@@ -429,11 +485,14 @@ impl<'a> Worker<'a> {
         let mut last_flush = Instant::now();
         loop {
             let now = Instant::now();
-            if self.issuing && self.end.is_some_and(|e| now >= e) {
-                self.stop_issuing(now);
+            if self.issuing {
+                self.maybe_stop_issuing(now);
             }
             if self.issuing {
-                self.refill(now);
+                match self.pacer {
+                    None => self.refill(now),
+                    Some(_) => self.pace(now),
+                }
             }
             self.run_due_retries(now);
             if now.duration_since(last_scan) >= TIMEOUT_SCAN_INTERVAL {
@@ -465,12 +524,32 @@ impl<'a> Worker<'a> {
             if let (true, Some(end)) = (self.issuing, self.end) {
                 timeout = timeout.min(end.saturating_duration_since(now));
             }
+            // Open-loop: a send due in under a millisecond, which `poll`
+            // cannot wait for (it rounds up to whole milliseconds).
+            let mut pace_sleep = None;
+            if let Some(due) = self.next_send() {
+                let wait = due.saturating_duration_since(now);
+                if wait < Duration::from_millis(1) {
+                    timeout = Duration::ZERO;
+                    pace_sleep = Some(wait.min(PACE_SLEEP_MAX));
+                } else {
+                    // Whole milliseconds, which `poll` keeps as they are.
+                    let whole_ms = Duration::from_millis(wait.as_millis() as u64);
+                    timeout = timeout.min(whole_ms);
+                }
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     eprintln!("synod-bench: poll failed: {e}");
                     self.abandon_all(Instant::now());
                     break;
                 }
+            }
+            if let (Some(sleep), true) = (pace_sleep, events.is_empty()) {
+                // Nothing to read or write: sleep blind until the send is due
+                // (at most PACE_SLEEP_MAX); with work waiting, never sleep.
+                std::thread::sleep(sleep);
+                continue;
             }
             let now = Instant::now();
             for event in events.iter() {
@@ -486,6 +565,7 @@ impl<'a> Worker<'a> {
         self.publish_interval();
         WorkerResult {
             hist: self.hist,
+            lag: self.lag,
             ops: self.ops,
             counters: self.counters,
             history: self.history,
@@ -495,6 +575,27 @@ impl<'a> Worker<'a> {
 
     fn outstanding(&self) -> usize {
         self.sessions.iter().map(|s| s.pending.len()).sum()
+    }
+
+    /// Ends issuing when the run is over. Closed-loop that is the end of
+    /// the window. Open-loop the requests intended inside the window must
+    /// all be sent first (dropping a backlog would drop exactly the slowest
+    /// requests), unless that is still not done by the end of the window
+    /// plus `drain_timeout`: then the rest are counted as unsent.
+    fn maybe_stop_issuing(&mut self, now: Instant) {
+        let Some(end) = self.end else {
+            return;
+        };
+        match &self.pacer {
+            None if now >= end => self.stop_issuing(now),
+            None => {}
+            Some(p) if p.exhausted() => self.stop_issuing(now),
+            Some(p) if now >= end + self.spec.drain_timeout => {
+                self.counters.unsent += p.left();
+                self.stop_issuing(now);
+            }
+            Some(_) => {}
+        }
     }
 
     fn stop_issuing(&mut self, now: Instant) {
@@ -516,16 +617,64 @@ impl<'a> Worker<'a> {
     fn refill(&mut self, now: Instant) {
         for s in 0..self.sessions.len() {
             while self.issuing && self.sessions[s].pending.len() < self.spec.pipeline {
-                self.issue(s, now);
+                self.issue(s, now, None);
             }
         }
     }
 
+    /// Open-loop: sends every request due by `now` while a session has a
+    /// free slot, and tells the schedule when the slots ran out.
+    ///
+    /// The requests due at one wake-up (a burst) go to one session while it
+    /// has room, and the next burst starts at the next session: over a run
+    /// every session gets its share, and a burst costs one write and one
+    /// server read instead of one per request (a request per connection
+    /// made the generator several times costlier per operation than the
+    /// closed loop, on cores the servers need).
+    fn pace(&mut self, now: Instant) {
+        let pipeline = self.spec.pipeline;
+        let mut used = None;
+        loop {
+            let sessions = &self.sessions;
+            let free = next_free(sessions.len(), self.cursor, |s| {
+                sessions[s].pending.len() < pipeline
+            });
+            let pacer = self.pacer.as_mut().expect("open-loop");
+            let Some(s) = free else {
+                pacer.full(now);
+                break;
+            };
+            pacer.slot_free(now);
+            if !self.issuing || !pacer.is_due(now) {
+                break;
+            }
+            let slot = pacer.take(now);
+            self.cursor = s;
+            used = Some(s);
+            self.issue(s, now, Some(slot));
+        }
+        if let Some(s) = used {
+            self.cursor = (s + 1) % self.sessions.len();
+        }
+    }
+
+    /// Open-loop: when the next request is due, if a slot is free for it
+    /// (a full pipeline wakes the worker with a reply instead).
+    fn next_send(&self) -> Option<Instant> {
+        let pacer = self.pacer.as_ref()?;
+        if !self.issuing || self.outstanding() >= self.sessions.len() * self.spec.pipeline {
+            return None;
+        }
+        pacer.next_intended()
+    }
+
     /// Issues one new operation on session `s`, unless the op budget is
-    /// spent (then issuing stops).
-    fn issue(&mut self, s: usize, now: Instant) {
+    /// spent (then issuing stops). Open-loop, `slot` is its place in the
+    /// schedule.
+    fn issue(&mut self, s: usize, now: Instant, slot: Option<Slot>) {
         let budgeted = self.spec.ops.is_some() || self.spec.workload == Workload::Prefill;
-        let measured = now >= self.measure_start;
+        let latency_from = slot.map_or(now, |slot| slot.intended);
+        let measured = latency_from >= self.measure_start;
         let mut index = 0;
         if budgeted && measured {
             let limit = self.spec.ops.unwrap_or(self.spec.keys.n());
@@ -534,6 +683,11 @@ impl<'a> Worker<'a> {
                 self.stop_issuing(now);
                 return;
             }
+        }
+        if let (Some(slot), true) = (slot, measured) {
+            let lag_us = now.duration_since(slot.intended).as_micros() as u64;
+            self.lag.saturating_record(lag_us.max(1));
+            self.counters.delayed += u64::from(slot.delayed);
         }
         let session = &mut self.sessions[s];
         let seq = session.next_seq;
@@ -568,13 +722,15 @@ impl<'a> Worker<'a> {
             seq,
             Pending {
                 op,
-                call: now,
+                latency_from,
                 deadline: now + self.spec.request_timeout,
                 attempt: 0,
                 failures: 0,
                 redirects: 0,
                 sent_on: None,
-                measured: !budgeted || measured,
+                // Closed-loop and unbudgeted, the completion time decides
+                // (see `finish`); open-loop, the intended time does.
+                measured: measured || (slot.is_none() && !budgeted),
                 history,
             },
         );
@@ -961,14 +1117,19 @@ impl<'a> Worker<'a> {
         session.acks.retire(seq);
         let output = match outcome {
             Outcome::Done(out) => {
-                let latency_us = now.duration_since(p.call).as_micros() as u64;
+                let latency_us = now.duration_since(p.latency_from).as_micros() as u64;
                 self.interval.saturating_record(latency_us.max(1));
                 self.shared.completed.fetch_add(1, Ordering::Relaxed);
                 let in_window = now >= self.measure_start && self.end.is_none_or(|e| now <= e);
                 if p.measured && in_window {
                     self.ops += 1;
-                    self.hist.saturating_record(latency_us.max(1));
                     self.last_completion = Some(now);
+                }
+                // Open-loop, a request intended in the window counts even if
+                // it finished after it: leaving those out would cut off the
+                // tail that the schedule is there to expose.
+                if p.measured && (in_window || self.pacer.is_some()) {
+                    self.hist.saturating_record(latency_us.max(1));
                 }
                 out
             }

@@ -1,10 +1,11 @@
 //! Synod's operator and benchmarking tools.
 //!
-//! `synod-bench` (`src/bin/synod-bench.rs`) is a closed-loop, pipelined load
-//! generator that speaks the wire protocol directly. Its parts live here so
-//! they can be unit-tested:
+//! `synod-bench` (`src/bin/synod-bench.rs`) is a pipelined load generator,
+//! closed-loop or at a fixed rate (`--rate`), that speaks the wire protocol
+//! directly. Its parts live here so they can be unit-tested:
 //!
 //! - [`driver`]: the pipelined driver (sessions, connections, retries);
+//! - [`pace`]: the open-loop schedule of `--rate`;
 //! - [`cli`]: the command line;
 //! - [`ack`]: the contiguous `ack_seq` watermark each session keeps;
 //! - [`workload`]: the operation mix, key names and values;
@@ -14,6 +15,7 @@
 pub mod ack;
 pub mod cli;
 pub mod driver;
+pub mod pace;
 pub mod report;
 pub mod workload;
 pub mod zipf;

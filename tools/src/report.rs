@@ -69,6 +69,23 @@ pub fn word(s: &str) -> Value {
     )
 }
 
+/// What an open-loop (`--rate`) run adds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OpenLoop {
+    /// Operations per second asked for, across all sessions.
+    pub target_rate: f64,
+    /// Measured requests that fell due while every pipeline slot of their
+    /// worker was taken (their wait is part of their latency).
+    pub delayed: u64,
+    /// Requests intended in the measured window but never sent.
+    pub unsent: u64,
+    /// First send time minus intended time, over measured requests (µs):
+    /// what a full pipeline or a late load generator added.
+    pub lag_p50_us: u64,
+    pub lag_p99_us: u64,
+    pub lag_max_us: u64,
+}
+
 /// Everything a run reports.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
@@ -102,6 +119,9 @@ pub struct Summary {
     pub reconnects: u64,
     /// Gets answered NoKey (a prefilled get workload should have none).
     pub get_misses: u64,
+    /// `Some` for an open-loop run (`--rate`); closed-loop output is
+    /// unchanged.
+    pub open_loop: Option<OpenLoop>,
     /// `Some` when the history was checked (`--check`).
     pub linearizable: Option<bool>,
 }
@@ -142,6 +162,16 @@ impl Summary {
             ("dist", word(&self.dist)),
             ("value_size", Value::Int(self.value_size as u64)),
         ];
+        if let Some(o) = &self.open_loop {
+            f.extend([
+                ("target_rate", Value::Float(o.target_rate, 1)),
+                ("delayed", Value::Int(o.delayed)),
+                ("unsent", Value::Int(o.unsent)),
+                ("lag_p50_us", Value::Int(o.lag_p50_us)),
+                ("lag_p99_us", Value::Int(o.lag_p99_us)),
+                ("lag_max_us", Value::Int(o.lag_max_us)),
+            ]);
+        }
         if let Some(ok) = self.linearizable {
             f.push(("linearizable", word(if ok { "yes" } else { "no" })));
         }
@@ -191,10 +221,35 @@ impl Summary {
             self.ops,
             self.secs
         );
+        if let Some(o) = &self.open_loop {
+            let _ = writeln!(
+                s,
+                "open loop: target {:.0} ops/s, achieved {:.0} ({:.1}%) | delayed by a full \
+                 pipeline {} | unsent {} | send lag us: p50 {} p99 {} max {}",
+                o.target_rate,
+                self.ops_per_sec(),
+                100.0 * self.ops_per_sec() / o.target_rate,
+                o.delayed,
+                o.unsent,
+                o.lag_p50_us,
+                o.lag_p99_us,
+                o.lag_max_us
+            );
+        }
         let _ = writeln!(
             s,
-            "latency us: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.0}",
-            self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us, self.mean_us
+            "latency us{}: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.0}",
+            if self.open_loop.is_some() {
+                " (from intended send times)"
+            } else {
+                ""
+            },
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+            self.mean_us
         );
         let _ = writeln!(
             s,
@@ -275,6 +330,34 @@ mod tests {
         assert!(j.contains("\"workload\":\"mixed\""));
         assert!(j.ends_with("\"linearizable\":\"yes\"}\n"));
         assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
+    }
+
+    #[test]
+    fn open_loop_figures_follow_the_closed_loop_ones() {
+        let mut s = sample();
+        let closed = s.kv_line();
+        assert!(!closed.contains("target_rate") && !s.human().contains("open loop"));
+        s.open_loop = Some(OpenLoop {
+            target_rate: 600.0,
+            delayed: 7,
+            unsent: 0,
+            lag_p50_us: 3,
+            lag_p99_us: 120,
+            lag_max_us: 900,
+        });
+        s.linearizable = Some(true);
+        let line = s.kv_line();
+        assert!(
+            line.starts_with(closed.as_str()),
+            "closed-loop fields keep their order"
+        );
+        assert!(line.ends_with(
+            " value_size=64 target_rate=600.0 delayed=7 unsent=0 lag_p50_us=3 lag_p99_us=120 \
+             lag_max_us=900 linearizable=yes"
+        ));
+        assert!(s.json().contains("\"target_rate\":600.0,\"delayed\":7,"));
+        assert!(s.human().contains("target 600 ops/s, achieved 500 (83.3%)"));
+        assert!(s.human().contains("from intended send times"));
     }
 
     #[test]

@@ -60,9 +60,8 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     panic!("{what} not within {limit:?}");
 }
 
-#[test]
-#[ignore = "needs synod-server built: cargo build --bins"]
-fn bench_check_run_on_a_real_cluster_is_linearizable_and_error_free() {
+/// Starts 3 nodes (masters and group 1) and waits until group 1 serves.
+fn start_cluster(name: &str) -> (Nodes, Vec<String>) {
     let server = bin_dir().join("synod-server");
     assert!(
         server.is_file(),
@@ -76,7 +75,7 @@ fn bench_check_run_on_a_real_cluster_is_linearizable_and_error_free() {
         ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
     };
     let masters: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let dir = std::env::temp_dir().join(format!("synod-bench-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("synod-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("test dir");
     let mut nodes = Nodes {
@@ -108,22 +107,93 @@ fn bench_check_run_on_a_real_cluster_is_linearizable_and_error_free() {
     wait_for("group 1 serving", Duration::from_secs(30), || {
         client(&masters).put("ready", "1").is_ok()
     });
+    (nodes, masters)
+}
 
+/// Runs synod-bench against `masters` and returns its last line, failing
+/// the test if it exits non-zero.
+fn bench(masters: &[String], args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_synod-bench"))
         .args(["--masters", &masters.join(",")])
-        .args(["--check", "--ops", "1000", "--keys", "50", "--quiet"])
-        .args(["--clients", "4", "--pipeline", "8", "--workload", "mixed"])
+        .args(args)
         .output()
         .expect("run synod-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
+    let last = stdout.lines().last().unwrap_or_default().to_string();
     assert!(
         out.status.success(),
         "synod-bench failed: {last}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    last
+}
+
+/// The value of `field` in a synod-bench last line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split(' ')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
+#[test]
+#[ignore = "needs synod-server built: cargo build --bins"]
+fn bench_check_run_on_a_real_cluster_is_linearizable_and_error_free() {
+    let (nodes, masters) = start_cluster("bench-test");
+    let last = bench(
+        &masters,
+        &[
+            "--check",
+            "--ops",
+            "1000",
+            "--keys",
+            "50",
+            "--quiet",
+            "--clients",
+            "4",
+            "--pipeline",
+            "8",
+            "--workload",
+            "mixed",
+        ],
+    );
     assert!(last.contains(" errors=0 "), "{last}");
     assert!(last.starts_with("ops=1000 "), "{last}");
+    assert!(last.ends_with(" linearizable=yes"), "{last}");
+    drop(nodes);
+}
+
+#[test]
+#[ignore = "needs synod-server built: cargo build --bins"]
+fn bench_rate_run_keeps_to_its_schedule_and_stays_linearizable() {
+    let (nodes, masters) = start_cluster("bench-rate-test");
+    // 3000 ops at 2000/s: the last is intended at 1.4995 s, so the run
+    // cannot end sooner however fast the cluster is (a closed loop would
+    // finish in a fraction of that), and the history still checks out.
+    let last = bench(
+        &masters,
+        &[
+            "--rate",
+            "2000",
+            "--check",
+            "--ops",
+            "3000",
+            "--keys",
+            "50",
+            "--quiet",
+            "--clients",
+            "4",
+            "--pipeline",
+            "8",
+            "--workload",
+            "mixed",
+        ],
+    );
+    assert!(last.starts_with("ops=3000 "), "{last}");
+    assert!(last.contains(" errors=0 "), "{last}");
+    assert!(last.contains(" target_rate=2000.0 "), "{last}");
+    assert_eq!(field(&last, "unsent"), "0", "{last}");
+    let secs: f64 = field(&last, "secs").parse().expect("secs");
+    assert!(secs >= 1.4995, "ran ahead of the schedule: {last}");
     assert!(last.ends_with(" linearizable=yes"), "{last}");
     drop(nodes);
 }

@@ -1,4 +1,5 @@
-//! `synod-bench`: closed-loop, pipelined load against a Synod cluster.
+//! `synod-bench`: pipelined load against a Synod cluster, closed-loop or at
+//! a fixed rate (`--rate`, open-loop).
 //!
 //! Fetches the configuration from the masters, optionally writes every key
 //! once (so Gets hit), runs the workload with `--clients` sessions of
@@ -18,7 +19,7 @@ use synod::check::{check_kv, CheckOptions, CheckResult};
 use synod::client::{Client, ClientOptions};
 use synod_tools::cli::{self, Options, USAGE};
 use synod_tools::driver::{self, RunSpec};
-use synod_tools::report::Summary;
+use synod_tools::report::{OpenLoop, Summary};
 use synod_tools::workload::Workload;
 
 /// How long to wait for the masters' first answer.
@@ -87,6 +88,7 @@ fn run(opts: &Options) -> Result<bool, String> {
         masters: opts.masters.clone(),
         epoch,
         progress: !opts.quiet,
+        rate: opts.rate,
     };
 
     let mut history = Vec::new();
@@ -100,6 +102,8 @@ fn run(opts: &Options) -> Result<bool, String> {
             duration: None,
             ops: Some(opts.keys),
             progress: false,
+            // The prefill only has to be done, as fast as it goes.
+            rate: None,
             ..base.clone()
         };
         let r = driver::run(&spec, &config);
@@ -145,6 +149,14 @@ fn run(opts: &Options) -> Result<bool, String> {
         redirects: r.counters.redirects,
         reconnects: r.counters.reconnects,
         get_misses: r.counters.get_misses,
+        open_loop: opts.rate.map(|target_rate| OpenLoop {
+            target_rate,
+            delayed: r.counters.delayed,
+            unsent: r.counters.unsent,
+            lag_p50_us: r.lag.value_at_quantile(0.5),
+            lag_p99_us: r.lag.value_at_quantile(0.99),
+            lag_max_us: r.lag.max(),
+        }),
         linearizable: None,
     };
 
