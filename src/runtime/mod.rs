@@ -52,6 +52,9 @@ pub struct RuntimeConfig {
     /// SO_SNDBUF/SO_RCVBUF for every connection; `None` keeps the kernel's
     /// (auto-tuned) sizes.
     pub socket_buf_bytes: Option<usize>,
+    /// Bytes of records per chunk when another group pulls a shard from
+    /// this node (see `shardkv`); well below `max_frame_bytes`.
+    pub migrate_chunk_bytes: usize,
 }
 
 impl RuntimeConfig {
@@ -73,6 +76,7 @@ impl RuntimeConfig {
             first_frame_timeout: Duration::from_secs(10),
             snapshot_log_slots: 4096,
             socket_buf_bytes: None,
+            migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
         }
     }
 }

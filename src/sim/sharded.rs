@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use bytes::Bytes;
 use synod_wire::{
     encode_command, encode_master_command, Batch, ClientReply, ClientRequest, Config, GroupId,
-    GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, ShardData, ShardRef, Slot,
+    GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, ShardData, ShardPull, ShardRef, Slot,
 };
 
 use super::{Micros, Queued, MS};
@@ -26,7 +26,7 @@ use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::rng::Rng;
-use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, ShardKv, Work};
+use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, RetryKey, ShardKv, Work};
 
 const REPLICAS: u32 = 3;
 
@@ -42,6 +42,10 @@ pub struct ShardedConfig {
     pub liveness_bound: Micros,
     pub faults: bool,
     pub bugs: crate::shardkv::ShardBugs,
+    /// Every KV replica's migration chunk budget: tiny, so a shard of a
+    /// few short keys moves in several chunks (and its sessions, when they
+    /// do not fit beside the last records, in a chunk of their own).
+    pub migrate_chunk_bytes: usize,
 }
 
 impl ShardedConfig {
@@ -56,6 +60,9 @@ impl ShardedConfig {
             liveness_bound: 20_000 * MS,
             faults: true,
             bugs: crate::shardkv::ShardBugs::default(),
+            // 1 byte: one record per chunk; 64: a few; 512: often the whole
+            // shard in one chunk with its sessions.
+            migrate_chunk_bytes: [1, 64, 512][(seed % 3) as usize],
         }
     }
 }
@@ -66,7 +73,11 @@ pub struct ShardedReport {
     pub failures: Vec<String>,
     pub ops_completed: u64,
     pub configs: u64,
+    /// Shard transfers whose last chunk reached the new owner's leader.
     pub shards_moved: u64,
+    /// Chunks that reached a new owner's leader (every transfer has one
+    /// or more; retries count again).
+    pub chunks_received: u64,
     pub crashes: u64,
     /// Value bytes held at the end by every group (each group's most
     /// advanced replica), and by the owners of the shards only: equal when
@@ -142,6 +153,18 @@ enum Event {
 /// Reply routing tag for answers to migration requests.
 const MIGRATION: usize = usize::MAX;
 
+/// A migration request in flight: from which node to which group, and
+/// what it asked (a pull carries the chunk's cursor; a delete none).
+#[derive(Clone, Copy, Debug)]
+struct MigrationRpc {
+    node: usize,
+    target: GroupId,
+    pull: bool,
+    config_num: u64,
+    shard: u32,
+    cursor: u64,
+}
+
 /// A client: one KV op at a time, routed by the latest committed config.
 struct SimClient {
     id: u64,
@@ -177,12 +200,12 @@ pub struct ShardedWorld {
     admin: Admin,
     history: Vec<KvOp>,
     chosen: BTreeMap<(GroupId, Slot), Batch>,
-    /// Migration requests in flight: request id → (node, what).
-    rpcs: HashMap<u64, (usize, GroupId, bool, u64, u32)>,
+    /// Migration requests in flight: request id → what.
+    rpcs: HashMap<u64, MigrationRpc>,
     next_rpc: u64,
     /// Which member of each group migration requests go to (follows hints).
     rpc_cursor: HashMap<GroupId, u32>,
-    last_attempt: HashMap<(usize, u8, u64, u32), Micros>,
+    last_attempt: HashMap<(usize, RetryKey), Micros>,
     report: ShardedReport,
 }
 
@@ -315,6 +338,7 @@ impl ShardedWorld {
                 },
             );
             sm.bugs = self.cfg.bugs;
+            sm.migrate_chunk_bytes = self.cfg.migrate_chunk_bytes;
             Hosted::Kv(Replica::new(rc, disk, sm, &mut node.rng))
         });
         node.flush_scheduled = false;
@@ -601,10 +625,12 @@ impl ShardedWorld {
                 self.after_node_event(to);
             }
             (Hosted::Kv(r), Message::ShardPull(s)) => {
-                let answer = match r.state().answer_pull(s.config_num, s.shard) {
-                    PullAnswer::Data(data) => Message::ShardData(ShardData {
+                let answer = match r.state().answer_pull(s.config_num, s.shard, s.cursor) {
+                    PullAnswer::Chunk { data, done } => Message::ShardData(ShardData {
                         config_num: s.config_num,
                         shard: s.shard,
+                        cursor: s.cursor,
+                        done,
                         data,
                     }),
                     PullAnswer::NotReady => Message::Reply(ClientReply::Busy),
@@ -660,8 +686,7 @@ impl ShardedWorld {
             _ => return,
         };
         for w in work {
-            let (kind, num, shard) = w.retry_key();
-            let key = (i, kind, num, shard);
+            let key = (i, w.retry_key());
             if self
                 .last_attempt
                 .get(&key)
@@ -680,41 +705,54 @@ impl ShardedWorld {
                 Work::Pull {
                     config_num,
                     shard,
+                    cursor,
                     from,
                     ..
-                } => self.migration_rpc(i, from, true, config_num, shard),
+                } => self.migration_rpc(MigrationRpc {
+                    node: i,
+                    target: from,
+                    pull: true,
+                    config_num,
+                    shard,
+                    cursor,
+                }),
                 Work::Delete {
                     config_num,
                     shard,
                     to,
                     ..
-                } => self.migration_rpc(i, to, false, config_num, shard),
+                } => self.migration_rpc(MigrationRpc {
+                    node: i,
+                    target: to,
+                    pull: false,
+                    config_num,
+                    shard,
+                    cursor: 0,
+                }),
             }
         }
     }
 
-    fn migration_rpc(
-        &mut self,
-        from: usize,
-        target: GroupId,
-        pull: bool,
-        config_num: u64,
-        shard: u32,
-    ) {
+    fn migration_rpc(&mut self, rpc: MigrationRpc) {
         let id = self.next_rpc;
         self.next_rpc += 1;
-        self.rpcs
-            .insert(id, (from, target, pull, config_num, shard));
-        let member = *self.rpc_cursor.get(&target).unwrap_or(&0) % REPLICAS;
-        let to = node_of(target, member);
-        let r = ShardRef { config_num, shard };
-        let msg = if pull {
-            Message::ShardPull(r)
+        self.rpcs.insert(id, rpc);
+        let member = *self.rpc_cursor.get(&rpc.target).unwrap_or(&0) % REPLICAS;
+        let to = node_of(rpc.target, member);
+        let msg = if rpc.pull {
+            Message::ShardPull(ShardPull {
+                config_num: rpc.config_num,
+                shard: rpc.shard,
+                cursor: rpc.cursor,
+            })
         } else {
-            Message::ShardDelete(r)
+            Message::ShardDelete(ShardRef {
+                config_num: rpc.config_num,
+                shard: rpc.shard,
+            })
         };
         self.send(
-            from,
+            rpc.node,
             to,
             Event::Request {
                 to,
@@ -725,9 +763,17 @@ impl ShardedWorld {
     }
 
     fn on_migration_reply(&mut self, id: u64, msg: Message) {
-        let Some((node, target, pull, config_num, shard)) = self.rpcs.remove(&id) else {
+        let Some(rpc) = self.rpcs.remove(&id) else {
             return;
         };
+        let MigrationRpc {
+            node,
+            target,
+            pull,
+            config_num,
+            shard,
+            cursor,
+        } = rpc;
         // Like the runtime: follow a leader hint, try the next member on
         // anything else that is not an answer.
         match &msg {
@@ -740,11 +786,18 @@ impl ShardedWorld {
             _ => {}
         }
         let cmd = match (pull, msg) {
-            (true, Message::ShardData(d)) if d.config_num == config_num && d.shard == shard => {
-                self.report.shards_moved += 1;
-                GroupCommand::Install {
+            (true, Message::ShardData(d))
+                if d.config_num == config_num && d.shard == shard && d.cursor == cursor =>
+            {
+                self.report.chunks_received += 1;
+                if d.done {
+                    self.report.shards_moved += 1;
+                }
+                GroupCommand::InstallChunk {
                     config_num,
                     shard,
+                    cursor,
+                    done: d.done,
                     data: d.data,
                 }
             }
@@ -753,9 +806,10 @@ impl ShardedWorld {
             }
             _ => return,
         };
+        let cmd = cmd.encode();
         if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
             if r.is_leader() {
-                let _ = r.propose(cmd.encode());
+                let _ = r.propose(cmd);
             }
         }
         self.after_node_event(node);
