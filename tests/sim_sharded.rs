@@ -82,3 +82,14 @@ fn planted_taking_a_shard_without_its_data_is_caught() {
         "take over a shard without pulling it",
     );
 }
+
+#[test]
+fn planted_applying_a_chunk_whatever_its_cursor_is_caught() {
+    caught(
+        ShardBugs {
+            ignore_chunk_cursor: true,
+            ..ShardBugs::default()
+        },
+        "apply duplicate or retried migration chunks again",
+    );
+}

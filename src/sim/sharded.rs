@@ -146,6 +146,13 @@ enum Event {
         token: u64,
     },
     Admin,
+    /// A migration step proposed (again) late by node `node`'s replica,
+    /// if it is still that incarnation and still leads.
+    LatePropose {
+        node: usize,
+        epoch: u64,
+        cmd: Bytes,
+    },
     Chaos,
     Heal,
 }
@@ -481,6 +488,17 @@ impl ShardedWorld {
             }
             Event::ClientWake { client, token } => self.client_wake(client, token),
             Event::Admin => self.admin_step(),
+            Event::LatePropose { node, epoch, cmd } => {
+                if self.nodes[node].epoch != epoch {
+                    return;
+                }
+                if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
+                    if r.is_leader() {
+                        let _ = r.propose(cmd);
+                    }
+                }
+                self.after_node_event(node);
+            }
             Event::Chaos => self.chaos(),
             Event::Heal => {
                 self.healed = true;
@@ -807,6 +825,21 @@ impl ShardedWorld {
             _ => return,
         };
         let cmd = cmd.encode();
+        // A migration step proposed again later: what the driver's retry does when a
+        // pull is answered twice (the first answer slow to commit, or its
+        // proposal lost with a leader). The receiver must apply it once.
+        if self.cfg.faults && !self.healed && self.rng.chance(0.2) {
+            let at = self.now + self.rng.range(MS, 500 * MS);
+            let epoch = self.nodes[node].epoch;
+            self.schedule(
+                at,
+                Event::LatePropose {
+                    node,
+                    epoch,
+                    cmd: cmd.clone(),
+                },
+            );
+        }
         if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
             if r.is_leader() {
                 let _ = r.propose(cmd);
