@@ -56,16 +56,22 @@ impl Cluster {
     /// [`Cluster::start_masters`]; with `resp`, each node also serves RESP
     /// on its own port (`NodeProc::resp_addr`).
     pub fn start_masters_opts(n: usize, resp: bool) -> Cluster {
-        Cluster::start_opts(n, 0, resp)
+        Cluster::start_opts(n, 0, resp, &[])
+    }
+
+    /// [`Cluster::start_masters`], every node started with these extra
+    /// `synod-server` flags.
+    pub fn start_masters_with_args(n: usize, args: &[&str]) -> Cluster {
+        Cluster::start_opts(n, 0, false, args)
     }
 
     /// `masters` master nodes plus `extra` nodes that host no master replica
     /// (for KV groups on their own nodes), no KV group joined yet.
     pub fn with_extra_nodes(masters: usize, extra: usize) -> Cluster {
-        Cluster::start_opts(masters, extra, false)
+        Cluster::start_opts(masters, extra, false, &[])
     }
 
-    fn start_opts(n_masters: usize, extra: usize, resp: bool) -> Cluster {
+    fn start_opts(n_masters: usize, extra: usize, resp: bool, args: &[&str]) -> Cluster {
         let n = n_masters + extra;
         let dir = std::env::temp_dir().join(format!(
             "synod-test-{}-{}",
@@ -95,7 +101,11 @@ impl Cluster {
             dir,
             nodes,
             masters,
-            extra_args: vec!["--cores".into(), "2".into()],
+            extra_args: ["--cores", "2"]
+                .iter()
+                .chain(args)
+                .map(|a| a.to_string())
+                .collect(),
         };
         for i in 0..n {
             c.start_node(i);
