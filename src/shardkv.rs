@@ -324,6 +324,16 @@ pub struct ShardKv {
     pub undecodable: u64,
 }
 
+/// Log level of a transfer's start and end: a join hands over many empty
+/// shards at once, which are not worth an info line each.
+fn quiet_if_empty(records: u64) -> log::Level {
+    if records == 0 {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    }
+}
+
 fn empty_config(shards: u32) -> Config {
     Config {
         num: 0,
@@ -444,7 +454,8 @@ impl ShardKv {
         let mut orders = self.key_orders.borrow_mut();
         if !matches!(orders.get(&shard), Some((n, _)) if *n == config_num) {
             let order = self.store.key_order(shard);
-            log::info!(
+            log::log!(
+                quiet_if_empty(order.len()),
                 "group {}: sending shard {shard} of configuration {config_num}: {} records \
                  in chunks of about {} bytes (key order: {} bytes)",
                 self.gid,
@@ -597,7 +608,8 @@ impl ShardKv {
                 }
                 match self.store.import_chunk(shard, &data, cursor == 0, done) {
                     Ok(records) if done => {
-                        log::info!(
+                        log::log!(
+                            quiet_if_empty(self.pulled[s] + records),
                             "group {} installed shard {shard} of configuration {config_num} \
                              ({} records)",
                             self.gid,
