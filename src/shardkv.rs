@@ -8,7 +8,11 @@
 //! Per shard the group is in one of five states (for its current config `n`):
 //! - `Serving`: owned in `n`, data here.
 //! - `Pulling`: owned in `n`, waiting for the data (and dedup state) as of the
-//!   end of `n-1` from the previous owner.
+//!   end of `n-1` from the previous owner. The data arrives in bounded chunks,
+//!   each its own log entry ([`GroupCommand::InstallChunk`]), in the frozen
+//!   shard's key order; the count of records applied so far (the cursor of
+//!   the next chunk) is part of the state and of the snapshot, so a restart
+//!   or a leader change resumes the transfer where the log left it.
 //! - `Installed`: the data arrived; served, but the previous owner has not yet
 //!   confirmed it deleted its copy (we keep telling it).
 //! - `Offering`: owned in `n-1`, not in `n`: frozen data kept for the new
@@ -21,13 +25,16 @@
 //! I/O; the driver (runtime or simulator) asks it what work is pending and
 //! proposes the commands.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use synod_wire::{
     decode_body, encode_message_body, ClientId, ClientReply, ClientRequest, Config, GroupId,
     Message, Op, Seq, Slot, KIND_CONFIG,
 };
 
-use crate::kv::{KvOptions, KvStore};
+use crate::kv::{KeyOrder, KvOptions, KvStore};
 use crate::replica::StateMachine;
 
 /// Internal log command tags. Client commands start with a wire request
@@ -36,8 +43,19 @@ const TAG_RECONFIGURE: u8 = 0xE1;
 const TAG_INSTALL: u8 = 0xE2;
 const TAG_DELETE: u8 = 0xE3;
 const TAG_INSTALLED_ACK: u8 = 0xE4;
+const TAG_INSTALL_CHUNK: u8 = 0xE5;
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version 2 added each shard's migration cursor.
+const SNAPSHOT_VERSION: u8 = 2;
+/// Snapshots written before chunked migration: no cursors (all 0). Still
+/// read, so a data directory from before keeps working.
+const SNAPSHOT_VERSION_WHOLE_SHARDS: u8 = 1;
+
+/// Bytes of key/value records a group sends per chunk when another group
+/// pulls a shard from it (`synod-server --migrate-chunk-bytes`). Well below
+/// the default frame limit (16 MiB), and about the Paxos batch cap, so each
+/// chunk is one bounded message and one bounded log entry.
+pub const DEFAULT_MIGRATE_CHUNK_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShardState {
@@ -66,7 +84,9 @@ impl ShardState {
 pub enum GroupCommand {
     /// Move to this configuration (its number must be current + 1).
     Reconfigure(Config),
-    /// Shard data (with its dedup sessions) as of the end of `config_num - 1`.
+    /// A whole shard (data and dedup sessions) as of the end of
+    /// `config_num - 1`. Written by versions before chunked migration; no
+    /// driver proposes it now, but logs that hold it still replay.
     Install {
         config_num: u64,
         shard: u32,
@@ -76,6 +96,18 @@ pub enum GroupCommand {
     Delete { config_num: u64, shard: u32 },
     /// The previous owner confirmed it dropped `shard`: stop telling it.
     InstalledAck { config_num: u64, shard: u32 },
+    /// Records `[cursor, cursor + n)` of `shard` as of the end of
+    /// `config_num - 1`, in the previous owner's chunk format. Applied only
+    /// if `cursor` is exactly the count applied so far (anything else is a
+    /// duplicate, a retry or a stale leader's proposal). `done`: the last
+    /// chunk, carrying the dedup sessions; the shard is then Installed.
+    InstallChunk {
+        config_num: u64,
+        shard: u32,
+        cursor: u64,
+        done: bool,
+        data: Bytes,
+    },
 }
 
 impl GroupCommand {
@@ -105,6 +137,21 @@ impl GroupCommand {
                 b.put_u8(TAG_INSTALLED_ACK);
                 b.put_u64_le(*config_num);
                 b.put_u32_le(*shard);
+            }
+            GroupCommand::InstallChunk {
+                config_num,
+                shard,
+                cursor,
+                done,
+                data,
+            } => {
+                b.reserve(1 + 8 + 4 + 8 + 1 + data.len());
+                b.put_u8(TAG_INSTALL_CHUNK);
+                b.put_u64_le(*config_num);
+                b.put_u32_le(*shard);
+                b.put_u64_le(*cursor);
+                b.put_u8(u8::from(*done));
+                b.put_slice(data);
             }
         }
         b.freeze()
@@ -143,21 +190,46 @@ impl GroupCommand {
                 let (config_num, shard) = num_shard(&body)?;
                 (body.len() == 12).then_some(GroupCommand::InstalledAck { config_num, shard })
             }
+            TAG_INSTALL_CHUNK => {
+                let (config_num, shard) = num_shard(&body)?;
+                if body.len() < 21 {
+                    return None;
+                }
+                let cursor = u64::from_le_bytes(body[12..20].try_into().ok()?);
+                let done = match body[20] {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                };
+                Some(GroupCommand::InstallChunk {
+                    config_num,
+                    shard,
+                    cursor,
+                    done,
+                    data: body.slice(21..),
+                })
+            }
             _ => None,
         }
     }
 }
+
+/// Identifies a piece of [`Work`] across retries: kind, configuration,
+/// shard, and a pull's cursor.
+pub type RetryKey = (u8, u64, u32, u64);
 
 /// What the group's leader should do next (see [`ShardKv::work`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Work {
     /// Propose this command.
     Propose(GroupCommand),
-    /// Fetch `shard` of configuration `config_num` from group `from`
-    /// (members `servers`), then propose [`GroupCommand::Install`].
+    /// Fetch the chunk of `shard` of configuration `config_num` that starts
+    /// at record `cursor` from group `from` (members `servers`), then propose
+    /// it as [`GroupCommand::InstallChunk`].
     Pull {
         config_num: u64,
         shard: u32,
+        cursor: u64,
         from: GroupId,
         servers: Vec<String>,
     },
@@ -173,17 +245,21 @@ pub enum Work {
 
 impl Work {
     /// What identifies this piece of work across retries: drivers attempt
-    /// each key at most once per retry interval.
-    pub fn retry_key(&self) -> (u8, u64, u32) {
+    /// each key at most once per retry interval. A pull's cursor is part of
+    /// it, so the next chunk is asked for as soon as the last one applied.
+    pub fn retry_key(&self) -> RetryKey {
         match self {
-            Work::Propose(GroupCommand::Reconfigure(c)) => (0, c.num, 0),
-            Work::Propose(_) => (1, 0, 0),
+            Work::Propose(GroupCommand::Reconfigure(c)) => (0, c.num, 0, 0),
+            Work::Propose(_) => (1, 0, 0, 0),
             Work::Pull {
-                config_num, shard, ..
-            } => (2, *config_num, *shard),
+                config_num,
+                shard,
+                cursor,
+                ..
+            } => (2, *config_num, *shard, *cursor),
             Work::Delete {
                 config_num, shard, ..
-            } => (3, *config_num, *shard),
+            } => (3, *config_num, *shard, 0),
         }
     }
 }
@@ -191,8 +267,9 @@ impl Work {
 /// The answer to another group's pull.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PullAnswer {
-    /// The frozen shard (data and dedup state).
-    Data(Bytes),
+    /// The chunk of the frozen shard asked for; `done`: the last one (it
+    /// carries the dedup state).
+    Chunk { data: Bytes, done: bool },
     /// We have not reached that configuration yet (or cannot serve it).
     NotReady,
 }
@@ -215,6 +292,9 @@ pub struct ShardBugs {
     pub serve_unowned: bool,
     /// Take over a shard without pulling its data from the previous owner.
     pub skip_pull: bool,
+    /// Apply a migration chunk whatever its cursor, so a duplicate or a
+    /// retried chunk applies again.
+    pub ignore_chunk_cursor: bool,
 }
 
 pub struct ShardKv {
@@ -226,8 +306,32 @@ pub struct ShardKv {
     config: Config,
     prev: Config,
     state: Vec<ShardState>,
+    /// Per shard: records of the incoming transfer applied so far, i.e. the
+    /// cursor of the next chunk. 0 unless Pulling.
+    pulled: Vec<u64>,
+    /// Bytes of records per chunk this replica sends when another group
+    /// pulls a shard from it. Local (not replicated) and free to differ
+    /// between replicas: a chunk names its own start, and its size does not
+    /// change what the receiver ends up with.
+    pub migrate_chunk_bytes: usize,
+    /// The key order of each frozen (Offering) shard someone pulls from
+    /// this replica, with the configuration it was taken in: sorted once,
+    /// then every chunk is a slice of it. A cache derived from the state,
+    /// never snapshotted, dropped when the shard is; interior mutability
+    /// because answering a pull does not change the replicated state.
+    key_orders: RefCell<BTreeMap<u32, (u64, KeyOrder)>>,
     /// Internal commands that did not decode (never, unless corrupt).
     pub undecodable: u64,
+}
+
+/// Log level of a transfer's start and end: a join hands over many empty
+/// shards at once, which are not worth an info line each.
+fn quiet_if_empty(records: u64) -> log::Level {
+    if records == 0 {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    }
 }
 
 fn empty_config(shards: u32) -> Config {
@@ -248,6 +352,9 @@ impl ShardKv {
             config: empty_config(opts.shards),
             prev: empty_config(opts.shards),
             state: vec![ShardState::NotOwned; opts.shards as usize],
+            pulled: vec![0; opts.shards as usize],
+            migrate_chunk_bytes: DEFAULT_MIGRATE_CHUNK_BYTES,
+            key_orders: RefCell::new(BTreeMap::new()),
             opts,
             undecodable: 0,
         }
@@ -268,6 +375,10 @@ impl ShardKv {
     }
     pub fn shard_state(&self, shard: u32) -> ShardState {
         self.state[shard as usize]
+    }
+    /// Records of `shard` received so far while it is Pulling (0 otherwise).
+    pub fn pulled(&self, shard: u32) -> u64 {
+        self.pulled[shard as usize]
     }
 
     /// Every shard settled: the group may take the next configuration.
@@ -314,6 +425,7 @@ impl ShardKv {
                 ShardState::Pulling => out.push(Work::Pull {
                     config_num: self.config.num,
                     shard: s as u32,
+                    cursor: self.pulled[s],
                     from,
                     servers: servers_of(from),
                 }),
@@ -329,15 +441,41 @@ impl ShardKv {
         out
     }
 
-    /// Another group (the owner of `shard` in `config_num`) pulls it.
-    pub fn answer_pull(&self, config_num: u64, shard: u32) -> PullAnswer {
-        if (shard as usize) < self.state.len()
-            && self.config.num == config_num
-            && self.state[shard as usize] == ShardState::Offering
+    /// Another group (the owner of `shard` in `config_num`) pulls the chunk
+    /// of it that starts at record `cursor`. Any replica that has applied
+    /// `config_num` answers alike: the shard is frozen here since then.
+    pub fn answer_pull(&self, config_num: u64, shard: u32, cursor: u64) -> PullAnswer {
+        if (shard as usize) >= self.state.len()
+            || self.config.num != config_num
+            || self.state[shard as usize] != ShardState::Offering
         {
-            PullAnswer::Data(self.store.export_shard(shard))
-        } else {
-            PullAnswer::NotReady
+            return PullAnswer::NotReady;
+        }
+        let mut orders = self.key_orders.borrow_mut();
+        if !matches!(orders.get(&shard), Some((n, _)) if *n == config_num) {
+            let order = self.store.key_order(shard);
+            log::log!(
+                quiet_if_empty(order.len()),
+                "group {}: sending shard {shard} of configuration {config_num}: {} records \
+                 in chunks of about {} bytes (key order: {} bytes)",
+                self.gid,
+                order.len(),
+                self.migrate_chunk_bytes,
+                order.heap_bytes()
+            );
+            orders.insert(shard, (config_num, order));
+        }
+        let (_, order) = &orders[&shard];
+        if cursor > order.len() {
+            // Only a confused peer asks past the end: nothing to send.
+            return PullAnswer::NotReady;
+        }
+        let chunk = self
+            .store
+            .export_chunk(order, cursor, self.migrate_chunk_bytes);
+        PullAnswer::Chunk {
+            data: chunk.data,
+            done: chunk.done,
         }
     }
 
@@ -381,6 +519,10 @@ impl ShardKv {
                         (false, false) => ShardState::NotOwned,
                     };
                 }
+                // Every shard was settled: no transfer was in progress, and
+                // the key orders were of shards that are gone.
+                assert!(self.pulled.iter().all(|p| *p == 0));
+                self.key_orders.get_mut().clear();
                 log::info!(
                     "group {} enters configuration {} (pulling {}, offering {})",
                     self.gid,
@@ -412,6 +554,7 @@ impl ShardKv {
                                 "group {} installed shard {shard} of configuration {config_num}",
                                 self.gid
                             );
+                            self.pulled[s] = 0;
                             self.state[s] = ShardState::Installed
                         }
                         // The bytes came from a peer group under checksums
@@ -430,6 +573,7 @@ impl ShardKv {
                     && self.state[s] == ShardState::Offering
                 {
                     self.store.drop_shard(shard);
+                    self.key_orders.get_mut().remove(&shard);
                     self.state[s] = ShardState::NotOwned;
                 }
             }
@@ -440,6 +584,54 @@ impl ShardKv {
                     && self.state[s] == ShardState::Installed
                 {
                     self.state[s] = ShardState::Serving;
+                }
+            }
+            GroupCommand::InstallChunk {
+                config_num,
+                shard,
+                cursor,
+                done,
+                data,
+            } => {
+                let s = shard as usize;
+                if config_num != self.config.num
+                    || s >= self.state.len()
+                    || self.state[s] != ShardState::Pulling
+                {
+                    return; // stale: the shard arrived or the config moved on
+                }
+                if cursor != self.pulled[s] && !self.bugs.ignore_chunk_cursor {
+                    // A duplicate, a retry, or a chunk proposed by a leader
+                    // that did not know the last one applied: the expected
+                    // chunk is pulled again.
+                    return;
+                }
+                match self.store.import_chunk(shard, &data, cursor == 0, done) {
+                    Ok(records) if done => {
+                        log::log!(
+                            quiet_if_empty(self.pulled[s] + records),
+                            "group {} installed shard {shard} of configuration {config_num} \
+                             ({} records)",
+                            self.gid,
+                            self.pulled[s] + records
+                        );
+                        self.pulled[s] = 0;
+                        self.state[s] = ShardState::Installed;
+                    }
+                    Ok(records) => {
+                        log::debug!(
+                            "group {}: shard {shard} of configuration {config_num}: \
+                             chunk at record {cursor} ({records} records)",
+                            self.gid
+                        );
+                        self.pulled[s] += records;
+                    }
+                    // As for a whole shard: every replica refuses alike and
+                    // the leader pulls the same chunk again.
+                    Err(e) => log::error!(
+                        "group {}: chunk at record {cursor} of shard {shard} did not import: {e}",
+                        self.gid
+                    ),
                 }
             }
         }
@@ -494,6 +686,9 @@ impl StateMachine for ShardKv {
         for s in &self.state {
             b.put_u8(*s as u8);
         }
+        for p in &self.pulled {
+            b.put_u64_le(*p);
+        }
         b.put_slice(&self.store.snapshot());
         b.freeze()
     }
@@ -514,7 +709,8 @@ impl StateMachine for ShardKv {
                 take(at, 4)?.try_into().map_err(|_| "truncated")?,
             ))
         };
-        if take(&mut at, 1)?[0] != SNAPSHOT_VERSION {
+        let version = take(&mut at, 1)?[0];
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_WHOLE_SHARDS {
             return Err("unknown shardkv snapshot version".into());
         }
         if u32_at(&mut at)? != self.gid {
@@ -537,11 +733,22 @@ impl StateMachine for ShardKv {
         for b in take(&mut at, n)? {
             state.push(ShardState::from_u8(*b).ok_or("bad shard state")?);
         }
+        let mut pulled = vec![0; n];
+        if version == SNAPSHOT_VERSION {
+            for (s, p) in pulled.iter_mut().enumerate() {
+                *p = u64::from_le_bytes(take(&mut at, 8)?.try_into().map_err(|_| "truncated")?);
+                if *p != 0 && state[s] != ShardState::Pulling {
+                    return Err("migration cursor on a shard that is not pulling".into());
+                }
+            }
+        }
         let store = KvStore::restore(&data[at..], self.opts).map_err(|e| e.to_string())?;
         self.prev = configs.pop().expect("two configs");
         self.config = configs.pop().expect("two configs");
         self.state = state;
+        self.pulled = pulled;
         self.store = store;
+        self.key_orders.get_mut().clear();
         Ok(())
     }
 

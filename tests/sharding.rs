@@ -203,3 +203,91 @@ fn historical_queries_survive_each_master_down_in_turn() {
         c.wait_for(Duration::from_secs(20), |c| c.client().query(None).is_ok());
     }
 }
+
+/// A shard 2.5 times the frame limit moves between groups: in chunks of its
+/// owner's `--migrate-chunk-bytes`, each one frame and one log entry, while
+/// clients keep writing to it. (Before chunked migration a shard had to fit
+/// in one frame; here it cannot.)
+#[test]
+fn a_shard_larger_than_a_frame_moves_in_chunks() {
+    const FRAME: usize = 2 << 20;
+    const CHUNK: usize = 64 << 10;
+    const VALUE: usize = 60 << 10;
+    const KEYS: usize = 85; // about 5 MiB
+    let frame = FRAME.to_string();
+    let chunk = CHUNK.to_string();
+    let c = Cluster::with_args(
+        3,
+        0,
+        &["--max-frame-bytes", &frame, "--migrate-chunk-bytes", &chunk],
+    );
+    let mut admin = c.client();
+    for gid in [1, 2] {
+        admin
+            .join(vec![GroupInfo {
+                gid,
+                servers: c.masters.clone(),
+            }])
+            .expect("join");
+    }
+    let config = admin.query(None).expect("query");
+    let shards = config.shards.len() as u32;
+    // The shard of the workload's "k0", so writes to it run during the move.
+    let shard = synod_wire::shard_of(b"k0", shards);
+    let from = config.shards[shard as usize];
+    let to = if from == 1 { 2 } else { 1 };
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("bulk{i}"))
+        .filter(|k| synod_wire::shard_of(k.as_bytes(), shards) == shard)
+        .take(KEYS)
+        .collect();
+    let value = |k: &str| Bytes::from(format!("{k};").repeat(VALUE / (k.len() + 1)));
+    let mut client = c.client();
+    for k in &keys {
+        client
+            .put(Bytes::from(k.clone()), value(k))
+            .expect("put a bulk value");
+    }
+    let total: usize = keys.iter().map(|k| value(k).len()).sum();
+    assert!(
+        total > 2 * FRAME,
+        "the shard ({total} bytes) fits in a frame"
+    );
+
+    let w = Workload::start(&c, 2, 10);
+    c.wait_for(Duration::from_secs(10), |_| w.completed() > 20);
+    let num = admin.move_shard(shard, to).expect("move the shard").num;
+    // The new owner logs the install when the last chunk applies; the old
+    // one logged the transfer's size and its chunk budget when first asked.
+    let installed = format!("group {to} installed shard {shard} of configuration {num} (");
+    c.wait_for(Duration::from_secs(20), |c| {
+        (0..3).any(|i| c.log(i).contains(&installed))
+    });
+    let logs: String = (0..3).map(|i| c.log(i)).collect();
+    let records: usize = logs
+        .split(&installed)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a record count in the install line");
+    assert!(records >= KEYS, "only {records} records arrived");
+    let sent = format!(
+        "group {from}: sending shard {shard} of configuration {num}: {records} records \
+         in chunks of about {CHUNK} bytes"
+    );
+    assert!(logs.contains(&sent), "no line {sent:?} in the logs");
+    // Every value, read from the new owner (the old one answers WrongGroup
+    // now, and the client follows the newer configuration).
+    for k in &keys {
+        assert_eq!(
+            client
+                .get(Bytes::from(k.clone()))
+                .expect("get after the move"),
+            Some(value(k)),
+            "{k}"
+        );
+    }
+    let before = w.completed();
+    c.wait_for(Duration::from_secs(15), |_| w.completed() > before + 30);
+    w.finish();
+}

@@ -1,8 +1,9 @@
 //! The sharded simulator world: the master group plus 3 KV groups of 3
 //! replicas, joins, leaves and moves through the master's log while clients
 //! run, under drops, duplicates, delays, partitions and crashes. Checked:
-//! per-group safety, linearizability across shard moves, exactly-once
-//! appends, liveness and convergence after healing, and garbage collection.
+//! per-group safety, linearizability across shard moves (each shard sent in
+//! several small chunks), exactly-once appends, liveness and convergence
+//! after healing, and garbage collection.
 //! `SYNOD_SIM_SEEDS` sets the seed count (default 150).
 
 use synod::shardkv::ShardBugs;
@@ -19,9 +20,11 @@ fn seeds() -> u64 {
 fn shards_move_safely_under_faults() {
     let mut failed = Vec::new();
     let mut moved = 0;
+    let mut chunks = 0;
     for seed in 0..seeds() {
         let r = run_sharded(&ShardedConfig::new(seed));
         moved += r.shards_moved;
+        chunks += r.chunks_received;
         if !r.passed() {
             failed.push(format!(
                 "seed {seed} (replay: synod-sim --world sharded --start-seed {seed} --seeds 1): {}",
@@ -38,6 +41,11 @@ fn shards_move_safely_under_faults() {
     assert!(
         moved > seeds(),
         "only {moved} shard moves: migration is not exercised"
+    );
+    // The world's chunk budgets are tiny: most shards take several chunks.
+    assert!(
+        chunks > 3 * moved / 2,
+        "{chunks} chunks for {moved} moves: chunked transfer is not exercised"
     );
 }
 
@@ -72,5 +80,16 @@ fn planted_taking_a_shard_without_its_data_is_caught() {
             ..ShardBugs::default()
         },
         "take over a shard without pulling it",
+    );
+}
+
+#[test]
+fn planted_applying_a_chunk_whatever_its_cursor_is_caught() {
+    caught(
+        ShardBugs {
+            ignore_chunk_cursor: true,
+            ..ShardBugs::default()
+        },
+        "apply duplicate or retried migration chunks again",
     );
 }

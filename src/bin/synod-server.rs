@@ -42,6 +42,10 @@ options:
                           round shared by all reads of a loop turn and answer
                           from its applied state; 'log' orders each Get through
                           the Paxos log like a write (slower; for comparison)
+  --migrate-chunk-bytes N when another group pulls a shard from this node, send
+                          it in chunks of about N bytes of records, each one
+                          message and one log entry at the receiver (default
+                          1048576; at most half of --max-frame-bytes)
   --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
                           client of the --masters cluster (default: off)";
 
@@ -115,11 +119,20 @@ fn parse() -> Result<(RuntimeConfig, Option<SocketAddr>), String> {
                     _ => return Err(format!("--reads must be index or log, not {v:?}")),
                 }
             }
+            "--migrate-chunk-bytes" => cfg.migrate_chunk_bytes = num(&v)? as usize,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
     if cfg.shards == 0 {
         return Err("--shards must be at least 1".into());
+    }
+    // Half the frame leaves room for the chunk's framing, a record that
+    // overshoots the budget, and the dedup sessions on the last chunk.
+    if cfg.migrate_chunk_bytes == 0 || cfg.migrate_chunk_bytes > cfg.max_frame_bytes as usize / 2 {
+        return Err(format!(
+            "--migrate-chunk-bytes must be between 1 and half of --max-frame-bytes ({})",
+            cfg.max_frame_bytes / 2
+        ));
     }
     Ok((cfg, resp_listen))
 }

@@ -225,8 +225,12 @@ fn run_sharded(args: &Args) -> ExitCode {
                     println!("{msg}");
                 } else if args.verbose {
                     println!(
-                        "ok seed={seed} ops={} configs={} shards_moved={} crashes={}",
-                        report.ops_completed, report.configs, report.shards_moved, report.crashes
+                        "ok seed={seed} ops={} configs={} shards_moved={} chunks={} crashes={}",
+                        report.ops_completed,
+                        report.configs,
+                        report.shards_moved,
+                        report.chunks_received,
+                        report.crashes
                     );
                 }
                 reports.lock().expect("no panics hold it").push(report);
@@ -237,12 +241,13 @@ fn run_sharded(args: &Args) -> ExitCode {
     let secs = started.elapsed().as_secs_f64();
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
-        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} crashes={} stored_value_bytes={} owned_value_bytes={} wall_secs={:.1}",
+        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} chunks_received={} crashes={} stored_value_bytes={} owned_value_bytes={} wall_secs={:.1}",
         reports.len(),
         failures,
         reports.iter().map(|r| r.ops_completed).sum::<u64>(),
         reports.iter().map(|r| r.configs).sum::<u64>(),
         reports.iter().map(|r| r.shards_moved).sum::<u64>(),
+        reports.iter().map(|r| r.chunks_received).sum::<u64>(),
         reports.iter().map(|r| r.crashes).sum::<u64>(),
         reports.iter().map(|r| r.stored_value_bytes).sum::<u64>(),
         reports.iter().map(|r| r.owned_value_bytes).sum::<u64>(),

@@ -4,7 +4,9 @@
 //! at-most-once (deduplication) state, both kept per shard so that a shard can
 //! later be handed to another group together with its dedup state
 //! ([`KvStore::export_shard`], [`KvStore::import_shard`],
-//! [`KvStore::drop_shard`]). It also owns the byte layout of its snapshots.
+//! [`KvStore::drop_shard`]), whole or in bounded chunks
+//! ([`KvStore::key_order`], [`KvStore::export_chunk`],
+//! [`KvStore::import_chunk`]). It also owns the byte layout of its snapshots.
 //!
 //! Every replica applies the same requests in Paxos log order, so everything
 //! here is deterministic: the result depends only on the state and the
@@ -16,6 +18,7 @@
 //! [`SnapshotError`] (never a panic), a broken internal invariant is an
 //! `assert!`, and a refused client write is a deterministic reply.
 
+mod chunk;
 mod shard;
 mod snapshot;
 #[cfg(test)]
@@ -23,6 +26,7 @@ mod tests;
 
 use synod_wire::{ClientReply, ClientRequest};
 
+pub use chunk::{Chunk, KeyOrder};
 use shard::Shard;
 pub use snapshot::SnapshotError;
 

@@ -5,6 +5,7 @@
 //! ```text
 //! snapshot     = SNAPSHOT_FORMAT:u8  shards:u32  shard_body * shards
 //! shard export = SHARD_FORMAT:u8     shards:u32  shard:u32  shard_body
+//! shard chunk  = (see `chunk.rs`: the same shape, a range of the entries)
 //! shard_body   = entries:u32   (key_len:u32 key  value_len:u32 value) * entries
 //!                sessions:u32  (client:u64 acked:u64 replies:u32 (seq:u64 reply) * replies) * sessions
 //! reply        = 0 len:u32 bytes      Ok
@@ -198,7 +199,7 @@ impl KvStore {
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, value: u32) {
+pub(super) fn put_u32(out: &mut Vec<u8>, value: u32) {
     let mut buf = [0; 4];
     LittleEndian::write_u32(&mut buf, value);
     out.extend_from_slice(&buf);
@@ -212,28 +213,34 @@ fn put_u64(out: &mut Vec<u8>, value: u64) {
 
 /// A length or count as `u32`. Values are capped by [`MAX_VALUE_BYTES`] and
 /// keys by the frame size, so overflow is a broken invariant.
-fn put_len(out: &mut Vec<u8>, len: usize) {
+pub(super) fn put_len(out: &mut Vec<u8>, len: usize) {
     let len = u32::try_from(len).expect("length exceeds u32 in snapshot");
     put_u32(out, len);
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_len(out, bytes.len());
     out.extend_from_slice(bytes);
 }
 
 fn shard_body_len(shard: &Shard) -> usize {
-    let data: usize = shard
-        .data
-        .iter()
-        .map(|(k, v)| 4 + k.len() + 4 + v.len())
-        .sum();
+    let data: usize = shard.data.iter().map(|(k, v)| entry_len(k, v)).sum();
+    4 + data + sessions_len(shard)
+}
+
+/// Encoded size of one key/value entry.
+pub(super) fn entry_len(key: &[u8], value: &[u8]) -> usize {
+    4 + key.len() + 4 + value.len()
+}
+
+/// Encoded size of a shard's sessions section, count included.
+pub(super) fn sessions_len(shard: &Shard) -> usize {
     let sessions: usize = shard
         .sessions
         .values()
         .map(|s| 8 + 8 + 4 + s.replies.values().map(|r| 8 + reply_len(r)).sum::<usize>())
         .sum();
-    4 + data + 4 + sessions
+    4 + sessions
 }
 
 fn reply_len(reply: &ClientReply) -> usize {
@@ -255,6 +262,11 @@ fn encode_shard_body(out: &mut Vec<u8>, shard: &Shard) {
         put_bytes(out, key);
         put_bytes(out, value);
     }
+    encode_sessions(out, shard);
+}
+
+/// A shard's sessions section: count, then each session sorted by client.
+pub(super) fn encode_sessions(out: &mut Vec<u8>, shard: &Shard) {
     let mut sessions: Vec<_> = shard.sessions.iter().collect();
     sessions.sort_unstable_by_key(|(client, _)| **client);
     put_len(out, sessions.len());
@@ -296,12 +308,12 @@ fn encode_reply(out: &mut Vec<u8>, reply: &ClientReply) {
 }
 
 /// A cursor over untrusted input: every read checks the remaining length.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(input: &'a [u8]) -> Reader<'a> {
+    pub(super) fn new(input: &'a [u8]) -> Reader<'a> {
         Reader { rest: input }
     }
 
@@ -314,11 +326,11 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, SnapshotError> {
+    pub(super) fn u8(&mut self) -> Result<u8, SnapshotError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, SnapshotError> {
+    pub(super) fn u32(&mut self) -> Result<u32, SnapshotError> {
         Ok(LittleEndian::read_u32(self.take(4)?))
     }
 
@@ -342,7 +354,7 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
-    fn finish(self) -> Result<(), SnapshotError> {
+    pub(super) fn finish(self) -> Result<(), SnapshotError> {
         match self.rest.len() {
             0 => Ok(()),
             n => Err(SnapshotError::TrailingBytes(n)),
@@ -351,6 +363,17 @@ impl<'a> Reader<'a> {
 }
 
 fn decode_shard_body(input: &mut Reader, index: u32, shards: u32) -> Result<Shard, SnapshotError> {
+    let data = decode_entries(input, index, shards)?;
+    let sessions = decode_sessions(input)?;
+    Ok(Shard { data, sessions })
+}
+
+/// An entries section: strictly increasing keys, each in shard `index`.
+pub(super) fn decode_entries(
+    input: &mut Reader,
+    index: u32,
+    shards: u32,
+) -> Result<HashMap<Box<[u8]>, Vec<u8>>, SnapshotError> {
     let entries = input.count(MIN_ENTRY_BYTES)?;
     let mut data = HashMap::with_capacity(entries);
     let mut previous: Option<&[u8]> = None;
@@ -369,7 +392,13 @@ fn decode_shard_body(input: &mut Reader, index: u32, shards: u32) -> Result<Shar
         }
         data.insert(Box::from(key), value.to_vec());
     }
+    Ok(data)
+}
 
+/// A sessions section: strictly increasing clients, canonical replies.
+pub(super) fn decode_sessions(
+    input: &mut Reader,
+) -> Result<HashMap<ClientId, Session>, SnapshotError> {
     let count = input.count(MIN_SESSION_BYTES)?;
     let mut sessions = HashMap::with_capacity(count);
     let mut previous: Option<ClientId> = None;
@@ -400,7 +429,7 @@ fn decode_shard_body(input: &mut Reader, index: u32, shards: u32) -> Result<Shar
         }
         sessions.insert(client, session);
     }
-    Ok(Shard { data, sessions })
+    Ok(sessions)
 }
 
 fn decode_reply(input: &mut Reader) -> Result<ClientReply, SnapshotError> {

@@ -571,6 +571,189 @@ fn import_refuses_bad_input_and_leaves_the_store_unchanged() {
     assert_eq!(target, before);
 }
 
+// ---- chunked shard migration ----------------------------------------------
+
+/// A store whose shard 3 (of 8) holds `keys` keys of varied sizes and the
+/// sessions of three clients (one with a cached reply).
+fn store_with_a_big_shard(keys: usize) -> KvStore {
+    let mut kv = KvStore::new(opts(8));
+    for i in 0..keys {
+        let key = key_in_shard(8, 3, i);
+        let value = "v".repeat(1 + (i * 37) % 90);
+        kv.apply(&req(
+            1 + (i % 3) as u64,
+            1 + i as u64,
+            i as u64,
+            put(&key, &value),
+        ));
+    }
+    // Something in another shard, which must not move.
+    kv.apply(&req(9, 1, 0, put(&key_in_shard(8, 5, 0), "stays")));
+    kv
+}
+
+/// Moves shard 3 from `source` into `target` chunk by chunk, as the new
+/// owner's log would apply them. Returns the chunks' sizes in bytes.
+fn move_in_chunks(source: &KvStore, target: &mut KvStore, budget: usize) -> Vec<usize> {
+    let order = source.key_order(3);
+    let mut from = 0;
+    let mut sizes = Vec::new();
+    loop {
+        let chunk = source.export_chunk(&order, from, budget);
+        assert!(
+            chunk.records > 0 || chunk.done,
+            "a chunk that moves nothing"
+        );
+        let added = target
+            .import_chunk(3, &chunk.data, from == 0, chunk.done)
+            .expect("a chunk imports");
+        assert_eq!(added, chunk.records);
+        sizes.push(chunk.data.len());
+        from += chunk.records;
+        if chunk.done {
+            assert_eq!(from, order.len(), "done before the last record");
+            return sizes;
+        }
+    }
+}
+
+#[test]
+fn chunks_reassemble_exactly_the_exported_shard() {
+    let source = store_with_a_big_shard(60);
+    let whole = source.export_shard(3);
+    let largest_entry = 4 + 8 + 4 + 90;
+    for budget in [1, 50, 300, 1 << 20] {
+        let mut target = KvStore::new(opts(8));
+        let sizes = move_in_chunks(&source, &mut target, budget);
+        // Same data and sessions as a whole-shard move, byte for byte.
+        assert_eq!(target.export_shard(3), whole, "budget {budget}");
+        assert_eq!(target.shard_stats(5), KvStats::default());
+        target.assert_invariants();
+        // Bounded: header and counts, then at most the budget of entries
+        // (or one entry larger than it). The sessions ride on the last.
+        for size in &sizes[..sizes.len() - 1] {
+            assert!(*size <= 1 + 4 + 4 + 4 + budget.max(largest_entry) + 4);
+        }
+        if budget == 1 {
+            // One record per chunk, then the sessions alone.
+            assert_eq!(sizes.len(), 60 + 1);
+        }
+        if budget == 1 << 20 {
+            assert_eq!(sizes.len(), 1, "everything fits in one chunk");
+        }
+    }
+}
+
+#[test]
+fn key_order_and_chunks_do_not_depend_on_insertion_order() {
+    let keys: Vec<String> = (0..40).map(|i| key_in_shard(8, 3, i)).collect();
+    let mut a = KvStore::new(opts(8));
+    let mut b = KvStore::new(opts(8));
+    for (i, k) in keys.iter().enumerate() {
+        a.apply(&req(1, 1 + i as u64, i as u64, put(k, k)));
+    }
+    for (i, k) in keys.iter().enumerate().rev() {
+        b.apply(&req(1, 1 + i as u64, 0, put(k, k)));
+    }
+    // The same watermark on both, so the sessions match too.
+    a.apply(&req(1, 41, 40, get(&keys[0])));
+    b.apply(&req(1, 41, 40, get(&keys[0])));
+    let (oa, ob) = (a.key_order(3), b.key_order(3));
+    assert_eq!(oa, ob);
+    assert_eq!(oa.len(), 40);
+    for from in [0, 7, 39, 40] {
+        assert_eq!(
+            a.export_chunk(&oa, from, 100),
+            b.export_chunk(&ob, from, 100)
+        );
+    }
+}
+
+#[test]
+fn an_empty_shard_is_one_last_chunk_with_its_sessions() {
+    let mut source = KvStore::new(opts(8));
+    let key = key_in_shard(8, 3, 0);
+    source.apply(&req(1, 1, 0, put(&key, "x")));
+    source.apply(&req(1, 2, 1, delete(&key)));
+    let order = source.key_order(3);
+    assert!(order.is_empty());
+    let chunk = source.export_chunk(&order, 0, 1);
+    assert!(chunk.done);
+    assert_eq!(chunk.records, 0);
+    let mut target = KvStore::new(opts(8));
+    assert_eq!(target.import_chunk(3, &chunk.data, true, true), Ok(0));
+    // The session came along: the delete is answered from its cache.
+    assert_eq!(target.apply(&req(1, 2, 1, delete(&key))), ok("1"));
+}
+
+#[test]
+fn first_chunk_drops_stale_data_and_last_merges_sessions() {
+    let source = store_with_a_big_shard(5);
+    let mut target = KvStore::new(opts(8));
+    let stale = key_in_shard(8, 3, 100);
+    // Client 7 wrote here only; client 1 has a higher watermark here.
+    target.apply(&req(7, 1, 0, put(&stale, "old")));
+    target.apply(&req(1, 50, 40, put(&stale, "old")));
+    move_in_chunks(&source, &mut target, 10);
+    assert_eq!(target.read(stale.as_bytes()), ClientReply::NoKey);
+    assert_eq!(target.shard_stats(3).keys, 5);
+    let sessions = &target.shards[3].sessions;
+    assert!(sessions.contains_key(&7), "a local session was dropped");
+    assert_eq!(sessions[&1].acked, 40);
+    target.assert_invariants();
+}
+
+#[test]
+fn import_chunk_refuses_bad_input_and_leaves_the_store_unchanged() {
+    let source = store_with_a_big_shard(10);
+    let order = source.key_order(3);
+    let middle = source.export_chunk(&order, 2, 40);
+    assert!(!middle.done && middle.records > 0);
+    let last = source.export_chunk(&order, order.len(), 1 << 20);
+    assert!(last.done && last.records == 0);
+    let mut target = KvStore::new(opts(8));
+    target.apply(&req(2, 1, 0, put(&key_in_shard(8, 3, 99), "w")));
+    let before = target.clone();
+
+    assert_eq!(
+        target.import_chunk(3, &last.data, false, false),
+        Err(SnapshotError::NotCanonical(
+            "sessions in a chunk that is not the last"
+        ))
+    );
+    assert_eq!(
+        target.import_chunk(2, &middle.data, false, false),
+        Err(SnapshotError::ShardMismatch {
+            expected: 2,
+            found: 3
+        })
+    );
+    assert_eq!(
+        target.import_chunk(8, &middle.data, false, false),
+        Err(SnapshotError::ShardOutOfRange(8))
+    );
+    assert_eq!(
+        target.import_chunk(3, &source.export_shard(3), true, true),
+        Err(SnapshotError::UnsupportedFormat(0x81)),
+        "a whole-shard export is not a chunk"
+    );
+    for len in 0..middle.data.len() {
+        assert!(target
+            .import_chunk(3, &middle.data[..len], true, false)
+            .is_err());
+    }
+    assert_eq!(target, before);
+}
+
+#[test]
+#[should_panic(expected = "changed after its key order was taken")]
+fn exporting_from_a_stale_key_order_is_a_broken_invariant() {
+    let mut source = store_with_a_big_shard(3);
+    let order = source.key_order(3);
+    source.apply(&req(5, 1, 0, put(&key_in_shard(8, 3, 50), "late")));
+    source.export_chunk(&order, 0, 100);
+}
+
 // ---- property tests --------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -732,8 +915,14 @@ proptest! {
         framed.extend_from_slice(&shard.to_le_bytes());
         framed.extend_from_slice(&junk);
         if kv.import_shard(shard, &framed).is_ok() {
-            prop_assert_eq!(kv.export_shard(shard).to_vec(), framed);
+            prop_assert_eq!(kv.export_shard(shard).to_vec(), framed.clone());
         }
         kv.assert_invariants();
+        let mut kv = KvStore::new(o);
+        framed[0] = 0x82; // the same header as a chunk
+        for (first, last) in [(true, true), (false, false)] {
+            let _ = kv.import_chunk(shard, &framed, first, last);
+            kv.assert_invariants();
+        }
     }
 }

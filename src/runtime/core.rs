@@ -20,7 +20,8 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use synod_wire::{
-    ClientReply, Config, Frame, GroupId, Message, PaxosMsg, ReplicaId, ShardData, ShardRef,
+    ClientReply, Config, Frame, GroupId, Message, PaxosMsg, ReplicaId, ShardData, ShardPull,
+    ShardRef,
 };
 
 use super::conn::{Close, Conn, Role};
@@ -30,7 +31,7 @@ use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
 use crate::replica::{Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
-use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, ShardKv, Work};
+use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, RetryKey, ShardKv, Work};
 use crate::storage::Wal;
 
 const LISTENER: Token = Token(0);
@@ -171,14 +172,21 @@ pub struct Core {
     /// Which member of a target group to ask next.
     rpc_cursor: HashMap<GroupId, usize>,
     /// When each piece of migration work was last attempted (rate limit).
-    attempts: HashMap<(GroupId, u8, u64, u32), Instant>,
+    attempts: HashMap<(GroupId, RetryKey), Instant>,
     last_migration: Instant,
 }
 
 #[derive(Clone, Copy, Debug)]
 enum RpcKind {
-    Pull { config_num: u64, shard: u32 },
-    Delete { config_num: u64, shard: u32 },
+    Pull {
+        config_num: u64,
+        shard: u32,
+        cursor: u64,
+    },
+    Delete {
+        config_num: u64,
+        shard: u32,
+    },
 }
 
 /// Migration work is retried this often while it is pending.
@@ -242,13 +250,14 @@ impl Core {
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.read_index = self.cfg.read_index;
-        let sm = ShardKv::new(
+        let mut sm = ShardKv::new(
             gid,
             KvOptions {
                 shards: self.cfg.shards,
                 ..KvOptions::default()
             },
         );
+        sm.migrate_chunk_bytes = self.cfg.migrate_chunk_bytes;
         let replica = Hosted::Kv(Replica::new(rc, durable, sm, &mut self.rng));
         log::info!(
             "core {} hosts group {gid} as replica {me} of {:?}",
@@ -699,8 +708,7 @@ impl Core {
                 log::debug!("group {gid}: migration work {work:?}");
             }
             for w in work {
-                let (kind, num, shard) = w.retry_key();
-                let key = (gid, kind, num, shard);
+                let key = (gid, w.retry_key());
                 if self
                     .attempts
                     .get(&key)
@@ -714,14 +722,23 @@ impl Core {
                     Work::Pull {
                         config_num,
                         shard,
+                        cursor,
                         from,
                         servers,
                     } => self.rpc(
                         gid,
                         from,
                         &servers,
-                        RpcKind::Pull { config_num, shard },
-                        Message::ShardPull(ShardRef { config_num, shard }),
+                        RpcKind::Pull {
+                            config_num,
+                            shard,
+                            cursor,
+                        },
+                        Message::ShardPull(ShardPull {
+                            config_num,
+                            shard,
+                            cursor,
+                        }),
                     ),
                     Work::Delete {
                         config_num,
@@ -818,14 +835,24 @@ impl Core {
         };
         self.rpc_unanswered.remove(&target);
         match (kind, message) {
-            (RpcKind::Pull { config_num, shard }, Message::ShardData(d))
-                if d.config_num == config_num && d.shard == shard =>
-            {
+            // The chunk goes straight into the log: the driver holds at most
+            // the one chunk of each pull it has in flight. The next pull
+            // starts from the cursor this chunk moves once it is applied.
+            (
+                RpcKind::Pull {
+                    config_num,
+                    shard,
+                    cursor,
+                },
+                Message::ShardData(d),
+            ) if d.config_num == config_num && d.shard == shard && d.cursor == cursor => {
                 self.propose_internal(
                     gid,
-                    GroupCommand::Install {
+                    GroupCommand::InstallChunk {
                         config_num,
                         shard,
+                        cursor,
+                        done: d.done,
                         data: d.data,
                     },
                 );
@@ -846,17 +873,19 @@ impl Core {
         }
     }
 
-    /// Another group pulls a shard from us: any replica that has applied the
-    /// configuration holds the same frozen copy.
-    fn answer_pull(&mut self, t: Token, request_id: u64, gid: GroupId, r: ShardRef) {
+    /// Another group pulls a chunk of a shard from us: any replica that has
+    /// applied the configuration holds the same frozen copy.
+    fn answer_pull(&mut self, t: Token, request_id: u64, gid: GroupId, r: ShardPull) {
         let answer = match self.groups.get(&gid).map(|g| &g.replica) {
-            Some(Hosted::Kv(rep)) => rep.state().answer_pull(r.config_num, r.shard),
+            Some(Hosted::Kv(rep)) => rep.state().answer_pull(r.config_num, r.shard, r.cursor),
             _ => PullAnswer::NotReady,
         };
         let message = match answer {
-            PullAnswer::Data(data) => Message::ShardData(ShardData {
+            PullAnswer::Chunk { data, done } => Message::ShardData(ShardData {
                 config_num: r.config_num,
                 shard: r.shard,
+                cursor: r.cursor,
+                done,
                 data,
             }),
             PullAnswer::NotReady => Message::Reply(ClientReply::Busy),

@@ -55,6 +55,9 @@ pub struct RuntimeConfig {
     /// SO_SNDBUF/SO_RCVBUF for every connection; `None` keeps the kernel's
     /// (auto-tuned) sizes.
     pub socket_buf_bytes: Option<usize>,
+    /// Bytes of records per chunk when another group pulls a shard from
+    /// this node (see `shardkv`); well below `max_frame_bytes`.
+    pub migrate_chunk_bytes: usize,
 }
 
 impl RuntimeConfig {
@@ -77,6 +80,7 @@ impl RuntimeConfig {
             snapshot_log_slots: 4096,
             read_index: true,
             socket_buf_bytes: None,
+            migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
         }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use bytes::Bytes;
 use synod_wire::{
     encode_command, encode_master_command, Batch, ClientReply, ClientRequest, Config, GroupId,
-    GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, ShardData, ShardRef, Slot,
+    GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, ShardData, ShardPull, ShardRef, Slot,
 };
 
 use super::{Micros, Queued, MS};
@@ -26,7 +26,7 @@ use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::rng::Rng;
-use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, ShardKv, Work};
+use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, RetryKey, ShardKv, Work};
 
 const REPLICAS: u32 = 3;
 
@@ -42,6 +42,10 @@ pub struct ShardedConfig {
     pub liveness_bound: Micros,
     pub faults: bool,
     pub bugs: crate::shardkv::ShardBugs,
+    /// Every KV replica's migration chunk budget: tiny, so a shard of a
+    /// few short keys moves in several chunks (and its sessions, when they
+    /// do not fit beside the last records, in a chunk of their own).
+    pub migrate_chunk_bytes: usize,
 }
 
 impl ShardedConfig {
@@ -56,6 +60,9 @@ impl ShardedConfig {
             liveness_bound: 20_000 * MS,
             faults: true,
             bugs: crate::shardkv::ShardBugs::default(),
+            // 1 byte: one record per chunk; 64: a few; 512: often the whole
+            // shard in one chunk with its sessions.
+            migrate_chunk_bytes: [1, 64, 512][(seed % 3) as usize],
         }
     }
 }
@@ -66,7 +73,11 @@ pub struct ShardedReport {
     pub failures: Vec<String>,
     pub ops_completed: u64,
     pub configs: u64,
+    /// Shard transfers whose last chunk reached the new owner's leader.
     pub shards_moved: u64,
+    /// Chunks that reached a new owner's leader (every transfer has one
+    /// or more; retries count again).
+    pub chunks_received: u64,
     pub crashes: u64,
     /// Value bytes held at the end by every group (each group's most
     /// advanced replica), and by the owners of the shards only: equal when
@@ -135,12 +146,31 @@ enum Event {
         token: u64,
     },
     Admin,
+    /// A migration step proposed (again) late by node `node`'s replica,
+    /// if it is still that incarnation and still leads.
+    LatePropose {
+        node: usize,
+        epoch: u64,
+        cmd: Bytes,
+    },
     Chaos,
     Heal,
 }
 
 /// Reply routing tag for answers to migration requests.
 const MIGRATION: usize = usize::MAX;
+
+/// A migration request in flight: from which node to which group, and
+/// what it asked (a pull carries the chunk's cursor; a delete none).
+#[derive(Clone, Copy, Debug)]
+struct MigrationRpc {
+    node: usize,
+    target: GroupId,
+    pull: bool,
+    config_num: u64,
+    shard: u32,
+    cursor: u64,
+}
 
 /// A client: one KV op at a time, routed by the latest committed config.
 struct SimClient {
@@ -177,12 +207,12 @@ pub struct ShardedWorld {
     admin: Admin,
     history: Vec<KvOp>,
     chosen: BTreeMap<(GroupId, Slot), Batch>,
-    /// Migration requests in flight: request id → (node, what).
-    rpcs: HashMap<u64, (usize, GroupId, bool, u64, u32)>,
+    /// Migration requests in flight: request id → what.
+    rpcs: HashMap<u64, MigrationRpc>,
     next_rpc: u64,
     /// Which member of each group migration requests go to (follows hints).
     rpc_cursor: HashMap<GroupId, u32>,
-    last_attempt: HashMap<(usize, u8, u64, u32), Micros>,
+    last_attempt: HashMap<(usize, RetryKey), Micros>,
     report: ShardedReport,
 }
 
@@ -315,6 +345,7 @@ impl ShardedWorld {
                 },
             );
             sm.bugs = self.cfg.bugs;
+            sm.migrate_chunk_bytes = self.cfg.migrate_chunk_bytes;
             Hosted::Kv(Replica::new(rc, disk, sm, &mut node.rng))
         });
         node.flush_scheduled = false;
@@ -457,6 +488,17 @@ impl ShardedWorld {
             }
             Event::ClientWake { client, token } => self.client_wake(client, token),
             Event::Admin => self.admin_step(),
+            Event::LatePropose { node, epoch, cmd } => {
+                if self.nodes[node].epoch != epoch {
+                    return;
+                }
+                if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
+                    if r.is_leader() {
+                        let _ = r.propose(cmd);
+                    }
+                }
+                self.after_node_event(node);
+            }
             Event::Chaos => self.chaos(),
             Event::Heal => {
                 self.healed = true;
@@ -600,10 +642,12 @@ impl ShardedWorld {
                 self.after_node_event(to);
             }
             (Hosted::Kv(r), Message::ShardPull(s)) => {
-                let answer = match r.state().answer_pull(s.config_num, s.shard) {
-                    PullAnswer::Data(data) => Message::ShardData(ShardData {
+                let answer = match r.state().answer_pull(s.config_num, s.shard, s.cursor) {
+                    PullAnswer::Chunk { data, done } => Message::ShardData(ShardData {
                         config_num: s.config_num,
                         shard: s.shard,
+                        cursor: s.cursor,
+                        done,
                         data,
                     }),
                     PullAnswer::NotReady => Message::Reply(ClientReply::Busy),
@@ -659,8 +703,7 @@ impl ShardedWorld {
             _ => return,
         };
         for w in work {
-            let (kind, num, shard) = w.retry_key();
-            let key = (i, kind, num, shard);
+            let key = (i, w.retry_key());
             if self
                 .last_attempt
                 .get(&key)
@@ -679,41 +722,54 @@ impl ShardedWorld {
                 Work::Pull {
                     config_num,
                     shard,
+                    cursor,
                     from,
                     ..
-                } => self.migration_rpc(i, from, true, config_num, shard),
+                } => self.migration_rpc(MigrationRpc {
+                    node: i,
+                    target: from,
+                    pull: true,
+                    config_num,
+                    shard,
+                    cursor,
+                }),
                 Work::Delete {
                     config_num,
                     shard,
                     to,
                     ..
-                } => self.migration_rpc(i, to, false, config_num, shard),
+                } => self.migration_rpc(MigrationRpc {
+                    node: i,
+                    target: to,
+                    pull: false,
+                    config_num,
+                    shard,
+                    cursor: 0,
+                }),
             }
         }
     }
 
-    fn migration_rpc(
-        &mut self,
-        from: usize,
-        target: GroupId,
-        pull: bool,
-        config_num: u64,
-        shard: u32,
-    ) {
+    fn migration_rpc(&mut self, rpc: MigrationRpc) {
         let id = self.next_rpc;
         self.next_rpc += 1;
-        self.rpcs
-            .insert(id, (from, target, pull, config_num, shard));
-        let member = *self.rpc_cursor.get(&target).unwrap_or(&0) % REPLICAS;
-        let to = node_of(target, member);
-        let r = ShardRef { config_num, shard };
-        let msg = if pull {
-            Message::ShardPull(r)
+        self.rpcs.insert(id, rpc);
+        let member = *self.rpc_cursor.get(&rpc.target).unwrap_or(&0) % REPLICAS;
+        let to = node_of(rpc.target, member);
+        let msg = if rpc.pull {
+            Message::ShardPull(ShardPull {
+                config_num: rpc.config_num,
+                shard: rpc.shard,
+                cursor: rpc.cursor,
+            })
         } else {
-            Message::ShardDelete(r)
+            Message::ShardDelete(ShardRef {
+                config_num: rpc.config_num,
+                shard: rpc.shard,
+            })
         };
         self.send(
-            from,
+            rpc.node,
             to,
             Event::Request {
                 to,
@@ -724,9 +780,17 @@ impl ShardedWorld {
     }
 
     fn on_migration_reply(&mut self, id: u64, msg: Message) {
-        let Some((node, target, pull, config_num, shard)) = self.rpcs.remove(&id) else {
+        let Some(rpc) = self.rpcs.remove(&id) else {
             return;
         };
+        let MigrationRpc {
+            node,
+            target,
+            pull,
+            config_num,
+            shard,
+            cursor,
+        } = rpc;
         // Like the runtime: follow a leader hint, try the next member on
         // anything else that is not an answer.
         match &msg {
@@ -739,11 +803,18 @@ impl ShardedWorld {
             _ => {}
         }
         let cmd = match (pull, msg) {
-            (true, Message::ShardData(d)) if d.config_num == config_num && d.shard == shard => {
-                self.report.shards_moved += 1;
-                GroupCommand::Install {
+            (true, Message::ShardData(d))
+                if d.config_num == config_num && d.shard == shard && d.cursor == cursor =>
+            {
+                self.report.chunks_received += 1;
+                if d.done {
+                    self.report.shards_moved += 1;
+                }
+                GroupCommand::InstallChunk {
                     config_num,
                     shard,
+                    cursor,
+                    done: d.done,
                     data: d.data,
                 }
             }
@@ -752,9 +823,25 @@ impl ShardedWorld {
             }
             _ => return,
         };
+        let cmd = cmd.encode();
+        // A migration step proposed again later: what the driver's retry does when a
+        // pull is answered twice (the first answer slow to commit, or its
+        // proposal lost with a leader). The receiver must apply it once.
+        if self.cfg.faults && !self.healed && self.rng.chance(0.2) {
+            let at = self.now + self.rng.range(MS, 500 * MS);
+            let epoch = self.nodes[node].epoch;
+            self.schedule(
+                at,
+                Event::LatePropose {
+                    node,
+                    epoch,
+                    cmd: cmd.clone(),
+                },
+            );
+        }
         if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
             if r.is_leader() {
-                let _ = r.propose(cmd.encode());
+                let _ = r.propose(cmd);
             }
         }
         self.after_node_event(node);

@@ -31,8 +31,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::types::{
     Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, ClientReply, ClientRequest,
     Commit, Config, Frame, GroupId, GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest,
-    Message, Op, PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, ShardData, ShardRef,
-    SnapshotChunk, SnapshotRequest,
+    Message, Op, PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, ShardData, ShardPull,
+    ShardRef, SnapshotChunk, SnapshotRequest,
 };
 
 // ---------------------------------------------------------------------------
@@ -504,13 +504,20 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
             }
             put_groups(out, &config.groups);
         }
-        Message::ShardPull(r) | Message::ShardDelete(r) => {
+        Message::ShardPull(p) => {
+            out.put_u64_le(p.config_num);
+            out.put_u32_le(p.shard);
+            out.put_u64_le(p.cursor);
+        }
+        Message::ShardDelete(r) => {
             out.put_u64_le(r.config_num);
             out.put_u32_le(r.shard);
         }
         Message::ShardData(d) => {
             out.put_u64_le(d.config_num);
             out.put_u32_le(d.shard);
+            out.put_u64_le(d.cursor);
+            out.put_u8(u8::from(d.done));
             put_byte_string(out, &d.data);
         }
     }
@@ -692,6 +699,13 @@ impl Reader {
         } else {
             Ok(())
         }
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        self.need(1)?;
+        let v = self.buf[0];
+        self.buf.advance(1);
+        Ok(v)
     }
 
     fn u32(&mut self) -> Result<u32, DecodeError> {
@@ -966,9 +980,10 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             data: r.byte_string()?,
         })),
         KIND_MASTER_JOIN..=KIND_MASTER_QUERY => Message::Master(read_master_request(kind, &mut r)?),
-        KIND_SHARD_PULL => Message::ShardPull(ShardRef {
+        KIND_SHARD_PULL => Message::ShardPull(ShardPull {
             config_num: r.u64()?,
             shard: r.u32()?,
+            cursor: r.u64()?,
         }),
         KIND_SHARD_DELETE => Message::ShardDelete(ShardRef {
             config_num: r.u64()?,
@@ -977,6 +992,12 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
         KIND_SHARD_DATA => Message::ShardData(ShardData {
             config_num: r.u64()?,
             shard: r.u32()?,
+            cursor: r.u64()?,
+            done: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid("ShardData done flag is not 0 or 1")),
+            },
             data: r.byte_string()?,
         }),
         _ => return Err(DecodeError::UnknownKind(kind)),

@@ -293,12 +293,13 @@ pub enum Message {
     /// A request to the shard master group (header group 0).
     Master(MasterRequest),
     /// Between KV groups: the new owner of a shard asks the previous owner
-    /// for it (header group = the previous owner).
-    ShardPull(ShardRef),
+    /// for its next chunk (header group = the previous owner).
+    ShardPull(ShardPull),
     /// Between KV groups: the new owner installed the shard; the previous
     /// owner may delete its copy (header group = the previous owner).
     ShardDelete(ShardRef),
-    /// The answer to a `ShardPull`: the shard's data and dedup state.
+    /// The answer to a `ShardPull`: one bounded chunk of the shard (its
+    /// dedup state rides on the last one).
     ShardData(ShardData),
     /// The shard master's answer to every successful [`MasterRequest`]: for
     /// Join/Leave/Move the configuration it created, for Query the one asked
@@ -374,10 +375,28 @@ pub struct ShardRef {
     pub shard: u32,
 }
 
-/// A shard's frozen data and dedup state (the previous owner's export).
+/// The new owner of `shard` in `config_num` asks the previous owner for the
+/// records from position `cursor` of the frozen shard's key order (sorted
+/// keys), so a shard of any size moves in bounded messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardPull {
+    pub config_num: u64,
+    pub shard: u32,
+    /// Records already received: the index of the first record wanted.
+    pub cursor: u64,
+}
+
+/// One chunk of a shard's frozen data: the records from position `cursor`
+/// of its key order, at most about a configured budget of bytes (always at
+/// least one record unless `done`). `done` marks the last chunk, which also
+/// carries the shard's dedup sessions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardData {
     pub config_num: u64,
     pub shard: u32,
+    /// Echoes the pull's cursor.
+    pub cursor: u64,
+    pub done: bool,
+    /// In the KV store's shard-chunk format.
     pub data: Bytes,
 }

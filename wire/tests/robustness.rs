@@ -380,6 +380,15 @@ fn each_decode_error_is_reported() {
         decode_body(0x00, Bytes::new()),
         Err(DecodeError::UnknownKind(0))
     );
+    // A ShardData whose `done` flag (byte 20 of the body) is neither 0 nor
+    // 1: refused rather than read as true, so one value has one meaning.
+    let mut shard_data = unhex("030000000000000007000000050000000000000001020000006b76");
+    assert!(decode_body(KIND_SHARD_DATA, Bytes::from(shard_data.clone())).is_ok());
+    shard_data[20] = 2;
+    assert_eq!(
+        decode_body(KIND_SHARD_DATA, Bytes::from(shard_data)),
+        Err(DecodeError::Invalid("ShardData done flag is not 0 or 1"))
+    );
     let e: &dyn std::error::Error = &DecodeError::Invalid("x");
     assert_eq!(e.to_string(), "invalid message: x");
 }

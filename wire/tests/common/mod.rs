@@ -240,9 +240,10 @@ pub fn samples() -> Vec<Frame> {
         Frame {
             request_id: 9,
             group: 1,
-            message: Message::ShardPull(ShardRef {
+            message: Message::ShardPull(ShardPull {
                 config_num: 3,
                 shard: 7,
+                cursor: 5,
             }),
         },
         Frame {
@@ -259,6 +260,8 @@ pub fn samples() -> Vec<Frame> {
             message: Message::ShardData(ShardData {
                 config_num: 3,
                 shard: 7,
+                cursor: 5,
+                done: true,
                 data: b("kv"),
             }),
         },
@@ -572,21 +575,31 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
         ),
         KIND_BUSY => r(Just(ClientReply::Busy).boxed()),
         KIND_CONFIG => arb_config().prop_map(Message::Config).boxed(),
-        KIND_SHARD_PULL | KIND_SHARD_DELETE => (any::<u64>(), any::<u32>())
-            .prop_map(move |(config_num, shard)| {
-                let r = ShardRef { config_num, shard };
-                if kind == KIND_SHARD_PULL {
-                    Message::ShardPull(r)
-                } else {
-                    Message::ShardDelete(r)
-                }
+        KIND_SHARD_PULL => (any::<u64>(), any::<u32>(), any::<u64>())
+            .prop_map(|(config_num, shard, cursor)| {
+                Message::ShardPull(ShardPull {
+                    config_num,
+                    shard,
+                    cursor,
+                })
             })
             .boxed(),
-        KIND_SHARD_DATA => (any::<u64>(), any::<u32>(), arb_value())
-            .prop_map(|(config_num, shard, data)| {
+        KIND_SHARD_DELETE => (any::<u64>(), any::<u32>())
+            .prop_map(|(config_num, shard)| Message::ShardDelete(ShardRef { config_num, shard }))
+            .boxed(),
+        KIND_SHARD_DATA => (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<bool>(),
+            arb_value(),
+        )
+            .prop_map(|(config_num, shard, cursor, done, data)| {
                 Message::ShardData(ShardData {
                     config_num,
                     shard,
+                    cursor,
+                    done,
                     data,
                 })
             })

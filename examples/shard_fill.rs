@@ -1,0 +1,132 @@
+//! Fill one shard with about `--bytes` of values, or check that it holds
+//! exactly them (used by `perf/migrate.sh` to move a large shard).
+//!
+//! `cargo run --release --example shard_fill -- --masters A,B,C --shard S
+//! --bytes N [--value-size V] [--check]`
+//!
+//! Keys are `m<i>` for the `i`s that hash to shard `S` (under the cluster's
+//! shard count), values `V` bytes derived from the key, so `--check` needs
+//! nothing but the same arguments. Prints one `key=value` line; exits 1 on
+//! any error or wrong value.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use synod::client::{Client, ClientOptions};
+use synod_wire::Op;
+
+/// Requests handed to the client at once (it keeps up to its in-flight
+/// limit outstanding).
+const BATCH: usize = 2000;
+
+fn main() -> ExitCode {
+    let mut masters = std::env::var("SYNOD_MASTERS").unwrap_or_default();
+    let (mut shard, mut bytes, mut value_size, mut check) = (None, None, 1000usize, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().unwrap_or_default();
+        match flag.as_str() {
+            "--masters" => masters = value(),
+            "--shard" => shard = value().parse::<u32>().ok(),
+            "--bytes" => bytes = value().parse::<usize>().ok(),
+            "--value-size" => value_size = value().parse().unwrap_or(0),
+            "--check" => check = true,
+            other => {
+                eprintln!("shard_fill: unknown argument {other:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let (Some(shard), Some(bytes)) = (shard, bytes) else {
+        eprintln!(
+            "usage: shard_fill --masters A,B,C --shard S --bytes N [--value-size V] [--check]"
+        );
+        return ExitCode::from(2);
+    };
+    if value_size == 0 {
+        eprintln!("shard_fill: --value-size must be at least 1");
+        return ExitCode::from(2);
+    }
+    let mut client = match Client::new(ClientOptions {
+        timeout: Duration::from_secs(60),
+        max_in_flight: 256,
+        ..ClientOptions::new(masters.split(',').map(str::to_string).collect())
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shard_fill: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shards = match client.query(None) {
+        Ok(c) => c.shards.len() as u32,
+        Err(e) => {
+            eprintln!("shard_fill: query: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let count = bytes.div_ceil(value_size);
+    let keys: Vec<Bytes> = (0u64..)
+        .map(|i| format!("m{i}"))
+        .filter(|k| synod_wire::shard_of(k.as_bytes(), shards) == shard)
+        .take(count)
+        .map(Bytes::from)
+        .collect();
+    let value_of = |key: &[u8]| -> Bytes {
+        let mut v = Vec::with_capacity(value_size);
+        while v.len() < value_size {
+            v.extend_from_slice(key);
+            v.push(b';');
+        }
+        v.truncate(value_size);
+        Bytes::from(v)
+    };
+
+    let started = Instant::now();
+    let (mut errors, mut wrong) = (0u64, 0u64);
+    for batch in keys.chunks(BATCH) {
+        let ops = batch
+            .iter()
+            .map(|k| {
+                if check {
+                    Op::Get { key: k.clone() }
+                } else {
+                    Op::Put {
+                        key: k.clone(),
+                        value: value_of(k),
+                    }
+                }
+            })
+            .collect();
+        for (key, result) in batch.iter().zip(client.execute_many(ops)) {
+            match result {
+                Ok(got) if check && got.as_ref() != Some(&value_of(key)) => {
+                    if wrong < 5 {
+                        eprintln!("shard_fill: wrong value for {key:?}");
+                    }
+                    wrong += 1;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if errors < 5 {
+                        eprintln!("shard_fill: {key:?}: {e}");
+                    }
+                    errors += 1;
+                }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "mode={} shard={shard} keys={} value_bytes={} secs={secs:.2} errors={errors} wrong={wrong}",
+        if check { "check" } else { "fill" },
+        keys.len(),
+        keys.len() * value_size,
+    );
+    if errors == 0 && wrong == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
