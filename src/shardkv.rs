@@ -19,9 +19,14 @@
 //!   owner to pull, deleted when the new owner says it installed it.
 //! - `NotOwned`: nothing here.
 //!
-//! The group moves to configuration `n+1` only when every shard is
-//! `Serving` or `NotOwned`. Installing, deleting and confirming are log
-//! entries too. This module owns those rules and nothing else: it never does
+//! The group moves to configuration `n+1` once no shard is `Pulling`, and
+//! no shard it still offers (or still has to confirm) would change hands
+//! again in `n+1` ([`ShardKv::may_advance`]). A handoff that is not finished
+//! (the other group is down, say) therefore holds back only a later move of
+//! that same shard, not the group's next configurations: an `Offering` or
+//! `Installed` shard carries the configuration its move belongs to
+//! ([`Handoff`]) and keeps that state across configurations until the other
+//! side answers. Installing, deleting and confirming are log entries too. This module owns those rules and nothing else: it never does
 //! I/O; the driver (runtime or simulator) asks it what work is pending and
 //! proposes the commands.
 
@@ -45,8 +50,10 @@ const TAG_DELETE: u8 = 0xE3;
 const TAG_INSTALLED_ACK: u8 = 0xE4;
 const TAG_INSTALL_CHUNK: u8 = 0xE5;
 
-/// Version 2 added each shard's migration cursor.
-const SNAPSHOT_VERSION: u8 = 2;
+/// Version 2 added each shard's migration cursor; version 3 each offered or
+/// installed shard's [`Handoff`].
+const SNAPSHOT_VERSION: u8 = 3;
+const SNAPSHOT_VERSION_CURSORS: u8 = 2;
 /// Snapshots written before chunked migration: no cursors (all 0). Still
 /// read, so a data directory from before keeps working.
 const SNAPSHOT_VERSION_WHOLE_SHARDS: u8 = 1;
@@ -77,6 +84,17 @@ impl ShardState {
             _ => return None,
         })
     }
+}
+
+/// The move an `Offering` or `Installed` shard is part of: the
+/// configuration in which the shard changed owner, and the other group
+/// (the new owner we offer it to, or the previous owner we must tell to
+/// delete its copy) with its members as of that move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handoff {
+    pub config_num: u64,
+    pub peer: GroupId,
+    pub servers: Vec<String>,
 }
 
 /// An internal command of a KV group's log.
@@ -309,6 +327,9 @@ pub struct ShardKv {
     /// Per shard: records of the incoming transfer applied so far, i.e. the
     /// cursor of the next chunk. 0 unless Pulling.
     pulled: Vec<u64>,
+    /// Per shard: the unfinished move of an Offering or Installed shard
+    /// (`None` in every other state).
+    handoff: Vec<Option<Handoff>>,
     /// Bytes of records per chunk this replica sends when another group
     /// pulls a shard from it. Local (not replicated) and free to differ
     /// between replicas: a chunk names its own start, and its size does not
@@ -353,6 +374,7 @@ impl ShardKv {
             prev: empty_config(opts.shards),
             state: vec![ShardState::NotOwned; opts.shards as usize],
             pulled: vec![0; opts.shards as usize],
+            handoff: vec![None; opts.shards as usize],
             migrate_chunk_bytes: DEFAULT_MIGRATE_CHUNK_BYTES,
             key_orders: RefCell::new(BTreeMap::new()),
             opts,
@@ -381,11 +403,63 @@ impl ShardKv {
         self.pulled[shard as usize]
     }
 
-    /// Every shard settled: the group may take the next configuration.
+    /// Every shard settled: no transfer or handoff of any shard is pending.
     pub fn settled(&self) -> bool {
         self.state
             .iter()
             .all(|s| matches!(s, ShardState::Serving | ShardState::NotOwned))
+    }
+
+    /// The unfinished move of `shard`, if it is Offering or Installed.
+    pub fn handoff(&self, shard: u32) -> Option<&Handoff> {
+        self.handoff.get(shard as usize).and_then(|h| h.as_ref())
+    }
+
+    /// May the group take configuration `next` (the one after its current)?
+    /// Not while a shard is still arriving; and a shard whose handoff is
+    /// unfinished must stay where it is in `next` (an offered shard away, an
+    /// installed one here), because one shard slot holds one copy. Every
+    /// other shard, and so the group, moves on.
+    pub fn may_advance(&self, next: &Config) -> bool {
+        next.num == self.config.num + 1
+            && next.shards.len() == self.state.len()
+            && self.state.iter().enumerate().all(|(s, st)| match st {
+                ShardState::Serving | ShardState::NotOwned => true,
+                ShardState::Pulling => false,
+                ShardState::Offering => next.shards[s] != self.gid,
+                ShardState::Installed => next.shards[s] == self.gid,
+            })
+    }
+
+    /// The members of `gid` in the previous configuration.
+    fn prev_servers(&self, gid: GroupId) -> Vec<String> {
+        self.prev
+            .groups
+            .iter()
+            .find(|g| g.gid == gid)
+            .map(|g| g.servers.clone())
+            .unwrap_or_default()
+    }
+
+    /// `shard` arrived whole: serve it, and tell its previous owner.
+    fn installed(&mut self, shard: usize) {
+        let peer = self.prev.shards[shard];
+        self.pulled[shard] = 0;
+        self.state[shard] = ShardState::Installed;
+        self.handoff[shard] = Some(Handoff {
+            config_num: self.config.num,
+            peer,
+            servers: self.prev_servers(peer),
+        });
+    }
+
+    /// The handoff of `shard` in `config_num`, if it is in `state`.
+    fn handing_off(&self, shard: usize, state: ShardState, config_num: u64) -> bool {
+        shard < self.state.len()
+            && self.state[shard] == state
+            && self.handoff[shard]
+                .as_ref()
+                .is_some_and(|h| h.config_num == config_num)
     }
 
     fn serves(&self, shard: u32) -> bool {
@@ -403,37 +477,26 @@ impl ShardKv {
     /// driver knows it.
     pub fn work(&self, next: Option<&Config>) -> Vec<Work> {
         let mut out = Vec::new();
-        if self.settled() {
-            if let Some(c) = next {
-                if c.num == self.config.num + 1 && c.shards.len() == self.state.len() {
-                    out.push(Work::Propose(GroupCommand::Reconfigure(c.clone())));
-                }
-            }
-            return out;
+        if let Some(c) = next.filter(|c| self.may_advance(c)) {
+            out.push(Work::Propose(GroupCommand::Reconfigure(c.clone())));
         }
-        let servers_of = |gid: GroupId| -> Vec<String> {
-            self.prev
-                .groups
-                .iter()
-                .find(|g| g.gid == gid)
-                .map(|g| g.servers.clone())
-                .unwrap_or_default()
-        };
         for (s, st) in self.state.iter().enumerate() {
-            let from = self.prev.shards[s];
-            match st {
-                ShardState::Pulling => out.push(Work::Pull {
-                    config_num: self.config.num,
+            match (st, &self.handoff[s]) {
+                (ShardState::Pulling, _) => {
+                    let from = self.prev.shards[s];
+                    out.push(Work::Pull {
+                        config_num: self.config.num,
+                        shard: s as u32,
+                        cursor: self.pulled[s],
+                        from,
+                        servers: self.prev_servers(from),
+                    })
+                }
+                (ShardState::Installed, Some(h)) => out.push(Work::Delete {
+                    config_num: h.config_num,
                     shard: s as u32,
-                    cursor: self.pulled[s],
-                    from,
-                    servers: servers_of(from),
-                }),
-                ShardState::Installed => out.push(Work::Delete {
-                    config_num: self.config.num,
-                    shard: s as u32,
-                    to: from,
-                    servers: servers_of(from),
+                    to: h.peer,
+                    servers: h.servers.clone(),
                 }),
                 _ => {}
             }
@@ -445,10 +508,7 @@ impl ShardKv {
     /// of it that starts at record `cursor`. Any replica that has applied
     /// `config_num` answers alike: the shard is frozen here since then.
     pub fn answer_pull(&self, config_num: u64, shard: u32, cursor: u64) -> PullAnswer {
-        if (shard as usize) >= self.state.len()
-            || self.config.num != config_num
-            || self.state[shard as usize] != ShardState::Offering
-        {
+        if !self.handing_off(shard as usize, ShardState::Offering, config_num) {
             return PullAnswer::NotReady;
         }
         let mut orders = self.key_orders.borrow_mut();
@@ -481,34 +541,31 @@ impl ShardKv {
 
     /// The new owner of `shard` in `config_num` installed it.
     pub fn answer_delete(&self, config_num: u64, shard: u32) -> DeleteAnswer {
-        if (shard as usize) >= self.state.len() {
+        if (shard as usize) >= self.state.len() || self.config.num < config_num {
             return DeleteAnswer::NotReady;
         }
-        if self.config.num > config_num {
-            // We could only move past `config_num` once our copy was gone.
-            return DeleteAnswer::Done;
+        if self.handing_off(shard as usize, ShardState::Offering, config_num) {
+            return DeleteAnswer::Propose(GroupCommand::Delete { config_num, shard });
         }
-        if self.config.num < config_num {
-            return DeleteAnswer::NotReady;
-        }
-        match self.state[shard as usize] {
-            ShardState::Offering => {
-                DeleteAnswer::Propose(GroupCommand::Delete { config_num, shard })
-            }
-            _ => DeleteAnswer::Done,
-        }
+        // We reached `config_num` and do not offer the shard of that move:
+        // the copy is gone already (an offered shard cannot leave Offering
+        // but by this delete, nor come back before it).
+        DeleteAnswer::Done
     }
 
     fn apply_group(&mut self, cmd: GroupCommand) {
         match cmd {
             GroupCommand::Reconfigure(c) => {
-                if c.num != self.config.num + 1
-                    || !self.settled()
-                    || c.shards.len() != self.state.len()
-                {
+                if !self.may_advance(&c) {
                     return; // a duplicate or a proposal from a stale leader
                 }
                 for s in 0..self.state.len() {
+                    if matches!(self.state[s], ShardState::Offering | ShardState::Installed) {
+                        // An unfinished handoff: the shard stays where it is
+                        // (`may_advance`) and keeps its state until the
+                        // other group answers.
+                        continue;
+                    }
                     let old = self.config.shards[s];
                     let new = c.shards[s];
                     self.state[s] = match (old == self.gid, new == self.gid) {
@@ -518,11 +575,26 @@ impl ShardKv {
                         (false, true) => ShardState::Pulling,
                         (false, false) => ShardState::NotOwned,
                     };
+                    if self.state[s] == ShardState::Offering {
+                        self.handoff[s] = Some(Handoff {
+                            config_num: c.num,
+                            peer: new,
+                            servers: c
+                                .groups
+                                .iter()
+                                .find(|g| g.gid == new)
+                                .map(|g| g.servers.clone())
+                                .unwrap_or_default(),
+                        });
+                    }
                 }
-                // Every shard was settled: no transfer was in progress, and
-                // the key orders were of shards that are gone.
+                // Nothing was Pulling, so no transfer was in progress; key
+                // orders are kept only for shards still offered.
                 assert!(self.pulled.iter().all(|p| *p == 0));
-                self.key_orders.get_mut().clear();
+                let state = &self.state;
+                self.key_orders
+                    .get_mut()
+                    .retain(|s, _| state[*s as usize] == ShardState::Offering);
                 log::info!(
                     "group {} enters configuration {} (pulling {}, offering {})",
                     self.gid,
@@ -554,8 +626,7 @@ impl ShardKv {
                                 "group {} installed shard {shard} of configuration {config_num}",
                                 self.gid
                             );
-                            self.pulled[s] = 0;
-                            self.state[s] = ShardState::Installed
+                            self.installed(s);
                         }
                         // The bytes came from a peer group under checksums
                         // and through our own log: every replica refuses
@@ -568,22 +639,18 @@ impl ShardKv {
             }
             GroupCommand::Delete { config_num, shard } => {
                 let s = shard as usize;
-                if config_num == self.config.num
-                    && s < self.state.len()
-                    && self.state[s] == ShardState::Offering
-                {
+                if self.handing_off(s, ShardState::Offering, config_num) {
                     self.store.drop_shard(shard);
                     self.key_orders.get_mut().remove(&shard);
                     self.state[s] = ShardState::NotOwned;
+                    self.handoff[s] = None;
                 }
             }
             GroupCommand::InstalledAck { config_num, shard } => {
                 let s = shard as usize;
-                if config_num == self.config.num
-                    && s < self.state.len()
-                    && self.state[s] == ShardState::Installed
-                {
+                if self.handing_off(s, ShardState::Installed, config_num) {
                     self.state[s] = ShardState::Serving;
+                    self.handoff[s] = None;
                 }
             }
             GroupCommand::InstallChunk {
@@ -615,8 +682,7 @@ impl ShardKv {
                             self.gid,
                             self.pulled[s] + records
                         );
-                        self.pulled[s] = 0;
-                        self.state[s] = ShardState::Installed;
+                        self.installed(s);
                     }
                     Ok(records) => {
                         log::debug!(
@@ -689,6 +755,21 @@ impl StateMachine for ShardKv {
         for p in &self.pulled {
             b.put_u64_le(*p);
         }
+        for h in &self.handoff {
+            match h {
+                None => b.put_u8(0),
+                Some(h) => {
+                    b.put_u8(1);
+                    b.put_u64_le(h.config_num);
+                    b.put_u32_le(h.peer);
+                    b.put_u32_le(h.servers.len() as u32);
+                    for s in &h.servers {
+                        b.put_u32_le(s.len() as u32);
+                        b.put_slice(s.as_bytes());
+                    }
+                }
+            }
+        }
         b.put_slice(&self.store.snapshot());
         b.freeze()
     }
@@ -710,7 +791,13 @@ impl StateMachine for ShardKv {
             ))
         };
         let version = take(&mut at, 1)?[0];
-        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_WHOLE_SHARDS {
+        if ![
+            SNAPSHOT_VERSION,
+            SNAPSHOT_VERSION_CURSORS,
+            SNAPSHOT_VERSION_WHOLE_SHARDS,
+        ]
+        .contains(&version)
+        {
             return Err("unknown shardkv snapshot version".into());
         }
         if u32_at(&mut at)? != self.gid {
@@ -734,7 +821,7 @@ impl StateMachine for ShardKv {
             state.push(ShardState::from_u8(*b).ok_or("bad shard state")?);
         }
         let mut pulled = vec![0; n];
-        if version == SNAPSHOT_VERSION {
+        if version >= SNAPSHOT_VERSION_CURSORS {
             for (s, p) in pulled.iter_mut().enumerate() {
                 *p = u64::from_le_bytes(take(&mut at, 8)?.try_into().map_err(|_| "truncated")?);
                 if *p != 0 && state[s] != ShardState::Pulling {
@@ -742,11 +829,70 @@ impl StateMachine for ShardKv {
                 }
             }
         }
+        let prev = configs.pop().expect("two configs");
+        let config = configs.pop().expect("two configs");
+        let mut handoff = vec![None; n];
+        if version >= SNAPSHOT_VERSION {
+            for (s, h) in handoff.iter_mut().enumerate() {
+                if take(&mut at, 1)?[0] == 0 {
+                    continue;
+                }
+                let config_num =
+                    u64::from_le_bytes(take(&mut at, 8)?.try_into().map_err(|_| "truncated")?);
+                let peer = u32_at(&mut at)?;
+                let count = u32_at(&mut at)? as usize;
+                let mut servers = Vec::new();
+                for _ in 0..count {
+                    let len = u32_at(&mut at)? as usize;
+                    let s = std::str::from_utf8(take(&mut at, len)?)
+                        .map_err(|_| "server address is not UTF-8")?;
+                    servers.push(s.to_string());
+                }
+                if !matches!(state[s], ShardState::Offering | ShardState::Installed) {
+                    return Err("handoff on a shard that is neither offered nor installed".into());
+                }
+                *h = Some(Handoff {
+                    config_num,
+                    peer,
+                    servers,
+                });
+            }
+        } else {
+            // Older snapshots: every handoff belonged to the current move.
+            for (s, h) in handoff.iter_mut().enumerate() {
+                let peer = match state[s] {
+                    ShardState::Offering => config.shards[s],
+                    ShardState::Installed => prev.shards[s],
+                    _ => continue,
+                };
+                let of = if state[s] == ShardState::Offering {
+                    &config
+                } else {
+                    &prev
+                };
+                *h = Some(Handoff {
+                    config_num: config.num,
+                    peer,
+                    servers: of
+                        .groups
+                        .iter()
+                        .find(|g| g.gid == peer)
+                        .map(|g| g.servers.clone())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        if state.iter().zip(&handoff).any(|(st, h)| {
+            matches!(st, ShardState::Offering | ShardState::Installed) && h.is_none()
+        }) {
+            return Err("offered or installed shard without its handoff".into());
+        }
         let store = KvStore::restore(&data[at..], self.opts).map_err(|e| e.to_string())?;
-        self.prev = configs.pop().expect("two configs");
-        self.config = configs.pop().expect("two configs");
+        self.prev = prev;
+        self.config = config;
         self.state = state;
         self.pulled = pulled;
+        self.handoff = handoff;
         self.store = store;
         self.key_orders.get_mut().clear();
         Ok(())

@@ -748,23 +748,15 @@ fn a_dead_source_group_holds_back_only_its_own_shards() {
     assert!(done >= 10, "only {done} rounds on untouched shards");
 }
 
-/// Known limitation (issue 4 report), kept runnable with `--ignored`: a
-/// group takes configurations strictly in order, and it cannot leave one
-/// while a shard it hands over there is not confirmed deleted (Offering).
-/// So when the new owner dies before confirming, the old owner never takes
-/// the next configuration, and shards that move from it to a third, live
-/// group in that configuration stay unavailable until the dead group
-/// returns, although neither side of that move is dead.
-///
-/// Deterministic here (group 2 is paused right after joining, before it
-/// pulls); it also happens after the handoff is complete as clients see it
-/// (group 2 serving every key), in the ~300 ms before its confirmation
-/// round trip: join 1; join 2; put a key on every shard; pause group 2;
-/// join 3 (3 of 4 runs, "group 1 enters configuration 2 (pulling 0,
-/// offering 32)" stays the old owner's last configuration).
+/// A group hands shards to a new owner that dies before pulling them; a
+/// later configuration moves *other* shards from the old owner to a third,
+/// live group. The unfinished handoff holds back only its own shards
+/// (`ShardKv::may_advance`): the old owner takes the next configuration and
+/// the shards moving between live groups arrive. (Before handoffs were kept
+/// per configuration, the old owner waited for the dead group's
+/// confirmation and this failed deterministically.)
 #[test]
-#[ignore = "known limitation: a group waits for a dead group's confirmation of an earlier handoff before its next configuration"]
-fn a_dead_new_owner_holds_back_the_old_owners_next_configuration() {
+fn a_dead_new_owner_does_not_hold_back_the_old_owners_next_configuration() {
     // Nodes 0-2: masters, group 1 and (later) group 3; nodes 3-5: group 2.
     let c = Cluster::with_extra_nodes(3, 3);
     let mut admin = c.client();

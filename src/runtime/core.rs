@@ -63,6 +63,8 @@ pub struct CoreHandle {
 }
 
 /// A replica of either kind of group a node hosts.
+// One per hosted group, in a map: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Hosted {
     Kv(Replica<ShardKv>),
     Master(Replica<MasterMachine>),

@@ -597,17 +597,156 @@ fn a_whole_shard_install_from_an_older_log_still_applies() {
 }
 
 #[test]
-fn a_version_1_snapshot_still_restores() {
-    // Version 1 is version 2 without the cursors (there were no chunks).
+fn version_1_and_2_snapshots_still_restore() {
+    // Version 2 is version 3 without the handoffs (one 0 byte per shard
+    // here: nothing offered or installed yet); version 1 is version 2
+    // without the cursors (there were no chunks).
     let (_g1, g2) = mid_move(3, 100);
-    let v2 = g2.snapshot();
-    let at = cursors_offset(&v2);
-    let mut v1 = v2.to_vec();
+    let v3 = g2.snapshot();
+    let at = cursors_offset(&v3);
+    let handoffs = at + 8 * SHARDS as usize;
+    assert!(v3[handoffs..handoffs + SHARDS as usize]
+        .iter()
+        .all(|b| *b == 0));
+    let mut v2 = v3.to_vec();
+    v2.drain(handoffs..handoffs + SHARDS as usize);
+    v2[0] = 2;
+    let mut v1 = v2.clone();
     v1.drain(at..at + 8 * SHARDS as usize);
     v1[0] = 1;
-    let mut restored = ShardKv::new(2, opts());
-    restored.restore(&v1).expect("a version 1 snapshot");
-    assert_eq!(restored.snapshot(), v2);
-    v1[0] = 3;
+    for (version, old) in [(2, &v2), (1, &v1)] {
+        let mut restored = ShardKv::new(2, opts());
+        restored
+            .restore(old)
+            .unwrap_or_else(|e| panic!("a version {version} snapshot: {e}"));
+        assert_eq!(restored.snapshot(), v3);
+    }
+    v1[0] = 4;
     assert!(ShardKv::new(2, opts()).restore(&v1).is_err());
+}
+
+/// An unfinished handoff holds back only a later move of that same shard:
+/// the old owner takes configurations that leave the offered shard away,
+/// still answers the pull and the delete of the earlier move, and refuses a
+/// configuration that would bring the shard back before the delete. The
+/// new owner likewise moves on while its confirmation is pending.
+#[test]
+fn an_unfinished_handoff_holds_back_only_that_shard() {
+    let (mut g1, mut g2) = mid_move(10, 100);
+    assert_eq!(g1.shard_state(5), ShardState::Offering);
+    let two = g1.config().clone();
+    // Configuration 3 moves another shard (1 -> 2) and leaves shard 5 with
+    // group 2: group 1 takes it although shard 5 is not yet pulled.
+    let mut shards = two.shards.clone();
+    let moved = (0..SHARDS as usize)
+        .find(|s| shards[*s] == 1 && *s != 5)
+        .expect("group 1 owns another shard");
+    shards[moved] = 2;
+    let three = Config {
+        num: 3,
+        shards: shards.clone(),
+        groups: two.groups.clone(),
+    };
+    assert!(g1.may_advance(&three));
+    assert!(matches!(
+        g1.work(Some(&three)).first(),
+        Some(Work::Propose(GroupCommand::Reconfigure(c))) if c.num == 3
+    ));
+    run(&mut g1, GroupCommand::Reconfigure(three.clone()));
+    assert_eq!(g1.config().num, 3);
+    assert_eq!(g1.shard_state(5), ShardState::Offering);
+    assert_eq!(g1.handoff(5).map(|h| h.config_num), Some(2));
+    // The pull of configuration 2 is still answered, from the frozen copy.
+    assert!(matches!(g1.answer_pull(2, 5, 0), PullAnswer::Chunk { .. }));
+    assert_eq!(g1.answer_pull(3, 5, 0), PullAnswer::NotReady);
+    // A configuration 4 that gives shard 5 back to group 1 must wait.
+    let mut back = shards.clone();
+    back[5] = 1;
+    let four = Config {
+        num: 4,
+        shards: back,
+        groups: two.groups.clone(),
+    };
+    assert!(!g1.may_advance(&four));
+    run(&mut g1, GroupCommand::Reconfigure(four.clone()));
+    assert_eq!(g1.config().num, 3);
+    // Group 2 finishes pulling shard 5 of configuration 2.
+    for w in g2.work(None) {
+        if let Work::Pull {
+            config_num,
+            shard: 5,
+            cursor,
+            ..
+        } = w
+        {
+            let PullAnswer::Chunk { data, done } = g1.answer_pull(config_num, 5, cursor) else {
+                panic!("pull refused");
+            };
+            run(
+                &mut g2,
+                GroupCommand::InstallChunk {
+                    config_num,
+                    shard: 5,
+                    cursor,
+                    done,
+                    data,
+                },
+            );
+        }
+    }
+    while g2.shard_state(5) == ShardState::Pulling {
+        let cursor = g2.pulled(5);
+        let PullAnswer::Chunk { data, done } = g1.answer_pull(2, 5, cursor) else {
+            panic!("pull refused");
+        };
+        run(
+            &mut g2,
+            GroupCommand::InstallChunk {
+                config_num: 2,
+                shard: 5,
+                cursor,
+                done,
+                data,
+            },
+        );
+    }
+    assert_eq!(g2.shard_state(5), ShardState::Installed);
+    assert_has_every_value(&mut g2, 10);
+    // Group 2 moves to configuration 3 (it keeps shard 5 and receives
+    // `moved`) before group 1 confirmed the delete.
+    assert!(g2.may_advance(&three));
+    run(&mut g2, GroupCommand::Reconfigure(three));
+    assert_eq!(g2.config().num, 3);
+    assert_eq!(g2.shard_state(5), ShardState::Installed);
+    assert!(g2.work(None).iter().any(|w| matches!(
+        w,
+        Work::Delete {
+            config_num: 2,
+            shard: 5,
+            to: 1,
+            ..
+        }
+    )));
+    // The delete of the configuration-2 move goes through on both sides.
+    let DeleteAnswer::Propose(cmd) = g1.answer_delete(2, 5) else {
+        panic!("group 1 should propose the delete");
+    };
+    run(&mut g1, cmd);
+    assert_eq!(g1.shard_state(5), ShardState::NotOwned);
+    assert_eq!(g1.answer_delete(2, 5), DeleteAnswer::Done);
+    run(
+        &mut g2,
+        GroupCommand::InstalledAck {
+            config_num: 2,
+            shard: 5,
+        },
+    );
+    assert_eq!(g2.shard_state(5), ShardState::Serving);
+    // Now group 1 may take shard 5 back.
+    assert!(g1.may_advance(&four));
+    // A snapshot keeps handoffs of earlier configurations.
+    let snap = g1.snapshot();
+    let mut copy = ShardKv::new(1, opts());
+    copy.restore(&snap).expect("restore");
+    assert_eq!(copy.snapshot(), snap);
 }

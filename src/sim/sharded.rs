@@ -92,6 +92,7 @@ impl ShardedReport {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per simulated node
 enum Hosted {
     Master(Replica<MasterMachine>),
     Kv(Replica<ShardKv>),
