@@ -34,7 +34,9 @@ commands:
   admin move SHARD GID    assign SHARD to group GID
   admin query [NUM]       print configuration NUM (default: latest) as JSON
   playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
-                          run a local cluster until Ctrl-C
+             [--resp-port PORT]
+                          run a local cluster until Ctrl-C; with --resp-port,
+                          node i also serves Redis (RESP2) on PORT+i
 
 options (before COMMAND):
   --masters A,B,C         shard master addresses (default: $SYNOD_MASTERS)
@@ -93,6 +95,8 @@ struct PlaygroundArgs {
     nodes: usize,
     /// KV groups to join (each on every node).
     groups: GroupId,
+    /// With `Some(p)`, node `i` also serves RESP on `p + i`.
+    resp_port: Option<u16>,
 }
 
 fn main() {
@@ -337,6 +341,7 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
         base_port: DEFAULT_BASE_PORT,
         nodes: DEFAULT_NODES,
         groups: PLAYGROUND_GROUPS,
+        resp_port: None,
     };
     let mut i = 0;
     while i < words.len() {
@@ -375,6 +380,13 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
                     return Err(format!("--nodes must be between 1 and {MAX_NODES}"));
                 }
             }
+            "--resp-port" => {
+                let port = parse_number::<u16>(&value.to_string_lossy(), "PORT")?;
+                if port == 0 {
+                    return Err("--resp-port must be a port number, 1-65535".to_string());
+                }
+                args.resp_port = Some(port);
+            }
             _ => return Err(format!("playground: unknown option {arg}")),
         }
         i += 1;
@@ -384,6 +396,14 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
             "--base-port {} leaves no room for {} nodes",
             args.base_port, args.nodes
         ));
+    }
+    if let Some(p) = args.resp_port {
+        if usize::from(p) + args.nodes - 1 > usize::from(u16::MAX) {
+            return Err(format!(
+                "--resp-port {p} leaves no room for {} nodes",
+                args.nodes
+            ));
+        }
     }
     Ok(args)
 }
@@ -650,9 +670,15 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     let addrs: Vec<String> = (0..args.nodes)
         .map(|i| format!("127.0.0.1:{}", usize::from(args.base_port) + i))
         .collect();
+    let resp_addrs: Vec<Option<String>> = (0..args.nodes)
+        .map(|i| {
+            args.resp_port
+                .map(|p| format!("127.0.0.1:{}", usize::from(p) + i))
+        })
+        .collect();
     // Check every port before starting anything, so a clash is one clear
     // message rather than a node dying in its log.
-    for addr in &addrs {
+    for addr in addrs.iter().chain(resp_addrs.iter().flatten()) {
         if let Err(e) = TcpListener::bind(addr.as_str()) {
             return Err(Stop::Failed(format!(
                 "port {addr} is busy ({e}); pick free ports with --base-port"
@@ -685,7 +711,14 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     for (i, addr) in addrs.iter().enumerate() {
         let data_dir = dir.join(format!("node-{i}"));
         let log = dir.join(format!("node-{i}.log"));
-        let child = spawn_node(&server, addr, &data_dir, &masters, &log)?;
+        let child = spawn_node(
+            &server,
+            addr,
+            resp_addrs[i].as_deref(),
+            &data_dir,
+            &masters,
+            &log,
+        )?;
         nodes.children.push((addr.clone(), log, child));
     }
     eprintln!(
@@ -759,6 +792,11 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     let synod = shell_quote(&exe.to_string_lossy());
     let mut banner = String::new();
     let _ = writeln!(banner, "SYNOD_MASTERS={masters}");
+    let resp: Vec<&str> = resp_addrs.iter().flatten().map(String::as_str).collect();
+    if !resp.is_empty() {
+        // One line per fact, so scripts can `sed -n 's/^SYNOD_RESP=//p'`.
+        let _ = writeln!(banner, "SYNOD_RESP={}", resp.join(","));
+    }
     let _ = writeln!(
         banner,
         "export SYNOD_MASTERS={masters}; {synod} put hello world; {synod} get hello"
@@ -813,6 +851,7 @@ fn wait_for<T>(
 fn spawn_node(
     server: &Path,
     addr: &str,
+    resp: Option<&str>,
     data_dir: &Path,
     masters: &str,
     log: &Path,
@@ -832,6 +871,9 @@ fn spawn_node(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
+    if let Some(resp) = resp {
+        cmd.arg("--resp-listen").arg(resp);
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
     }
@@ -1006,7 +1048,8 @@ mod tests {
                 dir: None,
                 base_port: 7100,
                 nodes: 3,
-                groups: 3
+                groups: 3,
+                resp_port: None,
             })
         );
         assert_eq!(
@@ -1018,13 +1061,16 @@ mod tests {
                 "--nodes",
                 "5",
                 "--groups",
-                "1"
+                "1",
+                "--resp-port",
+                "9100"
             ]),
             Cmd::Playground(PlaygroundArgs {
                 dir: Some(PathBuf::from("/tmp/x")),
                 base_port: 9000,
                 nodes: 5,
-                groups: 1
+                groups: 1,
+                resp_port: Some(9100),
             })
         );
     }
@@ -1094,6 +1140,7 @@ mod tests {
             base_port: port,
             nodes: 1,
             groups: 1,
+            resp_port: None,
         };
         let err = playground(&args, Duration::from_secs(1)).unwrap_err();
         assert!(
