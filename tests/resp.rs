@@ -266,3 +266,137 @@ fn hostile_resp_input_is_refused_without_harming_the_node() {
     assert_eq!(c.call(&["GET", "after"]), bulk("garbage"));
     assert!(cluster.exited_none());
 }
+
+/// Reads `n` replies.
+fn read_n(c: &mut Conn, n: usize) -> Vec<R> {
+    (0..n).map(|_| c.read()).collect()
+}
+
+#[test]
+fn interleaved_pipelines_keep_per_key_order_while_results_complete_out_of_order() {
+    let cluster = Cluster::new_with_resp(3);
+    let mut c = Conn::open(&resp_addr(&cluster, 1));
+    // 600 APPENDs over 6 keys in one write: different keys run
+    // concurrently and complete in any order, one key's appends never
+    // overtake each other, and every reply comes back in command order.
+    let mut pipeline = Vec::new();
+    let mut want: Vec<String> = vec![String::new(); 6];
+    let mut expected = Vec::new();
+    for i in 0..600 {
+        let k = (i * 7 + i / 13) % 6;
+        let piece = format!("{i},");
+        want[k].push_str(&piece);
+        pipeline.extend(encode(&["APPEND", &format!("ord{k}"), &piece]));
+        expected.push(R::Int(want[k].len() as i64));
+        if i % 50 == 0 {
+            // Reads in the middle see exactly the appends before them.
+            pipeline.extend(encode(&["GET", &format!("ord{k}")]));
+            expected.push(bulk(&want[k]));
+        }
+    }
+    c.send_raw(&pipeline);
+    assert_eq!(read_n(&mut c, expected.len()), expected);
+    for (k, w) in want.iter().enumerate() {
+        assert_eq!(c.call(&["GET", &format!("ord{k}")]), bulk(w));
+    }
+}
+
+#[test]
+fn pipelined_commands_survive_a_leader_kill_through_a_surviving_gateway() {
+    let mut cluster = Cluster::new_with_resp(3);
+    let leader = cluster.kv_leader().expect("a KV leader");
+    let via = (leader + 1) % 3;
+    let mut c = Conn::open(&resp_addr(&cluster, via));
+    assert_eq!(c.call(&["SET", "before", "kill"]), ok());
+    cluster.kill(leader);
+    // The gateway's upstream connection to the dead leader fails or goes
+    // silent; its requests move to the other members, follow NotLeader
+    // hints until a new leader is elected, and keep their seqs (so each
+    // APPEND applies once).
+    let mut pipeline = Vec::new();
+    let mut expected = Vec::new();
+    let mut log = String::new();
+    for i in 0..40 {
+        pipeline.extend(encode(&["SET", &format!("after{i}"), &format!("v{i}")]));
+        expected.push(ok());
+        log.push_str(&format!("{i};"));
+        pipeline.extend(encode(&["APPEND", "log", &format!("{i};")]));
+        expected.push(R::Int(log.len() as i64));
+    }
+    c.send_raw(&pipeline);
+    assert_eq!(read_n(&mut c, expected.len()), expected);
+    assert_eq!(c.call(&["GET", "before"]), bulk("kill"));
+    assert_eq!(c.call(&["GET", "log"]), bulk(&log));
+    assert_eq!(c.call(&["GET", "after39"]), bulk("v39"));
+}
+
+#[test]
+fn a_client_that_stops_reading_stalls_only_itself() {
+    let cluster = Cluster::new_with_resp(3);
+    let addr = resp_addr(&cluster, 0);
+    let mut c = Conn::open(&addr);
+    let big = "x".repeat(256 << 10);
+    assert_eq!(c.call(&["SET", "big", &big]), ok());
+    // 400 GETs of 256 KiB: 100 MiB of replies that this client never
+    // reads. The gateway stops taking its commands once its reply buffer
+    // is full; the kernel buffers fill; nothing else waits for it.
+    let mut greedy = TcpStream::connect(&addr).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut cmds = Vec::new();
+    for _ in 0..400 {
+        cmds.extend(encode(&["GET", "big"]));
+    }
+    let _ = greedy.write_all(&cmds); // may time out: TCP pushes back
+    for i in 0..20 {
+        assert_eq!(c.call(&["SET", &format!("s{i}"), "v"]), ok());
+        assert_eq!(c.call(&["GET", &format!("s{i}")]), bulk("v"));
+    }
+    let mut other = Conn::open(&addr);
+    assert_eq!(other.call(&["PING"]), R::Simple("PONG".into()));
+    drop(greedy);
+    assert_eq!(c.call(&["GET", "s0"]), bulk("v"));
+}
+
+#[test]
+fn connection_limit_and_idle_timeout_of_an_in_process_gateway() {
+    let cluster = Cluster::new(3);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut opts = synod::resp::GatewayOptions::new(cluster.masters.clone());
+    opts.max_connections = 2;
+    opts.idle_timeout = Duration::from_secs(1);
+    opts.threads = 2;
+    synod::resp::serve_with(listener, opts).unwrap();
+
+    let mut a = Conn::open(&addr);
+    let mut b = Conn::open(&addr);
+    assert_eq!(a.call(&["SET", "lim", "1"]), ok());
+    assert_eq!(b.call(&["GET", "lim"]), bulk("1"));
+    // A third connection is refused with Redis' own message.
+    let mut c = Conn::open(&addr);
+    assert_eq!(
+        c.read(),
+        R::Error("ERR max number of clients reached".into())
+    );
+    assert!(c.closed());
+    // Closing one frees its slot (the count follows the loops' closes).
+    assert_eq!(a.call(&["QUIT"]), ok());
+    assert!(a.closed());
+    let mut d = None;
+    for _ in 0..50 {
+        let mut t = Conn::open(&addr);
+        t.send(&["PING"]);
+        if t.read() == R::Simple("PONG".into()) {
+            d = Some(t);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut d = d.expect("a slot frees up after QUIT");
+    // Silent connections are closed after the idle timeout.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(b.closed(), "idle connection closed");
+    assert!(d.closed(), "idle connection closed");
+}
