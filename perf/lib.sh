@@ -22,19 +22,23 @@ median() {
     printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "NA"; else print v[int((NR+1)/2)]}'
 }
 
-# start_playground DIR PORT: starts `synod playground` in the background,
-# sets PLAYGROUND_PID and SYNOD_MASTERS, and waits until it is serving.
+# start_playground DIR PORT [ARGS...]: starts `synod playground` in the
+# background (extra ARGS go to it, e.g. --resp-port), sets PLAYGROUND_PID
+# and SYNOD_MASTERS (and SYNOD_RESP with --resp-port), and waits until it
+# is serving.
 start_playground() {
     local dir=$1 port=$2 i
+    shift 2
     mkdir -p "$dir"
     "${BIN_DIR:-$ROOT/target/release}/synod" playground --dir "$dir/cluster" --base-port "$port" \
-        --groups "${SYNOD_GROUPS:-1}" \
+        --groups "${SYNOD_GROUPS:-1}" "$@" \
         >"$dir/playground.out" 2>"$dir/playground.err" &
     PLAYGROUND_PID=$!
     for i in $(seq 1 120); do
         if grep -q '^SYNOD_MASTERS=' "$dir/playground.out" 2>/dev/null; then
             SYNOD_MASTERS=$(sed -n 's/^SYNOD_MASTERS=//p' "$dir/playground.out" | head -1)
-            export SYNOD_MASTERS
+            SYNOD_RESP=$(sed -n 's/^SYNOD_RESP=//p' "$dir/playground.out" | head -1)
+            export SYNOD_MASTERS SYNOD_RESP
             return 0
         fi
         if ! kill -0 "$PLAYGROUND_PID" 2>/dev/null; then

@@ -126,7 +126,10 @@ impl KeyQueues {
     /// not in flight (never issued, or already completed).
     pub fn complete(&mut self, token: u64) -> Option<Vec<Taker>> {
         let key = self.in_flight.remove(&token)?;
-        let q = self.keys.get_mut(&key).expect("in-flight keys have a queue");
+        let q = self
+            .keys
+            .get_mut(&key)
+            .expect("in-flight keys have a queue");
         assert!(q.in_flight);
         let done = q.ops.pop_front().expect("a queue is never empty");
         q.in_flight = false;

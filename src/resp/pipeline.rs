@@ -127,12 +127,7 @@ impl Pipeline {
             match self.slots.pop_front().expect("front exists") {
                 Slot::Done(r) => r.encode(out),
                 Slot::Kv { cmd, results, .. } => cmd
-                    .finish(
-                        results
-                            .into_iter()
-                            .map(|r| r.expect("complete"))
-                            .collect(),
-                    )
+                    .finish(results.into_iter().map(|r| r.expect("complete")).collect())
                     .encode(out),
             }
             self.first += 1;

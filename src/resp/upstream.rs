@@ -262,7 +262,14 @@ impl Upstream {
         self.add_task(Purpose::Kv { session, token }, req, client_id, seq, now);
     }
 
-    fn add_task(&mut self, purpose: Purpose, req: Req, client_id: ClientId, seq: Seq, now: Instant) {
+    fn add_task(
+        &mut self,
+        purpose: Purpose,
+        req: Req,
+        client_id: ClientId,
+        seq: Seq,
+        now: Instant,
+    ) {
         let id = self.next_task;
         self.next_task += 1;
         self.tasks.insert(
@@ -432,10 +439,9 @@ impl Upstream {
         self.next_request_id += 1;
         let task = self.tasks.get_mut(&id).expect("checked");
         let ack_seq = match task.purpose {
-            Purpose::Kv { session, .. } => self
-                .sessions
-                .get(&session)
-                .map_or(0, |s| s.acks.ack_seq()),
+            Purpose::Kv { session, .. } => {
+                self.sessions.get(&session).map_or(0, |s| s.acks.ack_seq())
+            }
             Purpose::Refresh => self.master.acks.ack_seq(),
         };
         let message = match &task.req {
@@ -452,7 +458,10 @@ impl Upstream {
                 op: op.clone(),
             }),
         };
-        let c = self.conns.get_mut(&conn).expect("conn_for returns open ones");
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .expect("conn_for returns open ones");
         if c.out.is_empty() {
             self.dirty.push(conn);
         }
