@@ -37,31 +37,42 @@ use synod_wire::Op;
 /// within that command).
 pub type Taker = (u64, usize);
 
-/// One queued operation and everyone waiting for its result.
+/// One queued operation and everyone waiting for its result. The first
+/// taker is inline: most operations have exactly one, and a pipeline of
+/// thousands should not cost thousands of small allocations.
 #[derive(Debug)]
 struct Queued {
     op: Op,
-    takers: Vec<Taker>,
+    first: Taker,
+    more: Vec<Taker>,
 }
 
-/// The operations of one key, oldest first. Never empty while it exists.
+impl Queued {
+    fn new(op: Op, taker: Taker) -> Queued {
+        Queued {
+            op,
+            first: taker,
+            more: Vec::new(),
+        }
+    }
+}
+
+/// The operations of one key, oldest first: `head`, then `rest`.
 #[derive(Debug)]
 struct KeyQueue {
-    /// The front operation has been sent and has no final answer yet.
+    /// `head` has been sent and has no final answer yet.
     in_flight: bool,
-    ops: VecDeque<Queued>,
+    head: Queued,
+    rest: VecDeque<Queued>,
 }
 
 /// Every key's queue for one connection.
 #[derive(Debug, Default)]
 pub struct KeyQueues {
     keys: HashMap<Bytes, KeyQueue>,
-    /// Keys whose front operation may be sent now. Each key is listed at
-    /// most once, exactly while its queue exists and is not in flight.
+    /// Keys whose head may be sent now. Each key is listed at most once,
+    /// exactly while its queue exists and is not in flight.
     sendable: Vec<Bytes>,
-    /// Sent operations by token.
-    in_flight: HashMap<u64, Bytes>,
-    next_token: u64,
 }
 
 impl KeyQueues {
@@ -70,30 +81,31 @@ impl KeyQueues {
     pub fn push(&mut self, op: Op, taker: Taker) {
         let Some(q) = self.keys.get_mut(op.key()) else {
             let key = op.key().clone();
+            self.sendable.push(key.clone());
             self.keys.insert(
-                key.clone(),
+                key,
                 KeyQueue {
                     in_flight: false,
-                    ops: VecDeque::from([Queued {
-                        op,
-                        takers: vec![taker],
-                    }]),
+                    head: Queued::new(op, taker),
+                    rest: VecDeque::new(),
                 },
             );
-            self.sendable.push(key);
             return;
         };
-        let unsent = q.ops.len() - usize::from(q.in_flight);
-        if unsent > 0 {
-            let last = q.ops.back_mut().expect("a queue is never empty");
+        let last_unsent = match q.rest.back_mut() {
+            Some(last) => Some(last),
+            None if !q.in_flight => Some(&mut q.head),
+            None => None,
+        };
+        if let Some(last) = last_unsent {
             match (&last.op, &op) {
                 (Op::Get { .. }, Op::Get { .. }) => {
-                    last.takers.push(taker);
+                    last.more.push(taker);
                     return;
                 }
                 (Op::Put { .. }, Op::Put { .. }) => {
                     last.op = op;
-                    last.takers.push(taker);
+                    last.more.push(taker);
                     return;
                 }
                 _ => {}
@@ -101,50 +113,42 @@ impl KeyQueues {
         }
         // Behind an operation in flight, or after a different kind: waits.
         // (If nothing is in flight the key is already listed as sendable.)
-        q.ops.push_back(Queued {
-            op,
-            takers: vec![taker],
-        });
+        q.rest.push_back(Queued::new(op, taker));
     }
 
     /// Marks every operation that may go out now as in flight and hands it
-    /// to `send` with its token.
-    pub fn take_sendable(&mut self, mut send: impl FnMut(u64, &Op)) {
+    /// to `send`. Its result comes back through [`KeyQueues::complete`]
+    /// with its key: one operation per key is in flight, so the key names it.
+    pub fn take_sendable(&mut self, mut send: impl FnMut(&Op)) {
         for key in self.sendable.drain(..) {
             let q = self.keys.get_mut(&key).expect("sendable keys have a queue");
             assert!(!q.in_flight, "a key is listed as sendable while in flight");
             q.in_flight = true;
-            let token = self.next_token;
-            self.next_token += 1;
-            send(token, &q.ops[0].op);
-            self.in_flight.insert(token, key);
+            send(&q.head.op);
         }
     }
 
-    /// The operation sent as `token` has its final result: returns who
-    /// takes it, and lets the key's next operation go. `None` for a token
-    /// not in flight (never issued, or already completed).
-    pub fn complete(&mut self, token: u64) -> Option<Vec<Taker>> {
-        let key = self.in_flight.remove(&token)?;
-        let q = self
-            .keys
-            .get_mut(&key)
-            .expect("in-flight keys have a queue");
-        assert!(q.in_flight);
-        let done = q.ops.pop_front().expect("a queue is never empty");
-        q.in_flight = false;
-        if q.ops.is_empty() {
-            self.keys.remove(&key);
-        } else {
-            self.sendable.push(key);
-        }
-        Some(done.takers)
+    /// The operation in flight on `key` has its final result: returns who
+    /// takes it (first, then the rest), and lets the key's next operation
+    /// go. `None` if nothing is in flight on `key`.
+    pub fn complete(&mut self, key: &[u8]) -> Option<(Taker, Vec<Taker>)> {
+        let q = self.keys.get_mut(key).filter(|q| q.in_flight)?;
+        let done = match q.rest.pop_front() {
+            Some(next) => {
+                q.in_flight = false;
+                let done = std::mem::replace(&mut q.head, next);
+                self.sendable.push(done.op.key().clone());
+                done
+            }
+            None => self.keys.remove(key).expect("looked up above").head,
+        };
+        Some((done.first, done.more))
     }
 
     /// Operations sent and not completed.
     #[cfg(test)]
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.keys.values().filter(|q| q.in_flight).count()
     }
 
     /// True when nothing is queued or in flight.
@@ -171,9 +175,9 @@ mod tests {
         }
     }
 
-    fn sendable(q: &mut KeyQueues) -> Vec<(u64, Op)> {
+    fn sendable(q: &mut KeyQueues) -> Vec<Op> {
         let mut out = Vec::new();
-        q.take_sendable(|t, op| out.push((t, op.clone())));
+        q.take_sendable(|op| out.push(op.clone()));
         out
     }
 
@@ -192,15 +196,11 @@ mod tests {
         let mut q = KeyQueues::default();
         q.push(put("a", "1"), (0, 0));
         q.push(get("a"), (1, 0));
-        let first = sendable(&mut q);
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].1, put("a", "1"));
+        assert_eq!(sendable(&mut q), vec![put("a", "1")]);
         assert!(sendable(&mut q).is_empty(), "the Get waits");
-        assert_eq!(q.complete(first[0].0), Some(vec![(0, 0)]));
-        let second = sendable(&mut q);
-        assert_eq!(second.len(), 1);
-        assert_eq!(second[0].1, get("a"));
-        assert_eq!(q.complete(second[0].0), Some(vec![(1, 0)]));
+        assert_eq!(q.complete(b"a"), Some(((0, 0), vec![])));
+        assert_eq!(sendable(&mut q), vec![get("a")]);
+        assert_eq!(q.complete(b"a"), Some(((1, 0), vec![])));
         assert!(q.is_empty());
     }
 
@@ -211,25 +211,20 @@ mod tests {
         q.push(get("a"), (1, 0));
         q.push(put("b", "1"), (2, 0));
         q.push(put("b", "2"), (3, 0));
-        let sent = sendable(&mut q);
-        assert_eq!(
-            sent.iter().map(|(_, op)| op.clone()).collect::<Vec<_>>(),
-            vec![get("a"), put("b", "2")]
-        );
-        assert_eq!(q.complete(sent[0].0), Some(vec![(0, 0), (1, 0)]));
-        assert_eq!(q.complete(sent[1].0), Some(vec![(2, 0), (3, 0)]));
-        assert_eq!(q.complete(sent[1].0), None, "completes once");
+        assert_eq!(sendable(&mut q), vec![get("a"), put("b", "2")]);
+        assert_eq!(q.complete(b"a"), Some(((0, 0), vec![(1, 0)])));
+        assert_eq!(q.complete(b"b"), Some(((2, 0), vec![(3, 0)])));
+        assert_eq!(q.complete(b"b"), None, "completes once");
     }
 
     #[test]
     fn regression_a_get_never_joins_a_get_already_in_flight() {
         let mut q = KeyQueues::default();
         q.push(get("a"), (0, 0));
-        let first = sendable(&mut q);
+        assert_eq!(sendable(&mut q).len(), 1);
         q.push(get("a"), (1, 0));
         assert!(sendable(&mut q).is_empty(), "waits for the first Get");
-        q.complete(first[0].0);
-        let second = sendable(&mut q);
-        assert_eq!(second.len(), 1, "and then runs its own Get");
+        assert_eq!(q.complete(b"a"), Some(((0, 0), vec![])));
+        assert_eq!(sendable(&mut q), vec![get("a")], "then runs its own Get");
     }
 }

@@ -21,7 +21,6 @@
 //! never stalls the loop's other connections. `max_connections`,
 //! `idle_timeout` and `read_buf_max` behave as before.
 
-use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -35,6 +34,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::command::Session;
+use super::idmap::IdMap;
 use super::parse::{Parser, MAX_BULK_BYTES};
 use super::pipeline::{Pipeline, Pushed};
 use super::reply::Reply;
@@ -155,7 +155,7 @@ pub fn serve_with(listener: TcpListener, mut opts: GatewayOptions) -> io::Result
                     poll,
                     rx,
                     opts,
-                    conns: HashMap::new(),
+                    conns: IdMap::default(),
                     next_token: 1,
                     upstream,
                     touched: Vec::new(),
@@ -275,7 +275,7 @@ struct Loop {
     poll: Poll,
     rx: Receiver<Handoff>,
     opts: GatewayOptions,
-    conns: HashMap<usize, RespConn>,
+    conns: IdMap<usize, RespConn>,
     next_token: usize,
     upstream: Upstream,
     /// RESP connections to service this turn.
@@ -386,11 +386,11 @@ impl Loop {
 
     /// Hands finished operations to their connections.
     fn deliver_completions(&mut self) {
-        for (session, token, result) in self.upstream.completions.drain(..) {
+        for (session, key, result) in self.upstream.completions.drain(..) {
             let Some(c) = self.conns.get_mut(&session) else {
                 continue;
             };
-            c.pipeline.complete(token, result);
+            c.pipeline.complete(&key, result);
             if !c.touched {
                 c.touched = true;
                 self.touched.push(session);
@@ -489,7 +489,7 @@ fn service(
         }
     }
     c.pipeline
-        .take_sendable(|op_token, op| upstream.submit(token, op_token, op.clone(), now));
+        .take_sendable(|op| upstream.submit(token, op.clone(), now));
     c.pipeline.write_replies(&mut c.out);
     if !c.out.is_empty() {
         let before = c.out.len();

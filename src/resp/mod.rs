@@ -33,6 +33,7 @@
 mod batch;
 mod command;
 mod gateway;
+mod idmap;
 mod parse;
 mod pipeline;
 mod reply;

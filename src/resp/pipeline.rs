@@ -90,30 +90,35 @@ impl Pipeline {
         self.slots.push_back(Slot::Done(reply));
     }
 
-    /// Hands every operation that may be sent now to `send`, with the token
-    /// its result must come back with (through [`Pipeline::complete`]).
-    pub fn take_sendable(&mut self, send: impl FnMut(u64, &Op)) {
+    /// Hands every operation that may be sent now to `send`; its result
+    /// must come back through [`Pipeline::complete`] with its key.
+    pub fn take_sendable(&mut self, send: impl FnMut(&Op)) {
         self.keys.take_sendable(send);
     }
 
-    /// The final result of the operation sent as `token`. Unknown tokens
-    /// are ignored.
-    pub fn complete(&mut self, token: u64, result: OpResult) {
-        let Some(takers) = self.keys.complete(token) else {
+    /// The final result of the operation in flight on `key`. Ignored if
+    /// none is.
+    pub fn complete(&mut self, key: &[u8], result: OpResult) {
+        let Some((first, more)) = self.keys.complete(key) else {
             return;
         };
-        for (number, i) in takers {
-            let index = number
-                .checked_sub(self.first)
-                .expect("a taken result belongs to an unanswered command")
-                as usize;
-            let Some(Slot::Kv { results, left, .. }) = self.slots.get_mut(index) else {
-                unreachable!("operations belong to KV commands");
-            };
-            assert!(results[i].is_none(), "an operation completes once");
-            results[i] = Some(result.clone());
-            *left -= 1;
+        for (number, i) in more {
+            self.take(number, i, result.clone());
         }
+        self.take(first.0, first.1, result);
+    }
+
+    /// Op `i` of command `number` has `result`.
+    fn take(&mut self, number: u64, i: usize, result: OpResult) {
+        let index = number
+            .checked_sub(self.first)
+            .expect("a taken result belongs to an unanswered command") as usize;
+        let Some(Slot::Kv { results, left, .. }) = self.slots.get_mut(index) else {
+            unreachable!("operations belong to KV commands");
+        };
+        assert!(results[i].is_none(), "an operation completes once");
+        results[i] = Some(result);
+        *left -= 1;
     }
 
     /// Appends the replies of the complete commands at the front, in
@@ -186,7 +191,7 @@ mod tests {
         let mut p = Pipeline::new(Session::default());
         let mut map = BTreeMap::new();
         let mut out = BytesMut::new();
-        let mut sent: Vec<(u64, Op)> = Vec::new();
+        let mut sent: Vec<Op> = Vec::new();
         let mut next = 0;
         while next < cmds.len() || !sent.is_empty() || p.unanswered() > 0 {
             // Some commands arrive, then some sent operations execute.
@@ -197,12 +202,12 @@ mod tests {
                 }
                 next = (next + k).min(cmds.len());
             }
-            p.take_sendable(|t, op| sent.push((t, op.clone())));
+            p.take_sendable(|op| sent.push(op.clone()));
             if !sent.is_empty() {
                 let i = rng.range(0, sent.len() as u64) as usize;
-                let (t, op) = sent.swap_remove(i);
+                let op = sent.swap_remove(i);
                 let r = apply(&mut map, &op);
-                p.complete(t, r);
+                p.complete(op.key(), r);
             }
             p.write_replies(&mut out);
         }
@@ -233,13 +238,13 @@ mod tests {
         p.push(&args(&["PING"]));
         p.push(&args(&["GET", "b"]));
         let mut sent = Vec::new();
-        p.take_sendable(|t, op| sent.push((t, op.clone())));
+        p.take_sendable(|op| sent.push(op.clone()));
         assert_eq!(sent.len(), 2);
         let mut out = BytesMut::new();
         // GET b answers first: nothing may be written before SET's reply.
-        p.complete(sent[1].0, Ok(Some(Bytes::from_static(b"x"))));
+        p.complete(b"b", Ok(Some(Bytes::from_static(b"x"))));
         assert_eq!(p.write_replies(&mut out), 0);
-        p.complete(sent[0].0, Ok(Some(Bytes::new())));
+        p.complete(b"a", Ok(Some(Bytes::new())));
         assert_eq!(p.write_replies(&mut out), 3);
         assert_eq!(&out[..], b"+OK\r\n+PONG\r\n$1\r\nx\r\n");
         assert_eq!(p.unanswered(), 0);
@@ -250,10 +255,11 @@ mod tests {
         let mut p = Pipeline::new(Session::default());
         p.push(&args(&["GET", "a"]));
         p.push(&args(&["GET", "b"]));
-        let mut sent = Vec::new();
-        p.take_sendable(|t, _| sent.push(t));
-        p.complete(sent[0], Err(ClientError::Timeout));
-        p.complete(sent[1], Ok(None));
+        let mut sent = 0;
+        p.take_sendable(|_| sent += 1);
+        assert_eq!(sent, 2);
+        p.complete(b"a", Err(ClientError::Timeout));
+        p.complete(b"b", Ok(None));
         let mut out = BytesMut::new();
         p.write_replies(&mut out);
         let text = String::from_utf8_lossy(&out);
@@ -268,9 +274,9 @@ mod tests {
             p.push(&args(&["SET", "key:__rand_int__", &format!("v{i}")]));
         }
         let mut sent = Vec::new();
-        p.take_sendable(|t, op| sent.push((t, op.clone())));
+        p.take_sendable(|op| sent.push(op.clone()));
         assert_eq!(sent.len(), 1);
-        p.complete(sent[0].0, Ok(Some(Bytes::new())));
+        p.complete(b"key:__rand_int__", Ok(Some(Bytes::new())));
         let mut out = BytesMut::new();
         assert_eq!(p.write_replies(&mut out), 16);
     }

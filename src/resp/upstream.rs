@@ -19,21 +19,21 @@
 //! One connection per (member address, group), as the native client, so
 //! the server binds it to the core owning the group and every request stays
 //! there. All frames queued for a connection in one loop turn leave in one
-//! write. Replies are matched by request id, which is fresh for every send,
-//! so a late reply to an attempt already retried elsewhere is recognised
-//! and dropped.
+//! write. Replies are matched by request id, which is fresh for every send
+//! (`task id << 16 | send count`), so a late reply to an attempt already
+//! retried elsewhere is recognised and dropped.
 //!
 //! What it must never do: block (no DNS: addresses are `IP:port`; connects
 //! are non-blocking), panic on anything a server sends, or keep an
 //! operation past its deadline.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use synod_wire::{
@@ -41,6 +41,7 @@ use synod_wire::{
     MasterRequest, Message, Op, Seq,
 };
 
+use super::idmap::IdMap;
 use crate::client::logic::{backoff, AckWindow, Route, Router};
 use crate::client::{check_size, ClientError, ClientOptions, OpResult, Req};
 use crate::rng::Rng;
@@ -59,12 +60,16 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 /// with the RESP side; mio is edge-triggered, so the rest is read on a
 /// later turn without waiting for an event).
 const READ_BUDGET_BYTES: usize = 4 << 20;
+/// Request ids are `task id << SEND_BITS | sends`: the task is found from
+/// the reply without a second map, and each send of it has its own id.
+const SEND_BITS: u32 = 16;
 
 /// Who waits for a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
-    /// Operation `token` of the RESP connection `session`.
-    Kv { session: usize, token: u64 },
+    /// An operation of the RESP connection `session` (its key names it:
+    /// one operation per key and connection is in flight).
+    Kv { session: usize },
     /// The loop's own query of the latest configuration.
     Refresh,
 }
@@ -93,6 +98,8 @@ struct Task {
     deadline: Instant,
     /// Failed attempts so far; drives the backoff.
     attempt: u32,
+    /// Sends so far (the low bits of the request id).
+    sends: u64,
     redirects: u32,
     state: State,
     /// Delivered at least once: a deadline now means "maybe executed".
@@ -135,16 +142,15 @@ pub struct Upstream {
     rpc_timeout: Duration,
     router: Router,
     rng: Rng,
-    sessions: HashMap<usize, SessionState>,
+    sessions: IdMap<usize, SessionState>,
     /// The loop's own session, for master queries.
     master: SessionState,
-    tasks: HashMap<u64, Task>,
+    tasks: IdMap<u64, Task>,
     next_task: u64,
-    /// Request id → task id, for tasks in [`State::Sent`].
-    by_request: HashMap<u64, u64>,
-    next_request_id: u64,
-    conns: HashMap<usize, UpConn>,
-    conn_by_key: HashMap<(String, GroupId), usize>,
+    conns: IdMap<usize, UpConn>,
+    /// Open connections of each group by member address (a handful per
+    /// group: a scan beats building a `(String, GroupId)` key per send).
+    conn_by_member: IdMap<GroupId, Vec<(String, usize)>>,
     next_conn_token: usize,
     /// Tasks to send this turn.
     ready: Vec<u64>,
@@ -159,9 +165,9 @@ pub struct Upstream {
     /// Connections with more to read than one turn's budget.
     unread: Vec<usize>,
     last_scan: Instant,
-    /// Finished operations: (session, token, result), for the loop to hand
+    /// Finished operations: (session, key, result), for the loop to hand
     /// to its RESP connections.
-    pub completions: Vec<(usize, u64, OpResult)>,
+    pub completions: Vec<(usize, Bytes, OpResult)>,
     scratch: Vec<u8>,
 }
 
@@ -185,14 +191,12 @@ impl Upstream {
                 .max(Duration::from_millis(1)),
             router: Router::new(opts.masters.clone()),
             rng,
-            sessions: HashMap::new(),
+            sessions: IdMap::default(),
             master,
-            tasks: HashMap::new(),
+            tasks: IdMap::default(),
             next_task: 1,
-            by_request: HashMap::new(),
-            next_request_id: 1,
-            conns: HashMap::new(),
-            conn_by_key: HashMap::new(),
+            conns: IdMap::default(),
+            conn_by_member: IdMap::default(),
             next_conn_token: first_token,
             ready: Vec::new(),
             timers: BinaryHeap::new(),
@@ -229,27 +233,24 @@ impl Upstream {
         let mine: Vec<u64> = self
             .tasks
             .iter()
-            .filter(|(_, t)| matches!(t.purpose, Purpose::Kv { session: s, .. } if s == session))
+            .filter(|(_, t)| t.purpose == Purpose::Kv { session })
             .map(|(&id, _)| id)
             .collect();
         for id in mine {
             let task = self.tasks.remove(&id).expect("listed");
-            match task.state {
-                State::Sent { request_id, .. } => {
-                    self.by_request.remove(&request_id);
-                }
-                State::AwaitConfig => self.awaiting -= 1,
-                State::Ready { .. } => {}
+            if task.state == State::AwaitConfig {
+                self.awaiting -= 1;
             }
         }
     }
 
     /// Starts operation `op` for `session`; its result comes back in
-    /// [`Upstream::completions`] with `token`.
-    pub fn submit(&mut self, session: usize, token: u64, op: Op, now: Instant) {
+    /// [`Upstream::completions`] with its key.
+    pub fn submit(&mut self, session: usize, op: Op, now: Instant) {
         let req = Req::Kv(op);
         if let Err(e) = check_size(&req) {
-            self.completions.push((session, token, Err(e)));
+            let Req::Kv(op) = req else { unreachable!() };
+            self.completions.push((session, op.key().clone(), Err(e)));
             return;
         }
         let s = self
@@ -259,7 +260,7 @@ impl Upstream {
         let seq = s.next_seq;
         s.next_seq += 1;
         let client_id = s.client_id;
-        self.add_task(Purpose::Kv { session, token }, req, client_id, seq, now);
+        self.add_task(Purpose::Kv { session }, req, client_id, seq, now);
     }
 
     fn add_task(
@@ -281,6 +282,7 @@ impl Upstream {
                 seq,
                 deadline: now + self.timeout,
                 attempt: 0,
+                sends: 0,
                 redirects: 0,
                 state: State::Ready { at: now },
                 sent_once: false,
@@ -398,26 +400,42 @@ impl Upstream {
         if !matches!(task.state, State::Ready { .. }) {
             return; // listed twice; already sent
         }
-        let route = match &task.req {
-            Req::Kv(op) => self.router.route_key(op.key()),
-            Req::Master(_) => self.router.route_master(),
+        let (gid, index, conn) = match &task.req {
+            Req::Kv(op) => match self.router.route_key_ref(op.key()) {
+                Some((gid, index, addr)) => match self.lookup_conn(gid, addr) {
+                    Some(c) => (gid, index, Ok(c)),
+                    None => {
+                        let addr = addr.to_string();
+                        (gid, index, self.conn_for(&addr, gid))
+                    }
+                },
+                None => {
+                    if let Some(config) = self.router.config() {
+                        // The configuration we have does not route this key
+                        // (no group has joined yet, or the shard is between
+                        // groups).
+                        let why = format!(
+                            "no group serves this key's shard in configuration {} \
+                             (has a group joined?)",
+                            config.num
+                        );
+                        let task = self.tasks.get_mut(&id).expect("checked");
+                        task.attempt += 1;
+                        task.last_failure = Some(why);
+                    }
+                    self.park(id);
+                    return;
+                }
+            },
+            Req::Master(_) => match self.router.route_master() {
+                Route::To { gid, index, addr } => match self.lookup_conn(gid, &addr) {
+                    Some(c) => (gid, index, Ok(c)),
+                    None => (gid, index, self.conn_for(&addr, gid)),
+                },
+                Route::NeedConfig => unreachable!("the masters are always known"),
+            },
         };
-        let Route::To { gid, index, addr } = route else {
-            if let Some(config) = self.router.config() {
-                // The configuration we have does not route this key (no
-                // group has joined yet, or the shard is between groups).
-                let why = format!(
-                    "no group serves this key's shard in configuration {} (has a group joined?)",
-                    config.num
-                );
-                let task = self.tasks.get_mut(&id).expect("checked");
-                task.attempt += 1;
-                task.last_failure = Some(why);
-            }
-            self.park(id);
-            return;
-        };
-        let conn = match self.conn_for(&addr, gid) {
+        let conn = match conn {
             Ok(c) => c,
             Err(why) => {
                 self.router.on_failure(gid, index);
@@ -435,13 +453,11 @@ impl Upstream {
                 return;
             }
         };
-        let request_id = self.next_request_id;
-        self.next_request_id += 1;
         let task = self.tasks.get_mut(&id).expect("checked");
+        task.sends += 1;
+        let request_id = (id << SEND_BITS) | (task.sends & ((1 << SEND_BITS) - 1));
         let ack_seq = match task.purpose {
-            Purpose::Kv { session, .. } => {
-                self.sessions.get(&session).map_or(0, |s| s.acks.ack_seq())
-            }
+            Purpose::Kv { session } => self.sessions.get(&session).map_or(0, |s| s.acks.ack_seq()),
             Purpose::Refresh => self.master.acks.ack_seq(),
         };
         let message = match &task.req {
@@ -461,7 +477,7 @@ impl Upstream {
         let c = self
             .conns
             .get_mut(&conn)
-            .expect("conn_for returns open ones");
+            .expect("connections found are open");
         if c.out.is_empty() {
             self.dirty.push(conn);
         }
@@ -481,15 +497,20 @@ impl Upstream {
             rpc_deadline: now + self.rpc_timeout,
         };
         task.sent_once = true;
-        self.by_request.insert(request_id, id);
     }
 
-    /// The open connection for (addr, gid), connecting if there is none.
+    /// The open connection to member `addr` of group `gid`, if any.
+    fn lookup_conn(&self, gid: GroupId, addr: &str) -> Option<usize> {
+        self.conn_by_member
+            .get(&gid)?
+            .iter()
+            .find(|(a, _)| a == addr)
+            .map(|&(_, t)| t)
+    }
+
+    /// Connects to member `addr` of group `gid` (no connection is open).
     fn conn_for(&mut self, addr: &str, gid: GroupId) -> Result<usize, String> {
-        let key = (addr.to_string(), gid);
-        if let Some(&t) = self.conn_by_key.get(&key) {
-            return Ok(t);
-        }
+        debug_assert!(self.lookup_conn(gid, addr).is_none());
         let sa: SocketAddr = addr
             .parse()
             .map_err(|_| format!("{addr}: not an IP:port address"))?;
@@ -507,14 +528,17 @@ impl Upstream {
             token,
             UpConn {
                 stream,
-                key: key.clone(),
+                key: (addr.to_string(), gid),
                 connected: false,
                 out: BytesMut::new(),
                 inbuf: BytesMut::new(),
                 decoder: Decoder::default(),
             },
         );
-        self.conn_by_key.insert(key, token);
+        self.conn_by_member
+            .entry(gid)
+            .or_default()
+            .push((addr.to_string(), token));
         Ok(token)
     }
 
@@ -619,31 +643,30 @@ impl Upstream {
     }
 
     fn on_frame(&mut self, conn: usize, frame: Frame, now: Instant) {
-        let Some(&id) = self.by_request.get(&frame.request_id) else {
-            // A reply to an attempt given up on or retried: ignore.
-            return;
-        };
+        let id = frame.request_id >> SEND_BITS;
         let Some(task) = self.tasks.get_mut(&id) else {
-            self.by_request.remove(&frame.request_id);
+            // The task finished (or its connection closed) already.
             return;
         };
         let State::Sent {
             conn: sent_on,
+            request_id,
             gid,
             index,
             ..
         } = task.state
         else {
-            self.by_request.remove(&frame.request_id);
-            return;
+            return; // an earlier send's reply, after a resend was scheduled
         };
+        if request_id != frame.request_id {
+            return; // an earlier send's reply
+        }
         if sent_on != conn {
             // Request ids are unique per loop: a reply on another
             // connection is a confused server. Drop that connection.
             self.close_conn(conn, "reply to a request sent elsewhere", now);
             return;
         }
-        self.by_request.remove(&frame.request_id);
         if gid == 0 {
             self.refresh_failure = None;
         }
@@ -701,18 +724,23 @@ impl Upstream {
     /// hands the result to its RESP connection.
     fn finish(&mut self, id: u64, result: OpResult, now: Instant) {
         let task = self.tasks.remove(&id).expect("finished task exists");
-        match task.state {
-            State::Sent { request_id, .. } => {
-                self.by_request.remove(&request_id);
-            }
-            State::AwaitConfig => self.awaiting -= 1,
-            State::Ready { .. } => {}
+        if task.state == State::AwaitConfig {
+            self.awaiting -= 1;
         }
         match task.purpose {
-            Purpose::Kv { session, token } => {
+            Purpose::Kv { session } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.acks.retire(task.seq);
-                    self.completions.push((session, token, result));
+                    let Req::Kv(op) = task.req else {
+                        unreachable!("KV tasks carry an op")
+                    };
+                    let key = match op {
+                        Op::Get { key }
+                        | Op::Put { key, .. }
+                        | Op::Append { key, .. }
+                        | Op::Delete { key } => key,
+                    };
+                    self.completions.push((session, key, result));
                 }
             }
             Purpose::Refresh => {
@@ -799,7 +827,9 @@ impl Upstream {
         let Some(mut c) = self.conns.remove(&token) else {
             return;
         };
-        self.conn_by_key.remove(&c.key);
+        if let Some(members) = self.conn_by_member.get_mut(&c.key.1) {
+            members.retain(|&(_, t)| t != token);
+        }
         // Deregistering can only fail for a socket mio does not know, and
         // the socket is closed on drop either way.
         let _ = self.registry.deregister(&mut c.stream);
@@ -816,13 +846,7 @@ impl Upstream {
             .collect();
         for id in victims {
             let task = self.tasks.get_mut(&id).expect("listed");
-            let State::Sent {
-                request_id,
-                gid,
-                index,
-                ..
-            } = task.state
-            else {
+            let State::Sent { gid, index, .. } = task.state else {
                 unreachable!("filtered on Sent")
             };
             task.attempt += 1;
@@ -831,7 +855,6 @@ impl Upstream {
                 self.refresh_failure = task.last_failure.clone();
             }
             let attempt = task.attempt;
-            self.by_request.remove(&request_id);
             self.router.on_failure(gid, index);
             let at = now + backoff(attempt, self.rng.next_u64());
             self.schedule(id, at, now);
