@@ -70,9 +70,11 @@ struct KeyQueue {
 #[derive(Debug, Default)]
 pub struct KeyQueues {
     keys: HashMap<Bytes, KeyQueue>,
-    /// Keys whose head may be sent now. Each key is listed at most once,
-    /// exactly while its queue exists and is not in flight.
-    sendable: Vec<Bytes>,
+    /// Keys whose head may be sent now, oldest first. Each key is listed at
+    /// most once, exactly while its queue exists and is not in flight.
+    sendable: VecDeque<Bytes>,
+    /// Operations in flight.
+    in_flight: usize,
 }
 
 impl KeyQueues {
@@ -81,7 +83,7 @@ impl KeyQueues {
     pub fn push(&mut self, op: Op, taker: Taker) {
         let Some(q) = self.keys.get_mut(op.key()) else {
             let key = op.key().clone();
-            self.sendable.push(key.clone());
+            self.sendable.push_back(key.clone());
             self.keys.insert(
                 key,
                 KeyQueue {
@@ -116,14 +118,19 @@ impl KeyQueues {
         q.rest.push_back(Queued::new(op, taker));
     }
 
-    /// Marks every operation that may go out now as in flight and hands it
-    /// to `send`. Its result comes back through [`KeyQueues::complete`]
-    /// with its key: one operation per key is in flight, so the key names it.
-    pub fn take_sendable(&mut self, mut send: impl FnMut(&Op)) {
-        for key in self.sendable.drain(..) {
+    /// Marks the operations that may go out now as in flight, oldest first,
+    /// while fewer than `max_in_flight` are, and hands each to `send`. Its
+    /// result comes back through [`KeyQueues::complete`] with its key: one
+    /// operation per key is in flight, so the key names it.
+    pub fn take_sendable(&mut self, max_in_flight: usize, mut send: impl FnMut(&Op)) {
+        while self.in_flight < max_in_flight {
+            let Some(key) = self.sendable.pop_front() else {
+                break;
+            };
             let q = self.keys.get_mut(&key).expect("sendable keys have a queue");
             assert!(!q.in_flight, "a key is listed as sendable while in flight");
             q.in_flight = true;
+            self.in_flight += 1;
             send(&q.head.op);
         }
     }
@@ -133,11 +140,12 @@ impl KeyQueues {
     /// go. `None` if nothing is in flight on `key`.
     pub fn complete(&mut self, key: &[u8]) -> Option<(Taker, Vec<Taker>)> {
         let q = self.keys.get_mut(key).filter(|q| q.in_flight)?;
+        self.in_flight -= 1;
         let done = match q.rest.pop_front() {
             Some(next) => {
                 q.in_flight = false;
                 let done = std::mem::replace(&mut q.head, next);
-                self.sendable.push(done.op.key().clone());
+                self.sendable.push_back(done.op.key().clone());
                 done
             }
             None => self.keys.remove(key).expect("looked up above").head,
@@ -148,7 +156,11 @@ impl KeyQueues {
     /// Operations sent and not completed.
     #[cfg(test)]
     pub fn in_flight(&self) -> usize {
-        self.keys.values().filter(|q| q.in_flight).count()
+        debug_assert_eq!(
+            self.in_flight,
+            self.keys.values().filter(|q| q.in_flight).count()
+        );
+        self.in_flight
     }
 
     /// True when nothing is queued or in flight.
@@ -177,7 +189,7 @@ mod tests {
 
     fn sendable(q: &mut KeyQueues) -> Vec<Op> {
         let mut out = Vec::new();
-        q.take_sendable(|op| out.push(op.clone()));
+        q.take_sendable(usize::MAX, |op| out.push(op.clone()));
         out
     }
 
@@ -215,6 +227,22 @@ mod tests {
         assert_eq!(q.complete(b"a"), Some(((0, 0), vec![(1, 0)])));
         assert_eq!(q.complete(b"b"), Some(((2, 0), vec![(3, 0)])));
         assert_eq!(q.complete(b"b"), None, "completes once");
+    }
+
+    #[test]
+    fn at_most_max_in_flight_operations_leave_and_the_rest_follow_in_order() {
+        let mut q = KeyQueues::default();
+        for k in ["a", "b", "c"] {
+            q.push(get(k), (0, 0));
+        }
+        let mut out = Vec::new();
+        q.take_sendable(2, |op| out.push(op.clone()));
+        assert_eq!(out, vec![get("a"), get("b")]);
+        q.take_sendable(2, |op| out.push(op.clone()));
+        assert_eq!(out.len(), 2, "window full");
+        q.complete(b"b");
+        q.take_sendable(2, |op| out.push(op.clone()));
+        assert_eq!(out, vec![get("a"), get("b"), get("c")]);
     }
 
     #[test]

@@ -85,8 +85,10 @@ pub struct GatewayOptions {
     /// Event-loop threads (at least 1, at most [`MAX_THREADS`]).
     pub threads: usize,
     /// How the gateway reaches the cluster: masters, per-operation and
-    /// per-attempt deadlines (`max_in_flight` is not used: the per
-    /// connection limit is [`MAX_UNANSWERED_COMMANDS`]).
+    /// per-attempt deadlines, and `max_in_flight`, the most operations of
+    /// one RESP connection in flight at once (so one huge MGET or pipeline
+    /// cannot fill the upstream connections every client of its loop
+    /// shares).
     pub client: ClientOptions,
 }
 
@@ -131,6 +133,7 @@ pub fn serve_with(listener: TcpListener, mut opts: GatewayOptions) -> io::Result
         ));
     }
     opts.threads = opts.threads.clamp(1, MAX_THREADS);
+    opts.client.max_in_flight = opts.client.max_in_flight.max(1);
     let local = listener.local_addr()?;
     let seed = crate::client::logic::random_client_id();
     let mut loops = Vec::new();
@@ -488,8 +491,9 @@ fn service(
             Err(e) => return Verdict::Close(format!("read failed: {e}")),
         }
     }
-    c.pipeline
-        .take_sendable(|op| upstream.submit(token, op.clone(), now));
+    c.pipeline.take_sendable(opts.client.max_in_flight, |op| {
+        upstream.submit(token, op.clone(), now)
+    });
     c.pipeline.write_replies(&mut c.out);
     if !c.out.is_empty() {
         let before = c.out.len();

@@ -90,10 +90,11 @@ impl Pipeline {
         self.slots.push_back(Slot::Done(reply));
     }
 
-    /// Hands every operation that may be sent now to `send`; its result
-    /// must come back through [`Pipeline::complete`] with its key.
-    pub fn take_sendable(&mut self, send: impl FnMut(&Op)) {
-        self.keys.take_sendable(send);
+    /// Hands the operations that may be sent now to `send`, keeping at most
+    /// `max_in_flight` in flight; each result must come back through
+    /// [`Pipeline::complete`] with its key.
+    pub fn take_sendable(&mut self, max_in_flight: usize, send: impl FnMut(&Op)) {
+        self.keys.take_sendable(max_in_flight, send);
     }
 
     /// The final result of the operation in flight on `key`. Ignored if
@@ -188,6 +189,8 @@ mod tests {
     /// between; returns the reply bytes and the final store.
     fn run_shuffled(cmds: &[Vec<Bytes>], seed: u64) -> (Vec<u8>, BTreeMap<Bytes, Bytes>) {
         let mut rng = Rng::new(seed);
+        // A window from 1 (one op at a time) to more than any key count.
+        let window = rng.range(1, 5) as usize;
         let mut p = Pipeline::new(Session::default());
         let mut map = BTreeMap::new();
         let mut out = BytesMut::new();
@@ -202,7 +205,8 @@ mod tests {
                 }
                 next = (next + k).min(cmds.len());
             }
-            p.take_sendable(|op| sent.push(op.clone()));
+            p.take_sendable(window, |op| sent.push(op.clone()));
+            assert!(sent.len() <= window);
             if !sent.is_empty() {
                 let i = rng.range(0, sent.len() as u64) as usize;
                 let op = sent.swap_remove(i);
@@ -238,7 +242,7 @@ mod tests {
         p.push(&args(&["PING"]));
         p.push(&args(&["GET", "b"]));
         let mut sent = Vec::new();
-        p.take_sendable(|op| sent.push(op.clone()));
+        p.take_sendable(usize::MAX, |op| sent.push(op.clone()));
         assert_eq!(sent.len(), 2);
         let mut out = BytesMut::new();
         // GET b answers first: nothing may be written before SET's reply.
@@ -256,7 +260,7 @@ mod tests {
         p.push(&args(&["GET", "a"]));
         p.push(&args(&["GET", "b"]));
         let mut sent = 0;
-        p.take_sendable(|_| sent += 1);
+        p.take_sendable(usize::MAX, |_| sent += 1);
         assert_eq!(sent, 2);
         p.complete(b"a", Err(ClientError::Timeout));
         p.complete(b"b", Ok(None));
@@ -274,7 +278,7 @@ mod tests {
             p.push(&args(&["SET", "key:__rand_int__", &format!("v{i}")]));
         }
         let mut sent = Vec::new();
-        p.take_sendable(|op| sent.push(op.clone()));
+        p.take_sendable(usize::MAX, |op| sent.push(op.clone()));
         assert_eq!(sent.len(), 1);
         p.complete(b"key:__rand_int__", Ok(Some(Bytes::new())));
         let mut out = BytesMut::new();
