@@ -611,6 +611,9 @@ impl Upstream {
                     Ok(n) => {
                         c.inbuf.extend_from_slice(&self.scratch[..n]);
                         budget -= n;
+                        if n < want {
+                            break; // drained; see `gateway::service`
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
