@@ -299,6 +299,24 @@ fn interleaved_pipelines_keep_per_key_order_while_results_complete_out_of_order(
     for (k, w) in want.iter().enumerate() {
         assert_eq!(c.call(&["GET", &format!("ord{k}")]), bulk(w));
     }
+
+    // More commands in one write than the gateway takes from a connection
+    // at once (1024 unanswered): it stops parsing, answers, and resumes by
+    // itself although no new bytes arrive.
+    let mut pipeline = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..3000 {
+        let k = format!("many{}", (i / 2) % 3);
+        if i % 2 == 0 {
+            pipeline.extend(encode(&["SET", &k, &i.to_string()]));
+            expected.push(ok());
+        } else {
+            pipeline.extend(encode(&["GET", &k]));
+            expected.push(bulk(&(i - 1).to_string()));
+        }
+    }
+    c.send_raw(&pipeline);
+    assert_eq!(read_n(&mut c, expected.len()), expected);
 }
 
 #[test]
@@ -340,6 +358,7 @@ fn a_client_that_stops_reading_stalls_only_itself() {
     // 400 GETs of 256 KiB: 100 MiB of replies that this client never
     // reads. The gateway stops taking its commands once its reply buffer
     // is full; the kernel buffers fill; nothing else waits for it.
+    let rss_before = cluster.rss_kib(0);
     let mut greedy = TcpStream::connect(&addr).unwrap();
     greedy
         .set_write_timeout(Some(Duration::from_millis(500)))
@@ -349,14 +368,55 @@ fn a_client_that_stops_reading_stalls_only_itself() {
         cmds.extend(encode(&["GET", "big"]));
     }
     let _ = greedy.write_all(&cmds); // may time out: TCP pushes back
+    std::thread::sleep(Duration::from_millis(500));
+    // What the gateway holds for it is bounded by its reply buffer and the
+    // results of its operations in flight (128 x 256 KiB), not by the
+    // 100 MiB it asked for.
+    let grown_mib = cluster.rss_kib(0).saturating_sub(rss_before) / 1024;
+    println!("node 0 grew by {grown_mib} MiB for the client that does not read");
+    assert!(grown_mib < 64, "node 0 grew by {grown_mib} MiB");
     for i in 0..20 {
         assert_eq!(c.call(&["SET", &format!("s{i}"), "v"]), ok());
         assert_eq!(c.call(&["GET", &format!("s{i}")]), bulk("v"));
     }
     let mut other = Conn::open(&addr);
     assert_eq!(other.call(&["PING"]), R::Simple("PONG".into()));
-    drop(greedy);
+    // Once it reads, it gets every reply, in order: the gateway resumes
+    // the connection as its buffers drain.
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut greedy = Conn {
+        reader: BufReader::new(greedy.try_clone().unwrap()),
+        writer: greedy,
+    };
+    let want = bulk(&big);
+    for i in 0..400 {
+        assert!(greedy.read() == want, "reply {i} is the big value");
+    }
+    assert_eq!(greedy.call(&["PING"]), R::Simple("PONG".into()));
     assert_eq!(c.call(&["GET", "s0"]), bulk("v"));
+
+    // Distinct keys: more operations than may be in flight (128), whose
+    // results fill the reply buffer, so sending stops until the client
+    // reads; then the rest are sent and answered, in order.
+    let mid = "m".repeat(64 << 10);
+    let mut sets = Vec::new();
+    for i in 0..300 {
+        sets.extend(encode(&["SET", &format!("mid{i}"), &mid]));
+    }
+    c.send_raw(&sets);
+    assert!(read_n(&mut c, 300).iter().all(|r| *r == ok()));
+    let mut gets = Vec::new();
+    for i in 0..300 {
+        gets.extend(encode(&["GET", &format!("mid{i}")]));
+    }
+    greedy.send_raw(&gets);
+    std::thread::sleep(Duration::from_millis(500));
+    let want = bulk(&mid);
+    for i in 0..300 {
+        assert!(greedy.read() == want, "reply {i} is mid{i}'s value");
+    }
 }
 
 #[test]

@@ -17,7 +17,9 @@
 //! most [`MAX_UNSENT_REPLY_BYTES`] of replies waiting for the client to read
 //! them; past either, the loop stops parsing and reading that connection
 //! (its bytes stay in the kernel, so TCP pushes back on the client) until
-//! replies drain. A slow client therefore costs its own bounded buffers and
+//! replies drain, and past the second it also sends none of its queued
+//! operations. At most `ClientOptions::max_in_flight` of its operations are
+//! in flight. A slow client therefore costs its own bounded buffers and
 //! never stalls the loop's other connections. `max_connections`,
 //! `idle_timeout` and `read_buf_max` behave as before.
 
@@ -474,42 +476,66 @@ fn service(
 ) -> Verdict {
     let mut budget = READ_BUDGET_BYTES;
     loop {
-        parse_buffered(c, opts);
-        if c.closing || c.backpressured() || !c.readable || budget == 0 {
-            break;
-        }
-        let want = budget.min(scratch.len());
-        match c.stream.read(&mut scratch[..want]) {
-            Ok(0) => return Verdict::Close("closed by the client".into()),
-            Ok(n) => {
-                c.inbuf.extend_from_slice(&scratch[..n]);
-                budget -= n;
-                c.last_active = now;
-                // A short read emptied the socket: skip the read that would
-                // only say WouldBlock (half of all reads under redis-benchmark).
-                // Safe with epoll's edge trigger, which fires again on every
-                // arrival, not only on empty -> non-empty.
-                if n < want {
-                    c.readable = false;
-                }
+        let was_full = c.backpressured();
+        loop {
+            parse_buffered(c, opts);
+            if c.closing || c.backpressured() || !c.readable || budget == 0 {
+                break;
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => c.readable = false,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Verdict::Close(format!("read failed: {e}")),
+            let want = budget.min(scratch.len());
+            match c.stream.read(&mut scratch[..want]) {
+                Ok(0) => return Verdict::Close("closed by the client".into()),
+                Ok(n) => {
+                    c.inbuf.extend_from_slice(&scratch[..n]);
+                    budget -= n;
+                    c.last_active = now;
+                    // A short read emptied the socket: skip the read that
+                    // would only say WouldBlock (half of all reads under
+                    // redis-benchmark). Safe with epoll's edge trigger, which
+                    // fires again on every arrival, not only on empty ->
+                    // non-empty.
+                    if n < want {
+                        c.readable = false;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => c.readable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Verdict::Close(format!("read failed: {e}")),
+            }
         }
-    }
-    c.pipeline.take_sendable(opts.client.max_in_flight, |op| {
-        upstream.submit(token, op.clone(), now)
-    });
-    c.pipeline.write_replies(&mut c.out);
-    if !c.out.is_empty() {
-        let before = c.out.len();
-        if let Err(e) = write_out(&mut c.stream, &mut c.out) {
-            return Verdict::Close(format!("write failed: {e}"));
+        // Results wait in memory until their replies are written, so a
+        // client that does not read its replies gets no new operations
+        // sent: what it can pin is its reply buffer plus the results of the
+        // operations already in flight (at most `max_in_flight`).
+        if c.out.len() < MAX_UNSENT_REPLY_BYTES {
+            c.pipeline.take_sendable(opts.client.max_in_flight, |op| {
+                upstream.submit(token, op.clone(), now)
+            });
         }
-        if c.out.len() < before {
-            c.last_active = now;
+        // Encode what fits, write what the socket takes; when the socket
+        // took everything, there may be room for more replies.
+        loop {
+            c.pipeline.write_replies(&mut c.out, MAX_UNSENT_REPLY_BYTES);
+            if c.out.is_empty() {
+                break;
+            }
+            let before = c.out.len();
+            if let Err(e) = write_out(&mut c.stream, &mut c.out) {
+                return Verdict::Close(format!("write failed: {e}"));
+            }
+            if c.out.len() < before {
+                c.last_active = now;
+            }
+            if !c.out.is_empty() {
+                break; // the socket is full: its writable event resumes
+            }
         }
+        // Writing made room: commands already buffered (or waiting in the
+        // socket) may be taken now; no event would come for them.
+        if was_full && !c.backpressured() {
+            continue;
+        }
+        break;
     }
     if c.closing && c.pipeline.unanswered() == 0 && c.out.is_empty() {
         return Verdict::Close("QUIT or protocol error".into());

@@ -123,10 +123,15 @@ impl Pipeline {
     }
 
     /// Appends the replies of the complete commands at the front, in
-    /// order; returns how many.
-    pub fn write_replies(&mut self, out: &mut BytesMut) -> usize {
+    /// order, while `out` holds fewer than `limit` bytes; returns how many.
+    /// (Results not yet encoded stay as they are: values shared by several
+    /// commands, as the Gets of one key are, are not copied until written.)
+    pub fn write_replies(&mut self, out: &mut BytesMut, limit: usize) -> usize {
         let mut n = 0;
         while let Some(front) = self.slots.front() {
+            if out.len() >= limit {
+                break;
+            }
             if matches!(front, Slot::Kv { left, .. } if *left > 0) {
                 break;
             }
@@ -213,7 +218,7 @@ mod tests {
                 let r = apply(&mut map, &op);
                 p.complete(op.key(), r);
             }
-            p.write_replies(&mut out);
+            p.write_replies(&mut out, usize::MAX);
         }
         (out.to_vec(), map)
     }
@@ -247,11 +252,30 @@ mod tests {
         let mut out = BytesMut::new();
         // GET b answers first: nothing may be written before SET's reply.
         p.complete(b"b", Ok(Some(Bytes::from_static(b"x"))));
-        assert_eq!(p.write_replies(&mut out), 0);
+        assert_eq!(p.write_replies(&mut out, usize::MAX), 0);
         p.complete(b"a", Ok(Some(Bytes::new())));
-        assert_eq!(p.write_replies(&mut out), 3);
+        assert_eq!(p.write_replies(&mut out, usize::MAX), 3);
         assert_eq!(&out[..], b"+OK\r\n+PONG\r\n$1\r\nx\r\n");
         assert_eq!(p.unanswered(), 0);
+    }
+
+    #[test]
+    fn replies_are_encoded_only_while_the_output_has_room() {
+        let mut p = Pipeline::new(Session::default());
+        for _ in 0..3 {
+            p.push(&args(&["GET", "big"]));
+        }
+        p.take_sendable(usize::MAX, |_| {});
+        p.complete(b"big", Ok(Some(Bytes::from(vec![b'x'; 100]))));
+        let mut out = BytesMut::new();
+        assert_eq!(
+            p.write_replies(&mut out, 150),
+            2,
+            "stops once over 150 bytes"
+        );
+        assert_eq!(p.unanswered(), 1);
+        out.clear();
+        assert_eq!(p.write_replies(&mut out, 150), 1);
     }
 
     #[test]
@@ -265,7 +289,7 @@ mod tests {
         p.complete(b"a", Err(ClientError::Timeout));
         p.complete(b"b", Ok(None));
         let mut out = BytesMut::new();
-        p.write_replies(&mut out);
+        p.write_replies(&mut out, usize::MAX);
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("-TIMEOUT"), "{text}");
         assert!(text.ends_with("$-1\r\n"), "{text}");
@@ -282,7 +306,7 @@ mod tests {
         assert_eq!(sent.len(), 1);
         p.complete(b"key:__rand_int__", Ok(Some(Bytes::new())));
         let mut out = BytesMut::new();
-        assert_eq!(p.write_replies(&mut out), 16);
+        assert_eq!(p.write_replies(&mut out, usize::MAX), 16);
     }
 
     fn arb_cmd() -> impl Strategy<Value = Vec<Bytes>> {
