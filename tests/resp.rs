@@ -460,3 +460,47 @@ fn connection_limit_and_idle_timeout_of_an_in_process_gateway() {
     assert!(b.closed(), "idle connection closed");
     assert!(d.closed(), "idle connection closed");
 }
+
+#[test]
+fn the_gateway_follows_shards_to_a_new_group_with_each_append_applied_once() {
+    let cluster = Cluster::new_with_resp(3);
+    let mut c = Conn::open(&resp_addr(&cluster, 2));
+    let mut pipeline = Vec::new();
+    for i in 0..100 {
+        pipeline.extend(encode(&["SET", &format!("mv{i}"), "a"]));
+    }
+    c.send_raw(&pipeline);
+    assert!(read_n(&mut c, 100).iter().all(|r| *r == ok()));
+    // Group 2 takes half the shards. The gateway's cached configuration is
+    // now stale: requests for moved shards get WrongGroup, the gateway
+    // queries the masters and resends them, same seqs, to group 2.
+    cluster
+        .client()
+        .join(vec![synod_wire::GroupInfo {
+            gid: 2,
+            servers: cluster.masters.clone(),
+        }])
+        .expect("join group 2");
+    // Let both groups apply the new configuration (their watchers poll the
+    // masters every 100 ms) and the shards move, so group 1 now answers
+    // WrongGroup for them.
+    let mut native = cluster.client();
+    cluster.wait_for(Duration::from_secs(30), |_| {
+        (0..100).all(|i| {
+            native
+                .get(bytes::Bytes::from(format!("mv{i}")))
+                .is_ok_and(|v| v.as_deref() == Some(&b"a"[..]))
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut pipeline = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..100 {
+        pipeline.extend(encode(&["APPEND", &format!("mv{i}"), "b"]));
+        expected.push(R::Int(2));
+        pipeline.extend(encode(&["GET", &format!("mv{i}")]));
+        expected.push(bulk("ab"));
+    }
+    c.send_raw(&pipeline);
+    assert_eq!(read_n(&mut c, expected.len()), expected);
+}
