@@ -94,7 +94,7 @@ synod_get_rate=$(kv ops_per_sec "$synod_get")
 echo "compare: Synod get: $synod_get" >&2
 help=$("$ROOT/target/release/synod-server" --help 2>&1 || true)
 if grep -q resp-listen <<<"$help"; then
-    RESP_NOTE="RESP port: built (--resp-listen), but this script does not drive it yet"
+    RESP_NOTE="RESP port: built (--resp-listen); perf/resp.sh runs redis-benchmark against it and redis-server in one run"
 else
     RESP_NOTE="RESP port: not built yet"
 fi
@@ -196,8 +196,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| Synod / etcd, CPU per write | $(ratio "$synod_cpu" "$etcd_cpu") |"
     echo "| Synod / Redis, CPU per write | $(ratio "$synod_cpu" "$redis_cpu") |"
     echo
-    echo "$RESP_NOTE (Redis clients cannot talk to Synod yet, so redis-benchmark"
-    echo "cannot be pointed at Synod for a same-client comparison)."
+    echo "$RESP_NOTE."
     echo
     echo "## Commands"
     echo

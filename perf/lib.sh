@@ -22,21 +22,25 @@ median() {
     printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "NA"; else print v[int((NR+1)/2)]}'
 }
 
-# start_playground DIR PORT: starts `synod playground` in the background,
-# sets PLAYGROUND_PID and SYNOD_MASTERS, and waits until it is serving.
-# SYNOD_SERVER_ARGS (words) are passed to every node, e.g. "--reads log".
+# start_playground DIR PORT [ARGS...]: starts `synod playground` in the
+# background (extra ARGS go to it, e.g. --resp-port), sets PLAYGROUND_PID
+# and SYNOD_MASTERS (and SYNOD_RESP with --resp-port), and waits until it
+# is serving. SYNOD_SERVER_ARGS (words) are passed to every node, e.g.
+# "--reads log".
 start_playground() {
     local dir=$1 port=$2 i a extra=()
+    shift 2
     mkdir -p "$dir"
     for a in ${SYNOD_SERVER_ARGS:-}; do extra+=("--server-arg=$a"); done
     "${BIN_DIR:-$ROOT/target/release}/synod" playground --dir "$dir/cluster" --base-port "$port" \
-        --groups "${SYNOD_GROUPS:-1}" "${extra[@]}" \
+        --groups "${SYNOD_GROUPS:-1}" "${extra[@]}" "$@" \
         >"$dir/playground.out" 2>"$dir/playground.err" &
     PLAYGROUND_PID=$!
     for i in $(seq 1 120); do
         if grep -q '^SYNOD_MASTERS=' "$dir/playground.out" 2>/dev/null; then
             SYNOD_MASTERS=$(sed -n 's/^SYNOD_MASTERS=//p' "$dir/playground.out" | head -1)
-            export SYNOD_MASTERS
+            SYNOD_RESP=$(sed -n 's/^SYNOD_RESP=//p' "$dir/playground.out" | head -1)
+            export SYNOD_MASTERS SYNOD_RESP
             return 0
         fi
         if ! kill -0 "$PLAYGROUND_PID" 2>/dev/null; then

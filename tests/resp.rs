@@ -266,3 +266,241 @@ fn hostile_resp_input_is_refused_without_harming_the_node() {
     assert_eq!(c.call(&["GET", "after"]), bulk("garbage"));
     assert!(cluster.exited_none());
 }
+
+/// Reads `n` replies.
+fn read_n(c: &mut Conn, n: usize) -> Vec<R> {
+    (0..n).map(|_| c.read()).collect()
+}
+
+#[test]
+fn interleaved_pipelines_keep_per_key_order_while_results_complete_out_of_order() {
+    let cluster = Cluster::new_with_resp(3);
+    let mut c = Conn::open(&resp_addr(&cluster, 1));
+    // 600 APPENDs over 6 keys in one write: different keys run
+    // concurrently and complete in any order, one key's appends never
+    // overtake each other, and every reply comes back in command order.
+    let mut pipeline = Vec::new();
+    let mut want: Vec<String> = vec![String::new(); 6];
+    let mut expected = Vec::new();
+    for i in 0..600 {
+        let k = (i * 7 + i / 13) % 6;
+        let piece = format!("{i},");
+        want[k].push_str(&piece);
+        pipeline.extend(encode(&["APPEND", &format!("ord{k}"), &piece]));
+        expected.push(R::Int(want[k].len() as i64));
+        if i % 50 == 0 {
+            // Reads in the middle see exactly the appends before them.
+            pipeline.extend(encode(&["GET", &format!("ord{k}")]));
+            expected.push(bulk(&want[k]));
+        }
+    }
+    c.send_raw(&pipeline);
+    assert_eq!(read_n(&mut c, expected.len()), expected);
+    for (k, w) in want.iter().enumerate() {
+        assert_eq!(c.call(&["GET", &format!("ord{k}")]), bulk(w));
+    }
+
+    // More commands in one write than the gateway takes from a connection
+    // at once (1024 unanswered): it stops parsing, answers, and resumes by
+    // itself although no new bytes arrive.
+    let mut pipeline = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..3000 {
+        let k = format!("many{}", (i / 2) % 3);
+        if i % 2 == 0 {
+            pipeline.extend(encode(&["SET", &k, &i.to_string()]));
+            expected.push(ok());
+        } else {
+            pipeline.extend(encode(&["GET", &k]));
+            expected.push(bulk(&(i - 1).to_string()));
+        }
+    }
+    c.send_raw(&pipeline);
+    assert_eq!(read_n(&mut c, expected.len()), expected);
+}
+
+#[test]
+fn pipelined_commands_survive_a_leader_kill_through_a_surviving_gateway() {
+    let mut cluster = Cluster::new_with_resp(3);
+    let leader = cluster.kv_leader().expect("a KV leader");
+    let via = (leader + 1) % 3;
+    let mut c = Conn::open(&resp_addr(&cluster, via));
+    assert_eq!(c.call(&["SET", "before", "kill"]), ok());
+    cluster.kill(leader);
+    // The gateway's upstream connection to the dead leader fails or goes
+    // silent; its requests move to the other members, follow NotLeader
+    // hints until a new leader is elected, and keep their seqs (so each
+    // APPEND applies once).
+    let mut pipeline = Vec::new();
+    let mut expected = Vec::new();
+    let mut log = String::new();
+    for i in 0..40 {
+        pipeline.extend(encode(&["SET", &format!("after{i}"), &format!("v{i}")]));
+        expected.push(ok());
+        log.push_str(&format!("{i};"));
+        pipeline.extend(encode(&["APPEND", "log", &format!("{i};")]));
+        expected.push(R::Int(log.len() as i64));
+    }
+    c.send_raw(&pipeline);
+    assert_eq!(read_n(&mut c, expected.len()), expected);
+    assert_eq!(c.call(&["GET", "before"]), bulk("kill"));
+    assert_eq!(c.call(&["GET", "log"]), bulk(&log));
+    assert_eq!(c.call(&["GET", "after39"]), bulk("v39"));
+}
+
+#[test]
+fn a_client_that_stops_reading_stalls_only_itself() {
+    let cluster = Cluster::new_with_resp(3);
+    let addr = resp_addr(&cluster, 0);
+    let mut c = Conn::open(&addr);
+    let big = "x".repeat(256 << 10);
+    assert_eq!(c.call(&["SET", "big", &big]), ok());
+    // 400 GETs of 256 KiB: 100 MiB of replies that this client never
+    // reads. The gateway stops taking its commands once its reply buffer
+    // is full; the kernel buffers fill; nothing else waits for it.
+    let rss_before = cluster.rss_kib(0);
+    let mut greedy = TcpStream::connect(&addr).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut cmds = Vec::new();
+    for _ in 0..400 {
+        cmds.extend(encode(&["GET", "big"]));
+    }
+    let _ = greedy.write_all(&cmds); // may time out: TCP pushes back
+    std::thread::sleep(Duration::from_millis(500));
+    // What the gateway holds for it is bounded by its reply buffer and the
+    // results of its operations in flight (128 x 256 KiB), not by the
+    // 100 MiB it asked for.
+    let grown_mib = cluster.rss_kib(0).saturating_sub(rss_before) / 1024;
+    println!("node 0 grew by {grown_mib} MiB for the client that does not read");
+    assert!(grown_mib < 64, "node 0 grew by {grown_mib} MiB");
+    for i in 0..20 {
+        assert_eq!(c.call(&["SET", &format!("s{i}"), "v"]), ok());
+        assert_eq!(c.call(&["GET", &format!("s{i}")]), bulk("v"));
+    }
+    let mut other = Conn::open(&addr);
+    assert_eq!(other.call(&["PING"]), R::Simple("PONG".into()));
+    // Once it reads, it gets every reply, in order: the gateway resumes
+    // the connection as its buffers drain.
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut greedy = Conn {
+        reader: BufReader::new(greedy.try_clone().unwrap()),
+        writer: greedy,
+    };
+    let want = bulk(&big);
+    for i in 0..400 {
+        assert!(greedy.read() == want, "reply {i} is the big value");
+    }
+    assert_eq!(greedy.call(&["PING"]), R::Simple("PONG".into()));
+    assert_eq!(c.call(&["GET", "s0"]), bulk("v"));
+
+    // Distinct keys: more operations than may be in flight (128), whose
+    // results fill the reply buffer, so sending stops until the client
+    // reads; then the rest are sent and answered, in order.
+    let mid = "m".repeat(64 << 10);
+    let mut sets = Vec::new();
+    for i in 0..300 {
+        sets.extend(encode(&["SET", &format!("mid{i}"), &mid]));
+    }
+    c.send_raw(&sets);
+    assert!(read_n(&mut c, 300).iter().all(|r| *r == ok()));
+    let mut gets = Vec::new();
+    for i in 0..300 {
+        gets.extend(encode(&["GET", &format!("mid{i}")]));
+    }
+    greedy.send_raw(&gets);
+    std::thread::sleep(Duration::from_millis(500));
+    let want = bulk(&mid);
+    for i in 0..300 {
+        assert!(greedy.read() == want, "reply {i} is mid{i}'s value");
+    }
+}
+
+#[test]
+fn connection_limit_and_idle_timeout_of_an_in_process_gateway() {
+    let cluster = Cluster::new(3);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut opts = synod::resp::GatewayOptions::new(cluster.masters.clone());
+    opts.max_connections = 2;
+    opts.idle_timeout = Duration::from_secs(1);
+    opts.threads = 2;
+    synod::resp::serve_with(listener, opts).unwrap();
+
+    let mut a = Conn::open(&addr);
+    let mut b = Conn::open(&addr);
+    assert_eq!(a.call(&["SET", "lim", "1"]), ok());
+    assert_eq!(b.call(&["GET", "lim"]), bulk("1"));
+    // A third connection is refused with Redis' own message.
+    let mut c = Conn::open(&addr);
+    assert_eq!(
+        c.read(),
+        R::Error("ERR max number of clients reached".into())
+    );
+    assert!(c.closed());
+    // Closing one frees its slot (the count follows the loops' closes).
+    assert_eq!(a.call(&["QUIT"]), ok());
+    assert!(a.closed());
+    let mut d = None;
+    for _ in 0..50 {
+        let mut t = Conn::open(&addr);
+        t.send(&["PING"]);
+        if t.read() == R::Simple("PONG".into()) {
+            d = Some(t);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut d = d.expect("a slot frees up after QUIT");
+    // Silent connections are closed after the idle timeout.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(b.closed(), "idle connection closed");
+    assert!(d.closed(), "idle connection closed");
+}
+
+#[test]
+fn the_gateway_follows_shards_to_a_new_group_with_each_append_applied_once() {
+    let cluster = Cluster::new_with_resp(3);
+    let mut c = Conn::open(&resp_addr(&cluster, 2));
+    let mut pipeline = Vec::new();
+    for i in 0..100 {
+        pipeline.extend(encode(&["SET", &format!("mv{i}"), "a"]));
+    }
+    c.send_raw(&pipeline);
+    assert!(read_n(&mut c, 100).iter().all(|r| *r == ok()));
+    // Group 2 takes half the shards. The gateway's cached configuration is
+    // now stale: requests for moved shards get WrongGroup, the gateway
+    // queries the masters and resends them, same seqs, to group 2.
+    cluster
+        .client()
+        .join(vec![synod_wire::GroupInfo {
+            gid: 2,
+            servers: cluster.masters.clone(),
+        }])
+        .expect("join group 2");
+    // Let both groups apply the new configuration (their watchers poll the
+    // masters every 100 ms) and the shards move, so group 1 now answers
+    // WrongGroup for them.
+    let mut native = cluster.client();
+    cluster.wait_for(Duration::from_secs(30), |_| {
+        (0..100).all(|i| {
+            native
+                .get(bytes::Bytes::from(format!("mv{i}")))
+                .is_ok_and(|v| v.as_deref() == Some(&b"a"[..]))
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut pipeline = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..100 {
+        pipeline.extend(encode(&["APPEND", &format!("mv{i}"), "b"]));
+        expected.push(R::Int(2));
+        pipeline.extend(encode(&["GET", &format!("mv{i}")]));
+        expected.push(bulk("ab"));
+    }
+    c.send_raw(&pipeline);
+    assert_eq!(read_n(&mut c, expected.len()), expected);
+}

@@ -47,14 +47,22 @@ options:
                           message and one log entry at the receiver (default
                           1048576; at most half of --max-frame-bytes)
   --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
-                          client of the --masters cluster (default: off)";
+                          client of the --masters cluster (default: off)
+  --resp-threads N        event loops of the RESP gateway (default: the machine's cores)";
 
-/// The node's runtime configuration and, if asked for, the RESP address.
-fn parse() -> Result<(RuntimeConfig, Option<SocketAddr>), String> {
+/// The RESP gateway's address and event-loop count, when asked for.
+struct RespArgs {
+    listen: Option<SocketAddr>,
+    threads: Option<usize>,
+}
+
+/// The node's runtime configuration and the RESP gateway's settings.
+fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     let mut listen = None;
     let mut data_dir = None;
     let mut masters = None;
     let mut resp_listen = None;
+    let mut resp_threads = None;
     let mut rest: Vec<(String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -70,6 +78,18 @@ fn parse() -> Result<(RuntimeConfig, Option<SocketAddr>), String> {
                 resp_listen = Some(value.parse::<SocketAddr>().map_err(|_| {
                     format!("--resp-listen {value:?} is not HOST:PORT (an IP address and port)")
                 })?)
+            }
+            "--resp-threads" => {
+                let n = value
+                    .parse::<usize>()
+                    .map_err(|_| format!("not a number: {value:?}"))?;
+                if !(1..=synod::resp::MAX_THREADS).contains(&n) {
+                    return Err(format!(
+                        "--resp-threads must be between 1 and {}",
+                        synod::resp::MAX_THREADS
+                    ));
+                }
+                resp_threads = Some(n);
             }
             _ => rest.push((flag, value)),
         }
@@ -134,12 +154,18 @@ fn parse() -> Result<(RuntimeConfig, Option<SocketAddr>), String> {
             cfg.max_frame_bytes / 2
         ));
     }
-    Ok((cfg, resp_listen))
+    Ok((
+        cfg,
+        RespArgs {
+            listen: resp_listen,
+            threads: resp_threads,
+        },
+    ))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let (cfg, resp_listen) = match parse() {
+    let (cfg, resp) = match parse() {
         Ok(c) => c,
         Err(e) => {
             if !e.is_empty() {
@@ -163,8 +189,14 @@ fn main() -> ExitCode {
     log::info!("listening on {}", node.local_addr);
     // After the node is up, so a RESP client's first command finds this
     // node serving; the gateway retries through the masters anyway.
-    if let Some(addr) = resp_listen {
-        if let Err(e) = synod::resp::serve(addr, masters.clone()) {
+    if let Some(addr) = resp.listen {
+        let mut opts = synod::resp::GatewayOptions::new(masters.clone());
+        if let Some(n) = resp.threads {
+            opts.threads = n;
+        }
+        let started =
+            std::net::TcpListener::bind(addr).and_then(|l| synod::resp::serve_with(l, opts));
+        if let Err(e) = started {
             eprintln!("synod-server: --resp-listen {addr}: {e}");
             return ExitCode::FAILURE;
         }

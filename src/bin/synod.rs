@@ -34,10 +34,12 @@ commands:
   admin move SHARD GID    assign SHARD to group GID
   admin query [NUM]       print configuration NUM (default: latest) as JSON
   playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
-             [--server-arg ARG]...
+             [--server-arg ARG]... [--resp-port PORT]
                           run a local cluster until Ctrl-C; each --server-arg
                           is passed to every synod-server (e.g.
-                          --server-arg=--reads --server-arg=log)
+                          --server-arg=--reads --server-arg=log); with
+                          --resp-port, node i also serves Redis (RESP2) on
+                          PORT+i
 
 options (before COMMAND):
   --masters A,B,C         shard master addresses (default: $SYNOD_MASTERS)
@@ -98,6 +100,8 @@ struct PlaygroundArgs {
     groups: GroupId,
     /// Extra `synod-server` flags for every node (`--server-arg`, repeated).
     server_args: Vec<OsString>,
+    /// With `Some(p)`, node `i` also serves RESP on `p + i`.
+    resp_port: Option<u16>,
 }
 
 fn main() {
@@ -343,6 +347,7 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
         nodes: DEFAULT_NODES,
         groups: PLAYGROUND_GROUPS,
         server_args: Vec::new(),
+        resp_port: None,
     };
     let mut i = 0;
     while i < words.len() {
@@ -382,6 +387,13 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
                     return Err(format!("--nodes must be between 1 and {MAX_NODES}"));
                 }
             }
+            "--resp-port" => {
+                let port = parse_number::<u16>(&value.to_string_lossy(), "PORT")?;
+                if port == 0 {
+                    return Err("--resp-port must be a port number, 1-65535".to_string());
+                }
+                args.resp_port = Some(port);
+            }
             _ => return Err(format!("playground: unknown option {arg}")),
         }
         i += 1;
@@ -391,6 +403,14 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
             "--base-port {} leaves no room for {} nodes",
             args.base_port, args.nodes
         ));
+    }
+    if let Some(p) = args.resp_port {
+        if usize::from(p) + args.nodes - 1 > usize::from(u16::MAX) {
+            return Err(format!(
+                "--resp-port {p} leaves no room for {} nodes",
+                args.nodes
+            ));
+        }
     }
     Ok(args)
 }
@@ -657,9 +677,15 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     let addrs: Vec<String> = (0..args.nodes)
         .map(|i| format!("127.0.0.1:{}", usize::from(args.base_port) + i))
         .collect();
+    let resp_addrs: Vec<Option<String>> = (0..args.nodes)
+        .map(|i| {
+            args.resp_port
+                .map(|p| format!("127.0.0.1:{}", usize::from(p) + i))
+        })
+        .collect();
     // Check every port before starting anything, so a clash is one clear
     // message rather than a node dying in its log.
-    for addr in &addrs {
+    for addr in addrs.iter().chain(resp_addrs.iter().flatten()) {
         if let Err(e) = TcpListener::bind(addr.as_str()) {
             return Err(Stop::Failed(format!(
                 "port {addr} is busy ({e}); pick free ports with --base-port"
@@ -692,7 +718,15 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     for (i, addr) in addrs.iter().enumerate() {
         let data_dir = dir.join(format!("node-{i}"));
         let log = dir.join(format!("node-{i}.log"));
-        let child = spawn_node(&server, addr, &data_dir, &masters, &log, &args.server_args)?;
+        let child = spawn_node(
+            &server,
+            addr,
+            resp_addrs[i].as_deref(),
+            &data_dir,
+            &masters,
+            &log,
+            &args.server_args,
+        )?;
         nodes.children.push((addr.clone(), log, child));
     }
     eprintln!(
@@ -766,6 +800,11 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     let synod = shell_quote(&exe.to_string_lossy());
     let mut banner = String::new();
     let _ = writeln!(banner, "SYNOD_MASTERS={masters}");
+    let resp: Vec<&str> = resp_addrs.iter().flatten().map(String::as_str).collect();
+    if !resp.is_empty() {
+        // One line per fact, so scripts can `sed -n 's/^SYNOD_RESP=//p'`.
+        let _ = writeln!(banner, "SYNOD_RESP={}", resp.join(","));
+    }
     let _ = writeln!(
         banner,
         "export SYNOD_MASTERS={masters}; {synod} put hello world; {synod} get hello"
@@ -820,6 +859,7 @@ fn wait_for<T>(
 fn spawn_node(
     server: &Path,
     addr: &str,
+    resp: Option<&str>,
     data_dir: &Path,
     masters: &str,
     log: &Path,
@@ -841,6 +881,9 @@ fn spawn_node(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
+    if let Some(resp) = resp {
+        cmd.arg("--resp-listen").arg(resp);
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
     }
@@ -1017,6 +1060,7 @@ mod tests {
                 nodes: 3,
                 groups: 3,
                 server_args: vec![],
+                resp_port: None,
             })
         );
         assert_eq!(
@@ -1032,6 +1076,8 @@ mod tests {
                 "--server-arg=--reads",
                 "--server-arg",
                 "log",
+                "--resp-port",
+                "9100"
             ]),
             Cmd::Playground(PlaygroundArgs {
                 dir: Some(PathBuf::from("/tmp/x")),
@@ -1039,6 +1085,7 @@ mod tests {
                 nodes: 5,
                 groups: 1,
                 server_args: vec!["--reads".into(), "log".into()],
+                resp_port: Some(9100),
             })
         );
     }
@@ -1109,6 +1156,7 @@ mod tests {
             nodes: 1,
             groups: 1,
             server_args: vec![],
+            resp_port: None,
         };
         let err = playground(&args, Duration::from_secs(1)).unwrap_err();
         assert!(

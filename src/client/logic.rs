@@ -163,30 +163,36 @@ impl Router {
     /// The member of the group serving `key`'s shard to try next, by the
     /// cached configuration.
     pub(crate) fn route_key(&self, key: &[u8]) -> Route {
-        let Some(config) = &self.config else {
-            return Route::NeedConfig;
-        };
+        match self.route_key_ref(key) {
+            Some((gid, index, addr)) => Route::To {
+                gid,
+                index,
+                addr: addr.to_string(),
+            },
+            None => Route::NeedConfig,
+        }
+    }
+
+    /// [`Router::route_key`] as `(gid, member index, address)` without
+    /// copying the address (the RESP gateway routes every operation and
+    /// looks its connection up by it); `None` is [`Route::NeedConfig`].
+    pub(crate) fn route_key_ref(&self, key: &[u8]) -> Option<(GroupId, usize, &str)> {
+        let config = self.config.as_ref()?;
         if config.shards.is_empty() {
-            return Route::NeedConfig;
+            return None;
         }
         let shard = shard_of(key, config.shards.len() as u32) as usize;
         let gid = config.shards[shard];
         // gid 0: the shard is not assigned yet (no group has joined).
         if gid == 0 {
-            return Route::NeedConfig;
+            return None;
         }
-        let Some(group) = config.groups.iter().find(|g| g.gid == gid) else {
-            return Route::NeedConfig;
-        };
+        let group = config.groups.iter().find(|g| g.gid == gid)?;
         if group.servers.is_empty() {
-            return Route::NeedConfig;
+            return None;
         }
         let index = self.hint(gid, group.servers.len());
-        Route::To {
-            gid,
-            index,
-            addr: group.servers[index].clone(),
-        }
+        Some((gid, index, group.servers[index].as_str()))
     }
 
     /// Number of members of group `gid` (the masters for gid 0), 0 if unknown.

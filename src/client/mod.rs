@@ -25,7 +25,9 @@
 
 mod conn;
 mod engine;
-mod logic;
+// Shared with the RESP gateway's event loops, which route and retry the
+// same way without the blocking transport.
+pub(crate) mod logic;
 #[cfg(test)]
 mod tests;
 
@@ -39,7 +41,8 @@ use synod_wire::{ClientId, Config, GroupId, GroupInfo, MasterOp, Op, Seq};
 
 use crate::rng::Rng;
 use conn::{Conn, Event};
-use engine::{Answer, Req};
+use engine::Answer;
+pub(crate) use engine::{check_size, Req};
 use logic::{AckWindow, Router};
 
 /// How a [`Client`] reaches the cluster and how patient it is.

@@ -3,9 +3,11 @@
 //! This module owns everything between a Redis client's bytes and the
 //! Synod client library: the request parser (`parse`), the reply encoder
 //! (`reply`), the mapping of Redis commands onto KV operations (`command`),
-//! the ordering rule for a pipeline's operations (`batch`) and the
-//! listening sockets (`gateway`). All but `gateway` are sans-IO and tested
-//! on byte buffers and closures.
+//! the per-key ordering rule for a connection's operations (`batch`), a
+//! connection's commands from parsing to in-order replies (`pipeline`), the
+//! event loops and RESP sockets (`gateway`) and each loop's connections to
+//! the cluster (`upstream`). `parse`, `reply`, `command`, `batch` and
+//! `pipeline` are sans-IO and tested on byte buffers.
 //!
 //! The gateway is a *client* of the cluster, not part of a replica: it runs
 //! in the `synod-server` process (`--resp-listen ADDR`) but reaches the data
@@ -31,13 +33,17 @@
 mod batch;
 mod command;
 mod gateway;
+mod idmap;
 mod parse;
+mod pipeline;
 mod reply;
+mod upstream;
 
 pub use command::{plan, KvCommand, Plan, Session};
 pub use gateway::{
-    serve, serve_with, GatewayOptions, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_READ_BUF_MAX, MAX_COMMANDS_PER_TURN,
+    default_threads, serve, serve_with, GatewayOptions, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_BUF_MAX, MAX_THREADS, MAX_UNANSWERED_COMMANDS,
+    MAX_UNSENT_REPLY_BYTES,
 };
 pub use parse::{ParseError, Parser, MAX_ARRAY_LEN, MAX_BULK_BYTES, MAX_INLINE_BYTES};
 pub use reply::Reply;
