@@ -12,7 +12,12 @@
 #   Redis: one redis-server, persistence off (--save '' --appendonly no),
 #          redis-benchmark -c 50 -P 16 -t set,get -q. No replication and no
 #          durability: an upper bound on what a KV server can do here, not a
-#          like-for-like rival.
+#          like-for-like rival. The same redis-benchmark commands also run
+#          against Synod's RESP gateway (node 0's --resp-listen port), so one
+#          tool measures both.
+#
+# Every measurement runs COMPARE_RUNS times (default 3) and the median is
+# reported; etcd's 60 s check runs COMPARE_ETCD_RUNS times (default 3).
 #
 # CPU cost per write = user+system time of all server processes of that
 # system during its write phase (from /proc/PID/stat), divided by the writes
@@ -26,6 +31,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/perf/lib.sh"
 
+RUNS=${COMPARE_RUNS:-3}
+ETCD_RUNS=${COMPARE_ETCD_RUNS:-3}
 DURATION=${COMPARE_DURATION:-10}
 CLIENTS=${COMPARE_CLIENTS:-64}
 PIPELINE=${COMPARE_PIPELINE:-16}
@@ -75,30 +82,49 @@ per_op() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN {if (n > 0) printf "%.1f",
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "NA" && b != "NA" && b > 0) printf "%.2f", a / b; else print "NA"}'; }
 
 # --- Synod -----------------------------------------------------------------
-start_playground "$WORK/synod" "$PORT"
+start_playground "$WORK/synod" "$PORT" --resp-port $((PORT + 40))
 mapfile -t SYNOD_PIDS < <(node_pids)
+SYNOD_RESP_PORT=$((PORT + 40))
 echo "compare: Synod up (pids ${SYNOD_PIDS[*]}), SYNOD_MASTERS=$SYNOD_MASTERS" >&2
-SYNOD_PUT_CMD="synod-bench --workload put --clients $CLIENTS --pipeline $PIPELINE --warmup 0 --duration $DURATION --quiet"
-t0=$(cpu_ticks "${SYNOD_PIDS[@]}")
-# shellcheck disable=SC2086
-synod_put=$("$BENCH" ${SYNOD_PUT_CMD#synod-bench } | tail -1)
-t1=$(cpu_ticks "${SYNOD_PIDS[@]}")
-synod_put_ops=$(kv ops "$synod_put")
-synod_put_rate=$(kv ops_per_sec "$synod_put")
-synod_cpu=$(per_op $((t1 - t0)) "$synod_put_ops")
-echo "compare: Synod put: $synod_put" >&2
-SYNOD_GET_CMD="synod-bench --workload get --clients $CLIENTS --pipeline $PIPELINE --warmup 0 --duration $DURATION --quiet"
-# shellcheck disable=SC2086
-synod_get=$("$BENCH" ${SYNOD_GET_CMD#synod-bench } | tail -1)
-synod_get_rate=$(kv ops_per_sec "$synod_get")
-echo "compare: Synod get: $synod_get" >&2
-help=$("$ROOT/target/release/synod-server" --help 2>&1 || true)
-if grep -q resp-listen <<<"$help"; then
-    RESP_NOTE="RESP port: built (--resp-listen); perf/resp.sh runs redis-benchmark against it and redis-server in one run"
-else
-    RESP_NOTE="RESP port: not built yet"
-fi
-echo "compare: $RESP_NOTE" >&2
+SYNOD_PUT_CMD="synod-bench --workload put --clients $CLIENTS --pipeline $PIPELINE --warmup 1 --duration $DURATION --quiet"
+SYNOD_GET_CMD="synod-bench --workload get --clients $CLIENTS --pipeline $PIPELINE --warmup 1 --duration $DURATION --quiet"
+put_rates=() put_cpus=() put_lines=() get_rates=() get_lines=()
+for run in $(seq 1 "$RUNS"); do
+    t0=$(cpu_ticks "${SYNOD_PIDS[@]}")
+    # shellcheck disable=SC2086
+    line=$("$BENCH" ${SYNOD_PUT_CMD#synod-bench } | tail -1)
+    t1=$(cpu_ticks "${SYNOD_PIDS[@]}")
+    echo "compare: Synod put $run: $line" >&2
+    put_lines+=("$line")
+    put_rates+=("$(kv ops_per_sec "$line")")
+    # The warmup's writes are not in `ops`: count CPU per measured write
+    # over the whole command, slightly pessimistic.
+    put_cpus+=("$(per_op $((t1 - t0)) "$(kv ops "$line")")")
+    # shellcheck disable=SC2086
+    line=$("$BENCH" ${SYNOD_GET_CMD#synod-bench } | tail -1)
+    echo "compare: Synod get $run: $line" >&2
+    get_lines+=("$line")
+    get_rates+=("$(kv ops_per_sec "$line")")
+done
+synod_put_rate=$(median "${put_rates[@]}")
+synod_cpu=$(median "${put_cpus[@]}")
+synod_get_rate=$(median "${get_rates[@]}")
+
+# redis_bench PORT TEST: one redis-benchmark run; prints its requests/s.
+redis_bench() {
+    local out
+    out=$(redis-benchmark -p "$1" -c 50 -P 16 -t "$2" -q -n "$REDIS_REQUESTS" -r 100000 2>&1 |
+        tr '\r' '\n' | grep -E "^${2^^}: [0-9]" | tail -1)
+    echo "compare: redis-benchmark -p $1 -t $2: $out" >&2
+    sed -n 's/^[A-Z]*: \([0-9.]*\) requests per second.*/\1/p' <<<"$out"
+}
+resp_set=() resp_get=()
+for run in $(seq 1 "$RUNS"); do
+    resp_set+=("$(redis_bench "$SYNOD_RESP_PORT" set)")
+    resp_get+=("$(redis_bench "$SYNOD_RESP_PORT" get)")
+done
+synod_resp_set=$(median "${resp_set[@]}")
+synod_resp_get=$(median "${resp_get[@]}")
 stop_playground
 
 # --- etcd ------------------------------------------------------------------
@@ -126,28 +152,39 @@ etcdctl --endpoints "$ENDPOINTS" endpoint health >/dev/null 2>&1 || {
     echo "compare: etcd did not become healthy" >&2
     exit 1
 }
-echo "compare: etcd up (pids ${ETCD_PIDS[*]}), running check perf --load=$ETCD_LOAD (60 s)" >&2
+echo "compare: etcd up (pids ${ETCD_PIDS[*]}), running check perf --load=$ETCD_LOAD (60 s) x $ETCD_RUNS" >&2
 ETCD_CMD="etcdctl --endpoints $ENDPOINTS check perf --load=$ETCD_LOAD"
-t0=$(cpu_ticks "${ETCD_PIDS[@]}")
-s0=$(date +%s.%N)
-# check perf exits non-zero when the cluster misses its targets; that is a
-# result, not a failure of this script.
-# shellcheck disable=SC2086
-# Its progress bar redraws with \r: keep only the result lines.
-etcd_out=$($ETCD_CMD 2>&1 | tr '\r' '\n' | grep -v ' / 60 ' || true)
-s1=$(date +%s.%N)
-t1=$(cpu_ticks "${ETCD_PIDS[@]}")
-echo "$etcd_out" | sed 's/^/compare: etcd: /' >&2
-# "PASS: Throughput is N writes/s" or "FAIL: Throughput too low: N writes/s"
-etcd_rate=$(sed -n 's/.*Throughput[^0-9]*\([0-9.][0-9.]*\) writes\/s.*/\1/p' <<<"$etcd_out" | head -1)
-etcd_rate=${etcd_rate:-NA}
-# A check that aborts (e.g. "etcdserver: request timed out" when the cores
-# are overloaded) prints no throughput: report its error instead.
-etcd_error=$(grep -m1 '^Error:' <<<"$etcd_out" || true)
-etcd_secs=$(secs_between "$s0" "$s1")
-etcd_ops=$(awk -v r="$etcd_rate" -v s="$etcd_secs" 'BEGIN {if (r == "NA") print 0; else printf "%d", r * 60}')
-etcd_cpu=$(per_op $((t1 - t0)) "$etcd_ops")
-etcd_slowest=$(sed -n 's/.*Slowest request took[^0-9]*\([0-9.][0-9.]*s\).*/\1/p' <<<"$etcd_out" | head -1)
+etcd_rates=() etcd_cpus=() etcd_outs=() etcd_error="" etcd_slowest=""
+for run in $(seq 1 "$ETCD_RUNS"); do
+    t0=$(cpu_ticks "${ETCD_PIDS[@]}")
+    s0=$(date +%s.%N)
+    # check perf exits non-zero when the cluster misses its targets; that
+    # is a result, not a failure of this script. Its progress bar redraws
+    # with \r: keep only the result lines.
+    # shellcheck disable=SC2086
+    etcd_out=$($ETCD_CMD 2>&1 | tr '\r' '\n' | grep -v ' / 60 ' || true)
+    s1=$(date +%s.%N)
+    t1=$(cpu_ticks "${ETCD_PIDS[@]}")
+    echo "$etcd_out" | sed "s/^/compare: etcd $run: /" >&2
+    etcd_outs+=("$etcd_out")
+    # "PASS: Throughput is N writes/s" or "FAIL: Throughput too low: N writes/s"
+    rate=$(sed -n 's/.*Throughput[^0-9]*\([0-9.][0-9.]*\) writes\/s.*/\1/p' <<<"$etcd_out" | head -1)
+    # A check that aborts (e.g. "etcdserver: request timed out" when the
+    # cores are overloaded) prints no throughput: report its error instead.
+    err=$(grep -m1 '^Error:' <<<"$etcd_out" || true)
+    etcd_error=${etcd_error:-$err}
+    slowest=$(sed -n 's/.*Slowest request took[^0-9]*\([0-9.][0-9.]*s\).*/\1/p' <<<"$etcd_out" | head -1)
+    etcd_slowest+="${etcd_slowest:+ }${slowest:-NA}"
+    if [[ -n $rate ]]; then
+        etcd_rates+=("$rate")
+        secs=$(secs_between "$s0" "$s1")
+        ops=$(awk -v r="$rate" 'BEGIN {printf "%d", r * 60}')
+        etcd_cpus+=("$(per_op $((t1 - t0)) "$ops")")
+    fi
+done
+etcd_rate=$(median "${etcd_rates[@]}")
+etcd_cpu=$(median "${etcd_cpus[@]}")
+etcd_secs=${secs:-NA}
 for pid in "${ETCD_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${ETCD_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 ETCD_PIDS=()
@@ -161,16 +198,18 @@ for _ in $(seq 1 50); do
     redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
     sleep 0.1
 done
-REDIS_CMD="redis-benchmark -p $REDIS_PORT -c 50 -P 16 -t set,get -q -n $REDIS_REQUESTS"
-t0=$(cpu_ticks "$REDIS_PID")
-# shellcheck disable=SC2086
-redis_set_out=$(redis-benchmark -p "$REDIS_PORT" -c 50 -P 16 -t set -q -n "$REDIS_REQUESTS" 2>&1 | tr '\r' '\n' | grep -E '^SET: [0-9]' | tail -1)
-t1=$(cpu_ticks "$REDIS_PID")
-redis_get_out=$(redis-benchmark -p "$REDIS_PORT" -c 50 -P 16 -t get -q -n "$REDIS_REQUESTS" 2>&1 | tr '\r' '\n' | grep -E '^GET: [0-9]' | tail -1)
-echo "compare: redis: $redis_set_out / $redis_get_out" >&2
-redis_set_rate=$(sed -n 's/^SET: \([0-9.]*\) requests per second.*/\1/p' <<<"$redis_set_out")
-redis_get_rate=$(sed -n 's/^GET: \([0-9.]*\) requests per second.*/\1/p' <<<"$redis_get_out")
-redis_cpu=$(per_op $((t1 - t0)) "$REDIS_REQUESTS")
+REDIS_CMD="redis-benchmark -p $REDIS_PORT -c 50 -P 16 -t set,get -q -n $REDIS_REQUESTS -r 100000"
+redis_sets=() redis_gets=() redis_cpus=()
+for run in $(seq 1 "$RUNS"); do
+    t0=$(cpu_ticks "$REDIS_PID")
+    redis_sets+=("$(redis_bench "$REDIS_PORT" set)")
+    t1=$(cpu_ticks "$REDIS_PID")
+    redis_cpus+=("$(per_op $((t1 - t0)) "$REDIS_REQUESTS")")
+    redis_gets+=("$(redis_bench "$REDIS_PORT" get)")
+done
+redis_set_rate=$(median "${redis_sets[@]}")
+redis_get_rate=$(median "${redis_gets[@]}")
+redis_cpu=$(median "${redis_cpus[@]}")
 kill -TERM "$REDIS_PID" 2>/dev/null || true
 wait "$REDIS_PID" 2>/dev/null || true
 REDIS_PID=""
@@ -180,30 +219,33 @@ mkdir -p "$(dirname "$OUT")"
 {
     echo "# Synod vs etcd vs Redis, $(date +%Y-%m-%d)"
     echo
-    echo "One run, one machine, servers and load generators sharing its cores."
+    echo "One session, one machine, servers and load generators sharing its cores;"
+    echo "every figure is the median of $RUNS runs (etcd: $ETCD_RUNS runs)."
     echo
     echo "| system | setup | writes/s | reads/s | server CPU per write (us) | notes |"
     echo "|---|---|---:|---:|---:|---|"
-    echo "| Synod | 3 replicas, fsync always | $synod_put_rate | $synod_get_rate | $synod_cpu | synod-bench ${CLIENTS}x${PIPELINE}, ${DURATION}s; put p99 $(kv p99_us "$synod_put") us, get p99 $(kv p99_us "$synod_get") us; errors $(kv errors "$synod_put")/$(kv errors "$synod_get") |"
-    echo "| etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p') | 3 members, default fsync | ${etcd_rate} | - | $etcd_cpu | check perf --load=$ETCD_LOAD (rate-limited, 60 s); slowest request ${etcd_slowest:-NA};${etcd_error:+ aborted: $etcd_error;} CPU over the whole ${etcd_secs}s command, divided by throughput x 60 s |"
-    echo "| Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') | 1 node, no persistence, no replication | ${redis_set_rate:-NA} | ${redis_get_rate:-NA} | $redis_cpu | redis-benchmark -c 50 -P 16, $REDIS_REQUESTS requests each |"
+    echo "| Synod | 3 replicas, fsync always | $synod_put_rate | $synod_get_rate | $synod_cpu | synod-bench ${CLIENTS}x${PIPELINE}, ${DURATION}s; reads by read-index; p99 put/get of each run in Raw |"
+    echo "| Synod via RESP | same cluster, node 0's gateway | $synod_resp_set | $synod_resp_get | - | redis-benchmark -c 50 -P 16 -r 100000, $REDIS_REQUESTS requests each (SET, GET) |"
+    echo "| etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p') | 3 members, default fsync | ${etcd_rate} | - | $etcd_cpu | check perf --load=$ETCD_LOAD (rate-limited, 60 s); slowest requests ${etcd_slowest:-NA};${etcd_error:+ aborted once: $etcd_error;} CPU over each whole command, divided by throughput x 60 s |"
+    echo "| Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') | 1 node, no persistence, no replication | ${redis_set_rate:-NA} | ${redis_get_rate:-NA} | $redis_cpu | redis-benchmark -c 50 -P 16 -r 100000, $REDIS_REQUESTS requests each |"
     echo
-    echo "| ratio | value |"
-    echo "|---|---:|"
-    echo "| Synod / etcd, writes/s | $(ratio "$synod_put_rate" "$etcd_rate") |"
-    echo "| Synod / Redis, writes/s | $(ratio "$synod_put_rate" "${redis_set_rate:-0}") |"
-    echo "| Synod / Redis, reads/s | $(ratio "$synod_get_rate" "${redis_get_rate:-0}") |"
-    echo "| Synod / etcd, CPU per write | $(ratio "$synod_cpu" "$etcd_cpu") |"
-    echo "| Synod / Redis, CPU per write | $(ratio "$synod_cpu" "$redis_cpu") |"
-    echo
-    echo "$RESP_NOTE."
+    echo "| ratio | value | target |"
+    echo "|---|---:|---|"
+    echo "| Synod / etcd, writes/s | $(ratio "$synod_put_rate" "$etcd_rate") | >= 40 |"
+    echo "| Synod / etcd, CPU per write | $(ratio "$synod_cpu" "$etcd_cpu") | < 1 |"
+    echo "| Synod RESP / Redis, GET (redis-benchmark) | $(ratio "$synod_resp_get" "${redis_get_rate:-0}") | >= 0.25 |"
+    echo "| Synod RESP / Redis, SET (redis-benchmark) | $(ratio "$synod_resp_set" "${redis_set_rate:-0}") | >= 0.10 |"
+    echo "| Synod / Redis, writes/s (synod-bench vs redis-benchmark) | $(ratio "$synod_put_rate" "${redis_set_rate:-0}") | |"
+    echo "| Synod / Redis, reads/s (synod-bench vs redis-benchmark) | $(ratio "$synod_get_rate" "${redis_get_rate:-0}") | |"
+    echo "| Synod / Redis, CPU per write | $(ratio "$synod_cpu" "$redis_cpu") | |"
     echo
     echo "## Commands"
     echo
     echo '```sh'
-    echo "synod playground --base-port $PORT   # 3 nodes, fsync always"
+    echo "synod playground --base-port $PORT --resp-port $SYNOD_RESP_PORT   # 3 nodes, fsync always"
     echo "$SYNOD_PUT_CMD"
-    echo "$SYNOD_GET_CMD   # get runs after the put run, so keys exist"
+    echo "$SYNOD_GET_CMD   # get runs after a put run, so keys exist"
+    echo "redis-benchmark -p $SYNOD_RESP_PORT -c 50 -P 16 -t set|get -q -n $REDIS_REQUESTS -r 100000"
     echo "etcd --name eN --data-dir DIR/eN --listen-client-urls http://127.0.0.1:$((PORT + 10))+N ... --initial-cluster $ETCD_CLUSTER"
     echo "$ETCD_CMD"
     echo "redis-server --port $REDIS_PORT --save '' --appendonly no"
@@ -213,11 +255,13 @@ mkdir -p "$(dirname "$OUT")"
     echo "## Raw"
     echo
     echo '```'
-    echo "synod put: $synod_put"
-    echo "synod get: $synod_get"
-    echo "$etcd_out"
-    echo "$redis_set_out"
-    echo "$redis_get_out"
+    printf 'synod put: %s\n' "${put_lines[@]}"
+    printf 'synod get: %s\n' "${get_lines[@]}"
+    echo "synod RESP SET runs: ${resp_set[*]}"
+    echo "synod RESP GET runs: ${resp_get[*]}"
+    printf '%s\n' "${etcd_outs[@]}"
+    echo "redis SET runs: ${redis_sets[*]}"
+    echo "redis GET runs: ${redis_gets[*]}"
     echo '```'
     echo
     echo "## Machine"

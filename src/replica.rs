@@ -99,6 +99,10 @@ pub struct Output<R = ClientReply> {
     pub installed_snapshot: Option<Slot>,
     /// The chosen batches applied in this round, in slot order (for checkers).
     pub committed: Vec<(Slot, synod_wire::Batch)>,
+    /// Log entries a snapshot made unnecessary. Dropping thousands of
+    /// batches takes milliseconds, so the runtime frees them on another
+    /// thread; the simulator just drops them.
+    pub garbage: Vec<Option<paxos::Entry>>,
 }
 
 pub struct Replica<S: StateMachine> {
@@ -222,6 +226,7 @@ impl<S: StateMachine> Replica<S> {
             replies: std::mem::take(&mut self.early),
             installed_snapshot: gated.snapshot.as_ref().map(|(i, _)| *i),
             committed: Vec::new(),
+            garbage: Vec::new(),
         };
         if let Some((index, data)) = &gated.snapshot {
             if let Err(e) = self.sm.restore(data) {
@@ -248,7 +253,7 @@ impl<S: StateMachine> Replica<S> {
         if self.paxos.log().len() > self.cfg.snapshot_log_slots {
             let index = self.paxos.applied_upto();
             let data = self.sm.snapshot();
-            self.paxos.compact(index, data);
+            out.garbage = self.paxos.compact(index, data);
         }
         out
     }

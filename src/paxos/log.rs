@@ -58,13 +58,16 @@ impl Log {
     }
 
     /// Drop every slot below `upto` (they are covered by a snapshot).
-    pub fn compact(&mut self, upto: Slot) {
+    /// Returns the dropped entries, so the caller can free them where it
+    /// is cheap (thousands of batches take milliseconds to drop).
+    pub fn compact(&mut self, upto: Slot) -> Vec<Option<Entry>> {
         if upto <= self.start {
-            return;
+            return Vec::new();
         }
         let n = ((upto - self.start) as usize).min(self.entries.len());
-        self.entries.drain(..n);
+        let dropped = self.entries.drain(..n).collect();
         self.start = upto;
+        dropped
     }
 
     /// Number of slots held (holes included); what compaction bounds.

@@ -600,21 +600,24 @@ impl Paxos {
 
     /// The state machine has applied every slot below `index` and `data` is
     /// its state there: make it the snapshot and free the log below it.
-    pub fn compact(&mut self, index: Slot, data: Bytes) {
+    ///
+    /// Returns the log entries it compacted away, for the caller to drop
+    /// (the runtime does it off its event loop).
+    pub fn compact(&mut self, index: Slot, data: Bytes) -> Vec<Option<Entry>> {
         assert!(
             index <= self.applied_upto,
             "snapshot at {index} beyond applied {}",
             self.applied_upto
         );
         if self.snapshot.as_ref().is_some_and(|(i, _)| *i >= index) {
-            return;
+            return Vec::new();
         }
         self.out.records.push(Record::Snapshot {
             index,
             data: data.clone(),
         });
         self.snapshot = Some((index, data));
-        self.log.compact(index);
+        self.log.compact(index)
     }
 
     /// One unit of time passed.

@@ -29,7 +29,7 @@ use super::{owner_core, RuntimeConfig};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
-use crate::replica::{Replica, ReplicaConfig, ReplyTo};
+use crate::replica::{Output, Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
 use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, RetryKey, ShardKv, Work};
 use crate::storage::Wal;
@@ -102,26 +102,23 @@ impl Hosted {
         }
     }
     /// Apply and release; replies come out as whole messages.
-    #[allow(clippy::type_complexity)]
-    fn advance(
-        &mut self,
-        ready: Ready,
-        proof: Synced,
-    ) -> (Vec<(ReplicaId, PaxosMsg)>, Vec<(ReplyTo, Message)>) {
+    fn advance(&mut self, ready: Ready, proof: Synced) -> Output<Message> {
         match self {
             Hosted::Kv(r) => {
                 let out = r.advance(ready, proof);
-                let replies = out
-                    .replies
-                    .into_iter()
-                    .map(|(to, reply)| (to, Message::Reply(reply)))
-                    .collect();
-                (out.messages, replies)
+                Output {
+                    messages: out.messages,
+                    replies: out
+                        .replies
+                        .into_iter()
+                        .map(|(to, reply)| (to, Message::Reply(reply)))
+                        .collect(),
+                    installed_snapshot: out.installed_snapshot,
+                    committed: out.committed,
+                    garbage: out.garbage,
+                }
             }
-            Hosted::Master(r) => {
-                let out = r.advance(ready, proof);
-                (out.messages, out.replies)
-            }
+            Hosted::Master(r) => r.advance(ready, proof),
         }
     }
 }
@@ -1050,15 +1047,18 @@ impl Core {
             match self.wal.sync() {
                 Ok(proof) => {
                     for (gid, ready) in readies {
-                        let (messages, replies) = {
+                        let out = {
                             let g = self.groups.get_mut(&gid).expect("hosted");
                             g.replica.advance(ready, proof.share())
                         };
-                        for (to, msg) in messages {
+                        for (to, msg) in out.messages {
                             self.send_paxos(gid, to, msg);
                         }
-                        for (to, reply) in replies {
+                        for (to, reply) in out.replies {
                             self.deliver_reply(to, reply);
+                        }
+                        if !out.garbage.is_empty() {
+                            self.wal.janitor().drop_later(out.garbage);
                         }
                     }
                 }

@@ -76,6 +76,7 @@
 //! 36  data_len       data
 //! ```
 
+mod janitor;
 mod record;
 mod snapshot;
 mod wal;
@@ -87,6 +88,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+pub use janitor::Janitor;
 pub use snapshot::{SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use wal::{Recovered, Wal, WalStats};
 
@@ -131,6 +133,10 @@ pub struct WalOptions {
     /// Reading refuses a record longer than this (bounds what a damaged
     /// length field can make recovery allocate); writing asserts it.
     pub record_bytes_max: u32,
+    /// Delete segments that snapshots made unnecessary on the WAL's
+    /// [`Janitor`] thread instead of inside `sync` (default). Off, `sync`
+    /// returns only once they are gone (tests that look at the directory).
+    pub background_delete: bool,
 }
 
 impl Default for WalOptions {
@@ -139,6 +145,7 @@ impl Default for WalOptions {
             fsync: FsyncPolicy::Always,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
+            background_delete: true,
         }
     }
 }

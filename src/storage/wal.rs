@@ -11,6 +11,7 @@ use synod_wire::{Ballot, GroupId, Slot};
 
 use super::record::{self, Bad};
 use super::snapshot;
+use super::Janitor;
 use super::{FsyncPolicy, StorageError, WalOptions};
 use crate::paxos::{Durable, Record, Synced};
 
@@ -99,6 +100,9 @@ pub struct Wal {
     /// Set by the first I/O error of a sync; see [`Wal::sync`].
     poisoned: Option<String>,
     stats: WalStats,
+    /// Deletes garbage segments (with `background_delete`) and drops what
+    /// the core hands it ([`Wal::janitor`]).
+    janitor: Janitor,
     #[cfg(test)]
     fail_next_sync: bool,
 }
@@ -247,12 +251,19 @@ impl Wal {
             staged: BTreeMap::new(),
             poisoned: None,
             stats,
+            janitor: Janitor::start(format!(
+                "janitor-{}",
+                dir.file_name()
+                    .map_or("wal".into(), |n| n.to_string_lossy())
+            ))
+            .map_err(|e| StorageError::io(dir, e))?,
             #[cfg(test)]
             fail_next_sync: false,
         };
-        // Segments a crash kept from being deleted after their snapshot.
+        // Segments a crash kept from being deleted after their snapshot
+        // (at once, whatever `background_delete` says: recovery reports it).
         rec.segments_deleted = wal
-            .collect_garbage()
+            .collect_garbage(false)
             .map_err(|e| StorageError::io(dir, e))?;
         log::info!(
             "wal {}: recovered {} groups from {} segments ({} records) and {} snapshots; \
@@ -483,7 +494,7 @@ impl Wal {
             }
         }
         if rotated || snapshots {
-            self.collect_garbage()?;
+            self.collect_garbage(self.opts.background_delete)?;
         }
         Ok(())
     }
@@ -549,7 +560,14 @@ impl Wal {
 
     /// Delete closed segments whose every `Accepted` record is below its
     /// group's durable snapshot; returns how many were deleted.
-    fn collect_garbage(&mut self) -> io::Result<usize> {
+    /// The core's cleanup thread, for work too slow for its loop.
+    pub fn janitor(&self) -> &Janitor {
+        &self.janitor
+    }
+
+    /// Forget, and delete (on the janitor's thread if `later`), every closed
+    /// segment whose records are all below their groups' durable snapshots.
+    fn collect_garbage(&mut self, later: bool) -> io::Result<usize> {
         let groups = &self.groups;
         let dead: Vec<u64> = self
             .closed
@@ -564,14 +582,25 @@ impl Wal {
             })
             .map(|(seq, _)| *seq)
             .collect();
+        let always = self.opts.fsync == FsyncPolicy::Always;
+        let mut paths = Vec::with_capacity(dead.len());
         for seq in &dead {
-            let path = self.dir.join(segment_name(*seq));
-            fs::remove_file(&path)?;
+            paths.push(self.dir.join(segment_name(*seq)));
             self.closed.remove(seq);
             self.stats.segments_deleted += 1;
+        }
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        if later {
+            self.janitor.remove_files(self.dir.clone(), paths, always);
+            return Ok(dead.len());
+        }
+        for path in &paths {
+            fs::remove_file(path)?;
             log::debug!("wal {}: deleted {}", self.dir.display(), path.display());
         }
-        if !dead.is_empty() && self.opts.fsync == FsyncPolicy::Always {
+        if always {
             sync_dir(&self.dir)?;
             self.stats.syncs += 1;
         }
