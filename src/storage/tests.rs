@@ -878,7 +878,8 @@ fn background_deletion_removes_the_same_segments() {
         wal.sync().unwrap();
         assert!(wal.stats().segments_deleted > 0);
         // Compacted entries can be handed over to be dropped, too.
-        wal.janitor().drop_later(vec![Bytes::from_static(b"garbage")]);
+        wal.janitor()
+            .drop_later(vec![Bytes::from_static(b"garbage")]);
     }
     assert!(!first.exists(), "the janitor did not delete the segment");
     let (_, rec) = open(tmp.path(), o);
