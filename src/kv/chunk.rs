@@ -25,8 +25,8 @@
 use bytes::Bytes;
 
 use super::snapshot::{
-    decode_entries, decode_sessions, encode_sessions, entry_len, put_bytes, put_u32, sessions_len,
-    Reader,
+    decode_entries, decode_sessions, encode_sessions, entry_len, put_bytes, put_u32,
+    read_shard_header, sessions_len, Reader,
 };
 use super::{KvStore, SnapshotError};
 
@@ -179,24 +179,7 @@ impl KvStore {
             return Err(SnapshotError::ShardOutOfRange(shard));
         }
         let mut input = Reader::new(bytes);
-        let format = input.u8()?;
-        if format != CHUNK_FORMAT {
-            return Err(SnapshotError::UnsupportedFormat(format));
-        }
-        let found = input.u32()?;
-        if found != self.opts.shards {
-            return Err(SnapshotError::ShardCountMismatch {
-                expected: self.opts.shards,
-                found,
-            });
-        }
-        let found = input.u32()?;
-        if found != shard {
-            return Err(SnapshotError::ShardMismatch {
-                expected: shard,
-                found,
-            });
-        }
+        read_shard_header(&mut input, CHUNK_FORMAT, self.opts.shards, shard)?;
         let data = decode_entries(&mut input, shard, self.opts.shards)?;
         let sessions = decode_sessions(&mut input)?;
         input.finish()?;

@@ -174,24 +174,7 @@ impl KvStore {
             return Err(SnapshotError::ShardOutOfRange(shard));
         }
         let mut input = Reader::new(bytes);
-        let format = input.u8()?;
-        if format != SHARD_FORMAT {
-            return Err(SnapshotError::UnsupportedFormat(format));
-        }
-        let found = input.u32()?;
-        if found != self.opts.shards {
-            return Err(SnapshotError::ShardCountMismatch {
-                expected: self.opts.shards,
-                found,
-            });
-        }
-        let found = input.u32()?;
-        if found != shard {
-            return Err(SnapshotError::ShardMismatch {
-                expected: shard,
-                found,
-            });
-        }
+        read_shard_header(&mut input, SHARD_FORMAT, self.opts.shards, shard)?;
         let incoming = decode_shard_body(&mut input, shard, self.opts.shards)?;
         input.finish()?;
         self.shards[shard as usize].merge_from(incoming);
@@ -308,6 +291,35 @@ fn encode_reply(out: &mut Vec<u8>, reply: &ClientReply) {
 }
 
 /// A cursor over untrusted input: every read checks the remaining length.
+/// The header of a whole-shard export or a migration chunk: its format
+/// byte, the store's shard count and the shard, each as the reader expects.
+pub(super) fn read_shard_header(
+    input: &mut Reader,
+    format: u8,
+    shards: u32,
+    shard: u32,
+) -> Result<(), SnapshotError> {
+    let found = input.u8()?;
+    if found != format {
+        return Err(SnapshotError::UnsupportedFormat(found));
+    }
+    let found = input.u32()?;
+    if found != shards {
+        return Err(SnapshotError::ShardCountMismatch {
+            expected: shards,
+            found,
+        });
+    }
+    let found = input.u32()?;
+    if found != shard {
+        return Err(SnapshotError::ShardMismatch {
+            expected: shard,
+            found,
+        });
+    }
+    Ok(())
+}
+
 pub(super) struct Reader<'a> {
     rest: &'a [u8],
 }
