@@ -28,7 +28,7 @@ trap 'exit 130' INT TERM
 started=0
 for attempt in 1 2 3 4 5; do
     PORT=${SMOKE_PORT:-$(pick_port)}
-    if start_playground "$WORK/try$attempt" "$PORT"; then
+    if start_playground "$WORK/try$attempt" "$PORT" --resp-port $((PORT + 100)); then
         started=1
         break
     fi
@@ -62,6 +62,20 @@ fi
 if [[ $(kv linearizable "$check") != yes ]]; then
     echo "smoke: FAIL: linearizable=$(kv linearizable "$check")" >&2
     status=1
+fi
+# The RESP port, with redis-cli if this machine has it (tests/resp.rs covers
+# the gateway in every CI run either way).
+if command -v redis-cli >/dev/null 2>&1; then
+    resp_port=$((PORT + 100))
+    got=$(redis-cli -p "$resp_port" set smoke-key smoke-value 2>&1; redis-cli -p "$resp_port" get smoke-key 2>&1)
+    if [[ $got != $'OK\nsmoke-value' ]]; then
+        echo "smoke: FAIL: redis-cli against the RESP port said: $got" >&2
+        status=1
+    else
+        echo "smoke: resp:  redis-cli SET/GET on port $resp_port ok"
+    fi
+else
+    echo "smoke: resp:  redis-cli not installed, RESP smoke skipped"
 fi
 ((status == 0)) && echo "smoke: ok"
 exit "$status"
