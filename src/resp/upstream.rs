@@ -723,6 +723,15 @@ impl Upstream {
         }
     }
 
+    /// Tasks waiting for a newer configuration.
+    fn parked(&self) -> Vec<u64> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.state == State::AwaitConfig)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// Records a task's final result, retires its seq and (for a KV task)
     /// hands the result to its RESP connection.
     fn finish(&mut self, id: u64, result: OpResult, now: Instant) {
@@ -753,12 +762,7 @@ impl Upstream {
                     Ok(_) => {
                         // Parked tasks try again with the new routes, backing
                         // off in case the groups have not caught up yet.
-                        let parked: Vec<u64> = self
-                            .tasks
-                            .iter()
-                            .filter(|(_, t)| t.state == State::AwaitConfig)
-                            .map(|(&id, _)| id)
-                            .collect();
+                        let parked = self.parked();
                         for p in parked {
                             self.awaiting -= 1;
                             let attempt = self.tasks[&p].attempt;
@@ -770,12 +774,7 @@ impl Upstream {
                     Err(ClientError::Refused(why)) | Err(ClientError::Protocol(why)) => {
                         // A master refusing a Query refuses every retry:
                         // fail the tasks that need it now.
-                        let parked: Vec<u64> = self
-                            .tasks
-                            .iter()
-                            .filter(|(_, t)| t.state == State::AwaitConfig)
-                            .map(|(&id, _)| id)
-                            .collect();
+                        let parked = self.parked();
                         for p in parked {
                             let e = ClientError::Protocol(format!(
                                 "cannot fetch the configuration: {why}"
