@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use synod::auth::Key;
 use synod::runtime::{self, RuntimeConfig};
 use synod::storage::FsyncPolicy;
 
@@ -48,7 +49,13 @@ options:
                           1048576; at most half of --max-frame-bytes)
   --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
                           client of the --masters cluster (default: off)
-  --resp-threads N        event loops of the RESP gateway (default: the machine's cores)";
+  --resp-threads N        event loops of the RESP gateway (default: the machine's cores)
+  --cluster-key-file PATH the cluster's secret (also SYNOD_CLUSTER_KEY_FILE): peer,
+                          migration and admin traffic must prove it (HMAC-SHA256
+                          challenge-response). Make one with
+                          `head -c 32 /dev/urandom > key; chmod 600 key`
+  --client-key-file PATH  KV clients must prove this key too (default: KV
+                          requests and queries are open)";
 
 /// The RESP gateway's address and event-loop count, when asked for.
 struct RespArgs {
@@ -63,6 +70,8 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     let mut masters = None;
     let mut resp_listen = None;
     let mut resp_threads = None;
+    let mut cluster_key_file = std::env::var_os("SYNOD_CLUSTER_KEY_FILE");
+    let mut client_key_file = None;
     let mut rest: Vec<(String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,6 +83,8 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--listen" => listen = Some(value),
             "--data-dir" => data_dir = Some(value),
             "--masters" => masters = Some(value),
+            "--cluster-key-file" => cluster_key_file = Some(value.into()),
+            "--client-key-file" => client_key_file = Some(value),
             "--resp-listen" => {
                 resp_listen = Some(value.parse::<SocketAddr>().map_err(|_| {
                     format!("--resp-listen {value:?} is not HOST:PORT (an IP address and port)")
@@ -110,6 +121,12 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     }
     let mut cfg = RuntimeConfig::new(listen, data_dir.into(), masters);
     cfg.advertise = listen_s;
+    if let Some(path) = cluster_key_file.filter(|p| !p.is_empty()) {
+        cfg.keys.cluster = Some(Key::load(std::path::Path::new(&path))?);
+    }
+    if let Some(path) = client_key_file {
+        cfg.keys.client = Some(Key::load(std::path::Path::new(&path))?);
+    }
     let num = |v: &str| v.parse::<u64>().map_err(|_| format!("not a number: {v:?}"));
     for (flag, v) in rest {
         match flag.as_str() {
@@ -178,7 +195,15 @@ fn main() -> ExitCode {
     if cfg.fsync == FsyncPolicy::Never {
         log::warn!("--fsync never: UNSAFE, acknowledged writes can be lost on power failure");
     }
+    if cfg.keys.cluster.is_none() && !cfg.listen.ip().is_loopback() {
+        log::warn!(
+            "listening on {} without --cluster-key-file: anyone who can reach this port can \
+             send Paxos, migration and admin messages; give every node the cluster's key",
+            cfg.listen
+        );
+    }
     let masters = cfg.masters.clone();
+    let keys = cfg.keys.clone();
     let node = match runtime::start(cfg) {
         Ok(n) => n,
         Err(e) => {
@@ -201,7 +226,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    runtime::watch_configs(&node, masters);
+    runtime::watch_configs(&node, masters, keys);
     node.join();
     ExitCode::SUCCESS
 }
