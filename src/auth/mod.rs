@@ -97,6 +97,18 @@ pub fn random_nonce() -> Result<[u8; AUTH_NONCE_LEN], String> {
     Ok(n)
 }
 
+/// `a == b` in time that depends on neither's content nor where they
+/// differ (both are hashed first, so not on the lengths' relation either):
+/// for passwords such as the RESP gateway's.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::Digest;
+    let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
+    ha.iter()
+        .zip(hb.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
 /// Who a connection authenticated as (what its dialer proved).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Identity {

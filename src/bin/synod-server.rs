@@ -55,12 +55,16 @@ options:
                           challenge-response). Make one with
                           `head -c 32 /dev/urandom > key; chmod 600 key`
   --client-key-file PATH  KV clients must prove this key too (default: KV
-                          requests and queries are open)";
+                          requests and queries are open)
+  --resp-password-file PATH  RESP clients must AUTH with this password (the
+                          file's content without a trailing newline)";
 
 /// The RESP gateway's address and event-loop count, when asked for.
 struct RespArgs {
     listen: Option<SocketAddr>,
     threads: Option<usize>,
+    /// `--resp-password-file`: RESP clients must AUTH first.
+    password: Option<Vec<u8>>,
 }
 
 /// The node's runtime configuration and the RESP gateway's settings.
@@ -72,6 +76,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     let mut resp_threads = None;
     let mut cluster_key_file = std::env::var_os("SYNOD_CLUSTER_KEY_FILE");
     let mut client_key_file = None;
+    let mut resp_password_file = None;
     let mut rest: Vec<(String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,6 +90,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--masters" => masters = Some(value),
             "--cluster-key-file" => cluster_key_file = Some(value.into()),
             "--client-key-file" => client_key_file = Some(value),
+            "--resp-password-file" => resp_password_file = Some(value),
             "--resp-listen" => {
                 resp_listen = Some(value.parse::<SocketAddr>().map_err(|_| {
                     format!("--resp-listen {value:?} is not HOST:PORT (an IP address and port)")
@@ -127,6 +133,20 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     if let Some(path) = client_key_file {
         cfg.keys.client = Some(Key::load(std::path::Path::new(&path))?);
     }
+    let password = match resp_password_file {
+        Some(path) => {
+            let mut pw = std::fs::read(&path)
+                .map_err(|e| format!("cannot read --resp-password-file {path}: {e}"))?;
+            while pw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                pw.pop();
+            }
+            if pw.is_empty() {
+                return Err(format!("--resp-password-file {path} is empty"));
+            }
+            Some(pw)
+        }
+        None => None,
+    };
     let num = |v: &str| v.parse::<u64>().map_err(|_| format!("not a number: {v:?}"));
     for (flag, v) in rest {
         match flag.as_str() {
@@ -176,6 +196,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
         RespArgs {
             listen: resp_listen,
             threads: resp_threads,
+            password,
         },
     ))
 }
@@ -219,6 +240,9 @@ fn main() -> ExitCode {
         if let Some(n) = resp.threads {
             opts.threads = n;
         }
+        opts.password = resp.password.map(std::sync::Arc::from);
+        opts.client.cluster_key = keys.cluster.clone();
+        opts.client.client_key = keys.client.clone();
         let started =
             std::net::TcpListener::bind(addr).and_then(|l| synod::resp::serve_with(l, opts));
         if let Err(e) = started {

@@ -91,6 +91,13 @@ impl Cluster {
         Cluster::start_opts(n, 0, resp, &[])
     }
 
+    /// [`Cluster::new_with_resp`], every node also given `args`.
+    pub fn new_with_resp_args(n: usize, args: &[&str]) -> Cluster {
+        let c = Cluster::start_full(n, 0, true, args, Auth::ClusterKey);
+        c.join_group_1();
+        c
+    }
+
     /// `n` nodes, masters and group 1 of all of them, serving, with `auth`.
     pub fn new_auth(n: usize, auth: Auth) -> Cluster {
         let c = Cluster::start_full(n, 0, false, &[], auth);
