@@ -167,3 +167,34 @@ fn permissions_with_a_client_key_and_without_keys() {
         assert!(permit(&open, None, need).is_ok());
     }
 }
+
+/// The worked example of `wire/PROTOCOL.md` section 5.7 (computed there
+/// with Python's `hmac` module, independently of this code).
+#[test]
+fn macs_match_the_protocol_documents_example() {
+    let key = Key::from_bytes((0u8..32).collect()).unwrap();
+    let nonce_c: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let nonce_s: [u8; 32] = std::array::from_fn(|i| 0x20 + i as u8);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let ks = Keys {
+        cluster: Some(key.clone()),
+        client: None,
+    };
+    let (dialer, hello) = Dialer::new(&key, Identity::Admin, nonce_c);
+    let (acc, challenge) = Accepting::on_hello(&ks, &hello, nonce_s).unwrap();
+    assert_eq!(
+        hex(&challenge.mac),
+        "9acb330e399ef3c82daba5becf0a173f28d62ca9742e34f024a21470aad4321a"
+    );
+    let proof = dialer.on_challenge(&challenge).unwrap();
+    assert_eq!(
+        hex(&proof.mac),
+        "f545105cf8b46066acb0395c43cfad1eb31f0c8a9495354483994efbb1f38a61"
+    );
+    assert_eq!(acc.on_proof(&proof), Ok(Identity::Admin));
+    let doc = include_str!("../../wire/PROTOCOL.md");
+    assert!(
+        doc.contains("9acb330e399ef3c82daba5becf0a173f28d62ca9742e34f024a21470aad4321a")
+            && doc.contains("f545105cf8b46066acb0395c43cfad1eb31f0c8a9495354483994efbb1f38a61")
+    );
+}
