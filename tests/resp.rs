@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::Cluster;
+use common::{Auth, Cluster};
 
 /// A RESP2 reply as the test reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -507,13 +507,17 @@ fn the_gateway_follows_shards_to_a_new_group_with_each_append_applied_once() {
 
 /// `--resp-password-file`: nothing but PING/AUTH/HELLO/QUIT before AUTH,
 /// Redis' own error texts, and AUTH in its one- and two-argument forms and
-/// through HELLO.
+/// through HELLO. The nodes also require a client key, so the gateway's own
+/// upstream connections must authenticate (with the node's key) to serve.
 #[test]
 fn a_resp_password_is_required_before_commands() {
     let pw_file = std::env::temp_dir().join(format!("synod-resp-pw-{}", std::process::id()));
     std::fs::write(&pw_file, "s3cret\n").expect("write password file");
-    let cluster =
-        Cluster::new_with_resp_args(1, &["--resp-password-file", pw_file.to_str().unwrap()]);
+    let cluster = Cluster::new_with_resp_args(
+        1,
+        &["--resp-password-file", pw_file.to_str().unwrap()],
+        Auth::ClientKey,
+    );
     let _ = std::fs::remove_file(&pw_file);
     let noauth = R::Error("NOAUTH Authentication required.".into());
     let wrongpass =

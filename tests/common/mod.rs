@@ -91,9 +91,9 @@ impl Cluster {
         Cluster::start_opts(n, 0, resp, &[])
     }
 
-    /// [`Cluster::new_with_resp`], every node also given `args`.
-    pub fn new_with_resp_args(n: usize, args: &[&str]) -> Cluster {
-        let c = Cluster::start_full(n, 0, true, args, Auth::ClusterKey);
+    /// [`Cluster::new_with_resp`], every node also given `args`, with `auth`.
+    pub fn new_with_resp_args(n: usize, args: &[&str], auth: Auth) -> Cluster {
+        let c = Cluster::start_full(n, 0, true, args, auth);
         c.join_group_1();
         c
     }
