@@ -237,13 +237,19 @@ fn a_client_key_closes_the_front_door() {
         c.client_with_keys(None, Some(Key::generate().unwrap()), Duration::from_secs(2));
     assert!(matches!(wrong.get("k"), Err(ClientError::Unreachable(_))));
     // With the client key: reads and writes, but no admin operations.
-    let mut ok = c.client_with_keys(None, Some(client_key), Duration::from_secs(10));
+    let mut ok = c.client_with_keys(None, Some(client_key.clone()), Duration::from_secs(10));
     assert_eq!(ok.get("k").expect("get"), Some(Bytes::from("v")));
     ok.append("k", "w").expect("append");
     assert_eq!(ok.get("k").expect("get"), Some(Bytes::from("vw")));
     match ok.leave(vec![GID]) {
         Err(ClientError::Refused(why)) => assert!(why.contains("authentication"), "{why}"),
         other => panic!("client-key Leave: {other:?}"),
+    }
+    // A client connection is no replica: its Paxos messages close it.
+    for node in &c.nodes {
+        let id = Some((&client_key, Identity::Client));
+        let o = raw_exchange(&node.addr, GID, id, prepare(1, 1), T);
+        assert_closed("client Prepare", o);
     }
     assert_eq!(admin.get("k").expect("get"), Some(Bytes::from("vw")));
 }
@@ -262,4 +268,45 @@ fn without_keys_everything_is_open_as_before() {
     let mut keyed =
         c.client_with_keys(Some(Key::generate().unwrap()), None, Duration::from_secs(2));
     assert!(matches!(keyed.get("a"), Err(ClientError::Unreachable(_))));
+}
+
+/// A dialer that says hello and never proves anything is closed at the
+/// first-frame deadline, like a silent connection (it would otherwise hold
+/// a connection slot until the idle timeout).
+#[test]
+fn an_unfinished_handshake_is_closed_at_the_first_frame_deadline() {
+    use std::io::{Read, Write};
+    let c = Cluster::with_args(1, 0, &["--first-frame-secs", "1"]);
+    let key = c.key.clone().expect("key");
+    let mut s = std::net::TcpStream::connect(&c.nodes[0].addr).expect("connect");
+    let (_, hello) = synod::auth::Dialer::new(&key, Identity::Admin, [9; 32]);
+    let mut buf = bytes::BytesMut::new();
+    synod_wire::encode_frame(
+        &synod_wire::Frame {
+            request_id: 0,
+            group: 0,
+            message: Message::Auth(synod_wire::AuthMsg::Hello(hello)),
+        },
+        &mut buf,
+    );
+    s.write_all(&buf).expect("hello");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 256];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    // The challenge came (32 + 64 bytes), then the close, well before the
+    // 10 s read timeout (the sweep runs every 100 ms).
+    assert_eq!(got.len(), 96, "expected exactly one AuthChallenge frame");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert!(c.log(0).contains("handshake not finished"), "not logged");
 }
