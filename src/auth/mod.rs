@@ -1,8 +1,8 @@
 //! Authentication: a mutual HMAC-SHA256 challenge–response at the start of
 //! a connection, and the rules for what an authenticated (or anonymous)
-//! connection may send. Sans-IO: this module never touches a socket, a file
-//! or a clock; nonces are passed in (the drivers draw them from the OS
-//! CSPRNG with [`random_nonce`]). `stream.rs` is the blocking driver used by
+//! connection may send. The handshake and the rules are sans-IO (no socket,
+//! no clock; nonces are passed in, the drivers draw them from the OS CSPRNG
+//! with [`random_nonce`]); only [`Key::load`] reads a file. `stream.rs` is the blocking driver used by
 //! clients; the runtime drives the same state machines from its event loop.
 //!
 //! The handshake (kinds 0x50–0x52, `wire/PROTOCOL.md` section 5.7):
@@ -71,6 +71,18 @@ impl Key {
     pub fn load(path: &Path) -> Result<Key, String> {
         let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    log::warn!(
+                        "key file {} is readable by other users (mode {:o}); chmod 600 it",
+                        path.display(),
+                        meta.permissions().mode() & 0o777
+                    );
+                }
+            }
+        }
         Key::from_bytes(bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 
