@@ -1102,6 +1102,34 @@ mod tests {
     }
 
     #[test]
+    fn key_files_are_global_options() {
+        let cli = parse(&[
+            "--cluster-key-file",
+            "/k/cluster",
+            "--client-key-file=/k/client",
+            "admin",
+            "query",
+        ])
+        .unwrap();
+        assert_eq!(cli.cluster_key_file, Some(PathBuf::from("/k/cluster")));
+        assert_eq!(cli.client_key_file, Some(PathBuf::from("/k/client")));
+        assert!(parse(&["--cluster-key-file"]).is_err());
+    }
+
+    #[test]
+    fn playground_key_is_made_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.key");
+        let a = playground_key(&path).unwrap();
+        assert_eq!(a.as_bytes().len(), 32);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A restart on the same directory keeps the key (nodes hold it).
+        assert_eq!(playground_key(&path).unwrap(), a);
+    }
+
+    #[test]
     fn admin_commands_parse() {
         assert_eq!(
             cmd(&["admin", "join", "3", "a:1", "b:2"]),
