@@ -62,6 +62,9 @@ pub struct Conn {
     pub auth: AuthState,
     /// Frames queued on a dialed connection before its handshake finished.
     pub held: BytesMut,
+    /// Requests refused for lack of authentication (logged once per
+    /// connection at warn level, so a flood of them is not a log flood).
+    pub refused: u64,
 }
 
 /// Why a connection is closed; logged with its address.
@@ -108,6 +111,7 @@ impl Conn {
             want_write: false,
             auth: AuthState::None,
             held: BytesMut::new(),
+            refused: 0,
         }
     }
 

@@ -688,12 +688,21 @@ impl Core {
                     // A replica message from a stranger: nothing to answer.
                     Need::Paxos { .. } => self.close(t, Close::Auth(why.to_string())),
                     _ => {
-                        log::warn!(
+                        let level = if c.refused == 0 {
+                            log::Level::Warn
+                        } else {
+                            log::Level::Debug
+                        };
+                        log::log!(
+                            level,
                             "core {}: refusing {:?} from {}: {why}",
                             self.id,
                             need,
                             peer_name(c)
                         );
+                        if let Some(c) = self.conns.get_mut(&t) {
+                            c.refused += 1;
+                        }
                         let group = if matches!(frame.message, Message::Master(_)) {
                             0
                         } else {
