@@ -263,6 +263,11 @@ fn without_keys_everything_is_open_as_before() {
     let shard = synod_wire::shard_of(b"a", synod_wire::DEFAULT_SHARDS);
     assert_eq!(anon.move_shard(shard, GID).expect("move").num, num + 1);
     assert_eq!(anon.get("a").expect("get"), Some(Bytes::from("1")));
+    // Without a key a Paxos frame from anyone is taken as before: the
+    // connection stays open (a round-0 Prepare is harmless: refused by
+    // every promise). This is what the keyed test above tells apart.
+    let o = raw_exchange(&c.nodes[0].addr, GID, None, prepare(1, 0), T);
+    assert!(matches!(o, Outcome::Silent), "open cluster: {o:?}");
     // A client that insists on a key cannot talk to a server without one
     // (the server cannot prove a key it does not have).
     let mut keyed =
