@@ -23,8 +23,9 @@ median() {
 }
 
 # start_playground DIR PORT [ARGS...]: starts `synod playground` in the
-# background (extra ARGS go to it, e.g. --resp-port), sets PLAYGROUND_PID
-# and SYNOD_MASTERS (and SYNOD_RESP with --resp-port), and waits until it
+# background (extra ARGS go to it, e.g. --resp-port), sets PLAYGROUND_PID,
+# SYNOD_MASTERS and SYNOD_CLUSTER_KEY_FILE (the playground's generated key,
+# which `synod admin` needs), and SYNOD_RESP with --resp-port, and waits until it
 # is serving. SYNOD_SERVER_ARGS (words) are passed to every node, e.g.
 # "--reads log".
 start_playground() {
@@ -40,7 +41,8 @@ start_playground() {
         if grep -q '^SYNOD_MASTERS=' "$dir/playground.out" 2>/dev/null; then
             SYNOD_MASTERS=$(sed -n 's/^SYNOD_MASTERS=//p' "$dir/playground.out" | head -1)
             SYNOD_RESP=$(sed -n 's/^SYNOD_RESP=//p' "$dir/playground.out" | head -1)
-            export SYNOD_MASTERS SYNOD_RESP
+            SYNOD_CLUSTER_KEY_FILE=$(sed -n 's/^SYNOD_CLUSTER_KEY_FILE=//p' "$dir/playground.out" | head -1)
+            export SYNOD_MASTERS SYNOD_RESP SYNOD_CLUSTER_KEY_FILE
             return 0
         fi
         if ! kill -0 "$PLAYGROUND_PID" 2>/dev/null; then

@@ -5,6 +5,7 @@
 //! read a clock, touch a file or call a global RNG. The deterministic simulator ([`sim`])
 //! drives them in tests; the mio runtime drives them in production.
 
+pub mod auth;
 pub mod check;
 pub mod client;
 pub mod kv;

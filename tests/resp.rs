@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::Cluster;
+use common::{Auth, Cluster};
 
 /// A RESP2 reply as the test reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -503,4 +503,53 @@ fn the_gateway_follows_shards_to_a_new_group_with_each_append_applied_once() {
     }
     c.send_raw(&pipeline);
     assert_eq!(read_n(&mut c, expected.len()), expected);
+}
+
+/// `--resp-password-file`: nothing but PING/AUTH/HELLO/QUIT before AUTH,
+/// Redis' own error texts, and AUTH in its one- and two-argument forms and
+/// through HELLO. The nodes also require a client key, so the gateway's own
+/// upstream connections must authenticate (with the node's key) to serve.
+#[test]
+fn a_resp_password_is_required_before_commands() {
+    let pw_file = std::env::temp_dir().join(format!("synod-resp-pw-{}", std::process::id()));
+    std::fs::write(&pw_file, "s3cret\n").expect("write password file");
+    let cluster = Cluster::new_with_resp_args(
+        1,
+        &["--resp-password-file", pw_file.to_str().unwrap()],
+        Auth::ClientKey,
+    );
+    let _ = std::fs::remove_file(&pw_file);
+    let noauth = R::Error("NOAUTH Authentication required.".into());
+    let wrongpass =
+        R::Error("WRONGPASS invalid username-password pair or user is disabled.".into());
+
+    let mut a = Conn::open(&resp_addr(&cluster, 0));
+    assert_eq!(a.call(&["PING"]), R::Simple("PONG".into()));
+    assert_eq!(a.call(&["SET", "k", "v"]), noauth);
+    assert_eq!(a.call(&["GET", "k"]), noauth);
+    assert_eq!(a.call(&["CLIENT", "SETNAME", "x"]), noauth);
+    assert_eq!(a.call(&["AUTH", "wrong"]), wrongpass);
+    assert_eq!(a.call(&["AUTH", "admin", "s3cret"]), wrongpass);
+    assert!(matches!(a.call(&["HELLO", "2"]), R::Error(e) if e.starts_with("NOAUTH")));
+    assert_eq!(a.call(&["GET", "k"]), noauth);
+    assert_eq!(a.call(&["AUTH", "s3cret"]), ok());
+    assert_eq!(a.call(&["SET", "k", "v"]), ok());
+    assert_eq!(a.call(&["GET", "k"]), bulk("v"));
+
+    let mut b = Conn::open(&resp_addr(&cluster, 0));
+    assert_eq!(a.call(&["GET", "k"]), bulk("v"));
+    assert_eq!(b.call(&["GET", "k"]), noauth, "AUTH is per connection");
+    assert_eq!(b.call(&["AUTH", "default", "s3cret"]), ok());
+    assert_eq!(b.call(&["GET", "k"]), bulk("v"));
+
+    let mut c = Conn::open(&resp_addr(&cluster, 0));
+    assert_eq!(
+        c.call(&["HELLO", "2", "AUTH", "default", "nope"]),
+        wrongpass
+    );
+    assert!(matches!(
+        c.call(&["HELLO", "2", "AUTH", "default", "s3cret"]),
+        R::Array(_)
+    ));
+    assert_eq!(c.call(&["GET", "k"]), bulk("v"));
 }

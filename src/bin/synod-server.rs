@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use synod::auth::Key;
 use synod::runtime::{self, RuntimeConfig};
 use synod::storage::FsyncPolicy;
 
@@ -48,12 +49,22 @@ options:
                           1048576; at most half of --max-frame-bytes)
   --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
                           client of the --masters cluster (default: off)
-  --resp-threads N        event loops of the RESP gateway (default: the machine's cores)";
+  --resp-threads N        event loops of the RESP gateway (default: the machine's cores)
+  --cluster-key-file PATH the cluster's secret (also SYNOD_CLUSTER_KEY_FILE): peer,
+                          migration and admin traffic must prove it (HMAC-SHA256
+                          challenge-response). Make one with
+                          `head -c 32 /dev/urandom > key; chmod 600 key`
+  --client-key-file PATH  KV clients must prove this key too (default: KV
+                          requests and queries are open)
+  --resp-password-file PATH  RESP clients must AUTH with this password (the
+                          file's content without a trailing newline)";
 
 /// The RESP gateway's address and event-loop count, when asked for.
 struct RespArgs {
     listen: Option<SocketAddr>,
     threads: Option<usize>,
+    /// `--resp-password-file`: RESP clients must AUTH first.
+    password: Option<Vec<u8>>,
 }
 
 /// The node's runtime configuration and the RESP gateway's settings.
@@ -63,6 +74,9 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     let mut masters = None;
     let mut resp_listen = None;
     let mut resp_threads = None;
+    let mut cluster_key_file = std::env::var_os("SYNOD_CLUSTER_KEY_FILE");
+    let mut client_key_file = None;
+    let mut resp_password_file = None;
     let mut rest: Vec<(String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,6 +88,9 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--listen" => listen = Some(value),
             "--data-dir" => data_dir = Some(value),
             "--masters" => masters = Some(value),
+            "--cluster-key-file" => cluster_key_file = Some(value.into()),
+            "--client-key-file" => client_key_file = Some(value),
+            "--resp-password-file" => resp_password_file = Some(value),
             "--resp-listen" => {
                 resp_listen = Some(value.parse::<SocketAddr>().map_err(|_| {
                     format!("--resp-listen {value:?} is not HOST:PORT (an IP address and port)")
@@ -110,6 +127,26 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     }
     let mut cfg = RuntimeConfig::new(listen, data_dir.into(), masters);
     cfg.advertise = listen_s;
+    if let Some(path) = cluster_key_file.filter(|p| !p.is_empty()) {
+        cfg.keys.cluster = Some(Key::load(std::path::Path::new(&path))?);
+    }
+    if let Some(path) = client_key_file {
+        cfg.keys.client = Some(Key::load(std::path::Path::new(&path))?);
+    }
+    let password = match resp_password_file {
+        Some(path) => {
+            let mut pw = std::fs::read(&path)
+                .map_err(|e| format!("cannot read --resp-password-file {path}: {e}"))?;
+            while pw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                pw.pop();
+            }
+            if pw.is_empty() {
+                return Err(format!("--resp-password-file {path} is empty"));
+            }
+            Some(pw)
+        }
+        None => None,
+    };
     let num = |v: &str| v.parse::<u64>().map_err(|_| format!("not a number: {v:?}"));
     for (flag, v) in rest {
         match flag.as_str() {
@@ -159,6 +196,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
         RespArgs {
             listen: resp_listen,
             threads: resp_threads,
+            password,
         },
     ))
 }
@@ -178,7 +216,15 @@ fn main() -> ExitCode {
     if cfg.fsync == FsyncPolicy::Never {
         log::warn!("--fsync never: UNSAFE, acknowledged writes can be lost on power failure");
     }
+    if cfg.keys.cluster.is_none() && !cfg.listen.ip().is_loopback() {
+        log::warn!(
+            "listening on {} without --cluster-key-file: anyone who can reach this port can \
+             send Paxos, migration and admin messages; give every node the cluster's key",
+            cfg.listen
+        );
+    }
     let masters = cfg.masters.clone();
+    let keys = cfg.keys.clone();
     let node = match runtime::start(cfg) {
         Ok(n) => n,
         Err(e) => {
@@ -194,6 +240,9 @@ fn main() -> ExitCode {
         if let Some(n) = resp.threads {
             opts.threads = n;
         }
+        opts.password = resp.password.map(std::sync::Arc::from);
+        opts.client.cluster_key = keys.cluster.clone();
+        opts.client.client_key = keys.client.clone();
         let started =
             std::net::TcpListener::bind(addr).and_then(|l| synod::resp::serve_with(l, opts));
         if let Err(e) = started {
@@ -201,7 +250,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    runtime::watch_configs(&node, masters);
+    runtime::watch_configs(&node, masters, keys);
     node.join();
     ExitCode::SUCCESS
 }

@@ -19,11 +19,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use synod::auth::Key;
 use synod::client::{Client, ClientError, ClientOptions};
 use synod_wire::{Config, GroupId, GroupInfo};
 
 const USAGE: &str = "\
-usage: synod [--masters A,B,C] [--timeout SECS] COMMAND
+usage: synod [--masters A,B,C] [--timeout SECS] [--cluster-key-file PATH] COMMAND
 
 commands:
   get KEY                 print KEY's value and a newline
@@ -44,6 +45,13 @@ commands:
 options (before COMMAND):
   --masters A,B,C         shard master addresses (default: $SYNOD_MASTERS)
   --timeout SECS          give up on an operation after SECS (default 10)
+  --cluster-key-file PATH the cluster's key (default: $SYNOD_CLUSTER_KEY_FILE);
+                          needed for admin commands on a cluster with a key
+  --client-key-file PATH  the client key, for a cluster started with
+                          --client-key-file (default: $SYNOD_CLIENT_KEY_FILE)
+
+playground generates a cluster key into DIR/cluster.key and prints
+SYNOD_CLUSTER_KEY_FILE beside SYNOD_MASTERS.
 
 admin commands print the resulting configuration as one line of JSON:
   {\"num\":N,\"shards\":[gid,...],\"groups\":{\"gid\":[\"addr\",...],...}}
@@ -75,6 +83,10 @@ struct Cli {
     /// From `--masters`; `None` means "use `SYNOD_MASTERS`".
     masters: Option<Vec<String>>,
     timeout: Duration,
+    /// `--cluster-key-file`; `None` means "use `SYNOD_CLUSTER_KEY_FILE`".
+    cluster_key_file: Option<PathBuf>,
+    /// `--client-key-file`; `None` means "use `SYNOD_CLIENT_KEY_FILE`".
+    client_key_file: Option<PathBuf>,
     command: Cmd,
 }
 
@@ -145,6 +157,28 @@ fn run(args: Vec<OsString>, env_masters: Option<String>) -> i32 {
             let mut opts = ClientOptions::new(masters);
             opts.timeout = cli.timeout;
             opts.rpc_timeout = opts.rpc_timeout.min(cli.timeout);
+            let env_path = |var: &str| {
+                std::env::var_os(var)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            };
+            let load = |flag: Option<PathBuf>, var: &str| match flag.or_else(|| env_path(var)) {
+                Some(path) => Key::load(&path).map(Some),
+                None => Ok(None),
+            };
+            match (
+                load(cli.cluster_key_file, "SYNOD_CLUSTER_KEY_FILE"),
+                load(cli.client_key_file, "SYNOD_CLIENT_KEY_FILE"),
+            ) {
+                (Ok(cluster), Ok(client)) => {
+                    opts.cluster_key = cluster;
+                    opts.client_key = client;
+                }
+                (Err(why), _) | (_, Err(why)) => {
+                    eprintln!("synod: {why}");
+                    return EXIT_USAGE;
+                }
+            }
             let mut client = match Client::new(opts) {
                 Ok(c) => c,
                 Err(e) => {
@@ -215,6 +249,8 @@ fn config_line(config: &Config) -> Vec<u8> {
 fn parse_args(args: Vec<OsString>) -> Result<Cli, String> {
     let mut masters = None;
     let mut timeout = DEFAULT_TIMEOUT;
+    let mut cluster_key_file = None;
+    let mut client_key_file = None;
     let mut rest = args.into_iter().peekable();
     // Options come before the command, so a key or value that starts with
     // "--" is never mistaken for one.
@@ -242,11 +278,15 @@ fn parse_args(args: Vec<OsString>) -> Result<Cli, String> {
                 return Ok(Cli {
                     masters,
                     timeout,
+                    cluster_key_file,
+                    client_key_file,
                     command: Cmd::Help,
                 })
             }
             "--masters" => masters = Some(parse_masters(&value("a list of addresses")?)?),
             "--timeout" => timeout = parse_timeout(&value("a number of seconds")?)?,
+            "--cluster-key-file" => cluster_key_file = Some(PathBuf::from(value("a path")?)),
+            "--client-key-file" => client_key_file = Some(PathBuf::from(value("a path")?)),
             _ => return Err(format!("unknown option {arg}")),
         }
     }
@@ -255,6 +295,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Cli, String> {
     Ok(Cli {
         masters,
         timeout,
+        cluster_key_file,
+        client_key_file,
         command,
     })
 }
@@ -709,6 +751,12 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     install_stop_handler()?;
+    // Authenticated by default: a key in the data directory (kept across
+    // runs on the same --dir), given to every node and to this client.
+    let key_path = dir.join("cluster.key");
+    let key = playground_key(&key_path)?;
+    let mut server_args: Vec<OsString> = vec!["--cluster-key-file".into(), key_path.clone().into()];
+    server_args.extend(args.server_args.iter().cloned());
 
     let masters = addrs.join(",");
     let mut nodes = Nodes {
@@ -725,7 +773,7 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
             &data_dir,
             &masters,
             &log,
-            &args.server_args,
+            &server_args,
         )?;
         nodes.children.push((addr.clone(), log, child));
     }
@@ -740,6 +788,7 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     // check for Ctrl-C and dead nodes in between.
     opts.timeout = timeout.min(Duration::from_secs(2));
     opts.rpc_timeout = opts.rpc_timeout.min(opts.timeout);
+    opts.cluster_key = Some(key);
     let mut client = Client::new(opts).map_err(|e| e.to_string())?;
 
     let config = wait_for(
@@ -799,7 +848,9 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
 
     let synod = shell_quote(&exe.to_string_lossy());
     let mut banner = String::new();
+    let key_file = shell_quote(&key_path.to_string_lossy());
     let _ = writeln!(banner, "SYNOD_MASTERS={masters}");
+    let _ = writeln!(banner, "SYNOD_CLUSTER_KEY_FILE={key_file}");
     let resp: Vec<&str> = resp_addrs.iter().flatten().map(String::as_str).collect();
     if !resp.is_empty() {
         // One line per fact, so scripts can `sed -n 's/^SYNOD_RESP=//p'`.
@@ -807,7 +858,7 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     }
     let _ = writeln!(
         banner,
-        "export SYNOD_MASTERS={masters}; {synod} put hello world; {synod} get hello"
+        "export SYNOD_MASTERS={masters} SYNOD_CLUSTER_KEY_FILE={key_file}; {synod} put hello world; {synod} get hello"
     );
     print_stdout(banner.as_bytes());
     eprintln!("synod playground: ready; Ctrl-C stops the cluster");
@@ -909,6 +960,28 @@ fn spawn_node(
     }
     cmd.spawn()
         .map_err(|e| format!("cannot start {}: {e}", server.display()))
+}
+
+/// The playground's cluster key at `path`: the one already there (a
+/// restart on the same --dir), or 32 fresh random bytes written with mode
+/// 0600.
+fn playground_key(path: &Path) -> Result<Key, String> {
+    if path.exists() {
+        return Key::load(path);
+    }
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = Key::generate()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(key.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(key)
 }
 
 /// A new directory name under the system temp dir, unique per run.
@@ -1026,6 +1099,34 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn key_files_are_global_options() {
+        let cli = parse(&[
+            "--cluster-key-file",
+            "/k/cluster",
+            "--client-key-file=/k/client",
+            "admin",
+            "query",
+        ])
+        .unwrap();
+        assert_eq!(cli.cluster_key_file, Some(PathBuf::from("/k/cluster")));
+        assert_eq!(cli.client_key_file, Some(PathBuf::from("/k/client")));
+        assert!(parse(&["--cluster-key-file"]).is_err());
+    }
+
+    #[test]
+    fn playground_key_is_made_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.key");
+        let a = playground_key(&path).unwrap();
+        assert_eq!(a.as_bytes().len(), 32);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A restart on the same directory keeps the key (nodes hold it).
+        assert_eq!(playground_key(&path).unwrap(), a);
     }
 
     #[test]

@@ -54,11 +54,13 @@ impl Conn {
     pub(crate) fn open(
         id: u64,
         addr: &str,
+        gid: synod_wire::GroupId,
+        auth: Option<&(crate::auth::Key, crate::auth::Identity)>,
         connect_timeout: Duration,
         write_timeout: Duration,
         events: Sender<Event>,
     ) -> Result<Conn, String> {
-        let stream = connect(addr, connect_timeout)?;
+        let mut stream = connect(addr, connect_timeout)?;
         // Requests are small and latency-bound; never wait for Nagle.
         stream
             .set_nodelay(true)
@@ -69,6 +71,12 @@ impl Conn {
         stream
             .set_write_timeout(Some(write_timeout.max(Duration::from_millis(1))))
             .map_err(|e| format!("{addr}: {e}"))?;
+        // With a key, the connection proves it (and checks that the server
+        // holds it) before any request goes out.
+        if let Some((key, identity)) = auth {
+            crate::auth::stream::dial(&mut stream, key, *identity, gid, connect_timeout)
+                .map_err(|e| format!("{addr}: {e}"))?;
+        }
         let reader = stream.try_clone().map_err(|e| format!("{addr}: {e}"))?;
         std::thread::Builder::new()
             .name(format!("synod-client-conn-{id}"))

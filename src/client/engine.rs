@@ -598,9 +598,15 @@ impl Client {
         }
         let id = self.next_conn_id;
         self.next_conn_id += 1;
+        let auth = crate::auth::stream::client_identity(
+            self.opts.cluster_key.as_ref(),
+            self.opts.client_key.as_ref(),
+        );
         let conn = Conn::open(
             id,
             addr,
+            gid,
+            auth.as_ref(),
             connect_timeout,
             self.opts.rpc_timeout,
             self.events_tx.clone(),
@@ -664,5 +670,6 @@ fn describe(message: &Message) -> &'static str {
         Message::ShardPull(_) => "ShardPull",
         Message::ShardDelete(_) => "ShardDelete",
         Message::ShardData(_) => "ShardData",
+        Message::Auth(_) => "Auth",
     }
 }

@@ -58,6 +58,12 @@ pub struct ClientOptions {
     pub rpc_timeout: Duration,
     /// Most requests outstanding at once in [`Client::execute_many`].
     pub max_in_flight: usize,
+    /// The cluster key: every connection authenticates as an admin (needed
+    /// for Join/Leave/Move on a cluster with a key; enough for everything).
+    pub cluster_key: Option<crate::auth::Key>,
+    /// The client key (`synod-server --client-key-file`): used when there
+    /// is no cluster key.
+    pub client_key: Option<crate::auth::Key>,
 }
 
 /// Default [`ClientOptions::timeout`].
@@ -75,6 +81,8 @@ impl ClientOptions {
             timeout: DEFAULT_TIMEOUT,
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            cluster_key: None,
+            client_key: None,
         }
     }
 }
@@ -180,6 +188,8 @@ impl Client {
                     .min(opts.timeout)
                     .max(Duration::from_millis(1)),
                 max_in_flight: opts.max_in_flight.max(1),
+                cluster_key: opts.cluster_key,
+                client_key: opts.client_key,
             },
             client_id,
             next_seq: 1,

@@ -444,6 +444,7 @@ fn fast(masters: &[&str]) -> ClientOptions {
         timeout: Duration::from_secs(3),
         rpc_timeout: Duration::from_millis(300),
         max_in_flight: 128,
+        ..ClientOptions::default()
     }
 }
 

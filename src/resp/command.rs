@@ -5,7 +5,9 @@
 //! The gateway runs the ops; nothing here touches a socket or the cluster.
 //!
 //! Supported: GET, SET key value (no options), APPEND, DEL, EXISTS, MGET,
-//! MSET, PING, ECHO, QUIT, HELLO [2], AUTH (refused: no password is set),
+//! MSET, PING, ECHO, QUIT, HELLO [2] [AUTH user pass], AUTH [default] password
+//! (with `synod-server --resp-password-file`; until then every command but
+//! PING, AUTH, HELLO and QUIT answers `-NOAUTH`),
 //! CLIENT SETNAME/GETNAME/ID/SETINFO, COMMAND [COUNT|DOCS|...], CONFIG GET,
 //! SELECT 0, INFO, DBSIZE (refused). Everything else is
 //! `-ERR unknown command`.
@@ -25,6 +27,35 @@ pub struct Session {
     pub id: u64,
     /// Set by CLIENT SETNAME (or HELLO SETNAME).
     pub name: Option<Bytes>,
+    /// The password this connection must AUTH with (`None`: no password).
+    pub password: Option<std::sync::Arc<[u8]>>,
+    /// AUTH succeeded on this connection.
+    pub authed: bool,
+}
+
+const NOAUTH: &str = "NOAUTH Authentication required.";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+impl Session {
+    /// Commands are refused until AUTH.
+    fn locked(&self) -> bool {
+        self.password.is_some() && !self.authed
+    }
+
+    /// Checks `user`/`pass` (Redis' only user is "default"), in constant
+    /// time in the password's content.
+    fn try_auth(&mut self, user: Option<&[u8]>, pass: &[u8]) -> Reply {
+        let Some(want) = &self.password else {
+            return Reply::error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        };
+        let ok = crate::auth::ct_eq(want, pass);
+        if ok && user.is_none_or(|u| u == b"default") {
+            self.authed = true;
+            Reply::OK
+        } else {
+            Reply::error(WRONGPASS)
+        }
+    }
 }
 
 /// What to do for one command.
@@ -216,6 +247,9 @@ pub fn plan(args: &[Bytes], session: &mut Session) -> Plan {
     if is(name, "QUIT") {
         return Plan::Quit;
     }
+    if session.locked() && !(is(name, "AUTH") || is(name, "HELLO") || is(name, "PING")) {
+        return Plan::Reply(Reply::error(NOAUTH));
+    }
     if is(name, "GET") {
         if n != 1 {
             return Plan::Reply(wrong_arity(name));
@@ -302,7 +336,11 @@ fn local(name: &[u8], rest: &[Bytes], session: &mut Session) -> Reply {
     } else if is(name, "HELLO") {
         hello(rest, session)
     } else if is(name, "AUTH") {
-        Reply::error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+        match rest {
+            [pass] => session.try_auth(None, pass),
+            [user, pass] => session.try_auth(Some(user), pass),
+            _ => wrong_arity(name),
+        }
     } else if is(name, "CLIENT") {
         client(sub, &rest[n.min(1)..], session)
     } else if is(name, "COMMAND") {
@@ -357,13 +395,27 @@ fn hello(rest: &[Bytes], session: &mut Session) -> Reply {
             name = Some(more[0].clone());
             opts = &more[1..];
         } else if is(opt, "AUTH") && more.len() >= 2 {
-            return Reply::error("ERR AUTH is not supported: no password is configured");
+            if session.password.is_none() {
+                return Reply::error("ERR AUTH is not supported: no password is configured");
+            }
+            let reply = session.try_auth(Some(&more[0]), &more[1]);
+            if reply != Reply::OK {
+                return reply;
+            }
+            opts = &more[2..];
         } else {
             return Reply::Error(Cow::Owned(format!(
                 "ERR Syntax error in HELLO option '{}'",
                 String::from_utf8_lossy(opt)
             )));
         }
+    }
+    if session.locked() {
+        return Reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time",
+        );
     }
     if let Some(name) = name {
         session.name = Some(name);
@@ -498,6 +550,38 @@ mod tests {
     }
 
     #[test]
+    fn a_password_locks_everything_but_ping_auth_hello_quit() {
+        let mut s = Session {
+            password: Some(std::sync::Arc::from(&b"pw"[..])),
+            ..Session::default()
+        };
+        let mut call = |w: &[&str]| match plan(&args(w), &mut s) {
+            Plan::Reply(r) => r,
+            Plan::Quit => Reply::OK,
+            Plan::Kv(_) => Reply::Simple(Cow::Borrowed("KV")),
+        };
+        let noauth = Reply::error(NOAUTH);
+        assert_eq!(call(&["GET", "k"]), noauth);
+        assert_eq!(call(&["ECHO", "x"]), noauth);
+        assert_eq!(call(&["PING"]), Reply::Simple(Cow::Borrowed("PONG")));
+        assert_eq!(call(&["AUTH", "p"]), Reply::error(WRONGPASS));
+        assert_eq!(call(&["AUTH", "bob", "pw"]), Reply::error(WRONGPASS));
+        assert!(is_error(&call(&["AUTH"]), "ERR wrong number"));
+        assert!(is_error(&call(&["HELLO", "2"]), "NOAUTH"));
+        assert_eq!(call(&["GET", "k"]), noauth);
+        assert_eq!(call(&["AUTH", "default", "pw"]), Reply::OK);
+        assert_eq!(call(&["GET", "k"]), Reply::Simple(Cow::Borrowed("KV")));
+        // Without a password, AUTH is refused as Redis refuses it.
+        let mut open = Session::default();
+        let r = match plan(&args(&["AUTH", "pw"]), &mut open) {
+            Plan::Reply(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert!(is_error(&r, "ERR AUTH <password> called without"));
+        assert!(matches!(plan(&args(&["GET", "k"]), &mut open), Plan::Kv(_)));
+    }
+
+    #[test]
     fn del_and_exists_count_keys() {
         let del = kv_cmd(&["DEL", "a", "b", "c"]);
         assert_eq!(del.ops.len(), 3);
@@ -557,7 +641,10 @@ mod tests {
 
     #[test]
     fn client_setname_getname_id() {
-        let mut s = Session { id: 7, name: None };
+        let mut s = Session {
+            id: 7,
+            ..Session::default()
+        };
         let mut go = |w: &[&str]| match plan(&args(w), &mut s) {
             Plan::Reply(r) => r,
             other => panic!("{other:?}"),

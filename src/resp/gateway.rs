@@ -92,6 +92,9 @@ pub struct GatewayOptions {
     /// cannot fill the upstream connections every client of its loop
     /// shares).
     pub client: ClientOptions,
+    /// `synod-server --resp-password-file`: every connection must AUTH
+    /// with it before any command but PING, AUTH, HELLO and QUIT.
+    pub password: Option<std::sync::Arc<[u8]>>,
 }
 
 /// The default [`GatewayOptions::threads`]: one loop per core.
@@ -108,6 +111,7 @@ impl GatewayOptions {
             read_buf_max: DEFAULT_READ_BUF_MAX,
             threads: default_threads(),
             client: ClientOptions::new(masters),
+            password: None,
         }
     }
 }
@@ -374,6 +378,8 @@ impl Loop {
                     pipeline: Pipeline::new(Session {
                         id: h.id,
                         name: None,
+                        password: self.opts.password.clone(),
+                        authed: false,
                     }),
                     parser: Parser::new(),
                     inbuf: BytesMut::new(),

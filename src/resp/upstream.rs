@@ -37,7 +37,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use synod_wire::{
-    encode_frame, ClientId, ClientReply, ClientRequest, Decoder, Frame, GroupId, MasterOp,
+    encode_frame, AuthMsg, ClientId, ClientReply, ClientRequest, Decoder, Frame, GroupId, MasterOp,
     MasterRequest, Message, Op, Seq,
 };
 
@@ -132,6 +132,10 @@ struct UpConn {
     out: BytesMut,
     inbuf: BytesMut,
     decoder: Decoder,
+    /// With a key: the handshake in progress (`crate::auth`); frames
+    /// queued meanwhile wait in `held` until the server proved the key.
+    dialer: Option<crate::auth::Dialer>,
+    held: BytesMut,
 }
 
 /// The cluster side of one event loop.
@@ -169,6 +173,8 @@ pub struct Upstream {
     /// to its RESP connections.
     pub completions: Vec<(usize, Bytes, OpResult)>,
     scratch: Vec<u8>,
+    /// The key and identity every connection authenticates with, if any.
+    auth: Option<(crate::auth::Key, crate::auth::Identity)>,
 }
 
 impl Upstream {
@@ -209,6 +215,10 @@ impl Upstream {
             last_scan: now,
             completions: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
+            auth: crate::auth::stream::client_identity(
+                opts.cluster_key.as_ref(),
+                opts.client_key.as_ref(),
+            ),
         }
     }
 
@@ -487,7 +497,11 @@ impl Upstream {
                 group: gid,
                 message,
             },
-            &mut c.out,
+            if c.dialer.is_some() {
+                &mut c.held
+            } else {
+                &mut c.out
+            },
         );
         task.state = State::Sent {
             conn,
@@ -524,15 +538,32 @@ impl Upstream {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|e| format!("{addr}: cannot register: {e}"))?;
+        let mut out = BytesMut::new();
+        let mut dialer = None;
+        if let Some((key, identity)) = &self.auth {
+            let nonce = crate::auth::random_nonce().map_err(|e| format!("{addr}: {e}"))?;
+            let (d, hello) = crate::auth::Dialer::new(key, *identity, nonce);
+            encode_frame(
+                &Frame {
+                    request_id: 0,
+                    group: gid,
+                    message: Message::Auth(AuthMsg::Hello(hello)),
+                },
+                &mut out,
+            );
+            dialer = Some(d);
+        }
         self.conns.insert(
             token,
             UpConn {
                 stream,
                 key: (addr.to_string(), gid),
                 connected: false,
-                out: BytesMut::new(),
+                out,
                 inbuf: BytesMut::new(),
                 decoder: Decoder::default(),
+                dialer,
+                held: BytesMut::new(),
             },
         );
         self.conn_by_member
@@ -646,6 +677,34 @@ impl Upstream {
     }
 
     fn on_frame(&mut self, conn: usize, frame: Frame, now: Instant) {
+        // Until the server proved the key, only its challenge is expected.
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if let Some(dialer) = c.dialer.take() {
+                let proof = match frame.message {
+                    Message::Auth(AuthMsg::Challenge(ch)) => {
+                        dialer.on_challenge(&ch).map_err(|e| e.to_string())
+                    }
+                    other => Err(format!("{other:?} before the server's challenge")),
+                };
+                match proof {
+                    Ok(proof) => {
+                        encode_frame(
+                            &Frame {
+                                request_id: 0,
+                                group: c.key.1,
+                                message: Message::Auth(AuthMsg::Proof(proof)),
+                            },
+                            &mut c.out,
+                        );
+                        let held = std::mem::take(&mut c.held);
+                        c.out.extend_from_slice(&held);
+                        self.dirty.push(conn);
+                    }
+                    Err(why) => self.close_conn(conn, &format!("authentication: {why}"), now),
+                }
+                return;
+            }
+        }
         let id = frame.request_id >> SEND_BITS;
         let Some(task) = self.tasks.get_mut(&id) else {
             // The task finished (or its connection closed) already.

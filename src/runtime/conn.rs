@@ -9,7 +9,26 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use mio::net::TcpStream;
-use synod_wire::{encode_frame, DecodeError, Decoder, Frame, GroupId, ReplicaId};
+use synod_wire::{encode_frame, AuthMsg, DecodeError, Decoder, Frame, GroupId, Message, ReplicaId};
+
+use crate::auth::{Accepting, Dialer, Identity, Key};
+
+/// Where a connection is in the authentication handshake (`crate::auth`).
+#[derive(Debug)]
+pub enum AuthState {
+    /// No handshake: the server holds no key, or the dialer has not sent a
+    /// hello (an anonymous client), or we dial a cluster without a key.
+    None,
+    /// We answered a hello and wait for the dialer's proof; any other frame
+    /// closes the connection.
+    Accepting(Accepting),
+    /// We dialed and sent a hello; frames queued meanwhile wait in `held`
+    /// until the server has proved it holds the key.
+    Dialing(Dialer),
+    /// Authenticated both ways as this identity (on a dialed connection:
+    /// the identity we proved).
+    Done(Identity),
+}
 
 /// What a connection is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +59,12 @@ pub struct Conn {
     pub paused: bool,
     /// Registered for writable events (a write hit `WouldBlock`).
     pub want_write: bool,
+    pub auth: AuthState,
+    /// Frames queued on a dialed connection before its handshake finished.
+    pub held: BytesMut,
+    /// Requests refused for lack of authentication (logged once per
+    /// connection at warn level, so a flood of them is not a log flood).
+    pub refused: u64,
 }
 
 /// Why a connection is closed; logged with its address.
@@ -50,6 +75,7 @@ pub enum Close {
     Decode(DecodeError),
     Protocol(&'static str),
     Timeout(&'static str),
+    Auth(String),
 }
 
 impl std::fmt::Display for Close {
@@ -60,6 +86,7 @@ impl std::fmt::Display for Close {
             Close::Decode(e) => write!(f, "bad frame: {e}"),
             Close::Protocol(what) => write!(f, "protocol violation: {what}"),
             Close::Timeout(what) => write!(f, "timed out: {what}"),
+            Close::Auth(why) => write!(f, "authentication: {why}"),
         }
     }
 }
@@ -82,7 +109,38 @@ impl Conn {
             connecting: matches!(role, Role::Peer { .. } | Role::Rpc { .. }),
             paused: false,
             want_write: false,
+            auth: AuthState::None,
+            held: BytesMut::new(),
+            refused: 0,
         }
+    }
+
+    /// On a connection we dial: send the hello first and hold every other
+    /// frame until the server's challenge checks out.
+    pub fn start_dial(&mut self, key: &Key, identity: Identity, group: GroupId, nonce: [u8; 32]) {
+        let (dialer, hello) = Dialer::new(key, identity, nonce);
+        encode_frame(
+            &Frame {
+                request_id: 0,
+                group,
+                message: Message::Auth(AuthMsg::Hello(hello)),
+            },
+            &mut self.wbuf,
+        );
+        self.auth = AuthState::Dialing(dialer);
+    }
+
+    /// The identity this connection authenticated as, if it did.
+    pub fn identity(&self) -> Option<&Identity> {
+        match &self.auth {
+            AuthState::Done(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Bytes waiting to be written, held ones included.
+    pub fn queued_bytes(&self) -> usize {
+        self.wbuf.len() + self.held.len()
     }
 
     /// Read what the socket has, up to `budget` bytes beyond what is
@@ -127,7 +185,11 @@ impl Conn {
     }
 
     pub fn queue(&mut self, frame: &Frame) {
-        encode_frame(frame, &mut self.wbuf);
+        if matches!(self.auth, AuthState::Dialing(_)) {
+            encode_frame(frame, &mut self.held);
+        } else {
+            encode_frame(frame, &mut self.wbuf);
+        }
     }
 
     /// Write as much of the write buffer as the socket takes, in as few

@@ -20,12 +20,13 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use synod_wire::{
-    ClientReply, Config, Frame, GroupId, Message, PaxosMsg, ReplicaId, ShardData, ShardPull,
-    ShardRef,
+    AuthMsg, ClientReply, Config, Frame, GroupId, MasterOp, Message, PaxosMsg, ReplicaId,
+    ShardData, ShardPull, ShardRef,
 };
 
-use super::conn::{Close, Conn, Role};
+use super::conn::{AuthState, Close, Conn, Role};
 use super::{owner_core, RuntimeConfig};
+use crate::auth::{self, Accepting, Identity, Need};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
@@ -425,6 +426,25 @@ impl Core {
         Some(token)
     }
 
+    /// With a cluster key, a connection we dial starts with the handshake
+    /// and holds its frames until the server has proved the key. False if
+    /// no nonce could be drawn (the connection is dropped; redialed later).
+    fn secure(&mut self, conn: &mut Conn, identity: Identity, group: GroupId) -> bool {
+        let Some(key) = &self.cfg.keys.cluster else {
+            return true;
+        };
+        match auth::random_nonce() {
+            Ok(nonce) => {
+                conn.start_dial(key, identity, group, nonce);
+                true
+            }
+            Err(e) => {
+                log::error!("core {}: cannot dial: {e}", self.id);
+                false
+            }
+        }
+    }
+
     fn accept(&mut self) {
         loop {
             let Some(listener) = &self.listener else {
@@ -627,6 +647,76 @@ impl Core {
 
     fn handle_frame(&mut self, t: Token, frame: Frame) {
         let gid = frame.group;
+        let Some(c) = self.conns.get(&t) else {
+            return;
+        };
+        // Mid-handshake, only the handshake's next frame is acceptable: a
+        // dialer may pipeline requests only after its proof, and a server
+        // sends nothing before its challenge.
+        match (&c.auth, &frame.message) {
+            (AuthState::Accepting(_), Message::Auth(AuthMsg::Proof(_)))
+            | (AuthState::Dialing(_), Message::Auth(AuthMsg::Challenge(_))) => {}
+            (AuthState::Accepting(_) | AuthState::Dialing(_), _) => {
+                let why = "frame before the handshake finished".to_string();
+                self.close(t, Close::Auth(why));
+                return;
+            }
+            _ => {}
+        }
+        if let Message::Auth(m) = frame.message {
+            self.on_auth(t, m);
+            return;
+        }
+        let need = match &frame.message {
+            Message::Request(_) => Some(Need::Client),
+            Message::Master(m) if matches!(m.op, MasterOp::Query { .. }) => Some(Need::Client),
+            Message::Master(_) => Some(Need::Admin),
+            Message::Paxos(m) => Some(Need::Paxos {
+                gid,
+                from: m.from(),
+            }),
+            Message::ShardPull(_) | Message::ShardDelete(_) => Some(Need::Migration),
+            // Answers on our own dialed connections: believed only once the
+            // server proved the key (a dialed connection with a key is
+            // `Done` only after its challenge checked out, above).
+            _ => None,
+        };
+        if let Some(need) = need {
+            let c = &self.conns[&t];
+            if let Err(why) = auth::permit(&self.cfg.keys, c.identity(), need) {
+                match need {
+                    // A replica message from a stranger: nothing to answer.
+                    Need::Paxos { .. } => self.close(t, Close::Auth(why.to_string())),
+                    _ => {
+                        let level = if c.refused == 0 {
+                            log::Level::Warn
+                        } else {
+                            log::Level::Debug
+                        };
+                        log::log!(
+                            level,
+                            "core {}: refusing {:?} from {}: {why}",
+                            self.id,
+                            need,
+                            peer_name(c)
+                        );
+                        if let Some(c) = self.conns.get_mut(&t) {
+                            c.refused += 1;
+                        }
+                        let group = if matches!(frame.message, Message::Master(_)) {
+                            0
+                        } else {
+                            gid
+                        };
+                        let reply = ClientReply::Error {
+                            reason: why.to_string(),
+                        };
+                        self.reply_now(t, frame.request_id, group, reply);
+                    }
+                }
+                return;
+            }
+        }
         match frame.message {
             Message::Request(req) => {
                 if let Some(reason) = &self.failed {
@@ -674,17 +764,80 @@ impl Core {
             }
             Message::ShardPull(r) => self.answer_pull(t, frame.request_id, gid, r),
             Message::ShardDelete(r) => self.answer_delete(t, frame.request_id, gid, r),
+            Message::Auth(_) => {} // handled above
             Message::Reply(_) | Message::Config(_) | Message::ShardData(_) => {
-                let is_rpc = self
-                    .conns
-                    .get(&t)
-                    .is_some_and(|c| matches!(c.role, Role::Rpc { .. }));
+                let is_rpc = self.conns.get(&t).is_some_and(|c| {
+                    matches!(c.role, Role::Rpc { .. })
+                        && (self.cfg.keys.cluster.is_none() || c.identity().is_some())
+                });
                 if is_rpc {
                     self.on_rpc_reply(frame.request_id, frame.message);
                 } else {
                     self.close(t, Close::Protocol("reply sent to a server"));
                 }
             }
+        }
+    }
+
+    /// One handshake frame (`crate::auth`): a hello or a proof on a
+    /// connection we accepted, a challenge on one we dialed. Any failure
+    /// closes the connection with the reason logged.
+    fn on_auth(&mut self, t: Token, m: AuthMsg) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let state = std::mem::replace(&mut c.auth, AuthState::None);
+        let result: Result<(), String> = match (state, m) {
+            (AuthState::None, AuthMsg::Hello(hello)) if c.role == Role::Incoming => {
+                if !self.cfg.keys.any() {
+                    Err("hello to a server without keys".into())
+                } else {
+                    auth::random_nonce().and_then(|nonce| {
+                        let (acc, challenge) = Accepting::on_hello(&self.cfg.keys, &hello, nonce)
+                            .map_err(|e| e.to_string())?;
+                        log::debug!("core {}: hello from {:?}", self.id, acc.claimed());
+                        c.auth = AuthState::Accepting(acc);
+                        c.queue(&Frame {
+                            request_id: 0,
+                            group: 0,
+                            message: Message::Auth(AuthMsg::Challenge(challenge)),
+                        });
+                        Ok(())
+                    })
+                }
+            }
+            (AuthState::Accepting(acc), AuthMsg::Proof(p)) => {
+                let claimed = acc.claimed();
+                match acc.on_proof(&p) {
+                    Ok(id) => {
+                        log::debug!("core {}: {} authenticated as {id:?}", self.id, peer_name(c));
+                        c.auth = AuthState::Done(id);
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("{e} (claimed {claimed:?})")),
+                }
+            }
+            (AuthState::Dialing(d), AuthMsg::Challenge(ch)) => {
+                let id = d.identity();
+                match d.on_challenge(&ch) {
+                    Ok(proof) => {
+                        c.auth = AuthState::Done(id);
+                        c.queue(&Frame {
+                            request_id: 0,
+                            group: 0,
+                            message: Message::Auth(AuthMsg::Proof(proof)),
+                        });
+                        let held = std::mem::take(&mut c.held);
+                        c.wbuf.extend_from_slice(&held);
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("the server we dialed failed its proof: {e}")),
+                }
+            }
+            (_, m) => Err(format!("unexpected handshake frame {m:?}")),
+        };
+        if let Err(why) = result {
+            self.close(t, Close::Auth(why));
         }
     }
 
@@ -805,12 +958,15 @@ impl Core {
                     self.rpc_cursor.insert(target, cursor + 1);
                     return;
                 };
-                let conn = Conn::new(
+                let mut conn = Conn::new(
                     stream,
                     Role::Rpc { target },
                     self.cfg.max_frame_bytes,
                     Instant::now(),
                 );
+                if !self.secure(&mut conn, Identity::Node, target) {
+                    return;
+                }
                 let Some(t) = self.register(conn) else { return };
                 self.rpc_conns.insert((addr, target), t);
                 t
@@ -945,8 +1101,11 @@ impl Core {
             if c.role != Role::Incoming {
                 continue;
             }
-            if c.frames_in == 0 && now.duration_since(c.created) > self.cfg.first_frame_timeout {
+            let late = now.duration_since(c.created) > self.cfg.first_frame_timeout;
+            if c.frames_in == 0 && late {
                 doomed.push((*t, "no frame before the first-frame deadline"));
+            } else if matches!(c.auth, AuthState::Accepting(_)) && late {
+                doomed.push((*t, "handshake not finished before the first-frame deadline"));
             } else if c.in_flight == 0 && now.duration_since(c.last_frame) > self.cfg.idle_timeout {
                 doomed.push((*t, "idle"));
             }
@@ -1000,12 +1159,16 @@ impl Core {
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Conn::new(
+        let mut conn = Conn::new(
             stream,
             Role::Peer { gid, peer },
             self.cfg.max_frame_bytes,
             now,
         );
+        let me = self.groups[&gid].replica.id();
+        if !self.secure(&mut conn, Identity::Peer { gid, replica: me }, gid) {
+            return;
+        }
         if let Some(t) = self.register(conn) {
             if let Some(g) = self.groups.get_mut(&gid) {
                 g.peers[peer as usize] = Some(t);
@@ -1095,7 +1258,7 @@ impl Core {
         let t = *t;
         let cap = self.cfg.conn_write_buf_max;
         if let Some(c) = self.conns.get_mut(&t) {
-            if c.wbuf.len() > cap {
+            if c.queued_bytes() > cap {
                 return; // a slow peer loses messages, not our memory
             }
             c.queue(&Frame {
@@ -1144,4 +1307,11 @@ impl Core {
             self.close(t, e);
         }
     }
+}
+
+/// The remote address of a connection, for logs.
+fn peer_name(c: &Conn) -> String {
+    c.stream
+        .peer_addr()
+        .map_or("?".to_string(), |a| a.to_string())
 }

@@ -58,6 +58,9 @@ pub struct RuntimeConfig {
     /// Bytes of records per chunk when another group pulls a shard from
     /// this node (see `shardkv`); well below `max_frame_bytes`.
     pub migrate_chunk_bytes: usize,
+    /// The cluster key (peer, migration, admin traffic) and the client key
+    /// (KV requests); see `crate::auth`. None: that traffic is open.
+    pub keys: crate::auth::Keys,
 }
 
 impl RuntimeConfig {
@@ -81,6 +84,7 @@ impl RuntimeConfig {
             read_index: true,
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
+            keys: crate::auth::Keys::default(),
         }
     }
 }
@@ -270,7 +274,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
 /// Follow the shard master's latest configuration and hand every new one to
 /// the cores (which start replicas of the groups that list this node). Runs
 /// on its own thread: a blocking client is fine for control traffic.
-pub fn watch_configs(node: &Node, masters: Vec<String>) {
+pub fn watch_configs(node: &Node, masters: Vec<String>, keys: crate::auth::Keys) {
     let handles = node.handles.clone();
     let spawned = std::thread::Builder::new()
         .name("config-watch".into())
@@ -278,6 +282,8 @@ pub fn watch_configs(node: &Node, masters: Vec<String>) {
             let mut opts = crate::client::ClientOptions::new(masters);
             opts.timeout = Duration::from_secs(2);
             opts.rpc_timeout = Duration::from_millis(500);
+            opts.cluster_key = keys.cluster;
+            opts.client_key = keys.client;
             let mut client = match crate::client::Client::new(opts) {
                 Ok(c) => c,
                 Err(e) => {

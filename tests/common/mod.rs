@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use synod::auth::Key;
 use synod::client::{Client, ClientOptions};
 use synod_wire::{
     encode_frame, ClientReply, ClientRequest, Decoder, Frame, GroupInfo, Message, Op,
@@ -45,6 +46,37 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     pub masters: Vec<String>,
     pub extra_args: Vec<String>,
+    /// The cluster key every node and `client()` use (`None`: a cluster
+    /// without authentication).
+    pub key: Option<Key>,
+    /// The client key, when the nodes run with `--client-key-file`.
+    pub client_key: Option<Key>,
+}
+
+/// How a test cluster authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// No keys: everything open, as before authentication existed.
+    Open,
+    /// A cluster key (the default for test clusters).
+    ClusterKey,
+    /// A cluster key and a client key.
+    ClientKey,
+}
+
+/// A fresh random key written to `path` (mode 0600).
+pub fn write_key(path: &std::path::Path) -> Key {
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = Key::generate().expect("random key");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("write key file");
+    f.write_all(key.as_bytes()).expect("write key");
+    key
 }
 
 impl Cluster {
@@ -57,6 +89,20 @@ impl Cluster {
     /// on its own port (`NodeProc::resp_addr`).
     pub fn start_masters_opts(n: usize, resp: bool) -> Cluster {
         Cluster::start_opts(n, 0, resp, &[])
+    }
+
+    /// [`Cluster::new_with_resp`], every node also given `args`, with `auth`.
+    pub fn new_with_resp_args(n: usize, args: &[&str], auth: Auth) -> Cluster {
+        let c = Cluster::start_full(n, 0, true, args, auth);
+        c.join_group_1();
+        c
+    }
+
+    /// `n` nodes, masters and group 1 of all of them, serving, with `auth`.
+    pub fn new_auth(n: usize, auth: Auth) -> Cluster {
+        let c = Cluster::start_full(n, 0, false, &[], auth);
+        c.join_group_1();
+        c
     }
 
     /// `masters` master nodes plus `extra` nodes that host no master replica
@@ -72,6 +118,16 @@ impl Cluster {
     }
 
     fn start_opts(n_masters: usize, extra: usize, resp: bool, args: &[&str]) -> Cluster {
+        Cluster::start_full(n_masters, extra, resp, args, Auth::ClusterKey)
+    }
+
+    fn start_full(
+        n_masters: usize,
+        extra: usize,
+        resp: bool,
+        args: &[&str],
+        auth: Auth,
+    ) -> Cluster {
         let n = n_masters + extra;
         let dir = std::env::temp_dir().join(format!(
             "synod-test-{}-{}",
@@ -80,6 +136,25 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test dir");
+        let mut extra_args: Vec<String> = ["--cores", "2"]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect();
+        let key = (auth != Auth::Open).then(|| {
+            let path = dir.join("cluster.key");
+            let key = write_key(&path);
+            extra_args.push("--cluster-key-file".into());
+            extra_args.push(path.display().to_string());
+            key
+        });
+        let client_key = (auth == Auth::ClientKey).then(|| {
+            let path = dir.join("client.key");
+            let key = write_key(&path);
+            extra_args.push("--client-key-file".into());
+            extra_args.push(path.display().to_string());
+            key
+        });
         let ports = free_ports(2 * n);
         let addrs: Vec<String> = ports[..n]
             .iter()
@@ -101,11 +176,9 @@ impl Cluster {
             dir,
             nodes,
             masters,
-            extra_args: ["--cores", "2"]
-                .iter()
-                .chain(args)
-                .map(|a| a.to_string())
-                .collect(),
+            extra_args,
+            key,
+            client_key,
         };
         for i in 0..n {
             c.start_node(i);
@@ -126,6 +199,13 @@ impl Cluster {
 
     fn new_opts(n: usize, resp: bool) -> Cluster {
         let c = Cluster::start_masters_opts(n, resp);
+        c.join_group_1();
+        c
+    }
+
+    /// Join group 1 (every master node) and wait until it serves.
+    fn join_group_1(&self) {
+        let c = self;
         let group = GroupInfo {
             gid: GID,
             servers: c.masters.clone(),
@@ -134,7 +214,6 @@ impl Cluster {
         c.wait_for(Duration::from_secs(30), |c| {
             c.client().put(&b"__ready"[..], &b"1"[..]).is_ok()
         });
-        c
     }
 
     pub fn start_node(&mut self, i: usize) {
@@ -182,6 +261,25 @@ impl Cluster {
         Client::new(ClientOptions {
             masters: self.masters.clone(),
             timeout,
+            cluster_key: self.key.clone(),
+            ..ClientOptions::default()
+        })
+        .expect("client options")
+    }
+
+    /// A client holding the given keys (or none), for refusal tests.
+    pub fn client_with_keys(
+        &self,
+        cluster_key: Option<Key>,
+        client_key: Option<Key>,
+        timeout: Duration,
+    ) -> Client {
+        Client::new(ClientOptions {
+            masters: self.masters.clone(),
+            timeout,
+            rpc_timeout: Duration::from_millis(500),
+            cluster_key,
+            client_key,
             ..ClientOptions::default()
         })
         .expect("client options")
@@ -323,6 +421,68 @@ pub fn raw_call(addr: &str, group: u32, msg: Message, timeout: Duration) -> Opti
             return None;
         }
         rbuf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// What a server did with one hand-made frame.
+#[derive(Debug)]
+pub enum Outcome {
+    /// It answered.
+    Reply(Message),
+    /// It closed the connection without answering.
+    Closed,
+    /// Nothing within the timeout, connection still open.
+    Silent,
+    /// The handshake failed (our side refused the server, or it closed).
+    AuthFailed(String),
+}
+
+/// Like [`raw_call`], but tells a closed connection from silence, and
+/// authenticates first as `identity` with `key` when given.
+pub fn raw_exchange(
+    addr: &str,
+    group: u32,
+    auth: Option<(&Key, synod::auth::Identity)>,
+    msg: Message,
+    timeout: Duration,
+) -> Outcome {
+    let mut s = TcpStream::connect_timeout(&addr.parse().expect("addr"), timeout).expect("connect");
+    if let Some((key, id)) = auth {
+        if let Err(e) = synod::auth::stream::dial(&mut s, key, id, group, timeout) {
+            return Outcome::AuthFailed(e);
+        }
+    }
+    s.set_read_timeout(Some(timeout)).expect("timeout");
+    let mut buf = BytesMut::new();
+    encode_frame(
+        &Frame {
+            request_id: 42,
+            group,
+            message: msg,
+        },
+        &mut buf,
+    );
+    if s.write_all(&buf).is_err() {
+        return Outcome::Closed;
+    }
+    let mut dec = Decoder::default();
+    let mut rbuf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Some(f)) = dec.decode(&mut rbuf) {
+            return Outcome::Reply(f.message);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return Outcome::Closed,
+            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return Outcome::Silent
+            }
+            Err(_) => return Outcome::Closed,
+        }
     }
 }
 

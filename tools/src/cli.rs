@@ -56,7 +56,10 @@ pairs.
   --json FILE            also write the figures as JSON
   --check                record the history and check linearizability
                          (keep it small: e.g. --ops 2000 --keys 100)
-  --quiet                no progress lines";
+  --quiet                no progress lines
+  --cluster-key-file F   the cluster's key (default: $SYNOD_CLUSTER_KEY_FILE)
+  --client-key-file F    the client key, for a cluster started with
+                         --client-key-file (default: $SYNOD_CLIENT_KEY_FILE)";
 
 /// Parsed options.
 #[derive(Clone, Debug)]
@@ -82,6 +85,10 @@ pub struct Options {
     pub json: Option<String>,
     pub check: bool,
     pub quiet: bool,
+    /// `--cluster-key-file` (the caller falls back to the environment).
+    pub cluster_key_file: Option<String>,
+    /// `--client-key-file` (likewise).
+    pub client_key_file: Option<String>,
 }
 
 /// Default `--threads` for `clients` sessions on `cores` cores: half the
@@ -130,6 +137,8 @@ pub fn parse(args: &[String], env_masters: Option<&str>, cores: usize) -> Result
     let mut json = None;
     let mut check = false;
     let mut quiet = false;
+    let mut cluster_key_file = None;
+    let mut client_key_file = None;
 
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -176,6 +185,8 @@ pub fn parse(args: &[String], env_masters: Option<&str>, cores: usize) -> Result
             "--drain-timeout" => drain_timeout = secs(&flag, &v)?,
             "--seed" => seed = Some(num(&flag, &v)?),
             "--json" => json = Some(v),
+            "--cluster-key-file" => cluster_key_file = Some(v),
+            "--client-key-file" => client_key_file = Some(v),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -263,6 +274,8 @@ pub fn parse(args: &[String], env_masters: Option<&str>, cores: usize) -> Result
         json,
         check,
         quiet,
+        cluster_key_file,
+        client_key_file,
     })
 }
 

@@ -41,12 +41,13 @@ use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use synod::auth::{Dialer, Key};
 use synod::check::{KvInput, KvOp, KvOutput};
 use synod::client::{Client, ClientOptions};
 use synod::rng::Rng;
 use synod_wire::{
-    encode_frame, shard_of, ClientId, ClientReply, ClientRequest, Config, Decoder, Frame, GroupId,
-    Message, Op, Seq,
+    encode_frame, shard_of, AuthMsg, ClientId, ClientReply, ClientRequest, Config, Decoder, Frame,
+    GroupId, Message, Op, Seq,
 };
 
 use crate::ack::AckWatermark;
@@ -125,6 +126,10 @@ pub struct RunSpec {
     /// Open-loop: operations per second across all sessions, issued on a
     /// schedule; `None`: closed-loop.
     pub rate: Option<f64>,
+    /// Keys to authenticate with (`synod::auth`): the cluster key makes
+    /// every connection an admin's, else the client key a client's.
+    pub cluster_key: Option<Key>,
+    pub client_key: Option<Key>,
 }
 
 /// What a run measured.
@@ -368,6 +373,10 @@ struct Conn {
     out: BytesMut,
     inbuf: BytesMut,
     decoder: Decoder,
+    /// The handshake in progress; requests wait in `held` until the
+    /// server proved the key.
+    dialer: Option<Dialer>,
+    held: BytesMut,
 }
 
 /// How an operation ended.
@@ -806,7 +815,11 @@ impl<'a> Worker<'a> {
         if conn.out.is_empty() {
             self.dirty.push(token);
         }
-        encode_frame(&frame, &mut conn.out);
+        if conn.dialer.is_some() {
+            encode_frame(&frame, &mut conn.held);
+        } else {
+            encode_frame(&frame, &mut conn.out);
+        }
     }
 
     fn schedule(&mut self, s: usize, seq: Seq, due: Instant) {
@@ -848,6 +861,25 @@ impl<'a> Worker<'a> {
             Token(token),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        let mut out = BytesMut::new();
+        let mut dialer = None;
+        let auth = synod::auth::stream::client_identity(
+            self.spec.cluster_key.as_ref(),
+            self.spec.client_key.as_ref(),
+        );
+        if let Some((key, identity)) = auth {
+            let nonce = synod::auth::random_nonce().map_err(io::Error::other)?;
+            let (d, hello) = Dialer::new(&key, identity, nonce);
+            encode_frame(
+                &Frame {
+                    request_id: 0,
+                    group: gid,
+                    message: Message::Auth(AuthMsg::Hello(hello)),
+                },
+                &mut out,
+            );
+            dialer = Some(d);
+        }
         self.conns.insert(
             token,
             Conn {
@@ -856,9 +888,11 @@ impl<'a> Worker<'a> {
                 gid,
                 server,
                 connected: false,
-                out: BytesMut::new(),
+                out,
                 inbuf: BytesMut::new(),
                 decoder: Decoder::default(),
+                dialer,
+                held: BytesMut::new(),
             },
         );
         self.sessions[s].conns.insert(gid, token);
@@ -1026,6 +1060,40 @@ impl<'a> Worker<'a> {
     }
 
     fn on_frame(&mut self, token: usize, frame: Frame, now: Instant) {
+        // Until the server proved the key, only its challenge is expected.
+        if let Some(conn) = self.conns.get_mut(&token) {
+            if let Some(dialer) = conn.dialer.take() {
+                let proof = match frame.message {
+                    Message::Auth(AuthMsg::Challenge(ch)) => {
+                        dialer.on_challenge(&ch).map_err(|e| e.to_string())
+                    }
+                    other => Err(format!("{other:?} before the server's challenge")),
+                };
+                match proof {
+                    Ok(proof) => {
+                        encode_frame(
+                            &Frame {
+                                request_id: 0,
+                                group: conn.gid,
+                                message: Message::Auth(AuthMsg::Proof(proof)),
+                            },
+                            &mut conn.out,
+                        );
+                        let held = std::mem::take(&mut conn.held);
+                        conn.out.extend_from_slice(&held);
+                        self.dirty.push(token);
+                    }
+                    Err(why) => {
+                        let e = io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("authentication: {why}"),
+                        );
+                        self.fail_conn(token, &e, now);
+                    }
+                }
+                return;
+            }
+        }
         let Some(conn) = self.conns.get(&token) else {
             return;
         };
@@ -1191,6 +1259,8 @@ impl<'a> Worker<'a> {
             let mut opts = ClientOptions::new(self.spec.masters.clone());
             opts.timeout = Duration::from_secs(2);
             opts.rpc_timeout = Duration::from_millis(500);
+            opts.cluster_key = self.spec.cluster_key.clone();
+            opts.client_key = self.spec.client_key.clone();
             match Client::new(opts) {
                 Ok(c) => self.master = Some(c),
                 Err(e) => {

@@ -29,10 +29,11 @@ use byteorder::{ByteOrder, LittleEndian};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::types::{
-    Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, ClientReply, ClientRequest,
-    Commit, Config, Frame, GroupId, GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest,
-    Message, Op, PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, ShardData, ShardPull,
-    ShardRef, SnapshotChunk, SnapshotRequest,
+    Accept, Accepted, AuthChallenge, AuthHello, AuthMsg, AuthProof, AuthRole, Ballot, Batch,
+    CatchupRequest, CatchupResponse, ClientReply, ClientRequest, Commit, Config, Frame, GroupId,
+    GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest, Message, Op, PaxosMsg, Prepare,
+    Promise, Proposal, Reject, ReplicaId, ShardData, ShardPull, ShardRef, SnapshotChunk,
+    SnapshotRequest,
 };
 
 // ---------------------------------------------------------------------------
@@ -136,12 +137,19 @@ pub const KIND_SHARD_DELETE: u8 = 0x41;
 /// Between KV groups: a shard's data, answering a pull.
 pub const KIND_SHARD_DATA: u8 = 0x42;
 
+/// Authentication: the dialer's role, claimed identity and nonce.
+pub const KIND_AUTH_HELLO: u8 = 0x50;
+/// Authentication: the server's nonce and proof of the key.
+pub const KIND_AUTH_CHALLENGE: u8 = 0x51;
+/// Authentication: the dialer's proof of the key.
+pub const KIND_AUTH_PROOF: u8 = 0x52;
+
 /// The `num` a Query carries on the wire to ask for the latest configuration
 /// (`MasterOp::Query { num: None }`).
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 29] = [
+pub const ALL_KINDS: [u8; 32] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -171,6 +179,9 @@ pub const ALL_KINDS: [u8; 29] = [
     KIND_SHARD_PULL,
     KIND_SHARD_DELETE,
     KIND_SHARD_DATA,
+    KIND_AUTH_HELLO,
+    KIND_AUTH_CHALLENGE,
+    KIND_AUTH_PROOF,
 ];
 
 /// Whether `kind` is a code this version defines.
@@ -182,6 +193,7 @@ pub fn is_known_kind(kind: u8) -> bool {
             | KIND_PREPARE..=KIND_SNAPSHOT_CHUNK
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
             | KIND_SHARD_PULL..=KIND_SHARD_DATA
+            | KIND_AUTH_HELLO..=KIND_AUTH_PROOF
     )
 }
 
@@ -216,6 +228,9 @@ pub fn kind_of(msg: &Message) -> u8 {
         Message::ShardPull(_) => KIND_SHARD_PULL,
         Message::ShardDelete(_) => KIND_SHARD_DELETE,
         Message::ShardData(_) => KIND_SHARD_DATA,
+        Message::Auth(AuthMsg::Hello(_)) => KIND_AUTH_HELLO,
+        Message::Auth(AuthMsg::Challenge(_)) => KIND_AUTH_CHALLENGE,
+        Message::Auth(AuthMsg::Proof(_)) => KIND_AUTH_PROOF,
     }
 }
 
@@ -520,6 +535,17 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
             out.put_u8(u8::from(d.done));
             put_byte_string(out, &d.data);
         }
+        Message::Auth(AuthMsg::Hello(h)) => {
+            out.put_u8(h.role as u8);
+            out.put_u32_le(h.gid);
+            out.put_u32_le(h.replica);
+            out.put_slice(&h.nonce);
+        }
+        Message::Auth(AuthMsg::Challenge(c)) => {
+            out.put_slice(&c.nonce);
+            out.put_slice(&c.mac);
+        }
+        Message::Auth(AuthMsg::Proof(p)) => out.put_slice(&p.mac),
     }
 }
 
@@ -720,6 +746,15 @@ impl Reader {
         let v = LittleEndian::read_u64(&self.buf[..8]);
         self.buf.advance(8);
         Ok(v)
+    }
+
+    /// Exactly `N` raw bytes (nonces, MACs).
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        self.need(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(&self.buf[..N]);
+        self.buf.advance(N);
+        Ok(a)
     }
 
     fn ballot(&mut self) -> Result<Ballot, DecodeError> {
@@ -1000,6 +1035,18 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             },
             data: r.byte_string()?,
         }),
+        KIND_AUTH_HELLO => Message::Auth(AuthMsg::Hello(AuthHello {
+            role: AuthRole::from_u8(r.u8()?)
+                .ok_or(DecodeError::Invalid("AuthHello role is not 1-4"))?,
+            gid: r.u32()?,
+            replica: r.u32()?,
+            nonce: r.array()?,
+        })),
+        KIND_AUTH_CHALLENGE => Message::Auth(AuthMsg::Challenge(AuthChallenge {
+            nonce: r.array()?,
+            mac: r.array()?,
+        })),
+        KIND_AUTH_PROOF => Message::Auth(AuthMsg::Proof(AuthProof { mac: r.array()? })),
         _ => return Err(DecodeError::UnknownKind(kind)),
     };
     r.finish()?;

@@ -306,6 +306,72 @@ pub enum Message {
     /// for. Refusals and redirects are `Reply(Error/NotLeader/Busy)`, so a
     /// client handles them with the same code as for KV requests.
     Config(Config),
+    /// The authentication handshake (kinds 0x50-0x52), the first frames of
+    /// a connection to a cluster that has a key (see `src/auth.rs`).
+    Auth(AuthMsg),
+}
+
+/// Bytes of a handshake nonce.
+pub const AUTH_NONCE_LEN: usize = 32;
+/// Bytes of a handshake MAC (HMAC-SHA256).
+pub const AUTH_MAC_LEN: usize = 32;
+
+/// What the dialer of a connection claims to be; each role is checked
+/// against one key (the cluster key, or the client key for `Client`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthRole {
+    /// Replica `replica` of group `gid` sending its Paxos messages.
+    Peer = 1,
+    /// A server of the cluster sending migration RPCs.
+    Node = 2,
+    /// An operator tool (or a server's configuration watcher) holding the
+    /// cluster key: may do everything a client may, and admin operations.
+    Admin = 3,
+    /// A KV client holding the client key.
+    Client = 4,
+}
+
+impl AuthRole {
+    pub fn from_u8(b: u8) -> Option<AuthRole> {
+        match b {
+            1 => Some(AuthRole::Peer),
+            2 => Some(AuthRole::Node),
+            3 => Some(AuthRole::Admin),
+            4 => Some(AuthRole::Client),
+            _ => None,
+        }
+    }
+}
+
+/// Dialer → server, the connection's first frame: who it claims to be and
+/// its nonce. `gid`/`replica` name the replica for `Peer` and are 0
+/// otherwise (the server refuses anything else).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthHello {
+    pub role: AuthRole,
+    pub gid: GroupId,
+    pub replica: ReplicaId,
+    pub nonce: [u8; AUTH_NONCE_LEN],
+}
+
+/// Server → dialer: the server's nonce and its proof that it holds the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthChallenge {
+    pub nonce: [u8; AUTH_NONCE_LEN],
+    pub mac: [u8; AUTH_MAC_LEN],
+}
+
+/// Dialer → server: the dialer's proof that it holds the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthProof {
+    pub mac: [u8; AUTH_MAC_LEN],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthMsg {
+    Hello(AuthHello),
+    Challenge(AuthChallenge),
+    Proof(AuthProof),
 }
 
 /// Lets code that answers both KV and master requests (the replica layer's

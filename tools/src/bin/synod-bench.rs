@@ -15,6 +15,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use synod::auth::Key;
 use synod::check::{check_kv, CheckOptions, CheckResult};
 use synod::client::{Client, ClientOptions};
 use synod_tools::cli::{self, Options, USAGE};
@@ -52,8 +53,19 @@ fn main() -> ExitCode {
 
 /// Runs the benchmark; `Ok(false)` if the history failed its check.
 fn run(opts: &Options) -> Result<bool, String> {
+    let load = |flag: &Option<String>, var: &str| -> Result<Option<Key>, String> {
+        let path = flag
+            .clone()
+            .or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()));
+        path.map(|p| Key::load(std::path::Path::new(&p)))
+            .transpose()
+    };
+    let cluster_key = load(&opts.cluster_key_file, "SYNOD_CLUSTER_KEY_FILE")?;
+    let client_key = load(&opts.client_key_file, "SYNOD_CLIENT_KEY_FILE")?;
     let mut client_opts = ClientOptions::new(opts.masters.clone());
     client_opts.timeout = CONNECT_TIMEOUT;
+    client_opts.cluster_key = cluster_key.clone();
+    client_opts.client_key = client_key.clone();
     let mut client = Client::new(client_opts).map_err(|e| e.to_string())?;
     let config = client
         .query(None)
@@ -89,6 +101,8 @@ fn run(opts: &Options) -> Result<bool, String> {
         epoch,
         progress: !opts.quiet,
         rate: opts.rate,
+        cluster_key,
+        client_key,
     };
 
     let mut history = Vec::new();

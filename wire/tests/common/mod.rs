@@ -265,7 +265,37 @@ pub fn samples() -> Vec<Frame> {
                 data: b("kv"),
             }),
         },
+        Frame {
+            request_id: 0,
+            group: 1,
+            message: Message::Auth(AuthMsg::Hello(AuthHello {
+                role: AuthRole::Peer,
+                gid: 1,
+                replica: 2,
+                nonce: seq_bytes(0x00),
+            })),
+        },
+        Frame {
+            request_id: 0,
+            group: 1,
+            message: Message::Auth(AuthMsg::Challenge(AuthChallenge {
+                nonce: seq_bytes(0x20),
+                mac: seq_bytes(0xa0),
+            })),
+        },
+        Frame {
+            request_id: 0,
+            group: 1,
+            message: Message::Auth(AuthMsg::Proof(AuthProof {
+                mac: seq_bytes(0xc0),
+            })),
+        },
     ]
+}
+
+/// 32 bytes counting up from `start` (a recognisable nonce or MAC).
+pub fn seq_bytes(start: u8) -> [u8; 32] {
+    std::array::from_fn(|i| start.wrapping_add(i as u8))
 }
 
 pub fn encode(frame: &Frame) -> BytesMut {
@@ -328,6 +358,8 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
         Message::Master(_) | Message::Config(_) => vec![],
         Message::ShardPull(_) | Message::ShardDelete(_) => vec![],
         Message::ShardData(d) => vec![&d.data],
+        // Fixed-size arrays, copied.
+        Message::Auth(_) => vec![],
     }
 }
 
@@ -603,6 +635,34 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
                     data,
                 })
             })
+            .boxed(),
+        KIND_AUTH_HELLO => (
+            prop_oneof![
+                Just(AuthRole::Peer),
+                Just(AuthRole::Node),
+                Just(AuthRole::Admin),
+                Just(AuthRole::Client)
+            ],
+            any::<u32>(),
+            any::<u32>(),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|(role, gid, replica, nonce)| {
+                Message::Auth(AuthMsg::Hello(AuthHello {
+                    role,
+                    gid,
+                    replica,
+                    nonce,
+                }))
+            })
+            .boxed(),
+        KIND_AUTH_CHALLENGE => (any::<[u8; 32]>(), any::<[u8; 32]>())
+            .prop_map(|(nonce, mac)| {
+                Message::Auth(AuthMsg::Challenge(AuthChallenge { nonce, mac }))
+            })
+            .boxed(),
+        KIND_AUTH_PROOF => any::<[u8; 32]>()
+            .prop_map(|mac| Message::Auth(AuthMsg::Proof(AuthProof { mac })))
             .boxed(),
         KIND_MASTER_JOIN..=KIND_MASTER_QUERY => arb_master_request_of_kind(kind)
             .prop_map(Message::Master)
