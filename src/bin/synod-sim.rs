@@ -174,8 +174,9 @@ fn main() -> ExitCode {
     let elections: u64 = reports.iter().map(|r| r.elections).sum();
     let crashes: u64 = reports.iter().map(|r| r.crashes).sum();
     let snaps: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
+    let expired: u64 = reports.iter().map(|r| r.session_expired).sum();
     println!(
-        "seeds={} failures={} committed_commands={} slots={} avg_batch={:.2} ops_completed={} elections={} crashes={} snapshots_installed={} wall_secs={:.1} sim_commands_per_wall_sec={:.0}",
+        "seeds={} failures={} committed_commands={} slots={} avg_batch={:.2} ops_completed={} elections={} crashes={} snapshots_installed={} session_expired={} wall_secs={:.1} sim_commands_per_wall_sec={:.0}",
         reports.len(),
         failures,
         commands,
@@ -185,6 +186,7 @@ fn main() -> ExitCode {
         elections,
         crashes,
         snaps,
+        expired,
         secs,
         commands as f64 / secs.max(1e-9)
     );
@@ -241,7 +243,7 @@ fn run_sharded(args: &Args) -> ExitCode {
     let secs = started.elapsed().as_secs_f64();
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
-        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} chunks_received={} crashes={} stored_value_bytes={} owned_value_bytes={} wall_secs={:.1}",
+        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} chunks_received={} crashes={} stored_value_bytes={} owned_value_bytes={} session_expired={} wall_secs={:.1}",
         reports.len(),
         failures,
         reports.iter().map(|r| r.ops_completed).sum::<u64>(),
@@ -251,6 +253,7 @@ fn run_sharded(args: &Args) -> ExitCode {
         reports.iter().map(|r| r.crashes).sum::<u64>(),
         reports.iter().map(|r| r.stored_value_bytes).sum::<u64>(),
         reports.iter().map(|r| r.owned_value_bytes).sum::<u64>(),
+        reports.iter().map(|r| r.session_expired).sum::<u64>(),
         secs
     );
     if failures == 0 {

@@ -645,6 +645,7 @@ impl Core {
                     self.reply_now(t, frame.request_id, gid, ClientReply::WrongGroup);
                     return;
                 };
+                r.set_now_ms(synod_wire::unix_now_ms());
                 r.on_request(to, &req, synod_wire::encode_command);
                 self.await_reply(t, frame.request_id, gid);
             }
