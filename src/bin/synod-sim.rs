@@ -27,7 +27,7 @@ struct Args {
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N]
-                 [--bug skip-dedup|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
+                 [--bug skip-dedup|forget-floor|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
                  [--disk-latency-us N] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
@@ -75,6 +75,7 @@ fn parse() -> Result<Args, String> {
             },
             "--bug" => match value("--bug")?.as_str() {
                 "skip-dedup" => a.bugs.skip_dedup = true,
+                "forget-floor" => a.bugs.forget_floor = true,
                 "follower-reads" => a.bugs.replica.follower_reads = true,
                 "unconfirmed-leader-reads" => a.bugs.replica.unconfirmed_leader_reads = true,
                 "accept-ignores-promise" => a.bugs.paxos.accept_ignores_promise = true,

@@ -261,7 +261,7 @@ impl KvStore {
             target.merge_session(client, session);
         }
         if last {
-            target.enforce_cap(rules.max_sessions, rules.log_time_ms, None);
+            target.enforce_cap(&rules, None);
         }
         Ok(items)
     }

@@ -95,6 +95,10 @@ pub struct KvOptions {
     /// bite: when true, skip the at-most-once check and re-apply duplicates.
     /// Default false. Never set it outside tests.
     pub planted_skip_dedup: bool,
+    /// A planted bug: drop expired and evicted sessions without raising the
+    /// shard's floor, so a delayed duplicate of a dropped client's write
+    /// opens a new session and applies again. Default false; tests only.
+    pub planted_forget_floor: bool,
     /// Sessions idle longer than this (log time, ms) are dropped; default
     /// [`DEFAULT_SESSION_TTL_MS`].
     pub session_ttl_ms: u64,
@@ -107,6 +111,7 @@ impl Default for KvOptions {
         KvOptions {
             shards: DEFAULT_SHARDS,
             planted_skip_dedup: false,
+            planted_forget_floor: false,
             session_ttl_ms: DEFAULT_SESSION_TTL_MS,
             max_sessions_per_shard: DEFAULT_MAX_SESSIONS_PER_SHARD,
         }
@@ -118,6 +123,7 @@ impl Default for KvOptions {
 pub(crate) struct SessionRules {
     pub(crate) log_time_ms: u64,
     pub(crate) max_sessions: usize,
+    pub(crate) forget_floor: bool,
 }
 
 /// Sizes of a store (or of one shard), for metrics and tests.
@@ -220,11 +226,9 @@ impl KvStore {
             if !live(index) {
                 continue;
             }
-            let dropped = self.shards[index as usize].expire(
-                self.log_time_ms,
-                self.opts.session_ttl_ms,
-                budget,
-            );
+            let rules = self.rules();
+            let dropped =
+                self.shards[index as usize].expire(&rules, self.opts.session_ttl_ms, budget);
             budget -= dropped;
             if budget == 0 {
                 // Resume here next time: this shard may have more.
@@ -238,6 +242,7 @@ impl KvStore {
         SessionRules {
             log_time_ms: self.log_time_ms,
             max_sessions: self.opts.max_sessions_per_shard,
+            forget_floor: self.opts.planted_forget_floor,
         }
     }
 

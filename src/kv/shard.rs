@@ -161,7 +161,7 @@ impl Shard {
                 },
             );
             self.lru.insert((now, req.client_id));
-            self.enforce_cap(rules.max_sessions, now, Some(req.client_id));
+            self.enforce_cap(rules, Some(req.client_id));
         } else {
             self.touch(req.client_id, now);
         }
@@ -203,10 +203,10 @@ impl Shard {
     /// Drops `client`'s session and raises the floor over its id (unless the
     /// id was never plausible, i.e. a session restored from a snapshot
     /// older than expiry: [`may_open`] keeps refusing such an id anyway).
-    pub(crate) fn forget(&mut self, client: ClientId, now: u64) {
+    pub(crate) fn forget(&mut self, client: ClientId, rules: &SessionRules) {
         if let Some(session) = self.sessions.remove(&client) {
             self.lru.remove(&(session.last_ms, client));
-            if plausible(client, now) {
+            if plausible(client, rules.log_time_ms) && !rules.forget_floor {
                 self.floor = self.floor.max(client);
             }
         }
@@ -214,16 +214,16 @@ impl Shard {
 
     /// Evicts least-recently-active sessions (never `keep`) until at most
     /// `max` remain. Returns how many were evicted.
-    pub(crate) fn enforce_cap(&mut self, max: usize, now: u64, keep: Option<ClientId>) -> usize {
+    pub(crate) fn enforce_cap(&mut self, rules: &SessionRules, keep: Option<ClientId>) -> usize {
         let mut evicted = 0;
-        while self.sessions.len() > max.max(1) {
+        while self.sessions.len() > rules.max_sessions.max(1) {
             let victim = self
                 .lru
                 .iter()
                 .map(|(_, c)| *c)
                 .find(|c| Some(*c) != keep)
                 .expect("more sessions than one");
-            self.forget(victim, now);
+            self.forget(victim, rules);
             evicted += 1;
         }
         evicted
@@ -231,12 +231,13 @@ impl Shard {
 
     /// Drops up to `budget` sessions idle longer than `ttl_ms` at log time
     /// `now`, oldest first. Returns how many were dropped.
-    pub(crate) fn expire(&mut self, now: u64, ttl_ms: u64, budget: usize) -> usize {
+    pub(crate) fn expire(&mut self, rules: &SessionRules, ttl_ms: u64, budget: usize) -> usize {
+        let now = rules.log_time_ms;
         let mut dropped = 0;
         while dropped < budget {
             match self.lru.first() {
                 Some(&(last, client)) if now.saturating_sub(last) > ttl_ms => {
-                    self.forget(client, now);
+                    self.forget(client, rules);
                     dropped += 1;
                 }
                 _ => break,
@@ -309,7 +310,7 @@ impl Shard {
         for (client, session) in incoming.sessions {
             self.merge_session(client, session);
         }
-        self.enforce_cap(rules.max_sessions, rules.log_time_ms, None);
+        self.enforce_cap(rules, None);
         self.assert_invariants();
     }
 }

@@ -44,6 +44,9 @@ pub struct Bugs {
     pub paxos: PlantedBugs,
     pub replica: ReplicaBugs,
     pub skip_dedup: bool,
+    /// Drop expired and evicted sessions without raising the shard's floor
+    /// (`KvOptions::planted_forget_floor`).
+    pub forget_floor: bool,
 }
 
 /// What one simulated world looks like.
@@ -369,6 +372,7 @@ impl World {
     fn kv_options(&self) -> KvOptions {
         KvOptions {
             planted_skip_dedup: self.cfg.bugs.skip_dedup,
+            planted_forget_floor: self.cfg.bugs.forget_floor,
             session_ttl_ms: self.cfg.session_ttl_ms,
             max_sessions_per_shard: self.cfg.max_sessions_per_shard,
             ..KvOptions::default()
