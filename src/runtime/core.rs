@@ -253,6 +253,8 @@ impl Core {
             gid,
             KvOptions {
                 shards: self.cfg.shards,
+                session_ttl_ms: self.cfg.session_ttl.as_millis() as u64,
+                max_sessions_per_shard: self.cfg.max_sessions_per_shard,
                 ..KvOptions::default()
             },
         );

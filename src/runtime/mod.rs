@@ -58,6 +58,13 @@ pub struct RuntimeConfig {
     /// Bytes of records per chunk when another group pulls a shard from
     /// this node (see `shardkv`); well below `max_frame_bytes`.
     pub migrate_chunk_bytes: usize,
+    /// A client's dedup session in a shard expires after this long without
+    /// a write there, in log time. Part of the replicated state machine's
+    /// rules: every node of a cluster must use the same value.
+    pub session_ttl: Duration,
+    /// Dedup sessions per shard at most (the least recently active is
+    /// evicted beyond it). Same on every node, like `session_ttl`.
+    pub max_sessions_per_shard: usize,
 }
 
 impl RuntimeConfig {
@@ -81,6 +88,8 @@ impl RuntimeConfig {
             read_index: true,
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
+            session_ttl: Duration::from_millis(crate::kv::DEFAULT_SESSION_TTL_MS),
+            max_sessions_per_shard: crate::kv::DEFAULT_MAX_SESSIONS_PER_SHARD,
         }
     }
 }

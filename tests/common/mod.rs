@@ -124,8 +124,17 @@ impl Cluster {
         Cluster::new_opts(n, true)
     }
 
+    /// [`Cluster::new_with_resp`], every node also given `args`.
+    pub fn new_with_resp_args(n: usize, args: &[&str]) -> Cluster {
+        Cluster::new_opts_args(n, true, args)
+    }
+
     fn new_opts(n: usize, resp: bool) -> Cluster {
-        let c = Cluster::start_masters_opts(n, resp);
+        Cluster::new_opts_args(n, resp, &[])
+    }
+
+    fn new_opts_args(n: usize, resp: bool, args: &[&str]) -> Cluster {
+        let c = Cluster::start_opts(n, 0, resp, args);
         let group = GroupInfo {
             gid: GID,
             servers: c.masters.clone(),
