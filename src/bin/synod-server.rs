@@ -53,7 +53,8 @@ options:
   --max-sessions-per-shard N
                           at most N sessions per shard; beyond it the least
                           recently active is evicted, as if expired (default
-                          16384). Must be the same on every node
+                          4096; about 660 bytes each). Must be the same on
+                          every node
   --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
                           client of the --masters cluster (default: off)
   --resp-threads N        event loops of the RESP gateway (default: the machine's cores)";

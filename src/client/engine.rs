@@ -194,11 +194,12 @@ impl Client {
             }
             self.wait(&mut run);
         }
-        if self.renew_id {
+        if self.renew_id || self.id_born.elapsed() >= super::logic::CLIENT_ID_RENEW_AFTER {
             // Nothing of this run is in flight any more (a timed-out
             // request may still be, but under the old id, which is never
             // used again), so the fresh id cannot resend anything.
             self.renew_id = false;
+            self.id_born = Instant::now();
             self.client_id = super::logic::fresh_client_id();
             self.next_seq = 1;
             self.acks = Default::default();

@@ -244,6 +244,13 @@ impl Router {
     }
 }
 
+/// A client id older than this is replaced when nothing is in flight under
+/// it: well below the servers' session TTL (10 minutes by default), so the
+/// id stays newer than those of sessions dropped for inactivity, which a
+/// shard refuses to reopen (PROTOCOL.md 7), and its own sessions do not
+/// expire while it is used.
+pub(crate) const CLIENT_ID_RENEW_AFTER: Duration = Duration::from_secs(120);
+
 /// A fresh client id: time-ordered (the current Unix second above 32 random
 /// bits, PROTOCOL.md 7), so it is newer than any id whose session a server
 /// dropped before now.

@@ -149,6 +149,10 @@ pub struct Client {
     /// A `SessionExpired` arrived: take a fresh id once nothing is in
     /// flight (the end of the current run).
     renew_id: bool,
+    /// When `client_id` was made: an id older than
+    /// [`logic::CLIENT_ID_RENEW_AFTER`] is replaced at the end of a run, so
+    /// it stays newer than the ids servers drop for inactivity.
+    id_born: std::time::Instant,
     router: Router,
     /// Open connections by (server address, group): see `conn_for`.
     conns: HashMap<(String, GroupId), Conn>,
@@ -198,6 +202,7 @@ impl Client {
             next_seq: 1,
             acks: AckWindow::default(),
             renew_id: false,
+            id_born: std::time::Instant::now(),
             router: Router::new(masters),
             conns: HashMap::new(),
             next_conn_id: 1,

@@ -1218,3 +1218,34 @@ fn snapshots_and_exports_from_before_expiry_still_restore() {
     assert_eq!(other.shards[0].sessions[&9].last_ms, 50_000);
     other.assert_invariants();
 }
+
+/// Memory per session, behind the cap's documented worst case (about 660
+/// bytes for a session holding one cached reply, most of it the reply
+/// map's B-tree leaf): `cargo test --release --lib session_memory --
+/// --ignored --nocapture`. Ignored by default: RSS is process-wide, so
+/// other tests running beside it would skew it.
+#[test]
+#[ignore]
+fn session_memory() {
+    fn rss() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        statm
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 4096
+    }
+    let mut kv = KvStore::new(opts_sessions(64, DEFAULT_SESSION_TTL_MS, 1 << 20));
+    kv.advance_clock(1_000, |_| true);
+    let n = 200_000u64;
+    let before = rss();
+    for client in 1..=n {
+        kv.apply(&req(client, 1, 0, put("k", "")));
+    }
+    let per_session = (rss() - before) / n;
+    println!("per session with one cached reply: {per_session} bytes");
+    assert_eq!(kv.stats().sessions, n);
+    assert!(per_session < 1024, "{per_session} bytes per session");
+}
