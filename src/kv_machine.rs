@@ -38,6 +38,10 @@ impl StateMachine for KvMachine {
     }
 
     fn apply(&mut self, _slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, ClientReply)> {
+        if let Some(ms) = crate::kv::decode_clock(cmd) {
+            self.store.advance_clock(ms, |_| true);
+            return None;
+        }
         match synod_wire::decode_command(cmd.clone()) {
             Ok(req) => {
                 let reply = self.store.apply(&req);
@@ -64,6 +68,10 @@ impl StateMachine for KvMachine {
 
     fn is_read(req: &ClientRequest) -> bool {
         matches!(req.op, Op::Get { .. })
+    }
+
+    fn clock_command(ms: u64) -> Option<Bytes> {
+        Some(crate::kv::clock_command(ms))
     }
 
     fn read_local(&self, req: &ClientRequest) -> Option<ClientReply> {

@@ -52,6 +52,12 @@ pub trait StateMachine {
     fn read_local(&self, _req: &Self::Request) -> Option<Self::Reply> {
         None
     }
+    /// The log command that stamps the log with the leader's clock (`ms`),
+    /// for state machines that keep log time (session expiry); `None`
+    /// (the default) proposes no stamps.
+    fn clock_command(_ms: u64) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Deliberate bugs at this layer (see [`paxos::PlantedBugs`]).
@@ -74,6 +80,10 @@ pub struct ReplicaConfig {
     pub read_index: bool,
     /// Reads waiting for their check at most; beyond this they get Busy.
     pub reads_pending_max: usize,
+    /// The leader stamps the log with its clock ([`Replica::set_now_ms`])
+    /// before a write when the last stamp is at least this old, so log
+    /// time advances while there is write traffic.
+    pub clock_interval_ms: u64,
     pub bugs: ReplicaBugs,
 }
 
@@ -84,6 +94,7 @@ impl ReplicaConfig {
             snapshot_log_slots: 1024,
             read_index: true,
             reads_pending_max: 1 << 16,
+            clock_interval_ms: 1000,
             bugs: ReplicaBugs::default(),
         }
     }
@@ -118,6 +129,11 @@ pub struct Replica<S: StateMachine> {
     /// arrival order (their tickets are ordered the same way).
     reads: VecDeque<(ReplyTo, S::Request, ReadTicket)>,
     was_leader: bool,
+    /// The driver's clock (ms; wall clock in the runtime, virtual time in
+    /// the simulator). The core never reads a clock itself.
+    now_ms: u64,
+    /// The last clock stamp this replica proposed while leading.
+    last_stamp_ms: Option<u64>,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -133,6 +149,33 @@ impl<S: StateMachine> Replica<S> {
             early: Vec::new(),
             reads: VecDeque::new(),
             was_leader,
+            now_ms: 0,
+            last_stamp_ms: None,
+        }
+    }
+
+    /// The driver's current time in ms, before it hands in requests.
+    pub fn set_now_ms(&mut self, ms: u64) {
+        self.now_ms = ms;
+    }
+
+    /// Ahead of a write, the leader stamps the log with its clock if the
+    /// last stamp is [`ReplicaConfig::clock_interval_ms`] old. The stamp
+    /// never goes backwards from this leader's previous one (and the state
+    /// machine keeps the maximum, so log time never goes back across
+    /// leaders either).
+    fn maybe_stamp(&mut self) {
+        let due = self
+            .last_stamp_ms
+            .is_none_or(|last| self.now_ms >= last.saturating_add(self.cfg.clock_interval_ms));
+        if !due || !self.paxos.is_leader() {
+            return;
+        }
+        let ms = self.now_ms.max(self.last_stamp_ms.unwrap_or(0));
+        if let Some(cmd) = S::clock_command(ms) {
+            if self.paxos.propose(cmd).is_ok() {
+                self.last_stamp_ms = Some(ms);
+            }
         }
     }
 
@@ -178,6 +221,7 @@ impl<S: StateMachine> Replica<S> {
             }
             return;
         }
+        self.maybe_stamp();
         match self.paxos.propose(cmd(req)) {
             Ok(()) => self.waiting.entry(S::request_id(req)).or_default().push(to),
             Err(ProposeError::NotLeader(leader)) => self
@@ -289,6 +333,7 @@ impl<S: StateMachine> Replica<S> {
     fn after_event(&mut self) {
         let leader = self.paxos.is_leader();
         if self.was_leader && !leader {
+            self.last_stamp_ms = None;
             let hint = self.paxos.leader_hint();
             for (_, waiters) in std::mem::take(&mut self.waiting) {
                 for w in waiters {

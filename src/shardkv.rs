@@ -713,6 +713,20 @@ impl StateMachine for ShardKv {
     }
 
     fn apply(&mut self, _slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, ClientReply)> {
+        if let Some(ms) = crate::kv::decode_clock(cmd) {
+            // Only served shards expire sessions: an offered one is frozen
+            // (its chunks are positions in it), an arriving one incomplete.
+            let (config, state) = (&self.config, &self.state);
+            let gid = self.gid;
+            self.store.advance_clock(ms, |s| {
+                config.shards.get(s as usize) == Some(&gid)
+                    && matches!(
+                        state[s as usize],
+                        ShardState::Serving | ShardState::Installed
+                    )
+            });
+            return None;
+        }
         if cmd.first().is_some_and(|t| *t >= 0xE0) {
             match GroupCommand::decode(cmd) {
                 Some(g) => self.apply_group(g),
@@ -900,6 +914,10 @@ impl StateMachine for ShardKv {
 
     fn is_read(req: &ClientRequest) -> bool {
         matches!(req.op, Op::Get { .. })
+    }
+
+    fn clock_command(ms: u64) -> Option<Bytes> {
+        Some(crate::kv::clock_command(ms))
     }
 
     /// A Get answered from the applied state: refused like a logged one

@@ -553,3 +553,81 @@ fn a_resp_password_is_required_before_commands() {
     ));
     assert_eq!(c.call(&["GET", "k"]), bulk("v"));
 }
+
+/// Issue 8, finding 7: sessions are bounded. With at most 4 sessions per
+/// shard, (1) native clients beyond the cap evict the least recently active
+/// one, whose next write gets SessionExpired (its outcome unknown, never
+/// applied twice) and whose client then carries on under a fresh id; (2) a
+/// gateway reuses the session of a closed RESP connection, so 60 short
+/// connections do not evict a long-lived connection's session.
+#[test]
+fn sessions_are_capped_per_shard_and_short_resp_connections_reuse_theirs() {
+    let cluster =
+        Cluster::new_with_resp_args(
+        3,
+        &["--max-sessions-per-shard", "4", "--resp-threads", "1"],
+        Auth::ClusterKey,
+    );
+    let shards = synod_wire::DEFAULT_SHARDS;
+    let in_shard = |shard: u32| -> Vec<String> {
+        (0..)
+            .map(|i| format!("capped{i}"))
+            .filter(|k| synod_wire::shard_of(k.as_bytes(), shards) == shard)
+            .take(5)
+            .collect()
+    };
+    let keys = in_shard(synod_wire::shard_of(b"capped", shards));
+
+    // (1) The cap, through the native client. Client ids are ordered by
+    // their second of creation, so the four others, made a second later,
+    // are all newer than the first (the only one the cap evicts).
+    let mut first = cluster.client();
+    first
+        .put(keys[0].clone().into_bytes(), &b"a"[..])
+        .expect("first put");
+    std::thread::sleep(Duration::from_millis(1100));
+    for key in &keys[1..5] {
+        cluster
+            .client()
+            .put(key.clone().into_bytes(), &b"x"[..])
+            .expect("other clients' puts");
+    }
+    let old_id = first.client_id();
+    assert!(
+        matches!(
+            first.append(keys[0].clone().into_bytes(), &b"b"[..]),
+            Err(synod::client::ClientError::SessionExpired)
+        ),
+        "the evicted client's write must be refused, not applied"
+    );
+    assert_ne!(first.client_id(), old_id, "a fresh id after SessionExpired");
+    first
+        .append(keys[0].clone().into_bytes(), &b"c"[..])
+        .expect("under the fresh id");
+    assert_eq!(
+        cluster
+            .client()
+            .get(keys[0].clone().into_bytes())
+            .expect("get")
+            .as_deref(),
+        Some(&b"ac"[..])
+    );
+
+    // (2) The gateway's session pool, in another shard. Without it, each
+    // short connection would be a new session and the cap would evict the
+    // long-lived connection's.
+    let keys = in_shard((synod_wire::shard_of(b"capped", shards) + 1) % shards);
+    let addr = resp_addr(&cluster, 0);
+    let mut long = Conn::open(&addr);
+    assert_eq!(long.call(&["SET", &keys[0], "1"]), ok());
+    for i in 0..60 {
+        let mut short = Conn::open(&addr);
+        assert_eq!(short.call(&["SET", &keys[1], &i.to_string()]), ok());
+        assert_eq!(short.call(&["QUIT"]), ok());
+        assert!(short.closed());
+        // Let the gateway see the close before the next connection opens.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(long.call(&["APPEND", &keys[0], "2"]), R::Int(2));
+    assert_eq!(long.call(&["GET", &keys[0]]), bulk("12"));
+}

@@ -21,10 +21,12 @@ fn shards_move_safely_under_faults() {
     let mut failed = Vec::new();
     let mut moved = 0;
     let mut chunks = 0;
+    let mut expired = 0;
     for seed in 0..seeds() {
         let r = run_sharded(&ShardedConfig::new(seed));
         moved += r.shards_moved;
         chunks += r.chunks_received;
+        expired += r.session_expired;
         if !r.passed() {
             failed.push(format!(
                 "seed {seed} (replay: synod-sim --world sharded --start-seed {seed} --seeds 1): {}",
@@ -41,6 +43,12 @@ fn shards_move_safely_under_faults() {
     assert!(
         moved > seeds(),
         "only {moved} shard moves: migration is not exercised"
+    );
+    // Some seeds run with a 200 ms session TTL or a cap of 2 sessions per
+    // shard: sessions expire and are evicted across shard moves too.
+    assert!(
+        expired > 0,
+        "no SessionExpired: session expiry is not exercised"
     );
     // The world's chunk budgets are tiny: most shards take several chunks.
     assert!(

@@ -47,6 +47,15 @@ options:
                           it in chunks of about N bytes of records, each one
                           message and one log entry at the receiver (default
                           1048576; at most half of --max-frame-bytes)
+  --session-ttl-secs N    a client's at-most-once session in a shard expires
+                          after N seconds without a write there (log time;
+                          default 600). Its later writes get SessionExpired.
+                          Must be the same on every node
+  --max-sessions-per-shard N
+                          at most N sessions per shard; beyond it the least
+                          recently active is evicted, as if expired (default
+                          4096; about 660 bytes each). Must be the same on
+                          every node
   --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
                           client of the --masters cluster (default: off)
   --resp-threads N        event loops of the RESP gateway (default: the machine's cores)
@@ -177,6 +186,20 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
                 }
             }
             "--migrate-chunk-bytes" => cfg.migrate_chunk_bytes = num(&v)? as usize,
+            "--session-ttl-secs" => {
+                let secs = num(&v)?;
+                if secs == 0 || secs > 7 * 24 * 3600 {
+                    return Err("--session-ttl-secs must be between 1 and 604800".into());
+                }
+                cfg.session_ttl = Duration::from_secs(secs);
+            }
+            "--max-sessions-per-shard" => {
+                let n = num(&v)?;
+                if n == 0 || n > 1 << 24 {
+                    return Err("--max-sessions-per-shard must be between 1 and 16777216".into());
+                }
+                cfg.max_sessions_per_shard = n as usize;
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }

@@ -27,7 +27,7 @@ struct Args {
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N]
-                 [--bug skip-dedup|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
+                 [--bug skip-dedup|forget-floor|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
                  [--disk-latency-us N] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
@@ -75,6 +75,7 @@ fn parse() -> Result<Args, String> {
             },
             "--bug" => match value("--bug")?.as_str() {
                 "skip-dedup" => a.bugs.skip_dedup = true,
+                "forget-floor" => a.bugs.forget_floor = true,
                 "follower-reads" => a.bugs.replica.follower_reads = true,
                 "unconfirmed-leader-reads" => a.bugs.replica.unconfirmed_leader_reads = true,
                 "accept-ignores-promise" => a.bugs.paxos.accept_ignores_promise = true,
@@ -174,8 +175,9 @@ fn main() -> ExitCode {
     let elections: u64 = reports.iter().map(|r| r.elections).sum();
     let crashes: u64 = reports.iter().map(|r| r.crashes).sum();
     let snaps: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
+    let expired: u64 = reports.iter().map(|r| r.session_expired).sum();
     println!(
-        "seeds={} failures={} committed_commands={} slots={} avg_batch={:.2} ops_completed={} elections={} crashes={} snapshots_installed={} wall_secs={:.1} sim_commands_per_wall_sec={:.0}",
+        "seeds={} failures={} committed_commands={} slots={} avg_batch={:.2} ops_completed={} elections={} crashes={} snapshots_installed={} session_expired={} wall_secs={:.1} sim_commands_per_wall_sec={:.0}",
         reports.len(),
         failures,
         commands,
@@ -185,6 +187,7 @@ fn main() -> ExitCode {
         elections,
         crashes,
         snaps,
+        expired,
         secs,
         commands as f64 / secs.max(1e-9)
     );
@@ -241,7 +244,7 @@ fn run_sharded(args: &Args) -> ExitCode {
     let secs = started.elapsed().as_secs_f64();
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
-        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} chunks_received={} crashes={} stored_value_bytes={} owned_value_bytes={} wall_secs={:.1}",
+        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} chunks_received={} crashes={} stored_value_bytes={} owned_value_bytes={} session_expired={} wall_secs={:.1}",
         reports.len(),
         failures,
         reports.iter().map(|r| r.ops_completed).sum::<u64>(),
@@ -251,6 +254,7 @@ fn run_sharded(args: &Args) -> ExitCode {
         reports.iter().map(|r| r.crashes).sum::<u64>(),
         reports.iter().map(|r| r.stored_value_bytes).sum::<u64>(),
         reports.iter().map(|r| r.owned_value_bytes).sum::<u64>(),
+        reports.iter().map(|r| r.session_expired).sum::<u64>(),
         secs
     );
     if failures == 0 {

@@ -194,6 +194,16 @@ impl Client {
             }
             self.wait(&mut run);
         }
+        if self.renew_id || self.id_born.elapsed() >= super::logic::CLIENT_ID_RENEW_AFTER {
+            // Nothing of this run is in flight any more (a timed-out
+            // request may still be, but under the old id, which is never
+            // used again), so the fresh id cannot resend anything.
+            self.renew_id = false;
+            self.id_born = Instant::now();
+            self.client_id = super::logic::fresh_client_id();
+            self.next_seq = 1;
+            self.acks = Default::default();
+        }
         run.results
             .into_iter()
             .map(|r| r.expect("every request finishes before run returns"))
@@ -487,6 +497,10 @@ impl Client {
             (_, Message::Reply(ClientReply::Error { reason })) => {
                 self.finish(run, seq, Err(ClientError::Refused(reason)), now);
             }
+            (Req::Kv(_), Message::Reply(ClientReply::SessionExpired)) => {
+                self.renew_id = true;
+                self.finish(run, seq, Err(ClientError::SessionExpired), now);
+            }
             (Req::Kv(op), Message::Reply(ClientReply::WrongGroup)) => {
                 self.router.invalidate_key(op.key());
                 task.attempt += 1;
@@ -664,6 +678,7 @@ fn describe(message: &Message) -> &'static str {
         Message::Reply(ClientReply::NotLeader { .. }) => "NotLeader",
         Message::Reply(ClientReply::Busy) => "Busy",
         Message::Reply(ClientReply::Error { .. }) => "Error",
+        Message::Reply(ClientReply::SessionExpired) => "SessionExpired",
         Message::Paxos(_) => "Paxos",
         Message::Master(_) => "Master",
         Message::Config(_) => "Config",

@@ -244,9 +244,23 @@ impl Router {
     }
 }
 
-/// A fresh random client id: 8 bytes of `/dev/urandom`, or (where that is
-/// missing) the clock, the process id and a stack address run through
-/// SplitMix64, so two clients started together still differ.
+/// A client id older than this is replaced when nothing is in flight under
+/// it: well below the servers' session TTL (10 minutes by default), so the
+/// id stays newer than those of sessions dropped for inactivity, which a
+/// shard refuses to reopen (PROTOCOL.md 7), and its own sessions do not
+/// expire while it is used.
+pub(crate) const CLIENT_ID_RENEW_AFTER: Duration = Duration::from_secs(120);
+
+/// A fresh client id: time-ordered (the current Unix second above 32 random
+/// bits, PROTOCOL.md 7), so it is newer than any id whose session a server
+/// dropped before now.
+pub(crate) fn fresh_client_id() -> u64 {
+    synod_wire::client_id_at(synod_wire::unix_now_ms(), random_client_id())
+}
+
+/// 64 random bits: 8 bytes of `/dev/urandom`, or (where that is missing)
+/// the clock, the process id and a stack address run through SplitMix64,
+/// so two clients started together still differ.
 pub(crate) fn random_client_id() -> u64 {
     use std::io::Read;
     let mut bytes = [0u8; 8];

@@ -106,6 +106,12 @@ pub enum ClientError {
     /// The server refused the request with an `Error` reply; the text is its
     /// reason. Not retried: resending would get the same answer.
     Refused(String),
+    /// This client's at-most-once session in the key's shard expired (idle
+    /// longer than the servers' session TTL) or was evicted (the per-shard
+    /// session cap). A write's outcome is unknown: an earlier attempt may
+    /// have applied. Never retried under the same id; the client takes a
+    /// fresh id before its next operation (PROTOCOL.md 7).
+    SessionExpired,
     /// The request does not fit in one frame
     /// ([`synod_wire::DEFAULT_MAX_FRAME_BYTES`] of body); refused locally.
     TooLarge,
@@ -119,6 +125,10 @@ impl fmt::Display for ClientError {
             ClientError::Unreachable(why) => write!(f, "cluster unreachable: {why}"),
             ClientError::Timeout => f.write_str("timed out waiting for the cluster"),
             ClientError::Refused(reason) => write!(f, "refused by the server: {reason}"),
+            ClientError::SessionExpired => f.write_str(
+                "the client's session expired on the server; the write may or may not have \
+                 been applied",
+            ),
             ClientError::TooLarge => write!(
                 f,
                 "request too large: key and value must fit in one {} byte frame",
@@ -144,6 +154,13 @@ pub struct Client {
     /// The seq the next new request gets.
     next_seq: Seq,
     acks: AckWindow,
+    /// A `SessionExpired` arrived: take a fresh id once nothing is in
+    /// flight (the end of the current run).
+    renew_id: bool,
+    /// When `client_id` was made: an id older than
+    /// [`logic::CLIENT_ID_RENEW_AFTER`] is replaced at the end of a run, so
+    /// it stays newer than the ids servers drop for inactivity.
+    id_born: std::time::Instant,
     router: Router,
     /// Open connections by (server address, group): see `conn_for`.
     conns: HashMap<(String, GroupId), Conn>,
@@ -175,7 +192,7 @@ impl Client {
                 "no shard master address given".to_string(),
             ));
         }
-        let client_id = logic::random_client_id();
+        let client_id = logic::fresh_client_id();
         let (events_tx, events_rx) = mpsc::channel();
         Ok(Client {
             opts: ClientOptions {
@@ -194,6 +211,8 @@ impl Client {
             client_id,
             next_seq: 1,
             acks: AckWindow::default(),
+            renew_id: false,
+            id_born: std::time::Instant::now(),
             router: Router::new(masters),
             conns: HashMap::new(),
             next_conn_id: 1,

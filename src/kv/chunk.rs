@@ -18,21 +18,31 @@
 //! chunk = CHUNK_FORMAT:u8  shards:u32  shard:u32  shard_body
 //! ```
 //!
-//! where `shard_body`'s entries are the records `[cursor, cursor + entries)`
-//! of the order and its sessions section is empty except in the last chunk,
-//! which carries the shard's at-most-once sessions whole.
+//! **Sessions are items too.** The order lists the shard's keys and then
+//! its sessions' client ids (sorted), and a cursor counts both: positions
+//! `[0, keys)` are key/value records, `[keys, keys + sessions)` are
+//! sessions. A chunk's `shard_body` holds the records and then the sessions
+//! of its range, so no chunk exceeds the budget (beyond one item) however
+//! many sessions the shard has; every chunk carries the shard's expiry
+//! floor (merged as a maximum, so repeating it is harmless). Format 0x82,
+//! from before session expiry, had every session in the last chunk and no
+//! floor or session times; it is still imported, since logs may hold it.
 
 use bytes::Bytes;
+use synod_wire::ClientId;
 
 use super::snapshot::{
-    decode_entries, decode_sessions, encode_sessions, entry_len, put_bytes, put_u32,
-    read_shard_header, sessions_len, Reader,
+    decode_entries, decode_sessions, encode_session, entry_len, put_bytes, put_u32, put_u64,
+    read_shard_header, session_len, stamp_untimed, Layout, Reader,
 };
 use super::{KvStore, SnapshotError};
 
-/// Format byte of a chunk; distinct from the snapshot (1) and the whole
-/// shard export (0x81) so one can never be read as another.
-const CHUNK_FORMAT: u8 = 0x82;
+/// Format byte of a chunk; distinct from the snapshot (1, 2) and the whole
+/// shard export (0x81, 0x83) so one can never be read as another.
+const CHUNK_FORMAT: u8 = 0x84;
+/// The chunk format before session expiry (sessions whole in the last
+/// chunk); still imported.
+const CHUNK_FORMAT_V1: u8 = 0x82;
 
 /// A frozen shard's keys in sending order (sorted), packed into one buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +52,8 @@ pub struct KeyOrder {
     bytes: Vec<u8>,
     /// `ends[i]` is where key `i` ends in `bytes` (it starts at `ends[i-1]`).
     ends: Vec<usize>,
+    /// The shard's sessions' clients, sorted: the items after the keys.
+    clients: Vec<ClientId>,
 }
 
 impl KeyOrder {
@@ -50,19 +62,26 @@ impl KeyOrder {
         self.shard
     }
 
-    /// Records in the shard.
+    /// Items to send: the shard's records, then its sessions.
     pub fn len(&self) -> u64 {
-        self.ends.len() as u64
+        (self.ends.len() + self.clients.len()) as u64
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
+    }
+
+    /// Sessions among the items.
+    pub fn sessions(&self) -> u64 {
+        self.clients.len() as u64
     }
 
     /// Heap bytes this order holds (for logs: it is the sender's cost of a
     /// transfer, proportional to the shard's key bytes).
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.ends.capacity() * std::mem::size_of::<usize>()
+        self.bytes.capacity()
+            + self.ends.capacity() * std::mem::size_of::<usize>()
+            + self.clients.capacity() * std::mem::size_of::<ClientId>()
     }
 
     fn key(&self, i: usize) -> &[u8] {
@@ -76,9 +95,10 @@ impl KeyOrder {
 pub struct Chunk {
     /// The chunk's bytes (module docs).
     pub data: Bytes,
-    /// Records in it: the next chunk starts at `from + records`.
+    /// Items (records and sessions) in it: the next chunk starts at
+    /// `from + records`.
     pub records: u64,
-    /// The last chunk: every record was sent and the sessions are in it.
+    /// The last chunk: every record and session was sent.
     pub done: bool,
 }
 
@@ -96,23 +116,28 @@ impl KvStore {
             bytes.extend_from_slice(key);
             ends.push(bytes.len());
         }
-        KeyOrder { shard, bytes, ends }
+        let mut clients: Vec<ClientId> = body.sessions.keys().copied().collect();
+        clients.sort_unstable();
+        KeyOrder {
+            shard,
+            bytes,
+            ends,
+            clients,
+        }
     }
 
-    /// The records of `order.shard()` from position `from` on, as many as
-    /// fit in `budget_bytes` of encoded entries (always at least one, so a
-    /// record larger than the budget still moves, alone). When the records
-    /// run out, the sessions are added if they fit too (or if the chunk has
-    /// no record at all), and the chunk is the last one.
+    /// The items of `order.shard()` from position `from` on (records, then
+    /// sessions), as many as fit in `budget_bytes` of encoded items (always
+    /// at least one, so an item larger than the budget still moves, alone).
+    /// The chunk that reaches the end is the last one.
     ///
     /// `order` must be this store's current order of that shard (the shard
     /// frozen since), and `from <= order.len()`: both are asserted, since a
     /// caller that breaks them would send another replica's records.
     pub fn export_chunk(&self, order: &KeyOrder, from: u64, budget_bytes: usize) -> Chunk {
         let body = self.shard(order.shard);
-        assert_eq!(
-            order.len(),
-            body.data.len() as u64,
+        assert!(
+            order.ends.len() == body.data.len() && order.clients.len() == body.sessions.len(),
             "shard {} changed after its key order was taken",
             order.shard
         );
@@ -128,7 +153,8 @@ impl KvStore {
         put_u32(&mut out, 0); // entry count, filled in below
         let mut at = from as usize;
         let mut bytes = 0usize;
-        let mut records = 0u32;
+        let mut items = 0u32;
+        let mut entries = 0u32;
         while at < order.ends.len() {
             let key = order.key(at);
             let value = body
@@ -136,38 +162,56 @@ impl KvStore {
                 .get(key)
                 .expect("a frozen shard lost a key of its order");
             let len = entry_len(key, value);
-            if records > 0 && bytes + len > budget_bytes {
+            if items > 0 && bytes + len > budget_bytes {
                 break;
             }
             put_bytes(&mut out, key);
             put_bytes(&mut out, value);
             bytes += len;
-            records += 1;
+            items += 1;
+            entries += 1;
             at += 1;
         }
-        out[count_at..count_at + 4].copy_from_slice(&records.to_le_bytes());
-        let done =
-            at == order.ends.len() && (records == 0 || bytes + sessions_len(body) <= budget_bytes);
-        if done {
-            encode_sessions(&mut out, body);
-        } else {
-            put_u32(&mut out, 0); // no sessions before the last chunk
+        out[count_at..count_at + 4].copy_from_slice(&entries.to_le_bytes());
+        put_u64(&mut out, body.floor);
+        let count_at = out.len();
+        put_u32(&mut out, 0); // session count, filled in below
+        let mut sessions = 0u32;
+        let keys = order.ends.len();
+        while at >= keys && at < order.len() as usize {
+            let client = order.clients[at - keys];
+            let session = body
+                .sessions
+                .get(&client)
+                .expect("a frozen shard lost a session of its order");
+            let len = session_len(session);
+            if items > 0 && bytes + len > budget_bytes {
+                break;
+            }
+            encode_session(&mut out, client, session);
+            bytes += len;
+            items += 1;
+            sessions += 1;
+            at += 1;
         }
+        out[count_at..count_at + 4].copy_from_slice(&sessions.to_le_bytes());
         Chunk {
             data: Bytes::from(out),
-            records: u64::from(records),
-            done,
+            records: u64::from(items),
+            done: at == order.len() as usize,
         }
     }
 
     /// Adds a chunk from [`KvStore::export_chunk`] to `shard`: its records
     /// are inserted; with `first`, the shard's local data is dropped first
     /// (the exporter was the shard's only owner, so anything here is stale);
-    /// with `last`, its sessions are merged with ours (per client: the max
-    /// watermark, the union of cached replies above it), as a whole-shard
-    /// import does. A chunk that is not `last` must carry no sessions.
-    /// Returns the number of records added. The input is fully validated
-    /// first; on error the store is unchanged.
+    /// its sessions are merged with ours (per client: the max watermark, the
+    /// union of cached replies above it, the latest activity) and its floor
+    /// raises ours, as a whole-shard import does; with `last`, the session
+    /// cap is enforced. An old-format chunk (0x82) that is not `last` must
+    /// carry no sessions. Returns the number of items (records and
+    /// sessions) added. The input is fully validated first; on error the
+    /// store is unchanged.
     pub fn import_chunk(
         &mut self,
         shard: u32,
@@ -178,29 +222,47 @@ impl KvStore {
         if shard >= self.opts.shards {
             return Err(SnapshotError::ShardOutOfRange(shard));
         }
+        let layout = match bytes.first() {
+            Some(&CHUNK_FORMAT_V1) => Layout::V1,
+            _ => Layout::V2,
+        };
+        let format = match layout {
+            Layout::V1 => CHUNK_FORMAT_V1,
+            Layout::V2 => CHUNK_FORMAT,
+        };
         let mut input = Reader::new(bytes);
-        read_shard_header(&mut input, CHUNK_FORMAT, self.opts.shards, shard)?;
+        read_shard_header(&mut input, format, self.opts.shards, shard)?;
         let data = decode_entries(&mut input, shard, self.opts.shards)?;
-        let sessions = decode_sessions(&mut input)?;
+        let floor = match layout {
+            Layout::V2 => input.u64()?,
+            Layout::V1 => 0,
+        };
+        let mut sessions = decode_sessions(&mut input, layout)?;
         input.finish()?;
-        if !last && !sessions.is_empty() {
+        if layout == Layout::V1 && !last && !sessions.is_empty() {
             return Err(SnapshotError::NotCanonical(
                 "sessions in a chunk that is not the last",
             ));
         }
-        let records = data.len() as u64;
+        stamp_untimed(&mut sessions, self.log_time_ms);
+        let items = (data.len() + sessions.len()) as u64;
+        let rules = self.rules();
         let target = &mut self.shards[shard as usize];
         if first {
             target.data.clear();
             target.data.shrink_to_fit();
         }
         target.data.extend(data);
+        target.floor = target.floor.max(floor);
         for (client, session) in sessions {
-            // `merge` asserts the merged session's invariants. (Not the
+            // `merge_session` checks the session's invariants. (Not the
             // whole shard's: that would rescan every earlier chunk's records
             // on each chunk; the decoder checked these.)
-            target.sessions.entry(client).or_default().merge(session);
+            target.merge_session(client, session);
         }
-        Ok(records)
+        if last {
+            target.enforce_cap(&rules, None);
+        }
+        Ok(items)
     }
 }

@@ -24,7 +24,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use synod_wire::{ClientReply, ClientRequest};
+use synod_wire::{ClientId, ClientReply, ClientRequest};
 
 pub use chunk::{Chunk, KeyOrder};
 use shard::Shard;
@@ -43,6 +43,49 @@ pub const MAX_SHARDS: u32 = 1 << 16;
 /// wire codec's maximum frame size when that lands.)
 pub const MAX_VALUE_BYTES: usize = 16 << 20;
 
+/// How long a client's session in a shard lives without a write through the
+/// log, in log time (`synod-server --session-ttl-secs`): 10 minutes.
+pub const DEFAULT_SESSION_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// Sessions per shard at most (`synod-server --max-sessions-per-shard`);
+/// beyond it the least recently active session is evicted. A session that
+/// holds one cached reply costs about 660 bytes (measured:
+/// `kv::tests::session_memory`), so the default bounds a 64-shard group's
+/// sessions to about 170 MiB per replica even under a flood of client ids.
+pub const DEFAULT_MAX_SESSIONS_PER_SHARD: usize = 4096;
+
+/// How far ahead of the log's time a client id's creation time may be and
+/// still open a session (see `shard::may_open`): client clocks may be this
+/// far ahead of the leaders'.
+pub const MAX_CLIENT_AHEAD_MS: u64 = 60_000;
+
+/// Sessions dropped by expiry per clock stamp at most, so no single apply
+/// does unbounded work; the rest go at the next stamps.
+pub const EXPIRE_BUDGET: usize = 4096;
+
+/// Tag of the internal log command that stamps the log with the leader's
+/// clock (see [`clock_command`]). Client commands start with a wire request
+/// kind (0x01..) and shardkv's own commands use 0xE1..0xE5.
+pub const TAG_CLOCK: u8 = 0xE6;
+
+/// The log command "log time is now `ms`" (tag, then `ms` as u64 LE).
+pub fn clock_command(ms: u64) -> bytes::Bytes {
+    let mut b = Vec::with_capacity(9);
+    b.push(TAG_CLOCK);
+    b.extend_from_slice(&ms.to_le_bytes());
+    bytes::Bytes::from(b)
+}
+
+/// The time of a [`clock_command`], or `None` if `cmd` is not one.
+pub fn decode_clock(cmd: &[u8]) -> Option<u64> {
+    match cmd {
+        [TAG_CLOCK, rest @ ..] if rest.len() == 8 => {
+            Some(u64::from_le_bytes(rest.try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
 /// Configuration of a [`KvStore`]. Every replica of a group must use the same
 /// options, or their states diverge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +96,15 @@ pub struct KvOptions {
     /// bite: when true, skip the at-most-once check and re-apply duplicates.
     /// Default false. Never set it outside tests.
     pub planted_skip_dedup: bool,
+    /// A planted bug: drop expired and evicted sessions without raising the
+    /// shard's floor, so a delayed duplicate of a dropped client's write
+    /// opens a new session and applies again. Default false; tests only.
+    pub planted_forget_floor: bool,
+    /// Sessions idle longer than this (log time, ms) are dropped; default
+    /// [`DEFAULT_SESSION_TTL_MS`].
+    pub session_ttl_ms: u64,
+    /// Sessions per shard at most; default [`DEFAULT_MAX_SESSIONS_PER_SHARD`].
+    pub max_sessions_per_shard: usize,
 }
 
 impl Default for KvOptions {
@@ -60,8 +112,19 @@ impl Default for KvOptions {
         KvOptions {
             shards: DEFAULT_SHARDS,
             planted_skip_dedup: false,
+            planted_forget_floor: false,
+            session_ttl_ms: DEFAULT_SESSION_TTL_MS,
+            max_sessions_per_shard: DEFAULT_MAX_SESSIONS_PER_SHARD,
         }
     }
+}
+
+/// What a shard needs to decide about sessions at one apply.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SessionRules {
+    pub(crate) log_time_ms: u64,
+    pub(crate) max_sessions: usize,
+    pub(crate) forget_floor: bool,
 }
 
 /// Sizes of a store (or of one shard), for metrics and tests.
@@ -73,7 +136,8 @@ pub struct KvStats {
     pub key_bytes: u64,
     /// Sum of value lengths.
     pub value_bytes: u64,
-    /// Client sessions (one per client per shard it wrote to).
+    /// Client sessions (one per client per shard it wrote to, until expiry
+    /// or eviction).
     pub sessions: u64,
     /// Cached replies of unacknowledged writes, over all sessions.
     pub cached_replies: u64,
@@ -95,6 +159,13 @@ pub struct KvStore {
     opts: KvOptions,
     /// Indexed by shard number; always `opts.shards` long.
     shards: Vec<Shard>,
+    /// Log time (ms): the largest clock stamp applied so far (0 before the
+    /// first). Only moves forward; part of the snapshot.
+    log_time_ms: u64,
+    /// Shard where the next expiry pass starts, so a pass cut short by
+    /// [`EXPIRE_BUDGET`] resumes fairly. Part of the snapshot (it decides
+    /// which sessions go first).
+    expire_from: u32,
 }
 
 impl KvStore {
@@ -109,6 +180,75 @@ impl KvStore {
         KvStore {
             opts,
             shards: vec![Shard::default(); opts.shards as usize],
+            log_time_ms: 0,
+            expire_from: 0,
+        }
+    }
+
+    /// Log time (ms): the latest clock stamp applied.
+    pub fn log_time_ms(&self) -> u64 {
+        self.log_time_ms
+    }
+
+    /// Applies a clock stamp from the log: log time becomes
+    /// `max(log time, ms)` and up to [`EXPIRE_BUDGET`] sessions idle longer
+    /// than the TTL are dropped (their shards' floors raised). Returns how
+    /// many were dropped. Deterministic: a function of the state and `ms`.
+    /// Only shards for which `live` is true expire sessions: a shard being
+    /// handed away is frozen (its chunks are positions in its contents) and
+    /// one arriving is not served yet.
+    pub fn advance_clock(&mut self, ms: u64, live: impl Fn(u32) -> bool) -> usize {
+        if self.log_time_ms == 0 && ms > 0 {
+            // The first stamp: sessions opened before any (or restored from a
+            // snapshot that had no times) count as active now, rather than
+            // as idle since 1970.
+            for (index, shard) in self.shards.iter_mut().enumerate() {
+                if !live(index as u32) {
+                    // Frozen or incomplete; untimed sessions that move are
+                    // stamped by their importer.
+                    continue;
+                }
+                let stale: Vec<ClientId> = shard
+                    .lru
+                    .iter()
+                    .take_while(|(t, _)| *t == 0)
+                    .map(|(_, c)| *c)
+                    .collect();
+                for client in stale {
+                    shard.lru.remove(&(0, client));
+                    shard.lru.insert((ms, client));
+                    shard.sessions.get_mut(&client).expect("indexed").last_ms = ms;
+                }
+            }
+        }
+        self.log_time_ms = self.log_time_ms.max(ms);
+        let mut budget = EXPIRE_BUDGET;
+        let shards = self.opts.shards;
+        for i in 0..shards {
+            if budget == 0 {
+                break;
+            }
+            let index = (self.expire_from + i) % shards;
+            if !live(index) {
+                continue;
+            }
+            let rules = self.rules();
+            let dropped =
+                self.shards[index as usize].expire(&rules, self.opts.session_ttl_ms, budget);
+            budget -= dropped;
+            if budget == 0 {
+                // Resume here next time: this shard may have more.
+                self.expire_from = index;
+            }
+        }
+        EXPIRE_BUDGET - budget
+    }
+
+    fn rules(&self) -> SessionRules {
+        SessionRules {
+            log_time_ms: self.log_time_ms,
+            max_sessions: self.opts.max_sessions_per_shard,
+            forget_floor: self.opts.planted_forget_floor,
         }
     }
 
@@ -130,7 +270,8 @@ impl KvStore {
     /// gets that reply without re-applying, and anything else is applied.
     pub fn apply(&mut self, req: &ClientRequest) -> ClientReply {
         let shard = self.shard_of_key(req.op.key());
-        self.shards[shard as usize].apply(req, self.opts.planted_skip_dedup)
+        let rules = self.rules();
+        self.shards[shard as usize].apply(req, self.opts.planted_skip_dedup, &rules)
     }
 
     /// Read without going through the log (only for the planted bug "answer

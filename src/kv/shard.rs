@@ -3,12 +3,12 @@
 //! (a client whose shard moves must not see its write applied twice by the new
 //! owner).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
-use synod_wire::{ClientId, ClientReply, ClientRequest, Op, Seq};
+use synod_wire::{client_id_time_ms, ClientId, ClientReply, ClientRequest, Op, Seq};
 
-use super::MAX_VALUE_BYTES;
+use super::{SessionRules, MAX_CLIENT_AHEAD_MS, MAX_VALUE_BYTES};
 
 /// Reply to a request whose `seq` the client has already acknowledged: the
 /// client no longer waits for it, so this only ever reaches a confused or
@@ -26,12 +26,12 @@ pub(crate) const TOO_LARGE_REASON: &str = "value too large";
 /// the client tells us a contiguous low-water mark (`ack_seq`: every request
 /// up to it has its reply) and we cache the replies of the writes above it.
 ///
-/// The session itself (client id + `acked`, about 16 bytes plus map overhead)
-/// is kept even when `replies` is empty: forgetting `acked` would let a
-/// delayed duplicate of an acknowledged write re-apply. Sessions are bounded
-/// by the number of distinct clients that ever wrote to the shard; expiring
-/// idle sessions (which needs a deterministic notion of time in the log) is
-/// future work.
+/// The session itself (client id + `acked`) is kept even when `replies` is
+/// empty: forgetting `acked` would let a delayed duplicate of an
+/// acknowledged write re-apply. A session is dropped only by expiry (idle
+/// for the TTL in log time), by the per-shard cap, or with its shard; then
+/// the shard's `floor` is raised to cover its client id, which is what keeps
+/// a delayed duplicate out (see [`Shard::may_open`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Session {
     /// Every request of this client with `seq <= acked` has been answered and
@@ -41,6 +41,9 @@ pub(crate) struct Session {
     /// duplicate. Memory is O(outstanding unacknowledged writes), which the
     /// client's pipeline window bounds.
     pub(crate) replies: BTreeMap<Seq, ClientReply>,
+    /// Log time (ms) of the client's last write through the log in this
+    /// shard: what expiry and the cap's least-recently-active order use.
+    pub(crate) last_ms: u64,
 }
 
 impl Session {
@@ -76,6 +79,7 @@ impl Session {
     /// both sides the incoming one wins (they can only differ if the client
     /// reused a seq, which is its bug).
     pub(crate) fn merge(&mut self, other: Session) {
+        self.last_ms = self.last_ms.max(other.last_ms);
         self.replies.extend(other.replies);
         self.acknowledge(other.acked);
     }
@@ -105,16 +109,66 @@ pub(crate) struct Shard {
     /// Keys and values are owned copies, never slices of a frame buffer.
     pub(crate) data: HashMap<Box<[u8]>, Vec<u8>>,
     pub(crate) sessions: HashMap<ClientId, Session>,
+    /// `(last_ms, client)` of every session, least recently active first:
+    /// the order expiry and the cap drop sessions in. Derived from
+    /// `sessions` (never encoded), and ordered by value, so every replica
+    /// drops the same sessions.
+    pub(crate) lru: BTreeSet<(u64, ClientId)>,
+    /// The expiry watermark: every client id whose session in this shard
+    /// was dropped (expired or evicted) is at or below it, so a client id at
+    /// or below it may not open a session here. Only raised.
+    pub(crate) floor: ClientId,
+}
+
+/// May a session be opened here for `client` at log time `now_ms`? Not if
+/// its id is at or below the floor (it may be a client whose session was
+/// dropped: a delayed duplicate of its write must not apply again), nor if
+/// the id claims a creation time more than [`MAX_CLIENT_AHEAD_MS`] ahead of
+/// the log (so that no id can later push the floor far into the future and
+/// lock every honest client out).
+pub(crate) fn may_open(floor: ClientId, client: ClientId, now_ms: u64) -> bool {
+    client > floor && plausible(client, now_ms)
+}
+
+fn plausible(client: ClientId, now_ms: u64) -> bool {
+    client_id_time_ms(client) <= now_ms.saturating_add(MAX_CLIENT_AHEAD_MS)
 }
 
 impl Shard {
     /// Applies `req` at most once (unless `skip_dedup`, the planted bug) and
-    /// returns the reply.
-    pub(crate) fn apply(&mut self, req: &ClientRequest, skip_dedup: bool) -> ClientReply {
+    /// returns the reply. A write of a client without a session here opens
+    /// one only if [`may_open`] allows it, and is refused with
+    /// `SessionExpired` (not applied, nothing cached) otherwise.
+    pub(crate) fn apply(
+        &mut self,
+        req: &ClientRequest,
+        skip_dedup: bool,
+        rules: &SessionRules,
+    ) -> ClientReply {
         if let Op::Get { key } = &req.op {
             return self.apply_get(req, key);
         }
-        let session = self.sessions.entry(req.client_id).or_default();
+        let now = rules.log_time_ms;
+        if !self.sessions.contains_key(&req.client_id) {
+            if !skip_dedup && !may_open(self.floor, req.client_id, now) {
+                return ClientReply::SessionExpired;
+            }
+            self.sessions.insert(
+                req.client_id,
+                Session {
+                    last_ms: now,
+                    ..Session::default()
+                },
+            );
+            self.lru.insert((now, req.client_id));
+            self.enforce_cap(rules, Some(req.client_id));
+        } else {
+            self.touch(req.client_id, now);
+        }
+        let session = self
+            .sessions
+            .get_mut(&req.client_id)
+            .expect("opened or present above");
         session.acknowledge(req.ack_seq);
         if !skip_dedup {
             if let Some(reply) = session.dedup(req.seq) {
@@ -134,6 +188,78 @@ impl Shard {
             session.replies.insert(req.seq, reply.clone());
         }
         reply
+    }
+
+    /// Marks `client`'s session active at `now` (never earlier than it was).
+    fn touch(&mut self, client: ClientId, now: u64) {
+        let session = self.sessions.get_mut(&client).expect("a session");
+        if now > session.last_ms {
+            self.lru.remove(&(session.last_ms, client));
+            session.last_ms = now;
+            self.lru.insert((now, client));
+        }
+    }
+
+    /// Drops `client`'s session and raises the floor over its id (unless the
+    /// id was never plausible, i.e. a session restored from a snapshot
+    /// older than expiry: [`may_open`] keeps refusing such an id anyway).
+    pub(crate) fn forget(&mut self, client: ClientId, rules: &SessionRules) {
+        if let Some(session) = self.sessions.remove(&client) {
+            self.lru.remove(&(session.last_ms, client));
+            if plausible(client, rules.log_time_ms) && !rules.forget_floor {
+                self.floor = self.floor.max(client);
+            }
+        }
+    }
+
+    /// Evicts least-recently-active sessions (never `keep`) until at most
+    /// `max` remain. Returns how many were evicted.
+    pub(crate) fn enforce_cap(&mut self, rules: &SessionRules, keep: Option<ClientId>) -> usize {
+        let mut evicted = 0;
+        while self.sessions.len() > rules.max_sessions.max(1) {
+            let victim = self
+                .lru
+                .iter()
+                .map(|(_, c)| *c)
+                .find(|c| Some(*c) != keep)
+                .expect("more sessions than one");
+            self.forget(victim, rules);
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Drops up to `budget` sessions idle longer than `ttl_ms` at log time
+    /// `now`, oldest first. Returns how many were dropped.
+    pub(crate) fn expire(&mut self, rules: &SessionRules, ttl_ms: u64, budget: usize) -> usize {
+        let now = rules.log_time_ms;
+        let mut dropped = 0;
+        while dropped < budget {
+            match self.lru.first() {
+                Some(&(last, client)) if now.saturating_sub(last) > ttl_ms => {
+                    self.forget(client, rules);
+                    dropped += 1;
+                }
+                _ => break,
+            }
+        }
+        dropped
+    }
+
+    /// Adds (or merges) one session arriving with a migrated shard.
+    pub(crate) fn merge_session(&mut self, client: ClientId, incoming: Session) {
+        match self.sessions.get_mut(&client) {
+            Some(existing) => {
+                self.lru.remove(&(existing.last_ms, client));
+                existing.merge(incoming);
+                self.lru.insert((existing.last_ms, client));
+            }
+            None => {
+                incoming.assert_invariants();
+                self.lru.insert((incoming.last_ms, client));
+                self.sessions.insert(client, incoming);
+            }
+        }
     }
 
     /// Gets are not cached (re-executing a retried Get is still
@@ -161,8 +287,13 @@ impl Shard {
     }
 
     pub(crate) fn assert_invariants(&self) {
-        for session in self.sessions.values() {
+        assert_eq!(self.lru.len(), self.sessions.len(), "lru index size");
+        for (client, session) in &self.sessions {
             session.assert_invariants();
+            assert!(
+                self.lru.contains(&(session.last_ms, *client)),
+                "session of {client} missing from the lru index"
+            );
         }
         for value in self.data.values() {
             assert!(value.len() <= MAX_VALUE_BYTES);
@@ -173,11 +304,13 @@ impl Shard {
     /// replaced, not merged: the exporter was the shard's only owner, so any
     /// local data for it is stale. Sessions are merged per client, so a
     /// client that talked to both groups keeps the stronger guarantee.
-    pub(crate) fn merge_from(&mut self, incoming: Shard) {
+    pub(crate) fn merge_from(&mut self, incoming: Shard, rules: &SessionRules) {
         self.data = incoming.data;
+        self.floor = self.floor.max(incoming.floor);
         for (client, session) in incoming.sessions {
-            self.sessions.entry(client).or_default().merge(session);
+            self.merge_session(client, session);
         }
+        self.enforce_cap(rules, None);
         self.assert_invariants();
     }
 }

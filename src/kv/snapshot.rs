@@ -3,18 +3,28 @@
 //! All integers are little-endian. Lengths and counts are `u32`.
 //!
 //! ```text
-//! snapshot     = SNAPSHOT_FORMAT:u8  shards:u32  shard_body * shards
+//! snapshot     = SNAPSHOT_FORMAT:u8  shards:u32  log_time_ms:u64  expire_from:u32
+//!                shard_body * shards
 //! shard export = SHARD_FORMAT:u8     shards:u32  shard:u32  shard_body
-//! shard chunk  = (see `chunk.rs`: the same shape, a range of the entries)
+//! shard chunk  = (see `chunk.rs`: the same shape, a range of the entries
+//!                and then of the sessions)
 //! shard_body   = entries:u32   (key_len:u32 key  value_len:u32 value) * entries
-//!                sessions:u32  (client:u64 acked:u64 replies:u32 (seq:u64 reply) * replies) * sessions
+//!                floor:u64
+//!                sessions:u32  (client:u64 acked:u64 last_ms:u64
+//!                               replies:u32 (seq:u64 reply) * replies) * sessions
 //! reply        = 0 len:u32 bytes      Ok
 //!              | 1                    NoKey
 //!              | 2                    WrongGroup
 //!              | 3 0 | 3 1 leader:u32 NotLeader (no leader | leader)
 //!              | 4                    Busy
 //!              | 5 len:u32 utf8       Error
+//!              | 6                    SessionExpired
 //! ```
+//!
+//! Older formats are still read: snapshot format 1 and shard export 0x81
+//! (and chunk 0x82) have no `log_time_ms`, `expire_from`, `floor` or
+//! `last_ms` (all read as 0: a session restored so counts as active at the
+//! first clock stamp, see [`KvStore::advance_clock`]).
 //!
 //! Entries are sorted by key, sessions by client id and replies by seq, so
 //! equal states give equal bytes whatever the insertion or `HashMap` order.
@@ -34,11 +44,26 @@ use synod_wire::{ClientId, ClientReply};
 use super::shard::{Session, Shard};
 use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
 
-/// Format/version byte of a whole-store snapshot.
-const SNAPSHOT_FORMAT: u8 = 1;
+/// Format/version byte of a whole-store snapshot (2: session times, floors
+/// and log time).
+const SNAPSHOT_FORMAT: u8 = 2;
+/// The snapshot format before session expiry; still restored.
+const SNAPSHOT_FORMAT_V1: u8 = 1;
 /// Format/version byte of a single-shard export; distinct from
 /// [`SNAPSHOT_FORMAT`] so one can never be mistaken for the other.
-const SHARD_FORMAT: u8 = 0x81;
+const SHARD_FORMAT: u8 = 0x83;
+/// The shard export before session expiry; still imported (a log may hold
+/// an `Install` of one).
+const SHARD_FORMAT_V1: u8 = 0x81;
+
+/// Which generation of the layout a body is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layout {
+    /// Before session expiry: no floor, no session times.
+    V1,
+    /// With each shard's floor and each session's `last_ms`.
+    V2,
+}
 
 /// Smallest encodings, used to bound counts by the remaining input.
 const MIN_ENTRY_BYTES: usize = 4 + 4;
@@ -51,6 +76,7 @@ const TAG_WRONG_GROUP: u8 = 2;
 const TAG_NOT_LEADER: u8 = 3;
 const TAG_BUSY: u8 = 4;
 const TAG_ERROR: u8 = 5;
+const TAG_SESSION_EXPIRED: u8 = 6;
 
 /// Why snapshot or shard-export bytes were refused. The store is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,10 +135,12 @@ impl KvStore {
     /// states give equal bytes regardless of insertion order or `HashMap`
     /// iteration order.
     pub fn snapshot(&self) -> Bytes {
-        let len = 1 + 4 + self.shards.iter().map(shard_body_len).sum::<usize>();
+        let len = 1 + 4 + 8 + 4 + self.shards.iter().map(shard_body_len).sum::<usize>();
         let mut out = Vec::with_capacity(len);
         out.push(SNAPSHOT_FORMAT);
         put_u32(&mut out, self.opts.shards);
+        put_u64(&mut out, self.log_time_ms);
+        put_u32(&mut out, self.expire_from);
         for shard in &self.shards {
             encode_shard_body(&mut out, shard);
         }
@@ -130,9 +158,11 @@ impl KvStore {
         }
         let mut input = Reader::new(bytes);
         let format = input.u8()?;
-        if format != SNAPSHOT_FORMAT {
-            return Err(SnapshotError::UnsupportedFormat(format));
-        }
+        let layout = match format {
+            SNAPSHOT_FORMAT => Layout::V2,
+            SNAPSHOT_FORMAT_V1 => Layout::V1,
+            _ => return Err(SnapshotError::UnsupportedFormat(format)),
+        };
         let found = input.u32()?;
         if found != opts.shards {
             return Err(SnapshotError::ShardCountMismatch {
@@ -140,12 +170,24 @@ impl KvStore {
                 found,
             });
         }
+        let (log_time_ms, expire_from) = match layout {
+            Layout::V2 => (input.u64()?, input.u32()?),
+            Layout::V1 => (0, 0),
+        };
+        if expire_from >= opts.shards {
+            return Err(SnapshotError::ShardOutOfRange(expire_from));
+        }
         let mut shards = Vec::with_capacity(opts.shards as usize);
         for index in 0..opts.shards {
-            shards.push(decode_shard_body(&mut input, index, opts.shards)?);
+            shards.push(decode_shard_body(&mut input, index, opts.shards, layout)?);
         }
         input.finish()?;
-        let store = KvStore { opts, shards };
+        let store = KvStore {
+            opts,
+            shards,
+            log_time_ms,
+            expire_from,
+        };
         store.assert_invariants();
         Ok(store)
     }
@@ -174,10 +216,21 @@ impl KvStore {
             return Err(SnapshotError::ShardOutOfRange(shard));
         }
         let mut input = Reader::new(bytes);
-        read_shard_header(&mut input, SHARD_FORMAT, self.opts.shards, shard)?;
-        let incoming = decode_shard_body(&mut input, shard, self.opts.shards)?;
+        let layout = match bytes.first() {
+            Some(&SHARD_FORMAT_V1) => Layout::V1,
+            _ => Layout::V2,
+        };
+        let format = match layout {
+            Layout::V1 => SHARD_FORMAT_V1,
+            Layout::V2 => SHARD_FORMAT,
+        };
+        read_shard_header(&mut input, format, self.opts.shards, shard)?;
+        let mut incoming = decode_shard_body(&mut input, shard, self.opts.shards, layout)?;
         input.finish()?;
-        self.shards[shard as usize].merge_from(incoming);
+        stamp_untimed(&mut incoming.sessions, self.log_time_ms);
+        let rules = self.rules();
+        let target = &mut self.shards[shard as usize];
+        target.merge_from(incoming, &rules);
         Ok(())
     }
 }
@@ -188,7 +241,17 @@ pub(super) fn put_u32(out: &mut Vec<u8>, value: u32) {
     out.extend_from_slice(&buf);
 }
 
-fn put_u64(out: &mut Vec<u8>, value: u64) {
+/// Sessions that arrived without activity times (an older format) count as
+/// active at the importer's log time.
+pub(super) fn stamp_untimed(sessions: &mut HashMap<ClientId, Session>, now: u64) {
+    for session in sessions.values_mut() {
+        if session.last_ms == 0 {
+            session.last_ms = now;
+        }
+    }
+}
+
+pub(super) fn put_u64(out: &mut Vec<u8>, value: u64) {
     let mut buf = [0; 8];
     LittleEndian::write_u64(&mut buf, value);
     out.extend_from_slice(&buf);
@@ -208,7 +271,7 @@ pub(super) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 
 fn shard_body_len(shard: &Shard) -> usize {
     let data: usize = shard.data.iter().map(|(k, v)| entry_len(k, v)).sum();
-    4 + data + sessions_len(shard)
+    4 + data + 8 + sessions_len(shard)
 }
 
 /// Encoded size of one key/value entry.
@@ -218,18 +281,21 @@ pub(super) fn entry_len(key: &[u8], value: &[u8]) -> usize {
 
 /// Encoded size of a shard's sessions section, count included.
 pub(super) fn sessions_len(shard: &Shard) -> usize {
-    let sessions: usize = shard
-        .sessions
-        .values()
-        .map(|s| 8 + 8 + 4 + s.replies.values().map(|r| 8 + reply_len(r)).sum::<usize>())
-        .sum();
-    4 + sessions
+    4 + shard.sessions.values().map(session_len).sum::<usize>()
+}
+
+/// Encoded size of one session (client id included).
+pub(super) fn session_len(s: &Session) -> usize {
+    8 + 8 + 8 + 4 + s.replies.values().map(|r| 8 + reply_len(r)).sum::<usize>()
 }
 
 fn reply_len(reply: &ClientReply) -> usize {
     match reply {
         ClientReply::Ok(value) => 1 + 4 + value.len(),
-        ClientReply::NoKey | ClientReply::WrongGroup | ClientReply::Busy => 1,
+        ClientReply::NoKey
+        | ClientReply::WrongGroup
+        | ClientReply::Busy
+        | ClientReply::SessionExpired => 1,
         ClientReply::NotLeader { leader: None } => 2,
         ClientReply::NotLeader { leader: Some(_) } => 2 + 4,
         ClientReply::Error { reason } => 1 + 4 + reason.len(),
@@ -245,6 +311,7 @@ fn encode_shard_body(out: &mut Vec<u8>, shard: &Shard) {
         put_bytes(out, key);
         put_bytes(out, value);
     }
+    put_u64(out, shard.floor);
     encode_sessions(out, shard);
 }
 
@@ -254,13 +321,19 @@ pub(super) fn encode_sessions(out: &mut Vec<u8>, shard: &Shard) {
     sessions.sort_unstable_by_key(|(client, _)| **client);
     put_len(out, sessions.len());
     for (client, session) in sessions {
-        put_u64(out, *client);
-        put_u64(out, session.acked);
-        put_len(out, session.replies.len());
-        for (seq, reply) in &session.replies {
-            put_u64(out, *seq);
-            encode_reply(out, reply);
-        }
+        encode_session(out, *client, session);
+    }
+}
+
+/// One session: client, watermark, last activity, cached replies.
+pub(super) fn encode_session(out: &mut Vec<u8>, client: ClientId, session: &Session) {
+    put_u64(out, client);
+    put_u64(out, session.acked);
+    put_u64(out, session.last_ms);
+    put_len(out, session.replies.len());
+    for (seq, reply) in &session.replies {
+        put_u64(out, *seq);
+        encode_reply(out, reply);
     }
 }
 
@@ -283,6 +356,7 @@ fn encode_reply(out: &mut Vec<u8>, reply: &ClientReply) {
             }
         }
         ClientReply::Busy => out.push(TAG_BUSY),
+        ClientReply::SessionExpired => out.push(TAG_SESSION_EXPIRED),
         ClientReply::Error { reason } => {
             out.push(TAG_ERROR);
             put_bytes(out, reason.as_bytes());
@@ -346,7 +420,7 @@ impl<'a> Reader<'a> {
         Ok(LittleEndian::read_u32(self.take(4)?))
     }
 
-    fn u64(&mut self) -> Result<u64, SnapshotError> {
+    pub(super) fn u64(&mut self) -> Result<u64, SnapshotError> {
         Ok(LittleEndian::read_u64(self.take(8)?))
     }
 
@@ -374,10 +448,25 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_shard_body(input: &mut Reader, index: u32, shards: u32) -> Result<Shard, SnapshotError> {
+fn decode_shard_body(
+    input: &mut Reader,
+    index: u32,
+    shards: u32,
+    layout: Layout,
+) -> Result<Shard, SnapshotError> {
     let data = decode_entries(input, index, shards)?;
-    let sessions = decode_sessions(input)?;
-    Ok(Shard { data, sessions })
+    let floor = match layout {
+        Layout::V2 => input.u64()?,
+        Layout::V1 => 0,
+    };
+    let sessions = decode_sessions(input, layout)?;
+    let lru = sessions.iter().map(|(c, s)| (s.last_ms, *c)).collect();
+    Ok(Shard {
+        data,
+        sessions,
+        lru,
+        floor,
+    })
 }
 
 /// An entries section: strictly increasing keys, each in shard `index`.
@@ -410,6 +499,7 @@ pub(super) fn decode_entries(
 /// A sessions section: strictly increasing clients, canonical replies.
 pub(super) fn decode_sessions(
     input: &mut Reader,
+    layout: Layout,
 ) -> Result<HashMap<ClientId, Session>, SnapshotError> {
     let count = input.count(MIN_SESSION_BYTES)?;
     let mut sessions = HashMap::with_capacity(count);
@@ -423,9 +513,14 @@ pub(super) fn decode_sessions(
         }
         previous = Some(client);
         let acked = input.u64()?;
+        let last_ms = match layout {
+            Layout::V2 => input.u64()?,
+            Layout::V1 => 0,
+        };
         let mut session = Session {
             acked,
             replies: BTreeMap::new(),
+            last_ms,
         };
         let replies = input.count(MIN_CACHED_REPLY_BYTES)?;
         for _ in 0..replies {
@@ -457,6 +552,7 @@ fn decode_reply(input: &mut Reader) -> Result<ClientReply, SnapshotError> {
             _ => return Err(SnapshotError::NotCanonical("NotLeader flag not 0 or 1")),
         },
         TAG_BUSY => ClientReply::Busy,
+        TAG_SESSION_EXPIRED => ClientReply::SessionExpired,
         TAG_ERROR => {
             let reason = std::str::from_utf8(input.bytes()?)
                 .map_err(|_| SnapshotError::InvalidUtf8)?

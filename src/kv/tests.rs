@@ -629,14 +629,22 @@ fn chunks_reassemble_exactly_the_exported_shard() {
         assert_eq!(target.export_shard(3), whole, "budget {budget}");
         assert_eq!(target.shard_stats(5), KvStats::default());
         target.assert_invariants();
-        // Bounded: header and counts, then at most the budget of entries
-        // (or one entry larger than it). The sessions ride on the last.
-        for size in &sizes[..sizes.len() - 1] {
-            assert!(*size <= 1 + 4 + 4 + 4 + budget.max(largest_entry) + 4);
+        // Bounded: header, counts and floor, then at most the budget of
+        // items (or one item larger than it), sessions included.
+        let largest_session = source.shards[3]
+            .sessions
+            .values()
+            .map(super::snapshot::session_len)
+            .max()
+            .unwrap();
+        for size in &sizes {
+            assert!(
+                *size <= 1 + 4 + 4 + 4 + 8 + 4 + budget.max(largest_entry.max(largest_session))
+            );
         }
         if budget == 1 {
-            // One record per chunk, then the sessions alone.
-            assert_eq!(sizes.len(), 60 + 1);
+            // One record per chunk, then one session per chunk.
+            assert_eq!(sizes.len(), 60 + 3);
         }
         if budget == 1 << 20 {
             assert_eq!(sizes.len(), 1, "everything fits in one chunk");
@@ -660,8 +668,8 @@ fn key_order_and_chunks_do_not_depend_on_insertion_order() {
     b.apply(&req(1, 41, 40, get(&keys[0])));
     let (oa, ob) = (a.key_order(3), b.key_order(3));
     assert_eq!(oa, ob);
-    assert_eq!(oa.len(), 40);
-    for from in [0, 7, 39, 40] {
+    assert_eq!(oa.len(), 40 + 1, "40 keys and one session");
+    for from in [0, 7, 39, 40, 41] {
         assert_eq!(
             a.export_chunk(&oa, from, 100),
             b.export_chunk(&ob, from, 100)
@@ -670,18 +678,18 @@ fn key_order_and_chunks_do_not_depend_on_insertion_order() {
 }
 
 #[test]
-fn an_empty_shard_is_one_last_chunk_with_its_sessions() {
+fn a_shard_without_keys_still_moves_its_sessions() {
     let mut source = KvStore::new(opts(8));
     let key = key_in_shard(8, 3, 0);
     source.apply(&req(1, 1, 0, put(&key, "x")));
     source.apply(&req(1, 2, 1, delete(&key)));
     let order = source.key_order(3);
-    assert!(order.is_empty());
+    assert_eq!((order.len(), order.sessions()), (1, 1));
     let chunk = source.export_chunk(&order, 0, 1);
     assert!(chunk.done);
-    assert_eq!(chunk.records, 0);
+    assert_eq!(chunk.records, 1);
     let mut target = KvStore::new(opts(8));
-    assert_eq!(target.import_chunk(3, &chunk.data, true, true), Ok(0));
+    assert_eq!(target.import_chunk(3, &chunk.data, true, true), Ok(1));
     // The session came along: the delete is answered from its cache.
     assert_eq!(target.apply(&req(1, 2, 1, delete(&key))), ok("1"));
 }
@@ -715,8 +723,18 @@ fn import_chunk_refuses_bad_input_and_leaves_the_store_unchanged() {
     target.apply(&req(2, 1, 0, put(&key_in_shard(8, 3, 99), "w")));
     let before = target.clone();
 
+    // A chunk in the format before session expiry (0x82) carried the
+    // sessions whole in its last chunk only: one elsewhere is refused.
+    let mut old = vec![0x82];
+    old.extend_from_slice(&8u32.to_le_bytes());
+    old.extend_from_slice(&3u32.to_le_bytes());
+    old.extend_from_slice(&0u32.to_le_bytes()); // no entries
+    old.extend_from_slice(&1u32.to_le_bytes()); // one session:
+    old.extend_from_slice(&5u64.to_le_bytes()); // client 5
+    old.extend_from_slice(&2u64.to_le_bytes()); // acked 2
+    old.extend_from_slice(&0u32.to_le_bytes()); // no cached replies
     assert_eq!(
-        target.import_chunk(3, &last.data, false, false),
+        target.import_chunk(3, &old, false, false),
         Err(SnapshotError::NotCanonical(
             "sessions in a chunk that is not the last"
         ))
@@ -734,7 +752,7 @@ fn import_chunk_refuses_bad_input_and_leaves_the_store_unchanged() {
     );
     assert_eq!(
         target.import_chunk(3, &source.export_shard(3), true, true),
-        Err(SnapshotError::UnsupportedFormat(0x81)),
+        Err(SnapshotError::UnsupportedFormat(0x83)),
         "a whole-shard export is not a chunk"
     );
     for len in 0..middle.data.len() {
@@ -925,4 +943,309 @@ proptest! {
             kv.assert_invariants();
         }
     }
+}
+
+// ---- session expiry, the cap, and bounded session chunks -------------------
+
+fn opts_sessions(shards: u32, ttl_ms: u64, cap: usize) -> KvOptions {
+    KvOptions {
+        shards,
+        session_ttl_ms: ttl_ms,
+        max_sessions_per_shard: cap,
+        ..KvOptions::default()
+    }
+}
+
+/// One step of a replicated history: a client request or a clock stamp,
+/// applied in log order.
+#[derive(Clone, Debug)]
+enum Step {
+    Req(ClientRequest),
+    Clock(u64),
+}
+
+fn apply_steps(kv: &mut KvStore, steps: &[Step]) -> Vec<Option<ClientReply>> {
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Req(r) => Some(kv.apply(r)),
+            Step::Clock(ms) => {
+                kv.advance_clock(*ms, |_| true);
+                None
+            }
+        })
+        .collect()
+}
+
+/// Clients 1..=20 write in turn; the clock advances 100 ms per round, and
+/// clients 11..=20 go quiet after round 5, so their sessions expire.
+fn expiry_history() -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut seq = [0u64; 21];
+    for round in 0..30u64 {
+        steps.push(Step::Clock(1_000 + round * 100));
+        for client in 1..=20u64 {
+            if client > 10 && round > 5 {
+                continue;
+            }
+            let c = client as usize;
+            seq[c] += 1;
+            let key = format!("k{}", (client * 7 + round) % 13);
+            steps.push(Step::Req(req(
+                client,
+                seq[c],
+                seq[c] - 1,
+                append(&key, "x"),
+            )));
+        }
+    }
+    steps
+}
+
+#[test]
+fn expiry_is_the_same_on_every_replica_and_across_snapshot_restore() {
+    let o = opts_sessions(8, 1_000, 1 << 20);
+    let steps = expiry_history();
+    let mut a = KvStore::new(o);
+    let replies_a = apply_steps(&mut a, &steps);
+    // A second replica, restored from a snapshot taken mid-way (between
+    // the stamps that start and finish the expiry), then the same rest.
+    for cut in [1, steps.len() / 3, steps.len() / 2, steps.len() - 1] {
+        let mut b = KvStore::new(o);
+        let mut replies_b = apply_steps(&mut b, &steps[..cut]);
+        let mut b = KvStore::restore(&b.snapshot(), o).expect("restores");
+        replies_b.extend(apply_steps(&mut b, &steps[cut..]));
+        assert_eq!(replies_a, replies_b, "cut at {cut}");
+        assert_eq!(a.snapshot(), b.snapshot(), "cut at {cut}");
+        assert_eq!(a, b);
+    }
+    // The quiet clients' sessions are gone everywhere, the others' kept.
+    assert_eq!(a.log_time_ms(), 1_000 + 29 * 100);
+    let alive: BTreeSet<ClientId> = a
+        .shards
+        .iter()
+        .flat_map(|s| s.sessions.keys().copied())
+        .collect();
+    assert_eq!(alive, (1..=10).collect());
+    assert!(a.shards.iter().any(|s| s.floor == 20));
+    a.assert_invariants();
+}
+
+#[test]
+fn a_delayed_duplicate_after_expiry_is_refused_not_applied_again() {
+    let mut kv = KvStore::new(opts_sessions(8, 1_000, 1 << 20));
+    kv.advance_clock(10_000, |_| true);
+    let write = req(5, 1, 0, append("k", "x"));
+    assert_eq!(kv.apply(&write), ok_empty());
+    // Within the TTL a duplicate is answered from the cache.
+    kv.advance_clock(10_900, |_| true);
+    assert_eq!(kv.apply(&write), ok_empty());
+    assert_eq!(kv.read(b"k"), ok("x"));
+    // Idle for more than the TTL: the session is dropped...
+    assert_eq!(kv.advance_clock(12_000, |_| true), 1);
+    assert_eq!(kv.stats().sessions, 0);
+    // ...and the delayed duplicate gets SessionExpired, not a second "x".
+    assert_eq!(kv.apply(&write), ClientReply::SessionExpired);
+    assert_eq!(
+        kv.apply(&req(5, 2, 1, append("k", "y"))),
+        ClientReply::SessionExpired
+    );
+    assert_eq!(kv.read(b"k"), ok("x"));
+    assert_eq!(kv.stats().sessions, 0, "a refused request opens no session");
+    // Reads need no session and are never refused.
+    assert_eq!(kv.apply(&req(5, 3, 2, get("k"))), ok("x"));
+    // A client with an id above the floor (a newer one) is served; one at
+    // or below it without a session is refused, even if it never wrote:
+    // the price of a one-number memory.
+    assert_eq!(kv.apply(&req(6, 1, 0, append("k", "z"))), ok_empty());
+    assert_eq!(
+        kv.apply(&req(4, 1, 0, append("k", "w"))),
+        ClientReply::SessionExpired
+    );
+    assert_eq!(kv.read(b"k"), ok("xz"));
+    kv.assert_invariants();
+}
+
+#[test]
+fn an_id_claiming_a_time_far_ahead_of_the_log_opens_no_session() {
+    let mut kv = KvStore::new(opts_sessions(8, 1_000, 1 << 20));
+    let now = 1_800_000_000_000; // ms since 1970
+    kv.advance_clock(now, |_| true);
+    let ahead = synod_wire::client_id_at(now + MAX_CLIENT_AHEAD_MS + 1_000, 7);
+    assert_eq!(
+        kv.apply(&req(ahead, 1, 0, put("k", "v"))),
+        ClientReply::SessionExpired
+    );
+    let fine = synod_wire::client_id_at(now + MAX_CLIENT_AHEAD_MS / 2, 7);
+    assert_eq!(kv.apply(&req(fine, 1, 0, put("k", "v"))), ok_empty());
+    // Nor can such an id, once evicted, push the floor out of reach.
+    assert!(kv.shards.iter().all(|s| s.floor < ahead));
+}
+
+#[test]
+fn the_cap_evicts_the_least_recently_active_session_and_treats_it_as_expired() {
+    let mut kv = KvStore::new(opts_sessions(1, 1 << 40, 3));
+    let mut t = 1_000;
+    for client in [10, 20, 30] {
+        t += 10;
+        kv.advance_clock(t, |_| true);
+        assert_eq!(kv.apply(&req(client, 1, 0, append("k", "a"))), ok_empty());
+    }
+    // Client 10 writes again: now 20 is the least recently active.
+    t += 10;
+    kv.advance_clock(t, |_| true);
+    assert_eq!(kv.apply(&req(10, 2, 1, append("k", "b"))), ok_empty());
+    t += 10;
+    kv.advance_clock(t, |_| true);
+    assert_eq!(kv.apply(&req(40, 1, 0, append("k", "c"))), ok_empty());
+    let alive: BTreeSet<ClientId> = kv.shards[0].sessions.keys().copied().collect();
+    assert_eq!(alive, [10, 30, 40].into_iter().collect());
+    assert_eq!(kv.shards[0].floor, 20);
+    // Client 20's delayed duplicate is refused, not applied twice.
+    assert_eq!(
+        kv.apply(&req(20, 1, 0, append("k", "a"))),
+        ClientReply::SessionExpired
+    );
+    assert_eq!(kv.read(b"k"), ok("aaabc"));
+    // Ties in activity are broken by client id, so every replica evicts
+    // the same session whatever its insertion order.
+    let mut x = KvStore::new(opts_sessions(1, 1 << 40, 2));
+    let mut y = KvStore::new(opts_sessions(1, 1 << 40, 2));
+    x.advance_clock(5, |_| true);
+    y.advance_clock(5, |_| true);
+    for c in [50, 60] {
+        x.apply(&req(c, 1, 0, put("k", "v")));
+    }
+    for c in [60, 50] {
+        y.apply(&req(c, 1, 0, put("k", "v")));
+    }
+    x.apply(&req(70, 1, 0, put("k", "v")));
+    y.apply(&req(70, 1, 0, put("k", "v")));
+    assert_eq!(x.snapshot(), y.snapshot());
+    assert!(!x.shards[0].sessions.contains_key(&50));
+    kv.assert_invariants();
+}
+
+#[test]
+fn expiry_does_bounded_work_per_stamp() {
+    let mut kv = KvStore::new(opts_sessions(4, 100, 1 << 20));
+    kv.advance_clock(1_000, |_| true);
+    let n = EXPIRE_BUDGET as u64 + 500;
+    for client in 1..=n {
+        kv.apply(&req(client, 1, 0, put(&format!("k{}", client % 50), "v")));
+    }
+    assert_eq!(kv.advance_clock(2_000, |_| true), EXPIRE_BUDGET);
+    assert_eq!(kv.stats().sessions, 500);
+    assert_eq!(kv.advance_clock(2_001, |_| true), 500);
+    assert_eq!(kv.stats().sessions, 0);
+    // A shard that is not live (frozen for a handoff) keeps its sessions.
+    kv.apply(&req(n + 1, 1, 0, put("k1", "v")));
+    let shard = kv.shard_of_key(b"k1");
+    assert_eq!(kv.advance_clock(9_000, |s| s != shard), 0);
+    assert_eq!(kv.stats().sessions, 1);
+    kv.assert_invariants();
+}
+
+#[test]
+fn a_shard_with_100k_sessions_moves_in_chunks_each_within_budget() {
+    let o = opts_sessions(4, DEFAULT_SESSION_TTL_MS, 200_000);
+    let mut source = KvStore::new(o);
+    source.advance_clock(1_000, |_| true);
+    let key = key_in_shard(4, 2, 0);
+    for client in 1..=100_000u64 {
+        source.apply(&req(client, 1, 0, append(&key, "")));
+    }
+    assert_eq!(source.shard_stats(2).sessions, 100_000);
+    let budget = 64 << 10;
+    let order = source.key_order(2);
+    assert_eq!(order.len(), 1 + 100_000);
+    let mut target = KvStore::new(o);
+    let (mut from, mut chunks, mut largest) = (0, 0, 0);
+    loop {
+        let chunk = source.export_chunk(&order, from, budget);
+        largest = largest.max(chunk.data.len());
+        target
+            .import_chunk(2, &chunk.data, from == 0, chunk.done)
+            .expect("a chunk imports");
+        from += chunk.records;
+        chunks += 1;
+        if chunk.done {
+            break;
+        }
+    }
+    // Header, counts and floor (25 bytes), then at most the budget.
+    assert!(largest <= 25 + budget, "a chunk of {largest} bytes");
+    assert!(chunks >= 50, "only {chunks} chunks");
+    assert_eq!(target.export_shard(2), source.export_shard(2));
+    target.assert_invariants();
+}
+
+#[test]
+fn snapshots_and_exports_from_before_expiry_still_restore() {
+    // Format 1: no log time, floors or session times. One shard holding
+    // key "k" = "v" and client 9's session (acked 3, no cached replies).
+    let key = b"k";
+    let shards = 1u32;
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&shards.to_le_bytes());
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    v1.extend_from_slice(key);
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(b"v");
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&9u64.to_le_bytes());
+    v1.extend_from_slice(&3u64.to_le_bytes());
+    v1.extend_from_slice(&0u32.to_le_bytes());
+    let o = opts_sessions(1, 1_000, 100);
+    let mut kv = KvStore::restore(&v1, o).expect("format 1 restores");
+    assert_eq!(kv.read(b"k"), ok("v"));
+    assert_eq!(kv.apply(&req(9, 3, 3, put("k", "again"))), stale());
+    // The first stamp counts the restored session as active now, so it
+    // lives a TTL more instead of expiring at once.
+    assert_eq!(kv.advance_clock(1_700_000_000_000, |_| true), 0);
+    assert_eq!(kv.stats().sessions, 1);
+    assert_eq!(kv.advance_clock(1_700_000_002_000, |_| true), 1);
+    // A whole-shard export of format 0x81 imports too.
+    let mut export = vec![0x81u8];
+    export.extend_from_slice(&shards.to_le_bytes());
+    export.extend_from_slice(&0u32.to_le_bytes());
+    export.extend_from_slice(&v1[5..]);
+    let mut other = KvStore::new(o);
+    other.advance_clock(50_000, |_| true);
+    other.import_shard(0, &export).expect("format 0x81 imports");
+    assert_eq!(other.read(b"k"), ok("v"));
+    assert_eq!(other.shards[0].sessions[&9].last_ms, 50_000);
+    other.assert_invariants();
+}
+
+/// Memory per session, behind the cap's documented worst case (about 660
+/// bytes for a session holding one cached reply, most of it the reply
+/// map's B-tree leaf): `cargo test --release --lib session_memory --
+/// --ignored --nocapture`. Ignored by default: RSS is process-wide, so
+/// other tests running beside it would skew it.
+#[test]
+#[ignore]
+fn session_memory() {
+    fn rss() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        statm
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 4096
+    }
+    let mut kv = KvStore::new(opts_sessions(64, DEFAULT_SESSION_TTL_MS, 1 << 20));
+    kv.advance_clock(1_000, |_| true);
+    let n = 200_000u64;
+    let before = rss();
+    for client in 1..=n {
+        kv.apply(&req(client, 1, 0, put("k", "")));
+    }
+    let per_session = (rss() - before) / n;
+    println!("per session with one cached reply: {per_session} bytes");
+    assert_eq!(kv.stats().sessions, n);
+    assert!(per_session < 1024, "{per_session} bytes per session");
 }

@@ -179,6 +179,10 @@ pub fn error_reply(e: &ClientError) -> Reply {
         }
         ClientError::Unreachable(why) => format!("CLUSTERDOWN {why}"),
         ClientError::Refused(reason) => format!("ERR {reason}"),
+        ClientError::SessionExpired => {
+            "SESSIONEXPIRED the connection's session on the cluster expired; the command may or may not have taken effect"
+                .to_string()
+        }
         ClientError::TooLarge => "ERR value too large".to_string(),
         ClientError::Protocol(why) => format!("ERR cluster protocol error: {why}"),
     }))

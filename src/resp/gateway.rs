@@ -368,7 +368,7 @@ impl Loop {
                 log::warn!("RESP connection {}: cannot register: {e}", h.id);
                 continue;
             }
-            self.upstream.open_session(token);
+            self.upstream.open_session(token, Instant::now());
             self.conns.insert(
                 token,
                 RespConn {
@@ -448,7 +448,7 @@ impl Loop {
         log::debug!("RESP connection {} closed: {why}", c.id);
         let _ = self.poll.registry().deregister(&mut c.stream);
         let _ = c.stream.shutdown(Shutdown::Both);
-        self.upstream.close_session(token);
+        self.upstream.close_session(token, Instant::now());
     }
 
     /// Closes connections silent for the idle timeout: nothing read and

@@ -108,21 +108,53 @@ struct Task {
 }
 
 /// One at-most-once session with the cluster.
+///
+/// A RESP connection borrows one for its lifetime and gives it back to the
+/// loop's pool when it closes (see [`Upstream::close_session`]), so the
+/// servers hold sessions for the gateway's concurrent connections, not for
+/// every connection it ever had.
 struct SessionState {
     client_id: ClientId,
     next_seq: Seq,
     acks: AckWindow,
+    /// When the id was made: an id older than [`SESSION_RENEW_AFTER`] is
+    /// replaced at the first chance when nothing of it is in flight.
+    born: Instant,
+    /// When it went back to the pool (unused while lent out).
+    released: Instant,
+    /// A `SessionExpired` came back: replace the id when nothing of it is
+    /// in flight, and never pool it.
+    renew: bool,
 }
 
 impl SessionState {
-    fn new(client_id: ClientId) -> SessionState {
+    fn new(client_id: ClientId, now: Instant) -> SessionState {
         SessionState {
             client_id,
             next_seq: 1,
             acks: AckWindow::default(),
+            born: now,
+            released: now,
+            renew: false,
         }
     }
+
+    /// Safe to lend to the next connection, or to keep using, as is.
+    fn fresh(&self, now: Instant) -> bool {
+        !self.renew && now.duration_since(self.born) < SESSION_RENEW_AFTER
+    }
 }
+
+/// A session id older than this is replaced once nothing of it is in
+/// flight, and a pooled one unused for longer is dropped. Well below the
+/// servers' session TTL (10 minutes by default), so a connection's
+/// sessions do not expire under it while it is in use, and a new
+/// connection's id is newer than those of sessions the servers dropped for
+/// inactivity (which they refuse to reopen, PROTOCOL.md 7).
+const SESSION_RENEW_AFTER: Duration = Duration::from_secs(120);
+
+/// Released sessions a loop keeps for reuse at most.
+const SESSION_POOL_MAX: usize = 4096;
 
 /// One connection to a group member.
 struct UpConn {
@@ -147,6 +179,9 @@ pub struct Upstream {
     router: Router,
     rng: Rng,
     sessions: IdMap<usize, SessionState>,
+    /// Sessions of closed connections, for the next ones (most recently
+    /// released last).
+    pool: Vec<SessionState>,
     /// The loop's own session, for master queries.
     master: SessionState,
     tasks: IdMap<u64, Task>,
@@ -187,7 +222,10 @@ impl Upstream {
         now: Instant,
     ) -> Upstream {
         let mut rng = Rng::new(seed);
-        let master = SessionState::new(rng.next_u64());
+        let master = SessionState::new(
+            synod_wire::client_id_at(synod_wire::unix_now_ms(), rng.next_u64()),
+            now,
+        );
         Upstream {
             registry,
             timeout: opts.timeout,
@@ -198,6 +236,7 @@ impl Upstream {
             router: Router::new(opts.masters.clone()),
             rng,
             sessions: IdMap::default(),
+            pool: Vec::new(),
             master,
             tasks: IdMap::default(),
             next_task: 1,
@@ -227,19 +266,44 @@ impl Upstream {
         self.conns.contains_key(&token)
     }
 
-    /// Starts a session for RESP connection `session` (a fresh client id).
-    pub fn open_session(&mut self, session: usize) -> ClientId {
-        let id = self.rng.next_u64();
-        self.sessions.insert(session, SessionState::new(id));
+    /// Gives RESP connection `session` an at-most-once session: a pooled
+    /// one released by a closed connection if a fresh one is there, else a
+    /// new time-ordered client id. Returns its client id.
+    pub fn open_session(&mut self, session: usize, now: Instant) -> ClientId {
+        while let Some(pooled) = self.pool.pop() {
+            if pooled.fresh(now) {
+                let id = pooled.client_id;
+                self.sessions.insert(session, pooled);
+                return id;
+            }
+            // The rest of the pool was released even earlier: too old too
+            // (most recently released last, and ids only age).
+            if now.duration_since(pooled.released) >= SESSION_RENEW_AFTER {
+                self.pool.clear();
+            }
+        }
+        let state = self.new_session_state(now);
+        let id = state.client_id;
+        self.sessions.insert(session, state);
         id
     }
 
+    fn new_session_state(&mut self, now: Instant) -> SessionState {
+        let id = synod_wire::client_id_at(synod_wire::unix_now_ms(), self.rng.next_u64());
+        SessionState::new(id, now)
+    }
+
     /// Forgets RESP connection `session` and every operation it has in
-    /// flight: their late replies are ignored.
-    pub fn close_session(&mut self, session: usize) {
-        if self.sessions.remove(&session).is_none() {
+    /// flight: their late replies are ignored. Its at-most-once session
+    /// goes back to the pool with every seq it used acknowledged (the
+    /// abandoned ones too: their callers are gone, and a copy still on its
+    /// way is then refused as stale instead of applied), so the next
+    /// connection's first request frees the servers' cached replies and no
+    /// server session is opened per connection. Costs no message.
+    pub fn close_session(&mut self, session: usize, now: Instant) {
+        let Some(mut state) = self.sessions.remove(&session) else {
             return;
-        }
+        };
         let mine: Vec<u64> = self
             .tasks
             .iter()
@@ -251,6 +315,32 @@ impl Upstream {
             if task.state == State::AwaitConfig {
                 self.awaiting -= 1;
             }
+            state.acks.retire(task.seq);
+        }
+        if state.fresh(now) && self.pool.len() < SESSION_POOL_MAX {
+            debug_assert_eq!(state.acks.ack_seq() + 1, state.next_seq);
+            state.released = now;
+            self.pool.push(state);
+        }
+    }
+
+    /// Replaces `session`'s id if it must be (a `SessionExpired` came back)
+    /// or should be (it is old), provided nothing of it is in flight: a
+    /// request in flight must never be resent under another id.
+    fn maybe_renew(&mut self, session: usize, now: Instant) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        if s.fresh(now) {
+            return;
+        }
+        let busy = self
+            .tasks
+            .values()
+            .any(|t| t.purpose == Purpose::Kv { session });
+        if !busy {
+            let state = self.new_session_state(now);
+            self.sessions.insert(session, state);
         }
     }
 
@@ -263,6 +353,7 @@ impl Upstream {
             self.completions.push((session, op.key().clone(), Err(e)));
             return;
         }
+        self.maybe_renew(session, now);
         let s = self
             .sessions
             .get_mut(&session)
@@ -744,6 +835,14 @@ impl Upstream {
             }
             (_, Message::Reply(ClientReply::Error { reason })) => {
                 self.finish(id, Err(ClientError::Refused(reason)), now)
+            }
+            (Req::Kv(_), Message::Reply(ClientReply::SessionExpired)) => {
+                if let Purpose::Kv { session } = task.purpose {
+                    if let Some(s) = self.sessions.get_mut(&session) {
+                        s.renew = true;
+                    }
+                }
+                self.finish(id, Err(ClientError::SessionExpired), now)
             }
             (Req::Kv(op), Message::Reply(ClientReply::WrongGroup)) => {
                 self.router.invalidate_key(op.key());

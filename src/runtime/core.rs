@@ -254,6 +254,8 @@ impl Core {
             gid,
             KvOptions {
                 shards: self.cfg.shards,
+                session_ttl_ms: self.cfg.session_ttl.as_millis() as u64,
+                max_sessions_per_shard: self.cfg.max_sessions_per_shard,
                 ..KvOptions::default()
             },
         );
@@ -735,6 +737,7 @@ impl Core {
                     self.reply_now(t, frame.request_id, gid, ClientReply::WrongGroup);
                     return;
                 };
+                r.set_now_ms(synod_wire::unix_now_ms());
                 r.on_request(to, &req, synod_wire::encode_command);
                 self.await_reply(t, frame.request_id, gid);
             }

@@ -61,6 +61,13 @@ pub struct RuntimeConfig {
     /// The cluster key (peer, migration, admin traffic) and the client key
     /// (KV requests); see `crate::auth`. None: that traffic is open.
     pub keys: crate::auth::Keys,
+    /// A client's dedup session in a shard expires after this long without
+    /// a write there, in log time. Part of the replicated state machine's
+    /// rules: every node of a cluster must use the same value.
+    pub session_ttl: Duration,
+    /// Dedup sessions per shard at most (the least recently active is
+    /// evicted beyond it). Same on every node, like `session_ttl`.
+    pub max_sessions_per_shard: usize,
 }
 
 impl RuntimeConfig {
@@ -85,6 +92,8 @@ impl RuntimeConfig {
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
             keys: crate::auth::Keys::default(),
+            session_ttl: Duration::from_millis(crate::kv::DEFAULT_SESSION_TTL_MS),
+            max_sessions_per_shard: crate::kv::DEFAULT_MAX_SESSIONS_PER_SHARD,
         }
     }
 }

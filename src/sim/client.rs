@@ -30,6 +30,8 @@ pub(crate) struct Actions {
     pub wake: Option<(Micros, u64)>,
     pub completed: Vec<KvOp>,
     pub failures: Vec<String>,
+    /// A `SessionExpired` came back: the world gives this client a fresh id.
+    pub renew_id: bool,
 }
 
 struct Current {
@@ -60,6 +62,9 @@ pub(crate) struct Client {
     token: u64,
     stopped: bool,
     pub appends: Vec<Appended>,
+    /// The id requests go out under: `idx + 1` at first, a fresh
+    /// time-ordered one after each `SessionExpired`.
+    client_id: u64,
 }
 
 const TIMEOUT: Micros = 150 * MS;
@@ -77,7 +82,15 @@ impl Client {
             token: 0,
             stopped: false,
             appends: Vec::new(),
+            client_id: idx as u64 + 1,
         }
+    }
+
+    /// The id the next requests go out under (never while one is
+    /// outstanding: a request is never resent under another id).
+    pub fn set_client_id(&mut self, id: u64) {
+        assert!(self.current.is_none(), "renewing the id with a request out");
+        self.client_id = id;
     }
 
     /// Done issuing and nothing outstanding.
@@ -168,7 +181,7 @@ impl Client {
                 let target = self.rng.range(0, self.replicas as u64) as ReplicaId;
                 self.current = Some(Current {
                     req: ClientRequest {
-                        client_id: self.idx as u64 + 1,
+                        client_id: self.client_id,
                         seq: self.seq,
                         ack_seq: self.acked,
                         op,
@@ -228,6 +241,14 @@ impl Client {
                 self.arm(&mut a, backoff);
                 return a;
             }
+            // The session expired (short TTLs on some seeds): an earlier
+            // copy of this write may have applied, so its outcome is
+            // unknown; carry on under a fresh, newer client id, as
+            // PROTOCOL.md 7 says.
+            ClientReply::SessionExpired => {
+                a.renew_id = true;
+                KvOutput::Unknown
+            }
             other => {
                 a.failures.push(format!(
                     "client {} seq {}: unexpected reply {other:?}",
@@ -237,7 +258,7 @@ impl Client {
             }
         };
         let c = self.current.take().expect("checked above");
-        if let KvInput::Append(_) = &c.input {
+        if let (KvInput::Append(_), false) = (&c.input, output == KvOutput::Unknown) {
             if let Some(ap) = self.appends.iter_mut().find(|x| x.seq == c.req.seq) {
                 ap.acked = true;
             }

@@ -44,6 +44,9 @@ pub struct Bugs {
     pub paxos: PlantedBugs,
     pub replica: ReplicaBugs,
     pub skip_dedup: bool,
+    /// Drop expired and evicted sessions without raising the shard's floor
+    /// (`KvOptions::planted_forget_floor`).
+    pub forget_floor: bool,
 }
 
 /// What one simulated world looks like.
@@ -73,6 +76,33 @@ pub struct SimConfig {
     /// and a crash loses the records being synced.
     pub disk_latency_max: Micros,
     pub bugs: Bugs,
+    /// Every replica's session TTL (virtual ms of log time) and per-shard
+    /// session cap. Short on a third of the seeds (and a tiny cap on a
+    /// sixth), so sessions expire and are evicted under faults while every
+    /// checker runs; the defaults otherwise.
+    pub session_ttl_ms: u64,
+    pub max_sessions_per_shard: usize,
+}
+
+/// Session TTL and cap of a seed's world: a 200 ms TTL on seeds 2 mod 3,
+/// and also a cap of 2 sessions per shard on seeds 5 mod 6.
+pub fn session_limits_for_seed(seed: u64) -> (u64, usize) {
+    let ttl = if seed % 3 == 2 {
+        200
+    } else {
+        crate::kv::DEFAULT_SESSION_TTL_MS
+    };
+    let cap = if seed % 6 == 5 {
+        2
+    } else {
+        crate::kv::DEFAULT_MAX_SESSIONS_PER_SHARD
+    };
+    (ttl, cap)
+}
+
+/// Virtual µs to the ms the replicas' clocks read.
+pub(crate) fn clock_ms(now: Micros) -> u64 {
+    now / 1000
 }
 
 impl SimConfig {
@@ -91,6 +121,8 @@ impl SimConfig {
             turn: 200,
             disk_latency_max: 0,
             bugs: Bugs::default(),
+            session_ttl_ms: session_limits_for_seed(seed).0,
+            max_sessions_per_shard: session_limits_for_seed(seed).1,
         }
     }
 
@@ -116,6 +148,9 @@ pub struct SimReport {
     pub snapshots_installed: u64,
     pub crashes: u64,
     pub messages: u64,
+    /// Writes answered `SessionExpired` (outcome unknown; the client went
+    /// on under a fresh id).
+    pub session_expired: u64,
 }
 
 impl SimReport {
@@ -223,6 +258,8 @@ pub(crate) struct World {
     nodes: Vec<Node>,
     net: Net,
     clients: Vec<Client>,
+    /// The last client id handed out on a renewal.
+    next_client_id: u64,
     history: Vec<KvOp>,
     /// The first value seen chosen at each slot, by any replica.
     chosen: BTreeMap<Slot, Batch>,
@@ -268,6 +305,7 @@ impl World {
             },
             nodes: Vec::new(),
             clients: Vec::new(),
+            next_client_id: 1 << 20,
             history: Vec::new(),
             chosen: BTreeMap::new(),
             healed: !cfg.faults,
@@ -327,12 +365,16 @@ impl World {
         rc.paxos.catchup_slots_max = 16;
         rc.paxos.bugs = self.cfg.bugs.paxos;
         rc.bugs = self.cfg.bugs.replica;
+        rc.clock_interval_ms = 20;
         rc
     }
 
     fn kv_options(&self) -> KvOptions {
         KvOptions {
             planted_skip_dedup: self.cfg.bugs.skip_dedup,
+            planted_forget_floor: self.cfg.bugs.forget_floor,
+            session_ttl_ms: self.cfg.session_ttl_ms,
+            max_sessions_per_shard: self.cfg.max_sessions_per_shard,
             ..KvOptions::default()
         }
     }
@@ -409,6 +451,7 @@ impl World {
             Event::Request { to, reply_to, req } => {
                 let node = &mut self.nodes[to as usize];
                 if let Some(r) = node.replica.as_mut() {
+                    r.set_now_ms(clock_ms(self.now));
                     r.on_request(reply_to, &req, synod_wire::encode_command);
                     self.after_node_event(to);
                 }
@@ -621,6 +664,13 @@ impl World {
         }
         for f in actions.failures {
             self.report.failures.push(f);
+        }
+        if actions.renew_id {
+            // Newer than every id handed out so far, so above every
+            // shard's expiry floor (which only covers ids already used).
+            self.report.session_expired += 1;
+            self.next_client_id += 1;
+            self.clients[client].set_client_id(self.next_client_id);
         }
     }
 

@@ -46,6 +46,10 @@ pub struct ShardedConfig {
     /// few short keys moves in several chunks (and its sessions, when they
     /// do not fit beside the last records, in a chunk of their own).
     pub migrate_chunk_bytes: usize,
+    /// Session TTL (virtual ms of log time) and per-shard cap of every KV
+    /// replica: see `sim::session_limits_for_seed`.
+    pub session_ttl_ms: u64,
+    pub max_sessions_per_shard: usize,
 }
 
 impl ShardedConfig {
@@ -63,6 +67,8 @@ impl ShardedConfig {
             // 1 byte: one record per chunk; 64: a few; 512: often the whole
             // shard in one chunk with its sessions.
             migrate_chunk_bytes: [1, 64, 512][(seed % 3) as usize],
+            session_ttl_ms: super::session_limits_for_seed(seed / 3).0,
+            max_sessions_per_shard: super::session_limits_for_seed(seed / 3).1,
         }
     }
 }
@@ -84,6 +90,9 @@ pub struct ShardedReport {
     /// garbage collection left nothing behind.
     pub stored_value_bytes: u64,
     pub owned_value_bytes: u64,
+    /// Writes answered `SessionExpired` (their outcome unknown; the client
+    /// went on under a fresh id).
+    pub session_expired: u64,
 }
 
 impl ShardedReport {
@@ -215,6 +224,8 @@ pub struct ShardedWorld {
     rpc_cursor: HashMap<GroupId, u32>,
     last_attempt: HashMap<(usize, RetryKey), Micros>,
     report: ShardedReport,
+    /// The last client id handed out on a renewal.
+    next_client_id: u64,
 }
 
 pub fn run_sharded(cfg: &ShardedConfig) -> ShardedReport {
@@ -271,6 +282,7 @@ impl ShardedWorld {
                 seed: cfg.seed,
                 ..ShardedReport::default()
             },
+            next_client_id: 1 << 20,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -326,6 +338,7 @@ impl ShardedWorld {
         rc.snapshot_log_slots = 30;
         rc.paxos.snapshot_chunk_bytes = 1024;
         rc.paxos.window_slots_max = 4;
+        rc.clock_interval_ms = 20;
         let shards = self.cfg.shards;
         let node = &mut self.nodes[i];
         let disk = node.disk.clone();
@@ -342,6 +355,8 @@ impl ShardedWorld {
                 gid,
                 KvOptions {
                     shards,
+                    session_ttl_ms: self.cfg.session_ttl_ms,
+                    max_sessions_per_shard: self.cfg.max_sessions_per_shard,
                     ..KvOptions::default()
                 },
             );
@@ -635,6 +650,7 @@ impl ShardedWorld {
         };
         match (h, msg) {
             (Hosted::Kv(r), Message::Request(req)) => {
+                r.set_now_ms(super::clock_ms(self.now));
                 r.on_request(reply_to, &req, encode_command);
                 self.after_node_event(to);
             }
@@ -965,9 +981,21 @@ impl ShardedWorld {
                     .push(format!("client {c} seq {}: error reply {reason}", req.seq));
                 return;
             }
+            // The session expired (short TTLs on some seeds): an earlier
+            // copy of this write may have applied, so its outcome is
+            // unknown; carry on under a fresh, newer client id.
+            ClientReply::SessionExpired => {
+                self.report.session_expired += 1;
+                let client = &mut self.clients[c];
+                // Newer than every id handed out so far, so above every
+                // shard's expiry floor (which only covers ids already used).
+                self.next_client_id += 1;
+                client.id = self.next_client_id;
+                KvOutput::Unknown
+            }
         };
         let client = &mut self.clients[c];
-        if let KvInput::Append(_) = input {
+        if let (KvInput::Append(_), false) = (&input, output == KvOutput::Unknown) {
             if let Some(a) = client.appends.iter_mut().find(|a| a.1 == req.seq) {
                 a.2 = true;
             }

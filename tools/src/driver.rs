@@ -223,11 +223,15 @@ pub fn run(spec: &RunSpec, config: &Config) -> RunResult {
         done: AtomicBool::new(false),
     });
     let start = Instant::now();
-    let mut id_rng = Rng::new(entropy());
+    let id_base = Rng::new(entropy()).next_u64();
     let mut seed_rng = Rng::new(spec.seed);
     let mut plans: Vec<Vec<(ClientId, u64)>> = vec![Vec::new(); threads];
     for i in 0..spec.clients {
-        plans[i % threads].push((id_rng.next_u64(), seed_rng.next_u64()));
+        // Time-ordered ids (PROTOCOL.md 7); the low bits count up from a
+        // random start, so this run's clients never collide with each other.
+        let id =
+            synod_wire::client_id_at(synod_wire::unix_now_ms(), id_base.wrapping_add(i as u64));
+        plans[i % threads].push((id, seed_rng.next_u64()));
     }
     let handles: Vec<_> = plans
         .into_iter()
@@ -1135,6 +1139,15 @@ impl<'a> Worker<'a> {
             ClientReply::Error { reason } => {
                 if self.counters.errors < ERROR_REASONS_SHOWN {
                     eprintln!("synod-bench: request refused: {reason}");
+                }
+                self.finish(s, seq, Outcome::Refused, now);
+            }
+            // Final, outcome unknown (an earlier copy may have applied):
+            // never resent under the same id. A run shorter than the
+            // servers' session TTL sees it only under the session cap.
+            ClientReply::SessionExpired => {
+                if self.counters.errors < ERROR_REASONS_SHOWN {
+                    eprintln!("synod-bench: request refused: session expired");
                 }
                 self.finish(s, seq, Outcome::Refused, now);
             }

@@ -99,6 +99,8 @@ pub const KIND_BUSY: u8 = 0x14;
 pub const KIND_ERROR: u8 = 0x15;
 /// Reply of the shard master: a configuration.
 pub const KIND_CONFIG: u8 = 0x16;
+/// Reply: the client's at-most-once session in the shard is gone.
+pub const KIND_SESSION_EXPIRED: u8 = 0x17;
 /// Paxos phase 1a.
 pub const KIND_PREPARE: u8 = 0x20;
 /// Paxos phase 1b.
@@ -149,7 +151,7 @@ pub const KIND_AUTH_PROOF: u8 = 0x52;
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 32] = [
+pub const ALL_KINDS: [u8; 33] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -161,6 +163,7 @@ pub const ALL_KINDS: [u8; 32] = [
     KIND_BUSY,
     KIND_ERROR,
     KIND_CONFIG,
+    KIND_SESSION_EXPIRED,
     KIND_PREPARE,
     KIND_PROMISE,
     KIND_ACCEPT,
@@ -189,7 +192,7 @@ pub fn is_known_kind(kind: u8) -> bool {
     matches!(
         kind,
         KIND_GET..=KIND_DELETE
-            | KIND_OK..=KIND_CONFIG
+            | KIND_OK..=KIND_SESSION_EXPIRED
             | KIND_PREPARE..=KIND_SNAPSHOT_CHUNK
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
             | KIND_SHARD_PULL..=KIND_SHARD_DATA
@@ -209,6 +212,7 @@ pub fn kind_of(msg: &Message) -> u8 {
             ClientReply::NotLeader { .. } => KIND_NOT_LEADER,
             ClientReply::Busy => KIND_BUSY,
             ClientReply::Error { .. } => KIND_ERROR,
+            ClientReply::SessionExpired => KIND_SESSION_EXPIRED,
         },
         Message::Paxos(p) => match p {
             PaxosMsg::Prepare(_) => KIND_PREPARE,
@@ -435,7 +439,10 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
         Message::Request(req) => put_request_body(req, out),
         Message::Reply(reply) => match reply {
             ClientReply::Ok(value) => put_byte_string(out, value),
-            ClientReply::NoKey | ClientReply::WrongGroup | ClientReply::Busy => {}
+            ClientReply::NoKey
+            | ClientReply::WrongGroup
+            | ClientReply::Busy
+            | ClientReply::SessionExpired => {}
             ClientReply::NotLeader { leader } => put_replica_hint(out, *leader),
             ClientReply::Error { reason } => put_byte_string(out, reason.as_bytes()),
         },
@@ -945,6 +952,7 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             leader: r.replica_hint()?,
         }),
         KIND_BUSY => Message::Reply(ClientReply::Busy),
+        KIND_SESSION_EXPIRED => Message::Reply(ClientReply::SessionExpired),
         KIND_ERROR => Message::Reply(ClientReply::Error {
             reason: r.string()?,
         }),

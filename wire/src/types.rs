@@ -121,6 +121,32 @@ pub struct ClientRequest {
     pub op: Op,
 }
 
+/// Client ids are time-ordered (PROTOCOL.md section 7): the client's
+/// creation time in Unix seconds above [`CLIENT_ID_TIME_SHIFT`] random
+/// bits. Servers refuse to open a session for an id at or below a shard's
+/// expiry watermark, so a fresh id must be newer than every dropped one.
+pub const CLIENT_ID_TIME_SHIFT: u32 = 32;
+
+/// A time-ordered client id made at `unix_ms` (whole seconds count) with
+/// the low [`CLIENT_ID_TIME_SHIFT`] bits of `random`.
+pub fn client_id_at(unix_ms: u64, random: u64) -> ClientId {
+    let secs = (unix_ms / 1000).min(u64::MAX >> CLIENT_ID_TIME_SHIFT);
+    (secs << CLIENT_ID_TIME_SHIFT) | (random & ((1 << CLIENT_ID_TIME_SHIFT) - 1))
+}
+
+/// The creation time (Unix ms, whole seconds) a time-ordered client id
+/// claims.
+pub fn client_id_time_ms(id: ClientId) -> u64 {
+    (id >> CLIENT_ID_TIME_SHIFT) * 1000
+}
+
+/// The current Unix time in ms (0 if the clock is before 1970).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A server's answer to a client request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientReply {
@@ -138,6 +164,13 @@ pub enum ClientReply {
     Busy,
     /// Any other failure, with a human-readable reason.
     Error { reason: String },
+    /// The request's at-most-once session in the key's shard is gone
+    /// (expired after `session_ttl` of inactivity, evicted by the per-shard
+    /// session cap, or never allowed: see PROTOCOL.md 7). The request was
+    /// not applied by this reply, but an earlier copy of it may have been,
+    /// so a write's outcome is unknown; the client must not resend it under
+    /// the same id and should continue under a fresh client id.
+    SessionExpired,
 }
 
 /// Phase 1a: a candidate asks acceptors to promise `ballot` and report what
