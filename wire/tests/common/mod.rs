@@ -168,6 +168,7 @@ pub fn samples() -> Vec<Frame> {
                     batch: Batch::noop(),
                 },
             ],
+            more: true,
         })),
         paxos(PaxosMsg::Accept(Accept {
             from: 1,
@@ -625,14 +626,16 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
             any::<u64>(),
             any::<u64>(),
             arb_log_entries(),
+            any::<bool>(),
         )
-            .prop_map(|(from, ballot, log_start, chosen_upto, entries)| {
+            .prop_map(|(from, ballot, log_start, chosen_upto, entries, more)| {
                 P::Promise(Promise {
                     from,
                     ballot,
                     log_start,
                     chosen_upto,
                     entries,
+                    more,
                 })
             })
             .boxed()),
