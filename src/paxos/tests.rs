@@ -317,6 +317,8 @@ fn duplicated_snapshot_chunks_do_not_multiply_requests() {
         net.wire.clear();
         n
     };
+    // Node 1 asked node 0 to catch it up (chunks are taken only then).
+    net.nodes[1].request_catchup(0);
     net.drain(1);
     net.wire.clear();
     net.nodes[1].step(chunk(0, b"abc"), &mut net.rng);
