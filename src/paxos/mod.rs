@@ -539,6 +539,11 @@ impl Paxos {
     pub fn log(&self) -> &Log {
         &self.log
     }
+    /// The peer whose catch-up answers and snapshot chunks this replica
+    /// takes now (the one it last asked), if any.
+    pub fn catchup_peer(&self) -> Option<ReplicaId> {
+        self.asked
+    }
     pub fn stats(&self) -> Stats {
         self.stats
     }

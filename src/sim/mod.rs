@@ -14,6 +14,7 @@
 //! history, liveness (every request completes within a bound after healing),
 //! and exactly-once appends.
 
+mod byzantine;
 mod checks;
 mod client;
 pub mod sharded;
@@ -72,6 +73,12 @@ pub struct SimConfig {
     /// already out, it takes no other event (as the runtime's loop does not),
     /// and a crash loses the records being synced.
     pub disk_latency_max: Micros,
+    /// Byzantine-input mode: during the fault phase, forged messages
+    /// (out-of-range ballots and slots, unsolicited catch-up answers and
+    /// snapshot chunks, garbage snapshots, Promises for ballots never
+    /// proposed) are stepped into random replicas every few milliseconds
+    /// (`sim/byzantine.rs`). The checkers stay on.
+    pub byzantine: bool,
     pub bugs: Bugs,
 }
 
@@ -90,6 +97,7 @@ impl SimConfig {
             tick: 10 * MS,
             turn: 200,
             disk_latency_max: 0,
+            byzantine: false,
             bugs: Bugs::default(),
         }
     }
@@ -116,6 +124,8 @@ pub struct SimReport {
     pub snapshots_installed: u64,
     pub crashes: u64,
     pub messages: u64,
+    /// Forged messages stepped into replicas (Byzantine-input mode).
+    pub forged: u64,
 }
 
 impl SimReport {
@@ -158,6 +168,8 @@ enum Event {
         token: u64,
     },
     Chaos,
+    /// Byzantine-input mode: step one forged message into a replica.
+    Forge,
     Cut(ReplicaId, ReplicaId),
     Restore(ReplicaId, ReplicaId),
     Heal,
@@ -227,6 +239,9 @@ pub(crate) struct World {
     /// The first value seen chosen at each slot, by any replica.
     chosen: BTreeMap<Slot, Batch>,
     healed: bool,
+    /// Byzantine-input mode's own randomness (forked only in that mode, so
+    /// every other run's seeds replay as before).
+    forge_rng: Option<Rng>,
     report: SimReport,
 }
 
@@ -271,6 +286,7 @@ impl World {
             history: Vec::new(),
             chosen: BTreeMap::new(),
             healed: !cfg.faults,
+            forge_rng: None,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -314,7 +330,38 @@ impl World {
             w.schedule(at, Event::Chaos);
             w.schedule(w.cfg.fault_phase, Event::Heal);
         }
+        if w.cfg.byzantine {
+            let mut frng = w.rng.fork();
+            let at = frng.range(MS, 50 * MS);
+            w.forge_rng = Some(frng);
+            w.schedule(at, Event::Forge);
+        }
         w
+    }
+
+    /// Step one forged message into a random replica, at once (so it is
+    /// built against the state it meets), and schedule the next.
+    fn forge(&mut self) {
+        if self.now >= self.cfg.fault_phase {
+            return;
+        }
+        let Some(mut frng) = self.forge_rng.take() else {
+            return;
+        };
+        let to = frng.range(0, self.cfg.replicas as u64) as ReplicaId;
+        let next = self.now + frng.range(MS, 20 * MS);
+        let node = &mut self.nodes[to as usize];
+        if node.syncing.is_none() {
+            if let Some(r) = node.replica.as_mut() {
+                if let Some(msg) = byzantine::forge(&mut frng, r.paxos(), to, self.cfg.replicas) {
+                    self.report.forged += 1;
+                    r.step(msg, &mut node.rng);
+                    self.after_node_event(to);
+                }
+            }
+        }
+        self.forge_rng = Some(frng);
+        self.schedule(next, Event::Forge);
     }
 
     fn replica_config(&self, id: ReplicaId) -> ReplicaConfig {
@@ -472,6 +519,7 @@ impl World {
                 self.client_actions(client, actions);
             }
             Event::Chaos => self.chaos(),
+            Event::Forge => self.forge(),
             Event::Cut(a, b) => {
                 if !self.healed {
                     self.net.cut[a as usize][b as usize] = true;
