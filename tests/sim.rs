@@ -58,11 +58,12 @@ fn slow_disks_with_early_accepts_stay_safe_and_linearizable() {
 
 /// What the slow-disk model is for: an acceptor that acknowledges before
 /// its record is durable loses a counted vote in a crash, and a slot is
-/// decided twice. Pinned seeds (17 of 3,000 catch it at random): each fails
+/// decided twice. Pinned seeds (about 40 of 3,000 catch it at random since
+/// issue 8 changed catch-up and paging timing; 17 before): each fails
 /// with the bug and passes without it.
 #[test]
 fn planted_accepted_before_sync_is_caught_on_slow_disks() {
-    for seed in [278, 580] {
+    for seed in [73, 95] {
         let mut cfg = SimConfig::new(seed, 3);
         cfg.disk_latency_max = 20_000;
         assert!(sim::run(&cfg).passed(), "seed {seed} fails without the bug");
