@@ -141,3 +141,62 @@ fn forged_paxos_frames_neither_kill_nor_corrupt_a_cluster() {
     assert_eq!(v.as_deref(), Some(&b"1"[..]));
     assert!(c.exited_none());
 }
+
+/// Issue 8, findings 13 and 8, scaled down: with a 256 KiB frame limit and
+/// no snapshot, 300 slots of 8 KiB (2.4 MB, ten frames' worth) sit in every
+/// WAL. After all three nodes restart, each acceptor reports them all to a
+/// candidate: one Promise used to carry them, every receiver refused the
+/// frame, and no leader was ever elected. Now Promises are paged and the
+/// group serves. A request larger than the frame-derived limit is refused
+/// with a reason instead of wedging the group.
+#[test]
+fn a_restart_with_a_log_larger_than_a_frame_elects_a_leader() {
+    let mut c = Cluster::with_args(
+        3,
+        0,
+        &[
+            "--max-frame-bytes",
+            "262144",
+            "--migrate-chunk-bytes",
+            "65536",
+            "--snapshot-log-slots",
+            "1000000",
+        ],
+    );
+    c.client()
+        .join(vec![synod_wire::GroupInfo {
+            gid: GID,
+            servers: c.masters.clone(),
+        }])
+        .expect("join group 1");
+    c.wait_for(Duration::from_secs(30), |c| {
+        c.client().put(&b"__ready"[..], &b"1"[..]).is_ok()
+    });
+    let mut client = c.client();
+    let value = Bytes::from(vec![b'v'; 8 << 10]);
+    for i in 0..300 {
+        client
+            .put(Bytes::from(format!("key-{i}")), value.clone())
+            .expect("put");
+    }
+    // Finding 8: over the limit (frame - 64 KiB), refused with a reason.
+    let err = client
+        .put(&b"big"[..], Bytes::from(vec![b'x'; 200 << 10]))
+        .expect_err("a command over the limit was taken");
+    assert!(format!("{err:?}").contains("too large"), "{err:?}");
+    drop(client);
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.start_node(i);
+    }
+    c.wait_for(Duration::from_secs(30), |c| {
+        c.client_with_timeout(Duration::from_secs(2))
+            .put(&b"after-restart"[..], &b"1"[..])
+            .is_ok()
+    });
+    let got = c.client().get(&b"key-299"[..]).expect("get");
+    assert_eq!(got.as_deref(), Some(&value[..]));
+    assert!(c.exited_none());
+}
