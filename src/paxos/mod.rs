@@ -96,10 +96,11 @@ pub struct Config {
     pub catchup_slots_max: u64,
     pub catchup_bytes_max: usize,
     /// How far above its own commit point an acceptor takes an Accept's slot
-    /// (and a Promise's entries may lie above their sender's commit point).
-    /// Bounds the log memory one message can make this replica allocate.
-    /// Must exceed `window_slots_max` plus the log a replica holds between
-    /// snapshots (the entries a restarted acceptor reports).
+    /// (a Promise's entries may lie up to four horizons above their sender's
+    /// commit point, and recovery keeps entries up to four horizons above
+    /// the snapshot). Bounds the log memory one message can make this
+    /// replica allocate. Must be at least `window_slots_max` and the log a
+    /// replica holds between snapshots (the runtime raises it to that).
     pub slot_horizon: u64,
     /// Size of one snapshot chunk on the wire.
     pub snapshot_chunk_bytes: usize,
@@ -867,7 +868,11 @@ impl Paxos {
                 if !slot_ok(m.chosen_upto) || !slot_ok(m.log_start) {
                     return Err("slot out of range");
                 }
-                let horizon = m.chosen_upto + self.cfg.slot_horizon;
+                // An acceptor restarted from a snapshot reports the log it
+                // held above it (up to a snapshot interval) plus what it
+                // accepted ahead (up to a horizon): allow four horizons,
+                // as recovery does.
+                let horizon = m.chosen_upto + self.cfg.slot_horizon.saturating_mul(4);
                 for e in &m.entries {
                     if !valid_ballot(e.ballot) && e.ballot != Ballot::CHOSEN {
                         return Err("entry ballot out of range");
@@ -1289,7 +1294,10 @@ impl Paxos {
             self.snap_recv = Some(SnapshotRecv {
                 index: m.index,
                 total: m.total_len,
-                buf: BytesMut::with_capacity(m.total_len.min(64 << 20) as usize),
+                // Grown as chunks arrive: a declared length is only a claim.
+                buf: BytesMut::with_capacity(
+                    m.total_len.min(self.cfg.snapshot_chunk_bytes as u64 * 2) as usize,
+                ),
                 wait: 0,
             });
         }

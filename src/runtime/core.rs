@@ -250,6 +250,11 @@ impl Core {
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.read_index = self.cfg.read_index;
         frame_limits(&mut rc, self.cfg.max_frame_bytes);
+        // A restarted acceptor reports the log it held above its snapshot.
+        rc.paxos.slot_horizon = rc
+            .paxos
+            .slot_horizon
+            .max(2 * self.cfg.snapshot_log_slots as u64);
         let mut sm = ShardKv::new(
             gid,
             KvOptions {
@@ -274,6 +279,11 @@ impl Core {
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.read_index = self.cfg.read_index;
         frame_limits(&mut rc, self.cfg.max_frame_bytes);
+        // A restarted acceptor reports the log it held above its snapshot.
+        rc.paxos.slot_horizon = rc
+            .paxos
+            .slot_horizon
+            .max(2 * self.cfg.snapshot_log_slots as u64);
         let sm = MasterMachine::new(MasterOptions {
             shards: self.cfg.shards,
         });

@@ -202,7 +202,7 @@ pub(crate) fn forge(
                 chosen_upto: chosen,
                 entries: vec![LogEntry {
                     slot: if horizon_break {
-                        chosen + target.config().slot_horizon + rng.range(0, 1 << 30)
+                        chosen + 4 * target.config().slot_horizon + rng.range(0, 1 << 30)
                     } else {
                         chosen + rng.range(0, 10)
                     },
