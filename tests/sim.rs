@@ -202,16 +202,21 @@ fn byzantine_input_is_refused_and_checkers_hold() {
     let count = (seeds() / 10).max(4);
     let mut failed = Vec::new();
     let mut forged = 0;
-    for (replicas, start, disk) in [(3, 4_000_000, 0), (5, 5_000_000, 0), (3, 6_000_000, 20_000)] {
+    for (replicas, start, disk, pages) in [
+        (3, 4_000_000, 0, 4 << 20),
+        (5, 5_000_000, 0, 64),
+        (3, 6_000_000, 20_000, 64),
+    ] {
         for seed in start..start + count {
             let mut cfg = SimConfig::new(seed, replicas);
             cfg.byzantine = true;
             cfg.disk_latency_max = disk;
+            cfg.page_bytes = pages;
             let report = sim::run(&cfg);
             forged += report.forged;
             if !report.passed() {
                 failed.push(format!(
-                    "seed {seed} (replay: synod-sim --byzantine --start-seed {seed} --seeds 1 --replicas {replicas} --disk-latency-us {disk}): {}",
+                    "seed {seed} (replay: synod-sim --byzantine --start-seed {seed} --seeds 1 --replicas {replicas} --disk-latency-us {disk} --page-bytes {pages}): {}",
                     report.failures.join(" | ")
                 ));
             }
@@ -224,4 +229,32 @@ fn byzantine_input_is_refused_and_checkers_hold() {
         failed.join("\n")
     );
     assert!(forged > 100 * count, "only {forged} forged messages");
+}
+
+/// Pages of 64 bytes: nearly every Promise, Accept and catch-up response
+/// with an entry is paged, under every fault (issue 8, finding 13: a
+/// candidate must still collect every accepted entry of a quorum).
+#[test]
+fn tiny_pages_keep_every_checker_green() {
+    let count = (seeds() / 10).max(4);
+    let mut failed = Vec::new();
+    for (replicas, start) in [(3, 7_000_000), (5, 8_000_000)] {
+        for seed in start..start + count {
+            let mut cfg = SimConfig::new(seed, replicas);
+            cfg.page_bytes = 64;
+            let report = sim::run(&cfg);
+            if !report.passed() {
+                failed.push(format!(
+                    "seed {seed} (replay: synod-sim --page-bytes 64 --start-seed {seed} --seeds 1 --replicas {replicas}): {}",
+                    report.failures.join(" | ")
+                ));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }

@@ -23,13 +23,14 @@ struct Args {
     fault_secs: Option<u64>,
     disk_latency_us: u64,
     byzantine: bool,
+    page_bytes: Option<usize>,
 }
 
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N]
                  [--bug skip-dedup|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
-                 [--disk-latency-us N] [--byzantine] [-v]
+                 [--disk-latency-us N] [--byzantine] [--page-bytes N] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
 --world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
@@ -41,7 +42,9 @@ records being synced (group world only; default 0, an instant disk).
 --byzantine: during the fault phase, forged messages (out-of-range ballots and
 slots, unsolicited catch-up answers and snapshot chunks, garbage snapshots,
 Promises for ballots never proposed) are stepped into the replicas; nothing may
-panic and every checker still runs (group world only).";
+panic and every checker still runs (group world only).
+--page-bytes N: byte budget of each Promise page, Accept and catch-up response
+(default 4 MiB); a few hundred makes every election and catch-up page.";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
@@ -56,6 +59,7 @@ fn parse() -> Result<Args, String> {
         fault_secs: None,
         disk_latency_us: 0,
         byzantine: false,
+        page_bytes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,6 +77,7 @@ fn parse() -> Result<Args, String> {
             "--jobs" => a.jobs = (num(&value("--jobs")?)? as usize).max(1),
             "--no-faults" => a.faults = false,
             "--byzantine" => a.byzantine = true,
+            "--page-bytes" => a.page_bytes = Some(num(&value("--page-bytes")?)? as usize),
             "--fault-secs" => a.fault_secs = Some(num(&value("--fault-secs")?)?),
             "--disk-latency-us" => a.disk_latency_us = num(&value("--disk-latency-us")?)?,
             "--world" => match value("--world")?.as_str() {
@@ -108,6 +113,9 @@ fn config_for(seed: u64, args: &Args) -> SimConfig {
     cfg.bugs = args.bugs;
     cfg.disk_latency_max = args.disk_latency_us;
     cfg.byzantine = args.byzantine;
+    if let Some(p) = args.page_bytes {
+        cfg.page_bytes = p;
+    }
     cfg
 }
 
@@ -149,7 +157,10 @@ fn main() -> ExitCode {
                         } else {
                             String::new()
                         }
-                    ) + if args.byzantine { " --byzantine" } else { "" };
+                    ) + if args.byzantine { " --byzantine" } else { "" }
+                        + &args
+                            .page_bytes
+                            .map_or(String::new(), |p| format!(" --page-bytes {p}"));
                     let shown = if args.verbose { usize::MAX } else { 3 };
                     for f in report.failures.iter().take(shown) {
                         msg.push_str("\n    ");

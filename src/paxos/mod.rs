@@ -362,6 +362,10 @@ struct Candidate {
     best_chosen: (Slot, ReplicaId),
     /// Ticks since we last asked `best_chosen.1` for catch-up.
     catchup_wait: u32,
+    /// Acceptors whose Promise is paged and not complete: the slot the next
+    /// page starts at (asked again every `retransmit_ticks`).
+    pages: std::collections::BTreeMap<ReplicaId, Slot>,
+    page_wait: u32,
 }
 
 #[derive(Debug)]
@@ -754,6 +758,27 @@ impl Paxos {
                 self.retransmit_accepts();
             }
             Role::Candidate(c) => {
+                // Pages of Promises not yet answered: ask again.
+                c.page_wait += 1;
+                if !c.pages.is_empty() && c.page_wait >= self.cfg.retransmit_ticks {
+                    c.page_wait = 0;
+                    let ballot = c.ballot;
+                    let asks: Vec<(ReplicaId, Slot)> =
+                        c.pages.iter().map(|(r, s)| (*r, *s)).collect();
+                    for (to, from_slot) in asks {
+                        self.send(
+                            to,
+                            PaxosMsg::Prepare(Prepare {
+                                from: self.cfg.id,
+                                ballot,
+                                from_slot,
+                            }),
+                        );
+                    }
+                }
+                let Role::Candidate(c) = &mut self.role else {
+                    unreachable!()
+                };
                 // Waiting for a catch-up that lets us lead: nudge it.
                 c.catchup_wait += 1;
                 if c.promised_by.count_ones() >= self.cfg.quorum()
@@ -964,6 +989,11 @@ impl Paxos {
             let n = entry_bytes(&e.batch);
             if !entries.is_empty() && bytes + n > self.cfg.catchup_bytes_max {
                 more = true;
+                ::log::debug!(
+                    "r{} pages its Promise to r{} at slot {slot}",
+                    self.cfg.id,
+                    m.from
+                );
                 break;
             }
             bytes += n;
@@ -1398,6 +1428,8 @@ impl Paxos {
             reported,
             best_chosen: (self.chosen_upto, self.cfg.id),
             catchup_wait: 0,
+            pages: std::collections::BTreeMap::new(),
+            page_wait: 0,
         });
         self.reset_election_timer(rng);
         for peer in 0..self.cfg.replicas {
@@ -1429,8 +1461,21 @@ impl Paxos {
             (true, None) => return, // malformed: `more` with no entries
             (false, _) => None,
         };
-        if next_page.is_none() {
-            c.promised_by |= 1 << m.from;
+        match next_page {
+            None => {
+                c.promised_by |= 1 << m.from;
+                c.pages.remove(&m.from);
+            }
+            Some(from_slot) => {
+                if c.promised_by & (1 << m.from) != 0
+                    || c.pages.get(&m.from).is_some_and(|s| *s >= from_slot)
+                {
+                    // A duplicate or stale page: already asked past it.
+                    return;
+                }
+                c.pages.insert(m.from, from_slot);
+                c.page_wait = 0;
+            }
         }
         for e in m.entries {
             match c.reported.get(&e.slot) {

@@ -79,6 +79,10 @@ pub struct SimConfig {
     /// proposed) are stepped into random replicas every few milliseconds
     /// (`sim/byzantine.rs`). The checkers stay on.
     pub byzantine: bool,
+    /// Byte budget of every message carrying log entries (Promise pages,
+    /// Accepts, catch-up responses; `paxos::Config::catchup_bytes_max`).
+    /// Small values make every election and catch-up page.
+    pub page_bytes: usize,
     pub bugs: Bugs,
 }
 
@@ -98,6 +102,7 @@ impl SimConfig {
             turn: 200,
             disk_latency_max: 0,
             byzantine: false,
+            page_bytes: 4 << 20,
             bugs: Bugs::default(),
         }
     }
@@ -372,6 +377,7 @@ impl World {
         rc.paxos.batch_commands_max = 64;
         rc.paxos.window_slots_max = 4;
         rc.paxos.catchup_slots_max = 16;
+        rc.paxos.catchup_bytes_max = self.cfg.page_bytes;
         rc.paxos.bugs = self.cfg.bugs.paxos;
         rc.bugs = self.cfg.bugs.replica;
         rc
