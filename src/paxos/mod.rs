@@ -897,7 +897,9 @@ impl Paxos {
                 // held above it (up to a snapshot interval) plus what it
                 // accepted ahead (up to a horizon): allow four horizons,
                 // as recovery does.
-                let horizon = m.chosen_upto + self.cfg.slot_horizon.saturating_mul(4);
+                let horizon = m
+                    .chosen_upto
+                    .saturating_add(self.cfg.slot_horizon.saturating_mul(4));
                 for e in &m.entries {
                     if !valid_ballot(e.ballot) && e.ballot != Ballot::CHOSEN {
                         return Err("entry ballot out of range");
@@ -1024,7 +1026,7 @@ impl Paxos {
         }
         self.follow(m.from, m.ballot, rng);
         let mut slots = Vec::with_capacity(m.entries.len());
-        let horizon = self.chosen_upto + self.cfg.slot_horizon;
+        let horizon = self.chosen_upto.saturating_add(self.cfg.slot_horizon);
         for p in m.entries {
             if p.slot >= horizon {
                 // Too far ahead to hold (each slot up to it would be
