@@ -10,7 +10,9 @@ use synod_wire::*;
 
 /// `(kind, header hex, body hex)` for `common::samples()`, in the same order.
 /// These were produced by the codec and cross-checked against an independent
-/// Python encoder; regenerate them only together with a version bump.
+/// Python encoder; regenerate them only together with a version bump (or,
+/// for a replica-to-replica kind, as PROTOCOL.md section 10 allows: the
+/// Promise gained its `more` byte within version 1 for issue 8's paging).
 const GOLDEN: [(u8, &str, &str); 29] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
