@@ -61,6 +61,12 @@ impl StateMachine for KvMachine {
         self.store.snapshot()
     }
 
+    fn check_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        KvStore::restore(data, self.opts)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         self.store = KvStore::restore(data, self.opts).map_err(|e| e.to_string())?;
         Ok(())

@@ -41,6 +41,10 @@ pub trait StateMachine {
     fn snapshot(&self) -> Bytes;
     /// Replace the whole state from `snapshot()` bytes.
     fn restore(&mut self, data: &[u8]) -> Result<(), String>;
+    /// Would `restore(data)` succeed? Decodes into a scratch state machine
+    /// and leaves this one untouched: a snapshot received from a peer is
+    /// checked with this before it is persisted or installed.
+    fn check_snapshot(&self, data: &[u8]) -> Result<(), String>;
     /// Requests answered by [`StateMachine::read_local`] after a read-index
     /// check instead of through the log. They must not change state, and
     /// need no deduplication (answering one twice is harmless).
@@ -84,6 +88,11 @@ pub struct ReplicaConfig {
     /// before a write when the last stamp is at least this old, so log
     /// time advances while there is write traffic.
     pub clock_interval_ms: u64,
+    /// Largest log command (encoded request) taken from a client; larger
+    /// ones are answered `Error` at once. Derived from the frame limit
+    /// ([`synod_wire::max_command_bytes`]) so any message carrying the
+    /// command fits one frame.
+    pub command_bytes_max: usize,
     pub bugs: ReplicaBugs,
 }
 
@@ -95,6 +104,7 @@ impl ReplicaConfig {
             read_index: true,
             reads_pending_max: 1 << 16,
             clock_interval_ms: 1000,
+            command_bytes_max: synod_wire::max_command_bytes(synod_wire::DEFAULT_MAX_FRAME_BYTES),
             bugs: ReplicaBugs::default(),
         }
     }
@@ -221,8 +231,25 @@ impl<S: StateMachine> Replica<S> {
             }
             return;
         }
+        let cmd = cmd(req);
+        if cmd.len() > self.cfg.command_bytes_max {
+            // It would not fit the Accept (or Promise, or catch-up) that
+            // must carry it: taking it would wedge the group.
+            self.early.push((
+                to,
+                ClientReply::Error {
+                    reason: format!(
+                        "value too large: request of {} bytes, limit {}",
+                        cmd.len(),
+                        self.cfg.command_bytes_max
+                    ),
+                }
+                .into(),
+            ));
+            return;
+        }
         self.maybe_stamp();
-        match self.paxos.propose(cmd(req)) {
+        match self.paxos.propose(cmd) {
             Ok(()) => self.waiting.entry(S::request_id(req)).or_default().push(to),
             Err(ProposeError::NotLeader(leader)) => self
                 .early
@@ -238,7 +265,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub fn step(&mut self, msg: PaxosMsg, rng: &mut Rng) {
-        self.paxos.step(msg, rng);
+        let sm = &self.sm;
+        self.paxos
+            .step_checked(msg, rng, &mut |data| sm.check_snapshot(data));
         self.after_event();
     }
 
@@ -294,7 +323,12 @@ impl<S: StateMachine> Replica<S> {
         self.serve_reads(&mut out.replies);
         out.messages = gated.messages;
         out.committed = gated.committed;
-        if self.paxos.log().len() > self.cfg.snapshot_log_slots {
+        // Counted up to the applied point (all a snapshot can cover), not the
+        // log's end, which may lie ahead by up to the slot horizon.
+        let log = self.paxos.log();
+        if self.paxos.applied_upto().saturating_sub(log.start()) as usize
+            > self.cfg.snapshot_log_slots
+        {
             let index = self.paxos.applied_upto();
             let data = self.sm.snapshot();
             out.garbage = self.paxos.compact(index, data);

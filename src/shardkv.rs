@@ -788,6 +788,10 @@ impl StateMachine for ShardKv {
         b.freeze()
     }
 
+    fn check_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        ShardKv::new(self.gid, self.opts).restore(data)
+    }
+
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         let mut at = 0usize;
         let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {

@@ -226,6 +226,15 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // A panic in any thread (a core, the watcher) takes the whole process
+    // down with a non-zero status, so a supervisor restarts it; otherwise a
+    // node whose core died kept running idle, or exited 0.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log::error!("fatal: {info}; aborting the process");
+        default_hook(info);
+        std::process::abort();
+    }));
     let (cfg, resp) = match parse() {
         Ok(c) => c,
         Err(e) => {

@@ -22,13 +22,15 @@ struct Args {
     sharded: bool,
     fault_secs: Option<u64>,
     disk_latency_us: u64,
+    byzantine: bool,
+    page_bytes: Option<usize>,
 }
 
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N]
                  [--bug skip-dedup|forget-floor|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
-                 [--disk-latency-us N] [-v]
+                 [--disk-latency-us N] [--byzantine] [--page-bytes N] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
 --world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
@@ -36,7 +38,13 @@ leaves and moves while clients run (--replicas and --bug do not apply);
 --fault-secs sets its fault phase (default 8; admin changes come every 0.3-1.5 s).
 --disk-latency-us N: each sync takes up to N us of virtual time, during which the
 node's early messages (a leader's Accepts) are already out and a crash loses the
-records being synced (group world only; default 0, an instant disk).";
+records being synced (group world only; default 0, an instant disk).
+--byzantine: during the fault phase, forged messages (out-of-range ballots and
+slots, unsolicited catch-up answers and snapshot chunks, garbage snapshots,
+Promises for ballots never proposed) are stepped into the replicas; nothing may
+panic and every checker still runs (group world only).
+--page-bytes N: byte budget of each Promise page, Accept and catch-up response
+(default 4 MiB); a few hundred makes every election and catch-up page.";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
@@ -50,6 +58,8 @@ fn parse() -> Result<Args, String> {
         sharded: false,
         fault_secs: None,
         disk_latency_us: 0,
+        byzantine: false,
+        page_bytes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +76,8 @@ fn parse() -> Result<Args, String> {
             }
             "--jobs" => a.jobs = (num(&value("--jobs")?)? as usize).max(1),
             "--no-faults" => a.faults = false,
+            "--byzantine" => a.byzantine = true,
+            "--page-bytes" => a.page_bytes = Some(num(&value("--page-bytes")?)? as usize),
             "--fault-secs" => a.fault_secs = Some(num(&value("--fault-secs")?)?),
             "--disk-latency-us" => a.disk_latency_us = num(&value("--disk-latency-us")?)?,
             "--world" => match value("--world")?.as_str() {
@@ -101,6 +113,10 @@ fn config_for(seed: u64, args: &Args) -> SimConfig {
     cfg.faults = args.faults;
     cfg.bugs = args.bugs;
     cfg.disk_latency_max = args.disk_latency_us;
+    cfg.byzantine = args.byzantine;
+    if let Some(p) = args.page_bytes {
+        cfg.page_bytes = p;
+    }
     cfg
 }
 
@@ -142,7 +158,10 @@ fn main() -> ExitCode {
                         } else {
                             String::new()
                         }
-                    );
+                    ) + if args.byzantine { " --byzantine" } else { "" }
+                        + &args
+                            .page_bytes
+                            .map_or(String::new(), |p| format!(" --page-bytes {p}"));
                     let shown = if args.verbose { usize::MAX } else { 3 };
                     for f in report.failures.iter().take(shown) {
                         msg.push_str("\n    ");
@@ -191,6 +210,10 @@ fn main() -> ExitCode {
         secs,
         commands as f64 / secs.max(1e-9)
     );
+    if args.byzantine {
+        let forged: u64 = reports.iter().map(|r| r.forged).sum();
+        println!("byzantine: forged_messages={forged}");
+    }
     if failures == 0 {
         ExitCode::SUCCESS
     } else {

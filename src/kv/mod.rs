@@ -39,9 +39,9 @@ pub const DEFAULT_SHARDS: u32 = 64;
 pub const MAX_SHARDS: u32 = 1 << 16;
 
 /// Largest value a Put or Append may produce. It keeps a Get reply within a
-/// frame and the snapshot's `u32` lengths valid. (Should be aligned with the
-/// wire codec's maximum frame size when that lands.)
-pub const MAX_VALUE_BYTES: usize = 16 << 20;
+/// frame and the snapshot's `u32` lengths valid: the wire's
+/// [`synod_wire::MAX_VALUE_BYTES`], derived from the default frame limit.
+pub const MAX_VALUE_BYTES: usize = synod_wire::MAX_VALUE_BYTES;
 
 /// How long a client's session in a shard lives without a write through the
 /// log, in log time (`synod-server --session-ttl-secs`): 10 minutes.

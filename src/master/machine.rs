@@ -64,6 +64,12 @@ impl StateMachine for MasterMachine {
         self.master.snapshot()
     }
 
+    fn check_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        Master::restore(data, self.opts)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
         self.master = Master::restore(data, self.opts).map_err(|e| e.to_string())?;
         Ok(())

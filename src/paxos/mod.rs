@@ -36,6 +36,22 @@ use synod_wire::{
 
 use crate::rng::Rng;
 
+/// Ballot rounds at or above this are never used by a real proposer and are
+/// refused in every message (they are reserved, with [`Ballot::CHOSEN`] at
+/// the top): a new candidacy goes one round above any ballot seen, so this
+/// keeps that `+ 1` far from overflowing whatever a peer sends.
+pub const ROUND_LIMIT: u64 = 1 << 63;
+
+/// Slots (and commit points, snapshot indexes) at or above this are refused
+/// in every message: no real log gets near it, and it keeps every `slot + n`
+/// in the core far from overflowing.
+pub const SLOT_LIMIT: u64 = 1 << 62;
+
+/// Is `b` a ballot a real proposer may use?
+pub fn valid_ballot(b: Ballot) -> bool {
+    b.round < ROUND_LIMIT
+}
+
 /// Deliberate bugs, switched on only by tests that prove the simulator's
 /// checkers catch them. All `false` in every real configuration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,9 +88,20 @@ pub struct Config {
     pub window_slots_max: u64,
     /// Commands waiting for a slot; beyond this `propose` refuses (back-pressure).
     pub pending_bytes_max: usize,
-    /// Caps on one catch-up response.
+    /// Caps on one catch-up response. `catchup_bytes_max` is also the page
+    /// size of a Promise and of a retransmitted or re-proposed Accept: every
+    /// message carrying log entries stops at this many payload bytes (after
+    /// at least one entry), so it stays under the frame limit whatever the
+    /// log holds.
     pub catchup_slots_max: u64,
     pub catchup_bytes_max: usize,
+    /// How far above its own commit point an acceptor takes an Accept's slot
+    /// (a Promise's entries may lie up to four horizons above their sender's
+    /// commit point, and recovery keeps entries up to four horizons above
+    /// the snapshot). Bounds the log memory one message can make this
+    /// replica allocate. Must be at least `window_slots_max` and the log a
+    /// replica holds between snapshots (the runtime raises it to that).
+    pub slot_horizon: u64,
     /// Size of one snapshot chunk on the wire.
     pub snapshot_chunk_bytes: usize,
     /// A snapshot larger than this is refused (bounds the receive buffer).
@@ -99,6 +126,7 @@ impl Config {
             pending_bytes_max: 16 << 20,
             catchup_slots_max: 256,
             catchup_bytes_max: 4 << 20,
+            slot_horizon: 1 << 16,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_bytes_max: 8 << 30,
             bugs: PlantedBugs::default(),
@@ -162,6 +190,34 @@ impl Durable {
             }
         }
     }
+}
+
+/// About the bytes one log entry takes in a message (slot, ballot, counts
+/// and lengths around its commands): what paging counts.
+fn entry_bytes(batch: &Batch) -> usize {
+    32 + batch.payload_bytes() + 4 * batch.commands.len()
+}
+
+/// Split `entries` into pages of at most `budget` bytes each (a page always
+/// takes at least one entry, so an entry larger than the budget travels
+/// alone). Keeps every message carrying entries under the frame limit.
+fn paginate(entries: Vec<Proposal>, budget: usize) -> Vec<Vec<Proposal>> {
+    let mut pages = Vec::new();
+    let mut page: Vec<Proposal> = Vec::new();
+    let mut bytes = 0;
+    for p in entries {
+        let n = entry_bytes(&p.batch);
+        if !page.is_empty() && bytes + n > budget {
+            pages.push(std::mem::take(&mut page));
+            bytes = 0;
+        }
+        bytes += n;
+        page.push(p);
+    }
+    if !page.is_empty() || pages.is_empty() {
+        pages.push(page);
+    }
+    pages
 }
 
 /// Store an accepted value in the log and record it for durability: the
@@ -306,6 +362,10 @@ struct Candidate {
     best_chosen: (Slot, ReplicaId),
     /// Ticks since we last asked `best_chosen.1` for catch-up.
     catchup_wait: u32,
+    /// Acceptors whose Promise is paged and not complete: the slot the next
+    /// page starts at (asked again every `retransmit_ticks`).
+    pages: std::collections::BTreeMap<ReplicaId, Slot>,
+    page_wait: u32,
 }
 
 #[derive(Debug)]
@@ -380,6 +440,10 @@ pub struct Paxos {
     election_elapsed: u32,
     election_timeout: u32,
     catchup_wait: u32,
+    /// The peer this replica last asked for chosen values (a catch-up or
+    /// snapshot request). Catch-up responses and snapshot chunks are taken
+    /// only from it: anything else is unsolicited and ignored.
+    asked: Option<ReplicaId>,
     snap_recv: Option<SnapshotRecv>,
     /// As a follower: the highest read round heard from the leader of this
     /// ballot, echoed in every Accepted to it.
@@ -397,10 +461,28 @@ impl Paxos {
             None => (0, None),
         };
         let mut log = Log::new(start);
+        // Accepts beyond the horizon are refused, so an entry far above the
+        // snapshot can only have been written before that rule (a forged
+        // Accept); holding it would allocate the log up to it.
+        let far = start.saturating_add(cfg.slot_horizon.saturating_mul(4));
         for (slot, (ballot, batch)) in durable.entries {
+            if slot >= far {
+                ::log::error!(
+                    "r{} ignores a recovered entry at slot {slot}, far above its snapshot at {start}",
+                    cfg.id
+                );
+                continue;
+            }
             if slot >= start {
                 log.set(slot, Entry { ballot, batch });
             }
+        }
+        if !valid_ballot(durable.promised) {
+            ::log::error!(
+                "r{} recovered a promise of an invalid ballot {:?}: it will never lead",
+                cfg.id,
+                durable.promised
+            );
         }
         let mut p = Paxos {
             promised: durable.promised,
@@ -415,6 +497,7 @@ impl Paxos {
             election_elapsed: 0,
             election_timeout: 0,
             catchup_wait: 0,
+            asked: None,
             snap_recv: None,
             read_round_heard: (Ballot::ZERO, 0),
             out: Ready::default(),
@@ -460,6 +543,11 @@ impl Paxos {
     }
     pub fn log(&self) -> &Log {
         &self.log
+    }
+    /// The peer whose catch-up answers and snapshot chunks this replica
+    /// takes now (the one it last asked), if any.
+    pub fn catchup_peer(&self) -> Option<ReplicaId> {
+        self.asked
     }
     pub fn stats(&self) -> Stats {
         self.stats
@@ -571,7 +659,9 @@ impl Paxos {
             l.read_acked[self.cfg.id as usize] = l.read_round;
         }
         if !fresh.is_empty() {
-            self.send_accepts(ballot, fresh);
+            for page in paginate(fresh, self.cfg.catchup_bytes_max) {
+                self.send_accepts(ballot, page);
+            }
         } else if commit_moved && !read_wanted {
             self.broadcast_commit(ballot, true);
         }
@@ -629,6 +719,7 @@ impl Paxos {
                 r.wait = 0;
                 let (index, offset) = (r.index, r.buf.len() as u64);
                 if let Some(to) = self.catchup_target() {
+                    self.asked = Some(to);
                     self.send(
                         to,
                         PaxosMsg::SnapshotRequest(SnapshotRequest {
@@ -667,6 +758,27 @@ impl Paxos {
                 self.retransmit_accepts();
             }
             Role::Candidate(c) => {
+                // Pages of Promises not yet answered: ask again.
+                c.page_wait += 1;
+                if !c.pages.is_empty() && c.page_wait >= self.cfg.retransmit_ticks {
+                    c.page_wait = 0;
+                    let ballot = c.ballot;
+                    let asks: Vec<(ReplicaId, Slot)> =
+                        c.pages.iter().map(|(r, s)| (*r, *s)).collect();
+                    for (to, from_slot) in asks {
+                        self.send(
+                            to,
+                            PaxosMsg::Prepare(Prepare {
+                                from: self.cfg.id,
+                                ballot,
+                                from_slot,
+                            }),
+                        );
+                    }
+                }
+                let Role::Candidate(c) = &mut self.role else {
+                    unreachable!()
+                };
                 // Waiting for a catch-up that lets us lead: nudge it.
                 c.catchup_wait += 1;
                 if c.promised_by.count_ones() >= self.cfg.quorum()
@@ -700,13 +812,36 @@ impl Paxos {
         }
     }
 
-    /// Handle one message from a peer of this group.
+    /// Handle one message from a peer of this group. A snapshot received
+    /// from a peer is installed unchecked; [`Paxos::step_checked`] lets the
+    /// layer above refuse one that does not restore.
     pub fn step(&mut self, msg: PaxosMsg, rng: &mut Rng) {
+        self.step_checked(msg, rng, &mut |_| Ok(()));
+    }
+
+    /// [`Paxos::step`], with `check` deciding whether a snapshot received
+    /// whole from a peer may be installed (it decodes the bytes into a
+    /// scratch state machine). A refused snapshot is dropped, logged, and
+    /// never persisted.
+    pub fn step_checked(
+        &mut self,
+        msg: PaxosMsg,
+        rng: &mut Rng,
+        check: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) {
         let from = msg.from();
         if from >= self.cfg.replicas || from == self.cfg.id {
             ::log::warn!(
                 "r{} dropped message from unknown replica {from}",
                 self.cfg.id
+            );
+            return;
+        }
+        if let Err(why) = self.validate(&msg) {
+            ::log::warn!(
+                "r{} refused a {} from r{from}: {why}",
+                self.cfg.id,
+                msg_name(&msg)
             );
             return;
         }
@@ -723,9 +858,111 @@ impl Paxos {
             PaxosMsg::CatchupRequest(m) => self.on_catchup_request(m),
             PaxosMsg::CatchupResponse(m) => self.on_catchup_response(m, rng),
             PaxosMsg::SnapshotRequest(m) => self.send_snapshot_chunk(m.from, m.index, m.offset),
-            PaxosMsg::SnapshotChunk(m) => self.on_snapshot_chunk(m, rng),
+            PaxosMsg::SnapshotChunk(m) => self.on_snapshot_chunk(m, rng, check),
         }
         self.check_invariants();
+    }
+
+    /// The rules every message must pass before it touches any state
+    /// (ARCHITECTURE.md, "Validating peer input"): ballots below
+    /// [`ROUND_LIMIT`] (a `Promise` entry may also carry [`Ballot::CHOSEN`]),
+    /// a proposer's ballot is its own, slots below [`SLOT_LIMIT`], and a
+    /// Promise's entries within `slot_horizon` of its sender's commit point.
+    fn validate(&self, msg: &PaxosMsg) -> Result<(), &'static str> {
+        let slot_ok = |s: Slot| s < SLOT_LIMIT;
+        let own_ballot = |b: Ballot, from: ReplicaId| {
+            if !valid_ballot(b) {
+                Err("ballot round out of range")
+            } else if b.node != from {
+                Err("ballot of another proposer")
+            } else {
+                Ok(())
+            }
+        };
+        match msg {
+            PaxosMsg::Prepare(m) => {
+                own_ballot(m.ballot, m.from)?;
+                if !slot_ok(m.from_slot) {
+                    return Err("slot out of range");
+                }
+            }
+            PaxosMsg::Promise(m) => {
+                if !valid_ballot(m.ballot) {
+                    return Err("ballot round out of range");
+                }
+                if !slot_ok(m.chosen_upto) || !slot_ok(m.log_start) {
+                    return Err("slot out of range");
+                }
+                // An acceptor restarted from a snapshot reports the log it
+                // held above it (up to a snapshot interval) plus what it
+                // accepted ahead (up to a horizon): allow four horizons,
+                // as recovery does.
+                let horizon = m
+                    .chosen_upto
+                    .saturating_add(self.cfg.slot_horizon.saturating_mul(4));
+                for e in &m.entries {
+                    if !valid_ballot(e.ballot) && e.ballot != Ballot::CHOSEN {
+                        return Err("entry ballot out of range");
+                    }
+                    if e.slot >= horizon {
+                        return Err("entry slot beyond the horizon");
+                    }
+                }
+            }
+            PaxosMsg::Accept(m) => {
+                own_ballot(m.ballot, m.from)?;
+                if !slot_ok(m.chosen_upto) || m.entries.iter().any(|p| !slot_ok(p.slot)) {
+                    return Err("slot out of range");
+                }
+            }
+            PaxosMsg::Accepted(m) => {
+                if !valid_ballot(m.ballot) {
+                    return Err("ballot round out of range");
+                }
+            }
+            PaxosMsg::Reject(m) => {
+                if !valid_ballot(m.promised) {
+                    return Err("ballot round out of range");
+                }
+            }
+            PaxosMsg::Commit(Commit {
+                from,
+                ballot,
+                chosen_upto,
+            })
+            | PaxosMsg::Heartbeat(Heartbeat {
+                from,
+                ballot,
+                chosen_upto,
+                ..
+            }) => {
+                own_ballot(*ballot, *from)?;
+                if !slot_ok(*chosen_upto) {
+                    return Err("slot out of range");
+                }
+            }
+            PaxosMsg::CatchupRequest(m) => {
+                if !slot_ok(m.from_slot) {
+                    return Err("slot out of range");
+                }
+            }
+            PaxosMsg::CatchupResponse(m) => {
+                if !slot_ok(m.chosen_upto) {
+                    return Err("slot out of range");
+                }
+            }
+            PaxosMsg::SnapshotRequest(m) => {
+                if !slot_ok(m.index) {
+                    return Err("slot out of range");
+                }
+            }
+            PaxosMsg::SnapshotChunk(m) => {
+                if !slot_ok(m.index) {
+                    return Err("slot out of range");
+                }
+            }
+        }
+        Ok(())
     }
 
     // ----- acceptor -------------------------------------------------------
@@ -744,16 +981,30 @@ impl Paxos {
             // Give the candidate time to finish before we compete.
             self.reset_election_timer(rng);
         }
+        // Paged by bytes: a restarted acceptor may hold thousands of
+        // accepted slots above its commit point.
         let from_slot = m.from_slot.max(self.chosen_upto);
-        let entries = self
-            .log
-            .iter_from(from_slot)
-            .map(|(slot, e)| LogEntry {
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for (slot, e) in self.log.iter_from(from_slot) {
+            let n = entry_bytes(&e.batch);
+            if !entries.is_empty() && bytes + n > self.cfg.catchup_bytes_max {
+                more = true;
+                ::log::debug!(
+                    "r{} pages its Promise to r{} at slot {slot}",
+                    self.cfg.id,
+                    m.from
+                );
+                break;
+            }
+            bytes += n;
+            entries.push(LogEntry {
                 slot,
                 ballot: e.ballot,
                 batch: e.batch.clone(),
-            })
-            .collect();
+            });
+        }
         self.send(
             m.from,
             PaxosMsg::Promise(Promise {
@@ -762,6 +1013,7 @@ impl Paxos {
                 log_start: self.log.start(),
                 chosen_upto: self.chosen_upto,
                 entries,
+                more,
             }),
         );
     }
@@ -774,7 +1026,19 @@ impl Paxos {
         }
         self.follow(m.from, m.ballot, rng);
         let mut slots = Vec::with_capacity(m.entries.len());
+        let horizon = self.chosen_upto.saturating_add(self.cfg.slot_horizon);
         for p in m.entries {
+            if p.slot >= horizon {
+                // Too far ahead to hold (each slot up to it would be
+                // allocated): not acknowledged; the leader resends it once
+                // catch-up brings this replica closer.
+                ::log::debug!(
+                    "r{} skips an Accept for slot {} beyond its horizon {horizon}",
+                    self.cfg.id,
+                    p.slot
+                );
+                continue;
+            }
             if p.slot >= self.chosen_upto {
                 accept_into(&mut self.log, &mut self.out, p.slot, m.ballot, p.batch);
             }
@@ -907,6 +1171,7 @@ impl Paxos {
         if to == self.cfg.id {
             return;
         }
+        self.asked = Some(to);
         self.send(
             to,
             PaxosMsg::CatchupRequest(CatchupRequest {
@@ -927,15 +1192,16 @@ impl Paxos {
         let mut entries = Vec::new();
         let mut bytes = 0;
         let mut slot = m.from_slot;
-        while slot < self.chosen_upto
-            && (entries.len() as u64) < self.cfg.catchup_slots_max
-            && bytes < self.cfg.catchup_bytes_max
-        {
+        while slot < self.chosen_upto && (entries.len() as u64) < self.cfg.catchup_slots_max {
             let e = self
                 .log
                 .get(slot)
                 .expect("chosen slot missing from the log");
-            bytes += e.batch.payload_bytes() + 16;
+            let n = entry_bytes(&e.batch);
+            if !entries.is_empty() && bytes + n > self.cfg.catchup_bytes_max {
+                break;
+            }
+            bytes += n;
             entries.push(Proposal {
                 slot,
                 batch: e.batch.clone(),
@@ -958,9 +1224,21 @@ impl Paxos {
             // to its candidacy's request would only shift its window.
             return;
         }
+        if self.asked != Some(m.from) {
+            // Not an answer to our own request: a value nobody vouched for
+            // must never be marked chosen.
+            ::log::debug!(
+                "r{} ignored an unsolicited catch-up response from r{}",
+                self.cfg.id,
+                m.from
+            );
+            return;
+        }
         let before = self.chosen_upto;
         for p in m.entries {
-            if p.slot != self.chosen_upto {
+            if p.slot != self.chosen_upto || p.slot >= m.chosen_upto {
+                // Only the contiguous run we asked for, and only slots its
+                // sender says are chosen.
                 continue;
             }
             accept_into(
@@ -1008,9 +1286,22 @@ impl Paxos {
         );
     }
 
-    fn on_snapshot_chunk(&mut self, m: SnapshotChunk, rng: &mut Rng) {
+    fn on_snapshot_chunk(
+        &mut self,
+        m: SnapshotChunk,
+        rng: &mut Rng,
+        check: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) {
         if m.index <= self.chosen_upto || self.is_leader() {
             return; // we already have everything it covers
+        }
+        if self.asked != Some(m.from) {
+            ::log::debug!(
+                "r{} ignored an unsolicited snapshot chunk from r{}",
+                self.cfg.id,
+                m.from
+            );
+            return;
         }
         if m.total_len > self.cfg.snapshot_bytes_max {
             ::log::warn!(
@@ -1035,7 +1326,10 @@ impl Paxos {
             self.snap_recv = Some(SnapshotRecv {
                 index: m.index,
                 total: m.total_len,
-                buf: BytesMut::with_capacity(m.total_len.min(64 << 20) as usize),
+                // Grown as chunks arrive: a declared length is only a claim.
+                buf: BytesMut::with_capacity(
+                    m.total_len.min(self.cfg.snapshot_chunk_bytes as u64 * 2) as usize,
+                ),
                 wait: 0,
             });
         }
@@ -1062,7 +1356,19 @@ impl Paxos {
             return;
         }
         let r = self.snap_recv.take().expect("present");
-        self.install_snapshot(r.index, r.buf.freeze());
+        let data = r.buf.freeze();
+        if let Err(e) = check(&data) {
+            // Never persisted: a bad snapshot on disk would fail every
+            // restart. Catch-up asks again (from the leader) later.
+            ::log::warn!(
+                "r{} refused a snapshot at slot {} from r{}: {e}",
+                self.cfg.id,
+                r.index,
+                m.from
+            );
+            return;
+        }
+        self.install_snapshot(r.index, data);
         self.request_catchup(m.from);
         self.after_learning(rng);
     }
@@ -1096,7 +1402,18 @@ impl Paxos {
     // ----- candidate ------------------------------------------------------
 
     fn start_election(&mut self, rng: &mut Rng) {
-        let round = self.promised.round.max(self.seen.round) + 1;
+        let round = self.promised.round.max(self.seen.round).saturating_add(1);
+        if round >= ROUND_LIMIT {
+            // Only a promise recovered from before ballots were checked can
+            // be this high: no valid ballot is above it, so never lead.
+            ::log::error!(
+                "r{} cannot start an election above its promise {:?}",
+                self.cfg.id,
+                self.promised
+            );
+            self.reset_election_timer(rng);
+            return;
+        }
         let ballot = Ballot::new(round, self.cfg.id);
         ::log::debug!("r{} starts election {:?}", self.cfg.id, ballot);
         self.stats.elections_started += 1;
@@ -1113,6 +1430,8 @@ impl Paxos {
             reported,
             best_chosen: (self.chosen_upto, self.cfg.id),
             catchup_wait: 0,
+            pages: std::collections::BTreeMap::new(),
+            page_wait: 0,
         });
         self.reset_election_timer(rng);
         for peer in 0..self.cfg.replicas {
@@ -1137,7 +1456,29 @@ impl Paxos {
         if m.ballot != c.ballot {
             return;
         }
-        c.promised_by |= 1 << m.from;
+        // A page: ask for the rest before counting this promise (the
+        // candidate needs every entry a promiser accepted above from_slot).
+        let next_page = match (m.more, m.entries.last()) {
+            (true, Some(e)) => Some(e.slot + 1),
+            (true, None) => return, // malformed: `more` with no entries
+            (false, _) => None,
+        };
+        match next_page {
+            None => {
+                c.promised_by |= 1 << m.from;
+                c.pages.remove(&m.from);
+            }
+            Some(from_slot) => {
+                if c.promised_by & (1 << m.from) != 0
+                    || c.pages.get(&m.from).is_some_and(|s| *s >= from_slot)
+                {
+                    // A duplicate or stale page: already asked past it.
+                    return;
+                }
+                c.pages.insert(m.from, from_slot);
+                c.page_wait = 0;
+            }
+        }
         for e in m.entries {
             match c.reported.get(&e.slot) {
                 Some((b, _)) if *b >= e.ballot => {}
@@ -1148,6 +1489,20 @@ impl Paxos {
         }
         if m.chosen_upto > c.best_chosen.0 {
             c.best_chosen = (m.chosen_upto, m.from);
+        }
+        if let Some(from_slot) = next_page {
+            let ballot = c.ballot;
+            // Progress: a long log takes several pages, not a new election.
+            self.election_elapsed = 0;
+            self.send(
+                m.from,
+                PaxosMsg::Prepare(Prepare {
+                    from: self.cfg.id,
+                    ballot,
+                    from_slot,
+                }),
+            );
+            return;
         }
         self.try_lead(rng);
     }
@@ -1219,19 +1574,11 @@ impl Paxos {
         self.leader_hint = Some(self.cfg.id);
         // A leader never installs a snapshot (it knows all a quorum knows).
         self.snap_recv = None;
-        // Re-proposals go out in bounded messages.
-        let mut chunk: Vec<Proposal> = Vec::new();
-        let mut bytes = 0;
-        for p in reproposed {
-            bytes += p.batch.payload_bytes();
-            chunk.push(p);
-            if bytes >= self.cfg.batch_bytes_max {
-                self.send_accepts(ballot, std::mem::take(&mut chunk));
-                bytes = 0;
-            }
+        // Re-proposals go out in bounded messages; always at least one
+        // (possibly empty) Accept: it announces the new leader.
+        for page in paginate(reproposed, self.cfg.catchup_bytes_max) {
+            self.send_accepts(ballot, page);
         }
-        // Always send one (possibly empty) Accept: it announces the new leader.
-        self.send_accepts(ballot, chunk);
         self.advance_leader_commit();
     }
 
@@ -1342,14 +1689,17 @@ impl Paxos {
             }
         }
         for (peer, entries) in per_peer.into_iter().enumerate() {
-            if !entries.is_empty() {
+            if entries.is_empty() {
+                continue;
+            }
+            for page in paginate(entries, self.cfg.catchup_bytes_max) {
                 self.send_early(
                     peer as ReplicaId,
                     PaxosMsg::Accept(Accept {
                         from: self.cfg.id,
                         ballot,
                         chosen_upto: self.chosen_upto,
-                        entries,
+                        entries: page,
                     }),
                 );
             }
@@ -1458,6 +1808,22 @@ impl Paxos {
                 "in-flight window misaligned"
             );
         }
+    }
+}
+
+fn msg_name(m: &PaxosMsg) -> &'static str {
+    match m {
+        PaxosMsg::Prepare(_) => "Prepare",
+        PaxosMsg::Promise(_) => "Promise",
+        PaxosMsg::Accept(_) => "Accept",
+        PaxosMsg::Accepted(_) => "Accepted",
+        PaxosMsg::Reject(_) => "Reject",
+        PaxosMsg::Commit(_) => "Commit",
+        PaxosMsg::Heartbeat(_) => "Heartbeat",
+        PaxosMsg::CatchupRequest(_) => "CatchupRequest",
+        PaxosMsg::CatchupResponse(_) => "CatchupResponse",
+        PaxosMsg::SnapshotRequest(_) => "SnapshotRequest",
+        PaxosMsg::SnapshotChunk(_) => "SnapshotChunk",
     }
 }
 

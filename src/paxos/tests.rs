@@ -317,6 +317,8 @@ fn duplicated_snapshot_chunks_do_not_multiply_requests() {
         net.wire.clear();
         n
     };
+    // Node 1 asked node 0 to catch it up (chunks are taken only then).
+    net.nodes[1].request_catchup(0);
     net.drain(1);
     net.wire.clear();
     net.nodes[1].step(chunk(0, b"abc"), &mut net.rng);
@@ -522,4 +524,408 @@ fn a_leaders_accepts_leave_before_its_sync_but_acceptors_answers_do_not() {
         gated.messages.as_slice(),
         [(0, PaxosMsg::Accepted(_))]
     ));
+}
+
+// ----- validating peer input (issue 8) -------------------------------------
+
+fn prepare(from: ReplicaId, round: u64) -> PaxosMsg {
+    PaxosMsg::Prepare(Prepare {
+        from,
+        ballot: Ballot::new(round, from),
+        from_slot: 0,
+    })
+}
+
+fn accept(from: ReplicaId, round: u64, chosen_upto: Slot, slots: &[Slot]) -> PaxosMsg {
+    PaxosMsg::Accept(Accept {
+        from,
+        ballot: Ballot::new(round, from),
+        chosen_upto,
+        entries: slots
+            .iter()
+            .map(|&slot| Proposal {
+                slot,
+                batch: Batch {
+                    commands: vec![cmd("x")],
+                },
+            })
+            .collect(),
+    })
+}
+
+/// Finding 1: round + 1 of a forged u64::MAX wrapped, and the promise
+/// assertion fired (again on every restart, the promise being durable).
+#[test]
+fn out_of_range_ballots_are_refused_and_elections_still_run() {
+    let mut net = Net::new(3);
+    for round in [u64::MAX, u64::MAX - 1, ROUND_LIMIT, ROUND_LIMIT + 7] {
+        net.nodes[1].step(prepare(2, round), &mut net.rng);
+        net.nodes[1].step(accept(2, round, 0, &[0]), &mut net.rng);
+        net.nodes[1].step(
+            PaxosMsg::Reject(Reject {
+                from: 2,
+                promised: Ballot::new(round, 2),
+            }),
+            &mut net.rng,
+        );
+        // The chosen marker itself, as a proposer's ballot.
+        net.nodes[1].step(
+            PaxosMsg::Heartbeat(Heartbeat {
+                from: 2,
+                ballot: Ballot::CHOSEN,
+                chosen_upto: 0,
+                read_round: 0,
+            }),
+            &mut net.rng,
+        );
+    }
+    assert_eq!(net.nodes[1].promised(), Ballot::ZERO);
+    assert!(net.nodes[1].log().get(0).is_none());
+    // A ballot that is not the sender's own is refused too.
+    net.nodes[1].step(
+        PaxosMsg::Prepare(Prepare {
+            from: 2,
+            ballot: Ballot::new(3, 0),
+            from_slot: 0,
+        }),
+        &mut net.rng,
+    );
+    assert_eq!(net.nodes[1].promised(), Ballot::ZERO);
+    net.drain(1);
+    assert!(net.wire.is_empty(), "refused messages are not answered");
+    // The refused node still elects itself normally.
+    net.elect(1);
+    assert_eq!(net.nodes[1].promised().round, 1);
+}
+
+/// Finding 1, after the fact: a promise of a huge round recovered from a
+/// WAL written before ballots were checked neither panics nor wraps.
+#[test]
+fn a_recovered_promise_of_a_huge_round_never_panics() {
+    let mut rng = Rng::new(3);
+    for round in [u64::MAX, ROUND_LIMIT - 1] {
+        let durable = Durable {
+            promised: Ballot::new(round, 2),
+            ..Durable::default()
+        };
+        let mut p = Paxos::new(Config::new(0, 3), durable, &mut rng);
+        for _ in 0..100 {
+            p.tick(&mut rng);
+        }
+        assert_eq!(
+            p.promised(),
+            Ballot::new(round, 2),
+            "a promise never goes back"
+        );
+        assert!(!p.is_leader());
+    }
+}
+
+/// Finding 4: an Accept for a slot near 2^64 resized the log to slot + 1.
+#[test]
+fn accepts_far_beyond_the_commit_point_allocate_nothing() {
+    let mut net = Net::new(3);
+    let horizon = net.nodes[1].cfg.slot_horizon;
+    for slot in [
+        u64::MAX,
+        u64::MAX - 1,
+        1 << 63,
+        SLOT_LIMIT,
+        1 << 40,
+        horizon,
+    ] {
+        net.nodes[1].step(accept(0, 1, 0, &[slot]), &mut net.rng);
+    }
+    assert_eq!(net.nodes[1].log().end(), 0, "no slot was allocated");
+    // A commit point beyond the slot limit is refused as a whole.
+    net.nodes[1].step(accept(0, 1, u64::MAX, &[0]), &mut net.rng);
+    assert!(net.nodes[1].log().get(0).is_none());
+    // Within the horizon the same leader's Accepts are taken.
+    net.nodes[1].step(accept(0, 1, 0, &[0, horizon - 1]), &mut net.rng);
+    assert!(net.nodes[1].log().get(0).is_some());
+    assert_eq!(net.nodes[1].log().end(), horizon);
+}
+
+/// Finding 4 on restart: a recovered entry far above the snapshot (from a
+/// forged Accept written before the horizon existed) is ignored.
+#[test]
+fn a_recovered_entry_far_above_the_log_is_ignored() {
+    let mut rng = Rng::new(3);
+    let mut durable = Durable::default();
+    durable
+        .entries
+        .insert(0, (Ballot::new(1, 0), Batch::noop()));
+    durable
+        .entries
+        .insert(1 << 63, (Ballot::new(1, 0), Batch::noop()));
+    let p = Paxos::new(Config::new(1, 3), durable, &mut rng);
+    assert_eq!(p.log().end(), 1);
+}
+
+/// Finding 3: a forged CatchupResponse was applied as chosen.
+#[test]
+fn catch_up_answers_are_taken_only_from_the_peer_asked() {
+    let forged = |from: ReplicaId| {
+        PaxosMsg::CatchupResponse(CatchupResponse {
+            from,
+            chosen_upto: 5,
+            entries: (0..5)
+                .map(|slot| Proposal {
+                    slot,
+                    batch: Batch {
+                        commands: vec![cmd("nobody wrote this")],
+                    },
+                })
+                .collect(),
+        })
+    };
+    let mut net = Net::new(3);
+    net.nodes[1].step(forged(2), &mut net.rng);
+    assert_eq!(net.nodes[1].chosen_upto(), 0, "unsolicited answer applied");
+    // Asked node 0: an answer from node 2 is still refused...
+    net.nodes[1].request_catchup(0);
+    net.nodes[1].step(forged(2), &mut net.rng);
+    assert_eq!(
+        net.nodes[1].chosen_upto(),
+        0,
+        "answer from the wrong node applied"
+    );
+    // ...and node 0's answer counts only below the commit point it states.
+    let mut answer = forged(0);
+    if let PaxosMsg::CatchupResponse(m) = &mut answer {
+        m.chosen_upto = 3;
+    }
+    net.nodes[1].step(answer, &mut net.rng);
+    assert_eq!(net.nodes[1].chosen_upto(), 3);
+}
+
+/// Finding 2: snapshot chunks from a peer this replica did not ask are
+/// ignored, and a snapshot the state machine cannot restore is refused
+/// before anything is persisted.
+#[test]
+fn snapshots_are_taken_only_when_asked_for_and_checked() {
+    let chunk = |from: ReplicaId| {
+        PaxosMsg::SnapshotChunk(SnapshotChunk {
+            from,
+            index: 50,
+            total_len: 3,
+            offset: 0,
+            data: Bytes::from_static(b"bad"),
+        })
+    };
+    let mut net = Net::new(3);
+    net.nodes[1].step(chunk(0), &mut net.rng);
+    let ready = net.nodes[1].ready();
+    assert!(ready.records.is_empty(), "unsolicited snapshot persisted");
+    net.nodes[1].request_catchup(0);
+    net.drain(1);
+    let mut refused = 0;
+    net.nodes[1].step_checked(chunk(0), &mut net.rng, &mut |d| {
+        refused += 1;
+        Err(format!("{} bytes of garbage", d.len()))
+    });
+    assert_eq!(refused, 1);
+    let ready = net.nodes[1].ready();
+    assert!(ready.records.is_empty(), "refused snapshot persisted");
+    assert_eq!(net.nodes[1].stats().snapshots_installed, 0);
+    assert_eq!(net.nodes[1].chosen_upto(), 0);
+    // The same bytes pass when the check passes.
+    net.nodes[1].step_checked(chunk(0), &mut net.rng, &mut |_| Ok(()));
+    assert_eq!(net.nodes[1].chosen_upto(), 50);
+}
+
+/// Finding 2 end to end: a KV replica asked for catch-up gets a garbage
+/// snapshot; it is refused, not persisted, and nothing panics.
+#[test]
+fn a_kv_replica_refuses_a_garbage_snapshot() {
+    use crate::kv::KvOptions;
+    use crate::kv_machine::KvMachine;
+    use crate::replica::{Replica, ReplicaConfig};
+    let mut rng = Rng::new(5);
+    let mut r = Replica::new(
+        ReplicaConfig::new(1, 3),
+        Durable::default(),
+        KvMachine::new(KvOptions::default()),
+        &mut rng,
+    );
+    // A heartbeat from leader 0 says 10 slots are chosen: r asks 0.
+    r.step(
+        PaxosMsg::Heartbeat(Heartbeat {
+            from: 0,
+            ballot: Ballot::new(1, 0),
+            chosen_upto: 10,
+            read_round: 0,
+        }),
+        &mut rng,
+    );
+    let ready = r.ready();
+    let out = r.advance(ready, Synced::after_sync());
+    assert!(out
+        .messages
+        .iter()
+        .any(|(to, m)| *to == 0 && matches!(m, PaxosMsg::CatchupRequest(_))));
+    let garbage = vec![0x42u8; 68];
+    r.step(
+        PaxosMsg::SnapshotChunk(SnapshotChunk {
+            from: 0,
+            index: 10,
+            total_len: garbage.len() as u64,
+            offset: 0,
+            data: Bytes::from(garbage),
+        }),
+        &mut rng,
+    );
+    let ready = r.ready();
+    assert!(
+        !ready
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::Snapshot { .. })),
+        "a garbage snapshot was persisted"
+    );
+    let out = r.advance(ready, Synced::after_sync());
+    assert_eq!(out.installed_snapshot, None);
+    assert_eq!(r.paxos().chosen_upto(), 0);
+}
+
+/// Findings 13 and 8: a Promise carried the whole unsnapshotted log in one
+/// frame. Now it is paged by bytes, and the candidate collects every page
+/// before it counts the promise, so it re-proposes every reported value.
+#[test]
+fn promises_are_paged_and_the_candidate_collects_every_page() {
+    let mut net = Net::new(3);
+    for n in &mut net.nodes {
+        n.cfg.catchup_bytes_max = 100;
+        n.cfg.window_slots_max = 64;
+    }
+    net.elect(0);
+    // 40 slots accepted by nodes 0 and 1, never known chosen by 1.
+    for i in 0..40 {
+        net.nodes[0].propose(cmd(&format!("value-{i:02}"))).unwrap();
+        net.nodes[0].flush();
+        net.drain(0);
+        let batch = std::mem::take(&mut net.wire);
+        for (_, to, m) in batch {
+            if to == 1 && matches!(m, PaxosMsg::Accept(_)) {
+                net.nodes[1].step(m, &mut net.rng);
+            }
+        }
+        net.drain(1);
+        net.wire.clear();
+    }
+    assert_eq!(net.nodes[1].log().end(), 40);
+    assert_eq!(net.nodes[1].chosen_upto(), 0);
+    // Node 0 goes away; node 2 (empty) campaigns and only node 1 answers.
+    net.nodes[2].start_election(&mut net.rng);
+    let mut pages = 0;
+    for _ in 0..1000 {
+        net.drain(1);
+        net.drain(2);
+        let batch = std::mem::take(&mut net.wire);
+        if batch.is_empty() {
+            break;
+        }
+        for (_, to, m) in batch {
+            if let PaxosMsg::Promise(p) = &m {
+                pages += 1;
+                let bytes: usize = p.entries.iter().map(|e| entry_bytes(&e.batch)).sum();
+                assert!(
+                    p.entries.len() == 1 || bytes <= 100,
+                    "page of {bytes} bytes"
+                );
+            }
+            if to != 0 {
+                net.nodes[to as usize].step(m, &mut net.rng);
+            }
+        }
+    }
+    assert!(pages > 5, "{pages} pages");
+    assert!(net.nodes[2].is_leader());
+    for i in 0..40u64 {
+        let e = net.nodes[2].log().get(i).expect("re-proposed");
+        assert_eq!(e.batch.commands, vec![cmd(&format!("value-{i:02}"))]);
+    }
+}
+
+/// Finding 8: every message carrying entries stays within its page, so a
+/// window of big batches never builds one over-limit frame.
+#[test]
+fn accepts_and_retransmits_are_paged() {
+    let mut net = Net::new(3);
+    for n in &mut net.nodes {
+        n.cfg.catchup_bytes_max = 1000;
+        n.cfg.batch_bytes_max = 600;
+    }
+    net.elect(0);
+    net.wire.clear();
+    for i in 0..8 {
+        net.nodes[0]
+            .propose(Bytes::from(vec![b'a' + i; 500]))
+            .unwrap();
+    }
+    net.nodes[0].flush();
+    let check = |ready: &Ready| {
+        let accepts: Vec<_> = ready
+            .before_sync
+            .iter()
+            .filter_map(|(_, m)| match m {
+                PaxosMsg::Accept(a) => Some(a.entries.clone()),
+                _ => None,
+            })
+            .collect();
+        for entries in &accepts {
+            let bytes: usize = entries.iter().map(|p| entry_bytes(&p.batch)).sum();
+            assert!(entries.len() == 1 || bytes <= 1000, "{bytes} bytes");
+        }
+        accepts.iter().map(|e| e.len()).sum::<usize>()
+    };
+    let ready = net.nodes[0].ready();
+    assert_eq!(check(&ready), 16, "8 slots to each of 2 peers");
+    // Nobody answers: the retransmission is paged the same way.
+    for _ in 0..net.nodes[0].cfg.retransmit_ticks {
+        net.nodes[0].tick(&mut net.rng);
+    }
+    let ready = net.nodes[0].ready();
+    assert_eq!(check(&ready), 16);
+}
+
+/// Finding 8: a command that could not fit an Accept is refused at once
+/// with a reason, never proposed.
+#[test]
+fn a_command_over_the_frame_derived_limit_is_refused() {
+    use crate::kv::KvOptions;
+    use crate::kv_machine::KvMachine;
+    use crate::replica::{Replica, ReplicaConfig};
+    use synod_wire::{ClientReply, ClientRequest, Op};
+    let mut rng = Rng::new(5);
+    let mut cfg = ReplicaConfig::new(0, 1);
+    assert_eq!(
+        cfg.command_bytes_max,
+        synod_wire::max_command_bytes(synod_wire::DEFAULT_MAX_FRAME_BYTES)
+    );
+    cfg.command_bytes_max = 1000;
+    let mut r = Replica::new(
+        cfg,
+        Durable::default(),
+        KvMachine::new(KvOptions::default()),
+        &mut rng,
+    );
+    let put = |n: usize| ClientRequest {
+        client_id: 7,
+        seq: 1,
+        ack_seq: 0,
+        op: Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![0u8; n]),
+        },
+    };
+    r.on_request(1, &put(2000), synod_wire::encode_command);
+    r.flush();
+    let ready = r.ready();
+    let out = r.advance(ready, Synced::after_sync());
+    assert!(matches!(
+        &out.replies[..],
+        [(1, ClientReply::Error { reason })] if reason.starts_with("value too large")
+    ));
+    assert_eq!(r.paxos().stats().commands_proposed, 0);
 }

@@ -250,6 +250,12 @@ impl Core {
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.read_index = self.cfg.read_index;
+        frame_limits(&mut rc, self.cfg.max_frame_bytes);
+        // A restarted acceptor reports the log it held above its snapshot.
+        rc.paxos.slot_horizon = rc
+            .paxos
+            .slot_horizon
+            .max(2 * self.cfg.snapshot_log_slots as u64);
         let mut sm = ShardKv::new(
             gid,
             KvOptions {
@@ -275,6 +281,12 @@ impl Core {
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.read_index = self.cfg.read_index;
+        frame_limits(&mut rc, self.cfg.max_frame_bytes);
+        // A restarted acceptor reports the log it held above its snapshot.
+        rc.paxos.slot_horizon = rc
+            .paxos
+            .slot_horizon
+            .max(2 * self.cfg.snapshot_log_slots as u64);
         let sm = MasterMachine::new(MasterOptions {
             shards: self.cfg.shards,
         });
@@ -1317,4 +1329,15 @@ fn peer_name(c: &Conn) -> String {
     c.stream
         .peer_addr()
         .map_or("?".to_string(), |a| a.to_string())
+}
+
+/// Sizes that must fit this node's frame limit: the largest client command
+/// (so an Accept carrying it fits a frame), and the pages of Promise,
+/// catch-up and Accept messages and snapshot chunks (a quarter frame).
+fn frame_limits(rc: &mut ReplicaConfig, max_frame_bytes: u32) {
+    let page = (max_frame_bytes / 4) as usize;
+    rc.command_bytes_max = synod_wire::max_command_bytes(max_frame_bytes);
+    rc.paxos.catchup_bytes_max = rc.paxos.catchup_bytes_max.min(page);
+    rc.paxos.batch_bytes_max = rc.paxos.batch_bytes_max.min(page);
+    rc.paxos.snapshot_chunk_bytes = rc.paxos.snapshot_chunk_bytes.min(page);
 }

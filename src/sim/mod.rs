@@ -14,6 +14,7 @@
 //! history, liveness (every request completes within a bound after healing),
 //! and exactly-once appends.
 
+mod byzantine;
 mod checks;
 mod client;
 pub mod sharded;
@@ -75,6 +76,16 @@ pub struct SimConfig {
     /// already out, it takes no other event (as the runtime's loop does not),
     /// and a crash loses the records being synced.
     pub disk_latency_max: Micros,
+    /// Byzantine-input mode: during the fault phase, forged messages
+    /// (out-of-range ballots and slots, unsolicited catch-up answers and
+    /// snapshot chunks, garbage snapshots, Promises for ballots never
+    /// proposed) are stepped into random replicas every few milliseconds
+    /// (`sim/byzantine.rs`). The checkers stay on.
+    pub byzantine: bool,
+    /// Byte budget of every message carrying log entries (Promise pages,
+    /// Accepts, catch-up responses; `paxos::Config::catchup_bytes_max`).
+    /// Small values make every election and catch-up page.
+    pub page_bytes: usize,
     pub bugs: Bugs,
     /// Every replica's session TTL (virtual ms of log time) and per-shard
     /// session cap. Short on a third of the seeds (and a tiny cap on a
@@ -120,6 +131,8 @@ impl SimConfig {
             tick: 10 * MS,
             turn: 200,
             disk_latency_max: 0,
+            byzantine: false,
+            page_bytes: 4 << 20,
             bugs: Bugs::default(),
             session_ttl_ms: session_limits_for_seed(seed).0,
             max_sessions_per_shard: session_limits_for_seed(seed).1,
@@ -151,6 +164,8 @@ pub struct SimReport {
     /// Writes answered `SessionExpired` (outcome unknown; the client went
     /// on under a fresh id).
     pub session_expired: u64,
+    /// Forged messages stepped into replicas (Byzantine-input mode).
+    pub forged: u64,
 }
 
 impl SimReport {
@@ -193,6 +208,8 @@ enum Event {
         token: u64,
     },
     Chaos,
+    /// Byzantine-input mode: step one forged message into a replica.
+    Forge,
     Cut(ReplicaId, ReplicaId),
     Restore(ReplicaId, ReplicaId),
     Heal,
@@ -264,6 +281,9 @@ pub(crate) struct World {
     /// The first value seen chosen at each slot, by any replica.
     chosen: BTreeMap<Slot, Batch>,
     healed: bool,
+    /// Byzantine-input mode's own randomness (forked only in that mode, so
+    /// every other run's seeds replay as before).
+    forge_rng: Option<Rng>,
     report: SimReport,
 }
 
@@ -309,6 +329,7 @@ impl World {
             history: Vec::new(),
             chosen: BTreeMap::new(),
             healed: !cfg.faults,
+            forge_rng: None,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -352,7 +373,38 @@ impl World {
             w.schedule(at, Event::Chaos);
             w.schedule(w.cfg.fault_phase, Event::Heal);
         }
+        if w.cfg.byzantine {
+            let mut frng = w.rng.fork();
+            let at = frng.range(MS, 50 * MS);
+            w.forge_rng = Some(frng);
+            w.schedule(at, Event::Forge);
+        }
         w
+    }
+
+    /// Step one forged message into a random replica, at once (so it is
+    /// built against the state it meets), and schedule the next.
+    fn forge(&mut self) {
+        if self.now >= self.cfg.fault_phase {
+            return;
+        }
+        let Some(mut frng) = self.forge_rng.take() else {
+            return;
+        };
+        let to = frng.range(0, self.cfg.replicas as u64) as ReplicaId;
+        let next = self.now + frng.range(MS, 20 * MS);
+        let node = &mut self.nodes[to as usize];
+        if node.syncing.is_none() {
+            if let Some(r) = node.replica.as_mut() {
+                if let Some(msg) = byzantine::forge(&mut frng, r.paxos(), to, self.cfg.replicas) {
+                    self.report.forged += 1;
+                    r.step(msg, &mut node.rng);
+                    self.after_node_event(to);
+                }
+            }
+        }
+        self.forge_rng = Some(frng);
+        self.schedule(next, Event::Forge);
     }
 
     fn replica_config(&self, id: ReplicaId) -> ReplicaConfig {
@@ -363,6 +415,7 @@ impl World {
         rc.paxos.batch_commands_max = 64;
         rc.paxos.window_slots_max = 4;
         rc.paxos.catchup_slots_max = 16;
+        rc.paxos.catchup_bytes_max = self.cfg.page_bytes;
         rc.paxos.bugs = self.cfg.bugs.paxos;
         rc.bugs = self.cfg.bugs.replica;
         rc.clock_interval_ms = 20;
@@ -515,6 +568,7 @@ impl World {
                 self.client_actions(client, actions);
             }
             Event::Chaos => self.chaos(),
+            Event::Forge => self.forge(),
             Event::Cut(a, b) => {
                 if !self.healed {
                     self.net.cut[a as usize][b as usize] = true;

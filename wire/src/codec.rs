@@ -50,6 +50,26 @@ pub const VERSION: u8 = 1;
 /// can make the decoder hold; large snapshots travel as many chunks.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 << 20;
 
+/// Bytes of a frame kept for everything around one log command when it
+/// travels alone in a message: the header, an Accept's, Promise's or
+/// catch-up response's fields, the entry's slot, ballot and lengths, and a
+/// reply's framing.
+pub const COMMAND_OVERHEAD_BYTES: u32 = 64 << 10;
+
+/// The largest log command (an encoded client request: ids, key and value)
+/// a server takes, given its frame limit: any message carrying it alone
+/// fits one frame. Requests above it are answered `Error` ("value too
+/// large"). PROTOCOL.md section 5.1.
+pub const fn max_command_bytes(max_frame_bytes: u32) -> usize {
+    max_frame_bytes.saturating_sub(COMMAND_OVERHEAD_BYTES) as usize
+}
+
+/// The largest value a key may hold, so a `Get` answer always fits a
+/// default frame: an `Append` that would grow a value past it is refused
+/// (`Error`, value unchanged). Fixed, not configurable, because it decides
+/// what replicas apply and they must all decide alike.
+pub const MAX_VALUE_BYTES: usize = max_command_bytes(DEFAULT_MAX_FRAME_BYTES);
+
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 4;
 const OFF_KIND: usize = 5;
@@ -463,6 +483,7 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
                     put_ballot(out, &e.ballot);
                     put_batch(out, &e.batch);
                 }
+                out.put_u8(u8::from(m.more));
             }
             PaxosMsg::Accept(m) => {
                 out.put_u32_le(m.from);
@@ -972,6 +993,11 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             log_start: r.u64()?,
             chosen_upto: r.u64()?,
             entries: r.log_entries()?,
+            more: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid("Promise more flag is not 0 or 1")),
+            },
         })),
         KIND_ACCEPT => Message::Paxos(PaxosMsg::Accept(Accept {
             from: r.u32()?,

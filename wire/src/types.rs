@@ -186,6 +186,11 @@ pub struct Prepare {
 /// values at slots `>= max(from_slot, log_start)`. Slots below `log_start`
 /// were compacted into its snapshot; slots below `chosen_upto` are known
 /// chosen by it.
+///
+/// Paged by bytes: `more` means the entries stopped at the sender's byte
+/// budget and the candidate must ask for the rest with another `Prepare`
+/// (same ballot, `from_slot` one past the last entry) before counting this
+/// acceptor's promise.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Promise {
     pub from: ReplicaId,
@@ -193,6 +198,7 @@ pub struct Promise {
     pub log_start: Slot,
     pub chosen_upto: Slot,
     pub entries: Vec<LogEntry>,
+    pub more: bool,
 }
 
 /// Phase 2a: the leader of `ballot` asks acceptors to accept `entries`.

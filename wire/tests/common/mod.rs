@@ -169,6 +169,7 @@ pub fn samples() -> Vec<Frame> {
                     batch: Batch::noop(),
                 },
             ],
+            more: true,
         })),
         paxos(PaxosMsg::Accept(Accept {
             from: 1,
@@ -687,14 +688,16 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
             any::<u64>(),
             any::<u64>(),
             arb_log_entries(),
+            any::<bool>(),
         )
-            .prop_map(|(from, ballot, log_start, chosen_upto, entries)| {
+            .prop_map(|(from, ballot, log_start, chosen_upto, entries, more)| {
                 P::Promise(Promise {
                     from,
                     ballot,
                     log_start,
                     chosen_upto,
                     entries,
+                    more,
                 })
             })
             .boxed()),
