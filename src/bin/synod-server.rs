@@ -25,16 +25,39 @@ options:
   --shards N              shard count (default 64); fixed per data dir
   --fsync always|never    'never' is UNSAFE (acknowledged writes can be lost on
                           power failure); for benchmarks only. Default: always
-  --max-connections N     default 10000
-  --max-frame-bytes N     default 16777216
+  --max-connections N     per core, accepted connections (default 10000; 1..=1048576).
+                          When full, the connection idle longest (one that never
+                          sent a valid frame first) is closed to make room, so idle
+                          sockets cannot lock out peers or admin commands;
+                          connections this node dials to its peers do not count
+  --max-frame-bytes N     default 16777216 (65536..=1073741824)
   --idle-timeout-secs N   close client connections idle this long (default 300)
   --first-frame-secs N    close connections that send no frame this long (default 10)
+  --frame-timeout-secs N  a partially received frame must complete within this
+                          long (default 30)
+  --min-recv-bytes-per-sec N
+                          a frame still partial after 5 s must be arriving at
+                          least this fast (default 65536)
+  --partial-frames-budget N
+                          per core, bytes held in partially received frames over
+                          all connections; past it the connection holding the
+                          largest partial frame is closed (default 67108864; at
+                          least --max-frame-bytes)
   --snapshot-log-slots N  snapshot a group's state and free its log once the log
                           holds this many slots (default 4096)
   --conn-write-buf-max N  per connection: stop reading it while this many reply
                           bytes wait to be written (default 8388608)
   --conn-in-flight-max N  per connection: stop reading it while this many of its
                           requests are unanswered (default 4096)
+                          Also stops reading while the reply bytes queued plus the
+                          unanswered requests times the largest recent reply on the
+                          connection exceed --conn-write-buf-max
+  --conn-reply-hard-max N per connection: close it once this many reply bytes wait
+                          for it to read them (default 33554432; at least
+                          --conn-write-buf-max + --max-frame-bytes)
+  --allow-identity-change start although the data directory records another
+                          --advertise address or --masters list, and record this
+                          one (only when the node moved for good)
   --socket-buf-bytes N    SO_SNDBUF/SO_RCVBUF for every connection (default: the kernel's)
   --tick-ms N             protocol tick (default 10)
   --reads index|log       how Gets are made linearizable: 'index' (default) has
@@ -68,6 +91,10 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Err(String::new());
+        }
+        if flag == "--allow-identity-change" {
+            rest.push((flag, String::new()));
+            continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -115,7 +142,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
         match flag.as_str() {
             "--cores" => cfg.cores = num(&v)? as usize,
             "--advertise" => cfg.advertise = v,
-            "--shards" => cfg.shards = num(&v)? as u32,
+            "--shards" => cfg.shards = num(&v)?.min(u32::MAX as u64) as u32,
             "--fsync" => {
                 cfg.fsync = match v.as_str() {
                     "always" => FsyncPolicy::Always,
@@ -127,10 +154,15 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--max-frame-bytes" => cfg.max_frame_bytes = num(&v)?.min(u32::MAX as u64) as u32,
             "--idle-timeout-secs" => cfg.idle_timeout = Duration::from_secs(num(&v)?),
             "--first-frame-secs" => cfg.first_frame_timeout = Duration::from_secs(num(&v)?),
-            "--snapshot-log-slots" => cfg.snapshot_log_slots = (num(&v)? as usize).max(1),
-            "--tick-ms" => cfg.tick = Duration::from_millis(num(&v)?.max(1)),
+            "--snapshot-log-slots" => cfg.snapshot_log_slots = num(&v)? as usize,
+            "--tick-ms" => cfg.tick = Duration::from_millis(num(&v)?),
             "--conn-write-buf-max" => cfg.conn_write_buf_max = num(&v)? as usize,
-            "--conn-in-flight-max" => cfg.conn_in_flight_max = (num(&v)? as usize).max(1),
+            "--conn-in-flight-max" => cfg.conn_in_flight_max = num(&v)? as usize,
+            "--conn-reply-hard-max" => cfg.conn_reply_hard_max = num(&v)? as usize,
+            "--frame-timeout-secs" => cfg.frame_timeout = Duration::from_secs(num(&v)?),
+            "--min-recv-bytes-per-sec" => cfg.min_recv_bytes_per_sec = num(&v)?,
+            "--partial-frames-budget" => cfg.partial_frames_budget = num(&v)? as usize,
+            "--allow-identity-change" => cfg.allow_identity_change = true,
             "--socket-buf-bytes" => cfg.socket_buf_bytes = Some(num(&v)? as usize),
             "--reads" => {
                 cfg.read_index = match v.as_str() {
@@ -143,9 +175,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    if cfg.shards == 0 {
-        return Err("--shards must be at least 1".into());
-    }
+    synod::runtime::limits::validate(&cfg).map_err(|e| e.0)?;
     // Half the frame leaves room for the chunk's framing, a record that
     // overshoots the budget, and the dedup sessions on the last chunk.
     if cfg.migrate_chunk_bytes == 0 || cfg.migrate_chunk_bytes > cfg.max_frame_bytes as usize / 2 {

@@ -40,6 +40,13 @@ pub struct Conn {
     pub paused: bool,
     /// Registered for writable events (a write hit `WouldBlock`).
     pub want_write: bool,
+    /// The largest reply queued lately (decays by an eighth per smaller
+    /// reply): what each request in flight is expected to add to `wbuf`.
+    pub reply_estimate: usize,
+    /// Since when the frame at the front of `rbuf` has been incomplete.
+    pub partial_since: Option<Instant>,
+    /// Bytes received since `partial_since` (for the minimum receive rate).
+    pub partial_bytes: u64,
 }
 
 /// Why a connection is closed; logged with its address.
@@ -50,6 +57,8 @@ pub enum Close {
     Decode(DecodeError),
     Protocol(&'static str),
     Timeout(&'static str),
+    /// A resource limit (reply bytes, partial-frame budget, connection slots).
+    Limit(&'static str),
 }
 
 impl std::fmt::Display for Close {
@@ -60,6 +69,7 @@ impl std::fmt::Display for Close {
             Close::Decode(e) => write!(f, "bad frame: {e}"),
             Close::Protocol(what) => write!(f, "protocol violation: {what}"),
             Close::Timeout(what) => write!(f, "timed out: {what}"),
+            Close::Limit(what) => write!(f, "over a limit: {what}"),
         }
     }
 }
@@ -82,6 +92,31 @@ impl Conn {
             connecting: matches!(role, Role::Peer { .. } | Role::Rpc { .. }),
             paused: false,
             want_write: false,
+            reply_estimate: 0,
+            partial_since: None,
+            partial_bytes: 0,
+        }
+    }
+
+    /// Reply bytes this connection is owed or holds: what is buffered plus
+    /// what its requests in flight are expected to add. Reading stops while
+    /// this is over the soft cap, so a client that never reads its replies
+    /// of large values cannot have thousands of them queued.
+    pub fn reply_debt(&self) -> usize {
+        self.wbuf
+            .len()
+            .saturating_add(self.in_flight.saturating_mul(self.reply_estimate))
+    }
+
+    /// After decoding everything buffered: start (or keep) the clock of an
+    /// incomplete frame at the front of the buffer, or stop it.
+    pub fn note_partial(&mut self, now: Instant) {
+        if self.rbuf.is_empty() {
+            self.partial_since = None;
+            self.partial_bytes = 0;
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(now);
+            self.partial_bytes = self.rbuf.len() as u64;
         }
     }
 
@@ -105,6 +140,9 @@ impl Conn {
                 Ok(n) => {
                     self.rbuf.extend_from_slice(&scratch[..n]);
                     read += n;
+                    if self.partial_since.is_some() {
+                        self.partial_bytes += n as u64;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -119,6 +157,9 @@ impl Conn {
             Ok(Some(f)) => {
                 self.frames_in += 1;
                 self.last_frame = now;
+                // The deadline is per frame: the next one starts now.
+                self.partial_since = None;
+                self.partial_bytes = 0;
                 Ok(Some(f))
             }
             Ok(None) => Ok(None),
@@ -127,7 +168,10 @@ impl Conn {
     }
 
     pub fn queue(&mut self, frame: &Frame) {
+        let before = self.wbuf.len();
         encode_frame(frame, &mut self.wbuf);
+        let n = self.wbuf.len() - before;
+        self.reply_estimate = n.max(self.reply_estimate - self.reply_estimate / 8);
     }
 
     /// Write as much of the write buffer as the socket takes, in as few

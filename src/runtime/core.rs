@@ -25,7 +25,8 @@ use synod_wire::{
 };
 
 use super::conn::{Close, Conn, Role};
-use super::{owner_core, RuntimeConfig};
+use super::limits::WarnLimiter;
+use super::{owner_core, RuntimeConfig, MIN_RATE_GRACE};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
@@ -173,7 +174,16 @@ pub struct Core {
     /// When each piece of migration work was last attempted (rate limit).
     attempts: HashMap<(GroupId, RetryKey), Instant>,
     last_migration: Instant,
+    /// Connection-close and refusal warnings, at most a few a second.
+    warns: WarnLimiter,
 }
+
+/// Connection warnings logged per second per core, at most.
+const WARNINGS_PER_SEC: u32 = 10;
+
+/// A connection whose read buffer reaches this after a read has the
+/// core's partial-frame budget checked (smaller buffers cannot matter).
+const PARTIAL_CHECK_BYTES: usize = 256 << 10;
 
 #[derive(Clone, Copy, Debug)]
 enum RpcKind {
@@ -186,6 +196,15 @@ enum RpcKind {
         config_num: u64,
         shard: u32,
     },
+}
+
+/// What a replica whose WAL failed answers every request: "not the leader,
+/// and I know of none", which clients take as "ask the next member". An
+/// `Error` would be final for the client, and a client that tries this
+/// member first would fail every operation while the other members serve
+/// a healthy majority (issue 8, finding 11).
+fn stopped_reply() -> ClientReply {
+    ClientReply::NotLeader { leader: None }
 }
 
 /// Migration work is retried this often while it is pending.
@@ -236,6 +255,7 @@ impl Core {
             rpc_cursor: HashMap::new(),
             attempts: HashMap::new(),
             last_migration: now,
+            warns: WarnLimiter::new(WARNINGS_PER_SEC, now),
             cfg,
         }
     }
@@ -397,12 +417,11 @@ impl Core {
 
     fn register(&mut self, mut conn: Conn) -> Option<Token> {
         self.tune(&conn.stream);
-        if self.conns.len() >= self.cfg.max_connections {
-            log::warn!(
-                "core {}: connection limit {} reached; refusing",
-                self.id,
-                self.cfg.max_connections
-            );
+        if conn.role == Role::Incoming && !self.make_room() {
+            self.warn(format!(
+                "core {}: connection limit {} reached and every connection is busy; refusing",
+                self.id, self.cfg.max_connections
+            ));
             return None;
         }
         let token = Token(self.next_token);
@@ -423,6 +442,84 @@ impl Core {
         conn.want_write = conn.connecting;
         self.conns.insert(token, conn);
         Some(token)
+    }
+
+    /// Room for one more accepted connection: below the limit, or after
+    /// closing the accepted connection that waits on nothing and has been
+    /// quiet longest, preferring one that never sent a valid frame. Idle
+    /// sockets thus cannot lock peers or an admin command out (63 of them
+    /// did, issue 8 finding 9). Connections this core dialed (to its peers
+    /// and for migration) are bounded by the configuration and never count.
+    fn make_room(&mut self) -> bool {
+        if self.conns.len() < self.cfg.max_connections {
+            return true;
+        }
+        let mut incoming = 0;
+        let mut victim: Option<(bool, Instant, Token)> = None;
+        for (t, c) in &self.conns {
+            if c.role != Role::Incoming {
+                continue;
+            }
+            incoming += 1;
+            if c.in_flight > 0 || !c.wbuf.is_empty() {
+                continue;
+            }
+            let key = (c.frames_in > 0, c.last_frame, *t);
+            if victim.is_none_or(|v| key < v) {
+                victim = Some(key);
+            }
+        }
+        if incoming < self.cfg.max_connections {
+            return true;
+        }
+        match victim {
+            Some((_, _, t)) => {
+                self.close(
+                    t,
+                    Close::Limit("evicted (idle) to make room at the connection limit"),
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Log a warning unless too many were logged this second.
+    fn warn(&mut self, msg: String) {
+        match self.warns.allow(Instant::now()) {
+            Some(0) => log::warn!("{msg}"),
+            Some(k) => log::warn!("{msg} ({k} similar warnings suppressed)"),
+            None => {}
+        }
+    }
+
+    /// Keep the bytes held in partially received frames on this core under
+    /// the budget: close the connection holding the most until it fits (20
+    /// connections each holding 15 MiB of an unfinished frame held 300 MiB).
+    fn enforce_partial_budget(&mut self) {
+        loop {
+            let mut total = 0usize;
+            let mut largest: Option<(usize, Token)> = None;
+            for (t, c) in &self.conns {
+                if c.role != Role::Incoming {
+                    continue;
+                }
+                let held = c.rbuf.len();
+                total += held;
+                if largest.is_none_or(|(n, _)| held > n) {
+                    largest = Some((held, *t));
+                }
+            }
+            match largest {
+                Some((_, t)) if total > self.cfg.partial_frames_budget => {
+                    self.close(
+                        t,
+                        Close::Limit("partial-frame budget exceeded (largest closed)"),
+                    );
+                }
+                _ => return,
+            }
+        }
     }
 
     fn accept(&mut self) {
@@ -482,7 +579,7 @@ impl Core {
                 .map_or("?".to_string(), |a| a.to_string());
             match &why {
                 Close::Eof => log::debug!("core {}: {addr} {why}", self.id),
-                _ => log::warn!("core {}: closing {addr}: {why}", self.id),
+                _ => self.warn(format!("core {}: closing {addr}: {why}", self.id)),
             }
             let _ = self.poll.registry().deregister(&mut c.stream);
             if let Role::Peer { gid, peer } = c.role {
@@ -532,7 +629,7 @@ impl Core {
                 };
                 // Back-pressure: while the replies to this connection pile
                 // up, stop reading its requests (resumed as replies drain).
-                if c.wbuf.len() > cap || c.in_flight >= max_in_flight {
+                if c.reply_debt() > cap || c.in_flight >= max_in_flight {
                     c.paused = true;
                     return;
                 }
@@ -543,7 +640,10 @@ impl Core {
                             return;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        c.note_partial(now);
+                        break;
+                    }
                     Err(e) => {
                         self.close(t, e);
                         return;
@@ -558,19 +658,27 @@ impl Core {
                 return;
             };
             let before = c.rbuf.len();
-            match c.fill(READ_BUDGET, &mut self.scratch) {
+            let result = c.fill(READ_BUDGET, &mut self.scratch);
+            let (held, is_incoming) = (c.rbuf.len(), c.role == Role::Incoming);
+            match result {
                 Ok(true) => {
                     // Budget spent: decode it now, read the rest next turn.
                     self.read_again.push(t);
                     spent = true;
                 }
                 Ok(false) => {
-                    if c.rbuf.len() == before {
+                    if held == before {
                         return; // WouldBlock with nothing new
                     }
                 }
                 Err(e) => {
                     self.close(t, e);
+                    return;
+                }
+            }
+            if is_incoming && held >= PARTIAL_CHECK_BYTES {
+                self.enforce_partial_budget();
+                if !self.conns.contains_key(&t) {
                     return;
                 }
             }
@@ -629,11 +737,8 @@ impl Core {
         let gid = frame.group;
         match frame.message {
             Message::Request(req) => {
-                if let Some(reason) = &self.failed {
-                    let reply = ClientReply::Error {
-                        reason: format!("replica stopped: {reason}"),
-                    };
-                    self.reply_now(t, frame.request_id, gid, reply);
+                if self.failed.is_some() {
+                    self.reply_now(t, frame.request_id, gid, stopped_reply());
                     return;
                 }
                 let to = self.next_reply;
@@ -649,6 +754,10 @@ impl Core {
                 self.await_reply(t, frame.request_id, gid);
             }
             Message::Master(req) => {
+                if self.failed.is_some() {
+                    self.reply_now(t, frame.request_id, 0, stopped_reply());
+                    return;
+                }
                 let to = self.next_reply;
                 let Some(Group {
                     replica: Hosted::Master(r),
@@ -935,6 +1044,12 @@ impl Core {
                 group: gid,
                 message,
             });
+            // The soft cap stops reading; requests already taken may still
+            // owe more than that (their replies' sizes were not known).
+            // Past the hard cap the client is not reading: drop it.
+            if c.wbuf.len() > self.cfg.conn_reply_hard_max {
+                self.close(t, Close::Limit("unread replies over --conn-reply-hard-max"));
+            }
         }
     }
 
@@ -945,8 +1060,16 @@ impl Core {
             if c.role != Role::Incoming {
                 continue;
             }
+            let partial = c.partial_since.map(|s| now.saturating_duration_since(s));
             if c.frames_in == 0 && now.duration_since(c.created) > self.cfg.first_frame_timeout {
                 doomed.push((*t, "no frame before the first-frame deadline"));
+            } else if partial.is_some_and(|p| p > self.cfg.frame_timeout) {
+                doomed.push((*t, "a partially received frame missed its deadline"));
+            } else if partial.is_some_and(|p| {
+                p > MIN_RATE_GRACE
+                    && c.partial_bytes < self.cfg.min_recv_bytes_per_sec * p.as_secs()
+            }) {
+                doomed.push((*t, "a frame arriving slower than the minimum receive rate"));
             } else if c.in_flight == 0 && now.duration_since(c.last_frame) > self.cfg.idle_timeout {
                 doomed.push((*t, "idle"));
             }
@@ -1070,14 +1193,7 @@ impl Core {
                     self.failed = Some(e.to_string());
                     let waiting: Vec<_> = self.waiting.drain().collect();
                     for (_, (t, rid, gid)) in waiting {
-                        self.reply_now(
-                            t,
-                            rid,
-                            gid,
-                            ClientReply::Error {
-                                reason: format!("replica stopped: {e}"),
-                            },
-                        );
+                        self.reply_now(t, rid, gid, stopped_reply());
                     }
                 }
             }

@@ -12,6 +12,8 @@
 
 mod conn;
 mod core;
+mod datadir;
+pub mod limits;
 
 pub use self::core::{Control, CoreHandle};
 
@@ -58,7 +60,26 @@ pub struct RuntimeConfig {
     /// Bytes of records per chunk when another group pulls a shard from
     /// this node (see `shardkv`); well below `max_frame_bytes`.
     pub migrate_chunk_bytes: usize,
+    // ----- bounded memory and start checks (issue 8) -----
+    /// Per connection: replies buffered past this close the connection
+    /// (the soft cap, `conn_write_buf_max`, only stops reading it).
+    pub conn_reply_hard_max: usize,
+    /// A partially received frame must complete within this long.
+    pub frame_timeout: Duration,
+    /// A frame that has been partial for [`MIN_RATE_GRACE`] must be
+    /// arriving at least this fast (bytes per second).
+    pub min_recv_bytes_per_sec: u64,
+    /// Per core: bytes held in partially received frames, all connections
+    /// together; past it the largest partial frame's connection is closed.
+    pub partial_frames_budget: usize,
+    /// Start even though the data directory records another address or
+    /// cluster (and record this one).
+    pub allow_identity_change: bool,
 }
+
+/// How long a partial frame may arrive slower than
+/// `RuntimeConfig::min_recv_bytes_per_sec` before its connection is closed.
+pub const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
 
 impl RuntimeConfig {
     pub fn new(listen: SocketAddr, data_dir: PathBuf, masters: Vec<String>) -> RuntimeConfig {
@@ -81,6 +102,11 @@ impl RuntimeConfig {
             read_index: true,
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
+            conn_reply_hard_max: 32 << 20,
+            frame_timeout: Duration::from_secs(30),
+            min_recv_bytes_per_sec: 64 << 10,
+            partial_frames_budget: 64 << 20,
+            allow_identity_change: false,
         }
     }
 }
@@ -102,6 +128,8 @@ impl std::fmt::Display for StartError {
 
 /// A running node: its cores' handles and threads.
 pub struct Node {
+    /// Held for the life of the node (see `datadir`).
+    _lock: datadir::DirLock,
     pub handles: Arc<Vec<CoreHandle>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     pub local_addr: SocketAddr,
@@ -173,9 +201,9 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
 
 /// Recover every core's WAL, bind the listener and start the cores.
 pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
-    if cfg.cores == 0 {
-        return Err(StartError("--cores must be at least 1".into()));
-    }
+    limits::validate(&cfg)?;
+    let lock = datadir::lock(&cfg.data_dir)?;
+    datadir::check_identity(&cfg)?;
     check_layout(&cfg)?;
     let listener = bind(cfg.listen)?;
     let local_addr = listener
@@ -261,6 +289,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         })
         .collect();
     Ok(Node {
+        _lock: lock,
         handles,
         threads,
         local_addr,
