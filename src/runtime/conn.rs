@@ -74,6 +74,14 @@ impl std::fmt::Display for Close {
     }
 }
 
+/// What each request in flight is expected to add to the write buffer
+/// before this connection's first reply says better. Reads copy the value
+/// out of the store as they are answered, so a first batch of 4,096 Gets
+/// of a 1 MiB value cost 4 GiB before any reply reached the write buffer:
+/// with this guess the soft cap (8 MiB) admits 64 before the first reply,
+/// and the guess decays toward the real size within a few dozen replies.
+const INITIAL_REPLY_ESTIMATE: usize = 128 << 10;
+
 /// How much one read call asks for; the buffer grows in these steps.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -92,7 +100,7 @@ impl Conn {
             connecting: matches!(role, Role::Peer { .. } | Role::Rpc { .. }),
             paused: false,
             want_write: false,
-            reply_estimate: 0,
+            reply_estimate: INITIAL_REPLY_ESTIMATE,
             partial_since: None,
             partial_bytes: 0,
         }
