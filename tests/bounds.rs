@@ -230,8 +230,8 @@ fn a_partial_frame_after_a_valid_one_is_closed_at_the_frame_deadline() {
     assert!(start.elapsed() >= Duration::from_millis(1500));
 }
 
-/// Finding 9: 20 connections each send 15 MiB of a frame declaring 15 MiB
-/// + 1 and stop. Before, the server held all of it (300 MiB); now the
+/// Finding 9: 20 connections each send 15 MiB of a frame declaring one
+/// byte more and stop. Before, the server held all of it (300 MiB); now the
 /// per-core budget (64 MiB) closes the largest partials: RSS grows by less
 /// than 160 MiB and a good client is served.
 #[test]
