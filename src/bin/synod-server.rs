@@ -71,12 +71,27 @@ options:
                           1048576; at most half of --max-frame-bytes)
   --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
                           client of the --masters cluster (default: off)
-  --resp-threads N        event loops of the RESP gateway (default: the machine's cores)";
+  --resp-threads N        event loops of the RESP gateway (default: the machine's cores)
+  --resp-max-connections N
+                          open RESP connections (default 1000); when full, the one
+                          silent longest (at least 1 s) is closed for a newcomer
+  --resp-idle-timeout-secs N
+                          close a RESP connection that sent no whole command this
+                          long (default 300)
+  --resp-command-timeout-secs N
+                          an unfinished RESP command must complete within this long
+                          (default 30)
+  --resp-max-command-args N
+                          arguments of one RESP command, at most (default 65536)
+  --resp-partial-budget N bytes of unfinished RESP commands the gateway holds, over
+                          all connections (default 67108864)";
 
 /// The RESP gateway's address and event-loop count, when asked for.
 struct RespArgs {
     listen: Option<SocketAddr>,
     threads: Option<usize>,
+    /// `--resp-*` limits, applied to the gateway's options in order.
+    limits: Vec<(String, u64)>,
 }
 
 /// The node's runtime configuration and the RESP gateway's settings.
@@ -86,6 +101,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     let mut masters = None;
     let mut resp_listen = None;
     let mut resp_threads = None;
+    let mut resp_limits = Vec::new();
     let mut rest: Vec<(String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -117,6 +133,19 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
                     ));
                 }
                 resp_threads = Some(n);
+            }
+            "--resp-max-connections"
+            | "--resp-idle-timeout-secs"
+            | "--resp-command-timeout-secs"
+            | "--resp-max-command-args"
+            | "--resp-partial-budget" => {
+                let n = value
+                    .parse::<u64>()
+                    .map_err(|_| format!("not a number: {value:?}"))?;
+                if n == 0 || n > 1 << 40 {
+                    return Err(format!("{flag} must be between 1 and 2^40"));
+                }
+                resp_limits.push((flag, n));
             }
             _ => rest.push((flag, value)),
         }
@@ -189,6 +218,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
         RespArgs {
             listen: resp_listen,
             threads: resp_threads,
+            limits: resp_limits,
         },
     ))
 }
@@ -223,6 +253,16 @@ fn main() -> ExitCode {
         let mut opts = synod::resp::GatewayOptions::new(masters.clone());
         if let Some(n) = resp.threads {
             opts.threads = n;
+        }
+        for (flag, n) in &resp.limits {
+            match flag.as_str() {
+                "--resp-max-connections" => opts.max_connections = *n as usize,
+                "--resp-idle-timeout-secs" => opts.idle_timeout = Duration::from_secs(*n),
+                "--resp-command-timeout-secs" => opts.command_timeout = Duration::from_secs(*n),
+                "--resp-max-command-args" => opts.max_command_args = *n as usize,
+                "--resp-partial-budget" => opts.partial_budget = *n as usize,
+                _ => unreachable!("only these are collected"),
+            }
         }
         let started =
             std::net::TcpListener::bind(addr).and_then(|l| synod::resp::serve_with(l, opts));
