@@ -355,3 +355,47 @@ fn bad_flags_exit_non_zero_with_a_message() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Finding 10 (cores): cores keep only the configurations their groups can
+/// still need. Here core 0 hosts no KV group while group 1 (core 1) goes
+/// through ten configurations, so core 0 prunes all but the latest few;
+/// group 2 (core 0) then joins and must walk configurations 1.. from the
+/// start: its core asks the watcher to publish them again, and group 2
+/// serves its shards.
+#[test]
+fn a_group_hosted_after_its_core_pruned_old_configurations_still_starts() {
+    let c = Cluster::start_masters(3);
+    let mut admin = c.client();
+    admin
+        .join(vec![synod_wire::GroupInfo {
+            gid: 1,
+            servers: c.masters.clone(),
+        }])
+        .expect("join 1");
+    for i in 0..10 {
+        admin.move_shard(i % 4, 1).expect("move");
+    }
+    // Let the watcher publish them all (it polls every 100 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    let cfg = admin
+        .join(vec![synod_wire::GroupInfo {
+            gid: 2,
+            servers: c.masters.clone(),
+        }])
+        .expect("join 2");
+    assert!(cfg.num >= 12);
+    let key = (0..1000u32)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            cfg.shards[synod_wire::shard_of(k.as_bytes(), cfg.shards.len() as u32) as usize] == 2
+        })
+        .expect("a key of group 2");
+    let mut client = c.client_with_timeout(Duration::from_secs(20));
+    client
+        .put(key.clone().into_bytes(), &b"v"[..])
+        .expect("group 2 serves after its core re-learned old configurations");
+    assert_eq!(
+        client.get(key.into_bytes()).unwrap(),
+        Some(Bytes::from_static(b"v"))
+    );
+}

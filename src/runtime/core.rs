@@ -61,7 +61,14 @@ pub enum Control {
 pub struct CoreHandle {
     pub tx: Sender<Control>,
     pub waker: Arc<Waker>,
+    /// Shared by every core and the configuration watcher: the lowest
+    /// configuration number a core needs again after pruning (`u64::MAX`:
+    /// none), which the watcher then publishes anew.
+    pub rewind: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Configurations a core keeps below the oldest one its groups are in.
+const CONFIGS_KEPT_BELOW: u64 = 2;
 
 /// A replica of either kind of group a node hosts.
 // One per hosted group, in a map: the variants' sizes do not matter.
@@ -392,6 +399,7 @@ impl Core {
 
     fn on_config(&mut self, config: &Config) {
         self.configs.insert(config.num, config.clone());
+        self.prune_configs();
         for g in &config.groups {
             if owner_core(g.gid, self.cfg.cores) != self.id {
                 continue;
@@ -399,6 +407,41 @@ impl Core {
             if let Some(me) = g.servers.iter().position(|s| *s == self.cfg.advertise) {
                 self.host(g.gid, g.servers.clone(), me as ReplicaId);
             }
+        }
+    }
+
+    /// Forget configurations no hosted group can need: groups take them in
+    /// order, so only those from the oldest one a group is in onwards. Every
+    /// core kept every configuration ever made (one 4 MB Join and 40 Moves:
+    /// 45 -> 395 MiB). A group hosted later that needs an older one asks the
+    /// watcher to publish again from there (`CoreHandle::rewind`).
+    fn prune_configs(&mut self) {
+        let Some(&latest) = self.configs.keys().next_back() else {
+            return;
+        };
+        let oldest_in_use = self
+            .groups
+            .values()
+            .filter_map(|g| match &g.replica {
+                Hosted::Kv(r) => Some(r.state().config().num),
+                Hosted::Master(_) => None,
+            })
+            .min()
+            .unwrap_or(latest);
+        let floor = oldest_in_use.saturating_sub(CONFIGS_KEPT_BELOW);
+        if self.configs.keys().next().is_some_and(|&n| n < floor) {
+            self.configs = self.configs.split_off(&floor);
+        }
+    }
+
+    /// A group led here needs configuration `num`, pruned or never seen
+    /// although later ones were: have the watcher publish from `num` again.
+    fn need_config(&self, num: u64) {
+        let later_known = self.configs.keys().next_back().is_some_and(|&n| n > num);
+        if later_known {
+            self.cores[self.id]
+                .rewind
+                .fetch_min(num, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -805,13 +848,17 @@ impl Core {
     fn migrate(&mut self, now: Instant) {
         let gids: Vec<GroupId> = self.groups.keys().copied().collect();
         for gid in gids {
-            let work = match self.groups.get(&gid).map(|g| &g.replica) {
+            let (work, missing) = match self.groups.get(&gid).map(|g| &g.replica) {
                 Some(Hosted::Kv(r)) if r.is_leader() => {
-                    let next = self.configs.get(&(r.state().config().num + 1));
-                    r.state().work(next)
+                    let num = r.state().config().num + 1;
+                    let next = self.configs.get(&num);
+                    (r.state().work(next), next.is_none().then_some(num))
                 }
                 _ => continue,
             };
+            if let Some(num) = missing {
+                self.need_config(num);
+            }
             if !work.is_empty() {
                 log::debug!("group {gid}: migration work {work:?}");
             }

@@ -214,6 +214,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
     let mut polls = Vec::new();
     let mut handles = Vec::new();
     let mut receivers = Vec::new();
+    let rewind = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     for _ in 0..cfg.cores {
         let poll = Poll::new().map_err(|e| StartError(format!("epoll: {e}")))?;
         let waker = Waker::new(poll.registry(), mio::Token(1))
@@ -222,6 +223,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         handles.push(CoreHandle {
             tx,
             waker: Arc::new(waker),
+            rewind: rewind.clone(),
         });
         polls.push(poll);
         receivers.push(rx);
@@ -320,6 +322,14 @@ pub fn watch_configs(node: &Node, masters: Vec<String>) {
             // never reach them, and a group waiting for it would stall.
             let mut last = 0;
             loop {
+                // A core pruned a configuration a group there still needs
+                // (one hosted after the pruning): publish from it again.
+                let rewind = handles[0]
+                    .rewind
+                    .swap(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+                if rewind != u64::MAX && rewind <= last {
+                    last = rewind.saturating_sub(1);
+                }
                 match client.query(None) {
                     Ok(latest) if latest.num > last => {
                         log::info!(
