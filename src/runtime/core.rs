@@ -674,6 +674,9 @@ impl Core {
                 // up, stop reading its requests (resumed as replies drain).
                 if c.reply_debt() > cap || c.in_flight >= max_in_flight {
                     c.paused = true;
+                    // Not reading is our choice: the frame clock restarts
+                    // when reading does.
+                    c.partial_since = None;
                     return;
                 }
                 c.paused = false;
@@ -1107,7 +1110,10 @@ impl Core {
             if c.role != Role::Incoming {
                 continue;
             }
-            let partial = c.partial_since.map(|s| now.saturating_duration_since(s));
+            let partial = c
+                .partial_since
+                .filter(|_| !c.paused)
+                .map(|s| now.saturating_duration_since(s));
             if c.frames_in == 0 && now.duration_since(c.created) > self.cfg.first_frame_timeout {
                 doomed.push((*t, "no frame before the first-frame deadline"));
             } else if partial.is_some_and(|p| p > self.cfg.frame_timeout) {
