@@ -399,3 +399,50 @@ fn a_group_hosted_after_its_core_pruned_old_configurations_still_starts() {
         Some(Bytes::from_static(b"v"))
     );
 }
+
+/// Finding 9: a frame arriving slower than `--min-recv-bytes-per-sec`
+/// (here 100 KB/s asked, 10 KB/s sent) is closed once the 5 s grace is
+/// over, long before its 30 s frame deadline.
+#[test]
+fn a_frame_arriving_below_the_minimum_rate_is_closed() {
+    let c = Cluster::with_args(1, 0, &["--min-recv-bytes-per-sec", "100000"]);
+    let mut s = TcpStream::connect(&c.nodes[0].addr).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    // One valid frame first: the first-frame deadline no longer applies.
+    let mut first = BytesMut::new();
+    get_frame(1, b"x", &mut first);
+    s.write_all(&first).unwrap();
+    s.write_all(&put_header(1 << 20)).unwrap();
+    let start = Instant::now();
+    let chunk = [0u8; 1000];
+    let mut closed = false;
+    while start.elapsed() < Duration::from_secs(15) {
+        if s.write_all(&chunk).is_err() {
+            closed = true;
+            break;
+        }
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Err(e)
+                if e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut =>
+            {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let took = start.elapsed();
+    assert!(closed, "a 10 KB/s frame was still open after {took:?}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+        "closed after {took:?}"
+    );
+}
