@@ -446,3 +446,77 @@ fn a_frame_arriving_below_the_minimum_rate_is_closed() {
         "closed after {took:?}"
     );
 }
+
+/// Finding 11 on real processes: node 0 (member 0 of the KV group, which
+/// new clients ask first) runs out of file space (RLIMIT_FSIZE: its WAL
+/// writes fail with EFBIG, as on a full disk), so its KV replicas stop.
+/// They used to answer `Error("replica stopped")`, final for the client:
+/// every put/get of a fresh client failed while nodes 1 and 2 served. Now
+/// fresh clients' operations succeed through the other two.
+#[test]
+fn a_node_with_a_stopped_replica_does_not_fail_clients() {
+    use std::os::unix::process::CommandExt;
+    let mut c = Cluster::new(3);
+    c.kill(0);
+    let node = &c.nodes[0];
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synod-server"));
+    cmd.arg("--listen")
+        .arg(&node.addr)
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .arg("--masters")
+        .arg(c.masters.join(","))
+        .args(&c.extra_args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2 << 20,
+                rlim_max: 2 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Writes past the limit fail with EFBIG instead of killing.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    c.nodes[0].child = Some(cmd.spawn().expect("spawn node 0"));
+    // Fill node 0's KV log past 2 MiB.
+    let mut client = c.client();
+    for i in 0..6 {
+        client
+            .put(
+                format!("big{i}").into_bytes(),
+                Bytes::from(vec![1u8; 512 << 10]),
+            )
+            .expect("a big put");
+    }
+    c.wait_for(Duration::from_secs(20), |c| c.log(0).contains("WAL failed"));
+    assert!(
+        c.exited(0).is_none(),
+        "node 0 exited instead of stopping its replicas"
+    );
+    // Fresh clients (member 0 first) are served by members 1 and 2.
+    for i in 0..5 {
+        let mut fresh = c.client_with_timeout(Duration::from_secs(10));
+        let key = format!("after{i}").into_bytes();
+        fresh
+            .put(key.clone(), &b"v"[..])
+            .expect("put with member 0 stopped");
+        assert_eq!(
+            fresh.get(key).expect("get with member 0 stopped"),
+            Some(Bytes::from_static(b"v"))
+        );
+    }
+}
