@@ -520,3 +520,33 @@ fn a_node_with_a_stopped_replica_does_not_fail_clients() {
         );
     }
 }
+
+/// Finding 10 on a real master: a Join listing 1,024 groups of 15
+/// 260-byte addresses (4 MB, which every later configuration used to copy)
+/// is refused with a clear error, and the master stays small and serving.
+#[test]
+fn a_huge_join_is_refused_by_the_master() {
+    let c = Cluster::start_masters(1);
+    let rss_before = c.rss_kib(0);
+    let long = "a".repeat(260);
+    let groups: Vec<synod_wire::GroupInfo> = (1..=1024)
+        .map(|gid| synod_wire::GroupInfo {
+            gid,
+            servers: vec![long.clone(); 15],
+        })
+        .collect();
+    let mut admin = c.client();
+    match admin.join(groups) {
+        Err(synod::client::ClientError::Refused(why)) => {
+            assert!(why.contains("bytes of server addresses"), "{why}")
+        }
+        other => panic!("a 4 MB join: {other:?}"),
+    }
+    for i in 0..40 {
+        assert!(admin.move_shard(i % 4, 1).is_err(), "no group 1 to move to");
+    }
+    assert_eq!(admin.query(None).unwrap().num, 0);
+    let rss = c.rss_kib(0);
+    eprintln!("master RSS {rss_before} KiB before, {rss} KiB after the refused join");
+    assert!(rss < rss_before + 64 * 1024, "{rss_before} -> {rss} KiB");
+}
