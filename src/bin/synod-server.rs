@@ -55,6 +55,9 @@ options:
   --conn-reply-hard-max N per connection: close it once this many reply bytes wait
                           for it to read them (default 33554432; at least
                           --conn-write-buf-max + --max-frame-bytes)
+  --reply-bytes-budget N  per core, unread reply bytes of all accepted connections;
+                          past it the connection holding the most is closed
+                          (default 268435456; at least --conn-reply-hard-max)
   --allow-identity-change start although the data directory records another
                           --advertise address or --masters list, and record this
                           one (only when the node moved for good)
@@ -191,6 +194,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--frame-timeout-secs" => cfg.frame_timeout = Duration::from_secs(num(&v)?),
             "--min-recv-bytes-per-sec" => cfg.min_recv_bytes_per_sec = num(&v)?,
             "--partial-frames-budget" => cfg.partial_frames_budget = num(&v)? as usize,
+            "--reply-bytes-budget" => cfg.reply_bytes_budget = num(&v)? as usize,
             "--allow-identity-change" => cfg.allow_identity_change = true,
             "--socket-buf-bytes" => cfg.socket_buf_bytes = Some(num(&v)? as usize),
             "--reads" => {

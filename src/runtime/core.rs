@@ -565,6 +565,34 @@ impl Core {
         }
     }
 
+    /// Keep the unread reply bytes of all accepted connections on this
+    /// core under the budget (each one's hard cap alone lets many
+    /// non-reading clients add up): close the one holding the most.
+    fn enforce_reply_budget(&mut self) {
+        loop {
+            let mut total = 0usize;
+            let mut largest: Option<(usize, Token)> = None;
+            for (t, c) in &self.conns {
+                if c.role != Role::Incoming {
+                    continue;
+                }
+                total += c.wbuf.len();
+                if largest.is_none_or(|(n, _)| c.wbuf.len() > n) {
+                    largest = Some((c.wbuf.len(), *t));
+                }
+            }
+            match largest {
+                Some((_, t)) if total > self.cfg.reply_bytes_budget => {
+                    self.close(
+                        t,
+                        Close::Limit("unread replies over the core's --reply-bytes-budget"),
+                    );
+                }
+                _ => return,
+            }
+        }
+    }
+
     fn accept(&mut self) {
         loop {
             let Some(listener) = &self.listener else {
@@ -1099,6 +1127,9 @@ impl Core {
             // Past the hard cap the client is not reading: drop it.
             if c.wbuf.len() > self.cfg.conn_reply_hard_max {
                 self.close(t, Close::Limit("unread replies over --conn-reply-hard-max"));
+            } else if c.wbuf.len() > self.cfg.conn_write_buf_max {
+                // Only connections over the soft cap can tip the core over.
+                self.enforce_reply_budget();
             }
         }
     }

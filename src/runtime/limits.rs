@@ -61,6 +61,12 @@ pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
             cfg.conn_write_buf_max + frame
         )));
     }
+    if cfg.reply_bytes_budget < cfg.conn_reply_hard_max {
+        return Err(StartError(format!(
+            "--reply-bytes-budget {} must be at least --conn-reply-hard-max ({})",
+            cfg.reply_bytes_budget, cfg.conn_reply_hard_max
+        )));
+    }
     if cfg.partial_frames_budget < frame {
         return Err(StartError(format!(
             "--partial-frames-budget {} must be at least --max-frame-bytes ({frame}): \
@@ -193,6 +199,10 @@ mod tests {
             (
                 "--partial-frames-budget",
                 Box::new(|c| c.partial_frames_budget = 1),
+            ),
+            (
+                "--reply-bytes-budget",
+                Box::new(|c| c.reply_bytes_budget = 1),
             ),
             (
                 "--idle-timeout-secs",

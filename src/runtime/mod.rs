@@ -72,6 +72,9 @@ pub struct RuntimeConfig {
     /// Per core: bytes held in partially received frames, all connections
     /// together; past it the largest partial frame's connection is closed.
     pub partial_frames_budget: usize,
+    /// Per core: unread reply bytes of accepted connections, all together;
+    /// past it the connection holding the most is closed.
+    pub reply_bytes_budget: usize,
     /// Start even though the data directory records another address or
     /// cluster (and record this one).
     pub allow_identity_change: bool,
@@ -106,6 +109,7 @@ impl RuntimeConfig {
             frame_timeout: Duration::from_secs(30),
             min_recv_bytes_per_sec: 64 << 10,
             partial_frames_budget: 64 << 20,
+            reply_bytes_budget: 256 << 20,
             allow_identity_change: false,
         }
     }
