@@ -20,8 +20,10 @@
 //! replies drain, and past the second it also sends none of its queued
 //! operations. At most `ClientOptions::max_in_flight` of its operations are
 //! in flight. A slow client therefore costs its own bounded buffers and
-//! never stalls the loop's other connections. `max_connections`,
-//! `idle_timeout` and `read_buf_max` behave as before.
+//! never stalls the loop's other connections. `max_connections` (a silent
+//! connection makes room for a newcomer), `idle_timeout` (whole commands
+//! only), `command_timeout` and `partial_budget` (unfinished commands),
+//! `max_command_args` and `read_buf_max` bound the rest (issue 8).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
