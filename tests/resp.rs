@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Auth, Cluster};
 
@@ -562,8 +562,7 @@ fn a_resp_password_is_required_before_commands() {
 /// connections do not evict a long-lived connection's session.
 #[test]
 fn sessions_are_capped_per_shard_and_short_resp_connections_reuse_theirs() {
-    let cluster =
-        Cluster::new_with_resp_args(
+    let cluster = Cluster::new_with_resp_args(
         3,
         &["--max-sessions-per-shard", "4", "--resp-threads", "1"],
         Auth::ClusterKey,
@@ -630,4 +629,131 @@ fn sessions_are_capped_per_shard_and_short_resp_connections_reuse_theirs() {
     }
     assert_eq!(long.call(&["APPEND", &keys[0], "2"]), R::Int(2));
     assert_eq!(long.call(&["GET", &keys[0]]), bulk("12"));
+}
+
+/// Has the gateway closed `c` (EOF or reset) within `limit`? Unlike
+/// `Conn::closed`, a read timeout means open.
+fn closed_within(c: &Conn, limit: Duration) -> bool {
+    let mut s = c.writer.try_clone().unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+/// A gateway in this process for a cluster that is not there: the hostile
+/// clients below never reach the cluster, and PING is answered locally.
+fn lone_gateway(tweak: impl FnOnce(&mut synod::resp::GatewayOptions)) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut opts = synod::resp::GatewayOptions::new(vec!["127.0.0.1:1".into()]);
+    opts.threads = 1;
+    tweak(&mut opts);
+    synod::resp::serve_with(listener, opts).unwrap();
+    addr
+}
+
+/// Issue 8, finding 9 (RESP): silent connections filling `max_connections`
+/// no longer lock out a PING (the one silent longest is closed for it), a
+/// byte at a time no longer keeps a connection alive (the idle timer
+/// counts whole commands, and an unfinished command has a deadline), and
+/// an MGET of a million keys is refused from its count.
+#[test]
+fn resp_idle_and_trickling_connections_do_not_lock_out_ping() {
+    let addr = lone_gateway(|o| {
+        o.max_connections = 20;
+        o.idle_timeout = Duration::from_secs(60);
+        o.command_timeout = Duration::from_secs(1);
+    });
+    let hogs: Vec<Conn> = (0..20).map(|_| Conn::open(&addr)).collect();
+    std::thread::sleep(Duration::from_millis(1300));
+    let mut p = Conn::open(&addr);
+    assert_eq!(p.call(&["PING"]), R::Simple("PONG".into()));
+    let closed_hogs = hogs
+        .into_iter()
+        .filter(|h| closed_within(h, Duration::from_millis(100)))
+        .count();
+    assert!(closed_hogs >= 1, "no silent connection made room");
+
+    // A byte every 200 ms of a command that never completes.
+    let mut t = Conn::open(&addr);
+    t.writer
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let start = Instant::now();
+    let mut closed = false;
+    for b in b"*2\r\n$4\r\nECHO\r\n$1000\r\n".iter().cycle().take(40) {
+        if t.writer.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if matches!(t.writer.read(&mut buf), Ok(0)) {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(closed, "a trickling connection stayed open");
+    assert!(start.elapsed() < Duration::from_secs(5));
+
+    let mut m = Conn::open(&addr);
+    m.send_raw(b"*1000001\r\n$4\r\nMGET\r\n");
+    match m.read() {
+        R::Error(e) => assert!(e.contains("invalid multibulk length"), "{e}"),
+        other => panic!("an MGET of a million keys got {other:?}"),
+    }
+    assert!(m.closed());
+}
+
+/// Issue 8, finding 9 (RESP): four connections each send 30 MiB of an
+/// MSET of two 16 MiB values and stop. Before, the gateway held all
+/// 120 MiB (each under the 33 MiB per-connection cap); now its partial
+/// budget (64 MiB, one loop here) closes the largest until the rest fit.
+#[test]
+fn resp_unfinished_commands_are_held_within_the_budget() {
+    let addr = lone_gateway(|o| o.command_timeout = Duration::from_secs(60));
+    let chunk = vec![b'x'; 1 << 20];
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, chunk) = (addr.clone(), chunk.clone());
+            std::thread::spawn(move || {
+                let mut c = Conn::open(&addr);
+                c.writer
+                    .set_write_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let _ = c
+                    .writer
+                    .write_all(b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$16777216\r\n");
+                for i in 0..30 {
+                    if i == 16 {
+                        let _ = c.writer.write_all(b"\r\n$1\r\nb\r\n$16777216\r\n");
+                    }
+                    if c.writer.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                c
+            })
+        })
+        .collect();
+    let conns: Vec<Conn> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let closed = conns
+        .iter()
+        .filter(|c| closed_within(c, Duration::from_millis(500)))
+        .count();
+    assert!(
+        closed >= 2,
+        "only {closed} of 4 unfinished 30 MiB commands closed"
+    );
 }

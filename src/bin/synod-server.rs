@@ -26,16 +26,42 @@ options:
   --shards N              shard count (default 64); fixed per data dir
   --fsync always|never    'never' is UNSAFE (acknowledged writes can be lost on
                           power failure); for benchmarks only. Default: always
-  --max-connections N     default 10000
-  --max-frame-bytes N     default 16777216
+  --max-connections N     per core, accepted connections (default 10000; 1..=1048576).
+                          When full, the connection idle longest (one that never
+                          sent a valid frame first) is closed to make room, so idle
+                          sockets cannot lock out peers or admin commands;
+                          connections this node dials to its peers do not count
+  --max-frame-bytes N     default 16777216 (65536..=1073741824)
   --idle-timeout-secs N   close client connections idle this long (default 300)
   --first-frame-secs N    close connections that send no frame this long (default 10)
+  --frame-timeout-secs N  a partially received frame must complete within this
+                          long (default 30)
+  --min-recv-bytes-per-sec N
+                          a frame still partial after 5 s must be arriving at
+                          least this fast (default 65536)
+  --partial-frames-budget N
+                          per core, bytes held in partially received frames over
+                          all connections; past it the connection holding the
+                          largest partial frame is closed (default 67108864; at
+                          least --max-frame-bytes)
   --snapshot-log-slots N  snapshot a group's state and free its log once the log
                           holds this many slots (default 4096)
   --conn-write-buf-max N  per connection: stop reading it while this many reply
                           bytes wait to be written (default 8388608)
   --conn-in-flight-max N  per connection: stop reading it while this many of its
                           requests are unanswered (default 4096)
+                          Also stops reading while the reply bytes queued plus the
+                          unanswered requests times the largest recent reply on the
+                          connection exceed --conn-write-buf-max
+  --conn-reply-hard-max N per connection: close it once this many reply bytes wait
+                          for it to read them (default 33554432; at least
+                          --conn-write-buf-max + --max-frame-bytes)
+  --reply-bytes-budget N  per core, unread reply bytes of all accepted connections;
+                          past it the connection holding the most is closed
+                          (default 268435456; at least --conn-reply-hard-max)
+  --allow-identity-change start although the data directory records another
+                          --advertise address or --masters list, and record this
+                          one (only when the node moved for good)
   --socket-buf-bytes N    SO_SNDBUF/SO_RCVBUF for every connection (default: the kernel's)
   --tick-ms N             protocol tick (default 10)
   --reads index|log       how Gets are made linearizable: 'index' (default) has
@@ -66,7 +92,20 @@ options:
   --client-key-file PATH  KV clients must prove this key too (default: KV
                           requests and queries are open)
   --resp-password-file PATH  RESP clients must AUTH with this password (the
-                          file's content without a trailing newline)";
+                          file's content without a trailing newline)
+  --resp-max-connections N
+                          open RESP connections (default 1000); when full, the one
+                          silent longest (at least 1 s) is closed for a newcomer
+  --resp-idle-timeout-secs N
+                          close a RESP connection that sent no whole command this
+                          long (default 300)
+  --resp-command-timeout-secs N
+                          an unfinished RESP command must complete within this long
+                          (default 30)
+  --resp-max-command-args N
+                          arguments of one RESP command, at most (default 65536)
+  --resp-partial-budget N bytes of unfinished RESP commands the gateway holds, over
+                          all connections (default 67108864)";
 
 /// The RESP gateway's address and event-loop count, when asked for.
 struct RespArgs {
@@ -74,6 +113,8 @@ struct RespArgs {
     threads: Option<usize>,
     /// `--resp-password-file`: RESP clients must AUTH first.
     password: Option<Vec<u8>>,
+    /// `--resp-*` limits, applied to the gateway's options in order.
+    limits: Vec<(String, u64)>,
 }
 
 /// The node's runtime configuration and the RESP gateway's settings.
@@ -86,11 +127,16 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     let mut cluster_key_file = std::env::var_os("SYNOD_CLUSTER_KEY_FILE");
     let mut client_key_file = None;
     let mut resp_password_file = None;
+    let mut resp_limits = Vec::new();
     let mut rest: Vec<(String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Err(String::new());
+        }
+        if flag == "--allow-identity-change" {
+            rest.push((flag, String::new()));
+            continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -116,6 +162,19 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
                     ));
                 }
                 resp_threads = Some(n);
+            }
+            "--resp-max-connections"
+            | "--resp-idle-timeout-secs"
+            | "--resp-command-timeout-secs"
+            | "--resp-max-command-args"
+            | "--resp-partial-budget" => {
+                let n = value
+                    .parse::<u64>()
+                    .map_err(|_| format!("not a number: {value:?}"))?;
+                if n == 0 || n > 1 << 40 {
+                    return Err(format!("{flag} must be between 1 and 2^40"));
+                }
+                resp_limits.push((flag, n));
             }
             _ => rest.push((flag, value)),
         }
@@ -161,7 +220,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
         match flag.as_str() {
             "--cores" => cfg.cores = num(&v)? as usize,
             "--advertise" => cfg.advertise = v,
-            "--shards" => cfg.shards = num(&v)? as u32,
+            "--shards" => cfg.shards = num(&v)?.min(u32::MAX as u64) as u32,
             "--fsync" => {
                 cfg.fsync = match v.as_str() {
                     "always" => FsyncPolicy::Always,
@@ -173,10 +232,16 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--max-frame-bytes" => cfg.max_frame_bytes = num(&v)?.min(u32::MAX as u64) as u32,
             "--idle-timeout-secs" => cfg.idle_timeout = Duration::from_secs(num(&v)?),
             "--first-frame-secs" => cfg.first_frame_timeout = Duration::from_secs(num(&v)?),
-            "--snapshot-log-slots" => cfg.snapshot_log_slots = (num(&v)? as usize).max(1),
-            "--tick-ms" => cfg.tick = Duration::from_millis(num(&v)?.max(1)),
+            "--snapshot-log-slots" => cfg.snapshot_log_slots = num(&v)? as usize,
+            "--tick-ms" => cfg.tick = Duration::from_millis(num(&v)?),
             "--conn-write-buf-max" => cfg.conn_write_buf_max = num(&v)? as usize,
-            "--conn-in-flight-max" => cfg.conn_in_flight_max = (num(&v)? as usize).max(1),
+            "--conn-in-flight-max" => cfg.conn_in_flight_max = num(&v)? as usize,
+            "--conn-reply-hard-max" => cfg.conn_reply_hard_max = num(&v)? as usize,
+            "--frame-timeout-secs" => cfg.frame_timeout = Duration::from_secs(num(&v)?),
+            "--min-recv-bytes-per-sec" => cfg.min_recv_bytes_per_sec = num(&v)?,
+            "--partial-frames-budget" => cfg.partial_frames_budget = num(&v)? as usize,
+            "--reply-bytes-budget" => cfg.reply_bytes_budget = num(&v)? as usize,
+            "--allow-identity-change" => cfg.allow_identity_change = true,
             "--socket-buf-bytes" => cfg.socket_buf_bytes = Some(num(&v)? as usize),
             "--reads" => {
                 cfg.read_index = match v.as_str() {
@@ -203,9 +268,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    if cfg.shards == 0 {
-        return Err("--shards must be at least 1".into());
-    }
+    synod::runtime::limits::validate(&cfg).map_err(|e| e.0)?;
     // Half the frame leaves room for the chunk's framing, a record that
     // overshoots the budget, and the dedup sessions on the last chunk.
     if cfg.migrate_chunk_bytes == 0 || cfg.migrate_chunk_bytes > cfg.max_frame_bytes as usize / 2 {
@@ -220,6 +283,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             listen: resp_listen,
             threads: resp_threads,
             password,
+            limits: resp_limits,
         },
     ))
 }
@@ -275,6 +339,16 @@ fn main() -> ExitCode {
         opts.password = resp.password.map(std::sync::Arc::from);
         opts.client.cluster_key = keys.cluster.clone();
         opts.client.client_key = keys.client.clone();
+        for (flag, n) in &resp.limits {
+            match flag.as_str() {
+                "--resp-max-connections" => opts.max_connections = *n as usize,
+                "--resp-idle-timeout-secs" => opts.idle_timeout = Duration::from_secs(*n),
+                "--resp-command-timeout-secs" => opts.command_timeout = Duration::from_secs(*n),
+                "--resp-max-command-args" => opts.max_command_args = *n as usize,
+                "--resp-partial-budget" => opts.partial_budget = *n as usize,
+                _ => unreachable!("only these are collected"),
+            }
+        }
         let started =
             std::net::TcpListener::bind(addr).and_then(|l| synod::resp::serve_with(l, opts));
         if let Err(e) = started {

@@ -44,6 +44,10 @@ pub(crate) enum Answer {
     Config(Config),
 }
 
+/// How servers before issue 8's fix began the `Error` a replica with a
+/// failed WAL answered; retried elsewhere, never final.
+const STOPPED_REPLICA: &str = "replica stopped";
+
 /// Fixed bytes of a KV request body before the key: client id, seq, ack seq,
 /// key length (PROTOCOL.md 5.1).
 const KV_FIXED_BYTES: u64 = 8 + 8 + 8 + 4;
@@ -493,6 +497,18 @@ impl Client {
             }
             (Req::Master(_), Message::Config(config)) => {
                 self.finish(run, seq, Ok(Answer::Config(config)), now);
+            }
+            // A server from before stopped replicas answered NotLeader said
+            // "replica stopped: <disk error>": not a refusal of the request
+            // but a member that cannot serve; the others may.
+            (_, Message::Reply(ClientReply::Error { reason }))
+                if reason.starts_with(STOPPED_REPLICA) =>
+            {
+                task.attempt += 1;
+                task.last_failure = Some(reason);
+                self.router.on_failure(gid, index);
+                let delay = backoff(task.attempt, self.rng.next_u64());
+                task.state = State::Ready { at: now + delay };
             }
             (_, Message::Reply(ClientReply::Error { reason })) => {
                 self.finish(run, seq, Err(ClientError::Refused(reason)), now);

@@ -809,3 +809,41 @@ fn unassigned_shard_backs_off_and_reports_why() {
     let n = queries.load(Ordering::SeqCst);
     assert!((2..=20).contains(&n), "{n} queries");
 }
+
+/// Issue 8, finding 11: member 0 of the KV group has a failed WAL. Whether
+/// it answers the current stopped reply (NotLeader without a hint) or an
+/// older server's `Error("replica stopped: ...")`, the client asks the next
+/// member, and its operations succeed there with the same seq.
+#[test]
+fn a_stopped_replica_sends_the_client_to_the_next_member() {
+    for stopped in [
+        ClientReply::NotLeader { leader: None },
+        ClientReply::Error {
+            reason: "replica stopped: No space left on device (os error 28)".into(),
+        },
+    ] {
+        let (l0, addr0) = ScriptedServer::bind();
+        let (l1, addr1) = ScriptedServer::bind();
+        let cfg = config(1, vec![1; 4], &[(1, &[&addr0, &addr1])]);
+        // Member 0 is also the master: it answers Query, and is stopped for KV.
+        let stopped_member = ScriptedServer::serve(l0, move |s| {
+            if s.is_master() {
+                vec![Out::Reply(Message::Config(cfg.clone()))]
+            } else {
+                vec![reply(stopped.clone())]
+            }
+        });
+        let healthy = ScriptedServer::serve(l1, |_| vec![ok(b"v")]);
+        let mut c = Client::new(fast(&[&addr0])).unwrap();
+        assert_eq!(c.get("k").unwrap(), Some(Bytes::from_static(b"v")));
+        c.put("k", "v").unwrap();
+        let at_stopped: Vec<Seen> = stopped_member
+            .seen()
+            .into_iter()
+            .filter(|s| !s.is_master())
+            .collect();
+        assert_eq!(at_stopped.len(), 1, "the stopped member was asked once");
+        assert_eq!(healthy.seen().len(), 2);
+        assert_eq!(at_stopped[0].seq(), healthy.seen()[0].seq());
+    }
+}

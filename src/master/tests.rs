@@ -903,3 +903,52 @@ fn replica_drives_the_master_end_to_end() {
     assert_eq!((*to, c.num, c.shards.clone()), (77, 1, vec![1; 4]));
     assert_eq!(r.state().master().latest().num, 1);
 }
+
+/// Issue 8, finding 10: one Join listing 1,024 groups of 15 addresses of
+/// 260 bytes (4 MB, within every older per-item cap) is refused as a whole,
+/// changes nothing, and a Join within the byte cap is still accepted.
+#[test]
+fn a_join_over_the_configuration_address_budget_is_refused() {
+    let mut m = master(16);
+    let mut admin = Admin::new(1);
+    let long = "a".repeat(MAX_ADDRESS_BYTES);
+    let huge: Vec<GroupInfo> = (1..=MAX_GROUPS as GroupId)
+        .map(|gid| GroupInfo {
+            gid,
+            servers: vec![long.clone(); MAX_SERVERS_PER_GROUP],
+        })
+        .collect();
+    let err = admin
+        .run(&mut m, MasterOp::Join { groups: huge })
+        .expect_err("a 4 MB join");
+    assert!(err.contains("bytes of server addresses"), "{err}");
+    assert_eq!(m.latest().num, 0, "a refusal changes nothing");
+    // Groups up to the budget are fine; one address byte more is not.
+    let per_group = MAX_SERVERS_PER_GROUP * MAX_ADDRESS_BYTES;
+    let fit = MAX_CONFIG_ADDRESS_BYTES / per_group;
+    let groups = |from: GroupId, n: usize| -> Vec<GroupInfo> {
+        (from..from + n as GroupId)
+            .map(|gid| GroupInfo {
+                gid,
+                servers: vec![long.clone(); MAX_SERVERS_PER_GROUP],
+            })
+            .collect()
+    };
+    admin
+        .run(
+            &mut m,
+            MasterOp::Join {
+                groups: groups(1, fit),
+            },
+        )
+        .expect("joins within the budget");
+    let err = admin
+        .run(
+            &mut m,
+            MasterOp::Join {
+                groups: groups(5000, 1),
+            },
+        )
+        .expect_err("one group over the budget");
+    assert!(err.contains("at most"), "{err}");
+}

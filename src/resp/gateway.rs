@@ -20,8 +20,10 @@
 //! replies drain, and past the second it also sends none of its queued
 //! operations. At most `ClientOptions::max_in_flight` of its operations are
 //! in flight. A slow client therefore costs its own bounded buffers and
-//! never stalls the loop's other connections. `max_connections`,
-//! `idle_timeout` and `read_buf_max` behave as before.
+//! never stalls the loop's other connections. `max_connections` (a silent
+//! connection makes room for a newcomer), `idle_timeout` (whole commands
+//! only), `command_timeout` and `partial_budget` (unfinished commands),
+//! `max_command_args` and `read_buf_max` bound the rest (issue 8).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
@@ -57,6 +59,19 @@ pub const MAX_UNANSWERED_COMMANDS: usize = 1024;
 /// Most reply bytes of one connection waiting for the client to read them
 /// before the gateway stops taking its commands.
 pub const MAX_UNSENT_REPLY_BYTES: usize = 4 << 20;
+/// Default [`GatewayOptions::max_command_args`]: an MGET of 65,536 keys
+/// is about 8 MiB of operations in flight; one of a million cost 129 MiB.
+pub const DEFAULT_MAX_COMMAND_ARGS: usize = 1 << 16;
+/// Default [`GatewayOptions::command_timeout`].
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`GatewayOptions::partial_budget`]: four maximal values.
+pub const DEFAULT_PARTIAL_BUDGET: usize = 4 * MAX_BULK_BYTES;
+/// A connection silent (no whole command) this long may be closed to make
+/// room for a new one when the gateway is at `max_connections`.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+/// A connection whose input buffer reaches this has its loop's partial
+/// budget checked.
+const PARTIAL_CHECK_BYTES: usize = 256 << 10;
 /// Most event loops a gateway runs.
 pub const MAX_THREADS: usize = 64;
 /// Bytes asked of a socket per read.
@@ -86,6 +101,17 @@ pub struct GatewayOptions {
     pub read_buf_max: usize,
     /// Event-loop threads (at least 1, at most [`MAX_THREADS`]).
     pub threads: usize,
+    /// Most arguments of one command; a longer one is refused from its
+    /// count (`-ERR Protocol error: invalid multibulk length`) and the
+    /// connection closed.
+    pub max_command_args: usize,
+    /// A command whose first bytes arrived must be complete within this
+    /// long, or the connection is closed.
+    pub command_timeout: Duration,
+    /// Bytes of unfinished commands the whole gateway holds (split evenly
+    /// between its loops, each getting at least `read_buf_max`); past a
+    /// loop's share, the connection holding the most is closed.
+    pub partial_budget: usize,
     /// How the gateway reaches the cluster: masters, per-operation and
     /// per-attempt deadlines, and `max_in_flight`, the most operations of
     /// one RESP connection in flight at once (so one huge MGET or pipeline
@@ -110,6 +136,9 @@ impl GatewayOptions {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             read_buf_max: DEFAULT_READ_BUF_MAX,
             threads: default_threads(),
+            max_command_args: DEFAULT_MAX_COMMAND_ARGS,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            partial_budget: DEFAULT_PARTIAL_BUDGET,
             client: ClientOptions::new(masters),
             password: None,
         }
@@ -199,6 +228,14 @@ struct Handoff {
     stream: std::net::TcpStream,
     id: u64,
     slot: Slot,
+    /// Accepted over the limit: the loop must close a silent connection
+    /// for it, or refuse it.
+    evict: bool,
+}
+
+fn refuse(mut stream: std::net::TcpStream) {
+    let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 fn accept_loop(
@@ -210,7 +247,7 @@ fn accept_loop(
     let next_id = AtomicU64::new(1);
     let mut next_loop = 0;
     for stream in listener.incoming() {
-        let mut stream = match stream {
+        let stream = match stream {
             Ok(s) => s,
             Err(e) => {
                 // Typically out of file descriptors: back off instead of
@@ -220,16 +257,20 @@ fn accept_loop(
                 continue;
             }
         };
-        if open.fetch_add(1, Ordering::AcqRel) >= max_connections {
+        // At the limit the loop closes a silent connection to make room, or
+        // refuses this one (idle sockets must not lock everyone out). Twice
+        // the limit bounds what waits in the loops' queues meanwhile.
+        let was = open.fetch_add(1, Ordering::AcqRel);
+        if was >= 2 * max_connections {
             open.fetch_sub(1, Ordering::AcqRel);
-            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
-            let _ = stream.shutdown(Shutdown::Both);
+            refuse(stream);
             continue;
         }
         let handoff = Handoff {
             stream,
             id: next_id.fetch_add(1, Ordering::Relaxed),
             slot: Slot(open.clone()),
+            evict: was >= max_connections,
         };
         // Round robin: connections of one benchmark or application spread
         // evenly over the loops.
@@ -263,11 +304,43 @@ struct RespConn {
     closing: bool,
     /// Listed in `Loop::touched` for this turn.
     touched: bool,
-    /// Last time bytes moved either way.
+    /// Last time reply bytes went out (or the connection was accepted).
     last_active: Instant,
+    /// Last time a whole command was parsed (or the connection was
+    /// accepted): a byte at a time does not keep a connection alive.
+    last_command: Instant,
+    /// Whole commands parsed so far.
+    commands: u64,
+    /// Since when an unfinished command has been waiting in `inbuf`.
+    partial_since: Option<Instant>,
 }
 
 impl RespConn {
+    /// Why the idle scan should close this connection, if it should.
+    fn overdue(&self, now: Instant, opts: &GatewayOptions) -> Option<&'static str> {
+        let since = |t: Instant| now.saturating_duration_since(t);
+        if let Some(t) = self.partial_since {
+            if !self.backpressured() && since(t) >= opts.command_timeout {
+                return Some("an unfinished command missed its deadline");
+            }
+        }
+        if !self.out.is_empty() {
+            return (since(self.last_active) >= opts.idle_timeout)
+                .then_some("replies not read within the idle timeout");
+        }
+        (self.pipeline.unanswered() == 0
+            && since(self.last_command.max(self.last_active)) >= opts.idle_timeout)
+            .then_some("idle timeout")
+    }
+
+    /// Silent long enough to be closed for a newcomer at the limit.
+    fn evictable(&self, now: Instant) -> bool {
+        self.pipeline.unanswered() == 0
+            && self.out.is_empty()
+            && now.saturating_duration_since(self.last_command.max(self.last_active))
+                >= EVICTABLE_AFTER
+    }
+
     fn backpressured(&self) -> bool {
         self.pipeline.unanswered() >= MAX_UNANSWERED_COMMANDS
             || self.out.len() >= MAX_UNSENT_REPLY_BYTES
@@ -349,8 +422,54 @@ impl Loop {
         }
     }
 
+    /// Close the connection silent longest (one that never sent a whole
+    /// command first) to make room; false if every one is active.
+    fn evict_one(&mut self, now: Instant) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.evictable(now))
+            .min_by_key(|(_, c)| (c.commands > 0, c.last_command.max(c.last_active)))
+            .map(|(&t, _)| t);
+        match victim {
+            Some(t) => {
+                self.close(t, "evicted (silent) to make room at max_connections");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keep this loop's bytes of unfinished commands within its share of
+    /// the budget: close the connection holding the most until they fit.
+    fn enforce_partial_budget(&mut self) {
+        let share = (self.opts.partial_budget / self.opts.threads).max(self.opts.read_buf_max);
+        loop {
+            let total: usize = self.conns.values().map(|c| c.inbuf.len()).sum();
+            if total <= share {
+                return;
+            }
+            let Some(t) = self
+                .conns
+                .iter()
+                .max_by_key(|(_, c)| c.inbuf.len())
+                .map(|(&t, _)| t)
+            else {
+                return;
+            };
+            log::warn!(
+                "RESP: unfinished commands over the budget ({total} bytes); closing the largest"
+            );
+            self.close(t, "unfinished commands over the partial budget");
+        }
+    }
+
     fn accept(&mut self, now: Instant) {
         while let Ok(h) = self.rx.try_recv() {
+            if h.evict && !self.evict_one(now) {
+                refuse(h.stream);
+                continue;
+            }
             if let Err(e) = h.stream.set_nonblocking(true) {
                 log::warn!("RESP connection {}: {e}", h.id);
                 continue;
@@ -381,7 +500,7 @@ impl Loop {
                         password: self.opts.password.clone(),
                         authed: false,
                     }),
-                    parser: Parser::new(),
+                    parser: Parser::with_max_args(self.opts.max_command_args),
                     inbuf: BytesMut::new(),
                     out: BytesMut::new(),
                     // Bytes may have arrived before registration.
@@ -389,6 +508,9 @@ impl Loop {
                     closing: false,
                     touched: true,
                     last_active: now,
+                    last_command: now,
+                    commands: 0,
+                    partial_since: None,
                 },
             );
             self.touched.push(token);
@@ -428,7 +550,13 @@ impl Loop {
             };
             match verdict {
                 Verdict::Keep => {
-                    let c = self.conns.get_mut(&token).expect("serviced");
+                    if self.conns.get(&token).expect("serviced").inbuf.len() >= PARTIAL_CHECK_BYTES
+                    {
+                        self.enforce_partial_budget();
+                    }
+                    let Some(c) = self.conns.get_mut(&token) else {
+                        continue; // closed for the budget
+                    };
                     // Read budget spent with more to read and room to take
                     // it: come back next turn without waiting for an event.
                     if c.readable && !c.closing && !c.backpressured() && !c.touched {
@@ -454,17 +582,13 @@ impl Loop {
     /// Closes connections silent for the idle timeout: nothing read and
     /// nothing to answer, or replies the client has not read.
     fn close_idle(&mut self, now: Instant) {
-        let idle: Vec<usize> = self
+        let idle: Vec<(usize, &'static str)> = self
             .conns
             .iter()
-            .filter(|(_, c)| {
-                (c.pipeline.unanswered() == 0 || !c.out.is_empty())
-                    && now.saturating_duration_since(c.last_active) >= self.opts.idle_timeout
-            })
-            .map(|(&t, _)| t)
+            .filter_map(|(&t, c)| c.overdue(now, &self.opts).map(|why| (t, why)))
             .collect();
-        for token in idle {
-            self.close(token, "idle timeout");
+        for (token, why) in idle {
+            self.close(token, why);
         }
     }
 }
@@ -484,7 +608,7 @@ fn service(
     loop {
         let was_full = c.backpressured();
         loop {
-            parse_buffered(c, opts);
+            parse_buffered(c, opts, now);
             if c.closing || c.backpressured() || !c.readable || budget == 0 {
                 break;
             }
@@ -494,7 +618,6 @@ fn service(
                 Ok(n) => {
                     c.inbuf.extend_from_slice(&scratch[..n]);
                     budget -= n;
-                    c.last_active = now;
                     // A short read emptied the socket: skip the read that
                     // would only say WouldBlock (half of all reads under
                     // redis-benchmark). Safe with epoll's edge trigger, which
@@ -550,10 +673,22 @@ fn service(
 }
 
 /// Parses and queues every complete buffered command the limits allow.
-fn parse_buffered(c: &mut RespConn, opts: &GatewayOptions) {
+fn parse_buffered(c: &mut RespConn, opts: &GatewayOptions, now: Instant) {
+    parse_commands(c, opts, now);
+    if c.inbuf.is_empty() {
+        c.partial_since = None;
+    } else if c.partial_since.is_none() {
+        c.partial_since = Some(now);
+    }
+}
+
+fn parse_commands(c: &mut RespConn, opts: &GatewayOptions, now: Instant) {
     while !c.closing && !c.backpressured() {
         match c.parser.next_command(&mut c.inbuf) {
             Ok(Some(args)) => {
+                c.commands += 1;
+                c.last_command = now;
+                c.partial_since = None;
                 if c.pipeline.push(&args) == Pushed::Quit {
                     c.closing = true;
                 }

@@ -41,8 +41,9 @@ mod upstream;
 
 pub use command::{plan, KvCommand, Plan, Session};
 pub use gateway::{
-    default_threads, serve, serve_with, GatewayOptions, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_BUF_MAX, MAX_THREADS, MAX_UNANSWERED_COMMANDS,
+    default_threads, serve, serve_with, GatewayOptions, DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_COMMAND_ARGS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PARTIAL_BUDGET, DEFAULT_READ_BUF_MAX, MAX_THREADS, MAX_UNANSWERED_COMMANDS,
     MAX_UNSENT_REPLY_BYTES,
 };
 pub use parse::{ParseError, Parser, MAX_ARRAY_LEN, MAX_BULK_BYTES, MAX_INLINE_BYTES};

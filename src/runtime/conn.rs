@@ -65,6 +65,13 @@ pub struct Conn {
     /// Requests refused for lack of authentication (logged once per
     /// connection at warn level, so a flood of them is not a log flood).
     pub refused: u64,
+    /// The largest reply queued lately (decays by an eighth per smaller
+    /// reply): what each request in flight is expected to add to `wbuf`.
+    pub reply_estimate: usize,
+    /// Since when the frame at the front of `rbuf` has been incomplete.
+    pub partial_since: Option<Instant>,
+    /// Bytes received since `partial_since` (for the minimum receive rate).
+    pub partial_bytes: u64,
 }
 
 /// Why a connection is closed; logged with its address.
@@ -76,6 +83,8 @@ pub enum Close {
     Protocol(&'static str),
     Timeout(&'static str),
     Auth(String),
+    /// A resource limit (reply bytes, partial-frame budget, connection slots).
+    Limit(&'static str),
 }
 
 impl std::fmt::Display for Close {
@@ -87,9 +96,18 @@ impl std::fmt::Display for Close {
             Close::Protocol(what) => write!(f, "protocol violation: {what}"),
             Close::Timeout(what) => write!(f, "timed out: {what}"),
             Close::Auth(why) => write!(f, "authentication: {why}"),
+            Close::Limit(what) => write!(f, "over a limit: {what}"),
         }
     }
 }
+
+/// What each request in flight is expected to add to the write buffer
+/// before this connection's first reply says better. Reads copy the value
+/// out of the store as they are answered, so a first batch of 4,096 Gets
+/// of a 1 MiB value cost 4 GiB before any reply reached the write buffer:
+/// with this guess the soft cap (8 MiB) admits 64 before the first reply,
+/// and the guess decays toward the real size within a few dozen replies.
+const INITIAL_REPLY_ESTIMATE: usize = 128 << 10;
 
 /// How much one read call asks for; the buffer grows in these steps.
 const READ_CHUNK: usize = 64 * 1024;
@@ -112,6 +130,31 @@ impl Conn {
             auth: AuthState::None,
             held: BytesMut::new(),
             refused: 0,
+            reply_estimate: INITIAL_REPLY_ESTIMATE,
+            partial_since: None,
+            partial_bytes: 0,
+        }
+    }
+
+    /// Reply bytes this connection is owed or holds: what is buffered plus
+    /// what its requests in flight are expected to add. Reading stops while
+    /// this is over the soft cap, so a client that never reads its replies
+    /// of large values cannot have thousands of them queued.
+    pub fn reply_debt(&self) -> usize {
+        self.wbuf
+            .len()
+            .saturating_add(self.in_flight.saturating_mul(self.reply_estimate))
+    }
+
+    /// After decoding everything buffered: start (or keep) the clock of an
+    /// incomplete frame at the front of the buffer, or stop it.
+    pub fn note_partial(&mut self, now: Instant) {
+        if self.rbuf.is_empty() {
+            self.partial_since = None;
+            self.partial_bytes = 0;
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(now);
+            self.partial_bytes = self.rbuf.len() as u64;
         }
     }
 
@@ -163,6 +206,9 @@ impl Conn {
                 Ok(n) => {
                     self.rbuf.extend_from_slice(&scratch[..n]);
                     read += n;
+                    if self.partial_since.is_some() {
+                        self.partial_bytes += n as u64;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -177,6 +223,9 @@ impl Conn {
             Ok(Some(f)) => {
                 self.frames_in += 1;
                 self.last_frame = now;
+                // The deadline is per frame: the next one starts now.
+                self.partial_since = None;
+                self.partial_bytes = 0;
                 Ok(Some(f))
             }
             Ok(None) => Ok(None),
@@ -187,9 +236,12 @@ impl Conn {
     pub fn queue(&mut self, frame: &Frame) {
         if matches!(self.auth, AuthState::Dialing(_)) {
             encode_frame(frame, &mut self.held);
-        } else {
-            encode_frame(frame, &mut self.wbuf);
+            return;
         }
+        let before = self.wbuf.len();
+        encode_frame(frame, &mut self.wbuf);
+        let n = self.wbuf.len() - before;
+        self.reply_estimate = n.max(self.reply_estimate - self.reply_estimate / 8);
     }
 
     /// Write as much of the write buffer as the socket takes, in as few

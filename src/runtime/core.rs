@@ -25,7 +25,8 @@ use synod_wire::{
 };
 
 use super::conn::{AuthState, Close, Conn, Role};
-use super::{owner_core, RuntimeConfig};
+use super::limits::WarnLimiter;
+use super::{owner_core, RuntimeConfig, MIN_RATE_GRACE};
 use crate::auth::{self, Accepting, Identity, Need};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
@@ -61,7 +62,14 @@ pub enum Control {
 pub struct CoreHandle {
     pub tx: Sender<Control>,
     pub waker: Arc<Waker>,
+    /// Shared by every core and the configuration watcher: the lowest
+    /// configuration number a core needs again after pruning (`u64::MAX`:
+    /// none), which the watcher then publishes anew.
+    pub rewind: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Configurations a core keeps below the oldest one its groups are in.
+const CONFIGS_KEPT_BELOW: u64 = 2;
 
 /// A replica of either kind of group a node hosts.
 // One per hosted group, in a map: the variants' sizes do not matter.
@@ -174,7 +182,16 @@ pub struct Core {
     /// When each piece of migration work was last attempted (rate limit).
     attempts: HashMap<(GroupId, RetryKey), Instant>,
     last_migration: Instant,
+    /// Connection-close and refusal warnings, at most a few a second.
+    warns: WarnLimiter,
 }
+
+/// Connection warnings logged per second per core, at most.
+const WARNINGS_PER_SEC: u32 = 10;
+
+/// A connection whose read buffer reaches this after a read has the
+/// core's partial-frame budget checked (smaller buffers cannot matter).
+const PARTIAL_CHECK_BYTES: usize = 256 << 10;
 
 #[derive(Clone, Copy, Debug)]
 enum RpcKind {
@@ -187,6 +204,15 @@ enum RpcKind {
         config_num: u64,
         shard: u32,
     },
+}
+
+/// What a replica whose WAL failed answers every request: "not the leader,
+/// and I know of none", which clients take as "ask the next member". An
+/// `Error` would be final for the client, and a client that tries this
+/// member first would fail every operation while the other members serve
+/// a healthy majority (issue 8, finding 11).
+fn stopped_reply() -> ClientReply {
+    ClientReply::NotLeader { leader: None }
 }
 
 /// Migration work is retried this often while it is pending.
@@ -237,6 +263,7 @@ impl Core {
             rpc_cursor: HashMap::new(),
             attempts: HashMap::new(),
             last_migration: now,
+            warns: WarnLimiter::new(WARNINGS_PER_SEC, now),
             cfg,
         }
     }
@@ -387,6 +414,7 @@ impl Core {
 
     fn on_config(&mut self, config: &Config) {
         self.configs.insert(config.num, config.clone());
+        self.prune_configs();
         for g in &config.groups {
             if owner_core(g.gid, self.cfg.cores) != self.id {
                 continue;
@@ -394,6 +422,41 @@ impl Core {
             if let Some(me) = g.servers.iter().position(|s| *s == self.cfg.advertise) {
                 self.host(g.gid, g.servers.clone(), me as ReplicaId);
             }
+        }
+    }
+
+    /// Forget configurations no hosted group can need: groups take them in
+    /// order, so only those from the oldest one a group is in onwards. Every
+    /// core kept every configuration ever made (one 4 MB Join and 40 Moves:
+    /// 45 -> 395 MiB). A group hosted later that needs an older one asks the
+    /// watcher to publish again from there (`CoreHandle::rewind`).
+    fn prune_configs(&mut self) {
+        let Some(&latest) = self.configs.keys().next_back() else {
+            return;
+        };
+        let oldest_in_use = self
+            .groups
+            .values()
+            .filter_map(|g| match &g.replica {
+                Hosted::Kv(r) => Some(r.state().config().num),
+                Hosted::Master(_) => None,
+            })
+            .min()
+            .unwrap_or(latest);
+        let floor = oldest_in_use.saturating_sub(CONFIGS_KEPT_BELOW);
+        if self.configs.keys().next().is_some_and(|&n| n < floor) {
+            self.configs = self.configs.split_off(&floor);
+        }
+    }
+
+    /// A group led here needs configuration `num`, pruned or never seen
+    /// although later ones were: have the watcher publish from `num` again.
+    fn need_config(&self, num: u64) {
+        let later_known = self.configs.keys().next_back().is_some_and(|&n| n > num);
+        if later_known {
+            self.cores[self.id]
+                .rewind
+                .fetch_min(num, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -412,12 +475,11 @@ impl Core {
 
     fn register(&mut self, mut conn: Conn) -> Option<Token> {
         self.tune(&conn.stream);
-        if self.conns.len() >= self.cfg.max_connections {
-            log::warn!(
-                "core {}: connection limit {} reached; refusing",
-                self.id,
-                self.cfg.max_connections
-            );
+        if conn.role == Role::Incoming && !self.make_room() {
+            self.warn(format!(
+                "core {}: connection limit {} reached and every connection is busy; refusing",
+                self.id, self.cfg.max_connections
+            ));
             return None;
         }
         let token = Token(self.next_token);
@@ -455,6 +517,112 @@ impl Core {
             Err(e) => {
                 log::error!("core {}: cannot dial: {e}", self.id);
                 false
+            }
+        }
+    }
+
+    /// Room for one more accepted connection: below the limit, or after
+    /// closing the accepted connection that waits on nothing and has been
+    /// quiet longest, preferring one that never sent a valid frame. Idle
+    /// sockets thus cannot lock peers or an admin command out (63 of them
+    /// did, issue 8 finding 9). Connections this core dialed (to its peers
+    /// and for migration) are bounded by the configuration and never count.
+    fn make_room(&mut self) -> bool {
+        if self.conns.len() < self.cfg.max_connections {
+            return true;
+        }
+        let mut incoming = 0;
+        let mut victim: Option<(bool, Instant, Token)> = None;
+        for (t, c) in &self.conns {
+            if c.role != Role::Incoming {
+                continue;
+            }
+            incoming += 1;
+            if c.in_flight > 0 || !c.wbuf.is_empty() {
+                continue;
+            }
+            let key = (c.frames_in > 0, c.last_frame, *t);
+            if victim.is_none_or(|v| key < v) {
+                victim = Some(key);
+            }
+        }
+        if incoming < self.cfg.max_connections {
+            return true;
+        }
+        match victim {
+            Some((_, _, t)) => {
+                self.close(
+                    t,
+                    Close::Limit("evicted (idle) to make room at the connection limit"),
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Log a warning unless too many were logged this second.
+    fn warn(&mut self, msg: String) {
+        match self.warns.allow(Instant::now()) {
+            Some(0) => log::warn!("{msg}"),
+            Some(k) => log::warn!("{msg} ({k} similar warnings suppressed)"),
+            None => {}
+        }
+    }
+
+    /// Keep the bytes held in partially received frames on this core under
+    /// the budget: close the connection holding the most until it fits (20
+    /// connections each holding 15 MiB of an unfinished frame held 300 MiB).
+    fn enforce_partial_budget(&mut self) {
+        loop {
+            let mut total = 0usize;
+            let mut largest: Option<(usize, Token)> = None;
+            for (t, c) in &self.conns {
+                if c.role != Role::Incoming {
+                    continue;
+                }
+                let held = c.rbuf.len();
+                total += held;
+                if largest.is_none_or(|(n, _)| held > n) {
+                    largest = Some((held, *t));
+                }
+            }
+            match largest {
+                Some((_, t)) if total > self.cfg.partial_frames_budget => {
+                    self.close(
+                        t,
+                        Close::Limit("partial-frame budget exceeded (largest closed)"),
+                    );
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Keep the unread reply bytes of all accepted connections on this
+    /// core under the budget (each one's hard cap alone lets many
+    /// non-reading clients add up): close the one holding the most.
+    fn enforce_reply_budget(&mut self) {
+        loop {
+            let mut total = 0usize;
+            let mut largest: Option<(usize, Token)> = None;
+            for (t, c) in &self.conns {
+                if c.role != Role::Incoming {
+                    continue;
+                }
+                total += c.wbuf.len();
+                if largest.is_none_or(|(n, _)| c.wbuf.len() > n) {
+                    largest = Some((c.wbuf.len(), *t));
+                }
+            }
+            match largest {
+                Some((_, t)) if total > self.cfg.reply_bytes_budget => {
+                    self.close(
+                        t,
+                        Close::Limit("unread replies over the core's --reply-bytes-budget"),
+                    );
+                }
+                _ => return,
             }
         }
     }
@@ -516,7 +684,7 @@ impl Core {
                 .map_or("?".to_string(), |a| a.to_string());
             match &why {
                 Close::Eof => log::debug!("core {}: {addr} {why}", self.id),
-                _ => log::warn!("core {}: closing {addr}: {why}", self.id),
+                _ => self.warn(format!("core {}: closing {addr}: {why}", self.id)),
             }
             let _ = self.poll.registry().deregister(&mut c.stream);
             if let Role::Peer { gid, peer } = c.role {
@@ -566,8 +734,11 @@ impl Core {
                 };
                 // Back-pressure: while the replies to this connection pile
                 // up, stop reading its requests (resumed as replies drain).
-                if c.wbuf.len() > cap || c.in_flight >= max_in_flight {
+                if c.reply_debt() > cap || c.in_flight >= max_in_flight {
                     c.paused = true;
+                    // Not reading is our choice: the frame clock restarts
+                    // when reading does.
+                    c.partial_since = None;
                     return;
                 }
                 c.paused = false;
@@ -577,7 +748,10 @@ impl Core {
                             return;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        c.note_partial(now);
+                        break;
+                    }
                     Err(e) => {
                         self.close(t, e);
                         return;
@@ -592,19 +766,27 @@ impl Core {
                 return;
             };
             let before = c.rbuf.len();
-            match c.fill(READ_BUDGET, &mut self.scratch) {
+            let result = c.fill(READ_BUDGET, &mut self.scratch);
+            let (held, is_incoming) = (c.rbuf.len(), c.role == Role::Incoming);
+            match result {
                 Ok(true) => {
                     // Budget spent: decode it now, read the rest next turn.
                     self.read_again.push(t);
                     spent = true;
                 }
                 Ok(false) => {
-                    if c.rbuf.len() == before {
+                    if held == before {
                         return; // WouldBlock with nothing new
                     }
                 }
                 Err(e) => {
                     self.close(t, e);
+                    return;
+                }
+            }
+            if is_incoming && held >= PARTIAL_CHECK_BYTES {
+                self.enforce_partial_budget();
+                if !self.conns.contains_key(&t) {
                     return;
                 }
             }
@@ -733,11 +915,8 @@ impl Core {
         }
         match frame.message {
             Message::Request(req) => {
-                if let Some(reason) = &self.failed {
-                    let reply = ClientReply::Error {
-                        reason: format!("replica stopped: {reason}"),
-                    };
-                    self.reply_now(t, frame.request_id, gid, reply);
+                if self.failed.is_some() {
+                    self.reply_now(t, frame.request_id, gid, stopped_reply());
                     return;
                 }
                 let to = self.next_reply;
@@ -754,6 +933,10 @@ impl Core {
                 self.await_reply(t, frame.request_id, gid);
             }
             Message::Master(req) => {
+                if self.failed.is_some() {
+                    self.reply_now(t, frame.request_id, 0, stopped_reply());
+                    return;
+                }
                 let to = self.next_reply;
                 let Some(Group {
                     replica: Hosted::Master(r),
@@ -864,13 +1047,17 @@ impl Core {
     fn migrate(&mut self, now: Instant) {
         let gids: Vec<GroupId> = self.groups.keys().copied().collect();
         for gid in gids {
-            let work = match self.groups.get(&gid).map(|g| &g.replica) {
+            let (work, missing) = match self.groups.get(&gid).map(|g| &g.replica) {
                 Some(Hosted::Kv(r)) if r.is_leader() => {
-                    let next = self.configs.get(&(r.state().config().num + 1));
-                    r.state().work(next)
+                    let num = r.state().config().num + 1;
+                    let next = self.configs.get(&num);
+                    (r.state().work(next), next.is_none().then_some(num))
                 }
                 _ => continue,
             };
+            if let Some(num) = missing {
+                self.need_config(num);
+            }
             if !work.is_empty() {
                 log::debug!("group {gid}: migration work {work:?}");
             }
@@ -1106,6 +1293,15 @@ impl Core {
                 group: gid,
                 message,
             });
+            // The soft cap stops reading; requests already taken may still
+            // owe more than that (their replies' sizes were not known).
+            // Past the hard cap the client is not reading: drop it.
+            if c.wbuf.len() > self.cfg.conn_reply_hard_max {
+                self.close(t, Close::Limit("unread replies over --conn-reply-hard-max"));
+            } else if c.wbuf.len() > self.cfg.conn_write_buf_max {
+                // Only connections over the soft cap can tip the core over.
+                self.enforce_reply_budget();
+            }
         }
     }
 
@@ -1116,11 +1312,22 @@ impl Core {
             if c.role != Role::Incoming {
                 continue;
             }
+            let partial = c
+                .partial_since
+                .filter(|_| !c.paused)
+                .map(|s| now.saturating_duration_since(s));
             let late = now.duration_since(c.created) > self.cfg.first_frame_timeout;
             if c.frames_in == 0 && late {
                 doomed.push((*t, "no frame before the first-frame deadline"));
             } else if matches!(c.auth, AuthState::Accepting(_)) && late {
                 doomed.push((*t, "handshake not finished before the first-frame deadline"));
+            } else if partial.is_some_and(|p| p > self.cfg.frame_timeout) {
+                doomed.push((*t, "a partially received frame missed its deadline"));
+            } else if partial.is_some_and(|p| {
+                p > MIN_RATE_GRACE
+                    && c.partial_bytes < self.cfg.min_recv_bytes_per_sec * p.as_secs()
+            }) {
+                doomed.push((*t, "a frame arriving slower than the minimum receive rate"));
             } else if c.in_flight == 0 && now.duration_since(c.last_frame) > self.cfg.idle_timeout {
                 doomed.push((*t, "idle"));
             }
@@ -1248,14 +1455,7 @@ impl Core {
                     self.failed = Some(e.to_string());
                     let waiting: Vec<_> = self.waiting.drain().collect();
                     for (_, (t, rid, gid)) in waiting {
-                        self.reply_now(
-                            t,
-                            rid,
-                            gid,
-                            ClientReply::Error {
-                                reason: format!("replica stopped: {e}"),
-                            },
-                        );
+                        self.reply_now(t, rid, gid, stopped_reply());
                     }
                 }
             }

@@ -12,6 +12,8 @@
 
 mod conn;
 mod core;
+mod datadir;
+pub mod limits;
 
 pub use self::core::{Control, CoreHandle};
 
@@ -68,7 +70,29 @@ pub struct RuntimeConfig {
     /// Dedup sessions per shard at most (the least recently active is
     /// evicted beyond it). Same on every node, like `session_ttl`.
     pub max_sessions_per_shard: usize,
+    // ----- bounded memory and start checks (issue 8) -----
+    /// Per connection: replies buffered past this close the connection
+    /// (the soft cap, `conn_write_buf_max`, only stops reading it).
+    pub conn_reply_hard_max: usize,
+    /// A partially received frame must complete within this long.
+    pub frame_timeout: Duration,
+    /// A frame that has been partial for [`MIN_RATE_GRACE`] must be
+    /// arriving at least this fast (bytes per second).
+    pub min_recv_bytes_per_sec: u64,
+    /// Per core: bytes held in partially received frames, all connections
+    /// together; past it the largest partial frame's connection is closed.
+    pub partial_frames_budget: usize,
+    /// Per core: unread reply bytes of accepted connections, all together;
+    /// past it the connection holding the most is closed.
+    pub reply_bytes_budget: usize,
+    /// Start even though the data directory records another address or
+    /// cluster (and record this one).
+    pub allow_identity_change: bool,
 }
+
+/// How long a partial frame may arrive slower than
+/// `RuntimeConfig::min_recv_bytes_per_sec` before its connection is closed.
+pub const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
 
 impl RuntimeConfig {
     pub fn new(listen: SocketAddr, data_dir: PathBuf, masters: Vec<String>) -> RuntimeConfig {
@@ -94,6 +118,12 @@ impl RuntimeConfig {
             keys: crate::auth::Keys::default(),
             session_ttl: Duration::from_millis(crate::kv::DEFAULT_SESSION_TTL_MS),
             max_sessions_per_shard: crate::kv::DEFAULT_MAX_SESSIONS_PER_SHARD,
+            conn_reply_hard_max: 32 << 20,
+            frame_timeout: Duration::from_secs(30),
+            min_recv_bytes_per_sec: 64 << 10,
+            partial_frames_budget: 64 << 20,
+            reply_bytes_budget: 256 << 20,
+            allow_identity_change: false,
         }
     }
 }
@@ -115,6 +145,8 @@ impl std::fmt::Display for StartError {
 
 /// A running node: its cores' handles and threads.
 pub struct Node {
+    /// Held for the life of the node (see `datadir`).
+    _lock: datadir::DirLock,
     pub handles: Arc<Vec<CoreHandle>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     pub local_addr: SocketAddr,
@@ -222,9 +254,9 @@ fn check_recovered_snapshots(
 
 /// Recover every core's WAL, bind the listener and start the cores.
 pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
-    if cfg.cores == 0 {
-        return Err(StartError("--cores must be at least 1".into()));
-    }
+    limits::validate(&cfg)?;
+    let lock = datadir::lock(&cfg.data_dir)?;
+    datadir::check_identity(&cfg)?;
     check_layout(&cfg)?;
     let listener = bind(cfg.listen)?;
     let local_addr = listener
@@ -235,6 +267,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
     let mut polls = Vec::new();
     let mut handles = Vec::new();
     let mut receivers = Vec::new();
+    let rewind = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     for _ in 0..cfg.cores {
         let poll = Poll::new().map_err(|e| StartError(format!("epoll: {e}")))?;
         let waker = Waker::new(poll.registry(), mio::Token(1))
@@ -243,6 +276,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         handles.push(CoreHandle {
             tx,
             waker: Arc::new(waker),
+            rewind: rewind.clone(),
         });
         polls.push(poll);
         receivers.push(rx);
@@ -311,6 +345,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         })
         .collect();
     Ok(Node {
+        _lock: lock,
         handles,
         threads,
         local_addr,
@@ -343,6 +378,14 @@ pub fn watch_configs(node: &Node, masters: Vec<String>, keys: crate::auth::Keys)
             // never reach them, and a group waiting for it would stall.
             let mut last = 0;
             loop {
+                // A core pruned a configuration a group there still needs
+                // (one hosted after the pruning): publish from it again.
+                let rewind = handles[0]
+                    .rewind
+                    .swap(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+                if rewind != u64::MAX && rewind <= last {
+                    last = rewind.saturating_sub(1);
+                }
                 match client.query(None) {
                     Ok(latest) if latest.num > last => {
                         log::info!(
