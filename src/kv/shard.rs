@@ -31,7 +31,7 @@ pub(crate) const TOO_LARGE_REASON: &str = "value too large";
 /// acknowledged write re-apply. A session is dropped only by expiry (idle
 /// for the TTL in log time), by the per-shard cap, or with its shard; then
 /// the shard's `floor` is raised to cover its client id, which is what keeps
-/// a delayed duplicate out (see [`Shard::may_open`]).
+/// a delayed duplicate out (see [`may_open`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Session {
     /// Every request of this client with `seq <= acked` has been answered and
@@ -200,13 +200,21 @@ impl Shard {
         }
     }
 
-    /// Drops `client`'s session and raises the floor over its id (unless the
-    /// id was never plausible, i.e. a session restored from a snapshot
-    /// older than expiry: [`may_open`] keeps refusing such an id anyway).
+    /// Drops `client`'s session and raises the floor over its id.
+    ///
+    /// Except for an id that was never plausible: a session from before
+    /// expiry (restored from an old snapshot, random id), which raising the
+    /// floor to would lock out every client; [`may_open`] refuses such an id
+    /// anyway. Plausibility is judged against the session's own last
+    /// activity, not only this store's log time: a session opened
+    /// elsewhere was plausible against its own log time, which its
+    /// `last_ms` carries, even if this group's log time is stale (it saw no
+    /// write for a while) when it evicts it.
     pub(crate) fn forget(&mut self, client: ClientId, rules: &SessionRules) {
         if let Some(session) = self.sessions.remove(&client) {
             self.lru.remove(&(session.last_ms, client));
-            if plausible(client, rules.log_time_ms) && !rules.forget_floor {
+            let horizon = session.last_ms.max(rules.log_time_ms);
+            if plausible(client, horizon) && !rules.forget_floor {
                 self.floor = self.floor.max(client);
             }
         }

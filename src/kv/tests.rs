@@ -1249,3 +1249,39 @@ fn session_memory() {
     assert_eq!(kv.stats().sessions, n);
     assert!(per_session < 1024, "{per_session} bytes per session");
 }
+
+#[test]
+fn a_session_evicted_by_a_group_with_a_stale_clock_still_raises_the_floor() {
+    let now = 1_800_000_000_000;
+    let (first, second) = (
+        synod_wire::client_id_at(now, 3),
+        synod_wire::client_id_at(now, 4),
+    );
+    let mut source = KvStore::new(opts_sessions(1, DEFAULT_SESSION_TTL_MS, 100));
+    source.advance_clock(now, |_| true);
+    assert_eq!(
+        source.apply(&req(first, 1, 0, append("k", "x"))),
+        ok_empty()
+    );
+    source.advance_clock(now + 10, |_| true);
+    assert_eq!(
+        source.apply(&req(second, 1, 0, append("k", "y"))),
+        ok_empty()
+    );
+    // The new owner saw no write for a long time: its log time is stale
+    // when the shard arrives, and its cap of 1 evicts the imported session
+    // of `first` (the less recently active) at once.
+    let mut target = KvStore::new(opts_sessions(1, DEFAULT_SESSION_TTL_MS, 1));
+    target.advance_clock(1_000, |_| true);
+    target.import_shard(0, &source.export_shard(0)).unwrap();
+    assert!(!target.shards[0].sessions.contains_key(&first));
+    assert!(target.shards[0].floor >= first);
+    // The next write brings a fresh stamp first; the delayed duplicate of
+    // `first`'s write is still refused.
+    target.advance_clock(now + 20, |_| true);
+    assert_eq!(
+        target.apply(&req(first, 1, 0, append("k", "x"))),
+        ClientReply::SessionExpired
+    );
+    assert_eq!(target.read(b"k"), ok("xy"));
+}

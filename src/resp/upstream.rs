@@ -125,6 +125,8 @@ struct SessionState {
     /// A `SessionExpired` came back: replace the id when nothing of it is
     /// in flight, and never pool it.
     renew: bool,
+    /// Its operations not finished yet.
+    in_flight: usize,
 }
 
 impl SessionState {
@@ -136,6 +138,7 @@ impl SessionState {
             born: now,
             released: now,
             renew: false,
+            in_flight: 0,
         }
     }
 
@@ -316,8 +319,10 @@ impl Upstream {
                 self.awaiting -= 1;
             }
             state.acks.retire(task.seq);
+            state.in_flight -= 1;
         }
         if state.fresh(now) && self.pool.len() < SESSION_POOL_MAX {
+            debug_assert_eq!(state.in_flight, 0);
             debug_assert_eq!(state.acks.ack_seq() + 1, state.next_seq);
             state.released = now;
             self.pool.push(state);
@@ -331,14 +336,7 @@ impl Upstream {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
-        if s.fresh(now) {
-            return;
-        }
-        let busy = self
-            .tasks
-            .values()
-            .any(|t| t.purpose == Purpose::Kv { session });
-        if !busy {
+        if s.in_flight == 0 && !s.fresh(now) {
             let state = self.new_session_state(now);
             self.sessions.insert(session, state);
         }
@@ -360,6 +358,7 @@ impl Upstream {
             .expect("operations come from open sessions");
         let seq = s.next_seq;
         s.next_seq += 1;
+        s.in_flight += 1;
         let client_id = s.client_id;
         self.add_task(Purpose::Kv { session }, req, client_id, seq, now);
     }
@@ -901,6 +900,7 @@ impl Upstream {
             Purpose::Kv { session } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.acks.retire(task.seq);
+                    s.in_flight -= 1;
                     let Req::Kv(op) = task.req else {
                         unreachable!("KV tasks carry an op")
                     };
