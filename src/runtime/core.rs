@@ -571,59 +571,48 @@ impl Core {
     }
 
     /// Keep the bytes held in partially received frames on this core under
-    /// the budget: close the connection holding the most until it fits (20
-    /// connections each holding 15 MiB of an unfinished frame held 300 MiB).
+    /// the budget (20 connections each holding 15 MiB of an unfinished
+    /// frame held 300 MiB).
     fn enforce_partial_budget(&mut self) {
-        loop {
-            let mut total = 0usize;
-            let mut largest: Option<(usize, Token)> = None;
-            for (t, c) in &self.conns {
-                if c.role != Role::Incoming {
-                    continue;
-                }
-                let held = c.rbuf.len();
-                total += held;
-                if largest.is_none_or(|(n, _)| held > n) {
-                    largest = Some((held, *t));
-                }
-            }
-            match largest {
-                Some((_, t)) if total > self.cfg.partial_frames_budget => {
-                    self.close(
-                        t,
-                        Close::Limit("partial-frame budget exceeded (largest closed)"),
-                    );
-                }
-                _ => return,
-            }
-        }
+        self.enforce_budget(
+            |c| c.rbuf.len(),
+            self.cfg.partial_frames_budget,
+            "partial-frame budget exceeded (largest closed)",
+        );
     }
 
     /// Keep the unread reply bytes of all accepted connections on this
     /// core under the budget (each one's hard cap alone lets many
-    /// non-reading clients add up): close the one holding the most.
+    /// non-reading clients add up).
     fn enforce_reply_budget(&mut self) {
-        loop {
-            let mut total = 0usize;
-            let mut largest: Option<(usize, Token)> = None;
-            for (t, c) in &self.conns {
-                if c.role != Role::Incoming {
-                    continue;
-                }
-                total += c.wbuf.len();
-                if largest.is_none_or(|(n, _)| c.wbuf.len() > n) {
-                    largest = Some((c.wbuf.len(), *t));
-                }
+        self.enforce_budget(
+            |c| c.wbuf.len(),
+            self.cfg.reply_bytes_budget,
+            "unread replies over the core's --reply-bytes-budget",
+        );
+    }
+
+    /// Close accepted connections, the one holding the most `bytes` first,
+    /// until the core's total is within `budget`. One pass over the
+    /// connections and one sort, whatever the number closed.
+    fn enforce_budget(&mut self, bytes: fn(&Conn) -> usize, budget: usize, why: &'static str) {
+        let mut held: Vec<(usize, Token)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.role == Role::Incoming)
+            .map(|(t, c)| (bytes(c), *t))
+            .collect();
+        let mut total: usize = held.iter().map(|(n, _)| n).sum();
+        if total <= budget {
+            return;
+        }
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        for (n, t) in held {
+            if total <= budget {
+                break;
             }
-            match largest {
-                Some((_, t)) if total > self.cfg.reply_bytes_budget => {
-                    self.close(
-                        t,
-                        Close::Limit("unread replies over the core's --reply-bytes-budget"),
-                    );
-                }
-                _ => return,
-            }
+            self.close(t, Close::Limit(why));
+            total -= n;
         }
     }
 
