@@ -254,7 +254,18 @@ fn exact_reply_bytes_in_resp2_and_resp3() {
         b"=16\r\ntxt:# Keyspace\r\n\r\n",
     );
     expect(&mut a, &["CLIENT", "GETNAME"], b"_\r\n");
-    expect(&mut a, &["DEL", "s", "missing"], b":1\r\n");
+    expect(&mut a, &["INCR", "n"], b":1\r\n");
+    expect(&mut a, &["INCRBY", "n", "-3"], b":-2\r\n");
+    expect(
+        &mut a,
+        &["INCR", "s"],
+        b"-ERR value is not an integer or out of range\r\n",
+    );
+    expect(&mut a, &["SET", "n", "x", "NX"], b"_\r\n");
+    expect(&mut a, &["SET", "n", "x", "XX", "GET"], b"$2\r\n-2\r\n");
+    expect(&mut a, &["GETDEL", "n"], b"$1\r\nx\r\n");
+    expect(&mut a, &["SETNX", "n", "y"], b":1\r\n");
+    expect(&mut a, &["DEL", "s", "missing", "n"], b":2\r\n");
     // RESET goes back to RESP2.
     expect(&mut a, &["RESET"], b"+RESET\r\n");
     expect(&mut a, &["GET", "missing"], b"$-1\r\n");

@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use synod_wire::Op;
+use synod_wire::{Op, PutCond};
 
 use super::reply::Reply;
 use crate::client::{ClientError, OpResult};
@@ -128,6 +128,18 @@ enum Finish {
     GetRange(i64, i64),
     /// One Get; `string` or `none`.
     Type,
+    /// One PutIf: `+OK` if it wrote, nil if not; with GET, the old value.
+    SetIf {
+        get_old: bool,
+    },
+    /// One PutIf NotExists: 1 if it wrote, 0 if not.
+    SetNx,
+    /// One PutIf Any with the old value: the old value (GETSET).
+    GetSet,
+    /// One GetDel: the removed value or nil.
+    GetDel,
+    /// One Incr: the new value.
+    Incr,
 }
 
 impl KvCommand {
@@ -177,8 +189,60 @@ impl KvCommand {
                 Some(_) => "string",
                 None => "none",
             })),
+            Finish::SetIf { get_old } => match (put_if_reply(one(&mut values)), get_old) {
+                (Some((_, old)), true) => old.map_or(Reply::Nil, Reply::Bulk),
+                (Some((true, _)), false) => Reply::OK,
+                (Some((false, _)), false) => Reply::Nil,
+                (None, _) => malformed(),
+            },
+            Finish::SetNx => match put_if_reply(one(&mut values)) {
+                Some((wrote, _)) => Reply::Integer(wrote.into()),
+                None => malformed(),
+            },
+            Finish::GetSet => match put_if_reply(one(&mut values)) {
+                Some((_, old)) => old.map_or(Reply::Nil, Reply::Bulk),
+                None => malformed(),
+            },
+            Finish::GetDel => match one(&mut values).as_ref().and_then(|v| presence(v, 0)) {
+                Some(old) => old.map_or(Reply::Nil, Reply::Bulk),
+                None => malformed(),
+            },
+            Finish::Incr => match one(&mut values).and_then(|v| int_arg(&v)) {
+                Some(n) => Reply::Integer(n),
+                None => malformed(),
+            },
         }
     }
+}
+
+/// An answer that does not have the layout PROTOCOL.md gives its op.
+fn malformed() -> Reply {
+    Reply::error("ERR cluster protocol error: malformed reply to an atomic write")
+}
+
+/// Reads the optional value at `at` of a PutIf or GetDel answer: `1` and
+/// the value, or `0` (PROTOCOL.md 5.1). `None` if malformed.
+fn presence(v: &Bytes, at: usize) -> Option<Option<Bytes>> {
+    match v.get(at)? {
+        b'1' => Some(Some(v.slice(at + 1..))),
+        b'0' if v.len() == at + 1 => Some(None),
+        _ => None,
+    }
+}
+
+/// A PutIf answer: whether it wrote, and the old value if it was asked
+/// for (`None` inside when it was not, or the key had none).
+fn put_if_reply(v: Option<Bytes>) -> Option<(bool, Option<Bytes>)> {
+    let v = v?;
+    let wrote = match v.first()? {
+        b'1' => true,
+        b'0' => false,
+        _ => return None,
+    };
+    if v.len() == 1 {
+        return Some((wrote, None));
+    }
+    Some((wrote, presence(&v, 1)?))
 }
 
 /// GETRANGE's byte range `[from, to)` of a value of `len` bytes for the
@@ -733,19 +797,43 @@ pub fn plan(args: &[Bytes], session: &mut Session) -> Plan {
             _ => Plan::Reply(Reply::error(NOT_INTEGER)),
         }
     } else if is(name, "SET") {
-        match n {
-            2 => kv(
-                Finish::Set,
-                vec![Op::Put {
-                    key: rest[0].clone(),
-                    value: rest[1].clone(),
-                }],
-            ),
-            _ => Plan::Reply(Reply::Error(Cow::Owned(format!(
-                "ERR SET options are not supported by Synod (got '{}'): only SET key value",
-                String::from_utf8_lossy(&rest[2])
-            )))),
-        }
+        set(rest)
+    } else if is(name, "SETNX") {
+        put_if(Finish::SetNx, rest, PutCond::NotExists, false)
+    } else if is(name, "GETSET") {
+        put_if(Finish::GetSet, rest, PutCond::Any, true)
+    } else if is(name, "GETDEL") {
+        kv(
+            Finish::GetDel,
+            vec![Op::GetDel {
+                key: rest[0].clone(),
+            }],
+        )
+    } else if is(name, "INCR") || is(name, "DECR") {
+        let delta = if is(name, "INCR") { 1 } else { -1 };
+        kv(
+            Finish::Incr,
+            vec![Op::Incr {
+                key: rest[0].clone(),
+                delta,
+            }],
+        )
+    } else if is(name, "INCRBY") || is(name, "DECRBY") {
+        let delta = match int_arg(&rest[1]) {
+            Some(d) if is(name, "INCRBY") => d,
+            Some(d) => match d.checked_neg() {
+                Some(d) => d,
+                None => return Plan::Reply(Reply::error("ERR decrement would overflow")),
+            },
+            None => return Plan::Reply(Reply::error(NOT_INTEGER)),
+        };
+        kv(
+            Finish::Incr,
+            vec![Op::Incr {
+                key: rest[0].clone(),
+                delta,
+            }],
+        )
     } else if is(name, "APPEND") {
         kv(
             Finish::Append,
@@ -780,6 +868,48 @@ pub fn plan(args: &[Bytes], session: &mut Session) -> Plan {
     } else {
         Plan::Reply(local(name, rest, session))
     }
+}
+
+fn put_if(finish: Finish, rest: &[Bytes], cond: PutCond, get_old: bool) -> Plan {
+    kv(
+        finish,
+        vec![Op::PutIf {
+            key: rest[0].clone(),
+            value: rest[1].clone(),
+            cond,
+            get_old,
+        }],
+    )
+}
+
+/// SET key value [NX | XX] [GET] [KEEPTTL]: a Put, or one PutIf when an
+/// option asks for a condition or the old value. Keys have no expiry yet,
+/// so KEEPTTL changes nothing and EX/PX/EXAT/PXAT are refused.
+fn set(rest: &[Bytes]) -> Plan {
+    let (key, value) = (rest[0].clone(), rest[1].clone());
+    let mut cond = PutCond::Any;
+    let mut get_old = false;
+    for opt in &rest[2..] {
+        if is(opt, "NX") && cond != PutCond::Exists {
+            cond = PutCond::NotExists;
+        } else if is(opt, "XX") && cond != PutCond::NotExists {
+            cond = PutCond::Exists;
+        } else if is(opt, "GET") {
+            get_old = true;
+        } else if is(opt, "KEEPTTL") {
+        } else if ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| is(opt, o)) {
+            return Plan::Reply(Reply::Error(Cow::Owned(format!(
+                "ERR SET {} is not supported yet: Synod keys do not expire yet",
+                String::from_utf8_lossy(opt).to_uppercase()
+            ))));
+        } else {
+            return Plan::Reply(Reply::error(SYNTAX));
+        }
+    }
+    if cond == PutCond::Any && !get_old {
+        return kv(Finish::Set, vec![Op::Put { key, value }]);
+    }
+    put_if(Finish::SetIf { get_old }, rest, cond, get_old)
 }
 
 /// Commands answered by the gateway itself (arity of those in
@@ -1102,10 +1232,70 @@ mod tests {
     }
 
     #[test]
-    fn set_options_are_refused_clearly() {
+    fn set_options_become_one_put_if() {
         let r = reply(&["SET", "k", "v", "EX", "10"]);
-        assert!(is_error(&r, "ERR SET options are not supported"), "{r:?}");
+        assert!(is_error(&r, "ERR SET EX is not supported yet"), "{r:?}");
         assert!(is_error(&reply(&["SET", "k"]), "ERR wrong number"));
+        assert_eq!(reply(&["SET", "k", "v", "NX", "XX"]), Reply::error(SYNTAX));
+        assert_eq!(reply(&["SET", "k", "v", "BOGUS"]), Reply::error(SYNTAX));
+        let put_if = |cond, get_old| Op::PutIf {
+            key: b("k"),
+            value: b("v"),
+            cond,
+            get_old,
+        };
+        assert_eq!(
+            kv_cmd(&["SET", "k", "v", "KEEPTTL"]).ops,
+            vec![Op::Put {
+                key: b("k"),
+                value: b("v")
+            }]
+        );
+        let nx = kv_cmd(&["SET", "k", "v", "nx"]);
+        assert_eq!(nx.ops, vec![put_if(PutCond::NotExists, false)]);
+        assert_eq!(nx.finish(vec![Ok(Some(b("1")))]), Reply::OK);
+        assert_eq!(nx.finish(vec![Ok(Some(b("0")))]), Reply::Nil);
+        let xx_get = kv_cmd(&["SET", "k", "v", "XX", "GET"]);
+        assert_eq!(xx_get.ops, vec![put_if(PutCond::Exists, true)]);
+        assert_eq!(
+            xx_get.finish(vec![Ok(Some(b("11old")))]),
+            Reply::Bulk(b("old"))
+        );
+        assert_eq!(xx_get.finish(vec![Ok(Some(b("00")))]), Reply::Nil);
+        assert!(is_error(
+            &xx_get.finish(vec![Ok(Some(b("1x")))]),
+            "ERR cluster protocol error"
+        ));
+        let setnx = kv_cmd(&["SETNX", "k", "v"]);
+        assert_eq!(setnx.finish(vec![Ok(Some(b("0")))]), Reply::Integer(0));
+        let getset = kv_cmd(&["GETSET", "k", "v"]);
+        assert_eq!(getset.ops, vec![put_if(PutCond::Any, true)]);
+        assert_eq!(getset.finish(vec![Ok(Some(b("10")))]), Reply::Nil);
+        let getdel = kv_cmd(&["GETDEL", "k"]);
+        assert_eq!(getdel.finish(vec![Ok(Some(b("1")))]), Reply::Bulk(b("")));
+        assert_eq!(getdel.finish(vec![Ok(Some(b("0")))]), Reply::Nil);
+    }
+
+    #[test]
+    fn incr_family_is_one_incr_op() {
+        let incr = |w: &[&str]| match &kv_cmd(w).ops[..] {
+            [Op::Incr { delta, .. }] => *delta,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(incr(&["INCR", "k"]), 1);
+        assert_eq!(incr(&["DECR", "k"]), -1);
+        assert_eq!(incr(&["INCRBY", "k", "-5"]), -5);
+        assert_eq!(incr(&["DECRBY", "k", "5"]), -5);
+        assert_eq!(reply(&["INCRBY", "k", "1.5"]), Reply::error(NOT_INTEGER));
+        assert_eq!(reply(&["INCRBY", "k", "+1"]), Reply::error(NOT_INTEGER));
+        assert_eq!(
+            reply(&["DECRBY", "k", "-9223372036854775808"]),
+            Reply::error("ERR decrement would overflow")
+        );
+        let cmd = kv_cmd(&["INCR", "k"]);
+        assert_eq!(cmd.finish(vec![Ok(Some(b("-3")))]), Reply::Integer(-3));
+        let refused = ClientError::Refused("value is not an integer or out of range".into());
+        assert_eq!(cmd.finish(vec![Err(refused)]), Reply::error(NOT_INTEGER));
     }
 
     #[test]

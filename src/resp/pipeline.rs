@@ -198,6 +198,7 @@ mod tests {
             } else {
                 b"0"
             })),
+            other => unreachable!("the generated commands issue no {other:?}"),
         })
     }
 

@@ -52,6 +52,31 @@ def run(label, r):
     assert r.type(k) in (b"string", "string")
     assert r.type(k + "none") in (b"none", "none")
 
+    # Atomic single-key writes (one log entry each).
+    n = k + "n"
+    assert r.incr(n) == 1
+    assert r.incrby(n, 10) == 11
+    assert r.decr(n) == 10
+    assert r.decrby(n, 15) == -5
+    assert r.get(n) == b"-5"
+    expect_error(lambda: r.incr(k), "value is not an integer or out of range")
+    r.set(n, str(2**63 - 1))
+    expect_error(lambda: r.incr(n), "increment or decrement would overflow")
+    s = k + "s"
+    assert r.set(s, "a", nx=True) is True
+    assert r.set(s, "b", nx=True) is None
+    assert r.set(s + "x", "b", xx=True) is None
+    assert r.set(s, "c", xx=True, get=True) == b"a"
+    assert r.set(s, "d", keepttl=True) is True
+    assert r.setnx(s, "e") is False
+    assert r.setnx(s + "new", "e") is True
+    assert r.getset(s, "f") == b"d"
+    assert r.getdel(s) == b"f"
+    assert r.getdel(s) is None
+    assert r.exists(s) == 0
+    expect_error(lambda: r.set(s, "v", ex=10), "SET EX is not supported yet")
+    expect_error(lambda: r.execute_command("SET", s, "v", "NX", "XX"), "syntax error")
+
     # Several keys.
     a, b, c = k + "a", k + "b", k + "c"
     assert r.mset({a: "1", b: "2"}) is True
