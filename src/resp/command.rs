@@ -128,6 +128,9 @@ enum Finish {
     GetRange(i64, i64),
     /// One Get; `string` or `none`.
     Type,
+    /// One Get; TTL/PTTL of a key that cannot have a timeout: -1 if it
+    /// exists, -2 if not.
+    Ttl,
     /// One PutIf: `+OK` if it wrote, nil if not; with GET, the old value.
     SetIf {
         get_old: bool,
@@ -189,6 +192,7 @@ impl KvCommand {
                 Some(_) => "string",
                 None => "none",
             })),
+            Finish::Ttl => Reply::Integer(if one(&mut values).is_some() { -1 } else { -2 }),
             Finish::SetIf { get_old } => match (put_if_reply(one(&mut values)), get_old) {
                 (Some((_, old)), true) => old.map_or(Reply::Nil, Reply::Bulk),
                 (Some((true, _)), false) => Reply::OK,
@@ -791,6 +795,21 @@ pub fn plan(args: &[Bytes], session: &mut Session) -> Plan {
         get(Finish::Strlen)
     } else if is(name, "TYPE") {
         get(Finish::Type)
+    } else if is(name, "TTL") || is(name, "PTTL") {
+        get(Finish::Ttl)
+    } else if is(name, "PERSIST") {
+        // No key has a timeout, so none is removed: Redis answers 0 both
+        // for a key without one and for a missing key.
+        Plan::Reply(Reply::Integer(0))
+    } else if is(name, "GETEX") {
+        match rest.get(1) {
+            None => get(Finish::Get),
+            Some(opt) if is(opt, "PERSIST") && n == 2 => get(Finish::Get),
+            Some(opt) if ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| is(opt, o)) => {
+                Plan::Reply(no_expiry(&format!("GETEX {}", lower(opt).to_uppercase())))
+            }
+            Some(_) => Plan::Reply(Reply::error(SYNTAX)),
+        }
     } else if is(name, "GETRANGE") {
         match (int_arg(&rest[1]), int_arg(&rest[2])) {
             (Some(start), Some(end)) => get(Finish::GetRange(start, end)),
@@ -898,10 +917,10 @@ fn set(rest: &[Bytes]) -> Plan {
             get_old = true;
         } else if is(opt, "KEEPTTL") {
         } else if ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| is(opt, o)) {
-            return Plan::Reply(Reply::Error(Cow::Owned(format!(
-                "ERR SET {} is not supported yet: Synod keys do not expire yet",
+            return Plan::Reply(no_expiry(&format!(
+                "SET {}",
                 String::from_utf8_lossy(opt).to_uppercase()
-            ))));
+            )));
         } else {
             return Plan::Reply(Reply::error(SYNTAX));
         }
@@ -910,6 +929,13 @@ fn set(rest: &[Bytes]) -> Plan {
         return kv(Finish::Set, vec![Op::Put { key, value }]);
     }
     put_if(Finish::SetIf { get_old }, rest, cond, get_old)
+}
+
+/// The refusal of anything that would give a key a timeout.
+fn no_expiry(what: &str) -> Reply {
+    Reply::Error(Cow::Owned(format!(
+        "ERR {what} is not supported yet: Synod keys do not expire yet"
+    )))
 }
 
 /// Commands answered by the gateway itself (arity of those in
@@ -972,6 +998,20 @@ fn local(name: &[u8], rest: &[Bytes], session: &mut Session) -> Reply {
         }
     } else if is(name, "INFO") {
         Reply::Verbatim(info_text(rest))
+    } else if [
+        "EXPIRE",
+        "PEXPIRE",
+        "EXPIREAT",
+        "PEXPIREAT",
+        "SETEX",
+        "PSETEX",
+        "EXPIRETIME",
+        "PEXPIRETIME",
+    ]
+    .iter()
+    .any(|c| is(name, c))
+    {
+        no_expiry(&lower(name).to_uppercase())
     } else if is(name, "FLUSHDB") || is(name, "FLUSHALL") {
         Reply::Error(Cow::Owned(format!(
             "ERR '{}' is refused: the gateway does not erase the whole replicated store",
@@ -1274,6 +1314,31 @@ mod tests {
         let getdel = kv_cmd(&["GETDEL", "k"]);
         assert_eq!(getdel.finish(vec![Ok(Some(b("1")))]), Reply::Bulk(b("")));
         assert_eq!(getdel.finish(vec![Ok(Some(b("0")))]), Reply::Nil);
+    }
+
+    #[test]
+    fn ttl_commands_answer_for_keys_without_timeouts_and_timeouts_are_refused() {
+        let ttl = kv_cmd(&["TTL", "k"]);
+        assert_eq!(ttl.finish(vec![Ok(Some(b("v")))]), Reply::Integer(-1));
+        assert_eq!(ttl.finish(vec![Ok(None)]), Reply::Integer(-2));
+        assert_eq!(reply(&["PERSIST", "k"]), Reply::Integer(0));
+        assert_eq!(
+            kv_cmd(&["GETEX", "k", "persist"]).ops,
+            vec![Op::Get { key: b("k") }]
+        );
+        assert!(is_error(
+            &reply(&["GETEX", "k", "EX", "1"]),
+            "ERR GETEX EX is not supported yet"
+        ));
+        assert_eq!(reply(&["GETEX", "k", "FOO"]), Reply::error(SYNTAX));
+        assert!(is_error(
+            &reply(&["EXPIRE", "k", "1"]),
+            "ERR EXPIRE is not supported yet"
+        ));
+        assert!(is_error(
+            &reply(&["setex", "k", "1", "v"]),
+            "ERR SETEX is not supported yet"
+        ));
     }
 
     #[test]

@@ -75,6 +75,14 @@ def run(label, r):
     assert r.getdel(s) is None
     assert r.exists(s) == 0
     expect_error(lambda: r.set(s, "v", ex=10), "SET EX is not supported yet")
+    # No key has a timeout yet: TTL says so, setting one is refused.
+    r.set(s, "v")
+    assert r.ttl(s) == -1 and r.pttl(s) == -1
+    assert r.ttl(s + "none") == -2
+    assert r.persist(s) == 0
+    assert r.getex(s) == b"v" and r.getex(s, persist=True) == b"v"
+    expect_error(lambda: r.expire(s, 10), "EXPIRE is not supported yet")
+    expect_error(lambda: r.execute_command("SETEX", s, 10, "v"), "SETEX is not supported yet")
     expect_error(lambda: r.execute_command("SET", s, "v", "NX", "XX"), "syntax error")
 
     # Several keys.
