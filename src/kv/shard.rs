@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
-use synod_wire::{client_id_time_ms, ClientId, ClientReply, ClientRequest, Op, Seq};
+use synod_wire::{client_id_time_ms, ClientId, ClientReply, ClientRequest, Op, PutCond, Seq};
 
 use super::{SessionRules, MAX_CLIENT_AHEAD_MS, MAX_VALUE_BYTES};
 
@@ -179,6 +179,16 @@ impl Shard {
             Op::Put { key, value } => write(&mut self.data, key, value, false),
             Op::Append { key, value } => write(&mut self.data, key, value, true),
             Op::Delete { key } => delete(&mut self.data, key),
+            Op::Incr { key, delta } => incr(&mut self.data, key, *delta),
+            Op::PutIf {
+                key,
+                value,
+                cond,
+                get_old,
+            } => put_if(&mut self.data, key, value, *cond, *get_old),
+            Op::GetDel { key } => {
+                ClientReply::Ok(with_presence(b"", self.data.remove(&key[..]).as_deref()))
+            }
             Op::Get { .. } => unreachable!("Gets returned above"),
         };
         // Under the planted bug a stale request is re-applied; still never
@@ -334,6 +344,97 @@ fn delete(data: &mut HashMap<Box<[u8]>, Vec<u8>>, key: &[u8]) -> ClientReply {
         b"0"
     };
     ClientReply::Ok(Bytes::from_static(removed))
+}
+
+/// Reply reason of an Incr of a value that is not a decimal `i64`.
+pub(crate) const NOT_INTEGER_REASON: &str = "value is not an integer or out of range";
+/// Reply reason of an Incr whose result would not fit an `i64`.
+pub(crate) const OVERFLOW_REASON: &str = "increment or decrement would overflow";
+
+/// A value as Redis reads an integer: optional `-`, decimal digits, no
+/// leading zero (but `0` itself), no sign on zero, within `i64`.
+pub(crate) fn parse_i64(v: &[u8]) -> Option<i64> {
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    if digits.is_empty()
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits.len() > 1 && digits[0] == b'0')
+        || v == b"-0"
+    {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Performs an Incr: the new value in decimal, or a refusal that changes
+/// nothing.
+fn incr(data: &mut HashMap<Box<[u8]>, Vec<u8>>, key: &[u8], delta: i64) -> ClientReply {
+    let current = match data.get(key) {
+        Some(v) => match parse_i64(v) {
+            Some(n) => n,
+            None => {
+                return ClientReply::Error {
+                    reason: NOT_INTEGER_REASON.to_string(),
+                }
+            }
+        },
+        None => 0,
+    };
+    let Some(next) = current.checked_add(delta) else {
+        return ClientReply::Error {
+            reason: OVERFLOW_REASON.to_string(),
+        };
+    };
+    let text = next.to_string().into_bytes();
+    let reply = ClientReply::Ok(Bytes::copy_from_slice(&text));
+    data.insert(Box::from(key), text);
+    reply
+}
+
+/// `head` then `1` and `value`, or `0` without one: how PutIf and GetDel
+/// answer a previous value that may be absent.
+fn with_presence(head: &[u8], value: Option<&[u8]>) -> Bytes {
+    let mut out = Vec::with_capacity(head.len() + 1 + value.map_or(0, <[u8]>::len));
+    out.extend_from_slice(head);
+    match value {
+        Some(v) => {
+            out.push(b'1');
+            out.extend_from_slice(v);
+        }
+        None => out.push(b'0'),
+    }
+    Bytes::from(out)
+}
+
+/// Performs a PutIf (see [`Op::PutIf`] for the reply).
+fn put_if(
+    data: &mut HashMap<Box<[u8]>, Vec<u8>>,
+    key: &[u8],
+    value: &[u8],
+    cond: PutCond,
+    get_old: bool,
+) -> ClientReply {
+    let exists = data.contains_key(key);
+    let holds = match cond {
+        PutCond::Any => true,
+        PutCond::Exists => exists,
+        PutCond::NotExists => !exists,
+    };
+    if holds && value.len() > MAX_VALUE_BYTES {
+        return ClientReply::Error {
+            reason: TOO_LARGE_REASON.to_string(),
+        };
+    }
+    let old = if holds {
+        data.insert(Box::from(key), value.to_vec())
+    } else {
+        None
+    };
+    let written: &[u8] = if holds { b"1" } else { b"0" };
+    if !get_old {
+        return ClientReply::Ok(Bytes::copy_from_slice(written));
+    }
+    let old = if holds { old } else { data.get(key).cloned() };
+    ClientReply::Ok(with_presence(written, old.as_deref()))
 }
 
 /// Performs a Put (`append == false`) or Append. A result larger than

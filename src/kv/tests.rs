@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use synod_wire::{ClientId, ClientReply, ClientRequest, Op, Seq};
+use synod_wire::{ClientId, ClientReply, ClientRequest, Op, PutCond, Seq};
 
 use super::shard::{STALE_REASON, TOO_LARGE_REASON};
 use super::*;
@@ -792,7 +792,7 @@ enum Action {
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        (1..4u64, 0..4u8, 0..6u8, any::<u8>()).prop_map(|(client, kind, key, value)| {
+        (1..4u64, 0..8u8, 0..6u8, any::<u8>()).prop_map(|(client, kind, key, value)| {
             Action::Send {
                 client,
                 kind,
@@ -844,6 +844,59 @@ fn model_apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) -> ClientReply {
             Some(_) => ok("1"),
             None => ok("0"),
         },
+        Op::Incr { key, delta } => {
+            // Redis' integers are exactly the canonical decimal texts.
+            let current = match model.get(&key[..]) {
+                None => Some(0),
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .filter(|n| n.to_string().as_bytes() == &v[..]),
+            };
+            match current.map(|n| n.checked_add(*delta)) {
+                None => ClientReply::Error {
+                    reason: "value is not an integer or out of range".into(),
+                },
+                Some(None) => ClientReply::Error {
+                    reason: "increment or decrement would overflow".into(),
+                },
+                Some(Some(n)) => {
+                    model.insert(key.to_vec(), n.to_string().into_bytes());
+                    ok(&n.to_string())
+                }
+            }
+        }
+        Op::PutIf {
+            key,
+            value,
+            cond,
+            get_old,
+        } => {
+            let old = model.get(&key[..]).cloned();
+            let write = match cond {
+                PutCond::Any => true,
+                PutCond::Exists => old.is_some(),
+                PutCond::NotExists => old.is_none(),
+            };
+            if write {
+                model.insert(key.to_vec(), value.to_vec());
+            }
+            let mut out = vec![if write { b'1' } else { b'0' }];
+            if *get_old {
+                match old {
+                    Some(v) => {
+                        out.push(b'1');
+                        out.extend_from_slice(&v);
+                    }
+                    None => out.push(b'0'),
+                }
+            }
+            ClientReply::Ok(Bytes::from(out))
+        }
+        Op::GetDel { key } => match model.remove(&key[..]) {
+            Some(v) => ClientReply::Ok(Bytes::from([&b"1"[..], &v].concat())),
+            None => ok("0"),
+        },
     }
 }
 
@@ -863,12 +916,34 @@ proptest! {
                     let c = clients.entry(client).or_default();
                     c.next_seq += 1;
                     let key = Bytes::from(vec![b'k', key]);
+                    let byte = value;
                     let value = Bytes::from(vec![value]);
                     let op = match kind {
                         0 => Op::Get { key },
                         1 => Op::Put { key, value },
                         2 => Op::Append { key, value },
-                        _ => Op::Delete { key },
+                        3 => Op::Delete { key },
+                        // Integers often, so Incr's arithmetic is exercised
+                        // as well as its refusal.
+                        4 => Op::Put {
+                            key,
+                            value: Bytes::from((byte % 21).to_string()),
+                        },
+                        5 => Op::Incr {
+                            key,
+                            delta: match byte {
+                                0 => i64::MAX,
+                                1 => i64::MIN,
+                                v => i64::from(v as i8),
+                            },
+                        },
+                        6 => Op::PutIf {
+                            key,
+                            value,
+                            cond: PutCond::from_code(byte % 3).expect("0..3"),
+                            get_old: byte % 2 == 0,
+                        },
+                        _ => Op::GetDel { key },
                     };
                     in_flight.push(req(client, c.next_seq, c.ack(), op));
                 }
@@ -1284,4 +1359,75 @@ fn a_session_evicted_by_a_group_with_a_stale_clock_still_raises_the_floor() {
         ClientReply::SessionExpired
     );
     assert_eq!(target.read(b"k"), ok("xy"));
+}
+
+/// The atomic writes decide from the state alone: a replica restored from a
+/// snapshot taken midway answers the rest exactly as the one that applied
+/// everything, a resent Incr gets its cached answer instead of adding
+/// twice, and refusals change nothing.
+#[test]
+fn atomic_writes_are_deterministic_across_a_snapshot_and_applied_once() {
+    let k = || Bytes::from_static(b"n");
+    let first = [
+        Op::Incr { key: k(), delta: 5 },
+        Op::PutIf {
+            key: k(),
+            value: Bytes::from_static(b"x"),
+            cond: PutCond::NotExists,
+            get_old: true,
+        },
+    ];
+    let second = [
+        Op::Incr {
+            key: k(),
+            delta: -7,
+        },
+        Op::PutIf {
+            key: k(),
+            value: Bytes::from_static(b"9223372036854775807"),
+            cond: PutCond::Exists,
+            get_old: false,
+        },
+        Op::Incr { key: k(), delta: 1 },
+        Op::GetDel { key: k() },
+        Op::GetDel { key: k() },
+    ];
+    let mut a = KvStore::new(opts(4));
+    let mut seq = 0;
+    let mut replies = Vec::new();
+    for op in first {
+        seq += 1;
+        replies.push(a.apply(&req(1, seq, 0, op)));
+    }
+    let mut b = KvStore::restore(&a.snapshot(), opts(4)).expect("restores");
+    for op in second {
+        seq += 1;
+        let r = req(1, seq, 0, op);
+        let reply = a.apply(&r);
+        assert_eq!(b.apply(&r), reply, "{r:?}");
+        replies.push(reply);
+    }
+    assert_eq!(a, b);
+    let err = |reason: &str| ClientReply::Error {
+        reason: reason.into(),
+    };
+    assert_eq!(
+        replies,
+        vec![
+            ok("5"),
+            ok("015"),
+            ok("-2"),
+            ok("1"),
+            err("increment or decrement would overflow"),
+            ok("19223372036854775807"),
+            ok("0"),
+        ]
+    );
+    // A resend of the first Incr (seq 1, not yet acknowledged) is answered
+    // from the cache: nothing is added again.
+    assert_eq!(
+        a.apply(&req(1, 1, 0, Op::Incr { key: k(), delta: 5 })),
+        ok("5")
+    );
+    assert_eq!(a.read(b"n"), ClientReply::NoKey);
 }

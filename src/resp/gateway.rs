@@ -498,7 +498,7 @@ impl Loop {
                         id: h.id,
                         name: None,
                         password: self.opts.password.clone(),
-                        authed: false,
+                        ..Session::default()
                     }),
                     parser: Parser::with_max_args(self.opts.max_command_args),
                     inbuf: BytesMut::new(),

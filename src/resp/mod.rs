@@ -1,4 +1,4 @@
-//! A Redis-protocol (RESP2) front door to a Synod cluster.
+//! A Redis-protocol (RESP2 and RESP3) front door to a Synod cluster.
 //!
 //! This module owns everything between a Redis client's bytes and the
 //! Synod client library: the request parser (`parse`), the reply encoder
@@ -20,7 +20,11 @@
 //! buffered for them; connections, request bytes and idle time are capped).
 //!
 //! Semantics worth knowing as a Redis user:
-//! - `SET` takes no options (EX/PX/NX/XX/GET are refused with `-ERR`).
+//! - `SET` takes NX, XX, GET and KEEPTTL (one atomic PutIf); EX/PX/EXAT/PXAT
+//!   are refused until keys can expire. INCR and friends, SETNX, GETSET and
+//!   GETDEL are one atomic write each (wire kinds Incr, PutIf, GetDel).
+//! - The protocol is per connection: RESP2 until `HELLO 3`; each reply is
+//!   encoded in the protocol in force when its command arrived.
 //! - `APPEND` is two operations, an Append then a Get, and replies the length
 //!   the Get read: if another client writes the key in between, the length
 //!   includes that write. Synod's Append does not return the new length.

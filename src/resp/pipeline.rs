@@ -22,9 +22,13 @@ use crate::client::OpResult;
 
 /// One command that has not been replied to yet.
 #[derive(Debug)]
+/// Each slot keeps the protocol (2 or 3) its reply is encoded in: the one in
+/// force when its command arrived, so a HELLO 3 switches the replies of the
+/// commands after it (and its own), never earlier ones.
 enum Slot {
-    Done(Reply),
+    Done(Reply, u8),
     Kv {
+        proto: u8,
         cmd: KvCommand,
         results: Vec<Option<OpResult>>,
         left: usize,
@@ -62,10 +66,12 @@ impl Pipeline {
 
     /// Takes the command `args` (in arrival order).
     pub fn push(&mut self, args: &[Bytes]) -> Pushed {
-        match plan(args, &mut self.session) {
-            Plan::Reply(r) => self.slots.push_back(Slot::Done(r)),
+        let plan = plan(args, &mut self.session);
+        let proto = self.session.proto;
+        match plan {
+            Plan::Reply(r) => self.slots.push_back(Slot::Done(r, proto)),
             Plan::Quit => {
-                self.slots.push_back(Slot::Done(Reply::OK));
+                self.slots.push_back(Slot::Done(Reply::OK, proto));
                 return Pushed::Quit;
             }
             Plan::Kv(cmd) => {
@@ -75,6 +81,7 @@ impl Pipeline {
                 }
                 let left = cmd.ops.len();
                 self.slots.push_back(Slot::Kv {
+                    proto,
                     results: vec![None; left],
                     left,
                     cmd,
@@ -87,7 +94,7 @@ impl Pipeline {
     /// Queues a reply that needs no operation (a protocol error before the
     /// connection closes), in order after everything pushed so far.
     pub fn push_reply(&mut self, reply: Reply) {
-        self.slots.push_back(Slot::Done(reply));
+        self.slots.push_back(Slot::Done(reply, self.session.proto));
     }
 
     /// Hands the operations that may be sent now to `send`, keeping at most
@@ -136,10 +143,15 @@ impl Pipeline {
                 break;
             }
             match self.slots.pop_front().expect("front exists") {
-                Slot::Done(r) => r.encode(out),
-                Slot::Kv { cmd, results, .. } => cmd
+                Slot::Done(r, proto) => r.encode_proto(out, proto),
+                Slot::Kv {
+                    cmd,
+                    results,
+                    proto,
+                    ..
+                } => cmd
                     .finish(results.into_iter().map(|r| r.expect("complete")).collect())
-                    .encode(out),
+                    .encode_proto(out, proto),
             }
             self.first += 1;
             n += 1;
@@ -186,6 +198,7 @@ mod tests {
             } else {
                 b"0"
             })),
+            other => unreachable!("the generated commands issue no {other:?}"),
         })
     }
 
@@ -257,6 +270,22 @@ mod tests {
         assert_eq!(p.write_replies(&mut out, usize::MAX), 3);
         assert_eq!(&out[..], b"+OK\r\n+PONG\r\n$1\r\nx\r\n");
         assert_eq!(p.unanswered(), 0);
+    }
+
+    #[test]
+    fn hello_3_switches_the_encoding_of_its_own_reply_and_later_ones_only() {
+        let mut p = Pipeline::new(Session::default());
+        p.push(&args(&["GET", "k"]));
+        p.push(&args(&["HELLO", "3"]));
+        p.push(&args(&["GET", "k"]));
+        let mut sent = Vec::new();
+        p.take_sendable(usize::MAX, |op| sent.push(op.clone()));
+        assert_eq!(sent.len(), 1, "the two unsent Gets of k share one");
+        p.complete(b"k", Ok(None));
+        let mut out = BytesMut::new();
+        assert_eq!(p.write_replies(&mut out, usize::MAX), 3);
+        assert!(out.starts_with(b"$-1\r\n%7\r\n"), "{out:?}");
+        assert!(out.ends_with(b"*0\r\n_\r\n"), "{out:?}");
     }
 
     #[test]

@@ -904,12 +904,7 @@ impl Upstream {
                     let Req::Kv(op) = task.req else {
                         unreachable!("KV tasks carry an op")
                     };
-                    let key = match op {
-                        Op::Get { key }
-                        | Op::Put { key, .. }
-                        | Op::Append { key, .. }
-                        | Op::Delete { key } => key,
-                    };
+                    let key = op.key().clone();
                     self.completions.push((session, key, result));
                 }
             }

@@ -720,6 +720,7 @@ impl<'a> Worker<'a> {
                 Op::Put { key, value } => (KvInput::Put(value.clone()), key.clone()),
                 Op::Append { key, value } => (KvInput::Append(value.clone()), key.clone()),
                 Op::Delete { key } => (KvInput::Delete, key.clone()),
+                other => unreachable!("next_op issues Get, Put, Append and Delete only: {other:?}"),
             };
             self.history.push(KvOp {
                 client: session.client_id,

@@ -32,7 +32,7 @@ use crate::types::{
     Accept, Accepted, AuthChallenge, AuthHello, AuthMsg, AuthProof, AuthRole, Ballot, Batch,
     CatchupRequest, CatchupResponse, ClientReply, ClientRequest, Commit, Config, Frame, GroupId,
     GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest, Message, Op, PaxosMsg, Prepare,
-    Promise, Proposal, Reject, ReplicaId, ShardData, ShardPull, ShardRef, SnapshotChunk,
+    Promise, Proposal, PutCond, Reject, ReplicaId, ShardData, ShardPull, ShardRef, SnapshotChunk,
     SnapshotRequest,
 };
 
@@ -105,6 +105,12 @@ pub const KIND_PUT: u8 = 0x02;
 pub const KIND_APPEND: u8 = 0x03;
 /// Client request: remove a key.
 pub const KIND_DELETE: u8 = 0x04;
+/// Client request: add to a key's decimal integer value.
+pub const KIND_INCR: u8 = 0x05;
+/// Client request: write a key if a condition on it holds.
+pub const KIND_PUT_IF: u8 = 0x06;
+/// Client request: remove a key, answering its value.
+pub const KIND_GET_DEL: u8 = 0x07;
 /// Reply: success (Get carries the value).
 pub const KIND_OK: u8 = 0x10;
 /// Reply: Get of an absent key.
@@ -171,11 +177,14 @@ pub const KIND_AUTH_PROOF: u8 = 0x52;
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 33] = [
+pub const ALL_KINDS: [u8; 36] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
     KIND_DELETE,
+    KIND_INCR,
+    KIND_PUT_IF,
+    KIND_GET_DEL,
     KIND_OK,
     KIND_NO_KEY,
     KIND_WRONG_GROUP,
@@ -211,7 +220,7 @@ pub const ALL_KINDS: [u8; 33] = [
 pub fn is_known_kind(kind: u8) -> bool {
     matches!(
         kind,
-        KIND_GET..=KIND_DELETE
+        KIND_GET..=KIND_GET_DEL
             | KIND_OK..=KIND_SESSION_EXPIRED
             | KIND_PREPARE..=KIND_SNAPSHOT_CHUNK
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
@@ -264,6 +273,9 @@ fn op_kind(op: &Op) -> u8 {
         Op::Put { .. } => KIND_PUT,
         Op::Append { .. } => KIND_APPEND,
         Op::Delete { .. } => KIND_DELETE,
+        Op::Incr { .. } => KIND_INCR,
+        Op::PutIf { .. } => KIND_PUT_IF,
+        Op::GetDel { .. } => KIND_GET_DEL,
     }
 }
 
@@ -593,8 +605,10 @@ pub fn encode_command(req: &ClientRequest) -> Bytes {
 fn request_body_len(req: &ClientRequest) -> usize {
     let fixed = 8 + 8 + 8 + 4 + req.op.key().len();
     match &req.op {
-        Op::Get { .. } | Op::Delete { .. } => fixed,
+        Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } => fixed,
         Op::Put { value, .. } | Op::Append { value, .. } => fixed + 4 + value.len(),
+        Op::Incr { .. } => fixed + 8,
+        Op::PutIf { value, .. } => fixed + 4 + value.len() + 2,
     }
 }
 
@@ -603,10 +617,25 @@ fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
     out.put_u64_le(req.seq);
     out.put_u64_le(req.ack_seq);
     match &req.op {
-        Op::Get { key } | Op::Delete { key } => put_byte_string(out, key),
+        Op::Get { key } | Op::Delete { key } | Op::GetDel { key } => put_byte_string(out, key),
         Op::Put { key, value } | Op::Append { key, value } => {
             put_byte_string(out, key);
             put_byte_string(out, value);
+        }
+        Op::Incr { key, delta } => {
+            put_byte_string(out, key);
+            out.put_i64_le(*delta);
+        }
+        Op::PutIf {
+            key,
+            value,
+            cond,
+            get_old,
+        } => {
+            put_byte_string(out, key);
+            put_byte_string(out, value);
+            out.put_u8(*cond as u8);
+            out.put_u8(u8::from(*get_old));
         }
     }
 }
@@ -917,6 +946,27 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
             value: r.byte_string()?,
         },
         KIND_DELETE => Op::Delete { key },
+        KIND_INCR => Op::Incr {
+            key,
+            delta: r.u64()? as i64,
+        },
+        KIND_PUT_IF => {
+            let value = r.byte_string()?;
+            let cond =
+                PutCond::from_code(r.u8()?).ok_or(DecodeError::Invalid("PutIf condition"))?;
+            let get_old = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid("PutIf get_old flag")),
+            };
+            Op::PutIf {
+                key,
+                value,
+                cond,
+                get_old,
+            }
+        }
+        KIND_GET_DEL => Op::GetDel { key },
         _ => return Err(DecodeError::Invalid("not a client request kind")),
     };
     Ok(ClientRequest {
@@ -963,9 +1013,7 @@ fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequest, Decode
 pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
     let mut r = Reader { buf: body };
     let msg = match kind {
-        KIND_GET | KIND_PUT | KIND_APPEND | KIND_DELETE => {
-            Message::Request(read_request(kind, &mut r)?)
-        }
+        KIND_GET..=KIND_GET_DEL => Message::Request(read_request(kind, &mut r)?),
         KIND_OK => Message::Reply(ClientReply::Ok(r.byte_string()?)),
         KIND_NO_KEY => Message::Reply(ClientReply::NoKey),
         KIND_WRONG_GROUP => Message::Reply(ClientReply::WrongGroup),
@@ -1097,7 +1145,7 @@ pub fn decode_command(cmd: Bytes) -> Result<ClientRequest, DecodeError> {
         return Err(DecodeError::Truncated);
     };
     match kind {
-        KIND_GET | KIND_PUT | KIND_APPEND | KIND_DELETE => {}
+        KIND_GET..=KIND_GET_DEL => {}
         k if is_known_kind(k) => {
             return Err(DecodeError::Invalid("command is not a client request"))
         }

@@ -97,15 +97,71 @@ pub enum Op {
     Delete {
         key: Bytes,
     },
+    /// Adds `delta` to the key's value read as a decimal `i64` (an absent
+    /// key reads as 0), as one write. Answered `Ok(new value in decimal)`,
+    /// or `Error` ("value is not an integer or out of range" /
+    /// "increment or decrement would overflow") without changing anything.
+    Incr {
+        key: Bytes,
+        delta: i64,
+    },
+    /// Writes `value` if `cond` holds for the key's current value, as one
+    /// write. Answered `Ok` with a decimal digit `1` (written) or `0`
+    /// (not), then, only if `get_old`, `1` and the previous value, or `0`
+    /// when the key had none.
+    PutIf {
+        key: Bytes,
+        value: Bytes,
+        cond: PutCond,
+        get_old: bool,
+    },
+    /// Removes the key and answers its previous value, as one write:
+    /// `Ok` with `1` then the value, or `Ok("0")` if it had none (not
+    /// `NoKey`, which answers only Gets).
+    GetDel {
+        key: Bytes,
+    },
+}
+
+/// When a [`Op::PutIf`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutCond {
+    /// Always (a Put that may also return the old value).
+    Any = 0,
+    /// Only if the key has a value.
+    Exists = 1,
+    /// Only if the key has no value.
+    NotExists = 2,
+}
+
+impl PutCond {
+    /// The condition of wire code `code`, if it is one.
+    pub fn from_code(code: u8) -> Option<PutCond> {
+        match code {
+            0 => Some(PutCond::Any),
+            1 => Some(PutCond::Exists),
+            2 => Some(PutCond::NotExists),
+            _ => None,
+        }
+    }
 }
 
 impl Op {
     pub fn key(&self) -> &Bytes {
         match self {
-            Op::Get { key } | Op::Put { key, .. } | Op::Append { key, .. } | Op::Delete { key } => {
-                key
-            }
+            Op::Get { key }
+            | Op::Put { key, .. }
+            | Op::Append { key, .. }
+            | Op::Delete { key }
+            | Op::Incr { key, .. }
+            | Op::PutIf { key, .. }
+            | Op::GetDel { key } => key,
         }
+    }
+
+    /// True for an operation that only reads (never needs a session).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Op::Get { .. })
     }
 }
 

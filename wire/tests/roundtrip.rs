@@ -54,7 +54,15 @@ fn every_kind_round_trips_through_frame_and_decoder() {
 
 #[test]
 fn every_request_kind_round_trips_as_command() {
-    for kind in [KIND_GET, KIND_PUT, KIND_APPEND, KIND_DELETE] {
+    for kind in [
+        KIND_GET,
+        KIND_PUT,
+        KIND_APPEND,
+        KIND_DELETE,
+        KIND_INCR,
+        KIND_PUT_IF,
+        KIND_GET_DEL,
+    ] {
         let mut runner = TestRunner::new(Config {
             cases: 512,
             ..Config::default()

@@ -129,6 +129,41 @@ pub fn samples() -> Vec<Frame> {
                 op: Op::Delete { key: b("k1") },
             }),
         ),
+        client(
+            15,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 5,
+                ack_seq: 4,
+                op: Op::Incr {
+                    key: b("k1"),
+                    delta: -2,
+                },
+            }),
+        ),
+        client(
+            16,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 6,
+                ack_seq: 5,
+                op: Op::PutIf {
+                    key: b("k1"),
+                    value: b("v"),
+                    cond: PutCond::NotExists,
+                    get_old: true,
+                },
+            }),
+        ),
+        client(
+            17,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 7,
+                ack_seq: 6,
+                op: Op::GetDel { key: b("k1") },
+            }),
+        ),
         example_ok(),
         client(9, Message::Reply(ClientReply::NoKey)),
         client(10, Message::Reply(ClientReply::WrongGroup)),
@@ -367,8 +402,12 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
 
 pub fn request_slices(r: &ClientRequest) -> Vec<&Bytes> {
     match &r.op {
-        Op::Get { key } | Op::Delete { key } => vec![key],
-        Op::Put { key, value } | Op::Append { key, value } => vec![key, value],
+        Op::Get { key } | Op::Delete { key } | Op::GetDel { key } | Op::Incr { key, .. } => {
+            vec![key]
+        }
+        Op::Put { key, value } | Op::Append { key, value } | Op::PutIf { key, value, .. } => {
+            vec![key, value]
+        }
     }
 }
 
@@ -495,6 +534,18 @@ pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
             .prop_map(|(key, value)| Op::Append { key, value })
             .boxed(),
         KIND_DELETE => arb_bytes(64).prop_map(|key| Op::Delete { key }).boxed(),
+        KIND_INCR => (arb_bytes(64), any::<i64>())
+            .prop_map(|(key, delta)| Op::Incr { key, delta })
+            .boxed(),
+        KIND_PUT_IF => (arb_bytes(64), arb_value(), 0u8..3, any::<bool>())
+            .prop_map(|(key, value, cond, get_old)| Op::PutIf {
+                key,
+                value,
+                cond: PutCond::from_code(cond).expect("0..3 are conditions"),
+                get_old,
+            })
+            .boxed(),
+        KIND_GET_DEL => arb_bytes(64).prop_map(|key| Op::GetDel { key }).boxed(),
         _ => unreachable!("not a request kind"),
     };
     (any::<u64>(), any::<u64>(), any::<u64>(), op)
@@ -513,6 +564,9 @@ pub fn arb_request() -> BoxedStrategy<ClientRequest> {
         arb_request_of_kind(KIND_PUT),
         arb_request_of_kind(KIND_APPEND),
         arb_request_of_kind(KIND_DELETE),
+        arb_request_of_kind(KIND_INCR),
+        arb_request_of_kind(KIND_PUT_IF),
+        arb_request_of_kind(KIND_GET_DEL),
     ]
     .boxed()
 }
@@ -596,9 +650,7 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
     let p = |s: BoxedStrategy<PaxosMsg>| s.prop_map(Message::Paxos).boxed();
     let r = |s: BoxedStrategy<ClientReply>| s.prop_map(Message::Reply).boxed();
     match kind {
-        KIND_GET | KIND_PUT | KIND_APPEND | KIND_DELETE => {
-            arb_request_of_kind(kind).prop_map(Message::Request).boxed()
-        }
+        KIND_GET..=KIND_GET_DEL => arb_request_of_kind(kind).prop_map(Message::Request).boxed(),
         KIND_OK => r(arb_value().prop_map(ClientReply::Ok).boxed()),
         KIND_NO_KEY => r(Just(ClientReply::NoKey).boxed()),
         KIND_WRONG_GROUP => r(Just(ClientReply::WrongGroup).boxed()),

@@ -1,0 +1,140 @@
+"""redis-py against a Synod RESP gateway: the connection handshake and the
+string and key commands Synod supports, with the client's default settings
+and with RESP2 and RESP3 forced. Run by tests/redis_py.rs with
+SYNOD_RESP_ADDR=host:port; exits non-zero on the first failure."""
+
+import os
+import sys
+import uuid
+
+import redis
+
+HOST, PORT = os.environ["SYNOD_RESP_ADDR"].rsplit(":", 1)
+
+
+def connect(**kw):
+    return redis.Redis(host=HOST, port=int(PORT), socket_timeout=20, **kw)
+
+
+def expect_error(fn, prefix):
+    try:
+        fn()
+    except redis.ResponseError as e:
+        assert str(e).startswith(prefix), f"error {e!r} does not start with {prefix!r}"
+        return
+    raise AssertionError(f"expected an error starting with {prefix!r}")
+
+
+def run(label, r):
+    k = f"{label}-{uuid.uuid4().hex}"  # fresh keys: runs share the store
+    assert r.ping() is True
+    assert r.echo("hi") == b"hi"
+    info = r.info()
+    assert "redis_version" in info, info
+    assert r.client_setname("py") is True
+    assert r.client_getname() in (b"py", "py")
+    assert isinstance(r.client_id(), int)
+    assert r.client_info()["name"] == "py"
+    assert r.execute_command("SELECT", 0) in (True, b"OK", "OK")
+    assert r.config_get("save") == {"save": ""} or r.config_get("save") == {b"save": b""}
+    assert r.command_count() > 10
+
+    # Strings.
+    assert r.get(k) is None
+    assert r.set(k, "This is a string") is True
+    assert r.get(k) == b"This is a string"
+    assert r.strlen(k) == 16
+    assert r.strlen(k + "none") == 0
+    assert r.getrange(k, 0, 3) == b"This"
+    assert r.getrange(k, -3, -1) == b"ing"
+    assert r.getrange(k + "none", 0, -1) == b""
+    assert r.append(k, "!") == 17
+    assert r.type(k) in (b"string", "string")
+    assert r.type(k + "none") in (b"none", "none")
+
+    # Atomic single-key writes (one log entry each).
+    n = k + "n"
+    assert r.incr(n) == 1
+    assert r.incrby(n, 10) == 11
+    assert r.decr(n) == 10
+    assert r.decrby(n, 15) == -5
+    assert r.get(n) == b"-5"
+    expect_error(lambda: r.incr(k), "value is not an integer or out of range")
+    r.set(n, str(2**63 - 1))
+    expect_error(lambda: r.incr(n), "increment or decrement would overflow")
+    s = k + "s"
+    assert r.set(s, "a", nx=True) is True
+    assert r.set(s, "b", nx=True) is None
+    assert r.set(s + "x", "b", xx=True) is None
+    assert r.set(s, "c", xx=True, get=True) == b"a"
+    assert r.set(s, "d", keepttl=True) is True
+    assert r.setnx(s, "e") is False
+    assert r.setnx(s + "new", "e") is True
+    assert r.getset(s, "f") == b"d"
+    assert r.getdel(s) == b"f"
+    assert r.getdel(s) is None
+    assert r.exists(s) == 0
+    expect_error(lambda: r.set(s, "v", ex=10), "SET EX is not supported yet")
+    # No key has a timeout yet: TTL says so, setting one is refused.
+    r.set(s, "v")
+    assert r.ttl(s) == -1 and r.pttl(s) == -1
+    assert r.ttl(s + "none") == -2
+    assert r.persist(s) == 0
+    assert r.getex(s) == b"v" and r.getex(s, persist=True) == b"v"
+    expect_error(lambda: r.expire(s, 10), "EXPIRE is not supported yet")
+    expect_error(lambda: r.execute_command("SETEX", s, 10, "v"), "SETEX is not supported yet")
+    expect_error(lambda: r.execute_command("SET", s, "v", "NX", "XX"), "syntax error")
+
+    # Several keys.
+    a, b, c = k + "a", k + "b", k + "c"
+    assert r.mset({a: "1", b: "2"}) is True
+    assert r.mget([a, c, b]) == [b"1", None, b"2"]
+    assert r.exists(a, b, c, a) == 3
+    assert r.delete(a, c) == 1
+    assert r.unlink(b) == 1
+    assert r.exists(a, b) == 0
+
+    # A pipeline without a transaction keeps per-key order.
+    p = r.pipeline(transaction=False)
+    p.set(k, "x").append(k, "y").get(k).strlen(k)
+    assert p.execute() == [True, 2, b"xy", 2]
+
+    # Errors with Redis' texts, and clear refusals.
+    expect_error(lambda: r.execute_command("GET"), "wrong number of arguments for 'get' command")
+    expect_error(lambda: r.getrange(k, "a", 1), "value is not an integer or out of range")
+    expect_error(lambda: r.hset(k + "h", "f", "v"), "'hset' is not supported: Synod stores strings only")
+    expect_error(lambda: r.lpush(k + "l", "x"), "'lpush' is not supported")
+    expect_error(lambda: r.execute_command("MULTI"), "'multi' is not supported yet")
+    expect_error(lambda: r.flushdb(), "'flushdb' is refused")
+    expect_error(lambda: r.execute_command("NOSUCH"), "unknown command 'NOSUCH'")
+    print(f"{label}: ok")
+
+
+def main():
+    default = connect()
+    run("default", default)
+    r3 = connect(protocol=3)
+    run("resp3", r3)
+    # The handshakes really chose their protocols (redis-py 8's default is
+    # RESP3): HELLO answers Redis' map, CLIENT INFO names the protocol.
+    hello = r3.execute_command("HELLO", 3)
+    assert hello[b"proto"] == 3 and hello[b"server"] == b"synod", hello
+    assert set(hello) == {b"server", b"version", b"proto", b"id", b"mode", b"role", b"modules"}
+    if int(redis.__version__.split(".")[0]) >= 8:
+        assert default.client_info()["resp"] == "3"
+    assert default.client_info()["lib-name"] == "redis-py"
+    r2 = connect(protocol=2)
+    run("resp2", r2)
+    assert r2.client_info()["resp"] == "2"
+    assert r3.client_info()["resp"] == "3"
+    print("redis-py", redis.__version__, "all ok")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError:
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(1)
