@@ -28,7 +28,8 @@
 //! ([`Handoff`]) and keeps that state across configurations until the other
 //! side answers. Installing, deleting and confirming are log entries too. This module owns those rules and nothing else: it never does
 //! I/O; the driver (runtime or simulator) asks it what work is pending and
-//! proposes the commands.
+//! hands it to the one [`Migrator`] (`migrator.rs`), which says what to
+//! send and propose.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -40,7 +41,10 @@ use synod_wire::{
 };
 
 use crate::kv::{KeyOrder, KvOptions, KvStore};
+
+pub mod migrator;
 use crate::replica::StateMachine;
+pub use migrator::{Action, Migrator};
 
 /// Internal log command tags. Client commands start with a wire request
 /// kind (0x01..), so these never collide.
