@@ -386,6 +386,24 @@ impl ShardKv {
         }
     }
 
+    /// A group that owns every shard in a fixed configuration 1, as if it
+    /// had applied `Reconfigure(1)` from the empty configuration: every
+    /// shard Serving, nothing to migrate ever. What the single-group
+    /// simulator runs, so it checks the state machine the server runs.
+    pub fn owning_every_shard(gid: GroupId, opts: KvOptions) -> ShardKv {
+        let mut kv = ShardKv::new(gid, opts);
+        kv.config = Config {
+            num: 1,
+            shards: vec![gid; opts.shards as usize],
+            groups: vec![synod_wire::GroupInfo {
+                gid,
+                servers: Vec::new(),
+            }],
+        };
+        kv.state = vec![ShardState::Serving; opts.shards as usize];
+        kv
+    }
+
     pub fn gid(&self) -> GroupId {
         self.gid
     }

@@ -1,6 +1,7 @@
 //! The deterministic simulator: one seed decides a whole faulty world.
 //!
-//! A group of 3 or 5 replicas ([`Replica`] over [`KvMachine`]) and a few
+//! A group of 3 or 5 replicas ([`Replica`] over [`ShardKv`], owning every
+//! shard: the state machine the server runs) and a few
 //! clients run on virtual time (microseconds) in one thread. The network
 //! drops, duplicates, delays and reorders messages and applies partitions
 //! (random halves, the leader isolated, a minority isolated, swizzle-clog);
@@ -27,10 +28,10 @@ use synod_wire::{Batch, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Slot};
 
 use crate::check::KvOp;
 use crate::kv::KvOptions;
-use crate::kv_machine::KvMachine;
 use crate::paxos::{Durable, PlantedBugs, Ready, Synced};
 use crate::replica::{Replica, ReplicaBugs, ReplicaConfig};
 use crate::rng::Rng;
+use crate::shardkv::ShardKv;
 
 use client::Client;
 
@@ -38,6 +39,9 @@ use client::Client;
 pub type Micros = u64;
 
 const MS: Micros = 1_000;
+
+/// The one KV group of the single-group world (it owns every shard).
+const SIM_GID: synod_wire::GroupId = 1;
 
 /// Every planted bug the simulator can switch on (all off by default).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -242,7 +246,7 @@ impl<E> Ord for Queued<E> {
 }
 
 struct Node {
-    replica: Option<Replica<KvMachine>>,
+    replica: Option<Replica<ShardKv>>,
     disk: Durable,
     rng: Rng,
     /// Incremented on every crash so the dead incarnation's timers are ignored.
@@ -434,7 +438,7 @@ impl World {
 
     fn start_node(&mut self, id: ReplicaId) {
         let rc = self.replica_config(id);
-        let sm = KvMachine::new(self.kv_options());
+        let sm = ShardKv::owning_every_shard(SIM_GID, self.kv_options());
         let node = &mut self.nodes[id as usize];
         let disk = node.disk.clone();
         node.next_apply = disk.snapshot.as_ref().map_or(0, |(i, _)| *i);
