@@ -19,9 +19,11 @@ mod byzantine;
 mod checks;
 mod client;
 pub mod sharded;
+mod timeline;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use timeline::{Simulated, Timeline};
+
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use synod_wire::{Batch, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Slot};
@@ -179,7 +181,7 @@ impl SimReport {
 }
 
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Paxos {
         to: ReplicaId,
         msg: PaxosMsg,
@@ -219,32 +221,6 @@ enum Event {
     Heal,
 }
 
-/// A scheduled event, ordered by `(time, sequence number)`: the sequence
-/// number breaks ties in scheduling order, which is what makes a seed replay
-/// exactly. Shared by both worlds.
-pub(crate) struct Queued<E> {
-    pub(crate) at: Micros,
-    pub(crate) seq: u64,
-    pub(crate) ev: E,
-}
-
-impl<E> PartialEq for Queued<E> {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl<E> Eq for Queued<E> {}
-impl<E> PartialOrd for Queued<E> {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<E> Ord for Queued<E> {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
 struct Node {
     replica: Option<Replica<ShardKv>>,
     disk: Durable,
@@ -273,9 +249,7 @@ struct Net {
 pub(crate) struct World {
     cfg: SimConfig,
     rng: Rng,
-    now: Micros,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Queued<Event>>>,
+    time: Timeline<Event>,
     nodes: Vec<Node>,
     net: Net,
     clients: Vec<Client>,
@@ -299,8 +273,27 @@ pub fn run(cfg: &SimConfig) -> SimReport {
 /// [`run`], also returning the client history the checkers saw.
 pub fn run_with_history(cfg: &SimConfig) -> (SimReport, Vec<KvOp>) {
     let mut w = World::new(cfg.clone());
-    w.run();
+    timeline::run(&mut w);
     w.finish()
+}
+
+impl Simulated for World {
+    type Event = Event;
+    fn timeline(&mut self) -> &mut Timeline<Event> {
+        &mut self.time
+    }
+    fn end_time(&self) -> Micros {
+        self.run_end()
+    }
+    fn handle(&mut self, ev: Event) {
+        self.on_event(ev)
+    }
+    fn finished(&self) -> bool {
+        self.healed
+            && self.clients.iter().all(|c| c.idle())
+            // Let the last commit points reach every replica.
+            && self.time.now > self.cfg.fault_phase + self.cfg.workload_after_heal + 500 * MS
+    }
 }
 
 impl World {
@@ -334,9 +327,7 @@ impl World {
             chosen: BTreeMap::new(),
             healed: !cfg.faults,
             forge_rng: None,
-            now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            time: Timeline::new(),
             report: SimReport {
                 seed: cfg.seed,
                 ..SimReport::default()
@@ -389,14 +380,14 @@ impl World {
     /// Step one forged message into a random replica, at once (so it is
     /// built against the state it meets), and schedule the next.
     fn forge(&mut self) {
-        if self.now >= self.cfg.fault_phase {
+        if self.time.now >= self.cfg.fault_phase {
             return;
         }
         let Some(mut frng) = self.forge_rng.take() else {
             return;
         };
         let to = frng.range(0, self.cfg.replicas as u64) as ReplicaId;
-        let next = self.now + frng.range(MS, 20 * MS);
+        let next = self.time.now + frng.range(MS, 20 * MS);
         let node = &mut self.nodes[to as usize];
         if node.syncing.is_none() {
             if let Some(r) = node.replica.as_mut() {
@@ -447,43 +438,19 @@ impl World {
         node.flush_scheduled = false;
         let epoch = node.epoch;
         let first = self.rng.range(1, self.cfg.tick);
-        self.schedule(self.now + first, Event::Tick { node: id, epoch });
+        self.schedule(self.time.now + first, Event::Tick { node: id, epoch });
         self.drive(id);
     }
 
     fn schedule(&mut self, at: Micros, ev: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            ev,
-        }));
+        self.time.schedule(at, ev);
     }
 
-    fn end_time(&self) -> Micros {
+    fn run_end(&self) -> Micros {
         self.cfg.fault_phase + self.cfg.liveness_bound
     }
 
-    fn run(&mut self) {
-        let end = self.end_time();
-        while let Some(Reverse(q)) = self.queue.pop() {
-            if q.at > end {
-                break;
-            }
-            self.now = q.at;
-            self.handle(q.ev);
-            if self.healed && self.now > self.cfg.fault_phase + self.cfg.workload_after_heal {
-                let idle = self.clients.iter().all(|c| c.idle());
-                if idle && self.now > self.cfg.fault_phase + self.cfg.workload_after_heal + 500 * MS
-                {
-                    // Let the last commit points reach every replica.
-                    break;
-                }
-            }
-        }
-    }
-
-    fn handle(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: Event) {
         // A node waiting for its disk takes nothing else until it is done.
         let target = match &ev {
             Event::Paxos { to, .. } | Event::Request { to, .. } => Some(*to),
@@ -508,7 +475,7 @@ impl World {
             Event::Request { to, reply_to, req } => {
                 let node = &mut self.nodes[to as usize];
                 if let Some(r) = node.replica.as_mut() {
-                    r.set_now_ms(clock_ms(self.now));
+                    r.set_now_ms(clock_ms(self.time.now));
                     r.on_request(reply_to, &req, synod_wire::encode_command);
                     self.after_node_event(to);
                 }
@@ -518,7 +485,7 @@ impl World {
                 reply_to,
                 reply,
             } => {
-                let now = self.now;
+                let now = self.time.now;
                 let actions = self.clients[client].on_reply(now, reply_to, reply);
                 self.client_actions(client, actions);
             }
@@ -529,7 +496,7 @@ impl World {
                 }
                 if let Some(r) = n.replica.as_mut() {
                     r.tick(&mut n.rng);
-                    let at = self.now + self.cfg.tick;
+                    let at = self.time.now + self.cfg.tick;
                     self.schedule(at, Event::Tick { node, epoch });
                     self.after_node_event(node);
                 }
@@ -561,11 +528,11 @@ impl World {
                     let Some(ev) = n.deferred.pop_front() else {
                         break;
                     };
-                    self.handle(ev);
+                    self.on_event(ev);
                 }
             }
             Event::ClientWake { client, token } => {
-                let now = self.now;
+                let now = self.time.now;
                 let stop_new =
                     self.healed && now > self.cfg.fault_phase + self.cfg.workload_after_heal;
                 let actions = self.clients[client].on_wake(now, token, stop_new);
@@ -593,7 +560,7 @@ impl World {
         if !n.flush_scheduled {
             n.flush_scheduled = true;
             let epoch = n.epoch;
-            let at = self.now + self.cfg.turn;
+            let at = self.time.now + self.cfg.turn;
             self.schedule(at, Event::Flush { node: id, epoch });
         }
         self.drive(id);
@@ -623,7 +590,7 @@ impl World {
                 let node = &mut self.nodes[id as usize];
                 node.syncing = Some(ready);
                 let epoch = node.epoch;
-                self.schedule(self.now + took, Event::SyncDone { node: id, epoch });
+                self.schedule(self.time.now + took, Event::SyncDone { node: id, epoch });
                 return;
             }
             self.synced(id, ready);
@@ -668,7 +635,7 @@ impl World {
         if self.rng.chance(self.net.dup_p) {
             let d = self.delay();
             self.schedule(
-                self.now + d,
+                self.time.now + d,
                 Event::Paxos {
                     to,
                     msg: msg.clone(),
@@ -676,7 +643,7 @@ impl World {
             );
         }
         let d = self.delay();
-        self.schedule(self.now + d, Event::Paxos { to, msg });
+        self.schedule(self.time.now + d, Event::Paxos { to, msg });
     }
 
     fn send_to_client(&mut self, client: usize, reply_to: u64, reply: ClientReply) {
@@ -686,7 +653,7 @@ impl World {
         if self.rng.chance(self.net.dup_p) {
             let d = self.delay();
             self.schedule(
-                self.now + d,
+                self.time.now + d,
                 Event::Reply {
                     client,
                     reply_to,
@@ -696,7 +663,7 @@ impl World {
         }
         let d = self.delay();
         self.schedule(
-            self.now + d,
+            self.time.now + d,
             Event::Reply {
                 client,
                 reply_to,
@@ -711,10 +678,10 @@ impl World {
                 continue;
             }
             let d = self.delay();
-            self.schedule(self.now + d, Event::Request { to, reply_to, req });
+            self.schedule(self.time.now + d, Event::Request { to, reply_to, req });
         }
         if let Some((after, token)) = actions.wake {
-            self.schedule(self.now + after, Event::ClientWake { client, token });
+            self.schedule(self.time.now + after, Event::ClientWake { client, token });
         }
         for op in actions.completed {
             self.report.ops_completed += 1;
@@ -796,7 +763,7 @@ impl World {
                 self.net.dup_p = self.rng.range(0, 10) as f64 / 100.0;
             }
         }
-        let at = self.now + self.rng.range(100 * MS, 1_500 * MS);
+        let at = self.time.now + self.rng.range(100 * MS, 1_500 * MS);
         self.schedule(at, Event::Chaos);
     }
 
@@ -830,7 +797,7 @@ impl World {
                 }
             }
         }
-        let mut t = self.now;
+        let mut t = self.time.now;
         for &(a, b) in &links {
             t += self.rng.range(10 * MS, 200 * MS);
             self.schedule(t, Event::Cut(a, b));
@@ -944,13 +911,13 @@ impl World {
                 self.report.snapshots_installed += s.snapshots_installed;
             }
         }
-        let now = self.now;
+        let now = self.time.now;
         let pending: Vec<KvOp> = self
             .clients
             .iter()
             .filter_map(|c| c.pending_op(now))
             .collect();
-        let deadline = self.end_time();
+        let deadline = self.run_end();
         checks::liveness(&mut self.report, &self.clients, deadline, now);
         let mut history = std::mem::take(&mut self.history);
         history.extend(pending);

@@ -10,8 +10,7 @@
 //! admin requests, Paxos traffic, shard pulls and deletes — crosses the
 //! faulty network.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use std::time::Duration;
@@ -21,7 +20,8 @@ use synod_wire::{
     GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, Slot,
 };
 
-use super::{Micros, Queued, MS};
+use super::timeline::{self, Simulated, Timeline};
+use super::{Micros, MS};
 use crate::check::{check_kv, CheckOptions, CheckResult, KvInput, KvOp, KvOutput};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
@@ -152,7 +152,7 @@ struct Node {
 }
 
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Paxos {
         to: usize,
         msg: PaxosMsg,
@@ -228,9 +228,7 @@ struct Admin {
 pub struct ShardedWorld {
     cfg: ShardedConfig,
     rng: Rng,
-    now: Micros,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Queued<Event>>>,
+    time: Timeline<Event>,
     nodes: Vec<Node>,
     cut: Vec<Vec<bool>>,
     drop_p: f64,
@@ -251,7 +249,7 @@ pub struct ShardedWorld {
 
 pub fn run_sharded(cfg: &ShardedConfig) -> ShardedReport {
     let mut w = ShardedWorld::new(cfg.clone());
-    w.run();
+    timeline::run(&mut w);
     w.finish()
 }
 
@@ -263,6 +261,29 @@ fn node_of(gid: GroupId, idx: u32) -> usize {
 }
 fn servers(gid: GroupId) -> Vec<String> {
     (0..REPLICAS).map(|i| format!("g{gid}r{i}")).collect()
+}
+
+impl Simulated for ShardedWorld {
+    type Event = Event;
+    fn timeline(&mut self) -> &mut Timeline<Event> {
+        &mut self.time
+    }
+    fn end_time(&self) -> Micros {
+        self.run_end()
+    }
+    fn handle(&mut self, ev: Event) {
+        self.on_event(ev)
+    }
+    fn finished(&self) -> bool {
+        self.healed
+            && self.time.now > self.cfg.fault_phase + 2_000 * MS
+            && self
+                .clients
+                .iter()
+                .all(|c| c.stopped && c.current.is_none())
+            && self.admin.current.is_none()
+            && self.converged()
+    }
 }
 
 impl ShardedWorld {
@@ -301,9 +322,7 @@ impl ShardedWorld {
                 ..ShardedReport::default()
             },
             next_client_id: 1 << 20,
-            now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            time: Timeline::new(),
             rng,
             cfg,
         };
@@ -392,43 +411,16 @@ impl ShardedWorld {
         self.report.rotations += old.stats.rotations;
         let epoch = node.epoch;
         let first = self.rng.range(1, 10 * MS);
-        self.schedule(self.now + first, Event::Tick { node: i, epoch });
+        self.schedule(self.time.now + first, Event::Tick { node: i, epoch });
         self.drive(i);
     }
 
     fn schedule(&mut self, at: Micros, ev: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            ev,
-        }));
+        self.time.schedule(at, ev);
     }
 
-    fn end_time(&self) -> Micros {
+    fn run_end(&self) -> Micros {
         self.cfg.fault_phase + self.cfg.liveness_bound
-    }
-
-    fn run(&mut self) {
-        let end = self.end_time();
-        while let Some(Reverse(q)) = self.queue.pop() {
-            if q.at > end {
-                break;
-            }
-            self.now = q.at;
-            self.handle(q.ev);
-            if self.healed
-                && self.now > self.cfg.fault_phase + 2_000 * MS
-                && self
-                    .clients
-                    .iter()
-                    .all(|c| c.stopped && c.current.is_none())
-                && self.admin.current.is_none()
-                && self.converged()
-            {
-                break;
-            }
-        }
     }
 
     /// The latest configuration committed by the master group.
@@ -473,7 +465,7 @@ impl ShardedWorld {
             .map(|r| r.state())
     }
 
-    fn handle(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Paxos { to, msg } => {
                 let node = &mut self.nodes[to];
@@ -508,8 +500,8 @@ impl ShardedWorld {
                     Some(Hosted::Kv(r)) => r.tick(&mut n.rng),
                     None => return,
                 }
-                self.schedule(self.now + 10 * MS, Event::Tick { node, epoch });
-                if (self.now / (10 * MS)).is_multiple_of(5) {
+                self.schedule(self.time.now + 10 * MS, Event::Tick { node, epoch });
+                if (self.time.now / (10 * MS)).is_multiple_of(5) {
                     self.migrate(node);
                 }
                 self.after_node_event(node);
@@ -569,7 +561,7 @@ impl ShardedWorld {
         if !n.flush_scheduled {
             n.flush_scheduled = true;
             let epoch = n.epoch;
-            self.schedule(self.now + 200, Event::Flush { node: i, epoch });
+            self.schedule(self.time.now + 200, Event::Flush { node: i, epoch });
         }
         self.drive(i);
     }
@@ -668,10 +660,10 @@ impl ShardedWorld {
             };
             if let Some(c) = copy {
                 let d2 = self.delay();
-                self.schedule(self.now + d2, c);
+                self.schedule(self.time.now + d2, c);
             }
         }
-        self.schedule(self.now + d, ev);
+        self.schedule(self.time.now + d, ev);
     }
 
     fn on_request(&mut self, to: usize, reply_to: u64, msg: Message) {
@@ -681,7 +673,7 @@ impl ShardedWorld {
         };
         match (h, msg) {
             (Hosted::Kv(r), Message::Request(req)) => {
-                r.set_now_ms(super::clock_ms(self.now));
+                r.set_now_ms(super::clock_ms(self.time.now));
                 r.on_request(reply_to, &req, encode_command);
                 self.after_node_event(to);
             }
@@ -718,7 +710,7 @@ impl ShardedWorld {
 
     fn migrate(&mut self, i: usize) {
         let gid = gid_of(i);
-        let now = Duration::from_micros(self.now);
+        let now = Duration::from_micros(self.time.now);
         let next = match &self.nodes[i].replica {
             Some(Hosted::Kv(r)) if r.is_leader() => self.config_num(r.state().config().num + 1),
             _ => return,
@@ -765,7 +757,10 @@ impl ShardedWorld {
                             node.epoch += 1;
                             self.report.crashes += 1;
                         }
-                        self.schedule(self.now + PULLED_MEMBER_DOWN, Event::Restart { node: to });
+                        self.schedule(
+                            self.time.now + PULLED_MEMBER_DOWN,
+                            Event::Restart { node: to },
+                        );
                     }
                 }
             }
@@ -808,7 +803,7 @@ impl ShardedWorld {
         // pull is answered twice (the first answer slow to commit, or its
         // proposal lost with a leader). The receiver must apply it once.
         if self.cfg.faults && !self.healed && self.rng.chance(0.2) {
-            let at = self.now + self.rng.range(MS, 500 * MS);
+            let at = self.time.now + self.rng.range(MS, 500 * MS);
             let epoch = self.nodes[node].epoch;
             self.schedule(
                 at,
@@ -828,7 +823,7 @@ impl ShardedWorld {
         if token != self.clients[c].token {
             return;
         }
-        let stop_new = self.healed && self.now > self.cfg.fault_phase + 1_000 * MS;
+        let stop_new = self.healed && self.time.now > self.cfg.fault_phase + 1_000 * MS;
         if self.clients[c].current.is_none() {
             if stop_new {
                 self.clients[c].stopped = true;
@@ -857,7 +852,7 @@ impl ShardedWorld {
                 ack_seq: client.acked,
                 op,
             };
-            client.current = Some((req, input, self.now, 0));
+            client.current = Some((req, input, self.time.now, 0));
         }
         self.client_send(c);
     }
@@ -889,7 +884,7 @@ impl ShardedWorld {
             );
         }
         let wait = 150 * MS + self.rng.range(0, 50 * MS);
-        self.schedule(self.now + wait, Event::ClientWake { client: c, token });
+        self.schedule(self.time.now + wait, Event::ClientWake { client: c, token });
     }
 
     fn on_client_reply(&mut self, c: usize, reply_to: u64, msg: Message) {
@@ -922,7 +917,10 @@ impl ShardedWorld {
                 let backoff = self.rng.range(MS, 10 * MS);
                 self.clients[c].token += 1;
                 let token = self.clients[c].token;
-                self.schedule(self.now + backoff, Event::ClientWake { client: c, token });
+                self.schedule(
+                    self.time.now + backoff,
+                    Event::ClientWake { client: c, token },
+                );
                 return;
             }
             ClientReply::WrongGroup | ClientReply::Busy => {
@@ -930,7 +928,10 @@ impl ShardedWorld {
                 let backoff = self.rng.range(10 * MS, 50 * MS);
                 self.clients[c].token += 1;
                 let token = self.clients[c].token;
-                self.schedule(self.now + backoff, Event::ClientWake { client: c, token });
+                self.schedule(
+                    self.time.now + backoff,
+                    Event::ClientWake { client: c, token },
+                );
                 return;
             }
             ClientReply::Error { reason } => {
@@ -969,16 +970,19 @@ impl ShardedWorld {
             input,
             output,
             call,
-            ret: self.now,
+            ret: self.time.now,
         });
         let think = self.rng.range(0, 5 * MS);
-        self.schedule(self.now + think, Event::ClientWake { client: c, token });
+        self.schedule(
+            self.time.now + think,
+            Event::ClientWake { client: c, token },
+        );
     }
 
     // ----- the admin ------------------------------------------------------------
 
     fn admin_step(&mut self) {
-        let stop = self.healed && self.now > self.cfg.fault_phase;
+        let stop = self.healed && self.time.now > self.cfg.fault_phase;
         if let Some((req, tries, _)) = self.admin.current.as_mut() {
             // Retry the same request (same seq) at the next master.
             *tries += 1;
@@ -1026,13 +1030,13 @@ impl ShardedWorld {
                     ack_seq: self.admin.seq - 1,
                     op,
                 };
-                self.admin.current = Some((req, 0, self.now));
+                self.admin.current = Some((req, 0, self.time.now));
                 self.admin_step();
                 return;
             }
         }
         let next = self.rng.range(300 * MS, 1_500 * MS);
-        self.schedule(self.now + next, Event::Admin);
+        self.schedule(self.time.now + next, Event::Admin);
     }
 
     fn on_admin_reply(&mut self, seq: u64, msg: Message) {
@@ -1087,7 +1091,7 @@ impl ShardedWorld {
                 }
             }
         }
-        let at = self.now + self.rng.range(200 * MS, 1_500 * MS);
+        let at = self.time.now + self.rng.range(200 * MS, 1_500 * MS);
         self.schedule(at, Event::Chaos);
     }
 
@@ -1126,7 +1130,7 @@ impl ShardedWorld {
     }
 
     fn finish(mut self) -> ShardedReport {
-        let now = self.now;
+        let now = self.time.now;
         self.report.rotations += self
             .nodes
             .iter()
