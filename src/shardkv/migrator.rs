@@ -141,6 +141,9 @@ impl Migrator {
         next: Option<&Config>,
         now: Duration,
     ) -> Vec<Action> {
+        if self.due.is_some_and(|d| d <= now) {
+            self.due = None; // passed: this poll sets the next one
+        }
         let work = kv.work(next);
         if !work.is_empty() {
             log::debug!("group {gid}: migration work {work:?}");
@@ -251,9 +254,6 @@ impl Migrator {
             .retain(|_, t| now.saturating_sub(*t) < FORGET_AFTER);
         self.outstanding
             .retain(|_, o| now.saturating_sub(o.sent) < FORGET_AFTER);
-        if self.due.is_some_and(|d| d <= now) {
-            self.due = None;
-        }
     }
 
     /// The send of `request_id` could not be made (no connection to the
@@ -435,6 +435,9 @@ mod tests {
         assert_eq!(m.next_wake(), Some(RETRY));
         assert_eq!(sends(&m.poll(2, &kv, None, RETRY)), vec![(2, 0)]);
         assert_eq!(m.outstanding(), 2);
+        // The wake-up moves on with the attempt.
+        assert!(m.poll(2, &kv, None, RETRY + 10 * MS).is_empty());
+        assert_eq!(m.next_wake(), Some(2 * RETRY));
     }
 
     #[test]
