@@ -273,7 +273,8 @@ pub fn run(cfg: &SimConfig) -> SimReport {
 /// [`run`], also returning the client history the checkers saw.
 pub fn run_with_history(cfg: &SimConfig) -> (SimReport, Vec<KvOp>) {
     let mut w = World::new(cfg.clone());
-    timeline::run(&mut w);
+    let end = w.run_end();
+    timeline::run(&mut w, end);
     w.finish()
 }
 
@@ -282,11 +283,108 @@ impl Simulated for World {
     fn timeline(&mut self) -> &mut Timeline<Event> {
         &mut self.time
     }
-    fn end_time(&self) -> Micros {
-        self.run_end()
-    }
     fn handle(&mut self, ev: Event) {
-        self.on_event(ev)
+        // A node waiting for its disk takes nothing else until it is done.
+        let target = match &ev {
+            Event::Paxos { to, .. } | Event::Request { to, .. } => Some(*to),
+            Event::Tick { node, .. } | Event::Flush { node, .. } => Some(*node),
+            _ => None,
+        };
+        if let Some(id) = target {
+            let node = &mut self.nodes[id as usize];
+            if node.syncing.is_some() {
+                node.deferred.push_back(ev);
+                return;
+            }
+        }
+        match ev {
+            Event::Paxos { to, msg } => {
+                let node = &mut self.nodes[to as usize];
+                if let Some(r) = node.replica.as_mut() {
+                    r.step(msg, &mut node.rng);
+                    self.after_node_event(to);
+                }
+            }
+            Event::Request { to, reply_to, req } => {
+                let node = &mut self.nodes[to as usize];
+                if let Some(r) = node.replica.as_mut() {
+                    r.set_now_ms(clock_ms(self.time.now));
+                    r.on_request(reply_to, &req, synod_wire::encode_command);
+                    self.after_node_event(to);
+                }
+            }
+            Event::Reply {
+                client,
+                reply_to,
+                reply,
+            } => {
+                let now = self.time.now;
+                let actions = self.clients[client].on_reply(now, reply_to, reply);
+                self.client_actions(client, actions);
+            }
+            Event::Tick { node, epoch } => {
+                let n = &mut self.nodes[node as usize];
+                if n.epoch != epoch {
+                    return;
+                }
+                if let Some(r) = n.replica.as_mut() {
+                    r.tick(&mut n.rng);
+                    let at = self.time.now + self.cfg.tick;
+                    self.schedule(at, Event::Tick { node, epoch });
+                    self.after_node_event(node);
+                }
+            }
+            Event::Flush { node, epoch } => {
+                let n = &mut self.nodes[node as usize];
+                if n.epoch != epoch {
+                    return;
+                }
+                n.flush_scheduled = false;
+                if let Some(r) = n.replica.as_mut() {
+                    r.flush();
+                    self.drive(node);
+                }
+            }
+            Event::SyncDone { node, epoch } => {
+                if self.nodes[node as usize].epoch != epoch {
+                    return;
+                }
+                if let Some(ready) = self.nodes[node as usize].syncing.take() {
+                    self.synced(node, ready);
+                }
+                self.drive(node);
+                loop {
+                    let n = &mut self.nodes[node as usize];
+                    if n.syncing.is_some() {
+                        break;
+                    }
+                    let Some(ev) = n.deferred.pop_front() else {
+                        break;
+                    };
+                    self.handle(ev);
+                }
+            }
+            Event::ClientWake { client, token } => {
+                let now = self.time.now;
+                let stop_new =
+                    self.healed && now > self.cfg.fault_phase + self.cfg.workload_after_heal;
+                let actions = self.clients[client].on_wake(now, token, stop_new);
+                self.client_actions(client, actions);
+            }
+            Event::Chaos => self.chaos(),
+            Event::Forge => self.forge(),
+            Event::Cut(a, b) => {
+                if !self.healed {
+                    self.net.cut[a as usize][b as usize] = true;
+                    self.net.cut[b as usize][a as usize] = true;
+                }
+            }
+            Event::Restore(a, b) => {
+                self.net.cut[a as usize][b as usize] = false;
+                self.net.cut[b as usize][a as usize] = false;
+            }
+            Event::Heal => self.heal(),
+        }
     }
     fn finished(&self) -> bool {
         self.healed
@@ -448,110 +546,6 @@ impl World {
 
     fn run_end(&self) -> Micros {
         self.cfg.fault_phase + self.cfg.liveness_bound
-    }
-
-    fn on_event(&mut self, ev: Event) {
-        // A node waiting for its disk takes nothing else until it is done.
-        let target = match &ev {
-            Event::Paxos { to, .. } | Event::Request { to, .. } => Some(*to),
-            Event::Tick { node, .. } | Event::Flush { node, .. } => Some(*node),
-            _ => None,
-        };
-        if let Some(id) = target {
-            let node = &mut self.nodes[id as usize];
-            if node.syncing.is_some() {
-                node.deferred.push_back(ev);
-                return;
-            }
-        }
-        match ev {
-            Event::Paxos { to, msg } => {
-                let node = &mut self.nodes[to as usize];
-                if let Some(r) = node.replica.as_mut() {
-                    r.step(msg, &mut node.rng);
-                    self.after_node_event(to);
-                }
-            }
-            Event::Request { to, reply_to, req } => {
-                let node = &mut self.nodes[to as usize];
-                if let Some(r) = node.replica.as_mut() {
-                    r.set_now_ms(clock_ms(self.time.now));
-                    r.on_request(reply_to, &req, synod_wire::encode_command);
-                    self.after_node_event(to);
-                }
-            }
-            Event::Reply {
-                client,
-                reply_to,
-                reply,
-            } => {
-                let now = self.time.now;
-                let actions = self.clients[client].on_reply(now, reply_to, reply);
-                self.client_actions(client, actions);
-            }
-            Event::Tick { node, epoch } => {
-                let n = &mut self.nodes[node as usize];
-                if n.epoch != epoch {
-                    return;
-                }
-                if let Some(r) = n.replica.as_mut() {
-                    r.tick(&mut n.rng);
-                    let at = self.time.now + self.cfg.tick;
-                    self.schedule(at, Event::Tick { node, epoch });
-                    self.after_node_event(node);
-                }
-            }
-            Event::Flush { node, epoch } => {
-                let n = &mut self.nodes[node as usize];
-                if n.epoch != epoch {
-                    return;
-                }
-                n.flush_scheduled = false;
-                if let Some(r) = n.replica.as_mut() {
-                    r.flush();
-                    self.drive(node);
-                }
-            }
-            Event::SyncDone { node, epoch } => {
-                if self.nodes[node as usize].epoch != epoch {
-                    return;
-                }
-                if let Some(ready) = self.nodes[node as usize].syncing.take() {
-                    self.synced(node, ready);
-                }
-                self.drive(node);
-                loop {
-                    let n = &mut self.nodes[node as usize];
-                    if n.syncing.is_some() {
-                        break;
-                    }
-                    let Some(ev) = n.deferred.pop_front() else {
-                        break;
-                    };
-                    self.on_event(ev);
-                }
-            }
-            Event::ClientWake { client, token } => {
-                let now = self.time.now;
-                let stop_new =
-                    self.healed && now > self.cfg.fault_phase + self.cfg.workload_after_heal;
-                let actions = self.clients[client].on_wake(now, token, stop_new);
-                self.client_actions(client, actions);
-            }
-            Event::Chaos => self.chaos(),
-            Event::Forge => self.forge(),
-            Event::Cut(a, b) => {
-                if !self.healed {
-                    self.net.cut[a as usize][b as usize] = true;
-                    self.net.cut[b as usize][a as usize] = true;
-                }
-            }
-            Event::Restore(a, b) => {
-                self.net.cut[a as usize][b as usize] = false;
-                self.net.cut[b as usize][a as usize] = false;
-            }
-            Event::Heal => self.heal(),
-        }
     }
 
     /// Any event at a node may have queued proposals or produced output.

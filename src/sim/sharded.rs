@@ -249,7 +249,8 @@ pub struct ShardedWorld {
 
 pub fn run_sharded(cfg: &ShardedConfig) -> ShardedReport {
     let mut w = ShardedWorld::new(cfg.clone());
-    timeline::run(&mut w);
+    let end = w.run_end();
+    timeline::run(&mut w, end);
     w.finish()
 }
 
@@ -268,11 +269,95 @@ impl Simulated for ShardedWorld {
     fn timeline(&mut self) -> &mut Timeline<Event> {
         &mut self.time
     }
-    fn end_time(&self) -> Micros {
-        self.run_end()
-    }
     fn handle(&mut self, ev: Event) {
-        self.on_event(ev)
+        match ev {
+            Event::Paxos { to, msg } => {
+                let node = &mut self.nodes[to];
+                match node.replica.as_mut() {
+                    Some(Hosted::Master(r)) => r.step(msg, &mut node.rng),
+                    Some(Hosted::Kv(r)) => r.step(msg, &mut node.rng),
+                    None => return,
+                }
+                self.after_node_event(to);
+            }
+            Event::Request { to, reply_to, msg } => self.on_request(to, reply_to, msg),
+            Event::Reply {
+                client,
+                reply_to,
+                msg,
+            } => {
+                if client == MIGRATION {
+                    self.on_migration_reply((reply_to >> 48) as usize, reply_to & ID_MASK, msg);
+                } else if client == usize::MAX - 1 {
+                    self.on_admin_reply(reply_to & ((1 << 40) - 1), msg);
+                } else {
+                    self.on_client_reply(client, reply_to, msg);
+                }
+            }
+            Event::Tick { node, epoch } => {
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch {
+                    return;
+                }
+                match n.replica.as_mut() {
+                    Some(Hosted::Master(r)) => r.tick(&mut n.rng),
+                    Some(Hosted::Kv(r)) => r.tick(&mut n.rng),
+                    None => return,
+                }
+                self.schedule(self.time.now + 10 * MS, Event::Tick { node, epoch });
+                if (self.time.now / (10 * MS)).is_multiple_of(5) {
+                    self.migrate(node);
+                }
+                self.after_node_event(node);
+            }
+            Event::Flush { node, epoch } => {
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch {
+                    return;
+                }
+                n.flush_scheduled = false;
+                match n.replica.as_mut() {
+                    Some(Hosted::Master(r)) => r.flush(),
+                    Some(Hosted::Kv(r)) => r.flush(),
+                    None => return,
+                }
+                self.drive(node);
+            }
+            Event::ClientWake { client, token } => self.client_wake(client, token),
+            Event::Admin => self.admin_step(),
+            Event::LatePropose { node, epoch, cmd } => {
+                if self.nodes[node].epoch != epoch {
+                    return;
+                }
+                if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
+                    if r.is_leader() {
+                        let _ = r.propose(cmd);
+                    }
+                }
+                self.after_node_event(node);
+            }
+            Event::Chaos => self.chaos(),
+            Event::Restart { node } => {
+                self.nodes[node].held_down = false;
+                if self.nodes[node].replica.is_none() {
+                    self.start_node(node);
+                }
+            }
+            Event::Heal => {
+                self.healed = true;
+                for row in self.cut.iter_mut() {
+                    row.iter_mut().for_each(|c| *c = false);
+                }
+                self.drop_p = 0.0;
+                self.dup_p = 0.0;
+                self.delay_max = self.delay_max.min(2_000);
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].replica.is_none() && !self.nodes[i].held_down {
+                        self.start_node(i);
+                    }
+                }
+            }
+        }
     }
     fn finished(&self) -> bool {
         self.healed
@@ -463,97 +548,6 @@ impl ShardedWorld {
             })
             .max_by_key(|r| r.paxos().applied_upto())
             .map(|r| r.state())
-    }
-
-    fn on_event(&mut self, ev: Event) {
-        match ev {
-            Event::Paxos { to, msg } => {
-                let node = &mut self.nodes[to];
-                match node.replica.as_mut() {
-                    Some(Hosted::Master(r)) => r.step(msg, &mut node.rng),
-                    Some(Hosted::Kv(r)) => r.step(msg, &mut node.rng),
-                    None => return,
-                }
-                self.after_node_event(to);
-            }
-            Event::Request { to, reply_to, msg } => self.on_request(to, reply_to, msg),
-            Event::Reply {
-                client,
-                reply_to,
-                msg,
-            } => {
-                if client == MIGRATION {
-                    self.on_migration_reply((reply_to >> 48) as usize, reply_to & ID_MASK, msg);
-                } else if client == usize::MAX - 1 {
-                    self.on_admin_reply(reply_to & ((1 << 40) - 1), msg);
-                } else {
-                    self.on_client_reply(client, reply_to, msg);
-                }
-            }
-            Event::Tick { node, epoch } => {
-                let n = &mut self.nodes[node];
-                if n.epoch != epoch {
-                    return;
-                }
-                match n.replica.as_mut() {
-                    Some(Hosted::Master(r)) => r.tick(&mut n.rng),
-                    Some(Hosted::Kv(r)) => r.tick(&mut n.rng),
-                    None => return,
-                }
-                self.schedule(self.time.now + 10 * MS, Event::Tick { node, epoch });
-                if (self.time.now / (10 * MS)).is_multiple_of(5) {
-                    self.migrate(node);
-                }
-                self.after_node_event(node);
-            }
-            Event::Flush { node, epoch } => {
-                let n = &mut self.nodes[node];
-                if n.epoch != epoch {
-                    return;
-                }
-                n.flush_scheduled = false;
-                match n.replica.as_mut() {
-                    Some(Hosted::Master(r)) => r.flush(),
-                    Some(Hosted::Kv(r)) => r.flush(),
-                    None => return,
-                }
-                self.drive(node);
-            }
-            Event::ClientWake { client, token } => self.client_wake(client, token),
-            Event::Admin => self.admin_step(),
-            Event::LatePropose { node, epoch, cmd } => {
-                if self.nodes[node].epoch != epoch {
-                    return;
-                }
-                if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
-                    if r.is_leader() {
-                        let _ = r.propose(cmd);
-                    }
-                }
-                self.after_node_event(node);
-            }
-            Event::Chaos => self.chaos(),
-            Event::Restart { node } => {
-                self.nodes[node].held_down = false;
-                if self.nodes[node].replica.is_none() {
-                    self.start_node(node);
-                }
-            }
-            Event::Heal => {
-                self.healed = true;
-                for row in self.cut.iter_mut() {
-                    row.iter_mut().for_each(|c| *c = false);
-                }
-                self.drop_p = 0.0;
-                self.dup_p = 0.0;
-                self.delay_max = self.delay_max.min(2_000);
-                for i in 0..self.nodes.len() {
-                    if self.nodes[i].replica.is_none() && !self.nodes[i].held_down {
-                        self.start_node(i);
-                    }
-                }
-            }
-        }
     }
 
     fn after_node_event(&mut self, i: usize) {

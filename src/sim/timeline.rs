@@ -1,6 +1,6 @@
 //! The one event loop of both simulated worlds: virtual time, a queue of
 //! events ordered by `(time, sequence number)`, and [`run`], which hands
-//! each event to its world until the world is done or time runs out.
+//! each event to its world until the world is finished or time runs out.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -74,17 +74,14 @@ impl<E> Timeline<E> {
 pub(crate) trait Simulated {
     type Event;
     fn timeline(&mut self) -> &mut Timeline<Self::Event>;
-    /// No event after this time is handled.
-    fn end_time(&self) -> Micros;
     fn handle(&mut self, ev: Self::Event);
     /// Checked after every event: stop early (the workload is over and
     /// everything settled).
     fn finished(&self) -> bool;
 }
 
-/// Hand every event to `world` in `(time, sequence)` order.
-pub(crate) fn run<W: Simulated>(world: &mut W) {
-    let end = world.end_time();
+/// Hand every event due by `end` to `world` in `(time, sequence)` order.
+pub(crate) fn run<W: Simulated>(world: &mut W, end: Micros) {
     while let Some(ev) = world.timeline().next(end) {
         world.handle(ev);
         if world.finished() {
