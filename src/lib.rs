@@ -9,7 +9,8 @@ pub mod auth;
 pub mod check;
 pub mod client;
 pub mod kv;
-pub mod kv_machine;
+#[cfg(test)]
+mod kv_machine;
 pub mod master;
 pub mod paxos;
 pub mod replica;

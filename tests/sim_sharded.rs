@@ -22,9 +22,11 @@ fn shards_move_safely_under_faults() {
     let mut moved = 0;
     let mut chunks = 0;
     let mut expired = 0;
+    let mut rotations = 0;
     for seed in 0..seeds() {
         let r = run_sharded(&ShardedConfig::new(seed));
         moved += r.shards_moved;
+        rotations += r.rotations;
         chunks += r.chunks_received;
         expired += r.session_expired;
         if !r.passed() {
@@ -50,11 +52,41 @@ fn shards_move_safely_under_faults() {
         expired > 0,
         "no SessionExpired: session expiry is not exercised"
     );
+    // Crashed and partitioned source members: pullers move on to another.
+    assert!(
+        rotations > 0,
+        "no puller moved on to another source member: rotation is not exercised"
+    );
     // The world's chunk budgets are tiny: most shards take several chunks.
     assert!(
         chunks > 3 * moved / 2,
         "{chunks} chunks for {moved} moves: chunked transfer is not exercised"
     );
+}
+
+/// The member a shard is first pulled from crashes with the pull in flight
+/// and stays down 5 s; no other fault. The shard arrives while it is down
+/// only because the puller moves on to another member of the source group.
+#[test]
+fn a_pull_outstanding_at_a_crashed_source_member_moves_on() {
+    let mut crashed = 0;
+    for seed in 0..20 {
+        let mut cfg = ShardedConfig::new(seed);
+        cfg.faults = false;
+        cfg.crash_pulled_member = true;
+        let r = run_sharded(&cfg);
+        assert!(r.passed(), "seed {seed}: {}", r.failures.join(" | "));
+        if r.crashes == 0 {
+            continue; // this seed's admin moved no shard between groups
+        }
+        crashed += 1;
+        assert!(
+            r.moved_past_crashed_member,
+            "seed {seed}: the shard waited for the crashed member ({} rotations)",
+            r.rotations
+        );
+    }
+    assert!(crashed >= 10, "only {crashed} seeds pulled a shard");
 }
 
 fn caught(bugs: ShardBugs, what: &str) -> String {

@@ -267,13 +267,14 @@ fn run_sharded(args: &Args) -> ExitCode {
     let secs = started.elapsed().as_secs_f64();
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
-        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} chunks_received={} crashes={} stored_value_bytes={} owned_value_bytes={} session_expired={} wall_secs={:.1}",
+        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} chunks_received={} rotations={} crashes={} stored_value_bytes={} owned_value_bytes={} session_expired={} wall_secs={:.1}",
         reports.len(),
         failures,
         reports.iter().map(|r| r.ops_completed).sum::<u64>(),
         reports.iter().map(|r| r.configs).sum::<u64>(),
         reports.iter().map(|r| r.shards_moved).sum::<u64>(),
         reports.iter().map(|r| r.chunks_received).sum::<u64>(),
+        reports.iter().map(|r| r.rotations).sum::<u64>(),
         reports.iter().map(|r| r.crashes).sum::<u64>(),
         reports.iter().map(|r| r.stored_value_bytes).sum::<u64>(),
         reports.iter().map(|r| r.owned_value_bytes).sum::<u64>(),

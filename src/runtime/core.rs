@@ -21,7 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use synod_wire::{
     AuthMsg, ClientReply, Config, Frame, GroupId, MasterOp, Message, PaxosMsg, ReplicaId,
-    ShardData, ShardPull, ShardRef,
+    ShardPull, ShardRef,
 };
 
 use super::conn::{AuthState, Close, Conn, Role};
@@ -33,7 +33,8 @@ use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
 use crate::replica::{Output, Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
-use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, RetryKey, ShardKv, Work};
+use crate::shardkv::migrator::{serve_delete, serve_pull, Action, Migrator};
+use crate::shardkv::{GroupCommand, ShardKv};
 use crate::storage::Wal;
 
 const LISTENER: Token = Token(0);
@@ -169,18 +170,12 @@ pub struct Core {
     scratch: Vec<u8>,
     /// Every configuration seen, by number: KV groups take them in order.
     configs: BTreeMap<u64, Config>,
-    /// Migration RPCs in flight: request id → (our group, asked group, what).
-    rpcs: HashMap<u64, (GroupId, GroupId, RpcKind)>,
-    next_rpc: u64,
-    /// Per asked group: since when it has left our migration RPCs
-    /// unanswered (cleared by any answer from it).
-    rpc_unanswered: HashMap<GroupId, Instant>,
+    /// The shard migrator of every KV group this core leads.
+    migrator: Migrator,
     /// Outgoing connections for migration RPCs, by (server, target group).
     rpc_conns: HashMap<(String, GroupId), Token>,
-    /// Which member of a target group to ask next.
-    rpc_cursor: HashMap<GroupId, usize>,
-    /// When each piece of migration work was last attempted (rate limit).
-    attempts: HashMap<(GroupId, RetryKey), Instant>,
+    /// What the migrator counts time from.
+    started: Instant,
     last_migration: Instant,
     /// Connection-close and refusal warnings, at most a few a second.
     warns: WarnLimiter,
@@ -193,19 +188,6 @@ const WARNINGS_PER_SEC: u32 = 10;
 /// core's partial-frame budget checked (smaller buffers cannot matter).
 const PARTIAL_CHECK_BYTES: usize = 256 << 10;
 
-#[derive(Clone, Copy, Debug)]
-enum RpcKind {
-    Pull {
-        config_num: u64,
-        shard: u32,
-        cursor: u64,
-    },
-    Delete {
-        config_num: u64,
-        shard: u32,
-    },
-}
-
 /// What a replica whose WAL failed answers every request: "not the leader,
 /// and I know of none", which clients take as "ask the next member". An
 /// `Error` would be final for the client, and a client that tries this
@@ -215,12 +197,9 @@ fn stopped_reply() -> ClientReply {
     ClientReply::NotLeader { leader: None }
 }
 
-/// Migration work is retried this often while it is pending.
-const MIGRATION_RETRY: Duration = Duration::from_millis(300);
-
-/// A member of another group that leaves our migration RPCs unanswered this
-/// long is passed over for the next member.
-const MIGRATION_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the leader's migration work is looked at (new work: the
+/// next chunk once the last applied, a configuration learned).
+const MIGRATION_PASS: Duration = Duration::from_millis(50);
 
 impl Core {
     #[allow(clippy::too_many_arguments)]
@@ -256,12 +235,9 @@ impl Core {
             last_sweep: now,
             scratch: vec![0; 64 * 1024],
             configs: BTreeMap::new(),
-            rpcs: HashMap::new(),
-            next_rpc: 1,
-            rpc_unanswered: HashMap::new(),
+            migrator: Migrator::new(),
+            started: now,
             rpc_conns: HashMap::new(),
-            rpc_cursor: HashMap::new(),
-            attempts: HashMap::new(),
             last_migration: now,
             warns: WarnLimiter::new(WARNINGS_PER_SEC, now),
             cfg,
@@ -387,7 +363,11 @@ impl Core {
                     self.sweep(now);
                 }
                 self.redial(now);
-                if now.duration_since(self.last_migration) >= Duration::from_millis(50) {
+                let retry_due = self
+                    .migrator
+                    .next_wake()
+                    .is_some_and(|w| now >= self.started + w);
+                if retry_due || now.duration_since(self.last_migration) >= MIGRATION_PASS {
                     self.last_migration = now;
                     self.migrate(now);
                 }
@@ -683,7 +663,7 @@ impl Core {
             }
             if let Role::Rpc { target } = c.role {
                 self.rpc_conns.retain(|_, tok| *tok != t);
-                *self.rpc_cursor.entry(target).or_default() += 1;
+                self.migrator.on_unreachable(target);
             }
         }
     }
@@ -1032,75 +1012,37 @@ impl Core {
 
     /// For every KV group this core leads: move to the next configuration,
     /// pull the shards it now owns, and tell previous owners to drop what
-    /// was installed (each step a log entry, see `shardkv`).
+    /// was installed (each step a log entry, see `shardkv`). What to send
+    /// and when is the migrator's; this is only the I/O.
     fn migrate(&mut self, now: Instant) {
+        let now = now.duration_since(self.started);
         let gids: Vec<GroupId> = self.groups.keys().copied().collect();
         for gid in gids {
-            let (work, missing) = match self.groups.get(&gid).map(|g| &g.replica) {
+            let (actions, missing) = match self.groups.get(&gid).map(|g| &g.replica) {
                 Some(Hosted::Kv(r)) if r.is_leader() => {
                     let num = r.state().config().num + 1;
                     let next = self.configs.get(&num);
-                    (r.state().work(next), next.is_none().then_some(num))
+                    let actions = self.migrator.poll(gid, r.state(), next, now);
+                    (actions, next.is_none().then_some(num))
                 }
                 _ => continue,
             };
             if let Some(num) = missing {
                 self.need_config(num);
             }
-            if !work.is_empty() {
-                log::debug!("group {gid}: migration work {work:?}");
-            }
-            for w in work {
-                let key = (gid, w.retry_key());
-                if self
-                    .attempts
-                    .get(&key)
-                    .is_some_and(|t| now.duration_since(*t) < MIGRATION_RETRY)
-                {
-                    continue;
-                }
-                self.attempts.insert(key, now);
-                match w {
-                    Work::Propose(cmd) => self.propose_internal(gid, cmd),
-                    Work::Pull {
-                        config_num,
-                        shard,
-                        cursor,
-                        from,
-                        servers,
-                    } => self.rpc(
-                        gid,
-                        from,
-                        &servers,
-                        RpcKind::Pull {
-                            config_num,
-                            shard,
-                            cursor,
-                        },
-                        Message::ShardPull(ShardPull {
-                            config_num,
-                            shard,
-                            cursor,
-                        }),
-                    ),
-                    Work::Delete {
-                        config_num,
-                        shard,
-                        to,
-                        servers,
-                    } => self.rpc(
-                        gid,
-                        to,
-                        &servers,
-                        RpcKind::Delete { config_num, shard },
-                        Message::ShardDelete(ShardRef { config_num, shard }),
-                    ),
+            for a in actions {
+                match a {
+                    Action::Propose { gid, cmd } => self.propose_internal(gid, cmd),
+                    Action::Send {
+                        request_id,
+                        target,
+                        server,
+                        message,
+                        ..
+                    } => self.rpc(request_id, target, server, message),
                 }
             }
         }
-        // Forget attempts for work that is long done.
-        self.attempts
-            .retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
     }
 
     fn propose_internal(&mut self, gid: GroupId, cmd: GroupCommand) {
@@ -1115,38 +1057,18 @@ impl Core {
         }
     }
 
-    /// Send a migration request to a member of `target` (rotating through
-    /// them on failures) on a connection kept per (server, group).
-    fn rpc(
-        &mut self,
-        from: GroupId,
-        target: GroupId,
-        servers: &[String],
-        kind: RpcKind,
-        msg: Message,
-    ) {
-        if servers.is_empty() {
-            return;
-        }
-        // A member that accepts the connection but never answers (a paused
-        // or hung process: the kernel still completes the handshake) would
-        // otherwise be asked forever, and the shard never moves.
-        let now = Instant::now();
-        let since = *self.rpc_unanswered.entry(target).or_insert(now);
-        if now.duration_since(since) > MIGRATION_ANSWER_TIMEOUT {
-            *self.rpc_cursor.entry(target).or_default() += 1;
-            self.rpc_unanswered.insert(target, now);
-        }
-        let cursor = *self.rpc_cursor.get(&target).unwrap_or(&0) % servers.len();
-        let addr = servers[cursor].clone();
+    /// Send a migration request to member `addr` of `target` on a
+    /// connection kept per (server, group).
+    fn rpc(&mut self, request_id: u64, target: GroupId, addr: String, msg: Message) {
         let token = match self.rpc_conns.get(&(addr.clone(), target)) {
             Some(t) if self.conns.contains_key(t) => *t,
             _ => {
-                let Ok(sock) = addr.parse::<SocketAddr>() else {
-                    return;
-                };
-                let Ok(stream) = TcpStream::connect(sock) else {
-                    self.rpc_cursor.insert(target, cursor + 1);
+                let stream = addr
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .and_then(|sock| TcpStream::connect(sock).ok());
+                let Some(stream) = stream else {
+                    self.migrator.on_send_failed(request_id);
                     return;
                 };
                 let mut conn = Conn::new(
@@ -1163,9 +1085,6 @@ impl Core {
                 t
             }
         };
-        let request_id = self.next_rpc;
-        self.next_rpc += 1;
-        self.rpcs.insert(request_id, (from, target, kind));
         if let Some(c) = self.conns.get_mut(&token) {
             c.queue(&Frame {
                 request_id,
@@ -1176,65 +1095,16 @@ impl Core {
     }
 
     fn on_rpc_reply(&mut self, request_id: u64, message: Message) {
-        let Some((gid, target, kind)) = self.rpcs.remove(&request_id) else {
-            return;
-        };
-        self.rpc_unanswered.remove(&target);
-        match (kind, message) {
-            // The chunk goes straight into the log: the driver holds at most
-            // the one chunk of each pull it has in flight. The next pull
-            // starts from the cursor this chunk moves once it is applied.
-            (
-                RpcKind::Pull {
-                    config_num,
-                    shard,
-                    cursor,
-                },
-                Message::ShardData(d),
-            ) if d.config_num == config_num && d.shard == shard && d.cursor == cursor => {
-                self.propose_internal(
-                    gid,
-                    GroupCommand::InstallChunk {
-                        config_num,
-                        shard,
-                        cursor,
-                        done: d.done,
-                        data: d.data,
-                    },
-                );
-            }
-            (RpcKind::Delete { config_num, shard }, Message::Reply(ClientReply::Ok(_))) => {
-                self.propose_internal(gid, GroupCommand::InstalledAck { config_num, shard });
-            }
-            (_, Message::Reply(ClientReply::Busy)) => {} // not ready: retried on the timer
-            (_, Message::Reply(ClientReply::NotLeader { leader: Some(l) })) => {
-                self.rpc_cursor.insert(target, l as usize);
-            }
-            (_, other) => {
-                // WrongGroup, errors, a hint-less NotLeader: ask another
-                // member next time.
-                log::debug!("group {gid}: migration answer from group {target}: {other:?}");
-                *self.rpc_cursor.entry(target).or_default() += 1;
-            }
+        if let Some((gid, cmd)) = self.migrator.on_answer(request_id, message) {
+            self.propose_internal(gid, cmd);
         }
     }
 
-    /// Another group pulls a chunk of a shard from us: any replica that has
-    /// applied the configuration holds the same frozen copy.
+    /// Another group pulls a chunk of a shard from us.
     fn answer_pull(&mut self, t: Token, request_id: u64, gid: GroupId, r: ShardPull) {
-        let answer = match self.groups.get(&gid).map(|g| &g.replica) {
-            Some(Hosted::Kv(rep)) => rep.state().answer_pull(r.config_num, r.shard, r.cursor),
-            _ => PullAnswer::NotReady,
-        };
-        let message = match answer {
-            PullAnswer::Chunk { data, done } => Message::ShardData(ShardData {
-                config_num: r.config_num,
-                shard: r.shard,
-                cursor: r.cursor,
-                done,
-                data,
-            }),
-            PullAnswer::NotReady => Message::Reply(ClientReply::Busy),
+        let message = match self.groups.get(&gid).map(|g| &g.replica) {
+            Some(Hosted::Kv(rep)) => serve_pull(rep.state(), &r),
+            _ => Message::Reply(ClientReply::Busy),
         };
         self.send_reply(t, request_id, gid, message);
     }
@@ -1242,20 +1112,7 @@ impl Core {
     /// The new owner installed a shard: drop our copy through our log.
     fn answer_delete(&mut self, t: Token, request_id: u64, gid: GroupId, r: ShardRef) {
         let reply = match self.groups.get_mut(&gid).map(|g| &mut g.replica) {
-            Some(Hosted::Kv(rep)) => match rep.state().answer_delete(r.config_num, r.shard) {
-                DeleteAnswer::Done => ClientReply::Ok(bytes::Bytes::new()),
-                DeleteAnswer::NotReady => ClientReply::Busy,
-                DeleteAnswer::Propose(cmd) => {
-                    if rep.is_leader() {
-                        let _ = rep.propose(cmd.encode());
-                        ClientReply::Busy
-                    } else {
-                        ClientReply::NotLeader {
-                            leader: rep.paxos().leader_hint(),
-                        }
-                    }
-                }
-            },
+            Some(Hosted::Kv(rep)) => serve_delete(rep, &r),
             _ => ClientReply::Busy,
         };
         self.reply_now(t, request_id, gid, reply);

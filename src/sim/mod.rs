@@ -1,6 +1,7 @@
 //! The deterministic simulator: one seed decides a whole faulty world.
 //!
-//! A group of 3 or 5 replicas ([`Replica`] over [`KvMachine`]) and a few
+//! A group of 3 or 5 replicas ([`Replica`] over [`ShardKv`], owning every
+//! shard: the state machine the server runs) and a few
 //! clients run on virtual time (microseconds) in one thread. The network
 //! drops, duplicates, delays and reorders messages and applies partitions
 //! (random halves, the leader isolated, a minority isolated, swizzle-clog);
@@ -18,19 +19,21 @@ mod byzantine;
 mod checks;
 mod client;
 pub mod sharded;
+mod timeline;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use timeline::{Simulated, Timeline};
+
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use synod_wire::{Batch, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Slot};
 
 use crate::check::KvOp;
 use crate::kv::KvOptions;
-use crate::kv_machine::KvMachine;
 use crate::paxos::{Durable, PlantedBugs, Ready, Synced};
 use crate::replica::{Replica, ReplicaBugs, ReplicaConfig};
 use crate::rng::Rng;
+use crate::shardkv::ShardKv;
 
 use client::Client;
 
@@ -38,6 +41,9 @@ use client::Client;
 pub type Micros = u64;
 
 const MS: Micros = 1_000;
+
+/// The one KV group of the single-group world (it owns every shard).
+const SIM_GID: synod_wire::GroupId = 1;
 
 /// Every planted bug the simulator can switch on (all off by default).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,7 +181,7 @@ impl SimReport {
 }
 
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Paxos {
         to: ReplicaId,
         msg: PaxosMsg,
@@ -215,34 +221,8 @@ enum Event {
     Heal,
 }
 
-/// A scheduled event, ordered by `(time, sequence number)`: the sequence
-/// number breaks ties in scheduling order, which is what makes a seed replay
-/// exactly. Shared by both worlds.
-pub(crate) struct Queued<E> {
-    pub(crate) at: Micros,
-    pub(crate) seq: u64,
-    pub(crate) ev: E,
-}
-
-impl<E> PartialEq for Queued<E> {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl<E> Eq for Queued<E> {}
-impl<E> PartialOrd for Queued<E> {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<E> Ord for Queued<E> {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
 struct Node {
-    replica: Option<Replica<KvMachine>>,
+    replica: Option<Replica<ShardKv>>,
     disk: Durable,
     rng: Rng,
     /// Incremented on every crash so the dead incarnation's timers are ignored.
@@ -269,9 +249,7 @@ struct Net {
 pub(crate) struct World {
     cfg: SimConfig,
     rng: Rng,
-    now: Micros,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Queued<Event>>>,
+    time: Timeline<Event>,
     nodes: Vec<Node>,
     net: Net,
     clients: Vec<Client>,
@@ -295,8 +273,125 @@ pub fn run(cfg: &SimConfig) -> SimReport {
 /// [`run`], also returning the client history the checkers saw.
 pub fn run_with_history(cfg: &SimConfig) -> (SimReport, Vec<KvOp>) {
     let mut w = World::new(cfg.clone());
-    w.run();
+    let end = w.run_end();
+    timeline::run(&mut w, end);
     w.finish()
+}
+
+impl Simulated for World {
+    type Event = Event;
+    fn timeline(&mut self) -> &mut Timeline<Event> {
+        &mut self.time
+    }
+    fn handle(&mut self, ev: Event) {
+        // A node waiting for its disk takes nothing else until it is done.
+        let target = match &ev {
+            Event::Paxos { to, .. } | Event::Request { to, .. } => Some(*to),
+            Event::Tick { node, .. } | Event::Flush { node, .. } => Some(*node),
+            _ => None,
+        };
+        if let Some(id) = target {
+            let node = &mut self.nodes[id as usize];
+            if node.syncing.is_some() {
+                node.deferred.push_back(ev);
+                return;
+            }
+        }
+        match ev {
+            Event::Paxos { to, msg } => {
+                let node = &mut self.nodes[to as usize];
+                if let Some(r) = node.replica.as_mut() {
+                    r.step(msg, &mut node.rng);
+                    self.after_node_event(to);
+                }
+            }
+            Event::Request { to, reply_to, req } => {
+                let node = &mut self.nodes[to as usize];
+                if let Some(r) = node.replica.as_mut() {
+                    r.set_now_ms(clock_ms(self.time.now));
+                    r.on_request(reply_to, &req, synod_wire::encode_command);
+                    self.after_node_event(to);
+                }
+            }
+            Event::Reply {
+                client,
+                reply_to,
+                reply,
+            } => {
+                let now = self.time.now;
+                let actions = self.clients[client].on_reply(now, reply_to, reply);
+                self.client_actions(client, actions);
+            }
+            Event::Tick { node, epoch } => {
+                let n = &mut self.nodes[node as usize];
+                if n.epoch != epoch {
+                    return;
+                }
+                if let Some(r) = n.replica.as_mut() {
+                    r.tick(&mut n.rng);
+                    let at = self.time.now + self.cfg.tick;
+                    self.schedule(at, Event::Tick { node, epoch });
+                    self.after_node_event(node);
+                }
+            }
+            Event::Flush { node, epoch } => {
+                let n = &mut self.nodes[node as usize];
+                if n.epoch != epoch {
+                    return;
+                }
+                n.flush_scheduled = false;
+                if let Some(r) = n.replica.as_mut() {
+                    r.flush();
+                    self.drive(node);
+                }
+            }
+            Event::SyncDone { node, epoch } => {
+                if self.nodes[node as usize].epoch != epoch {
+                    return;
+                }
+                if let Some(ready) = self.nodes[node as usize].syncing.take() {
+                    self.synced(node, ready);
+                }
+                self.drive(node);
+                loop {
+                    let n = &mut self.nodes[node as usize];
+                    if n.syncing.is_some() {
+                        break;
+                    }
+                    let Some(ev) = n.deferred.pop_front() else {
+                        break;
+                    };
+                    self.handle(ev);
+                }
+            }
+            Event::ClientWake { client, token } => {
+                let now = self.time.now;
+                let stop_new =
+                    self.healed && now > self.cfg.fault_phase + self.cfg.workload_after_heal;
+                let actions = self.clients[client].on_wake(now, token, stop_new);
+                self.client_actions(client, actions);
+            }
+            Event::Chaos => self.chaos(),
+            Event::Forge => self.forge(),
+            Event::Cut(a, b) => {
+                if !self.healed {
+                    self.net.cut[a as usize][b as usize] = true;
+                    self.net.cut[b as usize][a as usize] = true;
+                }
+            }
+            Event::Restore(a, b) => {
+                self.net.cut[a as usize][b as usize] = false;
+                self.net.cut[b as usize][a as usize] = false;
+            }
+            Event::Heal => self.heal(),
+        }
+    }
+    fn finished(&self) -> bool {
+        self.healed
+            && self.clients.iter().all(|c| c.idle())
+            // Let the last commit points reach every replica.
+            && self.time.now > self.cfg.fault_phase + self.cfg.workload_after_heal + 500 * MS
+    }
 }
 
 impl World {
@@ -330,9 +425,7 @@ impl World {
             chosen: BTreeMap::new(),
             healed: !cfg.faults,
             forge_rng: None,
-            now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            time: Timeline::new(),
             report: SimReport {
                 seed: cfg.seed,
                 ..SimReport::default()
@@ -385,14 +478,14 @@ impl World {
     /// Step one forged message into a random replica, at once (so it is
     /// built against the state it meets), and schedule the next.
     fn forge(&mut self) {
-        if self.now >= self.cfg.fault_phase {
+        if self.time.now >= self.cfg.fault_phase {
             return;
         }
         let Some(mut frng) = self.forge_rng.take() else {
             return;
         };
         let to = frng.range(0, self.cfg.replicas as u64) as ReplicaId;
-        let next = self.now + frng.range(MS, 20 * MS);
+        let next = self.time.now + frng.range(MS, 20 * MS);
         let node = &mut self.nodes[to as usize];
         if node.syncing.is_none() {
             if let Some(r) = node.replica.as_mut() {
@@ -434,7 +527,7 @@ impl World {
 
     fn start_node(&mut self, id: ReplicaId) {
         let rc = self.replica_config(id);
-        let sm = KvMachine::new(self.kv_options());
+        let sm = ShardKv::owning_every_shard(SIM_GID, self.kv_options());
         let node = &mut self.nodes[id as usize];
         let disk = node.disk.clone();
         node.next_apply = disk.snapshot.as_ref().map_or(0, |(i, _)| *i);
@@ -443,144 +536,16 @@ impl World {
         node.flush_scheduled = false;
         let epoch = node.epoch;
         let first = self.rng.range(1, self.cfg.tick);
-        self.schedule(self.now + first, Event::Tick { node: id, epoch });
+        self.schedule(self.time.now + first, Event::Tick { node: id, epoch });
         self.drive(id);
     }
 
     fn schedule(&mut self, at: Micros, ev: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            ev,
-        }));
+        self.time.schedule(at, ev);
     }
 
-    fn end_time(&self) -> Micros {
+    fn run_end(&self) -> Micros {
         self.cfg.fault_phase + self.cfg.liveness_bound
-    }
-
-    fn run(&mut self) {
-        let end = self.end_time();
-        while let Some(Reverse(q)) = self.queue.pop() {
-            if q.at > end {
-                break;
-            }
-            self.now = q.at;
-            self.handle(q.ev);
-            if self.healed && self.now > self.cfg.fault_phase + self.cfg.workload_after_heal {
-                let idle = self.clients.iter().all(|c| c.idle());
-                if idle && self.now > self.cfg.fault_phase + self.cfg.workload_after_heal + 500 * MS
-                {
-                    // Let the last commit points reach every replica.
-                    break;
-                }
-            }
-        }
-    }
-
-    fn handle(&mut self, ev: Event) {
-        // A node waiting for its disk takes nothing else until it is done.
-        let target = match &ev {
-            Event::Paxos { to, .. } | Event::Request { to, .. } => Some(*to),
-            Event::Tick { node, .. } | Event::Flush { node, .. } => Some(*node),
-            _ => None,
-        };
-        if let Some(id) = target {
-            let node = &mut self.nodes[id as usize];
-            if node.syncing.is_some() {
-                node.deferred.push_back(ev);
-                return;
-            }
-        }
-        match ev {
-            Event::Paxos { to, msg } => {
-                let node = &mut self.nodes[to as usize];
-                if let Some(r) = node.replica.as_mut() {
-                    r.step(msg, &mut node.rng);
-                    self.after_node_event(to);
-                }
-            }
-            Event::Request { to, reply_to, req } => {
-                let node = &mut self.nodes[to as usize];
-                if let Some(r) = node.replica.as_mut() {
-                    r.set_now_ms(clock_ms(self.now));
-                    r.on_request(reply_to, &req, synod_wire::encode_command);
-                    self.after_node_event(to);
-                }
-            }
-            Event::Reply {
-                client,
-                reply_to,
-                reply,
-            } => {
-                let now = self.now;
-                let actions = self.clients[client].on_reply(now, reply_to, reply);
-                self.client_actions(client, actions);
-            }
-            Event::Tick { node, epoch } => {
-                let n = &mut self.nodes[node as usize];
-                if n.epoch != epoch {
-                    return;
-                }
-                if let Some(r) = n.replica.as_mut() {
-                    r.tick(&mut n.rng);
-                    let at = self.now + self.cfg.tick;
-                    self.schedule(at, Event::Tick { node, epoch });
-                    self.after_node_event(node);
-                }
-            }
-            Event::Flush { node, epoch } => {
-                let n = &mut self.nodes[node as usize];
-                if n.epoch != epoch {
-                    return;
-                }
-                n.flush_scheduled = false;
-                if let Some(r) = n.replica.as_mut() {
-                    r.flush();
-                    self.drive(node);
-                }
-            }
-            Event::SyncDone { node, epoch } => {
-                if self.nodes[node as usize].epoch != epoch {
-                    return;
-                }
-                if let Some(ready) = self.nodes[node as usize].syncing.take() {
-                    self.synced(node, ready);
-                }
-                self.drive(node);
-                loop {
-                    let n = &mut self.nodes[node as usize];
-                    if n.syncing.is_some() {
-                        break;
-                    }
-                    let Some(ev) = n.deferred.pop_front() else {
-                        break;
-                    };
-                    self.handle(ev);
-                }
-            }
-            Event::ClientWake { client, token } => {
-                let now = self.now;
-                let stop_new =
-                    self.healed && now > self.cfg.fault_phase + self.cfg.workload_after_heal;
-                let actions = self.clients[client].on_wake(now, token, stop_new);
-                self.client_actions(client, actions);
-            }
-            Event::Chaos => self.chaos(),
-            Event::Forge => self.forge(),
-            Event::Cut(a, b) => {
-                if !self.healed {
-                    self.net.cut[a as usize][b as usize] = true;
-                    self.net.cut[b as usize][a as usize] = true;
-                }
-            }
-            Event::Restore(a, b) => {
-                self.net.cut[a as usize][b as usize] = false;
-                self.net.cut[b as usize][a as usize] = false;
-            }
-            Event::Heal => self.heal(),
-        }
     }
 
     /// Any event at a node may have queued proposals or produced output.
@@ -589,7 +554,7 @@ impl World {
         if !n.flush_scheduled {
             n.flush_scheduled = true;
             let epoch = n.epoch;
-            let at = self.now + self.cfg.turn;
+            let at = self.time.now + self.cfg.turn;
             self.schedule(at, Event::Flush { node: id, epoch });
         }
         self.drive(id);
@@ -619,7 +584,7 @@ impl World {
                 let node = &mut self.nodes[id as usize];
                 node.syncing = Some(ready);
                 let epoch = node.epoch;
-                self.schedule(self.now + took, Event::SyncDone { node: id, epoch });
+                self.schedule(self.time.now + took, Event::SyncDone { node: id, epoch });
                 return;
             }
             self.synced(id, ready);
@@ -664,7 +629,7 @@ impl World {
         if self.rng.chance(self.net.dup_p) {
             let d = self.delay();
             self.schedule(
-                self.now + d,
+                self.time.now + d,
                 Event::Paxos {
                     to,
                     msg: msg.clone(),
@@ -672,7 +637,7 @@ impl World {
             );
         }
         let d = self.delay();
-        self.schedule(self.now + d, Event::Paxos { to, msg });
+        self.schedule(self.time.now + d, Event::Paxos { to, msg });
     }
 
     fn send_to_client(&mut self, client: usize, reply_to: u64, reply: ClientReply) {
@@ -682,7 +647,7 @@ impl World {
         if self.rng.chance(self.net.dup_p) {
             let d = self.delay();
             self.schedule(
-                self.now + d,
+                self.time.now + d,
                 Event::Reply {
                     client,
                     reply_to,
@@ -692,7 +657,7 @@ impl World {
         }
         let d = self.delay();
         self.schedule(
-            self.now + d,
+            self.time.now + d,
             Event::Reply {
                 client,
                 reply_to,
@@ -707,10 +672,10 @@ impl World {
                 continue;
             }
             let d = self.delay();
-            self.schedule(self.now + d, Event::Request { to, reply_to, req });
+            self.schedule(self.time.now + d, Event::Request { to, reply_to, req });
         }
         if let Some((after, token)) = actions.wake {
-            self.schedule(self.now + after, Event::ClientWake { client, token });
+            self.schedule(self.time.now + after, Event::ClientWake { client, token });
         }
         for op in actions.completed {
             self.report.ops_completed += 1;
@@ -792,7 +757,7 @@ impl World {
                 self.net.dup_p = self.rng.range(0, 10) as f64 / 100.0;
             }
         }
-        let at = self.now + self.rng.range(100 * MS, 1_500 * MS);
+        let at = self.time.now + self.rng.range(100 * MS, 1_500 * MS);
         self.schedule(at, Event::Chaos);
     }
 
@@ -826,7 +791,7 @@ impl World {
                 }
             }
         }
-        let mut t = self.now;
+        let mut t = self.time.now;
         for &(a, b) in &links {
             t += self.rng.range(10 * MS, 200 * MS);
             self.schedule(t, Event::Cut(a, b));
@@ -940,13 +905,13 @@ impl World {
                 self.report.snapshots_installed += s.snapshots_installed;
             }
         }
-        let now = self.now;
+        let now = self.time.now;
         let pending: Vec<KvOp> = self
             .clients
             .iter()
             .filter_map(|c| c.pending_op(now))
             .collect();
-        let deadline = self.end_time();
+        let deadline = self.run_end();
         checks::liveness(&mut self.report, &self.clients, deadline, now);
         let mut history = std::mem::take(&mut self.history);
         history.extend(pending);

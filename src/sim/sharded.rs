@@ -10,25 +10,32 @@
 //! admin requests, Paxos traffic, shard pulls and deletes — crosses the
 //! faulty network.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+use std::time::Duration;
+
 use synod_wire::{
     encode_command, encode_master_command, Batch, ClientReply, ClientRequest, Config, GroupId,
-    GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, ShardData, ShardPull, ShardRef, Slot,
+    GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, Slot,
 };
 
-use super::{Micros, Queued, MS};
+use super::timeline::{self, Simulated, Timeline};
+use super::{Micros, MS};
 use crate::check::{check_kv, CheckOptions, CheckResult, KvInput, KvOp, KvOutput};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::rng::Rng;
-use crate::shardkv::{DeleteAnswer, GroupCommand, PullAnswer, RetryKey, ShardKv, Work};
+use crate::shardkv::migrator::{serve_delete, serve_pull, Action, Migrator};
+use crate::shardkv::{GroupCommand, ShardKv};
 
 const REPLICAS: u32 = 3;
+
+/// How long `ShardedConfig::crash_pulled_member` keeps the member down:
+/// well past the migrator's answer timeout and retry interval.
+pub const PULLED_MEMBER_DOWN: Micros = 5_000 * MS;
 
 /// What one sharded world looks like.
 #[derive(Clone, Debug)]
@@ -50,6 +57,12 @@ pub struct ShardedConfig {
     /// replica: see `sim::session_limits_for_seed`.
     pub session_ttl_ms: u64,
     pub max_sessions_per_shard: usize,
+    /// Crash the member of the source group that the first shard pull is
+    /// sent to, while the pull is outstanding, and restart it only
+    /// [`PULLED_MEMBER_DOWN`] later: the shard arrives before that only if
+    /// the puller moves on to another member
+    /// (`ShardedReport::moved_past_crashed_member`).
+    pub crash_pulled_member: bool,
 }
 
 impl ShardedConfig {
@@ -69,6 +82,7 @@ impl ShardedConfig {
             migrate_chunk_bytes: [1, 64, 512][(seed % 3) as usize],
             session_ttl_ms: super::session_limits_for_seed(seed / 3).0,
             max_sessions_per_shard: super::session_limits_for_seed(seed / 3).1,
+            crash_pulled_member: false,
         }
     }
 }
@@ -84,6 +98,12 @@ pub struct ShardedReport {
     /// Chunks that reached a new owner's leader (every transfer has one
     /// or more; retries count again).
     pub chunks_received: u64,
+    /// Times a puller or deleter moved on to another member of the group
+    /// it asked (no answer, a refusal, a leader hint).
+    pub rotations: u64,
+    /// With `crash_pulled_member`: the shard whose pull was outstanding at
+    /// the crashed member arrived whole while that member was still down.
+    pub moved_past_crashed_member: bool,
     pub crashes: u64,
     /// Value bytes held at the end by every group (each group's most
     /// advanced replica), and by the owners of the shards only: equal when
@@ -123,10 +143,16 @@ struct Node {
     epoch: u64,
     flush_scheduled: bool,
     next_apply: Slot,
+    /// The node's shard migrator (the runtime's, one per node here); a
+    /// crash loses it.
+    migrator: Migrator,
+    /// Restart this node only by `Event::Restart` (see
+    /// `ShardedConfig::crash_pulled_member`).
+    held_down: bool,
 }
 
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Paxos {
         to: usize,
         msg: PaxosMsg,
@@ -137,7 +163,8 @@ enum Event {
         reply_to: u64,
         msg: Message,
     },
-    /// An answer to client `client` (or, for `client == MIGRATION`, to node `reply_to >> 32`).
+    /// An answer to client `client` (or, for `client == MIGRATION`, to
+    /// node `reply_to >> 48`'s migrator, request `reply_to & ID_MASK`).
     Reply {
         client: usize,
         reply_to: u64,
@@ -165,22 +192,19 @@ enum Event {
     },
     Chaos,
     Heal,
+    /// The end of `ShardedConfig::crash_pulled_member`'s outage.
+    Restart {
+        node: usize,
+    },
 }
 
 /// Reply routing tag for answers to migration requests.
 const MIGRATION: usize = usize::MAX;
 
-/// A migration request in flight: from which node to which group, and
-/// what it asked (a pull carries the chunk's cursor; a delete none).
-#[derive(Clone, Copy, Debug)]
-struct MigrationRpc {
-    node: usize,
-    target: GroupId,
-    pull: bool,
-    config_num: u64,
-    shard: u32,
-    cursor: u64,
-}
+/// A migration reply's `reply_to`: the asking node above bit 48, the
+/// migrator's request id below (which starts at the node's epoch << 32, so
+/// an answer to an earlier incarnation matches nothing).
+const ID_MASK: u64 = (1 << 48) - 1;
 
 /// A client: one KV op at a time, routed by the latest committed config.
 struct SimClient {
@@ -204,9 +228,7 @@ struct Admin {
 pub struct ShardedWorld {
     cfg: ShardedConfig,
     rng: Rng,
-    now: Micros,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Queued<Event>>>,
+    time: Timeline<Event>,
     nodes: Vec<Node>,
     cut: Vec<Vec<bool>>,
     drop_p: f64,
@@ -217,12 +239,9 @@ pub struct ShardedWorld {
     admin: Admin,
     history: Vec<KvOp>,
     chosen: BTreeMap<(GroupId, Slot), Batch>,
-    /// Migration requests in flight: request id → what.
-    rpcs: HashMap<u64, MigrationRpc>,
-    next_rpc: u64,
-    /// Which member of each group migration requests go to (follows hints).
-    rpc_cursor: HashMap<GroupId, u32>,
-    last_attempt: HashMap<(usize, RetryKey), Micros>,
+    /// `crash_pulled_member` has crashed this node, with a pull of this
+    /// shard of this configuration outstanding at it.
+    pulled_member_crashed: Option<(usize, u32, u64)>,
     report: ShardedReport,
     /// The last client id handed out on a renewal.
     next_client_id: u64,
@@ -230,7 +249,8 @@ pub struct ShardedWorld {
 
 pub fn run_sharded(cfg: &ShardedConfig) -> ShardedReport {
     let mut w = ShardedWorld::new(cfg.clone());
-    w.run();
+    let end = w.run_end();
+    timeline::run(&mut w, end);
     w.finish()
 }
 
@@ -242,6 +262,113 @@ fn node_of(gid: GroupId, idx: u32) -> usize {
 }
 fn servers(gid: GroupId) -> Vec<String> {
     (0..REPLICAS).map(|i| format!("g{gid}r{i}")).collect()
+}
+
+impl Simulated for ShardedWorld {
+    type Event = Event;
+    fn timeline(&mut self) -> &mut Timeline<Event> {
+        &mut self.time
+    }
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Paxos { to, msg } => {
+                let node = &mut self.nodes[to];
+                match node.replica.as_mut() {
+                    Some(Hosted::Master(r)) => r.step(msg, &mut node.rng),
+                    Some(Hosted::Kv(r)) => r.step(msg, &mut node.rng),
+                    None => return,
+                }
+                self.after_node_event(to);
+            }
+            Event::Request { to, reply_to, msg } => self.on_request(to, reply_to, msg),
+            Event::Reply {
+                client,
+                reply_to,
+                msg,
+            } => {
+                if client == MIGRATION {
+                    self.on_migration_reply((reply_to >> 48) as usize, reply_to & ID_MASK, msg);
+                } else if client == usize::MAX - 1 {
+                    self.on_admin_reply(reply_to & ((1 << 40) - 1), msg);
+                } else {
+                    self.on_client_reply(client, reply_to, msg);
+                }
+            }
+            Event::Tick { node, epoch } => {
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch {
+                    return;
+                }
+                match n.replica.as_mut() {
+                    Some(Hosted::Master(r)) => r.tick(&mut n.rng),
+                    Some(Hosted::Kv(r)) => r.tick(&mut n.rng),
+                    None => return,
+                }
+                self.schedule(self.time.now + 10 * MS, Event::Tick { node, epoch });
+                if (self.time.now / (10 * MS)).is_multiple_of(5) {
+                    self.migrate(node);
+                }
+                self.after_node_event(node);
+            }
+            Event::Flush { node, epoch } => {
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch {
+                    return;
+                }
+                n.flush_scheduled = false;
+                match n.replica.as_mut() {
+                    Some(Hosted::Master(r)) => r.flush(),
+                    Some(Hosted::Kv(r)) => r.flush(),
+                    None => return,
+                }
+                self.drive(node);
+            }
+            Event::ClientWake { client, token } => self.client_wake(client, token),
+            Event::Admin => self.admin_step(),
+            Event::LatePropose { node, epoch, cmd } => {
+                if self.nodes[node].epoch != epoch {
+                    return;
+                }
+                if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
+                    if r.is_leader() {
+                        let _ = r.propose(cmd);
+                    }
+                }
+                self.after_node_event(node);
+            }
+            Event::Chaos => self.chaos(),
+            Event::Restart { node } => {
+                self.nodes[node].held_down = false;
+                if self.nodes[node].replica.is_none() {
+                    self.start_node(node);
+                }
+            }
+            Event::Heal => {
+                self.healed = true;
+                for row in self.cut.iter_mut() {
+                    row.iter_mut().for_each(|c| *c = false);
+                }
+                self.drop_p = 0.0;
+                self.dup_p = 0.0;
+                self.delay_max = self.delay_max.min(2_000);
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].replica.is_none() && !self.nodes[i].held_down {
+                        self.start_node(i);
+                    }
+                }
+            }
+        }
+    }
+    fn finished(&self) -> bool {
+        self.healed
+            && self.time.now > self.cfg.fault_phase + 2_000 * MS
+            && self
+                .clients
+                .iter()
+                .all(|c| c.stopped && c.current.is_none())
+            && self.admin.current.is_none()
+            && self.converged()
+    }
 }
 
 impl ShardedWorld {
@@ -274,18 +401,13 @@ impl ShardedWorld {
             },
             history: Vec::new(),
             chosen: BTreeMap::new(),
-            rpcs: HashMap::new(),
-            next_rpc: 1,
-            rpc_cursor: HashMap::new(),
-            last_attempt: HashMap::new(),
+            pulled_member_crashed: None,
             report: ShardedReport {
                 seed: cfg.seed,
                 ..ShardedReport::default()
             },
             next_client_id: 1 << 20,
-            now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            time: Timeline::new(),
             rng,
             cfg,
         };
@@ -298,6 +420,8 @@ impl ShardedWorld {
                 epoch: 0,
                 flush_scheduled: false,
                 next_apply: 0,
+                migrator: Migrator::new(),
+                held_down: false,
             });
         }
         for i in 0..n {
@@ -365,45 +489,23 @@ impl ShardedWorld {
             Hosted::Kv(Replica::new(rc, disk, sm, &mut node.rng))
         });
         node.flush_scheduled = false;
+        let old = std::mem::replace(
+            &mut node.migrator,
+            Migrator::with_first_request_id((node.epoch << 32) + 1),
+        );
+        self.report.rotations += old.stats.rotations;
         let epoch = node.epoch;
         let first = self.rng.range(1, 10 * MS);
-        self.schedule(self.now + first, Event::Tick { node: i, epoch });
+        self.schedule(self.time.now + first, Event::Tick { node: i, epoch });
         self.drive(i);
     }
 
     fn schedule(&mut self, at: Micros, ev: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            ev,
-        }));
+        self.time.schedule(at, ev);
     }
 
-    fn end_time(&self) -> Micros {
+    fn run_end(&self) -> Micros {
         self.cfg.fault_phase + self.cfg.liveness_bound
-    }
-
-    fn run(&mut self) {
-        let end = self.end_time();
-        while let Some(Reverse(q)) = self.queue.pop() {
-            if q.at > end {
-                break;
-            }
-            self.now = q.at;
-            self.handle(q.ev);
-            if self.healed
-                && self.now > self.cfg.fault_phase + 2_000 * MS
-                && self
-                    .clients
-                    .iter()
-                    .all(|c| c.stopped && c.current.is_none())
-                && self.admin.current.is_none()
-                && self.converged()
-            {
-                break;
-            }
-        }
     }
 
     /// The latest configuration committed by the master group.
@@ -448,97 +550,12 @@ impl ShardedWorld {
             .map(|r| r.state())
     }
 
-    fn handle(&mut self, ev: Event) {
-        match ev {
-            Event::Paxos { to, msg } => {
-                let node = &mut self.nodes[to];
-                match node.replica.as_mut() {
-                    Some(Hosted::Master(r)) => r.step(msg, &mut node.rng),
-                    Some(Hosted::Kv(r)) => r.step(msg, &mut node.rng),
-                    None => return,
-                }
-                self.after_node_event(to);
-            }
-            Event::Request { to, reply_to, msg } => self.on_request(to, reply_to, msg),
-            Event::Reply {
-                client,
-                reply_to,
-                msg,
-            } => {
-                if client == MIGRATION {
-                    self.on_migration_reply(reply_to, msg);
-                } else if client == usize::MAX - 1 {
-                    self.on_admin_reply(reply_to & ((1 << 40) - 1), msg);
-                } else {
-                    self.on_client_reply(client, reply_to, msg);
-                }
-            }
-            Event::Tick { node, epoch } => {
-                let n = &mut self.nodes[node];
-                if n.epoch != epoch {
-                    return;
-                }
-                match n.replica.as_mut() {
-                    Some(Hosted::Master(r)) => r.tick(&mut n.rng),
-                    Some(Hosted::Kv(r)) => r.tick(&mut n.rng),
-                    None => return,
-                }
-                self.schedule(self.now + 10 * MS, Event::Tick { node, epoch });
-                if (self.now / (10 * MS)).is_multiple_of(5) {
-                    self.migrate(node);
-                }
-                self.after_node_event(node);
-            }
-            Event::Flush { node, epoch } => {
-                let n = &mut self.nodes[node];
-                if n.epoch != epoch {
-                    return;
-                }
-                n.flush_scheduled = false;
-                match n.replica.as_mut() {
-                    Some(Hosted::Master(r)) => r.flush(),
-                    Some(Hosted::Kv(r)) => r.flush(),
-                    None => return,
-                }
-                self.drive(node);
-            }
-            Event::ClientWake { client, token } => self.client_wake(client, token),
-            Event::Admin => self.admin_step(),
-            Event::LatePropose { node, epoch, cmd } => {
-                if self.nodes[node].epoch != epoch {
-                    return;
-                }
-                if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
-                    if r.is_leader() {
-                        let _ = r.propose(cmd);
-                    }
-                }
-                self.after_node_event(node);
-            }
-            Event::Chaos => self.chaos(),
-            Event::Heal => {
-                self.healed = true;
-                for row in self.cut.iter_mut() {
-                    row.iter_mut().for_each(|c| *c = false);
-                }
-                self.drop_p = 0.0;
-                self.dup_p = 0.0;
-                self.delay_max = self.delay_max.min(2_000);
-                for i in 0..self.nodes.len() {
-                    if self.nodes[i].replica.is_none() {
-                        self.start_node(i);
-                    }
-                }
-            }
-        }
-    }
-
     fn after_node_event(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         if !n.flush_scheduled {
             n.flush_scheduled = true;
             let epoch = n.epoch;
-            self.schedule(self.now + 200, Event::Flush { node: i, epoch });
+            self.schedule(self.time.now + 200, Event::Flush { node: i, epoch });
         }
         self.drive(i);
     }
@@ -637,10 +654,10 @@ impl ShardedWorld {
             };
             if let Some(c) = copy {
                 let d2 = self.delay();
-                self.schedule(self.now + d2, c);
+                self.schedule(self.time.now + d2, c);
             }
         }
-        self.schedule(self.now + d, ev);
+        self.schedule(self.time.now + d, ev);
     }
 
     fn on_request(&mut self, to: usize, reply_to: u64, msg: Message) {
@@ -650,7 +667,7 @@ impl ShardedWorld {
         };
         match (h, msg) {
             (Hosted::Kv(r), Message::Request(req)) => {
-                r.set_now_ms(super::clock_ms(self.now));
+                r.set_now_ms(super::clock_ms(self.time.now));
                 r.on_request(reply_to, &req, encode_command);
                 self.after_node_event(to);
             }
@@ -659,193 +676,128 @@ impl ShardedWorld {
                 self.after_node_event(to);
             }
             (Hosted::Kv(r), Message::ShardPull(s)) => {
-                let answer = match r.state().answer_pull(s.config_num, s.shard, s.cursor) {
-                    PullAnswer::Chunk { data, done } => Message::ShardData(ShardData {
-                        config_num: s.config_num,
-                        shard: s.shard,
-                        cursor: s.cursor,
-                        done,
-                        data,
-                    }),
-                    PullAnswer::NotReady => Message::Reply(ClientReply::Busy),
-                };
-                self.send(
-                    to,
-                    usize::MAX,
-                    Event::Reply {
-                        client: MIGRATION,
-                        reply_to,
-                        msg: answer,
-                    },
-                );
+                let answer = serve_pull(r.state(), &s);
+                self.migration_answer(to, reply_to, answer);
             }
             (Hosted::Kv(r), Message::ShardDelete(s)) => {
-                let answer = match r.state().answer_delete(s.config_num, s.shard) {
-                    DeleteAnswer::Done => ClientReply::Ok(Bytes::new()),
-                    DeleteAnswer::NotReady => ClientReply::Busy,
-                    DeleteAnswer::Propose(cmd) => {
-                        if r.is_leader() {
-                            let _ = r.propose(cmd.encode());
-                            ClientReply::Busy
-                        } else {
-                            ClientReply::NotLeader {
-                                leader: r.paxos().leader_hint(),
-                            }
-                        }
-                    }
-                };
+                let answer = serve_delete(r, &s);
                 self.after_node_event(to);
-                self.send(
-                    to,
-                    usize::MAX,
-                    Event::Reply {
-                        client: MIGRATION,
-                        reply_to,
-                        msg: Message::Reply(answer),
-                    },
-                );
+                self.migration_answer(to, reply_to, Message::Reply(answer));
             }
             _ => {}
         }
     }
 
-    // ----- migration (what the runtime's `Core::migrate` does) --------------
+    // ----- migration: the I/O of the node's `Migrator` -----------------------
 
-    fn migrate(&mut self, i: usize) {
-        let work = match &self.nodes[i].replica {
-            Some(Hosted::Kv(r)) if r.is_leader() => {
-                let next = self.config_num(r.state().config().num + 1);
-                r.state().work(next.as_ref())
-            }
-            _ => return,
-        };
-        for w in work {
-            let key = (i, w.retry_key());
-            if self
-                .last_attempt
-                .get(&key)
-                .is_some_and(|t| self.now - *t < 300 * MS)
-            {
-                continue;
-            }
-            self.last_attempt.insert(key, self.now);
-            match w {
-                Work::Propose(cmd) => {
-                    if let Some(Hosted::Kv(r)) = self.nodes[i].replica.as_mut() {
-                        let _ = r.propose(cmd.encode());
-                    }
-                    self.after_node_event(i);
-                }
-                Work::Pull {
-                    config_num,
-                    shard,
-                    cursor,
-                    from,
-                    ..
-                } => self.migration_rpc(MigrationRpc {
-                    node: i,
-                    target: from,
-                    pull: true,
-                    config_num,
-                    shard,
-                    cursor,
-                }),
-                Work::Delete {
-                    config_num,
-                    shard,
-                    to,
-                    ..
-                } => self.migration_rpc(MigrationRpc {
-                    node: i,
-                    target: to,
-                    pull: false,
-                    config_num,
-                    shard,
-                    cursor: 0,
-                }),
-            }
-        }
-    }
-
-    fn migration_rpc(&mut self, rpc: MigrationRpc) {
-        let id = self.next_rpc;
-        self.next_rpc += 1;
-        self.rpcs.insert(id, rpc);
-        let member = *self.rpc_cursor.get(&rpc.target).unwrap_or(&0) % REPLICAS;
-        let to = node_of(rpc.target, member);
-        let msg = if rpc.pull {
-            Message::ShardPull(ShardPull {
-                config_num: rpc.config_num,
-                shard: rpc.shard,
-                cursor: rpc.cursor,
-            })
-        } else {
-            Message::ShardDelete(ShardRef {
-                config_num: rpc.config_num,
-                shard: rpc.shard,
-            })
-        };
+    fn migration_answer(&mut self, from: usize, reply_to: u64, msg: Message) {
         self.send(
-            rpc.node,
-            to,
-            Event::Request {
-                to,
-                reply_to: id,
+            from,
+            usize::MAX,
+            Event::Reply {
+                client: MIGRATION,
+                reply_to,
                 msg,
             },
         );
     }
 
-    fn on_migration_reply(&mut self, id: u64, msg: Message) {
-        let Some(rpc) = self.rpcs.remove(&id) else {
-            return;
-        };
-        let MigrationRpc {
-            node,
-            target,
-            pull,
-            config_num,
-            shard,
-            cursor,
-        } = rpc;
-        // Like the runtime: follow a leader hint, try the next member on
-        // anything else that is not an answer.
-        match &msg {
-            Message::Reply(ClientReply::NotLeader { leader: Some(l) }) => {
-                self.rpc_cursor.insert(target, *l);
-            }
-            Message::Reply(ClientReply::NotLeader { leader: None }) => {
-                *self.rpc_cursor.entry(target).or_default() += 1;
-            }
-            _ => {}
-        }
-        let cmd = match (pull, msg) {
-            (true, Message::ShardData(d))
-                if d.config_num == config_num && d.shard == shard && d.cursor == cursor =>
-            {
-                self.report.chunks_received += 1;
-                if d.done {
-                    self.report.shards_moved += 1;
-                }
-                GroupCommand::InstallChunk {
-                    config_num,
-                    shard,
-                    cursor,
-                    done: d.done,
-                    data: d.data,
-                }
-            }
-            (false, Message::Reply(ClientReply::Ok(_))) => {
-                GroupCommand::InstalledAck { config_num, shard }
-            }
+    fn migrate(&mut self, i: usize) {
+        let gid = gid_of(i);
+        let now = Duration::from_micros(self.time.now);
+        let next = match &self.nodes[i].replica {
+            Some(Hosted::Kv(r)) if r.is_leader() => self.config_num(r.state().config().num + 1),
             _ => return,
         };
+        let node = &mut self.nodes[i];
+        let Some(Hosted::Kv(r)) = &node.replica else {
+            return;
+        };
+        let actions = node.migrator.poll(gid, r.state(), next.as_ref(), now);
+        for a in actions {
+            match a {
+                Action::Propose { cmd, .. } => self.propose_migration(i, cmd.encode()),
+                Action::Send {
+                    request_id,
+                    target,
+                    member,
+                    message,
+                    ..
+                } => {
+                    let to = node_of(target, member as u32);
+                    let pull = match &message {
+                        Message::ShardPull(p) => Some((p.shard, p.config_num)),
+                        _ => None,
+                    };
+                    self.send(
+                        i,
+                        to,
+                        Event::Request {
+                            to,
+                            reply_to: ((i as u64) << 48) | request_id,
+                            msg: message,
+                        },
+                    );
+                    if let (Some((shard, num)), true, None) = (
+                        pull,
+                        self.cfg.crash_pulled_member,
+                        self.pulled_member_crashed,
+                    ) {
+                        // The pull is outstanding: its member goes down.
+                        self.pulled_member_crashed = Some((to, shard, num));
+                        let node = &mut self.nodes[to];
+                        node.held_down = true;
+                        if node.replica.take().is_some() {
+                            node.epoch += 1;
+                            self.report.crashes += 1;
+                        }
+                        self.schedule(
+                            self.time.now + PULLED_MEMBER_DOWN,
+                            Event::Restart { node: to },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn propose_migration(&mut self, i: usize, cmd: Bytes) {
+        if let Some(Hosted::Kv(r)) = self.nodes[i].replica.as_mut() {
+            if r.is_leader() {
+                let _ = r.propose(cmd);
+            }
+        }
+        self.after_node_event(i);
+    }
+
+    fn on_migration_reply(&mut self, node: usize, id: u64, msg: Message) {
+        if self.nodes[node].replica.is_none() {
+            return;
+        }
+        let Some((_, cmd)) = self.nodes[node].migrator.on_answer(id, msg) else {
+            return;
+        };
+        if let GroupCommand::InstallChunk {
+            done,
+            shard,
+            config_num,
+            ..
+        } = &cmd
+        {
+            self.report.chunks_received += 1;
+            self.report.shards_moved += u64::from(*done);
+            if let Some((down, s, n)) = self.pulled_member_crashed {
+                if *done && (*shard, *config_num) == (s, n) && self.nodes[down].replica.is_none() {
+                    self.report.moved_past_crashed_member = true;
+                }
+            }
+        }
         let cmd = cmd.encode();
         // A migration step proposed again later: what the driver's retry does when a
         // pull is answered twice (the first answer slow to commit, or its
         // proposal lost with a leader). The receiver must apply it once.
         if self.cfg.faults && !self.healed && self.rng.chance(0.2) {
-            let at = self.now + self.rng.range(MS, 500 * MS);
+            let at = self.time.now + self.rng.range(MS, 500 * MS);
             let epoch = self.nodes[node].epoch;
             self.schedule(
                 at,
@@ -856,12 +808,7 @@ impl ShardedWorld {
                 },
             );
         }
-        if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
-            if r.is_leader() {
-                let _ = r.propose(cmd);
-            }
-        }
-        self.after_node_event(node);
+        self.propose_migration(node, cmd);
     }
 
     // ----- clients ----------------------------------------------------------
@@ -870,7 +817,7 @@ impl ShardedWorld {
         if token != self.clients[c].token {
             return;
         }
-        let stop_new = self.healed && self.now > self.cfg.fault_phase + 1_000 * MS;
+        let stop_new = self.healed && self.time.now > self.cfg.fault_phase + 1_000 * MS;
         if self.clients[c].current.is_none() {
             if stop_new {
                 self.clients[c].stopped = true;
@@ -899,7 +846,7 @@ impl ShardedWorld {
                 ack_seq: client.acked,
                 op,
             };
-            client.current = Some((req, input, self.now, 0));
+            client.current = Some((req, input, self.time.now, 0));
         }
         self.client_send(c);
     }
@@ -931,7 +878,7 @@ impl ShardedWorld {
             );
         }
         let wait = 150 * MS + self.rng.range(0, 50 * MS);
-        self.schedule(self.now + wait, Event::ClientWake { client: c, token });
+        self.schedule(self.time.now + wait, Event::ClientWake { client: c, token });
     }
 
     fn on_client_reply(&mut self, c: usize, reply_to: u64, msg: Message) {
@@ -964,7 +911,10 @@ impl ShardedWorld {
                 let backoff = self.rng.range(MS, 10 * MS);
                 self.clients[c].token += 1;
                 let token = self.clients[c].token;
-                self.schedule(self.now + backoff, Event::ClientWake { client: c, token });
+                self.schedule(
+                    self.time.now + backoff,
+                    Event::ClientWake { client: c, token },
+                );
                 return;
             }
             ClientReply::WrongGroup | ClientReply::Busy => {
@@ -972,7 +922,10 @@ impl ShardedWorld {
                 let backoff = self.rng.range(10 * MS, 50 * MS);
                 self.clients[c].token += 1;
                 let token = self.clients[c].token;
-                self.schedule(self.now + backoff, Event::ClientWake { client: c, token });
+                self.schedule(
+                    self.time.now + backoff,
+                    Event::ClientWake { client: c, token },
+                );
                 return;
             }
             ClientReply::Error { reason } => {
@@ -1011,16 +964,19 @@ impl ShardedWorld {
             input,
             output,
             call,
-            ret: self.now,
+            ret: self.time.now,
         });
         let think = self.rng.range(0, 5 * MS);
-        self.schedule(self.now + think, Event::ClientWake { client: c, token });
+        self.schedule(
+            self.time.now + think,
+            Event::ClientWake { client: c, token },
+        );
     }
 
     // ----- the admin ------------------------------------------------------------
 
     fn admin_step(&mut self) {
-        let stop = self.healed && self.now > self.cfg.fault_phase;
+        let stop = self.healed && self.time.now > self.cfg.fault_phase;
         if let Some((req, tries, _)) = self.admin.current.as_mut() {
             // Retry the same request (same seq) at the next master.
             *tries += 1;
@@ -1068,13 +1024,13 @@ impl ShardedWorld {
                     ack_seq: self.admin.seq - 1,
                     op,
                 };
-                self.admin.current = Some((req, 0, self.now));
+                self.admin.current = Some((req, 0, self.time.now));
                 self.admin_step();
                 return;
             }
         }
         let next = self.rng.range(300 * MS, 1_500 * MS);
-        self.schedule(self.now + next, Event::Admin);
+        self.schedule(self.time.now + next, Event::Admin);
     }
 
     fn on_admin_reply(&mut self, seq: u64, msg: Message) {
@@ -1116,7 +1072,7 @@ impl ShardedWorld {
             }
             4 | 5 => {
                 let dead: Vec<usize> = (0..n)
-                    .filter(|i| self.nodes[*i].replica.is_none())
+                    .filter(|i| self.nodes[*i].replica.is_none() && !self.nodes[*i].held_down)
                     .collect();
                 if !dead.is_empty() {
                     let i = dead[self.rng.range(0, dead.len() as u64) as usize];
@@ -1129,7 +1085,7 @@ impl ShardedWorld {
                 }
             }
         }
-        let at = self.now + self.rng.range(200 * MS, 1_500 * MS);
+        let at = self.time.now + self.rng.range(200 * MS, 1_500 * MS);
         self.schedule(at, Event::Chaos);
     }
 
@@ -1168,7 +1124,12 @@ impl ShardedWorld {
     }
 
     fn finish(mut self) -> ShardedReport {
-        let now = self.now;
+        let now = self.time.now;
+        self.report.rotations += self
+            .nodes
+            .iter()
+            .map(|n| n.migrator.stats.rotations)
+            .sum::<u64>();
         for (c, client) in self.clients.iter().enumerate() {
             if let Some((req, _, call, _)) = &client.current {
                 self.report.failures.push(format!(

@@ -28,7 +28,8 @@
 //! ([`Handoff`]) and keeps that state across configurations until the other
 //! side answers. Installing, deleting and confirming are log entries too. This module owns those rules and nothing else: it never does
 //! I/O; the driver (runtime or simulator) asks it what work is pending and
-//! proposes the commands.
+//! hands it to the one [`Migrator`] (`migrator.rs`), which says what to
+//! send and propose.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -40,7 +41,10 @@ use synod_wire::{
 };
 
 use crate::kv::{KeyOrder, KvOptions, KvStore};
+
+pub mod migrator;
 use crate::replica::StateMachine;
+pub use migrator::{Action, Migrator};
 
 /// Internal log command tags. Client commands start with a wire request
 /// kind (0x01..), so these never collide.
@@ -380,6 +384,24 @@ impl ShardKv {
             opts,
             undecodable: 0,
         }
+    }
+
+    /// A group that owns every shard in a fixed configuration 1, as if it
+    /// had applied `Reconfigure(1)` from the empty configuration: every
+    /// shard Serving, nothing to migrate ever. What the single-group
+    /// simulator runs, so it checks the state machine the server runs.
+    pub fn owning_every_shard(gid: GroupId, opts: KvOptions) -> ShardKv {
+        let mut kv = ShardKv::new(gid, opts);
+        kv.config = Config {
+            num: 1,
+            shards: vec![gid; opts.shards as usize],
+            groups: vec![synod_wire::GroupInfo {
+                gid,
+                servers: Vec::new(),
+            }],
+        };
+        kv.state = vec![ShardState::Serving; opts.shards as usize];
+        kv
     }
 
     pub fn gid(&self) -> GroupId {

@@ -1,0 +1,513 @@
+//! The sans-IO shard migrator: what a group's leader sends to other groups,
+//! and what it proposes to its own log, to carry out [`ShardKv::work`].
+//!
+//! Inputs are the leader's state machine (and the next configuration, if
+//! known), answers from the other groups, failed sends, and `now` (any
+//! monotonic time the driver counts from a start of its choosing). Outputs
+//! are [`Action`]s: an RPC to one member of another group, or an internal
+//! command to propose. It never does I/O and never reads a clock, so the
+//! runtime (`runtime::core`) and the sharded simulator (`sim::sharded`)
+//! drive this one copy.
+//!
+//! What it decides:
+//! - **Retry timing.** Each piece of work (its [`RetryKey`]) is attempted at
+//!   most once per [`RETRY`]; a pull's cursor is part of its key, so the
+//!   next chunk is asked for as soon as the last one applied.
+//! - **Which source member.** Per asked group, a cursor over its members:
+//!   a `NotLeader` hint moves it to the hinted member; any other refusal,
+//!   a failed send, or a member that leaves our RPCs unanswered for
+//!   [`ANSWER_TIMEOUT`] (a crashed, partitioned or hung process) moves it
+//!   to the next member.
+//! - **Answers into log commands.** A chunk that matches what was asked
+//!   becomes [`GroupCommand::InstallChunk`]; a delete answered Ok becomes
+//!   [`GroupCommand::InstalledAck`].
+//!
+//! It also answers the other side ([`serve_pull`], [`serve_delete`]), the
+//! same way for every driver.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use synod_wire::{ClientReply, Config, GroupId, Message, ShardData, ShardPull, ShardRef};
+
+use super::{DeleteAnswer, GroupCommand, PullAnswer, RetryKey, ShardKv, Work};
+use crate::replica::Replica;
+
+/// Migration work is attempted at most this often while it is pending.
+pub const RETRY: Duration = Duration::from_millis(300);
+
+/// A member of another group that leaves our migration RPCs unanswered this
+/// long is passed over for the next member.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// RPCs and attempts older than this are forgotten (the work is long done,
+/// or the answer is never coming).
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// What an RPC asked, to check its answer against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    Pull {
+        config_num: u64,
+        shard: u32,
+        cursor: u64,
+    },
+    Delete {
+        config_num: u64,
+        shard: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Outstanding {
+    /// Our group (whose log the answer goes into).
+    gid: GroupId,
+    /// The group asked.
+    target: GroupId,
+    asked: Asked,
+    sent: Duration,
+}
+
+/// One thing for the driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Propose this command to group `gid`'s log (if its replica still
+    /// leads).
+    Propose { gid: GroupId, cmd: GroupCommand },
+    /// Send `message` as request `request_id` to member `member` (index
+    /// into the group's member list; address `server`) of group `target`.
+    /// The answer goes to [`Migrator::on_answer`], a send that could not
+    /// be made to [`Migrator::on_send_failed`].
+    Send {
+        request_id: u64,
+        target: GroupId,
+        member: usize,
+        server: String,
+        message: Message,
+    },
+}
+
+/// Counters a driver may report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MigratorStats {
+    /// Times the migrator moved on to another member of an asked group
+    /// because the one it asked did not answer, refused or was unreachable.
+    pub rotations: u64,
+    /// Chunks turned into `InstallChunk` proposals, and of them the last
+    /// chunk of a shard.
+    pub chunks: u64,
+    pub last_chunks: u64,
+}
+
+/// The migration driver state of one node (every KV group it hosts).
+#[derive(Debug, Default)]
+pub struct Migrator {
+    outstanding: HashMap<u64, Outstanding>,
+    next_id: u64,
+    /// When each piece of work of each of our groups was last attempted.
+    attempts: HashMap<(GroupId, RetryKey), Duration>,
+    /// Per asked group: since when it has left our RPCs unanswered
+    /// (cleared by any answer from it).
+    unanswered: HashMap<GroupId, Duration>,
+    /// Per asked group: which member to ask next.
+    member: HashMap<GroupId, usize>,
+    /// The earliest time a retry held back by [`RETRY`] falls due.
+    due: Option<Duration>,
+    pub stats: MigratorStats,
+}
+
+impl Migrator {
+    pub fn new() -> Migrator {
+        Migrator::with_first_request_id(1)
+    }
+
+    /// Request ids start at `first` (a driver that restarts a node can keep
+    /// a late answer to the previous incarnation from matching).
+    pub fn with_first_request_id(first: u64) -> Migrator {
+        Migrator {
+            next_id: first,
+            ..Migrator::default()
+        }
+    }
+
+    /// The work of group `gid`, whose replica leads and has state `kv`
+    /// (`next`: the configuration after its current one, if the driver
+    /// knows it): what to send and propose now.
+    pub fn poll(
+        &mut self,
+        gid: GroupId,
+        kv: &ShardKv,
+        next: Option<&Config>,
+        now: Duration,
+    ) -> Vec<Action> {
+        if self.due.is_some_and(|d| d <= now) {
+            self.due = None; // passed: this poll sets the next one
+        }
+        let work = kv.work(next);
+        if !work.is_empty() {
+            log::debug!("group {gid}: migration work {work:?}");
+        }
+        let mut out = Vec::new();
+        for w in work {
+            let key = (gid, w.retry_key());
+            if let Some(t) = self.attempts.get(&key) {
+                let at = *t + RETRY;
+                if now < at {
+                    self.due = Some(self.due.map_or(at, |d| d.min(at)));
+                    continue;
+                }
+            }
+            self.attempts.insert(key, now);
+            let (target, servers, asked, message) = match w {
+                Work::Propose(cmd) => {
+                    out.push(Action::Propose { gid, cmd });
+                    continue;
+                }
+                Work::Pull {
+                    config_num,
+                    shard,
+                    cursor,
+                    from,
+                    servers,
+                } => (
+                    from,
+                    servers,
+                    Asked::Pull {
+                        config_num,
+                        shard,
+                        cursor,
+                    },
+                    Message::ShardPull(ShardPull {
+                        config_num,
+                        shard,
+                        cursor,
+                    }),
+                ),
+                Work::Delete {
+                    config_num,
+                    shard,
+                    to,
+                    servers,
+                } => (
+                    to,
+                    servers,
+                    Asked::Delete { config_num, shard },
+                    Message::ShardDelete(ShardRef { config_num, shard }),
+                ),
+            };
+            if let Some(a) = self.send(gid, target, &servers, asked, message, now) {
+                out.push(a);
+            }
+        }
+        self.forget(now);
+        out
+    }
+
+    fn send(
+        &mut self,
+        gid: GroupId,
+        target: GroupId,
+        servers: &[String],
+        asked: Asked,
+        message: Message,
+        now: Duration,
+    ) -> Option<Action> {
+        if servers.is_empty() {
+            return None;
+        }
+        // A member that accepts our requests but never answers would
+        // otherwise be asked forever, and the shard never move.
+        let since = *self.unanswered.entry(target).or_insert(now);
+        if now.saturating_sub(since) > ANSWER_TIMEOUT {
+            self.rotate(target);
+            self.unanswered.insert(target, now);
+        }
+        let member = self.member.get(&target).copied().unwrap_or(0) % servers.len();
+        let request_id = self.next_id;
+        self.next_id += 1;
+        self.outstanding.insert(
+            request_id,
+            Outstanding {
+                gid,
+                target,
+                asked,
+                sent: now,
+            },
+        );
+        Some(Action::Send {
+            request_id,
+            target,
+            member,
+            server: servers[member].clone(),
+            message,
+        })
+    }
+
+    fn rotate(&mut self, target: GroupId) {
+        *self.member.entry(target).or_default() += 1;
+        self.stats.rotations += 1;
+    }
+
+    fn forget(&mut self, now: Duration) {
+        self.attempts
+            .retain(|_, t| now.saturating_sub(*t) < FORGET_AFTER);
+        self.outstanding
+            .retain(|_, o| now.saturating_sub(o.sent) < FORGET_AFTER);
+    }
+
+    /// The send of `request_id` could not be made (no connection to the
+    /// member, or it closed): ask the next member from now on.
+    pub fn on_send_failed(&mut self, request_id: u64) {
+        if let Some(o) = self.outstanding.remove(&request_id) {
+            self.rotate(o.target);
+        }
+    }
+
+    /// Every connection to group `target`'s current member is gone: ask
+    /// the next member from now on.
+    pub fn on_unreachable(&mut self, target: GroupId) {
+        self.rotate(target);
+    }
+
+    /// The answer to request `request_id`: the command to propose to our
+    /// group's log, if it is one that moves the transfer on.
+    pub fn on_answer(
+        &mut self,
+        request_id: u64,
+        message: Message,
+    ) -> Option<(GroupId, GroupCommand)> {
+        let o = self.outstanding.remove(&request_id)?;
+        self.unanswered.remove(&o.target);
+        match (o.asked, message) {
+            // The chunk goes straight into the log: the driver holds at most
+            // the one chunk of each pull it has in flight. The next pull
+            // starts from the cursor this chunk moves once it is applied.
+            (
+                Asked::Pull {
+                    config_num,
+                    shard,
+                    cursor,
+                },
+                Message::ShardData(d),
+            ) if d.config_num == config_num && d.shard == shard && d.cursor == cursor => {
+                self.stats.chunks += 1;
+                self.stats.last_chunks += u64::from(d.done);
+                Some((
+                    o.gid,
+                    GroupCommand::InstallChunk {
+                        config_num,
+                        shard,
+                        cursor,
+                        done: d.done,
+                        data: d.data,
+                    },
+                ))
+            }
+            (Asked::Delete { config_num, shard }, Message::Reply(ClientReply::Ok(_))) => {
+                Some((o.gid, GroupCommand::InstalledAck { config_num, shard }))
+            }
+            // Not ready yet: retried on the timer, same member.
+            (_, Message::Reply(ClientReply::Busy)) => None,
+            (_, Message::Reply(ClientReply::NotLeader { leader: Some(l) })) => {
+                self.member.insert(o.target, l as usize);
+                None
+            }
+            (_, other) => {
+                // WrongGroup, errors, a hint-less NotLeader, a chunk that
+                // is not the one asked: ask another member next time.
+                log::debug!(
+                    "group {}: migration answer from group {}: {other:?}",
+                    o.gid,
+                    o.target
+                );
+                self.rotate(o.target);
+                None
+            }
+        }
+    }
+
+    /// When the driver should call [`Migrator::poll`] again at the latest
+    /// for a retry held back by [`RETRY`] to go out. New work (a chunk
+    /// applied, a configuration learned) is there at once: the driver
+    /// polls after it too.
+    pub fn next_wake(&self) -> Option<Duration> {
+        self.due
+    }
+
+    /// RPCs sent and not answered yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+}
+
+/// Another group pulls a chunk of a shard from us: the message to answer.
+/// Any replica that has applied the configuration holds the same frozen
+/// copy, so a follower answers too.
+pub fn serve_pull(kv: &ShardKv, r: &ShardPull) -> Message {
+    match kv.answer_pull(r.config_num, r.shard, r.cursor) {
+        PullAnswer::Chunk { data, done } => Message::ShardData(ShardData {
+            config_num: r.config_num,
+            shard: r.shard,
+            cursor: r.cursor,
+            done,
+            data,
+        }),
+        PullAnswer::NotReady => Message::Reply(ClientReply::Busy),
+    }
+}
+
+/// The new owner of a shard installed it: drop our copy through our log
+/// (proposed here if this replica leads) and answer Ok once it is gone.
+pub fn serve_delete(replica: &mut Replica<ShardKv>, r: &ShardRef) -> ClientReply {
+    match replica.state().answer_delete(r.config_num, r.shard) {
+        DeleteAnswer::Done => ClientReply::Ok(Bytes::new()),
+        DeleteAnswer::NotReady => ClientReply::Busy,
+        DeleteAnswer::Propose(cmd) => {
+            if replica.is_leader() {
+                let _ = replica.propose(cmd.encode());
+                ClientReply::Busy
+            } else {
+                ClientReply::NotLeader {
+                    leader: replica.paxos().leader_hint(),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::KvOptions;
+    use crate::replica::StateMachine;
+    use synod_wire::GroupInfo;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn config(num: u64, owners: &[GroupId]) -> Config {
+        Config {
+            num,
+            shards: owners.to_vec(),
+            groups: [1, 2]
+                .into_iter()
+                .map(|gid| GroupInfo {
+                    gid,
+                    servers: (0..3).map(|i| format!("g{gid}r{i}")).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Group 2, pulling shard 0 of configuration 2 from group 1.
+    fn pulling() -> ShardKv {
+        let mut kv = ShardKv::new(
+            2,
+            KvOptions {
+                shards: 2,
+                ..KvOptions::default()
+            },
+        );
+        for c in [config(1, &[1, 1]), config(2, &[2, 1])] {
+            kv.apply(0, &GroupCommand::Reconfigure(c).encode());
+        }
+        kv
+    }
+
+    fn sends(actions: &[Action]) -> Vec<(u64, usize)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    request_id, member, ..
+                } => Some((*request_id, *member)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn retries_once_per_interval_and_reports_when() {
+        let kv = pulling();
+        let mut m = Migrator::new();
+        assert_eq!(sends(&m.poll(2, &kv, None, Duration::ZERO)), vec![(1, 0)]);
+        assert!(m.poll(2, &kv, None, 100 * MS).is_empty());
+        assert_eq!(m.next_wake(), Some(RETRY));
+        assert_eq!(sends(&m.poll(2, &kv, None, RETRY)), vec![(2, 0)]);
+        assert_eq!(m.outstanding(), 2);
+        // The wake-up moves on with the attempt.
+        assert!(m.poll(2, &kv, None, RETRY + 10 * MS).is_empty());
+        assert_eq!(m.next_wake(), Some(2 * RETRY));
+    }
+
+    #[test]
+    fn moves_on_from_a_member_that_does_not_answer() {
+        let kv = pulling();
+        let mut m = Migrator::new();
+        let mut now = Duration::ZERO;
+        let mut asked = Vec::new();
+        while now < 3 * ANSWER_TIMEOUT {
+            asked.extend(sends(&m.poll(2, &kv, None, now)).into_iter().map(|s| s.1));
+            now += RETRY;
+        }
+        assert_eq!(asked[0], 0);
+        assert!(asked.contains(&1) && asked.contains(&2), "{asked:?}");
+        assert!(m.stats.rotations >= 2);
+    }
+
+    #[test]
+    fn follows_hints_and_turns_answers_into_commands() {
+        let kv = pulling();
+        let mut m = Migrator::new();
+        let (id, _) = sends(&m.poll(2, &kv, None, Duration::ZERO))[0];
+        let hint = Message::Reply(ClientReply::NotLeader { leader: Some(2) });
+        assert_eq!(m.on_answer(id, hint), None);
+        let (id, member) = sends(&m.poll(2, &kv, None, RETRY))[0];
+        assert_eq!(member, 2);
+        // Not the chunk asked for: ignored, and the next member is asked.
+        let wrong = Message::ShardData(ShardData {
+            config_num: 2,
+            shard: 0,
+            cursor: 5,
+            done: true,
+            data: Bytes::new(),
+        });
+        assert_eq!(m.on_answer(id, wrong), None);
+        let (id, member) = sends(&m.poll(2, &kv, None, 2 * RETRY))[0];
+        assert_eq!(member, 0);
+        let chunk = Message::ShardData(ShardData {
+            config_num: 2,
+            shard: 0,
+            cursor: 0,
+            done: true,
+            data: Bytes::from_static(b"x"),
+        });
+        assert_eq!(
+            m.on_answer(id, chunk.clone()),
+            Some((
+                2,
+                GroupCommand::InstallChunk {
+                    config_num: 2,
+                    shard: 0,
+                    cursor: 0,
+                    done: true,
+                    data: Bytes::from_static(b"x"),
+                }
+            ))
+        );
+        // A duplicate answer matches nothing outstanding.
+        assert_eq!(m.on_answer(id, chunk), None);
+        assert_eq!(m.stats.chunks, 1);
+    }
+
+    #[test]
+    fn a_failed_send_moves_on() {
+        let kv = pulling();
+        let mut m = Migrator::new();
+        let (id, member) = sends(&m.poll(2, &kv, None, Duration::ZERO))[0];
+        assert_eq!(member, 0);
+        m.on_send_failed(id);
+        assert_eq!(m.outstanding(), 0);
+        assert_eq!(sends(&m.poll(2, &kv, None, RETRY))[0].1, 1);
+    }
+}
