@@ -71,8 +71,14 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// pipelined requests of one client) that failed together spread out.
 /// `random` is any 64-bit random number (the caller owns the RNG).
 pub(crate) fn backoff(attempt: u32, random: u64) -> Duration {
+    backoff_capped(attempt, random, BACKOFF_MAX)
+}
+
+/// [`backoff`] with another ceiling than [`BACKOFF_MAX`] (the simulator's
+/// clients, whose faults last virtual seconds, use a lower one).
+pub(crate) fn backoff_capped(attempt: u32, random: u64, max: Duration) -> Duration {
     let base_ns = BACKOFF_BASE.as_nanos() as u64;
-    let max_ns = BACKOFF_MAX.as_nanos() as u64;
+    let max_ns = (max.as_nanos() as u64).max(base_ns);
     let full_ns = base_ns
         .checked_shl(attempt.min(32))
         .unwrap_or(max_ns)
@@ -116,6 +122,21 @@ impl Router {
         }
     }
 
+    /// A router with no masters and a configuration that never changes
+    /// (the simulator's single-group world: one group serves every shard).
+    pub(crate) fn fixed(config: Config) -> Router {
+        Router {
+            masters: Vec::new(),
+            config: Some(config),
+            hints: HashMap::new(),
+        }
+    }
+
+    /// Whether there are masters to refresh the configuration from.
+    pub(crate) fn has_masters(&self) -> bool {
+        !self.masters.is_empty()
+    }
+
     pub(crate) fn config(&self) -> Option<&Config> {
         self.config.as_ref()
     }
@@ -152,6 +173,9 @@ impl Router {
 
     /// The master replica to try next.
     pub(crate) fn route_master(&self) -> Route {
+        if self.masters.is_empty() {
+            return Route::NeedConfig;
+        }
         let index = self.hint(0, self.masters.len());
         Route::To {
             gid: 0,

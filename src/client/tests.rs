@@ -13,8 +13,8 @@ use synod_wire::{
     Seq, DEFAULT_MAX_FRAME_BYTES,
 };
 
-use super::engine::{check_size, Req};
 use super::logic::{backoff, AckWindow, Route, Router, BACKOFF_BASE, BACKOFF_MAX};
+use super::session::{check_size, Req};
 use super::{Client, ClientError, ClientOptions};
 
 // ---------------------------------------------------------------------------
