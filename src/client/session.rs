@@ -411,6 +411,20 @@ impl Session {
         wake
     }
 
+    /// Where the send with `request_id` went, while it is the current
+    /// attempt of a request: for drivers whose replies do not say which
+    /// connection they came on (the simulator's network).
+    pub fn dest_of(&self, request_id: u64) -> Option<&Dest> {
+        match &self.tasks.get(&(request_id >> SEND_BITS))?.state {
+            State::Sent {
+                dest,
+                request_id: current,
+                ..
+            } if *current == request_id => Some(dest),
+            _ => None,
+        }
+    }
+
     /// A frame arrived from `dest`.
     pub fn on_frame(&mut self, dest: &Dest, frame: Frame, now: Time) {
         let handle = frame.request_id >> SEND_BITS;
