@@ -112,15 +112,15 @@ fn not_leader_follows_hints_three_times_then_backs_off_with_the_same_seq() {
     let mut t = sent(&mut s).pop().unwrap();
     let first_id = t.frame.request_id;
     let now = MS;
-    for hop in 0..3 {
+    // Answers NotLeader naming another member; returns the member named.
+    let redirect = |s: &mut Session, t: &Transmit| {
         let hint = if t.dest.addr == "a" { 1 } else { 0 };
-        answer(
-            &mut s,
-            &t,
-            ClientReply::NotLeader { leader: Some(hint) },
-            now,
-        );
+        answer(s, t, ClientReply::NotLeader { leader: Some(hint) }, now);
         s.poll(now);
+        hint
+    };
+    for hop in 0..3 {
+        let hint = redirect(&mut s, &t);
         let next = sent(&mut s);
         assert_eq!(next.len(), 1, "redirect {hop} goes out at once");
         assert_eq!(next[0].dest.addr, ["a", "b", "c"][hint as usize]);
@@ -128,14 +128,7 @@ fn not_leader_follows_hints_three_times_then_backs_off_with_the_same_seq() {
         assert_ne!(next[0].frame.request_id, t.frame.request_id);
         t = next.into_iter().next().unwrap();
     }
-    let hint = if t.dest.addr == "a" { 1 } else { 0 };
-    answer(
-        &mut s,
-        &t,
-        ClientReply::NotLeader { leader: Some(hint) },
-        now,
-    );
-    s.poll(now);
+    redirect(&mut s, &t);
     assert!(sent(&mut s).is_empty(), "the fourth redirect backs off");
     let wake = s.next_wake(now).unwrap();
     assert!(wake > now);
