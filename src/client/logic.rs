@@ -6,7 +6,7 @@
 //! on is unit-tested on its own (see `tests.rs`). The engine asks these
 //! types what to do and does the I/O.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use synod_wire::{shard_of, Config, GroupId, Seq};
@@ -16,18 +16,21 @@ use synod_wire::{shard_of, Config, GroupId, Seq};
 /// `ack_seq` must be a *contiguous* low-water mark (PROTOCOL.md section 7):
 /// with a pipeline, seq 5 may finish before seq 3, and acknowledging 5 then
 /// would let a server forget the cached reply of 3, which may still be
-/// resent. So finished seqs above the first gap wait in `above` until the
-/// gap closes.
+/// resent. So finished seqs above the first gap wait until the gap closes.
+/// A ring of flags, not a set: every driver (the session core, the RESP
+/// gateway, `synod-bench`) retires one seq per operation on its hot path.
 #[derive(Debug, Default)]
-pub(crate) struct AckWindow {
+pub struct AckWindow {
     /// Every seq `<= upto` is finished.
     upto: Seq,
-    /// Finished seqs `> upto + 1` (never contains `upto + 1`).
-    above: BTreeSet<Seq>,
+    /// `done[i]` says whether seq `upto + 1 + i` is finished. Never starts
+    /// with `true` (that seq would have been folded into `upto`).
+    done: VecDeque<bool>,
 }
 
 impl AckWindow {
-    /// Marks `seq` finished: it will never be sent again.
+    /// Marks `seq` finished: it will never be sent again. Retiring a seq
+    /// twice, or one at or below the mark, is a no-op.
     ///
     /// "Finished" includes a request the client gave up on at its deadline.
     /// Acknowledging it is safe because the client never resends it and a
@@ -35,26 +38,36 @@ impl AckWindow {
     /// (so a delayed copy cannot execute twice); not acknowledging it would
     /// freeze the mark for the rest of the client's life and pin every later
     /// cached reply on the servers.
-    pub(crate) fn retire(&mut self, seq: Seq) {
+    pub fn retire(&mut self, seq: Seq) {
         assert!(seq > 0, "seq 0 is never issued");
         if seq <= self.upto {
             return;
         }
-        self.above.insert(seq);
-        while self.above.remove(&(self.upto + 1)) {
+        let index = (seq - self.upto - 1) as usize;
+        if index >= self.done.len() {
+            self.done.resize(index + 1, false);
+        }
+        self.done[index] = true;
+        while self.done.front() == Some(&true) {
+            self.done.pop_front();
             self.upto += 1;
         }
     }
 
     /// The `ack_seq` to piggyback on the next request.
-    pub(crate) fn ack_seq(&self) -> Seq {
+    pub fn ack_seq(&self) -> Seq {
         self.upto
+    }
+
+    /// Seqs tracked above the mark (finished or not): the window's size.
+    pub fn window(&self) -> usize {
+        self.done.len()
     }
 
     /// Finished seqs still waiting for a gap below them to close.
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
-        self.above.len()
+        self.done.iter().filter(|&&d| d).count()
     }
 }
 

@@ -44,6 +44,7 @@ use bytes::Bytes;
 use synod_wire::{ClientId, Config, GroupId, GroupInfo, MasterOp, Op, Seq};
 
 use conn::{Conn, Event};
+pub use logic::AckWindow;
 pub(crate) use session::{check_size, Req};
 use session::{Answer, Dest, Session, SessionOptions};
 

@@ -54,6 +54,28 @@ fn ack_window_ignores_duplicates_and_never_decreases() {
 }
 
 #[test]
+fn ack_window_matches_a_naive_model_on_shuffled_pipelines() {
+    let mut rng = crate::rng::Rng::new(11);
+    for _ in 0..200 {
+        let n = rng.range(1, 64);
+        let mut seqs: Vec<u64> = (1..=n).collect();
+        for i in (1..seqs.len()).rev() {
+            let j = rng.range(0, i as u64 + 1) as usize;
+            seqs.swap(i, j);
+        }
+        let mut a = AckWindow::default();
+        let mut done = std::collections::BTreeSet::new();
+        for s in seqs {
+            a.retire(s);
+            done.insert(s);
+            let naive = (1..).take_while(|x| done.contains(x)).last().unwrap_or(0);
+            assert_eq!(a.ack_seq(), naive);
+        }
+        assert_eq!(a.ack_seq(), n);
+    }
+}
+
+#[test]
 fn backoff_grows_exponentially_within_jittered_bounds() {
     let mut rng = crate::rng::Rng::new(7);
     for attempt in 0..40u32 {
