@@ -11,7 +11,6 @@
 //! Reading concurrently with writing also means a large pipelined write can
 //! never deadlock against a server that is blocked writing replies to us.
 
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::Sender;
@@ -22,10 +21,6 @@ use synod_wire::{Decoder, Frame};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
-
-/// Request ids abandoned on one live connection (their replies are ignored)
-/// before the connection is reset instead: bounds the set's memory.
-pub(crate) const MAX_FORGOTTEN_PER_CONN: usize = 4096;
 
 /// What a reader thread reports.
 #[derive(Debug)]
@@ -41,10 +36,6 @@ pub(crate) enum Event {
 pub(crate) struct Conn {
     pub(crate) id: u64,
     stream: TcpStream,
-    /// Request ids sent on this connection whose requests were given up on
-    /// (deadline passed) while the connection stayed healthy: a late reply
-    /// for one is expected and ignored, not a protocol violation.
-    pub(crate) forgotten: HashSet<u64>,
 }
 
 impl Conn {
@@ -82,11 +73,7 @@ impl Conn {
             .name(format!("synod-client-conn-{id}"))
             .spawn(move || read_loop(id, reader, events))
             .map_err(|e| format!("{addr}: cannot start reader thread: {e}"))?;
-        Ok(Conn {
-            id,
-            stream,
-            forgotten: HashSet::new(),
-        })
+        Ok(Conn { id, stream })
     }
 
     /// Writes `bytes` (one or more whole frames) completely.

@@ -6,7 +6,7 @@
 //! on is unit-tested on its own (see `tests.rs`). The engine asks these
 //! types what to do and does the I/O.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use synod_wire::{shard_of, Config, GroupId, Seq};
@@ -16,18 +16,21 @@ use synod_wire::{shard_of, Config, GroupId, Seq};
 /// `ack_seq` must be a *contiguous* low-water mark (PROTOCOL.md section 7):
 /// with a pipeline, seq 5 may finish before seq 3, and acknowledging 5 then
 /// would let a server forget the cached reply of 3, which may still be
-/// resent. So finished seqs above the first gap wait in `above` until the
-/// gap closes.
+/// resent. So finished seqs above the first gap wait until the gap closes.
+/// A ring of flags, not a set: every driver (the session core, the RESP
+/// gateway, `synod-bench`) retires one seq per operation on its hot path.
 #[derive(Debug, Default)]
-pub(crate) struct AckWindow {
+pub struct AckWindow {
     /// Every seq `<= upto` is finished.
     upto: Seq,
-    /// Finished seqs `> upto + 1` (never contains `upto + 1`).
-    above: BTreeSet<Seq>,
+    /// `done[i]` says whether seq `upto + 1 + i` is finished. Never starts
+    /// with `true` (that seq would have been folded into `upto`).
+    done: VecDeque<bool>,
 }
 
 impl AckWindow {
-    /// Marks `seq` finished: it will never be sent again.
+    /// Marks `seq` finished: it will never be sent again. Retiring a seq
+    /// twice, or one at or below the mark, is a no-op.
     ///
     /// "Finished" includes a request the client gave up on at its deadline.
     /// Acknowledging it is safe because the client never resends it and a
@@ -35,26 +38,36 @@ impl AckWindow {
     /// (so a delayed copy cannot execute twice); not acknowledging it would
     /// freeze the mark for the rest of the client's life and pin every later
     /// cached reply on the servers.
-    pub(crate) fn retire(&mut self, seq: Seq) {
+    pub fn retire(&mut self, seq: Seq) {
         assert!(seq > 0, "seq 0 is never issued");
         if seq <= self.upto {
             return;
         }
-        self.above.insert(seq);
-        while self.above.remove(&(self.upto + 1)) {
+        let index = (seq - self.upto - 1) as usize;
+        if index >= self.done.len() {
+            self.done.resize(index + 1, false);
+        }
+        self.done[index] = true;
+        while self.done.front() == Some(&true) {
+            self.done.pop_front();
             self.upto += 1;
         }
     }
 
     /// The `ack_seq` to piggyback on the next request.
-    pub(crate) fn ack_seq(&self) -> Seq {
+    pub fn ack_seq(&self) -> Seq {
         self.upto
+    }
+
+    /// Seqs tracked above the mark (finished or not): the window's size.
+    pub fn window(&self) -> usize {
+        self.done.len()
     }
 
     /// Finished seqs still waiting for a gap below them to close.
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
-        self.above.len()
+        self.done.iter().filter(|&&d| d).count()
     }
 }
 
@@ -71,8 +84,14 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// pipelined requests of one client) that failed together spread out.
 /// `random` is any 64-bit random number (the caller owns the RNG).
 pub(crate) fn backoff(attempt: u32, random: u64) -> Duration {
+    backoff_capped(attempt, random, BACKOFF_MAX)
+}
+
+/// [`backoff`] with another ceiling than [`BACKOFF_MAX`] (the simulator's
+/// clients, whose faults last virtual seconds, use a lower one).
+pub(crate) fn backoff_capped(attempt: u32, random: u64, max: Duration) -> Duration {
     let base_ns = BACKOFF_BASE.as_nanos() as u64;
-    let max_ns = BACKOFF_MAX.as_nanos() as u64;
+    let max_ns = (max.as_nanos() as u64).max(base_ns);
     let full_ns = base_ns
         .checked_shl(attempt.min(32))
         .unwrap_or(max_ns)
@@ -116,6 +135,21 @@ impl Router {
         }
     }
 
+    /// A router with no masters and a configuration that never changes
+    /// (the simulator's single-group world: one group serves every shard).
+    pub(crate) fn fixed(config: Config) -> Router {
+        Router {
+            masters: Vec::new(),
+            config: Some(config),
+            hints: HashMap::new(),
+        }
+    }
+
+    /// Whether there are masters to refresh the configuration from.
+    pub(crate) fn has_masters(&self) -> bool {
+        !self.masters.is_empty()
+    }
+
     pub(crate) fn config(&self) -> Option<&Config> {
         self.config.as_ref()
     }
@@ -152,6 +186,9 @@ impl Router {
 
     /// The master replica to try next.
     pub(crate) fn route_master(&self) -> Route {
+        if self.masters.is_empty() {
+            return Route::NeedConfig;
+        }
         let index = self.hint(0, self.masters.len());
         Route::To {
             gid: 0,

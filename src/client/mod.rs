@@ -19,31 +19,34 @@
 //! is dropped and its requests are resent on a new one; every call returns
 //! by its deadline.
 //!
-//! Layout: `logic` holds the pure rules (ack window, backoff,
-//! routing) and is unit-tested alone; `conn` owns sockets and reader
-//! threads; `engine` runs requests to completion.
+//! Layout: `logic` holds the pure rules (ack window, backoff, routing);
+//! `session` is the sans-IO session core built on them (every driver's
+//! protocol behaviour, unit-tested on virtual time); `conn` owns sockets
+//! and reader threads; `engine` drives the session over them.
 
 mod conn;
 mod engine;
 // Shared with the RESP gateway's event loops, which route and retry the
 // same way without the blocking transport.
 pub(crate) mod logic;
+pub mod session;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synod_wire::{ClientId, Config, GroupId, GroupInfo, MasterOp, Op, Seq};
 
-use crate::rng::Rng;
 use conn::{Conn, Event};
-use engine::Answer;
-pub(crate) use engine::{check_size, Req};
-use logic::{AckWindow, Router};
+pub use logic::AckWindow;
+pub(crate) use session::{check_size, Req};
+use session::{Answer, Dest, Session, SessionOptions};
 
 /// How a [`Client`] reaches the cluster and how patient it is.
 #[derive(Clone, Debug)]
@@ -150,26 +153,15 @@ pub type OpResult = Result<Option<Bytes>, ClientError>;
 /// counter; run one client per thread for parallelism.
 pub struct Client {
     opts: ClientOptions,
-    client_id: ClientId,
-    /// The seq the next new request gets.
-    next_seq: Seq,
-    acks: AckWindow,
-    /// A `SessionExpired` arrived: take a fresh id once nothing is in
-    /// flight (the end of the current run).
-    renew_id: bool,
-    /// When `client_id` was made: an id older than
-    /// [`logic::CLIENT_ID_RENEW_AFTER`] is replaced at the end of a run, so
-    /// it stays newer than the ids servers drop for inactivity.
-    id_born: std::time::Instant,
-    router: Router,
-    /// Open connections by (server address, group): see `conn_for`.
-    conns: HashMap<(String, GroupId), Conn>,
+    /// The protocol: routing, seqs, acknowledgements, retries.
+    session: Session,
+    /// Time zero of the session's clock.
+    epoch: Instant,
+    /// Open connections by destination (server address, group): the
+    /// server binds a connection to the core owning its first frame's
+    /// group, so keeping groups apart keeps every request on its owner.
+    conns: HashMap<Dest, Conn>,
     next_conn_id: u64,
-    /// Unique per client, so a reply can never be matched to the wrong
-    /// request even across reconnects.
-    next_request_id: u64,
-    /// Backoff jitter only; seeded from the client id.
-    rng: Rng,
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
 }
@@ -194,30 +186,26 @@ impl Client {
         }
         let client_id = logic::fresh_client_id();
         let (events_tx, events_rx) = mpsc::channel();
+        let session_opts = SessionOptions::new(opts.timeout, opts.rpc_timeout, opts.max_in_flight);
         Ok(Client {
             opts: ClientOptions {
                 masters: masters.clone(),
-                timeout: opts.timeout,
-                // An attempt never outlives the operation, and a zero would
-                // make every attempt fail at once.
-                rpc_timeout: opts
-                    .rpc_timeout
-                    .min(opts.timeout)
-                    .max(Duration::from_millis(1)),
-                max_in_flight: opts.max_in_flight.max(1),
+                timeout: session_opts.timeout,
+                rpc_timeout: session_opts.rpc_timeout,
+                max_in_flight: session_opts.max_in_flight,
                 cluster_key: opts.cluster_key,
                 client_key: opts.client_key,
             },
-            client_id,
-            next_seq: 1,
-            acks: AckWindow::default(),
-            renew_id: false,
-            id_born: std::time::Instant::now(),
-            router: Router::new(masters),
+            session: Session::with_masters(
+                session_opts,
+                masters,
+                client_id,
+                client_id,
+                Duration::ZERO,
+            ),
+            epoch: Instant::now(),
             conns: HashMap::new(),
             next_conn_id: 1,
-            next_request_id: 1,
-            rng: Rng::new(client_id),
             events_tx,
             events_rx,
         })
@@ -233,18 +221,18 @@ impl Client {
 
     /// This client's random id (its at-most-once session on the servers).
     pub fn client_id(&self) -> ClientId {
-        self.client_id
+        self.session.client_id()
     }
 
     /// The watermark piggybacked on the next request: every seq at or below
     /// it is finished.
     pub fn ack_seq(&self) -> Seq {
-        self.acks.ack_seq()
+        self.session.ack_seq()
     }
 
     /// The configuration requests are currently routed with, if any.
     pub fn cached_config(&self) -> Option<&Config> {
-        self.router.config()
+        self.session.config()
     }
 
     /// The options in force (normalised: see [`Client::new`]).

@@ -13,8 +13,8 @@ use synod_wire::{
     Seq, DEFAULT_MAX_FRAME_BYTES,
 };
 
-use super::engine::{check_size, Req};
 use super::logic::{backoff, AckWindow, Route, Router, BACKOFF_BASE, BACKOFF_MAX};
+use super::session::{check_size, Req};
 use super::{Client, ClientError, ClientOptions};
 
 // ---------------------------------------------------------------------------
@@ -51,6 +51,28 @@ fn ack_window_ignores_duplicates_and_never_decreases() {
     assert_eq!(w.ack_seq(), 4);
     w.retire(2);
     assert_eq!(w.ack_seq(), 4);
+}
+
+#[test]
+fn ack_window_matches_a_naive_model_on_shuffled_pipelines() {
+    let mut rng = crate::rng::Rng::new(11);
+    for _ in 0..200 {
+        let n = rng.range(1, 64);
+        let mut seqs: Vec<u64> = (1..=n).collect();
+        for i in (1..seqs.len()).rev() {
+            let j = rng.range(0, i as u64 + 1) as usize;
+            seqs.swap(i, j);
+        }
+        let mut a = AckWindow::default();
+        let mut done = std::collections::BTreeSet::new();
+        for s in seqs {
+            a.retire(s);
+            done.insert(s);
+            let naive = (1..).take_while(|x| done.contains(x)).last().unwrap_or(0);
+            assert_eq!(a.ack_seq(), naive);
+        }
+        assert_eq!(a.ack_seq(), n);
+    }
 }
 
 #[test]

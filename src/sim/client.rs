@@ -1,11 +1,25 @@
-//! A simulated client: one request outstanding at a time, retried with the
-//! same sequence number until it is answered, following leader hints.
+//! A simulated client: a workload generator around the same session core
+//! every real client drives (`client::session::Session`), so the simulator
+//! checks the retry, redirect, window, acknowledgement and refresh rules
+//! the binaries run. Each client keeps up to its depth (1 to 4) requests in
+//! flight at once, so acknowledgements and completions come out of order
+//! under every fault; at most one per key, so its appends to one key apply
+//! in the order it issued them (what the exactly-once checker asserts).
+//!
+//! This file is only scheduling: what to issue and when, turning the
+//! session's frames into world messages (a destination address names a
+//! simulated node) and its completions into history entries.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
-use synod_wire::{ClientReply, ClientRequest, Op, ReplicaId};
+use synod_wire::{Config, Frame, GroupInfo, Message, Op};
 
 use super::{token, Micros, MS};
 use crate::check::{KvInput, KvOp, KvOutput};
+use crate::client::session::{Answer, Dest, Req, Session, SessionOptions, Time};
+use crate::client::ClientError;
 use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
@@ -21,118 +35,198 @@ impl KeySpace {
             append: (0..append).map(|i| Bytes::from(format!("a{i}"))).collect(),
         }
     }
+
+    /// The sharded world's keys: `k0..k{n}`, appended to and read.
+    pub fn append_only(n: u64) -> KeySpace {
+        KeySpace {
+            mixed: Vec::new(),
+            append: (0..n).map(|i| Bytes::from(format!("k{i}"))).collect(),
+        }
+    }
 }
 
 /// What the world must do for a client after an event.
 #[derive(Default)]
 pub(crate) struct Actions {
-    pub send: Vec<(ReplicaId, u64, ClientRequest)>,
+    /// Messages to deliver: (destination, reply-to tag, message).
+    pub send: Vec<(Dest, u64, Message)>,
     pub wake: Option<(Micros, u64)>,
     pub completed: Vec<KvOp>,
     pub failures: Vec<String>,
-    /// A `SessionExpired` came back: the world gives this client a fresh id.
+    /// The session needs a fresh id (a `SessionExpired` came back and
+    /// nothing is in flight any more): the world calls
+    /// [`Client::set_client_id`] with one newer than every id so far.
     pub renew_id: bool,
 }
 
-struct Current {
-    req: ClientRequest,
-    input: KvInput,
-    call: Micros,
-    target: ReplicaId,
-    /// The next wake is a retry to `target`, not a timeout.
-    redirect: bool,
-}
-
-/// One append this client issued: `(key, seq, acknowledged)`.
+/// One append this client issued: `(key, op number, acknowledged)`.
 pub(crate) struct Appended {
     pub key: Bytes,
     pub seq: u64,
     pub acked: bool,
 }
 
+struct Pending {
+    key: Bytes,
+    input: KvInput,
+    call: Micros,
+    /// The client's op number (the append tokens carry it).
+    op: u64,
+}
+
+/// Per-attempt deadline: past it the member is treated as failed.
+const RPC_TIMEOUT: Duration = Duration::from_millis(150);
+/// Longest retry delay: faults last virtual seconds.
+const BACKOFF_MAX: Duration = Duration::from_millis(50);
+/// Most requests one client keeps in flight.
+const DEPTH_MAX: u64 = 4;
+/// Bits of a reply-to tag below the client index.
+const TAG_BITS: u32 = 40;
+
 pub(crate) struct Client {
     pub idx: usize,
-    replicas: u32,
+    session: Session,
+    /// Mixed keys get Gets, Puts and Appends; append keys only Appends and
+    /// Gets (the sharded world has only those).
     keys: KeySpace,
     rng: Rng,
-    seq: u64,
-    acked: u64,
-    current: Option<Current>,
+    /// Op numbers: the append tokens carry them.
+    ops: u64,
+    depth: usize,
+    pending: BTreeMap<u64, Pending>,
+    /// When to issue the next op (`None`: the window is full, or stopped).
+    next_issue: Option<Micros>,
     /// Only the latest scheduled wake counts.
     token: u64,
     stopped: bool,
     pub appends: Vec<Appended>,
-    /// The id requests go out under: `idx + 1` at first, a fresh
-    /// time-ordered one after each `SessionExpired`.
-    client_id: u64,
 }
 
-const TIMEOUT: Micros = 150 * MS;
+fn us(t: Micros) -> Time {
+    Duration::from_micros(t)
+}
+
+fn options(depth: usize) -> SessionOptions {
+    let mut opts = SessionOptions::new(Duration::from_secs(1 << 40), RPC_TIMEOUT, depth);
+    opts.backoff_max = BACKOFF_MAX;
+    // Ids change only after a SessionExpired, from the world's allocator.
+    opts.renew_after = Duration::MAX;
+    opts
+}
 
 impl Client {
-    pub fn new(idx: usize, replicas: u32, keys: KeySpace, rng: Rng) -> Client {
+    /// A client of the single-group world: `replicas` replicas named by
+    /// their index serve every key, and there are no masters.
+    pub fn new(idx: usize, replicas: u32, keys: KeySpace, mut rng: Rng) -> Client {
+        let config = Config {
+            num: 1,
+            shards: vec![1],
+            groups: vec![GroupInfo {
+                gid: 1,
+                servers: (0..replicas).map(|r| r.to_string()).collect(),
+            }],
+        };
+        let depth = 1 + rng.range(0, DEPTH_MAX) as usize;
+        let seed = rng.next_u64();
+        let session =
+            Session::with_config(options(depth), config, idx as u64 + 1, seed, Time::ZERO);
+        Client::with_session(idx, session, depth, keys, rng)
+    }
+
+    /// A client of the sharded world: it learns configurations from the
+    /// masters at `masters` like a real client.
+    pub fn sharded(
+        idx: usize,
+        masters: Vec<String>,
+        client_id: u64,
+        keys: KeySpace,
+        mut rng: Rng,
+    ) -> Client {
+        let depth = 1 + rng.range(0, DEPTH_MAX) as usize;
+        let seed = rng.next_u64();
+        let session = Session::with_masters(options(depth), masters, client_id, seed, Time::ZERO);
+        Client::with_session(idx, session, depth, keys, rng)
+    }
+
+    fn with_session(
+        idx: usize,
+        session: Session,
+        depth: usize,
+        keys: KeySpace,
+        rng: Rng,
+    ) -> Client {
         Client {
             idx,
-            replicas,
+            session,
             keys,
             rng,
-            seq: 0,
-            acked: 0,
-            current: None,
+            ops: 0,
+            depth,
+            pending: BTreeMap::new(),
+            next_issue: Some(0),
             token: 0,
             stopped: false,
             appends: Vec::new(),
-            client_id: idx as u64 + 1,
         }
     }
 
-    /// The id the next requests go out under (never while one is
-    /// outstanding: a request is never resent under another id).
-    pub fn set_client_id(&mut self, id: u64) {
-        assert!(self.current.is_none(), "renewing the id with a request out");
-        self.client_id = id;
+    /// The id the next requests go out under (only when the session asked
+    /// for one: a request is never resent under another id).
+    pub fn set_client_id(&mut self, id: u64, now: Micros) -> Actions {
+        self.session.set_client_id(id, us(now));
+        let mut a = Actions::default();
+        self.step(now, &mut a);
+        a
     }
 
     /// Done issuing and nothing outstanding.
     pub fn idle(&self) -> bool {
-        self.stopped && self.current.is_none()
+        self.stopped && self.pending.is_empty()
     }
 
+    /// The oldest op not answered: (op number, call time).
     pub fn outstanding(&self) -> Option<(u64, Micros)> {
-        self.current.as_ref().map(|c| (c.req.seq, c.call))
+        self.pending
+            .values()
+            .map(|p| (p.op, p.call))
+            .min_by_key(|&(_, call)| call)
     }
 
-    fn reply_to(&self, seq: u64) -> u64 {
-        ((self.idx as u64) << 40) | (seq & ((1 << 40) - 1))
-    }
-
-    fn new_op(&mut self) -> (Op, KvInput) {
-        let append_only = !self.keys.append.is_empty() && self.rng.chance(0.4);
+    fn new_op(&mut self) -> Option<(Op, KvInput)> {
+        self.ops += 1;
+        let append_only =
+            !self.keys.append.is_empty() && (self.keys.mixed.is_empty() || self.rng.chance(0.4));
+        let pool = if append_only {
+            &self.keys.append
+        } else {
+            &self.keys.mixed
+        };
+        let key = pool[self.rng.range(0, pool.len() as u64) as usize].clone();
+        if self.pending.values().any(|p| p.key == key) {
+            return None; // one op per key in flight: try again later
+        }
         if append_only {
-            let key =
-                self.keys.append[self.rng.range(0, self.keys.append.len() as u64) as usize].clone();
             if self.rng.chance(0.3) {
-                return (Op::Get { key }, KvInput::Get);
+                return Some((Op::Get { key }, KvInput::Get));
             }
-            let value = token(b'A', self.idx, self.seq);
+            let value = token(b'A', self.idx, self.ops);
             self.appends.push(Appended {
                 key: key.clone(),
-                seq: self.seq,
+                seq: self.ops,
                 acked: false,
             });
-            return (
+            return Some((
                 Op::Append {
                     key,
                     value: value.clone(),
                 },
                 KvInput::Append(value),
-            );
+            ));
         }
-        let key = self.keys.mixed[self.rng.range(0, self.keys.mixed.len() as u64) as usize].clone();
-        match self.rng.range(0, 10) {
+        Some(match self.rng.range(0, 10) {
             0..=3 => (Op::Get { key }, KvInput::Get),
             4..=6 => {
-                let value = token(b'P', self.idx, self.seq);
+                let value = token(b'P', self.idx, self.ops);
                 (
                     Op::Put {
                         key,
@@ -142,7 +236,7 @@ impl Client {
                 )
             }
             _ => {
-                let value = token(b'a', self.idx, self.seq);
+                let value = token(b'a', self.idx, self.ops);
                 (
                     Op::Append {
                         key,
@@ -151,18 +245,7 @@ impl Client {
                     KvInput::Append(value),
                 )
             }
-        }
-    }
-
-    fn send_current(&mut self, a: &mut Actions) {
-        let c = self.current.as_ref().expect("an op is outstanding");
-        a.send
-            .push((c.target, self.reply_to(c.req.seq), c.req.clone()));
-    }
-
-    fn arm(&mut self, a: &mut Actions, after: Micros) {
-        self.token += 1;
-        a.wake = Some((after, self.token));
+        })
     }
 
     pub fn on_wake(&mut self, now: Micros, token: u64, stop_new: bool) -> Actions {
@@ -170,123 +253,136 @@ impl Client {
         if token != self.token {
             return a;
         }
-        match &mut self.current {
-            None => {
-                if stop_new {
-                    self.stopped = true;
-                    return a;
-                }
-                self.seq += 1;
-                let (op, input) = self.new_op();
-                let target = self.rng.range(0, self.replicas as u64) as ReplicaId;
-                self.current = Some(Current {
-                    req: ClientRequest {
-                        client_id: self.client_id,
-                        seq: self.seq,
-                        ack_seq: self.acked,
-                        op,
-                    },
-                    input,
-                    call: now,
-                    target,
-                    redirect: false,
-                });
-            }
-            Some(c) => {
-                if !c.redirect {
-                    // Timed out: try another replica.
-                    c.target = (c.target + 1 + self.rng.range(0, self.replicas as u64 - 1) as u32)
-                        % self.replicas;
-                    if self.replicas == 1 {
-                        c.target = 0;
+        if self.next_issue.is_some_and(|at| at <= now) {
+            self.next_issue = None;
+            if stop_new {
+                self.stopped = true;
+            } else {
+                if self.pending.len() < self.depth {
+                    if let Some((op, input)) = self.new_op() {
+                        let key = op.key().clone();
+                        let handle = self.session.submit(Req::Kv(op));
+                        self.pending.insert(
+                            handle,
+                            Pending {
+                                key,
+                                input,
+                                call: now,
+                                op: self.ops,
+                            },
+                        );
                     }
                 }
-                c.redirect = false;
+                if self.pending.len() < self.depth {
+                    self.next_issue = Some(now + self.rng.range(0, 3 * MS));
+                }
             }
         }
-        self.send_current(&mut a);
-        let jitter = self.rng.range(0, 50 * MS);
-        self.arm(&mut a, TIMEOUT + jitter);
+        self.step(now, &mut a);
         a
     }
 
-    pub fn on_reply(&mut self, now: Micros, reply_to: u64, reply: ClientReply) -> Actions {
-        let mut a = Actions::default();
-        let Some(seq) = self.current.as_ref().map(|c| c.req.seq) else {
-            return a;
-        };
-        if reply_to != self.reply_to(seq) {
-            return a; // an answer to an earlier request, already settled
-        }
-        let c = self.current.as_mut().expect("checked above");
-        let output = match reply {
-            ClientReply::Ok(v) => match c.input {
-                KvInput::Get => KvOutput::Value(Some(v)),
-                _ => KvOutput::Ok,
-            },
-            ClientReply::NoKey => KvOutput::Value(None),
-            ClientReply::NotLeader { leader } => {
-                c.target = match leader {
-                    Some(l) if l != c.target && l < self.replicas => l,
-                    _ => (c.target + 1) % self.replicas,
-                };
-                c.redirect = true;
-                let backoff = self.rng.range(MS, 10 * MS);
-                self.arm(&mut a, backoff);
-                return a;
-            }
-            ClientReply::Busy => {
-                c.redirect = true;
-                let backoff = self.rng.range(5 * MS, 30 * MS);
-                self.arm(&mut a, backoff);
-                return a;
-            }
-            // The session expired (short TTLs on some seeds): an earlier
-            // copy of this write may have applied, so its outcome is
-            // unknown; carry on under a fresh, newer client id, as
-            // PROTOCOL.md 7 says.
-            ClientReply::SessionExpired => {
-                a.renew_id = true;
-                KvOutput::Unknown
-            }
-            other => {
-                a.failures.push(format!(
-                    "client {} seq {}: unexpected reply {other:?}",
-                    self.idx, c.req.seq
-                ));
-                return a;
-            }
-        };
-        let c = self.current.take().expect("checked above");
-        if let (KvInput::Append(_), false) = (&c.input, output == KvOutput::Unknown) {
-            if let Some(ap) = self.appends.iter_mut().find(|x| x.seq == c.req.seq) {
-                ap.acked = true;
-            }
-        }
-        self.acked = c.req.seq;
-        a.completed.push(KvOp {
-            client: self.idx as u64,
-            key: c.req.op.key().clone(),
-            input: c.input,
-            output,
-            call: c.call,
-            ret: now,
+    pub fn on_reply(&mut self, now: Micros, reply_to: u64, message: Message) -> Actions {
+        let request_id = reply_to & ((1 << TAG_BITS) - 1);
+        // The network does not say who answered; the session knows where
+        // the current attempt went (an answer to an older one is dropped).
+        let dest = self.session.dest_of(request_id).cloned().unwrap_or(Dest {
+            addr: String::new(),
+            gid: 0,
         });
-        let think = self.rng.range(0, 3 * MS);
-        self.arm(&mut a, think);
+        let frame = Frame {
+            request_id,
+            group: dest.gid,
+            message,
+        };
+        self.session.on_frame(&dest, frame, us(now));
+        let mut a = Actions::default();
+        self.step(now, &mut a);
         a
     }
 
-    /// The outstanding op at the end of the run, as an op of unknown outcome.
-    pub fn pending_op(&self, _now: Micros) -> Option<KvOp> {
-        let c = self.current.as_ref()?;
-        Some(KvOp {
-            client: self.idx as u64,
-            key: c.req.op.key().clone(),
-            input: c.input.clone(),
-            output: KvOutput::Unknown,
-            call: c.call,
-            ret: u64::MAX,
-        })
+    /// Polls the session and carries out what it asks.
+    fn step(&mut self, now: Micros, a: &mut Actions) {
+        self.session.poll(us(now));
+        // The simulated network has no connections to drop: a member the
+        // session gave up on is simply not asked again for now.
+        while self.session.poll_close().is_some() {}
+        while let Some(t) = self.session.poll_transmit() {
+            assert!(
+                t.frame.request_id < 1 << TAG_BITS,
+                "request ids fit below the client index"
+            );
+            let tag = ((self.idx as u64) << TAG_BITS) | t.frame.request_id;
+            a.send.push((t.dest, tag, t.frame.message));
+        }
+        while let Some(done) = self.session.poll_completion() {
+            let Some(p) = self.pending.remove(&done.handle) else {
+                continue;
+            };
+            let output = match done.result {
+                Ok(Answer::Kv(Some(v))) => match p.input {
+                    KvInput::Get => KvOutput::Value(Some(v)),
+                    _ => KvOutput::Ok,
+                },
+                Ok(Answer::Kv(None)) => KvOutput::Value(None),
+                // The session expired (short TTLs on some seeds): an earlier
+                // copy of this write may have applied, so its outcome is
+                // unknown; the session carries on under a fresh, newer id.
+                Err(ClientError::SessionExpired) => KvOutput::Unknown,
+                other => {
+                    a.failures.push(format!(
+                        "client {} op {}: unexpected result {other:?}",
+                        self.idx, p.op
+                    ));
+                    KvOutput::Unknown
+                }
+            };
+            if matches!(p.input, KvInput::Append(_)) && output != KvOutput::Unknown {
+                if let Some(ap) = self.appends.iter_mut().find(|x| x.seq == p.op) {
+                    ap.acked = true;
+                }
+            }
+            a.completed.push(KvOp {
+                client: self.idx as u64,
+                key: p.key,
+                input: p.input,
+                output,
+                call: p.call,
+                ret: now,
+            });
+            if !self.stopped && self.next_issue.is_none() {
+                self.next_issue = Some(now + self.rng.range(0, 3 * MS));
+            }
+        }
+        a.renew_id = self.session.needs_new_id(us(now));
+        let wake = self
+            .session
+            .next_wake(us(now))
+            // Rounded up: backoffs have nanoseconds, and waking a
+            // microsecond early would find nothing due, forever.
+            .map(|t| t.as_nanos().div_ceil(1000) as Micros);
+        let wake = match (wake, self.next_issue) {
+            (Some(w), Some(i)) => Some(w.min(i)),
+            (w, i) => w.or(i),
+        };
+        if let Some(at) = wake {
+            self.token += 1;
+            a.wake = Some((at.max(now) - now, self.token));
+        }
+    }
+
+    /// The ops not answered at the end of the run, of unknown outcome.
+    pub fn pending_ops(&self) -> Vec<KvOp> {
+        self.pending
+            .values()
+            .map(|p| KvOp {
+                client: self.idx as u64,
+                key: p.key.clone(),
+                input: p.input.clone(),
+                output: KvOutput::Unknown,
+                call: p.call,
+                ret: u64::MAX,
+            })
+            .collect()
     }
 }

@@ -26,7 +26,7 @@ use timeline::{Simulated, Timeline};
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use synod_wire::{Batch, ClientReply, ClientRequest, PaxosMsg, ReplicaId, Slot};
+use synod_wire::{Batch, ClientReply, ClientRequest, Message, PaxosMsg, ReplicaId, Slot};
 
 use crate::check::KvOp;
 use crate::kv::KvOptions;
@@ -319,7 +319,7 @@ impl Simulated for World {
                 reply,
             } => {
                 let now = self.time.now;
-                let actions = self.clients[client].on_reply(now, reply_to, reply);
+                let actions = self.clients[client].on_reply(now, reply_to, Message::Reply(reply));
                 self.client_actions(client, actions);
             }
             Event::Tick { node, epoch } => {
@@ -667,7 +667,12 @@ impl World {
     }
 
     fn client_actions(&mut self, client: usize, actions: client::Actions) {
-        for (to, reply_to, req) in actions.send {
+        for (dest, reply_to, msg) in actions.send {
+            // Single-group clients know the replicas by index and send
+            // nothing but KV requests.
+            let (Ok(to), Message::Request(req)) = (dest.addr.parse::<ReplicaId>(), msg) else {
+                continue;
+            };
             if self.rng.chance(self.net.drop_p) {
                 continue;
             }
@@ -689,7 +694,8 @@ impl World {
             // shard's expiry floor (which only covers ids already used).
             self.report.session_expired += 1;
             self.next_client_id += 1;
-            self.clients[client].set_client_id(self.next_client_id);
+            let more = self.clients[client].set_client_id(self.next_client_id, self.time.now);
+            self.client_actions(client, more);
         }
     }
 
@@ -906,11 +912,7 @@ impl World {
             }
         }
         let now = self.time.now;
-        let pending: Vec<KvOp> = self
-            .clients
-            .iter()
-            .filter_map(|c| c.pending_op(now))
-            .collect();
+        let pending: Vec<KvOp> = self.clients.iter().flat_map(|c| c.pending_ops()).collect();
         let deadline = self.run_end();
         checks::liveness(&mut self.report, &self.clients, deadline, now);
         let mut history = std::mem::take(&mut self.history);

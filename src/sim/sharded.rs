@@ -16,13 +16,14 @@ use bytes::Bytes;
 use std::time::Duration;
 
 use synod_wire::{
-    encode_command, encode_master_command, Batch, ClientReply, ClientRequest, Config, GroupId,
-    GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg, Slot,
+    encode_command, encode_master_command, Batch, ClientReply, Config, GroupId, GroupInfo,
+    MasterOp, MasterRequest, Message, PaxosMsg, Slot,
 };
 
 use super::timeline::{self, Simulated, Timeline};
 use super::{Micros, MS};
-use crate::check::{check_kv, CheckOptions, CheckResult, KvInput, KvOp, KvOutput};
+use super::client::{Actions as ClientActions, Client, KeySpace};
+use crate::check::{check_kv, CheckOptions, CheckResult, KvOp};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Synced};
@@ -206,19 +207,6 @@ const MIGRATION: usize = usize::MAX;
 /// an answer to an earlier incarnation matches nothing).
 const ID_MASK: u64 = (1 << 48) - 1;
 
-/// A client: one KV op at a time, routed by the latest committed config.
-struct SimClient {
-    id: u64,
-    seq: u64,
-    acked: u64,
-    current: Option<(ClientRequest, KvInput, Micros, usize)>,
-    token: u64,
-    stopped: bool,
-    /// Which member of each group to try.
-    cursor: HashMap<GroupId, u32>,
-    appends: Vec<(Bytes, u64, bool)>,
-}
-
 /// The admin: one master request at a time.
 struct Admin {
     seq: u64,
@@ -235,7 +223,7 @@ pub struct ShardedWorld {
     dup_p: f64,
     delay_max: Micros,
     healed: bool,
-    clients: Vec<SimClient>,
+    clients: Vec<Client>,
     admin: Admin,
     history: Vec<KvOp>,
     chosen: BTreeMap<(GroupId, Slot), Batch>,
@@ -365,7 +353,7 @@ impl Simulated for ShardedWorld {
             && self
                 .clients
                 .iter()
-                .all(|c| c.stopped && c.current.is_none())
+                .all(|c| c.idle())
             && self.admin.current.is_none()
             && self.converged()
     }
@@ -428,16 +416,14 @@ impl ShardedWorld {
             w.start_node(i);
         }
         for c in 0..w.cfg.clients {
-            w.clients.push(SimClient {
-                id: 1000 + c as u64,
-                seq: 0,
-                acked: 0,
-                current: None,
-                token: 0,
-                stopped: false,
-                cursor: HashMap::new(),
-                appends: Vec::new(),
-            });
+            let crng = w.rng.fork();
+            w.clients.push(Client::sharded(
+                c,
+                servers(0),
+                1000 + c as u64,
+                KeySpace::append_only(w.cfg.keys as u64),
+                crng,
+            ));
             let at = w.rng.range(500 * MS, 1_000 * MS);
             w.schedule(
                 at,
@@ -814,163 +800,50 @@ impl ShardedWorld {
     // ----- clients ----------------------------------------------------------
 
     fn client_wake(&mut self, c: usize, token: u64) {
-        if token != self.clients[c].token {
-            return;
-        }
         let stop_new = self.healed && self.time.now > self.cfg.fault_phase + 1_000 * MS;
-        if self.clients[c].current.is_none() {
-            if stop_new {
-                self.clients[c].stopped = true;
-                return;
-            }
-            let client = &mut self.clients[c];
-            client.seq += 1;
-            let key = Bytes::from(format!("k{}", self.rng.range(0, self.cfg.keys as u64)));
-            let value = Bytes::from(format!("A{c}.{};", client.seq));
-            let (op, input) = match self.rng.range(0, 3) {
-                0 => (synod_wire::Op::Get { key: key.clone() }, KvInput::Get),
-                _ => {
-                    client.appends.push((key.clone(), client.seq, false));
-                    (
-                        synod_wire::Op::Append {
-                            key: key.clone(),
-                            value: value.clone(),
-                        },
-                        KvInput::Append(value),
-                    )
-                }
-            };
-            let req = ClientRequest {
-                client_id: client.id,
-                seq: client.seq,
-                ack_seq: client.acked,
-                op,
-            };
-            client.current = Some((req, input, self.time.now, 0));
-        }
-        self.client_send(c);
-    }
-
-    fn client_send(&mut self, c: usize) {
-        let config = self.latest_config();
-        let Some((req, _, _, attempts)) = self.clients[c].current.as_mut() else {
-            return;
-        };
-        *attempts += 1;
-        let req = req.clone();
-        let shard = synod_wire::shard_of(req.op.key(), self.cfg.shards);
-        let gid = config.shards.get(shard as usize).copied().unwrap_or(0);
-        let client = &mut self.clients[c];
-        client.token += 1;
-        let token = client.token;
-        if gid != 0 {
-            let idx = *client.cursor.entry(gid).or_insert(0) % REPLICAS;
-            let to = node_of(gid, idx);
-            let reply_to = ((c as u64) << 40) | (req.seq & ((1 << 40) - 1));
-            self.send(
-                usize::MAX,
-                to,
-                Event::Request {
-                    to,
-                    reply_to,
-                    msg: Message::Request(req),
-                },
-            );
-        }
-        let wait = 150 * MS + self.rng.range(0, 50 * MS);
-        self.schedule(self.time.now + wait, Event::ClientWake { client: c, token });
+        let actions = self.clients[c].on_wake(self.time.now, token, stop_new);
+        self.client_actions(c, actions);
     }
 
     fn on_client_reply(&mut self, c: usize, reply_to: u64, msg: Message) {
-        let Some((req, input, call, _)) = self.clients[c].current.clone() else {
-            return;
-        };
-        if reply_to & ((1 << 40) - 1) != req.seq & ((1 << 40) - 1) {
-            return;
+        let actions = self.clients[c].on_reply(self.time.now, reply_to, msg);
+        self.client_actions(c, actions);
+    }
+
+    /// Carries out what client `c`'s session asked for.
+    fn client_actions(&mut self, c: usize, actions: ClientActions) {
+        for (dest, reply_to, msg) in actions.send {
+            // Addresses are `servers(gid)`: `g{gid}r{index}`.
+            let node = dest
+                .addr
+                .strip_prefix('g')
+                .and_then(|r| r.split_once('r'))
+                .and_then(|(g, i)| Some(node_of(g.parse().ok()?, i.parse().ok()?)));
+            let Some(to) = node.filter(|&n| n < self.nodes.len()) else {
+                self.report.failures.push(format!(
+                    "client {c}: request to unknown address {:?}",
+                    dest.addr
+                ));
+                continue;
+            };
+            self.send(usize::MAX, to, Event::Request { to, reply_to, msg });
         }
-        let Message::Reply(reply) = msg else { return };
-        let shard = synod_wire::shard_of(req.op.key(), self.cfg.shards);
-        let gid = self
-            .latest_config()
-            .shards
-            .get(shard as usize)
-            .copied()
-            .unwrap_or(0);
-        let output = match reply {
-            ClientReply::Ok(v) => match input {
-                KvInput::Get => KvOutput::Value(Some(v)),
-                _ => KvOutput::Ok,
-            },
-            ClientReply::NoKey => KvOutput::Value(None),
-            ClientReply::NotLeader { leader } => {
-                let cur = self.clients[c].cursor.entry(gid).or_insert(0);
-                *cur = match leader {
-                    Some(l) if l != *cur % REPLICAS => l,
-                    _ => *cur + 1,
-                };
-                let backoff = self.rng.range(MS, 10 * MS);
-                self.clients[c].token += 1;
-                let token = self.clients[c].token;
-                self.schedule(
-                    self.time.now + backoff,
-                    Event::ClientWake { client: c, token },
-                );
-                return;
-            }
-            ClientReply::WrongGroup | ClientReply::Busy => {
-                // Refresh (the next send reads the latest config) after a pause.
-                let backoff = self.rng.range(10 * MS, 50 * MS);
-                self.clients[c].token += 1;
-                let token = self.clients[c].token;
-                self.schedule(
-                    self.time.now + backoff,
-                    Event::ClientWake { client: c, token },
-                );
-                return;
-            }
-            ClientReply::Error { reason } => {
-                self.report
-                    .failures
-                    .push(format!("client {c} seq {}: error reply {reason}", req.seq));
-                return;
-            }
-            // The session expired (short TTLs on some seeds): an earlier
-            // copy of this write may have applied, so its outcome is
-            // unknown; carry on under a fresh, newer client id.
-            ClientReply::SessionExpired => {
-                self.report.session_expired += 1;
-                let client = &mut self.clients[c];
-                // Newer than every id handed out so far, so above every
-                // shard's expiry floor (which only covers ids already used).
-                self.next_client_id += 1;
-                client.id = self.next_client_id;
-                KvOutput::Unknown
-            }
-        };
-        let client = &mut self.clients[c];
-        if let (KvInput::Append(_), false) = (&input, output == KvOutput::Unknown) {
-            if let Some(a) = client.appends.iter_mut().find(|a| a.1 == req.seq) {
-                a.2 = true;
-            }
+        if let Some((after, token)) = actions.wake {
+            self.schedule(self.time.now + after, Event::ClientWake { client: c, token });
         }
-        client.acked = req.seq;
-        client.current = None;
-        client.token += 1;
-        let token = client.token;
-        self.report.ops_completed += 1;
-        self.history.push(KvOp {
-            client: c as u64,
-            key: req.op.key().clone(),
-            input,
-            output,
-            call,
-            ret: self.time.now,
-        });
-        let think = self.rng.range(0, 5 * MS);
-        self.schedule(
-            self.time.now + think,
-            Event::ClientWake { client: c, token },
-        );
+        for op in actions.completed {
+            self.report.ops_completed += 1;
+            self.history.push(op);
+        }
+        self.report.failures.extend(actions.failures);
+        if actions.renew_id {
+            // Newer than every id handed out so far, so above every
+            // shard's expiry floor (which only covers ids already used).
+            self.report.session_expired += 1;
+            self.next_client_id += 1;
+            let more = self.clients[c].set_client_id(self.next_client_id, self.time.now);
+            self.client_actions(c, more);
+        }
     }
 
     // ----- the admin ------------------------------------------------------------
@@ -1131,15 +1004,16 @@ impl ShardedWorld {
             .map(|n| n.migrator.stats.rotations)
             .sum::<u64>();
         for (c, client) in self.clients.iter().enumerate() {
-            if let Some((req, _, call, _)) = &client.current {
+            if let Some((op, call)) = client.outstanding() {
                 self.report.failures.push(format!(
-                    "liveness: client {c} seq {} called at {}ms still pending at {}ms",
-                    req.seq,
+                    "liveness: client {c} op {op} called at {}ms still pending at {}ms",
                     call / 1000,
                     now / 1000
                 ));
             }
         }
+        let pending: Vec<KvOp> = self.clients.iter().flat_map(|c| c.pending_ops()).collect();
+        self.history.extend(pending);
         if self.admin.current.is_some() {
             self.report
                 .failures
@@ -1238,7 +1112,7 @@ impl ShardedWorld {
             }
         }
         for (c, client) in self.clients.iter().enumerate() {
-            for (key, seq, acked) in &client.appends {
+            for super::client::Appended { key, seq, acked } in &client.appends {
                 let n = seen.get(&(c, *seq)).copied().unwrap_or(0);
                 if n > 1 {
                     self.report.failures.push(format!(

@@ -43,14 +43,13 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use synod::auth::{Dialer, Key};
 use synod::check::{KvInput, KvOp, KvOutput};
-use synod::client::{Client, ClientOptions};
+use synod::client::{AckWindow, Client, ClientOptions};
 use synod::rng::Rng;
 use synod_wire::{
     encode_frame, shard_of, AuthMsg, ClientId, ClientReply, ClientRequest, Config, Decoder, Frame,
     GroupId, Message, Op, Seq,
 };
 
-use crate::ack::AckWatermark;
 use crate::pace::{next_free, worker_rate, Pacer, Slot};
 use crate::workload::{next_op, Workload};
 use crate::zipf::KeyDist;
@@ -359,7 +358,7 @@ struct Pending {
 struct Session {
     client_id: ClientId,
     next_seq: Seq,
-    acks: AckWatermark,
+    acks: AckWindow,
     pending: HashMap<Seq, Pending>,
     /// Its connection (a token of `Worker::conns`) per group.
     conns: HashMap<GroupId, usize>,
@@ -462,7 +461,7 @@ impl<'a> Worker<'a> {
                 .map(|(client_id, seed)| Session {
                     client_id,
                     next_seq: 1,
-                    acks: AckWatermark::default(),
+                    acks: AckWindow::default(),
                     pending: HashMap::new(),
                     conns: HashMap::new(),
                     rng: Rng::new(seed),

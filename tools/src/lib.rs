@@ -7,12 +7,10 @@
 //! - [`driver`]: the pipelined driver (sessions, connections, retries);
 //! - [`pace`]: the open-loop schedule of `--rate`;
 //! - [`cli`]: the command line;
-//! - [`ack`]: the contiguous `ack_seq` watermark each session keeps;
 //! - [`workload`]: the operation mix, key names and values;
 //! - [`zipf`]: uniform and Zipfian key choosers;
 //! - [`report`]: the summary, the last `key=value` line and JSON.
 
-pub mod ack;
 pub mod cli;
 pub mod driver;
 pub mod pace;

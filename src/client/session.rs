@@ -1,0 +1,772 @@
+//! One client session with the cluster, sans-IO (in the spirit of
+//! quinn-proto's `Connection`): the driver feeds it requests, the frames
+//! that arrive and the time; it hands back frames to send (each for one
+//! destination: a member address and a group), finished requests, the
+//! connections to drop, and when it wants to be polled again.
+//!
+//! Every rule of PROTOCOL.md section 7 lives here, once, for every driver
+//! (the blocking [`super::Client`], the simulator's clients):
+//! - identity and at-most-once bookkeeping: one `seq` per request, the same
+//!   on every resend; `ack_seq` = the contiguous low-water mark of finished
+//!   seqs ([`AckWindow`]); a `SessionExpired` stops admitting new requests
+//!   until nothing is in flight and the driver gives a fresh id
+//!   ([`Session::needs_new_id`], [`Session::set_client_id`]): a request is
+//!   never resent under another id;
+//! - routing: the configuration cache, key → shard → group → member, the
+//!   leader hint per group ([`Router`]);
+//! - pipelining: at most [`SessionOptions::max_in_flight`] requests of the
+//!   caller outstanding, oldest first; replies in any order, matched by a
+//!   request id that is fresh for every send (`handle << 16 | sends`), so a
+//!   late answer to an attempt already retried is dropped, and an id never
+//!   issued marks the connection as confused (it is dropped);
+//! - retries: `NotLeader` follows the hint at once for the first
+//!   [`FREE_REDIRECTS`] redirects, then backs off; `Busy` backs off on the
+//!   same member; `WrongGroup` forgets the shard's owner and parks the
+//!   request until a configuration refresh, which runs as a request of its
+//!   own (never blocking other replies), at most one at a time and at
+//!   least [`REFRESH_SPACING`] apart; a lost or silent connection resends
+//!   everything that was on it to the next member after a backoff;
+//! - deadlines: every request ends by its deadline, `Timeout` if it was
+//!   ever delivered (it may have executed), `Unreachable` if not.
+//!
+//! Time is a [`Duration`] since an epoch the driver picks (an `Instant`
+//! for real drivers, virtual microseconds in the simulator): nothing here
+//! reads a clock, touches a socket or uses a global RNG. Connections,
+//! authentication and encoding frames into bytes are the driver's.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use synod_wire::{
+    encode_message_body, ClientId, ClientReply, ClientRequest, Config, Frame, GroupId, MasterOp,
+    MasterRequest, Message, Op, Seq, DEFAULT_MAX_FRAME_BYTES,
+};
+
+use super::logic::{backoff_capped, AckWindow, Route, Router, BACKOFF_MAX, CLIENT_ID_RENEW_AFTER};
+use super::ClientError;
+use crate::rng::Rng;
+
+/// Time since the driver's epoch.
+pub type Time = Duration;
+
+/// Redirects with a usable leader hint that are followed at once; past
+/// this a request backs off (an election in progress can bounce it).
+pub const FREE_REDIRECTS: u32 = 3;
+/// Least time between two configuration queries, so requests parked on a
+/// shard no group serves yet cannot make the session spin on the masters.
+pub const REFRESH_SPACING: Duration = Duration::from_millis(20);
+/// Request ids are `handle << SEND_BITS | sends`: the request is found from
+/// the reply without a map, and each send of it has its own id.
+const SEND_BITS: u32 = 16;
+/// How servers before issue 8's fix began the `Error` a replica with a
+/// failed WAL answered; retried elsewhere, never final.
+const STOPPED_REPLICA: &str = "replica stopped";
+
+/// A request as the session runs it.
+#[derive(Clone, Debug)]
+pub enum Req {
+    Kv(Op),
+    Master(MasterOp),
+}
+
+/// A successful result: a KV answer (`None` = no such key) or the
+/// configuration a master request returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Kv(Option<Bytes>),
+    Config(Config),
+}
+
+/// Where a frame goes: member `addr` of group `gid` (0: the masters). The
+/// servers bind a connection to the core owning its first frame's group,
+/// so drivers keep one connection per destination.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dest {
+    pub addr: String,
+    pub gid: GroupId,
+}
+
+/// A frame for the driver to send.
+#[derive(Clone, Debug)]
+pub struct Transmit {
+    pub dest: Dest,
+    pub frame: Frame,
+}
+
+/// A request that finished.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// What [`Session::submit`] returned for it.
+    pub handle: u64,
+    /// Its seq, if it got one (a request refused before admission has none).
+    pub seq: Option<Seq>,
+    pub result: Result<Answer, ClientError>,
+}
+
+/// How patient a session is.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Deadline for one request, retries included, from its admission.
+    pub timeout: Duration,
+    /// Deadline for one attempt; past it the connection is treated as
+    /// failed and everything on it goes to the next member.
+    pub rpc_timeout: Duration,
+    /// Most of the caller's requests outstanding at once.
+    pub max_in_flight: usize,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// An id older than this is replaced when nothing is in flight.
+    pub renew_after: Duration,
+}
+
+impl SessionOptions {
+    pub fn new(timeout: Duration, rpc_timeout: Duration, max_in_flight: usize) -> SessionOptions {
+        SessionOptions {
+            timeout,
+            // An attempt never outlives the request, and a zero would make
+            // every attempt fail at once.
+            rpc_timeout: rpc_timeout.min(timeout).max(Duration::from_millis(1)),
+            max_in_flight: max_in_flight.max(1),
+            backoff_max: BACKOFF_MAX,
+            renew_after: CLIENT_ID_RENEW_AFTER,
+        }
+    }
+}
+
+/// Refuses, before it costs a seq, a request whose body would exceed what a
+/// server's decoder accepts: the server would close the connection on it and
+/// every resend would fail the same way.
+pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
+    /// Client id, seq, ack seq, key length (PROTOCOL.md 5.1).
+    const KV_FIXED_BYTES: u64 = 8 + 8 + 8 + 4;
+    /// The value's length prefix, for Put and Append.
+    const VALUE_LEN_BYTES: u64 = 4;
+    let body_len = match req {
+        Req::Kv(op) => {
+            let value = match op {
+                Op::Get { .. } | Op::Delete { .. } => 0,
+                Op::Put { value, .. } | Op::Append { value, .. } => {
+                    VALUE_LEN_BYTES + value.len() as u64
+                }
+            };
+            KV_FIXED_BYTES + op.key().len() as u64 + value
+        }
+        Req::Master(op) => {
+            // Master requests are small unless a caller passes huge lists;
+            // measuring the real encoding avoids duplicating its layout.
+            let mut scratch = BytesMut::new();
+            encode_message_body(
+                &Message::Master(MasterRequest {
+                    client_id: 0,
+                    seq: 1,
+                    ack_seq: 0,
+                    op: op.clone(),
+                }),
+                &mut scratch,
+            );
+            scratch.len() as u64
+        }
+    };
+    if body_len > u64::from(DEFAULT_MAX_FRAME_BYTES) {
+        return Err(ClientError::TooLarge);
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// To be sent at `at` or later.
+    Ready { at: Time },
+    /// No route until a newer configuration arrives.
+    AwaitConfig,
+    /// On the wire to `dest`, member `index` of its group.
+    Sent {
+        dest: Dest,
+        request_id: u64,
+        index: usize,
+        rpc_deadline: Time,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    User,
+    Refresh,
+}
+
+struct Task {
+    purpose: Purpose,
+    req: Req,
+    seq: Seq,
+    deadline: Time,
+    /// Failed attempts so far; drives the backoff.
+    attempt: u32,
+    redirects: u32,
+    /// Sends so far (the low bits of the request id).
+    sends: u64,
+    /// Sends that reached a connection (a failed connect takes one back):
+    /// a deadline then means "maybe executed".
+    delivered: u32,
+    state: State,
+    last_failure: Option<String>,
+}
+
+/// One at-most-once session: see the module documentation.
+pub struct Session {
+    opts: SessionOptions,
+    router: Router,
+    client_id: ClientId,
+    next_seq: Seq,
+    acks: AckWindow,
+    /// A `SessionExpired` came back: admit nothing until a fresh id.
+    renew: bool,
+    born: Time,
+    rng: Rng,
+    /// Submitted, not admitted yet (the window is full).
+    queue: VecDeque<(u64, Req)>,
+    tasks: BTreeMap<u64, Task>,
+    next_handle: u64,
+    /// The caller's admitted requests not finished.
+    active: usize,
+    refresh: Option<u64>,
+    last_refresh: Option<Time>,
+    refresh_failure: Option<String>,
+    transmits: VecDeque<Transmit>,
+    completions: VecDeque<Completion>,
+    closes: VecDeque<(Dest, String)>,
+}
+
+impl Session {
+    /// A session under `client_id` that fetches configurations from the
+    /// shard masters at `masters` (`--masters` order: a master's
+    /// `NotLeader` hint indexes it); `seed` drives the backoff jitter only.
+    pub fn with_masters(
+        opts: SessionOptions,
+        masters: Vec<String>,
+        client_id: ClientId,
+        seed: u64,
+        now: Time,
+    ) -> Session {
+        Session::new(opts, Router::new(masters), client_id, seed, now)
+    }
+
+    /// A session routing by `config`, which never changes (no masters: a
+    /// request its shard map cannot route waits for its deadline).
+    pub fn with_config(
+        opts: SessionOptions,
+        config: Config,
+        client_id: ClientId,
+        seed: u64,
+        now: Time,
+    ) -> Session {
+        Session::new(opts, Router::fixed(config), client_id, seed, now)
+    }
+
+    pub(crate) fn new(
+        opts: SessionOptions,
+        router: Router,
+        client_id: ClientId,
+        seed: u64,
+        now: Time,
+    ) -> Session {
+        Session {
+            opts,
+            router,
+            client_id,
+            next_seq: 1,
+            acks: AckWindow::default(),
+            renew: false,
+            born: now,
+            rng: Rng::new(seed),
+            queue: VecDeque::new(),
+            tasks: BTreeMap::new(),
+            next_handle: 1,
+            active: 0,
+            refresh: None,
+            last_refresh: None,
+            refresh_failure: None,
+            transmits: VecDeque::new(),
+            completions: VecDeque::new(),
+            closes: VecDeque::new(),
+        }
+    }
+
+    pub fn client_id(&self) -> ClientId {
+        self.client_id
+    }
+
+    /// The `ack_seq` piggybacked on the next request.
+    pub fn ack_seq(&self) -> Seq {
+        self.acks.ack_seq()
+    }
+
+    pub fn config(&self) -> Option<&Config> {
+        self.router.config()
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.opts
+    }
+
+    /// Requests submitted and not finished (queued ones included).
+    pub fn pending(&self) -> usize {
+        self.queue.len() + self.active
+    }
+
+    /// Starts `req`; its result comes out of [`Session::poll_completion`]
+    /// with the returned handle. Admitted (given a seq and a deadline) on
+    /// the next [`Session::poll`] with room in the window.
+    pub fn submit(&mut self, req: Req) -> u64 {
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        if let Err(e) = check_size(&req) {
+            self.completions.push_back(Completion {
+                handle,
+                seq: None,
+                result: Err(e),
+            });
+        } else {
+            self.queue.push_back((handle, req));
+        }
+        handle
+    }
+
+    /// Nothing of the current id is in flight and it must (a
+    /// `SessionExpired`) or should (it is old) be replaced: the driver
+    /// calls [`Session::set_client_id`] with a fresh one.
+    pub fn needs_new_id(&self, now: Time) -> bool {
+        self.tasks.is_empty()
+            && (self.renew || now.saturating_sub(self.born) >= self.opts.renew_after)
+    }
+
+    /// Continues under `id` with a fresh seq space. Panics with anything in
+    /// flight: a request is never resent under another id.
+    pub fn set_client_id(&mut self, id: ClientId, now: Time) {
+        assert!(self.tasks.is_empty(), "renewing the id with requests out");
+        self.client_id = id;
+        self.next_seq = 1;
+        self.acks = AckWindow::default();
+        self.renew = false;
+        self.born = now;
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_completion(&mut self) -> Option<Completion> {
+        self.completions.pop_front()
+    }
+
+    /// A connection the driver must drop (silent past the rpc timeout, or
+    /// answering what was never asked): its requests are already
+    /// rescheduled. Reporting it back through [`Session::on_conn_failed`]
+    /// is harmless.
+    pub fn poll_close(&mut self) -> Option<(Dest, String)> {
+        self.closes.pop_front()
+    }
+
+    /// Does the work due at `now`: ends overdue requests, drops silent
+    /// connections, admits requests into the window, routes and sends what
+    /// is ready, starts a configuration refresh if one is wanted.
+    pub fn poll(&mut self, now: Time) {
+        self.expire(now);
+        while !self.renew && self.active < self.opts.max_in_flight {
+            let Some((handle, req)) = self.queue.pop_front() else {
+                break;
+            };
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.active += 1;
+            self.add_task(handle, Purpose::User, req, seq, now);
+        }
+        self.send_ready(now);
+        if self.start_refresh(now) {
+            self.send_ready(now);
+        }
+    }
+
+    /// When [`Session::poll`] must run again if nothing arrives before.
+    pub fn next_wake(&self, now: Time) -> Option<Time> {
+        let mut wake: Option<Time> = None;
+        let mut at = |t: Time| wake = Some(wake.map_or(t, |w: Time| w.min(t)));
+        if !self.queue.is_empty() && !self.renew && self.active < self.opts.max_in_flight {
+            at(now);
+        }
+        let mut parked = false;
+        for t in self.tasks.values() {
+            at(t.deadline);
+            match &t.state {
+                State::Ready { at: ready } => at(*ready),
+                State::Sent { rpc_deadline, .. } => at(*rpc_deadline),
+                State::AwaitConfig => parked = true,
+            }
+        }
+        if parked && self.refresh.is_none() && self.router.has_masters() {
+            at(self
+                .last_refresh
+                .map_or(now, |l| (l + REFRESH_SPACING).max(now)));
+        }
+        wake
+    }
+
+    /// Where the send with `request_id` went, while it is the current
+    /// attempt of a request: for drivers whose replies do not say which
+    /// connection they came on (the simulator's network).
+    pub fn dest_of(&self, request_id: u64) -> Option<&Dest> {
+        match &self.tasks.get(&(request_id >> SEND_BITS))?.state {
+            State::Sent {
+                dest,
+                request_id: current,
+                ..
+            } if *current == request_id => Some(dest),
+            _ => None,
+        }
+    }
+
+    /// A frame arrived from `dest`.
+    pub fn on_frame(&mut self, dest: &Dest, frame: Frame, now: Time) {
+        let handle = frame.request_id >> SEND_BITS;
+        let sends = frame.request_id & ((1 << SEND_BITS) - 1);
+        let Some(task) = self.tasks.get(&handle) else {
+            if handle == 0 || handle >= self.next_handle {
+                self.close(dest, "reply with a request id never sent", now);
+            }
+            // Otherwise: the request finished already; a late answer.
+            return;
+        };
+        let State::Sent {
+            dest: sent_to,
+            request_id,
+            index,
+            ..
+        } = &task.state
+        else {
+            if sends > task.sends {
+                self.close(dest, "reply with a request id never sent", now);
+            }
+            return; // an earlier send's answer, after a resend was scheduled
+        };
+        if *request_id != frame.request_id {
+            if sends > task.sends {
+                self.close(dest, "reply with a request id never sent", now);
+            }
+            return; // an earlier send's answer
+        }
+        if sent_to != dest {
+            // Request ids are unique per session: a reply on another
+            // connection is a confused server.
+            self.close(dest, "reply to a request sent elsewhere", now);
+            return;
+        }
+        let (gid, index) = (dest.gid, *index);
+        if gid == 0 {
+            // Some master answered: the masters are reachable after all.
+            self.refresh_failure = None;
+        }
+        let is_get = matches!(task.req, Req::Kv(Op::Get { .. }));
+        let is_kv = matches!(task.req, Req::Kv(_));
+        match frame.message {
+            Message::Reply(ClientReply::Ok(v)) if is_kv => {
+                self.finish(handle, Ok(Answer::Kv(Some(v))), now)
+            }
+            Message::Reply(ClientReply::NoKey) if is_get => {
+                self.finish(handle, Ok(Answer::Kv(None)), now)
+            }
+            Message::Config(config) if !is_kv => {
+                self.finish(handle, Ok(Answer::Config(config)), now)
+            }
+            // A server from before stopped replicas answered NotLeader said
+            // "replica stopped: <disk error>": not a refusal of the request
+            // but a member that cannot serve; the others may.
+            Message::Reply(ClientReply::Error { reason })
+                if reason.starts_with(STOPPED_REPLICA) =>
+            {
+                self.router.on_failure(gid, index);
+                self.retry(handle, Some(reason), now);
+            }
+            Message::Reply(ClientReply::Error { reason }) => {
+                self.finish(handle, Err(ClientError::Refused(reason)), now)
+            }
+            Message::Reply(ClientReply::SessionExpired) if is_kv => {
+                self.renew = true;
+                self.finish(handle, Err(ClientError::SessionExpired), now)
+            }
+            Message::Reply(ClientReply::WrongGroup) if is_kv => {
+                let task = self.tasks.get_mut(&handle).expect("looked up");
+                if let Req::Kv(op) = &task.req {
+                    self.router.invalidate_key(op.key());
+                }
+                task.attempt += 1;
+                task.state = State::AwaitConfig;
+            }
+            Message::Reply(ClientReply::NotLeader { leader }) => {
+                self.router.on_not_leader(gid, index, leader);
+                let task = self.tasks.get_mut(&handle).expect("looked up");
+                task.attempt += 1;
+                task.redirects += 1;
+                let hinted = leader.is_some_and(|l| l as usize != index);
+                let at = if hinted && task.redirects <= FREE_REDIRECTS {
+                    now
+                } else {
+                    now + backoff_capped(task.redirects, self.rng.next_u64(), self.opts.backoff_max)
+                };
+                task.state = State::Ready { at };
+            }
+            Message::Reply(ClientReply::Busy) => {
+                // Same member: it leads, it is only overloaded.
+                self.retry(handle, None, now);
+            }
+            other => {
+                // A server that answers nonsense cannot be trusted on this
+                // connection: drop it and resend elsewhere.
+                let why = format!("unexpected reply kind {}", synod_wire::kind_of(&other));
+                self.close(dest, &why, now);
+            }
+        }
+    }
+
+    /// The connection to `dest` failed, closed, or could not be opened
+    /// (`delivered == false`: what was handed to it never left): every
+    /// request on it goes to the next member after a backoff.
+    pub fn on_conn_failed(&mut self, dest: &Dest, reason: &str, delivered: bool, now: Time) {
+        let victims: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(&t.state, State::Sent { dest: d, .. } if d == dest))
+            .map(|(&h, _)| h)
+            .collect();
+        for handle in victims {
+            let task = self.tasks.get_mut(&handle).expect("listed");
+            let State::Sent { index, .. } = task.state else {
+                unreachable!("filtered on Sent")
+            };
+            if !delivered {
+                task.delivered = task.delivered.saturating_sub(1);
+            }
+            let why = format!("{}: {reason}", dest.addr);
+            if task.purpose == Purpose::Refresh {
+                self.refresh_failure = Some(why.clone());
+            }
+            self.router.on_failure(dest.gid, index);
+            self.retry(handle, Some(why), now);
+        }
+    }
+
+    fn close(&mut self, dest: &Dest, reason: &str, now: Time) {
+        self.closes.push_back((dest.clone(), reason.to_string()));
+        self.on_conn_failed(dest, reason, true, now);
+    }
+
+    /// Another attempt of `handle` after a backoff.
+    fn retry(&mut self, handle: u64, why: Option<String>, now: Time) {
+        let task = self.tasks.get_mut(&handle).expect("retried task exists");
+        task.attempt += 1;
+        if why.is_some() {
+            task.last_failure = why;
+        }
+        let delay = backoff_capped(task.attempt, self.rng.next_u64(), self.opts.backoff_max);
+        task.state = State::Ready { at: now + delay };
+    }
+
+    fn add_task(&mut self, handle: u64, purpose: Purpose, req: Req, seq: Seq, now: Time) {
+        self.tasks.insert(
+            handle,
+            Task {
+                purpose,
+                req,
+                seq,
+                deadline: now.saturating_add(self.opts.timeout),
+                attempt: 0,
+                redirects: 0,
+                sends: 0,
+                delivered: 0,
+                state: State::Ready { at: now },
+                last_failure: None,
+            },
+        );
+    }
+
+    fn expire(&mut self, now: Time) {
+        let mut overdue = Vec::new();
+        let mut slow: Vec<Dest> = Vec::new();
+        for (&h, t) in &self.tasks {
+            if t.deadline <= now {
+                overdue.push(h);
+            } else if let State::Sent {
+                dest, rpc_deadline, ..
+            } = &t.state
+            {
+                if *rpc_deadline <= now && !slow.contains(dest) {
+                    slow.push(dest.clone());
+                }
+            }
+        }
+        for h in overdue {
+            let Some(t) = self.tasks.get(&h) else {
+                continue; // a refresh failure finished it already
+            };
+            let error = if t.delivered > 0 {
+                ClientError::Timeout
+            } else if let Some(why) = t.last_failure.as_ref().or(self.refresh_failure.as_ref()) {
+                ClientError::Unreachable(why.clone())
+            } else {
+                ClientError::Timeout
+            };
+            self.finish(h, Err(error), now);
+        }
+        for dest in slow {
+            self.close(&dest, "no reply within the rpc timeout", now);
+        }
+    }
+
+    /// Starts a Query of the latest configuration when some request waits
+    /// for one, none runs, and the last began long enough ago.
+    fn start_refresh(&mut self, now: Time) -> bool {
+        if self.refresh.is_some()
+            || !self.router.has_masters()
+            || self.last_refresh.is_some_and(|l| now < l + REFRESH_SPACING)
+        {
+            return false;
+        }
+        let Some(deadline) = self
+            .tasks
+            .values()
+            .filter(|t| t.state == State::AwaitConfig)
+            .map(|t| t.deadline)
+            .max()
+        else {
+            return false;
+        };
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let req = Req::Master(MasterOp::Query { num: None });
+        self.add_task(handle, Purpose::Refresh, req, seq, now);
+        self.tasks.get_mut(&handle).expect("just added").deadline = deadline;
+        self.refresh = Some(handle);
+        self.last_refresh = Some(now);
+        true
+    }
+
+    fn send_ready(&mut self, now: Time) {
+        let ready: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.state, State::Ready { at } if at <= now))
+            .map(|(&h, _)| h)
+            .collect();
+        for handle in ready {
+            let task = self.tasks.get_mut(&handle).expect("listed");
+            let route = match &task.req {
+                Req::Kv(op) => self.router.route_key(op.key()),
+                Req::Master(_) => self.router.route_master(),
+            };
+            let Route::To { gid, index, addr } = route else {
+                task.state = State::AwaitConfig;
+                if let Some(config) = self.router.config() {
+                    // The configuration does not route this key (no group
+                    // has joined yet, or the shard is between groups):
+                    // say why if the deadline comes first.
+                    task.attempt += 1;
+                    task.last_failure = Some(format!(
+                        "no group serves this key's shard in configuration {} \
+                         (has a group joined?)",
+                        config.num
+                    ));
+                }
+                continue;
+            };
+            task.sends = (task.sends + 1) & ((1 << SEND_BITS) - 1);
+            let request_id = handle << SEND_BITS | task.sends;
+            let (client_id, seq, ack_seq) = (self.client_id, task.seq, self.acks.ack_seq());
+            let message = match &task.req {
+                Req::Kv(op) => Message::Request(ClientRequest {
+                    client_id,
+                    seq,
+                    ack_seq,
+                    op: op.clone(),
+                }),
+                Req::Master(op) => Message::Master(MasterRequest {
+                    client_id,
+                    seq,
+                    ack_seq,
+                    op: op.clone(),
+                }),
+            };
+            let dest = Dest { addr, gid };
+            task.delivered += 1;
+            task.state = State::Sent {
+                dest: dest.clone(),
+                request_id,
+                index,
+                rpc_deadline: now + self.opts.rpc_timeout,
+            };
+            self.transmits.push_back(Transmit {
+                dest,
+                frame: Frame {
+                    request_id,
+                    group: gid,
+                    message,
+                },
+            });
+        }
+    }
+
+    /// Records a request's final result and retires its seq.
+    fn finish(&mut self, handle: u64, result: Result<Answer, ClientError>, now: Time) {
+        let task = self.tasks.remove(&handle).expect("finished task exists");
+        self.acks.retire(task.seq);
+        if let Ok(Answer::Config(config)) = &result {
+            self.router.install(config.clone());
+        }
+        match task.purpose {
+            Purpose::User => {
+                self.active -= 1;
+                self.completions.push_back(Completion {
+                    handle,
+                    seq: Some(task.seq),
+                    result,
+                });
+            }
+            Purpose::Refresh => {
+                self.refresh = None;
+                let parked: Vec<u64> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.state == State::AwaitConfig)
+                    .map(|(&h, _)| h)
+                    .collect();
+                match result {
+                    Ok(_) => {
+                        // Parked requests try again with the new routes,
+                        // backing off in case the groups have not caught up.
+                        for h in parked {
+                            let t = self.tasks.get_mut(&h).expect("listed");
+                            let delay = backoff_capped(
+                                t.attempt,
+                                self.rng.next_u64(),
+                                self.opts.backoff_max,
+                            );
+                            t.state = State::Ready { at: now + delay };
+                        }
+                    }
+                    Err(ClientError::Unreachable(why)) => self.refresh_failure = Some(why),
+                    Err(ClientError::Refused(why)) | Err(ClientError::Protocol(why)) => {
+                        // A master refusing a Query refuses every retry:
+                        // fail the requests that need it now.
+                        for h in parked {
+                            let e = ClientError::Protocol(format!(
+                                "cannot fetch the configuration: {why}"
+                            ));
+                            self.finish(h, Err(e), now);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The session core on virtual time: every test feeds frames and a clock it
+//! advances itself, so nothing here depends on the machine's speed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use synod_wire::{ClientReply, Config, Frame, GroupInfo, Message, Op, Seq};
+
+use super::session::{Answer, Dest, Req, Session, SessionOptions, Time, Transmit};
+use super::ClientError;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn group(num: u64, gid: u32, members: &[&str]) -> Config {
+    Config {
+        num,
+        shards: vec![gid; 4],
+        groups: vec![GroupInfo {
+            gid,
+            servers: members.iter().map(|s| s.to_string()).collect(),
+        }],
+    }
+}
+
+fn opts(max_in_flight: usize) -> SessionOptions {
+    SessionOptions::new(Duration::from_secs(5), 100 * MS, max_in_flight)
+}
+
+fn fixed(max_in_flight: usize) -> Session {
+    Session::with_config(
+        opts(max_in_flight),
+        group(1, 1, &["a", "b", "c"]),
+        7,
+        1,
+        Time::ZERO,
+    )
+}
+
+fn get(key: &str) -> Req {
+    Req::Kv(Op::Get {
+        key: Bytes::from(key.to_string()),
+    })
+}
+
+fn put(key: &str) -> Req {
+    Req::Kv(Op::Put {
+        key: Bytes::from(key.to_string()),
+        value: Bytes::from_static(b"v"),
+    })
+}
+
+fn sent(s: &mut Session) -> Vec<Transmit> {
+    std::iter::from_fn(|| s.poll_transmit()).collect()
+}
+
+fn seq_of(t: &Transmit) -> (Seq, Seq) {
+    match &t.frame.message {
+        Message::Request(r) => (r.seq, r.ack_seq),
+        Message::Master(r) => (r.seq, r.ack_seq),
+        m => panic!("not a request: {m:?}"),
+    }
+}
+
+fn answer(s: &mut Session, t: &Transmit, reply: ClientReply, now: Time) {
+    answer_msg(s, t, Message::Reply(reply), now);
+}
+
+fn answer_msg(s: &mut Session, t: &Transmit, message: Message, now: Time) {
+    s.on_frame(
+        &t.dest,
+        Frame {
+            request_id: t.frame.request_id,
+            group: t.frame.group,
+            message,
+        },
+        now,
+    );
+}
+
+#[test]
+fn pipelines_within_the_window_and_acks_only_the_contiguous_prefix() {
+    let mut s = fixed(3);
+    let handles: Vec<u64> = (0..5).map(|i| s.submit(put(&format!("k{i}")))).collect();
+    s.poll(Time::ZERO);
+    let first = sent(&mut s);
+    assert_eq!(first.len(), 3, "the window admits three");
+    assert_eq!(s.pending(), 5);
+    // Seq 3 then 2 answer before seq 1: nothing may be acknowledged yet.
+    answer(&mut s, &first[2], ClientReply::Ok(Bytes::new()), MS);
+    answer(&mut s, &first[1], ClientReply::Ok(Bytes::new()), MS);
+    let done: Vec<u64> = std::iter::from_fn(|| s.poll_completion())
+        .map(|c| c.handle)
+        .collect();
+    assert_eq!(done, vec![handles[2], handles[1]]);
+    assert_eq!(s.ack_seq(), 0);
+    s.poll(MS);
+    let second = sent(&mut s);
+    assert_eq!(second.len(), 2, "two slots freed");
+    assert_eq!(
+        second.iter().map(seq_of).collect::<Vec<_>>(),
+        vec![(4, 0), (5, 0)]
+    );
+    answer(&mut s, &first[0], ClientReply::Ok(Bytes::new()), 2 * MS);
+    assert_eq!(s.ack_seq(), 3, "seq 1 closes the gap below 2 and 3");
+}
+
+#[test]
+fn not_leader_follows_hints_three_times_then_backs_off_with_the_same_seq() {
+    let mut s = fixed(1);
+    s.submit(get("k"));
+    s.poll(Time::ZERO);
+    let mut t = sent(&mut s).pop().unwrap();
+    let first_id = t.frame.request_id;
+    let now = MS;
+    // Answers NotLeader naming another member; returns the member named.
+    let redirect = |s: &mut Session, t: &Transmit| {
+        let hint = if t.dest.addr == "a" { 1 } else { 0 };
+        answer(s, t, ClientReply::NotLeader { leader: Some(hint) }, now);
+        s.poll(now);
+        hint
+    };
+    for hop in 0..3 {
+        let hint = redirect(&mut s, &t);
+        let next = sent(&mut s);
+        assert_eq!(next.len(), 1, "redirect {hop} goes out at once");
+        assert_eq!(next[0].dest.addr, ["a", "b", "c"][hint as usize]);
+        assert_eq!(seq_of(&next[0]).0, 1, "same seq on every resend");
+        assert_ne!(next[0].frame.request_id, t.frame.request_id);
+        t = next.into_iter().next().unwrap();
+    }
+    redirect(&mut s, &t);
+    assert!(sent(&mut s).is_empty(), "the fourth redirect backs off");
+    let wake = s.next_wake(now).unwrap();
+    assert!(wake > now);
+    // A late answer to the first send is dropped, not taken as the result.
+    s.on_frame(
+        &Dest {
+            addr: "a".into(),
+            gid: 1,
+        },
+        Frame {
+            request_id: first_id,
+            group: 1,
+            message: Message::Reply(ClientReply::Ok(Bytes::from_static(b"stale"))),
+        },
+        now,
+    );
+    assert!(s.poll_completion().is_none());
+    assert!(
+        s.poll_close().is_none(),
+        "a late answer is not a confused server"
+    );
+    s.poll(wake);
+    let t = sent(&mut s).pop().expect("resent after the backoff");
+    assert_eq!(seq_of(&t).0, 1);
+    answer(&mut s, &t, ClientReply::NoKey, wake);
+    let done = s.poll_completion().unwrap();
+    assert_eq!(done.result, Ok(Answer::Kv(None)));
+}
+
+#[test]
+fn wrong_group_refreshes_without_blocking_and_resends_the_same_seq() {
+    let mut s = Session::with_masters(opts(8), vec!["m0".into()], 7, 1, Time::ZERO);
+    let h = s.submit(put("k"));
+    s.poll(Time::ZERO);
+    let q = sent(&mut s).pop().unwrap();
+    assert_eq!(q.dest.gid, 0, "no configuration yet: ask the master");
+    answer_msg(&mut s, &q, Message::Config(group(1, 1, &["a"])), MS);
+    s.poll(s.next_wake(MS).unwrap());
+    let t = sent(&mut s).pop().unwrap();
+    assert_eq!((t.dest.addr.as_str(), t.dest.gid), ("a", 1));
+    let kv_seq = seq_of(&t).0;
+    // Another request is in flight while the refresh below runs.
+    let other = s.submit(get("j"));
+    s.poll(30 * MS);
+    let j = sent(&mut s).pop().unwrap();
+    let now = 30 * MS;
+    answer(&mut s, &t, ClientReply::WrongGroup, now);
+    s.poll(now);
+    let refresh = sent(&mut s).pop().expect("a refresh");
+    assert_eq!(refresh.dest.gid, 0);
+    answer(&mut s, &j, ClientReply::NoKey, now);
+    let done = s
+        .poll_completion()
+        .expect("answers are taken during a refresh");
+    assert_eq!((done.handle, done.result), (other, Ok(Answer::Kv(None))));
+    answer_msg(&mut s, &refresh, Message::Config(group(2, 2, &["b"])), now);
+    let mut at = now;
+    let resent = loop {
+        s.poll(at);
+        if let Some(t) = s.poll_transmit() {
+            break t;
+        }
+        at = s.next_wake(at).unwrap();
+    };
+    assert_eq!((resent.dest.addr.as_str(), resent.dest.gid), ("b", 2));
+    assert_eq!(seq_of(&resent).0, kv_seq, "the same seq after the refresh");
+    answer(&mut s, &resent, ClientReply::Ok(Bytes::new()), at);
+    assert_eq!(s.poll_completion().unwrap().handle, h);
+}
+
+#[test]
+fn a_silent_member_is_dropped_and_its_requests_go_to_the_next() {
+    let mut s = fixed(4);
+    s.submit(get("k1"));
+    s.submit(get("k2"));
+    s.poll(Time::ZERO);
+    let first = sent(&mut s);
+    assert!(first.iter().all(|t| t.dest.addr == "a"));
+    let wake = s.next_wake(Time::ZERO).unwrap();
+    assert_eq!(wake, 100 * MS, "the rpc timeout");
+    s.poll(wake);
+    let (dest, _) = s.poll_close().expect("the silent connection is dropped");
+    assert_eq!(dest.addr, "a");
+    assert!(s.poll_close().is_none(), "once, for both requests");
+    let mut at = wake;
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        at = s.next_wake(at).unwrap();
+        s.poll(at);
+        again.extend(sent(&mut s));
+    }
+    assert!(again.iter().all(|t| t.dest.addr == "b"));
+    let mut seqs: Vec<Seq> = again.iter().map(|t| seq_of(t).0).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![1, 2]);
+}
+
+#[test]
+fn deadline_says_unreachable_if_never_delivered_and_timeout_if_delivered() {
+    let mut s = Session::with_config(
+        SessionOptions::new(50 * MS, 10 * MS, 4),
+        group(1, 1, &["a"]),
+        7,
+        1,
+        Time::ZERO,
+    );
+    let never = s.submit(get("k1"));
+    s.poll(Time::ZERO);
+    let t = sent(&mut s).pop().unwrap();
+    s.on_conn_failed(&t.dest, "connection refused", false, Time::ZERO);
+    let mut at = Time::ZERO;
+    while let Some(wake) = s.next_wake(at) {
+        at = wake;
+        s.poll(at);
+        for t in sent(&mut s) {
+            s.on_conn_failed(&t.dest, "connection refused", false, at);
+        }
+    }
+    let done = s.poll_completion().unwrap();
+    assert_eq!(done.handle, never);
+    assert!(
+        matches!(done.result, Err(ClientError::Unreachable(ref why)) if why.contains("refused"))
+    );
+    assert!(
+        at >= 50 * MS && at < 60 * MS,
+        "ends by its deadline, not later"
+    );
+
+    let maybe = s.submit(get("k2"));
+    s.poll(at);
+    assert_eq!(sent(&mut s).len(), 1, "delivered; no answer ever comes");
+    let start = at;
+    while let Some(wake) = s.next_wake(at) {
+        at = wake;
+        s.poll(at);
+        sent(&mut s);
+        while s.poll_close().is_some() {}
+    }
+    let done = s.poll_completion().unwrap();
+    assert_eq!(done.handle, maybe);
+    assert_eq!(done.result, Err(ClientError::Timeout));
+    assert_eq!(at - start, 50 * MS);
+}
+
+#[test]
+fn session_expired_drains_then_waits_for_a_fresh_id_and_restarts_seqs() {
+    let mut s = fixed(2);
+    s.submit(put("k1"));
+    s.submit(put("k2"));
+    let third = s.submit(put("k3"));
+    s.poll(Time::ZERO);
+    let out = sent(&mut s);
+    assert_eq!(out.len(), 2);
+    answer(&mut s, &out[0], ClientReply::SessionExpired, MS);
+    assert_eq!(
+        s.poll_completion().unwrap().result,
+        Err(ClientError::SessionExpired)
+    );
+    s.poll(MS);
+    assert!(sent(&mut s).is_empty(), "nothing new under an expired id");
+    assert!(!s.needs_new_id(MS), "seq 2 is still in flight under it");
+    answer(&mut s, &out[1], ClientReply::Ok(Bytes::new()), MS);
+    s.poll_completion().unwrap();
+    assert!(s.needs_new_id(MS));
+    s.set_client_id(99, MS);
+    s.poll(MS);
+    let t = sent(&mut s).pop().unwrap();
+    let Message::Request(r) = &t.frame.message else {
+        panic!("a KV request")
+    };
+    assert_eq!((r.client_id, r.seq, r.ack_seq), (99, 1, 0));
+    answer(&mut s, &t, ClientReply::Ok(Bytes::new()), MS);
+    assert_eq!(s.poll_completion().unwrap().handle, third);
+}
+
+#[test]
+fn busy_backs_off_on_the_same_member_and_a_never_sent_id_drops_the_connection() {
+    let mut s = fixed(1);
+    s.submit(get("k"));
+    s.poll(Time::ZERO);
+    let t = sent(&mut s).pop().unwrap();
+    answer(&mut s, &t, ClientReply::Busy, MS);
+    s.poll(MS);
+    assert!(sent(&mut s).is_empty(), "Busy waits");
+    let wake = s.next_wake(MS).unwrap();
+    s.poll(wake);
+    let t2 = sent(&mut s).pop().unwrap();
+    assert_eq!(t2.dest, t.dest, "the same member: it leads");
+    assert_eq!(seq_of(&t2).0, seq_of(&t).0);
+    s.on_frame(
+        &t2.dest,
+        Frame {
+            request_id: t2.frame.request_id + 1000,
+            group: 1,
+            message: Message::Reply(ClientReply::NoKey),
+        },
+        wake,
+    );
+    assert_eq!(s.poll_close().map(|(d, _)| d), Some(t2.dest.clone()));
+    assert!(s.poll_completion().is_none());
+}
+
+#[test]
+fn an_error_reply_is_final_and_too_large_never_costs_a_seq() {
+    let mut s = fixed(1);
+    let big = s.submit(Req::Kv(Op::Put {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from(vec![0u8; synod_wire::DEFAULT_MAX_FRAME_BYTES as usize]),
+    }));
+    let done = s.poll_completion().unwrap();
+    assert_eq!((done.handle, done.seq), (big, None));
+    assert_eq!(done.result, Err(ClientError::TooLarge));
+    s.submit(get("k"));
+    s.poll(Time::ZERO);
+    let t = sent(&mut s).pop().unwrap();
+    assert_eq!(seq_of(&t).0, 1);
+    answer(
+        &mut s,
+        &t,
+        ClientReply::Error {
+            reason: "no".into(),
+        },
+        MS,
+    );
+    assert_eq!(
+        s.poll_completion().unwrap().result,
+        Err(ClientError::Refused("no".into()))
+    );
+    assert_eq!(s.ack_seq(), 1);
+}
