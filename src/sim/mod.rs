@@ -17,6 +17,7 @@
 mod byzantine;
 mod checks;
 mod client;
+pub mod rejoin;
 pub mod sharded;
 
 use std::cmp::Reverse;
