@@ -566,13 +566,15 @@ impl Lab {
         self.stopped[i] = false;
     }
 
-    fn inject(&mut self, n: Nemesis, rng: &mut Rng) {
+    /// Inject `n`; for `IsolateLeader`, returns the leader cut off.
+    fn inject(&mut self, n: Nemesis, rng: &mut Rng) -> Option<usize> {
         let pick = |rng: &mut Rng| rng.range(0, NODES as u64) as usize;
         match n {
             Nemesis::IsolateLeader => {
                 let l = leader(&self.cluster, &self.stopped).unwrap_or_else(|| pick(rng));
                 let side: Vec<bool> = (0..NODES).map(|i| i == l).collect();
                 self.net.partition(&side);
+                return Some(l);
             }
             Nemesis::RandomHalves => {
                 // A random minority (one or two nodes) against the rest.
@@ -647,6 +649,7 @@ impl Lab {
                 }
             }
         }
+        None
     }
 
     fn resume(&mut self, i: usize) {
@@ -665,6 +668,13 @@ impl Lab {
             }
         }
     }
+}
+
+/// A leader other than `old`, answering as leader.
+fn leader_of(lab: &Lab, old: usize) -> Option<usize> {
+    let mut skip = lab.stopped.clone();
+    skip[old] = true;
+    leader(&lab.cluster, &skip)
 }
 
 /// Acknowledged appends present exactly once, unknown ones at most once,
@@ -723,6 +733,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
     let begin = Instant::now();
     let mut injected: BTreeMap<Nemesis, u64> = BTreeMap::new();
     let mut k = 0;
+    let mut moved = 0;
     while begin.elapsed() < Duration::from_secs(secs) {
         // The first round runs every nemesis once, in order; then at random.
         let n = if k < ALL.len() {
@@ -731,9 +742,26 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
             ALL[rng.range(0, ALL.len() as u64) as usize]
         };
         k += 1;
-        lab.inject(n, &mut rng);
+        let cut_off = lab.inject(n, &mut rng);
         *injected.entry(n).or_default() += 1;
         std::thread::sleep(Duration::from_millis(rng.range(1_500, 3_500)));
+        if let Some(old) = cut_off {
+            // The partition is real: the majority elects another leader.
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                match leader_of(&lab, old) {
+                    Some(l) => {
+                        eprintln!("nemesis: leader {old} cut off, majority elected {l}");
+                        moved += 1;
+                        break;
+                    }
+                    None if Instant::now() < until => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    None => panic!("no leader other than the cut-off {old} within 10 s"),
+                }
+            }
+        }
         lab.heal();
         std::thread::sleep(Duration::from_millis(rng.range(500, 1_500)));
     }
@@ -782,6 +810,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
          1 history checked linearizable, {acked} acknowledged appends all present once, 0 writes lost",
         elapsed.as_secs_f64()
     );
+    eprintln!("nemesis: {moved} isolated leaders replaced by the majority");
     assert!(acked > 0, "no append was acknowledged");
     for n in ALL {
         assert!(injected.contains_key(&n) || secs < 40, "{n:?} never ran");
