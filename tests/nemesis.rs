@@ -274,8 +274,15 @@ fn start_in(c: &mut Cluster, i: usize, ns: &str) {
         .append(true)
         .open(&node.log)
         .expect("open node log");
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_synod-server")])
+    // With setpriv, the server gets SIGKILL if this process dies without
+    // running its drops (SIGKILL, OOM): no orphaned servers.
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]);
+    if run("setpriv", &["--help"]) {
+        cmd.args(["setpriv", "--pdeathsig", "KILL", "--"]);
+    }
+    let child = cmd
+        .arg(env!("CARGO_BIN_EXE_synod-server"))
         .arg("--listen")
         .arg(&node.addr)
         .arg("--data-dir")
@@ -359,7 +366,6 @@ struct Load {
     stop: Arc<AtomicBool>,
     done: Vec<Arc<AtomicU64>>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    start: Instant,
 }
 
 const MIXED: usize = 4;
@@ -368,7 +374,8 @@ const MIXED_KEYS: u64 = 3;
 const APPEND_KEYS: u64 = 2;
 
 impl Load {
-    fn start(c: &Cluster) -> Load {
+    /// Keys are prefixed by `segment`, so each segment's history stands alone.
+    fn start(c: &Cluster, segment: u64) -> Load {
         let history = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let start = Instant::now();
@@ -385,9 +392,9 @@ impl Load {
                     n += 1;
                     let appender = id >= MIXED;
                     let key = if appender {
-                        Bytes::from(format!("a{}", n % APPEND_KEYS))
+                        Bytes::from(format!("a{segment}.{}", n % APPEND_KEYS))
                     } else {
-                        Bytes::from(format!("m{}", (n * 7 + id as u64) % MIXED_KEYS))
+                        Bytes::from(format!("m{segment}.{}", (n * 7 + id as u64) % MIXED_KEYS))
                     };
                     let value = Bytes::from(format!("c{id}.{n};"));
                     let call = start.elapsed().as_nanos() as u64;
@@ -440,7 +447,6 @@ impl Load {
             stop,
             done,
             threads,
-            start,
         }
     }
 
@@ -729,104 +735,119 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
         .unwrap_or(1);
     let mut rng = Rng::new(seed);
     let mut lab = Lab::start();
-    let load = Load::start(&lab.cluster);
     let begin = Instant::now();
     let mut injected: BTreeMap<Nemesis, u64> = BTreeMap::new();
     let mut k = 0;
     let mut moved = 0;
     let mut kept = 0;
-    let mut elected = None;
+    let (mut ops, mut acked_ops, mut acked, mut histories) = (0, 0, 0, 0u64);
+    // Segments of at most 45 s, each with its own keys, workload and
+    // checked history: a long run's memory stays bounded (one 14-minute
+    // history of 2M operations took the checker past 20 GB).
     while begin.elapsed() < Duration::from_secs(secs) {
-        // The first round runs every nemesis once, in order; then at random.
-        let n = if k < ALL.len() {
-            ALL[k]
-        } else {
-            ALL[rng.range(0, ALL.len() as u64) as usize]
-        };
-        k += 1;
-        let cut_off = lab.inject(n, &mut rng);
-        *injected.entry(n).or_default() += 1;
-        std::thread::sleep(Duration::from_millis(rng.range(1_500, 3_500)));
-        if let Some(old) = cut_off {
-            // The partition is real: the majority elects another leader.
-            let until = Instant::now() + Duration::from_secs(10);
-            loop {
-                match leader_of(&lab, old) {
-                    Some(l) => {
-                        eprintln!("nemesis: leader {old} cut off, majority elected {l}");
-                        moved += 1;
-                        elected = Some(l);
-                        break;
+        let seg_begin = Instant::now();
+        let seg_secs = (secs - begin.elapsed().as_secs().min(secs)).clamp(1, 45);
+        let load = Load::start(&lab.cluster, histories);
+        let mut elected = None;
+        while seg_begin.elapsed() < Duration::from_secs(seg_secs) {
+            // The first round runs every nemesis once, in order; then at random.
+            let n = if k < ALL.len() {
+                ALL[k]
+            } else {
+                ALL[rng.range(0, ALL.len() as u64) as usize]
+            };
+            k += 1;
+            let cut_off = lab.inject(n, &mut rng);
+            *injected.entry(n).or_default() += 1;
+            std::thread::sleep(Duration::from_millis(rng.range(1_500, 3_500)));
+            if let Some(old) = cut_off {
+                // The partition is real: the majority elects another leader.
+                let until = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match leader_of(&lab, old) {
+                        Some(l) => {
+                            eprintln!("nemesis: leader {old} cut off, majority elected {l}");
+                            moved += 1;
+                            elected = Some(l);
+                            break;
+                        }
+                        None if Instant::now() < until => {
+                            std::thread::sleep(Duration::from_millis(100))
+                        }
+                        None => panic!("no leader other than the cut-off {old} within 10 s"),
                     }
-                    None if Instant::now() < until => {
-                        std::thread::sleep(Duration::from_millis(100))
-                    }
-                    None => panic!("no leader other than the cut-off {old} within 10 s"),
+                }
+            }
+            lab.heal();
+            std::thread::sleep(Duration::from_millis(rng.range(500, 1_500)));
+            if let Some(l) = elected.take() {
+                // No disruptive rejoin: the majority's leader keeps leading
+                // after the old one is back (measured, not asserted: a loaded
+                // machine may miss a heartbeat for other reasons).
+                std::thread::sleep(Duration::from_secs(2));
+                if leader(&lab.cluster, &lab.stopped) == Some(l) {
+                    kept += 1;
                 }
             }
         }
         lab.heal();
-        std::thread::sleep(Duration::from_millis(rng.range(500, 1_500)));
-        if let Some(l) = elected.take() {
-            // No disruptive rejoin: the majority's leader keeps leading
-            // after the old one is back (measured, not asserted: a loaded
-            // machine may miss a heartbeat for other reasons).
-            std::thread::sleep(Duration::from_secs(2));
-            if leader(&lab.cluster, &lab.stopped) == Some(l) {
-                kept += 1;
-            }
+        // Every client completes an operation after the heal.
+        let at_heal = load.completed();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while load
+            .completed()
+            .iter()
+            .zip(&at_heal)
+            .any(|(now, then)| now <= then)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "clients stuck after the heal: {at_heal:?} -> {:?}",
+                load.completed()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-    }
-    lab.heal();
-    // Every client completes an operation after the heal.
-    let at_heal = load.completed();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while load
-        .completed()
-        .iter()
-        .zip(&at_heal)
-        .any(|(now, then)| now <= then)
-    {
+        let history = load.finish();
+        ops += history.len();
+        acked_ops += history.iter().filter(|o| o.ret != u64::MAX).count();
+        let verdict = synod::check::check_kv(&history, &CheckOptions::default());
         assert!(
-            Instant::now() < deadline,
-            "clients stuck after the heal: {at_heal:?} -> {:?}",
-            load.completed()
+            verdict.is_ok(),
+            "history {histories} not linearizable: {verdict:?}"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        let mut client = lab.cluster.client();
+        let mut finals = BTreeMap::new();
+        for a in 0..APPEND_KEYS {
+            let key = Bytes::from(format!("a{histories}.{a}"));
+            let v = client
+                .get(key.clone())
+                .expect("read an append key after the heal")
+                .unwrap_or_default();
+            finals.insert(key, v);
+        }
+        let appends: Vec<KvOp> = history
+            .iter()
+            .filter(|o| o.key.starts_with(b"a"))
+            .cloned()
+            .collect();
+        let seg_acked = check_appends(&appends, &finals).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            seg_acked > 0,
+            "no append was acknowledged in history {histories}"
+        );
+        acked += seg_acked;
+        histories += 1;
     }
-    let elapsed = load.start.elapsed();
-    let history = load.finish();
-    let ops = history.len();
-    let acked_ops = history.iter().filter(|o| o.ret != u64::MAX).count();
-    let verdict = synod::check::check_kv(&history, &CheckOptions::default());
-    assert!(verdict.is_ok(), "history not linearizable: {verdict:?}");
-    let mut client = lab.cluster.client();
-    let mut finals = BTreeMap::new();
-    for a in 0..APPEND_KEYS {
-        let key = Bytes::from(format!("a{a}"));
-        let v = client
-            .get(key.clone())
-            .expect("read an append key after the heal")
-            .unwrap_or_default();
-        finals.insert(key, v);
-    }
-    let appends: Vec<KvOp> = history
-        .iter()
-        .filter(|o| o.key.starts_with(b"a"))
-        .cloned()
-        .collect();
-    let acked = check_appends(&appends, &finals).unwrap_or_else(|e| panic!("{e}"));
     let faults: u64 = injected.values().sum();
     eprintln!(
         "nemesis: seed {seed}, {:.0} s, {ops} ops ({acked_ops} acknowledged), {faults} faults {injected:?}, \
-         1 history checked linearizable, {acked} acknowledged appends all present once, 0 writes lost",
-        elapsed.as_secs_f64()
+         {histories} histories checked linearizable, {acked} acknowledged appends all present once, 0 writes lost",
+        begin.elapsed().as_secs_f64()
     );
     eprintln!(
         "nemesis: {moved} isolated leaders replaced by the majority, whose leader kept \
          leading 2 s after the heal in {kept} of them"
     );
-    assert!(acked > 0, "no append was acknowledged");
     for n in ALL {
         assert!(injected.contains_key(&n) || secs < 40, "{n:?} never ran");
     }
