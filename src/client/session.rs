@@ -145,10 +145,13 @@ pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
     let body_len = match req {
         Req::Kv(op) => {
             let value = match op {
-                Op::Get { .. } | Op::Delete { .. } => 0,
+                Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } => 0,
                 Op::Put { value, .. } | Op::Append { value, .. } => {
                     VALUE_LEN_BYTES + value.len() as u64
                 }
+                Op::Incr { .. } => 8,
+                // The value, then the condition and get_old bytes.
+                Op::PutIf { value, .. } => VALUE_LEN_BYTES + value.len() as u64 + 2,
             };
             KV_FIXED_BYTES + op.key().len() as u64 + value
         }

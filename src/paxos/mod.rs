@@ -31,7 +31,8 @@ pub use log::{Entry, Log};
 use bytes::{Bytes, BytesMut};
 use synod_wire::{
     Accept, Accepted, Ballot, Batch, CatchupRequest, CatchupResponse, Commit, Heartbeat, LogEntry,
-    PaxosMsg, Prepare, Promise, Proposal, Reject, ReplicaId, Slot, SnapshotChunk, SnapshotRequest,
+    PaxosMsg, PreVote, PreVoteReply, Prepare, Promise, Proposal, Reject, ReplicaId, Slot,
+    SnapshotChunk, SnapshotRequest,
 };
 
 use crate::rng::Rng;
@@ -66,6 +67,12 @@ pub struct PlantedBugs {
     /// An acceptor acknowledges an Accept before its record is durable (a
     /// crash in the window forgets a vote the leader counted).
     pub accepted_before_sync: bool,
+    /// No pre-vote and no leader stickiness: a replica whose election timer
+    /// runs out prepares a higher ballot at once, and followers promise it
+    /// even while their leader is alive, so a replica rejoining after an
+    /// isolation deposes the leader a majority still follows (the
+    /// behaviour before issue 14).
+    pub disruptive_rejoin: bool,
 }
 
 /// Tunables of one replica. Time is in ticks (the driver decides how long a tick is).
@@ -368,6 +375,13 @@ struct Candidate {
     page_wait: u32,
 }
 
+/// A pre-vote in progress: the ballot we would prepare and who said yes.
+#[derive(Debug)]
+struct PreVoteRound {
+    ballot: Ballot,
+    granted: u64,
+}
+
 #[derive(Debug)]
 struct Leader {
     ballot: Ballot,
@@ -418,6 +432,8 @@ pub struct Stats {
     pub slots_proposed: u64,
     pub commands_proposed: u64,
     pub elections_started: u64,
+    /// Pre-votes asked for (each election timeout of a follower starts one).
+    pub prevotes_started: u64,
     pub snapshots_installed: u64,
 }
 
@@ -439,6 +455,12 @@ pub struct Paxos {
     leader_hint: Option<ReplicaId>,
     election_elapsed: u32,
     election_timeout: u32,
+    /// Ticks since the leader we follow last spoke to us (saturating; huge
+    /// on boot). Below `election_ticks_min` this replica refuses pre-votes
+    /// and ignores other replicas' Prepares (leader stickiness).
+    heard_leader: u32,
+    /// The pre-vote this replica is running, if any.
+    prevote: Option<PreVoteRound>,
     catchup_wait: u32,
     /// The peer this replica last asked for chosen values (a catch-up or
     /// snapshot request). Catch-up responses and snapshot chunks are taken
@@ -496,6 +518,8 @@ impl Paxos {
             leader_hint: None,
             election_elapsed: 0,
             election_timeout: 0,
+            heard_leader: u32::MAX,
+            prevote: None,
             catchup_wait: 0,
             asked: None,
             snap_recv: None,
@@ -790,13 +814,14 @@ impl Paxos {
                 }
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.election_timeout {
-                    self.start_election(rng);
+                    self.campaign(rng);
                 }
             }
             Role::Follower => {
+                self.heard_leader = self.heard_leader.saturating_add(1);
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.election_timeout {
-                    self.start_election(rng);
+                    self.campaign(rng);
                     return;
                 }
                 if self.chosen_upto < self.commit_hint {
@@ -859,6 +884,8 @@ impl Paxos {
             PaxosMsg::CatchupResponse(m) => self.on_catchup_response(m, rng),
             PaxosMsg::SnapshotRequest(m) => self.send_snapshot_chunk(m.from, m.index, m.offset),
             PaxosMsg::SnapshotChunk(m) => self.on_snapshot_chunk(m, rng, check),
+            PaxosMsg::PreVote(m) => self.on_pre_vote(m),
+            PaxosMsg::PreVoteReply(m) => self.on_pre_vote_reply(m, rng),
         }
         self.check_invariants();
     }
@@ -961,6 +988,17 @@ impl Paxos {
                     return Err("slot out of range");
                 }
             }
+            PaxosMsg::PreVote(m) => {
+                own_ballot(m.ballot, m.from)?;
+                if !slot_ok(m.chosen_upto) {
+                    return Err("slot out of range");
+                }
+            }
+            PaxosMsg::PreVoteReply(m) => {
+                if !valid_ballot(m.ballot) || !valid_ballot(m.promised) {
+                    return Err("ballot round out of range");
+                }
+            }
         }
         Ok(())
     }
@@ -971,6 +1009,21 @@ impl Paxos {
         self.seen = self.seen.max(m.ballot);
         if m.ballot < self.promised {
             self.reject(m.from);
+            return;
+        }
+        if m.ballot > self.promised && self.leader_recent(Some(m.from)) {
+            // Leader stickiness (check-quorum's other half): while the
+            // leader we follow is alive, a higher ballot from someone else
+            // comes from a replica that did not see it (an isolated one
+            // rejoining, or one that skipped pre-vote). Not promising it
+            // keeps that leader; a leader that really lost its quorum steps
+            // down by itself, and then nobody hears it and this lapses.
+            ::log::debug!(
+                "r{} ignores a Prepare {:?} from r{}: its leader is alive",
+                self.cfg.id,
+                m.ballot,
+                m.from
+            );
             return;
         }
         if m.ballot > self.promised {
@@ -1109,6 +1162,113 @@ impl Paxos {
         }
         self.leader_hint = Some(leader);
         self.election_elapsed = 0;
+        self.heard_leader = 0;
+        self.prevote = None;
+    }
+
+    /// Has a live leader other than `except` been heard within the minimum
+    /// election timeout (or is this replica that leader)? Never with the
+    /// `disruptive_rejoin` bug, which restores the old eager behaviour.
+    fn leader_recent(&self, except: Option<ReplicaId>) -> bool {
+        if self.cfg.bugs.disruptive_rejoin {
+            return false;
+        }
+        match self.role {
+            // A leader that lost its quorum steps down in `tick`.
+            Role::Leader(_) => true,
+            Role::Candidate(_) => false,
+            Role::Follower => {
+                self.leader_hint.is_some()
+                    && self.leader_hint != except
+                    && self.heard_leader < self.cfg.election_ticks_min
+            }
+        }
+    }
+
+    // ----- pre-vote -------------------------------------------------------
+
+    /// The election timer ran out: ask a quorum whether it would promise
+    /// before raising any ballot (pre-vote), or prepare at once with the
+    /// `disruptive_rejoin` bug or alone in the group.
+    fn campaign(&mut self, rng: &mut Rng) {
+        if self.cfg.bugs.disruptive_rejoin || self.cfg.quorum() == 1 {
+            self.start_election(rng);
+            return;
+        }
+        let round = self.promised.round.max(self.seen.round).saturating_add(1);
+        if round >= ROUND_LIMIT {
+            ::log::error!(
+                "r{} cannot start an election above its promise {:?}",
+                self.cfg.id,
+                self.promised
+            );
+            self.reset_election_timer(rng);
+            return;
+        }
+        if !matches!(self.role, Role::Follower) {
+            // A candidacy that timed out asks again, like any follower.
+            self.role = Role::Follower;
+        }
+        self.leader_hint = None;
+        let ballot = Ballot::new(round, self.cfg.id);
+        ::log::debug!("r{} asks a pre-vote for {:?}", self.cfg.id, ballot);
+        self.stats.prevotes_started += 1;
+        self.prevote = Some(PreVoteRound {
+            ballot,
+            granted: 1 << self.cfg.id,
+        });
+        self.reset_election_timer(rng);
+        for peer in 0..self.cfg.replicas {
+            if peer != self.cfg.id {
+                self.send(
+                    peer,
+                    PaxosMsg::PreVote(PreVote {
+                        from: self.cfg.id,
+                        ballot,
+                        chosen_upto: self.chosen_upto,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Would we promise `m.ballot` now? Changes nothing but the answer.
+    fn on_pre_vote(&mut self, m: PreVote) {
+        let granted = !self.leader_recent(None)
+            && m.chosen_upto >= self.chosen_upto
+            && m.ballot > self.promised;
+        ::log::debug!(
+            "r{} {} r{}'s pre-vote for {:?}",
+            self.cfg.id,
+            if granted { "grants" } else { "refuses" },
+            m.from,
+            m.ballot
+        );
+        let promised = self.promised;
+        self.send(
+            m.from,
+            PaxosMsg::PreVoteReply(PreVoteReply {
+                from: self.cfg.id,
+                ballot: m.ballot,
+                granted,
+                promised,
+            }),
+        );
+    }
+
+    fn on_pre_vote_reply(&mut self, m: PreVoteReply, rng: &mut Rng) {
+        // A refusal for a low ballot: the next try goes above it.
+        self.seen = self.seen.max(m.promised);
+        let Some(pv) = &mut self.prevote else {
+            return;
+        };
+        if m.ballot != pv.ballot || !m.granted || !matches!(self.role, Role::Follower) {
+            return;
+        }
+        pv.granted |= 1 << m.from;
+        if pv.granted.count_ones() >= self.cfg.quorum() {
+            self.start_election(rng);
+        }
     }
 
     fn promise(&mut self, ballot: Ballot) {
@@ -1415,6 +1575,7 @@ impl Paxos {
             return;
         }
         let ballot = Ballot::new(round, self.cfg.id);
+        self.prevote = None;
         ::log::debug!("r{} starts election {:?}", self.cfg.id, ballot);
         self.stats.elections_started += 1;
         self.promise(ballot);
@@ -1753,6 +1914,7 @@ impl Paxos {
         }
         self.role = Role::Follower;
         self.leader_hint = leader;
+        self.prevote = None;
         self.reset_election_timer(rng);
     }
 
@@ -1824,6 +1986,8 @@ fn msg_name(m: &PaxosMsg) -> &'static str {
         PaxosMsg::CatchupResponse(_) => "CatchupResponse",
         PaxosMsg::SnapshotRequest(_) => "SnapshotRequest",
         PaxosMsg::SnapshotChunk(_) => "SnapshotChunk",
+        PaxosMsg::PreVote(_) => "PreVote",
+        PaxosMsg::PreVoteReply(_) => "PreVoteReply",
     }
 }
 

@@ -66,6 +66,15 @@ impl Net {
         panic!("messages never quiesced");
     }
 
+    /// The leader went quiet long enough (`election_ticks_min` ticks) that
+    /// no follower counts it as alive any more: without this, leader
+    /// stickiness has followers ignore a rival's Prepare.
+    fn leader_lease_lapses(&mut self) {
+        for n in &mut self.nodes {
+            n.heard_leader = u32::MAX;
+        }
+    }
+
     fn elect(&mut self, i: usize) {
         self.nodes[i].start_election(&mut self.rng);
         self.deliver_all();
@@ -177,7 +186,8 @@ fn new_leader_reproposes_the_highest_ballot_value() {
     }
     net.drain(1);
     net.wire.clear(); // the Accepted never reaches node 0
-                      // Node 2 takes over with a quorum of {1, 2}: node 1 reports "a".
+    net.leader_lease_lapses();
+    // Node 2 takes over with a quorum of {1, 2}: node 1 reports "a".
     net.nodes[2].start_election(&mut net.rng);
     net.drain(2);
     let batch: Vec<_> = net.wire.drain(..).collect();
@@ -435,6 +445,7 @@ fn a_deposed_leader_loses_its_reads() {
     net.drain(0);
     net.wire.clear();
     // Node 1 takes over; node 0 hears about it before any echo arrives.
+    net.leader_lease_lapses();
     net.elect(1);
     assert!(!net.nodes[0].is_leader());
     assert_eq!(net.nodes[0].read_status(&t), ReadStatus::Lost);
@@ -461,6 +472,7 @@ fn a_new_leaders_read_index_covers_what_earlier_leaders_accepted() {
     net.wire.clear();
     // Node 2 leads with node 1's promise; until the re-proposal is chosen
     // its commit point is below the slot node 0 used.
+    net.leader_lease_lapses();
     net.nodes[2].start_election(&mut net.rng);
     net.drain(2);
     let batch: Vec<_> = std::mem::take(&mut net.wire)
@@ -816,6 +828,7 @@ fn promises_are_paged_and_the_candidate_collects_every_page() {
     assert_eq!(net.nodes[1].log().end(), 40);
     assert_eq!(net.nodes[1].chosen_upto(), 0);
     // Node 0 goes away; node 2 (empty) campaigns and only node 1 answers.
+    net.leader_lease_lapses();
     net.nodes[2].start_election(&mut net.rng);
     let mut pages = 0;
     for _ in 0..1000 {
@@ -928,4 +941,110 @@ fn a_command_over_the_frame_derived_limit_is_refused() {
         [(1, ClientReply::Error { reason })] if reason.starts_with("value too large")
     ));
     assert_eq!(r.paxos().stats().commands_proposed, 0);
+}
+
+/// Issue 14: pre-vote and leader stickiness.
+fn pre_vote(from: ReplicaId, round: u64, chosen_upto: Slot) -> PaxosMsg {
+    PaxosMsg::PreVote(PreVote {
+        from,
+        ballot: Ballot::new(round, from),
+        chosen_upto,
+    })
+}
+
+/// Step `m` into node `to` and return what it sent and recorded.
+fn answer(net: &mut Net, to: usize, m: PaxosMsg) -> (Vec<PaxosMsg>, Vec<Record>) {
+    net.nodes[to].step(m, &mut net.rng);
+    let mut ready = net.nodes[to].ready();
+    let records = std::mem::take(&mut ready.records);
+    let mut sent: Vec<PaxosMsg> = ready.before_sync.drain(..).map(|(_, m)| m).collect();
+    sent.extend(
+        ready
+            .release(Synced::after_sync())
+            .messages
+            .into_iter()
+            .map(|(_, m)| m),
+    );
+    (sent, records)
+}
+
+fn granted(sent: &[PaxosMsg]) -> bool {
+    match sent {
+        [PaxosMsg::PreVoteReply(r)] => r.granted,
+        other => panic!("expected one PreVoteReply, got {other:?}"),
+    }
+}
+
+#[test]
+fn pre_votes_and_prepares_are_refused_while_the_leader_is_alive() {
+    let mut net = Net::new(3);
+    net.elect(0);
+    net.nodes[0].propose(cmd("x")).unwrap();
+    net.deliver_all();
+    let round = net.nodes[1].promised().round + 1;
+    let up = net.nodes[1].chosen_upto();
+    assert_eq!(up, 1);
+    // Node 1 heard node 0 just now; node 0 leads: both refuse, record nothing.
+    for to in [0, 1] {
+        let (sent, records) = answer(&mut net, to, pre_vote(2, round, up));
+        assert!(!granted(&sent), "node {to}");
+        assert!(records.is_empty(), "node {to}");
+    }
+    // Stickiness: node 1 does not promise node 2's higher ballot.
+    let (sent, records) = answer(&mut net, 1, prepare(2, round));
+    assert!(
+        sent.is_empty() && records.is_empty(),
+        "{sent:?} {records:?}"
+    );
+    assert_eq!(net.nodes[1].promised().round, round - 1);
+    // The leader went quiet: node 1 grants an up-to-date asker, refuses
+    // one whose commit point is behind, and promises a Prepare again.
+    net.leader_lease_lapses();
+    let (sent, records) = answer(&mut net, 1, pre_vote(2, round, up));
+    assert!(granted(&sent));
+    assert!(records.is_empty());
+    let (sent, _) = answer(&mut net, 1, pre_vote(2, round, up - 1));
+    assert!(!granted(&sent));
+    let (sent, records) = answer(&mut net, 1, prepare(2, round));
+    assert_eq!(records, vec![Record::Promised(Ballot::new(round, 2))]);
+    assert!(matches!(sent[..], [PaxosMsg::Promise(_)]), "{sent:?}");
+    // The live leader still refuses.
+    let (sent, _) = answer(&mut net, 0, pre_vote(2, round + 1, up));
+    assert!(!granted(&sent));
+}
+
+#[test]
+fn an_isolated_follower_never_raises_its_promise_and_wins_with_a_quorum() {
+    let mut net = Net::new(3);
+    net.elect(0);
+    let promised = net.nodes[2].promised();
+    // Node 2 is cut off for many election timeouts: it only asks pre-votes.
+    for _ in 0..200 {
+        net.nodes[2].tick(&mut net.rng);
+        net.drain(2);
+        net.wire.clear();
+    }
+    assert_eq!(net.nodes[2].promised(), promised);
+    assert_eq!(net.nodes[2].stats().elections_started, 0);
+    assert!(net.nodes[2].stats().prevotes_started >= 10);
+    // Node 0 dies; once node 1's lease lapses node 2 wins its pre-vote and
+    // then the election.
+    net.leader_lease_lapses();
+    let before = net.nodes[2].stats().prevotes_started;
+    while net.nodes[2].stats().prevotes_started == before {
+        net.nodes[2].tick(&mut net.rng);
+    }
+    net.drain(2);
+    for _ in 0..10 {
+        net.drain(1);
+        net.drain(2);
+        let batch = std::mem::take(&mut net.wire);
+        for (_, to, m) in batch {
+            if to != 0 {
+                net.nodes[to as usize].step(m, &mut net.rng);
+            }
+        }
+    }
+    assert!(net.nodes[2].is_leader());
+    assert!(net.nodes[2].promised() > promised);
 }

@@ -18,6 +18,7 @@
 mod byzantine;
 mod checks;
 mod client;
+pub mod rejoin;
 pub mod sharded;
 mod timeline;
 

@@ -20,9 +20,9 @@ use synod_wire::{
     MasterOp, MasterRequest, Message, PaxosMsg, Slot,
 };
 
+use super::client::{Actions as ClientActions, Client, KeySpace};
 use super::timeline::{self, Simulated, Timeline};
 use super::{Micros, MS};
-use super::client::{Actions as ClientActions, Client, KeySpace};
 use crate::check::{check_kv, CheckOptions, CheckResult, KvOp};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
@@ -350,10 +350,7 @@ impl Simulated for ShardedWorld {
     fn finished(&self) -> bool {
         self.healed
             && self.time.now > self.cfg.fault_phase + 2_000 * MS
-            && self
-                .clients
-                .iter()
-                .all(|c| c.idle())
+            && self.clients.iter().all(|c| c.idle())
             && self.admin.current.is_none()
             && self.converged()
     }
@@ -829,7 +826,10 @@ impl ShardedWorld {
             self.send(usize::MAX, to, Event::Request { to, reply_to, msg });
         }
         if let Some((after, token)) = actions.wake {
-            self.schedule(self.time.now + after, Event::ClientWake { client: c, token });
+            self.schedule(
+                self.time.now + after,
+                Event::ClientWake { client: c, token },
+            );
         }
         for op in actions.completed {
             self.report.ops_completed += 1;

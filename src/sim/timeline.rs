@@ -60,11 +60,12 @@ impl<E> Timeline<E> {
     }
 
     /// The next event due no later than `end`, with the clock moved to it.
-    fn next(&mut self, end: Micros) -> Option<E> {
-        let Reverse(q) = self.queue.pop()?;
-        if q.at > end {
+    /// A later event stays queued, so a caller may run in stages.
+    pub(crate) fn next(&mut self, end: Micros) -> Option<E> {
+        if self.queue.peek()?.0.at > end {
             return None;
         }
+        let Reverse(q) = self.queue.pop()?;
         self.now = q.at;
         Some(q.ev)
     }

@@ -31,9 +31,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::types::{
     Accept, Accepted, AuthChallenge, AuthHello, AuthMsg, AuthProof, AuthRole, Ballot, Batch,
     CatchupRequest, CatchupResponse, ClientReply, ClientRequest, Commit, Config, Frame, GroupId,
-    GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest, Message, Op, PaxosMsg, Prepare,
-    Promise, Proposal, PutCond, Reject, ReplicaId, ShardData, ShardPull, ShardRef, SnapshotChunk,
-    SnapshotRequest,
+    GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest, Message, Op, PaxosMsg, PreVote,
+    PreVoteReply, Prepare, Promise, Proposal, PutCond, Reject, ReplicaId, ShardData, ShardPull,
+    ShardRef, SnapshotChunk, SnapshotRequest,
 };
 
 // ---------------------------------------------------------------------------
@@ -149,6 +149,10 @@ pub const KIND_CATCHUP_RESPONSE: u8 = 0x28;
 pub const KIND_SNAPSHOT_REQUEST: u8 = 0x29;
 /// Paxos: a piece of a snapshot.
 pub const KIND_SNAPSHOT_CHUNK: u8 = 0x2A;
+/// Paxos: would you promise this ballot? (pre-vote, no state changes)
+pub const KIND_PRE_VOTE: u8 = 0x2B;
+/// Paxos: the answer to a pre-vote.
+pub const KIND_PRE_VOTE_REPLY: u8 = 0x2C;
 /// Shard master request: add groups and rebalance.
 pub const KIND_MASTER_JOIN: u8 = 0x30;
 /// Shard master request: remove groups and rebalance.
@@ -177,7 +181,7 @@ pub const KIND_AUTH_PROOF: u8 = 0x52;
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 36] = [
+pub const ALL_KINDS: [u8; 38] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -204,6 +208,8 @@ pub const ALL_KINDS: [u8; 36] = [
     KIND_CATCHUP_RESPONSE,
     KIND_SNAPSHOT_REQUEST,
     KIND_SNAPSHOT_CHUNK,
+    KIND_PRE_VOTE,
+    KIND_PRE_VOTE_REPLY,
     KIND_MASTER_JOIN,
     KIND_MASTER_LEAVE,
     KIND_MASTER_MOVE,
@@ -222,7 +228,7 @@ pub fn is_known_kind(kind: u8) -> bool {
         kind,
         KIND_GET..=KIND_GET_DEL
             | KIND_OK..=KIND_SESSION_EXPIRED
-            | KIND_PREPARE..=KIND_SNAPSHOT_CHUNK
+            | KIND_PREPARE..=KIND_PRE_VOTE_REPLY
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
             | KIND_SHARD_PULL..=KIND_SHARD_DATA
             | KIND_AUTH_HELLO..=KIND_AUTH_PROOF
@@ -255,6 +261,8 @@ pub fn kind_of(msg: &Message) -> u8 {
             PaxosMsg::CatchupResponse(_) => KIND_CATCHUP_RESPONSE,
             PaxosMsg::SnapshotRequest(_) => KIND_SNAPSHOT_REQUEST,
             PaxosMsg::SnapshotChunk(_) => KIND_SNAPSHOT_CHUNK,
+            PaxosMsg::PreVote(_) => KIND_PRE_VOTE,
+            PaxosMsg::PreVoteReply(_) => KIND_PRE_VOTE_REPLY,
         },
         Message::Master(req) => master_op_kind(&req.op),
         Message::Config(_) => KIND_CONFIG,
@@ -548,6 +556,17 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
                 out.put_u64_le(m.total_len);
                 out.put_u64_le(m.offset);
                 put_byte_string(out, &m.data);
+            }
+            PaxosMsg::PreVote(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+            }
+            PaxosMsg::PreVoteReply(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u8(u8::from(m.granted));
+                put_ballot(out, &m.promised);
             }
         },
         Message::Master(req) => put_master_body(req, out),
@@ -1095,6 +1114,25 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             total_len: r.u64()?,
             offset: r.u64()?,
             data: r.byte_string()?,
+        })),
+        KIND_PRE_VOTE => Message::Paxos(PaxosMsg::PreVote(PreVote {
+            from: r.u32()?,
+            ballot: r.ballot()?,
+            chosen_upto: r.u64()?,
+        })),
+        KIND_PRE_VOTE_REPLY => Message::Paxos(PaxosMsg::PreVoteReply(PreVoteReply {
+            from: r.u32()?,
+            ballot: r.ballot()?,
+            granted: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => {
+                    return Err(DecodeError::Invalid(
+                        "PreVoteReply granted flag is not 0 or 1",
+                    ))
+                }
+            },
+            promised: r.ballot()?,
         })),
         KIND_MASTER_JOIN..=KIND_MASTER_QUERY => Message::Master(read_master_request(kind, &mut r)?),
         KIND_SHARD_PULL => Message::ShardPull(ShardPull {

@@ -344,6 +344,33 @@ pub struct SnapshotChunk {
     pub data: Bytes,
 }
 
+/// Pre-vote (Raft's §9.6): a replica whose election timer ran out asks
+/// whether the others would promise `ballot` before it runs phase 1 with
+/// it. Changes no state anywhere: the asker does not raise its promise, the
+/// others do not promise, so an isolated replica that keeps timing out
+/// cannot come back with a ballot that deposes a leader a majority follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreVote {
+    pub from: ReplicaId,
+    /// The ballot the asker would prepare with.
+    pub ballot: Ballot,
+    /// The asker's commit point (how up to date its log is).
+    pub chosen_upto: Slot,
+}
+
+/// The answer to a [`PreVote`] for `ballot`: `granted` when this replica
+/// has not heard from a live leader within the minimum election timeout,
+/// is not leading itself, its commit point is not above the asker's, and
+/// `ballot` is above its promise. `promised` lets a refused asker go above
+/// a promise it did not know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreVoteReply {
+    pub from: ReplicaId,
+    pub ballot: Ballot,
+    pub granted: bool,
+    pub promised: Ballot,
+}
+
 /// Every Paxos message between replicas of one group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PaxosMsg {
@@ -358,6 +385,8 @@ pub enum PaxosMsg {
     CatchupResponse(CatchupResponse),
     SnapshotRequest(SnapshotRequest),
     SnapshotChunk(SnapshotChunk),
+    PreVote(PreVote),
+    PreVoteReply(PreVoteReply),
 }
 
 impl PaxosMsg {
@@ -375,6 +404,8 @@ impl PaxosMsg {
             PaxosMsg::CatchupResponse(m) => m.from,
             PaxosMsg::SnapshotRequest(m) => m.from,
             PaxosMsg::SnapshotChunk(m) => m.from,
+            PaxosMsg::PreVote(m) => m.from,
+            PaxosMsg::PreVoteReply(m) => m.from,
         }
     }
 }

@@ -265,6 +265,17 @@ pub fn samples() -> Vec<Frame> {
             offset: 0,
             data: b("snap!"),
         })),
+        paxos(PaxosMsg::PreVote(PreVote {
+            from: 2,
+            ballot: Ballot::new(6, 2),
+            chosen_upto: 10,
+        })),
+        paxos(PaxosMsg::PreVoteReply(PreVoteReply {
+            from: 1,
+            ballot: Ballot::new(6, 2),
+            granted: true,
+            promised: ballot,
+        })),
         master_req(
             1,
             MasterOp::Join {
@@ -837,6 +848,25 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
                     total_len,
                     offset,
                     data,
+                })
+            })
+            .boxed()),
+        KIND_PRE_VOTE => p((any::<u32>(), arb_ballot(), any::<u64>())
+            .prop_map(|(from, ballot, chosen_upto)| {
+                P::PreVote(PreVote {
+                    from,
+                    ballot,
+                    chosen_upto,
+                })
+            })
+            .boxed()),
+        KIND_PRE_VOTE_REPLY => p((any::<u32>(), arb_ballot(), any::<bool>(), arb_ballot())
+            .prop_map(|(from, ballot, granted, promised)| {
+                P::PreVoteReply(PreVoteReply {
+                    from,
+                    ballot,
+                    granted,
+                    promised,
                 })
             })
             .boxed()),
