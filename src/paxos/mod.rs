@@ -897,6 +897,13 @@ impl Paxos {
     /// Promise's entries within `slot_horizon` of its sender's commit point.
     fn validate(&self, msg: &PaxosMsg) -> Result<(), &'static str> {
         let slot_ok = |s: Slot| s < SLOT_LIMIT;
+        let slot = |s: Slot| {
+            if slot_ok(s) {
+                Ok(())
+            } else {
+                Err("slot out of range")
+            }
+        };
         let own_ballot = |b: Ballot, from: ReplicaId| {
             if !valid_ballot(b) {
                 Err("ballot round out of range")
@@ -909,9 +916,7 @@ impl Paxos {
         match msg {
             PaxosMsg::Prepare(m) => {
                 own_ballot(m.ballot, m.from)?;
-                if !slot_ok(m.from_slot) {
-                    return Err("slot out of range");
-                }
+                slot(m.from_slot)?;
             }
             PaxosMsg::Promise(m) => {
                 if !valid_ballot(m.ballot) {
@@ -964,35 +969,23 @@ impl Paxos {
                 ..
             }) => {
                 own_ballot(*ballot, *from)?;
-                if !slot_ok(*chosen_upto) {
-                    return Err("slot out of range");
-                }
+                slot(*chosen_upto)?;
             }
             PaxosMsg::CatchupRequest(m) => {
-                if !slot_ok(m.from_slot) {
-                    return Err("slot out of range");
-                }
+                slot(m.from_slot)?;
             }
             PaxosMsg::CatchupResponse(m) => {
-                if !slot_ok(m.chosen_upto) {
-                    return Err("slot out of range");
-                }
+                slot(m.chosen_upto)?;
             }
             PaxosMsg::SnapshotRequest(m) => {
-                if !slot_ok(m.index) {
-                    return Err("slot out of range");
-                }
+                slot(m.index)?;
             }
             PaxosMsg::SnapshotChunk(m) => {
-                if !slot_ok(m.index) {
-                    return Err("slot out of range");
-                }
+                slot(m.index)?;
             }
             PaxosMsg::PreVote(m) => {
                 own_ballot(m.ballot, m.from)?;
-                if !slot_ok(m.chosen_upto) {
-                    return Err("slot out of range");
-                }
+                slot(m.chosen_upto)?;
             }
             PaxosMsg::PreVoteReply(m) => {
                 if !valid_ballot(m.ballot) || !valid_ballot(m.promised) {
