@@ -144,6 +144,9 @@ struct Group {
 
 pub struct Core {
     id: usize,
+    /// Wall clock (Unix ms) read once per loop turn, after `poll`: the time
+    /// the replicas stamp into the log before a write (session expiry).
+    now_ms: u64,
     cfg: Arc<RuntimeConfig>,
     poll: Poll,
     rx: Receiver<Control>,
@@ -216,6 +219,7 @@ impl Core {
     ) -> Core {
         let now = Instant::now();
         Core {
+            now_ms: synod_wire::unix_now_ms(),
             id,
             poll,
             rx,
@@ -331,6 +335,7 @@ impl Core {
                 }
                 panic!("core {}: poll failed: {e}", self.id);
             }
+            self.now_ms = synod_wire::unix_now_ms();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -897,7 +902,7 @@ impl Core {
                     self.reply_now(t, frame.request_id, gid, ClientReply::WrongGroup);
                     return;
                 };
-                r.set_now_ms(synod_wire::unix_now_ms());
+                r.set_now_ms(self.now_ms);
                 r.on_request(to, &req, synod_wire::encode_command);
                 self.await_reply(t, frame.request_id, gid);
             }
