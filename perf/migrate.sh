@@ -6,7 +6,7 @@
 # For each value size, on a fresh local playground with two KV groups (each
 # replicated on all 3 nodes, so every node hosts a replica of the sender and
 # of the receiver): fill one shard with MIGRATE_BYTES of values
-# (examples/shard_fill), move it with `synod admin move`, wait until a replica
+# (tools/src/bin/synod-shard-fill.rs), move it with `synod admin move`, wait until a replica
 # of the new owner logs the install, check every value from the new owner,
 # and record each server's VmRSS and VmHWM (peak) along the way. Writes
 # perf/results/migrate-<date>.md.
@@ -29,7 +29,7 @@ SHARD=${MIGRATE_SHARD:-0}
 PORT=${MIGRATE_PORT:-17400}
 OUT=${MIGRATE_OUT:-$ROOT/perf/results/migrate-$(date +%Y-%m-%d).md}
 SYNOD=$ROOT/target/release/synod
-FILL=$ROOT/target/release/examples/shard_fill
+FILL=$ROOT/target/release/synod-shard-fill
 
 WORK=$(mktemp -d /tmp/synod-migrate.XXXXXX)
 cleanup() {
@@ -40,7 +40,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "migrate: building release binaries" >&2
-(cd "$ROOT" && cargo build --release --bins --example shard_fill --quiet)
+(cd "$ROOT" && cargo build --release --bins --quiet)
 
 # Per-chunk lines (debug) so the chunks can be counted from the logs.
 export RUST_LOG=${RUST_LOG:-info,synod::shardkv=debug}
@@ -115,7 +115,7 @@ run_case() {
 
 | step | result |
 |---|---|
-| fill (examples/shard_fill) | \`$fill\` |
+| fill (tools/src/bin/synod-shard-fill.rs) | \`$fill\` |
 | \`synod admin move $SHARD $to\` until a replica of group $to logs the install | **$secs s** |
 | sender (group $from) | $sent |
 | chunks applied by each receiving replica (one log entry each) | $chunks |

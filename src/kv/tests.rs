@@ -901,6 +901,7 @@ fn model_apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) -> ClientReply {
 }
 
 proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..proptest::prelude::ProptestConfig::default() })]
     #[test]
     fn store_matches_a_map_under_pipelining_and_duplicates(
         actions in proptest::collection::vec(action(), 1..200)

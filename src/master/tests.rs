@@ -669,7 +669,7 @@ fn restore_refuses_mismatched_options_and_bad_formats() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..ProptestConfig::default() })]
 
     /// Arbitrary bytes, and valid snapshots with a byte changed or cut off,
     /// never panic `restore`; whatever restores re-encodes to its input.
@@ -728,7 +728,7 @@ fn arb_case() -> impl Strategy<Value = (u32, Vec<(u64, MasterOp)>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig { cases: 500, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..ProptestConfig::default() })]
 
     #[test]
     fn random_operations_keep_the_invariants((shards, ops) in arb_case()) {

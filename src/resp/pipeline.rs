@@ -355,6 +355,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..proptest::prelude::ProptestConfig::default() })]
         /// Whatever order the sent operations execute and complete in, and
         /// however the commands arrive, every reply is what running the
         /// commands one at a time would have answered, in order, and the

@@ -39,7 +39,7 @@ fn fix_header_crc(wire: &mut [u8]) {
 proptest! {
     // The CI budget for "arbitrary bytes never panic the decoder"; a fuzz
     // target (wire/fuzz) runs the same property for as long as you like.
-    #![proptest_config(ProptestConfig::with_cases(100_000))]
+    #![proptest_config(ProptestConfig { cases: 100_000, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic_the_decoder(
@@ -53,7 +53,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(100_000))]
+    #![proptest_config(ProptestConfig { cases: 100_000, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..ProptestConfig::default() })]
 
     /// Arbitrary bodies under every kind code (and unknown ones), straight
     /// into `decode_body` and, sealed with valid checksums, through the

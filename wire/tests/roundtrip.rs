@@ -107,7 +107,7 @@ fn every_master_kind_round_trips_as_command() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..ProptestConfig::default() })]
 
     /// A batch of encoded commands survives a Paxos round trip and each
     /// command still decodes: the path a client request takes into the log.

@@ -1,5 +1,5 @@
 //! Print one seed's client history for one key (debugging aid).
-//! `cargo run --release --example dump_history -- SEED REPLICAS KEY`
+//! `cargo run --release -p synod-tools --example dump_history -- SEED REPLICAS KEY`
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let seed: u64 = a[0].parse().unwrap();

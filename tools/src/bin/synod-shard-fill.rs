@@ -1,7 +1,7 @@
 //! Fill one shard with about `--bytes` of values, or check that it holds
 //! exactly them (used by `perf/migrate.sh` to move a large shard).
 //!
-//! `cargo run --release --example shard_fill -- --masters A,B,C --shard S
+//! `cargo run --release --bin synod-shard-fill -- --masters A,B,C --shard S
 //! --bytes N [--value-size V] [--check]`
 //!
 //! Keys are `m<i>` for the `i`s that hash to shard `S` (under the cluster's
@@ -33,19 +33,19 @@ fn main() -> ExitCode {
             "--value-size" => value_size = value().parse().unwrap_or(0),
             "--check" => check = true,
             other => {
-                eprintln!("shard_fill: unknown argument {other:?}");
+                eprintln!("synod-shard-fill: unknown argument {other:?}");
                 return ExitCode::from(2);
             }
         }
     }
     let (Some(shard), Some(bytes)) = (shard, bytes) else {
         eprintln!(
-            "usage: shard_fill --masters A,B,C --shard S --bytes N [--value-size V] [--check]"
+            "usage: synod-shard-fill --masters A,B,C --shard S --bytes N [--value-size V] [--check]"
         );
         return ExitCode::from(2);
     };
     if value_size == 0 {
-        eprintln!("shard_fill: --value-size must be at least 1");
+        eprintln!("synod-shard-fill: --value-size must be at least 1");
         return ExitCode::from(2);
     }
     let mut client = match Client::new(ClientOptions {
@@ -55,14 +55,14 @@ fn main() -> ExitCode {
     }) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("shard_fill: {e}");
+            eprintln!("synod-shard-fill: {e}");
             return ExitCode::FAILURE;
         }
     };
     let shards = match client.query(None) {
         Ok(c) => c.shards.len() as u32,
         Err(e) => {
-            eprintln!("shard_fill: query: {e}");
+            eprintln!("synod-shard-fill: query: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -103,14 +103,14 @@ fn main() -> ExitCode {
             match result {
                 Ok(got) if check && got.as_ref() != Some(&value_of(key)) => {
                     if wrong < 5 {
-                        eprintln!("shard_fill: wrong value for {key:?}");
+                        eprintln!("synod-shard-fill: wrong value for {key:?}");
                     }
                     wrong += 1;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     if errors < 5 {
-                        eprintln!("shard_fill: {key:?}: {e}");
+                        eprintln!("synod-shard-fill: {key:?}: {e}");
                     }
                     errors += 1;
                 }
