@@ -30,7 +30,7 @@ pub struct DirLock {
 
 /// Take the data directory's `LOCK`, or explain who holds it.
 pub fn lock(dir: &Path) -> Result<DirLock, StartError> {
-    std::fs::create_dir_all(dir)
+    crate::storage::create_dir_durable(dir)
         .map_err(|e| StartError(format!("cannot create {}: {e}", dir.display())))?;
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
@@ -82,7 +82,7 @@ pub fn check_identity(cfg: &RuntimeConfig) -> Result<(), StartError> {
     let path = cfg.data_dir.join("IDENTITY");
     let want = identity(cfg);
     let write = || {
-        std::fs::write(&path, &want)
+        crate::storage::write_durable(&path, want.as_bytes())
             .map_err(|e| StartError(format!("cannot write {}: {e}", path.display())))
     };
     match std::fs::read_to_string(&path) {

@@ -183,7 +183,7 @@ impl Node {
 /// Check (or record) that the data directory is used with the same core
 /// count: each core has its own WAL, and groups are placed by core.
 fn check_layout(cfg: &RuntimeConfig) -> Result<(), StartError> {
-    std::fs::create_dir_all(&cfg.data_dir)
+    crate::storage::create_dir_durable(&cfg.data_dir)
         .map_err(|e| StartError(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
     let meta = cfg.data_dir.join("LAYOUT");
     let want = format!("cores={}\nshards={}\n", cfg.cores, cfg.shards);
@@ -194,8 +194,10 @@ fn check_layout(cfg: &RuntimeConfig) -> Result<(), StartError> {
             cfg.data_dir.display(),
             have.trim().replace('\n', ", ")
         ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(&meta, want)
-            .map_err(|e| StartError(format!("cannot write {}: {e}", meta.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::storage::write_durable(&meta, want.as_bytes())
+                .map_err(|e| StartError(format!("cannot write {}: {e}", meta.display())))
+        }
         Err(e) => Err(StartError(format!("cannot read {}: {e}", meta.display()))),
     }
 }

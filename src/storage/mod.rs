@@ -76,6 +76,7 @@
 //! 36  data_len       data
 //! ```
 
+mod durable;
 mod janitor;
 mod record;
 mod snapshot;
@@ -88,6 +89,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+pub use durable::{create_dir_durable, write_durable};
 pub use janitor::Janitor;
 pub use snapshot::{SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use wal::{Recovered, Wal, WalStats};

@@ -138,7 +138,7 @@ impl Wal {
             "record_bytes_max {} is below the smallest record",
             opts.record_bytes_max
         );
-        fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        super::create_dir_durable(dir).map_err(|e| StorageError::io(dir, e))?;
         let mut rec = Recovered::default();
 
         let mut segments: Vec<(u64, PathBuf)> = Vec::new();

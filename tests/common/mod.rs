@@ -121,12 +121,33 @@ impl Cluster {
         Cluster::start_full(n_masters, extra, resp, args, Auth::ClusterKey)
     }
 
+    /// `n` nodes, masters and group 1 of all of them, serving, with every
+    /// node's data directory under `data_root` (say, a fault-injecting
+    /// filesystem) instead of the test directory; logs stay in the test
+    /// directory.
+    pub fn start_on(n: usize, data_root: &std::path::Path, args: &[&str]) -> Cluster {
+        let c = Cluster::start_full_on(n, 0, false, args, Auth::ClusterKey, Some(data_root));
+        c.join_group_1();
+        c
+    }
+
     fn start_full(
         n_masters: usize,
         extra: usize,
         resp: bool,
         args: &[&str],
         auth: Auth,
+    ) -> Cluster {
+        Cluster::start_full_on(n_masters, extra, resp, args, auth, None)
+    }
+
+    fn start_full_on(
+        n_masters: usize,
+        extra: usize,
+        resp: bool,
+        args: &[&str],
+        auth: Auth,
+        data_root: Option<&std::path::Path>,
     ) -> Cluster {
         let n = n_masters + extra;
         let dir = std::env::temp_dir().join(format!(
@@ -167,7 +188,7 @@ impl Cluster {
             .map(|(i, addr)| NodeProc {
                 addr: addr.clone(),
                 resp_addr: resp.then(|| format!("127.0.0.1:{}", ports[n + i])),
-                data_dir: dir.join(format!("node-{i}")),
+                data_dir: data_root.unwrap_or(&dir).join(format!("node-{i}")),
                 child: None,
                 log: dir.join(format!("node-{i}.log")),
             })
