@@ -14,10 +14,14 @@
 //! Control files (created with `mkdir` at the mount's root; the mkdir
 //! itself fails with `ECANCELED` after the action, so nothing is left
 //! behind):
+//! - `.freeze`: the instant the power goes: from now on every operation
+//!   fails with `EIO` and nothing more becomes durable (a sync already
+//!   queued behind the cut never lands), until `.power-cut`.
 //! - `.power-cut`: every directory reverts to its synced entries and every
 //!   file reachable through them to its synced bytes; the rest is dropped.
-//!   Kill the processes using the mount first: their open files are gone.
-//!   One line on stderr says what was lost.
+//!   Kill the processes using the mount first (`.freeze` before killing
+//!   them, so syncs they queued while dying do not land): their open files
+//!   are gone. Unfreezes. One line on stderr says what was lost.
 //! - `.disk-full` / `.disk-ok`: writes that grow a file fail with `ENOSPC`
 //!   from now on / no longer.
 //! - `.sync-fails` / `.sync-ok`: every fsync fails with `EIO` (and makes
@@ -44,6 +48,15 @@ const TTL: Duration = Duration::ZERO;
 /// What `statfs` reports as the volume's size (the bound is RAM).
 const VOLUME_BYTES: u64 = 64 << 30;
 const BLOCK: u64 = 4096;
+/// The names `mkdir` at the root acts on (see the module comment).
+const CONTROLS: [&str; 6] = [
+    ".freeze",
+    ".power-cut",
+    ".disk-full",
+    ".disk-ok",
+    ".sync-fails",
+    ".sync-ok",
+];
 
 enum Body {
     File {
@@ -119,6 +132,7 @@ struct LossyFs {
     next_ino: u64,
     disk_full: bool,
     sync_fails: bool,
+    frozen: bool,
     bytes: u64,
 }
 
@@ -138,6 +152,7 @@ impl LossyFs {
             next_ino: FUSE_ROOT_ID + 1,
             disk_full: false,
             sync_fails: false,
+            frozen: false,
             bytes: 0,
         }
     }
@@ -273,7 +288,11 @@ impl LossyFs {
 
     fn control(&mut self, name: &OsStr) -> bool {
         match name.to_str() {
-            Some(".power-cut") => self.power_cut(),
+            Some(".freeze") => self.frozen = true,
+            Some(".power-cut") => {
+                self.power_cut();
+                self.frozen = false;
+            }
             Some(".disk-full") => self.disk_full = true,
             Some(".disk-ok") => self.disk_full = false,
             Some(".sync-fails") => self.sync_fails = true,
@@ -320,6 +339,14 @@ fn result(reply: ReplyEmpty, r: Result<(), libc::c_int>) {
 
 impl Filesystem for LossyFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        // The kernel looks a name up before it makes it: control names
+        // never exist, also while frozen.
+        if parent == FUSE_ROOT_ID && CONTROLS.contains(&name.to_str().unwrap_or("")) {
+            return reply.error(libc::ENOENT);
+        }
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         match self.child(parent, name) {
             Ok(ino) => reply.entry(&TTL, &self.nodes[&ino].attr(ino), 0),
             Err(e) => reply.error(e),
@@ -327,6 +354,9 @@ impl Filesystem for LossyFs {
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        if self.frozen && ino != FUSE_ROOT_ID {
+            return reply.error(libc::EIO);
+        }
         match self.nodes.get(&ino) {
             Some(n) => reply.attr(&TTL, &n.attr(ino)),
             None => reply.error(libc::ENOENT),
@@ -351,6 +381,9 @@ impl Filesystem for LossyFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         let disk_full = self.disk_full;
         let Some(node) = self.nodes.get_mut(&ino) else {
             return reply.error(libc::ENOENT);
@@ -391,6 +424,9 @@ impl Filesystem for LossyFs {
         if parent == FUSE_ROOT_ID && self.control(name) {
             return reply.error(libc::ECANCELED);
         }
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         match self.insert(parent, name, Node::dir((mode & 0o7777) as u16)) {
             Ok(attr) => reply.entry(&TTL, &attr, 0),
             Err(e) => reply.error(e),
@@ -407,6 +443,9 @@ impl Filesystem for LossyFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         match self.insert(parent, name, Node::file((mode & 0o7777) as u16)) {
             Ok(attr) => reply.created(&TTL, &attr, 0, 0, FOPEN_DIRECT_IO),
             Err(e) => reply.error(e),
@@ -414,6 +453,9 @@ impl Filesystem for LossyFs {
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         let r = (|| {
             let ino = self.child(parent, name)?;
             if matches!(self.nodes[&ino].body, Body::Dir { .. }) {
@@ -428,6 +470,9 @@ impl Filesystem for LossyFs {
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         let r = (|| {
             let ino = self.child(parent, name)?;
             if !self.entries(ino)?.is_empty() {
@@ -451,6 +496,9 @@ impl Filesystem for LossyFs {
         flags: u32,
         reply: ReplyEmpty,
     ) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         let r = (|| {
             if flags != 0 {
                 return Err(libc::EINVAL);
@@ -478,6 +526,9 @@ impl Filesystem for LossyFs {
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         match self.nodes.get(&ino) {
             Some(_) => reply.opened(0, FOPEN_DIRECT_IO),
             None => reply.error(libc::ENOENT),
@@ -495,6 +546,9 @@ impl Filesystem for LossyFs {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         match self.nodes.get(&ino).map(|n| &n.body) {
             Some(Body::File { data, .. }) => {
                 let start = (offset.max(0) as usize).min(data.len());
@@ -518,6 +572,9 @@ impl Filesystem for LossyFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         let disk_full = self.disk_full;
         let Some(node) = self.nodes.get_mut(&ino) else {
             return reply.error(libc::ENOENT);
@@ -546,16 +603,25 @@ impl Filesystem for LossyFs {
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         // Close makes nothing durable.
         reply.ok();
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         let r = self.sync_file(ino);
         result(reply, r);
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         match self.entries(ino) {
             Ok(_) => reply.opened(0, 0),
             Err(e) => reply.error(e),
@@ -570,6 +636,9 @@ impl Filesystem for LossyFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         let entries = match self.entries(ino) {
             Ok(e) => e,
             Err(e) => return reply.error(e),
@@ -595,11 +664,17 @@ impl Filesystem for LossyFs {
     }
 
     fn fsyncdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         let r = self.sync_file(ino);
         result(reply, r);
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         let blocks = VOLUME_BYTES / BLOCK;
         let used = self.bytes.div_ceil(BLOCK);
         let free = if self.disk_full {
@@ -620,6 +695,9 @@ impl Filesystem for LossyFs {
     }
 
     fn access(&mut self, _req: &Request<'_>, ino: u64, _mask: i32, reply: ReplyEmpty) {
+        if self.frozen {
+            return reply.error(libc::EIO);
+        }
         match self.nodes.get(&ino) {
             Some(_) => reply.ok(),
             None => reply.error(libc::ENOENT),
