@@ -28,6 +28,12 @@
 #   LAT_PORT            first cluster port (default 18400; when unset, a busy
 #                       port moves the cluster up, staying within 17000-19999)
 #   LAT_OUT             output file (default perf/results/latency-<date>.md)
+#   LAT_DISK_SYNCS      fdatasync probes before and after the runs (default 2000)
+#
+# The disk's own sync latency (synod-disk-probe: 4 KiB append + fdatasync,
+# on the cluster's disk) is measured before and after the runs, and each
+# p99 is also given as a multiple of the disk's p99 (the mean of the two
+# probes), so the result reads the same on a faster or slower disk.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,6 +53,7 @@ KEYS=${LAT_KEYS:-10000}
 VALUE_SIZE=${LAT_VALUE_SIZE:-64}
 PORT=${LAT_PORT:-18400}
 OUT=${LAT_OUT:-$ROOT/perf/results/latency-$(date +%Y-%m-%d).md}
+DISK_SYNCS=${LAT_DISK_SYNCS:-2000}
 
 PEAK_CLIENTS=${PEAK_SETTING%x*}
 PEAK_PIPELINE=${PEAK_SETTING#*x}
@@ -131,6 +138,12 @@ bench() {
 ROWS=()
 CMDS=()
 RAW=()
+disk_probe() {
+    "$ROOT/target/release/synod-disk-probe" "$WORK" --syncs "$DISK_SYNCS"
+}
+DISK_BEFORE=$(disk_probe)
+echo "latency: disk before: $DISK_BEFORE" >&2
+
 for workload in $WORKLOADS; do
     peaks=()
     for run in $(seq 1 "$PEAK_RUNS"); do
@@ -172,6 +185,21 @@ for workload in $WORKLOADS; do
     ROWS+=("| $workload | $peak | $rate | $(median "${achieved[@]}") | $(median "${p50s[@]}") | $p99 | $(median "${p999s[@]}") | $(median "${lag50s[@]}") / $(median "${lag99s[@]}") | $cap_ms | $delayed | $unsent | $errors | $verdict |")
 done
 
+DISK_AFTER=$(disk_probe)
+echo "latency: disk after: $DISK_AFTER" >&2
+DISK_P50=$(awk -v a="$(kv p50_us "$DISK_BEFORE")" -v b="$(kv p50_us "$DISK_AFTER")" 'BEGIN {printf "%.0f", (a + b) / 2}')
+DISK_P99=$(awk -v a="$(kv p99_us "$DISK_BEFORE")" -v b="$(kv p99_us "$DISK_AFTER")" 'BEGIN {printf "%.0f", (a + b) / 2}')
+# Each row's p99 as a multiple of the disk's p99 and of the row's p50.
+for i in "${!ROWS[@]}"; do
+    row=${ROWS[$i]}
+    p50=$(awk -F'|' '{gsub(/ /, "", $6); print $6}' <<<"$row")
+    p99=$(awk -F'|' '{gsub(/ /, "", $7); print $7}' <<<"$row")
+    ratios=$(awk -v p="$p99" -v d="$DISK_P99" -v m="$p50" 'BEGIN {
+        if (p == "NA" || d == 0 || m == 0 || m == "NA") { print "NA | NA"; exit }
+        printf "%.1f | %.1f", p / d, p / m }')
+    ROWS[$i]="$row $ratios |"
+done
+
 target_ms=$(awk -v t="$TARGET_US" 'BEGIN {printf "%g", t / 1000}')
 mkdir -p "$(dirname "$OUT")"
 {
@@ -190,8 +218,12 @@ mkdir -p "$(dirname "$OUT")"
     echo "column's median taken separately); delayed, unsent and errors are summed."
     echo "The promise checked: p99 at most $target_ms ms."
     echo
-    echo "| workload | peak ops/s | target ops/s | achieved ops/s | p50 us | p99 us | p99.9 us | send lag p50 / p99 us | slots at target, ms | delayed | unsent | errors | p99 <= $target_ms ms |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "Disk (synod-disk-probe, $DISK_SYNCS appends of 4 KiB + fdatasync in the cluster's directory):"
+    echo "before the runs \`$DISK_BEFORE\`; after \`$DISK_AFTER\`. Disk p50 $DISK_P50 us, p99 $DISK_P99 us"
+    echo "(means of the two probes); issue 15's targets: put p99 at most 5x the disk's p99, get p99 at most 2x its p50."
+    echo
+    echo "| workload | peak ops/s | target ops/s | achieved ops/s | p50 us | p99 us | p99.9 us | send lag p50 / p99 us | slots at target, ms | delayed | unsent | errors | p99 <= $target_ms ms | p99 / disk p99 | p99 / p50 |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
     printf '%s\n' "${ROWS[@]}"
     echo
     echo "send lag: first send minus intended time (a full pipeline, or the load"
