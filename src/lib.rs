@@ -20,3 +20,4 @@ pub mod runtime;
 pub mod shardkv;
 pub mod sim;
 pub mod storage;
+pub mod trace;

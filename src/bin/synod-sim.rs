@@ -24,13 +24,14 @@ struct Args {
     disk_latency_us: u64,
     byzantine: bool,
     page_bytes: Option<usize>,
+    trace: Option<std::path::PathBuf>,
 }
 
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N]
                  [--bug skip-dedup|forget-floor|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
-                 [--disk-latency-us N] [--byzantine] [--page-bytes N] [-v]
+                 [--disk-latency-us N] [--byzantine] [--page-bytes N] [--trace FILE] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
 --world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
@@ -44,7 +45,10 @@ slots, unsolicited catch-up answers and snapshot chunks, garbage snapshots,
 Promises for ballots never proposed) are stepped into the replicas; nothing may
 panic and every checker still runs (group world only).
 --page-bytes N: byte budget of each Promise page, Accept and catch-up response
-(default 4 MiB); a few hundred makes every election and catch-up page.";
+(default 4 MiB); a few hundred makes every election and catch-up page.
+--trace FILE: write every message send and receive of the one seed run (needs
+--seeds 1; group world) with each host's Lamport and vector clocks, in the log
+format ShiViz reads (the file's first line is its parser expression).";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
@@ -60,6 +64,7 @@ fn parse() -> Result<Args, String> {
         disk_latency_us: 0,
         byzantine: false,
         page_bytes: None,
+        trace: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +83,7 @@ fn parse() -> Result<Args, String> {
             "--no-faults" => a.faults = false,
             "--byzantine" => a.byzantine = true,
             "--page-bytes" => a.page_bytes = Some(num(&value("--page-bytes")?)? as usize),
+            "--trace" => a.trace = Some(value("--trace")?.into()),
             "--fault-secs" => a.fault_secs = Some(num(&value("--fault-secs")?)?),
             "--disk-latency-us" => a.disk_latency_us = num(&value("--disk-latency-us")?)?,
             "--world" => match value("--world")?.as_str() {
@@ -101,6 +107,9 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if a.trace.is_some() && (a.seeds != 1 || a.sharded) {
+        return Err("--trace traces one seed of the group world: add --seeds 1".into());
+    }
     Ok(a)
 }
 
@@ -117,6 +126,7 @@ fn config_for(seed: u64, args: &Args) -> SimConfig {
     if let Some(p) = args.page_bytes {
         cfg.page_bytes = p;
     }
+    cfg.trace = args.trace.clone();
     cfg
 }
 

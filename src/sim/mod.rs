@@ -35,6 +35,7 @@ use crate::paxos::{Durable, PlantedBugs, Ready, Synced};
 use crate::replica::{Replica, ReplicaBugs, ReplicaConfig};
 use crate::rng::Rng;
 use crate::shardkv::ShardKv;
+use crate::trace::{Stamp, Tracer};
 
 use client::Client;
 
@@ -100,6 +101,10 @@ pub struct SimConfig {
     /// checker runs; the defaults otherwise.
     pub session_ttl_ms: u64,
     pub max_sessions_per_shard: usize,
+    /// Write a Lamport/vector-clock trace of every message send and
+    /// receive here, in ShiViz's format (`crate::trace`). Tracing draws
+    /// no randomness, so a traced seed runs exactly as untraced.
+    pub trace: Option<std::path::PathBuf>,
 }
 
 /// Session TTL and cap of a seed's world: a 200 ms TTL on seeds 2 mod 3,
@@ -143,6 +148,7 @@ impl SimConfig {
             bugs: Bugs::default(),
             session_ttl_ms: session_limits_for_seed(seed).0,
             max_sessions_per_shard: session_limits_for_seed(seed).1,
+            trace: None,
         }
     }
 
@@ -186,16 +192,19 @@ pub(crate) enum Event {
     Paxos {
         to: ReplicaId,
         msg: PaxosMsg,
+        stamp: Option<Box<Stamp>>,
     },
     Request {
         to: ReplicaId,
         reply_to: u64,
         req: ClientRequest,
+        stamp: Option<Box<Stamp>>,
     },
     Reply {
         client: usize,
         reply_to: u64,
         reply: ClientReply,
+        stamp: Option<Box<Stamp>>,
     },
     Tick {
         node: ReplicaId,
@@ -263,6 +272,8 @@ pub(crate) struct World {
     /// Byzantine-input mode's own randomness (forked only in that mode, so
     /// every other run's seeds replay as before).
     forge_rng: Option<Rng>,
+    /// `SimConfig::trace`'s writer.
+    tracer: Option<Tracer>,
     report: SimReport,
 }
 
@@ -299,14 +310,25 @@ impl Simulated for World {
             }
         }
         match ev {
-            Event::Paxos { to, msg } => {
+            Event::Paxos { to, msg, stamp } => {
+                if let Some(s) = &stamp {
+                    self.trace_recv(&format!("r{to}"), s, || paxos_kind(&msg));
+                }
                 let node = &mut self.nodes[to as usize];
                 if let Some(r) = node.replica.as_mut() {
                     r.step(msg, &mut node.rng);
                     self.after_node_event(to);
                 }
             }
-            Event::Request { to, reply_to, req } => {
+            Event::Request {
+                to,
+                reply_to,
+                req,
+                stamp,
+            } => {
+                if let Some(s) = &stamp {
+                    self.trace_recv(&format!("r{to}"), s, || format!("request {reply_to}"));
+                }
                 let node = &mut self.nodes[to as usize];
                 if let Some(r) = node.replica.as_mut() {
                     r.set_now_ms(clock_ms(self.time.now));
@@ -318,7 +340,11 @@ impl Simulated for World {
                 client,
                 reply_to,
                 reply,
+                stamp,
             } => {
+                if let Some(s) = &stamp {
+                    self.trace_recv(&format!("c{client}"), s, || format!("reply {reply_to}"));
+                }
                 let now = self.time.now;
                 let actions = self.clients[client].on_reply(now, reply_to, Message::Reply(reply));
                 self.client_actions(client, actions);
@@ -426,6 +452,7 @@ impl World {
             chosen: BTreeMap::new(),
             healed: !cfg.faults,
             forge_rng: None,
+            tracer: None,
             time: Timeline::new(),
             report: SimReport {
                 seed: cfg.seed,
@@ -472,6 +499,15 @@ impl World {
             let at = frng.range(MS, 50 * MS);
             w.forge_rng = Some(frng);
             w.schedule(at, Event::Forge);
+        }
+        if let Some(path) = &w.cfg.trace {
+            match std::fs::File::create(path) {
+                Ok(f) => w.tracer = Some(Tracer::new(Box::new(std::io::BufWriter::new(f)))),
+                Err(e) => w
+                    .report
+                    .failures
+                    .push(format!("cannot write the trace {}: {e}", path.display())),
+            }
         }
         w
     }
@@ -608,7 +644,7 @@ impl World {
         }
         for (reply_to, reply) in out.replies {
             let client = (reply_to >> 40) as usize;
-            self.send_to_client(client, reply_to, reply);
+            self.send_to_client(id, client, reply_to, reply);
         }
     }
 
@@ -624,6 +660,9 @@ impl World {
 
     fn send_paxos(&mut self, from: ReplicaId, to: ReplicaId, msg: PaxosMsg) {
         self.report.messages += 1;
+        let stamp = self.trace_send(&format!("r{from}"), || {
+            format!("{} to r{to}", paxos_kind(&msg))
+        });
         if self.net.cut[from as usize][to as usize] || self.rng.chance(self.net.drop_p) {
             return;
         }
@@ -634,14 +673,24 @@ impl World {
                 Event::Paxos {
                     to,
                     msg: msg.clone(),
+                    stamp: stamp.clone(),
                 },
             );
         }
         let d = self.delay();
-        self.schedule(self.time.now + d, Event::Paxos { to, msg });
+        self.schedule(self.time.now + d, Event::Paxos { to, msg, stamp });
     }
 
-    fn send_to_client(&mut self, client: usize, reply_to: u64, reply: ClientReply) {
+    fn send_to_client(
+        &mut self,
+        from: ReplicaId,
+        client: usize,
+        reply_to: u64,
+        reply: ClientReply,
+    ) {
+        let stamp = self.trace_send(&format!("r{from}"), || {
+            format!("reply {reply_to} to c{client}")
+        });
         if self.rng.chance(self.net.drop_p) {
             return;
         }
@@ -653,6 +702,7 @@ impl World {
                     client,
                     reply_to,
                     reply: reply.clone(),
+                    stamp: stamp.clone(),
                 },
             );
         }
@@ -663,8 +713,21 @@ impl World {
                 client,
                 reply_to,
                 reply,
+                stamp,
             },
         );
+    }
+
+    /// A traced send's stamp (`None`, and nothing formatted, untraced).
+    fn trace_send(&mut self, host: &str, what: impl FnOnce() -> String) -> Option<Box<Stamp>> {
+        let t = self.tracer.as_mut()?;
+        Some(Box::new(t.send(host, &what())))
+    }
+
+    fn trace_recv(&mut self, host: &str, stamp: &Stamp, what: impl FnOnce() -> String) {
+        if let Some(t) = self.tracer.as_mut() {
+            t.recv(host, stamp, &what());
+        }
     }
 
     fn client_actions(&mut self, client: usize, actions: client::Actions) {
@@ -674,11 +737,22 @@ impl World {
             let (Ok(to), Message::Request(req)) = (dest.addr.parse::<ReplicaId>(), msg) else {
                 continue;
             };
+            let stamp = self.trace_send(&format!("c{client}"), || {
+                format!("request {reply_to} to r{to}")
+            });
             if self.rng.chance(self.net.drop_p) {
                 continue;
             }
             let d = self.delay();
-            self.schedule(self.time.now + d, Event::Request { to, reply_to, req });
+            self.schedule(
+                self.time.now + d,
+                Event::Request {
+                    to,
+                    reply_to,
+                    req,
+                    stamp,
+                },
+            );
         }
         if let Some((after, token)) = actions.wake {
             self.schedule(self.time.now + after, Event::ClientWake { client, token });
@@ -843,6 +917,9 @@ impl World {
     }
 
     fn crash(&mut self, id: ReplicaId) {
+        if let Some(t) = self.tracer.as_mut() {
+            t.local(&format!("r{id}"), "crash");
+        }
         let node = &mut self.nodes[id as usize];
         // Whatever was being synced never reached the disk.
         node.syncing = None;
@@ -905,6 +982,11 @@ impl World {
     }
 
     fn finish(mut self) -> (SimReport, Vec<KvOp>) {
+        if let Some(t) = self.tracer.take() {
+            if let Err(e) = t.finish() {
+                self.report.failures.push(format!("writing the trace: {e}"));
+            }
+        }
         for node in &self.nodes {
             if let Some(r) = &node.replica {
                 let s = r.paxos().stats();
@@ -935,4 +1017,10 @@ impl World {
 /// Encode a value that names its writer, so checkers can attribute it.
 pub(crate) fn token(kind: u8, client: usize, seq: u64) -> Bytes {
     Bytes::from(format!("{}{}.{};", kind as char, client, seq))
+}
+
+/// A Paxos message's kind, for traces (its variant name).
+fn paxos_kind(msg: &PaxosMsg) -> String {
+    let dbg = format!("{msg:?}");
+    dbg.split([' ', '{', '(']).next().unwrap_or("").to_string()
 }
