@@ -35,12 +35,14 @@ commands:
   admin move SHARD GID    assign SHARD to group GID
   admin query [NUM]       print configuration NUM (default: latest) as JSON
   playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
-             [--server-arg ARG]... [--resp-port PORT]
+             [--server-arg ARG]... [--resp-port PORT] [--metrics-port PORT]
                           run a local cluster until Ctrl-C; each --server-arg
                           is passed to every synod-server (e.g.
                           --server-arg=--reads --server-arg=log); with
                           --resp-port, node i also serves Redis (RESP2) on
-                          PORT+i
+                          PORT+i; node i serves Prometheus metrics on
+                          http://127.0.0.1:PORT+i/metrics (default PORT:
+                          --base-port + 100), printed as SYNOD_METRICS
 
 options (before COMMAND):
   --masters A,B,C         shard master addresses (default: $SYNOD_MASTERS)
@@ -114,6 +116,15 @@ struct PlaygroundArgs {
     server_args: Vec<OsString>,
     /// With `Some(p)`, node `i` also serves RESP on `p + i`.
     resp_port: Option<u16>,
+    /// Node `i` serves metrics on `p + i` (`None`: `base_port + 100`).
+    metrics_port: Option<u16>,
+}
+
+impl PlaygroundArgs {
+    fn metrics_base(&self) -> usize {
+        self.metrics_port
+            .map_or(usize::from(self.base_port) + 100, usize::from)
+    }
 }
 
 fn main() {
@@ -390,6 +401,7 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
         groups: PLAYGROUND_GROUPS,
         server_args: Vec::new(),
         resp_port: None,
+        metrics_port: None,
     };
     let mut i = 0;
     while i < words.len() {
@@ -436,6 +448,13 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
                 }
                 args.resp_port = Some(port);
             }
+            "--metrics-port" => {
+                let port = parse_number::<u16>(&value.to_string_lossy(), "PORT")?;
+                if port == 0 {
+                    return Err("--metrics-port must be a port number, 1-65535".to_string());
+                }
+                args.metrics_port = Some(port);
+            }
             _ => return Err(format!("playground: unknown option {arg}")),
         }
         i += 1;
@@ -444,6 +463,13 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
         return Err(format!(
             "--base-port {} leaves no room for {} nodes",
             args.base_port, args.nodes
+        ));
+    }
+    if args.metrics_base() + args.nodes - 1 > usize::from(u16::MAX) {
+        return Err(format!(
+            "--metrics-port {} leaves no room for {} nodes",
+            args.metrics_base(),
+            args.nodes
         ));
     }
     if let Some(p) = args.resp_port {
@@ -725,9 +751,13 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
                 .map(|p| format!("127.0.0.1:{}", usize::from(p) + i))
         })
         .collect();
+    let metrics_addrs: Vec<String> = (0..args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.metrics_base() + i))
+        .collect();
     // Check every port before starting anything, so a clash is one clear
     // message rather than a node dying in its log.
-    for addr in addrs.iter().chain(resp_addrs.iter().flatten()) {
+    let all = addrs.iter().chain(resp_addrs.iter().flatten());
+    for addr in all.chain(&metrics_addrs) {
         if let Err(e) = TcpListener::bind(addr.as_str()) {
             return Err(Stop::Failed(format!(
                 "port {addr} is busy ({e}); pick free ports with --base-port"
@@ -766,6 +796,9 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     for (i, addr) in addrs.iter().enumerate() {
         let data_dir = dir.join(format!("node-{i}"));
         let log = dir.join(format!("node-{i}.log"));
+        let mut node_args = server_args.clone();
+        node_args.push("--metrics-listen".into());
+        node_args.push(metrics_addrs[i].clone().into());
         let child = spawn_node(
             &server,
             addr,
@@ -773,7 +806,7 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
             &data_dir,
             &masters,
             &log,
-            &server_args,
+            &node_args,
         )?;
         nodes.children.push((addr.clone(), log, child));
     }
@@ -856,6 +889,11 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
         // One line per fact, so scripts can `sed -n 's/^SYNOD_RESP=//p'`.
         let _ = writeln!(banner, "SYNOD_RESP={}", resp.join(","));
     }
+    let metrics_urls: Vec<String> = metrics_addrs
+        .iter()
+        .map(|a| format!("http://{a}/metrics"))
+        .collect();
+    let _ = writeln!(banner, "SYNOD_METRICS={}", metrics_urls.join(","));
     let _ = writeln!(
         banner,
         "export SYNOD_MASTERS={masters} SYNOD_CLUSTER_KEY_FILE={key_file}; {synod} put hello world; {synod} get hello"
@@ -1162,6 +1200,7 @@ mod tests {
                 groups: 3,
                 server_args: vec![],
                 resp_port: None,
+                metrics_port: None,
             })
         );
         assert_eq!(
@@ -1178,7 +1217,9 @@ mod tests {
                 "--server-arg",
                 "log",
                 "--resp-port",
-                "9100"
+                "9100",
+                "--metrics-port",
+                "9200"
             ]),
             Cmd::Playground(PlaygroundArgs {
                 dir: Some(PathBuf::from("/tmp/x")),
@@ -1187,6 +1228,7 @@ mod tests {
                 groups: 1,
                 server_args: vec!["--reads".into(), "log".into()],
                 resp_port: Some(9100),
+                metrics_port: Some(9200),
             })
         );
     }
@@ -1258,6 +1300,7 @@ mod tests {
             groups: 1,
             server_args: vec![],
             resp_port: None,
+            metrics_port: None,
         };
         let err = playground(&args, Duration::from_secs(1)).unwrap_err();
         assert!(

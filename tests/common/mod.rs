@@ -36,6 +36,8 @@ pub struct NodeProc {
     pub addr: String,
     /// `--resp-listen` address, when the cluster was started with RESP.
     pub resp_addr: Option<String>,
+    /// `--metrics-listen` address, when the cluster was started with metrics.
+    pub metrics_addr: Option<String>,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
     pub log: PathBuf,
@@ -93,14 +95,14 @@ impl Cluster {
 
     /// [`Cluster::new_with_resp`], every node also given `args`, with `auth`.
     pub fn new_with_resp_args(n: usize, args: &[&str], auth: Auth) -> Cluster {
-        let c = Cluster::start_full(n, 0, true, args, auth);
+        let c = Cluster::start_full(n, 0, true, args, auth, false);
         c.join_group_1();
         c
     }
 
     /// `n` nodes, masters and group 1 of all of them, serving, with `auth`.
     pub fn new_auth(n: usize, auth: Auth) -> Cluster {
-        let c = Cluster::start_full(n, 0, false, &[], auth);
+        let c = Cluster::start_full(n, 0, false, &[], auth, false);
         c.join_group_1();
         c
     }
@@ -118,7 +120,15 @@ impl Cluster {
     }
 
     fn start_opts(n_masters: usize, extra: usize, resp: bool, args: &[&str]) -> Cluster {
-        Cluster::start_full(n_masters, extra, resp, args, Auth::ClusterKey)
+        Cluster::start_full(n_masters, extra, resp, args, Auth::ClusterKey, false)
+    }
+
+    /// `n` nodes, masters and group 1 of all of them, serving, each with
+    /// `--metrics-listen` on its own port (`NodeProc::metrics_addr`).
+    pub fn new_with_metrics(n: usize) -> Cluster {
+        let c = Cluster::start_full(n, 0, false, &[], Auth::ClusterKey, true);
+        c.join_group_1();
+        c
     }
 
     fn start_full(
@@ -127,6 +137,7 @@ impl Cluster {
         resp: bool,
         args: &[&str],
         auth: Auth,
+        metrics: bool,
     ) -> Cluster {
         let n = n_masters + extra;
         let dir = std::env::temp_dir().join(format!(
@@ -155,7 +166,7 @@ impl Cluster {
             extra_args.push(path.display().to_string());
             key
         });
-        let ports = free_ports(2 * n);
+        let ports = free_ports(3 * n);
         let addrs: Vec<String> = ports[..n]
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
@@ -167,6 +178,7 @@ impl Cluster {
             .map(|(i, addr)| NodeProc {
                 addr: addr.clone(),
                 resp_addr: resp.then(|| format!("127.0.0.1:{}", ports[n + i])),
+                metrics_addr: metrics.then(|| format!("127.0.0.1:{}", ports[2 * n + i])),
                 data_dir: dir.join(format!("node-{i}")),
                 child: None,
                 log: dir.join(format!("node-{i}.log")),
@@ -235,6 +247,11 @@ impl Cluster {
                 node.resp_addr
                     .iter()
                     .flat_map(|a| ["--resp-listen".to_string(), a.clone()]),
+            )
+            .args(
+                node.metrics_addr
+                    .iter()
+                    .flat_map(|a| ["--metrics-listen".to_string(), a.clone()]),
             )
             .args(&self.extra_args)
             // SYNOD_TEST_LOG=info,synod::runtime::core=debug (say) to see
