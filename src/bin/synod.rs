@@ -34,6 +34,12 @@ commands:
   admin leave GID...      remove groups
   admin move SHARD GID    assign SHARD to group GID
   admin query [NUM]       print configuration NUM (default: latest) as JSON
+  admin status [--table]  ask every node (masters and configured servers)
+                          for the groups it hosts; print every group's
+                          members, leader, ballot, commit and applied points,
+                          each member's lag, its shards and each node's
+                          reachability, as one line of JSON or (--table) a
+                          table; exit 1 when a group has no reachable majority
   playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
              [--server-arg ARG]... [--resp-port PORT] [--metrics-port PORT]
                           run a local cluster until Ctrl-C; each --server-arg
@@ -102,6 +108,7 @@ enum Cmd {
     Leave { gids: Vec<GroupId> },
     Move { shard: u32, gid: GroupId },
     Query { num: Option<u64> },
+    Status { table: bool },
     Playground(PlaygroundArgs),
 }
 
@@ -190,6 +197,8 @@ fn run(args: Vec<OsString>, env_masters: Option<String>) -> i32 {
                     return EXIT_USAGE;
                 }
             }
+            let masters = opts.masters.clone();
+            let key = opts.cluster_key.clone();
             let mut client = match Client::new(opts) {
                 Ok(c) => c,
                 Err(e) => {
@@ -197,6 +206,9 @@ fn run(args: Vec<OsString>, env_masters: Option<String>) -> i32 {
                     return EXIT_USAGE;
                 }
             };
+            if let Cmd::Status { table } = command {
+                return admin_status(&mut client, &masters, key.as_ref(), cli.timeout, table);
+            }
             execute(&mut client, command)
         }
     }
@@ -224,7 +236,7 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
         Cmd::Leave { gids } => client.leave(gids).map(|c| Some(config_line(&c))),
         Cmd::Move { shard, gid } => client.move_shard(shard, gid).map(|c| Some(config_line(&c))),
         Cmd::Query { num } => client.query(num).map(|c| Some(config_line(&c))),
-        Cmd::Help | Cmd::Playground(_) => unreachable!("handled by run"),
+        Cmd::Help | Cmd::Playground(_) | Cmd::Status { .. } => unreachable!("handled by run"),
     };
     match result {
         Ok(out) => {
@@ -237,6 +249,44 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
             eprintln!("synod: {e}");
             EXIT_FAILED
         }
+    }
+}
+
+/// `admin status`: every node's report, put together per group. Exit 1
+/// when some group has no reachable majority (or nothing answered).
+fn admin_status(
+    client: &mut Client,
+    masters: &[String],
+    key: Option<&Key>,
+    timeout: Duration,
+    table: bool,
+) -> i32 {
+    use synod::client::status;
+    let config = client.query(None).map_err(|e| e.to_string());
+    let nodes = status::nodes_of(masters, config.as_ref().ok());
+    // Each node gets a few seconds at most; they are asked in parallel.
+    let reports = status::fetch_all(&nodes, key, timeout.min(Duration::from_secs(3)));
+    let st = status::assemble(masters, config.as_ref().map_err(Clone::clone), &reports);
+    let text = if table {
+        st.to_table()
+    } else {
+        st.to_json() + "\n"
+    };
+    print_stdout(text.as_bytes());
+    if st.all_quorate() {
+        EXIT_OK
+    } else {
+        let lost: Vec<String> = st
+            .groups
+            .iter()
+            .filter(|g| !g.quorum)
+            .map(|g| g.gid.to_string())
+            .collect();
+        eprintln!(
+            "synod: no reachable majority in group(s) {}",
+            lost.join(", ")
+        );
+        EXIT_FAILED
     }
 }
 
@@ -382,10 +432,15 @@ fn parse_command(words: &[OsString]) -> Result<Cmd, String> {
                     }),
                     _ => Err("usage: synod admin query [NUM]".to_string()),
                 },
+                Some("status") => match (n, words.get(2).map(|w| w.to_string_lossy())) {
+                    (0, _) => Ok(Cmd::Status { table: false }),
+                    (1, Some(w)) if w == "--table" => Ok(Cmd::Status { table: true }),
+                    _ => Err("usage: synod admin status [--table]".to_string()),
+                },
                 Some(other) => Err(format!(
-                    "unknown admin command {other:?} (join, leave, move, query)"
+                    "unknown admin command {other:?} (join, leave, move, query, status)"
                 )),
-                None => Err("usage: synod admin join|leave|move|query ...".to_string()),
+                None => Err("usage: synod admin join|leave|move|query|status ...".to_string()),
             }
         }
         "playground" => parse_playground(&words[1..]).map(Cmd::Playground),
@@ -1185,6 +1240,12 @@ mod tests {
             Cmd::Move { shard: 7, gid: 2 }
         );
         assert_eq!(cmd(&["admin", "query", "12"]), Cmd::Query { num: Some(12) });
+        assert_eq!(cmd(&["admin", "status"]), Cmd::Status { table: false });
+        assert_eq!(
+            cmd(&["admin", "status", "--table"]),
+            Cmd::Status { table: true }
+        );
+        assert!(parse(&["admin", "status", "--tabel"]).is_err());
         assert_eq!(cmd(&["--help"]), Cmd::Help);
         assert_eq!(cmd(&["help"]), Cmd::Help);
     }

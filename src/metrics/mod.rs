@@ -140,6 +140,7 @@ pub const RESULTS: [&str; 9] = [
 pub const RESULT_WRONG_GROUP: usize = 2;
 pub const RESULT_NOT_LEADER: usize = 3;
 pub const RESULT_ERROR: usize = 5;
+pub const RESULT_STATUS: usize = 8;
 
 /// The kind index of a request message (`None`: not a request).
 pub fn request_kind(m: &Message) -> Option<usize> {
@@ -159,6 +160,7 @@ pub fn request_kind(m: &Message) -> Option<usize> {
             MasterOp::Move { .. } => 9,
             MasterOp::Query { .. } => 10,
         },
+        Message::StatusRequest => KIND_STATUS,
         _ => return None,
     })
 }
@@ -362,6 +364,31 @@ impl GroupMetrics {
             }
         }
     }
+
+    /// This replica's view, as the status request answers it.
+    pub fn status(&self) -> synod_wire::GroupStatus {
+        let hint = self.leader_hint.get();
+        synod_wire::GroupStatus {
+            gid: self.gid,
+            replica: self.replica,
+            members: self.members.clone(),
+            leading: self.leading.get() == 1,
+            leader: (hint != u64::MAX).then_some(hint as u32),
+            ballot: synod_wire::Ballot {
+                round: self.ballot_round.get(),
+                node: self.ballot_node.get() as u32,
+            },
+            commit: self.commit.get(),
+            applied: self.applied.get(),
+            log_slots: self.log_slots.get(),
+            config_num: self.config_num.get(),
+            shards: self
+                .shards
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
 }
 
 /// The RESP gateway's counters (it runs in the server's process, at most
@@ -413,6 +440,14 @@ impl Metrics {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// What this node answers a status request with.
+    pub fn node_status(&self) -> synod_wire::NodeStatus {
+        synod_wire::NodeStatus {
+            node: self.node.clone(),
+            groups: self.groups().iter().map(|g| g.status()).collect(),
+        }
     }
 
     /// Every metric in the Prometheus text exposition format (0.0.4).

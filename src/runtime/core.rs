@@ -925,13 +925,17 @@ impl Core {
         // For the metrics: requests by kind, and below, the replies
         // answered at once (refusals) by kind and result.
         let kind = metrics::request_kind(&frame.message).unwrap_or(0);
-        if matches!(frame.message, Message::Request(_) | Message::Master(_)) {
+        let is_request = matches!(
+            frame.message,
+            Message::Request(_) | Message::Master(_) | Message::StatusRequest
+        );
+        if is_request {
             self.metrics.requests[kind].inc();
         }
         let need = match &frame.message {
             Message::Request(_) => Some(Need::Client),
             Message::Master(m) if matches!(m.op, MasterOp::Query { .. }) => Some(Need::Client),
-            Message::Master(_) => Some(Need::Admin),
+            Message::Master(_) | Message::StatusRequest => Some(Need::Admin),
             Message::Paxos(m) => Some(Need::Paxos {
                 gid,
                 from: m.from(),
@@ -964,15 +968,17 @@ impl Core {
                         if let Some(c) = self.conns.get_mut(&t) {
                             c.refused += 1;
                         }
-                        let group = if matches!(frame.message, Message::Master(_)) {
-                            0
-                        } else {
-                            gid
-                        };
+                        let group =
+                            if matches!(frame.message, Message::Master(_) | Message::StatusRequest)
+                            {
+                                0
+                            } else {
+                                gid
+                            };
                         let reply = ClientReply::Error {
                             reason: why.to_string(),
                         };
-                        if matches!(frame.message, Message::Request(_) | Message::Master(_)) {
+                        if is_request {
                             self.metrics.reply(kind, metrics::RESULT_ERROR);
                         }
                         self.reply_now(t, frame.request_id, group, reply);
@@ -1035,7 +1041,14 @@ impl Core {
             Message::ShardPull(r) => self.answer_pull(t, frame.request_id, gid, r),
             Message::ShardDelete(r) => self.answer_delete(t, frame.request_id, gid, r),
             Message::Auth(_) => {} // handled above
-            Message::Reply(_) | Message::Config(_) | Message::ShardData(_) => {
+            Message::StatusRequest => {
+                // Every core's replicas, from what they stored at their
+                // last tick: no hop to the other cores.
+                let status = self.node_metrics.node_status();
+                self.metrics.reply(kind, metrics::RESULT_STATUS);
+                self.send_reply(t, frame.request_id, 0, Message::Status(status));
+            }
+            Message::Reply(_) | Message::Config(_) | Message::ShardData(_) | Message::Status(_) => {
                 let is_rpc = self.conns.get(&t).is_some_and(|c| {
                     matches!(c.role, Role::Rpc { .. })
                         && (self.cfg.keys.cluster.is_none() || c.identity().is_some())
