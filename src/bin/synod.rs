@@ -48,7 +48,7 @@ commands:
                           --resp-port, node i also serves Redis (RESP2) on
                           PORT+i; node i serves Prometheus metrics on
                           http://127.0.0.1:PORT+i/metrics (default PORT:
-                          --base-port + 100), printed as SYNOD_METRICS
+                          --base-port + 200), printed as SYNOD_METRICS
 
 options (before COMMAND):
   --masters A,B,C         shard master addresses (default: $SYNOD_MASTERS)
@@ -123,14 +123,15 @@ struct PlaygroundArgs {
     server_args: Vec<OsString>,
     /// With `Some(p)`, node `i` also serves RESP on `p + i`.
     resp_port: Option<u16>,
-    /// Node `i` serves metrics on `p + i` (`None`: `base_port + 100`).
+    /// Node `i` serves metrics on `p + i` (`None`: `base_port + 200`;
+    /// the perf scripts put `--resp-port` at `base_port + 100`).
     metrics_port: Option<u16>,
 }
 
 impl PlaygroundArgs {
     fn metrics_base(&self) -> usize {
         self.metrics_port
-            .map_or(usize::from(self.base_port) + 100, usize::from)
+            .map_or(usize::from(self.base_port) + 200, usize::from)
     }
 }
 
