@@ -12,6 +12,7 @@ pub mod kv;
 #[cfg(test)]
 mod kv_machine;
 pub mod master;
+pub mod metrics;
 pub mod paxos;
 pub mod replica;
 pub mod resp;

@@ -517,6 +517,7 @@ impl Lab {
             .map(|i| NodeProc {
                 addr: addrs[i].clone(),
                 resp_addr: None,
+                metrics_addr: None,
                 data_dir: dir.join(format!("node-{i}")),
                 child: None,
                 log: dir.join(format!("node-{i}.log")),

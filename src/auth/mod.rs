@@ -351,7 +351,7 @@ pub enum Need {
     Paxos { gid: GroupId, from: ReplicaId },
     /// ShardPull / ShardDelete from another group.
     Migration,
-    /// Master Join / Leave / Move.
+    /// Master Join / Leave / Move, and operator status requests.
     Admin,
     /// A KV request or a master Query.
     Client,

@@ -82,6 +82,10 @@ options:
                           recently active is evicted, as if expired (default
                           4096; about 660 bytes each). Must be the same on
                           every node
+  --metrics-listen HOST:PORT
+                          serve Prometheus metrics on GET /metrics here (plain
+                          HTTP, no authentication: bind it to a private address;
+                          default: off)
   --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
                           client of the --masters cluster (default: off)
   --resp-threads N        event loops of the RESP gateway (default: the machine's cores)
@@ -109,6 +113,8 @@ options:
 
 /// The RESP gateway's address and event-loop count, when asked for.
 struct RespArgs {
+    /// `--metrics-listen` (kept here with the other side listeners).
+    metrics_listen: Option<SocketAddr>,
     listen: Option<SocketAddr>,
     threads: Option<usize>,
     /// `--resp-password-file`: RESP clients must AUTH first.
@@ -123,6 +129,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     let mut data_dir = None;
     let mut masters = None;
     let mut resp_listen = None;
+    let mut metrics_listen = None;
     let mut resp_threads = None;
     let mut cluster_key_file = std::env::var_os("SYNOD_CLUSTER_KEY_FILE");
     let mut client_key_file = None;
@@ -149,6 +156,11 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--resp-listen" => {
                 resp_listen = Some(value.parse::<SocketAddr>().map_err(|_| {
                     format!("--resp-listen {value:?} is not HOST:PORT (an IP address and port)")
+                })?)
+            }
+            "--metrics-listen" => {
+                metrics_listen = Some(value.parse::<SocketAddr>().map_err(|_| {
+                    format!("--metrics-listen {value:?} is not HOST:PORT (an IP address and port)")
                 })?)
             }
             "--resp-threads" => {
@@ -280,6 +292,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     Ok((
         cfg,
         RespArgs {
+            metrics_listen,
             listen: resp_listen,
             threads: resp_threads,
             password,
@@ -329,6 +342,15 @@ fn main() -> ExitCode {
         }
     };
     log::info!("listening on {}", node.local_addr);
+    if let Some(addr) = resp.metrics_listen {
+        let started = std::net::TcpListener::bind(addr)
+            .and_then(|l| synod::metrics::http::serve(l, node.metrics.clone()));
+        if let Err(e) = started {
+            eprintln!("synod-server: --metrics-listen {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+        log::info!("metrics on http://{addr}/metrics");
+    }
     // After the node is up, so a RESP client's first command finds this
     // node serving; the gateway retries through the masters anyway.
     if let Some(addr) = resp.listen {

@@ -34,13 +34,21 @@ commands:
   admin leave GID...      remove groups
   admin move SHARD GID    assign SHARD to group GID
   admin query [NUM]       print configuration NUM (default: latest) as JSON
+  admin status [--table]  ask every node (masters and configured servers)
+                          for the groups it hosts; print every group's
+                          members, leader, ballot, commit and applied points,
+                          each member's lag, its shards and each node's
+                          reachability, as one line of JSON or (--table) a
+                          table; exit 1 when a group has no reachable majority
   playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
-             [--server-arg ARG]... [--resp-port PORT]
+             [--server-arg ARG]... [--resp-port PORT] [--metrics-port PORT]
                           run a local cluster until Ctrl-C; each --server-arg
                           is passed to every synod-server (e.g.
                           --server-arg=--reads --server-arg=log); with
                           --resp-port, node i also serves Redis (RESP2) on
-                          PORT+i
+                          PORT+i; node i serves Prometheus metrics on
+                          http://127.0.0.1:PORT+i/metrics (default PORT:
+                          --base-port + 200), printed as SYNOD_METRICS
 
 options (before COMMAND):
   --masters A,B,C         shard master addresses (default: $SYNOD_MASTERS)
@@ -100,6 +108,7 @@ enum Cmd {
     Leave { gids: Vec<GroupId> },
     Move { shard: u32, gid: GroupId },
     Query { num: Option<u64> },
+    Status { table: bool },
     Playground(PlaygroundArgs),
 }
 
@@ -114,6 +123,16 @@ struct PlaygroundArgs {
     server_args: Vec<OsString>,
     /// With `Some(p)`, node `i` also serves RESP on `p + i`.
     resp_port: Option<u16>,
+    /// Node `i` serves metrics on `p + i` (`None`: `base_port + 200`;
+    /// the perf scripts put `--resp-port` at `base_port + 100`).
+    metrics_port: Option<u16>,
+}
+
+impl PlaygroundArgs {
+    fn metrics_base(&self) -> usize {
+        self.metrics_port
+            .map_or(usize::from(self.base_port) + 200, usize::from)
+    }
 }
 
 fn main() {
@@ -179,6 +198,8 @@ fn run(args: Vec<OsString>, env_masters: Option<String>) -> i32 {
                     return EXIT_USAGE;
                 }
             }
+            let masters = opts.masters.clone();
+            let key = opts.cluster_key.clone();
             let mut client = match Client::new(opts) {
                 Ok(c) => c,
                 Err(e) => {
@@ -186,6 +207,9 @@ fn run(args: Vec<OsString>, env_masters: Option<String>) -> i32 {
                     return EXIT_USAGE;
                 }
             };
+            if let Cmd::Status { table } = command {
+                return admin_status(&mut client, &masters, key.as_ref(), cli.timeout, table);
+            }
             execute(&mut client, command)
         }
     }
@@ -213,7 +237,7 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
         Cmd::Leave { gids } => client.leave(gids).map(|c| Some(config_line(&c))),
         Cmd::Move { shard, gid } => client.move_shard(shard, gid).map(|c| Some(config_line(&c))),
         Cmd::Query { num } => client.query(num).map(|c| Some(config_line(&c))),
-        Cmd::Help | Cmd::Playground(_) => unreachable!("handled by run"),
+        Cmd::Help | Cmd::Playground(_) | Cmd::Status { .. } => unreachable!("handled by run"),
     };
     match result {
         Ok(out) => {
@@ -226,6 +250,44 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
             eprintln!("synod: {e}");
             EXIT_FAILED
         }
+    }
+}
+
+/// `admin status`: every node's report, put together per group. Exit 1
+/// when some group has no reachable majority (or nothing answered).
+fn admin_status(
+    client: &mut Client,
+    masters: &[String],
+    key: Option<&Key>,
+    timeout: Duration,
+    table: bool,
+) -> i32 {
+    use synod::client::status;
+    let config = client.query(None).map_err(|e| e.to_string());
+    let nodes = status::nodes_of(masters, config.as_ref().ok());
+    // Each node gets a few seconds at most; they are asked in parallel.
+    let reports = status::fetch_all(&nodes, key, timeout.min(Duration::from_secs(3)));
+    let st = status::assemble(masters, config.as_ref().map_err(Clone::clone), &reports);
+    let text = if table {
+        st.to_table()
+    } else {
+        st.to_json() + "\n"
+    };
+    print_stdout(text.as_bytes());
+    if st.all_quorate() {
+        EXIT_OK
+    } else {
+        let lost: Vec<String> = st
+            .groups
+            .iter()
+            .filter(|g| !g.quorum)
+            .map(|g| g.gid.to_string())
+            .collect();
+        eprintln!(
+            "synod: no reachable majority in group(s) {}",
+            lost.join(", ")
+        );
+        EXIT_FAILED
     }
 }
 
@@ -371,10 +433,15 @@ fn parse_command(words: &[OsString]) -> Result<Cmd, String> {
                     }),
                     _ => Err("usage: synod admin query [NUM]".to_string()),
                 },
+                Some("status") => match (n, words.get(2).map(|w| w.to_string_lossy())) {
+                    (0, _) => Ok(Cmd::Status { table: false }),
+                    (1, Some(w)) if w == "--table" => Ok(Cmd::Status { table: true }),
+                    _ => Err("usage: synod admin status [--table]".to_string()),
+                },
                 Some(other) => Err(format!(
-                    "unknown admin command {other:?} (join, leave, move, query)"
+                    "unknown admin command {other:?} (join, leave, move, query, status)"
                 )),
-                None => Err("usage: synod admin join|leave|move|query ...".to_string()),
+                None => Err("usage: synod admin join|leave|move|query|status ...".to_string()),
             }
         }
         "playground" => parse_playground(&words[1..]).map(Cmd::Playground),
@@ -390,6 +457,7 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
         groups: PLAYGROUND_GROUPS,
         server_args: Vec::new(),
         resp_port: None,
+        metrics_port: None,
     };
     let mut i = 0;
     while i < words.len() {
@@ -436,6 +504,13 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
                 }
                 args.resp_port = Some(port);
             }
+            "--metrics-port" => {
+                let port = parse_number::<u16>(&value.to_string_lossy(), "PORT")?;
+                if port == 0 {
+                    return Err("--metrics-port must be a port number, 1-65535".to_string());
+                }
+                args.metrics_port = Some(port);
+            }
             _ => return Err(format!("playground: unknown option {arg}")),
         }
         i += 1;
@@ -444,6 +519,13 @@ fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
         return Err(format!(
             "--base-port {} leaves no room for {} nodes",
             args.base_port, args.nodes
+        ));
+    }
+    if args.metrics_base() + args.nodes - 1 > usize::from(u16::MAX) {
+        return Err(format!(
+            "--metrics-port {} leaves no room for {} nodes",
+            args.metrics_base(),
+            args.nodes
         ));
     }
     if let Some(p) = args.resp_port {
@@ -725,9 +807,13 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
                 .map(|p| format!("127.0.0.1:{}", usize::from(p) + i))
         })
         .collect();
+    let metrics_addrs: Vec<String> = (0..args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.metrics_base() + i))
+        .collect();
     // Check every port before starting anything, so a clash is one clear
     // message rather than a node dying in its log.
-    for addr in addrs.iter().chain(resp_addrs.iter().flatten()) {
+    let all = addrs.iter().chain(resp_addrs.iter().flatten());
+    for addr in all.chain(&metrics_addrs) {
         if let Err(e) = TcpListener::bind(addr.as_str()) {
             return Err(Stop::Failed(format!(
                 "port {addr} is busy ({e}); pick free ports with --base-port"
@@ -766,6 +852,9 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
     for (i, addr) in addrs.iter().enumerate() {
         let data_dir = dir.join(format!("node-{i}"));
         let log = dir.join(format!("node-{i}.log"));
+        let mut node_args = server_args.clone();
+        node_args.push("--metrics-listen".into());
+        node_args.push(metrics_addrs[i].clone().into());
         let child = spawn_node(
             &server,
             addr,
@@ -773,7 +862,7 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
             &data_dir,
             &masters,
             &log,
-            &server_args,
+            &node_args,
         )?;
         nodes.children.push((addr.clone(), log, child));
     }
@@ -856,6 +945,11 @@ fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Result<(), Stop
         // One line per fact, so scripts can `sed -n 's/^SYNOD_RESP=//p'`.
         let _ = writeln!(banner, "SYNOD_RESP={}", resp.join(","));
     }
+    let metrics_urls: Vec<String> = metrics_addrs
+        .iter()
+        .map(|a| format!("http://{a}/metrics"))
+        .collect();
+    let _ = writeln!(banner, "SYNOD_METRICS={}", metrics_urls.join(","));
     let _ = writeln!(
         banner,
         "export SYNOD_MASTERS={masters} SYNOD_CLUSTER_KEY_FILE={key_file}; {synod} put hello world; {synod} get hello"
@@ -1147,6 +1241,12 @@ mod tests {
             Cmd::Move { shard: 7, gid: 2 }
         );
         assert_eq!(cmd(&["admin", "query", "12"]), Cmd::Query { num: Some(12) });
+        assert_eq!(cmd(&["admin", "status"]), Cmd::Status { table: false });
+        assert_eq!(
+            cmd(&["admin", "status", "--table"]),
+            Cmd::Status { table: true }
+        );
+        assert!(parse(&["admin", "status", "--tabel"]).is_err());
         assert_eq!(cmd(&["--help"]), Cmd::Help);
         assert_eq!(cmd(&["help"]), Cmd::Help);
     }
@@ -1162,6 +1262,7 @@ mod tests {
                 groups: 3,
                 server_args: vec![],
                 resp_port: None,
+                metrics_port: None,
             })
         );
         assert_eq!(
@@ -1178,7 +1279,9 @@ mod tests {
                 "--server-arg",
                 "log",
                 "--resp-port",
-                "9100"
+                "9100",
+                "--metrics-port",
+                "9200"
             ]),
             Cmd::Playground(PlaygroundArgs {
                 dir: Some(PathBuf::from("/tmp/x")),
@@ -1187,6 +1290,7 @@ mod tests {
                 groups: 1,
                 server_args: vec!["--reads".into(), "log".into()],
                 resp_port: Some(9100),
+                metrics_port: Some(9200),
             })
         );
     }
@@ -1258,6 +1362,7 @@ mod tests {
             groups: 1,
             server_args: vec![],
             resp_port: None,
+            metrics_port: None,
         };
         let err = playground(&args, Duration::from_secs(1)).unwrap_err();
         assert!(

@@ -32,6 +32,7 @@ pub(crate) mod logic;
 pub mod session;
 #[cfg(test)]
 mod session_tests;
+pub mod status;
 #[cfg(test)]
 mod tests;
 

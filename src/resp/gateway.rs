@@ -687,6 +687,7 @@ fn parse_commands(c: &mut RespConn, opts: &GatewayOptions, now: Instant) {
         match c.parser.next_command(&mut c.inbuf) {
             Ok(Some(args)) => {
                 c.commands += 1;
+                crate::metrics::RESP.commands.inc();
                 c.last_command = now;
                 c.partial_since = None;
                 if c.pipeline.push(&args) == Pushed::Quit {
@@ -709,6 +710,7 @@ fn parse_commands(c: &mut RespConn, opts: &GatewayOptions, now: Instant) {
                 return;
             }
             Err(e) => {
+                crate::metrics::RESP.protocol_errors.inc();
                 log::warn!("RESP connection {}: {e}; closing it", c.id);
                 c.pipeline.push_reply(Reply::error(format!("ERR {e}")));
                 c.closing = true;

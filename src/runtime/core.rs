@@ -30,6 +30,7 @@ use super::{owner_core, RuntimeConfig, MIN_RATE_GRACE};
 use crate::auth::{self, Accepting, Identity, Need};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
+use crate::metrics::{self, CoreMetrics, GroupMetrics, Metrics, ReplicaView};
 use crate::paxos::{Durable, Ready, Synced};
 use crate::replica::{Output, Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
@@ -111,6 +112,22 @@ impl Hosted {
             Hosted::Master(r) => r.paxos().id(),
         }
     }
+    /// What the metrics and the status request read.
+    fn view(&self) -> ReplicaView<'_> {
+        match self {
+            Hosted::Kv(r) => {
+                let c = r.state().config();
+                ReplicaView {
+                    paxos: r.paxos(),
+                    config: Some((c.num, &c.shards)),
+                }
+            }
+            Hosted::Master(r) => ReplicaView {
+                paxos: r.paxos(),
+                config: None,
+            },
+        }
+    }
     /// Apply and release; replies come out as whole messages.
     fn advance(&mut self, ready: Ready, proof: Synced) -> Output<Message> {
         match self {
@@ -140,6 +157,11 @@ struct Group {
     peers: Vec<Option<Token>>,
     /// When each peer may be dialed again, and the current backoff.
     redial: Vec<(Instant, Duration)>,
+    /// Its gauges, stored once per tick.
+    metrics: Arc<GroupMetrics>,
+    /// Paxos's proposal counters at the last publication (for the batch
+    /// size histogram).
+    proposed_seen: (u64, u64),
 }
 
 pub struct Core {
@@ -160,8 +182,15 @@ pub struct Core {
     recovered: BTreeMap<GroupId, Durable>,
     wal: Wal,
     rng: Rng,
-    /// Reply handle → (connection, request id, group).
-    waiting: HashMap<ReplyTo, (Token, u64, GroupId)>,
+    /// Reply handle → (connection, request id, group, and for the
+    /// metrics the request's kind and the turn it was read in).
+    waiting: HashMap<ReplyTo, (Token, u64, GroupId, u8, Instant)>,
+    /// When this loop turn's `poll` returned (the arrival time of the
+    /// requests read in it, for the latency histogram).
+    turn_at: Instant,
+    /// This core's counters, and the node's (for registering groups).
+    metrics: Arc<CoreMetrics>,
+    node_metrics: Arc<Metrics>,
     next_reply: ReplyTo,
     /// Connections with unread input left after their read budget.
     read_again: Vec<Token>,
@@ -216,9 +245,13 @@ impl Core {
         wal: Wal,
         recovered: BTreeMap<GroupId, Durable>,
         seed: u64,
+        node_metrics: Arc<Metrics>,
     ) -> Core {
         let now = Instant::now();
         Core {
+            turn_at: now,
+            metrics: node_metrics.cores[id].clone(),
+            node_metrics,
             now_ms: synod_wire::unix_now_ms(),
             id,
             poll,
@@ -309,6 +342,10 @@ impl Core {
     fn insert_group(&mut self, gid: GroupId, replica: Hosted, members: Vec<String>) {
         let now = Instant::now();
         let n = members.len();
+        let metrics =
+            self.node_metrics
+                .register_group(GroupMetrics::new(gid, replica.id(), members.clone()));
+        metrics.publish(replica.view());
         self.groups.insert(
             gid,
             Group {
@@ -316,6 +353,8 @@ impl Core {
                 members,
                 peers: vec![None; n],
                 redial: vec![(now, Duration::from_millis(50)); n],
+                metrics,
+                proposed_seen: (0, 0),
             },
         );
     }
@@ -336,6 +375,7 @@ impl Core {
                 panic!("core {}: poll failed: {e}", self.id);
             }
             self.now_ms = synod_wire::unix_now_ms();
+            self.turn_at = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -362,6 +402,7 @@ impl Core {
                 self.next_tick = now + self.cfg.tick;
                 for g in self.groups.values_mut() {
                     g.replica.tick(&mut self.rng);
+                    publish_group(g, &self.metrics);
                 }
                 if now.duration_since(self.last_sweep) >= Duration::from_millis(100) {
                     self.last_sweep = now;
@@ -483,6 +524,7 @@ impl Core {
             return None;
         }
         conn.want_write = conn.connecting;
+        self.count_conn(&conn, true);
         self.conns.insert(token, conn);
         Some(token)
     }
@@ -544,6 +586,45 @@ impl Core {
             }
             None => false,
         }
+    }
+
+    /// Keep the open-connection gauges (by role) current.
+    fn count_conn(&self, c: &Conn, opened: bool) {
+        let g = match c.role {
+            Role::Incoming => &self.metrics.conns_incoming,
+            Role::Peer { .. } => &self.metrics.conns_peer,
+            Role::Rpc { .. } => &self.metrics.conns_rpc,
+        };
+        if opened {
+            g.inc();
+        } else {
+            g.set(g.get().saturating_sub(1));
+        }
+    }
+
+    /// Mirror the WAL's counters after a sync (a few relaxed stores).
+    fn publish_wal(&self) {
+        let s = self.wal.stats();
+        let m = &self.metrics;
+        m.wal_bytes.set(s.bytes);
+        m.wal_writes.set(s.writes);
+        m.wal_syncs.set(s.syncs);
+        m.wal_segments.set(self.wal.segment_count() as u64);
+        m.wal_segments_created.set(s.segments_created);
+        m.wal_segments_deleted.set(s.segments_deleted);
+        let new = s.snapshots_written.saturating_sub(m.snapshots.get());
+        let spent = s.snapshot_write_us.saturating_sub(self.snapshot_us_seen());
+        if let Some(mean) = spent.checked_div(new) {
+            // Written this sync: their mean duration, once each.
+            m.snapshot_write.observe_n(mean, new);
+            m.snapshots.set(s.snapshots_written);
+            m.snapshot_bytes.set(s.snapshot_bytes);
+        }
+    }
+
+    /// Snapshot-writing time already in the histogram, in µs.
+    fn snapshot_us_seen(&self) -> u64 {
+        self.metrics.snapshot_write.sum()
     }
 
     /// Log a warning unless too many were logged this second.
@@ -608,6 +689,7 @@ impl Core {
             };
             match listener.accept() {
                 Ok((stream, addr)) => {
+                    self.metrics.conns_accepted.inc();
                     let conn = Conn::new(
                         stream,
                         Role::Incoming,
@@ -652,6 +734,8 @@ impl Core {
 
     fn close(&mut self, t: Token, why: Close) {
         if let Some(mut c) = self.conns.remove(&t) {
+            self.count_conn(&c, false);
+            self.metrics.conns_closed.inc();
             let addr = c
                 .stream
                 .peer_addr()
@@ -792,6 +876,7 @@ impl Core {
         let Some(mut c) = self.conns.remove(&t) else {
             return;
         };
+        self.count_conn(&c, false);
         let _ = self.poll.registry().deregister(&mut c.stream);
         let rest = std::mem::take(&mut c.rbuf);
         // mio streams convert back to std through their raw descriptor.
@@ -837,10 +922,20 @@ impl Core {
             self.on_auth(t, m);
             return;
         }
+        // For the metrics: requests by kind, and below, the replies
+        // answered at once (refusals) by kind and result.
+        let kind = metrics::request_kind(&frame.message).unwrap_or(0);
+        let is_request = matches!(
+            frame.message,
+            Message::Request(_) | Message::Master(_) | Message::StatusRequest
+        );
+        if is_request {
+            self.metrics.requests[kind].inc();
+        }
         let need = match &frame.message {
             Message::Request(_) => Some(Need::Client),
             Message::Master(m) if matches!(m.op, MasterOp::Query { .. }) => Some(Need::Client),
-            Message::Master(_) => Some(Need::Admin),
+            Message::Master(_) | Message::StatusRequest => Some(Need::Admin),
             Message::Paxos(m) => Some(Need::Paxos {
                 gid,
                 from: m.from(),
@@ -873,14 +968,19 @@ impl Core {
                         if let Some(c) = self.conns.get_mut(&t) {
                             c.refused += 1;
                         }
-                        let group = if matches!(frame.message, Message::Master(_)) {
-                            0
-                        } else {
-                            gid
-                        };
+                        let group =
+                            if matches!(frame.message, Message::Master(_) | Message::StatusRequest)
+                            {
+                                0
+                            } else {
+                                gid
+                            };
                         let reply = ClientReply::Error {
                             reason: why.to_string(),
                         };
+                        if is_request {
+                            self.metrics.reply(kind, metrics::RESULT_ERROR);
+                        }
                         self.reply_now(t, frame.request_id, group, reply);
                     }
                 }
@@ -890,6 +990,7 @@ impl Core {
         match frame.message {
             Message::Request(req) => {
                 if self.failed.is_some() {
+                    self.metrics.reply(kind, metrics::RESULT_NOT_LEADER);
                     self.reply_now(t, frame.request_id, gid, stopped_reply());
                     return;
                 }
@@ -899,15 +1000,17 @@ impl Core {
                     ..
                 }) = self.groups.get_mut(&gid)
                 else {
+                    self.metrics.reply(kind, metrics::RESULT_WRONG_GROUP);
                     self.reply_now(t, frame.request_id, gid, ClientReply::WrongGroup);
                     return;
                 };
                 r.set_now_ms(self.now_ms);
                 r.on_request(to, &req, synod_wire::encode_command);
-                self.await_reply(t, frame.request_id, gid);
+                self.await_reply(t, frame.request_id, gid, kind);
             }
             Message::Master(req) => {
                 if self.failed.is_some() {
+                    self.metrics.reply(kind, metrics::RESULT_NOT_LEADER);
                     self.reply_now(t, frame.request_id, 0, stopped_reply());
                     return;
                 }
@@ -920,11 +1023,12 @@ impl Core {
                     let reply = ClientReply::Error {
                         reason: "this node hosts no master replica".into(),
                     };
+                    self.metrics.reply(kind, metrics::RESULT_ERROR);
                     self.reply_now(t, frame.request_id, 0, reply);
                     return;
                 };
                 r.on_request(to, &req, synod_wire::encode_master_command);
-                self.await_reply(t, frame.request_id, 0);
+                self.await_reply(t, frame.request_id, 0, kind);
             }
             Message::Paxos(msg) => {
                 if self.failed.is_some() {
@@ -937,7 +1041,14 @@ impl Core {
             Message::ShardPull(r) => self.answer_pull(t, frame.request_id, gid, r),
             Message::ShardDelete(r) => self.answer_delete(t, frame.request_id, gid, r),
             Message::Auth(_) => {} // handled above
-            Message::Reply(_) | Message::Config(_) | Message::ShardData(_) => {
+            Message::StatusRequest => {
+                // Every core's replicas, from what they stored at their
+                // last tick: no hop to the other cores.
+                let status = self.node_metrics.node_status();
+                self.metrics.reply(kind, metrics::RESULT_STATUS);
+                self.send_reply(t, frame.request_id, 0, Message::Status(status));
+            }
+            Message::Reply(_) | Message::Config(_) | Message::ShardData(_) | Message::Status(_) => {
                 let is_rpc = self.conns.get(&t).is_some_and(|c| {
                     matches!(c.role, Role::Rpc { .. })
                         && (self.cfg.keys.cluster.is_none() || c.identity().is_some())
@@ -1100,6 +1211,10 @@ impl Core {
     }
 
     fn on_rpc_reply(&mut self, request_id: u64, message: Message) {
+        if let Message::ShardData(d) = &message {
+            self.metrics.migrate_chunks_in.inc();
+            self.metrics.migrate_bytes_in.add(d.data.len() as u64);
+        }
         if let Some((gid, cmd)) = self.migrator.on_answer(request_id, message) {
             self.propose_internal(gid, cmd);
         }
@@ -1111,6 +1226,10 @@ impl Core {
             Some(Hosted::Kv(rep)) => serve_pull(rep.state(), &r),
             _ => Message::Reply(ClientReply::Busy),
         };
+        if let Message::ShardData(d) = &message {
+            self.metrics.migrate_chunks_out.inc();
+            self.metrics.migrate_bytes_out.add(d.data.len() as u64);
+        }
         self.send_reply(t, request_id, gid, message);
     }
 
@@ -1124,10 +1243,11 @@ impl Core {
     }
 
     /// Remember who gets the reply to the request just handed to a replica.
-    fn await_reply(&mut self, t: Token, request_id: u64, gid: GroupId) {
+    fn await_reply(&mut self, t: Token, request_id: u64, gid: GroupId, kind: usize) {
         let to = self.next_reply;
         self.next_reply += 1;
-        self.waiting.insert(to, (t, request_id, gid));
+        self.waiting
+            .insert(to, (t, request_id, gid, kind as u8, self.turn_at));
         if let Some(c) = self.conns.get_mut(&t) {
             c.in_flight += 1;
         }
@@ -1280,7 +1400,14 @@ impl Core {
             self.flush_conns();
         }
         if !readies.is_empty() {
-            match self.wal.sync() {
+            let began = Instant::now();
+            let synced = self.wal.sync();
+            // One clock read after the sync serves the fsync histogram and
+            // every reply latency of this turn.
+            let now = Instant::now();
+            self.metrics.fsync.observe_duration(now - began);
+            self.publish_wal();
+            match synced {
                 Ok(proof) => {
                     for (gid, ready) in readies {
                         let out = {
@@ -1291,7 +1418,7 @@ impl Core {
                             self.send_paxos(gid, to, msg);
                         }
                         for (to, reply) in out.replies {
-                            self.deliver_reply(to, reply);
+                            self.deliver_reply(to, reply, now);
                         }
                         if !out.garbage.is_empty() {
                             self.wal.janitor().drop_later(out.garbage);
@@ -1304,8 +1431,11 @@ impl Core {
                     // replicas stop; their clients are told and go elsewhere.
                     log::error!("core {}: WAL failed, stopping its replicas: {e}", self.id);
                     self.failed = Some(e.to_string());
+                    self.metrics.wal_failed.set(1);
                     let waiting: Vec<_> = self.waiting.drain().collect();
-                    for (_, (t, rid, gid)) in waiting {
+                    for (_, (t, rid, gid, kind, _)) in waiting {
+                        self.metrics
+                            .reply(kind as usize, metrics::RESULT_NOT_LEADER);
                         self.reply_now(t, rid, gid, stopped_reply());
                     }
                 }
@@ -1335,10 +1465,13 @@ impl Core {
         }
     }
 
-    fn deliver_reply(&mut self, to: ReplyTo, reply: Message) {
-        let Some((t, rid, gid)) = self.waiting.remove(&to) else {
+    fn deliver_reply(&mut self, to: ReplyTo, reply: Message, now: Instant) {
+        let Some((t, rid, gid, kind, arrived)) = self.waiting.remove(&to) else {
             return;
         };
+        let kind = kind as usize;
+        self.metrics.reply(kind, metrics::result_of(&reply));
+        self.metrics.latency[kind].observe_duration(now.saturating_duration_since(arrived));
         if let Some(c) = self.conns.get_mut(&t) {
             c.in_flight = c.in_flight.saturating_sub(1);
             if c.paused {
@@ -1373,6 +1506,24 @@ impl Core {
             self.close(t, e);
         }
     }
+}
+
+/// Store a group's state for the metrics and status (once per tick), and
+/// the batch sizes its leader proposed since the last time.
+fn publish_group(g: &mut Group, m: &CoreMetrics) {
+    let view = g.replica.view();
+    let s = view.paxos.stats();
+    let (slots, cmds) = (
+        s.slots_proposed.saturating_sub(g.proposed_seen.0),
+        s.commands_proposed.saturating_sub(g.proposed_seen.1),
+    );
+    if let Some(mean) = cmds.checked_div(slots) {
+        m.batch.observe_n(mean, slots);
+        m.slots_proposed.add(slots);
+        m.commands_proposed.add(cmds);
+    }
+    g.proposed_seen = (s.slots_proposed, s.commands_proposed);
+    g.metrics.publish(view);
 }
 
 /// The remote address of a connection, for logs.

@@ -150,6 +150,8 @@ pub struct Node {
     pub handles: Arc<Vec<CoreHandle>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     pub local_addr: SocketAddr,
+    /// What the cores publish for `--metrics-listen` and status requests.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Tell every core about a configuration (control traffic: a channel
@@ -265,6 +267,10 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         .local_addr()
         .map_err(|e| StartError(format!("local_addr: {e}")))?;
     let cfg = Arc::new(cfg);
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        cfg.advertise.clone(),
+        cfg.cores,
+    ));
 
     let mut polls = Vec::new();
     let mut handles = Vec::new();
@@ -328,6 +334,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
             wal,
             groups,
             seed,
+            metrics.clone(),
         );
         if owner_core(0, cfg.cores) == id {
             if let Some(me) = cfg.masters.iter().position(|m| *m == cfg.advertise) {
@@ -351,6 +358,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         handles,
         threads,
         local_addr,
+        metrics,
     })
 }
 

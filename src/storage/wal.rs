@@ -41,6 +41,10 @@ pub struct WalStats {
     /// Bytes written to WAL segments.
     pub bytes: u64,
     pub snapshots_written: u64,
+    /// Bytes of snapshot files written.
+    pub snapshot_bytes: u64,
+    /// Time spent writing snapshot files (temp file, fsync, rename), µs.
+    pub snapshot_write_us: u64,
     pub segments_created: u64,
     pub segments_deleted: u64,
 }
@@ -479,8 +483,11 @@ impl Wal {
         let snapshots = !self.staged.is_empty();
         if snapshots {
             for (group, (index, data)) in std::mem::take(&mut self.staged) {
+                let began = std::time::Instant::now();
                 self.stats.syncs += snapshot::write(&self.dir, group, index, &data, always)?;
+                self.stats.snapshot_write_us += began.elapsed().as_micros() as u64;
                 self.stats.snapshots_written += 1;
+                self.stats.snapshot_bytes += data.len() as u64;
                 self.groups.entry(group).or_default().snap_index = Some(index);
                 log::debug!(
                     "wal {}: group {group} snapshot at {index}",

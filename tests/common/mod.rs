@@ -36,6 +36,8 @@ pub struct NodeProc {
     pub addr: String,
     /// `--resp-listen` address, when the cluster was started with RESP.
     pub resp_addr: Option<String>,
+    /// `--metrics-listen` address, when the cluster was started with metrics.
+    pub metrics_addr: Option<String>,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
     pub log: PathBuf,
@@ -93,14 +95,14 @@ impl Cluster {
 
     /// [`Cluster::new_with_resp`], every node also given `args`, with `auth`.
     pub fn new_with_resp_args(n: usize, args: &[&str], auth: Auth) -> Cluster {
-        let c = Cluster::start_full(n, 0, true, args, auth);
+        let c = Cluster::start_full(n, 0, true, args, auth, false);
         c.join_group_1();
         c
     }
 
     /// `n` nodes, masters and group 1 of all of them, serving, with `auth`.
     pub fn new_auth(n: usize, auth: Auth) -> Cluster {
-        let c = Cluster::start_full(n, 0, false, &[], auth);
+        let c = Cluster::start_full(n, 0, false, &[], auth, false);
         c.join_group_1();
         c
     }
@@ -118,7 +120,15 @@ impl Cluster {
     }
 
     fn start_opts(n_masters: usize, extra: usize, resp: bool, args: &[&str]) -> Cluster {
-        Cluster::start_full(n_masters, extra, resp, args, Auth::ClusterKey)
+        Cluster::start_full(n_masters, extra, resp, args, Auth::ClusterKey, false)
+    }
+
+    /// `n` nodes, masters and group 1 of all of them, serving, each with
+    /// `--metrics-listen` on its own port (`NodeProc::metrics_addr`).
+    pub fn new_with_metrics(n: usize) -> Cluster {
+        let c = Cluster::start_full(n, 0, false, &[], Auth::ClusterKey, true);
+        c.join_group_1();
+        c
     }
 
     /// `n` nodes, masters and group 1 of all of them, serving, with every
@@ -126,7 +136,7 @@ impl Cluster {
     /// filesystem) instead of the test directory; logs stay in the test
     /// directory.
     pub fn start_on(n: usize, data_root: &std::path::Path, args: &[&str]) -> Cluster {
-        let c = Cluster::start_full_on(n, 0, false, args, Auth::ClusterKey, Some(data_root));
+        let c = Cluster::start_full_on(n, 0, false, args, Auth::ClusterKey, false, Some(data_root));
         c.join_group_1();
         c
     }
@@ -137,8 +147,9 @@ impl Cluster {
         resp: bool,
         args: &[&str],
         auth: Auth,
+        metrics: bool,
     ) -> Cluster {
-        Cluster::start_full_on(n_masters, extra, resp, args, auth, None)
+        Cluster::start_full_on(n_masters, extra, resp, args, auth, metrics, None)
     }
 
     fn start_full_on(
@@ -147,6 +158,7 @@ impl Cluster {
         resp: bool,
         args: &[&str],
         auth: Auth,
+        metrics: bool,
         data_root: Option<&std::path::Path>,
     ) -> Cluster {
         let n = n_masters + extra;
@@ -176,7 +188,7 @@ impl Cluster {
             extra_args.push(path.display().to_string());
             key
         });
-        let ports = free_ports(2 * n);
+        let ports = free_ports(3 * n);
         let addrs: Vec<String> = ports[..n]
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
@@ -188,6 +200,7 @@ impl Cluster {
             .map(|(i, addr)| NodeProc {
                 addr: addr.clone(),
                 resp_addr: resp.then(|| format!("127.0.0.1:{}", ports[n + i])),
+                metrics_addr: metrics.then(|| format!("127.0.0.1:{}", ports[2 * n + i])),
                 data_dir: data_root.unwrap_or(&dir).join(format!("node-{i}")),
                 child: None,
                 log: dir.join(format!("node-{i}.log")),
@@ -256,6 +269,11 @@ impl Cluster {
                 node.resp_addr
                     .iter()
                     .flat_map(|a| ["--resp-listen".to_string(), a.clone()]),
+            )
+            .args(
+                node.metrics_addr
+                    .iter()
+                    .flat_map(|a| ["--metrics-listen".to_string(), a.clone()]),
             )
             .args(&self.extra_args)
             // SYNOD_TEST_LOG=info,synod::runtime::core=debug (say) to see

@@ -31,9 +31,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::types::{
     Accept, Accepted, AuthChallenge, AuthHello, AuthMsg, AuthProof, AuthRole, Ballot, Batch,
     CatchupRequest, CatchupResponse, ClientReply, ClientRequest, Commit, Config, Frame, GroupId,
-    GroupInfo, Heartbeat, LogEntry, MasterOp, MasterRequest, Message, Op, PaxosMsg, PreVote,
-    PreVoteReply, Prepare, Promise, Proposal, PutCond, Reject, ReplicaId, ShardData, ShardPull,
-    ShardRef, SnapshotChunk, SnapshotRequest,
+    GroupInfo, GroupStatus, Heartbeat, LogEntry, MasterOp, MasterRequest, Message, NodeStatus, Op,
+    PaxosMsg, PreVote, PreVoteReply, Prepare, Promise, Proposal, PutCond, Reject, ReplicaId,
+    ShardData, ShardPull, ShardRef, SnapshotChunk, SnapshotRequest,
 };
 
 // ---------------------------------------------------------------------------
@@ -176,12 +176,17 @@ pub const KIND_AUTH_CHALLENGE: u8 = 0x51;
 /// Authentication: the dialer's proof of the key.
 pub const KIND_AUTH_PROOF: u8 = 0x52;
 
+/// Operator: a node's view of every group it hosts (empty body).
+pub const KIND_STATUS_REQUEST: u8 = 0x60;
+/// The answer to a status request.
+pub const KIND_STATUS: u8 = 0x61;
+
 /// The `num` a Query carries on the wire to ask for the latest configuration
 /// (`MasterOp::Query { num: None }`).
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 38] = [
+pub const ALL_KINDS: [u8; 40] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -220,6 +225,8 @@ pub const ALL_KINDS: [u8; 38] = [
     KIND_AUTH_HELLO,
     KIND_AUTH_CHALLENGE,
     KIND_AUTH_PROOF,
+    KIND_STATUS_REQUEST,
+    KIND_STATUS,
 ];
 
 /// Whether `kind` is a code this version defines.
@@ -232,6 +239,7 @@ pub fn is_known_kind(kind: u8) -> bool {
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
             | KIND_SHARD_PULL..=KIND_SHARD_DATA
             | KIND_AUTH_HELLO..=KIND_AUTH_PROOF
+            | KIND_STATUS_REQUEST..=KIND_STATUS
     )
 }
 
@@ -272,6 +280,8 @@ pub fn kind_of(msg: &Message) -> u8 {
         Message::Auth(AuthMsg::Hello(_)) => KIND_AUTH_HELLO,
         Message::Auth(AuthMsg::Challenge(_)) => KIND_AUTH_CHALLENGE,
         Message::Auth(AuthMsg::Proof(_)) => KIND_AUTH_PROOF,
+        Message::StatusRequest => KIND_STATUS_REQUEST,
+        Message::Status(_) => KIND_STATUS,
     }
 }
 
@@ -605,6 +615,30 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
             out.put_slice(&c.mac);
         }
         Message::Auth(AuthMsg::Proof(p)) => out.put_slice(&p.mac),
+        Message::StatusRequest => {}
+        Message::Status(st) => {
+            put_byte_string(out, st.node.as_bytes());
+            put_count(out, st.groups.len());
+            for g in &st.groups {
+                out.put_u32_le(g.gid);
+                out.put_u32_le(g.replica);
+                put_count(out, g.members.len());
+                for m in &g.members {
+                    put_byte_string(out, m.as_bytes());
+                }
+                out.put_u8(u8::from(g.leading));
+                put_replica_hint(out, g.leader);
+                put_ballot(out, &g.ballot);
+                out.put_u64_le(g.commit);
+                out.put_u64_le(g.applied);
+                out.put_u64_le(g.log_slots);
+                out.put_u64_le(g.config_num);
+                put_count(out, g.shards.len());
+                for &s in &g.shards {
+                    out.put_u32_le(s);
+                }
+            }
+        }
     }
 }
 
@@ -786,6 +820,8 @@ const SLOT_LEN: usize = 8;
 const GID_LEN: usize = 4;
 const MIN_GROUP_INFO_LEN: usize = 4 + 4; // gid + empty server list
 const MIN_STRING_LEN: usize = 4; // length prefix
+/// gid, replica, empty members, leading, leader, ballot, four u64s, empty shards.
+const MIN_GROUP_STATUS_LEN: usize = 4 + 4 + 4 + 1 + 4 + 12 + 4 * 8 + 4;
 
 /// A cursor over a body. Every read checks the remaining length first and
 /// returns [`DecodeError::Truncated`] instead of panicking; byte strings are
@@ -931,6 +967,40 @@ impl Reader {
             groups.push(GroupInfo { gid, servers });
         }
         Ok(groups)
+    }
+
+    fn node_status(&mut self) -> Result<NodeStatus, DecodeError> {
+        let node = self.string()?;
+        let n = self.count(MIN_GROUP_STATUS_LEN)?;
+        let mut groups = Vec::with_capacity(n);
+        for _ in 0..n {
+            let gid = self.u32()?;
+            let replica = self.u32()?;
+            let m = self.count(MIN_STRING_LEN)?;
+            let mut members = Vec::with_capacity(m);
+            for _ in 0..m {
+                members.push(self.string()?);
+            }
+            let leading = match self.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid("Status leading flag is not 0 or 1")),
+            };
+            groups.push(GroupStatus {
+                gid,
+                replica,
+                members,
+                leading,
+                leader: self.replica_hint()?,
+                ballot: self.ballot()?,
+                commit: self.u64()?,
+                applied: self.u64()?,
+                log_slots: self.u64()?,
+                config_num: self.u64()?,
+                shards: self.gids()?,
+            });
+        }
+        Ok(NodeStatus { node, groups })
     }
 
     fn replica_hint(&mut self) -> Result<Option<ReplicaId>, DecodeError> {
@@ -1167,6 +1237,8 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             mac: r.array()?,
         })),
         KIND_AUTH_PROOF => Message::Auth(AuthMsg::Proof(AuthProof { mac: r.array()? })),
+        KIND_STATUS_REQUEST => Message::StatusRequest,
+        KIND_STATUS => Message::Status(r.node_status()?),
         _ => return Err(DecodeError::UnknownKind(kind)),
     };
     r.finish()?;

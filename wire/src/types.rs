@@ -435,6 +435,47 @@ pub enum Message {
     /// The authentication handshake (kinds 0x50-0x52), the first frames of
     /// a connection to a cluster that has a key (see `src/auth.rs`).
     Auth(AuthMsg),
+    /// An operator asks one node for its view of every group it hosts
+    /// (kind 0x60, empty body; an admin request: cluster key).
+    StatusRequest,
+    /// A node's answer to [`Message::StatusRequest`] (kind 0x61).
+    Status(NodeStatus),
+}
+
+/// One node's view of the replica groups it hosts (`synod admin status`
+/// asks every node and puts the views together).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node's advertised address.
+    pub node: String,
+    /// Sorted by gid; the master group is gid 0.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// One replica's view of its group, as its core last stored it (at most a
+/// tick old).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub gid: GroupId,
+    /// This replica's index in `members`.
+    pub replica: ReplicaId,
+    pub members: Vec<String>,
+    /// Whether this replica leads.
+    pub leading: bool,
+    /// The replica it believes leads (itself when leading), if any.
+    pub leader: Option<ReplicaId>,
+    /// The highest ballot it promised.
+    pub ballot: Ballot,
+    /// Every slot below this is chosen (commit point).
+    pub commit: u64,
+    /// Every slot below this is applied to the state machine.
+    pub applied: u64,
+    /// Slots held in the log above the snapshot.
+    pub log_slots: u64,
+    /// The configuration a KV group has applied (0 for the master group).
+    pub config_num: u64,
+    /// The shards the group serves in that configuration.
+    pub shards: Vec<u32>,
 }
 
 /// Bytes of a handshake nonce.

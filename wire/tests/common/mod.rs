@@ -338,6 +338,31 @@ pub fn samples() -> Vec<Frame> {
                 mac: seq_bytes(0xc0),
             })),
         },
+        Frame {
+            request_id: 31,
+            group: 0,
+            message: Message::StatusRequest,
+        },
+        Frame {
+            request_id: 31,
+            group: 0,
+            message: Message::Status(NodeStatus {
+                node: "a:1".into(),
+                groups: vec![GroupStatus {
+                    gid: 1,
+                    replica: 0,
+                    members: vec!["a:1".into(), "b:1".into()],
+                    leading: true,
+                    leader: Some(0),
+                    ballot: Ballot::new(3, 0),
+                    commit: 10,
+                    applied: 9,
+                    log_slots: 4,
+                    config_num: 2,
+                    shards: vec![0, 2],
+                }],
+            }),
+        },
     ]
 }
 
@@ -408,6 +433,8 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
         Message::ShardData(d) => vec![&d.data],
         // Fixed-size arrays, copied.
         Message::Auth(_) => vec![],
+        // Integers and (copied) strings.
+        Message::StatusRequest | Message::Status(_) => vec![],
     }
 }
 
@@ -729,6 +756,50 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
             .boxed(),
         KIND_AUTH_PROOF => any::<[u8; 32]>()
             .prop_map(|mac| Message::Auth(AuthMsg::Proof(AuthProof { mac })))
+            .boxed(),
+        KIND_STATUS_REQUEST => Just(Message::StatusRequest).boxed(),
+        KIND_STATUS => (
+            "[a-z0-9.:]{0,12}",
+            vec(
+                (
+                    (
+                        any::<u32>(),
+                        any::<u32>(),
+                        vec("[a-z0-9.:]{0,12}", 0..4),
+                        any::<bool>(),
+                        prop_oneof![Just(None), (0..u32::MAX).prop_map(Some)],
+                        arb_ballot(),
+                    ),
+                    (
+                        any::<u64>(),
+                        any::<u64>(),
+                        any::<u64>(),
+                        any::<u64>(),
+                        vec(any::<u32>(), 0..8),
+                    ),
+                )
+                    .prop_map(
+                        |(
+                            (gid, replica, members, leading, leader, ballot),
+                            (commit, applied, log_slots, config_num, shards),
+                        )| GroupStatus {
+                            gid,
+                            replica,
+                            members,
+                            leading,
+                            leader,
+                            ballot,
+                            commit,
+                            applied,
+                            log_slots,
+                            config_num,
+                            shards,
+                        },
+                    ),
+                0..4,
+            ),
+        )
+            .prop_map(|(node, groups)| Message::Status(NodeStatus { node, groups }))
             .boxed(),
         KIND_MASTER_JOIN..=KIND_MASTER_QUERY => arb_master_request_of_kind(kind)
             .prop_map(Message::Master)

@@ -1,0 +1,630 @@
+//! `synod admin status`: ask every node for its view of the groups it
+//! hosts (`StatusRequest`, wire kind 0x60, an admin request), and put the
+//! views together per group: members, leader, ballot, commit and applied
+//! points, each member's lag, shards, reachability and quorum.
+//!
+//! Fetching is blocking (one thread per node, each bounded by a timeout);
+//! `assemble` and the two renderings are pure, so they are unit-tested
+//! without a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use synod_wire::{encode_frame, Ballot, Config, Decoder, Frame, GroupId, Message, NodeStatus};
+
+use crate::auth::{self, Identity, Key};
+
+/// One node's status report: its answer, or why there is none.
+pub fn fetch_node(addr: &str, key: Option<&Key>, timeout: Duration) -> Result<NodeStatus, String> {
+    let deadline = Instant::now() + timeout;
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("bad address: {e}"))?
+        .next()
+        .ok_or("bad address: no socket address")?;
+    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| e.to_string())?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    if let Some(key) = key {
+        auth::stream::dial(&mut s, key, Identity::Admin, 0, left())?;
+    }
+    let mut out = BytesMut::new();
+    encode_frame(
+        &Frame {
+            request_id: 1,
+            group: 0,
+            message: Message::StatusRequest,
+        },
+        &mut out,
+    );
+    s.set_write_timeout(Some(left()))
+        .map_err(|e| e.to_string())?;
+    s.write_all(&out).map_err(|e| e.to_string())?;
+    let mut dec = Decoder::default();
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match dec.decode(&mut buf) {
+            Ok(Some(f)) => {
+                return match f.message {
+                    Message::Status(st) => Ok(st),
+                    Message::Reply(r) => Err(format!("refused: {r:?}")),
+                    other => Err(format!("unexpected answer {other:?}")),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("bad frame: {e}")),
+        }
+        s.set_read_timeout(Some(left()))
+            .map_err(|e| e.to_string())?;
+        match s.read(&mut chunk) {
+            Ok(0) => return Err("closed the connection".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if Instant::now() >= deadline => return Err(format!("no answer: {e}")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Every node's report, fetched in parallel (one thread each).
+pub fn fetch_all(
+    addrs: &[String],
+    key: Option<&Key>,
+    timeout: Duration,
+) -> BTreeMap<String, Result<NodeStatus, String>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = addrs
+            .iter()
+            .map(|a| (a.clone(), scope.spawn(move || fetch_node(a, key, timeout))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(a, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err("status fetch panicked".into()));
+                (a, r)
+            })
+            .collect()
+    })
+}
+
+/// Every node the status covers: the masters and every configured server.
+pub fn nodes_of(masters: &[String], config: Option<&Config>) -> Vec<String> {
+    let mut set: BTreeSet<String> = masters.iter().cloned().collect();
+    for g in config.iter().flat_map(|c| &c.groups) {
+        set.extend(g.servers.iter().cloned());
+    }
+    set.into_iter().collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeReach {
+    pub addr: String,
+    /// Why it did not answer (`None`: it did).
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub addr: String,
+    /// The node answered and hosts a replica of this group.
+    pub reachable: bool,
+    pub leading: bool,
+    pub ballot: Option<Ballot>,
+    pub commit: Option<u64>,
+    pub applied: Option<u64>,
+    /// Slots between the group's commit point and this member's applied point.
+    pub lag: Option<u64>,
+    pub log_slots: Option<u64>,
+    pub config_num: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupView {
+    pub gid: GroupId,
+    pub members: Vec<MemberView>,
+    /// Index into `members` of the leader (the reachable member that says
+    /// it leads with the highest ballot).
+    pub leader: Option<usize>,
+    pub ballot: Option<Ballot>,
+    pub commit: Option<u64>,
+    pub shards: Vec<u32>,
+    /// A majority of the members is reachable.
+    pub quorum: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// The latest configuration's number, or why it could not be read.
+    pub config: Result<u64, String>,
+    pub nodes: Vec<NodeReach>,
+    pub groups: Vec<GroupView>,
+}
+
+/// Put the reports together. Groups and members come from the
+/// configuration when there is one (the master group from `masters`),
+/// otherwise from what the reachable nodes report.
+pub fn assemble(
+    masters: &[String],
+    config: Result<&Config, String>,
+    reports: &BTreeMap<String, Result<NodeStatus, String>>,
+) -> ClusterStatus {
+    // gid -> (members, shards)
+    let mut groups: BTreeMap<GroupId, (Vec<String>, Vec<u32>)> = BTreeMap::new();
+    groups.insert(0, (masters.to_vec(), Vec::new()));
+    match &config {
+        Ok(c) => {
+            for g in &c.groups {
+                let shards = (0..c.shards.len() as u32)
+                    .filter(|&s| c.shards[s as usize] == g.gid)
+                    .collect();
+                groups.insert(g.gid, (g.servers.clone(), shards));
+            }
+        }
+        Err(_) => {
+            for st in reports.values().flatten() {
+                for g in &st.groups {
+                    groups
+                        .entry(g.gid)
+                        .or_insert_with(|| (g.members.clone(), g.shards.clone()));
+                }
+            }
+        }
+    }
+    let views = groups
+        .into_iter()
+        .map(|(gid, (members, shards))| {
+            let mut mv: Vec<MemberView> = members
+                .iter()
+                .map(|addr| {
+                    let rep = reports
+                        .get(addr)
+                        .and_then(|r| r.as_ref().ok())
+                        .and_then(|st| st.groups.iter().find(|g| g.gid == gid));
+                    MemberView {
+                        addr: addr.clone(),
+                        reachable: rep.is_some(),
+                        leading: rep.is_some_and(|g| g.leading),
+                        ballot: rep.map(|g| g.ballot),
+                        commit: rep.map(|g| g.commit),
+                        applied: rep.map(|g| g.applied),
+                        lag: None,
+                        log_slots: rep.map(|g| g.log_slots),
+                        config_num: rep.map(|g| g.config_num),
+                    }
+                })
+                .collect();
+            let leader = mv
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.leading)
+                .max_by_key(|(_, m)| m.ballot)
+                .map(|(i, _)| i);
+            let commit = match leader {
+                Some(i) => mv[i].commit,
+                None => mv.iter().filter_map(|m| m.commit).max(),
+            };
+            let ballot = match leader {
+                Some(i) => mv[i].ballot,
+                None => mv.iter().filter_map(|m| m.ballot).max(),
+            };
+            for m in &mut mv {
+                m.lag = m.applied.zip(commit).map(|(a, c)| c.saturating_sub(a));
+            }
+            let up = mv.iter().filter(|m| m.reachable).count();
+            GroupView {
+                gid,
+                quorum: !mv.is_empty() && up > mv.len() / 2,
+                members: mv,
+                leader,
+                ballot,
+                commit,
+                shards,
+            }
+        })
+        .collect();
+    let mut addrs: BTreeSet<&String> = reports.keys().collect();
+    addrs.extend(masters);
+    ClusterStatus {
+        config: config.map(|c| c.num),
+        nodes: addrs
+            .into_iter()
+            .map(|a| NodeReach {
+                addr: a.clone(),
+                error: match reports.get(a) {
+                    Some(Ok(_)) => None,
+                    Some(Err(e)) => Some(e.clone()),
+                    None => Some("not asked".into()),
+                },
+            })
+            .collect(),
+        groups: views,
+    }
+}
+
+impl ClusterStatus {
+    /// Every group has a reachable majority.
+    pub fn all_quorate(&self) -> bool {
+        self.groups.iter().all(|g| g.quorum)
+    }
+
+    /// One line of JSON (shape documented in README, "Deploying").
+    pub fn to_json(&self) -> String {
+        let mut s = String::from("{\"config\":");
+        match &self.config {
+            Ok(n) => {
+                let _ = write!(s, "{n}");
+            }
+            Err(e) => {
+                s.push_str("null,\"config_error\":");
+                json_string(&mut s, e);
+            }
+        }
+        let _ = write!(s, ",\"quorum\":{}", self.all_quorate());
+        s.push_str(",\"nodes\":[");
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str("{\"addr\":");
+            json_string(&mut s, &n.addr);
+            let _ = write!(s, ",\"reachable\":{}", n.error.is_none());
+            if let Some(e) = &n.error {
+                s.push_str(",\"error\":");
+                json_string(&mut s, e);
+            }
+            s.push('}');
+        }
+        s.push_str("],\"groups\":[");
+        for (i, g) in self.groups.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "{{\"gid\":{},\"quorum\":{},\"leader\":", g.gid, g.quorum);
+            match g.leader {
+                Some(l) => json_string(&mut s, &g.members[l].addr),
+                None => s.push_str("null"),
+            }
+            s.push_str(",\"ballot\":");
+            json_ballot(&mut s, g.ballot);
+            s.push_str(",\"commit\":");
+            json_opt(&mut s, g.commit);
+            s.push_str(",\"shards\":[");
+            for (j, sh) in g.shards.iter().enumerate() {
+                if j > 0 {
+                    s.push(',');
+                }
+                let _ = write!(s, "{sh}");
+            }
+            s.push_str("],\"members\":[");
+            for (j, m) in g.members.iter().enumerate() {
+                if j > 0 {
+                    s.push(',');
+                }
+                let _ = write!(s, "{{\"replica\":{j},\"addr\":");
+                json_string(&mut s, &m.addr);
+                let _ = write!(
+                    s,
+                    ",\"reachable\":{},\"leader\":{}",
+                    m.reachable,
+                    Some(j) == g.leader
+                );
+                s.push_str(",\"ballot\":");
+                json_ballot(&mut s, m.ballot);
+                for (name, v) in [
+                    ("commit", m.commit),
+                    ("applied", m.applied),
+                    ("lag", m.lag),
+                    ("log_slots", m.log_slots),
+                    ("config", m.config_num),
+                ] {
+                    let _ = write!(s, ",\"{name}\":");
+                    json_opt(&mut s, v);
+                }
+                s.push('}');
+            }
+            s.push_str("]}");
+        }
+        s.push_str("]}");
+        s
+    }
+
+    /// A table for people.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        match &self.config {
+            Ok(n) => {
+                let _ = writeln!(out, "configuration {n}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "configuration unknown ({e})");
+            }
+        }
+        let mut rows = vec![vec![
+            "GROUP".to_string(),
+            "QUORUM".into(),
+            "LEADER".into(),
+            "BALLOT".into(),
+            "COMMIT".into(),
+            "SHARDS".into(),
+        ]];
+        for g in &self.groups {
+            rows.push(vec![
+                g.gid.to_string(),
+                yes_no(g.quorum).into(),
+                g.leader
+                    .map_or("none".to_string(), |l| g.members[l].addr.clone()),
+                g.ballot
+                    .map_or("-".into(), |b| format!("{}.{}", b.round, b.node)),
+                opt(g.commit),
+                if g.gid == 0 {
+                    "(master)".into()
+                } else {
+                    shard_ranges(&g.shards)
+                },
+            ]);
+        }
+        table(&mut out, &rows);
+        out.push('\n');
+        let mut rows = vec![vec![
+            "GROUP".to_string(),
+            "REPLICA".into(),
+            "MEMBER".into(),
+            "STATE".into(),
+            "APPLIED".into(),
+            "LAG".into(),
+            "LOG".into(),
+        ]];
+        for g in &self.groups {
+            for (j, m) in g.members.iter().enumerate() {
+                let state = if Some(j) == g.leader {
+                    "leader"
+                } else if m.reachable {
+                    "follower"
+                } else {
+                    "unreachable"
+                };
+                rows.push(vec![
+                    g.gid.to_string(),
+                    j.to_string(),
+                    m.addr.clone(),
+                    state.into(),
+                    opt(m.applied),
+                    opt(m.lag),
+                    opt(m.log_slots),
+                ]);
+            }
+        }
+        table(&mut out, &rows);
+        out.push('\n');
+        let mut rows = vec![vec!["NODE".to_string(), "REACHABLE".into()]];
+        for n in &self.nodes {
+            rows.push(vec![
+                n.addr.clone(),
+                match &n.error {
+                    None => "yes".into(),
+                    Some(e) => format!("no ({e})"),
+                },
+            ]);
+        }
+        table(&mut out, &rows);
+        out
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "NO"
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+/// `0-3,7,9-10 (7)`.
+pub fn shard_ranges(shards: &[u32]) -> String {
+    if shards.is_empty() {
+        return "none".into();
+    }
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let mut j = i;
+        while j + 1 < shards.len() && shards[j + 1] == shards[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            shards[i].to_string()
+        } else {
+            format!("{}-{}", shards[i], shards[j])
+        });
+        i = j + 1;
+    }
+    format!("{} ({})", parts.join(","), shards.len())
+}
+
+fn table(out: &mut String, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+fn json_opt(s: &mut String, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            let _ = write!(s, "{v}");
+        }
+        None => s.push_str("null"),
+    }
+}
+
+fn json_ballot(s: &mut String, b: Option<Ballot>) {
+    match b {
+        Some(b) => {
+            let _ = write!(s, "{{\"round\":{},\"node\":{}}}", b.round, b.node);
+        }
+        None => s.push_str("null"),
+    }
+}
+
+/// `text` as a JSON string literal (RFC 8259 escaping).
+fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_wire::{GroupInfo, GroupStatus};
+
+    fn gs(
+        gid: GroupId,
+        replica: u32,
+        leading: bool,
+        round: u64,
+        commit: u64,
+        applied: u64,
+    ) -> GroupStatus {
+        GroupStatus {
+            gid,
+            replica,
+            members: vec!["a:1".into(), "b:1".into(), "c:1".into()],
+            leading,
+            leader: Some(0),
+            ballot: Ballot::new(round, 0),
+            commit,
+            applied,
+            log_slots: 3,
+            config_num: 1,
+            shards: vec![0, 1],
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            num: 1,
+            shards: vec![1, 1, 1, 1],
+            groups: vec![GroupInfo {
+                gid: 1,
+                servers: vec!["a:1".into(), "b:1".into(), "c:1".into()],
+            }],
+        }
+    }
+
+    fn masters() -> Vec<String> {
+        vec!["a:1".into(), "b:1".into(), "c:1".into()]
+    }
+
+    #[test]
+    fn one_node_down_keeps_quorum_and_shows_lag_and_the_leader() {
+        let mut reports = BTreeMap::new();
+        reports.insert(
+            "a:1".to_string(),
+            Ok(NodeStatus {
+                node: "a:1".into(),
+                groups: vec![gs(0, 0, true, 2, 50, 50), gs(1, 0, true, 4, 100, 100)],
+            }),
+        );
+        reports.insert(
+            "b:1".to_string(),
+            Ok(NodeStatus {
+                node: "b:1".into(),
+                // A deposed leader that has not noticed yet: lower ballot.
+                groups: vec![gs(0, 1, false, 2, 50, 48), gs(1, 1, true, 3, 90, 90)],
+            }),
+        );
+        reports.insert("c:1".to_string(), Err("connection refused".into()));
+        let st = assemble(&masters(), Ok(&config()), &reports);
+        assert!(st.all_quorate());
+        let g1 = &st.groups[1];
+        assert_eq!(g1.leader, Some(0), "the higher ballot leads");
+        assert_eq!(g1.commit, Some(100));
+        assert_eq!(g1.members[1].lag, Some(10));
+        assert!(!g1.members[2].reachable);
+        assert_eq!(g1.shards, vec![0, 1, 2, 3]);
+        assert_eq!(st.groups[0].members[1].lag, Some(2));
+        let json = st.to_json();
+        assert!(json.starts_with("{\"config\":1,\"quorum\":true,"), "{json}");
+        assert!(
+            json.contains("\"addr\":\"c:1\",\"reachable\":false,\"error\":\"connection refused\"")
+        );
+        let table = st.to_table();
+        assert!(table.contains("unreachable"), "{table}");
+        assert!(table.contains("0-3 (4)"), "{table}");
+    }
+
+    #[test]
+    fn two_of_three_down_is_no_quorum() {
+        let mut reports = BTreeMap::new();
+        reports.insert(
+            "a:1".to_string(),
+            Ok(NodeStatus {
+                node: "a:1".into(),
+                groups: vec![gs(0, 0, false, 2, 50, 50), gs(1, 0, false, 4, 100, 100)],
+            }),
+        );
+        reports.insert("b:1".to_string(), Err("refused".into()));
+        reports.insert("c:1".to_string(), Err("refused".into()));
+        let st = assemble(&masters(), Err("no master answered".into()), &reports);
+        assert!(!st.all_quorate());
+        assert_eq!(
+            st.groups.len(),
+            2,
+            "groups from the reports without a configuration"
+        );
+        assert_eq!(st.groups[1].leader, None);
+        assert!(st
+            .to_json()
+            .contains("\"config\":null,\"config_error\":\"no master answered\""));
+    }
+
+    #[test]
+    fn shard_ranges_compress() {
+        assert_eq!(shard_ranges(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8 (6)");
+        assert_eq!(shard_ranges(&[]), "none");
+    }
+}
