@@ -29,6 +29,7 @@ mod engine;
 // Shared with the RESP gateway's event loops, which route and retry the
 // same way without the blocking transport.
 pub(crate) mod logic;
+pub mod mio_conn;
 pub mod session;
 #[cfg(test)]
 mod session_tests;

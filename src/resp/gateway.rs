@@ -42,7 +42,8 @@ use super::idmap::IdMap;
 use super::parse::{Parser, MAX_BULK_BYTES};
 use super::pipeline::{Pipeline, Pushed};
 use super::reply::Reply;
-use super::upstream::{write_out, Upstream};
+use super::upstream::Upstream;
+use crate::client::mio_conn::write_out;
 use crate::client::ClientOptions;
 
 /// Default [`GatewayOptions::max_connections`].

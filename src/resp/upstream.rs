@@ -29,20 +29,18 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
-use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
+use bytes::Bytes;
+use mio::{Registry, Token};
 use synod_wire::{
-    encode_frame, AuthMsg, ClientId, ClientReply, ClientRequest, Decoder, Frame, GroupId, MasterOp,
-    MasterRequest, Message, Op, Seq,
+    ClientId, ClientReply, ClientRequest, Frame, GroupId, MasterOp, MasterRequest, Message, Op, Seq,
 };
 
 use super::idmap::IdMap;
 use crate::client::logic::{backoff, AckWindow, Route, Router};
+use crate::client::mio_conn::MioConn;
 use crate::client::{check_size, ClientError, ClientOptions, OpResult, Req};
 use crate::rng::Rng;
 
@@ -161,16 +159,8 @@ const SESSION_POOL_MAX: usize = 4096;
 
 /// One connection to a group member.
 struct UpConn {
-    stream: TcpStream,
+    conn: MioConn,
     key: (String, GroupId),
-    connected: bool,
-    out: BytesMut,
-    inbuf: BytesMut,
-    decoder: Decoder,
-    /// With a key: the handshake in progress (`crate::auth`); frames
-    /// queued meanwhile wait in `held` until the server proved the key.
-    dialer: Option<crate::auth::Dialer>,
-    held: BytesMut,
 }
 
 /// The cluster side of one event loop.
@@ -578,21 +568,14 @@ impl Upstream {
             .conns
             .get_mut(&conn)
             .expect("connections found are open");
-        if c.out.is_empty() {
+        if !c.conn.wants_write() {
             self.dirty.push(conn);
         }
-        encode_frame(
-            &Frame {
-                request_id,
-                group: gid,
-                message,
-            },
-            if c.dialer.is_some() {
-                &mut c.held
-            } else {
-                &mut c.out
-            },
-        );
+        c.conn.queue(&Frame {
+            request_id,
+            group: gid,
+            message,
+        });
         task.state = State::Sent {
             conn,
             request_id,
@@ -618,42 +601,14 @@ impl Upstream {
         let sa: SocketAddr = addr
             .parse()
             .map_err(|_| format!("{addr}: not an IP:port address"))?;
-        let mut stream = TcpStream::connect(sa).map_err(|e| format!("{addr}: {e}"))?;
         let token = self.next_conn_token;
         self.next_conn_token += 1;
-        self.registry
-            .register(
-                &mut stream,
-                Token(token),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .map_err(|e| format!("{addr}: cannot register: {e}"))?;
-        let mut out = BytesMut::new();
-        let mut dialer = None;
-        if let Some((key, identity)) = &self.auth {
-            let nonce = crate::auth::random_nonce().map_err(|e| format!("{addr}: {e}"))?;
-            let (d, hello) = crate::auth::Dialer::new(key, *identity, nonce);
-            encode_frame(
-                &Frame {
-                    request_id: 0,
-                    group: gid,
-                    message: Message::Auth(AuthMsg::Hello(hello)),
-                },
-                &mut out,
-            );
-            dialer = Some(d);
-        }
+        let conn = MioConn::connect(sa, gid, self.auth.as_ref(), &self.registry, Token(token))?;
         self.conns.insert(
             token,
             UpConn {
-                stream,
+                conn,
                 key: (addr.to_string(), gid),
-                connected: false,
-                out,
-                inbuf: BytesMut::new(),
-                decoder: Decoder::default(),
-                dialer,
-                held: BytesMut::new(),
             },
         );
         self.conn_by_member
@@ -671,11 +626,8 @@ impl Upstream {
             let Some(c) = self.conns.get_mut(&token) else {
                 continue;
             };
-            if !c.connected {
-                continue; // the connect's writable event flushes it
-            }
-            if let Err(e) = write_out(&mut c.stream, &mut c.out) {
-                self.close_conn(token, &format!("write failed: {e}"), now);
+            if let Err(why) = c.conn.flush() {
+                self.close_conn(token, &why, now);
             }
         }
     }
@@ -685,116 +637,36 @@ impl Upstream {
         let Some(c) = self.conns.get_mut(&token) else {
             return;
         };
-        if !c.connected {
-            // mio's connect protocol: a writable event, then take_error and
-            // peer_addr tell whether the connection is up.
-            let err = match c.stream.take_error() {
-                Ok(Some(e)) | Err(e) => Some(e),
-                Ok(None) => match c.stream.peer_addr() {
-                    Ok(_) => None,
-                    Err(e) if e.kind() == ErrorKind::NotConnected => return,
-                    Err(e) => Some(e),
-                },
-            };
-            if let Some(e) = err {
-                self.close_conn(token, &format!("connect failed: {e}"), now);
-                return;
-            }
-            c.connected = true;
-            // Requests are small and latency-bound: never wait for Nagle.
-            let _ = c.stream.set_nodelay(true);
-        }
-        if let Err(e) = write_out(&mut c.stream, &mut c.out) {
-            self.close_conn(token, &format!("write failed: {e}"), now);
+        if let Err(why) = c.conn.on_writable() {
+            self.close_conn(token, &why, now);
         }
     }
 
     /// A readable event on upstream connection `token`.
     pub fn on_readable(&mut self, token: usize, now: Instant) {
         let mut frames = Vec::new();
-        let failure = {
-            let Some(c) = self.conns.get_mut(&token) else {
-                return;
-            };
-            let mut failure = None;
-            let mut budget = READ_BUDGET_BYTES;
-            loop {
-                if budget == 0 {
-                    self.unread.push(token);
-                    break;
-                }
-                let want = budget.min(self.scratch.len());
-                match c.stream.read(&mut self.scratch[..want]) {
-                    Ok(0) => {
-                        failure = Some("connection closed by the server".to_string());
-                        break;
-                    }
-                    Ok(n) => {
-                        c.inbuf.extend_from_slice(&self.scratch[..n]);
-                        budget -= n;
-                        if n < want {
-                            break; // drained; see `gateway::service`
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == ErrorKind::NotConnected && !c.connected => break,
-                    Err(e) => {
-                        failure = Some(format!("read failed: {e}"));
-                        break;
-                    }
-                }
-            }
-            // Frames that arrived before a close are still answers.
-            loop {
-                match c.decoder.decode(&mut c.inbuf) {
-                    Ok(Some(f)) => frames.push(f),
-                    Ok(None) => break,
-                    Err(e) => {
-                        failure = Some(format!("undecodable reply: {e}"));
-                        break;
-                    }
-                }
-            }
-            failure
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
         };
+        let outcome = c
+            .conn
+            .read(&mut self.scratch, READ_BUDGET_BYTES, &mut frames);
+        if outcome.more {
+            self.unread.push(token);
+        }
+        if c.conn.wants_write() {
+            // The handshake's proof (and the requests held for it).
+            self.dirty.push(token);
+        }
         for frame in frames {
             self.on_frame(token, frame, now);
         }
-        if let Some(why) = failure {
+        if let Some(why) = outcome.failure {
             self.close_conn(token, &why, now);
         }
     }
 
     fn on_frame(&mut self, conn: usize, frame: Frame, now: Instant) {
-        // Until the server proved the key, only its challenge is expected.
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if let Some(dialer) = c.dialer.take() {
-                let proof = match frame.message {
-                    Message::Auth(AuthMsg::Challenge(ch)) => {
-                        dialer.on_challenge(&ch).map_err(|e| e.to_string())
-                    }
-                    other => Err(format!("{other:?} before the server's challenge")),
-                };
-                match proof {
-                    Ok(proof) => {
-                        encode_frame(
-                            &Frame {
-                                request_id: 0,
-                                group: c.key.1,
-                                message: Message::Auth(AuthMsg::Proof(proof)),
-                            },
-                            &mut c.out,
-                        );
-                        let held = std::mem::take(&mut c.held);
-                        c.out.extend_from_slice(&held);
-                        self.dirty.push(conn);
-                    }
-                    Err(why) => self.close_conn(conn, &format!("authentication: {why}"), now),
-                }
-                return;
-            }
-        }
         let id = frame.request_id >> SEND_BITS;
         let Some(task) = self.tasks.get_mut(&id) else {
             // The task finished (or its connection closed) already.
@@ -985,9 +857,7 @@ impl Upstream {
         if let Some(members) = self.conn_by_member.get_mut(&c.key.1) {
             members.retain(|&(_, t)| t != token);
         }
-        // Deregistering can only fail for a socket mio does not know, and
-        // the socket is closed on drop either way.
-        let _ = self.registry.deregister(&mut c.stream);
+        c.conn.deregister(&self.registry);
         log::debug!(
             "RESP upstream: dropping connection to {} (group {}): {reason}",
             c.key.0,
@@ -1015,18 +885,4 @@ impl Upstream {
             self.schedule(id, at, now);
         }
     }
-}
-
-/// Writes as much of `out` as the socket takes.
-pub(crate) fn write_out(stream: &mut impl Write, out: &mut BytesMut) -> io::Result<()> {
-    while !out.is_empty() {
-        match stream.write(out) {
-            Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "write returned 0")),
-            Ok(n) => out.advance(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
