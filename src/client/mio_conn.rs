@@ -3,7 +3,9 @@
 //! loop (the RESP gateway's upstream, `synod-bench`): the non-blocking
 //! connect, the dialer's handshake ([`crate::auth::dial::Handshake`]) with
 //! frames held until the server proved the key, reading and decoding
-//! within a budget, and writing what the socket takes. Protocol decisions
+//! within a budget, and writing what the socket takes; [`Conns`] is a
+//! loop's set of them with its bookkeeping (which have bytes to write,
+//! which have more to read than a turn's budget). Protocol decisions
 //! (where a frame goes, what a reply means) are the session's; when to
 //! read, write or give up on the connection is the driver's.
 //!
@@ -19,6 +21,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use synod_wire::{encode_frame, Decoder, Frame, GroupId};
 
+use super::idmap::IdMap;
 use crate::auth::dial::Handshake;
 use crate::auth::{Identity, Key};
 
@@ -214,4 +217,134 @@ pub fn write_out(stream: &mut impl Write, out: &mut BytesMut) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// Bytes asked of a socket per read.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Most bytes read from one connection per turn (fairness between an event
+/// loop's connections; mio is edge-triggered, so the rest is read on a
+/// later turn without waiting for an event).
+const READ_BUDGET_BYTES: usize = 4 << 20;
+
+/// An event loop's client connections, each with the driver's own data
+/// `M` (whose request it carries, where it goes), under mio tokens from a
+/// range the driver reserves. Tracks which have bytes to write and which
+/// have more to read than one turn's budget; failures are handed back for
+/// the driver to close the connection and tell its session(s).
+pub struct Conns<M> {
+    conns: IdMap<usize, (MioConn, M)>,
+    next_token: usize,
+    /// Connections with bytes to write.
+    dirty: Vec<usize>,
+    /// Connections with more to read than one turn's budget.
+    unread: Vec<usize>,
+    scratch: Vec<u8>,
+    /// The key and identity every connection authenticates with, if any.
+    auth: Option<(Key, Identity)>,
+}
+
+impl<M> Conns<M> {
+    /// Connections get tokens from `first_token` up and authenticate with
+    /// `auth`, if given.
+    pub fn new(first_token: usize, auth: Option<(Key, Identity)>) -> Conns<M> {
+        Conns {
+            conns: IdMap::default(),
+            next_token: first_token,
+            dirty: Vec::new(),
+            unread: Vec::new(),
+            scratch: vec![0; READ_CHUNK_BYTES],
+            auth,
+        }
+    }
+
+    /// Starts connecting to `addr` for group `group`; returns its token.
+    pub fn open(
+        &mut self,
+        addr: SocketAddr,
+        group: GroupId,
+        registry: &Registry,
+        meta: M,
+    ) -> Result<usize, String> {
+        let token = self.next_token;
+        let conn = MioConn::connect(addr, group, self.auth.as_ref(), registry, Token(token))?;
+        self.next_token += 1;
+        self.conns.insert(token, (conn, meta));
+        Ok(token)
+    }
+
+    pub fn contains(&self, token: usize) -> bool {
+        self.conns.contains_key(&token)
+    }
+
+    pub fn meta(&self, token: usize) -> Option<&M> {
+        self.conns.get(&token).map(|(_, m)| m)
+    }
+
+    /// Queues `frame` on `token` for the next [`Conns::flush`].
+    pub fn queue(&mut self, token: usize, frame: &Frame) {
+        let (conn, _) = self
+            .conns
+            .get_mut(&token)
+            .expect("queued on an open connection");
+        if !conn.wants_write() {
+            self.dirty.push(token);
+        }
+        conn.queue(frame);
+    }
+
+    /// Deregisters and forgets `token`; returns its data.
+    pub fn close(&mut self, token: usize, registry: &Registry) -> Option<M> {
+        let (mut conn, meta) = self.conns.remove(&token)?;
+        conn.deregister(registry);
+        Some(meta)
+    }
+
+    /// Writes what every dirty connection has queued, as far as the
+    /// sockets take it; returns the connections that failed, with why.
+    pub fn flush(&mut self) -> Vec<(usize, String)> {
+        let mut failed = Vec::new();
+        for token in std::mem::take(&mut self.dirty) {
+            if let Some((conn, _)) = self.conns.get_mut(&token) {
+                if let Err(why) = conn.flush() {
+                    failed.push((token, why));
+                }
+            }
+        }
+        failed
+    }
+
+    /// A writable (or error) event on `token`: `Err` says why it failed.
+    pub fn on_writable(&mut self, token: usize) -> Result<(), String> {
+        match self.conns.get_mut(&token) {
+            Some((conn, _)) => conn.on_writable(),
+            None => Ok(()),
+        }
+    }
+
+    /// A readable event on `token` (or a turn's leftover): appends every
+    /// whole frame to `frames`; `Some` says why the connection is finished
+    /// (frames before it are still answers).
+    pub fn on_readable(&mut self, token: usize, frames: &mut Vec<Frame>) -> Option<String> {
+        let (conn, _) = self.conns.get_mut(&token)?;
+        let outcome = conn.read(&mut self.scratch, READ_BUDGET_BYTES, frames);
+        if outcome.more {
+            self.unread.push(token);
+        }
+        if conn.wants_write() {
+            // The handshake's proof (and the requests held for it).
+            self.dirty.push(token);
+        }
+        outcome.failure
+    }
+
+    /// Connections whose last read stopped at the budget: read them again
+    /// this turn.
+    pub fn take_unread(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.unread)
+    }
+
+    /// Some connection has more to read: the loop must not sleep.
+    pub fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
 }

@@ -102,6 +102,21 @@ pub struct Completion {
     /// Its seq, if it got one (a request refused before admission has none).
     pub seq: Option<Seq>,
     pub result: Result<Answer, ClientError>,
+    /// The request, given back (so a driver need not keep a copy to know
+    /// what finished).
+    pub req: Req,
+}
+
+/// What the servers answered besides results, for drivers that report it
+/// (`synod-bench`'s summary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// `NotLeader` replies (each followed to the hinted or next member).
+    pub not_leader: u64,
+    /// `WrongGroup` replies (each parks its request for a configuration).
+    pub wrong_group: u64,
+    /// `Busy` replies (each backs off on the same member).
+    pub busy: u64,
 }
 
 /// How patient a session is.
@@ -238,6 +253,7 @@ pub struct Session {
     transmits: VecDeque<Transmit>,
     completions: VecDeque<Completion>,
     closes: VecDeque<(Dest, String)>,
+    stats: SessionStats,
 }
 
 impl Session {
@@ -292,6 +308,7 @@ impl Session {
             transmits: VecDeque::new(),
             completions: VecDeque::new(),
             closes: VecDeque::new(),
+            stats: SessionStats::default(),
         }
     }
 
@@ -328,6 +345,7 @@ impl Session {
                 handle,
                 seq: None,
                 result: Err(e),
+                req,
             });
         } else {
             self.queue.push_back((handle, req));
@@ -352,6 +370,39 @@ impl Session {
         self.acks = AckWindow::default();
         self.renew = false;
         self.born = now;
+    }
+
+    /// Caches `config` for routing if it is at least as new as the one
+    /// held (a driver that fetched it already, as `synod-bench` does before
+    /// its workers start, saves every session a first query). Returns
+    /// whether it was taken.
+    pub fn install_config(&mut self, config: Config) -> bool {
+        self.router.install(config)
+    }
+
+    /// Gives up on every request without completing any (their caller is
+    /// gone: the RESP gateway's connection closed). Queued ones are
+    /// dropped; the seqs of admitted ones (a refresh's too) are retired, so
+    /// the next request acknowledges every seq used so far and a copy
+    /// still on its way is refused by the servers as stale, never applied.
+    /// Late answers are dropped. The session stays usable, for another
+    /// caller (its id, routes and leader hints are kept).
+    pub fn abandon_all(&mut self) {
+        self.queue.clear();
+        // Not handed out yet: nobody waits for these any more.
+        self.transmits.clear();
+        self.completions.clear();
+        for (_, task) in std::mem::take(&mut self.tasks) {
+            self.acks.retire(task.seq);
+        }
+        self.active = 0;
+        self.refresh = None;
+        debug_assert_eq!(self.acks.ack_seq() + 1, self.next_seq);
+    }
+
+    /// Counts of the non-final answers so far.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -497,6 +548,7 @@ impl Session {
                 self.finish(handle, Err(ClientError::SessionExpired), now)
             }
             Message::Reply(ClientReply::WrongGroup) if is_kv => {
+                self.stats.wrong_group += 1;
                 let task = self.tasks.get_mut(&handle).expect("looked up");
                 if let Req::Kv(op) = &task.req {
                     self.router.invalidate_key(op.key());
@@ -505,6 +557,7 @@ impl Session {
                 task.state = State::AwaitConfig;
             }
             Message::Reply(ClientReply::NotLeader { leader }) => {
+                self.stats.not_leader += 1;
                 self.router.on_not_leader(gid, index, leader);
                 let task = self.tasks.get_mut(&handle).expect("looked up");
                 task.attempt += 1;
@@ -518,6 +571,7 @@ impl Session {
                 task.state = State::Ready { at };
             }
             Message::Reply(ClientReply::Busy) => {
+                self.stats.busy += 1;
                 // Same member: it leads, it is only overloaded.
                 self.retry(handle, None, now);
             }
@@ -732,6 +786,7 @@ impl Session {
                     handle,
                     seq: Some(task.seq),
                     result,
+                    req: task.req,
                 });
             }
             Purpose::Refresh => {
