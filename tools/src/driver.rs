@@ -463,6 +463,12 @@ impl<'a> Worker<'a> {
         let mut last_flush = Instant::now();
         loop {
             let now = Instant::now();
+            for token in self.conns.take_unread() {
+                self.on_readable(token, now);
+            }
+            // Completions first: they free the pipeline slots this turn's
+            // issuing fills.
+            self.step_sessions(now);
             if self.issuing {
                 self.maybe_stop_issuing(now);
             }
@@ -472,9 +478,7 @@ impl<'a> Worker<'a> {
                     Some(_) => self.pace(now),
                 }
             }
-            for token in self.conns.take_unread() {
-                self.on_readable(token, now);
-            }
+            // Then what was just issued goes out, in this turn.
             self.step_sessions(now);
             self.flush_writes(now);
             if now.duration_since(last_flush) >= PROGRESS_FLUSH_INTERVAL {
