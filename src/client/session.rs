@@ -243,7 +243,9 @@ pub struct Session {
     rng: Rng,
     /// Submitted, not admitted yet (the window is full).
     queue: VecDeque<(u64, Req)>,
-    tasks: BTreeMap<u64, Task>,
+    /// Boxed: a B-tree shifts its values on insert and remove, and a task
+    /// is large (the gateway's profile showed the copies).
+    tasks: BTreeMap<u64, Box<Task>>,
     next_handle: u64,
     /// The caller's admitted requests not finished.
     active: usize,
@@ -630,7 +632,7 @@ impl Session {
     fn add_task(&mut self, handle: u64, purpose: Purpose, req: Req, seq: Seq, now: Time) {
         self.tasks.insert(
             handle,
-            Task {
+            Box::new(Task {
                 purpose,
                 req,
                 seq,
@@ -641,7 +643,7 @@ impl Session {
                 delivered: 0,
                 state: State::Ready { at: now },
                 last_failure: None,
-            },
+            }),
         );
     }
 
