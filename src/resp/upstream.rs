@@ -176,19 +176,19 @@ impl Upstream {
                 self.pool.clear();
             }
         }
-        let session_core = match chosen {
+        let mut session_core = match chosen {
             Some(s) => s,
             None => {
                 let id = self.fresh_id();
                 let seed = self.rng.next_u64();
-                let mut s =
-                    Session::with_masters(self.opts.clone(), self.masters.clone(), id, seed, now_t);
-                if let Some(config) = &self.latest {
-                    s.install_config(config.clone());
-                }
-                s
+                Session::with_masters(self.opts.clone(), self.masters.clone(), id, seed, now_t)
             }
         };
+        if let Some(latest) = &self.latest {
+            if session_core.config().is_none_or(|c| c.num < latest.num) {
+                session_core.install_config(latest.clone());
+            }
+        }
         let id = session_core.client_id();
         self.sessions.insert(
             session,
