@@ -25,7 +25,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/perf/lib.sh"
 
-BEFORE=${AB_BEFORE_BIN_DIR:?set AB_BEFORE_BIN_DIR to the older build's target/release}
+BEFORE=${AB_BEFORE_BIN_DIR:?set AB_BEFORE_BIN_DIR to the target/release of the older build}
 RUNS=${AB_RUNS:-3}
 DURATION=${AB_DURATION:-10}
 CLIENTS=${AB_CLIENTS:-64}
