@@ -256,6 +256,10 @@ pub struct Session {
     completions: VecDeque<Completion>,
     closes: VecDeque<(Dest, String)>,
     stats: SessionStats,
+    /// Some task may be in `State::AwaitConfig`: set whenever one enters
+    /// it, cleared by a scan that finds none (saves `start_refresh` a scan
+    /// of every task on every poll).
+    maybe_parked: bool,
 }
 
 impl Session {
@@ -311,6 +315,7 @@ impl Session {
             completions: VecDeque::new(),
             closes: VecDeque::new(),
             stats: SessionStats::default(),
+            maybe_parked: false,
         }
     }
 
@@ -557,6 +562,7 @@ impl Session {
                 }
                 task.attempt += 1;
                 task.state = State::AwaitConfig;
+                self.maybe_parked = true;
             }
             Message::Reply(ClientReply::NotLeader { leader }) => {
                 self.stats.not_leader += 1;
@@ -683,7 +689,8 @@ impl Session {
     /// Starts a Query of the latest configuration when some request waits
     /// for one, none runs, and the last began long enough ago.
     fn start_refresh(&mut self, now: Time) -> bool {
-        if self.refresh.is_some()
+        if !self.maybe_parked
+            || self.refresh.is_some()
             || !self.router.has_masters()
             || self.last_refresh.is_some_and(|l| now < l + REFRESH_SPACING)
         {
@@ -696,6 +703,7 @@ impl Session {
             .map(|t| t.deadline)
             .max()
         else {
+            self.maybe_parked = false;
             return false;
         };
         let handle = self.next_handle;
@@ -725,6 +733,7 @@ impl Session {
             };
             let Route::To { gid, index, addr } = route else {
                 task.state = State::AwaitConfig;
+                self.maybe_parked = true;
                 if let Some(config) = self.router.config() {
                     // The configuration does not route this key (no group
                     // has joined yet, or the shard is between groups):

@@ -466,9 +466,6 @@ impl<'a> Worker<'a> {
             for token in self.conns.take_unread() {
                 self.on_readable(token, now);
             }
-            // Completions first: they free the pipeline slots this turn's
-            // issuing fills.
-            self.step_sessions(now);
             if self.issuing {
                 self.maybe_stop_issuing(now);
             }
@@ -478,7 +475,8 @@ impl<'a> Worker<'a> {
                     Some(_) => self.pace(now),
                 }
             }
-            // Then what was just issued goes out, in this turn.
+            // What was just issued (and what the sessions resend) goes
+            // out in this turn; completions were taken as replies arrived.
             self.step_sessions(now);
             self.flush_writes(now);
             if now.duration_since(last_flush) >= PROGRESS_FLUSH_INTERVAL {
@@ -785,6 +783,13 @@ impl<'a> Worker<'a> {
             };
             self.conns.queue(token, &t.frame);
         }
+        self.drain(c, now);
+        let client = &mut self.clients[c];
+        client.wake = client.session.next_wake(now_t);
+    }
+
+    /// Takes client `c`'s finished operations.
+    fn drain(&mut self, c: usize, now: Instant) {
         while let Some(done) = self.clients[c].session.poll_completion() {
             let Some(p) = self.clients[c].pending.remove(&done.handle) else {
                 continue;
@@ -814,8 +819,6 @@ impl<'a> Worker<'a> {
             };
             self.finish(p, outcome, now);
         }
-        let client = &mut self.clients[c];
-        client.wake = client.session.next_wake(now_t);
     }
 
     /// Records an operation's end: its latency, counters, history entry.
@@ -946,13 +949,16 @@ impl<'a> Worker<'a> {
         let mut frames = Vec::new();
         let failure = self.conns.on_readable(token, &mut frames);
         if !frames.is_empty() {
-            let Some((c, dest)) = self.conns.meta(token).cloned() else {
+            let now_t = self.time(now);
+            let Some((c, dest)) = self.conns.meta(token) else {
                 return;
             };
-            let now_t = self.time(now);
+            let c = *c;
             for frame in frames {
-                self.clients[c].session.on_frame(&dest, frame, now_t);
+                self.clients[c].session.on_frame(dest, frame, now_t);
             }
+            // Finished operations free their slots for this turn's refill.
+            self.drain(c, now);
             self.touch(c);
         }
         if let Some(why) = failure {
