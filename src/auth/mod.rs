@@ -22,6 +22,7 @@
 //! differ, so one side's MAC is never valid as the other's. Tags are
 //! compared in constant time (`Mac::verify_slice`).
 
+pub mod dial;
 pub mod stream;
 
 use std::fmt;

@@ -1,15 +1,16 @@
-//! The dialer's handshake over a blocking `std::net::TcpStream`, for the
-//! clients (the client library, `synod-bench`, the RESP gateway's upstream
-//! connections). Done once, right after connect, before any other frame.
+//! The dialer's handshake ([`super::dial::Handshake`]) over a blocking
+//! `std::net::TcpStream`, for the blocking clients (the client library,
+//! tests). Done once, right after connect, before any other frame.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use synod_wire::{encode_frame, AuthMsg, Decoder, Frame, GroupId, Message};
+use synod_wire::{Decoder, GroupId};
 
-use super::{random_nonce, Dialer, Identity, Key};
+use super::dial::Handshake;
+use super::{Identity, Key};
 
 /// Authenticate `stream` (already connected, blocking) as `identity` with
 /// `key`, naming `group` (the group the connection is for; the server's
@@ -23,17 +24,8 @@ pub fn dial(
     group: GroupId,
     timeout: Duration,
 ) -> Result<(), String> {
-    let nonce = random_nonce()?;
-    let (dialer, hello) = Dialer::new(key, identity, nonce);
     let mut out = BytesMut::new();
-    encode_frame(
-        &Frame {
-            request_id: 0,
-            group,
-            message: Message::Auth(AuthMsg::Hello(hello)),
-        },
-        &mut out,
-    );
+    let handshake = Handshake::start(key, identity, group, &mut out)?;
     stream
         .write_all(&out)
         .map_err(|e| format!("authentication: {e}"))?;
@@ -62,25 +54,8 @@ pub fn dial(
         }
     };
     let _ = stream.set_read_timeout(old);
-    let Message::Auth(AuthMsg::Challenge(c)) = frame.message else {
-        return Err(
-            "authentication: the server answered the hello with something else \
-             (does it run without a key?)"
-                .into(),
-        );
-    };
-    let proof = dialer
-        .on_challenge(&c)
-        .map_err(|e| format!("authentication: the server does not hold the key: {e}"))?;
     out.clear();
-    encode_frame(
-        &Frame {
-            request_id: 0,
-            group,
-            message: Message::Auth(AuthMsg::Proof(proof)),
-        },
-        &mut out,
-    );
+    handshake.finish(frame, &mut out)?;
     stream
         .write_all(&out)
         .map_err(|e| format!("authentication: {e}"))?;

@@ -17,8 +17,8 @@ use synod_wire::{shard_of, Config, GroupId, Seq};
 /// with a pipeline, seq 5 may finish before seq 3, and acknowledging 5 then
 /// would let a server forget the cached reply of 3, which may still be
 /// resent. So finished seqs above the first gap wait until the gap closes.
-/// A ring of flags, not a set: every driver (the session core, the RESP
-/// gateway, `synod-bench`) retires one seq per operation on its hot path.
+/// A ring of flags, not a set: the session core retires one seq per
+/// operation on every driver's hot path.
 #[derive(Debug, Default)]
 pub struct AckWindow {
     /// Every seq `<= upto` is finished.
@@ -83,12 +83,15 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// to zero and hammers a busy server; half random so many clients (or many
 /// pipelined requests of one client) that failed together spread out.
 /// `random` is any 64-bit random number (the caller owns the RNG).
+#[cfg(test)]
 pub(crate) fn backoff(attempt: u32, random: u64) -> Duration {
     backoff_capped(attempt, random, BACKOFF_MAX)
 }
 
-/// [`backoff`] with another ceiling than [`BACKOFF_MAX`] (the simulator's
-/// clients, whose faults last virtual seconds, use a lower one).
+/// `backoff` with another ceiling than [`BACKOFF_MAX`] (the session's
+/// [`super::session::SessionOptions::backoff_max`]: the simulator's
+/// clients, whose faults last virtual seconds, and `synod-bench` use lower
+/// ones).
 pub(crate) fn backoff_capped(attempt: u32, random: u64, max: Duration) -> Duration {
     let base_ns = BACKOFF_BASE.as_nanos() as u64;
     let max_ns = (max.as_nanos() as u64).max(base_ns);
@@ -211,8 +214,7 @@ impl Router {
     }
 
     /// [`Router::route_key`] as `(gid, member index, address)` without
-    /// copying the address (the RESP gateway routes every operation and
-    /// looks its connection up by it); `None` is [`Route::NeedConfig`].
+    /// copying the address; `None` is [`Route::NeedConfig`].
     pub(crate) fn route_key_ref(&self, key: &[u8]) -> Option<(GroupId, usize, &str)> {
         let config = self.config.as_ref()?;
         if config.shards.is_empty() {
@@ -298,7 +300,7 @@ pub(crate) fn fresh_client_id() -> u64 {
 /// 64 random bits: 8 bytes of `/dev/urandom`, or (where that is missing)
 /// the clock, the process id and a stack address run through SplitMix64,
 /// so two clients started together still differ.
-pub(crate) fn random_client_id() -> u64 {
+pub fn random_client_id() -> u64 {
     use std::io::Read;
     let mut bytes = [0u8; 8];
     if std::fs::File::open("/dev/urandom")

@@ -28,7 +28,9 @@ mod conn;
 mod engine;
 // Shared with the RESP gateway's event loops, which route and retry the
 // same way without the blocking transport.
+pub(crate) mod idmap;
 pub(crate) mod logic;
+pub mod mio_conn;
 pub mod session;
 #[cfg(test)]
 mod session_tests;
@@ -45,8 +47,8 @@ use bytes::Bytes;
 use synod_wire::{ClientId, Config, GroupId, GroupInfo, MasterOp, Op, Seq};
 
 use conn::{Conn, Event};
-pub use logic::AckWindow;
-pub(crate) use session::{check_size, Req};
+pub use logic::{random_client_id, AckWindow};
+pub(crate) use session::Req;
 use session::{Answer, Dest, Session, SessionOptions};
 
 /// How a [`Client`] reaches the cluster and how patient it is.

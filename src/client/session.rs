@@ -102,6 +102,21 @@ pub struct Completion {
     /// Its seq, if it got one (a request refused before admission has none).
     pub seq: Option<Seq>,
     pub result: Result<Answer, ClientError>,
+    /// The request, given back (so a driver need not keep a copy to know
+    /// what finished).
+    pub req: Req,
+}
+
+/// What the servers answered besides results, for drivers that report it
+/// (`synod-bench`'s summary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// `NotLeader` replies (each followed to the hinted or next member).
+    pub not_leader: u64,
+    /// `WrongGroup` replies (each parks its request for a configuration).
+    pub wrong_group: u64,
+    /// `Busy` replies (each backs off on the same member).
+    pub busy: u64,
 }
 
 /// How patient a session is.
@@ -228,7 +243,9 @@ pub struct Session {
     rng: Rng,
     /// Submitted, not admitted yet (the window is full).
     queue: VecDeque<(u64, Req)>,
-    tasks: BTreeMap<u64, Task>,
+    /// Boxed: a B-tree shifts its values on insert and remove, and a task
+    /// is large (the gateway's profile showed the copies).
+    tasks: BTreeMap<u64, Box<Task>>,
     next_handle: u64,
     /// The caller's admitted requests not finished.
     active: usize,
@@ -238,6 +255,11 @@ pub struct Session {
     transmits: VecDeque<Transmit>,
     completions: VecDeque<Completion>,
     closes: VecDeque<(Dest, String)>,
+    stats: SessionStats,
+    /// Some task may be in `State::AwaitConfig`: set whenever one enters
+    /// it, cleared by a scan that finds none (saves `start_refresh` a scan
+    /// of every task on every poll).
+    maybe_parked: bool,
 }
 
 impl Session {
@@ -292,6 +314,8 @@ impl Session {
             transmits: VecDeque::new(),
             completions: VecDeque::new(),
             closes: VecDeque::new(),
+            stats: SessionStats::default(),
+            maybe_parked: false,
         }
     }
 
@@ -328,6 +352,7 @@ impl Session {
                 handle,
                 seq: None,
                 result: Err(e),
+                req,
             });
         } else {
             self.queue.push_back((handle, req));
@@ -352,6 +377,39 @@ impl Session {
         self.acks = AckWindow::default();
         self.renew = false;
         self.born = now;
+    }
+
+    /// Caches `config` for routing if it is at least as new as the one
+    /// held (a driver that fetched it already, as `synod-bench` does before
+    /// its workers start, saves every session a first query). Returns
+    /// whether it was taken.
+    pub fn install_config(&mut self, config: Config) -> bool {
+        self.router.install(config)
+    }
+
+    /// Gives up on every request without completing any (their caller is
+    /// gone: the RESP gateway's connection closed). Queued ones are
+    /// dropped; the seqs of admitted ones (a refresh's too) are retired, so
+    /// the next request acknowledges every seq used so far and a copy
+    /// still on its way is refused by the servers as stale, never applied.
+    /// Late answers are dropped. The session stays usable, for another
+    /// caller (its id, routes and leader hints are kept).
+    pub fn abandon_all(&mut self) {
+        self.queue.clear();
+        // Not handed out yet: nobody waits for these any more.
+        self.transmits.clear();
+        self.completions.clear();
+        for (_, task) in std::mem::take(&mut self.tasks) {
+            self.acks.retire(task.seq);
+        }
+        self.active = 0;
+        self.refresh = None;
+        debug_assert_eq!(self.acks.ack_seq() + 1, self.next_seq);
+    }
+
+    /// Counts of the non-final answers so far.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -497,14 +555,17 @@ impl Session {
                 self.finish(handle, Err(ClientError::SessionExpired), now)
             }
             Message::Reply(ClientReply::WrongGroup) if is_kv => {
+                self.stats.wrong_group += 1;
                 let task = self.tasks.get_mut(&handle).expect("looked up");
                 if let Req::Kv(op) = &task.req {
                     self.router.invalidate_key(op.key());
                 }
                 task.attempt += 1;
                 task.state = State::AwaitConfig;
+                self.maybe_parked = true;
             }
             Message::Reply(ClientReply::NotLeader { leader }) => {
+                self.stats.not_leader += 1;
                 self.router.on_not_leader(gid, index, leader);
                 let task = self.tasks.get_mut(&handle).expect("looked up");
                 task.attempt += 1;
@@ -518,6 +579,7 @@ impl Session {
                 task.state = State::Ready { at };
             }
             Message::Reply(ClientReply::Busy) => {
+                self.stats.busy += 1;
                 // Same member: it leads, it is only overloaded.
                 self.retry(handle, None, now);
             }
@@ -576,7 +638,7 @@ impl Session {
     fn add_task(&mut self, handle: u64, purpose: Purpose, req: Req, seq: Seq, now: Time) {
         self.tasks.insert(
             handle,
-            Task {
+            Box::new(Task {
                 purpose,
                 req,
                 seq,
@@ -587,7 +649,7 @@ impl Session {
                 delivered: 0,
                 state: State::Ready { at: now },
                 last_failure: None,
-            },
+            }),
         );
     }
 
@@ -627,7 +689,8 @@ impl Session {
     /// Starts a Query of the latest configuration when some request waits
     /// for one, none runs, and the last began long enough ago.
     fn start_refresh(&mut self, now: Time) -> bool {
-        if self.refresh.is_some()
+        if !self.maybe_parked
+            || self.refresh.is_some()
             || !self.router.has_masters()
             || self.last_refresh.is_some_and(|l| now < l + REFRESH_SPACING)
         {
@@ -640,6 +703,7 @@ impl Session {
             .map(|t| t.deadline)
             .max()
         else {
+            self.maybe_parked = false;
             return false;
         };
         let handle = self.next_handle;
@@ -669,6 +733,7 @@ impl Session {
             };
             let Route::To { gid, index, addr } = route else {
                 task.state = State::AwaitConfig;
+                self.maybe_parked = true;
                 if let Some(config) = self.router.config() {
                     // The configuration does not route this key (no group
                     // has joined yet, or the shard is between groups):
@@ -732,6 +797,7 @@ impl Session {
                     handle,
                     seq: Some(task.seq),
                     result,
+                    req: task.req,
                 });
             }
             Purpose::Refresh => {

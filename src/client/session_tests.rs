@@ -359,3 +359,89 @@ fn an_error_reply_is_final_and_too_large_never_costs_a_seq() {
     );
     assert_eq!(s.ack_seq(), 1);
 }
+
+#[test]
+fn an_installed_configuration_routes_at_once_and_never_rolls_back() {
+    let mut s = Session::with_masters(opts(4), vec!["m0".into()], 7, 1, Time::ZERO);
+    assert!(s.install_config(group(3, 2, &["b"])));
+    assert!(!s.install_config(group(2, 1, &["a"])), "older: refused");
+    assert_eq!(s.config().map(|c| c.num), Some(3));
+    s.submit(put("k"));
+    s.poll(Time::ZERO);
+    let t = sent(&mut s).pop().unwrap();
+    assert_eq!(
+        (t.dest.addr.as_str(), t.dest.gid),
+        ("b", 2),
+        "no query of the masters first"
+    );
+}
+
+#[test]
+fn stats_count_redirects_wrong_groups_and_busy_answers() {
+    let mut s = Session::with_masters(opts(4), vec!["m0".into()], 7, 1, Time::ZERO);
+    s.install_config(group(1, 1, &["a", "b"]));
+    s.submit(put("k"));
+    s.poll(Time::ZERO);
+    let t = sent(&mut s).pop().unwrap();
+    answer(&mut s, &t, ClientReply::NotLeader { leader: Some(1) }, MS);
+    s.poll(MS);
+    let t = sent(&mut s).pop().unwrap();
+    answer(&mut s, &t, ClientReply::Busy, MS);
+    let at = s.next_wake(MS).unwrap();
+    s.poll(at);
+    let t = sent(&mut s).pop().unwrap();
+    answer(&mut s, &t, ClientReply::WrongGroup, at);
+    let stats = s.stats();
+    assert_eq!(
+        (stats.not_leader, stats.busy, stats.wrong_group),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_completion_gives_the_request_back() {
+    let mut s = fixed(2);
+    let h = s.submit(get("mine"));
+    s.poll(Time::ZERO);
+    let t = sent(&mut s).pop().unwrap();
+    answer(&mut s, &t, ClientReply::NoKey, MS);
+    let done = s.poll_completion().unwrap();
+    assert_eq!(done.handle, h);
+    match done.req {
+        Req::Kv(op) => assert_eq!(op.key().as_ref(), b"mine"),
+        other => panic!("not the request submitted: {other:?}"),
+    }
+}
+
+/// The RESP gateway hands a closed connection's session to the next one:
+/// whatever the old caller left in flight or queued is dropped without a
+/// completion, every seq it used is acknowledged by the next request (a
+/// copy still on its way is then refused as stale, never applied), and
+/// late answers to the abandoned sends are ignored.
+#[test]
+fn abandoning_everything_acknowledges_every_seq_used_and_drops_late_answers() {
+    let mut s = fixed(2);
+    for i in 0..4 {
+        s.submit(put(&format!("k{i}")));
+    }
+    s.poll(Time::ZERO);
+    let out = sent(&mut s);
+    assert_eq!(out.len(), 2, "two in flight, two queued");
+    answer(&mut s, &out[1], ClientReply::Ok(Bytes::new()), MS);
+    assert!(s.poll_completion().is_some());
+    s.abandon_all();
+    assert_eq!(s.pending(), 0);
+    assert!(s.poll_completion().is_none());
+    assert!(!s.needs_new_id(MS), "the id stays usable");
+    // A late answer to the abandoned send is dropped, not a confused server.
+    answer(&mut s, &out[0], ClientReply::Ok(Bytes::new()), 2 * MS);
+    assert!(s.poll_completion().is_none());
+    assert!(s.poll_close().is_none());
+    let h = s.submit(get("next"));
+    s.poll(3 * MS);
+    let t = sent(&mut s).pop().unwrap();
+    assert_eq!(seq_of(&t), (3, 2), "seqs 1 and 2 acknowledged");
+    answer(&mut s, &t, ClientReply::NoKey, 4 * MS);
+    assert_eq!(s.poll_completion().unwrap().handle, h);
+}

@@ -38,11 +38,12 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::command::Session;
-use super::idmap::IdMap;
 use super::parse::{Parser, MAX_BULK_BYTES};
 use super::pipeline::{Pipeline, Pushed};
 use super::reply::Reply;
-use super::upstream::{write_out, Upstream};
+use super::upstream::Upstream;
+use crate::client::idmap::IdMap;
+use crate::client::mio_conn::write_out;
 use crate::client::ClientOptions;
 
 /// Default [`GatewayOptions::max_connections`].

@@ -37,7 +37,6 @@
 mod batch;
 mod command;
 mod gateway;
-mod idmap;
 mod parse;
 mod pipeline;
 mod reply;

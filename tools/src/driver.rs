@@ -1,54 +1,46 @@
 //! The pipelined load driver, closed-loop or open-loop.
 //!
-//! Each client *session* is one at-most-once identity (random client id,
-//! seqs from 1, its own `ack_seq` watermark) that keeps up to `pipeline`
-//! requests outstanding. Closed-loop (the default), a reply (or a give-up)
-//! frees a slot and the next operation is issued at once. Open-loop
-//! (`RunSpec::rate`), each worker issues its share of the rate on a fixed
-//! schedule ([`crate::pace`]) to its sessions in turn, skipping full ones;
-//! a request that finds every slot taken waits, and its latency runs from
-//! its *intended* send time, so waiting for the pipeline (or for a late
-//! worker) counts. Sessions are spread over a few
-//! worker threads, each running one mio `Poll` over its sessions' sockets,
-//! so 64 sessions do not need 128 blocking threads fighting the servers for
-//! the same cores.
+//! Each benchmark client is one session core
+//! (`synod::client::session::Session`), the same one every client of the
+//! cluster drives: one at-most-once identity with its seqs and `ack_seq`,
+//! routing by the configuration with leader hints, retries with the same
+//! seq, backoff, non-blocking configuration refresh on `WrongGroup` and a
+//! deadline per request. Its window is `pipeline` requests. Closed-loop
+//! (the default), a completion (or a give-up) frees a slot and the next
+//! operation is issued at once. Open-loop (`RunSpec::rate`), each worker
+//! issues its share of the rate on a fixed schedule ([`crate::pace`]) to
+//! its sessions in turn, skipping full ones; a request that finds every
+//! slot taken waits, and its latency runs from its *intended* send time, so
+//! waiting for the pipeline (or for a late worker) counts. Sessions are
+//! spread over a few worker threads, each running one mio `Poll` over its
+//! sessions' sockets, so 64 sessions do not need 128 blocking threads
+//! fighting the servers for the same cores.
 //!
-//! A session opens one connection per (server, group) it talks to, because
-//! the server binds a connection to the core owning the group of its first
-//! frame. Replies on a connection may come back in any order; they are
-//! matched by `request_id = attempt << 48 | seq`, so a late reply to an
-//! earlier attempt (after a redirect or a reconnect) is recognised and
-//! dropped rather than mistaken for the current one.
-//!
-//! Failure handling follows PROTOCOL.md section 5.2: `NotLeader` moves the
-//! thread's leader hint for the group and resends (same seq) on a connection
-//! to the new leader; `Busy` resends after an exponential backoff;
-//! `WrongGroup` refreshes the configuration from the masters; a lost
-//! connection resends everything that was on it. `Error` replies and
-//! requests past `request_timeout` are counted as errors and recorded as
-//! `Unknown` in the history. Nothing a server does can panic the driver or
-//! keep it running past the end of the run plus `drain_timeout`.
+//! This file is only I/O and scheduling: which operation to issue when,
+//! one connection per (session, destination) the session names
+//! (`synod::client::mio_conn`, which also runs the authentication
+//! handshake), and turning completions into latencies, counters and the
+//! history. `Error` replies and requests past `request_timeout` are
+//! counted as errors and recorded as `Unknown` in the history. Nothing a
+//! server does can panic the driver or keep it running past the end of
+//! the run plus `drain_timeout`.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::io::{self, Read, Write};
+use std::collections::HashMap;
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
-use synod::auth::{Dialer, Key};
+use mio::{Events, Poll};
+use synod::auth::Key;
 use synod::check::{KvInput, KvOp, KvOutput};
-use synod::client::{AckWindow, Client, ClientOptions};
+use synod::client::mio_conn::Conns;
+use synod::client::session::{Answer, Dest, Req, Session, SessionOptions, Time};
+use synod::client::{ClientError, DEFAULT_RPC_TIMEOUT};
 use synod::rng::Rng;
-use synod_wire::{
-    encode_frame, shard_of, AuthMsg, ClientId, ClientReply, ClientRequest, Config, Decoder, Frame,
-    GroupId, Message, Op, Seq,
-};
+use synod_wire::{ClientId, Config, Op};
 
 use crate::pace::{next_free, worker_rate, Pacer, Slot};
 use crate::workload::{next_op, Workload};
@@ -57,11 +49,6 @@ use crate::zipf::KeyDist;
 /// Highest latency the histograms hold (60 s, in µs); larger values are
 /// clamped, which only a request stuck for a minute could produce.
 pub const LATENCY_US_MAX: u64 = 60_000_000;
-/// Request ids carry the attempt number above this many bits of seq.
-const SEQ_BITS: u32 = 48;
-const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
-/// Bytes asked of a socket per read.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Longest a worker sleeps in `poll`: bounds how late timeouts, the end of
 /// the run and progress figures are noticed.
 const POLL_INTERVAL_MAX: Duration = Duration::from_millis(50);
@@ -73,19 +60,10 @@ const POLL_INTERVAL_MAX: Duration = Duration::from_millis(50);
 /// adds to a measured latency; shorter would wake the worker more often
 /// on a machine whose cores the servers need.
 const PACE_SLEEP_MAX: Duration = Duration::from_micros(100);
-/// How often requests are checked against their deadline.
-const TIMEOUT_SCAN_INTERVAL: Duration = Duration::from_millis(100);
 /// How often a worker publishes its interval histogram for the progress line.
 const PROGRESS_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-/// Least time between two configuration refreshes of one worker.
-const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
-/// First retry delay after Busy or a failed connection; doubles per failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(1);
 /// Longest retry delay: a benchmark would rather see errors than idle.
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
-/// Redirects with a leader hint that are followed at once; past this a
-/// request backs off (an election in progress can bounce it around).
-const FREE_REDIRECTS: u32 = 3;
 /// Error reasons printed (the rest are only counted).
 const ERROR_REASONS_SHOWN: u64 = 5;
 
@@ -115,7 +93,7 @@ pub struct RunSpec {
     /// Seeds the key and operation choices (not the client ids, which must
     /// differ on every run: the servers remember sessions).
     pub seed: u64,
-    /// Masters, for configuration refreshes on `WrongGroup`.
+    /// Masters, for the sessions' configuration refreshes on `WrongGroup`.
     pub masters: Vec<String>,
     /// Origin of history timestamps (ns). Shared by every run of a process
     /// so that the prefill's history and the workload's can be merged.
@@ -195,21 +173,6 @@ struct Shared {
     done: AtomicBool,
 }
 
-/// 64 random bits for client ids: `/dev/urandom`, or the clock and pid.
-fn entropy() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
-        return u64::from_le_bytes(b);
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ u64::from(std::process::id()).rotate_left(32)
-}
-
 /// Runs `spec` against the cluster described by `config` and waits for it.
 pub fn run(spec: &RunSpec, config: &Config) -> RunResult {
     assert!(spec.clients > 0 && spec.pipeline > 0 && spec.threads > 0);
@@ -222,7 +185,7 @@ pub fn run(spec: &RunSpec, config: &Config) -> RunResult {
         done: AtomicBool::new(false),
     });
     let start = Instant::now();
-    let id_base = Rng::new(entropy()).next_u64();
+    let id_base = Rng::new(synod::client::random_client_id()).next_u64();
     let mut seed_rng = Rng::new(spec.seed);
     let mut plans: Vec<Vec<(ClientId, u64)>> = vec![Vec::new(); threads];
     for i in 0..spec.clients {
@@ -331,22 +294,12 @@ struct WorkerResult {
     last_completion: Option<Instant>,
 }
 
-/// One request a session has issued and not yet finished.
+/// One operation a client has issued and not yet seen finish.
 struct Pending {
-    op: Op,
-    /// Where its latency runs from, through every retry: when it was first
-    /// sent, or open-loop, when it was intended to be.
+    op_kind: OpKind,
+    /// Where its latency runs from, through every retry: when it was
+    /// issued, or open-loop, when it was intended to be.
     latency_from: Instant,
-    deadline: Instant,
-    /// Sends so far; the current one's number is in its request id.
-    attempt: u64,
-    /// Busy replies and failed connections so far (drives the backoff).
-    failures: u32,
-    /// Redirects so far.
-    redirects: u32,
-    /// The connection it is outstanding on; `None` while it waits for a
-    /// retry (backoff, a new connection, a configuration).
-    sent_on: Option<usize>,
     /// Counted toward `--ops` (issued after the warmup); open-loop:
     /// intended inside the measured window.
     measured: bool,
@@ -354,38 +307,35 @@ struct Pending {
     history: Option<usize>,
 }
 
-/// One at-most-once identity with its pipeline.
-struct Session {
-    client_id: ClientId,
-    next_seq: Seq,
-    acks: AckWindow,
-    pending: HashMap<Seq, Pending>,
-    /// Its connection (a token of `Worker::conns`) per group.
-    conns: HashMap<GroupId, usize>,
-    rng: Rng,
+/// What a result means depends on the operation's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpKind {
+    Get,
+    Delete,
+    Write,
 }
 
-/// One socket.
-struct Conn {
-    stream: TcpStream,
-    session: usize,
-    gid: GroupId,
-    /// Index of the server in the group's member list.
-    server: usize,
-    connected: bool,
-    out: BytesMut,
-    inbuf: BytesMut,
-    decoder: Decoder,
-    /// The handshake in progress; requests wait in `held` until the
-    /// server proved the key.
-    dialer: Option<Dialer>,
-    held: BytesMut,
+/// One benchmark client: a session core, its operations in flight (by the
+/// session's handle) and its connections (a token of `Worker::conns` per
+/// destination).
+struct Client {
+    session: Session,
+    pending: HashMap<u64, Pending>,
+    conns: HashMap<Dest, usize>,
+    /// Operations issued: the values it writes carry the number, so every
+    /// written value is unique (what `--check` needs).
+    issued: u64,
+    rng: Rng,
+    /// When the session wants to be polled again.
+    wake: Option<Time>,
+    /// Listed in `Worker::touched` for this turn.
+    touched: bool,
 }
 
 /// How an operation ended.
 enum Outcome {
     Done(KvOutput),
-    /// An `Error` reply.
+    /// An `Error` reply, an expired session, a refusal.
     Refused,
     /// No answer by its deadline, or by the end of the drain.
     TimedOut,
@@ -396,16 +346,15 @@ struct Worker<'a> {
     shared: &'a Shared,
     index: usize,
     poll: Poll,
-    config: Config,
-    /// Leader hint per group, shared by the worker's sessions so one
-    /// redirect teaches them all.
-    leaders: HashMap<GroupId, usize>,
-    sessions: Vec<Session>,
-    conns: HashMap<usize, Conn>,
-    next_token: usize,
-    /// Connections with bytes to write.
-    dirty: Vec<usize>,
-    retries: BinaryHeap<Reverse<(Instant, usize, Seq)>>,
+    /// The sessions' clock starts here.
+    epoch: Instant,
+    clients: Vec<Client>,
+    /// Every client's connections, each with its client and destination.
+    conns: Conns<(usize, Dest)>,
+    /// Clients whose session has news to poll this turn.
+    touched: Vec<usize>,
+    /// Fresh client ids after a `SessionExpired`.
+    id_rng: Rng,
     /// Open-loop: this worker's schedule.
     pacer: Option<Pacer>,
     /// Open-loop: the session the next free-slot search starts from.
@@ -414,9 +363,6 @@ struct Worker<'a> {
     end: Option<Instant>,
     issuing: bool,
     issue_stopped: Option<Instant>,
-    need_config: bool,
-    last_refresh: Option<Instant>,
-    master: Option<Client>,
     hist: Histogram<u64>,
     lag: Histogram<u64>,
     interval: Histogram<u64>,
@@ -424,7 +370,6 @@ struct Worker<'a> {
     counters: Counters,
     history: Vec<KvOp>,
     last_completion: Option<Instant>,
-    scratch: Vec<u8>,
 }
 
 impl<'a> Worker<'a> {
@@ -449,37 +394,55 @@ impl<'a> Worker<'a> {
                 end,
             )
         });
+        let mut opts =
+            SessionOptions::new(spec.request_timeout, DEFAULT_RPC_TIMEOUT, spec.pipeline);
+        opts.backoff_max = BACKOFF_MAX;
+        let epoch = Instant::now();
+        let clients = sessions
+            .into_iter()
+            .map(|(client_id, seed)| {
+                let mut rng = Rng::new(seed);
+                let mut session = Session::with_masters(
+                    opts.clone(),
+                    spec.masters.clone(),
+                    client_id,
+                    rng.next_u64(),
+                    Time::ZERO,
+                );
+                session.install_config(config.clone());
+                Client {
+                    session,
+                    pending: HashMap::new(),
+                    conns: HashMap::new(),
+                    issued: 0,
+                    rng,
+                    wake: None,
+                    touched: false,
+                }
+            })
+            .collect();
         Worker {
             spec,
             shared,
             index,
             poll: Poll::new().expect("create a mio Poll"),
-            config,
-            leaders: HashMap::new(),
-            sessions: sessions
-                .into_iter()
-                .map(|(client_id, seed)| Session {
-                    client_id,
-                    next_seq: 1,
-                    acks: AckWindow::default(),
-                    pending: HashMap::new(),
-                    conns: HashMap::new(),
-                    rng: Rng::new(seed),
-                })
-                .collect(),
-            conns: HashMap::new(),
-            next_token: 0,
-            dirty: Vec::new(),
-            retries: BinaryHeap::new(),
+            epoch,
+            clients,
+            conns: Conns::new(
+                0,
+                synod::auth::stream::client_identity(
+                    spec.cluster_key.as_ref(),
+                    spec.client_key.as_ref(),
+                ),
+            ),
+            touched: Vec::new(),
+            id_rng: Rng::new(synod::client::random_client_id()),
             pacer,
             cursor: 0,
             measure_start,
             end,
             issuing: true,
             issue_stopped: None,
-            need_config: false,
-            last_refresh: None,
-            master: None,
             hist: new_histogram(),
             lag: new_histogram(),
             interval: new_histogram(),
@@ -487,16 +450,22 @@ impl<'a> Worker<'a> {
             counters: Counters::default(),
             history: Vec::new(),
             last_completion: None,
-            scratch: vec![0; READ_CHUNK_BYTES],
         }
+    }
+
+    /// The sessions' time for `t`.
+    fn time(&self, t: Instant) -> Time {
+        t.saturating_duration_since(self.epoch)
     }
 
     fn run(mut self) -> WorkerResult {
         let mut events = Events::with_capacity(1024);
-        let mut last_scan = Instant::now();
         let mut last_flush = Instant::now();
         loop {
             let now = Instant::now();
+            for token in self.conns.take_unread() {
+                self.on_readable(token, now);
+            }
             if self.issuing {
                 self.maybe_stop_issuing(now);
             }
@@ -506,14 +475,9 @@ impl<'a> Worker<'a> {
                     Some(_) => self.pace(now),
                 }
             }
-            self.run_due_retries(now);
-            if now.duration_since(last_scan) >= TIMEOUT_SCAN_INTERVAL {
-                last_scan = now;
-                self.expire(now);
-            }
-            if self.need_config {
-                self.refresh_config(now);
-            }
+            // What was just issued (and what the sessions resend) goes
+            // out in this turn; completions were taken as replies arrived.
+            self.step_sessions(now);
             self.flush_writes(now);
             if now.duration_since(last_flush) >= PROGRESS_FLUSH_INTERVAL {
                 last_flush = now;
@@ -530,8 +494,16 @@ impl<'a> Worker<'a> {
             }
 
             let mut timeout = POLL_INTERVAL_MAX;
-            if let Some(Reverse((due, _, _))) = self.retries.peek() {
-                timeout = timeout.min(due.saturating_duration_since(now));
+            if self.conns.has_unread() || !self.touched.is_empty() {
+                timeout = Duration::ZERO;
+            }
+            let now_t = self.time(now);
+            if let Some(wake) = self.clients.iter().filter_map(|c| c.wake).min() {
+                // Rounded up to whole milliseconds (what `poll` waits):
+                // waking early would find nothing due.
+                let wait = wake.saturating_sub(now_t);
+                timeout =
+                    timeout.min(Duration::from_millis(wait.as_micros().div_ceil(1000) as u64));
             }
             if let (true, Some(end)) = (self.issuing, self.end) {
                 timeout = timeout.min(end.saturating_duration_since(now));
@@ -575,6 +547,7 @@ impl<'a> Worker<'a> {
             }
         }
         self.publish_interval();
+        self.collect_stats();
         WorkerResult {
             hist: self.hist,
             lag: self.lag,
@@ -586,7 +559,7 @@ impl<'a> Worker<'a> {
     }
 
     fn outstanding(&self) -> usize {
-        self.sessions.iter().map(|s| s.pending.len()).sum()
+        self.clients.iter().map(|c| c.pending.len()).sum()
     }
 
     /// Ends issuing when the run is over. Closed-loop that is the end of
@@ -627,9 +600,9 @@ impl<'a> Worker<'a> {
 
     /// Tops every session's pipeline up to `pipeline` requests.
     fn refill(&mut self, now: Instant) {
-        for s in 0..self.sessions.len() {
-            while self.issuing && self.sessions[s].pending.len() < self.spec.pipeline {
-                self.issue(s, now, None);
+        for c in 0..self.clients.len() {
+            while self.issuing && self.clients[c].pending.len() < self.spec.pipeline {
+                self.issue(c, now, None);
             }
         }
     }
@@ -647,12 +620,12 @@ impl<'a> Worker<'a> {
         let pipeline = self.spec.pipeline;
         let mut used = None;
         loop {
-            let sessions = &self.sessions;
-            let free = next_free(sessions.len(), self.cursor, |s| {
-                sessions[s].pending.len() < pipeline
+            let clients = &self.clients;
+            let free = next_free(clients.len(), self.cursor, |c| {
+                clients[c].pending.len() < pipeline
             });
             let pacer = self.pacer.as_mut().expect("open-loop");
-            let Some(s) = free else {
+            let Some(c) = free else {
                 pacer.full(now);
                 break;
             };
@@ -661,12 +634,12 @@ impl<'a> Worker<'a> {
                 break;
             }
             let slot = pacer.take(now);
-            self.cursor = s;
-            used = Some(s);
-            self.issue(s, now, Some(slot));
+            self.cursor = c;
+            used = Some(c);
+            self.issue(c, now, Some(slot));
         }
-        if let Some(s) = used {
-            self.cursor = (s + 1) % self.sessions.len();
+        if let Some(c) = used {
+            self.cursor = (c + 1) % self.clients.len();
         }
     }
 
@@ -674,16 +647,16 @@ impl<'a> Worker<'a> {
     /// (a full pipeline wakes the worker with a reply instead).
     fn next_send(&self) -> Option<Instant> {
         let pacer = self.pacer.as_ref()?;
-        if !self.issuing || self.outstanding() >= self.sessions.len() * self.spec.pipeline {
+        if !self.issuing || self.outstanding() >= self.clients.len() * self.spec.pipeline {
             return None;
         }
         pacer.next_intended()
     }
 
-    /// Issues one new operation on session `s`, unless the op budget is
+    /// Issues one new operation on client `c`, unless the op budget is
     /// spent (then issuing stops). Open-loop, `slot` is its place in the
     /// schedule.
-    fn issue(&mut self, s: usize, now: Instant, slot: Option<Slot>) {
+    fn issue(&mut self, c: usize, now: Instant, slot: Option<Slot>) {
         let budgeted = self.spec.ops.is_some() || self.spec.workload == Workload::Prefill;
         let latency_from = slot.map_or(now, |slot| slot.intended);
         let measured = latency_from >= self.measure_start;
@@ -701,18 +674,23 @@ impl<'a> Worker<'a> {
             self.lag.saturating_record(lag_us.max(1));
             self.counters.delayed += u64::from(slot.delayed);
         }
-        let session = &mut self.sessions[s];
-        let seq = session.next_seq;
-        session.next_seq += 1;
+        let client = &mut self.clients[c];
+        client.issued += 1;
+        let client_id = client.session.client_id();
         let op = next_op(
             self.spec.workload,
             &self.spec.keys,
-            &mut session.rng,
+            &mut client.rng,
             index,
-            session.client_id,
-            seq,
+            client_id,
+            client.issued,
             self.spec.value_size,
         );
+        let op_kind = match &op {
+            Op::Get { .. } => OpKind::Get,
+            Op::Delete { .. } => OpKind::Delete,
+            _ => OpKind::Write,
+        };
         let history = self.spec.record_history.then(|| {
             let (input, key) = match &op {
                 Op::Get { key } => (KvInput::Get, key.clone()),
@@ -722,7 +700,7 @@ impl<'a> Worker<'a> {
                 other => unreachable!("next_op issues Get, Put, Append and Delete only: {other:?}"),
             };
             self.history.push(KvOp {
-                client: session.client_id,
+                client: client_id,
                 key,
                 input,
                 output: KvOutput::Unknown,
@@ -731,471 +709,120 @@ impl<'a> Worker<'a> {
             });
             self.history.len() - 1
         });
-        session.pending.insert(
-            seq,
+        let handle = client.session.submit(Req::Kv(op));
+        client.pending.insert(
+            handle,
             Pending {
-                op,
+                op_kind,
                 latency_from,
-                deadline: now + self.spec.request_timeout,
-                attempt: 0,
-                failures: 0,
-                redirects: 0,
-                sent_on: None,
                 // Closed-loop and unbudgeted, the completion time decides
                 // (see `finish`); open-loop, the intended time does.
                 measured: measured || (slot.is_none() && !budgeted),
                 history,
             },
         );
-        self.send(s, seq, now);
+        self.touch(c);
     }
 
-    /// The group serving `key` and the member to send to, by the cached
-    /// configuration; `None` if no group serves its shard there.
-    fn route(&self, key: &[u8]) -> Option<(GroupId, usize, String)> {
-        let shards = self.config.shards.len() as u32;
-        if shards == 0 {
-            return None;
-        }
-        let gid = self.config.shards[shard_of(key, shards) as usize];
-        let group = self.config.groups.iter().find(|g| g.gid == gid)?;
-        if gid == 0 || group.servers.is_empty() {
-            return None;
-        }
-        let server = self.leaders.get(&gid).copied().unwrap_or(0) % group.servers.len();
-        Some((gid, server, group.servers[server].clone()))
-    }
-
-    /// Sends (or resends) request `seq` of session `s` to its group's
-    /// current leader, opening the connection if needed.
-    fn send(&mut self, s: usize, seq: Seq, now: Instant) {
-        let Some(p) = self.sessions[s].pending.get(&seq) else {
-            return;
-        };
-        let Some((gid, server, addr)) = self.route(p.op.key()) else {
-            self.need_config = true;
-            self.schedule(s, seq, now + CONFIG_REFRESH_INTERVAL);
-            return;
-        };
-        let token = match self.sessions[s].conns.get(&gid) {
-            Some(&t) if self.conns.get(&t).is_some_and(|c| c.server == server) => t,
-            existing => {
-                // The leader moved since this connection was opened: move
-                // everything on it to the new leader.
-                if let Some(&old) = existing {
-                    self.drop_conn(old, false, now);
-                }
-                match self.open(s, gid, server, &addr) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        self.note_conn_failure(gid, server, &addr, &e);
-                        let p = self.sessions[s].pending.get_mut(&seq).expect("checked");
-                        p.failures += 1;
-                        let delay = backoff(p.failures, &mut self.sessions[s].rng);
-                        self.schedule(s, seq, now + delay);
-                        return;
-                    }
-                }
-            }
-        };
-        let session = &mut self.sessions[s];
-        let ack_seq = session.acks.ack_seq();
-        let client_id = session.client_id;
-        let p = session.pending.get_mut(&seq).expect("checked");
-        p.attempt += 1;
-        p.sent_on = Some(token);
-        debug_assert!(seq > ack_seq, "a pending seq is never acknowledged");
-        let frame = Frame {
-            request_id: (p.attempt << SEQ_BITS) | seq,
-            group: gid,
-            message: Message::Request(ClientRequest {
-                client_id,
-                seq,
-                ack_seq,
-                op: p.op.clone(),
-            }),
-        };
-        let conn = self.conns.get_mut(&token).expect("just looked up");
-        if conn.out.is_empty() {
-            self.dirty.push(token);
-        }
-        if conn.dialer.is_some() {
-            encode_frame(&frame, &mut conn.held);
-        } else {
-            encode_frame(&frame, &mut conn.out);
+    fn touch(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        if !client.touched {
+            client.touched = true;
+            self.touched.push(c);
         }
     }
 
-    fn schedule(&mut self, s: usize, seq: Seq, due: Instant) {
-        if let Some(p) = self.sessions[s].pending.get_mut(&seq) {
-            p.sent_on = None;
-            self.retries.push(Reverse((due, s, seq)));
-        }
-    }
-
-    fn run_due_retries(&mut self, now: Instant) {
-        while let Some(&Reverse((due, s, seq))) = self.retries.peek() {
-            if due > now {
-                break;
-            }
-            self.retries.pop();
-            // Skip entries for requests finished or already resent since.
-            if self.sessions[s]
-                .pending
-                .get(&seq)
-                .is_some_and(|p| p.sent_on.is_none())
-            {
-                self.send(s, seq, now);
+    /// Polls every session with news or a wake-up due and carries out what
+    /// it asks: connections to drop, frames to send, completions.
+    fn step_sessions(&mut self, now: Instant) {
+        let now_t = self.time(now);
+        for (c, client) in self.clients.iter_mut().enumerate() {
+            if !client.touched && client.wake.is_some_and(|w| w <= now_t) {
+                client.touched = true;
+                self.touched.push(c);
             }
         }
-    }
-
-    fn open(&mut self, s: usize, gid: GroupId, server: usize, addr: &str) -> io::Result<usize> {
-        let sa: SocketAddr = match addr.parse() {
-            Ok(sa) => sa,
-            Err(_) => addr.to_socket_addrs()?.next().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing")
-            })?,
-        };
-        let mut stream = TcpStream::connect(sa)?;
-        let token = self.next_token;
-        self.next_token += 1;
-        self.poll.registry().register(
-            &mut stream,
-            Token(token),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        let mut out = BytesMut::new();
-        let mut dialer = None;
-        let auth = synod::auth::stream::client_identity(
-            self.spec.cluster_key.as_ref(),
-            self.spec.client_key.as_ref(),
-        );
-        if let Some((key, identity)) = auth {
-            let nonce = synod::auth::random_nonce().map_err(io::Error::other)?;
-            let (d, hello) = Dialer::new(&key, identity, nonce);
-            encode_frame(
-                &Frame {
-                    request_id: 0,
-                    group: gid,
-                    message: Message::Auth(AuthMsg::Hello(hello)),
-                },
-                &mut out,
-            );
-            dialer = Some(d);
-        }
-        self.conns.insert(
-            token,
-            Conn {
-                stream,
-                session: s,
-                gid,
-                server,
-                connected: false,
-                out,
-                inbuf: BytesMut::new(),
-                decoder: Decoder::default(),
-                dialer,
-                held: BytesMut::new(),
-            },
-        );
-        self.sessions[s].conns.insert(gid, token);
-        Ok(token)
-    }
-
-    fn note_conn_failure(&mut self, gid: GroupId, server: usize, addr: &str, e: &io::Error) {
-        self.counters.reconnects += 1;
-        if self.counters.reconnects <= ERROR_REASONS_SHOWN {
-            eprintln!("synod-bench: connection to {addr} (group {gid}) failed: {e}");
-        }
-        // Try the next member, unless another session already moved on.
-        let members = self.members(gid);
-        if members > 0 && self.leaders.get(&gid).copied().unwrap_or(0) % members == server {
-            self.leaders.insert(gid, (server + 1) % members);
+        // Stepping may touch a client again (a connection it could not
+        // open): those wait for the next turn.
+        let touched = std::mem::take(&mut self.touched);
+        for c in touched {
+            self.clients[c].touched = false;
+            self.step(c, now);
         }
     }
 
-    fn members(&self, gid: GroupId) -> usize {
-        self.config
-            .groups
-            .iter()
-            .find(|g| g.gid == gid)
-            .map_or(0, |g| g.servers.len())
-    }
-
-    /// Closes connection `token` and resends what was outstanding on it:
-    /// at once after a redirect, after a backoff if it failed.
-    fn drop_conn(&mut self, token: usize, failed: bool, now: Instant) {
-        let Some(mut conn) = self.conns.remove(&token) else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        let s = conn.session;
-        if self.sessions[s].conns.get(&conn.gid) == Some(&token) {
-            self.sessions[s].conns.remove(&conn.gid);
+    fn step(&mut self, c: usize, now: Instant) {
+        let now_t = self.time(now);
+        let client = &mut self.clients[c];
+        if client.session.needs_new_id(now_t) {
+            let id = synod_wire::client_id_at(synod_wire::unix_now_ms(), self.id_rng.next_u64());
+            client.session.set_client_id(id, now_t);
         }
-        let stranded: Vec<Seq> = self.sessions[s]
-            .pending
-            .iter()
-            .filter(|(_, p)| p.sent_on == Some(token))
-            .map(|(&seq, _)| seq)
-            .collect();
-        for seq in stranded {
-            let session = &mut self.sessions[s];
-            let p = session.pending.get_mut(&seq).expect("just listed");
-            let due = if failed {
-                p.failures += 1;
-                now + backoff(p.failures, &mut session.rng)
-            } else {
-                now
-            };
-            self.schedule(s, seq, due);
-        }
-    }
-
-    /// A connection failed: count it, move the hint off that server, resend.
-    fn fail_conn(&mut self, token: usize, why: &io::Error, now: Instant) {
-        let Some(conn) = self.conns.get(&token) else {
-            return;
-        };
-        let (gid, server) = (conn.gid, conn.server);
-        let addr = self
-            .config
-            .groups
-            .iter()
-            .find(|g| g.gid == gid)
-            .and_then(|g| g.servers.get(server).cloned())
-            .unwrap_or_default();
-        self.note_conn_failure(gid, server, &addr, why);
-        self.drop_conn(token, true, now);
-    }
-
-    fn on_writable(&mut self, token: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&token) else {
-            return;
-        };
-        if !conn.connected {
-            // mio's connect protocol: a writable event, then take_error and
-            // peer_addr tell whether the connection is up.
-            let err = match conn.stream.take_error() {
-                Ok(Some(e)) | Err(e) => Some(e),
-                Ok(None) => match conn.stream.peer_addr() {
-                    Ok(_) => None,
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                    Err(e) => Some(e),
-                },
-            };
-            if let Some(e) = err {
-                self.fail_conn(token, &e, now);
-                return;
-            }
-            conn.connected = true;
-            // Requests are small and latency-bound: never wait for Nagle.
-            let _ = conn.stream.set_nodelay(true);
-        }
-        if let Err(e) = write_out(conn) {
-            self.fail_conn(token, &e, now);
-        }
-    }
-
-    fn flush_writes(&mut self, now: Instant) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for token in dirty {
-            let Some(conn) = self.conns.get_mut(&token) else {
-                continue;
-            };
-            // Not connected yet: the connect's writable event flushes it.
-            if !conn.connected {
-                continue;
-            }
-            if let Err(e) = write_out(conn) {
-                self.fail_conn(token, &e, now);
+        client.session.poll(now_t);
+        while let Some((dest, why)) = self.clients[c].session.poll_close() {
+            if let Some(token) = self.clients[c].conns.get(&dest).copied() {
+                self.note_conn_failure(&dest, &why);
+                self.drop_conn(token);
             }
         }
-    }
-
-    fn on_readable(&mut self, token: usize, now: Instant) {
-        let mut frames = Vec::new();
-        let failure = {
-            let Some(conn) = self.conns.get_mut(&token) else {
-                return;
-            };
-            let mut failure = None;
-            loop {
-                match conn.stream.read(&mut self.scratch) {
-                    Ok(0) => {
-                        failure = Some(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "closed by the server",
-                        ));
-                        break;
-                    }
-                    Ok(n) => conn.inbuf.extend_from_slice(&self.scratch[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            // Frames that arrived before a close are still answers.
-            loop {
-                match conn.decoder.decode(&mut conn.inbuf) {
-                    Ok(Some(f)) => frames.push(f),
-                    Ok(None) => break,
-                    Err(e) => {
-                        failure = Some(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("undecodable reply: {e}"),
-                        ));
-                        break;
-                    }
-                }
-            }
-            failure
-        };
-        for frame in frames {
-            self.on_frame(token, frame, now);
-        }
-        if let Some(e) = failure {
-            self.fail_conn(token, &e, now);
-        }
-    }
-
-    fn on_frame(&mut self, token: usize, frame: Frame, now: Instant) {
-        // Until the server proved the key, only its challenge is expected.
-        if let Some(conn) = self.conns.get_mut(&token) {
-            if let Some(dialer) = conn.dialer.take() {
-                let proof = match frame.message {
-                    Message::Auth(AuthMsg::Challenge(ch)) => {
-                        dialer.on_challenge(&ch).map_err(|e| e.to_string())
-                    }
-                    other => Err(format!("{other:?} before the server's challenge")),
-                };
-                match proof {
-                    Ok(proof) => {
-                        encode_frame(
-                            &Frame {
-                                request_id: 0,
-                                group: conn.gid,
-                                message: Message::Auth(AuthMsg::Proof(proof)),
-                            },
-                            &mut conn.out,
-                        );
-                        let held = std::mem::take(&mut conn.held);
-                        conn.out.extend_from_slice(&held);
-                        self.dirty.push(token);
-                    }
+        while let Some(t) = self.clients[c].session.poll_transmit() {
+            let token = match self.clients[c].conns.get(&t.dest) {
+                Some(&token) => token,
+                None => match self.open(c, &t.dest) {
+                    Ok(token) => token,
                     Err(why) => {
-                        let e = io::Error::new(
-                            io::ErrorKind::PermissionDenied,
-                            format!("authentication: {why}"),
-                        );
-                        self.fail_conn(token, &e, now);
+                        self.note_conn_failure(&t.dest, &why);
+                        // Its frames never left: the session resends them
+                        // elsewhere after a backoff.
+                        self.clients[c]
+                            .session
+                            .on_conn_failed(&t.dest, &why, false, now_t);
+                        continue;
                     }
-                }
-                return;
-            }
+                },
+            };
+            self.conns.queue(token, &t.frame);
         }
-        let Some(conn) = self.conns.get(&token) else {
-            return;
-        };
-        let (s, gid, server) = (conn.session, conn.gid, conn.server);
-        let seq = frame.request_id & SEQ_MASK;
-        let attempt = frame.request_id >> SEQ_BITS;
-        let current = self.sessions[s]
-            .pending
-            .get(&seq)
-            .is_some_and(|p| p.attempt == attempt && p.sent_on == Some(token));
-        if !current {
-            // A reply to an attempt given up on (timeout, redirect): ignore.
-            return;
-        }
-        let reply = match frame.message {
-            Message::Reply(r) => r,
-            other => {
-                let e = io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected message {other:?}"),
-                );
-                self.fail_conn(token, &e, now);
-                return;
-            }
-        };
-        match reply {
-            ClientReply::Ok(v) => {
-                let out = match self.sessions[s].pending[&seq].op {
-                    Op::Get { .. } => KvOutput::Value(Some(v)),
-                    Op::Delete { .. } => KvOutput::Deleted(v.as_ref() == b"1"),
-                    _ => KvOutput::Ok,
-                };
-                self.finish(s, seq, Outcome::Done(out), now);
-            }
-            ClientReply::NoKey => {
-                self.counters.get_misses += 1;
-                self.finish(s, seq, Outcome::Done(KvOutput::Value(None)), now);
-            }
-            ClientReply::Error { reason } => {
-                if self.counters.errors < ERROR_REASONS_SHOWN {
-                    eprintln!("synod-bench: request refused: {reason}");
+        self.drain(c, now);
+        let client = &mut self.clients[c];
+        client.wake = client.session.next_wake(now_t);
+    }
+
+    /// Takes client `c`'s finished operations.
+    fn drain(&mut self, c: usize, now: Instant) {
+        while let Some(done) = self.clients[c].session.poll_completion() {
+            let Some(p) = self.clients[c].pending.remove(&done.handle) else {
+                continue;
+            };
+            let outcome = match done.result {
+                Ok(Answer::Kv(Some(v))) => Outcome::Done(match p.op_kind {
+                    OpKind::Get => KvOutput::Value(Some(v)),
+                    OpKind::Delete => KvOutput::Deleted(v.as_ref() == b"1"),
+                    OpKind::Write => KvOutput::Ok,
+                }),
+                Ok(Answer::Kv(None)) => {
+                    self.counters.get_misses += 1;
+                    Outcome::Done(KvOutput::Value(None))
                 }
-                self.finish(s, seq, Outcome::Refused, now);
-            }
-            // Final, outcome unknown (an earlier copy may have applied):
-            // never resent under the same id. A run shorter than the
-            // servers' session TTL sees it only under the session cap.
-            ClientReply::SessionExpired => {
-                if self.counters.errors < ERROR_REASONS_SHOWN {
-                    eprintln!("synod-bench: request refused: session expired");
+                Ok(Answer::Config(_)) => unreachable!("benchmark clients submit KV requests only"),
+                Err(ClientError::Timeout | ClientError::Unreachable(_)) => Outcome::TimedOut,
+                Err(e) => {
+                    // Final, outcome unknown for a write (an earlier copy
+                    // may have applied). A run shorter than the servers'
+                    // session TTL sees `SessionExpired` only under the
+                    // session cap.
+                    if self.counters.errors < ERROR_REASONS_SHOWN {
+                        eprintln!("synod-bench: request refused: {e}");
+                    }
+                    Outcome::Refused
                 }
-                self.finish(s, seq, Outcome::Refused, now);
-            }
-            ClientReply::Busy => {
-                self.counters.busy += 1;
-                let session = &mut self.sessions[s];
-                let p = session.pending.get_mut(&seq).expect("checked");
-                p.failures += 1;
-                let delay = backoff(p.failures, &mut session.rng);
-                self.schedule(s, seq, now + delay);
-            }
-            ClientReply::NotLeader { leader } => {
-                self.counters.redirects += 1;
-                let members = self.members(gid).max(1);
-                let hinted = leader
-                    .map(|l| l as usize)
-                    .filter(|&l| l < members && l != server);
-                self.leaders
-                    .insert(gid, hinted.unwrap_or((server + 1) % members));
-                let session = &mut self.sessions[s];
-                let p = session.pending.get_mut(&seq).expect("checked");
-                p.redirects += 1;
-                let delay = if hinted.is_some() && p.redirects <= FREE_REDIRECTS {
-                    Duration::ZERO
-                } else {
-                    backoff(p.redirects, &mut session.rng)
-                };
-                self.schedule(s, seq, now + delay);
-                // Everything else on this connection is headed for the same
-                // answer: move it to the new leader now.
-                self.drop_conn(token, false, now);
-            }
-            ClientReply::WrongGroup => {
-                self.counters.redirects += 1;
-                self.need_config = true;
-                self.schedule(s, seq, now + CONFIG_REFRESH_INTERVAL);
-            }
+            };
+            self.finish(p, outcome, now);
         }
     }
 
-    /// Ends request `seq` of session `s`: frees its pipeline slot, moves the
-    /// ack watermark, records its latency and history entry.
-    fn finish(&mut self, s: usize, seq: Seq, outcome: Outcome, now: Instant) {
-        let session = &mut self.sessions[s];
-        let Some(p) = session.pending.remove(&seq) else {
-            return;
-        };
-        session.acks.retire(seq);
+    /// Records an operation's end: its latency, counters, history entry.
+    fn finish(&mut self, p: Pending, outcome: Outcome, now: Instant) {
         let output = match outcome {
             Outcome::Done(out) => {
                 let latency_us = now.duration_since(p.latency_from).as_micros() as u64;
@@ -1233,118 +860,114 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Gives up on requests past their deadline.
-    fn expire(&mut self, now: Instant) {
-        let mut late = Vec::new();
-        for (s, session) in self.sessions.iter().enumerate() {
-            for (&seq, p) in &session.pending {
-                if now >= p.deadline {
-                    late.push((s, seq));
-                }
-            }
-        }
-        for (s, seq) in late {
-            self.finish(s, seq, Outcome::TimedOut, now);
-        }
-    }
-
     /// The drain deadline passed: everything still outstanding is an error.
     fn abandon_all(&mut self, now: Instant) {
-        for s in 0..self.sessions.len() {
-            let seqs: Vec<Seq> = self.sessions[s].pending.keys().copied().collect();
-            for seq in seqs {
-                self.finish(s, seq, Outcome::TimedOut, now);
+        for c in 0..self.clients.len() {
+            let pending: Vec<Pending> = self.clients[c].pending.drain().map(|(_, p)| p).collect();
+            for p in pending {
+                self.finish(p, Outcome::TimedOut, now);
             }
         }
     }
 
-    /// Fetches the latest configuration (blocking, bounded by the client's
-    /// timeout), at most once per [`CONFIG_REFRESH_INTERVAL`].
-    fn refresh_config(&mut self, now: Instant) {
-        if self
-            .last_refresh
-            .is_some_and(|t| now.duration_since(t) < CONFIG_REFRESH_INTERVAL)
-        {
+    /// Adds the sessions' counts of non-final answers to the counters.
+    fn collect_stats(&mut self) {
+        for c in &mut self.clients {
+            let s = c.session.stats();
+            self.counters.busy += s.busy;
+            self.counters.redirects += s.not_leader + s.wrong_group;
+        }
+    }
+
+    /// Connects client `c` to `dest` (no connection is open).
+    fn open(&mut self, c: usize, dest: &Dest) -> Result<usize, String> {
+        let sa: SocketAddr = match dest.addr.parse() {
+            Ok(sa) => sa,
+            Err(_) => dest
+                .addr
+                .to_socket_addrs()
+                .map_err(|e| format!("{}: cannot resolve: {e}", dest.addr))?
+                .next()
+                .ok_or_else(|| format!("{}: address resolves to nothing", dest.addr))?,
+        };
+        let token = self
+            .conns
+            .open(sa, dest.gid, self.poll.registry(), (c, dest.clone()))?;
+        self.clients[c].conns.insert(dest.clone(), token);
+        Ok(token)
+    }
+
+    fn note_conn_failure(&mut self, dest: &Dest, why: &str) {
+        self.counters.reconnects += 1;
+        if self.counters.reconnects <= ERROR_REASONS_SHOWN {
+            eprintln!(
+                "synod-bench: connection to {} (group {}) failed: {why}",
+                dest.addr, dest.gid
+            );
+        }
+    }
+
+    /// Closes connection `token` (the session has been told, or told us).
+    fn drop_conn(&mut self, token: usize) {
+        let Some((c, dest)) = self.conns.close(token, self.poll.registry()) else {
             return;
-        }
-        self.last_refresh = Some(now);
-        if self.master.is_none() {
-            let mut opts = ClientOptions::new(self.spec.masters.clone());
-            opts.timeout = Duration::from_secs(2);
-            opts.rpc_timeout = Duration::from_millis(500);
-            opts.cluster_key = self.spec.cluster_key.clone();
-            opts.client_key = self.spec.client_key.clone();
-            match Client::new(opts) {
-                Ok(c) => self.master = Some(c),
-                Err(e) => {
-                    eprintln!("synod-bench: cannot refresh the configuration: {e}");
-                    return;
-                }
-            }
-        }
-        let master = self.master.as_mut().expect("just set");
-        match master.query(None) {
-            Ok(c) => {
-                if c.num >= self.config.num {
-                    self.config = c;
-                }
-                self.need_config = false;
-            }
-            Err(e) => eprintln!("synod-bench: configuration refresh failed: {e}"),
+        };
+        let client = &mut self.clients[c];
+        if client.conns.get(&dest) == Some(&token) {
+            client.conns.remove(&dest);
         }
     }
-}
 
-/// Writes as much of `conn.out` as the socket takes.
-fn write_out(conn: &mut Conn) -> io::Result<()> {
-    while !conn.out.is_empty() {
-        match conn.stream.write(&conn.out) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
-            Ok(n) => conn.out.advance(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    /// A connection failed: count it, drop it, and let its session resend
+    /// what was on it.
+    fn fail_conn(&mut self, token: usize, why: &str, now: Instant) {
+        let Some((c, dest)) = self.conns.meta(token).cloned() else {
+            return;
+        };
+        self.note_conn_failure(&dest, why);
+        self.drop_conn(token);
+        let now_t = self.time(now);
+        self.clients[c]
+            .session
+            .on_conn_failed(&dest, why, true, now_t);
+        self.touch(c);
+    }
+
+    fn on_writable(&mut self, token: usize, now: Instant) {
+        if let Err(why) = self.conns.on_writable(token) {
+            self.fail_conn(token, &why, now);
         }
     }
-    Ok(())
-}
 
-/// Exponential backoff with equal jitter, from [`BACKOFF_BASE`] to
-/// [`BACKOFF_MAX`]: half fixed so a retry never hammers, half random so
-/// requests that failed together spread out.
-fn backoff(failures: u32, rng: &mut Rng) -> Duration {
-    let full = BACKOFF_BASE
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(BACKOFF_MAX);
-    let half = full / 2;
-    half + Duration::from_nanos(rng.range(0, half.as_nanos() as u64 + 1))
+    fn flush_writes(&mut self, now: Instant) {
+        for (token, why) in self.conns.flush() {
+            self.fail_conn(token, &why, now);
+        }
+    }
+
+    fn on_readable(&mut self, token: usize, now: Instant) {
+        let mut frames = Vec::new();
+        let failure = self.conns.on_readable(token, &mut frames);
+        if !frames.is_empty() {
+            let now_t = self.time(now);
+            let Some((c, dest)) = self.conns.meta(token) else {
+                return;
+            };
+            let c = *c;
+            for frame in frames {
+                self.clients[c].session.on_frame(dest, frame, now_t);
+            }
+            // Finished operations free their slots for this turn's refill.
+            self.drain(c, now);
+            self.touch(c);
+        }
+        if let Some(why) = failure {
+            self.fail_conn(token, &why, now);
+        }
+    }
 }
 
 /// Nanoseconds from `epoch` to `t` (history timestamps).
 fn nanos_since(epoch: Instant, t: Instant) -> u64 {
     t.saturating_duration_since(epoch).as_nanos() as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_within_bounds() {
-        let mut rng = Rng::new(1);
-        for failures in 1..40 {
-            let d = backoff(failures, &mut rng);
-            let full = BACKOFF_BASE
-                .saturating_mul(1 << (failures - 1).min(16))
-                .min(BACKOFF_MAX);
-            assert!(d >= full / 2 && d <= full, "{failures}: {d:?}");
-        }
-    }
-
-    #[test]
-    fn request_ids_carry_seq_and_attempt() {
-        let rid = (3u64 << SEQ_BITS) | 12345;
-        assert_eq!(rid & SEQ_MASK, 12345);
-        assert_eq!(rid >> SEQ_BITS, 3);
-    }
 }

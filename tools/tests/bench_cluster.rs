@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use synod::auth::Key;
 use synod::client::{Client, ClientOptions};
 use synod_wire::GroupInfo;
 
@@ -43,9 +44,10 @@ impl Drop for Nodes {
     }
 }
 
-fn client(masters: &[String]) -> Client {
+fn client(masters: &[String], key: Option<&Key>) -> Client {
     let mut opts = ClientOptions::new(masters.to_vec());
     opts.timeout = Duration::from_secs(5);
+    opts.cluster_key = key.cloned();
     Client::new(opts).expect("client options")
 }
 
@@ -62,6 +64,13 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 /// Starts 3 nodes (masters and group 1) and waits until group 1 serves.
 fn start_cluster(name: &str) -> (Nodes, Vec<String>) {
+    let (nodes, masters, _) = start_cluster_with(name, false);
+    (nodes, masters)
+}
+
+/// [`start_cluster`], with a cluster key (its file's path returned) if
+/// `keyed`.
+fn start_cluster_with(name: &str, keyed: bool) -> (Nodes, Vec<String>, Option<(Key, PathBuf)>) {
     let server = bin_dir().join("synod-server");
     assert!(
         server.is_file(),
@@ -82,6 +91,12 @@ fn start_cluster(name: &str) -> (Nodes, Vec<String>) {
         children: Vec::new(),
         dir: dir.clone(),
     };
+    let key = keyed.then(|| {
+        let path = dir.join("cluster.key");
+        let key = Key::generate().expect("generate a key");
+        std::fs::write(&path, key.as_bytes()).expect("write the key file");
+        (key, path)
+    });
     for (i, addr) in masters.iter().enumerate() {
         let log = std::fs::File::create(dir.join(format!("node-{i}.log"))).expect("log");
         let child = Command::new(&server)
@@ -89,6 +104,9 @@ fn start_cluster(name: &str) -> (Nodes, Vec<String>) {
             .arg("--data-dir")
             .arg(dir.join(format!("node-{i}")))
             .args(["--cores", "2"])
+            .args(key.iter().flat_map(|(_, path)| {
+                [std::ffi::OsStr::new("--cluster-key-file"), path.as_os_str()]
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -96,18 +114,19 @@ fn start_cluster(name: &str) -> (Nodes, Vec<String>) {
             .expect("spawn synod-server");
         nodes.children.push(child);
     }
+    let k = key.as_ref().map(|(k, _)| k);
     wait_for("masters answering", Duration::from_secs(30), || {
-        client(&masters).query(None).is_ok()
+        client(&masters, k).query(None).is_ok()
     });
     let group = GroupInfo {
         gid: 1,
         servers: masters.clone(),
     };
-    client(&masters).join(vec![group]).expect("join group 1");
+    client(&masters, k).join(vec![group]).expect("join group 1");
     wait_for("group 1 serving", Duration::from_secs(30), || {
-        client(&masters).put("ready", "1").is_ok()
+        client(&masters, k).put("ready", "1").is_ok()
     });
-    (nodes, masters)
+    (nodes, masters, key)
 }
 
 /// Runs synod-bench against `masters` and returns its last line, failing
@@ -194,6 +213,58 @@ fn bench_rate_run_keeps_to_its_schedule_and_stays_linearizable() {
     assert_eq!(field(&last, "unsent"), "0", "{last}");
     let secs: f64 = field(&last, "secs").parse().expect("secs");
     assert!(secs >= 1.4995, "ran ahead of the schedule: {last}");
+    assert!(last.ends_with(" linearizable=yes"), "{last}");
+    drop(nodes);
+}
+
+/// On a cluster with a key (every bench connection runs the handshake), a
+/// second group joins during the run: shards move, the old owner answers
+/// `WrongGroup`, and each bench session refreshes its configuration from
+/// the masters without stopping its other requests. No errors, and the
+/// history stays linearizable across the move.
+#[test]
+#[ignore = "needs synod-server built: cargo build --bins"]
+fn bench_follows_shards_that_move_mid_run_on_an_authenticated_cluster() {
+    let (nodes, masters, key) = start_cluster_with("bench-move-test", true);
+    let (key, key_path) = key.expect("keyed cluster");
+    let joiner = {
+        let masters = masters.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            let group = GroupInfo {
+                gid: 2,
+                servers: masters.clone(),
+            };
+            client(&masters, Some(&key))
+                .join(vec![group])
+                .expect("join group 2");
+        })
+    };
+    let last = bench(
+        &masters,
+        &[
+            "--cluster-key-file",
+            key_path.to_str().expect("utf-8 path"),
+            "--check",
+            "--duration",
+            "3",
+            "--warmup",
+            "0",
+            "--keys",
+            "50",
+            "--quiet",
+            "--clients",
+            "4",
+            "--pipeline",
+            "4",
+            "--workload",
+            "mixed",
+        ],
+    );
+    joiner.join().expect("joiner");
+    assert!(last.contains(" errors=0 "), "{last}");
+    let redirects: u64 = field(&last, "redirects").parse().expect("redirects");
+    assert!(redirects > 0, "no shard moved during the run: {last}");
     assert!(last.ends_with(" linearizable=yes"), "{last}");
     drop(nodes);
 }

@@ -1,10 +1,10 @@
-//! Hash maps keyed by the gateway's own sequential ids (task ids, mio
-//! tokens), with a multiplicative hash instead of SipHash.
+//! Hash maps keyed by an event loop's own sequential ids (mio tokens, the
+//! RESP gateway's wire ids), with a multiplicative hash instead of SipHash.
 //!
-//! The gateway does several lookups per operation by such ids; SipHash,
-//! which is there to resist keys chosen by an attacker, showed up in the
-//! profile. These ids are counters the gateway assigns itself, so nothing
-//! from the network chooses them. Never key one of these maps by anything
+//! The RESP gateway does several lookups per operation by such ids;
+//! SipHash, which is there to resist keys chosen by an attacker, showed up
+//! in its profile. These ids are counters the loop assigns itself, so
+//! nothing from the network chooses them. Never key one of these maps by anything
 //! a client sends (Redis keys use the standard hasher).
 
 use std::collections::HashMap;
