@@ -62,6 +62,17 @@ pub trait StateMachine {
     fn clock_command(_ms: u64) -> Option<Bytes> {
         None
     }
+    /// How many times the state has shed data it no longer owns (a shard
+    /// handed to another group and deleted): a count that only grows while
+    /// this instance lives. When it moved since the replica's last snapshot,
+    /// the replica snapshots at once, so the previous snapshot (in memory
+    /// and on disk) and the log entries that carried the data stop holding
+    /// it; otherwise a group that gave its data away and went quiet kept it
+    /// until `snapshot_log_slots` more slots, possibly forever. Default:
+    /// never sheds.
+    fn shed_count(&self) -> u64 {
+        0
+    }
 }
 
 /// Deliberate bugs at this layer (see [`paxos::PlantedBugs`]).
@@ -144,6 +155,8 @@ pub struct Replica<S: StateMachine> {
     now_ms: u64,
     /// The last clock stamp this replica proposed while leading.
     last_stamp_ms: Option<u64>,
+    /// [`StateMachine::shed_count`] at the last snapshot.
+    shed_at_snapshot: u64,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -161,6 +174,7 @@ impl<S: StateMachine> Replica<S> {
             was_leader,
             now_ms: 0,
             last_stamp_ms: None,
+            shed_at_snapshot: 0,
         }
     }
 
@@ -326,12 +340,14 @@ impl<S: StateMachine> Replica<S> {
         // Counted up to the applied point (all a snapshot can cover), not the
         // log's end, which may lie ahead by up to the slot horizon.
         let log = self.paxos.log();
-        if self.paxos.applied_upto().saturating_sub(log.start()) as usize
-            > self.cfg.snapshot_log_slots
+        let applied = self.paxos.applied_upto();
+        let shed = self.sm.shed_count();
+        if applied.saturating_sub(log.start()) as usize > self.cfg.snapshot_log_slots
+            || (shed != self.shed_at_snapshot && applied > log.start())
         {
-            let index = self.paxos.applied_upto();
             let data = self.sm.snapshot();
-            out.garbage = self.paxos.compact(index, data);
+            out.garbage = self.paxos.compact(applied, data);
+            self.shed_at_snapshot = shed;
         }
         out
     }

@@ -296,10 +296,15 @@ impl KvStore {
     }
 
     /// Forgets a shard's data and sessions, after it has been handed to
-    /// another group. Panics if `shard` is out of range (a caller bug).
-    pub fn drop_shard(&mut self, shard: u32) {
-        self.shard(shard);
+    /// another group; says whether it held any. Panics if `shard` is out of
+    /// range (a caller bug).
+    pub fn drop_shard(&mut self, shard: u32) -> bool {
+        let held = {
+            let s = self.shard(shard);
+            !s.data.is_empty() || !s.sessions.is_empty()
+        };
         self.shards[shard as usize] = Shard::default();
+        held
     }
 
     /// Checks every internal invariant; `assert!`s on a broken one.

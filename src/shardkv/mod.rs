@@ -347,6 +347,9 @@ pub struct ShardKv {
     key_orders: RefCell<BTreeMap<u32, (u64, KeyOrder)>>,
     /// Internal commands that did not decode (never, unless corrupt).
     pub undecodable: u64,
+    /// Deletes applied that dropped data or sessions
+    /// ([`StateMachine::shed_count`]: the replica snapshots after one).
+    shed: u64,
 }
 
 /// Log level of a transfer's start and end: a join hands over many empty
@@ -383,6 +386,7 @@ impl ShardKv {
             key_orders: RefCell::new(BTreeMap::new()),
             opts,
             undecodable: 0,
+            shed: 0,
         }
     }
 
@@ -662,7 +666,9 @@ impl ShardKv {
             GroupCommand::Delete { config_num, shard } => {
                 let s = shard as usize;
                 if self.handing_off(s, ShardState::Offering, config_num) {
-                    self.store.drop_shard(shard);
+                    if self.store.drop_shard(shard) {
+                        self.shed += 1;
+                    }
                     self.key_orders.get_mut().remove(&shard);
                     self.state[s] = ShardState::NotOwned;
                     self.handoff[s] = None;
@@ -772,6 +778,10 @@ impl StateMachine for ShardKv {
             ClientReply::WrongGroup
         };
         Some((req.client_id, req.seq, reply))
+    }
+
+    fn shed_count(&self) -> u64 {
+        self.shed
     }
 
     fn snapshot(&self) -> Bytes {
