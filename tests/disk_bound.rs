@@ -99,8 +99,8 @@ fn settle(c: &Cluster, limit: Duration, ok: impl Fn(&[u64]) -> bool) -> Vec<u64>
 /// `disk <= 2 * owned + S * E + K * 2 * (B + E) + C`
 ///
 /// - `2 * owned`: the group's snapshot file holds what it owns (with its
-///   sessions), and the log above that snapshot can hold as much again in
-///   overwrites;
+///   sessions) plus at most as much again that it has since shed (a
+///   replica snapshots once what it shed reaches what it holds);
 /// - `S * E`: that log is at most `S` = `--snapshot-log-slots` slots of at
 ///   most `E` bytes each: a migration chunk (`--migrate-chunk-bytes`) plus
 ///   slack while the group takes data, only control entries (`ENTRY_SLACK`)

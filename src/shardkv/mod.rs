@@ -347,8 +347,8 @@ pub struct ShardKv {
     key_orders: RefCell<BTreeMap<u32, (u64, KeyOrder)>>,
     /// Internal commands that did not decode (never, unless corrupt).
     pub undecodable: u64,
-    /// Deletes applied that dropped data or sessions
-    /// ([`StateMachine::shed_count`]: the replica snapshots after one).
+    /// Records (keys and sessions) dropped by applied Deletes while this
+    /// instance lives ([`StateMachine::shed_records`]).
     shed: u64,
 }
 
@@ -666,9 +666,7 @@ impl ShardKv {
             GroupCommand::Delete { config_num, shard } => {
                 let s = shard as usize;
                 if self.handing_off(s, ShardState::Offering, config_num) {
-                    if self.store.drop_shard(shard) {
-                        self.shed += 1;
-                    }
+                    self.shed += self.store.drop_shard(shard);
                     self.key_orders.get_mut().remove(&shard);
                     self.state[s] = ShardState::NotOwned;
                     self.handoff[s] = None;
@@ -780,8 +778,12 @@ impl StateMachine for ShardKv {
         Some((req.client_id, req.seq, reply))
     }
 
-    fn shed_count(&self) -> u64 {
+    fn shed_records(&self) -> u64 {
         self.shed
+    }
+
+    fn held_records(&self) -> u64 {
+        self.store.records()
     }
 
     fn snapshot(&self) -> Bytes {
