@@ -62,6 +62,25 @@ pub trait StateMachine {
     fn clock_command(_ms: u64) -> Option<Bytes> {
         None
     }
+    /// Records the state has shed because it no longer owns them (a shard
+    /// handed to another group and deleted), counted up while this instance
+    /// lives. Once the records shed since the replica's last snapshot are
+    /// at least those still held ([`StateMachine::held_records`]), i.e. the
+    /// last snapshot is at least half garbage, the replica snapshots at
+    /// once, so that snapshot (in memory and on disk) and the log entries
+    /// that carried the data stop holding it. Without this a group that
+    /// gave its data away and went quiet kept it until `snapshot_log_slots`
+    /// more slots, possibly forever. Halving keeps the snapshots a move
+    /// costs logarithmic in the shards it moves, not one per shard.
+    /// Default: never sheds.
+    fn shed_records(&self) -> u64 {
+        0
+    }
+    /// Records the state holds now, in the unit of
+    /// [`StateMachine::shed_records`]; only compared with it.
+    fn held_records(&self) -> u64 {
+        0
+    }
 }
 
 /// Deliberate bugs at this layer (see [`paxos::PlantedBugs`]).
@@ -144,6 +163,8 @@ pub struct Replica<S: StateMachine> {
     now_ms: u64,
     /// The last clock stamp this replica proposed while leading.
     last_stamp_ms: Option<u64>,
+    /// [`StateMachine::shed_records`] at the last snapshot.
+    shed_at_snapshot: u64,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -161,6 +182,7 @@ impl<S: StateMachine> Replica<S> {
             was_leader,
             now_ms: 0,
             last_stamp_ms: None,
+            shed_at_snapshot: 0,
         }
     }
 
@@ -308,6 +330,8 @@ impl<S: StateMachine> Replica<S> {
                 // corruption we cannot serve from.
                 panic!("snapshot at slot {index} does not restore: {e}");
             }
+            // The installed snapshot is the new baseline of what was shed.
+            self.shed_at_snapshot = self.sm.shed_records();
         }
         for (slot, batch) in &gated.committed {
             for cmd in &batch.commands {
@@ -326,12 +350,15 @@ impl<S: StateMachine> Replica<S> {
         // Counted up to the applied point (all a snapshot can cover), not the
         // log's end, which may lie ahead by up to the slot horizon.
         let log = self.paxos.log();
-        if self.paxos.applied_upto().saturating_sub(log.start()) as usize
-            > self.cfg.snapshot_log_slots
+        let applied = self.paxos.applied_upto();
+        let shed = self.sm.shed_records();
+        let shed_since = shed.saturating_sub(self.shed_at_snapshot);
+        if applied.saturating_sub(log.start()) as usize > self.cfg.snapshot_log_slots
+            || (shed_since > 0 && shed_since >= self.sm.held_records() && applied > log.start())
         {
-            let index = self.paxos.applied_upto();
             let data = self.sm.snapshot();
-            out.garbage = self.paxos.compact(index, data);
+            out.garbage = self.paxos.compact(applied, data);
+            self.shed_at_snapshot = shed;
         }
         out
     }

@@ -1,9 +1,12 @@
-//! Nemesis suite on real processes (issue 14): five `synod-server`s, each in
-//! its own network namespace with its own address on a private bridge, take
-//! a concurrent workload while a schedule of faults hits them: partitions
-//! (the leader isolated, random halves, a majority ring, a bridge node) as
-//! blackhole routes inside the namespaces, packet loss, delay, duplication
-//! and reordering (`tc netem`), SIGKILL, SIGSTOP and kill-all-and-restart.
+//! Nemesis suite on real processes (issue 14): eight `synod-server`s (five
+//! masters that are KV group 1, three that are KV group 2), each in its own
+//! network namespace with its own address on a private bridge, take a
+//! concurrent workload while a schedule of faults hits them: partitions
+//! (the leader isolated, random halves, a majority ring, a bridge node, and
+//! KV group 2's three nodes cut from the master group's five) as blackhole
+//! routes inside the namespaces, packet loss, delay, duplication and
+//! reordering (`tc netem`), SIGKILL, SIGSTOP and kill-all-and-restart, while
+//! an admin client moves the workload's shards between the two KV groups.
 //! Afterwards everything heals; every client must complete an operation,
 //! the whole history must be linearizable (the project's checker), and
 //! every acknowledged append must be in its key exactly once (appends whose
@@ -11,7 +14,7 @@
 //!
 //! Needs root and iproute2 (`ip`, `tc`; `tools/install-nemesis-deps.sh`
 //! installs them); skips with a message otherwise. The CI schedule runs
-//! about 40 s; `SYNOD_NEMESIS_SECS` lengthens it and `SYNOD_NEMESIS_SEED`
+//! about 60 s; `SYNOD_NEMESIS_SECS` lengthens it and `SYNOD_NEMESIS_SEED`
 //! picks the random schedule (`perf/nemesis.sh` runs long schedules).
 //! Namespaces, veths and the bridge carry names unique to this process and
 //! are removed on drop, on panic too; every child is killed by `Cluster`'s
@@ -36,7 +39,12 @@ use synod_wire::{
     encode_frame, ClientReply, ClientRequest, Decoder, Frame, GroupInfo, Message, Op,
 };
 
+/// Master replicas and members of KV group 1.
 const NODES: usize = 5;
+/// Members of KV group 2 only (nodes `NODES..NODES + KV2`), so the master
+/// group can be cut from a KV group.
+const KV2: usize = 3;
+const GID2: u32 = 2;
 const PORT: u16 = 7400;
 
 /// Run `cmd args`, returning whether it succeeded (output discarded).
@@ -307,7 +315,7 @@ fn start_in(c: &mut Cluster, i: usize, ns: &str) {
 /// authenticated connection each.
 fn leader(c: &Cluster, stopped: &[bool]) -> Option<usize> {
     let key = c.key.as_ref()?;
-    for (i, n) in c.nodes.iter().enumerate() {
+    for (i, n) in c.nodes.iter().enumerate().take(NODES) {
         if n.child.is_none() || stopped[i] {
             continue;
         }
@@ -467,6 +475,68 @@ impl Load {
     }
 }
 
+/// Shard moves during the faults: every 0.3-1.5 s the shard of one of the
+/// segment's keys goes to the other KV group, so the workload's keys move
+/// while partitions, kills and pauses hit the groups. The admin client runs
+/// on the host, which no partition cuts off; a move whose outcome is
+/// unknown (masters unreachable or slow) is simply not counted.
+struct Mover {
+    stop: Arc<AtomicBool>,
+    moves: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Mover {
+    fn start(c: &Cluster, segment: u64, seed: u64) -> Mover {
+        let mut admin = c.client_with_timeout(Duration::from_secs(8));
+        let keys: Vec<Bytes> = (0..MIXED_KEYS)
+            .map(|k| format!("m{segment}.{k}"))
+            .chain((0..APPEND_KEYS).map(|k| format!("a{segment}.{k}")))
+            .map(Bytes::from)
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let moves = Arc::new(AtomicU64::new(0));
+        let (stop2, moves2) = (stop.clone(), moves.clone());
+        let mut rng = Rng::new(seed.wrapping_mul(1_000_003) ^ segment);
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let wake = Instant::now() + Duration::from_millis(rng.range(300, 1_500));
+                while Instant::now() < wake && !stop2.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                let key = &keys[rng.range(0, keys.len() as u64) as usize];
+                let Ok(config) = admin.query(None) else {
+                    continue;
+                };
+                let shard = synod_wire::shard_of(key, config.shards.len() as u32);
+                let to = if config.shards[shard as usize] == GID {
+                    GID2
+                } else {
+                    GID
+                };
+                if admin.move_shard(shard, to).is_ok() {
+                    moves2.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Mover {
+            stop,
+            moves,
+            thread,
+        }
+    }
+
+    /// Stop moving; how many moves the masters acknowledged.
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("mover thread panicked");
+        self.moves.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Nemesis {
     IsolateLeader,
@@ -479,9 +549,12 @@ enum Nemesis {
     KillOne,
     StopOne,
     KillAll,
+    /// KV group 2's nodes cut from the master group's (which also hold
+    /// group 1: migrations between the groups are cut too).
+    MasterCut,
 }
 
-const ALL: [Nemesis; 10] = [
+const ALL: [Nemesis; 11] = [
     Nemesis::IsolateLeader,
     Nemesis::RandomHalves,
     Nemesis::MajorityRing,
@@ -492,6 +565,7 @@ const ALL: [Nemesis; 10] = [
     Nemesis::KillOne,
     Nemesis::StopOne,
     Nemesis::KillAll,
+    Nemesis::MasterCut,
 ];
 
 /// Fields drop in order: the servers die before their namespaces go.
@@ -504,16 +578,16 @@ struct Lab {
 
 impl Lab {
     fn start() -> Lab {
-        let net = NetLab::new(NODES);
+        let net = NetLab::new(NODES + KV2);
         let dir = std::env::temp_dir().join(format!("synod-nemesis-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
         let key_path = dir.join("cluster.key");
         let key = write_key(&key_path);
-        let addrs: Vec<String> = (0..NODES)
+        let addrs: Vec<String> = (0..NODES + KV2)
             .map(|i| format!("{}:{PORT}", net.ip(i)))
             .collect();
-        let nodes = (0..NODES)
+        let nodes = (0..NODES + KV2)
             .map(|i| NodeProc {
                 addr: addrs[i].clone(),
                 resp_addr: None,
@@ -526,7 +600,7 @@ impl Lab {
         let cluster = Cluster {
             dir,
             nodes,
-            masters: addrs.clone(),
+            masters: addrs[..NODES].to_vec(),
             extra_args: vec![
                 "--cores".into(),
                 "1".into(),
@@ -546,21 +620,27 @@ impl Lab {
         let mut lab = Lab {
             cluster,
             net,
-            stopped: vec![false; NODES],
+            stopped: vec![false; NODES + KV2],
             netem,
         };
-        for i in 0..NODES {
+        for i in 0..NODES + KV2 {
             lab.start_node(i);
         }
         lab.cluster
             .wait_for(Duration::from_secs(30), |c| c.client().query(None).is_ok());
         lab.cluster
             .client()
-            .join(vec![GroupInfo {
-                gid: GID,
-                servers: addrs,
-            }])
-            .expect("join group 1");
+            .join(vec![
+                GroupInfo {
+                    gid: GID,
+                    servers: addrs[..NODES].to_vec(),
+                },
+                GroupInfo {
+                    gid: GID2,
+                    servers: addrs[NODES..].to_vec(),
+                },
+            ])
+            .expect("join groups 1 and 2");
         lab.cluster.wait_for(Duration::from_secs(30), |c| {
             c.client().put(&b"__ready"[..], &b"1"[..]).is_ok()
         });
@@ -647,13 +727,17 @@ impl Lab {
                 }
             }
             Nemesis::KillAll => {
-                for i in 0..NODES {
+                for i in 0..NODES + KV2 {
                     self.resume(i);
                     self.cluster.kill(i);
                 }
-                for i in 0..NODES {
+                for i in 0..NODES + KV2 {
                     self.start_node(i);
                 }
+            }
+            Nemesis::MasterCut => {
+                let side: Vec<bool> = (0..NODES + KV2).map(|i| i >= NODES).collect();
+                self.net.partition(&side);
             }
         }
         None
@@ -668,7 +752,7 @@ impl Lab {
 
     fn heal(&mut self) {
         self.net.heal();
-        for i in 0..NODES {
+        for i in 0..NODES + KV2 {
             self.resume(i);
             if self.cluster.nodes[i].child.is_none() {
                 self.start_node(i);
@@ -729,7 +813,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
     let secs: u64 = std::env::var("SYNOD_NEMESIS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(60);
     let seed: u64 = std::env::var("SYNOD_NEMESIS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -741,6 +825,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
     let mut k = 0;
     let mut moved = 0;
     let mut kept = 0;
+    let mut shard_moves = 0;
     let (mut ops, mut acked_ops, mut acked, mut histories) = (0, 0, 0, 0u64);
     // Segments of at most 45 s, each with its own keys, workload and
     // checked history: a long run's memory stays bounded (one 14-minute
@@ -749,6 +834,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
         let seg_begin = Instant::now();
         let seg_secs = (secs - begin.elapsed().as_secs().min(secs)).clamp(1, 45);
         let load = Load::start(&lab.cluster, histories);
+        let mover = Mover::start(&lab.cluster, histories, seed);
         let mut elected = None;
         while seg_begin.elapsed() < Duration::from_secs(seg_secs) {
             // The first round runs every nemesis once, in order; then at random.
@@ -791,6 +877,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
                 }
             }
         }
+        shard_moves += mover.finish();
         lab.heal();
         // Every client completes an operation after the heal.
         let at_heal = load.completed();
@@ -842,7 +929,8 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
     let faults: u64 = injected.values().sum();
     eprintln!(
         "nemesis: seed {seed}, {:.0} s, {ops} ops ({acked_ops} acknowledged), {faults} faults {injected:?}, \
-         {histories} histories checked linearizable, {acked} acknowledged appends all present once, 0 writes lost",
+         {shard_moves} shard moves during them, {histories} histories checked linearizable, \
+         {acked} acknowledged appends all present once, 0 writes lost",
         begin.elapsed().as_secs_f64()
     );
     eprintln!(
@@ -850,6 +938,10 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
          leading 2 s after the heal in {kept} of them"
     );
     for n in ALL {
-        assert!(injected.contains_key(&n) || secs < 40, "{n:?} never ran");
+        assert!(injected.contains_key(&n) || secs < 60, "{n:?} never ran");
     }
+    assert!(
+        shard_moves > 0 || secs < 60,
+        "no shard move was acknowledged during the faults"
+    );
 }

@@ -60,11 +60,12 @@ fn slow_disks_with_early_accepts_stay_safe_and_linearizable() {
 /// its record is durable loses a counted vote in a crash, and a slot is
 /// decided twice. Pinned seeds (re-picked whenever a change moves the
 /// simulated trajectories: the session core's pipelining clients, the
-/// single-group world on ShardKv, pre-vote; the first four of 0..1,500 that
-/// catch it): each fails with the bug and passes without it.
+/// single-group world on ShardKv, pre-vote, acceptors no longer rewriting
+/// an entry they hold; the first four of 0..1,500 that catch it, of 15):
+/// each fails with the bug and passes without it.
 #[test]
 fn planted_accepted_before_sync_is_caught_on_slow_disks() {
-    for seed in [22, 217, 315, 498] {
+    for seed in [4, 138, 320, 327] {
         let mut cfg = SimConfig::new(seed, 3);
         cfg.disk_latency_max = 20_000;
         assert!(sim::run(&cfg).passed(), "seed {seed} fails without the bug");
@@ -245,21 +246,19 @@ fn planted_apply_past_hole_is_caught() {
     caught(bugs, "apply past a hole");
 }
 
-/// KNOWN BUG, not fixed yet: Byzantine input together with slow disks
-/// livelocks about 3% of seeds (9 of 300 from 6,000,000). The stuck
-/// acceptors start a new sync after every sync, each holding one
-/// `Accepted` record for slot 62 or 63 in the same ballot, alternately,
-/// so every other event waits behind the disk forever and the group stops
-/// (seen with `SYNOD_SIM_DUMP`-style tracing of seed 6,000,016: SyncDone
-/// handled, the next `ready()` has records again). Without forged input
-/// the same 300 seeds pass, and forged Paxos frames only come from a
-/// holder of the cluster key (strangers are refused at the handshake).
-/// Replay: `synod-sim --byzantine --start-seed 6000016 --seeds 1
-/// --replicas 3 --disk-latency-us 20000 --page-bytes 64`. Run with
-/// `cargo test --test sim -- --ignored` once it is fixed.
+/// Regression: Byzantine input together with slow disks livelocked about
+/// 3% of seeds (9 of 300 from 6,000,000; these three among them). The
+/// leader resent Accepts for slots whose acks were late, every acceptor
+/// wrote the same `Accepted` record again for every resend, and with one
+/// sync per event on a 20 ms disk the resends arrived faster than the
+/// disk took them: the acceptors' queues grew without bound (over 300
+/// events), their acks described a commit point seconds old, so the leader
+/// kept resending and the group stopped. Forged input only moved the
+/// trajectories there. Fixed in the acceptor: an entry already held in the
+/// Accept's ballot is acked again but not written again
+/// (`paxos::tests::a_resent_accept_is_acked_without_a_second_record`).
 #[test]
-#[ignore = "known livelock under forged input with slow disks; see the doc comment"]
-fn byzantine_input_on_slow_disks_known_livelock() {
+fn byzantine_input_on_slow_disks_does_not_livelock() {
     let mut failed = Vec::new();
     for seed in [6_000_016, 6_000_036, 6_000_047] {
         let mut cfg = SimConfig::new(seed, 3);
@@ -278,13 +277,19 @@ fn byzantine_input_on_slow_disks_known_livelock() {
 /// unsolicited catch-up answers and snapshot chunks, garbage snapshots and
 /// Promises for ballots never proposed are stepped into the replicas through
 /// the fault phase. Nothing panics, and safety, linearizability, liveness
-/// and exactly-once still hold. A tenth of the usual seeds (a second or two).
+/// and exactly-once still hold. A tenth of the usual seeds per
+/// configuration (a few seconds), one of them on slow disks with tiny pages
+/// (where the old livelock lived).
 #[test]
 fn byzantine_input_is_refused_and_checkers_hold() {
     let count = (seeds() / 10).max(4);
     let mut failed = Vec::new();
     let mut forged = 0;
-    for (replicas, start, disk, pages) in [(3, 4_000_000, 0, 4 << 20), (5, 5_000_000, 0, 64)] {
+    for (replicas, start, disk, pages) in [
+        (3, 4_000_000, 0, 4 << 20),
+        (5, 5_000_000, 0, 64),
+        (3, 6_000_000, 20_000, 64),
+    ] {
         for seed in start..start + count {
             let mut cfg = SimConfig::new(seed, replicas);
             cfg.byzantine = true;
@@ -306,7 +311,7 @@ fn byzantine_input_is_refused_and_checkers_hold() {
         failed.len(),
         failed.join("\n")
     );
-    assert!(forged > 100 * count, "only {forged} forged messages");
+    assert!(forged > 300 * count, "only {forged} forged messages");
 }
 
 /// Pages of 64 bytes: nearly every Promise, Accept and catch-up response

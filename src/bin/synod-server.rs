@@ -46,6 +46,9 @@ options:
                           least --max-frame-bytes)
   --snapshot-log-slots N  snapshot a group's state and free its log once the log
                           holds this many slots (default 4096)
+  --wal-segment-bytes N   each core's write-ahead log starts a new segment file
+                          at this size; disk is reclaimed a whole closed segment
+                          at a time (default 67108864)
   --conn-write-buf-max N  per connection: stop reading it while this many reply
                           bytes wait to be written (default 8388608)
   --conn-in-flight-max N  per connection: stop reading it while this many of its
@@ -245,6 +248,12 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--idle-timeout-secs" => cfg.idle_timeout = Duration::from_secs(num(&v)?),
             "--first-frame-secs" => cfg.first_frame_timeout = Duration::from_secs(num(&v)?),
             "--snapshot-log-slots" => cfg.snapshot_log_slots = num(&v)? as usize,
+            "--wal-segment-bytes" => {
+                cfg.wal_segment_bytes = num(&v)?;
+                if cfg.wal_segment_bytes == 0 {
+                    return Err("--wal-segment-bytes must be positive".into());
+                }
+            }
             "--tick-ms" => cfg.tick = Duration::from_millis(num(&v)?),
             "--conn-write-buf-max" => cfg.conn_write_buf_max = num(&v)? as usize,
             "--conn-in-flight-max" => cfg.conn_in_flight_max = num(&v)? as usize,

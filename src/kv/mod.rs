@@ -296,10 +296,23 @@ impl KvStore {
     }
 
     /// Forgets a shard's data and sessions, after it has been handed to
-    /// another group. Panics if `shard` is out of range (a caller bug).
-    pub fn drop_shard(&mut self, shard: u32) {
-        self.shard(shard);
+    /// another group; returns how many records (keys and sessions) it held.
+    /// Panics if `shard` is out of range (a caller bug).
+    pub fn drop_shard(&mut self, shard: u32) -> u64 {
+        let held = {
+            let s = self.shard(shard);
+            (s.data.len() + s.sessions.len()) as u64
+        };
         self.shards[shard as usize] = Shard::default();
+        held
+    }
+
+    /// Keys and sessions over every shard: a size in records, O(shards).
+    pub fn records(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| (s.data.len() + s.sessions.len()) as u64)
+            .sum()
     }
 
     /// Checks every internal invariant; `assert!`s on a broken one.

@@ -1085,7 +1085,17 @@ impl Paxos {
                 );
                 continue;
             }
-            if p.slot >= self.chosen_upto {
+            // Held already in this ballot (a retransmission or a network
+            // duplicate): a leader proposes one value per slot per ballot,
+            // and the record was handed to storage when the entry was first
+            // accepted, so it is durable (neither driver takes an event
+            // while a sync is in flight) or in this round's records (then
+            // this ack is released by the same sync). Writing it again only
+            // costs a sync per resend; with slow disks that made acks late,
+            // late acks made the leader resend more, each resend queued one
+            // more sync, and a group stopped (simulator seed 6000016).
+            let held = self.log.get(p.slot).is_some_and(|e| e.ballot == m.ballot);
+            if p.slot >= self.chosen_upto && !held {
                 accept_into(&mut self.log, &mut self.out, p.slot, m.ballot, p.batch);
             }
             // Below chosen_upto we hold the chosen value already; acking is

@@ -538,6 +538,41 @@ fn a_leaders_accepts_leave_before_its_sync_but_acceptors_answers_do_not() {
     ));
 }
 
+/// Regression (the livelock under slow disks, simulator seed 6000016): a
+/// resent Accept for an entry already held in the same ballot is acked
+/// again but not written again, so resends cost no sync. A new ballot's
+/// Accept for the same slot is a new acceptance and is written.
+#[test]
+fn a_resent_accept_is_acked_without_a_second_record() {
+    let mut net = Net::new(3);
+    let first = accept(0, 1, 0, &[0, 1]);
+    let (sent, records) = answer(&mut net, 1, first.clone());
+    assert_eq!(
+        records.len(),
+        3,
+        "a promise and two acceptances: {records:?}"
+    );
+    assert!(matches!(sent.as_slice(), [PaxosMsg::Accepted(a)] if a.slots == [0, 1]));
+    for _ in 0..3 {
+        let (sent, records) = answer(&mut net, 1, first.clone());
+        assert!(records.is_empty(), "a resend wrote {records:?}");
+        assert!(matches!(sent.as_slice(), [PaxosMsg::Accepted(a)] if a.slots == [0, 1]));
+    }
+    // One slot new, one held: only the new one is written.
+    let (_, records) = answer(&mut net, 1, accept(0, 1, 0, &[1, 2]));
+    assert!(matches!(
+        records.as_slice(),
+        [Record::Accepted { slot: 2, .. }]
+    ));
+    // The same slots under a higher ballot are new acceptances.
+    let (sent, records) = answer(&mut net, 1, accept(2, 2, 0, &[0]));
+    assert!(matches!(
+        records.as_slice(),
+        [Record::Promised(_), Record::Accepted { slot: 0, ballot, .. }] if ballot.round == 2
+    ));
+    assert!(matches!(sent.as_slice(), [PaxosMsg::Accepted(a)] if a.slots == [0]));
+}
+
 // ----- validating peer input (issue 8) -------------------------------------
 
 fn prepare(from: ReplicaId, round: u64) -> PaxosMsg {

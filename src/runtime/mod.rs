@@ -51,6 +51,10 @@ pub struct RuntimeConfig {
     pub idle_timeout: Duration,
     pub first_frame_timeout: Duration,
     pub snapshot_log_slots: usize,
+    /// A core's WAL moves on to a new segment at this size; only whole
+    /// closed segments are ever deleted, so this is the WAL's granularity
+    /// of reclaiming disk (`storage::WalOptions::segment_bytes`).
+    pub wal_segment_bytes: u64,
     /// KV Gets by read-index (a quorum round shared by a turn's reads, no
     /// log slot); `false` sends them through the log like writes.
     pub read_index: bool,
@@ -112,6 +116,7 @@ impl RuntimeConfig {
             idle_timeout: Duration::from_secs(300),
             first_frame_timeout: Duration::from_secs(10),
             snapshot_log_slots: 4096,
+            wal_segment_bytes: crate::storage::SEGMENT_BYTES_DEFAULT,
             read_index: true,
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
@@ -296,6 +301,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         let dir = cfg.data_dir.join(format!("core-{id}"));
         let opts = WalOptions {
             fsync: cfg.fsync,
+            segment_bytes: cfg.wal_segment_bytes,
             ..WalOptions::default()
         };
         let (wal, recovered) = Wal::open(&dir, opts).map_err(|e| {

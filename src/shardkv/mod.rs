@@ -347,6 +347,9 @@ pub struct ShardKv {
     key_orders: RefCell<BTreeMap<u32, (u64, KeyOrder)>>,
     /// Internal commands that did not decode (never, unless corrupt).
     pub undecodable: u64,
+    /// Records (keys and sessions) dropped by applied Deletes while this
+    /// instance lives ([`StateMachine::shed_records`]).
+    shed: u64,
 }
 
 /// Log level of a transfer's start and end: a join hands over many empty
@@ -383,6 +386,7 @@ impl ShardKv {
             key_orders: RefCell::new(BTreeMap::new()),
             opts,
             undecodable: 0,
+            shed: 0,
         }
     }
 
@@ -662,7 +666,7 @@ impl ShardKv {
             GroupCommand::Delete { config_num, shard } => {
                 let s = shard as usize;
                 if self.handing_off(s, ShardState::Offering, config_num) {
-                    self.store.drop_shard(shard);
+                    self.shed += self.store.drop_shard(shard);
                     self.key_orders.get_mut().remove(&shard);
                     self.state[s] = ShardState::NotOwned;
                     self.handoff[s] = None;
@@ -772,6 +776,14 @@ impl StateMachine for ShardKv {
             ClientReply::WrongGroup
         };
         Some((req.client_id, req.seq, reply))
+    }
+
+    fn shed_records(&self) -> u64 {
+        self.shed
+    }
+
+    fn held_records(&self) -> u64 {
+        self.store.records()
     }
 
     fn snapshot(&self) -> Bytes {

@@ -206,6 +206,8 @@ fn a_moved_shard_carries_its_data_and_dedup_state_and_is_collected() {
 
     // Garbage collection: g2 tells g1, g1 drops its copy, g2 hears back.
     let before = g1.store().stats().keys;
+    assert_eq!(g1.shed_records(), 0);
+    let held = g1.held_records();
     for w in g2.work(None) {
         let Work::Delete {
             config_num,
@@ -229,6 +231,11 @@ fn a_moved_shard_carries_its_data_and_dedup_state_and_is_collected() {
         "g1 still holds moved data"
     );
     assert_eq!(g1.shard_state(5), ShardState::NotOwned);
+    // Of the four shards deleted only shard 5 held anything: a key and a
+    // session shed, half of what g1 held (shard 0 keeps the other two), so
+    // g1's replica snapshots, dropping the copy its last snapshot held.
+    assert_eq!((held, g1.shed_records(), g1.held_records()), (4, 2, 2));
+    assert_eq!(g2.shed_records(), 0);
     assert!(g1.settled() && g2.settled());
     assert_eq!(
         get(&mut g2, &moved),
