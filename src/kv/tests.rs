@@ -281,10 +281,22 @@ fn planted_skip_dedup_reapplies_a_duplicate_append() {
 
 // ---- snapshots -------------------------------------------------------------
 
-/// Writes of three clients over 200 keys, in the given order of keys.
+/// Writes of three clients over 200 keys. The keys are first created and
+/// deleted in the given order (so each store's hash tables grew in another
+/// order), then written in one fixed order (so versions, which number the
+/// writes, agree).
 fn build(order: impl Iterator<Item = usize>) -> KvStore {
     let mut kv = KvStore::new(KvOptions::default());
-    for i in order {
+    let order: Vec<usize> = order.collect();
+    for &i in &order {
+        let seq = 10_000 + i as u64;
+        kv.apply(&req(4, seq, 0, put(&format!("k{i}"), "warm-up")));
+    }
+    for &i in &order {
+        let seq = 20_000 + i as u64;
+        kv.apply(&req(4, seq, 0, delete(&format!("k{i}"))));
+    }
+    for i in 0..200 {
         let client = (i % 3) as u64 + 1;
         let seq = i as u64 + 1;
         kv.apply(&req(
@@ -621,7 +633,7 @@ fn move_in_chunks(source: &KvStore, target: &mut KvStore, budget: usize) -> Vec<
 fn chunks_reassemble_exactly_the_exported_shard() {
     let source = store_with_a_big_shard(60);
     let whole = source.export_shard(3);
-    let largest_entry = 4 + 8 + 4 + 90;
+    let largest_entry = 4 + 8 + 4 + 90 + 8;
     for budget in [1, 50, 300, 1 << 20] {
         let mut target = KvStore::new(opts(8));
         let sizes = move_in_chunks(&source, &mut target, budget);
@@ -657,10 +669,18 @@ fn key_order_and_chunks_do_not_depend_on_insertion_order() {
     let keys: Vec<String> = (0..40).map(|i| key_in_shard(8, 3, i)).collect();
     let mut a = KvStore::new(opts(8));
     let mut b = KvStore::new(opts(8));
+    // b's table grows in the other order; both then number their writes
+    // alike (versions count writes), and client 2's session is the same.
+    for (i, k) in keys.iter().enumerate() {
+        a.apply(&req(2, 1 + i as u64, 0, put(k, "warm-up")));
+    }
     for (i, k) in keys.iter().enumerate() {
         a.apply(&req(1, 1 + i as u64, i as u64, put(k, k)));
     }
     for (i, k) in keys.iter().enumerate().rev() {
+        b.apply(&req(2, 1 + i as u64, 0, put(k, "warm-up")));
+    }
+    for (i, k) in keys.iter().enumerate() {
         b.apply(&req(1, 1 + i as u64, 0, put(k, k)));
     }
     // The same watermark on both, so the sessions match too.
@@ -668,8 +688,8 @@ fn key_order_and_chunks_do_not_depend_on_insertion_order() {
     b.apply(&req(1, 41, 40, get(&keys[0])));
     let (oa, ob) = (a.key_order(3), b.key_order(3));
     assert_eq!(oa, ob);
-    assert_eq!(oa.len(), 40 + 1, "40 keys and one session");
-    for from in [0, 7, 39, 40, 41] {
+    assert_eq!(oa.len(), 40 + 2, "40 keys and two sessions");
+    for from in [0, 7, 39, 40, 41, 42] {
         assert_eq!(
             a.export_chunk(&oa, from, 100),
             b.export_chunk(&ob, from, 100)
@@ -752,7 +772,7 @@ fn import_chunk_refuses_bad_input_and_leaves_the_store_unchanged() {
     );
     assert_eq!(
         target.import_chunk(3, &source.export_shard(3), true, true),
-        Err(SnapshotError::UnsupportedFormat(0x83)),
+        Err(SnapshotError::UnsupportedFormat(0x85)),
         "a whole-shard export is not a chunk"
     );
     for len in 0..middle.data.len() {
@@ -1430,4 +1450,74 @@ fn atomic_writes_are_deterministic_across_a_snapshot_and_applied_once() {
         ok("5")
     );
     assert_eq!(a.read(b"n"), ClientReply::NoKey);
+}
+
+// ---- per-key versions ------------------------------------------------------
+
+#[test]
+fn a_write_gives_its_key_the_next_revision_and_a_duplicate_does_not() {
+    let mut kv = KvStore::new(opts(8));
+    assert_eq!(kv.version(b"a"), 0, "an absent key is at version 0");
+    kv.apply(&req(1, 1, 0, put("a", "x")));
+    assert_eq!((kv.version(b"a"), kv.revision()), (1, 1));
+    kv.apply(&req(1, 2, 0, put("b", "y")));
+    kv.apply(&req(1, 3, 0, append("a", "z")));
+    assert_eq!((kv.version(b"a"), kv.version(b"b")), (3, 2));
+    // A resent write is answered from the cache and writes nothing.
+    kv.apply(&req(1, 3, 0, append("a", "z")));
+    assert_eq!((kv.version(b"a"), kv.revision()), (3, 3));
+    // A Get changes no version; a Delete makes the key absent again.
+    kv.apply(&req(1, 4, 0, get("a")));
+    assert_eq!(kv.revision(), 3);
+    kv.apply(&req(1, 5, 0, delete("a")));
+    assert_eq!(kv.version(b"a"), 0);
+    kv.apply(&req(1, 6, 0, put("a", "again")));
+    assert_eq!(
+        kv.version(b"a"),
+        5,
+        "a recreated key never gets an old version back"
+    );
+}
+
+#[test]
+fn versions_survive_snapshots_and_move_with_a_shard() {
+    let mut source = KvStore::new(opts(8));
+    let keys: Vec<String> = (0..5).map(|i| key_in_shard(8, 3, i)).collect();
+    for (i, k) in keys.iter().enumerate() {
+        source.apply(&req(1, 1 + i as u64, 0, put(k, k)));
+    }
+    let restored = KvStore::restore(&source.snapshot(), opts(8)).unwrap();
+    assert_eq!(restored, source);
+    assert_eq!(restored.version(keys[4].as_bytes()), 5);
+    // The new owner's revision rises to the shard's highest version, so its
+    // next write to a moved key gives a version the key never had.
+    let mut whole = KvStore::new(opts(8));
+    whole.import_shard(3, &source.export_shard(3)).unwrap();
+    assert_eq!(whole.version(keys[2].as_bytes()), 3);
+    assert_eq!(whole.revision(), 5);
+    whole.apply(&req(2, 1, 0, put(&keys[0], "new")));
+    assert_eq!(whole.version(keys[0].as_bytes()), 6);
+    let mut chunked = KvStore::new(opts(8));
+    move_in_chunks(&source, &mut chunked, 30);
+    assert_eq!(chunked.version(keys[4].as_bytes()), 5);
+    assert_eq!(chunked.revision(), 5);
+}
+
+#[test]
+fn a_snapshot_of_format_2_restores_every_key_at_version_1() {
+    let mut kv = KvStore::new(opts(1));
+    kv.apply(&req(1, 1, 0, put("a", "x")));
+    kv.apply(&req(1, 2, 0, put("a", "y")));
+    // Format 2 is format 3 without the revision and the per-key versions.
+    let v3 = kv.snapshot();
+    let mut v2 = vec![2u8];
+    v2.extend_from_slice(&v3[1..1 + 4 + 8 + 4]);
+    let body = &v3[1 + 4 + 8 + 4 + 8..];
+    // One entry: count, key, value, version (dropped), then the rest.
+    let (count_key_value, rest) = body.split_at(4 + 4 + 1 + 4 + 1);
+    v2.extend_from_slice(count_key_value);
+    v2.extend_from_slice(&rest[8..]);
+    let old = KvStore::restore(&v2, opts(1)).unwrap();
+    assert_eq!(old.read(b"a"), ok("y"));
+    assert_eq!((old.version(b"a"), old.revision()), (1, 1));
 }
