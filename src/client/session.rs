@@ -152,6 +152,21 @@ pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
                 Op::Incr { .. } => 8,
                 // The value, then the condition and get_old bytes.
                 Op::PutIf { value, .. } => VALUE_LEN_BYTES + value.len() as u64 + 2,
+                Op::Txn(txn) => {
+                    if let Some(why) = txn.invalid() {
+                        return Err(ClientError::Refused(why.to_string()));
+                    }
+                    // Measured on the real encoding (its layout is not
+                    // key-then-value); the kind byte is not body.
+                    let command = synod_wire::encode_command(&ClientRequest {
+                        client_id: 0,
+                        seq: 1,
+                        ack_seq: 0,
+                        op: op.clone(),
+                    });
+                    (command.len() as u64 - 1)
+                        .saturating_sub(KV_FIXED_BYTES + op.key().len() as u64)
+                }
             };
             KV_FIXED_BYTES + op.key().len() as u64 + value
         }

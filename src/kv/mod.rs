@@ -23,6 +23,7 @@ mod shard;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use synod_wire::{ClientId, ClientReply, ClientRequest};
 
@@ -100,6 +101,10 @@ pub struct KvOptions {
     /// shard's floor, so a delayed duplicate of a dropped client's write
     /// opens a new session and applies again. Default false; tests only.
     pub planted_forget_floor: bool,
+    /// A planted bug: a transaction runs its `success` branch without
+    /// evaluating its compares, so an optimistic read-compare-write loses
+    /// updates. Default false; tests only (the bank checker catches it).
+    pub planted_txn_ignore_compares: bool,
     /// Sessions idle longer than this (log time, ms) are dropped; default
     /// [`DEFAULT_SESSION_TTL_MS`].
     pub session_ttl_ms: u64,
@@ -113,6 +118,7 @@ impl Default for KvOptions {
             shards: DEFAULT_SHARDS,
             planted_skip_dedup: false,
             planted_forget_floor: false,
+            planted_txn_ignore_compares: false,
             session_ttl_ms: DEFAULT_SESSION_TTL_MS,
             max_sessions_per_shard: DEFAULT_MAX_SESSIONS_PER_SHARD,
         }
@@ -294,6 +300,9 @@ impl KvStore {
     /// below the watermark is refused as stale, a `seq` with a cached reply
     /// gets that reply without re-applying, and anything else is applied.
     pub fn apply(&mut self, req: &ClientRequest) -> ClientReply {
+        if let synod_wire::Op::Txn(txn) = &req.op {
+            return self.apply_txn(req, txn);
+        }
         let shard = self.shard_of_key(req.op.key());
         let rules = self.rules();
         let (reply, executed) =

@@ -160,10 +160,29 @@ impl Shard {
         if let Op::Get { key } = &req.op {
             return (self.apply_get(req, key), false);
         }
+        if let Err(reply) = self.begin_write(req, skip_dedup, rules) {
+            return (reply, false);
+        }
+        let reply = apply_op(&mut self.data, &req.op, rules.version);
+        self.record_reply(req, &reply);
+        (reply, true)
+    }
+
+    /// The at-most-once half of a write, before it runs: opens or touches
+    /// the client's session, takes its ack, and returns `Err(reply)` if the
+    /// write must not run (a duplicate's cached reply, a stale seq, or
+    /// `SessionExpired`). Shared by single writes and transactions (whose
+    /// session is the one of their first key's shard).
+    pub(crate) fn begin_write(
+        &mut self,
+        req: &ClientRequest,
+        skip_dedup: bool,
+        rules: &SessionRules,
+    ) -> Result<(), ClientReply> {
         let now = rules.log_time_ms;
         if !self.sessions.contains_key(&req.client_id) {
             if !skip_dedup && !may_open(self.floor, req.client_id, now) {
-                return (ClientReply::SessionExpired, false);
+                return Err(ClientReply::SessionExpired);
             }
             self.sessions.insert(
                 req.client_id,
@@ -184,17 +203,24 @@ impl Shard {
         session.acknowledge(req.ack_seq);
         if !skip_dedup {
             if let Some(reply) = session.dedup(req.seq) {
-                return (reply, false);
+                return Err(reply);
             }
         }
-        let reply = apply_op(&mut self.data, &req.op, rules.version);
+        Ok(())
+    }
+
+    /// Caches the reply of a write that ran, for its duplicates.
+    pub(crate) fn record_reply(&mut self, req: &ClientRequest, reply: &ClientReply) {
+        let session = self
+            .sessions
+            .get_mut(&req.client_id)
+            .expect("begin_write opened the session");
         // Under the planted bug a stale request is re-applied; still never
         // cache at or below `acked`, so the snapshot stays canonical and the
         // bug shows up as wrong data, not as a failed restore.
         if req.seq > session.acked {
             session.replies.insert(req.seq, reply.clone());
         }
-        (reply, true)
     }
 
     /// The highest version of a key here (0 with none).
@@ -525,6 +551,10 @@ pub(crate) fn apply_op(data: &mut HashMap<Box<[u8]>, Entry>, op: &Op, version: u
         Op::Get { key } => match data.get(&key[..]) {
             Some(entry) => ClientReply::Ok(Bytes::copy_from_slice(&entry.value)),
             None => ClientReply::NoKey,
+        },
+        // `KvStore::apply` runs transactions (`kv::txn`); one never nests.
+        Op::Txn(_) => ClientReply::Error {
+            reason: "a transaction cannot hold a transaction".to_string(),
         },
     }
 }

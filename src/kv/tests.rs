@@ -4,7 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use synod_wire::{ClientId, ClientReply, ClientRequest, Op, PutCond, Seq};
+use synod_wire::{
+    ClientId, ClientReply, ClientRequest, Compare, CompareOp, CompareTarget, Op, PutCond, Seq, Txn,
+    TxnOpResult, TxnResult,
+};
 
 use super::shard::{STALE_REASON, TOO_LARGE_REASON};
 use super::*;
@@ -917,6 +920,7 @@ fn model_apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) -> ClientReply {
             Some(v) => ClientReply::Ok(Bytes::from([&b"1"[..], &v].concat())),
             None => ok("0"),
         },
+        Op::Txn(_) => unreachable!("the generator makes no transactions (see txn tests)"),
     }
 }
 
@@ -1520,4 +1524,149 @@ fn a_snapshot_of_format_2_restores_every_key_at_version_1() {
     let old = KvStore::restore(&v2, opts(1)).unwrap();
     assert_eq!(old.read(b"a"), ok("y"));
     assert_eq!((old.version(b"a"), old.revision()), (1, 1));
+}
+
+// ---- transactions ----------------------------------------------------------
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn txn(compares: Vec<Compare>, success: Vec<Op>, failure: Vec<Op>) -> Op {
+    Op::Txn(Box::new(Txn {
+        compares,
+        success,
+        failure,
+    }))
+}
+
+fn version_is(key: &str, op: CompareOp, v: u64) -> Compare {
+    Compare {
+        key: b(key),
+        op,
+        target: CompareTarget::Version(v),
+    }
+}
+
+fn txn_result(reply: ClientReply) -> TxnResult {
+    match reply {
+        ClientReply::Ok(v) => synod_wire::decode_txn_result(v).expect("a transaction result"),
+        other => panic!("not a transaction result: {other:?}"),
+    }
+}
+
+#[test]
+fn a_transaction_runs_one_branch_atomically_at_one_version() {
+    let mut kv = KvStore::new(opts(8));
+    kv.apply(&req(1, 1, 0, put("a", "10")));
+    kv.apply(&req(1, 2, 0, put("b", "x")));
+    let transfer = txn(
+        vec![
+            version_is("a", CompareOp::Eq, 1),
+            Compare {
+                key: b("b"),
+                op: CompareOp::Eq,
+                target: CompareTarget::Value(b("x")),
+            },
+        ],
+        vec![incr("a", -4), append("b", "y"), get("b"), get("nothing")],
+        vec![get("a")],
+    );
+    let result = txn_result(kv.apply(&req(1, 3, 0, transfer.clone())));
+    assert!(result.succeeded);
+    assert_eq!(
+        result.results,
+        vec![
+            TxnOpResult::Ok {
+                value: b("6"),
+                version: 3
+            },
+            TxnOpResult::Ok {
+                value: b(""),
+                version: 3
+            },
+            TxnOpResult::Ok {
+                value: b("xy"),
+                version: 3
+            },
+            TxnOpResult::NoKey,
+        ],
+        "reads see the transaction's own earlier writes"
+    );
+    assert_eq!(
+        (kv.version(b"a"), kv.version(b"b"), kv.revision()),
+        (3, 3, 3)
+    );
+    // A resend is answered from the session, not run again.
+    assert!(txn_result(kv.apply(&req(1, 3, 0, transfer.clone()))).succeeded);
+    assert_eq!(kv.read(b"a"), ok("6"));
+    // The same compares now fail (a's version moved): the other branch.
+    let result = txn_result(kv.apply(&req(1, 4, 0, transfer)));
+    assert!(!result.succeeded);
+    assert_eq!(
+        result.results,
+        vec![TxnOpResult::Ok {
+            value: b("6"),
+            version: 3
+        }]
+    );
+    assert_eq!(kv.read(b"b"), ok("xy"));
+}
+
+#[test]
+fn compares_on_absent_keys_and_refused_operations() {
+    let mut kv = KvStore::new(opts(8));
+    // Version 0 is "absent"; a value compare on an absent key never holds.
+    let create = txn(
+        vec![version_is("k", CompareOp::Eq, 0)],
+        vec![put("k", "v")],
+        vec![],
+    );
+    assert!(txn_result(kv.apply(&req(1, 1, 0, create.clone()))).succeeded);
+    assert!(!txn_result(kv.apply(&req(1, 2, 0, create))).succeeded);
+    let ne_absent = txn(
+        vec![Compare {
+            key: b("absent"),
+            op: CompareOp::Ne,
+            target: CompareTarget::Value(b("v")),
+        }],
+        vec![],
+        vec![],
+    );
+    assert!(!txn_result(kv.apply(&req(1, 3, 0, ne_absent))).succeeded);
+    // An Incr of a non-integer is refused inside; the rest still runs.
+    let mixed = txn(vec![], vec![incr("k", 1), put("j", "w")], vec![]);
+    let result = txn_result(kv.apply(&req(1, 4, 0, mixed)));
+    assert!(matches!(result.results[0], TxnOpResult::Error { .. }));
+    assert_eq!(kv.read(b"j"), ok("w"));
+    // Empty and malformed transactions are refused without a session.
+    let sessions = kv.stats().sessions;
+    let empty = req(9, 1, 0, txn(vec![], vec![], vec![]));
+    assert!(matches!(kv.apply(&empty), ClientReply::Error { .. }));
+    let nested = req(
+        9,
+        1,
+        0,
+        txn(vec![], vec![Op::GetDel { key: b("k") }], vec![]),
+    );
+    assert!(matches!(kv.apply(&nested), ClientReply::Error { .. }));
+    assert_eq!(kv.stats().sessions, sessions, "client 9 opened none");
+}
+
+#[test]
+fn the_planted_bug_ignores_compares() {
+    let mut kv = KvStore::new(KvOptions {
+        planted_txn_ignore_compares: true,
+        ..opts(8)
+    });
+    let never = txn(
+        vec![version_is("k", CompareOp::Eq, 99)],
+        vec![put("k", "v")],
+        vec![],
+    );
+    assert!(txn_result(kv.apply(&req(1, 1, 0, never))).succeeded);
+}
+
+fn incr(key: &str, delta: i64) -> Op {
+    Op::Incr { key: b(key), delta }
 }
