@@ -677,6 +677,10 @@ impl Session {
             .map(|(&h, _)| h)
             .collect();
         for handle in ready {
+            if let Some(why) = self.spans_groups(handle) {
+                self.finish(handle, Err(ClientError::Refused(why)), now);
+                continue;
+            }
             let task = self.tasks.get_mut(&handle).expect("listed");
             let route = match &task.req {
                 Req::Kv(op) => self.router.route_key(op.key()),
@@ -731,6 +735,30 @@ impl Session {
                 },
             });
         }
+    }
+
+    /// Why a transaction cannot be sent under the cached configuration:
+    /// its keys lie in shards of different groups (a transaction runs in
+    /// one group's log; cross-group commit is not built yet). `None` for
+    /// anything else, or when some key is not routable yet (the request
+    /// then waits for a configuration like any other).
+    fn spans_groups(&self, handle: u64) -> Option<String> {
+        let Req::Kv(Op::Txn(txn)) = &self.tasks.get(&handle)?.req else {
+            return None;
+        };
+        let mut gids = Vec::new();
+        for key in txn.keys() {
+            let (gid, _, _) = self.router.route_key_ref(key)?;
+            if !gids.contains(&gid) {
+                gids.push(gid);
+            }
+        }
+        (gids.len() > 1).then(|| {
+            format!(
+                "transaction keys lie in groups {gids:?}: a transaction must keep to one \
+                 group's shards (cross-group transactions are not built yet)"
+            )
+        })
     }
 
     /// Records a request's final result and retires its seq.
