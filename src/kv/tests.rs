@@ -1670,3 +1670,118 @@ fn the_planted_bug_ignores_compares() {
 fn incr(key: &str, delta: i64) -> Op {
     Op::Incr { key: b(key), delta }
 }
+
+/// A transaction of up to 3 compares and 4 operations per branch on keys
+/// `t0`..`t3`, with targets near the values and versions they will meet.
+fn arb_txn() -> impl Strategy<Value = Txn> {
+    let key = (0u8..4).prop_map(|k| b(&format!("t{k}")));
+    let op = prop_oneof![
+        key.clone().prop_map(|key| Op::Get { key }),
+        (key.clone(), 0u8..3).prop_map(|(key, v)| Op::Put {
+            key,
+            value: b(&v.to_string())
+        }),
+        (key.clone(), 0u8..3).prop_map(|(key, v)| Op::Append {
+            key,
+            value: b(&v.to_string())
+        }),
+        key.clone().prop_map(|key| Op::Delete { key }),
+        (key.clone(), -2i64..3).prop_map(|(key, delta)| Op::Incr { key, delta }),
+    ];
+    let compare = (
+        key,
+        0u8..4,
+        prop_oneof![
+            (0u8..3).prop_map(|v| CompareTarget::Value(b(&v.to_string()))),
+            (0u64..8).prop_map(CompareTarget::Version),
+        ],
+    )
+        .prop_map(|(key, op, target)| Compare {
+            key,
+            op: CompareOp::from_code(op).unwrap(),
+            target,
+        });
+    (
+        proptest::collection::vec(compare, 0..3),
+        proptest::collection::vec(op.clone(), 0..4),
+        proptest::collection::vec(op, 0..4),
+    )
+        .prop_map(|(compares, success, failure)| Txn {
+            compares,
+            success,
+            failure,
+        })
+        .prop_filter("a transaction needs a key", |t| t.invalid().is_none())
+}
+
+/// What a map of `(value, version)` and a revision counter say a
+/// transaction answers, written independently of `kv::txn`.
+fn model_txn(
+    model: &mut BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    revision: &mut u64,
+    txn: &Txn,
+) -> TxnResult {
+    *revision += 1;
+    let holds = |m: &BTreeMap<Vec<u8>, (Vec<u8>, u64)>, c: &Compare| {
+        let entry = m.get(&c.key[..]);
+        match &c.target {
+            CompareTarget::Version(v) => c.op.holds(entry.map_or(0, |e| e.1).cmp(v)),
+            CompareTarget::Value(v) => entry.is_some_and(|e| c.op.holds(e.0[..].cmp(&v[..]))),
+        }
+    };
+    let succeeded = txn.compares.iter().all(|c| holds(model, c));
+    let ops = if succeeded {
+        &txn.success
+    } else {
+        &txn.failure
+    };
+    let mut results = Vec::new();
+    for op in ops {
+        // The single-op model, on values only; versions follow writes.
+        let mut values: BTreeMap<Vec<u8>, Vec<u8>> = model
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        let before = values.get(&op.key()[..]).cloned();
+        let reply = model_apply(&mut values, op);
+        let after = values.get(&op.key()[..]).cloned();
+        let key = op.key().to_vec();
+        let wrote = !matches!(op, Op::Get { .. }) && !matches!(reply, ClientReply::Error { .. });
+        match after {
+            Some(v) if wrote => {
+                model.insert(key.clone(), (v, *revision));
+            }
+            None => {
+                model.remove(&key);
+            }
+            Some(_) => assert_eq!(before.is_some(), model.contains_key(&key)),
+        }
+        let version = model.get(&key).map_or(0, |e| e.1);
+        results.push(match reply {
+            ClientReply::Ok(value) => TxnOpResult::Ok { value, version },
+            ClientReply::NoKey => TxnOpResult::NoKey,
+            ClientReply::Error { reason } => TxnOpResult::Error { reason },
+            other => panic!("model answered {other:?}"),
+        });
+    }
+    TxnResult { succeeded, results }
+}
+
+proptest! {
+    #[test]
+    fn transactions_match_a_versioned_map(txns in proptest::collection::vec(arb_txn(), 1..40)) {
+        let mut kv = KvStore::new(opts(4));
+        let mut model = BTreeMap::new();
+        let mut revision = 0;
+        for (i, t) in txns.iter().enumerate() {
+            let reply = kv.apply(&req(1, 1 + i as u64, i as u64, Op::Txn(Box::new(t.clone()))));
+            let expected = model_txn(&mut model, &mut revision, t);
+            prop_assert_eq!(txn_result(reply), expected);
+            for (k, (v, version)) in &model {
+                prop_assert_eq!(kv.read(k), ClientReply::Ok(Bytes::copy_from_slice(v)));
+                prop_assert_eq!(kv.version(k), *version);
+            }
+        }
+        kv.assert_invariants();
+    }
+}
