@@ -293,6 +293,13 @@ fn run_sharded(args: &Args) -> ExitCode {
         reports.iter().map(|r| r.session_expired).sum::<u64>(),
         secs
     );
+    if args.bank > 0 {
+        println!(
+            "bank_audits={} bank_transfers_committed={}",
+            reports.iter().map(|r| r.bank_audits).sum::<u64>(),
+            reports.iter().map(|r| r.bank_transfers).sum::<u64>(),
+        );
+    }
     if failures == 0 {
         ExitCode::SUCCESS
     } else {
