@@ -61,7 +61,8 @@ fn slow_disks_with_early_accepts_stay_safe_and_linearizable() {
 /// decided twice. Pinned seeds (re-picked whenever a change moves the
 /// simulated trajectories: the session core's pipelining clients, the
 /// single-group world on ShardKv, pre-vote, acceptors no longer rewriting
-/// an entry they hold; the first four of 0..1,500 that catch it, of 15):
+/// an entry they hold, per-key versions in the KV snapshot; the first four
+/// of 0..1,500 that catch it):
 /// each fails with the bug and passes without it.
 #[test]
 fn planted_accepted_before_sync_is_caught_on_slow_disks() {

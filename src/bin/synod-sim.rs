@@ -25,18 +25,24 @@ struct Args {
     byzantine: bool,
     page_bytes: Option<usize>,
     trace: Option<std::path::PathBuf>,
+    /// `--txn N`: bank accounts of the sharded world's transactions.
+    bank: usize,
+    txn_ignore_compares: bool,
 }
 
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
-                 [--world group|sharded] [--fault-secs N]
-                 [--bug skip-dedup|forget-floor|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
+                 [--world group|sharded] [--fault-secs N] [--txn ACCOUNTS]
+                 [--bug skip-dedup|forget-floor|txn-ignore-compares|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
                  [--disk-latency-us N] [--byzantine] [--page-bytes N] [--trace FILE] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
 --world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
 leaves and moves while clients run (--replicas and --bug do not apply);
 --fault-secs sets its fault phase (default 8; admin changes come every 0.3-1.5 s).
+--txn ACCOUNTS (sharded world): clients also run bank transactions on ACCOUNTS
+accounts in one shard, audits and version-guarded transfers, and every audit
+must see the same total; --bug txn-ignore-compares plants a lost update.
 --disk-latency-us N: each sync takes up to N us of virtual time, during which the
 node's early messages (a leader's Accepts) are already out and a crash loses the
 records being synced (group world only; default 0, an instant disk).
@@ -65,6 +71,8 @@ fn parse() -> Result<Args, String> {
         byzantine: false,
         page_bytes: None,
         trace: None,
+        bank: 0,
+        txn_ignore_compares: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -84,6 +92,7 @@ fn parse() -> Result<Args, String> {
             "--byzantine" => a.byzantine = true,
             "--page-bytes" => a.page_bytes = Some(num(&value("--page-bytes")?)? as usize),
             "--trace" => a.trace = Some(value("--trace")?.into()),
+            "--txn" => a.bank = num(&value("--txn")?)? as usize,
             "--fault-secs" => a.fault_secs = Some(num(&value("--fault-secs")?)?),
             "--disk-latency-us" => a.disk_latency_us = num(&value("--disk-latency-us")?)?,
             "--world" => match value("--world")?.as_str() {
@@ -94,6 +103,7 @@ fn parse() -> Result<Args, String> {
             "--bug" => match value("--bug")?.as_str() {
                 "skip-dedup" => a.bugs.skip_dedup = true,
                 "forget-floor" => a.bugs.forget_floor = true,
+                "txn-ignore-compares" => a.txn_ignore_compares = true,
                 "follower-reads" => a.bugs.replica.follower_reads = true,
                 "unconfirmed-leader-reads" => a.bugs.replica.unconfirmed_leader_reads = true,
                 "accept-ignores-promise" => a.bugs.paxos.accept_ignores_promise = true,
@@ -246,6 +256,8 @@ fn run_sharded(args: &Args) -> ExitCode {
                 }
                 let mut cfg = ShardedConfig::new(seed);
                 cfg.faults = args.faults;
+                cfg.bank_accounts = args.bank;
+                cfg.txn_ignore_compares = args.txn_ignore_compares;
                 if let Some(secs) = args.fault_secs {
                     cfg.fault_phase = secs * 1_000_000;
                 }
@@ -291,6 +303,13 @@ fn run_sharded(args: &Args) -> ExitCode {
         reports.iter().map(|r| r.session_expired).sum::<u64>(),
         secs
     );
+    if args.bank > 0 {
+        println!(
+            "bank_audits={} bank_transfers_committed={}",
+            reports.iter().map(|r| r.bank_audits).sum::<u64>(),
+            reports.iter().map(|r| r.bank_transfers).sum::<u64>(),
+        );
+    }
     if failures == 0 {
         ExitCode::SUCCESS
     } else {

@@ -30,6 +30,11 @@ commands:
   get KEY                 print KEY's value and a newline
   put KEY VALUE           set KEY to VALUE
   append KEY VALUE        append VALUE to KEY's value
+  txn [if CMP [and CMP]... then] OP... [else OP...]
+                          run a transaction (README: Transactions); CMP is
+                          KEY value|version =|!=|<|> X, KEY exists or KEY
+                          absent; OP is get K, put K V, append K V, delete K
+                          or incr K N; prints the result as one JSON line
   admin join GID ADDR...  add replica group GID with members ADDR...
   admin leave GID...      remove groups
   admin move SHARD GID    assign SHARD to group GID
@@ -104,6 +109,7 @@ enum Cmd {
     Get { key: Vec<u8> },
     Put { key: Vec<u8>, value: Vec<u8> },
     Append { key: Vec<u8>, value: Vec<u8> },
+    Txn(synod_wire::Txn),
     Join { gid: GroupId, servers: Vec<String> },
     Leave { gids: Vec<GroupId> },
     Move { shard: u32, gid: GroupId },
@@ -231,6 +237,11 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
         },
         Cmd::Put { key, value } => client.put(key, value).map(|()| None),
         Cmd::Append { key, value } => client.append(key, value).map(|()| None),
+        Cmd::Txn(txn) => client.txn(txn).map(|r| {
+            let mut line = synod::client::txn_result_json(&r);
+            line.push('\n');
+            Some(line.into_bytes())
+        }),
         Cmd::Join { gid, servers } => client
             .join(vec![GroupInfo { gid, servers }])
             .map(|c| Some(config_line(&c))),
@@ -396,6 +407,12 @@ fn parse_command(words: &[OsString]) -> Result<Cmd, String> {
                 key: bytes(1),
                 value: bytes(2),
             })
+        }
+        "txn" => {
+            let parts: Vec<Vec<u8>> = (1..words.len()).map(bytes).collect();
+            synod::client::parse_txn_words(&parts)
+                .map(Cmd::Txn)
+                .map_err(|why| format!("synod txn: {why}"))
         }
         "admin" => {
             let sub = words.get(1).map(|w| w.to_string_lossy().into_owned());

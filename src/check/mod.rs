@@ -6,6 +6,7 @@
 //! multi-key history with [`kv::check_kv`]. Checkers only read histories:
 //! they never drive the system under test.
 
+pub mod bank;
 pub mod kv;
 pub mod linearizability;
 

@@ -37,6 +37,7 @@ mod session_tests;
 pub mod status;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -50,6 +51,7 @@ use conn::{Conn, Event};
 pub use logic::{random_client_id, AckWindow};
 pub(crate) use session::Req;
 use session::{Answer, Dest, Session, SessionOptions};
+pub use txn::{parse_txn_words, txn_result_json, TxnBuilder};
 
 /// How a [`Client`] reaches the cluster and how patient it is.
 #[derive(Clone, Debug)]
@@ -272,6 +274,19 @@ impl Client {
             value: value.into(),
         })
         .map(drop)
+    }
+
+    /// Runs a transaction (build one with [`TxnBuilder`]): its compares,
+    /// then one of its branches, atomically, at most once. Every key must
+    /// lie in one group's shards (`Refused` otherwise, before sending).
+    pub fn txn(&mut self, txn: synod_wire::Txn) -> Result<synod_wire::TxnResult, ClientError> {
+        match self.kv(Op::Txn(Box::new(txn)))? {
+            Some(value) => synod_wire::decode_txn_result(value)
+                .map_err(|e| ClientError::Protocol(format!("bad transaction result: {e}"))),
+            None => Err(ClientError::Protocol(
+                "NoKey answer to a transaction".to_string(),
+            )),
+        }
     }
 
     /// Configuration `num`, or the latest for `None` (or a number past the

@@ -18,6 +18,12 @@
 //! chunk = CHUNK_FORMAT:u8  shards:u32  shard:u32  shard_body
 //! ```
 //!
+//! (Entries carry their versions; chunk format 0x84, from before versions,
+//! is still imported, its keys at version 1.)
+//!
+//! ```text
+//! ```
+//!
 //! **Sessions are items too.** The order lists the shard's keys and then
 //! its sessions' client ids (sorted), and a cursor counts both: positions
 //! `[0, keys)` are key/value records, `[keys, keys + sessions)` are
@@ -32,14 +38,16 @@ use bytes::Bytes;
 use synod_wire::ClientId;
 
 use super::snapshot::{
-    decode_entries, decode_sessions, encode_session, entry_len, put_bytes, put_u32, put_u64,
+    decode_entries, decode_sessions, encode_entry, encode_session, entry_len, put_u32, put_u64,
     read_shard_header, session_len, stamp_untimed, Layout, Reader,
 };
 use super::{KvStore, SnapshotError};
 
-/// Format byte of a chunk; distinct from the snapshot (1, 2) and the whole
-/// shard export (0x81, 0x83) so one can never be read as another.
-const CHUNK_FORMAT: u8 = 0x84;
+/// Format byte of a chunk; distinct from the snapshot (1-3) and the whole
+/// shard export (0x81, 0x83, 0x85) so one can never be read as another.
+const CHUNK_FORMAT: u8 = 0x86;
+/// The chunk format before per-key versions; still imported.
+const CHUNK_FORMAT_V2: u8 = 0x84;
 /// The chunk format before session expiry (sessions whole in the last
 /// chunk); still imported.
 const CHUNK_FORMAT_V1: u8 = 0x82;
@@ -157,16 +165,15 @@ impl KvStore {
         let mut entries = 0u32;
         while at < order.ends.len() {
             let key = order.key(at);
-            let value = body
+            let entry = body
                 .data
                 .get(key)
                 .expect("a frozen shard lost a key of its order");
-            let len = entry_len(key, value);
+            let len = entry_len(key, &entry.value);
             if items > 0 && bytes + len > budget_bytes {
                 break;
             }
-            put_bytes(&mut out, key);
-            put_bytes(&mut out, value);
+            encode_entry(&mut out, key, entry);
             bytes += len;
             items += 1;
             entries += 1;
@@ -224,17 +231,19 @@ impl KvStore {
         }
         let layout = match bytes.first() {
             Some(&CHUNK_FORMAT_V1) => Layout::V1,
-            _ => Layout::V2,
+            Some(&CHUNK_FORMAT_V2) => Layout::V2,
+            _ => Layout::V3,
         };
         let format = match layout {
             Layout::V1 => CHUNK_FORMAT_V1,
-            Layout::V2 => CHUNK_FORMAT,
+            Layout::V2 => CHUNK_FORMAT_V2,
+            Layout::V3 => CHUNK_FORMAT,
         };
         let mut input = Reader::new(bytes);
         read_shard_header(&mut input, format, self.opts.shards, shard)?;
-        let data = decode_entries(&mut input, shard, self.opts.shards)?;
+        let data = decode_entries(&mut input, shard, self.opts.shards, layout)?;
         let floor = match layout {
-            Layout::V2 => input.u64()?,
+            Layout::V2 | Layout::V3 => input.u64()?,
             Layout::V1 => 0,
         };
         let mut sessions = decode_sessions(&mut input, layout)?;
@@ -246,6 +255,10 @@ impl KvStore {
         }
         stamp_untimed(&mut sessions, self.log_time_ms);
         let items = (data.len() + sessions.len()) as u64;
+        // Versions keep their meaning across groups: a later write here
+        // gives a key a version above any it had at its old owner.
+        let highest = data.values().map(|e| e.version).max().unwrap_or(0);
+        self.revision = self.revision.max(highest);
         let rules = self.rules();
         let target = &mut self.shards[shard as usize];
         if first {

@@ -23,6 +23,7 @@ mod shard;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use synod_wire::{ClientId, ClientReply, ClientRequest};
 
@@ -100,6 +101,10 @@ pub struct KvOptions {
     /// shard's floor, so a delayed duplicate of a dropped client's write
     /// opens a new session and applies again. Default false; tests only.
     pub planted_forget_floor: bool,
+    /// A planted bug: a transaction runs its `success` branch without
+    /// evaluating its compares, so an optimistic read-compare-write loses
+    /// updates. Default false; tests only (the bank checker catches it).
+    pub planted_txn_ignore_compares: bool,
     /// Sessions idle longer than this (log time, ms) are dropped; default
     /// [`DEFAULT_SESSION_TTL_MS`].
     pub session_ttl_ms: u64,
@@ -113,6 +118,7 @@ impl Default for KvOptions {
             shards: DEFAULT_SHARDS,
             planted_skip_dedup: false,
             planted_forget_floor: false,
+            planted_txn_ignore_compares: false,
             session_ttl_ms: DEFAULT_SESSION_TTL_MS,
             max_sessions_per_shard: DEFAULT_MAX_SESSIONS_PER_SHARD,
         }
@@ -125,6 +131,8 @@ pub(crate) struct SessionRules {
     pub(crate) log_time_ms: u64,
     pub(crate) max_sessions: usize,
     pub(crate) forget_floor: bool,
+    /// The version a write applied now gives the keys it changes.
+    pub(crate) version: u64,
 }
 
 /// Sizes of a store (or of one shard), for metrics and tests.
@@ -166,6 +174,12 @@ pub struct KvStore {
     /// [`EXPIRE_BUDGET`] resumes fairly. Part of the snapshot (it decides
     /// which sessions go first).
     expire_from: u32,
+    /// The store's revision: bumped by every write request applied, and
+    /// the version the keys it changes get (a key's version is the revision
+    /// of its last write). Raised to the highest version a migrated shard
+    /// brings, so a key's version never repeats, whichever group wrote it.
+    /// Part of the snapshot.
+    revision: u64,
 }
 
 impl KvStore {
@@ -182,7 +196,23 @@ impl KvStore {
             shards: vec![Shard::default(); opts.shards as usize],
             log_time_ms: 0,
             expire_from: 0,
+            revision: 0,
         }
+    }
+
+    /// The store's revision (see the field): the version of its latest
+    /// write.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The version of `key`: the revision of its last write, 0 if it has
+    /// no value.
+    pub fn version(&self, key: &[u8]) -> u64 {
+        self.shards[self.shard_of_key(key) as usize]
+            .data
+            .get(key)
+            .map_or(0, |e| e.version)
     }
 
     /// Log time (ms): the latest clock stamp applied.
@@ -249,6 +279,7 @@ impl KvStore {
             log_time_ms: self.log_time_ms,
             max_sessions: self.opts.max_sessions_per_shard,
             forget_floor: self.opts.planted_forget_floor,
+            version: self.revision + 1,
         }
     }
 
@@ -269,9 +300,19 @@ impl KvStore {
     /// below the watermark is refused as stale, a `seq` with a cached reply
     /// gets that reply without re-applying, and anything else is applied.
     pub fn apply(&mut self, req: &ClientRequest) -> ClientReply {
+        if let synod_wire::Op::Txn(txn) = &req.op {
+            return self.apply_txn(req, txn);
+        }
         let shard = self.shard_of_key(req.op.key());
         let rules = self.rules();
-        self.shards[shard as usize].apply(req, self.opts.planted_skip_dedup, &rules)
+        let (reply, executed) =
+            self.shards[shard as usize].apply(req, self.opts.planted_skip_dedup, &rules);
+        if executed {
+            // A write that ran (even one refused by its own rules) used
+            // `rules.version`; a duplicate answered from the cache did not.
+            self.revision = rules.version;
+        }
+        reply
     }
 
     /// Read without going through the log (only for the planted bug "answer
@@ -341,7 +382,7 @@ impl Shard {
         KvStats {
             keys: self.data.len() as u64,
             key_bytes: self.data.keys().map(|k| k.len() as u64).sum(),
-            value_bytes: self.data.values().map(|v| v.len() as u64).sum(),
+            value_bytes: self.data.values().map(|e| e.value.len() as u64).sum(),
             sessions: self.sessions.len() as u64,
             cached_replies: self.sessions.values().map(|s| s.replies.len() as u64).sum(),
         }

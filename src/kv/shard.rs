@@ -95,6 +95,17 @@ impl Session {
     }
 }
 
+/// One key's value and version: the store's revision at the write that
+/// last changed it (like etcd's mod revision; never 0 for a present key,
+/// and a key without an entry reads as version 0). Transactions compare on
+/// it (`synod_wire::Compare`), so it moves with the shard and is in every
+/// snapshot and migration chunk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) value: Vec<u8>,
+    pub(crate) version: u64,
+}
+
 /// The data and sessions of one shard.
 ///
 /// `HashMap`s for speed; their iteration order is never observed (snapshots
@@ -107,7 +118,7 @@ pub(crate) struct Shard {
     /// append); the price is a copy on every Get, which is bounded by
     /// [`MAX_VALUE_BYTES`] and is the cheaper side for append-heavy loads.
     /// Keys and values are owned copies, never slices of a frame buffer.
-    pub(crate) data: HashMap<Box<[u8]>, Vec<u8>>,
+    pub(crate) data: HashMap<Box<[u8]>, Entry>,
     pub(crate) sessions: HashMap<ClientId, Session>,
     /// `(last_ms, client)` of every session, least recently active first:
     /// the order expiry and the cap drop sessions in. Derived from
@@ -136,7 +147,8 @@ fn plausible(client: ClientId, now_ms: u64) -> bool {
 
 impl Shard {
     /// Applies `req` at most once (unless `skip_dedup`, the planted bug) and
-    /// returns the reply. A write of a client without a session here opens
+    /// returns the reply, and whether the operation ran (so used
+    /// `rules.version`). A write of a client without a session here opens
     /// one only if [`may_open`] allows it, and is refused with
     /// `SessionExpired` (not applied, nothing cached) otherwise.
     pub(crate) fn apply(
@@ -144,14 +156,33 @@ impl Shard {
         req: &ClientRequest,
         skip_dedup: bool,
         rules: &SessionRules,
-    ) -> ClientReply {
+    ) -> (ClientReply, bool) {
         if let Op::Get { key } = &req.op {
-            return self.apply_get(req, key);
+            return (self.apply_get(req, key), false);
         }
+        if let Err(reply) = self.begin_write(req, skip_dedup, rules) {
+            return (reply, false);
+        }
+        let reply = apply_op(&mut self.data, &req.op, rules.version);
+        self.record_reply(req, &reply);
+        (reply, true)
+    }
+
+    /// The at-most-once half of a write, before it runs: opens or touches
+    /// the client's session, takes its ack, and returns `Err(reply)` if the
+    /// write must not run (a duplicate's cached reply, a stale seq, or
+    /// `SessionExpired`). Shared by single writes and transactions (whose
+    /// session is the one of their first key's shard).
+    pub(crate) fn begin_write(
+        &mut self,
+        req: &ClientRequest,
+        skip_dedup: bool,
+        rules: &SessionRules,
+    ) -> Result<(), ClientReply> {
         let now = rules.log_time_ms;
         if !self.sessions.contains_key(&req.client_id) {
             if !skip_dedup && !may_open(self.floor, req.client_id, now) {
-                return ClientReply::SessionExpired;
+                return Err(ClientReply::SessionExpired);
             }
             self.sessions.insert(
                 req.client_id,
@@ -172,32 +203,29 @@ impl Shard {
         session.acknowledge(req.ack_seq);
         if !skip_dedup {
             if let Some(reply) = session.dedup(req.seq) {
-                return reply;
+                return Err(reply);
             }
         }
-        let reply = match &req.op {
-            Op::Put { key, value } => write(&mut self.data, key, value, false),
-            Op::Append { key, value } => write(&mut self.data, key, value, true),
-            Op::Delete { key } => delete(&mut self.data, key),
-            Op::Incr { key, delta } => incr(&mut self.data, key, *delta),
-            Op::PutIf {
-                key,
-                value,
-                cond,
-                get_old,
-            } => put_if(&mut self.data, key, value, *cond, *get_old),
-            Op::GetDel { key } => {
-                ClientReply::Ok(with_presence(b"", self.data.remove(&key[..]).as_deref()))
-            }
-            Op::Get { .. } => unreachable!("Gets returned above"),
-        };
+        Ok(())
+    }
+
+    /// Caches the reply of a write that ran, for its duplicates.
+    pub(crate) fn record_reply(&mut self, req: &ClientRequest, reply: &ClientReply) {
+        let session = self
+            .sessions
+            .get_mut(&req.client_id)
+            .expect("begin_write opened the session");
         // Under the planted bug a stale request is re-applied; still never
         // cache at or below `acked`, so the snapshot stays canonical and the
         // bug shows up as wrong data, not as a failed restore.
         if req.seq > session.acked {
             session.replies.insert(req.seq, reply.clone());
         }
-        reply
+    }
+
+    /// The highest version of a key here (0 with none).
+    pub(crate) fn highest_version(&self) -> u64 {
+        self.data.values().map(|e| e.version).max().unwrap_or(0)
     }
 
     /// Marks `client`'s session active at `now` (never earlier than it was).
@@ -299,7 +327,7 @@ impl Shard {
 
     pub(crate) fn read(&self, key: &[u8]) -> ClientReply {
         match self.data.get(key) {
-            Some(value) => ClientReply::Ok(Bytes::copy_from_slice(value)),
+            Some(entry) => ClientReply::Ok(Bytes::copy_from_slice(&entry.value)),
             None => ClientReply::NoKey,
         }
     }
@@ -313,8 +341,9 @@ impl Shard {
                 "session of {client} missing from the lru index"
             );
         }
-        for value in self.data.values() {
-            assert!(value.len() <= MAX_VALUE_BYTES);
+        for entry in self.data.values() {
+            assert!(entry.value.len() <= MAX_VALUE_BYTES);
+            assert!(entry.version > 0, "a present key with version 0");
         }
     }
 
@@ -337,7 +366,7 @@ impl Shard {
 /// (`"1"` or `"0"`, PROTOCOL.md 5.1) so a Redis-style DEL can answer without
 /// a second read; it is cached like any write's reply, so a retried Delete
 /// gets the original count rather than a misleading `"0"`.
-fn delete(data: &mut HashMap<Box<[u8]>, Vec<u8>>, key: &[u8]) -> ClientReply {
+fn delete(data: &mut HashMap<Box<[u8]>, Entry>, key: &[u8]) -> ClientReply {
     let removed: &'static [u8] = if data.remove(key).is_some() {
         b"1"
     } else {
@@ -367,9 +396,9 @@ pub(crate) fn parse_i64(v: &[u8]) -> Option<i64> {
 
 /// Performs an Incr: the new value in decimal, or a refusal that changes
 /// nothing.
-fn incr(data: &mut HashMap<Box<[u8]>, Vec<u8>>, key: &[u8], delta: i64) -> ClientReply {
+fn incr(data: &mut HashMap<Box<[u8]>, Entry>, key: &[u8], delta: i64, version: u64) -> ClientReply {
     let current = match data.get(key) {
-        Some(v) => match parse_i64(v) {
+        Some(e) => match parse_i64(&e.value) {
             Some(n) => n,
             None => {
                 return ClientReply::Error {
@@ -386,7 +415,13 @@ fn incr(data: &mut HashMap<Box<[u8]>, Vec<u8>>, key: &[u8], delta: i64) -> Clien
     };
     let text = next.to_string().into_bytes();
     let reply = ClientReply::Ok(Bytes::copy_from_slice(&text));
-    data.insert(Box::from(key), text);
+    data.insert(
+        Box::from(key),
+        Entry {
+            value: text,
+            version,
+        },
+    );
     reply
 }
 
@@ -407,11 +442,12 @@ fn with_presence(head: &[u8], value: Option<&[u8]>) -> Bytes {
 
 /// Performs a PutIf (see [`Op::PutIf`] for the reply).
 fn put_if(
-    data: &mut HashMap<Box<[u8]>, Vec<u8>>,
+    data: &mut HashMap<Box<[u8]>, Entry>,
     key: &[u8],
     value: &[u8],
     cond: PutCond,
     get_old: bool,
+    version: u64,
 ) -> ClientReply {
     let exists = data.contains_key(key);
     let holds = match cond {
@@ -425,7 +461,14 @@ fn put_if(
         };
     }
     let old = if holds {
-        data.insert(Box::from(key), value.to_vec())
+        data.insert(
+            Box::from(key),
+            Entry {
+                value: value.to_vec(),
+                version,
+            },
+        )
+        .map(|e| e.value)
     } else {
         None
     };
@@ -433,7 +476,11 @@ fn put_if(
     if !get_old {
         return ClientReply::Ok(Bytes::copy_from_slice(written));
     }
-    let old = if holds { old } else { data.get(key).cloned() };
+    let old = if holds {
+        old
+    } else {
+        data.get(key).map(|e| e.value.clone())
+    };
     ClientReply::Ok(with_presence(written, old.as_deref()))
 }
 
@@ -441,34 +488,73 @@ fn put_if(
 /// [`MAX_VALUE_BYTES`] is refused without changing anything; the refusal is
 /// itself a deterministic outcome, cached like any reply.
 fn write(
-    data: &mut HashMap<Box<[u8]>, Vec<u8>>,
+    data: &mut HashMap<Box<[u8]>, Entry>,
     key: &[u8],
     value: &[u8],
     append: bool,
+    version: u64,
 ) -> ClientReply {
     let too_large = || ClientReply::Error {
         reason: TOO_LARGE_REASON.to_string(),
     };
     match data.get_mut(key) {
         Some(existing) if append => {
-            if existing.len().saturating_add(value.len()) > MAX_VALUE_BYTES {
+            if existing.value.len().saturating_add(value.len()) > MAX_VALUE_BYTES {
                 return too_large();
             }
-            existing.extend_from_slice(value);
+            existing.value.extend_from_slice(value);
+            existing.version = version;
         }
         Some(existing) => {
             if value.len() > MAX_VALUE_BYTES {
                 return too_large();
             }
             // A fresh exact-size buffer, so a shrinking Put frees memory.
-            *existing = value.to_vec();
+            existing.value = value.to_vec();
+            existing.version = version;
         }
         None => {
             if value.len() > MAX_VALUE_BYTES {
                 return too_large();
             }
-            data.insert(Box::from(key), value.to_vec());
+            data.insert(
+                Box::from(key),
+                Entry {
+                    value: value.to_vec(),
+                    version,
+                },
+            );
         }
     }
     ClientReply::Ok(Bytes::new())
+}
+
+/// Performs one write operation on a shard's data; every key it changes
+/// gets `version`. Refusals change nothing. Shared by single requests and
+/// transactions (`kv::txn`), so both decide alike.
+pub(crate) fn apply_op(data: &mut HashMap<Box<[u8]>, Entry>, op: &Op, version: u64) -> ClientReply {
+    match op {
+        Op::Put { key, value } => write(data, key, value, false, version),
+        Op::Append { key, value } => write(data, key, value, true, version),
+        Op::Delete { key } => delete(data, key),
+        Op::Incr { key, delta } => incr(data, key, *delta, version),
+        Op::PutIf {
+            key,
+            value,
+            cond,
+            get_old,
+        } => put_if(data, key, value, *cond, *get_old, version),
+        Op::GetDel { key } => ClientReply::Ok(with_presence(
+            b"",
+            data.remove(&key[..]).map(|e| e.value).as_deref(),
+        )),
+        Op::Get { key } => match data.get(&key[..]) {
+            Some(entry) => ClientReply::Ok(Bytes::copy_from_slice(&entry.value)),
+            None => ClientReply::NoKey,
+        },
+        // `KvStore::apply` runs transactions (`kv::txn`); one never nests.
+        Op::Txn(_) => ClientReply::Error {
+            reason: "a transaction cannot hold a transaction".to_string(),
+        },
+    }
 }

@@ -4,11 +4,12 @@
 //!
 //! ```text
 //! snapshot     = SNAPSHOT_FORMAT:u8  shards:u32  log_time_ms:u64  expire_from:u32
-//!                shard_body * shards
+//!                revision:u64  shard_body * shards
 //! shard export = SHARD_FORMAT:u8     shards:u32  shard:u32  shard_body
 //! shard chunk  = (see `chunk.rs`: the same shape, a range of the entries
 //!                and then of the sessions)
-//! shard_body   = entries:u32   (key_len:u32 key  value_len:u32 value) * entries
+//! shard_body   = entries:u32   (key_len:u32 key  value_len:u32 value
+//!                               version:u64) * entries
 //!                floor:u64
 //!                sessions:u32  (client:u64 acked:u64 last_ms:u64
 //!                               replies:u32 (seq:u64 reply) * replies) * sessions
@@ -21,7 +22,10 @@
 //!              | 6                    SessionExpired
 //! ```
 //!
-//! Older formats are still read: snapshot format 1 and shard export 0x81
+//! Older formats are still read: snapshot format 2, shard export 0x83 and
+//! chunk 0x84 have no `revision` and no per-key `version` (every key reads
+//! as version 1 and the revision as at least 1, so a later write still
+//! gives a key a version it never had). Snapshot format 1 and shard export 0x81
 //! (and chunk 0x82) have no `log_time_ms`, `expire_from`, `floor` or
 //! `last_ms` (all read as 0: a session restored so counts as active at the
 //! first clock stamp, see [`KvStore::advance_clock`]).
@@ -41,17 +45,21 @@ use byteorder::{ByteOrder, LittleEndian};
 use bytes::Bytes;
 use synod_wire::{ClientId, ClientReply};
 
-use super::shard::{Session, Shard};
+use super::shard::{Entry, Session, Shard};
 use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
 
-/// Format/version byte of a whole-store snapshot (2: session times, floors
-/// and log time).
-const SNAPSHOT_FORMAT: u8 = 2;
+/// Format/version byte of a whole-store snapshot (3: per-key versions and
+/// the store's revision).
+const SNAPSHOT_FORMAT: u8 = 3;
+/// Session times, floors and log time, no versions; still restored.
+const SNAPSHOT_FORMAT_V2: u8 = 2;
 /// The snapshot format before session expiry; still restored.
 const SNAPSHOT_FORMAT_V1: u8 = 1;
 /// Format/version byte of a single-shard export; distinct from
 /// [`SNAPSHOT_FORMAT`] so one can never be mistaken for the other.
-const SHARD_FORMAT: u8 = 0x83;
+const SHARD_FORMAT: u8 = 0x85;
+/// The shard export before per-key versions; still imported.
+const SHARD_FORMAT_V2: u8 = 0x83;
 /// The shard export before session expiry; still imported (a log may hold
 /// an `Install` of one).
 const SHARD_FORMAT_V1: u8 = 0x81;
@@ -63,10 +71,19 @@ pub(super) enum Layout {
     V1,
     /// With each shard's floor and each session's `last_ms`.
     V2,
+    /// With per-key versions (and, in a snapshot, the store's revision).
+    V3,
+}
+
+impl Layout {
+    /// The version a key read from a body of this layout gets, when the
+    /// layout has none.
+    pub(super) const UNVERSIONED: u64 = 1;
 }
 
 /// Smallest encodings, used to bound counts by the remaining input.
 const MIN_ENTRY_BYTES: usize = 4 + 4;
+const MIN_VERSIONED_ENTRY_BYTES: usize = 4 + 4 + 8;
 const MIN_SESSION_BYTES: usize = 8 + 8 + 4;
 const MIN_CACHED_REPLY_BYTES: usize = 8 + 1;
 
@@ -135,12 +152,13 @@ impl KvStore {
     /// states give equal bytes regardless of insertion order or `HashMap`
     /// iteration order.
     pub fn snapshot(&self) -> Bytes {
-        let len = 1 + 4 + 8 + 4 + self.shards.iter().map(shard_body_len).sum::<usize>();
+        let len = 1 + 4 + 8 + 4 + 8 + self.shards.iter().map(shard_body_len).sum::<usize>();
         let mut out = Vec::with_capacity(len);
         out.push(SNAPSHOT_FORMAT);
         put_u32(&mut out, self.opts.shards);
         put_u64(&mut out, self.log_time_ms);
         put_u32(&mut out, self.expire_from);
+        put_u64(&mut out, self.revision);
         for shard in &self.shards {
             encode_shard_body(&mut out, shard);
         }
@@ -159,7 +177,8 @@ impl KvStore {
         let mut input = Reader::new(bytes);
         let format = input.u8()?;
         let layout = match format {
-            SNAPSHOT_FORMAT => Layout::V2,
+            SNAPSHOT_FORMAT => Layout::V3,
+            SNAPSHOT_FORMAT_V2 => Layout::V2,
             SNAPSHOT_FORMAT_V1 => Layout::V1,
             _ => return Err(SnapshotError::UnsupportedFormat(format)),
         };
@@ -171,8 +190,12 @@ impl KvStore {
             });
         }
         let (log_time_ms, expire_from) = match layout {
-            Layout::V2 => (input.u64()?, input.u32()?),
+            Layout::V2 | Layout::V3 => (input.u64()?, input.u32()?),
             Layout::V1 => (0, 0),
+        };
+        let mut revision = match layout {
+            Layout::V3 => input.u64()?,
+            Layout::V1 | Layout::V2 => Layout::UNVERSIONED,
         };
         if expire_from >= opts.shards {
             return Err(SnapshotError::ShardOutOfRange(expire_from));
@@ -182,11 +205,19 @@ impl KvStore {
             shards.push(decode_shard_body(&mut input, index, opts.shards, layout)?);
         }
         input.finish()?;
+        let highest = shards.iter().map(Shard::highest_version).max().unwrap_or(0);
+        if layout == Layout::V3 && highest > revision {
+            return Err(SnapshotError::NotCanonical(
+                "a key's version above the revision",
+            ));
+        }
+        revision = revision.max(highest);
         let store = KvStore {
             opts,
             shards,
             log_time_ms,
             expire_from,
+            revision,
         };
         store.assert_invariants();
         Ok(store)
@@ -218,16 +249,19 @@ impl KvStore {
         let mut input = Reader::new(bytes);
         let layout = match bytes.first() {
             Some(&SHARD_FORMAT_V1) => Layout::V1,
-            _ => Layout::V2,
+            Some(&SHARD_FORMAT_V2) => Layout::V2,
+            _ => Layout::V3,
         };
         let format = match layout {
             Layout::V1 => SHARD_FORMAT_V1,
-            Layout::V2 => SHARD_FORMAT,
+            Layout::V2 => SHARD_FORMAT_V2,
+            Layout::V3 => SHARD_FORMAT,
         };
         read_shard_header(&mut input, format, self.opts.shards, shard)?;
         let mut incoming = decode_shard_body(&mut input, shard, self.opts.shards, layout)?;
         input.finish()?;
         stamp_untimed(&mut incoming.sessions, self.log_time_ms);
+        self.revision = self.revision.max(incoming.highest_version());
         let rules = self.rules();
         let target = &mut self.shards[shard as usize];
         target.merge_from(incoming, &rules);
@@ -270,13 +304,20 @@ pub(super) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn shard_body_len(shard: &Shard) -> usize {
-    let data: usize = shard.data.iter().map(|(k, v)| entry_len(k, v)).sum();
+    let data: usize = shard.data.iter().map(|(k, e)| entry_len(k, &e.value)).sum();
     4 + data + 8 + sessions_len(shard)
 }
 
-/// Encoded size of one key/value entry.
+/// Encoded size of one key/value entry (with its version).
 pub(super) fn entry_len(key: &[u8], value: &[u8]) -> usize {
-    4 + key.len() + 4 + value.len()
+    4 + key.len() + 4 + value.len() + 8
+}
+
+/// One entry: key, value, version.
+pub(super) fn encode_entry(out: &mut Vec<u8>, key: &[u8], entry: &Entry) {
+    put_bytes(out, key);
+    put_bytes(out, &entry.value);
+    put_u64(out, entry.version);
 }
 
 /// Encoded size of a shard's sessions section, count included.
@@ -307,9 +348,8 @@ fn encode_shard_body(out: &mut Vec<u8>, shard: &Shard) {
     let mut entries: Vec<_> = shard.data.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     put_len(out, entries.len());
-    for (key, value) in entries {
-        put_bytes(out, key);
-        put_bytes(out, value);
+    for (key, entry) in entries {
+        encode_entry(out, key, entry);
     }
     put_u64(out, shard.floor);
     encode_sessions(out, shard);
@@ -454,9 +494,9 @@ fn decode_shard_body(
     shards: u32,
     layout: Layout,
 ) -> Result<Shard, SnapshotError> {
-    let data = decode_entries(input, index, shards)?;
+    let data = decode_entries(input, index, shards, layout)?;
     let floor = match layout {
-        Layout::V2 => input.u64()?,
+        Layout::V2 | Layout::V3 => input.u64()?,
         Layout::V1 => 0,
     };
     let sessions = decode_sessions(input, layout)?;
@@ -474,8 +514,12 @@ pub(super) fn decode_entries(
     input: &mut Reader,
     index: u32,
     shards: u32,
-) -> Result<HashMap<Box<[u8]>, Vec<u8>>, SnapshotError> {
-    let entries = input.count(MIN_ENTRY_BYTES)?;
+    layout: Layout,
+) -> Result<HashMap<Box<[u8]>, Entry>, SnapshotError> {
+    let entries = input.count(match layout {
+        Layout::V3 => MIN_VERSIONED_ENTRY_BYTES,
+        Layout::V1 | Layout::V2 => MIN_ENTRY_BYTES,
+    })?;
     let mut data = HashMap::with_capacity(entries);
     let mut previous: Option<&[u8]> = None;
     for _ in 0..entries {
@@ -491,7 +535,20 @@ pub(super) fn decode_entries(
         if value.len() > MAX_VALUE_BYTES {
             return Err(SnapshotError::ValueTooLarge);
         }
-        data.insert(Box::from(key), value.to_vec());
+        let version = match layout {
+            Layout::V3 => input.u64()?,
+            Layout::V1 | Layout::V2 => Layout::UNVERSIONED,
+        };
+        if version == 0 {
+            return Err(SnapshotError::NotCanonical("a key with version 0"));
+        }
+        data.insert(
+            Box::from(key),
+            Entry {
+                value: value.to_vec(),
+                version,
+            },
+        );
     }
     Ok(data)
 }
@@ -514,7 +571,7 @@ pub(super) fn decode_sessions(
         previous = Some(client);
         let acked = input.u64()?;
         let last_ms = match layout {
-            Layout::V2 => input.u64()?,
+            Layout::V2 | Layout::V3 => input.u64()?,
             Layout::V1 => 0,
         };
         let mut session = Session {

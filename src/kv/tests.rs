@@ -4,7 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use synod_wire::{ClientId, ClientReply, ClientRequest, Op, PutCond, Seq};
+use synod_wire::{
+    ClientId, ClientReply, ClientRequest, Compare, CompareOp, CompareTarget, Op, PutCond, Seq, Txn,
+    TxnOpResult, TxnResult,
+};
 
 use super::shard::{STALE_REASON, TOO_LARGE_REASON};
 use super::*;
@@ -281,10 +284,22 @@ fn planted_skip_dedup_reapplies_a_duplicate_append() {
 
 // ---- snapshots -------------------------------------------------------------
 
-/// Writes of three clients over 200 keys, in the given order of keys.
+/// Writes of three clients over 200 keys. The keys are first created and
+/// deleted in the given order (so each store's hash tables grew in another
+/// order), then written in one fixed order (so versions, which number the
+/// writes, agree).
 fn build(order: impl Iterator<Item = usize>) -> KvStore {
     let mut kv = KvStore::new(KvOptions::default());
-    for i in order {
+    let order: Vec<usize> = order.collect();
+    for &i in &order {
+        let seq = 10_000 + i as u64;
+        kv.apply(&req(4, seq, 0, put(&format!("k{i}"), "warm-up")));
+    }
+    for &i in &order {
+        let seq = 20_000 + i as u64;
+        kv.apply(&req(4, seq, 0, delete(&format!("k{i}"))));
+    }
+    for i in 0..200 {
         let client = (i % 3) as u64 + 1;
         let seq = i as u64 + 1;
         kv.apply(&req(
@@ -621,7 +636,7 @@ fn move_in_chunks(source: &KvStore, target: &mut KvStore, budget: usize) -> Vec<
 fn chunks_reassemble_exactly_the_exported_shard() {
     let source = store_with_a_big_shard(60);
     let whole = source.export_shard(3);
-    let largest_entry = 4 + 8 + 4 + 90;
+    let largest_entry = 4 + 8 + 4 + 90 + 8;
     for budget in [1, 50, 300, 1 << 20] {
         let mut target = KvStore::new(opts(8));
         let sizes = move_in_chunks(&source, &mut target, budget);
@@ -657,10 +672,18 @@ fn key_order_and_chunks_do_not_depend_on_insertion_order() {
     let keys: Vec<String> = (0..40).map(|i| key_in_shard(8, 3, i)).collect();
     let mut a = KvStore::new(opts(8));
     let mut b = KvStore::new(opts(8));
+    // b's table grows in the other order; both then number their writes
+    // alike (versions count writes), and client 2's session is the same.
+    for (i, k) in keys.iter().enumerate() {
+        a.apply(&req(2, 1 + i as u64, 0, put(k, "warm-up")));
+    }
     for (i, k) in keys.iter().enumerate() {
         a.apply(&req(1, 1 + i as u64, i as u64, put(k, k)));
     }
     for (i, k) in keys.iter().enumerate().rev() {
+        b.apply(&req(2, 1 + i as u64, 0, put(k, "warm-up")));
+    }
+    for (i, k) in keys.iter().enumerate() {
         b.apply(&req(1, 1 + i as u64, 0, put(k, k)));
     }
     // The same watermark on both, so the sessions match too.
@@ -668,8 +691,8 @@ fn key_order_and_chunks_do_not_depend_on_insertion_order() {
     b.apply(&req(1, 41, 40, get(&keys[0])));
     let (oa, ob) = (a.key_order(3), b.key_order(3));
     assert_eq!(oa, ob);
-    assert_eq!(oa.len(), 40 + 1, "40 keys and one session");
-    for from in [0, 7, 39, 40, 41] {
+    assert_eq!(oa.len(), 40 + 2, "40 keys and two sessions");
+    for from in [0, 7, 39, 40, 41, 42] {
         assert_eq!(
             a.export_chunk(&oa, from, 100),
             b.export_chunk(&ob, from, 100)
@@ -752,7 +775,7 @@ fn import_chunk_refuses_bad_input_and_leaves_the_store_unchanged() {
     );
     assert_eq!(
         target.import_chunk(3, &source.export_shard(3), true, true),
-        Err(SnapshotError::UnsupportedFormat(0x83)),
+        Err(SnapshotError::UnsupportedFormat(0x85)),
         "a whole-shard export is not a chunk"
     );
     for len in 0..middle.data.len() {
@@ -897,6 +920,7 @@ fn model_apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) -> ClientReply {
             Some(v) => ClientReply::Ok(Bytes::from([&b"1"[..], &v].concat())),
             None => ok("0"),
         },
+        Op::Txn(_) => unreachable!("the generator makes no transactions (see txn tests)"),
     }
 }
 
@@ -1431,4 +1455,334 @@ fn atomic_writes_are_deterministic_across_a_snapshot_and_applied_once() {
         ok("5")
     );
     assert_eq!(a.read(b"n"), ClientReply::NoKey);
+}
+
+// ---- per-key versions ------------------------------------------------------
+
+#[test]
+fn a_write_gives_its_key_the_next_revision_and_a_duplicate_does_not() {
+    let mut kv = KvStore::new(opts(8));
+    assert_eq!(kv.version(b"a"), 0, "an absent key is at version 0");
+    kv.apply(&req(1, 1, 0, put("a", "x")));
+    assert_eq!((kv.version(b"a"), kv.revision()), (1, 1));
+    kv.apply(&req(1, 2, 0, put("b", "y")));
+    kv.apply(&req(1, 3, 0, append("a", "z")));
+    assert_eq!((kv.version(b"a"), kv.version(b"b")), (3, 2));
+    // A resent write is answered from the cache and writes nothing.
+    kv.apply(&req(1, 3, 0, append("a", "z")));
+    assert_eq!((kv.version(b"a"), kv.revision()), (3, 3));
+    // A Get changes no version; a Delete makes the key absent again.
+    kv.apply(&req(1, 4, 0, get("a")));
+    assert_eq!(kv.revision(), 3);
+    kv.apply(&req(1, 5, 0, delete("a")));
+    assert_eq!(kv.version(b"a"), 0);
+    kv.apply(&req(1, 6, 0, put("a", "again")));
+    assert_eq!(
+        kv.version(b"a"),
+        5,
+        "a recreated key never gets an old version back"
+    );
+}
+
+#[test]
+fn versions_survive_snapshots_and_move_with_a_shard() {
+    let mut source = KvStore::new(opts(8));
+    let keys: Vec<String> = (0..5).map(|i| key_in_shard(8, 3, i)).collect();
+    for (i, k) in keys.iter().enumerate() {
+        source.apply(&req(1, 1 + i as u64, 0, put(k, k)));
+    }
+    let restored = KvStore::restore(&source.snapshot(), opts(8)).unwrap();
+    assert_eq!(restored, source);
+    assert_eq!(restored.version(keys[4].as_bytes()), 5);
+    // The new owner's revision rises to the shard's highest version, so its
+    // next write to a moved key gives a version the key never had.
+    let mut whole = KvStore::new(opts(8));
+    whole.import_shard(3, &source.export_shard(3)).unwrap();
+    assert_eq!(whole.version(keys[2].as_bytes()), 3);
+    assert_eq!(whole.revision(), 5);
+    whole.apply(&req(2, 1, 0, put(&keys[0], "new")));
+    assert_eq!(whole.version(keys[0].as_bytes()), 6);
+    let mut chunked = KvStore::new(opts(8));
+    move_in_chunks(&source, &mut chunked, 30);
+    assert_eq!(chunked.version(keys[4].as_bytes()), 5);
+    assert_eq!(chunked.revision(), 5);
+}
+
+#[test]
+fn a_snapshot_of_format_2_restores_every_key_at_version_1() {
+    let mut kv = KvStore::new(opts(1));
+    kv.apply(&req(1, 1, 0, put("a", "x")));
+    kv.apply(&req(1, 2, 0, put("a", "y")));
+    // Format 2 is format 3 without the revision and the per-key versions.
+    let v3 = kv.snapshot();
+    let mut v2 = vec![2u8];
+    v2.extend_from_slice(&v3[1..1 + 4 + 8 + 4]);
+    let body = &v3[1 + 4 + 8 + 4 + 8..];
+    // One entry: count, key, value, version (dropped), then the rest.
+    let (count_key_value, rest) = body.split_at(4 + 4 + 1 + 4 + 1);
+    v2.extend_from_slice(count_key_value);
+    v2.extend_from_slice(&rest[8..]);
+    let old = KvStore::restore(&v2, opts(1)).unwrap();
+    assert_eq!(old.read(b"a"), ok("y"));
+    assert_eq!((old.version(b"a"), old.revision()), (1, 1));
+}
+
+// ---- transactions ----------------------------------------------------------
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn txn(compares: Vec<Compare>, success: Vec<Op>, failure: Vec<Op>) -> Op {
+    Op::Txn(Box::new(Txn {
+        compares,
+        success,
+        failure,
+    }))
+}
+
+fn version_is(key: &str, op: CompareOp, v: u64) -> Compare {
+    Compare {
+        key: b(key),
+        op,
+        target: CompareTarget::Version(v),
+    }
+}
+
+fn txn_result(reply: ClientReply) -> TxnResult {
+    match reply {
+        ClientReply::Ok(v) => synod_wire::decode_txn_result(v).expect("a transaction result"),
+        other => panic!("not a transaction result: {other:?}"),
+    }
+}
+
+#[test]
+fn a_transaction_runs_one_branch_atomically_at_one_version() {
+    let mut kv = KvStore::new(opts(8));
+    kv.apply(&req(1, 1, 0, put("a", "10")));
+    kv.apply(&req(1, 2, 0, put("b", "x")));
+    let transfer = txn(
+        vec![
+            version_is("a", CompareOp::Eq, 1),
+            Compare {
+                key: b("b"),
+                op: CompareOp::Eq,
+                target: CompareTarget::Value(b("x")),
+            },
+        ],
+        vec![incr("a", -4), append("b", "y"), get("b"), get("nothing")],
+        vec![get("a")],
+    );
+    let result = txn_result(kv.apply(&req(1, 3, 0, transfer.clone())));
+    assert!(result.succeeded);
+    assert_eq!(
+        result.results,
+        vec![
+            TxnOpResult::Ok {
+                value: b("6"),
+                version: 3
+            },
+            TxnOpResult::Ok {
+                value: b(""),
+                version: 3
+            },
+            TxnOpResult::Ok {
+                value: b("xy"),
+                version: 3
+            },
+            TxnOpResult::NoKey,
+        ],
+        "reads see the transaction's own earlier writes"
+    );
+    assert_eq!(
+        (kv.version(b"a"), kv.version(b"b"), kv.revision()),
+        (3, 3, 3)
+    );
+    // A resend is answered from the session, not run again.
+    assert!(txn_result(kv.apply(&req(1, 3, 0, transfer.clone()))).succeeded);
+    assert_eq!(kv.read(b"a"), ok("6"));
+    // The same compares now fail (a's version moved): the other branch.
+    let result = txn_result(kv.apply(&req(1, 4, 0, transfer)));
+    assert!(!result.succeeded);
+    assert_eq!(
+        result.results,
+        vec![TxnOpResult::Ok {
+            value: b("6"),
+            version: 3
+        }]
+    );
+    assert_eq!(kv.read(b"b"), ok("xy"));
+}
+
+#[test]
+fn compares_on_absent_keys_and_refused_operations() {
+    let mut kv = KvStore::new(opts(8));
+    // Version 0 is "absent"; a value compare on an absent key never holds.
+    let create = txn(
+        vec![version_is("k", CompareOp::Eq, 0)],
+        vec![put("k", "v")],
+        vec![],
+    );
+    assert!(txn_result(kv.apply(&req(1, 1, 0, create.clone()))).succeeded);
+    assert!(!txn_result(kv.apply(&req(1, 2, 0, create))).succeeded);
+    let ne_absent = txn(
+        vec![Compare {
+            key: b("absent"),
+            op: CompareOp::Ne,
+            target: CompareTarget::Value(b("v")),
+        }],
+        vec![],
+        vec![],
+    );
+    assert!(!txn_result(kv.apply(&req(1, 3, 0, ne_absent))).succeeded);
+    // An Incr of a non-integer is refused inside; the rest still runs.
+    let mixed = txn(vec![], vec![incr("k", 1), put("j", "w")], vec![]);
+    let result = txn_result(kv.apply(&req(1, 4, 0, mixed)));
+    assert!(matches!(result.results[0], TxnOpResult::Error { .. }));
+    assert_eq!(kv.read(b"j"), ok("w"));
+    // Empty and malformed transactions are refused without a session.
+    let sessions = kv.stats().sessions;
+    let empty = req(9, 1, 0, txn(vec![], vec![], vec![]));
+    assert!(matches!(kv.apply(&empty), ClientReply::Error { .. }));
+    let nested = req(
+        9,
+        1,
+        0,
+        txn(vec![], vec![Op::GetDel { key: b("k") }], vec![]),
+    );
+    assert!(matches!(kv.apply(&nested), ClientReply::Error { .. }));
+    assert_eq!(kv.stats().sessions, sessions, "client 9 opened none");
+}
+
+#[test]
+fn the_planted_bug_ignores_compares() {
+    let mut kv = KvStore::new(KvOptions {
+        planted_txn_ignore_compares: true,
+        ..opts(8)
+    });
+    let never = txn(
+        vec![version_is("k", CompareOp::Eq, 99)],
+        vec![put("k", "v")],
+        vec![],
+    );
+    assert!(txn_result(kv.apply(&req(1, 1, 0, never))).succeeded);
+}
+
+fn incr(key: &str, delta: i64) -> Op {
+    Op::Incr { key: b(key), delta }
+}
+
+/// A transaction of up to 3 compares and 4 operations per branch on keys
+/// `t0`..`t3`, with targets near the values and versions they will meet.
+fn arb_txn() -> impl Strategy<Value = Txn> {
+    let key = (0u8..4).prop_map(|k| b(&format!("t{k}")));
+    let op = prop_oneof![
+        key.clone().prop_map(|key| Op::Get { key }),
+        (key.clone(), 0u8..3).prop_map(|(key, v)| Op::Put {
+            key,
+            value: b(&v.to_string())
+        }),
+        (key.clone(), 0u8..3).prop_map(|(key, v)| Op::Append {
+            key,
+            value: b(&v.to_string())
+        }),
+        key.clone().prop_map(|key| Op::Delete { key }),
+        (key.clone(), -2i64..3).prop_map(|(key, delta)| Op::Incr { key, delta }),
+    ];
+    let compare = (
+        key,
+        0u8..4,
+        prop_oneof![
+            (0u8..3).prop_map(|v| CompareTarget::Value(b(&v.to_string()))),
+            (0u64..8).prop_map(CompareTarget::Version),
+        ],
+    )
+        .prop_map(|(key, op, target)| Compare {
+            key,
+            op: CompareOp::from_code(op).unwrap(),
+            target,
+        });
+    (
+        proptest::collection::vec(compare, 0..3),
+        proptest::collection::vec(op.clone(), 0..4),
+        proptest::collection::vec(op, 0..4),
+    )
+        .prop_map(|(compares, success, failure)| Txn {
+            compares,
+            success,
+            failure,
+        })
+        .prop_filter("a transaction needs a key", |t| t.invalid().is_none())
+}
+
+/// What a map of `(value, version)` and a revision counter say a
+/// transaction answers, written independently of `kv::txn`.
+fn model_txn(
+    model: &mut BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    revision: &mut u64,
+    txn: &Txn,
+) -> TxnResult {
+    *revision += 1;
+    let holds = |m: &BTreeMap<Vec<u8>, (Vec<u8>, u64)>, c: &Compare| {
+        let entry = m.get(&c.key[..]);
+        match &c.target {
+            CompareTarget::Version(v) => c.op.holds(entry.map_or(0, |e| e.1).cmp(v)),
+            CompareTarget::Value(v) => entry.is_some_and(|e| c.op.holds(e.0[..].cmp(&v[..]))),
+        }
+    };
+    let succeeded = txn.compares.iter().all(|c| holds(model, c));
+    let ops = if succeeded {
+        &txn.success
+    } else {
+        &txn.failure
+    };
+    let mut results = Vec::new();
+    for op in ops {
+        // The single-op model, on values only; versions follow writes.
+        let mut values: BTreeMap<Vec<u8>, Vec<u8>> = model
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        let before = values.get(&op.key()[..]).cloned();
+        let reply = model_apply(&mut values, op);
+        let after = values.get(&op.key()[..]).cloned();
+        let key = op.key().to_vec();
+        let wrote = !matches!(op, Op::Get { .. }) && !matches!(reply, ClientReply::Error { .. });
+        match after {
+            Some(v) if wrote => {
+                model.insert(key.clone(), (v, *revision));
+            }
+            None => {
+                model.remove(&key);
+            }
+            Some(_) => assert_eq!(before.is_some(), model.contains_key(&key)),
+        }
+        let version = model.get(&key).map_or(0, |e| e.1);
+        results.push(match reply {
+            ClientReply::Ok(value) => TxnOpResult::Ok { value, version },
+            ClientReply::NoKey => TxnOpResult::NoKey,
+            ClientReply::Error { reason } => TxnOpResult::Error { reason },
+            other => panic!("model answered {other:?}"),
+        });
+    }
+    TxnResult { succeeded, results }
+}
+
+proptest! {
+    #[test]
+    fn transactions_match_a_versioned_map(txns in proptest::collection::vec(arb_txn(), 1..40)) {
+        let mut kv = KvStore::new(opts(4));
+        let mut model = BTreeMap::new();
+        let mut revision = 0;
+        for (i, t) in txns.iter().enumerate() {
+            let reply = kv.apply(&req(1, 1 + i as u64, i as u64, Op::Txn(Box::new(t.clone()))));
+            let expected = model_txn(&mut model, &mut revision, t);
+            prop_assert_eq!(txn_result(reply), expected);
+            for (k, (v, version)) in &model {
+                prop_assert_eq!(kv.read(k), ClientReply::Ok(Bytes::copy_from_slice(v)));
+                prop_assert_eq!(kv.version(k), *version);
+            }
+        }
+        kv.assert_invariants();
+    }
 }

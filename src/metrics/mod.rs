@@ -108,7 +108,7 @@ impl Histogram {
 }
 
 /// Request kinds, as a label and an index into per-kind arrays.
-pub const REQUEST_KINDS: [&str; 12] = [
+pub const REQUEST_KINDS: [&str; 13] = [
     "get",
     "put",
     "append",
@@ -121,6 +121,7 @@ pub const REQUEST_KINDS: [&str; 12] = [
     "master_move",
     "master_query",
     "status",
+    "txn",
 ];
 pub const KIND_STATUS: usize = 11;
 
@@ -153,6 +154,7 @@ pub fn request_kind(m: &Message) -> Option<usize> {
             Op::Incr { .. } => 4,
             Op::PutIf { .. } => 5,
             Op::GetDel { .. } => 6,
+            Op::Txn(_) => 12,
         },
         Message::Master(r) => match r.op {
             MasterOp::Join { .. } => 7,

@@ -769,8 +769,14 @@ impl StateMachine for ShardKv {
             }
         };
         let shard = self.store.shard_of_key(req.op.key());
+        // A transaction runs here only if this group serves every shard it
+        // touches (cross-group transactions are not built: PROTOCOL.md 5.1).
+        let serves_all = match &req.op {
+            Op::Txn(txn) => txn.keys().all(|k| self.serves(self.store.shard_of_key(k))),
+            _ => true,
+        };
         // Decided in log order: the same answer on every replica.
-        let reply = if self.serves(shard) {
+        let reply = if self.serves(shard) && serves_all {
             self.store.apply(&req)
         } else {
             ClientReply::WrongGroup

@@ -904,3 +904,46 @@ mod replica_clock {
         );
     }
 }
+
+/// A transaction runs only if the group serves every shard it touches at
+/// that point of the log; otherwise none of it applies (issue 10).
+#[test]
+fn a_transaction_runs_only_where_every_key_is_served() {
+    let mut g1 = ShardKv::new(1, opts());
+    // Group 1 serves even shards only.
+    run(
+        &mut g1,
+        GroupCommand::Reconfigure(config(1, &[1, 2, 1, 2, 1, 2, 1, 2])),
+    );
+    let (even, even2, odd) = (key_of(0), key_of(2), key_of(1));
+    let spanning = [even.clone(), odd.clone()];
+    assert_eq!(put_all(&mut g1, 1, &spanning), ClientReply::WrongGroup);
+    assert_eq!(
+        put_all(&mut g1, 2, &[odd, even.clone()]),
+        ClientReply::WrongGroup
+    );
+    assert_eq!(get(&mut g1, &even), ClientReply::NoKey, "nothing applied");
+    let local = [even.clone(), even2.clone()];
+    assert!(matches!(put_all(&mut g1, 3, &local), ClientReply::Ok(_)));
+    assert_eq!(
+        get(&mut g1, &even2),
+        ClientReply::Ok(Bytes::from_static(b"v"))
+    );
+}
+
+/// A transaction of client 5 putting "v" in every key of `keys`.
+fn put_all(kv: &mut ShardKv, seq: u64, keys: &[String]) -> ClientReply {
+    let mut b = crate::client::TxnBuilder::new();
+    for k in keys {
+        b = b.then_put(k.clone(), "v");
+    }
+    let req = ClientRequest {
+        client_id: 5,
+        seq,
+        ack_seq: 0,
+        op: Op::Txn(Box::new(b.build())),
+    };
+    kv.apply(0, &encode_command(&req))
+        .expect("a client command")
+        .2
+}

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use synod_wire::{Config, Frame, GroupInfo, Message, Op};
+use synod_wire::{CompareOp, Config, Frame, GroupInfo, Message, Op};
 
 use super::{token, Micros, MS};
 use crate::check::{KvInput, KvOp, KvOutput};
@@ -26,6 +26,9 @@ use crate::rng::Rng;
 pub(crate) struct KeySpace {
     pub mixed: Vec<Bytes>,
     pub append: Vec<Bytes>,
+    /// Bank accounts (all in one shard, so one group): transfers and audits
+    /// as transactions, checked by `check::bank` (empty: no bank).
+    pub bank: Vec<Bytes>,
 }
 
 impl KeySpace {
@@ -33,6 +36,7 @@ impl KeySpace {
         KeySpace {
             mixed: (0..mixed).map(|i| Bytes::from(format!("m{i}"))).collect(),
             append: (0..append).map(|i| Bytes::from(format!("a{i}"))).collect(),
+            bank: Vec::new(),
         }
     }
 
@@ -41,6 +45,7 @@ impl KeySpace {
         KeySpace {
             mixed: Vec::new(),
             append: (0..n).map(|i| Bytes::from(format!("k{i}"))).collect(),
+            bank: Vec::new(),
         }
     }
 }
@@ -66,7 +71,20 @@ pub(crate) struct Appended {
     pub acked: bool,
 }
 
+/// A bank transaction in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BankOp {
+    Audit,
+    Transfer,
+}
+
+/// Every audit must see this total: accounts start absent (0) and
+/// transfers move amounts between them.
+const BANK_TOTAL: i64 = 0;
+
 struct Pending {
+    /// `Some` for a bank transaction (not part of the KV history).
+    bank: Option<BankOp>,
     key: Bytes,
     input: KvInput,
     call: Micros,
@@ -100,6 +118,11 @@ pub(crate) struct Client {
     token: u64,
     stopped: bool,
     pub appends: Vec<Appended>,
+    /// `(balance, version)` of every account at this client's last audit.
+    bank_seen: Option<Vec<(i64, u64)>>,
+    /// Audits and committed transfers completed (for the report).
+    pub bank_audits: u64,
+    pub bank_transfers: u64,
 }
 
 fn us(t: Micros) -> Time {
@@ -167,6 +190,9 @@ impl Client {
             token: 0,
             stopped: false,
             appends: Vec::new(),
+            bank_seen: None,
+            bank_audits: 0,
+            bank_transfers: 0,
         }
     }
 
@@ -190,6 +216,36 @@ impl Client {
             .values()
             .map(|p| (p.op, p.call))
             .min_by_key(|&(_, call)| call)
+    }
+
+    /// A bank transaction: an audit (read every account), or, once this
+    /// client has audited, an optimistic transfer between two accounts
+    /// from the balances it saw, guarded by their versions (so it fails,
+    /// moving nothing, if either changed since).
+    fn new_bank_op(&mut self) -> (Op, BankOp) {
+        let accounts = &self.keys.bank;
+        match &self.bank_seen {
+            Some(seen) if self.rng.chance(0.6) && accounts.len() >= 2 => {
+                let i = self.rng.range(0, accounts.len() as u64) as usize;
+                let j = (i + 1 + self.rng.range(0, accounts.len() as u64 - 1) as usize)
+                    % accounts.len();
+                let amount = self.rng.range(1, 10) as i64;
+                let txn = crate::client::TxnBuilder::new()
+                    .when_version(accounts[i].clone(), CompareOp::Eq, seen[i].1)
+                    .when_version(accounts[j].clone(), CompareOp::Eq, seen[j].1)
+                    .then_put(accounts[i].clone(), (seen[i].0 - amount).to_string())
+                    .then_put(accounts[j].clone(), (seen[j].0 + amount).to_string())
+                    .build();
+                (Op::Txn(Box::new(txn)), BankOp::Transfer)
+            }
+            _ => {
+                let mut b = crate::client::TxnBuilder::new();
+                for a in accounts {
+                    b = b.then_get(a.clone());
+                }
+                (Op::Txn(Box::new(b.build())), BankOp::Audit)
+            }
+        }
     }
 
     fn new_op(&mut self) -> Option<(Op, KvInput)> {
@@ -258,13 +314,34 @@ impl Client {
             if stop_new {
                 self.stopped = true;
             } else {
-                if self.pending.len() < self.depth {
+                let bank_busy = self.pending.values().any(|p| p.bank.is_some());
+                if self.pending.len() < self.depth
+                    && !self.keys.bank.is_empty()
+                    && !bank_busy
+                    && self.rng.chance(0.5)
+                {
+                    self.ops += 1;
+                    let (op, kind) = self.new_bank_op();
+                    let key = op.key().clone();
+                    let handle = self.session.submit(Req::Kv(op));
+                    self.pending.insert(
+                        handle,
+                        Pending {
+                            bank: Some(kind),
+                            key,
+                            input: KvInput::Get,
+                            call: now,
+                            op: self.ops,
+                        },
+                    );
+                } else if self.pending.len() < self.depth {
                     if let Some((op, input)) = self.new_op() {
                         let key = op.key().clone();
                         let handle = self.session.submit(Req::Kv(op));
                         self.pending.insert(
                             handle,
                             Pending {
+                                bank: None,
                                 key,
                                 input,
                                 call: now,
@@ -319,6 +396,13 @@ impl Client {
             let Some(p) = self.pending.remove(&done.handle) else {
                 continue;
             };
+            if let Some(kind) = p.bank {
+                self.bank_done(kind, p.op, done.result, a);
+                if !self.stopped && self.next_issue.is_none() {
+                    self.next_issue = Some(now + self.rng.range(0, 3 * MS));
+                }
+                continue;
+            }
             let output = match done.result {
                 Ok(Answer::Kv(Some(v))) => match p.input {
                     KvInput::Get => KvOutput::Value(Some(v)),
@@ -371,10 +455,48 @@ impl Client {
         }
     }
 
+    /// Checks a finished bank transaction (`check::bank`): every audit
+    /// must see [`BANK_TOTAL`].
+    fn bank_done(
+        &mut self,
+        kind: BankOp,
+        op: u64,
+        result: Result<Answer, ClientError>,
+        a: &mut Actions,
+    ) {
+        let decoded = match result {
+            Ok(Answer::Kv(Some(v))) => synod_wire::decode_txn_result(v).map_err(|e| e.to_string()),
+            // Outcome unknown; a transfer is atomic either way.
+            Err(ClientError::SessionExpired) => return,
+            other => Err(format!("unexpected result {other:?}")),
+        };
+        let result = match decoded {
+            Ok(r) => r,
+            Err(why) => {
+                a.failures
+                    .push(format!("client {} bank op {op}: {why}", self.idx));
+                return;
+            }
+        };
+        match kind {
+            BankOp::Audit => match crate::check::bank::check_audit(&result, BANK_TOTAL) {
+                Ok(balances) => {
+                    self.bank_audits += 1;
+                    self.bank_seen = Some(balances);
+                }
+                Err(why) => a
+                    .failures
+                    .push(format!("client {} bank op {op}: {why}", self.idx)),
+            },
+            BankOp::Transfer => self.bank_transfers += u64::from(result.succeeded),
+        }
+    }
+
     /// The ops not answered at the end of the run, of unknown outcome.
     pub fn pending_ops(&self) -> Vec<KvOp> {
         self.pending
             .values()
+            .filter(|p| p.bank.is_none())
             .map(|p| KvOp {
                 client: self.idx as u64,
                 key: p.key.clone(),

@@ -64,6 +64,12 @@ pub struct ShardedConfig {
     /// the puller moves on to another member
     /// (`ShardedReport::moved_past_crashed_member`).
     pub crash_pulled_member: bool,
+    /// Bank accounts (issue 10; 0: none): besides their KV ops, clients run
+    /// audit and transfer transactions on accounts that share one shard,
+    /// checked by `check::bank` (every audit sees the same total).
+    pub bank_accounts: usize,
+    /// Planted bug `KvOptions::planted_txn_ignore_compares`.
+    pub txn_ignore_compares: bool,
 }
 
 impl ShardedConfig {
@@ -84,6 +90,8 @@ impl ShardedConfig {
             session_ttl_ms: super::session_limits_for_seed(seed / 3).0,
             max_sessions_per_shard: super::session_limits_for_seed(seed / 3).1,
             crash_pulled_member: false,
+            bank_accounts: 0,
+            txn_ignore_compares: false,
         }
     }
 }
@@ -114,6 +122,9 @@ pub struct ShardedReport {
     /// Writes answered `SessionExpired` (their outcome unknown; the client
     /// went on under a fresh id).
     pub session_expired: u64,
+    /// Bank audits that passed and transfers that committed.
+    pub bank_audits: u64,
+    pub bank_transfers: u64,
 }
 
 impl ShardedReport {
@@ -233,6 +244,18 @@ pub struct ShardedWorld {
     report: ShardedReport,
     /// The last client id handed out on a renewal.
     next_client_id: u64,
+}
+
+/// `n` account keys that all hash to one shard (so one group holds them
+/// at a time, and transactions on them never span groups).
+fn bank_accounts(n: usize, shards: u32) -> Vec<Bytes> {
+    let home = synod_wire::shard_of(b"acct0", shards);
+    (0..)
+        .map(|i| format!("acct{i}"))
+        .filter(|k| synod_wire::shard_of(k.as_bytes(), shards) == home)
+        .take(n)
+        .map(Bytes::from)
+        .collect()
 }
 
 pub fn run_sharded(cfg: &ShardedConfig) -> ShardedReport {
@@ -412,15 +435,13 @@ impl ShardedWorld {
         for i in 0..n {
             w.start_node(i);
         }
+        let bank = bank_accounts(w.cfg.bank_accounts, w.cfg.shards);
         for c in 0..w.cfg.clients {
             let crng = w.rng.fork();
-            w.clients.push(Client::sharded(
-                c,
-                servers(0),
-                1000 + c as u64,
-                KeySpace::append_only(w.cfg.keys as u64),
-                crng,
-            ));
+            let mut keys = KeySpace::append_only(w.cfg.keys as u64);
+            keys.bank = bank.clone();
+            w.clients
+                .push(Client::sharded(c, servers(0), 1000 + c as u64, keys, crng));
             let at = w.rng.range(500 * MS, 1_000 * MS);
             w.schedule(
                 at,
@@ -464,6 +485,7 @@ impl ShardedWorld {
                     shards,
                     session_ttl_ms: self.cfg.session_ttl_ms,
                     max_sessions_per_shard: self.cfg.max_sessions_per_shard,
+                    planted_txn_ignore_compares: self.cfg.txn_ignore_compares,
                     ..KvOptions::default()
                 },
             );
@@ -1014,6 +1036,14 @@ impl ShardedWorld {
         }
         let pending: Vec<KvOp> = self.clients.iter().flat_map(|c| c.pending_ops()).collect();
         self.history.extend(pending);
+        self.report.bank_audits = self.clients.iter().map(|c| c.bank_audits).sum();
+        self.report.bank_transfers = self.clients.iter().map(|c| c.bank_transfers).sum();
+        if self.cfg.bank_accounts > 0 && self.report.bank_audits == 0 {
+            // A bank run that checked nothing must not pass.
+            self.report
+                .failures
+                .push("bank: no audit completed".to_string());
+        }
         if self.admin.current.is_some() {
             self.report
                 .failures

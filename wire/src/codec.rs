@@ -30,10 +30,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::types::{
     Accept, Accepted, AuthChallenge, AuthHello, AuthMsg, AuthProof, AuthRole, Ballot, Batch,
-    CatchupRequest, CatchupResponse, ClientReply, ClientRequest, Commit, Config, Frame, GroupId,
-    GroupInfo, GroupStatus, Heartbeat, LogEntry, MasterOp, MasterRequest, Message, NodeStatus, Op,
-    PaxosMsg, PreVote, PreVoteReply, Prepare, Promise, Proposal, PutCond, Reject, ReplicaId,
-    ShardData, ShardPull, ShardRef, SnapshotChunk, SnapshotRequest,
+    CatchupRequest, CatchupResponse, ClientReply, ClientRequest, Commit, Compare, CompareOp,
+    CompareTarget, Config, Frame, GroupId, GroupInfo, GroupStatus, Heartbeat, LogEntry, MasterOp,
+    MasterRequest, Message, NodeStatus, Op, PaxosMsg, PreVote, PreVoteReply, Prepare, Promise,
+    Proposal, PutCond, Reject, ReplicaId, ShardData, ShardPull, ShardRef, SnapshotChunk,
+    SnapshotRequest, Txn, TxnOpResult, TxnResult, MAX_TXN_PARTS,
 };
 
 // ---------------------------------------------------------------------------
@@ -111,6 +112,9 @@ pub const KIND_INCR: u8 = 0x05;
 pub const KIND_PUT_IF: u8 = 0x06;
 /// Client request: remove a key, answering its value.
 pub const KIND_GET_DEL: u8 = 0x07;
+/// Client request: a transaction (compares, then one of two lists of
+/// operations, atomically).
+pub const KIND_TXN: u8 = 0x08;
 /// Reply: success (Get carries the value).
 pub const KIND_OK: u8 = 0x10;
 /// Reply: Get of an absent key.
@@ -186,7 +190,7 @@ pub const KIND_STATUS: u8 = 0x61;
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 40] = [
+pub const ALL_KINDS: [u8; 41] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -194,6 +198,7 @@ pub const ALL_KINDS: [u8; 40] = [
     KIND_INCR,
     KIND_PUT_IF,
     KIND_GET_DEL,
+    KIND_TXN,
     KIND_OK,
     KIND_NO_KEY,
     KIND_WRONG_GROUP,
@@ -233,7 +238,7 @@ pub const ALL_KINDS: [u8; 40] = [
 pub fn is_known_kind(kind: u8) -> bool {
     matches!(
         kind,
-        KIND_GET..=KIND_GET_DEL
+        KIND_GET..=KIND_TXN
             | KIND_OK..=KIND_SESSION_EXPIRED
             | KIND_PREPARE..=KIND_PRE_VOTE_REPLY
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
@@ -294,6 +299,7 @@ fn op_kind(op: &Op) -> u8 {
         Op::Incr { .. } => KIND_INCR,
         Op::PutIf { .. } => KIND_PUT_IF,
         Op::GetDel { .. } => KIND_GET_DEL,
+        Op::Txn(_) => KIND_TXN,
     }
 }
 
@@ -656,12 +662,16 @@ pub fn encode_command(req: &ClientRequest) -> Bytes {
 }
 
 fn request_body_len(req: &ClientRequest) -> usize {
+    if let Op::Txn(txn) = &req.op {
+        return 8 + 8 + 8 + txn_body_len(txn);
+    }
     let fixed = 8 + 8 + 8 + 4 + req.op.key().len();
     match &req.op {
         Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } => fixed,
         Op::Put { value, .. } | Op::Append { value, .. } => fixed + 4 + value.len(),
         Op::Incr { .. } => fixed + 8,
         Op::PutIf { value, .. } => fixed + 4 + value.len() + 2,
+        Op::Txn(_) => unreachable!("returned above"),
     }
 }
 
@@ -690,7 +700,184 @@ fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
             out.put_u8(*cond as u8);
             out.put_u8(u8::from(*get_old));
         }
+        Op::Txn(txn) => put_txn_body(out, txn),
     }
+}
+
+const COMPARE_TARGET_VALUE: u8 = 0;
+const COMPARE_TARGET_VERSION: u8 = 1;
+const TXN_RESULT_OK: u8 = 0;
+const TXN_RESULT_NO_KEY: u8 = 1;
+const TXN_RESULT_ERROR: u8 = 2;
+/// Smallest compare: empty key, op, target tag, empty value.
+const MIN_COMPARE_LEN: usize = 4 + 1 + 1 + 4;
+/// Smallest operation in a transaction: kind and empty key.
+const MIN_TXN_OP_LEN: usize = 1 + 4;
+/// Smallest operation result: the NoKey tag.
+const MIN_TXN_OP_RESULT_LEN: usize = 1;
+
+fn txn_body_len(txn: &Txn) -> usize {
+    let compares: usize = txn
+        .compares
+        .iter()
+        .map(|c| {
+            4 + c.key.len()
+                + 2
+                + match &c.target {
+                    CompareTarget::Value(v) => 4 + v.len(),
+                    CompareTarget::Version(_) => 8,
+                }
+        })
+        .sum();
+    let ops: usize = txn.success.iter().chain(&txn.failure).map(txn_op_len).sum();
+    4 + compares + 4 + 4 + ops
+}
+
+fn txn_op_len(op: &Op) -> usize {
+    1 + 4
+        + op.key().len()
+        + match op {
+            Op::Put { value, .. } | Op::Append { value, .. } => 4 + value.len(),
+            Op::Incr { .. } => 8,
+            Op::Get { .. } | Op::Delete { .. } => 0,
+            other => panic!("{other:?} cannot be part of a transaction (Txn::invalid)"),
+        }
+}
+
+/// `compares vec<compare>, success vec<txn_op>, failure vec<txn_op>`
+/// (PROTOCOL.md 5.1). Panics on an operation a transaction may not hold
+/// (a caller bug: [`Txn::invalid`] says so first).
+fn put_txn_body(out: &mut BytesMut, txn: &Txn) {
+    put_count(out, txn.compares.len());
+    for c in &txn.compares {
+        put_byte_string(out, &c.key);
+        out.put_u8(c.op as u8);
+        match &c.target {
+            CompareTarget::Value(v) => {
+                out.put_u8(COMPARE_TARGET_VALUE);
+                put_byte_string(out, v);
+            }
+            CompareTarget::Version(v) => {
+                out.put_u8(COMPARE_TARGET_VERSION);
+                out.put_u64_le(*v);
+            }
+        }
+    }
+    for ops in [&txn.success, &txn.failure] {
+        put_count(out, ops.len());
+        for op in ops {
+            out.put_u8(op_kind(op));
+            put_byte_string(out, op.key());
+            match op {
+                Op::Put { value, .. } | Op::Append { value, .. } => put_byte_string(out, value),
+                Op::Incr { delta, .. } => out.put_i64_le(*delta),
+                Op::Get { .. } | Op::Delete { .. } => {}
+                other => panic!("{other:?} cannot be part of a transaction (Txn::invalid)"),
+            }
+        }
+    }
+}
+
+fn read_txn_body(r: &mut Reader) -> Result<Txn, DecodeError> {
+    let n = r.count(MIN_COMPARE_LEN)?;
+    let mut compares = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = r.byte_string()?;
+        let op = CompareOp::from_code(r.u8()?).ok_or(DecodeError::Invalid("compare op"))?;
+        let target = match r.u8()? {
+            COMPARE_TARGET_VALUE => CompareTarget::Value(r.byte_string()?),
+            COMPARE_TARGET_VERSION => CompareTarget::Version(r.u64()?),
+            _ => return Err(DecodeError::Invalid("compare target")),
+        };
+        compares.push(Compare { key, op, target });
+    }
+    let mut branches = [Vec::new(), Vec::new()];
+    for ops in &mut branches {
+        let n = r.count(MIN_TXN_OP_LEN)?;
+        ops.reserve(n);
+        for _ in 0..n {
+            let kind = r.u8()?;
+            let key = r.byte_string()?;
+            ops.push(match kind {
+                KIND_GET => Op::Get { key },
+                KIND_PUT => Op::Put {
+                    key,
+                    value: r.byte_string()?,
+                },
+                KIND_APPEND => Op::Append {
+                    key,
+                    value: r.byte_string()?,
+                },
+                KIND_DELETE => Op::Delete { key },
+                KIND_INCR => Op::Incr {
+                    key,
+                    delta: r.u64()? as i64,
+                },
+                _ => return Err(DecodeError::Invalid("operation kind in a transaction")),
+            });
+        }
+    }
+    let [success, failure] = branches;
+    if compares.len() + success.len() + failure.len() > MAX_TXN_PARTS {
+        return Err(DecodeError::Invalid("transaction too large"));
+    }
+    Ok(Txn {
+        compares,
+        success,
+        failure,
+    })
+}
+
+/// The value of the `Ok` answering a transaction: `succeeded u8`, then
+/// `vec<result>`, each `0 bytes value, u64 version` (Ok), `1` (NoKey) or
+/// `2 string reason` (Error). PROTOCOL.md 5.1.
+pub fn encode_txn_result(result: &TxnResult) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(u8::from(result.succeeded));
+    put_count(&mut out, result.results.len());
+    for r in &result.results {
+        match r {
+            TxnOpResult::Ok { value, version } => {
+                out.put_u8(TXN_RESULT_OK);
+                put_byte_string(&mut out, value);
+                out.put_u64_le(*version);
+            }
+            TxnOpResult::NoKey => out.put_u8(TXN_RESULT_NO_KEY),
+            TxnOpResult::Error { reason } => {
+                out.put_u8(TXN_RESULT_ERROR);
+                put_byte_string(&mut out, reason.as_bytes());
+            }
+        }
+    }
+    out.freeze()
+}
+
+/// Reads [`encode_txn_result`]'s bytes (an `Ok` value answering a
+/// transaction). Never panics on bad input.
+pub fn decode_txn_result(bytes: Bytes) -> Result<TxnResult, DecodeError> {
+    let mut r = Reader { buf: bytes };
+    let succeeded = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError::Invalid("transaction succeeded flag")),
+    };
+    let n = r.count(MIN_TXN_OP_RESULT_LEN)?;
+    let mut results = Vec::with_capacity(n);
+    for _ in 0..n {
+        results.push(match r.u8()? {
+            TXN_RESULT_OK => TxnOpResult::Ok {
+                value: r.byte_string()?,
+                version: r.u64()?,
+            },
+            TXN_RESULT_NO_KEY => TxnOpResult::NoKey,
+            TXN_RESULT_ERROR => TxnOpResult::Error {
+                reason: r.string()?,
+            },
+            _ => return Err(DecodeError::Invalid("transaction result tag")),
+        });
+    }
+    r.finish()?;
+    Ok(TxnResult { succeeded, results })
 }
 
 /// A shard master request as a self-describing command:
@@ -1023,6 +1210,14 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
     let client_id = r.u64()?;
     let seq = r.u64()?;
     let ack_seq = r.u64()?;
+    if kind == KIND_TXN {
+        return Ok(ClientRequest {
+            client_id,
+            seq,
+            ack_seq,
+            op: Op::Txn(Box::new(read_txn_body(r)?)),
+        });
+    }
     let key = r.byte_string()?;
     let op = match kind {
         KIND_GET => Op::Get { key },
@@ -1102,7 +1297,7 @@ fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequest, Decode
 pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
     let mut r = Reader { buf: body };
     let msg = match kind {
-        KIND_GET..=KIND_GET_DEL => Message::Request(read_request(kind, &mut r)?),
+        KIND_GET..=KIND_TXN => Message::Request(read_request(kind, &mut r)?),
         KIND_OK => Message::Reply(ClientReply::Ok(r.byte_string()?)),
         KIND_NO_KEY => Message::Reply(ClientReply::NoKey),
         KIND_WRONG_GROUP => Message::Reply(ClientReply::WrongGroup),
@@ -1255,7 +1450,7 @@ pub fn decode_command(cmd: Bytes) -> Result<ClientRequest, DecodeError> {
         return Err(DecodeError::Truncated);
     };
     match kind {
-        KIND_GET..=KIND_GET_DEL => {}
+        KIND_GET..=KIND_TXN => {}
         k if is_known_kind(k) => {
             return Err(DecodeError::Invalid("command is not a client request"))
         }

@@ -121,6 +121,139 @@ pub enum Op {
     GetDel {
         key: Bytes,
     },
+    /// A transaction (wire kind 0x08, PROTOCOL.md 5.1): if every compare
+    /// holds, run `success`, else `failure`, atomically. Answered `Ok` with
+    /// an encoded [`TxnResult`] ([`encode_txn_result`]). Boxed: a request
+    /// is mostly single-key, and the enum stays small.
+    Txn(Box<Txn>),
+}
+
+/// The body of [`Op::Txn`].
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    /// Run, in order, when every compare holds (also when there are none).
+    pub success: Vec<Op>,
+    /// Run, in order, when some compare does not hold.
+    pub failure: Vec<Op>,
+}
+
+/// Operations a transaction may hold, at most this many compares plus
+/// operations in all: a bound on one log entry's work.
+pub const MAX_TXN_PARTS: usize = 1024;
+
+impl Txn {
+    /// Every key the transaction touches (compares first, then the
+    /// operations of both branches), in order, with repeats.
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.compares
+            .iter()
+            .map(|c| &c.key)
+            .chain(self.success.iter().map(Op::key))
+            .chain(self.failure.iter().map(Op::key))
+    }
+
+    /// Why this transaction cannot run, if it cannot: empty, too large,
+    /// or holding an operation a transaction does not take (only Get, Put,
+    /// Append, Delete and Incr).
+    pub fn invalid(&self) -> Option<&'static str> {
+        let parts = self.compares.len() + self.success.len() + self.failure.len();
+        if parts == 0 {
+            return Some("empty transaction");
+        }
+        if parts > MAX_TXN_PARTS {
+            return Some("transaction has too many compares and operations");
+        }
+        let allowed = |op: &Op| {
+            matches!(
+                op,
+                Op::Get { .. }
+                    | Op::Put { .. }
+                    | Op::Append { .. }
+                    | Op::Delete { .. }
+                    | Op::Incr { .. }
+            )
+        };
+        if !self.success.iter().chain(&self.failure).all(allowed) {
+            return Some("a transaction holds only Get, Put, Append, Delete and Incr");
+        }
+        None
+    }
+}
+
+/// One condition of a transaction, on one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    pub key: Bytes,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+/// How a [`Compare`] relates the key's current value or version to its
+/// target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq = 0,
+    Ne = 1,
+    Lt = 2,
+    Gt = 3,
+}
+
+impl CompareOp {
+    pub fn from_code(code: u8) -> Option<CompareOp> {
+        match code {
+            0 => Some(CompareOp::Eq),
+            1 => Some(CompareOp::Ne),
+            2 => Some(CompareOp::Lt),
+            3 => Some(CompareOp::Gt),
+            _ => None,
+        }
+    }
+
+    /// Does `ordering` (current compared with target) satisfy this op?
+    pub fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            CompareOp::Eq => ordering == Equal,
+            CompareOp::Ne => ordering != Equal,
+            CompareOp::Lt => ordering == Less,
+            CompareOp::Gt => ordering == Greater,
+        }
+    }
+}
+
+/// What a [`Compare`] looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The key's value, bytewise. A key without a value fails every value
+    /// compare (test existence with a version compare).
+    Value(Bytes),
+    /// The key's version: the store's revision at its last write; 0 when
+    /// the key has no value (so `Version Eq 0` is "absent", `Gt 0`
+    /// "present").
+    Version(u64),
+}
+
+/// The answer to a transaction, carried as the value of an `Ok` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TxnResult {
+    /// Whether every compare held (so `success` ran).
+    pub succeeded: bool,
+    /// One per operation of the branch that ran, in order.
+    pub results: Vec<TxnOpResult>,
+}
+
+/// The result of one operation inside a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOpResult {
+    /// As the single operation's `Ok`, with the key's version after the
+    /// operation (0 if it has no value).
+    Ok { value: Bytes, version: u64 },
+    /// A Get of a key without a value.
+    NoKey,
+    /// The operation was refused (as the single operation would be); the
+    /// others still ran.
+    Error { reason: String },
 }
 
 /// When a [`Op::PutIf`] writes.
@@ -146,7 +279,12 @@ impl PutCond {
     }
 }
 
+/// The key of a transaction with no key at all (which is refused).
+static NO_KEY: Bytes = Bytes::new();
+
 impl Op {
+    /// The key the request is routed and deduplicated by: for a
+    /// transaction, its first key.
     pub fn key(&self) -> &Bytes {
         match self {
             Op::Get { key }
@@ -156,6 +294,7 @@ impl Op {
             | Op::Incr { key, .. }
             | Op::PutIf { key, .. }
             | Op::GetDel { key } => key,
+            Op::Txn(txn) => txn.keys().next().unwrap_or(&NO_KEY),
         }
     }
 

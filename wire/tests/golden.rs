@@ -17,7 +17,8 @@ use synod_wire::*;
 /// kinds, so an old server refuses them as unknown rather than misreading
 /// them, and no existing layout changed. StatusRequest and Status
 /// (0x60-0x61, operator tools, issue 13) likewise.
-const GOLDEN: [(u8, &str, &str); 40] = [
+/// Txn (0x08, issue 10) likewise: a new kind, no existing layout changed.
+const GOLDEN: [(u8, &str, &str); 41] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
     (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
@@ -25,6 +26,7 @@ const GOLDEN: [(u8, &str, &str); 40] = [
     (KIND_INCR, "53594e4401050000260000000f00000000000000010000004e4570537080fc97", "080706050403020105000000000000000400000000000000020000006b31feffffffffffffff"),
     (KIND_PUT_IF, "53594e44010600002500000010000000000000000100000028b5369160aa7fcb", "080706050403020106000000000000000500000000000000020000006b3101000000760201"),
     (KIND_GET_DEL, "53594e44010700001e000000110000000000000001000000563a3af40d2642c3", "080706050403020107000000000000000600000000000000020000006b31"),
+    (KIND_TXN, "53594e44010800005e000000120000000000000001000000f936078d9f341394", "0807060504030201080000000000000007000000000000000200000001000000610001030000000000000001000000620000010000007802000000050100000061fbffffffffffffff020100000062010000007901000000010100000061"),
     (KIND_OK, "53594e440110000004000000070000000000000001000000c74b6748f6187d3b", "00000000"),
     (KIND_NO_KEY, "53594e44011100000000000009000000000000000100000000000000b621fbf9", ""),
     (KIND_WRONG_GROUP, "53594e4401120000000000000a0000000000000001000000000000000d517774", ""),
@@ -260,4 +262,39 @@ fn protocol_md_join_example_matches_the_codec() {
     let wire = encode(&join);
     assert_eq!(tokens, hex(&wire[HEADER_LEN..]));
     assert!(doc.contains(&format!("{}-byte body", wire.len() - HEADER_LEN)));
+}
+
+/// The value of the `Ok` that answers a transaction (PROTOCOL.md 5.1),
+/// checked against bytes written by hand from the document.
+#[test]
+fn txn_result_golden_bytes() {
+    let result = TxnResult {
+        succeeded: true,
+        results: vec![
+            TxnOpResult::Ok {
+                value: bytes::Bytes::from_static(b"95"),
+                version: 7,
+            },
+            TxnOpResult::NoKey,
+            TxnOpResult::Error {
+                reason: "no".into(),
+            },
+        ],
+    };
+    let golden = "01030000000002000000393507000000000000000102020000006e6f";
+    let encoded = encode_txn_result(&result);
+    assert_eq!(hex(&encoded), golden);
+    assert_eq!(decode_txn_result(encoded), Ok(result));
+    // Bad bytes are an error, never a panic.
+    for len in 0..golden.len() / 2 {
+        let cut = bytes::Bytes::copy_from_slice(&encoded_prefix(golden, len));
+        assert!(decode_txn_result(cut).is_err(), "prefix of {len} bytes");
+    }
+    assert!(decode_txn_result(bytes::Bytes::from_static(&[2, 0, 0, 0, 0])).is_err());
+}
+
+fn encoded_prefix(hex_str: &str, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| u8::from_str_radix(&hex_str[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
 }

@@ -164,6 +164,15 @@ pub fn samples() -> Vec<Frame> {
                 op: Op::GetDel { key: b("k1") },
             }),
         ),
+        client(
+            18,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 8,
+                ack_seq: 7,
+                op: Op::Txn(Box::new(sample_txn())),
+            }),
+        ),
         example_ok(),
         client(9, Message::Reply(ClientReply::NoKey)),
         client(10, Message::Reply(ClientReply::WrongGroup)),
@@ -438,8 +447,55 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
     }
 }
 
+/// The transaction of the golden `Txn` frame (PROTOCOL.md 5.1): if `a`'s
+/// version is 3 and `b` holds `x`, move 5 from `a` to `b` and read `a`;
+/// otherwise read `a`.
+pub fn sample_txn() -> Txn {
+    Txn {
+        compares: vec![
+            Compare {
+                key: b("a"),
+                op: CompareOp::Eq,
+                target: CompareTarget::Version(3),
+            },
+            Compare {
+                key: b("b"),
+                op: CompareOp::Eq,
+                target: CompareTarget::Value(b("x")),
+            },
+        ],
+        success: vec![
+            Op::Incr {
+                key: b("a"),
+                delta: -5,
+            },
+            Op::Put {
+                key: b("b"),
+                value: b("y"),
+            },
+        ],
+        failure: vec![Op::Get { key: b("a") }],
+    }
+}
+
 pub fn request_slices(r: &ClientRequest) -> Vec<&Bytes> {
     match &r.op {
+        Op::Txn(txn) => {
+            let mut slices: Vec<&Bytes> = Vec::new();
+            for c in &txn.compares {
+                slices.push(&c.key);
+                if let CompareTarget::Value(v) = &c.target {
+                    slices.push(v);
+                }
+            }
+            for op in txn.success.iter().chain(&txn.failure) {
+                slices.push(op.key());
+                if let Op::Put { value, .. } | Op::Append { value, .. } = op {
+                    slices.push(value);
+                }
+            }
+            slices
+        }
         Op::Get { key } | Op::Delete { key } | Op::GetDel { key } | Op::Incr { key, .. } => {
             vec![key]
         }
@@ -584,6 +640,7 @@ pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
             })
             .boxed(),
         KIND_GET_DEL => arb_bytes(64).prop_map(|key| Op::GetDel { key }).boxed(),
+        KIND_TXN => arb_txn().prop_map(|t| Op::Txn(Box::new(t))).boxed(),
         _ => unreachable!("not a request kind"),
     };
     (any::<u64>(), any::<u64>(), any::<u64>(), op)
@@ -592,6 +649,48 @@ pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
             seq,
             ack_seq,
             op,
+        })
+        .boxed()
+}
+
+fn arb_txn_op() -> BoxedStrategy<Op> {
+    prop_oneof![
+        arb_bytes(16).prop_map(|key| Op::Get { key }),
+        (arb_bytes(16), arb_bytes(32)).prop_map(|(key, value)| Op::Put { key, value }),
+        (arb_bytes(16), arb_bytes(32)).prop_map(|(key, value)| Op::Append { key, value }),
+        arb_bytes(16).prop_map(|key| Op::Delete { key }),
+        (arb_bytes(16), any::<i64>()).prop_map(|(key, delta)| Op::Incr { key, delta }),
+    ]
+    .boxed()
+}
+
+fn arb_compare() -> BoxedStrategy<Compare> {
+    (
+        arb_bytes(16),
+        0u8..4,
+        prop_oneof![
+            arb_bytes(32).prop_map(CompareTarget::Value),
+            any::<u64>().prop_map(CompareTarget::Version),
+        ],
+    )
+        .prop_map(|(key, op, target)| Compare {
+            key,
+            op: CompareOp::from_code(op).expect("0..4 are compare ops"),
+            target,
+        })
+        .boxed()
+}
+
+pub fn arb_txn() -> BoxedStrategy<Txn> {
+    (
+        prop::collection::vec(arb_compare(), 0..4),
+        prop::collection::vec(arb_txn_op(), 0..4),
+        prop::collection::vec(arb_txn_op(), 0..4),
+    )
+        .prop_map(|(compares, success, failure)| Txn {
+            compares,
+            success,
+            failure,
         })
         .boxed()
 }
@@ -605,6 +704,7 @@ pub fn arb_request() -> BoxedStrategy<ClientRequest> {
         arb_request_of_kind(KIND_INCR),
         arb_request_of_kind(KIND_PUT_IF),
         arb_request_of_kind(KIND_GET_DEL),
+        arb_request_of_kind(KIND_TXN),
     ]
     .boxed()
 }
@@ -688,7 +788,7 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
     let p = |s: BoxedStrategy<PaxosMsg>| s.prop_map(Message::Paxos).boxed();
     let r = |s: BoxedStrategy<ClientReply>| s.prop_map(Message::Reply).boxed();
     match kind {
-        KIND_GET..=KIND_GET_DEL => arb_request_of_kind(kind).prop_map(Message::Request).boxed(),
+        KIND_GET..=KIND_TXN => arb_request_of_kind(kind).prop_map(Message::Request).boxed(),
         KIND_OK => r(arb_value().prop_map(ClientReply::Ok).boxed()),
         KIND_NO_KEY => r(Just(ClientReply::NoKey).boxed()),
         KIND_WRONG_GROUP => r(Just(ClientReply::WrongGroup).boxed()),

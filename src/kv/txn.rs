@@ -1,0 +1,73 @@
+//! Transactions inside one group's store (issue 10): compares on values and
+//! versions, then one of two lists of operations, all in one log entry, so
+//! no other request sees a state between them.
+//!
+//! A transaction is one write: it takes one revision (every key it changes
+//! gets that version), runs at most once through the session of its first
+//! key's shard, and is decided from the state alone, so every replica (and
+//! one restored from a snapshot) decides alike. Its keys may lie in any
+//! shards of this store; whether the group serves them all is the caller's
+//! check (`ShardKv` answers `WrongGroup` otherwise).
+
+use synod_wire::{
+    encode_txn_result, ClientReply, ClientRequest, Compare, CompareTarget, Txn, TxnOpResult,
+    TxnResult,
+};
+
+use super::shard::apply_op;
+use super::KvStore;
+
+impl KvStore {
+    /// Applies a transaction request at most once (see the module docs).
+    pub(super) fn apply_txn(&mut self, req: &ClientRequest, txn: &Txn) -> ClientReply {
+        if let Some(why) = txn.invalid() {
+            // Refused before any session is touched: nothing changes.
+            return ClientReply::Error {
+                reason: why.to_string(),
+            };
+        }
+        let home = self.shard_of_key(req.op.key()) as usize;
+        let rules = self.rules();
+        if let Err(reply) = self.shards[home].begin_write(req, self.opts.planted_skip_dedup, &rules)
+        {
+            return reply;
+        }
+        let succeeded =
+            self.opts.planted_txn_ignore_compares || txn.compares.iter().all(|c| self.holds(c));
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let shard = self.shard_of_key(op.key()) as usize;
+            let data = &mut self.shards[shard].data;
+            let reply = apply_op(data, op, rules.version);
+            let version = data.get(&op.key()[..]).map_or(0, |e| e.version);
+            results.push(match reply {
+                ClientReply::Ok(value) => TxnOpResult::Ok { value, version },
+                ClientReply::NoKey => TxnOpResult::NoKey,
+                ClientReply::Error { reason } => TxnOpResult::Error { reason },
+                other => unreachable!("a data operation answered {other:?}"),
+            });
+        }
+        self.revision = rules.version;
+        let reply = ClientReply::Ok(encode_txn_result(&TxnResult { succeeded, results }));
+        self.shards[home].record_reply(req, &reply);
+        reply
+    }
+
+    /// Does `c` hold in the current state?
+    fn holds(&self, c: &Compare) -> bool {
+        let entry = self.shards[self.shard_of_key(&c.key) as usize]
+            .data
+            .get(&c.key[..]);
+        match &c.target {
+            CompareTarget::Version(v) => c.op.holds(entry.map_or(0, |e| e.version).cmp(v)),
+            CompareTarget::Value(v) => {
+                entry.is_some_and(|e| c.op.holds(e.value.as_slice().cmp(&v[..])))
+            }
+        }
+    }
+}

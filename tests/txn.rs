@@ -1,0 +1,107 @@
+//! Transactions on a real cluster (issue 10): one group's transactions run
+//! as one log entry through the client library and the `synod txn` CLI; a
+//! transaction whose keys span groups is refused before it is sent.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Cluster;
+use synod::client::{ClientError, TxnBuilder};
+use synod_wire::{shard_of, CompareOp, GroupInfo, TxnOpResult};
+
+#[test]
+fn transfers_commit_atomically_and_compares_pick_the_branch() {
+    let c = Cluster::new(3);
+    let mut client = c.client();
+    client.put("acct:a", "100").expect("put a");
+    client.put("acct:b", "0").expect("put b");
+    let read = client
+        .txn(TxnBuilder::new().then_get("acct:a").build())
+        .expect("read a");
+    let TxnOpResult::Ok { version, .. } = read.results[0] else {
+        panic!("a has a value: {read:?}");
+    };
+    let transfer = TxnBuilder::new()
+        .when_version("acct:a", CompareOp::Eq, version)
+        .then_incr("acct:a", -30)
+        .then_incr("acct:b", 30)
+        .else_get("acct:a")
+        .build();
+    let done = client.txn(transfer.clone()).expect("transfer");
+    assert!(done.succeeded, "{done:?}");
+    assert_eq!(client.get("acct:a").unwrap(), Some(Bytes::from("70")));
+    assert_eq!(client.get("acct:b").unwrap(), Some(Bytes::from("30")));
+    // The same compare is stale now: the other branch runs, nothing moves.
+    let again = client.txn(transfer).expect("stale transfer");
+    assert!(!again.succeeded);
+    assert_eq!(
+        again.results,
+        vec![TxnOpResult::Ok {
+            value: Bytes::from("70"),
+            version: match done.results[0] {
+                TxnOpResult::Ok { version, .. } => version,
+                _ => unreachable!(),
+            }
+        }]
+    );
+    assert_eq!(client.get("acct:b").unwrap(), Some(Bytes::from("30")));
+
+    // The CLI, as the README shows it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+        .args(["--masters", &c.masters.join(","), "--timeout", "20", "txn"])
+        .args(["if", "acct:b", "value", "=", "30", "then"])
+        .args([
+            "incr", "acct:b", "5", "get", "acct:a", "else", "get", "acct:b",
+        ])
+        .output()
+        .expect("run synod txn");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.starts_with(r#"{"succeeded":true,"results":[{"value":"35","version":"#),
+        "{line}"
+    );
+    assert!(line.contains(r#"{"value":"70","version":"#), "{line}");
+
+    // With a second group, keys in both groups' shards cannot share a
+    // transaction (cross-group commit is not built): refused, not sent.
+    let config = client
+        .join(vec![GroupInfo {
+            gid: 2,
+            servers: c.masters.clone(),
+        }])
+        .expect("join group 2");
+    let shards = config.shards.len() as u32;
+    let key_in = |gid: u32| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| config.shards[shard_of(k.as_bytes(), shards) as usize] == gid)
+            .unwrap()
+    };
+    let (k1, k2) = (key_in(1), key_in(2));
+    c.wait_for(Duration::from_secs(30), |_| {
+        c.client().put(k2.clone(), "x").is_ok()
+    });
+    let spanning = TxnBuilder::new()
+        .then_put(k1, "1")
+        .then_put(k2.clone(), "2");
+    match client.txn(spanning.build()) {
+        Err(ClientError::Refused(why)) => assert!(why.contains("groups"), "{why}"),
+        other => panic!("a cross-group transaction ran: {other:?}"),
+    }
+    let local = client
+        .txn(
+            TxnBuilder::new()
+                .then_append(k2.clone(), "y")
+                .then_get(k2)
+                .build(),
+        )
+        .expect("a transaction inside group 2");
+    assert!(matches!(&local.results[1], TxnOpResult::Ok { value, .. } if value == "xy"));
+}
