@@ -879,14 +879,7 @@ impl Core {
         self.count_conn(&c, false);
         let _ = self.poll.registry().deregister(&mut c.stream);
         let rest = std::mem::take(&mut c.rbuf);
-        // mio streams convert back to std through their raw descriptor.
-        let std_stream = {
-            use std::os::fd::{FromRawFd, IntoRawFd};
-            let fd = c.stream.into_raw_fd();
-            // SAFETY: `fd` was just released by the mio stream, which no
-            // longer owns or closes it; the std stream takes sole ownership.
-            unsafe { std::net::TcpStream::from_raw_fd(fd) }
-        };
+        let std_stream = std::net::TcpStream::from(c.stream);
         let h = &self.cores[owner];
         if h.tx
             .send(Control::Adopt {

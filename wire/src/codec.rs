@@ -778,8 +778,19 @@ fn put_txn_body(out: &mut BytesMut, txn: &Txn) {
     }
 }
 
+/// A transaction part count: proven to fit in the input (see
+/// `Reader::count`) and refused above [`MAX_TXN_PARTS`] before anything is
+/// reserved, so a lying count costs at most `MAX_TXN_PARTS` items.
+fn txn_count(r: &mut Reader, min_item_len: usize) -> Result<usize, DecodeError> {
+    let n = r.count(min_item_len)?;
+    if n > MAX_TXN_PARTS {
+        return Err(DecodeError::Invalid("transaction too large"));
+    }
+    Ok(n)
+}
+
 fn read_txn_body(r: &mut Reader) -> Result<Txn, DecodeError> {
-    let n = r.count(MIN_COMPARE_LEN)?;
+    let n = txn_count(r, MIN_COMPARE_LEN)?;
     let mut compares = Vec::with_capacity(n);
     for _ in 0..n {
         let key = r.byte_string()?;
@@ -793,7 +804,7 @@ fn read_txn_body(r: &mut Reader) -> Result<Txn, DecodeError> {
     }
     let mut branches = [Vec::new(), Vec::new()];
     for ops in &mut branches {
-        let n = r.count(MIN_TXN_OP_LEN)?;
+        let n = txn_count(r, MIN_TXN_OP_LEN)?;
         ops.reserve(n);
         for _ in 0..n {
             let kind = r.u8()?;
