@@ -69,6 +69,41 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
     );
     assert!(line.contains(r#"{"value":"70","version":"#), "{line}");
 
+    // `synod get --json` shows the version the transaction left; `synod
+    // del` counts the keys that had a value.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(["--masters", &c.masters.join(","), "--timeout", "20"])
+            .args(args)
+            .output()
+            .expect("run synod")
+    };
+    let out = cli(&["get", "--json", "acct:b"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.starts_with(r#"{"key":"acct:b","value":"35","version":"#),
+        "{line}"
+    );
+    let out = cli(&["del", "acct:b", "never-written"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "1\n");
+    let out = cli(&["get", "--json", "acct:b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"key\":\"acct:b\",\"value\":null,\"version\":0}\n"
+    );
+    client.put("acct:b", "35").unwrap();
+
     // With a second group, keys in both groups' shards cannot share a
     // transaction (cross-group commit is not built): refused, not sent.
     let config = client

@@ -79,9 +79,18 @@ pub(crate) fn parse_command(words: &[OsString]) -> Result<Cmd, String> {
     };
     match name.as_str() {
         "help" => Ok(Cmd::Help),
+        "get" if args == 2 && words[1] == "--json" => Ok(Cmd::GetJson { key: bytes(2) }),
         "get" => {
-            want(1, "get KEY")?;
+            want(1, "get [--json] KEY")?;
             Ok(Cmd::Get { key: bytes(1) })
+        }
+        "del" => {
+            if args == 0 {
+                return Err("usage: synod del KEY...".to_string());
+            }
+            Ok(Cmd::Del {
+                keys: (1..words.len()).map(bytes).collect(),
+            })
         }
         "put" => {
             want(2, "put KEY VALUE")?;

@@ -33,6 +33,9 @@ usage: synod [--masters A,B,C] [--timeout SECS] [--cluster-key-file PATH] COMMAN
 
 commands:
   get KEY                 print KEY's value and a newline
+  get --json KEY          print {\"key\":..,\"value\":..,\"version\":N} (value null
+                          and version 0 when KEY has no value; exit 1 then)
+  del KEY...              delete the keys; print how many had a value
   put KEY VALUE           set KEY to VALUE
   append KEY VALUE        append VALUE to KEY's value
   txn [if CMP [and CMP]... then] OP... [else OP...]
@@ -112,6 +115,8 @@ struct Cli {
 enum Cmd {
     Help,
     Get { key: Vec<u8> },
+    GetJson { key: Vec<u8> },
+    Del { keys: Vec<Vec<u8>> },
     Put { key: Vec<u8>, value: Vec<u8> },
     Append { key: Vec<u8>, value: Vec<u8> },
     Txn(synod_wire::Txn),
@@ -240,6 +245,26 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
             }
             Err(e) => Err(e),
         },
+        Cmd::GetJson { key } => return get_json(client, key),
+        Cmd::Del { keys } => {
+            let ops = keys
+                .into_iter()
+                .map(|key| synod_wire::Op::Delete { key: key.into() })
+                .collect();
+            let mut removed = 0u64;
+            for r in client.execute_many(ops) {
+                match r {
+                    // Each Delete answers "1" (it had a value) or "0".
+                    Ok(Some(n)) if n.as_ref() == b"1" => removed += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("synod: {e}");
+                        return EXIT_FAILED;
+                    }
+                }
+            }
+            Ok(Some(format!("{removed}\n").into_bytes()))
+        }
         Cmd::Put { key, value } => client.put(key, value).map(|()| None),
         Cmd::Append { key, value } => client.append(key, value).map(|()| None),
         Cmd::Txn(txn) => client.txn(txn).map(|r| {
@@ -267,6 +292,46 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
             EXIT_FAILED
         }
     }
+}
+
+/// `get --json`: the value and its version, read as a one-Get transaction
+/// (a transaction's results carry each key's version).
+fn get_json(client: &mut Client, key: Vec<u8>) -> i32 {
+    let txn = synod_wire::Txn {
+        compares: Vec::new(),
+        success: vec![synod_wire::Op::Get {
+            key: key.clone().into(),
+        }],
+        failure: Vec::new(),
+    };
+    let result = match client.txn(txn) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("synod: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let mut line = String::from("{\"key\":");
+    json_string(&mut line, &String::from_utf8_lossy(&key));
+    let code = match result.results.first() {
+        Some(synod_wire::TxnOpResult::Ok { value, version }) => {
+            line.push_str(",\"value\":");
+            json_string(&mut line, &String::from_utf8_lossy(value));
+            line.push_str(&format!(",\"version\":{version}}}"));
+            EXIT_OK
+        }
+        Some(synod_wire::TxnOpResult::NoKey) => {
+            line.push_str(",\"value\":null,\"version\":0}");
+            EXIT_FAILED
+        }
+        other => {
+            eprintln!("synod: unexpected transaction result {other:?}");
+            return EXIT_FAILED;
+        }
+    };
+    line.push('\n');
+    print_stdout(line.as_bytes());
+    code
 }
 
 /// `admin status`: every node's report, put together per group. Exit 1

@@ -20,6 +20,24 @@ fn cmd(words: &[&str]) -> Cmd {
 fn kv_commands_take_raw_keys_and_values() {
     assert_eq!(cmd(&["get", "k"]), Cmd::Get { key: b"k".to_vec() });
     assert_eq!(
+        cmd(&["get", "--json", "k"]),
+        Cmd::GetJson { key: b"k".to_vec() }
+    );
+    // A key named --json is still a key.
+    assert_eq!(
+        cmd(&["get", "--json"]),
+        Cmd::Get {
+            key: b"--json".to_vec()
+        }
+    );
+    assert_eq!(
+        cmd(&["del", "a", "b"]),
+        Cmd::Del {
+            keys: vec![b"a".to_vec(), b"b".to_vec()]
+        }
+    );
+    assert!(parse(&["del"]).is_err());
+    assert_eq!(
         cmd(&["put", "k", "--not-a-flag"]),
         Cmd::Put {
             key: b"k".to_vec(),
