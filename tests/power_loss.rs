@@ -346,22 +346,23 @@ fn without_fsync_a_power_cut_loses_acknowledged_writes() {
     }
 }
 
+/// Runs the writes into a disk fault (`on`), then cuts the power, clears
+/// the fault (`off`) and restarts: every acknowledged write must be there.
+fn fault_then_power_cut(on: &str, off: &str) {
+    let Some(run) = power_cuts(&[], 1, Duration::from_secs(60), Some((on, off))) else {
+        return;
+    };
+    let (problems, _) = run.expect("the cluster comes back once the fault is gone");
+    assert!(problems.is_empty(), "after {on}: {problems:#?}");
+}
+
 /// A disk that fills up under the writes: writes stop being acknowledged
 /// (nothing that is not durable is acknowledged), no node loses what it
 /// acknowledged, and once there is room again (and the power was cut on
 /// top) the cluster serves everything acknowledged.
 #[test]
 fn a_full_disk_loses_no_acknowledged_write() {
-    let Some(run) = power_cuts(
-        &[],
-        1,
-        Duration::from_secs(60),
-        Some((".disk-full", ".disk-ok")),
-    ) else {
-        return;
-    };
-    let (problems, _) = run.expect("the cluster comes back once the disk has room");
-    assert!(problems.is_empty(), "after a full disk: {problems:#?}");
+    fault_then_power_cut(".disk-full", ".disk-ok");
 }
 
 /// fsync failing with EIO (the kernel may have dropped the dirty pages:
@@ -370,16 +371,7 @@ fn a_full_disk_loses_no_acknowledged_write() {
 /// is there.
 #[test]
 fn failing_fsyncs_lose_no_acknowledged_write() {
-    let Some(run) = power_cuts(
-        &[],
-        1,
-        Duration::from_secs(60),
-        Some((".sync-fails", ".sync-ok")),
-    ) else {
-        return;
-    };
-    let (problems, _) = run.expect("the cluster comes back once syncs work");
-    assert!(problems.is_empty(), "after failing fsyncs: {problems:#?}");
+    fault_then_power_cut(".sync-fails", ".sync-ok");
 }
 
 /// The same with a snapshot every 64 slots, so cuts land among snapshot

@@ -48,21 +48,27 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
     );
     assert_eq!(client.get("acct:b").unwrap(), Some(Bytes::from("30")));
 
-    // The CLI, as the README shows it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
-        .args(["--masters", &c.masters.join(","), "--timeout", "20", "txn"])
-        .args(["if", "acct:b", "value", "=", "30", "then"])
-        .args([
-            "incr", "acct:b", "5", "get", "acct:a", "else", "get", "acct:b",
-        ])
-        .output()
-        .expect("run synod txn");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
+    // The CLI, as the README shows it; `synod` exits 0 or the test shows
+    // its stderr.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(["--masters", &c.masters.join(","), "--timeout", "20"])
+            .args(args)
+            .output()
+            .expect("run synod")
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let line = ok(cli(&[
+        "txn", "if", "acct:b", "value", "=", "30", "then", "incr", "acct:b", "5", "get", "acct:a",
+        "else", "get", "acct:b",
+    ]));
     assert!(
         line.starts_with(r#"{"succeeded":true,"results":[{"value":"35","version":"#),
         "{line}"
@@ -71,31 +77,12 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
 
     // `synod get --json` shows the version the transaction left; `synod
     // del` counts the keys that had a value.
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_synod"))
-            .args(["--masters", &c.masters.join(","), "--timeout", "20"])
-            .args(args)
-            .output()
-            .expect("run synod")
-    };
-    let out = cli(&["get", "--json", "acct:b"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
+    let line = ok(cli(&["get", "--json", "acct:b"]));
     assert!(
         line.starts_with(r#"{"key":"acct:b","value":"35","version":"#),
         "{line}"
     );
-    let out = cli(&["del", "acct:b", "never-written"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "1\n");
+    assert_eq!(ok(cli(&["del", "acct:b", "never-written"])), "1\n");
     let out = cli(&["get", "--json", "acct:b"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

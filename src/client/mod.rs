@@ -354,3 +354,25 @@ impl Client {
         }
     }
 }
+
+/// Appends `text` as a JSON string literal (RFC 8259 escaping): the one
+/// escaper behind every JSON line the client side prints (`synod`'s
+/// configurations, `admin status`, transaction results).
+pub fn json_string(out: &mut String, text: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use synod_wire::{encode_frame, Ballot, Config, Decoder, Frame, GroupId, Message, NodeStatus};
 
+use super::json_string;
 use crate::auth::{self, Identity, Key};
 
 /// One node's status report: its answer, or why there is none.
@@ -495,25 +496,6 @@ fn json_ballot(s: &mut String, b: Option<Ballot>) {
         }
         None => s.push_str("null"),
     }
-}
-
-/// `text` as a JSON string literal (RFC 8259 escaping).
-fn json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

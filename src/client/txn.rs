@@ -22,6 +22,8 @@
 use bytes::Bytes;
 use synod_wire::{Compare, CompareOp, CompareTarget, Op, Txn};
 
+use super::json_string;
+
 /// Collects compares and the operations of both branches.
 #[derive(Clone, Debug, Default)]
 pub struct TxnBuilder {
@@ -280,24 +282,6 @@ pub fn txn_result_json(result: &synod_wire::TxnResult) -> String {
     }
     out.push_str("]}");
     out
-}
-
-fn json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One-line JSON output of configurations.
 
 use std::fmt::Write as _;
+use synod::client::json_string;
 use synod_wire::{Config, GroupInfo};
 
 /// `config` as one line of JSON:
@@ -33,23 +34,4 @@ pub(crate) fn config_json(config: &Config) -> String {
     }
     s.push_str("}}");
     s
-}
-
-/// Appends `text` as a JSON string literal (RFC 8259 escaping).
-pub(crate) fn json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use synod::auth::Key;
-use synod::client::{Client, ClientError, ClientOptions};
+use synod::client::{json_string, Client, ClientError, ClientOptions};
 use synod_wire::{Config, GroupId, GroupInfo};
 
 mod args;
