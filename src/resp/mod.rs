@@ -37,6 +37,7 @@
 mod batch;
 mod command;
 mod gateway;
+mod multi;
 mod parse;
 mod pipeline;
 mod reply;
