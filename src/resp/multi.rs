@@ -22,7 +22,9 @@
 //!   answers that error (nothing ran; cross-group commit is not built).
 //! - `MSET`, `MGET`, `DEL`/`UNLINK` of several keys are one transaction
 //!   when their keys lie in one group; when the session refuses it as
-//!   cross-group they run as before, one operation per key (not atomic).
+//!   cross-group (or too large for one request), or it would hold more
+//!   than `MAX_TXN_PARTS` operations, they run as before, one operation
+//!   per key (not atomic).
 //!   `MSETNX` is one transaction (compares: every key absent); `RENAME`/
 //!   `RENAMENX` read the source's value and version, then move it with a
 //!   transaction guarded by that version, again on a conflict. Those three
@@ -182,8 +184,15 @@ fn protocol(why: &str) -> Reply {
     error_reply(&ClientError::Protocol(format!("transaction result: {why}")))
 }
 
-fn cross_group(results: &[OpResult]) -> bool {
-    matches!(results, [Err(ClientError::Refused(why))] if why.contains(CROSS_GROUP_REFUSAL))
+/// Was the one transaction refused before it ran in a way the per-key form
+/// avoids: keys across groups, or more bytes than one request may carry
+/// (each key's operation may still fit)?
+fn per_key_instead(results: &[OpResult]) -> bool {
+    match results {
+        [Err(ClientError::Refused(why))] => why.contains(CROSS_GROUP_REFUSAL),
+        [Err(ClientError::TooLarge)] => true,
+        _ => false,
+    }
 }
 
 impl Multi {
@@ -275,8 +284,11 @@ impl Multi {
             .any(|c| is(name, c))
         {
             match plan(args, session) {
-                Plan::Kv(cmd) if cmd.ops.len() > 1 => Intercept::Work(Work::Atomic(cmd)),
-                // One key: atomic on its own, no transaction needed.
+                Plan::Kv(cmd) if cmd.ops.len() > 1 && cmd.ops.len() <= MAX_TXN_PARTS => {
+                    Intercept::Work(Work::Atomic(cmd))
+                }
+                // One key: atomic on its own, no transaction needed. More
+                // keys than one transaction holds: per key, as before.
                 Plan::Kv(_) => Intercept::Pass,
                 Plan::Reply(r) => Intercept::Reply(r),
                 Plan::Quit => unreachable!("only QUIT quits"),
@@ -298,8 +310,8 @@ impl Multi {
             self.queued_ops = 0;
             let dirty = std::mem::take(&mut self.dirty);
             if !rest.is_empty() {
-                // Redis refuses the EXEC and stays in MULTI? It answers the
-                // arity error and leaves the transaction flagged.
+                // As Redis: the arity error, still in MULTI, and the
+                // transaction flagged so that EXEC aborts.
                 self.queue = Some(queued);
                 self.dirty = true;
                 return Intercept::Reply(wrong_arity(name));
@@ -505,7 +517,7 @@ impl Multi {
                 Finished::Done(Reply::Array(replies))
             }
             Work::Atomic(cmd) => {
-                if cross_group(&results) {
+                if per_key_instead(&results) {
                     return Finished::PerKey(cmd);
                 }
                 match txn_result(results) {
@@ -849,6 +861,11 @@ mod tests {
         let (out, sent) = run(&mut g, 0, &mut p, &["DEL a a b c"]);
         assert_eq!(out, ":2\r\n");
         assert_eq!(sent.len(), 1);
+        // More keys than one transaction holds: per key, as before.
+        let many: Vec<String> = (0..=MAX_TXN_PARTS).map(|i| format!("m{i}")).collect();
+        let (out, sent) = run(&mut g, 0, &mut p, &[&format!("MGET {}", many.join(" "))]);
+        assert!(out.starts_with(&format!("*{}\r\n", MAX_TXN_PARTS + 1)));
+        assert_eq!(sent.len(), MAX_TXN_PARTS + 1);
         // One key: the plain operation, no transaction.
         let (_, sent) = run(&mut g, 0, &mut p, &["MGET a"]);
         assert_eq!(
@@ -872,6 +889,14 @@ mod tests {
         assert!(sent.iter().all(|op| !matches!(op, Op::Txn(_))), "{sent:?}");
         assert_eq!(sent.len(), 3, "two Puts, then the Get: {sent:?}");
 
+        // Too large for one request: per key too.
+        p.push(&args("DEL x2 y2"));
+        let mut sent = Vec::new();
+        p.take_sendable(usize::MAX, |op| sent.push(op.clone()));
+        p.complete(sent[0].key(), Err(ClientError::TooLarge));
+        let (out, sent) = run(&mut g, 0, &mut p, &[]);
+        assert_eq!(out, ":0\r\n");
+        assert_eq!(sent.len(), 2, "{sent:?}");
         // EXEC has no per-key form: it answers the refusal, nothing ran.
         for l in ["MULTI", "SET x 9", "SET y 9", "EXEC"] {
             p.push(&args(l));
