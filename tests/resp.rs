@@ -296,6 +296,106 @@ fn redis_cli_if_installed(addr: &str) {
     assert_eq!(cli(&["set", "a", "b"]), "OK");
     assert_eq!(cli(&["get", "a"]), "b");
     assert_eq!(cli(&["del", "a"]), "1");
+    // MULTI/SET/SET/EXEC on one redis-cli connection (commands on stdin).
+    let mut child = std::process::Command::new("redis-cli")
+        .args(["-h", host, "-p", port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"MULTI\nSET cli:a 1\nSET cli:b 2\nEXEC\nMGET cli:a cli:b\n")
+        .expect("write redis-cli's input");
+    let out = child.wait_with_output().expect("redis-cli finishes");
+    assert!(out.status.success(), "redis-cli MULTI: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["OK", "QUEUED", "QUEUED", "OK", "OK", "1", "2"],
+        "{text}"
+    );
+}
+
+/// Keys of the cluster's latest configuration: two in one group and one in
+/// another (`None` while the configuration has only one serving group).
+fn keys_by_group(cluster: &Cluster) -> Option<(String, String, String)> {
+    let config = cluster.client().query(None).ok()?;
+    let n = config.shards.len() as u32;
+    let gid = |k: &str| config.shards[synod_wire::shard_of(k.as_bytes(), n) as usize];
+    let keys: Vec<String> = (0..1000).map(|i| format!("xg{i}")).collect();
+    let a = keys.iter().find(|k| gid(k) != 0)?;
+    let same = keys.iter().find(|k| *k != a && gid(k) == gid(a))?;
+    let other = keys.iter().find(|k| gid(k) != 0 && gid(k) != gid(a))?;
+    Some((a.clone(), same.clone(), other.clone()))
+}
+
+/// With two groups: keys of one group get one transaction, keys across
+/// groups are refused by EXEC and MSETNX (nothing runs) and run per key by
+/// MSET, MGET and DEL (as before transactions).
+#[test]
+fn transactions_are_atomic_in_one_group_and_refused_or_per_key_across_groups() {
+    let cluster = Cluster::new_with_resp(3);
+    cluster
+        .client()
+        .join(vec![synod_wire::GroupInfo {
+            gid: 2,
+            servers: cluster.masters.clone(),
+        }])
+        .expect("join group 2");
+    let mut keys = None;
+    cluster.wait_for(Duration::from_secs(30), |c| {
+        keys = keys_by_group(c);
+        keys.is_some()
+    });
+    let (a, same, other) = keys.expect("waited");
+    let mut c = Conn::open(&resp_addr(&cluster, 0));
+    // Shards may still be moving: a refusal or timeout before they settle
+    // is retried (bounded by wait_for).
+    cluster.wait_for(Duration::from_secs(30), |_| {
+        c.call(&["MSET", &a, "1", &same, "2"]) == ok()
+    });
+    assert_eq!(
+        c.call(&["MSETNX", &a, "x", &same, "y"]),
+        R::Int(0),
+        "MSETNX within one group"
+    );
+    for cmd in [&["MULTI"][..], &["SET", &a, "3"], &["INCR", &same]] {
+        c.send(cmd);
+    }
+    c.send(&["EXEC"]);
+    assert_eq!(c.read(), ok());
+    assert_eq!(c.read(), R::Simple("QUEUED".into()));
+    assert_eq!(c.read(), R::Simple("QUEUED".into()));
+    assert_eq!(c.read(), R::Array(vec![ok(), R::Int(3)]));
+
+    // Across groups.
+    assert_eq!(
+        c.call(&["MSET", &a, "4", &other, "5"]),
+        ok(),
+        "MSET across groups runs per key"
+    );
+    assert_eq!(
+        c.call(&["MGET", &a, &other]),
+        R::Array(vec![bulk("4"), bulk("5")])
+    );
+    let refused = |r: &R| matches!(r, R::Error(e) if e.contains("cross-group transactions are not built yet"));
+    let r = c.call(&["MSETNX", &a, "x", &other, "y"]);
+    assert!(refused(&r), "{r:?}");
+    c.call(&["MULTI"]);
+    c.call(&["SET", &a, "6"]);
+    c.call(&["SET", &other, "7"]);
+    let r = c.call(&["EXEC"]);
+    assert!(refused(&r), "EXEC across groups: {r:?}");
+    assert_eq!(
+        c.call(&["MGET", &a, &other]),
+        R::Array(vec![bulk("4"), bulk("5")]),
+        "the refused EXEC ran nothing"
+    );
+    assert_eq!(c.call(&["DEL", &a, &same, &other]), R::Int(3));
 }
 
 #[test]

@@ -149,6 +149,11 @@ impl SessionOptions {
     }
 }
 
+/// The words every refusal of a transaction whose keys span groups carries
+/// (`ClientError::Refused`), so a caller with a non-atomic fallback (the RESP
+/// gateway's MSET, DEL, MGET) can tell it from other refusals.
+pub const CROSS_GROUP_REFUSAL: &str = "cross-group transactions are not built yet";
+
 /// Refuses, before it costs a seq, a request whose body would exceed what a
 /// server's decoder accepts: the server would close the connection on it and
 /// every resend would fail the same way.
@@ -821,7 +826,7 @@ impl Session {
         (gids.len() > 1).then(|| {
             format!(
                 "transaction keys lie in groups {gids:?}: a transaction must keep to one \
-                 group's shards (cross-group transactions are not built yet)"
+                 group's shards ({CROSS_GROUP_REFUSAL})"
             )
         })
     }

@@ -164,7 +164,6 @@ impl KeyQueues {
     }
 
     /// True when nothing is queued or in flight.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

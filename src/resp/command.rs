@@ -9,10 +9,11 @@
 //! built in RESP3 terms and encoded in the connection's protocol (`reply`).
 //! Without `synod-server --resp-password-file` no AUTH is needed; with it
 //! every command but PING, AUTH, HELLO, QUIT and RESET answers `-NOAUTH`
-//! until AUTH succeeds. Hash, list, set and sorted-set commands, and
-//! MULTI/EXEC/WATCH (waiting for Synod transactions), answer an error that
-//! says what Synod supports; anything else unknown is Redis'
-//! `-ERR unknown command`.
+//! until AUTH succeeds. Hash, list, set and sorted-set commands answer an
+//! error that says what Synod supports; anything else unknown is Redis'
+//! `-ERR unknown command`. MULTI/EXEC/WATCH and the atomic multi-key
+//! commands (MSETNX, RENAME, and MSET/MGET/DEL of several keys) are
+//! `multi`'s: it sees every command first.
 
 use std::borrow::Cow;
 
@@ -65,7 +66,7 @@ const REDIS_VERSION: &str = "7.0.0";
 
 impl Session {
     /// Commands are refused until AUTH.
-    fn locked(&self) -> bool {
+    pub(super) fn locked(&self) -> bool {
         self.password.is_some() && !self.authed
     }
 
@@ -295,7 +296,7 @@ pub fn error_reply(e: &ClientError) -> Reply {
     }))
 }
 
-fn wrong_arity(name: &[u8]) -> Reply {
+pub(super) fn wrong_arity(name: &[u8]) -> Reply {
     Reply::Error(Cow::Owned(format!(
         "ERR wrong number of arguments for '{}' command",
         lower(name)
@@ -310,7 +311,7 @@ fn kv(finish: Finish, ops: Vec<Op>) -> Plan {
     Plan::Kv(KvCommand { ops, finish })
 }
 
-fn is(word: &[u8], name: &str) -> bool {
+pub(super) fn is(word: &[u8], name: &str) -> bool {
     word.eq_ignore_ascii_case(name.as_bytes())
 }
 
@@ -409,7 +410,7 @@ const COMMANDS: &[CommandSpec] = &[
         W,
         (1, -1, 2),
         "string",
-        "Sets keys, each atomically but not all together.",
+        "Sets keys, all at once when they lie in one group.",
     ),
     spec(
         "del",
@@ -417,7 +418,7 @@ const COMMANDS: &[CommandSpec] = &[
         W,
         KEYS,
         "generic",
-        "Deletes keys, each atomically.",
+        "Deletes keys, all at once when they lie in one group.",
     ),
     spec(
         "unlink",
@@ -425,7 +426,7 @@ const COMMANDS: &[CommandSpec] = &[
         W,
         KEYS,
         "generic",
-        "Deletes keys, each atomically.",
+        "Deletes keys, all at once when they lie in one group.",
     ),
     spec(
         "exists",
@@ -434,6 +435,63 @@ const COMMANDS: &[CommandSpec] = &[
         KEYS,
         "generic",
         "Counts the keys that exist.",
+    ),
+    spec(
+        "msetnx",
+        -3,
+        W,
+        (1, -1, 2),
+        "string",
+        "Sets keys only if none exists, as one transaction (keys in one group).",
+    ),
+    spec(
+        "rename",
+        3,
+        W,
+        (1, 2, 1),
+        "generic",
+        "Renames a key (keys in one group).",
+    ),
+    spec(
+        "renamenx",
+        3,
+        W,
+        (1, 2, 1),
+        "generic",
+        "Renames a key if the new name is free (keys in one group).",
+    ),
+    spec("multi", 1, C, NONE, "transactions", "Starts a transaction."),
+    spec(
+        "exec",
+        1,
+        C,
+        NONE,
+        "transactions",
+        "Runs the queued commands as one transaction (keys in one group).",
+    ),
+    spec(
+        "discard",
+        1,
+        C,
+        NONE,
+        "transactions",
+        "Discards the queued commands.",
+    ),
+    spec(
+        "watch",
+        -2,
+        C,
+        KEYS,
+        "transactions",
+        "Makes EXEC fail if a key changes.",
+    ),
+    spec(
+        "unwatch",
+        1,
+        C,
+        NONE,
+        "transactions",
+        "Forgets the watched keys.",
     ),
     spec(
         "type",
@@ -1027,14 +1085,6 @@ fn local(name: &[u8], rest: &[Bytes], session: &mut Session) -> Reply {
             "ERR '{}' is not supported: Synod stores strings only, not {what} (see README's command table)",
             lower(name)
         )))
-    } else if ["MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH"]
-        .iter()
-        .any(|c| is(name, c))
-    {
-        Reply::Error(Cow::Owned(format!(
-            "ERR '{}' is not supported yet: MULTI/EXEC/WATCH wait for Synod transactions; each command is atomic on its own (use a pipeline without a transaction)",
-            lower(name)
-        )))
     } else {
         let mut msg = format!(
             "ERR unknown command '{}', with args beginning with: ",
@@ -1578,10 +1628,6 @@ mod tests {
         assert!(is_error(
             &reply(&["lpush", "l", "x"]),
             "ERR 'lpush' is not supported"
-        ));
-        assert!(is_error(
-            &reply(&["MULTI"]),
-            "ERR 'multi' is not supported yet"
         ));
         assert!(is_error(&reply(&["FLUSHDB"]), "ERR 'flushdb' is refused"));
     }

@@ -3,11 +3,12 @@
 //! This module owns everything between a Redis client's bytes and the
 //! Synod client library: the request parser (`parse`), the reply encoder
 //! (`reply`), the mapping of Redis commands onto KV operations (`command`),
-//! the per-key ordering rule for a connection's operations (`batch`), a
+//! MULTI/EXEC/WATCH and the atomic multi-key commands on single-group
+//! transactions (`multi`), the per-key ordering rule for a connection's operations (`batch`), a
 //! connection's commands from parsing to in-order replies (`pipeline`), the
 //! event loops and RESP sockets (`gateway`) and each loop's connections to
-//! the cluster (`upstream`). `parse`, `reply`, `command`, `batch` and
-//! `pipeline` are sans-IO and tested on byte buffers.
+//! the cluster (`upstream`). `parse`, `reply`, `command`, `multi`, `batch`
+//! and `pipeline` are sans-IO and tested on byte buffers.
 //!
 //! The gateway is a *client* of the cluster, not part of a replica: it runs
 //! in the `synod-server` process (`--resp-listen ADDR`) but reaches the data
@@ -28,7 +29,10 @@
 //! - `APPEND` is two operations, an Append then a Get, and replies the length
 //!   the Get read: if another client writes the key in between, the length
 //!   includes that write. Synod's Append does not return the new length.
-//! - `DEL` is one Delete per key; the reply sums the keys removed.
+//! - `MSET`, `MGET` and `DEL`/`UNLINK` of several keys are one transaction
+//!   when the keys lie in one group, and one operation per key (not
+//!   atomic) across groups; `MSETNX`, `RENAME`, `RENAMENX` and `EXEC` are
+//!   transactions and refused across groups (`multi`).
 //! - Commands of one pipeline keep their order per key; different keys run
 //!   concurrently (see `batch`).
 //! - Errors: `-TIMEOUT` (the command may or may not have taken effect),
@@ -37,6 +41,7 @@
 mod batch;
 mod command;
 mod gateway;
+mod multi;
 mod parse;
 mod pipeline;
 mod reply;

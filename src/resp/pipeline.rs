@@ -9,6 +9,13 @@
 //! from the front: a fast GET behind a slow SET waits for it, as Redis
 //! clients require. Operations go through [`KeyQueues`], which keeps
 //! per-key program order (see `batch`).
+//!
+//! Transaction work (`multi::Work`: WATCH, EXEC, UNWATCH, DISCARD and the
+//! atomic multi-key commands) runs as a barrier: it starts only when every
+//! earlier command's operations have finished, and commands pushed after it
+//! are held (their operations not queued) until it has finished, so it
+//! keeps connection order with everything on every key it touches. A
+//! pipeline without transaction work never holds anything.
 
 use std::collections::VecDeque;
 
@@ -17,6 +24,7 @@ use synod_wire::Op;
 
 use super::batch::KeyQueues;
 use super::command::{plan, KvCommand, Plan, Session};
+use super::multi::{Finished, Intercept, Multi, Start, Work};
 use super::reply::Reply;
 use crate::client::OpResult;
 
@@ -33,6 +41,20 @@ enum Slot {
         results: Vec<Option<OpResult>>,
         left: usize,
     },
+    /// Transaction work not finished; `None` once started (it is then in
+    /// [`Pipeline::active`]).
+    Work(u8, Option<Work>),
+}
+
+/// The front barrier's operations once started.
+#[derive(Debug)]
+struct Active {
+    number: u64,
+    work: Work,
+    ops: Vec<Op>,
+    sent: bool,
+    results: Vec<Option<OpResult>>,
+    left: usize,
 }
 
 /// What [`Pipeline::push`] means for reading further.
@@ -52,6 +74,14 @@ pub struct Pipeline {
     /// Number of `slots[0]`.
     first: u64,
     keys: KeyQueues,
+    multi: Multi,
+    /// Numbers of the `Work` slots not finished, oldest first.
+    barriers: VecDeque<u64>,
+    /// Numbers of KV commands pushed behind a barrier, their operations
+    /// not yet in `keys`, oldest first.
+    held: VecDeque<u64>,
+    /// The front barrier, once started.
+    active: Option<Active>,
 }
 
 impl Pipeline {
@@ -61,11 +91,30 @@ impl Pipeline {
             slots: VecDeque::new(),
             first: 0,
             keys: KeyQueues::default(),
+            multi: Multi::default(),
+            barriers: VecDeque::new(),
+            held: VecDeque::new(),
+            active: None,
         }
     }
 
     /// Takes the command `args` (in arrival order).
     pub fn push(&mut self, args: &[Bytes]) -> Pushed {
+        let number = self.first + self.slots.len() as u64;
+        match self.multi.intercept(args, &mut self.session) {
+            Intercept::Pass => {}
+            Intercept::Reply(r) => {
+                self.slots.push_back(Slot::Done(r, self.session.proto));
+                return Pushed::More;
+            }
+            Intercept::Work(work) => {
+                self.slots
+                    .push_back(Slot::Work(self.session.proto, Some(work)));
+                self.barriers.push_back(number);
+                self.advance();
+                return Pushed::More;
+            }
+        }
         let plan = plan(args, &mut self.session);
         let proto = self.session.proto;
         match plan {
@@ -75,9 +124,12 @@ impl Pipeline {
                 return Pushed::Quit;
             }
             Plan::Kv(cmd) => {
-                let number = self.first + self.slots.len() as u64;
-                for (i, op) in cmd.ops.iter().enumerate() {
-                    self.keys.push(op.clone(), (number, i));
+                if self.barriers.is_empty() {
+                    for (i, op) in cmd.ops.iter().enumerate() {
+                        self.keys.push(op.clone(), (number, i));
+                    }
+                } else {
+                    self.held.push_back(number);
                 }
                 let left = cmd.ops.len();
                 self.slots.push_back(Slot::Kv {
@@ -100,20 +152,152 @@ impl Pipeline {
     /// Hands the operations that may be sent now to `send`, keeping at most
     /// `max_in_flight` in flight; each result must come back through
     /// [`Pipeline::complete`] with its key.
-    pub fn take_sendable(&mut self, max_in_flight: usize, send: impl FnMut(&Op)) {
-        self.keys.take_sendable(max_in_flight, send);
+    pub fn take_sendable(&mut self, max_in_flight: usize, mut send: impl FnMut(&Op)) {
+        self.advance();
+        self.keys.take_sendable(max_in_flight, &mut send);
+        // A barrier's few operations (one transaction, or one per watched
+        // key) go together: nothing else of this connection is in flight.
+        if let Some(a) = self.active.as_mut().filter(|a| !a.sent) {
+            a.sent = true;
+            a.ops.iter().for_each(&mut send);
+        }
     }
 
     /// The final result of the operation in flight on `key`. Ignored if
     /// none is.
     pub fn complete(&mut self, key: &[u8], result: OpResult) {
-        let Some((first, more)) = self.keys.complete(key) else {
-            return;
-        };
-        for (number, i) in more {
-            self.take(number, i, result.clone());
+        if let Some((first, more)) = self.keys.complete(key) {
+            for (number, i) in more {
+                self.take(number, i, result.clone());
+            }
+            self.take(first.0, first.1, result);
+        } else {
+            // While a barrier runs nothing else is in flight, so the key
+            // names one of its operations.
+            let Some(a) = self.active.as_mut().filter(|a| a.sent) else {
+                return;
+            };
+            let Some(i) =
+                (0..a.ops.len()).find(|&i| a.results[i].is_none() && a.ops[i].key()[..] == *key)
+            else {
+                return;
+            };
+            a.results[i] = Some(result);
+            a.left -= 1;
+            if a.left == 0 {
+                self.finish_active();
+            }
         }
-        self.take(first.0, first.1, result);
+        self.advance();
+    }
+
+    /// Every operation of the started barrier has its result.
+    fn finish_active(&mut self) {
+        let a = self.active.take().expect("a barrier is active");
+        let index = self.index(a.number);
+        let Slot::Work(proto, None) = self.slots[index] else {
+            unreachable!("the active barrier's slot is started work");
+        };
+        let results = a
+            .results
+            .into_iter()
+            .map(|r| r.expect("complete"))
+            .collect();
+        match self.multi.finish(a.work, results) {
+            Finished::Done(reply) => {
+                self.slots[index] = Slot::Done(reply, proto);
+                self.finish_barrier();
+            }
+            Finished::Next(work) => self.slots[index] = Slot::Work(proto, Some(work)),
+            Finished::PerKey(cmd) => {
+                // Nothing else of this connection is queued (the barrier
+                // waited for it; later commands are held), so these run
+                // next, with per-key order among themselves.
+                for (i, op) in cmd.ops.iter().enumerate() {
+                    self.keys.push(op.clone(), (a.number, i));
+                }
+                let left = cmd.ops.len();
+                self.slots[index] = Slot::Kv {
+                    proto,
+                    results: vec![None; left],
+                    left,
+                    cmd,
+                };
+            }
+        }
+    }
+
+    /// Index in `slots` of command `number` (unanswered).
+    fn index(&self, number: u64) -> usize {
+        number
+            .checked_sub(self.first)
+            .expect("an unanswered command") as usize
+    }
+
+    /// Starts or retires the front barriers whose turn has come.
+    fn advance(&mut self) {
+        while let Some(&number) = self.barriers.front() {
+            if self.active.is_some() {
+                return;
+            }
+            if number < self.first {
+                // Ran per key and already answered.
+                self.finish_barrier();
+                continue;
+            }
+            let index = self.index(number);
+            match &mut self.slots[index] {
+                Slot::Done(..) => self.finish_barrier(),
+                Slot::Kv { left, .. } if *left == 0 => self.finish_barrier(),
+                Slot::Kv { .. } => return,
+                Slot::Work(proto, work) => {
+                    if !self.keys.is_empty() {
+                        return; // earlier operations still run
+                    }
+                    let proto = *proto;
+                    let work = work.take().expect("work not started");
+                    match self.multi.start(&work) {
+                        Start::Done(reply) => {
+                            self.slots[index] = Slot::Done(reply, proto);
+                            self.finish_barrier();
+                        }
+                        Start::Send(ops) => {
+                            let left = ops.len();
+                            assert!(left > 0, "started work sends something");
+                            self.active = Some(Active {
+                                number,
+                                work,
+                                results: vec![None; left],
+                                left,
+                                ops,
+                                sent: false,
+                            });
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The front barrier finished: the commands held behind it, up to the
+    /// next barrier, queue their operations.
+    fn finish_barrier(&mut self) {
+        self.barriers.pop_front();
+        let next = self.barriers.front().copied().unwrap_or(u64::MAX);
+        while let Some(&number) = self.held.front() {
+            if number > next {
+                break;
+            }
+            self.held.pop_front();
+            let index = self.index(number);
+            let Slot::Kv { cmd, .. } = &self.slots[index] else {
+                unreachable!("held commands are KV commands");
+            };
+            for (i, op) in cmd.ops.iter().enumerate() {
+                self.keys.push(op.clone(), (number, i));
+            }
+        }
     }
 
     /// Op `i` of command `number` has `result`.
@@ -139,7 +323,9 @@ impl Pipeline {
             if out.len() >= limit {
                 break;
             }
-            if matches!(front, Slot::Kv { left, .. } if *left > 0) {
+            if matches!(front, Slot::Kv { left, .. } if *left > 0)
+                || matches!(front, Slot::Work(..))
+            {
                 break;
             }
             match self.slots.pop_front().expect("front exists") {
@@ -152,6 +338,7 @@ impl Pipeline {
                 } => cmd
                     .finish(results.into_iter().map(|r| r.expect("complete")).collect())
                     .encode_proto(out, proto),
+                Slot::Work(..) => unreachable!("unfinished work stops the loop"),
             }
             self.first += 1;
             n += 1;
@@ -198,6 +385,22 @@ mod tests {
             } else {
                 b"0"
             })),
+            // MSET, MGET and DEL of several keys are one transaction
+            // (without compares): its operations in order.
+            Op::Txn(txn) if txn.compares.is_empty() => {
+                let results = txn
+                    .success
+                    .iter()
+                    .map(|op| match apply(map, op).expect("model ops succeed") {
+                        Some(value) => synod_wire::TxnOpResult::Ok { value, version: 0 },
+                        None => synod_wire::TxnOpResult::NoKey,
+                    })
+                    .collect();
+                Some(synod_wire::encode_txn_result(&synod_wire::TxnResult {
+                    succeeded: true,
+                    results,
+                }))
+            }
             other => unreachable!("the generated commands issue no {other:?}"),
         })
     }

@@ -25,6 +25,9 @@ pub enum Reply {
     Nil,
     /// `*n` then each element.
     Array(Vec<Reply>),
+    /// The null array of an EXEC whose WATCHed key changed: `*-1` in
+    /// RESP2, `_` in RESP3.
+    NilArray,
     /// RESP3 `%n` then key, value pairs; a flat `*2n` array in RESP2.
     Map(Vec<(Reply, Reply)>),
     /// RESP3 `#t`/`#f`; `:1`/`:0` in RESP2.
@@ -76,6 +79,8 @@ impl Reply {
             }
             Reply::Nil if resp3 => out.put_slice(b"_\r\n"),
             Reply::Nil => out.put_slice(b"$-1\r\n"),
+            Reply::NilArray if resp3 => out.put_slice(b"_\r\n"),
+            Reply::NilArray => out.put_slice(b"*-1\r\n"),
             Reply::Array(items) => {
                 header(out, b'*', items.len());
                 for item in items {
