@@ -182,6 +182,9 @@ pub struct SimReport {
     pub session_expired: u64,
     /// Forged messages stepped into replicas (Byzantine-input mode).
     pub forged: u64,
+    /// Snapshot writes that became durable, and those a crash lost.
+    pub snapshot_writes: u64,
+    pub snapshot_writes_lost: u64,
 }
 
 impl SimReport {
@@ -412,8 +415,10 @@ impl Simulated for World {
             } => {
                 let n = &mut self.nodes[node as usize];
                 if n.epoch != epoch {
+                    self.report.snapshot_writes_lost += 1;
                     return;
                 }
+                self.report.snapshot_writes += 1;
                 // The disk now holds the new snapshot and drops the log
                 // below it (segment GC); only then does the replica make it
                 // its log start.
