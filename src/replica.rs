@@ -93,11 +93,19 @@ pub struct ReplicaBugs {
     pub unconfirmed_leader_reads: bool,
 }
 
+/// Default [`ReplicaConfig::snapshot_log_bytes`]: 64 MiB.
+pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 64 << 20;
+
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
     pub paxos: paxos::Config,
-    /// Snapshot and compact once the log holds this many slots.
+    /// Snapshot and compact once this many slots were applied above the
+    /// log's start.
     pub snapshot_log_slots: usize,
+    /// ... or once the batches applied since the last snapshot was taken
+    /// hold more than this many command bytes (whichever comes first), so
+    /// a log of large values is bounded in bytes, not only in slots.
+    pub snapshot_log_bytes: u64,
     /// Serve reads by read-index (one quorum round shared by the reads of a
     /// loop turn, no log slot). Off: reads go through the log like writes.
     pub read_index: bool,
@@ -120,6 +128,7 @@ impl ReplicaConfig {
         ReplicaConfig {
             paxos: paxos::Config::new(id, replicas),
             snapshot_log_slots: 1024,
+            snapshot_log_bytes: SNAPSHOT_LOG_BYTES_DEFAULT,
             read_index: true,
             reads_pending_max: 1 << 16,
             clock_interval_ms: 1000,
@@ -143,6 +152,12 @@ pub struct Output<R = ClientReply> {
     /// batches takes milliseconds, so the runtime frees them on another
     /// thread; the simulator just drops them.
     pub garbage: Vec<Option<paxos::Entry>>,
+    /// A snapshot taken in this round, `(index, state bytes)`: the driver
+    /// writes and syncs it wherever it likes (the runtime on a writer
+    /// thread, off its loop) and calls [`Replica::snapshot_durable`] once
+    /// it is durable; only then does it become the log's start. At most
+    /// one is outstanding per replica: no other is taken until then.
+    pub snapshot_write: Option<(Slot, Bytes)>,
 }
 
 pub struct Replica<S: StateMachine> {
@@ -165,6 +180,11 @@ pub struct Replica<S: StateMachine> {
     last_stamp_ms: Option<u64>,
     /// [`StateMachine::shed_records`] at the last snapshot.
     shed_at_snapshot: u64,
+    /// The snapshot handed to the driver to write and not yet durable.
+    snapshot_in_flight: Option<(Slot, Bytes)>,
+    /// Command bytes of the batches applied since the last snapshot was
+    /// taken (the byte trigger).
+    log_bytes: u64,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -183,6 +203,8 @@ impl<S: StateMachine> Replica<S> {
             now_ms: 0,
             last_stamp_ms: None,
             shed_at_snapshot: 0,
+            snapshot_in_flight: None,
+            log_bytes: 0,
         }
     }
 
@@ -322,6 +344,7 @@ impl<S: StateMachine> Replica<S> {
             installed_snapshot: gated.snapshot.as_ref().map(|(i, _)| *i),
             committed: Vec::new(),
             garbage: Vec::new(),
+            snapshot_write: None,
         };
         if let Some((index, data)) = &gated.snapshot {
             if let Err(e) = self.sm.restore(data) {
@@ -332,8 +355,10 @@ impl<S: StateMachine> Replica<S> {
             }
             // The installed snapshot is the new baseline of what was shed.
             self.shed_at_snapshot = self.sm.shed_records();
+            self.log_bytes = 0;
         }
         for (slot, batch) in &gated.committed {
+            self.log_bytes += batch.payload_bytes() as u64;
             for cmd in &batch.commands {
                 if let Some((client, seq, reply)) = self.sm.apply(*slot, cmd) {
                     if let Some(waiters) = self.waiting.remove(&(client, seq)) {
@@ -353,14 +378,42 @@ impl<S: StateMachine> Replica<S> {
         let applied = self.paxos.applied_upto();
         let shed = self.sm.shed_records();
         let shed_since = shed.saturating_sub(self.shed_at_snapshot);
-        if applied.saturating_sub(log.start()) as usize > self.cfg.snapshot_log_slots
-            || (shed_since > 0 && shed_since >= self.sm.held_records() && applied > log.start())
+        // One snapshot write at a time: a trigger while one is in flight
+        // waits for it (the log keeps growing meanwhile; see ARCHITECTURE.md
+        // "Snapshots off the loop" for the bound).
+        if self.snapshot_in_flight.is_none()
+            && applied > log.start()
+            && (applied - log.start() > self.cfg.snapshot_log_slots as u64
+                || self.log_bytes > self.cfg.snapshot_log_bytes
+                || (shed_since > 0 && shed_since >= self.sm.held_records()))
         {
             let data = self.sm.snapshot();
-            out.garbage = self.paxos.compact(applied, data);
+            self.snapshot_in_flight = Some((applied, data.clone()));
+            out.snapshot_write = Some((applied, data));
             self.shed_at_snapshot = shed;
+            self.log_bytes = 0;
         }
         out
+    }
+
+    /// The snapshot at `index` that [`Output::snapshot_write`] handed out is
+    /// durable (file synced, renamed, directory synced): it becomes the log's
+    /// start, and the log entries below it are returned for the driver to
+    /// drop. Anything else (a stale index, or nothing in flight, as after a
+    /// restart) is ignored.
+    pub fn snapshot_durable(&mut self, index: Slot) -> Vec<Option<paxos::Entry>> {
+        match self.snapshot_in_flight.take() {
+            Some((i, data)) if i == index => self.paxos.compact(index, data),
+            other => {
+                self.snapshot_in_flight = other;
+                Vec::new()
+            }
+        }
+    }
+
+    /// The slot of the snapshot being written, if any.
+    pub fn snapshot_in_flight(&self) -> Option<Slot> {
+        self.snapshot_in_flight.as_ref().map(|(i, _)| *i)
     }
 
     /// Answer the reads whose check passed, from the state just applied.

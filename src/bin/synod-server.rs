@@ -46,6 +46,9 @@ options:
                           least --max-frame-bytes)
   --snapshot-log-slots N  snapshot a group's state and free its log once the log
                           holds this many slots (default 4096)
+  --snapshot-log-bytes N  ... or once the commands applied since the last
+                          snapshot hold more than N bytes (default 67108864);
+                          snapshots are written and synced off the event loop
   --wal-segment-bytes N   each core's write-ahead log starts a new segment file
                           at this size; disk is reclaimed a whole closed segment
                           at a time (default 67108864)
@@ -248,6 +251,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--idle-timeout-secs" => cfg.idle_timeout = Duration::from_secs(num(&v)?),
             "--first-frame-secs" => cfg.first_frame_timeout = Duration::from_secs(num(&v)?),
             "--snapshot-log-slots" => cfg.snapshot_log_slots = num(&v)? as usize,
+            "--snapshot-log-bytes" => cfg.snapshot_log_bytes = num(&v)?,
             "--wal-segment-bytes" => {
                 cfg.wal_segment_bytes = num(&v)?;
                 if cfg.wal_segment_bytes == 0 {

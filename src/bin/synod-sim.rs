@@ -230,6 +230,11 @@ fn main() -> ExitCode {
         secs,
         commands as f64 / secs.max(1e-9)
     );
+    if !args.sharded {
+        let written: u64 = reports.iter().map(|r| r.snapshot_writes).sum();
+        let lost: u64 = reports.iter().map(|r| r.snapshot_writes_lost).sum();
+        println!("snapshot writes: durable={written} lost_in_crashes={lost}");
+    }
     if args.byzantine {
         let forged: u64 = reports.iter().map(|r| r.forged).sum();
         println!("byzantine: forged_messages={forged}");

@@ -712,8 +712,17 @@ impl Paxos {
         std::mem::take(&mut self.out)
     }
 
-    /// The state machine has applied every slot below `index` and `data` is
-    /// its state there: make it the snapshot and free the log below it.
+    /// The state machine's state as of `index` (every slot below it
+    /// applied), `data`, is durable now: make it the snapshot served to
+    /// laggards and free the log below it.
+    ///
+    /// The caller has written and synced `data` itself, off its event loop
+    /// (so this pushes no [`Record::Snapshot`]), and calls this only once
+    /// it is durable: until then the log (in memory and on disk) keeps
+    /// every entry above the previous snapshot, so a crash at any point
+    /// finds the old snapshot and the whole log above it. A snapshot at or
+    /// below the current one (one received from a peer overtook it while
+    /// it was being written) changes nothing.
     ///
     /// Returns the log entries it compacted away, for the caller to drop
     /// (the runtime does it off its event loop).
@@ -723,13 +732,9 @@ impl Paxos {
             "snapshot at {index} beyond applied {}",
             self.applied_upto
         );
-        if self.snapshot.as_ref().is_some_and(|(i, _)| *i >= index) {
+        if self.snapshot.as_ref().is_some_and(|(i, _)| *i >= index) || index <= self.log.start() {
             return Vec::new();
         }
-        self.out.records.push(Record::Snapshot {
-            index,
-            data: data.clone(),
-        });
         self.snapshot = Some((index, data));
         self.log.compact(index)
     }

@@ -1083,3 +1083,82 @@ fn an_isolated_follower_never_raises_its_promise_and_wins_with_a_quorum() {
     assert!(net.nodes[2].is_leader());
     assert!(net.nodes[2].promised() > promised);
 }
+
+/// Issue 15: the replica hands a snapshot to its driver to write and
+/// makes it the log's start only when told it is durable; no second one is
+/// taken while one is in flight; the byte trigger fires on its own.
+#[test]
+fn a_snapshot_becomes_the_log_start_only_when_the_driver_says_durable() {
+    use crate::kv::KvOptions;
+    use crate::kv_machine::KvMachine;
+    use crate::replica::{Output, Replica, ReplicaConfig};
+    let mut rng = Rng::new(9);
+    let mut rc = ReplicaConfig::new(0, 1);
+    rc.snapshot_log_slots = 5;
+    let mut r = Replica::new(
+        rc,
+        Durable::default(),
+        KvMachine::new(KvOptions::default()),
+        &mut rng,
+    );
+    // One replica: a round of propose, flush, persist, apply (its own
+    // Accepted comes back as a message to itself).
+    let round = |r: &mut Replica<KvMachine>, rng: &mut Rng, cmd: &[u8]| {
+        r.propose(Bytes::copy_from_slice(cmd)).unwrap();
+        let mut writes = Vec::new();
+        for _ in 0..4 {
+            r.flush();
+            let ready = r.ready();
+            let out: Output = r.advance(ready, Synced::after_sync());
+            writes.extend(out.snapshot_write);
+            for (_, m) in out.messages {
+                r.step(m, rng);
+            }
+        }
+        writes
+    };
+    let mut taken = Vec::new();
+    for i in 0..8u8 {
+        taken.extend(round(&mut r, &mut rng, &[i; 8]));
+    }
+    assert!(r.is_leader());
+    assert_eq!(
+        taken.len(),
+        1,
+        "one snapshot, then none while it is in flight"
+    );
+    let (index, _) = taken[0].clone();
+    assert_eq!(r.snapshot_in_flight(), Some(index));
+    assert_eq!(r.paxos().log().start(), 0, "log start moved before durable");
+    assert!(r.paxos().applied_upto() > index + 1);
+    // A stale report changes nothing; the right one compacts.
+    assert!(r.snapshot_durable(index + 1).is_empty());
+    assert_eq!(r.paxos().log().start(), 0);
+    let garbage = r.snapshot_durable(index);
+    assert_eq!(garbage.len() as u64, index);
+    assert_eq!(r.paxos().log().start(), index);
+    assert_eq!(r.snapshot_in_flight(), None);
+
+    // The byte trigger alone: slots far off, 1 KiB of commands.
+    let mut rc = ReplicaConfig::new(0, 1);
+    rc.snapshot_log_slots = 1 << 20;
+    rc.snapshot_log_bytes = 1024;
+    let mut r = Replica::new(
+        rc,
+        Durable::default(),
+        KvMachine::new(KvOptions::default()),
+        &mut rng,
+    );
+    let mut taken = Vec::new();
+    let mut rounds = 0;
+    while taken.is_empty() && rounds < 100 {
+        taken.extend(round(&mut r, &mut rng, &[7; 300]));
+        rounds += 1;
+    }
+    // 300 bytes a slot: past 1024 at the fourth (the first slot may be the
+    // leader's no-op or clock stamp).
+    assert!(
+        (4..=6).contains(&rounds),
+        "byte trigger after {rounds} rounds"
+    );
+}

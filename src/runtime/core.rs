@@ -143,9 +143,17 @@ impl Hosted {
                     installed_snapshot: out.installed_snapshot,
                     committed: out.committed,
                     garbage: out.garbage,
+                    snapshot_write: out.snapshot_write,
                 }
             }
             Hosted::Master(r) => r.advance(ready, proof),
+        }
+    }
+    /// The snapshot it asked to write at `index` is durable.
+    fn snapshot_durable(&mut self, index: synod_wire::Slot) -> Vec<Option<crate::paxos::Entry>> {
+        match self {
+            Hosted::Kv(r) => r.snapshot_durable(index),
+            Hosted::Master(r) => r.snapshot_durable(index),
         }
     }
 }
@@ -289,6 +297,7 @@ impl Core {
         let durable = self.recovered.remove(&gid).unwrap_or_default();
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
+        rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
         rc.read_index = self.cfg.read_index;
         frame_limits(&mut rc, self.cfg.max_frame_bytes);
         // A restarted acceptor reports the log it held above its snapshot.
@@ -320,6 +329,7 @@ impl Core {
         let durable = self.recovered.remove(&0).unwrap_or_default();
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
+        rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
         rc.read_index = self.cfg.read_index;
         frame_limits(&mut rc, self.cfg.max_frame_bytes);
         // A restarted acceptor reports the log it held above its snapshot.
@@ -1369,6 +1379,26 @@ impl Core {
             self.flush_conns();
             return;
         }
+        // Snapshots the writer thread made durable since the last turn
+        // become their groups' log start now (never before: see
+        // `Wal::write_snapshot`).
+        match self.wal.snapshots_durable() {
+            Ok(done) => {
+                for (gid, index) in done {
+                    if let Some(g) = self.groups.get_mut(&gid) {
+                        let garbage = g.replica.snapshot_durable(index);
+                        if !garbage.is_empty() {
+                            self.wal.janitor().drop_later(garbage);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.wal_failed(e);
+                self.flush_conns();
+                return;
+            }
+        }
         let mut readies: Vec<(GroupId, Ready)> = Vec::with_capacity(self.groups.len());
         let mut early = Vec::new();
         for (gid, g) in self.groups.iter_mut() {
@@ -1416,25 +1446,32 @@ impl Core {
                         if !out.garbage.is_empty() {
                             self.wal.janitor().drop_later(out.garbage);
                         }
+                        if let Some((index, data)) = out.snapshot_write {
+                            // Serialized in this turn; written, synced and
+                            // renamed on the WAL's writer thread.
+                            self.wal.write_snapshot(gid, index, data);
+                        }
                     }
                 }
-                Err(e) => {
-                    // Never acknowledge what could not be persisted, and never
-                    // retry a failed sync as if nothing happened: this core's
-                    // replicas stop; their clients are told and go elsewhere.
-                    log::error!("core {}: WAL failed, stopping its replicas: {e}", self.id);
-                    self.failed = Some(e.to_string());
-                    self.metrics.wal_failed.set(1);
-                    let waiting: Vec<_> = self.waiting.drain().collect();
-                    for (_, (t, rid, gid, kind, _)) in waiting {
-                        self.metrics
-                            .reply(kind as usize, metrics::RESULT_NOT_LEADER);
-                        self.reply_now(t, rid, gid, stopped_reply());
-                    }
-                }
+                Err(e) => self.wal_failed(e),
             }
         }
         self.flush_conns();
+    }
+
+    /// Never acknowledge what could not be persisted, and never retry a
+    /// failed sync (or snapshot write) as if nothing happened: this core's
+    /// replicas stop; their clients are told and go elsewhere.
+    fn wal_failed(&mut self, e: crate::storage::StorageError) {
+        log::error!("core {}: WAL failed, stopping its replicas: {e}", self.id);
+        self.failed = Some(e.to_string());
+        self.metrics.wal_failed.set(1);
+        let waiting: Vec<_> = self.waiting.drain().collect();
+        for (_, (t, rid, gid, kind, _)) in waiting {
+            self.metrics
+                .reply(kind as usize, metrics::RESULT_NOT_LEADER);
+            self.reply_now(t, rid, gid, stopped_reply());
+        }
     }
 
     fn send_paxos(&mut self, gid: GroupId, to: ReplicaId, msg: PaxosMsg) {

@@ -51,6 +51,9 @@ pub struct RuntimeConfig {
     pub idle_timeout: Duration,
     pub first_frame_timeout: Duration,
     pub snapshot_log_slots: usize,
+    /// ... or once the batches applied since the last one hold more than
+    /// this many bytes (`replica::ReplicaConfig::snapshot_log_bytes`).
+    pub snapshot_log_bytes: u64,
     /// A core's WAL moves on to a new segment at this size; only whole
     /// closed segments are ever deleted, so this is the WAL's granularity
     /// of reclaiming disk (`storage::WalOptions::segment_bytes`).
@@ -116,6 +119,7 @@ impl RuntimeConfig {
             idle_timeout: Duration::from_secs(300),
             first_frame_timeout: Duration::from_secs(10),
             snapshot_log_slots: 4096,
+            snapshot_log_bytes: crate::replica::SNAPSHOT_LOG_BYTES_DEFAULT,
             wal_segment_bytes: crate::storage::SEGMENT_BYTES_DEFAULT,
             read_index: true,
             socket_buf_bytes: None,
@@ -304,12 +308,17 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
             segment_bytes: cfg.wal_segment_bytes,
             ..WalOptions::default()
         };
-        let (wal, recovered) = Wal::open(&dir, opts).map_err(|e| {
+        let (mut wal, recovered) = Wal::open(&dir, opts).map_err(|e| {
             StartError(format!(
                 "refusing to start: the log in {} cannot be trusted: {e}",
                 dir.display()
             ))
         })?;
+        // The snapshot writer wakes this core's loop when a write is durable.
+        let waker = handles[id].waker.clone();
+        wal.set_snapshot_notify(Arc::new(move || {
+            let _ = waker.wake();
+        }));
         let groups: BTreeMap<GroupId, crate::paxos::Durable> = recovered.groups;
         check_recovered_snapshots(&cfg, &dir, &groups)?;
         let listener = if id == 0 {

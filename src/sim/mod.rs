@@ -31,7 +31,7 @@ use synod_wire::{Batch, ClientReply, ClientRequest, Message, PaxosMsg, ReplicaId
 
 use crate::check::KvOp;
 use crate::kv::KvOptions;
-use crate::paxos::{Durable, PlantedBugs, Ready, Synced};
+use crate::paxos::{Durable, PlantedBugs, Ready, Record, Synced};
 use crate::replica::{Replica, ReplicaBugs, ReplicaConfig};
 use crate::rng::Rng;
 use crate::shardkv::ShardKv;
@@ -43,6 +43,9 @@ use client::Client;
 pub type Micros = u64;
 
 const MS: Micros = 1_000;
+/// A snapshot write takes up to this long (or up to the slow disk's
+/// latency), so replicas run, crash and restart while one is in flight.
+const SNAPSHOT_WRITE_MAX: Micros = 5 * MS;
 
 /// The one KV group of the single-group world (it owns every shard).
 const SIM_GID: synod_wire::GroupId = 1;
@@ -179,6 +182,9 @@ pub struct SimReport {
     pub session_expired: u64,
     /// Forged messages stepped into replicas (Byzantine-input mode).
     pub forged: u64,
+    /// Snapshot writes that became durable, and those a crash lost.
+    pub snapshot_writes: u64,
+    pub snapshot_writes_lost: u64,
 }
 
 impl SimReport {
@@ -218,6 +224,14 @@ pub(crate) enum Event {
     SyncDone {
         node: ReplicaId,
         epoch: u64,
+    },
+    /// A snapshot write a replica asked for (`Output::snapshot_write`) is
+    /// durable, unless the node crashed since (`epoch`): then it was lost.
+    SnapshotDone {
+        node: ReplicaId,
+        epoch: u64,
+        index: Slot,
+        data: Bytes,
     },
     ClientWake {
         client: usize,
@@ -299,7 +313,9 @@ impl Simulated for World {
         // A node waiting for its disk takes nothing else until it is done.
         let target = match &ev {
             Event::Paxos { to, .. } | Event::Request { to, .. } => Some(*to),
-            Event::Tick { node, .. } | Event::Flush { node, .. } => Some(*node),
+            Event::Tick { node, .. }
+            | Event::Flush { node, .. }
+            | Event::SnapshotDone { node, .. } => Some(*node),
             _ => None,
         };
         if let Some(id) = target {
@@ -390,6 +406,27 @@ impl Simulated for World {
                     };
                     self.handle(ev);
                 }
+            }
+            Event::SnapshotDone {
+                node,
+                epoch,
+                index,
+                data,
+            } => {
+                let n = &mut self.nodes[node as usize];
+                if n.epoch != epoch {
+                    self.report.snapshot_writes_lost += 1;
+                    return;
+                }
+                self.report.snapshot_writes += 1;
+                // The disk now holds the new snapshot and drops the log
+                // below it (segment GC); only then does the replica make it
+                // its log start.
+                n.disk.apply(&Record::Snapshot { index, data });
+                if let Some(r) = n.replica.as_mut() {
+                    drop(r.snapshot_durable(index));
+                }
+                self.drive(node);
             }
             Event::ClientWake { client, token } => {
                 let now = self.time.now;
@@ -541,6 +578,8 @@ impl World {
         let mut rc = ReplicaConfig::new(id, self.cfg.replicas);
         // Small limits so snapshots, chunking and catch-up happen often.
         rc.snapshot_log_slots = 40;
+        // Small enough that the byte trigger fires too, between slot ones.
+        rc.snapshot_log_bytes = 2048;
         rc.paxos.snapshot_chunk_bytes = 512;
         rc.paxos.batch_commands_max = 64;
         rc.paxos.window_slots_max = 4;
@@ -638,6 +677,23 @@ impl World {
             node.disk.apply(rec);
         }
         let out = r.advance(ready, Synced::after_sync());
+        if let Some((index, data)) = out.snapshot_write {
+            // Written off the loop: durable some time later, or never if the
+            // node crashes first.
+            let took = self
+                .rng
+                .range(100, SNAPSHOT_WRITE_MAX.max(self.cfg.disk_latency_max) + 1);
+            let epoch = self.nodes[id as usize].epoch;
+            self.schedule(
+                self.time.now + took,
+                Event::SnapshotDone {
+                    node: id,
+                    epoch,
+                    index,
+                    data,
+                },
+            );
+        }
         self.check_applied(id, out.installed_snapshot, &out.committed);
         for (to, msg) in out.messages {
             self.send_paxos(id, to, msg);
@@ -900,8 +956,16 @@ impl World {
                 .as_ref()
                 .is_some_and(|r| r.is_leader())
         };
+        let busy = |w: &World, i: u32| {
+            let node = &w.nodes[i as usize];
+            node.syncing.is_some()
+                || node
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.snapshot_in_flight().is_some())
+        };
         let syncing: Vec<u32> = (0..n)
-            .filter(|i| self.nodes[*i as usize].syncing.is_some() && !leading(self, *i))
+            .filter(|i| busy(self, *i) && !leading(self, *i))
             .collect();
         if syncing.is_empty() {
             return false;

@@ -26,7 +26,7 @@ use super::{Micros, MS};
 use crate::check::{check_kv, CheckOptions, CheckResult, KvOp};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
-use crate::paxos::{Durable, Ready, Synced};
+use crate::paxos::{Durable, Ready, Record, Synced};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::rng::Rng;
 use crate::shardkv::migrator::{serve_delete, serve_pull, Action, Migrator};
@@ -190,6 +190,14 @@ pub(crate) enum Event {
         node: usize,
         epoch: u64,
     },
+    /// A snapshot write a replica asked for is durable, unless the node
+    /// crashed since (`epoch`): then it was lost.
+    SnapshotDone {
+        node: usize,
+        epoch: u64,
+        index: Slot,
+        data: Bytes,
+    },
     ClientWake {
         client: usize,
         token: u64,
@@ -330,6 +338,24 @@ impl Simulated for ShardedWorld {
                 match n.replica.as_mut() {
                     Some(Hosted::Master(r)) => r.flush(),
                     Some(Hosted::Kv(r)) => r.flush(),
+                    None => return,
+                }
+                self.drive(node);
+            }
+            Event::SnapshotDone {
+                node,
+                epoch,
+                index,
+                data,
+            } => {
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch {
+                    return;
+                }
+                n.disk.apply(&Record::Snapshot { index, data });
+                match n.replica.as_mut() {
+                    Some(Hosted::Master(r)) => drop(r.snapshot_durable(index)),
+                    Some(Hosted::Kv(r)) => drop(r.snapshot_durable(index)),
                     None => return,
                 }
                 self.drive(node);
@@ -580,7 +606,7 @@ impl ShardedWorld {
             for rec in &ready.records {
                 node.disk.apply(rec);
             }
-            let (messages, replies, snapshot, committed) = match h {
+            let (messages, replies, snapshot, committed, write) = match h {
                 Hosted::Master(r) => {
                     let out = r.advance(ready, Synced::after_sync());
                     (
@@ -588,6 +614,7 @@ impl ShardedWorld {
                         out.replies,
                         out.installed_snapshot,
                         out.committed,
+                        out.snapshot_write,
                     )
                 }
                 Hosted::Kv(r) => {
@@ -597,9 +624,29 @@ impl ShardedWorld {
                         .into_iter()
                         .map(|(to, rep)| (to, Message::Reply(rep)))
                         .collect();
-                    (out.messages, replies, out.installed_snapshot, out.committed)
+                    (
+                        out.messages,
+                        replies,
+                        out.installed_snapshot,
+                        out.committed,
+                        out.snapshot_write,
+                    )
                 }
             };
+            if let Some((index, data)) = write {
+                // Written off the loop: durable later, or lost in a crash.
+                let epoch = node.epoch;
+                let took = self.rng.range(100, 5 * MS + 1);
+                self.schedule(
+                    self.time.now + took,
+                    Event::SnapshotDone {
+                        node: i,
+                        epoch,
+                        index,
+                        data,
+                    },
+                );
+            }
             self.check_applied(i, gid, snapshot, &committed);
             for (to, msg) in early.into_iter().chain(messages) {
                 let dest = node_of(gid, to);

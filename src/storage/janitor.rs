@@ -2,8 +2,12 @@
 //! WAL segments a snapshot made unnecessary (unlinking a 64 MiB file and
 //! syncing the directory took 30-60 ms on the development VM) and dropping
 //! compacted log entries (thousands of batches of `Bytes`, 5-30 ms).
+//! A second instance of the same thread is each WAL's snapshot writer
+//! ([`Janitor::write_snapshot`]): it writes, syncs and renames a snapshot
+//! file and reports back on a channel; the WAL makes it the group's
+//! snapshot only when that report says it is durable.
 //!
-//! Nothing here is needed for durability or correctness: a segment is handed
+//! Nothing else here is needed for durability or correctness: a segment is handed
 //! over only once the snapshots covering it are durable, so a crash before
 //! the deletion leaves a segment that recovery reads and ignores (and the
 //! next collection deletes), and dropping memory is dropping memory. A
@@ -13,9 +17,28 @@
 use std::fs;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
+use bytes::Bytes;
 use crossbeam_channel::{unbounded, Sender};
+use synod_wire::{GroupId, Slot};
+
+use super::snapshot;
+
+/// Called by the writer after each report, to wake the loop that waits
+/// for it (the runtime's mio `Waker`).
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// The writer's report on one snapshot file.
+pub(crate) struct WriteDone {
+    pub group: GroupId,
+    pub index: Slot,
+    pub bytes: u64,
+    /// Fsyncs issued and microseconds taken, or why it failed.
+    pub result: io::Result<(u64, u64)>,
+}
 
 enum Job {
     Drop(#[allow(dead_code)] Box<dyn Send>),
@@ -24,6 +47,33 @@ enum Job {
         files: Vec<PathBuf>,
         sync_dir: bool,
     },
+    WriteSnapshot {
+        dir: PathBuf,
+        group: GroupId,
+        index: Slot,
+        data: Bytes,
+        fsync: bool,
+        done: Sender<WriteDone>,
+        notify: Option<Notify>,
+    },
+}
+
+/// Temp file, fsync, rename, directory fsync (the last two only with
+/// `fsync`): after this the snapshot survives a power cut.
+fn write_snapshot_durably(
+    dir: &std::path::Path,
+    group: GroupId,
+    index: Slot,
+    data: &[u8],
+    fsync: bool,
+) -> io::Result<(u64, u64)> {
+    let began = Instant::now();
+    let mut syncs = snapshot::write(dir, group, index, data, fsync)?;
+    if fsync {
+        fs::File::open(dir)?.sync_all()?;
+        syncs += 1;
+    }
+    Ok((syncs, began.elapsed().as_micros() as u64))
 }
 
 /// The handle; the thread ends once every handle is dropped and the queue
@@ -59,6 +109,28 @@ impl Janitor {
                             }
                         }
                     }
+                    Job::WriteSnapshot {
+                        dir,
+                        group,
+                        index,
+                        data,
+                        fsync,
+                        done,
+                        notify,
+                    } => {
+                        let result = write_snapshot_durably(&dir, group, index, &data, fsync);
+                        // The WAL may be gone (shutdown): nobody to tell.
+                        let _ = done.send(WriteDone {
+                            group,
+                            index,
+                            bytes: data.len() as u64,
+                            result,
+                        });
+                        drop(data);
+                        if let Some(n) = notify {
+                            n();
+                        }
+                    }
                 }
             }
         })?;
@@ -84,6 +156,35 @@ impl Janitor {
                 dir,
                 files,
                 sync_dir,
+            });
+        }
+    }
+}
+
+impl Janitor {
+    /// Write `data` as `group`'s snapshot at `index` in `dir` (temp file,
+    /// fsync, rename, directory fsync; no fsyncs without `fsync`) on this
+    /// thread, then report on `done` and call `notify`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_snapshot(
+        &self,
+        dir: PathBuf,
+        group: GroupId,
+        index: Slot,
+        data: Bytes,
+        fsync: bool,
+        done: Sender<WriteDone>,
+        notify: Option<Notify>,
+    ) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Job::WriteSnapshot {
+                dir,
+                group,
+                index,
+                data,
+                fsync,
+                done,
+                notify,
             });
         }
     }

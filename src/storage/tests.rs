@@ -730,6 +730,91 @@ fn rotation_and_gc_keep_disk_bounded_and_recovery_right() {
     assert_eq!(rec.groups[&2].promised, Ballot::new(972, 2));
 }
 
+/// Issue 15: a snapshot written on the WAL's writer thread changes nothing
+/// (no segment deleted, the durable snapshot still the old one) until the
+/// WAL has taken the writer's report that it is durable.
+#[test]
+fn a_snapshot_written_off_the_loop_becomes_the_log_start_only_once_durable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(FsyncPolicy::Always, 512);
+    let (mut wal, _) = open(tmp.path(), o.clone());
+    let mut recs: Vec<(GroupId, Record)> = Vec::new();
+    for slot in 0..40u64 {
+        let turn = vec![(7, accepted(slot, 1, &[slot as u8; 60]))];
+        append_all(&mut wal, &turn);
+        wal.sync().unwrap();
+        recs.extend(turn);
+    }
+    let before = wal.segment_count();
+    assert!(before > 4, "{before} segments");
+    wal.write_snapshot(7, 30, Bytes::from_static(b"state at 30"));
+    assert_eq!(wal.snapshot_writes_in_flight(), 1);
+    // Whatever the writer thread has done meanwhile, the WAL has not
+    // taken its report: every segment is still there, and a crash now
+    // (dropping the `Wal`, reopening) finds the whole log.
+    assert_eq!(wal.segment_count(), before);
+    assert_eq!(segments(tmp.path()).len(), before);
+    let done = wal.wait_snapshots_durable().unwrap();
+    assert_eq!(done, vec![(7, 30)]);
+    assert_eq!(wal.snapshot_writes_in_flight(), 0);
+    assert!(wal.segment_count() < before, "no segment was collected");
+    assert_eq!(segments(tmp.path()).len(), wal.segment_count());
+    let s = wal.stats();
+    assert_eq!(s.snapshots_written, 1);
+    assert_eq!(s.snapshot_bytes, 11);
+    drop(wal);
+    recs.push((7, snap(30, b"state at 30")));
+    let (_, rec) = open(tmp.path(), o);
+    assert_same(&rec.groups, &fold(&recs));
+}
+
+/// A snapshot received from a peer (synchronous, through `sync`) while the
+/// group's own write is in flight waits for that write, so the older one
+/// is never renamed over the newer.
+#[test]
+fn a_received_snapshot_waits_for_the_write_in_flight_and_stays_newest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(FsyncPolicy::Always, SEGMENT_BYTES_DEFAULT);
+    let (mut wal, _) = open(tmp.path(), o.clone());
+    append_all(&mut wal, &[(3, accepted(0, 1, b"a"))]);
+    wal.sync().unwrap();
+    wal.write_snapshot(3, 10, Bytes::from_static(b"ours at 10"));
+    wal.append(3, &[snap(20, b"received at 20")]);
+    wal.sync().unwrap();
+    // The wait inside `sync` took our write's report; it is handed out now.
+    assert_eq!(wal.snapshots_durable().unwrap(), vec![(3, 10)]);
+    // Our next write is below the durable 20: reported durable at once.
+    wal.write_snapshot(3, 15, Bytes::from_static(b"ours at 15"));
+    assert_eq!(wal.snapshot_writes_in_flight(), 0);
+    assert_eq!(wal.snapshots_durable().unwrap(), vec![(3, 15)]);
+    drop(wal);
+    let (_, rec) = open(tmp.path(), o);
+    assert_eq!(
+        rec.groups[&3].snapshot,
+        Some((20, Bytes::from_static(b"received at 20")))
+    );
+}
+
+/// A snapshot write that fails (here: its directory is gone) poisons the
+/// WAL like a failed sync: the caller hears it and nothing is installed.
+#[test]
+fn a_failed_snapshot_write_poisons_the_wal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("core-0");
+    let (mut wal, _) = open(&dir, opts(FsyncPolicy::Always, SEGMENT_BYTES_DEFAULT));
+    append_all(&mut wal, &[(1, accepted(0, 1, b"a"))]);
+    wal.sync().unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    wal.write_snapshot(1, 1, Bytes::from_static(b"state"));
+    assert!(matches!(
+        wal.wait_snapshots_durable(),
+        Err(StorageError::Failed(_))
+    ));
+    assert!(wal.is_poisoned());
+    append_all(&mut wal, &[(1, accepted(1, 1, b"b"))]);
+    assert_failed(wal.sync());
+}
+
 #[test]
 fn promises_survive_deletion_of_the_segment_that_wrote_them() {
     let tmp = tempfile::tempdir().unwrap();

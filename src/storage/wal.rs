@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use synod_wire::{Ballot, GroupId, Slot};
 
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
+use super::janitor::{Notify, WriteDone};
 use super::record::{self, Bad};
 use super::snapshot;
 use super::Janitor;
@@ -107,6 +110,17 @@ pub struct Wal {
     /// Deletes garbage segments (with `background_delete`) and drops what
     /// the core hands it ([`Wal::janitor`]).
     janitor: Janitor,
+    /// Writes the snapshots of [`Wal::write_snapshot`] off the caller's
+    /// thread, one report each on `done_rx`.
+    snap_writer: Janitor,
+    done_tx: Sender<WriteDone>,
+    done_rx: Receiver<WriteDone>,
+    /// Groups with a snapshot write in flight, and its index.
+    in_flight: BTreeMap<GroupId, Slot>,
+    /// Writes found durable and not yet handed out by
+    /// [`Wal::snapshots_durable`].
+    durable_snaps: Vec<(GroupId, Slot)>,
+    notify: Option<Notify>,
     #[cfg(test)]
     fail_next_sync: bool,
 }
@@ -241,6 +255,14 @@ impl Wal {
             }
         };
         let closed: BTreeMap<u64, SegMeta> = segments.iter().map(|(s, _)| *s).zip(metas).collect();
+        let thread_name = |what: &str| {
+            format!(
+                "{what}-{}",
+                dir.file_name()
+                    .map_or("wal".into(), |n| n.to_string_lossy())
+            )
+        };
+        let (done_tx, done_rx) = unbounded();
 
         let mut wal = Wal {
             dir: dir.to_path_buf(),
@@ -255,12 +277,15 @@ impl Wal {
             staged: BTreeMap::new(),
             poisoned: None,
             stats,
-            janitor: Janitor::start(format!(
-                "janitor-{}",
-                dir.file_name()
-                    .map_or("wal".into(), |n| n.to_string_lossy())
-            ))
-            .map_err(|e| StorageError::io(dir, e))?,
+            janitor: Janitor::start(thread_name("janitor"))
+                .map_err(|e| StorageError::io(dir, e))?,
+            snap_writer: Janitor::start(thread_name("snapw"))
+                .map_err(|e| StorageError::io(dir, e))?,
+            done_tx,
+            done_rx,
+            in_flight: BTreeMap::new(),
+            durable_snaps: Vec::new(),
+            notify: None,
             #[cfg(test)]
             fail_next_sync: false,
         };
@@ -483,12 +508,24 @@ impl Wal {
         let snapshots = !self.staged.is_empty();
         if snapshots {
             for (group, (index, data)) in std::mem::take(&mut self.staged) {
+                // A snapshot received from a peer while our own write for
+                // the group is in flight (rare: catch-up): let that one
+                // finish first, so the two never share the temp file and
+                // the older one can never be renamed over the newer.
+                while self.in_flight.contains_key(&group) {
+                    let done = self
+                        .done_rx
+                        .recv()
+                        .map_err(|_| io::Error::other("snapshot writer thread gone"))?;
+                    self.absorb(done)?;
+                }
                 let began = std::time::Instant::now();
                 self.stats.syncs += snapshot::write(&self.dir, group, index, &data, always)?;
                 self.stats.snapshot_write_us += began.elapsed().as_micros() as u64;
                 self.stats.snapshots_written += 1;
                 self.stats.snapshot_bytes += data.len() as u64;
-                self.groups.entry(group).or_default().snap_index = Some(index);
+                let state = self.groups.entry(group).or_default();
+                state.snap_index = state.snap_index.max(Some(index));
                 log::debug!(
                     "wal {}: group {group} snapshot at {index}",
                     self.dir.display()
@@ -503,6 +540,147 @@ impl Wal {
         if rotated || snapshots {
             self.collect_garbage(self.opts.background_delete)?;
         }
+        Ok(())
+    }
+
+    /// Wake-up for the snapshot writer's reports (the runtime's mio
+    /// `Waker`): called once per finished write.
+    pub fn set_snapshot_notify(&mut self, notify: Notify) {
+        self.notify = Some(notify);
+    }
+
+    /// Write `data` as `group`'s snapshot at `index` on the WAL's snapshot
+    /// writer thread: temp file, fsync, rename, directory fsync, none of it
+    /// on the caller's thread. Until [`Wal::snapshots_durable`] reports it,
+    /// nothing changes here: the group's durable snapshot is still the old
+    /// one, and no segment it would make garbage is deleted, so a crash at
+    /// any point leaves the old snapshot and the whole log above it, or the
+    /// new snapshot and the log above that.
+    ///
+    /// One write per group is in flight at a time (the replica asks for
+    /// no other until the last is durable); should a second come anyway
+    /// (a group dropped and hosted again meanwhile), this waits for the
+    /// first, so the two never share the temp file. Poisoned: ignored.
+    pub fn write_snapshot(&mut self, group: GroupId, index: Slot, data: Bytes) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        while self.in_flight.contains_key(&group) {
+            let done = self
+                .done_rx
+                .recv()
+                .map_err(|_| io::Error::other("snapshot writer thread gone"));
+            if let Err(e) = done.and_then(|d| self.absorb(d)) {
+                let why = format!("{}: snapshot write: {e}", self.dir.display());
+                log::error!("wal poisoned: {why}");
+                self.poisoned = Some(why);
+                return;
+            }
+        }
+        if self.groups.get(&group).and_then(|s| s.snap_index) >= Some(index) {
+            // Already covered by a newer durable snapshot (one received from
+            // a peer): report it durable at once.
+            self.durable_snaps.push((group, index));
+            return;
+        }
+        self.in_flight.insert(group, index);
+        self.snap_writer.write_snapshot(
+            self.dir.clone(),
+            group,
+            index,
+            data,
+            self.opts.fsync == FsyncPolicy::Always,
+            self.done_tx.clone(),
+            self.notify.clone(),
+        );
+    }
+
+    /// Snapshot writes in flight.
+    pub fn snapshot_writes_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The snapshot writes that became durable since the last call, as
+    /// `(group, index)`: each is now its group's durable snapshot (unless a
+    /// newer one is), and the segments it made garbage are handed to the
+    /// janitor. Never blocks. A failed write poisons the `Wal` (as a failed
+    /// sync does, and for the same reasons) and is returned as the error.
+    pub fn snapshots_durable(&mut self) -> Result<Vec<(GroupId, Slot)>, StorageError> {
+        self.collect_snapshot_reports(false)
+    }
+
+    /// [`Wal::snapshots_durable`], but first waits for every write in
+    /// flight (tests, and a clean shutdown).
+    pub fn wait_snapshots_durable(&mut self) -> Result<Vec<(GroupId, Slot)>, StorageError> {
+        self.collect_snapshot_reports(true)
+    }
+
+    fn collect_snapshot_reports(
+        &mut self,
+        wait: bool,
+    ) -> Result<Vec<(GroupId, Slot)>, StorageError> {
+        if let Some(why) = &self.poisoned {
+            return Err(StorageError::Failed(why.clone()));
+        }
+        let mut result = Ok(());
+        let mut any = false;
+        loop {
+            let done = if wait && !self.in_flight.is_empty() {
+                match self.done_rx.recv() {
+                    Ok(d) => d,
+                    Err(_) => {
+                        result = Err(io::Error::other("snapshot writer thread gone"));
+                        break;
+                    }
+                }
+            } else {
+                match self.done_rx.try_recv() {
+                    Ok(d) => d,
+                    Err(_) => break,
+                }
+            };
+            any = true;
+            if let Err(e) = self.absorb(done) {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_ok() && any {
+            result = self
+                .collect_garbage(self.opts.background_delete)
+                .map(|_| ());
+        }
+        if let Err(e) = result {
+            let why = format!("{}: snapshot write: {e}", self.dir.display());
+            log::error!("wal poisoned: {why}");
+            self.poisoned = Some(why.clone());
+            self.buf = Vec::new();
+            self.staged.clear();
+            self.durable_snaps.clear();
+            return Err(StorageError::Failed(why));
+        }
+        Ok(std::mem::take(&mut self.durable_snaps))
+    }
+
+    /// Take one report of the snapshot writer into the WAL's state.
+    fn absorb(&mut self, done: WriteDone) -> io::Result<()> {
+        if self.in_flight.get(&done.group) == Some(&done.index) {
+            self.in_flight.remove(&done.group);
+        }
+        let (syncs, us) = done.result?;
+        self.stats.syncs += syncs;
+        self.stats.snapshot_write_us += us;
+        self.stats.snapshots_written += 1;
+        self.stats.snapshot_bytes += done.bytes;
+        let state = self.groups.entry(done.group).or_default();
+        state.snap_index = state.snap_index.max(Some(done.index));
+        log::debug!(
+            "wal {}: group {} snapshot at {} durable (written off the loop)",
+            self.dir.display(),
+            done.group,
+            done.index
+        );
+        self.durable_snaps.push((done.group, done.index));
         Ok(())
     }
 
