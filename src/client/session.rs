@@ -160,7 +160,11 @@ pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
     let body_len = match req {
         Req::Kv(op) => {
             let value = match op {
-                Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } => 0,
+                Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } | Op::Ttl { .. } => 0,
+                // Then a condition byte and the expiry (code, ms).
+                Op::Expire { .. } => 1 + 9,
+                Op::GetEx { .. } => 9,
+                Op::PutEx { value, .. } => VALUE_LEN_BYTES + value.len() as u64 + 2 + 9,
                 Op::Put { value, .. } | Op::Append { value, .. } => {
                     VALUE_LEN_BYTES + value.len() as u64
                 }

@@ -549,6 +549,7 @@ impl World {
         rc.paxos.bugs = self.cfg.bugs.paxos;
         rc.bugs = self.cfg.bugs.replica;
         rc.clock_interval_ms = 20;
+        rc.stamp_reads = false;
         rc
     }
 
