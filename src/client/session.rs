@@ -545,7 +545,8 @@ impl Session {
             // Some master answered: the masters are reachable after all.
             self.refresh_failure = None;
         }
-        let is_get = matches!(task.req, Req::Kv(Op::Get { .. }));
+        // Reads (Get, Ttl) answer NoKey for an absent key.
+        let is_get = matches!(&task.req, Req::Kv(op) if op.is_read());
         let is_kv = matches!(task.req, Req::Kv(_));
         match frame.message {
             Message::Reply(ClientReply::Ok(v)) if is_kv => {
