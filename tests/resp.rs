@@ -140,7 +140,12 @@ fn redis_commands_work_through_every_nodes_gateway() {
     );
     assert_eq!(a.call(&["DEL", "k", "x", "nothing"]), R::Int(2));
     assert_eq!(a.call(&["GET", "k"]), R::Bulk(None));
-    assert!(matches!(a.call(&["SET", "k", "v", "EX", "1"]), R::Error(e) if e.starts_with("ERR")));
+    assert_eq!(a.call(&["SET", "k", "v", "EX", "100"]), ok());
+    assert!(matches!(a.call(&["TTL", "k"]), R::Int(t) if t > 90 && t <= 100));
+    assert!(
+        matches!(a.call(&["SET", "k", "v", "EX", "0"]), R::Error(e) if e.starts_with("ERR invalid expire time"))
+    );
+    assert_eq!(a.call(&["DEL", "k"]), R::Int(1));
     assert_eq!(
         a.call(&["NOSUCH", "x"]),
         R::Error("ERR unknown command 'NOSUCH', with args beginning with: 'x' ".into())
