@@ -115,6 +115,13 @@ pub struct ReplicaConfig {
     /// before a write when the last stamp is at least this old, so log
     /// time advances while there is write traffic.
     pub clock_interval_ms: u64,
+    /// A read that reaches the leader when a stamp is due (no write for
+    /// `clock_interval_ms`) goes through the log behind a fresh stamp
+    /// instead of read-index, so it sees log time at most one interval old
+    /// (key expiry: an idle store's log time would otherwise stand still
+    /// and an expired key read as present). The simulators turn it off to
+    /// keep the trajectories their pinned seeds were chosen on.
+    pub stamp_reads: bool,
     /// Largest log command (encoded request) taken from a client; larger
     /// ones are answered `Error` at once. Derived from the frame limit
     /// ([`synod_wire::max_command_bytes`]) so any message carrying the
@@ -131,7 +138,8 @@ impl ReplicaConfig {
             snapshot_log_bytes: SNAPSHOT_LOG_BYTES_DEFAULT,
             read_index: true,
             reads_pending_max: 1 << 16,
-            clock_interval_ms: 1000,
+            clock_interval_ms: 100,
+            stamp_reads: true,
             command_bytes_max: synod_wire::max_command_bytes(synod_wire::DEFAULT_MAX_FRAME_BYTES),
             bugs: ReplicaBugs::default(),
         }
@@ -219,10 +227,7 @@ impl<S: StateMachine> Replica<S> {
     /// machine keeps the maximum, so log time never goes back across
     /// leaders either).
     fn maybe_stamp(&mut self) {
-        let due = self
-            .last_stamp_ms
-            .is_none_or(|last| self.now_ms >= last.saturating_add(self.cfg.clock_interval_ms));
-        if !due || !self.paxos.is_leader() {
+        if !self.stamp_due() {
             return;
         }
         let ms = self.now_ms.max(self.last_stamp_ms.unwrap_or(0));
@@ -231,6 +236,16 @@ impl<S: StateMachine> Replica<S> {
                 self.last_stamp_ms = Some(ms);
             }
         }
+    }
+
+    /// Is a clock stamp due (this replica leads, its state machine keeps
+    /// log time, and the last stamp is an interval old)?
+    fn stamp_due(&self) -> bool {
+        self.paxos.is_leader()
+            && self
+                .last_stamp_ms
+                .is_none_or(|last| self.now_ms >= last.saturating_add(self.cfg.clock_interval_ms))
+            && S::clock_command(0).is_some()
     }
 
     pub fn paxos(&self) -> &Paxos {
@@ -261,7 +276,8 @@ impl<S: StateMachine> Replica<S> {
                 return;
             }
         }
-        if self.cfg.read_index && S::is_read(req) {
+        let stale_time = self.cfg.stamp_reads && self.stamp_due();
+        if self.cfg.read_index && S::is_read(req) && !stale_time {
             if self.reads.len() >= self.cfg.reads_pending_max {
                 self.early.push((to, ClientReply::Busy.into()));
                 return;

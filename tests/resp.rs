@@ -140,7 +140,12 @@ fn redis_commands_work_through_every_nodes_gateway() {
     );
     assert_eq!(a.call(&["DEL", "k", "x", "nothing"]), R::Int(2));
     assert_eq!(a.call(&["GET", "k"]), R::Bulk(None));
-    assert!(matches!(a.call(&["SET", "k", "v", "EX", "1"]), R::Error(e) if e.starts_with("ERR")));
+    assert_eq!(a.call(&["SET", "k", "v", "EX", "100"]), ok());
+    assert!(matches!(a.call(&["TTL", "k"]), R::Int(t) if t > 90 && t <= 100));
+    assert!(
+        matches!(a.call(&["SET", "k", "v", "EX", "0"]), R::Error(e) if e.starts_with("ERR invalid expire time"))
+    );
+    assert_eq!(a.call(&["DEL", "k"]), R::Int(1));
     assert_eq!(
         a.call(&["NOSUCH", "x"]),
         R::Error("ERR unknown command 'NOSUCH', with args beginning with: 'x' ".into())
@@ -942,4 +947,110 @@ fn resp_unfinished_commands_are_held_within_the_budget() {
         closed >= 2,
         "only {closed} of 4 unfinished 30 MiB commands closed"
     );
+}
+
+/// Key expiry lives in the log (log time, absolute deadlines), so it
+/// survives the leader's death and a shard's move to another group: a
+/// long TTL is still counting down afterwards, a short one has still
+/// expired, and a key without one still has none.
+#[test]
+fn expiry_survives_a_leader_kill_and_a_shard_move() {
+    let mut cluster = Cluster::new_with_resp(3);
+    let leader = cluster.kv_leader().expect("a KV leader");
+    let via = (leader + 1) % 3;
+    let mut c = Conn::open(&resp_addr(&cluster, via));
+    let keys = 16;
+    for i in 0..keys {
+        assert_eq!(
+            c.call(&["SET", &format!("long{i}"), "v", "EX", "600"]),
+            ok()
+        );
+        assert_eq!(
+            c.call(&["SET", &format!("short{i}"), "v", "PX", "1200"]),
+            ok()
+        );
+        assert_eq!(c.call(&["SET", &format!("plain{i}"), "v"]), ok());
+    }
+    let pttl = |c: &mut Conn, key: &str| match c.call(&["PTTL", key]) {
+        R::Int(n) => n,
+        other => panic!("PTTL {key}: {other:?}"),
+    };
+    assert!(pttl(&mut c, "short0") > 0);
+    cluster.kill(leader);
+    let check = |c: &mut Conn, when: &str| {
+        // Bounded: the short keys expire 1.2 s after they were written.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..keys {
+            loop {
+                match c.call(&["GET", &format!("short{i}")]) {
+                    R::Bulk(None) => break,
+                    R::Bulk(Some(_)) => {
+                        assert!(Instant::now() < deadline, "short{i} alive {when}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    other => panic!("GET short{i} {when}: {other:?}"),
+                }
+            }
+            assert_eq!(pttl(c, &format!("short{i}")), -2, "{when}");
+            let left = pttl(c, &format!("long{i}"));
+            assert!(left > 0 && left <= 600_000, "long{i} {when}: {left}");
+            assert_eq!(pttl(c, &format!("plain{i}")), -1, "{when}");
+            assert_eq!(c.call(&["GET", &format!("long{i}")]), bulk("v"));
+        }
+    };
+    check(&mut c, "after the leader kill");
+    // Group 2 takes half the shards (on the two live nodes and the dead
+    // one: two of three make a quorum).
+    let mut admin = cluster.client();
+    let config = admin
+        .join(vec![synod_wire::GroupInfo {
+            gid: 2,
+            servers: cluster.masters.clone(),
+        }])
+        .expect("join group 2");
+    let moved: Vec<usize> = (0..keys)
+        .filter(|i| {
+            let shard =
+                synod_wire::shard_of(format!("long{i}").as_bytes(), config.shards.len() as u32);
+            config.shards[shard as usize] == 2
+        })
+        .collect();
+    assert!(!moved.is_empty(), "no test key moved to group 2");
+    // Wait until group 2 serves the moved keys (a write there succeeds
+    // only once the shard arrived), then check them all again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in &moved {
+        loop {
+            match c.call(&["EXPIRE", &format!("plain{i}"), "600", "GT"]) {
+                R::Int(0) => break,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "plain{i} never served: {other:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+    let now_config = admin.query(None).expect("query");
+    assert!(moved.iter().all(|i| {
+        let shard = synod_wire::shard_of(
+            format!("long{i}").as_bytes(),
+            now_config.shards.len() as u32,
+        );
+        now_config.shards[shard as usize] == 2
+    }));
+    check(&mut c, "after the shard move");
+    // And the new owner expires keys by its own log time.
+    let i = moved[0];
+    assert_eq!(c.call(&["PEXPIRE", &format!("long{i}"), "300"]), R::Int(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.call(&["EXISTS", &format!("long{i}")]) != R::Int(0) {
+        assert!(
+            Instant::now() < deadline,
+            "long{i} never expired at group 2"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -344,3 +344,31 @@ fn tiny_pages_keep_every_checker_green() {
         failed.join("\n")
     );
 }
+
+/// Reads sent through the log behind a fresh clock stamp when one is due
+/// (`stamp_reads`, what the runtime does so expired keys read as absent in
+/// an idle store) keep every checker green under faults.
+#[test]
+fn reads_behind_fresh_clock_stamps_keep_every_checker_green() {
+    let count = (seeds() / 10).max(4);
+    let mut failed = Vec::new();
+    for (replicas, start) in [(3, 9_000_000), (5, 9_500_000)] {
+        for seed in start..start + count {
+            let mut cfg = SimConfig::new(seed, replicas);
+            cfg.stamp_reads = true;
+            let report = sim::run(&cfg);
+            if !report.passed() {
+                failed.push(format!(
+                    "seed {seed} (replay: synod-sim --stamp-reads --start-seed {seed} --seeds 1 --replicas {replicas}): {}",
+                    report.failures.join(" | ")
+                ));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}

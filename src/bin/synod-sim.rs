@@ -23,6 +23,7 @@ struct Args {
     fault_secs: Option<u64>,
     disk_latency_us: u64,
     byzantine: bool,
+    stamp_reads: bool,
     page_bytes: Option<usize>,
     trace: Option<std::path::PathBuf>,
     /// `--txn N`: bank accounts of the sharded world's transactions.
@@ -34,7 +35,7 @@ const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N] [--txn ACCOUNTS]
                  [--bug skip-dedup|forget-floor|txn-ignore-compares|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
-                 [--disk-latency-us N] [--byzantine] [--page-bytes N] [--trace FILE] [-v]
+                 [--disk-latency-us N] [--byzantine] [--stamp-reads] [--page-bytes N] [--trace FILE] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
 --world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
@@ -46,6 +47,8 @@ must see the same total; --bug txn-ignore-compares plants a lost update.
 --disk-latency-us N: each sync takes up to N us of virtual time, during which the
 node's early messages (a leader's Accepts) are already out and a crash loses the
 records being synced (group world only; default 0, an instant disk).
+--stamp-reads: a read reaching a leader whose clock stamp is due goes through
+the log behind a fresh stamp, as in the runtime (single-group world).
 --byzantine: during the fault phase, forged messages (out-of-range ballots and
 slots, unsolicited catch-up answers and snapshot chunks, garbage snapshots,
 Promises for ballots never proposed) are stepped into the replicas; nothing may
@@ -69,6 +72,7 @@ fn parse() -> Result<Args, String> {
         fault_secs: None,
         disk_latency_us: 0,
         byzantine: false,
+        stamp_reads: false,
         page_bytes: None,
         trace: None,
         bank: 0,
@@ -90,6 +94,7 @@ fn parse() -> Result<Args, String> {
             "--jobs" => a.jobs = (num(&value("--jobs")?)? as usize).max(1),
             "--no-faults" => a.faults = false,
             "--byzantine" => a.byzantine = true,
+            "--stamp-reads" => a.stamp_reads = true,
             "--page-bytes" => a.page_bytes = Some(num(&value("--page-bytes")?)? as usize),
             "--trace" => a.trace = Some(value("--trace")?.into()),
             "--txn" => a.bank = num(&value("--txn")?)? as usize,
@@ -133,6 +138,7 @@ fn config_for(seed: u64, args: &Args) -> SimConfig {
     cfg.bugs = args.bugs;
     cfg.disk_latency_max = args.disk_latency_us;
     cfg.byzantine = args.byzantine;
+    cfg.stamp_reads = args.stamp_reads;
     if let Some(p) = args.page_bytes {
         cfg.page_bytes = p;
     }

@@ -165,7 +165,11 @@ pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
     let body_len = match req {
         Req::Kv(op) => {
             let value = match op {
-                Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } => 0,
+                Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } | Op::Ttl { .. } => 0,
+                // Then a condition byte and the expiry (code, ms).
+                Op::Expire { .. } => 1 + 9,
+                Op::GetEx { .. } => 9,
+                Op::PutEx { value, .. } => VALUE_LEN_BYTES + value.len() as u64 + 2 + 9,
                 Op::Put { value, .. } | Op::Append { value, .. } => {
                     VALUE_LEN_BYTES + value.len() as u64
                 }
@@ -546,7 +550,8 @@ impl Session {
             // Some master answered: the masters are reachable after all.
             self.refresh_failure = None;
         }
-        let is_get = matches!(task.req, Req::Kv(Op::Get { .. }));
+        // Reads (Get, Ttl) answer NoKey for an absent key.
+        let is_get = matches!(&task.req, Req::Kv(op) if op.is_read());
         let is_kv = matches!(task.req, Req::Kv(_));
         match frame.message {
             Message::Reply(ClientReply::Ok(v)) if is_kv => {

@@ -18,8 +18,9 @@
 //! chunk = CHUNK_FORMAT:u8  shards:u32  shard:u32  shard_body
 //! ```
 //!
-//! (Entries carry their versions; chunk format 0x84, from before versions,
-//! is still imported, its keys at version 1.)
+//! (Entries carry their versions and expiry times; chunk format 0x86, from
+//! before expiry, is still imported with no key expiring, and 0x84, from
+//! before versions, with its keys at version 1.)
 //!
 //! ```text
 //! ```
@@ -43,9 +44,11 @@ use super::snapshot::{
 };
 use super::{KvStore, SnapshotError};
 
-/// Format byte of a chunk; distinct from the snapshot (1-3) and the whole
-/// shard export (0x81, 0x83, 0x85) so one can never be read as another.
-const CHUNK_FORMAT: u8 = 0x86;
+/// Format byte of a chunk; distinct from the snapshot (1-4) and the whole
+/// shard export (0x81, 0x83, 0x85, 0x87) so one can never be read as another.
+const CHUNK_FORMAT: u8 = 0x88;
+/// The chunk format before key expiry; still imported.
+const CHUNK_FORMAT_V3: u8 = 0x86;
 /// The chunk format before per-key versions; still imported.
 const CHUNK_FORMAT_V2: u8 = 0x84;
 /// The chunk format before session expiry (sessions whole in the last
@@ -232,18 +235,20 @@ impl KvStore {
         let layout = match bytes.first() {
             Some(&CHUNK_FORMAT_V1) => Layout::V1,
             Some(&CHUNK_FORMAT_V2) => Layout::V2,
-            _ => Layout::V3,
+            Some(&CHUNK_FORMAT_V3) => Layout::V3,
+            _ => Layout::V4,
         };
         let format = match layout {
             Layout::V1 => CHUNK_FORMAT_V1,
             Layout::V2 => CHUNK_FORMAT_V2,
-            Layout::V3 => CHUNK_FORMAT,
+            Layout::V3 => CHUNK_FORMAT_V3,
+            Layout::V4 => CHUNK_FORMAT,
         };
         let mut input = Reader::new(bytes);
         read_shard_header(&mut input, format, self.opts.shards, shard)?;
         let data = decode_entries(&mut input, shard, self.opts.shards, layout)?;
         let floor = match layout {
-            Layout::V2 | Layout::V3 => input.u64()?,
+            Layout::V2 | Layout::V3 | Layout::V4 => input.u64()?,
             Layout::V1 => 0,
         };
         let mut sessions = decode_sessions(&mut input, layout)?;
@@ -264,8 +269,14 @@ impl KvStore {
         if first {
             target.data.clear();
             target.data.shrink_to_fit();
+            target.deadlines.clear();
         }
-        target.data.extend(data);
+        for (key, entry) in data {
+            let before = target.expiry_of(&key);
+            let after = entry.expires_ms;
+            target.data.insert(key.clone(), entry);
+            target.reindex(&key, before, after);
+        }
         target.floor = target.floor.max(floor);
         for (client, session) in sessions {
             // `merge_session` checks the session's invariants. (Not the

@@ -19,6 +19,8 @@
 //! `assert!`, and a refused client write is a deterministic reply.
 
 mod chunk;
+#[cfg(test)]
+mod expiry_tests;
 mod shard;
 mod snapshot;
 #[cfg(test)]
@@ -63,6 +65,11 @@ pub const MAX_CLIENT_AHEAD_MS: u64 = 60_000;
 /// Sessions dropped by expiry per clock stamp at most, so no single apply
 /// does unbounded work; the rest go at the next stamps.
 pub const EXPIRE_BUDGET: usize = 4096;
+
+/// Expired keys removed per clock stamp at most (over all shards), so no
+/// single apply does unbounded work; the rest go at the next stamps.
+/// Until removed, an expired key already reads as absent.
+pub const KEY_EXPIRE_BUDGET: usize = 1024;
 
 /// Tag of the internal log command that stamps the log with the leader's
 /// clock (see [`clock_command`]). Client commands start with a wire request
@@ -212,6 +219,7 @@ impl KvStore {
         self.shards[self.shard_of_key(key) as usize]
             .data
             .get(key)
+            .filter(|e| !e.expired(self.log_time_ms))
             .map_or(0, |e| e.version)
     }
 
@@ -271,7 +279,29 @@ impl KvStore {
                 self.expire_from = index;
             }
         }
+        self.expire_keys(&live);
         EXPIRE_BUDGET - budget
+    }
+
+    /// Removes up to [`KEY_EXPIRE_BUDGET`] keys expired at log time from
+    /// the shards `live` allows (a frozen shard's keys are positions of its
+    /// chunks and must not move). The pass starts at shard `log_time_ms mod
+    /// shards`, a function of the state, so every replica removes the same
+    /// keys and no shard is always last. Returns how many were removed.
+    pub fn expire_keys(&mut self, live: impl Fn(u32) -> bool) -> usize {
+        let shards = self.opts.shards;
+        let start = (self.log_time_ms % u64::from(shards)) as u32;
+        let mut budget = KEY_EXPIRE_BUDGET;
+        for i in 0..shards {
+            if budget == 0 {
+                break;
+            }
+            let index = (start + i) % shards;
+            if live(index) {
+                budget -= self.shards[index as usize].expire_keys(self.log_time_ms, budget);
+            }
+        }
+        KEY_EXPIRE_BUDGET - budget
     }
 
     fn rules(&self) -> SessionRules {
@@ -319,7 +349,15 @@ impl KvStore {
     /// Get from a follower's state" and, later, leases/read-index). Returns
     /// `Ok(value)` or `NoKey`.
     pub fn read(&self, key: &[u8]) -> ClientReply {
-        self.shards[self.shard_of_key(key) as usize].read(key)
+        self.read_op(&synod_wire::Op::Get {
+            key: bytes::Bytes::copy_from_slice(key),
+        })
+    }
+
+    /// Answers a read-only operation (Get, Ttl) from the applied state at
+    /// the current log time: a key expired by then reads as absent.
+    pub fn read_op(&self, op: &synod_wire::Op) -> ClientReply {
+        self.shards[self.shard_of_key(op.key()) as usize].read_op(op, self.log_time_ms)
     }
 
     /// Sizes of the whole store.

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
-use synod_wire::{client_id_time_ms, ClientId, ClientReply, ClientRequest, Op, PutCond, Seq};
+use synod_wire::{
+    client_id_time_ms, ClientId, ClientReply, ClientRequest, ExpireCond, Expiry, Op, PutCond, Seq,
+};
 
 use super::{SessionRules, MAX_CLIENT_AHEAD_MS, MAX_VALUE_BYTES};
 
@@ -104,6 +106,34 @@ impl Session {
 pub(crate) struct Entry {
     pub(crate) value: Vec<u8>,
     pub(crate) version: u64,
+    /// Absolute log time (ms) at which the key expires, 0 for never. A key
+    /// whose time has come (`expires_ms <= log time`) reads as absent at
+    /// once and is removed at its next write or by the background pass.
+    pub(crate) expires_ms: u64,
+}
+
+impl Entry {
+    /// A fresh entry without expiry.
+    fn new(value: Vec<u8>, version: u64) -> Entry {
+        Entry {
+            value,
+            version,
+            expires_ms: 0,
+        }
+    }
+
+    /// Has the key expired at log time `now`?
+    pub(crate) fn expired(&self, now: u64) -> bool {
+        self.expires_ms != 0 && self.expires_ms <= now
+    }
+}
+
+/// `(expires_ms, key)` of every entry of `data` that has an expiry.
+pub(crate) fn deadlines_of(data: &HashMap<Box<[u8]>, Entry>) -> BTreeSet<(u64, Box<[u8]>)> {
+    data.iter()
+        .filter(|(_, e)| e.expires_ms != 0)
+        .map(|(k, e)| (e.expires_ms, k.clone()))
+        .collect()
 }
 
 /// The data and sessions of one shard.
@@ -129,6 +159,11 @@ pub(crate) struct Shard {
     /// was dropped (expired or evicted) is at or below it, so a client id at
     /// or below it may not open a session here. Only raised.
     pub(crate) floor: ClientId,
+    /// `(expires_ms, key)` of every key with an expiry, soonest first: the
+    /// order the background pass removes expired keys in. Derived from
+    /// `data` (never encoded) and ordered by value, so every replica
+    /// removes the same keys.
+    pub(crate) deadlines: BTreeSet<(u64, Box<[u8]>)>,
 }
 
 /// May a session be opened here for `client` at log time `now_ms`? Not if
@@ -157,15 +192,73 @@ impl Shard {
         skip_dedup: bool,
         rules: &SessionRules,
     ) -> (ClientReply, bool) {
-        if let Op::Get { key } = &req.op {
-            return (self.apply_get(req, key), false);
+        if req.op.is_read() {
+            return (self.apply_get(req, rules.log_time_ms), false);
         }
         if let Err(reply) = self.begin_write(req, skip_dedup, rules) {
             return (reply, false);
         }
-        let reply = apply_op(&mut self.data, &req.op, rules.version);
+        let reply = self.apply_data_op(&req.op, rules);
         self.record_reply(req, &reply);
         (reply, true)
+    }
+
+    /// Runs one data operation on this shard at `rules`' log time and
+    /// version: an expired key is removed first (so the operation sees it
+    /// absent), and the deadline index follows the key's new expiry.
+    pub(crate) fn apply_data_op(&mut self, op: &Op, rules: &SessionRules) -> ClientReply {
+        let key = op.key();
+        self.purge_if_expired(key, rules.log_time_ms);
+        let before = self.expiry_of(key);
+        let reply = apply_op(&mut self.data, op, rules.version, rules.log_time_ms);
+        let after = self.expiry_of(key);
+        self.reindex(key, before, after);
+        reply
+    }
+
+    /// The expiry of `key` (0: none or absent).
+    pub(crate) fn expiry_of(&self, key: &[u8]) -> u64 {
+        self.data.get(key).map_or(0, |e| e.expires_ms)
+    }
+
+    /// Moves `key` in the deadline index from `before` to `after` (0: not
+    /// in it).
+    pub(crate) fn reindex(&mut self, key: &[u8], before: u64, after: u64) {
+        if before == after {
+            return;
+        }
+        if before != 0 {
+            self.deadlines.remove(&(before, Box::from(key)));
+        }
+        if after != 0 {
+            self.deadlines.insert((after, Box::from(key)));
+        }
+    }
+
+    /// Removes `key` if it has expired at log time `now`.
+    pub(crate) fn purge_if_expired(&mut self, key: &[u8], now: u64) {
+        if self.data.get(key).is_some_and(|e| e.expired(now)) {
+            let entry = self.data.remove(key).expect("present above");
+            self.deadlines.remove(&(entry.expires_ms, Box::from(key)));
+        }
+    }
+
+    /// Removes up to `budget` keys expired at log time `now`, soonest
+    /// first. Returns how many were removed.
+    pub(crate) fn expire_keys(&mut self, now: u64, budget: usize) -> usize {
+        let mut removed = 0;
+        while removed < budget {
+            match self.deadlines.first() {
+                Some((at, _)) if *at <= now => {
+                    let (at, key) = self.deadlines.pop_first().expect("first above");
+                    let entry = self.data.remove(&key).expect("indexed key present");
+                    assert_eq!(entry.expires_ms, at, "deadline index out of date");
+                    removed += 1;
+                }
+                _ => break,
+            }
+        }
+        removed
     }
 
     /// The at-most-once half of a write, before it runs: opens or touches
@@ -312,7 +405,7 @@ impl Shard {
     /// linearizable, and caching values would cost memory) and do not create
     /// a session; they do carry an ack, which frees an existing session's
     /// replies.
-    fn apply_get(&mut self, req: &ClientRequest, key: &[u8]) -> ClientReply {
+    fn apply_get(&mut self, req: &ClientRequest, now: u64) -> ClientReply {
         if let Some(session) = self.sessions.get_mut(&req.client_id) {
             session.acknowledge(req.ack_seq);
             // A stale Get gets the same answer as a stale write, so the
@@ -322,13 +415,22 @@ impl Shard {
                 return reply;
             }
         }
-        self.read(key)
+        self.read_op(&req.op, now)
     }
 
-    pub(crate) fn read(&self, key: &[u8]) -> ClientReply {
-        match self.data.get(key) {
-            Some(entry) => ClientReply::Ok(Bytes::copy_from_slice(&entry.value)),
-            None => ClientReply::NoKey,
+    /// Answers a read-only operation (Get, Ttl) at log time `now`, a key
+    /// expired by then reading as absent.
+    pub(crate) fn read_op(&self, op: &Op, now: u64) -> ClientReply {
+        let entry = self.data.get(&op.key()[..]).filter(|e| !e.expired(now));
+        match (op, entry) {
+            (_, None) => ClientReply::NoKey,
+            (Op::Ttl { .. }, Some(e)) if e.expires_ms == 0 => {
+                ClientReply::Ok(Bytes::from_static(b"-1"))
+            }
+            (Op::Ttl { .. }, Some(e)) => {
+                ClientReply::Ok(Bytes::from((e.expires_ms - now).to_string().into_bytes()))
+            }
+            (_, Some(e)) => ClientReply::Ok(Bytes::copy_from_slice(&e.value)),
         }
     }
 
@@ -345,6 +447,11 @@ impl Shard {
             assert!(entry.value.len() <= MAX_VALUE_BYTES);
             assert!(entry.version > 0, "a present key with version 0");
         }
+        assert_eq!(
+            self.deadlines,
+            deadlines_of(&self.data),
+            "deadline index out of date"
+        );
     }
 
     /// Imports a shard exported by the group that owned it. The data is
@@ -353,6 +460,7 @@ impl Shard {
     /// client that talked to both groups keeps the stronger guarantee.
     pub(crate) fn merge_from(&mut self, incoming: Shard, rules: &SessionRules) {
         self.data = incoming.data;
+        self.deadlines = incoming.deadlines;
         self.floor = self.floor.max(incoming.floor);
         for (client, session) in incoming.sessions {
             self.merge_session(client, session);
@@ -397,6 +505,7 @@ pub(crate) fn parse_i64(v: &[u8]) -> Option<i64> {
 /// Performs an Incr: the new value in decimal, or a refusal that changes
 /// nothing.
 fn incr(data: &mut HashMap<Box<[u8]>, Entry>, key: &[u8], delta: i64, version: u64) -> ClientReply {
+    let expires_ms = data.get(key).map_or(0, |e| e.expires_ms);
     let current = match data.get(key) {
         Some(e) => match parse_i64(&e.value) {
             Some(n) => n,
@@ -415,11 +524,13 @@ fn incr(data: &mut HashMap<Box<[u8]>, Entry>, key: &[u8], delta: i64, version: u
     };
     let text = next.to_string().into_bytes();
     let reply = ClientReply::Ok(Bytes::copy_from_slice(&text));
+    // Like Redis' INCR, the key keeps its expiry.
     data.insert(
         Box::from(key),
         Entry {
             value: text,
             version,
+            expires_ms,
         },
     );
     reply
@@ -440,7 +551,23 @@ fn with_presence(head: &[u8], value: Option<&[u8]>) -> Bytes {
     Bytes::from(out)
 }
 
-/// Performs a PutIf (see [`Op::PutIf`] for the reply).
+/// The absolute deadline `expiry` names at log time `now`: `Some(0)` for
+/// none, `None` for Keep.
+fn deadline(expiry: Expiry, now: u64) -> Option<u64> {
+    match expiry {
+        Expiry::Keep => None,
+        Expiry::Persist => Some(0),
+        // A deadline of 0 would read as "none": 1 ms is as past as 0.
+        Expiry::In(ms) => Some(now.saturating_add(ms).max(1)),
+        Expiry::At(ms) => Some(ms.max(1)),
+    }
+}
+
+/// Performs a PutIf or PutEx (see [`Op::PutIf`] for the reply); the
+/// written key's expiry becomes `expiry` (Persist for a PutIf: a plain SET
+/// clears it). A deadline already past writes nothing but deletes the key,
+/// as Redis' SET with a past EXAT does.
+#[allow(clippy::too_many_arguments)]
 fn put_if(
     data: &mut HashMap<Box<[u8]>, Entry>,
     key: &[u8],
@@ -448,6 +575,8 @@ fn put_if(
     cond: PutCond,
     get_old: bool,
     version: u64,
+    expiry: Expiry,
+    now: u64,
 ) -> ClientReply {
     let exists = data.contains_key(key);
     let holds = match cond {
@@ -461,14 +590,21 @@ fn put_if(
         };
     }
     let old = if holds {
-        data.insert(
-            Box::from(key),
-            Entry {
-                value: value.to_vec(),
-                version,
-            },
-        )
-        .map(|e| e.value)
+        let keep = data.get(key).map_or(0, |e| e.expires_ms);
+        let expires_ms = deadline(expiry, now).unwrap_or(keep);
+        if expires_ms != 0 && expires_ms <= now {
+            data.remove(key).map(|e| e.value)
+        } else {
+            data.insert(
+                Box::from(key),
+                Entry {
+                    value: value.to_vec(),
+                    version,
+                    expires_ms,
+                },
+            )
+            .map(|e| e.value)
+        }
     } else {
         None
     };
@@ -512,18 +648,14 @@ fn write(
             // A fresh exact-size buffer, so a shrinking Put frees memory.
             existing.value = value.to_vec();
             existing.version = version;
+            // A Put (Redis' SET) clears the expiry; an Append keeps it.
+            existing.expires_ms = 0;
         }
         None => {
             if value.len() > MAX_VALUE_BYTES {
                 return too_large();
             }
-            data.insert(
-                Box::from(key),
-                Entry {
-                    value: value.to_vec(),
-                    version,
-                },
-            );
+            data.insert(Box::from(key), Entry::new(value.to_vec(), version));
         }
     }
     ClientReply::Ok(Bytes::new())
@@ -532,7 +664,71 @@ fn write(
 /// Performs one write operation on a shard's data; every key it changes
 /// gets `version`. Refusals change nothing. Shared by single requests and
 /// transactions (`kv::txn`), so both decide alike.
-pub(crate) fn apply_op(data: &mut HashMap<Box<[u8]>, Entry>, op: &Op, version: u64) -> ClientReply {
+/// Performs an Expire (see [`Op::Expire`]).
+fn expire(
+    data: &mut HashMap<Box<[u8]>, Entry>,
+    key: &[u8],
+    expiry: Expiry,
+    cond: ExpireCond,
+    version: u64,
+    now: u64,
+) -> ClientReply {
+    let no = || ClientReply::Ok(Bytes::from_static(b"0"));
+    let Some(entry) = data.get_mut(key) else {
+        return no();
+    };
+    // 0 (none) counts as infinitely late for Gt and Lt, as in Redis.
+    let late = |t: u64| if t == 0 { u64::MAX } else { t };
+    let new = deadline(expiry, now).unwrap_or(entry.expires_ms);
+    let current = entry.expires_ms;
+    let holds = match cond {
+        ExpireCond::Always => true,
+        ExpireCond::Nx => current == 0,
+        ExpireCond::Xx => current != 0,
+        ExpireCond::Gt => current != 0 && late(new) > current,
+        ExpireCond::Lt => late(new) < late(current),
+    };
+    if !holds || (new == 0 && current == 0) {
+        // Refused, or a Persist of a key without expiry: nothing changes.
+        return no();
+    }
+    if new != 0 && new <= now {
+        data.remove(key);
+    } else {
+        entry.expires_ms = new;
+        entry.version = version;
+    }
+    ClientReply::Ok(Bytes::from_static(b"1"))
+}
+
+/// Performs a GetEx (see [`Op::GetEx`]).
+fn get_ex(
+    data: &mut HashMap<Box<[u8]>, Entry>,
+    key: &[u8],
+    expiry: Expiry,
+    version: u64,
+    now: u64,
+) -> ClientReply {
+    let Some(entry) = data.get_mut(key) else {
+        return ClientReply::Ok(with_presence(b"", None));
+    };
+    let reply = ClientReply::Ok(with_presence(b"", Some(&entry.value)));
+    let new = deadline(expiry, now).unwrap_or(entry.expires_ms);
+    if new != 0 && new <= now {
+        data.remove(key);
+    } else if new != entry.expires_ms {
+        entry.expires_ms = new;
+        entry.version = version;
+    }
+    reply
+}
+
+pub(crate) fn apply_op(
+    data: &mut HashMap<Box<[u8]>, Entry>,
+    op: &Op,
+    version: u64,
+    now: u64,
+) -> ClientReply {
     match op {
         Op::Put { key, value } => write(data, key, value, false, version),
         Op::Append { key, value } => write(data, key, value, true, version),
@@ -543,13 +739,36 @@ pub(crate) fn apply_op(data: &mut HashMap<Box<[u8]>, Entry>, op: &Op, version: u
             value,
             cond,
             get_old,
-        } => put_if(data, key, value, *cond, *get_old, version),
+        } => put_if(
+            data,
+            key,
+            value,
+            *cond,
+            *get_old,
+            version,
+            Expiry::Persist,
+            now,
+        ),
+        Op::PutEx {
+            key,
+            value,
+            cond,
+            get_old,
+            expiry,
+        } => put_if(data, key, value, *cond, *get_old, version, *expiry, now),
+        Op::Expire { key, expiry, cond } => expire(data, key, *expiry, *cond, version, now),
+        Op::GetEx { key, expiry } => get_ex(data, key, *expiry, version, now),
         Op::GetDel { key } => ClientReply::Ok(with_presence(
             b"",
             data.remove(&key[..]).map(|e| e.value).as_deref(),
         )),
-        Op::Get { key } => match data.get(&key[..]) {
+        Op::Get { key } => match data.get(&key[..]).filter(|e| !e.expired(now)) {
             Some(entry) => ClientReply::Ok(Bytes::copy_from_slice(&entry.value)),
+            None => ClientReply::NoKey,
+        },
+        Op::Ttl { key } => match data.get(&key[..]).filter(|e| !e.expired(now)) {
+            Some(e) if e.expires_ms == 0 => ClientReply::Ok(Bytes::from_static(b"-1")),
+            Some(e) => ClientReply::Ok(Bytes::from((e.expires_ms - now).to_string().into_bytes())),
             None => ClientReply::NoKey,
         },
         // `KvStore::apply` runs transactions (`kv::txn`); one never nests.

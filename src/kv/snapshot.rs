@@ -9,7 +9,7 @@
 //! shard chunk  = (see `chunk.rs`: the same shape, a range of the entries
 //!                and then of the sessions)
 //! shard_body   = entries:u32   (key_len:u32 key  value_len:u32 value
-//!                               version:u64) * entries
+//!                               version:u64 expires_ms:u64) * entries
 //!                floor:u64
 //!                sessions:u32  (client:u64 acked:u64 last_ms:u64
 //!                               replies:u32 (seq:u64 reply) * replies) * sessions
@@ -22,7 +22,9 @@
 //!              | 6                    SessionExpired
 //! ```
 //!
-//! Older formats are still read: snapshot format 2, shard export 0x83 and
+//! `expires_ms` is the key's absolute expiry in log time, 0 for none.
+//! Older formats are still read: snapshot format 3, shard export 0x85 and
+//! chunk 0x86 have no `expires_ms` (no key expires). Snapshot format 2, shard export 0x83 and
 //! chunk 0x84 have no `revision` and no per-key `version` (every key reads
 //! as version 1 and the revision as at least 1, so a later write still
 //! gives a key a version it never had). Snapshot format 1 and shard export 0x81
@@ -48,16 +50,19 @@ use synod_wire::{ClientId, ClientReply};
 use super::shard::{Entry, Session, Shard};
 use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
 
-/// Format/version byte of a whole-store snapshot (3: per-key versions and
-/// the store's revision).
-const SNAPSHOT_FORMAT: u8 = 3;
+/// Format/version byte of a whole-store snapshot (4: per-key expiry).
+const SNAPSHOT_FORMAT: u8 = 4;
+/// Per-key versions and the store's revision, no expiry; still restored.
+const SNAPSHOT_FORMAT_V3: u8 = 3;
 /// Session times, floors and log time, no versions; still restored.
 const SNAPSHOT_FORMAT_V2: u8 = 2;
 /// The snapshot format before session expiry; still restored.
 const SNAPSHOT_FORMAT_V1: u8 = 1;
 /// Format/version byte of a single-shard export; distinct from
 /// [`SNAPSHOT_FORMAT`] so one can never be mistaken for the other.
-const SHARD_FORMAT: u8 = 0x85;
+const SHARD_FORMAT: u8 = 0x87;
+/// The shard export before key expiry; still imported.
+const SHARD_FORMAT_V3: u8 = 0x85;
 /// The shard export before per-key versions; still imported.
 const SHARD_FORMAT_V2: u8 = 0x83;
 /// The shard export before session expiry; still imported (a log may hold
@@ -73,6 +78,8 @@ pub(super) enum Layout {
     V2,
     /// With per-key versions (and, in a snapshot, the store's revision).
     V3,
+    /// With each key's expiry.
+    V4,
 }
 
 impl Layout {
@@ -84,6 +91,7 @@ impl Layout {
 /// Smallest encodings, used to bound counts by the remaining input.
 const MIN_ENTRY_BYTES: usize = 4 + 4;
 const MIN_VERSIONED_ENTRY_BYTES: usize = 4 + 4 + 8;
+const MIN_EXPIRING_ENTRY_BYTES: usize = 4 + 4 + 8 + 8;
 const MIN_SESSION_BYTES: usize = 8 + 8 + 4;
 const MIN_CACHED_REPLY_BYTES: usize = 8 + 1;
 
@@ -177,7 +185,8 @@ impl KvStore {
         let mut input = Reader::new(bytes);
         let format = input.u8()?;
         let layout = match format {
-            SNAPSHOT_FORMAT => Layout::V3,
+            SNAPSHOT_FORMAT => Layout::V4,
+            SNAPSHOT_FORMAT_V3 => Layout::V3,
             SNAPSHOT_FORMAT_V2 => Layout::V2,
             SNAPSHOT_FORMAT_V1 => Layout::V1,
             _ => return Err(SnapshotError::UnsupportedFormat(format)),
@@ -190,11 +199,11 @@ impl KvStore {
             });
         }
         let (log_time_ms, expire_from) = match layout {
-            Layout::V2 | Layout::V3 => (input.u64()?, input.u32()?),
+            Layout::V2 | Layout::V3 | Layout::V4 => (input.u64()?, input.u32()?),
             Layout::V1 => (0, 0),
         };
         let mut revision = match layout {
-            Layout::V3 => input.u64()?,
+            Layout::V3 | Layout::V4 => input.u64()?,
             Layout::V1 | Layout::V2 => Layout::UNVERSIONED,
         };
         if expire_from >= opts.shards {
@@ -206,7 +215,7 @@ impl KvStore {
         }
         input.finish()?;
         let highest = shards.iter().map(Shard::highest_version).max().unwrap_or(0);
-        if layout == Layout::V3 && highest > revision {
+        if matches!(layout, Layout::V3 | Layout::V4) && highest > revision {
             return Err(SnapshotError::NotCanonical(
                 "a key's version above the revision",
             ));
@@ -250,12 +259,14 @@ impl KvStore {
         let layout = match bytes.first() {
             Some(&SHARD_FORMAT_V1) => Layout::V1,
             Some(&SHARD_FORMAT_V2) => Layout::V2,
-            _ => Layout::V3,
+            Some(&SHARD_FORMAT_V3) => Layout::V3,
+            _ => Layout::V4,
         };
         let format = match layout {
             Layout::V1 => SHARD_FORMAT_V1,
             Layout::V2 => SHARD_FORMAT_V2,
-            Layout::V3 => SHARD_FORMAT,
+            Layout::V3 => SHARD_FORMAT_V3,
+            Layout::V4 => SHARD_FORMAT,
         };
         read_shard_header(&mut input, format, self.opts.shards, shard)?;
         let mut incoming = decode_shard_body(&mut input, shard, self.opts.shards, layout)?;
@@ -310,7 +321,7 @@ fn shard_body_len(shard: &Shard) -> usize {
 
 /// Encoded size of one key/value entry (with its version).
 pub(super) fn entry_len(key: &[u8], value: &[u8]) -> usize {
-    4 + key.len() + 4 + value.len() + 8
+    4 + key.len() + 4 + value.len() + 8 + 8
 }
 
 /// One entry: key, value, version.
@@ -318,6 +329,7 @@ pub(super) fn encode_entry(out: &mut Vec<u8>, key: &[u8], entry: &Entry) {
     put_bytes(out, key);
     put_bytes(out, &entry.value);
     put_u64(out, entry.version);
+    put_u64(out, entry.expires_ms);
 }
 
 /// Encoded size of a shard's sessions section, count included.
@@ -496,16 +508,18 @@ fn decode_shard_body(
 ) -> Result<Shard, SnapshotError> {
     let data = decode_entries(input, index, shards, layout)?;
     let floor = match layout {
-        Layout::V2 | Layout::V3 => input.u64()?,
+        Layout::V2 | Layout::V3 | Layout::V4 => input.u64()?,
         Layout::V1 => 0,
     };
     let sessions = decode_sessions(input, layout)?;
     let lru = sessions.iter().map(|(c, s)| (s.last_ms, *c)).collect();
+    let deadlines = super::shard::deadlines_of(&data);
     Ok(Shard {
         data,
         sessions,
         lru,
         floor,
+        deadlines,
     })
 }
 
@@ -517,6 +531,7 @@ pub(super) fn decode_entries(
     layout: Layout,
 ) -> Result<HashMap<Box<[u8]>, Entry>, SnapshotError> {
     let entries = input.count(match layout {
+        Layout::V4 => MIN_EXPIRING_ENTRY_BYTES,
         Layout::V3 => MIN_VERSIONED_ENTRY_BYTES,
         Layout::V1 | Layout::V2 => MIN_ENTRY_BYTES,
     })?;
@@ -536,17 +551,22 @@ pub(super) fn decode_entries(
             return Err(SnapshotError::ValueTooLarge);
         }
         let version = match layout {
-            Layout::V3 => input.u64()?,
+            Layout::V3 | Layout::V4 => input.u64()?,
             Layout::V1 | Layout::V2 => Layout::UNVERSIONED,
         };
         if version == 0 {
             return Err(SnapshotError::NotCanonical("a key with version 0"));
         }
+        let expires_ms = match layout {
+            Layout::V4 => input.u64()?,
+            Layout::V1 | Layout::V2 | Layout::V3 => 0,
+        };
         data.insert(
             Box::from(key),
             Entry {
                 value: value.to_vec(),
                 version,
+                expires_ms,
             },
         );
     }
@@ -571,7 +591,7 @@ pub(super) fn decode_sessions(
         previous = Some(client);
         let acked = input.u64()?;
         let last_ms = match layout {
-            Layout::V2 | Layout::V3 => input.u64()?,
+            Layout::V2 | Layout::V3 | Layout::V4 => input.u64()?,
             Layout::V1 => 0,
         };
         let mut session = Session {

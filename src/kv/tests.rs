@@ -636,7 +636,7 @@ fn move_in_chunks(source: &KvStore, target: &mut KvStore, budget: usize) -> Vec<
 fn chunks_reassemble_exactly_the_exported_shard() {
     let source = store_with_a_big_shard(60);
     let whole = source.export_shard(3);
-    let largest_entry = 4 + 8 + 4 + 90 + 8;
+    let largest_entry = 4 + 8 + 4 + 90 + 8 + 8;
     for budget in [1, 50, 300, 1 << 20] {
         let mut target = KvStore::new(opts(8));
         let sizes = move_in_chunks(&source, &mut target, budget);
@@ -775,7 +775,7 @@ fn import_chunk_refuses_bad_input_and_leaves_the_store_unchanged() {
     );
     assert_eq!(
         target.import_chunk(3, &source.export_shard(3), true, true),
-        Err(SnapshotError::UnsupportedFormat(0x85)),
+        Err(SnapshotError::UnsupportedFormat(0x87)),
         "a whole-shard export is not a chunk"
     );
     for len in 0..middle.data.len() {
@@ -921,6 +921,9 @@ fn model_apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) -> ClientReply {
             None => ok("0"),
         },
         Op::Txn(_) => unreachable!("the generator makes no transactions (see txn tests)"),
+        Op::PutEx { .. } | Op::Expire { .. } | Op::Ttl { .. } | Op::GetEx { .. } => {
+            unreachable!("the generator makes no expiry operations (see expiry_tests)")
+        }
     }
 }
 
@@ -1513,15 +1516,17 @@ fn a_snapshot_of_format_2_restores_every_key_at_version_1() {
     let mut kv = KvStore::new(opts(1));
     kv.apply(&req(1, 1, 0, put("a", "x")));
     kv.apply(&req(1, 2, 0, put("a", "y")));
-    // Format 2 is format 3 without the revision and the per-key versions.
+    // Format 2 is format 4 without the revision, the per-key versions
+    // and the expiry times.
     let v3 = kv.snapshot();
     let mut v2 = vec![2u8];
     v2.extend_from_slice(&v3[1..1 + 4 + 8 + 4]);
     let body = &v3[1 + 4 + 8 + 4 + 8..];
-    // One entry: count, key, value, version (dropped), then the rest.
+    // One entry: count, key, value, version and expiry (dropped), then
+    // the rest.
     let (count_key_value, rest) = body.split_at(4 + 4 + 1 + 4 + 1);
     v2.extend_from_slice(count_key_value);
-    v2.extend_from_slice(&rest[8..]);
+    v2.extend_from_slice(&rest[16..]);
     let old = KvStore::restore(&v2, opts(1)).unwrap();
     assert_eq!(old.read(b"a"), ok("y"));
     assert_eq!((old.version(b"a"), old.revision()), (1, 1));

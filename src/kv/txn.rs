@@ -14,7 +14,6 @@ use synod_wire::{
     TxnResult,
 };
 
-use super::shard::apply_op;
 use super::KvStore;
 
 impl KvStore {
@@ -32,6 +31,11 @@ impl KvStore {
         {
             return reply;
         }
+        // Keys expired by now are absent for the compares and operations.
+        for key in txn.keys() {
+            let shard = self.shard_of_key(key) as usize;
+            self.shards[shard].purge_if_expired(key, rules.log_time_ms);
+        }
         let succeeded =
             self.opts.planted_txn_ignore_compares || txn.compares.iter().all(|c| self.holds(c));
         let ops = if succeeded {
@@ -42,9 +46,11 @@ impl KvStore {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let shard = self.shard_of_key(op.key()) as usize;
-            let data = &mut self.shards[shard].data;
-            let reply = apply_op(data, op, rules.version);
-            let version = data.get(&op.key()[..]).map_or(0, |e| e.version);
+            let reply = self.shards[shard].apply_data_op(op, &rules);
+            let version = self.shards[shard]
+                .data
+                .get(&op.key()[..])
+                .map_or(0, |e| e.version);
             results.push(match reply {
                 ClientReply::Ok(value) => TxnOpResult::Ok { value, version },
                 ClientReply::NoKey => TxnOpResult::NoKey,

@@ -108,7 +108,7 @@ impl Histogram {
 }
 
 /// Request kinds, as a label and an index into per-kind arrays.
-pub const REQUEST_KINDS: [&str; 13] = [
+pub const REQUEST_KINDS: [&str; 17] = [
     "get",
     "put",
     "append",
@@ -122,6 +122,10 @@ pub const REQUEST_KINDS: [&str; 13] = [
     "master_query",
     "status",
     "txn",
+    "put_ex",
+    "expire",
+    "ttl",
+    "get_ex",
 ];
 pub const KIND_STATUS: usize = 11;
 
@@ -155,6 +159,10 @@ pub fn request_kind(m: &Message) -> Option<usize> {
             Op::PutIf { .. } => 5,
             Op::GetDel { .. } => 6,
             Op::Txn(_) => 12,
+            Op::PutEx { .. } => 13,
+            Op::Expire { .. } => 14,
+            Op::Ttl { .. } => 15,
+            Op::GetEx { .. } => 16,
         },
         Message::Master(r) => match r.op {
             MasterOp::Join { .. } => 7,

@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use synod_wire::{Op, PutCond};
+use synod_wire::{ExpireCond, Expiry, Op, PutCond};
 
 use super::reply::Reply;
 use crate::client::{ClientError, OpResult};
@@ -129,9 +129,13 @@ enum Finish {
     GetRange(i64, i64),
     /// One Get; `string` or `none`.
     Type,
-    /// One Get; TTL/PTTL of a key that cannot have a timeout: -1 if it
-    /// exists, -2 if not.
-    Ttl,
+    /// One Ttl: -2 without the key, -1 without expiry, else the time
+    /// left, in milliseconds (PTTL) or seconds rounded (TTL).
+    Ttl {
+        ms: bool,
+    },
+    /// One Expire: 1 if the expiry changed, 0 if not.
+    Expire,
     /// One PutIf: `+OK` if it wrote, nil if not; with GET, the old value.
     SetIf {
         get_old: bool,
@@ -193,7 +197,21 @@ impl KvCommand {
                 Some(_) => "string",
                 None => "none",
             })),
-            Finish::Ttl => Reply::Integer(if one(&mut values).is_some() { -1 } else { -2 }),
+            Finish::Ttl { ms } => match one(&mut values) {
+                None => Reply::Integer(-2),
+                Some(v) => match int_arg(&v) {
+                    Some(-1) => Reply::Integer(-1),
+                    Some(left) if left >= 0 && ms => Reply::Integer(left),
+                    // Redis rounds TTL to the nearest second.
+                    Some(left) if left >= 0 => Reply::Integer((left + 500) / 1000),
+                    _ => malformed(),
+                },
+            },
+            Finish::Expire => match one(&mut values).as_deref() {
+                Some(b"1") => Reply::Integer(1),
+                Some(b"0") => Reply::Integer(0),
+                _ => malformed(),
+            },
             Finish::SetIf { get_old } => match (put_if_reply(one(&mut values)), get_old) {
                 (Some((_, old)), true) => old.map_or(Reply::Nil, Reply::Bulk),
                 (Some((true, _)), false) => Reply::OK,
@@ -377,7 +395,80 @@ const COMMANDS: &[CommandSpec] = &[
         W,
         KEY1,
         "string",
-        "Sets the string value of a key (no options yet).",
+        "Sets the string value of a key (NX, XX, GET, EX, PX, EXAT, PXAT, KEEPTTL).",
+    ),
+    spec(
+        "setex",
+        4,
+        W,
+        KEY1,
+        "string",
+        "Sets a value and its expiry in seconds.",
+    ),
+    spec(
+        "psetex",
+        4,
+        W,
+        KEY1,
+        "string",
+        "Sets a value and its expiry in milliseconds.",
+    ),
+    spec(
+        "getex",
+        -2,
+        W,
+        KEY1,
+        "string",
+        "Returns a value and sets or clears its expiry.",
+    ),
+    spec(
+        "expire",
+        -3,
+        W,
+        KEY1,
+        "generic",
+        "Sets a key's expiry in seconds (NX, XX, GT, LT).",
+    ),
+    spec(
+        "pexpire",
+        -3,
+        W,
+        KEY1,
+        "generic",
+        "Sets a key's expiry in milliseconds (NX, XX, GT, LT).",
+    ),
+    spec(
+        "expireat",
+        -3,
+        W,
+        KEY1,
+        "generic",
+        "Sets a key's expiry to a Unix time in seconds.",
+    ),
+    spec(
+        "pexpireat",
+        -3,
+        W,
+        KEY1,
+        "generic",
+        "Sets a key's expiry to a Unix time in milliseconds.",
+    ),
+    spec("persist", 2, W, KEY1, "generic", "Removes a key's expiry."),
+    spec(
+        "ttl",
+        2,
+        R,
+        KEY1,
+        "generic",
+        "Returns a key's time to live in seconds (log time).",
+    ),
+    spec(
+        "pttl",
+        2,
+        R,
+        KEY1,
+        "generic",
+        "Returns a key's time to live in milliseconds (log time).",
     ),
     spec(
         "append",
@@ -854,19 +945,45 @@ pub fn plan(args: &[Bytes], session: &mut Session) -> Plan {
     } else if is(name, "TYPE") {
         get(Finish::Type)
     } else if is(name, "TTL") || is(name, "PTTL") {
-        get(Finish::Ttl)
+        kv(
+            Finish::Ttl {
+                ms: is(name, "PTTL"),
+            },
+            vec![Op::Ttl {
+                key: rest[0].clone(),
+            }],
+        )
     } else if is(name, "PERSIST") {
-        // No key has a timeout, so none is removed: Redis answers 0 both
-        // for a key without one and for a missing key.
-        Plan::Reply(Reply::Integer(0))
+        kv(
+            Finish::Expire,
+            vec![Op::Expire {
+                key: rest[0].clone(),
+                expiry: Expiry::Persist,
+                cond: ExpireCond::Always,
+            }],
+        )
     } else if is(name, "GETEX") {
-        match rest.get(1) {
-            None => get(Finish::Get),
-            Some(opt) if is(opt, "PERSIST") && n == 2 => get(Finish::Get),
-            Some(opt) if ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| is(opt, o)) => {
-                Plan::Reply(no_expiry(&format!("GETEX {}", lower(opt).to_uppercase())))
-            }
-            Some(_) => Plan::Reply(Reply::error(SYNTAX)),
+        getex(rest)
+    } else if is(name, "EXPIRE")
+        || is(name, "PEXPIRE")
+        || is(name, "EXPIREAT")
+        || is(name, "PEXPIREAT")
+    {
+        expire(name, rest)
+    } else if is(name, "SETEX") || is(name, "PSETEX") {
+        let ms = is(name, "PSETEX");
+        match expire_time(&rest[1], ms, false, name) {
+            Ok(expiry) => kv(
+                Finish::SetIf { get_old: false },
+                vec![Op::PutEx {
+                    key: rest[0].clone(),
+                    value: rest[2].clone(),
+                    cond: PutCond::Any,
+                    get_old: false,
+                    expiry,
+                }],
+            ),
+            Err(e) => Plan::Reply(e),
         }
     } else if is(name, "GETRANGE") {
         match (int_arg(&rest[1]), int_arg(&rest[2])) {
@@ -959,41 +1076,179 @@ fn put_if(finish: Finish, rest: &[Bytes], cond: PutCond, get_old: bool) -> Plan 
     )
 }
 
-/// SET key value [NX | XX] [GET] [KEEPTTL]: a Put, or one PutIf when an
-/// option asks for a condition or the old value. Keys have no expiry yet,
-/// so KEEPTTL changes nothing and EX/PX/EXAT/PXAT are refused.
+/// SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms |
+/// KEEPTTL]: a Put, one PutIf when an option asks for a condition or the
+/// old value, or one PutEx when one sets or keeps an expiry.
 fn set(rest: &[Bytes]) -> Plan {
     let (key, value) = (rest[0].clone(), rest[1].clone());
     let mut cond = PutCond::Any;
     let mut get_old = false;
-    for opt in &rest[2..] {
+    let mut expiry: Option<Expiry> = None;
+    let mut opts = rest[2..].iter();
+    while let Some(opt) = opts.next() {
         if is(opt, "NX") && cond != PutCond::Exists {
             cond = PutCond::NotExists;
         } else if is(opt, "XX") && cond != PutCond::NotExists {
             cond = PutCond::Exists;
         } else if is(opt, "GET") {
             get_old = true;
-        } else if is(opt, "KEEPTTL") {
-        } else if ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| is(opt, o)) {
-            return Plan::Reply(no_expiry(&format!(
-                "SET {}",
-                String::from_utf8_lossy(opt).to_uppercase()
-            )));
+        } else if is(opt, "KEEPTTL") && expiry.is_none() {
+            expiry = Some(Expiry::Keep);
+        } else if let Some((ms, at)) = expiry_option(opt) {
+            let Some(arg) = opts.next().filter(|_| expiry.is_none()) else {
+                return Plan::Reply(Reply::error(SYNTAX));
+            };
+            match expire_time(arg, ms, at, b"set") {
+                Ok(e) => expiry = Some(e),
+                Err(e) => return Plan::Reply(e),
+            }
         } else {
             return Plan::Reply(Reply::error(SYNTAX));
         }
     }
-    if cond == PutCond::Any && !get_old {
-        return kv(Finish::Set, vec![Op::Put { key, value }]);
+    match expiry {
+        Some(expiry) => kv(
+            Finish::SetIf { get_old },
+            vec![Op::PutEx {
+                key,
+                value,
+                cond,
+                get_old,
+                expiry,
+            }],
+        ),
+        None if cond == PutCond::Any && !get_old => kv(Finish::Set, vec![Op::Put { key, value }]),
+        None => put_if(Finish::SetIf { get_old }, rest, cond, get_old),
     }
-    put_if(Finish::SetIf { get_old }, rest, cond, get_old)
 }
 
-/// The refusal of anything that would give a key a timeout.
-fn no_expiry(what: &str) -> Reply {
-    Reply::Error(Cow::Owned(format!(
-        "ERR {what} is not supported yet: Synod keys do not expire yet"
-    )))
+/// EX, PX, EXAT, PXAT: `(in milliseconds, absolute)`.
+fn expiry_option(opt: &[u8]) -> Option<(bool, bool)> {
+    if is(opt, "EX") {
+        Some((false, false))
+    } else if is(opt, "PX") {
+        Some((true, false))
+    } else if is(opt, "EXAT") {
+        Some((false, true))
+    } else if is(opt, "PXAT") {
+        Some((true, true))
+    } else {
+        None
+    }
+}
+
+/// The expiry an EX/PX/EXAT/PXAT argument (or SETEX's, PSETEX's) names,
+/// with Redis' errors: not an integer; not positive, or overflowing
+/// milliseconds ("invalid expire time in 'set' command").
+fn expire_time(arg: &[u8], ms: bool, at: bool, cmd: &[u8]) -> Result<Expiry, Reply> {
+    let n = int_arg(arg).ok_or_else(|| Reply::error(NOT_INTEGER))?;
+    let invalid = || {
+        Reply::Error(Cow::Owned(format!(
+            "ERR invalid expire time in '{}' command",
+            lower(cmd)
+        )))
+    };
+    if n <= 0 {
+        return Err(invalid());
+    }
+    let ms_value = if ms { Some(n) } else { n.checked_mul(1000) };
+    let ms_value = ms_value.ok_or_else(invalid)? as u64;
+    Ok(if at {
+        Expiry::At(ms_value)
+    } else {
+        Expiry::In(ms_value)
+    })
+}
+
+/// GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]: a Get without
+/// options, else one GetEx.
+fn getex(rest: &[Bytes]) -> Plan {
+    let key = rest[0].clone();
+    let expiry = match &rest[1..] {
+        [] => return kv(Finish::Get, vec![Op::Get { key }]),
+        [opt] if is(opt, "PERSIST") => Expiry::Persist,
+        [opt, arg] => match expiry_option(opt) {
+            Some((ms, at)) => match expire_time(arg, ms, at, b"getex") {
+                Ok(e) => e,
+                Err(e) => return Plan::Reply(e),
+            },
+            None => return Plan::Reply(Reply::error(SYNTAX)),
+        },
+        _ => return Plan::Reply(Reply::error(SYNTAX)),
+    };
+    kv(Finish::GetDel, vec![Op::GetEx { key, expiry }])
+}
+
+/// EXPIRE/PEXPIRE key time [NX | XX | GT | LT], EXPIREAT/PEXPIREAT key
+/// unix-time [...]: one Expire. A time not in the future (a negative
+/// relative one included) deletes the key, as in Redis.
+fn expire(name: &[u8], rest: &[Bytes]) -> Plan {
+    let ms = is(name, "PEXPIRE") || is(name, "PEXPIREAT");
+    let at = is(name, "EXPIREAT") || is(name, "PEXPIREAT");
+    let Some(n) = int_arg(&rest[1]) else {
+        return Plan::Reply(Reply::error(NOT_INTEGER));
+    };
+    let invalid = || {
+        Plan::Reply(Reply::Error(Cow::Owned(format!(
+            "ERR invalid expire time in '{}' command",
+            lower(name)
+        ))))
+    };
+    let Some(ms_value) = (if ms { Some(n) } else { n.checked_mul(1000) }) else {
+        return invalid();
+    };
+    let expiry = match (at, ms_value) {
+        // Not in the future: deletes the key (At(1) is before any log time).
+        (_, t) if t <= 0 => Expiry::At(1),
+        (true, t) => Expiry::At(t as u64),
+        (false, t) => Expiry::In(t as u64),
+    };
+    let mut cond = ExpireCond::Always;
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for opt in &rest[2..] {
+        if is(opt, "NX") {
+            nx = true;
+            cond = ExpireCond::Nx;
+        } else if is(opt, "XX") {
+            xx = true;
+            cond = ExpireCond::Xx;
+        } else if is(opt, "GT") {
+            gt = true;
+            cond = ExpireCond::Gt;
+        } else if is(opt, "LT") {
+            lt = true;
+            cond = ExpireCond::Lt;
+        } else {
+            return Plan::Reply(Reply::Error(Cow::Owned(format!(
+                "ERR Unsupported option {}",
+                String::from_utf8_lossy(opt)
+            ))));
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Plan::Reply(Reply::error(
+            "ERR NX and XX, GT or LT options at the same time are not compatible",
+        ));
+    }
+    if gt && lt {
+        return Plan::Reply(Reply::error(
+            "ERR GT and LT options at the same time are not compatible",
+        ));
+    }
+    // One condition travels: GT already implies XX (a key without expiry
+    // never matches it). XX with LT runs as LT, so a key without expiry
+    // matches (Redis refuses it): a difference stated in the README.
+    if xx && gt {
+        cond = ExpireCond::Gt;
+    }
+    kv(
+        Finish::Expire,
+        vec![Op::Expire {
+            key: rest[0].clone(),
+            expiry,
+            cond,
+        }],
+    )
 }
 
 /// Commands answered by the gateway itself (arity of those in
@@ -1056,20 +1311,11 @@ fn local(name: &[u8], rest: &[Bytes], session: &mut Session) -> Reply {
         }
     } else if is(name, "INFO") {
         Reply::Verbatim(info_text(rest))
-    } else if [
-        "EXPIRE",
-        "PEXPIRE",
-        "EXPIREAT",
-        "PEXPIREAT",
-        "SETEX",
-        "PSETEX",
-        "EXPIRETIME",
-        "PEXPIRETIME",
-    ]
-    .iter()
-    .any(|c| is(name, c))
-    {
-        no_expiry(&lower(name).to_uppercase())
+    } else if is(name, "EXPIRETIME") || is(name, "PEXPIRETIME") {
+        Reply::Error(Cow::Owned(format!(
+            "ERR '{}' is not supported: use TTL or PTTL",
+            lower(name)
+        )))
     } else if is(name, "FLUSHDB") || is(name, "FLUSHALL") {
         Reply::Error(Cow::Owned(format!(
             "ERR '{}' is refused: the gateway does not erase the whole replicated store",
@@ -1323,8 +1569,6 @@ mod tests {
 
     #[test]
     fn set_options_become_one_put_if() {
-        let r = reply(&["SET", "k", "v", "EX", "10"]);
-        assert!(is_error(&r, "ERR SET EX is not supported yet"), "{r:?}");
         assert!(is_error(&reply(&["SET", "k"]), "ERR wrong number"));
         assert_eq!(reply(&["SET", "k", "v", "NX", "XX"]), Reply::error(SYNTAX));
         assert_eq!(reply(&["SET", "k", "v", "BOGUS"]), Reply::error(SYNTAX));
@@ -1336,9 +1580,12 @@ mod tests {
         };
         assert_eq!(
             kv_cmd(&["SET", "k", "v", "KEEPTTL"]).ops,
-            vec![Op::Put {
+            vec![Op::PutEx {
                 key: b("k"),
-                value: b("v")
+                value: b("v"),
+                cond: PutCond::Any,
+                get_old: false,
+                expiry: Expiry::Keep,
             }]
         );
         let nx = kv_cmd(&["SET", "k", "v", "nx"]);
@@ -1367,27 +1614,134 @@ mod tests {
     }
 
     #[test]
-    fn ttl_commands_answer_for_keys_without_timeouts_and_timeouts_are_refused() {
+    fn expiry_commands_map_to_one_op_with_redis_replies_and_errors() {
         let ttl = kv_cmd(&["TTL", "k"]);
-        assert_eq!(ttl.finish(vec![Ok(Some(b("v")))]), Reply::Integer(-1));
+        assert_eq!(ttl.ops, vec![Op::Ttl { key: b("k") }]);
+        assert_eq!(ttl.finish(vec![Ok(Some(b("-1")))]), Reply::Integer(-1));
         assert_eq!(ttl.finish(vec![Ok(None)]), Reply::Integer(-2));
-        assert_eq!(reply(&["PERSIST", "k"]), Reply::Integer(0));
+        assert_eq!(ttl.finish(vec![Ok(Some(b("1499")))]), Reply::Integer(1));
+        assert_eq!(ttl.finish(vec![Ok(Some(b("1500")))]), Reply::Integer(2));
+        let pttl = kv_cmd(&["pttl", "k"]);
+        assert_eq!(pttl.finish(vec![Ok(Some(b("1499")))]), Reply::Integer(1499));
+        let persist = kv_cmd(&["PERSIST", "k"]);
         assert_eq!(
-            kv_cmd(&["GETEX", "k", "persist"]).ops,
-            vec![Op::Get { key: b("k") }]
+            persist.ops,
+            vec![Op::Expire {
+                key: b("k"),
+                expiry: Expiry::Persist,
+                cond: ExpireCond::Always
+            }]
+        );
+        assert_eq!(persist.finish(vec![Ok(Some(b("1")))]), Reply::Integer(1));
+        let ex = |w: &[&str]| match &kv_cmd(w).ops[..] {
+            [Op::PutEx {
+                expiry,
+                cond,
+                get_old,
+                ..
+            }] => (*expiry, *cond, *get_old),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ex(&["SET", "k", "v", "EX", "10"]),
+            (Expiry::In(10_000), PutCond::Any, false)
+        );
+        assert_eq!(
+            ex(&["SET", "k", "v", "px", "10", "NX", "GET"]),
+            (Expiry::In(10), PutCond::NotExists, true)
+        );
+        assert_eq!(
+            ex(&["SET", "k", "v", "XX", "EXAT", "7"]),
+            (Expiry::At(7_000), PutCond::Exists, false)
+        );
+        assert_eq!(
+            ex(&["SET", "k", "v", "PXAT", "7"]),
+            (Expiry::At(7), PutCond::Any, false)
+        );
+        assert_eq!(ex(&["SETEX", "k", "3", "v"]).0, Expiry::In(3_000));
+        assert_eq!(ex(&["PSETEX", "k", "3", "v"]).0, Expiry::In(3));
+        for bad in [
+            &["SET", "k", "v", "EX", "1", "PX", "1"][..],
+            &["SET", "k", "v", "EX", "1", "KEEPTTL"],
+            &["SET", "k", "v", "KEEPTTL", "EX", "1"],
+            &["SET", "k", "v", "EX"],
+            &["GETEX", "k", "FOO"],
+            &["GETEX", "k", "EX", "1", "PX", "1"],
+        ] {
+            assert_eq!(reply(bad), Reply::error(SYNTAX), "{bad:?}");
+        }
+        assert_eq!(
+            reply(&["SET", "k", "v", "EX", "x"]),
+            Reply::error(NOT_INTEGER)
         );
         assert!(is_error(
-            &reply(&["GETEX", "k", "EX", "1"]),
-            "ERR GETEX EX is not supported yet"
-        ));
-        assert_eq!(reply(&["GETEX", "k", "FOO"]), Reply::error(SYNTAX));
-        assert!(is_error(
-            &reply(&["EXPIRE", "k", "1"]),
-            "ERR EXPIRE is not supported yet"
+            &reply(&["SET", "k", "v", "EX", "0"]),
+            "ERR invalid expire time in 'set' command"
         ));
         assert!(is_error(
-            &reply(&["setex", "k", "1", "v"]),
-            "ERR SETEX is not supported yet"
+            &reply(&["SETEX", "k", "-1", "v"]),
+            "ERR invalid expire time in 'setex' command"
+        ));
+        assert!(is_error(
+            &reply(&["SET", "k", "v", "EX", "9223372036854775807"]),
+            "ERR invalid expire time in 'set' command"
+        ));
+        let getex = kv_cmd(&["GETEX", "k", "EX", "5"]);
+        assert_eq!(
+            getex.ops,
+            vec![Op::GetEx {
+                key: b("k"),
+                expiry: Expiry::In(5_000)
+            }]
+        );
+        assert_eq!(getex.finish(vec![Ok(Some(b("1v")))]), Reply::Bulk(b("v")));
+        assert_eq!(getex.finish(vec![Ok(Some(b("0")))]), Reply::Nil);
+        assert_eq!(kv_cmd(&["GETEX", "k"]).ops, vec![Op::Get { key: b("k") }]);
+        let exp = |w: &[&str]| match &kv_cmd(w).ops[..] {
+            [Op::Expire { expiry, cond, .. }] => (*expiry, *cond),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            exp(&["EXPIRE", "k", "2"]),
+            (Expiry::In(2_000), ExpireCond::Always)
+        );
+        assert_eq!(
+            exp(&["PEXPIRE", "k", "2", "gt"]),
+            (Expiry::In(2), ExpireCond::Gt)
+        );
+        assert_eq!(
+            exp(&["EXPIREAT", "k", "2", "NX"]),
+            (Expiry::At(2_000), ExpireCond::Nx)
+        );
+        assert_eq!(
+            exp(&["PEXPIREAT", "k", "2", "LT"]),
+            (Expiry::At(2), ExpireCond::Lt)
+        );
+        assert_eq!(
+            exp(&["EXPIRE", "k", "-5"]),
+            (Expiry::At(1), ExpireCond::Always)
+        );
+        assert!(is_error(
+            &reply(&["EXPIRE", "k", "1", "NX", "XX"]),
+            "ERR NX and XX, GT or LT options at the same time are not compatible"
+        ));
+        assert!(is_error(
+            &reply(&["EXPIRE", "k", "1", "GT", "LT"]),
+            "ERR GT and LT options at the same time are not compatible"
+        ));
+        assert!(is_error(
+            &reply(&["EXPIRE", "k", "1", "FOO"]),
+            "ERR Unsupported option FOO"
+        ));
+        assert_eq!(reply(&["EXPIRE", "k", "x"]), Reply::error(NOT_INTEGER));
+        assert!(is_error(&reply(&["TTL"]), "ERR wrong number of arguments"));
+        assert!(is_error(
+            &reply(&["EXPIRE", "k"]),
+            "ERR wrong number of arguments"
+        ));
+        assert!(is_error(
+            &reply(&["SETEX", "k", "1"]),
+            "ERR wrong number of arguments"
         ));
     }
 

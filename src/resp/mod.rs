@@ -21,9 +21,11 @@
 //! buffered for them; connections, request bytes and idle time are capped).
 //!
 //! Semantics worth knowing as a Redis user:
-//! - `SET` takes NX, XX, GET and KEEPTTL (one atomic PutIf); EX/PX/EXAT/PXAT
-//!   are refused until keys can expire. INCR and friends, SETNX, GETSET and
-//!   GETDEL are one atomic write each (wire kinds Incr, PutIf, GetDel).
+//! - `SET` takes NX, XX, GET, EX, PX, EXAT, PXAT and KEEPTTL (one atomic
+//!   PutIf, or PutEx with an expiry). INCR and friends, SETNX, GETSET,
+//!   GETDEL, SETEX, PSETEX, GETEX, the EXPIRE family and PERSIST are one
+//!   atomic write each; TTL/PTTL one read. Expiry is in log time (the
+//!   group leader's clock stamped into the log).
 //! - The protocol is per connection: RESP2 until `HELLO 3`; each reply is
 //!   encoded in the protocol in force when its command arrived.
 //! - `APPEND` is two operations, an Append then a Get, and replies the length

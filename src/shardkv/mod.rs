@@ -957,7 +957,7 @@ impl StateMachine for ShardKv {
     }
 
     fn is_read(req: &ClientRequest) -> bool {
-        matches!(req.op, Op::Get { .. })
+        req.op.is_read()
     }
 
     fn clock_command(ms: u64) -> Option<Bytes> {
@@ -967,14 +967,16 @@ impl StateMachine for ShardKv {
     /// A Get answered from the applied state: refused like a logged one
     /// would be if this group does not serve the key's shard at this point.
     fn read_local(&self, req: &ClientRequest) -> Option<ClientReply> {
-        match &req.op {
-            Op::Get { key } => Some(if self.serves(self.store.shard_of_key(key)) {
-                self.store.read(key)
-            } else {
-                ClientReply::WrongGroup
-            }),
-            _ => None,
+        if !req.op.is_read() {
+            return None;
         }
+        Some(if self.serves(self.store.shard_of_key(req.op.key())) {
+            // At the applied log time: an expired key reads as absent, as
+            // it would to a logged read at this point.
+            self.store.read_op(&req.op)
+        } else {
+            ClientReply::WrongGroup
+        })
     }
 }
 

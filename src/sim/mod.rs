@@ -108,6 +108,11 @@ pub struct SimConfig {
     /// receive here, in ShiViz's format (`crate::trace`). Tracing draws
     /// no randomness, so a traced seed runs exactly as untraced.
     pub trace: Option<std::path::PathBuf>,
+    /// `ReplicaConfig::stamp_reads`: a read reaching a leader whose clock
+    /// stamp is due goes through the log behind a fresh stamp (as in the
+    /// runtime). Off by default: the pinned seeds' trajectories were
+    /// chosen without it (`synod-sim --stamp-reads` turns it on).
+    pub stamp_reads: bool,
 }
 
 /// Session TTL and cap of a seed's world: a 200 ms TTL on seeds 2 mod 3,
@@ -152,6 +157,7 @@ impl SimConfig {
             session_ttl_ms: session_limits_for_seed(seed).0,
             max_sessions_per_shard: session_limits_for_seed(seed).1,
             trace: None,
+            stamp_reads: false,
         }
     }
 
@@ -588,6 +594,7 @@ impl World {
         rc.paxos.bugs = self.cfg.bugs.paxos;
         rc.bugs = self.cfg.bugs.replica;
         rc.clock_interval_ms = 20;
+        rc.stamp_reads = self.cfg.stamp_reads;
         rc
     }
 

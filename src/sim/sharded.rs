@@ -493,6 +493,7 @@ impl ShardedWorld {
         rc.paxos.snapshot_chunk_bytes = 1024;
         rc.paxos.window_slots_max = 4;
         rc.clock_interval_ms = 20;
+        rc.stamp_reads = false;
         let shards = self.cfg.shards;
         let node = &mut self.nodes[i];
         let disk = node.disk.clone();

@@ -5,6 +5,7 @@ SYNOD_RESP_ADDR=host:port; exits non-zero on the first failure."""
 
 import os
 import sys
+import time
 import uuid
 
 import redis
@@ -74,15 +75,46 @@ def run(label, r):
     assert r.getdel(s) == b"f"
     assert r.getdel(s) is None
     assert r.exists(s) == 0
-    expect_error(lambda: r.set(s, "v", ex=10), "SET EX is not supported yet")
-    # No key has a timeout yet: TTL says so, setting one is refused.
+    # Expiry, in log time (the leader's clock stamped into the log).
     r.set(s, "v")
     assert r.ttl(s) == -1 and r.pttl(s) == -1
-    assert r.ttl(s + "none") == -2
-    assert r.persist(s) == 0
+    assert r.ttl(s + "none") == -2 and r.pttl(s + "none") == -2
+    assert r.persist(s) is False
     assert r.getex(s) == b"v" and r.getex(s, persist=True) == b"v"
-    expect_error(lambda: r.expire(s, 10), "EXPIRE is not supported yet")
-    expect_error(lambda: r.execute_command("SETEX", s, 10, "v"), "SETEX is not supported yet")
+    assert r.expire(s, 100) is True
+    assert 99 <= r.ttl(s) <= 100 and 98_000 < r.pttl(s) <= 100_000
+    assert r.expire(s, 50, nx=True) is False
+    assert r.expire(s, 50, gt=True) is False
+    assert r.expire(s, 200, gt=True) is True
+    assert r.set(s, "w", keepttl=True) is True and r.ttl(s) > 150
+    assert r.persist(s) is True and r.ttl(s) == -1
+    assert r.set(s, "x", ex=100) is True and r.ttl(s) > 90
+    assert r.set(s, "y") is True and r.ttl(s) == -1, "SET clears the TTL"
+    assert r.execute_command("SETEX", s, 100, "z") in (True, b"OK") and r.get(s) == b"z"
+    assert r.ttl(s) > 90
+    assert r.psetex(s, 100_000, "z") is True and r.pttl(s) > 90_000
+    assert r.getex(s, ex=300) == b"z" and r.ttl(s) > 290
+    assert r.expire(s, 100) is True and r.incr(n + "i") == 1 and r.ttl(n + "i") == -1
+    r.set(n + "i", "1", ex=100)
+    assert r.incr(n + "i") == 2 and r.ttl(n + "i") > 90, "INCR keeps the TTL"
+    assert r.expireat(s, 2_000_000_000) is True and r.ttl(s) > 1_000_000
+    assert r.pexpireat(s, 2_000_000_000_000, lt=True) is False
+    # Short expiry: gone, for reads and writes alike.
+    e = k + "e"
+    assert r.set(e, "v", px=300) is True
+    assert r.get(e) == b"v"
+    deadline = time.time() + 10
+    while r.get(e) is not None:
+        assert time.time() < deadline, "key with PX 300 still there after 10 s"
+        time.sleep(0.1)
+    assert r.ttl(e) == -2 and r.exists(e) == 0
+    assert r.set(e, "again", nx=True) is True
+    assert r.set(e, "v", exat=1) is True and r.get(e) is None, "a past EXAT deletes"
+    r.set(e, "v")
+    assert r.expire(e, -1) is True and r.exists(e) == 0
+    expect_error(lambda: r.set(s, "v", ex=0), "invalid expire time in 'set' command")
+    expect_error(lambda: r.execute_command("SETEX", s, 0, "v"), "invalid expire time in 'setex' command")
+    expect_error(lambda: r.execute_command("EXPIRE", s, 10, "NX", "XX"), "NX and XX, GT or LT options")
     expect_error(lambda: r.execute_command("SET", s, "v", "NX", "XX"), "syntax error")
 
     # Several keys.

@@ -31,10 +31,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::types::{
     Accept, Accepted, AuthChallenge, AuthHello, AuthMsg, AuthProof, AuthRole, Ballot, Batch,
     CatchupRequest, CatchupResponse, ClientReply, ClientRequest, Commit, Compare, CompareOp,
-    CompareTarget, Config, Frame, GroupId, GroupInfo, GroupStatus, Heartbeat, LogEntry, MasterOp,
-    MasterRequest, Message, NodeStatus, Op, PaxosMsg, PreVote, PreVoteReply, Prepare, Promise,
-    Proposal, PutCond, Reject, ReplicaId, ShardData, ShardPull, ShardRef, SnapshotChunk,
-    SnapshotRequest, Txn, TxnOpResult, TxnResult, MAX_TXN_PARTS,
+    CompareTarget, Config, ExpireCond, Expiry, Frame, GroupId, GroupInfo, GroupStatus, Heartbeat,
+    LogEntry, MasterOp, MasterRequest, Message, NodeStatus, Op, PaxosMsg, PreVote, PreVoteReply,
+    Prepare, Promise, Proposal, PutCond, Reject, ReplicaId, ShardData, ShardPull, ShardRef,
+    SnapshotChunk, SnapshotRequest, Txn, TxnOpResult, TxnResult, MAX_TXN_PARTS,
 };
 
 // ---------------------------------------------------------------------------
@@ -115,6 +115,14 @@ pub const KIND_GET_DEL: u8 = 0x07;
 /// Client request: a transaction (compares, then one of two lists of
 /// operations, atomically).
 pub const KIND_TXN: u8 = 0x08;
+/// A PutIf that also sets the key's expiry (PROTOCOL.md 5.1).
+pub const KIND_PUT_EX: u8 = 0x09;
+/// Set or clear a key's expiry.
+pub const KIND_EXPIRE: u8 = 0x0A;
+/// A key's remaining time to live (a read).
+pub const KIND_TTL: u8 = 0x0B;
+/// Read a value and set or clear its expiry.
+pub const KIND_GET_EX: u8 = 0x0C;
 /// Reply: success (Get carries the value).
 pub const KIND_OK: u8 = 0x10;
 /// Reply: Get of an absent key.
@@ -190,7 +198,7 @@ pub const KIND_STATUS: u8 = 0x61;
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 41] = [
+pub const ALL_KINDS: [u8; 45] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -199,6 +207,10 @@ pub const ALL_KINDS: [u8; 41] = [
     KIND_PUT_IF,
     KIND_GET_DEL,
     KIND_TXN,
+    KIND_PUT_EX,
+    KIND_EXPIRE,
+    KIND_TTL,
+    KIND_GET_EX,
     KIND_OK,
     KIND_NO_KEY,
     KIND_WRONG_GROUP,
@@ -238,7 +250,7 @@ pub const ALL_KINDS: [u8; 41] = [
 pub fn is_known_kind(kind: u8) -> bool {
     matches!(
         kind,
-        KIND_GET..=KIND_TXN
+        KIND_GET..=KIND_GET_EX
             | KIND_OK..=KIND_SESSION_EXPIRED
             | KIND_PREPARE..=KIND_PRE_VOTE_REPLY
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
@@ -299,6 +311,10 @@ fn op_kind(op: &Op) -> u8 {
         Op::Incr { .. } => KIND_INCR,
         Op::PutIf { .. } => KIND_PUT_IF,
         Op::GetDel { .. } => KIND_GET_DEL,
+        Op::PutEx { .. } => KIND_PUT_EX,
+        Op::Expire { .. } => KIND_EXPIRE,
+        Op::Ttl { .. } => KIND_TTL,
+        Op::GetEx { .. } => KIND_GET_EX,
         Op::Txn(_) => KIND_TXN,
     }
 }
@@ -667,12 +683,21 @@ fn request_body_len(req: &ClientRequest) -> usize {
     }
     let fixed = 8 + 8 + 8 + 4 + req.op.key().len();
     match &req.op {
-        Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } => fixed,
+        Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } | Op::Ttl { .. } => fixed,
         Op::Put { value, .. } | Op::Append { value, .. } => fixed + 4 + value.len(),
+        Op::PutEx { value, .. } => fixed + 4 + value.len() + 2 + 9,
+        Op::Expire { .. } => fixed + 9 + 1,
+        Op::GetEx { .. } => fixed + 9,
         Op::Incr { .. } => fixed + 8,
         Op::PutIf { value, .. } => fixed + 4 + value.len() + 2,
         Op::Txn(_) => unreachable!("returned above"),
     }
+}
+
+fn put_expiry(out: &mut BytesMut, expiry: Expiry) {
+    let (code, ms) = expiry.to_code();
+    out.put_u8(code);
+    out.put_u64_le(ms);
 }
 
 fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
@@ -680,7 +705,31 @@ fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
     out.put_u64_le(req.seq);
     out.put_u64_le(req.ack_seq);
     match &req.op {
-        Op::Get { key } | Op::Delete { key } | Op::GetDel { key } => put_byte_string(out, key),
+        Op::Get { key } | Op::Delete { key } | Op::GetDel { key } | Op::Ttl { key } => {
+            put_byte_string(out, key)
+        }
+        Op::PutEx {
+            key,
+            value,
+            cond,
+            get_old,
+            expiry,
+        } => {
+            put_byte_string(out, key);
+            put_byte_string(out, value);
+            out.put_u8(*cond as u8);
+            out.put_u8(u8::from(*get_old));
+            put_expiry(out, *expiry);
+        }
+        Op::Expire { key, expiry, cond } => {
+            put_byte_string(out, key);
+            put_expiry(out, *expiry);
+            out.put_u8(*cond as u8);
+        }
+        Op::GetEx { key, expiry } => {
+            put_byte_string(out, key);
+            put_expiry(out, *expiry);
+        }
         Op::Put { key, value } | Op::Append { key, value } => {
             put_byte_string(out, key);
             put_byte_string(out, value);
@@ -1201,6 +1250,12 @@ impl Reader {
         Ok(NodeStatus { node, groups })
     }
 
+    fn expiry(&mut self) -> Result<Expiry, DecodeError> {
+        let code = self.u8()?;
+        let ms = self.u64()?;
+        Expiry::from_code(code, ms).ok_or(DecodeError::Invalid("expiry"))
+    }
+
     fn replica_hint(&mut self) -> Result<Option<ReplicaId>, DecodeError> {
         let v = self.u32()?;
         Ok((v != NO_REPLICA).then_some(v))
@@ -1262,6 +1317,41 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
             }
         }
         KIND_GET_DEL => Op::GetDel { key },
+        KIND_PUT_EX => {
+            let value = r.byte_string()?;
+            let cond =
+                PutCond::from_code(r.u8()?).ok_or(DecodeError::Invalid("PutEx condition"))?;
+            let get_old = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid("PutEx get_old flag")),
+            };
+            let expiry = r.expiry()?;
+            Op::PutEx {
+                key,
+                value,
+                cond,
+                get_old,
+                expiry,
+            }
+        }
+        KIND_EXPIRE => {
+            let expiry = r.expiry()?;
+            let cond =
+                ExpireCond::from_code(r.u8()?).ok_or(DecodeError::Invalid("Expire condition"))?;
+            if expiry == Expiry::Keep {
+                return Err(DecodeError::Invalid("Expire with Keep"));
+            }
+            Op::Expire { key, expiry, cond }
+        }
+        KIND_TTL => Op::Ttl { key },
+        KIND_GET_EX => {
+            let expiry = r.expiry()?;
+            if expiry == Expiry::Keep {
+                return Err(DecodeError::Invalid("GetEx with Keep"));
+            }
+            Op::GetEx { key, expiry }
+        }
         _ => return Err(DecodeError::Invalid("not a client request kind")),
     };
     Ok(ClientRequest {
@@ -1308,7 +1398,7 @@ fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequest, Decode
 pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
     let mut r = Reader { buf: body };
     let msg = match kind {
-        KIND_GET..=KIND_TXN => Message::Request(read_request(kind, &mut r)?),
+        KIND_GET..=KIND_GET_EX => Message::Request(read_request(kind, &mut r)?),
         KIND_OK => Message::Reply(ClientReply::Ok(r.byte_string()?)),
         KIND_NO_KEY => Message::Reply(ClientReply::NoKey),
         KIND_WRONG_GROUP => Message::Reply(ClientReply::WrongGroup),
@@ -1461,7 +1551,7 @@ pub fn decode_command(cmd: Bytes) -> Result<ClientRequest, DecodeError> {
         return Err(DecodeError::Truncated);
     };
     match kind {
-        KIND_GET..=KIND_TXN => {}
+        KIND_GET..=KIND_GET_EX => {}
         k if is_known_kind(k) => {
             return Err(DecodeError::Invalid("command is not a client request"))
         }

@@ -121,6 +121,43 @@ pub enum Op {
     GetDel {
         key: Bytes,
     },
+    /// A PutIf that also sets the key's expiry (wire kind 0x09; Redis' SET
+    /// with EX/PX/EXAT/PXAT/KEEPTTL, SETEX, PSETEX). Answered like
+    /// [`Op::PutIf`]. `expiry` is what the key's expiry becomes when the
+    /// value is written: [`Expiry::Keep`] keeps the current one (KEEPTTL),
+    /// [`Expiry::Persist`] clears it (what a plain PutIf does).
+    PutEx {
+        key: Bytes,
+        value: Bytes,
+        cond: PutCond,
+        get_old: bool,
+        expiry: Expiry,
+    },
+    /// Sets or clears the expiry of an existing key (wire kind 0x0A;
+    /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST). `expiry` is never
+    /// `Keep`. Answered `Ok("1")` if the expiry changed (for `Persist`: the
+    /// key had one and lost it; a time already past deletes the key and
+    /// counts as changed), `Ok("0")` if the key is absent or `cond` does
+    /// not hold.
+    Expire {
+        key: Bytes,
+        expiry: Expiry,
+        cond: ExpireCond,
+    },
+    /// The key's remaining time to live, read only (wire kind 0x0B; TTL,
+    /// PTTL): `Ok` with the decimal milliseconds left (log time), `Ok("-1")`
+    /// for a key without expiry, `NoKey` for an absent (or expired) key.
+    Ttl {
+        key: Bytes,
+    },
+    /// Reads the value and sets or clears its expiry, as one write (wire
+    /// kind 0x0C; GETEX with EX/PX/EXAT/PXAT/PERSIST). `expiry` is never
+    /// `Keep`. Answered like [`Op::GetDel`]: `Ok` with `1` then the value,
+    /// or `Ok("0")` without one.
+    GetEx {
+        key: Bytes,
+        expiry: Expiry,
+    },
     /// A transaction (wire kind 0x08, PROTOCOL.md 5.1): if every compare
     /// holds, run `success`, else `failure`, atomically. Answered `Ok` with
     /// an encoded [`TxnResult`] ([`encode_txn_result`]). Boxed: a request
@@ -279,6 +316,74 @@ impl PutCond {
     }
 }
 
+/// What a key's expiry becomes (PROTOCOL.md 5.1: a code byte, then a u64
+/// of milliseconds, 0 unless `In` or `At`). Times are log time (the
+/// leader's clock stamped into the log, never a replica's own clock), so
+/// every replica decides alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Unchanged (Redis' KEEPTTL); only a [`Op::PutEx`] takes it.
+    Keep,
+    /// This many milliseconds after the log time at which the write applies.
+    In(u64),
+    /// At this absolute log time (Unix milliseconds).
+    At(u64),
+    /// No expiry.
+    Persist,
+}
+
+impl Expiry {
+    /// The wire code (0 Keep, 1 In, 2 At, 3 Persist) and milliseconds.
+    pub fn to_code(self) -> (u8, u64) {
+        match self {
+            Expiry::Keep => (0, 0),
+            Expiry::In(ms) => (1, ms),
+            Expiry::At(ms) => (2, ms),
+            Expiry::Persist => (3, 0),
+        }
+    }
+
+    /// The expiry of wire code `code` with `ms`, if it is one; Keep and
+    /// Persist must carry 0.
+    pub fn from_code(code: u8, ms: u64) -> Option<Expiry> {
+        match (code, ms) {
+            (0, 0) => Some(Expiry::Keep),
+            (1, ms) => Some(Expiry::In(ms)),
+            (2, ms) => Some(Expiry::At(ms)),
+            (3, 0) => Some(Expiry::Persist),
+            _ => None,
+        }
+    }
+}
+
+/// When an [`Op::Expire`] applies (Redis 7's EXPIRE options). A key
+/// without expiry counts as expiring never (infinitely late) for Gt/Lt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpireCond {
+    Always = 0,
+    /// Only if the key has no expiry.
+    Nx = 1,
+    /// Only if the key has an expiry.
+    Xx = 2,
+    /// Only if the new expiry is later than the current one.
+    Gt = 3,
+    /// Only if the new expiry is earlier than the current one.
+    Lt = 4,
+}
+
+impl ExpireCond {
+    pub fn from_code(code: u8) -> Option<ExpireCond> {
+        match code {
+            0 => Some(ExpireCond::Always),
+            1 => Some(ExpireCond::Nx),
+            2 => Some(ExpireCond::Xx),
+            3 => Some(ExpireCond::Gt),
+            4 => Some(ExpireCond::Lt),
+            _ => None,
+        }
+    }
+}
+
 /// The key of a transaction with no key at all (which is refused).
 static NO_KEY: Bytes = Bytes::new();
 
@@ -293,14 +398,18 @@ impl Op {
             | Op::Delete { key }
             | Op::Incr { key, .. }
             | Op::PutIf { key, .. }
-            | Op::GetDel { key } => key,
+            | Op::GetDel { key }
+            | Op::PutEx { key, .. }
+            | Op::Expire { key, .. }
+            | Op::Ttl { key }
+            | Op::GetEx { key, .. } => key,
             Op::Txn(txn) => txn.keys().next().unwrap_or(&NO_KEY),
         }
     }
 
     /// True for an operation that only reads (never needs a session).
     pub fn is_read(&self) -> bool {
-        matches!(self, Op::Get { .. })
+        matches!(self, Op::Get { .. } | Op::Ttl { .. })
     }
 }
 

@@ -62,6 +62,10 @@ fn every_request_kind_round_trips_as_command() {
         KIND_INCR,
         KIND_PUT_IF,
         KIND_GET_DEL,
+        KIND_PUT_EX,
+        KIND_EXPIRE,
+        KIND_TTL,
+        KIND_GET_EX,
     ] {
         let mut runner = TestRunner::new(Config {
             cases: 512,

@@ -173,6 +173,55 @@ pub fn samples() -> Vec<Frame> {
                 op: Op::Txn(Box::new(sample_txn())),
             }),
         ),
+        client(
+            40,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 9,
+                ack_seq: 8,
+                op: Op::PutEx {
+                    key: b("k1"),
+                    value: b("v"),
+                    cond: PutCond::Exists,
+                    get_old: false,
+                    expiry: Expiry::In(1500),
+                },
+            }),
+        ),
+        client(
+            41,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 10,
+                ack_seq: 9,
+                op: Op::Expire {
+                    key: b("k1"),
+                    expiry: Expiry::At(1_700_000_000_000),
+                    cond: ExpireCond::Gt,
+                },
+            }),
+        ),
+        client(
+            42,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 11,
+                ack_seq: 10,
+                op: Op::Ttl { key: b("k1") },
+            }),
+        ),
+        client(
+            43,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 12,
+                ack_seq: 11,
+                op: Op::GetEx {
+                    key: b("k1"),
+                    expiry: Expiry::Persist,
+                },
+            }),
+        ),
         example_ok(),
         client(9, Message::Reply(ClientReply::NoKey)),
         client(10, Message::Reply(ClientReply::WrongGroup)),
@@ -496,10 +545,19 @@ pub fn request_slices(r: &ClientRequest) -> Vec<&Bytes> {
             }
             slices
         }
-        Op::Get { key } | Op::Delete { key } | Op::GetDel { key } | Op::Incr { key, .. } => {
+        Op::Get { key }
+        | Op::Delete { key }
+        | Op::GetDel { key }
+        | Op::Incr { key, .. }
+        | Op::Ttl { key }
+        | Op::Expire { key, .. }
+        | Op::GetEx { key, .. } => {
             vec![key]
         }
-        Op::Put { key, value } | Op::Append { key, value } | Op::PutIf { key, value, .. } => {
+        Op::Put { key, value }
+        | Op::Append { key, value }
+        | Op::PutIf { key, value, .. }
+        | Op::PutEx { key, value, .. } => {
             vec![key, value]
         }
     }
@@ -618,6 +676,20 @@ fn arb_value() -> BoxedStrategy<Bytes> {
     prop_oneof![4 => arb_bytes(32), 1 => arb_bytes(4096)].boxed()
 }
 
+/// An expiry; `Keep` only when `keep` (only PutEx takes it).
+fn arb_expiry(keep: bool) -> BoxedStrategy<Expiry> {
+    let set = prop_oneof![
+        any::<u64>().prop_map(Expiry::In),
+        any::<u64>().prop_map(Expiry::At),
+        Just(Expiry::Persist),
+    ];
+    if keep {
+        prop_oneof![Just(Expiry::Keep), set].boxed()
+    } else {
+        set.boxed()
+    }
+}
+
 pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
     let op: BoxedStrategy<Op> = match kind {
         KIND_GET => arb_bytes(64).prop_map(|key| Op::Get { key }).boxed(),
@@ -641,6 +713,32 @@ pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
             .boxed(),
         KIND_GET_DEL => arb_bytes(64).prop_map(|key| Op::GetDel { key }).boxed(),
         KIND_TXN => arb_txn().prop_map(|t| Op::Txn(Box::new(t))).boxed(),
+        KIND_PUT_EX => (
+            arb_bytes(64),
+            arb_value(),
+            0u8..3,
+            any::<bool>(),
+            arb_expiry(true),
+        )
+            .prop_map(|(key, value, cond, get_old, expiry)| Op::PutEx {
+                key,
+                value,
+                cond: PutCond::from_code(cond).expect("0..3 are conditions"),
+                get_old,
+                expiry,
+            })
+            .boxed(),
+        KIND_EXPIRE => (arb_bytes(64), arb_expiry(false), 0u8..5)
+            .prop_map(|(key, expiry, cond)| Op::Expire {
+                key,
+                expiry,
+                cond: ExpireCond::from_code(cond).expect("0..5 are conditions"),
+            })
+            .boxed(),
+        KIND_TTL => arb_bytes(64).prop_map(|key| Op::Ttl { key }).boxed(),
+        KIND_GET_EX => (arb_bytes(64), arb_expiry(false))
+            .prop_map(|(key, expiry)| Op::GetEx { key, expiry })
+            .boxed(),
         _ => unreachable!("not a request kind"),
     };
     (any::<u64>(), any::<u64>(), any::<u64>(), op)
@@ -705,6 +803,10 @@ pub fn arb_request() -> BoxedStrategy<ClientRequest> {
         arb_request_of_kind(KIND_PUT_IF),
         arb_request_of_kind(KIND_GET_DEL),
         arb_request_of_kind(KIND_TXN),
+        arb_request_of_kind(KIND_PUT_EX),
+        arb_request_of_kind(KIND_EXPIRE),
+        arb_request_of_kind(KIND_TTL),
+        arb_request_of_kind(KIND_GET_EX),
     ]
     .boxed()
 }
@@ -788,7 +890,7 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
     let p = |s: BoxedStrategy<PaxosMsg>| s.prop_map(Message::Paxos).boxed();
     let r = |s: BoxedStrategy<ClientReply>| s.prop_map(Message::Reply).boxed();
     match kind {
-        KIND_GET..=KIND_TXN => arb_request_of_kind(kind).prop_map(Message::Request).boxed(),
+        KIND_GET..=KIND_GET_EX => arb_request_of_kind(kind).prop_map(Message::Request).boxed(),
         KIND_OK => r(arb_value().prop_map(ClientReply::Ok).boxed()),
         KIND_NO_KEY => r(Just(ClientReply::NoKey).boxed()),
         KIND_WRONG_GROUP => r(Just(ClientReply::WrongGroup).boxed()),
