@@ -494,6 +494,62 @@ const COMMANDS: &[CommandSpec] = &[
         "string",
         "Returns a substring of a string value.",
     ),
+    spec(
+        "setnx",
+        3,
+        W,
+        KEY1,
+        "string",
+        "Sets a key only if it has no value.",
+    ),
+    spec(
+        "getset",
+        3,
+        W,
+        KEY1,
+        "string",
+        "Sets a key and returns its previous value.",
+    ),
+    spec(
+        "getdel",
+        2,
+        W,
+        KEY1,
+        "string",
+        "Returns a key's value and deletes the key.",
+    ),
+    spec(
+        "incr",
+        2,
+        W,
+        KEY1,
+        "string",
+        "Adds 1 to a key's integer value.",
+    ),
+    spec(
+        "decr",
+        2,
+        W,
+        KEY1,
+        "string",
+        "Subtracts 1 from a key's integer value.",
+    ),
+    spec(
+        "incrby",
+        3,
+        W,
+        KEY1,
+        "string",
+        "Adds an integer to a key's integer value.",
+    ),
+    spec(
+        "decrby",
+        3,
+        W,
+        KEY1,
+        "string",
+        "Subtracts an integer from a key's integer value.",
+    ),
     spec("mget", -2, R, KEYS, "string", "Returns the values of keys."),
     spec(
         "mset",
@@ -1520,6 +1576,84 @@ mod tests {
         match run(words) {
             Plan::Reply(r) => r,
             other => panic!("{words:?}: expected an immediate reply, got {other:?}"),
+        }
+    }
+
+    /// Every command `plan` dispatches, sent with no arguments and with one,
+    /// answers (an error or a plan) and never panics: an index past the
+    /// arguments in the gateway would abort the whole server.
+    #[test]
+    fn every_command_with_too_few_arguments_is_answered_not_a_panic() {
+        let names = [
+            "GET",
+            "SET",
+            "SETEX",
+            "PSETEX",
+            "GETEX",
+            "EXPIRE",
+            "PEXPIRE",
+            "EXPIREAT",
+            "PEXPIREAT",
+            "PERSIST",
+            "TTL",
+            "PTTL",
+            "APPEND",
+            "STRLEN",
+            "GETRANGE",
+            "MGET",
+            "MSET",
+            "DEL",
+            "UNLINK",
+            "EXISTS",
+            "MSETNX",
+            "RENAME",
+            "RENAMENX",
+            "MULTI",
+            "EXEC",
+            "DISCARD",
+            "WATCH",
+            "UNWATCH",
+            "TYPE",
+            "PING",
+            "ECHO",
+            "HELLO",
+            "AUTH",
+            "CLIENT",
+            "SELECT",
+            "RESET",
+            "COMMAND",
+            "CONFIG",
+            "INFO",
+            "SETNX",
+            "GETSET",
+            "GETDEL",
+            "INCR",
+            "DECR",
+            "INCRBY",
+            "DECRBY",
+            "DBSIZE",
+            "KEYS",
+            "SCAN",
+            "FLUSHDB",
+            "FLUSHALL",
+            "RANDOMKEY",
+            "EXPIRETIME",
+            "PEXPIRETIME",
+        ];
+        for name in names {
+            for words in [vec![name], vec![name, "k"]] {
+                let _ = plan(&args(&words), &mut Session::default());
+            }
+        }
+        for name in [
+            "INCR", "DECR", "INCRBY", "DECRBY", "SETNX", "GETSET", "GETDEL",
+        ] {
+            match plan(&args(&[name]), &mut Session::default()) {
+                Plan::Reply(r) => {
+                    assert!(format!("{r:?}").contains("wrong number"), "{name}: {r:?}")
+                }
+                _ => panic!("{name} without a key was planned"),
+            }
         }
     }
 
