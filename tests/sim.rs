@@ -17,14 +17,33 @@ fn sweep(replicas: u32, start: u64, count: u64) {
 
 /// `disk_latency_us` > 0: slow disks (`SimConfig::disk_latency_max`).
 fn sweep_with(replicas: u32, start: u64, count: u64, disk_latency_us: u64) {
+    sweep_cfg(
+        replicas,
+        start,
+        count,
+        &format!("--disk-latency-us {disk_latency_us}"),
+        |cfg| cfg.disk_latency_max = disk_latency_us,
+    );
+}
+
+/// Runs `count` seeds from `start`, each `SimConfig::new(seed, replicas)`
+/// changed by `tweak`; a failure names its replay command (`replay_flags`
+/// are the synod-sim flags that make the same change).
+fn sweep_cfg(
+    replicas: u32,
+    start: u64,
+    count: u64,
+    replay_flags: &str,
+    tweak: impl Fn(&mut SimConfig),
+) {
     let mut failed = Vec::new();
     for seed in start..start + count {
         let mut cfg = SimConfig::new(seed, replicas);
-        cfg.disk_latency_max = disk_latency_us;
+        tweak(&mut cfg);
         let report = sim::run(&cfg);
         if !report.passed() {
             failed.push(format!(
-                "seed {seed} (replay: synod-sim --start-seed {seed} --seeds 1 --replicas {replicas} --disk-latency-us {disk_latency_us}): {}",
+                "seed {seed} (replay: synod-sim --start-seed {seed} --seeds 1 --replicas {replicas} {replay_flags}): {}",
                 report.failures.join(" | ")
             ));
         }
@@ -351,24 +370,9 @@ fn tiny_pages_keep_every_checker_green() {
 #[test]
 fn reads_behind_fresh_clock_stamps_keep_every_checker_green() {
     let count = (seeds() / 10).max(4);
-    let mut failed = Vec::new();
     for (replicas, start) in [(3, 9_000_000), (5, 9_500_000)] {
-        for seed in start..start + count {
-            let mut cfg = SimConfig::new(seed, replicas);
-            cfg.stamp_reads = true;
-            let report = sim::run(&cfg);
-            if !report.passed() {
-                failed.push(format!(
-                    "seed {seed} (replay: synod-sim --stamp-reads --start-seed {seed} --seeds 1 --replicas {replicas}): {}",
-                    report.failures.join(" | ")
-                ));
-            }
-        }
+        sweep_cfg(replicas, start, count, "--stamp-reads", |cfg| {
+            cfg.stamp_reads = true
+        });
     }
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
 }

@@ -4,27 +4,13 @@ DEL), with RESP2 and RESP3. The test cluster has one KV group, so every
 transaction here lies in one group. Run by tests/redis_py.rs with
 SYNOD_RESP_ADDR=host:port; exits non-zero on the first failure."""
 
-import os
 import sys
 import threading
 import uuid
 
 import redis
 
-HOST, PORT = os.environ["SYNOD_RESP_ADDR"].rsplit(":", 1)
-
-
-def connect(**kw):
-    return redis.Redis(host=HOST, port=int(PORT), socket_timeout=20, **kw)
-
-
-def expect_error(fn, prefix):
-    try:
-        fn()
-    except redis.ResponseError as e:
-        assert str(e).startswith(prefix), f"error {e!r} does not start with {prefix!r}"
-        return
-    raise AssertionError(f"expected an error starting with {prefix!r}")
+from common import connect, expect_error
 
 
 def ok(v):
