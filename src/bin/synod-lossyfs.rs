@@ -133,7 +133,6 @@ struct LossyFs {
     disk_full: bool,
     sync_fails: bool,
     frozen: bool,
-    bytes: u64,
 }
 
 /// Set by SIGTERM/SIGINT: the main thread unmounts.
@@ -153,7 +152,6 @@ impl LossyFs {
             disk_full: false,
             sync_fails: false,
             frozen: false,
-            bytes: 0,
         }
     }
 
@@ -197,10 +195,9 @@ impl LossyFs {
         }
     }
 
-    /// Drops nodes that no directory names any more (no process holds
-    /// them open in the tests' use: the servers are killed before a cut,
-    /// and unlinked files are never read again by Synod).
-    fn collect(&mut self) {
+    /// Nodes reachable from the root through current entries and, with
+    /// `synced`, also through entries as of the last directory sync.
+    fn reachable(&self, synced: bool) -> std::collections::HashSet<u64> {
         let mut live = std::collections::HashSet::new();
         let mut stack = vec![FUSE_ROOT_ID];
         while let Some(ino) = stack.pop() {
@@ -208,26 +205,40 @@ impl LossyFs {
                 continue;
             }
             if let Some(Node {
-                body: Body::Dir { entries, synced },
+                body:
+                    Body::Dir {
+                        entries,
+                        synced: durable,
+                    },
                 ..
             }) = self.nodes.get(&ino)
             {
-                stack.extend(entries.values().chain(synced.values()));
+                stack.extend(entries.values());
+                if synced {
+                    stack.extend(durable.values());
+                }
             }
         }
-        self.nodes.retain(|ino, _| live.contains(ino));
-        self.recount();
+        live
     }
 
-    fn recount(&mut self) {
-        self.bytes = self
-            .nodes
+    /// Drops nodes that no directory names any more, now or as synced (no
+    /// process holds them open in the tests' use: the servers are killed
+    /// before a cut, and unlinked files are never read again by Synod).
+    fn collect(&mut self) {
+        let live = self.reachable(true);
+        self.nodes.retain(|ino, _| live.contains(ino));
+    }
+
+    /// Bytes held by files (what `statfs` reports as used).
+    fn bytes(&self) -> u64 {
+        self.nodes
             .values()
             .map(|n| match &n.body {
                 Body::File { data, .. } => data.len() as u64,
                 Body::Dir { .. } => 0,
             })
-            .sum();
+            .sum()
     }
 
     /// The power cut: only what was synced, reachable through synced
@@ -265,21 +276,8 @@ impl LossyFs {
             }
         }
         // Nodes only the lost entries named are gone.
-        let mut live = std::collections::HashSet::new();
-        let mut stack = vec![FUSE_ROOT_ID];
-        while let Some(ino) = stack.pop() {
-            if live.insert(ino) {
-                if let Some(Node {
-                    body: Body::Dir { entries, .. },
-                    ..
-                }) = self.nodes.get(&ino)
-                {
-                    stack.extend(entries.values());
-                }
-            }
-        }
+        let live = self.reachable(false);
         self.nodes.retain(|ino, _| live.contains(ino));
-        self.recount();
         eprintln!(
             "synod-lossyfs: power cut: {files} files lost unsynced bytes (about {lost_bytes} bytes), \
              {lost_entries} directory entries reverted"
@@ -408,7 +406,6 @@ impl Filesystem for LossyFs {
             node.perm = (mode & 0o7777) as u16;
         }
         let attr = node.attr(ino);
-        self.recount();
         reply.attr(&TTL, &attr);
     }
 
@@ -598,7 +595,6 @@ impl Filesystem for LossyFs {
         data[start..end].copy_from_slice(bytes);
         *dirty_from = Some(dirty_from.map_or(start, |d| d.min(start)));
         node.mtime = SystemTime::now();
-        self.recount();
         reply.written(bytes.len() as u32);
     }
 
@@ -676,7 +672,7 @@ impl Filesystem for LossyFs {
             return reply.error(libc::EIO);
         }
         let blocks = VOLUME_BYTES / BLOCK;
-        let used = self.bytes.div_ceil(BLOCK);
+        let used = self.bytes().div_ceil(BLOCK);
         let free = if self.disk_full {
             0
         } else {
