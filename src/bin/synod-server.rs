@@ -115,7 +115,9 @@ options:
   --resp-max-command-args N
                           arguments of one RESP command, at most (default 65536)
   --resp-partial-budget N bytes of unfinished RESP commands the gateway holds, over
-                          all connections (default 67108864)";
+                          all connections (default 67108864)
+  --resp-allow-flushdb    RESP FLUSHDB/FLUSHALL remove every key of the cluster
+                          (default: refused with an error)";
 
 /// The RESP gateway's address and event-loop count, when asked for.
 struct RespArgs {
@@ -127,6 +129,8 @@ struct RespArgs {
     password: Option<Vec<u8>>,
     /// `--resp-*` limits, applied to the gateway's options in order.
     limits: Vec<(String, u64)>,
+    /// `--resp-allow-flushdb`: FLUSHDB and FLUSHALL may run.
+    allow_flushdb: bool,
 }
 
 /// The node's runtime configuration and the RESP gateway's settings.
@@ -141,6 +145,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     let mut client_key_file = None;
     let mut resp_password_file = None;
     let mut resp_limits = Vec::new();
+    let mut resp_allow_flushdb = false;
     let mut rest: Vec<(String, String)> = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -149,6 +154,10 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
         }
         if flag == "--allow-identity-change" {
             rest.push((flag, String::new()));
+            continue;
+        }
+        if flag == "--resp-allow-flushdb" {
+            resp_allow_flushdb = true;
             continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -310,6 +319,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             threads: resp_threads,
             password,
             limits: resp_limits,
+            allow_flushdb: resp_allow_flushdb,
         },
     ))
 }
@@ -335,6 +345,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let shards = cfg.shards;
     if cfg.fsync == FsyncPolicy::Never {
         log::warn!("--fsync never: UNSAFE, acknowledged writes can be lost on power failure");
     }
@@ -372,6 +383,9 @@ fn main() -> ExitCode {
             opts.threads = n;
         }
         opts.password = resp.password.map(std::sync::Arc::from);
+        opts.allow_flushdb = resp.allow_flushdb;
+        // Every server of a cluster runs with the cluster's shard count.
+        opts.shards = shards;
         opts.client.cluster_key = keys.cluster.clone();
         opts.client.client_key = keys.client.clone();
         for (flag, n) in &resp.limits {

@@ -165,7 +165,21 @@ pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
     let body_len = match req {
         Req::Kv(op) => {
             let value = match op {
-                Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } | Op::Ttl { .. } => 0,
+                Op::Get { .. }
+                | Op::Delete { .. }
+                | Op::GetDel { .. }
+                | Op::Ttl { .. }
+                | Op::Count { .. }
+                | Op::Flush { .. } => 0,
+                Op::SetRange { value, .. } => 8 + VALUE_LEN_BYTES + value.len() as u64,
+                Op::IncrByFloat { delta, .. } => VALUE_LEN_BYTES + delta.len() as u64,
+                // Two optional strings (flag and length each) and the count.
+                Op::Scan { after, pattern, .. } => {
+                    2 * (1 + VALUE_LEN_BYTES)
+                        + 4
+                        + after.as_ref().map_or(0, |a| a.len() as u64)
+                        + pattern.as_ref().map_or(0, |p| p.len() as u64)
+                }
                 // Then a condition byte and the expiry (code, ms).
                 Op::Expire { .. } => 1 + 9,
                 Op::GetEx { .. } => 9,

@@ -268,7 +268,6 @@ impl KvStore {
         let target = &mut self.shards[shard as usize];
         if first {
             target.data.clear();
-            target.data.shrink_to_fit();
             target.deadlines.clear();
         }
         for (key, entry) in data {

@@ -21,6 +21,8 @@
 mod chunk;
 #[cfg(test)]
 mod expiry_tests;
+#[cfg(test)]
+mod scan_tests;
 mod shard;
 mod snapshot;
 #[cfg(test)]
@@ -30,6 +32,7 @@ mod txn;
 use synod_wire::{ClientId, ClientReply, ClientRequest};
 
 pub use chunk::{Chunk, KeyOrder};
+pub(crate) use shard::parse_float;
 use shard::Shard;
 pub use snapshot::SnapshotError;
 

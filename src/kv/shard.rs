@@ -4,10 +4,13 @@
 //! owner).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
 use bytes::Bytes;
 use synod_wire::{
-    client_id_time_ms, ClientId, ClientReply, ClientRequest, ExpireCond, Expiry, Op, PutCond, Seq,
+    client_id_time_ms, encode_scan_page, format_float, glob_match, scan_examine_limit, ClientId,
+    ClientReply, ClientRequest, ExpireCond, Expiry, Op, PutCond, ScanPage, Seq,
+    MAX_SCAN_PAGE_BYTES,
 };
 
 use super::{SessionRules, MAX_CLIENT_AHEAD_MS, MAX_VALUE_BYTES};
@@ -128,8 +131,14 @@ impl Entry {
     }
 }
 
+/// One shard's keys and values, ordered bytewise by key: an ordered map so
+/// that a scan resumes "after key k" in `O(log n)` and walks only the keys
+/// it returns (see ARCHITECTURE.md, "SCAN across shards"), where a hash
+/// map would have to sort or walk the whole shard on every page.
+pub(crate) type Data = BTreeMap<Box<[u8]>, Entry>;
+
 /// `(expires_ms, key)` of every entry of `data` that has an expiry.
-pub(crate) fn deadlines_of(data: &HashMap<Box<[u8]>, Entry>) -> BTreeSet<(u64, Box<[u8]>)> {
+pub(crate) fn deadlines_of(data: &Data) -> BTreeSet<(u64, Box<[u8]>)> {
     data.iter()
         .filter(|(_, e)| e.expires_ms != 0)
         .map(|(k, e)| (e.expires_ms, k.clone()))
@@ -138,9 +147,10 @@ pub(crate) fn deadlines_of(data: &HashMap<Box<[u8]>, Entry>) -> BTreeSet<(u64, B
 
 /// The data and sessions of one shard.
 ///
-/// `HashMap`s for speed; their iteration order is never observed (snapshots
-/// sort, statistics only sum), so the per-process random hash seed cannot
-/// make replicas diverge.
+/// Sessions are in a `HashMap` for speed; its iteration order is never
+/// observed (snapshots sort, statistics only sum), so the per-process
+/// random hash seed cannot make replicas diverge. The data is ordered
+/// ([`Data`]) for scans.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Shard {
     /// Values are `Vec<u8>` rather than `Bytes` so an Append is amortized
@@ -148,7 +158,7 @@ pub(crate) struct Shard {
     /// append); the price is a copy on every Get, which is bounded by
     /// [`MAX_VALUE_BYTES`] and is the cheaper side for append-heavy loads.
     /// Keys and values are owned copies, never slices of a frame buffer.
-    pub(crate) data: HashMap<Box<[u8]>, Entry>,
+    pub(crate) data: Data,
     pub(crate) sessions: HashMap<ClientId, Session>,
     /// `(last_ms, client)` of every session, least recently active first:
     /// the order expiry and the cap drop sessions in. Derived from
@@ -198,7 +208,11 @@ impl Shard {
         if let Err(reply) = self.begin_write(req, skip_dedup, rules) {
             return (reply, false);
         }
-        let reply = self.apply_data_op(&req.op, rules);
+        let reply = if let Op::Flush { .. } = req.op {
+            self.flush(rules.log_time_ms)
+        } else {
+            self.apply_data_op(&req.op, rules)
+        };
         self.record_reply(req, &reply);
         (reply, true)
     }
@@ -418,9 +432,87 @@ impl Shard {
         self.read_op(&req.op, now)
     }
 
-    /// Answers a read-only operation (Get, Ttl) at log time `now`, a key
-    /// expired by then reading as absent.
+    /// Removes every key (a Flush); answers how many were live.
+    fn flush(&mut self, now: u64) -> ClientReply {
+        let live = self.live_keys(now);
+        self.data = Data::new();
+        self.deadlines.clear();
+        ClientReply::Ok(Bytes::from(live.to_string().into_bytes()))
+    }
+
+    /// Keys that have not expired at log time `now`: all keys less the
+    /// expired ones not yet removed (the front of the deadline index).
+    pub(crate) fn live_keys(&self, now: u64) -> u64 {
+        let expired = self
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .count();
+        (self.data.len() - expired) as u64
+    }
+
+    /// One page of a scan (see [`Op::Scan`]): `O(log n)` to find the start,
+    /// then one step per key examined, at most
+    /// [`scan_examine_limit`]`(count)` of them, and at most about
+    /// [`MAX_SCAN_PAGE_BYTES`] of keys.
+    pub(crate) fn scan(
+        &self,
+        after: Option<&[u8]>,
+        count: u32,
+        pattern: Option<&[u8]>,
+        now: u64,
+    ) -> ScanPage {
+        let from = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut page = ScanPage::default();
+        let mut last = None;
+        let mut examined = 0;
+        let mut bytes = 0;
+        let limit = scan_examine_limit(count);
+        let mut range = self
+            .data
+            .range::<[u8], _>((from, Bound::Unbounded))
+            .peekable();
+        for (key, entry) in range.by_ref() {
+            examined += 1;
+            last = Some(key);
+            if !entry.expired(now) && pattern.is_none_or(|p| glob_match(p, key)) {
+                page.keys.push(Bytes::copy_from_slice(key));
+                bytes += key.len();
+            }
+            if page.keys.len() >= count as usize
+                || examined >= limit
+                || bytes >= MAX_SCAN_PAGE_BYTES
+            {
+                break;
+            }
+        }
+        if range.peek().is_some() {
+            page.resume_after = last.map(|k| Bytes::copy_from_slice(k));
+        }
+        page
+    }
+
+    /// Answers a read-only operation (Get, Ttl, Scan, Count) at log time
+    /// `now`, a key expired by then reading as absent.
     pub(crate) fn read_op(&self, op: &Op, now: u64) -> ClientReply {
+        match op {
+            Op::Scan {
+                after,
+                count,
+                pattern,
+                ..
+            } => {
+                let page = self.scan(after.as_deref(), *count, pattern.as_deref(), now);
+                return ClientReply::Ok(encode_scan_page(&page));
+            }
+            Op::Count { .. } => {
+                return ClientReply::Ok(Bytes::from(self.live_keys(now).to_string().into_bytes()))
+            }
+            _ => {}
+        }
         let entry = self.data.get(&op.key()[..]).filter(|e| !e.expired(now));
         match (op, entry) {
             (_, None) => ClientReply::NoKey,
@@ -474,7 +566,7 @@ impl Shard {
 /// (`"1"` or `"0"`, PROTOCOL.md 5.1) so a Redis-style DEL can answer without
 /// a second read; it is cached like any write's reply, so a retried Delete
 /// gets the original count rather than a misleading `"0"`.
-fn delete(data: &mut HashMap<Box<[u8]>, Entry>, key: &[u8]) -> ClientReply {
+fn delete(data: &mut Data, key: &[u8]) -> ClientReply {
     let removed: &'static [u8] = if data.remove(key).is_some() {
         b"1"
     } else {
@@ -504,7 +596,7 @@ pub(crate) fn parse_i64(v: &[u8]) -> Option<i64> {
 
 /// Performs an Incr: the new value in decimal, or a refusal that changes
 /// nothing.
-fn incr(data: &mut HashMap<Box<[u8]>, Entry>, key: &[u8], delta: i64, version: u64) -> ClientReply {
+fn incr(data: &mut Data, key: &[u8], delta: i64, version: u64) -> ClientReply {
     let expires_ms = data.get(key).map_or(0, |e| e.expires_ms);
     let current = match data.get(key) {
         Some(e) => match parse_i64(&e.value) {
@@ -534,6 +626,88 @@ fn incr(data: &mut HashMap<Box<[u8]>, Entry>, key: &[u8], delta: i64, version: u
         },
     );
     reply
+}
+
+/// Reply reason of an IncrByFloat of a value or increment that is not a
+/// float.
+pub(crate) const NOT_FLOAT_REASON: &str = "value is not a valid float";
+/// Reply reason of an IncrByFloat whose result is not finite.
+pub(crate) const NAN_REASON: &str = "increment would produce NaN or Infinity";
+
+/// A float as Redis reads one (`string2ld`): the whole text, no spaces,
+/// not NaN. Rust's parser takes what C's `strtold` does for decimal text
+/// (`1.5`, `-3`, `.5`, `5.`, `1e3`, `inf`).
+pub(crate) fn parse_float(v: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(v).ok()?;
+    if text.is_empty() || text.starts_with(|c: char| c.is_whitespace()) {
+        return None;
+    }
+    text.parse::<f64>().ok().filter(|x| !x.is_nan())
+}
+
+/// Performs an IncrByFloat (see [`Op::IncrByFloat`]).
+fn incr_by_float(data: &mut Data, key: &[u8], delta: &[u8], version: u64) -> ClientReply {
+    let not_float = || ClientReply::Error {
+        reason: NOT_FLOAT_REASON.to_string(),
+    };
+    let current = match data.get(key) {
+        Some(e) => match parse_float(&e.value) {
+            Some(x) => x,
+            None => return not_float(),
+        },
+        None => 0.0,
+    };
+    let Some(delta) = parse_float(delta) else {
+        return not_float();
+    };
+    let next = current + delta;
+    if !next.is_finite() {
+        return ClientReply::Error {
+            reason: NAN_REASON.to_string(),
+        };
+    }
+    let text = format_float(next).into_bytes();
+    let reply = ClientReply::Ok(Bytes::copy_from_slice(&text));
+    let expires_ms = data.get(key).map_or(0, |e| e.expires_ms);
+    data.insert(
+        Box::from(key),
+        Entry {
+            value: text,
+            version,
+            expires_ms,
+        },
+    );
+    reply
+}
+
+/// Performs a SetRange (see [`Op::SetRange`]).
+fn set_range(data: &mut Data, key: &[u8], offset: u64, value: &[u8], version: u64) -> ClientReply {
+    let len_reply = |n: usize| ClientReply::Ok(Bytes::from(n.to_string().into_bytes()));
+    if value.is_empty() {
+        // Redis: nothing is written and no key is created.
+        return len_reply(data.get(key).map_or(0, |e| e.value.len()));
+    }
+    let end = match usize::try_from(offset)
+        .ok()
+        .and_then(|o| o.checked_add(value.len()))
+    {
+        Some(end) if end <= MAX_VALUE_BYTES => end,
+        _ => {
+            return ClientReply::Error {
+                reason: TOO_LARGE_REASON.to_string(),
+            }
+        }
+    };
+    let offset = end - value.len();
+    let entry = data
+        .entry(Box::from(key))
+        .or_insert_with(|| Entry::new(Vec::new(), version));
+    if entry.value.len() < end {
+        entry.value.resize(end, 0);
+    }
+    entry.value[offset..end].copy_from_slice(value);
+    entry.version = version;
+    len_reply(entry.value.len())
 }
 
 /// `head` then `1` and `value`, or `0` without one: how PutIf and GetDel
@@ -569,7 +743,7 @@ fn deadline(expiry: Expiry, now: u64) -> Option<u64> {
 /// as Redis' SET with a past EXAT does.
 #[allow(clippy::too_many_arguments)]
 fn put_if(
-    data: &mut HashMap<Box<[u8]>, Entry>,
+    data: &mut Data,
     key: &[u8],
     value: &[u8],
     cond: PutCond,
@@ -623,13 +797,7 @@ fn put_if(
 /// Performs a Put (`append == false`) or Append. A result larger than
 /// [`MAX_VALUE_BYTES`] is refused without changing anything; the refusal is
 /// itself a deterministic outcome, cached like any reply.
-fn write(
-    data: &mut HashMap<Box<[u8]>, Entry>,
-    key: &[u8],
-    value: &[u8],
-    append: bool,
-    version: u64,
-) -> ClientReply {
+fn write(data: &mut Data, key: &[u8], value: &[u8], append: bool, version: u64) -> ClientReply {
     let too_large = || ClientReply::Error {
         reason: TOO_LARGE_REASON.to_string(),
     };
@@ -666,7 +834,7 @@ fn write(
 /// transactions (`kv::txn`), so both decide alike.
 /// Performs an Expire (see [`Op::Expire`]).
 fn expire(
-    data: &mut HashMap<Box<[u8]>, Entry>,
+    data: &mut Data,
     key: &[u8],
     expiry: Expiry,
     cond: ExpireCond,
@@ -702,13 +870,7 @@ fn expire(
 }
 
 /// Performs a GetEx (see [`Op::GetEx`]).
-fn get_ex(
-    data: &mut HashMap<Box<[u8]>, Entry>,
-    key: &[u8],
-    expiry: Expiry,
-    version: u64,
-    now: u64,
-) -> ClientReply {
+fn get_ex(data: &mut Data, key: &[u8], expiry: Expiry, version: u64, now: u64) -> ClientReply {
     let Some(entry) = data.get_mut(key) else {
         return ClientReply::Ok(with_presence(b"", None));
     };
@@ -723,12 +885,7 @@ fn get_ex(
     reply
 }
 
-pub(crate) fn apply_op(
-    data: &mut HashMap<Box<[u8]>, Entry>,
-    op: &Op,
-    version: u64,
-    now: u64,
-) -> ClientReply {
+pub(crate) fn apply_op(data: &mut Data, op: &Op, version: u64, now: u64) -> ClientReply {
     match op {
         Op::Put { key, value } => write(data, key, value, false, version),
         Op::Append { key, value } => write(data, key, value, true, version),
@@ -770,6 +927,13 @@ pub(crate) fn apply_op(
             Some(e) if e.expires_ms == 0 => ClientReply::Ok(Bytes::from_static(b"-1")),
             Some(e) => ClientReply::Ok(Bytes::from((e.expires_ms - now).to_string().into_bytes())),
             None => ClientReply::NoKey,
+        },
+        Op::SetRange { key, offset, value } => set_range(data, key, *offset, value, version),
+        Op::IncrByFloat { key, delta } => incr_by_float(data, key, delta, version),
+        // Reads of a whole shard and Flush are answered by `Shard` (they
+        // are not key operations; a transaction cannot hold them).
+        Op::Scan { .. } | Op::Count { .. } | Op::Flush { .. } => ClientReply::Error {
+            reason: "not an operation on one key".to_string(),
         },
         // `KvStore::apply` runs transactions (`kv::txn`); one never nests.
         Op::Txn(_) => ClientReply::Error {

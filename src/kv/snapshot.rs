@@ -47,7 +47,7 @@ use byteorder::{ByteOrder, LittleEndian};
 use bytes::Bytes;
 use synod_wire::{ClientId, ClientReply};
 
-use super::shard::{Entry, Session, Shard};
+use super::shard::{Data, Entry, Session, Shard};
 use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
 
 /// Format/version byte of a whole-store snapshot (4: per-key expiry).
@@ -529,13 +529,13 @@ pub(super) fn decode_entries(
     index: u32,
     shards: u32,
     layout: Layout,
-) -> Result<HashMap<Box<[u8]>, Entry>, SnapshotError> {
+) -> Result<Data, SnapshotError> {
     let entries = input.count(match layout {
         Layout::V4 => MIN_EXPIRING_ENTRY_BYTES,
         Layout::V3 => MIN_VERSIONED_ENTRY_BYTES,
         Layout::V1 | Layout::V2 => MIN_ENTRY_BYTES,
     })?;
-    let mut data = HashMap::with_capacity(entries);
+    let mut data = Data::new();
     let mut previous: Option<&[u8]> = None;
     for _ in 0..entries {
         let key = input.bytes()?;

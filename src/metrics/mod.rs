@@ -108,7 +108,7 @@ impl Histogram {
 }
 
 /// Request kinds, as a label and an index into per-kind arrays.
-pub const REQUEST_KINDS: [&str; 17] = [
+pub const REQUEST_KINDS: [&str; 22] = [
     "get",
     "put",
     "append",
@@ -126,6 +126,11 @@ pub const REQUEST_KINDS: [&str; 17] = [
     "expire",
     "ttl",
     "get_ex",
+    "set_range",
+    "incr_by_float",
+    "scan",
+    "count",
+    "flush",
 ];
 pub const KIND_STATUS: usize = 11;
 
@@ -163,6 +168,11 @@ pub fn request_kind(m: &Message) -> Option<usize> {
             Op::Expire { .. } => 14,
             Op::Ttl { .. } => 15,
             Op::GetEx { .. } => 16,
+            Op::SetRange { .. } => 17,
+            Op::IncrByFloat { .. } => 18,
+            Op::Scan { .. } => 19,
+            Op::Count { .. } => 20,
+            Op::Flush { .. } => 21,
         },
         Message::Master(r) => match r.op {
             MasterOp::Join { .. } => 7,

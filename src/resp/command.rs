@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use synod_wire::{ExpireCond, Expiry, Op, PutCond};
 
+use super::keyspace::{self, Cursors, KeyspaceFinish};
 use super::reply::Reply;
 use crate::client::{ClientError, OpResult};
 
@@ -39,6 +40,15 @@ pub struct Session {
     /// CLIENT SETINFO LIB-NAME / LIB-VER, shown by CLIENT INFO.
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
+    /// The cluster's shard count (fixed per cluster; 0: unknown), which
+    /// SCAN, KEYS, DBSIZE and FLUSHDB walk.
+    pub shards: u32,
+    /// `synod-server --resp-allow-flushdb`: FLUSHDB/FLUSHALL may run.
+    pub allow_flushdb: bool,
+    /// This connection's SCAN cursors.
+    pub cursors: Cursors,
+    /// One key per shard, computed on first use (`keyspace`).
+    pub(super) shard_keys: Vec<Bytes>,
 }
 
 impl Default for Session {
@@ -51,6 +61,10 @@ impl Default for Session {
             proto: 2,
             lib_name: None,
             lib_ver: None,
+            shards: 0,
+            allow_flushdb: false,
+            cursors: Cursors::default(),
+            shard_keys: Vec::new(),
         }
     }
 }
@@ -148,11 +162,24 @@ enum Finish {
     GetDel,
     /// One Incr: the new value.
     Incr,
+    /// One SetRange: the new length.
+    SetRange,
+    /// One IncrByFloat: the new value, as a bulk string.
+    IncrByFloat,
+    /// SCAN, KEYS, DBSIZE, FLUSHDB (`keyspace`).
+    Keyspace(KeyspaceFinish),
 }
 
 impl KvCommand {
-    /// The reply, given one result per op (same order as [`Self::ops`]).
+    /// The reply, given one result per op (same order as [`Self::ops`]),
+    /// for a command that keeps no connection state (all but SCAN).
     pub fn finish(&self, results: Vec<OpResult>) -> Reply {
+        self.finish_in(results, &mut Session::default())
+    }
+
+    /// The reply, given one result per op; a SCAN records its next cursor
+    /// in `session`.
+    pub fn finish_in(&self, results: Vec<OpResult>, session: &mut Session) -> Reply {
         assert_eq!(results.len(), self.ops.len(), "one result per op");
         if let Some(e) = first_error(&results) {
             // Every command's reply depends on all of its ops (a failed
@@ -230,10 +257,15 @@ impl KvCommand {
                 Some(old) => old.map_or(Reply::Nil, Reply::Bulk),
                 None => malformed(),
             },
-            Finish::Incr => match one(&mut values).and_then(|v| int_arg(&v)) {
+            Finish::Incr | Finish::SetRange => match one(&mut values).and_then(|v| int_arg(&v)) {
                 Some(n) => Reply::Integer(n),
                 None => malformed(),
             },
+            Finish::IncrByFloat => match one(&mut values) {
+                Some(v) => Reply::Bulk(v),
+                None => malformed(),
+            },
+            Finish::Keyspace(f) => keyspace::finish(f, values.collect(), session),
         }
     }
 }
@@ -551,6 +583,62 @@ const COMMANDS: &[CommandSpec] = &[
         "Subtracts an integer from a key's integer value.",
     ),
     spec("mget", -2, R, KEYS, "string", "Returns the values of keys."),
+    spec(
+        "setrange",
+        4,
+        W,
+        KEY1,
+        "string",
+        "Overwrites part of a string at an offset, padding with zero bytes.",
+    ),
+    spec(
+        "incrbyfloat",
+        3,
+        W,
+        KEY1,
+        "string",
+        "Adds a floating point number to a key's value.",
+    ),
+    spec(
+        "scan",
+        -2,
+        &["readonly"],
+        NONE,
+        "generic",
+        "Iterates the keys of every shard (MATCH, COUNT, TYPE).",
+    ),
+    spec(
+        "keys",
+        2,
+        &["readonly"],
+        NONE,
+        "generic",
+        "Returns the keys matching a pattern (every shard).",
+    ),
+    spec(
+        "dbsize",
+        1,
+        &["readonly", "fast"],
+        NONE,
+        "server",
+        "Counts the keys of every shard.",
+    ),
+    spec(
+        "flushdb",
+        -1,
+        W,
+        NONE,
+        "server",
+        "Removes every key (only with synod-server --resp-allow-flushdb).",
+    ),
+    spec(
+        "flushall",
+        -1,
+        W,
+        NONE,
+        "server",
+        "Removes every key (only with synod-server --resp-allow-flushdb).",
+    ),
     spec(
         "mset",
         -3,
@@ -1103,6 +1191,26 @@ pub fn plan(args: &[Bytes], session: &mut Session) -> Plan {
         kv(Finish::Exists, key_op(|key| Op::Get { key }))
     } else if is(name, "MGET") {
         kv(Finish::MGet, key_op(|key| Op::Get { key }))
+    } else if is(name, "SETRANGE") {
+        set_range(rest)
+    } else if is(name, "INCRBYFLOAT") {
+        // Parsed here only to answer a bad increment without a round trip;
+        // the servers parse the text again (the log carries it verbatim).
+        if crate::kv::parse_float(&rest[1]).is_none() {
+            return Plan::Reply(Reply::error("ERR value is not a valid float"));
+        }
+        kv(
+            Finish::IncrByFloat,
+            vec![Op::IncrByFloat {
+                key: rest[0].clone(),
+                delta: rest[1].clone(),
+            }],
+        )
+    } else if let Some(p) = keyspace::plan(name, rest, session) {
+        match p {
+            Ok((finish, ops)) => kv(Finish::Keyspace(finish), ops),
+            Err(reply) => Plan::Reply(reply),
+        }
     } else if is(name, "MSET") {
         if n % 2 != 0 {
             return Plan::Reply(wrong_arity(name));
@@ -1118,6 +1226,30 @@ pub fn plan(args: &[Bytes], session: &mut Session) -> Plan {
     } else {
         Plan::Reply(local(name, rest, session))
     }
+}
+
+/// `SETRANGE key offset value`, with Redis' refusals before any round trip.
+fn set_range(rest: &[Bytes]) -> Plan {
+    let Some(offset) = int_arg(&rest[1]) else {
+        return Plan::Reply(Reply::error(NOT_INTEGER));
+    };
+    if offset < 0 {
+        return Plan::Reply(Reply::error("ERR offset is out of range"));
+    }
+    let value = rest[2].clone();
+    if !value.is_empty() && offset as u64 + value.len() as u64 > crate::kv::MAX_VALUE_BYTES as u64 {
+        return Plan::Reply(Reply::error(
+            "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+        ));
+    }
+    kv(
+        Finish::SetRange,
+        vec![Op::SetRange {
+            key: rest[0].clone(),
+            offset: offset as u64,
+            value,
+        }],
+    )
 }
 
 fn put_if(finish: Finish, rest: &[Bytes], cond: PutCond, get_old: bool) -> Plan {
@@ -1372,16 +1504,10 @@ fn local(name: &[u8], rest: &[Bytes], session: &mut Session) -> Reply {
             "ERR '{}' is not supported: use TTL or PTTL",
             lower(name)
         )))
-    } else if is(name, "FLUSHDB") || is(name, "FLUSHALL") {
-        Reply::Error(Cow::Owned(format!(
-            "ERR '{}' is refused: the gateway does not erase the whole replicated store",
-            lower(name)
-        )))
-    } else if is(name, "KEYS") || is(name, "SCAN") || is(name, "DBSIZE") || is(name, "RANDOMKEY") {
-        Reply::Error(Cow::Owned(format!(
-            "ERR '{}' is not supported yet: keys are spread over shards of independent groups and there is no cross-shard scan yet",
-            lower(name)
-        )))
+    } else if is(name, "RANDOMKEY") {
+        Reply::error(
+            "ERR 'randomkey' is not supported: keys are spread over shards of independent groups (use SCAN)",
+        )
     } else if let Some(what) = unsupported_type(name) {
         Reply::Error(Cow::Owned(format!(
             "ERR '{}' is not supported: Synod stores strings only, not {what} (see README's command table)",
@@ -1902,6 +2028,57 @@ mod tests {
     }
 
     #[test]
+    fn setrange_and_incrbyfloat_are_one_op_with_redis_refusals() {
+        let sr = kv_cmd(&["SETRANGE", "k", "5", "ab"]);
+        assert_eq!(
+            sr.ops,
+            vec![Op::SetRange {
+                key: b("k"),
+                offset: 5,
+                value: b("ab")
+            }]
+        );
+        assert_eq!(sr.finish(vec![Ok(Some(b("7")))]), Reply::Integer(7));
+        assert!(is_error(
+            &reply(&["SETRANGE", "k", "-1", "x"]),
+            "ERR offset is out of range"
+        ));
+        assert!(is_error(&reply(&["SETRANGE", "k", "x", "x"]), NOT_INTEGER));
+        assert!(is_error(
+            &reply(&["SETRANGE", "k", "536870911", "xy"]),
+            "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+        ));
+        // An empty value never writes, so it is never too large.
+        assert!(matches!(
+            run(&["SETRANGE", "k", "536870911", ""]),
+            Plan::Kv(_)
+        ));
+        let f = kv_cmd(&["INCRBYFLOAT", "k", "0.1"]);
+        assert_eq!(
+            f.ops,
+            vec![Op::IncrByFloat {
+                key: b("k"),
+                delta: b("0.1")
+            }]
+        );
+        assert_eq!(f.finish(vec![Ok(Some(b("10.6")))]), Reply::Bulk(b("10.6")));
+        assert_eq!(
+            f.finish(vec![Err(ClientError::Refused(
+                "value is not a valid float".into()
+            ))]),
+            Reply::error("ERR value is not a valid float")
+        );
+        assert!(is_error(
+            &reply(&["INCRBYFLOAT", "k", "abc"]),
+            "ERR value is not a valid float"
+        ));
+        assert!(is_error(
+            &reply(&["INCRBYFLOAT", "k", "nan"]),
+            "ERR value is not a valid float"
+        ));
+    }
+
+    #[test]
     fn append_is_an_append_then_a_get_and_answers_the_length_read() {
         let cmd = kv_cmd(&["APPEND", "k", "xy"]);
         assert_eq!(
@@ -2117,7 +2294,8 @@ mod tests {
             &reply(&["lpush", "l", "x"]),
             "ERR 'lpush' is not supported"
         ));
-        assert!(is_error(&reply(&["FLUSHDB"]), "ERR 'flushdb' is refused"));
+        assert!(is_error(&reply(&["FLUSHDB"]), "ERR FLUSHDB is disabled"));
+        assert!(is_error(&reply(&["FLUSHALL"]), "ERR FLUSHDB is disabled"));
     }
 
     #[test]
@@ -2178,10 +2356,13 @@ mod tests {
         assert!(
             matches!(reply(&["INFO", "keyspace"]), Reply::Verbatim(t) if t == "# Keyspace\r\n")
         );
-        assert!(is_error(
-            &reply(&["DBSIZE"]),
-            "ERR 'dbsize' is not supported yet"
-        ));
+        // The gateway of a cluster whose shard count it knows asks every
+        // shard.
+        let mut s = Session {
+            shards: 4,
+            ..Session::default()
+        };
+        assert!(matches!(plan(&args(&["DBSIZE"]), &mut s), Plan::Kv(c) if c.ops.len() == 4));
     }
 
     #[test]

@@ -122,6 +122,12 @@ pub struct GatewayOptions {
     /// `synod-server --resp-password-file`: every connection must AUTH
     /// with it before any command but PING, AUTH, HELLO and QUIT.
     pub password: Option<std::sync::Arc<[u8]>>,
+    /// The cluster's shard count, which SCAN, KEYS, DBSIZE and FLUSHDB walk
+    /// (`synod-server --shards`; every server of a cluster has the same).
+    pub shards: u32,
+    /// `synod-server --resp-allow-flushdb`: FLUSHDB and FLUSHALL remove
+    /// every key; without it they are refused.
+    pub allow_flushdb: bool,
 }
 
 /// The default [`GatewayOptions::threads`]: one loop per core.
@@ -142,6 +148,8 @@ impl GatewayOptions {
             partial_budget: DEFAULT_PARTIAL_BUDGET,
             client: ClientOptions::new(masters),
             password: None,
+            shards: synod_wire::DEFAULT_SHARDS,
+            allow_flushdb: false,
         }
     }
 }
@@ -499,6 +507,8 @@ impl Loop {
                         id: h.id,
                         name: None,
                         password: self.opts.password.clone(),
+                        shards: self.opts.shards,
+                        allow_flushdb: self.opts.allow_flushdb,
                         ..Session::default()
                     }),
                     parser: Parser::with_max_args(self.opts.max_command_args),

@@ -43,6 +43,7 @@
 mod batch;
 mod command;
 mod gateway;
+mod keyspace;
 mod multi;
 mod parse;
 mod pipeline;

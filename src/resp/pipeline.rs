@@ -336,7 +336,10 @@ impl Pipeline {
                     proto,
                     ..
                 } => cmd
-                    .finish(results.into_iter().map(|r| r.expect("complete")).collect())
+                    .finish_in(
+                        results.into_iter().map(|r| r.expect("complete")).collect(),
+                        &mut self.session,
+                    )
                     .encode_proto(out, proto),
                 Slot::Work(..) => unreachable!("unfinished work stops the loop"),
             }

@@ -33,8 +33,9 @@ use crate::types::{
     CatchupRequest, CatchupResponse, ClientReply, ClientRequest, Commit, Compare, CompareOp,
     CompareTarget, Config, ExpireCond, Expiry, Frame, GroupId, GroupInfo, GroupStatus, Heartbeat,
     LogEntry, MasterOp, MasterRequest, Message, NodeStatus, Op, PaxosMsg, PreVote, PreVoteReply,
-    Prepare, Promise, Proposal, PutCond, Reject, ReplicaId, ShardData, ShardPull, ShardRef,
-    SnapshotChunk, SnapshotRequest, Txn, TxnOpResult, TxnResult, MAX_TXN_PARTS,
+    Prepare, Promise, Proposal, PutCond, Reject, ReplicaId, ScanPage, ShardData, ShardPull,
+    ShardRef, SnapshotChunk, SnapshotRequest, Txn, TxnOpResult, TxnResult, MAX_SCAN_COUNT,
+    MAX_TXN_PARTS,
 };
 
 // ---------------------------------------------------------------------------
@@ -123,6 +124,16 @@ pub const KIND_EXPIRE: u8 = 0x0A;
 pub const KIND_TTL: u8 = 0x0B;
 /// Read a value and set or clear its expiry.
 pub const KIND_GET_EX: u8 = 0x0C;
+/// [`Op::SetRange`].
+pub const KIND_SET_RANGE: u8 = 0x0D;
+/// [`Op::IncrByFloat`].
+pub const KIND_INCR_BY_FLOAT: u8 = 0x0E;
+/// [`Op::Scan`].
+pub const KIND_SCAN: u8 = 0x0F;
+/// [`Op::Count`] (0x10-0x17 were taken by replies).
+pub const KIND_COUNT: u8 = 0x18;
+/// [`Op::Flush`].
+pub const KIND_FLUSH: u8 = 0x19;
 /// Reply: success (Get carries the value).
 pub const KIND_OK: u8 = 0x10;
 /// Reply: Get of an absent key.
@@ -198,7 +209,7 @@ pub const KIND_STATUS: u8 = 0x61;
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every kind code this version defines, in ascending order.
-pub const ALL_KINDS: [u8; 45] = [
+pub const ALL_KINDS: [u8; 50] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -211,6 +222,11 @@ pub const ALL_KINDS: [u8; 45] = [
     KIND_EXPIRE,
     KIND_TTL,
     KIND_GET_EX,
+    KIND_SET_RANGE,
+    KIND_INCR_BY_FLOAT,
+    KIND_SCAN,
+    KIND_COUNT,
+    KIND_FLUSH,
     KIND_OK,
     KIND_NO_KEY,
     KIND_WRONG_GROUP,
@@ -250,7 +266,8 @@ pub const ALL_KINDS: [u8; 45] = [
 pub fn is_known_kind(kind: u8) -> bool {
     matches!(
         kind,
-        KIND_GET..=KIND_GET_EX
+        KIND_GET..=KIND_SCAN
+            | KIND_COUNT..=KIND_FLUSH
             | KIND_OK..=KIND_SESSION_EXPIRED
             | KIND_PREPARE..=KIND_PRE_VOTE_REPLY
             | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
@@ -315,6 +332,11 @@ fn op_kind(op: &Op) -> u8 {
         Op::Expire { .. } => KIND_EXPIRE,
         Op::Ttl { .. } => KIND_TTL,
         Op::GetEx { .. } => KIND_GET_EX,
+        Op::SetRange { .. } => KIND_SET_RANGE,
+        Op::IncrByFloat { .. } => KIND_INCR_BY_FLOAT,
+        Op::Scan { .. } => KIND_SCAN,
+        Op::Count { .. } => KIND_COUNT,
+        Op::Flush { .. } => KIND_FLUSH,
         Op::Txn(_) => KIND_TXN,
     }
 }
@@ -683,7 +705,24 @@ fn request_body_len(req: &ClientRequest) -> usize {
     }
     let fixed = 8 + 8 + 8 + 4 + req.op.key().len();
     match &req.op {
-        Op::Get { .. } | Op::Delete { .. } | Op::GetDel { .. } | Op::Ttl { .. } => fixed,
+        Op::Get { .. }
+        | Op::Delete { .. }
+        | Op::GetDel { .. }
+        | Op::Ttl { .. }
+        | Op::Count { .. }
+        | Op::Flush { .. } => fixed,
+        Op::SetRange { value, .. } => fixed + 8 + 4 + value.len(),
+        Op::IncrByFloat { delta, .. } => fixed + 4 + delta.len(),
+        Op::Scan { after, pattern, .. } => {
+            fixed
+                + 1
+                + 4
+                + after.as_ref().map_or(0, |a| a.len())
+                + 4
+                + 1
+                + 4
+                + pattern.as_ref().map_or(0, |p| p.len())
+        }
         Op::Put { value, .. } | Op::Append { value, .. } => fixed + 4 + value.len(),
         Op::PutEx { value, .. } => fixed + 4 + value.len() + 2 + 9,
         Op::Expire { .. } => fixed + 9 + 1,
@@ -692,6 +731,12 @@ fn request_body_len(req: &ClientRequest) -> usize {
         Op::PutIf { value, .. } => fixed + 4 + value.len() + 2,
         Op::Txn(_) => unreachable!("returned above"),
     }
+}
+
+/// `present u8` (0 or 1), then a byte string (empty when absent).
+fn put_optional(out: &mut BytesMut, b: Option<&[u8]>) {
+    out.put_u8(u8::from(b.is_some()));
+    put_byte_string(out, b.unwrap_or_default());
 }
 
 fn put_expiry(out: &mut BytesMut, expiry: Expiry) {
@@ -705,8 +750,31 @@ fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
     out.put_u64_le(req.seq);
     out.put_u64_le(req.ack_seq);
     match &req.op {
-        Op::Get { key } | Op::Delete { key } | Op::GetDel { key } | Op::Ttl { key } => {
-            put_byte_string(out, key)
+        Op::Get { key }
+        | Op::Delete { key }
+        | Op::GetDel { key }
+        | Op::Ttl { key }
+        | Op::Count { key }
+        | Op::Flush { key } => put_byte_string(out, key),
+        Op::SetRange { key, offset, value } => {
+            put_byte_string(out, key);
+            out.put_u64_le(*offset);
+            put_byte_string(out, value);
+        }
+        Op::IncrByFloat { key, delta } => {
+            put_byte_string(out, key);
+            put_byte_string(out, delta);
+        }
+        Op::Scan {
+            key,
+            after,
+            count,
+            pattern,
+        } => {
+            put_byte_string(out, key);
+            put_optional(out, after.as_deref());
+            out.put_u32_le(*count);
+            put_optional(out, pattern.as_deref());
         }
         Op::PutEx {
             key,
@@ -938,6 +1006,45 @@ pub fn decode_txn_result(bytes: Bytes) -> Result<TxnResult, DecodeError> {
     }
     r.finish()?;
     Ok(TxnResult { succeeded, results })
+}
+
+/// The value of the `Ok` answering a scan: `done u8` (1: the shard has no
+/// key after this page), `resume_after string` (empty when done), then
+/// `vec<string>` keys. PROTOCOL.md 5.1.
+pub fn encode_scan_page(page: &ScanPage) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(u8::from(page.resume_after.is_none()));
+    put_byte_string(&mut out, page.resume_after.as_deref().unwrap_or_default());
+    put_count(&mut out, page.keys.len());
+    for k in &page.keys {
+        put_byte_string(&mut out, k);
+    }
+    out.freeze()
+}
+
+/// Reads [`encode_scan_page`]'s bytes. Never panics on bad input.
+pub fn decode_scan_page(bytes: Bytes) -> Result<ScanPage, DecodeError> {
+    let mut r = Reader { buf: bytes };
+    let done = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError::Invalid("scan page done flag")),
+    };
+    let resume = r.byte_string()?;
+    if done && !resume.is_empty() {
+        return Err(DecodeError::Invalid("scan page done with a resume key"));
+    }
+    // Smallest key: its u32 length.
+    let n = r.count(4)?;
+    let mut keys = Vec::with_capacity(n);
+    for _ in 0..n {
+        keys.push(r.byte_string()?);
+    }
+    r.finish()?;
+    Ok(ScanPage {
+        keys,
+        resume_after: (!done).then_some(resume),
+    })
 }
 
 /// A shard master request as a self-describing command:
@@ -1250,6 +1357,17 @@ impl Reader {
         Ok(NodeStatus { node, groups })
     }
 
+    /// [`put_optional`]'s bytes: an absent value must carry an empty string.
+    fn optional(&mut self, what: &'static str) -> Result<Option<Bytes>, DecodeError> {
+        let present = self.u8()?;
+        let b = self.byte_string()?;
+        match present {
+            0 if b.is_empty() => Ok(None),
+            1 => Ok(Some(b)),
+            _ => Err(DecodeError::Invalid(what)),
+        }
+    }
+
     fn expiry(&mut self) -> Result<Expiry, DecodeError> {
         let code = self.u8()?;
         let ms = self.u64()?;
@@ -1345,6 +1463,31 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
             Op::Expire { key, expiry, cond }
         }
         KIND_TTL => Op::Ttl { key },
+        KIND_COUNT => Op::Count { key },
+        KIND_FLUSH => Op::Flush { key },
+        KIND_SET_RANGE => Op::SetRange {
+            key,
+            offset: r.u64()?,
+            value: r.byte_string()?,
+        },
+        KIND_INCR_BY_FLOAT => Op::IncrByFloat {
+            key,
+            delta: r.byte_string()?,
+        },
+        KIND_SCAN => {
+            let after = r.optional("Scan after flag")?;
+            let count = r.u32()?;
+            if count == 0 || count > MAX_SCAN_COUNT {
+                return Err(DecodeError::Invalid("Scan count"));
+            }
+            let pattern = r.optional("Scan pattern flag")?;
+            Op::Scan {
+                key,
+                after,
+                count,
+                pattern,
+            }
+        }
         KIND_GET_EX => {
             let expiry = r.expiry()?;
             if expiry == Expiry::Keep {
@@ -1398,7 +1541,9 @@ fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequest, Decode
 pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
     let mut r = Reader { buf: body };
     let msg = match kind {
-        KIND_GET..=KIND_GET_EX => Message::Request(read_request(kind, &mut r)?),
+        KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_FLUSH => {
+            Message::Request(read_request(kind, &mut r)?)
+        }
         KIND_OK => Message::Reply(ClientReply::Ok(r.byte_string()?)),
         KIND_NO_KEY => Message::Reply(ClientReply::NoKey),
         KIND_WRONG_GROUP => Message::Reply(ClientReply::WrongGroup),
@@ -1551,7 +1696,7 @@ pub fn decode_command(cmd: Bytes) -> Result<ClientRequest, DecodeError> {
         return Err(DecodeError::Truncated);
     };
     match kind {
-        KIND_GET..=KIND_GET_EX => {}
+        KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_FLUSH => {}
         k if is_known_kind(k) => {
             return Err(DecodeError::Invalid("command is not a client request"))
         }

@@ -158,6 +158,52 @@ pub enum Op {
         key: Bytes,
         expiry: Expiry,
     },
+    /// Overwrites part of the value at byte `offset` with `value`, padding
+    /// with zero bytes (wire kind 0x0D; Redis' SETRANGE). An empty `value`
+    /// changes nothing and creates no key. Answered `Ok` with the value's
+    /// length after the write, in decimal; `Error("value too large")` if
+    /// `offset + value.len()` exceeds the value limit. Keeps the expiry.
+    SetRange {
+        key: Bytes,
+        offset: u64,
+        value: Bytes,
+    },
+    /// Adds the decimal float `delta` (the text the client sent) to the
+    /// key's value read as a float (absent: 0), as one write (wire kind
+    /// 0x0E; Redis' INCRBYFLOAT). The result is stored and answered as
+    /// decimal text without exponent ([`format_float`]). `Error` ("value is
+    /// not a valid float" / "increment would produce NaN or Infinity")
+    /// changes nothing. Keeps the expiry.
+    IncrByFloat {
+        key: Bytes,
+        delta: Bytes,
+    },
+    /// One page of the keys of the shard `key` belongs to (wire kind 0x0F;
+    /// a read, served through read-index like a Get). `key` names the shard
+    /// only: any key of it will do, so the request routes, and is refused
+    /// with `WrongGroup`, exactly like a single-key request. Keys come in
+    /// bytewise order, starting after `after` (`None`: from the first),
+    /// at most `count` of them matching `pattern` (Redis glob; `None`: all),
+    /// examining at most [`scan_examine_limit`]`(count)` keys and stopping
+    /// once the keys returned reach [`MAX_SCAN_PAGE_BYTES`]. Answered `Ok`
+    /// with an encoded [`ScanPage`]. Expired keys are never returned.
+    Scan {
+        key: Bytes,
+        after: Option<Bytes>,
+        count: u32,
+        pattern: Option<Bytes>,
+    },
+    /// The number of live keys of the shard `key` belongs to (wire kind
+    /// 0x18; a read). Answered `Ok` with the count in decimal.
+    Count {
+        key: Bytes,
+    },
+    /// Removes every key of the shard `key` belongs to, as one write (wire
+    /// kind 0x19; Redis' FLUSHDB, one per shard). Sessions stay. Answered
+    /// `Ok` with the number of keys removed, in decimal.
+    Flush {
+        key: Bytes,
+    },
     /// A transaction (wire kind 0x08, PROTOCOL.md 5.1): if every compare
     /// holds, run `success`, else `failure`, atomically. Answered `Ok` with
     /// an encoded [`TxnResult`] ([`encode_txn_result`]). Boxed: a request
@@ -402,15 +448,82 @@ impl Op {
             | Op::PutEx { key, .. }
             | Op::Expire { key, .. }
             | Op::Ttl { key }
-            | Op::GetEx { key, .. } => key,
+            | Op::GetEx { key, .. }
+            | Op::SetRange { key, .. }
+            | Op::IncrByFloat { key, .. }
+            | Op::Scan { key, .. }
+            | Op::Count { key }
+            | Op::Flush { key } => key,
             Op::Txn(txn) => txn.keys().next().unwrap_or(&NO_KEY),
         }
     }
 
     /// True for an operation that only reads (never needs a session).
     pub fn is_read(&self) -> bool {
-        matches!(self, Op::Get { .. } | Op::Ttl { .. })
+        matches!(
+            self,
+            Op::Get { .. } | Op::Ttl { .. } | Op::Scan { .. } | Op::Count { .. }
+        )
     }
+}
+
+/// Most keys one [`Op::Scan`] may ask for.
+pub const MAX_SCAN_COUNT: u32 = 100_000;
+
+/// Keys one [`Op::Scan`] asking for `count` examines at most (matching or
+/// not, expired or not): ten per key asked for, as Redis' SCAN visits
+/// about ten buckets per COUNT, so a rare pattern cannot make one request
+/// walk a whole shard.
+pub fn scan_examine_limit(count: u32) -> usize {
+    (count.max(1) as usize).saturating_mul(10)
+}
+
+/// Bytes of keys one scan page carries at most (the page stops after the
+/// key that reaches it), so a page of long keys stays far below a frame.
+pub const MAX_SCAN_PAGE_BYTES: usize = 1 << 20;
+
+/// The answer to an [`Op::Scan`], carried as the value of an `Ok` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ScanPage {
+    /// The matching live keys, in bytewise order.
+    pub keys: Vec<Bytes>,
+    /// Where the next page starts (after this key: the last one examined,
+    /// returned or not), or `None` when the shard has no key after the
+    /// page.
+    pub resume_after: Option<Bytes>,
+}
+
+/// A float as INCRBYFLOAT stores and answers it: positional decimal (never
+/// an exponent), rounded to 15 significant digits, trailing zeros and a
+/// trailing point trimmed, `-0` written `0`. Redis computes in a long
+/// double and prints 17 digits, whose last ones are noise-free there; a
+/// `f64` holds 15 decimal digits exactly (`DBL_DIG`), so rounding to 15
+/// gives the answers Redis gives (`10.5 + 0.1` is `10.6`, `0.1 + 0.2` is
+/// `0.3`) instead of binary noise (`0.30000000000000004`).
+pub fn format_float(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return "0".to_string();
+    }
+    // The decimal exponent of the leading digit, from the rounded value.
+    let sci = format!("{:.14e}", x);
+    let exp: i32 = sci
+        .rsplit_once('e')
+        .and_then(|(_, e)| e.parse().ok())
+        .unwrap_or(0);
+    let decimals = (14 - exp).max(0) as usize;
+    let mut s = format!("{:.*}", decimals, x);
+    if s.contains('.') {
+        while s.ends_with('0') {
+            s.pop();
+        }
+        if s.ends_with('.') {
+            s.pop();
+        }
+    }
+    if s == "-0" {
+        s = "0".to_string();
+    }
+    s
 }
 
 /// A client's request. `(client_id, seq)` identifies it for at-most-once

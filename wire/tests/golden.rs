@@ -19,7 +19,10 @@ use synod_wire::*;
 /// (0x60-0x61, operator tools, issue 13) likewise.
 /// Txn (0x08, issue 10) likewise: a new kind, no existing layout changed.
 /// PutEx, Expire, Ttl and GetEx (0x09-0x0C, key expiry, issue 11) likewise.
-const GOLDEN: [(u8, &str, &str); 45] = [
+/// SetRange, IncrByFloat, Scan (0x0D-0x0F), Count and Flush (0x18-0x19)
+/// likewise (issue 11's keyspace commands); their bodies were checked by
+/// hand against PROTOCOL.md 5.1's layouts.
+const GOLDEN: [(u8, &str, &str); 50] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
     (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
@@ -32,6 +35,11 @@ const GOLDEN: [(u8, &str, &str); 45] = [
     (KIND_EXPIRE, "53594e44010a0000280000002900000000000000010000001ba71d51051210db", "08070605040302010a000000000000000900000000000000020000006b31020068e5cf8b01000003"),
     (KIND_TTL, "53594e44010b00001e0000002a00000000000000010000000e0ae5949be3f389", "08070605040302010b000000000000000a00000000000000020000006b31"),
     (KIND_GET_EX, "53594e44010c0000270000002b00000000000000010000000406fff33b7ab0ee", "08070605040302010c000000000000000b00000000000000020000006b31030000000000000000"),
+    (KIND_SET_RANGE, "53594e44010d00002c0000002c0000000000000001000000136e231af4c5b135", "08070605040302010d000000000000000c00000000000000020000006b310600000000000000020000006162"),
+    (KIND_INCR_BY_FLOAT, "53594e44010e0000250000002d000000000000000100000029f380c35a889e45", "08070605040302010e000000000000000d00000000000000020000006b3103000000302e35"),
+    (KIND_SCAN, "53594e44010f00002d0000002e0000000000000001000000d978d46e3fc66291", "08070605040302010f000000000000000e00000000000000020000006b310101000000610a0000000000000000"),
+    (KIND_COUNT, "53594e44011800001e0000002f00000000000000010000004a9159499c6ca39a", "080706050403020110000000000000000f00000000000000020000006b31"),
+    (KIND_FLUSH, "53594e44011900001e0000003000000000000000010000005a1d7e4512ee2629", "080706050403020111000000000000001000000000000000020000006b31"),
     (KIND_OK, "53594e440110000004000000070000000000000001000000c74b6748f6187d3b", "00000000"),
     (KIND_NO_KEY, "53594e44011100000000000009000000000000000100000000000000b621fbf9", ""),
     (KIND_WRONG_GROUP, "53594e4401120000000000000a0000000000000001000000000000000d517774", ""),
@@ -302,4 +310,56 @@ fn encoded_prefix(hex_str: &str, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| u8::from_str_radix(&hex_str[2 * i..2 * i + 2], 16).unwrap())
         .collect()
+}
+
+/// The value of the `Ok` that answers a scan (PROTOCOL.md 5.1), checked
+/// against bytes written by hand from the document; bad pages, and scans
+/// with a count outside 1..=MAX_SCAN_COUNT or a bad flag, are refused.
+#[test]
+fn scan_page_golden_bytes_and_hostile_scans() {
+    let page = ScanPage {
+        keys: vec![
+            bytes::Bytes::from_static(b"a"),
+            bytes::Bytes::from_static(b"bc"),
+        ],
+        resume_after: Some(bytes::Bytes::from_static(b"bc")),
+    };
+    let golden = "000200000062630200000001000000610200000062 63".replace(' ', "");
+    let encoded = encode_scan_page(&page);
+    assert_eq!(hex(&encoded), golden);
+    assert_eq!(decode_scan_page(encoded), Ok(page));
+    let done = ScanPage::default();
+    assert_eq!(hex(&encode_scan_page(&done)), "010000000000000000");
+    for len in 0..golden.len() / 2 {
+        let cut = bytes::Bytes::copy_from_slice(&encoded_prefix(&golden, len));
+        assert!(decode_scan_page(cut).is_err(), "prefix of {len} bytes");
+    }
+    // Done with a resume key, a bad flag, a huge key count.
+    for bad in [
+        "0100000000610000000000",
+        "020000000000000000",
+        "0000000000ffffffff",
+    ] {
+        let bad = bytes::Bytes::copy_from_slice(&encoded_prefix(bad, bad.len() / 2));
+        assert!(decode_scan_page(bad).is_err());
+    }
+    // A Scan body: key "k", after flag 1 "a", count, pattern flag 0.
+    let body = |count: u32, after_flag: u8| {
+        let mut v = vec![0u8; 24];
+        v.extend_from_slice(&[1, 0, 0, 0, b'k', after_flag, 1, 0, 0, 0, b'a']);
+        v.extend_from_slice(&count.to_le_bytes());
+        v.extend_from_slice(&[0, 0, 0, 0, 0]);
+        bytes::Bytes::from(v)
+    };
+    assert!(decode_body(KIND_SCAN, body(10, 1)).is_ok());
+    assert!(decode_body(KIND_SCAN, body(0, 1)).is_err(), "count 0");
+    assert!(
+        decode_body(KIND_SCAN, body(MAX_SCAN_COUNT + 1, 1)).is_err(),
+        "count too large"
+    );
+    assert!(decode_body(KIND_SCAN, body(10, 2)).is_err(), "bad flag");
+    assert!(
+        decode_body(KIND_SCAN, body(10, 0)).is_err(),
+        "absent after with bytes"
+    );
 }

@@ -66,6 +66,11 @@ fn every_request_kind_round_trips_as_command() {
         KIND_EXPIRE,
         KIND_TTL,
         KIND_GET_EX,
+        KIND_SET_RANGE,
+        KIND_INCR_BY_FLOAT,
+        KIND_SCAN,
+        KIND_COUNT,
+        KIND_FLUSH,
     ] {
         let mut runner = TestRunner::new(Config {
             cases: 512,

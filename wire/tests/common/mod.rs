@@ -222,6 +222,63 @@ pub fn samples() -> Vec<Frame> {
                 },
             }),
         ),
+        client(
+            44,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 13,
+                ack_seq: 12,
+                op: Op::SetRange {
+                    key: b("k1"),
+                    offset: 6,
+                    value: b("ab"),
+                },
+            }),
+        ),
+        client(
+            45,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 14,
+                ack_seq: 13,
+                op: Op::IncrByFloat {
+                    key: b("k1"),
+                    delta: b("0.5"),
+                },
+            }),
+        ),
+        client(
+            46,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 15,
+                ack_seq: 14,
+                op: Op::Scan {
+                    key: b("k1"),
+                    after: Some(b("a")),
+                    count: 10,
+                    pattern: None,
+                },
+            }),
+        ),
+        client(
+            47,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 16,
+                ack_seq: 15,
+                op: Op::Count { key: b("k1") },
+            }),
+        ),
+        client(
+            48,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 17,
+                ack_seq: 16,
+                op: Op::Flush { key: b("k1") },
+            }),
+        ),
         example_ok(),
         client(9, Message::Reply(ClientReply::NoKey)),
         client(10, Message::Reply(ClientReply::WrongGroup)),
@@ -551,14 +608,31 @@ pub fn request_slices(r: &ClientRequest) -> Vec<&Bytes> {
         | Op::Incr { key, .. }
         | Op::Ttl { key }
         | Op::Expire { key, .. }
-        | Op::GetEx { key, .. } => {
+        | Op::GetEx { key, .. }
+        | Op::Count { key }
+        | Op::Flush { key } => {
             vec![key]
         }
         Op::Put { key, value }
         | Op::Append { key, value }
         | Op::PutIf { key, value, .. }
-        | Op::PutEx { key, value, .. } => {
+        | Op::PutEx { key, value, .. }
+        | Op::SetRange { key, value, .. }
+        | Op::IncrByFloat {
+            key, delta: value, ..
+        } => {
             vec![key, value]
+        }
+        Op::Scan {
+            key,
+            after,
+            pattern,
+            ..
+        } => {
+            let mut slices = vec![key];
+            slices.extend(after.iter());
+            slices.extend(pattern.iter());
+            slices
         }
     }
 }
@@ -739,6 +813,27 @@ pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
         KIND_GET_EX => (arb_bytes(64), arb_expiry(false))
             .prop_map(|(key, expiry)| Op::GetEx { key, expiry })
             .boxed(),
+        KIND_SET_RANGE => (arb_bytes(64), any::<u64>(), arb_value())
+            .prop_map(|(key, offset, value)| Op::SetRange { key, offset, value })
+            .boxed(),
+        KIND_INCR_BY_FLOAT => (arb_bytes(64), arb_bytes(24))
+            .prop_map(|(key, delta)| Op::IncrByFloat { key, delta })
+            .boxed(),
+        KIND_SCAN => (
+            arb_bytes(64),
+            proptest::option::of(arb_bytes(64)),
+            1..=MAX_SCAN_COUNT,
+            proptest::option::of(arb_bytes(16)),
+        )
+            .prop_map(|(key, after, count, pattern)| Op::Scan {
+                key,
+                after,
+                count,
+                pattern,
+            })
+            .boxed(),
+        KIND_COUNT => arb_bytes(64).prop_map(|key| Op::Count { key }).boxed(),
+        KIND_FLUSH => arb_bytes(64).prop_map(|key| Op::Flush { key }).boxed(),
         _ => unreachable!("not a request kind"),
     };
     (any::<u64>(), any::<u64>(), any::<u64>(), op)
@@ -807,6 +902,11 @@ pub fn arb_request() -> BoxedStrategy<ClientRequest> {
         arb_request_of_kind(KIND_EXPIRE),
         arb_request_of_kind(KIND_TTL),
         arb_request_of_kind(KIND_GET_EX),
+        arb_request_of_kind(KIND_SET_RANGE),
+        arb_request_of_kind(KIND_INCR_BY_FLOAT),
+        arb_request_of_kind(KIND_SCAN),
+        arb_request_of_kind(KIND_COUNT),
+        arb_request_of_kind(KIND_FLUSH),
     ]
     .boxed()
 }
@@ -890,7 +990,9 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
     let p = |s: BoxedStrategy<PaxosMsg>| s.prop_map(Message::Paxos).boxed();
     let r = |s: BoxedStrategy<ClientReply>| s.prop_map(Message::Reply).boxed();
     match kind {
-        KIND_GET..=KIND_GET_EX => arb_request_of_kind(kind).prop_map(Message::Request).boxed(),
+        KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_FLUSH => {
+            arb_request_of_kind(kind).prop_map(Message::Request).boxed()
+        }
         KIND_OK => r(arb_value().prop_map(ClientReply::Ok).boxed()),
         KIND_NO_KEY => r(Just(ClientReply::NoKey).boxed()),
         KIND_WRONG_GROUP => r(Just(ClientReply::WrongGroup).boxed()),
