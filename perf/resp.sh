@@ -10,6 +10,10 @@
 # Both get the same command, RESP_RUNS times (median taken per column):
 #   redis-benchmark -p PORT -c 50 -P 16 -t set,get -n RESP_REQUESTS -r RESP_KEYSPACE -q
 #
+# Then once per system, redis-benchmark's default test list where Synod
+# supports the commands (RESP_SUITE_REQUESTS, default 100000, requests each):
+#   redis-benchmark -p PORT -c 50 -P 16 -t set,get,incr,mset -n N -r RESP_KEYSPACE -q
+#
 # RESP_BEFORE_BIN_DIR=DIR also measures the binaries in DIR (synod,
 # synod-server of an older build) first, so a change is compared in the
 # same session. Load averages are recorded with every run: the 2 cores of
@@ -63,6 +67,21 @@ fi
 BENCH_ARGS=(-c "$CLIENTS" -P "$PIPELINE" -t set,get -n "$REQUESTS" -r "$KEYSPACE" -q)
 RAW=$WORK/raw.txt
 : >"$RAW"
+SUITE_REQUESTS=${RESP_SUITE_REQUESTS:-100000}
+SUITE_ARGS=(-c "$CLIENTS" -P "$PIPELINE" -t set,get,incr,mset -n "$SUITE_REQUESTS" -r "$KEYSPACE" -q)
+SUITE=$WORK/suite.txt
+: >"$SUITE"
+
+# suite LABEL PORT: one run of the default-list subset; appends
+# "LABEL|TEST|requests per second" lines to $SUITE.
+suite() {
+    local label=$1 port=$2
+    redis-benchmark -p "$port" "${SUITE_ARGS[@]}" 2>&1 | tr '\r' '\n' |
+        sed -n 's/^\([A-Z][A-Za-z0-9 ()]*\): \([0-9.]*\) requests per second.*/\1|\2/p' |
+        awk -F'|' -v l="$label" '{last[$1] = $2; if (!($1 in seen)) {seen[$1] = 1; order[++n] = $1}}
+            END {for (i = 1; i <= n; i++) print l "|" order[i] "|" last[order[i]]}' |
+        tee -a "$SUITE" >&2
+}
 
 # bench LABEL PORT [PIDS...]: RUNS runs of redis-benchmark; appends
 # "LABEL run SET GET load cpu_us_per_op" lines to $RAW. CPU per op is the
@@ -97,6 +116,7 @@ synod() {
     resp_port=${resp_port##*:}
     echo "resp: $label up (RESP on $SYNOD_RESP, pids ${pids[*]})" >&2
     bench "$label" "$resp_port" "${pids[@]}"
+    suite "$label" "$resp_port"
     stop_playground
 }
 
@@ -112,6 +132,7 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 bench redis "$REDIS_PORT" "$REDIS_PID"
+suite redis "$REDIS_PORT"
 
 col() { awk -v l="$1" -v c="$2" '$1 == l {print $c}' "$RAW"; }
 med() { median $(col "$1" "$2"); }
@@ -131,6 +152,20 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "NA" && b != "NA" && b > 0) p
         echo "| $label | $(med "$label" 3) | $(med "$label" 4) | $(ratio "$(med "$label" 3)" "$(med redis 3)") | $(ratio "$(med "$label" 4)" "$(med redis 4)") | $(med "$label" 6) |"
     done
     echo
+    echo "## Default test list where supported (-t set,get,incr,mset), one run each"
+    echo
+    echo "| test | $(for l in before synod redis; do grep -q "^$l|" "$SUITE" && printf '%s/s | ' "$l"; done)"
+    echo "|---|$(for l in before synod redis; do grep -q "^$l|" "$SUITE" && printf -- '---:|'; done)"
+    for t in $(cut -d'|' -f2 "$SUITE" | awk '!seen[$0]++' | tr ' ' '_'); do
+        name=${t//_/ }
+        printf '| %s |' "$name"
+        for l in before synod redis; do
+            grep -q "^$l|" "$SUITE" || continue
+            printf ' %s |' "$(awk -F'|' -v l="$l" -v t="$name" '$1 == l && $2 == t {print $3}' "$SUITE")"
+        done
+        echo
+    done
+    echo
     echo "## Commands"
     echo
     echo '```sh'
@@ -138,6 +173,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "NA" && b != "NA" && b > 0) p
     echo "redis-benchmark -p $((PORT + 100)) ${BENCH_ARGS[*]}"
     echo "redis-server --port $REDIS_PORT --save '' --appendonly no"
     echo "redis-benchmark -p $REDIS_PORT ${BENCH_ARGS[*]}"
+    echo "redis-benchmark -p PORT ${SUITE_ARGS[*]}   # each system, once"
     echo '```'
     echo
     echo "## Raw (label, run, SET/s, GET/s, 1-min load average before the run, server CPU us/op)"

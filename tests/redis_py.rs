@@ -10,6 +10,7 @@ mod common;
 use std::process::Command;
 
 use common::Cluster;
+use synod_wire::GroupInfo;
 
 fn redis_py_available() -> Result<(), String> {
     match Command::new("python3")
@@ -64,4 +65,53 @@ fn redis_py_suite_runs_green_against_the_gateway() {
         );
         eprint!("{}", String::from_utf8_lossy(&out.stdout));
     }
+}
+
+/// `tests/redis_py/keyspace_moves.py`: SCAN, KEYS, DBSIZE and FLUSHDB over
+/// two groups, with shards moved between them while a scan runs (the
+/// script moves them with `synod admin move`). The nodes run with
+/// `--resp-allow-flushdb`; the default refusal is covered by
+/// `test_keyspace.py` in the suite above.
+#[test]
+fn redis_py_scan_across_groups_survives_shard_moves() {
+    if let Err(why) = redis_py_available() {
+        assert!(std::env::var_os("CI").is_none(), "under CI: {why}");
+        eprintln!("SKIPPED redis_py_scan_across_groups: {why}");
+        return;
+    }
+    let cluster = Cluster::with_resp_nodes(3, 3, &["--resp-allow-flushdb"]);
+    let mut admin = cluster.client();
+    for (gid, servers) in [(1, &cluster.masters[..]), (2, &[])] {
+        let servers = if gid == 1 {
+            servers.to_vec()
+        } else {
+            cluster.nodes[3..].iter().map(|n| n.addr.clone()).collect()
+        };
+        admin
+            .join(vec![GroupInfo { gid, servers }])
+            .expect("join a group");
+    }
+    cluster.wait_for(std::time::Duration::from_secs(60), |c| {
+        let mut client = c.client();
+        (0..64).all(|i| client.put(format!("ready{i}").into_bytes(), &b"1"[..]).is_ok())
+    });
+    let addr = cluster.nodes[0].resp_addr.clone().expect("started with RESP");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/redis_py/keyspace_moves.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .env("SYNOD_RESP_ADDR", &addr)
+        .env("SYNOD_BIN", env!("CARGO_BIN_EXE_synod"))
+        .env("SYNOD_MASTERS", cluster.masters.join(","))
+        .env("SYNOD_CLUSTER_KEY_FILE", cluster.dir.join("cluster.key"))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
 }

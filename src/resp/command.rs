@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use synod_wire::{ExpireCond, Expiry, Op, PutCond};
+use synod_wire::{glob_match, ExpireCond, Expiry, Op, PutCond};
 
 use super::keyspace::{self, Cursors, KeyspaceFinish};
 use super::reply::Reply;
@@ -900,53 +900,6 @@ const CONFIG: &[(&str, &str)] = &[
     ("save", ""),
     ("timeout", "0"),
 ];
-
-/// Redis' glob: `*`, `?`, `[...]` (with `^` and ranges) and `\` escapes.
-pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),
-        Some((b'?', rest)) => !text.is_empty() && glob_match(rest, &text[1..]),
-        Some((b'[', rest)) => {
-            let Some((&c, after)) = text.split_first() else {
-                return false;
-            };
-            let (negate, mut p) = match rest.split_first() {
-                Some((b'^', p)) => (true, p),
-                _ => (false, rest),
-            };
-            let mut matched = false;
-            loop {
-                match p {
-                    [] => break,
-                    [b']', tail @ ..] => {
-                        p = tail;
-                        return matched != negate && glob_match(p, after);
-                    }
-                    [b'\\', x, tail @ ..] => {
-                        matched |= *x == c;
-                        p = tail;
-                    }
-                    [lo, b'-', hi, tail @ ..] if *hi != b']' => {
-                        let (lo, hi) = if lo <= hi { (*lo, *hi) } else { (*hi, *lo) };
-                        matched |= (lo..=hi).contains(&c);
-                        p = tail;
-                    }
-                    [x, tail @ ..] => {
-                        matched |= *x == c;
-                        p = tail;
-                    }
-                }
-            }
-            // An unclosed class matches as far as it went (Redis does too).
-            matched != negate && after.is_empty()
-        }
-        Some((b'\\', rest)) if !rest.is_empty() => {
-            text.first() == Some(&rest[0]) && glob_match(&rest[1..], &text[1..])
-        }
-        Some((c, rest)) => text.first() == Some(c) && glob_match(rest, &text[1..]),
-    }
-}
 
 /// Commands of the data types Synod does not have.
 fn unsupported_type(name: &[u8]) -> Option<&'static str> {

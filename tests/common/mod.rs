@@ -107,6 +107,12 @@ impl Cluster {
         c
     }
 
+    /// `masters` + `extra` nodes, each serving RESP and given `args`, no KV
+    /// group joined yet.
+    pub fn with_resp_nodes(masters: usize, extra: usize, args: &[&str]) -> Cluster {
+        Cluster::start_opts(masters, extra, true, args)
+    }
+
     /// `masters` master nodes plus `extra` nodes that host no master replica
     /// (for KV groups on their own nodes), no KV group joined yet.
     pub fn with_extra_nodes(masters: usize, extra: usize) -> Cluster {
