@@ -93,9 +93,16 @@ fn redis_py_scan_across_groups_survives_shard_moves() {
     }
     cluster.wait_for(std::time::Duration::from_secs(60), |c| {
         let mut client = c.client();
-        (0..64).all(|i| client.put(format!("ready{i}").into_bytes(), &b"1"[..]).is_ok())
+        (0..64).all(|i| {
+            client
+                .put(format!("ready{i}").into_bytes(), &b"1"[..])
+                .is_ok()
+        })
     });
-    let addr = cluster.nodes[0].resp_addr.clone().expect("started with RESP");
+    let addr = cluster.nodes[0]
+        .resp_addr
+        .clone()
+        .expect("started with RESP");
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/redis_py/keyspace_moves.py");
     let out = Command::new("python3")

@@ -334,6 +334,40 @@ impl Client {
             .collect()
     }
 
+    /// Every key matching `pattern` (Redis glob; `None`: all), handed to
+    /// `each` shard by shard in key order, one `Scan` page of up to `count`
+    /// keys per request; returns how many. A key that exists for the whole
+    /// walk is handed over even if shards move meanwhile (PROTOCOL.md 5.1).
+    pub fn scan_keys(
+        &mut self,
+        pattern: Option<Bytes>,
+        count: u32,
+        mut each: impl FnMut(&Bytes),
+    ) -> Result<u64, ClientError> {
+        let shards = self.query(None)?.shards.len() as u32;
+        let mut total = 0;
+        for key in synod_wire::shard_keys(shards) {
+            let mut after = None;
+            loop {
+                let page = self.kv(Op::Scan {
+                    key: key.clone(),
+                    after,
+                    count,
+                    pattern: pattern.clone(),
+                })?;
+                let page = synod_wire::decode_scan_page(page.unwrap_or_default())
+                    .map_err(|e| ClientError::Protocol(format!("scan page: {e}")))?;
+                page.keys.iter().for_each(&mut each);
+                total += page.keys.len() as u64;
+                match page.resume_after {
+                    Some(a) => after = Some(a),
+                    None => break,
+                }
+            }
+        }
+        Ok(total)
+    }
+
     fn kv(&mut self, op: Op) -> OpResult {
         self.execute_many(vec![op])
             .pop()

@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use synod_wire::{decode_scan_page, shard_of, Op, MAX_SCAN_COUNT};
+use synod_wire::{decode_scan_page, Op, MAX_SCAN_COUNT};
 
 use super::command::{is, Session};
 use super::reply::Reply;
@@ -91,21 +91,8 @@ impl Cursors {
 /// session (the shard count never changes for a cluster); finding them all
 /// costs about `shards * ln(shards)` hashes of short strings.
 fn shard_keys(session: &mut Session) -> &[Bytes] {
-    let shards = session.shards;
-    if session.shard_keys.len() != shards as usize {
-        let mut keys = vec![Bytes::new(); shards as usize];
-        let mut left = shards;
-        let mut n: u64 = 0;
-        while left > 0 {
-            let text = n.to_string();
-            let s = shard_of(text.as_bytes(), shards) as usize;
-            if keys[s].is_empty() {
-                keys[s] = Bytes::from(text.into_bytes());
-                left -= 1;
-            }
-            n += 1;
-        }
-        session.shard_keys = keys;
+    if session.shard_keys.len() != session.shards as usize {
+        session.shard_keys = synod_wire::shard_keys(session.shards);
     }
     &session.shard_keys
 }
@@ -303,7 +290,7 @@ pub fn finish(finish: KeyspaceFinish, results: Vec<Option<Bytes>>, session: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synod_wire::{encode_scan_page, ScanPage};
+    use synod_wire::{encode_scan_page, shard_of, ScanPage};
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

@@ -20,6 +20,14 @@ def admin(*args):
     return out.stdout
 
 
+def admin_out(*args):
+    out = subprocess.run(
+        [os.environ["SYNOD_BIN"], *args], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, (args, out.stdout, out.stderr)
+    return out.stdout
+
+
 def main():
     r = connect()
     keys = {f"mv:{i}".encode() for i in range(2000)}
@@ -54,6 +62,9 @@ def main():
     r.set("mv:late", "v")
     assert b"mv:late" in set(r.scan_iter(match="mv:l*"))
     assert set(r.keys("mv:*")) == keys | {b"mv:late"}
+    # The blocking client's walk (`synod keys`, the session core's Scan).
+    listed = set(admin_out("keys", "mv:*").encode().split())
+    assert listed == keys | {b"mv:late"}, len(listed)
 
     # FLUSHDB enabled: every key of every group goes.
     assert r.flushdb() is True

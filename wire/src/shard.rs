@@ -36,6 +36,26 @@ pub fn shard_of(key: &[u8], shards: u32) -> u32 {
     (fnv1a64(key) % u64::from(shards)) as u32
 }
 
+/// One key of each of `shards` shards, in shard order: for shard `s`, the
+/// smallest decimal number (as text) whose shard is `s`. Whole-shard
+/// requests (`Scan`, `Count`, `Flush`) name their shard by a key of it;
+/// finding all costs about `shards * ln(shards)` hashes of short strings.
+pub fn shard_keys(shards: u32) -> Vec<bytes::Bytes> {
+    let mut keys = vec![bytes::Bytes::new(); shards as usize];
+    let mut left = shards;
+    let mut n: u64 = 0;
+    while left > 0 {
+        let text = n.to_string();
+        let s = shard_of(text.as_bytes(), shards) as usize;
+        if keys[s].is_empty() {
+            keys[s] = bytes::Bytes::from(text.into_bytes());
+            left -= 1;
+        }
+        n += 1;
+    }
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,6 +84,14 @@ pub(crate) fn parse_command(words: &[OsString]) -> Result<Cmd, String> {
             want(1, "get [--json] KEY")?;
             Ok(Cmd::Get { key: bytes(1) })
         }
+        "keys" => {
+            if args > 1 {
+                return Err("usage: synod keys [PATTERN]".to_string());
+            }
+            Ok(Cmd::Keys {
+                pattern: (args == 1).then(|| bytes(1)),
+            })
+        }
         "del" => {
             if args == 0 {
                 return Err("usage: synod del KEY...".to_string());

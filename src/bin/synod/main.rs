@@ -36,6 +36,10 @@ commands:
   get --json KEY          print {\"key\":..,\"value\":..,\"version\":N} (value null
                           and version 0 when KEY has no value; exit 1 then)
   del KEY...              delete the keys; print how many had a value
+  keys [PATTERN]          print every key (matching the Redis glob PATTERN),
+                          one per line, shard by shard in key order (a SCAN:
+                          keys that exist throughout are printed even if
+                          shards move meanwhile)
   put KEY VALUE           set KEY to VALUE
   append KEY VALUE        append VALUE to KEY's value
   txn [if CMP [and CMP]... then] OP... [else OP...]
@@ -115,6 +119,7 @@ struct Cli {
 enum Cmd {
     Help,
     Get { key: Vec<u8> },
+    Keys { pattern: Option<Vec<u8>> },
     GetJson { key: Vec<u8> },
     Del { keys: Vec<Vec<u8>> },
     Put { key: Vec<u8>, value: Vec<u8> },
@@ -246,6 +251,15 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
             Err(e) => Err(e),
         },
         Cmd::GetJson { key } => return get_json(client, key),
+        Cmd::Keys { pattern } => {
+            let mut out = std::io::stdout().lock();
+            client
+                .scan_keys(pattern.map(bytes::Bytes::from), 1000, |k| {
+                    let _ = out.write_all(k);
+                    let _ = out.write_all(b"\n");
+                })
+                .map(|_| None)
+        }
         Cmd::Del { keys } => {
             let ops = keys
                 .into_iter()

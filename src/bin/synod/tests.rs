@@ -19,6 +19,14 @@ fn cmd(words: &[&str]) -> Cmd {
 #[test]
 fn kv_commands_take_raw_keys_and_values() {
     assert_eq!(cmd(&["get", "k"]), Cmd::Get { key: b"k".to_vec() });
+    assert_eq!(cmd(&["keys"]), Cmd::Keys { pattern: None });
+    assert_eq!(
+        cmd(&["keys", "a*"]),
+        Cmd::Keys {
+            pattern: Some(b"a*".to_vec())
+        }
+    );
+    assert!(parse(&["keys", "a", "b"]).is_err());
     assert_eq!(
         cmd(&["get", "--json", "k"]),
         Cmd::GetJson { key: b"k".to_vec() }
