@@ -160,6 +160,39 @@ mod tests {
         }
     }
 
+    /// The plain recursive reading of the same rules (exponential on
+    /// hostile patterns, fine on short ones): what the walk must agree with.
+    fn reference(pattern: &[u8], text: &[u8]) -> bool {
+        match pattern.split_first() {
+            None => text.is_empty(),
+            Some((b'*', rest)) => (0..=text.len()).any(|i| reference(rest, &text[i..])),
+            Some((b'?', rest)) => !text.is_empty() && reference(rest, &text[1..]),
+            Some((b'[', _)) => {
+                let (elem, len) = super::next_elem(pattern);
+                let super::Elem::Class { negate, body } = elem else {
+                    unreachable!("a class")
+                };
+                !text.is_empty()
+                    && super::class_has(body, text[0]) != negate
+                    && reference(&pattern[len..], &text[1..])
+            }
+            Some((b'\\', rest)) if !rest.is_empty() => {
+                text.first() == Some(&rest[0]) && reference(&rest[1..], &text[1..])
+            }
+            Some((c, rest)) => text.first() == Some(c) && reference(rest, &text[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_walk_agrees_with_the_recursive_reading(
+            pattern in proptest::collection::vec(proptest::sample::select(b"ab*?[]^-\\".to_vec()), 0..8),
+            text in proptest::collection::vec(proptest::sample::select(b"ab]-".to_vec()), 0..8),
+        ) {
+            proptest::prop_assert_eq!(glob_match(&pattern, &text), reference(&pattern, &text));
+        }
+    }
+
     #[test]
     fn a_hostile_pattern_costs_polynomial_time() {
         let text = vec![b'a'; 4096];
