@@ -84,7 +84,7 @@ fn slow_disks_with_early_accepts_stay_safe_and_linearizable() {
 fn torn_syncs_and_bit_flips_stay_safe_and_are_read_back_right() {
     let (mut torn, mut flips) = (0, 0);
     let mut failed = Vec::new();
-    for (replicas, start, count) in [(3, 7_000_000, seeds() / 2), (5, 8_000_000, seeds() / 4)] {
+    for (replicas, start, count) in [(3, 7_000_000, seeds() / 4), (5, 8_000_000, seeds() / 8)] {
         for seed in start..start + count {
             let mut cfg = SimConfig::new(seed, replicas);
             cfg.disk_latency_max = 20_000;
