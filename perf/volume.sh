@@ -26,7 +26,8 @@
 # works and how long it takes at volume, and that no prefilled key is gone.
 #
 # Knobs: VOL_KEYS (1000000), VOL_VALUE_SIZE (200), VOL_PORT (18900),
-# VOL_LOAD_SECS (30), VOL_OUT (perf/results/volume-<date>.md).
+# VOL_LOAD_SECS (30), VOL_READY_SECS (900: how long a restart may take),
+# VOL_OUT (perf/results/volume-<date>.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,9 +41,14 @@ OUT=${VOL_OUT:-$ROOT/perf/results/volume-$(date +%Y-%m-%d).md}
 export SYNOD_SERVER_ARGS="--snapshot-log-slots 1000000000 --snapshot-log-bytes 8000000000 ${SYNOD_SERVER_ARGS:-}"
 
 WORK=$(mktemp -d /tmp/synod-volume.XXXXXX)
+dir=$WORK/vol
+# A restart replays the whole log: give it time (the playground's own
+# readiness wait, and this script's wait for the playground).
+export PLAYGROUND_WAIT_SECS=${VOL_READY_SECS:-900}
 STRAYS=()
 cleanup() {
-    local p
+    local rc=$? p
+    ((rc == 0)) || keep_cluster_logs "$dir" >/dev/null || true
     for p in "${STRAYS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     stop_playground
     rm -rf "$WORK"
@@ -53,7 +59,6 @@ trap 'exit 130' INT TERM
 (cd "$ROOT" && cargo build --release --bins --quiet)
 BIN=$ROOT/target/release
 BENCH=$BIN/synod-bench
-dir=$WORK/vol
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
@@ -100,7 +105,7 @@ ROWS=()
 row() { ROWS+=("| $1 | $2 |"); }
 
 # --- fill --------------------------------------------------------------------
-start_playground "$dir" "$PORT"
+start_playground "$dir" "$PORT" --ready-secs "$PLAYGROUND_WAIT_SECS"
 wait_write 60 >/dev/null
 t0=$(now)
 "$BENCH" --masters "$SYNOD_MASTERS" --workload get --prefill yes --ops 1 \
@@ -111,7 +116,7 @@ row "fill: $KEYS keys of $VALUE_SIZE B" "$(since "$t0") s; data directory per no
 for p in $(node_pids); do kill -KILL "$p"; done
 stop_playground
 t0=$(now)
-start_playground "$dir" "$PORT"
+start_playground "$dir" "$PORT" --ready-secs "$PLAYGROUND_WAIT_SECS"
 secs=$(wait_write 600 "$t0")
 row "1. SIGKILL all 3, restart: first acknowledged write after" "$secs s (since the restart began)"
 read -r ops misses errors <<<"$(sweep)"
@@ -148,7 +153,7 @@ STRAYS=()
 
 # --- 3. kill-all during writes -----------------------------------------------
 stop_playground
-start_playground "$dir" "$PORT"
+start_playground "$dir" "$PORT" --ready-secs "$PLAYGROUND_WAIT_SECS"
 wait_write 600 >/dev/null
 "$BENCH" --masters "$SYNOD_MASTERS" --workload put --keys "$KEYS" --value-size "$VALUE_SIZE" \
     --clients 32 --pipeline 8 --duration "$LOAD_SECS" --quiet >"$dir/load3.out" 2>&1 &
@@ -159,7 +164,7 @@ kill -KILL "$bench" 2>/dev/null || true
 wait "$bench" 2>/dev/null || true
 stop_playground
 t0=$(now)
-start_playground "$dir" "$PORT"
+start_playground "$dir" "$PORT" --ready-secs "$PLAYGROUND_WAIT_SECS"
 secs=$(wait_write 600 "$t0")
 row "3. SIGKILL all 3 during puts, restart: first acknowledged write after" "$secs s; data directory per node $(wal_mib) MiB"
 read -r ops misses errors <<<"$(sweep)"

@@ -107,6 +107,7 @@ fn bad_usage_is_an_error_not_a_panic() {
         &["playground", "--nodes", "0"],
         &["playground", "--nodes", "10"],
         &["playground", "--base-port", "0"],
+        &["playground", "--ready-secs", "0"],
         &["playground", "--base-port", "65535"],
         &["playground", "--dir"],
         &["playground", "--frob", "1"],
