@@ -184,6 +184,7 @@ fn playground_options_have_defaults() {
             server_args: vec![],
             resp_port: None,
             metrics_port: None,
+            ready_within: Duration::from_secs(30),
         })
     );
     assert_eq!(
@@ -202,7 +203,9 @@ fn playground_options_have_defaults() {
             "--resp-port",
             "9100",
             "--metrics-port",
-            "9200"
+            "9200",
+            "--ready-secs",
+            "120"
         ]),
         Cmd::Playground(PlaygroundArgs {
             dir: Some(PathBuf::from("/tmp/x")),
@@ -212,6 +215,7 @@ fn playground_options_have_defaults() {
             server_args: vec!["--reads".into(), "log".into()],
             resp_port: Some(9100),
             metrics_port: Some(9200),
+            ready_within: Duration::from_secs(120),
         })
     );
 }
@@ -284,6 +288,7 @@ fn playground_refuses_a_busy_port() {
         server_args: vec![],
         resp_port: None,
         metrics_port: None,
+        ready_within: READY_WITHIN_DEFAULT,
     };
     let err = playground(&args, Duration::from_secs(1)).unwrap_err();
     assert!(
