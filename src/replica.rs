@@ -88,12 +88,16 @@ pub trait StateMachine {
 
 /// A command handed in as bytes ([`Replica::on_request_encoded`]) at least
 /// this long goes into the log as the very slice it arrived in; a shorter
-/// one is copied out first. Sharing saves copying a large value, and a
-/// slice this large is at least half of a 64 KiB read buffer (or most of
-/// one grown to hold its frame), so the log pins at most about twice the
-/// command bytes it holds, which `snapshot_log_bytes` bounds. A small
+/// one is copied out first. Sharing saves copying a large value; the
+/// slice keeps its whole read buffer alive until the log drops it (the next
+/// compaction). A slice this large is at least half of a 64 KiB read
+/// buffer, and a buffer the runtime grew past that was grown for a frame
+/// at least half its size, itself shared if it was a logged write, so the
+/// log pins about twice the command bytes it holds at most, which
+/// `snapshot_log_bytes` bounds (a buffer grown for a frame that never
+/// reached the log, e.g. a refused write, is the exception). A small
 /// command would pin a whole read buffer (and stop the connection reusing
-/// it) for a copy of a few dozen bytes saved.
+/// it) to save copying a few dozen bytes.
 pub const SHARE_COMMAND_MIN_BYTES: usize = 32 << 10;
 
 /// A refusal or error from the replica itself, as a KV reply.
