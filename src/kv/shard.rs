@@ -273,26 +273,36 @@ impl Shard {
         rules: &SessionRules,
     ) -> Result<(), ClientReply> {
         let now = rules.log_time_ms;
-        if !self.sessions.contains_key(&req.client_id) {
-            if !skip_dedup && !may_open(self.floor, req.client_id, now) {
-                return Err(ClientReply::SessionExpired);
+        // A known client (nearly every write): one session lookup, not three.
+        if let Some(session) = self.sessions.get_mut(&req.client_id) {
+            if now > session.last_ms {
+                // `touch`, inline: the session is already borrowed.
+                self.lru.remove(&(session.last_ms, req.client_id));
+                session.last_ms = now;
+                self.lru.insert((now, req.client_id));
             }
-            self.sessions.insert(
-                req.client_id,
-                Session {
-                    last_ms: now,
-                    ..Session::default()
-                },
-            );
-            self.lru.insert((now, req.client_id));
-            self.enforce_cap(rules, Some(req.client_id));
-        } else {
-            self.touch(req.client_id, now);
+            session.acknowledge(req.ack_seq);
+            if skip_dedup {
+                return Ok(());
+            }
+            return session.dedup(req.seq).map_or(Ok(()), Err);
         }
+        if !skip_dedup && !may_open(self.floor, req.client_id, now) {
+            return Err(ClientReply::SessionExpired);
+        }
+        self.sessions.insert(
+            req.client_id,
+            Session {
+                last_ms: now,
+                ..Session::default()
+            },
+        );
+        self.lru.insert((now, req.client_id));
+        self.enforce_cap(rules, Some(req.client_id));
         let session = self
             .sessions
             .get_mut(&req.client_id)
-            .expect("opened or present above");
+            .expect("opened above; the cap spares it");
         session.acknowledge(req.ack_seq);
         if !skip_dedup {
             if let Some(reply) = session.dedup(req.seq) {
@@ -319,16 +329,6 @@ impl Shard {
     /// The highest version of a key here (0 with none).
     pub(crate) fn highest_version(&self) -> u64 {
         self.data.values().map(|e| e.version).max().unwrap_or(0)
-    }
-
-    /// Marks `client`'s session active at `now` (never earlier than it was).
-    fn touch(&mut self, client: ClientId, now: u64) {
-        let session = self.sessions.get_mut(&client).expect("a session");
-        if now > session.last_ms {
-            self.lru.remove(&(session.last_ms, client));
-            session.last_ms = now;
-            self.lru.insert((now, client));
-        }
     }
 
     /// Drops `client`'s session and raises the floor over its id.
