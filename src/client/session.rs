@@ -655,8 +655,23 @@ impl Session {
 
     /// A frame arrived from `dest`.
     pub fn on_frame(&mut self, dest: &Dest, frame: Frame, now: Time) {
+        let handle = frame.request_id >> SEND_BITS;
+        let closes = self.closes.len();
+        let refresh = self.refresh;
         self.take_frame(dest, frame, now);
-        self.tidy();
+        // Only this request changed, unless a connection was dropped or a
+        // refresh finished (which move others): the timers' tops can only
+        // have gone stale if one of them is this request's.
+        if self.closes.len() != closes || refresh == Some(handle) || self.at_a_top(handle) {
+            self.tidy();
+        }
+    }
+
+    /// Is one of the timers' first entries `handle`'s?
+    fn at_a_top(&self, handle: u64) -> bool {
+        self.deadlines.peek().is_some_and(|&(_, h)| h == handle)
+            || self.ready.peek().is_some_and(|&(_, h)| h == handle)
+            || self.rpc.peek().is_some_and(|&(_, h, _)| h == handle)
     }
 
     fn take_frame(&mut self, dest: &Dest, frame: Frame, now: Time) {
