@@ -387,9 +387,10 @@ pub struct Session {
     /// in `State::Ready`; `(rpc_deadline, handle, request_id)` of every
     /// task in `State::Sent`. Entries whose task finished or moved on are
     /// stale: skipped when they come up, dropped from the top after every
-    /// change (so the tops are always live, for [`Session::next_wake`]),
-    /// and the heaps rebuilt from the tasks past twice their number. So
-    /// a poll costs what is due, not a scan of every request in flight.
+    /// poll and every change that may have made a top stale (so the tops
+    /// are always live, for [`Session::next_wake`]), and the timers rebuilt
+    /// from the tasks past twice their number. So a poll costs what is
+    /// due, not a scan of every request in flight.
     deadlines: Timers<(Time, u64)>,
     ready: Timers<(Time, u64)>,
     rpc: Timers<(Time, u64, u64)>,

@@ -448,7 +448,7 @@ fn abandoning_everything_acknowledges_every_seq_used_and_drops_late_answers() {
 
 /// A poll costs what is due, not a scan of every request: the session
 /// keeps its tasks' times in queues whose finished entries are dropped
-/// from the top after every change and rebuilt past twice the tasks. So
+/// from the top whenever one may be stale and rebuilt past twice the tasks. So
 /// with one request stuck on the wire while thousands come and go, the
 /// entries stay bounded, the next wake-up is still the stuck request's
 /// rpc deadline, and once everything finished there is nothing to wake for.
