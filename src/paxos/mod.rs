@@ -459,6 +459,10 @@ pub struct Paxos {
     /// on boot). Below `election_ticks_min` this replica refuses pre-votes
     /// and ignores other replicas' Prepares (leader stickiness).
     heard_leader: u32,
+    /// Ticks since the candidate this replica promised last asked it for a
+    /// Promise page (saturating). A candidate pulling a long log is alive:
+    /// below `election_ticks_min` this counts like a live leader.
+    heard_candidate: u32,
     /// The pre-vote this replica is running, if any.
     prevote: Option<PreVoteRound>,
     catchup_wait: u32,
@@ -519,6 +523,7 @@ impl Paxos {
             election_elapsed: 0,
             election_timeout: 0,
             heard_leader: u32::MAX,
+            heard_candidate: u32::MAX,
             prevote: None,
             catchup_wait: 0,
             asked: None,
@@ -824,6 +829,7 @@ impl Paxos {
             }
             Role::Follower => {
                 self.heard_leader = self.heard_leader.saturating_add(1);
+                self.heard_candidate = self.heard_candidate.saturating_add(1);
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.election_timeout {
                     self.campaign(rng);
@@ -1031,6 +1037,12 @@ impl Paxos {
             }
             // Give the candidate time to finish before we compete.
             self.reset_election_timer(rng);
+        } else if m.from == m.ballot.node && matches!(self.role, Role::Follower) {
+            // The candidate we promised asks for the next page of a long
+            // log: it is making progress, so neither compete with it nor
+            // help a rival do so (see `leader_recent`) until it goes quiet.
+            self.election_elapsed = 0;
+            self.heard_candidate = 0;
         }
         // Paged by bytes: a restarted acceptor may hold thousands of
         // accepted slots above its commit point.
@@ -1184,11 +1196,15 @@ impl Paxos {
         match self.role {
             // A leader that lost its quorum steps down in `tick`.
             Role::Leader(_) => true,
-            Role::Candidate(_) => false,
+            // A candidate still pulling Promise pages (each page resets its
+            // timer) is about to lead: a rival would only cut it off.
+            Role::Candidate(_) => self.election_elapsed < self.cfg.election_ticks_min,
             Role::Follower => {
-                self.leader_hint.is_some()
+                (self.leader_hint.is_some()
                     && self.leader_hint != except
-                    && self.heard_leader < self.cfg.election_ticks_min
+                    && self.heard_leader < self.cfg.election_ticks_min)
+                    || (Some(self.promised.node) != except
+                        && self.heard_candidate < self.cfg.election_ticks_min)
             }
         }
     }
