@@ -4,14 +4,18 @@
 //!   client library and the simulator).
 //! - [`codec`]: frames and bodies as bytes; an incremental decoder that never
 //!   panics and never allocates past the configured maximum frame size.
+//! - [`cursor`]: [`ByteReader`], the bounds-checked cursor every byte format
+//!   (here and in the server's snapshots) reads untrusted input with.
 //! - [`shard`]: the key→shard hash every client routes with.
 //!
 //! `PROTOCOL.md` beside this crate specifies every byte.
 
 pub mod codec;
+pub mod cursor;
 pub mod shard;
 pub mod types;
 
 pub use codec::*;
+pub use cursor::{ByteReader, ReadError};
 pub use shard::*;
 pub use types::*;

@@ -107,7 +107,7 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
 /// Keys, values, commands and snapshot data in the result are slices of
 /// `body` (no copy). The whole body must be consumed.
 pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
-    let mut r = Reader { buf: body };
+    let mut r = Reader::new(&body);
     let msg = match kind {
         KIND_GET..=KIND_GET_EX => Message::Request(read_request(kind, &mut r)?),
         KIND_OK => Message::Reply(ClientReply::Ok(r.byte_string()?)),
@@ -268,9 +268,8 @@ pub fn decode_command(cmd: Bytes) -> Result<ClientRequest, DecodeError> {
         }
         k => return Err(DecodeError::UnknownKind(k)),
     }
-    let mut r = Reader {
-        buf: cmd.slice(1..),
-    };
+    let body = cmd.slice(1..);
+    let mut r = Reader::new(&body);
     let req = read_request(kind, &mut r)?;
     r.finish()?;
     Ok(req)

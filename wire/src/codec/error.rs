@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::cursor::ReadError;
+
 use super::*;
 
 /// Why bytes could not be decoded. Every variant means the peer sent
@@ -58,3 +60,15 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
+
+/// A body read past its end, a count it cannot hold, leftovers or a bad
+/// string, in the codec's terms (the decoder reports which rule, not where).
+impl From<ReadError> for DecodeError {
+    fn from(e: ReadError) -> DecodeError {
+        match e {
+            ReadError::Truncated { .. } | ReadError::CountTooLarge { .. } => DecodeError::Truncated,
+            ReadError::TrailingBytes(_) => DecodeError::TrailingBytes,
+            ReadError::BadUtf8 => DecodeError::BadUtf8,
+        }
+    }
+}

@@ -115,9 +115,8 @@ pub fn decode_master_command(cmd: Bytes) -> Result<MasterRequest, DecodeError> {
         }
         k => return Err(DecodeError::UnknownKind(k)),
     }
-    let mut r = Reader {
-        buf: cmd.slice(1..),
-    };
+    let body = cmd.slice(1..);
+    let mut r = Reader::new(&body);
     let req = read_master_request(kind, &mut r)?;
     r.finish()?;
     Ok(req)

@@ -1,8 +1,9 @@
 //! The body cursor every decoder reads with: bounds-checked reads of the
 //! primitives and of each composite field, no panics, no copies.
 
-use byteorder::{ByteOrder, LittleEndian};
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
+
+use crate::cursor::ByteReader;
 
 use crate::types::{
     Ballot, Batch, Expiry, GroupId, GroupInfo, GroupStatus, LogEntry, NodeStatus, Proposal,
@@ -23,50 +24,38 @@ const MIN_STRING_LEN: usize = 4; // length prefix
 /// gid, replica, empty members, leading, leader, ballot, four u64s, empty shards.
 const MIN_GROUP_STATUS_LEN: usize = 4 + 4 + 4 + 1 + 4 + 12 + 4 * 8 + 4;
 
-/// A cursor over a body. Every read checks the remaining length first and
-/// returns [`DecodeError::Truncated`] instead of panicking; byte strings are
-/// split off the underlying [`Bytes`] (a reference-count bump, no copy).
-pub(super) struct Reader {
-    pub(super) buf: Bytes,
+/// A cursor over a body: the crate's [`ByteReader`] (every read checked,
+/// [`DecodeError::Truncated`] instead of a panic) plus the [`Bytes`] it
+/// reads, so byte strings come out as slices of it (a reference-count
+/// bump, no copy).
+pub(super) struct Reader<'a> {
+    whole: &'a Bytes,
+    r: ByteReader<'a>,
 }
 
-impl Reader {
-    pub(super) fn need(&self, n: usize) -> Result<(), DecodeError> {
-        if self.buf.len() < n {
-            Err(DecodeError::Truncated)
-        } else {
-            Ok(())
+impl<'a> Reader<'a> {
+    pub(super) fn new(body: &'a Bytes) -> Reader<'a> {
+        Reader {
+            whole: body,
+            r: ByteReader::new(body),
         }
     }
 
     pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
-        self.need(1)?;
-        let v = self.buf[0];
-        self.buf.advance(1);
-        Ok(v)
+        Ok(self.r.u8()?)
     }
 
     pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.need(4)?;
-        let v = LittleEndian::read_u32(&self.buf[..4]);
-        self.buf.advance(4);
-        Ok(v)
+        Ok(self.r.u32()?)
     }
 
     pub(super) fn u64(&mut self) -> Result<u64, DecodeError> {
-        self.need(8)?;
-        let v = LittleEndian::read_u64(&self.buf[..8]);
-        self.buf.advance(8);
-        Ok(v)
+        Ok(self.r.u64()?)
     }
 
     /// Exactly `N` raw bytes (nonces, MACs).
     pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        self.need(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(&self.buf[..N]);
-        self.buf.advance(N);
-        Ok(a)
+        Ok(self.r.array()?)
     }
 
     pub(super) fn ballot(&mut self) -> Result<Ballot, DecodeError> {
@@ -77,22 +66,13 @@ impl Reader {
     }
 
     pub(super) fn byte_string(&mut self) -> Result<Bytes, DecodeError> {
-        let len = self.u32()? as usize;
-        self.need(len)?;
-        Ok(self.buf.split_to(len))
+        Ok(self.whole.slice_ref(self.r.bytes()?))
     }
 
-    /// Reads a vector count and proves that many items of at least
-    /// `min_item_len` bytes each fit in what remains, so the caller may
-    /// `Vec::with_capacity(count)`: the reservation is then bounded by the
-    /// input's size, never by a number the peer chose.
+    /// A vector count, proven to fit in what remains
+    /// ([`ByteReader::count`]): safe to reserve.
     pub(super) fn count(&mut self, min_item_len: usize) -> Result<usize, DecodeError> {
-        debug_assert!(min_item_len > 0);
-        let n = self.u32()? as usize;
-        if n > self.buf.len() / min_item_len {
-            return Err(DecodeError::Truncated);
-        }
-        Ok(n)
+        Ok(self.r.count(min_item_len)?)
     }
 
     pub(super) fn batch(&mut self) -> Result<Batch, DecodeError> {
@@ -140,9 +120,7 @@ impl Reader {
 
     /// A `string`: copied into a `String` after checking it is UTF-8.
     pub(super) fn string(&mut self) -> Result<String, DecodeError> {
-        let raw = self.byte_string()?;
-        let s = std::str::from_utf8(&raw).map_err(|_| DecodeError::BadUtf8)?;
-        Ok(s.to_owned())
+        Ok(self.r.str()?.to_owned())
     }
 
     pub(super) fn gids(&mut self) -> Result<Vec<GroupId>, DecodeError> {
@@ -217,10 +195,6 @@ impl Reader {
     /// A body must be consumed exactly: leftover bytes mean the sender and
     /// receiver disagree about the layout, which must not pass silently.
     pub(super) fn finish(self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::TrailingBytes)
-        }
+        Ok(self.r.finish()?)
     }
 }

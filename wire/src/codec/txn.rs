@@ -171,7 +171,7 @@ pub fn encode_txn_result(result: &TxnResult) -> Bytes {
 /// Reads [`encode_txn_result`]'s bytes (an `Ok` value answering a
 /// transaction). Never panics on bad input.
 pub fn decode_txn_result(bytes: Bytes) -> Result<TxnResult, DecodeError> {
-    let mut r = Reader { buf: bytes };
+    let mut r = Reader::new(&bytes);
     let succeeded = match r.u8()? {
         0 => false,
         1 => true,
