@@ -21,16 +21,9 @@ impl Paxos {
             self.start_election(rng);
             return;
         }
-        let round = self.promised.round.max(self.seen.round).saturating_add(1);
-        if round >= ROUND_LIMIT {
-            ::log::error!(
-                "r{} cannot start an election above its promise {:?}",
-                self.cfg.id,
-                self.promised
-            );
-            self.reset_election_timer(rng);
+        let Some(round) = self.next_round(rng) else {
             return;
-        }
+        };
         if !matches!(self.role, Role::Follower) {
             // A candidacy that timed out asks again, like any follower.
             self.role = Role::Follower;
@@ -97,19 +90,29 @@ impl Paxos {
         }
     }
 
-    pub(super) fn start_election(&mut self, rng: &mut Rng) {
+    /// The round a new candidacy (or its pre-vote) uses: one above any
+    /// seen. `None`, with the timer reset, if that would reach
+    /// [`ROUND_LIMIT`]: only a promise recovered from before ballots were
+    /// checked can be this high, and no valid ballot is above it, so never
+    /// lead.
+    fn next_round(&mut self, rng: &mut Rng) -> Option<u64> {
         let round = self.promised.round.max(self.seen.round).saturating_add(1);
         if round >= ROUND_LIMIT {
-            // Only a promise recovered from before ballots were checked can
-            // be this high: no valid ballot is above it, so never lead.
             ::log::error!(
                 "r{} cannot start an election above its promise {:?}",
                 self.cfg.id,
                 self.promised
             );
             self.reset_election_timer(rng);
-            return;
+            return None;
         }
+        Some(round)
+    }
+
+    pub(super) fn start_election(&mut self, rng: &mut Rng) {
+        let Some(round) = self.next_round(rng) else {
+            return;
+        };
         let ballot = Ballot::new(round, self.cfg.id);
         self.prevote = None;
         ::log::debug!("r{} starts election {:?}", self.cfg.id, ballot);

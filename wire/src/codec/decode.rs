@@ -1,6 +1,8 @@
 //! Decoding bodies: every message kind, and a client request stored as a
 //! log command.
 
+use std::ops::RangeInclusive;
+
 use bytes::Bytes;
 
 use crate::types::{
@@ -26,20 +28,6 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
     }
     let key = r.byte_string()?;
     let op = match kind {
-        KIND_GET => Op::Get { key },
-        KIND_PUT => Op::Put {
-            key,
-            value: r.byte_string()?,
-        },
-        KIND_APPEND => Op::Append {
-            key,
-            value: r.byte_string()?,
-        },
-        KIND_DELETE => Op::Delete { key },
-        KIND_INCR => Op::Incr {
-            key,
-            delta: r.u64()? as i64,
-        },
         KIND_PUT_IF => {
             let value = r.byte_string()?;
             let cond =
@@ -92,7 +80,7 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
             }
             Op::GetEx { key, expiry }
         }
-        _ => return Err(DecodeError::Invalid("not a client request kind")),
+        _ => read_txn_op(kind, key, r, "not a client request kind")?,
     };
     Ok(ClientRequest {
         client_id,
@@ -258,19 +246,37 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
 /// A command comes out of the replicated log, not straight off a socket, but
 /// it was put there from network input, so it gets the same scrutiny.
 pub fn decode_command(cmd: Bytes) -> Result<ClientRequest, DecodeError> {
+    read_command(
+        cmd,
+        KIND_GET..=KIND_GET_EX,
+        "command is not a client request",
+        read_request,
+    )
+}
+
+/// A log command (`[kind u8][body]`): its kind must be one of `kinds`
+/// (another known kind is [`DecodeError::Invalid`] with `not_ours`, so a
+/// command that strayed into the wrong log is never misread), then `read`
+/// must consume the body exactly.
+pub(super) fn read_command<T>(
+    cmd: Bytes,
+    kinds: RangeInclusive<u8>,
+    not_ours: &'static str,
+    read: impl FnOnce(u8, &mut Reader) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
     let Some(&kind) = cmd.first() else {
         return Err(DecodeError::Truncated);
     };
-    match kind {
-        KIND_GET..=KIND_GET_EX => {}
-        k if is_known_kind(k) => {
-            return Err(DecodeError::Invalid("command is not a client request"))
-        }
-        k => return Err(DecodeError::UnknownKind(k)),
+    if !kinds.contains(&kind) {
+        return Err(if is_known_kind(kind) {
+            DecodeError::Invalid(not_ours)
+        } else {
+            DecodeError::UnknownKind(kind)
+        });
     }
     let body = cmd.slice(1..);
     let mut r = Reader::new(&body);
-    let req = read_request(kind, &mut r)?;
+    let value = read(kind, &mut r)?;
     r.finish()?;
-    Ok(req)
+    Ok(value)
 }

@@ -105,19 +105,10 @@ pub(super) fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequ
 /// request's kind is refused as [`DecodeError::Invalid`], so a command that
 /// strayed into the wrong group's log is never misread.
 pub fn decode_master_command(cmd: Bytes) -> Result<MasterRequest, DecodeError> {
-    let Some(&kind) = cmd.first() else {
-        return Err(DecodeError::Truncated);
-    };
-    match kind {
-        KIND_MASTER_JOIN..=KIND_MASTER_QUERY => {}
-        k if is_known_kind(k) => {
-            return Err(DecodeError::Invalid("command is not a master request"))
-        }
-        k => return Err(DecodeError::UnknownKind(k)),
-    }
-    let body = cmd.slice(1..);
-    let mut r = Reader::new(&body);
-    let req = read_master_request(kind, &mut r)?;
-    r.finish()?;
-    Ok(req)
+    read_command(
+        cmd,
+        KIND_MASTER_JOIN..=KIND_MASTER_QUERY,
+        "command is not a master request",
+        read_master_request,
+    )
 }

@@ -114,23 +114,12 @@ pub(super) fn read_txn_body(r: &mut Reader) -> Result<Txn, DecodeError> {
         for _ in 0..n {
             let kind = r.u8()?;
             let key = r.byte_string()?;
-            ops.push(match kind {
-                KIND_GET => Op::Get { key },
-                KIND_PUT => Op::Put {
-                    key,
-                    value: r.byte_string()?,
-                },
-                KIND_APPEND => Op::Append {
-                    key,
-                    value: r.byte_string()?,
-                },
-                KIND_DELETE => Op::Delete { key },
-                KIND_INCR => Op::Incr {
-                    key,
-                    delta: r.u64()? as i64,
-                },
-                _ => return Err(DecodeError::Invalid("operation kind in a transaction")),
-            });
+            ops.push(read_txn_op(
+                kind,
+                key,
+                r,
+                "operation kind in a transaction",
+            )?);
         }
     }
     let [success, failure] = branches;
@@ -141,6 +130,35 @@ pub(super) fn read_txn_body(r: &mut Reader) -> Result<Txn, DecodeError> {
         compares,
         success,
         failure,
+    })
+}
+
+/// The fields after the key of an operation a transaction may hold (Get,
+/// Put, Append, Delete, Incr): the same layout inside a transaction and as
+/// a request of its own. Any other kind is [`DecodeError::Invalid`] with
+/// `other`.
+pub(super) fn read_txn_op(
+    kind: u8,
+    key: Bytes,
+    r: &mut Reader,
+    other: &'static str,
+) -> Result<Op, DecodeError> {
+    Ok(match kind {
+        KIND_GET => Op::Get { key },
+        KIND_PUT => Op::Put {
+            key,
+            value: r.byte_string()?,
+        },
+        KIND_APPEND => Op::Append {
+            key,
+            value: r.byte_string()?,
+        },
+        KIND_DELETE => Op::Delete { key },
+        KIND_INCR => Op::Incr {
+            key,
+            delta: r.u64()? as i64,
+        },
+        _ => return Err(DecodeError::Invalid(other)),
     })
 }
 
