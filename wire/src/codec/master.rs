@@ -10,7 +10,7 @@ use super::*;
 /// A shard master request as a self-describing command:
 /// `[kind u8][master request body]`, the way [`encode_command`] stores a
 /// client request. This is what the master group's leader puts into a Paxos
-/// [`Batch`]; [`decode_master_command`] reads it back. Panics as
+/// [`Batch`](crate::types::Batch); [`decode_master_command`] reads it back. Panics as
 /// [`encode_frame`] does.
 pub fn encode_master_command(req: &MasterRequest) -> Bytes {
     let mut out = BytesMut::with_capacity(1 + master_body_len(req));

@@ -1,9 +1,9 @@
 //! Frames and bodies as bytes.
 //!
-//! This module owns the byte layout of every [`Message`]: the fixed 32-byte
+//! This module owns the byte layout of every [`Message`](crate::types::Message): the fixed 32-byte
 //! frame [`Header`], the body encoding of each message kind, the encoding of
 //! a client (or shard master) request stored as a command inside a Paxos
-//! [`Batch`], and the incremental [`Decoder`] that turns a connection's read
+//! [`Batch`](crate::types::Batch), and the incremental [`Decoder`] that turns a connection's read
 //! buffer into frames.
 //! `PROTOCOL.md` beside this crate is the normative description of the same
 //! bytes; the golden tests pin both together.
@@ -15,7 +15,7 @@
 //!   and a frame whose header declares a body over the limit is refused as
 //!   soon as the header is complete;
 //! - copy keys, values, commands or snapshot data: they are decoded as
-//!   [`Bytes::slice`]-style views of the read buffer (the exceptions are
+//!   [`Bytes::slice`](bytes::Bytes::slice)-style views of the read buffer (the exceptions are
 //!   strings, which the shared types hold as `String`: an `Error` reply's
 //!   reason and the server addresses of the shard master's messages; they
 //!   are small and rare, so the copy does not matter).
