@@ -26,8 +26,8 @@ median() {
 # background (extra ARGS go to it, e.g. --resp-port), sets PLAYGROUND_PID,
 # SYNOD_MASTERS and SYNOD_CLUSTER_KEY_FILE (the playground's generated key,
 # which `synod admin` needs), and SYNOD_RESP with --resp-port, and waits until it
-# is serving. SYNOD_SERVER_ARGS (words) are passed to every node, e.g.
-# "--reads log".
+# is serving (at most PLAYGROUND_WAIT_SECS, default 60). SYNOD_SERVER_ARGS
+# (words) are passed to every node, e.g. "--reads log".
 start_playground() {
     local dir=$1 port=$2 i a extra=()
     shift 2
@@ -37,7 +37,7 @@ start_playground() {
         --groups "${SYNOD_GROUPS:-1}" "${extra[@]}" "$@" \
         >"$dir/playground.out" 2>"$dir/playground.err" &
     PLAYGROUND_PID=$!
-    for i in $(seq 1 120); do
+    for i in $(seq 1 $((${PLAYGROUND_WAIT_SECS:-60} * 2))); do
         if grep -q '^SYNOD_MASTERS=' "$dir/playground.out" 2>/dev/null; then
             SYNOD_MASTERS=$(sed -n 's/^SYNOD_MASTERS=//p' "$dir/playground.out" | head -1)
             SYNOD_RESP=$(sed -n 's/^SYNOD_RESP=//p' "$dir/playground.out" | head -1)
@@ -52,7 +52,7 @@ start_playground() {
         fi
         sleep 0.5
     done
-    echo "playground not ready after 60 s:" >&2
+    echo "playground not ready after ${PLAYGROUND_WAIT_SECS:-60} s:" >&2
     cat "$dir/playground.err" >&2
     return 1
 }

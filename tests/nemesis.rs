@@ -6,7 +6,8 @@
 //! KV group 2's three nodes cut from the master group's five) as blackhole
 //! routes inside the namespaces, packet loss, delay, duplication and
 //! reordering (`tc netem`), SIGKILL, SIGSTOP and kill-all-and-restart, while
-//! an admin client moves the workload's shards between the two KV groups.
+//! an admin client moves the workload's shards between the two KV groups
+//! and makes group 2 leave and join again.
 //! Afterwards everything heals; every client must complete an operation,
 //! the whole history must be linearizable (the project's checker), and
 //! every acknowledged append must be in its key exactly once (appends whose
@@ -483,12 +484,18 @@ impl Load {
 struct Mover {
     stop: Arc<AtomicBool>,
     moves: Arc<AtomicU64>,
+    /// Leaves and joins of KV group 2 the masters acknowledged.
+    membership: Arc<AtomicU64>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Mover {
     fn start(c: &Cluster, segment: u64, seed: u64) -> Mover {
         let mut admin = c.client_with_timeout(Duration::from_secs(8));
+        let group2 = GroupInfo {
+            gid: GID2,
+            servers: c.nodes[NODES..].iter().map(|n| n.addr.clone()).collect(),
+        };
         let keys: Vec<Bytes> = (0..MIXED_KEYS)
             .map(|k| format!("m{segment}.{k}"))
             .chain((0..APPEND_KEYS).map(|k| format!("a{segment}.{k}")))
@@ -496,7 +503,8 @@ impl Mover {
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let moves = Arc::new(AtomicU64::new(0));
-        let (stop2, moves2) = (stop.clone(), moves.clone());
+        let membership = Arc::new(AtomicU64::new(0));
+        let (stop2, moves2, membership2) = (stop.clone(), moves.clone(), membership.clone());
         let mut rng = Rng::new(seed.wrapping_mul(1_000_003) ^ segment);
         let thread = std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
@@ -511,6 +519,22 @@ impl Mover {
                 let Ok(config) = admin.query(None) else {
                     continue;
                 };
+                // One step in four changes membership instead: group 2
+                // leaves (every shard it holds moves to group 1) or joins
+                // again (the master rebalances half the shards back to
+                // it), while the faults go on.
+                let joined = config.groups.iter().any(|g| g.gid == GID2);
+                if !joined || rng.range(0, 4) == 0 {
+                    let done = if joined {
+                        admin.leave(vec![GID2]).is_ok()
+                    } else {
+                        admin.join(vec![group2.clone()]).is_ok()
+                    };
+                    if done {
+                        membership2.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 let shard = synod_wire::shard_of(key, config.shards.len() as u32);
                 let to = if config.shards[shard as usize] == GID {
                     GID2
@@ -525,15 +549,20 @@ impl Mover {
         Mover {
             stop,
             moves,
+            membership,
             thread,
         }
     }
 
-    /// Stop moving; how many moves the masters acknowledged.
-    fn finish(self) -> u64 {
+    /// Stop moving; how many moves, and how many leaves and joins, the
+    /// masters acknowledged.
+    fn finish(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("mover thread panicked");
-        self.moves.load(Ordering::Relaxed)
+        (
+            self.moves.load(Ordering::Relaxed),
+            self.membership.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -826,6 +855,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
     let mut moved = 0;
     let mut kept = 0;
     let mut shard_moves = 0;
+    let mut joins_leaves = 0;
     let (mut ops, mut acked_ops, mut acked, mut histories) = (0, 0, 0, 0u64);
     // Segments of at most 45 s, each with its own keys, workload and
     // checked history: a long run's memory stays bounded (one 14-minute
@@ -877,7 +907,9 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
                 }
             }
         }
-        shard_moves += mover.finish();
+        let (m, j) = mover.finish();
+        shard_moves += m;
+        joins_leaves += j;
         lab.heal();
         // Every client completes an operation after the heal.
         let at_heal = load.completed();
@@ -941,7 +973,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
     let faults: u64 = injected.values().sum();
     eprintln!(
         "nemesis: seed {seed}, {:.0} s, {ops} ops ({acked_ops} acknowledged), {faults} faults {injected:?}, \
-         {shard_moves} shard moves during them, {histories} histories checked linearizable, \
+         {shard_moves} shard moves and {joins_leaves} leaves/joins of group 2 during them, {histories} histories checked linearizable, \
          {acked} acknowledged appends all present once, 0 writes lost",
         begin.elapsed().as_secs_f64()
     );
@@ -955,5 +987,9 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
     assert!(
         shard_moves > 0 || secs < 60,
         "no shard move was acknowledged during the faults"
+    );
+    assert!(
+        joins_leaves > 0 || secs < 60,
+        "no leave or join of group 2 was acknowledged during the faults"
     );
 }

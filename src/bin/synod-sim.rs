@@ -23,6 +23,7 @@ struct Args {
     fault_secs: Option<u64>,
     disk_latency_us: u64,
     byzantine: bool,
+    disk_faults: bool,
     stamp_reads: bool,
     page_bytes: Option<usize>,
     trace: Option<std::path::PathBuf>,
@@ -35,7 +36,7 @@ const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N] [--txn ACCOUNTS]
                  [--bug skip-dedup|forget-floor|txn-ignore-compares|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
-                 [--disk-latency-us N] [--byzantine] [--stamp-reads] [--page-bytes N] [--trace FILE] [-v]
+                 [--disk-latency-us N] [--disk-faults] [--byzantine] [--stamp-reads] [--page-bytes N] [--trace FILE] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
 --world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
@@ -47,6 +48,10 @@ must see the same total; --bug txn-ignore-compares plants a lost update.
 --disk-latency-us N: each sync takes up to N us of virtual time, during which the
 node's early messages (a leader's Accepts) are already out and a crash loses the
 records being synced (group world only; default 0, an instant disk).
+--disk-faults: a crash mid-sync leaves a torn prefix of the sync's WAL bytes
+(sometimes garbage in its last record) that the WAL's own recovery reads back,
+and every restart checks that a bit flipped in the node's synced log is
+refused (group world; without --disk-latency-us it uses 20000).
 --stamp-reads: a read reaching a leader whose clock stamp is due goes through
 the log behind a fresh stamp, as in the runtime (single-group world).
 --byzantine: during the fault phase, forged messages (out-of-range ballots and
@@ -72,6 +77,7 @@ fn parse() -> Result<Args, String> {
         fault_secs: None,
         disk_latency_us: 0,
         byzantine: false,
+        disk_faults: false,
         stamp_reads: false,
         page_bytes: None,
         trace: None,
@@ -94,6 +100,7 @@ fn parse() -> Result<Args, String> {
             "--jobs" => a.jobs = (num(&value("--jobs")?)? as usize).max(1),
             "--no-faults" => a.faults = false,
             "--byzantine" => a.byzantine = true,
+            "--disk-faults" => a.disk_faults = true,
             "--stamp-reads" => a.stamp_reads = true,
             "--page-bytes" => a.page_bytes = Some(num(&value("--page-bytes")?)? as usize),
             "--trace" => a.trace = Some(value("--trace")?.into()),
@@ -122,6 +129,9 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if a.disk_faults && a.disk_latency_us == 0 {
+        a.disk_latency_us = 20_000;
+    }
     if a.trace.is_some() && (a.seeds != 1 || a.sharded) {
         return Err("--trace traces one seed of the group world: add --seeds 1".into());
     }
@@ -138,6 +148,7 @@ fn config_for(seed: u64, args: &Args) -> SimConfig {
     cfg.bugs = args.bugs;
     cfg.disk_latency_max = args.disk_latency_us;
     cfg.byzantine = args.byzantine;
+    cfg.disk_faults = args.disk_faults;
     cfg.stamp_reads = args.stamp_reads;
     if let Some(p) = args.page_bytes {
         cfg.page_bytes = p;
@@ -185,6 +196,7 @@ fn main() -> ExitCode {
                             String::new()
                         }
                     ) + if args.byzantine { " --byzantine" } else { "" }
+                        + if args.disk_faults { " --disk-faults" } else { "" }
                         + &args
                             .page_bytes
                             .map_or(String::new(), |p| format!(" --page-bytes {p}"));
@@ -240,6 +252,11 @@ fn main() -> ExitCode {
         let written: u64 = reports.iter().map(|r| r.snapshot_writes).sum();
         let lost: u64 = reports.iter().map(|r| r.snapshot_writes_lost).sum();
         println!("snapshot writes: durable={written} lost_in_crashes={lost}");
+    }
+    if args.disk_faults {
+        let torn: u64 = reports.iter().map(|r| r.torn_syncs).sum();
+        let flips: u64 = reports.iter().map(|r| r.flips_refused).sum();
+        println!("disk faults: torn_syncs={torn} bit_flips_refused={flips}");
     }
     if args.byzantine {
         let forged: u64 = reports.iter().map(|r| r.forged).sum();

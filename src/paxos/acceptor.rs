@@ -38,6 +38,12 @@ impl Paxos {
             }
             // Give the candidate time to finish before we compete.
             self.reset_election_timer(rng);
+        } else if m.from == m.ballot.node && matches!(self.role, Role::Follower) {
+            // The candidate we promised asks for the next page of a long
+            // log: it is making progress, so neither compete with it nor
+            // help a rival do so (see `leader_recent`) until it goes quiet.
+            self.election_elapsed = 0;
+            self.heard_candidate = 0;
         }
         // Paged by bytes: a restarted acceptor may hold thousands of
         // accepted slots above its commit point.
@@ -191,11 +197,15 @@ impl Paxos {
         match self.role {
             // A leader that lost its quorum steps down in `tick`.
             Role::Leader(_) => true,
-            Role::Candidate(_) => false,
+            // A candidate still pulling Promise pages (each page resets its
+            // timer) is about to lead: a rival would only cut it off.
+            Role::Candidate(_) => self.election_elapsed < self.cfg.election_ticks_min,
             Role::Follower => {
-                self.leader_hint.is_some()
+                (self.leader_hint.is_some()
                     && self.leader_hint != except
-                    && self.heard_leader < self.cfg.election_ticks_min
+                    && self.heard_leader < self.cfg.election_ticks_min)
+                    || (Some(self.promised.node) != except
+                        && self.heard_candidate < self.cfg.election_ticks_min)
             }
         }
     }

@@ -345,6 +345,10 @@ pub struct Paxos {
     /// on boot). Below `election_ticks_min` this replica refuses pre-votes
     /// and ignores other replicas' Prepares (leader stickiness).
     heard_leader: u32,
+    /// Ticks since the candidate this replica promised last asked it for a
+    /// Promise page (saturating). A candidate pulling a long log is alive:
+    /// below `election_ticks_min` this counts like a live leader.
+    heard_candidate: u32,
     /// The pre-vote this replica is running, if any.
     prevote: Option<PreVoteRound>,
     catchup_wait: u32,
@@ -405,6 +409,7 @@ impl Paxos {
             election_elapsed: 0,
             election_timeout: 0,
             heard_leader: u32::MAX,
+            heard_candidate: u32::MAX,
             prevote: None,
             catchup_wait: 0,
             asked: None,
@@ -722,6 +727,7 @@ impl Paxos {
             }
             Role::Follower => {
                 self.heard_leader = self.heard_leader.saturating_add(1);
+                self.heard_candidate = self.heard_candidate.saturating_add(1);
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.election_timeout {
                     self.campaign(rng);

@@ -1163,3 +1163,56 @@ fn a_snapshot_becomes_the_log_start_only_when_the_driver_says_durable() {
         "byte trigger after {rounds} rounds"
     );
 }
+
+/// Regression (perf/volume.sh, 2026-11-29): every node of a group restarted
+/// with 234 MB of log and no snapshot, so nothing was known chosen and a
+/// candidate had to pull every acceptor's log in Promise pages. That takes
+/// far longer than an election timeout; the acceptors' timers, reset only by
+/// the first Prepare, ran out mid-transfer, a rival's pre-vote was granted
+/// and its higher ballot cut the transfer off: 1,000+ elections in 4
+/// minutes and no leader. A candidate that is still pulling pages must
+/// count as alive to the acceptors it pulls from (and to itself).
+#[test]
+fn a_restart_with_a_long_paged_log_elects_a_leader() {
+    let mut net = Net::new(3);
+    net.elect(0);
+    for i in 0..300 {
+        net.nodes[0]
+            .propose(Bytes::from(vec![i as u8; 1000]))
+            .unwrap();
+        net.nodes[0].flush();
+        net.drain(0);
+    }
+    net.deliver_all();
+    // Every node restarts: small pages make each Promise ~150 pages long.
+    let mut rng = Rng::new(9);
+    for i in 0..3u32 {
+        let mut cfg = Config::new(i, 3);
+        cfg.catchup_bytes_max = 2_000;
+        net.nodes[i as usize] = Paxos::new(cfg, net.disks[i as usize].clone(), &mut rng);
+    }
+    // One hop per tick: a page round trip costs two ticks, a whole Promise
+    // some 300, against an election timeout of 10-20.
+    let mut leader_at = None;
+    for t in 0..5_000 {
+        let hop = std::mem::take(&mut net.wire);
+        for (_, to, m) in hop {
+            net.nodes[to as usize].step(m, &mut net.rng);
+        }
+        for i in 0..3 {
+            net.nodes[i].tick(&mut net.rng);
+            net.nodes[i].flush();
+            net.drain(i);
+        }
+        if net.nodes.iter().any(|n| n.is_leader()) {
+            leader_at = Some(t);
+            break;
+        }
+    }
+    let elections: u64 = net.nodes.iter().map(|n| n.stats().elections_started).sum();
+    assert!(
+        leader_at.is_some(),
+        "no leader after 5,000 ticks; {elections} elections started"
+    );
+    assert!(elections <= 3, "{elections} elections for one leader");
+}

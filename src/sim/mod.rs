@@ -18,6 +18,7 @@
 mod byzantine;
 mod checks;
 mod client;
+mod disk;
 pub mod rejoin;
 pub mod sharded;
 mod timeline;
@@ -113,6 +114,12 @@ pub struct SimConfig {
     /// runtime). Off by default: the pinned seeds' trajectories were
     /// chosen without it (`synod-sim --stamp-reads` turns it on).
     pub stamp_reads: bool,
+    /// Disk faults (`sim/disk.rs`): a crash mid-sync leaves a torn prefix
+    /// of the sync's WAL bytes, sometimes with garbage, read back by the
+    /// WAL's own recovery rules; every restart checks that a bit flipped
+    /// in the node's synced log is refused. Needs `disk_latency_max` > 0
+    /// for syncs to be in flight. Own RNG: other seeds replay as before.
+    pub disk_faults: bool,
 }
 
 /// Session TTL and cap of a seed's world: a 200 ms TTL on seeds 2 mod 3,
@@ -158,6 +165,7 @@ impl SimConfig {
             max_sessions_per_shard: session_limits_for_seed(seed).1,
             trace: None,
             stamp_reads: false,
+            disk_faults: false,
         }
     }
 
@@ -191,6 +199,10 @@ pub struct SimReport {
     /// Snapshot writes that became durable, and those a crash lost.
     pub snapshot_writes: u64,
     pub snapshot_writes_lost: u64,
+    /// Disk faults: crashes that cut a sync short (its whole records before
+    /// the cut kept), and bit flips recovery refused.
+    pub torn_syncs: u64,
+    pub flips_refused: u64,
 }
 
 impl SimReport {
@@ -292,6 +304,8 @@ pub(crate) struct World {
     /// Byzantine-input mode's own randomness (forked only in that mode, so
     /// every other run's seeds replay as before).
     forge_rng: Option<Rng>,
+    /// Disk-fault mode's own randomness (forked only in that mode).
+    disk_rng: Option<Rng>,
     /// `SimConfig::trace`'s writer.
     tracer: Option<Tracer>,
     report: SimReport,
@@ -495,6 +509,7 @@ impl World {
             chosen: BTreeMap::new(),
             healed: !cfg.faults,
             forge_rng: None,
+            disk_rng: None,
             tracer: None,
             time: Timeline::new(),
             report: SimReport {
@@ -542,6 +557,9 @@ impl World {
             let at = frng.range(MS, 50 * MS);
             w.forge_rng = Some(frng);
             w.schedule(at, Event::Forge);
+        }
+        if w.cfg.disk_faults {
+            w.disk_rng = Some(w.rng.fork());
         }
         if let Some(path) = &w.cfg.trace {
             match std::fs::File::create(path) {
@@ -609,6 +627,13 @@ impl World {
     }
 
     fn start_node(&mut self, id: ReplicaId) {
+        if let Some(drng) = self.disk_rng.as_mut() {
+            match disk::flip_is_refused(SIM_GID, &self.nodes[id as usize].disk, drng) {
+                Ok(true) => self.report.flips_refused += 1,
+                Ok(false) => {}
+                Err(e) => self.report.failures.push(e),
+            }
+        }
         let rc = self.replica_config(id);
         let sm = ShardKv::owning_every_shard(SIM_GID, self.kv_options());
         let node = &mut self.nodes[id as usize];
@@ -992,8 +1017,20 @@ impl World {
             t.local(&format!("r{id}"), "crash");
         }
         let node = &mut self.nodes[id as usize];
-        // Whatever was being synced never reached the disk.
-        node.syncing = None;
+        // Whatever was being synced never reached the disk, or with disk
+        // faults on, a torn prefix of it did.
+        let syncing = node.syncing.take();
+        if let (Some(drng), Some(ready)) = (self.disk_rng.as_mut(), syncing) {
+            match disk::torn_write(SIM_GID, &ready.records, drng) {
+                Ok(kept) => {
+                    for rec in &kept {
+                        node.disk.apply(rec);
+                    }
+                    self.report.torn_syncs += 1;
+                }
+                Err(e) => self.report.failures.push(e),
+            }
+        }
         node.deferred.clear();
         if node.replica.take().is_some() {
             node.epoch += 1;

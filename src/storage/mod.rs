@@ -93,6 +93,10 @@ pub use durable::{create_dir_durable, write_durable};
 pub use janitor::Janitor;
 pub use snapshot::{SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use wal::{Recovered, Wal, WalStats};
+// The simulator's disk faults (`sim/disk.rs`) write and recover WAL bytes in
+// memory with the very encoding and recovery rules the WAL uses.
+pub(crate) use record::encode as encode_record;
+pub(crate) use wal::scan_segment;
 
 // Names the module docs link to.
 #[cfg(doc)]

@@ -324,85 +324,52 @@ impl Wal {
     ) -> Result<(SegMeta, u64), StorageError> {
         let bytes = fs::read(path).map_err(|e| StorageError::io(path, e))?;
         let mut meta = SegMeta::default();
-        let mut off = 0;
-        while off < bytes.len() {
-            let d = match record::decode_at(&bytes, off, opts.record_bytes_max) {
-                Ok(d) => d,
-                Err(bad) => {
-                    Self::judge_damage(path, &bytes, off, is_last, opts, &bad)?;
-                    // A torn tail: the last write was cut short by a crash.
-                    // Nothing after `off` was ever acknowledged by a Synced.
-                    let cut = (bytes.len() - off) as u64;
-                    log::warn!(
-                        "wal: torn tail in {} at offset {off}: {}; truncating {cut} bytes",
-                        path.display(),
-                        bad.reason()
-                    );
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(path)
-                        .map_err(|e| StorageError::io(path, e))?;
-                    f.set_len(off as u64)
-                        .map_err(|e| StorageError::io(path, e))?;
-                    // Always synced, whatever the policy: appending after an
-                    // undurable truncation could resurrect the torn bytes
-                    // behind new records.
-                    f.sync_all().map_err(|e| StorageError::io(path, e))?;
-                    rec.truncated_tail_bytes += cut;
-                    break;
+        let scan = scan_segment(
+            &bytes,
+            is_last,
+            opts.record_bytes_max,
+            |off, group, record| {
+                let durable = rec.groups.entry(group).or_default();
+                if let Record::Promised(b) = &record {
+                    if *b < durable.promised {
+                        return Err(Damage {
+                            offset: off,
+                            reason: format!(
+                                "group {group} promise went backwards: {b:?} after {:?}",
+                                durable.promised
+                            ),
+                        });
+                    }
                 }
-            };
-            let durable = rec.groups.entry(d.group).or_default();
-            if let Record::Promised(b) = &d.record {
-                if *b < durable.promised {
-                    return Err(StorageError::corrupt(
-                        path,
-                        off as u64,
-                        format!(
-                            "group {} promise went backwards: {b:?} after {:?}",
-                            d.group, durable.promised
-                        ),
-                    ));
-                }
-            }
-            durable.apply(&d.record);
-            meta.note(d.group, &d.record);
-            rec.records_read += 1;
-            off = d.next;
+                durable.apply(&record);
+                meta.note(group, &record);
+                rec.records_read += 1;
+                Ok(())
+            },
+        )
+        .map_err(|d| StorageError::corrupt(path, d.offset as u64, d.reason))?;
+        if let Some(reason) = &scan.torn {
+            // A torn tail: the last write was cut short by a crash.
+            // Nothing after `valid_len` was ever acknowledged by a Synced.
+            let off = scan.valid_len;
+            let cut = (bytes.len() - off) as u64;
+            log::warn!(
+                "wal: torn tail in {} at offset {off}: {reason}; truncating {cut} bytes",
+                path.display(),
+            );
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| StorageError::io(path, e))?;
+            f.set_len(off as u64)
+                .map_err(|e| StorageError::io(path, e))?;
+            // Always synced, whatever the policy: appending after an
+            // undurable truncation could resurrect the torn bytes
+            // behind new records.
+            f.sync_all().map_err(|e| StorageError::io(path, e))?;
+            rec.truncated_tail_bytes += cut;
         }
-        Ok((meta, off as u64))
-    }
-
-    /// Decide whether a bad record at `off` is a torn tail (`Ok`) or damage.
-    fn judge_damage(
-        path: &Path,
-        bytes: &[u8],
-        off: usize,
-        is_last: bool,
-        opts: &WalOptions,
-        bad: &Bad,
-    ) -> Result<(), StorageError> {
-        let corrupt = |why: String| Err(StorageError::corrupt(path, off as u64, why));
-        if let Bad::Malformed(r) = bad {
-            return corrupt(format!("checksum valid but contents bad: {r}"));
-        }
-        if !is_last {
-            // A closed segment was fully written and synced before the next
-            // one was created, so it cannot have a torn tail.
-            return corrupt(format!("{} (in a closed segment)", bad.reason()));
-        }
-        // A torn write leaves nothing valid behind it; a bit flip (even one
-        // in a length field, which can look exactly like a record running
-        // past the end) does. Refusing to start beats silently dropping
-        // acknowledged records. (A torn record whose command bytes happen to
-        // contain an encoded record also lands here: the safe direction.)
-        if let Some(next) = record::find_valid_after(bytes, off + 1, opts.record_bytes_max) {
-            return corrupt(format!(
-                "{}, but a valid record follows at offset {next}",
-                bad.reason()
-            ));
-        }
-        Ok(())
+        Ok((meta, scan.valid_len as u64))
     }
 
     /// Queue `records` of `group` for the next [`Wal::sync`]. No system
@@ -838,6 +805,92 @@ impl Wal {
     pub(crate) fn active_segment_path(&self) -> PathBuf {
         self.dir.join(segment_name(self.seq))
     }
+}
+
+/// Where and why a segment is damaged (not a torn tail).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Damage {
+    pub offset: usize,
+    pub reason: String,
+}
+
+/// What [`scan_segment`] found besides the records it handed over.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Scanned {
+    /// Length of the valid prefix: every record in it was handed over.
+    pub valid_len: usize,
+    /// Why the bytes after `valid_len` are a torn tail, if there are any.
+    pub torn: Option<String>,
+}
+
+/// Decode one segment's bytes, handing every record to `each` (its offset,
+/// group and record) in order. A bad record ends the scan: in the last
+/// segment, if it is provably a torn tail (see [`judge_damage`]) the scan
+/// stops there with `torn` set; anywhere else it is [`Damage`]. `each` may
+/// reject a record as damage too. Pure, so the simulator's disk faults run
+/// the very rules recovery runs.
+pub(crate) fn scan_segment(
+    bytes: &[u8],
+    is_last: bool,
+    record_bytes_max: u32,
+    mut each: impl FnMut(usize, GroupId, Record) -> Result<(), Damage>,
+) -> Result<Scanned, Damage> {
+    let mut off = 0;
+    while off < bytes.len() {
+        match record::decode_at(bytes, off, record_bytes_max) {
+            Ok(d) => {
+                each(off, d.group, d.record)?;
+                off = d.next;
+            }
+            Err(bad) => {
+                judge_damage(bytes, off, is_last, record_bytes_max, &bad)?;
+                return Ok(Scanned {
+                    valid_len: off,
+                    torn: Some(bad.reason().to_string()),
+                });
+            }
+        }
+    }
+    Ok(Scanned {
+        valid_len: off,
+        torn: None,
+    })
+}
+
+/// Decide whether a bad record at `off` is a torn tail (`Ok`) or damage.
+fn judge_damage(
+    bytes: &[u8],
+    off: usize,
+    is_last: bool,
+    record_bytes_max: u32,
+    bad: &Bad,
+) -> Result<(), Damage> {
+    let damage = |reason: String| {
+        Err(Damage {
+            offset: off,
+            reason,
+        })
+    };
+    if let Bad::Malformed(r) = bad {
+        return damage(format!("checksum valid but contents bad: {r}"));
+    }
+    if !is_last {
+        // A closed segment was fully written and synced before the next
+        // one was created, so it cannot have a torn tail.
+        return damage(format!("{} (in a closed segment)", bad.reason()));
+    }
+    // A torn write leaves nothing valid behind it; a bit flip (even one
+    // in a length field, which can look exactly like a record running
+    // past the end) does. Refusing to start beats silently dropping
+    // acknowledged records. (A torn record whose command bytes happen to
+    // contain an encoded record also lands here: the safe direction.)
+    if let Some(next) = record::find_valid_after(bytes, off + 1, record_bytes_max) {
+        return damage(format!(
+            "{}, but a valid record follows at offset {next}",
+            bad.reason()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

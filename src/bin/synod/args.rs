@@ -173,6 +173,7 @@ pub(crate) fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, Str
         server_args: Vec::new(),
         resp_port: None,
         metrics_port: None,
+        ready_within: READY_WITHIN_DEFAULT,
     };
     let mut i = 0;
     while i < words.len() {
@@ -225,6 +226,13 @@ pub(crate) fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, Str
                     return Err("--metrics-port must be a port number, 1-65535".to_string());
                 }
                 args.metrics_port = Some(port);
+            }
+            "--ready-secs" => {
+                let secs = parse_number::<u64>(&value.to_string_lossy(), "--ready-secs")?;
+                if !(1..=3600).contains(&secs) {
+                    return Err("--ready-secs must be between 1 and 3600".to_string());
+                }
+                args.ready_within = Duration::from_secs(secs);
             }
             _ => return Err(format!("playground: unknown option {arg}")),
         }

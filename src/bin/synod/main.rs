@@ -55,13 +55,17 @@ commands:
                           table; exit 1 when a group has no reachable majority
   playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
              [--server-arg ARG]... [--resp-port PORT] [--metrics-port PORT]
+             [--ready-secs N]
                           run a local cluster until Ctrl-C; each --server-arg
                           is passed to every synod-server (e.g.
                           --server-arg=--reads --server-arg=log); with
                           --resp-port, node i also serves Redis (RESP2) on
                           PORT+i; node i serves Prometheus metrics on
                           http://127.0.0.1:PORT+i/metrics (default PORT:
-                          --base-port + 200), printed as SYNOD_METRICS
+                          --base-port + 200), printed as SYNOD_METRICS;
+                          --ready-secs: how long the masters, and then the
+                          groups, get to serve (default 30; a restart that
+                          replays a large log needs more)
 
 options (before COMMAND):
   --masters A,B,C         shard master addresses (default: $SYNOD_MASTERS)
@@ -142,6 +146,8 @@ struct PlaygroundArgs {
     /// Node `i` serves metrics on `p + i` (`None`: `base_port + 200`;
     /// the perf scripts put `--resp-port` at `base_port + 100`).
     metrics_port: Option<u16>,
+    /// How long the masters, then the groups, get to serve (`--ready-secs`).
+    ready_within: Duration,
 }
 
 impl PlaygroundArgs {

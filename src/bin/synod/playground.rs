@@ -59,10 +59,10 @@ impl From<String> for Stop {
 
 /// How long nodes get to exit after SIGTERM before SIGKILL.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
-/// How long the masters get to elect a leader and answer a Query.
-pub(crate) const MASTERS_READY_WITHIN: Duration = Duration::from_secs(30);
-/// How long group 1 gets to join and serve a put and a get.
-pub(crate) const GROUP_READY_WITHIN: Duration = Duration::from_secs(30);
+/// How long, by default, the masters get to elect a leader and answer a
+/// Query, and then the groups to join and serve a put and a get
+/// (`--ready-secs`).
+pub(crate) const READY_WITHIN_DEFAULT: Duration = Duration::from_secs(30);
 /// The key the readiness probe writes.
 pub(crate) const PROBE_KEY: &str = "synod:playground:probe";
 
@@ -241,7 +241,7 @@ pub(crate) fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Resu
 
     let config = wait_for(
         &mut nodes,
-        MASTERS_READY_WITHIN,
+        args.ready_within,
         "the masters to answer",
         || client.query(None).map(Some),
     )?;
@@ -260,7 +260,7 @@ pub(crate) fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Resu
             servers: addrs.clone(),
         };
         let what = format!("group {gid} to join");
-        wait_for(&mut nodes, GROUP_READY_WITHIN, &what, || {
+        wait_for(&mut nodes, args.ready_within, &what, || {
             match client.join(vec![group.clone()]) {
                 Ok(_) => Ok(Some(())),
                 // A join that timed out may have been applied; a retry of it
@@ -280,7 +280,7 @@ pub(crate) fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Resu
     // Serving means every group answers: probe keys spread over the shards.
     wait_for(
         &mut nodes,
-        GROUP_READY_WITHIN,
+        args.ready_within,
         "the groups to serve requests",
         || {
             for i in 0..16 {

@@ -107,6 +107,7 @@ fn bad_usage_is_an_error_not_a_panic() {
         &["playground", "--nodes", "0"],
         &["playground", "--nodes", "10"],
         &["playground", "--base-port", "0"],
+        &["playground", "--ready-secs", "0"],
         &["playground", "--base-port", "65535"],
         &["playground", "--dir"],
         &["playground", "--frob", "1"],
@@ -183,6 +184,7 @@ fn playground_options_have_defaults() {
             server_args: vec![],
             resp_port: None,
             metrics_port: None,
+            ready_within: Duration::from_secs(30),
         })
     );
     assert_eq!(
@@ -201,7 +203,9 @@ fn playground_options_have_defaults() {
             "--resp-port",
             "9100",
             "--metrics-port",
-            "9200"
+            "9200",
+            "--ready-secs",
+            "120"
         ]),
         Cmd::Playground(PlaygroundArgs {
             dir: Some(PathBuf::from("/tmp/x")),
@@ -211,6 +215,7 @@ fn playground_options_have_defaults() {
             server_args: vec!["--reads".into(), "log".into()],
             resp_port: Some(9100),
             metrics_port: Some(9200),
+            ready_within: Duration::from_secs(120),
         })
     );
 }
@@ -283,6 +288,7 @@ fn playground_refuses_a_busy_port() {
         server_args: vec![],
         resp_port: None,
         metrics_port: None,
+        ready_within: READY_WITHIN_DEFAULT,
     };
     let err = playground(&args, Duration::from_secs(1)).unwrap_err();
     assert!(
