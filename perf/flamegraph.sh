@@ -12,7 +12,9 @@
 #
 # Knobs: FLAME_SECONDS (10), FLAME_WORKLOAD (put), FLAME_CLIENTS (32),
 # FLAME_PIPELINE (16), FLAME_CALLGRAPH (dwarf | fp; default dwarf, because
-# release builds do not keep frame pointers), FLAME_PORT (7500).
+# release builds do not keep frame pointers), FLAME_PORT (7500),
+# BIN_DIR (profile the synod, synod-server and synod-bench found there, e.g.
+# an older build's, instead of building target/release).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -85,12 +87,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-(cd "$ROOT" && cargo build --release --bins --quiet)
+if [[ -z ${BIN_DIR:-} ]]; then
+    (cd "$ROOT" && cargo build --release --bins --quiet)
+fi
 start_playground "$WORK" "$PORT"
 echo "flamegraph: cluster up, SYNOD_MASTERS=$SYNOD_MASTERS" >&2
 
 # Load for longer than the recording: warmup, leader detection, slack.
-"$ROOT/target/release/synod-bench" --workload "$WORKLOAD" --clients "$CLIENTS" \
+"${BIN_DIR:-$ROOT/target/release}/synod-bench" --workload "$WORKLOAD" --clients "$CLIENTS" \
     --pipeline "$PIPELINE" --warmup 1 --duration $((SECONDS_TO_RECORD + 4)) --quiet \
     >"$WORK/bench.out" 2>"$WORK/bench.err" &
 BENCH_PID=$!

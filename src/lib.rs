@@ -9,8 +9,6 @@ pub mod auth;
 pub mod check;
 pub mod client;
 pub mod kv;
-#[cfg(test)]
-mod kv_machine;
 pub mod master;
 pub mod metrics;
 pub mod paxos;

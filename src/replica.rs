@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use synod_wire::{ClientId, ClientReply, PaxosMsg, ReplicaId, Seq, Slot};
+use synod_wire::{ClientId, ClientReply, Message, PaxosMsg, ReplicaId, Seq, Slot};
 
 use crate::paxos::{self, Durable, Paxos, ProposeError, ReadStatus, ReadTicket, Ready, Synced};
 use crate::rng::Rng;
@@ -20,23 +20,26 @@ pub type ReplyTo = u64;
 
 /// A deterministic state machine replicated through the log.
 ///
-/// Generic over what its clients send and receive, because the KV groups
-/// answer with a [`ClientReply`] while the shard master answers with a whole
-/// configuration (`synod_wire::Message::Config`); the replica itself only
-/// needs each request's `(client_id, seq)` and a way to wrap its own
-/// `NotLeader`/`Busy` refusals.
+/// Generic over what its clients send, because the KV groups take a
+/// `ClientRequest` and the shard master a `MasterRequest`; both answer with
+/// a whole [`Message`] (a KV group with `Message::Reply`, the master with
+/// `Message::Config` or an error reply), which is also what the replica's
+/// own `NotLeader`/`Busy` refusals are sent as. The replica itself only
+/// needs each request's `(client_id, seq)` and its log command.
 pub trait StateMachine {
     /// A decoded client request, as handed to [`Replica::on_request`]. Reads
     /// are kept (cloned) until their leadership check completes.
     type Request: Clone;
-    /// The answer to a client. `From<ClientReply>` lets the replica send its
-    /// own refusals (`NotLeader`, `Busy`) in the same type.
-    type Reply: Clone + From<ClientReply>;
     /// The identity a request is deduplicated and answered under.
     fn request_id(req: &Self::Request) -> (ClientId, Seq);
+    /// The log command a request is proposed as, which
+    /// [`StateMachine::apply`] reads back. The state machine owns this
+    /// encoding; a request that arrived as bytes already in it skips the
+    /// call ([`Replica::on_request_encoded`]).
+    fn command(req: &Self::Request) -> Bytes;
     /// Apply one chosen command. Returns the request identity and reply when
     /// the command came from a client, so the replica can answer it.
-    fn apply(&mut self, slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, Self::Reply)>;
+    fn apply(&mut self, slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, Message)>;
     /// The whole state as deterministic bytes.
     fn snapshot(&self) -> Bytes;
     /// Replace the whole state from `snapshot()` bytes.
@@ -53,7 +56,7 @@ pub trait StateMachine {
     }
     /// Answer a read from the current state (for the requests `is_read`
     /// accepts; `None` for anything else).
-    fn read_local(&self, _req: &Self::Request) -> Option<Self::Reply> {
+    fn read_local(&self, _req: &Self::Request) -> Option<Message> {
         None
     }
     /// The log command that stamps the log with the leader's clock (`ms`),
@@ -81,6 +84,25 @@ pub trait StateMachine {
     fn held_records(&self) -> u64 {
         0
     }
+}
+
+/// A command handed in as bytes ([`Replica::on_request_encoded`]) at least
+/// this long goes into the log as the very slice it arrived in; a shorter
+/// one is copied out first. Sharing saves copying a large value; the
+/// slice keeps its whole read buffer alive until the log drops it (the next
+/// compaction). A slice this large is at least half of a 64 KiB read
+/// buffer, and a buffer the runtime grew past that was grown for a frame
+/// at least half its size, itself shared if it was a logged write, so the
+/// log pins about twice the command bytes it holds at most, which
+/// `snapshot_log_bytes` bounds (a buffer grown for a frame that never
+/// reached the log, e.g. a refused write, is the exception). A small
+/// command would pin a whole read buffer (and stop the connection reusing
+/// it) to save copying a few dozen bytes.
+pub const SHARE_COMMAND_MIN_BYTES: usize = 32 << 10;
+
+/// A refusal or error from the replica itself, as a KV reply.
+fn refusal(reply: ClientReply) -> Message {
+    Message::Reply(reply)
 }
 
 /// Deliberate bugs at this layer (see [`paxos::PlantedBugs`]).
@@ -146,12 +168,11 @@ impl ReplicaConfig {
     }
 }
 
-/// What may leave once the records are durable. `R` is the state machine's
-/// [`StateMachine::Reply`].
+/// What may leave once the records are durable.
 #[derive(Debug)]
-pub struct Output<R = ClientReply> {
+pub struct Output {
     pub messages: Vec<(ReplicaId, PaxosMsg)>,
-    pub replies: Vec<(ReplyTo, R)>,
+    pub replies: Vec<(ReplyTo, Message)>,
     /// The snapshot installed in this round, if any (for checkers).
     pub installed_snapshot: Option<Slot>,
     /// The chosen batches applied in this round, in slot order (for checkers).
@@ -176,7 +197,7 @@ pub struct Replica<S: StateMachine> {
     /// the refusals sent on a step-down come out in the same order every run.
     waiting: BTreeMap<(ClientId, Seq), Vec<ReplyTo>>,
     /// Replies produced outside `advance` (refusals), sent after the next sync.
-    early: Vec<(ReplyTo, S::Reply)>,
+    early: Vec<(ReplyTo, Message)>,
     /// Reads waiting for their leadership check and commit point, in
     /// arrival order (their tickets are ordered the same way).
     reads: VecDeque<(ReplyTo, S::Request, ReadTicket)>,
@@ -258,16 +279,27 @@ impl<S: StateMachine> Replica<S> {
         self.paxos.is_leader()
     }
 
-    /// A client request arrived. `cmd` makes its encoding as a log command
-    /// (`synod_wire::encode_command`, or `encode_master_command` for the
-    /// master group); it is called only for requests that go through the
-    /// log, so a read costs no encoding.
-    pub fn on_request(
-        &mut self,
-        to: ReplyTo,
-        req: &S::Request,
-        cmd: impl FnOnce(&S::Request) -> Bytes,
-    ) {
+    /// A client request arrived (typed: the simulator's clients, tests).
+    /// If it goes through the log it is proposed as
+    /// [`StateMachine::command`]; a read costs no encoding.
+    pub fn on_request(&mut self, to: ReplyTo, req: &S::Request) {
+        self.request(to, req, None);
+    }
+
+    /// A client request that arrived as bytes: `cmd` is the request in its
+    /// log-command encoding as it came off the wire (what
+    /// [`StateMachine::command`] would make of `req`), so it goes into the
+    /// log as it is, not encoded again. `cmd` may be a slice of a larger
+    /// buffer (a connection's read buffer): one shorter than
+    /// [`SHARE_COMMAND_MIN_BYTES`] is copied before it goes into the log,
+    /// so the log never pins a whole read buffer for a small command until
+    /// the next compaction.
+    pub fn on_request_encoded(&mut self, to: ReplyTo, req: &S::Request, cmd: Bytes) {
+        debug_assert_eq!(cmd, S::command(req), "a request's bytes are its command");
+        self.request(to, req, Some(cmd));
+    }
+
+    fn request(&mut self, to: ReplyTo, req: &S::Request, cmd: Option<Bytes>) {
         if self.cfg.bugs.follower_reads
             || (self.cfg.bugs.unconfirmed_leader_reads && self.paxos.is_leader())
         {
@@ -279,32 +311,35 @@ impl<S: StateMachine> Replica<S> {
         let stale_time = self.cfg.stamp_reads && self.stamp_due();
         if self.cfg.read_index && S::is_read(req) && !stale_time {
             if self.reads.len() >= self.cfg.reads_pending_max {
-                self.early.push((to, ClientReply::Busy.into()));
+                self.early.push((to, refusal(ClientReply::Busy)));
                 return;
             }
             match self.paxos.read_index() {
                 Ok(ticket) => self.reads.push_back((to, req.clone(), ticket)),
                 Err(ProposeError::NotLeader(leader)) => self
                     .early
-                    .push((to, ClientReply::NotLeader { leader }.into())),
-                Err(ProposeError::Busy) => self.early.push((to, ClientReply::Busy.into())),
+                    .push((to, refusal(ClientReply::NotLeader { leader }))),
+                Err(ProposeError::Busy) => self.early.push((to, refusal(ClientReply::Busy))),
             }
             return;
         }
-        let cmd = cmd(req);
+        let cmd = match cmd {
+            Some(c) if c.len() < SHARE_COMMAND_MIN_BYTES => Bytes::copy_from_slice(&c),
+            Some(c) => c,
+            None => S::command(req),
+        };
         if cmd.len() > self.cfg.command_bytes_max {
             // It would not fit the Accept (or Promise, or catch-up) that
             // must carry it: taking it would wedge the group.
             self.early.push((
                 to,
-                ClientReply::Error {
+                refusal(ClientReply::Error {
                     reason: format!(
                         "value too large: request of {} bytes, limit {}",
                         cmd.len(),
                         self.cfg.command_bytes_max
                     ),
-                }
-                .into(),
+                }),
             ));
             return;
         }
@@ -313,8 +348,8 @@ impl<S: StateMachine> Replica<S> {
             Ok(()) => self.waiting.entry(S::request_id(req)).or_default().push(to),
             Err(ProposeError::NotLeader(leader)) => self
                 .early
-                .push((to, ClientReply::NotLeader { leader }.into())),
-            Err(ProposeError::Busy) => self.early.push((to, ClientReply::Busy.into())),
+                .push((to, refusal(ClientReply::NotLeader { leader }))),
+            Err(ProposeError::Busy) => self.early.push((to, refusal(ClientReply::Busy))),
         }
     }
 
@@ -352,7 +387,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Apply what was chosen and release what may leave.
-    pub fn advance(&mut self, ready: Ready, proof: Synced) -> Output<S::Reply> {
+    pub fn advance(&mut self, ready: Ready, proof: Synced) -> Output {
         let gated = ready.release(proof);
         let mut out = Output {
             messages: Vec::new(),
@@ -433,7 +468,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Answer the reads whose check passed, from the state just applied.
-    fn serve_reads(&mut self, replies: &mut Vec<(ReplyTo, S::Reply)>) {
+    fn serve_reads(&mut self, replies: &mut Vec<(ReplyTo, Message)>) {
         while let Some((_, _, ticket)) = self.reads.front() {
             let status = self.paxos.read_status(ticket);
             if status == ReadStatus::Wait {
@@ -443,15 +478,13 @@ impl<S: StateMachine> Replica<S> {
             let (to, req, _) = self.reads.pop_front().expect("front exists");
             let reply = match status {
                 ReadStatus::Ready => self.sm.read_local(&req).unwrap_or_else(|| {
-                    ClientReply::Error {
+                    refusal(ClientReply::Error {
                         reason: "request is not a read".to_string(),
-                    }
-                    .into()
+                    })
                 }),
-                _ => ClientReply::NotLeader {
+                _ => refusal(ClientReply::NotLeader {
                     leader: self.paxos.leader_hint(),
-                }
-                .into(),
+                }),
             };
             replies.push((to, reply));
         }
@@ -468,12 +501,12 @@ impl<S: StateMachine> Replica<S> {
             for (_, waiters) in std::mem::take(&mut self.waiting) {
                 for w in waiters {
                     self.early
-                        .push((w, ClientReply::NotLeader { leader: hint }.into()));
+                        .push((w, refusal(ClientReply::NotLeader { leader: hint })));
                 }
             }
             for (w, _, _) in std::mem::take(&mut self.reads) {
                 self.early
-                    .push((w, ClientReply::NotLeader { leader: hint }.into()));
+                    .push((w, refusal(ClientReply::NotLeader { leader: hint })));
             }
         }
         self.was_leader = leader;

@@ -6,10 +6,12 @@
 //! on is unit-tested on its own (see `tests.rs`). The engine asks these
 //! types what to do and does the I/O.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use synod_wire::{shard_of, Config, GroupId, Seq};
+
+use super::idmap::IdMap;
 
 /// Tracks which of this client's seqs are finished, to compute `ack_seq`.
 ///
@@ -103,7 +105,10 @@ pub(crate) fn backoff_capped(attempt: u32, random: u64, max: Duration) -> Durati
     Duration::from_nanos(half_ns + random % (full_ns - half_ns + 1))
 }
 
-/// Where to send a request.
+/// Where to send a request (the tests' view of [`Router::route_key_ref`]
+/// and [`Router::route_master_ref`], which the session uses: they copy no
+/// address).
+#[cfg(test)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     /// Send to `addr`, member `index` of group `gid`.
@@ -124,8 +129,9 @@ pub(crate) enum Route {
 pub(crate) struct Router {
     masters: Vec<String>,
     config: Option<Config>,
-    /// Index of the member believed to lead each group.
-    hints: HashMap<GroupId, usize>,
+    /// Index of the member believed to lead each group (group ids are the
+    /// masters' numbering, not client input: the cheap hash is fine).
+    hints: IdMap<GroupId, usize>,
 }
 
 impl Router {
@@ -134,7 +140,7 @@ impl Router {
         Router {
             masters,
             config: None,
-            hints: HashMap::new(),
+            hints: IdMap::default(),
         }
     }
 
@@ -144,7 +150,7 @@ impl Router {
         Router {
             masters: Vec::new(),
             config: Some(config),
-            hints: HashMap::new(),
+            hints: IdMap::default(),
         }
     }
 
@@ -188,20 +194,31 @@ impl Router {
     }
 
     /// The master replica to try next.
+    #[cfg(test)]
     pub(crate) fn route_master(&self) -> Route {
+        match self.route_master_ref() {
+            Some((gid, index, addr)) => Route::To {
+                gid,
+                index,
+                addr: addr.to_string(),
+            },
+            None => Route::NeedConfig,
+        }
+    }
+
+    /// [`Router::route_master`] as `(0, member index, address)` without
+    /// copying the address; `None` is [`Route::NeedConfig`].
+    pub(crate) fn route_master_ref(&self) -> Option<(GroupId, usize, &str)> {
         if self.masters.is_empty() {
-            return Route::NeedConfig;
+            return None;
         }
         let index = self.hint(0, self.masters.len());
-        Route::To {
-            gid: 0,
-            index,
-            addr: self.masters[index].clone(),
-        }
+        Some((0, index, self.masters[index].as_str()))
     }
 
     /// The member of the group serving `key`'s shard to try next, by the
     /// cached configuration.
+    #[cfg(test)]
     pub(crate) fn route_key(&self, key: &[u8]) -> Route {
         match self.route_key_ref(key) {
             Some((gid, index, addr)) => Route::To {

@@ -34,7 +34,9 @@
 //! reads a clock, touches a socket or uses a global RNG. Connections,
 //! authentication and encoding frames into bytes are the driver's.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -43,7 +45,8 @@ use synod_wire::{
     MasterRequest, Message, Op, Seq, DEFAULT_MAX_FRAME_BYTES,
 };
 
-use super::logic::{backoff_capped, AckWindow, Route, Router, BACKOFF_MAX, CLIENT_ID_RENEW_AFTER};
+use super::idmap::IdMap;
+use super::logic::{backoff_capped, AckWindow, Router, BACKOFF_MAX, CLIENT_ID_RENEW_AFTER};
 use super::ClientError;
 use crate::rng::Rng;
 
@@ -59,6 +62,9 @@ pub const REFRESH_SPACING: Duration = Duration::from_millis(20);
 /// Request ids are `handle << SEND_BITS | sends`: the request is found from
 /// the reply without a map, and each send of it has its own id.
 const SEND_BITS: u32 = 16;
+/// Interned member addresses a session keeps at most before starting over
+/// (addresses change only with configurations).
+const ADDRS_MAX: usize = 256;
 /// How servers before issue 8's fix began the `Error` a replica with a
 /// failed WAL answered; retried elsewhere, never final.
 const STOPPED_REPLICA: &str = "replica stopped";
@@ -80,11 +86,23 @@ pub enum Answer {
 
 /// Where a frame goes: member `addr` of group `gid` (0: the masters). The
 /// servers bind a connection to the core owning its first frame's group,
-/// so drivers keep one connection per destination.
+/// so drivers keep one connection per destination. The address is shared
+/// (`Arc`): the session hands one out with every send and keeps one per
+/// request on the wire, and copying a `String` each time showed in the
+/// RESP gateway's profile.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dest {
-    pub addr: String,
+    pub addr: Arc<str>,
     pub gid: GroupId,
+}
+
+impl Dest {
+    pub fn new(addr: &str, gid: GroupId) -> Dest {
+        Dest {
+            addr: Arc::from(addr),
+            gid,
+        }
+    }
 }
 
 /// A frame for the driver to send.
@@ -254,6 +272,98 @@ struct Task {
     last_failure: Option<String>,
 }
 
+impl Task {
+    /// Is the send with `request_id` this task's current attempt?
+    fn sent_as(&self, request_id: u64) -> bool {
+        matches!(self.state, State::Sent { request_id: current, .. } if current == request_id)
+    }
+}
+
+/// Times of a session's tasks, earliest first. Entries mostly come in
+/// order (a deadline or an rpc deadline is the time of admission or of the
+/// send plus a constant, and the driver's time does not go back): those
+/// go to a queue, in O(1); the rest (backoffs, a refresh's deadline, or a
+/// clock that went back) to a heap. The earliest is the smaller front.
+#[derive(Debug)]
+struct Timers<T: Ord + Copy> {
+    fifo: VecDeque<T>,
+    heap: BinaryHeap<Reverse<T>>,
+}
+
+impl<T: Ord + Copy> Default for Timers<T> {
+    fn default() -> Timers<T> {
+        Timers {
+            fifo: VecDeque::new(),
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<T: Ord + Copy> Timers<T> {
+    fn push(&mut self, entry: T) {
+        if self.fifo.back().is_none_or(|b| *b <= entry) {
+            self.fifo.push_back(entry);
+        } else {
+            self.heap.push(Reverse(entry));
+        }
+    }
+
+    fn peek(&self) -> Option<&T> {
+        match (self.fifo.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(a.min(b)),
+            (a, None) => a,
+            (None, Some(Reverse(b))) => Some(b),
+        }
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        let from_fifo = match (self.fifo.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => a <= b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if from_fifo {
+            self.fifo.pop_front()
+        } else {
+            self.heap.pop().map(|Reverse(e)| e)
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.fifo.len() + self.heap.len()
+    }
+
+    fn clear(&mut self) {
+        self.fifo.clear();
+        self.heap.clear();
+    }
+}
+
+impl<T: Ord + Copy> FromIterator<T> for Timers<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(entries: I) -> Timers<T> {
+        let mut sorted: Vec<T> = entries.into_iter().collect();
+        sorted.sort_unstable();
+        Timers {
+            fifo: sorted.into(),
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+/// The shared copy of `addr` among `addrs` (a handful: the masters and the
+/// members of the groups in use), added if new.
+fn intern(addrs: &mut Vec<Arc<str>>, addr: &str) -> Arc<str> {
+    if let Some(a) = addrs.iter().find(|a| ***a == *addr) {
+        return a.clone();
+    }
+    if addrs.len() >= ADDRS_MAX {
+        addrs.clear();
+    }
+    let a: Arc<str> = Arc::from(addr);
+    addrs.push(a.clone());
+    a
+}
+
 /// One at-most-once session: see the module documentation.
 pub struct Session {
     opts: SessionOptions,
@@ -267,9 +377,29 @@ pub struct Session {
     rng: Rng,
     /// Submitted, not admitted yet (the window is full).
     queue: VecDeque<(u64, Req)>,
-    /// Boxed: a B-tree shifts its values on insert and remove, and a task
-    /// is large (the gateway's profile showed the copies).
-    tasks: BTreeMap<u64, Box<Task>>,
+    /// Admitted requests by handle. Unordered: where order is observable
+    /// (which request is sent, retried or failed first, and so which
+    /// frame leaves first and which backoff draws which random number)
+    /// handles are sorted first, so every driver (the simulator's too)
+    /// sees the order of handles.
+    tasks: IdMap<u64, Task>,
+    /// `(deadline, handle)` of every task; `(at, handle)` of every task
+    /// in `State::Ready`; `(rpc_deadline, handle, request_id)` of every
+    /// task in `State::Sent`. Entries whose task finished or moved on are
+    /// stale: skipped when they come up, dropped from the top after every
+    /// poll and every change that may have made a top stale (so the tops
+    /// are always live, for [`Session::next_wake`]), and the timers rebuilt
+    /// from the tasks past twice their number. So a poll costs what is
+    /// due, not a scan of every request in flight.
+    deadlines: Timers<(Time, u64)>,
+    ready: Timers<(Time, u64)>,
+    rpc: Timers<(Time, u64, u64)>,
+    /// Tasks in `State::AwaitConfig`.
+    parked: usize,
+    /// Member addresses handed out in `Dest`s, one `Arc` per address.
+    addrs: Vec<Arc<str>>,
+    /// Reused between polls: handles due.
+    scratch: Vec<u64>,
     next_handle: u64,
     /// The caller's admitted requests not finished.
     active: usize,
@@ -280,10 +410,6 @@ pub struct Session {
     completions: VecDeque<Completion>,
     closes: VecDeque<(Dest, String)>,
     stats: SessionStats,
-    /// Some task may be in `State::AwaitConfig`: set whenever one enters
-    /// it, cleared by a scan that finds none (saves `start_refresh` a scan
-    /// of every task on every poll).
-    maybe_parked: bool,
 }
 
 impl Session {
@@ -329,7 +455,13 @@ impl Session {
             born: now,
             rng: Rng::new(seed),
             queue: VecDeque::new(),
-            tasks: BTreeMap::new(),
+            tasks: IdMap::default(),
+            deadlines: Timers::default(),
+            ready: Timers::default(),
+            rpc: Timers::default(),
+            parked: 0,
+            addrs: Vec::new(),
+            scratch: Vec::new(),
             next_handle: 1,
             active: 0,
             refresh: None,
@@ -339,7 +471,6 @@ impl Session {
             completions: VecDeque::new(),
             closes: VecDeque::new(),
             stats: SessionStats::default(),
-            maybe_parked: false,
         }
     }
 
@@ -423,9 +554,13 @@ impl Session {
         // Not handed out yet: nobody waits for these any more.
         self.transmits.clear();
         self.completions.clear();
-        for (_, task) in std::mem::take(&mut self.tasks) {
+        for (_, task) in self.tasks.drain() {
             self.acks.retire(task.seq);
         }
+        self.deadlines.clear();
+        self.ready.clear();
+        self.rpc.clear();
+        self.parked = 0;
         self.active = 0;
         self.refresh = None;
         debug_assert_eq!(self.acks.ack_seq() + 1, self.next_seq);
@@ -464,12 +599,20 @@ impl Session {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.active += 1;
-            self.add_task(handle, Purpose::User, req, seq, now);
+            let deadline = now.saturating_add(self.opts.timeout);
+            self.add_task(handle, Purpose::User, req, seq, deadline, now);
         }
         self.send_ready(now);
         if self.start_refresh(now) {
             self.send_ready(now);
         }
+        self.tidy();
+    }
+
+    /// Entries in the task timers, live and stale (tests bound them).
+    #[cfg(test)]
+    pub(crate) fn timer_entries(&self) -> usize {
+        self.deadlines.len() + self.ready.len() + self.rpc.len()
     }
 
     /// When [`Session::poll`] must run again if nothing arrives before.
@@ -479,16 +622,17 @@ impl Session {
         if !self.queue.is_empty() && !self.renew && self.active < self.opts.max_in_flight {
             at(now);
         }
-        let mut parked = false;
-        for t in self.tasks.values() {
-            at(t.deadline);
-            match &t.state {
-                State::Ready { at: ready } => at(*ready),
-                State::Sent { rpc_deadline, .. } => at(*rpc_deadline),
-                State::AwaitConfig => parked = true,
-            }
+        // The heaps' tops are live (`tidy`): their minimum over every task.
+        if let Some((t, _)) = self.deadlines.peek() {
+            at(*t);
         }
-        if parked && self.refresh.is_none() && self.router.has_masters() {
+        if let Some((t, _)) = self.ready.peek() {
+            at(*t);
+        }
+        if let Some((t, _, _)) = self.rpc.peek() {
+            at(*t);
+        }
+        if self.parked > 0 && self.refresh.is_none() && self.router.has_masters() {
             at(self
                 .last_refresh
                 .map_or(now, |l| (l + REFRESH_SPACING).max(now)));
@@ -512,6 +656,26 @@ impl Session {
 
     /// A frame arrived from `dest`.
     pub fn on_frame(&mut self, dest: &Dest, frame: Frame, now: Time) {
+        let handle = frame.request_id >> SEND_BITS;
+        let closes = self.closes.len();
+        let refresh = self.refresh;
+        self.take_frame(dest, frame, now);
+        // Only this request changed, unless a connection was dropped or a
+        // refresh finished (which move others): the timers' tops can only
+        // have gone stale if one of them is this request's.
+        if self.closes.len() != closes || refresh == Some(handle) || self.at_a_top(handle) {
+            self.tidy();
+        }
+    }
+
+    /// Is one of the timers' first entries `handle`'s?
+    fn at_a_top(&self, handle: u64) -> bool {
+        self.deadlines.peek().is_some_and(|&(_, h)| h == handle)
+            || self.ready.peek().is_some_and(|&(_, h)| h == handle)
+            || self.rpc.peek().is_some_and(|&(_, h, _)| h == handle)
+    }
+
+    fn take_frame(&mut self, dest: &Dest, frame: Frame, now: Time) {
         let handle = frame.request_id >> SEND_BITS;
         let sends = frame.request_id & ((1 << SEND_BITS) - 1);
         let Some(task) = self.tasks.get(&handle) else {
@@ -587,7 +751,7 @@ impl Session {
                 }
                 task.attempt += 1;
                 task.state = State::AwaitConfig;
-                self.maybe_parked = true;
+                self.parked += 1;
             }
             Message::Reply(ClientReply::NotLeader { leader }) => {
                 self.stats.not_leader += 1;
@@ -602,6 +766,7 @@ impl Session {
                     now + backoff_capped(task.redirects, self.rng.next_u64(), self.opts.backoff_max)
                 };
                 task.state = State::Ready { at };
+                self.ready.push((at, handle));
             }
             Message::Reply(ClientReply::Busy) => {
                 self.stats.busy += 1;
@@ -621,12 +786,19 @@ impl Session {
     /// (`delivered == false`: what was handed to it never left): every
     /// request on it goes to the next member after a backoff.
     pub fn on_conn_failed(&mut self, dest: &Dest, reason: &str, delivered: bool, now: Time) {
-        let victims: Vec<u64> = self
+        self.conn_failed(dest, reason, delivered, now);
+        self.tidy();
+    }
+
+    fn conn_failed(&mut self, dest: &Dest, reason: &str, delivered: bool, now: Time) {
+        // A scan, but only when a connection fails; oldest request first.
+        let mut victims: Vec<u64> = self
             .tasks
             .iter()
             .filter(|(_, t)| matches!(&t.state, State::Sent { dest: d, .. } if d == dest))
             .map(|(&h, _)| h)
             .collect();
+        victims.sort_unstable();
         for handle in victims {
             let task = self.tasks.get_mut(&handle).expect("listed");
             let State::Sent { index, .. } = task.state else {
@@ -646,7 +818,7 @@ impl Session {
 
     fn close(&mut self, dest: &Dest, reason: &str, now: Time) {
         self.closes.push_back((dest.clone(), reason.to_string()));
-        self.on_conn_failed(dest, reason, true, now);
+        self.conn_failed(dest, reason, true, now);
     }
 
     /// Another attempt of `handle` after a backoff.
@@ -658,37 +830,127 @@ impl Session {
         }
         let delay = backoff_capped(task.attempt, self.rng.next_u64(), self.opts.backoff_max);
         task.state = State::Ready { at: now + delay };
+        self.ready.push((now + delay, handle));
     }
 
-    fn add_task(&mut self, handle: u64, purpose: Purpose, req: Req, seq: Seq, now: Time) {
+    fn add_task(
+        &mut self,
+        handle: u64,
+        purpose: Purpose,
+        req: Req,
+        seq: Seq,
+        deadline: Time,
+        now: Time,
+    ) {
         self.tasks.insert(
             handle,
-            Box::new(Task {
+            Task {
                 purpose,
                 req,
                 seq,
-                deadline: now.saturating_add(self.opts.timeout),
+                deadline,
                 attempt: 0,
                 redirects: 0,
                 sends: 0,
                 delivered: 0,
                 state: State::Ready { at: now },
                 last_failure: None,
-            }),
+            },
         );
+        self.deadlines.push((deadline, handle));
+        self.ready.push((now, handle));
+    }
+
+    /// Drops stale entries from the heaps' tops, so each top is a live
+    /// task's, and rebuilds a heap that holds more than twice the tasks
+    /// (stale entries below a live top), so they stay bounded.
+    fn tidy(&mut self) {
+        let tasks = &self.tasks;
+        while let Some(&(at, h)) = self.deadlines.peek() {
+            if tasks.get(&h).is_some_and(|t| t.deadline == at) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        while let Some(&(at, h)) = self.ready.peek() {
+            if tasks
+                .get(&h)
+                .is_some_and(|t| t.state == State::Ready { at })
+            {
+                break;
+            }
+            self.ready.pop();
+        }
+        while let Some(&(_, h, id)) = self.rpc.peek() {
+            if tasks.get(&h).is_some_and(|t| t.sent_as(id)) {
+                break;
+            }
+            self.rpc.pop();
+        }
+        let limit = 2 * tasks.len() + 64;
+        if self.deadlines.len() > limit {
+            self.deadlines = tasks.iter().map(|(&h, t)| (t.deadline, h)).collect();
+        }
+        if self.ready.len() > limit {
+            self.ready = tasks
+                .iter()
+                .filter_map(|(&h, t)| match t.state {
+                    State::Ready { at } => Some((at, h)),
+                    _ => None,
+                })
+                .collect();
+        }
+        if self.rpc.len() > limit {
+            self.rpc = tasks
+                .iter()
+                .filter_map(|(&h, t)| match &t.state {
+                    State::Sent {
+                        rpc_deadline,
+                        request_id,
+                        ..
+                    } => Some((*rpc_deadline, h, *request_id)),
+                    _ => None,
+                })
+                .collect();
+        }
     }
 
     fn expire(&mut self, now: Time) {
         let mut overdue = Vec::new();
-        let mut slow: Vec<Dest> = Vec::new();
-        for (&h, t) in &self.tasks {
-            if t.deadline <= now {
+        while let Some(&(at, h)) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self.tasks.get(&h).is_some_and(|t| t.deadline == at) {
                 overdue.push(h);
-            } else if let State::Sent {
-                dest, rpc_deadline, ..
-            } = &t.state
+            }
+        }
+        let mut late = Vec::new();
+        while let Some(&(at, h, id)) = self.rpc.peek() {
+            if at > now {
+                break;
+            }
+            self.rpc.pop();
+            // An overdue request fails below rather than being resent.
+            if self
+                .tasks
+                .get(&h)
+                .is_some_and(|t| t.sent_as(id) && t.deadline > now)
             {
-                if *rpc_deadline <= now && !slow.contains(dest) {
+                late.push(h);
+            }
+        }
+        if overdue.is_empty() && late.is_empty() {
+            return;
+        }
+        // Oldest request first, as a scan of the tasks in handle order.
+        overdue.sort_unstable();
+        late.sort_unstable();
+        let mut slow: Vec<Dest> = Vec::new();
+        for h in late {
+            if let Some(State::Sent { dest, .. }) = self.tasks.get(&h).map(|t| &t.state) {
+                if !slow.contains(dest) {
                     slow.push(dest.clone());
                 }
             }
@@ -714,7 +976,7 @@ impl Session {
     /// Starts a Query of the latest configuration when some request waits
     /// for one, none runs, and the last began long enough ago.
     fn start_refresh(&mut self, now: Time) -> bool {
-        if !self.maybe_parked
+        if self.parked == 0
             || self.refresh.is_some()
             || !self.router.has_masters()
             || self.last_refresh.is_some_and(|l| now < l + REFRESH_SPACING)
@@ -728,41 +990,54 @@ impl Session {
             .map(|t| t.deadline)
             .max()
         else {
-            self.maybe_parked = false;
-            return false;
+            unreachable!("{} tasks parked", self.parked);
         };
         let handle = self.next_handle;
         self.next_handle += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
         let req = Req::Master(MasterOp::Query { num: None });
-        self.add_task(handle, Purpose::Refresh, req, seq, now);
-        self.tasks.get_mut(&handle).expect("just added").deadline = deadline;
+        self.add_task(handle, Purpose::Refresh, req, seq, deadline, now);
         self.refresh = Some(handle);
         self.last_refresh = Some(now);
         true
     }
 
     fn send_ready(&mut self, now: Time) {
-        let ready: Vec<u64> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| matches!(t.state, State::Ready { at } if at <= now))
-            .map(|(&h, _)| h)
-            .collect();
-        for handle in ready {
-            if let Some(why) = self.spans_groups(handle) {
-                self.finish(handle, Err(ClientError::Refused(why)), now);
-                continue;
+        let mut due = std::mem::take(&mut self.scratch);
+        while let Some(&(at, h)) = self.ready.peek() {
+            if at > now {
+                break;
+            }
+            self.ready.pop();
+            if self
+                .tasks
+                .get(&h)
+                .is_some_and(|t| t.state == State::Ready { at })
+            {
+                due.push(h);
+            }
+        }
+        // Oldest request first, as a scan of the tasks in handle order
+        // (one task may have been made ready twice for the same time).
+        due.sort_unstable();
+        due.dedup();
+        for &handle in &due {
+            let task = self.tasks.get(&handle).expect("listed");
+            if matches!(task.req, Req::Kv(Op::Txn(_))) {
+                if let Some(why) = self.spans_groups(handle) {
+                    self.finish(handle, Err(ClientError::Refused(why)), now);
+                    continue;
+                }
             }
             let task = self.tasks.get_mut(&handle).expect("listed");
             let route = match &task.req {
-                Req::Kv(op) => self.router.route_key(op.key()),
-                Req::Master(_) => self.router.route_master(),
+                Req::Kv(op) => self.router.route_key_ref(op.key()),
+                Req::Master(_) => self.router.route_master_ref(),
             };
-            let Route::To { gid, index, addr } = route else {
+            let Some((gid, index, addr)) = route else {
                 task.state = State::AwaitConfig;
-                self.maybe_parked = true;
+                self.parked += 1;
                 if let Some(config) = self.router.config() {
                     // The configuration does not route this key (no group
                     // has joined yet, or the shard is between groups):
@@ -776,6 +1051,7 @@ impl Session {
                 }
                 continue;
             };
+            let addr = intern(&mut self.addrs, addr);
             task.sends = (task.sends + 1) & ((1 << SEND_BITS) - 1);
             let request_id = handle << SEND_BITS | task.sends;
             let (client_id, seq, ack_seq) = (self.client_id, task.seq, self.acks.ack_seq());
@@ -794,13 +1070,15 @@ impl Session {
                 }),
             };
             let dest = Dest { addr, gid };
+            let rpc_deadline = now + self.opts.rpc_timeout;
             task.delivered += 1;
             task.state = State::Sent {
                 dest: dest.clone(),
                 request_id,
                 index,
-                rpc_deadline: now + self.opts.rpc_timeout,
+                rpc_deadline,
             };
+            self.rpc.push((rpc_deadline, handle, request_id));
             self.transmits.push_back(Transmit {
                 dest,
                 frame: Frame {
@@ -810,6 +1088,8 @@ impl Session {
                 },
             });
         }
+        due.clear();
+        self.scratch = due;
     }
 
     /// Why a transaction cannot be sent under the cached configuration:
@@ -839,6 +1119,9 @@ impl Session {
     /// Records a request's final result and retires its seq.
     fn finish(&mut self, handle: u64, result: Result<Answer, ClientError>, now: Time) {
         let task = self.tasks.remove(&handle).expect("finished task exists");
+        if task.state == State::AwaitConfig {
+            self.parked -= 1;
+        }
         self.acks.retire(task.seq);
         if let Ok(Answer::Config(config)) = &result {
             self.router.install(config.clone());
@@ -855,12 +1138,16 @@ impl Session {
             }
             Purpose::Refresh => {
                 self.refresh = None;
-                let parked: Vec<u64> = self
-                    .tasks
-                    .iter()
-                    .filter(|(_, t)| t.state == State::AwaitConfig)
-                    .map(|(&h, _)| h)
-                    .collect();
+                let mut parked: Vec<u64> = if self.parked == 0 {
+                    Vec::new()
+                } else {
+                    self.tasks
+                        .iter()
+                        .filter(|(_, t)| t.state == State::AwaitConfig)
+                        .map(|(&h, _)| h)
+                        .collect()
+                };
+                parked.sort_unstable();
                 match result {
                     Ok(_) => {
                         // Parked requests try again with the new routes,
@@ -873,6 +1160,8 @@ impl Session {
                                 self.opts.backoff_max,
                             );
                             t.state = State::Ready { at: now + delay };
+                            self.ready.push((now + delay, h));
+                            self.parked -= 1;
                         }
                     }
                     Err(ClientError::Unreachable(why)) => self.refresh_failure = Some(why),
@@ -890,5 +1179,43 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use super::Timers;
+    use crate::rng::Rng;
+
+    /// In order or not, entries come out earliest first, and `peek` names
+    /// what `pop` takes.
+    #[test]
+    fn timers_pop_in_order_whatever_the_push_order() {
+        let mut rng = Rng::new(3);
+        let mut t: Timers<(u64, u64)> = Timers::default();
+        let mut all = Vec::new();
+        let mut clock = 0;
+        for h in 0..500 {
+            // Mostly later than the last, sometimes earlier (a backoff, a
+            // clock that went back).
+            clock += rng.next_u64() % 10;
+            let at = if rng.next_u64().is_multiple_of(4) {
+                clock.saturating_sub(rng.next_u64() % 50)
+            } else {
+                clock
+            };
+            t.push((at, h));
+            all.push((at, h));
+            if h.is_multiple_of(7) {
+                let first = *t.peek().unwrap();
+                assert_eq!(t.pop(), Some(first));
+                all.sort_unstable();
+                assert_eq!(all.remove(0), first);
+            }
+        }
+        all.sort_unstable();
+        let out: Vec<_> = std::iter::from_fn(|| t.pop()).collect();
+        assert_eq!(out, all);
+        assert_eq!(t.len(), 0);
     }
 }

@@ -114,7 +114,7 @@ fn not_leader_follows_hints_three_times_then_backs_off_with_the_same_seq() {
     let now = MS;
     // Answers NotLeader naming another member; returns the member named.
     let redirect = |s: &mut Session, t: &Transmit| {
-        let hint = if t.dest.addr == "a" { 1 } else { 0 };
+        let hint = if &*t.dest.addr == "a" { 1 } else { 0 };
         answer(s, t, ClientReply::NotLeader { leader: Some(hint) }, now);
         s.poll(now);
         hint
@@ -123,7 +123,7 @@ fn not_leader_follows_hints_three_times_then_backs_off_with_the_same_seq() {
         let hint = redirect(&mut s, &t);
         let next = sent(&mut s);
         assert_eq!(next.len(), 1, "redirect {hop} goes out at once");
-        assert_eq!(next[0].dest.addr, ["a", "b", "c"][hint as usize]);
+        assert_eq!(&*next[0].dest.addr, ["a", "b", "c"][hint as usize]);
         assert_eq!(seq_of(&next[0]).0, 1, "same seq on every resend");
         assert_ne!(next[0].frame.request_id, t.frame.request_id);
         t = next.into_iter().next().unwrap();
@@ -168,7 +168,7 @@ fn wrong_group_refreshes_without_blocking_and_resends_the_same_seq() {
     answer_msg(&mut s, &q, Message::Config(group(1, 1, &["a"])), MS);
     s.poll(s.next_wake(MS).unwrap());
     let t = sent(&mut s).pop().unwrap();
-    assert_eq!((t.dest.addr.as_str(), t.dest.gid), ("a", 1));
+    assert_eq!((t.dest.addr.as_ref(), t.dest.gid), ("a", 1));
     let kv_seq = seq_of(&t).0;
     // Another request is in flight while the refresh below runs.
     let other = s.submit(get("j"));
@@ -193,7 +193,7 @@ fn wrong_group_refreshes_without_blocking_and_resends_the_same_seq() {
         }
         at = s.next_wake(at).unwrap();
     };
-    assert_eq!((resent.dest.addr.as_str(), resent.dest.gid), ("b", 2));
+    assert_eq!((resent.dest.addr.as_ref(), resent.dest.gid), ("b", 2));
     assert_eq!(seq_of(&resent).0, kv_seq, "the same seq after the refresh");
     answer(&mut s, &resent, ClientReply::Ok(Bytes::new()), at);
     assert_eq!(s.poll_completion().unwrap().handle, h);
@@ -206,12 +206,12 @@ fn a_silent_member_is_dropped_and_its_requests_go_to_the_next() {
     s.submit(get("k2"));
     s.poll(Time::ZERO);
     let first = sent(&mut s);
-    assert!(first.iter().all(|t| t.dest.addr == "a"));
+    assert!(first.iter().all(|t| &*t.dest.addr == "a"));
     let wake = s.next_wake(Time::ZERO).unwrap();
     assert_eq!(wake, 100 * MS, "the rpc timeout");
     s.poll(wake);
     let (dest, _) = s.poll_close().expect("the silent connection is dropped");
-    assert_eq!(dest.addr, "a");
+    assert_eq!(&*dest.addr, "a");
     assert!(s.poll_close().is_none(), "once, for both requests");
     let mut at = wake;
     let mut again = Vec::new();
@@ -220,7 +220,7 @@ fn a_silent_member_is_dropped_and_its_requests_go_to_the_next() {
         s.poll(at);
         again.extend(sent(&mut s));
     }
-    assert!(again.iter().all(|t| t.dest.addr == "b"));
+    assert!(again.iter().all(|t| &*t.dest.addr == "b"));
     let mut seqs: Vec<Seq> = again.iter().map(|t| seq_of(t).0).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, vec![1, 2]);
@@ -370,7 +370,7 @@ fn an_installed_configuration_routes_at_once_and_never_rolls_back() {
     s.poll(Time::ZERO);
     let t = sent(&mut s).pop().unwrap();
     assert_eq!(
-        (t.dest.addr.as_str(), t.dest.gid),
+        (t.dest.addr.as_ref(), t.dest.gid),
         ("b", 2),
         "no query of the masters first"
     );
@@ -444,4 +444,41 @@ fn abandoning_everything_acknowledges_every_seq_used_and_drops_late_answers() {
     assert_eq!(seq_of(&t), (3, 2), "seqs 1 and 2 acknowledged");
     answer(&mut s, &t, ClientReply::NoKey, 4 * MS);
     assert_eq!(s.poll_completion().unwrap().handle, h);
+}
+
+/// A poll costs what is due, not a scan of every request: the session
+/// keeps its tasks' times in queues whose finished entries are dropped
+/// from the top whenever one may be stale and rebuilt past twice the tasks. So
+/// with one request stuck on the wire while thousands come and go, the
+/// entries stay bounded, the next wake-up is still the stuck request's
+/// rpc deadline, and once everything finished there is nothing to wake for.
+#[test]
+fn finished_requests_leave_no_timers_and_the_wake_up_is_the_earliest_live_one() {
+    let mut s = fixed(4);
+    s.submit(get("stuck"));
+    s.poll(Time::ZERO);
+    let stuck = sent(&mut s).pop().unwrap();
+    let mut now = Time::ZERO;
+    for i in 0..2000 {
+        now += Duration::from_micros(20);
+        s.submit(put(&format!("k{i}")));
+        s.poll(now);
+        let t = sent(&mut s).pop().unwrap();
+        answer(&mut s, &t, ClientReply::Ok(Bytes::new()), now);
+        assert!(s.poll_completion().is_some());
+        assert!(
+            s.timer_entries() <= 3 * (2 * 2 + 64),
+            "timer entries bounded by the tasks"
+        );
+    }
+    // 40 ms in: the stuck request's attempt times out at 100 ms.
+    assert_eq!(s.next_wake(now), Some(100 * MS));
+    answer(&mut s, &stuck, ClientReply::NoKey, now);
+    assert!(s.poll_completion().is_some());
+    assert_eq!(
+        s.next_wake(now),
+        None,
+        "nothing in flight, nothing to wake for"
+    );
+    assert_eq!(s.timer_entries(), 0);
 }

@@ -206,12 +206,31 @@ impl Shard {
     /// Runs one data operation on this shard at `rules`' log time and
     /// version: an expired key is removed first (so the operation sees it
     /// absent), and the deadline index follows the key's new expiry.
+    ///
+    /// Every replica runs this for every write, so it looks the key up as
+    /// few times as it can: once for the purge and the old expiry
+    /// together, and afterwards only if the key had an expiry or the
+    /// operation can give it one (a plain SET of a key without expiry
+    /// costs one lookup here, as before expiry existed).
     pub(crate) fn apply_data_op(&mut self, op: &Op, rules: &SessionRules) -> ClientReply {
         let key = op.key();
-        self.purge_if_expired(key, rules.log_time_ms);
-        let before = self.expiry_of(key);
-        let reply = apply_op(&mut self.data, op, rules.version, rules.log_time_ms);
-        let after = self.expiry_of(key);
+        let now = rules.log_time_ms;
+        let before = match self.data.get(&key[..]).map(|e| e.expires_ms) {
+            Some(at) if at != 0 && at <= now => {
+                // Expired: the operation sees the key absent.
+                self.data.remove(&key[..]);
+                self.deadlines.remove(&(at, Box::from(&key[..])));
+                0
+            }
+            Some(at) => at,
+            None => 0,
+        };
+        let reply = apply_op(&mut self.data, op, rules.version, now);
+        let after = if before == 0 && !may_set_expiry(op) {
+            0
+        } else {
+            self.expiry_of(key)
+        };
         self.reindex(key, before, after);
         reply
     }
@@ -273,26 +292,36 @@ impl Shard {
         rules: &SessionRules,
     ) -> Result<(), ClientReply> {
         let now = rules.log_time_ms;
-        if !self.sessions.contains_key(&req.client_id) {
-            if !skip_dedup && !may_open(self.floor, req.client_id, now) {
-                return Err(ClientReply::SessionExpired);
+        // A known client (nearly every write): one session lookup, not three.
+        if let Some(session) = self.sessions.get_mut(&req.client_id) {
+            if now > session.last_ms {
+                // `touch`, inline: the session is already borrowed.
+                self.lru.remove(&(session.last_ms, req.client_id));
+                session.last_ms = now;
+                self.lru.insert((now, req.client_id));
             }
-            self.sessions.insert(
-                req.client_id,
-                Session {
-                    last_ms: now,
-                    ..Session::default()
-                },
-            );
-            self.lru.insert((now, req.client_id));
-            self.enforce_cap(rules, Some(req.client_id));
-        } else {
-            self.touch(req.client_id, now);
+            session.acknowledge(req.ack_seq);
+            if skip_dedup {
+                return Ok(());
+            }
+            return session.dedup(req.seq).map_or(Ok(()), Err);
         }
+        if !skip_dedup && !may_open(self.floor, req.client_id, now) {
+            return Err(ClientReply::SessionExpired);
+        }
+        self.sessions.insert(
+            req.client_id,
+            Session {
+                last_ms: now,
+                ..Session::default()
+            },
+        );
+        self.lru.insert((now, req.client_id));
+        self.enforce_cap(rules, Some(req.client_id));
         let session = self
             .sessions
             .get_mut(&req.client_id)
-            .expect("opened or present above");
+            .expect("opened above; the cap spares it");
         session.acknowledge(req.ack_seq);
         if !skip_dedup {
             if let Some(reply) = session.dedup(req.seq) {
@@ -319,16 +348,6 @@ impl Shard {
     /// The highest version of a key here (0 with none).
     pub(crate) fn highest_version(&self) -> u64 {
         self.data.values().map(|e| e.version).max().unwrap_or(0)
-    }
-
-    /// Marks `client`'s session active at `now` (never earlier than it was).
-    fn touch(&mut self, client: ClientId, now: u64) {
-        let session = self.sessions.get_mut(&client).expect("a session");
-        if now > session.last_ms {
-            self.lru.remove(&(session.last_ms, client));
-            session.last_ms = now;
-            self.lru.insert((now, client));
-        }
     }
 
     /// Drops `client`'s session and raises the floor over its id.
@@ -721,6 +740,26 @@ fn get_ex(
         entry.version = version;
     }
     reply
+}
+
+/// Can `op` give a key without an expiry one? The others keep the expiry
+/// (Append, Incr), clear it (Put, PutIf), remove the key (Delete, GetDel)
+/// or only read.
+fn may_set_expiry(op: &Op) -> bool {
+    match op {
+        Op::PutEx { .. } | Op::Expire { .. } | Op::GetEx { .. } => true,
+        Op::Get { .. }
+        | Op::Put { .. }
+        | Op::Append { .. }
+        | Op::Delete { .. }
+        | Op::Incr { .. }
+        | Op::PutIf { .. }
+        | Op::GetDel { .. }
+        | Op::Ttl { .. } => false,
+        // Never applied as one operation (`apply_op` refuses it); looking
+        // is always right.
+        Op::Txn(_) => true,
+    }
 }
 
 pub(crate) fn apply_op(

@@ -1,8 +1,7 @@
 //! The shard master as a replicated [`StateMachine`]: log commands are
-//! master requests encoded by `synod_wire::encode_master_command`, and the
-//! answer to a client is a whole [`Message`] (`Config` on success, an
-//! `Error` reply on refusal), which is why the trait's reply type is
-//! associated rather than fixed to `ClientReply`.
+//! master requests encoded by `synod_wire::encode_master_command` (the
+//! request as the wire carries it), and the answer to a client is a whole
+//! [`Message`] (`Config` on success, an `Error` reply on refusal).
 
 use bytes::Bytes;
 use synod_wire::{ClientId, ClientReply, MasterRequest, Message, Seq, Slot};
@@ -35,10 +34,13 @@ impl MasterMachine {
 
 impl StateMachine for MasterMachine {
     type Request = MasterRequest;
-    type Reply = Message;
 
     fn request_id(req: &MasterRequest) -> (ClientId, Seq) {
         (req.client_id, req.seq)
+    }
+
+    fn command(req: &MasterRequest) -> Bytes {
+        synod_wire::encode_master_command(req)
     }
 
     fn apply(&mut self, _slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, Message)> {

@@ -893,7 +893,7 @@ fn replica_drives_the_master_end_to_end() {
             groups: vec![group(1)],
         },
     };
-    r.on_request(77, &join, encode_master_command);
+    r.on_request(77, &join);
     r.flush();
     let replies = drive(&mut r);
     assert_eq!(replies.len(), 1, "{replies:?}");

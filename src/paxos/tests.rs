@@ -787,13 +787,13 @@ fn snapshots_are_taken_only_when_asked_for_and_checked() {
 #[test]
 fn a_kv_replica_refuses_a_garbage_snapshot() {
     use crate::kv::KvOptions;
-    use crate::kv_machine::KvMachine;
     use crate::replica::{Replica, ReplicaConfig};
+    use crate::shardkv::ShardKv;
     let mut rng = Rng::new(5);
     let mut r = Replica::new(
         ReplicaConfig::new(1, 3),
         Durable::default(),
-        KvMachine::new(KvOptions::default()),
+        ShardKv::new(1, KvOptions::default()),
         &mut rng,
     );
     // A heartbeat from leader 0 says 10 slots are chosen: r asks 0.
@@ -943,9 +943,9 @@ fn accepts_and_retransmits_are_paged() {
 #[test]
 fn a_command_over_the_frame_derived_limit_is_refused() {
     use crate::kv::KvOptions;
-    use crate::kv_machine::KvMachine;
     use crate::replica::{Replica, ReplicaConfig};
-    use synod_wire::{ClientReply, ClientRequest, Op};
+    use crate::shardkv::ShardKv;
+    use synod_wire::{ClientReply, ClientRequest, Message, Op};
     let mut rng = Rng::new(5);
     let mut cfg = ReplicaConfig::new(0, 1);
     assert_eq!(
@@ -956,7 +956,7 @@ fn a_command_over_the_frame_derived_limit_is_refused() {
     let mut r = Replica::new(
         cfg,
         Durable::default(),
-        KvMachine::new(KvOptions::default()),
+        ShardKv::new(1, KvOptions::default()),
         &mut rng,
     );
     let put = |n: usize| ClientRequest {
@@ -968,13 +968,14 @@ fn a_command_over_the_frame_derived_limit_is_refused() {
             value: Bytes::from(vec![0u8; n]),
         },
     };
-    r.on_request(1, &put(2000), synod_wire::encode_command);
+    r.on_request(1, &put(2000));
     r.flush();
     let ready = r.ready();
     let out = r.advance(ready, Synced::after_sync());
     assert!(matches!(
         &out.replies[..],
-        [(1, ClientReply::Error { reason })] if reason.starts_with("value too large")
+        [(1, Message::Reply(ClientReply::Error { reason }))]
+            if reason.starts_with("value too large")
     ));
     assert_eq!(r.paxos().stats().commands_proposed, 0);
 }
@@ -1091,20 +1092,20 @@ fn an_isolated_follower_never_raises_its_promise_and_wins_with_a_quorum() {
 #[test]
 fn a_snapshot_becomes_the_log_start_only_when_the_driver_says_durable() {
     use crate::kv::KvOptions;
-    use crate::kv_machine::KvMachine;
     use crate::replica::{Output, Replica, ReplicaConfig};
+    use crate::shardkv::ShardKv;
     let mut rng = Rng::new(9);
     let mut rc = ReplicaConfig::new(0, 1);
     rc.snapshot_log_slots = 5;
     let mut r = Replica::new(
         rc,
         Durable::default(),
-        KvMachine::new(KvOptions::default()),
+        ShardKv::new(1, KvOptions::default()),
         &mut rng,
     );
     // One replica: a round of propose, flush, persist, apply (its own
     // Accepted comes back as a message to itself).
-    let round = |r: &mut Replica<KvMachine>, rng: &mut Rng, cmd: &[u8]| {
+    let round = |r: &mut Replica<ShardKv>, rng: &mut Rng, cmd: &[u8]| {
         r.propose(Bytes::copy_from_slice(cmd)).unwrap();
         let mut writes = Vec::new();
         for _ in 0..4 {
@@ -1147,7 +1148,7 @@ fn a_snapshot_becomes_the_log_start_only_when_the_driver_says_durable() {
     let mut r = Replica::new(
         rc,
         Durable::default(),
-        KvMachine::new(KvOptions::default()),
+        ShardKv::new(1, KvOptions::default()),
         &mut rng,
     );
     let mut taken = Vec::new();

@@ -534,18 +534,25 @@ impl Loop {
 
     fn service_touched(&mut self, now: Instant) {
         let touched = std::mem::take(&mut self.touched);
+        // Commands parsed this turn, published with one shared add: a
+        // relaxed add per command on a counter both loops write made its
+        // cache line bounce between the cores.
+        let mut parsed = 0;
         for token in touched {
             let verdict = match self.conns.get_mut(&token) {
                 Some(c) => {
                     c.touched = false;
-                    service(
+                    let before = c.commands;
+                    let verdict = service(
                         c,
                         token,
                         &self.opts,
                         &mut self.upstream,
                         &mut self.scratch,
                         now,
-                    )
+                    );
+                    parsed += c.commands - before;
+                    verdict
                 }
                 None => continue,
             };
@@ -567,6 +574,9 @@ impl Loop {
                 }
                 Verdict::Close(why) => self.close(token, &why),
             }
+        }
+        if parsed > 0 {
+            crate::metrics::RESP.commands.add(parsed);
         }
     }
 
@@ -688,7 +698,6 @@ fn parse_commands(c: &mut RespConn, opts: &GatewayOptions, now: Instant) {
         match c.parser.next_command(&mut c.inbuf) {
             Ok(Some(args)) => {
                 c.commands += 1;
-                crate::metrics::RESP.commands.inc();
                 c.last_command = now;
                 c.partial_since = None;
                 if c.pipeline.push(&args) == Pushed::Quit {

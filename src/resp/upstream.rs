@@ -29,6 +29,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -97,12 +98,14 @@ pub struct Upstream {
     /// Connections to group members, each with where it goes.
     conns: Conns<Dest>,
     /// Open connections of each group by member address (a handful per
-    /// group: a scan beats building a `Dest` key per send).
-    conn_by_member: IdMap<GroupId, Vec<(String, usize)>>,
+    /// group: a scan beats hashing a `Dest` per send).
+    conn_by_member: IdMap<GroupId, Vec<(Arc<str>, usize)>>,
     /// Sends on the wire by the loop-wide id they carry.
     wire_ids: IdMap<u64, WireId>,
     next_wire_id: u64,
     last_sweep: Time,
+    /// Reused by every read: the frames it decoded.
+    frames: Vec<Frame>,
     /// Finished operations: (session, key, result), for the loop to hand
     /// to its RESP connections.
     pub completions: Vec<(usize, Bytes, OpResult)>,
@@ -142,6 +145,7 @@ impl Upstream {
             wire_ids: IdMap::default(),
             next_wire_id: 1,
             last_sweep: Time::ZERO,
+            frames: Vec::new(),
             completions: Vec::new(),
         }
     }
@@ -417,7 +421,7 @@ impl Upstream {
         self.conn_by_member
             .get(&gid)?
             .iter()
-            .find(|(a, _)| a == addr)
+            .find(|(a, _)| **a == *addr)
             .map(|&(_, t)| t)
     }
 
@@ -456,12 +460,18 @@ impl Upstream {
     /// A readable event on upstream connection `token`.
     pub fn on_readable(&mut self, token: usize, now: Instant) {
         let now = self.time(now);
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut self.frames);
         let failure = self.conns.on_readable(token, &mut frames);
         let Some(dest) = self.conns.meta(token).cloned() else {
+            frames.clear();
+            self.frames = frames;
             return;
         };
-        for mut frame in frames {
+        let mut confused = false;
+        for mut frame in frames.drain(..) {
+            if confused {
+                continue; // dropped with the connection
+            }
             // An id this loop never sent, or whose answer came already:
             // nobody waits for it.
             let Some(w) = self.wire_ids.remove(&frame.request_id) else {
@@ -471,7 +481,8 @@ impl Upstream {
                 // Wire ids are unique per loop: an answer on another
                 // connection is a confused server.
                 self.close_conn(token, "reply to a request sent elsewhere", now);
-                return;
+                confused = true;
+                continue;
             }
             let Some(lent) = self.sessions.get_mut(&w.session) else {
                 continue; // its RESP connection closed
@@ -482,6 +493,10 @@ impl Upstream {
             // session does next (resends, admissions) waits for the pump.
             self.drain_completions(w.session);
             self.touch(w.session);
+        }
+        self.frames = frames;
+        if confused {
+            return;
         }
         if let Some(why) = failure {
             self.close_conn(token, &why, now);

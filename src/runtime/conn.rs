@@ -7,7 +7,7 @@
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 use synod_wire::{encode_frame, AuthMsg, DecodeError, Decoder, Frame, GroupId, Message, ReplicaId};
 
@@ -217,9 +217,10 @@ impl Conn {
         }
     }
 
-    /// The next whole frame in the read buffer, if any.
-    pub fn next_frame(&mut self, now: Instant) -> Result<Option<Frame>, Close> {
-        match self.decoder.decode(&mut self.rbuf) {
+    /// The next whole frame in the read buffer, if any, with its kind and
+    /// body as they arrived (`Decoder::decode_raw`: a request's log command).
+    pub fn next_frame(&mut self, now: Instant) -> Result<Option<(Frame, Bytes)>, Close> {
+        match self.decoder.decode_raw(&mut self.rbuf) {
             Ok(Some(f)) => {
                 self.frames_in += 1;
                 self.last_frame = now;

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -52,6 +53,8 @@ pub enum Control {
     Adopt {
         stream: std::net::TcpStream,
         first: Frame,
+        /// `first`'s kind and body as they arrived (its log command).
+        first_raw: Bytes,
         rest: bytes::BytesMut,
     },
     /// A newer configuration from the shard master.
@@ -128,24 +131,10 @@ impl Hosted {
             },
         }
     }
-    /// Apply and release; replies come out as whole messages.
-    fn advance(&mut self, ready: Ready, proof: Synced) -> Output<Message> {
+    /// Apply and release.
+    fn advance(&mut self, ready: Ready, proof: Synced) -> Output {
         match self {
-            Hosted::Kv(r) => {
-                let out = r.advance(ready, proof);
-                Output {
-                    messages: out.messages,
-                    replies: out
-                        .replies
-                        .into_iter()
-                        .map(|(to, reply)| (to, Message::Reply(reply)))
-                        .collect(),
-                    installed_snapshot: out.installed_snapshot,
-                    committed: out.committed,
-                    garbage: out.garbage,
-                    snapshot_write: out.snapshot_write,
-                }
-            }
+            Hosted::Kv(r) => r.advance(ready, proof),
             Hosted::Master(r) => r.advance(ready, proof),
         }
     }
@@ -439,8 +428,9 @@ impl Core {
                 Control::Adopt {
                     stream,
                     first,
+                    first_raw,
                     rest,
-                } => self.adopt(stream, first, rest),
+                } => self.adopt(stream, first, first_raw, rest),
                 Control::Config(config) => self.on_config(&config),
                 Control::Shutdown => return false,
             }
@@ -723,7 +713,13 @@ impl Core {
         }
     }
 
-    fn adopt(&mut self, stream: std::net::TcpStream, first: Frame, rest: bytes::BytesMut) {
+    fn adopt(
+        &mut self,
+        stream: std::net::TcpStream,
+        first: Frame,
+        first_raw: Bytes,
+        rest: bytes::BytesMut,
+    ) {
         if stream.set_nonblocking(true).is_err() {
             return;
         }
@@ -737,7 +733,7 @@ impl Core {
         conn.rbuf = rest;
         conn.frames_in = 1;
         if let Some(t) = self.register(conn) {
-            self.handle_frame(t, first);
+            self.handle_frame(t, first, first_raw);
             self.read_again.push(t);
         }
     }
@@ -811,8 +807,8 @@ impl Core {
                 }
                 c.paused = false;
                 match c.next_frame(now) {
-                    Ok(Some(frame)) => {
-                        if !self.dispatch(t, frame) {
+                    Ok(Some((frame, raw))) => {
+                        if !self.dispatch(t, frame, raw) {
                             return;
                         }
                     }
@@ -862,7 +858,7 @@ impl Core {
     }
 
     /// Route one frame; false when the connection left this core or closed.
-    fn dispatch(&mut self, t: Token, frame: Frame) -> bool {
+    fn dispatch(&mut self, t: Token, frame: Frame, raw: Bytes) -> bool {
         let Some(c) = self.conns.get(&t) else {
             return false;
         };
@@ -872,17 +868,17 @@ impl Core {
                 _ => owner_core(frame.group, self.cfg.cores),
             };
             if owner != self.id {
-                self.hand_off(t, frame, owner);
+                self.hand_off(t, frame, raw, owner);
                 return false;
             }
         }
-        self.handle_frame(t, frame);
+        self.handle_frame(t, frame, raw);
         self.conns.contains_key(&t)
     }
 
     /// The first frame is for a group another core owns: give it the socket
     /// (once; every later frame on it goes straight to that core).
-    fn hand_off(&mut self, t: Token, first: Frame, owner: usize) {
+    fn hand_off(&mut self, t: Token, first: Frame, first_raw: Bytes, owner: usize) {
         let Some(mut c) = self.conns.remove(&t) else {
             return;
         };
@@ -895,6 +891,7 @@ impl Core {
             .send(Control::Adopt {
                 stream: std_stream,
                 first,
+                first_raw,
                 rest,
             })
             .is_ok()
@@ -903,7 +900,9 @@ impl Core {
         }
     }
 
-    fn handle_frame(&mut self, t: Token, frame: Frame) {
+    /// `raw` is the frame's kind and body as they arrived: for a request,
+    /// its log command, proposed as it is.
+    fn handle_frame(&mut self, t: Token, frame: Frame, raw: Bytes) {
         let gid = frame.group;
         let Some(c) = self.conns.get(&t) else {
             return;
@@ -1008,7 +1007,7 @@ impl Core {
                     return;
                 };
                 r.set_now_ms(self.now_ms);
-                r.on_request(to, &req, synod_wire::encode_command);
+                r.on_request_encoded(to, &req, raw);
                 self.await_reply(t, frame.request_id, gid, kind);
             }
             Message::Master(req) => {
@@ -1030,7 +1029,7 @@ impl Core {
                     self.reply_now(t, frame.request_id, 0, reply);
                     return;
                 };
-                r.on_request(to, &req, synod_wire::encode_master_command);
+                r.on_request_encoded(to, &req, raw);
                 self.await_reply(t, frame.request_id, 0, kind);
             }
             Message::Paxos(msg) => {

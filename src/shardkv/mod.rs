@@ -718,13 +718,17 @@ impl ShardKv {
 
 impl StateMachine for ShardKv {
     type Request = ClientRequest;
-    type Reply = ClientReply;
 
     fn request_id(req: &ClientRequest) -> (ClientId, Seq) {
         (req.client_id, req.seq)
     }
 
-    fn apply(&mut self, _slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, ClientReply)> {
+    /// `[kind][request body]`, the request as the wire carries it.
+    fn command(req: &ClientRequest) -> Bytes {
+        synod_wire::encode_command(req)
+    }
+
+    fn apply(&mut self, _slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, Message)> {
         if let Some(ms) = crate::kv::decode_clock(cmd) {
             // Only served shards expire sessions: an offered one is frozen
             // (its chunks are positions in it), an arriving one incomplete.
@@ -767,7 +771,7 @@ impl StateMachine for ShardKv {
         } else {
             ClientReply::WrongGroup
         };
-        Some((req.client_id, req.seq, reply))
+        Some((req.client_id, req.seq, Message::Reply(reply)))
     }
 
     fn shed_records(&self) -> u64 {
@@ -934,17 +938,19 @@ impl StateMachine for ShardKv {
 
     /// A Get answered from the applied state: refused like a logged one
     /// would be if this group does not serve the key's shard at this point.
-    fn read_local(&self, req: &ClientRequest) -> Option<ClientReply> {
+    fn read_local(&self, req: &ClientRequest) -> Option<Message> {
         if !req.op.is_read() {
             return None;
         }
-        Some(if self.serves(self.store.shard_of_key(req.op.key())) {
-            // At the applied log time: an expired key reads as absent, as
-            // it would to a logged read at this point.
-            self.store.read_op(&req.op)
-        } else {
-            ClientReply::WrongGroup
-        })
+        Some(Message::Reply(
+            if self.serves(self.store.shard_of_key(req.op.key())) {
+                // At the applied log time: an expired key reads as absent,
+                // as it would to a logged read at this point.
+                self.store.read_op(&req.op)
+            } else {
+                ClientReply::WrongGroup
+            },
+        ))
     }
 }
 

@@ -31,6 +31,14 @@ fn run(kv: &mut ShardKv, cmd: GroupCommand) {
     assert_eq!(kv.apply(0, &cmd.encode()), None);
 }
 
+/// A KV group's answer is always a `Message::Reply`.
+fn kv_reply(m: Message) -> ClientReply {
+    match m {
+        Message::Reply(r) => r,
+        other => panic!("a KV group answered {other:?}"),
+    }
+}
+
 fn put(kv: &mut ShardKv, client: u64, seq: u64, key: &str, value: &str) -> ClientReply {
     let req = ClientRequest {
         client_id: client,
@@ -42,8 +50,8 @@ fn put(kv: &mut ShardKv, client: u64, seq: u64, key: &str, value: &str) -> Clien
         },
     };
     kv.apply(0, &encode_command(&req))
+        .map(|(_, _, reply)| kv_reply(reply))
         .expect("a client command")
-        .2
 }
 
 fn get(kv: &mut ShardKv, key: &str) -> ClientReply {
@@ -56,8 +64,8 @@ fn get(kv: &mut ShardKv, key: &str) -> ClientReply {
         },
     };
     kv.apply(0, &encode_command(&req))
+        .map(|(_, _, reply)| kv_reply(reply))
         .expect("a client command")
-        .2
 }
 
 /// A key of each shard.
@@ -822,7 +830,7 @@ mod replica_clock {
                 break;
             }
             let out = r.advance(ready, Synced::after_sync());
-            replies.extend(out.replies.into_iter().map(|(_, reply)| reply));
+            replies.extend(out.replies.into_iter().map(|(_, reply)| kv_reply(reply)));
             for (_, batch) in &out.committed {
                 stamps.extend(
                     batch
@@ -851,7 +859,7 @@ mod replica_clock {
                 value: Bytes::from_static(b"x"),
             },
         };
-        r.on_request(0, &req, synod_wire::encode_command);
+        r.on_request(0, &req);
         let (replies, stamps) = drive(r);
         assert_eq!(replies.len(), 1);
         (replies[0].clone(), stamps)
@@ -944,6 +952,6 @@ fn put_all(kv: &mut ShardKv, seq: u64, keys: &[String]) -> ClientReply {
         op: Op::Txn(Box::new(b.build())),
     };
     kv.apply(0, &encode_command(&req))
+        .map(|(_, _, reply)| kv_reply(reply))
         .expect("a client command")
-        .2
 }

@@ -363,10 +363,11 @@ impl Client {
         let request_id = reply_to & ((1 << TAG_BITS) - 1);
         // The network does not say who answered; the session knows where
         // the current attempt went (an answer to an older one is dropped).
-        let dest = self.session.dest_of(request_id).cloned().unwrap_or(Dest {
-            addr: String::new(),
-            gid: 0,
-        });
+        let dest = self
+            .session
+            .dest_of(request_id)
+            .cloned()
+            .unwrap_or_else(|| Dest::new("", 0));
         let frame = Frame {
             request_id,
             group: dest.gid,

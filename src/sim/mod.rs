@@ -368,7 +368,7 @@ impl Simulated for World {
                 let node = &mut self.nodes[to as usize];
                 if let Some(r) = node.replica.as_mut() {
                     r.set_now_ms(clock_ms(self.time.now));
-                    r.on_request(reply_to, &req, synod_wire::encode_command);
+                    r.on_request(reply_to, &req);
                     self.after_node_event(to);
                 }
             }
@@ -731,6 +731,9 @@ impl World {
             self.send_paxos(id, to, msg);
         }
         for (reply_to, reply) in out.replies {
+            let synod_wire::Message::Reply(reply) = reply else {
+                unreachable!("a KV group answers with replies: {reply:?}");
+            };
             let client = (reply_to >> 40) as usize;
             self.send_to_client(id, client, reply_to, reply);
         }

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use std::time::Duration;
 
 use synod_wire::{
-    encode_command, encode_master_command, Batch, ClientReply, Config, GroupId, GroupInfo,
-    MasterOp, MasterRequest, Message, PaxosMsg, Slot,
+    Batch, ClientReply, Config, GroupId, GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg,
+    Slot,
 };
 
 use super::client::{Actions as ClientActions, Client, KeySpace};
@@ -607,33 +607,17 @@ impl ShardedWorld {
             for rec in &ready.records {
                 node.disk.apply(rec);
             }
-            let (messages, replies, snapshot, committed, write) = match h {
-                Hosted::Master(r) => {
-                    let out = r.advance(ready, Synced::after_sync());
-                    (
-                        out.messages,
-                        out.replies,
-                        out.installed_snapshot,
-                        out.committed,
-                        out.snapshot_write,
-                    )
-                }
-                Hosted::Kv(r) => {
-                    let out = r.advance(ready, Synced::after_sync());
-                    let replies = out
-                        .replies
-                        .into_iter()
-                        .map(|(to, rep)| (to, Message::Reply(rep)))
-                        .collect();
-                    (
-                        out.messages,
-                        replies,
-                        out.installed_snapshot,
-                        out.committed,
-                        out.snapshot_write,
-                    )
-                }
+            let out = match h {
+                Hosted::Master(r) => r.advance(ready, Synced::after_sync()),
+                Hosted::Kv(r) => r.advance(ready, Synced::after_sync()),
             };
+            let (messages, replies, snapshot, committed, write) = (
+                out.messages,
+                out.replies,
+                out.installed_snapshot,
+                out.committed,
+                out.snapshot_write,
+            );
             if let Some((index, data)) = write {
                 // Written off the loop: durable later, or lost in a crash.
                 let epoch = node.epoch;
@@ -721,11 +705,11 @@ impl ShardedWorld {
         match (h, msg) {
             (Hosted::Kv(r), Message::Request(req)) => {
                 r.set_now_ms(super::clock_ms(self.time.now));
-                r.on_request(reply_to, &req, encode_command);
+                r.on_request(reply_to, &req);
                 self.after_node_event(to);
             }
             (Hosted::Master(r), Message::Master(req)) => {
-                r.on_request(reply_to, &req, encode_master_command);
+                r.on_request(reply_to, &req);
                 self.after_node_event(to);
             }
             (Hosted::Kv(r), Message::ShardPull(s)) => {

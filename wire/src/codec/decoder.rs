@@ -1,7 +1,7 @@
 //! The incremental [`Decoder`] that turns a connection's read buffer into
 //! frames.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::types::Frame;
 
@@ -74,6 +74,21 @@ impl Decoder {
     /// same `buf` must be passed on every call, since a validated header is
     /// remembered between calls.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        Ok(self.decode_raw(buf)?.map(|(frame, _)| frame))
+    }
+
+    /// [`decode`](Self::decode), plus the frame's kind byte and body as
+    /// they arrived, `[kind u8][body]`, as one slice of `buf` (no copy: the
+    /// spent header's last byte is overwritten with the kind). For a client
+    /// request that is its log command, byte for byte what
+    /// [`encode_command`] (or [`encode_master_command`] for a master
+    /// request) makes of the decoded request, since decoding is canonical
+    /// (`tests/robustness.rs`), so a server proposes it without encoding
+    /// the request again.
+    pub fn decode_raw(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<(Frame, Bytes)>, DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -85,7 +100,7 @@ impl Decoder {
         result
     }
 
-    fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<(Frame, Bytes)>, DecodeError> {
         let header = match self.pending {
             Some(h) => h,
             None => {
@@ -112,13 +127,18 @@ impl Decoder {
         if crc32c::crc32c(&buf[HEADER_LEN..frame_len]) != header.body_crc {
             return Err(DecodeError::BodyChecksum);
         }
-        let body = buf.split_to(frame_len).freeze().slice(HEADER_LEN..);
-        let message = decode_body(header.kind, body)?;
-        Ok(Some(Frame {
+        let mut whole = buf.split_to(frame_len);
+        // The header is checked and spent: its last byte becomes the kind,
+        // so the kind and the body are one contiguous slice.
+        whole[HEADER_LEN - 1] = header.kind;
+        let raw = whole.freeze().slice(HEADER_LEN - 1..);
+        let message = decode_body(header.kind, raw.slice(1..))?;
+        let frame = Frame {
             request_id: header.request_id,
             group: header.group,
             message,
-        }))
+        };
+        Ok(Some((frame, raw)))
     }
 }
 

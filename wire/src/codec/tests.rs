@@ -1,7 +1,7 @@
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::types::{ClientReply, Frame, Message};
+use crate::types::{ClientReply, ClientRequest, Frame, Message, Op};
 
 #[test]
 fn crc32c_check_value() {
@@ -44,6 +44,30 @@ fn nonzero_flags_are_refused() {
         Header::parse(&h.to_bytes()),
         Err(DecodeError::UnknownFlags(1))
     );
+}
+
+#[test]
+fn a_request_arrives_as_its_command() {
+    let req = ClientRequest {
+        client_id: 7,
+        seq: 3,
+        ack_seq: 2,
+        op: Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"value"),
+        },
+    };
+    let mut buf = BytesMut::new();
+    let frame = Frame {
+        request_id: 9,
+        group: 1,
+        message: Message::Request(req.clone()),
+    };
+    encode_frame(&frame, &mut buf);
+    let (got, raw) = Decoder::default().decode_raw(&mut buf).unwrap().unwrap();
+    assert_eq!(got, frame);
+    assert_eq!(raw, encode_command(&req));
+    assert!(buf.is_empty());
 }
 
 #[test]
