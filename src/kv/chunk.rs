@@ -36,11 +36,11 @@
 //! floor or session times; it is still imported, since logs may hold it.
 
 use bytes::Bytes;
-use synod_wire::ClientId;
+use synod_wire::{ByteReader, ClientId};
 
 use super::snapshot::{
     decode_entries, decode_sessions, encode_entry, encode_session, entry_len, put_u32, put_u64,
-    read_shard_header, session_len, stamp_untimed, Layout, Reader,
+    read_shard_header, session_len, stamp_untimed, Layout,
 };
 use super::{KvStore, SnapshotError};
 
@@ -244,7 +244,7 @@ impl KvStore {
             Layout::V3 => CHUNK_FORMAT_V3,
             Layout::V4 => CHUNK_FORMAT,
         };
-        let mut input = Reader::new(bytes);
+        let mut input = ByteReader::new(bytes);
         read_shard_header(&mut input, format, self.opts.shards, shard)?;
         let data = decode_entries(&mut input, shard, self.opts.shards, layout)?;
         let floor = match layout {

@@ -45,7 +45,7 @@ use std::fmt;
 
 use byteorder::{ByteOrder, LittleEndian};
 use bytes::Bytes;
-use synod_wire::{ClientId, ClientReply};
+use synod_wire::{ByteReader, ClientId, ClientReply, ReadError};
 
 use super::shard::{Data, Entry, Session, Shard};
 use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
@@ -155,6 +155,19 @@ impl fmt::Display for SnapshotError {
 
 impl std::error::Error for SnapshotError {}
 
+/// The reader's errors in the snapshot's terms (what the store reports).
+impl From<ReadError> for SnapshotError {
+    fn from(e: ReadError) -> SnapshotError {
+        match e {
+            ReadError::Truncated { .. } | ReadError::CountTooLarge { .. } => {
+                SnapshotError::Truncated
+            }
+            ReadError::TrailingBytes(n) => SnapshotError::TrailingBytes(n),
+            ReadError::BadUtf8 => SnapshotError::InvalidUtf8,
+        }
+    }
+}
+
 impl KvStore {
     /// The whole state (data and dedup tables) as deterministic bytes: equal
     /// states give equal bytes regardless of insertion order or `HashMap`
@@ -182,7 +195,7 @@ impl KvStore {
         if opts.shards == 0 || opts.shards > MAX_SHARDS {
             return Err(SnapshotError::ShardOutOfRange(opts.shards));
         }
-        let mut input = Reader::new(bytes);
+        let mut input = ByteReader::new(bytes);
         let format = input.u8()?;
         let layout = match format {
             SNAPSHOT_FORMAT => Layout::V4,
@@ -255,7 +268,7 @@ impl KvStore {
         if shard >= self.opts.shards {
             return Err(SnapshotError::ShardOutOfRange(shard));
         }
-        let mut input = Reader::new(bytes);
+        let mut input = ByteReader::new(bytes);
         let layout = match bytes.first() {
             Some(&SHARD_FORMAT_V1) => Layout::V1,
             Some(&SHARD_FORMAT_V2) => Layout::V2,
@@ -416,11 +429,10 @@ fn encode_reply(out: &mut Vec<u8>, reply: &ClientReply) {
     }
 }
 
-/// A cursor over untrusted input: every read checks the remaining length.
 /// The header of a whole-shard export or a migration chunk: its format
 /// byte, the store's shard count and the shard, each as the reader expects.
 pub(super) fn read_shard_header(
-    input: &mut Reader,
+    input: &mut ByteReader,
     format: u8,
     shards: u32,
     shard: u32,
@@ -446,62 +458,8 @@ pub(super) fn read_shard_header(
     Ok(())
 }
 
-pub(super) struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    pub(super) fn new(input: &'a [u8]) -> Reader<'a> {
-        Reader { rest: input }
-    }
-
-    fn take(&mut self, len: usize) -> Result<&'a [u8], SnapshotError> {
-        if len > self.rest.len() {
-            return Err(SnapshotError::Truncated);
-        }
-        let (head, tail) = self.rest.split_at(len);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    pub(super) fn u8(&mut self) -> Result<u8, SnapshotError> {
-        Ok(self.take(1)?[0])
-    }
-
-    pub(super) fn u32(&mut self) -> Result<u32, SnapshotError> {
-        Ok(LittleEndian::read_u32(self.take(4)?))
-    }
-
-    pub(super) fn u64(&mut self) -> Result<u64, SnapshotError> {
-        Ok(LittleEndian::read_u64(self.take(8)?))
-    }
-
-    /// A count of items each at least `min_item_bytes` long, refused if the
-    /// remaining input could not hold that many, so it is safe to allocate.
-    fn count(&mut self, min_item_bytes: usize) -> Result<usize, SnapshotError> {
-        let count = self.u32()? as usize;
-        if count > self.rest.len() / min_item_bytes {
-            return Err(SnapshotError::Truncated);
-        }
-        Ok(count)
-    }
-
-    /// A `u32` length followed by that many bytes.
-    fn bytes(&mut self) -> Result<&'a [u8], SnapshotError> {
-        let len = self.u32()? as usize;
-        self.take(len)
-    }
-
-    pub(super) fn finish(self) -> Result<(), SnapshotError> {
-        match self.rest.len() {
-            0 => Ok(()),
-            n => Err(SnapshotError::TrailingBytes(n)),
-        }
-    }
-}
-
 fn decode_shard_body(
-    input: &mut Reader,
+    input: &mut ByteReader,
     index: u32,
     shards: u32,
     layout: Layout,
@@ -525,7 +483,7 @@ fn decode_shard_body(
 
 /// An entries section: strictly increasing keys, each in shard `index`.
 pub(super) fn decode_entries(
-    input: &mut Reader,
+    input: &mut ByteReader,
     index: u32,
     shards: u32,
     layout: Layout,
@@ -575,7 +533,7 @@ pub(super) fn decode_entries(
 
 /// A sessions section: strictly increasing clients, canonical replies.
 pub(super) fn decode_sessions(
-    input: &mut Reader,
+    input: &mut ByteReader,
     layout: Layout,
 ) -> Result<HashMap<ClientId, Session>, SnapshotError> {
     let count = input.count(MIN_SESSION_BYTES)?;
@@ -616,7 +574,7 @@ pub(super) fn decode_sessions(
     Ok(sessions)
 }
 
-fn decode_reply(input: &mut Reader) -> Result<ClientReply, SnapshotError> {
+fn decode_reply(input: &mut ByteReader) -> Result<ClientReply, SnapshotError> {
     Ok(match input.u8()? {
         TAG_OK => ClientReply::Ok(Bytes::copy_from_slice(input.bytes()?)),
         TAG_NO_KEY => ClientReply::NoKey,
@@ -630,12 +588,9 @@ fn decode_reply(input: &mut Reader) -> Result<ClientReply, SnapshotError> {
         },
         TAG_BUSY => ClientReply::Busy,
         TAG_SESSION_EXPIRED => ClientReply::SessionExpired,
-        TAG_ERROR => {
-            let reason = std::str::from_utf8(input.bytes()?)
-                .map_err(|_| SnapshotError::InvalidUtf8)?
-                .to_string();
-            ClientReply::Error { reason }
-        }
+        TAG_ERROR => ClientReply::Error {
+            reason: input.str()?.to_string(),
+        },
         tag => return Err(SnapshotError::UnknownReplyTag(tag)),
     })
 }

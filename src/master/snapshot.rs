@@ -23,9 +23,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use byteorder::{ByteOrder, LittleEndian};
 use bytes::Bytes;
-use synod_wire::{Config, GroupInfo};
+use synod_wire::{ByteReader, Config, GroupInfo, ReadError};
 
 use super::{Master, MasterOptions, Outcome, Session, MAX_SHARDS};
 
@@ -84,6 +83,19 @@ impl fmt::Display for RestoreError {
 
 impl std::error::Error for RestoreError {}
 
+/// The reader's errors in the master snapshot's terms.
+impl From<ReadError> for RestoreError {
+    fn from(e: ReadError) -> RestoreError {
+        match e {
+            ReadError::Truncated { .. } | ReadError::CountTooLarge { .. } => {
+                RestoreError::Truncated
+            }
+            ReadError::TrailingBytes(n) => RestoreError::TrailingBytes(n),
+            ReadError::BadUtf8 => RestoreError::InvalidUtf8,
+        }
+    }
+}
+
 impl Master {
     /// The whole state (every configuration and every session) as
     /// deterministic bytes: equal states give equal bytes.
@@ -136,7 +148,7 @@ impl Master {
         if opts.shards == 0 || opts.shards > MAX_SHARDS {
             return Err(RestoreError::BadShardCount(opts.shards));
         }
-        let mut r = Reader { rest: bytes };
+        let mut r = ByteReader::new(bytes);
         let format = r.u8()?;
         if format != FORMAT {
             return Err(RestoreError::UnsupportedFormat(format));
@@ -159,11 +171,11 @@ impl Master {
                 let n_servers = r.count(MIN_STRING_BYTES)?;
                 let mut servers = Vec::with_capacity(n_servers);
                 for _ in 0..n_servers {
-                    servers.push(r.string()?);
+                    servers.push(r.str()?.to_owned());
                 }
                 groups.push(GroupInfo { gid, servers });
             }
-            if r.rest.len() / 4 < shards {
+            if r.remaining() / 4 < shards {
                 return Err(RestoreError::Truncated);
             }
             let mut owners = Vec::with_capacity(shards);
@@ -197,7 +209,7 @@ impl Master {
                 previous_seq = Some(seq);
                 let outcome: Outcome = match r.u8()? {
                     TAG_CREATED => Ok(r.u64()?),
-                    TAG_REFUSED => Err(r.string()?),
+                    TAG_REFUSED => Err(r.str()?.to_owned()),
                     tag => return Err(RestoreError::UnknownOutcomeTag(tag)),
                 };
                 replies.insert(seq, outcome);
@@ -231,57 +243,4 @@ fn put_count(out: &mut Vec<u8>, n: usize) {
 fn put_string(out: &mut Vec<u8>, s: &str) {
     put_count(out, s.len());
     out.extend_from_slice(s.as_bytes());
-}
-
-/// A cursor that returns [`RestoreError::Truncated`] instead of panicking.
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], RestoreError> {
-        if len > self.rest.len() {
-            return Err(RestoreError::Truncated);
-        }
-        let (head, tail) = self.rest.split_at(len);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, RestoreError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, RestoreError> {
-        Ok(LittleEndian::read_u32(self.take(4)?))
-    }
-
-    fn u64(&mut self) -> Result<u64, RestoreError> {
-        Ok(LittleEndian::read_u64(self.take(8)?))
-    }
-
-    /// A count of items each at least `min_item_bytes` long, refused if the
-    /// remaining input could not hold that many, so it is safe to allocate.
-    fn count(&mut self, min_item_bytes: usize) -> Result<usize, RestoreError> {
-        debug_assert!(min_item_bytes > 0);
-        let count = self.u32()? as usize;
-        if count > self.rest.len() / min_item_bytes {
-            return Err(RestoreError::Truncated);
-        }
-        Ok(count)
-    }
-
-    fn string(&mut self) -> Result<String, RestoreError> {
-        let len = self.u32()? as usize;
-        let raw = self.take(len)?;
-        let s = std::str::from_utf8(raw).map_err(|_| RestoreError::InvalidUtf8)?;
-        Ok(s.to_owned())
-    }
-
-    fn finish(self) -> Result<(), RestoreError> {
-        match self.rest.len() {
-            0 => Ok(()),
-            n => Err(RestoreError::TrailingBytes(n)),
-        }
-    }
 }

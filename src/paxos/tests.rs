@@ -2,6 +2,7 @@
 //! simulator covers faults; these pin individual rules.
 
 use super::*;
+use synod_wire::{Accept, Accepted, CatchupResponse, PreVote, SnapshotChunk};
 
 struct Net {
     nodes: Vec<Paxos>,

@@ -36,8 +36,8 @@ use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use synod_wire::{
-    decode_body, encode_message_body, ClientId, ClientReply, ClientRequest, Config, GroupId,
-    Message, Op, Seq, Slot, KIND_CONFIG,
+    decode_body, encode_message_body, ByteReader, ClientId, ClientReply, ClientRequest, Config,
+    GroupId, Message, Op, ReadError, Seq, Slot, KIND_CONFIG,
 };
 
 use crate::kv::{KeyOrder, KvOptions, KvStore};
@@ -183,54 +183,40 @@ impl GroupCommand {
     pub fn decode(cmd: &Bytes) -> Option<GroupCommand> {
         let tag = *cmd.first()?;
         let body = cmd.slice(1..);
-        let num_shard = |b: &Bytes| -> Option<(u64, u32)> {
-            if b.len() < 12 {
-                return None;
-            }
-            let n = u64::from_le_bytes(b[0..8].try_into().ok()?);
-            let s = u32::from_le_bytes(b[8..12].try_into().ok()?);
-            Some((n, s))
-        };
-        match tag {
-            TAG_RECONFIGURE => match decode_body(KIND_CONFIG, body) {
+        if tag == TAG_RECONFIGURE {
+            return match decode_body(KIND_CONFIG, body) {
                 Ok(Message::Config(c)) => Some(GroupCommand::Reconfigure(c)),
                 _ => None,
-            },
-            TAG_INSTALL => {
-                let (config_num, shard) = num_shard(&body)?;
-                Some(GroupCommand::Install {
-                    config_num,
-                    shard,
-                    data: body.slice(12..),
-                })
-            }
+            };
+        }
+        let mut r = ByteReader::new(&body);
+        match tag {
+            TAG_INSTALL => Some(GroupCommand::Install {
+                config_num: r.u64().ok()?,
+                shard: r.u32().ok()?,
+                data: body.slice_ref(r.rest()),
+            }),
             TAG_DELETE => {
-                let (config_num, shard) = num_shard(&body)?;
-                (body.len() == 12).then_some(GroupCommand::Delete { config_num, shard })
+                let (config_num, shard) = (r.u64().ok()?, r.u32().ok()?);
+                r.finish().ok()?;
+                Some(GroupCommand::Delete { config_num, shard })
             }
             TAG_INSTALLED_ACK => {
-                let (config_num, shard) = num_shard(&body)?;
-                (body.len() == 12).then_some(GroupCommand::InstalledAck { config_num, shard })
+                let (config_num, shard) = (r.u64().ok()?, r.u32().ok()?);
+                r.finish().ok()?;
+                Some(GroupCommand::InstalledAck { config_num, shard })
             }
-            TAG_INSTALL_CHUNK => {
-                let (config_num, shard) = num_shard(&body)?;
-                if body.len() < 21 {
-                    return None;
-                }
-                let cursor = u64::from_le_bytes(body[12..20].try_into().ok()?);
-                let done = match body[20] {
+            TAG_INSTALL_CHUNK => Some(GroupCommand::InstallChunk {
+                config_num: r.u64().ok()?,
+                shard: r.u32().ok()?,
+                cursor: r.u64().ok()?,
+                done: match r.u8().ok()? {
                     0 => false,
                     1 => true,
                     _ => return None,
-                };
-                Some(GroupCommand::InstallChunk {
-                    config_num,
-                    shard,
-                    cursor,
-                    done,
-                    data: body.slice(21..),
-                })
-            }
+                },
+                data: body.slice_ref(r.rest()),
+            }),
             _ => None,
         }
     }
@@ -837,22 +823,9 @@ impl StateMachine for ShardKv {
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), String> {
-        let mut at = 0usize;
-        let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
-            let end = at
-                .checked_add(n)
-                .filter(|e| *e <= data.len())
-                .ok_or("truncated")?;
-            let s = &data[*at..end];
-            *at = end;
-            Ok(s)
-        };
-        let u32_at = |at: &mut usize| -> Result<u32, String> {
-            Ok(u32::from_le_bytes(
-                take(at, 4)?.try_into().map_err(|_| "truncated")?,
-            ))
-        };
-        let version = take(&mut at, 1)?[0];
+        let mut r = ByteReader::new(data);
+        let rd = |e: ReadError| format!("shardkv snapshot {e}");
+        let version = r.u8().map_err(rd)?;
         if ![
             SNAPSHOT_VERSION,
             SNAPSHOT_VERSION_CURSORS,
@@ -862,30 +835,29 @@ impl StateMachine for ShardKv {
         {
             return Err("unknown shardkv snapshot version".into());
         }
-        if u32_at(&mut at)? != self.gid {
+        if r.u32().map_err(rd)? != self.gid {
             return Err("snapshot of another group".into());
         }
         let mut configs = Vec::new();
         for _ in 0..2 {
-            let n = u32_at(&mut at)? as usize;
-            let body = Bytes::copy_from_slice(take(&mut at, n)?);
+            let body = Bytes::copy_from_slice(r.bytes().map_err(rd)?);
             match decode_body(KIND_CONFIG, body) {
                 Ok(Message::Config(c)) if c.shards.len() == self.state.len() => configs.push(c),
                 _ => return Err("bad configuration in snapshot".into()),
             }
         }
-        let n = u32_at(&mut at)? as usize;
+        let n = r.u32().map_err(rd)? as usize;
         if n != self.state.len() {
             return Err("shard count mismatch".into());
         }
         let mut state = Vec::with_capacity(n);
-        for b in take(&mut at, n)? {
+        for b in r.take(n).map_err(rd)? {
             state.push(ShardState::from_u8(*b).ok_or("bad shard state")?);
         }
         let mut pulled = vec![0; n];
         if version >= SNAPSHOT_VERSION_CURSORS {
             for (s, p) in pulled.iter_mut().enumerate() {
-                *p = u64::from_le_bytes(take(&mut at, 8)?.try_into().map_err(|_| "truncated")?);
+                *p = r.u64().map_err(rd)?;
                 if *p != 0 && state[s] != ShardState::Pulling {
                     return Err("migration cursor on a shard that is not pulling".into());
                 }
@@ -896,19 +868,15 @@ impl StateMachine for ShardKv {
         let mut handoff = vec![None; n];
         if version >= SNAPSHOT_VERSION {
             for (s, h) in handoff.iter_mut().enumerate() {
-                if take(&mut at, 1)?[0] == 0 {
+                if r.u8().map_err(rd)? == 0 {
                     continue;
                 }
-                let config_num =
-                    u64::from_le_bytes(take(&mut at, 8)?.try_into().map_err(|_| "truncated")?);
-                let peer = u32_at(&mut at)?;
-                let count = u32_at(&mut at)? as usize;
+                let config_num = r.u64().map_err(rd)?;
+                let peer = r.u32().map_err(rd)?;
+                let count = r.u32().map_err(rd)? as usize;
                 let mut servers = Vec::new();
                 for _ in 0..count {
-                    let len = u32_at(&mut at)? as usize;
-                    let s = std::str::from_utf8(take(&mut at, len)?)
-                        .map_err(|_| "server address is not UTF-8")?;
-                    servers.push(s.to_string());
+                    servers.push(r.str().map_err(rd)?.to_string());
                 }
                 if !matches!(state[s], ShardState::Offering | ShardState::Installed) {
                     return Err("handoff on a shard that is neither offered nor installed".into());
@@ -949,7 +917,7 @@ impl StateMachine for ShardKv {
         }) {
             return Err("offered or installed shard without its handoff".into());
         }
-        let store = KvStore::restore(&data[at..], self.opts).map_err(|e| e.to_string())?;
+        let store = KvStore::restore(r.rest(), self.opts).map_err(|e| e.to_string())?;
         self.prev = prev;
         self.config = config;
         self.state = state;

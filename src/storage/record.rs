@@ -6,7 +6,7 @@
 
 use byteorder::{ByteOrder, LittleEndian};
 use bytes::Bytes;
-use synod_wire::{Ballot, Batch, GroupId};
+use synod_wire::{Ballot, Batch, ByteReader, GroupId, ReadError};
 
 use crate::paxos::Record;
 
@@ -192,6 +192,7 @@ pub(crate) fn find_valid_after(bytes: &[u8], from: usize, record_bytes_max: u32)
 }
 
 fn decode_payload(tag: u8, p: &[u8]) -> Result<Record, String> {
+    let mut r = ByteReader::new(p);
     match tag {
         TAG_PROMISED => {
             if p.len() != PROMISED_PAYLOAD_LEN {
@@ -200,45 +201,25 @@ fn decode_payload(tag: u8, p: &[u8]) -> Result<Record, String> {
                     p.len()
                 ));
             }
-            Ok(Record::Promised(read_ballot(p)))
+            let ballot = read_ballot(&mut r).map_err(|e| format!("Promised payload {e}"))?;
+            Ok(Record::Promised(ballot))
         }
         TAG_ACCEPTED => {
-            if p.len() < ACCEPTED_FIXED_LEN {
-                return Err(format!(
-                    "Accepted payload is {} bytes, needs at least {ACCEPTED_FIXED_LEN}",
-                    p.len()
-                ));
-            }
-            let slot = LittleEndian::read_u64(&p[0..]);
-            let ballot = read_ballot(&p[8..]);
-            let count = LittleEndian::read_u32(&p[20..]) as usize;
-            let mut rest = &p[ACCEPTED_FIXED_LEN..];
+            let fixed = |e: ReadError| format!("Accepted payload {e}");
+            let slot = r.u64().map_err(fixed)?;
+            let ballot = read_ballot(&mut r).map_err(fixed)?;
             // Every command takes at least its 4-byte length, so a count the
             // bytes cannot hold is refused before reserving anything.
-            if count > rest.len() / 4 {
-                return Err(format!(
-                    "Accepted claims {count} commands in {} bytes",
-                    rest.len()
-                ));
-            }
+            let count = r.count(4).map_err(fixed)?;
             let mut commands = Vec::with_capacity(count);
             for i in 0..count {
-                if rest.len() < 4 {
-                    return Err(format!("command {i} length runs past the record"));
-                }
-                let n = LittleEndian::read_u32(rest) as usize;
-                rest = &rest[4..];
-                if rest.len() < n {
-                    return Err(format!("command {i} of {n} bytes runs past the record"));
-                }
+                let command = r.bytes().map_err(|e| format!("Accepted command {i} {e}"))?;
                 // A copy, not a slice of the segment buffer: a slice would pin
                 // the whole segment in memory for as long as the entry lives.
-                commands.push(Bytes::copy_from_slice(&rest[..n]));
-                rest = &rest[n..];
+                commands.push(Bytes::copy_from_slice(command));
             }
-            if !rest.is_empty() {
-                return Err(format!("{} bytes after the last command", rest.len()));
-            }
+            r.finish()
+                .map_err(|e| format!("Accepted payload: {e} after the last command"))?;
             Ok(Record::Accepted {
                 slot,
                 ballot,
@@ -249,11 +230,11 @@ fn decode_payload(tag: u8, p: &[u8]) -> Result<Record, String> {
     }
 }
 
-fn read_ballot(p: &[u8]) -> Ballot {
-    Ballot {
-        round: LittleEndian::read_u64(&p[0..]),
-        node: LittleEndian::read_u32(&p[8..]),
-    }
+fn read_ballot(r: &mut ByteReader) -> Result<Ballot, ReadError> {
+    Ok(Ballot {
+        round: r.u64()?,
+        node: r.u32()?,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! The persist-before-send types: what a [`Paxos`](super::Paxos) hands its
+//! driver ([`Ready`]: records, messages that may leave early, and the
+//! [`Gated`] rest), the proof that records are durable ([`Synced`], which
+//! only storage code can make) that releases the gated part, and the
+//! durable image a restart rebuilds from ([`Durable`]).
+
+use bytes::Bytes;
+use synod_wire::{Ballot, Batch, PaxosMsg, ReplicaId, Slot};
+
+/// A change to durable state. The driver must make every record of a
+/// [`Ready`] durable, in order, before releasing the rest of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The acceptor promised `Ballot` (never to accept anything lower).
+    Promised(Ballot),
+    /// The acceptor accepted `batch` for `slot` in `ballot`
+    /// (`Ballot::CHOSEN`: the value is known to be chosen).
+    Accepted {
+        slot: Slot,
+        ballot: Ballot,
+        batch: Batch,
+    },
+    /// State as of slot `index` (every slot below it applied). Log entries
+    /// below `index` may be discarded once this is durable.
+    Snapshot { index: Slot, data: Bytes },
+}
+
+/// What a replica finds on disk when it restarts.
+#[derive(Clone, Debug, Default)]
+pub struct Durable {
+    pub promised: Ballot,
+    pub snapshot: Option<(Slot, Bytes)>,
+    /// Accepted entries by slot; a later write to a slot replaces the earlier one.
+    pub entries: std::collections::BTreeMap<Slot, (Ballot, Batch)>,
+}
+
+impl Durable {
+    /// Fold one record into this durable image (what any storage must do).
+    pub fn apply(&mut self, rec: &Record) {
+        match rec {
+            Record::Promised(b) => {
+                assert!(*b >= self.promised, "promise went backwards");
+                self.promised = *b;
+            }
+            Record::Accepted {
+                slot,
+                ballot,
+                batch,
+            } => {
+                if self.snapshot.as_ref().is_none_or(|(i, _)| *slot >= *i) {
+                    self.entries.insert(*slot, (*ballot, batch.clone()));
+                }
+            }
+            Record::Snapshot { index, data } => {
+                if self.snapshot.as_ref().is_none_or(|(i, _)| *i < *index) {
+                    self.snapshot = Some((*index, data.clone()));
+                    self.entries = self.entries.split_off(index);
+                }
+            }
+        }
+    }
+}
+
+/// Proof that the records of a [`Ready`] are durable. Only storage code in
+/// this crate can make one, after its sync returns; this is how the
+/// persist-before-send rule is carried by the types.
+#[derive(Debug)]
+pub struct Synced(());
+
+impl Synced {
+    /// Called by storage once everything it was handed is durable.
+    pub(crate) fn after_sync() -> Synced {
+        Synced(())
+    }
+
+    /// One sync covers every group on a core (group commit): each group's
+    /// `Ready` of the same loop turn is released with a share of one proof.
+    /// Never keep a proof past the turn that earned it.
+    pub(crate) fn share(&self) -> Synced {
+        Synced(())
+    }
+}
+
+/// The output of one round of events.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Make these durable first, in order.
+    pub records: Vec<Record>,
+    /// Messages that may leave before `records` are durable: the leader's
+    /// Accepts, Commits and Heartbeats. They state what the leader proposes
+    /// and what a quorum already holds, nothing about this replica's own
+    /// durable state, so the leader's disk write overlaps the followers'
+    /// (the Raft paper's §10.2.1). The leader's own acceptance still counts
+    /// only once durable: acknowledgements are handled in a later round,
+    /// after the driver has synced this one's records (both drivers finish
+    /// a round's sync before they take the next event).
+    pub before_sync: Vec<(ReplicaId, PaxosMsg)>,
+    pub(super) gated: Gated,
+}
+
+/// The part of a [`Ready`] that may happen only after its records are durable.
+#[derive(Debug, Default)]
+pub struct Gated {
+    /// Messages to peers.
+    pub messages: Vec<(ReplicaId, PaxosMsg)>,
+    /// A snapshot to install into the state machine before `committed`.
+    pub snapshot: Option<(Slot, Bytes)>,
+    /// Chosen batches, contiguous and in slot order, to apply.
+    pub committed: Vec<(Slot, Batch)>,
+    /// Nothing to persist, send or apply, but the layer above has work:
+    /// a read round was confirmed or replies are waiting. Keeps drivers
+    /// that skip an empty `Ready` from sitting on them.
+    pub wake: bool,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.before_sync.is_empty()
+            && self.gated.messages.is_empty()
+            && self.gated.snapshot.is_none()
+            && self.gated.committed.is_empty()
+            && !self.gated.wake
+    }
+
+    /// Mark this `Ready` as worth an `advance` even if it holds nothing else.
+    pub(crate) fn wake(&mut self) {
+        self.gated.wake = true;
+    }
+
+    /// Hand over the gated part, given proof the records are durable.
+    pub fn release(self, _proof: Synced) -> Gated {
+        self.gated
+    }
+}

@@ -1,0 +1,394 @@
+//! Encoding: frames, message bodies, client requests as log commands, and
+//! the primitives every body is written with (counts, byte strings,
+//! ballots, batches).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::types::{
+    AuthMsg, Ballot, Batch, ClientReply, ClientRequest, Expiry, Frame, Message, Op, PaxosMsg,
+    Proposal, ReplicaId,
+};
+
+use super::*;
+
+/// Appends `frame` (header then body) to `out`.
+///
+/// The body is encoded in place after a placeholder header, then the header
+/// is filled in with the body's length and CRC, so no temporary buffer is
+/// used. Frames are appended, so one write buffer can carry a whole loop
+/// turn's frames for a peer.
+///
+/// This does not enforce the receiver's [`DEFAULT_MAX_FRAME_BYTES`]; senders
+/// bound their batches and snapshot chunks well below it.
+///
+/// # Panics
+/// If the body, or any byte string or vector in it, is longer than
+/// `u32::MAX` (the format cannot express it; a caller bug), or if a
+/// `NotLeader` hint is `Some(u32::MAX)` (that value means "no hint").
+///
+/// A `Query { num: Some(u64::MAX) }` does *not* panic: it is encoded as
+/// [`LATEST_CONFIG`] and decodes as `None`, which means the same thing
+/// (a number past the latest configuration asks for the latest), so a
+/// client passing a user's number through cannot crash on it.
+pub fn encode_frame(frame: &Frame, out: &mut BytesMut) {
+    let start = out.len();
+    out.put_bytes(0, HEADER_LEN);
+    encode_message_body(&frame.message, out);
+    let body = &out[start + HEADER_LEN..];
+    let body_len =
+        u32::try_from(body.len()).expect("frame body longer than u32::MAX bytes (caller bug)");
+    let header = Header {
+        kind: kind_of(&frame.message),
+        flags: 0,
+        body_len,
+        request_id: frame.request_id,
+        group: frame.group,
+        body_crc: crc32c::crc32c(body),
+    };
+    out[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+}
+
+/// Appends the body of `msg` (no header) to `out`. The kind code that goes
+/// with it is [`kind_of`]`(msg)`. Panics as [`encode_frame`] does.
+pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
+    match msg {
+        Message::Request(req) => put_request_body(req, out),
+        Message::Reply(reply) => match reply {
+            ClientReply::Ok(value) => put_byte_string(out, value),
+            ClientReply::NoKey
+            | ClientReply::WrongGroup
+            | ClientReply::Busy
+            | ClientReply::SessionExpired => {}
+            ClientReply::NotLeader { leader } => put_replica_hint(out, *leader),
+            ClientReply::Error { reason } => put_byte_string(out, reason.as_bytes()),
+        },
+        Message::Paxos(p) => match p {
+            PaxosMsg::Prepare(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.from_slot);
+            }
+            PaxosMsg::Promise(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.log_start);
+                out.put_u64_le(m.chosen_upto);
+                put_count(out, m.entries.len());
+                for e in &m.entries {
+                    out.put_u64_le(e.slot);
+                    put_ballot(out, &e.ballot);
+                    put_batch(out, &e.batch);
+                }
+                out.put_u8(u8::from(m.more));
+            }
+            PaxosMsg::Accept(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+                put_proposals(out, &m.entries);
+            }
+            PaxosMsg::Accepted(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+                out.put_u64_le(m.read_round);
+                put_count(out, m.slots.len());
+                for &s in &m.slots {
+                    out.put_u64_le(s);
+                }
+            }
+            PaxosMsg::Reject(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.promised);
+            }
+            PaxosMsg::Commit(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+            }
+            PaxosMsg::Heartbeat(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+                out.put_u64_le(m.read_round);
+            }
+            PaxosMsg::CatchupRequest(m) => {
+                out.put_u32_le(m.from);
+                out.put_u64_le(m.from_slot);
+            }
+            PaxosMsg::CatchupResponse(m) => {
+                out.put_u32_le(m.from);
+                out.put_u64_le(m.chosen_upto);
+                put_proposals(out, &m.entries);
+            }
+            PaxosMsg::SnapshotRequest(m) => {
+                out.put_u32_le(m.from);
+                out.put_u64_le(m.index);
+                out.put_u64_le(m.offset);
+            }
+            PaxosMsg::SnapshotChunk(m) => {
+                out.put_u32_le(m.from);
+                out.put_u64_le(m.index);
+                out.put_u64_le(m.total_len);
+                out.put_u64_le(m.offset);
+                put_byte_string(out, &m.data);
+            }
+            PaxosMsg::PreVote(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u64_le(m.chosen_upto);
+            }
+            PaxosMsg::PreVoteReply(m) => {
+                out.put_u32_le(m.from);
+                put_ballot(out, &m.ballot);
+                out.put_u8(u8::from(m.granted));
+                put_ballot(out, &m.promised);
+            }
+        },
+        Message::Master(req) => put_master_body(req, out),
+        Message::Config(config) => {
+            out.put_u64_le(config.num);
+            put_count(out, config.shards.len());
+            for &gid in &config.shards {
+                out.put_u32_le(gid);
+            }
+            put_groups(out, &config.groups);
+        }
+        Message::ShardPull(p) => {
+            out.put_u64_le(p.config_num);
+            out.put_u32_le(p.shard);
+            out.put_u64_le(p.cursor);
+        }
+        Message::ShardDelete(r) => {
+            out.put_u64_le(r.config_num);
+            out.put_u32_le(r.shard);
+        }
+        Message::ShardData(d) => {
+            out.put_u64_le(d.config_num);
+            out.put_u32_le(d.shard);
+            out.put_u64_le(d.cursor);
+            out.put_u8(u8::from(d.done));
+            put_byte_string(out, &d.data);
+        }
+        Message::Auth(AuthMsg::Hello(h)) => {
+            out.put_u8(h.role as u8);
+            out.put_u32_le(h.gid);
+            out.put_u32_le(h.replica);
+            out.put_slice(&h.nonce);
+        }
+        Message::Auth(AuthMsg::Challenge(c)) => {
+            out.put_slice(&c.nonce);
+            out.put_slice(&c.mac);
+        }
+        Message::Auth(AuthMsg::Proof(p)) => out.put_slice(&p.mac),
+        Message::StatusRequest => {}
+        Message::Status(st) => {
+            put_byte_string(out, st.node.as_bytes());
+            put_count(out, st.groups.len());
+            for g in &st.groups {
+                out.put_u32_le(g.gid);
+                out.put_u32_le(g.replica);
+                put_count(out, g.members.len());
+                for m in &g.members {
+                    put_byte_string(out, m.as_bytes());
+                }
+                out.put_u8(u8::from(g.leading));
+                put_replica_hint(out, g.leader);
+                put_ballot(out, &g.ballot);
+                out.put_u64_le(g.commit);
+                out.put_u64_le(g.applied);
+                out.put_u64_le(g.log_slots);
+                out.put_u64_le(g.config_num);
+                put_count(out, g.shards.len());
+                for &s in &g.shards {
+                    out.put_u32_le(s);
+                }
+            }
+        }
+    }
+}
+
+/// A client request as a self-describing command: `[kind u8][request body]`.
+///
+/// This is what a leader puts into a Paxos [`Batch`]: the log stores the
+/// request exactly as the wire carried it, and [`decode_command`] reads it
+/// back without copying the key or value. Panics as [`encode_frame`] does.
+pub fn encode_command(req: &ClientRequest) -> Bytes {
+    let mut out = BytesMut::with_capacity(1 + request_body_len(req));
+    out.put_u8(op_kind(&req.op));
+    put_request_body(req, &mut out);
+    debug_assert_eq!(out.len(), 1 + request_body_len(req));
+    out.freeze()
+}
+
+fn request_body_len(req: &ClientRequest) -> usize {
+    if let Op::Txn(txn) = &req.op {
+        return 8 + 8 + 8 + txn_body_len(txn);
+    }
+    let fixed = 8 + 8 + 8 + 4 + req.op.key().len();
+    match &req.op {
+        Op::Get { .. }
+        | Op::Delete { .. }
+        | Op::GetDel { .. }
+        | Op::Ttl { .. }
+        | Op::Count { .. }
+        | Op::Flush { .. } => fixed,
+        Op::SetRange { value, .. } => fixed + 8 + 4 + value.len(),
+        Op::IncrByFloat { delta, .. } => fixed + 4 + delta.len(),
+        Op::Scan { after, pattern, .. } => {
+            fixed
+                + 1
+                + 4
+                + after.as_ref().map_or(0, |a| a.len())
+                + 4
+                + 1
+                + 4
+                + pattern.as_ref().map_or(0, |p| p.len())
+        }
+        Op::Put { value, .. } | Op::Append { value, .. } => fixed + 4 + value.len(),
+        Op::PutEx { value, .. } => fixed + 4 + value.len() + 2 + 9,
+        Op::Expire { .. } => fixed + 9 + 1,
+        Op::GetEx { .. } => fixed + 9,
+        Op::Incr { .. } => fixed + 8,
+        Op::PutIf { value, .. } => fixed + 4 + value.len() + 2,
+        Op::Txn(_) => unreachable!("returned above"),
+    }
+}
+
+/// `present u8` (0 or 1), then a byte string (empty when absent).
+fn put_optional(out: &mut BytesMut, b: Option<&[u8]>) {
+    out.put_u8(u8::from(b.is_some()));
+    put_byte_string(out, b.unwrap_or_default());
+}
+
+fn put_expiry(out: &mut BytesMut, expiry: Expiry) {
+    let (code, ms) = expiry.to_code();
+    out.put_u8(code);
+    out.put_u64_le(ms);
+}
+
+fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
+    out.put_u64_le(req.client_id);
+    out.put_u64_le(req.seq);
+    out.put_u64_le(req.ack_seq);
+    match &req.op {
+        Op::Get { key }
+        | Op::Delete { key }
+        | Op::GetDel { key }
+        | Op::Ttl { key }
+        | Op::Count { key }
+        | Op::Flush { key } => put_byte_string(out, key),
+        Op::SetRange { key, offset, value } => {
+            put_byte_string(out, key);
+            out.put_u64_le(*offset);
+            put_byte_string(out, value);
+        }
+        Op::IncrByFloat { key, delta } => {
+            put_byte_string(out, key);
+            put_byte_string(out, delta);
+        }
+        Op::Scan {
+            key,
+            after,
+            count,
+            pattern,
+        } => {
+            put_byte_string(out, key);
+            put_optional(out, after.as_deref());
+            out.put_u32_le(*count);
+            put_optional(out, pattern.as_deref());
+        }
+        Op::PutEx {
+            key,
+            value,
+            cond,
+            get_old,
+            expiry,
+        } => {
+            put_byte_string(out, key);
+            put_byte_string(out, value);
+            out.put_u8(*cond as u8);
+            out.put_u8(u8::from(*get_old));
+            put_expiry(out, *expiry);
+        }
+        Op::Expire { key, expiry, cond } => {
+            put_byte_string(out, key);
+            put_expiry(out, *expiry);
+            out.put_u8(*cond as u8);
+        }
+        Op::GetEx { key, expiry } => {
+            put_byte_string(out, key);
+            put_expiry(out, *expiry);
+        }
+        Op::Put { key, value } | Op::Append { key, value } => {
+            put_byte_string(out, key);
+            put_byte_string(out, value);
+        }
+        Op::Incr { key, delta } => {
+            put_byte_string(out, key);
+            out.put_i64_le(*delta);
+        }
+        Op::PutIf {
+            key,
+            value,
+            cond,
+            get_old,
+        } => {
+            put_byte_string(out, key);
+            put_byte_string(out, value);
+            out.put_u8(*cond as u8);
+            out.put_u8(u8::from(*get_old));
+        }
+        Op::Txn(txn) => put_txn_body(out, txn),
+    }
+}
+
+/// Writes a count or length prefix. A value over `u32::MAX` cannot be
+/// expressed; silently truncating it would corrupt the stream, so it panics.
+pub(super) fn put_count(out: &mut BytesMut, n: usize) {
+    let n = u32::try_from(n).expect("count or length over u32::MAX in a frame (caller bug)");
+    out.put_u32_le(n);
+}
+
+pub(super) fn put_byte_string(out: &mut BytesMut, b: &[u8]) {
+    put_count(out, b.len());
+    out.put_slice(b);
+}
+
+fn put_ballot(out: &mut BytesMut, b: &Ballot) {
+    out.put_u64_le(b.round);
+    out.put_u32_le(b.node);
+}
+
+/// `u32::MAX` stands for "no hint", so `Some(u32::MAX)` would decode as
+/// `None`; no real group has 4 billion members, so it is a caller bug.
+fn put_replica_hint(out: &mut BytesMut, leader: Option<ReplicaId>) {
+    let v = match leader {
+        Some(id) => {
+            assert!(
+                id != NO_REPLICA,
+                "NotLeader hint u32::MAX is reserved for None"
+            );
+            id
+        }
+        None => NO_REPLICA,
+    };
+    out.put_u32_le(v);
+}
+
+pub(super) const NO_REPLICA: u32 = u32::MAX;
+
+fn put_batch(out: &mut BytesMut, batch: &Batch) {
+    put_count(out, batch.commands.len());
+    for c in &batch.commands {
+        put_byte_string(out, c);
+    }
+}
+
+fn put_proposals(out: &mut BytesMut, entries: &[Proposal]) {
+    put_count(out, entries.len());
+    for p in entries {
+        out.put_u64_le(p.slot);
+        put_batch(out, &p.batch);
+    }
+}

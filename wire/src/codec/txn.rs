@@ -1,0 +1,215 @@
+//! Transactions: a [`Txn`]'s body inside a request, both ways, and the
+//! [`TxnResult`] carried by the `Ok` that answers one.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::types::{
+    Compare, CompareOp, CompareTarget, Op, Txn, TxnOpResult, TxnResult, MAX_TXN_PARTS,
+};
+
+use super::*;
+
+const COMPARE_TARGET_VALUE: u8 = 0;
+const COMPARE_TARGET_VERSION: u8 = 1;
+const TXN_RESULT_OK: u8 = 0;
+const TXN_RESULT_NO_KEY: u8 = 1;
+const TXN_RESULT_ERROR: u8 = 2;
+/// Smallest compare: empty key, op, target tag, empty value.
+const MIN_COMPARE_LEN: usize = 4 + 1 + 1 + 4;
+/// Smallest operation in a transaction: kind and empty key.
+const MIN_TXN_OP_LEN: usize = 1 + 4;
+/// Smallest operation result: the NoKey tag.
+const MIN_TXN_OP_RESULT_LEN: usize = 1;
+
+pub(super) fn txn_body_len(txn: &Txn) -> usize {
+    let compares: usize = txn
+        .compares
+        .iter()
+        .map(|c| {
+            4 + c.key.len()
+                + 2
+                + match &c.target {
+                    CompareTarget::Value(v) => 4 + v.len(),
+                    CompareTarget::Version(_) => 8,
+                }
+        })
+        .sum();
+    let ops: usize = txn.success.iter().chain(&txn.failure).map(txn_op_len).sum();
+    4 + compares + 4 + 4 + ops
+}
+
+fn txn_op_len(op: &Op) -> usize {
+    1 + 4
+        + op.key().len()
+        + match op {
+            Op::Put { value, .. } | Op::Append { value, .. } => 4 + value.len(),
+            Op::Incr { .. } => 8,
+            Op::Get { .. } | Op::Delete { .. } => 0,
+            other => panic!("{other:?} cannot be part of a transaction (Txn::invalid)"),
+        }
+}
+
+/// `compares vec<compare>, success vec<txn_op>, failure vec<txn_op>`
+/// (PROTOCOL.md 5.1). Panics on an operation a transaction may not hold
+/// (a caller bug: [`Txn::invalid`] says so first).
+pub(super) fn put_txn_body(out: &mut BytesMut, txn: &Txn) {
+    put_count(out, txn.compares.len());
+    for c in &txn.compares {
+        put_byte_string(out, &c.key);
+        out.put_u8(c.op as u8);
+        match &c.target {
+            CompareTarget::Value(v) => {
+                out.put_u8(COMPARE_TARGET_VALUE);
+                put_byte_string(out, v);
+            }
+            CompareTarget::Version(v) => {
+                out.put_u8(COMPARE_TARGET_VERSION);
+                out.put_u64_le(*v);
+            }
+        }
+    }
+    for ops in [&txn.success, &txn.failure] {
+        put_count(out, ops.len());
+        for op in ops {
+            out.put_u8(op_kind(op));
+            put_byte_string(out, op.key());
+            match op {
+                Op::Put { value, .. } | Op::Append { value, .. } => put_byte_string(out, value),
+                Op::Incr { delta, .. } => out.put_i64_le(*delta),
+                Op::Get { .. } | Op::Delete { .. } => {}
+                other => panic!("{other:?} cannot be part of a transaction (Txn::invalid)"),
+            }
+        }
+    }
+}
+
+/// A transaction part count: proven to fit in the input (see
+/// `Reader::count`) and refused above [`MAX_TXN_PARTS`] before anything is
+/// reserved, so a lying count costs at most `MAX_TXN_PARTS` items.
+fn txn_count(r: &mut Reader, min_item_len: usize) -> Result<usize, DecodeError> {
+    let n = r.count(min_item_len)?;
+    if n > MAX_TXN_PARTS {
+        return Err(DecodeError::Invalid("transaction too large"));
+    }
+    Ok(n)
+}
+
+pub(super) fn read_txn_body(r: &mut Reader) -> Result<Txn, DecodeError> {
+    let n = txn_count(r, MIN_COMPARE_LEN)?;
+    let mut compares = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = r.byte_string()?;
+        let op = CompareOp::from_code(r.u8()?).ok_or(DecodeError::Invalid("compare op"))?;
+        let target = match r.u8()? {
+            COMPARE_TARGET_VALUE => CompareTarget::Value(r.byte_string()?),
+            COMPARE_TARGET_VERSION => CompareTarget::Version(r.u64()?),
+            _ => return Err(DecodeError::Invalid("compare target")),
+        };
+        compares.push(Compare { key, op, target });
+    }
+    let mut branches = [Vec::new(), Vec::new()];
+    for ops in &mut branches {
+        let n = txn_count(r, MIN_TXN_OP_LEN)?;
+        ops.reserve(n);
+        for _ in 0..n {
+            let kind = r.u8()?;
+            let key = r.byte_string()?;
+            ops.push(read_txn_op(
+                kind,
+                key,
+                r,
+                "operation kind in a transaction",
+            )?);
+        }
+    }
+    let [success, failure] = branches;
+    if compares.len() + success.len() + failure.len() > MAX_TXN_PARTS {
+        return Err(DecodeError::Invalid("transaction too large"));
+    }
+    Ok(Txn {
+        compares,
+        success,
+        failure,
+    })
+}
+
+/// The fields after the key of an operation a transaction may hold (Get,
+/// Put, Append, Delete, Incr): the same layout inside a transaction and as
+/// a request of its own. Any other kind is [`DecodeError::Invalid`] with
+/// `other`.
+pub(super) fn read_txn_op(
+    kind: u8,
+    key: Bytes,
+    r: &mut Reader,
+    other: &'static str,
+) -> Result<Op, DecodeError> {
+    Ok(match kind {
+        KIND_GET => Op::Get { key },
+        KIND_PUT => Op::Put {
+            key,
+            value: r.byte_string()?,
+        },
+        KIND_APPEND => Op::Append {
+            key,
+            value: r.byte_string()?,
+        },
+        KIND_DELETE => Op::Delete { key },
+        KIND_INCR => Op::Incr {
+            key,
+            delta: r.u64()? as i64,
+        },
+        _ => return Err(DecodeError::Invalid(other)),
+    })
+}
+
+/// The value of the `Ok` answering a transaction: `succeeded u8`, then
+/// `vec<result>`, each `0 bytes value, u64 version` (Ok), `1` (NoKey) or
+/// `2 string reason` (Error). PROTOCOL.md 5.1.
+pub fn encode_txn_result(result: &TxnResult) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(u8::from(result.succeeded));
+    put_count(&mut out, result.results.len());
+    for r in &result.results {
+        match r {
+            TxnOpResult::Ok { value, version } => {
+                out.put_u8(TXN_RESULT_OK);
+                put_byte_string(&mut out, value);
+                out.put_u64_le(*version);
+            }
+            TxnOpResult::NoKey => out.put_u8(TXN_RESULT_NO_KEY),
+            TxnOpResult::Error { reason } => {
+                out.put_u8(TXN_RESULT_ERROR);
+                put_byte_string(&mut out, reason.as_bytes());
+            }
+        }
+    }
+    out.freeze()
+}
+
+/// Reads [`encode_txn_result`]'s bytes (an `Ok` value answering a
+/// transaction). Never panics on bad input.
+pub fn decode_txn_result(bytes: Bytes) -> Result<TxnResult, DecodeError> {
+    let mut r = Reader::new(&bytes);
+    let succeeded = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError::Invalid("transaction succeeded flag")),
+    };
+    let n = r.count(MIN_TXN_OP_RESULT_LEN)?;
+    let mut results = Vec::with_capacity(n);
+    for _ in 0..n {
+        results.push(match r.u8()? {
+            TXN_RESULT_OK => TxnOpResult::Ok {
+                value: r.byte_string()?,
+                version: r.u64()?,
+            },
+            TXN_RESULT_NO_KEY => TxnOpResult::NoKey,
+            TXN_RESULT_ERROR => TxnOpResult::Error {
+                reason: r.string()?,
+            },
+            _ => return Err(DecodeError::Invalid("transaction result tag")),
+        });
+    }
+    r.finish()?;
+    Ok(TxnResult { succeeded, results })
+}
