@@ -633,9 +633,20 @@ fn incr(data: &mut Data, key: &[u8], delta: i64, version: u64) -> ClientReply {
             reason: OVERFLOW_REASON.to_string(),
         };
     };
-    let text = next.to_string().into_bytes();
+    store_number(data, key, next.to_string(), version, expires_ms)
+}
+
+/// Stores the text of an Incr's or IncrByFloat's result as `key`'s value,
+/// keeping its expiry (as Redis' INCR does), and answers it.
+fn store_number(
+    data: &mut Data,
+    key: &[u8],
+    text: String,
+    version: u64,
+    expires_ms: u64,
+) -> ClientReply {
+    let text = text.into_bytes();
     let reply = ClientReply::Ok(Bytes::copy_from_slice(&text));
-    // Like Redis' INCR, the key keeps its expiry.
     data.insert(
         Box::from(key),
         Entry {
@@ -685,18 +696,8 @@ fn incr_by_float(data: &mut Data, key: &[u8], delta: &[u8], version: u64) -> Cli
             reason: NAN_REASON.to_string(),
         };
     }
-    let text = format_float(next).into_bytes();
-    let reply = ClientReply::Ok(Bytes::copy_from_slice(&text));
     let expires_ms = data.get(key).map_or(0, |e| e.expires_ms);
-    data.insert(
-        Box::from(key),
-        Entry {
-            value: text,
-            version,
-            expires_ms,
-        },
-    );
-    reply
+    store_number(data, key, format_float(next), version, expires_ms)
 }
 
 /// Performs a SetRange (see [`Op::SetRange`]).

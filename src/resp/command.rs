@@ -2214,26 +2214,6 @@ mod tests {
     }
 
     #[test]
-    fn glob_matches_as_redis_does() {
-        for (p, t, want) in [
-            ("*", "anything", true),
-            ("h?llo", "hello", true),
-            ("h?llo", "hllo", false),
-            ("h*llo", "heeeello", true),
-            ("h[ae]llo", "hallo", true),
-            ("h[ae]llo", "hillo", false),
-            ("h[^e]llo", "hallo", true),
-            ("h[^e]llo", "hello", false),
-            ("h[a-b]llo", "hbllo", true),
-            ("h\\*", "h*", true),
-            ("h\\*", "hx", false),
-            ("save", "save", true),
-        ] {
-            assert_eq!(glob_match(p.as_bytes(), t.as_bytes()), want, "{p} {t}");
-        }
-    }
-
-    #[test]
     fn other_data_types_and_transactions_are_refused_by_name() {
         let r = reply(&["HSET", "h", "f", "v"]);
         assert!(
