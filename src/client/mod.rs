@@ -51,7 +51,7 @@ use conn::{Conn, Event};
 pub use logic::{random_client_id, AckWindow};
 pub(crate) use session::Req;
 use session::{Answer, Dest, Session, SessionOptions};
-pub use txn::{parse_txn_words, txn_result_json, TxnBuilder};
+pub use txn::{parse_txn_words, TxnBuilder, TxnResultJson};
 
 /// How a [`Client`] reaches the cluster and how patient it is.
 #[derive(Clone, Debug)]
@@ -387,26 +387,4 @@ impl Client {
             Err(e) => Err(e),
         }
     }
-}
-
-/// Appends `text` as a JSON string literal (RFC 8259 escaping): the one
-/// escaper behind every JSON line the client side prints (`synod`'s
-/// configurations, `admin status`, transaction results).
-pub fn json_string(out: &mut String, text: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }

@@ -14,10 +14,12 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use synod_wire::{encode_frame, Ballot, Config, Decoder, Frame, GroupId, Message, NodeStatus};
+use synod_wire::{
+    encode_frame, Ballot, Config, Decoder, Frame, GroupId, Message, NodeStatus, ReplicaId,
+};
 
-use super::json_string;
 use crate::auth::{self, Identity, Key};
+use serde::Serialize;
 
 /// One node's status report: its answer, or why there is none.
 pub fn fetch_node(addr: &str, key: Option<&Key>, timeout: Duration) -> Result<NodeStatus, String> {
@@ -258,87 +260,6 @@ impl ClusterStatus {
         self.groups.iter().all(|g| g.quorum)
     }
 
-    /// One line of JSON (shape documented in README, "Deploying").
-    pub fn to_json(&self) -> String {
-        let mut s = String::from("{\"config\":");
-        match &self.config {
-            Ok(n) => {
-                let _ = write!(s, "{n}");
-            }
-            Err(e) => {
-                s.push_str("null,\"config_error\":");
-                json_string(&mut s, e);
-            }
-        }
-        let _ = write!(s, ",\"quorum\":{}", self.all_quorate());
-        s.push_str(",\"nodes\":[");
-        for (i, n) in self.nodes.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str("{\"addr\":");
-            json_string(&mut s, &n.addr);
-            let _ = write!(s, ",\"reachable\":{}", n.error.is_none());
-            if let Some(e) = &n.error {
-                s.push_str(",\"error\":");
-                json_string(&mut s, e);
-            }
-            s.push('}');
-        }
-        s.push_str("],\"groups\":[");
-        for (i, g) in self.groups.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            let _ = write!(s, "{{\"gid\":{},\"quorum\":{},\"leader\":", g.gid, g.quorum);
-            match g.leader {
-                Some(l) => json_string(&mut s, &g.members[l].addr),
-                None => s.push_str("null"),
-            }
-            s.push_str(",\"ballot\":");
-            json_ballot(&mut s, g.ballot);
-            s.push_str(",\"commit\":");
-            json_opt(&mut s, g.commit);
-            s.push_str(",\"shards\":[");
-            for (j, sh) in g.shards.iter().enumerate() {
-                if j > 0 {
-                    s.push(',');
-                }
-                let _ = write!(s, "{sh}");
-            }
-            s.push_str("],\"members\":[");
-            for (j, m) in g.members.iter().enumerate() {
-                if j > 0 {
-                    s.push(',');
-                }
-                let _ = write!(s, "{{\"replica\":{j},\"addr\":");
-                json_string(&mut s, &m.addr);
-                let _ = write!(
-                    s,
-                    ",\"reachable\":{},\"leader\":{}",
-                    m.reachable,
-                    Some(j) == g.leader
-                );
-                s.push_str(",\"ballot\":");
-                json_ballot(&mut s, m.ballot);
-                for (name, v) in [
-                    ("commit", m.commit),
-                    ("applied", m.applied),
-                    ("lag", m.lag),
-                    ("log_slots", m.log_slots),
-                    ("config", m.config_num),
-                ] {
-                    let _ = write!(s, ",\"{name}\":");
-                    json_opt(&mut s, v);
-                }
-                s.push('}');
-            }
-            s.push_str("]}");
-        }
-        s.push_str("]}");
-        s
-    }
-
     /// A table for people.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
@@ -480,22 +401,112 @@ fn table(out: &mut String, rows: &[Vec<String>]) {
     }
 }
 
-fn json_opt(s: &mut String, v: Option<u64>) {
-    match v {
-        Some(v) => {
-            let _ = write!(s, "{v}");
+/// `ClusterStatus` as `synod admin status` prints it: one line of JSON
+/// (shape documented in tools/deploy/README.md), written by `serde_json`.
+impl Serialize for ClusterStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let ballot = |b: Option<Ballot>| {
+            b.map(|b| BallotJson {
+                round: b.round,
+                node: b.node,
+            })
+        };
+        StatusJson {
+            config: self.config.as_ref().ok().copied(),
+            config_error: self.config.as_ref().err().map(String::as_str),
+            quorum: self.all_quorate(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeJson {
+                    addr: &n.addr,
+                    reachable: n.error.is_none(),
+                    error: n.error.as_deref(),
+                })
+                .collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| GroupJson {
+                    gid: g.gid,
+                    quorum: g.quorum,
+                    leader: g.leader.map(|l| g.members[l].addr.as_str()),
+                    ballot: ballot(g.ballot),
+                    commit: g.commit,
+                    shards: &g.shards,
+                    members: g
+                        .members
+                        .iter()
+                        .enumerate()
+                        .map(|(j, m)| MemberJson {
+                            replica: j,
+                            addr: &m.addr,
+                            reachable: m.reachable,
+                            leader: Some(j) == g.leader,
+                            ballot: ballot(m.ballot),
+                            commit: m.commit,
+                            applied: m.applied,
+                            lag: m.lag,
+                            log_slots: m.log_slots,
+                            config: m.config_num,
+                        })
+                        .collect(),
+                })
+                .collect(),
         }
-        None => s.push_str("null"),
+        .serialize(serializer)
     }
 }
 
-fn json_ballot(s: &mut String, b: Option<Ballot>) {
-    match b {
-        Some(b) => {
-            let _ = write!(s, "{{\"round\":{},\"node\":{}}}", b.round, b.node);
-        }
-        None => s.push_str("null"),
-    }
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    /// `null` (and `config_error` says why) when no master answered.
+    config: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_error: Option<&'a str>,
+    quorum: bool,
+    nodes: Vec<NodeJson<'a>>,
+    groups: Vec<GroupJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct NodeJson<'a> {
+    addr: &'a str,
+    reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct GroupJson<'a> {
+    gid: GroupId,
+    quorum: bool,
+    /// The leader's address.
+    leader: Option<&'a str>,
+    ballot: Option<BallotJson>,
+    commit: Option<u64>,
+    shards: &'a [u32],
+    members: Vec<MemberJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct MemberJson<'a> {
+    replica: usize,
+    addr: &'a str,
+    reachable: bool,
+    leader: bool,
+    ballot: Option<BallotJson>,
+    commit: Option<u64>,
+    applied: Option<u64>,
+    lag: Option<u64>,
+    log_slots: Option<u64>,
+    config: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct BallotJson {
+    round: u64,
+    node: ReplicaId,
 }
 
 #[cfg(test)]
@@ -569,7 +580,7 @@ mod tests {
         assert!(!g1.members[2].reachable);
         assert_eq!(g1.shards, vec![0, 1, 2, 3]);
         assert_eq!(st.groups[0].members[1].lag, Some(2));
-        let json = st.to_json();
+        let json = serde_json::to_string(&st).unwrap();
         assert!(json.starts_with("{\"config\":1,\"quorum\":true,"), "{json}");
         assert!(
             json.contains("\"addr\":\"c:1\",\"reachable\":false,\"error\":\"connection refused\"")
@@ -599,8 +610,8 @@ mod tests {
             "groups from the reports without a configuration"
         );
         assert_eq!(st.groups[1].leader, None);
-        assert!(st
-            .to_json()
+        assert!(serde_json::to_string(&st)
+            .unwrap()
             .contains("\"config\":null,\"config_error\":\"no master answered\""));
     }
 

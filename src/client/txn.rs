@@ -22,7 +22,8 @@
 use bytes::Bytes;
 use synod_wire::{Compare, CompareOp, CompareTarget, Op, Txn};
 
-use super::json_string;
+use serde::Serialize;
+use std::borrow::Cow;
 
 /// Collects compares and the operations of both branches.
 #[derive(Clone, Debug, Default)]
@@ -256,32 +257,44 @@ pub fn parse_txn_words(words: &[Vec<u8>]) -> Result<Txn, String> {
     }
 }
 
-/// A transaction's result as one line of JSON, as `synod txn` prints it:
+/// A transaction's result in the shape `synod txn` prints as one line of
+/// JSON (with `serde_json`):
 /// `{"succeeded":true,"results":[{"value":"6","version":3},{"nokey":true},
 /// {"error":"..."}]}`. Values are shown as UTF-8 (invalid bytes replaced).
-pub fn txn_result_json(result: &synod_wire::TxnResult) -> String {
-    use synod_wire::TxnOpResult;
-    let mut out = format!("{{\"succeeded\":{},\"results\":[", result.succeeded);
-    for (n, r) in result.results.iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        match r {
-            TxnOpResult::Ok { value, version } => {
-                out.push_str("{\"value\":");
-                json_string(&mut out, &String::from_utf8_lossy(value));
-                out.push_str(&format!(",\"version\":{version}}}"));
-            }
-            TxnOpResult::NoKey => out.push_str("{\"nokey\":true}"),
-            TxnOpResult::Error { reason } => {
-                out.push_str("{\"error\":");
-                json_string(&mut out, reason);
-                out.push('}');
-            }
+#[derive(Debug, Serialize)]
+pub struct TxnResultJson<'a> {
+    succeeded: bool,
+    results: Vec<TxnOpJson<'a>>,
+}
+
+/// One operation's result: which fields appear tells the kind.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum TxnOpJson<'a> {
+    Ok { value: Cow<'a, str>, version: u64 },
+    NoKey { nokey: bool },
+    Error { error: &'a str },
+}
+
+impl<'a> From<&'a synod_wire::TxnResult> for TxnResultJson<'a> {
+    fn from(result: &'a synod_wire::TxnResult) -> TxnResultJson<'a> {
+        use synod_wire::TxnOpResult;
+        TxnResultJson {
+            succeeded: result.succeeded,
+            results: result
+                .results
+                .iter()
+                .map(|r| match r {
+                    TxnOpResult::Ok { value, version } => TxnOpJson::Ok {
+                        value: String::from_utf8_lossy(value),
+                        version: *version,
+                    },
+                    TxnOpResult::NoKey => TxnOpJson::NoKey { nokey: true },
+                    TxnOpResult::Error { reason } => TxnOpJson::Error { error: reason },
+                })
+                .collect(),
         }
     }
-    out.push_str("]}");
-    out
 }
 
 #[cfg(test)]
@@ -333,7 +346,7 @@ mod tests {
 
     #[test]
     fn results_print_as_one_json_line() {
-        let json = txn_result_json(&TxnResult {
+        let result = TxnResult {
             succeeded: false,
             results: vec![
                 TxnOpResult::Ok {
@@ -345,9 +358,9 @@ mod tests {
                     reason: "no".into(),
                 },
             ],
-        });
+        };
         assert_eq!(
-            json,
+            serde_json::to_string(&TxnResultJson::from(&result)).unwrap(),
             r#"{"succeeded":false,"results":[{"value":"q\"","version":4},{"nokey":true},{"error":"no"}]}"#
         );
     }

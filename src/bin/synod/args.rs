@@ -1,292 +1,287 @@
-//! Argument parsing: words in, a `Cli` (or a one-line error) out.
+//! The command line, declared with `clap`: words in, a [`Cli`] (or clap's
+//! error, exit status 2) out.
+//!
+//! Every option can also come from the environment (README, "Command
+//! lines"): the global options from `SYNOD_<OPTION>` (`SYNOD_MASTERS`,
+//! `SYNOD_TIMEOUT`, ...), a subcommand's from `SYNOD_<SUBCOMMAND>_<OPTION>`
+//! (`SYNOD_PLAYGROUND_BASE_PORT`, `SYNOD_ADMIN_STATUS_TABLE`). Options come
+//! before the command, and keys and values may start with `-`, so
+//! `synod put k --not-a-flag` stores "--not-a-flag".
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use clap::builder::FalseyValueParser;
+use clap::{Args, Parser, Subcommand};
 use synod_wire::GroupId;
 
 use super::*;
 
-pub(crate) fn parse_args(args: Vec<OsString>) -> Result<Cli, String> {
-    let mut masters = None;
-    let mut timeout = DEFAULT_TIMEOUT;
-    let mut cluster_key_file = None;
-    let mut client_key_file = None;
-    let mut rest = args.into_iter().peekable();
-    // Options come before the command, so a key or value that starts with
-    // "--" is never mistaken for one.
-    while let Some(arg) = rest.peek() {
-        let arg = arg.to_string_lossy().into_owned();
-        if !arg.starts_with('-') {
-            break;
-        }
-        rest.next();
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let mut value = |what: &str| -> Result<String, String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => rest
-                    .next()
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .ok_or_else(|| format!("{name} needs {what}")),
-            }
-        };
-        match name.as_str() {
-            "-h" | "--help" => {
-                return Ok(Cli {
-                    masters,
-                    timeout,
-                    cluster_key_file,
-                    client_key_file,
-                    command: Cmd::Help,
-                })
-            }
-            "--masters" => masters = Some(parse_masters(&value("a list of addresses")?)?),
-            "--timeout" => timeout = parse_timeout(&value("a number of seconds")?)?,
-            "--cluster-key-file" => cluster_key_file = Some(PathBuf::from(value("a path")?)),
-            "--client-key-file" => client_key_file = Some(PathBuf::from(value("a path")?)),
-            _ => return Err(format!("unknown option {arg}")),
-        }
-    }
-    let words: Vec<OsString> = rest.collect();
-    let command = parse_command(&words)?;
-    Ok(Cli {
-        masters,
-        timeout,
-        cluster_key_file,
-        client_key_file,
-        command,
-    })
+const AFTER_HELP: &str = "\
+playground generates a cluster key into DIR/cluster.key and prints
+SYNOD_CLUSTER_KEY_FILE beside SYNOD_MASTERS.
+
+admin commands print the resulting configuration as one line of JSON:
+  {\"num\":N,\"shards\":[gid,...],\"groups\":{\"gid\":[\"addr\",...],...}}
+
+exit status: 0 ok, 1 key not found or operation failed, 2 bad usage";
+
+/// The Synod command-line client and local playground.
+#[derive(Debug, PartialEq, Parser)]
+#[command(name = "synod", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// Shard master addresses (checked only by the commands that use them)
+    #[arg(long, env = "SYNOD_MASTERS", value_name = "A,B,C")]
+    pub masters: Option<String>,
+    /// Give up on an operation after SECS
+    #[arg(long, env = "SYNOD_TIMEOUT", value_name = "SECS", default_value = "10",
+          value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// The cluster's key; needed for admin commands on a cluster with a key
+    #[arg(long, env = "SYNOD_CLUSTER_KEY_FILE", value_name = "PATH")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// The client key, for a cluster started with --client-key-file
+    #[arg(long, env = "SYNOD_CLIENT_KEY_FILE", value_name = "PATH")]
+    pub client_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
 }
 
-pub(crate) fn parse_command(words: &[OsString]) -> Result<Cmd, String> {
-    let text = |i: usize| words[i].to_string_lossy().into_owned();
-    let bytes = |i: usize| words[i].as_bytes().to_vec();
-    let Some(name) = words.first().map(|w| w.to_string_lossy().into_owned()) else {
-        return Err("no command given".to_string());
-    };
-    let args = words.len() - 1;
-    let want = |n: usize, shape: &str| -> Result<(), String> {
-        if args == n {
-            Ok(())
-        } else {
-            Err(format!("usage: synod {shape}"))
-        }
-    };
-    match name.as_str() {
-        "help" => Ok(Cmd::Help),
-        "get" if args == 2 && words[1] == "--json" => Ok(Cmd::GetJson { key: bytes(2) }),
-        "get" => {
-            want(1, "get [--json] KEY")?;
-            Ok(Cmd::Get { key: bytes(1) })
-        }
-        "keys" => {
-            if args > 1 {
-                return Err("usage: synod keys [PATTERN]".to_string());
-            }
-            Ok(Cmd::Keys {
-                pattern: (args == 1).then(|| bytes(1)),
-            })
-        }
-        "del" => {
-            if args == 0 {
-                return Err("usage: synod del KEY...".to_string());
-            }
-            Ok(Cmd::Del {
-                keys: (1..words.len()).map(bytes).collect(),
-            })
-        }
-        "put" => {
-            want(2, "put KEY VALUE")?;
-            Ok(Cmd::Put {
-                key: bytes(1),
-                value: bytes(2),
-            })
-        }
-        "append" => {
-            want(2, "append KEY VALUE")?;
-            Ok(Cmd::Append {
-                key: bytes(1),
-                value: bytes(2),
-            })
-        }
-        "txn" => {
-            let parts: Vec<Vec<u8>> = (1..words.len()).map(bytes).collect();
-            synod::client::parse_txn_words(&parts)
-                .map(Cmd::Txn)
-                .map_err(|why| format!("synod txn: {why}"))
-        }
-        "admin" => {
-            let sub = words.get(1).map(|w| w.to_string_lossy().into_owned());
-            let n = words.len().saturating_sub(2);
-            match sub.as_deref() {
-                Some("join") => {
-                    if n < 2 {
-                        return Err("usage: synod admin join GID ADDR...".to_string());
-                    }
-                    let gid = parse_gid(&text(2))?;
-                    let servers = (3..words.len()).map(text).collect();
-                    Ok(Cmd::Join { gid, servers })
-                }
-                Some("leave") => {
-                    if n < 1 {
-                        return Err("usage: synod admin leave GID...".to_string());
-                    }
-                    let gids = (2..words.len())
-                        .map(|i| parse_gid(&text(i)))
-                        .collect::<Result<_, _>>()?;
-                    Ok(Cmd::Leave { gids })
-                }
-                Some("move") => {
-                    if n != 2 {
-                        return Err("usage: synod admin move SHARD GID".to_string());
-                    }
-                    let shard = parse_number::<u32>(&text(2), "SHARD")?;
-                    let gid = parse_number::<u32>(&text(3), "GID")?;
-                    Ok(Cmd::Move { shard, gid })
-                }
-                Some("query") => match n {
-                    0 => Ok(Cmd::Query { num: None }),
-                    1 => Ok(Cmd::Query {
-                        num: Some(parse_number::<u64>(&text(2), "NUM")?),
-                    }),
-                    _ => Err("usage: synod admin query [NUM]".to_string()),
-                },
-                Some("status") => match (n, words.get(2).map(|w| w.to_string_lossy())) {
-                    (0, _) => Ok(Cmd::Status { table: false }),
-                    (1, Some(w)) if w == "--table" => Ok(Cmd::Status { table: true }),
-                    _ => Err("usage: synod admin status [--table]".to_string()),
-                },
-                Some(other) => Err(format!(
-                    "unknown admin command {other:?} (join, leave, move, query, status)"
-                )),
-                None => Err("usage: synod admin join|leave|move|query|status ...".to_string()),
-            }
-        }
-        "playground" => parse_playground(&words[1..]).map(Cmd::Playground),
-        other => Err(format!("unknown command {other:?}")),
-    }
+#[derive(Debug, PartialEq, Subcommand)]
+pub(crate) enum Cmd {
+    /// Print KEY's value and a newline
+    Get {
+        /// Print {"key":..,"value":..,"version":N} instead (value null and
+        /// version 0 when KEY has no value; exit 1 then)
+        #[arg(long, env = "SYNOD_GET_JSON", value_parser = FalseyValueParser::new())]
+        json: bool,
+        #[arg(allow_hyphen_values = true)]
+        key: OsString,
+    },
+    /// Delete the keys; print how many had a value
+    Del {
+        #[arg(required = true, allow_hyphen_values = true)]
+        keys: Vec<OsString>,
+    },
+    /// Print every key (matching the Redis glob PATTERN), one per line
+    ///
+    /// Shard by shard in key order (a SCAN: keys that exist throughout are
+    /// printed even if shards move meanwhile).
+    Keys {
+        #[arg(allow_hyphen_values = true)]
+        pattern: Option<OsString>,
+    },
+    /// Set KEY to VALUE
+    Put {
+        #[arg(allow_hyphen_values = true)]
+        key: OsString,
+        #[arg(allow_hyphen_values = true)]
+        value: OsString,
+    },
+    /// Append VALUE to KEY's value
+    Append {
+        #[arg(allow_hyphen_values = true)]
+        key: OsString,
+        #[arg(allow_hyphen_values = true)]
+        value: OsString,
+    },
+    /// Run a transaction; print its result as one line of JSON
+    ///
+    /// txn [if CMP [and CMP]... then] OP... [else OP...] (README:
+    /// Transactions). CMP is KEY value|version =|!=|<|> X, KEY exists or KEY absent; OP is
+    /// get K, put K V, append K V, delete K or incr K N.
+    Txn {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "WORDS"
+        )]
+        words: Vec<OsString>,
+    },
+    /// Change or show the cluster's configuration and status
+    Admin {
+        #[command(subcommand)]
+        command: Admin,
+    },
+    /// Run a local cluster until Ctrl-C
+    Playground(PlaygroundArgs),
+    /// Print a completion script for SHELL to stdout
+    Completions { shell: clap_complete::Shell },
 }
 
-pub(crate) fn parse_playground(words: &[OsString]) -> Result<PlaygroundArgs, String> {
-    let mut args = PlaygroundArgs {
-        dir: None,
-        base_port: DEFAULT_BASE_PORT,
-        nodes: DEFAULT_NODES,
-        groups: PLAYGROUND_GROUPS,
-        server_args: Vec::new(),
-        resp_port: None,
-        metrics_port: None,
-        ready_within: READY_WITHIN_DEFAULT,
-    };
-    let mut i = 0;
-    while i < words.len() {
-        let arg = words[i].to_string_lossy().into_owned();
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(OsString::from(v))),
-            None => (arg.clone(), None),
-        };
-        let value = match inline {
-            Some(v) => v,
-            None => {
-                i += 1;
-                words
-                    .get(i)
-                    .cloned()
-                    .ok_or_else(|| format!("playground: {name} needs a value"))?
-            }
-        };
-        match name.as_str() {
-            "--dir" => args.dir = Some(PathBuf::from(value)),
-            "--base-port" => {
-                args.base_port = parse_number::<u16>(&value.to_string_lossy(), "PORT")?;
-                if args.base_port == 0 {
-                    return Err("--base-port must be a port number, 1-65535".to_string());
-                }
-            }
-            "--groups" => {
-                args.groups = parse_number::<GroupId>(&value.to_string_lossy(), "--groups")?;
-                if !(1..=16).contains(&args.groups) {
-                    return Err("--groups must be between 1 and 16".to_string());
-                }
-            }
-            "--server-arg" => args.server_args.push(value),
-            "--nodes" => {
-                args.nodes = parse_number::<usize>(&value.to_string_lossy(), "--nodes")?;
-                if !(1..=MAX_NODES).contains(&args.nodes) {
-                    return Err(format!("--nodes must be between 1 and {MAX_NODES}"));
-                }
-            }
-            "--resp-port" => {
-                let port = parse_number::<u16>(&value.to_string_lossy(), "PORT")?;
-                if port == 0 {
-                    return Err("--resp-port must be a port number, 1-65535".to_string());
-                }
-                args.resp_port = Some(port);
-            }
-            "--metrics-port" => {
-                let port = parse_number::<u16>(&value.to_string_lossy(), "PORT")?;
-                if port == 0 {
-                    return Err("--metrics-port must be a port number, 1-65535".to_string());
-                }
-                args.metrics_port = Some(port);
-            }
-            "--ready-secs" => {
-                let secs = parse_number::<u64>(&value.to_string_lossy(), "--ready-secs")?;
-                if !(1..=3600).contains(&secs) {
-                    return Err("--ready-secs must be between 1 and 3600".to_string());
-                }
-                args.ready_within = Duration::from_secs(secs);
-            }
-            _ => return Err(format!("playground: unknown option {arg}")),
-        }
-        i += 1;
+#[derive(Debug, PartialEq, Subcommand)]
+pub(crate) enum Admin {
+    /// Add replica group GID with members ADDR...
+    Join {
+        #[arg(value_parser = parse_gid)]
+        gid: GroupId,
+        #[arg(required = true, value_name = "ADDR")]
+        servers: Vec<String>,
+    },
+    /// Remove groups
+    Leave {
+        #[arg(required = true, value_name = "GID", value_parser = parse_gid)]
+        gids: Vec<GroupId>,
+    },
+    /// Assign SHARD to group GID
+    Move {
+        #[arg(value_parser = parse_number::<u32>)]
+        shard: u32,
+        #[arg(value_parser = parse_number::<GroupId>)]
+        gid: GroupId,
+    },
+    /// Print configuration NUM (default: latest) as JSON
+    Query {
+        #[arg(value_parser = parse_number::<u64>)]
+        num: Option<u64>,
+    },
+    /// Print every group's leader, lag, shards and reachability
+    ///
+    /// Asks every node (masters and configured servers) for the groups it
+    /// hosts; prints every group's members, leader, ballot, commit and
+    /// applied points, each member's lag, its shards and each node's
+    /// reachability, as one line of JSON or a table; exit 1 when a group has
+    /// no reachable majority
+    Status {
+        /// Print a table instead of JSON
+        #[arg(long, env = "SYNOD_ADMIN_STATUS_TABLE", value_parser = FalseyValueParser::new())]
+        table: bool,
+    },
+}
+
+/// `synod playground`'s options.
+#[derive(Debug, PartialEq, Args)]
+pub(crate) struct PlaygroundArgs {
+    /// Data directories, logs and the cluster key (default: a fresh
+    /// directory under the system's temp dir)
+    #[arg(long, env = "SYNOD_PLAYGROUND_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Node i listens on PORT+i
+    #[arg(long, env = "SYNOD_PLAYGROUND_BASE_PORT", value_name = "PORT",
+          default_value_t = DEFAULT_BASE_PORT, value_parser = parse_port)]
+    pub base_port: u16,
+    /// Nodes, each a master replica and a member of every group
+    #[arg(long, env = "SYNOD_PLAYGROUND_NODES", value_name = "N",
+          default_value_t = DEFAULT_NODES, value_parser = parse_nodes)]
+    pub nodes: usize,
+    /// KV groups to join (each on every node)
+    #[arg(long, env = "SYNOD_PLAYGROUND_GROUPS", value_name = "G",
+          default_value_t = PLAYGROUND_GROUPS, value_parser = parse_groups)]
+    pub groups: GroupId,
+    /// Passed to every synod-server (repeat it: --server-arg=--reads
+    /// --server-arg=log)
+    #[arg(
+        long = "server-arg",
+        env = "SYNOD_PLAYGROUND_SERVER_ARG",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    pub server_args: Vec<OsString>,
+    /// Node i also serves Redis (RESP2) on PORT+i
+    #[arg(long, env = "SYNOD_PLAYGROUND_RESP_PORT", value_name = "PORT",
+          value_parser = parse_port)]
+    pub resp_port: Option<u16>,
+    /// Node i serves Prometheus metrics on http://127.0.0.1:PORT+i/metrics,
+    /// printed as SYNOD_METRICS (default: --base-port + 200)
+    #[arg(long, env = "SYNOD_PLAYGROUND_METRICS_PORT", value_name = "PORT",
+          value_parser = parse_port)]
+    pub metrics_port: Option<u16>,
+    /// How long the masters, and then the groups, get to serve (a restart
+    /// that replays a large log needs more)
+    #[arg(long = "ready-secs", env = "SYNOD_PLAYGROUND_READY_SECS", value_name = "N",
+          default_value = "30", value_parser = parse_ready_secs)]
+    pub ready_within: Duration,
+}
+
+impl PlaygroundArgs {
+    pub(crate) fn metrics_base(&self) -> usize {
+        self.metrics_port
+            .map_or(usize::from(self.base_port) + 200, usize::from)
     }
-    if usize::from(args.base_port) + args.nodes - 1 > usize::from(u16::MAX) {
-        return Err(format!(
-            "--base-port {} leaves no room for {} nodes",
-            args.base_port, args.nodes
-        ));
-    }
-    if args.metrics_base() + args.nodes - 1 > usize::from(u16::MAX) {
-        return Err(format!(
-            "--metrics-port {} leaves no room for {} nodes",
-            args.metrics_base(),
-            args.nodes
-        ));
-    }
-    if let Some(p) = args.resp_port {
-        if usize::from(p) + args.nodes - 1 > usize::from(u16::MAX) {
+
+    /// What one option cannot check alone: every node's ports fit.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let fits = |base: usize| base + self.nodes - 1 <= usize::from(u16::MAX);
+        if !fits(usize::from(self.base_port)) {
             return Err(format!(
-                "--resp-port {p} leaves no room for {} nodes",
-                args.nodes
+                "--base-port {} leaves no room for {} nodes",
+                self.base_port, self.nodes
             ));
         }
+        if !fits(self.metrics_base()) {
+            return Err(format!(
+                "--metrics-port {} leaves no room for {} nodes",
+                self.metrics_base(),
+                self.nodes
+            ));
+        }
+        if let Some(p) = self.resp_port.filter(|&p| !fits(usize::from(p))) {
+            return Err(format!(
+                "--resp-port {p} leaves no room for {} nodes",
+                self.nodes
+            ));
+        }
+        Ok(())
     }
-    Ok(args)
 }
 
-pub(crate) fn parse_number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, String> {
+/// Parses `words` (without the program name).
+pub(crate) fn parse_args(words: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let cli = Cli::try_parse_from(std::iter::once(OsString::from("synod")).chain(words))?;
+    if let Cmd::Playground(p) = &cli.command {
+        p.check().map_err(|why| {
+            <Cli as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::ValueValidation, why)
+        })?;
+    }
+    Ok(cli)
+}
+
+pub(crate) fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
     text.trim()
         .parse()
-        .map_err(|_| format!("{what} must be a non-negative integer, not {text:?}"))
+        .map_err(|_| "must be a non-negative integer".to_string())
 }
 
-pub(crate) fn parse_gid(text: &str) -> Result<GroupId, String> {
-    let gid = parse_number::<u32>(text, "GID")?;
-    if gid == 0 {
+fn parse_gid(text: &str) -> Result<GroupId, String> {
+    match parse_number::<GroupId>(text)? {
         // Group 0 is the shard master itself.
-        return Err("GID must be positive (0 is the shard master group)".to_string());
+        0 => Err("GID must be positive (0 is the shard master group)".to_string()),
+        gid => Ok(gid),
     }
-    Ok(gid)
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    match parse_number::<u16>(text) {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err("must be a port number, 1-65535".to_string()),
+    }
+}
+
+fn parse_nodes(text: &str) -> Result<usize, String> {
+    match parse_number::<usize>(text) {
+        Ok(n) if (1..=MAX_NODES).contains(&n) => Ok(n),
+        _ => Err(format!("must be between 1 and {MAX_NODES}")),
+    }
+}
+
+fn parse_groups(text: &str) -> Result<GroupId, String> {
+    match parse_number::<GroupId>(text) {
+        Ok(g) if (1..=16).contains(&g) => Ok(g),
+        _ => Err("must be between 1 and 16".to_string()),
+    }
+}
+
+fn parse_ready_secs(text: &str) -> Result<Duration, String> {
+    match parse_number::<u64>(text) {
+        Ok(s) if (1..=3600).contains(&s) => Ok(Duration::from_secs(s)),
+        _ => Err("must be between 1 and 3600".to_string()),
+    }
 }
 
 pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let bad = || format!("--timeout must be a positive number of seconds, not {text:?}");
+    let bad = || "must be a positive number of seconds".to_string();
     let secs: f64 = text.trim().parse().map_err(|_| bad())?;
     // Also refuses NaN, which compares false with everything.
     if secs.is_nan() || secs <= 0.0 {
@@ -294,38 +289,21 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
     }
     let d = Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
     if d > MAX_TIMEOUT {
-        return Err(format!(
-            "--timeout is at most {} seconds",
-            MAX_TIMEOUT.as_secs()
-        ));
+        return Err(format!("is at most {} seconds", MAX_TIMEOUT.as_secs()));
     }
     Ok(d.max(Duration::from_millis(1)))
 }
 
-pub(crate) fn parse_masters(text: &str) -> Result<Vec<String>, String> {
+/// `--masters` (or `SYNOD_MASTERS`): comma-separated host:port addresses.
+pub(crate) fn resolve_masters(text: Option<&str>) -> Result<Vec<String>, String> {
     let masters: Vec<String> = text
+        .unwrap_or_default()
         .split(',')
         .map(|m| m.trim().to_string())
         .filter(|m| !m.is_empty())
         .collect();
     if masters.is_empty() {
-        return Err("--masters needs at least one host:port".to_string());
+        return Err("no shard master addresses: pass --masters A,B,C or set SYNOD_MASTERS".into());
     }
     Ok(masters)
-}
-
-/// `--masters` wins over `SYNOD_MASTERS`.
-pub(crate) fn resolve_masters(
-    flag: Option<Vec<String>>,
-    env: Option<&str>,
-) -> Result<Vec<String>, String> {
-    if let Some(m) = flag {
-        return Ok(m);
-    }
-    match env.map(parse_masters) {
-        Some(Ok(m)) => Ok(m),
-        Some(Err(_)) | None => {
-            Err("no shard master addresses: pass --masters A,B,C or set SYNOD_MASTERS".to_string())
-        }
-    }
 }

@@ -1,37 +1,50 @@
-//! One-line JSON output of configurations.
+//! The shapes of `synod`'s one-line JSON output, written by `serde_json`.
 
-use std::fmt::Write as _;
-use synod::client::json_string;
-use synod_wire::{Config, GroupInfo};
+use std::collections::BTreeMap;
 
-/// `config` as one line of JSON:
+use serde::Serialize;
+use synod_wire::{Config, GroupId};
+
+/// A configuration:
 /// `{"num":N,"shards":[gid,...],"groups":{"gid":["addr",...],...}}`,
-/// groups in ascending gid order (JSON object keys must be strings).
-pub(crate) fn config_json(config: &Config) -> String {
-    let mut s = String::new();
-    let _ = write!(s, "{{\"num\":{},\"shards\":[", config.num);
-    for (i, gid) in config.shards.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
+/// groups in ascending gid order (JSON object keys are strings; serde_json
+/// writes the integer keys as such).
+#[derive(Serialize)]
+pub(crate) struct ConfigJson<'a> {
+    num: u64,
+    shards: &'a [GroupId],
+    groups: BTreeMap<GroupId, &'a [String]>,
+}
+
+impl<'a> From<&'a Config> for ConfigJson<'a> {
+    fn from(config: &'a Config) -> ConfigJson<'a> {
+        ConfigJson {
+            num: config.num,
+            shards: &config.shards,
+            groups: config
+                .groups
+                .iter()
+                .map(|g| (g.gid, g.servers.as_slice()))
+                .collect(),
         }
-        let _ = write!(s, "{gid}");
     }
-    s.push_str("],\"groups\":{");
-    let mut groups: Vec<&GroupInfo> = config.groups.iter().collect();
-    groups.sort_by_key(|g| g.gid);
-    for (i, group) in groups.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "\"{}\":[", group.gid);
-        for (j, server) in group.servers.iter().enumerate() {
-            if j > 0 {
-                s.push(',');
-            }
-            json_string(&mut s, server);
-        }
-        s.push(']');
-    }
-    s.push_str("}}");
-    s
+}
+
+/// `get --json`: `{"key":..,"value":..,"version":N}`, value `null` and
+/// version 0 for an absent key; both shown as UTF-8 (invalid bytes
+/// replaced).
+#[derive(Serialize)]
+pub(crate) struct GetJson {
+    pub key: String,
+    pub value: Option<String>,
+    pub version: u64,
+}
+
+/// `value` as one line of JSON with its newline.
+pub(crate) fn json_line(value: &impl Serialize) -> String {
+    // Serializing these plain structs into a String cannot fail: every map
+    // key is a string or an integer.
+    let mut line = serde_json::to_string(value).expect("JSON of plain data");
+    line.push('\n');
+    line
 }

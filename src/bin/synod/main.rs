@@ -1,7 +1,8 @@
 //! `synod`: the command-line client and local playground.
 //!
-//! This binary owns argument parsing, output formats (raw values, one-line
-//! JSON configurations), exit statuses, and the `playground` command that
+//! This binary owns the command line (declared with `clap` in `args.rs`),
+//! output formats (raw values, one-line JSON through `serde_json`), exit
+//! statuses, and the `playground` command that
 //! runs a throwaway local cluster of `synod-server` processes. Talking to the
 //! cluster is entirely [`synod::client`]'s job.
 //!
@@ -11,12 +12,13 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use synod::auth::Key;
-use synod::client::{json_string, Client, ClientError, ClientOptions};
-use synod_wire::{Config, GroupId, GroupInfo};
+use synod::client::{Client, ClientError, ClientOptions, TxnResultJson};
+use synod_wire::{Config, GroupInfo};
 
 mod args;
 mod json;
@@ -28,65 +30,6 @@ use args::*;
 use json::*;
 use playground::*;
 
-const USAGE: &str = "\
-usage: synod [--masters A,B,C] [--timeout SECS] [--cluster-key-file PATH] COMMAND
-
-commands:
-  get KEY                 print KEY's value and a newline
-  get --json KEY          print {\"key\":..,\"value\":..,\"version\":N} (value null
-                          and version 0 when KEY has no value; exit 1 then)
-  del KEY...              delete the keys; print how many had a value
-  keys [PATTERN]          print every key (matching the Redis glob PATTERN),
-                          one per line, shard by shard in key order (a SCAN:
-                          keys that exist throughout are printed even if
-                          shards move meanwhile)
-  put KEY VALUE           set KEY to VALUE
-  append KEY VALUE        append VALUE to KEY's value
-  txn [if CMP [and CMP]... then] OP... [else OP...]
-                          run a transaction (README: Transactions); CMP is
-                          KEY value|version =|!=|<|> X, KEY exists or KEY
-                          absent; OP is get K, put K V, append K V, delete K
-                          or incr K N; prints the result as one JSON line
-  admin join GID ADDR...  add replica group GID with members ADDR...
-  admin leave GID...      remove groups
-  admin move SHARD GID    assign SHARD to group GID
-  admin query [NUM]       print configuration NUM (default: latest) as JSON
-  admin status [--table]  ask every node (masters and configured servers)
-                          for the groups it hosts; print every group's
-                          members, leader, ballot, commit and applied points,
-                          each member's lag, its shards and each node's
-                          reachability, as one line of JSON or (--table) a
-                          table; exit 1 when a group has no reachable majority
-  playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
-             [--server-arg ARG]... [--resp-port PORT] [--metrics-port PORT]
-             [--ready-secs N]
-                          run a local cluster until Ctrl-C; each --server-arg
-                          is passed to every synod-server (e.g.
-                          --server-arg=--reads --server-arg=log); with
-                          --resp-port, node i also serves Redis (RESP2) on
-                          PORT+i; node i serves Prometheus metrics on
-                          http://127.0.0.1:PORT+i/metrics (default PORT:
-                          --base-port + 200), printed as SYNOD_METRICS;
-                          --ready-secs: how long the masters, and then the
-                          groups, get to serve (default 30; a restart that
-                          replays a large log needs more)
-
-options (before COMMAND):
-  --masters A,B,C         shard master addresses (default: $SYNOD_MASTERS)
-  --timeout SECS          give up on an operation after SECS (default 10)
-  --cluster-key-file PATH the cluster's key (default: $SYNOD_CLUSTER_KEY_FILE);
-                          needed for admin commands on a cluster with a key
-  --client-key-file PATH  the client key, for a cluster started with
-                          --client-key-file (default: $SYNOD_CLIENT_KEY_FILE)
-
-playground generates a cluster key into DIR/cluster.key and prints
-SYNOD_CLUSTER_KEY_FILE beside SYNOD_MASTERS.
-
-admin commands print the resulting configuration as one line of JSON:
-  {\"num\":N,\"shards\":[gid,...],\"groups\":{\"gid\":[\"addr\",...],...}}
-
-exit status: 0 ok, 1 key not found or operation failed, 2 bad usage";
-
 /// Exit status for success.
 const EXIT_OK: i32 = 0;
 /// `get` of an absent key, or an operation the cluster did not complete.
@@ -94,8 +37,6 @@ const EXIT_FAILED: i32 = 1;
 /// The command line could not be understood.
 const EXIT_USAGE: i32 = 2;
 
-/// Default `--timeout`.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest accepted `--timeout`: long enough for anything interactive,
 /// short enough that deadline arithmetic can never overflow.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -106,161 +47,141 @@ const DEFAULT_BASE_PORT: u16 = 7100;
 const DEFAULT_NODES: usize = 3;
 const MAX_NODES: usize = 9;
 
-/// A parsed command line.
-#[derive(Debug, PartialEq)]
-struct Cli {
-    /// From `--masters`; `None` means "use `SYNOD_MASTERS`".
-    masters: Option<Vec<String>>,
-    timeout: Duration,
-    /// `--cluster-key-file`; `None` means "use `SYNOD_CLUSTER_KEY_FILE`".
-    cluster_key_file: Option<PathBuf>,
-    /// `--client-key-file`; `None` means "use `SYNOD_CLIENT_KEY_FILE`".
-    client_key_file: Option<PathBuf>,
-    command: Cmd,
-}
-
-#[derive(Debug, PartialEq)]
-enum Cmd {
-    Help,
-    Get { key: Vec<u8> },
-    Keys { pattern: Option<Vec<u8>> },
-    GetJson { key: Vec<u8> },
-    Del { keys: Vec<Vec<u8>> },
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Append { key: Vec<u8>, value: Vec<u8> },
-    Txn(synod_wire::Txn),
-    Join { gid: GroupId, servers: Vec<String> },
-    Leave { gids: Vec<GroupId> },
-    Move { shard: u32, gid: GroupId },
-    Query { num: Option<u64> },
-    Status { table: bool },
-    Playground(PlaygroundArgs),
-}
-
-#[derive(Debug, PartialEq)]
-struct PlaygroundArgs {
-    dir: Option<PathBuf>,
-    base_port: u16,
-    nodes: usize,
-    /// KV groups to join (each on every node).
-    groups: GroupId,
-    /// Extra `synod-server` flags for every node (`--server-arg`, repeated).
-    server_args: Vec<OsString>,
-    /// With `Some(p)`, node `i` also serves RESP on `p + i`.
-    resp_port: Option<u16>,
-    /// Node `i` serves metrics on `p + i` (`None`: `base_port + 200`;
-    /// the perf scripts put `--resp-port` at `base_port + 100`).
-    metrics_port: Option<u16>,
-    /// How long the masters, then the groups, get to serve (`--ready-secs`).
-    ready_within: Duration,
-}
-
-impl PlaygroundArgs {
-    fn metrics_base(&self) -> usize {
-        self.metrics_port
-            .map_or(usize::from(self.base_port) + 200, usize::from)
-    }
-}
-
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let env_masters = std::env::var("SYNOD_MASTERS").ok();
     // Everything the command owns (child processes above all) is dropped
     // inside `run`, before `exit`, which would skip destructors.
-    let code = run(args, env_masters);
+    let code = run(args);
     std::process::exit(code);
 }
 
-fn run(args: Vec<OsString>, env_masters: Option<String>) -> i32 {
+fn run(args: Vec<OsString>) -> i32 {
     let cli = match parse_args(args) {
         Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version go to stdout with status 0; usage errors
+            // to stderr with status 2 (EXIT_USAGE).
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let command = match cli.command {
+        Cmd::Playground(args) => {
+            return match playground(&args, cli.timeout) {
+                Ok(()) => EXIT_OK,
+                Err(why) => {
+                    eprintln!("synod playground: {why}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "synod", &mut std::io::stdout());
+            return EXIT_OK;
+        }
+        Cmd::Txn { words } => {
+            let words: Vec<Vec<u8>> = words.into_iter().map(OsStringExt::into_vec).collect();
+            match synod::client::parse_txn_words(&words) {
+                Ok(txn) => Request::Txn(txn),
+                Err(why) => {
+                    eprintln!("synod txn: {why}");
+                    return EXIT_USAGE;
+                }
+            }
+        }
+        Cmd::Admin {
+            command: Admin::Status { table },
+        } => Request::Status { table },
+        other => Request::Cmd(other),
+    };
+    let masters = match resolve_masters(cli.masters.as_deref()) {
+        Ok(m) => m,
         Err(why) => {
             eprintln!("synod: {why}");
-            eprintln!("run `synod --help` for usage");
             return EXIT_USAGE;
         }
     };
-    match cli.command {
-        Cmd::Help => {
-            print_stdout(format!("{USAGE}\n").as_bytes());
-            EXIT_OK
+    let mut opts = ClientOptions::new(masters);
+    opts.timeout = cli.timeout;
+    opts.rpc_timeout = opts.rpc_timeout.min(cli.timeout);
+    // An empty path (`SYNOD_CLUSTER_KEY_FILE=`) means no key.
+    let load = |path: Option<PathBuf>| match path.filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => Key::load(&path).map(Some),
+        None => Ok(None),
+    };
+    match (load(cli.cluster_key_file), load(cli.client_key_file)) {
+        (Ok(cluster), Ok(client)) => {
+            opts.cluster_key = cluster;
+            opts.client_key = client;
         }
-        Cmd::Playground(args) => match playground(&args, cli.timeout) {
-            Ok(()) => EXIT_OK,
-            Err(why) => {
-                eprintln!("synod playground: {why}");
-                EXIT_FAILED
-            }
-        },
-        command => {
-            let masters = match resolve_masters(cli.masters, env_masters.as_deref()) {
-                Ok(m) => m,
-                Err(why) => {
-                    eprintln!("synod: {why}");
-                    return EXIT_USAGE;
-                }
-            };
-            let mut opts = ClientOptions::new(masters);
-            opts.timeout = cli.timeout;
-            opts.rpc_timeout = opts.rpc_timeout.min(cli.timeout);
-            let env_path = |var: &str| {
-                std::env::var_os(var)
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            };
-            let load = |flag: Option<PathBuf>, var: &str| match flag.or_else(|| env_path(var)) {
-                Some(path) => Key::load(&path).map(Some),
-                None => Ok(None),
-            };
-            match (
-                load(cli.cluster_key_file, "SYNOD_CLUSTER_KEY_FILE"),
-                load(cli.client_key_file, "SYNOD_CLIENT_KEY_FILE"),
-            ) {
-                (Ok(cluster), Ok(client)) => {
-                    opts.cluster_key = cluster;
-                    opts.client_key = client;
-                }
-                (Err(why), _) | (_, Err(why)) => {
-                    eprintln!("synod: {why}");
-                    return EXIT_USAGE;
-                }
-            }
-            let masters = opts.masters.clone();
-            let key = opts.cluster_key.clone();
-            let mut client = match Client::new(opts) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("synod: {e}");
-                    return EXIT_USAGE;
-                }
-            };
-            if let Cmd::Status { table } = command {
-                return admin_status(&mut client, &masters, key.as_ref(), cli.timeout, table);
-            }
-            execute(&mut client, command)
+        (Err(why), _) | (_, Err(why)) => {
+            eprintln!("synod: {why}");
+            return EXIT_USAGE;
         }
     }
+    let masters = opts.masters.clone();
+    let key = opts.cluster_key.clone();
+    let mut client = match Client::new(opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("synod: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if let Request::Status { table } = command {
+        return admin_status(&mut client, &masters, key.as_ref(), cli.timeout, table);
+    }
+    execute(&mut client, command)
+}
+
+/// What a parsed command asks of the cluster.
+enum Request {
+    Status {
+        table: bool,
+    },
+    Txn(synod_wire::Txn),
+    /// The other commands, run by [`execute`].
+    Cmd(Cmd),
 }
 
 /// Runs one client command and prints its result.
-fn execute(client: &mut Client, command: Cmd) -> i32 {
+fn execute(client: &mut Client, request: Request) -> i32 {
+    let bytes = |s: OsString| s.into_vec();
+    let config_line = |c: Config| Some(json_line(&ConfigJson::from(&c)).into_bytes());
+    let command = match request {
+        Request::Cmd(command) => command,
+        Request::Txn(txn) => {
+            return match client.txn(txn) {
+                Ok(r) => {
+                    print_stdout(json_line(&TxnResultJson::from(&r)).as_bytes());
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("synod: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Request::Status { .. } => unreachable!("handled by run"),
+    };
     let result: Result<Option<Vec<u8>>, ClientError> = match command {
-        Cmd::Get { key } => match client.get(key.clone()) {
+        Cmd::Get { json: true, key } => return get_json(client, bytes(key)),
+        Cmd::Get { json: false, key } => match client.get(bytes(key.clone())) {
             Ok(Some(value)) => Ok(Some([&value[..], b"\n"].concat())),
             Ok(None) => {
                 eprintln!(
                     "synod: key {} has no value",
-                    String::from_utf8_lossy(&key).escape_debug()
+                    key.to_string_lossy().escape_debug()
                 );
                 return EXIT_FAILED;
             }
             Err(e) => Err(e),
         },
-        Cmd::GetJson { key } => return get_json(client, key),
         Cmd::Keys { pattern } => {
             let mut out = std::io::stdout().lock();
             client
-                .scan_keys(pattern.map(bytes::Bytes::from), 1000, |k| {
+                .scan_keys(pattern.map(|p| bytes(p).into()), 1000, |k| {
                     let _ = out.write_all(k);
                     let _ = out.write_all(b"\n");
                 })
@@ -269,7 +190,9 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
         Cmd::Del { keys } => {
             let ops = keys
                 .into_iter()
-                .map(|key| synod_wire::Op::Delete { key: key.into() })
+                .map(|key| synod_wire::Op::Delete {
+                    key: bytes(key).into(),
+                })
                 .collect();
             let mut removed = 0u64;
             for r in client.execute_many(ops) {
@@ -285,20 +208,20 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
             }
             Ok(Some(format!("{removed}\n").into_bytes()))
         }
-        Cmd::Put { key, value } => client.put(key, value).map(|()| None),
-        Cmd::Append { key, value } => client.append(key, value).map(|()| None),
-        Cmd::Txn(txn) => client.txn(txn).map(|r| {
-            let mut line = synod::client::txn_result_json(&r);
-            line.push('\n');
-            Some(line.into_bytes())
-        }),
-        Cmd::Join { gid, servers } => client
-            .join(vec![GroupInfo { gid, servers }])
-            .map(|c| Some(config_line(&c))),
-        Cmd::Leave { gids } => client.leave(gids).map(|c| Some(config_line(&c))),
-        Cmd::Move { shard, gid } => client.move_shard(shard, gid).map(|c| Some(config_line(&c))),
-        Cmd::Query { num } => client.query(num).map(|c| Some(config_line(&c))),
-        Cmd::Help | Cmd::Playground(_) | Cmd::Status { .. } => unreachable!("handled by run"),
+        Cmd::Put { key, value } => client.put(bytes(key), bytes(value)).map(|()| None),
+        Cmd::Append { key, value } => client.append(bytes(key), bytes(value)).map(|()| None),
+        Cmd::Admin { command } => match command {
+            Admin::Join { gid, servers } => client
+                .join(vec![GroupInfo { gid, servers }])
+                .map(config_line),
+            Admin::Leave { gids } => client.leave(gids).map(config_line),
+            Admin::Move { shard, gid } => client.move_shard(shard, gid).map(config_line),
+            Admin::Query { num } => client.query(num).map(config_line),
+            Admin::Status { .. } => unreachable!("handled by run"),
+        },
+        Cmd::Txn { .. } | Cmd::Playground(_) | Cmd::Completions { .. } => {
+            unreachable!("handled by run")
+        }
     };
     match result {
         Ok(out) => {
@@ -331,25 +254,23 @@ fn get_json(client: &mut Client, key: Vec<u8>) -> i32 {
             return EXIT_FAILED;
         }
     };
-    let mut line = String::from("{\"key\":");
-    json_string(&mut line, &String::from_utf8_lossy(&key));
-    let code = match result.results.first() {
-        Some(synod_wire::TxnOpResult::Ok { value, version }) => {
-            line.push_str(",\"value\":");
-            json_string(&mut line, &String::from_utf8_lossy(value));
-            line.push_str(&format!(",\"version\":{version}}}"));
-            EXIT_OK
-        }
-        Some(synod_wire::TxnOpResult::NoKey) => {
-            line.push_str(",\"value\":null,\"version\":0}");
-            EXIT_FAILED
-        }
+    let (value, version, code) = match result.results.first() {
+        Some(synod_wire::TxnOpResult::Ok { value, version }) => (
+            Some(String::from_utf8_lossy(value).into_owned()),
+            *version,
+            EXIT_OK,
+        ),
+        Some(synod_wire::TxnOpResult::NoKey) => (None, 0, EXIT_FAILED),
         other => {
             eprintln!("synod: unexpected transaction result {other:?}");
             return EXIT_FAILED;
         }
     };
-    line.push('\n');
+    let line = json_line(&GetJson {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        value,
+        version,
+    });
     print_stdout(line.as_bytes());
     code
 }
@@ -369,11 +290,7 @@ fn admin_status(
     // Each node gets a few seconds at most; they are asked in parallel.
     let reports = status::fetch_all(&nodes, key, timeout.min(Duration::from_secs(3)));
     let st = status::assemble(masters, config.as_ref().map_err(Clone::clone), &reports);
-    let text = if table {
-        st.to_table()
-    } else {
-        st.to_json() + "\n"
-    };
+    let text = if table { st.to_table() } else { json_line(&st) };
     print_stdout(text.as_bytes());
     if st.all_quorate() {
         EXIT_OK
@@ -397,10 +314,4 @@ fn admin_status(
 fn print_stdout(bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(bytes).and_then(|()| out.flush());
-}
-
-fn config_line(config: &Config) -> Vec<u8> {
-    let mut line = config_json(config);
-    line.push('\n');
-    line.into_bytes()
 }

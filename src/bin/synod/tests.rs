@@ -8,7 +8,7 @@ fn args(words: &[&str]) -> Vec<OsString> {
     words.iter().map(OsString::from).collect()
 }
 
-fn parse(words: &[&str]) -> Result<Cli, String> {
+fn parse(words: &[&str]) -> Result<Cli, clap::Error> {
     parse_args(args(words))
 }
 
@@ -16,57 +16,62 @@ fn cmd(words: &[&str]) -> Cmd {
     parse(words).unwrap().command
 }
 
+fn os(s: &str) -> OsString {
+    OsString::from(s)
+}
+
 #[test]
 fn kv_commands_take_raw_keys_and_values() {
-    assert_eq!(cmd(&["get", "k"]), Cmd::Get { key: b"k".to_vec() });
+    let get = |key: &str, json| Cmd::Get { json, key: os(key) };
+    assert_eq!(cmd(&["get", "k"]), get("k", false));
     assert_eq!(cmd(&["keys"]), Cmd::Keys { pattern: None });
     assert_eq!(
         cmd(&["keys", "a*"]),
         Cmd::Keys {
-            pattern: Some(b"a*".to_vec())
+            pattern: Some(os("a*"))
         }
     );
     assert!(parse(&["keys", "a", "b"]).is_err());
+    assert_eq!(cmd(&["get", "--json", "k"]), get("k", true));
+    // A key that looks like a flag goes after `--`.
+    assert_eq!(cmd(&["get", "--", "--json"]), get("--json", false));
+    assert_eq!(cmd(&["get", "-x"]), get("-x", false));
     assert_eq!(
-        cmd(&["get", "--json", "k"]),
-        Cmd::GetJson { key: b"k".to_vec() }
-    );
-    // A key named --json is still a key.
-    assert_eq!(
-        cmd(&["get", "--json"]),
-        Cmd::Get {
-            key: b"--json".to_vec()
-        }
-    );
-    assert_eq!(
-        cmd(&["del", "a", "b"]),
+        cmd(&["del", "a", "-b"]),
         Cmd::Del {
-            keys: vec![b"a".to_vec(), b"b".to_vec()]
+            keys: vec![os("a"), os("-b")]
         }
     );
     assert!(parse(&["del"]).is_err());
     assert_eq!(
         cmd(&["put", "k", "--not-a-flag"]),
         Cmd::Put {
-            key: b"k".to_vec(),
-            value: b"--not-a-flag".to_vec()
+            key: os("k"),
+            value: os("--not-a-flag")
         }
     );
     assert_eq!(
         cmd(&["append", "", "x y"]),
         Cmd::Append {
-            key: vec![],
-            value: b"x y".to_vec()
+            key: os(""),
+            value: os("x y")
+        }
+    );
+    assert_eq!(
+        cmd(&["txn", "put", "a", "-1", "get", "--b"]),
+        Cmd::Txn {
+            words: ["put", "a", "-1", "get", "--b"].map(os).to_vec()
         }
     );
     // Non-UTF-8 bytes pass through untouched.
     use std::os::unix::ffi::OsStringExt;
     let raw = OsString::from_vec(vec![0xff, 0x00, b'k']);
-    let cli = parse_args(vec![OsString::from("get"), raw]).unwrap();
+    let cli = parse_args(vec![OsString::from("get"), raw.clone()]).unwrap();
     assert_eq!(
         cli.command,
         Cmd::Get {
-            key: vec![0xff, 0x00, b'k']
+            json: false,
+            key: raw
         }
     );
 }
@@ -75,14 +80,20 @@ fn kv_commands_take_raw_keys_and_values() {
 fn global_options_come_before_the_command() {
     let cli = parse(&["--masters", "a:1, b:2,,c:3", "--timeout=2.5", "get", "k"]).unwrap();
     assert_eq!(
-        cli.masters,
-        Some(vec!["a:1".into(), "b:2".into(), "c:3".into()])
+        resolve_masters(cli.masters.as_deref()),
+        Ok(vec!["a:1".into(), "b:2".into(), "c:3".into()])
     );
     assert_eq!(cli.timeout, Duration::from_millis(2500));
     let cli = parse(&["--masters=x:1", "admin", "query"]).unwrap();
-    assert_eq!(cli.masters, Some(vec!["x:1".into()]));
-    assert_eq!(cli.timeout, DEFAULT_TIMEOUT);
-    assert_eq!(cli.command, Cmd::Query { num: None });
+    assert_eq!(cli.masters.as_deref(), Some("x:1"));
+    assert_eq!(cli.timeout, Duration::from_secs(10), "the default");
+    assert_eq!(
+        cli.command,
+        Cmd::Admin {
+            command: Admin::Query { num: None }
+        }
+    );
+    assert!(parse(&["get", "k", "--timeout", "1"]).is_err());
 }
 
 #[test]
@@ -99,7 +110,6 @@ fn bad_usage_is_an_error_not_a_panic() {
         &["--timeout", "inf", "get", "k"],
         &["--timeout", "1e30", "get", "k"],
         &["--timeout"],
-        &["--masters", ",", "get", "k"],
         &["--bogus", "get", "k"],
         &["admin"],
         &["admin", "join", "1"],
@@ -119,9 +129,32 @@ fn bad_usage_is_an_error_not_a_panic() {
         &["playground", "--base-port", "65535"],
         &["playground", "--dir"],
         &["playground", "--frob", "1"],
+        &["completions", "cmd.exe"],
     ] {
-        assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        let err = parse(bad).expect_err(&format!("{bad:?} should be refused"));
+        assert_eq!(err.exit_code(), EXIT_USAGE, "{bad:?}");
     }
+}
+
+#[test]
+fn help_and_completions_exit_zero() {
+    for words in [
+        &["--help"][..],
+        &["help"],
+        &["help", "admin", "status"],
+        &["admin", "status", "--help"],
+        &["playground", "-h"],
+    ] {
+        assert_eq!(parse(words).unwrap_err().exit_code(), EXIT_OK, "{words:?}");
+    }
+    assert_eq!(
+        cmd(&["completions", "bash"]),
+        Cmd::Completions {
+            shell: clap_complete::Shell::Bash
+        }
+    );
+    // clap's own consistency checks of the declarations (debug builds).
+    <Cli as clap::CommandFactory>::command().debug_assert();
 }
 
 #[test]
@@ -154,30 +187,26 @@ fn playground_key_is_made_once_with_mode_0600() {
 
 #[test]
 fn admin_commands_parse() {
+    let admin = |words: &[&str]| match cmd(&[&["admin"], words].concat()) {
+        Cmd::Admin { command } => command,
+        other => panic!("{other:?}"),
+    };
     assert_eq!(
-        cmd(&["admin", "join", "3", "a:1", "b:2"]),
-        Cmd::Join {
+        admin(&["join", "3", "a:1", "b:2"]),
+        Admin::Join {
             gid: 3,
             servers: vec!["a:1".into(), "b:2".into()]
         }
     );
     assert_eq!(
-        cmd(&["admin", "leave", "3", "4"]),
-        Cmd::Leave { gids: vec![3, 4] }
+        admin(&["leave", "3", "4"]),
+        Admin::Leave { gids: vec![3, 4] }
     );
-    assert_eq!(
-        cmd(&["admin", "move", "7", "2"]),
-        Cmd::Move { shard: 7, gid: 2 }
-    );
-    assert_eq!(cmd(&["admin", "query", "12"]), Cmd::Query { num: Some(12) });
-    assert_eq!(cmd(&["admin", "status"]), Cmd::Status { table: false });
-    assert_eq!(
-        cmd(&["admin", "status", "--table"]),
-        Cmd::Status { table: true }
-    );
+    assert_eq!(admin(&["move", "7", "2"]), Admin::Move { shard: 7, gid: 2 });
+    assert_eq!(admin(&["query", "12"]), Admin::Query { num: Some(12) });
+    assert_eq!(admin(&["status"]), Admin::Status { table: false });
+    assert_eq!(admin(&["status", "--table"]), Admin::Status { table: true });
     assert!(parse(&["admin", "status", "--tabel"]).is_err());
-    assert_eq!(cmd(&["--help"]), Cmd::Help);
-    assert_eq!(cmd(&["help"]), Cmd::Help);
 }
 
 #[test]
@@ -213,14 +242,16 @@ fn playground_options_have_defaults() {
             "--metrics-port",
             "9200",
             "--ready-secs",
-            "120"
+            "120",
+            "--server-arg",
+            "--fsync",
         ]),
         Cmd::Playground(PlaygroundArgs {
             dir: Some(PathBuf::from("/tmp/x")),
             base_port: 9000,
             nodes: 5,
             groups: 1,
-            server_args: vec!["--reads".into(), "log".into()],
+            server_args: vec!["--reads".into(), "log".into(), "--fsync".into()],
             resp_port: Some(9100),
             metrics_port: Some(9200),
             ready_within: Duration::from_secs(120),
@@ -229,17 +260,13 @@ fn playground_options_have_defaults() {
 }
 
 #[test]
-fn masters_flag_wins_over_the_environment() {
+fn masters_are_a_comma_separated_list() {
     assert_eq!(
-        resolve_masters(Some(vec!["f:1".into()]), Some("e:1")),
-        Ok(vec!["f:1".to_string()])
-    );
-    assert_eq!(
-        resolve_masters(None, Some("e:1,e:2")),
+        resolve_masters(Some("e:1, e:2,")),
         Ok(vec!["e:1".to_string(), "e:2".to_string()])
     );
-    assert!(resolve_masters(None, None).is_err());
-    assert!(resolve_masters(None, Some(" ")).is_err());
+    assert!(resolve_masters(None).is_err());
+    assert!(resolve_masters(Some(" ,")).is_err());
 }
 
 #[test]
@@ -248,6 +275,10 @@ fn config_json_is_one_line_in_the_documented_shape() {
         num: 4,
         shards: vec![1, 2, 0],
         groups: vec![
+            GroupInfo {
+                gid: 10,
+                servers: vec!["c:1".into()],
+            },
             GroupInfo {
                 gid: 2,
                 servers: vec!["b:1".into()],
@@ -259,20 +290,22 @@ fn config_json_is_one_line_in_the_documented_shape() {
         ],
     };
     assert_eq!(
-        config_json(&config),
-        r#"{"num":4,"shards":[1,2,0],"groups":{"1":["a:1","a:2"],"2":["b:1"]}}"#
+        json_line(&ConfigJson::from(&config)),
+        "{\"num\":4,\"shards\":[1,2,0],\"groups\":{\"1\":[\"a:1\",\"a:2\"],\"2\":[\"b:1\"],\"10\":[\"c:1\"]}}\n"
     );
     assert_eq!(
-        config_json(&Config::default()),
-        r#"{"num":0,"shards":[],"groups":{}}"#
+        json_line(&ConfigJson::from(&Config::default())),
+        "{\"num\":0,\"shards\":[],\"groups\":{}}\n"
     );
-}
-
-#[test]
-fn json_strings_are_escaped() {
-    let mut s = String::new();
-    json_string(&mut s, "a\"b\\c\nd\te\u{1}f\u{7f}é");
-    assert_eq!(s, r#""a\"b\\c\nd\te\u0001f\u007fé""#);
+    let get = GetJson {
+        key: "a\"b\n".into(),
+        value: None,
+        version: 0,
+    };
+    assert_eq!(
+        json_line(&get),
+        "{\"key\":\"a\\\"b\\n\",\"value\":null,\"version\":0}\n"
+    );
 }
 
 #[test]
@@ -312,12 +345,13 @@ fn unreachable_cluster_fails_with_exit_status_one() {
         l.local_addr().unwrap().to_string()
     };
     let start = Instant::now();
-    let code = run(
-        args(&["--timeout", "0.5", "--masters", &addr, "get", "k"]),
-        None,
-    );
+    let code = run(args(&["--timeout", "0.5", "--masters", &addr, "get", "k"]));
     assert_eq!(code, EXIT_FAILED);
     assert!(start.elapsed() < Duration::from_secs(3));
-    assert_eq!(run(args(&["get", "k"]), None), EXIT_USAGE, "no masters");
-    assert_eq!(run(args(&["nope"]), Some("a:1".into())), EXIT_USAGE);
+    assert_eq!(run(args(&["--masters", ",", "get", "k"])), EXIT_USAGE);
+    if std::env::var_os("SYNOD_MASTERS").is_none() {
+        assert_eq!(run(args(&["get", "k"])), EXIT_USAGE, "no masters");
+    }
+    assert_eq!(run(args(&["--masters", "a:1", "nope"])), EXIT_USAGE);
+    assert_eq!(run(args(&["--masters", "a:1", "txn", "frob"])), EXIT_USAGE);
 }
