@@ -701,14 +701,18 @@ impl Filesystem for LossyFs {
     }
 }
 
+/// An in-memory FUSE filesystem that loses exactly what a power cut loses
+/// (control files: see the doc comment of src/bin/synod-lossyfs.rs).
+#[derive(clap::Parser)]
+#[command(name = "synod-lossyfs", version)]
+struct Args {
+    /// Where to mount it (needs /dev/fuse and root)
+    mountpoint: std::path::PathBuf,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [mountpoint] = args.as_slice() else {
-        eprintln!(
-            "usage: synod-lossyfs MOUNTPOINT   (see the doc comment in src/bin/synod-lossyfs.rs)"
-        );
-        return ExitCode::from(2);
-    };
+    let Args { mountpoint } = clap::Parser::parse();
+    let mountpoint = mountpoint.display().to_string();
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is
         // async-signal-safe.
@@ -719,7 +723,7 @@ fn main() -> ExitCode {
         MountOption::RW,
         MountOption::NoAtime,
     ];
-    let session = match fuser::spawn_mount2(LossyFs::new(), mountpoint, &options) {
+    let session = match fuser::spawn_mount2(LossyFs::new(), &mountpoint, &options) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("synod-lossyfs: cannot mount {mountpoint}: {e} (needs /dev/fuse and root)");

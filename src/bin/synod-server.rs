@@ -1,6 +1,7 @@
 //! `synod-server`: one Synod node.
 //!
 //! `synod-server --listen ADDR --data-dir DIR --masters A,B,C [--cores N]`
+//! (options declared with `clap`, each also read from `SYNOD_<OPTION>`)
 //! hosts a master replica when ADDR is in `--masters`, and a replica of every
 //! KV group whose member list (in the master's latest configuration) names
 //! ADDR. Logs go through env_logger (`RUST_LOG=info` by default).
@@ -10,209 +11,246 @@
 //! `synod::resp`), so `redis-cli -p PORT set k v` works against any node.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::FalseyValueParser;
+use clap::{Parser, ValueEnum};
 use synod::auth::Key;
 use synod::runtime::{self, RuntimeConfig};
 use synod::storage::FsyncPolicy;
 
-const USAGE: &str =
-    "usage: synod-server --listen HOST:PORT --data-dir DIR --masters A,B,C [options]
+/// One Synod node: a master replica when its address is in --masters, and
+/// a replica of every KV group whose members (in the master's latest
+/// configuration) name it.
+///
+/// Every option can also be set in the environment as SYNOD_<OPTION>
+/// (--data-dir: SYNOD_DATA_DIR); the command line wins. Defaults that
+/// cannot be shown below are the runtime's (`RuntimeConfig::new`).
+#[derive(Debug, Parser)]
+#[command(name = "synod-server", version)]
+struct Args {
+    /// Listen here for peers and clients (an IP address and port)
+    #[arg(long, env = "SYNOD_LISTEN", value_name = "HOST:PORT")]
+    listen: String,
+    /// The node's data directory (WAL segments, snapshots, LOCK, IDENTITY)
+    #[arg(long, env = "SYNOD_DATA_DIR", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// The shard master group, the same list on every node and client
+    #[arg(long, env = "SYNOD_MASTERS", value_name = "A,B,C")]
+    masters: String,
+    /// Event loops (default: the machine's cores); fixed per data dir
+    #[arg(long, env = "SYNOD_CORES", value_name = "N")]
+    cores: Option<u64>,
+    /// Address others use for this node (default: --listen)
+    #[arg(long, env = "SYNOD_ADVERTISE", value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Shard count (default 64); fixed per data dir
+    #[arg(long, env = "SYNOD_SHARDS", value_name = "N")]
+    shards: Option<u64>,
+    /// 'never' is UNSAFE (acknowledged writes can be lost on power
+    /// failure); for benchmarks only [default: always]
+    #[arg(long, env = "SYNOD_FSYNC")]
+    fsync: Option<Fsync>,
+    /// Per core, accepted connections (default 10000; 1..=1048576). When
+    /// full, the connection idle longest (one that never sent a valid frame
+    /// first) is closed to make room, so idle sockets cannot lock out peers
+    /// or admin commands; connections this node dials to its peers do not
+    /// count
+    #[arg(long, env = "SYNOD_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<u64>,
+    /// Largest frame (default 16777216; 65536..=1073741824)
+    #[arg(long, env = "SYNOD_MAX_FRAME_BYTES", value_name = "N")]
+    max_frame_bytes: Option<u64>,
+    /// Close client connections idle this long (default 300)
+    #[arg(long, env = "SYNOD_IDLE_TIMEOUT_SECS", value_name = "N")]
+    idle_timeout_secs: Option<u64>,
+    /// Close connections that send no frame this long (default 10)
+    #[arg(long, env = "SYNOD_FIRST_FRAME_SECS", value_name = "N")]
+    first_frame_secs: Option<u64>,
+    /// A partially received frame must complete within this long (default
+    /// 30)
+    #[arg(long, env = "SYNOD_FRAME_TIMEOUT_SECS", value_name = "N")]
+    frame_timeout_secs: Option<u64>,
+    /// A frame still partial after 5 s must be arriving at least this fast
+    /// (default 65536)
+    #[arg(long, env = "SYNOD_MIN_RECV_BYTES_PER_SEC", value_name = "N")]
+    min_recv_bytes_per_sec: Option<u64>,
+    /// Per core, bytes held in partially received frames over all
+    /// connections; past it the connection holding the largest partial
+    /// frame is closed (default 67108864; at least --max-frame-bytes)
+    #[arg(long, env = "SYNOD_PARTIAL_FRAMES_BUDGET", value_name = "N")]
+    partial_frames_budget: Option<u64>,
+    /// Snapshot a group's state and free its log once the log holds this
+    /// many slots (default 4096)
+    #[arg(long, env = "SYNOD_SNAPSHOT_LOG_SLOTS", value_name = "N")]
+    snapshot_log_slots: Option<u64>,
+    /// ... or once the commands applied since the last snapshot hold more
+    /// than N bytes (default 67108864); snapshots are written and synced
+    /// off the event loop
+    #[arg(long, env = "SYNOD_SNAPSHOT_LOG_BYTES", value_name = "N")]
+    snapshot_log_bytes: Option<u64>,
+    /// Each core's write-ahead log starts a new segment file at this size;
+    /// disk is reclaimed a whole closed segment at a time (default
+    /// 67108864)
+    #[arg(long, env = "SYNOD_WAL_SEGMENT_BYTES", value_name = "N")]
+    wal_segment_bytes: Option<u64>,
+    /// Per connection: stop reading it while this many reply bytes wait to
+    /// be written (default 8388608)
+    #[arg(long, env = "SYNOD_CONN_WRITE_BUF_MAX", value_name = "N")]
+    conn_write_buf_max: Option<u64>,
+    /// Per connection: stop reading it while this many of its requests are
+    /// unanswered (default 4096). Also stops reading while the reply bytes
+    /// queued plus the unanswered requests times the largest recent reply
+    /// on the connection exceed --conn-write-buf-max
+    #[arg(long, env = "SYNOD_CONN_IN_FLIGHT_MAX", value_name = "N")]
+    conn_in_flight_max: Option<u64>,
+    /// Per connection: close it once this many reply bytes wait for it to
+    /// read them (default 33554432; at least --conn-write-buf-max +
+    /// --max-frame-bytes)
+    #[arg(long, env = "SYNOD_CONN_REPLY_HARD_MAX", value_name = "N")]
+    conn_reply_hard_max: Option<u64>,
+    /// Per core, unread reply bytes of all accepted connections; past it
+    /// the connection holding the most is closed (default 268435456; at
+    /// least --conn-reply-hard-max)
+    #[arg(long, env = "SYNOD_REPLY_BYTES_BUDGET", value_name = "N")]
+    reply_bytes_budget: Option<u64>,
+    /// Start although the data directory records another --advertise
+    /// address or --masters list, and record this one (only when the node
+    /// moved for good)
+    #[arg(long, env = "SYNOD_ALLOW_IDENTITY_CHANGE", value_parser = FalseyValueParser::new())]
+    allow_identity_change: bool,
+    /// SO_SNDBUF/SO_RCVBUF for every connection (default: the kernel's)
+    #[arg(long, env = "SYNOD_SOCKET_BUF_BYTES", value_name = "N")]
+    socket_buf_bytes: Option<u64>,
+    /// Protocol tick (default 10)
+    #[arg(long, env = "SYNOD_TICK_MS", value_name = "N")]
+    tick_ms: Option<u64>,
+    /// How Gets are made linearizable: 'index' has the leader confirm its
+    /// leadership with one quorum round shared by all reads of a loop turn
+    /// and answer from its applied state; 'log' orders each Get through the
+    /// Paxos log like a write (slower; for comparison) [default: index]
+    #[arg(long, env = "SYNOD_READS")]
+    reads: Option<Reads>,
+    /// When another group pulls a shard from this node, send it in chunks
+    /// of about N bytes of records, each one message and one log entry at
+    /// the receiver (default 1048576; at most half of --max-frame-bytes)
+    #[arg(long, env = "SYNOD_MIGRATE_CHUNK_BYTES", value_name = "N")]
+    migrate_chunk_bytes: Option<u64>,
+    /// A client's at-most-once session in a shard expires after N seconds
+    /// without a write there (log time; default 600). Its later writes get
+    /// SessionExpired. Must be the same on every node
+    #[arg(long, env = "SYNOD_SESSION_TTL_SECS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=7 * 24 * 3600))]
+    session_ttl_secs: Option<u64>,
+    /// At most N sessions per shard; beyond it the least recently active
+    /// is evicted, as if expired (default 4096; about 660 bytes each). Must
+    /// be the same on every node
+    #[arg(long, env = "SYNOD_MAX_SESSIONS_PER_SHARD", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    max_sessions_per_shard: Option<u64>,
+    /// Serve Prometheus metrics on GET /metrics here (plain HTTP, no
+    /// authentication: bind it to a private address; default: off)
+    #[arg(long, env = "SYNOD_METRICS_LISTEN", value_name = "HOST:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Also serve the Redis protocol (RESP2) here, as a client of the
+    /// --masters cluster (default: off)
+    #[arg(long, env = "SYNOD_RESP_LISTEN", value_name = "HOST:PORT")]
+    resp_listen: Option<SocketAddr>,
+    /// Event loops of the RESP gateway (default: the machine's cores)
+    #[arg(long, env = "SYNOD_RESP_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=synod::resp::MAX_THREADS as u64))]
+    resp_threads: Option<u64>,
+    /// The cluster's secret: peer, migration and admin traffic must prove
+    /// it (HMAC-SHA256 challenge-response). Make one with `head -c 32
+    /// /dev/urandom > key; chmod 600 key`
+    #[arg(long, env = "SYNOD_CLUSTER_KEY_FILE", value_name = "PATH")]
+    cluster_key_file: Option<PathBuf>,
+    /// KV clients must prove this key too (default: KV requests and
+    /// queries are open)
+    #[arg(long, env = "SYNOD_CLIENT_KEY_FILE", value_name = "PATH")]
+    client_key_file: Option<PathBuf>,
+    /// RESP clients must AUTH with this password (the file's content
+    /// without a trailing newline)
+    #[arg(long, env = "SYNOD_RESP_PASSWORD_FILE", value_name = "PATH")]
+    resp_password_file: Option<PathBuf>,
+    /// Open RESP connections (default 1000); when full, the one silent
+    /// longest (at least 1 s) is closed for a newcomer
+    #[arg(long, env = "SYNOD_RESP_MAX_CONNECTIONS", value_name = "N",
+          value_parser = resp_limit())]
+    resp_max_connections: Option<u64>,
+    /// Close a RESP connection that sent no whole command this long
+    /// (default 300)
+    #[arg(long, env = "SYNOD_RESP_IDLE_TIMEOUT_SECS", value_name = "N",
+          value_parser = resp_limit())]
+    resp_idle_timeout_secs: Option<u64>,
+    /// An unfinished RESP command must complete within this long (default
+    /// 30)
+    #[arg(long, env = "SYNOD_RESP_COMMAND_TIMEOUT_SECS", value_name = "N",
+          value_parser = resp_limit())]
+    resp_command_timeout_secs: Option<u64>,
+    /// Arguments of one RESP command, at most (default 65536)
+    #[arg(long, env = "SYNOD_RESP_MAX_COMMAND_ARGS", value_name = "N",
+          value_parser = resp_limit())]
+    resp_max_command_args: Option<u64>,
+    /// Bytes of unfinished RESP commands the gateway holds, over all
+    /// connections (default 67108864)
+    #[arg(long, env = "SYNOD_RESP_PARTIAL_BUDGET", value_name = "N",
+          value_parser = resp_limit())]
+    resp_partial_budget: Option<u64>,
+    /// RESP FLUSHDB/FLUSHALL remove every key of the cluster (default:
+    /// refused with an error)
+    #[arg(long, env = "SYNOD_RESP_ALLOW_FLUSHDB", value_parser = FalseyValueParser::new())]
+    resp_allow_flushdb: bool,
+}
 
-options:
-  --cores N               event loops (default: the machine's cores); fixed per data dir
-  --advertise HOST:PORT   address others use for this node (default: --listen)
-  --shards N              shard count (default 64); fixed per data dir
-  --fsync always|never    'never' is UNSAFE (acknowledged writes can be lost on
-                          power failure); for benchmarks only. Default: always
-  --max-connections N     per core, accepted connections (default 10000; 1..=1048576).
-                          When full, the connection idle longest (one that never
-                          sent a valid frame first) is closed to make room, so idle
-                          sockets cannot lock out peers or admin commands;
-                          connections this node dials to its peers do not count
-  --max-frame-bytes N     default 16777216 (65536..=1073741824)
-  --idle-timeout-secs N   close client connections idle this long (default 300)
-  --first-frame-secs N    close connections that send no frame this long (default 10)
-  --frame-timeout-secs N  a partially received frame must complete within this
-                          long (default 30)
-  --min-recv-bytes-per-sec N
-                          a frame still partial after 5 s must be arriving at
-                          least this fast (default 65536)
-  --partial-frames-budget N
-                          per core, bytes held in partially received frames over
-                          all connections; past it the connection holding the
-                          largest partial frame is closed (default 67108864; at
-                          least --max-frame-bytes)
-  --snapshot-log-slots N  snapshot a group's state and free its log once the log
-                          holds this many slots (default 4096)
-  --snapshot-log-bytes N  ... or once the commands applied since the last
-                          snapshot hold more than N bytes (default 67108864);
-                          snapshots are written and synced off the event loop
-  --wal-segment-bytes N   each core's write-ahead log starts a new segment file
-                          at this size; disk is reclaimed a whole closed segment
-                          at a time (default 67108864)
-  --conn-write-buf-max N  per connection: stop reading it while this many reply
-                          bytes wait to be written (default 8388608)
-  --conn-in-flight-max N  per connection: stop reading it while this many of its
-                          requests are unanswered (default 4096)
-                          Also stops reading while the reply bytes queued plus the
-                          unanswered requests times the largest recent reply on the
-                          connection exceed --conn-write-buf-max
-  --conn-reply-hard-max N per connection: close it once this many reply bytes wait
-                          for it to read them (default 33554432; at least
-                          --conn-write-buf-max + --max-frame-bytes)
-  --reply-bytes-budget N  per core, unread reply bytes of all accepted connections;
-                          past it the connection holding the most is closed
-                          (default 268435456; at least --conn-reply-hard-max)
-  --allow-identity-change start although the data directory records another
-                          --advertise address or --masters list, and record this
-                          one (only when the node moved for good)
-  --socket-buf-bytes N    SO_SNDBUF/SO_RCVBUF for every connection (default: the kernel's)
-  --tick-ms N             protocol tick (default 10)
-  --reads index|log       how Gets are made linearizable: 'index' (default) has
-                          the leader confirm its leadership with one quorum
-                          round shared by all reads of a loop turn and answer
-                          from its applied state; 'log' orders each Get through
-                          the Paxos log like a write (slower; for comparison)
-  --migrate-chunk-bytes N when another group pulls a shard from this node, send
-                          it in chunks of about N bytes of records, each one
-                          message and one log entry at the receiver (default
-                          1048576; at most half of --max-frame-bytes)
-  --session-ttl-secs N    a client's at-most-once session in a shard expires
-                          after N seconds without a write there (log time;
-                          default 600). Its later writes get SessionExpired.
-                          Must be the same on every node
-  --max-sessions-per-shard N
-                          at most N sessions per shard; beyond it the least
-                          recently active is evicted, as if expired (default
-                          4096; about 660 bytes each). Must be the same on
-                          every node
-  --metrics-listen HOST:PORT
-                          serve Prometheus metrics on GET /metrics here (plain
-                          HTTP, no authentication: bind it to a private address;
-                          default: off)
-  --resp-listen HOST:PORT also serve the Redis protocol (RESP2) here, as a
-                          client of the --masters cluster (default: off)
-  --resp-threads N        event loops of the RESP gateway (default: the machine's cores)
-  --cluster-key-file PATH the cluster's secret (also SYNOD_CLUSTER_KEY_FILE): peer,
-                          migration and admin traffic must prove it (HMAC-SHA256
-                          challenge-response). Make one with
-                          `head -c 32 /dev/urandom > key; chmod 600 key`
-  --client-key-file PATH  KV clients must prove this key too (default: KV
-                          requests and queries are open)
-  --resp-password-file PATH  RESP clients must AUTH with this password (the
-                          file's content without a trailing newline)
-  --resp-max-connections N
-                          open RESP connections (default 1000); when full, the one
-                          silent longest (at least 1 s) is closed for a newcomer
-  --resp-idle-timeout-secs N
-                          close a RESP connection that sent no whole command this
-                          long (default 300)
-  --resp-command-timeout-secs N
-                          an unfinished RESP command must complete within this long
-                          (default 30)
-  --resp-max-command-args N
-                          arguments of one RESP command, at most (default 65536)
-  --resp-partial-budget N bytes of unfinished RESP commands the gateway holds, over
-                          all connections (default 67108864)
-  --resp-allow-flushdb    RESP FLUSHDB/FLUSHALL remove every key of the cluster
-                          (default: refused with an error)";
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Fsync {
+    Always,
+    Never,
+}
 
-/// The RESP gateway's address and event-loop count, when asked for.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Reads {
+    Index,
+    Log,
+}
+
+/// The `--resp-*` limits: 1 to 2^40.
+fn resp_limit() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=1 << 40)
+}
+
+/// The RESP gateway's settings (and the metrics listener, kept with the
+/// other side listeners).
 struct RespArgs {
-    /// `--metrics-listen` (kept here with the other side listeners).
     metrics_listen: Option<SocketAddr>,
     listen: Option<SocketAddr>,
     threads: Option<usize>,
     /// `--resp-password-file`: RESP clients must AUTH first.
     password: Option<Vec<u8>>,
-    /// `--resp-*` limits, applied to the gateway's options in order.
-    limits: Vec<(String, u64)>,
+    max_connections: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    command_timeout_secs: Option<u64>,
+    max_command_args: Option<u64>,
+    partial_budget: Option<u64>,
     /// `--resp-allow-flushdb`: FLUSHDB and FLUSHALL may run.
     allow_flushdb: bool,
 }
 
-/// The node's runtime configuration and the RESP gateway's settings.
-fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
-    let mut listen = None;
-    let mut data_dir = None;
-    let mut masters = None;
-    let mut resp_listen = None;
-    let mut metrics_listen = None;
-    let mut resp_threads = None;
-    let mut cluster_key_file = std::env::var_os("SYNOD_CLUSTER_KEY_FILE");
-    let mut client_key_file = None;
-    let mut resp_password_file = None;
-    let mut resp_limits = Vec::new();
-    let mut resp_allow_flushdb = false;
-    let mut rest: Vec<(String, String)> = Vec::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
-        }
-        if flag == "--allow-identity-change" {
-            rest.push((flag, String::new()));
-            continue;
-        }
-        if flag == "--resp-allow-flushdb" {
-            resp_allow_flushdb = true;
-            continue;
-        }
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--listen" => listen = Some(value),
-            "--data-dir" => data_dir = Some(value),
-            "--masters" => masters = Some(value),
-            "--cluster-key-file" => cluster_key_file = Some(value.into()),
-            "--client-key-file" => client_key_file = Some(value),
-            "--resp-password-file" => resp_password_file = Some(value),
-            "--resp-listen" => {
-                resp_listen = Some(value.parse::<SocketAddr>().map_err(|_| {
-                    format!("--resp-listen {value:?} is not HOST:PORT (an IP address and port)")
-                })?)
-            }
-            "--metrics-listen" => {
-                metrics_listen = Some(value.parse::<SocketAddr>().map_err(|_| {
-                    format!("--metrics-listen {value:?} is not HOST:PORT (an IP address and port)")
-                })?)
-            }
-            "--resp-threads" => {
-                let n = value
-                    .parse::<usize>()
-                    .map_err(|_| format!("not a number: {value:?}"))?;
-                if !(1..=synod::resp::MAX_THREADS).contains(&n) {
-                    return Err(format!(
-                        "--resp-threads must be between 1 and {}",
-                        synod::resp::MAX_THREADS
-                    ));
-                }
-                resp_threads = Some(n);
-            }
-            "--resp-max-connections"
-            | "--resp-idle-timeout-secs"
-            | "--resp-command-timeout-secs"
-            | "--resp-max-command-args"
-            | "--resp-partial-budget" => {
-                let n = value
-                    .parse::<u64>()
-                    .map_err(|_| format!("not a number: {value:?}"))?;
-                if n == 0 || n > 1 << 40 {
-                    return Err(format!("{flag} must be between 1 and 2^40"));
-                }
-                resp_limits.push((flag, n));
-            }
-            _ => rest.push((flag, value)),
-        }
-    }
-    let listen_s = listen.ok_or("--listen is required")?;
-    let listen = listen_s
-        .parse()
-        .map_err(|_| format!("--listen {listen_s:?} is not HOST:PORT (an IP address and port)"))?;
-    let data_dir = data_dir.ok_or("--data-dir is required")?;
-    let masters: Vec<String> = masters
-        .ok_or("--masters is required")?
+/// The node's runtime configuration and the RESP gateway's settings, from
+/// the parsed command line; what one flag cannot check alone is checked
+/// here.
+fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
+    let listen = a.listen.parse().map_err(|_| {
+        format!(
+            "--listen {:?} is not HOST:PORT (an IP address and port)",
+            a.listen
+        )
+    })?;
+    let masters: Vec<String> = a
+        .masters
         .split(',')
         .filter(|s| !s.is_empty())
         .map(str::to_string)
@@ -220,88 +258,80 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     if masters.is_empty() {
         return Err("--masters needs at least one address".into());
     }
-    let mut cfg = RuntimeConfig::new(listen, data_dir.into(), masters);
-    cfg.advertise = listen_s;
-    if let Some(path) = cluster_key_file.filter(|p| !p.is_empty()) {
-        cfg.keys.cluster = Some(Key::load(std::path::Path::new(&path))?);
-    }
-    if let Some(path) = client_key_file {
-        cfg.keys.client = Some(Key::load(std::path::Path::new(&path))?);
-    }
-    let password = match resp_password_file {
+    let mut cfg = RuntimeConfig::new(listen, a.data_dir, masters);
+    cfg.advertise = a.advertise.unwrap_or(a.listen);
+    // An empty path (`SYNOD_CLUSTER_KEY_FILE=`) means no key.
+    let key = |path: Option<PathBuf>| {
+        path.filter(|p| !p.as_os_str().is_empty())
+            .map(|p| Key::load(&p))
+            .transpose()
+    };
+    cfg.keys.cluster = key(a.cluster_key_file)?;
+    cfg.keys.client = key(a.client_key_file)?;
+    let password = match a.resp_password_file {
         Some(path) => {
             let mut pw = std::fs::read(&path)
-                .map_err(|e| format!("cannot read --resp-password-file {path}: {e}"))?;
+                .map_err(|e| format!("cannot read --resp-password-file {}: {e}", path.display()))?;
             while pw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 pw.pop();
             }
             if pw.is_empty() {
-                return Err(format!("--resp-password-file {path} is empty"));
+                return Err(format!("--resp-password-file {} is empty", path.display()));
             }
             Some(pw)
         }
         None => None,
     };
-    let num = |v: &str| v.parse::<u64>().map_err(|_| format!("not a number: {v:?}"));
-    for (flag, v) in rest {
-        match flag.as_str() {
-            "--cores" => cfg.cores = num(&v)? as usize,
-            "--advertise" => cfg.advertise = v,
-            "--shards" => cfg.shards = num(&v)?.min(u32::MAX as u64) as u32,
-            "--fsync" => {
-                cfg.fsync = match v.as_str() {
-                    "always" => FsyncPolicy::Always,
-                    "never" => FsyncPolicy::Never,
-                    _ => return Err(format!("--fsync must be always or never, not {v:?}")),
-                }
-            }
-            "--max-connections" => cfg.max_connections = num(&v)? as usize,
-            "--max-frame-bytes" => cfg.max_frame_bytes = num(&v)?.min(u32::MAX as u64) as u32,
-            "--idle-timeout-secs" => cfg.idle_timeout = Duration::from_secs(num(&v)?),
-            "--first-frame-secs" => cfg.first_frame_timeout = Duration::from_secs(num(&v)?),
-            "--snapshot-log-slots" => cfg.snapshot_log_slots = num(&v)? as usize,
-            "--snapshot-log-bytes" => cfg.snapshot_log_bytes = num(&v)?,
-            "--wal-segment-bytes" => {
-                cfg.wal_segment_bytes = num(&v)?;
-                if cfg.wal_segment_bytes == 0 {
-                    return Err("--wal-segment-bytes must be positive".into());
-                }
-            }
-            "--tick-ms" => cfg.tick = Duration::from_millis(num(&v)?),
-            "--conn-write-buf-max" => cfg.conn_write_buf_max = num(&v)? as usize,
-            "--conn-in-flight-max" => cfg.conn_in_flight_max = num(&v)? as usize,
-            "--conn-reply-hard-max" => cfg.conn_reply_hard_max = num(&v)? as usize,
-            "--frame-timeout-secs" => cfg.frame_timeout = Duration::from_secs(num(&v)?),
-            "--min-recv-bytes-per-sec" => cfg.min_recv_bytes_per_sec = num(&v)?,
-            "--partial-frames-budget" => cfg.partial_frames_budget = num(&v)? as usize,
-            "--reply-bytes-budget" => cfg.reply_bytes_budget = num(&v)? as usize,
-            "--allow-identity-change" => cfg.allow_identity_change = true,
-            "--socket-buf-bytes" => cfg.socket_buf_bytes = Some(num(&v)? as usize),
-            "--reads" => {
-                cfg.read_index = match v.as_str() {
-                    "index" => true,
-                    "log" => false,
-                    _ => return Err(format!("--reads must be index or log, not {v:?}")),
-                }
-            }
-            "--migrate-chunk-bytes" => cfg.migrate_chunk_bytes = num(&v)? as usize,
-            "--session-ttl-secs" => {
-                let secs = num(&v)?;
-                if secs == 0 || secs > 7 * 24 * 3600 {
-                    return Err("--session-ttl-secs must be between 1 and 604800".into());
-                }
-                cfg.session_ttl = Duration::from_secs(secs);
-            }
-            "--max-sessions-per-shard" => {
-                let n = num(&v)?;
-                if n == 0 || n > 1 << 24 {
-                    return Err("--max-sessions-per-shard must be between 1 and 16777216".into());
-                }
-                cfg.max_sessions_per_shard = n as usize;
-            }
-            other => return Err(format!("unknown option {other:?}")),
+    let secs = Duration::from_secs;
+    let set = |slot: &mut usize, v: Option<u64>| {
+        if let Some(v) = v {
+            *slot = v as usize;
         }
+    };
+    set(&mut cfg.cores, a.cores);
+    if let Some(n) = a.shards {
+        cfg.shards = n.min(u32::MAX as u64) as u32;
     }
+    if let Some(f) = a.fsync {
+        cfg.fsync = match f {
+            Fsync::Always => FsyncPolicy::Always,
+            Fsync::Never => FsyncPolicy::Never,
+        };
+    }
+    set(&mut cfg.max_connections, a.max_connections);
+    if let Some(n) = a.max_frame_bytes {
+        cfg.max_frame_bytes = n.min(u32::MAX as u64) as u32;
+    }
+    cfg.idle_timeout = a.idle_timeout_secs.map_or(cfg.idle_timeout, secs);
+    cfg.first_frame_timeout = a.first_frame_secs.map_or(cfg.first_frame_timeout, secs);
+    cfg.frame_timeout = a.frame_timeout_secs.map_or(cfg.frame_timeout, secs);
+    cfg.min_recv_bytes_per_sec = a
+        .min_recv_bytes_per_sec
+        .unwrap_or(cfg.min_recv_bytes_per_sec);
+    set(&mut cfg.partial_frames_budget, a.partial_frames_budget);
+    set(&mut cfg.snapshot_log_slots, a.snapshot_log_slots);
+    cfg.snapshot_log_bytes = a.snapshot_log_bytes.unwrap_or(cfg.snapshot_log_bytes);
+    if let Some(n) = a.wal_segment_bytes {
+        if n == 0 {
+            return Err("--wal-segment-bytes must be positive".into());
+        }
+        cfg.wal_segment_bytes = n;
+    }
+    set(&mut cfg.conn_write_buf_max, a.conn_write_buf_max);
+    set(&mut cfg.conn_in_flight_max, a.conn_in_flight_max);
+    set(&mut cfg.conn_reply_hard_max, a.conn_reply_hard_max);
+    set(&mut cfg.reply_bytes_budget, a.reply_bytes_budget);
+    cfg.allow_identity_change = a.allow_identity_change;
+    if let Some(n) = a.socket_buf_bytes {
+        cfg.socket_buf_bytes = Some(n as usize);
+    }
+    cfg.tick = a.tick_ms.map_or(cfg.tick, Duration::from_millis);
+    if let Some(r) = a.reads {
+        cfg.read_index = matches!(r, Reads::Index);
+    }
+    set(&mut cfg.migrate_chunk_bytes, a.migrate_chunk_bytes);
+    cfg.session_ttl = a.session_ttl_secs.map_or(cfg.session_ttl, secs);
+    set(&mut cfg.max_sessions_per_shard, a.max_sessions_per_shard);
     synod::runtime::limits::validate(&cfg).map_err(|e| e.0)?;
     // Half the frame leaves room for the chunk's framing, a record that
     // overshoots the budget, and the dedup sessions on the last chunk.
@@ -314,12 +344,16 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
     Ok((
         cfg,
         RespArgs {
-            metrics_listen,
-            listen: resp_listen,
-            threads: resp_threads,
+            metrics_listen: a.metrics_listen,
+            listen: a.resp_listen,
+            threads: a.resp_threads.map(|n| n as usize),
             password,
-            limits: resp_limits,
-            allow_flushdb: resp_allow_flushdb,
+            max_connections: a.resp_max_connections,
+            idle_timeout_secs: a.resp_idle_timeout_secs,
+            command_timeout_secs: a.resp_command_timeout_secs,
+            max_command_args: a.resp_max_command_args,
+            partial_budget: a.resp_partial_budget,
+            allow_flushdb: a.resp_allow_flushdb,
         },
     ))
 }
@@ -335,13 +369,13 @@ fn main() -> ExitCode {
         default_hook(info);
         std::process::abort();
     }));
-    let (cfg, resp) = match parse() {
+    // Help and usage errors exit here (0 and 2), before anything starts.
+    let args = Args::parse();
+    let (cfg, resp) = match configure(args) {
         Ok(c) => c,
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("synod-server: {e}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("synod-server: {e}");
+            eprintln!("run `synod-server --help` for usage");
             return ExitCode::from(2);
         }
     };
@@ -388,15 +422,20 @@ fn main() -> ExitCode {
         opts.shards = shards;
         opts.client.cluster_key = keys.cluster.clone();
         opts.client.client_key = keys.client.clone();
-        for (flag, n) in &resp.limits {
-            match flag.as_str() {
-                "--resp-max-connections" => opts.max_connections = *n as usize,
-                "--resp-idle-timeout-secs" => opts.idle_timeout = Duration::from_secs(*n),
-                "--resp-command-timeout-secs" => opts.command_timeout = Duration::from_secs(*n),
-                "--resp-max-command-args" => opts.max_command_args = *n as usize,
-                "--resp-partial-budget" => opts.partial_budget = *n as usize,
-                _ => unreachable!("only these are collected"),
-            }
+        if let Some(n) = resp.max_connections {
+            opts.max_connections = n as usize;
+        }
+        if let Some(n) = resp.idle_timeout_secs {
+            opts.idle_timeout = Duration::from_secs(n);
+        }
+        if let Some(n) = resp.command_timeout_secs {
+            opts.command_timeout = Duration::from_secs(n);
+        }
+        if let Some(n) = resp.max_command_args {
+            opts.max_command_args = n as usize;
+        }
+        if let Some(n) = resp.partial_budget {
+            opts.partial_budget = n as usize;
         }
         let started =
             std::net::TcpListener::bind(addr).and_then(|l| synod::resp::serve_with(l, opts));

@@ -2,16 +2,145 @@
 //!
 //! Exits 0 only when every seed passes. The last line is `seeds=N failures=F`
 //! followed by other `key=value` figures. A failing seed prints itself with
-//! the exact command that replays it.
+//! the exact command that replays it. The command line is declared with
+//! `clap`.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use clap::builder::FalseyValueParser;
+use clap::{Parser, ValueEnum};
 use synod::sim::{self, Bugs, SimConfig, SimReport};
 
+/// Run the deterministic simulator over many seeds.
+///
+/// Every option can also be set in the environment as
+/// SYNOD_SIMULATOR_<OPTION> (--seeds: SYNOD_SIMULATOR_SEEDS; SYNOD_SIM_* are
+/// the test suite's own knobs); the command line wins.
+#[derive(Debug, Parser)]
+#[command(name = "synod-sim", version, after_help = AFTER_HELP)]
 struct Args {
+    /// Seeds to run
+    #[arg(
+        long,
+        env = "SYNOD_SIMULATOR_SEEDS",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    seeds: u64,
+    /// The first seed
+    #[arg(
+        long = "start-seed",
+        env = "SYNOD_SIMULATOR_START_SEED",
+        value_name = "S",
+        default_value_t = 0
+    )]
+    start: u64,
+    /// Replicas of the group (default: each seed picks 3 or 5 itself, even
+    /// seeds 3, odd seeds 5)
+    #[arg(long, env = "SYNOD_SIMULATOR_REPLICAS", value_parser = ["3", "5"])]
+    replicas: Option<String>,
+    /// No crashes, partitions or message loss
+    #[arg(long, env = "SYNOD_SIMULATOR_NO_FAULTS", value_parser = FalseyValueParser::new())]
+    no_faults: bool,
+    /// Seeds run in parallel (default: the machine's cores)
+    #[arg(long, env = "SYNOD_SIMULATOR_JOBS", value_name = "J")]
+    jobs: Option<u64>,
+    /// group: one replica group; sharded: the master group plus 3 KV groups
+    /// of 3 replicas, with joins, leaves and moves while clients run
+    /// (--replicas and --bug do not apply)
+    #[arg(long, env = "SYNOD_SIMULATOR_WORLD", default_value = "group")]
+    world: World,
+    /// The sharded world's fault phase (default 8; admin changes come
+    /// every 0.3-1.5 s)
+    #[arg(long, env = "SYNOD_SIMULATOR_FAULT_SECS", value_name = "N")]
+    fault_secs: Option<u64>,
+    /// Sharded world: clients also run bank transactions on ACCOUNTS
+    /// accounts in one shard, audits and version-guarded transfers, and
+    /// every audit must see the same total
+    #[arg(
+        long = "txn",
+        env = "SYNOD_SIMULATOR_TXN",
+        value_name = "ACCOUNTS",
+        default_value_t = 0
+    )]
+    bank: usize,
+    /// Plant a bug the checkers must catch (repeatable); txn-ignore-compares
+    /// plants a lost update in --txn
+    #[arg(long = "bug", env = "SYNOD_SIMULATOR_BUG", value_name = "BUG")]
+    bugs: Vec<Bug>,
+    /// Each sync takes up to N us of virtual time, during which the node's
+    /// early messages (a leader's Accepts) are already out and a crash
+    /// loses the records being synced (group world only; default 0, an
+    /// instant disk)
+    #[arg(
+        long,
+        env = "SYNOD_SIMULATOR_DISK_LATENCY_US",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    disk_latency_us: u64,
+    /// A crash mid-sync leaves a torn prefix of the sync's WAL bytes
+    /// (sometimes garbage in its last record) that the WAL's own recovery
+    /// reads back, and every restart checks that a bit flipped in the
+    /// node's synced log is refused (group world; without
+    /// --disk-latency-us it uses 20000)
+    #[arg(long, env = "SYNOD_SIMULATOR_DISK_FAULTS", value_parser = FalseyValueParser::new())]
+    disk_faults: bool,
+    /// During the fault phase, forged messages (out-of-range ballots and
+    /// slots, unsolicited catch-up answers and snapshot chunks, garbage
+    /// snapshots, Promises for ballots never proposed) are stepped into the
+    /// replicas; nothing may panic and every checker still runs (group
+    /// world only)
+    #[arg(long, env = "SYNOD_SIMULATOR_BYZANTINE", value_parser = FalseyValueParser::new())]
+    byzantine: bool,
+    /// A read reaching a leader whose clock stamp is due goes through the
+    /// log behind a fresh stamp, as in the runtime (single-group world)
+    #[arg(long, env = "SYNOD_SIMULATOR_STAMP_READS", value_parser = FalseyValueParser::new())]
+    stamp_reads: bool,
+    /// Byte budget of each Promise page, Accept and catch-up response
+    /// (default 4 MiB); a few hundred makes every election and catch-up
+    /// page
+    #[arg(long, env = "SYNOD_SIMULATOR_PAGE_BYTES", value_name = "N")]
+    page_bytes: Option<usize>,
+    /// Write every message send and receive of the one seed run (needs
+    /// --seeds 1; group world) with each host's Lamport and vector clocks,
+    /// in the log format ShiViz reads (the file's first line is its parser
+    /// expression)
+    #[arg(long, env = "SYNOD_SIMULATOR_TRACE", value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
+    /// Print every seed, and every failure of a failing one
+    #[arg(short, long, env = "SYNOD_SIMULATOR_VERBOSE", value_parser = FalseyValueParser::new())]
+    verbose: bool,
+}
+
+const AFTER_HELP: &str = "Exits 0 only when every seed passes. The last line is seeds=N failures=F
+followed by other key=value figures; a failing seed prints the command that
+replays it.";
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum World {
+    Group,
+    Sharded,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum Bug {
+    SkipDedup,
+    ForgetFloor,
+    TxnIgnoreCompares,
+    FollowerReads,
+    UnconfirmedLeaderReads,
+    AcceptIgnoresPromise,
+    ApplyPastHole,
+    ReadIndexSkipsTakeover,
+    AcceptedBeforeSync,
+}
+
+/// What the seeds run with, from the parsed command line.
+struct Run {
     seeds: u64,
     start: u64,
     replicas: Option<u32>,
@@ -32,117 +161,55 @@ struct Args {
     txn_ignore_compares: bool,
 }
 
-const USAGE: &str =
-    "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
-                 [--world group|sharded] [--fault-secs N] [--txn ACCOUNTS]
-                 [--bug skip-dedup|forget-floor|txn-ignore-compares|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
-                 [--disk-latency-us N] [--disk-faults] [--byzantine] [--stamp-reads] [--page-bytes N] [--trace FILE] [-v]
-
-Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
---world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
-leaves and moves while clients run (--replicas and --bug do not apply);
---fault-secs sets its fault phase (default 8; admin changes come every 0.3-1.5 s).
---txn ACCOUNTS (sharded world): clients also run bank transactions on ACCOUNTS
-accounts in one shard, audits and version-guarded transfers, and every audit
-must see the same total; --bug txn-ignore-compares plants a lost update.
---disk-latency-us N: each sync takes up to N us of virtual time, during which the
-node's early messages (a leader's Accepts) are already out and a crash loses the
-records being synced (group world only; default 0, an instant disk).
---disk-faults: a crash mid-sync leaves a torn prefix of the sync's WAL bytes
-(sometimes garbage in its last record) that the WAL's own recovery reads back,
-and every restart checks that a bit flipped in the node's synced log is
-refused (group world; without --disk-latency-us it uses 20000).
---stamp-reads: a read reaching a leader whose clock stamp is due goes through
-the log behind a fresh stamp, as in the runtime (single-group world).
---byzantine: during the fault phase, forged messages (out-of-range ballots and
-slots, unsolicited catch-up answers and snapshot chunks, garbage snapshots,
-Promises for ballots never proposed) are stepped into the replicas; nothing may
-panic and every checker still runs (group world only).
---page-bytes N: byte budget of each Promise page, Accept and catch-up response
-(default 4 MiB); a few hundred makes every election and catch-up page.
---trace FILE: write every message send and receive of the one seed run (needs
---seeds 1; group world) with each host's Lamport and vector clocks, in the log
-format ShiViz reads (the file's first line is its parser expression).";
-
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        seeds: 100,
-        start: 0,
-        replicas: None,
-        faults: true,
-        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        bugs: Bugs::default(),
-        verbose: false,
-        sharded: false,
-        fault_secs: None,
-        disk_latency_us: 0,
-        byzantine: false,
-        disk_faults: false,
-        stamp_reads: false,
-        page_bytes: None,
-        trace: None,
-        bank: 0,
-        txn_ignore_compares: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match flag.as_str() {
-            "--seeds" => a.seeds = num(&value("--seeds")?)?,
-            "--start-seed" => a.start = num(&value("--start-seed")?)?,
-            "--replicas" => {
-                let r = num(&value("--replicas")?)? as u32;
-                if r != 3 && r != 5 {
-                    return Err(format!("--replicas must be 3 or 5, not {r}"));
-                }
-                a.replicas = Some(r);
-            }
-            "--jobs" => a.jobs = (num(&value("--jobs")?)? as usize).max(1),
-            "--no-faults" => a.faults = false,
-            "--byzantine" => a.byzantine = true,
-            "--disk-faults" => a.disk_faults = true,
-            "--stamp-reads" => a.stamp_reads = true,
-            "--page-bytes" => a.page_bytes = Some(num(&value("--page-bytes")?)? as usize),
-            "--trace" => a.trace = Some(value("--trace")?.into()),
-            "--txn" => a.bank = num(&value("--txn")?)? as usize,
-            "--fault-secs" => a.fault_secs = Some(num(&value("--fault-secs")?)?),
-            "--disk-latency-us" => a.disk_latency_us = num(&value("--disk-latency-us")?)?,
-            "--world" => match value("--world")?.as_str() {
-                "group" => a.sharded = false,
-                "sharded" => a.sharded = true,
-                other => return Err(format!("--world must be group or sharded, not {other:?}")),
-            },
-            "--bug" => match value("--bug")?.as_str() {
-                "skip-dedup" => a.bugs.skip_dedup = true,
-                "forget-floor" => a.bugs.forget_floor = true,
-                "txn-ignore-compares" => a.txn_ignore_compares = true,
-                "follower-reads" => a.bugs.replica.follower_reads = true,
-                "unconfirmed-leader-reads" => a.bugs.replica.unconfirmed_leader_reads = true,
-                "accept-ignores-promise" => a.bugs.paxos.accept_ignores_promise = true,
-                "apply-past-hole" => a.bugs.paxos.apply_past_hole = true,
-                "read-index-skips-takeover" => a.bugs.paxos.read_index_skips_takeover = true,
-                "accepted-before-sync" => a.bugs.paxos.accepted_before_sync = true,
-                other => return Err(format!("unknown bug {other:?}")),
-            },
-            "-v" | "--verbose" => a.verbose = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
+fn configure(a: Args) -> Result<Run, String> {
+    let mut bugs = Bugs::default();
+    let mut txn_ignore_compares = false;
+    for bug in &a.bugs {
+        match bug {
+            Bug::SkipDedup => bugs.skip_dedup = true,
+            Bug::ForgetFloor => bugs.forget_floor = true,
+            Bug::TxnIgnoreCompares => txn_ignore_compares = true,
+            Bug::FollowerReads => bugs.replica.follower_reads = true,
+            Bug::UnconfirmedLeaderReads => bugs.replica.unconfirmed_leader_reads = true,
+            Bug::AcceptIgnoresPromise => bugs.paxos.accept_ignores_promise = true,
+            Bug::ApplyPastHole => bugs.paxos.apply_past_hole = true,
+            Bug::ReadIndexSkipsTakeover => bugs.paxos.read_index_skips_takeover = true,
+            Bug::AcceptedBeforeSync => bugs.paxos.accepted_before_sync = true,
         }
     }
-    if a.disk_faults && a.disk_latency_us == 0 {
-        a.disk_latency_us = 20_000;
-    }
-    if a.trace.is_some() && (a.seeds != 1 || a.sharded) {
+    let sharded = a.world == World::Sharded;
+    if a.trace.is_some() && (a.seeds != 1 || sharded) {
         return Err("--trace traces one seed of the group world: add --seeds 1".into());
     }
-    Ok(a)
+    Ok(Run {
+        seeds: a.seeds,
+        start: a.start,
+        replicas: a.replicas.map(|r| r.parse().expect("3 or 5")),
+        faults: !a.no_faults,
+        jobs: a.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |j| (j as usize).max(1),
+        ),
+        bugs,
+        verbose: a.verbose,
+        sharded,
+        fault_secs: a.fault_secs,
+        disk_latency_us: if a.disk_faults && a.disk_latency_us == 0 {
+            20_000
+        } else {
+            a.disk_latency_us
+        },
+        byzantine: a.byzantine,
+        disk_faults: a.disk_faults,
+        stamp_reads: a.stamp_reads,
+        page_bytes: a.page_bytes,
+        trace: a.trace,
+        bank: a.bank,
+        txn_ignore_compares,
+    })
 }
 
-fn num(s: &str) -> Result<u64, String> {
-    s.parse().map_err(|_| format!("not a number: {s:?}"))
-}
-
-fn config_for(seed: u64, args: &Args) -> SimConfig {
+fn config_for(seed: u64, args: &Run) -> SimConfig {
     let mut cfg = SimConfig::for_seed(seed, args.replicas);
     cfg.faults = args.faults;
     cfg.bugs = args.bugs;
@@ -159,13 +226,10 @@ fn config_for(seed: u64, args: &Args) -> SimConfig {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args = match parse() {
+    let args = match configure(Args::parse()) {
         Ok(a) => a,
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("synod-sim: {e}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("synod-sim: {e}");
             return ExitCode::from(2);
         }
     };
@@ -269,7 +333,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_sharded(args: &Args) -> ExitCode {
+fn run_sharded(args: &Run) -> ExitCode {
     use synod::sim::sharded::{run_sharded, ShardedConfig, ShardedReport};
     let started = Instant::now();
     let next = AtomicU64::new(args.start);

@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
 /// One figure's value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -25,33 +27,36 @@ impl Value {
             Value::Word(w) => w.clone(),
         }
     }
+}
 
-    fn json(&self) -> String {
+/// JSON: integers and words as such; a float rounded to its decimals (so
+/// the JSON says what the `key=value` line says), `null` when not finite
+/// (JSON has no NaN or infinity).
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Value::Int(v) => v.to_string(),
-            // JSON has no NaN or infinity.
-            Value::Float(v, decimals) if v.is_finite() => format!("{v:.decimals$}"),
-            Value::Float(..) => "null".to_string(),
-            Value::Word(w) => json_string(w),
+            Value::Int(v) => serializer.serialize_u64(*v),
+            Value::Float(v, decimals) if v.is_finite() => {
+                let rounded: f64 = format!("{v:.decimals$}").parse().unwrap_or(*v);
+                serializer.serialize_f64(rounded)
+            }
+            Value::Float(..) => serializer.serialize_none(),
+            Value::Word(w) => serializer.serialize_str(w),
         }
     }
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+/// The same figures as [`Summary::kv_line`], as one JSON object in the
+/// same order.
+impl Serialize for Summary {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = self.fields();
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (k, v) in &fields {
+            map.serialize_entry(k, v)?;
         }
+        map.end()
     }
-    out.push('"');
-    out
 }
 
 /// A word safe for the `key=value` line: whitespace and `=` become `_`.
@@ -190,14 +195,11 @@ impl Summary {
         fields.join(" ")
     }
 
-    /// The same figures as one JSON object (one line, trailing newline).
+    /// The same figures as one JSON object (one line, trailing newline),
+    /// written by `serde_json`.
     pub fn json(&self) -> String {
-        let fields: Vec<String> = self
-            .fields()
-            .into_iter()
-            .map(|(k, v)| format!("{}:{}", json_string(k), v.json()))
-            .collect();
-        format!("{{{}}}\n", fields.join(","))
+        // A map of strings and numbers: serializing it cannot fail.
+        serde_json::to_string(self).expect("JSON of plain figures") + "\n"
     }
 
     /// A few lines for a person.
@@ -326,10 +328,15 @@ mod tests {
         let mut s = sample();
         s.linearizable = Some(true);
         let j = s.json();
-        assert!(j.starts_with("{\"ops\":1500,\"secs\":3.000,\"ops_per_sec\":500.0,"));
+        assert!(j.starts_with("{\"ops\":1500,\"secs\":3.0,\"ops_per_sec\":500.0,"));
         assert!(j.contains("\"workload\":\"mixed\""));
+        assert!(
+            j.contains("\"mean_us\":1000.2,"),
+            "rounded as in the line: {j}"
+        );
         assert!(j.ends_with("\"linearizable\":\"yes\"}\n"));
-        assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
+        s.secs = f64::NAN;
+        assert!(s.json().contains("\"secs\":null,"));
     }
 
     #[test]

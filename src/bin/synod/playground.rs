@@ -59,10 +59,6 @@ impl From<String> for Stop {
 
 /// How long nodes get to exit after SIGTERM before SIGKILL.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
-/// How long, by default, the masters get to elect a leader and answer a
-/// Query, and then the groups to join and serve a put and a get
-/// (`--ready-secs`).
-pub(crate) const READY_WITHIN_DEFAULT: Duration = Duration::from_secs(30);
 /// The key the readiness probe writes.
 pub(crate) const PROBE_KEY: &str = "synod:playground:probe";
 

@@ -329,7 +329,7 @@ fn playground_refuses_a_busy_port() {
         server_args: vec![],
         resp_port: None,
         metrics_port: None,
-        ready_within: READY_WITHIN_DEFAULT,
+        ready_within: Duration::from_secs(30),
     };
     let err = playground(&args, Duration::from_secs(1)).unwrap_err();
     assert!(

@@ -15,10 +15,11 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use synod::auth::Key;
 use synod::check::{check_kv, CheckOptions, CheckResult};
 use synod::client::{Client, ClientOptions};
-use synod_tools::cli::{self, Options, USAGE};
+use synod_tools::cli::{Args, Options};
 use synod_tools::driver::{self, RunSpec};
 use synod_tools::report::{OpenLoop, Summary};
 use synod_tools::workload::Workload;
@@ -27,17 +28,13 @@ use synod_tools::workload::Workload;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let env_masters = std::env::var("SYNOD_MASTERS").ok();
+    // Help and usage errors exit here (0 and 2).
+    let args = Args::parse();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let opts = match cli::parse(&args, env_masters.as_deref(), cores) {
+    let opts = match Options::new(args, cores) {
         Ok(o) => o,
         Err(e) => {
-            if e.is_empty() {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("synod-bench: {e}\n\n{USAGE}");
+            eprintln!("synod-bench: {e}\nrun `synod-bench --help` for usage");
             return ExitCode::from(2);
         }
     };

@@ -4,7 +4,8 @@
 //! Prints one line of `key=value` fields (`syncs`, `p50_us`, `p99_us`,
 //! `p999_us`, `max_us`, `mean_us`) for the perf scripts, which report
 //! request latency as multiples of it so a target holds across machines.
-//! The file is removed afterwards.
+//! The file is removed afterwards. The command line is declared with
+//! `clap`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -12,41 +13,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::Parser;
+
+/// The disk's own append + fdatasync latency, measured the way the WAL
+/// syncs.
+///
+/// Each option can also be set as SYNOD_DISK_PROBE_<OPTION>.
+#[derive(Parser)]
+#[command(name = "synod-disk-probe", version)]
+struct Args {
+    /// Directory on the disk to measure (a file is made and removed there)
+    dir: PathBuf,
+    /// Appends, each followed by fdatasync
+    #[arg(long, env = "SYNOD_DISK_PROBE_SYNCS", value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    syncs: u64,
+    /// Bytes per append
+    #[arg(long, env = "SYNOD_DISK_PROBE_BYTES", value_name = "B", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    bytes: u64,
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let (mut dir, mut syncs, mut bytes) = (None, 1000usize, 4096usize);
-    while let Some(a) = args.next() {
-        let mut num = |name: &str| -> Option<usize> {
-            let v = args.next().and_then(|v| v.parse().ok()).filter(|&v| v > 0);
-            if v.is_none() {
-                eprintln!("synod-disk-probe: {name} needs a positive number");
-            }
-            v
-        };
-        match a.as_str() {
-            "--syncs" => match num("--syncs") {
-                Some(v) => syncs = v,
-                None => return ExitCode::from(2),
-            },
-            "--bytes" => match num("--bytes") {
-                Some(v) => bytes = v,
-                None => return ExitCode::from(2),
-            },
-            "-h" | "--help" => {
-                eprintln!("usage: synod-disk-probe DIR [--syncs N] [--bytes B]");
-                return ExitCode::SUCCESS;
-            }
-            _ if dir.is_none() && !a.starts_with('-') => dir = Some(PathBuf::from(a)),
-            _ => {
-                eprintln!("synod-disk-probe: unexpected argument {a:?}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let Some(dir) = dir else {
-        eprintln!("usage: synod-disk-probe DIR [--syncs N] [--bytes B]");
-        return ExitCode::from(2);
-    };
+    let Args { dir, syncs, bytes } = Args::parse();
+    let (syncs, bytes) = (syncs as usize, bytes as usize);
     let path = dir.join(format!("synod-disk-probe-{}", std::process::id()));
     let result = probe(&path, syncs, bytes);
     let _ = std::fs::remove_file(&path);

@@ -7,12 +7,15 @@
 //! Keys are `m<i>` for the `i`s that hash to shard `S` (under the cluster's
 //! shard count), values `V` bytes derived from the key, so `--check` needs
 //! nothing but the same arguments. Prints one `key=value` line; exits 1 on
-//! any error or wrong value.
+//! any error or wrong value, 2 on bad usage. The command line is declared
+//! with `clap`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::builder::FalseyValueParser;
+use clap::Parser;
 use synod::client::{Client, ClientOptions};
 use synod_wire::Op;
 
@@ -20,34 +23,41 @@ use synod_wire::Op;
 /// limit outstanding).
 const BATCH: usize = 2000;
 
+/// Fill one shard with about --bytes of values, or check that it holds
+/// exactly them.
+///
+/// Each option can also be set as SYNOD_SHARD_FILL_<OPTION> (and --masters
+/// as SYNOD_MASTERS).
+#[derive(Parser)]
+#[command(name = "synod-shard-fill", version)]
+struct Args {
+    /// Shard masters
+    #[arg(long, env = "SYNOD_MASTERS", value_name = "A,B,C", default_value = "")]
+    masters: String,
+    /// The shard to fill
+    #[arg(long, env = "SYNOD_SHARD_FILL_SHARD", value_name = "S")]
+    shard: u32,
+    /// About this many bytes of values
+    #[arg(long, env = "SYNOD_SHARD_FILL_BYTES", value_name = "N")]
+    bytes: usize,
+    /// Bytes of each value
+    #[arg(long, env = "SYNOD_SHARD_FILL_VALUE_SIZE", value_name = "V", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    value_size: u64,
+    /// Check the values instead of writing them
+    #[arg(long, env = "SYNOD_SHARD_FILL_CHECK", value_parser = FalseyValueParser::new())]
+    check: bool,
+}
+
 fn main() -> ExitCode {
-    let mut masters = std::env::var("SYNOD_MASTERS").unwrap_or_default();
-    let (mut shard, mut bytes, mut value_size, mut check) = (None, None, 1000usize, false);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().unwrap_or_default();
-        match flag.as_str() {
-            "--masters" => masters = value(),
-            "--shard" => shard = value().parse::<u32>().ok(),
-            "--bytes" => bytes = value().parse::<usize>().ok(),
-            "--value-size" => value_size = value().parse().unwrap_or(0),
-            "--check" => check = true,
-            other => {
-                eprintln!("synod-shard-fill: unknown argument {other:?}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let (Some(shard), Some(bytes)) = (shard, bytes) else {
-        eprintln!(
-            "usage: synod-shard-fill --masters A,B,C --shard S --bytes N [--value-size V] [--check]"
-        );
-        return ExitCode::from(2);
-    };
-    if value_size == 0 {
-        eprintln!("synod-shard-fill: --value-size must be at least 1");
-        return ExitCode::from(2);
-    }
+    let Args {
+        masters,
+        shard,
+        bytes,
+        value_size,
+        check,
+    } = Args::parse();
+    let value_size = value_size as usize;
     let mut client = match Client::new(ClientOptions {
         timeout: Duration::from_secs(60),
         max_in_flight: 256,
