@@ -124,6 +124,12 @@ struct Args {
     /// SO_SNDBUF/SO_RCVBUF for every connection (default: the kernel's)
     #[arg(long, env = "SYNOD_SOCKET_BUF_BYTES", value_name = "N")]
     socket_buf_bytes: Option<u64>,
+    /// Write a Lamport/vector-clock trace of every frame this node sends
+    /// and receives to FILE (truncated at start), in ShiViz's format; stamps
+    /// ride on the wire to the other servers. Merge the servers' files with
+    /// `synod trace-merge`. Slow: for debugging (default: off)
+    #[arg(long, env = "SYNOD_TRACE", value_name = "FILE")]
+    trace: Option<PathBuf>,
     /// Protocol tick (default 10)
     #[arg(long, env = "SYNOD_TICK_MS", value_name = "N")]
     tick_ms: Option<u64>,
@@ -325,6 +331,7 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
     if let Some(n) = a.socket_buf_bytes {
         cfg.socket_buf_bytes = Some(n as usize);
     }
+    cfg.trace = a.trace;
     cfg.tick = a.tick_ms.map_or(cfg.tick, Duration::from_millis);
     if let Some(r) = a.reads {
         cfg.read_index = matches!(r, Reads::Index);

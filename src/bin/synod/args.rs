@@ -99,6 +99,14 @@ pub(crate) enum Cmd {
         )]
         words: Vec<OsString>,
     },
+    /// Merge the --trace files of a run's servers into one trace for ShiViz
+    ///
+    /// Prints the merged trace (stdout) in Lamport order, and checks its
+    /// clocks (summary on stderr).
+    TraceMerge {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Change or show the cluster's configuration and status
     Admin {
         #[command(subcommand)]

@@ -75,6 +75,7 @@ fn run(args: Vec<OsString>) -> i32 {
                 }
             }
         }
+        Cmd::TraceMerge { files } => return trace_merge(&files),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "synod", &mut std::io::stdout());
@@ -143,6 +144,38 @@ enum Request {
     Txn(synod_wire::Txn),
     /// The other commands, run by [`execute`].
     Cmd(Cmd),
+}
+
+/// Prints the servers' `--trace` files merged into one ShiViz trace,
+/// after checking its clocks.
+fn trace_merge(files: &[PathBuf]) -> i32 {
+    let mut texts = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => texts.push(t),
+            Err(e) => {
+                eprintln!("synod trace-merge: {}: {e}", f.display());
+                return EXIT_FAILED;
+            }
+        }
+    }
+    let merged = match synod::trace::merge(&texts) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("synod trace-merge: {why}");
+            return EXIT_FAILED;
+        }
+    };
+    let events = synod::trace::parse(&merged).unwrap_or_default();
+    match synod::trace::check(&events) {
+        Ok(pairs) => eprintln!(
+            "synod trace-merge: {} events, {pairs} sends matched to their receives; clocks consistent",
+            events.len()
+        ),
+        Err(why) => eprintln!("synod trace-merge: warning: {why}"),
+    }
+    print_stdout(merged.as_bytes());
+    EXIT_OK
 }
 
 /// Runs one client command and prints its result.
@@ -219,7 +252,7 @@ fn execute(client: &mut Client, request: Request) -> i32 {
             Admin::Query { num } => client.query(num).map(config_line),
             Admin::Status { .. } => unreachable!("handled by run"),
         },
-        Cmd::Txn { .. } | Cmd::Playground(_) | Cmd::Completions { .. } => {
+        Cmd::Txn { .. } | Cmd::Playground(_) | Cmd::Completions { .. } | Cmd::TraceMerge { .. } => {
             unreachable!("handled by run")
         }
     };
