@@ -46,27 +46,16 @@ impl VClock {
         }
     }
 
-    /// `{"a":1,"b":2}` (host names are ours: no escaping needed beyond
-    /// quotes and backslashes, which are escaped anyway).
+    /// `{"a":1,"b":2}`: one JSON object, hosts in name order (serde_json).
     pub fn to_json(&self) -> String {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|(h, n)| format!("\"{}\":{n}", h.replace('\\', "\\\\").replace('"', "\\\"")))
-            .collect();
-        format!("{{{}}}", parts.join(","))
+        // A map of strings to integers: serializing it cannot fail.
+        serde_json::to_string(&self.0).expect("JSON of a string-to-integer map")
     }
 
-    /// Parses what [`VClock::to_json`] writes.
+    /// Parses what [`VClock::to_json`] writes (any JSON object of host
+    /// names to non-negative integers).
     pub fn from_json(s: &str) -> Option<VClock> {
-        let inner = s.trim().strip_prefix('{')?.strip_suffix('}')?;
-        let mut map = BTreeMap::new();
-        for part in inner.split(',').filter(|p| !p.is_empty()) {
-            let (h, n) = part.rsplit_once(':')?;
-            let h = h.trim().strip_prefix('"')?.strip_suffix('"')?;
-            map.insert(h.to_string(), n.trim().parse().ok()?);
-        }
-        Some(VClock(map))
+        serde_json::from_str(s).ok().map(VClock)
     }
 }
 
@@ -488,5 +477,8 @@ mod tests {
         assert_eq!(VClock::from_json(&c.to_json()), Some(c));
         assert_eq!(VClock::from_json("{}"), Some(VClock::default()));
         assert_eq!(VClock::from_json("not json"), None);
+        assert_eq!(VClock::from_json(r#"{"a":-1}"#), None);
+        let odd = VClock([("a\"b,c:d".to_string(), 7)].into_iter().collect());
+        assert_eq!(VClock::from_json(&odd.to_json()), Some(odd));
     }
 }
