@@ -704,7 +704,7 @@ impl Filesystem for LossyFs {
 /// An in-memory FUSE filesystem that loses exactly what a power cut loses
 /// (control files: see the doc comment of src/bin/synod-lossyfs.rs).
 #[derive(clap::Parser)]
-#[command(name = "synod-lossyfs", version)]
+#[command(name = "synod-lossyfs", version, args_override_self = true)]
 struct Args {
     /// Where to mount it (needs /dev/fuse and root)
     mountpoint: std::path::PathBuf,

@@ -29,7 +29,7 @@ use synod::storage::FsyncPolicy;
 /// (--data-dir: SYNOD_DATA_DIR); the command line wins. Defaults that
 /// cannot be shown below are the runtime's (`RuntimeConfig::new`).
 #[derive(Debug, Parser)]
-#[command(name = "synod-server", version)]
+#[command(name = "synod-server", version, args_override_self = true)]
 struct Args {
     /// Listen here for peers and clients (an IP address and port)
     #[arg(long, env = "SYNOD_LISTEN", value_name = "HOST:PORT")]

@@ -20,7 +20,7 @@ use synod::sim::{self, Bugs, SimConfig, SimReport};
 /// SYNOD_SIMULATOR_<OPTION> (--seeds: SYNOD_SIMULATOR_SEEDS; SYNOD_SIM_* are
 /// the test suite's own knobs); the command line wins.
 #[derive(Debug, Parser)]
-#[command(name = "synod-sim", version, after_help = AFTER_HELP)]
+#[command(name = "synod-sim", version, args_override_self = true, after_help = AFTER_HELP)]
 struct Args {
     /// Seeds to run
     #[arg(

@@ -20,7 +20,7 @@ use crate::zipf::{KeyDist, Zipfian};
 /// Progress goes to stderr every second; stdout gets a summary and, last,
 /// one line of key=value pairs.
 #[derive(Debug, Parser)]
-#[command(name = "synod-bench", version)]
+#[command(name = "synod-bench", version, args_override_self = true)]
 pub struct Args {
     /// Shard masters
     #[arg(long, env = "SYNOD_MASTERS", value_name = "A,B,C")]
@@ -375,6 +375,12 @@ mod tests {
         assert_eq!(o.warmup, Duration::ZERO, "counted runs do not warm up");
         assert!(o.prefill, "get workloads prefill by default");
         assert_eq!(o.dist_name, "zipfian0.99");
+        let o = parse(
+            &args("--masters x:1 --clients 2 --clients 3 --quiet --quiet"),
+            2,
+        )
+        .unwrap();
+        assert_eq!(o.clients, 3, "the last one wins");
     }
 
     #[test]

@@ -29,7 +29,7 @@ exit status: 0 ok, 1 key not found or operation failed, 2 bad usage";
 
 /// The Synod command-line client and local playground.
 #[derive(Debug, PartialEq, Parser)]
-#[command(name = "synod", version, after_help = AFTER_HELP)]
+#[command(name = "synod", version, args_override_self = true, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
     /// Shard master addresses (checked only by the commands that use them)
     #[arg(long, env = "SYNOD_MASTERS", value_name = "A,B,C")]

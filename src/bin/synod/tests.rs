@@ -94,6 +94,10 @@ fn global_options_come_before_the_command() {
         }
     );
     assert!(parse(&["get", "k", "--timeout", "1"]).is_err());
+    // A repeated option: the last one wins (args_override_self), as the
+    // hand parser did; scripts append overrides to default flags.
+    let cli = parse(&["--timeout", "1", "--timeout=3", "get", "k"]).unwrap();
+    assert_eq!(cli.timeout, Duration::from_secs(3));
 }
 
 #[test]

@@ -20,7 +20,7 @@ use clap::Parser;
 ///
 /// Each option can also be set as SYNOD_DISK_PROBE_<OPTION>.
 #[derive(Parser)]
-#[command(name = "synod-disk-probe", version)]
+#[command(name = "synod-disk-probe", version, args_override_self = true)]
 struct Args {
     /// Directory on the disk to measure (a file is made and removed there)
     dir: PathBuf,

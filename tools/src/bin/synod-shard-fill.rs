@@ -29,7 +29,7 @@ const BATCH: usize = 2000;
 /// Each option can also be set as SYNOD_SHARD_FILL_<OPTION> (and --masters
 /// as SYNOD_MASTERS).
 #[derive(Parser)]
-#[command(name = "synod-shard-fill", version)]
+#[command(name = "synod-shard-fill", version, args_override_self = true)]
 struct Args {
     /// Shard masters
     #[arg(long, env = "SYNOD_MASTERS", value_name = "A,B,C", default_value = "")]
