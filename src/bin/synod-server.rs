@@ -455,3 +455,65 @@ fn main() -> ExitCode {
     node.join();
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option reads `SYNOD_<OPTION>` (README, "Command lines"; the
+    /// deploy files' names rely on it).
+    #[test]
+    fn every_option_reads_its_synod_variable() {
+        let cmd = Args::command();
+        cmd.clone().debug_assert();
+        for arg in cmd.get_arguments() {
+            let long = arg.get_long().expect("options only");
+            let want = format!("SYNOD_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&want)), "--{long}");
+        }
+    }
+
+    #[test]
+    fn flags_parse_and_the_last_of_a_repeated_one_wins() {
+        let a = Args::try_parse_from([
+            "synod-server",
+            "--listen",
+            "127.0.0.1:7100",
+            "--data-dir=/d",
+            "--masters",
+            "127.0.0.1:7100",
+            "--cores",
+            "2",
+            "--cores",
+            "3",
+            "--fsync",
+            "never",
+            "--resp-allow-flushdb",
+        ])
+        .unwrap();
+        let (cfg, resp) = configure(a).unwrap();
+        assert_eq!(cfg.cores, 3);
+        assert_eq!(cfg.fsync, FsyncPolicy::Never);
+        assert_eq!(
+            cfg.advertise, "127.0.0.1:7100",
+            "--advertise defaults to --listen"
+        );
+        assert!(resp.allow_flushdb);
+        let bad = |extra: &[&str]| {
+            let base = [
+                "synod-server",
+                "--listen",
+                "127.0.0.1:1",
+                "--data-dir",
+                "/d",
+            ];
+            let args = base.iter().chain(["--masters", "127.0.0.1:1"].iter());
+            Args::try_parse_from(args.chain(extra)).map(configure)
+        };
+        assert!(bad(&["--fsync", "sometimes"]).is_err());
+        assert!(bad(&["--session-ttl-secs", "0"]).is_err());
+        assert!(bad(&["--resp-threads", "0"]).is_err());
+        assert!(matches!(bad(&["--wal-segment-bytes", "0"]), Ok(Err(_))));
+    }
+}

@@ -408,3 +408,44 @@ fn run_sharded(args: &Run) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option reads `SYNOD_SIMULATOR_<OPTION>`, never the test
+    /// suite's `SYNOD_SIM_*` knobs (README, "Command lines").
+    #[test]
+    fn every_option_reads_its_synod_simulator_variable() {
+        let cmd = Args::command();
+        cmd.clone().debug_assert();
+        for arg in cmd.get_arguments() {
+            let long = arg.get_long().expect("options only");
+            let want = format!("SYNOD_SIMULATOR_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&want)), "--{long}");
+        }
+    }
+
+    #[test]
+    fn bugs_accumulate_and_disk_faults_imply_a_disk_latency() {
+        let run = configure(
+            Args::try_parse_from([
+                "synod-sim",
+                "--bug",
+                "skip-dedup",
+                "--bug=apply-past-hole",
+                "--disk-faults",
+                "-v",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(run.bugs.skip_dedup && run.bugs.paxos.apply_past_hole);
+        assert_eq!(run.disk_latency_us, 20_000);
+        assert!(run.verbose && run.faults && !run.sharded);
+        assert!(Args::try_parse_from(["synod-sim", "--bug", "nope"]).is_err());
+        let trace = Args::try_parse_from(["synod-sim", "--trace", "t.log"]).unwrap();
+        assert!(configure(trace).is_err(), "--trace needs --seeds 1");
+    }
+}

@@ -404,6 +404,24 @@ mod tests {
         }
         let help = Args::try_parse_from(["synod-bench", "--help"]).unwrap_err();
         assert_eq!(help.exit_code(), 0);
+    }
+
+    /// Every option reads `SYNOD_BENCH_<OPTION>`, but the three that name
+    /// the cluster keep the names every program shares (README, "Command
+    /// lines").
+    #[test]
+    fn every_option_reads_its_synod_variable() {
+        let shared = ["masters", "cluster-key-file", "client-key-file"];
+        for arg in <Args as clap::CommandFactory>::command().get_arguments() {
+            let long = arg.get_long().expect("options only");
+            let prefix = if shared.contains(&long) {
+                "SYNOD_"
+            } else {
+                "SYNOD_BENCH_"
+            };
+            let want = format!("{prefix}{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&want)), "--{long}");
+        }
         <Args as clap::CommandFactory>::command().debug_assert();
     }
 }

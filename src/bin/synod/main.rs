@@ -78,7 +78,11 @@ fn run(args: Vec<OsString>) -> i32 {
         Cmd::TraceMerge { files } => return trace_merge(&files),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "synod", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a write error
+            // (`synod completions bash | head`), print_stdout does not.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "synod", &mut script);
+            print_stdout(&script);
             return EXIT_OK;
         }
         Cmd::Txn { words } => {

@@ -359,3 +359,23 @@ fn unreachable_cluster_fails_with_exit_status_one() {
     assert_eq!(run(args(&["--masters", "a:1", "nope"])), EXIT_USAGE);
     assert_eq!(run(args(&["--masters", "a:1", "txn", "frob"])), EXIT_USAGE);
 }
+
+/// Every option of every subcommand reads `SYNOD_[<SUBCOMMAND>_]<OPTION>`
+/// (README, "Command lines"); a new flag without its variable fails here.
+#[test]
+fn every_option_reads_its_synod_variable() {
+    fn walk(cmd: &clap::Command, prefix: &str) {
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long().filter(|l| !["help", "version"].contains(l)) else {
+                continue;
+            };
+            let want = format!("{prefix}{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&want)), "--{long}");
+        }
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name().to_uppercase().replace('-', "_");
+            walk(sub, &format!("{prefix}{name}_"));
+        }
+    }
+    walk(&<Cli as clap::CommandFactory>::command(), "SYNOD_");
+}
