@@ -93,8 +93,8 @@ prefilled_keys() {
 fs_mib() { ps -o rss= -p "$FS_PID" | awk '{printf "%.0f", $1 / 1024}'; }
 data_mib() { du -sm "$MNT/cluster" 2>/dev/null | awk '{printf "%.0f", $1 / 3}'; }
 
-# cut LABEL: freeze, SIGKILL every node, revert to what was synced.
-cut() {
+# power_cut: freeze, SIGKILL every node, revert to what was synced.
+power_cut() {
     control .freeze
     for p in $(node_pids); do kill -KILL "$p"; done
     stop_playground
@@ -116,7 +116,7 @@ row "keys before the cut" "$have of $KEYS"
 [[ $have == "$KEYS" ]] || { echo "powerloss: only $have of $KEYS keys after the fill" >&2; exit 1; }
 
 # --- A. power cut after the fill --------------------------------------------
-cut
+power_cut
 t0=$(now)
 start_playground "$MNT" "$PORT" --ready-secs "$PLAYGROUND_WAIT_SECS"
 secs=$(wait_write 900 "$t0")
@@ -130,7 +130,7 @@ row "A. prefilled keys after the cut" "$have of $KEYS"
     --clients 32 --pipeline 8 --duration "$LOAD_SECS" --quiet >"$WORK/load.out" 2>&1 &
 bench=$!
 sleep $((LOAD_SECS / 3))
-cut
+power_cut
 kill -KILL "$bench" 2>/dev/null || true
 wait "$bench" 2>/dev/null || true
 t0=$(now)
