@@ -66,24 +66,8 @@ for _ in $(seq 1 100); do
 done
 grep -q mounted "$WORK/lossyfs.log" || { cat "$WORK/lossyfs.log" >&2; exit 1; }
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
-
 # control NAME: a lossyfs control directory (the mkdir "fails" by design).
 control() { mkdir "$MNT/$1" 2>/dev/null || true; }
-
-wait_write() {
-    local t0=${2:-$(now)} i
-    for i in $(seq 1 "$(($1 * 4))"); do
-        if "$BIN/synod" --timeout 2 put __powerloss_probe "$i" >/dev/null 2>&1; then
-            since "$t0"
-            return 0
-        fi
-        sleep 0.25
-    done
-    echo "no write acknowledged within $1 s" >&2
-    return 1
-}
 
 # prefilled_keys: how many of the prefilled keys k0..k(KEYS-1) exist.
 prefilled_keys() {
@@ -115,15 +99,23 @@ have=$(prefilled_keys)
 row "keys before the cut" "$have of $KEYS"
 [[ $have == "$KEYS" ]] || { echo "powerloss: only $have of $KEYS keys after the fill" >&2; exit 1; }
 
+# restart_and_check STEP WHAT: restart after a cut; record the seconds to
+# the first acknowledged write and how many prefilled keys are there (all
+# must be).
+restart_and_check() {
+    local t0 secs have
+    t0=$(now)
+    start_playground "$MNT" "$PORT" --ready-secs "$PLAYGROUND_WAIT_SECS"
+    secs=$(wait_write 900 "$t0")
+    row "$1. $2, restart: first acknowledged write after" "$secs s (since the restart began); data directory per node $(data_mib) MiB"
+    have=$(prefilled_keys)
+    row "$1. prefilled keys after the cut" "$have of $KEYS"
+    [[ $have == "$KEYS" ]] || { echo "powerloss: $((KEYS - have)) keys lost in cut $1" >&2; exit 1; }
+}
+
 # --- A. power cut after the fill --------------------------------------------
 power_cut
-t0=$(now)
-start_playground "$MNT" "$PORT" --ready-secs "$PLAYGROUND_WAIT_SECS"
-secs=$(wait_write 900 "$t0")
-row "A. power cut after the fill, restart: first acknowledged write after" "$secs s (since the restart began)"
-have=$(prefilled_keys)
-row "A. prefilled keys after the cut" "$have of $KEYS"
-[[ $have == "$KEYS" ]] || { echo "powerloss: $((KEYS - have)) keys lost in cut A" >&2; exit 1; }
+restart_and_check A "power cut after the fill"
 
 # --- B. power cut during writes ---------------------------------------------
 "$BENCH" --masters "$SYNOD_MASTERS" --workload put --keys "$KEYS" --value-size "$VALUE_SIZE" \
@@ -133,13 +125,7 @@ sleep $((LOAD_SECS / 3))
 power_cut
 kill -KILL "$bench" 2>/dev/null || true
 wait "$bench" 2>/dev/null || true
-t0=$(now)
-start_playground "$MNT" "$PORT" --ready-secs "$PLAYGROUND_WAIT_SECS"
-secs=$(wait_write 900 "$t0")
-row "B. power cut a third into ${LOAD_SECS} s of puts, restart: first acknowledged write after" "$secs s; data directory per node $(data_mib) MiB"
-have=$(prefilled_keys)
-row "B. prefilled keys after the cut" "$have of $KEYS"
-[[ $have == "$KEYS" ]] || { echo "powerloss: $((KEYS - have)) keys lost in cut B" >&2; exit 1; }
+restart_and_check B "power cut a third into ${LOAD_SECS} s of puts"
 stop_playground
 
 mkdir -p "$(dirname "$OUT")"
