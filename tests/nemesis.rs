@@ -15,8 +15,10 @@
 //!
 //! Needs root and iproute2 (`ip`, `tc`; `tools/install-nemesis-deps.sh`
 //! installs them); skips with a message otherwise. The CI schedule runs
-//! about 60 s; `SYNOD_NEMESIS_SECS` lengthens it and `SYNOD_NEMESIS_SEED`
-//! picks the random schedule (`perf/nemesis.sh` runs long schedules).
+//! about 60 s; `SYNOD_NEMESIS_SECS` lengthens it, `SYNOD_NEMESIS_SEED`
+//! picks the random schedule (`perf/nemesis.sh` runs long schedules) and
+//! `SYNOD_NEMESIS_PREFILL=N` writes N keys of 200 bytes first (all read
+//! back at the end), so the faults hit a large store.
 //! Namespaces, veths and the bridge carry names unique to this process and
 //! are removed on drop, on panic too; every child is killed by `Cluster`'s
 //! drop.
@@ -598,6 +600,57 @@ const ALL: [Nemesis; 11] = [
     Nemesis::MasterCut,
 ];
 
+/// The value of prefilled key `i` (200 bytes, different per key).
+fn fill_value(i: u64) -> Bytes {
+    Bytes::from(format!("{i:0>200}"))
+}
+
+/// Writes keys `fill0..fill{n-1}` from 32 threads (each key once).
+fn fill(c: &Cluster, n: u64) {
+    const THREADS: u64 = 32;
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let mut client = c.client_with_timeout(Duration::from_secs(60));
+            std::thread::spawn(move || {
+                for i in (t..n).step_by(THREADS as usize) {
+                    client
+                        .put(Bytes::from(format!("fill{i}")), fill_value(i))
+                        .expect("prefill put");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("prefill thread");
+    }
+}
+
+/// The prefilled keys that are missing or hold another value.
+fn unfilled(c: &Cluster, n: u64) -> Vec<u64> {
+    const THREADS: u64 = 32;
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let mut client = c.client_with_timeout(Duration::from_secs(60));
+            std::thread::spawn(move || {
+                (t..n)
+                    .step_by(THREADS as usize)
+                    .filter(|&i| {
+                        client
+                            .get(Bytes::from(format!("fill{i}")))
+                            .expect("read back a prefilled key")
+                            .as_deref()
+                            != Some(&fill_value(i)[..])
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("read-back thread"))
+        .collect()
+}
+
 /// Fields drop in order: the servers die before their namespaces go.
 struct Lab {
     cluster: Cluster,
@@ -850,6 +903,21 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
         .unwrap_or(1);
     let mut rng = Rng::new(seed);
     let mut lab = Lab::start();
+    // SYNOD_NEMESIS_PREFILL=N: N keys of 200 bytes first, so the faults hit
+    // a large store (snapshots and catch-up of hundreds of MB); every key
+    // is read back at the end.
+    let prefill: u64 = std::env::var("SYNOD_NEMESIS_PREFILL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if prefill > 0 {
+        let t = Instant::now();
+        fill(&lab.cluster, prefill);
+        eprintln!(
+            "nemesis: prefilled {prefill} keys in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     let begin = Instant::now();
     let mut injected: BTreeMap<Nemesis, u64> = BTreeMap::new();
     let mut k = 0;
@@ -990,6 +1058,16 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
         );
         acked += seg_acked;
         histories += 1;
+    }
+    if prefill > 0 {
+        let missing = unfilled(&lab.cluster, prefill);
+        assert!(
+            missing.is_empty(),
+            "{} prefilled keys lost or changed, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        eprintln!("nemesis: all {prefill} prefilled keys read back intact after the faults");
     }
     let faults: u64 = injected.values().sum();
     eprintln!(
