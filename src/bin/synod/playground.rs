@@ -385,6 +385,15 @@ pub(crate) fn spawn_node(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
+    // Every option of synod-server also reads a SYNOD_* variable: the
+    // playground configures its nodes by flags alone, so a variable the
+    // shell exported for the client (say SYNOD_CLIENT_KEY_FILE, or
+    // SYNOD_CORES for something else) does not silently change them.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SYNOD_") {
+            cmd.env_remove(name);
+        }
+    }
     if let Some(resp) = resp {
         cmd.arg("--resp-listen").arg(resp);
     }
