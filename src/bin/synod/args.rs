@@ -200,6 +200,12 @@ pub(crate) struct PlaygroundArgs {
     #[arg(long = "ready-secs", env = "SYNOD_PLAYGROUND_READY_SECS", value_name = "N",
           default_value = "30", value_parser = parse_ready_secs)]
     pub ready_within: Duration,
+    /// Node i writes a Lamport/vector-clock trace of every frame it sends
+    /// and receives to DIR/trace-i.log (synod-server --trace); merge them
+    /// with `synod trace-merge DIR/trace-*.log` and open the result in
+    /// ShiViz
+    #[arg(long, env = "SYNOD_PLAYGROUND_TRACE_DIR", value_name = "DIR")]
+    pub trace_dir: Option<PathBuf>,
 }
 
 impl PlaygroundArgs {

@@ -208,12 +208,19 @@ pub(crate) fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Resu
         children: Vec::new(),
         reported: vec![false; addrs.len()],
     };
+    if let Some(t) = &args.trace_dir {
+        std::fs::create_dir_all(t).map_err(|e| format!("cannot create {}: {e}", t.display()))?;
+    }
     for (i, addr) in addrs.iter().enumerate() {
         let data_dir = dir.join(format!("node-{i}"));
         let log = dir.join(format!("node-{i}.log"));
         let mut node_args = server_args.clone();
         node_args.push("--metrics-listen".into());
         node_args.push(metrics_addrs[i].clone().into());
+        if let Some(t) = &args.trace_dir {
+            node_args.push("--trace".into());
+            node_args.push(t.join(format!("trace-{i}.log")).into());
+        }
         let child = spawn_node(
             &server,
             addr,

@@ -226,6 +226,7 @@ fn playground_options_have_defaults() {
             resp_port: None,
             metrics_port: None,
             ready_within: Duration::from_secs(30),
+            trace_dir: None,
         })
     );
     assert_eq!(
@@ -249,6 +250,8 @@ fn playground_options_have_defaults() {
             "120",
             "--server-arg",
             "--fsync",
+            "--trace-dir",
+            "/tmp/t",
         ]),
         Cmd::Playground(PlaygroundArgs {
             dir: Some(PathBuf::from("/tmp/x")),
@@ -259,6 +262,7 @@ fn playground_options_have_defaults() {
             resp_port: Some(9100),
             metrics_port: Some(9200),
             ready_within: Duration::from_secs(120),
+            trace_dir: Some(PathBuf::from("/tmp/t")),
         })
     );
 }
@@ -334,6 +338,7 @@ fn playground_refuses_a_busy_port() {
         resp_port: None,
         metrics_port: None,
         ready_within: Duration::from_secs(30),
+        trace_dir: None,
     };
     let err = playground(&args, Duration::from_secs(1)).unwrap_err();
     assert!(
