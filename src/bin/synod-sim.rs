@@ -24,6 +24,7 @@ struct Args {
     disk_latency_us: u64,
     byzantine: bool,
     disk_faults: bool,
+    membership: bool,
     stamp_reads: bool,
     page_bytes: Option<usize>,
     trace: Option<std::path::PathBuf>,
@@ -35,8 +36,8 @@ struct Args {
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N] [--txn ACCOUNTS]
-                 [--bug skip-dedup|forget-floor|txn-ignore-compares|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
-                 [--disk-latency-us N] [--disk-faults] [--byzantine] [--stamp-reads] [--page-bytes N] [--trace FILE] [-v]
+                 [--bug skip-dedup|forget-floor|txn-ignore-compares|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync|membership-switches-at-once]
+                 [--membership] [--disk-latency-us N] [--disk-faults] [--byzantine] [--stamp-reads] [--page-bytes N] [--trace FILE] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
 --world sharded: the master group plus 3 KV groups of 3 replicas, with joins,
@@ -45,6 +46,12 @@ leaves and moves while clients run (--replicas and --bug do not apply);
 --txn ACCOUNTS (sharded world): clients also run bank transactions on ACCOUNTS
 accounts in one shard, audits and version-guarded transfers, and every audit
 must see the same total; --bug txn-ignore-compares plants a lost update.
+--membership: the group world with membership changes: 6 replica ids, the
+group {0,1,2} to start, the others empty nodes; during the fault phase the
+leader is asked every 0.15-0.9 s to add or remove one replica (3 to 5 members),
+so replacements chain under every fault (--replicas does not apply);
+--bug membership-switches-at-once plants a change that switches to a disjoint
+membership in one step, counted by the new majority alone.
 --disk-latency-us N: each sync takes up to N us of virtual time, during which the
 node's early messages (a leader's Accepts) are already out and a crash loses the
 records being synced (group world only; default 0, an instant disk).
@@ -78,6 +85,7 @@ fn parse() -> Result<Args, String> {
         disk_latency_us: 0,
         byzantine: false,
         disk_faults: false,
+        membership: false,
         stamp_reads: false,
         page_bytes: None,
         trace: None,
@@ -101,6 +109,7 @@ fn parse() -> Result<Args, String> {
             "--no-faults" => a.faults = false,
             "--byzantine" => a.byzantine = true,
             "--disk-faults" => a.disk_faults = true,
+            "--membership" => a.membership = true,
             "--stamp-reads" => a.stamp_reads = true,
             "--page-bytes" => a.page_bytes = Some(num(&value("--page-bytes")?)? as usize),
             "--trace" => a.trace = Some(value("--trace")?.into()),
@@ -122,6 +131,9 @@ fn parse() -> Result<Args, String> {
                 "apply-past-hole" => a.bugs.paxos.apply_past_hole = true,
                 "read-index-skips-takeover" => a.bugs.paxos.read_index_skips_takeover = true,
                 "accepted-before-sync" => a.bugs.paxos.accepted_before_sync = true,
+                "membership-switches-at-once" => {
+                    a.bugs.paxos.membership_switches_at_once = true
+                }
                 other => return Err(format!("unknown bug {other:?}")),
             },
             "-v" | "--verbose" => a.verbose = true,
@@ -143,7 +155,11 @@ fn num(s: &str) -> Result<u64, String> {
 }
 
 fn config_for(seed: u64, args: &Args) -> SimConfig {
-    let mut cfg = SimConfig::for_seed(seed, args.replicas);
+    let mut cfg = if args.membership {
+        SimConfig::with_membership(seed)
+    } else {
+        SimConfig::for_seed(seed, args.replicas)
+    };
     cfg.faults = args.faults;
     cfg.bugs = args.bugs;
     cfg.disk_latency_max = args.disk_latency_us;
@@ -187,15 +203,20 @@ fn main() -> ExitCode {
                 let report = sim::run(&cfg);
                 if !report.passed() {
                     let mut msg = format!(
-                        "FAIL seed={seed} replicas={} — replay: synod-sim --start-seed {seed} --seeds 1 --replicas {}{}",
+                        "FAIL seed={seed} replicas={} — replay: synod-sim --start-seed {seed} --seeds 1{}{}",
                         cfg.replicas,
-                        cfg.replicas,
+                        if args.membership {
+                            String::new()
+                        } else {
+                            format!(" --replicas {}", cfg.replicas)
+                        },
                         if args.disk_latency_us > 0 {
                             format!(" --disk-latency-us {}", args.disk_latency_us)
                         } else {
                             String::new()
                         }
-                    ) + if args.byzantine { " --byzantine" } else { "" }
+                    ) + if args.membership { " --membership" } else { "" }
+                        + if args.byzantine { " --byzantine" } else { "" }
                         + if args.disk_faults { " --disk-faults" } else { "" }
                         + &args
                             .page_bytes
@@ -257,6 +278,17 @@ fn main() -> ExitCode {
         let torn: u64 = reports.iter().map(|r| r.torn_syncs).sum();
         let flips: u64 = reports.iter().map(|r| r.flips_refused).sum();
         println!("disk faults: torn_syncs={torn} bit_flips_refused={flips}");
+    }
+    if args.membership {
+        let asked: u64 = reports.iter().map(|r| r.membership_asked).sum();
+        let chosen: u64 = reports.iter().map(|r| r.membership_chosen).sum();
+        let moved = reports
+            .iter()
+            .filter(|r| r.members_final & sim::MEMBERSHIP_INITIAL == 0)
+            .count();
+        println!(
+            "membership: changes_asked={asked} changes_chosen={chosen} seeds_ending_with_no_initial_member={moved}"
+        );
     }
     if args.byzantine {
         let forged: u64 = reports.iter().map(|r| r.forged).sum();
