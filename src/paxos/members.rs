@@ -171,7 +171,7 @@ impl Paxos {
         let current = self.members();
         let universe = all_members(self.cfg.replicas);
         let at_once = self.cfg.bugs.membership_switches_at_once;
-        let hint = self.leader_hint;
+        let hint = self.leader_hint();
         let Role::Leader(l) = &mut self.role else {
             return Err(MembersError::NotLeader(hint));
         };

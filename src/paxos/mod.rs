@@ -473,10 +473,16 @@ impl Paxos {
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
     }
-    /// Who this replica believes leads (itself included).
+    /// Who this replica believes leads (itself included). A replica
+    /// outside the membership that has not heard a leader lately (one
+    /// removed from the group: leaders stop talking to it) knows nothing:
+    /// its last hint would send clients back and forth between removed
+    /// replicas (simulator seed 429 of the membership world).
     pub fn leader_hint(&self) -> Option<ReplicaId> {
         if self.is_leader() {
             Some(self.cfg.id)
+        } else if self.heard_leader >= self.cfg.election_ticks_max && !self.is_member() {
+            None
         } else {
             self.leader_hint
         }
@@ -511,7 +517,6 @@ impl Paxos {
 
     /// Queue a command for the next batch. Only the leader accepts.
     pub fn propose(&mut self, cmd: Bytes) -> Result<(), ProposeError> {
-        let hint = self.leader_hint;
         match &mut self.role {
             // Removed from the group: finish what is in flight, take no more.
             Role::Leader(l) if l.conf & (1 << self.cfg.id) == 0 => {
@@ -525,7 +530,7 @@ impl Paxos {
                 l.pending.push(cmd);
                 Ok(())
             }
-            _ => Err(ProposeError::NotLeader(hint)),
+            _ => Err(ProposeError::NotLeader(self.leader_hint())),
         }
     }
 
@@ -533,7 +538,6 @@ impl Paxos {
     /// reads; the reads registered in one loop turn share one leadership
     /// check, announced by the next [`Paxos::flush`].
     pub fn read_index(&mut self) -> Result<ReadTicket, ProposeError> {
-        let hint = self.leader_hint;
         match &mut self.role {
             Role::Leader(l) => {
                 l.read_wanted = true;
@@ -547,7 +551,7 @@ impl Paxos {
                     round: l.read_round + 1,
                 })
             }
-            _ => Err(ProposeError::NotLeader(hint)),
+            _ => Err(ProposeError::NotLeader(self.leader_hint())),
         }
     }
 
