@@ -460,3 +460,28 @@ fn planted_membership_switch_at_once_is_caught() {
         report.failures
     );
 }
+
+/// Issue 13's replacement, in the simulator: member 0 crashes for good at
+/// 1 s and the operator replaces it (a replica that was never a member is
+/// added, catches up by snapshot and counts, then 0 is removed); member 1
+/// crashes for good at 4 s and is replaced the same way. The group serves
+/// throughout on what is left, with every checker on.
+#[test]
+fn a_crashed_member_is_replaced_by_a_fresh_replica_and_the_group_survives_another_crash() {
+    for seed in 0..4 {
+        let mut cfg = SimConfig::with_membership(seed);
+        cfg.faults = false;
+        cfg.replace_down_members = true;
+        cfg.crashes_at = vec![(1_000_000, 0), (4_000_000, 1)];
+        let r = sim::run(&cfg);
+        assert!(r.passed(), "seed {seed}: {}", r.failures.join("\n"));
+        assert_eq!(
+            (r.members_final & 0b011, r.members_final.count_ones()),
+            (0, 3),
+            "seed {seed}: 0 and 1 replaced, three members: {:#x}",
+            r.members_final
+        );
+        assert!(r.membership_chosen >= 4, "seed {seed}: two adds, two removes");
+        assert!(r.snapshots_installed > 0, "seed {seed}: new members caught up by snapshot");
+    }
+}

@@ -128,6 +128,13 @@ pub struct SimConfig {
     /// replica (keeping 3 to 5 members), so replacements chain until the
     /// group may share no replica with the one it started as. Own RNG.
     pub membership: bool,
+    /// Membership world: the operator replaces members that are down
+    /// instead of changing at random (add a live replica that is not a
+    /// member, then remove the down one; nothing while all are up).
+    pub replace_down_members: bool,
+    /// Crashes at fixed times, never restarted unless the fault phase's
+    /// healing does (the replacement scenario runs without random faults).
+    pub crashes_at: Vec<(Micros, ReplicaId)>,
 }
 
 /// Replicas {0, 1, 2}: the membership world's first group.
@@ -180,6 +187,8 @@ impl SimConfig {
             stamp_reads: false,
             disk_faults: false,
             membership: false,
+            replace_down_members: false,
+            crashes_at: Vec::new(),
         }
     }
 
@@ -292,6 +301,8 @@ pub(crate) enum Event {
     Heal,
     /// Membership world: the operator asks the leader for one change.
     Members,
+    /// `SimConfig::crashes_at`.
+    Crash(ReplicaId),
 }
 
 struct Node {
@@ -502,6 +513,7 @@ impl Simulated for World {
             }
             Event::Heal => self.heal(),
             Event::Members => self.change_members(),
+            Event::Crash(id) => self.crash(id),
         }
     }
     fn finished(&self) -> bool {
@@ -596,6 +608,9 @@ impl World {
         if w.cfg.disk_faults {
             w.disk_rng = Some(w.rng.fork());
         }
+        for (at, id) in w.cfg.crashes_at.clone() {
+            w.schedule(at, Event::Crash(id));
+        }
         if w.cfg.membership {
             let mut mrng = w.rng.fork();
             let at = mrng.range(200 * MS, 600 * MS);
@@ -666,7 +681,7 @@ impl World {
     /// hold, all at once), and schedule the next ask. Stops at healing so
     /// liveness is judged on a settled group.
     fn change_members(&mut self) {
-        if self.healed {
+        if self.time.now >= self.cfg.fault_phase {
             return;
         }
         let Some(mut mrng) = self.members_rng.take() else {
@@ -680,10 +695,23 @@ impl World {
             .max_by_key(|i| self.nodes[*i as usize].replica.as_ref().map(|r| r.paxos().promised()));
         if let Some(id) = leader {
             let universe = crate::paxos::all_members(self.cfg.replicas);
+            let live = (0..self.cfg.replicas)
+                .filter(|i| self.nodes[*i as usize].replica.is_some())
+                .fold(0u64, |m, i| m | 1 << i);
             let r = self.nodes[id as usize].replica.as_mut().expect("live");
             if r.paxos().members_pending().is_none() {
                 let cur = r.paxos().members();
-                let next = if self.cfg.bugs.paxos.membership_switches_at_once {
+                let down = crate::paxos::member_ids(cur).find(|i| live & (1 << i) == 0);
+                let spare = crate::paxos::member_ids(universe & !cur).find(|i| live & (1 << i) != 0);
+                let next = if self.cfg.replace_down_members {
+                    // Add a fresh replica first (the group never has fewer
+                    // live members than before), then drop the down one.
+                    match (down, spare) {
+                        (Some(_), Some(add)) if cur.count_ones() <= 3 => cur | 1 << add,
+                        (Some(gone), _) if cur.count_ones() > 3 => cur & !(1 << gone),
+                        _ => 0,
+                    }
+                } else if self.cfg.bugs.paxos.membership_switches_at_once {
                     universe & !cur
                 } else {
                     let size = cur.count_ones();
