@@ -481,7 +481,13 @@ fn a_crashed_member_is_replaced_by_a_fresh_replica_and_the_group_survives_anothe
             "seed {seed}: 0 and 1 replaced, three members: {:#x}",
             r.members_final
         );
-        assert!(r.membership_chosen >= 4, "seed {seed}: two adds, two removes");
-        assert!(r.snapshots_installed > 0, "seed {seed}: new members caught up by snapshot");
+        assert!(
+            r.membership_chosen >= 4,
+            "seed {seed}: two adds, two removes"
+        );
+        assert!(
+            r.snapshots_installed > 0,
+            "seed {seed}: new members caught up by snapshot"
+        );
     }
 }

@@ -131,9 +131,7 @@ fn parse() -> Result<Args, String> {
                 "apply-past-hole" => a.bugs.paxos.apply_past_hole = true,
                 "read-index-skips-takeover" => a.bugs.paxos.read_index_skips_takeover = true,
                 "accepted-before-sync" => a.bugs.paxos.accepted_before_sync = true,
-                "membership-switches-at-once" => {
-                    a.bugs.paxos.membership_switches_at_once = true
-                }
+                "membership-switches-at-once" => a.bugs.paxos.membership_switches_at_once = true,
                 other => return Err(format!("unknown bug {other:?}")),
             },
             "-v" | "--verbose" => a.verbose = true,

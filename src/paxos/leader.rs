@@ -95,7 +95,10 @@ impl Paxos {
                 break;
             }
             l.inflight.pop_front();
-            if l.changes.first().is_some_and(|(s, _)| *s == self.chosen_upto) {
+            if l.changes
+                .first()
+                .is_some_and(|(s, _)| *s == self.chosen_upto)
+            {
                 // The change is chosen: it governs every slot after it.
                 let (_, m) = l.changes.remove(0);
                 ::log::info!(

@@ -95,7 +95,10 @@ fn a_change_waits_for_an_entry_of_the_leaders_own_ballot_and_nothing_passes_it()
         batch_members(&net.nodes[0].log().get(2).unwrap().batch),
         Some(0b1101)
     );
-    assert!(net.nodes[0].log().get(3).is_none(), "x waits behind the change");
+    assert!(
+        net.nodes[0].log().get(3).is_none(),
+        "x waits behind the change"
+    );
     net.down = 0;
     retransmit(&mut net, 0);
     assert_eq!(net.nodes[0].members(), 0b1101);

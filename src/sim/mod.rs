@@ -692,7 +692,12 @@ impl World {
                 let n = &self.nodes[*i as usize];
                 n.syncing.is_none() && n.replica.as_ref().is_some_and(|r| r.is_leader())
             })
-            .max_by_key(|i| self.nodes[*i as usize].replica.as_ref().map(|r| r.paxos().promised()));
+            .max_by_key(|i| {
+                self.nodes[*i as usize]
+                    .replica
+                    .as_ref()
+                    .map(|r| r.paxos().promised())
+            });
         if let Some(id) = leader {
             let universe = crate::paxos::all_members(self.cfg.replicas);
             let live = (0..self.cfg.replicas)
@@ -702,7 +707,8 @@ impl World {
             if r.paxos().members_pending().is_none() {
                 let cur = r.paxos().members();
                 let down = crate::paxos::member_ids(cur).find(|i| live & (1 << i) == 0);
-                let spare = crate::paxos::member_ids(universe & !cur).find(|i| live & (1 << i) != 0);
+                let spare =
+                    crate::paxos::member_ids(universe & !cur).find(|i| live & (1 << i) != 0);
                 let next = if self.cfg.replace_down_members {
                     // Add a fresh replica first (the group never has fewer
                     // live members than before), then drop the down one.
