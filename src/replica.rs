@@ -359,10 +359,17 @@ impl<S: StateMachine> Replica<S> {
         self.paxos.propose(cmd)
     }
 
+    /// Ask the leader to change the group's membership (one replica
+    /// added or removed; see `paxos/members.rs`).
+    pub fn propose_members(&mut self, members: u64) -> Result<(), paxos::MembersError> {
+        self.paxos.propose_members(members)
+    }
+
     pub fn step(&mut self, msg: PaxosMsg, rng: &mut Rng) {
         let sm = &self.sm;
-        self.paxos
-            .step_checked(msg, rng, &mut |data| sm.check_snapshot(data));
+        self.paxos.step_checked(msg, rng, &mut |data| {
+            sm.check_snapshot(paxos::split_snapshot(data).1)
+        });
         self.after_event();
     }
 
@@ -398,7 +405,7 @@ impl<S: StateMachine> Replica<S> {
             snapshot_write: None,
         };
         if let Some((index, data)) = &gated.snapshot {
-            if let Err(e) = self.sm.restore(data) {
+            if let Err(e) = self.sm.restore(paxos::split_snapshot(data).1) {
                 // A snapshot is only ever produced by our own state machine
                 // and carried under checksums; failing to load it means
                 // corruption we cannot serve from.
@@ -411,6 +418,10 @@ impl<S: StateMachine> Replica<S> {
         for (slot, batch) in &gated.committed {
             self.log_bytes += batch.payload_bytes() as u64;
             for cmd in &batch.commands {
+                if paxos::command_members(cmd).is_some() {
+                    // The group's own membership entry: Paxos reads it.
+                    continue;
+                }
                 if let Some((client, seq, reply)) = self.sm.apply(*slot, cmd) {
                     if let Some(waiters) = self.waiting.remove(&(client, seq)) {
                         for w in waiters {
@@ -438,7 +449,13 @@ impl<S: StateMachine> Replica<S> {
                 || self.log_bytes > self.cfg.snapshot_log_bytes
                 || (shed_since > 0 && shed_since >= self.sm.held_records()))
         {
-            let data = self.sm.snapshot();
+            // The membership in effect at the snapshot's index travels
+            // with it (the entries that set it are compacted away).
+            let data = paxos::wrap_snapshot(
+                self.paxos.members_applied(),
+                self.paxos.config().members,
+                self.sm.snapshot(),
+            );
             self.snapshot_in_flight = Some((applied, data.clone()));
             out.snapshot_write = Some((applied, data));
             self.shed_at_snapshot = shed;

@@ -100,6 +100,15 @@ struct Args {
     /// log behind a fresh stamp, as in the runtime (single-group world)
     #[arg(long, env = "SYNOD_SIMULATOR_STAMP_READS", value_parser = FalseyValueParser::new())]
     stamp_reads: bool,
+    /// The group world with membership changes: 6 replica ids, the group
+    /// {0,1,2} to start, the others empty nodes; during the fault phase
+    /// the leader is asked every 0.15-0.9 s to add or remove one replica
+    /// (3 to 5 members), so replacements chain under every fault
+    /// (--replicas does not apply); --bug membership-switches-at-once
+    /// plants a change that switches to a disjoint membership in one step,
+    /// counted by the new majority alone
+    #[arg(long, env = "SYNOD_SIMULATOR_MEMBERSHIP", value_parser = FalseyValueParser::new())]
+    membership: bool,
     /// Byte budget of each Promise page, Accept and catch-up response
     /// (default 4 MiB); a few hundred makes every election and catch-up
     /// page
@@ -137,6 +146,7 @@ enum Bug {
     ApplyPastHole,
     ReadIndexSkipsTakeover,
     AcceptedBeforeSync,
+    MembershipSwitchesAtOnce,
 }
 
 /// What the seeds run with, from the parsed command line.
@@ -154,6 +164,7 @@ struct Run {
     byzantine: bool,
     disk_faults: bool,
     stamp_reads: bool,
+    membership: bool,
     page_bytes: Option<usize>,
     trace: Option<std::path::PathBuf>,
     /// `--txn N`: bank accounts of the sharded world's transactions.
@@ -175,6 +186,7 @@ fn configure(a: Args) -> Result<Run, String> {
             Bug::ApplyPastHole => bugs.paxos.apply_past_hole = true,
             Bug::ReadIndexSkipsTakeover => bugs.paxos.read_index_skips_takeover = true,
             Bug::AcceptedBeforeSync => bugs.paxos.accepted_before_sync = true,
+            Bug::MembershipSwitchesAtOnce => bugs.paxos.membership_switches_at_once = true,
         }
     }
     let sharded = a.world == World::Sharded;
@@ -202,6 +214,7 @@ fn configure(a: Args) -> Result<Run, String> {
         byzantine: a.byzantine,
         disk_faults: a.disk_faults,
         stamp_reads: a.stamp_reads,
+        membership: a.membership,
         page_bytes: a.page_bytes,
         trace: a.trace,
         bank: a.bank,
@@ -210,7 +223,11 @@ fn configure(a: Args) -> Result<Run, String> {
 }
 
 fn config_for(seed: u64, args: &Run) -> SimConfig {
-    let mut cfg = SimConfig::for_seed(seed, args.replicas);
+    let mut cfg = if args.membership {
+        SimConfig::with_membership(seed)
+    } else {
+        SimConfig::for_seed(seed, args.replicas)
+    };
     cfg.faults = args.faults;
     cfg.bugs = args.bugs;
     cfg.disk_latency_max = args.disk_latency_us;
@@ -251,15 +268,20 @@ fn main() -> ExitCode {
                 let report = sim::run(&cfg);
                 if !report.passed() {
                     let mut msg = format!(
-                        "FAIL seed={seed} replicas={} — replay: synod-sim --start-seed {seed} --seeds 1 --replicas {}{}",
+                        "FAIL seed={seed} replicas={} — replay: synod-sim --start-seed {seed} --seeds 1{}{}",
                         cfg.replicas,
-                        cfg.replicas,
+                        if args.membership {
+                            String::new()
+                        } else {
+                            format!(" --replicas {}", cfg.replicas)
+                        },
                         if args.disk_latency_us > 0 {
                             format!(" --disk-latency-us {}", args.disk_latency_us)
                         } else {
                             String::new()
                         }
-                    ) + if args.byzantine { " --byzantine" } else { "" }
+                    ) + if args.membership { " --membership" } else { "" }
+                        + if args.byzantine { " --byzantine" } else { "" }
                         + if args.disk_faults { " --disk-faults" } else { "" }
                         + &args
                             .page_bytes
@@ -325,6 +347,17 @@ fn main() -> ExitCode {
     if args.byzantine {
         let forged: u64 = reports.iter().map(|r| r.forged).sum();
         println!("byzantine: forged_messages={forged}");
+    }
+    if args.membership {
+        let asked: u64 = reports.iter().map(|r| r.membership_asked).sum();
+        let chosen: u64 = reports.iter().map(|r| r.membership_chosen).sum();
+        let moved = reports
+            .iter()
+            .filter(|r| r.members_final & sim::MEMBERSHIP_INITIAL == 0)
+            .count();
+        println!(
+            "membership: changes_asked={asked} changes_chosen={chosen} seeds_ending_with_no_initial_member={moved}"
+        );
     }
     if failures == 0 {
         ExitCode::SUCCESS

@@ -7,6 +7,7 @@
 
 use synod_wire::{Ballot, Batch, PaxosMsg, PreVote, PreVoteReply, Prepare, Promise, Proposal};
 
+use super::members::{batch_members, majority};
 use super::{
     accept_into, paginate, Candidate, InFlight, Leader, Paxos, PreVoteRound, Role, ROUND_LIMIT,
 };
@@ -17,7 +18,13 @@ impl Paxos {
     /// before raising any ballot (pre-vote), or prepare at once with the
     /// `disruptive_rejoin` bug or alone in the group.
     pub(super) fn campaign(&mut self, rng: &mut Rng) {
-        if self.cfg.bugs.disruptive_rejoin || self.cfg.quorum() == 1 {
+        if !self.is_member() {
+            // Not in the group at our commit point (removed, or added and
+            // not caught up yet): our votes do not count, so do not lead.
+            self.reset_election_timer(rng);
+            return;
+        }
+        if self.cfg.bugs.disruptive_rejoin || self.members() == 1 << self.cfg.id {
             self.start_election(rng);
             return;
         }
@@ -53,8 +60,12 @@ impl Paxos {
 
     /// Would we promise `m.ballot` now? Changes nothing but the answer.
     pub(super) fn on_pre_vote(&mut self, m: PreVote) {
+        // A replica outside the membership at its commit point (one just
+        // removed, ahead of members that have not learned it yet) does not
+        // compare commit points: it never campaigns, so refusing would
+        // only keep the members' stale view from getting its majority.
         let granted = !self.leader_recent(None)
-            && m.chosen_upto >= self.chosen_upto
+            && (m.chosen_upto >= self.chosen_upto || !self.is_member())
             && m.ballot > self.promised;
         ::log::debug!(
             "r{} {} r{}'s pre-vote for {:?}",
@@ -85,7 +96,8 @@ impl Paxos {
             return;
         }
         pv.granted |= 1 << m.from;
-        if pv.granted.count_ones() >= self.cfg.quorum() {
+        let granted = pv.granted;
+        if majority(granted, self.members()) {
             self.start_election(rng);
         }
     }
@@ -210,12 +222,14 @@ impl Paxos {
     /// Become leader once a quorum promised and we know every slot that any
     /// promiser knows is chosen.
     pub(super) fn try_lead(&mut self, _rng: &mut Rng) {
+        // Promises from a majority of every membership that may govern an
+        // open slot, re-checked as promises and catch-up arrive.
+        if !self.candidate_has_quorum() {
+            return;
+        }
         let Role::Candidate(c) = &mut self.role else {
             return;
         };
-        if c.promised_by.count_ones() < self.cfg.quorum() {
-            return;
-        }
         if self.chosen_upto < c.best_chosen.0 {
             // Slots [chosen_upto, best) are chosen but we lack their values;
             // fetch them first (tick() retries).
@@ -244,11 +258,15 @@ impl Paxos {
         let mut reproposed = Vec::new();
         let mut inflight = std::collections::VecDeque::new();
         let mut reported = c.reported;
+        let mut changes = Vec::new();
         for slot in start..next_slot {
             let batch = match reported.remove(&slot) {
                 Some((_, b)) => b,
                 None => Batch::noop(),
             };
+            if let Some(m) = batch_members(&batch) {
+                changes.push((slot, m));
+            }
             accept_into(&mut self.log, &mut self.out, slot, ballot, batch.clone());
             inflight.push_back(InFlight {
                 acks: 1 << self.cfg.id,
@@ -270,6 +288,11 @@ impl Paxos {
             read_wanted: false,
             read_acked: vec![0; self.cfg.replicas as usize],
             read_confirmed: 0,
+            conf: self.members(),
+            changes,
+            change_wanted: None,
+            own_start: start,
+            peer_chosen: vec![0; self.cfg.replicas as usize],
         });
         self.leader_hint = Some(self.cfg.id);
         // A leader never installs a snapshot (it knows all a quorum knows).

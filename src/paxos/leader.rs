@@ -7,6 +7,7 @@ use synod_wire::{
     Accept, Accepted, Ballot, Commit, Heartbeat, PaxosMsg, Proposal, Reject, ReplicaId,
 };
 
+use super::members::{leader_quorum, majority_value, member_ids};
 use super::{paginate, Paxos, Role};
 use crate::rng::Rng;
 
@@ -14,7 +15,7 @@ impl Paxos {
     /// One Accept per peer; the last peer's takes `entries` itself, so a
     /// group of three clones the proposal list once, not twice.
     pub(super) fn send_accepts(&mut self, ballot: Ballot, entries: Vec<Proposal>) {
-        let peers: Vec<ReplicaId> = (0..self.cfg.replicas)
+        let peers: Vec<ReplicaId> = member_ids(self.leader_targets())
             .filter(|p| *p != self.cfg.id)
             .collect();
         let mut entries = Some(entries);
@@ -44,6 +45,8 @@ impl Paxos {
             return;
         }
         l.silent_ticks[m.from as usize] = 0;
+        let pc = &mut l.peer_chosen[m.from as usize];
+        *pc = (*pc).max(m.chosen_upto);
         let base = self.chosen_upto;
         for slot in m.slots {
             if slot >= base && slot < l.next_slot {
@@ -65,12 +68,17 @@ impl Paxos {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        // At most 64 replicas: sort a copy on the stack.
-        let n = l.read_acked.len();
-        let mut acked = [0u64; 64];
-        acked[..n].copy_from_slice(&l.read_acked);
-        acked[..n].sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acked[self.cfg.quorum() as usize - 1];
+        // Confirmed by a majority of every membership the leader counts
+        // votes against (the newest alone with the planted bug).
+        let confirmed = if self.cfg.bugs.membership_switches_at_once {
+            let newest = l.changes.last().map_or(l.conf, |(_, m)| *m);
+            majority_value(&l.read_acked, newest)
+        } else {
+            l.changes
+                .iter()
+                .map(|(_, m)| majority_value(&l.read_acked, *m))
+                .fold(majority_value(&l.read_acked, l.conf), u64::min)
+        };
         if confirmed > l.read_confirmed {
             l.read_confirmed = confirmed;
             self.out.wake();
@@ -81,11 +89,26 @@ impl Paxos {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
+        let bug = self.cfg.bugs.membership_switches_at_once;
         while let Some(f) = l.inflight.front() {
-            if f.acks.count_ones() < self.cfg.quorum() {
+            if !leader_quorum(l.conf, &l.changes, bug, f.acks) {
                 break;
             }
             l.inflight.pop_front();
+            if l.changes
+                .first()
+                .is_some_and(|(s, _)| *s == self.chosen_upto)
+            {
+                // The change is chosen: it governs every slot after it.
+                let (_, m) = l.changes.remove(0);
+                ::log::info!(
+                    "r{} membership {:#x} -> {m:#x} chosen at slot {}",
+                    self.cfg.id,
+                    l.conf,
+                    self.chosen_upto
+                );
+                l.conf = m;
+            }
             self.chosen_upto += 1;
         }
         self.commit_hint = self.commit_hint.max(self.chosen_upto);
@@ -97,6 +120,8 @@ impl Paxos {
         };
         let ballot = l.ballot;
         let base = self.chosen_upto;
+        let id = self.cfg.id as usize;
+        let targets = l.conf | l.changes.iter().fold(0, |a, (_, m)| a | m);
         let mut per_peer: Vec<Vec<Proposal>> = vec![Vec::new(); self.cfg.replicas as usize];
         for (i, f) in l.inflight.iter_mut().enumerate() {
             f.age += 1;
@@ -107,7 +132,7 @@ impl Paxos {
             let slot = base + i as u64;
             let e = self.log.get(slot).expect("in-flight slot missing");
             for (peer, list) in per_peer.iter_mut().enumerate() {
-                if f.acks & (1 << peer) == 0 {
+                if f.acks & (1 << peer) == 0 && targets & (1 << peer) != 0 && peer != id {
                     list.push(Proposal {
                         slot,
                         batch: e.batch.clone(),
@@ -133,9 +158,19 @@ impl Paxos {
         }
     }
 
+    /// Who a leader sends to: every member of the membership at its
+    /// commit point and of every change in flight.
+    pub(super) fn leader_targets(&self) -> u64 {
+        match &self.role {
+            Role::Leader(l) => l.conf | l.changes.iter().fold(0, |a, (_, m)| a | m),
+            _ => 0,
+        }
+    }
+
     pub(super) fn broadcast_commit(&mut self, ballot: Ballot, commit: bool) {
-        for peer in 0..self.cfg.replicas {
-            if peer == self.cfg.id {
+        let targets = self.leader_targets();
+        for peer in member_ids(targets) {
+            if peer == self.cfg.id || peer >= self.cfg.replicas {
                 continue;
             }
             let msg = if commit {

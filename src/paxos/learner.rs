@@ -278,6 +278,7 @@ impl Paxos {
         self.snapshot = Some((index, data.clone()));
         self.chosen_upto = index;
         self.applied_upto = index;
+        self.members_applied = super::split_snapshot(&data).0.unwrap_or(self.cfg.members);
         self.commit_hint = self.commit_hint.max(index);
         // Batches queued for apply below the snapshot are covered by it.
         self.out.gated.committed.clear();

@@ -37,9 +37,14 @@ mod candidate;
 mod leader;
 mod learner;
 mod log;
+mod members;
 mod ready;
 
 pub use log::{Entry, Log};
+pub use members::{
+    all_members, batch_members, command_members, majority, member_ids, members_command,
+    split_snapshot, wrap_snapshot, MembersError,
+};
 pub use ready::{Durable, Gated, Ready, Record, Synced};
 
 use bytes::{Bytes, BytesMut};
@@ -86,14 +91,24 @@ pub struct PlantedBugs {
     /// isolation deposes the leader a majority still follows (the
     /// behaviour before issue 14).
     pub disruptive_rejoin: bool,
+    /// A membership change of any size takes effect at once: the leader
+    /// counts votes by the newest membership alone, a candidate asks only
+    /// the membership at its commit point (no joint overlap, no re-check,
+    /// no one-at-a-time rule), so an old and a new majority can decide
+    /// apart.
+    pub membership_switches_at_once: bool,
 }
 
 /// Tunables of one replica. Time is in ticks (the driver decides how long a tick is).
 #[derive(Clone, Debug)]
 pub struct Config {
     pub id: ReplicaId,
-    /// Group size (replica ids are `0..replicas`). At most 64.
+    /// The group's id space (replica ids are `0..replicas`). At most 64.
     pub replicas: u32,
+    /// The membership before any membership entry (a bitmask of ids below
+    /// `replicas`; every one of them by default). Membership entries in
+    /// the log change it (`members.rs`).
+    pub members: u64,
     /// A follower that hears no leader for a random number of ticks in
     /// `[election_ticks_min, election_ticks_max)` starts an election.
     pub election_ticks_min: u32,
@@ -136,6 +151,7 @@ impl Config {
         Config {
             id,
             replicas,
+            members: all_members(replicas),
             election_ticks_min: 10,
             election_ticks_max: 20,
             heartbeat_ticks: 2,
@@ -151,10 +167,6 @@ impl Config {
             snapshot_bytes_max: 8 << 30,
             bugs: PlantedBugs::default(),
         }
-    }
-
-    fn quorum(&self) -> u32 {
-        self.replicas / 2 + 1
     }
 }
 
@@ -294,6 +306,21 @@ struct Leader {
     read_acked: Vec<u64>,
     /// The highest round a quorum confirmed.
     read_confirmed: u64,
+    /// The membership at the commit point.
+    conf: u64,
+    /// Membership entries in flight, `(slot, members)`, in slot order. At
+    /// most one is proposed fresh (α = 1); a takeover may re-propose more.
+    changes: Vec<(Slot, u64)>,
+    /// A change asked for ([`Paxos::propose_members`]) and not yet in a slot.
+    change_wanted: Option<u64>,
+    /// The commit point when this ballot took over: once it is passed an
+    /// entry of this ballot is chosen, and only then may a change be proposed.
+    own_start: Slot,
+    /// Each replica's commit point as its last Accepted stated it: a
+    /// leader that removed itself hands over only once a majority of the
+    /// new membership knows the change is chosen (else they could keep
+    /// asking it, a non-member, for votes it refuses).
+    peer_chosen: Vec<Slot>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -362,6 +389,8 @@ pub struct Paxos {
     read_round_heard: (Ballot, u64),
     out: Ready,
     stats: Stats,
+    /// The membership in effect for slot `applied_upto`.
+    members_applied: u64,
 }
 
 impl Paxos {
@@ -372,6 +401,10 @@ impl Paxos {
             Some((i, d)) => (i, Some((i, d))),
             None => (0, None),
         };
+        let members_applied = snapshot
+            .as_ref()
+            .and_then(|(_, d)| split_snapshot(d).0)
+            .unwrap_or(cfg.members);
         let mut log = Log::new(start);
         // Accepts beyond the horizon are refused, so an entry far above the
         // snapshot can only have been written before that rule (a forged
@@ -417,6 +450,7 @@ impl Paxos {
             read_round_heard: (Ballot::ZERO, 0),
             out: Ready::default(),
             stats: Stats::default(),
+            members_applied,
             cfg,
         };
         // The state machine starts from the snapshot; chosen entries recorded
@@ -424,7 +458,7 @@ impl Paxos {
         p.out.gated.snapshot = snapshot;
         p.advance_chosen_marked();
         p.reset_election_timer(rng);
-        if p.cfg.replicas == 1 {
+        if p.members() == 1 << p.cfg.id {
             p.start_election(rng);
         }
         p
@@ -439,10 +473,16 @@ impl Paxos {
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
     }
-    /// Who this replica believes leads (itself included).
+    /// Who this replica believes leads (itself included). A replica
+    /// outside the membership that has not heard a leader lately (one
+    /// removed from the group: leaders stop talking to it) knows nothing:
+    /// its last hint would send clients back and forth between removed
+    /// replicas (simulator seed 429 of the membership world).
     pub fn leader_hint(&self) -> Option<ReplicaId> {
         if self.is_leader() {
             Some(self.cfg.id)
+        } else if self.heard_leader >= self.cfg.election_ticks_max && !self.is_member() {
+            None
         } else {
             self.leader_hint
         }
@@ -477,8 +517,11 @@ impl Paxos {
 
     /// Queue a command for the next batch. Only the leader accepts.
     pub fn propose(&mut self, cmd: Bytes) -> Result<(), ProposeError> {
-        let hint = self.leader_hint;
         match &mut self.role {
+            // Removed from the group: finish what is in flight, take no more.
+            Role::Leader(l) if l.conf & (1 << self.cfg.id) == 0 => {
+                Err(ProposeError::NotLeader(None))
+            }
             Role::Leader(l) => {
                 if l.pending_bytes + cmd.len() > self.cfg.pending_bytes_max {
                     return Err(ProposeError::Busy);
@@ -487,7 +530,7 @@ impl Paxos {
                 l.pending.push(cmd);
                 Ok(())
             }
-            _ => Err(ProposeError::NotLeader(hint)),
+            _ => Err(ProposeError::NotLeader(self.leader_hint())),
         }
     }
 
@@ -495,7 +538,6 @@ impl Paxos {
     /// reads; the reads registered in one loop turn share one leadership
     /// check, announced by the next [`Paxos::flush`].
     pub fn read_index(&mut self) -> Result<ReadTicket, ProposeError> {
-        let hint = self.leader_hint;
         match &mut self.role {
             Role::Leader(l) => {
                 l.read_wanted = true;
@@ -509,7 +551,7 @@ impl Paxos {
                     round: l.read_round + 1,
                 })
             }
-            _ => Err(ProposeError::NotLeader(hint)),
+            _ => Err(ProposeError::NotLeader(self.leader_hint())),
         }
     }
 
@@ -543,7 +585,44 @@ impl Paxos {
         };
         let ballot = l.ballot;
         let mut fresh: Vec<Proposal> = Vec::new();
-        while !l.pending.is_empty() && l.next_slot - self.chosen_upto < self.cfg.window_slots_max {
+        // A membership change goes in a slot of its own once an entry of
+        // this ballot is chosen (before that, a no-op gets one chosen if
+        // nothing else would) and no other change is in flight.
+        if let Some(members) = l.change_wanted {
+            let room = l.next_slot - self.chosen_upto < self.cfg.window_slots_max;
+            let batch = if !l.changes.is_empty() || !room {
+                None
+            } else if self.chosen_upto > l.own_start {
+                l.change_wanted = None;
+                Some(Batch {
+                    commands: vec![members_command(members)],
+                })
+            } else if l.next_slot == l.own_start && l.pending.is_empty() {
+                Some(Batch::noop())
+            } else {
+                None
+            };
+            if let Some(batch) = batch {
+                let slot = l.next_slot;
+                l.next_slot += 1;
+                if let Some(m) = batch_members(&batch) {
+                    l.changes.push((slot, m));
+                }
+                self.stats.slots_proposed += 1;
+                accept_into(&mut self.log, &mut self.out, slot, ballot, batch.clone());
+                l.inflight.push_back(InFlight {
+                    acks: 1 << self.cfg.id,
+                    age: 0,
+                });
+                fresh.push(Proposal { slot, batch });
+            }
+        }
+        // α = 1: nothing is proposed beyond an unchosen membership entry,
+        // so every fresh slot's membership is known when it is proposed.
+        while !l.pending.is_empty()
+            && l.changes.is_empty()
+            && l.next_slot - self.chosen_upto < self.cfg.window_slots_max
+        {
             let mut bytes = 0;
             let mut n = 0;
             for c in &l.pending {
@@ -603,6 +682,9 @@ impl Paxos {
                 .log
                 .get(slot)
                 .expect("chosen slot missing from the log: learner invariant broken");
+            if let Some(m) = batch_members(&entry.batch) {
+                self.members_applied = m;
+            }
             self.out.gated.committed.push((slot, entry.batch.clone()));
             self.applied_upto += 1;
         }
@@ -671,14 +753,26 @@ impl Paxos {
                 }
                 // Check quorum: a leader cut off from a majority steps down so
                 // clients stop waiting on it.
-                let heard = l
-                    .silent_ticks
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, s)| *i as u32 != self.cfg.id && **s < self.cfg.election_ticks_max)
-                    .count() as u32;
-                if heard + 1 < self.cfg.quorum() {
+                let mut heard = 1u64 << self.cfg.id;
+                for (i, s) in l.silent_ticks.iter().enumerate() {
+                    if *s < self.cfg.election_ticks_max {
+                        heard |= 1 << i;
+                    }
+                }
+                let bug = self.cfg.bugs.membership_switches_at_once;
+                if !members::leader_quorum(l.conf, &l.changes, bug, heard) {
                     ::log::debug!("r{} leader {:?} lost quorum", self.cfg.id, l.ballot);
+                    self.become_follower(None, rng);
+                    return;
+                }
+                // Removed from the group and nothing left in flight: hand
+                // over (a removed replica's votes no longer count, and it
+                // must not keep clients waiting).
+                if l.conf & (1 << self.cfg.id) == 0
+                    && l.inflight.is_empty()
+                    && members::majority_value(&l.peer_chosen, l.conf) >= self.chosen_upto
+                {
+                    ::log::info!("r{} steps down: no longer a member", self.cfg.id);
                     self.become_follower(None, rng);
                     return;
                 }
@@ -713,9 +807,11 @@ impl Paxos {
                 };
                 // Waiting for a catch-up that lets us lead: nudge it.
                 c.catchup_wait += 1;
-                if c.promised_by.count_ones() >= self.cfg.quorum()
-                    && c.catchup_wait >= self.cfg.retransmit_ticks
-                {
+                let ready = c.catchup_wait >= self.cfg.retransmit_ticks;
+                if ready && self.candidate_has_quorum() {
+                    let Role::Candidate(c) = &mut self.role else {
+                        unreachable!()
+                    };
                     c.catchup_wait = 0;
                     let to = c.best_chosen.1;
                     self.request_catchup(to);
@@ -995,5 +1091,7 @@ fn msg_name(m: &PaxosMsg) -> &'static str {
     }
 }
 
+#[cfg(test)]
+mod members_tests;
 #[cfg(test)]
 mod tests;

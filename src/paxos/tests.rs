@@ -4,14 +4,16 @@
 use super::*;
 use synod_wire::{Accept, Accepted, CatchupResponse, PreVote, SnapshotChunk};
 
-struct Net {
-    nodes: Vec<Paxos>,
+pub(super) struct Net {
+    pub(super) nodes: Vec<Paxos>,
     disks: Vec<Durable>,
-    rng: Rng,
+    pub(super) rng: Rng,
     /// (from, to, msg) not yet delivered.
-    wire: Vec<(ReplicaId, ReplicaId, PaxosMsg)>,
+    pub(super) wire: Vec<(ReplicaId, ReplicaId, PaxosMsg)>,
+    /// Replicas cut off: `deliver_all` drops what they send and receive.
+    pub(super) down: u64,
     /// Chosen batches each node released, in order.
-    applied: Vec<Vec<(Slot, Batch)>>,
+    pub(super) applied: Vec<Vec<(Slot, Batch)>>,
 }
 
 impl Net {
@@ -25,6 +27,27 @@ impl Net {
             disks: vec![Durable::default(); n as usize],
             rng,
             wire: Vec::new(),
+            down: 0,
+            applied: vec![Vec::new(); n as usize],
+        }
+    }
+
+    /// `n` replica ids of which `members` form the group at first.
+    pub(super) fn with_members(n: u32, members: u64) -> Net {
+        let mut rng = Rng::new(1);
+        let nodes = (0..n)
+            .map(|i| {
+                let mut cfg = Config::new(i, n);
+                cfg.members = members;
+                Paxos::new(cfg, Durable::default(), &mut rng)
+            })
+            .collect();
+        Net {
+            nodes,
+            disks: vec![Durable::default(); n as usize],
+            rng,
+            wire: Vec::new(),
+            down: 0,
             applied: vec![Vec::new(); n as usize],
         }
     }
@@ -50,7 +73,7 @@ impl Net {
         }
     }
 
-    fn deliver_all(&mut self) {
+    pub(super) fn deliver_all(&mut self) {
         for _ in 0..10_000 {
             for i in 0..self.nodes.len() {
                 self.nodes[i].flush();
@@ -60,8 +83,10 @@ impl Net {
                 return;
             }
             let batch = std::mem::take(&mut self.wire);
-            for (_, to, m) in batch {
-                self.nodes[to as usize].step(m, &mut self.rng);
+            for (from, to, m) in batch {
+                if self.down & (1 << from | 1 << to) == 0 {
+                    self.nodes[to as usize].step(m, &mut self.rng);
+                }
             }
         }
         panic!("messages never quiesced");
@@ -70,20 +95,20 @@ impl Net {
     /// The leader went quiet long enough (`election_ticks_min` ticks) that
     /// no follower counts it as alive any more: without this, leader
     /// stickiness has followers ignore a rival's Prepare.
-    fn leader_lease_lapses(&mut self) {
+    pub(super) fn leader_lease_lapses(&mut self) {
         for n in &mut self.nodes {
             n.heard_leader = u32::MAX;
         }
     }
 
-    fn elect(&mut self, i: usize) {
+    pub(super) fn elect(&mut self, i: usize) {
         self.nodes[i].start_election(&mut self.rng);
         self.deliver_all();
         assert!(self.nodes[i].is_leader(), "node {i} did not win");
     }
 }
 
-fn cmd(s: &str) -> Bytes {
+pub(super) fn cmd(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 

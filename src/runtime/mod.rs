@@ -246,6 +246,7 @@ fn check_recovered_snapshots(
         let Some((index, data)) = &durable.snapshot else {
             continue;
         };
+        let data = crate::paxos::split_snapshot(data).1;
         let checked = if *gid == 0 {
             crate::master::MasterMachine::new(crate::master::MasterOptions { shards: cfg.shards })
                 .check_snapshot(data)

@@ -120,7 +120,27 @@ pub struct SimConfig {
     /// in the node's synced log is refused. Needs `disk_latency_max` > 0
     /// for syncs to be in flight. Own RNG: other seeds replay as before.
     pub disk_faults: bool,
+    /// Membership changes (`paxos/members.rs`): the id space is
+    /// `replicas` (6 in [`SimConfig::with_membership`]), the group starts
+    /// as replicas {0, 1, 2}, every other node starts empty (a fresh data
+    /// directory waiting to be added), and during the fault phase an
+    /// operator asks the leader every few hundred ms to add or remove one
+    /// replica (keeping 3 to 5 members), so replacements chain until the
+    /// group may share no replica with the one it started as. Own RNG.
+    pub membership: bool,
+    /// Membership world: the operator replaces members that are down
+    /// instead of changing at random (add a live replica that is not a
+    /// member, then remove the down one; nothing while all are up).
+    pub replace_down_members: bool,
+    /// Crashes at fixed times, never restarted unless the fault phase's
+    /// healing does (the replacement scenario runs without random faults).
+    pub crashes_at: Vec<(Micros, ReplicaId)>,
 }
+
+/// Replicas {0, 1, 2}: the membership world's first group.
+pub const MEMBERSHIP_INITIAL: u64 = 0b111;
+/// The membership world's id space.
+pub const MEMBERSHIP_IDS: u32 = 6;
 
 /// Session TTL and cap of a seed's world: a 200 ms TTL on seeds 2 mod 3,
 /// and also a cap of 2 sessions per shard on seeds 5 mod 6.
@@ -166,6 +186,18 @@ impl SimConfig {
             trace: None,
             stamp_reads: false,
             disk_faults: false,
+            membership: false,
+            replace_down_members: false,
+            crashes_at: Vec::new(),
+        }
+    }
+
+    /// The membership world for a seed: 6 ids, the group {0, 1, 2} to
+    /// start, membership changes through the fault phase.
+    pub fn with_membership(seed: u64) -> SimConfig {
+        SimConfig {
+            membership: true,
+            ..SimConfig::new(seed, MEMBERSHIP_IDS)
         }
     }
 
@@ -203,6 +235,12 @@ pub struct SimReport {
     /// the cut kept), and bit flips recovery refused.
     pub torn_syncs: u64,
     pub flips_refused: u64,
+    /// Membership world: changes the operator asked a leader for, and
+    /// membership entries chosen (distinct slots), and the membership the
+    /// run ended with.
+    pub membership_asked: u64,
+    pub membership_chosen: u64,
+    pub members_final: u64,
 }
 
 impl SimReport {
@@ -261,6 +299,10 @@ pub(crate) enum Event {
     Cut(ReplicaId, ReplicaId),
     Restore(ReplicaId, ReplicaId),
     Heal,
+    /// Membership world: the operator asks the leader for one change.
+    Members,
+    /// `SimConfig::crashes_at`.
+    Crash(ReplicaId),
 }
 
 struct Node {
@@ -308,6 +350,8 @@ pub(crate) struct World {
     disk_rng: Option<Rng>,
     /// `SimConfig::trace`'s writer.
     tracer: Option<Tracer>,
+    /// Membership world's own randomness (forked only in that mode).
+    members_rng: Option<Rng>,
     report: SimReport,
 }
 
@@ -468,6 +512,8 @@ impl Simulated for World {
                 self.net.cut[b as usize][a as usize] = false;
             }
             Event::Heal => self.heal(),
+            Event::Members => self.change_members(),
+            Event::Crash(id) => self.crash(id),
         }
     }
     fn finished(&self) -> bool {
@@ -511,6 +557,7 @@ impl World {
             forge_rng: None,
             disk_rng: None,
             tracer: None,
+            members_rng: None,
             time: Timeline::new(),
             report: SimReport {
                 seed: cfg.seed,
@@ -560,6 +607,15 @@ impl World {
         }
         if w.cfg.disk_faults {
             w.disk_rng = Some(w.rng.fork());
+        }
+        for (at, id) in w.cfg.crashes_at.clone() {
+            w.schedule(at, Event::Crash(id));
+        }
+        if w.cfg.membership {
+            let mut mrng = w.rng.fork();
+            let at = mrng.range(200 * MS, 600 * MS);
+            w.members_rng = Some(mrng);
+            w.schedule(at, Event::Members);
         }
         if let Some(path) = &w.cfg.trace {
             match std::fs::File::create(path) {
@@ -613,7 +669,73 @@ impl World {
         rc.bugs = self.cfg.bugs.replica;
         rc.clock_interval_ms = 20;
         rc.stamp_reads = self.cfg.stamp_reads;
+        if self.cfg.membership {
+            rc.paxos.members = MEMBERSHIP_INITIAL;
+        }
         rc
+    }
+
+    /// Membership world: ask the leader with the highest ballot to add or
+    /// remove one replica (keeping 3 to 5 members; with the planted
+    /// `membership_switches_at_once` bug, to switch to the ids it does not
+    /// hold, all at once), and schedule the next ask. Stops at healing so
+    /// liveness is judged on a settled group.
+    fn change_members(&mut self) {
+        if self.time.now >= self.cfg.fault_phase {
+            return;
+        }
+        let Some(mut mrng) = self.members_rng.take() else {
+            return;
+        };
+        let leader = (0..self.cfg.replicas)
+            .filter(|i| {
+                let n = &self.nodes[*i as usize];
+                n.syncing.is_none() && n.replica.as_ref().is_some_and(|r| r.is_leader())
+            })
+            .max_by_key(|i| {
+                self.nodes[*i as usize]
+                    .replica
+                    .as_ref()
+                    .map(|r| r.paxos().promised())
+            });
+        if let Some(id) = leader {
+            let universe = crate::paxos::all_members(self.cfg.replicas);
+            let live = (0..self.cfg.replicas)
+                .filter(|i| self.nodes[*i as usize].replica.is_some())
+                .fold(0u64, |m, i| m | 1 << i);
+            let r = self.nodes[id as usize].replica.as_mut().expect("live");
+            if r.paxos().members_pending().is_none() {
+                let cur = r.paxos().members();
+                let down = crate::paxos::member_ids(cur).find(|i| live & (1 << i) == 0);
+                let spare =
+                    crate::paxos::member_ids(universe & !cur).find(|i| live & (1 << i) != 0);
+                let next = if self.cfg.replace_down_members {
+                    // Add a fresh replica first (the group never has fewer
+                    // live members than before), then drop the down one.
+                    match (down, spare) {
+                        (Some(_), Some(add)) if cur.count_ones() <= 3 => cur | 1 << add,
+                        (Some(gone), _) if cur.count_ones() > 3 => cur & !(1 << gone),
+                        _ => 0,
+                    }
+                } else if self.cfg.bugs.paxos.membership_switches_at_once {
+                    universe & !cur
+                } else {
+                    let size = cur.count_ones();
+                    let add = size <= 3 || (size < 5 && mrng.chance(0.5));
+                    let pool = if add { universe & !cur } else { cur };
+                    let ids: Vec<u32> = crate::paxos::member_ids(pool).collect();
+                    let pick = ids[mrng.range(0, ids.len() as u64) as usize];
+                    cur ^ (1 << pick)
+                };
+                if next != 0 && r.propose_members(next).is_ok() {
+                    self.report.membership_asked += 1;
+                    self.after_node_event(id);
+                }
+            }
+        }
+        let at = self.time.now + mrng.range(150 * MS, 900 * MS);
+        self.members_rng = Some(mrng);
+        self.schedule(at, Event::Members);
     }
 
     fn kv_options(&self) -> KvOptions {
@@ -1103,6 +1225,21 @@ impl World {
                 let s = r.paxos().stats();
                 self.report.elections += s.elections_started;
                 self.report.snapshots_installed += s.snapshots_installed;
+            }
+        }
+        if self.cfg.membership {
+            self.report.membership_chosen = self
+                .chosen
+                .values()
+                .filter(|b| crate::paxos::batch_members(b).is_some())
+                .count() as u64;
+            if let Some(r) = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref())
+                .max_by_key(|r| r.paxos().chosen_upto())
+            {
+                self.report.members_final = r.paxos().members();
             }
         }
         let now = self.time.now;
