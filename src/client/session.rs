@@ -208,9 +208,11 @@ pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
                 Op::Incr { .. } => 8,
                 // The value, then the condition and get_old bytes.
                 Op::PutIf { value, .. } => VALUE_LEN_BYTES + value.len() as u64 + 2,
-                Op::Txn(txn) => {
-                    if let Some(why) = txn.invalid() {
-                        return Err(ClientError::Refused(why.to_string()));
+                Op::Txn(_) | Op::TxnPrepare(_) | Op::TxnDecide(_) | Op::TxnFinish(_) => {
+                    if let Op::Txn(txn) = op {
+                        if let Some(why) = txn.invalid() {
+                            return Err(ClientError::Refused(why.to_string()));
+                        }
                     }
                     // Measured on the real encoding (its layout is not
                     // key-then-value); the kind byte is not body.

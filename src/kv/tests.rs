@@ -928,7 +928,10 @@ fn model_apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) -> ClientReply {
         | Op::IncrByFloat { .. }
         | Op::Scan { .. }
         | Op::Count { .. }
-        | Op::Flush { .. } => unreachable!("the generator makes none of these (see scan_tests)"),
+        | Op::Flush { .. }
+        | Op::TxnPrepare(_)
+        | Op::TxnDecide(_)
+        | Op::TxnFinish(_) => unreachable!("the generator makes none of these (see scan_tests)"),
     }
 }
 
