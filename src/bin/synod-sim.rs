@@ -30,12 +30,18 @@ struct Args {
     /// `--txn N`: bank accounts of the sharded world's transactions.
     bank: usize,
     txn_ignore_compares: bool,
+    txn_early_release: bool,
+    txn_unlocked_reads: bool,
+    txn_forget_prepared: bool,
+    /// `--txn-one-group`: every account in one shard (no two-phase commit).
+    bank_one_group: bool,
 }
 
 const USAGE: &str =
     "usage: synod-sim [--seeds N] [--start-seed S] [--replicas 3|5] [--no-faults] [--jobs J]
                  [--world group|sharded] [--fault-secs N] [--txn ACCOUNTS]
-                 [--bug skip-dedup|forget-floor|txn-ignore-compares|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
+                 [--txn-one-group]
+                 [--bug skip-dedup|forget-floor|txn-ignore-compares|txn-early-release|txn-unlocked-reads|txn-forget-prepared|follower-reads|unconfirmed-leader-reads|accept-ignores-promise|apply-past-hole|read-index-skips-takeover|accepted-before-sync]
                  [--disk-latency-us N] [--disk-faults] [--byzantine] [--stamp-reads] [--page-bytes N] [--trace FILE] [-v]
 
 Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd seeds 5).
@@ -43,8 +49,13 @@ Without --replicas, each seed picks 3 or 5 replicas itself (even seeds 3, odd se
 leaves and moves while clients run (--replicas and --bug do not apply);
 --fault-secs sets its fault phase (default 8; admin changes come every 0.3-1.5 s).
 --txn ACCOUNTS (sharded world): clients also run bank transactions on ACCOUNTS
-accounts in one shard, audits and version-guarded transfers, and every audit
-must see the same total; --bug txn-ignore-compares plants a lost update.
+accounts, each in a shard of its own (so transactions span groups: two-phase
+commit), or all in one shard with --txn-one-group; audits and version-guarded
+transfers, and every audit must see the same total. Planted bugs:
+txn-ignore-compares (a lost update), txn-early-release (a participant applies
+its branch and keeps no locks before the decision), txn-unlocked-reads (keys a
+transaction only reads are not locked), txn-forget-prepared (snapshots leave
+out prepared transactions).
 --disk-latency-us N: each sync takes up to N us of virtual time, during which the
 node's early messages (a leader's Accepts) are already out and a crash loses the
 records being synced (group world only; default 0, an instant disk).
@@ -83,6 +94,10 @@ fn parse() -> Result<Args, String> {
         trace: None,
         bank: 0,
         txn_ignore_compares: false,
+        txn_early_release: false,
+        txn_unlocked_reads: false,
+        txn_forget_prepared: false,
+        bank_one_group: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -105,6 +120,7 @@ fn parse() -> Result<Args, String> {
             "--page-bytes" => a.page_bytes = Some(num(&value("--page-bytes")?)? as usize),
             "--trace" => a.trace = Some(value("--trace")?.into()),
             "--txn" => a.bank = num(&value("--txn")?)? as usize,
+            "--txn-one-group" => a.bank_one_group = true,
             "--fault-secs" => a.fault_secs = Some(num(&value("--fault-secs")?)?),
             "--disk-latency-us" => a.disk_latency_us = num(&value("--disk-latency-us")?)?,
             "--world" => match value("--world")?.as_str() {
@@ -116,6 +132,9 @@ fn parse() -> Result<Args, String> {
                 "skip-dedup" => a.bugs.skip_dedup = true,
                 "forget-floor" => a.bugs.forget_floor = true,
                 "txn-ignore-compares" => a.txn_ignore_compares = true,
+                "txn-early-release" => a.txn_early_release = true,
+                "txn-unlocked-reads" => a.txn_unlocked_reads = true,
+                "txn-forget-prepared" => a.txn_forget_prepared = true,
                 "follower-reads" => a.bugs.replica.follower_reads = true,
                 "unconfirmed-leader-reads" => a.bugs.replica.unconfirmed_leader_reads = true,
                 "accept-ignores-promise" => a.bugs.paxos.accept_ignores_promise = true,
@@ -286,6 +305,10 @@ fn run_sharded(args: &Args) -> ExitCode {
                 cfg.faults = args.faults;
                 cfg.bank_accounts = args.bank;
                 cfg.txn_ignore_compares = args.txn_ignore_compares;
+                cfg.txn_early_release = args.txn_early_release;
+                cfg.txn_unlocked_reads = args.txn_unlocked_reads;
+                cfg.txn_forget_prepared = args.txn_forget_prepared;
+                cfg.bank_one_group = args.bank_one_group;
                 if let Some(secs) = args.fault_secs {
                     cfg.fault_phase = secs * 1_000_000;
                 }

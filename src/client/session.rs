@@ -47,8 +47,8 @@ use synod_wire::{
 };
 
 use super::idmap::IdMap;
-use super::twopc;
 use super::logic::{backoff_capped, AckWindow, Router, BACKOFF_MAX, CLIENT_ID_RENEW_AFTER};
+use super::twopc;
 use super::ClientError;
 use crate::rng::Rng;
 
@@ -279,8 +279,17 @@ enum State {
 enum Purpose {
     User,
     Refresh,
-    /// One message of the two-phase commit `TwoPc` `txn`.
-    Part { txn: u64, role: Role },
+    /// One message of the two-phase commit `TwoPc` `txn`, for group
+    /// `gid`, always sent to that group (never re-routed by key after a
+    /// configuration change): so every group that may hold the prepared
+    /// part is the one its outcome goes to. A group holding locks keeps
+    /// their shards until the outcome arrives; a prepare answered
+    /// `WrongGroup` was applied nowhere and aborts the attempt.
+    Part {
+        txn: u64,
+        role: Role,
+        gid: GroupId,
+    },
 }
 
 /// What a two-phase commit message is.
@@ -309,8 +318,10 @@ enum Vote {
     Yes(TxnVote),
     No,
     WrongGroup,
-    /// No answer (timed out, session expired, refused): maybe prepared.
-    Unknown,
+    /// No usable answer (timed out, session expired, refused): maybe
+    /// prepared. The caller gets this error rather than another attempt
+    /// (an attempt under this id would meet the same).
+    Failed(ClientError),
 }
 
 /// One attempt of a transaction across groups (see [`Session`]'s
@@ -404,7 +415,6 @@ impl<T: Ord + Copy> Timers<T> {
     fn len(&self) -> usize {
         self.fifo.len() + self.heap.len()
     }
-
 }
 
 impl<T: Ord + Copy> FromIterator<T> for Timers<T> {
@@ -567,6 +577,35 @@ impl Session {
     /// Requests submitted and not finished (queued ones included).
     pub fn pending(&self) -> usize {
         self.queue.len() + self.active
+    }
+
+    /// A description of the two-phase commits in progress, for debugging.
+    pub fn describe_txns(&self) -> String {
+        let mut out = String::new();
+        for (k, t) in &self.txns {
+            out.push_str(&format!(
+                "txn {k} id {:?} user {:?} outcome {:?} outstanding {} votes {:?}; ",
+                t.id,
+                t.user,
+                t.outcome,
+                t.outstanding,
+                t.votes
+                    .iter()
+                    .map(|v| match v {
+                        None => "-".to_string(),
+                        Some(Vote::Yes(_)) => "yes".to_string(),
+                        Some(v) => format!("{v:?}"),
+                    })
+                    .collect::<Vec<_>>()
+            ));
+        }
+        for (h, task) in self.tasks.iter() {
+            out.push_str(&format!(
+                "task {h} {:?} {:?} attempt {}; ",
+                task.purpose, task.state, task.attempt
+            ));
+        }
+        out
     }
 
     /// Two-phase commits whose messages are still out after their caller
@@ -1165,9 +1204,10 @@ impl Session {
                 }
             }
             let task = self.tasks.get_mut(&handle).expect("listed");
-            let route = match &task.req {
-                Req::Kv(op) => self.router.route_key_ref(op.key()),
-                Req::Master(_) => self.router.route_master_ref(),
+            let route = match (&task.req, task.purpose) {
+                (Req::Kv(_), Purpose::Part { gid, .. }) => self.router.route_gid_ref(gid),
+                (Req::Kv(op), _) => self.router.route_key_ref(op.key()),
+                (Req::Master(_), _) => self.router.route_master_ref(),
             };
             let Some((gid, index, addr)) = route else {
                 task.state = State::AwaitConfig;
@@ -1266,7 +1306,8 @@ impl Session {
                 txn: id,
                 part: part.txn.clone(),
             }));
-            self.add_part(key, Role::Prepare(i), op, now);
+            self.router.remember(part.gid);
+            self.add_part(key, Role::Prepare(i), part.gid, op, now);
         }
         self.txns.insert(
             key,
@@ -1284,7 +1325,7 @@ impl Session {
 
     /// Queues one internal message of two-phase commit `txn`, with a seq
     /// of its own (so it is deduplicated like every request).
-    fn add_part(&mut self, txn: u64, role: Role, op: Op, now: Time) {
+    fn add_part(&mut self, txn: u64, role: Role, gid: GroupId, op: Op, now: Time) {
         let handle = self.next_handle;
         self.next_handle += 1;
         let seq = self.next_seq;
@@ -1292,7 +1333,7 @@ impl Session {
         let deadline = now.saturating_add(self.opts.timeout.saturating_mul(PART_PATIENCE));
         self.add_task(
             handle,
-            Purpose::Part { txn, role },
+            Purpose::Part { txn, role, gid },
             Req::Kv(op),
             seq,
             deadline,
@@ -1312,10 +1353,13 @@ impl Session {
                     Ok(Answer::Kv(Some(v))) => match decode_txn_vote(v) {
                         Ok(v) if v.yes => Vote::Yes(v),
                         Ok(_) => Vote::No,
-                        Err(_) => Vote::Unknown,
+                        Err(e) => Vote::Failed(ClientError::Protocol(format!("bad vote: {e}"))),
                     },
                     Err(ClientError::Protocol(why)) if why == PART_WRONG_GROUP => Vote::WrongGroup,
-                    _ => Vote::Unknown,
+                    Err(e) => Vote::Failed(e),
+                    Ok(other) => Vote::Failed(ClientError::Protocol(format!(
+                        "unexpected answer to a prepare: {other:?}"
+                    ))),
                 });
                 if t.votes.iter().any(Option::is_none) {
                     return;
@@ -1335,28 +1379,43 @@ impl Session {
                     t.outcome = Some(outcome);
                     t.outstanding += 1;
                     let op = twopc::finish_op(true, t.id, &t.parts[0], outcome);
-                    self.add_part(key, Role::Decide, op, now);
+                    let gid = t.parts[0].gid;
+                    self.add_part(key, Role::Decide, gid, op, now);
                     return;
                 }
                 // Abort: release what may have been prepared, and try
                 // again as a new attempt (after a refresh on WrongGroup).
                 t.outcome = Some(TxnOutcome::Abort);
                 let wrong = t.votes.iter().any(|v| matches!(v, Some(Vote::WrongGroup)));
+                let failed = t.votes.iter().find_map(|v| match v {
+                    Some(Vote::Failed(e)) => Some(e.clone()),
+                    _ => None,
+                });
+                // Every part but a definite No may hold a prepared copy (a
+                // reply lost, then a WrongGroup from a resend): all of them
+                // get the abort; one holding nothing answers so.
                 let held: Vec<usize> = (0..t.parts.len())
-                    .filter(|&i| matches!(t.votes[i], Some(Vote::Yes(_)) | Some(Vote::Unknown)))
+                    .filter(|&i| !matches!(t.votes[i], Some(Vote::No)))
                     .collect();
-                let ops: Vec<Op> = held
+                let ops: Vec<(GroupId, Op)> = held
                     .iter()
-                    .map(|&i| twopc::finish_op(false, t.id, &t.parts[i], TxnOutcome::Abort))
+                    .map(|&i| {
+                        let op = twopc::finish_op(false, t.id, &t.parts[i], TxnOutcome::Abort);
+                        (t.parts[i].gid, op)
+                    })
                     .collect();
                 t.outstanding += held.len();
                 let user = t.user.take();
                 self.stats.two_pc_aborts += 1;
-                for (i, op) in held.into_iter().zip(ops) {
-                    self.add_part(key, Role::Finish(i), op, now);
+                for (i, (gid, op)) in held.into_iter().zip(ops) {
+                    self.add_part(key, Role::Finish(i), gid, op, now);
                 }
-                if let Some(h) = user {
-                    self.retry_txn(h, wrong, now);
+                match (user, failed) {
+                    (Some(h), Some(e)) if self.tasks.contains_key(&h) => {
+                        self.finish(h, Err(e), now)
+                    }
+                    (Some(h), _) => self.retry_txn(h, wrong, now),
+                    (None, _) => {}
                 }
             }
             Role::Decide => {
@@ -1374,12 +1433,15 @@ impl Session {
                         })
                         .collect();
                     let merged = twopc::merge(&t.txn, &t.parts, &votes, outcome);
-                    let ops: Vec<(usize, Op)> = (1..t.parts.len())
-                        .map(|i| (i, twopc::finish_op(false, t.id, &t.parts[i], outcome)))
+                    let ops: Vec<(usize, GroupId, Op)> = (1..t.parts.len())
+                        .map(|i| {
+                            let op = twopc::finish_op(false, t.id, &t.parts[i], outcome);
+                            (i, t.parts[i].gid, op)
+                        })
                         .collect();
                     t.outstanding += ops.len();
-                    for (i, op) in ops {
-                        self.add_part(key, Role::Finish(i), op, now);
+                    for (i, gid, op) in ops {
+                        self.add_part(key, Role::Finish(i), gid, op, now);
                     }
                     match merged {
                         Some(r) => Ok(Answer::Kv(Some(encode_txn_result(&r)))),
@@ -1403,7 +1465,16 @@ impl Session {
             Role::Finish(_) => {}
         }
         if self.txns.get(&key).is_some_and(|t| t.outstanding == 0) {
-            self.txns.remove(&key);
+            let t = self.txns.remove(&key).expect("looked up");
+            for p in &t.parts {
+                if !self
+                    .txns
+                    .values()
+                    .any(|o| o.parts.iter().any(|q| q.gid == p.gid))
+                {
+                    self.router.forget(p.gid);
+                }
+            }
         }
     }
 
@@ -1445,7 +1516,7 @@ impl Session {
                     req: task.req,
                 });
             }
-            Purpose::Part { txn, role } => self.on_part(txn, role, result, now),
+            Purpose::Part { txn, role, .. } => self.on_part(txn, role, result, now),
             Purpose::Refresh => {
                 self.refresh = None;
                 let mut parked: Vec<u64> = if self.parked == 0 {

@@ -111,12 +111,7 @@ pub fn merge(
 }
 
 /// A `TxnFinish`/`TxnDecide` body for `part`.
-pub fn finish_op(
-    decide: bool,
-    txn: synod_wire::TxnId,
-    part: &Part,
-    outcome: TxnOutcome,
-) -> Op {
+pub fn finish_op(decide: bool, txn: synod_wire::TxnId, part: &Part, outcome: TxnOutcome) -> Op {
     let f = Box::new(synod_wire::TxnFinish {
         txn,
         key: part.key.clone(),

@@ -367,7 +367,7 @@ impl KvStore {
             synod_wire::Op::Txn(txn) => return self.apply_txn(req, txn),
             synod_wire::Op::TxnPrepare(p) => return self.apply_prepare(req, p),
             synod_wire::Op::TxnDecide(f) | synod_wire::Op::TxnFinish(f) => {
-                return self.apply_finish(req, f)
+                return self.apply_finish(f)
             }
             _ => {}
         }

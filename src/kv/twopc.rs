@@ -193,22 +193,20 @@ impl KvStore {
         ClientReply::Ok(encode_txn_vote(&vote))
     }
 
-    /// Applies a `TxnDecide` or `TxnFinish` at most once: the outcome of
-    /// the prepared part, if this group holds one.
-    pub(super) fn apply_finish(&mut self, req: &ClientRequest, f: &TxnFinish) -> ClientReply {
-        let home = self.shard_of_key(&f.key) as usize;
-        let rules = self.rules();
-        if let Err(reply) = self.shards[home].begin_write(req, self.opts.planted_skip_dedup, &rules)
-        {
-            return reply;
-        }
-        let code = match self.finish_prepared(f.txn, f.outcome, rules.log_time_ms) {
+    /// Applies a `TxnDecide` or `TxnFinish`: the outcome of the prepared
+    /// part, if this group holds one. Idempotent by the transaction's id
+    /// (a second copy finds nothing held), so it needs no session: it
+    /// touches none, and so cannot be refused `SessionExpired` (which
+    /// would leave the locks with nobody able to release them), and it is
+    /// answered wherever the group's shards went since (the record is the
+    /// group's, not a shard's).
+    pub(super) fn apply_finish(&mut self, f: &TxnFinish) -> ClientReply {
+        let now = self.log_time_ms;
+        let code = match self.finish_prepared(f.txn, f.outcome, now) {
             true => f.outcome as u8,
             false => TXN_NOT_HELD,
         };
-        let reply = ClientReply::Ok(Bytes::copy_from_slice(&[code]));
-        self.shards[home].record_reply(req, &reply);
-        reply
+        ClientReply::Ok(Bytes::copy_from_slice(&[code]))
     }
 
     /// Applies `outcome` to the prepared part of `txn` and releases its

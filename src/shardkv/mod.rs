@@ -778,8 +778,12 @@ impl StateMachine for ShardKv {
                 .all(|k| self.serves(self.store.shard_of_key(k))),
             _ => true,
         };
+        // The outcome of a prepared part applies where it was prepared,
+        // whatever shards the group serves now (it keeps those it holds
+        // locks on until then: `may_advance`).
+        let outcome = matches!(req.op, Op::TxnDecide(_) | Op::TxnFinish(_));
         // Decided in log order: the same answer on every replica.
-        let reply = if self.serves(shard) && serves_all {
+        let reply = if outcome || (self.serves(shard) && serves_all) {
             self.store.apply(&req)
         } else {
             ClientReply::WrongGroup

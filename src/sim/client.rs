@@ -210,6 +210,11 @@ impl Client {
         self.stopped && self.pending.is_empty()
     }
 
+    /// The session's two-phase commits, for debugging.
+    pub fn describe_txns(&self) -> String {
+        self.session.describe_txns()
+    }
+
     /// The oldest op not answered: (op number, call time).
     pub fn outstanding(&self) -> Option<(u64, Micros)> {
         self.pending
