@@ -356,9 +356,11 @@ fn run_sharded(args: &Args) -> ExitCode {
     );
     if args.bank > 0 {
         println!(
-            "bank_audits={} bank_transfers_committed={}",
+            "bank_audits={} bank_transfers_committed={} two_pc_attempts={} two_pc_aborts={}",
             reports.iter().map(|r| r.bank_audits).sum::<u64>(),
             reports.iter().map(|r| r.bank_transfers).sum::<u64>(),
+            reports.iter().map(|r| r.two_pc).sum::<u64>(),
+            reports.iter().map(|r| r.two_pc_aborts).sum::<u64>(),
         );
     }
     if failures == 0 {

@@ -579,35 +579,6 @@ impl Session {
         self.queue.len() + self.active
     }
 
-    /// A description of the two-phase commits in progress, for debugging.
-    pub fn describe_txns(&self) -> String {
-        let mut out = String::new();
-        for (k, t) in &self.txns {
-            out.push_str(&format!(
-                "txn {k} id {:?} user {:?} outcome {:?} outstanding {} votes {:?}; ",
-                t.id,
-                t.user,
-                t.outcome,
-                t.outstanding,
-                t.votes
-                    .iter()
-                    .map(|v| match v {
-                        None => "-".to_string(),
-                        Some(Vote::Yes(_)) => "yes".to_string(),
-                        Some(v) => format!("{v:?}"),
-                    })
-                    .collect::<Vec<_>>()
-            ));
-        }
-        for (h, task) in self.tasks.iter() {
-            out.push_str(&format!(
-                "task {h} {:?} {:?} attempt {}; ",
-                task.purpose, task.state, task.attempt
-            ));
-        }
-        out
-    }
-
     /// Two-phase commits whose messages are still out after their caller
     /// was answered (the outcome to the other participants, or the abort
     /// of an attempt). A driver about to stop (a CLI exiting) keeps polling

@@ -210,9 +210,11 @@ impl Client {
         self.stopped && self.pending.is_empty()
     }
 
-    /// The session's two-phase commits, for debugging.
-    pub fn describe_txns(&self) -> String {
-        self.session.describe_txns()
+    /// Two-phase commit attempts this client's session made, and how
+    /// many of them aborted.
+    pub fn two_pc(&self) -> (u64, u64) {
+        let s = self.session.stats();
+        (s.two_pc, s.two_pc_aborts)
     }
 
     /// The oldest op not answered: (op number, call time).

@@ -139,6 +139,10 @@ pub struct ShardedReport {
     /// Bank audits that passed and transfers that committed.
     pub bank_audits: u64,
     pub bank_transfers: u64,
+    /// Two-phase commit attempts (transactions across groups), and the
+    /// aborted ones among them (lock conflicts, WrongGroup), all retried.
+    pub two_pc: u64,
+    pub two_pc_aborts: u64,
 }
 
 impl ShardedReport {
@@ -1090,24 +1094,6 @@ impl ShardedWorld {
             .sum::<u64>();
         for (c, client) in self.clients.iter().enumerate() {
             if let Some((op, call)) = client.outstanding() {
-                if std::env::var_os("SYNOD_SIM_DEBUG_TXN").is_some() {
-                    eprintln!("client {c}: {}", client.describe_txns());
-                    for gid in 1..=self.cfg.kv_groups {
-                        if let Some(state) = self.kv_state(gid) {
-                            eprintln!(
-                                "group {gid}: config {} states {:?} prepared {} locked {:?}",
-                                state.config().num,
-                                (0..self.cfg.shards)
-                                    .map(|s| state.shard_state(s))
-                                    .collect::<Vec<_>>(),
-                                state.store().prepared_count(),
-                                (0..self.cfg.shards)
-                                    .filter(|s| state.store().shard_locked(*s))
-                                    .collect::<Vec<_>>()
-                            );
-                        }
-                    }
-                }
                 self.report.failures.push(format!(
                     "liveness: client {c} op {op} called at {}ms still pending at {}ms",
                     call / 1000,
@@ -1119,6 +1105,8 @@ impl ShardedWorld {
         self.history.extend(pending);
         self.report.bank_audits = self.clients.iter().map(|c| c.bank_audits).sum();
         self.report.bank_transfers = self.clients.iter().map(|c| c.bank_transfers).sum();
+        self.report.two_pc = self.clients.iter().map(|c| c.two_pc().0).sum();
+        self.report.two_pc_aborts = self.clients.iter().map(|c| c.two_pc().1).sum();
         if self.cfg.bank_accounts > 0 && self.report.bank_audits == 0 {
             // A bank run that checked nothing must not pass.
             self.report
@@ -1243,16 +1231,6 @@ impl ShardedWorld {
             let Some(state) = self.kv_state(gid) else {
                 continue;
             };
-            if std::env::var_os("SYNOD_SIM_DEBUG_TXN").is_some() {
-                eprintln!(
-                    "group {gid}: config {} prepared {} locked shards {:?}",
-                    state.config().num,
-                    state.store().prepared_count(),
-                    (0..self.cfg.shards)
-                        .filter(|s| state.store().shard_locked(*s))
-                        .collect::<Vec<_>>()
-                );
-            }
             for shard in 0..self.cfg.shards {
                 let bytes = state.store().shard_stats(shard).value_bytes;
                 stored += bytes;
