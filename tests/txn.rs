@@ -116,7 +116,9 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
         .then_put(k2.clone(), "2")
         .then_get(k1.clone())
         .else_get(k2.clone());
-    let r = client.txn(spanning.clone().build()).expect("cross-group txn");
+    let r = client
+        .txn(spanning.clone().build())
+        .expect("cross-group txn");
     assert!(r.succeeded, "{r:?}");
     assert!(matches!(&r.results[2], TxnOpResult::Ok { value, .. } if value == "1"));
     assert_eq!(client.get(k2.clone()).unwrap().as_deref(), Some(&b"2"[..]));
@@ -127,7 +129,9 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
     assert!(matches!(&r.results[0], TxnOpResult::Ok { value, .. } if value == "2"));
     // Both groups' keys are unlocked afterwards: single-key writes go on.
     client.put(k1, "3").expect("put k1 after the transactions");
-    client.put(k2.clone(), "x").expect("put k2 after the transactions");
+    client
+        .put(k2.clone(), "x")
+        .expect("put k2 after the transactions");
     let local = client
         .txn(
             TxnBuilder::new()

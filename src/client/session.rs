@@ -26,6 +26,13 @@
 //!   own (never blocking other replies), at most one at a time and at
 //!   least [`REFRESH_SPACING`] apart; a lost or silent connection resends
 //!   everything that was on it to the next member after a backoff;
+//! - transactions across groups: a `Txn` whose keys the cached
+//!   configuration puts in several groups runs two-phase commit as
+//!   internal requests (a prepare per group in parallel, the decision to
+//!   the first key's group, the outcome to the others), answered once the
+//!   decision is applied; aborted attempts (no-wait lock conflicts,
+//!   `WrongGroup`) are retried with a new transaction id (`twopc.rs`,
+//!   ARCHITECTURE.md "Transactions");
 //! - deadlines: every request ends by its deadline, `Timeout` if it was
 //!   ever delivered (it may have executed), `Unreachable` if not.
 //!
@@ -174,9 +181,10 @@ impl SessionOptions {
     }
 }
 
-/// The words every refusal of a transaction whose keys span groups carries
-/// (`ClientError::Refused`), so a caller with a non-atomic fallback (the RESP
-/// gateway's MSET, DEL, MGET) can tell it from other refusals.
+/// The words a refusal of a transaction whose keys span groups carried
+/// (`ClientError::Refused`) before two-phase commit, so a caller with a
+/// non-atomic fallback (the RESP gateway's MSET, DEL, MGET) can tell it
+/// from other refusals. This session no longer refuses such a transaction.
 pub const CROSS_GROUP_REFUSAL: &str = "cross-group transactions are not built yet";
 
 /// Refuses, before it costs a seq, a request whose body would exceed what a
@@ -491,6 +499,8 @@ pub struct Session {
     /// Two-phase commits in progress (their messages still out).
     txns: BTreeMap<u64, TwoPc>,
     next_txn: u64,
+    /// Internal 2PC messages were queued during this poll's sends.
+    parts_added: bool,
 }
 
 impl Session {
@@ -554,6 +564,7 @@ impl Session {
             stats: SessionStats::default(),
             txns: BTreeMap::new(),
             next_txn: 1,
+            parts_added: false,
         }
     }
 
@@ -733,6 +744,11 @@ impl Session {
             self.add_task(handle, Purpose::User, req, seq, deadline, now);
         }
         self.send_ready(now);
+        if std::mem::take(&mut self.parts_added) {
+            // Transactions that just started two-phase commit: their
+            // prepares go out in this poll too.
+            self.send_ready(now);
+        }
         if self.start_refresh(now) {
             self.send_ready(now);
         }
@@ -1302,6 +1318,7 @@ impl Session {
         let seq = self.next_seq;
         self.next_seq += 1;
         let deadline = now.saturating_add(self.opts.timeout.saturating_mul(PART_PATIENCE));
+        self.parts_added = true;
         self.add_task(
             handle,
             Purpose::Part { txn, role, gid },

@@ -369,7 +369,6 @@ fn scan_page_golden_bytes_and_hostile_scans() {
     );
 }
 
-
 /// The vote answering a `TxnPrepare` (PROTOCOL.md 5.1, two-phase commit).
 #[test]
 fn txn_vote_golden_bytes() {
@@ -389,7 +388,10 @@ fn txn_vote_golden_bytes() {
     );
     assert_eq!(decode_txn_vote(encoded.clone()), Ok(vote));
     for len in 0..encoded.len() {
-        assert!(decode_txn_vote(encoded.slice(..len)).is_err(), "prefix of {len} bytes");
+        assert!(
+            decode_txn_vote(encoded.slice(..len)).is_err(),
+            "prefix of {len} bytes"
+        );
     }
     assert!(decode_txn_vote(bytes::Bytes::from_static(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0])).is_err());
 }
