@@ -218,7 +218,7 @@ fn two_phase_commit_planted_bugs_are_caught() {
         "locks released before the decision",
     );
     planted_bank_bug_caught(
-        23,
+        9,
         |c| c.txn_unlocked_reads = true,
         "bank audit saw a total",
         "reads from unlocked keys",
