@@ -156,3 +156,24 @@ keep_cluster_logs() {
     done
     echo "$keep"
 }
+
+# now: the time in seconds (for `since`).
+now() { date +%s.%N; }
+# since T: seconds since the `now` reading T, one decimal.
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
+
+# wait_write LIMIT_SECS [SINCE]: until a put (of the key __probe) is
+# acknowledged; prints the seconds since SINCE (a `now` reading; default:
+# the call). Fails after LIMIT_SECS.
+wait_write() {
+    local t0=${2:-$(now)} i
+    for i in $(seq 1 "$(($1 * 4))"); do
+        if "${BIN_DIR:-$ROOT/target/release}/synod" --timeout 2 put __probe "$i" >/dev/null 2>&1; then
+            since "$t0"
+            return 0
+        fi
+        sleep 0.25
+    done
+    echo "no write acknowledged within $1 s" >&2
+    return 1
+}

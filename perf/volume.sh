@@ -60,24 +60,6 @@ trap 'exit 130' INT TERM
 BIN=$ROOT/target/release
 BENCH=$BIN/synod-bench
 
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
-
-# wait_write LIMIT_SECS [SINCE]: until a put is acknowledged; prints the
-# seconds since SINCE (a `now` reading; default: the call).
-wait_write() {
-    local t0=${2:-$(now)} i
-    for i in $(seq 1 "$(($1 * 4))"); do
-        if "$BIN/synod" --timeout 2 put __volume_probe "$i" >/dev/null 2>&1; then
-            since "$t0"
-            return 0
-        fi
-        sleep 0.25
-    done
-    echo "no write acknowledged within $1 s" >&2
-    return 1
-}
-
 # sweep: reads of random prefilled keys for 10 s; prints "ops misses errors".
 sweep() {
     local line

@@ -18,6 +18,10 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use synod_wire::TraceStamp;
 
 /// The expression ShiViz parses each event with (the first line of a trace).
 pub const SHIVIZ_REGEX: &str = r"(?<host>\S*) (?<clock>{.*})\n(?<event>.*)";
@@ -156,6 +160,23 @@ impl Tracer {
         self.write(host, what);
     }
 
+    /// A tracer whose message ids start after `first_id`: servers tracing
+    /// one run each write their own file, so each takes ids from its own
+    /// random range and the files can be merged ([`merge`]).
+    pub fn with_first_id(out: Box<dyn Write + Send>, first_id: u64) -> Tracer {
+        let mut t = Tracer::new(out);
+        t.next_msg = first_id;
+        t
+    }
+
+    /// Flush the output; the first error if any write failed.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = &self.error {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        self.out.flush()
+    }
+
     /// Flush the output; the first error if any write failed.
     pub fn finish(mut self) -> io::Result<()> {
         if let Some(e) = self.error.take() {
@@ -163,6 +184,129 @@ impl Tracer {
         }
         self.out.flush()
     }
+}
+
+impl Stamp {
+    /// The stamp as it travels on the wire.
+    pub fn to_wire(&self) -> TraceStamp {
+        TraceStamp {
+            id: self.id,
+            lamport: self.lamport,
+            clock: self.clock.0.iter().map(|(h, n)| (h.clone(), *n)).collect(),
+        }
+    }
+
+    /// A stamp read off the wire.
+    pub fn from_wire(w: TraceStamp) -> Stamp {
+        Stamp {
+            id: w.id,
+            lamport: w.lamport,
+            clock: VClock(w.clock.into_iter().collect()),
+        }
+    }
+}
+
+/// One server's trace (`synod-server --trace FILE`): every core of the
+/// node records its sends and receives here, as the one host named by the
+/// node's advertised address. The lock is taken per traced frame, only
+/// while tracing; a server without `--trace` has no `NodeTracer` and pays
+/// one `None` check per frame.
+pub struct NodeTracer {
+    host: String,
+    inner: Mutex<Tracer>,
+}
+
+impl NodeTracer {
+    /// Creates (truncates) `path`. Message ids start at a random multiple
+    /// of 2^32, so ids from the servers of one run do not collide.
+    pub fn create(path: &Path, host: &str) -> io::Result<NodeTracer> {
+        use std::hash::{BuildHasher, Hasher};
+        let f = std::fs::File::create(path)?;
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write(host.as_bytes());
+        h.write_u32(std::process::id());
+        let first_id = (h.finish() >> 32) << 32;
+        let out = WholeEvents {
+            file: f,
+            buf: Vec::new(),
+        };
+        let t = NodeTracer {
+            host: host.to_string(),
+            inner: Mutex::new(Tracer::with_first_id(Box::new(out), first_id)),
+        };
+        t.local("start");
+        Ok(t)
+    }
+
+    fn tracer(&self) -> std::sync::MutexGuard<'_, Tracer> {
+        // A core that panicked while holding the lock leaves a trace that
+        // is still worth writing to.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a send; the stamp to put before the frame.
+    pub fn send(&self, what: &str) -> TraceStamp {
+        self.tracer().send(&self.host, what).to_wire()
+    }
+
+    /// Records the receive of a frame that came with `stamp`.
+    pub fn recv(&self, stamp: TraceStamp, what: &str) {
+        self.tracer()
+            .recv(&self.host, &Stamp::from_wire(stamp), what);
+    }
+
+    /// Records an event of this node alone (a frame to or from someone who
+    /// does not trace, such as a client).
+    pub fn local(&self, what: &str) {
+        self.tracer().local(&self.host, what);
+    }
+
+    /// Writes what is buffered (each core after its loop turn), so a
+    /// killed server's trace holds everything up to its last turn.
+    pub fn flush(&self) {
+        let _ = self.tracer().flush();
+    }
+}
+
+/// A server trace's output: events collect in memory and go to the file
+/// only on `flush` (each core's end of turn), in one write, so a killed
+/// server's file ends with a whole event (a buffered writer would write
+/// whenever its buffer filled, mid-event).
+struct WholeEvents {
+    file: std::fs::File,
+    buf: Vec<u8>,
+}
+
+impl Write for WholeEvents {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let r = self.file.write_all(&self.buf);
+        self.buf.clear();
+        r
+    }
+}
+
+/// Merges the traces of one run's servers into one file that ShiViz
+/// reads and [`check`] accepts: every event in Lamport order (a receive's
+/// Lamport time exceeds its send's and each host's only grows, so this
+/// order puts every send before its receives and keeps each host's order).
+pub fn merge(traces: &[String]) -> Result<String, String> {
+    let mut all = Vec::new();
+    for (i, t) in traces.iter().enumerate() {
+        let events = parse(t).map_err(|e| format!("trace {}: {e}", i + 1))?;
+        all.extend(events);
+    }
+    // Stable: events of one host with equal Lamport times cannot exist.
+    all.sort_by(|a, b| a.lamport.cmp(&b.lamport).then_with(|| a.host.cmp(&b.host)));
+    let mut out = format!("{SHIVIZ_REGEX}\n\n");
+    for e in &all {
+        out.push_str(&format!("{} {}\n{}\n", e.host, e.clock.to_json(), e.text));
+    }
+    Ok(out)
 }
 
 /// One parsed trace event.
@@ -310,6 +454,30 @@ mod tests {
         let mut bad = events.clone();
         bad[4].clock.0.insert("b".into(), 2);
         assert!(check(&bad).is_err());
+    }
+
+    #[test]
+    fn traces_of_two_nodes_merge_into_one_that_checks() {
+        let (a, b) = (Shared::default(), Shared::default());
+        let mut ta = Tracer::with_first_id(Box::new(a.clone()), 1 << 32);
+        let mut tb = Tracer::with_first_id(Box::new(b.clone()), 2 << 32);
+        let s1 = ta.send("a", "ping");
+        tb.local("b", "start");
+        tb.local("b", "timer");
+        tb.local("b", "timer");
+        tb.recv("b", &Stamp::from_wire(s1.to_wire()), "ping");
+        let s2 = tb.send("b", "pong");
+        ta.recv("a", &s2, "pong");
+        ta.finish().unwrap();
+        tb.finish().unwrap();
+        let read = |s: &Shared| String::from_utf8(s.0.lock().unwrap().clone()).unwrap();
+        // Each file alone has a receive whose send is in the other.
+        assert!(check(&parse(&read(&b)).unwrap()).is_err());
+        let merged = merge(&[read(&a), read(&b)]).unwrap();
+        let events = parse(&merged).unwrap();
+        assert_eq!(events.len(), 7);
+        assert_eq!(check(&events), Ok(2));
+        assert!(merge(&["not a trace".into()]).is_err());
     }
 
     #[test]

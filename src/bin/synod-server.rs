@@ -69,6 +69,11 @@ options:
                           --advertise address or --masters list, and record this
                           one (only when the node moved for good)
   --socket-buf-bytes N    SO_SNDBUF/SO_RCVBUF for every connection (default: the kernel's)
+  --trace FILE            write a Lamport/vector-clock trace of every frame this
+                          node sends and receives to FILE (truncated at start),
+                          in ShiViz's format; stamps ride on the wire to the
+                          other servers. Merge the servers' files with
+                          `synod trace-merge`. Slow: for debugging (default: off)
   --tick-ms N             protocol tick (default 10)
   --reads index|log       how Gets are made linearizable: 'index' (default) has
                           the leader confirm its leadership with one quorum
@@ -277,6 +282,7 @@ fn parse() -> Result<(RuntimeConfig, RespArgs), String> {
             "--reply-bytes-budget" => cfg.reply_bytes_budget = num(&v)? as usize,
             "--allow-identity-change" => cfg.allow_identity_change = true,
             "--socket-buf-bytes" => cfg.socket_buf_bytes = Some(num(&v)? as usize),
+            "--trace" => cfg.trace = Some(std::path::PathBuf::from(v)),
             "--reads" => {
                 cfg.read_index = match v.as_str() {
                     "index" => true,

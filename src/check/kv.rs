@@ -395,6 +395,15 @@ impl Model for InternedKv {
             _ => true,
         }
     }
+
+    /// The value table: its nodes and its three hash maps (by capacity,
+    /// about 24 bytes a slot with the control byte). Leaf bytes are the
+    /// history's own and not counted.
+    fn memory_bytes(&self) -> u64 {
+        let t = self.table.borrow();
+        let maps = t.by_hash.capacity() + t.appended.capacity() + t.extends.capacity();
+        (t.nodes.capacity() * std::mem::size_of::<Node>() + maps * 25) as u64
+    }
 }
 
 /// Modulus of the rolling hash (a Mersenne prime, so reduction is cheap).

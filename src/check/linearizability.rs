@@ -41,8 +41,9 @@
 //! # Cost
 //!
 //! The problem is NP-complete; memoization keeps the usual case near linear,
-//! and [`CheckOptions::max_steps_per_key`] bounds the rest. A search that runs
-//! out of budget answers [`Verdict::Inconclusive`], which callers must treat
+//! and [`CheckOptions::max_steps_per_key`] bounds the rest, in time, and
+//! [`CheckOptions::max_memory_bytes`] in memory (the memo keeps a 16-byte
+//! fingerprint per entry). A search that runs out of budget answers [`Verdict::Inconclusive`], which callers must treat
 //! as failure: a checker that quietly passes what it could not check is
 //! worse than none.
 
@@ -52,8 +53,8 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 /// A sequential specification: the object's state and what each operation
 /// does to it.
 pub trait Model {
-    /// The object's state. It is hashed and compared by the memo table on
-    /// every step, so keep it small (intern large values).
+    /// The object's state. It is hashed twice on every step for the memo's
+    /// fingerprint, so keep it small (intern large values).
     type State: Clone + Eq + Hash;
     type Input;
     type Output;
@@ -102,6 +103,14 @@ pub trait Model {
     ) -> bool {
         true
     }
+
+    /// Bytes the model holds beyond its states (tables that grow during
+    /// the search, like interned values), counted against
+    /// [`CheckOptions::max_memory_bytes`]. The default, 0, is for models
+    /// whose states own everything.
+    fn memory_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// One operation of a history.
@@ -124,7 +133,15 @@ pub struct CheckOptions {
     /// search gives up with [`Verdict::Inconclusive`]. Memory grows with it
     /// too: at most one memo entry per step.
     pub max_steps_per_key: u64,
+    /// Bytes the search of one partition may hold in its memo and in the
+    /// model's own tables ([`Model::memory_bytes`]) before it gives up with
+    /// [`Verdict::Inconclusive`], so a deep search cannot take a machine's
+    /// memory whatever its step budget.
+    pub max_memory_bytes: u64,
 }
+
+/// Default for [`CheckOptions::max_memory_bytes`]: 2 GiB.
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 2 << 30;
 
 /// Default for [`CheckOptions::max_steps_per_key`]: on the order of a second
 /// of search per partition. Correct histories of a few hundred operations
@@ -136,6 +153,7 @@ impl Default for CheckOptions {
     fn default() -> CheckOptions {
         CheckOptions {
             max_steps_per_key: DEFAULT_MAX_STEPS_PER_KEY,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
         }
     }
 }
@@ -185,7 +203,7 @@ pub fn check_with<M: Model>(
     opts: &CheckOptions,
 ) -> Verdict {
     match Search::new(model, history) {
-        Ok(search) => search.run(opts.max_steps_per_key),
+        Ok(search) => search.run(opts),
         Err(e) => Verdict::Invalid(e),
     }
 }
@@ -453,21 +471,34 @@ impl<'a, M: Model> Search<'a, M> {
         });
     }
 
-    fn run(mut self, max_steps: u64) -> Verdict {
+    fn run(mut self, opts: &CheckOptions) -> Verdict {
+        let max_steps = opts.max_steps_per_key;
         if self.completed == 0 {
             return Verdict::Linearizable;
         }
         let n_ops = self.history.len();
-        let zobrist: Vec<u64> = (0..n_ops as u64)
-            .map(|i| mix64((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        // Two independent Zobrist tables: the linearized set's two hashes.
+        let zobrist: Vec<[u64; 2]> = (0..n_ops as u64)
+            .map(|i| {
+                [
+                    mix64((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                    mix64((i + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ 0x5851_F42D_4C95_7F2D),
+                ]
+            })
             .collect();
         // Lowe's memo: (set of linearized ops, state) pairs already reached.
         // Everything below a pair is explored before the search leaves it,
-        // so meeting it again can only fail the same way.
-        let mut cache: HashSet<CacheKey<M::State>, BuildHasherDefault<PassThrough>> =
-            HashSet::default();
+        // so meeting it again can only fail the same way. A pair is kept as
+        // a 128-bit fingerprint, 16 bytes whatever the history's length (the
+        // set itself is n/8 bytes, which made deep searches of long
+        // histories take tens of GB). A false match would need two
+        // independent 64-bit hashes to collide at once (odds about
+        // entries^2 / 2^128), and could only prune an unexplored branch:
+        // a history wrongly reported NotLinearizable, never a violation
+        // passed.
+        let mut cache: HashSet<Fingerprint, BuildHasherDefault<PassThrough>> = HashSet::default();
         let mut linearized = vec![0u64; n_ops.div_ceil(64)];
-        let mut linearized_hash = 0u64;
+        let mut linearized_hash = [0u64; 2];
         let mut linearized_completed = 0usize;
         let mut blind_left = self.blind_total;
         let mut state = self.model.init();
@@ -518,7 +549,8 @@ impl<'a, M: Model> Search<'a, M> {
                 candidates.truncate(start);
                 let op = self.op_of[chosen as usize] as usize;
                 linearized[op / 64] &= !(1u64 << (op % 64));
-                linearized_hash ^= zobrist[op];
+                linearized_hash[0] ^= zobrist[op][0];
+                linearized_hash[1] ^= zobrist[op][1];
                 if self.history[op].ret.is_some() {
                     linearized_completed -= 1;
                 }
@@ -533,6 +565,12 @@ impl<'a, M: Model> Search<'a, M> {
                 return Verdict::Inconclusive { steps };
             }
             steps += 1;
+            if steps.is_multiple_of(MEMORY_CHECK_STEPS) {
+                let memo = cache.capacity() as u64 * MEMO_ENTRY_BYTES;
+                if memo + self.model.memory_bytes() > opts.max_memory_bytes {
+                    return Verdict::Inconclusive { steps };
+                }
+            }
 
             let node = candidates[frame.next];
             frame.next += 1;
@@ -550,13 +588,15 @@ impl<'a, M: Model> Search<'a, M> {
             }
             let (word, bit) = (op / 64, 1u64 << (op % 64));
             linearized[word] |= bit;
-            let new_hash = linearized_hash ^ zobrist[op];
-            let key = CacheKey {
-                hash: mix64(new_hash ^ fx_hash(&new_state)),
-                bits: linearized.clone().into_boxed_slice(),
-                state: new_state.clone(),
-            };
-            if !cache.insert(key) {
+            let new_hash = [
+                linearized_hash[0] ^ zobrist[op][0],
+                linearized_hash[1] ^ zobrist[op][1],
+            ];
+            let fingerprint = Fingerprint([
+                mix64(new_hash[0] ^ fx_hash(&new_state)),
+                mix64(new_hash[1] ^ sip_hash(&new_state)),
+            ]);
+            if !cache.insert(fingerprint) {
                 linearized[word] &= !bit;
                 continue;
             }
@@ -680,27 +720,32 @@ fn blind_writes_per_read<M: Model>(
     (ranges, resets)
 }
 
-/// A memo entry. `hash` is precomputed (incrementally for the bit set), so
-/// the table never rehashes the bits or the state.
-struct CacheKey<S> {
-    hash: u64,
-    bits: Box<[u64]>,
-    state: S,
-}
+/// How often (in steps) the search compares its memory with
+/// [`CheckOptions::max_memory_bytes`].
+const MEMORY_CHECK_STEPS: u64 = 1 << 16;
+/// What one memo slot costs: the 16-byte fingerprint and the hash table's
+/// control byte, rounded up.
+const MEMO_ENTRY_BYTES: u64 = 17;
 
-impl<S> Hash for CacheKey<S> {
+/// A memo entry: two independent hashes of (linearized set, state). The
+/// table hashes it by its first word, already well mixed.
+#[derive(PartialEq, Eq)]
+struct Fingerprint([u64; 2]);
+
+impl Hash for Fingerprint {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(self.hash);
+        h.write_u64(self.0[0]);
     }
 }
 
-impl<S: Eq> PartialEq for CacheKey<S> {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.bits == other.bits && self.state == other.state
-    }
+/// A second state hash, independent of [`fx_hash`], for the memo's
+/// fingerprints: SipHash (std's `DefaultHasher`, the same keys for every
+/// instance; states are small: the KV model's are interned ids).
+fn sip_hash<T: Hash>(v: &T) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }
-
-impl<S: Eq> Eq for CacheKey<S> {}
 
 /// Hasher for already well-mixed `u64` hashes.
 #[derive(Default)]
@@ -904,6 +949,7 @@ mod tests {
         h.push(op(None, 99, 0, Some(100)));
         let opts = CheckOptions {
             max_steps_per_key: 1000,
+            ..CheckOptions::default()
         };
         assert_eq!(
             check_with(&Register, &h, &opts),

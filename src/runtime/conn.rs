@@ -9,9 +9,15 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
-use synod_wire::{encode_frame, AuthMsg, DecodeError, Decoder, Frame, GroupId, Message, ReplicaId};
+use std::sync::Arc;
+
+use synod_wire::{
+    encode_frame, encode_trace_stamp, kind_name, kind_of, AuthMsg, DecodeError, Decoder, Frame,
+    GroupId, Message, ReplicaId,
+};
 
 use crate::auth::{Accepting, Dialer, Identity, Key};
+use crate::trace::NodeTracer;
 
 /// Where a connection is in the authentication handshake (`crate::auth`).
 #[derive(Debug)]
@@ -72,6 +78,18 @@ pub struct Conn {
     pub partial_since: Option<Instant>,
     /// Bytes received since `partial_since` (for the minimum receive rate).
     pub partial_bytes: u64,
+    /// The node's trace (`--trace`): every frame queued or read here is
+    /// recorded. `None` when not tracing, and then nothing else is done.
+    pub trace: Option<Arc<NodeTracer>>,
+    /// Put a trace stamp before each frame queued here: on connections we
+    /// dial to other servers, and on accepted ones once the other side sent
+    /// a stamp (so a client, which never does, never gets one).
+    pub stamp_out: bool,
+}
+
+/// A frame as a trace names it: its kind and group (`Accept g1`).
+fn describe(frame: &Frame) -> String {
+    format!("{} g{}", kind_name(kind_of(&frame.message)), frame.group)
 }
 
 /// Why a connection is closed; logged with its address.
@@ -133,6 +151,8 @@ impl Conn {
             reply_estimate: INITIAL_REPLY_ESTIMATE,
             partial_since: None,
             partial_bytes: 0,
+            trace: None,
+            stamp_out: false,
         }
     }
 
@@ -227,6 +247,16 @@ impl Conn {
                 // The deadline is per frame: the next one starts now.
                 self.partial_since = None;
                 self.partial_bytes = 0;
+                if let Some(t) = &self.trace {
+                    let what = describe(&f.0);
+                    match self.decoder.take_stamp() {
+                        Some(stamp) => {
+                            self.stamp_out = true;
+                            t.recv(stamp, &what);
+                        }
+                        None => t.local(&format!("recv {what} (untraced sender)")),
+                    }
+                }
                 Ok(Some(f))
             }
             Ok(None) => Ok(None),
@@ -235,7 +265,21 @@ impl Conn {
     }
 
     pub fn queue(&mut self, frame: &Frame) {
-        if matches!(self.auth, AuthState::Dialing(_)) {
+        let dialing = matches!(self.auth, AuthState::Dialing(_));
+        if let Some(t) = &self.trace {
+            let what = describe(frame);
+            if self.stamp_out {
+                let out = if dialing {
+                    &mut self.held
+                } else {
+                    &mut self.wbuf
+                };
+                encode_trace_stamp(&t.send(&what), out);
+            } else {
+                t.local(&format!("send {what} (untraced receiver)"));
+            }
+        }
+        if dialing {
             encode_frame(frame, &mut self.held);
             return;
         }

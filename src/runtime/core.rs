@@ -163,6 +163,8 @@ struct Group {
 
 pub struct Core {
     id: usize,
+    /// `--trace`: the node's Lamport/vector-clock trace, shared by its cores.
+    tracer: Option<Arc<crate::trace::NodeTracer>>,
     /// Wall clock (Unix ms) read once per loop turn, after `poll`: the time
     /// the replicas stamp into the log before a write (session expiry).
     now_ms: u64,
@@ -243,6 +245,7 @@ impl Core {
         recovered: BTreeMap<GroupId, Durable>,
         seed: u64,
         node_metrics: Arc<Metrics>,
+        tracer: Option<Arc<crate::trace::NodeTracer>>,
     ) -> Core {
         let now = Instant::now();
         Core {
@@ -274,6 +277,7 @@ impl Core {
             rpc_conns: HashMap::new(),
             last_migration: now,
             warns: WarnLimiter::new(WARNINGS_PER_SEC, now),
+            tracer,
             cfg,
         }
     }
@@ -524,6 +528,10 @@ impl Core {
             return None;
         }
         conn.want_write = conn.connecting;
+        if let Some(t) = &self.tracer {
+            conn.trace = Some(t.clone());
+            conn.stamp_out = conn.role != Role::Incoming;
+        }
         self.count_conn(&conn, true);
         self.conns.insert(token, conn);
         Some(token)
@@ -1511,6 +1519,9 @@ impl Core {
     }
 
     fn flush_conns(&mut self) {
+        if let Some(t) = &self.tracer {
+            t.flush();
+        }
         let mut broken = Vec::new();
         for (t, c) in self.conns.iter_mut() {
             if c.wbuf.is_empty() || c.connecting {

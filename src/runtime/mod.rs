@@ -95,6 +95,9 @@ pub struct RuntimeConfig {
     /// Start even though the data directory records another address or
     /// cluster (and record this one).
     pub allow_identity_change: bool,
+    /// Write a Lamport/vector-clock trace of every frame sent and received
+    /// here (`crate::trace::NodeTracer`); off by default.
+    pub trace: Option<PathBuf>,
 }
 
 /// How long a partial frame may arrive slower than
@@ -133,6 +136,7 @@ impl RuntimeConfig {
             partial_frames_budget: 64 << 20,
             reply_bytes_budget: 256 << 20,
             allow_identity_change: false,
+            trace: None,
         }
     }
 }
@@ -281,6 +285,15 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         cfg.cores,
     ));
 
+    let tracer = match &cfg.trace {
+        Some(path) => Some(Arc::new(
+            crate::trace::NodeTracer::create(path, &cfg.advertise).map_err(|e| {
+                StartError(format!("cannot write the trace {}: {e}", path.display()))
+            })?,
+        )),
+        None => None,
+    };
+
     let mut polls = Vec::new();
     let mut handles = Vec::new();
     let mut receivers = Vec::new();
@@ -350,6 +363,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
             groups,
             seed,
             metrics.clone(),
+            tracer.clone(),
         );
         if owner_core(0, cfg.cores) == id {
             if let Some(me) = cfg.masters.iter().position(|m| *m == cfg.advertise) {

@@ -11,7 +11,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes a directory's entries (created, renamed, deleted files) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

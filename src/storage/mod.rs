@@ -89,7 +89,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-pub use durable::{create_dir_durable, write_durable};
+pub use durable::{create_dir_durable, sync_dir, write_durable};
 pub use janitor::Janitor;
 pub use snapshot::{SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use wal::{Recovered, Wal, WalStats};

@@ -11,6 +11,7 @@ use synod_wire::{Ballot, GroupId, Slot};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
+use super::durable::sync_dir;
 use super::janitor::{Notify, WriteDone};
 use super::record::{self, Bad};
 use super::snapshot;
@@ -135,11 +136,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-/// Make a directory's entries (created, renamed, deleted files) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl Wal {

@@ -227,6 +227,13 @@ impl Cluster {
         c
     }
 
+    /// [`Cluster::new`], every node also given `args`.
+    pub fn new_with_args(n: usize, args: &[&str]) -> Cluster {
+        let c = Cluster::start_opts(n, 0, false, args);
+        c.join_group_1();
+        c
+    }
+
     /// `n` nodes, masters and one KV group (gid 1) of all of them, serving.
     pub fn new(n: usize) -> Cluster {
         Cluster::new_opts(n, false)
@@ -281,7 +288,12 @@ impl Cluster {
                     .iter()
                     .flat_map(|a| ["--metrics-listen".to_string(), a.clone()]),
             )
-            .args(&self.extra_args)
+            // `{dir}` and `{node}` in an argument become the test directory
+            // and the node's index (per-node files such as `--trace`).
+            .args(self.extra_args.iter().map(|a| {
+                a.replace("{dir}", &self.dir.display().to_string())
+                    .replace("{node}", &i.to_string())
+            }))
             // SYNOD_TEST_LOG=info,synod::runtime::core=debug (say) to see
             // a failing test's migration steps in the kept node logs.
             .env(

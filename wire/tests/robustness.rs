@@ -63,6 +63,14 @@ proptest! {
         kind in prop_oneof![4 => proptest::sample::select(ALL_KINDS.to_vec()), 1 => any::<u8>()],
         body in proptest::collection::vec(any::<u8>(), 0..128),
     ) {
+        let sealed = seal(kind, 1, 2, &body);
+        if kind == KIND_TRACE_STAMP {
+            // Not a message: the decoder keeps it for the next frame.
+            let (frames, err) = feed(&sealed, usize::MAX);
+            prop_assert!(frames.is_empty());
+            prop_assert_eq!(err, decode_trace_stamp(&body).err());
+            return Ok(());
+        }
         let direct = decode_body(kind, Bytes::from(body.clone()));
         if let Ok(msg) = &direct {
             prop_assert_eq!(kind_of(msg), kind);
@@ -70,7 +78,6 @@ proptest! {
             encode_message_body(msg, &mut again);
             prop_assert_eq!(&again[..], &body[..]);
         }
-        let sealed = seal(kind, 1, 2, &body);
         let (frames, err) = feed(&sealed, usize::MAX);
         match direct {
             Ok(msg) => {

@@ -114,6 +114,14 @@ pub(crate) fn parse_command(words: &[OsString]) -> Result<Cmd, String> {
                 value: bytes(2),
             })
         }
+        "trace-merge" => {
+            if args == 0 {
+                return Err("usage: synod trace-merge FILE...".to_string());
+            }
+            Ok(Cmd::TraceMerge {
+                files: words[1..].iter().map(PathBuf::from).collect(),
+            })
+        }
         "txn" => {
             let parts: Vec<Vec<u8>> = (1..words.len()).map(bytes).collect();
             synod::client::parse_txn_words(&parts)

@@ -57,6 +57,9 @@ commands:
                           each member's lag, its shards and each node's
                           reachability, as one line of JSON or (--table) a
                           table; exit 1 when a group has no reachable majority
+  trace-merge FILE...     merge the --trace files of a run's servers into one
+                          trace (stdout) for ShiViz, in Lamport order, and
+                          check its clocks (summary on stderr)
   playground [--dir DIR] [--base-port PORT] [--nodes N] [--groups G (default 3)]
              [--server-arg ARG]... [--resp-port PORT] [--metrics-port PORT]
              [--ready-secs N]
@@ -135,6 +138,7 @@ enum Cmd {
     Query { num: Option<u64> },
     Status { table: bool },
     Playground(PlaygroundArgs),
+    TraceMerge { files: Vec<PathBuf> },
 }
 
 #[derive(Debug, PartialEq)]
@@ -185,6 +189,7 @@ fn run(args: Vec<OsString>, env_masters: Option<String>) -> i32 {
             print_stdout(format!("{USAGE}\n").as_bytes());
             EXIT_OK
         }
+        Cmd::TraceMerge { files } => trace_merge(&files),
         Cmd::Playground(args) => match playground(&args, cli.timeout) {
             Ok(()) => EXIT_OK,
             Err(why) => {
@@ -240,6 +245,38 @@ fn run(args: Vec<OsString>, env_masters: Option<String>) -> i32 {
             execute(&mut client, command)
         }
     }
+}
+
+/// Prints the servers' `--trace` files merged into one ShiViz trace,
+/// after checking its clocks.
+fn trace_merge(files: &[PathBuf]) -> i32 {
+    let mut texts = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => texts.push(t),
+            Err(e) => {
+                eprintln!("synod trace-merge: {}: {e}", f.display());
+                return EXIT_FAILED;
+            }
+        }
+    }
+    let merged = match synod::trace::merge(&texts) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("synod trace-merge: {why}");
+            return EXIT_FAILED;
+        }
+    };
+    let events = synod::trace::parse(&merged).unwrap_or_default();
+    match synod::trace::check(&events) {
+        Ok(pairs) => eprintln!(
+            "synod trace-merge: {} events, {pairs} sends matched to their receives; clocks consistent",
+            events.len()
+        ),
+        Err(why) => eprintln!("synod trace-merge: warning: {why}"),
+    }
+    print_stdout(merged.as_bytes());
+    EXIT_OK
 }
 
 /// Runs one client command and prints its result.
@@ -298,7 +335,9 @@ fn execute(client: &mut Client, command: Cmd) -> i32 {
         Cmd::Leave { gids } => client.leave(gids).map(|c| Some(config_line(&c))),
         Cmd::Move { shard, gid } => client.move_shard(shard, gid).map(|c| Some(config_line(&c))),
         Cmd::Query { num } => client.query(num).map(|c| Some(config_line(&c))),
-        Cmd::Help | Cmd::Playground(_) | Cmd::Status { .. } => unreachable!("handled by run"),
+        Cmd::Help | Cmd::Playground(_) | Cmd::Status { .. } | Cmd::TraceMerge { .. } => {
+            unreachable!("handled by run")
+        }
     };
     match result {
         Ok(out) => {

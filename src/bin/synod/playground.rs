@@ -194,7 +194,11 @@ pub(crate) fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Resu
         Some(d) => d.clone(),
         None => fresh_temp_dir(),
     };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Durably (each new directory and its parent fsynced), like the key
+    // below: a power cut soon after the start must not take the directory,
+    // and every node's data in it, away.
+    synod::storage::create_dir_durable(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     install_stop_handler()?;
     // Authenticated by default: a key in the data directory (kept across
     // runs on the same --dir), given to every node and to this client.
@@ -433,6 +437,11 @@ pub(crate) fn playground_key(path: &Path) -> Result<Key, String> {
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     f.write_all(key.as_bytes())
         .and_then(|()| f.sync_all())
+        .and_then(|()| match path.parent() {
+            // Its name too, or a power cut could leave the file nameless.
+            Some(d) if !d.as_os_str().is_empty() => synod::storage::sync_dir(d),
+            _ => Ok(()),
+        })
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(key)
 }

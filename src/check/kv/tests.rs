@@ -566,6 +566,7 @@ fn pathological_history_with_tiny_budget_is_inconclusive() {
     h.push(get(99, "k", Some("nope"), 0, 100));
     let tiny = CheckOptions {
         max_steps_per_key: 1000,
+        ..CheckOptions::default()
     };
     let r = check_kv(&h, &tiny);
     assert_eq!(
@@ -594,11 +595,37 @@ fn inconclusive_key_does_not_hide_a_violation_elsewhere() {
     h.push(get(1, "easy", Some("y"), 2, 3));
     let tiny = CheckOptions {
         max_steps_per_key: 1000,
+        ..CheckOptions::default()
     };
     assert!(matches!(
         check_kv(&h, &tiny),
         CheckResult::NotLinearizable { key, .. } if key == b("easy")
     ));
+}
+
+#[test]
+fn a_search_over_its_memory_bound_is_inconclusive_not_an_oom() {
+    // The same pathological shape, half Puts and half Appends: the Puts
+    // keep the dead-read pruning off, and every order of the Appends after
+    // each Put is a new value the table interns and a new memo entry.
+    let mut h: Vec<KvOp> = (0..20)
+        .map(|i| match i % 2 {
+            0 => put(i, "k", &format!("v{i}"), 0, 100),
+            _ => append(i, "k", &format!("<{i}>"), 0, 100),
+        })
+        .collect();
+    h.push(get(99, "k", Some("nope"), 0, 100));
+    let capped = CheckOptions {
+        max_steps_per_key: u64::MAX,
+        max_memory_bytes: 4 << 20,
+    };
+    let r = check_kv(&h, &capped);
+    let CheckResult::Inconclusive { steps, .. } = r else {
+        panic!("expected Inconclusive, got {r:?}");
+    };
+    // Stopped by memory (checked every 65,536 steps), well before the
+    // millions of steps the search would take.
+    assert!((1 << 16..1 << 22).contains(&steps), "{steps}");
 }
 
 // --- Delete -----------------------------------------------------------------

@@ -28,6 +28,10 @@ pub struct Decoder {
     /// a frame whose body arrives in many reads is parsed and checked once.
     pending: Option<Header>,
     failed: Option<DecodeError>,
+    /// A trace stamp read and waiting for the frame it belongs to.
+    stamp_next: Option<TraceStamp>,
+    /// The stamp that came with the frame returned last.
+    stamp_last: Option<TraceStamp>,
 }
 
 impl Default for Decoder {
@@ -43,7 +47,16 @@ impl Decoder {
             max_frame_bytes,
             pending: None,
             failed: None,
+            stamp_next: None,
+            stamp_last: None,
         }
+    }
+
+    /// The trace stamp that came right before the frame the last `decode`
+    /// returned, if its sender traces (`stamp.rs`). A stamp not taken is
+    /// dropped when the next frame is returned.
+    pub fn take_stamp(&mut self) -> Option<TraceStamp> {
+        self.stamp_last.take()
     }
 
     /// The body-length limit this decoder enforces.
@@ -92,7 +105,19 @@ impl Decoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let result = self.decode_inner(buf);
+        // Trace stamps are taken out of the stream here: each is kept for
+        // the frame after it, and the loop goes on to that frame.
+        let result = loop {
+            match self.decode_inner(buf) {
+                Ok(Some(Inner::Stamp(s))) => self.stamp_next = Some(s),
+                Ok(Some(Inner::Frame(frame, raw))) => {
+                    self.stamp_last = self.stamp_next.take();
+                    break Ok(Some((frame, raw)));
+                }
+                Ok(None) => break Ok(None),
+                Err(e) => break Err(e),
+            }
+        };
         if let Err(e) = &result {
             self.pending = None;
             self.failed = Some(e.clone());
@@ -100,7 +125,7 @@ impl Decoder {
         result
     }
 
-    fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<(Frame, Bytes)>, DecodeError> {
+    fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<Inner>, DecodeError> {
         let header = match self.pending {
             Some(h) => h,
             None => {
@@ -128,6 +153,11 @@ impl Decoder {
             return Err(DecodeError::BodyChecksum);
         }
         let mut whole = buf.split_to(frame_len);
+        if header.kind == KIND_TRACE_STAMP {
+            return Ok(Some(Inner::Stamp(decode_trace_stamp(
+                &whole[HEADER_LEN..],
+            )?)));
+        }
         // The header is checked and spent: its last byte becomes the kind,
         // so the kind and the body are one contiguous slice.
         whole[HEADER_LEN - 1] = header.kind;
@@ -138,8 +168,14 @@ impl Decoder {
             group: header.group,
             message,
         };
-        Ok(Some((frame, raw)))
+        Ok(Some(Inner::Frame(frame, raw)))
     }
+}
+
+/// What one frame of the stream was.
+enum Inner {
+    Frame(Frame, Bytes),
+    Stamp(TraceStamp),
 }
 
 /// Header plus body length. Saturates instead of overflowing where `usize`

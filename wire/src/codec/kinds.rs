@@ -114,11 +114,16 @@ pub const KIND_STATUS_REQUEST: u8 = 0x60;
 /// The answer to a status request.
 pub const KIND_STATUS: u8 = 0x61;
 
+/// Not a message: the sender's clocks for the frame after it, sent only
+/// while tracing (`stamp.rs`; the decoder absorbs it).
+pub const KIND_TRACE_STAMP: u8 = 0x70;
+
 /// The `num` a Query carries on the wire to ask for the latest configuration
 /// (`MasterOp::Query { num: None }`).
 pub const LATEST_CONFIG: u64 = u64::MAX;
 
-/// Every kind code this version defines, in ascending order.
+/// Every message kind code this version defines, in ascending order (the
+/// trace stamp, [`KIND_TRACE_STAMP`], is a frame kind but not a message).
 pub const ALL_KINDS: [u8; 53] = [
     KIND_GET,
     KIND_PUT,
@@ -175,6 +180,68 @@ pub const ALL_KINDS: [u8; 53] = [
     KIND_STATUS,
 ];
 
+/// A kind's name for logs and traces (`MasterJoin`, `Accept`, `Ok`, ...);
+/// `"?"` for a code this version does not define.
+pub fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        KIND_GET => "Get",
+        KIND_PUT => "Put",
+        KIND_APPEND => "Append",
+        KIND_DELETE => "Delete",
+        KIND_INCR => "Incr",
+        KIND_PUT_IF => "PutIf",
+        KIND_GET_DEL => "GetDel",
+        KIND_TXN => "Txn",
+        KIND_PUT_EX => "PutEx",
+        KIND_EXPIRE => "Expire",
+        KIND_TTL => "Ttl",
+        KIND_GET_EX => "GetEx",
+        KIND_SET_RANGE => "SetRange",
+        KIND_INCR_BY_FLOAT => "IncrByFloat",
+        KIND_SCAN => "Scan",
+        KIND_COUNT => "Count",
+        KIND_FLUSH => "Flush",
+        KIND_TXN_PREPARE => "TxnPrepare",
+        KIND_TXN_DECIDE => "TxnDecide",
+        KIND_TXN_FINISH => "TxnFinish",
+        KIND_OK => "Ok",
+        KIND_NO_KEY => "NoKey",
+        KIND_WRONG_GROUP => "WrongGroup",
+        KIND_NOT_LEADER => "NotLeader",
+        KIND_BUSY => "Busy",
+        KIND_ERROR => "Error",
+        KIND_CONFIG => "Config",
+        KIND_SESSION_EXPIRED => "SessionExpired",
+        KIND_PREPARE => "Prepare",
+        KIND_PROMISE => "Promise",
+        KIND_ACCEPT => "Accept",
+        KIND_ACCEPTED => "Accepted",
+        KIND_REJECT => "Reject",
+        KIND_COMMIT => "Commit",
+        KIND_HEARTBEAT => "Heartbeat",
+        KIND_CATCHUP_REQUEST => "CatchupRequest",
+        KIND_CATCHUP_RESPONSE => "CatchupResponse",
+        KIND_SNAPSHOT_REQUEST => "SnapshotRequest",
+        KIND_SNAPSHOT_CHUNK => "SnapshotChunk",
+        KIND_PRE_VOTE => "PreVote",
+        KIND_PRE_VOTE_REPLY => "PreVoteReply",
+        KIND_MASTER_JOIN => "MasterJoin",
+        KIND_MASTER_LEAVE => "MasterLeave",
+        KIND_MASTER_MOVE => "MasterMove",
+        KIND_MASTER_QUERY => "MasterQuery",
+        KIND_SHARD_PULL => "ShardPull",
+        KIND_SHARD_DELETE => "ShardDelete",
+        KIND_SHARD_DATA => "ShardData",
+        KIND_AUTH_HELLO => "AuthHello",
+        KIND_AUTH_CHALLENGE => "AuthChallenge",
+        KIND_AUTH_PROOF => "AuthProof",
+        KIND_STATUS_REQUEST => "StatusRequest",
+        KIND_STATUS => "Status",
+        KIND_TRACE_STAMP => "TraceStamp",
+        _ => "?",
+    }
+}
+
 /// Whether `kind` is a client request's code (0x01-0x0F, 0x18-0x1C).
 pub fn is_request_kind(kind: u8) -> bool {
     matches!(kind, KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_TXN_FINISH)
@@ -191,6 +258,7 @@ pub fn is_known_kind(kind: u8) -> bool {
                 | KIND_SHARD_PULL..=KIND_SHARD_DATA
                 | KIND_AUTH_HELLO..=KIND_AUTH_PROOF
                 | KIND_STATUS_REQUEST..=KIND_STATUS
+                | KIND_TRACE_STAMP
         )
 }
 

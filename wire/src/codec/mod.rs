@@ -27,7 +27,8 @@
 //! (kind codes), `error.rs` ([`DecodeError`]), `encode.rs` (frames, bodies,
 //! commands), `reader.rs` (the body cursor), `decode.rs` (bodies, commands),
 //! `txn.rs` and `master.rs` (transactions and master requests, both ways),
-//! `scan.rs` (the page answering a scan, both ways),
+//! `scan.rs` (the page answering a scan, both ways), `stamp.rs` (the
+//! trace stamp a tracing server puts before a frame),
 //! `decoder.rs` (the incremental [`Decoder`]).
 
 mod decode;
@@ -39,6 +40,7 @@ mod kinds;
 mod master;
 mod reader;
 mod scan;
+mod stamp;
 mod txn;
 
 pub use decode::*;
@@ -50,6 +52,7 @@ pub use kinds::*;
 pub use master::*;
 use reader::*;
 pub use scan::*;
+pub use stamp::*;
 pub use txn::*;
 
 #[cfg(test)]
