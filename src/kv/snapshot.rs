@@ -47,7 +47,7 @@ use byteorder::{ByteOrder, LittleEndian};
 use bytes::Bytes;
 use synod_wire::{ByteReader, ClientId, ClientReply, ReadError, TxnId};
 
-use super::twopc::Prepared;
+use super::twopc::{Prepared, Staged};
 
 use super::shard::{Data, Entry, Session, Shard};
 use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
@@ -725,7 +725,7 @@ fn decode_prepared(
             }
             keys.push(Box::from(key));
         }
-        let mut writes: [Vec<(Box<[u8]>, Option<Entry>)>; 2] = [Vec::new(), Vec::new()];
+        let mut writes: [Staged; 2] = [Vec::new(), Vec::new()];
         for w in &mut writes {
             let count = input.count(4 + 1)?;
             for _ in 0..count {

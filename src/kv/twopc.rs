@@ -39,6 +39,10 @@ use synod_wire::{
 use super::shard::{apply_op, Data, Entry};
 use super::KvStore;
 
+/// What one branch of a prepared part leaves in each key it writes
+/// (`None`: no value).
+pub(crate) type Staged = Vec<(Box<[u8]>, Option<Entry>)>;
+
 /// One prepared part of a cross-group transaction, held until its outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Prepared {
@@ -48,7 +52,7 @@ pub(crate) struct Prepared {
     pub(crate) prepared_ms: u64,
     /// Per branch (0: success, 1: failure), each key the branch writes and
     /// what it leaves there (`None`: no value).
-    pub(crate) writes: [Vec<(Box<[u8]>, Option<Entry>)>; 2],
+    pub(crate) writes: [Staged; 2],
 }
 
 impl KvStore {
@@ -129,7 +133,7 @@ impl KvStore {
         }
         let holds = p.part.compares.iter().all(|c| self.holds(c));
         let mut results: [Vec<TxnOpResult>; 2] = [Vec::new(), Vec::new()];
-        let mut writes: [Vec<(Box<[u8]>, Option<Entry>)>; 2] = [Vec::new(), Vec::new()];
+        let mut writes: [Staged; 2] = [Vec::new(), Vec::new()];
         for (b, ops) in [&p.part.success, &p.part.failure].into_iter().enumerate() {
             let mut scratch = Data::new();
             for key in &all {
