@@ -766,3 +766,17 @@ fn decode_prepared(
     }
     Ok(out)
 }
+
+/// Format 4 bytes of a format 5 snapshot that holds no prepared
+/// transaction (tests that derive older formats start from format 4).
+#[cfg(test)]
+pub(super) fn as_format_4(snapshot: &[u8]) -> Vec<u8> {
+    assert_eq!(snapshot[0], SNAPSHOT_FORMAT);
+    assert!(
+        snapshot.ends_with(&[0, 0, 0, 0]),
+        "prepared transactions held"
+    );
+    let mut v4 = vec![SNAPSHOT_FORMAT_V4];
+    v4.extend_from_slice(&snapshot[1..snapshot.len() - 4]);
+    v4
+}

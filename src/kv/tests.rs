@@ -1526,7 +1526,7 @@ fn a_snapshot_of_format_2_restores_every_key_at_version_1() {
     kv.apply(&req(1, 2, 0, put("a", "y")));
     // Format 2 is format 4 without the revision, the per-key versions
     // and the expiry times.
-    let v3 = kv.snapshot();
+    let v3 = super::snapshot::as_format_4(&kv.snapshot());
     let mut v2 = vec![2u8];
     v2.extend_from_slice(&v3[1..1 + 4 + 8 + 4]);
     let body = &v3[1 + 4 + 8 + 4 + 8..];
