@@ -338,11 +338,11 @@ fn keys_by_group(cluster: &Cluster) -> Option<(String, String, String)> {
     Some((a.clone(), same.clone(), other.clone()))
 }
 
-/// With two groups: keys of one group get one transaction, keys across
-/// groups are refused by EXEC and MSETNX (nothing runs) and run per key by
-/// MSET, MGET and DEL (as before transactions).
+/// With two groups: keys of one group get one transaction (one log entry),
+/// keys across groups one two-phase commit: MSET, MGET, MSETNX and EXEC
+/// are atomic across groups too.
 #[test]
-fn transactions_are_atomic_in_one_group_and_refused_or_per_key_across_groups() {
+fn transactions_are_atomic_in_one_group_and_across_groups() {
     let cluster = Cluster::new_with_resp(3);
     cluster
         .client()
@@ -377,28 +377,30 @@ fn transactions_are_atomic_in_one_group_and_refused_or_per_key_across_groups() {
     assert_eq!(c.read(), R::Simple("QUEUED".into()));
     assert_eq!(c.read(), R::Array(vec![ok(), R::Int(3)]));
 
-    // Across groups.
+    // Across groups: two-phase commit.
     assert_eq!(
         c.call(&["MSET", &a, "4", &other, "5"]),
         ok(),
-        "MSET across groups runs per key"
+        "MSET across groups"
     );
     assert_eq!(
         c.call(&["MGET", &a, &other]),
         R::Array(vec![bulk("4"), bulk("5")])
     );
-    let refused = |r: &R| matches!(r, R::Error(e) if e.contains("cross-group transactions are not built yet"));
-    let r = c.call(&["MSETNX", &a, "x", &other, "y"]);
-    assert!(refused(&r), "{r:?}");
+    assert_eq!(
+        c.call(&["MSETNX", &a, "x", &other, "y"]),
+        R::Int(0),
+        "MSETNX across groups: both keys exist"
+    );
     c.call(&["MULTI"]);
     c.call(&["SET", &a, "6"]);
     c.call(&["SET", &other, "7"]);
     let r = c.call(&["EXEC"]);
-    assert!(refused(&r), "EXEC across groups: {r:?}");
+    assert_eq!(r, R::Array(vec![ok(), ok()]), "EXEC across groups");
     assert_eq!(
         c.call(&["MGET", &a, &other]),
-        R::Array(vec![bulk("4"), bulk("5")]),
-        "the refused EXEC ran nothing"
+        R::Array(vec![bulk("6"), bulk("7")]),
+        "EXEC across groups ran both"
     );
     assert_eq!(c.call(&["DEL", &a, &same, &other]), R::Int(3));
 }

@@ -1,6 +1,6 @@
 //! Transactions on a real cluster (issue 10): one group's transactions run
 //! as one log entry through the client library and the `synod txn` CLI; a
-//! transaction whose keys span groups is refused before it is sent.
+//! transaction whose keys span groups runs two-phase commit.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::Cluster;
-use synod::client::{ClientError, TxnBuilder};
+use synod::client::TxnBuilder;
 use synod_wire::{shard_of, CompareOp, GroupInfo, TxnOpResult};
 
 #[test]
@@ -91,8 +91,8 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
     );
     client.put("acct:b", "35").unwrap();
 
-    // With a second group, keys in both groups' shards cannot share a
-    // transaction (cross-group commit is not built): refused, not sent.
+    // With a second group, a transaction on keys in both groups' shards
+    // runs two-phase commit: atomic, compares across both groups.
     let config = client
         .join(vec![GroupInfo {
             gid: 2,
@@ -111,12 +111,27 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
         c.client().put(k2.clone(), "x").is_ok()
     });
     let spanning = TxnBuilder::new()
-        .then_put(k1, "1")
-        .then_put(k2.clone(), "2");
-    match client.txn(spanning.build()) {
-        Err(ClientError::Refused(why)) => assert!(why.contains("groups"), "{why}"),
-        other => panic!("a cross-group transaction ran: {other:?}"),
-    }
+        .when_absent(k1.clone())
+        .then_put(k1.clone(), "1")
+        .then_put(k2.clone(), "2")
+        .then_get(k1.clone())
+        .else_get(k2.clone());
+    let r = client
+        .txn(spanning.clone().build())
+        .expect("cross-group txn");
+    assert!(r.succeeded, "{r:?}");
+    assert!(matches!(&r.results[2], TxnOpResult::Ok { value, .. } if value == "1"));
+    assert_eq!(client.get(k2.clone()).unwrap().as_deref(), Some(&b"2"[..]));
+    // The compare on group 1's key now fails: the failure branch runs,
+    // reading group 2's key, and nothing is written.
+    let r = client.txn(spanning.build()).expect("cross-group txn again");
+    assert!(!r.succeeded, "{r:?}");
+    assert!(matches!(&r.results[0], TxnOpResult::Ok { value, .. } if value == "2"));
+    // Both groups' keys are unlocked afterwards: single-key writes go on.
+    client.put(k1, "3").expect("put k1 after the transactions");
+    client
+        .put(k2.clone(), "x")
+        .expect("put k2 after the transactions");
     let local = client
         .txn(
             TxnBuilder::new()

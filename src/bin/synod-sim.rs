@@ -58,8 +58,10 @@ struct Args {
     #[arg(long, env = "SYNOD_SIMULATOR_FAULT_SECS", value_name = "N")]
     fault_secs: Option<u64>,
     /// Sharded world: clients also run bank transactions on ACCOUNTS
-    /// accounts in one shard, audits and version-guarded transfers, and
-    /// every audit must see the same total
+    /// accounts, each in a shard of its own (so transactions span groups:
+    /// two-phase commit), or all in one shard with --txn-one-group; audits
+    /// and version-guarded transfers, and every audit must see the same
+    /// total
     #[arg(
         long = "txn",
         env = "SYNOD_SIMULATOR_TXN",
@@ -67,8 +69,15 @@ struct Args {
         default_value_t = 0
     )]
     bank: usize,
-    /// Plant a bug the checkers must catch (repeatable); txn-ignore-compares
-    /// plants a lost update in --txn
+    /// With --txn: every account in one shard (no two-phase commit)
+    #[arg(long, env = "SYNOD_SIMULATOR_TXN_ONE_GROUP", value_parser = FalseyValueParser::new())]
+    txn_one_group: bool,
+    /// Plant a bug the checkers must catch (repeatable). With --txn:
+    /// txn-ignore-compares (a lost update), txn-early-release (a
+    /// participant applies its branch and keeps no locks before the
+    /// decision), txn-unlocked-reads (keys a transaction only reads are not
+    /// locked), txn-forget-prepared (snapshots leave out prepared
+    /// transactions)
     #[arg(long = "bug", env = "SYNOD_SIMULATOR_BUG", value_name = "BUG")]
     bugs: Vec<Bug>,
     /// Each sync takes up to N us of virtual time, during which the node's
@@ -140,6 +149,9 @@ enum Bug {
     SkipDedup,
     ForgetFloor,
     TxnIgnoreCompares,
+    TxnEarlyRelease,
+    TxnUnlockedReads,
+    TxnForgetPrepared,
     FollowerReads,
     UnconfirmedLeaderReads,
     AcceptIgnoresPromise,
@@ -170,16 +182,26 @@ struct Run {
     /// `--txn N`: bank accounts of the sharded world's transactions.
     bank: usize,
     txn_ignore_compares: bool,
+    txn_early_release: bool,
+    txn_unlocked_reads: bool,
+    txn_forget_prepared: bool,
+    /// `--txn-one-group`: every account in one shard (no two-phase commit).
+    bank_one_group: bool,
 }
 
 fn configure(a: Args) -> Result<Run, String> {
     let mut bugs = Bugs::default();
     let mut txn_ignore_compares = false;
+    let (mut txn_early_release, mut txn_unlocked_reads, mut txn_forget_prepared) =
+        (false, false, false);
     for bug in &a.bugs {
         match bug {
             Bug::SkipDedup => bugs.skip_dedup = true,
             Bug::ForgetFloor => bugs.forget_floor = true,
             Bug::TxnIgnoreCompares => txn_ignore_compares = true,
+            Bug::TxnEarlyRelease => txn_early_release = true,
+            Bug::TxnUnlockedReads => txn_unlocked_reads = true,
+            Bug::TxnForgetPrepared => txn_forget_prepared = true,
             Bug::FollowerReads => bugs.replica.follower_reads = true,
             Bug::UnconfirmedLeaderReads => bugs.replica.unconfirmed_leader_reads = true,
             Bug::AcceptIgnoresPromise => bugs.paxos.accept_ignores_promise = true,
@@ -219,6 +241,10 @@ fn configure(a: Args) -> Result<Run, String> {
         trace: a.trace,
         bank: a.bank,
         txn_ignore_compares,
+        txn_early_release,
+        txn_unlocked_reads,
+        txn_forget_prepared,
+        bank_one_group: a.txn_one_group,
     })
 }
 
@@ -383,6 +409,10 @@ fn run_sharded(args: &Run) -> ExitCode {
                 cfg.faults = args.faults;
                 cfg.bank_accounts = args.bank;
                 cfg.txn_ignore_compares = args.txn_ignore_compares;
+                cfg.txn_early_release = args.txn_early_release;
+                cfg.txn_unlocked_reads = args.txn_unlocked_reads;
+                cfg.txn_forget_prepared = args.txn_forget_prepared;
+                cfg.bank_one_group = args.bank_one_group;
                 if let Some(secs) = args.fault_secs {
                     cfg.fault_phase = secs * 1_000_000;
                 }
@@ -430,9 +460,11 @@ fn run_sharded(args: &Run) -> ExitCode {
     );
     if args.bank > 0 {
         println!(
-            "bank_audits={} bank_transfers_committed={}",
+            "bank_audits={} bank_transfers_committed={} two_pc_attempts={} two_pc_aborts={}",
             reports.iter().map(|r| r.bank_audits).sum::<u64>(),
             reports.iter().map(|r| r.bank_transfers).sum::<u64>(),
+            reports.iter().map(|r| r.two_pc).sum::<u64>(),
+            reports.iter().map(|r| r.two_pc_aborts).sum::<u64>(),
         );
     }
     if failures == 0 {

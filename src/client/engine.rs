@@ -46,7 +46,10 @@ impl Client {
                     left -= 1;
                 }
             }
-            if left == 0 {
+            // A transaction across groups is answered once its decision is
+            // durable; its outcome still goes to the other groups, which
+            // hold locks until it arrives, so the call returns after that.
+            if left == 0 && self.session.background() == 0 {
                 break;
             }
             self.wait(now);

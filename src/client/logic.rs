@@ -132,6 +132,11 @@ pub(crate) struct Router {
     /// Index of the member believed to lead each group (group ids are the
     /// masters' numbering, not client input: the cheap hash is fine).
     hints: IdMap<GroupId, usize>,
+    /// Members of groups the cached configuration may no longer list, kept
+    /// while a two-phase commit still has to reach them (a group holding
+    /// a prepared transaction keeps serving until its outcome arrives,
+    /// even after it left the latest configuration).
+    remembered: IdMap<GroupId, Vec<String>>,
 }
 
 impl Router {
@@ -141,6 +146,7 @@ impl Router {
             masters,
             config: None,
             hints: IdMap::default(),
+            remembered: IdMap::default(),
         }
     }
 
@@ -151,6 +157,7 @@ impl Router {
             masters: Vec::new(),
             config: Some(config),
             hints: IdMap::default(),
+            remembered: IdMap::default(),
         }
     }
 
@@ -251,15 +258,43 @@ impl Router {
         Some((gid, index, group.servers[index].as_str()))
     }
 
+    /// The members of group `gid` (not the masters), from the cached
+    /// configuration or else as remembered.
+    fn servers(&self, gid: GroupId) -> Option<&[String]> {
+        self.config
+            .as_ref()
+            .and_then(|c| c.groups.iter().find(|g| g.gid == gid))
+            .map(|g| &g.servers[..])
+            .or_else(|| self.remembered.get(&gid).map(|s| &s[..]))
+    }
+
+    /// Keeps `gid`'s members reachable by [`Router::route_gid_ref`] even
+    /// once a configuration without the group is installed; `forget` ends
+    /// that.
+    pub(crate) fn remember(&mut self, gid: GroupId) {
+        if let Some(servers) = self.servers(gid).map(<[String]>::to_vec) {
+            self.remembered.insert(gid, servers);
+        }
+    }
+
+    /// Drops what [`Router::remember`] kept.
+    pub(crate) fn forget(&mut self, gid: GroupId) {
+        self.remembered.remove(&gid);
+    }
+
+    /// The member of group `gid` to try next, whatever shards it serves.
+    pub(crate) fn route_gid_ref(&self, gid: GroupId) -> Option<(GroupId, usize, &str)> {
+        let servers = self.servers(gid).filter(|s| !s.is_empty())?;
+        let index = self.hint(gid, servers.len());
+        Some((gid, index, servers[index].as_str()))
+    }
+
     /// Number of members of group `gid` (the masters for gid 0), 0 if unknown.
     fn members(&self, gid: GroupId) -> usize {
         if gid == 0 {
             return self.masters.len();
         }
-        self.config
-            .as_ref()
-            .and_then(|c| c.groups.iter().find(|g| g.gid == gid))
-            .map_or(0, |g| g.servers.len())
+        self.servers(gid).map_or(0, <[String]>::len)
     }
 
     fn hint(&self, gid: GroupId, members: usize) -> usize {

@@ -37,6 +37,7 @@ mod session_tests;
 pub mod status;
 #[cfg(test)]
 mod tests;
+mod twopc;
 mod txn;
 
 use std::collections::HashMap;
@@ -277,8 +278,9 @@ impl Client {
     }
 
     /// Runs a transaction (build one with [`TxnBuilder`]): its compares,
-    /// then one of its branches, atomically, at most once. Every key must
-    /// lie in one group's shards (`Refused` otherwise, before sending).
+    /// then one of its branches, atomically, at most once. Keys in one
+    /// group's shards: one log entry; keys in several groups: two-phase
+    /// commit driven by the session (ARCHITECTURE.md, Transactions).
     pub fn txn(&mut self, txn: synod_wire::Txn) -> Result<synod_wire::TxnResult, ClientError> {
         match self.kv(Op::Txn(Box::new(txn)))? {
             Some(value) => synod_wire::decode_txn_result(value)

@@ -26,6 +26,13 @@
 //!   own (never blocking other replies), at most one at a time and at
 //!   least [`REFRESH_SPACING`] apart; a lost or silent connection resends
 //!   everything that was on it to the next member after a backoff;
+//! - transactions across groups: a `Txn` whose keys the cached
+//!   configuration puts in several groups runs two-phase commit as
+//!   internal requests (a prepare per group in parallel, the decision to
+//!   the first key's group, the outcome to the others), answered once the
+//!   decision is applied; aborted attempts (no-wait lock conflicts,
+//!   `WrongGroup`) are retried with a new transaction id (`twopc.rs`,
+//!   ARCHITECTURE.md "Transactions");
 //! - deadlines: every request ends by its deadline, `Timeout` if it was
 //!   ever delivered (it may have executed), `Unreachable` if not.
 //!
@@ -35,18 +42,20 @@
 //! authentication and encoding frames into bytes are the driver's.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use synod_wire::{
-    encode_message_body, ClientId, ClientReply, ClientRequest, Config, Frame, GroupId, MasterOp,
-    MasterRequest, Message, Op, Seq, DEFAULT_MAX_FRAME_BYTES,
+    decode_txn_vote, encode_message_body, encode_txn_result, ClientId, ClientReply, ClientRequest,
+    Config, Frame, GroupId, MasterOp, MasterRequest, Message, Op, Seq, TxnId, TxnOutcome,
+    TxnPrepare, TxnVote, DEFAULT_MAX_FRAME_BYTES, TXN_NOT_HELD,
 };
 
 use super::idmap::IdMap;
 use super::logic::{backoff_capped, AckWindow, Router, BACKOFF_MAX, CLIENT_ID_RENEW_AFTER};
+use super::twopc;
 use super::ClientError;
 use crate::rng::Rng;
 
@@ -135,6 +144,11 @@ pub struct SessionStats {
     pub wrong_group: u64,
     /// `Busy` replies (each backs off on the same member).
     pub busy: u64,
+    /// Attempts of transactions across groups (two-phase commits).
+    pub two_pc: u64,
+    /// Of those, the ones aborted (a key locked by another transaction, a
+    /// `WrongGroup`, or a part without an answer) and retried.
+    pub two_pc_aborts: u64,
 }
 
 /// How patient a session is.
@@ -167,9 +181,10 @@ impl SessionOptions {
     }
 }
 
-/// The words every refusal of a transaction whose keys span groups carries
-/// (`ClientError::Refused`), so a caller with a non-atomic fallback (the RESP
-/// gateway's MSET, DEL, MGET) can tell it from other refusals.
+/// The words a refusal of a transaction whose keys span groups carried
+/// (`ClientError::Refused`) before two-phase commit, so a caller with a
+/// non-atomic fallback (the RESP gateway's MSET, DEL, MGET) can tell it
+/// from other refusals. This session no longer refuses such a transaction.
 pub const CROSS_GROUP_REFUSAL: &str = "cross-group transactions are not built yet";
 
 /// Refuses, before it costs a seq, a request whose body would exceed what a
@@ -208,9 +223,11 @@ pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
                 Op::Incr { .. } => 8,
                 // The value, then the condition and get_old bytes.
                 Op::PutIf { value, .. } => VALUE_LEN_BYTES + value.len() as u64 + 2,
-                Op::Txn(txn) => {
-                    if let Some(why) = txn.invalid() {
-                        return Err(ClientError::Refused(why.to_string()));
+                Op::Txn(_) | Op::TxnPrepare(_) | Op::TxnDecide(_) | Op::TxnFinish(_) => {
+                    if let Op::Txn(txn) = op {
+                        if let Some(why) = txn.invalid() {
+                            return Err(ClientError::Refused(why.to_string()));
+                        }
                     }
                     // Measured on the real encoding (its layout is not
                     // key-then-value); the kind byte is not body.
@@ -254,6 +271,9 @@ enum State {
     Ready { at: Time },
     /// No route until a newer configuration arrives.
     AwaitConfig,
+    /// A transaction across groups whose two-phase commit (`TwoPc` of
+    /// this key) runs as internal requests of their own.
+    TwoPc(u64),
     /// On the wire to `dest`, member `index` of its group.
     Sent {
         dest: Dest,
@@ -267,6 +287,63 @@ enum State {
 enum Purpose {
     User,
     Refresh,
+    /// One message of the two-phase commit `TwoPc` `txn`, for group
+    /// `gid`, always sent to that group (never re-routed by key after a
+    /// configuration change): so every group that may hold the prepared
+    /// part is the one its outcome goes to. A group holding locks keeps
+    /// their shards until the outcome arrives; a prepare answered
+    /// `WrongGroup` was applied nowhere and aborts the attempt.
+    Part {
+        txn: u64,
+        role: Role,
+        gid: GroupId,
+    },
+}
+
+/// What a two-phase commit message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The prepare of part `i`.
+    Prepare(usize),
+    /// The decision, to the coordinator (part 0).
+    Decide,
+    /// The outcome, to part `i`.
+    Finish(usize),
+}
+
+/// Internal marker: a prepare was answered `WrongGroup`.
+const PART_WRONG_GROUP: &str = "part answered WrongGroup";
+
+/// How long two-phase commit messages are retried, in multiples of the
+/// session's request timeout: past the caller's deadline, since locks held
+/// in the groups are released only by the outcome (a participant asking
+/// the coordinator is not built; see ARCHITECTURE.md, Transactions).
+const PART_PATIENCE: u32 = 8;
+
+/// A part's vote, once known.
+#[derive(Clone, Debug)]
+enum Vote {
+    Yes(TxnVote),
+    No,
+    WrongGroup,
+    /// No usable answer (timed out, session expired, refused): maybe
+    /// prepared. The caller gets this error rather than another attempt
+    /// (an attempt under this id would meet the same).
+    Failed(ClientError),
+}
+
+/// One attempt of a transaction across groups (see [`Session`]'s
+/// two-phase commit).
+struct TwoPc {
+    /// The caller's handle while it waits for this attempt's answer.
+    user: Option<u64>,
+    txn: synod_wire::Txn,
+    id: TxnId,
+    parts: Vec<twopc::Part>,
+    votes: Vec<Option<Vote>>,
+    outcome: Option<TxnOutcome>,
+    /// Internal messages not answered yet.
+    outstanding: usize,
 }
 
 struct Task {
@@ -346,11 +423,6 @@ impl<T: Ord + Copy> Timers<T> {
     fn len(&self) -> usize {
         self.fifo.len() + self.heap.len()
     }
-
-    fn clear(&mut self) {
-        self.fifo.clear();
-        self.heap.clear();
-    }
 }
 
 impl<T: Ord + Copy> FromIterator<T> for Timers<T> {
@@ -424,6 +496,11 @@ pub struct Session {
     completions: VecDeque<Completion>,
     closes: VecDeque<(Dest, String)>,
     stats: SessionStats,
+    /// Two-phase commits in progress (their messages still out).
+    txns: BTreeMap<u64, TwoPc>,
+    next_txn: u64,
+    /// Internal 2PC messages were queued during this poll's sends.
+    parts_added: bool,
 }
 
 impl Session {
@@ -485,6 +562,9 @@ impl Session {
             completions: VecDeque::new(),
             closes: VecDeque::new(),
             stats: SessionStats::default(),
+            txns: BTreeMap::new(),
+            next_txn: 1,
+            parts_added: false,
         }
     }
 
@@ -508,6 +588,14 @@ impl Session {
     /// Requests submitted and not finished (queued ones included).
     pub fn pending(&self) -> usize {
         self.queue.len() + self.active
+    }
+
+    /// Two-phase commits whose messages are still out after their caller
+    /// was answered (the outcome to the other participants, or the abort
+    /// of an attempt). A driver about to stop (a CLI exiting) keeps polling
+    /// until this is 0, or the groups keep those locks.
+    pub fn background(&self) -> usize {
+        self.txns.len()
     }
 
     /// Starts `req`; its result comes out of [`Session::poll_completion`]
@@ -565,19 +653,58 @@ impl Session {
     /// caller (its id, routes and leader hints are kept).
     pub fn abandon_all(&mut self) {
         self.queue.clear();
-        // Not handed out yet: nobody waits for these any more.
-        self.transmits.clear();
         self.completions.clear();
-        for (_, task) in self.tasks.drain() {
-            self.acks.retire(task.seq);
+        // Two-phase commit messages go on (locks in the groups are released
+        // only by them); the caller no longer waits for their answer.
+        let mut kept = Vec::new();
+        for (h, task) in self.tasks.drain() {
+            if matches!(task.purpose, Purpose::Part { .. }) {
+                kept.push((h, task));
+            } else {
+                self.acks.retire(task.seq);
+            }
         }
-        self.deadlines.clear();
-        self.ready.clear();
-        self.rpc.clear();
-        self.parked = 0;
+        // Not handed out yet: nobody waits for these any more, except the
+        // frames of the messages kept.
+        let kept_ids: Vec<u64> = kept
+            .iter()
+            .filter_map(|(_, t)| match &t.state {
+                State::Sent { request_id, .. } => Some(*request_id),
+                _ => None,
+            })
+            .collect();
+        self.transmits
+            .retain(|t| kept_ids.contains(&t.frame.request_id));
+        for t in self.txns.values_mut() {
+            t.user = None;
+        }
+        self.deadlines = kept.iter().map(|(h, t)| (t.deadline, *h)).collect();
+        self.ready = kept
+            .iter()
+            .filter_map(|(h, t)| match t.state {
+                State::Ready { at } => Some((at, *h)),
+                _ => None,
+            })
+            .collect();
+        self.rpc = kept
+            .iter()
+            .filter_map(|(h, t)| match &t.state {
+                State::Sent {
+                    rpc_deadline,
+                    request_id,
+                    ..
+                } => Some((*rpc_deadline, *h, *request_id)),
+                _ => None,
+            })
+            .collect();
+        self.parked = kept
+            .iter()
+            .filter(|(_, t)| t.state == State::AwaitConfig)
+            .count();
+        self.tasks.extend(kept);
         self.active = 0;
         self.refresh = None;
-        debug_assert_eq!(self.acks.ack_seq() + 1, self.next_seq);
+        debug_assert!(!self.tasks.is_empty() || self.acks.ack_seq() + 1 == self.next_seq);
     }
 
     /// Counts of the non-final answers so far.
@@ -617,6 +744,11 @@ impl Session {
             self.add_task(handle, Purpose::User, req, seq, deadline, now);
         }
         self.send_ready(now);
+        if std::mem::take(&mut self.parts_added) {
+            // Transactions that just started two-phase commit: their
+            // prepares go out in this poll too.
+            self.send_ready(now);
+        }
         if self.start_refresh(now) {
             self.send_ready(now);
         }
@@ -763,6 +895,20 @@ impl Session {
                 if let Req::Kv(op) = &task.req {
                     self.router.invalidate_key(op.key());
                 }
+                if matches!(
+                    task.purpose,
+                    Purpose::Part {
+                        role: Role::Prepare(_),
+                        ..
+                    }
+                ) {
+                    // The part's keys may now lie in other groups: the
+                    // attempt aborts and the transaction is planned again.
+                    let e = ClientError::Protocol(PART_WRONG_GROUP.to_string());
+                    self.finish(handle, Err(e), now);
+                    return;
+                }
+                let task = self.tasks.get_mut(&handle).expect("looked up");
                 task.attempt += 1;
                 task.state = State::AwaitConfig;
                 self.parked += 1;
@@ -1039,15 +1185,16 @@ impl Session {
         for &handle in &due {
             let task = self.tasks.get(&handle).expect("listed");
             if matches!(task.req, Req::Kv(Op::Txn(_))) {
-                if let Some(why) = self.spans_groups(handle) {
-                    self.finish(handle, Err(ClientError::Refused(why)), now);
+                if let Some(parts) = self.cross_group_plan(handle) {
+                    self.start_two_pc(handle, parts, now);
                     continue;
                 }
             }
             let task = self.tasks.get_mut(&handle).expect("listed");
-            let route = match &task.req {
-                Req::Kv(op) => self.router.route_key_ref(op.key()),
-                Req::Master(_) => self.router.route_master_ref(),
+            let route = match (&task.req, task.purpose) {
+                (Req::Kv(_), Purpose::Part { gid, .. }) => self.router.route_gid_ref(gid),
+                (Req::Kv(op), _) => self.router.route_key_ref(op.key()),
+                (Req::Master(_), _) => self.router.route_master_ref(),
             };
             let Some((gid, index, addr)) = route else {
                 task.state = State::AwaitConfig;
@@ -1106,28 +1253,235 @@ impl Session {
         self.scratch = due;
     }
 
-    /// Why a transaction cannot be sent under the cached configuration:
-    /// its keys lie in shards of different groups (a transaction runs in
-    /// one group's log; cross-group commit is not built yet). `None` for
-    /// anything else, or when some key is not routable yet (the request
-    /// then waits for a configuration like any other).
-    fn spans_groups(&self, handle: u64) -> Option<String> {
+    /// The parts of a transaction whose keys lie in several groups under
+    /// the cached configuration, one per group. `None` for anything else,
+    /// or when some key is not routable yet (the request then waits for a
+    /// configuration like any other).
+    fn cross_group_plan(&self, handle: u64) -> Option<Vec<twopc::Part>> {
         let Req::Kv(Op::Txn(txn)) = &self.tasks.get(&handle)?.req else {
             return None;
         };
-        let mut gids = Vec::new();
-        for key in txn.keys() {
-            let (gid, _, _) = self.router.route_key_ref(key)?;
-            if !gids.contains(&gid) {
-                gids.push(gid);
+        let parts = twopc::plan(txn, |key| {
+            self.router.route_key_ref(key).map(|(gid, _, _)| gid)
+        })?;
+        (parts.len() > 1).then_some(parts)
+    }
+
+    /// Starts one attempt of two-phase commit for the caller's transaction
+    /// `handle`: a fresh transaction id (this session's id and a seq of its
+    /// own, retired at once: it names the attempt, it is never sent as a
+    /// request), and a prepare to every part's group, in parallel.
+    fn start_two_pc(&mut self, handle: u64, parts: Vec<twopc::Part>, now: Time) {
+        let key = self.next_txn;
+        self.next_txn += 1;
+        let id_seq = self.next_seq;
+        self.next_seq += 1;
+        self.acks.retire(id_seq);
+        let id = TxnId {
+            client: self.client_id,
+            seq: id_seq,
+        };
+        let task = self.tasks.get_mut(&handle).expect("listed");
+        task.state = State::TwoPc(key);
+        let Req::Kv(Op::Txn(txn)) = &task.req else {
+            unreachable!("planned from a transaction")
+        };
+        let txn = (**txn).clone();
+        self.stats.two_pc += 1;
+        for (i, part) in parts.iter().enumerate() {
+            let op = Op::TxnPrepare(Box::new(TxnPrepare {
+                txn: id,
+                part: part.txn.clone(),
+            }));
+            self.router.remember(part.gid);
+            self.add_part(key, Role::Prepare(i), part.gid, op, now);
+        }
+        self.txns.insert(
+            key,
+            TwoPc {
+                user: Some(handle),
+                txn,
+                id,
+                votes: vec![None; parts.len()],
+                outstanding: parts.len(),
+                parts,
+                outcome: None,
+            },
+        );
+    }
+
+    /// Queues one internal message of two-phase commit `txn`, with a seq
+    /// of its own (so it is deduplicated like every request).
+    fn add_part(&mut self, txn: u64, role: Role, gid: GroupId, op: Op, now: Time) {
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let deadline = now.saturating_add(self.opts.timeout.saturating_mul(PART_PATIENCE));
+        self.parts_added = true;
+        self.add_task(
+            handle,
+            Purpose::Part { txn, role, gid },
+            Req::Kv(op),
+            seq,
+            deadline,
+            now,
+        );
+    }
+
+    /// An internal message of two-phase commit `key` finished.
+    fn on_part(&mut self, key: u64, role: Role, result: Result<Answer, ClientError>, now: Time) {
+        let Some(t) = self.txns.get_mut(&key) else {
+            return;
+        };
+        t.outstanding -= 1;
+        match role {
+            Role::Prepare(i) => {
+                t.votes[i] = Some(match result {
+                    Ok(Answer::Kv(Some(v))) => match decode_txn_vote(v) {
+                        Ok(v) if v.yes => Vote::Yes(v),
+                        Ok(_) => Vote::No,
+                        Err(e) => Vote::Failed(ClientError::Protocol(format!("bad vote: {e}"))),
+                    },
+                    Err(ClientError::Protocol(why)) if why == PART_WRONG_GROUP => Vote::WrongGroup,
+                    Err(e) => Vote::Failed(e),
+                    Ok(other) => Vote::Failed(ClientError::Protocol(format!(
+                        "unexpected answer to a prepare: {other:?}"
+                    ))),
+                });
+                if t.votes.iter().any(Option::is_none) {
+                    return;
+                }
+                let yes: Vec<&TxnVote> = t
+                    .votes
+                    .iter()
+                    .filter_map(|v| match v {
+                        Some(Vote::Yes(v)) => Some(v),
+                        _ => None,
+                    })
+                    .collect();
+                if yes.len() == t.parts.len() {
+                    // Every group voted Yes: the decision goes to the
+                    // coordinator's log; the caller hears once it is there.
+                    let outcome = twopc::outcome(&yes);
+                    t.outcome = Some(outcome);
+                    t.outstanding += 1;
+                    let op = twopc::finish_op(true, t.id, &t.parts[0], outcome);
+                    let gid = t.parts[0].gid;
+                    self.add_part(key, Role::Decide, gid, op, now);
+                    return;
+                }
+                // Abort: release what may have been prepared, and try
+                // again as a new attempt (after a refresh on WrongGroup).
+                t.outcome = Some(TxnOutcome::Abort);
+                let wrong = t.votes.iter().any(|v| matches!(v, Some(Vote::WrongGroup)));
+                let failed = t.votes.iter().find_map(|v| match v {
+                    Some(Vote::Failed(e)) => Some(e.clone()),
+                    _ => None,
+                });
+                // Every part but a definite No may hold a prepared copy (a
+                // reply lost, then a WrongGroup from a resend): all of them
+                // get the abort; one holding nothing answers so.
+                let held: Vec<usize> = (0..t.parts.len())
+                    .filter(|&i| !matches!(t.votes[i], Some(Vote::No)))
+                    .collect();
+                let ops: Vec<(GroupId, Op)> = held
+                    .iter()
+                    .map(|&i| {
+                        let op = twopc::finish_op(false, t.id, &t.parts[i], TxnOutcome::Abort);
+                        (t.parts[i].gid, op)
+                    })
+                    .collect();
+                t.outstanding += held.len();
+                let user = t.user.take();
+                self.stats.two_pc_aborts += 1;
+                for (i, (gid, op)) in held.into_iter().zip(ops) {
+                    self.add_part(key, Role::Finish(i), gid, op, now);
+                }
+                match (user, failed) {
+                    (Some(h), Some(e)) if self.tasks.contains_key(&h) => {
+                        self.finish(h, Err(e), now)
+                    }
+                    (Some(h), _) => self.retry_txn(h, wrong, now),
+                    (None, _) => {}
+                }
+            }
+            Role::Decide => {
+                let outcome = t.outcome.expect("decided before the decision was sent");
+                let durable = matches!(&result, Ok(Answer::Kv(Some(v)))
+                    if v.len() == 1 && (v[0] == outcome as u8 || v[0] == TXN_NOT_HELD));
+                let user = t.user.take();
+                let answer = if durable {
+                    let votes: Vec<&TxnVote> = t
+                        .votes
+                        .iter()
+                        .filter_map(|v| match v {
+                            Some(Vote::Yes(v)) => Some(v),
+                            _ => None,
+                        })
+                        .collect();
+                    let merged = twopc::merge(&t.txn, &t.parts, &votes, outcome);
+                    let ops: Vec<(usize, GroupId, Op)> = (1..t.parts.len())
+                        .map(|i| {
+                            let op = twopc::finish_op(false, t.id, &t.parts[i], outcome);
+                            (i, t.parts[i].gid, op)
+                        })
+                        .collect();
+                    t.outstanding += ops.len();
+                    for (i, gid, op) in ops {
+                        self.add_part(key, Role::Finish(i), gid, op, now);
+                    }
+                    match merged {
+                        Some(r) => Ok(Answer::Kv(Some(encode_txn_result(&r)))),
+                        None => Err(ClientError::Protocol(
+                            "a transaction vote without its results".to_string(),
+                        )),
+                    }
+                } else {
+                    // The decision's fate is unknown: the participants keep
+                    // their locks (no one here can decide safely).
+                    log::warn!("transaction {:?}: decision not confirmed: {result:?}", t.id);
+                    Err(match result {
+                        Err(e) => e,
+                        Ok(_) => ClientError::Protocol("unexpected decision answer".to_string()),
+                    })
+                };
+                if let Some(h) = user.filter(|h| self.tasks.contains_key(h)) {
+                    self.finish(h, answer, now);
+                }
+            }
+            Role::Finish(_) => {}
+        }
+        if self.txns.get(&key).is_some_and(|t| t.outstanding == 0) {
+            let t = self.txns.remove(&key).expect("looked up");
+            for p in &t.parts {
+                if !self
+                    .txns
+                    .values()
+                    .any(|o| o.parts.iter().any(|q| q.gid == p.gid))
+                {
+                    self.router.forget(p.gid);
+                }
             }
         }
-        (gids.len() > 1).then(|| {
-            format!(
-                "transaction keys lie in groups {gids:?}: a transaction must keep to one \
-                 group's shards ({CROSS_GROUP_REFUSAL})"
-            )
-        })
+    }
+
+    /// The caller's transaction `handle` aborted; another attempt after a
+    /// backoff (no-wait locking: a conflict is retried, never waited for),
+    /// or after a configuration refresh if a group answered `WrongGroup`.
+    fn retry_txn(&mut self, handle: u64, wrong_group: bool, now: Time) {
+        let Some(task) = self.tasks.get_mut(&handle) else {
+            return; // the caller's deadline passed meanwhile
+        };
+        task.attempt += 1;
+        if wrong_group {
+            task.state = State::AwaitConfig;
+            self.parked += 1;
+        } else {
+            let at = now + backoff_capped(task.attempt, self.rng.next_u64(), self.opts.backoff_max);
+            task.state = State::Ready { at };
+            self.ready.push((at, handle));
+        }
     }
 
     /// Records a request's final result and retires its seq.
@@ -1150,6 +1504,7 @@ impl Session {
                     req: task.req,
                 });
             }
+            Purpose::Part { txn, role, .. } => self.on_part(txn, role, result, now),
             Purpose::Refresh => {
                 self.refresh = None;
                 let mut parked: Vec<u64> = if self.parked == 0 {

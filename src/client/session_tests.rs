@@ -482,3 +482,165 @@ fn finished_requests_leave_no_timers_and_the_wake_up_is_the_earliest_live_one() 
     );
     assert_eq!(s.timer_entries(), 0);
 }
+
+/// Two groups, shards 0-1 on group 1 and 2-3 on group 2; a key of each.
+fn two_groups() -> (Session, Bytes, Bytes) {
+    let config = Config {
+        num: 1,
+        shards: vec![1, 1, 2, 2],
+        groups: vec![
+            GroupInfo {
+                gid: 1,
+                servers: vec!["a".to_string()],
+            },
+            GroupInfo {
+                gid: 2,
+                servers: vec!["b".to_string()],
+            },
+        ],
+    };
+    let key_in = |gid: u32| {
+        (0..)
+            .map(|i| Bytes::from(format!("k{i}")))
+            .find(|k| config.shards[synod_wire::shard_of(k, 4) as usize] == gid)
+            .unwrap()
+    };
+    let (k1, k2) = (key_in(1), key_in(2));
+    (
+        Session::with_config(opts(4), config, 7, 1, Time::ZERO),
+        k1,
+        k2,
+    )
+}
+
+fn op_of(t: &Transmit) -> &Op {
+    match &t.frame.message {
+        Message::Request(r) => &r.op,
+        m => panic!("not a request: {m:?}"),
+    }
+}
+
+fn vote(yes: bool, results: usize) -> ClientReply {
+    let ok = synod_wire::TxnOpResult::Ok {
+        value: Bytes::new(),
+        version: 9,
+    };
+    ClientReply::Ok(synod_wire::encode_txn_vote(&synod_wire::TxnVote {
+        yes,
+        holds: true,
+        success: if yes { vec![ok; results] } else { vec![] },
+        failure: vec![],
+    }))
+}
+
+fn transfer(k1: &Bytes, k2: &Bytes) -> Req {
+    Req::Kv(Op::Txn(Box::new(
+        super::TxnBuilder::new()
+            .when_exists(k1.clone())
+            .then_put(k1.clone(), "1")
+            .then_put(k2.clone(), "2")
+            .build(),
+    )))
+}
+
+/// A transaction across groups: prepares to both groups in parallel, the
+/// decision to the first key's group, the caller answered once it is
+/// applied (with both groups' results in order), the outcome to the other
+/// group afterwards.
+#[test]
+fn a_transaction_across_groups_prepares_in_parallel_then_decides_at_the_first_keys_group() {
+    let (mut s, k1, k2) = two_groups();
+    let h = s.submit(transfer(&k1, &k2));
+    s.poll(Time::ZERO);
+    let prepares = sent(&mut s);
+    assert_eq!(prepares.len(), 2, "{prepares:?}");
+    let mut gids: Vec<u32> = prepares.iter().map(|t| t.dest.gid).collect();
+    gids.sort();
+    assert_eq!(gids, vec![1, 2]);
+    let ids: Vec<_> = prepares
+        .iter()
+        .map(|t| match op_of(t) {
+            Op::TxnPrepare(p) => {
+                assert_eq!(p.part.success.len(), 1);
+                p.txn
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "one transaction id for every part");
+    for t in &prepares {
+        answer(&mut s, t, vote(true, 1), MS);
+    }
+    s.poll(MS);
+    let decide = sent(&mut s);
+    assert_eq!(decide.len(), 1);
+    assert_eq!(
+        decide[0].dest.gid, 1,
+        "the coordinator is the first key's group"
+    );
+    assert!(matches!(op_of(&decide[0]),
+        Op::TxnDecide(f) if f.outcome == synod_wire::TxnOutcome::Success));
+    assert!(
+        s.poll_completion().is_none(),
+        "answered before the decision"
+    );
+    answer(
+        &mut s,
+        &decide[0],
+        ClientReply::Ok(Bytes::from_static(&[1])),
+        2 * MS,
+    );
+    let done = s.poll_completion().expect("answered after the decision");
+    assert_eq!(done.handle, h);
+    let Ok(Answer::Kv(Some(bytes))) = done.result else {
+        panic!("{:?}", done.result);
+    };
+    let result = synod_wire::decode_txn_result(bytes).unwrap();
+    assert!(result.succeeded);
+    assert_eq!(result.results.len(), 2);
+    s.poll(2 * MS);
+    let finish = sent(&mut s);
+    assert_eq!(finish.len(), 1);
+    assert_eq!(finish[0].dest.gid, 2);
+    assert!(matches!(op_of(&finish[0]), Op::TxnFinish(_)));
+    assert_eq!(s.background(), 1);
+    answer(
+        &mut s,
+        &finish[0],
+        ClientReply::Ok(Bytes::from_static(&[1])),
+        3 * MS,
+    );
+    assert_eq!(s.background(), 0);
+    assert_eq!(s.pending(), 0);
+}
+
+/// A No vote (a key locked by another transaction): the Yes voter gets the
+/// abort, and the transaction is tried again under a new id.
+#[test]
+fn a_no_vote_aborts_the_attempt_and_retries_under_a_new_id() {
+    let (mut s, k1, k2) = two_groups();
+    s.submit(transfer(&k1, &k2));
+    s.poll(Time::ZERO);
+    let prepares = sent(&mut s);
+    let first_id = match op_of(&prepares[0]) {
+        Op::TxnPrepare(p) => p.txn,
+        other => panic!("{other:?}"),
+    };
+    answer(&mut s, &prepares[0], vote(true, 1), MS);
+    answer(&mut s, &prepares[1], vote(false, 0), MS);
+    s.poll(MS);
+    let abort = sent(&mut s);
+    assert_eq!(abort.len(), 1);
+    assert_eq!(abort[0].dest.gid, prepares[0].dest.gid);
+    assert!(matches!(op_of(&abort[0]),
+        Op::TxnFinish(f) if f.outcome == synod_wire::TxnOutcome::Abort && f.txn == first_id));
+    assert!(s.poll_completion().is_none());
+    // After the backoff: a new attempt, a new id.
+    let later = Duration::from_secs(2);
+    s.poll(later);
+    let again = sent(&mut s);
+    assert_eq!(again.len(), 2, "{again:?}");
+    for t in &again {
+        assert!(matches!(op_of(t), Op::TxnPrepare(p) if p.txn != first_id));
+    }
+}

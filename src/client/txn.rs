@@ -16,8 +16,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every key must lie in shards of one group (the session refuses a
-//! transaction whose keys span groups: cross-group commit is not built).
+//! Keys in one group's shards: one log entry; keys across groups: the
+//! session runs two-phase commit (ARCHITECTURE.md, Transactions).
 
 use bytes::Bytes;
 use synod_wire::{Compare, CompareOp, CompareTarget, Op, Txn};

@@ -303,7 +303,12 @@ fn expiry_survives_snapshot_restore_and_a_chunked_move() {
         d.run(put_ex(&format!("k{i}"), "v", PutCond::Any, false, expiry));
     }
     let snap = d.kv.snapshot();
-    assert_eq!(snap[0], 4, "snapshot format 4");
+    assert_eq!(snap[0], 5, "snapshot format 5");
+    let v4 = super::snapshot::as_format_4(&snap);
+    assert_eq!(
+        KvStore::restore(&v4, opts(4)).expect("format 4 restores"),
+        d.kv
+    );
     let restored = KvStore::restore(&snap, opts(4)).expect("restores");
     assert_eq!(restored, d.kv);
     assert_eq!(restored.snapshot(), snap);
@@ -357,7 +362,7 @@ fn snapshot_format_3_still_restores_without_expiry() {
         key: b("b"),
         value: b("2"),
     });
-    let v4 = d.kv.snapshot();
+    let v4 = super::snapshot::as_format_4(&d.kv.snapshot());
     // Rewrite as format 3: drop each entry's trailing expires_ms (all 0).
     let mut v3 = vec![3u8];
     let mut at = 1;

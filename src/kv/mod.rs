@@ -27,9 +27,12 @@ mod shard;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod twopc;
 mod txn;
 
-use synod_wire::{ClientId, ClientReply, ClientRequest};
+use std::collections::BTreeMap;
+
+use synod_wire::{ClientId, ClientReply, ClientRequest, TxnId};
 
 pub use chunk::{Chunk, KeyOrder};
 pub(crate) use shard::parse_float;
@@ -115,6 +118,18 @@ pub struct KvOptions {
     /// evaluating its compares, so an optimistic read-compare-write loses
     /// updates. Default false; tests only (the bank checker catches it).
     pub planted_txn_ignore_compares: bool,
+    /// A planted bug: a participant that votes Yes on a cross-group
+    /// prepare applies its own branch at once and keeps no locks, before
+    /// any decision is logged. Default false; tests only.
+    pub planted_txn_early_release: bool,
+    /// A planted bug: a prepare locks only the keys its part writes, so a
+    /// read inside a cross-group transaction is served from an unlocked
+    /// key. Default false; tests only.
+    pub planted_txn_unlocked_reads: bool,
+    /// A planted bug: snapshots leave out the prepared transactions, so a
+    /// participant restored from one forgets what it prepared. Default
+    /// false; tests only.
+    pub planted_txn_forget_prepared: bool,
     /// Sessions idle longer than this (log time, ms) are dropped; default
     /// [`DEFAULT_SESSION_TTL_MS`].
     pub session_ttl_ms: u64,
@@ -129,6 +144,9 @@ impl Default for KvOptions {
             planted_skip_dedup: false,
             planted_forget_floor: false,
             planted_txn_ignore_compares: false,
+            planted_txn_early_release: false,
+            planted_txn_unlocked_reads: false,
+            planted_txn_forget_prepared: false,
             session_ttl_ms: DEFAULT_SESSION_TTL_MS,
             max_sessions_per_shard: DEFAULT_MAX_SESSIONS_PER_SHARD,
         }
@@ -190,6 +208,10 @@ pub struct KvStore {
     /// brings, so a key's version never repeats, whichever group wrote it.
     /// Part of the snapshot.
     revision: u64,
+    /// Cross-group transactions prepared here and not finished (see
+    /// `twopc.rs`); their locks are indexed per shard. Part of the
+    /// snapshot.
+    prepared: BTreeMap<TxnId, twopc::Prepared>,
 }
 
 impl KvStore {
@@ -207,6 +229,7 @@ impl KvStore {
             log_time_ms: 0,
             expire_from: 0,
             revision: 0,
+            prepared: BTreeMap::new(),
         }
     }
 
@@ -332,9 +355,21 @@ impl KvStore {
     /// frees cached replies and raises the watermark; then a `seq` at or
     /// below the watermark is refused as stale, a `seq` with a cached reply
     /// gets that reply without re-applying, and anything else is applied.
+    ///
+    /// A request on a key locked by a prepared cross-group transaction is
+    /// answered `Busy` (nothing applied, nothing cached: the client retries
+    /// the same seq after a backoff).
     pub fn apply(&mut self, req: &ClientRequest) -> ClientReply {
-        if let synod_wire::Op::Txn(txn) = &req.op {
-            return self.apply_txn(req, txn);
+        if self.blocked_by_lock(&req.op) {
+            return ClientReply::Busy;
+        }
+        match &req.op {
+            synod_wire::Op::Txn(txn) => return self.apply_txn(req, txn),
+            synod_wire::Op::TxnPrepare(p) => return self.apply_prepare(req, p),
+            synod_wire::Op::TxnDecide(f) | synod_wire::Op::TxnFinish(f) => {
+                return self.apply_finish(f)
+            }
+            _ => {}
         }
         let shard = self.shard_of_key(req.op.key());
         let rules = self.rules();
@@ -359,7 +394,12 @@ impl KvStore {
 
     /// Answers a read-only operation (Get, Ttl) from the applied state at
     /// the current log time: a key expired by then reads as absent.
+    /// A locked key (or a shard with one, for Scan and Count) answers
+    /// `Busy`.
     pub fn read_op(&self, op: &synod_wire::Op) -> ClientReply {
+        if self.blocked_by_lock(op) {
+            return ClientReply::Busy;
+        }
         self.shards[self.shard_of_key(op.key()) as usize].read_op(op, self.log_time_ms)
     }
 
@@ -383,6 +423,7 @@ impl KvStore {
     pub fn drop_shard(&mut self, shard: u32) -> u64 {
         let held = {
             let s = self.shard(shard);
+            assert!(s.locks.is_empty(), "dropping shard {shard} with locks");
             (s.data.len() + s.sessions.len()) as u64
         };
         self.shards[shard as usize] = Shard::default();
@@ -406,6 +447,7 @@ impl KvStore {
                 assert_eq!(shard_of(key, self.opts.shards) as usize, index);
             }
         }
+        self.assert_lock_invariants();
     }
 
     fn shard(&self, shard: u32) -> &Shard {

@@ -174,6 +174,9 @@ pub(crate) struct Shard {
     /// `data` (never encoded) and ordered by value, so every replica
     /// removes the same keys.
     pub(crate) deadlines: BTreeSet<(u64, Box<[u8]>)>,
+    /// Keys locked by a prepared cross-group transaction, and which.
+    /// Derived from the store's prepared records (never encoded).
+    pub(crate) locks: BTreeMap<Box<[u8]>, synod_wire::TxnId>,
 }
 
 /// May a session be opened here for `client` at log time `now_ms`? Not if
@@ -570,6 +573,7 @@ impl Shard {
     /// local data for it is stale. Sessions are merged per client, so a
     /// client that talked to both groups keeps the stronger guarantee.
     pub(crate) fn merge_from(&mut self, incoming: Shard, rules: &SessionRules) {
+        assert!(self.locks.is_empty(), "importing over a shard with locks");
         self.data = incoming.data;
         self.deadlines = incoming.deadlines;
         self.floor = self.floor.max(incoming.floor);
@@ -925,7 +929,9 @@ fn may_set_expiry(op: &Op) -> bool {
         | Op::Count { .. } => false,
         // Never applied as one operation (`apply_op` refuses them; a Flush
         // is run by `Shard::apply`); looking is always right.
-        Op::Txn(_) | Op::Flush { .. } => true,
+        Op::Txn(_) | Op::TxnPrepare(_) | Op::TxnDecide(_) | Op::TxnFinish(_) | Op::Flush { .. } => {
+            true
+        }
     }
 }
 
@@ -980,8 +986,10 @@ pub(crate) fn apply_op(data: &mut Data, op: &Op, version: u64, now: u64) -> Clie
             reason: "not an operation on one key".to_string(),
         },
         // `KvStore::apply` runs transactions (`kv::txn`); one never nests.
-        Op::Txn(_) => ClientReply::Error {
-            reason: "a transaction cannot hold a transaction".to_string(),
-        },
+        Op::Txn(_) | Op::TxnPrepare(_) | Op::TxnDecide(_) | Op::TxnFinish(_) => {
+            ClientReply::Error {
+                reason: "a transaction cannot hold a transaction".to_string(),
+            }
+        }
     }
 }

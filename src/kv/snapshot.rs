@@ -45,13 +45,17 @@ use std::fmt;
 
 use byteorder::{ByteOrder, LittleEndian};
 use bytes::Bytes;
-use synod_wire::{ByteReader, ClientId, ClientReply, ReadError};
+use synod_wire::{ByteReader, ClientId, ClientReply, ReadError, TxnId};
+
+use super::twopc::{Prepared, Staged};
 
 use super::shard::{Data, Entry, Session, Shard};
 use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
 
 /// Format/version byte of a whole-store snapshot (4: per-key expiry).
-const SNAPSHOT_FORMAT: u8 = 4;
+/// Format 5: format 4 and then the prepared cross-group transactions.
+const SNAPSHOT_FORMAT: u8 = 5;
+const SNAPSHOT_FORMAT_V4: u8 = 4;
 /// Per-key versions and the store's revision, no expiry; still restored.
 const SNAPSHOT_FORMAT_V3: u8 = 3;
 /// Session times, floors and log time, no versions; still restored.
@@ -173,7 +177,20 @@ impl KvStore {
     /// states give equal bytes regardless of insertion order or `HashMap`
     /// iteration order.
     pub fn snapshot(&self) -> Bytes {
-        let len = 1 + 4 + 8 + 4 + 8 + self.shards.iter().map(shard_body_len).sum::<usize>();
+        let none = BTreeMap::new();
+        // The planted bug "forget prepared": the section is written empty.
+        let prepared = if self.opts.planted_txn_forget_prepared {
+            &none
+        } else {
+            &self.prepared
+        };
+        let len = 1
+            + 4
+            + 8
+            + 4
+            + 8
+            + self.shards.iter().map(shard_body_len).sum::<usize>()
+            + prepared_len(prepared);
         let mut out = Vec::with_capacity(len);
         out.push(SNAPSHOT_FORMAT);
         put_u32(&mut out, self.opts.shards);
@@ -183,6 +200,7 @@ impl KvStore {
         for shard in &self.shards {
             encode_shard_body(&mut out, shard);
         }
+        encode_prepared(&mut out, prepared);
         // Checked from two sides: the size computation and the encoder agree.
         assert_eq!(out.len(), len);
         Bytes::from(out)
@@ -198,7 +216,7 @@ impl KvStore {
         let mut input = ByteReader::new(bytes);
         let format = input.u8()?;
         let layout = match format {
-            SNAPSHOT_FORMAT => Layout::V4,
+            SNAPSHOT_FORMAT | SNAPSHOT_FORMAT_V4 => Layout::V4,
             SNAPSHOT_FORMAT_V3 => Layout::V3,
             SNAPSHOT_FORMAT_V2 => Layout::V2,
             SNAPSHOT_FORMAT_V1 => Layout::V1,
@@ -226,6 +244,11 @@ impl KvStore {
         for index in 0..opts.shards {
             shards.push(decode_shard_body(&mut input, index, opts.shards, layout)?);
         }
+        let prepared = if format == SNAPSHOT_FORMAT {
+            decode_prepared(&mut input, opts.shards)?
+        } else {
+            BTreeMap::new()
+        };
         input.finish()?;
         let highest = shards.iter().map(Shard::highest_version).max().unwrap_or(0);
         if matches!(layout, Layout::V3 | Layout::V4) && highest > revision {
@@ -233,14 +256,33 @@ impl KvStore {
                 "a key's version above the revision",
             ));
         }
+        let staged = prepared
+            .values()
+            .flat_map(|p| p.writes.iter().flatten())
+            .filter_map(|(_, e)| e.as_ref().map(|e| e.version))
+            .max()
+            .unwrap_or(0);
+        if staged > revision {
+            return Err(SnapshotError::NotCanonical(
+                "a prepared write's version above the revision",
+            ));
+        }
         revision = revision.max(highest);
-        let store = KvStore {
+        let mut store = KvStore {
             opts,
             shards,
             log_time_ms,
             expire_from,
             revision,
+            prepared,
         };
+        let locks: usize = store.prepared.values().map(|p| p.keys.len()).sum();
+        store.rebuild_locks();
+        if store.shards.iter().map(|s| s.locks.len()).sum::<usize>() != locks {
+            return Err(SnapshotError::NotCanonical(
+                "a key locked by two prepared transactions",
+            ));
+        }
         store.assert_invariants();
         Ok(store)
     }
@@ -478,6 +520,7 @@ fn decode_shard_body(
         lru,
         floor,
         deadlines,
+        locks: Default::default(),
     })
 }
 
@@ -593,4 +636,147 @@ fn decode_reply(input: &mut ByteReader) -> Result<ClientReply, SnapshotError> {
         },
         tag => return Err(SnapshotError::UnknownReplyTag(tag)),
     })
+}
+
+/// Encoded size of the prepared transactions section, count included.
+fn prepared_len(prepared: &BTreeMap<TxnId, Prepared>) -> usize {
+    4 + prepared
+        .values()
+        .map(|p| {
+            16 + 8
+                + 4
+                + p.keys.iter().map(|k| 4 + k.len()).sum::<usize>()
+                + p.writes
+                    .iter()
+                    .map(|w| {
+                        4 + w
+                            .iter()
+                            .map(|(k, e)| {
+                                4 + k.len()
+                                    + 1
+                                    + e.as_ref().map_or(0, |e| 4 + e.value.len() + 8 + 8)
+                            })
+                            .sum::<usize>()
+                    })
+                    .sum::<usize>()
+        })
+        .sum::<usize>()
+}
+
+/// The prepared transactions: count, then each (sorted by id) as `client
+/// u64, seq u64, prepared_ms u64, keys vec<bytes>`, then per branch
+/// (success, failure) `vec<key bytes, present u8, [value bytes, version
+/// u64, expires_ms u64]>`.
+fn encode_prepared(out: &mut Vec<u8>, prepared: &BTreeMap<TxnId, Prepared>) {
+    put_len(out, prepared.len());
+    for (id, p) in prepared {
+        put_u64(out, id.client);
+        put_u64(out, id.seq);
+        put_u64(out, p.prepared_ms);
+        put_len(out, p.keys.len());
+        for k in &p.keys {
+            put_bytes(out, k);
+        }
+        for w in &p.writes {
+            put_len(out, w.len());
+            for (k, e) in w {
+                put_bytes(out, k);
+                match e {
+                    None => out.push(0),
+                    Some(e) => {
+                        out.push(1);
+                        put_bytes(out, &e.value);
+                        put_u64(out, e.version);
+                        put_u64(out, e.expires_ms);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn decode_prepared(
+    input: &mut ByteReader,
+    shards: u32,
+) -> Result<BTreeMap<TxnId, Prepared>, SnapshotError> {
+    let n = input.count(16 + 8 + 4 + 4 + 4)?;
+    let mut out = BTreeMap::new();
+    let mut previous: Option<TxnId> = None;
+    for _ in 0..n {
+        let id = TxnId {
+            client: input.u64()?,
+            seq: input.u64()?,
+        };
+        if previous.is_some_and(|p| p >= id) {
+            return Err(SnapshotError::NotCanonical(
+                "prepared transactions not strictly increasing",
+            ));
+        }
+        previous = Some(id);
+        let prepared_ms = input.u64()?;
+        let count = input.count(4)?;
+        let mut keys: Vec<Box<[u8]>> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let key = input.bytes()?;
+            if keys.last().is_some_and(|p| &p[..] >= key) {
+                return Err(SnapshotError::NotCanonical(
+                    "locked keys not strictly increasing",
+                ));
+            }
+            keys.push(Box::from(key));
+        }
+        let mut writes: [Staged; 2] = [Vec::new(), Vec::new()];
+        for w in &mut writes {
+            let count = input.count(4 + 1)?;
+            for _ in 0..count {
+                let key = input.bytes()?;
+                if shard_of(key, shards) >= shards {
+                    return Err(SnapshotError::KeyInWrongShard);
+                }
+                let entry = match input.u8()? {
+                    0 => None,
+                    1 => {
+                        let value = input.bytes()?;
+                        if value.len() > MAX_VALUE_BYTES {
+                            return Err(SnapshotError::ValueTooLarge);
+                        }
+                        let version = input.u64()?;
+                        if version == 0 {
+                            return Err(SnapshotError::NotCanonical("a key with version 0"));
+                        }
+                        Some(Entry {
+                            value: value.to_vec(),
+                            version,
+                            expires_ms: input.u64()?,
+                        })
+                    }
+                    _ => return Err(SnapshotError::NotCanonical("prepared write flag")),
+                };
+                w.push((Box::from(key), entry));
+            }
+        }
+        out.insert(
+            id,
+            Prepared {
+                keys,
+                prepared_ms,
+                writes,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Format 4 bytes of a format 5 snapshot that holds no prepared
+/// transaction (tests that derive older formats start from format 4).
+#[cfg(test)]
+pub(super) fn as_format_4(snapshot: &[u8]) -> Vec<u8> {
+    assert_eq!(snapshot[0], SNAPSHOT_FORMAT);
+    assert!(
+        snapshot.ends_with(&[0, 0, 0, 0]),
+        "prepared transactions held"
+    );
+    let mut v4 = vec![SNAPSHOT_FORMAT_V4];
+    v4.extend_from_slice(&snapshot[1..snapshot.len() - 4]);
+    v4
 }

@@ -65,7 +65,7 @@ impl KvStore {
     }
 
     /// Does `c` hold in the current state?
-    fn holds(&self, c: &Compare) -> bool {
+    pub(super) fn holds(&self, c: &Compare) -> bool {
         let entry = self.shards[self.shard_of_key(&c.key) as usize]
             .data
             .get(&c.key[..]);

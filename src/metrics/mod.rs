@@ -108,7 +108,7 @@ impl Histogram {
 }
 
 /// Request kinds, as a label and an index into per-kind arrays.
-pub const REQUEST_KINDS: [&str; 22] = [
+pub const REQUEST_KINDS: [&str; 25] = [
     "get",
     "put",
     "append",
@@ -131,6 +131,9 @@ pub const REQUEST_KINDS: [&str; 22] = [
     "scan",
     "count",
     "flush",
+    "txn_prepare",
+    "txn_decide",
+    "txn_finish",
 ];
 pub const KIND_STATUS: usize = 11;
 
@@ -173,6 +176,9 @@ pub fn request_kind(m: &Message) -> Option<usize> {
             Op::Scan { .. } => 19,
             Op::Count { .. } => 20,
             Op::Flush { .. } => 21,
+            Op::TxnPrepare(_) => 22,
+            Op::TxnDecide(_) => 23,
+            Op::TxnFinish(_) => 24,
         },
         Message::Master(r) => match r.op {
             MasterOp::Join { .. } => 7,

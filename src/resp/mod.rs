@@ -31,10 +31,9 @@
 //! - `APPEND` is two operations, an Append then a Get, and replies the length
 //!   the Get read: if another client writes the key in between, the length
 //!   includes that write. Synod's Append does not return the new length.
-//! - `MSET`, `MGET` and `DEL`/`UNLINK` of several keys are one transaction
-//!   when the keys lie in one group, and one operation per key (not
-//!   atomic) across groups; `MSETNX`, `RENAME`, `RENAMENX` and `EXEC` are
-//!   transactions and refused across groups (`multi`).
+//! - `MSET`, `MGET` and `DEL`/`UNLINK` of several keys, `MSETNX`,
+//!   `RENAME`, `RENAMENX` and `EXEC` are transactions (`multi`): one log
+//!   entry when the keys lie in one group, two-phase commit across groups.
 //! - Commands of one pipeline keep their order per key; different keys run
 //!   concurrently (see `batch`).
 //! - Errors: `-TIMEOUT` (the command may or may not have taken effect),

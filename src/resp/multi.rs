@@ -18,17 +18,17 @@
 //! - `EXEC` is one transaction: a compare `version == watched` per watched
 //!   key, then every queued command's operations. The compares failing is
 //!   exactly "a watched key changed", answered with the null array. Keys in
-//!   more than one group: the session refuses the transaction and EXEC
-//!   answers that error (nothing ran; cross-group commit is not built).
+//!   more than one group: the session runs it as a two-phase commit.
 //! - `MSET`, `MGET`, `DEL`/`UNLINK` of several keys are one transaction
-//!   when their keys lie in one group; when the session refuses it as
-//!   cross-group (or too large for one request), or it would hold more
+//!   (across groups by two-phase commit); when the session refuses it as
+//!   cross-group (no session does since two-phase commit; kept for the
+//!   fallback) or too large for one request, or it would hold more
 //!   than `MAX_TXN_PARTS` operations, they run as before, one operation
 //!   per key (not atomic).
 //!   `MSETNX` is one transaction (compares: every key absent); `RENAME`/
 //!   `RENAMENX` read the source's value and version, then move it with a
 //!   transaction guarded by that version, again on a conflict. Those three
-//!   have no per-key form: across groups they answer the refusal.
+//!   have no per-key form: refused as too large, they answer the refusal.
 //!
 //! What it must never do: run part of a transaction, or hold unbounded
 //! state for a client (queued operations and watched keys are capped at

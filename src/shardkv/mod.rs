@@ -432,11 +432,20 @@ impl ShardKv {
     /// unfinished must stay where it is in `next` (an offered shard away, an
     /// installed one here), because one shard slot holds one copy. Every
     /// other shard, and so the group, moves on.
+    ///
+    /// Nor while a shard that would leave holds a lock of a prepared
+    /// cross-group transaction: its outcome must apply where it was
+    /// prepared (the locks and staged writes do not travel with the
+    /// shard), so the group waits for the outcome (the client drives it)
+    /// before it hands the shard over.
     pub fn may_advance(&self, next: &Config) -> bool {
         next.num == self.config.num + 1
             && next.shards.len() == self.state.len()
             && self.state.iter().enumerate().all(|(s, st)| match st {
-                ShardState::Serving | ShardState::NotOwned => true,
+                ShardState::Serving => {
+                    next.shards[s] == self.gid || !self.store.shard_locked(s as u32)
+                }
+                ShardState::NotOwned => true,
                 ShardState::Pulling => false,
                 ShardState::Offering => next.shards[s] != self.gid,
                 ShardState::Installed => next.shards[s] == self.gid,
@@ -759,14 +768,22 @@ impl StateMachine for ShardKv {
             }
         };
         let shard = self.store.shard_of_key(req.op.key());
-        // A transaction runs here only if this group serves every shard it
-        // touches (cross-group transactions are not built: PROTOCOL.md 5.1).
+        // A transaction (or a group's part of a cross-group one) runs here
+        // only if this group serves every shard it touches.
         let serves_all = match &req.op {
             Op::Txn(txn) => txn.keys().all(|k| self.serves(self.store.shard_of_key(k))),
+            Op::TxnPrepare(p) => p
+                .part
+                .keys()
+                .all(|k| self.serves(self.store.shard_of_key(k))),
             _ => true,
         };
+        // The outcome of a prepared part applies where it was prepared,
+        // whatever shards the group serves now (it keeps those it holds
+        // locks on until then: `may_advance`).
+        let outcome = matches!(req.op, Op::TxnDecide(_) | Op::TxnFinish(_));
         // Decided in log order: the same answer on every replica.
-        let reply = if self.serves(shard) && serves_all {
+        let reply = if outcome || (self.serves(shard) && serves_all) {
             self.store.apply(&req)
         } else {
             ClientReply::WrongGroup

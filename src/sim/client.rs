@@ -210,6 +210,13 @@ impl Client {
         self.stopped && self.pending.is_empty()
     }
 
+    /// Two-phase commit attempts this client's session made, and how
+    /// many of them aborted.
+    pub fn two_pc(&self) -> (u64, u64) {
+        let s = self.session.stats();
+        (s.two_pc, s.two_pc_aborts)
+    }
+
     /// The oldest op not answered: (op number, call time).
     pub fn outstanding(&self) -> Option<(u64, Micros)> {
         self.pending

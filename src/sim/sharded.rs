@@ -68,8 +68,18 @@ pub struct ShardedConfig {
     /// audit and transfer transactions on accounts that share one shard,
     /// checked by `check::bank` (every audit sees the same total).
     pub bank_accounts: usize,
+    /// Keep every account in one shard (so one group, no two-phase
+    /// commit); otherwise the accounts lie in different shards, and so
+    /// mostly in different groups (two-phase commit across them).
+    pub bank_one_group: bool,
     /// Planted bug `KvOptions::planted_txn_ignore_compares`.
     pub txn_ignore_compares: bool,
+    /// Planted bug `KvOptions::planted_txn_early_release`.
+    pub txn_early_release: bool,
+    /// Planted bug `KvOptions::planted_txn_unlocked_reads`.
+    pub txn_unlocked_reads: bool,
+    /// Planted bug `KvOptions::planted_txn_forget_prepared`.
+    pub txn_forget_prepared: bool,
 }
 
 impl ShardedConfig {
@@ -91,7 +101,11 @@ impl ShardedConfig {
             max_sessions_per_shard: super::session_limits_for_seed(seed / 3).1,
             crash_pulled_member: false,
             bank_accounts: 0,
+            bank_one_group: false,
             txn_ignore_compares: false,
+            txn_early_release: false,
+            txn_unlocked_reads: false,
+            txn_forget_prepared: false,
         }
     }
 }
@@ -125,6 +139,10 @@ pub struct ShardedReport {
     /// Bank audits that passed and transfers that committed.
     pub bank_audits: u64,
     pub bank_transfers: u64,
+    /// Two-phase commit attempts (transactions across groups), and the
+    /// aborted ones among them (lock conflicts, WrongGroup), all retried.
+    pub two_pc: u64,
+    pub two_pc_aborts: u64,
 }
 
 impl ShardedReport {
@@ -254,13 +272,27 @@ pub struct ShardedWorld {
     next_client_id: u64,
 }
 
-/// `n` account keys that all hash to one shard (so one group holds them
-/// at a time, and transactions on them never span groups).
-fn bank_accounts(n: usize, shards: u32) -> Vec<Bytes> {
+/// `n` account keys. With `one_group`, all in one shard (so one group
+/// holds them at a time, and transactions on them never span groups);
+/// otherwise each in a shard of its own while there are shards left, so
+/// transactions on them span groups (two-phase commit) whenever the
+/// configuration puts those shards in different groups.
+fn bank_accounts(n: usize, shards: u32, one_group: bool) -> Vec<Bytes> {
     let home = synod_wire::shard_of(b"acct0", shards);
+    let mut taken: Vec<u32> = Vec::new();
     (0..)
         .map(|i| format!("acct{i}"))
-        .filter(|k| synod_wire::shard_of(k.as_bytes(), shards) == home)
+        .filter(|k| {
+            let s = synod_wire::shard_of(k.as_bytes(), shards);
+            if one_group {
+                return s == home;
+            }
+            if taken.contains(&s) && (taken.len() as u32) < shards {
+                return false;
+            }
+            taken.push(s);
+            true
+        })
         .take(n)
         .map(Bytes::from)
         .collect()
@@ -461,7 +493,7 @@ impl ShardedWorld {
         for i in 0..n {
             w.start_node(i);
         }
-        let bank = bank_accounts(w.cfg.bank_accounts, w.cfg.shards);
+        let bank = bank_accounts(w.cfg.bank_accounts, w.cfg.shards, w.cfg.bank_one_group);
         for c in 0..w.cfg.clients {
             let crng = w.rng.fork();
             let mut keys = KeySpace::append_only(w.cfg.keys as u64);
@@ -513,6 +545,9 @@ impl ShardedWorld {
                     session_ttl_ms: self.cfg.session_ttl_ms,
                     max_sessions_per_shard: self.cfg.max_sessions_per_shard,
                     planted_txn_ignore_compares: self.cfg.txn_ignore_compares,
+                    planted_txn_early_release: self.cfg.txn_early_release,
+                    planted_txn_unlocked_reads: self.cfg.txn_unlocked_reads,
+                    planted_txn_forget_prepared: self.cfg.txn_forget_prepared,
                     ..KvOptions::default()
                 },
             );
@@ -1070,6 +1105,8 @@ impl ShardedWorld {
         self.history.extend(pending);
         self.report.bank_audits = self.clients.iter().map(|c| c.bank_audits).sum();
         self.report.bank_transfers = self.clients.iter().map(|c| c.bank_transfers).sum();
+        self.report.two_pc = self.clients.iter().map(|c| c.two_pc().0).sum();
+        self.report.two_pc_aborts = self.clients.iter().map(|c| c.two_pc().1).sum();
         if self.cfg.bank_accounts > 0 && self.report.bank_audits == 0 {
             // A bank run that checked nothing must not pass.
             self.report

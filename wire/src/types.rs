@@ -209,6 +209,93 @@ pub enum Op {
     /// an encoded [`TxnResult`] ([`encode_txn_result`]). Boxed: a request
     /// is mostly single-key, and the enum stays small.
     Txn(Box<Txn>),
+    /// Two-phase commit, phase one (wire kind 0x1A, PROTOCOL.md 5.2): one
+    /// group's part of a cross-group transaction. The group locks the
+    /// part's keys, evaluates its compares and both branches' operations,
+    /// and votes. Answered `Ok` with an encoded [`TxnVote`]
+    /// ([`encode_txn_vote`]), or `WrongGroup` if the group does not serve
+    /// every shard of the part. Routed by the part's first key.
+    TxnPrepare(Box<TxnPrepare>),
+    /// Two-phase commit, the decision (wire kind 0x1B): sent to the
+    /// coordinator group (the group of the transaction's first key), whose
+    /// log entry makes the outcome durable and finishes the coordinator's
+    /// own part. Answered `Ok` with one byte: the outcome that stands
+    /// ([`TxnOutcome`] code), or `0xFF` if this group held no prepared part
+    /// of the transaction (nothing was applied).
+    TxnDecide(Box<TxnFinish>),
+    /// Two-phase commit, phase two (wire kind 0x1C): a participant applies
+    /// the outcome to its prepared part and releases its locks. Answered
+    /// like [`Op::TxnDecide`].
+    TxnFinish(Box<TxnFinish>),
+}
+
+/// A cross-group transaction's identity: the client session's id and the
+/// seq it gave the attempt. A retried attempt (after a lock conflict or a
+/// `WrongGroup`) gets a new seq, so a new identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TxnId {
+    pub client: ClientId,
+    pub seq: Seq,
+}
+
+/// The body of [`Op::TxnPrepare`]: the transaction's identity and the part
+/// of it whose keys the receiving group serves (its compares, and its
+/// operations of both branches, in the transaction's order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnPrepare {
+    pub txn: TxnId,
+    pub part: Txn,
+}
+
+/// The body of [`Op::TxnDecide`] and [`Op::TxnFinish`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnFinish {
+    pub txn: TxnId,
+    /// A key of the part, which routes the request to its group.
+    pub key: Bytes,
+    pub outcome: TxnOutcome,
+}
+
+/// How a cross-group transaction ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Nothing applies anywhere (a No vote, a `WrongGroup`, or a client
+    /// that gave up); locks are released.
+    Abort = 0,
+    /// Every compare held in every group: the `success` operations apply.
+    Success = 1,
+    /// Some compare failed: the `failure` operations apply.
+    Failure = 2,
+}
+
+impl TxnOutcome {
+    pub fn from_code(code: u8) -> Option<TxnOutcome> {
+        match code {
+            0 => Some(TxnOutcome::Abort),
+            1 => Some(TxnOutcome::Success),
+            2 => Some(TxnOutcome::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// The answer of a `Decide` or `Finish` whose group held no prepared part
+/// of the transaction (it never prepared there, or finished already).
+pub const TXN_NOT_HELD: u8 = 0xFF;
+
+/// A group's vote on a [`TxnPrepare`], carried as the value of an `Ok`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TxnVote {
+    /// Yes: the part's keys are locked until the outcome arrives. No: a
+    /// key was locked by another transaction; nothing was locked.
+    pub yes: bool,
+    /// Whether every compare of the part held (meaningful with `yes`).
+    pub holds: bool,
+    /// The results of the part's `success` operations, as they will be if
+    /// that branch applies (empty with No).
+    pub success: Vec<TxnOpResult>,
+    /// Likewise for the `failure` operations.
+    pub failure: Vec<TxnOpResult>,
 }
 
 /// The body of [`Op::Txn`].
@@ -455,6 +542,8 @@ impl Op {
             | Op::Count { key }
             | Op::Flush { key } => key,
             Op::Txn(txn) => txn.keys().next().unwrap_or(&NO_KEY),
+            Op::TxnPrepare(p) => p.part.keys().next().unwrap_or(&NO_KEY),
+            Op::TxnDecide(f) | Op::TxnFinish(f) => &f.key,
         }
     }
 

@@ -215,7 +215,8 @@ fn allocation_is_bounded_by_body_size() {
         // memory per 5 wire bytes (kind + empty key), so its factor is
         // size_of::<Op>() / 5 (the decoder also refuses more than
         // MAX_TXN_PARTS parts before reserving).
-        let factor = if kind == 0x08 {
+        // A two-phase commit prepare (0x1A) carries a transaction too.
+        let factor = if kind == 0x08 || kind == 0x1A {
             std::mem::size_of::<Op>() / 5 + 1
         } else {
             8

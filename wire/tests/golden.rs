@@ -21,8 +21,10 @@ use synod_wire::*;
 /// PutEx, Expire, Ttl and GetEx (0x09-0x0C, key expiry, issue 11) likewise.
 /// SetRange, IncrByFloat, Scan (0x0D-0x0F), Count and Flush (0x18-0x19)
 /// likewise (issue 11's keyspace commands); their bodies were checked by
-/// hand against PROTOCOL.md 5.1's layouts.
-const GOLDEN: [(u8, &str, &str); 50] = [
+/// hand against PROTOCOL.md 5.1's layouts. TxnPrepare, TxnDecide and
+/// TxnFinish (0x1A-0x1C, two-phase commit, issue 10) likewise, checked by
+/// hand against PROTOCOL.md 5.1's two-phase commit layouts.
+const GOLDEN: [(u8, &str, &str); 53] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
     (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
@@ -40,6 +42,9 @@ const GOLDEN: [(u8, &str, &str); 50] = [
     (KIND_SCAN, "53594e44010f00002d0000002e0000000000000001000000d978d46e3fc66291", "08070605040302010f000000000000000e00000000000000020000006b310101000000610a0000000000000000"),
     (KIND_COUNT, "53594e44011800001e0000002f00000000000000010000004a9159499c6ca39a", "080706050403020110000000000000000f00000000000000020000006b31"),
     (KIND_FLUSH, "53594e44011900001e0000003000000000000000010000005a1d7e4512ee2629", "080706050403020111000000000000001000000000000000020000006b31"),
+    (KIND_TXN_PREPARE, "53594e44011a0000450000003200000000000000010000006ab4a51dacf475a7", "080706050403020112000000000000001100000000000000080706050403020109000000000000000000000001000000020100000061010000003101000000010100000061"),
+    (KIND_TXN_DECIDE, "53594e44011b00002e0000003300000000000000010000009e8a2af738d2428f", "08070605040302011300000000000000120000000000000008070605040302010900000000000000010000006101"),
+    (KIND_TXN_FINISH, "53594e44011c00002e0000003400000000000000010000001cf65febccebceb4", "08070605040302011400000000000000130000000000000008070605040302010900000000000000010000006200"),
     (KIND_OK, "53594e440110000004000000070000000000000001000000c74b6748f6187d3b", "00000000"),
     (KIND_NO_KEY, "53594e44011100000000000009000000000000000100000000000000b621fbf9", ""),
     (KIND_WRONG_GROUP, "53594e4401120000000000000a0000000000000001000000000000000d517774", ""),
@@ -362,4 +367,31 @@ fn scan_page_golden_bytes_and_hostile_scans() {
         decode_body(KIND_SCAN, body(10, 0)).is_err(),
         "absent after with bytes"
     );
+}
+
+/// The vote answering a `TxnPrepare` (PROTOCOL.md 5.1, two-phase commit).
+#[test]
+fn txn_vote_golden_bytes() {
+    let vote = TxnVote {
+        yes: true,
+        holds: false,
+        success: vec![TxnOpResult::NoKey],
+        failure: vec![TxnOpResult::Ok {
+            value: b("7"),
+            version: 3,
+        }],
+    };
+    let encoded = encode_txn_vote(&vote);
+    assert_eq!(
+        hex(&encoded),
+        "0100010000000101000000000100000037".to_string() + "0300000000000000"
+    );
+    assert_eq!(decode_txn_vote(encoded.clone()), Ok(vote));
+    for len in 0..encoded.len() {
+        assert!(
+            decode_txn_vote(encoded.slice(..len)).is_err(),
+            "prefix of {len} bytes"
+        );
+    }
+    assert!(decode_txn_vote(bytes::Bytes::from_static(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0])).is_err());
 }

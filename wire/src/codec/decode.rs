@@ -16,12 +16,19 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
     let client_id = r.u64()?;
     let seq = r.u64()?;
     let ack_seq = r.u64()?;
-    if kind == KIND_TXN {
+    let two_pc = match kind {
+        KIND_TXN => Some(Op::Txn(Box::new(read_txn_body(r)?))),
+        KIND_TXN_PREPARE => Some(Op::TxnPrepare(Box::new(read_txn_prepare(r)?))),
+        KIND_TXN_DECIDE => Some(Op::TxnDecide(Box::new(read_txn_finish(r)?))),
+        KIND_TXN_FINISH => Some(Op::TxnFinish(Box::new(read_txn_finish(r)?))),
+        _ => None,
+    };
+    if let Some(op) = two_pc {
         return Ok(ClientRequest {
             client_id,
             seq,
             ack_seq,
-            op: Op::Txn(Box::new(read_txn_body(r)?)),
+            op,
         });
     }
     let key = r.byte_string()?;
@@ -120,7 +127,7 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
 pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
     let mut r = Reader::new(&body);
     let msg = match kind {
-        KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_FLUSH => {
+        KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_TXN_FINISH => {
             Message::Request(read_request(kind, &mut r)?)
         }
         KIND_OK => Message::Reply(ClientReply::Ok(r.byte_string()?)),

@@ -222,8 +222,11 @@ pub fn encode_command(req: &ClientRequest) -> Bytes {
 }
 
 fn request_body_len(req: &ClientRequest) -> usize {
-    if let Op::Txn(txn) = &req.op {
-        return 8 + 8 + 8 + txn_body_len(txn);
+    match &req.op {
+        Op::Txn(txn) => return 8 + 8 + 8 + txn_body_len(txn),
+        Op::TxnPrepare(p) => return 8 + 8 + 8 + 16 + txn_body_len(&p.part),
+        Op::TxnDecide(f) | Op::TxnFinish(f) => return 8 + 8 + 8 + 16 + 4 + f.key.len() + 1,
+        _ => {}
     }
     let fixed = 8 + 8 + 8 + 4 + req.op.key().len();
     match &req.op {
@@ -251,7 +254,9 @@ fn request_body_len(req: &ClientRequest) -> usize {
         Op::GetEx { .. } => fixed + 9,
         Op::Incr { .. } => fixed + 8,
         Op::PutIf { value, .. } => fixed + 4 + value.len() + 2,
-        Op::Txn(_) => unreachable!("returned above"),
+        Op::Txn(_) | Op::TxnPrepare(_) | Op::TxnDecide(_) | Op::TxnFinish(_) => {
+            unreachable!("returned above")
+        }
     }
 }
 
@@ -340,6 +345,15 @@ fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
             out.put_u8(u8::from(*get_old));
         }
         Op::Txn(txn) => put_txn_body(out, txn),
+        Op::TxnPrepare(p) => {
+            put_txn_id(out, p.txn);
+            put_txn_body(out, &p.part);
+        }
+        Op::TxnDecide(f) | Op::TxnFinish(f) => {
+            put_txn_id(out, f.txn);
+            put_byte_string(out, &f.key);
+            out.put_u8(f.outcome as u8);
+        }
     }
 }
 

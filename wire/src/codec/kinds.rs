@@ -38,6 +38,12 @@ pub const KIND_SCAN: u8 = 0x0F;
 pub const KIND_COUNT: u8 = 0x18;
 /// [`Op::Flush`](crate::types::Op::Flush).
 pub const KIND_FLUSH: u8 = 0x19;
+/// Two-phase commit: one group's part of a cross-group transaction.
+pub const KIND_TXN_PREPARE: u8 = 0x1A;
+/// Two-phase commit: the decision, to the coordinator group.
+pub const KIND_TXN_DECIDE: u8 = 0x1B;
+/// Two-phase commit: the outcome, to a participant group.
+pub const KIND_TXN_FINISH: u8 = 0x1C;
 /// Reply: success (Get carries the value).
 pub const KIND_OK: u8 = 0x10;
 /// Reply: Get of an absent key.
@@ -118,7 +124,7 @@ pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every message kind code this version defines, in ascending order (the
 /// trace stamp, [`KIND_TRACE_STAMP`], is a frame kind but not a message).
-pub const ALL_KINDS: [u8; 50] = [
+pub const ALL_KINDS: [u8; 53] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -136,6 +142,9 @@ pub const ALL_KINDS: [u8; 50] = [
     KIND_SCAN,
     KIND_COUNT,
     KIND_FLUSH,
+    KIND_TXN_PREPARE,
+    KIND_TXN_DECIDE,
+    KIND_TXN_FINISH,
     KIND_OK,
     KIND_NO_KEY,
     KIND_WRONG_GROUP,
@@ -192,6 +201,9 @@ pub fn kind_name(kind: u8) -> &'static str {
         KIND_SCAN => "Scan",
         KIND_COUNT => "Count",
         KIND_FLUSH => "Flush",
+        KIND_TXN_PREPARE => "TxnPrepare",
+        KIND_TXN_DECIDE => "TxnDecide",
+        KIND_TXN_FINISH => "TxnFinish",
         KIND_OK => "Ok",
         KIND_NO_KEY => "NoKey",
         KIND_WRONG_GROUP => "WrongGroup",
@@ -230,9 +242,9 @@ pub fn kind_name(kind: u8) -> &'static str {
     }
 }
 
-/// Whether `kind` is a client request's code (0x01-0x0F, 0x18-0x19).
+/// Whether `kind` is a client request's code (0x01-0x0F, 0x18-0x1C).
 pub fn is_request_kind(kind: u8) -> bool {
-    matches!(kind, KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_FLUSH)
+    matches!(kind, KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_TXN_FINISH)
 }
 
 /// Whether `kind` is a code this version defines.
@@ -311,6 +323,9 @@ pub(super) fn op_kind(op: &Op) -> u8 {
         Op::Count { .. } => KIND_COUNT,
         Op::Flush { .. } => KIND_FLUSH,
         Op::Txn(_) => KIND_TXN,
+        Op::TxnPrepare(_) => KIND_TXN_PREPARE,
+        Op::TxnDecide(_) => KIND_TXN_DECIDE,
+        Op::TxnFinish(_) => KIND_TXN_FINISH,
     }
 }
 

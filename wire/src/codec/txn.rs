@@ -4,7 +4,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::types::{
-    Compare, CompareOp, CompareTarget, Op, Txn, TxnOpResult, TxnResult, MAX_TXN_PARTS,
+    Compare, CompareOp, CompareTarget, Op, Txn, TxnFinish, TxnId, TxnOpResult, TxnOutcome,
+    TxnPrepare, TxnResult, TxnVote, MAX_TXN_PARTS,
 };
 
 use super::*;
@@ -162,39 +163,56 @@ pub(super) fn read_txn_op(
     })
 }
 
-/// The value of the `Ok` answering a transaction: `succeeded u8`, then
-/// `vec<result>`, each `0 bytes value, u64 version` (Ok), `1` (NoKey) or
-/// `2 string reason` (Error). PROTOCOL.md 5.1.
-pub fn encode_txn_result(result: &TxnResult) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_u8(u8::from(result.succeeded));
-    put_count(&mut out, result.results.len());
-    for r in &result.results {
+/// `client u64, seq u64` (PROTOCOL.md 5.2).
+pub(super) fn put_txn_id(out: &mut BytesMut, id: TxnId) {
+    out.put_u64_le(id.client);
+    out.put_u64_le(id.seq);
+}
+
+fn read_txn_id(r: &mut Reader) -> Result<TxnId, DecodeError> {
+    Ok(TxnId {
+        client: r.u64()?,
+        seq: r.u64()?,
+    })
+}
+
+/// `txn_id`, then a transaction body (the group's part).
+pub(super) fn read_txn_prepare(r: &mut Reader) -> Result<TxnPrepare, DecodeError> {
+    Ok(TxnPrepare {
+        txn: read_txn_id(r)?,
+        part: read_txn_body(r)?,
+    })
+}
+
+/// `txn_id, key bytes, outcome u8`.
+pub(super) fn read_txn_finish(r: &mut Reader) -> Result<TxnFinish, DecodeError> {
+    Ok(TxnFinish {
+        txn: read_txn_id(r)?,
+        key: r.byte_string()?,
+        outcome: TxnOutcome::from_code(r.u8()?)
+            .ok_or(DecodeError::Invalid("transaction outcome"))?,
+    })
+}
+
+fn put_txn_op_results(out: &mut BytesMut, results: &[TxnOpResult]) {
+    put_count(out, results.len());
+    for r in results {
         match r {
             TxnOpResult::Ok { value, version } => {
                 out.put_u8(TXN_RESULT_OK);
-                put_byte_string(&mut out, value);
+                put_byte_string(out, value);
                 out.put_u64_le(*version);
             }
             TxnOpResult::NoKey => out.put_u8(TXN_RESULT_NO_KEY),
             TxnOpResult::Error { reason } => {
                 out.put_u8(TXN_RESULT_ERROR);
-                put_byte_string(&mut out, reason.as_bytes());
+                put_byte_string(out, reason.as_bytes());
             }
         }
     }
-    out.freeze()
 }
 
-/// Reads [`encode_txn_result`]'s bytes (an `Ok` value answering a
-/// transaction). Never panics on bad input.
-pub fn decode_txn_result(bytes: Bytes) -> Result<TxnResult, DecodeError> {
-    let mut r = Reader::new(&bytes);
-    let succeeded = match r.u8()? {
-        0 => false,
-        1 => true,
-        _ => return Err(DecodeError::Invalid("transaction succeeded flag")),
-    };
+fn read_txn_op_results(r: &mut Reader) -> Result<Vec<TxnOpResult>, DecodeError> {
     let n = r.count(MIN_TXN_OP_RESULT_LEN)?;
     let mut results = Vec::with_capacity(n);
     for _ in 0..n {
@@ -210,6 +228,61 @@ pub fn decode_txn_result(bytes: Bytes) -> Result<TxnResult, DecodeError> {
             _ => return Err(DecodeError::Invalid("transaction result tag")),
         });
     }
+    Ok(results)
+}
+
+fn read_flag(r: &mut Reader, what: &'static str) -> Result<bool, DecodeError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(DecodeError::Invalid(what)),
+    }
+}
+
+/// The value of the `Ok` answering a [`TxnPrepare`]: `yes u8, holds u8`,
+/// then the `success` and the `failure` results, each `vec<result>` as in
+/// [`encode_txn_result`]. PROTOCOL.md 5.2.
+pub fn encode_txn_vote(vote: &TxnVote) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(u8::from(vote.yes));
+    out.put_u8(u8::from(vote.holds));
+    put_txn_op_results(&mut out, &vote.success);
+    put_txn_op_results(&mut out, &vote.failure);
+    out.freeze()
+}
+
+/// Reads [`encode_txn_vote`]'s bytes. Never panics on bad input.
+pub fn decode_txn_vote(bytes: Bytes) -> Result<TxnVote, DecodeError> {
+    let mut r = Reader::new(&bytes);
+    let yes = read_flag(&mut r, "vote flag")?;
+    let holds = read_flag(&mut r, "vote holds flag")?;
+    let success = read_txn_op_results(&mut r)?;
+    let failure = read_txn_op_results(&mut r)?;
+    r.finish()?;
+    Ok(TxnVote {
+        yes,
+        holds,
+        success,
+        failure,
+    })
+}
+
+/// The value of the `Ok` answering a transaction: `succeeded u8`, then
+/// `vec<result>`, each `0 bytes value, u64 version` (Ok), `1` (NoKey) or
+/// `2 string reason` (Error). PROTOCOL.md 5.1.
+pub fn encode_txn_result(result: &TxnResult) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(u8::from(result.succeeded));
+    put_txn_op_results(&mut out, &result.results);
+    out.freeze()
+}
+
+/// Reads [`encode_txn_result`]'s bytes (an `Ok` value answering a
+/// transaction). Never panics on bad input.
+pub fn decode_txn_result(bytes: Bytes) -> Result<TxnResult, DecodeError> {
+    let mut r = Reader::new(&bytes);
+    let succeeded = read_flag(&mut r, "transaction succeeded flag")?;
+    let results = read_txn_op_results(&mut r)?;
     r.finish()?;
     Ok(TxnResult { succeeded, results })
 }

@@ -279,6 +279,60 @@ pub fn samples() -> Vec<Frame> {
                 op: Op::Flush { key: b("k1") },
             }),
         ),
+        client(
+            0x32,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 18,
+                ack_seq: 17,
+                op: Op::TxnPrepare(Box::new(TxnPrepare {
+                    txn: TxnId {
+                        client: EXAMPLE_CLIENT,
+                        seq: 9,
+                    },
+                    part: Txn {
+                        compares: vec![],
+                        success: vec![Op::Put {
+                            key: b("a"),
+                            value: b("1"),
+                        }],
+                        failure: vec![Op::Get { key: b("a") }],
+                    },
+                })),
+            }),
+        ),
+        client(
+            0x33,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 19,
+                ack_seq: 18,
+                op: Op::TxnDecide(Box::new(TxnFinish {
+                    txn: TxnId {
+                        client: EXAMPLE_CLIENT,
+                        seq: 9,
+                    },
+                    key: b("a"),
+                    outcome: TxnOutcome::Success,
+                })),
+            }),
+        ),
+        client(
+            0x34,
+            Message::Request(ClientRequest {
+                client_id: EXAMPLE_CLIENT,
+                seq: 20,
+                ack_seq: 19,
+                op: Op::TxnFinish(Box::new(TxnFinish {
+                    txn: TxnId {
+                        client: EXAMPLE_CLIENT,
+                        seq: 9,
+                    },
+                    key: b("b"),
+                    outcome: TxnOutcome::Abort,
+                })),
+            }),
+        ),
         example_ok(),
         client(9, Message::Reply(ClientReply::NoKey)),
         client(10, Message::Reply(ClientReply::WrongGroup)),
@@ -602,6 +656,23 @@ pub fn request_slices(r: &ClientRequest) -> Vec<&Bytes> {
             }
             slices
         }
+        Op::TxnPrepare(p) => {
+            let mut slices: Vec<&Bytes> = Vec::new();
+            for c in &p.part.compares {
+                slices.push(&c.key);
+                if let CompareTarget::Value(v) = &c.target {
+                    slices.push(v);
+                }
+            }
+            for op in p.part.success.iter().chain(&p.part.failure) {
+                slices.push(op.key());
+                if let Op::Put { value, .. } | Op::Append { value, .. } = op {
+                    slices.push(value);
+                }
+            }
+            slices
+        }
+        Op::TxnDecide(f) | Op::TxnFinish(f) => vec![&f.key],
         Op::Get { key }
         | Op::Delete { key }
         | Op::GetDel { key }
@@ -834,6 +905,28 @@ pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
             .boxed(),
         KIND_COUNT => arb_bytes(64).prop_map(|key| Op::Count { key }).boxed(),
         KIND_FLUSH => arb_bytes(64).prop_map(|key| Op::Flush { key }).boxed(),
+        KIND_TXN_PREPARE => (any::<u64>(), any::<u64>(), arb_txn())
+            .prop_map(|(client, seq, part)| {
+                Op::TxnPrepare(Box::new(TxnPrepare {
+                    txn: TxnId { client, seq },
+                    part,
+                }))
+            })
+            .boxed(),
+        KIND_TXN_DECIDE | KIND_TXN_FINISH => (any::<u64>(), any::<u64>(), arb_bytes(64), 0u8..3)
+            .prop_map(move |(client, seq, key, outcome)| {
+                let f = Box::new(TxnFinish {
+                    txn: TxnId { client, seq },
+                    key,
+                    outcome: TxnOutcome::from_code(outcome).expect("0..3 are outcomes"),
+                });
+                if kind == KIND_TXN_DECIDE {
+                    Op::TxnDecide(f)
+                } else {
+                    Op::TxnFinish(f)
+                }
+            })
+            .boxed(),
         _ => unreachable!("not a request kind"),
     };
     (any::<u64>(), any::<u64>(), any::<u64>(), op)
@@ -990,7 +1083,7 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
     let p = |s: BoxedStrategy<PaxosMsg>| s.prop_map(Message::Paxos).boxed();
     let r = |s: BoxedStrategy<ClientReply>| s.prop_map(Message::Reply).boxed();
     match kind {
-        KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_FLUSH => {
+        KIND_GET..=KIND_SCAN | KIND_COUNT..=KIND_TXN_FINISH => {
             arb_request_of_kind(kind).prop_map(Message::Request).boxed()
         }
         KIND_OK => r(arb_value().prop_map(ClientReply::Ok).boxed()),
