@@ -79,7 +79,14 @@ fn redis_py_scan_across_groups_survives_shard_moves() {
         eprintln!("SKIPPED redis_py_scan_across_groups: {why}");
         return;
     }
-    let cluster = Cluster::with_resp_nodes(3, 3, &["--resp-allow-flushdb"]);
+    let cluster = two_group_cluster(&["--resp-allow-flushdb"]);
+    run_script(&cluster, "keyspace_moves.py");
+}
+
+/// Six nodes with RESP gateways: the three masters are KV group 1, the
+/// other three group 2, both serving every shard they own.
+fn two_group_cluster(args: &[&str]) -> Cluster {
+    let cluster = Cluster::with_resp_nodes(3, 3, args);
     let mut admin = cluster.client();
     for (gid, servers) in [(1, &cluster.masters[..]), (2, &[])] {
         let servers = if gid == 1 {
@@ -99,12 +106,20 @@ fn redis_py_scan_across_groups_survives_shard_moves() {
                 .is_ok()
         })
     });
+    cluster
+}
+
+/// Runs `tests/redis_py/NAME` against node 0's gateway (with the synod
+/// CLI, the masters and the cluster key in its environment); fails with
+/// its output unless it exits 0.
+fn run_script(cluster: &Cluster, name: &str) {
     let addr = cluster.nodes[0]
         .resp_addr
         .clone()
         .expect("started with RESP");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/redis_py/keyspace_moves.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/redis_py")
+        .join(name);
     let out = Command::new("python3")
         .arg(&script)
         .env("SYNOD_RESP_ADDR", &addr)
@@ -121,4 +136,19 @@ fn redis_py_scan_across_groups_survives_shard_moves() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprint!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// `tests/redis_py/cross_group_txn.py`: MULTI/EXEC, WATCH, MSET and MGET
+/// over keys of two groups (two-phase commit underneath): no MGET sees a
+/// torn MSET, transfers inside MULTI keep the total, WATCH aborts EXEC on
+/// a change in either group.
+#[test]
+fn redis_py_transactions_across_groups_are_atomic() {
+    if let Err(why) = redis_py_available() {
+        assert!(std::env::var_os("CI").is_none(), "under CI: {why}");
+        eprintln!("SKIPPED redis_py_transactions_across_groups: {why}");
+        return;
+    }
+    let cluster = two_group_cluster(&[]);
+    run_script(&cluster, "cross_group_txn.py");
 }
