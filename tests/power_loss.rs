@@ -172,6 +172,23 @@ fn workload(
     (acked, threads)
 }
 
+/// Stops the workload's threads and takes what they got acknowledged.
+fn stop_workload(
+    stop: &AtomicBool,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    acked: Arc<Mutex<Acked>>,
+) -> Acked {
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("workload thread");
+    }
+    Arc::try_unwrap(acked)
+        .ok()
+        .expect("threads joined")
+        .into_inner()
+        .unwrap()
+}
+
 /// Acknowledged writes missing or duplicated after the restart (empty:
 /// none lost).
 fn check(c: &Cluster, all: &[Acked]) -> Vec<String> {
@@ -271,15 +288,7 @@ fn power_cuts(
         if let Some((_, off)) = fault {
             fs.control(off);
         }
-        stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join().expect("workload thread");
-        }
-        let acked = Arc::try_unwrap(acked)
-            .ok()
-            .expect("threads joined")
-            .into_inner()
-            .unwrap();
+        let acked = stop_workload(&stop, threads, acked);
         assert!(
             !acked.puts.is_empty(),
             "round {round}: no write was acknowledged before the cut"
@@ -444,15 +453,7 @@ fn a_minority_power_cut_rejoins_and_counts_in_the_majority() {
         );
         c.start_node(victim);
         std::thread::sleep(Duration::from_secs(2));
-        stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join().expect("workload thread");
-        }
-        let acked = Arc::try_unwrap(acked)
-            .ok()
-            .expect("threads joined")
-            .into_inner()
-            .unwrap();
+        let acked = stop_workload(&stop, threads, acked);
         eprintln!(
             "round {round}: node {victim} lost power; {during} writes acknowledged while it was down, {} in the round",
             acked.count_acked
