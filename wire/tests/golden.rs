@@ -424,3 +424,25 @@ fn txn_prepare_without_coordinator_still_decodes() {
     assert_eq!(decode_command(cmd.clone()).unwrap(), *req);
     assert!(decode_command(cmd.slice(..cmd.len() - 1)).is_err());
 }
+
+/// PROTOCOL.md 5.6's `TxnResolve` frame is the codec's golden frame.
+#[test]
+fn protocol_md_txn_resolve_example_matches_the_codec() {
+    let doc = include_str!("../PROTOCOL.md");
+    let start = doc
+        .find("asking about\ntransaction")
+        .expect("PROTOCOL.md has the TxnResolve example");
+    let block = doc[start..]
+        .split("```")
+        .nth(1)
+        .expect("the TxnResolve example has a code block");
+    let tokens: String = block
+        .split_whitespace()
+        .filter(|t| t != &"header" && t != &"body")
+        .collect();
+    let frame = samples()
+        .into_iter()
+        .find(|f| kind_of(&f.message) == KIND_TXN_RESOLVE)
+        .expect("a TxnResolve sample");
+    assert_eq!(tokens, hex(&encode(&frame)));
+}
