@@ -15,10 +15,10 @@ fn group(num: u64, gid: u32, members: &[&str]) -> Config {
     Config {
         num,
         shards: vec![gid; 4],
-        groups: vec![GroupInfo {
+        groups: vec![GroupInfo::new(
             gid,
-            servers: members.iter().map(|s| s.to_string()).collect(),
-        }],
+            members.iter().map(|s| s.to_string()).collect(),
+        )],
     }
 }
 
@@ -489,14 +489,8 @@ fn two_groups() -> (Session, Bytes, Bytes) {
         num: 1,
         shards: vec![1, 1, 2, 2],
         groups: vec![
-            GroupInfo {
-                gid: 1,
-                servers: vec!["a".to_string()],
-            },
-            GroupInfo {
-                gid: 2,
-                servers: vec!["b".to_string()],
-            },
+            GroupInfo::new(1, vec!["a".to_string()]),
+            GroupInfo::new(2, vec!["b".to_string()]),
         ],
     };
     let key_in = |gid: u32| {

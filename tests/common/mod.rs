@@ -253,10 +253,7 @@ impl Cluster {
     /// Join group 1 (every master node) and wait until it serves.
     fn join_group_1(&self) {
         let c = self;
-        let group = GroupInfo {
-            gid: GID,
-            servers: c.masters.clone(),
-        };
+        let group = GroupInfo::new(GID, c.masters.clone());
         c.client().join(vec![group]).expect("join group 1");
         c.wait_for(Duration::from_secs(30), |c| {
             c.client().put(&b"__ready"[..], &b"1"[..]).is_ok()
