@@ -108,7 +108,7 @@ impl Histogram {
 }
 
 /// Request kinds, as a label and an index into per-kind arrays.
-pub const REQUEST_KINDS: [&str; 25] = [
+pub const REQUEST_KINDS: [&str; 28] = [
     "get",
     "put",
     "append",
@@ -134,6 +134,9 @@ pub const REQUEST_KINDS: [&str; 25] = [
     "txn_prepare",
     "txn_decide",
     "txn_finish",
+    "master_replace",
+    "master_add_member",
+    "master_remove_member",
 ];
 pub const KIND_STATUS: usize = 11;
 
@@ -185,6 +188,9 @@ pub fn request_kind(m: &Message) -> Option<usize> {
             MasterOp::Leave { .. } => 8,
             MasterOp::Move { .. } => 9,
             MasterOp::Query { .. } => 10,
+            MasterOp::Replace { .. } => 25,
+            MasterOp::AddMember { .. } => 26,
+            MasterOp::RemoveMember { .. } => 27,
         },
         Message::StatusRequest => KIND_STATUS,
         _ => return None,
@@ -457,6 +463,15 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .insert(g.gid, g.clone());
         g
+    }
+
+    /// A group no longer hosted here (its replica was removed from it).
+    pub fn unregister_group(&self, gid: GroupId) {
+        let _gone = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&gid);
     }
 
     pub fn groups(&self) -> Vec<Arc<GroupMetrics>> {
