@@ -314,6 +314,8 @@ pub struct GroupMetrics {
     pub commit: Gauge,
     pub applied: Gauge,
     pub log_slots: Gauge,
+    /// The Paxos membership at the commit point (bit `i`: replica `i`).
+    pub membership: Gauge,
     pub in_flight: Gauge,
     pub pending: Gauge,
     pub elections: Counter,
@@ -346,6 +348,7 @@ impl GroupMetrics {
             commit: Gauge::default(),
             applied: Gauge::default(),
             log_slots: Gauge::default(),
+            membership: Gauge::default(),
             in_flight: Gauge::default(),
             pending: Gauge::default(),
             elections: Counter::default(),
@@ -374,6 +377,7 @@ impl GroupMetrics {
         self.commit.set(p.chosen_upto());
         self.applied.set(p.applied_upto());
         self.log_slots.set(p.log().len() as u64);
+        self.membership.set(p.members());
         // Slots the leader has handed out and not yet seen chosen.
         let in_flight = if leading {
             p.log().end().saturating_sub(p.chosen_upto())
@@ -745,7 +749,7 @@ impl Metrics {
 
         let groups = self.groups();
         type G = dyn Fn(&GroupMetrics) -> u64;
-        let per_group: [(&str, &str, &str, &G); 13] = [
+        let per_group: [(&str, &str, &str, &G); 14] = [
             (
                 "synod_group_leader",
                 "1 if this replica leads its group.",
@@ -775,6 +779,12 @@ impl Metrics {
                 "Slots held in the log above the snapshot (log length).",
                 "gauge",
                 &|g| g.log_slots.get(),
+            ),
+            (
+                "synod_group_membership",
+                "The group's membership at this replica's commit point, as a bitmask of replica ids (bit i: replica i votes).",
+                "gauge",
+                &|g| g.membership.get(),
             ),
             (
                 "synod_group_slots_in_flight",
