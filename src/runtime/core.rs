@@ -79,6 +79,11 @@ pub struct CoreHandle {
 /// id space never has to grow under a running replica.
 const KV_ID_SPACE: u32 = crate::master::MAX_SERVERS_PER_GROUP as u32;
 
+/// How often a leader resends its commit point to replicas removed from
+/// its group (a removed replica that already stopped hosting the group
+/// drops them; one that has not learns its removal from the first).
+const FAREWELL_EVERY: Duration = Duration::from_secs(1);
+
 /// Configurations a core keeps below the oldest one its groups are in.
 const CONFIGS_KEPT_BELOW: u64 = 2;
 
@@ -167,6 +172,9 @@ struct Group {
     /// Paxos's proposal counters at the last publication (for the batch
     /// size histogram).
     proposed_seen: (u64, u64),
+    /// When this replica, leading, last told removed replicas its commit
+    /// point (`drive_membership`; at most once per [`FAREWELL_EVERY`]).
+    farewell_at: Instant,
 }
 
 pub struct Core {
@@ -373,6 +381,7 @@ impl Core {
                 redial: vec![(now, Duration::from_millis(50)); n],
                 metrics,
                 proposed_seen: (0, 0),
+                farewell_at: now,
             },
         );
     }
@@ -502,6 +511,7 @@ impl Core {
         let Some(latest) = self.configs.values().next_back() else {
             return;
         };
+        let now = Instant::now();
         let mut retired = Vec::new();
         let mut farewells = Vec::new();
         for (&gid, g) in self.groups.iter_mut() {
@@ -526,7 +536,8 @@ impl Core {
             // own messages go only to members and a removed replica would
             // otherwise never learn its removal was chosen.
             let removed = info.removed & !current & !(1u64 << me);
-            if removed != 0 {
+            if removed != 0 && now.duration_since(g.farewell_at) >= FAREWELL_EVERY {
+                g.farewell_at = now;
                 farewells.push((gid, removed, p.promised(), p.chosen_upto()));
             }
             if p.members_pending().is_some() {
