@@ -701,10 +701,10 @@ impl Mover {
     /// `leave_join`: also make group 2 leave and join again.
     fn start(c: &Cluster, segment: u64, seed: u64, leave_join: bool) -> Mover {
         let mut admin = c.client_with_timeout(Duration::from_secs(8));
-        let group2 = GroupInfo {
-            gid: GID2,
-            servers: c.nodes[NODES..].iter().map(|n| n.addr.clone()).collect(),
-        };
+        let group2 = GroupInfo::new(
+            GID2,
+            c.nodes[NODES..].iter().map(|n| n.addr.clone()).collect(),
+        );
         let keys: Vec<Bytes> = (0..MIXED_KEYS)
             .map(|k| format!("m{segment}.{k}"))
             .chain((0..APPEND_KEYS).map(|k| format!("a{segment}.{k}")))
@@ -930,14 +930,8 @@ impl Lab {
         lab.cluster
             .client()
             .join(vec![
-                GroupInfo {
-                    gid: GID,
-                    servers: addrs[..NODES].to_vec(),
-                },
-                GroupInfo {
-                    gid: GID2,
-                    servers: addrs[NODES..].to_vec(),
-                },
+                GroupInfo::new(GID, addrs[..NODES].to_vec()),
+                GroupInfo::new(GID2, addrs[NODES..].to_vec()),
             ])
             .expect("join groups 1 and 2");
         lab.cluster.wait_for(Duration::from_secs(30), |c| {

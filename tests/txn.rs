@@ -94,10 +94,7 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
     // With a second group, a transaction on keys in both groups' shards
     // runs two-phase commit: atomic, compares across both groups.
     let config = client
-        .join(vec![GroupInfo {
-            gid: 2,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![GroupInfo::new(2, c.masters.clone())])
         .expect("join group 2");
     let shards = config.shards.len() as u32;
     let key_in = |gid: u32| {

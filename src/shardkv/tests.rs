@@ -19,10 +19,7 @@ fn config(num: u64, owners: &[GroupId]) -> Config {
         shards: owners.to_vec(),
         groups: gids
             .into_iter()
-            .map(|gid| GroupInfo {
-                gid,
-                servers: vec![format!("10.0.0.{gid}:1")],
-            })
+            .map(|gid| GroupInfo::new(gid, vec![format!("10.0.0.{gid}:1")]))
             .collect(),
     }
 }

@@ -24,7 +24,12 @@ use synod_wire::*;
 /// hand against PROTOCOL.md 5.1's layouts. TxnPrepare, TxnDecide and
 /// TxnFinish (0x1A-0x1C, two-phase commit, issue 10) likewise, checked by
 /// hand against PROTOCOL.md 5.1's two-phase commit layouts.
-const GOLDEN: [(u8, &str, &str); 53] = [
+/// MasterReplace, MasterAddMember and MasterRemoveMember (0x34-0x36,
+/// replica replacement, issue 13) likewise, checked by hand against
+/// PROTOCOL.md 5.5; a `group_info` whose membership never changed encodes
+/// as before (the Join and Config rows are unchanged), one that changed is
+/// pinned in `config_with_membership_golden_bytes`.
+const GOLDEN: [(u8, &str, &str); 56] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
     (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
@@ -70,6 +75,9 @@ const GOLDEN: [(u8, &str, &str); 53] = [
     (KIND_MASTER_LEAVE, "53594e440131000024000000160000000000000000000000e037faf7dfb8ce48", "080706050403020102000000000000000100000000000000020000000200000003000000"),
     (KIND_MASTER_MOVE, "53594e44013200002000000017000000000000000000000008d5c0dc9b009c80", "0807060504030201030000000000000002000000000000000500000001000000"),
     (KIND_MASTER_QUERY, "53594e440133000020000000180000000000000000000000f3a10b20099f2021", "0807060504030201040000000000000003000000000000000200000000000000"),
+    (KIND_MASTER_REPLACE, "53594e44013400002a000000190000000000000000000000db2092a2a599f568", "0807060504030201050000000000000004000000000000000100000003000000623a3103000000643a31"),
+    (KIND_MASTER_ADD_MEMBER, "53594e4401350000230000001a0000000000000000000000f9cc23f34cbdc4ee", "0807060504030201060000000000000005000000000000000200000003000000653a32"),
+    (KIND_MASTER_REMOVE_MEMBER, "53594e4401360000230000001b0000000000000000000000960b0db27e4c8911", "0807060504030201070000000000000006000000000000000200000003000000633a32"),
     (KIND_SHARD_PULL, "53594e440140000014000000090000000000000001000000239d751be109795e", "0300000000000000070000000500000000000000"),
     (KIND_SHARD_DELETE, "53594e44014100000c0000000a0000000000000001000000c771f26188d8f638", "030000000000000007000000"),
     (KIND_SHARD_DATA, "53594e44014200001b0000000900000000000000020000000c1af314b0280b5e", "030000000000000007000000050000000000000001020000006b76"),
@@ -394,4 +402,55 @@ fn txn_vote_golden_bytes() {
         );
     }
     assert!(decode_txn_vote(bytes::Bytes::from_static(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0])).is_err());
+}
+
+/// A configuration after `Replace 1 b:1 d:1`: group 1 lists `a:1 b:1 d:1`,
+/// id 2 added, id 1 removed. The server count carries the top bit
+/// (`03 00 00 80`) and the masks follow the servers (PROTOCOL.md 5.5).
+#[test]
+fn config_with_membership_golden_bytes() {
+    let mut c = example_config();
+    c.groups[0].servers.push("d:1".into());
+    c.groups[0].added = 0b100;
+    c.groups[0].removed = 0b010;
+    let frame = Frame {
+        request_id: 21,
+        group: 0,
+        message: Message::Config(c),
+    };
+    let body = "0200000000000000040000000100000001000000020000000200000002000000\
+                010000000300008003000000613a3103000000623a3103000000643a3104000000\
+                000000000200000000000000020000000100000003000000633a32";
+    let wire = encode(&frame);
+    assert_eq!(hex(&wire[HEADER_LEN..]), body);
+    let mut buf = BytesMut::from(&wire[..]);
+    assert_eq!(Decoder::default().decode(&mut buf), Ok(Some(frame)));
+}
+
+/// The membership flag is canonical: set with both masks zero, or with a
+/// mask naming an id the group does not list, the body is refused.
+#[test]
+fn config_membership_flag_must_be_canonical() {
+    let good = "0200000000000000040000000100000001000000020000000200000002000000\
+                010000000300008003000000613a3103000000623a3103000000643a3104000000\
+                000000000200000000000000020000000100000003000000633a32";
+    assert!(decode_body(KIND_CONFIG, bytes::Bytes::from(unhex(good))).is_ok());
+    let no_change = good.replacen(
+        "0400000000000000020000000000000002",
+        "0000000000000000000000000000000002",
+        1,
+    );
+    assert_eq!(
+        decode_body(KIND_CONFIG, bytes::Bytes::from(unhex(&no_change))),
+        Err(DecodeError::Invalid("membership flag with no change"))
+    );
+    let unlisted = good.replacen(
+        "0400000000000000020000000000000002",
+        "0800000000000000020000000000000002",
+        1,
+    );
+    assert_eq!(
+        decode_body(KIND_CONFIG, bytes::Bytes::from(unhex(&unlisted))),
+        Err(DecodeError::Invalid("membership names an unlisted id"))
+    );
 }
