@@ -98,10 +98,7 @@ fn strangers_are_refused_while_the_cluster_serves() {
         let mv = master(MasterOp::Move { shard, gid: GID });
         assert_auth_error("Move", raw_exchange(a, 0, None, mv, T));
         let join = master(MasterOp::Join {
-            groups: vec![GroupInfo {
-                gid: 66,
-                servers: vec!["127.0.0.1:9".into(); 1000],
-            }],
+            groups: vec![GroupInfo::new(66, vec!["127.0.0.1:9".into(); 1000])],
         });
         assert_auth_error("Join", raw_exchange(a, 0, None, join, T));
         let leave = master(MasterOp::Leave { gids: vec![GID] });

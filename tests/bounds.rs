@@ -182,10 +182,7 @@ fn idle_sockets_at_the_connection_limit_do_not_lock_out_admin_or_peers() {
         &["--max-connections", "16", "--first-frame-secs", "120"],
     );
     c.client()
-        .join(vec![synod_wire::GroupInfo {
-            gid: GID,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![synod_wire::GroupInfo::new(GID, c.masters.clone())])
         .expect("join");
     c.wait_for(Duration::from_secs(30), |c| {
         c.client().put(&b"k"[..], &b"v0"[..]).is_ok()
@@ -374,10 +371,7 @@ fn a_group_hosted_after_its_core_pruned_old_configurations_still_starts() {
     let c = Cluster::start_masters(3);
     let mut admin = c.client();
     admin
-        .join(vec![synod_wire::GroupInfo {
-            gid: 1,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![synod_wire::GroupInfo::new(1, c.masters.clone())])
         .expect("join 1");
     for i in 0..10 {
         admin.move_shard(i % 4, 1).expect("move");
@@ -385,10 +379,7 @@ fn a_group_hosted_after_its_core_pruned_old_configurations_still_starts() {
     // Let the watcher publish them all (it polls every 100 ms).
     std::thread::sleep(Duration::from_millis(500));
     let cfg = admin
-        .join(vec![synod_wire::GroupInfo {
-            gid: 2,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![synod_wire::GroupInfo::new(2, c.masters.clone())])
         .expect("join 2");
     assert!(cfg.num >= 12);
     let key = (0..1000u32)
@@ -537,10 +528,7 @@ fn a_huge_join_is_refused_by_the_master() {
     let rss_before = c.rss_kib(0);
     let long = "a".repeat(260);
     let groups: Vec<synod_wire::GroupInfo> = (1..=1024)
-        .map(|gid| synod_wire::GroupInfo {
-            gid,
-            servers: vec![long.clone(); 15],
-        })
+        .map(|gid| synod_wire::GroupInfo::new(gid, vec![long.clone(); 15]))
         .collect();
     let mut admin = c.client();
     match admin.join(groups) {
@@ -567,10 +555,7 @@ fn a_huge_join_is_refused_by_the_master() {
 fn non_reading_clients_together_stay_within_the_core_reply_budget() {
     let c = Cluster::with_args(1, 0, &["--reply-bytes-budget", "67108864"]);
     c.client()
-        .join(vec![synod_wire::GroupInfo {
-            gid: GID,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![synod_wire::GroupInfo::new(GID, c.masters.clone())])
         .expect("join");
     let mut client = c.client();
     c.wait_for(Duration::from_secs(20), |_| {

@@ -144,14 +144,8 @@ fn disk_and_memory_stay_bounded_after_many_reconfigurations() {
         ],
     );
     let mut admin = c.client();
-    let g1 = GroupInfo {
-        gid: 1,
-        servers: c.masters.clone(),
-    };
-    let g2 = GroupInfo {
-        gid: 2,
-        servers: c.nodes[3..].iter().map(|n| n.addr.clone()).collect(),
-    };
+    let g1 = GroupInfo::new(1, c.masters.clone());
+    let g2 = GroupInfo::new(2, c.nodes[3..].iter().map(|n| n.addr.clone()).collect());
     admin.join(vec![g1]).expect("join group 1");
     c.wait_for(Duration::from_secs(30), |c| {
         c.client().put(&b"__ready"[..], &b"1"[..]).is_ok()

@@ -178,10 +178,7 @@ fn a_restart_with_a_log_larger_than_a_frame_elects_a_leader() {
         ],
     );
     c.client()
-        .join(vec![synod_wire::GroupInfo {
-            gid: GID,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![synod_wire::GroupInfo::new(GID, c.masters.clone())])
         .expect("join group 1");
     c.wait_for(Duration::from_secs(30), |c| {
         c.client().put(&b"__ready"[..], &b"1"[..]).is_ok()

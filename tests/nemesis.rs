@@ -5,7 +5,8 @@
 //! (the leader isolated, random halves, a majority ring, a bridge node, and
 //! KV group 2's three nodes cut from the master group's five) as blackhole
 //! routes inside the namespaces, packet loss, delay, duplication and
-//! reordering (`tc netem`), SIGKILL, SIGSTOP and kill-all-and-restart, while
+//! reordering (`tc netem`; on a kernel without `sch_netem`, duplication by
+//! iptables' TEE and reordering by an htb's slow class), SIGKILL, SIGSTOP and kill-all-and-restart, while
 //! an admin client moves the workload's shards between the two KV groups
 //! and makes group 2 leave and join again.
 //! Afterwards everything heals; every client must complete an operation,
@@ -212,6 +213,10 @@ impl NetLab {
         }
         for (i, ns) in self.nss.iter().enumerate() {
             run("tc", &["-n", ns, "qdisc", "del", "dev", "eth0", "root"]);
+            run(
+                "ip",
+                &["netns", "exec", ns, "iptables", "-t", "mangle", "-F"],
+            );
             self.link(i, true);
         }
     }
@@ -250,6 +255,207 @@ impl NetLab {
                 ],
             );
         }
+    }
+
+    /// Can iptables run here with the TEE, statistic and CLASSIFY targets
+    /// and can tc build an htb? (What duplication and reordering need
+    /// without `sch_netem`.)
+    fn has_tee_and_htb(&self) -> bool {
+        let ns = &self.nss[0];
+        let peer = self.ip(1);
+        let tee = [
+            "netns",
+            "exec",
+            ns,
+            "iptables",
+            "-t",
+            "mangle",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "eth0",
+            "-d",
+            &peer,
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.2",
+            "-j",
+            "TEE",
+            "--gateway",
+            &peer,
+        ];
+        let classify = [
+            "netns",
+            "exec",
+            ns,
+            "iptables",
+            "-t",
+            "mangle",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "eth0",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.2",
+            "-j",
+            "CLASSIFY",
+            "--set-class",
+            "1:2",
+        ];
+        let ok = run("ip", &tee)
+            && run("ip", &classify)
+            && run(
+                "tc",
+                &[
+                    "-n", ns, "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "htb",
+                    "default", "1",
+                ],
+            );
+        run(
+            "ip",
+            &["netns", "exec", ns, "iptables", "-t", "mangle", "-F"],
+        );
+        run("tc", &["-n", ns, "qdisc", "del", "dev", "eth0", "root"]);
+        ok
+    }
+
+    /// Every address a node's packets go to: the other nodes and the host
+    /// (where the clients run).
+    fn peers_of(&self, i: usize) -> Vec<String> {
+        (0..self.nss.len())
+            .filter(|&j| j != i)
+            .map(|j| self.ip(j))
+            .chain([format!("{}.254", self.subnet)])
+            .collect()
+    }
+
+    /// Duplication without netem: in every namespace, each packet to a
+    /// peer is cloned with probability `p` by iptables' TEE target, whose
+    /// gateway is that same peer, so the peer receives it twice (TCP
+    /// answers the copy with a duplicate ACK or a D-SACK and drops it).
+    fn duplicate(&self, p: &str) {
+        for (i, ns) in self.nss.iter().enumerate() {
+            for peer in self.peers_of(i) {
+                must(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        ns,
+                        "iptables",
+                        "-t",
+                        "mangle",
+                        "-A",
+                        "POSTROUTING",
+                        "-o",
+                        "eth0",
+                        "-d",
+                        &peer,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        p,
+                        "-j",
+                        "TEE",
+                        "--gateway",
+                        &peer,
+                    ],
+                );
+            }
+        }
+    }
+
+    /// Reordering without netem: an htb with a fast class (the default,
+    /// `fast`) and a slow one (`slow`), and iptables' CLASSIFY puts each
+    /// packet in the slow class with probability `p`. A packet queued
+    /// behind the slow class's backlog leaves after packets sent later
+    /// through the fast one: reordered, and delayed by the slow queue.
+    fn reorder(&self, fast: &str, slow: &str, p: &str) {
+        for ns in &self.nss {
+            must(
+                "tc",
+                &[
+                    "-n", ns, "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "htb",
+                    "default", "1", "r2q", "100",
+                ],
+            );
+            for (class, rate) in [("1:1", fast), ("1:2", slow)] {
+                must(
+                    "tc",
+                    &[
+                        "-n", ns, "class", "add", "dev", "eth0", "parent", "1:", "classid", class,
+                        "htb", "rate", rate, "ceil", rate,
+                    ],
+                );
+            }
+            must(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "iptables",
+                    "-t",
+                    "mangle",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "eth0",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    p,
+                    "-j",
+                    "CLASSIFY",
+                    "--set-class",
+                    "1:2",
+                ],
+            );
+        }
+    }
+
+    /// TCP's own count, summed over the nodes' namespaces, of segments
+    /// that arrived out of order (`TCPOFOQueue`) and of duplicates it
+    /// answered with a D-SACK (`TCPDSACKOldSent` + `TCPDSACKOfoSent`):
+    /// evidence that reordering and duplication reached the servers.
+    fn tcp_disorder(&self) -> (u64, u64) {
+        let (mut ofo, mut dup) = (0, 0);
+        for ns in &self.nss {
+            let Ok(out) = Command::new("ip")
+                .args(["netns", "exec", ns, "cat", "/proc/net/netstat"])
+                .output()
+            else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&out.stdout);
+            let lines: Vec<&str> = text.lines().collect();
+            for pair in lines.chunks(2) {
+                let [names, values] = pair else { continue };
+                if !names.starts_with("TcpExt:") {
+                    continue;
+                }
+                for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                    let v: u64 = v.parse().unwrap_or(0);
+                    match n {
+                        "TCPOFOQueue" => ofo += v,
+                        "TCPDSACKOldSent" | "TCPDSACKOfoSent" => dup += v,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        (ofo, dup)
     }
 
     /// Node `i`'s interface up or down (down: every packet lost).
@@ -495,10 +701,10 @@ impl Mover {
     /// `leave_join`: also make group 2 leave and join again.
     fn start(c: &Cluster, segment: u64, seed: u64, leave_join: bool) -> Mover {
         let mut admin = c.client_with_timeout(Duration::from_secs(8));
-        let group2 = GroupInfo {
-            gid: GID2,
-            servers: c.nodes[NODES..].iter().map(|n| n.addr.clone()).collect(),
-        };
+        let group2 = GroupInfo::new(
+            GID2,
+            c.nodes[NODES..].iter().map(|n| n.addr.clone()).collect(),
+        );
         let keys: Vec<Bytes> = (0..MIXED_KEYS)
             .map(|k| format!("m{segment}.{k}"))
             .chain((0..APPEND_KEYS).map(|k| format!("a{segment}.{k}")))
@@ -657,6 +863,9 @@ struct Lab {
     net: NetLab,
     stopped: Vec<bool>,
     netem: bool,
+    /// Without netem: duplication by iptables TEE and reordering by an
+    /// htb's slow class (see `NetLab::duplicate` and `NetLab::reorder`).
+    tee: bool,
 }
 
 impl Lab {
@@ -694,10 +903,16 @@ impl Lab {
             client_key: None,
         };
         let netem = net.has_netem();
+        let tee = !netem && net.has_tee_and_htb();
         if !netem {
             eprintln!(
                 "nemesis: this kernel has no sch_netem: loss is a flapping link, delay a \
-                 token-bucket queue, and duplication and reordering are not injected"
+                 token-bucket queue, {}",
+                if tee {
+                    "duplication is iptables' TEE cloning packets and reordering an htb's slow class"
+                } else {
+                    "and duplication and reordering are not injected (no iptables TEE/htb either)"
+                }
             );
         }
         let mut lab = Lab {
@@ -705,6 +920,7 @@ impl Lab {
             net,
             stopped: vec![false; NODES + KV2],
             netem,
+            tee,
         };
         for i in 0..NODES + KV2 {
             lab.start_node(i);
@@ -714,14 +930,8 @@ impl Lab {
         lab.cluster
             .client()
             .join(vec![
-                GroupInfo {
-                    gid: GID,
-                    servers: addrs[..NODES].to_vec(),
-                },
-                GroupInfo {
-                    gid: GID2,
-                    servers: addrs[NODES..].to_vec(),
-                },
+                GroupInfo::new(GID, addrs[..NODES].to_vec()),
+                GroupInfo::new(GID2, addrs[NODES..].to_vec()),
             ])
             .expect("join groups 1 and 2");
         lab.cluster.wait_for(Duration::from_secs(30), |c| {
@@ -792,11 +1002,15 @@ impl Lab {
             Nemesis::SlowAndReordered if self.netem => self
                 .net
                 .netem(&["delay", "40ms", "30ms", "reorder", "25%", "50%"]),
+            // A quarter of the packets through a 1 Mbit/s class: behind
+            // its queue they arrive after later packets of the 20 Mbit/s one.
+            Nemesis::SlowAndReordered if self.tee => self.net.reorder("20mbit", "1mbit", "0.25"),
             Nemesis::SlowAndReordered => self.net.slow("512kbit", "300ms"),
             Nemesis::Duplicating if self.netem => {
                 self.net
                     .netem(&["delay", "5ms", "duplicate", "20%", "loss", "5%"])
             }
+            Nemesis::Duplicating if self.tee => self.net.duplicate("0.2"),
             Nemesis::Duplicating => self.net.slow("128kbit", "1s"),
             Nemesis::KillOne => {
                 let i = pick(rng);
@@ -922,6 +1136,8 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
     let patience = Duration::from_secs(40 + prefill * 120 / 1_000_000);
     let begin = Instant::now();
     let mut injected: BTreeMap<Nemesis, u64> = BTreeMap::new();
+    // TCP out-of-order and D-SACK counts while each nemesis was on.
+    let mut disorder: BTreeMap<Nemesis, (u64, u64)> = BTreeMap::new();
     let mut k = 0;
     let mut moved = 0;
     let mut kept = 0;
@@ -954,6 +1170,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
                 ALL[rng.range(0, ALL.len() as u64) as usize]
             };
             k += 1;
+            let disorder_before = lab.net.tcp_disorder();
             let cut_off = lab.inject(n, &mut rng);
             *injected.entry(n).or_default() += 1;
             std::thread::sleep(Duration::from_millis(rng.range(1_500, 3_500)));
@@ -975,6 +1192,12 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
                     }
                 }
             }
+            // What TCP saw while this nemesis was on (counted before the
+            // heal, so a heal's retransmissions are not included).
+            let disorder_after = lab.net.tcp_disorder();
+            let seen = disorder.entry(n).or_insert((0, 0));
+            seen.0 += disorder_after.0.saturating_sub(disorder_before.0);
+            seen.1 += disorder_after.1.saturating_sub(disorder_before.1);
             lab.heal();
             std::thread::sleep(Duration::from_millis(rng.range(500, 1_500)));
             if let Some(l) = elected.take() {
@@ -1093,6 +1316,25 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
         "nemesis: {moved} isolated leaders replaced by the majority, whose leader kept \
          leading 2 s after the heal in {kept} of them"
     );
+    let (ofo, _) = disorder
+        .get(&Nemesis::SlowAndReordered)
+        .copied()
+        .unwrap_or_default();
+    let (_, dup) = disorder
+        .get(&Nemesis::Duplicating)
+        .copied()
+        .unwrap_or_default();
+    eprintln!(
+        "nemesis: while the reordering nemesis was on, the servers' TCP queued {ofo} segments \
+         that arrived out of order; while the duplicating one was on, it answered {dup} \
+         duplicate segments with a D-SACK (per nemesis, out of order/duplicates: {disorder:?})"
+    );
+    if lab.netem || lab.tee {
+        assert!(
+            ofo > 0 && dup > 0,
+            "the reordering and duplicating nemeses never reached TCP ({ofo} out of order, {dup} duplicates)"
+        );
+    }
     for n in ALL {
         assert!(injected.contains_key(&n) || secs < 60, "{n:?} never ran");
     }

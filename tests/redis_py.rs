@@ -95,7 +95,7 @@ fn two_group_cluster(args: &[&str]) -> Cluster {
             cluster.nodes[3..].iter().map(|n| n.addr.clone()).collect()
         };
         admin
-            .join(vec![GroupInfo { gid, servers }])
+            .join(vec![GroupInfo::new(gid, servers)])
             .expect("join a group");
     }
     cluster.wait_for(std::time::Duration::from_secs(60), |c| {

@@ -346,10 +346,7 @@ fn transactions_are_atomic_in_one_group_and_across_groups() {
     let cluster = Cluster::new_with_resp(3);
     cluster
         .client()
-        .join(vec![synod_wire::GroupInfo {
-            gid: 2,
-            servers: cluster.masters.clone(),
-        }])
+        .join(vec![synod_wire::GroupInfo::new(2, cluster.masters.clone())])
         .expect("join group 2");
     let mut keys = None;
     cluster.wait_for(Duration::from_secs(30), |c| {
@@ -669,10 +666,7 @@ fn the_gateway_follows_shards_to_a_new_group_with_each_append_applied_once() {
     // queries the masters and resends them, same seqs, to group 2.
     cluster
         .client()
-        .join(vec![synod_wire::GroupInfo {
-            gid: 2,
-            servers: cluster.masters.clone(),
-        }])
+        .join(vec![synod_wire::GroupInfo::new(2, cluster.masters.clone())])
         .expect("join group 2");
     // Let both groups apply the new configuration (their watchers poll the
     // masters every 100 ms) and the shards move, so group 1 now answers
@@ -1005,10 +999,7 @@ fn expiry_survives_a_leader_kill_and_a_shard_move() {
     // one: two of three make a quorum).
     let mut admin = cluster.client();
     let config = admin
-        .join(vec![synod_wire::GroupInfo {
-            gid: 2,
-            servers: cluster.masters.clone(),
-        }])
+        .join(vec![synod_wire::GroupInfo::new(2, cluster.masters.clone())])
         .expect("join group 2");
     let moved: Vec<usize> = (0..keys)
         .filter(|i| {

@@ -37,10 +37,7 @@ fn shards_move_with_their_data_on_join_and_leave() {
 
     // A second group (on the same three nodes) takes half the shards.
     let config = admin
-        .join(vec![GroupInfo {
-            gid: 2,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![GroupInfo::new(2, c.masters.clone())])
         .expect("join group 2");
     let on_2 = config.shards.iter().filter(|g| **g == 2).count();
     assert_eq!(on_2, config.shards.len() / 2, "balanced split");
@@ -57,10 +54,7 @@ fn shards_move_with_their_data_on_join_and_leave() {
 
     // Move one shard back to a rejoined group 1 while writes continue.
     admin
-        .join(vec![GroupInfo {
-            gid: GID,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![GroupInfo::new(GID, c.masters.clone())])
         .expect("rejoin group 1");
     let before = w.completed();
     c.wait_for(Duration::from_secs(30), |_| w.completed() > before + 100);
@@ -78,10 +72,7 @@ fn groups_joined_back_to_back_all_serve() {
     let mut admin = c.client();
     for gid in 1..=3 {
         admin
-            .join(vec![GroupInfo {
-                gid,
-                servers: c.masters.clone(),
-            }])
+            .join(vec![GroupInfo::new(gid, c.masters.clone())])
             .expect("join");
     }
     let mut client = c.client();
@@ -105,18 +96,8 @@ fn a_dead_group_makes_only_its_own_shards_unavailable() {
     let mut admin = c.client();
     let g1: Vec<String> = c.nodes[0..3].iter().map(|n| n.addr.clone()).collect();
     let g2: Vec<String> = c.nodes[3..6].iter().map(|n| n.addr.clone()).collect();
-    admin
-        .join(vec![GroupInfo {
-            gid: 1,
-            servers: g1,
-        }])
-        .expect("join 1");
-    let config = admin
-        .join(vec![GroupInfo {
-            gid: 2,
-            servers: g2,
-        }])
-        .expect("join 2");
+    admin.join(vec![GroupInfo::new(1, g1)]).expect("join 1");
+    let config = admin.join(vec![GroupInfo::new(2, g2)]).expect("join 2");
     // Keys on each group.
     let shards = config.shards.len() as u32;
     let on = |gid: u32| -> Vec<String> {
@@ -177,10 +158,7 @@ fn historical_queries_survive_each_master_down_in_turn() {
     for gid in 1..=3 {
         history.push(
             admin
-                .join(vec![GroupInfo {
-                    gid,
-                    servers: c.masters.clone(),
-                }])
+                .join(vec![GroupInfo::new(gid, c.masters.clone())])
                 .expect("join"),
         );
     }
@@ -224,10 +202,7 @@ fn a_shard_larger_than_a_frame_moves_in_chunks() {
     let mut admin = c.client();
     for gid in [1, 2] {
         admin
-            .join(vec![GroupInfo {
-                gid,
-                servers: c.masters.clone(),
-            }])
+            .join(vec![GroupInfo::new(gid, c.masters.clone())])
             .expect("join");
     }
     let config = admin.query(None).expect("query");

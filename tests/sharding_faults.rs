@@ -24,7 +24,7 @@ use synod_wire::{shard_of, ClientReply, ClientRequest, Config, GroupId, GroupInf
 const SHARDS: u32 = synod_wire::DEFAULT_SHARDS;
 
 fn group(gid: GroupId, servers: Vec<String>) -> GroupInfo {
-    GroupInfo { gid, servers }
+    GroupInfo::new(gid, servers)
 }
 
 /// The members of a group hosted on the given nodes, in that order (a

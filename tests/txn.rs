@@ -98,10 +98,7 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
     // With a second group, a transaction on keys in both groups' shards
     // runs two-phase commit: atomic, compares across both groups.
     let config = client
-        .join(vec![GroupInfo {
-            gid: 2,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![GroupInfo::new(2, c.masters.clone())])
         .expect("join group 2");
     let shards = config.shards.len() as u32;
     let key_in = |gid: u32| {
@@ -214,10 +211,7 @@ fn a_client_dying_mid_commit_leaves_no_lock_behind() {
     let c = Cluster::new_with_args(3, &["--txn-resolve-after-ms", "1000"]);
     let mut client = c.client();
     let config = client
-        .join(vec![GroupInfo {
-            gid: 2,
-            servers: c.masters.clone(),
-        }])
+        .join(vec![GroupInfo::new(2, c.masters.clone())])
         .expect("join group 2");
     let shards = config.shards.len() as u32;
     let keys_in = |gid: u32| -> Vec<String> {

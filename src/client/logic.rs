@@ -290,7 +290,7 @@ impl Router {
     }
 
     /// Number of members of group `gid` (the masters for gid 0), 0 if unknown.
-    fn members(&self, gid: GroupId) -> usize {
+    pub(crate) fn member_count(&self, gid: GroupId) -> usize {
         if gid == 0 {
             return self.masters.len();
         }
@@ -299,12 +299,32 @@ impl Router {
 
     fn hint(&self, gid: GroupId, members: usize) -> usize {
         // A hint learned under an older member list may be out of range.
-        self.hints.get(&gid).copied().unwrap_or(0) % members.max(1)
+        let hint = self.hints.get(&gid).copied().unwrap_or(0) % members.max(1);
+        self.skip_removed(gid, hint)
+    }
+
+    /// The first index from `i` on (cyclically) that the cached
+    /// configuration does not mark removed from `gid` (a replaced server
+    /// keeps its position in the list, and is most likely dead).
+    fn skip_removed(&self, gid: GroupId, i: usize) -> usize {
+        let Some(g) = self
+            .config
+            .as_ref()
+            .and_then(|c| c.groups.iter().find(|g| g.gid == gid))
+            .filter(|g| g.members() != 0)
+        else {
+            return i;
+        };
+        let n = g.servers.len();
+        (0..n)
+            .map(|k| (i + k) % n)
+            .find(|&j| g.is_member(j))
+            .unwrap_or(i)
     }
 
     /// Member `asked` of `gid` answered `NotLeader { leader }`.
     pub(crate) fn on_not_leader(&mut self, gid: GroupId, asked: usize, leader: Option<u32>) {
-        let members = self.members(gid);
+        let members = self.member_count(gid);
         if members == 0 {
             return;
         }
@@ -325,12 +345,13 @@ impl Router {
     /// pipelined requests that all fail on one replica advances the hint
     /// once instead of skipping past healthy members.
     pub(crate) fn on_failure(&mut self, gid: GroupId, asked: usize) {
-        let members = self.members(gid);
+        let members = self.member_count(gid);
         if members == 0 {
             return;
         }
         if self.hint(gid, members) == asked % members {
-            self.hints.insert(gid, (asked + 1) % members);
+            let next = self.skip_removed(gid, (asked + 1) % members);
+            self.hints.insert(gid, next);
         }
     }
 }

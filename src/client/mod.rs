@@ -315,6 +315,27 @@ impl Client {
         self.master(MasterOp::Move { shard, gid })
     }
 
+    /// Swaps member `old` of group `gid` for a new server `new` (fresh
+    /// replica id; `old`'s id marked removed); returns the new configuration.
+    pub fn replace(
+        &mut self,
+        gid: GroupId,
+        old: String,
+        new: String,
+    ) -> Result<Config, ClientError> {
+        self.master(MasterOp::Replace { gid, old, new })
+    }
+
+    /// Adds server `addr` to group `gid` as a member; returns the new configuration.
+    pub fn add_member(&mut self, gid: GroupId, addr: String) -> Result<Config, ClientError> {
+        self.master(MasterOp::AddMember { gid, addr })
+    }
+
+    /// Removes member `addr` from group `gid`; returns the new configuration.
+    pub fn remove_member(&mut self, gid: GroupId, addr: String) -> Result<Config, ClientError> {
+        self.master(MasterOp::RemoveMember { gid, addr })
+    }
+
     /// Runs every op, keeping up to [`ClientOptions::max_in_flight`] of them
     /// outstanding at once, and returns their results in the order given.
     ///

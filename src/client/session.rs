@@ -923,8 +923,22 @@ impl Session {
             }
             Message::Reply(ClientReply::NotLeader { leader }) => {
                 self.stats.not_leader += 1;
+                // A KV leader past the server list this session knows: the
+                // group gained a member (replace, add-member) since its
+                // configuration, which may well list dead servers by now.
+                // Fetch the latest, as on WrongGroup, instead of cycling
+                // through the old list until the deadline.
+                let grown = is_kv
+                    && gid != 0
+                    && leader.is_some_and(|l| l as usize >= self.router.member_count(gid));
                 self.router.on_not_leader(gid, index, leader);
                 let task = self.tasks.get_mut(&handle).expect("looked up");
+                if grown {
+                    task.attempt += 1;
+                    task.state = State::AwaitConfig;
+                    self.parked += 1;
+                    return;
+                }
                 task.attempt += 1;
                 task.redirects += 1;
                 let hinted = leader.is_some_and(|l| l as usize != index);

@@ -15,10 +15,10 @@ fn group(num: u64, gid: u32, members: &[&str]) -> Config {
     Config {
         num,
         shards: vec![gid; 4],
-        groups: vec![GroupInfo {
+        groups: vec![GroupInfo::new(
             gid,
-            servers: members.iter().map(|s| s.to_string()).collect(),
-        }],
+            members.iter().map(|s| s.to_string()).collect(),
+        )],
     }
 }
 
@@ -156,6 +156,69 @@ fn not_leader_follows_hints_three_times_then_backs_off_with_the_same_seq() {
     answer(&mut s, &t, ClientReply::NoKey, wake);
     let done = s.poll_completion().unwrap();
     assert_eq!(done.result, Ok(Answer::Kv(None)));
+}
+
+/// Issue 13: a group's server list grows on a replace. A NotLeader hint
+/// naming a replica past the list the session knows makes it fetch the
+/// newest configuration (not cycle through the old list, whose other
+/// members may be dead by now); the new configuration's removed server is
+/// skipped, and the request goes to the hinted new replica, same seq.
+#[test]
+fn a_leader_hint_past_the_known_servers_refreshes_the_configuration() {
+    let mut s = Session::with_masters(opts(8), vec!["m0".into()], 7, 1, Time::ZERO);
+    let h = s.submit(put("k"));
+    s.poll(Time::ZERO);
+    let q = sent(&mut s).pop().unwrap();
+    answer_msg(
+        &mut s,
+        &q,
+        Message::Config(group(1, 1, &["a", "b", "c"])),
+        MS,
+    );
+    s.poll(s.next_wake(MS).unwrap());
+    let t = sent(&mut s).pop().unwrap();
+    assert_eq!(t.dest.addr.as_ref(), "a");
+    let kv_seq = seq_of(&t).0;
+    let now = 30 * MS;
+    answer(&mut s, &t, ClientReply::NotLeader { leader: Some(3) }, now);
+    s.poll(now);
+    let refresh = sent(&mut s).pop().expect("a configuration refresh");
+    assert_eq!(refresh.dest.gid, 0, "asks the master, not b or c");
+    // Replace a -> d: d is replica 3, a (replica 0) removed.
+    let mut grown = group(2, 1, &["a", "b", "c", "d"]);
+    grown.groups[0].added = 0b1000;
+    grown.groups[0].removed = 0b0001;
+    answer_msg(&mut s, &refresh, Message::Config(grown), now);
+    let mut at = now;
+    let resent = loop {
+        s.poll(at);
+        if let Some(t) = s.poll_transmit() {
+            break t;
+        }
+        at = s.next_wake(at).unwrap();
+    };
+    assert_ne!(
+        resent.dest.addr.as_ref(),
+        "a",
+        "a removed server is skipped"
+    );
+    assert_eq!(seq_of(&resent).0, kv_seq, "the same seq after the refresh");
+    // Whoever it asked, a hint to replica 3 now reaches d.
+    let d = if resent.dest.addr.as_ref() == "d" {
+        resent
+    } else {
+        answer(
+            &mut s,
+            &resent,
+            ClientReply::NotLeader { leader: Some(3) },
+            at,
+        );
+        s.poll(at);
+        sent(&mut s).pop().expect("redirected at once")
+    };
+    assert_eq!(d.dest.addr.as_ref(), "d");
+    answer(&mut s, &d, ClientReply::Ok(Bytes::new()), at);
+    assert_eq!(s.poll_completion().unwrap().handle, h);
 }
 
 #[test]
@@ -489,14 +552,8 @@ fn two_groups() -> (Session, Bytes, Bytes) {
         num: 1,
         shards: vec![1, 1, 2, 2],
         groups: vec![
-            GroupInfo {
-                gid: 1,
-                servers: vec!["a".to_string()],
-            },
-            GroupInfo {
-                gid: 2,
-                servers: vec!["b".to_string()],
-            },
+            GroupInfo::new(1, vec!["a".to_string()]),
+            GroupInfo::new(2, vec!["b".to_string()]),
         ],
     };
     let key_in = |gid: u32| {

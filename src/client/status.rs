@@ -100,11 +100,12 @@ pub fn fetch_all(
     })
 }
 
-/// Every node the status covers: the masters and every configured server.
+/// Every node the status covers: the masters and every configured member
+/// (a server removed from its group is not asked).
 pub fn nodes_of(masters: &[String], config: Option<&Config>) -> Vec<String> {
     let mut set: BTreeSet<String> = masters.iter().cloned().collect();
     for g in config.iter().flat_map(|c| &c.groups) {
-        set.extend(g.servers.iter().cloned());
+        set.extend(g.member_servers().map(|(_, s)| s.to_string()));
     }
     set.into_iter().collect()
 }
@@ -118,6 +119,9 @@ pub struct NodeReach {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberView {
+    /// Its replica id: its position in the group's server list, which
+    /// keeps removed servers (so ids can skip numbers after a replace).
+    pub replica: usize,
     pub addr: String,
     /// The node answered and hosts a replica of this group.
     pub reachable: bool,
@@ -161,16 +165,24 @@ pub fn assemble(
     config: Result<&Config, String>,
     reports: &BTreeMap<String, Result<NodeStatus, String>>,
 ) -> ClusterStatus {
-    // gid -> (members, shards)
-    let mut groups: BTreeMap<GroupId, (Vec<String>, Vec<u32>)> = BTreeMap::new();
-    groups.insert(0, (masters.to_vec(), Vec::new()));
+    // gid -> ((replica id, address) of each member, shards)
+    type Members = Vec<(usize, String)>;
+    let by_position = |list: &[String]| -> Members { list.iter().cloned().enumerate().collect() };
+    let mut groups: BTreeMap<GroupId, (Members, Vec<u32>)> = BTreeMap::new();
+    groups.insert(0, (by_position(masters), Vec::new()));
     match &config {
         Ok(c) => {
             for g in &c.groups {
                 let shards = (0..c.shards.len() as u32)
                     .filter(|&s| c.shards[s as usize] == g.gid)
                     .collect();
-                groups.insert(g.gid, (g.servers.clone(), shards));
+                // Members only: a removed server neither shows nor counts
+                // toward the majority.
+                let members = g
+                    .member_servers()
+                    .map(|(id, s)| (id as usize, s.to_string()))
+                    .collect();
+                groups.insert(g.gid, (members, shards));
             }
         }
         Err(_) => {
@@ -178,7 +190,7 @@ pub fn assemble(
                 for g in &st.groups {
                     groups
                         .entry(g.gid)
-                        .or_insert_with(|| (g.members.clone(), g.shards.clone()));
+                        .or_insert_with(|| (by_position(&g.members), g.shards.clone()));
                 }
             }
         }
@@ -188,12 +200,13 @@ pub fn assemble(
         .map(|(gid, (members, shards))| {
             let mut mv: Vec<MemberView> = members
                 .iter()
-                .map(|addr| {
+                .map(|(replica, addr)| {
                     let rep = reports
                         .get(addr)
                         .and_then(|r| r.as_ref().ok())
                         .and_then(|st| st.groups.iter().find(|g| g.gid == gid));
                     MemberView {
+                        replica: *replica,
                         addr: addr.clone(),
                         reachable: rep.is_some(),
                         leading: rep.is_some_and(|g| g.leading),
@@ -317,7 +330,7 @@ impl ClusterStatus {
                 };
                 rows.push(vec![
                     g.gid.to_string(),
-                    j.to_string(),
+                    m.replica.to_string(),
                     m.addr.clone(),
                     state.into(),
                     opt(m.applied),
@@ -439,7 +452,7 @@ impl Serialize for ClusterStatus {
                         .iter()
                         .enumerate()
                         .map(|(j, m)| MemberJson {
-                            replica: j,
+                            replica: m.replica,
                             addr: &m.addr,
                             reachable: m.reachable,
                             leader: Some(j) == g.leader,
@@ -541,10 +554,10 @@ mod tests {
         Config {
             num: 1,
             shards: vec![1, 1, 1, 1],
-            groups: vec![GroupInfo {
-                gid: 1,
-                servers: vec!["a:1".into(), "b:1".into(), "c:1".into()],
-            }],
+            groups: vec![GroupInfo::new(
+                1,
+                vec!["a:1".into(), "b:1".into(), "c:1".into()],
+            )],
         }
     }
 

@@ -106,9 +106,8 @@ fn config(num: u64, shards: Vec<u32>, groups: &[(u32, &[&str])]) -> Config {
         shards,
         groups: groups
             .iter()
-            .map(|(gid, servers)| GroupInfo {
-                gid: *gid,
-                servers: servers.iter().map(|s| s.to_string()).collect(),
+            .map(|(gid, servers)| {
+                GroupInfo::new(*gid, servers.iter().map(|s| s.to_string()).collect())
             })
             .collect(),
     }
@@ -685,10 +684,7 @@ fn error_reply_is_refused_without_retry() {
         })]
     });
     let mut c = Client::new(fast(&[&master.addr])).unwrap();
-    let got = c.join(vec![GroupInfo {
-        gid: 0,
-        servers: vec!["a:1".into()],
-    }]);
+    let got = c.join(vec![GroupInfo::new(0, vec!["a:1".into()])]);
     assert_eq!(got, Err(ClientError::Refused("gid 0 is reserved".into())));
     assert_eq!(master.seen().len(), 1);
     assert_eq!(c.ack_seq(), 1, "a refusal is a final answer");

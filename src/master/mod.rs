@@ -1,8 +1,9 @@
 //! The shard master's replicated state machine.
 //!
 //! This module owns the numbered history of [`Config`]urations (which group
-//! serves each shard, and each group's members), the rules that turn a Join,
-//! Leave or Move into the next configuration, the master clients'
+//! serves each shard, and each group's servers and members), the rules that
+//! turn a Join, Leave, Move, Replace, AddMember or RemoveMember into the
+//! next configuration, the master clients'
 //! at-most-once sessions, and the byte layout of the master's snapshots. The
 //! master group's replicas apply [`MasterRequest`]s in Paxos log order
 //! through [`MasterMachine`].
@@ -39,8 +40,10 @@ pub const MAX_SHARDS: u32 = crate::kv::MAX_SHARDS;
 /// one Join can cost every later configuration.
 pub const MAX_GROUPS: usize = 1024;
 
-/// Most members one group may list. Groups are 3 or 5 replicas; the slack is
-/// for replacing members, not for growth.
+/// Most servers one group may list over its life. Groups are 3 or 5
+/// replicas; the slack is for replacing members (a removed server keeps
+/// its position, since a replica id is a position in the list and is never
+/// reused), not for growth. Below 64, the Paxos id space's bound.
 pub const MAX_SERVERS_PER_GROUP: usize = 15;
 
 /// Longest server address accepted (`host:port`; a DNS name is at most 253).
@@ -76,7 +79,7 @@ impl Default for MasterOptions {
     }
 }
 
-/// The outcome of a Join, Leave or Move as cached for a retry: the number of
+/// The outcome of a request that changes the configuration as cached for a retry: the number of
 /// the configuration it created (configurations never change, so the number
 /// is enough to answer with the whole configuration again), or the refusal.
 type Outcome = Result<u64, String>;
@@ -89,7 +92,7 @@ type Outcome = Result<u64, String>;
 struct Session {
     /// Requests with `seq <= acked` were answered and acknowledged.
     acked: Seq,
-    /// Outcomes of applied Join/Leave/Move requests with `seq > acked`.
+    /// Outcomes of applied configuration-changing requests with `seq > acked`.
     replies: BTreeMap<Seq, Outcome>,
 }
 
@@ -202,7 +205,7 @@ impl Master {
         outcome.map(|num| self.configs[num as usize].clone())
     }
 
-    /// Validates a Join, Leave or Move against the latest configuration and,
+    /// Validates a configuration-changing request against the latest configuration and,
     /// if it is acceptable, appends the configuration it creates and returns
     /// its number. A refusal changes nothing.
     fn change(&mut self, op: &MasterOp) -> Outcome {
@@ -241,6 +244,35 @@ impl Master {
                 let mut shards = latest.shards.clone();
                 shards[shard as usize] = gid;
                 (latest.groups.clone(), shards)
+            }
+            MasterOp::Replace { gid, old, new } => {
+                let mut groups = latest.groups.clone();
+                let g = member_change(&mut groups, *gid, "replace")?;
+                let old_id = member_id(g, old, "replace")?;
+                append_server(g, new, "replace")?;
+                g.removed |= 1u64 << old_id;
+                check_address_bytes(&groups, "replace")?;
+                (groups, latest.shards.clone())
+            }
+            MasterOp::AddMember { gid, addr } => {
+                let mut groups = latest.groups.clone();
+                let g = member_change(&mut groups, *gid, "add-member")?;
+                append_server(g, addr, "add-member")?;
+                check_address_bytes(&groups, "add-member")?;
+                (groups, latest.shards.clone())
+            }
+            MasterOp::RemoveMember { gid, addr } => {
+                let mut groups = latest.groups.clone();
+                let g = member_change(&mut groups, *gid, "remove-member")?;
+                let id = member_id(g, addr, "remove-member")?;
+                if g.members() == 1u64 << id {
+                    return Err(format!(
+                        "remove-member: {addr} is the last member of group {gid}; \
+                         a group needs at least one (use leave to retire the group)"
+                    ));
+                }
+                g.removed |= 1u64 << id;
+                (groups, latest.shards.clone())
             }
             MasterOp::Query { .. } => unreachable!("queries create no configuration"),
         };
@@ -347,6 +379,87 @@ fn check_group(g: &GroupInfo) -> Result<(), String> {
             ));
         }
     }
+    if (g.added | g.removed) & !g.all_ids() != 0 {
+        return Err(format!("group {} marks an id it does not list", g.gid));
+    }
+    if g.members() == 0 || g.founders() == 0 {
+        return Err(format!("group {} has no members or no founders", g.gid));
+    }
+    Ok(())
+}
+
+/// The group `gid` of `groups`, for a membership change named `op`.
+fn member_change<'a>(
+    groups: &'a mut [GroupInfo],
+    gid: GroupId,
+    op: &str,
+) -> Result<&'a mut GroupInfo, String> {
+    groups
+        .iter_mut()
+        .find(|g| g.gid == gid)
+        .ok_or_else(|| format!("{op}: group {gid} is not in the configuration"))
+}
+
+/// The replica id of `addr` in `g`, which must be a member now.
+fn member_id(g: &GroupInfo, addr: &str, op: &str) -> Result<usize, String> {
+    match g.servers.iter().position(|s| s == addr) {
+        Some(id) if g.is_member(id) => Ok(id),
+        Some(id) => Err(format!(
+            "{op}: {addr} (replica {id}) was already removed from group {}",
+            g.gid
+        )),
+        None => Err(format!(
+            "{op}: {addr} is not a member of group {} (members: {})",
+            g.gid,
+            g.member_servers()
+                .map(|(_, s)| s)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Appends `addr` to `g` with the next replica id, marked added. A listed
+/// address is refused even if it was removed: its old id's votes may still
+/// be on that server's disk, and an id must name one acceptor only.
+fn append_server(g: &mut GroupInfo, addr: &str, op: &str) -> Result<(), String> {
+    if addr.is_empty() || addr.len() > MAX_ADDRESS_BYTES {
+        return Err(format!(
+            "{op}: the new address is empty or longer than {MAX_ADDRESS_BYTES} bytes"
+        ));
+    }
+    if let Some(id) = g.servers.iter().position(|s| s == addr) {
+        let state = if g.is_member(id) { "is" } else { "was" };
+        return Err(format!(
+            "{op}: {addr} {state} already replica {id} of group {}; replica ids are never \
+             reused, so a new member needs an address (host:port) the group never listed",
+            g.gid
+        ));
+    }
+    if g.servers.len() >= MAX_SERVERS_PER_GROUP {
+        return Err(format!(
+            "{op}: group {} has listed {MAX_SERVERS_PER_GROUP} servers over its life (the \
+             most a group may; removed ones keep their ids)",
+            g.gid
+        ));
+    }
+    g.added |= 1u64 << g.servers.len();
+    g.servers.push(addr.to_string());
+    Ok(())
+}
+
+fn check_address_bytes(groups: &[GroupInfo], op: &str) -> Result<(), String> {
+    let address_bytes: usize = groups
+        .iter()
+        .flat_map(|g| &g.servers)
+        .map(String::len)
+        .sum();
+    if address_bytes > MAX_CONFIG_ADDRESS_BYTES {
+        return Err(format!(
+            "{op}: the configuration would list {address_bytes} bytes of server \
+             addresses (at most {MAX_CONFIG_ADDRESS_BYTES})"
+        ));
+    }
     Ok(())
 }
 
@@ -357,6 +470,13 @@ fn check_join(latest: &Config, groups: &[GroupInfo]) -> Result<(), String> {
     let mut seen = BTreeSet::new();
     for g in groups {
         check_group(g).map_err(|e| format!("join: {e}"))?;
+        if g.changed() {
+            return Err(format!(
+                "join: group {} names added or removed members; a group joins with \
+                 every listed server a member",
+                g.gid
+            ));
+        }
         if !seen.insert(g.gid) {
             return Err(format!("join: group {} listed twice", g.gid));
         }

@@ -5,12 +5,20 @@
 //! ```text
 //! snapshot = FORMAT:u8  shards:u32  configs:u32 config * configs
 //!            sessions:u32 session * sessions
-//! config   = groups:u32 (gid:u32 servers:u32 (len:u32 utf8) * servers) * groups
+//! config   = groups:u32 group * groups
 //!            gid:u32 * shards                   (the number is the index)
+//! group    = gid:u32 servers:u32 (len:u32 utf8) * servers
+//!            [added:u64 removed:u64]            (format 0x4E only)
 //! session  = client:u64 acked:u64 replies:u32 (seq:u64 outcome) * replies
 //! outcome  = 0 num:u64                          created configuration `num`
 //!          | 1 len:u32 utf8                     refused, with this reason
 //! ```
+//!
+//! Format 0x4D ('M') is the first; 0x4E ('N') adds each group's membership
+//! masks and is written only once some configuration holds a group whose
+//! membership changed (Replace, AddMember, RemoveMember), so a master that
+//! never changed one writes the very bytes it always did, and a 0x4D
+//! snapshot still restores (every group unchanged).
 //!
 //! Sessions are sorted by client and outcomes by seq (they live in
 //! `BTreeMap`s), so equal states give equal bytes. Decoding accepts exactly
@@ -31,6 +39,8 @@ use super::{Master, MasterOptions, Outcome, Session, MAX_SHARDS};
 /// Format/version byte of a master snapshot; distinct from the KV store's
 /// formats (1 and 0x81) so one is never restored as the other.
 const FORMAT: u8 = 0x4D; // 'M'
+/// Format with membership masks per group.
+const FORMAT_MEMBERS: u8 = 0x4E; // 'N'
 
 const TAG_CREATED: u8 = 0;
 const TAG_REFUSED: u8 = 1;
@@ -101,7 +111,11 @@ impl Master {
     /// deterministic bytes: equal states give equal bytes.
     pub fn snapshot(&self) -> Bytes {
         let mut out = Vec::new();
-        out.push(FORMAT);
+        let members = self
+            .configs
+            .iter()
+            .any(|c| c.groups.iter().any(GroupInfo::changed));
+        out.push(if members { FORMAT_MEMBERS } else { FORMAT });
         put_u32(&mut out, self.opts.shards);
         put_count(&mut out, self.configs.len());
         for config in &self.configs {
@@ -111,6 +125,10 @@ impl Master {
                 put_count(&mut out, g.servers.len());
                 for s in &g.servers {
                     put_string(&mut out, s);
+                }
+                if members {
+                    out.extend_from_slice(&g.added.to_le_bytes());
+                    out.extend_from_slice(&g.removed.to_le_bytes());
                 }
             }
             // The count is the snapshot's shard count, so it is not repeated.
@@ -150,9 +168,10 @@ impl Master {
         }
         let mut r = ByteReader::new(bytes);
         let format = r.u8()?;
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_MEMBERS {
             return Err(RestoreError::UnsupportedFormat(format));
         }
+        let members = format == FORMAT_MEMBERS;
         let found = r.u32()?;
         if found != opts.shards {
             return Err(RestoreError::ShardCountMismatch {
@@ -173,7 +192,12 @@ impl Master {
                 for _ in 0..n_servers {
                     servers.push(r.str()?.to_owned());
                 }
-                groups.push(GroupInfo { gid, servers });
+                let mut g = GroupInfo::new(gid, servers);
+                if members {
+                    g.added = r.u64()?;
+                    g.removed = r.u64()?;
+                }
+                groups.push(g);
             }
             if r.remaining() / 4 < shards {
                 return Err(RestoreError::Truncated);
@@ -223,6 +247,16 @@ impl Master {
             sessions,
         };
         master.check().map_err(RestoreError::Invalid)?;
+        let changed = master
+            .configs
+            .iter()
+            .any(|c| c.groups.iter().any(GroupInfo::changed));
+        if members != changed {
+            // Canonical form: the format says whether any group changed.
+            return Err(RestoreError::Invalid(
+                "format 0x4E exactly when a group's membership changed",
+            ));
+        }
         Ok(master)
     }
 }

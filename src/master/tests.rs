@@ -21,10 +21,10 @@ use crate::rng::Rng;
 // ---------------------------------------------------------------------------
 
 fn group(gid: GroupId) -> GroupInfo {
-    GroupInfo {
+    GroupInfo::new(
         gid,
-        servers: vec![format!("g{gid}-a:7000"), format!("g{gid}-b:7000")],
-    }
+        vec![format!("g{gid}-a:7000"), format!("g{gid}-b:7000")],
+    )
 }
 
 /// One admin client: numbers its requests and acknowledges every earlier
@@ -390,20 +390,14 @@ fn refusals_leave_the_configuration_number_unchanged() {
     let mut a = Admin::new(1);
     a.join(&mut m, &[1, 2]);
     let latest = m.latest().clone();
-    let no_servers = GroupInfo {
-        gid: 7,
-        servers: vec![],
-    };
-    let too_many = GroupInfo {
-        gid: 8,
-        servers: (0..=MAX_SERVERS_PER_GROUP)
+    let no_servers = GroupInfo::new(7, vec![]);
+    let too_many = GroupInfo::new(
+        8,
+        (0..=MAX_SERVERS_PER_GROUP)
             .map(|i| format!("h{i}:1"))
             .collect(),
-    };
-    let empty_address = GroupInfo {
-        gid: 9,
-        servers: vec![String::new()],
-    };
+    );
+    let empty_address = GroupInfo::new(9, vec![String::new()]);
     let cases: Vec<(MasterOp, &str)> = vec![
         (
             MasterOp::Join {
@@ -712,10 +706,22 @@ fn arb_op(shards: u32) -> BoxedStrategy<MasterOp> {
             groups: gids.into_iter().map(group).collect(),
         }),
         2 => proptest::collection::vec(gid.clone(), 1..3).prop_map(|gids| MasterOp::Leave { gids }),
-        1 => (0..shards + 2, gid).prop_map(|(shard, gid)| MasterOp::Move { shard, gid }),
+        1 => (0..shards + 2, gid.clone()).prop_map(|(shard, gid)| MasterOp::Move { shard, gid }),
         1 => proptest::option::of(0..30u64).prop_map(|num| MasterOp::Query { num }),
+        2 => (gid.clone(), addr(), addr()).prop_map(|(gid, old, new)| MasterOp::Replace { gid, old, new }),
+        1 => (gid.clone(), addr()).prop_map(|(gid, addr)| MasterOp::AddMember { gid, addr }),
+        1 => (gid, addr()).prop_map(|(gid, addr)| MasterOp::RemoveMember { gid, addr }),
     ]
     .boxed()
+}
+
+/// Addresses a membership op may name: the two every test group starts
+/// with (for gids 0..3) and a few fresh ones.
+fn addr() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0..3u32, prop_oneof![Just("a"), Just("b")]).prop_map(|(g, c)| format!("g{g}-{c}:7000")),
+        (0..6u32).prop_map(|n| format!("n{n}:7000")),
+    ]
 }
 
 fn arb_case() -> impl Strategy<Value = (u32, Vec<(u64, MasterOp)>)> {
@@ -773,6 +779,30 @@ proptest! {
                         prop_assert!(changed(&before, &after).len() <= 1);
                     }
                     MasterOp::Query { .. } => {}
+                    MasterOp::Replace { gid, old, new } => {
+                        prop_assert_eq!(&after.shards, &before.shards);
+                        let (b, a) = (group_of(&before, *gid), group_of(&after, *gid));
+                        let old_id = b.servers.iter().position(|s| s == old).unwrap();
+                        prop_assert_eq!(a.servers.last(), Some(new));
+                        prop_assert_eq!(&a.servers[..b.servers.len()], &b.servers[..]);
+                        let new_bit = 1u64 << b.servers.len();
+                        prop_assert_eq!(a.members(), (b.members() & !(1 << old_id)) | new_bit);
+                        prop_assert_eq!(a.founders(), b.founders());
+                    }
+                    MasterOp::AddMember { gid, addr } => {
+                        prop_assert_eq!(&after.shards, &before.shards);
+                        let (b, a) = (group_of(&before, *gid), group_of(&after, *gid));
+                        prop_assert_eq!(a.servers.last(), Some(addr));
+                        prop_assert_eq!(a.members(), b.members() | 1 << b.servers.len());
+                    }
+                    MasterOp::RemoveMember { gid, addr } => {
+                        prop_assert_eq!(&after.shards, &before.shards);
+                        let (b, a) = (group_of(&before, *gid), group_of(&after, *gid));
+                        prop_assert_eq!(&a.servers, &b.servers);
+                        let id = b.servers.iter().position(|s| s == addr).unwrap();
+                        prop_assert!(b.is_member(id) && !a.is_member(id));
+                        prop_assert!(a.members() != 0);
+                    }
                 }
             }
             // Every shard on a live group once any group exists.
@@ -789,6 +819,14 @@ proptest! {
         m.assert_invariants();
         prop_assert_eq!(Master::restore(&m.snapshot(), m.options()), Ok(m));
     }
+}
+
+fn group_of(config: &Config, gid: GroupId) -> &GroupInfo {
+    config
+        .groups
+        .iter()
+        .find(|g| g.gid == gid)
+        .expect("group in the configuration")
 }
 
 fn is_balanced(config: &Config) -> bool {
@@ -913,10 +951,7 @@ fn a_join_over_the_configuration_address_budget_is_refused() {
     let mut admin = Admin::new(1);
     let long = "a".repeat(MAX_ADDRESS_BYTES);
     let huge: Vec<GroupInfo> = (1..=MAX_GROUPS as GroupId)
-        .map(|gid| GroupInfo {
-            gid,
-            servers: vec![long.clone(); MAX_SERVERS_PER_GROUP],
-        })
+        .map(|gid| GroupInfo::new(gid, vec![long.clone(); MAX_SERVERS_PER_GROUP]))
         .collect();
     let err = admin
         .run(&mut m, MasterOp::Join { groups: huge })
@@ -928,10 +963,7 @@ fn a_join_over_the_configuration_address_budget_is_refused() {
     let fit = MAX_CONFIG_ADDRESS_BYTES / per_group;
     let groups = |from: GroupId, n: usize| -> Vec<GroupInfo> {
         (from..from + n as GroupId)
-            .map(|gid| GroupInfo {
-                gid,
-                servers: vec![long.clone(); MAX_SERVERS_PER_GROUP],
-            })
+            .map(|gid| GroupInfo::new(gid, vec![long.clone(); MAX_SERVERS_PER_GROUP]))
             .collect()
     };
     admin
@@ -951,4 +983,202 @@ fn a_join_over_the_configuration_address_budget_is_refused() {
         )
         .expect_err("one group over the budget");
     assert!(err.contains("at most"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Membership changes (Replace, AddMember, RemoveMember)
+// ---------------------------------------------------------------------------
+
+fn three(gid: GroupId) -> GroupInfo {
+    GroupInfo::new(
+        gid,
+        vec![
+            "10.0.0.1:1".into(),
+            "10.0.0.2:1".into(),
+            "10.0.0.3:1".into(),
+        ],
+    )
+}
+
+fn replace(gid: GroupId, old: &str, new: &str) -> MasterOp {
+    MasterOp::Replace {
+        gid,
+        old: old.into(),
+        new: new.into(),
+    }
+}
+
+#[test]
+fn replace_keeps_ids_stable_and_appends_the_new_server() {
+    let mut m = master(8);
+    let mut a = Admin::new(1);
+    a.run(
+        &mut m,
+        MasterOp::Join {
+            groups: vec![three(1)],
+        },
+    )
+    .unwrap();
+    let before = m.latest().clone();
+    let c = a
+        .run(&mut m, replace(1, "10.0.0.2:1", "10.0.0.9:1"))
+        .unwrap();
+    assert_eq!(c.num, before.num + 1);
+    assert_eq!(c.shards, before.shards, "no shard moves");
+    let g = &c.groups[0];
+    assert_eq!(
+        g.servers,
+        ["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1", "10.0.0.9:1"]
+    );
+    assert_eq!(g.members(), 0b1101, "id 1 removed, id 3 added");
+    assert_eq!(g.founders(), 0b0111, "the log started with ids 0-2");
+    assert_eq!(g.added, 0b1000);
+    assert_eq!(g.removed, 0b0010);
+    // A second replace chains: ids are never reused.
+    let c = a
+        .run(&mut m, replace(1, "10.0.0.1:1", "10.0.0.8:1"))
+        .unwrap();
+    let g = &c.groups[0];
+    assert_eq!(g.servers.len(), 5);
+    assert_eq!(g.members(), 0b11100);
+    assert_eq!(g.founders(), 0b00111);
+}
+
+#[test]
+fn add_and_remove_member_grow_a_group_from_three_to_five_and_back() {
+    let mut m = master(8);
+    let mut a = Admin::new(1);
+    a.run(
+        &mut m,
+        MasterOp::Join {
+            groups: vec![three(1)],
+        },
+    )
+    .unwrap();
+    for addr in ["10.0.0.4:1", "10.0.0.5:1"] {
+        let add = MasterOp::AddMember {
+            gid: 1,
+            addr: addr.into(),
+        };
+        a.run(&mut m, add).unwrap();
+    }
+    assert_eq!(m.latest().groups[0].members(), 0b11111);
+    for addr in ["10.0.0.4:1", "10.0.0.1:1"] {
+        let rm = MasterOp::RemoveMember {
+            gid: 1,
+            addr: addr.into(),
+        };
+        a.run(&mut m, rm).unwrap();
+    }
+    let g = &m.latest().groups[0];
+    assert_eq!(g.members(), 0b10110);
+    let members: Vec<_> = g.member_servers().collect();
+    assert_eq!(
+        members,
+        [(1, "10.0.0.2:1"), (2, "10.0.0.3:1"), (4, "10.0.0.5:1")]
+    );
+}
+
+#[test]
+fn membership_changes_are_refused_with_reasons_and_change_nothing() {
+    let mut m = master(8);
+    let mut a = Admin::new(1);
+    a.run(
+        &mut m,
+        MasterOp::Join {
+            groups: vec![three(1)],
+        },
+    )
+    .unwrap();
+    a.run(&mut m, replace(1, "10.0.0.3:1", "10.0.0.4:1"))
+        .unwrap();
+    let before = m.latest().clone();
+    let refused = |m: &mut Master, a: &mut Admin, op: MasterOp, want: &str| {
+        let err = a.run(m, op).expect_err("refused");
+        assert!(err.contains(want), "{err:?} lacks {want:?}");
+    };
+    refused(
+        &mut m,
+        &mut a,
+        replace(7, "10.0.0.1:1", "10.0.0.9:1"),
+        "group 7 is not in the configuration",
+    );
+    refused(
+        &mut m,
+        &mut a,
+        replace(1, "10.0.0.8:1", "10.0.0.9:1"),
+        "is not a member of group 1",
+    );
+    refused(
+        &mut m,
+        &mut a,
+        replace(1, "10.0.0.3:1", "10.0.0.9:1"),
+        "already removed",
+    );
+    refused(
+        &mut m,
+        &mut a,
+        replace(1, "10.0.0.1:1", "10.0.0.2:1"),
+        "is already replica 1",
+    );
+    refused(
+        &mut m,
+        &mut a,
+        replace(1, "10.0.0.1:1", "10.0.0.3:1"),
+        "was already replica 2",
+    );
+    refused(&mut m, &mut a, replace(1, "10.0.0.1:1", ""), "empty");
+    let add = |addr: &str| MasterOp::AddMember {
+        gid: 1,
+        addr: addr.into(),
+    };
+    let rm = |addr: &str| MasterOp::RemoveMember {
+        gid: 1,
+        addr: addr.into(),
+    };
+    refused(&mut m, &mut a, add("10.0.0.4:1"), "is already replica 3");
+    refused(&mut m, &mut a, rm("10.0.0.3:1"), "already removed");
+    assert_eq!(m.latest(), &before, "refusals create no configuration");
+    a.run(&mut m, rm("10.0.0.1:1")).unwrap();
+    a.run(&mut m, rm("10.0.0.2:1")).unwrap();
+    refused(&mut m, &mut a, rm("10.0.0.4:1"), "last member");
+    // A Join may not arrive with masks set.
+    let mut g = three(2);
+    g.removed = 1;
+    refused(
+        &mut m,
+        &mut a,
+        MasterOp::Join { groups: vec![g] },
+        "added or removed",
+    );
+    // A group lists at most MAX_SERVERS_PER_GROUP servers over its life.
+    for i in 0..(MAX_SERVERS_PER_GROUP - 4) {
+        a.run(&mut m, add(&format!("10.0.1.{i}:1"))).unwrap();
+    }
+    refused(&mut m, &mut a, add("10.0.2.1:1"), "listed 15 servers");
+}
+
+#[test]
+fn snapshot_carries_membership_and_old_format_snapshots_still_load() {
+    // A master that never changed a membership writes format 0x4D, as before.
+    let old = busy_master();
+    let old_bytes = old.snapshot();
+    assert_eq!(old_bytes[0], 0x4D);
+    assert_eq!(Master::restore(&old_bytes, old.options()), Ok(old.clone()));
+    // After a replace, format 0x4E with the masks, restored exactly.
+    let mut m = old;
+    let mut a = Admin::new(50);
+    let servers = m.latest().groups[0].servers.clone();
+    let gid = m.latest().groups[0].gid;
+    a.run(&mut m, replace(gid, &servers[0], "fresh:1")).unwrap();
+    let bytes = m.snapshot();
+    assert_eq!(bytes[0], 0x4E);
+    let restored = Master::restore(&bytes, m.options()).expect("restore");
+    assert_eq!(restored, m);
+    assert_eq!(restored.snapshot(), bytes);
+    assert_eq!(restored.latest().groups[0].removed, 1);
+    // Format byte and contents must agree (canonical form).
+    let mut relabelled = old_bytes.to_vec();
+    relabelled[0] = 0x4E;
+    assert!(Master::restore(&relabelled, m.options()).is_err());
 }

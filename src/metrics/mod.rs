@@ -108,7 +108,7 @@ impl Histogram {
 }
 
 /// Request kinds, as a label and an index into per-kind arrays.
-pub const REQUEST_KINDS: [&str; 25] = [
+pub const REQUEST_KINDS: [&str; 28] = [
     "get",
     "put",
     "append",
@@ -134,6 +134,9 @@ pub const REQUEST_KINDS: [&str; 25] = [
     "txn_prepare",
     "txn_decide",
     "txn_finish",
+    "master_replace",
+    "master_add_member",
+    "master_remove_member",
 ];
 pub const KIND_STATUS: usize = 11;
 
@@ -185,6 +188,9 @@ pub fn request_kind(m: &Message) -> Option<usize> {
             MasterOp::Leave { .. } => 8,
             MasterOp::Move { .. } => 9,
             MasterOp::Query { .. } => 10,
+            MasterOp::Replace { .. } => 25,
+            MasterOp::AddMember { .. } => 26,
+            MasterOp::RemoveMember { .. } => 27,
         },
         Message::StatusRequest => KIND_STATUS,
         _ => return None,
@@ -308,6 +314,8 @@ pub struct GroupMetrics {
     pub commit: Gauge,
     pub applied: Gauge,
     pub log_slots: Gauge,
+    /// The Paxos membership at the commit point (bit `i`: replica `i`).
+    pub membership: Gauge,
     pub in_flight: Gauge,
     pub pending: Gauge,
     pub elections: Counter,
@@ -340,6 +348,7 @@ impl GroupMetrics {
             commit: Gauge::default(),
             applied: Gauge::default(),
             log_slots: Gauge::default(),
+            membership: Gauge::default(),
             in_flight: Gauge::default(),
             pending: Gauge::default(),
             elections: Counter::default(),
@@ -368,6 +377,7 @@ impl GroupMetrics {
         self.commit.set(p.chosen_upto());
         self.applied.set(p.applied_upto());
         self.log_slots.set(p.log().len() as u64);
+        self.membership.set(p.members());
         // Slots the leader has handed out and not yet seen chosen.
         let in_flight = if leading {
             p.log().end().saturating_sub(p.chosen_upto())
@@ -457,6 +467,15 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .insert(g.gid, g.clone());
         g
+    }
+
+    /// A group no longer hosted here (its replica was removed from it).
+    pub fn unregister_group(&self, gid: GroupId) {
+        let _gone = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&gid);
     }
 
     pub fn groups(&self) -> Vec<Arc<GroupMetrics>> {
@@ -730,7 +749,7 @@ impl Metrics {
 
         let groups = self.groups();
         type G = dyn Fn(&GroupMetrics) -> u64;
-        let per_group: [(&str, &str, &str, &G); 13] = [
+        let per_group: [(&str, &str, &str, &G); 14] = [
             (
                 "synod_group_leader",
                 "1 if this replica leads its group.",
@@ -760,6 +779,12 @@ impl Metrics {
                 "Slots held in the log above the snapshot (log length).",
                 "gauge",
                 &|g| g.log_slots.get(),
+            ),
+            (
+                "synod_group_membership",
+                "The group's membership at this replica's commit point, as a bitmask of replica ids (bit i: replica i votes).",
+                "gauge",
+                &|g| g.membership.get(),
             ),
             (
                 "synod_group_slots_in_flight",

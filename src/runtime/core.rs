@@ -21,8 +21,8 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use synod_wire::{
-    AuthMsg, ClientReply, Config, Frame, GroupId, MasterOp, Message, PaxosMsg, ReplicaId,
-    ShardPull, ShardRef, TxnId,
+    AuthMsg, ClientReply, Config, Frame, GroupId, GroupInfo, MasterOp, Message, PaxosMsg,
+    ReplicaId, ShardPull, ShardRef, TxnId,
 };
 
 use super::conn::{AuthState, Close, Conn, Role};
@@ -32,7 +32,7 @@ use crate::auth::{self, Accepting, Identity, Need};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::metrics::{self, CoreMetrics, GroupMetrics, Metrics, ReplicaView};
-use crate::paxos::{Durable, Ready, Synced};
+use crate::paxos::{member_ids, Durable, Ready, Synced};
 use crate::replica::{Output, Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
 use crate::shardkv::migrator::{serve_delete, serve_pull, serve_resolve, Action, Migrator};
@@ -72,6 +72,17 @@ pub struct CoreHandle {
     /// none), which the watcher then publishes anew.
     pub rewind: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// A KV group's Paxos id space here: ids are positions in the master's
+/// server list for the group, which grows by appending (never past the
+/// master's cap), so every replica uses the cap from the start and the
+/// id space never has to grow under a running replica.
+const KV_ID_SPACE: u32 = crate::master::MAX_SERVERS_PER_GROUP as u32;
+
+/// How often a leader resends its commit point to replicas removed from
+/// its group (a removed replica that already stopped hosting the group
+/// drops them; one that has not learns its removal from the first).
+const FAREWELL_EVERY: Duration = Duration::from_secs(1);
 
 /// Configurations a core keeps below the oldest one its groups are in.
 const CONFIGS_KEPT_BELOW: u64 = 2;
@@ -149,7 +160,9 @@ impl Hosted {
 
 struct Group {
     replica: Hosted,
-    members: Vec<String>,
+    /// Every server's address by replica id (the master's list for the
+    /// group, which only grows: a removed server keeps its id).
+    servers: Vec<String>,
     /// Outgoing connection per replica id (`None`: self, or not connected).
     peers: Vec<Option<Token>>,
     /// When each peer may be dialed again, and the current backoff.
@@ -159,6 +172,9 @@ struct Group {
     /// Paxos's proposal counters at the last publication (for the batch
     /// size histogram).
     proposed_seen: (u64, u64),
+    /// When this replica, leading, last told removed replicas its commit
+    /// point (`drive_membership`; at most once per [`FAREWELL_EVERY`]).
+    farewell_at: Instant,
 }
 
 pub struct Core {
@@ -282,13 +298,20 @@ impl Core {
         }
     }
 
-    /// Host replica `me` of group `gid` with these members, from disk.
-    pub fn host(&mut self, gid: GroupId, members: Vec<String>, me: ReplicaId) {
+    /// Host replica `me` of KV group `info`, from disk. The Paxos id space
+    /// is [`KV_ID_SPACE`] whatever the list's length, so the list can grow
+    /// without restarting the replica; the log starts with the group's
+    /// founders as its membership on every replica alike (a snapshot omits
+    /// the membership when it equals that, so all must agree on it).
+    pub fn host(&mut self, info: &GroupInfo, me: ReplicaId) {
+        let gid = info.gid;
         if self.groups.contains_key(&gid) {
             return;
         }
+        let members = info.servers.clone();
         let durable = self.recovered.remove(&gid).unwrap_or_default();
-        let mut rc = ReplicaConfig::new(me, members.len() as u32);
+        let mut rc = ReplicaConfig::new(me, KV_ID_SPACE);
+        rc.paxos.members = info.founders();
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
         rc.read_index = self.cfg.read_index;
@@ -342,22 +365,23 @@ impl Core {
         self.insert_group(0, replica, members);
     }
 
-    fn insert_group(&mut self, gid: GroupId, replica: Hosted, members: Vec<String>) {
+    fn insert_group(&mut self, gid: GroupId, replica: Hosted, servers: Vec<String>) {
         let now = Instant::now();
-        let n = members.len();
+        let n = servers.len();
         let metrics =
             self.node_metrics
-                .register_group(GroupMetrics::new(gid, replica.id(), members.clone()));
+                .register_group(GroupMetrics::new(gid, replica.id(), servers.clone()));
         metrics.publish(replica.view());
         self.groups.insert(
             gid,
             Group {
                 replica,
-                members,
+                servers,
                 peers: vec![None; n],
                 redial: vec![(now, Duration::from_millis(50)); n],
                 metrics,
                 proposed_seen: (0, 0),
+                farewell_at: now,
             },
         );
     }
@@ -419,6 +443,7 @@ impl Core {
                 if retry_due || now.duration_since(self.last_migration) >= MIGRATION_PASS {
                     self.last_migration = now;
                     self.migrate(now);
+                    self.drive_membership();
                 }
             }
             self.end_turn();
@@ -442,16 +467,146 @@ impl Core {
         true
     }
 
+    /// A new configuration: groups hosted here learn servers appended to
+    /// their lists (their peer tables grow), and a group whose *members*
+    /// list this node starts here (a fresh node added by a replace
+    /// included: it catches up from the leader like any laggard). A server
+    /// listed as removed is not started: it never was, or it was and must
+    /// not vote again under its old id.
     fn on_config(&mut self, config: &Config) {
         self.configs.insert(config.num, config.clone());
         self.prune_configs();
+        let now = Instant::now();
         for g in &config.groups {
             if owner_core(g.gid, self.cfg.cores) != self.id {
                 continue;
             }
-            if let Some(me) = g.servers.iter().position(|s| *s == self.cfg.advertise) {
-                self.host(g.gid, g.servers.clone(), me as ReplicaId);
+            if let Some(hosted) = self.groups.get_mut(&g.gid) {
+                if matches!(hosted.replica, Hosted::Kv(_)) {
+                    grow_servers(hosted, &g.servers, now);
+                }
+                continue;
             }
+            if let Some(me) = g.servers.iter().position(|s| *s == self.cfg.advertise) {
+                if g.is_member(me) && g.servers.len() <= KV_ID_SPACE as usize {
+                    self.host(g, me as ReplicaId);
+                }
+            }
+        }
+    }
+
+    /// Drive each KV group led here toward the membership the newest
+    /// configuration asks for, one `propose_members` step at a time:
+    /// first add a member the configuration lists and the Paxos membership
+    /// lacks, once this node holds an open connection to it (an added
+    /// replica that never comes up would make one more old member's loss
+    /// stall the group, see ARCHITECTURE "Membership change"); only when
+    /// none is left to add, remove one the configuration marks removed
+    /// (others before the leader itself). The Paxos core enforces the
+    /// one-at-a-time and own-ballot rules; this only picks the next step.
+    ///
+    /// A replica the configuration marks removed and whose own log shows
+    /// its removal chosen stops being hosted here.
+    fn drive_membership(&mut self) {
+        let Some(latest) = self.configs.values().next_back() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut retired = Vec::new();
+        let mut farewells = Vec::new();
+        for (&gid, g) in self.groups.iter_mut() {
+            let Hosted::Kv(r) = &mut g.replica else {
+                continue;
+            };
+            let Some(info) = latest.groups.iter().find(|i| i.gid == gid) else {
+                continue;
+            };
+            let p = r.paxos();
+            let me = p.id();
+            let current = p.members();
+            let target = info.members();
+            if !r.is_leader() {
+                if current & (1u64 << me) == 0 && !info.is_member(me as usize) {
+                    retired.push(gid);
+                }
+                continue;
+            }
+            // Replicas removed from the membership: tell them the commit
+            // point (a truthful Commit of this ballot), since a leader's
+            // own messages go only to members and a removed replica would
+            // otherwise never learn its removal was chosen.
+            let removed = info.removed & !current & !(1u64 << me);
+            if removed != 0 && now.duration_since(g.farewell_at) >= FAREWELL_EVERY {
+                g.farewell_at = now;
+                farewells.push((gid, removed, p.promised(), p.chosen_upto()));
+            }
+            if p.members_pending().is_some() {
+                continue;
+            }
+            let connected = |id: ReplicaId| {
+                g.peers
+                    .get(id as usize)
+                    .copied()
+                    .flatten()
+                    .and_then(|t| self.conns.get(&t))
+                    .is_some_and(|c| !c.connecting && !matches!(c.auth, AuthState::Dialing(_)))
+            };
+            let adds = target & !current;
+            let removes = current & !target;
+            let next = if adds != 0 {
+                member_ids(adds)
+                    .find(|&id| connected(id))
+                    .map(|id| current | 1u64 << id)
+            } else if removes != 0 {
+                let id = member_ids(removes).find(|&id| id != me).unwrap_or(me);
+                Some(current & !(1u64 << id))
+            } else {
+                None
+            };
+            if let Some(next) = next {
+                match r.propose_members(next) {
+                    Ok(()) => log::info!(
+                        "core {}: group {gid} membership {current:#x} -> {next:#x} \
+                         (configuration {} asks for {target:#x})",
+                        self.id,
+                        latest.num
+                    ),
+                    Err(e) => log::debug!("core {}: group {gid} membership step: {e:?}", self.id),
+                }
+            }
+        }
+        for (gid, removed, ballot, chosen_upto) in farewells {
+            let from = self.groups[&gid].replica.id();
+            for id in member_ids(removed) {
+                let commit = PaxosMsg::Commit(synod_wire::Commit {
+                    from,
+                    ballot,
+                    chosen_upto,
+                });
+                self.send_paxos(gid, id, commit);
+            }
+        }
+        for gid in retired {
+            self.retire(gid);
+        }
+    }
+
+    /// Stop hosting KV group `gid`: this replica's removal is chosen. Its
+    /// connections to the group's peers close; its records stay in the WAL
+    /// until segment GC, and a restart does not host it again (the
+    /// configuration lists it as removed).
+    fn retire(&mut self, gid: GroupId) {
+        let Some(g) = self.groups.remove(&gid) else {
+            return;
+        };
+        log::info!(
+            "core {}: group {gid}: replica {} was removed from the group; no longer hosted here",
+            self.id,
+            g.replica.id()
+        );
+        self.node_metrics.unregister_group(gid);
+        for t in g.peers.into_iter().flatten() {
+            self.close(t, Close::Eof);
         }
     }
 
@@ -1335,10 +1490,14 @@ impl Core {
     fn redial(&mut self, now: Instant) {
         let gids: Vec<GroupId> = self.groups.keys().copied().collect();
         for gid in gids {
-            let n = self.groups[&gid].members.len();
+            let n = self.groups[&gid].servers.len();
             let me = self.groups[&gid].replica.id() as usize;
+            let wanted = self.wanted_peers(gid);
             for peer in 0..n {
                 if peer == me || self.groups[&gid].peers[peer].is_some() {
+                    continue;
+                }
+                if wanted & (1u64 << peer) == 0 {
                     continue;
                 }
                 if now < self.groups[&gid].redial[peer].0 {
@@ -1349,6 +1508,25 @@ impl Core {
         }
     }
 
+    /// The replica ids of `gid` worth a connection: the members of its
+    /// Paxos log and those the newest configuration lists. A server removed
+    /// from both is not dialed again (the leader's Commit to it goes out
+    /// on a connection still open, if any).
+    fn wanted_peers(&self, gid: GroupId) -> u64 {
+        let g = &self.groups[&gid];
+        let Hosted::Kv(r) = &g.replica else {
+            return u64::MAX; // the master group's list never changes
+        };
+        let p = r.paxos();
+        let listed = self
+            .configs
+            .values()
+            .next_back()
+            .and_then(|c| c.groups.iter().find(|i| i.gid == gid))
+            .map_or(0, GroupInfo::members);
+        p.members() | p.members_pending().unwrap_or(0) | listed
+    }
+
     fn dial(&mut self, gid: GroupId, peer: ReplicaId, now: Instant) {
         let g = self.groups.get_mut(&gid).expect("hosted");
         let (_, backoff) = g.redial[peer as usize];
@@ -1357,12 +1535,12 @@ impl Core {
         let next = (backoff * 2).min(Duration::from_secs(1));
         let jitter = Duration::from_millis(self.rng.range(0, 1 + next.as_millis() as u64 / 4));
         g.redial[peer as usize] = (now + backoff + jitter, next);
-        let addr: SocketAddr = match g.members[peer as usize].parse() {
+        let addr: SocketAddr = match g.servers[peer as usize].parse() {
             Ok(a) => a,
             Err(_) => {
                 log::warn!(
                     "group {gid}: peer address {:?} is not host:port",
-                    g.members[peer as usize]
+                    g.servers[peer as usize]
                 );
                 return;
             }
@@ -1558,6 +1736,27 @@ impl Core {
         for (t, e) in broken {
             self.close(t, e);
         }
+    }
+}
+
+/// Appends the servers a newer configuration lists past the group's
+/// known ones (ids are positions and only ever appended, so the known
+/// prefix never changes).
+fn grow_servers(g: &mut Group, servers: &[String], now: Instant) {
+    let known = g.servers.len();
+    if servers.len() <= known || servers.len() > KV_ID_SPACE as usize {
+        return;
+    }
+    debug_assert_eq!(&servers[..known], &g.servers[..], "a server changed id");
+    for s in &servers[known..] {
+        log::info!(
+            "group {}: learns server {s} (replica {})",
+            g.metrics.gid,
+            g.servers.len()
+        );
+        g.servers.push(s.clone());
+        g.peers.push(None);
+        g.redial.push((now, Duration::from_millis(50)));
     }
 }
 

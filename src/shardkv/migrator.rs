@@ -520,10 +520,7 @@ mod tests {
             shards: owners.to_vec(),
             groups: [1, 2]
                 .into_iter()
-                .map(|gid| GroupInfo {
-                    gid,
-                    servers: (0..3).map(|i| format!("g{gid}r{i}")).collect(),
-                })
+                .map(|gid| GroupInfo::new(gid, (0..3).map(|i| format!("g{gid}r{i}")).collect()))
                 .collect(),
         }
     }

@@ -450,10 +450,7 @@ impl ShardKv {
         kv.config = Config {
             num: 1,
             shards: vec![gid; opts.shards as usize],
-            groups: vec![synod_wire::GroupInfo {
-                gid,
-                servers: Vec::new(),
-            }],
+            groups: vec![synod_wire::GroupInfo::new(gid, Vec::new())],
         };
         kv.state = vec![ShardState::Serving; opts.shards as usize];
         kv

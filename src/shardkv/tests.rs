@@ -19,10 +19,7 @@ fn config(num: u64, owners: &[GroupId]) -> Config {
         shards: owners.to_vec(),
         groups: gids
             .into_iter()
-            .map(|gid| GroupInfo {
-                gid,
-                servers: vec![format!("10.0.0.{gid}:1")],
-            })
+            .map(|gid| GroupInfo::new(gid, vec![format!("10.0.0.{gid}:1")]))
             .collect(),
     }
 }
@@ -972,13 +969,9 @@ fn members_of_a_departed_group_are_remembered() {
     let only2 = vec![2; SHARDS as usize];
     // Group 1 is a member serving no shard (so nothing to pull from it).
     let mut with1 = config(1, &only2);
-    with1.groups.insert(
-        0,
-        GroupInfo {
-            gid: 1,
-            servers: vec!["10.0.0.1:1".to_string()],
-        },
-    );
+    with1
+        .groups
+        .insert(0, GroupInfo::new(1, vec!["10.0.0.1:1".to_string()]));
     run(&mut g2, GroupCommand::Reconfigure(with1));
     run(&mut g2, GroupCommand::Reconfigure(config(2, &only2)));
     assert_eq!(g2.group_servers(1), vec!["10.0.0.1:1".to_string()]);

@@ -147,10 +147,10 @@ impl Client {
         let config = Config {
             num: 1,
             shards: vec![1],
-            groups: vec![GroupInfo {
-                gid: 1,
-                servers: (0..replicas).map(|r| r.to_string()).collect(),
-            }],
+            groups: vec![GroupInfo::new(
+                1,
+                (0..replicas).map(|r| r.to_string()).collect(),
+            )],
         };
         let depth = 1 + rng.range(0, DEPTH_MAX) as usize;
         let seed = rng.next_u64();

@@ -1094,18 +1094,12 @@ impl ShardedWorld {
                 .collect();
             let op = match self.rng.range(0, 3) {
                 _ if present.is_empty() => Some(MasterOp::Join {
-                    groups: vec![GroupInfo {
-                        gid: 1,
-                        servers: servers(1),
-                    }],
+                    groups: vec![GroupInfo::new(1, servers(1))],
                 }),
                 0 if !absent.is_empty() => {
                     let gid = absent[self.rng.range(0, absent.len() as u64) as usize];
                     Some(MasterOp::Join {
-                        groups: vec![GroupInfo {
-                            gid,
-                            servers: servers(gid),
-                        }],
+                        groups: vec![GroupInfo::new(gid, servers(gid))],
                     })
                 }
                 1 if present.len() > 1 => {

@@ -129,6 +129,31 @@ impl Cluster {
         Cluster::start_full(n_masters, extra, resp, args, Auth::ClusterKey, false)
     }
 
+    /// [`Cluster::with_args`] with `--metrics-listen` on every node
+    /// (nodes added later by [`Cluster::add_node`] too).
+    pub fn with_args_metrics(masters: usize, extra: usize, args: &[&str]) -> Cluster {
+        Cluster::start_full(masters, extra, false, args, Auth::ClusterKey, true)
+    }
+
+    /// Starts one more node on fresh ports with an empty data directory
+    /// (neither a master nor in any group until a configuration lists
+    /// it); returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let ports = free_ports(2);
+        let i = self.nodes.len();
+        let metrics = self.nodes.iter().any(|n| n.metrics_addr.is_some());
+        self.nodes.push(NodeProc {
+            addr: format!("127.0.0.1:{}", ports[0]),
+            resp_addr: None,
+            metrics_addr: metrics.then(|| format!("127.0.0.1:{}", ports[1])),
+            data_dir: self.dir.join(format!("node-{i}")),
+            child: None,
+            log: self.dir.join(format!("node-{i}.log")),
+        });
+        self.start_node(i);
+        i
+    }
+
     /// `n` nodes, masters and group 1 of all of them, serving, each with
     /// `--metrics-listen` on its own port (`NodeProc::metrics_addr`).
     pub fn new_with_metrics(n: usize) -> Cluster {
@@ -253,10 +278,7 @@ impl Cluster {
     /// Join group 1 (every master node) and wait until it serves.
     fn join_group_1(&self) {
         let c = self;
-        let group = GroupInfo {
-            gid: GID,
-            servers: c.masters.clone(),
-        };
+        let group = GroupInfo::new(GID, c.masters.clone());
         c.client().join(vec![group]).expect("join group 1");
         c.wait_for(Duration::from_secs(30), |c| {
             c.client().put(&b"__ready"[..], &b"1"[..]).is_ok()

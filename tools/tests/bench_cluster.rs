@@ -118,10 +118,7 @@ fn start_cluster_with(name: &str, keyed: bool) -> (Nodes, Vec<String>, Option<(K
     wait_for("masters answering", Duration::from_secs(30), || {
         client(&masters, k).query(None).is_ok()
     });
-    let group = GroupInfo {
-        gid: 1,
-        servers: masters.clone(),
-    };
+    let group = GroupInfo::new(1, masters.clone());
     client(&masters, k).join(vec![group]).expect("join group 1");
     wait_for("group 1 serving", Duration::from_secs(30), || {
         client(&masters, k).put("ready", "1").is_ok()
@@ -231,10 +228,7 @@ fn bench_follows_shards_that_move_mid_run_on_an_authenticated_cluster() {
         let masters = masters.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(700));
-            let group = GroupInfo {
-                gid: 2,
-                servers: masters.clone(),
-            };
+            let group = GroupInfo::new(2, masters.clone());
             client(&masters, Some(&key))
                 .join(vec![group])
                 .expect("join group 2");

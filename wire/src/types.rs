@@ -1021,13 +1021,75 @@ pub struct Frame {
     pub message: Message,
 }
 
-/// One replica group as the shard master knows it: its id and its members'
-/// advertised addresses (`host:port`); a member's index in `servers` is its
-/// [`ReplicaId`] inside the group.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One replica group as the shard master knows it: its id and its
+/// servers' advertised addresses (`host:port`); a server's index in
+/// `servers` is its [`ReplicaId`] inside the group, for the group's whole
+/// life. Ids are never reused: a server removed from the group keeps its
+/// position (marked in `removed`), and a server added is appended (marked
+/// in `added`). A group as joined has both masks 0: every listed server is
+/// a member, and was one from the group's first log slot.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct GroupInfo {
     pub gid: GroupId,
     pub servers: Vec<String>,
+    /// Ids appended after the group was created (`Replace`, `AddMember`):
+    /// not members of the log's first slot, so a fresh node must not take
+    /// them for founders. Bit `i` is id `i`.
+    pub added: u64,
+    /// Ids removed from the group (`Replace`, `RemoveMember`): not in the
+    /// membership the group's leader drives its Paxos log toward. Their
+    /// addresses stay so the ids are never given out again.
+    pub removed: u64,
+}
+
+impl GroupInfo {
+    /// A group as joined: every listed server a member from slot 0.
+    pub fn new(gid: GroupId, servers: Vec<String>) -> GroupInfo {
+        GroupInfo {
+            gid,
+            servers,
+            added: 0,
+            removed: 0,
+        }
+    }
+
+    /// Every id the list holds (bit `i` for `servers[i]`).
+    pub fn all_ids(&self) -> u64 {
+        match self.servers.len() {
+            n if n >= 64 => u64::MAX,
+            n => (1u64 << n) - 1,
+        }
+    }
+
+    /// The membership the group's log started with: every id not added later.
+    pub fn founders(&self) -> u64 {
+        self.all_ids() & !self.added
+    }
+
+    /// The membership the master asks for: every id not removed.
+    pub fn members(&self) -> u64 {
+        self.all_ids() & !self.removed
+    }
+
+    /// Is id `i` in [`GroupInfo::members`]?
+    pub fn is_member(&self, i: usize) -> bool {
+        i < 64 && self.members() & (1u64 << i) != 0
+    }
+
+    /// The addresses of the members, in id order (where a client or a
+    /// migration should look for the group).
+    pub fn member_servers(&self) -> impl Iterator<Item = (ReplicaId, &str)> + '_ {
+        self.servers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.is_member(*i))
+            .map(|(i, s)| (i as ReplicaId, s.as_str()))
+    }
+
+    /// Has the membership ever changed (is either mask set)?
+    pub fn changed(&self) -> bool {
+        self.added != 0 || self.removed != 0
+    }
 }
 
 /// A numbered configuration: which group serves each shard. Configuration 0
@@ -1052,6 +1114,18 @@ pub enum MasterOp {
     Move { shard: u32, gid: GroupId },
     /// Configuration `num`; `None` (or a number past the latest) = the latest.
     Query { num: Option<u64> },
+    /// Swap member `old` of group `gid` for a new server `new`: `old`'s id
+    /// is marked removed, `new` is appended with the next id. The group's
+    /// leader then adds `new` to its Paxos membership, and removes `old`.
+    Replace {
+        gid: GroupId,
+        old: String,
+        new: String,
+    },
+    /// Append server `addr` to group `gid` as a member (a fresh id).
+    AddMember { gid: GroupId, addr: String },
+    /// Mark member `addr` of group `gid` removed (its id stays reserved).
+    RemoveMember { gid: GroupId, addr: String },
 }
 
 /// A request to the shard master group; at-most-once like [`ClientRequest`].

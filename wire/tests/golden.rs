@@ -23,13 +23,18 @@ use synod_wire::*;
 /// likewise (issue 11's keyspace commands); their bodies were checked by
 /// hand against PROTOCOL.md 5.1's layouts. TxnPrepare, TxnDecide and
 /// TxnFinish (0x1A-0x1C, two-phase commit, issue 10) likewise, checked by
-/// hand against PROTOCOL.md 5.1's two-phase commit layouts. Presumed-abort
+/// hand against PROTOCOL.md 5.1's two-phase commit layouts.
+/// MasterReplace, MasterAddMember and MasterRemoveMember (0x34-0x36,
+/// replica replacement, issue 13) likewise, checked by hand against
+/// PROTOCOL.md 5.5; a `group_info` whose membership never changed encodes
+/// as before (the Join and Config rows are unchanged), one that changed is
+/// pinned in `config_with_membership_golden_bytes`. Presumed-abort
 /// recovery (issue 10) appended the coordinator's `gid u32` to TxnPrepare
 /// (a prepare without it, as logged before, still decodes: coordinator 0,
 /// `txn_prepare_without_coordinator_still_decodes`) and added TxnResolve
 /// (0x43, between groups like 0x40-0x42); both checked by hand against
 /// PROTOCOL.md 5.1 and 5.6.
-const GOLDEN: [(u8, &str, &str); 54] = [
+const GOLDEN: [(u8, &str, &str); 57] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
     (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
@@ -75,6 +80,9 @@ const GOLDEN: [(u8, &str, &str); 54] = [
     (KIND_MASTER_LEAVE, "53594e440131000024000000160000000000000000000000e037faf7dfb8ce48", "080706050403020102000000000000000100000000000000020000000200000003000000"),
     (KIND_MASTER_MOVE, "53594e44013200002000000017000000000000000000000008d5c0dc9b009c80", "0807060504030201030000000000000002000000000000000500000001000000"),
     (KIND_MASTER_QUERY, "53594e440133000020000000180000000000000000000000f3a10b20099f2021", "0807060504030201040000000000000003000000000000000200000000000000"),
+    (KIND_MASTER_REPLACE, "53594e44013400002a000000190000000000000000000000db2092a2a599f568", "0807060504030201050000000000000004000000000000000100000003000000623a3103000000643a31"),
+    (KIND_MASTER_ADD_MEMBER, "53594e4401350000230000001a0000000000000000000000f9cc23f34cbdc4ee", "0807060504030201060000000000000005000000000000000200000003000000653a32"),
+    (KIND_MASTER_REMOVE_MEMBER, "53594e4401360000230000001b0000000000000000000000960b0db27e4c8911", "0807060504030201070000000000000006000000000000000200000003000000633a32"),
     (KIND_SHARD_PULL, "53594e440140000014000000090000000000000001000000239d751be109795e", "0300000000000000070000000500000000000000"),
     (KIND_SHARD_DELETE, "53594e44014100000c0000000a0000000000000001000000c771f26188d8f638", "030000000000000007000000"),
     (KIND_SHARD_DATA, "53594e44014200001b0000000900000000000000020000000c1af314b0280b5e", "030000000000000007000000050000000000000001020000006b76"),
@@ -404,7 +412,7 @@ fn txn_vote_golden_bytes() {
 
 /// A `TxnPrepare` logged before presumed-abort recovery ends after its
 /// part: it still decodes, with coordinator 0 (unknown), and a trailer
-/// shorter than a `u32` is refused.
+/// shorter than a `u32`, or an explicit 0, is refused.
 #[test]
 fn txn_prepare_without_coordinator_still_decodes() {
     let prepare = samples()
@@ -423,6 +431,13 @@ fn txn_prepare_without_coordinator_still_decodes() {
     assert_eq!(p.coordinator, 0);
     assert_eq!(decode_command(cmd.clone()).unwrap(), *req);
     assert!(decode_command(cmd.slice(..cmd.len() - 1)).is_err());
+    // Unknown is written as no trailer, so an explicit 0 is refused: one
+    // encoding per prepare (decode, then encode, gives the same bytes).
+    assert_eq!(encode_command(&got), cmd.slice(..cmd.len() - 4));
+    let mut zero = cmd.to_vec();
+    let n = zero.len();
+    zero[n - 4..].copy_from_slice(&[0; 4]);
+    assert!(decode_command(bytes::Bytes::from(zero)).is_err());
 }
 
 /// PROTOCOL.md 5.6's `TxnResolve` frame is the codec's golden frame.
@@ -445,4 +460,55 @@ fn protocol_md_txn_resolve_example_matches_the_codec() {
         .find(|f| kind_of(&f.message) == KIND_TXN_RESOLVE)
         .expect("a TxnResolve sample");
     assert_eq!(tokens, hex(&encode(&frame)));
+}
+
+/// A configuration after `Replace 1 b:1 d:1`: group 1 lists `a:1 b:1 d:1`,
+/// id 2 added, id 1 removed. The server count carries the top bit
+/// (`03 00 00 80`) and the masks follow the servers (PROTOCOL.md 5.5).
+#[test]
+fn config_with_membership_golden_bytes() {
+    let mut c = example_config();
+    c.groups[0].servers.push("d:1".into());
+    c.groups[0].added = 0b100;
+    c.groups[0].removed = 0b010;
+    let frame = Frame {
+        request_id: 21,
+        group: 0,
+        message: Message::Config(c),
+    };
+    let body = "0200000000000000040000000100000001000000020000000200000002000000\
+                010000000300008003000000613a3103000000623a3103000000643a3104000000\
+                000000000200000000000000020000000100000003000000633a32";
+    let wire = encode(&frame);
+    assert_eq!(hex(&wire[HEADER_LEN..]), body);
+    let mut buf = BytesMut::from(&wire[..]);
+    assert_eq!(Decoder::default().decode(&mut buf), Ok(Some(frame)));
+}
+
+/// The membership flag is canonical: set with both masks zero, or with a
+/// mask naming an id the group does not list, the body is refused.
+#[test]
+fn config_membership_flag_must_be_canonical() {
+    let good = "0200000000000000040000000100000001000000020000000200000002000000\
+                010000000300008003000000613a3103000000623a3103000000643a3104000000\
+                000000000200000000000000020000000100000003000000633a32";
+    assert!(decode_body(KIND_CONFIG, bytes::Bytes::from(unhex(good))).is_ok());
+    let no_change = good.replacen(
+        "0400000000000000020000000000000002",
+        "0000000000000000000000000000000002",
+        1,
+    );
+    assert_eq!(
+        decode_body(KIND_CONFIG, bytes::Bytes::from(unhex(&no_change))),
+        Err(DecodeError::Invalid("membership flag with no change"))
+    );
+    let unlisted = good.replacen(
+        "0400000000000000020000000000000002",
+        "0800000000000000020000000000000002",
+        1,
+    );
+    assert_eq!(
+        decode_body(KIND_CONFIG, bytes::Bytes::from(unhex(&unlisted))),
+        Err(DecodeError::Invalid("membership names an unlisted id"))
+    );
 }

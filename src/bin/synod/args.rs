@@ -139,6 +139,36 @@ pub(crate) enum Admin {
         #[arg(value_parser = parse_number::<GroupId>)]
         gid: GroupId,
     },
+    /// Swap member OLD_ADDR of group GID for a new server NEW_ADDR
+    ///
+    /// The master lists NEW_ADDR with a fresh replica id and marks OLD_ADDR
+    /// removed; the group's leader then adds the new replica to its Paxos
+    /// membership once it can reach it, and removes the old one after.
+    /// Start NEW_ADDR first (`synod-server --advertise NEW_ADDR` with an
+    /// empty data directory); it catches up by snapshot. Prints the new
+    /// configuration as JSON
+    Replace {
+        #[arg(value_parser = parse_gid)]
+        gid: GroupId,
+        #[arg(value_name = "OLD_ADDR")]
+        old: String,
+        #[arg(value_name = "NEW_ADDR")]
+        new: String,
+    },
+    /// Add server ADDR to group GID as a new member (a fresh replica id)
+    AddMember {
+        #[arg(value_parser = parse_gid)]
+        gid: GroupId,
+        #[arg(value_name = "ADDR")]
+        addr: String,
+    },
+    /// Remove member ADDR from group GID (its replica id is never reused)
+    RemoveMember {
+        #[arg(value_parser = parse_gid)]
+        gid: GroupId,
+        #[arg(value_name = "ADDR")]
+        addr: String,
+    },
     /// Print configuration NUM (default: latest) as JSON
     Query {
         #[arg(value_parser = parse_number::<u64>)]

@@ -8,23 +8,50 @@ use synod_wire::{Config, GroupId};
 /// A configuration:
 /// `{"num":N,"shards":[gid,...],"groups":{"gid":["addr",...],...}}`,
 /// groups in ascending gid order (JSON object keys are strings; serde_json
-/// writes the integer keys as such).
+/// writes the integer keys as such), each with its *members'* addresses.
+/// A group whose membership changed (replace, add-member, remove-member)
+/// also appears under `"membership"`: every server it ever listed, by
+/// replica id, which ids are members, and which the group started with.
 #[derive(Serialize)]
 pub(crate) struct ConfigJson<'a> {
     num: u64,
     shards: &'a [GroupId],
-    groups: BTreeMap<GroupId, &'a [String]>,
+    groups: BTreeMap<GroupId, Vec<&'a str>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    membership: BTreeMap<GroupId, MembershipJson<'a>>,
+}
+
+/// `{"servers":["addr",...],"members":[id,...],"founders":[id,...]}`.
+#[derive(Serialize)]
+pub(crate) struct MembershipJson<'a> {
+    servers: &'a [String],
+    members: Vec<u32>,
+    founders: Vec<u32>,
 }
 
 impl<'a> From<&'a Config> for ConfigJson<'a> {
     fn from(config: &'a Config) -> ConfigJson<'a> {
+        let ids = |mask: u64| -> Vec<u32> { (0..64).filter(|i| mask & (1u64 << i) != 0).collect() };
         ConfigJson {
             num: config.num,
             shards: &config.shards,
             groups: config
                 .groups
                 .iter()
-                .map(|g| (g.gid, g.servers.as_slice()))
+                .map(|g| (g.gid, g.member_servers().map(|(_, s)| s).collect()))
+                .collect(),
+            membership: config
+                .groups
+                .iter()
+                .filter(|g| g.changed())
+                .map(|g| {
+                    let m = MembershipJson {
+                        servers: &g.servers,
+                        members: ids(g.members()),
+                        founders: ids(g.founders()),
+                    };
+                    (g.gid, m)
+                })
                 .collect(),
         }
     }

@@ -249,10 +249,13 @@ fn execute(client: &mut Client, request: Request) -> i32 {
         Cmd::Append { key, value } => client.append(bytes(key), bytes(value)).map(|()| None),
         Cmd::Admin { command } => match command {
             Admin::Join { gid, servers } => client
-                .join(vec![GroupInfo { gid, servers }])
+                .join(vec![GroupInfo::new(gid, servers)])
                 .map(config_line),
             Admin::Leave { gids } => client.leave(gids).map(config_line),
             Admin::Move { shard, gid } => client.move_shard(shard, gid).map(config_line),
+            Admin::Replace { gid, old, new } => client.replace(gid, old, new).map(config_line),
+            Admin::AddMember { gid, addr } => client.add_member(gid, addr).map(config_line),
+            Admin::RemoveMember { gid, addr } => client.remove_member(gid, addr).map(config_line),
             Admin::Query { num } => client.query(num).map(config_line),
             Admin::Status { .. } => unreachable!("handled by run"),
         },

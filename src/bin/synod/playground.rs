@@ -262,10 +262,7 @@ pub(crate) fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Resu
             );
             continue;
         }
-        let group = GroupInfo {
-            gid,
-            servers: addrs.clone(),
-        };
+        let group = GroupInfo::new(gid, addrs.clone());
         let what = format!("group {gid} to join");
         wait_for(&mut nodes, args.ready_within, &what, || {
             match client.join(vec![group.clone()]) {

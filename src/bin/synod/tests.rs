@@ -208,6 +208,30 @@ fn admin_commands_parse() {
     );
     assert_eq!(admin(&["move", "7", "2"]), Admin::Move { shard: 7, gid: 2 });
     assert_eq!(admin(&["query", "12"]), Admin::Query { num: Some(12) });
+    assert_eq!(
+        admin(&["replace", "2", "10.0.0.2:7000", "10.0.0.9:7000"]),
+        Admin::Replace {
+            gid: 2,
+            old: "10.0.0.2:7000".into(),
+            new: "10.0.0.9:7000".into()
+        }
+    );
+    assert_eq!(
+        admin(&["add-member", "2", "10.0.0.9:7000"]),
+        Admin::AddMember {
+            gid: 2,
+            addr: "10.0.0.9:7000".into()
+        }
+    );
+    assert_eq!(
+        admin(&["remove-member", "2", "10.0.0.9:7000"]),
+        Admin::RemoveMember {
+            gid: 2,
+            addr: "10.0.0.9:7000".into()
+        }
+    );
+    assert!(parse(&["admin", "replace", "2", "a:1"]).is_err());
+    assert!(parse(&["admin", "replace", "0", "a:1", "b:1"]).is_err());
     assert_eq!(admin(&["status"]), Admin::Status { table: false });
     assert_eq!(admin(&["status", "--table"]), Admin::Status { table: true });
     assert!(parse(&["admin", "status", "--tabel"]).is_err());
@@ -283,18 +307,9 @@ fn config_json_is_one_line_in_the_documented_shape() {
         num: 4,
         shards: vec![1, 2, 0],
         groups: vec![
-            GroupInfo {
-                gid: 10,
-                servers: vec!["c:1".into()],
-            },
-            GroupInfo {
-                gid: 2,
-                servers: vec!["b:1".into()],
-            },
-            GroupInfo {
-                gid: 1,
-                servers: vec!["a:1".into(), "a:2".into()],
-            },
+            GroupInfo::new(10, vec!["c:1".into()]),
+            GroupInfo::new(2, vec!["b:1".into()]),
+            GroupInfo::new(1, vec!["a:1".into(), "a:2".into()]),
         ],
     };
     assert_eq!(

@@ -231,7 +231,9 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             },
             promised: r.ballot()?,
         })),
-        KIND_MASTER_JOIN..=KIND_MASTER_QUERY => Message::Master(read_master_request(kind, &mut r)?),
+        KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER => {
+            Message::Master(read_master_request(kind, &mut r)?)
+        }
         KIND_SHARD_PULL => Message::ShardPull(ShardPull {
             config_num: r.u64()?,
             shard: r.u32()?,

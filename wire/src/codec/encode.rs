@@ -225,7 +225,10 @@ pub fn encode_command(req: &ClientRequest) -> Bytes {
 fn request_body_len(req: &ClientRequest) -> usize {
     match &req.op {
         Op::Txn(txn) => return 8 + 8 + 8 + txn_body_len(txn),
-        Op::TxnPrepare(p) => return 8 + 8 + 8 + 16 + txn_body_len(&p.part) + 4,
+        Op::TxnPrepare(p) => {
+            let coordinator = if p.coordinator == 0 { 0 } else { 4 };
+            return 8 + 8 + 8 + 16 + txn_body_len(&p.part) + coordinator;
+        }
         Op::TxnDecide(f) | Op::TxnFinish(f) => return 8 + 8 + 8 + 16 + 4 + f.key.len() + 1,
         _ => {}
     }
@@ -349,7 +352,10 @@ fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
         Op::TxnPrepare(p) => {
             put_txn_id(out, p.txn);
             put_txn_body(out, &p.part);
-            out.put_u32_le(p.coordinator);
+            // Unknown (0) is the absent trailer: one encoding per prepare.
+            if p.coordinator != 0 {
+                out.put_u32_le(p.coordinator);
+            }
         }
         Op::TxnDecide(f) | Op::TxnFinish(f) => {
             put_txn_id(out, f.txn);

@@ -94,6 +94,12 @@ pub const KIND_MASTER_LEAVE: u8 = 0x31;
 pub const KIND_MASTER_MOVE: u8 = 0x32;
 /// Shard master request: read a configuration.
 pub const KIND_MASTER_QUERY: u8 = 0x33;
+/// Shard master request: swap one member of a group for a new server.
+pub const KIND_MASTER_REPLACE: u8 = 0x34;
+/// Shard master request: add a member to a group.
+pub const KIND_MASTER_ADD_MEMBER: u8 = 0x35;
+/// Shard master request: remove a member from a group.
+pub const KIND_MASTER_REMOVE_MEMBER: u8 = 0x36;
 
 /// Between KV groups: pull a shard from its previous owner.
 pub const KIND_SHARD_PULL: u8 = 0x40;
@@ -127,7 +133,7 @@ pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every message kind code this version defines, in ascending order (the
 /// trace stamp, [`KIND_TRACE_STAMP`], is a frame kind but not a message).
-pub const ALL_KINDS: [u8; 54] = [
+pub const ALL_KINDS: [u8; 57] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -173,6 +179,9 @@ pub const ALL_KINDS: [u8; 54] = [
     KIND_MASTER_LEAVE,
     KIND_MASTER_MOVE,
     KIND_MASTER_QUERY,
+    KIND_MASTER_REPLACE,
+    KIND_MASTER_ADD_MEMBER,
+    KIND_MASTER_REMOVE_MEMBER,
     KIND_SHARD_PULL,
     KIND_SHARD_DELETE,
     KIND_SHARD_DATA,
@@ -233,6 +242,9 @@ pub fn kind_name(kind: u8) -> &'static str {
         KIND_MASTER_LEAVE => "MasterLeave",
         KIND_MASTER_MOVE => "MasterMove",
         KIND_MASTER_QUERY => "MasterQuery",
+        KIND_MASTER_REPLACE => "MasterReplace",
+        KIND_MASTER_ADD_MEMBER => "MasterAddMember",
+        KIND_MASTER_REMOVE_MEMBER => "MasterRemoveMember",
         KIND_SHARD_PULL => "ShardPull",
         KIND_SHARD_DELETE => "ShardDelete",
         KIND_SHARD_DATA => "ShardData",
@@ -259,7 +271,7 @@ pub fn is_known_kind(kind: u8) -> bool {
             kind,
             KIND_OK..=KIND_SESSION_EXPIRED
                 | KIND_PREPARE..=KIND_PRE_VOTE_REPLY
-                | KIND_MASTER_JOIN..=KIND_MASTER_QUERY
+                | KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER
                 | KIND_SHARD_PULL..=KIND_TXN_RESOLVE
                 | KIND_AUTH_HELLO..=KIND_AUTH_PROOF
                 | KIND_STATUS_REQUEST..=KIND_STATUS
@@ -342,5 +354,8 @@ pub(super) fn master_op_kind(op: &MasterOp) -> u8 {
         MasterOp::Leave { .. } => KIND_MASTER_LEAVE,
         MasterOp::Move { .. } => KIND_MASTER_MOVE,
         MasterOp::Query { .. } => KIND_MASTER_QUERY,
+        MasterOp::Replace { .. } => KIND_MASTER_REPLACE,
+        MasterOp::AddMember { .. } => KIND_MASTER_ADD_MEMBER,
+        MasterOp::RemoveMember { .. } => KIND_MASTER_REMOVE_MEMBER,
     }
 }

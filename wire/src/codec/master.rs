@@ -5,6 +5,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::types::{GroupInfo, MasterOp, MasterRequest};
 
+/// Top bit of a `group_info`'s server count: the membership masks follow
+/// the servers (see [`put_groups`]).
+pub const MEMBERSHIP_FOLLOWS: u32 = 0x8000_0000;
+
 use super::*;
 
 /// A shard master request as a self-describing command:
@@ -28,13 +32,20 @@ fn master_body_len(req: &MasterRequest) -> usize {
             MasterOp::Leave { gids } => 4 + 4 * gids.len(),
             MasterOp::Move { .. } => 4 + 4,
             MasterOp::Query { .. } => 8,
+            MasterOp::Replace { old, new, .. } => 4 + 4 + old.len() + 4 + new.len(),
+            MasterOp::AddMember { addr, .. } | MasterOp::RemoveMember { addr, .. } => {
+                4 + 4 + addr.len()
+            }
         }
 }
 
 fn groups_len(groups: &[GroupInfo]) -> usize {
     4 + groups
         .iter()
-        .map(|g| 4 + 4 + g.servers.iter().map(|s| 4 + s.len()).sum::<usize>())
+        .map(|g| {
+            let masks = if g.changed() { 16 } else { 0 };
+            4 + 4 + g.servers.iter().map(|s| 4 + s.len()).sum::<usize>() + masks
+        })
         .sum::<usize>()
 }
 
@@ -57,16 +68,39 @@ pub(super) fn put_master_body(req: &MasterRequest, out: &mut BytesMut) {
         // `Some(u64::MAX)` shares `None`'s encoding on purpose; see
         // `encode_frame`'s panics section.
         MasterOp::Query { num } => out.put_u64_le(num.unwrap_or(LATEST_CONFIG)),
+        MasterOp::Replace { gid, old, new } => {
+            out.put_u32_le(*gid);
+            put_byte_string(out, old.as_bytes());
+            put_byte_string(out, new.as_bytes());
+        }
+        MasterOp::AddMember { gid, addr } | MasterOp::RemoveMember { gid, addr } => {
+            out.put_u32_le(*gid);
+            put_byte_string(out, addr.as_bytes());
+        }
     }
 }
 
+/// A `group_info`. The server count's top bit ([`MEMBERSHIP_FOLLOWS`]) is
+/// set exactly when the group's membership changed since it joined; then
+/// `added u64` and `removed u64` follow the servers. A group that never
+/// changed encodes as it always did, so configurations already in KV
+/// groups' logs and snapshots read back unchanged.
 pub(super) fn put_groups(out: &mut BytesMut, groups: &[GroupInfo]) {
     put_count(out, groups.len());
     for g in groups {
         out.put_u32_le(g.gid);
-        put_count(out, g.servers.len());
+        assert!(
+            g.servers.len() < MEMBERSHIP_FOLLOWS as usize,
+            "server count over 2^31 (caller bug)"
+        );
+        let flag = if g.changed() { MEMBERSHIP_FOLLOWS } else { 0 };
+        out.put_u32_le(g.servers.len() as u32 | flag);
         for s in &g.servers {
             put_byte_string(out, s.as_bytes());
+        }
+        if g.changed() {
+            out.put_u64_le(g.added);
+            out.put_u64_le(g.removed);
         }
     }
 }
@@ -90,6 +124,19 @@ pub(super) fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequ
                 num: (num != LATEST_CONFIG).then_some(num),
             }
         }
+        KIND_MASTER_REPLACE => MasterOp::Replace {
+            gid: r.u32()?,
+            old: r.string()?,
+            new: r.string()?,
+        },
+        KIND_MASTER_ADD_MEMBER => MasterOp::AddMember {
+            gid: r.u32()?,
+            addr: r.string()?,
+        },
+        KIND_MASTER_REMOVE_MEMBER => MasterOp::RemoveMember {
+            gid: r.u32()?,
+            addr: r.string()?,
+        },
         _ => return Err(DecodeError::Invalid("not a master request kind")),
     };
     Ok(MasterRequest {
@@ -107,7 +154,7 @@ pub(super) fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequ
 pub fn decode_master_command(cmd: Bytes) -> Result<MasterRequest, DecodeError> {
     read_command(
         cmd,
-        |k| (KIND_MASTER_JOIN..=KIND_MASTER_QUERY).contains(&k),
+        |k| (KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER).contains(&k),
         "command is not a master request",
         read_master_request,
     )

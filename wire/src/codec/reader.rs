@@ -137,12 +137,29 @@ impl<'a> Reader<'a> {
         let mut groups = Vec::with_capacity(n);
         for _ in 0..n {
             let gid = self.u32()?;
-            let m = self.count(MIN_STRING_LEN)?;
+            let raw = self.u32()?;
+            let m = (raw & !MEMBERSHIP_FOLLOWS) as usize;
+            if m > self.r.remaining() / MIN_STRING_LEN {
+                return Err(DecodeError::Truncated);
+            }
             let mut servers = Vec::with_capacity(m);
             for _ in 0..m {
                 servers.push(self.string()?);
             }
-            groups.push(GroupInfo { gid, servers });
+            let mut g = GroupInfo::new(gid, servers);
+            if raw & MEMBERSHIP_FOLLOWS != 0 {
+                g.added = self.u64()?;
+                g.removed = self.u64()?;
+                // Canonical: the flag only with a mask set, masks only over
+                // listed ids.
+                if !g.changed() {
+                    return Err(DecodeError::Invalid("membership flag with no change"));
+                }
+                if (g.added | g.removed) & !g.all_ids() != 0 {
+                    return Err(DecodeError::Invalid("membership names an unlisted id"));
+                }
+            }
+            groups.push(g);
         }
         Ok(groups)
     }

@@ -50,10 +50,7 @@ fn master_req(seq: u64, op: MasterOp) -> Frame {
 }
 
 fn group(gid: u32, servers: &[&str]) -> GroupInfo {
-    GroupInfo {
-        gid,
-        servers: servers.iter().map(|s| s.to_string()).collect(),
-    }
+    GroupInfo::new(gid, servers.iter().map(|s| s.to_string()).collect())
 }
 
 /// The configuration of the master samples: 4 shards over groups 1 and 2.
@@ -455,6 +452,28 @@ pub fn samples() -> Vec<Frame> {
         master_req(2, MasterOp::Leave { gids: vec![2, 3] }),
         master_req(3, MasterOp::Move { shard: 5, gid: 1 }),
         master_req(4, MasterOp::Query { num: Some(2) }),
+        master_req(
+            5,
+            MasterOp::Replace {
+                gid: 1,
+                old: "b:1".into(),
+                new: "d:1".into(),
+            },
+        ),
+        master_req(
+            6,
+            MasterOp::AddMember {
+                gid: 2,
+                addr: "e:2".into(),
+            },
+        ),
+        master_req(
+            7,
+            MasterOp::RemoveMember {
+                gid: 2,
+                addr: "c:2".into(),
+            },
+        ),
         Frame {
             request_id: 9,
             group: 1,
@@ -1025,9 +1044,23 @@ fn arb_server() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// A group, a third of them with membership masks (any bits of the
+/// listed ids, at least one set: the codec's canonical form).
 pub fn arb_group_info() -> BoxedStrategy<GroupInfo> {
-    (any::<u32>(), small_or_large(arb_server(), 20..60))
-        .prop_map(|(gid, servers)| GroupInfo { gid, servers })
+    (
+        any::<u32>(),
+        small_or_large(arb_server(), 20..60),
+        any::<(u64, u64)>(),
+        0..3u8,
+    )
+        .prop_map(|(gid, servers, (added, removed), masks)| {
+            let mut g = GroupInfo::new(gid, servers);
+            if masks == 0 {
+                g.added = added & g.all_ids();
+                g.removed = removed & g.all_ids();
+            }
+            g
+        })
         .boxed()
 }
 
@@ -1065,6 +1098,15 @@ pub fn arb_master_request_of_kind(kind: u8) -> BoxedStrategy<MasterRequest> {
         KIND_MASTER_QUERY => prop_oneof![Just(None), Just(Some(0)), (0..u64::MAX).prop_map(Some),]
             .prop_map(|num| MasterOp::Query { num })
             .boxed(),
+        KIND_MASTER_REPLACE => (any::<u32>(), arb_server(), arb_server())
+            .prop_map(|(gid, old, new)| MasterOp::Replace { gid, old, new })
+            .boxed(),
+        KIND_MASTER_ADD_MEMBER => (any::<u32>(), arb_server())
+            .prop_map(|(gid, addr)| MasterOp::AddMember { gid, addr })
+            .boxed(),
+        KIND_MASTER_REMOVE_MEMBER => (any::<u32>(), arb_server())
+            .prop_map(|(gid, addr)| MasterOp::RemoveMember { gid, addr })
+            .boxed(),
         _ => unreachable!("not a master request kind"),
     };
     (any::<u64>(), any::<u64>(), any::<u64>(), op)
@@ -1083,6 +1125,9 @@ pub fn arb_master_request() -> BoxedStrategy<MasterRequest> {
         arb_master_request_of_kind(KIND_MASTER_LEAVE),
         arb_master_request_of_kind(KIND_MASTER_MOVE),
         arb_master_request_of_kind(KIND_MASTER_QUERY),
+        arb_master_request_of_kind(KIND_MASTER_REPLACE),
+        arb_master_request_of_kind(KIND_MASTER_ADD_MEMBER),
+        arb_master_request_of_kind(KIND_MASTER_REMOVE_MEMBER),
     ]
     .boxed()
 }
@@ -1211,7 +1256,7 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
         )
             .prop_map(|(node, groups)| Message::Status(NodeStatus { node, groups }))
             .boxed(),
-        KIND_MASTER_JOIN..=KIND_MASTER_QUERY => arb_master_request_of_kind(kind)
+        KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER => arb_master_request_of_kind(kind)
             .prop_map(Message::Master)
             .boxed(),
         KIND_ERROR => r(prop_oneof![".{0,40}", Just(String::new())]
