@@ -232,13 +232,13 @@ fn two_phase_commit_planted_bugs_are_caught() {
         "locks released before the decision",
     );
     planted_bank_bug_caught(
-        9,
+        2,
         |c| c.txn_unlocked_reads = true,
         "bank audit saw a total",
         "reads from unlocked keys",
     );
     planted_bank_bug_caught(
-        5,
+        27,
         |c| c.txn_forget_prepared = true,
         "liveness",
         "prepared transactions missing from snapshots",
