@@ -18,6 +18,8 @@
 //! [`SnapshotError`] (never a panic), a broken internal invariant is an
 //! `assert!`, and a refused client write is a deterministic reply.
 
+#[cfg(test)]
+mod capture_tests;
 mod chunk;
 #[cfg(test)]
 mod expiry_tests;
@@ -212,6 +214,9 @@ pub struct KvStore {
     /// `twopc.rs`); their locks are indexed per shard. Part of the
     /// snapshot.
     prepared: BTreeMap<TxnId, twopc::Prepared>,
+    /// A snapshot being serialized a slice at a time
+    /// ([`KvStore::begin_snapshot`]); not part of the state.
+    job: snapshot::Job,
 }
 
 impl KvStore {
@@ -230,6 +235,7 @@ impl KvStore {
             expire_from: 0,
             revision: 0,
             prepared: BTreeMap::new(),
+            job: snapshot::Job::default(),
         }
     }
 
@@ -426,7 +432,14 @@ impl KvStore {
             assert!(s.locks.is_empty(), "dropping shard {shard} with locks");
             (s.data.len() + s.sessions.len()) as u64
         };
-        self.shards[shard as usize] = Shard::default();
+        // The data keeps a snapshot capture in progress (it still needs
+        // the keys being dropped); everything else starts over.
+        let mut data = std::mem::take(&mut self.shards[shard as usize].data);
+        data.clear();
+        self.shards[shard as usize] = Shard {
+            data,
+            ..Shard::default()
+        };
         held
     }
 
