@@ -42,6 +42,27 @@ pub trait StateMachine {
     fn apply(&mut self, slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, Message)>;
     /// The whole state as deterministic bytes.
     fn snapshot(&self) -> Bytes;
+    /// Start a snapshot of the state as it is now, serialized later by
+    /// [`StateMachine::snapshot_step`] while [`StateMachine::apply`] goes
+    /// on, after the bytes `prefix`; returns `prefix` + the state at once
+    /// if it is done at once (the default: [`StateMachine::snapshot`], for
+    /// states too small to slice).
+    fn begin_snapshot(&mut self, prefix: Vec<u8>) -> Option<Bytes> {
+        if prefix.is_empty() {
+            return Some(self.snapshot());
+        }
+        let mut out = prefix;
+        out.extend_from_slice(&self.snapshot());
+        Some(Bytes::from(out))
+    }
+    /// Serialize about `budget` more bytes of the snapshot begun by
+    /// [`StateMachine::begin_snapshot`]; once complete, the prefix and then
+    /// exactly what `snapshot()` returned when it began.
+    fn snapshot_step(&mut self, _budget: usize) -> Option<Bytes> {
+        None
+    }
+    /// Drop a snapshot in progress (another state is being installed).
+    fn abort_snapshot(&mut self) {}
     /// Replace the whole state from `snapshot()` bytes.
     fn restore(&mut self, data: &[u8]) -> Result<(), String>;
     /// Would `restore(data)` succeed? Decodes into a scratch state machine
@@ -115,6 +136,10 @@ pub struct ReplicaBugs {
     pub unconfirmed_leader_reads: bool,
 }
 
+/// Default [`ReplicaConfig::snapshot_step_bytes`]: 256 KiB, well under a
+/// millisecond of serialization per loop turn.
+pub const SNAPSHOT_STEP_BYTES_DEFAULT: usize = 256 << 10;
+
 /// Default [`ReplicaConfig::snapshot_log_bytes`]: 64 MiB.
 pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 64 << 20;
 
@@ -128,6 +153,11 @@ pub struct ReplicaConfig {
     /// hold more than this many command bytes (whichever comes first), so
     /// a log of large values is bounded in bytes, not only in slots.
     pub snapshot_log_bytes: u64,
+    /// Bytes of snapshot serialized per [`Replica::advance`] (and per tick
+    /// when idle): a snapshot of a large state is taken in slices of about
+    /// this size, one per loop turn, while writes go on, instead of in one
+    /// stall (see [`StateMachine::begin_snapshot`]).
+    pub snapshot_step_bytes: usize,
     /// Serve reads by read-index (one quorum round shared by the reads of a
     /// loop turn, no log slot). Off: reads go through the log like writes.
     pub read_index: bool,
@@ -158,6 +188,7 @@ impl ReplicaConfig {
             paxos: paxos::Config::new(id, replicas),
             snapshot_log_slots: 1024,
             snapshot_log_bytes: SNAPSHOT_LOG_BYTES_DEFAULT,
+            snapshot_step_bytes: SNAPSHOT_STEP_BYTES_DEFAULT,
             read_index: true,
             reads_pending_max: 1 << 16,
             clock_interval_ms: 100,
@@ -211,6 +242,11 @@ pub struct Replica<S: StateMachine> {
     shed_at_snapshot: u64,
     /// The snapshot handed to the driver to write and not yet durable.
     snapshot_in_flight: Option<(Slot, Bytes)>,
+    /// The index of a snapshot being serialized a slice per turn.
+    capturing: Option<Slot>,
+    /// A tick came since the last `advance`: an idle replica's capture
+    /// still moves on (its `ready` asks for an `advance`).
+    capture_tick: bool,
     /// Command bytes of the batches applied since the last snapshot was
     /// taken (the byte trigger).
     log_bytes: u64,
@@ -233,6 +269,8 @@ impl<S: StateMachine> Replica<S> {
             last_stamp_ms: None,
             shed_at_snapshot: 0,
             snapshot_in_flight: None,
+            capturing: None,
+            capture_tick: false,
             log_bytes: 0,
         }
     }
@@ -374,6 +412,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub fn tick(&mut self, rng: &mut Rng) {
+        self.capture_tick = true;
         self.paxos.tick(rng);
         self.after_event();
     }
@@ -387,7 +426,7 @@ impl<S: StateMachine> Replica<S> {
     /// proof that they are durable.
     pub fn ready(&mut self) -> Ready {
         let mut ready = self.paxos.ready();
-        if !self.early.is_empty() {
+        if !self.early.is_empty() || (self.capture_tick && self.capturing.is_some()) {
             ready.wake();
         }
         ready
@@ -404,7 +443,12 @@ impl<S: StateMachine> Replica<S> {
             garbage: Vec::new(),
             snapshot_write: None,
         };
+        self.capture_tick = false;
         if let Some((index, data)) = &gated.snapshot {
+            if self.capturing.take().is_some() {
+                // Superseded by the installed state.
+                self.sm.abort_snapshot();
+            }
             if let Err(e) = self.sm.restore(paxos::split_snapshot(data).1) {
                 // A snapshot is only ever produced by our own state machine
                 // and carried under checksums; failing to load it means
@@ -443,7 +487,12 @@ impl<S: StateMachine> Replica<S> {
         // One snapshot write at a time: a trigger while one is in flight
         // waits for it (the log keeps growing meanwhile; see ARCHITECTURE.md
         // "Snapshots off the loop" for the bound).
-        if self.snapshot_in_flight.is_none()
+        if let Some(index) = self.capturing {
+            if let Some(data) = self.sm.snapshot_step(self.cfg.snapshot_step_bytes) {
+                self.capturing = None;
+                self.snapshot_taken(&mut out, index, data);
+            }
+        } else if self.snapshot_in_flight.is_none()
             && applied > log.start()
             && (applied - log.start() > self.cfg.snapshot_log_slots as u64
                 || self.log_bytes > self.cfg.snapshot_log_bytes
@@ -451,17 +500,41 @@ impl<S: StateMachine> Replica<S> {
         {
             // The membership in effect at the snapshot's index travels
             // with it (the entries that set it are compacted away).
-            let data = paxos::wrap_snapshot(
-                self.paxos.members_applied(),
-                self.paxos.config().members,
-                self.sm.snapshot(),
-            );
-            self.snapshot_in_flight = Some((applied, data.clone()));
-            out.snapshot_write = Some((applied, data));
+            let header =
+                paxos::snapshot_header(self.paxos.members_applied(), self.paxos.config().members);
             self.shed_at_snapshot = shed;
             self.log_bytes = 0;
+            match self.sm.begin_snapshot(header) {
+                Some(data) => self.snapshot_taken(&mut out, applied, data),
+                // The first slice now, the rest one per turn.
+                None => match self.sm.snapshot_step(self.cfg.snapshot_step_bytes) {
+                    Some(data) => self.snapshot_taken(&mut out, applied, data),
+                    None => self.capturing = Some(applied),
+                },
+            }
         }
         out
+    }
+
+    /// The snapshot at `index` is serialized: hand it to the driver.
+    fn snapshot_taken(&mut self, out: &mut Output, index: Slot, data: Bytes) {
+        self.snapshot_in_flight = Some((index, data.clone()));
+        out.snapshot_write = Some((index, data));
+    }
+
+    /// Give a snapshot being serialized its next slice at the next
+    /// `advance` even if nothing else happens (the runtime's every loop
+    /// turn; the simulator leaves it to ticks and traffic); returns whether
+    /// one is.
+    pub fn nudge_capture(&mut self) -> bool {
+        let capturing = self.capturing.is_some();
+        self.capture_tick |= capturing;
+        capturing
+    }
+
+    /// Is a snapshot being serialized (a slice per turn)?
+    pub fn snapshot_capturing(&self) -> bool {
+        self.capturing.is_some()
     }
 
     /// The snapshot at `index` that [`Output::snapshot_write`] handed out is

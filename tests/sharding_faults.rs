@@ -569,7 +569,13 @@ fn moves_while_replicas_flap_keep_appends_exactly_once() {
 #[test]
 fn a_replica_that_missed_reconfigurations_catches_up_and_carries_the_quorum() {
     // Nodes 0-2: masters, group 1 and group 3; nodes 3-5: group 2.
-    let mut c = Cluster::with_args(3, 3, &["--snapshot-log-slots", "32"]);
+    // Snapshots serialized 256 bytes per loop turn: captured across turns
+    // while the group applies, migrates and reconfigures.
+    let mut c = Cluster::with_args(
+        3,
+        3,
+        &["--snapshot-log-slots", "32", "--snapshot-step-bytes", "256"],
+    );
     let mut admin = c.client();
     admin
         .join(vec![group(1, on_nodes(&c, &[0, 1, 2]))])

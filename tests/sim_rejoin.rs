@@ -33,7 +33,13 @@ fn assert_undisturbed(who: Isolate) {
         if who == Isolate::Follower {
             assert_eq!(r.changes_while_isolated, 0, "{r:?}");
         } else {
-            assert_eq!(r.changes_while_isolated, 1, "{r:?}");
+            // The majority elects a new leader: one leadership, or two when
+            // two followers time out within the same half millisecond and
+            // the higher ballot's Prepare, already out, takes over from the
+            // first winner (seed 5 since snapshots are sliced: ballots 2
+            // then 3, 0.5 ms apart). Either way before the heal, which is
+            // what the test is about.
+            assert!((1..=2).contains(&r.changes_while_isolated), "{r:?}");
         }
     }
 }

@@ -91,6 +91,11 @@ struct Args {
     /// off the event loop
     #[arg(long, env = "SYNOD_SNAPSHOT_LOG_BYTES", value_name = "N")]
     snapshot_log_bytes: Option<u64>,
+    /// A snapshot is serialized about N bytes per event-loop turn while
+    /// writes go on (copy-on-write capture), so no turn stalls on a large
+    /// state (default 262144)
+    #[arg(long, env = "SYNOD_SNAPSHOT_STEP_BYTES", value_name = "N")]
+    snapshot_step_bytes: Option<u64>,
     /// Each core's write-ahead log starts a new segment file at this size;
     /// disk is reclaimed a whole closed segment at a time (default
     /// 67108864)
@@ -325,6 +330,7 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
     set(&mut cfg.partial_frames_budget, a.partial_frames_budget);
     set(&mut cfg.snapshot_log_slots, a.snapshot_log_slots);
     cfg.snapshot_log_bytes = a.snapshot_log_bytes.unwrap_or(cfg.snapshot_log_bytes);
+    set(&mut cfg.snapshot_step_bytes, a.snapshot_step_bytes);
     if let Some(n) = a.wal_segment_bytes {
         if n == 0 {
             return Err("--wal-segment-bytes must be positive".into());

@@ -379,7 +379,11 @@ fn main() -> ExitCode {
     if !args.sharded {
         let written: u64 = reports.iter().map(|r| r.snapshot_writes).sum();
         let lost: u64 = reports.iter().map(|r| r.snapshot_writes_lost).sum();
-        println!("snapshot writes: durable={written} lost_in_crashes={lost}");
+        let sliced: u64 = reports.iter().map(|r| r.sliced_snapshots).sum();
+        println!(
+            "snapshot writes: durable={written} lost_in_crashes={lost} \
+             serialized_over_several_turns={sliced}"
+        );
     }
     if args.disk_faults {
         let torn: u64 = reports.iter().map(|r| r.torn_syncs).sum();

@@ -270,7 +270,7 @@ impl KvStore {
             target.data.clear();
             target.deadlines.clear();
         }
-        for (key, entry) in data {
+        for (key, entry) in data.into_map() {
             let before = target.expiry_of(&key);
             let after = entry.expires_ms;
             target.data.insert(key.clone(), entry);

@@ -18,6 +18,8 @@
 //! [`SnapshotError`] (never a panic), a broken internal invariant is an
 //! `assert!`, and a refused client write is a deterministic reply.
 
+#[cfg(test)]
+mod capture_tests;
 mod chunk;
 #[cfg(test)]
 mod expiry_tests;
@@ -218,6 +220,9 @@ pub struct KvStore {
     /// The group's, not a shard's: never moves with a shard. Part of the
     /// snapshot.
     decisions: twopc::Decisions,
+    /// A snapshot being serialized a slice at a time
+    /// ([`KvStore::begin_snapshot`]); not part of the state.
+    job: snapshot::Job,
 }
 
 impl KvStore {
@@ -237,6 +242,7 @@ impl KvStore {
             revision: 0,
             prepared: BTreeMap::new(),
             decisions: twopc::Decisions::default(),
+            job: snapshot::Job::default(),
         }
     }
 
@@ -435,7 +441,14 @@ impl KvStore {
             assert!(s.locks.is_empty(), "dropping shard {shard} with locks");
             (s.data.len() + s.sessions.len()) as u64
         };
-        self.shards[shard as usize] = Shard::default();
+        // The data keeps a snapshot capture in progress (it still needs
+        // the keys being dropped); everything else starts over.
+        let mut data = std::mem::take(&mut self.shards[shard as usize].data);
+        data.clear();
+        self.shards[shard as usize] = Shard {
+            data,
+            ..Shard::default()
+        };
         held
     }
 

@@ -135,7 +135,229 @@ impl Entry {
 /// that a scan resumes "after key k" in `O(log n)` and walks only the keys
 /// it returns (see ARCHITECTURE.md, "SCAN across shards"), where a hash
 /// map would have to sort or walk the whole shard on every page.
-pub(crate) type Data = BTreeMap<Box<[u8]>, Entry>;
+///
+/// It also carries a snapshot capture in progress ([`Capture`]): while one
+/// runs, every change to a key the capture has not serialized yet first
+/// saves the key's entry as it was (copy-on-write at key granularity), so
+/// the snapshot can be serialized a slice per loop turn and still be the
+/// state of one instant. Mutation goes only through the methods below
+/// (there is no `DerefMut`), so no write can skip that step.
+#[derive(Debug, Default)]
+pub(crate) struct Data {
+    map: BTreeMap<Box<[u8]>, Entry>,
+    capture: Option<Box<Capture>>,
+}
+
+/// A snapshot capture of one shard's data: every key up to `done` has been
+/// serialized; `pre` holds, for each key after `done` changed since the
+/// capture began, its entry at that instant (`None`: absent then).
+#[derive(Debug, Default)]
+struct Capture {
+    done: Option<Box<[u8]>>,
+    pre: BTreeMap<Box<[u8]>, Option<Entry>>,
+}
+
+impl Capture {
+    /// Has `key` still to be serialized?
+    fn pending(&self, key: &[u8]) -> bool {
+        self.done.as_deref().is_none_or(|d| key > d)
+    }
+}
+
+impl Clone for Data {
+    /// A copy of the data; a capture in progress stays with the original.
+    fn clone(&self) -> Data {
+        Data {
+            map: self.map.clone(),
+            capture: None,
+        }
+    }
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Data) -> bool {
+        self.map == other.map
+    }
+}
+
+impl Eq for Data {}
+
+impl std::ops::Deref for Data {
+    type Target = BTreeMap<Box<[u8]>, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl FromIterator<(Box<[u8]>, Entry)> for Data {
+    fn from_iter<I: IntoIterator<Item = (Box<[u8]>, Entry)>>(iter: I) -> Data {
+        Data {
+            map: iter.into_iter().collect(),
+            capture: None,
+        }
+    }
+}
+
+impl Data {
+    pub(crate) fn new() -> Data {
+        Data::default()
+    }
+
+    /// Before `key` changes: if a capture still has to serialize it and has
+    /// not saved it yet, save its entry as it is now.
+    fn save(&mut self, key: &[u8]) {
+        if let Some(c) = self.capture.as_deref_mut() {
+            if c.pending(key) && !c.pre.contains_key(key) {
+                c.pre.insert(Box::from(key), self.map.get(key).cloned());
+            }
+        }
+    }
+
+    pub(crate) fn insert(&mut self, key: Box<[u8]>, entry: Entry) -> Option<Entry> {
+        self.save(&key);
+        self.map.insert(key, entry)
+    }
+
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        self.save(key);
+        self.map.remove(key)
+    }
+
+    /// The entry to change (saved first for a capture, even if the caller
+    /// ends up not changing it).
+    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        if self.map.contains_key(key) {
+            self.save(key);
+        }
+        self.map.get_mut(key)
+    }
+
+    /// The entry of `key`, inserted by `f` if absent.
+    pub(crate) fn entry_or_insert_with(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce() -> Entry,
+    ) -> &mut Entry {
+        self.save(key);
+        self.map.entry(Box::from(key)).or_insert_with(f)
+    }
+
+    /// Removes every key. A capture in progress keeps what it still needs.
+    pub(crate) fn clear(&mut self) {
+        self.replace(BTreeMap::new());
+    }
+
+    /// Replaces every key with `map`'s. A capture in progress first takes
+    /// the entries it has not serialized yet (moved, not copied: O(keys
+    /// left), as the replacement is anyway) and notes the new keys as
+    /// absent at its instant.
+    pub(crate) fn replace(&mut self, map: BTreeMap<Box<[u8]>, Entry>) {
+        let old = std::mem::replace(&mut self.map, map);
+        if let Some(c) = self.capture.as_deref_mut() {
+            for (key, entry) in old {
+                if c.pending(&key) && !c.pre.contains_key(&key) {
+                    c.pre.insert(key, Some(entry));
+                }
+            }
+            for key in self.map.keys() {
+                if c.pending(key) && !c.pre.contains_key(key) {
+                    c.pre.insert(key.clone(), None);
+                }
+            }
+        }
+    }
+
+    /// The whole map, for a shard being moved in.
+    pub(crate) fn into_map(self) -> BTreeMap<Box<[u8]>, Entry> {
+        self.map
+    }
+
+    /// Starts capturing the data as it is now (see [`Capture`]).
+    pub(crate) fn begin_capture(&mut self) {
+        self.capture = Some(Box::default());
+    }
+
+    /// Ends a capture in progress, if any.
+    pub(crate) fn end_capture(&mut self) {
+        self.capture = None;
+    }
+
+    /// Serializes the captured data's next entries in key order with
+    /// `encode` until about `budget` bytes have been written to `out` or
+    /// none is left; returns how many entries it wrote and whether the
+    /// capture is complete (then it ends: no more saving on writes).
+    pub(crate) fn capture_next(
+        &mut self,
+        out: &mut Vec<u8>,
+        budget: usize,
+        encode: impl Fn(&mut Vec<u8>, &[u8], &Entry),
+    ) -> (usize, bool) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let Data { map, capture } = self;
+        let c = capture.as_deref_mut().expect("a capture in progress");
+        let from = out.len();
+        let mut written = 0;
+        let mut last: Option<&[u8]> = None;
+        let mut complete = false;
+        {
+            let lo = match c.done.as_deref() {
+                Some(d) => Excluded(d),
+                None => Unbounded,
+            };
+            let mut now = map.range::<[u8], _>((lo, Unbounded)).peekable();
+            let mut then = c.pre.range::<[u8], _>((lo, Unbounded)).peekable();
+            loop {
+                if out.len() - from >= budget {
+                    break;
+                }
+                // The next key of the captured state: a saved one wins over
+                // the live map (which may have changed it since).
+                let (key, entry) = match (now.peek(), then.peek()) {
+                    (None, None) => {
+                        complete = true;
+                        break;
+                    }
+                    (Some((k, _)), Some((p, _))) if p <= k => {
+                        if p == k {
+                            now.next();
+                        }
+                        let (p, e) = then.next().expect("peeked");
+                        (&p[..], e.as_ref())
+                    }
+                    (None, Some(_)) => {
+                        let (p, e) = then.next().expect("peeked");
+                        (&p[..], e.as_ref())
+                    }
+                    (Some(_), _) => {
+                        let (k, e) = now.next().expect("peeked");
+                        (&k[..], Some(e))
+                    }
+                };
+                last = Some(key);
+                if let Some(entry) = entry {
+                    encode(out, key, entry);
+                    written += 1;
+                }
+            }
+        }
+        if complete {
+            *capture = None;
+            return (written, true);
+        }
+        if let Some(last) = last {
+            c.done = Some(Box::from(last));
+            // Saved entries behind the cursor are serialized: free them.
+            while c
+                .pre
+                .first_key_value()
+                .is_some_and(|(k, _)| c.done.as_deref().is_some_and(|d| &k[..] <= d))
+            {
+                c.pre.pop_first();
+            }
+        }
+        (written, false)
+    }
+}
 
 /// `(expires_ms, key)` of every entry of `data` that has an expiry.
 pub(crate) fn deadlines_of(data: &Data) -> BTreeSet<(u64, Box<[u8]>)> {
@@ -457,7 +679,7 @@ impl Shard {
     /// Removes every key (a Flush); answers how many were live.
     fn flush(&mut self, now: u64) -> ClientReply {
         let live = self.live_keys(now);
-        self.data = Data::new();
+        self.data.clear();
         self.deadlines.clear();
         ClientReply::Ok(Bytes::from(live.to_string().into_bytes()))
     }
@@ -574,7 +796,7 @@ impl Shard {
     /// client that talked to both groups keeps the stronger guarantee.
     pub(crate) fn merge_from(&mut self, incoming: Shard, rules: &SessionRules) {
         assert!(self.locks.is_empty(), "importing over a shard with locks");
-        self.data = incoming.data;
+        self.data.replace(incoming.data.into_map());
         self.deadlines = incoming.deadlines;
         self.floor = self.floor.max(incoming.floor);
         for (client, session) in incoming.sessions {
@@ -723,9 +945,7 @@ fn set_range(data: &mut Data, key: &[u8], offset: u64, value: &[u8], version: u6
         }
     };
     let offset = end - value.len();
-    let entry = data
-        .entry(Box::from(key))
-        .or_insert_with(|| Entry::new(Vec::new(), version));
+    let entry = data.entry_or_insert_with(key, || Entry::new(Vec::new(), version));
     if entry.value.len() < end {
         entry.value.resize(end, 0);
     }

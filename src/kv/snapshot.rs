@@ -212,6 +212,105 @@ impl KvStore {
         Bytes::from(out)
     }
 
+    /// Starts a snapshot of the state as it is now, to be serialized a
+    /// slice at a time by [`KvStore::snapshot_step`] while the store keeps
+    /// applying writes: the bytes it ends with are exactly
+    /// `prefix` + what [`KvStore::snapshot`] would return now. What is small
+    /// (the header, every shard's sessions and floor, the prepared
+    /// transactions: bounded by the session cap and the lock limits; the
+    /// coordinator's decisions, at most `MAX_TXN_DECISIONS` of 25 bytes) is
+    /// encoded here; the data, the large part, is captured copy-on-write
+    /// (see [`super::shard::Data`]) in O(shards). A capture already in
+    /// progress is dropped.
+    pub fn begin_snapshot(&mut self, prefix: Vec<u8>) {
+        self.abort_snapshot();
+        let none = BTreeMap::new();
+        let prepared = if self.opts.planted_txn_forget_prepared {
+            &none
+        } else {
+            &self.prepared
+        };
+        let mut out = prefix;
+        out.push(SNAPSHOT_FORMAT);
+        put_u32(&mut out, self.opts.shards);
+        put_u64(&mut out, self.log_time_ms);
+        put_u32(&mut out, self.expire_from);
+        put_u64(&mut out, self.revision);
+        let mut trailer =
+            Vec::with_capacity(prepared_len(prepared) + decisions_len(&self.decisions));
+        encode_prepared(&mut trailer, prepared);
+        encode_decisions(&mut trailer, &self.decisions);
+        let mut job = SnapshotJob {
+            out,
+            shard: 0,
+            started: false,
+            written: 0,
+            counts: Vec::with_capacity(self.shards.len()),
+            tails: Vec::with_capacity(self.shards.len()),
+            trailer,
+        };
+        for shard in &mut self.shards {
+            job.counts.push(shard.data.len());
+            let mut tail = Vec::with_capacity(8 + sessions_len(shard));
+            put_u64(&mut tail, shard.floor);
+            encode_sessions(&mut tail, shard);
+            job.tails.push(tail);
+            shard.data.begin_capture();
+        }
+        self.job.0 = Some(Box::new(job));
+    }
+
+    /// Serializes about `budget` more bytes of the snapshot begun by
+    /// [`KvStore::begin_snapshot`]; returns the whole snapshot once it is
+    /// complete, `None` before (or if none was begun).
+    pub fn snapshot_step(&mut self, budget: usize) -> Option<Bytes> {
+        let mut job = self.job.0.take()?;
+        let from = job.out.len();
+        while job.shard < self.shards.len() {
+            let used = job.out.len() - from;
+            if used >= budget {
+                self.job.0 = Some(job);
+                return None;
+            }
+            let index = job.shard;
+            if !job.started {
+                put_len(&mut job.out, job.counts[index]);
+                job.started = true;
+            }
+            let data = &mut self.shards[index].data;
+            let (n, complete) = data.capture_next(&mut job.out, budget - used, encode_entry);
+            job.written += n;
+            if !complete {
+                self.job.0 = Some(job);
+                return None;
+            }
+            // Checked from two sides: the count taken at the capture and
+            // the entries the copy-on-write walk produced agree.
+            assert_eq!(job.written, job.counts[index], "shard {index} capture");
+            let tail = std::mem::take(&mut job.tails[index]);
+            job.out.extend_from_slice(&tail);
+            job.shard += 1;
+            job.started = false;
+            job.written = 0;
+        }
+        job.out.extend_from_slice(&job.trailer);
+        Some(Bytes::from(job.out))
+    }
+
+    /// Drops a snapshot in progress (writes stop saving entries for it).
+    pub fn abort_snapshot(&mut self) {
+        if self.job.0.take().is_some() {
+            for shard in &mut self.shards {
+                shard.data.end_capture();
+            }
+        }
+    }
+
+    /// Is a snapshot being serialized?
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.job.0.is_some()
+    }
+
     /// Rebuilds a store from [`KvStore::snapshot`] bytes. Never panics on
     /// corrupt input. `opts.shards` must match the snapshot's shard count
     /// (keys are placed by hash, so it cannot change on restore).
@@ -287,6 +386,7 @@ impl KvStore {
             revision,
             prepared,
             decisions,
+            job: Job::default(),
         };
         let locks: usize = store.prepared.values().map(|p| p.keys.len()).sum();
         store.rebuild_locks();
@@ -385,6 +485,44 @@ fn shard_body_len(shard: &Shard) -> usize {
     let data: usize = shard.data.iter().map(|(k, e)| entry_len(k, &e.value)).sum();
     4 + data + 8 + sessions_len(shard)
 }
+
+/// A snapshot being serialized a slice at a time; see
+/// [`KvStore::begin_snapshot`].
+#[derive(Debug)]
+pub(super) struct SnapshotJob {
+    /// The bytes so far.
+    out: Vec<u8>,
+    /// The shard being serialized, whether its entry count is written and
+    /// how many of its entries are.
+    shard: usize,
+    started: bool,
+    written: usize,
+    /// Per shard, at the capture: its entry count, and its floor and
+    /// sessions encoded.
+    counts: Vec<usize>,
+    tails: Vec<Vec<u8>>,
+    /// The prepared transactions at the capture, encoded.
+    trailer: Vec<u8>,
+}
+
+/// The store's snapshot in progress, if any. Not part of the state: a
+/// clone has none, and two stores compare equal whatever theirs are.
+#[derive(Debug, Default)]
+pub(super) struct Job(Option<Box<SnapshotJob>>);
+
+impl Clone for Job {
+    fn clone(&self) -> Job {
+        Job(None)
+    }
+}
+
+impl PartialEq for Job {
+    fn eq(&self, _: &Job) -> bool {
+        true
+    }
+}
+
+impl Eq for Job {}
 
 /// Encoded size of one key/value entry (with its version).
 pub(super) fn entry_len(key: &[u8], value: &[u8]) -> usize {

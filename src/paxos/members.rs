@@ -94,6 +94,19 @@ pub fn batch_members(batch: &Batch) -> Option<u64> {
 /// machine's bytes, prefixed with the membership in effect at its index
 /// when that is not `default` (so a group that never changed membership
 /// writes exactly the bytes it always did).
+/// The bytes [`wrap_snapshot`] puts in front of the state machine's:
+/// nothing when `members == default`. A state machine serializing a slice
+/// at a time writes its bytes after these, so nothing is copied again.
+pub fn snapshot_header(members: u64, default: u64) -> Vec<u8> {
+    if members == default {
+        return Vec::new();
+    }
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(SNAPSHOT_MAGIC);
+    b.extend_from_slice(&members.to_le_bytes());
+    b
+}
+
 pub fn wrap_snapshot(members: u64, default: u64, sm: Bytes) -> Bytes {
     if members == default {
         return sm;

@@ -43,7 +43,7 @@ mod ready;
 pub use log::{Entry, Log};
 pub use members::{
     all_members, batch_members, command_members, majority, member_ids, members_command,
-    split_snapshot, wrap_snapshot, MembersError,
+    snapshot_header, split_snapshot, wrap_snapshot, MembersError,
 };
 pub use ready::{Durable, Gated, Ready, Record, Synced};
 

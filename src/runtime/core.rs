@@ -120,6 +120,14 @@ impl Hosted {
             Hosted::Master(r) => r.ready(),
         }
     }
+    /// Is a snapshot being serialized? Then it gets a slice this turn (and
+    /// the loop does not sleep until it is done).
+    fn nudge_capture(&mut self) -> bool {
+        match self {
+            Hosted::Kv(r) => r.nudge_capture(),
+            Hosted::Master(r) => r.nudge_capture(),
+        }
+    }
     fn id(&self) -> ReplicaId {
         match self {
             Hosted::Kv(r) => r.paxos().id(),
@@ -209,6 +217,8 @@ pub struct Core {
     next_reply: ReplyTo,
     /// Connections with unread input left after their read budget.
     read_again: Vec<Token>,
+    /// A hosted group is serializing a snapshot: poll without sleeping.
+    capturing: bool,
     /// Set once the WAL fails: this core stops acknowledging anything.
     failed: Option<String>,
     next_tick: Instant,
@@ -283,6 +293,7 @@ impl Core {
             waiting: HashMap::new(),
             next_reply: 1,
             read_again: Vec::new(),
+            capturing: false,
             failed: None,
             next_tick: now + cfg.tick,
             last_sweep: now,
@@ -314,6 +325,7 @@ impl Core {
         rc.paxos.members = info.founders();
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
+        rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         rc.read_index = self.cfg.read_index;
         frame_limits(&mut rc, self.cfg.max_frame_bytes);
         // A restarted acceptor reports the log it held above its snapshot.
@@ -346,6 +358,7 @@ impl Core {
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
+        rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         rc.read_index = self.cfg.read_index;
         frame_limits(&mut rc, self.cfg.max_frame_bytes);
         // A restarted acceptor reports the log it held above its snapshot.
@@ -390,7 +403,7 @@ impl Core {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let timeout = if self.read_again.is_empty() {
+            let timeout = if self.read_again.is_empty() && !self.capturing {
                 self.next_tick.saturating_duration_since(now)
             } else {
                 Duration::ZERO
@@ -1599,7 +1612,11 @@ impl Core {
         }
         let mut readies: Vec<(GroupId, Ready)> = Vec::with_capacity(self.groups.len());
         let mut early = Vec::new();
+        self.capturing = false;
         for (gid, g) in self.groups.iter_mut() {
+            // A snapshot being serialized gets one slice per turn, and the
+            // loop polls without sleeping until it is done.
+            self.capturing |= g.replica.nudge_capture();
             g.replica.flush();
             let mut ready = g.replica.ready();
             if !ready.before_sync.is_empty() {

@@ -85,6 +85,12 @@ pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
     range("--frame-timeout-secs", secs(cfg.frame_timeout), 1, 1 << 30)?;
     range("--snapshot-log-slots", cfg.snapshot_log_slots, 1, 1 << 30)?;
     range("--snapshot-log-bytes", cfg.snapshot_log_bytes, 1, 1 << 40)?;
+    range(
+        "--snapshot-step-bytes",
+        cfg.snapshot_step_bytes as u64,
+        1,
+        1 << 30,
+    )?;
     range("--tick-ms", cfg.tick.as_millis() as u64, 1, 10_000)?;
     if let Some(b) = cfg.socket_buf_bytes {
         range("--socket-buf-bytes", b, 4096, 1 << 30)?;

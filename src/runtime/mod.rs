@@ -54,6 +54,9 @@ pub struct RuntimeConfig {
     /// ... or once the batches applied since the last one hold more than
     /// this many bytes (`replica::ReplicaConfig::snapshot_log_bytes`).
     pub snapshot_log_bytes: u64,
+    /// Snapshot bytes serialized per loop turn
+    /// (`replica::ReplicaConfig::snapshot_step_bytes`).
+    pub snapshot_step_bytes: usize,
     /// A core's WAL moves on to a new segment at this size; only whole
     /// closed segments are ever deleted, so this is the WAL's granularity
     /// of reclaiming disk (`storage::WalOptions::segment_bytes`).
@@ -128,6 +131,7 @@ impl RuntimeConfig {
             first_frame_timeout: Duration::from_secs(10),
             snapshot_log_slots: 4096,
             snapshot_log_bytes: crate::replica::SNAPSHOT_LOG_BYTES_DEFAULT,
+            snapshot_step_bytes: crate::replica::SNAPSHOT_STEP_BYTES_DEFAULT,
             wal_segment_bytes: crate::storage::SEGMENT_BYTES_DEFAULT,
             read_index: true,
             socket_buf_bytes: None,

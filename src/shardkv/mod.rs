@@ -421,6 +421,50 @@ fn empty_config(shards: u32) -> Config {
 }
 
 impl ShardKv {
+    /// Everything of the snapshot before the store's bytes, after `b`.
+    fn snapshot_head(&self, mut b: BytesMut) -> BytesMut {
+        b.put_u8(SNAPSHOT_VERSION);
+        b.put_u32_le(self.gid);
+        for c in [&self.config, &self.prev] {
+            let mut cb = BytesMut::new();
+            encode_message_body(&Message::Config(c.clone()), &mut cb);
+            b.put_u32_le(cb.len() as u32);
+            b.put_slice(&cb);
+        }
+        b.put_u32_le(self.state.len() as u32);
+        for s in &self.state {
+            b.put_u8(*s as u8);
+        }
+        for p in &self.pulled {
+            b.put_u64_le(*p);
+        }
+        for h in &self.handoff {
+            match h {
+                None => b.put_u8(0),
+                Some(h) => {
+                    b.put_u8(1);
+                    b.put_u64_le(h.config_num);
+                    b.put_u32_le(h.peer);
+                    b.put_u32_le(h.servers.len() as u32);
+                    for s in &h.servers {
+                        b.put_u32_le(s.len() as u32);
+                        b.put_slice(s.as_bytes());
+                    }
+                }
+            }
+        }
+        b.put_u32_le(self.departed.len() as u32);
+        for (gid, servers) in &self.departed {
+            b.put_u32_le(*gid);
+            b.put_u32_le(servers.len() as u32);
+            for s in servers {
+                b.put_u32_le(s.len() as u32);
+                b.put_slice(s.as_bytes());
+            }
+        }
+        b
+    }
+
     pub fn new(gid: GroupId, opts: KvOptions) -> ShardKv {
         assert!(gid != 0, "gid 0 is the master group");
         ShardKv {
@@ -903,48 +947,25 @@ impl StateMachine for ShardKv {
     }
 
     fn snapshot(&self) -> Bytes {
-        let mut b = BytesMut::new();
-        b.put_u8(SNAPSHOT_VERSION);
-        b.put_u32_le(self.gid);
-        for c in [&self.config, &self.prev] {
-            let mut cb = BytesMut::new();
-            encode_message_body(&Message::Config(c.clone()), &mut cb);
-            b.put_u32_le(cb.len() as u32);
-            b.put_slice(&cb);
-        }
-        b.put_u32_le(self.state.len() as u32);
-        for s in &self.state {
-            b.put_u8(*s as u8);
-        }
-        for p in &self.pulled {
-            b.put_u64_le(*p);
-        }
-        for h in &self.handoff {
-            match h {
-                None => b.put_u8(0),
-                Some(h) => {
-                    b.put_u8(1);
-                    b.put_u64_le(h.config_num);
-                    b.put_u32_le(h.peer);
-                    b.put_u32_le(h.servers.len() as u32);
-                    for s in &h.servers {
-                        b.put_u32_le(s.len() as u32);
-                        b.put_slice(s.as_bytes());
-                    }
-                }
-            }
-        }
-        b.put_u32_le(self.departed.len() as u32);
-        for (gid, servers) in &self.departed {
-            b.put_u32_le(*gid);
-            b.put_u32_le(servers.len() as u32);
-            for s in servers {
-                b.put_u32_le(s.len() as u32);
-                b.put_slice(s.as_bytes());
-            }
-        }
+        let mut b = self.snapshot_head(BytesMut::new());
         b.put_slice(&self.store.snapshot());
         b.freeze()
+    }
+
+    /// The configuration and shard states are small: encoded at once. The
+    /// store's data is serialized a slice at a time after them.
+    fn begin_snapshot(&mut self, prefix: Vec<u8>) -> Option<Bytes> {
+        let head = self.snapshot_head(BytesMut::from(&prefix[..]));
+        self.store.begin_snapshot(Vec::from(&head[..]));
+        None
+    }
+
+    fn snapshot_step(&mut self, budget: usize) -> Option<Bytes> {
+        self.store.snapshot_step(budget)
+    }
+
+    fn abort_snapshot(&mut self) {
+        self.store.abort_snapshot();
     }
 
     fn check_snapshot(&self, data: &[u8]) -> Result<(), String> {

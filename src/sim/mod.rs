@@ -231,6 +231,9 @@ pub struct SimReport {
     /// Snapshot writes that became durable, and those a crash lost.
     pub snapshot_writes: u64,
     pub snapshot_writes_lost: u64,
+    /// Snapshots whose serialization spanned several turns (writes applied
+    /// between its slices).
+    pub sliced_snapshots: u64,
     /// Disk faults: crashes that cut a sync short (its whole records before
     /// the cut kept), and bit flips recovery refused.
     pub torn_syncs: u64,
@@ -660,6 +663,9 @@ impl World {
         rc.snapshot_log_slots = 40;
         // Small enough that the byte trigger fires too, between slot ones.
         rc.snapshot_log_bytes = 2048;
+        // Snapshots serialized in slices over several turns, with writes
+        // applied between them (copy-on-write capture).
+        rc.snapshot_step_bytes = 96;
         rc.paxos.snapshot_chunk_bytes = 512;
         rc.paxos.batch_commands_max = 64;
         rc.paxos.window_slots_max = 4;
@@ -830,7 +836,11 @@ impl World {
         for rec in &ready.records {
             node.disk.apply(rec);
         }
+        let capturing = r.snapshot_capturing();
         let out = r.advance(ready, Synced::after_sync());
+        if !capturing && r.snapshot_capturing() {
+            self.report.sliced_snapshots += 1;
+        }
         if let Some((index, data)) = out.snapshot_write {
             // Written off the loop: durable some time later, or never if the
             // node crashes first.

@@ -558,6 +558,8 @@ impl ShardedWorld {
         let gid = gid_of(i);
         let mut rc = ReplicaConfig::new((i % REPLICAS as usize) as u32, REPLICAS);
         rc.snapshot_log_slots = 30;
+        // Snapshots serialized in slices over several turns.
+        rc.snapshot_step_bytes = 128;
         rc.paxos.snapshot_chunk_bytes = 1024;
         rc.paxos.window_slots_max = 4;
         rc.clock_interval_ms = 20;
