@@ -1,15 +1,19 @@
 //! Transactions on a real cluster (issue 10): one group's transactions run
 //! as one log entry through the client library and the `synod txn` CLI; a
-//! transaction whose keys span groups runs two-phase commit.
+//! transaction whose keys span groups runs two-phase commit; a client that
+//! dies mid-commit leaves no lock behind (presumed-abort recovery).
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::Cluster;
+use common::{raw_call, Cluster};
 use synod::client::TxnBuilder;
-use synod_wire::{shard_of, CompareOp, GroupInfo, TxnOpResult};
+use synod_wire::{
+    decode_txn_vote, shard_of, ClientReply, ClientRequest, CompareOp, GroupInfo, Message, Op, Txn,
+    TxnFinish, TxnId, TxnOpResult, TxnOutcome, TxnPrepare,
+};
 
 #[test]
 fn transfers_commit_atomically_and_compares_pick_the_branch() {
@@ -138,4 +142,164 @@ fn transfers_commit_atomically_and_compares_pick_the_branch() {
         )
         .expect("a transaction inside group 2");
     assert!(matches!(&local.results[1], TxnOpResult::Ok { value, .. } if value == "xy"));
+}
+
+/// A `TxnPrepare`/`TxnDecide` request by hand, as a client dying mid-commit
+/// would have sent it (raw frames: nothing of the client library runs).
+fn request(client_id: u64, seq: u64, op: Op) -> Message {
+    Message::Request(ClientRequest {
+        client_id,
+        seq,
+        ack_seq: 0,
+        op,
+    })
+}
+
+/// Sends `msg` to group `gid` until a member other than a follower answers
+/// (the same seq each time, so a resend is deduplicated), for up to 20 s.
+fn call_group(c: &Cluster, gid: u32, msg: Message) -> ClientReply {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for addr in &c.masters {
+            match raw_call(addr, gid, msg.clone(), Duration::from_secs(2)) {
+                Some(Message::Reply(ClientReply::NotLeader { .. })) | None => {}
+                Some(Message::Reply(r)) => return r,
+                Some(other) => panic!("group {gid} answered {other:?}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "group {gid} has no leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn put(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+    }
+}
+
+/// Prepares a transfer of 30 from `from` (group 1, the coordinator) to
+/// `to` (group 2), both balances known, by raw frames; both parts vote Yes.
+fn prepare_transfer(c: &Cluster, dead: u64, txn: TxnId, from: &str, to: &str) {
+    for (gid, seq, key, value) in [(1, 1, from, "70"), (2, 2, to, "30")] {
+        let op = Op::TxnPrepare(Box::new(TxnPrepare {
+            txn,
+            part: Txn {
+                compares: vec![],
+                success: vec![put(key, value)],
+                failure: vec![],
+            },
+            coordinator: 1,
+        }));
+        match call_group(c, gid, request(dead, txn.seq * 10 + seq, op)) {
+            ClientReply::Ok(v) => assert!(decode_txn_vote(v).unwrap().yes, "group {gid}"),
+            other => panic!("prepare at group {gid}: {other:?}"),
+        }
+    }
+}
+
+/// Presumed-abort recovery on real processes (issue 10): a client prepares
+/// a cross-group transfer and dies before deciding, another dies right
+/// after its decision reached the coordinator; within the servers'
+/// recovery timeout (`--txn-resolve-after-ms 1000`) the participants ask
+/// the coordinator, the first transfer is aborted everywhere and the
+/// second committed everywhere, other clients write the keys again, the
+/// total holds, and the first client's late commit is refused.
+#[test]
+fn a_client_dying_mid_commit_leaves_no_lock_behind() {
+    let c = Cluster::new_with_args(3, &["--txn-resolve-after-ms", "1000"]);
+    let mut client = c.client();
+    let config = client
+        .join(vec![GroupInfo::new(2, c.masters.clone())])
+        .expect("join group 2");
+    let shards = config.shards.len() as u32;
+    let keys_in = |gid: u32| -> Vec<String> {
+        (0..)
+            .map(|i| format!("acct{i}"))
+            .filter(|k| config.shards[shard_of(k.as_bytes(), shards) as usize] == gid)
+            .take(2)
+            .collect()
+    };
+    let (g1, g2) = (keys_in(1), keys_in(2));
+    c.wait_for(Duration::from_secs(30), |_| {
+        c.client().put(g2[0].clone(), "0").is_ok()
+    });
+    for (a, b) in [(&g1[0], &g2[0]), (&g1[1], &g2[1])] {
+        client.put(a.clone(), "100").unwrap();
+        client.put(b.clone(), "0").unwrap();
+    }
+    let balance = |client: &mut synod::client::Client, k: &str| -> i64 {
+        let v = client.get(k.to_string()).unwrap().expect("a balance");
+        std::str::from_utf8(&v).unwrap().parse().unwrap()
+    };
+
+    // Dies after its prepares: both parts hold locks.
+    // A client id as a real client makes one (PROTOCOL.md 7): time-ordered,
+    // so the servers open a session for it.
+    let dead = synod_wire::client_id_at(synod_wire::unix_now_ms(), 0xDEAD);
+    let first = TxnId {
+        client: dead,
+        seq: 100,
+    };
+    prepare_transfer(&c, dead, first, &g1[0], &g2[0]);
+    let get = |key: &str| Op::Get {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+    };
+    let locked = call_group(&c, 2, request(dead + 1, 1, get(&g2[0])));
+    assert_eq!(locked, ClientReply::Busy, "the prepared key is locked");
+
+    // Dies right after its decision was logged at the coordinator: the
+    // coordinator's part is applied, the participant's still locked.
+    let second = TxnId {
+        client: dead,
+        seq: 200,
+    };
+    prepare_transfer(&c, dead, second, &g1[1], &g2[1]);
+    let decide = |txn: TxnId, key: &str, seq: u64, outcome: TxnOutcome| {
+        let op = Op::TxnDecide(Box::new(TxnFinish {
+            txn,
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            outcome,
+        }));
+        call_group(&c, 1, request(dead, seq, op))
+    };
+    let committed = decide(second, &g1[1], 2003, TxnOutcome::Success);
+    assert_eq!(committed, ClientReply::Ok(Bytes::from_static(&[1])));
+    let died = Instant::now();
+
+    // Other clients' writes to those keys go through once the servers
+    // resolved both (the client library retries Busy on its own).
+    let mut other = c.client();
+    other
+        .put(g2[0].clone(), "0")
+        .expect("the aborted transfer's key");
+    let freed = died.elapsed();
+    c.wait_for(Duration::from_secs(20), |_| {
+        c.client().get(g2[1].clone()).is_ok()
+    });
+    eprintln!("locks of the dead client released {freed:?} after it died");
+    assert_eq!(balance(&mut other, &g1[0]), 100, "aborted: nothing moved");
+    assert_eq!(balance(&mut other, &g2[0]), 0);
+    assert_eq!(
+        balance(&mut other, &g1[1]),
+        70,
+        "committed at the coordinator"
+    );
+    assert_eq!(balance(&mut other, &g2[1]), 30, "and at the participant");
+
+    // The first client comes back and tries to commit: the coordinator
+    // logged Abort first (presumed abort), and says so.
+    let late = decide(first, &g1[0], 1003, TxnOutcome::Success);
+    assert_eq!(late, ClientReply::Ok(Bytes::from_static(&[0])));
+    assert_eq!(balance(&mut other, &g1[0]), 100);
+
+    // The keys take cross-group transfers again, and the bank's total holds.
+    let transfer = TxnBuilder::new()
+        .then_incr(g1[0].clone(), -10)
+        .then_incr(g2[0].clone(), 10)
+        .build();
+    assert!(other.txn(transfer).expect("a transfer").succeeded);
+    let total: i64 = g1.iter().chain(&g2).map(|k| balance(&mut other, k)).sum();
+    assert_eq!(total, 200);
 }

@@ -149,6 +149,14 @@ struct Args {
     /// the receiver (default 1048576; at most half of --max-frame-bytes)
     #[arg(long, env = "SYNOD_MIGRATE_CHUNK_BYTES", value_name = "N")]
     migrate_chunk_bytes: Option<u64>,
+    /// A prepared part of a cross-group transaction whose client has not
+    /// sent the outcome after N ms (it died, or is stuck) is resolved by
+    /// this node's group leader: it asks the coordinator group, which
+    /// answers its logged decision or logs Abort (presumed abort). A
+    /// coordinator resolves its own part after twice that (default 5000)
+    #[arg(long, env = "SYNOD_TXN_RESOLVE_AFTER_MS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=24 * 3600 * 1000))]
+    txn_resolve_after_ms: Option<u64>,
     /// A client's at-most-once session in a shard expires after N seconds
     /// without a write there (log time; default 600). Its later writes get
     /// SessionExpired. Must be the same on every node
@@ -343,6 +351,9 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
         cfg.read_index = matches!(r, Reads::Index);
     }
     set(&mut cfg.migrate_chunk_bytes, a.migrate_chunk_bytes);
+    if let Some(ms) = a.txn_resolve_after_ms {
+        cfg.txn_resolve_after = Duration::from_millis(ms);
+    }
     cfg.session_ttl = a.session_ttl_secs.map_or(cfg.session_ttl, secs);
     set(&mut cfg.max_sessions_per_shard, a.max_sessions_per_shard);
     synod::runtime::limits::validate(&cfg).map_err(|e| e.0)?;

@@ -72,12 +72,19 @@ struct Args {
     /// With --txn: every account in one shard (no two-phase commit)
     #[arg(long, env = "SYNOD_SIMULATOR_TXN_ONE_GROUP", value_parser = FalseyValueParser::new())]
     txn_one_group: bool,
+    /// With --txn: no client dies or stalls mid-transaction (by default a
+    /// few per seed do, during the fault phase, and their locks must be
+    /// released by presumed-abort recovery)
+    #[arg(long, env = "SYNOD_SIMULATOR_TXN_NO_CLIENT_DEATHS", value_parser = FalseyValueParser::new())]
+    txn_no_client_deaths: bool,
     /// Plant a bug the checkers must catch (repeatable). With --txn:
     /// txn-ignore-compares (a lost update), txn-early-release (a
     /// participant applies its branch and keeps no locks before the
     /// decision), txn-unlocked-reads (keys a transaction only reads are not
     /// locked), txn-forget-prepared (snapshots leave out prepared
-    /// transactions)
+    /// transactions), txn-resolve-unlogged (a coordinator answers a
+    /// participant's recovery query Abort without logging it, so a stalled
+    /// client's late commit can win too)
     #[arg(long = "bug", env = "SYNOD_SIMULATOR_BUG", value_name = "BUG")]
     bugs: Vec<Bug>,
     /// Each sync takes up to N us of virtual time, during which the node's
@@ -152,6 +159,7 @@ enum Bug {
     TxnEarlyRelease,
     TxnUnlockedReads,
     TxnForgetPrepared,
+    TxnResolveUnlogged,
     FollowerReads,
     UnconfirmedLeaderReads,
     AcceptIgnoresPromise,
@@ -187,6 +195,10 @@ struct Run {
     txn_forget_prepared: bool,
     /// `--txn-one-group`: every account in one shard (no two-phase commit).
     bank_one_group: bool,
+    /// Clients die and stall mid-transaction (`--txn`, unless
+    /// `--txn-no-client-deaths`).
+    client_deaths: bool,
+    txn_resolve_unlogged: bool,
 }
 
 fn configure(a: Args) -> Result<Run, String> {
@@ -194,6 +206,7 @@ fn configure(a: Args) -> Result<Run, String> {
     let mut txn_ignore_compares = false;
     let (mut txn_early_release, mut txn_unlocked_reads, mut txn_forget_prepared) =
         (false, false, false);
+    let mut txn_resolve_unlogged = false;
     for bug in &a.bugs {
         match bug {
             Bug::SkipDedup => bugs.skip_dedup = true,
@@ -202,6 +215,7 @@ fn configure(a: Args) -> Result<Run, String> {
             Bug::TxnEarlyRelease => txn_early_release = true,
             Bug::TxnUnlockedReads => txn_unlocked_reads = true,
             Bug::TxnForgetPrepared => txn_forget_prepared = true,
+            Bug::TxnResolveUnlogged => txn_resolve_unlogged = true,
             Bug::FollowerReads => bugs.replica.follower_reads = true,
             Bug::UnconfirmedLeaderReads => bugs.replica.unconfirmed_leader_reads = true,
             Bug::AcceptIgnoresPromise => bugs.paxos.accept_ignores_promise = true,
@@ -245,6 +259,8 @@ fn configure(a: Args) -> Result<Run, String> {
         txn_unlocked_reads,
         txn_forget_prepared,
         bank_one_group: a.txn_one_group,
+        client_deaths: a.bank > 0 && !a.txn_no_client_deaths,
+        txn_resolve_unlogged,
     })
 }
 
@@ -417,6 +433,8 @@ fn run_sharded(args: &Run) -> ExitCode {
                 cfg.txn_unlocked_reads = args.txn_unlocked_reads;
                 cfg.txn_forget_prepared = args.txn_forget_prepared;
                 cfg.bank_one_group = args.bank_one_group;
+                cfg.client_deaths = args.client_deaths;
+                cfg.bugs.resolve_unlogged = args.txn_resolve_unlogged;
                 if let Some(secs) = args.fault_secs {
                     cfg.fault_phase = secs * 1_000_000;
                 }
@@ -464,11 +482,18 @@ fn run_sharded(args: &Run) -> ExitCode {
     );
     if args.bank > 0 {
         println!(
-            "bank_audits={} bank_transfers_committed={} two_pc_attempts={} two_pc_aborts={}",
+            "bank_audits={} bank_transfers_committed={} two_pc_attempts={} two_pc_aborts={} \
+             client_deaths={} client_stalls={} txn_resolved_at_coordinator={} \
+             coordinator_self_aborts={} commits_lost_to_presumed_abort={}",
             reports.iter().map(|r| r.bank_audits).sum::<u64>(),
             reports.iter().map(|r| r.bank_transfers).sum::<u64>(),
             reports.iter().map(|r| r.two_pc).sum::<u64>(),
             reports.iter().map(|r| r.two_pc_aborts).sum::<u64>(),
+            reports.iter().map(|r| r.client_deaths).sum::<u64>(),
+            reports.iter().map(|r| r.client_stalls).sum::<u64>(),
+            reports.iter().map(|r| r.txn_resolved).sum::<u64>(),
+            reports.iter().map(|r| r.txn_self_aborts).sum::<u64>(),
+            reports.iter().map(|r| r.presumed_aborts_seen).sum::<u64>(),
         );
     }
     if failures == 0 {

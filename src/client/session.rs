@@ -50,7 +50,7 @@ use bytes::{Bytes, BytesMut};
 use synod_wire::{
     decode_txn_vote, encode_message_body, encode_txn_result, ClientId, ClientReply, ClientRequest,
     Config, Frame, GroupId, MasterOp, MasterRequest, Message, Op, Seq, TxnId, TxnOutcome,
-    TxnPrepare, TxnVote, DEFAULT_MAX_FRAME_BYTES, TXN_NOT_HELD,
+    TxnPrepare, TxnVote, DEFAULT_MAX_FRAME_BYTES,
 };
 
 use super::idmap::IdMap;
@@ -149,6 +149,10 @@ pub struct SessionStats {
     /// Of those, the ones aborted (a key locked by another transaction, a
     /// `WrongGroup`, or a part without an answer) and retried.
     pub two_pc_aborts: u64,
+    /// Of the aborted, those whose decision lost to a presumed abort (a
+    /// participant found the prepare too old and asked the coordinator
+    /// before this session's `TxnDecide` got into its log).
+    pub two_pc_presumed_aborts: u64,
 }
 
 /// How patient a session is.
@@ -315,9 +319,13 @@ enum Role {
 const PART_WRONG_GROUP: &str = "part answered WrongGroup";
 
 /// How long two-phase commit messages are retried, in multiples of the
-/// session's request timeout: past the caller's deadline, since locks held
-/// in the groups are released only by the outcome (a participant asking
-/// the coordinator is not built; see ARCHITECTURE.md, Transactions).
+/// session's request timeout: past the caller's deadline, so the outcome
+/// usually reaches every group from here. If it does not (this process
+/// died, or gave up), each participant asks the coordinator after its
+/// recovery timeout (presumed abort, ARCHITECTURE.md, Transactions). The
+/// coordinator remembers a decision for `kv::TXN_DECISION_RETENTION_MS`,
+/// which must exceed this patience: a resent `TxnDecide` is then always
+/// answered from the record.
 const PART_PATIENCE: u32 = 8;
 
 /// A part's vote, once known.
@@ -1302,10 +1310,12 @@ impl Session {
         };
         let txn = (**txn).clone();
         self.stats.two_pc += 1;
+        let coordinator = parts[0].gid;
         for (i, part) in parts.iter().enumerate() {
             let op = Op::TxnPrepare(Box::new(TxnPrepare {
                 txn: id,
                 part: part.txn.clone(),
+                coordinator,
             }));
             self.router.remember(part.gid);
             self.add_part(key, Role::Prepare(i), part.gid, op, now);
@@ -1422,46 +1432,80 @@ impl Session {
             }
             Role::Decide => {
                 let outcome = t.outcome.expect("decided before the decision was sent");
-                let durable = matches!(&result, Ok(Answer::Kv(Some(v)))
-                    if v.len() == 1 && (v[0] == outcome as u8 || v[0] == TXN_NOT_HELD));
+                // The coordinator answers the outcome that stands in its
+                // log: ours, or Abort if a participant that found our
+                // prepare too old asked it first (presumed abort).
+                let stands = match &result {
+                    Ok(Answer::Kv(Some(v))) if v.len() == 1 => Some(v[0]),
+                    _ => None,
+                };
                 let user = t.user.take();
-                let answer = if durable {
-                    let votes: Vec<&TxnVote> = t
-                        .votes
-                        .iter()
-                        .filter_map(|v| match v {
-                            Some(Vote::Yes(v)) => Some(v),
-                            _ => None,
-                        })
-                        .collect();
-                    let merged = twopc::merge(&t.txn, &t.parts, &votes, outcome);
+                if stands == Some(TxnOutcome::Abort as u8) && outcome != TxnOutcome::Abort {
+                    // Lost to a presumed abort: nothing applied anywhere
+                    // (the participants learn Abort from the coordinator,
+                    // or from these finishes, whichever first). Retried
+                    // under a new id, as after a No vote.
+                    t.outcome = Some(TxnOutcome::Abort);
                     let ops: Vec<(usize, GroupId, Op)> = (1..t.parts.len())
                         .map(|i| {
-                            let op = twopc::finish_op(false, t.id, &t.parts[i], outcome);
+                            let op = twopc::finish_op(false, t.id, &t.parts[i], TxnOutcome::Abort);
                             (i, t.parts[i].gid, op)
                         })
                         .collect();
                     t.outstanding += ops.len();
+                    self.stats.two_pc_aborts += 1;
+                    self.stats.two_pc_presumed_aborts += 1;
                     for (i, gid, op) in ops {
                         self.add_part(key, Role::Finish(i), gid, op, now);
                     }
-                    match merged {
-                        Some(r) => Ok(Answer::Kv(Some(encode_txn_result(&r)))),
-                        None => Err(ClientError::Protocol(
-                            "a transaction vote without its results".to_string(),
-                        )),
+                    if let Some(h) = user {
+                        self.retry_txn(h, false, now);
                     }
                 } else {
-                    // The decision's fate is unknown: the participants keep
-                    // their locks (no one here can decide safely).
-                    log::warn!("transaction {:?}: decision not confirmed: {result:?}", t.id);
-                    Err(match result {
-                        Err(e) => e,
-                        Ok(_) => ClientError::Protocol("unexpected decision answer".to_string()),
-                    })
-                };
-                if let Some(h) = user.filter(|h| self.tasks.contains_key(h)) {
-                    self.finish(h, answer, now);
+                    let durable = stands == Some(outcome as u8);
+                    let answer = if durable {
+                        let votes: Vec<&TxnVote> = t
+                            .votes
+                            .iter()
+                            .filter_map(|v| match v {
+                                Some(Vote::Yes(v)) => Some(v),
+                                _ => None,
+                            })
+                            .collect();
+                        let merged = twopc::merge(&t.txn, &t.parts, &votes, outcome);
+                        let ops: Vec<(usize, GroupId, Op)> = (1..t.parts.len())
+                            .map(|i| {
+                                let op = twopc::finish_op(false, t.id, &t.parts[i], outcome);
+                                (i, t.parts[i].gid, op)
+                            })
+                            .collect();
+                        t.outstanding += ops.len();
+                        for (i, gid, op) in ops {
+                            self.add_part(key, Role::Finish(i), gid, op, now);
+                        }
+                        match merged {
+                            Some(r) => Ok(Answer::Kv(Some(encode_txn_result(&r)))),
+                            None => Err(ClientError::Protocol(
+                                "a transaction vote without its results".to_string(),
+                            )),
+                        }
+                    } else {
+                        // The decision's fate is unknown (no answer, or
+                        // `0xFF`: the coordinator remembers no decision and
+                        // holds no part, i.e. one older than its
+                        // retention): the participants keep their locks
+                        // until they ask the coordinator themselves.
+                        log::warn!("transaction {:?}: decision not confirmed: {result:?}", t.id);
+                        Err(match result {
+                            Err(e) => e,
+                            Ok(_) => ClientError::Protocol(
+                                "the coordinator knows no decision of this transaction".to_string(),
+                            ),
+                        })
+                    };
+                    if let Some(h) = user.filter(|h| self.tasks.contains_key(h)) {
+                        self.finish(h, answer, now);
+                    }
                 }
             }
             Role::Finish(_) => {}

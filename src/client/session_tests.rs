@@ -701,3 +701,61 @@ fn a_no_vote_aborts_the_attempt_and_retries_under_a_new_id() {
         assert!(matches!(op_of(t), Op::TxnPrepare(p) if p.txn != first_id));
     }
 }
+
+/// Every prepare names the coordinator (the first key's group); a decision
+/// the coordinator answers Abort (a participant asked first: presumed
+/// abort) is an abort, not a success: the other part gets the abort and
+/// the transaction is tried again under a new id. An unknown decision
+/// (`0xFF`) is an error, never a success.
+#[test]
+fn a_decision_that_lost_to_a_presumed_abort_is_retried_and_an_unknown_one_fails() {
+    let (mut s, k1, k2) = two_groups();
+    s.submit(transfer(&k1, &k2));
+    s.poll(Time::ZERO);
+    let prepares = sent(&mut s);
+    let first_id = match op_of(&prepares[0]) {
+        Op::TxnPrepare(p) => p.txn,
+        other => panic!("{other:?}"),
+    };
+    for t in &prepares {
+        assert!(matches!(op_of(t), Op::TxnPrepare(p) if p.coordinator == 1));
+        answer(&mut s, t, vote(true, 1), MS);
+    }
+    s.poll(MS);
+    let decide = sent(&mut s);
+    answer(
+        &mut s,
+        &decide[0],
+        ClientReply::Ok(Bytes::from_static(&[0])),
+        2 * MS,
+    );
+    assert!(s.poll_completion().is_none(), "not answered: retried");
+    s.poll(2 * MS);
+    let abort = sent(&mut s);
+    assert_eq!(abort.len(), 1);
+    assert_eq!(abort[0].dest.gid, 2);
+    assert!(matches!(op_of(&abort[0]),
+        Op::TxnFinish(f) if f.outcome == synod_wire::TxnOutcome::Abort && f.txn == first_id));
+    assert_eq!(s.stats().two_pc_presumed_aborts, 1);
+    let later = Duration::from_secs(2);
+    s.poll(later);
+    let again: Vec<Transmit> = sent(&mut s)
+        .into_iter()
+        .filter(|t| matches!(op_of(t), Op::TxnPrepare(_)))
+        .collect();
+    assert_eq!(again.len(), 2, "{again:?}");
+    for t in &again {
+        assert!(matches!(op_of(t), Op::TxnPrepare(p) if p.txn != first_id));
+        answer(&mut s, t, vote(true, 1), later + MS);
+    }
+    s.poll(later + MS);
+    let decide = sent(&mut s);
+    answer(
+        &mut s,
+        &decide[0],
+        ClientReply::Ok(Bytes::from_static(&[synod_wire::TXN_NOT_HELD])),
+        later + 2 * MS,
+    );
+    let done = s.poll_completion().expect("answered");
+    assert!(done.result.is_err(), "{:?}", done.result);
+}

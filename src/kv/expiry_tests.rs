@@ -303,7 +303,7 @@ fn expiry_survives_snapshot_restore_and_a_chunked_move() {
         d.run(put_ex(&format!("k{i}"), "v", PutCond::Any, false, expiry));
     }
     let snap = d.kv.snapshot();
-    assert_eq!(snap[0], 5, "snapshot format 5");
+    assert_eq!(snap[0], 6, "snapshot format 6");
     let v4 = super::snapshot::as_format_4(&snap);
     assert_eq!(
         KvStore::restore(&v4, opts(4)).expect("format 4 restores"),

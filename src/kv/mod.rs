@@ -40,6 +40,7 @@ pub use chunk::{Chunk, KeyOrder};
 pub(crate) use shard::parse_float;
 use shard::Shard;
 pub use snapshot::SnapshotError;
+pub use twopc::{MAX_TXN_DECISIONS, TXN_DECISION_RETENTION_MS};
 
 /// Shards per store unless configured otherwise (`--shards` at master
 /// bootstrap).
@@ -214,6 +215,11 @@ pub struct KvStore {
     /// `twopc.rs`); their locks are indexed per shard. Part of the
     /// snapshot.
     prepared: BTreeMap<TxnId, twopc::Prepared>,
+    /// Decisions this group logged as a transaction's coordinator, kept
+    /// for [`TXN_DECISION_RETENTION_MS`] (presumed abort, `twopc.rs`).
+    /// The group's, not a shard's: never moves with a shard. Part of the
+    /// snapshot.
+    decisions: twopc::Decisions,
     /// A snapshot being serialized a slice at a time
     /// ([`KvStore::begin_snapshot`]); not part of the state.
     job: snapshot::Job,
@@ -235,6 +241,7 @@ impl KvStore {
             expire_from: 0,
             revision: 0,
             prepared: BTreeMap::new(),
+            decisions: twopc::Decisions::default(),
             job: snapshot::Job::default(),
         }
     }
@@ -292,6 +299,9 @@ impl KvStore {
             }
         }
         self.log_time_ms = self.log_time_ms.max(ms);
+        // Decisions expire by log time too, so an idle coordinator sheds
+        // them without waiting for its next decision.
+        self.decisions.expire(self.log_time_ms);
         let mut budget = EXPIRE_BUDGET;
         let shards = self.opts.shards;
         for i in 0..shards {
@@ -372,9 +382,8 @@ impl KvStore {
         match &req.op {
             synod_wire::Op::Txn(txn) => return self.apply_txn(req, txn),
             synod_wire::Op::TxnPrepare(p) => return self.apply_prepare(req, p),
-            synod_wire::Op::TxnDecide(f) | synod_wire::Op::TxnFinish(f) => {
-                return self.apply_finish(f)
-            }
+            synod_wire::Op::TxnDecide(f) => return self.apply_decide(f),
+            synod_wire::Op::TxnFinish(f) => return self.apply_finish(f),
             _ => {}
         }
         let shard = self.shard_of_key(req.op.key());

@@ -45,16 +45,20 @@ use std::fmt;
 
 use byteorder::{ByteOrder, LittleEndian};
 use bytes::Bytes;
-use synod_wire::{ByteReader, ClientId, ClientReply, ReadError, TxnId};
+use synod_wire::{ByteReader, ClientId, ClientReply, ReadError, TxnId, TxnOutcome};
 
-use super::twopc::{Prepared, Staged};
+use super::twopc::{Decisions, Prepared, Staged};
 
 use super::shard::{Data, Entry, Session, Shard};
 use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
 
 /// Format/version byte of a whole-store snapshot (4: per-key expiry).
 /// Format 5: format 4 and then the prepared cross-group transactions.
-const SNAPSHOT_FORMAT: u8 = 5;
+/// Format 6: each prepared transaction also names its coordinator group,
+/// and the decisions the group logged as coordinator follow (presumed
+/// abort). Format 5 still restores: coordinators unknown (0), no decisions.
+const SNAPSHOT_FORMAT: u8 = 6;
+const SNAPSHOT_FORMAT_V5: u8 = 5;
 const SNAPSHOT_FORMAT_V4: u8 = 4;
 /// Per-key versions and the store's revision, no expiry; still restored.
 const SNAPSHOT_FORMAT_V3: u8 = 3;
@@ -190,7 +194,8 @@ impl KvStore {
             + 4
             + 8
             + self.shards.iter().map(shard_body_len).sum::<usize>()
-            + prepared_len(prepared);
+            + prepared_len(prepared)
+            + decisions_len(&self.decisions);
         let mut out = Vec::with_capacity(len);
         out.push(SNAPSHOT_FORMAT);
         put_u32(&mut out, self.opts.shards);
@@ -201,6 +206,7 @@ impl KvStore {
             encode_shard_body(&mut out, shard);
         }
         encode_prepared(&mut out, prepared);
+        encode_decisions(&mut out, &self.decisions);
         // Checked from two sides: the size computation and the encoder agree.
         assert_eq!(out.len(), len);
         Bytes::from(out)
@@ -211,7 +217,8 @@ impl KvStore {
     /// applying writes: the bytes it ends with are exactly
     /// `prefix` + what [`KvStore::snapshot`] would return now. What is small
     /// (the header, every shard's sessions and floor, the prepared
-    /// transactions: bounded by the session cap and the lock limits) is
+    /// transactions: bounded by the session cap and the lock limits; the
+    /// coordinator's decisions, at most `MAX_TXN_DECISIONS` of 25 bytes) is
     /// encoded here; the data, the large part, is captured copy-on-write
     /// (see [`super::shard::Data`]) in O(shards). A capture already in
     /// progress is dropped.
@@ -229,8 +236,10 @@ impl KvStore {
         put_u64(&mut out, self.log_time_ms);
         put_u32(&mut out, self.expire_from);
         put_u64(&mut out, self.revision);
-        let mut trailer = Vec::with_capacity(prepared_len(prepared));
+        let mut trailer =
+            Vec::with_capacity(prepared_len(prepared) + decisions_len(&self.decisions));
         encode_prepared(&mut trailer, prepared);
+        encode_decisions(&mut trailer, &self.decisions);
         let mut job = SnapshotJob {
             out,
             shard: 0,
@@ -312,7 +321,7 @@ impl KvStore {
         let mut input = ByteReader::new(bytes);
         let format = input.u8()?;
         let layout = match format {
-            SNAPSHOT_FORMAT | SNAPSHOT_FORMAT_V4 => Layout::V4,
+            SNAPSHOT_FORMAT | SNAPSHOT_FORMAT_V5 | SNAPSHOT_FORMAT_V4 => Layout::V4,
             SNAPSHOT_FORMAT_V3 => Layout::V3,
             SNAPSHOT_FORMAT_V2 => Layout::V2,
             SNAPSHOT_FORMAT_V1 => Layout::V1,
@@ -340,10 +349,15 @@ impl KvStore {
         for index in 0..opts.shards {
             shards.push(decode_shard_body(&mut input, index, opts.shards, layout)?);
         }
-        let prepared = if format == SNAPSHOT_FORMAT {
-            decode_prepared(&mut input, opts.shards)?
+        let prepared = match format {
+            SNAPSHOT_FORMAT => decode_prepared(&mut input, opts.shards, true)?,
+            SNAPSHOT_FORMAT_V5 => decode_prepared(&mut input, opts.shards, false)?,
+            _ => BTreeMap::new(),
+        };
+        let decisions = if format == SNAPSHOT_FORMAT {
+            decode_decisions(&mut input)?
         } else {
-            BTreeMap::new()
+            Decisions::default()
         };
         input.finish()?;
         let highest = shards.iter().map(Shard::highest_version).max().unwrap_or(0);
@@ -371,6 +385,7 @@ impl KvStore {
             expire_from,
             revision,
             prepared,
+            decisions,
             job: Job::default(),
         };
         let locks: usize = store.prepared.values().map(|p| p.keys.len()).sum();
@@ -780,6 +795,7 @@ fn prepared_len(prepared: &BTreeMap<TxnId, Prepared>) -> usize {
         .map(|p| {
             16 + 8
                 + 4
+                + 4
                 + p.keys.iter().map(|k| 4 + k.len()).sum::<usize>()
                 + p.writes
                     .iter()
@@ -799,7 +815,8 @@ fn prepared_len(prepared: &BTreeMap<TxnId, Prepared>) -> usize {
 }
 
 /// The prepared transactions: count, then each (sorted by id) as `client
-/// u64, seq u64, prepared_ms u64, keys vec<bytes>`, then per branch
+/// u64, seq u64, prepared_ms u64, coordinator u32` (format 6; absent in
+/// format 5), `keys vec<bytes>`, then per branch
 /// (success, failure) `vec<key bytes, present u8, [value bytes, version
 /// u64, expires_ms u64]>`.
 fn encode_prepared(out: &mut Vec<u8>, prepared: &BTreeMap<TxnId, Prepared>) {
@@ -808,6 +825,7 @@ fn encode_prepared(out: &mut Vec<u8>, prepared: &BTreeMap<TxnId, Prepared>) {
         put_u64(out, id.client);
         put_u64(out, id.seq);
         put_u64(out, p.prepared_ms);
+        put_u32(out, p.coordinator);
         put_len(out, p.keys.len());
         for k in &p.keys {
             put_bytes(out, k);
@@ -833,6 +851,7 @@ fn encode_prepared(out: &mut Vec<u8>, prepared: &BTreeMap<TxnId, Prepared>) {
 fn decode_prepared(
     input: &mut ByteReader,
     shards: u32,
+    with_coordinator: bool,
 ) -> Result<BTreeMap<TxnId, Prepared>, SnapshotError> {
     let n = input.count(16 + 8 + 4 + 4 + 4)?;
     let mut out = BTreeMap::new();
@@ -849,6 +868,7 @@ fn decode_prepared(
         }
         previous = Some(id);
         let prepared_ms = input.u64()?;
+        let coordinator = if with_coordinator { input.u32()? } else { 0 };
         let count = input.count(4)?;
         let mut keys: Vec<Box<[u8]>> = Vec::with_capacity(count);
         for _ in 0..count {
@@ -895,6 +915,7 @@ fn decode_prepared(
             Prepared {
                 keys,
                 prepared_ms,
+                coordinator,
                 writes,
             },
         );
@@ -902,16 +923,79 @@ fn decode_prepared(
     Ok(out)
 }
 
-/// Format 4 bytes of a format 5 snapshot that holds no prepared
-/// transaction (tests that derive older formats start from format 4).
+/// One decision: `client u64, seq u64, decided_ms u64, outcome u8`.
+const DECISION_BYTES: usize = 8 + 8 + 8 + 1;
+
+fn decisions_len(d: &Decisions) -> usize {
+    4 + d.len() * DECISION_BYTES
+}
+
+/// The decisions: count, then each in log order (oldest first).
+fn encode_decisions(out: &mut Vec<u8>, d: &Decisions) {
+    put_len(out, d.len());
+    for (at, id) in &d.order {
+        put_u64(out, id.client);
+        put_u64(out, id.seq);
+        put_u64(out, *at);
+        out.push(d.by_id[id] as u8);
+    }
+}
+
+fn decode_decisions(input: &mut ByteReader) -> Result<Decisions, SnapshotError> {
+    let n = input.count(DECISION_BYTES)?;
+    let mut d = Decisions::default();
+    for _ in 0..n {
+        let id = TxnId {
+            client: input.u64()?,
+            seq: input.u64()?,
+        };
+        let at = input.u64()?;
+        let outcome = TxnOutcome::from_code(input.u8()?)
+            .ok_or(SnapshotError::NotCanonical("decision outcome"))?;
+        if d.order.back().is_some_and(|&(last, _)| last > at) {
+            return Err(SnapshotError::NotCanonical("decisions out of log order"));
+        }
+        if d.by_id.insert(id, outcome).is_some() {
+            return Err(SnapshotError::NotCanonical("a transaction decided twice"));
+        }
+        d.order.push_back((at, id));
+    }
+    Ok(d)
+}
+
+/// Format 4 bytes of a format 6 snapshot that holds no prepared
+/// transaction and no decision (tests that derive older formats start
+/// from format 4).
 #[cfg(test)]
 pub(super) fn as_format_4(snapshot: &[u8]) -> Vec<u8> {
     assert_eq!(snapshot[0], SNAPSHOT_FORMAT);
     assert!(
-        snapshot.ends_with(&[0, 0, 0, 0]),
-        "prepared transactions held"
+        snapshot.ends_with(&[0; 8]),
+        "prepared transactions or decisions held"
     );
     let mut v4 = vec![SNAPSHOT_FORMAT_V4];
-    v4.extend_from_slice(&snapshot[1..snapshot.len() - 4]);
+    v4.extend_from_slice(&snapshot[1..snapshot.len() - 8]);
     v4
+}
+
+/// Format 5 bytes of a format 6 snapshot that holds no decision: its
+/// prepared transactions without their coordinators (what a server from
+/// before presumed abort wrote).
+#[cfg(test)]
+pub(super) fn as_format_5(store: &KvStore) -> Vec<u8> {
+    assert_eq!(store.decisions.len(), 0, "decisions held");
+    let mut v5 = store.snapshot().to_vec();
+    v5.truncate(v5.len() - prepared_len(&store.prepared) - decisions_len(&store.decisions));
+    v5[0] = SNAPSHOT_FORMAT_V5;
+    put_len(&mut v5, store.prepared.len());
+    for (id, p) in &store.prepared {
+        let mut one = BTreeMap::new();
+        one.insert(*id, p.clone());
+        let mut rec = Vec::new();
+        encode_prepared(&mut rec, &one);
+        // count(4), then client, seq, prepared_ms (24), coordinator (4), rest
+        v5.extend_from_slice(&rec[4..4 + 24]);
+        v5.extend_from_slice(&rec[4 + 24 + 4..]);
+    }
+    v5
 }

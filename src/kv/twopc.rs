@@ -20,6 +20,17 @@
 //!   changes (Abort); the locks go. A group holding no record for the
 //!   transaction answers [`TXN_NOT_HELD`] and changes nothing.
 //!
+//! - Presumed abort (recovery when the client goes quiet): the
+//!   coordinator group remembers every decision it logged ([`Decisions`],
+//!   by transaction id, for [`TXN_DECISION_RETENTION_MS`] of log time).
+//!   The first decision in its log wins: a `TxnDecide` that finds one
+//!   already there changes nothing and answers the one that stands, and
+//!   [`KvStore::presume_abort`] (a participant asked, `TxnResolve`, and
+//!   nothing was decided) logs `Abort` unless something else was. A
+//!   prepare of a transaction this group already aborted so votes No and
+//!   locks nothing. A participant applies what the coordinator answered
+//!   through its own log ([`KvStore::resolve`]).
+//!
 //! While a key is locked, every other request on it (a single-key read or
 //! write, a single-group transaction, a whole-shard Scan, Count or Flush
 //! of its shard) is answered `Busy`, so a reader never sees the state
@@ -28,12 +39,12 @@
 //! (and the shardkv layer does not hand a shard with locks to another
 //! group), so neither a crash nor a reconfiguration loses one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 use synod_wire::{
-    encode_txn_vote, ClientReply, ClientRequest, Op, TxnFinish, TxnId, TxnOpResult, TxnOutcome,
-    TxnPrepare, TxnVote, TXN_NOT_HELD,
+    encode_txn_vote, ClientReply, ClientRequest, GroupId, Op, TxnFinish, TxnId, TxnOpResult,
+    TxnOutcome, TxnPrepare, TxnVote, TXN_NOT_HELD,
 };
 
 use super::shard::{apply_op, Data, Entry};
@@ -50,12 +61,83 @@ pub(crate) struct Prepared {
     pub(crate) keys: Vec<Box<[u8]>>,
     /// Log time of the prepare.
     pub(crate) prepared_ms: u64,
+    /// The coordinator group, asked for the outcome if the client goes
+    /// quiet (0: unknown, a prepare logged before recovery existed).
+    pub(crate) coordinator: GroupId,
     /// Per branch (0: success, 1: failure), each key the branch writes and
     /// what it leaves there (`None`: no value).
     pub(crate) writes: [Staged; 2],
 }
 
+/// How long (log time) a coordinator remembers a decision. It must outlast
+/// (1) every resend of the client's `TxnDecide` (the session retries 2PC
+/// messages for 8x its request timeout), so a resent commit is answered
+/// from the record and never presumed aborted, and (2) every participant's
+/// `TxnResolve`, which comes [`crate::shardkv::migrator::DEFAULT_RESOLVE_AFTER`]
+/// after the prepare and is retried until answered. A participant cut off
+/// from its coordinator for longer than this would be answered Abort for
+/// a transaction that may have committed: the one timing assumption of
+/// recovery (ARCHITECTURE.md, Transactions).
+pub const TXN_DECISION_RETENTION_MS: u64 = 10 * 60 * 1000;
+
+/// Decisions a group keeps at most. A prepare at a group that holds this
+/// many votes No (back-pressure: the client retries later) instead of
+/// making the table grow; a decision is always recorded, so the table can
+/// exceed this by the transactions already prepared. About 80 bytes each.
+pub const MAX_TXN_DECISIONS: usize = 1 << 20;
+
+/// The decisions this group logged as coordinator, for presumed abort.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Decisions {
+    pub(crate) by_id: HashMap<TxnId, TxnOutcome>,
+    /// `(log time, id)` in log order, so oldest first (log time never goes
+    /// back): what expires next, and the snapshot's order.
+    pub(crate) order: VecDeque<(u64, TxnId)>,
+}
+
+impl Decisions {
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn record(&mut self, txn: TxnId, outcome: TxnOutcome, now: u64) {
+        let old = self.by_id.insert(txn, outcome);
+        assert!(old.is_none(), "a second decision for {txn:?}");
+        self.order.push_back((now, txn));
+    }
+
+    /// Forgets decisions older than the retention at log time `now`.
+    pub(crate) fn expire(&mut self, now: u64) {
+        while let Some(&(at, txn)) = self.order.front() {
+            if now.saturating_sub(at) <= TXN_DECISION_RETENTION_MS {
+                break;
+            }
+            self.order.pop_front();
+            self.by_id.remove(&txn);
+        }
+    }
+}
+
 impl KvStore {
+    /// The decision this group logged for `txn` as its coordinator, if it
+    /// still remembers one.
+    pub fn decision(&self, txn: TxnId) -> Option<TxnOutcome> {
+        self.decisions.by_id.get(&txn).copied()
+    }
+
+    /// Decisions remembered.
+    pub fn decision_count(&self) -> usize {
+        self.decisions.len()
+    }
+
+    /// Every prepared part held: its id, coordinator and log time of the
+    /// prepare (what the leader's recovery looks at).
+    pub fn prepared_parts(&self) -> impl Iterator<Item = (TxnId, GroupId, u64)> + '_ {
+        self.prepared
+            .iter()
+            .map(|(id, p)| (*id, p.coordinator, p.prepared_ms))
+    }
+
     /// Is `key` locked by a prepared transaction?
     pub(crate) fn locked(&self, key: &[u8]) -> bool {
         self.shards[self.shard_of_key(key) as usize]
@@ -112,6 +194,16 @@ impl KvStore {
             return ClientReply::Error {
                 reason: "transaction already prepared here".to_string(),
             };
+        }
+        if self.decision(p.txn) == Some(TxnOutcome::Abort)
+            || self.decisions.len() >= MAX_TXN_DECISIONS
+        {
+            // Presumed aborted here already (this group is its
+            // coordinator, and a participant asked before this prepare
+            // arrived): locking now would hold keys for a transaction
+            // that can never commit. Or the decision table is full:
+            // back-pressure. Either way No, nothing locked.
+            return ClientReply::Ok(encode_txn_vote(&TxnVote::default()));
         }
         let written: BTreeSet<&[u8]> = p
             .part
@@ -191,19 +283,67 @@ impl KvStore {
             Prepared {
                 keys,
                 prepared_ms: now,
+                coordinator: p.coordinator,
                 writes,
             },
         );
         ClientReply::Ok(encode_txn_vote(&vote))
     }
 
-    /// Applies a `TxnDecide` or `TxnFinish`: the outcome of the prepared
-    /// part, if this group holds one. Idempotent by the transaction's id
-    /// (a second copy finds nothing held), so it needs no session: it
-    /// touches none, and so cannot be refused `SessionExpired` (which
-    /// would leave the locks with nobody able to release them), and it is
-    /// answered wherever the group's shards went since (the record is the
-    /// group's, not a shard's).
+    /// Applies a `TxnDecide` at the coordinator: the first decision in
+    /// the log wins. If one is recorded (a resend, or a presumed abort
+    /// that came first) nothing changes and the answer is the outcome
+    /// that stands, so a client whose commit lost to a presumed abort
+    /// hears Abort. Otherwise `f.outcome` is recorded and applied to the
+    /// coordinator's own prepared part. With neither a record nor a part
+    /// (a decision older than the retention) nothing is recorded and the
+    /// answer is [`TXN_NOT_HELD`]: the outcome is unknown here.
+    pub(super) fn apply_decide(&mut self, f: &TxnFinish) -> ClientReply {
+        let now = self.log_time_ms;
+        self.decisions.expire(now);
+        let code = if let Some(stands) = self.decision(f.txn) {
+            stands as u8
+        } else if self.prepared.contains_key(&f.txn) {
+            self.decisions.record(f.txn, f.outcome, now);
+            assert!(self.finish_prepared(f.txn, f.outcome, now));
+            f.outcome as u8
+        } else {
+            TXN_NOT_HELD
+        };
+        ClientReply::Ok(Bytes::copy_from_slice(&[code]))
+    }
+
+    /// A participant asked this group (the coordinator of `txn`) for the
+    /// outcome and none was logged: log Abort, unless a decision got into
+    /// the log first, and abort the coordinator's own prepared part if it
+    /// holds one. Applied from the log (`GroupCommand::TxnPresumeAbort`),
+    /// so it is ordered against the client's `TxnDecide` like any entry.
+    pub fn presume_abort(&mut self, txn: TxnId) {
+        let now = self.log_time_ms;
+        self.decisions.expire(now);
+        if self.decision(txn).is_some() {
+            return;
+        }
+        self.decisions.record(txn, TxnOutcome::Abort, now);
+        self.finish_prepared(txn, TxnOutcome::Abort, now);
+    }
+
+    /// The coordinator answered `outcome` for `txn`: apply it to this
+    /// group's prepared part, if still held (a `TxnFinish` from the client
+    /// may have come first). Applied from the log
+    /// (`GroupCommand::TxnResolved`).
+    pub fn resolve(&mut self, txn: TxnId, outcome: TxnOutcome) {
+        let now = self.log_time_ms;
+        self.finish_prepared(txn, outcome, now);
+    }
+
+    /// Applies a `TxnFinish`: the outcome of the prepared part, if this
+    /// group holds one. Idempotent by the transaction's id (a second copy
+    /// finds nothing held), so it needs no session: it touches none, and
+    /// so cannot be refused `SessionExpired` (which would leave the locks
+    /// with nobody able to release them), and it is answered wherever the
+    /// group's shards went since (the record is the group's, not a
+    /// shard's).
     pub(super) fn apply_finish(&mut self, f: &TxnFinish) -> ClientReply {
         let now = self.log_time_ms;
         let code = match self.finish_prepared(f.txn, f.outcome, now) {
@@ -330,7 +470,22 @@ mod tests {
                 seq: txn,
             },
             part,
+            coordinator: 1,
         }))
+    }
+
+    fn decide(txn: u64, key: &str, outcome: TxnOutcome) -> Op {
+        let Op::TxnFinish(f) = finish(txn, key, outcome) else {
+            unreachable!()
+        };
+        Op::TxnDecide(f)
+    }
+
+    fn id(txn: u64) -> TxnId {
+        TxnId {
+            client: CLIENT,
+            seq: txn,
+        }
     }
 
     fn finish(txn: u64, key: &str, outcome: TxnOutcome) -> Op {
@@ -408,6 +563,99 @@ mod tests {
         kv.assert_invariants();
     }
 
+    /// The first decision in the coordinator's log wins: a commit that
+    /// arrives after a presumed abort is answered Abort and applies
+    /// nothing; a resent commit is answered from the record.
+    #[test]
+    fn the_first_decision_in_the_log_wins() {
+        let mut kv = KvStore::new(KvOptions::default());
+        kv.apply(&req(1, put("a", "10")));
+        assert!(vote(kv.apply(&req(2, prepare(2, transfer())))).yes);
+        kv.presume_abort(id(2));
+        assert_eq!(kv.prepared_count(), 0, "the coordinator's part aborted");
+        assert_eq!(kv.decision(id(2)), Some(TxnOutcome::Abort));
+        let late = kv.apply(&req(3, decide(2, "a", TxnOutcome::Success)));
+        assert_eq!(late, ClientReply::Ok(Bytes::from_static(&[0])));
+        assert_eq!(kv.read(b"a"), ClientReply::Ok(Bytes::from_static(b"10")));
+        // A prepare of the aborted transaction (late, or resent with a
+        // seq of its own) votes No and locks nothing.
+        let Op::TxnPrepare(p) = prepare(2, transfer()) else {
+            unreachable!()
+        };
+        let again = kv.apply(&req(4, Op::TxnPrepare(p)));
+        assert!(!vote(again).yes);
+        assert!(!kv.locked(b"a"));
+
+        // Committed first: a presumed abort after it changes nothing, and
+        // a resend of the decision is answered from the record.
+        assert!(vote(kv.apply(&req(5, prepare(5, transfer())))).yes);
+        let ok = kv.apply(&req(6, decide(5, "a", TxnOutcome::Success)));
+        assert_eq!(ok, ClientReply::Ok(Bytes::from_static(&[1])));
+        kv.presume_abort(id(5));
+        assert_eq!(kv.decision(id(5)), Some(TxnOutcome::Success));
+        assert_eq!(kv.read(b"a"), ClientReply::Ok(Bytes::from_static(b"5")));
+        let resent = kv.apply(&req(7, decide(5, "a", TxnOutcome::Success)));
+        assert_eq!(resent, ClientReply::Ok(Bytes::from_static(&[1])));
+        // Nothing prepared, nothing recorded: the outcome is unknown here.
+        let unknown = kv.apply(&req(8, decide(99, "a", TxnOutcome::Success)));
+        assert_eq!(
+            unknown,
+            ClientReply::Ok(Bytes::from_static(&[TXN_NOT_HELD]))
+        );
+        assert_eq!(kv.decision(id(99)), None);
+        kv.assert_invariants();
+    }
+
+    /// A participant applies the coordinator's answer through its log;
+    /// the client's own finish may come first (then nothing is held).
+    #[test]
+    fn a_participant_applies_the_resolved_outcome() {
+        let mut kv = KvStore::new(KvOptions::default());
+        kv.apply(&req(1, put("a", "10")));
+        assert!(vote(kv.apply(&req(2, prepare(2, transfer())))).yes);
+        let parts: Vec<_> = kv.prepared_parts().collect();
+        assert_eq!(parts, vec![(id(2), 1, 0)]);
+        kv.resolve(id(2), TxnOutcome::Success);
+        assert_eq!(kv.read(b"a"), ClientReply::Ok(Bytes::from_static(b"5")));
+        kv.resolve(id(2), TxnOutcome::Abort); // held no more: nothing
+        assert_eq!(kv.read(b"a"), ClientReply::Ok(Bytes::from_static(b"5")));
+        assert_eq!(kv.decision(id(2)), None, "a participant records nothing");
+    }
+
+    /// Decisions survive a snapshot (format 6), expire after the
+    /// retention by log time, and a format 5 snapshot (no coordinators,
+    /// no decisions) still restores.
+    #[test]
+    fn decisions_are_snapshotted_and_expire_by_log_time() {
+        let mut kv = KvStore::new(KvOptions::default());
+        kv.advance_clock(1_000, |_| true);
+        assert!(vote(kv.apply(&req(1, prepare(1, transfer())))).yes);
+        kv.presume_abort(id(1));
+        assert!(vote(kv.apply(&req(2, prepare(2, transfer())))).yes);
+        let mut back = KvStore::restore(&kv.snapshot(), KvOptions::default()).unwrap();
+        assert_eq!(back, kv);
+        assert_eq!(back.decision(id(1)), Some(TxnOutcome::Abort));
+        assert_eq!(back.prepared_parts().next().unwrap().1, 1);
+        back.advance_clock(1_000 + crate::kv::TXN_DECISION_RETENTION_MS, |_| true);
+        assert_eq!(back.decision(id(1)), Some(TxnOutcome::Abort), "not yet");
+        back.advance_clock(1_001 + crate::kv::TXN_DECISION_RETENTION_MS, |_| true);
+        assert_eq!(back.decision(id(1)), None);
+        assert_eq!(back.decision_count(), 0);
+        assert_eq!(back.prepared_count(), 1, "prepared parts never expire");
+
+        let v5 = crate::kv::snapshot::as_format_5(&back);
+        let old = KvStore::restore(&v5, KvOptions::default()).unwrap();
+        assert_eq!(old.prepared_count(), 1);
+        assert_eq!(
+            old.prepared_parts().next().unwrap().1,
+            0,
+            "coordinator unknown"
+        );
+        // Re-snapshotted, it is format 6 and restores to itself.
+        let again = KvStore::restore(&old.snapshot(), KvOptions::default()).unwrap();
+        assert_eq!(again, old);
+    }
+
     #[test]
     fn a_resent_prepare_is_answered_from_the_session() {
         let mut kv = KvStore::new(KvOptions::default());
@@ -433,6 +681,8 @@ mod tests {
         let mut kv = KvStore::new(KvOptions::default());
         kv.apply(&req(1, put("a", "10")));
         kv.apply(&req(2, prepare(2, transfer())));
+        kv.apply(&req(3, prepare(3, transfer())));
+        kv.presume_abort(id(3));
         let snap = kv.snapshot();
         for len in 0..snap.len() {
             assert!(KvStore::restore(&snap[..len], KvOptions::default()).is_err());

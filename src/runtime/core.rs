@@ -22,7 +22,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use synod_wire::{
     AuthMsg, ClientReply, Config, Frame, GroupId, GroupInfo, MasterOp, Message, PaxosMsg,
-    ReplicaId, ShardPull, ShardRef,
+    ReplicaId, ShardPull, ShardRef, TxnId,
 };
 
 use super::conn::{AuthState, Close, Conn, Role};
@@ -35,7 +35,7 @@ use crate::metrics::{self, CoreMetrics, GroupMetrics, Metrics, ReplicaView};
 use crate::paxos::{member_ids, Durable, Ready, Synced};
 use crate::replica::{Output, Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
-use crate::shardkv::migrator::{serve_delete, serve_pull, Action, Migrator};
+use crate::shardkv::migrator::{serve_delete, serve_pull, serve_resolve, Action, Migrator};
 use crate::shardkv::{GroupCommand, ShardKv};
 use crate::storage::Wal;
 
@@ -299,7 +299,7 @@ impl Core {
             last_sweep: now,
             scratch: vec![0; 64 * 1024],
             configs: BTreeMap::new(),
-            migrator: Migrator::new(),
+            migrator: Migrator::new().resolving_after(cfg.txn_resolve_after),
             started: now,
             rpc_conns: HashMap::new(),
             last_migration: now,
@@ -1118,7 +1118,9 @@ impl Core {
                 gid,
                 from: m.from(),
             }),
-            Message::ShardPull(_) | Message::ShardDelete(_) => Some(Need::Migration),
+            Message::ShardPull(_) | Message::ShardDelete(_) | Message::TxnResolve(_) => {
+                Some(Need::Migration)
+            }
             // Answers on our own dialed connections: believed only once the
             // server proved the key (a dialed connection with a key is
             // `Done` only after its challenge checked out, above).
@@ -1218,6 +1220,7 @@ impl Core {
             }
             Message::ShardPull(r) => self.answer_pull(t, frame.request_id, gid, r),
             Message::ShardDelete(r) => self.answer_delete(t, frame.request_id, gid, r),
+            Message::TxnResolve(txn) => self.answer_resolve(t, frame.request_id, gid, txn),
             Message::Auth(_) => {} // handled above
             Message::StatusRequest => {
                 // Every core's replicas, from what they stored at their
@@ -1415,6 +1418,16 @@ impl Core {
     fn answer_delete(&mut self, t: Token, request_id: u64, gid: GroupId, r: ShardRef) {
         let reply = match self.groups.get_mut(&gid).map(|g| &mut g.replica) {
             Some(Hosted::Kv(rep)) => serve_delete(rep, &r),
+            _ => ClientReply::Busy,
+        };
+        self.reply_now(t, request_id, gid, reply);
+    }
+
+    /// A participant asks for the outcome of a transaction we coordinate:
+    /// our logged decision, or Abort through our log first.
+    fn answer_resolve(&mut self, t: Token, request_id: u64, gid: GroupId, txn: TxnId) {
+        let reply = match self.groups.get_mut(&gid).map(|g| &mut g.replica) {
+            Some(Hosted::Kv(rep)) => serve_resolve(rep, txn),
             _ => ClientReply::Busy,
         };
         self.reply_now(t, request_id, gid, reply);

@@ -70,6 +70,11 @@ pub struct RuntimeConfig {
     /// Bytes of records per chunk when another group pulls a shard from
     /// this node (see `shardkv`); well below `max_frame_bytes`.
     pub migrate_chunk_bytes: usize,
+    /// How long a prepared part of a cross-group transaction waits for its
+    /// client before this node's leader asks the coordinator for the
+    /// outcome (presumed abort; `shardkv::migrator::DEFAULT_RESOLVE_AFTER`).
+    /// Local: nodes may differ.
+    pub txn_resolve_after: Duration,
     /// The cluster key (peer, migration, admin traffic) and the client key
     /// (KV requests); see `crate::auth`. None: that traffic is open.
     pub keys: crate::auth::Keys,
@@ -131,6 +136,7 @@ impl RuntimeConfig {
             read_index: true,
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
+            txn_resolve_after: crate::shardkv::migrator::DEFAULT_RESOLVE_AFTER,
             keys: crate::auth::Keys::default(),
             session_ttl: Duration::from_millis(crate::kv::DEFAULT_SESSION_TTL_MS),
             max_sessions_per_shard: crate::kv::DEFAULT_MAX_SESSIONS_PER_SHARD,

@@ -22,14 +22,26 @@
 //!   becomes [`GroupCommand::InstallChunk`]; a delete answered Ok becomes
 //!   [`GroupCommand::InstalledAck`].
 //!
-//! It also answers the other side ([`serve_pull`], [`serve_delete`]), the
-//! same way for every driver.
+//! - **Presumed-abort recovery** of two-phase commit (issue 10): a
+//!   prepared part this leader has seen for [`Migrator::resolve_after`]
+//!   (its client died, or is stuck) is asked about at the coordinator
+//!   group (`TxnResolve`, same member rotation and retries as a pull);
+//!   the answer becomes [`GroupCommand::TxnResolved`]. If we are the
+//!   coordinator, after twice that we propose
+//!   [`GroupCommand::TxnPresumeAbort`] to our own log (later than a
+//!   participant would ask, so that usually a participant's question
+//!   resolves the coordinator's part too, with one entry).
+//!
+//! It also answers the other side ([`serve_pull`], [`serve_delete`],
+//! [`serve_resolve`]), the same way for every driver.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use synod_wire::{ClientReply, Config, GroupId, Message, ShardData, ShardPull, ShardRef};
+use synod_wire::{
+    ClientReply, Config, GroupId, Message, ShardData, ShardPull, ShardRef, TxnId, TxnOutcome,
+};
 
 use super::{DeleteAnswer, GroupCommand, PullAnswer, RetryKey, ShardKv, Work};
 use crate::replica::Replica;
@@ -40,6 +52,13 @@ pub const RETRY: Duration = Duration::from_millis(300);
 /// A member of another group that leaves our migration RPCs unanswered this
 /// long is passed over for the next member.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a prepared part of a cross-group transaction waits for its
+/// client's outcome before the group's leader asks the coordinator
+/// (`synod-server --txn-resolve-after-ms`). A client that is alive
+/// normally finishes in a few round trips; one slower than this has its
+/// transaction aborted (if undecided) and retries it under a new id.
+pub const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(5);
 
 /// RPCs and attempts older than this are forgotten (the work is long done,
 /// or the answer is never coming).
@@ -56,6 +75,9 @@ enum Asked {
     Delete {
         config_num: u64,
         shard: u32,
+    },
+    Resolve {
+        txn: TxnId,
     },
 }
 
@@ -98,6 +120,11 @@ pub struct MigratorStats {
     /// chunk of a shard.
     pub chunks: u64,
     pub last_chunks: u64,
+    /// Outcomes of prepared parts learned from their coordinator
+    /// (`TxnResolved` proposals), and presumed aborts proposed to our own
+    /// log as a coordinator.
+    pub resolved: u64,
+    pub presumed_aborts: u64,
 }
 
 /// The migration driver state of one node (every KV group it hosts).
@@ -112,8 +139,16 @@ pub struct Migrator {
     unanswered: HashMap<GroupId, Duration>,
     /// Per asked group: which member to ask next.
     member: HashMap<GroupId, usize>,
-    /// The earliest time a retry held back by [`RETRY`] falls due.
+    /// The earliest time a retry held back by [`RETRY`] (or a prepared
+    /// part's recovery timeout) falls due.
     due: Option<Duration>,
+    /// Per (our group, transaction): since when this migrator has seen the
+    /// group hold that prepared part while leading it. Driver time, so a
+    /// new leader gives the client a whole timeout again (never less).
+    prepared_seen: HashMap<(GroupId, TxnId), Duration>,
+    /// How long a prepared part may wait for its client before it is
+    /// resolved at the coordinator ([`DEFAULT_RESOLVE_AFTER`]).
+    pub resolve_after: Duration,
     pub stats: MigratorStats,
 }
 
@@ -127,8 +162,16 @@ impl Migrator {
     pub fn with_first_request_id(first: u64) -> Migrator {
         Migrator {
             next_id: first,
+            resolve_after: DEFAULT_RESOLVE_AFTER,
             ..Migrator::default()
         }
+    }
+
+    /// The same, with prepared parts resolved after `after`
+    /// ([`Migrator::resolve_after`]).
+    pub fn resolving_after(mut self, after: Duration) -> Migrator {
+        self.resolve_after = after;
+        self
     }
 
     /// The work of group `gid`, whose replica leads and has state `kv`
@@ -149,7 +192,25 @@ impl Migrator {
             log::debug!("group {gid}: migration work {work:?}");
         }
         let mut out = Vec::new();
+        let mut held: HashSet<TxnId> = HashSet::new();
         for w in work {
+            if let Work::Resolve {
+                txn, coordinator, ..
+            } = &w
+            {
+                held.insert(*txn);
+                let first = *self.prepared_seen.entry((gid, *txn)).or_insert(now);
+                let wait = if *coordinator == gid {
+                    2 * self.resolve_after
+                } else {
+                    self.resolve_after
+                };
+                let at = first + wait;
+                if now < at {
+                    self.due = Some(self.due.map_or(at, |d| d.min(at)));
+                    continue;
+                }
+            }
             let key = (gid, w.retry_key());
             if let Some(t) = self.attempts.get(&key) {
                 let at = *t + RETRY;
@@ -195,11 +256,40 @@ impl Migrator {
                     Asked::Delete { config_num, shard },
                     Message::ShardDelete(ShardRef { config_num, shard }),
                 ),
+                Work::Resolve {
+                    txn, coordinator, ..
+                } if coordinator == gid => {
+                    log::info!("group {gid}: presuming transaction {txn:?} aborted");
+                    self.stats.presumed_aborts += 1;
+                    let cmd = GroupCommand::TxnPresumeAbort { txn };
+                    out.push(Action::Propose { gid, cmd });
+                    continue;
+                }
+                Work::Resolve {
+                    txn,
+                    coordinator,
+                    servers,
+                } => {
+                    log::info!(
+                        "group {gid}: asking group {coordinator} for the outcome of \
+                         transaction {txn:?}"
+                    );
+                    (
+                        coordinator,
+                        servers,
+                        Asked::Resolve { txn },
+                        Message::TxnResolve(txn),
+                    )
+                }
             };
             if let Some(a) = self.send(gid, target, &servers, asked, message, now) {
                 out.push(a);
             }
         }
+        // Parts no longer held (finished, or we stopped leading and came
+        // back) start their wait afresh if seen again.
+        self.prepared_seen
+            .retain(|(g, txn), _| *g != gid || held.contains(txn));
         self.forget(now);
         out
     }
@@ -307,6 +397,19 @@ impl Migrator {
             (Asked::Delete { config_num, shard }, Message::Reply(ClientReply::Ok(_))) => {
                 Some((o.gid, GroupCommand::InstalledAck { config_num, shard }))
             }
+            // The outcome in the coordinator's log: apply it in ours.
+            (Asked::Resolve { txn }, Message::Reply(ClientReply::Ok(v)))
+                if v.len() == 1 && TxnOutcome::from_code(v[0]).is_some() =>
+            {
+                let outcome = TxnOutcome::from_code(v[0]).expect("checked");
+                log::info!(
+                    "group {}: transaction {txn:?} resolved by group {}: {outcome:?}",
+                    o.gid,
+                    o.target
+                );
+                self.stats.resolved += 1;
+                Some((o.gid, GroupCommand::TxnResolved { txn, outcome }))
+            }
             // Not ready yet: retried on the timer, same member.
             (_, Message::Reply(ClientReply::Busy)) => None,
             (_, Message::Reply(ClientReply::NotLeader { leader: Some(l) })) => {
@@ -372,6 +475,32 @@ pub fn serve_delete(replica: &mut Replica<ShardKv>, r: &ShardRef) -> ClientReply
                     leader: replica.paxos().leader_hint(),
                 }
             }
+        }
+    }
+}
+
+/// A participant asks us, the coordinator of `txn`, for its outcome: the
+/// decision in our log if there is one (any replica that applied it may
+/// say so: a logged decision never changes). Otherwise Abort must get into
+/// our log first (presumed abort, ordered against the client's own
+/// `TxnDecide` there, so exactly one of them wins): proposed here if this
+/// replica leads, and the asker asks again.
+pub fn serve_resolve(replica: &mut Replica<ShardKv>, txn: TxnId) -> ClientReply {
+    let kv = replica.state();
+    if let Some(outcome) = kv.store().decision(txn) {
+        return ClientReply::Ok(Bytes::copy_from_slice(&[outcome as u8]));
+    }
+    if kv.bugs.resolve_unlogged {
+        // Planted bug: Abort answered, nothing logged; the client's
+        // commit can still win in our log afterwards.
+        return ClientReply::Ok(Bytes::copy_from_slice(&[TxnOutcome::Abort as u8]));
+    }
+    if replica.is_leader() {
+        let _ = replica.propose(GroupCommand::TxnPresumeAbort { txn }.encode());
+        ClientReply::Busy
+    } else {
+        ClientReply::NotLeader {
+            leader: replica.paxos().leader_hint(),
         }
     }
 }
@@ -506,5 +635,158 @@ mod tests {
         m.on_send_failed(id);
         assert_eq!(m.outstanding(), 0);
         assert_eq!(sends(&m.poll(2, &kv, None, RETRY))[0].1, 1);
+    }
+
+    /// Group 2 holding a prepared part of a transaction coordinated by
+    /// group 1 (every shard served, configuration 1).
+    fn participant(coordinator: GroupId) -> (ShardKv, TxnId) {
+        let mut kv = ShardKv::new(
+            2,
+            KvOptions {
+                shards: 2,
+                ..KvOptions::default()
+            },
+        );
+        kv.apply(0, &GroupCommand::Reconfigure(config(1, &[2, 2])).encode());
+        let txn = TxnId { client: 9, seq: 4 };
+        let req = synod_wire::ClientRequest {
+            client_id: 9,
+            seq: 5,
+            ack_seq: 0,
+            op: synod_wire::Op::TxnPrepare(Box::new(synod_wire::TxnPrepare {
+                txn,
+                part: synod_wire::Txn {
+                    compares: vec![],
+                    success: vec![synod_wire::Op::Put {
+                        key: Bytes::from_static(b"k"),
+                        value: Bytes::from_static(b"v"),
+                    }],
+                    failure: vec![],
+                },
+                coordinator,
+            })),
+        };
+        kv.apply(1, &synod_wire::encode_command(&req));
+        assert_eq!(kv.store().prepared_count(), 1);
+        (kv, txn)
+    }
+
+    #[test]
+    fn an_old_prepared_part_is_resolved_at_its_coordinator() {
+        let (mut kv, txn) = participant(1);
+        let mut m = Migrator::new().resolving_after(1000 * MS);
+        // Young: nothing asked, but a wake-up when it comes of age.
+        assert!(m.poll(2, &kv, None, Duration::ZERO).is_empty());
+        assert_eq!(m.next_wake(), Some(1000 * MS));
+        assert!(m.poll(2, &kv, None, 999 * MS).is_empty());
+        let out = m.poll(2, &kv, None, 1000 * MS);
+        let [Action::Send {
+            request_id,
+            target: 1,
+            server,
+            message: Message::TxnResolve(asked),
+            ..
+        }] = &out[..]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!((server.as_str(), *asked), ("g1r0", txn));
+        // Busy (the abort is on its way through the coordinator's log):
+        // asked again on the timer; then the answer becomes a command.
+        assert_eq!(
+            m.on_answer(*request_id, Message::Reply(ClientReply::Busy)),
+            None
+        );
+        let out = m.poll(2, &kv, None, 1000 * MS + RETRY);
+        let (id, _) = sends(&out)[0];
+        let abort = Message::Reply(ClientReply::Ok(Bytes::from_static(&[0])));
+        let cmd = m.on_answer(id, abort).expect("a command");
+        assert_eq!(
+            cmd,
+            (
+                2,
+                GroupCommand::TxnResolved {
+                    txn,
+                    outcome: TxnOutcome::Abort
+                }
+            )
+        );
+        // A nonsense answer byte is not an outcome.
+        let out = m.poll(2, &kv, None, 1000 * MS + 2 * RETRY);
+        let (id, _) = sends(&out)[0];
+        let junk = Message::Reply(ClientReply::Ok(Bytes::from_static(&[7])));
+        assert_eq!(m.on_answer(id, junk), None);
+        // Applied: released, and nothing more to ask.
+        kv.apply(2, &cmd.1.encode());
+        assert_eq!(kv.store().prepared_count(), 0);
+        assert!(m.poll(2, &kv, None, 1000 * MS + 3 * RETRY).is_empty());
+        assert_eq!(m.stats.resolved, 1);
+    }
+
+    #[test]
+    fn a_coordinator_presumes_its_own_old_part_aborted_later() {
+        let (kv, txn) = participant(2);
+        let mut m = Migrator::new().resolving_after(1000 * MS);
+        assert!(m.poll(2, &kv, None, Duration::ZERO).is_empty());
+        assert!(m.poll(2, &kv, None, 1500 * MS).is_empty());
+        let out = m.poll(2, &kv, None, 2000 * MS);
+        assert_eq!(
+            out,
+            vec![Action::Propose {
+                gid: 2,
+                cmd: GroupCommand::TxnPresumeAbort { txn }
+            }]
+        );
+        assert_eq!(m.stats.presumed_aborts, 1);
+    }
+
+    /// A prepare logged before recovery existed names no coordinator:
+    /// nobody is asked (its client decides).
+    #[test]
+    fn a_part_without_a_coordinator_is_left_to_its_client() {
+        let (kv, _) = participant(0);
+        let mut m = Migrator::new().resolving_after(MS);
+        assert!(m.poll(2, &kv, None, Duration::from_secs(60)).is_empty());
+    }
+
+    /// A coordinator answers only what its log holds: a replica with no
+    /// decision and no leadership refers the asker on (a leader would
+    /// propose Abort and answer Busy: the sharded simulator drives that),
+    /// one that applied a decision answers it; the planted bug answers
+    /// Abort with nothing logged.
+    #[test]
+    fn serve_resolve_answers_only_what_the_log_holds() {
+        use crate::replica::ReplicaConfig;
+        use crate::rng::Rng;
+        let mut rng = Rng::new(1);
+        let opts = KvOptions {
+            shards: 2,
+            ..KvOptions::default()
+        };
+        let txn = TxnId { client: 9, seq: 4 };
+        let mut replica = |sm: ShardKv| {
+            Replica::new(
+                ReplicaConfig::new(0, 3),
+                crate::paxos::Durable::default(),
+                sm,
+                &mut rng,
+            )
+        };
+        let mut r = replica(ShardKv::new(1, opts));
+        assert!(!r.is_leader());
+        assert!(matches!(
+            serve_resolve(&mut r, txn),
+            ClientReply::NotLeader { .. }
+        ));
+        let mut decided = ShardKv::new(1, opts);
+        decided.apply(0, &GroupCommand::TxnPresumeAbort { txn }.encode());
+        let mut r = replica(decided);
+        let abort = ClientReply::Ok(Bytes::from_static(&[0]));
+        assert_eq!(serve_resolve(&mut r, txn), abort);
+        let mut buggy = ShardKv::new(1, opts);
+        buggy.bugs.resolve_unlogged = true;
+        let mut r = replica(buggy);
+        assert_eq!(serve_resolve(&mut r, txn), abort);
+        assert_eq!(r.state().store().decision(txn), None, "nothing logged");
     }
 }

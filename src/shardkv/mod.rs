@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes, BytesMut};
 use synod_wire::{
     decode_body, encode_message_body, ByteReader, ClientId, ClientReply, ClientRequest, Config,
-    GroupId, Message, Op, ReadError, Seq, Slot, KIND_CONFIG,
+    GroupId, Message, Op, ReadError, Seq, Slot, TxnId, TxnOutcome, KIND_CONFIG,
 };
 
 use crate::kv::{KeyOrder, KvOptions, KvStore};
@@ -53,10 +53,14 @@ const TAG_INSTALL: u8 = 0xE2;
 const TAG_DELETE: u8 = 0xE3;
 const TAG_INSTALLED_ACK: u8 = 0xE4;
 const TAG_INSTALL_CHUNK: u8 = 0xE5;
+const TAG_TXN_PRESUME_ABORT: u8 = 0xE6;
+const TAG_TXN_RESOLVED: u8 = 0xE7;
 
 /// Version 2 added each shard's migration cursor; version 3 each offered or
-/// installed shard's [`Handoff`].
-const SNAPSHOT_VERSION: u8 = 3;
+/// installed shard's [`Handoff`]; version 4 the members of groups that left
+/// the configuration (a transaction's coordinator may have).
+const SNAPSHOT_VERSION: u8 = 4;
+const SNAPSHOT_VERSION_HANDOFFS: u8 = 3;
 const SNAPSHOT_VERSION_CURSORS: u8 = 2;
 /// Snapshots written before chunked migration: no cursors (all 0). Still
 /// read, so a data directory from before keeps working.
@@ -130,6 +134,14 @@ pub enum GroupCommand {
         done: bool,
         data: Bytes,
     },
+    /// Presumed abort, at the coordinator of `txn`: a participant asked
+    /// for the outcome (or the coordinator's own prepared part grew old),
+    /// so log Abort unless a decision is in the log already; the first
+    /// decision wins (`KvStore::presume_abort`).
+    TxnPresumeAbort { txn: TxnId },
+    /// At a participant: the coordinator answered `outcome` for `txn`;
+    /// apply it to the prepared part if still held (`KvStore::resolve`).
+    TxnResolved { txn: TxnId, outcome: TxnOutcome },
 }
 
 impl GroupCommand {
@@ -175,6 +187,17 @@ impl GroupCommand {
                 b.put_u8(u8::from(*done));
                 b.put_slice(data);
             }
+            GroupCommand::TxnPresumeAbort { txn } => {
+                b.put_u8(TAG_TXN_PRESUME_ABORT);
+                b.put_u64_le(txn.client);
+                b.put_u64_le(txn.seq);
+            }
+            GroupCommand::TxnResolved { txn, outcome } => {
+                b.put_u8(TAG_TXN_RESOLVED);
+                b.put_u64_le(txn.client);
+                b.put_u64_le(txn.seq);
+                b.put_u8(*outcome as u8);
+            }
         }
         b.freeze()
     }
@@ -217,6 +240,23 @@ impl GroupCommand {
                 },
                 data: body.slice_ref(r.rest()),
             }),
+            TAG_TXN_PRESUME_ABORT => {
+                let txn = TxnId {
+                    client: r.u64().ok()?,
+                    seq: r.u64().ok()?,
+                };
+                r.finish().ok()?;
+                Some(GroupCommand::TxnPresumeAbort { txn })
+            }
+            TAG_TXN_RESOLVED => {
+                let txn = TxnId {
+                    client: r.u64().ok()?,
+                    seq: r.u64().ok()?,
+                };
+                let outcome = TxnOutcome::from_code(r.u8().ok()?)?;
+                r.finish().ok()?;
+                Some(GroupCommand::TxnResolved { txn, outcome })
+            }
             _ => None,
         }
     }
@@ -249,6 +289,18 @@ pub enum Work {
         to: GroupId,
         servers: Vec<String>,
     },
+    /// We hold a prepared part of `txn` whose coordinator is group
+    /// `coordinator` (members `servers`; maybe us). Once it is older than
+    /// the driver's recovery timeout, ask the coordinator for the outcome
+    /// (`TxnResolve`) and propose [`GroupCommand::TxnResolved`] with the
+    /// answer; if we are the coordinator, propose
+    /// [`GroupCommand::TxnPresumeAbort`] instead. The age is the driver's
+    /// to measure (`Migrator`), in its own time.
+    Resolve {
+        txn: TxnId,
+        coordinator: GroupId,
+        servers: Vec<String>,
+    },
 }
 
 impl Work {
@@ -268,6 +320,7 @@ impl Work {
             Work::Delete {
                 config_num, shard, ..
             } => (3, *config_num, *shard, 0),
+            Work::Resolve { txn, .. } => (4, txn.client, 0, txn.seq),
         }
     }
 }
@@ -303,6 +356,11 @@ pub struct ShardBugs {
     /// Apply a migration chunk whatever its cursor, so a duplicate or a
     /// retried chunk applies again.
     pub ignore_chunk_cursor: bool,
+    /// Presumed abort without the log: a coordinator asked for the outcome
+    /// of a transaction it has no decision for answers Abort at once and
+    /// logs nothing, so the client's late commit can still win there while
+    /// the participant aborted (`serve_resolve`).
+    pub resolve_unlogged: bool,
 }
 
 pub struct ShardKv {
@@ -320,6 +378,12 @@ pub struct ShardKv {
     /// Per shard: the unfinished move of an Offering or Installed shard
     /// (`None` in every other state).
     handoff: Vec<Option<Handoff>>,
+    /// The members of every group that left a configuration this group
+    /// applied (removed again if it rejoins): a participant still asks a
+    /// transaction's coordinator for the outcome after it left
+    /// ([`ShardKv::group_servers`]). One entry per group ever joined, at
+    /// most. Part of the snapshot (version 4).
+    departed: BTreeMap<GroupId, Vec<String>>,
     /// Bytes of records per chunk this replica sends when another group
     /// pulls a shard from it. Local (not replicated) and free to differ
     /// between replicas: a chunk names its own start, and its size does not
@@ -389,6 +453,15 @@ impl ShardKv {
                 }
             }
         }
+        b.put_u32_le(self.departed.len() as u32);
+        for (gid, servers) in &self.departed {
+            b.put_u32_le(*gid);
+            b.put_u32_le(servers.len() as u32);
+            for s in servers {
+                b.put_u32_le(s.len() as u32);
+                b.put_slice(s.as_bytes());
+            }
+        }
         b
     }
 
@@ -403,6 +476,7 @@ impl ShardKv {
             state: vec![ShardState::NotOwned; opts.shards as usize],
             pulled: vec![0; opts.shards as usize],
             handoff: vec![None; opts.shards as usize],
+            departed: BTreeMap::new(),
             migrate_chunk_bytes: DEFAULT_MIGRATE_CHUNK_BYTES,
             key_orders: RefCell::new(BTreeMap::new()),
             opts,
@@ -526,10 +600,39 @@ impl ShardKv {
             )
     }
 
+    /// The members of group `gid` as this group last knew them (current
+    /// configuration, else the previous one, else as it left; empty if
+    /// this group never saw it).
+    pub fn group_servers(&self, gid: GroupId) -> Vec<String> {
+        self.config
+            .groups
+            .iter()
+            .chain(&self.prev.groups)
+            .find(|g| g.gid == gid)
+            .map(|g| g.servers.clone())
+            .or_else(|| self.departed.get(&gid).cloned())
+            .unwrap_or_default()
+    }
+
     /// What the leader should do now, given the next configuration if the
     /// driver knows it.
     pub fn work(&self, next: Option<&Config>) -> Vec<Work> {
         let mut out = Vec::new();
+        for (txn, coordinator, _) in self.store.prepared_parts() {
+            if coordinator == 0 {
+                continue; // logged before recovery existed: its client decides
+            }
+            let servers = if coordinator == self.gid {
+                Vec::new()
+            } else {
+                self.group_servers(coordinator)
+            };
+            out.push(Work::Resolve {
+                txn,
+                coordinator,
+                servers,
+            });
+        }
         if let Some(c) = next.filter(|c| self.may_advance(c)) {
             out.push(Work::Propose(GroupCommand::Reconfigure(c.clone())));
         }
@@ -608,6 +711,10 @@ impl ShardKv {
 
     fn apply_group(&mut self, cmd: GroupCommand) {
         match cmd {
+            // Group-wide, like TxnDecide and TxnFinish: whatever shards
+            // the group serves now.
+            GroupCommand::TxnPresumeAbort { txn } => self.store.presume_abort(txn),
+            GroupCommand::TxnResolved { txn, outcome } => self.store.resolve(txn, outcome),
             GroupCommand::Reconfigure(c) => {
                 if !self.may_advance(&c) {
                     return; // a duplicate or a proposal from a stale leader
@@ -661,6 +768,14 @@ impl ShardKv {
                         .filter(|s| **s == ShardState::Offering)
                         .count()
                 );
+                for g in &self.config.groups {
+                    if !c.groups.iter().any(|n| n.gid == g.gid) {
+                        self.departed.insert(g.gid, g.servers.clone());
+                    }
+                }
+                for g in &c.groups {
+                    self.departed.remove(&g.gid);
+                }
                 self.prev = std::mem::replace(&mut self.config, c);
             }
             GroupCommand::Install {
@@ -863,6 +978,7 @@ impl StateMachine for ShardKv {
         let version = r.u8().map_err(rd)?;
         if ![
             SNAPSHOT_VERSION,
+            SNAPSHOT_VERSION_HANDOFFS,
             SNAPSHOT_VERSION_CURSORS,
             SNAPSHOT_VERSION_WHOLE_SHARDS,
         ]
@@ -901,7 +1017,7 @@ impl StateMachine for ShardKv {
         let prev = configs.pop().expect("two configs");
         let config = configs.pop().expect("two configs");
         let mut handoff = vec![None; n];
-        if version >= SNAPSHOT_VERSION {
+        if version >= SNAPSHOT_VERSION_HANDOFFS {
             for (s, h) in handoff.iter_mut().enumerate() {
                 if r.u8().map_err(rd)? == 0 {
                     continue;
@@ -952,7 +1068,24 @@ impl StateMachine for ShardKv {
         }) {
             return Err("offered or installed shard without its handoff".into());
         }
+        let mut departed = BTreeMap::new();
+        if version >= SNAPSHOT_VERSION {
+            let count = r.count(4 + 4).map_err(rd)?;
+            for _ in 0..count {
+                let gid = r.u32().map_err(rd)?;
+                let n = r.count(4).map_err(rd)?;
+                let mut servers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    servers.push(r.str().map_err(rd)?.to_string());
+                }
+                if departed.keys().next_back().is_some_and(|g| *g >= gid) {
+                    return Err("departed groups not strictly increasing".into());
+                }
+                departed.insert(gid, servers);
+            }
+        }
         let store = KvStore::restore(r.rest(), self.opts).map_err(|e| e.to_string())?;
+        self.departed = departed;
         self.prev = prev;
         self.config = config;
         self.state = state;

@@ -612,14 +612,21 @@ fn a_whole_shard_install_from_an_older_log_still_applies() {
 }
 
 #[test]
-fn version_1_and_2_snapshots_still_restore() {
-    // Version 2 is version 3 without the handoffs (one 0 byte per shard
-    // here: nothing offered or installed yet); version 1 is version 2
-    // without the cursors (there were no chunks).
+fn version_1_2_and_3_snapshots_still_restore() {
+    // Version 3 is version 4 without the departed groups (an empty list
+    // here: a u32 0 after the handoffs); version 2 is version 3 without
+    // the handoffs (one 0 byte per shard here: nothing offered or
+    // installed yet); version 1 is version 2 without the cursors (there
+    // were no chunks).
     let (_g1, g2) = mid_move(3, 100);
-    let v3 = g2.snapshot();
-    let at = cursors_offset(&v3);
+    let v4 = g2.snapshot();
+    let at = cursors_offset(&v4);
     let handoffs = at + 8 * SHARDS as usize;
+    let departed = handoffs + SHARDS as usize;
+    assert_eq!(v4[departed..departed + 4], [0, 0, 0, 0]);
+    let mut v3 = v4.to_vec();
+    v3.drain(departed..departed + 4);
+    v3[0] = 3;
     assert!(v3[handoffs..handoffs + SHARDS as usize]
         .iter()
         .all(|b| *b == 0));
@@ -629,14 +636,14 @@ fn version_1_and_2_snapshots_still_restore() {
     let mut v1 = v2.clone();
     v1.drain(at..at + 8 * SHARDS as usize);
     v1[0] = 1;
-    for (version, old) in [(2, &v2), (1, &v1)] {
+    for (version, old) in [(3, &v3), (2, &v2), (1, &v1)] {
         let mut restored = ShardKv::new(2, opts());
         restored
             .restore(old)
             .unwrap_or_else(|e| panic!("a version {version} snapshot: {e}"));
-        assert_eq!(restored.snapshot(), v3);
+        assert_eq!(restored.snapshot(), v4);
     }
-    v1[0] = 4;
+    v1[0] = 5;
     assert!(ShardKv::new(2, opts()).restore(&v1).is_err());
 }
 
@@ -951,4 +958,31 @@ fn put_all(kv: &mut ShardKv, seq: u64, keys: &[String]) -> ClientReply {
     kv.apply(0, &encode_command(&req))
         .map(|(_, _, reply)| kv_reply(reply))
         .expect("a client command")
+}
+
+/// A group that left the configuration is still reachable for the
+/// transactions it coordinated: its members are remembered (also across
+/// a snapshot), and forgotten again only if it rejoins.
+#[test]
+fn members_of_a_departed_group_are_remembered() {
+    let mut g2 = ShardKv::new(2, opts());
+    let only2 = vec![2; SHARDS as usize];
+    // Group 1 is a member serving no shard (so nothing to pull from it).
+    let mut with1 = config(1, &only2);
+    with1
+        .groups
+        .insert(0, GroupInfo::new(1, vec!["10.0.0.1:1".to_string()]));
+    run(&mut g2, GroupCommand::Reconfigure(with1));
+    run(&mut g2, GroupCommand::Reconfigure(config(2, &only2)));
+    assert_eq!(g2.group_servers(1), vec!["10.0.0.1:1".to_string()]);
+    // Two configurations later group 1 is in neither the current nor the
+    // previous one.
+    run(&mut g2, GroupCommand::Reconfigure(config(3, &only2)));
+    assert!(!g2.prev_config().groups.iter().any(|g| g.gid == 1));
+    assert_eq!(g2.group_servers(1), vec!["10.0.0.1:1".to_string()]);
+    let mut restored = ShardKv::new(2, opts());
+    restored.restore(&g2.snapshot()).unwrap();
+    assert_eq!(restored.group_servers(1), vec!["10.0.0.1:1".to_string()]);
+    assert_eq!(restored.snapshot(), g2.snapshot());
+    assert!(g2.group_servers(7).is_empty());
 }

@@ -123,6 +123,9 @@ pub(crate) struct Client {
     /// Audits and committed transfers completed (for the report).
     pub bank_audits: u64,
     pub bank_transfers: u64,
+    /// The process died ([`Client::die`]): it sends and receives nothing
+    /// more.
+    pub dead: bool,
 }
 
 fn us(t: Micros) -> Time {
@@ -193,7 +196,31 @@ impl Client {
             bank_seen: None,
             bank_audits: 0,
             bank_transfers: 0,
+            dead: false,
         }
+    }
+
+    /// The keys this client works on (a client taking a dead one's place
+    /// gets the same).
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+
+    /// Commits that lost to a presumed abort in this client's session.
+    pub fn presumed_aborts(&self) -> u64 {
+        self.session.stats().two_pc_presumed_aborts
+    }
+
+    /// The process dies: its session and everything in flight are gone.
+    /// Returns its KV ops in flight, of unknown outcome and never returned
+    /// (a request already on the wire may still apply later).
+    pub fn die(&mut self) -> Vec<KvOp> {
+        let lost = self.pending_ops();
+        self.pending.clear();
+        self.stopped = true;
+        self.next_issue = None;
+        self.dead = true;
+        lost
     }
 
     /// The id the next requests go out under (only when the session asked

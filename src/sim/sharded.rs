@@ -29,7 +29,7 @@ use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Record, Synced};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::rng::Rng;
-use crate::shardkv::migrator::{serve_delete, serve_pull, Action, Migrator};
+use crate::shardkv::migrator::{serve_delete, serve_pull, serve_resolve, Action, Migrator};
 use crate::shardkv::{GroupCommand, ShardKv};
 
 const REPLICAS: u32 = 3;
@@ -80,6 +80,17 @@ pub struct ShardedConfig {
     pub txn_unlocked_reads: bool,
     /// Planted bug `KvOptions::planted_txn_forget_prepared`.
     pub txn_forget_prepared: bool,
+    /// Clients that die or stall mid-transaction (during the fault phase):
+    /// right after sending its prepares a client may die (its session is
+    /// gone; a fresh client with a new id takes its place) or stall for
+    /// 1-2.5x [`ShardedConfig::txn_resolve_after`] (nothing received or
+    /// sent: a GC pause, a SIGSTOP; only transfers, whose prepares write),
+    /// and right after sending a decision
+    /// it may die. Their locks must still go (presumed abort), and a
+    /// stalled client's late commit must not win over an abort.
+    pub client_deaths: bool,
+    /// Every KV node's recovery timeout (`Migrator::resolve_after`).
+    pub txn_resolve_after: Duration,
 }
 
 impl ShardedConfig {
@@ -106,6 +117,8 @@ impl ShardedConfig {
             txn_early_release: false,
             txn_unlocked_reads: false,
             txn_forget_prepared: false,
+            client_deaths: false,
+            txn_resolve_after: Duration::from_millis(1_000),
         }
     }
 }
@@ -143,6 +156,17 @@ pub struct ShardedReport {
     /// aborted ones among them (lock conflicts, WrongGroup), all retried.
     pub two_pc: u64,
     pub two_pc_aborts: u64,
+    /// With `client_deaths`: clients that died mid-transaction, and clients
+    /// that stalled.
+    pub client_deaths: u64,
+    pub client_stalls: u64,
+    /// Prepared parts resolved at their coordinator by a participant's
+    /// leader, and presumed aborts a coordinator's leader proposed for its
+    /// own part; commits that lost to a presumed abort (the client then
+    /// retried).
+    pub txn_resolved: u64,
+    pub txn_self_aborts: u64,
+    pub presumed_aborts_seen: u64,
 }
 
 impl ShardedReport {
@@ -236,6 +260,10 @@ pub(crate) enum Event {
     },
 }
 
+/// Client deaths, and stalls, per run at most (`client_deaths`).
+const MAX_CLIENT_DEATHS: u64 = 5;
+const MAX_CLIENT_STALLS: u64 = 10;
+
 /// Reply routing tag for answers to migration requests.
 const MIGRATION: usize = usize::MAX;
 
@@ -270,6 +298,8 @@ pub struct ShardedWorld {
     report: ShardedReport,
     /// The last client id handed out on a renewal.
     next_client_id: u64,
+    /// Per client: stalled (receives and sends nothing) until then.
+    stalled_until: Vec<Micros>,
 }
 
 /// `n` account keys. With `one_group`, all in one shard (so one group
@@ -341,7 +371,9 @@ impl Simulated for ShardedWorld {
                     self.on_migration_reply((reply_to >> 48) as usize, reply_to & ID_MASK, msg);
                 } else if client == usize::MAX - 1 {
                     self.on_admin_reply(reply_to & ((1 << 40) - 1), msg);
-                } else {
+                } else if !self.clients[client].dead && self.stalled_until[client] <= self.time.now
+                {
+                    // A dead or stalled process receives nothing.
                     self.on_client_reply(client, reply_to, msg);
                 }
             }
@@ -434,6 +466,7 @@ impl Simulated for ShardedWorld {
             && self.clients.iter().all(|c| c.idle())
             && self.admin.current.is_none()
             && self.converged()
+            && self.locks_held().is_empty()
     }
 }
 
@@ -473,10 +506,12 @@ impl ShardedWorld {
                 ..ShardedReport::default()
             },
             next_client_id: 1 << 20,
+            stalled_until: Vec::new(),
             time: Timeline::new(),
             rng,
             cfg,
         };
+        let cfg_resolve_after = w.cfg.txn_resolve_after;
         for _ in 0..n {
             let node_rng = w.rng.fork();
             w.nodes.push(Node {
@@ -486,7 +521,7 @@ impl ShardedWorld {
                 epoch: 0,
                 flush_scheduled: false,
                 next_apply: 0,
-                migrator: Migrator::new(),
+                migrator: Migrator::new().resolving_after(cfg_resolve_after),
                 held_down: false,
             });
         }
@@ -500,6 +535,7 @@ impl ShardedWorld {
             keys.bank = bank.clone();
             w.clients
                 .push(Client::sharded(c, servers(0), 1000 + c as u64, keys, crng));
+            w.stalled_until.push(0);
             let at = w.rng.range(500 * MS, 1_000 * MS);
             w.schedule(
                 at,
@@ -560,9 +596,12 @@ impl ShardedWorld {
         node.flush_scheduled = false;
         let old = std::mem::replace(
             &mut node.migrator,
-            Migrator::with_first_request_id((node.epoch << 32) + 1),
+            Migrator::with_first_request_id((node.epoch << 32) + 1)
+                .resolving_after(self.cfg.txn_resolve_after),
         );
         self.report.rotations += old.stats.rotations;
+        self.report.txn_resolved += old.stats.resolved;
+        self.report.txn_self_aborts += old.stats.presumed_aborts;
         let epoch = node.epoch;
         let first = self.rng.range(1, 10 * MS);
         self.schedule(self.time.now + first, Event::Tick { node: i, epoch });
@@ -607,6 +646,18 @@ impl ShardedWorld {
             self.kv_state(gid)
                 .is_some_and(|s| s.config().num == latest && s.settled())
         })
+    }
+
+    /// Prepared (locked, unfinished) transactions per KV group, at each
+    /// group's most advanced replica: `(gid, count)` for every group
+    /// holding some.
+    fn locks_held(&self) -> Vec<(GroupId, usize)> {
+        (1..=self.cfg.kv_groups)
+            .filter_map(|g| {
+                let n = self.kv_state(g)?.store().prepared_count();
+                (n > 0).then_some((g, n))
+            })
+            .collect()
     }
 
     fn kv_state(&self, gid: GroupId) -> Option<&ShardKv> {
@@ -758,6 +809,11 @@ impl ShardedWorld {
                 self.after_node_event(to);
                 self.migration_answer(to, reply_to, Message::Reply(answer));
             }
+            (Hosted::Kv(r), Message::TxnResolve(txn)) => {
+                let answer = serve_resolve(r, txn);
+                self.after_node_event(to);
+                self.migration_answer(to, reply_to, Message::Reply(answer));
+            }
             _ => {}
         }
     }
@@ -888,6 +944,15 @@ impl ShardedWorld {
     // ----- clients ----------------------------------------------------------
 
     fn client_wake(&mut self, c: usize, token: u64) {
+        if self.clients[c].dead {
+            return;
+        }
+        if self.stalled_until[c] > self.time.now {
+            // Its timers fire when it runs again.
+            let at = self.stalled_until[c];
+            self.schedule(at, Event::ClientWake { client: c, token });
+            return;
+        }
         let stop_new = self.healed && self.time.now > self.cfg.fault_phase + 1_000 * MS;
         let actions = self.clients[c].on_wake(self.time.now, token, stop_new);
         self.client_actions(c, actions);
@@ -900,6 +965,28 @@ impl ShardedWorld {
 
     /// Carries out what client `c`'s session asked for.
     fn client_actions(&mut self, c: usize, actions: ClientActions) {
+        let is = |m: &Message, prepare: bool| match m {
+            Message::Request(r) => {
+                matches!(&r.op, synod_wire::Op::TxnPrepare(_)) && prepare
+                    || matches!(&r.op, synod_wire::Op::TxnDecide(_)) && !prepare
+            }
+            _ => false,
+        };
+        let prepares = actions.send.iter().any(|(_, _, m)| is(m, true));
+        let decides = actions.send.iter().any(|(_, _, m)| is(m, false));
+        // A transfer (its prepares write): the stall that matters, since a
+        // late commit that wins where an abort was presumed tears it.
+        let writes = actions.send.iter().any(|(_, _, m)| match m {
+            Message::Request(r) => match &r.op {
+                synod_wire::Op::TxnPrepare(p) => p
+                    .part
+                    .success
+                    .iter()
+                    .any(|op| !matches!(op, synod_wire::Op::Get { .. })),
+                _ => false,
+            },
+            _ => false,
+        });
         for (dest, reply_to, msg) in actions.send {
             // Addresses are `servers(gid)`: `g{gid}r{index}`.
             let node = dest
@@ -927,6 +1014,25 @@ impl ShardedWorld {
             self.history.push(op);
         }
         self.report.failures.extend(actions.failures);
+        if (prepares || decides) && self.may_fail_client() {
+            // Its frames are on the wire; now the process dies or stalls.
+            let deaths_left = self.report.client_deaths < MAX_CLIENT_DEATHS;
+            if deaths_left
+                && ((decides && self.rng.chance(0.03)) || (prepares && self.rng.chance(0.015)))
+            {
+                self.kill_client(c);
+                return;
+            }
+            if writes && self.report.client_stalls < MAX_CLIENT_STALLS && self.rng.chance(0.1) {
+                // Long enough for a participant to ask the coordinator
+                // (after `txn_resolve_after`), mostly short enough to come
+                // back before the coordinator resolves its own part (2x).
+                let wait = self.cfg.txn_resolve_after.as_micros() as Micros;
+                let stall = self.rng.range(wait, 5 * wait / 2);
+                self.stalled_until[c] = self.time.now + stall;
+                self.report.client_stalls += 1;
+            }
+        }
         if actions.renew_id {
             // Newer than every id handed out so far, so above every
             // shard's expiry floor (which only covers ids already used).
@@ -935,6 +1041,40 @@ impl ShardedWorld {
             let more = self.clients[c].set_client_id(self.next_client_id, self.time.now);
             self.client_actions(c, more);
         }
+    }
+
+    /// May a client die or stall now? Only with `client_deaths`, during the
+    /// fault phase (and a few times per run: the callers count).
+    fn may_fail_client(&self) -> bool {
+        self.cfg.client_deaths && !self.healed && self.time.now < self.cfg.fault_phase
+    }
+
+    /// Client `c`'s process dies; a new one (new client id, new index)
+    /// takes its place on the same keys.
+    fn kill_client(&mut self, c: usize) {
+        let lost = self.clients[c].die();
+        self.history.extend(lost);
+        self.report.client_deaths += 1;
+        self.next_client_id += 1;
+        let idx = self.clients.len();
+        let keys = self.clients[c].keys().clone();
+        let crng = self.rng.fork();
+        self.clients.push(Client::sharded(
+            idx,
+            servers(0),
+            self.next_client_id,
+            keys,
+            crng,
+        ));
+        self.stalled_until.push(0);
+        let at = self.time.now + self.rng.range(MS, 50 * MS);
+        self.schedule(
+            at,
+            Event::ClientWake {
+                client: idx,
+                token: 0,
+            },
+        );
     }
 
     // ----- the admin ------------------------------------------------------------
@@ -1103,6 +1243,43 @@ impl ShardedWorld {
         self.report.bank_transfers = self.clients.iter().map(|c| c.bank_transfers).sum();
         self.report.two_pc = self.clients.iter().map(|c| c.two_pc().0).sum();
         self.report.two_pc_aborts = self.clients.iter().map(|c| c.two_pc().1).sum();
+        self.report.presumed_aborts_seen = self.clients.iter().map(|c| c.presumed_aborts()).sum();
+        self.report.txn_resolved += self
+            .nodes
+            .iter()
+            .map(|n| n.migrator.stats.resolved)
+            .sum::<u64>();
+        self.report.txn_self_aborts += self
+            .nodes
+            .iter()
+            .map(|n| n.migrator.stats.presumed_aborts)
+            .sum::<u64>();
+        // Every prepared transaction is decided and finished within the
+        // liveness bound after the faults end: no lock is held forever,
+        // whether its client finished it, died or stalled.
+        for (g, n) in self.locks_held() {
+            let parts: Vec<String> = self
+                .kv_state(g)
+                .map(|s| {
+                    s.store()
+                        .prepared_parts()
+                        .map(|(txn, coordinator, ms)| {
+                            format!(
+                                "{}.{} (coordinator g{coordinator}, prepared at log time {ms})",
+                                txn.client, txn.seq
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.report.failures.push(format!(
+                "liveness: group {g} still holds {n} prepared transaction(s) (locked keys) \
+                 at {}ms, {}ms after the faults ended: {}",
+                now / 1000,
+                now.saturating_sub(self.cfg.fault_phase) / 1000,
+                parts.join(", ")
+            ));
+        }
         if self.cfg.bank_accounts > 0 && self.report.bank_audits == 0 {
             // A bank run that checked nothing must not pass.
             self.report

@@ -245,6 +245,11 @@ pub struct TxnId {
 pub struct TxnPrepare {
     pub txn: TxnId,
     pub part: Txn,
+    /// The coordinator group (the group of the transaction's first key),
+    /// which a participant asks for the outcome if the client goes quiet
+    /// (`TxnResolve`). 0 (never a KV group): unknown, as in prepares
+    /// logged before recovery existed; such a part waits for its client.
+    pub coordinator: GroupId,
 }
 
 /// The body of [`Op::TxnDecide`] and [`Op::TxnFinish`].
@@ -877,6 +882,13 @@ pub enum Message {
     /// The answer to a `ShardPull`: one bounded chunk of the shard (its
     /// dedup state rides on the last one).
     ShardData(ShardData),
+    /// Between KV groups (issue 10, presumed abort): a participant's leader
+    /// holding a prepared part of `txn` for too long asks the transaction's
+    /// coordinator group (header group) for the outcome. Answered `Ok` with
+    /// one byte (the [`TxnOutcome`] in the coordinator's log: if none was
+    /// there, the coordinator logs `Abort` first), `Busy` while that abort
+    /// is on its way through its log, or `NotLeader`.
+    TxnResolve(TxnId),
     /// The shard master's answer to every successful [`MasterRequest`]: for
     /// Join/Leave/Move the configuration it created, for Query the one asked
     /// for. Refusals and redirects are `Reply(Error/NotLeader/Busy)`, so a

@@ -28,8 +28,13 @@ use synod_wire::*;
 /// replica replacement, issue 13) likewise, checked by hand against
 /// PROTOCOL.md 5.5; a `group_info` whose membership never changed encodes
 /// as before (the Join and Config rows are unchanged), one that changed is
-/// pinned in `config_with_membership_golden_bytes`.
-const GOLDEN: [(u8, &str, &str); 56] = [
+/// pinned in `config_with_membership_golden_bytes`. Presumed-abort
+/// recovery (issue 10) appended the coordinator's `gid u32` to TxnPrepare
+/// (a prepare without it, as logged before, still decodes: coordinator 0,
+/// `txn_prepare_without_coordinator_still_decodes`) and added TxnResolve
+/// (0x43, between groups like 0x40-0x42); both checked by hand against
+/// PROTOCOL.md 5.1 and 5.6.
+const GOLDEN: [(u8, &str, &str); 57] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
     (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
@@ -47,7 +52,7 @@ const GOLDEN: [(u8, &str, &str); 56] = [
     (KIND_SCAN, "53594e44010f00002d0000002e0000000000000001000000d978d46e3fc66291", "08070605040302010f000000000000000e00000000000000020000006b310101000000610a0000000000000000"),
     (KIND_COUNT, "53594e44011800001e0000002f00000000000000010000004a9159499c6ca39a", "080706050403020110000000000000000f00000000000000020000006b31"),
     (KIND_FLUSH, "53594e44011900001e0000003000000000000000010000005a1d7e4512ee2629", "080706050403020111000000000000001000000000000000020000006b31"),
-    (KIND_TXN_PREPARE, "53594e44011a0000450000003200000000000000010000006ab4a51dacf475a7", "080706050403020112000000000000001100000000000000080706050403020109000000000000000000000001000000020100000061010000003101000000010100000061"),
+    (KIND_TXN_PREPARE, "53594e44011a000049000000320000000000000001000000665da9300873f234", "08070605040302011200000000000000110000000000000008070605040302010900000000000000000000000100000002010000006101000000310100000001010000006102000000"),
     (KIND_TXN_DECIDE, "53594e44011b00002e0000003300000000000000010000009e8a2af738d2428f", "08070605040302011300000000000000120000000000000008070605040302010900000000000000010000006101"),
     (KIND_TXN_FINISH, "53594e44011c00002e0000003400000000000000010000001cf65febccebceb4", "08070605040302011400000000000000130000000000000008070605040302010900000000000000010000006200"),
     (KIND_OK, "53594e440110000004000000070000000000000001000000c74b6748f6187d3b", "00000000"),
@@ -81,6 +86,7 @@ const GOLDEN: [(u8, &str, &str); 56] = [
     (KIND_SHARD_PULL, "53594e440140000014000000090000000000000001000000239d751be109795e", "0300000000000000070000000500000000000000"),
     (KIND_SHARD_DELETE, "53594e44014100000c0000000a0000000000000001000000c771f26188d8f638", "030000000000000007000000"),
     (KIND_SHARD_DATA, "53594e44014200001b0000000900000000000000020000000c1af314b0280b5e", "030000000000000007000000050000000000000001020000006b76"),
+    (KIND_TXN_RESOLVE, "53594e4401430000100000000b0000000000000001000000d37074e3dc326cff", "08070605040302010900000000000000"),
     (KIND_AUTH_HELLO, "53594e440150000029000000000000000000000001000000d96923f1f8eb5856", "010100000002000000000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
     (KIND_AUTH_CHALLENGE, "53594e440151000040000000000000000000000001000000d23018849b918aa1", "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3fa0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"),
     (KIND_AUTH_PROOF, "53594e440152000020000000000000000000000001000000066d6b1e7dfe978b", "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"),
@@ -402,6 +408,58 @@ fn txn_vote_golden_bytes() {
         );
     }
     assert!(decode_txn_vote(bytes::Bytes::from_static(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0])).is_err());
+}
+
+/// A `TxnPrepare` logged before presumed-abort recovery ends after its
+/// part: it still decodes, with coordinator 0 (unknown), and a trailer
+/// shorter than a `u32`, or an explicit 0, is refused.
+#[test]
+fn txn_prepare_without_coordinator_still_decodes() {
+    let prepare = samples()
+        .into_iter()
+        .find(|f| kind_of(&f.message) == KIND_TXN_PREPARE)
+        .unwrap();
+    let Message::Request(req) = &prepare.message else {
+        unreachable!()
+    };
+    let cmd = encode_command(req);
+    let old = cmd.slice(..cmd.len() - 4);
+    let got = decode_command(old).expect("an old prepare decodes");
+    let Op::TxnPrepare(p) = &got.op else {
+        panic!("{got:?}")
+    };
+    assert_eq!(p.coordinator, 0);
+    assert_eq!(decode_command(cmd.clone()).unwrap(), *req);
+    assert!(decode_command(cmd.slice(..cmd.len() - 1)).is_err());
+    // Unknown is written as no trailer, so an explicit 0 is refused: one
+    // encoding per prepare (decode, then encode, gives the same bytes).
+    assert_eq!(encode_command(&got), cmd.slice(..cmd.len() - 4));
+    let mut zero = cmd.to_vec();
+    let n = zero.len();
+    zero[n - 4..].copy_from_slice(&[0; 4]);
+    assert!(decode_command(bytes::Bytes::from(zero)).is_err());
+}
+
+/// PROTOCOL.md 5.6's `TxnResolve` frame is the codec's golden frame.
+#[test]
+fn protocol_md_txn_resolve_example_matches_the_codec() {
+    let doc = include_str!("../PROTOCOL.md");
+    let start = doc
+        .find("asking about\ntransaction")
+        .expect("PROTOCOL.md has the TxnResolve example");
+    let block = doc[start..]
+        .split("```")
+        .nth(1)
+        .expect("the TxnResolve example has a code block");
+    let tokens: String = block
+        .split_whitespace()
+        .filter(|t| t != &"header" && t != &"body")
+        .collect();
+    let frame = samples()
+        .into_iter()
+        .find(|f| kind_of(&f.message) == KIND_TXN_RESOLVE)
+        .expect("a TxnResolve sample");
+    assert_eq!(tokens, hex(&encode(&frame)));
 }
 
 /// A configuration after `Replace 1 b:1 d:1`: group 1 lists `a:1 b:1 d:1`,

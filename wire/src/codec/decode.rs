@@ -243,6 +243,7 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             config_num: r.u64()?,
             shard: r.u32()?,
         }),
+        KIND_TXN_RESOLVE => Message::TxnResolve(read_txn_id(&mut r)?),
         KIND_SHARD_DATA => Message::ShardData(ShardData {
             config_num: r.u64()?,
             shard: r.u32()?,

@@ -163,6 +163,7 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
             out.put_u64_le(r.config_num);
             out.put_u32_le(r.shard);
         }
+        Message::TxnResolve(txn) => put_txn_id(out, *txn),
         Message::ShardData(d) => {
             out.put_u64_le(d.config_num);
             out.put_u32_le(d.shard);
@@ -224,7 +225,10 @@ pub fn encode_command(req: &ClientRequest) -> Bytes {
 fn request_body_len(req: &ClientRequest) -> usize {
     match &req.op {
         Op::Txn(txn) => return 8 + 8 + 8 + txn_body_len(txn),
-        Op::TxnPrepare(p) => return 8 + 8 + 8 + 16 + txn_body_len(&p.part),
+        Op::TxnPrepare(p) => {
+            let coordinator = if p.coordinator == 0 { 0 } else { 4 };
+            return 8 + 8 + 8 + 16 + txn_body_len(&p.part) + coordinator;
+        }
         Op::TxnDecide(f) | Op::TxnFinish(f) => return 8 + 8 + 8 + 16 + 4 + f.key.len() + 1,
         _ => {}
     }
@@ -348,6 +352,10 @@ fn put_request_body(req: &ClientRequest, out: &mut BytesMut) {
         Op::TxnPrepare(p) => {
             put_txn_id(out, p.txn);
             put_txn_body(out, &p.part);
+            // Unknown (0) is the absent trailer: one encoding per prepare.
+            if p.coordinator != 0 {
+                out.put_u32_le(p.coordinator);
+            }
         }
         Op::TxnDecide(f) | Op::TxnFinish(f) => {
             put_txn_id(out, f.txn);

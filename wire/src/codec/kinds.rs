@@ -107,6 +107,9 @@ pub const KIND_SHARD_PULL: u8 = 0x40;
 pub const KIND_SHARD_DELETE: u8 = 0x41;
 /// Between KV groups: a shard's data, answering a pull.
 pub const KIND_SHARD_DATA: u8 = 0x42;
+/// Between KV groups: a participant asks a transaction's coordinator for
+/// its outcome (presumed abort).
+pub const KIND_TXN_RESOLVE: u8 = 0x43;
 
 /// Authentication: the dialer's role, claimed identity and nonce.
 pub const KIND_AUTH_HELLO: u8 = 0x50;
@@ -130,7 +133,7 @@ pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every message kind code this version defines, in ascending order (the
 /// trace stamp, [`KIND_TRACE_STAMP`], is a frame kind but not a message).
-pub const ALL_KINDS: [u8; 56] = [
+pub const ALL_KINDS: [u8; 57] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -182,6 +185,7 @@ pub const ALL_KINDS: [u8; 56] = [
     KIND_SHARD_PULL,
     KIND_SHARD_DELETE,
     KIND_SHARD_DATA,
+    KIND_TXN_RESOLVE,
     KIND_AUTH_HELLO,
     KIND_AUTH_CHALLENGE,
     KIND_AUTH_PROOF,
@@ -244,6 +248,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         KIND_SHARD_PULL => "ShardPull",
         KIND_SHARD_DELETE => "ShardDelete",
         KIND_SHARD_DATA => "ShardData",
+        KIND_TXN_RESOLVE => "TxnResolve",
         KIND_AUTH_HELLO => "AuthHello",
         KIND_AUTH_CHALLENGE => "AuthChallenge",
         KIND_AUTH_PROOF => "AuthProof",
@@ -267,7 +272,7 @@ pub fn is_known_kind(kind: u8) -> bool {
             KIND_OK..=KIND_SESSION_EXPIRED
                 | KIND_PREPARE..=KIND_PRE_VOTE_REPLY
                 | KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER
-                | KIND_SHARD_PULL..=KIND_SHARD_DATA
+                | KIND_SHARD_PULL..=KIND_TXN_RESOLVE
                 | KIND_AUTH_HELLO..=KIND_AUTH_PROOF
                 | KIND_STATUS_REQUEST..=KIND_STATUS
                 | KIND_TRACE_STAMP
@@ -308,6 +313,7 @@ pub fn kind_of(msg: &Message) -> u8 {
         Message::ShardPull(_) => KIND_SHARD_PULL,
         Message::ShardDelete(_) => KIND_SHARD_DELETE,
         Message::ShardData(_) => KIND_SHARD_DATA,
+        Message::TxnResolve(_) => KIND_TXN_RESOLVE,
         Message::Auth(AuthMsg::Hello(_)) => KIND_AUTH_HELLO,
         Message::Auth(AuthMsg::Challenge(_)) => KIND_AUTH_CHALLENGE,
         Message::Auth(AuthMsg::Proof(_)) => KIND_AUTH_PROOF,

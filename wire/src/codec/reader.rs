@@ -220,6 +220,12 @@ impl<'a> Reader<'a> {
         Ok((v != NO_REPLICA).then_some(v))
     }
 
+    /// Bytes not read yet (an optional trailing field is present when
+    /// this is not 0).
+    pub(super) fn remaining(&self) -> usize {
+        self.r.remaining()
+    }
+
     /// A body must be consumed exactly: leftover bytes mean the sender and
     /// receiver disagree about the layout, which must not pass silently.
     pub(super) fn finish(self) -> Result<(), DecodeError> {

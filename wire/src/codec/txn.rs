@@ -169,18 +169,32 @@ pub(super) fn put_txn_id(out: &mut BytesMut, id: TxnId) {
     out.put_u64_le(id.seq);
 }
 
-fn read_txn_id(r: &mut Reader) -> Result<TxnId, DecodeError> {
+pub(super) fn read_txn_id(r: &mut Reader) -> Result<TxnId, DecodeError> {
     Ok(TxnId {
         client: r.u64()?,
         seq: r.u64()?,
     })
 }
 
-/// `txn_id`, then a transaction body (the group's part).
+/// `txn_id`, then a transaction body (the group's part), then the
+/// coordinator's `gid u32`. A prepare logged before recovery existed ends
+/// after the part: its coordinator reads as 0 (unknown), which is also how
+/// 0 is written, so an explicit 0 is refused (one encoding per prepare).
 pub(super) fn read_txn_prepare(r: &mut Reader) -> Result<TxnPrepare, DecodeError> {
+    let txn = read_txn_id(r)?;
+    let part = read_txn_body(r)?;
+    let coordinator = if r.remaining() == 0 {
+        0
+    } else {
+        match r.u32()? {
+            0 => return Err(DecodeError::Invalid("TxnPrepare coordinator 0 written out")),
+            gid => gid,
+        }
+    };
     Ok(TxnPrepare {
-        txn: read_txn_id(r)?,
-        part: read_txn_body(r)?,
+        txn,
+        part,
+        coordinator,
     })
 }
 

@@ -295,6 +295,7 @@ pub fn samples() -> Vec<Frame> {
                         }],
                         failure: vec![Op::Get { key: b("a") }],
                     },
+                    coordinator: 2,
                 })),
             }),
         ),
@@ -502,6 +503,14 @@ pub fn samples() -> Vec<Frame> {
             }),
         },
         Frame {
+            request_id: 11,
+            group: 1,
+            message: Message::TxnResolve(TxnId {
+                client: EXAMPLE_CLIENT,
+                seq: 9,
+            }),
+        },
+        Frame {
             request_id: 0,
             group: 1,
             message: Message::Auth(AuthMsg::Hello(AuthHello {
@@ -617,7 +626,7 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
         Message::Paxos(_) => vec![],
         // Master messages carry only integers and (copied) strings.
         Message::Master(_) | Message::Config(_) => vec![],
-        Message::ShardPull(_) | Message::ShardDelete(_) => vec![],
+        Message::ShardPull(_) | Message::ShardDelete(_) | Message::TxnResolve(_) => vec![],
         Message::ShardData(d) => vec![&d.data],
         // Fixed-size arrays, copied.
         Message::Auth(_) => vec![],
@@ -924,11 +933,12 @@ pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
             .boxed(),
         KIND_COUNT => arb_bytes(64).prop_map(|key| Op::Count { key }).boxed(),
         KIND_FLUSH => arb_bytes(64).prop_map(|key| Op::Flush { key }).boxed(),
-        KIND_TXN_PREPARE => (any::<u64>(), any::<u64>(), arb_txn())
-            .prop_map(|(client, seq, part)| {
+        KIND_TXN_PREPARE => (any::<u64>(), any::<u64>(), arb_txn(), any::<u32>())
+            .prop_map(|(client, seq, part, coordinator)| {
                 Op::TxnPrepare(Box::new(TxnPrepare {
                     txn: TxnId { client, seq },
                     part,
+                    coordinator,
                 }))
             })
             .boxed(),
@@ -1153,6 +1163,9 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
             .boxed(),
         KIND_SHARD_DELETE => (any::<u64>(), any::<u32>())
             .prop_map(|(config_num, shard)| Message::ShardDelete(ShardRef { config_num, shard }))
+            .boxed(),
+        KIND_TXN_RESOLVE => (any::<u64>(), any::<u64>())
+            .prop_map(|(client, seq)| Message::TxnResolve(TxnId { client, seq }))
             .boxed(),
         KIND_SHARD_DATA => (
             any::<u64>(),
