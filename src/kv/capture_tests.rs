@@ -95,6 +95,7 @@ fn fill(kv: &mut KvStore, w: &mut Writer, keys: &[(u8, u8)]) {
 }
 
 proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..proptest::prelude::ProptestConfig::default() })]
     #[test]
     fn a_sliced_snapshot_is_the_state_at_its_start(
         before in proptest::collection::vec((0u8..40, any::<u8>()), 0..40),
