@@ -226,7 +226,9 @@ impl Data {
     /// The entry to change (saved first for a capture, even if the caller
     /// ends up not changing it).
     pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        if self.map.contains_key(key) {
+        // Only a capture costs the second lookup: without one (nearly
+        // always) a write to an existing key is one map lookup, as before.
+        if self.capture.is_some() && self.map.contains_key(key) {
             self.save(key);
         }
         self.map.get_mut(key)
