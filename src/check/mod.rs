@@ -7,6 +7,7 @@
 //! they never drive the system under test.
 
 pub mod bank;
+pub mod elle;
 pub mod kv;
 pub mod linearizability;
 
