@@ -91,6 +91,10 @@ pub struct Txn {
 /// The completion time of a transaction that never completed.
 pub const NEVER: u64 = u64::MAX;
 
+/// A client id the messages name "final read" (a read of the store's final
+/// state that a driver adds after every transaction completed).
+pub const FINAL_READER: u64 = u64::MAX;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AnomalyKind {
     /// The history breaks the workload's promise (an element appended twice
@@ -267,9 +271,13 @@ impl<'h> Checker<'h> {
         } else {
             format!("completed {}", ms(x.complete))
         };
+        let client = if x.client == FINAL_READER {
+            "the final read".to_string()
+        } else {
+            format!("client {}", x.client)
+        };
         format!(
-            "T{t} (client {}, {:?}, invoked {}, {done})",
-            x.client,
+            "T{t} ({client}, {:?}, invoked {}, {done})",
             x.status,
             ms(x.invoke)
         )
@@ -649,10 +657,7 @@ impl<'h> Checker<'h> {
             .filter(|&t| in_graph[t as usize] && history[t as usize].complete != NEVER)
             .collect();
         done.sort_unstable_by_key(|&t| history[t as usize].complete);
-        let completions: Vec<u64> = done
-            .iter()
-            .map(|&t| history[t as usize].complete)
-            .collect();
+        let completions: Vec<u64> = done.iter().map(|&t| history[t as usize].complete).collect();
         let mut realtime_edges = 0;
         adj.resize(n + done.len(), Vec::new());
         let rt = |to: usize| Edge {
@@ -749,10 +754,7 @@ impl<'h> Checker<'h> {
                 break;
             }
         }
-        let rw = steps
-            .iter()
-            .filter(|(_, e)| e.kind == EdgeKind::Rw)
-            .count();
+        let rw = steps.iter().filter(|(_, e)| e.kind == EdgeKind::Rw).count();
         let has = |k: EdgeKind| steps.iter().any(|(_, e)| e.kind == k);
         let kind = if has(EdgeKind::Rt) {
             AnomalyKind::RealTime
@@ -885,7 +887,14 @@ fn tarjan<I: Iterator<Item = usize>>(
             let v = *v;
             if let Some(w) = it.next() {
                 if index[w] == UNSEEN {
-                    let it = visit(w, &mut index, &mut low, &mut on_stack, &mut stack, &mut next);
+                    let it = visit(
+                        w,
+                        &mut index,
+                        &mut low,
+                        &mut on_stack,
+                        &mut stack,
+                        &mut next,
+                    );
                     call.push((w, it));
                 } else if on_stack[w] {
                     low[v] = low[v].min(index[w]);

@@ -80,7 +80,12 @@ fn a_serial_history_with_reads_of_own_appends_passes() {
     let h = vec![
         txn(1, 0, 10, vec![ap("x", 1), rd("x", &[1]), ap("y", 2)]),
         txn(2, 20, 30, vec![rd("x", &[1]), ap("x", 3), rd("x", &[1, 3])]),
-        txn(1, 40, 50, vec![rd("y", &[2]), rd("x", &[1, 3]), rd("z", &[])]),
+        txn(
+            1,
+            40,
+            50,
+            vec![rd("y", &[2]), rd("x", &[1, 3]), rd("z", &[])],
+        ),
         // Concurrent with nothing that contradicts it.
         txn(3, 5, 60, vec![ap("z", 4)]),
     ];
@@ -109,7 +114,11 @@ fn g0_write_cycle_is_caught() {
         txn(2, 0, 10, vec![ap("x", 2), ap("y", 2)]),
         txn(3, 20, 30, vec![rd("x", &[1, 2]), rd("y", &[2, 1])]),
     ];
-    assert_caught(&h, AnomalyKind::G0, &["T0", "T1", "-ww->", "key x", "key y"]);
+    assert_caught(
+        &h,
+        AnomalyKind::G0,
+        &["T0", "T1", "-ww->", "key x", "key y"],
+    );
     assert!(!check(&h).has(AnomalyKind::G1c));
 }
 
@@ -176,7 +185,11 @@ fn a_stale_read_after_completion_is_a_real_time_violation() {
         txn(2, 20, 30, vec![rd("x", &[])]),
         txn(3, 40, 50, vec![rd("x", &[1])]),
     ];
-    let r = assert_caught(&h, AnomalyKind::RealTime, &["T0", "T1", "-realtime->", "-rw->"]);
+    let r = assert_caught(
+        &h,
+        AnomalyKind::RealTime,
+        &["T0", "T1", "-realtime->", "-rw->"],
+    );
     assert!(!r.has(AnomalyKind::GSingle) && !r.has(AnomalyKind::G2));
     // The same with T2 invoked before T1 completed is fine.
     let mut ok = h.clone();
@@ -270,7 +283,10 @@ fn torn_appends_are_caught() {
 fn unknown_outcomes_join_the_graph_only_when_observed() {
     // Never observed: left out, nothing to check (its read saw nothing).
     let h = vec![
-        with(Status::Unknown, txn(1, 0, 10, vec![ap("x", 1), rd("y", &[])])),
+        with(
+            Status::Unknown,
+            txn(1, 0, 10, vec![ap("x", 1), rd("y", &[])]),
+        ),
         txn(2, 20, 30, vec![rd("x", &[])]),
     ];
     let r = assert_valid(&h);
