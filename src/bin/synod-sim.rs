@@ -69,15 +69,34 @@ struct Args {
         default_value_t = 0
     )]
     bank: usize,
+    /// Sharded world: clients also run list-append transactions (1-4
+    /// micro-ops, each an append of a unique element or a read of a whole
+    /// list) on KEYS keys, each in a shard of its own (so most
+    /// transactions span groups: two-phase commit), and the history is
+    /// checked Elle-style: each key's version order is inferred from its
+    /// longest read (every read must be a prefix of it), then the ww, wr
+    /// and rw dependencies plus real-time order must have no cycle (G0,
+    /// G1c, G-single/G2, real-time), and no read may see an aborted or
+    /// intermediate state or miss an acknowledged append. Transactions
+    /// whose outcome is unknown count only if some read saw their
+    /// elements. Clients die and stall as with --txn
+    #[arg(
+        long = "txn-append",
+        env = "SYNOD_SIMULATOR_TXN_APPEND",
+        value_name = "KEYS",
+        default_value_t = 0
+    )]
+    txn_append: usize,
     /// With --txn: every account in one shard (no two-phase commit)
     #[arg(long, env = "SYNOD_SIMULATOR_TXN_ONE_GROUP", value_parser = FalseyValueParser::new())]
     txn_one_group: bool,
-    /// With --txn: no client dies or stalls mid-transaction (by default a
+    /// With --txn or --txn-append: no client dies or stalls mid-transaction (by default a
     /// few per seed do, during the fault phase, and their locks must be
     /// released by presumed-abort recovery)
     #[arg(long, env = "SYNOD_SIMULATOR_TXN_NO_CLIENT_DEATHS", value_parser = FalseyValueParser::new())]
     txn_no_client_deaths: bool,
-    /// Plant a bug the checkers must catch (repeatable). With --txn:
+    /// Plant a bug the checkers must catch (repeatable). With --txn or
+    /// --txn-append:
     /// txn-ignore-compares (a lost update), txn-early-release (a
     /// participant applies its branch and keeps no locks before the
     /// decision), txn-unlocked-reads (keys a transaction only reads are not
@@ -189,6 +208,10 @@ struct Run {
     trace: Option<std::path::PathBuf>,
     /// `--txn N`: bank accounts of the sharded world's transactions.
     bank: usize,
+    /// `--txn-append N`: list-append keys (checked by `check::elle`).
+    append_keys: usize,
+    /// The planted bugs' names, for the replay command.
+    bug_names: Vec<String>,
     txn_ignore_compares: bool,
     txn_early_release: bool,
     txn_unlocked_reads: bool,
@@ -254,12 +277,18 @@ fn configure(a: Args) -> Result<Run, String> {
         page_bytes: a.page_bytes,
         trace: a.trace,
         bank: a.bank,
+        append_keys: a.txn_append,
+        bug_names: a
+            .bugs
+            .iter()
+            .filter_map(|b| b.to_possible_value().map(|v| v.get_name().to_string()))
+            .collect(),
         txn_ignore_compares,
         txn_early_release,
         txn_unlocked_reads,
         txn_forget_prepared,
         bank_one_group: a.txn_one_group,
-        client_deaths: a.bank > 0 && !a.txn_no_client_deaths,
+        client_deaths: (a.bank > 0 || a.txn_append > 0) && !a.txn_no_client_deaths,
         txn_resolve_unlogged,
     })
 }
@@ -428,6 +457,7 @@ fn run_sharded(args: &Run) -> ExitCode {
                 let mut cfg = ShardedConfig::new(seed);
                 cfg.faults = args.faults;
                 cfg.bank_accounts = args.bank;
+                cfg.append_keys = args.append_keys;
                 cfg.txn_ignore_compares = args.txn_ignore_compares;
                 cfg.txn_early_release = args.txn_early_release;
                 cfg.txn_unlocked_reads = args.txn_unlocked_reads;
@@ -443,6 +473,27 @@ fn run_sharded(args: &Run) -> ExitCode {
                     let mut msg = format!(
                         "FAIL seed={seed} world=sharded — replay: synod-sim --world sharded --start-seed {seed} --seeds 1"
                     );
+                    if args.bank > 0 {
+                        msg.push_str(&format!(" --txn {}", args.bank));
+                    }
+                    if args.append_keys > 0 {
+                        msg.push_str(&format!(" --txn-append {}", args.append_keys));
+                    }
+                    if args.bank_one_group {
+                        msg.push_str(" --txn-one-group");
+                    }
+                    if !args.client_deaths && (args.bank > 0 || args.append_keys > 0) {
+                        msg.push_str(" --txn-no-client-deaths");
+                    }
+                    for b in &args.bug_names {
+                        msg.push_str(&format!(" --bug {b}"));
+                    }
+                    if let Some(secs) = args.fault_secs {
+                        msg.push_str(&format!(" --fault-secs {secs}"));
+                    }
+                    if !args.faults {
+                        msg.push_str(" --no-faults");
+                    }
                     for f in report.failures.iter().take(if args.verbose { usize::MAX } else { 3 }) {
                         msg.push_str("\n    ");
                         msg.push_str(&f.replace('\n', "\n    "));
@@ -480,7 +531,15 @@ fn run_sharded(args: &Run) -> ExitCode {
         reports.iter().map(|r| r.session_expired).sum::<u64>(),
         secs
     );
-    if args.bank > 0 {
+    if args.append_keys > 0 {
+        println!(
+            "elle_txns_committed={} elle_txns_unknown={} elle_dependency_edges={}",
+            reports.iter().map(|r| r.elle_committed).sum::<u64>(),
+            reports.iter().map(|r| r.elle_unknown).sum::<u64>(),
+            reports.iter().map(|r| r.elle_edges).sum::<u64>(),
+        );
+    }
+    if args.bank > 0 || args.append_keys > 0 {
         println!(
             "bank_audits={} bank_transfers_committed={} two_pc_attempts={} two_pc_aborts={} \
              client_deaths={} client_stalls={} txn_resolved_at_coordinator={} \

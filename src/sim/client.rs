@@ -17,6 +17,9 @@ use bytes::Bytes;
 use synod_wire::{CompareOp, Config, Frame, GroupInfo, Message, Op};
 
 use super::{token, Micros, MS};
+use crate::check::elle::{
+    Element as ElleElement, MicroOp as ElleOp, Status as ElleStatus, Txn as ElleTxn,
+};
 use crate::check::{KvInput, KvOp, KvOutput};
 use crate::client::session::{Answer, Dest, Req, Session, SessionOptions, Time};
 use crate::client::ClientError;
@@ -29,6 +32,9 @@ pub(crate) struct KeySpace {
     /// Bank accounts (all in one shard, so one group): transfers and audits
     /// as transactions, checked by `check::bank` (empty: no bank).
     pub bank: Vec<Bytes>,
+    /// List-append keys: transactions of appends and reads on them,
+    /// checked by `check::elle` (empty: no such workload).
+    pub elle: Vec<Bytes>,
 }
 
 impl KeySpace {
@@ -37,6 +43,7 @@ impl KeySpace {
             mixed: (0..mixed).map(|i| Bytes::from(format!("m{i}"))).collect(),
             append: (0..append).map(|i| Bytes::from(format!("a{i}"))).collect(),
             bank: Vec::new(),
+            elle: Vec::new(),
         }
     }
 
@@ -46,6 +53,7 @@ impl KeySpace {
             mixed: Vec::new(),
             append: (0..n).map(|i| Bytes::from(format!("k{i}"))).collect(),
             bank: Vec::new(),
+            elle: Vec::new(),
         }
     }
 }
@@ -85,11 +93,37 @@ const BANK_TOTAL: i64 = 0;
 struct Pending {
     /// `Some` for a bank transaction (not part of the KV history).
     bank: Option<BankOp>,
+    /// `Some` for a list-append transaction (not part of the KV history):
+    /// its micro-ops, reads without their lists yet.
+    elle: Option<Vec<ElleOp>>,
     key: Bytes,
     input: KvInput,
     call: Micros,
     /// The client's op number (the append tokens carry it).
     op: u64,
+}
+
+/// List-append transactions one client keeps in flight at most.
+const ELLE_IN_FLIGHT_MAX: usize = 2;
+
+/// A list-append element as a value: self-delimiting, so a key's value
+/// parses back into its list.
+fn elle_value(element: ElleElement) -> Bytes {
+    Bytes::from(format!("{element},"))
+}
+
+/// A list-append key's value as its list of elements.
+pub(crate) fn elle_list(value: &[u8]) -> Result<Vec<ElleElement>, String> {
+    value
+        .split(|b| *b == b',')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            std::str::from_utf8(t)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("a list-append value holds {value:?}, not elements"))
+        })
+        .collect()
 }
 
 /// Per-attempt deadline: past it the member is treated as failed.
@@ -123,6 +157,11 @@ pub(crate) struct Client {
     /// Audits and committed transfers completed (for the report).
     pub bank_audits: u64,
     pub bank_transfers: u64,
+    /// List-append transactions finished (committed, or of unknown
+    /// outcome), for `check::elle`.
+    elle_history: Vec<ElleTxn>,
+    /// List-append elements issued (their ids).
+    elle_elements: u64,
     /// The process died ([`Client::die`]): it sends and receives nothing
     /// more.
     pub dead: bool,
@@ -196,6 +235,8 @@ impl Client {
             bank_seen: None,
             bank_audits: 0,
             bank_transfers: 0,
+            elle_history: Vec::new(),
+            elle_elements: 0,
             dead: false,
         }
     }
@@ -216,6 +257,8 @@ impl Client {
     /// (a request already on the wire may still apply later).
     pub fn die(&mut self) -> Vec<KvOp> {
         let lost = self.pending_ops();
+        let unknown = self.pending_elle();
+        self.elle_history.extend(unknown);
         self.pending.clear();
         self.stopped = true;
         self.next_issue = None;
@@ -280,6 +323,31 @@ impl Client {
                 (Op::Txn(Box::new(b.build())), BankOp::Audit)
             }
         }
+    }
+
+    /// A list-append transaction: 1-4 micro-ops on random list-append keys
+    /// (so, mostly, on shards of different groups), each an Append of a
+    /// fresh element or a Get.
+    fn new_elle_txn(&mut self) -> (Op, Vec<ElleOp>) {
+        let n = self.rng.range(1, 5);
+        let mut b = crate::client::TxnBuilder::new();
+        let mut ops = Vec::new();
+        for _ in 0..n {
+            let keys = &self.keys.elle;
+            let key = keys[self.rng.range(0, keys.len() as u64) as usize].clone();
+            if self.rng.chance(0.5) {
+                self.elle_elements += 1;
+                // Unique per key: the client index (unique in a run) and
+                // its count, readable in a checker's message.
+                let element = self.idx as u64 * 1_000_000 + self.elle_elements;
+                b = b.then_append(key.clone(), elle_value(element));
+                ops.push(ElleOp::Append { key, element });
+            } else {
+                b = b.then_get(key.clone());
+                ops.push(ElleOp::Read { key, list: None });
+            }
+        }
+        (Op::Txn(Box::new(b.build())), ops)
     }
 
     fn new_op(&mut self) -> Option<(Op, KvInput)> {
@@ -362,6 +430,30 @@ impl Client {
                         handle,
                         Pending {
                             bank: Some(kind),
+                            elle: None,
+                            key,
+                            input: KvInput::Get,
+                            call: now,
+                            op: self.ops,
+                        },
+                    );
+                } else if self.pending.len() < self.depth
+                    && !self.keys.elle.is_empty()
+                    && self.pending.values().filter(|p| p.elle.is_some()).count()
+                        < ELLE_IN_FLIGHT_MAX
+                    && self.rng.chance(0.6)
+                {
+                    // Drawn only with the workload on: other runs replay
+                    // as before.
+                    self.ops += 1;
+                    let (op, micro) = self.new_elle_txn();
+                    let key = op.key().clone();
+                    let handle = self.session.submit(Req::Kv(op));
+                    self.pending.insert(
+                        handle,
+                        Pending {
+                            bank: None,
+                            elle: Some(micro),
                             key,
                             input: KvInput::Get,
                             call: now,
@@ -376,6 +468,7 @@ impl Client {
                             handle,
                             Pending {
                                 bank: None,
+                                elle: None,
                                 key,
                                 input,
                                 call: now,
@@ -433,6 +526,13 @@ impl Client {
             };
             if let Some(kind) = p.bank {
                 self.bank_done(kind, p.op, done.result, a);
+                if !self.stopped && self.next_issue.is_none() {
+                    self.next_issue = Some(now + self.rng.range(0, 3 * MS));
+                }
+                continue;
+            }
+            if let Some(ops) = p.elle {
+                self.elle_done(ops, p.op, p.call, now, done.result, a);
                 if !self.stopped && self.next_issue.is_none() {
                     self.next_issue = Some(now + self.rng.range(0, 3 * MS));
                 }
@@ -527,11 +627,105 @@ impl Client {
         }
     }
 
+    /// Records a finished list-append transaction: committed with what
+    /// its reads saw, or of unknown outcome.
+    fn elle_done(
+        &mut self,
+        mut ops: Vec<ElleOp>,
+        op: u64,
+        call: Micros,
+        now: Micros,
+        result: Result<Answer, ClientError>,
+        a: &mut Actions,
+    ) {
+        let decoded = match result {
+            Ok(Answer::Kv(Some(v))) => synod_wire::decode_txn_result(v).map_err(|e| e.to_string()),
+            // An earlier copy may have applied: unknown outcome.
+            Err(ClientError::SessionExpired) => Err(String::new()),
+            other => Err(format!("unexpected result {other:?}")),
+        };
+        let filled = decoded.and_then(|r| {
+            if !r.succeeded || r.results.len() != ops.len() {
+                return Err(format!(
+                    "a transaction without compares answered {} with {} results for {} ops",
+                    if r.succeeded { "success" } else { "failure" },
+                    r.results.len(),
+                    ops.len()
+                ));
+            }
+            for (m, res) in ops.iter_mut().zip(&r.results) {
+                match (m, res) {
+                    (ElleOp::Read { list, .. }, synod_wire::TxnOpResult::Ok { value, .. }) => {
+                        *list = Some(elle_list(value)?)
+                    }
+                    (ElleOp::Read { list, .. }, synod_wire::TxnOpResult::NoKey) => {
+                        *list = Some(Vec::new())
+                    }
+                    (_, synod_wire::TxnOpResult::Error { reason }) => {
+                        return Err(format!("a micro-op was refused: {reason}"))
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        });
+        let status = match filled {
+            Ok(()) => ElleStatus::Committed,
+            Err(why) => {
+                if !why.is_empty() {
+                    a.failures
+                        .push(format!("client {} list-append op {op}: {why}", self.idx));
+                }
+                ops.iter_mut().for_each(|m| {
+                    if let ElleOp::Read { list, .. } = m {
+                        *list = None
+                    }
+                });
+                ElleStatus::Unknown
+            }
+        };
+        self.elle_history.push(ElleTxn {
+            client: self.idx as u64,
+            invoke: call,
+            complete: if status == ElleStatus::Committed {
+                now
+            } else {
+                crate::check::elle::NEVER
+            },
+            status,
+            ops,
+        });
+    }
+
+    /// The list-append transactions in flight, of unknown outcome.
+    fn pending_elle(&self) -> Vec<ElleTxn> {
+        self.pending
+            .values()
+            .filter_map(|p| {
+                Some(ElleTxn {
+                    client: self.idx as u64,
+                    invoke: p.call,
+                    complete: crate::check::elle::NEVER,
+                    status: ElleStatus::Unknown,
+                    ops: p.elle.clone()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every list-append transaction this client ran: finished ones, and
+    /// those still in flight (of unknown outcome).
+    pub fn elle_history(&self) -> Vec<ElleTxn> {
+        let mut h = self.elle_history.clone();
+        h.extend(self.pending_elle());
+        h
+    }
+
     /// The ops not answered at the end of the run, of unknown outcome.
     pub fn pending_ops(&self) -> Vec<KvOp> {
         self.pending
             .values()
-            .filter(|p| p.bank.is_none())
+            .filter(|p| p.bank.is_none() && p.elle.is_none())
             .map(|p| KvOp {
                 client: self.idx as u64,
                 key: p.key.clone(),

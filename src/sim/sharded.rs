@@ -91,6 +91,13 @@ pub struct ShardedConfig {
     pub client_deaths: bool,
     /// Every KV node's recovery timeout (`Migrator::resolve_after`).
     pub txn_resolve_after: Duration,
+    /// List-append keys (0: none): besides their other work, clients run
+    /// transactions of 1-4 appends and reads on these keys, each key in a
+    /// shard of its own while shards last (so most transactions span
+    /// groups), and the whole history is checked by `check::elle` at the
+    /// end (dependency cycles, real-time order, aborted and intermediate
+    /// reads).
+    pub append_keys: usize,
 }
 
 impl ShardedConfig {
@@ -119,6 +126,7 @@ impl ShardedConfig {
             txn_forget_prepared: false,
             client_deaths: false,
             txn_resolve_after: Duration::from_millis(1_000),
+            append_keys: 0,
         }
     }
 }
@@ -167,6 +175,11 @@ pub struct ShardedReport {
     pub txn_resolved: u64,
     pub txn_self_aborts: u64,
     pub presumed_aborts_seen: u64,
+    /// List-append transactions checked by `check::elle`: committed, of
+    /// unknown outcome, and the dependency edges inferred among them.
+    pub elle_committed: u64,
+    pub elle_unknown: u64,
+    pub elle_edges: u64,
 }
 
 impl ShardedReport {
@@ -308,10 +321,15 @@ pub struct ShardedWorld {
 /// transactions on them span groups (two-phase commit) whenever the
 /// configuration puts those shards in different groups.
 fn bank_accounts(n: usize, shards: u32, one_group: bool) -> Vec<Bytes> {
-    let home = synod_wire::shard_of(b"acct0", shards);
+    spread_keys("acct", n, shards, one_group)
+}
+
+/// `n` keys named `{prefix}{i}`, as [`bank_accounts`] picks them.
+fn spread_keys(prefix: &str, n: usize, shards: u32, one_group: bool) -> Vec<Bytes> {
+    let home = synod_wire::shard_of(format!("{prefix}0").as_bytes(), shards);
     let mut taken: Vec<u32> = Vec::new();
     (0..)
-        .map(|i| format!("acct{i}"))
+        .map(|i| format!("{prefix}{i}"))
         .filter(|k| {
             let s = synod_wire::shard_of(k.as_bytes(), shards);
             if one_group {
@@ -529,10 +547,12 @@ impl ShardedWorld {
             w.start_node(i);
         }
         let bank = bank_accounts(w.cfg.bank_accounts, w.cfg.shards, w.cfg.bank_one_group);
+        let elle = spread_keys("list", w.cfg.append_keys, w.cfg.shards, false);
         for c in 0..w.cfg.clients {
             let crng = w.rng.fork();
             let mut keys = KeySpace::append_only(w.cfg.keys as u64);
             keys.bank = bank.clone();
+            keys.elle = elle.clone();
             w.clients
                 .push(Client::sharded(c, servers(0), 1000 + c as u64, keys, crng));
             w.stalled_until.push(0);
@@ -1280,6 +1300,9 @@ impl ShardedWorld {
                 parts.join(", ")
             ));
         }
+        if self.cfg.append_keys > 0 {
+            self.check_elle();
+        }
         if self.cfg.bank_accounts > 0 && self.report.bank_audits == 0 {
             // A bank run that checked nothing must not pass.
             self.report
@@ -1353,6 +1376,67 @@ impl ShardedWorld {
         }
         self.check_final_state();
         self.report
+    }
+
+    /// Checks every list-append transaction (`check::elle`), with one more
+    /// committed read of every list-append key from its owner's final
+    /// state once the groups converged (invoked after every transaction
+    /// completed: it must hold every acknowledged append).
+    fn check_elle(&mut self) {
+        use crate::check::elle::{self, MicroOp, Status, Txn};
+        let mut history: Vec<Txn> = self.clients.iter().flat_map(|c| c.elle_history()).collect();
+        self.report.elle_committed = history
+            .iter()
+            .filter(|t| t.status == Status::Committed)
+            .count() as u64;
+        self.report.elle_unknown = history.len() as u64 - self.report.elle_committed;
+        if self.converged() && self.locks_held().is_empty() {
+            let config = self.latest_config();
+            let now = self.time.now;
+            let mut reads = Vec::new();
+            for key in spread_keys("list", self.cfg.append_keys, self.cfg.shards, false) {
+                let shard = synod_wire::shard_of(&key, self.cfg.shards);
+                let Some(state) = self.kv_state(config.shards[shard as usize]) else {
+                    continue;
+                };
+                let list = match state.store().read(&key) {
+                    ClientReply::Ok(v) => match super::client::elle_list(&v) {
+                        Ok(l) => l,
+                        Err(why) => {
+                            self.report
+                                .failures
+                                .push(format!("elle: key {key:?}: {why}"));
+                            continue;
+                        }
+                    },
+                    _ => Vec::new(),
+                };
+                reads.push(MicroOp::Read {
+                    key,
+                    list: Some(list),
+                });
+            }
+            history.push(Txn {
+                client: elle::FINAL_READER,
+                invoke: now,
+                complete: now,
+                status: Status::Committed,
+                ops: reads,
+            });
+        }
+        if self.report.elle_committed == 0 {
+            // A run that checked nothing must not pass.
+            self.report
+                .failures
+                .push("elle: no list-append transaction committed".to_string());
+        }
+        let r = elle::check(&history);
+        self.report.elle_edges = r.dependency_edges as u64;
+        for a in &r.anomalies {
+            self.report
+                .failures
+                .push(format!("elle: {:?}: {}", a.kind, a.message));
+        }
     }
 
     /// Exactly-once appends across moves, and no group keeps data for a
