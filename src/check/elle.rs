@@ -390,7 +390,7 @@ impl<'h> Checker<'h> {
                                 Some(f) => {
                                     let mut e = self.list(t as u32, *f).to_vec();
                                     e.extend_from_slice(appended);
-                                    format!("{}", show(&e))
+                                    show(&e)
                                 }
                                 None => format!("a list ending in {}", show(appended)),
                             };
