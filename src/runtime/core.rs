@@ -1180,8 +1180,9 @@ impl Core {
                     ..
                 }) = self.groups.get_mut(&gid)
                 else {
-                    self.metrics.reply(kind, metrics::RESULT_WRONG_GROUP);
-                    self.reply_now(t, frame.request_id, gid, ClientReply::WrongGroup);
+                    let (result, reply) = self.unserved_kv(gid);
+                    self.metrics.reply(kind, result);
+                    self.reply_now(t, frame.request_id, gid, reply);
                     return;
                 };
                 r.set_now_ms(self.now_ms);
@@ -1200,10 +1201,13 @@ impl Core {
                     ..
                 }) = self.groups.get_mut(&0)
                 else {
-                    let reply = ClientReply::Error {
-                        reason: "this node hosts no master replica".into(),
+                    let (result, reply) = if owner_core(0, self.cfg.cores) != self.id {
+                        (metrics::RESULT_WRONG_CORE, ClientReply::WrongCore)
+                    } else {
+                        let reason = "this node hosts no master replica".into();
+                        (metrics::RESULT_ERROR, ClientReply::Error { reason })
                     };
-                    self.metrics.reply(kind, metrics::RESULT_ERROR);
+                    self.metrics.reply(kind, result);
                     self.reply_now(t, frame.request_id, 0, reply);
                     return;
                 };
@@ -1441,6 +1445,23 @@ impl Core {
             .insert(to, (t, request_id, gid, kind as u8, self.turn_at));
         if let Some(c) = self.conns.get_mut(&t) {
             c.in_flight += 1;
+        }
+    }
+
+    /// The answer to a KV request for a group this core hosts no KV
+    /// replica of (PROTOCOL.md 5.2): the group lives on another core of
+    /// this node than the one the connection was bound to by its first
+    /// frame (`WrongCore`: only this core's connections can't tell whether
+    /// the node hosts it), group 0 is the master's (a client bug), or the
+    /// node does not serve the group.
+    fn unserved_kv(&self, gid: GroupId) -> (usize, ClientReply) {
+        if owner_core(gid, self.cfg.cores) != self.id {
+            (metrics::RESULT_WRONG_CORE, ClientReply::WrongCore)
+        } else if gid == 0 {
+            let reason = "group 0 is the shard master: send KV requests to a KV group".into();
+            (metrics::RESULT_ERROR, ClientReply::Error { reason })
+        } else {
+            (metrics::RESULT_WRONG_GROUP, ClientReply::WrongGroup)
         }
     }
 
