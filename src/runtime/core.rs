@@ -258,6 +258,14 @@ fn stopped_reply() -> ClientReply {
 /// next chunk once the last applied, a configuration learned).
 const MIGRATION_PASS: Duration = Duration::from_millis(50);
 
+/// The first wait before redialing a peer; doubled (with jitter) after each
+/// failed dial, up to [`REDIAL_MAX`].
+const REDIAL_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait between two dials of a dead peer.
+const REDIAL_MAX: Duration = Duration::from_secs(1);
+/// How often connection deadlines are checked (`Core::sweep`).
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
 impl Core {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -391,7 +399,7 @@ impl Core {
                 replica,
                 servers,
                 peers: vec![None; n],
-                redial: vec![(now, Duration::from_millis(50)); n],
+                redial: vec![(now, REDIAL_FIRST); n],
                 metrics,
                 proposed_seen: (0, 0),
                 farewell_at: now,
@@ -444,7 +452,7 @@ impl Core {
                     g.replica.tick(&mut self.rng);
                     publish_group(g, &self.metrics);
                 }
-                if now.duration_since(self.last_sweep) >= Duration::from_millis(100) {
+                if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
                     self.last_sweep = now;
                     self.sweep(now);
                 }
@@ -1566,7 +1574,7 @@ impl Core {
         let (_, backoff) = g.redial[peer as usize];
         // Exponential backoff with jitter, capped: a dead peer costs one
         // failed connect per interval, never the loop.
-        let next = (backoff * 2).min(Duration::from_secs(1));
+        let next = (backoff * 2).min(REDIAL_MAX);
         let jitter = Duration::from_millis(self.rng.range(0, 1 + next.as_millis() as u64 / 4));
         g.redial[peer as usize] = (now + backoff + jitter, next);
         let addr: SocketAddr = match g.servers[peer as usize].parse() {
@@ -1794,7 +1802,7 @@ fn grow_servers(g: &mut Group, servers: &[String], now: Instant) {
         );
         g.servers.push(s.clone());
         g.peers.push(None);
-        g.redial.push((now, Duration::from_millis(50)));
+        g.redial.push((now, REDIAL_FIRST));
     }
 }
 
