@@ -9,6 +9,33 @@
 use bytes::Bytes;
 use synod_wire::{Op, Txn, TxnOpResult, TxnResult, MAX_TXN_PARTS};
 
+/// `n` account keys (`acct0`, ...). With `one_group`, all in one shard (so
+/// one group holds them at a time, and transactions on them never span
+/// groups); otherwise each in a shard of its own while there are shards
+/// left, so transactions on them span groups (two-phase commit) whenever
+/// the configuration puts those shards in different groups, and moving
+/// one account's shard moves only that account.
+pub fn accounts(n: usize, shards: u32, one_group: bool) -> Vec<Bytes> {
+    let home = synod_wire::shard_of(b"acct0", shards);
+    let mut taken: Vec<u32> = Vec::new();
+    (0..)
+        .map(|i| format!("acct{i}"))
+        .filter(|k| {
+            let s = synod_wire::shard_of(k.as_bytes(), shards);
+            if one_group {
+                return s == home;
+            }
+            if taken.contains(&s) && (taken.len() as u32) < shards {
+                return false;
+            }
+            taken.push(s);
+            true
+        })
+        .take(n)
+        .map(Bytes::from)
+        .collect()
+}
+
 /// An audit: one transaction that Gets every account in `accounts`, in
 /// order, with no compares (so its success branch always runs). All the
 /// reads happen at one point of the serialization order, so the total
@@ -199,5 +226,19 @@ mod tests {
         assert!(chunks.iter().all(|t| t.invalid().is_none()));
         assert_eq!(chunks[2].success[0].key().as_ref(), b"k2048");
         assert_eq!(audit_chunks(&accounts[..3]).len(), 1);
+    }
+
+    #[test]
+    fn accounts_take_a_shard_each_or_share_one() {
+        let spread = accounts(8, 64, false);
+        let mut shards: Vec<u32> = spread.iter().map(|a| synod_wire::shard_of(a, 64)).collect();
+        shards.sort();
+        shards.dedup();
+        assert_eq!(shards.len(), 8, "{spread:?}");
+        let one = accounts(4, 64, true);
+        assert_eq!(one.len(), 4);
+        assert!(one
+            .iter()
+            .all(|a| synod_wire::shard_of(a, 64) == synod_wire::shard_of(&one[0], 64)));
     }
 }
