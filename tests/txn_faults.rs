@@ -9,7 +9,9 @@
 //! stop a last audit must find the initial total too.
 //!
 //! `SYNOD_TXN_FAULT_SECS=N` runs the faults for N seconds (default 20,
-//! which keeps the test near 40 s in a debug build). Every loop is bounded
+//! which keeps the test near 25 s in a debug build);
+//! `SYNOD_TXN_FAULT_SEED=S` replays a schedule's random choices (the
+//! seed, else one from the clock, is printed; timing still varies). Every loop is bounded
 //! in time; every server is killed by `Cluster`'s drop, on panic too, and
 //! the worker threads stop when the test's guard drops.
 
@@ -43,6 +45,17 @@ fn fault_secs() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20)
+}
+
+fn seed() -> u64 {
+    std::env::var("SYNOD_TXN_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64 % 1_000_000)
+        })
 }
 
 /// Stops the worker threads when dropped: at the end, or when the test
@@ -83,6 +96,8 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 fn bank_total_holds_under_leader_kills_pauses_and_shard_moves() {
     // A dead client's (or a given-up attempt's) locks are recovered after
     // 1 s instead of 5, so audits are not held off for long by them.
+    let seed = seed();
+    eprintln!("txn faults: seed {seed} (SYNOD_TXN_FAULT_SEED={seed} replays its choices)");
     let mut c = Cluster::new_with_args(NODES, &["--txn-resolve-after-ms", "1000"]);
     let mut admin = c.client();
     let config = admin
@@ -127,7 +142,7 @@ fn bank_total_holds_under_leader_kills_pauses_and_shard_moves() {
         let (mut client, accounts) = (client(&c), accounts.clone());
         let (stop, failures, counts) = (stop.clone(), failures.clone(), counts.clone());
         threads.push(spawn(&format!("transfer-{t}"), move || {
-            let mut rng = Rng::new(0x7a11 + t as u64);
+            let mut rng = Rng::new(seed ^ (0x7a11 + t as u64));
             while !stop.load(Ordering::Relaxed) {
                 let i = rng.range(0, ACCOUNTS as u64) as usize;
                 let j = (i + 1 + rng.range(0, ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
@@ -180,7 +195,7 @@ fn bank_total_holds_under_leader_kills_pauses_and_shard_moves() {
         let (mut admin, accounts) = (client(&c), accounts.clone());
         let (stop, counts) = (stop.clone(), counts.clone());
         threads.push(spawn("mover", move || {
-            let mut rng = Rng::new(0x30ce);
+            let mut rng = Rng::new(seed ^ 0x30ce);
             while !stop.load(Ordering::Relaxed) {
                 nap(&stop, Duration::from_millis(rng.range(400, 1_200)));
                 if stop.load(Ordering::Relaxed) {
@@ -206,7 +221,7 @@ fn bank_total_holds_under_leader_kills_pauses_and_shard_moves() {
 
     // The nemesis: one group leader at a time, SIGKILL (then restart) or
     // SIGSTOP (then SIGCONT), alternately, 1-2.5 s each, 0.5-1.5 s apart.
-    let mut rng = Rng::new(0xfa17);
+    let mut rng = Rng::new(seed ^ 0xfa17);
     let end = Instant::now() + Duration::from_secs(fault_secs());
     let (mut kills, mut stops) = (0u32, 0u32);
     let all: Vec<usize> = (0..NODES).collect();
@@ -251,7 +266,7 @@ fn bank_total_holds_under_leader_kills_pauses_and_shard_moves() {
     let failures = failures.lock().unwrap().clone();
     let n = |x: &AtomicU64| x.load(Ordering::Relaxed);
     eprintln!(
-        "txn faults: {} s, {kills} leader kills, {stops} leader pauses, {} shard moves; \
+        "txn faults: seed {seed}, {} s, {kills} leader kills, {stops} leader pauses, {} shard moves; \
          {} transfers committed, {} of unknown outcome; {} audits passed, {} unanswered",
         fault_secs(),
         n(&counts.moves),
