@@ -27,19 +27,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{write_key, Cluster, NodeProc, GID};
-use synod::auth::Identity;
 use synod::check::{CheckOptions, KvInput, KvOp, KvOutput};
 use synod::rng::Rng;
-use synod_wire::{encode_frame, Decoder, Frame, GroupInfo, Message};
+use synod_wire::GroupInfo;
 
 /// Master replicas and members of KV group 1.
 const NODES: usize = 5;
