@@ -180,7 +180,7 @@ fn run(opts: &Options) -> Result<bool, String> {
             lag_p99_us: r.lag.value_at_quantile(0.99),
             lag_max_us: r.lag.max(),
         }),
-        transfers: opts.workload.is_bank().then(|| Transfers {
+        transfers: opts.workload.is_bank().then_some(Transfers {
             two_pc: r.counters.two_pc,
             two_pc_aborts: r.counters.two_pc_aborts,
             two_pc_presumed_aborts: r.counters.two_pc_presumed_aborts,
