@@ -21,7 +21,8 @@
 # Writes perf/results/txn-<date>.md (also printed), with `uptime` before and
 # after. Knobs: TXN_DURATION (s, default 10), TXN_WARMUP (default 2),
 # TXN_RUNS, TXN_CLIENTS (default 64), TXN_PIPELINE (default 16), TXN_KEYS
-# (accounts, default 10000), TXN_PORT (default 7700), TXN_OUT; BIN_DIR (the
+# (accounts, default 100000: few enough in flight per account that no-wait
+# aborts stay rare), TXN_PORT (default 7700), TXN_OUT; BIN_DIR (the
 # release binaries; default $CARGO_TARGET_DIR/release or target/release).
 set -euo pipefail
 
@@ -33,7 +34,7 @@ WARMUP=${TXN_WARMUP:-2}
 RUNS=${TXN_RUNS:-3}
 CLIENTS=${TXN_CLIENTS:-64}
 PIPELINE=${TXN_PIPELINE:-16}
-KEYS=${TXN_KEYS:-10000}
+KEYS=${TXN_KEYS:-100000}
 PORT=${TXN_PORT:-7700}
 OUT=${TXN_OUT:-$ROOT/perf/results/txn-$(date +%Y-%m-%d).md}
 export BIN_DIR=${BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
