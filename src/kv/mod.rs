@@ -376,12 +376,26 @@ impl KvStore {
     /// answered `Busy` (nothing applied, nothing cached: the client retries
     /// the same seq after a backoff).
     pub fn apply(&mut self, req: &ClientRequest) -> ClientReply {
+        let print = match &req.op {
+            // Refused before any session is touched (and not encodable).
+            synod_wire::Op::Txn(t) if t.invalid().is_some() => 0,
+            synod_wire::Op::TxnPrepare(p) if p.part.invalid().is_some() => 0,
+            op if op.is_read() => 0,
+            _ => synod_wire::request_print(&synod_wire::encode_command(req)),
+        };
+        self.apply_printed(req, print)
+    }
+
+    /// [`KvStore::apply`] of a request whose print
+    /// ([`synod_wire::request_print`] of its command) the caller has: the
+    /// log's apply path, which holds the command bytes.
+    pub fn apply_printed(&mut self, req: &ClientRequest, print: u32) -> ClientReply {
         if self.blocked_by_lock(&req.op) {
             return ClientReply::Busy;
         }
         match &req.op {
-            synod_wire::Op::Txn(txn) => return self.apply_txn(req, txn),
-            synod_wire::Op::TxnPrepare(p) => return self.apply_prepare(req, p),
+            synod_wire::Op::Txn(txn) => return self.apply_txn(req, print, txn),
+            synod_wire::Op::TxnPrepare(p) => return self.apply_prepare(req, print, p),
             synod_wire::Op::TxnDecide(f) => return self.apply_decide(f),
             synod_wire::Op::TxnFinish(f) => return self.apply_finish(f),
             _ => {}
@@ -389,7 +403,7 @@ impl KvStore {
         let shard = self.shard_of_key(req.op.key());
         let rules = self.rules();
         let (reply, executed) =
-            self.shards[shard as usize].apply(req, self.opts.planted_skip_dedup, &rules);
+            self.shards[shard as usize].apply(req, print, self.opts.planted_skip_dedup, &rules);
         if executed {
             // A write that ran (even one refused by its own rules) used
             // `rules.version`; a duplicate answered from the cache did not.

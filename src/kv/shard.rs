@@ -19,6 +19,9 @@ use super::{SessionRules, MAX_CLIENT_AHEAD_MS, MAX_VALUE_BYTES};
 /// client no longer waits for it, so this only ever reaches a confused or
 /// replaying client.
 pub(crate) const STALE_REASON: &str = "stale request: already acknowledged";
+/// The reply to a request whose `seq` this client already used for a
+/// different request (PROTOCOL.md 7): refused, nothing applied.
+pub(crate) const REUSED_SEQ_REASON: &str = "seq already used for a different request";
 
 /// Reply to a Put or Append whose resulting value would exceed
 /// [`MAX_VALUE_BYTES`].
@@ -45,10 +48,20 @@ pub(crate) struct Session {
     /// Replies of applied writes with `seq > acked`, returned verbatim to a
     /// duplicate. Memory is O(outstanding unacknowledged writes), which the
     /// client's pipeline window bounds.
-    pub(crate) replies: BTreeMap<Seq, ClientReply>,
+    pub(crate) replies: BTreeMap<Seq, Cached>,
     /// Log time (ms) of the client's last write through the log in this
     /// shard: what expiry and the cap's least-recently-active order use.
     pub(crate) last_ms: u64,
+}
+
+/// A cached reply and the print of the request it answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cached {
+    pub(crate) reply: ClientReply,
+    /// [`synod_wire::request_print`] of the request; `None` when restored
+    /// from a snapshot or shard written before prints were kept (then a
+    /// duplicate is answered without the check).
+    pub(crate) print: Option<u32>,
 }
 
 impl Session {
@@ -68,14 +81,22 @@ impl Session {
     }
 
     /// The reply owed to a request that must not be applied, or `None` if
-    /// `seq` is new.
-    fn dedup(&self, seq: Seq) -> Option<ClientReply> {
+    /// `seq` is new: a stale seq is refused, a duplicate gets its cached
+    /// reply, and a seq reused with a different request (`print`) is
+    /// refused rather than answered with another request's result.
+    fn dedup(&self, seq: Seq, print: u32) -> Option<ClientReply> {
         if seq <= self.acked {
             return Some(ClientReply::Error {
                 reason: STALE_REASON.to_string(),
             });
         }
-        self.replies.get(&seq).cloned()
+        let cached = self.replies.get(&seq)?;
+        if cached.print.is_some_and(|p| p != print) {
+            return Some(ClientReply::Error {
+                reason: REUSED_SEQ_REASON.to_string(),
+            });
+        }
+        Some(cached.reply.clone())
     }
 
     /// Folds `other` (the same client's session from another replica group)
@@ -426,13 +447,14 @@ impl Shard {
     pub(crate) fn apply(
         &mut self,
         req: &ClientRequest,
+        print: u32,
         skip_dedup: bool,
         rules: &SessionRules,
     ) -> (ClientReply, bool) {
         if req.op.is_read() {
-            return (self.apply_get(req, rules.log_time_ms), false);
+            return (self.apply_get(req, print, rules.log_time_ms), false);
         }
-        if let Err(reply) = self.begin_write(req, skip_dedup, rules) {
+        if let Err(reply) = self.begin_write(req, print, skip_dedup, rules) {
             return (reply, false);
         }
         let reply = if let Op::Flush { .. } = req.op {
@@ -440,7 +462,7 @@ impl Shard {
         } else {
             self.apply_data_op(&req.op, rules)
         };
-        self.record_reply(req, &reply);
+        self.record_reply(req, print, &reply);
         (reply, true)
     }
 
@@ -529,6 +551,7 @@ impl Shard {
     pub(crate) fn begin_write(
         &mut self,
         req: &ClientRequest,
+        print: u32,
         skip_dedup: bool,
         rules: &SessionRules,
     ) -> Result<(), ClientReply> {
@@ -545,7 +568,7 @@ impl Shard {
             if skip_dedup {
                 return Ok(());
             }
-            return session.dedup(req.seq).map_or(Ok(()), Err);
+            return session.dedup(req.seq, print).map_or(Ok(()), Err);
         }
         if !skip_dedup && !may_open(self.floor, req.client_id, now) {
             return Err(ClientReply::SessionExpired);
@@ -565,7 +588,7 @@ impl Shard {
             .expect("opened above; the cap spares it");
         session.acknowledge(req.ack_seq);
         if !skip_dedup {
-            if let Some(reply) = session.dedup(req.seq) {
+            if let Some(reply) = session.dedup(req.seq, print) {
                 return Err(reply);
             }
         }
@@ -573,7 +596,7 @@ impl Shard {
     }
 
     /// Caches the reply of a write that ran, for its duplicates.
-    pub(crate) fn record_reply(&mut self, req: &ClientRequest, reply: &ClientReply) {
+    pub(crate) fn record_reply(&mut self, req: &ClientRequest, print: u32, reply: &ClientReply) {
         let session = self
             .sessions
             .get_mut(&req.client_id)
@@ -582,7 +605,11 @@ impl Shard {
         // cache at or below `acked`, so the snapshot stays canonical and the
         // bug shows up as wrong data, not as a failed restore.
         if req.seq > session.acked {
-            session.replies.insert(req.seq, reply.clone());
+            let cached = Cached {
+                reply: reply.clone(),
+                print: Some(print),
+            };
+            session.replies.insert(req.seq, cached);
         }
     }
 
@@ -664,14 +691,15 @@ impl Shard {
     /// Gets are not cached (re-executing a retried Get is still
     /// linearizable, and caching values would cost memory) and do not create
     /// a session; they do carry an ack, which frees an existing session's
-    /// replies.
-    fn apply_get(&mut self, req: &ClientRequest, now: u64) -> ClientReply {
+    /// replies. A read's `print` is 0 (the log's apply path does not print
+    /// reads): no write's cached reply is ever served to a read.
+    fn apply_get(&mut self, req: &ClientRequest, print: u32, now: u64) -> ClientReply {
         if let Some(session) = self.sessions.get_mut(&req.client_id) {
             session.acknowledge(req.ack_seq);
             // A stale Get gets the same answer as a stale write, so the
             // client-visible rule is one rule. (`skip_dedup` cannot change a
             // Get's effect, so it is not consulted.)
-            if let Some(reply) = session.dedup(req.seq) {
+            if let Some(reply) = session.dedup(req.seq, print) {
                 return reply;
             }
         }

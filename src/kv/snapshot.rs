@@ -12,7 +12,9 @@
 //!                               version:u64 expires_ms:u64) * entries
 //!                floor:u64
 //!                sessions:u32  (client:u64 acked:u64 last_ms:u64
-//!                               replies:u32 (seq:u64 reply) * replies) * sessions
+//!                               replies:u32 (seq:u64 cached) * replies) * sessions
+//! cached       = 8 print:u32 reply    the reply and its request's print
+//!              | reply                (from before prints: unchecked)
 //! reply        = 0 len:u32 bytes      Ok
 //!              | 1                    NoKey
 //!              | 2                    WrongGroup
@@ -20,6 +22,7 @@
 //!              | 4                    Busy
 //!              | 5 len:u32 utf8       Error
 //!              | 6                    SessionExpired
+//!              | 7                    WrongCore (never cached: the runtime's)
 //! ```
 //!
 //! `expires_ms` is the key's absolute expiry in log time, 0 for none.
@@ -49,7 +52,7 @@ use synod_wire::{ByteReader, ClientId, ClientReply, ReadError, TxnId, TxnOutcome
 
 use super::twopc::{Decisions, Prepared, Staged};
 
-use super::shard::{Data, Entry, Session, Shard};
+use super::shard::{Cached, Data, Entry, Session, Shard};
 use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
 
 /// Format/version byte of a whole-store snapshot (4: per-key expiry).
@@ -110,6 +113,10 @@ const TAG_NOT_LEADER: u8 = 3;
 const TAG_BUSY: u8 = 4;
 const TAG_ERROR: u8 = 5;
 const TAG_SESSION_EXPIRED: u8 = 6;
+const TAG_WRONG_CORE: u8 = 7;
+/// Not a reply: the print of the cached reply's request comes next, then
+/// the reply itself.
+const TAG_PRINTED: u8 = 8;
 
 /// Why snapshot or shard-export bytes were refused. The store is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -544,7 +551,11 @@ pub(super) fn sessions_len(shard: &Shard) -> usize {
 
 /// Encoded size of one session (client id included).
 pub(super) fn session_len(s: &Session) -> usize {
-    8 + 8 + 8 + 4 + s.replies.values().map(|r| 8 + reply_len(r)).sum::<usize>()
+    8 + 8 + 8 + 4 + s.replies.values().map(|c| 8 + cached_len(c)).sum::<usize>()
+}
+
+fn cached_len(cached: &Cached) -> usize {
+    cached.print.map_or(0, |_| 1 + 4) + reply_len(&cached.reply)
 }
 
 fn reply_len(reply: &ClientReply) -> usize {
@@ -553,7 +564,8 @@ fn reply_len(reply: &ClientReply) -> usize {
         ClientReply::NoKey
         | ClientReply::WrongGroup
         | ClientReply::Busy
-        | ClientReply::SessionExpired => 1,
+        | ClientReply::SessionExpired
+        | ClientReply::WrongCore => 1,
         ClientReply::NotLeader { leader: None } => 2,
         ClientReply::NotLeader { leader: Some(_) } => 2 + 4,
         ClientReply::Error { reason } => 1 + 4 + reason.len(),
@@ -588,9 +600,13 @@ pub(super) fn encode_session(out: &mut Vec<u8>, client: ClientId, session: &Sess
     put_u64(out, session.acked);
     put_u64(out, session.last_ms);
     put_len(out, session.replies.len());
-    for (seq, reply) in &session.replies {
+    for (seq, cached) in &session.replies {
         put_u64(out, *seq);
-        encode_reply(out, reply);
+        if let Some(print) = cached.print {
+            out.push(TAG_PRINTED);
+            put_u32(out, print);
+        }
+        encode_reply(out, &cached.reply);
     }
 }
 
@@ -614,6 +630,7 @@ fn encode_reply(out: &mut Vec<u8>, reply: &ClientReply) {
         }
         ClientReply::Busy => out.push(TAG_BUSY),
         ClientReply::SessionExpired => out.push(TAG_SESSION_EXPIRED),
+        ClientReply::WrongCore => out.push(TAG_WRONG_CORE),
         ClientReply::Error { reason } => {
             out.push(TAG_ERROR);
             put_bytes(out, reason.as_bytes());
@@ -760,11 +777,25 @@ pub(super) fn decode_sessions(
                     "cached replies not strictly increasing above acked",
                 ));
             }
-            session.replies.insert(seq, decode_reply(input)?);
+            session.replies.insert(seq, decode_cached(input)?);
         }
         sessions.insert(client, session);
     }
     Ok(sessions)
+}
+
+/// A cached reply, with the print of its request when one is kept.
+fn decode_cached(input: &mut ByteReader) -> Result<Cached, SnapshotError> {
+    let print = if input.rest().first() == Some(&TAG_PRINTED) {
+        input.u8()?;
+        Some(input.u32()?)
+    } else {
+        None
+    };
+    Ok(Cached {
+        reply: decode_reply(input)?,
+        print,
+    })
 }
 
 fn decode_reply(input: &mut ByteReader) -> Result<ClientReply, SnapshotError> {
@@ -781,6 +812,7 @@ fn decode_reply(input: &mut ByteReader) -> Result<ClientReply, SnapshotError> {
         },
         TAG_BUSY => ClientReply::Busy,
         TAG_SESSION_EXPIRED => ClientReply::SessionExpired,
+        TAG_WRONG_CORE => ClientReply::WrongCore,
         TAG_ERROR => ClientReply::Error {
             reason: input.str()?.to_string(),
         },

@@ -9,7 +9,7 @@ use synod_wire::{
     TxnOpResult, TxnResult,
 };
 
-use super::shard::{STALE_REASON, TOO_LARGE_REASON};
+use super::shard::{REUSED_SEQ_REASON, STALE_REASON, TOO_LARGE_REASON};
 use super::*;
 
 fn opts(shards: u32) -> KvOptions {
@@ -205,10 +205,47 @@ fn pipelined_requests_applied_out_of_order_are_all_applied_once() {
     assert_eq!(kv.apply(&req(1, 5, 4, append("k", "5"))), ok_empty());
     assert_eq!(kv.apply(&req(1, 6, 4, append("k", "6"))), ok_empty());
     for seq in [5, 6, 7] {
-        assert_eq!(kv.apply(&req(1, seq, 4, append("k", "dup"))), ok_empty());
+        let dup = req(1, seq, 4, append("k", &seq.to_string()));
+        assert_eq!(kv.apply(&dup), ok_empty());
     }
     assert_eq!(kv.read(b"k"), ok("756"));
     assert_eq!(kv.stats().cached_replies, 3);
+}
+
+fn reused() -> ClientReply {
+    ClientReply::Error {
+        reason: REUSED_SEQ_REASON.to_string(),
+    }
+}
+
+/// A seq reused for a different request is refused (not answered with the
+/// other request's cached reply), here, after a restore and after the
+/// shard moved; a true resend with a newer `ack_seq` still gets its reply.
+#[test]
+fn a_seq_reused_for_a_different_request_is_refused_wherever_its_session_went() {
+    let mut kv = KvStore::new(KvOptions::default());
+    assert_eq!(kv.apply(&req(1, 1, 0, put("k", "v"))), ok_empty());
+    assert_eq!(kv.apply(&req(1, 2, 0, append("k", "w"))), ok_empty());
+    let shard = kv.shard_of_key(b"k");
+    let mut restored = KvStore::restore(&kv.snapshot(), kv.options()).unwrap();
+    let mut moved = KvStore::new(KvOptions::default());
+    moved.import_shard(shard, &kv.export_shard(shard)).unwrap();
+    // Sessions are per shard: reuse is seen within the shard of its key.
+    let other = (0..)
+        .map(|i| format!("j{i}"))
+        .find(|j| kv.shard_of_key(j.as_bytes()) == shard)
+        .unwrap();
+    for store in [&mut kv, &mut restored, &mut moved] {
+        // The same value under another op, another value, another key.
+        assert_eq!(store.apply(&req(1, 2, 0, put("k", "w"))), reused());
+        assert_eq!(store.apply(&req(1, 2, 0, append("k", "x"))), reused());
+        assert_eq!(store.apply(&req(1, 2, 0, append(&other, "w"))), reused());
+        // A read with a write's seq gets no write's reply either.
+        assert_eq!(store.apply(&req(1, 2, 0, get("k"))), reused());
+        // The resend itself, acknowledging seq 1 on the way.
+        assert_eq!(store.apply(&req(1, 2, 1, append("k", "w"))), ok_empty());
+        assert_eq!(store.read(b"k"), ok("vw"));
+    }
 }
 
 #[test]
@@ -344,10 +381,16 @@ fn store_with_every_reply_kind() -> KvStore {
         ClientReply::Error {
             reason: "wrong — group".to_string(),
         },
+        ClientReply::SessionExpired,
+        ClientReply::WrongCore,
     ];
     let session = kv.shards[shard].sessions.get_mut(&2).unwrap();
     for (i, reply) in replies.into_iter().enumerate() {
-        session.replies.insert(10 + i as u64, reply);
+        // Every other one without a print, as restored from before prints.
+        let print = (i % 2 == 0).then_some(0xC0DE_0000 + i as u32);
+        session
+            .replies
+            .insert(10 + i as u64, super::shard::Cached { reply, print });
     }
     kv.assert_invariants();
     kv

@@ -171,7 +171,12 @@ impl KvStore {
     }
 
     /// Applies a `TxnPrepare` at most once (see the module docs).
-    pub(super) fn apply_prepare(&mut self, req: &ClientRequest, p: &TxnPrepare) -> ClientReply {
+    pub(super) fn apply_prepare(
+        &mut self,
+        req: &ClientRequest,
+        print: u32,
+        p: &TxnPrepare,
+    ) -> ClientReply {
         if let Some(why) = p.part.invalid() {
             return ClientReply::Error {
                 reason: why.to_string(),
@@ -179,12 +184,13 @@ impl KvStore {
         }
         let home = self.shard_of_key(req.op.key()) as usize;
         let rules = self.rules();
-        if let Err(reply) = self.shards[home].begin_write(req, self.opts.planted_skip_dedup, &rules)
+        if let Err(reply) =
+            self.shards[home].begin_write(req, print, self.opts.planted_skip_dedup, &rules)
         {
             return reply;
         }
         let reply = self.prepare(p, rules.version, rules.log_time_ms);
-        self.shards[home].record_reply(req, &reply);
+        self.shards[home].record_reply(req, print, &reply);
         reply
     }
 

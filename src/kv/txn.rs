@@ -18,7 +18,7 @@ use super::KvStore;
 
 impl KvStore {
     /// Applies a transaction request at most once (see the module docs).
-    pub(super) fn apply_txn(&mut self, req: &ClientRequest, txn: &Txn) -> ClientReply {
+    pub(super) fn apply_txn(&mut self, req: &ClientRequest, print: u32, txn: &Txn) -> ClientReply {
         if let Some(why) = txn.invalid() {
             // Refused before any session is touched: nothing changes.
             return ClientReply::Error {
@@ -27,7 +27,8 @@ impl KvStore {
         }
         let home = self.shard_of_key(req.op.key()) as usize;
         let rules = self.rules();
-        if let Err(reply) = self.shards[home].begin_write(req, self.opts.planted_skip_dedup, &rules)
+        if let Err(reply) =
+            self.shards[home].begin_write(req, print, self.opts.planted_skip_dedup, &rules)
         {
             return reply;
         }
@@ -60,7 +61,7 @@ impl KvStore {
         }
         self.revision = rules.version;
         let reply = ClientReply::Ok(encode_txn_result(&TxnResult { succeeded, results }));
-        self.shards[home].record_reply(req, &reply);
+        self.shards[home].record_reply(req, print, &reply);
         reply
     }
 

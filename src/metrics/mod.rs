@@ -141,7 +141,7 @@ pub const REQUEST_KINDS: [&str; 28] = [
 pub const KIND_STATUS: usize = 11;
 
 /// Reply results, as a label and an index.
-pub const RESULTS: [&str; 9] = [
+pub const RESULTS: [&str; 10] = [
     "ok",
     "no_key",
     "wrong_group",
@@ -151,12 +151,14 @@ pub const RESULTS: [&str; 9] = [
     "session_expired",
     "config",
     "status",
+    "wrong_core",
 ];
 
 pub const RESULT_WRONG_GROUP: usize = 2;
 pub const RESULT_NOT_LEADER: usize = 3;
 pub const RESULT_ERROR: usize = 5;
 pub const RESULT_STATUS: usize = 8;
+pub const RESULT_WRONG_CORE: usize = 9;
 
 /// The kind index of a request message (`None`: not a request).
 pub fn request_kind(m: &Message) -> Option<usize> {
@@ -208,6 +210,7 @@ pub fn result_of(m: &Message) -> usize {
             ClientReply::Busy => 4,
             ClientReply::Error { .. } => 5,
             ClientReply::SessionExpired => 6,
+            ClientReply::WrongCore => RESULT_WRONG_CORE,
         },
         Message::Config(_) => 7,
         _ => 8,

@@ -258,6 +258,14 @@ fn stopped_reply() -> ClientReply {
 /// next chunk once the last applied, a configuration learned).
 const MIGRATION_PASS: Duration = Duration::from_millis(50);
 
+/// The first wait before redialing a peer; doubled (with jitter) after each
+/// failed dial, up to [`REDIAL_MAX`].
+const REDIAL_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait between two dials of a dead peer.
+const REDIAL_MAX: Duration = Duration::from_secs(1);
+/// How often connection deadlines are checked (`Core::sweep`).
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
 impl Core {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -391,7 +399,7 @@ impl Core {
                 replica,
                 servers,
                 peers: vec![None; n],
-                redial: vec![(now, Duration::from_millis(50)); n],
+                redial: vec![(now, REDIAL_FIRST); n],
                 metrics,
                 proposed_seen: (0, 0),
                 farewell_at: now,
@@ -444,7 +452,7 @@ impl Core {
                     g.replica.tick(&mut self.rng);
                     publish_group(g, &self.metrics);
                 }
-                if now.duration_since(self.last_sweep) >= Duration::from_millis(100) {
+                if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
                     self.last_sweep = now;
                     self.sweep(now);
                 }
@@ -1180,8 +1188,9 @@ impl Core {
                     ..
                 }) = self.groups.get_mut(&gid)
                 else {
-                    self.metrics.reply(kind, metrics::RESULT_WRONG_GROUP);
-                    self.reply_now(t, frame.request_id, gid, ClientReply::WrongGroup);
+                    let (result, reply) = self.unserved_kv(gid);
+                    self.metrics.reply(kind, result);
+                    self.reply_now(t, frame.request_id, gid, reply);
                     return;
                 };
                 r.set_now_ms(self.now_ms);
@@ -1200,10 +1209,13 @@ impl Core {
                     ..
                 }) = self.groups.get_mut(&0)
                 else {
-                    let reply = ClientReply::Error {
-                        reason: "this node hosts no master replica".into(),
+                    let (result, reply) = if owner_core(0, self.cfg.cores) != self.id {
+                        (metrics::RESULT_WRONG_CORE, ClientReply::WrongCore)
+                    } else {
+                        let reason = "this node hosts no master replica".into();
+                        (metrics::RESULT_ERROR, ClientReply::Error { reason })
                     };
-                    self.metrics.reply(kind, metrics::RESULT_ERROR);
+                    self.metrics.reply(kind, result);
                     self.reply_now(t, frame.request_id, 0, reply);
                     return;
                 };
@@ -1444,6 +1456,23 @@ impl Core {
         }
     }
 
+    /// The answer to a KV request for a group this core hosts no KV
+    /// replica of (PROTOCOL.md 5.2): the group lives on another core of
+    /// this node than the one the connection was bound to by its first
+    /// frame (`WrongCore`: only this core's connections can't tell whether
+    /// the node hosts it), group 0 is the master's (a client bug), or the
+    /// node does not serve the group.
+    fn unserved_kv(&self, gid: GroupId) -> (usize, ClientReply) {
+        if owner_core(gid, self.cfg.cores) != self.id {
+            (metrics::RESULT_WRONG_CORE, ClientReply::WrongCore)
+        } else if gid == 0 {
+            let reason = "group 0 is the shard master: send KV requests to a KV group".into();
+            (metrics::RESULT_ERROR, ClientReply::Error { reason })
+        } else {
+            (metrics::RESULT_WRONG_GROUP, ClientReply::WrongGroup)
+        }
+    }
+
     fn reply_now(&mut self, t: Token, request_id: u64, gid: GroupId, reply: ClientReply) {
         self.send_reply(t, request_id, gid, Message::Reply(reply));
     }
@@ -1545,7 +1574,7 @@ impl Core {
         let (_, backoff) = g.redial[peer as usize];
         // Exponential backoff with jitter, capped: a dead peer costs one
         // failed connect per interval, never the loop.
-        let next = (backoff * 2).min(Duration::from_secs(1));
+        let next = (backoff * 2).min(REDIAL_MAX);
         let jitter = Duration::from_millis(self.rng.range(0, 1 + next.as_millis() as u64 / 4));
         g.redial[peer as usize] = (now + backoff + jitter, next);
         let addr: SocketAddr = match g.servers[peer as usize].parse() {
@@ -1773,7 +1802,7 @@ fn grow_servers(g: &mut Group, servers: &[String], now: Instant) {
         );
         g.servers.push(s.clone());
         g.peers.push(None);
-        g.redial.push((now, Duration::from_millis(50)));
+        g.redial.push((now, REDIAL_FIRST));
     }
 }
 

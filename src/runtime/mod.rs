@@ -112,6 +112,13 @@ pub struct RuntimeConfig {
 /// `RuntimeConfig::min_recv_bytes_per_sec` before its connection is closed.
 pub const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
 
+/// How often the configuration watcher asks the master for a newer
+/// configuration.
+const CONFIG_POLL_EVERY: Duration = Duration::from_millis(100);
+/// The watcher's client: a whole query's deadline, and one attempt's.
+const CONFIG_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+const CONFIG_QUERY_RPC_TIMEOUT: Duration = Duration::from_millis(500);
+
 impl RuntimeConfig {
     pub fn new(listen: SocketAddr, data_dir: PathBuf, masters: Vec<String>) -> RuntimeConfig {
         RuntimeConfig {
@@ -411,8 +418,8 @@ pub fn watch_configs(node: &Node, masters: Vec<String>, keys: crate::auth::Keys)
         .name("config-watch".into())
         .spawn(move || {
             let mut opts = crate::client::ClientOptions::new(masters);
-            opts.timeout = Duration::from_secs(2);
-            opts.rpc_timeout = Duration::from_millis(500);
+            opts.timeout = CONFIG_QUERY_TIMEOUT;
+            opts.rpc_timeout = CONFIG_QUERY_RPC_TIMEOUT;
             opts.cluster_key = keys.cluster;
             opts.client_key = keys.client;
             let mut client = match crate::client::Client::new(opts) {
@@ -467,7 +474,7 @@ pub fn watch_configs(node: &Node, masters: Vec<String>, keys: crate::auth::Keys)
                     Ok(_) => {}
                     Err(e) => log::debug!("configuration query failed: {e}"),
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(CONFIG_POLL_EVERY);
             }
         });
     if let Err(e) = spawned {

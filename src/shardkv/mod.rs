@@ -931,7 +931,12 @@ impl StateMachine for ShardKv {
         let outcome = matches!(req.op, Op::TxnDecide(_) | Op::TxnFinish(_));
         // Decided in log order: the same answer on every replica.
         let reply = if outcome || (self.serves(shard) && serves_all) {
-            self.store.apply(&req)
+            let print = if req.op.is_read() {
+                0
+            } else {
+                synod_wire::request_print(cmd)
+            };
+            self.store.apply_printed(&req, print)
         } else {
             ClientReply::WrongGroup
         };

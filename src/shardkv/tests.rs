@@ -392,7 +392,8 @@ fn a_large_shard_moves_in_bounded_chunks() {
     // and at most the budget of items (these records are all below it).
     // Client 7's session, with its 200 cached replies, is one item larger
     // than the budget: it goes alone in the last chunk.
-    let session_bytes = 8 + 8 + 8 + 4 + 200 * (8 + 1 + 4);
+    // Each reply: seq, the request's print (tag and u32), Ok and its length.
+    let session_bytes = 8 + 8 + 8 + 4 + 200 * (8 + 5 + 1 + 4);
     assert!(
         largest <= 22 + 13 + 8 + 4 + 256.max(session_bytes),
         "{largest} {session_bytes}"

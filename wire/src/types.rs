@@ -682,6 +682,11 @@ pub enum ClientReply {
     /// so a write's outcome is unknown; the client must not resend it under
     /// the same id and should continue under a fresh client id.
     SessionExpired,
+    /// The frame's group is served by another core of this node than the
+    /// one this connection is bound to (a connection serves the groups of
+    /// the core its first frame's group lives on: PROTOCOL.md 1). Not
+    /// executed; resend on a connection whose first frame is for that group.
+    WrongCore,
 }
 
 /// Phase 1a: a candidate asks acceptors to promise `ballot` and report what

@@ -138,6 +138,7 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
         }),
         KIND_BUSY => Message::Reply(ClientReply::Busy),
         KIND_SESSION_EXPIRED => Message::Reply(ClientReply::SessionExpired),
+        KIND_WRONG_CORE => Message::Reply(ClientReply::WrongCore),
         KIND_ERROR => Message::Reply(ClientReply::Error {
             reason: r.string()?,
         }),

@@ -58,7 +58,8 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
             ClientReply::NoKey
             | ClientReply::WrongGroup
             | ClientReply::Busy
-            | ClientReply::SessionExpired => {}
+            | ClientReply::SessionExpired
+            | ClientReply::WrongCore => {}
             ClientReply::NotLeader { leader } => put_replica_hint(out, *leader),
             ClientReply::Error { reason } => put_byte_string(out, reason.as_bytes()),
         },
@@ -220,6 +221,22 @@ pub fn encode_command(req: &ClientRequest) -> Bytes {
     put_request_body(req, &mut out);
     debug_assert_eq!(out.len(), 1 + request_body_len(req));
     out.freeze()
+}
+
+/// Bytes of a request command (`[kind][client_id][seq][ack_seq][op..]`)
+/// before its operation's fields.
+const COMMAND_HEADER_LEN: usize = 1 + 8 + 8 + 8;
+
+/// A request's print: CRC-32C of its command's kind and operation fields,
+/// leaving out `client_id`, `seq` and `ack_seq` (a resend may carry a newer
+/// `ack_seq`). Encoding is canonical, so two requests have the same print
+/// exactly when they ask for the same operation (up to CRC collisions).
+/// Servers keep it beside a cached reply to refuse a `seq` reused for a
+/// different request (PROTOCOL.md 7). `cmd` shorter than the header (never
+/// a decoded command) prints its kind alone.
+pub fn request_print(cmd: &[u8]) -> u32 {
+    let kind = crc32c::crc32c(&cmd[..cmd.len().min(1)]);
+    crc32c::crc32c_append(kind, cmd.get(COMMAND_HEADER_LEN..).unwrap_or(&[]))
 }
 
 fn request_body_len(req: &ClientRequest) -> usize {

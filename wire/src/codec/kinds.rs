@@ -44,6 +44,9 @@ pub const KIND_TXN_PREPARE: u8 = 0x1A;
 pub const KIND_TXN_DECIDE: u8 = 0x1B;
 /// Two-phase commit: the outcome, to a participant group.
 pub const KIND_TXN_FINISH: u8 = 0x1C;
+/// Reply: the frame's group lives on another core of this node than the
+/// one the connection is bound to (by its first frame); not executed.
+pub const KIND_WRONG_CORE: u8 = 0x1D;
 /// Reply: success (Get carries the value).
 pub const KIND_OK: u8 = 0x10;
 /// Reply: Get of an absent key.
@@ -133,7 +136,7 @@ pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every message kind code this version defines, in ascending order (the
 /// trace stamp, [`KIND_TRACE_STAMP`], is a frame kind but not a message).
-pub const ALL_KINDS: [u8; 57] = [
+pub const ALL_KINDS: [u8; 58] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -162,6 +165,7 @@ pub const ALL_KINDS: [u8; 57] = [
     KIND_ERROR,
     KIND_CONFIG,
     KIND_SESSION_EXPIRED,
+    KIND_WRONG_CORE,
     KIND_PREPARE,
     KIND_PROMISE,
     KIND_ACCEPT,
@@ -225,6 +229,7 @@ pub fn kind_name(kind: u8) -> &'static str {
         KIND_ERROR => "Error",
         KIND_CONFIG => "Config",
         KIND_SESSION_EXPIRED => "SessionExpired",
+        KIND_WRONG_CORE => "WrongCore",
         KIND_PREPARE => "Prepare",
         KIND_PROMISE => "Promise",
         KIND_ACCEPT => "Accept",
@@ -270,6 +275,7 @@ pub fn is_known_kind(kind: u8) -> bool {
         || matches!(
             kind,
             KIND_OK..=KIND_SESSION_EXPIRED
+                | KIND_WRONG_CORE
                 | KIND_PREPARE..=KIND_PRE_VOTE_REPLY
                 | KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER
                 | KIND_SHARD_PULL..=KIND_TXN_RESOLVE
@@ -292,6 +298,7 @@ pub fn kind_of(msg: &Message) -> u8 {
             ClientReply::Busy => KIND_BUSY,
             ClientReply::Error { .. } => KIND_ERROR,
             ClientReply::SessionExpired => KIND_SESSION_EXPIRED,
+            ClientReply::WrongCore => KIND_WRONG_CORE,
         },
         Message::Paxos(p) => match p {
             PaxosMsg::Prepare(_) => KIND_PREPARE,

@@ -347,6 +347,7 @@ pub fn samples() -> Vec<Frame> {
         ),
         master(21, Message::Config(example_config())),
         client(15, Message::Reply(ClientReply::SessionExpired)),
+        client(16, Message::Reply(ClientReply::WrongCore)),
         paxos(PaxosMsg::Prepare(Prepare {
             from: 1,
             ballot,
@@ -1151,6 +1152,7 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
         ),
         KIND_BUSY => r(Just(ClientReply::Busy).boxed()),
         KIND_SESSION_EXPIRED => r(Just(ClientReply::SessionExpired).boxed()),
+        KIND_WRONG_CORE => r(Just(ClientReply::WrongCore).boxed()),
         KIND_CONFIG => arb_config().prop_map(Message::Config).boxed(),
         KIND_SHARD_PULL => (any::<u64>(), any::<u32>(), any::<u64>())
             .prop_map(|(config_num, shard, cursor)| {
