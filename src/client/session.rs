@@ -890,6 +890,31 @@ impl Session {
                 self.router.on_failure(gid, index);
                 self.retry(handle, Some(reason), now);
             }
+            Message::Reply(ClientReply::Error { reason })
+                if reason == synod_wire::TXN_SPANS_GROUPS
+                    && matches!(
+                        self.tasks.get(&handle).map(|t| &t.req),
+                        Some(Req::Kv(Op::Txn(_)))
+                    ) =>
+            {
+                // The group of the first key refused it for good under this
+                // seq (the refusal is cached in the session there, so no
+                // copy of it can apply later): its keys now lie in several
+                // groups. Run it again under a new seq, planned from a newer
+                // configuration (two-phase commit, or one group again).
+                self.stats.wrong_group += 1;
+                let task = self.tasks.get_mut(&handle).expect("looked up");
+                self.acks.retire(task.seq);
+                task.seq = self.next_seq;
+                self.next_seq += 1;
+                task.delivered = 0;
+                task.attempt += 1;
+                if let Req::Kv(op) = &task.req {
+                    self.router.invalidate_key(op.key());
+                }
+                task.state = State::AwaitConfig;
+                self.parked += 1;
+            }
             Message::Reply(ClientReply::Error { reason }) => {
                 self.finish(handle, Err(ClientError::Refused(reason)), now)
             }
@@ -1206,7 +1231,12 @@ impl Session {
         due.dedup();
         for &handle in &due {
             let task = self.tasks.get(&handle).expect("listed");
-            if matches!(task.req, Req::Kv(Op::Txn(_))) {
+            // A transaction already sent as one group's request may have
+            // applied there: it goes on under the same seq, to its first
+            // key's group (which answers a copy that applied, or refuses it
+            // for good: `TXN_SPANS_GROUPS`), never beside it as two-phase
+            // commit under a new id, which could apply it twice.
+            if matches!(task.req, Req::Kv(Op::Txn(_))) && task.delivered == 0 {
                 if let Some(parts) = self.cross_group_plan(handle) {
                     self.start_two_pc(handle, parts, now);
                     continue;

@@ -759,3 +759,78 @@ fn a_decision_that_lost_to_a_presumed_abort_is_retried_and_an_unknown_one_fails(
     let done = s.poll_completion().expect("answered");
     assert!(done.result.is_err(), "{:?}", done.result);
 }
+
+/// Polls until something is sent; the first transmit and the time it left.
+fn next_sent(s: &mut Session, mut at: Time) -> (Transmit, Time) {
+    for _ in 0..100 {
+        s.poll(at);
+        if let Some(t) = s.poll_transmit() {
+            return (t, at);
+        }
+        at = s.next_wake(at).expect("something to wake for");
+    }
+    panic!("nothing sent");
+}
+
+/// A transaction sent as one group's request may have applied there. When
+/// its keys then spread over two groups, it goes on under the same seq to
+/// its first key's group (which answers a copy that applied from its
+/// session, or refuses it for good), never beside it as two-phase commit
+/// under a new id: that ran it twice (the list-append checker's seed 2).
+/// Only the group's final refusal (`TXN_SPANS_GROUPS`, cached there) lets
+/// it run again under a new seq, as two-phase commit.
+#[test]
+fn a_sent_transaction_is_run_again_across_groups_only_after_its_group_refused_it() {
+    let mut s = Session::with_masters(opts(8), vec!["m0".into()], 7, 1, Time::ZERO);
+    let (k1, k2) = (Bytes::from_static(b"k1"), Bytes::from_static(b"k2"));
+    s.submit(transfer(&k1, &k2));
+    s.poll(Time::ZERO);
+    let q = sent(&mut s).pop().unwrap();
+    answer_msg(&mut s, &q, Message::Config(group(1, 1, &["a"])), MS);
+    let (t, at) = next_sent(&mut s, MS);
+    assert!(matches!(op_of(&t), Op::Txn(_)), "one group: one request");
+    let seq = seq_of(&t).0;
+    // Its answer is lost (the group says WrongGroup after a move), and the
+    // keys now lie in two groups.
+    answer(&mut s, &t, ClientReply::WrongGroup, at);
+    let (refresh, at) = next_sent(&mut s, at);
+    assert_eq!(refresh.dest.gid, 0);
+    let spread = |num| {
+        let home = synod_wire::shard_of(&k1, 4);
+        Config {
+            num,
+            shards: (0..4).map(|i| if i == home { 1 } else { 2 }).collect(),
+            groups: vec![
+                GroupInfo::new(1, vec!["a".to_string()]),
+                GroupInfo::new(2, vec!["b".to_string()]),
+            ],
+        }
+    };
+    assert_ne!(synod_wire::shard_of(&k1, 4), synod_wire::shard_of(&k2, 4));
+    answer_msg(&mut s, &refresh, Message::Config(spread(2)), at);
+    let (again, at) = next_sent(&mut s, at);
+    assert!(matches!(op_of(&again), Op::Txn(_)), "not two-phase commit");
+    assert_eq!(
+        (again.dest.gid, seq_of(&again).0),
+        (1, seq),
+        "same seq, first key's group"
+    );
+    // That group refuses it for good: now it may run across groups.
+    let spans = ClientReply::Error {
+        reason: synod_wire::TXN_SPANS_GROUPS.to_string(),
+    };
+    answer(&mut s, &again, spans, at);
+    let (refresh, at) = next_sent(&mut s, at);
+    assert_eq!(refresh.dest.gid, 0);
+    answer_msg(&mut s, &refresh, Message::Config(spread(3)), at);
+    let (first, _) = next_sent(&mut s, at);
+    let mut prepares = vec![first];
+    prepares.extend(sent(&mut s));
+    assert_eq!(prepares.len(), 2, "{prepares:?}");
+    for p in &prepares {
+        assert!(matches!(op_of(p), Op::TxnPrepare(_)));
+        assert!(seq_of(p).0 > seq);
+        assert!(seq_of(p).1 >= seq, "the refused seq is acknowledged");
+    }
+    assert!(s.poll_completion().is_none());
+}

@@ -65,6 +65,27 @@ impl KvStore {
         reply
     }
 
+    /// A single-group transaction at the group that serves its first key's
+    /// shard (where its session lives) but not every key: a copy of it
+    /// that already applied is answered from the session, and otherwise the
+    /// refusal [`synod_wire::TXN_SPANS_GROUPS`] is cached under its seq, so
+    /// no later copy applies anywhere (the session moves with the shard).
+    /// Nothing else changes.
+    pub(crate) fn refuse_spanning_txn(&mut self, req: &ClientRequest, print: u32) -> ClientReply {
+        let home = self.shard_of_key(req.op.key()) as usize;
+        let rules = self.rules();
+        if let Err(reply) =
+            self.shards[home].begin_write(req, print, self.opts.planted_skip_dedup, &rules)
+        {
+            return reply;
+        }
+        let reply = ClientReply::Error {
+            reason: synod_wire::TXN_SPANS_GROUPS.to_string(),
+        };
+        self.shards[home].record_reply(req, print, &reply);
+        reply
+    }
+
     /// Does `c` hold in the current state?
     pub(super) fn holds(&self, c: &Compare) -> bool {
         let entry = self.shards[self.shard_of_key(&c.key) as usize]

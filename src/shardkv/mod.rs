@@ -937,6 +937,13 @@ impl StateMachine for ShardKv {
                 synod_wire::request_print(cmd)
             };
             self.store.apply_printed(&req, print)
+        } else if self.serves(shard) && matches!(req.op, Op::Txn(_)) {
+            // Its session is here: answer a copy that applied from it, or
+            // refuse for good (not WrongGroup, which a client may resend
+            // and which would leave a copy in flight free to apply later
+            // beside the two-phase commit the client turns to).
+            self.store
+                .refuse_spanning_txn(&req, synod_wire::request_print(cmd))
         } else {
             ClientReply::WrongGroup
         };

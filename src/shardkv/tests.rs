@@ -930,18 +930,35 @@ fn a_transaction_runs_only_where_every_key_is_served() {
     );
     let (even, even2, odd) = (key_of(0), key_of(2), key_of(1));
     let spanning = [even.clone(), odd.clone()];
-    assert_eq!(put_all(&mut g1, 1, &spanning), ClientReply::WrongGroup);
+    // The first key's shard is served here (its session lives here): the
+    // refusal is final and cached, so a later copy of seq 1 cannot apply.
+    let spans = ClientReply::Error {
+        reason: synod_wire::TXN_SPANS_GROUPS.to_string(),
+    };
+    assert_eq!(put_all(&mut g1, 1, &spanning), spans);
+    assert_eq!(put_all(&mut g1, 1, &spanning), spans, "the cached refusal");
+    // Not its first key's group: WrongGroup, nothing recorded.
     assert_eq!(
         put_all(&mut g1, 2, &[odd, even.clone()]),
         ClientReply::WrongGroup
     );
     assert_eq!(get(&mut g1, &even), ClientReply::NoKey, "nothing applied");
     let local = [even.clone(), even2.clone()];
-    assert!(matches!(put_all(&mut g1, 3, &local), ClientReply::Ok(_)));
+    let applied = put_all(&mut g1, 3, &local);
+    assert!(matches!(applied, ClientReply::Ok(_)));
     assert_eq!(
         get(&mut g1, &even2),
         ClientReply::Ok(Bytes::from_static(b"v"))
     );
+    // Its answer lost, then the second key's shard leaves: a resend is
+    // answered from the session (it applied), not WrongGroup, which let the
+    // client run it again by two-phase commit under a new id.
+    run(
+        &mut g1,
+        GroupCommand::Reconfigure(config(2, &[1, 2, 2, 2, 1, 2, 1, 2])),
+    );
+    assert_eq!(get(&mut g1, &even2), ClientReply::WrongGroup);
+    assert_eq!(put_all(&mut g1, 3, &local), applied);
 }
 
 /// A transaction of client 5 putting "v" in every key of `keys`.

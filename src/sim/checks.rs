@@ -1,14 +1,64 @@
 //! The simulator's end-of-run checkers. Each pushes a human-readable failure
 //! onto the report; a run passes only with none.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+use synod_wire::{Batch, Slot};
 
 use super::client::Client;
 use super::{Micros, Node, SimReport};
 use crate::check::{check_kv, CheckOptions, CheckResult, KvOp};
 use crate::kv::KvStore;
+
+/// What one replica just applied, checked alike in both worlds: slots in
+/// order with no hole (an installed `snapshot` moves the next slot: a
+/// restart rewinds to its own, a laggard jumps to a newer one), and every
+/// replica of a group applying the same batch at a slot. `chosen` holds
+/// each slot's batch as its first applier applied it, keyed by `key(slot)`;
+/// `names` (called only to word a failure) gives the replica's name and
+/// the slot's scope ("" in the one-group world, "group G " in the sharded
+/// one). Returns the failures, and the slots newly recorded in `chosen`
+/// with their commands.
+pub(super) fn applied<K: Ord>(
+    next_apply: &mut Slot,
+    chosen: &mut BTreeMap<K, Batch>,
+    key: impl Fn(Slot) -> K,
+    (snapshot, committed): (Option<Slot>, &[(Slot, Batch)]),
+    names: impl Fn() -> (String, String),
+) -> (Vec<String>, u64, u64) {
+    let mut failures = Vec::new();
+    let (mut slots, mut commands) = (0, 0);
+    if let Some(index) = snapshot {
+        *next_apply = index;
+    }
+    for (slot, batch) in committed {
+        if *slot != *next_apply {
+            let (who, _) = names();
+            failures.push(format!(
+                "safety: {who} applied slot {slot}, expected {next_apply} (out of order or past a hole)"
+            ));
+        }
+        *next_apply = slot + 1;
+        match chosen.get(&key(*slot)) {
+            Some(b) if b != batch => {
+                let (who, scope) = names();
+                failures.push(format!(
+                    "safety: {scope}slot {slot} decided twice: {} commands vs {} commands ({who})",
+                    b.commands.len(),
+                    batch.commands.len()
+                ))
+            }
+            Some(_) => {}
+            None => {
+                slots += 1;
+                commands += batch.commands.len() as u64;
+                chosen.insert(key(*slot), batch.clone());
+            }
+        }
+    }
+    (failures, slots, commands)
+}
 
 /// Every request completes within the bound after the faults heal.
 pub(super) fn liveness(report: &mut SimReport, clients: &[Client], deadline: Micros, now: Micros) {

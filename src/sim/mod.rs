@@ -1194,34 +1194,16 @@ impl World {
         snapshot: Option<Slot>,
         committed: &[(Slot, Batch)],
     ) {
-        let node = &mut self.nodes[id as usize];
-        if let Some(index) = snapshot {
-            // A restart reinstalls its own snapshot (a rewind); a laggard
-            // installs a newer one (a jump). Either way application resumes there.
-            node.next_apply = index;
-        }
-        for (slot, batch) in committed {
-            if *slot != node.next_apply {
-                self.report.failures.push(format!(
-                    "safety: replica {id} applied slot {slot}, expected {} (out of order or past a hole)",
-                    node.next_apply
-                ));
-            }
-            node.next_apply = slot + 1;
-            match self.chosen.get(slot) {
-                Some(b) if b != batch => self.report.failures.push(format!(
-                    "safety: slot {slot} decided twice: {} commands vs {} commands (replica {id})",
-                    b.commands.len(),
-                    batch.commands.len()
-                )),
-                Some(_) => {}
-                None => {
-                    self.report.slots_chosen += 1;
-                    self.report.commands_chosen += batch.commands.len() as u64;
-                    self.chosen.insert(*slot, batch.clone());
-                }
-            }
-        }
+        let (failures, slots, commands) = checks::applied(
+            &mut self.nodes[id as usize].next_apply,
+            &mut self.chosen,
+            |slot| slot,
+            (snapshot, committed),
+            || (format!("replica {id}"), String::new()),
+        );
+        self.report.failures.extend(failures);
+        self.report.slots_chosen += slots;
+        self.report.commands_chosen += commands;
     }
 
     fn finish(mut self) -> (SimReport, Vec<KvOp>) {

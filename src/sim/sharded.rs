@@ -1171,29 +1171,14 @@ impl ShardedWorld {
         snapshot: Option<Slot>,
         committed: &[(Slot, Batch)],
     ) {
-        let node = &mut self.nodes[i];
-        if let Some(index) = snapshot {
-            node.next_apply = index;
-        }
-        for (slot, batch) in committed {
-            if *slot != node.next_apply {
-                self.report.failures.push(format!(
-                    "safety: node {i} (group {gid}) applied slot {slot}, expected {}",
-                    node.next_apply
-                ));
-            }
-            node.next_apply = slot + 1;
-            match self.chosen.get(&(gid, *slot)) {
-                Some(b) if b != batch => self
-                    .report
-                    .failures
-                    .push(format!("safety: group {gid} slot {slot} decided twice")),
-                Some(_) => {}
-                None => {
-                    self.chosen.insert((gid, *slot), batch.clone());
-                }
-            }
-        }
+        let (failures, _, _) = super::checks::applied(
+            &mut self.nodes[i].next_apply,
+            &mut self.chosen,
+            |slot| (gid, slot),
+            (snapshot, committed),
+            || (format!("node {i} (group {gid})"), format!("group {gid} ")),
+        );
+        self.report.failures.extend(failures);
     }
 
     fn finish(mut self) -> ShardedReport {

@@ -10,6 +10,14 @@ use crate::types::{
 
 use super::*;
 
+/// The `Error` reason a group gives a single-group `Txn` when it serves the
+/// transaction's first key (its at-most-once session lives there) but not
+/// all of its keys. The refusal is cached under the request's `seq` like a
+/// reply, so no copy of that `seq` can apply anywhere later: a client may
+/// then run the transaction again under a new `seq` (across groups by
+/// two-phase commit) without it applying twice (PROTOCOL.md 5.1).
+pub const TXN_SPANS_GROUPS: &str = "transaction keys lie in several groups";
+
 const COMPARE_TARGET_VALUE: u8 = 0;
 const COMPARE_TARGET_VERSION: u8 = 1;
 const TXN_RESULT_OK: u8 = 0;
