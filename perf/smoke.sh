@@ -10,7 +10,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/perf/lib.sh"
-BIN_DIR=$ROOT/target/debug
+BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 # Random base port below the kernel's ephemeral range (32768+ on Linux), so
 # an outgoing connection of some other program cannot hold it; CI machines
 # may also run other clusters on the usual ones. A busy port is retried.
@@ -46,9 +46,14 @@ echo "smoke: load:  $load"
 check=$("$BIN_DIR/synod-bench" --check --ops 2000 --keys 100 --clients 4 --pipeline 8 \
     --workload mixed --quiet | tail -1) || true
 echo "smoke: check: $check"
+# The bank: transfers (across the playground's groups when it has several)
+# and the audit of the total at the end.
+bank=$("$BIN_DIR/synod-bench" --workload transfer --check --duration 2 --warmup 0 --keys 200 \
+    --clients 4 --pipeline 4 --quiet | tail -1) || true
+echo "smoke: bank:  $bank"
 
 status=0
-for line in "$load" "$check"; do
+for line in "$load" "$check" "$bank"; do
     errors=$(kv errors "$line")
     if [[ $errors != 0 ]]; then
         echo "smoke: FAIL: errors=$errors" >&2
@@ -61,6 +66,10 @@ if [[ $(kv ops "$load") == 0 || $(kv ops "$load") == NA ]]; then
 fi
 if [[ $(kv linearizable "$check") != yes ]]; then
     echo "smoke: FAIL: linearizable=$(kv linearizable "$check")" >&2
+    status=1
+fi
+if [[ $(kv bank "$bank") != ok ]]; then
+    echo "smoke: FAIL: bank=$(kv bank "$bank")" >&2
     status=1
 fi
 # The RESP port, with redis-cli if this machine has it (tests/resp.rs covers

@@ -27,19 +27,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{write_key, Cluster, NodeProc, GID};
-use synod::auth::Identity;
 use synod::check::{CheckOptions, KvInput, KvOp, KvOutput};
 use synod::rng::Rng;
-use synod_wire::{encode_frame, Decoder, Frame, GroupInfo, Message};
+use synod_wire::GroupInfo;
 
 /// Master replicas and members of KV group 1.
 const NODES: usize = 5;
@@ -518,62 +515,11 @@ fn start_in(c: &mut Cluster, i: usize, ns: &str) {
     node.child = Some(child);
 }
 
-/// Which node says it leads KV group 1, by a status request (admin, over
-/// one short authenticated connection each), the leader with the highest
-/// ballot if several say so. Not by a Get: at volume the probe key's shard
-/// may be moving, and a leader answers nothing about it until the move is
-/// done (a million-key run found no leader for 10 s that way while group
-/// 1 had elected one).
+/// Which node says it leads KV group 1 (`Cluster::group_leader`), among
+/// the first `NODES` that are not stopped.
 fn leader(c: &Cluster, stopped: &[bool]) -> Option<usize> {
-    let key = c.key.as_ref()?;
-    let mut best: Option<(synod_wire::Ballot, usize)> = None;
-    for (i, n) in c.nodes.iter().enumerate().take(NODES) {
-        if n.child.is_none() || stopped[i] {
-            continue;
-        }
-        let Ok(addr) = n.addr.parse() else { continue };
-        let t = Duration::from_millis(300);
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, t) else {
-            continue;
-        };
-        if synod::auth::stream::dial(&mut s, key, Identity::Admin, 0, t).is_err() {
-            continue;
-        }
-        let _ = s.set_read_timeout(Some(t));
-        let mut buf = BytesMut::new();
-        encode_frame(
-            &Frame {
-                request_id: 1,
-                group: 0,
-                message: Message::StatusRequest,
-            },
-            &mut buf,
-        );
-        if s.write_all(&buf).is_err() {
-            continue;
-        }
-        let mut dec = Decoder::default();
-        let mut rbuf = BytesMut::new();
-        let mut chunk = [0u8; 4096];
-        let reply = loop {
-            if let Ok(Some(f)) = dec.decode(&mut rbuf) {
-                break Some(f.message);
-            }
-            match s.read(&mut chunk) {
-                Ok(0) | Err(_) => break None,
-                Ok(k) => rbuf.extend_from_slice(&chunk[..k]),
-            }
-        };
-        let Some(Message::Status(status)) = reply else {
-            continue;
-        };
-        for g in status.groups.iter().filter(|g| g.gid == GID && g.leading) {
-            if best.is_none_or(|(b, _)| g.ballot > b) {
-                best = Some((g.ballot, i));
-            }
-        }
-    }
-    best.map(|(_, i)| i)
+    let candidates: Vec<usize> = (0..NODES).filter(|&i| !stopped[i]).collect();
+    c.group_leader(GID, &candidates)
 }
 
 /// Concurrent clients: mixed Get/Put/Append on a few keys, and

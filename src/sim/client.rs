@@ -315,13 +315,10 @@ impl Client {
                     .build();
                 (Op::Txn(Box::new(txn)), BankOp::Transfer)
             }
-            _ => {
-                let mut b = crate::client::TxnBuilder::new();
-                for a in accounts {
-                    b = b.then_get(a.clone());
-                }
-                (Op::Txn(Box::new(b.build())), BankOp::Audit)
-            }
+            _ => (
+                Op::Txn(Box::new(crate::check::bank::audit_txn(accounts))),
+                BankOp::Audit,
+            ),
         }
     }
 

@@ -315,37 +315,6 @@ pub struct ShardedWorld {
     stalled_until: Vec<Micros>,
 }
 
-/// `n` account keys. With `one_group`, all in one shard (so one group
-/// holds them at a time, and transactions on them never span groups);
-/// otherwise each in a shard of its own while there are shards left, so
-/// transactions on them span groups (two-phase commit) whenever the
-/// configuration puts those shards in different groups.
-fn bank_accounts(n: usize, shards: u32, one_group: bool) -> Vec<Bytes> {
-    spread_keys("acct", n, shards, one_group)
-}
-
-/// `n` keys named `{prefix}{i}`, as [`bank_accounts`] picks them.
-fn spread_keys(prefix: &str, n: usize, shards: u32, one_group: bool) -> Vec<Bytes> {
-    let home = synod_wire::shard_of(format!("{prefix}0").as_bytes(), shards);
-    let mut taken: Vec<u32> = Vec::new();
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .filter(|k| {
-            let s = synod_wire::shard_of(k.as_bytes(), shards);
-            if one_group {
-                return s == home;
-            }
-            if taken.contains(&s) && (taken.len() as u32) < shards {
-                return false;
-            }
-            taken.push(s);
-            true
-        })
-        .take(n)
-        .map(Bytes::from)
-        .collect()
-}
-
 pub fn run_sharded(cfg: &ShardedConfig) -> ShardedReport {
     let mut w = ShardedWorld::new(cfg.clone());
     let end = w.run_end();
@@ -546,8 +515,9 @@ impl ShardedWorld {
         for i in 0..n {
             w.start_node(i);
         }
-        let bank = bank_accounts(w.cfg.bank_accounts, w.cfg.shards, w.cfg.bank_one_group);
-        let elle = spread_keys("list", w.cfg.append_keys, w.cfg.shards, false);
+        let bank =
+            crate::check::bank::accounts(w.cfg.bank_accounts, w.cfg.shards, w.cfg.bank_one_group);
+        let elle = crate::check::bank::spread_keys("list", w.cfg.append_keys, w.cfg.shards, false);
         for c in 0..w.cfg.clients {
             let crng = w.rng.fork();
             let mut keys = KeySpace::append_only(w.cfg.keys as u64);
@@ -1379,7 +1349,12 @@ impl ShardedWorld {
             let config = self.latest_config();
             let now = self.time.now;
             let mut reads = Vec::new();
-            for key in spread_keys("list", self.cfg.append_keys, self.cfg.shards, false) {
+            for key in crate::check::bank::spread_keys(
+                "list",
+                self.cfg.append_keys,
+                self.cfg.shards,
+                false,
+            ) {
                 let shard = synod_wire::shard_of(&key, self.cfg.shards);
                 let Some(state) = self.kv_state(config.shards[shard as usize]) else {
                     continue;

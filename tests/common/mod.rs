@@ -436,6 +436,66 @@ impl Cluster {
         None
     }
 
+    /// Which of `candidates` says it leads KV group `gid`, by a status
+    /// request (admin, over one short authenticated connection each), the
+    /// leader with the highest ballot if several say so; `None` on a
+    /// cluster without a key. Not by a Get: at volume the probe key's
+    /// shard may be moving, and a leader answers nothing about it until
+    /// the move is done (a million-key nemesis run found no leader for 10
+    /// s that way while group 1 had elected one).
+    pub fn group_leader(&self, gid: u32, candidates: &[usize]) -> Option<usize> {
+        let key = self.key.as_ref()?;
+        let mut best: Option<(synod_wire::Ballot, usize)> = None;
+        for &i in candidates {
+            let n = &self.nodes[i];
+            if n.child.is_none() {
+                continue;
+            }
+            let Ok(addr) = n.addr.parse() else { continue };
+            let t = Duration::from_millis(300);
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, t) else {
+                continue;
+            };
+            if synod::auth::stream::dial(&mut s, key, synod::auth::Identity::Admin, 0, t).is_err() {
+                continue;
+            }
+            let _ = s.set_read_timeout(Some(t));
+            let mut buf = BytesMut::new();
+            encode_frame(
+                &Frame {
+                    request_id: 1,
+                    group: 0,
+                    message: Message::StatusRequest,
+                },
+                &mut buf,
+            );
+            if s.write_all(&buf).is_err() {
+                continue;
+            }
+            let mut dec = Decoder::default();
+            let mut rbuf = BytesMut::new();
+            let mut chunk = [0u8; 4096];
+            let reply = loop {
+                if let Ok(Some(f)) = dec.decode(&mut rbuf) {
+                    break Some(f.message);
+                }
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(k) => rbuf.extend_from_slice(&chunk[..k]),
+                }
+            };
+            let Some(Message::Status(status)) = reply else {
+                continue;
+            };
+            for g in status.groups.iter().filter(|g| g.gid == gid && g.leading) {
+                if best.is_none_or(|(b, _)| g.ballot > b) {
+                    best = Some((g.ballot, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
     /// Resident memory of node `i` in KiB.
     pub fn rss_kib(&self, i: usize) -> u64 {
         let status =

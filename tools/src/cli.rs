@@ -11,7 +11,7 @@ use clap::builder::FalseyValueParser;
 use clap::Parser;
 
 use crate::pace::RATE_MAX;
-use crate::workload::Workload;
+use crate::workload::{TxnSpan, Workload};
 use crate::zipf::{KeyDist, Zipfian};
 
 /// Pipelined load against a Synod cluster: closed-loop (each reply lets the
@@ -73,7 +73,12 @@ pub struct Args {
     /// Unmeasured time first (default 1, or 0 with --ops)
     #[arg(long, env = "SYNOD_BENCH_WARMUP", value_name = "SECS", value_parser = secs)]
     warmup: Option<Duration>,
-    /// put | get | append | mixed
+    /// put | get | append | mixed | transfer
+    ///
+    /// transfer: each operation is one transaction moving 1-100 between
+    /// two distinct accounts (keys, prefilled with 1000000 each) by two
+    /// Incrs; accounts in two groups commit by two-phase commit. With
+    /// --check, audits at the end must find the initial total.
     #[arg(
         long,
         env = "SYNOD_BENCH_WORKLOAD",
@@ -81,6 +86,15 @@ pub struct Args {
         default_value = "put"
     )]
     workload: String,
+    /// transfer: both accounts of every transfer in one group (by the
+    /// starting configuration): one log entry each, no two-phase commit
+    #[arg(long, env = "SYNOD_BENCH_TXN_ONE_GROUP", value_parser = FalseyValueParser::new(),
+          conflicts_with = "txn_cross_group")]
+    txn_one_group: bool,
+    /// transfer: the two accounts of every transfer in two different
+    /// groups (by the starting configuration): two-phase commit each
+    #[arg(long, env = "SYNOD_BENCH_TXN_CROSS_GROUP", value_parser = FalseyValueParser::new())]
+    txn_cross_group: bool,
     /// Share of gets in mixed
     #[arg(
         long,
@@ -140,7 +154,9 @@ pub struct Args {
     #[arg(long, env = "SYNOD_BENCH_JSON", value_name = "FILE")]
     json: Option<String>,
     /// Record the history and check linearizability (keep it small: e.g.
-    /// --ops 2000 --keys 100)
+    /// --ops 2000 --keys 100); transfer: audit the accounts at the end
+    /// (their total must be the initial one) and check every transfer's
+    /// answer
     #[arg(long, env = "SYNOD_BENCH_CHECK", value_parser = FalseyValueParser::new())]
     check: bool,
     /// No progress lines
@@ -222,6 +238,8 @@ impl Options {
             ops,
             warmup,
             workload,
+            txn_one_group,
+            txn_cross_group,
             read_ratio,
             keys,
             dist,
@@ -277,7 +295,19 @@ impl Options {
         if timeout.is_zero() {
             return Err("--timeout must be positive".into());
         }
-        let workload = Workload::parse(&workload, read_ratio)?;
+        let mut workload = Workload::parse(&workload, read_ratio)?;
+        if let Workload::Transfer { span } = &mut workload {
+            if keys < 2 {
+                return Err("--workload transfer needs --keys 2 or more".into());
+            }
+            if txn_one_group {
+                *span = TxnSpan::OneGroup;
+            } else if txn_cross_group {
+                *span = TxnSpan::CrossGroup;
+            }
+        } else if txn_one_group || txn_cross_group {
+            return Err("--txn-one-group and --txn-cross-group are for --workload transfer".into());
+        }
         let dist_kind = match dist.as_str() {
             "uniform" => KeyDist::Uniform { n: keys },
             "zipfian" | "zipf" => KeyDist::Zipfian(Zipfian::new(keys, theta)?),
@@ -288,11 +318,16 @@ impl Options {
             KeyDist::Zipfian(z) => format!("zipfian{}", z.theta()),
         };
         let prefill = match prefill.as_str() {
-            "auto" => workload.reads(),
+            "auto" => workload.reads() || workload.is_bank(),
             "yes" => true,
             "no" => false,
             _ => unreachable!("clap accepts only auto, yes and no"),
         };
+        if workload.is_bank() && check && !prefill {
+            // The audit needs the initial total, which only the prefill
+            // makes known.
+            return Err("--workload transfer --check needs the prefill".into());
+        }
         let threads = threads.unwrap_or_else(|| default_threads(clients, cores));
         if threads == 0 {
             return Err("--threads must be at least 1".into());
@@ -381,6 +416,53 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.clients, 3, "the last one wins");
+    }
+
+    #[test]
+    fn transfer_prefills_and_takes_a_span() {
+        let o = parse(&args("--masters a:1 --workload transfer --keys 100"), 2).unwrap();
+        assert_eq!(o.workload, Workload::Transfer { span: TxnSpan::Any });
+        assert!(o.prefill, "accounts start at a known balance");
+        let o = parse(
+            &args("--masters a:1 --workload=transfer --txn-one-group --check"),
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            o.workload,
+            Workload::Transfer {
+                span: TxnSpan::OneGroup
+            }
+        );
+        assert!(o.check);
+        assert_eq!(o.workload.label(), "transfer-one-group");
+        let o = parse(
+            &args("--masters a:1 --workload transfer --txn-cross-group"),
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            o.workload,
+            Workload::Transfer {
+                span: TxnSpan::CrossGroup
+            }
+        );
+        for bad in [
+            "--workload transfer --keys 1",
+            "--workload transfer --txn-one-group --txn-cross-group",
+            "--workload put --txn-one-group",
+            "--workload get --txn-cross-group",
+            "--workload transfer --check --prefill no",
+        ] {
+            assert!(
+                parse(&args(&format!("--masters a:1 {bad}")), 2).is_err(),
+                "{bad}"
+            );
+        }
+        // Without --check, a run may transfer between accounts left by an
+        // earlier one.
+        let o = parse(&args("--masters a:1 --workload transfer --prefill no"), 2).unwrap();
+        assert!(!o.prefill);
     }
 
     #[test]

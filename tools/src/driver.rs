@@ -20,7 +20,11 @@
 //! one connection per (session, destination) the session names
 //! (`synod::client::mio_conn`, which also runs the authentication
 //! handshake), and turning completions into latencies, counters and the
-//! history. `Error` replies and requests past `request_timeout` are
+//! history. A transfer (`Workload::Transfer`) is one `Txn` request the
+//! session runs like any other (one log entry in one group, or its
+//! two-phase commit across groups, with its retries after no-wait
+//! aborts); its answer is checked (`synod::check::bank::check_transfer`)
+//! and its session's 2PC figures are summed. `Error` replies and requests past `request_timeout` are
 //! counted as errors and recorded as `Unknown` in the history. Nothing a
 //! server does can panic the driver or keep it running past the end of
 //! the run plus `drain_timeout`.
@@ -43,7 +47,7 @@ use synod::rng::Rng;
 use synod_wire::{ClientId, Config, Op};
 
 use crate::pace::{next_free, worker_rate, Pacer, Slot};
-use crate::workload::{next_op, Workload};
+use crate::workload::{next_op, next_transfer, GroupMap, Workload};
 use crate::zipf::KeyDist;
 
 /// Highest latency the histograms hold (60 s, in µs); larger values are
@@ -134,6 +138,18 @@ pub struct Counters {
     pub redirects: u64,
     pub reconnects: u64,
     pub get_misses: u64,
+    /// Transactions across groups attempted (two-phase commits, retries
+    /// included), of them aborted and retried, and of those the ones
+    /// whose decision lost to a presumed abort (`SessionStats`).
+    pub two_pc: u64,
+    pub two_pc_aborts: u64,
+    pub two_pc_presumed_aborts: u64,
+    /// Transfers whose accounts could not be placed as `--txn-one-group`
+    /// or `--txn-cross-group` asked (bounded draws; any two were taken).
+    pub off_span: u64,
+    /// Transfers answered with a refused half (`check_transfer`): the
+    /// bank is broken.
+    pub txn_broken: u64,
     /// Open-loop: measured requests that fell due while every pipeline
     /// slot of their worker was taken.
     pub delayed: u64,
@@ -151,6 +167,11 @@ impl Counters {
         self.redirects += o.redirects;
         self.reconnects += o.reconnects;
         self.get_misses += o.get_misses;
+        self.two_pc += o.two_pc;
+        self.two_pc_aborts += o.two_pc_aborts;
+        self.two_pc_presumed_aborts += o.two_pc_presumed_aborts;
+        self.off_span += o.off_span;
+        self.txn_broken += o.txn_broken;
         self.delayed += o.delayed;
         self.unsent += o.unsent;
     }
@@ -313,6 +334,8 @@ enum OpKind {
     Get,
     Delete,
     Write,
+    /// A bank transfer (`Op::Txn`), never in the KV history.
+    Transfer,
 }
 
 /// One benchmark client: a session core, its operations in flight (by the
@@ -357,6 +380,9 @@ struct Worker<'a> {
     id_rng: Rng,
     /// Open-loop: this worker's schedule.
     pacer: Option<Pacer>,
+    /// Where the run's first configuration puts each account (transfers'
+    /// `--txn-one-group` and `--txn-cross-group`).
+    groups: GroupMap,
     /// Open-loop: the session the next free-slot search starts from.
     cursor: usize,
     measure_start: Instant,
@@ -438,6 +464,7 @@ impl<'a> Worker<'a> {
             touched: Vec::new(),
             id_rng: Rng::new(synod::client::random_client_id()),
             pacer,
+            groups: GroupMap::new(&config),
             cursor: 0,
             measure_start,
             end,
@@ -657,7 +684,8 @@ impl<'a> Worker<'a> {
     /// spent (then issuing stops). Open-loop, `slot` is its place in the
     /// schedule.
     fn issue(&mut self, c: usize, now: Instant, slot: Option<Slot>) {
-        let budgeted = self.spec.ops.is_some() || self.spec.workload == Workload::Prefill;
+        let budgeted =
+            self.spec.ops.is_some() || matches!(self.spec.workload, Workload::Prefill { .. });
         let latency_from = slot.map_or(now, |slot| slot.intended);
         let measured = latency_from >= self.measure_start;
         let mut index = 0;
@@ -677,21 +705,33 @@ impl<'a> Worker<'a> {
         let client = &mut self.clients[c];
         client.issued += 1;
         let client_id = client.session.client_id();
-        let op = next_op(
-            self.spec.workload,
-            &self.spec.keys,
-            &mut client.rng,
-            index,
-            client_id,
-            client.issued,
-            self.spec.value_size,
-        );
+        let op = match self.spec.workload {
+            Workload::Transfer { span } => {
+                let (op, in_span) =
+                    next_transfer(span, &self.spec.keys, &mut client.rng, &self.groups);
+                self.counters.off_span += u64::from(!in_span);
+                op
+            }
+            workload => next_op(
+                workload,
+                &self.spec.keys,
+                &mut client.rng,
+                index,
+                client_id,
+                client.issued,
+                self.spec.value_size,
+            ),
+        };
         let op_kind = match &op {
             Op::Get { .. } => OpKind::Get,
             Op::Delete { .. } => OpKind::Delete,
+            Op::Txn(_) => OpKind::Transfer,
             _ => OpKind::Write,
         };
-        let history = self.spec.record_history.then(|| {
+        // Transactions are checked by the bank's audit, not the per-key
+        // linearizability checker.
+        let record = self.spec.record_history && op_kind != OpKind::Transfer;
+        let history = record.then(|| {
             let (input, key) = match &op {
                 Op::Get { key } => (KvInput::Get, key.clone()),
                 Op::Put { key, value } => (KvInput::Put(value.clone()), key.clone()),
@@ -795,10 +835,22 @@ impl<'a> Worker<'a> {
                 continue;
             };
             let outcome = match done.result {
+                Ok(Answer::Kv(Some(v))) if p.op_kind == OpKind::Transfer => {
+                    let checked = synod_wire::decode_txn_result(v)
+                        .map_err(|e| format!("undecodable transaction result: {e}"))
+                        .and_then(|r| synod::check::bank::check_transfer(&r));
+                    if let Err(why) = checked {
+                        if self.counters.txn_broken < ERROR_REASONS_SHOWN {
+                            eprintln!("synod-bench: BROKEN transfer: {why}");
+                        }
+                        self.counters.txn_broken += 1;
+                    }
+                    Outcome::Done(KvOutput::Ok)
+                }
                 Ok(Answer::Kv(Some(v))) => Outcome::Done(match p.op_kind {
                     OpKind::Get => KvOutput::Value(Some(v)),
                     OpKind::Delete => KvOutput::Deleted(v.as_ref() == b"1"),
-                    OpKind::Write => KvOutput::Ok,
+                    OpKind::Write | OpKind::Transfer => KvOutput::Ok,
                 }),
                 Ok(Answer::Kv(None)) => {
                     self.counters.get_misses += 1;
@@ -876,6 +928,9 @@ impl<'a> Worker<'a> {
             let s = c.session.stats();
             self.counters.busy += s.busy;
             self.counters.redirects += s.not_leader + s.wrong_group;
+            self.counters.two_pc += s.two_pc;
+            self.counters.two_pc_aborts += s.two_pc_aborts;
+            self.counters.two_pc_presumed_aborts += s.two_pc_presumed_aborts;
         }
     }
 

@@ -91,6 +91,26 @@ pub struct OpenLoop {
     pub lag_max_us: u64,
 }
 
+/// What a transfer run (`--workload transfer`) adds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Transfers {
+    /// Two-phase commit attempts (transfers across groups; every retry is
+    /// an attempt).
+    pub two_pc: u64,
+    /// Of those, the aborted ones (a key locked by another transaction,
+    /// a `WrongGroup`, a part without an answer), each retried.
+    pub two_pc_aborts: u64,
+    /// Of the aborted, those whose decision lost to a presumed abort.
+    pub two_pc_presumed_aborts: u64,
+    /// Transfers that could not be placed as the span asked.
+    pub off_span: u64,
+    /// Transfers answered with a refused half (the bank is broken).
+    pub broken: u64,
+    /// `--check`: whether the final audit found the initial total (and no
+    /// transfer was broken).
+    pub bank_ok: Option<bool>,
+}
+
 /// Everything a run reports.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
@@ -127,6 +147,8 @@ pub struct Summary {
     /// `Some` for an open-loop run (`--rate`); closed-loop output is
     /// unchanged.
     pub open_loop: Option<OpenLoop>,
+    /// `Some` for a transfer run.
+    pub transfers: Option<Transfers>,
     /// `Some` when the history was checked (`--check`).
     pub linearizable: Option<bool>,
 }
@@ -176,6 +198,21 @@ impl Summary {
                 ("lag_p99_us", Value::Int(o.lag_p99_us)),
                 ("lag_max_us", Value::Int(o.lag_max_us)),
             ]);
+        }
+        if let Some(t) = &self.transfers {
+            f.extend([
+                ("two_pc", Value::Int(t.two_pc)),
+                ("two_pc_aborts", Value::Int(t.two_pc_aborts)),
+                (
+                    "two_pc_presumed_aborts",
+                    Value::Int(t.two_pc_presumed_aborts),
+                ),
+                ("off_span", Value::Int(t.off_span)),
+                ("broken", Value::Int(t.broken)),
+            ]);
+            if let Some(ok) = t.bank_ok {
+                f.push(("bank", word(if ok { "ok" } else { "broken" })));
+            }
         }
         if let Some(ok) = self.linearizable {
             f.push(("linearizable", word(if ok { "yes" } else { "no" })));
@@ -258,6 +295,21 @@ impl Summary {
             "errors {} (timeouts {}) | busy {} | redirects {} | reconnects {} | get misses {}",
             self.errors, self.timeouts, self.busy, self.redirects, self.reconnects, self.get_misses
         );
+        if let Some(t) = &self.transfers {
+            let _ = writeln!(
+                s,
+                "transactions: two-phase commits {} (aborted and retried {}, of them lost to \
+                 a presumed abort {}) | off span {} | broken {}",
+                t.two_pc, t.two_pc_aborts, t.two_pc_presumed_aborts, t.off_span, t.broken
+            );
+            if let Some(ok) = t.bank_ok {
+                let _ = writeln!(
+                    s,
+                    "bank audit: {}",
+                    if ok { "total unchanged" } else { "BROKEN" }
+                );
+            }
+        }
         if let Some(ok) = self.linearizable {
             let _ = writeln!(s, "linearizable: {}", if ok { "yes" } else { "NO" });
         }
@@ -365,6 +417,37 @@ mod tests {
         assert!(s.json().contains("\"target_rate\":600.0,\"delayed\":7,"));
         assert!(s.human().contains("target 600 ops/s, achieved 500 (83.3%)"));
         assert!(s.human().contains("from intended send times"));
+    }
+
+    #[test]
+    fn transfer_figures_follow_and_the_bank_verdict_is_last() {
+        let mut s = sample();
+        let closed = s.kv_line();
+        s.workload = "transfer".into();
+        s.transfers = Some(Transfers {
+            two_pc: 900,
+            two_pc_aborts: 12,
+            two_pc_presumed_aborts: 1,
+            off_span: 0,
+            broken: 0,
+            bank_ok: Some(true),
+        });
+        let line = s.kv_line();
+        assert_eq!(
+            line.split(" workload=").next(),
+            closed.split(" workload=").next(),
+            "the common fields keep their order"
+        );
+        assert!(line.ends_with(
+            " two_pc=900 two_pc_aborts=12 two_pc_presumed_aborts=1 off_span=0 broken=0 bank=ok"
+        ));
+        assert!(s
+            .human()
+            .contains("two-phase commits 900 (aborted and retried 12"));
+        assert!(s.human().contains("bank audit: total unchanged"));
+        s.transfers.as_mut().unwrap().bank_ok = Some(false);
+        assert!(s.kv_line().ends_with(" bank=broken"));
+        assert!(s.json().ends_with("\"broken\":0,\"bank\":\"broken\"}\n"));
     }
 
     #[test]

@@ -6,26 +6,35 @@
 //! `--pipeline` requests each, and prints a summary whose last line is
 //! `key=value` pairs for scripts (`perf/bench.sh` takes its table from it).
 //! With `--check` the whole history, prefill included, goes through the
-//! project's linearizability checker.
+//! project's linearizability checker; for `--workload transfer` (the bank:
+//! each operation one transaction moving money between two accounts),
+//! `--check` instead audits every account once the transfers have stopped
+//! ([`audit`]) and checks every transfer's answer.
 //!
 //! Exit status: 0 after a run (errors are reported, not fatal: a benchmark
-//! measures), 1 if the cluster cannot be reached or the history is not
-//! linearizable, 2 on bad usage.
+//! measures), 1 if the cluster cannot be reached, the history is not
+//! linearizable or the bank's total changed, 2 on bad usage.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use synod::auth::Key;
+use synod::check::bank::{audit_balances, audit_chunks, check_audit};
 use synod::check::{check_kv, CheckOptions, CheckResult};
 use synod::client::{Client, ClientOptions};
 use synod_tools::cli::{Args, Options};
 use synod_tools::driver::{self, RunSpec};
-use synod_tools::report::{OpenLoop, Summary};
-use synod_tools::workload::Workload;
+use synod_tools::report::{OpenLoop, Summary, Transfers};
+use synod_tools::workload::{key_name, Workload, INITIAL_BALANCE};
 
 /// How long to wait for the masters' first answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one audit transaction may take, retries included: longer than
+/// the servers' presumed-abort recovery (5 s by default), since a transfer
+/// given up at the end of the run may still hold locks the audit waits
+/// for until its coordinator's group aborts it.
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     // Help and usage errors exit here (0 and 2).
@@ -63,7 +72,7 @@ fn run(opts: &Options) -> Result<bool, String> {
     client_opts.timeout = CONNECT_TIMEOUT;
     client_opts.cluster_key = cluster_key.clone();
     client_opts.client_key = client_key.clone();
-    let mut client = Client::new(client_opts).map_err(|e| e.to_string())?;
+    let mut client = Client::new(client_opts.clone()).map_err(|e| e.to_string())?;
     let config = client
         .query(None)
         .map_err(|e| format!("cannot fetch the configuration: {e}"))?;
@@ -92,7 +101,8 @@ fn run(opts: &Options) -> Result<bool, String> {
         value_size: opts.value_size,
         request_timeout: opts.timeout,
         drain_timeout: opts.drain_timeout,
-        record_history: opts.check,
+        // The bank is checked by its audit, not by the per-key checker.
+        record_history: opts.check && !opts.workload.is_bank(),
         seed,
         masters: opts.masters.clone(),
         epoch,
@@ -108,7 +118,9 @@ fn run(opts: &Options) -> Result<bool, String> {
         eprintln!("synod-bench: prefilling {} keys", opts.keys);
         let started = Instant::now();
         let spec = RunSpec {
-            workload: Workload::Prefill,
+            workload: Workload::Prefill {
+                balance: opts.workload.is_bank().then_some(INITIAL_BALANCE),
+            },
             warmup: Duration::ZERO,
             duration: None,
             ops: Some(opts.keys),
@@ -168,11 +180,41 @@ fn run(opts: &Options) -> Result<bool, String> {
             lag_p99_us: r.lag.value_at_quantile(0.99),
             lag_max_us: r.lag.max(),
         }),
+        transfers: opts.workload.is_bank().then_some(Transfers {
+            two_pc: r.counters.two_pc,
+            two_pc_aborts: r.counters.two_pc_aborts,
+            two_pc_presumed_aborts: r.counters.two_pc_presumed_aborts,
+            off_span: r.counters.off_span,
+            broken: r.counters.txn_broken,
+            bank_ok: None,
+        }),
         linearizable: None,
     };
 
     let mut ok = true;
-    if opts.check {
+    if opts.check && opts.workload.is_bank() {
+        let mut audit_opts = client_opts;
+        audit_opts.timeout = AUDIT_TIMEOUT;
+        let mut checked = audit(audit_opts, opts.keys);
+        if checked.is_ok() && prefill_errors > 0 {
+            checked = Err(format!(
+                "{prefill_errors} prefill puts failed, so the initial total is unknown"
+            ));
+        }
+        if checked.is_ok() && r.counters.txn_broken > 0 {
+            checked = Err(format!(
+                "{} transfers had a refused half",
+                r.counters.txn_broken
+            ));
+        }
+        if let Err(why) = &checked {
+            eprintln!("synod-bench: BANK BROKEN: {why}");
+        }
+        ok = checked.is_ok();
+        if let Some(t) = &mut summary.transfers {
+            t.bank_ok = Some(ok);
+        }
+    } else if opts.check {
         eprintln!("synod-bench: checking {} operations", history.len());
         let started = Instant::now();
         let verdict = check_kv(&history, &CheckOptions::default());
@@ -208,4 +250,61 @@ fn run(opts: &Options) -> Result<bool, String> {
     print!("{}", summary.human());
     println!("{}", summary.kv_line());
     Ok(ok)
+}
+
+/// The bank's final audit, after every transfer of the run has finished
+/// or been given up: reads accounts `k0`..`k<keys-1>` in transactions of
+/// at most `MAX_TXN_PARTS` Gets and checks that they add up to `keys` x
+/// [`INITIAL_BALANCE`].
+///
+/// What it proves: with one transaction (up to 1,024 accounts), that the
+/// bank held the initial total at one point of the serialization order
+/// after the run. With several, the chunks are read one after another,
+/// which adds up to a total the bank held only because nothing transfers
+/// any more: this process's sessions are gone, so no new transfer can be
+/// decided, and one already decided but not finished everywhere holds its
+/// keys' locks until its outcome is applied (a read of them is answered
+/// `Busy` and retried), while one never decided is aborted by its
+/// coordinator's presumed-abort recovery. Either way, every committed
+/// transfer is seen whole, and a torn or lost one changes the total.
+fn audit(client_opts: ClientOptions, keys: u64) -> Result<(), String> {
+    let mut client = Client::new(client_opts).map_err(|e| e.to_string())?;
+    let accounts: Vec<_> = (0..keys).map(key_name).collect();
+    let chunks = audit_chunks(&accounts);
+    let want = INITIAL_BALANCE * keys as i64;
+    let started = Instant::now();
+    let mut total: i64 = 0;
+    for txn in &chunks {
+        let result = client
+            .txn(txn.clone())
+            .map_err(|e| format!("audit transaction failed: {e}"))?;
+        if result.results.len() != txn.success.len() {
+            return Err(format!(
+                "an audit of {} accounts answered {} results",
+                txn.success.len(),
+                result.results.len()
+            ));
+        }
+        if chunks.len() == 1 {
+            // One snapshot of every account: the bank's own check.
+            check_audit(&result, want)?;
+        }
+        total += audit_balances(&result)?.iter().map(|(b, _)| b).sum::<i64>();
+    }
+    eprintln!(
+        "synod-bench: audit of {keys} accounts in {} transaction{} ({}) took {:.2} s: \
+         total {total}, initial {want}",
+        chunks.len(),
+        if chunks.len() == 1 { "" } else { "s" },
+        if chunks.len() == 1 {
+            "one snapshot"
+        } else {
+            "chunks read after every transfer stopped"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    if total != want {
+        return Err(format!("the accounts hold {total}, not the initial {want}"));
+    }
+    Ok(())
 }
