@@ -421,19 +421,7 @@ impl Client {
                 {
                     self.ops += 1;
                     let (op, kind) = self.new_bank_op();
-                    let key = op.key().clone();
-                    let handle = self.session.submit(Req::Kv(op));
-                    self.pending.insert(
-                        handle,
-                        Pending {
-                            bank: Some(kind),
-                            elle: None,
-                            key,
-                            input: KvInput::Get,
-                            call: now,
-                            op: self.ops,
-                        },
-                    );
+                    self.submit(op, Some(kind), None, KvInput::Get, now);
                 } else if self.pending.len() < self.depth
                     && !self.keys.elle.is_empty()
                     && self.pending.values().filter(|p| p.elle.is_some()).count()
@@ -444,34 +432,10 @@ impl Client {
                     // as before.
                     self.ops += 1;
                     let (op, micro) = self.new_elle_txn();
-                    let key = op.key().clone();
-                    let handle = self.session.submit(Req::Kv(op));
-                    self.pending.insert(
-                        handle,
-                        Pending {
-                            bank: None,
-                            elle: Some(micro),
-                            key,
-                            input: KvInput::Get,
-                            call: now,
-                            op: self.ops,
-                        },
-                    );
+                    self.submit(op, None, Some(micro), KvInput::Get, now);
                 } else if self.pending.len() < self.depth {
                     if let Some((op, input)) = self.new_op() {
-                        let key = op.key().clone();
-                        let handle = self.session.submit(Req::Kv(op));
-                        self.pending.insert(
-                            handle,
-                            Pending {
-                                bank: None,
-                                elle: None,
-                                key,
-                                input,
-                                call: now,
-                                op: self.ops,
-                            },
-                        );
+                        self.submit(op, None, None, input, now);
                     }
                 }
                 if self.pending.len() < self.depth {
@@ -585,6 +549,29 @@ impl Client {
             self.token += 1;
             a.wake = Some((at.max(now) - now, self.token));
         }
+    }
+
+    /// Hands `op` to the session core and remembers it until it completes
+    /// (a KV op for the history, or a bank or list-append transaction).
+    fn submit(
+        &mut self,
+        op: Op,
+        bank: Option<BankOp>,
+        elle: Option<Vec<ElleOp>>,
+        input: KvInput,
+        now: Micros,
+    ) {
+        let key = op.key().clone();
+        let handle = self.session.submit(Req::Kv(op));
+        let pending = Pending {
+            bank,
+            elle,
+            key,
+            input,
+            call: now,
+            op: self.ops,
+        };
+        self.pending.insert(handle, pending);
     }
 
     /// Checks a finished bank transaction (`check::bank`): every audit
