@@ -346,6 +346,27 @@ impl KvStore {
         KEY_EXPIRE_BUDGET - budget
     }
 
+    /// Runs `body` at most once for `req` in the session of its first
+    /// key's shard (transactions and prepares, whose keys span shards):
+    /// a duplicate, stale, reused or session-less request gets the session's
+    /// answer instead; `body`'s reply is cached for duplicates.
+    fn in_home_session(
+        &mut self,
+        req: &ClientRequest,
+        print: u32,
+        body: impl FnOnce(&mut KvStore, &SessionRules) -> ClientReply,
+    ) -> ClientReply {
+        let home = self.shard_of_key(req.op.key()) as usize;
+        let rules = self.rules();
+        let skip_dedup = self.opts.planted_skip_dedup;
+        if let Err(reply) = self.shards[home].begin_write(req, print, skip_dedup, &rules) {
+            return reply;
+        }
+        let reply = body(self, &rules);
+        self.shards[home].record_reply(req, print, &reply);
+        reply
+    }
+
     fn rules(&self) -> SessionRules {
         SessionRules {
             log_time_ms: self.log_time_ms,

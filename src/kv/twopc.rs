@@ -182,16 +182,9 @@ impl KvStore {
                 reason: why.to_string(),
             };
         }
-        let home = self.shard_of_key(req.op.key()) as usize;
-        let rules = self.rules();
-        if let Err(reply) =
-            self.shards[home].begin_write(req, print, self.opts.planted_skip_dedup, &rules)
-        {
-            return reply;
-        }
-        let reply = self.prepare(p, rules.version, rules.log_time_ms);
-        self.shards[home].record_reply(req, print, &reply);
-        reply
+        self.in_home_session(req, print, |kv, rules| {
+            kv.prepare(p, rules.version, rules.log_time_ms)
+        })
     }
 
     fn prepare(&mut self, p: &TxnPrepare, version: u64, now: u64) -> ClientReply {

@@ -14,7 +14,7 @@ use synod_wire::{
     TxnResult,
 };
 
-use super::KvStore;
+use super::{KvStore, SessionRules};
 
 impl KvStore {
     /// Applies a transaction request at most once (see the module docs).
@@ -25,13 +25,11 @@ impl KvStore {
                 reason: why.to_string(),
             };
         }
-        let home = self.shard_of_key(req.op.key()) as usize;
-        let rules = self.rules();
-        if let Err(reply) =
-            self.shards[home].begin_write(req, print, self.opts.planted_skip_dedup, &rules)
-        {
-            return reply;
-        }
+        self.in_home_session(req, print, |kv, rules| kv.run_txn(txn, rules))
+    }
+
+    /// Runs `txn` (already deduplicated) at `rules`' version and log time.
+    fn run_txn(&mut self, txn: &Txn, rules: &SessionRules) -> ClientReply {
         // Keys expired by now are absent for the compares and operations.
         for key in txn.keys() {
             let shard = self.shard_of_key(key) as usize;
@@ -47,7 +45,7 @@ impl KvStore {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let shard = self.shard_of_key(op.key()) as usize;
-            let reply = self.shards[shard].apply_data_op(op, &rules);
+            let reply = self.shards[shard].apply_data_op(op, rules);
             let version = self.shards[shard]
                 .data
                 .get(&op.key()[..])
@@ -60,9 +58,7 @@ impl KvStore {
             });
         }
         self.revision = rules.version;
-        let reply = ClientReply::Ok(encode_txn_result(&TxnResult { succeeded, results }));
-        self.shards[home].record_reply(req, print, &reply);
-        reply
+        ClientReply::Ok(encode_txn_result(&TxnResult { succeeded, results }))
     }
 
     /// A single-group transaction at the group that serves its first key's
@@ -72,18 +68,9 @@ impl KvStore {
     /// no later copy applies anywhere (the session moves with the shard).
     /// Nothing else changes.
     pub(crate) fn refuse_spanning_txn(&mut self, req: &ClientRequest, print: u32) -> ClientReply {
-        let home = self.shard_of_key(req.op.key()) as usize;
-        let rules = self.rules();
-        if let Err(reply) =
-            self.shards[home].begin_write(req, print, self.opts.planted_skip_dedup, &rules)
-        {
-            return reply;
-        }
-        let reply = ClientReply::Error {
+        self.in_home_session(req, print, |_, _| ClientReply::Error {
             reason: synod_wire::TXN_SPANS_GROUPS.to_string(),
-        };
-        self.shards[home].record_reply(req, print, &reply);
-        reply
+        })
     }
 
     /// Does `c` hold in the current state?

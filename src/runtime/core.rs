@@ -1188,7 +1188,7 @@ impl Core {
                     ..
                 }) = self.groups.get_mut(&gid)
                 else {
-                    let (result, reply) = self.unserved_kv(gid);
+                    let (result, reply) = self.unserved(gid, false);
                     self.metrics.reply(kind, result);
                     self.reply_now(t, frame.request_id, gid, reply);
                     return;
@@ -1209,12 +1209,7 @@ impl Core {
                     ..
                 }) = self.groups.get_mut(&0)
                 else {
-                    let (result, reply) = if owner_core(0, self.cfg.cores) != self.id {
-                        (metrics::RESULT_WRONG_CORE, ClientReply::WrongCore)
-                    } else {
-                        let reason = "this node hosts no master replica".into();
-                        (metrics::RESULT_ERROR, ClientReply::Error { reason })
-                    };
+                    let (result, reply) = self.unserved(0, true);
                     self.metrics.reply(kind, result);
                     self.reply_now(t, frame.request_id, 0, reply);
                     return;
@@ -1456,18 +1451,24 @@ impl Core {
         }
     }
 
-    /// The answer to a KV request for a group this core hosts no KV
-    /// replica of (PROTOCOL.md 5.2): the group lives on another core of
-    /// this node than the one the connection was bound to by its first
-    /// frame (`WrongCore`: only this core's connections can't tell whether
-    /// the node hosts it), group 0 is the master's (a client bug), or the
-    /// node does not serve the group.
-    fn unserved_kv(&self, gid: GroupId) -> (usize, ClientReply) {
+    /// The answer to a KV request (or, with `master`, a master request)
+    /// for a group this core hosts no replica of (PROTOCOL.md 5.2): the
+    /// group lives on another core of this node than the one the connection
+    /// was bound to by its first frame (`WrongCore`: only that core can
+    /// tell whether the node hosts it), this node hosts no master replica,
+    /// a KV request went to group 0 (a client bug), or the node does not
+    /// serve the group.
+    fn unserved(&self, gid: GroupId, master: bool) -> (usize, ClientReply) {
+        let error = |reason: &str| {
+            let reason = reason.to_string();
+            (metrics::RESULT_ERROR, ClientReply::Error { reason })
+        };
         if owner_core(gid, self.cfg.cores) != self.id {
             (metrics::RESULT_WRONG_CORE, ClientReply::WrongCore)
+        } else if master {
+            error("this node hosts no master replica")
         } else if gid == 0 {
-            let reason = "group 0 is the shard master: send KV requests to a KV group".into();
-            (metrics::RESULT_ERROR, ClientReply::Error { reason })
+            error("group 0 is the shard master: send KV requests to a KV group")
         } else {
             (metrics::RESULT_WRONG_GROUP, ClientReply::WrongGroup)
         }

@@ -929,21 +929,21 @@ impl StateMachine for ShardKv {
         // whatever shards the group serves now (it keeps those it holds
         // locks on until then: `may_advance`).
         let outcome = matches!(req.op, Op::TxnDecide(_) | Op::TxnFinish(_));
+        // Only what enters a session is printed (reads and outcomes don't).
+        let print = if req.op.is_read() || outcome {
+            0
+        } else {
+            synod_wire::request_print(cmd)
+        };
         // Decided in log order: the same answer on every replica.
         let reply = if outcome || (self.serves(shard) && serves_all) {
-            let print = if req.op.is_read() {
-                0
-            } else {
-                synod_wire::request_print(cmd)
-            };
             self.store.apply_printed(&req, print)
         } else if self.serves(shard) && matches!(req.op, Op::Txn(_)) {
             // Its session is here: answer a copy that applied from it, or
             // refuse for good (not WrongGroup, which a client may resend
             // and which would leave a copy in flight free to apply later
             // beside the two-phase commit the client turns to).
-            self.store
-                .refuse_spanning_txn(&req, synod_wire::request_print(cmd))
+            self.store.refuse_spanning_txn(&req, print)
         } else {
             ClientReply::WrongGroup
         };
