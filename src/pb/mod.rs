@@ -1017,6 +1017,17 @@ impl<S: StateMachine> PbReplica<S> {
             self.ack(primary, true, t.index.min(self.log_end()));
             return;
         }
+        if self.tag_at(t.index - 1) == Some(t.last_tag) {
+            // Our log already matches the primary's through the snapshot
+            // (log matching: same tag at the same position, same prefix),
+            // and what lies below it is applied there, so committed. Keep
+            // our entries: the ones above may be writes the primary
+            // already counted as acknowledged by us, which installing
+            // would throw away.
+            self.commit = self.commit.max(t.index);
+            self.ack(primary, true, t.index);
+            return;
+        }
         if let Err(e) = self.sm.check_snapshot(&t.data) {
             log::error!(
                 "primary/backup: state transfer at {} does not restore: {e}",

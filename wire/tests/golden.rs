@@ -35,7 +35,7 @@ use synod_wire::*;
 /// (0x43, between groups like 0x40-0x42); both checked by hand against
 /// PROTOCOL.md 5.1 and 5.6. MasterPbPing (0x37) and PbView (0x1E)
 /// (primary/backup view service, issue 12) likewise: new kinds, checked by
-/// hand against PROTOCOL.md 5.7; a Paxos-mode `group_info` encodes as
+/// hand against PROTOCOL.md 5.10; a Paxos-mode `group_info` encodes as
 /// before, a primary/backup one is pinned in
 /// `config_with_primary_backup_group_golden_bytes`.
 const GOLDEN: [(u8, &str, &str); 60] = [
