@@ -480,7 +480,7 @@ impl<S: StateMachine> Replica<S> {
         out.committed = gated.committed;
         // Counted up to the applied point (all a snapshot can cover), not the
         // log's end, which may lie ahead by up to the slot horizon.
-        let log = self.paxos.log();
+        let base = self.paxos.snapshot_index();
         let applied = self.paxos.applied_upto();
         let shed = self.sm.shed_records();
         let shed_since = shed.saturating_sub(self.shed_at_snapshot);
@@ -493,8 +493,8 @@ impl<S: StateMachine> Replica<S> {
                 self.snapshot_taken(&mut out, index, data);
             }
         } else if self.snapshot_in_flight.is_none()
-            && applied > log.start()
-            && (applied - log.start() > self.cfg.snapshot_log_slots as u64
+            && applied > base
+            && (applied - base > self.cfg.snapshot_log_slots as u64
                 || self.log_bytes > self.cfg.snapshot_log_bytes
                 || (shed_since > 0 && shed_since >= self.sm.held_records()))
         {
