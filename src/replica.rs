@@ -552,6 +552,18 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
+    /// The snapshot this replica serves to laggards is durable at `index`
+    /// and `data` holds the same bytes (the runtime maps the file): hold
+    /// that instead of the copy in memory. See [`paxos::Paxos::hold_snapshot`].
+    pub fn hold_snapshot(&mut self, index: Slot, data: Bytes) -> bool {
+        self.paxos.hold_snapshot(index, data)
+    }
+
+    /// The index and length of the snapshot served to laggards, if any.
+    pub fn snapshot_held(&self) -> Option<(Slot, usize)> {
+        self.paxos.snapshot_held().map(|(i, d)| (i, d.len()))
+    }
+
     /// The slot of the snapshot being written, if any.
     pub fn snapshot_in_flight(&self) -> Option<Slot> {
         self.snapshot_in_flight.as_ref().map(|(i, _)| *i)

@@ -769,6 +769,25 @@ impl Paxos {
         self.cfg.retransmit_ticks.saturating_mul(8)
     }
 
+    /// Hold `data` as the snapshot at `index` instead of the equal bytes
+    /// held now (the driver's file-backed copy of the same snapshot, so the
+    /// one on the heap can be freed: issue 15). Refused, returning false,
+    /// unless the snapshot held is at `index` and of the same length.
+    pub fn hold_snapshot(&mut self, index: Slot, data: Bytes) -> bool {
+        match &mut self.snapshot {
+            Some((i, held)) if *i == index && held.len() == data.len() => {
+                *held = data;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The snapshot served to laggards, if any.
+    pub fn snapshot_held(&self) -> Option<(Slot, &Bytes)> {
+        self.snapshot.as_ref().map(|(i, d)| (*i, d))
+    }
+
     /// One unit of time passed.
     pub fn tick(&mut self, rng: &mut Rng) {
         self.tick_role(rng);

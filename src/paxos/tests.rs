@@ -1289,3 +1289,25 @@ fn a_restart_with_a_long_paged_log_elects_a_leader() {
     );
     assert!(elections <= 3, "{elections} elections for one leader");
 }
+
+/// The driver may swap the snapshot served to laggards for the same bytes
+/// held elsewhere (the runtime's mapping of the durable file, issue 15),
+/// but only for the snapshot at that index and of that length.
+#[test]
+fn hold_snapshot_swaps_only_the_same_snapshot() {
+    let mut rng = Rng::new(1);
+    let durable = Durable {
+        snapshot: Some((5, Bytes::from_static(b"state at 5"))),
+        ..Durable::default()
+    };
+    let mut p = Paxos::new(Config::new(0, 3), durable, &mut rng);
+    assert!(!p.hold_snapshot(4, Bytes::from_static(b"state at 5")));
+    assert!(!p.hold_snapshot(5, Bytes::from_static(b"state at 55")));
+    let other = Bytes::from(b"state at 5".to_vec());
+    assert!(p.hold_snapshot(5, other.clone()));
+    let (index, held) = p.snapshot_held().expect("held");
+    assert_eq!(index, 5);
+    assert_eq!(held.as_ptr(), other.as_ptr());
+    let mut empty = Paxos::new(Config::new(0, 3), Durable::default(), &mut rng);
+    assert!(!empty.hold_snapshot(0, Bytes::new()));
+}
