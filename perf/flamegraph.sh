@@ -13,6 +13,7 @@
 # Knobs: FLAME_SECONDS (10), FLAME_WORKLOAD (put), FLAME_CLIENTS (32),
 # FLAME_PIPELINE (16), FLAME_CALLGRAPH (dwarf | fp; default dwarf, because
 # release builds do not keep frame pointers), FLAME_PORT (7500),
+# FLAME_FOLDED (also copy the folded stacks there, to ask who calls what),
 # BIN_DIR (profile the synod, synod-server and synod-bench found there, e.g.
 # an older build's, instead of building target/release).
 set -euo pipefail
@@ -115,6 +116,7 @@ echo "flamegraph: load during the recording: $(tail -1 "$WORK/bench.out")" >&2
 mkdir -p "$RESULTS"
 echo "flamegraph: folding stacks (perf script | inferno-collapse-perf)" >&2
 perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$WORK/folded"
+if [[ -n ${FLAME_FOLDED:-} ]]; then cp "$WORK/folded" "$FLAME_FOLDED"; fi
 inferno-flamegraph --title "synod-server under synod-bench $WORKLOAD ${CLIENTS}x${PIPELINE} (fsync on)" \
     --minwidth 0.2 <"$WORK/folded" >"$SVG"
 {

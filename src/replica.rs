@@ -480,7 +480,7 @@ impl<S: StateMachine> Replica<S> {
         out.committed = gated.committed;
         // Counted up to the applied point (all a snapshot can cover), not the
         // log's end, which may lie ahead by up to the slot horizon.
-        let log = self.paxos.log();
+        let base = self.paxos.snapshot_index();
         let applied = self.paxos.applied_upto();
         let shed = self.sm.shed_records();
         let shed_since = shed.saturating_sub(self.shed_at_snapshot);
@@ -493,8 +493,8 @@ impl<S: StateMachine> Replica<S> {
                 self.snapshot_taken(&mut out, index, data);
             }
         } else if self.snapshot_in_flight.is_none()
-            && applied > log.start()
-            && (applied - log.start() > self.cfg.snapshot_log_slots as u64
+            && applied > base
+            && (applied - base > self.cfg.snapshot_log_slots as u64
                 || self.log_bytes > self.cfg.snapshot_log_bytes
                 || (shed_since > 0 && shed_since >= self.sm.held_records()))
         {
@@ -550,6 +550,18 @@ impl<S: StateMachine> Replica<S> {
                 Vec::new()
             }
         }
+    }
+
+    /// The snapshot this replica serves to laggards is durable at `index`
+    /// and `data` holds the same bytes (the runtime maps the file): hold
+    /// that instead of the copy in memory. See [`paxos::Paxos::hold_snapshot`].
+    pub fn hold_snapshot(&mut self, index: Slot, data: Bytes) -> bool {
+        self.paxos.hold_snapshot(index, data)
+    }
+
+    /// The index and length of the snapshot served to laggards, if any.
+    pub fn snapshot_held(&self) -> Option<(Slot, usize)> {
+        self.paxos.snapshot_held().map(|(i, d)| (i, d.len()))
     }
 
     /// The slot of the snapshot being written, if any.

@@ -21,6 +21,7 @@
 #[cfg(test)]
 mod capture_tests;
 mod chunk;
+mod compact;
 #[cfg(test)]
 mod expiry_tests;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use synod_wire::{
     MAX_SCAN_PAGE_BYTES,
 };
 
+use super::compact::{Key, Value};
 use super::{SessionRules, MAX_CLIENT_AHEAD_MS, MAX_VALUE_BYTES};
 
 /// Reply to a request whose `seq` the client has already acknowledged: the
@@ -128,7 +129,9 @@ impl Session {
 /// snapshot and migration chunk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub(crate) value: Vec<u8>,
+    /// One word (see [`Value`]): with the version and expiry a B-tree slot
+    /// is 40 bytes with the key, where a `Vec` made it 56 (issue 15).
+    pub(crate) value: Value,
     pub(crate) version: u64,
     /// Absolute log time (ms) at which the key expires, 0 for never. A key
     /// whose time has come (`expires_ms <= log time`) reads as absent at
@@ -138,9 +141,9 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// A fresh entry without expiry.
-    fn new(value: Vec<u8>, version: u64) -> Entry {
+    fn new(value: &[u8], version: u64) -> Entry {
         Entry {
-            value,
+            value: Value::from_slice(value),
             version,
             expires_ms: 0,
         }
@@ -165,7 +168,7 @@ impl Entry {
 /// (there is no `DerefMut`), so no write can skip that step.
 #[derive(Debug, Default)]
 pub(crate) struct Data {
-    map: BTreeMap<Box<[u8]>, Entry>,
+    map: BTreeMap<Key, Entry>,
     capture: Option<Box<Capture>>,
 }
 
@@ -174,8 +177,8 @@ pub(crate) struct Data {
 /// capture began, its entry at that instant (`None`: absent then).
 #[derive(Debug, Default)]
 struct Capture {
-    done: Option<Box<[u8]>>,
-    pre: BTreeMap<Box<[u8]>, Option<Entry>>,
+    done: Option<Key>,
+    pre: BTreeMap<Key, Option<Entry>>,
 }
 
 impl Capture {
@@ -204,14 +207,14 @@ impl PartialEq for Data {
 impl Eq for Data {}
 
 impl std::ops::Deref for Data {
-    type Target = BTreeMap<Box<[u8]>, Entry>;
+    type Target = BTreeMap<Key, Entry>;
     fn deref(&self) -> &Self::Target {
         &self.map
     }
 }
 
-impl FromIterator<(Box<[u8]>, Entry)> for Data {
-    fn from_iter<I: IntoIterator<Item = (Box<[u8]>, Entry)>>(iter: I) -> Data {
+impl FromIterator<(Key, Entry)> for Data {
+    fn from_iter<I: IntoIterator<Item = (Key, Entry)>>(iter: I) -> Data {
         Data {
             map: iter.into_iter().collect(),
             capture: None,
@@ -229,12 +232,12 @@ impl Data {
     fn save(&mut self, key: &[u8]) {
         if let Some(c) = self.capture.as_deref_mut() {
             if c.pending(key) && !c.pre.contains_key(key) {
-                c.pre.insert(Box::from(key), self.map.get(key).cloned());
+                c.pre.insert(Key::from(key), self.map.get(key).cloned());
             }
         }
     }
 
-    pub(crate) fn insert(&mut self, key: Box<[u8]>, entry: Entry) -> Option<Entry> {
+    pub(crate) fn insert(&mut self, key: Key, entry: Entry) -> Option<Entry> {
         self.save(&key);
         self.map.insert(key, entry)
     }
@@ -262,7 +265,7 @@ impl Data {
         f: impl FnOnce() -> Entry,
     ) -> &mut Entry {
         self.save(key);
-        self.map.entry(Box::from(key)).or_insert_with(f)
+        self.map.entry(Key::from(key)).or_insert_with(f)
     }
 
     /// Removes every key. A capture in progress keeps what it still needs.
@@ -274,7 +277,7 @@ impl Data {
     /// the entries it has not serialized yet (moved, not copied: O(keys
     /// left), as the replacement is anyway) and notes the new keys as
     /// absent at its instant.
-    pub(crate) fn replace(&mut self, map: BTreeMap<Box<[u8]>, Entry>) {
+    pub(crate) fn replace(&mut self, map: BTreeMap<Key, Entry>) {
         let old = std::mem::replace(&mut self.map, map);
         if let Some(c) = self.capture.as_deref_mut() {
             for (key, entry) in old {
@@ -291,7 +294,7 @@ impl Data {
     }
 
     /// The whole map, for a shard being moved in.
-    pub(crate) fn into_map(self) -> BTreeMap<Box<[u8]>, Entry> {
+    pub(crate) fn into_map(self) -> BTreeMap<Key, Entry> {
         self.map
     }
 
@@ -368,7 +371,7 @@ impl Data {
             return (written, true);
         }
         if let Some(last) = last {
-            c.done = Some(Box::from(last));
+            c.done = Some(Key::from(last));
             // Saved entries behind the cursor are serialized: free them.
             while c
                 .pre
@@ -386,7 +389,7 @@ impl Data {
 pub(crate) fn deadlines_of(data: &Data) -> BTreeSet<(u64, Box<[u8]>)> {
     data.iter()
         .filter(|(_, e)| e.expires_ms != 0)
-        .map(|(k, e)| (e.expires_ms, k.clone()))
+        .map(|(k, e)| (e.expires_ms, Box::from(k)))
         .collect()
 }
 
@@ -398,11 +401,13 @@ pub(crate) fn deadlines_of(data: &Data) -> BTreeSet<(u64, Box<[u8]>)> {
 /// ([`Data`]) for scans.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Shard {
-    /// Values are `Vec<u8>` rather than `Bytes` so an Append is amortized
-    /// O(len appended) (a `Bytes` would have to be copied whole on every
-    /// append); the price is a copy on every Get, which is bounded by
-    /// [`MAX_VALUE_BYTES`] and is the cheaper side for append-heavy loads.
-    /// Keys and values are owned copies, never slices of a frame buffer.
+    /// Values are owned growable buffers ([`Value`], a one-word `Vec<u8>`)
+    /// rather than `Bytes` so an Append is amortized O(len appended) (a
+    /// `Bytes` would have to be copied whole on every append); the price is
+    /// a copy on every Get, which is bounded by [`MAX_VALUE_BYTES`] and is
+    /// the cheaper side for append-heavy loads. Keys and values are owned
+    /// copies, never slices of a frame buffer (a slice would keep the whole
+    /// receive buffer or log batch it came from alive).
     pub(crate) data: Data,
     pub(crate) sessions: HashMap<ClientId, Session>,
     /// `(last_ms, client)` of every session, least recently active first:
@@ -904,9 +909,9 @@ fn store_number(
     let text = text.into_bytes();
     let reply = ClientReply::Ok(Bytes::copy_from_slice(&text));
     data.insert(
-        Box::from(key),
+        Key::from(key),
         Entry {
-            value: text,
+            value: Value::from(text),
             version,
             expires_ms,
         },
@@ -975,7 +980,7 @@ fn set_range(data: &mut Data, key: &[u8], offset: u64, value: &[u8], version: u6
         }
     };
     let offset = end - value.len();
-    let entry = data.entry_or_insert_with(key, || Entry::new(Vec::new(), version));
+    let entry = data.entry_or_insert_with(key, || Entry::new(&[], version));
     if entry.value.len() < end {
         entry.value.resize(end, 0);
     }
@@ -1044,9 +1049,9 @@ fn put_if(
             data.remove(key).map(|e| e.value)
         } else {
             data.insert(
-                Box::from(key),
+                Key::from(key),
                 Entry {
-                    value: value.to_vec(),
+                    value: Value::from_slice(value),
                     version,
                     expires_ms,
                 },
@@ -1088,7 +1093,7 @@ fn write(data: &mut Data, key: &[u8], value: &[u8], append: bool, version: u64) 
                 return too_large();
             }
             // A fresh exact-size buffer, so a shrinking Put frees memory.
-            existing.value = value.to_vec();
+            existing.value = Value::from_slice(value);
             existing.version = version;
             // A Put (Redis' SET) clears the expiry; an Append keeps it.
             existing.expires_ms = 0;
@@ -1097,7 +1102,7 @@ fn write(data: &mut Data, key: &[u8], value: &[u8], append: bool, version: u64) 
             if value.len() > MAX_VALUE_BYTES {
                 return too_large();
             }
-            data.insert(Box::from(key), Entry::new(value.to_vec(), version));
+            data.insert(Key::from(key), Entry::new(value, version));
         }
     }
     ClientReply::Ok(Bytes::new())

@@ -47,6 +47,7 @@ use synod_wire::{
     TxnOutcome, TxnPrepare, TxnVote, TXN_NOT_HELD,
 };
 
+use super::compact::Key;
 use super::shard::{apply_op, Data, Entry};
 use super::KvStore;
 
@@ -229,7 +230,7 @@ impl KvStore {
             let mut scratch = Data::new();
             for key in &all {
                 if let Some(e) = self.shards[self.shard_of_key(key) as usize].data.get(*key) {
-                    scratch.insert(Box::from(*key), e.clone());
+                    scratch.insert(Key::from(*key), e.clone());
                 }
             }
             for op in ops {
@@ -382,7 +383,7 @@ impl KvStore {
             match entry {
                 Some(e) if !e.expired(now) => {
                     let after = e.expires_ms;
-                    shard.data.insert(key.clone(), e.clone());
+                    shard.data.insert(Key::from(&key[..]), e.clone());
                     shard.reindex(key, before, after);
                 }
                 _ => {

@@ -77,8 +77,12 @@ impl Paxos {
 
     pub(super) fn on_catchup_request(&mut self, m: CatchupRequest) {
         if m.from_slot < self.log.start() {
-            if let Some((index, _)) = &self.snapshot {
-                let index = *index;
+            // The oldest snapshot served that covers what the peer lacks: a
+            // pinned one, if a transfer of it is under way (the log is kept
+            // above it), else the current one.
+            let pinned = self.pinned.as_ref().map(|p| p.index);
+            let current = self.snapshot.as_ref().map(|(i, _)| *i);
+            if let Some(index) = pinned.filter(|i| *i > m.from_slot).or(current) {
                 self.send_snapshot_chunk(m.from, index, 0);
             }
             return;
@@ -156,18 +160,29 @@ impl Paxos {
     }
 
     pub(super) fn send_snapshot_chunk(&mut self, to: ReplicaId, index: Slot, offset: u64) {
-        let Some((snap_index, data)) = &self.snapshot else {
-            return;
+        let (snap_index, data, offset) = match &mut self.pinned {
+            Some(p) if p.index == index => {
+                p.idle = 0;
+                (p.index, p.data.clone(), offset)
+            }
+            _ => {
+                let Some((snap_index, data)) = &self.snapshot else {
+                    return;
+                };
+                self.snapshot_idle = 0;
+                // A request for an older snapshot restarts the transfer of
+                // ours.
+                let offset = if *snap_index == index { offset } else { 0 };
+                (*snap_index, data.clone(), offset)
+            }
         };
-        // A request for an older snapshot restarts the transfer of ours.
-        let offset = if *snap_index == index { offset } else { 0 };
         let total = data.len() as u64;
         if offset > total {
             return;
         }
         let end = (offset + self.cfg.snapshot_chunk_bytes as u64).min(total);
         let chunk = data.slice(offset as usize..end as usize);
-        let index = *snap_index;
+        let index = snap_index;
         self.send(
             to,
             PaxosMsg::SnapshotChunk(SnapshotChunk {
@@ -275,6 +290,8 @@ impl Paxos {
             data: data.clone(),
         });
         self.log.compact(index);
+        // Behind enough to need a snapshot: not the one to serve an old one.
+        self.pinned = None;
         self.snapshot = Some((index, data.clone()));
         self.chosen_upto = index;
         self.applied_upto = index;

@@ -331,6 +331,15 @@ struct InFlight {
 }
 
 /// Progress of a snapshot being received.
+/// A replaced snapshot kept for the peer downloading it (`Paxos::pinned`).
+#[derive(Debug)]
+struct PinnedSnapshot {
+    index: Slot,
+    data: Bytes,
+    /// Ticks since a chunk of it was last sent.
+    idle: u32,
+}
+
 #[derive(Debug)]
 struct SnapshotRecv {
     index: Slot,
@@ -384,6 +393,16 @@ pub struct Paxos {
     /// only from it: anything else is unsolicited and ignored.
     asked: Option<ReplicaId>,
     snap_recv: Option<SnapshotRecv>,
+    /// A snapshot a peer was still downloading when a newer one replaced
+    /// it: served until no peer asked for it for [`Paxos::pin_idle_ticks`],
+    /// and the log is kept from its index on meanwhile, so the peer that
+    /// installs it catches up from the log instead of starting over on the
+    /// newer snapshot (ARCHITECTURE.md, "A snapshot outlives its transfer").
+    pinned: Option<PinnedSnapshot>,
+    /// Ticks since a chunk of the current snapshot was last sent
+    /// (saturating): below [`Paxos::pin_idle_ticks`] it is being
+    /// downloaded, and replacing it pins it.
+    snapshot_idle: u32,
     /// As a follower: the highest read round heard from the leader of this
     /// ballot, echoed in every Accepted to it.
     read_round_heard: (Ballot, u64),
@@ -447,6 +466,8 @@ impl Paxos {
             catchup_wait: 0,
             asked: None,
             snap_recv: None,
+            pinned: None,
+            snapshot_idle: u32::MAX,
             read_round_heard: (Ballot::ZERO, 0),
             out: Ready::default(),
             stats: Stats::default(),
@@ -714,8 +735,57 @@ impl Paxos {
         if self.snapshot.as_ref().is_some_and(|(i, _)| *i >= index) || index <= self.log.start() {
             return Vec::new();
         }
+        if self.pinned.is_none() && self.snapshot_idle < self.pin_idle_ticks() {
+            // A peer is downloading the snapshot this one replaces: keep
+            // serving it, or a transfer slower than the snapshot interval
+            // would restart on every new snapshot and never finish.
+            if let Some((index, data)) = self.snapshot.take() {
+                self.pinned = Some(PinnedSnapshot {
+                    index,
+                    data,
+                    idle: 0,
+                });
+            }
+        }
         self.snapshot = Some((index, data));
-        self.log.compact(index)
+        let keep_from = self.pinned.as_ref().map_or(index, |p| p.index.min(index));
+        self.log.compact(keep_from)
+    }
+
+    /// The slot the current snapshot covers up to (the log's start if there
+    /// is none). The log may start below it while a replaced snapshot is
+    /// pinned for a peer; the snapshot trigger counts from here.
+    pub fn snapshot_index(&self) -> Slot {
+        self.snapshot
+            .as_ref()
+            .map_or(self.log.start(), |(i, _)| *i)
+            .max(self.log.start())
+    }
+
+    /// How long a snapshot nobody asks chunks of counts as downloaded:
+    /// four times a receiver's stall timeout (it asks again after
+    /// `2 * retransmit_ticks` of silence).
+    fn pin_idle_ticks(&self) -> u32 {
+        self.cfg.retransmit_ticks.saturating_mul(8)
+    }
+
+    /// Hold `data` as the snapshot at `index` instead of the equal bytes
+    /// held now (the driver's file-backed copy of the same snapshot, so the
+    /// one on the heap can be freed: issue 15). Refused, returning false,
+    /// unless the snapshot held is at `index` and of the same length.
+    pub fn hold_snapshot(&mut self, index: Slot, data: Bytes) -> bool {
+        match &mut self.snapshot {
+            Some((i, held)) if *i == index && held.len() == data.len() => {
+                *held = data;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The snapshot served to laggards, if any.
+    pub fn snapshot_held(&self) -> Option<(Slot, &Bytes)> {
+        self.snapshot.as_ref().map(|(i, d)| (*i, d))
     }
 
     /// One unit of time passed.
@@ -726,6 +796,16 @@ impl Paxos {
 
     /// [`Paxos::tick`]'s work: timers of the snapshot transfer and the role.
     fn tick_role(&mut self, rng: &mut Rng) {
+        self.snapshot_idle = self.snapshot_idle.saturating_add(1);
+        let pin_idle = self.pin_idle_ticks();
+        if let Some(p) = &mut self.pinned {
+            p.idle += 1;
+            if p.idle >= pin_idle {
+                // Nobody downloads it any more; the next compaction frees
+                // the log below the current snapshot.
+                self.pinned = None;
+            }
+        }
         if let Some(r) = &mut self.snap_recv {
             r.wait += 1;
             if r.wait >= self.cfg.retransmit_ticks * 2 {

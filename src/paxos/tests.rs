@@ -311,6 +311,53 @@ fn lagging_replica_catches_up_from_a_snapshot_in_chunks() {
     assert!(net.nodes[2].stats().snapshots_installed == 1);
 }
 
+/// Regression (sharded simulator, list-append transactions, seed 436): a
+/// leader that replaced its snapshot faster than a lagging follower could
+/// download one restarted the transfer on every new snapshot, so the
+/// follower never caught up and the group's migrations stalled for good.
+/// The snapshot being downloaded stays served (pinned, with the log above
+/// it) until the transfer ends.
+#[test]
+fn a_snapshot_transfer_finishes_while_newer_snapshots_are_taken() {
+    let mut net = Net::new(3);
+    for n in &mut net.nodes {
+        n.cfg.snapshot_chunk_bytes = 3;
+    }
+    net.elect(0);
+    // Node 2 is cut off while 20 slots are chosen and compacted.
+    net.down = 1 << 2;
+    for i in 0..20 {
+        net.nodes[0].propose(cmd(&format!("c{i}"))).unwrap();
+        net.deliver_all();
+    }
+    net.down = 0;
+    let snapshot = |at: Slot| Bytes::from(format!("{at:0>30}"));
+    let applied = net.nodes[0].applied_upto();
+    net.nodes[0].compact(applied, snapshot(applied));
+    let b = net.nodes[0].promised();
+    net.nodes[0].broadcast_commit(b, false);
+    // One message hop per wave; a 30-byte snapshot in 3-byte chunks takes
+    // 20 waves, and the leader takes a new snapshot every 4.
+    for wave in 0..400 {
+        for i in 0..3 {
+            net.nodes[i].flush();
+            net.drain(i);
+        }
+        for (_, to, m) in std::mem::take(&mut net.wire) {
+            net.nodes[to as usize].step(m, &mut net.rng);
+        }
+        if wave % 4 == 0 {
+            net.nodes[0].propose(cmd(&format!("w{wave}"))).unwrap();
+            let applied = net.nodes[0].applied_upto();
+            net.nodes[0].compact(applied, snapshot(applied));
+        }
+    }
+    assert!(net.nodes[2].stats().snapshots_installed >= 1);
+    assert!(net.nodes[2].chosen_upto() > 100);
+    net.deliver_all();
+    assert_eq!(net.nodes[2].chosen_upto(), net.nodes[0].chosen_upto());
+}
+
 #[test]
 fn restart_keeps_promise_and_accepted_values() {
     let mut net = Net::new(3);
@@ -1241,4 +1288,26 @@ fn a_restart_with_a_long_paged_log_elects_a_leader() {
         "no leader after 5,000 ticks; {elections} elections started"
     );
     assert!(elections <= 3, "{elections} elections for one leader");
+}
+
+/// The driver may swap the snapshot served to laggards for the same bytes
+/// held elsewhere (the runtime's mapping of the durable file, issue 15),
+/// but only for the snapshot at that index and of that length.
+#[test]
+fn hold_snapshot_swaps_only_the_same_snapshot() {
+    let mut rng = Rng::new(1);
+    let durable = Durable {
+        snapshot: Some((5, Bytes::from_static(b"state at 5"))),
+        ..Durable::default()
+    };
+    let mut p = Paxos::new(Config::new(0, 3), durable, &mut rng);
+    assert!(!p.hold_snapshot(4, Bytes::from_static(b"state at 5")));
+    assert!(!p.hold_snapshot(5, Bytes::from_static(b"state at 55")));
+    let other = Bytes::from(b"state at 5".to_vec());
+    assert!(p.hold_snapshot(5, other.clone()));
+    let (index, held) = p.snapshot_held().expect("held");
+    assert_eq!(index, 5);
+    assert_eq!(held.as_ptr(), other.as_ptr());
+    let mut empty = Paxos::new(Config::new(0, 3), Durable::default(), &mut rng);
+    assert!(!empty.hold_snapshot(0, Bytes::new()));
 }

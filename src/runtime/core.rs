@@ -164,6 +164,21 @@ impl Hosted {
             Hosted::Master(r) => r.snapshot_durable(index),
         }
     }
+    /// Serve laggards from the durable snapshot file mapped by `wal`
+    /// rather than a copy on the heap, if the snapshot held is that one.
+    fn map_snapshot(&mut self, gid: GroupId, wal: &Wal) {
+        let held = match self {
+            Hosted::Kv(r) => r.snapshot_held(),
+            Hosted::Master(r) => r.snapshot_held(),
+        };
+        let Some((index, len)) = held else { return };
+        if let Some(data) = wal.map_snapshot(gid, index, len) {
+            match self {
+                Hosted::Kv(r) => r.hold_snapshot(index, data),
+                Hosted::Master(r) => r.hold_snapshot(index, data),
+            };
+        }
+    }
 }
 
 struct Group {
@@ -1635,6 +1650,7 @@ impl Core {
                         if !garbage.is_empty() {
                             self.wal.janitor().drop_later(garbage);
                         }
+                        g.replica.map_snapshot(gid, &self.wal);
                     }
                 }
             }
@@ -1694,6 +1710,12 @@ impl Core {
                         }
                         if !out.garbage.is_empty() {
                             self.wal.janitor().drop_later(out.garbage);
+                        }
+                        if out.installed_snapshot.is_some() {
+                            // Restored at start-up or installed from a
+                            // peer (synced above): its file is durable.
+                            let g = self.groups.get_mut(&gid).expect("hosted");
+                            g.replica.map_snapshot(gid, &self.wal);
                         }
                         if let Some((index, data)) = out.snapshot_write {
                             // Serialized in this turn; written, synced and

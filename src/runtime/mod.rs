@@ -284,6 +284,16 @@ fn check_recovered_snapshots(
             ))
         })?;
     }
+    // Each check restored a whole scratch store on this thread and freed
+    // it: for 1M keys about 220 MB of small chunks in this thread's malloc
+    // arena, which the cores (other threads, other arenas) never reuse and
+    // glibc does not hand back by itself (the restarted replica measured
+    // 566 B/key against 334 after the fill; issue 15). Give those pages
+    // back now.
+    if !groups.is_empty() {
+        // SAFETY: malloc_trim only returns free memory to the kernel.
+        unsafe { libc::malloc_trim(0) };
+    }
     Ok(())
 }
 

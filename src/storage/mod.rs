@@ -9,7 +9,9 @@
 //!   groups, each tagged with its group.
 //! - `snap-g<gid>.bin`: the latest durable snapshot of group `gid`
 //!   ([`Record::Snapshot`] never goes into the WAL body: it can be huge, and
-//!   only the latest one matters).
+//!   only the latest one matters). Never written in place after its rename,
+//!   so [`Wal::map_snapshot`] can hand out a read-only mapping of it (the
+//!   runtime serves laggards from that instead of a heap copy).
 //! - `snap-g<gid>.bin.tmp`: a snapshot being written; a leftover one is a
 //!   crash in the middle of writing and is deleted on open.
 //!

@@ -768,6 +768,44 @@ fn a_snapshot_written_off_the_loop_becomes_the_log_start_only_once_durable() {
     assert_same(&rec.groups, &fold(&recs));
 }
 
+/// The durable snapshot is mapped from its file (issue 15: a replica
+/// serves laggards from it without a copy on the heap): the same bytes,
+/// and only the snapshot the WAL holds durable at that index and length,
+/// whether written off the loop or received through `sync`, and after a
+/// restart. A mapping outlives the file being replaced by a newer one.
+#[test]
+fn the_durable_snapshot_maps_from_its_file_only_at_its_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(FsyncPolicy::Always, SEGMENT_BYTES_DEFAULT);
+    let (mut wal, _) = open(tmp.path(), o.clone());
+    let ours = Bytes::from(vec![7u8; 10_000]);
+    wal.write_snapshot(3, 10, ours.clone());
+    // Not durable yet: nothing to map.
+    assert_eq!(wal.map_snapshot(3, 10, ours.len()), None);
+    assert_eq!(wal.wait_snapshots_durable().unwrap(), vec![(3, 10)]);
+    let mapped = wal.map_snapshot(3, 10, ours.len()).expect("mapped");
+    assert_eq!(mapped, ours);
+    assert_eq!(wal.map_snapshot(3, 9, ours.len()), None);
+    assert_eq!(wal.map_snapshot(3, 10, ours.len() + 1), None);
+    assert_eq!(wal.map_snapshot(4, 10, ours.len()), None);
+    // A newer snapshot received from a peer replaces the file; the old
+    // mapping still reads the old bytes.
+    wal.append(3, &[snap(20, b"received at 20")]);
+    wal.sync().unwrap();
+    assert_eq!(wal.map_snapshot(3, 10, ours.len()), None);
+    assert_eq!(
+        wal.map_snapshot(3, 20, 14),
+        Some(Bytes::from_static(b"received at 20"))
+    );
+    assert_eq!(mapped, ours);
+    drop(wal);
+    let (wal, _) = open(tmp.path(), o);
+    assert_eq!(
+        wal.map_snapshot(3, 20, 14),
+        Some(Bytes::from_static(b"received at 20"))
+    );
+}
+
 /// A snapshot received from a peer (synchronous, through `sync`) while the
 /// group's own write is in flight waits for that write, so the older one
 /// is never renamed over the newer.

@@ -763,6 +763,18 @@ impl Wal {
         &self.dir
     }
 
+    /// `group`'s durable snapshot at `index` (`len` data bytes), mapped
+    /// read-only from its file instead of held on the heap (see
+    /// `snapshot::map` for why); `None` if the durable snapshot is not that
+    /// one or cannot be mapped. No data page is read.
+    pub fn map_snapshot(&self, group: GroupId, index: Slot, len: usize) -> Option<Bytes> {
+        if self.groups.get(&group).and_then(|s| s.snap_index) != Some(index) {
+            return None;
+        }
+        let path = self.dir.join(snapshot::file_name(group));
+        snapshot::map(&path, group, index, len)
+    }
+
     pub fn options(&self) -> &WalOptions {
         &self.opts
     }
