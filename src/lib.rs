@@ -12,6 +12,7 @@ pub mod kv;
 pub mod master;
 pub mod metrics;
 pub mod paxos;
+pub mod pb;
 pub mod replica;
 pub mod resp;
 pub mod rng;

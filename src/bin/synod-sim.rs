@@ -39,8 +39,8 @@ struct Args {
     )]
     start: u64,
     /// Replicas of the group (default: each seed picks 3 or 5 itself, even
-    /// seeds 3, odd seeds 5)
-    #[arg(long, env = "SYNOD_SIMULATOR_REPLICAS", value_parser = ["3", "5"])]
+    /// seeds 3, odd seeds 5; in the pb world 2 or 3, even seeds 2)
+    #[arg(long, env = "SYNOD_SIMULATOR_REPLICAS", value_parser = ["2", "3", "5"])]
     replicas: Option<String>,
     /// No crashes, partitions or message loss
     #[arg(long, env = "SYNOD_SIMULATOR_NO_FAULTS", value_parser = FalseyValueParser::new())]
@@ -50,7 +50,8 @@ struct Args {
     jobs: Option<u64>,
     /// group: one replica group; sharded: the master group plus 3 KV groups
     /// of 3 replicas, with joins, leaves and moves while clients run
-    /// (--replicas and --bug do not apply)
+    /// (--replicas and --bug do not apply); pb: one primary/backup group of
+    /// 2 or 3 replicas with the master's view service (--bug pb-* apply)
     #[arg(long, env = "SYNOD_SIMULATOR_WORLD", default_value = "group")]
     world: World,
     /// The sharded world's fault phase (default 8; admin changes come
@@ -103,7 +104,11 @@ struct Args {
     /// locked), txn-forget-prepared (snapshots leave out prepared
     /// transactions), txn-resolve-unlogged (a coordinator answers a
     /// participant's recovery query Abort without logging it, so a stalled
-    /// client's late commit can win too)
+    /// client's late commit can win too). With --world pb:
+    /// pb-ack-before-backups (the primary answers a write before every
+    /// backup has it), pb-serve-after-newer-view (a deposed primary keeps
+    /// answering reads), pb-promote-without-latest (the view service
+    /// promotes a replica that may lack acknowledged writes)
     #[arg(long = "bug", env = "SYNOD_SIMULATOR_BUG", value_name = "BUG")]
     bugs: Vec<Bug>,
     /// Each sync takes up to N us of virtual time, during which the node's
@@ -168,6 +173,7 @@ replays it.";
 enum World {
     Group,
     Sharded,
+    Pb,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -186,6 +192,9 @@ enum Bug {
     ReadIndexSkipsTakeover,
     AcceptedBeforeSync,
     MembershipSwitchesAtOnce,
+    PbAckBeforeBackups,
+    PbServeAfterNewerView,
+    PbPromoteWithoutLatest,
 }
 
 /// What the seeds run with, from the parsed command line.
@@ -198,6 +207,9 @@ struct Run {
     bugs: Bugs,
     verbose: bool,
     sharded: bool,
+    /// `--world pb`, and its planted bugs.
+    pb: bool,
+    pb_bugs: synod::sim::pb::PbWorldBugs,
     fault_secs: Option<u64>,
     disk_latency_us: u64,
     byzantine: bool,
@@ -230,6 +242,7 @@ fn configure(a: Args) -> Result<Run, String> {
     let (mut txn_early_release, mut txn_unlocked_reads, mut txn_forget_prepared) =
         (false, false, false);
     let mut txn_resolve_unlogged = false;
+    let mut pb_bugs = synod::sim::pb::PbWorldBugs::default();
     for bug in &a.bugs {
         match bug {
             Bug::SkipDedup => bugs.skip_dedup = true,
@@ -246,16 +259,26 @@ fn configure(a: Args) -> Result<Run, String> {
             Bug::ReadIndexSkipsTakeover => bugs.paxos.read_index_skips_takeover = true,
             Bug::AcceptedBeforeSync => bugs.paxos.accepted_before_sync = true,
             Bug::MembershipSwitchesAtOnce => bugs.paxos.membership_switches_at_once = true,
+            Bug::PbAckBeforeBackups => pb_bugs.pb.ack_before_backups = true,
+            Bug::PbServeAfterNewerView => pb_bugs.pb.serve_after_newer_view = true,
+            Bug::PbPromoteWithoutLatest => pb_bugs.promote_any = true,
         }
     }
     let sharded = a.world == World::Sharded;
-    if a.trace.is_some() && (a.seeds != 1 || sharded) {
+    let pb = a.world == World::Pb;
+    let replicas: Option<u32> = a.replicas.as_deref().map(|r| r.parse().expect("2, 3 or 5"));
+    match (pb, replicas) {
+        (true, Some(5)) => return Err("--world pb runs 2 or 3 replicas".into()),
+        (false, Some(2)) => return Err("--replicas 2 is for --world pb".into()),
+        _ => {}
+    }
+    if a.trace.is_some() && (a.seeds != 1 || sharded || pb) {
         return Err("--trace traces one seed of the group world: add --seeds 1".into());
     }
     Ok(Run {
         seeds: a.seeds,
         start: a.start,
-        replicas: a.replicas.map(|r| r.parse().expect("3 or 5")),
+        replicas,
         faults: !a.no_faults,
         jobs: a.jobs.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -264,6 +287,8 @@ fn configure(a: Args) -> Result<Run, String> {
         bugs,
         verbose: a.verbose,
         sharded,
+        pb,
+        pb_bugs,
         fault_secs: a.fault_secs,
         disk_latency_us: if a.disk_faults && a.disk_latency_us == 0 {
             20_000
@@ -323,6 +348,9 @@ fn main() -> ExitCode {
     };
     if args.sharded {
         return run_sharded(&args);
+    }
+    if args.pb {
+        return run_pb(&args);
     }
     let started = Instant::now();
     let next = AtomicU64::new(args.start);
@@ -434,6 +462,92 @@ fn main() -> ExitCode {
             "membership: changes_asked={asked} changes_chosen={chosen} seeds_ending_with_no_initial_member={moved}"
         );
     }
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--world pb`: the primary/backup world, one seed per job at a time.
+fn run_pb(args: &Run) -> ExitCode {
+    use synod::sim::pb::{run, PbSimConfig};
+    let started = Instant::now();
+    let next = AtomicU64::new(args.start);
+    let end = args.start + args.seeds;
+    let reports: Mutex<Vec<SimReport>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    break;
+                }
+                let mut cfg = PbSimConfig::for_seed(seed, args.replicas);
+                cfg.faults = args.faults;
+                cfg.bugs = args.pb_bugs;
+                if args.disk_latency_us > 0 {
+                    cfg.disk_latency_max = args.disk_latency_us;
+                }
+                if let Some(secs) = args.fault_secs {
+                    cfg.fault_phase = secs * 1_000_000;
+                }
+                let report = run(&cfg);
+                if !report.passed() {
+                    let mut msg = format!(
+                        "FAIL seed={seed} world=pb replicas={} — replay: synod-sim --world pb --start-seed {seed} --seeds 1",
+                        cfg.replicas
+                    );
+                    if let Some(r) = args.replicas {
+                        msg.push_str(&format!(" --replicas {r}"));
+                    }
+                    for b in &args.bug_names {
+                        msg.push_str(&format!(" --bug {b}"));
+                    }
+                    if args.disk_latency_us > 0 {
+                        msg.push_str(&format!(" --disk-latency-us {}", args.disk_latency_us));
+                    }
+                    if let Some(secs) = args.fault_secs {
+                        msg.push_str(&format!(" --fault-secs {secs}"));
+                    }
+                    if !args.faults {
+                        msg.push_str(" --no-faults");
+                    }
+                    for f in report.failures.iter().take(if args.verbose { usize::MAX } else { 3 }) {
+                        msg.push_str("\n    ");
+                        msg.push_str(&f.replace('\n', "\n    "));
+                    }
+                    println!("{msg}");
+                } else if args.verbose {
+                    println!(
+                        "ok seed={seed} replicas={} ops={} positions={} views={} transfers={} crashes={}",
+                        cfg.replicas,
+                        report.ops_completed,
+                        report.slots_chosen,
+                        report.pb_views,
+                        report.pb_transfers,
+                        report.crashes
+                    );
+                }
+                reports.lock().expect("no panics hold it").push(report);
+            });
+        }
+    });
+    let reports = reports.into_inner().expect("no panics hold it");
+    let failures = reports.iter().filter(|r| !r.passed()).count();
+    println!(
+        "seeds={} failures={} world=pb ops_completed={} positions={} views={} transfers={} crashes={} messages={} session_expired={} wall_secs={:.1}",
+        reports.len(),
+        failures,
+        reports.iter().map(|r| r.ops_completed).sum::<u64>(),
+        reports.iter().map(|r| r.slots_chosen).sum::<u64>(),
+        reports.iter().map(|r| r.pb_views).sum::<u64>(),
+        reports.iter().map(|r| r.pb_transfers).sum::<u64>(),
+        reports.iter().map(|r| r.crashes).sum::<u64>(),
+        reports.iter().map(|r| r.messages).sum::<u64>(),
+        reports.iter().map(|r| r.session_expired).sum::<u64>(),
+        started.elapsed().as_secs_f64(),
+    );
     if failures == 0 {
         ExitCode::SUCCESS
     } else {

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use synod_wire::{ClientId, ClientReply, MasterRequest, Message, Seq, Slot};
 
-use super::{Master, MasterOptions};
+use super::{Answer, Master, MasterOptions};
 use crate::replica::StateMachine;
 
 pub struct MasterMachine {
@@ -46,8 +46,9 @@ impl StateMachine for MasterMachine {
     fn apply(&mut self, _slot: Slot, cmd: &Bytes) -> Option<(ClientId, Seq, Message)> {
         match synod_wire::decode_master_command(cmd.clone()) {
             Ok(req) => {
-                let reply = match self.master.apply(&req) {
-                    Ok(config) => Message::Config(config),
+                let reply = match self.master.execute(&req) {
+                    Ok(Answer::Config(config)) => Message::Config(config),
+                    Ok(Answer::View(view)) => Message::PbView(view),
                     Err(reason) => Message::Reply(ClientReply::Error { reason }),
                 };
                 Some((req.client_id, req.seq, reply))

@@ -23,13 +23,27 @@ mod machine;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use synod_wire::{ClientId, Config, GroupId, GroupInfo, MasterOp, MasterRequest, Seq};
+use synod_wire::{
+    ClientId, Config, GroupId, GroupInfo, MasterOp, MasterRequest, PbViewReply, ReplicationMode,
+    Seq,
+};
 
 pub use machine::MasterMachine;
 pub use snapshot::RestoreError;
+pub use views::{PbGroup, DEAD_PINGS};
+
+/// What [`Master::execute`] answers with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A configuration (Join, Leave, Move, Query, membership ops).
+    Config(Config),
+    /// A primary/backup group's view (PbPing).
+    View(PbViewReply),
+}
 
 /// Upper bound on the shard count; the same bound as the KV store's, since
 /// every KV group of the cluster uses the master's count.
@@ -118,6 +132,13 @@ pub struct Master {
     /// `configs[n].num == n`; never empty (configuration 0 always exists).
     configs: Vec<Config>,
     sessions: BTreeMap<ClientId, Session>,
+    /// The view service's state of every primary/backup group of the
+    /// latest configuration (`views.rs`).
+    pb: BTreeMap<GroupId, PbGroup>,
+    /// Planted bug for the simulator (never set otherwise, never in a
+    /// snapshot): a dead primary is replaced by any live replica, not only
+    /// by one holding every acknowledged write.
+    planted_promote_any: bool,
 }
 
 impl Master {
@@ -138,7 +159,41 @@ impl Master {
                 groups: Vec::new(),
             }],
             sessions: BTreeMap::new(),
+            pb: BTreeMap::new(),
+            planted_promote_any: false,
         }
+    }
+
+    /// Plant the bug "a backup promoted without the latest writes" (the
+    /// simulator's checkers must catch it).
+    pub fn plant_promote_any(&mut self) {
+        self.planted_promote_any = true;
+    }
+
+    /// The view-service state of primary/backup group `gid`.
+    pub fn pb_group(&self, gid: GroupId) -> Option<&PbGroup> {
+        self.pb.get(&gid)
+    }
+
+    /// [`Master::apply`] for configuration requests, and the view
+    /// service's answer to a `PbPing`. A ping keeps no session (answering
+    /// one twice is harmless: it only counts as one more sign of life).
+    pub fn execute(&mut self, req: &MasterRequest) -> Result<Answer, String> {
+        if let MasterOp::PbPing { gid, replica, view } = req.op {
+            let Some(g) = self.pb.get_mut(&gid) else {
+                return Err(format!("ping: group {gid} is not a primary/backup group"));
+            };
+            if replica as usize >= g.servers() {
+                return Err(format!("ping: group {gid} has no replica {replica}"));
+            }
+            return Ok(Answer::View(g.ping(
+                gid,
+                replica,
+                view,
+                self.planted_promote_any,
+            )));
+        }
+        self.apply(req).map(Answer::Config)
     }
 
     pub fn options(&self) -> MasterOptions {
@@ -170,6 +225,9 @@ impl Master {
     /// cached nor create a session (re-reading is harmless, and caching
     /// configurations would cost memory); they still carry an ack.
     pub fn apply(&mut self, req: &MasterRequest) -> Result<Config, String> {
+        if let MasterOp::PbPing { .. } = req.op {
+            return Err("ping: answered by Master::execute with a view".to_string());
+        }
         if let MasterOp::Query { num } = req.op {
             if let Some(session) = self.sessions.get_mut(&req.client_id) {
                 session.acknowledge(req.ack_seq);
@@ -274,8 +332,20 @@ impl Master {
                 g.removed |= 1u64 << id;
                 (groups, latest.shards.clone())
             }
-            MasterOp::Query { .. } => unreachable!("queries create no configuration"),
+            MasterOp::Query { .. } | MasterOp::PbPing { .. } => {
+                unreachable!("queries and pings create no configuration")
+            }
         };
+        // The view service follows the latest configuration's
+        // primary/backup groups: a joining one starts at view 1, a leaving
+        // one's state goes.
+        for g in &groups {
+            if g.mode == ReplicationMode::PrimaryBackup && !self.pb.contains_key(&g.gid) {
+                self.pb.insert(g.gid, PbGroup::joined(g));
+            }
+        }
+        self.pb
+            .retain(|gid, _| groups.binary_search_by_key(gid, |g| g.gid).is_ok());
         let num = self.configs.len() as u64;
         self.configs.push(Config {
             num,
@@ -303,6 +373,26 @@ impl Master {
         }
         for (n, config) in self.configs.iter().enumerate() {
             check_config(config, n, self.opts)?;
+        }
+        let latest = self.latest();
+        let pb_groups: Vec<GroupId> = latest
+            .groups
+            .iter()
+            .filter(|g| g.mode == ReplicationMode::PrimaryBackup)
+            .map(|g| g.gid)
+            .collect();
+        if !self.pb.keys().copied().eq(pb_groups.iter().copied()) {
+            return Err("view-service state does not match the primary/backup groups");
+        }
+        for (gid, state) in &self.pb {
+            let g = &latest.groups[latest
+                .groups
+                .binary_search_by_key(gid, |g| g.gid)
+                .expect("checked above")];
+            if state.servers() != g.servers.len() {
+                return Err("view-service state has the wrong server count");
+            }
+            state.check()?;
         }
         for session in self.sessions.values() {
             for (&seq, outcome) in &session.replies {
@@ -394,10 +484,19 @@ fn member_change<'a>(
     gid: GroupId,
     op: &str,
 ) -> Result<&'a mut GroupInfo, String> {
-    groups
+    let g = groups
         .iter_mut()
         .find(|g| g.gid == gid)
-        .ok_or_else(|| format!("{op}: group {gid} is not in the configuration"))
+        .ok_or_else(|| format!("{op}: group {gid} is not in the configuration"))?;
+    if g.mode == ReplicationMode::PrimaryBackup {
+        // Its views name replica ids; changing the server list under them
+        // is not built yet (issue 12).
+        return Err(format!(
+            "{op}: group {gid} is a primary/backup group; membership changes are not \
+             supported for it yet"
+        ));
+    }
+    Ok(g)
 }
 
 /// The replica id of `addr` in `g`, which must be a member now.

@@ -12,7 +12,17 @@
 //! session  = client:u64 acked:u64 replies:u32 (seq:u64 outcome) * replies
 //! outcome  = 0 num:u64                          created configuration `num`
 //!          | 1 len:u32 utf8                     refused, with this reason
+//!
+//! format 0x4F only: each group also ends with mode:u8 (0 Paxos, 1
+//! primary/backup), masks always present, and after the sessions:
+//! views    = count:u32 pbgroup * count          sorted by gid
+//! pbgroup  = gid:u32 num:u64 primary:u32 backups:u64 acked:u8 safe:u64
+//!            servers:u32 (pings:u64 * servers) (mark:u64 * servers) * servers
 //! ```
+//!
+//! Format 0x4F ('O') is written only once some configuration holds a
+//! primary/backup group (issue 12), so a master without one writes the
+//! bytes it always did.
 //!
 //! Format 0x4D ('M') is the first; 0x4E ('N') adds each group's membership
 //! masks and is written only once some configuration holds a group whose
@@ -32,15 +42,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-use synod_wire::{ByteReader, Config, GroupInfo, ReadError};
+use synod_wire::{ByteReader, Config, GroupInfo, ReadError, ReplicationMode, View};
 
-use super::{Master, MasterOptions, Outcome, Session, MAX_SHARDS};
+use super::{Master, MasterOptions, Outcome, PbGroup, Session, MAX_SHARDS};
 
 /// Format/version byte of a master snapshot; distinct from the KV store's
 /// formats (1 and 0x81) so one is never restored as the other.
 const FORMAT: u8 = 0x4D; // 'M'
 /// Format with membership masks per group.
 const FORMAT_MEMBERS: u8 = 0x4E; // 'N'
+/// Format with membership masks and a replication mode per group, and the
+/// view service's state.
+const FORMAT_PB: u8 = 0x4F; // 'O'
 
 const TAG_CREATED: u8 = 0;
 const TAG_REFUSED: u8 = 1;
@@ -111,11 +124,19 @@ impl Master {
     /// deterministic bytes: equal states give equal bytes.
     pub fn snapshot(&self) -> Bytes {
         let mut out = Vec::new();
-        let members = self
-            .configs
-            .iter()
-            .any(|c| c.groups.iter().any(GroupInfo::changed));
-        out.push(if members { FORMAT_MEMBERS } else { FORMAT });
+        let pb = self.has_pb();
+        let members = pb
+            || self
+                .configs
+                .iter()
+                .any(|c| c.groups.iter().any(GroupInfo::changed));
+        out.push(if pb {
+            FORMAT_PB
+        } else if members {
+            FORMAT_MEMBERS
+        } else {
+            FORMAT
+        });
         put_u32(&mut out, self.opts.shards);
         put_count(&mut out, self.configs.len());
         for config in &self.configs {
@@ -129,6 +150,9 @@ impl Master {
                 if members {
                     out.extend_from_slice(&g.added.to_le_bytes());
                     out.extend_from_slice(&g.removed.to_le_bytes());
+                }
+                if pb {
+                    out.push(g.mode as u8);
                 }
             }
             // The count is the snapshot's shard count, so it is not repeated.
@@ -156,7 +180,31 @@ impl Master {
                 }
             }
         }
+        if pb {
+            put_count(&mut out, self.pb.len());
+            for (&gid, g) in &self.pb {
+                put_u32(&mut out, gid);
+                out.extend_from_slice(&g.view.num.to_le_bytes());
+                put_u32(&mut out, g.view.primary);
+                out.extend_from_slice(&g.view.backups.to_le_bytes());
+                out.push(u8::from(g.acked));
+                out.extend_from_slice(&g.safe.to_le_bytes());
+                put_count(&mut out, g.pings.len());
+                for p in g.pings.iter().chain(g.marks.iter().flatten()) {
+                    out.extend_from_slice(&p.to_le_bytes());
+                }
+            }
+        }
         Bytes::from(out)
+    }
+
+    /// Does any configuration hold a primary/backup group?
+    fn has_pb(&self) -> bool {
+        self.configs.iter().any(|c| {
+            c.groups
+                .iter()
+                .any(|g| g.mode == ReplicationMode::PrimaryBackup)
+        })
     }
 
     /// Rebuilds a master from [`Master::snapshot`] bytes. Never panics on
@@ -168,10 +216,11 @@ impl Master {
         }
         let mut r = ByteReader::new(bytes);
         let format = r.u8()?;
-        if format != FORMAT && format != FORMAT_MEMBERS {
+        if format != FORMAT && format != FORMAT_MEMBERS && format != FORMAT_PB {
             return Err(RestoreError::UnsupportedFormat(format));
         }
-        let members = format == FORMAT_MEMBERS;
+        let pb = format == FORMAT_PB;
+        let members = format == FORMAT_MEMBERS || pb;
         let found = r.u32()?;
         if found != opts.shards {
             return Err(RestoreError::ShardCountMismatch {
@@ -196,6 +245,10 @@ impl Master {
                 if members {
                     g.added = r.u64()?;
                     g.removed = r.u64()?;
+                }
+                if pb {
+                    g.mode = ReplicationMode::from_u8(r.u8()?)
+                        .ok_or(RestoreError::Invalid("unknown replication mode"))?;
                 }
                 groups.push(g);
             }
@@ -240,18 +293,73 @@ impl Master {
             }
             sessions.insert(client, Session { acked, replies });
         }
+        let mut views = BTreeMap::new();
+        if pb {
+            let n = r.count(4 + 8 + 4 + 8 + 1 + 8 + 4)?;
+            let mut previous = None;
+            for _ in 0..n {
+                let gid = r.u32()?;
+                if previous.is_some_and(|p| p >= gid) {
+                    return Err(RestoreError::Invalid("views not sorted by gid"));
+                }
+                previous = Some(gid);
+                let view = View {
+                    num: r.u64()?,
+                    primary: r.u32()?,
+                    backups: r.u64()?,
+                };
+                let acked = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(RestoreError::Invalid("acked flag is not 0 or 1")),
+                };
+                let safe = r.u64()?;
+                let servers = r.count(8)?;
+                if servers > 64 || r.remaining() / 8 < servers * (servers + 1) {
+                    return Err(RestoreError::Truncated);
+                }
+                let pings = (0..servers)
+                    .map(|_| r.u64())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut marks = Vec::with_capacity(servers);
+                for _ in 0..servers {
+                    marks.push(
+                        (0..servers)
+                            .map(|_| r.u64())
+                            .collect::<Result<Vec<_>, _>>()?,
+                    );
+                }
+                views.insert(
+                    gid,
+                    PbGroup {
+                        view,
+                        acked,
+                        safe,
+                        pings,
+                        marks,
+                    },
+                );
+            }
+        }
         r.finish()?;
         let master = Master {
             opts,
             configs,
             sessions,
+            pb: views,
+            planted_promote_any: false,
         };
         master.check().map_err(RestoreError::Invalid)?;
         let changed = master
             .configs
             .iter()
             .any(|c| c.groups.iter().any(GroupInfo::changed));
-        if members != changed {
+        if pb != master.has_pb() {
+            return Err(RestoreError::Invalid(
+                "format 0x4F exactly when a group is primary/backup",
+            ));
+        }
+        if !pb && members != changed {
             // Canonical form: the format says whether any group changed.
             return Err(RestoreError::Invalid(
                 "format 0x4E exactly when a group's membership changed",

@@ -778,7 +778,7 @@ proptest! {
                         prop_assert_eq!(after.shards[*shard as usize], *gid);
                         prop_assert!(changed(&before, &after).len() <= 1);
                     }
-                    MasterOp::Query { .. } => {}
+                    MasterOp::Query { .. } | MasterOp::PbPing { .. } => {}
                     MasterOp::Replace { gid, old, new } => {
                         prop_assert_eq!(&after.shards, &before.shards);
                         let (b, a) = (group_of(&before, *gid), group_of(&after, *gid));

@@ -108,7 +108,7 @@ impl Histogram {
 }
 
 /// Request kinds, as a label and an index into per-kind arrays.
-pub const REQUEST_KINDS: [&str; 28] = [
+pub const REQUEST_KINDS: [&str; 29] = [
     "get",
     "put",
     "append",
@@ -137,6 +137,7 @@ pub const REQUEST_KINDS: [&str; 28] = [
     "master_replace",
     "master_add_member",
     "master_remove_member",
+    "master_pb_ping",
 ];
 pub const KIND_STATUS: usize = 11;
 
@@ -193,6 +194,7 @@ pub fn request_kind(m: &Message) -> Option<usize> {
             MasterOp::Replace { .. } => 25,
             MasterOp::AddMember { .. } => 26,
             MasterOp::RemoveMember { .. } => 27,
+            MasterOp::PbPing { .. } => 28,
         },
         Message::StatusRequest => KIND_STATUS,
         _ => return None,

@@ -1251,7 +1251,11 @@ impl Core {
                 self.metrics.reply(kind, metrics::RESULT_STATUS);
                 self.send_reply(t, frame.request_id, 0, Message::Status(status));
             }
-            Message::Reply(_) | Message::Config(_) | Message::ShardData(_) | Message::Status(_) => {
+            Message::Reply(_)
+            | Message::Config(_)
+            | Message::PbView(_)
+            | Message::ShardData(_)
+            | Message::Status(_) => {
                 let is_rpc = self.conns.get(&t).is_some_and(|c| {
                     matches!(c.role, Role::Rpc { .. })
                         && (self.cfg.keys.cluster.is_none() || c.identity().is_some())

@@ -19,6 +19,7 @@ mod byzantine;
 mod checks;
 mod client;
 mod disk;
+pub mod pb;
 pub mod rejoin;
 pub mod sharded;
 mod timeline;
@@ -244,6 +245,10 @@ pub struct SimReport {
     pub membership_asked: u64,
     pub membership_chosen: u64,
     pub members_final: u64,
+    /// Primary/backup world: the highest view the view service reached,
+    /// and state transfers installed by the replicas alive at the end.
+    pub pb_views: u64,
+    pub pb_transfers: u64,
 }
 
 impl SimReport {

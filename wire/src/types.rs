@@ -899,6 +899,8 @@ pub enum Message {
     /// for. Refusals and redirects are `Reply(Error/NotLeader/Busy)`, so a
     /// client handles them with the same code as for KV requests.
     Config(Config),
+    /// The view service's answer to a `PbPing` (kind 0x1E).
+    PbView(PbViewReply),
     /// The authentication handshake (kinds 0x50-0x52), the first frames of
     /// a connection to a cluster that has a key (see `src/auth.rs`).
     Auth(AuthMsg),
@@ -1045,6 +1047,61 @@ pub struct GroupInfo {
     /// membership the group's leader drives its Paxos log toward. Their
     /// addresses stay so the ids are never given out again.
     pub removed: u64,
+    /// How the group replicates its log, chosen at join and never changed.
+    pub mode: ReplicationMode,
+}
+
+/// How a replica group replicates (issue 12). Chosen when the group joins
+/// (`synod admin join --mode pb`); a group's mode never changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum ReplicationMode {
+    /// Multi-Paxos among 2f+1 replicas (the default).
+    #[default]
+    Paxos = 0,
+    /// Primary/backup among f+1 replicas, with the shard master as the
+    /// view service (`src/pb/`).
+    PrimaryBackup = 1,
+}
+
+impl ReplicationMode {
+    pub fn from_u8(b: u8) -> Option<ReplicationMode> {
+        match b {
+            0 => Some(ReplicationMode::Paxos),
+            1 => Some(ReplicationMode::PrimaryBackup),
+            _ => None,
+        }
+    }
+}
+
+/// A primary/backup group's view as the master's view service holds it:
+/// number `num` (0: no view yet), the primary, and the backups (bit `i` is
+/// replica id `i`; never contains the primary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct View {
+    pub num: u64,
+    pub primary: ReplicaId,
+    pub backups: u64,
+}
+
+impl View {
+    /// The primary and the backups, as a mask.
+    pub fn members(&self) -> u64 {
+        self.backups | 1u64 << self.primary
+    }
+    /// Is `id` the primary or a backup?
+    pub fn has(&self, id: ReplicaId) -> bool {
+        id < 64 && self.members() & (1u64 << id) != 0
+    }
+}
+
+/// The view service's answer to a [`MasterOp::PbPing`]: group `gid`'s
+/// current view, and whether its primary has acknowledged it (only then
+/// may the primary serve in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PbViewReply {
+    pub gid: GroupId,
+    pub view: View,
+    pub acked: bool,
 }
 
 impl GroupInfo {
@@ -1055,6 +1112,7 @@ impl GroupInfo {
             servers,
             added: 0,
             removed: 0,
+            mode: ReplicationMode::Paxos,
         }
     }
 
@@ -1131,6 +1189,16 @@ pub enum MasterOp {
     AddMember { gid: GroupId, addr: String },
     /// Mark member `addr` of group `gid` removed (its id stays reserved).
     RemoveMember { gid: GroupId, addr: String },
+    /// Primary/backup liveness report (issue 12): replica `replica` of
+    /// primary/backup group `gid` is alive and ready in view `view` (0:
+    /// none; a primary reports a view only once every backup of it holds
+    /// the primary's whole log as of adopting it). Answered with
+    /// [`Message::PbView`]. Creates no configuration.
+    PbPing {
+        gid: GroupId,
+        replica: ReplicaId,
+        view: u64,
+    },
 }
 
 /// A request to the shard master group; at-most-once like [`ClientRequest`].

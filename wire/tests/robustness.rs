@@ -116,6 +116,7 @@ proptest! {
             (proptest::sample::select(vec![
                 KIND_MASTER_JOIN, KIND_MASTER_LEAVE, KIND_MASTER_MOVE, KIND_MASTER_QUERY,
                 KIND_MASTER_REPLACE, KIND_MASTER_ADD_MEMBER, KIND_MASTER_REMOVE_MEMBER,
+                KIND_MASTER_PB_PING,
             ]), proptest::collection::vec(any::<u8>(), 0..96))
                 .prop_map(|(k, rest)| [vec![k], rest].concat()),
             arb_master_request().prop_map(|r| encode_master_command(&r).to_vec()),

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use crate::types::{
     Accept, Accepted, AuthChallenge, AuthHello, AuthMsg, AuthProof, AuthRole, CatchupRequest,
     CatchupResponse, ClientReply, ClientRequest, Commit, Config, ExpireCond, Expiry, Heartbeat,
-    Message, Op, PaxosMsg, PreVote, PreVoteReply, Prepare, Promise, PutCond, Reject, ShardData,
-    ShardPull, ShardRef, SnapshotChunk, SnapshotRequest, MAX_SCAN_COUNT,
+    Message, Op, PaxosMsg, PbViewReply, PreVote, PreVoteReply, Prepare, Promise, PutCond, Reject,
+    ShardData, ShardPull, ShardRef, SnapshotChunk, SnapshotRequest, View, MAX_SCAN_COUNT,
 };
 
 use super::*;
@@ -232,7 +232,26 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             },
             promised: r.ballot()?,
         })),
-        KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER => {
+        KIND_PB_VIEW => {
+            let gid = r.u32()?;
+            let view = View {
+                num: r.u64()?,
+                primary: r.u32()?,
+                backups: r.u64()?,
+            };
+            let acked = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid("PbView acked flag is not 0 or 1")),
+            };
+            if view.primary >= 64 || view.backups & (1u64 << view.primary) != 0 {
+                return Err(DecodeError::Invalid(
+                    "PbView primary out of range or a backup",
+                ));
+            }
+            Message::PbView(PbViewReply { gid, view, acked })
+        }
+        KIND_MASTER_JOIN..=KIND_MASTER_PB_PING => {
             Message::Master(read_master_request(kind, &mut r)?)
         }
         KIND_SHARD_PULL => Message::ShardPull(ShardPull {

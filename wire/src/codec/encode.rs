@@ -155,6 +155,13 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
             }
             put_groups(out, &config.groups);
         }
+        Message::PbView(v) => {
+            out.put_u32_le(v.gid);
+            out.put_u64_le(v.view.num);
+            out.put_u32_le(v.view.primary);
+            out.put_u64_le(v.view.backups);
+            out.put_u8(u8::from(v.acked));
+        }
         Message::ShardPull(p) => {
             out.put_u64_le(p.config_num);
             out.put_u32_le(p.shard);

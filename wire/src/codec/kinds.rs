@@ -47,6 +47,8 @@ pub const KIND_TXN_FINISH: u8 = 0x1C;
 /// Reply: the frame's group lives on another core of this node than the
 /// one the connection is bound to (by its first frame); not executed.
 pub const KIND_WRONG_CORE: u8 = 0x1D;
+/// The view service's answer to a primary/backup ping: the group's view.
+pub const KIND_PB_VIEW: u8 = 0x1E;
 /// Reply: success (Get carries the value).
 pub const KIND_OK: u8 = 0x10;
 /// Reply: Get of an absent key.
@@ -103,6 +105,8 @@ pub const KIND_MASTER_REPLACE: u8 = 0x34;
 pub const KIND_MASTER_ADD_MEMBER: u8 = 0x35;
 /// Shard master request: remove a member from a group.
 pub const KIND_MASTER_REMOVE_MEMBER: u8 = 0x36;
+/// Shard master request: a primary/backup replica's liveness report.
+pub const KIND_MASTER_PB_PING: u8 = 0x37;
 
 /// Between KV groups: pull a shard from its previous owner.
 pub const KIND_SHARD_PULL: u8 = 0x40;
@@ -136,7 +140,7 @@ pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every message kind code this version defines, in ascending order (the
 /// trace stamp, [`KIND_TRACE_STAMP`], is a frame kind but not a message).
-pub const ALL_KINDS: [u8; 58] = [
+pub const ALL_KINDS: [u8; 60] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -166,6 +170,7 @@ pub const ALL_KINDS: [u8; 58] = [
     KIND_CONFIG,
     KIND_SESSION_EXPIRED,
     KIND_WRONG_CORE,
+    KIND_PB_VIEW,
     KIND_PREPARE,
     KIND_PROMISE,
     KIND_ACCEPT,
@@ -186,6 +191,7 @@ pub const ALL_KINDS: [u8; 58] = [
     KIND_MASTER_REPLACE,
     KIND_MASTER_ADD_MEMBER,
     KIND_MASTER_REMOVE_MEMBER,
+    KIND_MASTER_PB_PING,
     KIND_SHARD_PULL,
     KIND_SHARD_DELETE,
     KIND_SHARD_DATA,
@@ -250,6 +256,8 @@ pub fn kind_name(kind: u8) -> &'static str {
         KIND_MASTER_REPLACE => "MasterReplace",
         KIND_MASTER_ADD_MEMBER => "MasterAddMember",
         KIND_MASTER_REMOVE_MEMBER => "MasterRemoveMember",
+        KIND_MASTER_PB_PING => "MasterPbPing",
+        KIND_PB_VIEW => "PbView",
         KIND_SHARD_PULL => "ShardPull",
         KIND_SHARD_DELETE => "ShardDelete",
         KIND_SHARD_DATA => "ShardData",
@@ -276,8 +284,9 @@ pub fn is_known_kind(kind: u8) -> bool {
             kind,
             KIND_OK..=KIND_SESSION_EXPIRED
                 | KIND_WRONG_CORE
+                | KIND_PB_VIEW
                 | KIND_PREPARE..=KIND_PRE_VOTE_REPLY
-                | KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER
+                | KIND_MASTER_JOIN..=KIND_MASTER_PB_PING
                 | KIND_SHARD_PULL..=KIND_TXN_RESOLVE
                 | KIND_AUTH_HELLO..=KIND_AUTH_PROOF
                 | KIND_STATUS_REQUEST..=KIND_STATUS
@@ -317,6 +326,7 @@ pub fn kind_of(msg: &Message) -> u8 {
         },
         Message::Master(req) => master_op_kind(&req.op),
         Message::Config(_) => KIND_CONFIG,
+        Message::PbView(_) => KIND_PB_VIEW,
         Message::ShardPull(_) => KIND_SHARD_PULL,
         Message::ShardDelete(_) => KIND_SHARD_DELETE,
         Message::ShardData(_) => KIND_SHARD_DATA,
@@ -364,5 +374,6 @@ pub(super) fn master_op_kind(op: &MasterOp) -> u8 {
         MasterOp::Replace { .. } => KIND_MASTER_REPLACE,
         MasterOp::AddMember { .. } => KIND_MASTER_ADD_MEMBER,
         MasterOp::RemoveMember { .. } => KIND_MASTER_REMOVE_MEMBER,
+        MasterOp::PbPing { .. } => KIND_MASTER_PB_PING,
     }
 }

@@ -3,11 +3,15 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::types::{GroupInfo, MasterOp, MasterRequest};
+use crate::types::{GroupInfo, MasterOp, MasterRequest, ReplicationMode};
 
 /// Top bit of a `group_info`'s server count: the membership masks follow
 /// the servers (see [`put_groups`]).
 pub const MEMBERSHIP_FOLLOWS: u32 = 0x8000_0000;
+/// Second bit of a `group_info`'s server count: a replication-mode byte
+/// follows (after the masks, if any). Set only for a group that is not
+/// Paxos, so every Paxos group encodes as it always did.
+pub const MODE_FOLLOWS: u32 = 0x4000_0000;
 
 use super::*;
 
@@ -36,6 +40,7 @@ fn master_body_len(req: &MasterRequest) -> usize {
             MasterOp::AddMember { addr, .. } | MasterOp::RemoveMember { addr, .. } => {
                 4 + 4 + addr.len()
             }
+            MasterOp::PbPing { .. } => 4 + 4 + 8,
         }
 }
 
@@ -44,7 +49,8 @@ fn groups_len(groups: &[GroupInfo]) -> usize {
         .iter()
         .map(|g| {
             let masks = if g.changed() { 16 } else { 0 };
-            4 + 4 + g.servers.iter().map(|s| 4 + s.len()).sum::<usize>() + masks
+            let mode = usize::from(g.mode != ReplicationMode::Paxos);
+            4 + 4 + g.servers.iter().map(|s| 4 + s.len()).sum::<usize>() + masks + mode
         })
         .sum::<usize>()
 }
@@ -77,6 +83,11 @@ pub(super) fn put_master_body(req: &MasterRequest, out: &mut BytesMut) {
             out.put_u32_le(*gid);
             put_byte_string(out, addr.as_bytes());
         }
+        MasterOp::PbPing { gid, replica, view } => {
+            out.put_u32_le(*gid);
+            out.put_u32_le(*replica);
+            out.put_u64_le(*view);
+        }
     }
 }
 
@@ -84,7 +95,9 @@ pub(super) fn put_master_body(req: &MasterRequest, out: &mut BytesMut) {
 /// set exactly when the group's membership changed since it joined; then
 /// `added u64` and `removed u64` follow the servers. A group that never
 /// changed encodes as it always did, so configurations already in KV
-/// groups' logs and snapshots read back unchanged.
+/// groups' logs and snapshots read back unchanged. Likewise the second bit
+/// ([`MODE_FOLLOWS`]) is set only for a group that is not Paxos; then a
+/// mode byte follows (after the masks).
 pub(super) fn put_groups(out: &mut BytesMut, groups: &[GroupInfo]) {
     put_count(out, groups.len());
     for g in groups {
@@ -93,14 +106,23 @@ pub(super) fn put_groups(out: &mut BytesMut, groups: &[GroupInfo]) {
             g.servers.len() < MEMBERSHIP_FOLLOWS as usize,
             "server count over 2^31 (caller bug)"
         );
+        assert!(
+            g.servers.len() < MODE_FOLLOWS as usize,
+            "server count over 2^30 (caller bug)"
+        );
         let flag = if g.changed() { MEMBERSHIP_FOLLOWS } else { 0 };
-        out.put_u32_le(g.servers.len() as u32 | flag);
+        let mode = g.mode != ReplicationMode::Paxos;
+        let mode_flag = if mode { MODE_FOLLOWS } else { 0 };
+        out.put_u32_le(g.servers.len() as u32 | flag | mode_flag);
         for s in &g.servers {
             put_byte_string(out, s.as_bytes());
         }
         if g.changed() {
             out.put_u64_le(g.added);
             out.put_u64_le(g.removed);
+        }
+        if mode {
+            out.put_u8(g.mode as u8);
         }
     }
 }
@@ -137,6 +159,11 @@ pub(super) fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequ
             gid: r.u32()?,
             addr: r.string()?,
         },
+        KIND_MASTER_PB_PING => MasterOp::PbPing {
+            gid: r.u32()?,
+            replica: r.u32()?,
+            view: r.u64()?,
+        },
         _ => return Err(DecodeError::Invalid("not a master request kind")),
     };
     Ok(MasterRequest {
@@ -154,7 +181,7 @@ pub(super) fn read_master_request(kind: u8, r: &mut Reader) -> Result<MasterRequ
 pub fn decode_master_command(cmd: Bytes) -> Result<MasterRequest, DecodeError> {
     read_command(
         cmd,
-        |k| (KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER).contains(&k),
+        |k| (KIND_MASTER_JOIN..=KIND_MASTER_PB_PING).contains(&k),
         "command is not a master request",
         read_master_request,
     )

@@ -7,7 +7,7 @@ use crate::cursor::ByteReader;
 
 use crate::types::{
     Ballot, Batch, Expiry, GroupId, GroupInfo, GroupStatus, LogEntry, NodeStatus, Proposal,
-    ReplicaId,
+    ReplicaId, ReplicationMode,
 };
 
 use super::*;
@@ -138,7 +138,7 @@ impl<'a> Reader<'a> {
         for _ in 0..n {
             let gid = self.u32()?;
             let raw = self.u32()?;
-            let m = (raw & !MEMBERSHIP_FOLLOWS) as usize;
+            let m = (raw & !(MEMBERSHIP_FOLLOWS | MODE_FOLLOWS)) as usize;
             if m > self.r.remaining() / MIN_STRING_LEN {
                 return Err(DecodeError::Truncated);
             }
@@ -158,6 +158,15 @@ impl<'a> Reader<'a> {
                 if (g.added | g.removed) & !g.all_ids() != 0 {
                     return Err(DecodeError::Invalid("membership names an unlisted id"));
                 }
+            }
+            if raw & MODE_FOLLOWS != 0 {
+                // Canonical: the flag only for a mode other than Paxos.
+                g.mode = match ReplicationMode::from_u8(self.u8()?) {
+                    Some(ReplicationMode::Paxos) | None => {
+                        return Err(DecodeError::Invalid("mode flag with no other mode"))
+                    }
+                    Some(mode) => mode,
+                };
             }
             groups.push(g);
         }

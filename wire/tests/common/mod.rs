@@ -348,6 +348,18 @@ pub fn samples() -> Vec<Frame> {
         master(21, Message::Config(example_config())),
         client(15, Message::Reply(ClientReply::SessionExpired)),
         client(16, Message::Reply(ClientReply::WrongCore)),
+        master(
+            22,
+            Message::PbView(PbViewReply {
+                gid: 3,
+                view: View {
+                    num: 7,
+                    primary: 1,
+                    backups: 0b101,
+                },
+                acked: true,
+            }),
+        ),
         paxos(PaxosMsg::Prepare(Prepare {
             from: 1,
             ballot,
@@ -473,6 +485,14 @@ pub fn samples() -> Vec<Frame> {
             MasterOp::RemoveMember {
                 gid: 2,
                 addr: "c:2".into(),
+            },
+        ),
+        master_req(
+            8,
+            MasterOp::PbPing {
+                gid: 3,
+                replica: 1,
+                view: 7,
             },
         ),
         Frame {
@@ -626,7 +646,7 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
         Message::Paxos(PaxosMsg::SnapshotChunk(m)) => vec![&m.data],
         Message::Paxos(_) => vec![],
         // Master messages carry only integers and (copied) strings.
-        Message::Master(_) | Message::Config(_) => vec![],
+        Message::Master(_) | Message::Config(_) | Message::PbView(_) => vec![],
         Message::ShardPull(_) | Message::ShardDelete(_) | Message::TxnResolve(_) => vec![],
         Message::ShardData(d) => vec![&d.data],
         // Fixed-size arrays, copied.
@@ -1053,12 +1073,16 @@ pub fn arb_group_info() -> BoxedStrategy<GroupInfo> {
         small_or_large(arb_server(), 20..60),
         any::<(u64, u64)>(),
         0..3u8,
+        any::<bool>(),
     )
-        .prop_map(|(gid, servers, (added, removed), masks)| {
+        .prop_map(|(gid, servers, (added, removed), masks, pb)| {
             let mut g = GroupInfo::new(gid, servers);
             if masks == 0 {
                 g.added = added & g.all_ids();
                 g.removed = removed & g.all_ids();
+            }
+            if pb {
+                g.mode = ReplicationMode::PrimaryBackup;
             }
             g
         })
@@ -1108,6 +1132,9 @@ pub fn arb_master_request_of_kind(kind: u8) -> BoxedStrategy<MasterRequest> {
         KIND_MASTER_REMOVE_MEMBER => (any::<u32>(), arb_server())
             .prop_map(|(gid, addr)| MasterOp::RemoveMember { gid, addr })
             .boxed(),
+        KIND_MASTER_PB_PING => (any::<u32>(), any::<u32>(), any::<u64>())
+            .prop_map(|(gid, replica, view)| MasterOp::PbPing { gid, replica, view })
+            .boxed(),
         _ => unreachable!("not a master request kind"),
     };
     (any::<u64>(), any::<u64>(), any::<u64>(), op)
@@ -1129,6 +1156,7 @@ pub fn arb_master_request() -> BoxedStrategy<MasterRequest> {
         arb_master_request_of_kind(KIND_MASTER_REPLACE),
         arb_master_request_of_kind(KIND_MASTER_ADD_MEMBER),
         arb_master_request_of_kind(KIND_MASTER_REMOVE_MEMBER),
+        arb_master_request_of_kind(KIND_MASTER_PB_PING),
     ]
     .boxed()
 }
@@ -1258,7 +1286,26 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
         )
             .prop_map(|(node, groups)| Message::Status(NodeStatus { node, groups }))
             .boxed(),
-        KIND_MASTER_JOIN..=KIND_MASTER_REMOVE_MEMBER => arb_master_request_of_kind(kind)
+        KIND_PB_VIEW => (
+            any::<u32>(),
+            any::<u64>(),
+            0..64u32,
+            any::<u64>(),
+            any::<bool>(),
+        )
+            .prop_map(|(gid, num, primary, backups, acked)| {
+                Message::PbView(PbViewReply {
+                    gid,
+                    view: View {
+                        num,
+                        primary,
+                        backups: backups & !(1u64 << primary),
+                    },
+                    acked,
+                })
+            })
+            .boxed(),
+        KIND_MASTER_JOIN..=KIND_MASTER_PB_PING => arb_master_request_of_kind(kind)
             .prop_map(Message::Master)
             .boxed(),
         KIND_ERROR => r(prop_oneof![".{0,40}", Just(String::new())]

@@ -1,0 +1,393 @@
+//! The view service for primary/backup groups (issue 12), as part of the
+//! master's replicated state.
+//!
+//! For every primary/backup group of the latest configuration the master
+//! holds the current [`View`] (number, primary, backups), whether its
+//! primary has acknowledged it, the replicas known to hold every
+//! acknowledged write (`safe`), and liveness counters fed by the replicas'
+//! [`MasterOp::PbPing`](synod_wire::MasterOp::PbPing)s. Everything here is
+//! applied in the master's log order, so every master replica computes the
+//! same views. No clock: a replica is dead once some other replica of its
+//! group has pinged [`DEAD_PINGS`] times since it last did (the lab's
+//! "DeadPings" intervals, counted in the group's own pings instead of the
+//! master's time, which a replicated state machine does not have).
+//!
+//! The rules, and why they keep every acknowledged write (ARCHITECTURE.md,
+//! "Primary/backup groups"):
+//! - A primary acknowledges view `v` (pings with `view = v`) only once every
+//!   backup of `v` holds the primary's whole log as of adopting `v`, and
+//!   serves in `v` only once a ping's answer says `v` is acknowledged. So
+//!   no write is acknowledged to a client in a view the master has not
+//!   recorded as acknowledged, and at the acknowledgement every member of
+//!   `v` holds every write acknowledged so far: they become `safe`.
+//! - From an acknowledged view: a dead primary is replaced by a live
+//!   backup (all of them are safe); dead backups are dropped; live servers
+//!   of the group outside the view are added as backups (the primary
+//!   transfers state to them before it acknowledges the new view).
+//! - From a view not acknowledged yet: only a dead primary (replaced by a
+//!   live `safe` replica) or dead backups (dropped) move it on; nothing was
+//!   acknowledged in it, so `safe` still names every holder of every
+//!   acknowledged write.
+
+use synod_wire::{GroupInfo, PbViewReply, ReplicaId, View};
+
+/// A replica is dead once another replica of its group has pinged this
+/// many times since it last pinged. With the nodes' ping interval (the
+/// simulator's: 50 ms), about a quarter second of silence.
+pub const DEAD_PINGS: u64 = 5;
+
+/// One primary/backup group's view-service state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PbGroup {
+    pub view: View,
+    /// The primary of `view` acknowledged it.
+    pub acked: bool,
+    /// Replicas holding every acknowledged write: the members of the last
+    /// acknowledged view (of the first view before any: all of it empty).
+    pub safe: u64,
+    /// Pings received from each replica id since the group joined.
+    pub(super) pings: Vec<u64>,
+    /// `marks[q][r]`: `pings[r]` when `q` last pinged.
+    pub(super) marks: Vec<Vec<u64>>,
+}
+
+fn bit(id: ReplicaId) -> u64 {
+    1u64 << id
+}
+
+fn lowest(mask: u64) -> Option<ReplicaId> {
+    (mask != 0).then(|| mask.trailing_zeros())
+}
+
+impl PbGroup {
+    /// A group as it joins: view 1 with replica 0 as primary and every
+    /// other server a backup, not acknowledged; every replica is empty, so
+    /// all are safe.
+    pub fn joined(g: &GroupInfo) -> PbGroup {
+        let n = g.servers.len();
+        let all = g.all_ids();
+        PbGroup {
+            view: View {
+                num: 1,
+                primary: 0,
+                backups: all & !1,
+            },
+            acked: false,
+            safe: all,
+            pings: vec![0; n],
+            marks: vec![vec![0; n]; n],
+        }
+    }
+
+    pub fn servers(&self) -> usize {
+        self.pings.len()
+    }
+
+    /// Has `q` pinged recently, as judged by every other replica's pings?
+    pub fn alive(&self, q: ReplicaId) -> bool {
+        let q = q as usize;
+        q < self.servers()
+            && self
+                .pings
+                .iter()
+                .zip(&self.marks[q])
+                .all(|(now, then)| now - then < DEAD_PINGS)
+    }
+
+    fn live(&self) -> u64 {
+        (0..self.servers() as ReplicaId)
+            .filter(|&q| self.alive(q))
+            .fold(0, |m, q| m | bit(q))
+    }
+
+    /// Replica `replica` reports it is alive and ready in view `ready`;
+    /// returns the answer. The caller checked `replica` is a server of the
+    /// group.
+    ///
+    /// `promote_any` is the planted bug "a backup promoted without the
+    /// latest writes": a dead primary is replaced by any live replica.
+    pub fn ping(
+        &mut self,
+        gid: synod_wire::GroupId,
+        replica: ReplicaId,
+        ready: u64,
+        promote_any: bool,
+    ) -> PbViewReply {
+        let r = replica as usize;
+        assert!(
+            r < self.servers(),
+            "ping from replica {replica} of a {}-server group",
+            self.servers()
+        );
+        self.pings[r] += 1;
+        self.marks[r] = self.pings.clone();
+        if replica == self.view.primary && ready == self.view.num && !self.acked {
+            self.acked = true;
+            self.safe = self.view.members();
+        }
+        self.next_view(promote_any);
+        if !promote_any {
+            self.assert_invariants();
+        }
+        PbViewReply {
+            gid,
+            view: self.view,
+            acked: self.acked,
+        }
+    }
+
+    /// Move to the next view if the rules say so.
+    fn next_view(&mut self, promote_any: bool) {
+        let live = self.live();
+        let old = self.view;
+        let primary_alive = live & bit(old.primary) != 0;
+        if promote_any && !primary_alive {
+            if let Some(primary) = lowest(live & !bit(old.primary)) {
+                self.view = View {
+                    num: old.num + 1,
+                    primary,
+                    backups: live & !bit(primary),
+                };
+                self.acked = false;
+                self.safe |= bit(primary);
+            }
+            return;
+        }
+        let (primary, backups) = if self.acked {
+            let primary = if primary_alive {
+                old.primary
+            } else {
+                match lowest(old.backups & live) {
+                    Some(p) => p,
+                    None => return, // nobody else holds every write: wait
+                }
+            };
+            (primary, live & !bit(primary))
+        } else if primary_alive {
+            (old.primary, old.backups & live)
+        } else {
+            let Some(primary) = lowest(self.safe & live & !bit(old.primary)) else {
+                return;
+            };
+            (primary, (old.backups | self.safe) & live & !bit(primary))
+        };
+        if (primary, backups) != (old.primary, old.backups) {
+            self.view = View {
+                num: old.num + 1,
+                primary,
+                backups,
+            };
+            self.acked = false;
+        }
+    }
+
+    /// The invariants, as a value (restore refuses a state breaking them).
+    pub(super) fn check(&self) -> Result<(), &'static str> {
+        let n = self.servers();
+        if n == 0 || n > 64 || self.marks.len() != n || self.marks.iter().any(|m| m.len() != n) {
+            return Err("primary/backup counters do not match the group's servers");
+        }
+        let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let v = self.view;
+        if v.num == 0 || v.primary as usize >= n || v.backups & !all != 0 {
+            return Err("view names a replica the group does not list");
+        }
+        if v.backups & bit(v.primary) != 0 {
+            return Err("view's primary is also a backup");
+        }
+        if self.safe & !all != 0 || self.safe & bit(v.primary) == 0 {
+            return Err("view's primary is not known to hold every acknowledged write");
+        }
+        if self.acked && self.safe != v.members() {
+            return Err("acknowledged view's members are not the safe set");
+        }
+        for m in &self.marks {
+            if m.iter().zip(&self.pings).any(|(then, now)| then > now) {
+                return Err("a ping mark is ahead of the ping count");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn assert_invariants(&self) {
+        if let Err(e) = self.check() {
+            panic!("view service invariant broken: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::{Answer, Master, MasterOptions};
+    use synod_wire::{MasterOp, MasterRequest, ReplicationMode};
+
+    fn master_with_pb_group(servers: u32) -> Master {
+        let mut m = Master::new(MasterOptions { shards: 4 });
+        let mut g = GroupInfo::new(7, (0..servers).map(|i| format!("s{i}:1")).collect());
+        g.mode = ReplicationMode::PrimaryBackup;
+        let joined = m.apply(&MasterRequest {
+            client_id: 1,
+            seq: 1,
+            ack_seq: 0,
+            op: MasterOp::Join { groups: vec![g] },
+        });
+        assert!(joined.is_ok(), "{joined:?}");
+        m
+    }
+
+    fn ping(m: &mut Master, replica: ReplicaId, view: u64) -> PbViewReply {
+        let req = MasterRequest {
+            client_id: 9,
+            seq: 1,
+            ack_seq: 0,
+            op: MasterOp::PbPing {
+                gid: 7,
+                replica,
+                view,
+            },
+        };
+        match m.execute(&req) {
+            Ok(Answer::View(v)) => v,
+            other => panic!("ping answered {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_joined_group_starts_in_view_one_unacknowledged() {
+        let mut m = master_with_pb_group(3);
+        let v = ping(&mut m, 1, 0);
+        assert_eq!(
+            v.view,
+            View {
+                num: 1,
+                primary: 0,
+                backups: 0b110
+            }
+        );
+        assert!(!v.acked);
+        // Only the primary's report of view 1 acknowledges it.
+        assert!(!ping(&mut m, 1, 1).acked);
+        assert!(ping(&mut m, 0, 1).acked);
+        assert_eq!(m.pb_group(7).map(|g| g.safe), Some(0b111));
+    }
+
+    #[test]
+    fn a_dead_primary_is_replaced_by_a_backup_of_the_acknowledged_view() {
+        let mut m = master_with_pb_group(3);
+        ping(&mut m, 0, 1);
+        ping(&mut m, 1, 1);
+        ping(&mut m, 2, 1);
+        // Replica 0 goes quiet; 1 and 2 keep pinging.
+        let mut v = ping(&mut m, 1, 1);
+        for _ in 0..DEAD_PINGS {
+            v = ping(&mut m, 1, 1);
+            ping(&mut m, 2, 1);
+        }
+        assert_eq!(v.view.num, 2);
+        assert_eq!(v.view.primary, 1);
+        assert_eq!(v.view.backups, 0b100);
+        assert!(!v.acked);
+    }
+
+    #[test]
+    fn no_view_change_while_the_view_is_unacknowledged_unless_its_primary_dies() {
+        let mut m = master_with_pb_group(2);
+        // Replica 0 never acknowledges view 1 but keeps pinging; 1 pings.
+        for _ in 0..3 * DEAD_PINGS {
+            ping(&mut m, 0, 0);
+            assert_eq!(ping(&mut m, 1, 1).view.num, 1);
+        }
+    }
+
+    #[test]
+    fn a_lone_primary_is_not_replaced_by_a_replica_that_missed_writes() {
+        let mut m = master_with_pb_group(2);
+        ping(&mut m, 0, 1);
+        ping(&mut m, 1, 1);
+        // Backup 1 dies: view 2 = (0, []), acknowledged; writes go on
+        // without 1.
+        let mut v = ping(&mut m, 0, 1);
+        for _ in 0..DEAD_PINGS {
+            v = ping(&mut m, 0, 1);
+        }
+        assert_eq!(
+            v.view,
+            View {
+                num: 2,
+                primary: 0,
+                backups: 0
+            }
+        );
+        assert!(ping(&mut m, 0, 2).acked);
+        // Now 0 dies and 1 comes back: 1 lacks view 2's writes, so it is
+        // never made primary; the service waits for 0.
+        for _ in 0..3 * DEAD_PINGS {
+            v = ping(&mut m, 1, 0);
+        }
+        assert_eq!(v.view.primary, 0, "{v:?}");
+        // With the planted bug it is.
+        let mut m = master_with_pb_group(2);
+        m.plant_promote_any();
+        ping(&mut m, 0, 1);
+        ping(&mut m, 1, 1);
+        for _ in 0..DEAD_PINGS + 1 {
+            ping(&mut m, 0, 1);
+        }
+        ping(&mut m, 0, 2);
+        for _ in 0..3 * DEAD_PINGS {
+            v = ping(&mut m, 1, 0);
+        }
+        assert_eq!(v.view.primary, 1);
+    }
+
+    #[test]
+    fn a_returning_server_is_added_as_a_backup_of_an_acknowledged_view() {
+        let mut m = master_with_pb_group(2);
+        ping(&mut m, 0, 1);
+        for _ in 0..DEAD_PINGS + 1 {
+            ping(&mut m, 0, 1);
+        }
+        assert!(ping(&mut m, 0, 2).acked);
+        let v = ping(&mut m, 1, 0);
+        assert_eq!(
+            v.view,
+            View {
+                num: 3,
+                primary: 0,
+                backups: 0b10
+            }
+        );
+        assert!(!v.acked);
+    }
+
+    #[test]
+    fn views_survive_a_snapshot_and_pings_to_other_groups_are_refused() {
+        let mut m = master_with_pb_group(3);
+        ping(&mut m, 0, 1);
+        ping(&mut m, 2, 1);
+        let snap = m.snapshot();
+        assert_eq!(snap[0], 0x4F);
+        let back = Master::restore(&snap, m.options()).expect("restores");
+        assert_eq!(back, m);
+        assert_eq!(back.snapshot(), snap);
+        let req = MasterRequest {
+            client_id: 9,
+            seq: 1,
+            ack_seq: 0,
+            op: MasterOp::PbPing {
+                gid: 8,
+                replica: 0,
+                view: 0,
+            },
+        };
+        assert!(m.execute(&req).is_err());
+        let mut bad = req.clone();
+        bad.op = MasterOp::PbPing {
+            gid: 7,
+            replica: 3,
+            view: 0,
+        };
+        assert!(m.execute(&bad).is_err());
+    }
+}

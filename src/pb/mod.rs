@@ -1,0 +1,1106 @@
+//! Primary/backup replication for one replica of one group (issue 12).
+//!
+//! Sans-IO like the Paxos core and shaped like [`crate::replica::Replica`]
+//! so a driver runs either the same way: requests, peer messages, ticks and
+//! the view service's answers in ([`PbReplica::on_request`],
+//! [`PbReplica::step`], [`PbReplica::tick`], [`PbReplica::on_view`]);
+//! [`PbReplica::flush`] at the end of a loop turn; [`PbReplica::ready`]
+//! gives records to make durable, and [`PbReplica::advance`] with the
+//! [`Synced`] proof releases what may leave (messages to peers, the ping to
+//! the master, client replies) and applies what is committed to the same
+//! [`StateMachine`] a Paxos group runs (`ShardKv`), so sharding, sessions
+//! and deduplication are unchanged.
+//!
+//! The protocol (ARCHITECTURE.md, "Primary/backup groups", says why it is
+//! safe):
+//! - The master's view service decides views (`master/views.rs`). A replica
+//!   adopts a view from the master's answer to its ping or from its
+//!   primary's Append, never goes back to a lower one (the highest view
+//!   adopted is a durable record), and acts only in the view it adopted.
+//! - The primary orders writes into log positions, each entry tagged with
+//!   the view that created it, makes them durable, then sends them to
+//!   every backup of the view (`Append`, Raft-style prefix check on the
+//!   previous entry's tag). A backup logs them durably, then acknowledges.
+//!   An entry is committed once every backup of the view acknowledged it;
+//!   only then is it applied and its client answered.
+//! - A primary reports a view to the master as ready only once every backup
+//!   of it holds the primary's whole log as of adopting it (a new backup
+//!   gets the state first, by state transfer, when it is behind the log's
+//!   start), and serves only after the master says it recorded that.
+//! - Reads: the primary confirms its view with every backup per batch of
+//!   reads (a read round carried on the next Append, echoed in acks), then
+//!   answers once it has applied its whole log as of the read's arrival. A
+//!   backup that adopted a newer view no longer echoes, so a deposed
+//!   primary cannot answer a read after a newer view exists.
+//!
+//! Never reads a clock, does I/O or draws randomness.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use synod_wire::{Batch, ClientId, ClientReply, Message, PbViewReply, ReplicaId, Seq, View};
+
+use crate::paxos::Synced;
+use crate::replica::{ReplyTo, StateMachine};
+
+/// A log position.
+pub type Pos = u64;
+
+/// Primary → backup: log entries from `start`, checked against the tag of
+/// the entry before `start` (`prev_tag`; 0 before position 0), the
+/// primary's commit point and its latest read round. Empty: a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Append {
+    pub view: View,
+    pub start: Pos,
+    pub prev_tag: u64,
+    /// `(tag, batch)`: the view that created the entry, and the entry.
+    pub entries: Vec<(u64, Batch)>,
+    pub commit: Pos,
+    pub read_round: u64,
+}
+
+/// Backup → primary. `ok`: the backup's log matches the primary's through
+/// `end` (durably). Not ok: it does not match at `start`; try from `end`.
+/// `view` above the primary's tells it a newer view exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub view: u64,
+    pub from: ReplicaId,
+    pub ok: bool,
+    pub end: Pos,
+    /// The highest read round heard from this view's primary.
+    pub read_round: u64,
+}
+
+/// Primary → backup: state transfer. The state as of `index` (every
+/// position below it applied), the tag of the entry before `index`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub view: View,
+    pub index: Pos,
+    pub last_tag: u64,
+    pub data: Bytes,
+}
+
+/// Messages between the replicas of one primary/backup group. Not on the
+/// wire yet: only the simulator carries them (the runtime does not host
+/// primary/backup groups yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PbMsg {
+    Append(Append),
+    Ack(Ack),
+    Transfer(Transfer),
+}
+
+impl PbMsg {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PbMsg::Append(_) => "Append",
+            PbMsg::Ack(_) => "Ack",
+            PbMsg::Transfer(_) => "Transfer",
+        }
+    }
+}
+
+/// A change to durable state, made durable in order before the gated part
+/// of the [`Ready`] it came in is released.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PbRecord {
+    /// The highest view this replica adopted (it never acts in a lower one).
+    View(u64),
+    /// The entry at `pos`; every entry at or above `pos` held before is
+    /// discarded (a new primary's log overrides an unacknowledged suffix).
+    Entry { pos: Pos, tag: u64, batch: Batch },
+    /// The state as of `index`. `install`: received by state transfer, so
+    /// every entry held is discarded; otherwise a local snapshot, entries
+    /// at or above `index` kept.
+    Snapshot {
+        index: Pos,
+        last_tag: u64,
+        data: Bytes,
+        install: bool,
+    },
+}
+
+/// What a replica finds on disk when it restarts.
+#[derive(Clone, Debug, Default)]
+pub struct PbDurable {
+    pub view: u64,
+    /// `(index, tag of the entry before it, state bytes)`.
+    pub snapshot: Option<(Pos, u64, Bytes)>,
+    pub entries: BTreeMap<Pos, (u64, Batch)>,
+}
+
+impl PbDurable {
+    /// Fold one record into the durable image (what any storage must do).
+    pub fn apply(&mut self, rec: &PbRecord) {
+        match rec {
+            PbRecord::View(v) => {
+                assert!(*v >= self.view, "adopted view went backwards");
+                self.view = *v;
+            }
+            PbRecord::Entry { pos, tag, batch } => {
+                drop(self.entries.split_off(pos));
+                if self.snapshot.as_ref().is_none_or(|(i, _, _)| pos >= i) {
+                    self.entries.insert(*pos, (*tag, batch.clone()));
+                }
+            }
+            PbRecord::Snapshot {
+                index,
+                last_tag,
+                data,
+                install,
+            } => {
+                if *install {
+                    self.entries.clear();
+                } else {
+                    self.entries = self.entries.split_off(index);
+                }
+                self.snapshot = Some((*index, *last_tag, data.clone()));
+            }
+        }
+    }
+}
+
+/// Deliberate bugs the simulator's checkers must catch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PbBugs {
+    /// The primary commits (applies and answers) an entry once it is
+    /// durable on the primary alone, before every backup has it.
+    pub ack_before_backups: bool,
+    /// The primary answers reads at once from its state, without
+    /// confirming its view with the backups, and ignores word of a newer
+    /// view: a deposed primary keeps serving reads.
+    pub serve_after_newer_view: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PbConfig {
+    pub id: ReplicaId,
+    /// The group's server count (replica ids are `0..servers`).
+    pub servers: u32,
+    /// Commands per log entry at most.
+    pub batch_commands_max: usize,
+    /// Entries per Append at most.
+    pub append_entries_max: usize,
+    /// Entries sent to a backup and not yet acknowledged, at most.
+    pub window_entries_max: u64,
+    /// Commands queued before the primary answers Busy.
+    pub pending_max: usize,
+    /// Reads waiting for their round, at most (beyond: Busy).
+    pub reads_pending_max: usize,
+    /// Ping the master every this many ticks.
+    pub ping_ticks: u64,
+    /// The primary sends every backup an Append (a heartbeat when it has no
+    /// entries for it) every this many ticks.
+    pub heartbeat_ticks: u64,
+    /// Resend a backup's unacknowledged entries after this many ticks
+    /// without progress.
+    pub retransmit_ticks: u64,
+    /// Snapshot and compact once this many positions were applied above
+    /// the log's start.
+    pub snapshot_log_entries: u64,
+    /// The primary stamps the log with its clock
+    /// ([`PbReplica::set_now_ms`]) ahead of a write when the last stamp is
+    /// at least this old, so log time (session expiry) advances.
+    pub clock_interval_ms: u64,
+    pub bugs: PbBugs,
+}
+
+impl PbConfig {
+    pub fn new(id: ReplicaId, servers: u32) -> PbConfig {
+        PbConfig {
+            id,
+            servers,
+            batch_commands_max: 256,
+            append_entries_max: 64,
+            window_entries_max: 256,
+            pending_max: 1 << 16,
+            reads_pending_max: 1 << 16,
+            ping_ticks: 5,
+            heartbeat_ticks: 2,
+            retransmit_ticks: 10,
+            snapshot_log_entries: 1024,
+            clock_interval_ms: 100,
+            bugs: PbBugs::default(),
+        }
+    }
+}
+
+/// The output of one round of events. `records` first, durably; then
+/// [`PbReplica::advance`] with the proof.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub records: Vec<PbRecord>,
+    messages: Vec<(ReplicaId, PbMsg)>,
+    ping: Option<u64>,
+    /// The log's end when this round's records were taken: durable on this
+    /// replica once they are.
+    log_end: Pos,
+    wake: bool,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.messages.is_empty() && self.ping.is_none() && !self.wake
+    }
+}
+
+/// What may leave once the records are durable.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub messages: Vec<(ReplicaId, PbMsg)>,
+    /// Ping the master: this replica is alive and ready in this view (0:
+    /// none). The driver sends it as a `MasterOp::PbPing`.
+    pub ping: Option<u64>,
+    pub replies: Vec<(ReplyTo, Message)>,
+    /// A snapshot installed by state transfer since the last round (for
+    /// checkers).
+    pub installed_snapshot: Option<Pos>,
+    /// The entries applied in this round, in position order (for checkers).
+    pub committed: Vec<(Pos, Batch)>,
+}
+
+/// Counters for tests and reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PbStats {
+    pub views_adopted: u64,
+    pub transfers_sent: u64,
+    pub transfers_installed: u64,
+    /// A primary asked this backup to overwrite an entry it had applied.
+    /// Impossible while the protocol holds; the simulator reports it as a
+    /// safety failure.
+    pub overwrite_applied_refused: u64,
+}
+
+struct Read<R> {
+    to: ReplyTo,
+    req: R,
+    /// The log's end when the read arrived: every write acknowledged
+    /// before it lies below.
+    index: Pos,
+    round: u64,
+}
+
+pub struct PbReplica<S: StateMachine> {
+    cfg: PbConfig,
+    sm: S,
+    /// The highest view adopted (durable).
+    max_view: u64,
+    /// The view adopted, once known (after a restart only `max_view` is).
+    view: Option<View>,
+    /// Primary: the master recorded our acknowledgement of `view`.
+    active: bool,
+    /// Primary: a backup answered from a newer view.
+    deposed: bool,
+    // The log: positions below `log_start` are in the snapshot.
+    log_start: Pos,
+    start_tag: u64,
+    entries: VecDeque<(u64, Batch)>,
+    /// The state at `log_start`, for state transfer.
+    snapshot: Bytes,
+    commit: Pos,
+    applied: Pos,
+    /// Primary: the log is durable on this replica up to here.
+    durable_end: Pos,
+    // Primary bookkeeping, per backup of the view.
+    matched: BTreeMap<ReplicaId, Pos>,
+    next: BTreeMap<ReplicaId, Pos>,
+    progress_tick: BTreeMap<ReplicaId, u64>,
+    echoed: BTreeMap<ReplicaId, u64>,
+    /// The hint of the last refusal from each backup since its last ok.
+    nacked: BTreeMap<ReplicaId, Pos>,
+    /// The log's end when this replica adopted the view as primary.
+    adopt_end: Pos,
+    read_round: u64,
+    reads: VecDeque<Read<S::Request>>,
+    queue: Vec<Bytes>,
+    waiting: BTreeMap<(ClientId, Seq), Vec<ReplyTo>>,
+    // Backup: the highest read round heard from this view's primary.
+    echo_round: u64,
+    /// The driver's clock (ms) and the last stamp proposed while primary.
+    now_ms: u64,
+    last_stamp_ms: Option<u64>,
+    ticks: u64,
+    last_ping: u64,
+    last_heartbeat: u64,
+    // Output of the current round.
+    records: Vec<PbRecord>,
+    messages: Vec<(ReplicaId, PbMsg)>,
+    ping_due: bool,
+    early: Vec<(ReplyTo, Message)>,
+    installed: Option<Pos>,
+    stats: PbStats,
+}
+
+fn refusal(reply: ClientReply) -> Message {
+    Message::Reply(reply)
+}
+
+impl<S: StateMachine> PbReplica<S> {
+    /// Start (or restart) from what the disk holds; `sm` is the empty state.
+    pub fn new(cfg: PbConfig, durable: PbDurable, mut sm: S) -> PbReplica<S> {
+        assert!(
+            cfg.id < cfg.servers && cfg.servers <= 64,
+            "replica id out of range"
+        );
+        let (log_start, start_tag, snapshot) = match durable.snapshot {
+            Some((index, tag, data)) => {
+                if let Err(e) = sm.restore(&data) {
+                    panic!("primary/backup snapshot at {index} does not restore: {e}");
+                }
+                (index, tag, data)
+            }
+            None => (0, 0, sm.snapshot()),
+        };
+        let mut entries = VecDeque::new();
+        for (pos, e) in durable.entries.range(log_start..) {
+            if *pos != log_start + entries.len() as u64 {
+                break;
+            }
+            entries.push_back(e.clone());
+        }
+        let end = log_start + entries.len() as u64;
+        let r = PbReplica {
+            cfg,
+            sm,
+            max_view: durable.view,
+            view: None,
+            active: false,
+            deposed: false,
+            log_start,
+            start_tag,
+            entries,
+            snapshot,
+            commit: log_start,
+            applied: log_start,
+            durable_end: end,
+            matched: BTreeMap::new(),
+            next: BTreeMap::new(),
+            progress_tick: BTreeMap::new(),
+            echoed: BTreeMap::new(),
+            nacked: BTreeMap::new(),
+            adopt_end: 0,
+            read_round: 0,
+            reads: VecDeque::new(),
+            queue: Vec::new(),
+            waiting: BTreeMap::new(),
+            echo_round: 0,
+            now_ms: 0,
+            last_stamp_ms: None,
+            ticks: 0,
+            last_ping: 0,
+            last_heartbeat: 0,
+            records: Vec::new(),
+            messages: Vec::new(),
+            // Ask for the view at once.
+            ping_due: true,
+            early: Vec::new(),
+            installed: None,
+            stats: PbStats::default(),
+        };
+        r.assert_invariants();
+        r
+    }
+
+    // ----- queries --------------------------------------------------------
+
+    pub fn state(&self) -> &S {
+        &self.sm
+    }
+    pub fn view(&self) -> Option<View> {
+        self.view
+    }
+    pub fn max_view(&self) -> u64 {
+        self.max_view
+    }
+    pub fn applied(&self) -> Pos {
+        self.applied
+    }
+    pub fn commit(&self) -> Pos {
+        self.commit
+    }
+    pub fn log_end(&self) -> Pos {
+        self.log_start + self.entries.len() as u64
+    }
+    pub fn stats(&self) -> PbStats {
+        self.stats
+    }
+    /// Is this replica the primary of the view it adopted?
+    pub fn is_primary(&self) -> bool {
+        self.view.is_some_and(|v| v.primary == self.cfg.id)
+    }
+    /// Does it serve clients now (primary, view acknowledged, not deposed)?
+    pub fn serving(&self) -> bool {
+        self.is_primary() && self.active && (!self.deposed || self.cfg.bugs.serve_after_newer_view)
+    }
+
+    fn tag_at(&self, pos: Pos) -> Option<u64> {
+        if pos + 1 == self.log_start {
+            return Some(self.start_tag);
+        }
+        if pos < self.log_start {
+            return None;
+        }
+        self.entries
+            .get((pos - self.log_start) as usize)
+            .map(|e| e.0)
+    }
+
+    /// The tag of the entry before `pos` (0 before position 0).
+    fn prev_tag(&self, pos: Pos) -> Option<u64> {
+        if pos == 0 {
+            Some(0)
+        } else {
+            self.tag_at(pos - 1)
+        }
+    }
+
+    fn leader_hint(&self) -> Option<ReplicaId> {
+        self.view
+            .filter(|v| v.primary != self.cfg.id)
+            .map(|v| v.primary)
+    }
+
+    // ----- inputs ---------------------------------------------------------
+
+    /// The driver's current time in ms, before it hands in requests.
+    pub fn set_now_ms(&mut self, ms: u64) {
+        self.now_ms = ms;
+    }
+
+    /// A client request (typed).
+    pub fn on_request(&mut self, to: ReplyTo, req: &S::Request) {
+        if !self.serving() {
+            let reply = if self.is_primary() && !self.deposed {
+                // The view is not acknowledged yet: come back shortly.
+                ClientReply::Busy
+            } else {
+                ClientReply::NotLeader {
+                    leader: self.leader_hint(),
+                }
+            };
+            self.early.push((to, refusal(reply)));
+            return;
+        }
+        if S::is_read(req) {
+            if self.cfg.bugs.serve_after_newer_view {
+                if let Some(reply) = self.sm.read_local(req) {
+                    self.early.push((to, reply));
+                    return;
+                }
+            }
+            if self.reads.len() >= self.cfg.reads_pending_max {
+                self.early.push((to, refusal(ClientReply::Busy)));
+                return;
+            }
+            self.reads.push_back(Read {
+                to,
+                req: req.clone(),
+                index: self.log_end(),
+                round: self.read_round + 1,
+            });
+            return;
+        }
+        if self.queue.len() >= self.cfg.pending_max {
+            self.early.push((to, refusal(ClientReply::Busy)));
+            return;
+        }
+        let due = self
+            .last_stamp_ms
+            .is_none_or(|last| self.now_ms >= last.saturating_add(self.cfg.clock_interval_ms));
+        if due {
+            // Never backwards from this primary's last stamp (the state
+            // machine keeps the maximum across primaries).
+            let ms = self.now_ms.max(self.last_stamp_ms.unwrap_or(0));
+            if let Some(cmd) = S::clock_command(ms) {
+                self.queue.push(cmd);
+                self.last_stamp_ms = Some(ms);
+            }
+        }
+        self.queue.push(S::command(req));
+        self.waiting.entry(S::request_id(req)).or_default().push(to);
+    }
+
+    /// The view service's answer to a ping.
+    pub fn on_view(&mut self, reply: &PbViewReply) {
+        if reply.view.num < self.max_view || !reply.view.has(reply.view.primary) {
+            return;
+        }
+        self.adopt(reply.view);
+        if reply.acked && self.view == Some(reply.view) && self.is_primary() && !self.active {
+            self.active = true;
+        }
+        self.assert_invariants();
+    }
+
+    /// A message from a peer of the group.
+    pub fn step(&mut self, msg: PbMsg) {
+        match msg {
+            PbMsg::Append(a) => self.on_append(a),
+            PbMsg::Ack(a) => self.on_ack(a),
+            PbMsg::Transfer(t) => self.on_transfer(t),
+        }
+        self.assert_invariants();
+    }
+
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        if self.ticks - self.last_ping >= self.cfg.ping_ticks {
+            self.ping_due = true;
+        }
+        if self.is_primary() && self.ticks - self.last_heartbeat >= self.cfg.heartbeat_ticks {
+            self.last_heartbeat = self.ticks;
+            let backups = self.backups();
+            for b in backups {
+                let stalled = self.ticks - self.progress_tick.get(&b).copied().unwrap_or(0)
+                    >= self.cfg.retransmit_ticks;
+                if stalled && self.matched[&b] < self.next[&b] {
+                    // Lost or stale: resend from what it acknowledged.
+                    self.next.insert(b, self.matched[&b]);
+                    self.progress_tick.insert(b, self.ticks);
+                }
+                self.send_append(b, true);
+            }
+        }
+    }
+
+    /// End of a loop turn: the queued writes become log entries, sent to
+    /// the backups with the turn's read round.
+    pub fn flush(&mut self) {
+        if !self.is_primary() {
+            return;
+        }
+        let new_round = self.reads.back().is_some_and(|r| r.round > self.read_round);
+        if new_round {
+            self.read_round += 1;
+        }
+        if self.serving() {
+            let tag = self.view.expect("primary has a view").num;
+            let queue = std::mem::take(&mut self.queue);
+            for chunk in queue.chunks(self.cfg.batch_commands_max.max(1)) {
+                let batch = Batch {
+                    commands: chunk.to_vec(),
+                };
+                let pos = self.log_end();
+                self.records.push(PbRecord::Entry {
+                    pos,
+                    tag,
+                    batch: batch.clone(),
+                });
+                self.entries.push_back((tag, batch));
+            }
+        }
+        for b in self.backups() {
+            self.send_append(b, new_round);
+        }
+    }
+
+    /// Records to make durable; pass the result to [`PbReplica::advance`]
+    /// with the proof that they are.
+    pub fn ready(&mut self) -> Ready {
+        let ping = if self.ping_due {
+            self.ping_due = false;
+            self.last_ping = self.ticks;
+            Some(self.ready_view())
+        } else {
+            None
+        };
+        Ready {
+            records: std::mem::take(&mut self.records),
+            messages: std::mem::take(&mut self.messages),
+            ping,
+            log_end: self.log_end(),
+            wake: self.has_work(),
+        }
+    }
+
+    /// Is there something `advance` would do with no new records: replies
+    /// to send, a snapshot installed, entries to apply, reads to answer?
+    /// (A driver that skips an empty [`Ready`] must not sit on them, and
+    /// one that loops while it is not empty must not spin.)
+    fn has_work(&self) -> bool {
+        let commit = if self.is_primary() {
+            // What advance would compute, with the durable end it knows.
+            self.commit_point()
+        } else {
+            self.commit
+        };
+        !self.early.is_empty()
+            || self.installed.is_some()
+            || commit.min(self.log_end()) > self.applied
+            || self.reads.front().is_some_and(|r| {
+                self.serving() && r.round <= self.confirmed_round() && r.index <= self.applied
+            })
+    }
+
+    /// The highest read round every backup of the view confirmed.
+    fn confirmed_round(&self) -> u64 {
+        self.backups()
+            .iter()
+            .map(|b| self.echoed[b])
+            .min()
+            .unwrap_or(self.read_round)
+    }
+
+    /// Apply what is committed and release what may leave.
+    pub fn advance(&mut self, ready: Ready, _proof: Synced) -> Output {
+        let mut out = Output {
+            messages: ready.messages,
+            ping: ready.ping,
+            replies: std::mem::take(&mut self.early),
+            installed_snapshot: self.installed.take(),
+            committed: Vec::new(),
+        };
+        if self.is_primary() {
+            // Entries may have been replaced since (a newer view's primary):
+            // the durable end never exceeds the log.
+            self.durable_end = ready
+                .log_end
+                .min(self.log_end())
+                .max(self.durable_end.min(self.log_end()));
+            let c = self.commit_point();
+            if c > self.commit {
+                self.commit = c;
+            }
+        }
+        while self.applied < self.commit.min(self.log_end()) {
+            let pos = self.applied;
+            let batch = self.entries[(pos - self.log_start) as usize].1.clone();
+            for cmd in &batch.commands {
+                if let Some((client, seq, reply)) = self.sm.apply(pos, cmd) {
+                    if let Some(waiters) = self.waiting.remove(&(client, seq)) {
+                        for w in waiters {
+                            out.replies.push((w, reply.clone()));
+                        }
+                    }
+                }
+            }
+            self.applied += 1;
+            out.committed.push((pos, batch));
+        }
+        self.serve_reads(&mut out.replies);
+        self.maybe_compact();
+        self.assert_invariants();
+        out
+    }
+
+    // ----- view changes ---------------------------------------------------
+
+    /// The view this replica reports as ready: a primary once every backup
+    /// holds its log as of adopting the view, a backup the view it adopted.
+    fn ready_view(&self) -> u64 {
+        match self.view {
+            Some(v) if v.primary == self.cfg.id => {
+                let caught_up = self
+                    .backups()
+                    .iter()
+                    .all(|b| self.matched[b] >= self.adopt_end);
+                if caught_up && !self.deposed {
+                    v.num
+                } else {
+                    0
+                }
+            }
+            Some(v) => v.num,
+            None => 0,
+        }
+    }
+
+    fn backups(&self) -> Vec<ReplicaId> {
+        match self.view {
+            Some(v) if v.primary == self.cfg.id => (0..self.cfg.servers)
+                .filter(|i| v.backups & (1u64 << i) != 0)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Adopt `view` if it is at least the highest adopted; returns whether
+    /// this replica is now in it.
+    fn adopt(&mut self, view: View) -> bool {
+        if view.num < self.max_view {
+            return false;
+        }
+        if self.view.is_some_and(|v| v.num == view.num) {
+            return true;
+        }
+        if view.num > self.max_view {
+            self.max_view = view.num;
+            self.records.push(PbRecord::View(view.num));
+        }
+        self.stats.views_adopted += 1;
+        let was_primary = self.is_primary();
+        self.view = Some(view);
+        self.active = false;
+        self.deposed = false;
+        self.echo_round = 0;
+        self.matched.clear();
+        self.next.clear();
+        self.progress_tick.clear();
+        self.echoed.clear();
+        self.nacked.clear();
+        if view.primary == self.cfg.id {
+            let end = self.log_end();
+            self.adopt_end = end;
+            for b in self.backups() {
+                self.matched.insert(b, 0);
+                self.next.insert(b, end);
+                self.progress_tick.insert(b, self.ticks);
+                self.echoed.insert(b, 0);
+            }
+            self.durable_end = self.durable_end.min(end);
+            // Announce the view at once.
+            self.last_heartbeat = 0;
+            self.ping_due = true;
+        } else if was_primary {
+            self.step_down();
+        }
+        view.has(self.cfg.id)
+    }
+
+    /// No longer the primary (or deposed): nobody here will answer the
+    /// waiting clients; they retry elsewhere (deduplicated if the write is
+    /// applied after all).
+    fn step_down(&mut self) {
+        let hint = self.leader_hint();
+        for (_, waiters) in std::mem::take(&mut self.waiting) {
+            for w in waiters {
+                self.early
+                    .push((w, refusal(ClientReply::NotLeader { leader: hint })));
+            }
+        }
+        for r in std::mem::take(&mut self.reads) {
+            self.early
+                .push((r.to, refusal(ClientReply::NotLeader { leader: hint })));
+        }
+        self.queue.clear();
+        self.last_stamp_ms = None;
+    }
+
+    // ----- primary --------------------------------------------------------
+
+    /// The commit point the primary's acknowledgements allow: durable here
+    /// and at every backup of the view, while it serves.
+    fn commit_point(&self) -> Pos {
+        if !self.serving() {
+            return self.commit;
+        }
+        let mut c = self.durable_end;
+        if !self.cfg.bugs.ack_before_backups {
+            for b in self.backups() {
+                c = c.min(self.matched[&b]);
+            }
+        }
+        c.max(self.commit)
+    }
+
+    /// Send backup `b` its next entries from `next[b]` (a heartbeat if
+    /// there are none and `heartbeat`), or the state if they were compacted.
+    fn send_append(&mut self, b: ReplicaId, heartbeat: bool) {
+        let view = self.view.expect("primary has a view");
+        let from = self.next[&b];
+        let end = self.log_end();
+        if from < self.log_start {
+            self.stats.transfers_sent += 1;
+            self.messages.push((
+                b,
+                PbMsg::Transfer(Transfer {
+                    view,
+                    index: self.log_start,
+                    last_tag: self.start_tag,
+                    data: self.snapshot.clone(),
+                }),
+            ));
+            // Wait for its acknowledgement before sending on.
+            self.next.insert(b, self.log_start);
+            return;
+        }
+        let in_flight = from.saturating_sub(self.matched[&b]);
+        let room = self.cfg.window_entries_max.saturating_sub(in_flight);
+        let upto = end.min(from + room.min(self.cfg.append_entries_max as u64));
+        if upto == from && !heartbeat {
+            return;
+        }
+        let entries: Vec<(u64, Batch)> = (from..upto)
+            .map(|p| self.entries[(p - self.log_start) as usize].clone())
+            .collect();
+        let prev_tag = self
+            .prev_tag(from)
+            .expect("from is at or above the log start");
+        self.next.insert(b, upto);
+        self.messages.push((
+            b,
+            PbMsg::Append(Append {
+                view,
+                start: from,
+                prev_tag,
+                entries,
+                commit: self.commit,
+                read_round: self.read_round,
+            }),
+        ));
+    }
+
+    fn on_ack(&mut self, a: Ack) {
+        let Some(view) = self.view else { return };
+        if view.primary != self.cfg.id {
+            return;
+        }
+        if a.view > view.num {
+            if !self.deposed && !self.cfg.bugs.serve_after_newer_view {
+                self.deposed = true;
+                self.step_down();
+            }
+            return;
+        }
+        if a.view < view.num || !self.matched.contains_key(&a.from) {
+            return;
+        }
+        let b = a.from;
+        let e = self.echoed.get_mut(&b).expect("a backup");
+        *e = (*e).max(a.read_round);
+        if a.ok {
+            if a.end > self.log_end() {
+                return; // not what this primary sent: ignore
+            }
+            self.nacked.remove(&b);
+            if a.end > self.matched[&b] {
+                self.matched.insert(b, a.end);
+                self.progress_tick.insert(b, self.ticks);
+            }
+            if self.next[&b] < a.end {
+                self.next.insert(b, a.end);
+            }
+        } else {
+            // Back up to where it says its log may match. Only a hint that
+            // moves `next` back resends at once: a repeated or duplicated
+            // refusal waits for the next heartbeat, so refusals cannot
+            // multiply into a storm.
+            let hint = a.end.min(self.log_end());
+            if hint >= self.next[&b] {
+                return;
+            }
+            self.next.insert(b, hint);
+            // Only a hint below the last one resends at once (the backup
+            // is walking back to where its log matches); the same hint
+            // again waits for the heartbeat.
+            let last = self.nacked.insert(b, hint);
+            if last.is_some_and(|l| hint >= l) {
+                return;
+            }
+        }
+        if self.next[&b] < self.log_end() {
+            self.send_append(b, false);
+        }
+    }
+
+    /// Answer, in arrival order, every read whose round every backup
+    /// confirmed and whose index is applied.
+    fn serve_reads(&mut self, replies: &mut Vec<(ReplyTo, Message)>) {
+        if !self.serving() {
+            return;
+        }
+        let confirmed = self.confirmed_round();
+        while let Some(r) = self.reads.front() {
+            if r.round > confirmed || r.index > self.applied {
+                break;
+            }
+            let r = self.reads.pop_front().expect("front exists");
+            let reply = self.sm.read_local(&r.req).unwrap_or_else(|| {
+                refusal(ClientReply::Error {
+                    reason: "request is not a read".to_string(),
+                })
+            });
+            replies.push((r.to, reply));
+        }
+    }
+
+    // ----- backup ---------------------------------------------------------
+
+    fn ack(&mut self, to: ReplicaId, ok: bool, end: Pos) {
+        self.messages.push((
+            to,
+            PbMsg::Ack(Ack {
+                view: self.max_view,
+                from: self.cfg.id,
+                ok,
+                end,
+                read_round: self.echo_round,
+            }),
+        ));
+    }
+
+    /// Is a message of `view` one this replica takes as a backup? Answers
+    /// one from an older view with the newer view's number.
+    fn accept_as_backup(&mut self, view: View) -> bool {
+        if view.num < self.max_view {
+            if view.primary != self.cfg.id {
+                self.ack(view.primary, false, 0);
+            }
+            return false;
+        }
+        if !view.has(view.primary) || view.primary == self.cfg.id {
+            return false;
+        }
+        self.adopt(view) && view.backups & (1u64 << self.cfg.id) != 0
+    }
+
+    fn on_append(&mut self, a: Append) {
+        if !self.accept_as_backup(a.view) {
+            return;
+        }
+        let primary = a.view.primary;
+        self.echo_round = self.echo_round.max(a.read_round);
+        let end = self.log_end();
+        if a.start > end {
+            self.ack(primary, false, end);
+            return;
+        }
+        let mut start = a.start;
+        let mut entries = a.entries;
+        if start < self.log_start {
+            // Below our snapshot: applied, so identical to the primary's.
+            let skip = (self.log_start - start) as usize;
+            if skip >= entries.len() {
+                let matched = start + entries.len() as u64;
+                self.ack(primary, true, matched);
+                return;
+            }
+            entries.drain(..skip);
+            start = self.log_start;
+        } else if self.prev_tag(start) != Some(a.prev_tag) {
+            let hint = self.commit.min(start.saturating_sub(1)).max(self.log_start);
+            self.ack(primary, false, hint);
+            return;
+        }
+        let matched = start + entries.len() as u64;
+        for (i, (tag, batch)) in entries.into_iter().enumerate() {
+            let pos = start + i as u64;
+            if pos < self.log_end() {
+                if self.tag_at(pos) == Some(tag) {
+                    continue;
+                }
+                if pos < self.applied {
+                    // A primary missing a write this backup applied: never
+                    // while the protocol holds (planted bugs aside).
+                    self.stats.overwrite_applied_refused += 1;
+                    self.ack(primary, false, self.applied);
+                    return;
+                }
+                self.entries.truncate((pos - self.log_start) as usize);
+                self.commit = self.commit.min(pos);
+            }
+            self.records.push(PbRecord::Entry {
+                pos,
+                tag,
+                batch: batch.clone(),
+            });
+            self.entries.push_back((tag, batch));
+        }
+        // Everything through `matched` now equals the primary's log, so its
+        // commit point applies up to there.
+        self.commit = self.commit.max(a.commit.min(matched));
+        self.ack(primary, true, matched);
+    }
+
+    fn on_transfer(&mut self, t: Transfer) {
+        if !self.accept_as_backup(t.view) {
+            return;
+        }
+        let primary = t.view.primary;
+        if t.index <= self.applied {
+            self.ack(primary, true, t.index.min(self.log_end()));
+            return;
+        }
+        if self.tag_at(t.index - 1) == Some(t.last_tag) {
+            // Our log already matches the primary's through the snapshot
+            // (log matching: same tag at the same position, same prefix),
+            // and what lies below it is applied there, so committed. Keep
+            // our entries: the ones above may be writes the primary
+            // already counted as acknowledged by us, which installing
+            // would throw away.
+            self.commit = self.commit.max(t.index);
+            self.ack(primary, true, t.index);
+            return;
+        }
+        if let Err(e) = self.sm.check_snapshot(&t.data) {
+            log::error!(
+                "primary/backup: state transfer at {} does not restore: {e}",
+                t.index
+            );
+            return;
+        }
+        self.sm
+            .restore(&t.data)
+            .expect("checked by check_snapshot just before");
+        self.records.push(PbRecord::Snapshot {
+            index: t.index,
+            last_tag: t.last_tag,
+            data: t.data.clone(),
+            install: true,
+        });
+        self.log_start = t.index;
+        self.start_tag = t.last_tag;
+        self.entries.clear();
+        self.snapshot = t.data;
+        self.commit = t.index;
+        self.applied = t.index;
+        self.installed = Some(t.index);
+        self.stats.transfers_installed += 1;
+        self.ack(primary, true, t.index);
+    }
+
+    // ----- log compaction -------------------------------------------------
+
+    fn maybe_compact(&mut self) {
+        if self.applied - self.log_start <= self.cfg.snapshot_log_entries {
+            return;
+        }
+        let index = self.applied;
+        let last_tag = self.tag_at(index - 1).expect("applied entries are held");
+        let data = self.sm.snapshot();
+        self.records.push(PbRecord::Snapshot {
+            index,
+            last_tag,
+            data: data.clone(),
+            install: false,
+        });
+        self.entries.drain(..(index - self.log_start) as usize);
+        self.log_start = index;
+        self.start_tag = last_tag;
+        self.snapshot = data;
+    }
+
+    // ----- invariants -----------------------------------------------------
+
+    fn assert_invariants(&self) {
+        assert!(
+            self.applied >= self.log_start,
+            "applied below the log start"
+        );
+        assert!(self.applied <= self.log_end(), "applied past the log");
+        if let Some(v) = self.view {
+            assert_eq!(
+                v.num, self.max_view,
+                "acting in a view that is not the highest adopted"
+            );
+            assert!(
+                v.backups & (1u64 << v.primary) == 0,
+                "primary is its own backup"
+            );
+        }
+        if self.is_primary() {
+            for (b, m) in &self.matched {
+                assert!(
+                    *m <= self.log_end(),
+                    "backup {b} matched past the primary's log"
+                );
+            }
+        }
+    }
+}
