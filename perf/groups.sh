@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Does throughput spread over more groups or shrink? Issue 15: "measure 1,
+# 3 and 6 groups with the same node count" (targets: 3 groups at least
+# 0.95x the writes/s of 1 group, 6 groups at least 0.9x).
+#
+# For each run and each group count (interleaved: 1 3 6 1 3 6 ..., so drift
+# in the machine's load hits every count alike): a fresh `synod playground
+# --groups G` (3 nodes, every group on all three, fsync always, default
+# --cores), then synod-bench puts (64 shards spread over the G groups by the
+# master's balancer). Reports ops/s and the servers' CPU per acknowledged
+# put (user+system ticks of the three synod-server processes during the
+# measured run, over its puts), medians of the runs, to
+# perf/results/groups-<date>.md (also printed).
+#
+# Knobs: GROUPS_COUNTS ("1 3 6"), GROUPS_RUNS (3), GROUPS_DURATION (10),
+# GROUPS_SETTING (clients x pipeline, 64x16), GROUPS_KEYS (10000),
+# GROUPS_PORT (17300), GROUPS_OUT, BIN_DIR (binaries to use; default: build
+# target/release).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/perf/lib.sh"
+
+COUNTS=${GROUPS_COUNTS:-1 3 6}
+RUNS=${GROUPS_RUNS:-3}
+DURATION=${GROUPS_DURATION:-10}
+SETTING=${GROUPS_SETTING:-64x16}
+KEYS=${GROUPS_KEYS:-10000}
+PORT=${GROUPS_PORT:-17300}
+OUT=${GROUPS_OUT:-$ROOT/perf/results/groups-$(date +%Y-%m-%d).md}
+CLIENTS=${SETTING%x*}
+PIPELINE=${SETTING#*x}
+
+WORK=$(mktemp -d /tmp/synod-groups.XXXXXX)
+cleanup() {
+    stop_playground
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ -z ${BIN_DIR:-} ]]; then
+    (cd "$ROOT" && cargo build --release --bins --quiet)
+fi
+BENCH=${BIN_DIR:-$ROOT/target/release}/synod-bench
+HZ=$(getconf CLK_TCK)
+
+declare -A OPS CPU
+RAW=()
+for run in $(seq 1 "$RUNS"); do
+    for g in $COUNTS; do
+        rm -rf "$WORK/cluster" "$WORK"/playground.*
+        SYNOD_GROUPS=$g start_playground "$WORK" "$PORT" ||
+            { echo "groups: playground with $g groups did not start" >&2; exit 1; }
+        "$BENCH" --workload get --prefill yes --ops 1 --keys "$KEYS" --quiet >/dev/null
+        mapfile -t NODES < <(node_pids)
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        before=$(cpu_ticks "${NODES[@]}")
+        line=$("$BENCH" --workload put --clients "$CLIENTS" --pipeline "$PIPELINE" \
+            --warmup 0 --duration "$DURATION" --keys "$KEYS" --prefill no --quiet | tail -1)
+        ticks=$(($(cpu_ticks "${NODES[@]}") - before))
+        stop_playground
+        ops=$(kv ops_per_sec "$line")
+        puts=$(kv ops "$line")
+        us=$(awk -v t="$ticks" -v hz="$HZ" -v n="$puts" 'BEGIN {printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0)}')
+        echo "groups: run $run, $g group(s): $ops puts/s, $us us of server CPU per put (load before $load)" >&2
+        OPS[$g]+="$ops "
+        CPU[$g]+="$us "
+        RAW+=("run $run groups $g load $load cpu_us_per_put $us: $line")
+    done
+done
+
+{
+    echo "# Writes with 1, 3 and 6 groups on the same 3 nodes, $(date +%Y-%m-%d)"
+    echo
+    echo "\`perf/groups.sh\` (GROUPS_RUNS=$RUNS, ${DURATION} s per run, ${CLIENTS}x${PIPELINE}, $KEYS keys, 64-byte values; a fresh \`synod playground --groups G\` per run, 3 nodes, fsync always). Medians of $RUNS runs, interleaved by group count. Commit $(git -C "$ROOT" rev-parse --short HEAD)."
+    echo
+    echo "| groups | puts/s (median) | vs 1 group | server CPU per put, µs (3 nodes, median) | runs (puts/s) |"
+    echo "|---:|---:|---:|---:|---|"
+    base=""
+    for g in $COUNTS; do
+        # shellcheck disable=SC2086
+        m=$(median ${OPS[$g]})
+        # shellcheck disable=SC2086
+        c=$(median ${CPU[$g]})
+        [[ -n $base ]] || base=$m
+        ratio=$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+        echo "| $g | $m | ${ratio}x | $c | ${OPS[$g]}|"
+    done
+    echo
+    echo "Targets (issue 15): 3 groups at least 0.95x, 6 groups at least 0.9x the writes/s of 1 group."
+    echo
+    echo "## Machine"
+    echo
+    machine_info
+    echo
+    echo "## Raw"
+    echo
+    echo '```'
+    printf '%s\n' "${RAW[@]}"
+    echo '```'
+} >"$OUT"
+cat "$OUT"
