@@ -337,6 +337,30 @@ fn config_for(seed: u64, args: &Run) -> SimConfig {
     cfg
 }
 
+/// The end of a failing seed's line in the sharded and primary/backup
+/// worlds: the options they share (planted bugs, fault phase, faults off)
+/// appended to the replay command `msg`, then the first failures (all of
+/// them with --verbose).
+fn replay_tail(mut msg: String, args: &Run, failures: &[String]) -> String {
+    for b in &args.bug_names {
+        msg.push_str(&format!(" --bug {b}"));
+    }
+    if let Some(secs) = args.fault_secs {
+        msg.push_str(&format!(" --fault-secs {secs}"));
+    }
+    if !args.faults {
+        msg.push_str(" --no-faults");
+    }
+    for f in failures
+        .iter()
+        .take(if args.verbose { usize::MAX } else { 3 })
+    {
+        msg.push_str("\n    ");
+        msg.push_str(&f.replace('\n', "\n    "));
+    }
+    msg
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = match configure(Args::parse()) {
@@ -501,23 +525,10 @@ fn run_pb(args: &Run) -> ExitCode {
                     if let Some(r) = args.replicas {
                         msg.push_str(&format!(" --replicas {r}"));
                     }
-                    for b in &args.bug_names {
-                        msg.push_str(&format!(" --bug {b}"));
-                    }
                     if args.disk_latency_us > 0 {
                         msg.push_str(&format!(" --disk-latency-us {}", args.disk_latency_us));
                     }
-                    if let Some(secs) = args.fault_secs {
-                        msg.push_str(&format!(" --fault-secs {secs}"));
-                    }
-                    if !args.faults {
-                        msg.push_str(" --no-faults");
-                    }
-                    for f in report.failures.iter().take(if args.verbose { usize::MAX } else { 3 }) {
-                        msg.push_str("\n    ");
-                        msg.push_str(&f.replace('\n', "\n    "));
-                    }
-                    println!("{msg}");
+                    println!("{}", replay_tail(msg, args, &report.failures));
                 } else if args.verbose {
                     println!(
                         "ok seed={seed} replicas={} ops={} positions={} views={} transfers={} crashes={}",
@@ -599,20 +610,7 @@ fn run_sharded(args: &Run) -> ExitCode {
                     if !args.client_deaths && (args.bank > 0 || args.append_keys > 0) {
                         msg.push_str(" --txn-no-client-deaths");
                     }
-                    for b in &args.bug_names {
-                        msg.push_str(&format!(" --bug {b}"));
-                    }
-                    if let Some(secs) = args.fault_secs {
-                        msg.push_str(&format!(" --fault-secs {secs}"));
-                    }
-                    if !args.faults {
-                        msg.push_str(" --no-faults");
-                    }
-                    for f in report.failures.iter().take(if args.verbose { usize::MAX } else { 3 }) {
-                        msg.push_str("\n    ");
-                        msg.push_str(&f.replace('\n', "\n    "));
-                    }
-                    println!("{msg}");
+                    println!("{}", replay_tail(msg, args, &report.failures));
                 } else if args.verbose {
                     println!(
                         "ok seed={seed} ops={} configs={} shards_moved={} chunks={} crashes={}",
