@@ -337,6 +337,28 @@ fn config_for(seed: u64, args: &Run) -> SimConfig {
     cfg
 }
 
+/// Runs seeds `args.start..args.start + args.seeds` on `args.jobs` threads,
+/// each seed through `one` (which runs it and prints its line), and returns
+/// the reports in completion order.
+fn run_seeds<R: Send>(args: &Run, one: impl Fn(u64) -> R + Sync) -> Vec<R> {
+    let next = AtomicU64::new(args.start);
+    let end = args.start + args.seeds;
+    let reports = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    break;
+                }
+                let report = one(seed);
+                reports.lock().expect("no panics hold it").push(report);
+            });
+        }
+    });
+    reports.into_inner().expect("no panics hold it")
+}
+
 /// The end of a failing seed's line in the sharded and primary/backup
 /// worlds: the options they share (planted bugs, fault phase, faults off)
 /// appended to the replay command `msg`, then the first failures (all of
@@ -377,20 +399,11 @@ fn main() -> ExitCode {
         return run_pb(&args);
     }
     let started = Instant::now();
-    let next = AtomicU64::new(args.start);
-    let end = args.start + args.seeds;
-    let reports: Mutex<Vec<SimReport>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..args.jobs {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
-                    break;
-                }
-                let cfg = config_for(seed, &args);
-                let report = sim::run(&cfg);
-                if !report.passed() {
-                    let mut msg = format!(
+    let reports: Vec<SimReport> = run_seeds(&args, |seed| {
+        let cfg = config_for(seed, &args);
+        let report = sim::run(&cfg);
+        if !report.passed() {
+            let mut msg = format!(
                         "FAIL seed={seed} replicas={} — replay: synod-sim --start-seed {seed} --seeds 1{}{}",
                         cfg.replicas,
                         if args.membership {
@@ -409,30 +422,27 @@ fn main() -> ExitCode {
                         + &args
                             .page_bytes
                             .map_or(String::new(), |p| format!(" --page-bytes {p}"));
-                    let shown = if args.verbose { usize::MAX } else { 3 };
-                    for f in report.failures.iter().take(shown) {
-                        msg.push_str("\n    ");
-                        msg.push_str(&f.replace('\n', "\n    "));
-                    }
-                    if report.failures.len() > shown {
-                        msg.push_str(&format!("\n    ... {} more", report.failures.len() - shown));
-                    }
-                    println!("{msg}");
-                } else if args.verbose {
-                    println!(
-                        "ok seed={seed} replicas={} ops={} slots={} elections={} crashes={}",
-                        cfg.replicas,
-                        report.ops_completed,
-                        report.slots_chosen,
-                        report.elections,
-                        report.crashes
-                    );
-                }
-                reports.lock().expect("no panics hold it").push(report);
-            });
+            let shown = if args.verbose { usize::MAX } else { 3 };
+            for f in report.failures.iter().take(shown) {
+                msg.push_str("\n    ");
+                msg.push_str(&f.replace('\n', "\n    "));
+            }
+            if report.failures.len() > shown {
+                msg.push_str(&format!("\n    ... {} more", report.failures.len() - shown));
+            }
+            println!("{msg}");
+        } else if args.verbose {
+            println!(
+                "ok seed={seed} replicas={} ops={} slots={} elections={} crashes={}",
+                cfg.replicas,
+                report.ops_completed,
+                report.slots_chosen,
+                report.elections,
+                report.crashes
+            );
         }
+        report
     });
-    let reports = reports.into_inner().expect("no panics hold it");
     let secs = started.elapsed().as_secs_f64();
     let failures = reports.iter().filter(|r| !r.passed()).count();
     let commands: u64 = reports.iter().map(|r| r.commands_chosen).sum();
@@ -497,54 +507,42 @@ fn main() -> ExitCode {
 fn run_pb(args: &Run) -> ExitCode {
     use synod::sim::pb::{run, PbSimConfig};
     let started = Instant::now();
-    let next = AtomicU64::new(args.start);
-    let end = args.start + args.seeds;
-    let reports: Mutex<Vec<SimReport>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..args.jobs {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
-                    break;
-                }
-                let mut cfg = PbSimConfig::for_seed(seed, args.replicas);
-                cfg.faults = args.faults;
-                cfg.bugs = args.pb_bugs;
-                if args.disk_latency_us > 0 {
-                    cfg.disk_latency_max = args.disk_latency_us;
-                }
-                if let Some(secs) = args.fault_secs {
-                    cfg.fault_phase = secs * 1_000_000;
-                }
-                let report = run(&cfg);
-                if !report.passed() {
-                    let mut msg = format!(
+    let reports: Vec<SimReport> = run_seeds(args, |seed| {
+        let mut cfg = PbSimConfig::for_seed(seed, args.replicas);
+        cfg.faults = args.faults;
+        cfg.bugs = args.pb_bugs;
+        if args.disk_latency_us > 0 {
+            cfg.disk_latency_max = args.disk_latency_us;
+        }
+        if let Some(secs) = args.fault_secs {
+            cfg.fault_phase = secs * 1_000_000;
+        }
+        let report = run(&cfg);
+        if !report.passed() {
+            let mut msg = format!(
                         "FAIL seed={seed} world=pb replicas={} — replay: synod-sim --world pb --start-seed {seed} --seeds 1",
                         cfg.replicas
                     );
-                    if let Some(r) = args.replicas {
-                        msg.push_str(&format!(" --replicas {r}"));
-                    }
-                    if args.disk_latency_us > 0 {
-                        msg.push_str(&format!(" --disk-latency-us {}", args.disk_latency_us));
-                    }
-                    println!("{}", replay_tail(msg, args, &report.failures));
-                } else if args.verbose {
-                    println!(
-                        "ok seed={seed} replicas={} ops={} positions={} views={} transfers={} crashes={}",
-                        cfg.replicas,
-                        report.ops_completed,
-                        report.slots_chosen,
-                        report.pb_views,
-                        report.pb_transfers,
-                        report.crashes
-                    );
-                }
-                reports.lock().expect("no panics hold it").push(report);
-            });
+            if let Some(r) = args.replicas {
+                msg.push_str(&format!(" --replicas {r}"));
+            }
+            if args.disk_latency_us > 0 {
+                msg.push_str(&format!(" --disk-latency-us {}", args.disk_latency_us));
+            }
+            println!("{}", replay_tail(msg, args, &report.failures));
+        } else if args.verbose {
+            println!(
+                "ok seed={seed} replicas={} ops={} positions={} views={} transfers={} crashes={}",
+                cfg.replicas,
+                report.ops_completed,
+                report.slots_chosen,
+                report.pb_views,
+                report.pb_transfers,
+                report.crashes
+            );
         }
+        report
     });
-    let reports = reports.into_inner().expect("no panics hold it");
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
         "seeds={} failures={} world=pb ops_completed={} positions={} views={} transfers={} crashes={} messages={} session_expired={} wall_secs={:.1}",
@@ -569,63 +567,51 @@ fn run_pb(args: &Run) -> ExitCode {
 fn run_sharded(args: &Run) -> ExitCode {
     use synod::sim::sharded::{run_sharded, ShardedConfig, ShardedReport};
     let started = Instant::now();
-    let next = AtomicU64::new(args.start);
-    let end = args.start + args.seeds;
-    let reports: Mutex<Vec<ShardedReport>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..args.jobs {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
-                    break;
-                }
-                let mut cfg = ShardedConfig::new(seed);
-                cfg.faults = args.faults;
-                cfg.bank_accounts = args.bank;
-                cfg.append_keys = args.append_keys;
-                cfg.txn_ignore_compares = args.txn_ignore_compares;
-                cfg.txn_early_release = args.txn_early_release;
-                cfg.txn_unlocked_reads = args.txn_unlocked_reads;
-                cfg.txn_forget_prepared = args.txn_forget_prepared;
-                cfg.bank_one_group = args.bank_one_group;
-                cfg.client_deaths = args.client_deaths;
-                cfg.bugs.resolve_unlogged = args.txn_resolve_unlogged;
-                if let Some(secs) = args.fault_secs {
-                    cfg.fault_phase = secs * 1_000_000;
-                }
-                let report = run_sharded(&cfg);
-                if !report.passed() {
-                    let mut msg = format!(
+    let reports: Vec<ShardedReport> = run_seeds(args, |seed| {
+        let mut cfg = ShardedConfig::new(seed);
+        cfg.faults = args.faults;
+        cfg.bank_accounts = args.bank;
+        cfg.append_keys = args.append_keys;
+        cfg.txn_ignore_compares = args.txn_ignore_compares;
+        cfg.txn_early_release = args.txn_early_release;
+        cfg.txn_unlocked_reads = args.txn_unlocked_reads;
+        cfg.txn_forget_prepared = args.txn_forget_prepared;
+        cfg.bank_one_group = args.bank_one_group;
+        cfg.client_deaths = args.client_deaths;
+        cfg.bugs.resolve_unlogged = args.txn_resolve_unlogged;
+        if let Some(secs) = args.fault_secs {
+            cfg.fault_phase = secs * 1_000_000;
+        }
+        let report = run_sharded(&cfg);
+        if !report.passed() {
+            let mut msg = format!(
                         "FAIL seed={seed} world=sharded — replay: synod-sim --world sharded --start-seed {seed} --seeds 1"
                     );
-                    if args.bank > 0 {
-                        msg.push_str(&format!(" --txn {}", args.bank));
-                    }
-                    if args.append_keys > 0 {
-                        msg.push_str(&format!(" --txn-append {}", args.append_keys));
-                    }
-                    if args.bank_one_group {
-                        msg.push_str(" --txn-one-group");
-                    }
-                    if !args.client_deaths && (args.bank > 0 || args.append_keys > 0) {
-                        msg.push_str(" --txn-no-client-deaths");
-                    }
-                    println!("{}", replay_tail(msg, args, &report.failures));
-                } else if args.verbose {
-                    println!(
-                        "ok seed={seed} ops={} configs={} shards_moved={} chunks={} crashes={}",
-                        report.ops_completed,
-                        report.configs,
-                        report.shards_moved,
-                        report.chunks_received,
-                        report.crashes
-                    );
-                }
-                reports.lock().expect("no panics hold it").push(report);
-            });
+            if args.bank > 0 {
+                msg.push_str(&format!(" --txn {}", args.bank));
+            }
+            if args.append_keys > 0 {
+                msg.push_str(&format!(" --txn-append {}", args.append_keys));
+            }
+            if args.bank_one_group {
+                msg.push_str(" --txn-one-group");
+            }
+            if !args.client_deaths && (args.bank > 0 || args.append_keys > 0) {
+                msg.push_str(" --txn-no-client-deaths");
+            }
+            println!("{}", replay_tail(msg, args, &report.failures));
+        } else if args.verbose {
+            println!(
+                "ok seed={seed} ops={} configs={} shards_moved={} chunks={} crashes={}",
+                report.ops_completed,
+                report.configs,
+                report.shards_moved,
+                report.chunks_received,
+                report.crashes
+            );
         }
+        report
     });
-    let reports = reports.into_inner().expect("no panics hold it");
     let secs = started.elapsed().as_secs_f64();
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
