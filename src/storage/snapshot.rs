@@ -113,45 +113,60 @@ pub(crate) fn read(path: &Path, group: GroupId) -> Result<(Slot, Bytes), Storage
             ),
         ));
     }
-    let h = &bytes[..SNAPSHOT_HEADER_LEN];
-    let header_crc = LittleEndian::read_u32(&h[OFF_HEADER_CRC..]);
-    if header_crc != crc32c::crc32c(&h[..OFF_HEADER_CRC]) {
-        return Err(corrupt(OFF_HEADER_CRC, "header checksum mismatch".into()));
-    }
-    let magic = LittleEndian::read_u32(&h[OFF_MAGIC..]);
-    if magic != SNAPSHOT_MAGIC {
-        return Err(corrupt(OFF_MAGIC, format!("bad magic {magic:#010x}")));
-    }
-    let version = LittleEndian::read_u32(&h[OFF_VERSION..]);
-    if version != SNAPSHOT_VERSION {
-        return Err(corrupt(OFF_VERSION, format!("unknown version {version}")));
-    }
-    let file_group = LittleEndian::read_u32(&h[OFF_GROUP..]);
-    if file_group != group {
-        return Err(corrupt(
-            OFF_GROUP,
-            format!("holds group {file_group}, its name says group {group}"),
-        ));
-    }
-    let data_len = LittleEndian::read_u64(&h[OFF_DATA_LEN..]);
-    let actual_len = (bytes.len() - SNAPSHOT_HEADER_LEN) as u64;
-    if data_len != actual_len {
-        return Err(corrupt(
-            OFF_DATA_LEN,
-            format!("header says {data_len} data bytes, the file has {actual_len}"),
-        ));
-    }
+    let header = check_header(&bytes[..SNAPSHOT_HEADER_LEN], group, bytes.len())
+        .map_err(|(offset, reason)| corrupt(offset, reason))?;
     let data = &bytes[SNAPSHOT_HEADER_LEN..];
-    let data_crc = LittleEndian::read_u32(&h[OFF_DATA_CRC..]);
-    if data_crc != crc32c::crc32c(data) {
+    if header.data_crc != crc32c::crc32c(data) {
         return Err(corrupt(
             SNAPSHOT_HEADER_LEN,
             "data checksum mismatch".into(),
         ));
     }
-    let index = LittleEndian::read_u64(&h[OFF_INDEX..]);
     let mut bytes = Bytes::from(bytes);
-    Ok((index, bytes.split_off(SNAPSHOT_HEADER_LEN)))
+    Ok((header.index, bytes.split_off(SNAPSHOT_HEADER_LEN)))
+}
+
+/// What a snapshot file's header says, once checked.
+struct Header {
+    index: Slot,
+    data_crc: u32,
+}
+
+/// Checks the header `h` of a snapshot file of `file_len` bytes that its
+/// name says holds `group`: checksum, magic, version, group and data
+/// length. The error is the offending offset and why.
+fn check_header(h: &[u8], group: GroupId, file_len: usize) -> Result<Header, (usize, String)> {
+    let header_crc = LittleEndian::read_u32(&h[OFF_HEADER_CRC..]);
+    if header_crc != crc32c::crc32c(&h[..OFF_HEADER_CRC]) {
+        return Err((OFF_HEADER_CRC, "header checksum mismatch".into()));
+    }
+    let magic = LittleEndian::read_u32(&h[OFF_MAGIC..]);
+    if magic != SNAPSHOT_MAGIC {
+        return Err((OFF_MAGIC, format!("bad magic {magic:#010x}")));
+    }
+    let version = LittleEndian::read_u32(&h[OFF_VERSION..]);
+    if version != SNAPSHOT_VERSION {
+        return Err((OFF_VERSION, format!("unknown version {version}")));
+    }
+    let file_group = LittleEndian::read_u32(&h[OFF_GROUP..]);
+    if file_group != group {
+        return Err((
+            OFF_GROUP,
+            format!("holds group {file_group}, its name says group {group}"),
+        ));
+    }
+    let data_len = LittleEndian::read_u64(&h[OFF_DATA_LEN..]);
+    let actual_len = (file_len - SNAPSHOT_HEADER_LEN) as u64;
+    if data_len != actual_len {
+        return Err((
+            OFF_DATA_LEN,
+            format!("header says {data_len} data bytes, the file has {actual_len}"),
+        ));
+    }
+    Ok(Header {
+        index: LittleEndian::read_u64(&h[OFF_INDEX..]),
+        data_crc: LittleEndian::read_u32(&h[OFF_DATA_CRC..]),
+    })
 }
 
 /// The data of `group`'s snapshot file at `path`, mapped read-only into
@@ -181,14 +196,8 @@ pub(crate) fn map(path: &Path, group: GroupId, index: Slot, len: usize) -> Optio
         return None;
     }
     let mapped = Bytes::from_owner(Mapping::new(&file, file_len)?);
-    let h = &mapped[..SNAPSHOT_HEADER_LEN];
-    let ok = LittleEndian::read_u32(&h[OFF_HEADER_CRC..]) == crc32c::crc32c(&h[..OFF_HEADER_CRC])
-        && LittleEndian::read_u32(&h[OFF_MAGIC..]) == SNAPSHOT_MAGIC
-        && LittleEndian::read_u32(&h[OFF_VERSION..]) == SNAPSHOT_VERSION
-        && LittleEndian::read_u32(&h[OFF_GROUP..]) == group
-        && LittleEndian::read_u64(&h[OFF_INDEX..]) == index
-        && LittleEndian::read_u64(&h[OFF_DATA_LEN..]) == len as u64;
-    ok.then(|| mapped.slice(SNAPSHOT_HEADER_LEN..))
+    let header = check_header(&mapped[..SNAPSHOT_HEADER_LEN], group, file_len).ok()?;
+    (header.index == index).then(|| mapped.slice(SNAPSHOT_HEADER_LEN..))
 }
 
 /// A whole file mapped read-only and private; unmapped when the last
