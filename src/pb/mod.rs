@@ -49,62 +49,9 @@ use crate::replica::{ReplyTo, StateMachine};
 /// A log position.
 pub type Pos = u64;
 
-/// Primary → backup: log entries from `start`, checked against the tag of
-/// the entry before `start` (`prev_tag`; 0 before position 0), the
-/// primary's commit point and its latest read round. Empty: a heartbeat.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Append {
-    pub view: View,
-    pub start: Pos,
-    pub prev_tag: u64,
-    /// `(tag, batch)`: the view that created the entry, and the entry.
-    pub entries: Vec<(u64, Batch)>,
-    pub commit: Pos,
-    pub read_round: u64,
-}
-
-/// Backup → primary. `ok`: the backup's log matches the primary's through
-/// `end` (durably). Not ok: it does not match at `start`; try from `end`.
-/// `view` above the primary's tells it a newer view exists.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ack {
-    pub view: u64,
-    pub from: ReplicaId,
-    pub ok: bool,
-    pub end: Pos,
-    /// The highest read round heard from this view's primary.
-    pub read_round: u64,
-}
-
-/// Primary → backup: state transfer. The state as of `index` (every
-/// position below it applied), the tag of the entry before `index`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transfer {
-    pub view: View,
-    pub index: Pos,
-    pub last_tag: u64,
-    pub data: Bytes,
-}
-
-/// Messages between the replicas of one primary/backup group. Not on the
-/// wire yet: only the simulator carries them (the runtime does not host
-/// primary/backup groups yet).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PbMsg {
-    Append(Append),
-    Ack(Ack),
-    Transfer(Transfer),
-}
-
-impl PbMsg {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PbMsg::Append(_) => "Append",
-            PbMsg::Ack(_) => "Ack",
-            PbMsg::Transfer(_) => "Transfer",
-        }
-    }
-}
+// The messages between the replicas of a group: on the wire as
+// `PbAppend`, `PbAck` and `PbTransfer` (PROTOCOL.md 5.11).
+pub use synod_wire::{PbAck as Ack, PbAppend as Append, PbMsg, PbTransfer as Transfer};
 
 /// A change to durable state, made durable in order before the gated part
 /// of the [`Ready`] it came in is released.

@@ -1240,6 +1240,13 @@ impl Core {
                     g.replica.step(msg, &mut self.rng);
                 }
             }
+            Message::Pb(_) => {
+                // Not hosted by this runtime yet (issue 12): dropped.
+                log::debug!(
+                    "core {}: primary/backup message for group {gid} dropped",
+                    self.id
+                );
+            }
             Message::ShardPull(r) => self.answer_pull(t, frame.request_id, gid, r),
             Message::ShardDelete(r) => self.answer_delete(t, frame.request_id, gid, r),
             Message::TxnResolve(txn) => self.answer_resolve(t, frame.request_id, gid, txn),
