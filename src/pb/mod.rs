@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use synod_wire::{Batch, ClientId, ClientReply, Message, PbViewReply, ReplicaId, Seq, View};
 
-use crate::paxos::Synced;
+use crate::paxos::{ProposeError, Synced};
 use crate::replica::{ReplyTo, StateMachine};
 
 /// A log position.
@@ -132,8 +132,14 @@ pub struct PbConfig {
     pub servers: u32,
     /// Commands per log entry at most.
     pub batch_commands_max: usize,
+    /// Command bytes per log entry: an entry is closed once it holds this
+    /// many (it always takes at least one command).
+    pub batch_bytes_max: usize,
     /// Entries per Append at most.
     pub append_entries_max: usize,
+    /// Command bytes per Append: no more entries are added once this many
+    /// are in (always at least one), so an Append fits a frame.
+    pub append_bytes_max: usize,
     /// Entries sent to a backup and not yet acknowledged, at most.
     pub window_entries_max: u64,
     /// Commands queued before the primary answers Busy.
@@ -164,7 +170,9 @@ impl PbConfig {
             id,
             servers,
             batch_commands_max: 256,
+            batch_bytes_max: usize::MAX,
             append_entries_max: 64,
+            append_bytes_max: usize::MAX,
             window_entries_max: 256,
             pending_max: 1 << 16,
             reads_pending_max: 1 << 16,
@@ -371,6 +379,11 @@ impl<S: StateMachine> PbReplica<S> {
     pub fn commit(&self) -> Pos {
         self.commit
     }
+    /// The first position held in the log (every one below is in the
+    /// snapshot).
+    pub fn log_start(&self) -> Pos {
+        self.log_start
+    }
     pub fn log_end(&self) -> Pos {
         self.log_start + self.entries.len() as u64
     }
@@ -407,7 +420,13 @@ impl<S: StateMachine> PbReplica<S> {
         }
     }
 
-    fn leader_hint(&self) -> Option<ReplicaId> {
+    /// This replica's id in its group.
+    pub fn id(&self) -> ReplicaId {
+        self.cfg.id
+    }
+
+    /// The primary of the view adopted, if it is another replica.
+    pub fn leader_hint(&self) -> Option<ReplicaId> {
         self.view
             .filter(|v| v.primary != self.cfg.id)
             .map(|v| v.primary)
@@ -473,6 +492,23 @@ impl<S: StateMachine> PbReplica<S> {
         self.waiting.entry(S::request_id(req)).or_default().push(to);
     }
 
+    /// A command no client waits for (the driver's own: a configuration
+    /// step, a shard installation), logged like a write while serving.
+    pub fn propose(&mut self, cmd: Bytes) -> Result<(), ProposeError> {
+        if !self.serving() {
+            return Err(if self.is_primary() && !self.deposed {
+                ProposeError::Busy
+            } else {
+                ProposeError::NotLeader(self.leader_hint())
+            });
+        }
+        if self.queue.len() >= self.cfg.pending_max {
+            return Err(ProposeError::Busy);
+        }
+        self.queue.push(cmd);
+        Ok(())
+    }
+
     /// The view service's answer to a ping.
     pub fn on_view(&mut self, reply: &PbViewReply) {
         if reply.view.num < self.max_view || !reply.view.has(reply.view.primary) {
@@ -529,10 +565,22 @@ impl<S: StateMachine> PbReplica<S> {
         if self.serving() {
             let tag = self.view.expect("primary has a view").num;
             let queue = std::mem::take(&mut self.queue);
-            for chunk in queue.chunks(self.cfg.batch_commands_max.max(1)) {
+            let mut rest = &queue[..];
+            while !rest.is_empty() {
+                // At least one command, then up to the count and byte caps.
+                let mut n = 1;
+                let mut bytes = rest[0].len();
+                while n < rest.len()
+                    && n < self.cfg.batch_commands_max
+                    && bytes + rest[n].len() <= self.cfg.batch_bytes_max
+                {
+                    bytes += rest[n].len();
+                    n += 1;
+                }
                 let batch = Batch {
-                    commands: chunk.to_vec(),
+                    commands: rest[..n].to_vec(),
                 };
+                rest = &rest[n..];
                 let pos = self.log_end();
                 self.records.push(PbRecord::Entry {
                     pos,
@@ -769,13 +817,22 @@ impl<S: StateMachine> PbReplica<S> {
         }
         let in_flight = from.saturating_sub(self.matched[&b]);
         let room = self.cfg.window_entries_max.saturating_sub(in_flight);
-        let upto = end.min(from + room.min(self.cfg.append_entries_max as u64));
+        let mut upto = end.min(from + room.min(self.cfg.append_entries_max as u64));
         if upto == from && !heartbeat {
             return;
         }
-        let entries: Vec<(u64, Batch)> = (from..upto)
-            .map(|p| self.entries[(p - self.log_start) as usize].clone())
-            .collect();
+        let mut entries: Vec<(u64, Batch)> = Vec::with_capacity((upto - from) as usize);
+        let mut bytes = 0;
+        for p in from..upto {
+            let e = &self.entries[(p - self.log_start) as usize];
+            let size: usize = e.1.commands.iter().map(|c| c.len()).sum();
+            if !entries.is_empty() && bytes + size > self.cfg.append_bytes_max {
+                upto = p;
+                break;
+            }
+            bytes += size;
+            entries.push(e.clone());
+        }
         let prev_tag = self
             .prev_tag(from)
             .expect("from is at or above the log start");
