@@ -198,6 +198,15 @@ fn admin_commands_parse() {
     assert_eq!(
         admin(&["join", "3", "a:1", "b:2"]),
         Admin::Join {
+            mode: Mode::Paxos,
+            gid: 3,
+            servers: vec!["a:1".into(), "b:2".into()]
+        }
+    );
+    assert_eq!(
+        admin(&["join", "--mode", "pb", "3", "a:1", "b:2"]),
+        Admin::Join {
+            mode: Mode::Pb,
             gid: 3,
             servers: vec!["a:1".into(), "b:2".into()]
         }
