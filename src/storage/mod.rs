@@ -113,8 +113,8 @@ pub use wal::{Recovered, Wal, WalStats};
 // The simulator's disk faults (`sim/disk.rs`) write and recover WAL bytes in
 // memory with the very encoding and recovery rules the WAL uses.
 pub(crate) use record::encode as encode_record;
-pub(crate) use wal::{scan_segment, Damage};
 pub use record::WalRecord;
+pub(crate) use wal::{scan_segment, Damage};
 
 // Names the module docs link to.
 #[cfg(doc)]

@@ -394,9 +394,7 @@ impl Wal {
                         let high = pb_high.entry(group).or_default();
                         match &r {
                             PbRecord::Entry { pos, .. } => meta.note_pb(group, *pos, high),
-                            PbRecord::Snapshot { index, .. } => {
-                                meta.note_pb(group, *index, high)
-                            }
+                            PbRecord::Snapshot { index, .. } => meta.note_pb(group, *index, high),
                             PbRecord::View(_) => {}
                         }
                         rec.records_read += 1;
