@@ -128,7 +128,7 @@ pub(crate) enum Admin {
     /// stalls writes until the master moves to a new view
     Join {
         /// How the group replicates (paxos or pb); never changes
-        #[arg(long, value_enum, default_value_t = Mode::Paxos)]
+        #[arg(long, env = "SYNOD_ADMIN_JOIN_MODE", value_enum, default_value_t = Mode::Paxos)]
         mode: Mode,
         #[arg(value_parser = parse_gid)]
         gid: GroupId,

@@ -478,7 +478,12 @@ pub(crate) fn shell_quote(text: &str) -> String {
 /// Group `gid` of the playground: every node for a Paxos group; for a
 /// primary/backup group `replicas` nodes, rotating with the gid so the
 /// groups' primaries spread over the nodes.
-fn playground_group(gid: GroupId, addrs: &[String], mode: Mode, replicas: usize) -> GroupInfo {
+pub(crate) fn playground_group(
+    gid: GroupId,
+    addrs: &[String],
+    mode: Mode,
+    replicas: usize,
+) -> GroupInfo {
     match mode {
         Mode::Paxos => GroupInfo::new(gid, addrs.to_vec()),
         Mode::Pb => {
