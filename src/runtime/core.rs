@@ -276,7 +276,15 @@ struct Pings {
     client_id: u64,
     seq: u64,
     waiting: HashMap<u64, GroupId>,
+    /// The last answer from the view service (or when the current master
+    /// server was chosen): a master that stops answering without closing
+    /// the connection (stopped, partitioned) is left after
+    /// [`PING_ANSWER_TIMEOUT`].
+    answered_at: Instant,
 }
+
+/// How long pings go unanswered before they go to the next master server.
+const PING_ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Connection warnings logged per second per core, at most.
 const WARNINGS_PER_SEC: u32 = 10;
@@ -344,6 +352,7 @@ impl Core {
                 client_id: seed | 1 << 62,
                 seq: 0,
                 waiting: HashMap::new(),
+                answered_at: now,
             },
             wal,
             rng: Rng::new(seed),
@@ -1551,7 +1560,22 @@ impl Core {
         if self.cfg.masters.is_empty() {
             return;
         }
-        let addr = self.cfg.masters[self.pings.master % self.cfg.masters.len()].clone();
+        let mut addr = self.cfg.masters[self.pings.master % self.cfg.masters.len()].clone();
+        let now = Instant::now();
+        if now.duration_since(self.pings.answered_at) > PING_ANSWER_TIMEOUT {
+            // Silent: drop that connection (its queued pings are stale)
+            // and try the next server.
+            self.pings.answered_at = now;
+            match self.rpc_conns.get(&(addr.clone(), 0)).copied() {
+                Some(t) => self.close(
+                    t,
+                    Close::Timeout("the view service stopped answering pings"),
+                ),
+                None => self.pings.master += 1,
+            }
+            self.pings.waiting.clear();
+            addr = self.cfg.masters[self.pings.master % self.cfg.masters.len()].clone();
+        }
         self.pings.seq += 1;
         let request_id = PING_ID_BIT | self.pings.seq;
         if self.pings.waiting.len() >= PINGS_WAITING_MAX {
@@ -1573,6 +1597,7 @@ impl Core {
         let Some(gid) = self.pings.waiting.remove(&request_id) else {
             return;
         };
+        self.pings.answered_at = Instant::now();
         match message {
             Message::PbView(v) if v.gid == gid => {
                 if let Some(Group {
