@@ -201,3 +201,47 @@ fn pb_failover_time_over_20_kills() {
         times[times.len() - 1]
     );
 }
+
+/// Shards move into and out of a primary/backup group through the same
+/// migrator as between Paxos groups, data and dedup state together: a
+/// Paxos group (the three master nodes) holds every key; a pb group of two
+/// other nodes joins (about half the shards move to it), then the Paxos
+/// group leaves (every shard moves to it), then the Paxos group joins again
+/// (shards move back out of the pb group). Every acknowledged write is
+/// readable after each step.
+#[test]
+fn shards_migrate_between_paxos_and_pb_groups() {
+    let c = Cluster::with_extra_nodes(3, 2);
+    let paxos = GroupInfo::new(GID, c.masters.clone());
+    c.client()
+        .join(vec![paxos.clone()])
+        .expect("join paxos group 1");
+    c.wait_for(Duration::from_secs(30), |c| {
+        c.client_with_timeout(Duration::from_secs(2))
+            .put(&b"__ready"[..], &b"1"[..])
+            .is_ok()
+    });
+    let mut acked = Vec::new();
+    put_all(&c, 0..100, &mut acked);
+
+    let mut pb = GroupInfo::new(2, PB.iter().map(|&i| c.nodes[i].addr.clone()).collect());
+    pb.mode = ReplicationMode::PrimaryBackup;
+    let config = c.client().join(vec![pb]).expect("join pb group 2");
+    assert!(config.shards.contains(&2) && config.shards.contains(&GID));
+    check_all(&c, &acked);
+    put_all(&c, 100..150, &mut acked);
+
+    let config = c.client().leave(vec![GID]).expect("paxos group 1 leaves");
+    assert!(config.shards.iter().all(|&g| g == 2), "{:?}", config.shards);
+    check_all(&c, &acked);
+    put_all(&c, 150..200, &mut acked);
+
+    let config = c
+        .client()
+        .join(vec![paxos])
+        .expect("paxos group 1 joins again");
+    assert!(config.shards.contains(&GID));
+    check_all(&c, &acked);
+    put_all(&c, 200..220, &mut acked);
+    check_all(&c, &acked);
+}
