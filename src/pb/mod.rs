@@ -41,7 +41,9 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use synod_wire::{Batch, ClientId, ClientReply, Message, PbViewReply, ReplicaId, Seq, View};
+use synod_wire::{
+    Batch, ClientId, ClientReply, Message, PbViewReply, ReplicaId, Seq, View, PB_PING_REFUSED,
+};
 
 use crate::paxos::{ProposeError, Synced};
 use crate::replica::{ReplyTo, StateMachine};
@@ -123,6 +125,10 @@ pub struct PbBugs {
     /// confirming its view with the backups, and ignores word of a newer
     /// view: a deposed primary keeps serving reads.
     pub serve_after_newer_view: bool,
+    /// A restarted replica acts as the primary of a view it may have led
+    /// before its crash, with Appends of entries it lost still out: a new
+    /// entry can then take a lost one's (position, view) tag.
+    pub lead_after_restart: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +197,13 @@ impl PbConfig {
 #[derive(Debug, Default)]
 pub struct Ready {
     pub records: Vec<PbRecord>,
+    /// The primary's Appends: they may leave before `records` are durable
+    /// (the backups' syncs then overlap the primary's), because they
+    /// promise nothing: an entry counts as committed only once it is
+    /// durable here too, and a primary that crashed before its sync never
+    /// acts again in that view (see `restart_view`), so no entry it lost can
+    /// be confused with a later one under the same tag.
+    pub before_sync: Vec<(ReplicaId, PbMsg)>,
     messages: Vec<(ReplicaId, PbMsg)>,
     ping: Option<u64>,
     /// The log's end when this round's records were taken: durable on this
@@ -201,7 +214,11 @@ pub struct Ready {
 
 impl Ready {
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.messages.is_empty() && self.ping.is_none() && !self.wake
+        self.records.is_empty()
+            && self.before_sync.is_empty()
+            && self.messages.is_empty()
+            && self.ping.is_none()
+            && !self.wake
     }
 }
 
@@ -246,6 +263,15 @@ pub struct PbReplica<S: StateMachine> {
     sm: S,
     /// The highest view adopted (durable).
     max_view: u64,
+    /// The highest view adopted before this start (from disk). This
+    /// replica never acts as the primary of a view up to it: it may have
+    /// led it and sent entries it never made durable (Appends leave before
+    /// the primary's sync), so new entries of its own in that view could
+    /// collide with lost ones under the same (position, view) tag.
+    restart_view: u64,
+    /// The view it was told it leads and refused for that reason; it pings
+    /// `PB_PING_REFUSED` until it adopts another view.
+    refused: bool,
     /// The view adopted, once known (after a restart only `max_view` is).
     view: Option<View>,
     /// Primary: the master recorded our acknowledgement of `view`.
@@ -324,6 +350,8 @@ impl<S: StateMachine> PbReplica<S> {
             cfg,
             sm,
             max_view: durable.view,
+            restart_view: durable.view,
+            refused: false,
             view: None,
             active: false,
             deposed: false,
@@ -605,9 +633,13 @@ impl<S: StateMachine> PbReplica<S> {
         } else {
             None
         };
+        let (before_sync, messages) = std::mem::take(&mut self.messages)
+            .into_iter()
+            .partition(|(_, m)| matches!(m, PbMsg::Append(_)));
         Ready {
             records: std::mem::take(&mut self.records),
-            messages: std::mem::take(&mut self.messages),
+            before_sync,
+            messages,
             ping,
             log_end: self.log_end(),
             wake: self.has_work(),
@@ -702,6 +734,7 @@ impl<S: StateMachine> PbReplica<S> {
                 }
             }
             Some(v) => v.num,
+            None if self.refused => PB_PING_REFUSED,
             None => 0,
         }
     }
@@ -721,6 +754,16 @@ impl<S: StateMachine> PbReplica<S> {
         if view.num < self.max_view {
             return false;
         }
+        if view.primary == self.cfg.id
+            && view.num <= self.restart_view
+            && !self.cfg.bugs.lead_after_restart
+        {
+            // See `restart_view`; the view service moves on when told.
+            self.refused = true;
+            self.ping_due = true;
+            return false;
+        }
+        self.refused = false;
         if self.view.is_some_and(|v| v.num == view.num) {
             return true;
         }

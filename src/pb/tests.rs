@@ -66,6 +66,10 @@ impl Group {
                     continue;
                 }
                 moved = true;
+                let mut ready = ready;
+                if !self.cut[i] {
+                    mail.append(&mut ready.before_sync);
+                }
                 for rec in &ready.records {
                     self.disks[i].apply(rec);
                 }
@@ -305,13 +309,15 @@ fn byte_caps_split_entries_and_appends_and_writes_still_commit() {
     for rec in &ready.records {
         g.disks[p].apply(rec);
     }
+    let mut ready = ready;
+    let early = std::mem::take(&mut ready.before_sync);
     let out = g.nodes[p]
         .as_mut()
         .expect("up")
         .advance(ready, Synced::after_sync());
-    let appends: Vec<&Append> = out
-        .messages
+    let appends: Vec<&Append> = early
         .iter()
+        .chain(&out.messages)
         .filter_map(|(_, m)| match m {
             PbMsg::Append(a) => Some(a),
             _ => None,
@@ -327,7 +333,7 @@ fn byte_caps_split_entries_and_appends_and_writes_still_commit() {
             .sum();
         assert!(a.entries.len() <= 1 || bytes <= 200, "{bytes} bytes");
     }
-    for (to, msg) in out.messages {
+    for (to, msg) in early.into_iter().chain(out.messages) {
         g.nodes[to as usize].as_mut().expect("up").step(msg);
     }
     g.tick(30);

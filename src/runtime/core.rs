@@ -1870,6 +1870,7 @@ impl Core {
         }
         let mut readies: Vec<(GroupId, Ready)> = Vec::with_capacity(self.groups.len());
         let mut pb_readies: Vec<(GroupId, crate::pb::Ready)> = Vec::new();
+        let mut pb_early = Vec::new();
         let mut early = Vec::new();
         self.capturing = false;
         for (gid, g) in self.groups.iter_mut() {
@@ -1882,8 +1883,13 @@ impl Core {
                 Hosted::Master(r) => r.ready(),
                 Hosted::Pb(r) => {
                     // Same discipline, its own records: into the same WAL
-                    // and the same sync, released by the same proof.
-                    let ready = r.ready();
+                    // and the same sync, released by the same proof; the
+                    // primary's Appends before the sync, like a Paxos
+                    // leader's Accepts.
+                    let mut ready = r.ready();
+                    if !ready.before_sync.is_empty() {
+                        pb_early.push((*gid, std::mem::take(&mut ready.before_sync)));
+                    }
                     if !ready.is_empty() {
                         self.wal.append_pb(*gid, &ready.records);
                         pb_readies.push((*gid, ready));
@@ -1899,12 +1905,17 @@ impl Core {
                 readies.push((*gid, ready));
             }
         }
-        if !early.is_empty() {
+        if !early.is_empty() || !pb_early.is_empty() {
             // A leader's Accepts go out before its own disk write, so the
             // followers' fsyncs overlap ours (see `Ready::before_sync`).
             for (gid, messages) in early {
                 for (to, msg) in messages {
                     self.send_paxos(gid, to, msg);
+                }
+            }
+            for (gid, messages) in pb_early {
+                for (to, msg) in messages {
+                    self.send_pb(gid, to, msg);
                 }
             }
             self.flush_conns();

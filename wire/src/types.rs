@@ -1096,6 +1096,13 @@ impl View {
     }
 }
 
+/// The `view` of a [`MasterOp::PbPing`] from a replica that restarted and
+/// was told it is the primary of a view it may have led before its crash
+/// (PROTOCOL.md 5.10): it will not act in that view, because it may have
+/// sent entries it never made durable; the view service moves the group to
+/// a newer view.
+pub const PB_PING_REFUSED: u64 = u64::MAX;
+
 /// The view service's answer to a [`MasterOp::PbPing`]: group `gid`'s
 /// current view, and whether its primary has acknowledged it (only then
 /// may the primary serve in it).
