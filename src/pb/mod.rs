@@ -18,11 +18,14 @@
 //!   primary's Append, never goes back to a lower one (the highest view
 //!   adopted is a durable record), and acts only in the view it adopted.
 //! - The primary orders writes into log positions, each entry tagged with
-//!   the view that created it, makes them durable, then sends them to
-//!   every backup of the view (`Append`, Raft-style prefix check on the
-//!   previous entry's tag). A backup logs them durably, then acknowledges.
-//!   An entry is committed once every backup of the view acknowledged it;
-//!   only then is it applied and its client answered.
+//!   the view that created it, and sends them to every backup of the view
+//!   (`Append`, Raft-style prefix check on the previous entry's tag) while
+//!   it makes them durable itself ([`Ready::before_sync`]). A backup logs
+//!   them durably, then acknowledges. An entry is committed once it is
+//!   durable on the primary and every backup of the view acknowledged it;
+//!   only then is it applied and its client answered. A restarted replica
+//!   never leads a view it may have led before (it may have sent entries it
+//!   lost): it pings `PB_PING_REFUSED` and the view service moves on.
 //! - A primary reports a view to the master as ready only once every backup
 //!   of it holds the primary's whole log as of adopting it (a new backup
 //!   gets the state first, by state transfer, when it is behind the log's
