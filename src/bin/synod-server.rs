@@ -179,7 +179,7 @@ struct Args {
     resp_listen: Option<SocketAddr>,
     /// Event loops of the RESP gateway (default: the machine's cores)
     #[arg(long, env = "SYNOD_RESP_THREADS", value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=synod::resp::MAX_THREADS as u64))]
+          value_parser = clap::value_parser!(u64).range(1..=synod::resp::THREADS_MAX as u64))]
     resp_threads: Option<u64>,
     /// The cluster's secret: peer, migration and admin traffic must prove
     /// it (HMAC-SHA256 challenge-response). Make one with `head -c 32
@@ -249,10 +249,10 @@ struct RespArgs {
     threads: Option<usize>,
     /// `--resp-password-file`: RESP clients must AUTH first.
     password: Option<Vec<u8>>,
-    max_connections: Option<u64>,
+    connections_max: Option<u64>,
     idle_timeout_secs: Option<u64>,
     command_timeout_secs: Option<u64>,
-    max_command_args: Option<u64>,
+    command_args_max: Option<u64>,
     partial_budget: Option<u64>,
     /// `--resp-allow-flushdb`: FLUSHDB and FLUSHALL may run.
     allow_flushdb: bool,
@@ -317,9 +317,9 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
             Fsync::Never => FsyncPolicy::Never,
         };
     }
-    set(&mut cfg.max_connections, a.max_connections);
+    set(&mut cfg.connections_max, a.max_connections);
     if let Some(n) = a.max_frame_bytes {
-        cfg.max_frame_bytes = n.min(u32::MAX as u64) as u32;
+        cfg.frame_bytes_max = n.min(u32::MAX as u64) as u32;
     }
     cfg.idle_timeout = a.idle_timeout_secs.map_or(cfg.idle_timeout, secs);
     cfg.first_frame_timeout = a.first_frame_secs.map_or(cfg.first_frame_timeout, secs);
@@ -355,14 +355,14 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
         cfg.txn_resolve_after = Duration::from_millis(ms);
     }
     cfg.session_ttl = a.session_ttl_secs.map_or(cfg.session_ttl, secs);
-    set(&mut cfg.max_sessions_per_shard, a.max_sessions_per_shard);
+    set(&mut cfg.sessions_per_shard_max, a.max_sessions_per_shard);
     synod::runtime::limits::validate(&cfg).map_err(|e| e.0)?;
     // Half the frame leaves room for the chunk's framing, a record that
     // overshoots the budget, and the dedup sessions on the last chunk.
-    if cfg.migrate_chunk_bytes == 0 || cfg.migrate_chunk_bytes > cfg.max_frame_bytes as usize / 2 {
+    if cfg.migrate_chunk_bytes == 0 || cfg.migrate_chunk_bytes > cfg.frame_bytes_max as usize / 2 {
         return Err(format!(
             "--migrate-chunk-bytes must be between 1 and half of --max-frame-bytes ({})",
-            cfg.max_frame_bytes / 2
+            cfg.frame_bytes_max / 2
         ));
     }
     Ok((
@@ -372,10 +372,10 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
             listen: a.resp_listen,
             threads: a.resp_threads.map(|n| n as usize),
             password,
-            max_connections: a.resp_max_connections,
+            connections_max: a.resp_max_connections,
             idle_timeout_secs: a.resp_idle_timeout_secs,
             command_timeout_secs: a.resp_command_timeout_secs,
-            max_command_args: a.resp_max_command_args,
+            command_args_max: a.resp_max_command_args,
             partial_budget: a.resp_partial_budget,
             allow_flushdb: a.resp_allow_flushdb,
         },
@@ -446,8 +446,8 @@ fn main() -> ExitCode {
         opts.shards = shards;
         opts.client.cluster_key = keys.cluster.clone();
         opts.client.client_key = keys.client.clone();
-        if let Some(n) = resp.max_connections {
-            opts.max_connections = n as usize;
+        if let Some(n) = resp.connections_max {
+            opts.connections_max = n as usize;
         }
         if let Some(n) = resp.idle_timeout_secs {
             opts.idle_timeout = Duration::from_secs(n);
@@ -455,8 +455,8 @@ fn main() -> ExitCode {
         if let Some(n) = resp.command_timeout_secs {
             opts.command_timeout = Duration::from_secs(n);
         }
-        if let Some(n) = resp.max_command_args {
-            opts.max_command_args = n as usize;
+        if let Some(n) = resp.command_args_max {
+            opts.command_args_max = n as usize;
         }
         if let Some(n) = resp.partial_budget {
             opts.partial_budget = n as usize;

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use super::{RuntimeConfig, StartError};
 
 /// Most event loops (cores) a node runs.
-pub const MAX_CORES: usize = 1024;
+pub const CORES_MAX: usize = 1024;
 /// Most connections one core accepts.
-pub const MAX_CONNECTIONS: usize = 1 << 20;
+pub const CONNECTIONS_MAX_CEILING: usize = 1 << 20;
 /// Smallest frame limit: room for a configuration and small values.
-pub const MIN_FRAME_BYTES: u32 = 64 << 10;
+pub const FRAME_BYTES_MAX_FLOOR: u32 = 64 << 10;
 /// Largest frame limit (one frame is buffered whole).
-pub const MAX_FRAME_BYTES: u32 = 1 << 30;
+pub const FRAME_BYTES_MAX_CEILING: u32 = 1 << 30;
 
 fn range<T: PartialOrd + std::fmt::Display + Copy>(
     flag: &str,
@@ -35,16 +35,21 @@ fn range<T: PartialOrd + std::fmt::Display + Copy>(
 /// shard count the store panics on, zero connections, a frame limit too
 /// small for any message, a master list this node cannot be found in).
 pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
-    range("--cores", cfg.cores, 1, MAX_CORES)?;
-    range("--shards", cfg.shards, 1, crate::kv::MAX_SHARDS)?;
-    range("--max-connections", cfg.max_connections, 1, MAX_CONNECTIONS)?;
+    range("--cores", cfg.cores, 1, CORES_MAX)?;
+    range("--shards", cfg.shards, 1, crate::kv::SHARDS_MAX)?;
+    range(
+        "--max-connections",
+        cfg.connections_max,
+        1,
+        CONNECTIONS_MAX_CEILING,
+    )?;
     range(
         "--max-frame-bytes",
-        cfg.max_frame_bytes,
-        MIN_FRAME_BYTES,
-        MAX_FRAME_BYTES,
+        cfg.frame_bytes_max,
+        FRAME_BYTES_MAX_FLOOR,
+        FRAME_BYTES_MAX_CEILING,
     )?;
-    let frame = cfg.max_frame_bytes as usize;
+    let frame = cfg.frame_bytes_max as usize;
     range("--conn-in-flight-max", cfg.conn_in_flight_max, 1, 1 << 20)?;
     range(
         "--conn-write-buf-max",
@@ -193,8 +198,8 @@ mod tests {
             ("--cores", Box::new(|c| c.cores = 100_000)),
             ("--shards", Box::new(|c| c.shards = 70_000)),
             ("--shards", Box::new(|c| c.shards = 0)),
-            ("--max-connections", Box::new(|c| c.max_connections = 0)),
-            ("--max-frame-bytes", Box::new(|c| c.max_frame_bytes = 100)),
+            ("--max-connections", Box::new(|c| c.connections_max = 0)),
+            ("--max-frame-bytes", Box::new(|c| c.frame_bytes_max = 100)),
             (
                 "--conn-in-flight-max",
                 Box::new(|c| c.conn_in_flight_max = 0),
