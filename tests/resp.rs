@@ -751,7 +751,7 @@ fn a_resp_password_is_required_before_commands() {
 fn sessions_are_capped_per_shard_and_short_resp_connections_reuse_theirs() {
     let cluster = Cluster::new_with_resp_args(
         3,
-        &["--max-sessions-per-shard", "4", "--resp-threads", "1"],
+        &["--sessions-per-shard-max", "4", "--resp-threads", "1"],
         Auth::ClusterKey,
     );
     let shards = synod_wire::DEFAULT_SHARDS;

@@ -60,7 +60,7 @@ pub const VALUE_BYTES_MAX: usize = synod_wire::VALUE_BYTES_MAX;
 /// log, in log time (`synod-server --session-ttl-secs`): 10 minutes.
 pub const DEFAULT_SESSION_TTL_MS: u64 = 10 * 60 * 1000;
 
-/// Sessions per shard at most (`synod-server --max-sessions-per-shard`);
+/// Sessions per shard at most (`synod-server --sessions-per-shard-max`);
 /// beyond it the least recently active session is evicted. A session that
 /// holds one cached reply costs about 660 bytes (measured:
 /// `kv::tests::session_memory`), so the default bounds a 64-shard group's

@@ -38,13 +38,13 @@ pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
     range("--cores", cfg.cores, 1, CORES_MAX)?;
     range("--shards", cfg.shards, 1, crate::kv::SHARDS_MAX)?;
     range(
-        "--max-connections",
+        "--connections-max",
         cfg.connections_max,
         1,
         CONNECTIONS_MAX_CEILING,
     )?;
     range(
-        "--max-frame-bytes",
+        "--frame-bytes-max",
         cfg.frame_bytes_max,
         FRAME_BYTES_MAX_FLOOR,
         FRAME_BYTES_MAX_CEILING,
@@ -60,7 +60,7 @@ pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
     if cfg.conn_reply_hard_max < cfg.conn_write_buf_max + frame {
         return Err(StartError(format!(
             "--conn-reply-hard-max {} must be at least --conn-write-buf-max plus \
-             --max-frame-bytes ({}): a connection under the soft cap may still be \
+             --frame-bytes-max ({}): a connection under the soft cap may still be \
              owed one maximal reply",
             cfg.conn_reply_hard_max,
             cfg.conn_write_buf_max + frame
@@ -74,7 +74,7 @@ pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
     }
     if cfg.partial_frames_budget < frame {
         return Err(StartError(format!(
-            "--partial-frames-budget {} must be at least --max-frame-bytes ({frame}): \
+            "--partial-frames-budget {} must be at least --frame-bytes-max ({frame}): \
              one maximal frame must fit",
             cfg.partial_frames_budget
         )));
@@ -198,8 +198,8 @@ mod tests {
             ("--cores", Box::new(|c| c.cores = 100_000)),
             ("--shards", Box::new(|c| c.shards = 70_000)),
             ("--shards", Box::new(|c| c.shards = 0)),
-            ("--max-connections", Box::new(|c| c.connections_max = 0)),
-            ("--max-frame-bytes", Box::new(|c| c.frame_bytes_max = 100)),
+            ("--connections-max", Box::new(|c| c.connections_max = 0)),
+            ("--frame-bytes-max", Box::new(|c| c.frame_bytes_max = 100)),
             (
                 "--conn-in-flight-max",
                 Box::new(|c| c.conn_in_flight_max = 0),
