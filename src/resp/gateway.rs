@@ -46,6 +46,9 @@ use crate::client::idmap::IdMap;
 use crate::client::mio_conn::write_out;
 use crate::client::ClientOptions;
 
+/// How long the accept thread pauses after a failed accept (typically out
+/// of file descriptors) before it tries again, so it does not spin.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Default [`GatewayOptions::connections_max`].
 pub const DEFAULT_CONNECTIONS_MAX: usize = 1000;
 /// Default [`GatewayOptions::idle_timeout`].
@@ -262,7 +265,7 @@ fn accept_loop(
                 // Typically out of file descriptors: back off instead of
                 // spinning on the error.
                 log::warn!("RESP accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(ACCEPT_RETRY_PAUSE);
                 continue;
             }
         };

@@ -17,6 +17,10 @@ pub const FRAME_BYTES_MAX_FLOOR: u32 = 64 << 10;
 /// Largest frame limit (one frame is buffered whole).
 pub const FRAME_BYTES_MAX_CEILING: u32 = 1 << 30;
 
+/// The window [`WarnLimiter`] counts warnings in: `per_sec` of them per
+/// window are logged, the rest counted and reported with the next one.
+const WARN_WINDOW: Duration = Duration::from_secs(1);
+
 fn range<T: PartialOrd + std::fmt::Display + Copy>(
     flag: &str,
     v: T,
@@ -164,7 +168,7 @@ impl WarnLimiter {
     /// `Some(k)` to log now (`k` warnings were suppressed since the last
     /// one logged), `None` to drop this one.
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+        if now.saturating_duration_since(self.window) >= WARN_WINDOW {
             self.window = now;
             self.used = 0;
         }
