@@ -12,7 +12,10 @@
 #   Redis: one redis-server, persistence off (--save '' --appendonly no),
 #          redis-benchmark -c 50 -P 16 -t set,get -q. No replication and no
 #          durability: an upper bound on what a KV server can do here, not a
-#          like-for-like rival. The same redis-benchmark commands also run
+#          like-for-like rival. Then one redis-server with --appendonly yes
+#          --appendfsync always (every write fsynced before its reply): the
+#          durable single node issue 15 compares the RESP port with. The
+#          same redis-benchmark commands also run
 #          against Synod's RESP gateway (node 0's --resp-listen port), so one
 #          tool measures both.
 #
@@ -40,7 +43,6 @@ ETCD_LOAD=${COMPARE_ETCD_LOAD:-l}
 REDIS_REQUESTS=${COMPARE_REDIS_REQUESTS:-2000000}
 PORT=${COMPARE_PORT:-7600}
 OUT=${COMPARE_OUT:-$ROOT/perf/results/compare-$(date +%Y-%m-%d).md}
-HZ=$(getconf CLK_TCK)
 
 WORK=$(mktemp -d /tmp/synod-compare.XXXXXX)
 ETCD_PIDS=()
@@ -77,8 +79,6 @@ BENCH="$ROOT/target/release/synod-bench"
 
 # secs_between T0 T1 (date +%s.%N): elapsed seconds.
 secs_between() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
-# per_op TICKS OPS: CPU microseconds per operation.
-per_op() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN {if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "NA"}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "NA" && b != "NA" && b > 0) printf "%.2f", a / b; else print "NA"}'; }
 
 # --- Synod -----------------------------------------------------------------
@@ -190,29 +190,47 @@ for pid in "${ETCD_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 ETCD_PIDS=()
 
 # --- Redis -----------------------------------------------------------------
+# redis_phase PORT ARGS...: one redis-server with ARGS, RUNS SET runs (its
+# CPU per SET counted) and RUNS GET runs; sets REDIS_SETS, REDIS_GETS and
+# REDIS_CPUS. Stops the server before returning.
+redis_phase() {
+    local port=$1
+    shift
+    redis-server --port "$port" --bind 127.0.0.1 "$@" \
+        --daemonize no --dir "$WORK" >"$WORK/redis-$port.log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 50); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    REDIS_SETS=() REDIS_GETS=() REDIS_CPUS=()
+    local run t0 t1
+    for run in $(seq 1 "$RUNS"); do
+        t0=$(cpu_ticks "$REDIS_PID")
+        REDIS_SETS+=("$(redis_bench "$port" set)")
+        t1=$(cpu_ticks "$REDIS_PID")
+        REDIS_CPUS+=("$(per_op $((t1 - t0)) "$REDIS_REQUESTS")")
+        REDIS_GETS+=("$(redis_bench "$port" get)")
+    done
+    kill -TERM "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=""
+}
 REDIS_PORT=$((PORT + 30))
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!
-for _ in $(seq 1 50); do
-    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
 REDIS_CMD="redis-benchmark -p $REDIS_PORT -c 50 -P 16 -t set,get -q -n $REDIS_REQUESTS -r 100000"
-redis_sets=() redis_gets=() redis_cpus=()
-for run in $(seq 1 "$RUNS"); do
-    t0=$(cpu_ticks "$REDIS_PID")
-    redis_sets+=("$(redis_bench "$REDIS_PORT" set)")
-    t1=$(cpu_ticks "$REDIS_PID")
-    redis_cpus+=("$(per_op $((t1 - t0)) "$REDIS_REQUESTS")")
-    redis_gets+=("$(redis_bench "$REDIS_PORT" get)")
-done
+redis_phase "$REDIS_PORT" --save '' --appendonly no
+redis_sets=("${REDIS_SETS[@]}") redis_gets=("${REDIS_GETS[@]}")
 redis_set_rate=$(median "${redis_sets[@]}")
 redis_get_rate=$(median "${redis_gets[@]}")
-redis_cpu=$(median "${redis_cpus[@]}")
-kill -TERM "$REDIS_PID" 2>/dev/null || true
-wait "$REDIS_PID" 2>/dev/null || true
-REDIS_PID=""
+redis_cpu=$(median "${REDIS_CPUS[@]}")
+# A durable Redis: every write appended and fsynced before its reply
+# (issue 15's yardstick for the RESP port: Synod syncs every write too,
+# on three replicas).
+redis_phase "$REDIS_PORT" --save '' --appendonly yes --appendfsync always
+aof_sets=("${REDIS_SETS[@]}") aof_gets=("${REDIS_GETS[@]}")
+aof_set_rate=$(median "${aof_sets[@]}")
+aof_get_rate=$(median "${aof_gets[@]}")
+aof_cpu=$(median "${REDIS_CPUS[@]}")
 
 # --- report ----------------------------------------------------------------
 mkdir -p "$(dirname "$OUT")"
@@ -228,6 +246,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| Synod via RESP | same cluster, node 0's gateway | $synod_resp_set | $synod_resp_get | - | redis-benchmark -c 50 -P 16 -r 100000, $REDIS_REQUESTS requests each (SET, GET) |"
     echo "| etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p') | 3 members, default fsync | ${etcd_rate} | - | $etcd_cpu | check perf --load=$ETCD_LOAD (rate-limited, 60 s); slowest requests ${etcd_slowest:-NA};${etcd_error:+ aborted once: $etcd_error;} CPU over each whole command, divided by throughput x 60 s |"
     echo "| Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') | 1 node, no persistence, no replication | ${redis_set_rate:-NA} | ${redis_get_rate:-NA} | $redis_cpu | redis-benchmark -c 50 -P 16 -r 100000, $REDIS_REQUESTS requests each |"
+    echo "| Redis, durable | 1 node, appendonly yes, appendfsync always, no replication | ${aof_set_rate:-NA} | ${aof_get_rate:-NA} | $aof_cpu | same commands |"
     echo
     echo "| ratio | value | target |"
     echo "|---|---:|---|"
@@ -235,6 +254,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| Synod / etcd, CPU per write | $(ratio "$synod_cpu" "$etcd_cpu") | < 1 |"
     echo "| Synod RESP / Redis, GET (redis-benchmark) | $(ratio "$synod_resp_get" "${redis_get_rate:-0}") | >= 0.25 |"
     echo "| Synod RESP / Redis, SET (redis-benchmark) | $(ratio "$synod_resp_set" "${redis_set_rate:-0}") | >= 0.10 |"
+    echo "| Synod RESP / durable Redis, SET (redis-benchmark) | $(ratio "$synod_resp_set" "${aof_set_rate:-0}") | >= 0.60 (issue 15) |"
     echo "| Synod / Redis, writes/s (synod-bench vs redis-benchmark) | $(ratio "$synod_put_rate" "${redis_set_rate:-0}") | |"
     echo "| Synod / Redis, reads/s (synod-bench vs redis-benchmark) | $(ratio "$synod_get_rate" "${redis_get_rate:-0}") | |"
     echo "| Synod / Redis, CPU per write | $(ratio "$synod_cpu" "$redis_cpu") | |"
@@ -249,6 +269,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "etcd --name eN --data-dir DIR/eN --listen-client-urls http://127.0.0.1:$((PORT + 10))+N ... --initial-cluster $ETCD_CLUSTER"
     echo "$ETCD_CMD"
     echo "redis-server --port $REDIS_PORT --save '' --appendonly no"
+    echo "redis-server --port $REDIS_PORT --save '' --appendonly yes --appendfsync always   # the durable Redis, same commands"
     echo "$REDIS_CMD   # run as -t set, then -t get"
     echo '```'
     echo
@@ -262,6 +283,8 @@ mkdir -p "$(dirname "$OUT")"
     printf '%s\n' "${etcd_outs[@]}"
     echo "redis SET runs: ${redis_sets[*]}"
     echo "redis GET runs: ${redis_gets[*]}"
+    echo "durable redis SET runs: ${aof_sets[*]}"
+    echo "durable redis GET runs: ${aof_gets[*]}"
     echo '```'
     echo
     echo "## Machine"

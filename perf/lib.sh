@@ -108,6 +108,9 @@ fsync_probe() {
     echo "${out:-unknown}"
 }
 
+# per_op TICKS OPS: CPU microseconds per operation, from clock ticks.
+per_op() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "NA"}'; }
+
 # cpu_ticks PID...: user+system clock ticks used so far by these processes
 # (fields 14 and 15 of /proc/PID/stat, read after the ")" that ends the
 # command name, which may contain spaces). Gone processes count 0.
