@@ -10,11 +10,12 @@ use super::{RuntimeConfig, StartError};
 
 /// Most event loops (cores) a node runs.
 pub const CORES_MAX: usize = 1024;
-/// Most connections one core accepts.
+/// The highest `--connections-max` (connections one core accepts) allowed.
 pub const CONNECTIONS_MAX_CEILING: usize = 1 << 20;
-/// Smallest frame limit: room for a configuration and small values.
+/// The lowest `--frame-bytes-max` allowed: room for a configuration and
+/// small values.
 pub const FRAME_BYTES_MAX_FLOOR: u32 = 64 << 10;
-/// Largest frame limit (one frame is buffered whole).
+/// The highest `--frame-bytes-max` allowed (one frame is buffered whole).
 pub const FRAME_BYTES_MAX_CEILING: u32 = 1 << 30;
 
 /// The window [`WarnLimiter`] counts warnings in: `per_sec` of them per
