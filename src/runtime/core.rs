@@ -77,7 +77,7 @@ pub struct CoreHandle {
 /// server list for the group, which grows by appending (never past the
 /// master's cap), so every replica uses the cap from the start and the
 /// id space never has to grow under a running replica.
-const KV_ID_SPACE: u32 = crate::master::MAX_SERVERS_PER_GROUP as u32;
+const KV_ID_SPACE: u32 = crate::master::SERVERS_PER_GROUP_MAX as u32;
 
 /// How often a leader resends its commit point to replicas removed from
 /// its group (a removed replica that already stopped hosting the group
@@ -350,7 +350,7 @@ impl Core {
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
         rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         rc.read_index = self.cfg.read_index;
-        frame_limits(&mut rc, self.cfg.max_frame_bytes);
+        frame_limits(&mut rc, self.cfg.frame_bytes_max);
         // A restarted acceptor reports the log it held above its snapshot.
         rc.paxos.slot_horizon = rc
             .paxos
@@ -361,7 +361,7 @@ impl Core {
             KvOptions {
                 shards: self.cfg.shards,
                 session_ttl_ms: self.cfg.session_ttl.as_millis() as u64,
-                max_sessions_per_shard: self.cfg.max_sessions_per_shard,
+                sessions_per_shard_max: self.cfg.sessions_per_shard_max,
                 ..KvOptions::default()
             },
         );
@@ -383,7 +383,7 @@ impl Core {
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
         rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         rc.read_index = self.cfg.read_index;
-        frame_limits(&mut rc, self.cfg.max_frame_bytes);
+        frame_limits(&mut rc, self.cfg.frame_bytes_max);
         // A restarted acceptor reports the log it held above its snapshot.
         rc.paxos.slot_horizon = rc
             .paxos
@@ -699,7 +699,7 @@ impl Core {
         if conn.role == Role::Incoming && !self.make_room() {
             self.warn(format!(
                 "core {}: connection limit {} reached and every connection is busy; refusing",
-                self.id, self.cfg.max_connections
+                self.id, self.cfg.connections_max
             ));
             return None;
         }
@@ -754,7 +754,7 @@ impl Core {
     /// did, issue 8 finding 9). Connections this core dialed (to its peers
     /// and for migration) are bounded by the configuration and never count.
     fn make_room(&mut self) -> bool {
-        if self.conns.len() < self.cfg.max_connections {
+        if self.conns.len() < self.cfg.connections_max {
             return true;
         }
         let mut incoming = 0;
@@ -772,7 +772,7 @@ impl Core {
                 victim = Some(key);
             }
         }
-        if incoming < self.cfg.max_connections {
+        if incoming < self.cfg.connections_max {
             return true;
         }
         match victim {
@@ -892,7 +892,7 @@ impl Core {
                     let conn = Conn::new(
                         stream,
                         Role::Incoming,
-                        self.cfg.max_frame_bytes,
+                        self.cfg.frame_bytes_max,
                         Instant::now(),
                     );
                     if let Some(t) = self.register(conn) {
@@ -926,7 +926,7 @@ impl Core {
         let mut conn = Conn::new(
             stream,
             Role::Incoming,
-            self.cfg.max_frame_bytes,
+            self.cfg.frame_bytes_max,
             Instant::now(),
         );
         conn.rbuf = rest;
@@ -987,7 +987,7 @@ impl Core {
 
     fn on_readable(&mut self, t: Token) {
         let now = Instant::now();
-        let (cap, max_in_flight) = (self.cfg.conn_write_buf_max, self.cfg.conn_in_flight_max);
+        let (cap, in_flight_max) = (self.cfg.conn_write_buf_max, self.cfg.conn_in_flight_max);
         let mut spent = false;
         loop {
             // Decode everything buffered.
@@ -997,7 +997,7 @@ impl Core {
                 };
                 // Back-pressure: while the replies to this connection pile
                 // up, stop reading its requests (resumed as replies drain).
-                if c.reply_debt() > cap || c.in_flight >= max_in_flight {
+                if c.reply_debt() > cap || c.in_flight >= in_flight_max {
                     c.paused = true;
                     // Not reading is our choice: the frame clock restarts
                     // when reading does.
@@ -1397,7 +1397,7 @@ impl Core {
                 let mut conn = Conn::new(
                     stream,
                     Role::Rpc { target },
-                    self.cfg.max_frame_bytes,
+                    self.cfg.frame_bytes_max,
                     Instant::now(),
                 );
                 if !self.secure(&mut conn, Identity::Node, target) {
@@ -1618,7 +1618,7 @@ impl Core {
         let mut conn = Conn::new(
             stream,
             Role::Peer { gid, peer },
-            self.cfg.max_frame_bytes,
+            self.cfg.frame_bytes_max,
             now,
         );
         let me = self.groups[&gid].replica.id();
@@ -1861,9 +1861,9 @@ fn peer_name(c: &Conn) -> String {
 /// Sizes that must fit this node's frame limit: the largest client command
 /// (so an Accept carrying it fits a frame), and the pages of Promise,
 /// catch-up and Accept messages and snapshot chunks (a quarter frame).
-fn frame_limits(rc: &mut ReplicaConfig, max_frame_bytes: u32) {
-    let page = (max_frame_bytes / 4) as usize;
-    rc.command_bytes_max = synod_wire::max_command_bytes(max_frame_bytes);
+fn frame_limits(rc: &mut ReplicaConfig, frame_bytes_max: u32) {
+    let page = (frame_bytes_max / 4) as usize;
+    rc.command_bytes_max = synod_wire::command_bytes_max(frame_bytes_max);
     rc.paxos.catchup_bytes_max = rc.paxos.catchup_bytes_max.min(page);
     rc.paxos.batch_bytes_max = rc.paxos.batch_bytes_max.min(page);
     rc.paxos.snapshot_chunk_bytes = rc.paxos.snapshot_chunk_bytes.min(page);
