@@ -176,7 +176,7 @@ pub struct ReplicaConfig {
     pub stamp_reads: bool,
     /// Largest log command (encoded request) taken from a client; larger
     /// ones are answered `Error` at once. Derived from the frame limit
-    /// ([`synod_wire::max_command_bytes`]) so any message carrying the
+    /// ([`synod_wire::command_bytes_max`]) so any message carrying the
     /// command fits one frame.
     pub command_bytes_max: usize,
     pub bugs: ReplicaBugs,
@@ -193,7 +193,7 @@ impl ReplicaConfig {
             reads_pending_max: 1 << 16,
             clock_interval_ms: 100,
             stamp_reads: true,
-            command_bytes_max: synod_wire::max_command_bytes(synod_wire::DEFAULT_MAX_FRAME_BYTES),
+            command_bytes_max: synod_wire::command_bytes_max(synod_wire::DEFAULT_FRAME_BYTES_MAX),
             bugs: ReplicaBugs::default(),
         }
     }

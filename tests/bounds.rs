@@ -169,7 +169,7 @@ fn query_request() -> Message {
     })
 }
 
-/// Finding 9: with `--max-connections 16`, 100 idle sockets on node 0 used
+/// Finding 9: with `--connections-max 16`, 100 idle sockets on node 0 used
 /// to lock out an admin query and a restarted peer. Now the idle ones are
 /// evicted to make room: the query is answered, and after node 1 restarts
 /// and node 2 stops, nodes 0 and 1 form a majority and serve a put (node 1
@@ -179,7 +179,7 @@ fn idle_sockets_at_the_connection_limit_do_not_lock_out_admin_or_peers() {
     let mut c = Cluster::with_args(
         3,
         0,
-        &["--max-connections", "16", "--first-frame-secs", "120"],
+        &["--connections-max", "16", "--first-frame-secs", "120"],
     );
     c.client()
         .join(vec![synod_wire::GroupInfo::new(GID, c.masters.clone())])
@@ -279,8 +279,14 @@ fn partial_frame_hogs_are_closed_past_the_budget() {
 /// Run `synod-server` with `args`; its exit status and output, or a panic
 /// if it is still running after 10 s (killed first).
 fn run_server(args: &[&str]) -> (std::process::ExitStatus, String) {
+    run_server_with_env(args, &[])
+}
+
+/// [`run_server`] with these environment variables set.
+fn run_server_with_env(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_synod-server"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -344,18 +350,45 @@ fn bad_flags_exit_non_zero_with_a_message() {
     let listen = format!("127.0.0.1:{port}");
     let localhost = format!("localhost:{port}");
     let base = ["--listen", &listen, "--data-dir", &dir_s, "--masters"];
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&[&localhost], "not IP:PORT"),
         (&[&listen, "--shards", "70000"], "--shards"),
-        (&[&listen, "--max-connections", "0"], "--max-connections"),
+        (&[&listen, "--connections-max", "0"], "--connections-max"),
         (&[&listen, "--cores", "0"], "--cores"),
-        (&[&listen, "--max-frame-bytes", "10"], "--max-frame-bytes"),
+        (&[&listen, "--frame-bytes-max", "10"], "--frame-bytes-max"),
+        // The names before the limits took the `*_max` order (issue 9).
+        (&[&listen, "--max-connections", "0"], "--connections-max 0"),
+        (
+            &[&listen, "--max-frame-bytes", "10"],
+            "--frame-bytes-max 10",
+        ),
     ];
     for (rest, want) in cases {
         let args: Vec<&str> = base.iter().chain(rest.iter()).copied().collect();
         let (status, out) = run_server(&args);
         assert!(!status.success(), "{args:?} started");
         assert!(out.contains(want), "{args:?}: {out}");
+    }
+    // Old environment names too; the new name wins when both are set.
+    let args: Vec<&str> = base.iter().copied().chain([listen.as_str()]).collect();
+    let old_env = [
+        (&[("SYNOD_MAX_CONNECTIONS", "0")][..], "--connections-max 0"),
+        (
+            &[("SYNOD_MAX_FRAME_BYTES", "10")][..],
+            "--frame-bytes-max 10",
+        ),
+        (
+            &[
+                ("SYNOD_MAX_FRAME_BYTES", "10"),
+                ("SYNOD_FRAME_BYTES_MAX", "20"),
+            ][..],
+            "--frame-bytes-max 20",
+        ),
+    ];
+    for (env, want) in old_env {
+        let (status, out) = run_server_with_env(&args, env);
+        assert!(!status.success(), "{env:?} started");
+        assert!(out.contains(want), "{env:?}: {out}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -169,7 +169,7 @@ fn a_restart_with_a_log_larger_than_a_frame_elects_a_leader() {
         3,
         0,
         &[
-            "--max-frame-bytes",
+            "--frame-bytes-max",
             "262144",
             "--migrate-chunk-bytes",
             "65536",

@@ -1190,7 +1190,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
         // linearize anywhere after their call: a few segments' keys need
         // more search than the default budget, so an undecided history is
         // searched again with 32x the steps. The search's memory is bounded
-        // (`CheckOptions::max_memory_bytes`, 2 GiB: its memo holds 16-byte
+        // (`CheckOptions::memory_bytes_max`, 2 GiB: its memo holds 16-byte
         // fingerprints, where it once held each state's whole set of
         // linearized operations and a deeper search took a debug CI run
         // past 24 GB). A history still undecided is reported, not failed;
@@ -1200,7 +1200,7 @@ fn nemesis_schedule_keeps_histories_linearizable_and_appends_exactly_once() {
         if matches!(verdict, synod::check::CheckResult::Inconclusive { .. }) {
             eprintln!("history {histories}: undecided at the default budget; searching longer");
             let deeper = CheckOptions {
-                max_steps_per_key: CheckOptions::default().max_steps_per_key * 32,
+                steps_per_key_max: CheckOptions::default().steps_per_key_max * 32,
                 ..CheckOptions::default()
             };
             verdict = synod::check::check_kv(&history, &deeper);

@@ -615,7 +615,7 @@ fn connection_limit_and_idle_timeout_of_an_in_process_gateway() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut opts = synod::resp::GatewayOptions::new(cluster.masters.clone());
-    opts.max_connections = 2;
+    opts.connections_max = 2;
     opts.idle_timeout = Duration::from_secs(1);
     opts.threads = 2;
     synod::resp::serve_with(listener, opts).unwrap();
@@ -751,7 +751,7 @@ fn a_resp_password_is_required_before_commands() {
 fn sessions_are_capped_per_shard_and_short_resp_connections_reuse_theirs() {
     let cluster = Cluster::new_with_resp_args(
         3,
-        &["--max-sessions-per-shard", "4", "--resp-threads", "1"],
+        &["--sessions-per-shard-max", "4", "--resp-threads", "1"],
         Auth::ClusterKey,
     );
     let shards = synod_wire::DEFAULT_SHARDS;
@@ -850,7 +850,7 @@ fn lone_gateway(tweak: impl FnOnce(&mut synod::resp::GatewayOptions)) -> String 
     addr
 }
 
-/// Issue 8, finding 9 (RESP): silent connections filling `max_connections`
+/// Issue 8, finding 9 (RESP): silent connections filling `connections_max`
 /// no longer lock out a PING (the one silent longest is closed for it), a
 /// byte at a time no longer keeps a connection alive (the idle timer
 /// counts whole commands, and an unfinished command has a deadline), and
@@ -858,7 +858,7 @@ fn lone_gateway(tweak: impl FnOnce(&mut synod::resp::GatewayOptions)) -> String 
 #[test]
 fn resp_idle_and_trickling_connections_do_not_lock_out_ping() {
     let addr = lone_gateway(|o| {
-        o.max_connections = 20;
+        o.connections_max = 20;
         o.idle_timeout = Duration::from_secs(60);
         o.command_timeout = Duration::from_secs(1);
     });

@@ -197,7 +197,7 @@ fn a_shard_larger_than_a_frame_moves_in_chunks() {
     let c = Cluster::with_args(
         3,
         0,
-        &["--max-frame-bytes", &frame, "--migrate-chunk-bytes", &chunk],
+        &["--frame-bytes-max", &frame, "--migrate-chunk-bytes", &chunk],
     );
     let mut admin = c.client();
     for gid in [1, 2] {

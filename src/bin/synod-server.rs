@@ -28,6 +28,9 @@ use synod::storage::FsyncPolicy;
 /// Every option can also be set in the environment as SYNOD_<OPTION>
 /// (--data-dir: SYNOD_DATA_DIR); the command line wins. Defaults that
 /// cannot be shown below are the runtime's (`RuntimeConfig::new`).
+///
+/// Limits are named with -max last (--connections-max); the older names
+/// (--max-connections, SYNOD_MAX_CONNECTIONS) are still accepted.
 #[derive(Debug, Parser)]
 #[command(name = "synod-server", version, args_override_self = true)]
 struct Args {
@@ -58,11 +61,21 @@ struct Args {
     /// first) is closed to make room, so idle sockets cannot lock out peers
     /// or admin commands; connections this node dials to its peers do not
     /// count
-    #[arg(long, env = "SYNOD_MAX_CONNECTIONS", value_name = "N")]
-    max_connections: Option<u64>,
+    #[arg(
+        long,
+        alias = "max-connections",
+        env = "SYNOD_CONNECTIONS_MAX",
+        value_name = "N"
+    )]
+    connections_max: Option<u64>,
     /// Largest frame (default 16777216; 65536..=1073741824)
-    #[arg(long, env = "SYNOD_MAX_FRAME_BYTES", value_name = "N")]
-    max_frame_bytes: Option<u64>,
+    #[arg(
+        long,
+        alias = "max-frame-bytes",
+        env = "SYNOD_FRAME_BYTES_MAX",
+        value_name = "N"
+    )]
+    frame_bytes_max: Option<u64>,
     /// Close client connections idle this long (default 300)
     #[arg(long, env = "SYNOD_IDLE_TIMEOUT_SECS", value_name = "N")]
     idle_timeout_secs: Option<u64>,
@@ -79,7 +92,7 @@ struct Args {
     min_recv_bytes_per_sec: Option<u64>,
     /// Per core, bytes held in partially received frames over all
     /// connections; past it the connection holding the largest partial
-    /// frame is closed (default 67108864; at least --max-frame-bytes)
+    /// frame is closed (default 67108864; at least --frame-bytes-max)
     #[arg(long, env = "SYNOD_PARTIAL_FRAMES_BUDGET", value_name = "N")]
     partial_frames_budget: Option<u64>,
     /// Snapshot a group's state and free its log once the log holds this
@@ -113,7 +126,7 @@ struct Args {
     conn_in_flight_max: Option<u64>,
     /// Per connection: close it once this many reply bytes wait for it to
     /// read them (default 33554432; at least --conn-write-buf-max +
-    /// --max-frame-bytes)
+    /// --frame-bytes-max)
     #[arg(long, env = "SYNOD_CONN_REPLY_HARD_MAX", value_name = "N")]
     conn_reply_hard_max: Option<u64>,
     /// Per core, unread reply bytes of all accepted connections; past it
@@ -146,7 +159,7 @@ struct Args {
     reads: Option<Reads>,
     /// When another group pulls a shard from this node, send it in chunks
     /// of about N bytes of records, each one message and one log entry at
-    /// the receiver (default 1048576; at most half of --max-frame-bytes)
+    /// the receiver (default 1048576; at most half of --frame-bytes-max)
     #[arg(long, env = "SYNOD_MIGRATE_CHUNK_BYTES", value_name = "N")]
     migrate_chunk_bytes: Option<u64>,
     /// A prepared part of a cross-group transaction whose client has not
@@ -166,9 +179,9 @@ struct Args {
     /// At most N sessions per shard; beyond it the least recently active
     /// is evicted, as if expired (default 4096; about 660 bytes each). Must
     /// be the same on every node
-    #[arg(long, env = "SYNOD_MAX_SESSIONS_PER_SHARD", value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
-    max_sessions_per_shard: Option<u64>,
+    #[arg(long, alias = "max-sessions-per-shard", env = "SYNOD_SESSIONS_PER_SHARD_MAX",
+          value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    sessions_per_shard_max: Option<u64>,
     /// Serve Prometheus metrics on GET /metrics here (plain HTTP, no
     /// authentication: bind it to a private address; default: off)
     #[arg(long, env = "SYNOD_METRICS_LISTEN", value_name = "HOST:PORT")]
@@ -179,7 +192,7 @@ struct Args {
     resp_listen: Option<SocketAddr>,
     /// Event loops of the RESP gateway (default: the machine's cores)
     #[arg(long, env = "SYNOD_RESP_THREADS", value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=synod::resp::MAX_THREADS as u64))]
+          value_parser = clap::value_parser!(u64).range(1..=synod::resp::THREADS_MAX as u64))]
     resp_threads: Option<u64>,
     /// The cluster's secret: peer, migration and admin traffic must prove
     /// it (HMAC-SHA256 challenge-response). Make one with `head -c 32
@@ -196,9 +209,9 @@ struct Args {
     resp_password_file: Option<PathBuf>,
     /// Open RESP connections (default 1000); when full, the one silent
     /// longest (at least 1 s) is closed for a newcomer
-    #[arg(long, env = "SYNOD_RESP_MAX_CONNECTIONS", value_name = "N",
-          value_parser = resp_limit())]
-    resp_max_connections: Option<u64>,
+    #[arg(long, alias = "resp-max-connections", env = "SYNOD_RESP_CONNECTIONS_MAX",
+          value_name = "N", value_parser = resp_limit())]
+    resp_connections_max: Option<u64>,
     /// Close a RESP connection that sent no whole command this long
     /// (default 300)
     #[arg(long, env = "SYNOD_RESP_IDLE_TIMEOUT_SECS", value_name = "N",
@@ -210,9 +223,9 @@ struct Args {
           value_parser = resp_limit())]
     resp_command_timeout_secs: Option<u64>,
     /// Arguments of one RESP command, at most (default 65536)
-    #[arg(long, env = "SYNOD_RESP_MAX_COMMAND_ARGS", value_name = "N",
-          value_parser = resp_limit())]
-    resp_max_command_args: Option<u64>,
+    #[arg(long, alias = "resp-max-command-args", env = "SYNOD_RESP_COMMAND_ARGS_MAX",
+          value_name = "N", value_parser = resp_limit())]
+    resp_command_args_max: Option<u64>,
     /// Bytes of unfinished RESP commands the gateway holds, over all
     /// connections (default 67108864)
     #[arg(long, env = "SYNOD_RESP_PARTIAL_BUDGET", value_name = "N",
@@ -236,6 +249,34 @@ enum Reads {
     Log,
 }
 
+/// Environment variables of the limits renamed to the `*_max` order (issue
+/// 9), old name first. Their flags keep the old names as hidden clap
+/// aliases; an old variable is read when the new one is unset, so an
+/// existing `synod.env` keeps working (the new name wins if both are set).
+const RENAMED_ENV: [(&str, &str); 5] = [
+    ("SYNOD_MAX_CONNECTIONS", "SYNOD_CONNECTIONS_MAX"),
+    ("SYNOD_MAX_FRAME_BYTES", "SYNOD_FRAME_BYTES_MAX"),
+    (
+        "SYNOD_MAX_SESSIONS_PER_SHARD",
+        "SYNOD_SESSIONS_PER_SHARD_MAX",
+    ),
+    ("SYNOD_RESP_MAX_CONNECTIONS", "SYNOD_RESP_CONNECTIONS_MAX"),
+    ("SYNOD_RESP_MAX_COMMAND_ARGS", "SYNOD_RESP_COMMAND_ARGS_MAX"),
+];
+
+/// Copies each old variable of [`RENAMED_ENV`] to its new name when only
+/// the old one is set. Called first thing in `main`, before any other
+/// thread exists (setting the environment is not thread-safe).
+fn adopt_renamed_env() {
+    for (old, new) in RENAMED_ENV {
+        if std::env::var_os(new).is_none() {
+            if let Some(v) = std::env::var_os(old) {
+                std::env::set_var(new, v);
+            }
+        }
+    }
+}
+
 /// The `--resp-*` limits: 1 to 2^40.
 fn resp_limit() -> clap::builder::RangedU64ValueParser {
     clap::value_parser!(u64).range(1..=1 << 40)
@@ -249,10 +290,10 @@ struct RespArgs {
     threads: Option<usize>,
     /// `--resp-password-file`: RESP clients must AUTH first.
     password: Option<Vec<u8>>,
-    max_connections: Option<u64>,
+    connections_max: Option<u64>,
     idle_timeout_secs: Option<u64>,
     command_timeout_secs: Option<u64>,
-    max_command_args: Option<u64>,
+    command_args_max: Option<u64>,
     partial_budget: Option<u64>,
     /// `--resp-allow-flushdb`: FLUSHDB and FLUSHALL may run.
     allow_flushdb: bool,
@@ -317,9 +358,9 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
             Fsync::Never => FsyncPolicy::Never,
         };
     }
-    set(&mut cfg.max_connections, a.max_connections);
-    if let Some(n) = a.max_frame_bytes {
-        cfg.max_frame_bytes = n.min(u32::MAX as u64) as u32;
+    set(&mut cfg.connections_max, a.connections_max);
+    if let Some(n) = a.frame_bytes_max {
+        cfg.frame_bytes_max = n.min(u32::MAX as u64) as u32;
     }
     cfg.idle_timeout = a.idle_timeout_secs.map_or(cfg.idle_timeout, secs);
     cfg.first_frame_timeout = a.first_frame_secs.map_or(cfg.first_frame_timeout, secs);
@@ -355,14 +396,14 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
         cfg.txn_resolve_after = Duration::from_millis(ms);
     }
     cfg.session_ttl = a.session_ttl_secs.map_or(cfg.session_ttl, secs);
-    set(&mut cfg.max_sessions_per_shard, a.max_sessions_per_shard);
+    set(&mut cfg.sessions_per_shard_max, a.sessions_per_shard_max);
     synod::runtime::limits::validate(&cfg).map_err(|e| e.0)?;
     // Half the frame leaves room for the chunk's framing, a record that
     // overshoots the budget, and the dedup sessions on the last chunk.
-    if cfg.migrate_chunk_bytes == 0 || cfg.migrate_chunk_bytes > cfg.max_frame_bytes as usize / 2 {
+    if cfg.migrate_chunk_bytes == 0 || cfg.migrate_chunk_bytes > cfg.frame_bytes_max as usize / 2 {
         return Err(format!(
-            "--migrate-chunk-bytes must be between 1 and half of --max-frame-bytes ({})",
-            cfg.max_frame_bytes / 2
+            "--migrate-chunk-bytes must be between 1 and half of --frame-bytes-max ({})",
+            cfg.frame_bytes_max / 2
         ));
     }
     Ok((
@@ -372,10 +413,10 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
             listen: a.resp_listen,
             threads: a.resp_threads.map(|n| n as usize),
             password,
-            max_connections: a.resp_max_connections,
+            connections_max: a.resp_connections_max,
             idle_timeout_secs: a.resp_idle_timeout_secs,
             command_timeout_secs: a.resp_command_timeout_secs,
-            max_command_args: a.resp_max_command_args,
+            command_args_max: a.resp_command_args_max,
             partial_budget: a.resp_partial_budget,
             allow_flushdb: a.resp_allow_flushdb,
         },
@@ -383,6 +424,7 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
 }
 
 fn main() -> ExitCode {
+    adopt_renamed_env();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // A panic in any thread (a core, the watcher) takes the whole process
     // down with a non-zero status, so a supervisor restarts it; otherwise a
@@ -446,8 +488,8 @@ fn main() -> ExitCode {
         opts.shards = shards;
         opts.client.cluster_key = keys.cluster.clone();
         opts.client.client_key = keys.client.clone();
-        if let Some(n) = resp.max_connections {
-            opts.max_connections = n as usize;
+        if let Some(n) = resp.connections_max {
+            opts.connections_max = n as usize;
         }
         if let Some(n) = resp.idle_timeout_secs {
             opts.idle_timeout = Duration::from_secs(n);
@@ -455,8 +497,8 @@ fn main() -> ExitCode {
         if let Some(n) = resp.command_timeout_secs {
             opts.command_timeout = Duration::from_secs(n);
         }
-        if let Some(n) = resp.max_command_args {
-            opts.max_command_args = n as usize;
+        if let Some(n) = resp.command_args_max {
+            opts.command_args_max = n as usize;
         }
         if let Some(n) = resp.partial_budget {
             opts.partial_budget = n as usize;
@@ -532,5 +574,51 @@ mod tests {
         assert!(bad(&["--session-ttl-secs", "0"]).is_err());
         assert!(bad(&["--resp-threads", "0"]).is_err());
         assert!(matches!(bad(&["--wal-segment-bytes", "0"]), Ok(Err(_))));
+    }
+
+    /// The limits renamed to `--*-max` (issue 9) still take their old
+    /// names on the command line, hidden from --help; every renamed
+    /// variable's new name is its flag's.
+    #[test]
+    fn old_limit_flag_names_still_work() {
+        let a = Args::try_parse_from([
+            "synod-server",
+            "--listen",
+            "127.0.0.1:7100",
+            "--data-dir=/d",
+            "--masters",
+            "127.0.0.1:7100",
+            "--max-connections",
+            "7",
+            "--max-frame-bytes=4194304",
+            "--max-sessions-per-shard",
+            "9",
+            "--resp-max-connections",
+            "11",
+            "--resp-max-command-args",
+            "13",
+        ])
+        .unwrap();
+        let (cfg, resp) = configure(a).unwrap();
+        assert_eq!(cfg.connections_max, 7);
+        assert_eq!(cfg.frame_bytes_max, 4 << 20);
+        assert_eq!(cfg.sessions_per_shard_max, 9);
+        assert_eq!(resp.connections_max, Some(11));
+        assert_eq!(resp.command_args_max, Some(13));
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("--connections-max"), "{help}");
+        assert!(!help.contains("--max-connections <"), "{help}");
+        let cmd = Args::command();
+        for (old, new) in RENAMED_ENV {
+            assert!(old.starts_with("SYNOD_") && old.contains("MAX_"), "{old}");
+            let flag = new["SYNOD_".len()..].to_lowercase().replace('_', "-");
+            let arg = cmd.get_arguments().find(|a| a.get_long() == Some(&flag));
+            let arg = arg.unwrap_or_else(|| panic!("no --{flag}"));
+            let alias = old["SYNOD_".len()..].to_lowercase().replace('_', "-");
+            assert!(
+                arg.get_all_aliases().unwrap_or_default().contains(&&*alias),
+                "--{alias}"
+            );
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! all change some audit's total.
 
 use bytes::Bytes;
-use synod_wire::{Op, Txn, TxnOpResult, TxnResult, MAX_TXN_PARTS};
+use synod_wire::{Op, Txn, TxnOpResult, TxnResult, TXN_PARTS_MAX};
 
 /// `n` account keys (`acct0`, ...). With `one_group`, all in one shard (so
 /// one group holds them at a time, and transactions on them never span
@@ -46,7 +46,7 @@ pub fn spread_keys(prefix: &str, n: usize, shards: u32, one_group: bool) -> Vec<
 /// order, with no compares (so its success branch always runs). All the
 /// reads happen at one point of the serialization order, so the total
 /// they add up to is one the bank held at that point. At most
-/// [`MAX_TXN_PARTS`] accounts fit one transaction (a longer one is refused
+/// [`TXN_PARTS_MAX`] accounts fit one transaction (a longer one is refused
 /// by the session, `Txn::invalid`); see [`audit_chunks`].
 pub fn audit_txn(accounts: &[Bytes]) -> Txn {
     Txn {
@@ -59,7 +59,7 @@ pub fn audit_txn(accounts: &[Bytes]) -> Txn {
     }
 }
 
-/// Audits of `accounts`, [`MAX_TXN_PARTS`] accounts each. One chunk is a
+/// Audits of `accounts`, [`TXN_PARTS_MAX`] accounts each. One chunk is a
 /// snapshot; several are not: their totals add up to the bank's total
 /// only when no transfer can commit between the first chunk's reads and
 /// the last one's (the caller has stopped every transferring client).
@@ -68,7 +68,7 @@ pub fn audit_txn(accounts: &[Bytes]) -> Txn {
 /// outcome is applied: such a quiescent chunked audit sees every
 /// committed transfer whole.
 pub fn audit_chunks(accounts: &[Bytes]) -> Vec<Txn> {
-    accounts.chunks(MAX_TXN_PARTS).map(audit_txn).collect()
+    accounts.chunks(TXN_PARTS_MAX).map(audit_txn).collect()
 }
 
 /// A transfer of `amount` from account `from` to account `to`: one
@@ -221,13 +221,13 @@ mod tests {
 
     #[test]
     fn audits_are_chunked_at_the_transaction_bound() {
-        let accounts: Vec<Bytes> = (0..MAX_TXN_PARTS * 2 + 1)
+        let accounts: Vec<Bytes> = (0..TXN_PARTS_MAX * 2 + 1)
             .map(|i| Bytes::from(format!("k{i}")))
             .collect();
         let chunks = audit_chunks(&accounts);
         assert_eq!(
             chunks.iter().map(|t| t.success.len()).collect::<Vec<_>>(),
-            vec![MAX_TXN_PARTS, MAX_TXN_PARTS, 1]
+            vec![TXN_PARTS_MAX, TXN_PARTS_MAX, 1]
         );
         assert!(chunks.iter().all(|t| t.invalid().is_none()));
         assert_eq!(chunks[2].success[0].key().as_ref(), b"k2048");

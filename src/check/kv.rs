@@ -197,7 +197,7 @@ impl CheckResult {
 
 /// Most operations listed in a failure's `detail`, so a hot key with
 /// thousands of operations still gives a readable report.
-pub const DETAIL_MAX_OPS: usize = 200;
+pub const DETAIL_OPS_MAX: usize = 200;
 
 /// Checks a multi-key history.
 ///
@@ -635,16 +635,16 @@ fn describe_failure(key: &Bytes, ops: &[(usize, &KvOp)], longest_prefix: &[usize
     let mut by_call: Vec<&(usize, &KvOp)> = ops.iter().collect();
     by_call.sort_by_key(|(i, op)| (op.call, *i));
     let _ = writeln!(out, "ops by call time:");
-    for (i, op) in by_call.iter().take(DETAIL_MAX_OPS) {
+    for (i, op) in by_call.iter().take(DETAIL_OPS_MAX) {
         let _ = writeln!(out, "  #{i} {}", describe_op(op));
     }
-    if by_call.len() > DETAIL_MAX_OPS {
-        let _ = writeln!(out, "  ... {} more", by_call.len() - DETAIL_MAX_OPS);
+    if by_call.len() > DETAIL_OPS_MAX {
+        let _ = writeln!(out, "  ... {} more", by_call.len() - DETAIL_OPS_MAX);
     }
     let _ = writeln!(out, "longest linearizable prefix:");
     // Replay the whole prefix with the reference model so the report shows
     // real bytes, but print only its end: the failure is right after it.
-    let skip = longest_prefix.len().saturating_sub(DETAIL_MAX_OPS);
+    let skip = longest_prefix.len().saturating_sub(DETAIL_OPS_MAX);
     if skip > 0 {
         let _ = writeln!(out, "  ... {skip} earlier ops");
     }
@@ -666,8 +666,8 @@ fn describe_failure(key: &Bytes, ops: &[(usize, &KvOp)], longest_prefix: &[usize
             unplaced.push(format!("#{i}"));
         }
     }
-    let more = unplaced.len().saturating_sub(DETAIL_MAX_OPS);
-    unplaced.truncate(DETAIL_MAX_OPS);
+    let more = unplaced.len().saturating_sub(DETAIL_OPS_MAX);
+    unplaced.truncate(DETAIL_OPS_MAX);
     let _ = write!(
         out,
         "completed ops not in that prefix: {}",

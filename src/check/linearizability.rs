@@ -41,8 +41,8 @@
 //! # Cost
 //!
 //! The problem is NP-complete; memoization keeps the usual case near linear,
-//! and [`CheckOptions::max_steps_per_key`] bounds the rest, in time, and
-//! [`CheckOptions::max_memory_bytes`] in memory (the memo keeps a 16-byte
+//! and [`CheckOptions::steps_per_key_max`] bounds the rest, in time, and
+//! [`CheckOptions::memory_bytes_max`] in memory (the memo keeps a 16-byte
 //! fingerprint per entry). A search that runs out of budget answers [`Verdict::Inconclusive`], which callers must treat
 //! as failure: a checker that quietly passes what it could not check is
 //! worse than none.
@@ -106,7 +106,7 @@ pub trait Model {
 
     /// Bytes the model holds beyond its states (tables that grow during
     /// the search, like interned values), counted against
-    /// [`CheckOptions::max_memory_bytes`]. The default, 0, is for models
+    /// [`CheckOptions::memory_bytes_max`]. The default, 0, is for models
     /// whose states own everything.
     fn memory_bytes(&self) -> u64 {
         0
@@ -132,28 +132,28 @@ pub struct CheckOptions {
     /// Search steps (events examined) allowed per partition before the
     /// search gives up with [`Verdict::Inconclusive`]. Memory grows with it
     /// too: at most one memo entry per step.
-    pub max_steps_per_key: u64,
+    pub steps_per_key_max: u64,
     /// Bytes the search of one partition may hold in its memo and in the
     /// model's own tables ([`Model::memory_bytes`]) before it gives up with
     /// [`Verdict::Inconclusive`], so a deep search cannot take a machine's
     /// memory whatever its step budget.
-    pub max_memory_bytes: u64,
+    pub memory_bytes_max: u64,
 }
 
-/// Default for [`CheckOptions::max_memory_bytes`]: 2 GiB.
-pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 2 << 30;
+/// Default for [`CheckOptions::memory_bytes_max`]: 2 GiB.
+pub const DEFAULT_MEMORY_BYTES_MAX: u64 = 2 << 30;
 
-/// Default for [`CheckOptions::max_steps_per_key`]: on the order of a second
+/// Default for [`CheckOptions::steps_per_key_max`]: on the order of a second
 /// of search per partition. Correct histories of a few hundred operations
 /// with ~10 overlapping ones need thousands of steps, not millions; one
 /// that needs more is pathological, not merely large.
-pub const DEFAULT_MAX_STEPS_PER_KEY: u64 = 1 << 21;
+pub const DEFAULT_STEPS_PER_KEY_MAX: u64 = 1 << 21;
 
 impl Default for CheckOptions {
     fn default() -> CheckOptions {
         CheckOptions {
-            max_steps_per_key: DEFAULT_MAX_STEPS_PER_KEY,
-            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            steps_per_key_max: DEFAULT_STEPS_PER_KEY_MAX,
+            memory_bytes_max: DEFAULT_MEMORY_BYTES_MAX,
         }
     }
 }
@@ -472,7 +472,7 @@ impl<'a, M: Model> Search<'a, M> {
     }
 
     fn run(mut self, opts: &CheckOptions) -> Verdict {
-        let max_steps = opts.max_steps_per_key;
+        let steps_max = opts.steps_per_key_max;
         if self.completed == 0 {
             return Verdict::Linearizable;
         }
@@ -561,13 +561,13 @@ impl<'a, M: Model> Search<'a, M> {
                 self.unlift(chosen);
                 continue;
             }
-            if steps >= max_steps {
+            if steps >= steps_max {
                 return Verdict::Inconclusive { steps };
             }
             steps += 1;
             if steps.is_multiple_of(MEMORY_CHECK_STEPS) {
                 let memo = cache.capacity() as u64 * MEMO_ENTRY_BYTES;
-                if memo + self.model.memory_bytes() > opts.max_memory_bytes {
+                if memo + self.model.memory_bytes() > opts.memory_bytes_max {
                     return Verdict::Inconclusive { steps };
                 }
             }
@@ -721,7 +721,7 @@ fn blind_writes_per_read<M: Model>(
 }
 
 /// How often (in steps) the search compares its memory with
-/// [`CheckOptions::max_memory_bytes`].
+/// [`CheckOptions::memory_bytes_max`].
 const MEMORY_CHECK_STEPS: u64 = 1 << 16;
 /// What one memo slot costs: the 16-byte fingerprint and the hash table's
 /// control byte, rounded up.
@@ -948,7 +948,7 @@ mod tests {
         let mut h: Vec<_> = (1..=20).map(|v| op(Some(v), 0, 0, Some(100))).collect();
         h.push(op(None, 99, 0, Some(100)));
         let opts = CheckOptions {
-            max_steps_per_key: 1000,
+            steps_per_key_max: 1000,
             ..CheckOptions::default()
         };
         assert_eq!(

@@ -96,11 +96,11 @@ pub(crate) fn backoff(attempt: u32, random: u64) -> Duration {
 /// ones).
 pub(crate) fn backoff_capped(attempt: u32, random: u64, max: Duration) -> Duration {
     let base_ns = BACKOFF_BASE.as_nanos() as u64;
-    let max_ns = (max.as_nanos() as u64).max(base_ns);
+    let ceiling_ns = (max.as_nanos() as u64).max(base_ns);
     let full_ns = base_ns
         .checked_shl(attempt.min(32))
-        .unwrap_or(max_ns)
-        .min(max_ns);
+        .unwrap_or(ceiling_ns)
+        .min(ceiling_ns);
     let half_ns = full_ns / 2;
     Duration::from_nanos(half_ns + random % (full_ns - half_ns + 1))
 }

@@ -9,7 +9,7 @@
 //! - routing: the cached configuration (key → shard → group → member), the
 //!   leader hint per group, refreshed on `WrongGroup` or an unknown group;
 //! - transport: one TCP connection per server address, pipelining up to
-//!   [`ClientOptions::max_in_flight`] requests and matching replies by
+//!   [`ClientOptions::in_flight_max`] requests and matching replies by
 //!   `request_id`;
 //! - failure handling: redirects, exponential backoff with jitter, a per
 //!   attempt and a whole-operation deadline.
@@ -66,7 +66,7 @@ pub struct ClientOptions {
     /// past it the server is treated as failed and another is tried.
     pub rpc_timeout: Duration,
     /// Most requests outstanding at once in [`Client::execute_many`].
-    pub max_in_flight: usize,
+    pub in_flight_max: usize,
     /// The cluster key: every connection authenticates as an admin (needed
     /// for Join/Leave/Move on a cluster with a key; enough for everything).
     pub cluster_key: Option<crate::auth::Key>,
@@ -79,8 +79,8 @@ pub struct ClientOptions {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`ClientOptions::rpc_timeout`].
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default [`ClientOptions::max_in_flight`].
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+/// Default [`ClientOptions::in_flight_max`].
+pub const DEFAULT_IN_FLIGHT_MAX: usize = 128;
 
 impl ClientOptions {
     /// Defaults for everything but the master list.
@@ -89,7 +89,7 @@ impl ClientOptions {
             masters,
             timeout: DEFAULT_TIMEOUT,
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            in_flight_max: DEFAULT_IN_FLIGHT_MAX,
             cluster_key: None,
             client_key: None,
         }
@@ -122,7 +122,7 @@ pub enum ClientError {
     /// fresh id before its next operation (PROTOCOL.md 7).
     SessionExpired,
     /// The request does not fit in one frame
-    /// ([`synod_wire::DEFAULT_MAX_FRAME_BYTES`] of body); refused locally.
+    /// ([`synod_wire::DEFAULT_FRAME_BYTES_MAX`] of body); refused locally.
     TooLarge,
     /// The servers keep answering with something this client cannot use.
     Protocol(String),
@@ -141,7 +141,7 @@ impl fmt::Display for ClientError {
             ClientError::TooLarge => write!(
                 f,
                 "request too large: key and value must fit in one {} byte frame",
-                synod_wire::DEFAULT_MAX_FRAME_BYTES
+                synod_wire::DEFAULT_FRAME_BYTES_MAX
             ),
             ClientError::Protocol(why) => write!(f, "protocol error: {why}"),
         }
@@ -192,13 +192,13 @@ impl Client {
         }
         let client_id = logic::fresh_client_id();
         let (events_tx, events_rx) = mpsc::channel();
-        let session_opts = SessionOptions::new(opts.timeout, opts.rpc_timeout, opts.max_in_flight);
+        let session_opts = SessionOptions::new(opts.timeout, opts.rpc_timeout, opts.in_flight_max);
         Ok(Client {
             opts: ClientOptions {
                 masters: masters.clone(),
                 timeout: session_opts.timeout,
                 rpc_timeout: session_opts.rpc_timeout,
-                max_in_flight: session_opts.max_in_flight,
+                in_flight_max: session_opts.in_flight_max,
                 cluster_key: opts.cluster_key,
                 client_key: opts.client_key,
             },
@@ -336,7 +336,7 @@ impl Client {
         self.master(MasterOp::RemoveMember { gid, addr })
     }
 
-    /// Runs every op, keeping up to [`ClientOptions::max_in_flight`] of them
+    /// Runs every op, keeping up to [`ClientOptions::in_flight_max`] of them
     /// outstanding at once, and returns their results in the order given.
     ///
     /// Ops run concurrently, so their relative order is not defined: two

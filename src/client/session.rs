@@ -14,7 +14,7 @@
 //!   never resent under another id;
 //! - routing: the configuration cache, key → shard → group → member, the
 //!   leader hint per group ([`Router`]);
-//! - pipelining: at most [`SessionOptions::max_in_flight`] requests of the
+//! - pipelining: at most [`SessionOptions::in_flight_max`] requests of the
 //!   caller outstanding, oldest first; replies in any order, matched by a
 //!   request id that is fresh for every send (`handle << 16 | sends`), so a
 //!   late answer to an attempt already retried is dropped, and an id never
@@ -50,7 +50,7 @@ use bytes::{Bytes, BytesMut};
 use synod_wire::{
     decode_txn_vote, encode_message_body, encode_txn_result, ClientId, ClientReply, ClientRequest,
     Config, Frame, GroupId, MasterOp, MasterRequest, Message, Op, Seq, TxnId, TxnOutcome,
-    TxnPrepare, TxnVote, DEFAULT_MAX_FRAME_BYTES,
+    TxnPrepare, TxnVote, DEFAULT_FRAME_BYTES_MAX,
 };
 
 use super::idmap::IdMap;
@@ -164,7 +164,7 @@ pub struct SessionOptions {
     /// failed and everything on it goes to the next member.
     pub rpc_timeout: Duration,
     /// Most of the caller's requests outstanding at once.
-    pub max_in_flight: usize,
+    pub in_flight_max: usize,
     /// Longest retry delay.
     pub backoff_max: Duration,
     /// An id older than this is replaced when nothing is in flight.
@@ -172,13 +172,13 @@ pub struct SessionOptions {
 }
 
 impl SessionOptions {
-    pub fn new(timeout: Duration, rpc_timeout: Duration, max_in_flight: usize) -> SessionOptions {
+    pub fn new(timeout: Duration, rpc_timeout: Duration, in_flight_max: usize) -> SessionOptions {
         SessionOptions {
             timeout,
             // An attempt never outlives the request, and a zero would make
             // every attempt fail at once.
             rpc_timeout: rpc_timeout.min(timeout).max(Duration::from_millis(1)),
-            max_in_flight: max_in_flight.max(1),
+            in_flight_max: in_flight_max.max(1),
             backoff_max: BACKOFF_MAX,
             renew_after: CLIENT_ID_RENEW_AFTER,
         }
@@ -263,7 +263,7 @@ pub(crate) fn check_size(req: &Req) -> Result<(), ClientError> {
             scratch.len() as u64
         }
     };
-    if body_len > u64::from(DEFAULT_MAX_FRAME_BYTES) {
+    if body_len > u64::from(DEFAULT_FRAME_BYTES_MAX) {
         return Err(ClientError::TooLarge);
     }
     Ok(())
@@ -741,7 +741,7 @@ impl Session {
     /// is ready, starts a configuration refresh if one is wanted.
     pub fn poll(&mut self, now: Time) {
         self.expire(now);
-        while !self.renew && self.active < self.opts.max_in_flight {
+        while !self.renew && self.active < self.opts.in_flight_max {
             let Some((handle, req)) = self.queue.pop_front() else {
                 break;
             };
@@ -773,7 +773,7 @@ impl Session {
     pub fn next_wake(&self, now: Time) -> Option<Time> {
         let mut wake: Option<Time> = None;
         let mut at = |t: Time| wake = Some(wake.map_or(t, |w: Time| w.min(t)));
-        if !self.queue.is_empty() && !self.renew && self.active < self.opts.max_in_flight {
+        if !self.queue.is_empty() && !self.renew && self.active < self.opts.in_flight_max {
             at(now);
         }
         // The heaps' tops are live (`tidy`): their minimum over every task.

@@ -22,13 +22,13 @@ fn group(num: u64, gid: u32, members: &[&str]) -> Config {
     }
 }
 
-fn opts(max_in_flight: usize) -> SessionOptions {
-    SessionOptions::new(Duration::from_secs(5), 100 * MS, max_in_flight)
+fn opts(in_flight_max: usize) -> SessionOptions {
+    SessionOptions::new(Duration::from_secs(5), 100 * MS, in_flight_max)
 }
 
-fn fixed(max_in_flight: usize) -> Session {
+fn fixed(in_flight_max: usize) -> Session {
     Session::with_config(
-        opts(max_in_flight),
+        opts(in_flight_max),
         group(1, 1, &["a", "b", "c"]),
         7,
         1,
@@ -399,7 +399,7 @@ fn an_error_reply_is_final_and_too_large_never_costs_a_seq() {
     let mut s = fixed(1);
     let big = s.submit(Req::Kv(Op::Put {
         key: Bytes::from_static(b"k"),
-        value: Bytes::from(vec![0u8; synod_wire::DEFAULT_MAX_FRAME_BYTES as usize]),
+        value: Bytes::from(vec![0u8; synod_wire::DEFAULT_FRAME_BYTES_MAX as usize]),
     }));
     let done = s.poll_completion().unwrap();
     assert_eq!((done.handle, done.seq), (big, None));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use synod_wire::{
     encode_frame, shard_of, ClientReply, Config, Decoder, Frame, GroupInfo, MasterOp, Message, Op,
-    Seq, DEFAULT_MAX_FRAME_BYTES,
+    Seq, DEFAULT_FRAME_BYTES_MAX,
 };
 
 use super::logic::{backoff, AckWindow, Route, Router, BACKOFF_BASE, BACKOFF_MAX};
@@ -250,7 +250,7 @@ fn burst_of_failures_on_one_member_advances_the_hint_once() {
 
 #[test]
 fn check_size_refuses_bodies_over_the_frame_limit() {
-    let limit = DEFAULT_MAX_FRAME_BYTES as usize;
+    let limit = DEFAULT_FRAME_BYTES_MAX as usize;
     // Put body = 8 + 8 + 8 + 4 + key + 4 + value.
     let fits = Op::Put {
         key: Bytes::from_static(b"k"),
@@ -464,7 +464,7 @@ fn fast(masters: &[&str]) -> ClientOptions {
         masters: masters.iter().map(|m| m.to_string()).collect(),
         timeout: Duration::from_secs(3),
         rpc_timeout: Duration::from_millis(300),
-        max_in_flight: 128,
+        in_flight_max: 128,
         ..ClientOptions::default()
     }
 }
@@ -731,7 +731,7 @@ fn execute_many_pipelines_and_matches_out_of_order_replies() {
             .collect()
     });
     let mut opts = fast(&[&node.addr]);
-    opts.max_in_flight = N;
+    opts.in_flight_max = N;
     let mut c = Client::new(opts).unwrap();
     let ops: Vec<Op> = (0..N)
         .map(|i| Op::Get {
@@ -765,7 +765,7 @@ fn execute_many_respects_the_in_flight_window() {
             .collect()
     });
     let mut opts = fast(&[&node.addr]);
-    opts.max_in_flight = 4;
+    opts.in_flight_max = 4;
     let mut c = Client::new(opts).unwrap();
     let ops: Vec<Op> = (0..20)
         .map(|i| Op::Put {
@@ -799,7 +799,7 @@ fn oversized_value_is_refused_locally_without_touching_the_network() {
     // Nothing listens at port 1; a network attempt would fail differently.
     let mut c = Client::new(fast(&["127.0.0.1:1"])).unwrap();
     let start = Instant::now();
-    let big = Bytes::from(vec![b'x'; DEFAULT_MAX_FRAME_BYTES as usize]);
+    let big = Bytes::from(vec![b'x'; DEFAULT_FRAME_BYTES_MAX as usize]);
     assert_eq!(c.put("k", big), Err(ClientError::TooLarge));
     assert!(start.elapsed() < Duration::from_millis(200));
     assert_eq!(c.ack_seq(), 0, "no seq was spent");

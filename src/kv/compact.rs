@@ -151,7 +151,7 @@ impl Value {
     }
 
     /// A copy of `bytes`, allocated at exactly their size. Panics above
-    /// `u32::MAX` bytes (values are bounded by `MAX_VALUE_BYTES`, far less).
+    /// `u32::MAX` bytes (values are bounded by `VALUE_BYTES_MAX`, far less).
     pub(crate) fn from_slice(bytes: &[u8]) -> Value {
         let mut v = Value::new();
         v.extend_exact(bytes, bytes.len());

@@ -41,7 +41,7 @@ pub use chunk::{Chunk, KeyOrder};
 pub(crate) use shard::parse_float;
 use shard::Shard;
 pub use snapshot::SnapshotError;
-pub use twopc::{MAX_TXN_DECISIONS, TXN_DECISION_RETENTION_MS};
+pub use twopc::{TXN_DECISIONS_MAX, TXN_DECISION_RETENTION_MS};
 
 /// Shards per store unless configured otherwise (`--shards` at master
 /// bootstrap).
@@ -49,28 +49,28 @@ pub const DEFAULT_SHARDS: u32 = 64;
 
 /// Upper bound on the shard count: one `Shard` is allocated per shard up
 /// front, and `restore` trusts the configured count, so it must be sane.
-pub const MAX_SHARDS: u32 = 1 << 16;
+pub const SHARDS_MAX: u32 = 1 << 16;
 
 /// Largest value a Put or Append may produce. It keeps a Get reply within a
 /// frame and the snapshot's `u32` lengths valid: the wire's
-/// [`synod_wire::MAX_VALUE_BYTES`], derived from the default frame limit.
-pub const MAX_VALUE_BYTES: usize = synod_wire::MAX_VALUE_BYTES;
+/// [`synod_wire::VALUE_BYTES_MAX`], derived from the default frame limit.
+pub const VALUE_BYTES_MAX: usize = synod_wire::VALUE_BYTES_MAX;
 
 /// How long a client's session in a shard lives without a write through the
 /// log, in log time (`synod-server --session-ttl-secs`): 10 minutes.
 pub const DEFAULT_SESSION_TTL_MS: u64 = 10 * 60 * 1000;
 
-/// Sessions per shard at most (`synod-server --max-sessions-per-shard`);
+/// Sessions per shard at most (`synod-server --sessions-per-shard-max`);
 /// beyond it the least recently active session is evicted. A session that
 /// holds one cached reply costs about 660 bytes (measured:
 /// `kv::tests::session_memory`), so the default bounds a 64-shard group's
 /// sessions to about 170 MiB per replica even under a flood of client ids.
-pub const DEFAULT_MAX_SESSIONS_PER_SHARD: usize = 4096;
+pub const DEFAULT_SESSIONS_PER_SHARD_MAX: usize = 4096;
 
 /// How far ahead of the log's time a client id's creation time may be and
 /// still open a session (see `shard::may_open`): client clocks may be this
 /// far ahead of the leaders'.
-pub const MAX_CLIENT_AHEAD_MS: u64 = 60_000;
+pub const CLIENT_AHEAD_MS_MAX: u64 = 60_000;
 
 /// Sessions dropped by expiry per clock stamp at most, so no single apply
 /// does unbounded work; the rest go at the next stamps.
@@ -137,8 +137,8 @@ pub struct KvOptions {
     /// Sessions idle longer than this (log time, ms) are dropped; default
     /// [`DEFAULT_SESSION_TTL_MS`].
     pub session_ttl_ms: u64,
-    /// Sessions per shard at most; default [`DEFAULT_MAX_SESSIONS_PER_SHARD`].
-    pub max_sessions_per_shard: usize,
+    /// Sessions per shard at most; default [`DEFAULT_SESSIONS_PER_SHARD_MAX`].
+    pub sessions_per_shard_max: usize,
 }
 
 impl Default for KvOptions {
@@ -152,7 +152,7 @@ impl Default for KvOptions {
             planted_txn_unlocked_reads: false,
             planted_txn_forget_prepared: false,
             session_ttl_ms: DEFAULT_SESSION_TTL_MS,
-            max_sessions_per_shard: DEFAULT_MAX_SESSIONS_PER_SHARD,
+            sessions_per_shard_max: DEFAULT_SESSIONS_PER_SHARD_MAX,
         }
     }
 }
@@ -161,7 +161,7 @@ impl Default for KvOptions {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SessionRules {
     pub(crate) log_time_ms: u64,
-    pub(crate) max_sessions: usize,
+    pub(crate) sessions_max: usize,
     pub(crate) forget_floor: bool,
     /// The version a write applied now gives the keys it changes.
     pub(crate) version: u64,
@@ -227,12 +227,12 @@ pub struct KvStore {
 }
 
 impl KvStore {
-    /// An empty store. Panics if `opts.shards` is 0 or above [`MAX_SHARDS`]:
+    /// An empty store. Panics if `opts.shards` is 0 or above [`SHARDS_MAX`]:
     /// options come from configuration, not from the network.
     pub fn new(opts: KvOptions) -> KvStore {
         assert!(
-            opts.shards > 0 && opts.shards <= MAX_SHARDS,
-            "shard count {} outside 1..={MAX_SHARDS}",
+            opts.shards > 0 && opts.shards <= SHARDS_MAX,
+            "shard count {} outside 1..={SHARDS_MAX}",
             opts.shards
         );
         KvStore {
@@ -371,7 +371,7 @@ impl KvStore {
     fn rules(&self) -> SessionRules {
         SessionRules {
             log_time_ms: self.log_time_ms,
-            max_sessions: self.opts.max_sessions_per_shard,
+            sessions_max: self.opts.sessions_per_shard_max,
             forget_floor: self.opts.planted_forget_floor,
             version: self.revision + 1,
         }

@@ -212,7 +212,7 @@ fn set_range_pads_with_zero_bytes_and_answers_the_length() {
         d.kv.read(b"k"),
         ClientReply::Ok(Bytes::from_static(b"\0X\0ab"))
     );
-    let too_far = sr(&mut d, MAX_VALUE_BYTES as u64, "x");
+    let too_far = sr(&mut d, VALUE_BYTES_MAX as u64, "x");
     assert!(matches!(too_far, ClientReply::Error { .. }), "{too_far:?}");
     assert_eq!(
         sr(&mut d, u64::MAX, "x"),

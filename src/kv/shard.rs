@@ -10,11 +10,11 @@ use bytes::Bytes;
 use synod_wire::{
     client_id_time_ms, encode_scan_page, format_float, glob_match, scan_examine_limit, ClientId,
     ClientReply, ClientRequest, ExpireCond, Expiry, Op, PutCond, ScanPage, Seq,
-    MAX_SCAN_PAGE_BYTES,
+    SCAN_PAGE_BYTES_MAX,
 };
 
 use super::compact::{Key, Value};
-use super::{SessionRules, MAX_CLIENT_AHEAD_MS, MAX_VALUE_BYTES};
+use super::{SessionRules, CLIENT_AHEAD_MS_MAX, VALUE_BYTES_MAX};
 
 /// Reply to a request whose `seq` the client has already acknowledged: the
 /// client no longer waits for it, so this only ever reaches a confused or
@@ -25,7 +25,7 @@ pub(crate) const STALE_REASON: &str = "stale request: already acknowledged";
 pub(crate) const REUSED_SEQ_REASON: &str = "seq already used for a different request";
 
 /// Reply to a Put or Append whose resulting value would exceed
-/// [`MAX_VALUE_BYTES`].
+/// [`VALUE_BYTES_MAX`].
 pub(crate) const TOO_LARGE_REASON: &str = "value too large";
 
 /// At-most-once state of one client in one shard.
@@ -404,7 +404,7 @@ pub(crate) struct Shard {
     /// Values are owned growable buffers ([`Value`], a one-word `Vec<u8>`)
     /// rather than `Bytes` so an Append is amortized O(len appended) (a
     /// `Bytes` would have to be copied whole on every append); the price is
-    /// a copy on every Get, which is bounded by [`MAX_VALUE_BYTES`] and is
+    /// a copy on every Get, which is bounded by [`VALUE_BYTES_MAX`] and is
     /// the cheaper side for append-heavy loads. Keys and values are owned
     /// copies, never slices of a frame buffer (a slice would keep the whole
     /// receive buffer or log batch it came from alive).
@@ -432,7 +432,7 @@ pub(crate) struct Shard {
 /// May a session be opened here for `client` at log time `now_ms`? Not if
 /// its id is at or below the floor (it may be a client whose session was
 /// dropped: a delayed duplicate of its write must not apply again), nor if
-/// the id claims a creation time more than [`MAX_CLIENT_AHEAD_MS`] ahead of
+/// the id claims a creation time more than [`CLIENT_AHEAD_MS_MAX`] ahead of
 /// the log (so that no id can later push the floor far into the future and
 /// lock every honest client out).
 pub(crate) fn may_open(floor: ClientId, client: ClientId, now_ms: u64) -> bool {
@@ -440,7 +440,7 @@ pub(crate) fn may_open(floor: ClientId, client: ClientId, now_ms: u64) -> bool {
 }
 
 fn plausible(client: ClientId, now_ms: u64) -> bool {
-    client_id_time_ms(client) <= now_ms.saturating_add(MAX_CLIENT_AHEAD_MS)
+    client_id_time_ms(client) <= now_ms.saturating_add(CLIENT_AHEAD_MS_MAX)
 }
 
 impl Shard {
@@ -655,7 +655,7 @@ impl Shard {
     /// `max` remain. Returns how many were evicted.
     pub(crate) fn enforce_cap(&mut self, rules: &SessionRules, keep: Option<ClientId>) -> usize {
         let mut evicted = 0;
-        while self.sessions.len() > rules.max_sessions.max(1) {
+        while self.sessions.len() > rules.sessions_max.max(1) {
             let victim = self
                 .lru
                 .iter()
@@ -741,7 +741,7 @@ impl Shard {
     /// One page of a scan (see [`Op::Scan`]): `O(log n)` to find the start,
     /// then one step per key examined, at most
     /// [`scan_examine_limit`]`(count)` of them, and at most about
-    /// [`MAX_SCAN_PAGE_BYTES`] of keys.
+    /// [`SCAN_PAGE_BYTES_MAX`] of keys.
     pub(crate) fn scan(
         &self,
         after: Option<&[u8]>,
@@ -771,7 +771,7 @@ impl Shard {
             }
             if page.keys.len() >= count as usize
                 || examined >= limit
-                || bytes >= MAX_SCAN_PAGE_BYTES
+                || bytes >= SCAN_PAGE_BYTES_MAX
             {
                 break;
             }
@@ -823,7 +823,7 @@ impl Shard {
             );
         }
         for entry in self.data.values() {
-            assert!(entry.value.len() <= MAX_VALUE_BYTES);
+            assert!(entry.value.len() <= VALUE_BYTES_MAX);
             assert!(entry.version > 0, "a present key with version 0");
         }
         assert_eq!(
@@ -980,7 +980,7 @@ fn set_range(data: &mut Data, key: &[u8], offset: u64, value: &[u8], version: u6
         .ok()
         .and_then(|o| o.checked_add(value.len()))
     {
-        Some(end) if end <= MAX_VALUE_BYTES => end,
+        Some(end) if end <= VALUE_BYTES_MAX => end,
         _ => {
             return ClientReply::Error {
                 reason: TOO_LARGE_REASON.to_string(),
@@ -1045,7 +1045,7 @@ fn put_if(
         PutCond::Exists => exists,
         PutCond::NotExists => !exists,
     };
-    if holds && value.len() > MAX_VALUE_BYTES {
+    if holds && value.len() > VALUE_BYTES_MAX {
         return ClientReply::Error {
             reason: TOO_LARGE_REASON.to_string(),
         };
@@ -1082,7 +1082,7 @@ fn put_if(
 }
 
 /// Performs a Put (`append == false`) or Append. A result larger than
-/// [`MAX_VALUE_BYTES`] is refused without changing anything; the refusal is
+/// [`VALUE_BYTES_MAX`] is refused without changing anything; the refusal is
 /// itself a deterministic outcome, cached like any reply.
 fn write(data: &mut Data, key: &[u8], value: &[u8], append: bool, version: u64) -> ClientReply {
     let too_large = || ClientReply::Error {
@@ -1090,14 +1090,14 @@ fn write(data: &mut Data, key: &[u8], value: &[u8], append: bool, version: u64) 
     };
     match data.get_mut(key) {
         Some(existing) if append => {
-            if existing.value.len().saturating_add(value.len()) > MAX_VALUE_BYTES {
+            if existing.value.len().saturating_add(value.len()) > VALUE_BYTES_MAX {
                 return too_large();
             }
             existing.value.extend_from_slice(value);
             existing.version = version;
         }
         Some(existing) => {
-            if value.len() > MAX_VALUE_BYTES {
+            if value.len() > VALUE_BYTES_MAX {
                 return too_large();
             }
             // A fresh exact-size buffer, so a shrinking Put frees memory.
@@ -1107,7 +1107,7 @@ fn write(data: &mut Data, key: &[u8], value: &[u8], append: bool, version: u64) 
             existing.expires_ms = 0;
         }
         None => {
-            if value.len() > MAX_VALUE_BYTES {
+            if value.len() > VALUE_BYTES_MAX {
                 return too_large();
             }
             data.insert(Key::from(key), Entry::new(value, version));

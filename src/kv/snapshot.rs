@@ -54,7 +54,7 @@ use super::twopc::{Decisions, Prepared, Staged};
 
 use super::compact::{Key, Value};
 use super::shard::{Cached, Data, Entry, Session, Shard};
-use super::{shard_of, KvOptions, KvStore, MAX_SHARDS, MAX_VALUE_BYTES};
+use super::{shard_of, KvOptions, KvStore, SHARDS_MAX, VALUE_BYTES_MAX};
 
 /// Format/version byte of a whole-store snapshot (4: per-key expiry).
 /// Format 5: format 4 and then the prepared cross-group transactions.
@@ -136,7 +136,7 @@ pub enum SnapshotError {
     ShardOutOfRange(u32),
     /// A key does not hash to the shard it is stored in.
     KeyInWrongShard,
-    /// A value is larger than [`MAX_VALUE_BYTES`].
+    /// A value is larger than [`VALUE_BYTES_MAX`].
     ValueTooLarge,
     /// Keys, clients or seqs are not strictly increasing, or a cached reply
     /// is at or below its session's watermark.
@@ -161,7 +161,7 @@ impl fmt::Display for SnapshotError {
             }
             SnapshotError::ShardOutOfRange(s) => write!(f, "shard {s} out of range"),
             SnapshotError::KeyInWrongShard => write!(f, "key stored in the wrong shard"),
-            SnapshotError::ValueTooLarge => write!(f, "value larger than {MAX_VALUE_BYTES} bytes"),
+            SnapshotError::ValueTooLarge => write!(f, "value larger than {VALUE_BYTES_MAX} bytes"),
             SnapshotError::NotCanonical(what) => write!(f, "snapshot not canonical: {what}"),
             SnapshotError::UnknownReplyTag(t) => write!(f, "unknown reply tag {t}"),
             SnapshotError::InvalidUtf8 => write!(f, "error reason is not UTF-8"),
@@ -226,7 +226,7 @@ impl KvStore {
     /// `prefix` + what [`KvStore::snapshot`] would return now. What is small
     /// (the header, every shard's sessions and floor, the prepared
     /// transactions: bounded by the session cap and the lock limits; the
-    /// coordinator's decisions, at most `MAX_TXN_DECISIONS` of 25 bytes) is
+    /// coordinator's decisions, at most `TXN_DECISIONS_MAX` of 25 bytes) is
     /// encoded here; the data, the large part, is captured copy-on-write
     /// (see [`super::shard::Data`]) in O(shards). A capture already in
     /// progress is dropped.
@@ -323,7 +323,7 @@ impl KvStore {
     /// corrupt input. `opts.shards` must match the snapshot's shard count
     /// (keys are placed by hash, so it cannot change on restore).
     pub fn restore(bytes: &[u8], opts: KvOptions) -> Result<KvStore, SnapshotError> {
-        if opts.shards == 0 || opts.shards > MAX_SHARDS {
+        if opts.shards == 0 || opts.shards > SHARDS_MAX {
             return Err(SnapshotError::ShardOutOfRange(opts.shards));
         }
         let mut input = ByteReader::new(bytes);
@@ -477,7 +477,7 @@ pub(super) fn put_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(&buf);
 }
 
-/// A length or count as `u32`. Values are capped by [`MAX_VALUE_BYTES`] and
+/// A length or count as `u32`. Values are capped by [`VALUE_BYTES_MAX`] and
 /// keys by the frame size, so overflow is a broken invariant.
 pub(super) fn put_len(out: &mut Vec<u8>, len: usize) {
     let len = u32::try_from(len).expect("length exceeds u32 in snapshot");
@@ -720,7 +720,7 @@ pub(super) fn decode_entries(
         if shard_of(key, shards) != index {
             return Err(SnapshotError::KeyInWrongShard);
         }
-        if value.len() > MAX_VALUE_BYTES {
+        if value.len() > VALUE_BYTES_MAX {
             return Err(SnapshotError::ValueTooLarge);
         }
         let version = match layout {
@@ -929,7 +929,7 @@ fn decode_prepared(
                     0 => None,
                     1 => {
                         let value = input.bytes()?;
-                        if value.len() > MAX_VALUE_BYTES {
+                        if value.len() > VALUE_BYTES_MAX {
                             return Err(SnapshotError::ValueTooLarge);
                         }
                         let version = input.u64()?;

@@ -142,9 +142,9 @@ fn put_copies_the_value_out_of_the_callers_buffer() {
 }
 
 #[test]
-fn write_that_would_exceed_max_value_bytes_is_refused_and_cached() {
+fn write_that_would_exceed_value_bytes_max_is_refused_and_cached() {
     let mut kv = KvStore::new(KvOptions::default());
-    let half = "x".repeat(MAX_VALUE_BYTES / 2 + 1);
+    let half = "x".repeat(VALUE_BYTES_MAX / 2 + 1);
     kv.apply(&req(1, 1, 0, put("k", &half)));
     let refused = ClientReply::Error {
         reason: TOO_LARGE_REASON.to_string(),
@@ -1105,7 +1105,7 @@ fn opts_sessions(shards: u32, ttl_ms: u64, cap: usize) -> KvOptions {
     KvOptions {
         shards,
         session_ttl_ms: ttl_ms,
-        max_sessions_per_shard: cap,
+        sessions_per_shard_max: cap,
         ..KvOptions::default()
     }
 }
@@ -1225,12 +1225,12 @@ fn an_id_claiming_a_time_far_ahead_of_the_log_opens_no_session() {
     let mut kv = KvStore::new(opts_sessions(8, 1_000, 1 << 20));
     let now = 1_800_000_000_000; // ms since 1970
     kv.advance_clock(now, |_| true);
-    let ahead = synod_wire::client_id_at(now + MAX_CLIENT_AHEAD_MS + 1_000, 7);
+    let ahead = synod_wire::client_id_at(now + CLIENT_AHEAD_MS_MAX + 1_000, 7);
     assert_eq!(
         kv.apply(&req(ahead, 1, 0, put("k", "v"))),
         ClientReply::SessionExpired
     );
-    let fine = synod_wire::client_id_at(now + MAX_CLIENT_AHEAD_MS / 2, 7);
+    let fine = synod_wire::client_id_at(now + CLIENT_AHEAD_MS_MAX / 2, 7);
     assert_eq!(kv.apply(&req(fine, 1, 0, put("k", "v"))), ok_empty());
     // Nor can such an id, once evicted, push the floor out of reach.
     assert!(kv.shards.iter().all(|s| s.floor < ahead));

@@ -85,7 +85,7 @@ pub const TXN_DECISION_RETENTION_MS: u64 = 10 * 60 * 1000;
 /// many votes No (back-pressure: the client retries later) instead of
 /// making the table grow; a decision is always recorded, so the table can
 /// exceed this by the transactions already prepared. About 80 bytes each.
-pub const MAX_TXN_DECISIONS: usize = 1 << 20;
+pub const TXN_DECISIONS_MAX: usize = 1 << 20;
 
 /// The decisions this group logged as coordinator, for presumed abort.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -196,7 +196,7 @@ impl KvStore {
             };
         }
         if self.decision(p.txn) == Some(TxnOutcome::Abort)
-            || self.decisions.len() >= MAX_TXN_DECISIONS
+            || self.decisions.len() >= TXN_DECISIONS_MAX
         {
             // Presumed aborted here already (this group is its
             // coordinator, and a participant asked before this prepare

@@ -47,21 +47,21 @@ pub enum Answer {
 
 /// Upper bound on the shard count; the same bound as the KV store's, since
 /// every KV group of the cluster uses the master's count.
-pub const MAX_SHARDS: u32 = crate::kv::MAX_SHARDS;
+pub const SHARDS_MAX: u32 = crate::kv::SHARDS_MAX;
 
 /// Most groups one configuration may hold. Every configuration keeps a copy
 /// of its group list forever (history stays queryable), so this bounds what
 /// one Join can cost every later configuration.
-pub const MAX_GROUPS: usize = 1024;
+pub const GROUPS_MAX: usize = 1024;
 
 /// Most servers one group may list over its life. Groups are 3 or 5
 /// replicas; the slack is for replacing members (a removed server keeps
 /// its position, since a replica id is a position in the list and is never
 /// reused), not for growth. Below 64, the Paxos id space's bound.
-pub const MAX_SERVERS_PER_GROUP: usize = 15;
+pub const SERVERS_PER_GROUP_MAX: usize = 15;
 
 /// Longest server address accepted (`host:port`; a DNS name is at most 253).
-pub const MAX_ADDRESS_BYTES: usize = 260;
+pub const ADDRESS_BYTES_MAX: usize = 260;
 
 /// Most bytes of server addresses one configuration may list, over all its
 /// groups. The per-group and per-address caps alone let one Join list 1,024
@@ -70,7 +70,7 @@ pub const MAX_ADDRESS_BYTES: usize = 260;
 /// (issue 8, finding 10). 256 KiB still fits 1,024 groups of 5 IPv6
 /// addresses; each configuration in the history then costs at most this
 /// plus its shard map. Checked at apply, so every replica refuses alike.
-pub const MAX_CONFIG_ADDRESS_BYTES: usize = 256 << 10;
+pub const CONFIG_ADDRESS_BYTES_MAX: usize = 256 << 10;
 
 /// Reply to a request whose `seq` the client already acknowledged (same rule
 /// and wording as the KV store's).
@@ -143,12 +143,12 @@ pub struct Master {
 
 impl Master {
     /// A master holding only configuration 0. Panics if `opts.shards` is 0
-    /// or above [`MAX_SHARDS`]: options come from configuration, not from
+    /// or above [`SHARDS_MAX`]: options come from configuration, not from
     /// the network.
     pub fn new(opts: MasterOptions) -> Master {
         assert!(
-            opts.shards > 0 && opts.shards <= MAX_SHARDS,
-            "shard count {} outside 1..={MAX_SHARDS}",
+            opts.shards > 0 && opts.shards <= SHARDS_MAX,
+            "shard count {} outside 1..={SHARDS_MAX}",
             opts.shards
         );
         Master {
@@ -420,7 +420,7 @@ fn check_config(config: &Config, n: usize, opts: MasterOptions) -> Result<(), &'
     if config.shards.len() != opts.shards as usize {
         return Err("configuration has the wrong shard count");
     }
-    if config.groups.len() > MAX_GROUPS {
+    if config.groups.len() > GROUPS_MAX {
         return Err("configuration has too many groups");
     }
     if !config.groups.windows(2).all(|w| w[0].gid < w[1].gid) {
@@ -454,15 +454,15 @@ fn check_group(g: &GroupInfo) -> Result<(), String> {
     if g.servers.is_empty() {
         return Err(format!("group {} has no servers", g.gid));
     }
-    if g.servers.len() > MAX_SERVERS_PER_GROUP {
+    if g.servers.len() > SERVERS_PER_GROUP_MAX {
         return Err(format!(
-            "group {} has {} servers (at most {MAX_SERVERS_PER_GROUP})",
+            "group {} has {} servers (at most {SERVERS_PER_GROUP_MAX})",
             g.gid,
             g.servers.len()
         ));
     }
     for s in &g.servers {
-        if s.is_empty() || s.len() > MAX_ADDRESS_BYTES {
+        if s.is_empty() || s.len() > ADDRESS_BYTES_MAX {
             return Err(format!(
                 "group {} has an empty or over-long server address",
                 g.gid
@@ -522,9 +522,9 @@ fn member_id(g: &GroupInfo, addr: &str, op: &str) -> Result<usize, String> {
 /// address is refused even if it was removed: its old id's votes may still
 /// be on that server's disk, and an id must name one acceptor only.
 fn append_server(g: &mut GroupInfo, addr: &str, op: &str) -> Result<(), String> {
-    if addr.is_empty() || addr.len() > MAX_ADDRESS_BYTES {
+    if addr.is_empty() || addr.len() > ADDRESS_BYTES_MAX {
         return Err(format!(
-            "{op}: the new address is empty or longer than {MAX_ADDRESS_BYTES} bytes"
+            "{op}: the new address is empty or longer than {ADDRESS_BYTES_MAX} bytes"
         ));
     }
     if let Some(id) = g.servers.iter().position(|s| s == addr) {
@@ -535,9 +535,9 @@ fn append_server(g: &mut GroupInfo, addr: &str, op: &str) -> Result<(), String> 
             g.gid
         ));
     }
-    if g.servers.len() >= MAX_SERVERS_PER_GROUP {
+    if g.servers.len() >= SERVERS_PER_GROUP_MAX {
         return Err(format!(
-            "{op}: group {} has listed {MAX_SERVERS_PER_GROUP} servers over its life (the \
+            "{op}: group {} has listed {SERVERS_PER_GROUP_MAX} servers over its life (the \
              most a group may; removed ones keep their ids)",
             g.gid
         ));
@@ -553,10 +553,10 @@ fn check_address_bytes(groups: &[GroupInfo], op: &str) -> Result<(), String> {
         .flat_map(|g| &g.servers)
         .map(String::len)
         .sum();
-    if address_bytes > MAX_CONFIG_ADDRESS_BYTES {
+    if address_bytes > CONFIG_ADDRESS_BYTES_MAX {
         return Err(format!(
             "{op}: the configuration would list {address_bytes} bytes of server \
-             addresses (at most {MAX_CONFIG_ADDRESS_BYTES})"
+             addresses (at most {CONFIG_ADDRESS_BYTES_MAX})"
         ));
     }
     Ok(())
@@ -583,8 +583,8 @@ fn check_join(latest: &Config, groups: &[GroupInfo]) -> Result<(), String> {
             return Err(format!("join: group {} already joined", g.gid));
         }
     }
-    if latest.groups.len() + groups.len() > MAX_GROUPS {
-        return Err(format!("join: more than {MAX_GROUPS} groups"));
+    if latest.groups.len() + groups.len() > GROUPS_MAX {
+        return Err(format!("join: more than {GROUPS_MAX} groups"));
     }
     let address_bytes: usize = latest
         .groups
@@ -593,10 +593,10 @@ fn check_join(latest: &Config, groups: &[GroupInfo]) -> Result<(), String> {
         .flat_map(|g| &g.servers)
         .map(String::len)
         .sum();
-    if address_bytes > MAX_CONFIG_ADDRESS_BYTES {
+    if address_bytes > CONFIG_ADDRESS_BYTES_MAX {
         return Err(format!(
             "join: the configuration would list {address_bytes} bytes of server \
-             addresses (at most {MAX_CONFIG_ADDRESS_BYTES})"
+             addresses (at most {CONFIG_ADDRESS_BYTES_MAX})"
         ));
     }
     Ok(())

@@ -44,7 +44,7 @@ use std::fmt;
 use bytes::Bytes;
 use synod_wire::{ByteReader, Config, GroupInfo, ReadError, ReplicationMode, View};
 
-use super::{Master, MasterOptions, Outcome, PbGroup, Session, MAX_SHARDS};
+use super::{Master, MasterOptions, Outcome, PbGroup, Session, SHARDS_MAX};
 
 /// Format/version byte of a master snapshot; distinct from the KV store's
 /// formats (1 and 0x81) so one is never restored as the other.
@@ -75,7 +75,7 @@ pub enum RestoreError {
     TrailingBytes(usize),
     /// The snapshot was taken with a different shard count.
     ShardCountMismatch { expected: u32, found: u32 },
-    /// The configured shard count is 0 or above [`MAX_SHARDS`].
+    /// The configured shard count is 0 or above [`SHARDS_MAX`].
     BadShardCount(u32),
     /// A string is not UTF-8.
     InvalidUtf8,
@@ -211,7 +211,7 @@ impl Master {
     /// corrupt input; refuses anything that is not a canonical snapshot of a
     /// valid state. `opts.shards` must match the snapshot's.
     pub fn restore(bytes: &[u8], opts: MasterOptions) -> Result<Master, RestoreError> {
-        if opts.shards == 0 || opts.shards > MAX_SHARDS {
+        if opts.shards == 0 || opts.shards > SHARDS_MAX {
             return Err(RestoreError::BadShardCount(opts.shards));
         }
         let mut r = ByteReader::new(bytes);

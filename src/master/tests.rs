@@ -393,7 +393,7 @@ fn refusals_leave_the_configuration_number_unchanged() {
     let no_servers = GroupInfo::new(7, vec![]);
     let too_many = GroupInfo::new(
         8,
-        (0..=MAX_SERVERS_PER_GROUP)
+        (0..=SERVERS_PER_GROUP_MAX)
             .map(|i| format!("h{i}:1"))
             .collect(),
     );
@@ -481,10 +481,10 @@ fn refusals_leave_the_configuration_number_unchanged() {
 }
 
 #[test]
-fn join_of_more_than_max_groups_is_refused() {
+fn join_of_more_than_groups_max_is_refused() {
     let mut m = master(64);
     let mut a = Admin::new(1);
-    let gids: Vec<GroupId> = (1..=MAX_GROUPS as GroupId + 1).collect();
+    let gids: Vec<GroupId> = (1..=GROUPS_MAX as GroupId + 1).collect();
     let err = a
         .run(
             &mut m,
@@ -495,7 +495,7 @@ fn join_of_more_than_max_groups_is_refused() {
         .expect_err("too many groups");
     assert!(err.contains("more than"), "{err}");
     assert_eq!(m.latest().num, 0);
-    a.join(&mut m, &gids[..MAX_GROUPS]);
+    a.join(&mut m, &gids[..GROUPS_MAX]);
 }
 
 #[test]
@@ -949,9 +949,9 @@ fn replica_drives_the_master_end_to_end() {
 fn a_join_over_the_configuration_address_budget_is_refused() {
     let mut m = master(16);
     let mut admin = Admin::new(1);
-    let long = "a".repeat(MAX_ADDRESS_BYTES);
-    let huge: Vec<GroupInfo> = (1..=MAX_GROUPS as GroupId)
-        .map(|gid| GroupInfo::new(gid, vec![long.clone(); MAX_SERVERS_PER_GROUP]))
+    let long = "a".repeat(ADDRESS_BYTES_MAX);
+    let huge: Vec<GroupInfo> = (1..=GROUPS_MAX as GroupId)
+        .map(|gid| GroupInfo::new(gid, vec![long.clone(); SERVERS_PER_GROUP_MAX]))
         .collect();
     let err = admin
         .run(&mut m, MasterOp::Join { groups: huge })
@@ -959,11 +959,11 @@ fn a_join_over_the_configuration_address_budget_is_refused() {
     assert!(err.contains("bytes of server addresses"), "{err}");
     assert_eq!(m.latest().num, 0, "a refusal changes nothing");
     // Groups up to the budget are fine; one address byte more is not.
-    let per_group = MAX_SERVERS_PER_GROUP * MAX_ADDRESS_BYTES;
-    let fit = MAX_CONFIG_ADDRESS_BYTES / per_group;
+    let per_group = SERVERS_PER_GROUP_MAX * ADDRESS_BYTES_MAX;
+    let fit = CONFIG_ADDRESS_BYTES_MAX / per_group;
     let groups = |from: GroupId, n: usize| -> Vec<GroupInfo> {
         (from..from + n as GroupId)
-            .map(|gid| GroupInfo::new(gid, vec![long.clone(); MAX_SERVERS_PER_GROUP]))
+            .map(|gid| GroupInfo::new(gid, vec![long.clone(); SERVERS_PER_GROUP_MAX]))
             .collect()
     };
     admin
@@ -1151,8 +1151,8 @@ fn membership_changes_are_refused_with_reasons_and_change_nothing() {
         MasterOp::Join { groups: vec![g] },
         "added or removed",
     );
-    // A group lists at most MAX_SERVERS_PER_GROUP servers over its life.
-    for i in 0..(MAX_SERVERS_PER_GROUP - 4) {
+    // A group lists at most SERVERS_PER_GROUP_MAX servers over its life.
+    for i in 0..(SERVERS_PER_GROUP_MAX - 4) {
         a.run(&mut m, add(&format!("10.0.1.{i}:1"))).unwrap();
     }
     refused(&mut m, &mut a, add("10.0.2.1:1"), "listed 15 servers");

@@ -1022,7 +1022,7 @@ fn a_command_over_the_frame_derived_limit_is_refused() {
     let mut cfg = ReplicaConfig::new(0, 1);
     assert_eq!(
         cfg.command_bytes_max,
-        synod_wire::max_command_bytes(synod_wire::DEFAULT_MAX_FRAME_BYTES)
+        synod_wire::command_bytes_max(synod_wire::DEFAULT_FRAME_BYTES_MAX)
     );
     cfg.command_bytes_max = 1000;
     let mut r = Replica::new(

@@ -265,7 +265,7 @@ pub struct PbReplica<S: StateMachine> {
     cfg: PbConfig,
     sm: S,
     /// The highest view adopted (durable).
-    max_view: u64,
+    highest_view: u64,
     /// The highest view adopted before this start (from disk). This
     /// replica never acts as the primary of a view up to it: it may have
     /// led it and sent entries it never made durable (Appends leave before
@@ -275,7 +275,7 @@ pub struct PbReplica<S: StateMachine> {
     /// The view it was told it leads and refused for that reason; it pings
     /// `PB_PING_REFUSED` until it adopts another view.
     refused: bool,
-    /// The view adopted, once known (after a restart only `max_view` is).
+    /// The view adopted, once known (after a restart only `highest_view` is).
     view: Option<View>,
     /// Primary: the master recorded our acknowledgement of `view`.
     active: bool,
@@ -352,7 +352,7 @@ impl<S: StateMachine> PbReplica<S> {
         let r = PbReplica {
             cfg,
             sm,
-            max_view: durable.view,
+            highest_view: durable.view,
             restart_view: durable.view,
             refused: false,
             view: None,
@@ -401,8 +401,8 @@ impl<S: StateMachine> PbReplica<S> {
     pub fn view(&self) -> Option<View> {
         self.view
     }
-    pub fn max_view(&self) -> u64 {
-        self.max_view
+    pub fn highest_view(&self) -> u64 {
+        self.highest_view
     }
     pub fn applied(&self) -> Pos {
         self.applied
@@ -542,7 +542,7 @@ impl<S: StateMachine> PbReplica<S> {
 
     /// The view service's answer to a ping.
     pub fn on_view(&mut self, reply: &PbViewReply) {
-        if reply.view.num < self.max_view || !reply.view.has(reply.view.primary) {
+        if reply.view.num < self.highest_view || !reply.view.has(reply.view.primary) {
             return;
         }
         self.adopt(reply.view);
@@ -754,7 +754,7 @@ impl<S: StateMachine> PbReplica<S> {
     /// Adopt `view` if it is at least the highest adopted; returns whether
     /// this replica is now in it.
     fn adopt(&mut self, view: View) -> bool {
-        if view.num < self.max_view {
+        if view.num < self.highest_view {
             return false;
         }
         if view.primary == self.cfg.id
@@ -770,8 +770,8 @@ impl<S: StateMachine> PbReplica<S> {
         if self.view.is_some_and(|v| v.num == view.num) {
             return true;
         }
-        if view.num > self.max_view {
-            self.max_view = view.num;
+        if view.num > self.highest_view {
+            self.highest_view = view.num;
             self.records.push(PbRecord::View(view.num));
         }
         self.stats.views_adopted += 1;
@@ -976,7 +976,7 @@ impl<S: StateMachine> PbReplica<S> {
         self.messages.push((
             to,
             PbMsg::Ack(Ack {
-                view: self.max_view,
+                view: self.highest_view,
                 from: self.cfg.id,
                 ok,
                 end,
@@ -988,7 +988,7 @@ impl<S: StateMachine> PbReplica<S> {
     /// Is a message of `view` one this replica takes as a backup? Answers
     /// one from an older view with the newer view's number.
     fn accept_as_backup(&mut self, view: View) -> bool {
-        if view.num < self.max_view {
+        if view.num < self.highest_view {
             if view.primary != self.cfg.id {
                 self.ack(view.primary, false, 0);
             }
@@ -1136,7 +1136,7 @@ impl<S: StateMachine> PbReplica<S> {
         assert!(self.applied <= self.log_end(), "applied past the log");
         if let Some(v) = self.view {
             assert_eq!(
-                v.num, self.max_view,
+                v.num, self.highest_view,
                 "acting in a view that is not the highest adopted"
             );
             assert!(

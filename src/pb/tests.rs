@@ -254,7 +254,7 @@ fn a_restarted_replica_recovers_its_log_and_view_from_disk() {
     let b = 1 - p;
     let disk = g.disks[b].clone();
     let again = start(b as ReplicaId, 2, disk.clone());
-    assert_eq!(again.max_view(), disk.view);
+    assert_eq!(again.highest_view(), disk.view);
     assert!(again.log_end() >= 5);
     assert_eq!(
         again.view(),

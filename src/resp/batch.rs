@@ -119,11 +119,11 @@ impl KeyQueues {
     }
 
     /// Marks the operations that may go out now as in flight, oldest first,
-    /// while fewer than `max_in_flight` are, and hands each to `send`. Its
+    /// while fewer than `in_flight_max` are, and hands each to `send`. Its
     /// result comes back through [`KeyQueues::complete`] with its key: one
     /// operation per key is in flight, so the key names it.
-    pub fn take_sendable(&mut self, max_in_flight: usize, mut send: impl FnMut(&Op)) {
-        while self.in_flight < max_in_flight {
+    pub fn take_sendable(&mut self, in_flight_max: usize, mut send: impl FnMut(&Op)) {
+        while self.in_flight < in_flight_max {
             let Some(key) = self.sendable.pop_front() else {
                 break;
             };
@@ -229,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn at_most_max_in_flight_operations_leave_and_the_rest_follow_in_order() {
+    fn at_most_in_flight_max_operations_leave_and_the_rest_follow_in_order() {
         let mut q = KeyQueues::default();
         for k in ["a", "b", "c"] {
             q.push(get(k), (0, 0));

@@ -1190,7 +1190,7 @@ fn set_range(rest: &[Bytes]) -> Plan {
         return Plan::Reply(Reply::error("ERR offset is out of range"));
     }
     let value = rest[2].clone();
-    if !value.is_empty() && offset as u64 + value.len() as u64 > crate::kv::MAX_VALUE_BYTES as u64 {
+    if !value.is_empty() && offset as u64 + value.len() as u64 > crate::kv::VALUE_BYTES_MAX as u64 {
         return Plan::Reply(Reply::error(
             "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
         ));

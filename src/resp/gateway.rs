@@ -13,17 +13,17 @@
 //! that are complete, in command order (`pipeline`), with one write.
 //!
 //! Limits and back-pressure, per connection: at most
-//! [`MAX_UNANSWERED_COMMANDS`] commands parsed and not yet answered, and at
-//! most [`MAX_UNSENT_REPLY_BYTES`] of replies waiting for the client to read
+//! [`UNANSWERED_COMMANDS_MAX`] commands parsed and not yet answered, and at
+//! most [`UNSENT_REPLY_BYTES_MAX`] of replies waiting for the client to read
 //! them; past either, the loop stops parsing and reading that connection
 //! (its bytes stay in the kernel, so TCP pushes back on the client) until
 //! replies drain, and past the second it also sends none of its queued
-//! operations. At most `ClientOptions::max_in_flight` of its operations are
+//! operations. At most `ClientOptions::in_flight_max` of its operations are
 //! in flight. A slow client therefore costs its own bounded buffers and
-//! never stalls the loop's other connections. `max_connections` (a silent
+//! never stalls the loop's other connections. `connections_max` (a silent
 //! connection makes room for a newcomer), `idle_timeout` (whole commands
 //! only), `command_timeout` and `partial_budget` (unfinished commands),
-//! `max_command_args` and `read_buf_max` bound the rest (issue 8).
+//! `command_args_max` and `read_buf_max` bound the rest (issue 8).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
@@ -38,7 +38,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::command::Session;
-use super::parse::{Parser, MAX_BULK_BYTES};
+use super::parse::{Parser, BULK_BYTES_MAX};
 use super::pipeline::{Pipeline, Pushed};
 use super::reply::Reply;
 use super::upstream::Upstream;
@@ -46,35 +46,38 @@ use crate::client::idmap::IdMap;
 use crate::client::mio_conn::write_out;
 use crate::client::ClientOptions;
 
-/// Default [`GatewayOptions::max_connections`].
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+/// How long the accept thread pauses after a failed accept (typically out
+/// of file descriptors) before it tries again, so it does not spin.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Default [`GatewayOptions::connections_max`].
+pub const DEFAULT_CONNECTIONS_MAX: usize = 1000;
 /// Default [`GatewayOptions::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default [`GatewayOptions::read_buf_max`]: room for one command carrying
 /// two maximal values (an MSET of two 16 MiB values) plus headers.
-pub const DEFAULT_READ_BUF_MAX: usize = 2 * MAX_BULK_BYTES + (1 << 20);
+pub const DEFAULT_READ_BUF_MAX: usize = 2 * BULK_BYTES_MAX + (1 << 20);
 /// Most commands of one connection parsed and not yet answered; past it the
 /// connection is not read until replies go out. Bounds the memory one
 /// pipelining client holds in the gateway (and its in-flight operations).
-pub const MAX_UNANSWERED_COMMANDS: usize = 1024;
+pub const UNANSWERED_COMMANDS_MAX: usize = 1024;
 /// Most reply bytes of one connection waiting for the client to read them
 /// before the gateway stops taking its commands.
-pub const MAX_UNSENT_REPLY_BYTES: usize = 4 << 20;
-/// Default [`GatewayOptions::max_command_args`]: an MGET of 65,536 keys
+pub const UNSENT_REPLY_BYTES_MAX: usize = 4 << 20;
+/// Default [`GatewayOptions::command_args_max`]: an MGET of 65,536 keys
 /// is about 8 MiB of operations in flight; one of a million cost 129 MiB.
-pub const DEFAULT_MAX_COMMAND_ARGS: usize = 1 << 16;
+pub const DEFAULT_COMMAND_ARGS_MAX: usize = 1 << 16;
 /// Default [`GatewayOptions::command_timeout`].
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`GatewayOptions::partial_budget`]: four maximal values.
-pub const DEFAULT_PARTIAL_BUDGET: usize = 4 * MAX_BULK_BYTES;
+pub const DEFAULT_PARTIAL_BUDGET: usize = 4 * BULK_BYTES_MAX;
 /// A connection silent (no whole command) this long may be closed to make
-/// room for a new one when the gateway is at `max_connections`.
+/// room for a new one when the gateway is at `connections_max`.
 const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 /// A connection whose input buffer reaches this has its loop's partial
 /// budget checked.
 const PARTIAL_CHECK_BYTES: usize = 256 << 10;
 /// Most event loops a gateway runs.
-pub const MAX_THREADS: usize = 64;
+pub const THREADS_MAX: usize = 64;
 /// Bytes asked of a socket per read.
 const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Most bytes read from one RESP connection per loop turn, for fairness
@@ -93,19 +96,19 @@ const FIRST_UPSTREAM_TOKEN: usize = usize::MAX / 2;
 pub struct GatewayOptions {
     /// Open RESP connections at most; one more is answered
     /// `-ERR max number of clients reached` and closed.
-    pub max_connections: usize,
+    pub connections_max: usize,
     /// A connection silent this long (or not reading its replies this long)
     /// is closed.
     pub idle_timeout: Duration,
     /// Largest partial command buffered; a larger one is refused and the
     /// connection closed.
     pub read_buf_max: usize,
-    /// Event-loop threads (at least 1, at most [`MAX_THREADS`]).
+    /// Event-loop threads (at least 1, at most [`THREADS_MAX`]).
     pub threads: usize,
     /// Most arguments of one command; a longer one is refused from its
     /// count (`-ERR Protocol error: invalid multibulk length`) and the
     /// connection closed.
-    pub max_command_args: usize,
+    pub command_args_max: usize,
     /// A command whose first bytes arrived must be complete within this
     /// long, or the connection is closed.
     pub command_timeout: Duration,
@@ -114,7 +117,7 @@ pub struct GatewayOptions {
     /// loop's share, the connection holding the most is closed.
     pub partial_budget: usize,
     /// How the gateway reaches the cluster: masters, per-operation and
-    /// per-attempt deadlines, and `max_in_flight`, the most operations of
+    /// per-attempt deadlines, and `in_flight_max`, the most operations of
     /// one RESP connection in flight at once (so one huge MGET or pipeline
     /// cannot fill the upstream connections every client of its loop
     /// shares).
@@ -139,11 +142,11 @@ impl GatewayOptions {
     /// Defaults for everything but the cluster's masters.
     pub fn new(masters: Vec<String>) -> GatewayOptions {
         GatewayOptions {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connections_max: DEFAULT_CONNECTIONS_MAX,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             read_buf_max: DEFAULT_READ_BUF_MAX,
             threads: default_threads(),
-            max_command_args: DEFAULT_MAX_COMMAND_ARGS,
+            command_args_max: DEFAULT_COMMAND_ARGS_MAX,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             partial_budget: DEFAULT_PARTIAL_BUDGET,
             client: ClientOptions::new(masters),
@@ -176,8 +179,8 @@ pub fn serve_with(listener: TcpListener, mut opts: GatewayOptions) -> io::Result
             "the RESP gateway needs at least one shard master address",
         ));
     }
-    opts.threads = opts.threads.clamp(1, MAX_THREADS);
-    opts.client.max_in_flight = opts.client.max_in_flight.max(1);
+    opts.threads = opts.threads.clamp(1, THREADS_MAX);
+    opts.client.in_flight_max = opts.client.in_flight_max.max(1);
     let local = listener.local_addr()?;
     let seed = crate::client::logic::random_client_id();
     let mut loops = Vec::new();
@@ -219,7 +222,7 @@ pub fn serve_with(listener: TcpListener, mut opts: GatewayOptions) -> io::Result
     );
     std::thread::Builder::new()
         .name("resp-accept".into())
-        .spawn(move || accept_loop(listener, opts.max_connections, loops))
+        .spawn(move || accept_loop(listener, opts.connections_max, loops))
 }
 
 /// Decrements the open-connection count when a connection ends, however
@@ -249,7 +252,7 @@ fn refuse(mut stream: std::net::TcpStream) {
 
 fn accept_loop(
     listener: TcpListener,
-    max_connections: usize,
+    connections_max: usize,
     loops: Vec<(Sender<Handoff>, Arc<Waker>)>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
@@ -262,7 +265,7 @@ fn accept_loop(
                 // Typically out of file descriptors: back off instead of
                 // spinning on the error.
                 log::warn!("RESP accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(ACCEPT_RETRY_PAUSE);
                 continue;
             }
         };
@@ -270,7 +273,7 @@ fn accept_loop(
         // refuses this one (idle sockets must not lock everyone out). Twice
         // the limit bounds what waits in the loops' queues meanwhile.
         let was = open.fetch_add(1, Ordering::AcqRel);
-        if was >= 2 * max_connections {
+        if was >= 2 * connections_max {
             open.fetch_sub(1, Ordering::AcqRel);
             refuse(stream);
             continue;
@@ -279,7 +282,7 @@ fn accept_loop(
             stream,
             id: next_id.fetch_add(1, Ordering::Relaxed),
             slot: Slot(open.clone()),
-            evict: was >= max_connections,
+            evict: was >= connections_max,
         };
         // Round robin: connections of one benchmark or application spread
         // evenly over the loops.
@@ -351,8 +354,8 @@ impl RespConn {
     }
 
     fn backpressured(&self) -> bool {
-        self.pipeline.unanswered() >= MAX_UNANSWERED_COMMANDS
-            || self.out.len() >= MAX_UNSENT_REPLY_BYTES
+        self.pipeline.unanswered() >= UNANSWERED_COMMANDS_MAX
+            || self.out.len() >= UNSENT_REPLY_BYTES_MAX
     }
 }
 
@@ -442,7 +445,7 @@ impl Loop {
             .map(|(&t, _)| t);
         match victim {
             Some(t) => {
-                self.close(t, "evicted (silent) to make room at max_connections");
+                self.close(t, "evicted (silent) to make room at connections_max");
                 true
             }
             None => false,
@@ -511,7 +514,7 @@ impl Loop {
                         allow_flushdb: self.opts.allow_flushdb,
                         ..Session::default()
                     }),
-                    parser: Parser::with_max_args(self.opts.max_command_args),
+                    parser: Parser::with_args_max(self.opts.command_args_max),
                     inbuf: BytesMut::new(),
                     out: BytesMut::new(),
                     // Bytes may have arrived before registration.
@@ -656,16 +659,16 @@ fn service(
         // Results wait in memory until their replies are written, so a
         // client that does not read its replies gets no new operations
         // sent: what it can pin is its reply buffer plus the results of the
-        // operations already in flight (at most `max_in_flight`).
-        if c.out.len() < MAX_UNSENT_REPLY_BYTES {
-            c.pipeline.take_sendable(opts.client.max_in_flight, |op| {
+        // operations already in flight (at most `in_flight_max`).
+        if c.out.len() < UNSENT_REPLY_BYTES_MAX {
+            c.pipeline.take_sendable(opts.client.in_flight_max, |op| {
                 upstream.submit(token, op.clone(), now)
             });
         }
         // Encode what fits, write what the socket takes; when the socket
         // took everything, there may be room for more replies.
         loop {
-            c.pipeline.write_replies(&mut c.out, MAX_UNSENT_REPLY_BYTES);
+            c.pipeline.write_replies(&mut c.out, UNSENT_REPLY_BYTES_MAX);
             if c.out.is_empty() {
                 break;
             }

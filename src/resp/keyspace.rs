@@ -11,7 +11,7 @@
 //!
 //! Redis clients hold a cursor as a decimal `u64` (redis-py parses it as an
 //! int), and a position holds a key of any length, so the position stays in
-//! the gateway: a per-connection table of at most [`MAX_CURSORS`] entries
+//! the gateway: a per-connection table of at most [`CURSORS_MAX`] entries
 //! maps the number handed out to the position. The number is the
 //! connection's id (unique per gateway) above a 24-bit counter, so a cursor
 //! from another connection, an evicted one, or one from before a gateway
@@ -22,13 +22,13 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use synod_wire::{decode_scan_page, Op, MAX_SCAN_COUNT};
+use synod_wire::{decode_scan_page, Op, SCAN_COUNT_MAX};
 
 use super::command::{is, Session};
 use super::reply::Reply;
 
 /// SCAN cursors one connection holds at most; the oldest goes first.
-pub const MAX_CURSORS: usize = 64;
+pub const CURSORS_MAX: usize = 64;
 /// Keys one SCAN returns unless COUNT says otherwise (Redis' default).
 pub const DEFAULT_SCAN_COUNT: u32 = 10;
 const CURSOR_COUNTER_BITS: u32 = 24;
@@ -67,12 +67,12 @@ impl Cursors {
     }
 
     /// A fresh cursor number for `pos` (never 0), evicting the oldest entry
-    /// past [`MAX_CURSORS`].
+    /// past [`CURSORS_MAX`].
     fn add(&mut self, conn: u64, pos: Position) -> u64 {
         self.counter = (self.counter % ((1 << CURSOR_COUNTER_BITS) - 1)) + 1;
         let cursor = (conn << CURSOR_COUNTER_BITS) | self.counter;
         self.entries.retain(|(c, _)| *c != cursor);
-        if self.entries.len() >= MAX_CURSORS {
+        if self.entries.len() >= CURSORS_MAX {
             self.entries.pop_front();
         }
         self.entries.push_back((cursor, pos));
@@ -123,7 +123,7 @@ pub fn plan(
         per_shard(session, KeyspaceFinish::Keys, |key| Op::Scan {
             key,
             after: None,
-            count: MAX_SCAN_COUNT,
+            count: SCAN_COUNT_MAX,
             pattern: Some(rest[0].clone()),
         })
     } else if is(name, "DBSIZE") {
@@ -182,7 +182,7 @@ fn scan(rest: &[Bytes], session: &mut Session) -> Result<(KeyspaceFinish, Vec<Op
             if n < 1 {
                 return Err(Reply::error("ERR syntax error"));
             }
-            count = n.min(i64::from(MAX_SCAN_COUNT)) as u32;
+            count = n.min(i64::from(SCAN_COUNT_MAX)) as u32;
         } else if is(opt, "TYPE") {
             // Every Synod key is a string.
             only_strings = is(value, "string");
@@ -406,14 +406,14 @@ mod tests {
             ..session(2)
         };
         assert_eq!(plan_err(&["SCAN", &first.to_string()], &mut other), invalid);
-        for _ in 0..MAX_CURSORS {
+        for _ in 0..CURSORS_MAX {
             finish(
                 KeyspaceFinish::Scan { shard: 0 },
                 vec![page(&[], Some("b"))],
                 &mut s,
             );
         }
-        assert_eq!(s.cursors.len(), MAX_CURSORS);
+        assert_eq!(s.cursors.len(), CURSORS_MAX);
         assert_eq!(
             plan_err(&["SCAN", &first.to_string()], &mut s),
             invalid,
@@ -441,7 +441,7 @@ mod tests {
             &["SCAN", "0", "TYPE", "STRING", "COUNT", "999999999"],
             &mut s,
         );
-        assert!(matches!(&ops[..], [Op::Scan { count, .. }] if *count == MAX_SCAN_COUNT));
+        assert!(matches!(&ops[..], [Op::Scan { count, .. }] if *count == SCAN_COUNT_MAX));
         assert_eq!(
             plan_err(&["SCAN", "0"], &mut Session::default()),
             Reply::error(NO_SHARDS)

@@ -23,7 +23,7 @@
 //!   (across groups by two-phase commit); when the session refuses it as
 //!   cross-group (no session does since two-phase commit; kept for the
 //!   fallback) or too large for one request, or it would hold more
-//!   than `MAX_TXN_PARTS` operations, they run as before, one operation
+//!   than `TXN_PARTS_MAX` operations, they run as before, one operation
 //!   per key (not atomic).
 //!   `MSETNX` is one transaction (compares: every key absent); `RENAME`/
 //!   `RENAMENX` read the source's value and version, then move it with a
@@ -32,13 +32,13 @@
 //!
 //! What it must never do: run part of a transaction, or hold unbounded
 //! state for a client (queued operations and watched keys are capped at
-//! `MAX_TXN_PARTS`, what one transaction may hold).
+//! `TXN_PARTS_MAX`, what one transaction may hold).
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use synod_wire::{
-    decode_txn_result, Compare, CompareOp, CompareTarget, Op, Txn, TxnOpResult, MAX_TXN_PARTS,
+    decode_txn_result, Compare, CompareOp, CompareTarget, Op, Txn, TxnOpResult, TXN_PARTS_MAX,
 };
 
 use super::command::{error_reply, is, plan, wrong_arity, KvCommand, Plan, Session};
@@ -121,7 +121,7 @@ pub enum Finished {
 pub struct Multi {
     /// Between MULTI and EXEC/DISCARD: the queued commands.
     queue: Option<Vec<Queued>>,
-    /// Operations queued (bounded by `MAX_TXN_PARTS`).
+    /// Operations queued (bounded by `TXN_PARTS_MAX`).
     queued_ops: usize,
     /// A command was refused while queuing: EXEC aborts.
     dirty: bool,
@@ -248,9 +248,9 @@ impl Multi {
                     keys.push(k.clone());
                 }
             }
-            if keys.len() + self.watched.len() > MAX_TXN_PARTS {
+            if keys.len() + self.watched.len() > TXN_PARTS_MAX {
                 return Intercept::Reply(Reply::Error(Cow::Owned(format!(
-                    "ERR too many watched keys: a Synod transaction holds at most {MAX_TXN_PARTS} compares and operations"
+                    "ERR too many watched keys: a Synod transaction holds at most {TXN_PARTS_MAX} compares and operations"
                 ))));
             }
             Intercept::Work(Work::Watch(keys))
@@ -284,7 +284,7 @@ impl Multi {
             .any(|c| is(name, c))
         {
             match plan(args, session) {
-                Plan::Kv(cmd) if cmd.ops.len() > 1 && cmd.ops.len() <= MAX_TXN_PARTS => {
+                Plan::Kv(cmd) if cmd.ops.len() > 1 && cmd.ops.len() <= TXN_PARTS_MAX => {
                     Intercept::Work(Work::Atomic(cmd))
                 }
                 // One key: atomic on its own, no transaction needed. More
@@ -354,9 +354,9 @@ impl Multi {
             Queued::Kv(cmd) => cmd.ops.len(),
             Queued::Fixed(_) => 0,
         };
-        if self.queued_ops + ops > MAX_TXN_PARTS {
+        if self.queued_ops + ops > TXN_PARTS_MAX {
             return self.refuse(Reply::Error(Cow::Owned(format!(
-                "ERR transaction too large: a Synod transaction holds at most {MAX_TXN_PARTS} operations"
+                "ERR transaction too large: a Synod transaction holds at most {TXN_PARTS_MAX} operations"
             ))));
         }
         self.queued_ops += ops;
@@ -862,10 +862,10 @@ mod tests {
         assert_eq!(out, ":2\r\n");
         assert_eq!(sent.len(), 1);
         // More keys than one transaction holds: per key, as before.
-        let many: Vec<String> = (0..=MAX_TXN_PARTS).map(|i| format!("m{i}")).collect();
+        let many: Vec<String> = (0..=TXN_PARTS_MAX).map(|i| format!("m{i}")).collect();
         let (out, sent) = run(&mut g, 0, &mut p, &[&format!("MGET {}", many.join(" "))]);
-        assert!(out.starts_with(&format!("*{}\r\n", MAX_TXN_PARTS + 1)));
-        assert_eq!(sent.len(), MAX_TXN_PARTS + 1);
+        assert!(out.starts_with(&format!("*{}\r\n", TXN_PARTS_MAX + 1)));
+        assert_eq!(sent.len(), TXN_PARTS_MAX + 1);
         // One key: the plain operation, no transaction.
         let (_, sent) = run(&mut g, 0, &mut p, &["MGET a"]);
         assert_eq!(
@@ -963,7 +963,7 @@ mod tests {
         let mut g = Group::new();
         let mut p = Pipeline::new(Session::default());
         reply(&mut g, &mut p, &["MULTI"]);
-        for i in 0..MAX_TXN_PARTS {
+        for i in 0..TXN_PARTS_MAX {
             assert_eq!(
                 reply(&mut g, &mut p, &[&format!("SET k{i} v")]),
                 "+QUEUED\r\n"

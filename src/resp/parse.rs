@@ -22,14 +22,14 @@ use bytes::{Bytes, BytesMut};
 
 /// Largest bulk string (one argument) accepted. Matches the wire protocol's
 /// frame limit: a larger value could never be stored anyway.
-pub const MAX_BULK_BYTES: usize = 16 << 20;
+pub const BULK_BYTES_MAX: usize = 16 << 20;
 /// Most arguments in one multibulk command.
-pub const MAX_ARRAY_LEN: usize = 1 << 20;
+pub const ARRAY_LEN_MAX: usize = 1 << 20;
 /// Longest inline command line (Redis uses the same 64 KiB).
-pub const MAX_INLINE_BYTES: usize = 64 << 10;
+pub const INLINE_BYTES_MAX: usize = 64 << 10;
 /// Longest `*<n>` / `$<n>` header line, `\r\n` included: 20 digits and a
 /// sign fit. A longer one is garbage, refused before it is buffered further.
-const MAX_HEADER_LINE: usize = 24;
+const HEADER_LINE_MAX: usize = 24;
 
 /// Why a request stream cannot be parsed. Every variant is terminal for the
 /// connection (after it the stream cannot be trusted to be aligned on a
@@ -45,14 +45,14 @@ pub enum ParseError {
     ExpectedBulk(u8),
     /// A bulk string not followed by `\r\n`.
     MissingCrlf,
-    /// A bulk string longer than [`MAX_BULK_BYTES`].
+    /// A bulk string longer than [`BULK_BYTES_MAX`].
     BulkTooLarge(u64),
-    /// A multibulk count larger than [`MAX_ARRAY_LEN`].
+    /// A multibulk count larger than [`ARRAY_LEN_MAX`].
     ArrayTooLarge(u64),
-    /// An inline line longer than [`MAX_INLINE_BYTES`].
+    /// An inline line longer than [`INLINE_BYTES_MAX`].
     InlineTooLong,
     /// A multibulk count above the parser's own argument limit
-    /// ([`Parser::with_max_args`]): `(count, limit)`.
+    /// ([`Parser::with_args_max`]): `(count, limit)`.
     TooManyArgs(u64, usize),
 }
 
@@ -75,11 +75,11 @@ impl fmt::Display for ParseError {
             }
             ParseError::BulkTooLarge(n) => write!(
                 f,
-                "Protocol error: bulk string of {n} bytes exceeds the limit of {MAX_BULK_BYTES}"
+                "Protocol error: bulk string of {n} bytes exceeds the limit of {BULK_BYTES_MAX}"
             ),
             ParseError::ArrayTooLarge(n) => write!(
                 f,
-                "Protocol error: {n} arguments exceed the limit of {MAX_ARRAY_LEN}"
+                "Protocol error: {n} arguments exceed the limit of {ARRAY_LEN_MAX}"
             ),
             ParseError::InlineTooLong => f.write_str("Protocol error: too big inline request"),
             ParseError::TooManyArgs(n, limit) => write!(
@@ -118,8 +118,8 @@ pub struct Parser {
     /// Inline mode: bytes of the current line already searched for `\n`.
     inline_scanned: usize,
     failed: Option<ParseError>,
-    /// Most arguments of one command (0: [`MAX_ARRAY_LEN`]).
-    max_args: usize,
+    /// Most arguments of one command (0: [`ARRAY_LEN_MAX`]).
+    args_max: usize,
 }
 
 impl Parser {
@@ -128,13 +128,13 @@ impl Parser {
         Parser::default()
     }
 
-    /// A parser refusing commands of more than `max_args` arguments (at
-    /// most [`MAX_ARRAY_LEN`]) as soon as their count is read, before any
+    /// A parser refusing commands of more than `args_max` arguments (at
+    /// most [`ARRAY_LEN_MAX`]) as soon as their count is read, before any
     /// argument is buffered: one MGET of a million keys cost the gateway
     /// 129 MiB (issue 8, finding 9).
-    pub fn with_max_args(max_args: usize) -> Parser {
+    pub fn with_args_max(args_max: usize) -> Parser {
         Parser {
-            max_args: max_args.clamp(1, MAX_ARRAY_LEN),
+            args_max: args_max.clamp(1, ARRAY_LEN_MAX),
             ..Parser::default()
         }
     }
@@ -193,11 +193,11 @@ impl Parser {
                 // Redis ignores `*0` and `*-1` requests.
                 return Ok(Some((Vec::new(), next)));
             }
-            if n as u64 > MAX_ARRAY_LEN as u64 {
+            if n as u64 > ARRAY_LEN_MAX as u64 {
                 return Err(ParseError::ArrayTooLarge(n as u64));
             }
-            if self.max_args > 0 && n as u64 > self.max_args as u64 {
-                return Err(ParseError::TooManyArgs(n as u64, self.max_args));
+            if self.args_max > 0 && n as u64 > self.args_max as u64 {
+                return Err(ParseError::TooManyArgs(n as u64, self.args_max));
             }
             self.partial = Some(Partial {
                 remaining: n as usize,
@@ -224,7 +224,7 @@ impl Parser {
             if len < 0 {
                 return Err(ParseError::InvalidBulkLength);
             }
-            if len as u64 > MAX_BULK_BYTES as u64 {
+            if len as u64 > BULK_BYTES_MAX as u64 {
                 return Err(ParseError::BulkTooLarge(len as u64));
             }
             let end = data + len as usize;
@@ -251,10 +251,10 @@ impl Parser {
     /// split on spaces and tabs.
     #[allow(clippy::type_complexity)]
     fn inline(&mut self, buf: &[u8]) -> Result<Option<(Vec<(usize, usize)>, usize)>, ParseError> {
-        let limit = buf.len().min(MAX_INLINE_BYTES);
+        let limit = buf.len().min(INLINE_BYTES_MAX);
         let from = self.inline_scanned.min(limit);
         let Some(nl) = buf[from..limit].iter().position(|&b| b == b'\n') else {
-            if buf.len() >= MAX_INLINE_BYTES {
+            if buf.len() >= INLINE_BYTES_MAX {
                 return Err(ParseError::InlineTooLong);
             }
             self.inline_scanned = limit;
@@ -290,13 +290,13 @@ impl Parser {
 
 /// Reads a `<decimal>\r\n` header starting at `at`. `Ok(None)`: the line is
 /// not complete yet. Refuses non-digits, an empty number and a line longer
-/// than [`MAX_HEADER_LINE`] with `err`; returns the number and the offset
+/// than [`HEADER_LINE_MAX`] with `err`; returns the number and the offset
 /// just past `\r\n`.
 fn header_int(buf: &[u8], at: usize, err: ParseError) -> Result<Option<(i64, usize)>, ParseError> {
     let avail = buf.get(at..).unwrap_or(&[]);
-    let window = &avail[..avail.len().min(MAX_HEADER_LINE)];
+    let window = &avail[..avail.len().min(HEADER_LINE_MAX)];
     let Some(cr) = window.iter().position(|&b| b == b'\r') else {
-        if window.len() >= MAX_HEADER_LINE {
+        if window.len() >= HEADER_LINE_MAX {
             return Err(err);
         }
         return Ok(None);
@@ -444,7 +444,7 @@ mod tests {
 
     #[test]
     fn a_command_over_the_argument_limit_is_refused_from_its_count() {
-        let mut p = Parser::with_max_args(3);
+        let mut p = Parser::with_args_max(3);
         let mut buf = BytesMut::from(&b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n"[..]);
         assert_eq!(all(&mut p, &mut buf), Ok(vec![cmd(&["MGET", "a", "b"])]));
         let mut buf = BytesMut::from(&b"*1000001\r\n$4\r\nMGET\r\n"[..]);
@@ -490,9 +490,9 @@ mod tests {
 
     #[test]
     fn overlong_inline_line_is_refused() {
-        let input = vec![b'a'; MAX_INLINE_BYTES];
+        let input = vec![b'a'; INLINE_BYTES_MAX];
         assert_eq!(parse(&input), Err(ParseError::InlineTooLong));
-        let mut short = vec![b'a'; MAX_INLINE_BYTES - 1];
+        let mut short = vec![b'a'; INLINE_BYTES_MAX - 1];
         assert_eq!(parse(&short), Ok(vec![]));
         short.push(b'\n');
         assert_eq!(parse(&short).unwrap().len(), 1);

@@ -150,11 +150,11 @@ impl Pipeline {
     }
 
     /// Hands the operations that may be sent now to `send`, keeping at most
-    /// `max_in_flight` in flight; each result must come back through
+    /// `in_flight_max` in flight; each result must come back through
     /// [`Pipeline::complete`] with its key.
-    pub fn take_sendable(&mut self, max_in_flight: usize, mut send: impl FnMut(&Op)) {
+    pub fn take_sendable(&mut self, in_flight_max: usize, mut send: impl FnMut(&Op)) {
         self.advance();
-        self.keys.take_sendable(max_in_flight, &mut send);
+        self.keys.take_sendable(in_flight_max, &mut send);
         // A barrier's few operations (one transaction, or one per watched
         // key) go together: nothing else of this connection is in flight.
         if let Some(a) = self.active.as_mut().filter(|a| !a.sent) {

@@ -121,7 +121,7 @@ impl Upstream {
         now: Instant,
     ) -> Upstream {
         let mut session_opts =
-            SessionOptions::new(opts.timeout, opts.rpc_timeout, opts.max_in_flight);
+            SessionOptions::new(opts.timeout, opts.rpc_timeout, opts.in_flight_max);
         session_opts.renew_after = SESSION_RENEW_AFTER;
         Upstream {
             registry,

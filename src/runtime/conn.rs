@@ -131,11 +131,11 @@ const INITIAL_REPLY_ESTIMATE: usize = 128 << 10;
 const READ_CHUNK: usize = 64 * 1024;
 
 impl Conn {
-    pub fn new(stream: TcpStream, role: Role, max_frame_bytes: u32, now: Instant) -> Conn {
+    pub fn new(stream: TcpStream, role: Role, frame_bytes_max: u32, now: Instant) -> Conn {
         Conn {
             stream,
             role,
-            decoder: Decoder::new(max_frame_bytes),
+            decoder: Decoder::new(frame_bytes_max),
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::new(),
             in_flight: 0,

@@ -78,7 +78,7 @@ pub struct CoreHandle {
 /// server list for the group, which grows by appending (never past the
 /// master's cap), so every replica uses the cap from the start and the
 /// id space never has to grow under a running replica.
-const KV_ID_SPACE: u32 = crate::master::MAX_SERVERS_PER_GROUP as u32;
+const KV_ID_SPACE: u32 = crate::master::SERVERS_PER_GROUP_MAX as u32;
 
 /// How often a leader resends its commit point to replicas removed from
 /// its group (a removed replica that already stopped hosting the group
@@ -397,7 +397,7 @@ impl Core {
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
         rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         rc.read_index = self.cfg.read_index;
-        frame_limits(&mut rc, self.cfg.max_frame_bytes);
+        frame_limits(&mut rc, self.cfg.frame_bytes_max);
         // A restarted acceptor reports the log it held above its snapshot.
         rc.paxos.slot_horizon = rc
             .paxos
@@ -408,7 +408,7 @@ impl Core {
             KvOptions {
                 shards: self.cfg.shards,
                 session_ttl_ms: self.cfg.session_ttl.as_millis() as u64,
-                max_sessions_per_shard: self.cfg.max_sessions_per_shard,
+                sessions_per_shard_max: self.cfg.sessions_per_shard_max,
                 ..KvOptions::default()
             },
         );
@@ -431,9 +431,9 @@ impl Core {
         let durable = self.recovered_pb.remove(&gid).unwrap_or_default();
         let mut pc = PbConfig::new(me, servers);
         // Bytes per entry and per Append: an Append always fits a frame
-        // (a command alone is at most `max_command_bytes`, checked before
+        // (a command alone is at most `command_bytes_max`, checked before
         // it is taken).
-        let page = (self.cfg.max_frame_bytes / 4) as usize;
+        let page = (self.cfg.frame_bytes_max / 4) as usize;
         pc.batch_bytes_max = page;
         pc.append_bytes_max = page;
         pc.snapshot_log_entries = self.cfg.snapshot_log_slots as u64;
@@ -442,7 +442,7 @@ impl Core {
             KvOptions {
                 shards: self.cfg.shards,
                 session_ttl_ms: self.cfg.session_ttl.as_millis() as u64,
-                max_sessions_per_shard: self.cfg.max_sessions_per_shard,
+                sessions_per_shard_max: self.cfg.sessions_per_shard_max,
                 ..KvOptions::default()
             },
         );
@@ -464,7 +464,7 @@ impl Core {
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
         rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         rc.read_index = self.cfg.read_index;
-        frame_limits(&mut rc, self.cfg.max_frame_bytes);
+        frame_limits(&mut rc, self.cfg.frame_bytes_max);
         // A restarted acceptor reports the log it held above its snapshot.
         rc.paxos.slot_horizon = rc
             .paxos
@@ -781,7 +781,7 @@ impl Core {
         if conn.role == Role::Incoming && !self.make_room() {
             self.warn(format!(
                 "core {}: connection limit {} reached and every connection is busy; refusing",
-                self.id, self.cfg.max_connections
+                self.id, self.cfg.connections_max
             ));
             return None;
         }
@@ -836,7 +836,7 @@ impl Core {
     /// did, issue 8 finding 9). Connections this core dialed (to its peers
     /// and for migration) are bounded by the configuration and never count.
     fn make_room(&mut self) -> bool {
-        if self.conns.len() < self.cfg.max_connections {
+        if self.conns.len() < self.cfg.connections_max {
             return true;
         }
         let mut incoming = 0;
@@ -854,7 +854,7 @@ impl Core {
                 victim = Some(key);
             }
         }
-        if incoming < self.cfg.max_connections {
+        if incoming < self.cfg.connections_max {
             return true;
         }
         match victim {
@@ -974,7 +974,7 @@ impl Core {
                     let conn = Conn::new(
                         stream,
                         Role::Incoming,
-                        self.cfg.max_frame_bytes,
+                        self.cfg.frame_bytes_max,
                         Instant::now(),
                     );
                     if let Some(t) = self.register(conn) {
@@ -1008,7 +1008,7 @@ impl Core {
         let mut conn = Conn::new(
             stream,
             Role::Incoming,
-            self.cfg.max_frame_bytes,
+            self.cfg.frame_bytes_max,
             Instant::now(),
         );
         conn.rbuf = rest;
@@ -1073,7 +1073,7 @@ impl Core {
 
     fn on_readable(&mut self, t: Token) {
         let now = Instant::now();
-        let (cap, max_in_flight) = (self.cfg.conn_write_buf_max, self.cfg.conn_in_flight_max);
+        let (cap, in_flight_max) = (self.cfg.conn_write_buf_max, self.cfg.conn_in_flight_max);
         let mut spent = false;
         loop {
             // Decode everything buffered.
@@ -1083,7 +1083,7 @@ impl Core {
                 };
                 // Back-pressure: while the replies to this connection pile
                 // up, stop reading its requests (resumed as replies drain).
-                if c.reply_debt() > cap || c.in_flight >= max_in_flight {
+                if c.reply_debt() > cap || c.in_flight >= in_flight_max {
                     c.paused = true;
                     // Not reading is our choice: the frame clock restarts
                     // when reading does.
@@ -1297,7 +1297,7 @@ impl Core {
                     Some(Hosted::Pb(r)) => {
                         // What the Paxos path refuses at its leader: a
                         // command that could not travel in a frame.
-                        let max = synod_wire::max_command_bytes(self.cfg.max_frame_bytes);
+                        let max = synod_wire::command_bytes_max(self.cfg.frame_bytes_max);
                         if raw.len() > max {
                             let reason = format!(
                                 "value too large: request of {} bytes, limit {max}",
@@ -1518,7 +1518,7 @@ impl Core {
                 let mut conn = Conn::new(
                     stream,
                     Role::Rpc { target },
-                    self.cfg.max_frame_bytes,
+                    self.cfg.frame_bytes_max,
                     Instant::now(),
                 );
                 if !self.secure(&mut conn, Identity::Node, target) {
@@ -1826,7 +1826,7 @@ impl Core {
         let mut conn = Conn::new(
             stream,
             Role::Peer { gid, peer },
-            self.cfg.max_frame_bytes,
+            self.cfg.frame_bytes_max,
             now,
         );
         let me = self.groups[&gid].replica.id();
@@ -2033,7 +2033,7 @@ impl Core {
         if let PbMsg::Transfer(tr) = &msg {
             // Not chunked (yet): a state that does not fit a frame cannot
             // be sent, and the backup stays behind.
-            if tr.data.len() + 64 > self.cfg.max_frame_bytes as usize {
+            if tr.data.len() + 64 > self.cfg.frame_bytes_max as usize {
                 self.warn(format!(
                     "core {}: group {gid}: state transfer of {} bytes to replica {to} exceeds \
                      the frame limit; not sent (state transfer is not chunked yet)",
@@ -2155,7 +2155,7 @@ fn publish_metrics(replica: &Hosted, metrics: &GroupMetrics) {
             metrics.publish_pb(crate::metrics::PbView {
                 serving: r.serving(),
                 primary: r.view().map(|v| v.primary),
-                view: r.view().map_or(r.max_view(), |v| v.num),
+                view: r.view().map_or(r.highest_view(), |v| v.num),
                 commit: r.commit(),
                 applied: r.applied(),
                 log_entries: r.log_end() - r.log_start(),
@@ -2176,9 +2176,9 @@ fn peer_name(c: &Conn) -> String {
 /// Sizes that must fit this node's frame limit: the largest client command
 /// (so an Accept carrying it fits a frame), and the pages of Promise,
 /// catch-up and Accept messages and snapshot chunks (a quarter frame).
-fn frame_limits(rc: &mut ReplicaConfig, max_frame_bytes: u32) {
-    let page = (max_frame_bytes / 4) as usize;
-    rc.command_bytes_max = synod_wire::max_command_bytes(max_frame_bytes);
+fn frame_limits(rc: &mut ReplicaConfig, frame_bytes_max: u32) {
+    let page = (frame_bytes_max / 4) as usize;
+    rc.command_bytes_max = synod_wire::command_bytes_max(frame_bytes_max);
     rc.paxos.catchup_bytes_max = rc.paxos.catchup_bytes_max.min(page);
     rc.paxos.batch_bytes_max = rc.paxos.batch_bytes_max.min(page);
     rc.paxos.snapshot_chunk_bytes = rc.paxos.snapshot_chunk_bytes.min(page);

@@ -9,13 +9,18 @@ use std::time::{Duration, Instant};
 use super::{RuntimeConfig, StartError};
 
 /// Most event loops (cores) a node runs.
-pub const MAX_CORES: usize = 1024;
-/// Most connections one core accepts.
-pub const MAX_CONNECTIONS: usize = 1 << 20;
-/// Smallest frame limit: room for a configuration and small values.
-pub const MIN_FRAME_BYTES: u32 = 64 << 10;
-/// Largest frame limit (one frame is buffered whole).
-pub const MAX_FRAME_BYTES: u32 = 1 << 30;
+pub const CORES_MAX: usize = 1024;
+/// The highest `--connections-max` (connections one core accepts) allowed.
+pub const CONNECTIONS_MAX_CEILING: usize = 1 << 20;
+/// The lowest `--frame-bytes-max` allowed: room for a configuration and
+/// small values.
+pub const FRAME_BYTES_MAX_FLOOR: u32 = 64 << 10;
+/// The highest `--frame-bytes-max` allowed (one frame is buffered whole).
+pub const FRAME_BYTES_MAX_CEILING: u32 = 1 << 30;
+
+/// The window [`WarnLimiter`] counts warnings in: `per_sec` of them per
+/// window are logged, the rest counted and reported with the next one.
+const WARN_WINDOW: Duration = Duration::from_secs(1);
 
 fn range<T: PartialOrd + std::fmt::Display + Copy>(
     flag: &str,
@@ -35,16 +40,21 @@ fn range<T: PartialOrd + std::fmt::Display + Copy>(
 /// shard count the store panics on, zero connections, a frame limit too
 /// small for any message, a master list this node cannot be found in).
 pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
-    range("--cores", cfg.cores, 1, MAX_CORES)?;
-    range("--shards", cfg.shards, 1, crate::kv::MAX_SHARDS)?;
-    range("--max-connections", cfg.max_connections, 1, MAX_CONNECTIONS)?;
+    range("--cores", cfg.cores, 1, CORES_MAX)?;
+    range("--shards", cfg.shards, 1, crate::kv::SHARDS_MAX)?;
     range(
-        "--max-frame-bytes",
-        cfg.max_frame_bytes,
-        MIN_FRAME_BYTES,
-        MAX_FRAME_BYTES,
+        "--connections-max",
+        cfg.connections_max,
+        1,
+        CONNECTIONS_MAX_CEILING,
     )?;
-    let frame = cfg.max_frame_bytes as usize;
+    range(
+        "--frame-bytes-max",
+        cfg.frame_bytes_max,
+        FRAME_BYTES_MAX_FLOOR,
+        FRAME_BYTES_MAX_CEILING,
+    )?;
+    let frame = cfg.frame_bytes_max as usize;
     range("--conn-in-flight-max", cfg.conn_in_flight_max, 1, 1 << 20)?;
     range(
         "--conn-write-buf-max",
@@ -55,7 +65,7 @@ pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
     if cfg.conn_reply_hard_max < cfg.conn_write_buf_max + frame {
         return Err(StartError(format!(
             "--conn-reply-hard-max {} must be at least --conn-write-buf-max plus \
-             --max-frame-bytes ({}): a connection under the soft cap may still be \
+             --frame-bytes-max ({}): a connection under the soft cap may still be \
              owed one maximal reply",
             cfg.conn_reply_hard_max,
             cfg.conn_write_buf_max + frame
@@ -69,7 +79,7 @@ pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
     }
     if cfg.partial_frames_budget < frame {
         return Err(StartError(format!(
-            "--partial-frames-budget {} must be at least --max-frame-bytes ({frame}): \
+            "--partial-frames-budget {} must be at least --frame-bytes-max ({frame}): \
              one maximal frame must fit",
             cfg.partial_frames_budget
         )));
@@ -159,7 +169,7 @@ impl WarnLimiter {
     /// `Some(k)` to log now (`k` warnings were suppressed since the last
     /// one logged), `None` to drop this one.
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+        if now.saturating_duration_since(self.window) >= WARN_WINDOW {
             self.window = now;
             self.used = 0;
         }
@@ -193,8 +203,8 @@ mod tests {
             ("--cores", Box::new(|c| c.cores = 100_000)),
             ("--shards", Box::new(|c| c.shards = 70_000)),
             ("--shards", Box::new(|c| c.shards = 0)),
-            ("--max-connections", Box::new(|c| c.max_connections = 0)),
-            ("--max-frame-bytes", Box::new(|c| c.max_frame_bytes = 100)),
+            ("--connections-max", Box::new(|c| c.connections_max = 0)),
+            ("--frame-bytes-max", Box::new(|c| c.frame_bytes_max = 100)),
             (
                 "--conn-in-flight-max",
                 Box::new(|c| c.conn_in_flight_max = 0),

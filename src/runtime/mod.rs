@@ -42,8 +42,8 @@ pub struct RuntimeConfig {
     pub shards: u32,
     pub tick: Duration,
     pub fsync: FsyncPolicy,
-    pub max_frame_bytes: u32,
-    pub max_connections: usize,
+    pub frame_bytes_max: u32,
+    pub connections_max: usize,
     /// Per connection: replies buffered beyond this stop reading its requests.
     pub conn_write_buf_max: usize,
     /// Per connection: requests in flight beyond this stop reading more.
@@ -68,7 +68,7 @@ pub struct RuntimeConfig {
     /// (auto-tuned) sizes.
     pub socket_buf_bytes: Option<usize>,
     /// Bytes of records per chunk when another group pulls a shard from
-    /// this node (see `shardkv`); well below `max_frame_bytes`.
+    /// this node (see `shardkv`); well below `frame_bytes_max`.
     pub migrate_chunk_bytes: usize,
     /// How long a prepared part of a cross-group transaction waits for its
     /// client before this node's leader asks the coordinator for the
@@ -84,7 +84,7 @@ pub struct RuntimeConfig {
     pub session_ttl: Duration,
     /// Dedup sessions per shard at most (the least recently active is
     /// evicted beyond it). Same on every node, like `session_ttl`.
-    pub max_sessions_per_shard: usize,
+    pub sessions_per_shard_max: usize,
     // ----- bounded memory and start checks (issue 8) -----
     /// Per connection: replies buffered past this close the connection
     /// (the soft cap, `conn_write_buf_max`, only stops reading it).
@@ -112,6 +112,19 @@ pub struct RuntimeConfig {
 /// `RuntimeConfig::min_recv_bytes_per_sec` before its connection is closed.
 pub const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
 
+/// Default [`RuntimeConfig::tick`]: how often a core ticks its replicas
+/// (their election, heartbeat and retry timers count in ticks).
+pub const DEFAULT_TICK: Duration = Duration::from_millis(10);
+/// Default [`RuntimeConfig::idle_timeout`]: a client connection silent
+/// this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default [`RuntimeConfig::first_frame_timeout`]: a new connection must
+/// complete its first frame within this long.
+pub const DEFAULT_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`RuntimeConfig::frame_timeout`]: a frame, once begun, must
+/// complete within this long.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often the configuration watcher asks the master for a newer
 /// configuration.
 const CONFIG_POLL_EVERY: Duration = Duration::from_millis(100);
@@ -128,14 +141,14 @@ impl RuntimeConfig {
             masters,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shards: synod_wire::DEFAULT_SHARDS,
-            tick: Duration::from_millis(10),
+            tick: DEFAULT_TICK,
             fsync: FsyncPolicy::Always,
-            max_frame_bytes: synod_wire::DEFAULT_MAX_FRAME_BYTES,
-            max_connections: 10_000,
+            frame_bytes_max: synod_wire::DEFAULT_FRAME_BYTES_MAX,
+            connections_max: 10_000,
             conn_write_buf_max: 8 << 20,
             conn_in_flight_max: 4096,
-            idle_timeout: Duration::from_secs(300),
-            first_frame_timeout: Duration::from_secs(10),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            first_frame_timeout: DEFAULT_FIRST_FRAME_TIMEOUT,
             snapshot_log_slots: 4096,
             snapshot_log_bytes: crate::replica::SNAPSHOT_LOG_BYTES_DEFAULT,
             snapshot_step_bytes: crate::replica::SNAPSHOT_STEP_BYTES_DEFAULT,
@@ -146,9 +159,9 @@ impl RuntimeConfig {
             txn_resolve_after: crate::shardkv::migrator::DEFAULT_RESOLVE_AFTER,
             keys: crate::auth::Keys::default(),
             session_ttl: Duration::from_millis(crate::kv::DEFAULT_SESSION_TTL_MS),
-            max_sessions_per_shard: crate::kv::DEFAULT_MAX_SESSIONS_PER_SHARD,
+            sessions_per_shard_max: crate::kv::DEFAULT_SESSIONS_PER_SHARD_MAX,
             conn_reply_hard_max: 32 << 20,
-            frame_timeout: Duration::from_secs(30),
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
             min_recv_bytes_per_sec: 64 << 10,
             partial_frames_budget: 64 << 20,
             reply_bytes_budget: 256 << 20,

@@ -105,7 +105,7 @@ pub struct SimConfig {
     /// sixth), so sessions expire and are evicted under faults while every
     /// checker runs; the defaults otherwise.
     pub session_ttl_ms: u64,
-    pub max_sessions_per_shard: usize,
+    pub sessions_per_shard_max: usize,
     /// Write a Lamport/vector-clock trace of every message send and
     /// receive here, in ShiViz's format (`crate::trace`). Tracing draws
     /// no randomness, so a traced seed runs exactly as untraced.
@@ -154,7 +154,7 @@ pub fn session_limits_for_seed(seed: u64) -> (u64, usize) {
     let cap = if seed % 6 == 5 {
         2
     } else {
-        crate::kv::DEFAULT_MAX_SESSIONS_PER_SHARD
+        crate::kv::DEFAULT_SESSIONS_PER_SHARD_MAX
     };
     (ttl, cap)
 }
@@ -183,7 +183,7 @@ impl SimConfig {
             page_bytes: 4 << 20,
             bugs: Bugs::default(),
             session_ttl_ms: session_limits_for_seed(seed).0,
-            max_sessions_per_shard: session_limits_for_seed(seed).1,
+            sessions_per_shard_max: session_limits_for_seed(seed).1,
             trace: None,
             stamp_reads: false,
             disk_faults: false,
@@ -754,7 +754,7 @@ impl World {
             planted_skip_dedup: self.cfg.bugs.skip_dedup,
             planted_forget_floor: self.cfg.bugs.forget_floor,
             session_ttl_ms: self.cfg.session_ttl_ms,
-            max_sessions_per_shard: self.cfg.max_sessions_per_shard,
+            sessions_per_shard_max: self.cfg.sessions_per_shard_max,
             ..KvOptions::default()
         }
     }

@@ -67,7 +67,7 @@ pub struct PbSimConfig {
     /// A sync takes a random time up to this (0: instant).
     pub disk_latency_max: Micros,
     pub session_ttl_ms: u64,
-    pub max_sessions_per_shard: usize,
+    pub sessions_per_shard_max: usize,
     pub bugs: PbWorldBugs,
 }
 
@@ -89,7 +89,7 @@ impl PbSimConfig {
             // Slow disks on half the seeds.
             disk_latency_max: if seed % 4 < 2 { 0 } else { 3 * MS },
             session_ttl_ms: ttl,
-            max_sessions_per_shard: cap,
+            sessions_per_shard_max: cap,
             bugs: PbWorldBugs::default(),
         }
     }
@@ -440,7 +440,7 @@ impl World {
         let pc = self.pb_config(id);
         let opts = KvOptions {
             session_ttl_ms: self.cfg.session_ttl_ms,
-            max_sessions_per_shard: self.cfg.max_sessions_per_shard,
+            sessions_per_shard_max: self.cfg.sessions_per_shard_max,
             ..KvOptions::default()
         };
         let sm = ShardKv::owning_every_shard(SIM_GID, opts);

@@ -57,7 +57,7 @@ pub struct ShardedConfig {
     /// Session TTL (virtual ms of log time) and per-shard cap of every KV
     /// replica: see `sim::session_limits_for_seed`.
     pub session_ttl_ms: u64,
-    pub max_sessions_per_shard: usize,
+    pub sessions_per_shard_max: usize,
     /// Crash the member of the source group that the first shard pull is
     /// sent to, while the pull is outstanding, and restart it only
     /// [`PULLED_MEMBER_DOWN`] later: the shard arrives before that only if
@@ -116,7 +116,7 @@ impl ShardedConfig {
             // shard in one chunk with its sessions.
             migrate_chunk_bytes: [1, 64, 512][(seed % 3) as usize],
             session_ttl_ms: super::session_limits_for_seed(seed / 3).0,
-            max_sessions_per_shard: super::session_limits_for_seed(seed / 3).1,
+            sessions_per_shard_max: super::session_limits_for_seed(seed / 3).1,
             crash_pulled_member: false,
             bank_accounts: 0,
             bank_one_group: false,
@@ -274,8 +274,8 @@ pub(crate) enum Event {
 }
 
 /// Client deaths, and stalls, per run at most (`client_deaths`).
-const MAX_CLIENT_DEATHS: u64 = 5;
-const MAX_CLIENT_STALLS: u64 = 10;
+const CLIENT_DEATHS_MAX: u64 = 5;
+const CLIENT_STALLS_MAX: u64 = 10;
 
 /// Reply routing tag for answers to migration requests.
 const MIGRATION: usize = usize::MAX;
@@ -571,7 +571,7 @@ impl ShardedWorld {
                 KvOptions {
                     shards,
                     session_ttl_ms: self.cfg.session_ttl_ms,
-                    max_sessions_per_shard: self.cfg.max_sessions_per_shard,
+                    sessions_per_shard_max: self.cfg.sessions_per_shard_max,
                     planted_txn_ignore_compares: self.cfg.txn_ignore_compares,
                     planted_txn_early_release: self.cfg.txn_early_release,
                     planted_txn_unlocked_reads: self.cfg.txn_unlocked_reads,
@@ -1006,14 +1006,14 @@ impl ShardedWorld {
         self.report.failures.extend(actions.failures);
         if (prepares || decides) && self.may_fail_client() {
             // Its frames are on the wire; now the process dies or stalls.
-            let deaths_left = self.report.client_deaths < MAX_CLIENT_DEATHS;
+            let deaths_left = self.report.client_deaths < CLIENT_DEATHS_MAX;
             if deaths_left
                 && ((decides && self.rng.chance(0.03)) || (prepares && self.rng.chance(0.015)))
             {
                 self.kill_client(c);
                 return;
             }
-            if writes && self.report.client_stalls < MAX_CLIENT_STALLS && self.rng.chance(0.1) {
+            if writes && self.report.client_stalls < CLIENT_STALLS_MAX && self.rng.chance(0.1) {
                 // Long enough for a participant to ask the coordinator
                 // (after `txn_resolve_after`), mostly short enough to come
                 // back before the coordinator resolves its own part (2x).

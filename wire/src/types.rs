@@ -185,7 +185,7 @@ pub enum Op {
     /// bytewise order, starting after `after` (`None`: from the first),
     /// at most `count` of them matching `pattern` (Redis glob; `None`: all),
     /// examining at most [`scan_examine_limit`]`(count)` keys and stopping
-    /// once the keys returned reach [`MAX_SCAN_PAGE_BYTES`]. Answered `Ok`
+    /// once the keys returned reach [`SCAN_PAGE_BYTES_MAX`]. Answered `Ok`
     /// with an encoded [`ScanPage`]. Expired keys are never returned.
     Scan {
         key: Bytes,
@@ -315,7 +315,7 @@ pub struct Txn {
 
 /// Operations a transaction may hold, at most this many compares plus
 /// operations in all: a bound on one log entry's work.
-pub const MAX_TXN_PARTS: usize = 1024;
+pub const TXN_PARTS_MAX: usize = 1024;
 
 impl Txn {
     /// Every key the transaction touches (compares first, then the
@@ -336,7 +336,7 @@ impl Txn {
         if parts == 0 {
             return Some("empty transaction");
         }
-        if parts > MAX_TXN_PARTS {
+        if parts > TXN_PARTS_MAX {
             return Some("transaction has too many compares and operations");
         }
         let allowed = |op: &Op| {
@@ -562,7 +562,7 @@ impl Op {
 }
 
 /// Most keys one [`Op::Scan`] may ask for.
-pub const MAX_SCAN_COUNT: u32 = 100_000;
+pub const SCAN_COUNT_MAX: u32 = 100_000;
 
 /// Keys one [`Op::Scan`] asking for `count` examines at most (matching or
 /// not, expired or not): ten per key asked for, as Redis' SCAN visits
@@ -574,7 +574,7 @@ pub fn scan_examine_limit(count: u32) -> usize {
 
 /// Bytes of keys one scan page carries at most (the page stops after the
 /// key that reaches it), so a page of long keys stays far below a frame.
-pub const MAX_SCAN_PAGE_BYTES: usize = 1 << 20;
+pub const SCAN_PAGE_BYTES_MAX: usize = 1 << 20;
 
 /// The answer to an [`Op::Scan`], carried as the value of an `Ok` reply.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

@@ -214,7 +214,7 @@ fn allocation_is_bounded_by_body_size() {
         // A transaction's operations are the densest case: an `Op` in
         // memory per 5 wire bytes (kind + empty key), so its factor is
         // size_of::<Op>() / 5 (the decoder also refuses more than
-        // MAX_TXN_PARTS parts before reserving).
+        // TXN_PARTS_MAX parts before reserving).
         // A two-phase commit prepare (0x1A) carries a transaction too.
         let factor = if kind == 0x08 || kind == 0x1A {
             std::mem::size_of::<Op>() / 5 + 1

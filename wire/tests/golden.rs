@@ -346,7 +346,7 @@ fn encoded_prefix(hex_str: &str, len: usize) -> Vec<u8> {
 
 /// The value of the `Ok` that answers a scan (PROTOCOL.md 5.1), checked
 /// against bytes written by hand from the document; bad pages, and scans
-/// with a count outside 1..=MAX_SCAN_COUNT or a bad flag, are refused.
+/// with a count outside 1..=SCAN_COUNT_MAX or a bad flag, are refused.
 #[test]
 fn scan_page_golden_bytes_and_hostile_scans() {
     let page = ScanPage {
@@ -386,7 +386,7 @@ fn scan_page_golden_bytes_and_hostile_scans() {
     assert!(decode_body(KIND_SCAN, body(10, 1)).is_ok());
     assert!(decode_body(KIND_SCAN, body(0, 1)).is_err(), "count 0");
     assert!(
-        decode_body(KIND_SCAN, body(MAX_SCAN_COUNT + 1, 1)).is_err(),
+        decode_body(KIND_SCAN, body(SCAN_COUNT_MAX + 1, 1)).is_err(),
         "count too large"
     );
     assert!(decode_body(KIND_SCAN, body(10, 2)).is_err(), "bad flag");

@@ -22,8 +22,8 @@ fn body_len(message: Message) -> usize {
 
 #[test]
 fn the_largest_command_fits_every_message_that_carries_it() {
-    let frame = DEFAULT_MAX_FRAME_BYTES;
-    let max = max_command_bytes(frame);
+    let frame = DEFAULT_FRAME_BYTES_MAX;
+    let max = command_bytes_max(frame);
     assert_eq!(max, frame as usize - COMMAND_OVERHEAD_BYTES as usize);
     // The largest Put a server takes, encoded as a log command.
     let key = Bytes::from(vec![b'k'; 1024]);
@@ -90,10 +90,10 @@ fn the_largest_command_fits_every_message_that_carries_it() {
 
 #[test]
 fn the_largest_value_fits_a_get_reply() {
-    let value = Bytes::from(vec![b'v'; MAX_VALUE_BYTES]);
+    let value = Bytes::from(vec![b'v'; VALUE_BYTES_MAX]);
     let len = body_len(Message::Reply(ClientReply::Ok(value)));
-    assert!(len <= DEFAULT_MAX_FRAME_BYTES as usize, "{len}");
-    assert_eq!(MAX_VALUE_BYTES, max_command_bytes(DEFAULT_MAX_FRAME_BYTES));
+    assert!(len <= DEFAULT_FRAME_BYTES_MAX as usize, "{len}");
+    assert_eq!(VALUE_BYTES_MAX, command_bytes_max(DEFAULT_FRAME_BYTES_MAX));
 }
 
 fn kind_of_message(m: &Message) -> u8 {

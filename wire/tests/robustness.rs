@@ -206,7 +206,7 @@ fn oversized_body_len_is_refused_as_soon_as_the_header_arrives() {
         decoder.decode(&mut header),
         Err(DecodeError::FrameTooLarge {
             len: u32::MAX,
-            max: DEFAULT_MAX_FRAME_BYTES
+            max: DEFAULT_FRAME_BYTES_MAX
         })
     );
     assert_eq!(header.len(), HEADER_LEN, "nothing consumed");
@@ -214,7 +214,7 @@ fn oversized_body_len_is_refused_as_soon_as_the_header_arrives() {
 }
 
 #[test]
-fn max_frame_bytes_is_inclusive() {
+fn frame_bytes_max_is_inclusive() {
     let frame = |n: usize| Frame {
         request_id: 0,
         group: 0,

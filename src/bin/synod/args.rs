@@ -340,8 +340,8 @@ fn parse_port(text: &str) -> Result<u16, String> {
 
 fn parse_nodes(text: &str) -> Result<usize, String> {
     match parse_number::<usize>(text) {
-        Ok(n) if (1..=MAX_NODES).contains(&n) => Ok(n),
-        _ => Err(format!("must be between 1 and {MAX_NODES}")),
+        Ok(n) if (1..=NODES_MAX).contains(&n) => Ok(n),
+        _ => Err(format!("must be between 1 and {NODES_MAX}")),
     }
 }
 
@@ -367,8 +367,8 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     let d = Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
-    if d > MAX_TIMEOUT {
-        return Err(format!("is at most {} seconds", MAX_TIMEOUT.as_secs()));
+    if d > TIMEOUT_MAX {
+        return Err(format!("is at most {} seconds", TIMEOUT_MAX.as_secs()));
     }
     Ok(d.max(Duration::from_millis(1)))
 }

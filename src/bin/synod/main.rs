@@ -39,13 +39,13 @@ const EXIT_USAGE: i32 = 2;
 
 /// Longest accepted `--timeout`: long enough for anything interactive,
 /// short enough that deadline arithmetic can never overflow.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// Default first port of `playground`.
 const DEFAULT_BASE_PORT: u16 = 7100;
 /// Default and maximum node count of `playground`.
 const DEFAULT_NODES: usize = 3;
-const MAX_NODES: usize = 9;
+const NODES_MAX: usize = 9;
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();

@@ -565,7 +565,7 @@ fn pathological_history_with_tiny_budget_is_inconclusive() {
         .collect();
     h.push(get(99, "k", Some("nope"), 0, 100));
     let tiny = CheckOptions {
-        max_steps_per_key: 1000,
+        steps_per_key_max: 1000,
         ..CheckOptions::default()
     };
     let r = check_kv(&h, &tiny);
@@ -594,7 +594,7 @@ fn inconclusive_key_does_not_hide_a_violation_elsewhere() {
     h.push(put(1, "easy", "x", 0, 1));
     h.push(get(1, "easy", Some("y"), 2, 3));
     let tiny = CheckOptions {
-        max_steps_per_key: 1000,
+        steps_per_key_max: 1000,
         ..CheckOptions::default()
     };
     assert!(matches!(
@@ -616,8 +616,8 @@ fn a_search_over_its_memory_bound_is_inconclusive_not_an_oom() {
         .collect();
     h.push(get(99, "k", Some("nope"), 0, 100));
     let capped = CheckOptions {
-        max_steps_per_key: u64::MAX,
-        max_memory_bytes: 4 << 20,
+        steps_per_key_max: u64::MAX,
+        memory_bytes_max: 4 << 20,
     };
     let r = check_kv(&h, &capped);
     let CheckResult::Inconclusive { steps, .. } = r else {

@@ -254,7 +254,7 @@ fn run(opts: &Options) -> Result<bool, String> {
 
 /// The bank's final audit, after every transfer of the run has finished
 /// or been given up: reads accounts `k0`..`k<keys-1>` in transactions of
-/// at most `MAX_TXN_PARTS` Gets and checks that they add up to `keys` x
+/// at most `TXN_PARTS_MAX` Gets and checks that they add up to `keys` x
 /// [`INITIAL_BALANCE`].
 ///
 /// What it proves: with one transaction (up to 1,024 accounts), that the

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     let value_size = value_size as usize;
     let mut client = match Client::new(ClientOptions {
         timeout: Duration::from_secs(60),
-        max_in_flight: 256,
+        in_flight_max: 256,
         ..ClientOptions::new(masters.split(',').map(str::to_string).collect())
     }) {
         Ok(c) => c,

@@ -8,7 +8,7 @@ use crate::types::{
     CatchupResponse, ClientReply, ClientRequest, Commit, Config, ExpireCond, Expiry, Heartbeat,
     Message, Op, PaxosMsg, PbAck, PbAppend, PbMsg, PbTransfer, PbViewReply, PreVote, PreVoteReply,
     Prepare, Promise, PutCond, Reject, ShardData, ShardPull, ShardRef, SnapshotChunk,
-    SnapshotRequest, MAX_SCAN_COUNT,
+    SnapshotRequest, SCAN_COUNT_MAX,
 };
 
 use super::*;
@@ -93,7 +93,7 @@ fn read_request(kind: u8, r: &mut Reader) -> Result<ClientRequest, DecodeError> 
         KIND_SCAN => {
             let after = r.optional("Scan after flag")?;
             let count = r.u32()?;
-            if count == 0 || count > MAX_SCAN_COUNT {
+            if count == 0 || count > SCAN_COUNT_MAX {
                 return Err(DecodeError::Invalid("Scan count"));
             }
             let pattern = r.optional("Scan pattern flag")?;

@@ -14,7 +14,7 @@ use super::*;
 /// split off the buffer and frozen, so keys and values in the decoded
 /// message point into the bytes that were read: no copy.
 ///
-/// Limits: a header that declares a body over `max_frame_bytes` is refused as
+/// Limits: a header that declares a body over `frame_bytes_max` is refused as
 /// soon as its 32 bytes are present, before any body byte is waited for or
 /// any memory reserved for it. The decoder itself never grows `buf`.
 ///
@@ -23,7 +23,7 @@ use super::*;
 /// `buf`. The runtime should close the connection (and may log the error).
 #[derive(Debug)]
 pub struct Decoder {
-    max_frame_bytes: u32,
+    frame_bytes_max: u32,
     /// The validated header of the frame at the front of the buffer, kept so
     /// a frame whose body arrives in many reads is parsed and checked once.
     pending: Option<Header>,
@@ -36,15 +36,15 @@ pub struct Decoder {
 
 impl Default for Decoder {
     fn default() -> Self {
-        Decoder::new(DEFAULT_MAX_FRAME_BYTES)
+        Decoder::new(DEFAULT_FRAME_BYTES_MAX)
     }
 }
 
 impl Decoder {
-    /// A decoder refusing bodies longer than `max_frame_bytes`.
-    pub fn new(max_frame_bytes: u32) -> Decoder {
+    /// A decoder refusing bodies longer than `frame_bytes_max`.
+    pub fn new(frame_bytes_max: u32) -> Decoder {
         Decoder {
-            max_frame_bytes,
+            frame_bytes_max,
             pending: None,
             failed: None,
             stamp_next: None,
@@ -60,8 +60,8 @@ impl Decoder {
     }
 
     /// The body-length limit this decoder enforces.
-    pub fn max_frame_bytes(&self) -> u32 {
-        self.max_frame_bytes
+    pub fn frame_bytes_max(&self) -> u32 {
+        self.frame_bytes_max
     }
 
     /// The error that ended this decoder, if any.
@@ -72,7 +72,7 @@ impl Decoder {
     /// How long `buf` must be before the next [`decode`](Self::decode) can
     /// make progress: [`HEADER_LEN`] while no header has been validated, then
     /// the whole frame's length. Lets the runtime reserve exactly once per
-    /// frame; never more than `HEADER_LEN + max_frame_bytes`.
+    /// frame; never more than `HEADER_LEN + frame_bytes_max`.
     pub fn bytes_wanted(&self) -> usize {
         match &self.pending {
             Some(h) => frame_len(h),
@@ -133,10 +133,10 @@ impl Decoder {
                     return Ok(None);
                 }
                 let h = Header::parse(&buf[..])?;
-                if h.body_len > self.max_frame_bytes {
+                if h.body_len > self.frame_bytes_max {
                     return Err(DecodeError::FrameTooLarge {
                         len: h.body_len,
-                        max: self.max_frame_bytes,
+                        max: self.frame_bytes_max,
                     });
                 }
                 h

@@ -18,7 +18,7 @@ use super::*;
 /// used. Frames are appended, so one write buffer can carry a whole loop
 /// turn's frames for a peer.
 ///
-/// This does not enforce the receiver's [`DEFAULT_MAX_FRAME_BYTES`]; senders
+/// This does not enforce the receiver's [`DEFAULT_FRAME_BYTES_MAX`]; senders
 /// bound their batches and snapshot chunks well below it.
 ///
 /// # Panics

@@ -14,7 +14,7 @@ pub const MAGIC: u32 = 0x444E_5953;
 pub const VERSION: u8 = 1;
 /// Default limit on a frame's body length. Bounds the memory one connection
 /// can make the decoder hold; large snapshots travel as many chunks.
-pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 << 20;
+pub const DEFAULT_FRAME_BYTES_MAX: u32 = 16 << 20;
 
 /// Bytes of a frame kept for everything around one log command when it
 /// travels alone in a message: the header, an Accept's, Promise's or
@@ -26,15 +26,15 @@ pub const COMMAND_OVERHEAD_BYTES: u32 = 64 << 10;
 /// a server takes, given its frame limit: any message carrying it alone
 /// fits one frame. Requests above it are answered `Error` ("value too
 /// large"). PROTOCOL.md section 5.1.
-pub const fn max_command_bytes(max_frame_bytes: u32) -> usize {
-    max_frame_bytes.saturating_sub(COMMAND_OVERHEAD_BYTES) as usize
+pub const fn command_bytes_max(frame_bytes_max: u32) -> usize {
+    frame_bytes_max.saturating_sub(COMMAND_OVERHEAD_BYTES) as usize
 }
 
 /// The largest value a key may hold, so a `Get` answer always fits a
 /// default frame: an `Append` that would grow a value past it is refused
 /// (`Error`, value unchanged). Fixed, not configurable, because it decides
 /// what replicas apply and they must all decide alike.
-pub const MAX_VALUE_BYTES: usize = max_command_bytes(DEFAULT_MAX_FRAME_BYTES);
+pub const VALUE_BYTES_MAX: usize = command_bytes_max(DEFAULT_FRAME_BYTES_MAX);
 
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 4;

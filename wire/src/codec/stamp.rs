@@ -16,9 +16,9 @@ use super::*;
 /// The most hosts a stamp's vector clock may name. A trace of a cluster
 /// names its nodes (and nothing else), so this is far above any real
 /// cluster and bounds what a forged stamp can make a receiver hold.
-pub const MAX_STAMP_HOSTS: usize = 1024;
+pub const STAMP_HOSTS_MAX: usize = 1024;
 /// The longest host name in a stamp (an advertised `host:port`).
-pub const MAX_STAMP_HOST_BYTES: usize = 255;
+pub const STAMP_HOST_BYTES_MAX: usize = 255;
 
 /// A traced send's clocks, as they travel.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct TraceStamp {
 /// caller bug: a server only stamps with its own tracer's clocks).
 pub fn encode_trace_stamp(stamp: &TraceStamp, out: &mut BytesMut) {
     assert!(
-        stamp.clock.len() <= MAX_STAMP_HOSTS,
+        stamp.clock.len() <= STAMP_HOSTS_MAX,
         "too many hosts in a trace stamp"
     );
     let start = out.len();
@@ -47,7 +47,7 @@ pub fn encode_trace_stamp(stamp: &TraceStamp, out: &mut BytesMut) {
     out.put_u32_le(stamp.clock.len() as u32);
     for (host, n) in &stamp.clock {
         assert!(
-            host.len() <= MAX_STAMP_HOST_BYTES,
+            host.len() <= STAMP_HOST_BYTES_MAX,
             "trace stamp host name too long"
         );
         out.put_u8(host.len() as u8);
@@ -73,7 +73,7 @@ pub fn decode_trace_stamp(body: &[u8]) -> Result<TraceStamp, DecodeError> {
     let lamport = r.u64()?;
     // Each entry is at least a length byte and a u64.
     let count = r.count(9)?;
-    if count > MAX_STAMP_HOSTS {
+    if count > STAMP_HOSTS_MAX {
         return Err(DecodeError::Invalid("trace stamp names too many hosts"));
     }
     let mut clock = Vec::with_capacity(count);

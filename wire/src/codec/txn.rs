@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::types::{
     Compare, CompareOp, CompareTarget, Op, Txn, TxnFinish, TxnId, TxnOpResult, TxnOutcome,
-    TxnPrepare, TxnResult, TxnVote, MAX_TXN_PARTS,
+    TxnPrepare, TxnResult, TxnVote, TXN_PARTS_MAX,
 };
 
 use super::*;
@@ -93,11 +93,11 @@ pub(super) fn put_txn_body(out: &mut BytesMut, txn: &Txn) {
 }
 
 /// A transaction part count: proven to fit in the input (see
-/// `Reader::count`) and refused above [`MAX_TXN_PARTS`] before anything is
-/// reserved, so a lying count costs at most `MAX_TXN_PARTS` items.
+/// `Reader::count`) and refused above [`TXN_PARTS_MAX`] before anything is
+/// reserved, so a lying count costs at most `TXN_PARTS_MAX` items.
 fn txn_count(r: &mut Reader, min_item_len: usize) -> Result<usize, DecodeError> {
     let n = r.count(min_item_len)?;
-    if n > MAX_TXN_PARTS {
+    if n > TXN_PARTS_MAX {
         return Err(DecodeError::Invalid("transaction too large"));
     }
     Ok(n)
@@ -132,7 +132,7 @@ pub(super) fn read_txn_body(r: &mut Reader) -> Result<Txn, DecodeError> {
         }
     }
     let [success, failure] = branches;
-    if compares.len() + success.len() + failure.len() > MAX_TXN_PARTS {
+    if compares.len() + success.len() + failure.len() > TXN_PARTS_MAX {
         return Err(DecodeError::Invalid("transaction too large"));
     }
     Ok(Txn {

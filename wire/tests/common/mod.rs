@@ -842,8 +842,8 @@ impl SplitMix {
 // Strategies
 // ---------------------------------------------------------------------------
 
-pub fn arb_bytes(max_len: usize) -> BoxedStrategy<Bytes> {
-    vec(any::<u8>(), 0..=max_len).prop_map(Bytes::from).boxed()
+pub fn arb_bytes(len_max: usize) -> BoxedStrategy<Bytes> {
+    vec(any::<u8>(), 0..=len_max).prop_map(Bytes::from).boxed()
 }
 
 pub fn arb_ballot() -> BoxedStrategy<Ballot> {
@@ -992,7 +992,7 @@ pub fn arb_request_of_kind(kind: u8) -> BoxedStrategy<ClientRequest> {
         KIND_SCAN => (
             arb_bytes(64),
             proptest::option::of(arb_bytes(64)),
-            1..=MAX_SCAN_COUNT,
+            1..=SCAN_COUNT_MAX,
             proptest::option::of(arb_bytes(16)),
         )
             .prop_map(|(key, after, count, pattern)| Op::Scan {
