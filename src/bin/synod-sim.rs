@@ -108,7 +108,9 @@ struct Args {
     /// pb-ack-before-backups (the primary answers a write before every
     /// backup has it), pb-serve-after-newer-view (a deposed primary keeps
     /// answering reads), pb-promote-without-latest (the view service
-    /// promotes a replica that may lack acknowledged writes)
+    /// promotes a replica that may lack acknowledged writes),
+    /// pb-lead-after-restart (a primary that crashed with Appends out
+    /// before its sync leads the same view again after its restart)
     #[arg(long = "bug", env = "SYNOD_SIMULATOR_BUG", value_name = "BUG")]
     bugs: Vec<Bug>,
     /// Each sync takes up to N us of virtual time, during which the node's
@@ -195,6 +197,7 @@ enum Bug {
     PbAckBeforeBackups,
     PbServeAfterNewerView,
     PbPromoteWithoutLatest,
+    PbLeadAfterRestart,
 }
 
 /// What the seeds run with, from the parsed command line.
@@ -262,6 +265,7 @@ fn configure(a: Args) -> Result<Run, String> {
             Bug::PbAckBeforeBackups => pb_bugs.pb.ack_before_backups = true,
             Bug::PbServeAfterNewerView => pb_bugs.pb.serve_after_newer_view = true,
             Bug::PbPromoteWithoutLatest => pb_bugs.promote_any = true,
+            Bug::PbLeadAfterRestart => pb_bugs.pb.lead_after_restart = true,
         }
     }
     let sharded = a.world == World::Sharded;

@@ -29,7 +29,7 @@
 //!   acknowledged in it, so `safe` still names every holder of every
 //!   acknowledged write.
 
-use synod_wire::{GroupInfo, PbViewReply, ReplicaId, View};
+use synod_wire::{GroupInfo, PbViewReply, ReplicaId, View, PB_PING_REFUSED};
 
 /// A replica is dead once another replica of its group has pinged this
 /// many times since it last pinged. With the nodes' ping interval (the
@@ -125,6 +125,9 @@ impl PbGroup {
             self.acked = true;
             self.safe = self.view.members();
         }
+        if replica == self.view.primary && ready == PB_PING_REFUSED {
+            self.primary_refused(promote_any);
+        }
         self.next_view(promote_any);
         if !promote_any {
             self.assert_invariants();
@@ -134,6 +137,39 @@ impl PbGroup {
             view: self.view,
             acked: self.acked,
         }
+    }
+
+    /// The primary restarted and will not act in the current view (it may
+    /// have sent entries of it it never made durable): a newer view, with
+    /// another primary if the rules for a dead primary give one, else the
+    /// same servers under a new number (its entries then carry the new
+    /// number, so none can be mistaken for one it lost).
+    fn primary_refused(&mut self, promote_any: bool) {
+        let old = self.view;
+        let live = self.live();
+        let candidate = if promote_any {
+            lowest(live & !bit(old.primary))
+        } else if self.acked {
+            lowest(old.backups & live)
+        } else {
+            lowest(self.safe & live & !bit(old.primary))
+        };
+        // As for a dead primary (`next_view`), the refusing one staying a
+        // backup; or, with nobody else fit, the same servers.
+        let (primary, backups) = match candidate {
+            Some(p) if self.acked => (p, live & !bit(p)),
+            Some(p) => (p, (old.backups | self.safe) & live & !bit(p)),
+            None => (old.primary, old.backups),
+        };
+        if promote_any {
+            self.safe |= bit(primary);
+        }
+        self.view = View {
+            num: old.num + 1,
+            primary,
+            backups,
+        };
+        self.acked = false;
     }
 
     /// Move to the next view if the rules say so.
@@ -288,6 +324,40 @@ mod tests {
         assert_eq!(v.view.primary, 1);
         assert_eq!(v.view.backups, 0b100);
         assert!(!v.acked);
+    }
+
+    /// A primary that restarted refuses the view it may have led
+    /// (`PB_PING_REFUSED`): a live backup takes over, the refusing one
+    /// stays as a backup; with nobody else fit, the same servers get a new
+    /// view number, which the restarted replica may lead.
+    #[test]
+    fn a_refusing_primary_moves_the_group_to_a_newer_view() {
+        let mut m = master_with_pb_group(2);
+        ping(&mut m, 0, 1);
+        ping(&mut m, 1, 1);
+        assert!(ping(&mut m, 0, 1).acked);
+        let v = ping(&mut m, 0, PB_PING_REFUSED);
+        assert_eq!((v.view.num, v.view.primary, v.view.backups), (2, 1, 0b01));
+        assert!(!v.acked);
+
+        // Alone: the backup is dead, so the refusing primary keeps its
+        // servers under a new number.
+        let mut m = master_with_pb_group(2);
+        ping(&mut m, 0, 1);
+        ping(&mut m, 1, 1);
+        assert!(ping(&mut m, 0, 1).acked);
+        for _ in 0..DEAD_PINGS {
+            ping(&mut m, 0, 1);
+        }
+        let v = ping(&mut m, 0, 2);
+        assert_eq!((v.view.num, v.view.primary, v.view.backups), (2, 0, 0));
+        assert!(ping(&mut m, 0, 2).acked);
+        let v = ping(&mut m, 0, PB_PING_REFUSED);
+        assert_eq!((v.view.num, v.view.primary, v.view.backups), (3, 0, 0));
+        assert!(ping(&mut m, 0, 3).acked);
+        // A refusal from a replica that is not the primary changes nothing.
+        let v = ping(&mut m, 1, PB_PING_REFUSED);
+        assert_eq!(v.view.primary, 0);
     }
 
     #[test]

@@ -340,7 +340,48 @@ pub struct ReplicaView<'a> {
     pub config: Option<(u64, &'a [GroupId])>,
 }
 
+/// A primary/backup replica's state, for the same gauges as a Paxos
+/// replica's ([`GroupMetrics::publish_pb`]).
+pub struct PbView<'a> {
+    /// The primary of its view, serving.
+    pub serving: bool,
+    /// The primary of the view it adopted.
+    pub primary: Option<u32>,
+    /// The view it adopted (or the highest, after a restart).
+    pub view: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub log_entries: u64,
+    pub config: (u64, &'a [GroupId]),
+}
+
 impl GroupMetrics {
+    /// A primary/backup replica's state in the gauges a Paxos replica
+    /// fills: leading = serving primary, the leader hint = the primary,
+    /// the ballot = (view number, primary), slots = log positions.
+    pub fn publish_pb(&self, v: PbView) {
+        let hint = v.primary.map_or(u64::MAX, u64::from);
+        let old = self.leader_hint.get();
+        if hint != old && hint != u64::MAX {
+            self.leader_changes.inc();
+        }
+        self.leader_hint.set(hint);
+        self.leading.set(u64::from(v.serving));
+        self.ballot_round.set(v.view);
+        self.ballot_node.set(v.primary.map_or(0, u64::from));
+        self.commit.set(v.commit);
+        self.applied.set(v.applied);
+        self.log_slots.set(v.log_entries);
+        let (num, table) = v.config;
+        if num != self.config_num.get() {
+            let mine = (0..table.len() as u32)
+                .filter(|&s| table[s as usize] == self.gid)
+                .collect();
+            *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = mine;
+            self.config_num.set(num);
+        }
+    }
+
     pub fn new(gid: GroupId, replica: u32, members: Vec<String>) -> GroupMetrics {
         GroupMetrics {
             gid,

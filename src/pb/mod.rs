@@ -18,11 +18,14 @@
 //!   primary's Append, never goes back to a lower one (the highest view
 //!   adopted is a durable record), and acts only in the view it adopted.
 //! - The primary orders writes into log positions, each entry tagged with
-//!   the view that created it, makes them durable, then sends them to
-//!   every backup of the view (`Append`, Raft-style prefix check on the
-//!   previous entry's tag). A backup logs them durably, then acknowledges.
-//!   An entry is committed once every backup of the view acknowledged it;
-//!   only then is it applied and its client answered.
+//!   the view that created it, and sends them to every backup of the view
+//!   (`Append`, Raft-style prefix check on the previous entry's tag) while
+//!   it makes them durable itself ([`Ready::before_sync`]). A backup logs
+//!   them durably, then acknowledges. An entry is committed once it is
+//!   durable on the primary and every backup of the view acknowledged it;
+//!   only then is it applied and its client answered. A restarted replica
+//!   never leads a view it may have led before (it may have sent entries it
+//!   lost): it pings `PB_PING_REFUSED` and the view service moves on.
 //! - A primary reports a view to the master as ready only once every backup
 //!   of it holds the primary's whole log as of adopting it (a new backup
 //!   gets the state first, by state transfer, when it is behind the log's
@@ -41,70 +44,19 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use synod_wire::{Batch, ClientId, ClientReply, Message, PbViewReply, ReplicaId, Seq, View};
+use synod_wire::{
+    Batch, ClientId, ClientReply, Message, PbViewReply, ReplicaId, Seq, View, PB_PING_REFUSED,
+};
 
-use crate::paxos::Synced;
+use crate::paxos::{ProposeError, Synced};
 use crate::replica::{ReplyTo, StateMachine};
 
 /// A log position.
 pub type Pos = u64;
 
-/// Primary → backup: log entries from `start`, checked against the tag of
-/// the entry before `start` (`prev_tag`; 0 before position 0), the
-/// primary's commit point and its latest read round. Empty: a heartbeat.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Append {
-    pub view: View,
-    pub start: Pos,
-    pub prev_tag: u64,
-    /// `(tag, batch)`: the view that created the entry, and the entry.
-    pub entries: Vec<(u64, Batch)>,
-    pub commit: Pos,
-    pub read_round: u64,
-}
-
-/// Backup → primary. `ok`: the backup's log matches the primary's through
-/// `end` (durably). Not ok: it does not match at `start`; try from `end`.
-/// `view` above the primary's tells it a newer view exists.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ack {
-    pub view: u64,
-    pub from: ReplicaId,
-    pub ok: bool,
-    pub end: Pos,
-    /// The highest read round heard from this view's primary.
-    pub read_round: u64,
-}
-
-/// Primary → backup: state transfer. The state as of `index` (every
-/// position below it applied), the tag of the entry before `index`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transfer {
-    pub view: View,
-    pub index: Pos,
-    pub last_tag: u64,
-    pub data: Bytes,
-}
-
-/// Messages between the replicas of one primary/backup group. Not on the
-/// wire yet: only the simulator carries them (the runtime does not host
-/// primary/backup groups yet).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PbMsg {
-    Append(Append),
-    Ack(Ack),
-    Transfer(Transfer),
-}
-
-impl PbMsg {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PbMsg::Append(_) => "Append",
-            PbMsg::Ack(_) => "Ack",
-            PbMsg::Transfer(_) => "Transfer",
-        }
-    }
-}
+// The messages between the replicas of a group: on the wire as
+// `PbAppend`, `PbAck` and `PbTransfer` (PROTOCOL.md 5.11).
+pub use synod_wire::{PbAck as Ack, PbAppend as Append, PbMsg, PbTransfer as Transfer};
 
 /// A change to durable state, made durable in order before the gated part
 /// of the [`Ready`] it came in is released.
@@ -176,6 +128,10 @@ pub struct PbBugs {
     /// confirming its view with the backups, and ignores word of a newer
     /// view: a deposed primary keeps serving reads.
     pub serve_after_newer_view: bool,
+    /// A restarted replica acts as the primary of a view it may have led
+    /// before its crash, with Appends of entries it lost still out: a new
+    /// entry can then take a lost one's (position, view) tag.
+    pub lead_after_restart: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -185,8 +141,14 @@ pub struct PbConfig {
     pub servers: u32,
     /// Commands per log entry at most.
     pub batch_commands_max: usize,
+    /// Command bytes per log entry: an entry is closed once it holds this
+    /// many (it always takes at least one command).
+    pub batch_bytes_max: usize,
     /// Entries per Append at most.
     pub append_entries_max: usize,
+    /// Command bytes per Append: no more entries are added once this many
+    /// are in (always at least one), so an Append fits a frame.
+    pub append_bytes_max: usize,
     /// Entries sent to a backup and not yet acknowledged, at most.
     pub window_entries_max: u64,
     /// Commands queued before the primary answers Busy.
@@ -217,7 +179,9 @@ impl PbConfig {
             id,
             servers,
             batch_commands_max: 256,
+            batch_bytes_max: usize::MAX,
             append_entries_max: 64,
+            append_bytes_max: usize::MAX,
             window_entries_max: 256,
             pending_max: 1 << 16,
             reads_pending_max: 1 << 16,
@@ -236,6 +200,13 @@ impl PbConfig {
 #[derive(Debug, Default)]
 pub struct Ready {
     pub records: Vec<PbRecord>,
+    /// The primary's Appends: they may leave before `records` are durable
+    /// (the backups' syncs then overlap the primary's), because they
+    /// promise nothing: an entry counts as committed only once it is
+    /// durable here too, and a primary that crashed before its sync never
+    /// acts again in that view (see `restart_view`), so no entry it lost can
+    /// be confused with a later one under the same tag.
+    pub before_sync: Vec<(ReplicaId, PbMsg)>,
     messages: Vec<(ReplicaId, PbMsg)>,
     ping: Option<u64>,
     /// The log's end when this round's records were taken: durable on this
@@ -246,7 +217,11 @@ pub struct Ready {
 
 impl Ready {
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.messages.is_empty() && self.ping.is_none() && !self.wake
+        self.records.is_empty()
+            && self.before_sync.is_empty()
+            && self.messages.is_empty()
+            && self.ping.is_none()
+            && !self.wake
     }
 }
 
@@ -291,6 +266,15 @@ pub struct PbReplica<S: StateMachine> {
     sm: S,
     /// The highest view adopted (durable).
     highest_view: u64,
+    /// The highest view adopted before this start (from disk). This
+    /// replica never acts as the primary of a view up to it: it may have
+    /// led it and sent entries it never made durable (Appends leave before
+    /// the primary's sync), so new entries of its own in that view could
+    /// collide with lost ones under the same (position, view) tag.
+    restart_view: u64,
+    /// The view it was told it leads and refused for that reason; it pings
+    /// `PB_PING_REFUSED` until it adopts another view.
+    refused: bool,
     /// The view adopted, once known (after a restart only `highest_view` is).
     view: Option<View>,
     /// Primary: the master recorded our acknowledgement of `view`.
@@ -369,6 +353,8 @@ impl<S: StateMachine> PbReplica<S> {
             cfg,
             sm,
             highest_view: durable.view,
+            restart_view: durable.view,
+            refused: false,
             view: None,
             active: false,
             deposed: false,
@@ -424,6 +410,11 @@ impl<S: StateMachine> PbReplica<S> {
     pub fn commit(&self) -> Pos {
         self.commit
     }
+    /// The first position held in the log (every one below is in the
+    /// snapshot).
+    pub fn log_start(&self) -> Pos {
+        self.log_start
+    }
     pub fn log_end(&self) -> Pos {
         self.log_start + self.entries.len() as u64
     }
@@ -460,7 +451,13 @@ impl<S: StateMachine> PbReplica<S> {
         }
     }
 
-    fn leader_hint(&self) -> Option<ReplicaId> {
+    /// This replica's id in its group.
+    pub fn id(&self) -> ReplicaId {
+        self.cfg.id
+    }
+
+    /// The primary of the view adopted, if it is another replica.
+    pub fn leader_hint(&self) -> Option<ReplicaId> {
         self.view
             .filter(|v| v.primary != self.cfg.id)
             .map(|v| v.primary)
@@ -526,6 +523,23 @@ impl<S: StateMachine> PbReplica<S> {
         self.waiting.entry(S::request_id(req)).or_default().push(to);
     }
 
+    /// A command no client waits for (the driver's own: a configuration
+    /// step, a shard installation), logged like a write while serving.
+    pub fn propose(&mut self, cmd: Bytes) -> Result<(), ProposeError> {
+        if !self.serving() {
+            return Err(if self.is_primary() && !self.deposed {
+                ProposeError::Busy
+            } else {
+                ProposeError::NotLeader(self.leader_hint())
+            });
+        }
+        if self.queue.len() >= self.cfg.pending_max {
+            return Err(ProposeError::Busy);
+        }
+        self.queue.push(cmd);
+        Ok(())
+    }
+
     /// The view service's answer to a ping.
     pub fn on_view(&mut self, reply: &PbViewReply) {
         if reply.view.num < self.highest_view || !reply.view.has(reply.view.primary) {
@@ -582,10 +596,22 @@ impl<S: StateMachine> PbReplica<S> {
         if self.serving() {
             let tag = self.view.expect("primary has a view").num;
             let queue = std::mem::take(&mut self.queue);
-            for chunk in queue.chunks(self.cfg.batch_commands_max.max(1)) {
+            let mut rest = &queue[..];
+            while !rest.is_empty() {
+                // At least one command, then up to the count and byte caps.
+                let mut n = 1;
+                let mut bytes = rest[0].len();
+                while n < rest.len()
+                    && n < self.cfg.batch_commands_max
+                    && bytes + rest[n].len() <= self.cfg.batch_bytes_max
+                {
+                    bytes += rest[n].len();
+                    n += 1;
+                }
                 let batch = Batch {
-                    commands: chunk.to_vec(),
+                    commands: rest[..n].to_vec(),
                 };
+                rest = &rest[n..];
                 let pos = self.log_end();
                 self.records.push(PbRecord::Entry {
                     pos,
@@ -610,9 +636,13 @@ impl<S: StateMachine> PbReplica<S> {
         } else {
             None
         };
+        let (before_sync, messages) = std::mem::take(&mut self.messages)
+            .into_iter()
+            .partition(|(_, m)| matches!(m, PbMsg::Append(_)));
         Ready {
             records: std::mem::take(&mut self.records),
-            messages: std::mem::take(&mut self.messages),
+            before_sync,
+            messages,
             ping,
             log_end: self.log_end(),
             wake: self.has_work(),
@@ -707,6 +737,7 @@ impl<S: StateMachine> PbReplica<S> {
                 }
             }
             Some(v) => v.num,
+            None if self.refused => PB_PING_REFUSED,
             None => 0,
         }
     }
@@ -726,6 +757,16 @@ impl<S: StateMachine> PbReplica<S> {
         if view.num < self.highest_view {
             return false;
         }
+        if view.primary == self.cfg.id
+            && view.num <= self.restart_view
+            && !self.cfg.bugs.lead_after_restart
+        {
+            // See `restart_view`; the view service moves on when told.
+            self.refused = true;
+            self.ping_due = true;
+            return false;
+        }
+        self.refused = false;
         if self.view.is_some_and(|v| v.num == view.num) {
             return true;
         }
@@ -822,13 +863,22 @@ impl<S: StateMachine> PbReplica<S> {
         }
         let in_flight = from.saturating_sub(self.matched[&b]);
         let room = self.cfg.window_entries_max.saturating_sub(in_flight);
-        let upto = end.min(from + room.min(self.cfg.append_entries_max as u64));
+        let mut upto = end.min(from + room.min(self.cfg.append_entries_max as u64));
         if upto == from && !heartbeat {
             return;
         }
-        let entries: Vec<(u64, Batch)> = (from..upto)
-            .map(|p| self.entries[(p - self.log_start) as usize].clone())
-            .collect();
+        let mut entries: Vec<(u64, Batch)> = Vec::with_capacity((upto - from) as usize);
+        let mut bytes = 0;
+        for p in from..upto {
+            let e = &self.entries[(p - self.log_start) as usize];
+            let size: usize = e.1.commands.iter().map(|c| c.len()).sum();
+            if !entries.is_empty() && bytes + size > self.cfg.append_bytes_max {
+                upto = p;
+                break;
+            }
+            bytes += size;
+            entries.push(e.clone());
+        }
         let prev_tag = self
             .prev_tag(from)
             .expect("from is at or above the log start");

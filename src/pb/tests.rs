@@ -66,6 +66,10 @@ impl Group {
                     continue;
                 }
                 moved = true;
+                let mut ready = ready;
+                if !self.cut[i] {
+                    mail.append(&mut ready.before_sync);
+                }
                 for rec in &ready.records {
                     self.disks[i].apply(rec);
                 }
@@ -257,4 +261,103 @@ fn a_restarted_replica_recovers_its_log_and_view_from_disk() {
         None,
         "a restarted replica acts in no view until told"
     );
+}
+
+/// The runtime's byte caps (`batch_bytes_max`, `append_bytes_max`): an
+/// entry closes at its byte cap (always taking one command), an Append
+/// carries entries up to its cap (always one), and every write still
+/// commits on every replica.
+#[test]
+fn byte_caps_split_entries_and_appends_and_writes_still_commit() {
+    let mut g = new_group(2);
+    for (i, node) in g.nodes.iter_mut().enumerate() {
+        let mut cfg = PbConfig::new(i as ReplicaId, 2);
+        cfg.batch_bytes_max = 120;
+        cfg.append_bytes_max = 200;
+        let sm = ShardKv::owning_every_shard(1, KvOptions::default());
+        *node = Some(PbReplica::new(cfg, PbDurable::default(), sm));
+    }
+    g.tick(10);
+    let p = g.primary();
+    let value = "x".repeat(50);
+    for s in 1..=12u64 {
+        let req = ClientRequest {
+            client_id: 7,
+            seq: s,
+            ack_seq: s - 1,
+            op: put(&format!("k{s}"), &value),
+        };
+        g.nodes[p].as_mut().expect("up").on_request(s, &req);
+    }
+    // Appends leave with the turn's flush; look at them before delivery.
+    let r = g.nodes[p].as_mut().expect("up");
+    r.flush();
+    let ready = r.ready();
+    let entries: Vec<&Batch> = ready
+        .records
+        .iter()
+        .filter_map(|rec| match rec {
+            PbRecord::Entry { batch, .. } => Some(batch),
+            _ => None,
+        })
+        .collect();
+    assert!(entries.len() > 2, "12 writes of ~80 bytes in one entry");
+    for b in &entries {
+        let bytes: usize = b.commands.iter().map(|c| c.len()).sum();
+        assert!(b.commands.len() == 1 || bytes <= 120, "{bytes} bytes");
+    }
+    for rec in &ready.records {
+        g.disks[p].apply(rec);
+    }
+    let mut ready = ready;
+    let early = std::mem::take(&mut ready.before_sync);
+    let out = g.nodes[p]
+        .as_mut()
+        .expect("up")
+        .advance(ready, Synced::after_sync());
+    let appends: Vec<&Append> = early
+        .iter()
+        .chain(&out.messages)
+        .filter_map(|(_, m)| match m {
+            PbMsg::Append(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert!(!appends.is_empty());
+    for a in &appends {
+        let bytes: usize = a
+            .entries
+            .iter()
+            .flat_map(|e| &e.1.commands)
+            .map(|c| c.len())
+            .sum();
+        assert!(a.entries.len() <= 1 || bytes <= 200, "{bytes} bytes");
+    }
+    for (to, msg) in early.into_iter().chain(out.messages) {
+        g.nodes[to as usize].as_mut().expect("up").step(msg);
+    }
+    g.tick(30);
+    for s in 1..=12u64 {
+        let reply = g.replies.iter().find(|(t, _)| *t == s).map(|r| &r.1);
+        assert!(
+            matches!(reply, Some(Message::Reply(ClientReply::Ok(_)))),
+            "write {s}: {reply:?}"
+        );
+    }
+    let b = 1 - p;
+    assert_eq!(
+        g.nodes[b].as_ref().expect("up").applied(),
+        g.nodes[p].as_ref().expect("up").applied()
+    );
+    // A driver's own command: taken by the serving primary only.
+    let cmd = Bytes::from_static(b"\x00");
+    assert!(g.nodes[p]
+        .as_mut()
+        .expect("up")
+        .propose(cmd.clone())
+        .is_ok());
+    assert!(matches!(
+        g.nodes[b].as_mut().expect("up").propose(cmd),
+        Err(ProposeError::NotLeader(Some(_)))
+    ));
 }

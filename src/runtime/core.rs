@@ -21,8 +21,8 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use synod_wire::{
-    AuthMsg, ClientReply, Config, Frame, GroupId, GroupInfo, MasterOp, Message, PaxosMsg,
-    ReplicaId, ShardPull, ShardRef, TxnId,
+    AuthMsg, ClientReply, Config, Frame, GroupId, GroupInfo, MasterOp, MasterRequest, Message,
+    PaxosMsg, PbMsg, ReplicaId, ReplicationMode, ShardPull, ShardRef, TxnId,
 };
 
 use super::conn::{AuthState, Close, Conn, Role};
@@ -32,8 +32,9 @@ use crate::auth::{self, Accepting, Identity, Need};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::metrics::{self, CoreMetrics, GroupMetrics, Metrics, ReplicaView};
-use crate::paxos::{member_ids, Durable, Ready, Synced};
-use crate::replica::{Output, Replica, ReplicaConfig, ReplyTo};
+use crate::paxos::{member_ids, Durable, Ready};
+use crate::pb::{PbConfig, PbDurable, PbReplica};
+use crate::replica::{Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
 use crate::shardkv::migrator::{serve_delete, serve_pull, serve_resolve, Action, Migrator};
 use crate::shardkv::{GroupCommand, ShardKv};
@@ -87,12 +88,15 @@ const FAREWELL_EVERY: Duration = Duration::from_secs(1);
 /// Configurations a core keeps below the oldest one its groups are in.
 const CONFIGS_KEPT_BELOW: u64 = 2;
 
-/// A replica of either kind of group a node hosts.
+/// A replica of any kind of group a node hosts.
 // One per hosted group, in a map: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 enum Hosted {
     Kv(Replica<ShardKv>),
     Master(Replica<MasterMachine>),
+    /// A KV group replicated by primary/backup (issue 12): the same
+    /// `ShardKv`, driven by `pb::PbReplica` instead of Paxos.
+    Pb(PbReplica<ShardKv>),
 }
 
 impl Hosted {
@@ -100,24 +104,23 @@ impl Hosted {
         match self {
             Hosted::Kv(r) => r.tick(rng),
             Hosted::Master(r) => r.tick(rng),
+            Hosted::Pb(r) => r.tick(),
         }
     }
     fn step(&mut self, msg: PaxosMsg, rng: &mut Rng) {
         match self {
             Hosted::Kv(r) => r.step(msg, rng),
             Hosted::Master(r) => r.step(msg, rng),
+            // A Paxos message for a primary/backup group: a peer that
+            // disagrees about the group's mode; nothing to do with it.
+            Hosted::Pb(_) => {}
         }
     }
     fn flush(&mut self) {
         match self {
             Hosted::Kv(r) => r.flush(),
             Hosted::Master(r) => r.flush(),
-        }
-    }
-    fn ready(&mut self) -> Ready {
-        match self {
-            Hosted::Kv(r) => r.ready(),
-            Hosted::Master(r) => r.ready(),
+            Hosted::Pb(r) => r.flush(),
         }
     }
     /// Is a snapshot being serialized? Then it gets a slice this turn (and
@@ -126,35 +129,32 @@ impl Hosted {
         match self {
             Hosted::Kv(r) => r.nudge_capture(),
             Hosted::Master(r) => r.nudge_capture(),
+            Hosted::Pb(_) => false,
         }
     }
     fn id(&self) -> ReplicaId {
         match self {
             Hosted::Kv(r) => r.paxos().id(),
             Hosted::Master(r) => r.paxos().id(),
+            Hosted::Pb(r) => r.id(),
         }
     }
-    /// What the metrics and the status request read.
-    fn view(&self) -> ReplicaView<'_> {
+    /// The Paxos view the metrics and the status request read (`None`
+    /// for a primary/backup group: see [`publish_metrics`]).
+    fn view(&self) -> Option<ReplicaView<'_>> {
         match self {
             Hosted::Kv(r) => {
                 let c = r.state().config();
-                ReplicaView {
+                Some(ReplicaView {
                     paxos: r.paxos(),
                     config: Some((c.num, &c.shards)),
-                }
+                })
             }
-            Hosted::Master(r) => ReplicaView {
+            Hosted::Master(r) => Some(ReplicaView {
                 paxos: r.paxos(),
                 config: None,
-            },
-        }
-    }
-    /// Apply and release.
-    fn advance(&mut self, ready: Ready, proof: Synced) -> Output {
-        match self {
-            Hosted::Kv(r) => r.advance(ready, proof),
-            Hosted::Master(r) => r.advance(ready, proof),
+            }),
+            Hosted::Pb(_) => None,
         }
     }
     /// The snapshot it asked to write at `index` is durable.
@@ -162,6 +162,8 @@ impl Hosted {
         match self {
             Hosted::Kv(r) => r.snapshot_durable(index),
             Hosted::Master(r) => r.snapshot_durable(index),
+            // Its snapshots are written within the sync that logs them.
+            Hosted::Pb(_) => Vec::new(),
         }
     }
     /// Serve laggards from the durable snapshot file mapped by `wal`
@@ -170,12 +172,14 @@ impl Hosted {
         let held = match self {
             Hosted::Kv(r) => r.snapshot_held(),
             Hosted::Master(r) => r.snapshot_held(),
+            Hosted::Pb(_) => None,
         };
         let Some((index, len)) = held else { return };
         if let Some(data) = wal.map_snapshot(gid, index, len) {
             match self {
                 Hosted::Kv(r) => r.hold_snapshot(index, data),
                 Hosted::Master(r) => r.hold_snapshot(index, data),
+                Hosted::Pb(_) => false,
             };
         }
     }
@@ -218,6 +222,10 @@ pub struct Core {
     /// Durable images recovered from the WAL for groups not hosted yet
     /// (their members are learned from the master's configuration).
     recovered: BTreeMap<GroupId, Durable>,
+    /// The same for primary/backup groups.
+    recovered_pb: BTreeMap<GroupId, PbDurable>,
+    /// Pings of this core's primary/backup replicas to the view service.
+    pings: Pings,
     wal: Wal,
     rng: Rng,
     /// Reply handle → (connection, request id, group, and for the
@@ -252,6 +260,31 @@ pub struct Core {
     /// Connection-close and refusal warnings, at most a few a second.
     warns: WarnLimiter,
 }
+
+/// Request ids of pings to the view service: the top bit set, so they
+/// never meet the migrator's (counted up from 1).
+const PING_ID_BIT: u64 = 1 << 63;
+/// Pings awaiting an answer, at most (beyond, the oldest are forgotten:
+/// a lost ping costs nothing, the next one is 5 ticks away).
+const PINGS_WAITING_MAX: usize = 1024;
+
+/// The view service's side of this core: which master server its replicas'
+/// pings go to (moved on by `NotLeader` hints and failures), and the
+/// pings in flight by request id.
+struct Pings {
+    master: usize,
+    client_id: u64,
+    seq: u64,
+    waiting: HashMap<u64, GroupId>,
+    /// The last answer from the view service (or when the current master
+    /// server was chosen): a master that stops answering without closing
+    /// the connection (stopped, partitioned) is left after
+    /// [`PING_ANSWER_TIMEOUT`].
+    answered_at: Instant,
+}
+
+/// How long pings go unanswered before they go to the next master server.
+const PING_ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Connection warnings logged per second per core, at most.
 const WARNINGS_PER_SEC: u32 = 10;
@@ -292,6 +325,7 @@ impl Core {
         listener: Option<TcpListener>,
         wal: Wal,
         recovered: BTreeMap<GroupId, Durable>,
+        recovered_pb: BTreeMap<GroupId, PbDurable>,
         seed: u64,
         node_metrics: Arc<Metrics>,
         tracer: Option<Arc<crate::trace::NodeTracer>>,
@@ -311,6 +345,15 @@ impl Core {
             next_token: FIRST_CONN,
             groups: BTreeMap::new(),
             recovered,
+            recovered_pb,
+            pings: Pings {
+                master: id,
+                // Pings keep no session at the master; any id will do.
+                client_id: seed | 1 << 62,
+                seq: 0,
+                waiting: HashMap::new(),
+                answered_at: now,
+            },
             wal,
             rng: Rng::new(seed),
             waiting: HashMap::new(),
@@ -340,6 +383,10 @@ impl Core {
     pub fn host(&mut self, info: &GroupInfo, me: ReplicaId) {
         let gid = info.gid;
         if self.groups.contains_key(&gid) {
+            return;
+        }
+        if info.mode == ReplicationMode::PrimaryBackup {
+            self.host_pb(info, me);
             return;
         }
         let members = info.servers.clone();
@@ -375,6 +422,40 @@ impl Core {
         self.insert_group(gid, replica, members);
     }
 
+    /// Host replica `me` of primary/backup group `info`, from disk (issue
+    /// 12). Its servers never change (the master refuses membership
+    /// changes of such groups), so its id space is the list's length.
+    fn host_pb(&mut self, info: &GroupInfo, me: ReplicaId) {
+        let gid = info.gid;
+        let servers = info.servers.len() as u32;
+        let durable = self.recovered_pb.remove(&gid).unwrap_or_default();
+        let mut pc = PbConfig::new(me, servers);
+        // Bytes per entry and per Append: an Append always fits a frame
+        // (a command alone is at most `command_bytes_max`, checked before
+        // it is taken).
+        let page = (self.cfg.frame_bytes_max / 4) as usize;
+        pc.batch_bytes_max = page;
+        pc.append_bytes_max = page;
+        pc.snapshot_log_entries = self.cfg.snapshot_log_slots as u64;
+        let mut sm = ShardKv::new(
+            gid,
+            KvOptions {
+                shards: self.cfg.shards,
+                session_ttl_ms: self.cfg.session_ttl.as_millis() as u64,
+                sessions_per_shard_max: self.cfg.sessions_per_shard_max,
+                ..KvOptions::default()
+            },
+        );
+        sm.migrate_chunk_bytes = self.cfg.migrate_chunk_bytes;
+        let replica = Hosted::Pb(PbReplica::new(pc, durable, sm));
+        log::info!(
+            "core {} hosts primary/backup group {gid} as replica {me} of {:?}",
+            self.id,
+            info.servers
+        );
+        self.insert_group(gid, replica, info.servers.clone());
+    }
+
     /// Host replica `me` of the master group (gid 0), from disk.
     pub fn host_master(&mut self, members: Vec<String>, me: ReplicaId) {
         let durable = self.recovered.remove(&0).unwrap_or_default();
@@ -407,7 +488,7 @@ impl Core {
         let metrics =
             self.node_metrics
                 .register_group(GroupMetrics::new(gid, replica.id(), servers.clone()));
-        metrics.publish(replica.view());
+        publish_metrics(&replica, &metrics);
         self.groups.insert(
             gid,
             Group {
@@ -660,6 +741,7 @@ impl Core {
             .values()
             .filter_map(|g| match &g.replica {
                 Hosted::Kv(r) => Some(r.state().config().num),
+                Hosted::Pb(r) => Some(r.state().config().num),
                 Hosted::Master(_) => None,
             })
             .min()
@@ -958,6 +1040,10 @@ impl Core {
             if let Role::Rpc { target } = c.role {
                 self.rpc_conns.retain(|_, tok| *tok != t);
                 self.migrator.on_unreachable(target);
+                if target == 0 {
+                    // The master server our pings went to: try the next.
+                    self.pings.master += 1;
+                }
             }
         }
     }
@@ -1141,6 +1227,11 @@ impl Core {
                 gid,
                 from: m.from(),
             }),
+            // The same peer connections and rule as Paxos messages.
+            Message::Pb(m) => Some(Need::Paxos {
+                gid,
+                from: m.from(),
+            }),
             Message::ShardPull(_) | Message::ShardDelete(_) | Message::TxnResolve(_) => {
                 Some(Need::Migration)
             }
@@ -1198,18 +1289,35 @@ impl Core {
                     return;
                 }
                 let to = self.next_reply;
-                let Some(Group {
-                    replica: Hosted::Kv(r),
-                    ..
-                }) = self.groups.get_mut(&gid)
-                else {
-                    let (result, reply) = self.unserved(gid, false);
-                    self.metrics.reply(kind, result);
-                    self.reply_now(t, frame.request_id, gid, reply);
-                    return;
-                };
-                r.set_now_ms(self.now_ms);
-                r.on_request_encoded(to, &req, raw);
+                match self.groups.get_mut(&gid).map(|g| &mut g.replica) {
+                    Some(Hosted::Kv(r)) => {
+                        r.set_now_ms(self.now_ms);
+                        r.on_request_encoded(to, &req, raw);
+                    }
+                    Some(Hosted::Pb(r)) => {
+                        // What the Paxos path refuses at its leader: a
+                        // command that could not travel in a frame.
+                        let max = synod_wire::command_bytes_max(self.cfg.frame_bytes_max);
+                        if raw.len() > max {
+                            let reason = format!(
+                                "value too large: request of {} bytes, limit {max}",
+                                raw.len()
+                            );
+                            self.metrics.reply(kind, metrics::RESULT_ERROR);
+                            let reply = ClientReply::Error { reason };
+                            self.reply_now(t, frame.request_id, gid, reply);
+                            return;
+                        }
+                        r.set_now_ms(self.now_ms);
+                        r.on_request(to, &req);
+                    }
+                    _ => {
+                        let (result, reply) = self.unserved(gid, false);
+                        self.metrics.reply(kind, result);
+                        self.reply_now(t, frame.request_id, gid, reply);
+                        return;
+                    }
+                }
                 self.await_reply(t, frame.request_id, gid, kind);
             }
             Message::Master(req) => {
@@ -1238,6 +1346,18 @@ impl Core {
                 }
                 if let Some(g) = self.groups.get_mut(&gid) {
                     g.replica.step(msg, &mut self.rng);
+                }
+            }
+            Message::Pb(msg) => {
+                if self.failed.is_some() {
+                    return;
+                }
+                if let Some(Group {
+                    replica: Hosted::Pb(r),
+                    ..
+                }) = self.groups.get_mut(&gid)
+                {
+                    r.step(msg);
                 }
             }
             Message::ShardPull(r) => self.answer_pull(t, frame.request_id, gid, r),
@@ -1341,15 +1461,17 @@ impl Core {
         let now = now.duration_since(self.started);
         let gids: Vec<GroupId> = self.groups.keys().copied().collect();
         for gid in gids {
-            let (actions, missing) = match self.groups.get(&gid).map(|g| &g.replica) {
-                Some(Hosted::Kv(r)) if r.is_leader() => {
-                    let num = r.state().config().num + 1;
-                    let next = self.configs.get(&num);
-                    let actions = self.migrator.poll(gid, r.state(), next, now);
-                    (actions, next.is_none().then_some(num))
-                }
+            let kv = match self.groups.get(&gid).map(|g| &g.replica) {
+                Some(Hosted::Kv(r)) if r.is_leader() => r.state(),
+                // A primary/backup group moves through configurations and
+                // shards the same way, from its serving primary.
+                Some(Hosted::Pb(r)) if r.serving() => r.state(),
                 _ => continue,
             };
+            let num = kv.config().num + 1;
+            let next = self.configs.get(&num);
+            let actions = self.migrator.poll(gid, kv, next, now);
+            let missing = next.is_none().then_some(num);
             if let Some(num) = missing {
                 self.need_config(num);
             }
@@ -1369,14 +1491,13 @@ impl Core {
     }
 
     fn propose_internal(&mut self, gid: GroupId, cmd: GroupCommand) {
-        if let Some(Group {
-            replica: Hosted::Kv(r),
-            ..
-        }) = self.groups.get_mut(&gid)
-        {
-            if let Err(e) = r.propose(cmd.encode()) {
-                log::debug!("group {gid}: could not propose a migration step: {e:?}");
-            }
+        let proposed = match self.groups.get_mut(&gid).map(|g| &mut g.replica) {
+            Some(Hosted::Kv(r)) => r.propose(cmd.encode()),
+            Some(Hosted::Pb(r)) => r.propose(cmd.encode()),
+            _ => return,
+        };
+        if let Err(e) = proposed {
+            log::debug!("group {gid}: could not propose a migration step: {e:?}");
         }
     }
 
@@ -1418,6 +1539,10 @@ impl Core {
     }
 
     fn on_rpc_reply(&mut self, request_id: u64, message: Message) {
+        if request_id & PING_ID_BIT != 0 {
+            self.on_ping_answer(request_id, message);
+            return;
+        }
         if let Message::ShardData(d) = &message {
             self.metrics.migrate_chunks_in.inc();
             self.metrics.migrate_bytes_in.add(d.data.len() as u64);
@@ -1427,10 +1552,91 @@ impl Core {
         }
     }
 
+    /// Replica `replica` of primary/backup group `gid` pings the view
+    /// service (a master request like an operator's, on a connection of
+    /// this core's to one master server) that it is alive and ready in
+    /// `view`.
+    fn send_ping(&mut self, gid: GroupId, replica: ReplicaId, view: u64) {
+        if self.cfg.masters.is_empty() {
+            return;
+        }
+        let mut addr = self.cfg.masters[self.pings.master % self.cfg.masters.len()].clone();
+        let now = Instant::now();
+        if now.duration_since(self.pings.answered_at) > PING_ANSWER_TIMEOUT {
+            // Silent: drop that connection (its queued pings are stale)
+            // and try the next server.
+            self.pings.answered_at = now;
+            match self.rpc_conns.get(&(addr.clone(), 0)).copied() {
+                Some(t) => self.close(
+                    t,
+                    Close::Timeout("the view service stopped answering pings"),
+                ),
+                None => self.pings.master += 1,
+            }
+            self.pings.waiting.clear();
+            addr = self.cfg.masters[self.pings.master % self.cfg.masters.len()].clone();
+        }
+        self.pings.seq += 1;
+        let request_id = PING_ID_BIT | self.pings.seq;
+        if self.pings.waiting.len() >= PINGS_WAITING_MAX {
+            self.pings.waiting.clear();
+        }
+        self.pings.waiting.insert(request_id, gid);
+        let req = MasterRequest {
+            client_id: self.pings.client_id,
+            seq: self.pings.seq,
+            ack_seq: 0,
+            op: MasterOp::PbPing { gid, replica, view },
+        };
+        self.rpc(request_id, 0, addr, Message::Master(req));
+    }
+
+    /// The view service answered a ping: the view to the replica, or a
+    /// redirect to follow for the next ping.
+    fn on_ping_answer(&mut self, request_id: u64, message: Message) {
+        let Some(gid) = self.pings.waiting.remove(&request_id) else {
+            return;
+        };
+        self.pings.answered_at = Instant::now();
+        match message {
+            Message::PbView(v) if v.gid == gid => {
+                if let Some(Group {
+                    replica: Hosted::Pb(r),
+                    ..
+                }) = self.groups.get_mut(&gid)
+                {
+                    let before = (r.view(), r.serving());
+                    r.on_view(&v);
+                    if (r.view(), r.serving()) != before {
+                        log::info!(
+                            "core {}: group {gid} replica {} in view {:?} (serving {})",
+                            self.id,
+                            r.id(),
+                            r.view(),
+                            r.serving()
+                        );
+                    }
+                }
+            }
+            Message::Reply(ClientReply::NotLeader { leader: Some(i) }) => {
+                self.pings.master = i as usize;
+            }
+            Message::Reply(ClientReply::Error { reason }) => {
+                log::warn!(
+                    "core {}: the view service refused a ping of group {gid}: {reason}",
+                    self.id
+                );
+                self.pings.master += 1;
+            }
+            _ => self.pings.master += 1,
+        }
+    }
+
     /// Another group pulls a chunk of a shard from us.
     fn answer_pull(&mut self, t: Token, request_id: u64, gid: GroupId, r: ShardPull) {
         let message = match self.groups.get(&gid).map(|g| &g.replica) {
             Some(Hosted::Kv(rep)) => serve_pull(rep.state(), &r),
+            Some(Hosted::Pb(rep)) => serve_pull(rep.state(), &r),
             _ => Message::Reply(ClientReply::Busy),
         };
         if let Message::ShardData(d) = &message {
@@ -1444,6 +1650,7 @@ impl Core {
     fn answer_delete(&mut self, t: Token, request_id: u64, gid: GroupId, r: ShardRef) {
         let reply = match self.groups.get_mut(&gid).map(|g| &mut g.replica) {
             Some(Hosted::Kv(rep)) => serve_delete(rep, &r),
+            Some(Hosted::Pb(rep)) => serve_delete(rep, &r),
             _ => ClientReply::Busy,
         };
         self.reply_now(t, request_id, gid, reply);
@@ -1454,6 +1661,7 @@ impl Core {
     fn answer_resolve(&mut self, t: Token, request_id: u64, gid: GroupId, txn: TxnId) {
         let reply = match self.groups.get_mut(&gid).map(|g| &mut g.replica) {
             Some(Hosted::Kv(rep)) => serve_resolve(rep, txn),
+            Some(Hosted::Pb(rep)) => serve_resolve(rep, txn),
             _ => ClientReply::Busy,
         };
         self.reply_now(t, request_id, gid, reply);
@@ -1661,6 +1869,8 @@ impl Core {
             }
         }
         let mut readies: Vec<(GroupId, Ready)> = Vec::with_capacity(self.groups.len());
+        let mut pb_readies: Vec<(GroupId, crate::pb::Ready)> = Vec::new();
+        let mut pb_early = Vec::new();
         let mut early = Vec::new();
         self.capturing = false;
         for (gid, g) in self.groups.iter_mut() {
@@ -1668,7 +1878,25 @@ impl Core {
             // loop polls without sleeping until it is done.
             self.capturing |= g.replica.nudge_capture();
             g.replica.flush();
-            let mut ready = g.replica.ready();
+            let mut ready = match &mut g.replica {
+                Hosted::Kv(r) => r.ready(),
+                Hosted::Master(r) => r.ready(),
+                Hosted::Pb(r) => {
+                    // Same discipline, its own records: into the same WAL
+                    // and the same sync, released by the same proof; the
+                    // primary's Appends before the sync, like a Paxos
+                    // leader's Accepts.
+                    let mut ready = r.ready();
+                    if !ready.before_sync.is_empty() {
+                        pb_early.push((*gid, std::mem::take(&mut ready.before_sync)));
+                    }
+                    if !ready.is_empty() {
+                        self.wal.append_pb(*gid, &ready.records);
+                        pb_readies.push((*gid, ready));
+                    }
+                    continue;
+                }
+            };
             if !ready.before_sync.is_empty() {
                 early.push((*gid, std::mem::take(&mut ready.before_sync)));
             }
@@ -1677,7 +1905,7 @@ impl Core {
                 readies.push((*gid, ready));
             }
         }
-        if !early.is_empty() {
+        if !early.is_empty() || !pb_early.is_empty() {
             // A leader's Accepts go out before its own disk write, so the
             // followers' fsyncs overlap ours (see `Ready::before_sync`).
             for (gid, messages) in early {
@@ -1685,9 +1913,14 @@ impl Core {
                     self.send_paxos(gid, to, msg);
                 }
             }
+            for (gid, messages) in pb_early {
+                for (to, msg) in messages {
+                    self.send_pb(gid, to, msg);
+                }
+            }
             self.flush_conns();
         }
-        if !readies.is_empty() {
+        if !readies.is_empty() || !pb_readies.is_empty() {
             let began = Instant::now();
             let synced = self.wal.sync();
             // One clock read after the sync serves the fsync histogram and
@@ -1697,10 +1930,31 @@ impl Core {
             self.publish_wal();
             match synced {
                 Ok(proof) => {
+                    for (gid, ready) in pb_readies {
+                        let Some(Hosted::Pb(r)) = self.groups.get_mut(&gid).map(|g| &mut g.replica)
+                        else {
+                            unreachable!("group {gid} was primary/backup this turn");
+                        };
+                        let me = r.id();
+                        let out = r.advance(ready, proof.share());
+                        for (to, msg) in out.messages {
+                            self.send_pb(gid, to, msg);
+                        }
+                        if let Some(view) = out.ping {
+                            self.send_ping(gid, me, view);
+                        }
+                        for (to, reply) in out.replies {
+                            self.deliver_reply(to, reply, now);
+                        }
+                    }
                     for (gid, ready) in readies {
                         let out = {
                             let g = self.groups.get_mut(&gid).expect("hosted");
-                            g.replica.advance(ready, proof.share())
+                            match &mut g.replica {
+                                Hosted::Kv(r) => r.advance(ready, proof.share()),
+                                Hosted::Master(r) => r.advance(ready, proof.share()),
+                                Hosted::Pb(_) => unreachable!("a Paxos ready of group {gid}"),
+                            }
                         };
                         for (to, msg) in out.messages {
                             self.send_paxos(gid, to, msg);
@@ -1762,6 +2016,42 @@ impl Core {
                 request_id: 0,
                 group: gid,
                 message: Message::Paxos(msg),
+            });
+        }
+    }
+
+    /// Queue a message to a replica of primary/backup group `gid` (dropped
+    /// if not connected or the peer is slow: the primary resends).
+    fn send_pb(&mut self, gid: GroupId, to: ReplicaId, msg: PbMsg) {
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
+        let Some(Some(t)) = g.peers.get(to as usize) else {
+            return;
+        };
+        let t = *t;
+        if let PbMsg::Transfer(tr) = &msg {
+            // Not chunked (yet): a state that does not fit a frame cannot
+            // be sent, and the backup stays behind.
+            if tr.data.len() + 64 > self.cfg.frame_bytes_max as usize {
+                self.warn(format!(
+                    "core {}: group {gid}: state transfer of {} bytes to replica {to} exceeds \
+                     the frame limit; not sent (state transfer is not chunked yet)",
+                    self.id,
+                    tr.data.len()
+                ));
+                return;
+            }
+        }
+        let cap = self.cfg.conn_write_buf_max;
+        if let Some(c) = self.conns.get_mut(&t) {
+            if c.queued_bytes() > cap {
+                return;
+            }
+            c.queue(&Frame {
+                request_id: 0,
+                group: gid,
+                message: Message::Pb(msg),
             });
         }
     }
@@ -1836,7 +2126,10 @@ fn grow_servers(g: &mut Group, servers: &[String], now: Instant) {
 /// Store a group's state for the metrics and status (once per tick), and
 /// the batch sizes its leader proposed since the last time.
 fn publish_group(g: &mut Group, m: &CoreMetrics) {
-    let view = g.replica.view();
+    let Some(view) = g.replica.view() else {
+        publish_metrics(&g.replica, &g.metrics);
+        return;
+    };
     let s = view.paxos.stats();
     let (slots, cmds) = (
         s.slots_proposed.saturating_sub(g.proposed_seen.0),
@@ -1849,6 +2142,28 @@ fn publish_group(g: &mut Group, m: &CoreMetrics) {
     }
     g.proposed_seen = (s.slots_proposed, s.commands_proposed);
     g.metrics.publish(view);
+}
+
+/// Store a replica's state in its group's gauges: a Paxos replica's view,
+/// or a primary/backup replica's in the same gauges (leading = serving
+/// primary, ballot round = view number, ballot node = the primary).
+fn publish_metrics(replica: &Hosted, metrics: &GroupMetrics) {
+    match (replica.view(), replica) {
+        (Some(view), _) => metrics.publish(view),
+        (None, Hosted::Pb(r)) => {
+            let c = r.state().config();
+            metrics.publish_pb(crate::metrics::PbView {
+                serving: r.serving(),
+                primary: r.view().map(|v| v.primary),
+                view: r.view().map_or(r.highest_view(), |v| v.num),
+                commit: r.commit(),
+                applied: r.applied(),
+                log_entries: r.log_end() - r.log_start(),
+                config: (c.num, &c.shards),
+            });
+        }
+        (None, _) => {}
+    }
 }
 
 /// The remote address of a connection, for logs.

@@ -310,6 +310,36 @@ fn check_recovered_snapshots(
     Ok(())
 }
 
+/// The same check for primary/backup groups' snapshots (`PbReplica::new`
+/// would panic on one that does not restore, at every start).
+fn check_recovered_pb_snapshots(
+    cfg: &RuntimeConfig,
+    dir: &std::path::Path,
+    groups: &BTreeMap<GroupId, crate::pb::PbDurable>,
+) -> Result<(), StartError> {
+    use crate::replica::StateMachine;
+    for (gid, durable) in groups {
+        let Some((index, _, data)) = &durable.snapshot else {
+            continue;
+        };
+        let kv = crate::shardkv::ShardKv::new(
+            *gid,
+            crate::kv::KvOptions {
+                shards: cfg.shards,
+                ..crate::kv::KvOptions::default()
+            },
+        );
+        kv.check_snapshot(data).map_err(|e| {
+            StartError(format!(
+                "refusing to start: the snapshot of primary/backup group {gid} at position \
+                 {index} in {} does not restore: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// Recover every core's WAL, bind the listener and start the cores.
 pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
     limits::validate(&cfg)?;
@@ -375,6 +405,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         }));
         let groups: BTreeMap<GroupId, crate::paxos::Durable> = recovered.groups;
         check_recovered_snapshots(&cfg, &dir, &groups)?;
+        check_recovered_pb_snapshots(&cfg, &dir, &recovered.pb)?;
         let listener = if id == 0 {
             let mut l = TcpListener::from_std(
                 listener
@@ -402,6 +433,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
             listener,
             wal,
             groups,
+            recovered.pb,
             seed,
             metrics.clone(),
             tracer.clone(),

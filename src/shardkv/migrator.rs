@@ -460,19 +460,60 @@ pub fn serve_pull(kv: &ShardKv, r: &ShardPull) -> Message {
     }
 }
 
+/// What answering another group's delete or resolve needs of a replica of
+/// ours, whichever way the group replicates (Paxos or primary/backup).
+pub trait GroupLog {
+    fn kv(&self) -> &ShardKv;
+    /// Does this replica take proposals (the Paxos leader, the serving
+    /// primary)?
+    fn leads(&self) -> bool;
+    fn propose_cmd(&mut self, cmd: Bytes);
+    fn hint(&self) -> Option<synod_wire::ReplicaId>;
+}
+
+impl GroupLog for Replica<ShardKv> {
+    fn kv(&self) -> &ShardKv {
+        self.state()
+    }
+    fn leads(&self) -> bool {
+        self.is_leader()
+    }
+    fn propose_cmd(&mut self, cmd: Bytes) {
+        let _ = self.propose(cmd);
+    }
+    fn hint(&self) -> Option<synod_wire::ReplicaId> {
+        self.paxos().leader_hint()
+    }
+}
+
+impl GroupLog for crate::pb::PbReplica<ShardKv> {
+    fn kv(&self) -> &ShardKv {
+        self.state()
+    }
+    fn leads(&self) -> bool {
+        self.serving()
+    }
+    fn propose_cmd(&mut self, cmd: Bytes) {
+        let _ = self.propose(cmd);
+    }
+    fn hint(&self) -> Option<synod_wire::ReplicaId> {
+        self.leader_hint()
+    }
+}
+
 /// The new owner of a shard installed it: drop our copy through our log
 /// (proposed here if this replica leads) and answer Ok once it is gone.
-pub fn serve_delete(replica: &mut Replica<ShardKv>, r: &ShardRef) -> ClientReply {
-    match replica.state().answer_delete(r.config_num, r.shard) {
+pub fn serve_delete(replica: &mut impl GroupLog, r: &ShardRef) -> ClientReply {
+    match replica.kv().answer_delete(r.config_num, r.shard) {
         DeleteAnswer::Done => ClientReply::Ok(Bytes::new()),
         DeleteAnswer::NotReady => ClientReply::Busy,
         DeleteAnswer::Propose(cmd) => {
-            if replica.is_leader() {
-                let _ = replica.propose(cmd.encode());
+            if replica.leads() {
+                replica.propose_cmd(cmd.encode());
                 ClientReply::Busy
             } else {
                 ClientReply::NotLeader {
-                    leader: replica.paxos().leader_hint(),
+                    leader: replica.hint(),
                 }
             }
         }
@@ -485,8 +526,8 @@ pub fn serve_delete(replica: &mut Replica<ShardKv>, r: &ShardRef) -> ClientReply
 /// our log first (presumed abort, ordered against the client's own
 /// `TxnDecide` there, so exactly one of them wins): proposed here if this
 /// replica leads, and the asker asks again.
-pub fn serve_resolve(replica: &mut Replica<ShardKv>, txn: TxnId) -> ClientReply {
-    let kv = replica.state();
+pub fn serve_resolve(replica: &mut impl GroupLog, txn: TxnId) -> ClientReply {
+    let kv = replica.kv();
     if let Some(outcome) = kv.store().decision(txn) {
         return ClientReply::Ok(Bytes::copy_from_slice(&[outcome as u8]));
     }
@@ -495,12 +536,12 @@ pub fn serve_resolve(replica: &mut Replica<ShardKv>, txn: TxnId) -> ClientReply 
         // commit can still win in our log afterwards.
         return ClientReply::Ok(Bytes::copy_from_slice(&[TxnOutcome::Abort as u8]));
     }
-    if replica.is_leader() {
-        let _ = replica.propose(GroupCommand::TxnPresumeAbort { txn }.encode());
+    if replica.leads() {
+        replica.propose_cmd(GroupCommand::TxnPresumeAbort { txn }.encode());
         ClientReply::Busy
     } else {
         ClientReply::NotLeader {
-            leader: replica.paxos().leader_hint(),
+            leader: replica.hint(),
         }
     }
 }

@@ -26,7 +26,7 @@ use synod_wire::GroupId;
 
 use crate::paxos::{Durable, Record};
 use crate::rng::Rng;
-use crate::storage::{encode_record, scan_segment, RECORD_BYTES_MAX_DEFAULT};
+use crate::storage::{encode_record, scan_segment, Damage, WalRecord, RECORD_BYTES_MAX_DEFAULT};
 
 /// The records of a sync a crash cut short that reached the disk whole, as
 /// recovery reads them back; `Err` if recovery did anything else.
@@ -68,9 +68,17 @@ pub(crate) fn torn_write(
         garbled = true;
     }
     let mut kept = Vec::new();
-    scan_segment(&bytes, true, RECORD_BYTES_MAX_DEFAULT, |_, g, rec| {
+    scan_segment(&bytes, true, RECORD_BYTES_MAX_DEFAULT, |off, g, rec| {
         assert_eq!(g, group, "a record of another group");
-        kept.push(rec);
+        match rec {
+            WalRecord::Paxos(rec) => kept.push(rec),
+            WalRecord::Pb(rec) => {
+                return Err(Damage {
+                    offset: off,
+                    reason: format!("a primary/backup record in a Paxos log: {rec:?}"),
+                })
+            }
+        }
         Ok(())
     })
     .map_err(|d| {

@@ -479,9 +479,14 @@ impl World {
             if node.syncing.is_some() {
                 return;
             }
-            let ready = r.ready();
+            let mut ready = r.ready();
             if ready.is_empty() {
                 return;
+            }
+            // The primary's Appends leave before its own sync (a crash
+            // with the sync in flight loses entries its backups may have).
+            for (to, msg) in std::mem::take(&mut ready.before_sync) {
+                self.send(id as usize, to as usize, Event::Peer { to, msg });
             }
             if self.cfg.disk_latency_max > 0 && !ready.records.is_empty() {
                 let took = self.rng.range(1, self.cfg.disk_latency_max + 1);

@@ -50,13 +50,28 @@
 //!  0      4     len    u32  bytes after this 8-byte prefix (= 5 + payload length)
 //!  4      4     crc    u32  crc32c of bytes [8, 8 + len): group | tag | payload
 //!  8      4     group  u32  GroupId
-//! 12      1     tag    u8   1 = Promised, 2 = Accepted
+//! 12      1     tag    u8   1 = Promised, 2 = Accepted; primary/backup
+//!                            groups: 3 = PbView, 4 = PbEntry, 5 = PbInstall
 //! 13      len-5 payload
 //!
 //! Promised payload (12 bytes): round u64 | node u32
 //! Accepted payload:            slot u64 | round u64 | node u32 | count u32 |
 //!                              count × (cmd_len u32 | cmd bytes)
+//! PbView payload (8 bytes):    view u64
+//! PbEntry payload:             pos u64 | tag u64 | count u32 |
+//!                              count × (cmd_len u32 | cmd bytes)
+//! PbInstall payload:           index u64 | last_tag u64 | len u32 | state
 //! ```
+//!
+//! A primary/backup group (issue 12, [`Wal::append_pb`]) folds its records
+//! with `pb::PbDurable::apply`: a `PbEntry` drops every entry at or above
+//! its position, a `PbInstall` (a state received by transfer, inline so it
+//! is atomic and ordered with the entries) drops them all. Its rotation
+//! head is its `PbView`; its snapshot file's data starts with the tag of
+//! the entry before the index (`u64`). A segment holding a `PbEntry` or
+//! `PbInstall` counts as holding the highest position the group ever
+//! wrote, so it is never deleted before a segment holding an entry it
+//! dropped.
 //!
 //! A CRC-valid record whose payload does not parse exactly is `Corrupt`
 //! wherever it is: a torn write cannot produce a valid CRC.
@@ -98,7 +113,8 @@ pub use wal::{Recovered, Wal, WalStats};
 // The simulator's disk faults (`sim/disk.rs`) write and recover WAL bytes in
 // memory with the very encoding and recovery rules the WAL uses.
 pub(crate) use record::encode as encode_record;
-pub(crate) use wal::scan_segment;
+pub use record::WalRecord;
+pub(crate) use wal::{scan_segment, Damage};
 
 // Names the module docs link to.
 #[cfg(doc)]

@@ -9,6 +9,16 @@ use bytes::Bytes;
 use synod_wire::{Ballot, Batch, ByteReader, GroupId, ReadError};
 
 use crate::paxos::Record;
+use crate::pb::PbRecord;
+
+/// A record of either kind of group, as read back from a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalRecord {
+    Paxos(Record),
+    /// A primary/backup group's record (`pb::PbRecord`); a local snapshot
+    /// (`install: false`) never is one: it lives in the snapshot file.
+    Pb(PbRecord),
+}
 
 /// `len u32 | crc u32` before the checksummed part.
 pub(crate) const PREFIX_LEN: usize = 8;
@@ -17,6 +27,13 @@ pub(crate) const LEN_MIN: u32 = 5;
 
 pub(crate) const TAG_PROMISED: u8 = 1;
 pub(crate) const TAG_ACCEPTED: u8 = 2;
+/// Primary/backup: the highest view adopted.
+pub(crate) const TAG_PB_VIEW: u8 = 3;
+/// Primary/backup: a log entry (drops every entry at or above its position).
+pub(crate) const TAG_PB_ENTRY: u8 = 4;
+/// Primary/backup: a state installed by state transfer, inline (drops every
+/// entry), so it is ordered with the entries around it and atomic.
+pub(crate) const TAG_PB_INSTALL: u8 = 5;
 
 const OFF_LEN: usize = 0;
 const OFF_CRC: usize = 4;
@@ -28,6 +45,12 @@ const OFF_PAYLOAD: usize = 13;
 const PROMISED_PAYLOAD_LEN: usize = 12;
 /// `slot u64 | round u64 | node u32 | count u32`, before the commands.
 const ACCEPTED_FIXED_LEN: usize = 24;
+/// `view u64`.
+const PB_VIEW_PAYLOAD_LEN: usize = 8;
+/// `pos u64 | tag u64 | count u32`, before the commands.
+const PB_ENTRY_FIXED_LEN: usize = 20;
+/// `index u64 | last_tag u64 | len u32`, before the data.
+const PB_INSTALL_FIXED_LEN: usize = 20;
 
 const _: () = assert!(OFF_CRC == OFF_LEN + 4);
 const _: () = assert!(OFF_GROUP == OFF_CRC + 4 && OFF_GROUP == PREFIX_LEN);
@@ -71,6 +94,58 @@ pub(crate) fn encode(
         }
         Record::Snapshot { .. } => panic!("snapshots are not WAL records"),
     }
+    finish(buf, start, record_bytes_max)
+}
+
+/// Append primary/backup record `rec` of `group` to `buf`; returns the
+/// encoded length. Panics on a local snapshot (`install: false`: it lives
+/// in the snapshot file) and, as [`encode`] does, on a record longer than
+/// `record_bytes_max`.
+pub(crate) fn encode_pb(
+    buf: &mut Vec<u8>,
+    group: GroupId,
+    rec: &PbRecord,
+    record_bytes_max: u32,
+) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; PREFIX_LEN]);
+    push_u32(buf, group);
+    match rec {
+        PbRecord::View(v) => {
+            buf.push(TAG_PB_VIEW);
+            push_u64(buf, *v);
+        }
+        PbRecord::Entry { pos, tag, batch } => {
+            buf.push(TAG_PB_ENTRY);
+            push_u64(buf, *pos);
+            push_u64(buf, *tag);
+            push_u32(buf, fits_u32(batch.commands.len()));
+            for cmd in &batch.commands {
+                push_u32(buf, fits_u32(cmd.len()));
+                buf.extend_from_slice(cmd);
+            }
+        }
+        PbRecord::Snapshot {
+            index,
+            last_tag,
+            data,
+            install: true,
+        } => {
+            buf.push(TAG_PB_INSTALL);
+            push_u64(buf, *index);
+            push_u64(buf, *last_tag);
+            push_u32(buf, fits_u32(data.len()));
+            buf.extend_from_slice(data);
+        }
+        PbRecord::Snapshot { install: false, .. } => {
+            panic!("local primary/backup snapshots are not WAL records")
+        }
+    }
+    finish(buf, start, record_bytes_max)
+}
+
+/// Fill in the length and checksum of the record begun at `start`.
+fn finish(buf: &mut [u8], start: usize, record_bytes_max: u32) -> usize {
     let len = buf.len() - start - PREFIX_LEN;
     assert!(
         len <= record_bytes_max as usize,
@@ -128,7 +203,7 @@ impl Bad {
 #[derive(Debug)]
 pub(crate) struct Decoded {
     pub group: GroupId,
-    pub record: Record,
+    pub record: WalRecord,
     pub next: usize,
 }
 
@@ -185,13 +260,67 @@ pub(crate) fn find_valid_after(bytes: &[u8], from: usize, record_bytes_max: u32)
         let plausible = match tag {
             TAG_PROMISED => len as usize == LEN_MIN as usize + PROMISED_PAYLOAD_LEN,
             TAG_ACCEPTED => len as usize >= LEN_MIN as usize + ACCEPTED_FIXED_LEN,
+            TAG_PB_VIEW => len as usize == LEN_MIN as usize + PB_VIEW_PAYLOAD_LEN,
+            TAG_PB_ENTRY => len as usize >= LEN_MIN as usize + PB_ENTRY_FIXED_LEN,
+            TAG_PB_INSTALL => len as usize >= LEN_MIN as usize + PB_INSTALL_FIXED_LEN,
             _ => false,
         };
         plausible && decode_at(bytes, off, record_bytes_max).is_ok()
     })
 }
 
-fn decode_payload(tag: u8, p: &[u8]) -> Result<Record, String> {
+fn decode_payload(tag: u8, p: &[u8]) -> Result<WalRecord, String> {
+    match tag {
+        TAG_PROMISED | TAG_ACCEPTED => decode_paxos(tag, p).map(WalRecord::Paxos),
+        _ => decode_pb(tag, p).map(WalRecord::Pb),
+    }
+}
+
+fn decode_pb(tag: u8, p: &[u8]) -> Result<PbRecord, String> {
+    let mut r = ByteReader::new(p);
+    let rec = match tag {
+        TAG_PB_VIEW => {
+            let v = r.u64().map_err(|e| format!("PbView payload {e}"))?;
+            PbRecord::View(v)
+        }
+        TAG_PB_ENTRY => {
+            let fixed = |e: ReadError| format!("PbEntry payload {e}");
+            let pos = r.u64().map_err(fixed)?;
+            let tag = r.u64().map_err(fixed)?;
+            // Checked against the bytes present before reserving anything.
+            let count = r.count(4).map_err(fixed)?;
+            let mut commands = Vec::with_capacity(count);
+            for i in 0..count {
+                let command = r.bytes().map_err(|e| format!("PbEntry command {i} {e}"))?;
+                // A copy: a slice would pin the whole segment in memory.
+                commands.push(Bytes::copy_from_slice(command));
+            }
+            PbRecord::Entry {
+                pos,
+                tag,
+                batch: Batch { commands },
+            }
+        }
+        TAG_PB_INSTALL => {
+            let fixed = |e: ReadError| format!("PbInstall payload {e}");
+            let index = r.u64().map_err(fixed)?;
+            let last_tag = r.u64().map_err(fixed)?;
+            let data = Bytes::copy_from_slice(r.bytes().map_err(fixed)?);
+            PbRecord::Snapshot {
+                index,
+                last_tag,
+                data,
+                install: true,
+            }
+        }
+        _ => return Err(format!("unknown record tag {tag}")),
+    };
+    r.finish()
+        .map_err(|e| format!("primary/backup record (tag {tag}): {e} after its last field"))?;
+    Ok(rec)
+}
+
+fn decode_paxos(tag: u8, p: &[u8]) -> Result<Record, String> {
     let mut r = ByteReader::new(p);
     match tag {
         TAG_PROMISED => {
@@ -266,7 +395,10 @@ mod tests {
         let start = buf.len();
         encode(&mut buf, 3, &rec, u32::MAX);
         let d = decode_at(&buf, start, u32::MAX).unwrap();
-        assert_eq!((d.group, &d.record, d.next), (3, &rec, buf.len()));
+        assert_eq!(
+            (d.group, &d.record, d.next),
+            (3, &WalRecord::Paxos(rec), buf.len())
+        );
     }
 
     #[test]

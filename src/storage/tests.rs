@@ -1009,3 +1009,217 @@ fn background_deletion_removes_the_same_segments() {
     assert_eq!(rec.segments_deleted, 0);
     assert!(rec.groups[&8].entries.is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Primary/backup groups (issue 12)
+// ---------------------------------------------------------------------------
+
+mod pb {
+    use super::*;
+    use crate::pb::{PbDurable, PbRecord};
+
+    /// One step of a primary/backup replica's record stream, kept
+    /// realistic by [`Model`]: views never go back, entries are written at
+    /// or below the log's end (those below truncate), installs and local
+    /// snapshots only move the snapshot forward.
+    #[derive(Clone, Debug)]
+    enum Gen {
+        View(u64),
+        Entry(u64, Vec<u8>),
+        Install(u64, Vec<u8>),
+        Local(u64, Vec<u8>),
+        Sync,
+        Reopen,
+    }
+
+    fn gen() -> impl Strategy<Value = Gen> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..16);
+        prop_oneof![
+            1 => (0u64..3).prop_map(Gen::View),
+            8 => (0u64..100, bytes()).prop_map(|(p, b)| Gen::Entry(p, b)),
+            1 => (1u64..8, bytes()).prop_map(|(i, b)| Gen::Install(i, b)),
+            1 => (0u64..100, bytes()).prop_map(|(i, b)| Gen::Local(i, b)),
+            3 => Just(Gen::Sync),
+            1 => Just(Gen::Reopen),
+        ]
+    }
+
+    #[derive(Default)]
+    struct Model {
+        view: u64,
+        end: u64,
+        snap: u64,
+    }
+
+    impl Model {
+        /// The record `g` stands for here (or none).
+        fn record(&mut self, g: &Gen) -> Option<PbRecord> {
+            Some(match g {
+                Gen::View(bump) => {
+                    self.view += bump;
+                    PbRecord::View(self.view)
+                }
+                Gen::Entry(p, b) => {
+                    // Mostly appends, sometimes a truncating overwrite.
+                    let pos = if p % 4 == 0 {
+                        self.snap + p % (self.end - self.snap + 1)
+                    } else {
+                        self.end
+                    };
+                    self.end = pos + 1;
+                    PbRecord::Entry {
+                        pos,
+                        tag: self.view,
+                        batch: Batch {
+                            commands: vec![Bytes::from(b.clone())],
+                        },
+                    }
+                }
+                Gen::Install(step, b) => {
+                    self.snap += step;
+                    self.end = self.snap;
+                    PbRecord::Snapshot {
+                        index: self.snap,
+                        last_tag: self.view,
+                        data: Bytes::from(b.clone()),
+                        install: true,
+                    }
+                }
+                Gen::Local(i, b) => {
+                    if self.end <= self.snap {
+                        return None;
+                    }
+                    self.snap += 1 + i % (self.end - self.snap);
+                    PbRecord::Snapshot {
+                        index: self.snap,
+                        last_tag: self.view,
+                        data: Bytes::from(b.clone()),
+                        install: false,
+                    }
+                }
+                Gen::Sync | Gen::Reopen => return None,
+            })
+        }
+    }
+
+    fn fold(records: &[PbRecord]) -> PbDurable {
+        let mut d = PbDurable::default();
+        for r in records {
+            d.apply(r);
+        }
+        d
+    }
+
+    fn assert_same(got: &PbDurable, want: &PbDurable) {
+        assert_eq!(got.view, want.view, "view");
+        assert_eq!(got.snapshot, want.snapshot, "snapshot");
+        assert_eq!(got.entries, want.entries, "entries");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..ProptestConfig::default() })]
+
+        /// A primary/backup group's synced records come back exactly as
+        /// `PbDurable::apply` folds them (truncations, installs and local
+        /// snapshots included), beside a Paxos group in the same WAL,
+        /// through rotation and segment deletion with small segments.
+        #[test]
+        fn pb_recovery_equals_in_memory_fold(
+            gens in proptest::collection::vec(gen(), 1..120),
+            segment_bytes in prop_oneof![Just(128u64), Just(600), Just(1 << 20)],
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let o = opts(FsyncPolicy::Never, segment_bytes);
+            let (mut wal, _) = open(tmp.path(), o.clone());
+            let mut model = Model::default();
+            let (mut synced, mut pending) = (Vec::new(), Vec::new());
+            let mut paxos: Vec<(GroupId, Record)> = Vec::new();
+            let mut slot = 0;
+            for g in gens {
+                match g {
+                    Gen::Sync => {
+                        // A Paxos group shares the WAL and its rotations.
+                        slot += 1;
+                        let a = accepted(slot, 1, b"paxos");
+                        wal.append(9, std::slice::from_ref(&a));
+                        wal.sync().unwrap();
+                        paxos.push((9, a));
+                        synced.append(&mut pending);
+                    }
+                    Gen::Reopen => {
+                        drop(wal);
+                        pending.clear();
+                        let (w, rec) = open(tmp.path(), o.clone());
+                        let want = fold(&synced);
+                        model = Model {
+                            view: want.view,
+                            snap: want.snapshot.as_ref().map_or(0, |s| s.0),
+                            end: want.entries.keys().next_back().map_or(
+                                want.snapshot.as_ref().map_or(0, |s| s.0),
+                                |p| p + 1,
+                            ),
+                        };
+                        if synced.is_empty() {
+                            prop_assert!(!rec.pb.contains_key(&1));
+                        } else {
+                            assert_same(&rec.pb[&1], &want);
+                        }
+                        prop_assert!(!rec.groups.contains_key(&1));
+                        wal = w;
+                    }
+                    g => {
+                        if let Some(r) = model.record(&g) {
+                            wal.append_pb(1, std::slice::from_ref(&r));
+                            pending.push(r);
+                        }
+                    }
+                }
+            }
+            wal.sync().unwrap();
+            synced.append(&mut pending);
+            drop(wal);
+            let (_, rec) = open(tmp.path(), o);
+            if !synced.is_empty() {
+                assert_same(&rec.pb[&1], &fold(&synced));
+            }
+            super::assert_same(&rec.groups, &super::fold(&paxos));
+        }
+    }
+
+    /// A primary/backup group's view outlives the segments that recorded
+    /// it: every new segment is headed by it, as by a Paxos promise.
+    #[test]
+    fn pb_view_survives_segment_deletion() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(FsyncPolicy::Never, 256);
+        let (mut wal, _) = open(tmp.path(), o.clone());
+        wal.append_pb(4, &[PbRecord::View(7)]);
+        let mut recs = vec![PbRecord::View(7)];
+        for pos in 0..200u64 {
+            let mut turn = vec![PbRecord::Entry {
+                pos,
+                tag: 7,
+                batch: Batch {
+                    commands: vec![Bytes::from_static(b"0123456789")],
+                },
+            }];
+            if pos % 20 == 19 {
+                turn.push(PbRecord::Snapshot {
+                    index: pos - 5,
+                    last_tag: 7,
+                    data: Bytes::from(format!("state@{pos}")),
+                    install: false,
+                });
+            }
+            wal.append_pb(4, &turn);
+            wal.sync().unwrap();
+            recs.extend(turn);
+        }
+        assert!(wal.stats().segments_deleted > 10, "{:?}", wal.stats());
+        drop(wal);
+        let (_, rec) = open(tmp.path(), o);
+        assert_same(&rec.pb[&4], &fold(&recs));
+        assert_eq!(rec.pb[&4].view, 7);
+        assert_eq!(rec.pb[&4].snapshot.as_ref().map(|s| s.0), Some(194));
+    }
+}

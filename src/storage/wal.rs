@@ -13,17 +13,21 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::durable::sync_dir;
 use super::janitor::{Notify, WriteDone};
-use super::record::{self, Bad};
+use super::record::{self, Bad, WalRecord};
 use super::snapshot;
 use super::Janitor;
 use super::{FsyncPolicy, StorageError, WalOptions};
 use crate::paxos::{Durable, Record, Synced};
+use crate::pb::{PbDurable, PbRecord};
 
 /// What [`Wal::open`] found on disk.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// The durable image of every group with anything on disk.
+    /// The durable image of every Paxos group with anything on disk.
     pub groups: BTreeMap<GroupId, Durable>,
+    /// The durable image of every primary/backup group with anything on
+    /// disk (a group is one once it has a primary/backup record).
+    pub pb: BTreeMap<GroupId, PbDurable>,
     /// Bytes cut off the end of the last segment as a torn write.
     pub truncated_tail_bytes: u64,
     pub segments_read: usize,
@@ -59,6 +63,12 @@ pub struct WalStats {
 struct GroupState {
     /// Highest promise appended (equal to the durable one after a sync).
     promised: Ballot,
+    /// A primary/backup group: its highest view appended (the rotation
+    /// head it gets instead of a promise).
+    pb_view: Option<u64>,
+    /// A primary/backup group: the highest log position any record of it
+    /// has named (see [`SegMeta::note_pb`]).
+    pb_high: Slot,
     /// Index of the group's durable snapshot file.
     snap_index: Option<Slot>,
 }
@@ -74,9 +84,23 @@ struct SegMeta {
 impl SegMeta {
     fn note(&mut self, group: GroupId, rec: &Record) {
         if let Record::Accepted { slot, .. } = rec {
-            let m = self.max_slot.entry(group).or_insert(*slot);
-            *m = (*m).max(*slot);
+            self.note_slot(group, *slot);
         }
+    }
+
+    fn note_slot(&mut self, group: GroupId, slot: Slot) {
+        let m = self.max_slot.entry(group).or_insert(slot);
+        *m = (*m).max(slot);
+    }
+
+    /// A primary/backup entry or install at `pos` drops every entry held at
+    /// or above it, so recovery must see it whenever it sees one of those:
+    /// it counts as naming the highest position the group ever wrote
+    /// (`high`), which keeps its segment as long as any segment holding an
+    /// entry it dropped.
+    fn note_pb(&mut self, group: GroupId, pos: Slot, high: &mut Slot) {
+        *high = (*high).max(pos);
+        self.note_slot(group, *high);
     }
 }
 
@@ -202,25 +226,37 @@ impl Wal {
 
         let mut metas: Vec<SegMeta> = Vec::with_capacity(segments.len());
         let mut last_len = 0;
+        let mut pb_high = BTreeMap::new();
         for (i, (_, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
-            let (meta, valid_len) = Self::recover_segment(path, is_last, &opts, &mut rec)?;
+            let (meta, valid_len) =
+                Self::recover_segment(path, is_last, &opts, &mut rec, &mut pb_high)?;
             metas.push(meta);
             last_len = valid_len;
             rec.segments_read += 1;
         }
 
-        let groups: BTreeMap<GroupId, GroupState> = rec
+        let mut groups: BTreeMap<GroupId, GroupState> = rec
             .groups
             .iter()
             .map(|(g, d)| {
                 let state = GroupState {
                     promised: d.promised,
                     snap_index: d.snapshot.as_ref().map(|(i, _)| *i),
+                    ..GroupState::default()
                 };
                 (*g, state)
             })
             .collect();
+        for (g, d) in &rec.pb {
+            let state = GroupState {
+                pb_view: Some(d.view),
+                pb_high: pb_high.get(g).copied().unwrap_or(0),
+                snap_index: d.snapshot.as_ref().map(|(i, _, _)| *i),
+                ..GroupState::default()
+            };
+            groups.insert(*g, state);
+        }
 
         let mut stats = WalStats::default();
         let (seq, file, seg_len, active) = match segments.last() {
@@ -317,6 +353,7 @@ impl Wal {
         is_last: bool,
         opts: &WalOptions,
         rec: &mut Recovered,
+        pb_high: &mut BTreeMap<GroupId, Slot>,
     ) -> Result<(SegMeta, u64), StorageError> {
         let bytes = fs::read(path).map_err(|e| StorageError::io(path, e))?;
         let mut meta = SegMeta::default();
@@ -325,6 +362,51 @@ impl Wal {
             is_last,
             opts.record_bytes_max,
             |off, group, record| {
+                let record = match record {
+                    WalRecord::Paxos(r) => r,
+                    WalRecord::Pb(r) => {
+                        let damage = |reason: String| Damage {
+                            offset: off,
+                            reason,
+                        };
+                        let durable = pb_durable(rec, group).map_err(damage)?;
+                        if let PbRecord::View(v) = &r {
+                            if *v < durable.view {
+                                return Err(damage(format!(
+                                    "group {group} view went backwards: {v} after {}",
+                                    durable.view
+                                )));
+                            }
+                        }
+                        match &r {
+                            // An install older than the snapshot file (read
+                            // first): a later snapshot superseded it, so it
+                            // only drops the entries it dropped.
+                            PbRecord::Snapshot {
+                                index,
+                                install: true,
+                                ..
+                            } if durable.snapshot.as_ref().is_some_and(|s| s.0 > *index) => {
+                                durable.entries.clear()
+                            }
+                            _ => durable.apply(&r),
+                        }
+                        let high = pb_high.entry(group).or_default();
+                        match &r {
+                            PbRecord::Entry { pos, .. } => meta.note_pb(group, *pos, high),
+                            PbRecord::Snapshot { index, .. } => meta.note_pb(group, *index, high),
+                            PbRecord::View(_) => {}
+                        }
+                        rec.records_read += 1;
+                        return Ok(());
+                    }
+                };
+                if rec.pb.contains_key(&group) {
+                    return Err(Damage {
+                        offset: off,
+                        reason: format!("group {group} has Paxos and primary/backup records"),
+                    });
+                }
                 let durable = rec.groups.entry(group).or_default();
                 if let Record::Promised(b) = &record {
                     if *b < durable.promised {
@@ -408,6 +490,62 @@ impl Wal {
             }
             record::encode(&mut self.buf, group, rec, self.opts.record_bytes_max);
             self.active.note(group, rec);
+        }
+    }
+
+    /// Queue primary/backup `records` of `group` for the next
+    /// [`Wal::sync`], like [`Wal::append`]. Views and entries are WAL
+    /// records; a state installed by transfer is one too (inline, so it is
+    /// atomic and ordered with the entries around it, as
+    /// [`PbDurable::apply`] folds it) and also becomes the group's snapshot
+    /// file; a local snapshot is only the file. A snapshot file of a
+    /// primary/backup group holds the tag of the entry before its index
+    /// (`u64`, little-endian) ahead of the state.
+    ///
+    /// Panics if the view goes backwards (as [`PbDurable::apply`] does) or
+    /// a record is longer than `record_bytes_max`: caller bugs.
+    pub fn append_pb(&mut self, group: GroupId, records: &[PbRecord]) {
+        if self.poisoned.is_some() || records.is_empty() {
+            return;
+        }
+        let state = self.groups.entry(group).or_default();
+        let view = state.pb_view.get_or_insert(0);
+        for rec in records {
+            match rec {
+                PbRecord::View(v) => {
+                    assert!(
+                        *v >= *view,
+                        "group {group}: view went backwards ({v} < {view})"
+                    );
+                    *view = *v;
+                }
+                PbRecord::Entry { pos, .. } => {
+                    self.active.note_pb(group, *pos, &mut state.pb_high);
+                }
+                PbRecord::Snapshot {
+                    index,
+                    last_tag,
+                    data,
+                    install,
+                } => {
+                    let current = self
+                        .staged
+                        .get(&group)
+                        .map(|(i, _)| *i)
+                        .or(state.snap_index);
+                    if current.is_none_or(|i| i < *index) {
+                        let mut file = Vec::with_capacity(8 + data.len());
+                        file.extend_from_slice(&last_tag.to_le_bytes());
+                        file.extend_from_slice(data);
+                        self.staged.insert(group, (*index, Bytes::from(file)));
+                    }
+                    if !install {
+                        continue;
+                    }
+                    self.active.note_pb(group, *index, &mut state.pb_high);
+                }
+            }
+            record::encode_pb(&mut self.buf, group, rec, self.opts.record_bytes_max);
         }
     }
 
@@ -677,6 +815,11 @@ impl Wal {
         let mut head = Vec::new();
         let mut meta = SegMeta::default();
         for (g, state) in &self.groups {
+            if let Some(view) = state.pb_view {
+                let rec = PbRecord::View(view);
+                record::encode_pb(&mut head, *g, &rec, self.opts.record_bytes_max);
+                continue;
+            }
             let rec = Record::Promised(state.promised);
             record::encode(&mut head, *g, &rec, self.opts.record_bytes_max);
             meta.note(*g, &rec);
@@ -815,6 +958,34 @@ impl Wal {
     }
 }
 
+/// The primary/backup image of `group` being recovered. The first of its
+/// records makes it one: the snapshot file read before the segments (in
+/// `rec.groups`, as every group's is) moves over, its first 8 bytes being
+/// the tag of the entry before its index (see [`Wal::append_pb`]).
+fn pb_durable(rec: &mut Recovered, group: GroupId) -> Result<&mut PbDurable, String> {
+    if !rec.pb.contains_key(&group) {
+        let mut durable = PbDurable::default();
+        if let Some(paxos) = rec.groups.remove(&group) {
+            if paxos.promised != Ballot::default() || !paxos.entries.is_empty() {
+                return Err(format!(
+                    "group {group} has Paxos and primary/backup records"
+                ));
+            }
+            if let Some((index, data)) = paxos.snapshot {
+                if data.len() < 8 {
+                    return Err(format!(
+                        "group {group}: primary/backup snapshot at {index} has no tag"
+                    ));
+                }
+                let tag = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+                durable.snapshot = Some((index, tag, data.slice(8..)));
+            }
+        }
+        rec.pb.insert(group, durable);
+    }
+    Ok(rec.pb.get_mut(&group).expect("inserted above"))
+}
+
 /// Where and why a segment is damaged (not a torn tail).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Damage {
@@ -841,7 +1012,7 @@ pub(crate) fn scan_segment(
     bytes: &[u8],
     is_last: bool,
     record_bytes_max: u32,
-    mut each: impl FnMut(usize, GroupId, Record) -> Result<(), Damage>,
+    mut each: impl FnMut(usize, GroupId, WalRecord) -> Result<(), Damage>,
 ) -> Result<Scanned, Damage> {
     let mut off = 0;
     while off < bytes.len() {

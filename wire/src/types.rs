@@ -901,6 +901,8 @@ pub enum Message {
     Config(Config),
     /// The view service's answer to a `PbPing` (kind 0x1E).
     PbView(PbViewReply),
+    /// Between the replicas of a primary/backup group (kinds 0x2D-0x2F).
+    Pb(PbMsg),
     /// The authentication handshake (kinds 0x50-0x52), the first frames of
     /// a connection to a cluster that has a key (see `src/auth.rs`).
     Auth(AuthMsg),
@@ -1094,6 +1096,13 @@ impl View {
     }
 }
 
+/// The `view` of a [`MasterOp::PbPing`] from a replica that restarted and
+/// was told it is the primary of a view it may have led before its crash
+/// (PROTOCOL.md 5.10): it will not act in that view, because it may have
+/// sent entries it never made durable; the view service moves the group to
+/// a newer view.
+pub const PB_PING_REFUSED: u64 = u64::MAX;
+
 /// The view service's answer to a [`MasterOp::PbPing`]: group `gid`'s
 /// current view, and whether its primary has acknowledged it (only then
 /// may the primary serve in it).
@@ -1102,6 +1111,73 @@ pub struct PbViewReply {
     pub gid: GroupId,
     pub view: View,
     pub acked: bool,
+}
+
+/// Primary → backup of a primary/backup group (kind 0x2D, PROTOCOL.md
+/// 5.11): log entries from `start`, checked against the tag of the entry
+/// before `start` (`prev_tag`; 0 before position 0), the primary's commit
+/// point and its latest read round. No entries: a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PbAppend {
+    pub view: View,
+    pub start: u64,
+    pub prev_tag: u64,
+    /// `(tag, batch)`: the view that created the entry, and the entry.
+    pub entries: Vec<(u64, Batch)>,
+    pub commit: u64,
+    pub read_round: u64,
+}
+
+/// Backup → primary (kind 0x2E). `ok`: the backup's log matches the
+/// primary's through `end` (durably). Not ok: it does not match at the
+/// Append's start; try from `end`. `view` above the primary's tells it a
+/// newer view exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PbAck {
+    pub view: u64,
+    pub from: ReplicaId,
+    pub ok: bool,
+    pub end: u64,
+    /// The highest read round heard from this view's primary.
+    pub read_round: u64,
+}
+
+/// Primary → backup (kind 0x2F): state transfer. The state as of `index`
+/// (every position below it applied), the tag of the entry before `index`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PbTransfer {
+    pub view: View,
+    pub index: u64,
+    pub last_tag: u64,
+    pub data: Bytes,
+}
+
+/// Every message between the replicas of one primary/backup group
+/// (`src/pb/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PbMsg {
+    Append(PbAppend),
+    Ack(PbAck),
+    Transfer(PbTransfer),
+}
+
+impl PbMsg {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PbMsg::Append(_) => "Append",
+            PbMsg::Ack(_) => "Ack",
+            PbMsg::Transfer(_) => "Transfer",
+        }
+    }
+    /// The sending replica: the view's primary for an Append or a
+    /// Transfer, the backup for an Ack.
+    pub fn from(&self) -> ReplicaId {
+        match self {
+            PbMsg::Append(m) => m.view.primary,
+            PbMsg::Ack(m) => m.from,
+            PbMsg::Transfer(m) => m.view.primary,
+        }
+    }
 }
 
 impl GroupInfo {

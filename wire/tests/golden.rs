@@ -37,8 +37,11 @@ use synod_wire::*;
 /// (primary/backup view service, issue 12) likewise: new kinds, checked by
 /// hand against PROTOCOL.md 5.10; a Paxos-mode `group_info` encodes as
 /// before, a primary/backup one is pinned in
-/// `config_with_primary_backup_group_golden_bytes`.
-const GOLDEN: [(u8, &str, &str); 60] = [
+/// `config_with_primary_backup_group_golden_bytes`. PbAppend, PbAck and
+/// PbTransfer (0x2D-0x2F, between a primary/backup group's replicas, issue
+/// 12) likewise: new kinds, no existing layout changed; cross-checked
+/// against an independent Python encoder of PROTOCOL.md 5.11's layouts.
+const GOLDEN: [(u8, &str, &str); 63] = [
     (KIND_GET, "53594e44010100001e000000060000000000000001000000e0c46c74290e978e", "080706050403020102000000000000000100000000000000020000006b31"),
     (KIND_PUT, "53594e44010200002700000007000000000000000100000087d2a475030a784b", "080706050403020101000000000000000000000000000000020000006b310500000068656c6c6f"),
     (KIND_APPEND, "53594e440103000023000000080000000000000001000000fbdc288eb53b660c", "080706050403020103000000000000000200000000000000020000006b310100000021"),
@@ -82,6 +85,9 @@ const GOLDEN: [(u8, &str, &str); 60] = [
     (KIND_SNAPSHOT_CHUNK, "53594e44012a000025000000000000000000000001000000146107af780d4bf8", "0100000064000000000000000500000000000000000000000000000005000000736e617021"),
     (KIND_PRE_VOTE, "53594e44012b0000180000000000000000000000010000007978a0f4f3fda0a1", "020000000600000000000000020000000a00000000000000"),
     (KIND_PRE_VOTE_REPLY, "53594e44012c00001d000000000000000000000001000000c00e77fe650b77ed", "0100000006000000000000000200000001050000000000000001000000"),
+    (KIND_PB_APPEND, "53594e44012d000055000000000000000000000003000000a3ac57d6eb16aeb6", "07000000000000000100000005000000000000000400000000000000060000000000000002000000070000000000000001000000010000006107000000000000000000000003000000000000000200000000000000"),
+    (KIND_PB_ACK, "53594e44012e00001d0000000000000000000000030000000c525d77fa421ece", "0700000000000000020000000106000000000000000200000000000000"),
+    (KIND_PB_TRANSFER, "53594e44012f00002c000000000000000000000003000000008ea2121d854fe2", "07000000000000000100000005000000000000000900000000000000060000000000000004000000736e6170"),
     (KIND_MASTER_JOIN, "53594e440130000041000000150000000000000000000000b3da42065e91c974", "08070605040302010100000000000000000000000000000002000000010000000200000003000000613a3103000000623a31020000000100000003000000633a32"),
     (KIND_MASTER_LEAVE, "53594e440131000024000000160000000000000000000000e037faf7dfb8ce48", "080706050403020102000000000000000100000000000000020000000200000003000000"),
     (KIND_MASTER_MOVE, "53594e44013200002000000017000000000000000000000008d5c0dc9b009c80", "0807060504030201030000000000000002000000000000000500000001000000"),
@@ -545,4 +551,66 @@ fn config_membership_flag_must_be_canonical() {
         decode_body(KIND_CONFIG, bytes::Bytes::from(unhex(&unlisted))),
         Err(DecodeError::Invalid("membership names an unlisted id"))
     );
+}
+
+/// PROTOCOL.md 5.11's validity rules for the primary/backup peer kinds:
+/// every refusal is an error for the connection, never a panic, and a
+/// count is checked against the bytes present before anything is reserved.
+#[test]
+fn pb_peer_messages_refuse_malformed_bodies() {
+    let body = |kind: u8| {
+        let frame = samples()
+            .into_iter()
+            .find(|f| kind_of(&f.message) == kind)
+            .expect("a sample of the kind");
+        encode(&frame)[HEADER_LEN..].to_vec()
+    };
+    let refuse = |kind: u8, b: &[u8], want: DecodeError| {
+        let got = Decoder::default().decode(&mut seal(kind, 0, 3, b));
+        assert_eq!(got, Err(want), "kind {kind:#04x} body {}", hex(b));
+    };
+    // A view whose primary is also a backup (primary 1, backups 0b111).
+    let mut b = body(KIND_PB_APPEND);
+    b[12] = 0b111;
+    refuse(
+        KIND_PB_APPEND,
+        &b,
+        DecodeError::Invalid("PbAppend primary out of range or a backup"),
+    );
+    // A primary of 64.
+    let mut b = body(KIND_PB_TRANSFER);
+    b[8] = 64;
+    refuse(
+        KIND_PB_TRANSFER,
+        &b,
+        DecodeError::Invalid("PbTransfer primary out of range or a backup"),
+    );
+    // An entry count the body cannot hold.
+    let mut b = body(KIND_PB_APPEND);
+    b[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
+    refuse(KIND_PB_APPEND, &b, DecodeError::Truncated);
+    // Ack: `ok` other than 0 or 1, `from` of 64 or more.
+    let mut b = body(KIND_PB_ACK);
+    b[12] = 2;
+    refuse(
+        KIND_PB_ACK,
+        &b,
+        DecodeError::Invalid("PbAck ok flag is not 0 or 1"),
+    );
+    let mut b = body(KIND_PB_ACK);
+    b[8] = 64;
+    refuse(
+        KIND_PB_ACK,
+        &b,
+        DecodeError::Invalid("PbAck from is 64 or more"),
+    );
+    // A transfer whose data length runs past the body, and a body with a
+    // byte left over.
+    let mut b = body(KIND_PB_TRANSFER);
+    let n = b.len();
+    b[n - 8..n - 4].copy_from_slice(&1000u32.to_le_bytes());
+    refuse(KIND_PB_TRANSFER, &b, DecodeError::Truncated);
+    let mut b = body(KIND_PB_ACK);
+    b.push(0);
+    refuse(KIND_PB_ACK, &b, DecodeError::TrailingBytes);
 }

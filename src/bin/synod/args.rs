@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::FalseyValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use synod_wire::GroupId;
 
 use super::*;
@@ -121,7 +121,15 @@ pub(crate) enum Cmd {
 #[derive(Debug, PartialEq, Subcommand)]
 pub(crate) enum Admin {
     /// Add replica group GID with members ADDR...
+    ///
+    /// --mode pb replicates the group by primary/backup with the master as
+    /// its view service: f+1 servers survive f failures (Paxos needs
+    /// 2f+1), but every write waits for every backup, and a dead server
+    /// stalls writes until the master moves to a new view
     Join {
+        /// How the group replicates (paxos or pb); never changes
+        #[arg(long, env = "SYNOD_ADMIN_JOIN_MODE", value_enum, default_value_t = Mode::Paxos)]
+        mode: Mode,
         #[arg(value_parser = parse_gid)]
         gid: GroupId,
         #[arg(required = true, value_name = "ADDR")]
@@ -188,6 +196,25 @@ pub(crate) enum Admin {
     },
 }
 
+/// A group's replication mode on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// Multi-Paxos among 2f+1 replicas
+    #[default]
+    Paxos,
+    /// Primary/backup among f+1 replicas, the master as view service
+    Pb,
+}
+
+impl From<Mode> for synod_wire::ReplicationMode {
+    fn from(m: Mode) -> synod_wire::ReplicationMode {
+        match m {
+            Mode::Paxos => synod_wire::ReplicationMode::Paxos,
+            Mode::Pb => synod_wire::ReplicationMode::PrimaryBackup,
+        }
+    }
+}
+
 /// `synod playground`'s options.
 #[derive(Debug, PartialEq, Args)]
 pub(crate) struct PlaygroundArgs {
@@ -207,6 +234,14 @@ pub(crate) struct PlaygroundArgs {
     #[arg(long, env = "SYNOD_PLAYGROUND_GROUPS", value_name = "G",
           default_value_t = PLAYGROUND_GROUPS, value_parser = parse_groups)]
     pub groups: GroupId,
+    /// How the KV groups replicate: paxos (each on every node), or pb
+    /// (primary/backup, each on --pb-replicas nodes, rotating)
+    #[arg(long, env = "SYNOD_PLAYGROUND_MODE", value_enum, default_value_t = Mode::Paxos)]
+    pub mode: Mode,
+    /// Servers per primary/backup group with --mode pb (at most --nodes)
+    #[arg(long, env = "SYNOD_PLAYGROUND_PB_REPLICAS", value_name = "N", default_value_t = 2,
+          value_parser = parse_nodes)]
+    pub pb_replicas: usize,
     /// Passed to every synod-server (repeat it: --server-arg=--reads
     /// --server-arg=log)
     #[arg(

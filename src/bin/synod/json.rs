@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use synod_wire::{Config, GroupId};
+use synod_wire::{Config, GroupId, ReplicationMode};
 
 /// A configuration:
 /// `{"num":N,"shards":[gid,...],"groups":{"gid":["addr",...],...}}`,
@@ -12,6 +12,7 @@ use synod_wire::{Config, GroupId};
 /// A group whose membership changed (replace, add-member, remove-member)
 /// also appears under `"membership"`: every server it ever listed, by
 /// replica id, which ids are members, and which the group started with.
+/// A primary/backup group appears under `"modes"` as `"pb"`.
 #[derive(Serialize)]
 pub(crate) struct ConfigJson<'a> {
     num: u64,
@@ -19,6 +20,10 @@ pub(crate) struct ConfigJson<'a> {
     groups: BTreeMap<GroupId, Vec<&'a str>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     membership: BTreeMap<GroupId, MembershipJson<'a>>,
+    /// Groups that do not replicate by Paxos, and how: `"pb"`
+    /// (primary/backup). Absent when every group is Paxos.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    modes: BTreeMap<GroupId, &'static str>,
 }
 
 /// `{"servers":["addr",...],"members":[id,...],"founders":[id,...]}`.
@@ -52,6 +57,12 @@ impl<'a> From<&'a Config> for ConfigJson<'a> {
                     };
                     (g.gid, m)
                 })
+                .collect(),
+            modes: config
+                .groups
+                .iter()
+                .filter(|g| g.mode == ReplicationMode::PrimaryBackup)
+                .map(|g| (g.gid, "pb"))
                 .collect(),
         }
     }

@@ -248,9 +248,11 @@ fn execute(client: &mut Client, request: Request) -> i32 {
         Cmd::Put { key, value } => client.put(bytes(key), bytes(value)).map(|()| None),
         Cmd::Append { key, value } => client.append(bytes(key), bytes(value)).map(|()| None),
         Cmd::Admin { command } => match command {
-            Admin::Join { gid, servers } => client
-                .join(vec![GroupInfo::new(gid, servers)])
-                .map(config_line),
+            Admin::Join { mode, gid, servers } => {
+                let mut group = GroupInfo::new(gid, servers);
+                group.mode = mode.into();
+                client.join(vec![group]).map(config_line)
+            }
             Admin::Leave { gids } => client.leave(gids).map(config_line),
             Admin::Move { shard, gid } => client.move_shard(shard, gid).map(config_line),
             Admin::Replace { gid, old, new } => client.replace(gid, old, new).map(config_line),

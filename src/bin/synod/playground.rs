@@ -262,7 +262,7 @@ pub(crate) fn playground_inner(args: &PlaygroundArgs, timeout: Duration) -> Resu
             );
             continue;
         }
-        let group = GroupInfo::new(gid, addrs.clone());
+        let group = playground_group(gid, &addrs, args.mode, args.pb_replicas);
         let what = format!("group {gid} to join");
         wait_for(&mut nodes, args.ready_within, &what, || {
             match client.join(vec![group.clone()]) {
@@ -472,5 +472,28 @@ pub(crate) fn shell_quote(text: &str) -> String {
         text.to_string()
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// Group `gid` of the playground: every node for a Paxos group; for a
+/// primary/backup group `replicas` nodes, rotating with the gid so the
+/// groups' primaries spread over the nodes.
+pub(crate) fn playground_group(
+    gid: GroupId,
+    addrs: &[String],
+    mode: Mode,
+    replicas: usize,
+) -> GroupInfo {
+    match mode {
+        Mode::Paxos => GroupInfo::new(gid, addrs.to_vec()),
+        Mode::Pb => {
+            let n = addrs.len();
+            let servers = (0..replicas.min(n))
+                .map(|i| addrs[(gid as usize - 1 + i) % n].clone())
+                .collect();
+            let mut group = GroupInfo::new(gid, servers);
+            group.mode = synod_wire::ReplicationMode::PrimaryBackup;
+            group
+        }
     }
 }

@@ -198,6 +198,15 @@ fn admin_commands_parse() {
     assert_eq!(
         admin(&["join", "3", "a:1", "b:2"]),
         Admin::Join {
+            mode: Mode::Paxos,
+            gid: 3,
+            servers: vec!["a:1".into(), "b:2".into()]
+        }
+    );
+    assert_eq!(
+        admin(&["join", "--mode", "pb", "3", "a:1", "b:2"]),
+        Admin::Join {
+            mode: Mode::Pb,
             gid: 3,
             servers: vec!["a:1".into(), "b:2".into()]
         }
@@ -246,6 +255,8 @@ fn playground_options_have_defaults() {
             base_port: 7100,
             nodes: 3,
             groups: 3,
+            mode: Mode::Paxos,
+            pb_replicas: 2,
             server_args: vec![],
             resp_port: None,
             metrics_port: None,
@@ -276,12 +287,18 @@ fn playground_options_have_defaults() {
             "--fsync",
             "--trace-dir",
             "/tmp/t",
+            "--mode",
+            "pb",
+            "--pb-replicas",
+            "3",
         ]),
         Cmd::Playground(PlaygroundArgs {
             dir: Some(PathBuf::from("/tmp/x")),
             base_port: 9000,
             nodes: 5,
             groups: 1,
+            mode: Mode::Pb,
+            pb_replicas: 3,
             server_args: vec!["--reads".into(), "log".into(), "--fsync".into()],
             resp_port: Some(9100),
             metrics_port: Some(9200),
@@ -338,6 +355,25 @@ fn shell_quote_only_when_needed() {
     assert_eq!(shell_quote("it's"), r#"'it'\''s'"#);
 }
 
+/// `--mode pb` puts each group on `--pb-replicas` nodes, rotating with the
+/// gid so primaries spread; `--mode paxos` on every node.
+#[test]
+fn playground_groups_by_mode() {
+    let addrs: Vec<String> = ["a:1", "b:1", "c:1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let g = playground_group(1, &addrs, Mode::Paxos, 2);
+    assert_eq!(
+        (g.servers.len(), g.mode),
+        (3, synod_wire::ReplicationMode::Paxos)
+    );
+    let g = playground_group(3, &addrs, Mode::Pb, 2);
+    assert_eq!(g.servers, vec!["c:1".to_string(), "a:1".to_string()]);
+    assert_eq!(g.mode, synod_wire::ReplicationMode::PrimaryBackup);
+    assert_eq!(playground_group(2, &addrs, Mode::Pb, 5).servers.len(), 3);
+}
+
 #[test]
 fn playground_refuses_a_busy_port() {
     // Ports are checked before anything else (even finding
@@ -349,6 +385,8 @@ fn playground_refuses_a_busy_port() {
         base_port: port,
         nodes: 1,
         groups: 1,
+        mode: Mode::Paxos,
+        pb_replicas: 2,
         server_args: vec![],
         resp_port: None,
         metrics_port: None,

@@ -6,8 +6,9 @@ use bytes::Bytes;
 use crate::types::{
     Accept, Accepted, AuthChallenge, AuthHello, AuthMsg, AuthProof, AuthRole, CatchupRequest,
     CatchupResponse, ClientReply, ClientRequest, Commit, Config, ExpireCond, Expiry, Heartbeat,
-    Message, Op, PaxosMsg, PbViewReply, PreVote, PreVoteReply, Prepare, Promise, PutCond, Reject,
-    ShardData, ShardPull, ShardRef, SnapshotChunk, SnapshotRequest, View, SCAN_COUNT_MAX,
+    Message, Op, PaxosMsg, PbAck, PbAppend, PbMsg, PbTransfer, PbViewReply, PreVote, PreVoteReply,
+    Prepare, Promise, PutCond, Reject, ShardData, ShardPull, ShardRef, SnapshotChunk,
+    SnapshotRequest, SCAN_COUNT_MAX,
 };
 
 use super::*;
@@ -234,23 +235,42 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
         })),
         KIND_PB_VIEW => {
             let gid = r.u32()?;
-            let view = View {
-                num: r.u64()?,
-                primary: r.u32()?,
-                backups: r.u64()?,
-            };
+            let view = r.view("PbView primary out of range or a backup")?;
             let acked = match r.u8()? {
                 0 => false,
                 1 => true,
                 _ => return Err(DecodeError::Invalid("PbView acked flag is not 0 or 1")),
             };
-            if view.primary >= 64 || view.backups & (1u64 << view.primary) != 0 {
-                return Err(DecodeError::Invalid(
-                    "PbView primary out of range or a backup",
-                ));
-            }
             Message::PbView(PbViewReply { gid, view, acked })
         }
+        KIND_PB_APPEND => Message::Pb(PbMsg::Append(PbAppend {
+            view: r.view("PbAppend primary out of range or a backup")?,
+            start: r.u64()?,
+            prev_tag: r.u64()?,
+            entries: r.pb_entries()?,
+            commit: r.u64()?,
+            read_round: r.u64()?,
+        })),
+        KIND_PB_ACK => Message::Pb(PbMsg::Ack(PbAck {
+            view: r.u64()?,
+            from: match r.u32()? {
+                id if id < 64 => id,
+                _ => return Err(DecodeError::Invalid("PbAck from is 64 or more")),
+            },
+            ok: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid("PbAck ok flag is not 0 or 1")),
+            },
+            end: r.u64()?,
+            read_round: r.u64()?,
+        })),
+        KIND_PB_TRANSFER => Message::Pb(PbMsg::Transfer(PbTransfer {
+            view: r.view("PbTransfer primary out of range or a backup")?,
+            index: r.u64()?,
+            last_tag: r.u64()?,
+            data: r.byte_string()?,
+        })),
         KIND_MASTER_JOIN..=KIND_MASTER_PB_PING => {
             Message::Master(read_master_request(kind, &mut r)?)
         }

@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::types::{
     AuthMsg, Ballot, Batch, ClientReply, ClientRequest, Expiry, Frame, Message, Op, PaxosMsg,
-    Proposal, ReplicaId,
+    PbMsg, Proposal, ReplicaId, View,
 };
 
 use super::*;
@@ -157,10 +157,33 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
         }
         Message::PbView(v) => {
             out.put_u32_le(v.gid);
-            out.put_u64_le(v.view.num);
-            out.put_u32_le(v.view.primary);
-            out.put_u64_le(v.view.backups);
+            put_view(out, &v.view);
             out.put_u8(u8::from(v.acked));
+        }
+        Message::Pb(PbMsg::Append(m)) => {
+            put_view(out, &m.view);
+            out.put_u64_le(m.start);
+            out.put_u64_le(m.prev_tag);
+            put_count(out, m.entries.len());
+            for (tag, batch) in &m.entries {
+                out.put_u64_le(*tag);
+                put_batch(out, batch);
+            }
+            out.put_u64_le(m.commit);
+            out.put_u64_le(m.read_round);
+        }
+        Message::Pb(PbMsg::Ack(m)) => {
+            out.put_u64_le(m.view);
+            out.put_u32_le(m.from);
+            out.put_u8(u8::from(m.ok));
+            out.put_u64_le(m.end);
+            out.put_u64_le(m.read_round);
+        }
+        Message::Pb(PbMsg::Transfer(m)) => {
+            put_view(out, &m.view);
+            out.put_u64_le(m.index);
+            out.put_u64_le(m.last_tag);
+            put_byte_string(out, &m.data);
         }
         Message::ShardPull(p) => {
             out.put_u64_le(p.config_num);
@@ -399,6 +422,13 @@ pub(super) fn put_count(out: &mut BytesMut, n: usize) {
 pub(super) fn put_byte_string(out: &mut BytesMut, b: &[u8]) {
     put_count(out, b.len());
     out.put_slice(b);
+}
+
+/// `num u64 | primary u32 | backups u64` (20 bytes).
+fn put_view(out: &mut BytesMut, v: &View) {
+    out.put_u64_le(v.num);
+    out.put_u32_le(v.primary);
+    out.put_u64_le(v.backups);
 }
 
 fn put_ballot(out: &mut BytesMut, b: &Ballot) {

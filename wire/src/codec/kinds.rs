@@ -1,7 +1,7 @@
 //! Kind codes: one byte per message kind in the header, and which
 //! [`Message`] (or request [`Op`]) each stands for.
 
-use crate::types::{AuthMsg, ClientReply, MasterOp, Message, Op, PaxosMsg};
+use crate::types::{AuthMsg, ClientReply, MasterOp, Message, Op, PaxosMsg, PbMsg};
 
 /// Client request: read a key.
 pub const KIND_GET: u8 = 0x01;
@@ -91,6 +91,12 @@ pub const KIND_SNAPSHOT_CHUNK: u8 = 0x2A;
 pub const KIND_PRE_VOTE: u8 = 0x2B;
 /// Paxos: the answer to a pre-vote.
 pub const KIND_PRE_VOTE_REPLY: u8 = 0x2C;
+/// Primary/backup: the primary's log entries (or heartbeat) to a backup.
+pub const KIND_PB_APPEND: u8 = 0x2D;
+/// Primary/backup: a backup's answer to an Append or a Transfer.
+pub const KIND_PB_ACK: u8 = 0x2E;
+/// Primary/backup: the primary's state, to a backup behind its log.
+pub const KIND_PB_TRANSFER: u8 = 0x2F;
 /// Shard master request: add groups and rebalance.
 pub const KIND_MASTER_JOIN: u8 = 0x30;
 /// Shard master request: remove groups and rebalance.
@@ -140,7 +146,7 @@ pub const LATEST_CONFIG: u64 = u64::MAX;
 
 /// Every message kind code this version defines, in ascending order (the
 /// trace stamp, [`KIND_TRACE_STAMP`], is a frame kind but not a message).
-pub const ALL_KINDS: [u8; 60] = [
+pub const ALL_KINDS: [u8; 63] = [
     KIND_GET,
     KIND_PUT,
     KIND_APPEND,
@@ -184,6 +190,9 @@ pub const ALL_KINDS: [u8; 60] = [
     KIND_SNAPSHOT_CHUNK,
     KIND_PRE_VOTE,
     KIND_PRE_VOTE_REPLY,
+    KIND_PB_APPEND,
+    KIND_PB_ACK,
+    KIND_PB_TRANSFER,
     KIND_MASTER_JOIN,
     KIND_MASTER_LEAVE,
     KIND_MASTER_MOVE,
@@ -249,6 +258,9 @@ pub fn kind_name(kind: u8) -> &'static str {
         KIND_SNAPSHOT_CHUNK => "SnapshotChunk",
         KIND_PRE_VOTE => "PreVote",
         KIND_PRE_VOTE_REPLY => "PreVoteReply",
+        KIND_PB_APPEND => "PbAppend",
+        KIND_PB_ACK => "PbAck",
+        KIND_PB_TRANSFER => "PbTransfer",
         KIND_MASTER_JOIN => "MasterJoin",
         KIND_MASTER_LEAVE => "MasterLeave",
         KIND_MASTER_MOVE => "MasterMove",
@@ -285,7 +297,7 @@ pub fn is_known_kind(kind: u8) -> bool {
             KIND_OK..=KIND_SESSION_EXPIRED
                 | KIND_WRONG_CORE
                 | KIND_PB_VIEW
-                | KIND_PREPARE..=KIND_PRE_VOTE_REPLY
+                | KIND_PREPARE..=KIND_PB_TRANSFER
                 | KIND_MASTER_JOIN..=KIND_MASTER_PB_PING
                 | KIND_SHARD_PULL..=KIND_TXN_RESOLVE
                 | KIND_AUTH_HELLO..=KIND_AUTH_PROOF
@@ -327,6 +339,9 @@ pub fn kind_of(msg: &Message) -> u8 {
         Message::Master(req) => master_op_kind(&req.op),
         Message::Config(_) => KIND_CONFIG,
         Message::PbView(_) => KIND_PB_VIEW,
+        Message::Pb(PbMsg::Append(_)) => KIND_PB_APPEND,
+        Message::Pb(PbMsg::Ack(_)) => KIND_PB_ACK,
+        Message::Pb(PbMsg::Transfer(_)) => KIND_PB_TRANSFER,
         Message::ShardPull(_) => KIND_SHARD_PULL,
         Message::ShardDelete(_) => KIND_SHARD_DELETE,
         Message::ShardData(_) => KIND_SHARD_DATA,

@@ -7,7 +7,7 @@ use crate::cursor::ByteReader;
 
 use crate::types::{
     Ballot, Batch, Expiry, GroupId, GroupInfo, GroupStatus, LogEntry, NodeStatus, Proposal,
-    ReplicaId, ReplicationMode,
+    ReplicaId, ReplicationMode, View,
 };
 
 use super::*;
@@ -17,6 +17,7 @@ use super::*;
 const MIN_COMMAND_LEN: usize = 4; // length prefix
 const MIN_PROPOSAL_LEN: usize = 8 + 4; // slot + empty batch
 const MIN_LOG_ENTRY_LEN: usize = 8 + 12 + 4; // slot + ballot + empty batch
+const MIN_PB_ENTRY_LEN: usize = 8 + 4; // tag + empty batch
 const SLOT_LEN: usize = 8;
 const GID_LEN: usize = 4;
 const MIN_GROUP_INFO_LEN: usize = 4 + 4; // gid + empty server list
@@ -107,6 +108,30 @@ impl<'a> Reader<'a> {
             });
         }
         Ok(entries)
+    }
+
+    /// A primary/backup Append's `vec<pb_entry>`: `tag u64`, `batch`.
+    pub(super) fn pb_entries(&mut self) -> Result<Vec<(u64, Batch)>, DecodeError> {
+        let n = self.count(MIN_PB_ENTRY_LEN)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push((self.u64()?, self.batch()?));
+        }
+        Ok(entries)
+    }
+
+    /// A `view`; refused as `Invalid` (`what`) when its primary is 64 or
+    /// more or also a backup (what the replicas assume of every view).
+    pub(super) fn view(&mut self, what: &'static str) -> Result<View, DecodeError> {
+        let view = View {
+            num: self.u64()?,
+            primary: self.u32()?,
+            backups: self.u64()?,
+        };
+        if view.primary >= 64 || view.backups & (1u64 << view.primary) != 0 {
+            return Err(DecodeError::Invalid(what));
+        }
+        Ok(view)
     }
 
     pub(super) fn slots(&mut self) -> Result<Vec<u64>, DecodeError> {

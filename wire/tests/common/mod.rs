@@ -70,6 +70,24 @@ fn paxos(m: PaxosMsg) -> Frame {
     }
 }
 
+/// Primary/backup peer messages travel under their group's id, like Paxos.
+fn pb(m: PbMsg) -> Frame {
+    Frame {
+        request_id: 0,
+        group: 3,
+        message: Message::Pb(m),
+    }
+}
+
+/// The view of the primary/backup samples: view 7, primary 1, backups 0 and 2.
+fn pb_view() -> View {
+    View {
+        num: 7,
+        primary: 1,
+        backups: 0b101,
+    }
+}
+
 /// The Put request of PROTOCOL.md's worked example.
 pub fn example_put() -> Frame {
     client(
@@ -456,6 +474,35 @@ pub fn samples() -> Vec<Frame> {
             granted: true,
             promised: ballot,
         })),
+        pb(PbMsg::Append(PbAppend {
+            view: pb_view(),
+            start: 4,
+            prev_tag: 6,
+            entries: vec![
+                (
+                    7,
+                    Batch {
+                        commands: vec![b("a")],
+                    },
+                ),
+                (7, Batch { commands: vec![] }),
+            ],
+            commit: 3,
+            read_round: 2,
+        })),
+        pb(PbMsg::Ack(PbAck {
+            view: 7,
+            from: 2,
+            ok: true,
+            end: 6,
+            read_round: 2,
+        })),
+        pb(PbMsg::Transfer(PbTransfer {
+            view: pb_view(),
+            index: 9,
+            last_tag: 6,
+            data: b("snap"),
+        })),
         master_req(
             1,
             MasterOp::Join {
@@ -647,6 +694,9 @@ pub fn payload_slices(msg: &Message) -> Vec<&Bytes> {
         Message::Paxos(_) => vec![],
         // Master messages carry only integers and (copied) strings.
         Message::Master(_) | Message::Config(_) | Message::PbView(_) => vec![],
+        Message::Pb(PbMsg::Append(m)) => m.entries.iter().flat_map(|e| batch(&e.1)).collect(),
+        Message::Pb(PbMsg::Transfer(m)) => vec![&m.data],
+        Message::Pb(PbMsg::Ack(_)) => vec![],
         Message::ShardPull(_) | Message::ShardDelete(_) | Message::TxnResolve(_) => vec![],
         Message::ShardData(d) => vec![&d.data],
         // Fixed-size arrays, copied.
@@ -1445,8 +1495,65 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
                 })
             })
             .boxed()),
+        KIND_PB_APPEND => (
+            arb_view(),
+            any::<u64>(),
+            any::<u64>(),
+            vec((any::<u64>(), arb_batch()), 0..4),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(view, start, prev_tag, entries, commit, read_round)| {
+                Message::Pb(PbMsg::Append(PbAppend {
+                    view,
+                    start,
+                    prev_tag,
+                    entries,
+                    commit,
+                    read_round,
+                }))
+            })
+            .boxed(),
+        KIND_PB_ACK => (
+            any::<u64>(),
+            0..64u32,
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(view, from, ok, end, read_round)| {
+                Message::Pb(PbMsg::Ack(PbAck {
+                    view,
+                    from,
+                    ok,
+                    end,
+                    read_round,
+                }))
+            })
+            .boxed(),
+        KIND_PB_TRANSFER => (arb_view(), any::<u64>(), any::<u64>(), arb_bytes(64))
+            .prop_map(|(view, index, last_tag, data)| {
+                Message::Pb(PbMsg::Transfer(PbTransfer {
+                    view,
+                    index,
+                    last_tag,
+                    data,
+                }))
+            })
+            .boxed(),
         _ => unreachable!("unknown kind {kind:#04x}"),
     }
+}
+
+/// A view the decoder accepts: primary below 64 and not a backup.
+fn arb_view() -> BoxedStrategy<View> {
+    (any::<u64>(), 0..64u32, any::<u64>())
+        .prop_map(|(num, primary, backups)| View {
+            num,
+            primary,
+            backups: backups & !(1u64 << primary),
+        })
+        .boxed()
 }
 
 /// Arbitrary messages of every kind, each kind equally likely.

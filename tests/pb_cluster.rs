@@ -1,0 +1,247 @@
+//! Issue 12 over real processes: a primary/backup group of two
+//! `synod-server` nodes (f+1 = 2 survive f = 1 failure) beside a
+//! three-node master group, its view service. Writes are acknowledged; the
+//! primary is SIGKILLed; the master must move to a new view whose primary
+//! is the backup, acknowledged writes continue, and every write
+//! acknowledged before or after is still readable. The killed node then
+//! restarts and rejoins as a backup; to show that it really holds every
+//! acknowledged write (not just that it says so), the other node is killed
+//! next and the restarted one, now the only live replica, must serve all
+//! of them as the primary of yet another view.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use synod_wire::{GroupInfo, ReplicationMode};
+
+/// The group's replicas are nodes 3 and 4 (replica ids 0 and 1); nodes
+/// 0-2 are the masters and are never killed.
+const PB: [usize; 2] = [3, 4];
+
+/// The node serving as the group's primary, by a status request (its
+/// `leading` is "serving primary").
+fn primary(c: &Cluster) -> Option<usize> {
+    c.group_leader(GID, &PB)
+}
+
+fn put_all(c: &Cluster, keys: std::ops::Range<u32>, acked: &mut Vec<(String, String)>) {
+    let mut client = c.client_with_timeout(Duration::from_secs(30));
+    for i in keys {
+        let (k, v) = (format!("k{i}"), format!("v{i}"));
+        client
+            .put(k.clone(), v.clone())
+            .unwrap_or_else(|e| panic!("put {k}: {e}"));
+        acked.push((k, v));
+    }
+}
+
+fn check_all(c: &Cluster, acked: &[(String, String)]) {
+    let mut client = c.client_with_timeout(Duration::from_secs(30));
+    for (k, v) in acked {
+        let got = client
+            .get(k.clone())
+            .unwrap_or_else(|e| panic!("get {k}: {e}"));
+        assert_eq!(
+            got.as_deref(),
+            Some(v.as_bytes()),
+            "acknowledged write {k}={v} lost"
+        );
+    }
+}
+
+/// The line a replica logs when it takes a view: is replica `me` of group
+/// 1 in a view whose primary is `primary` (and how many such lines)?
+fn views_with_primary(c: &Cluster, node: usize, me: u32, primary: u32) -> usize {
+    let want = format!("group {GID} replica {me} in view Some(View {{ num: ");
+    c.log(node)
+        .lines()
+        .filter(|l| l.contains(&want) && l.contains(&format!("primary: {primary},")))
+        .count()
+}
+
+/// How many times replica `me` (on `node`) logged serving as the primary of
+/// a view whose only backup is `backup`.
+fn serving_with_backup(c: &Cluster, node: usize, me: u32, backup: u32) -> usize {
+    c.log(node)
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("group {GID} replica {me} in view Some(View"))
+                && l.contains(&format!("primary: {me}, backups: {} }}", 1u64 << backup))
+                && l.contains("serving true")
+        })
+        .count()
+}
+
+#[test]
+fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
+    let mut c = Cluster::with_extra_nodes(3, 2);
+    let mut group = GroupInfo::new(GID, PB.iter().map(|&i| c.nodes[i].addr.clone()).collect());
+    group.mode = ReplicationMode::PrimaryBackup;
+    c.client().join(vec![group]).expect("join group 1 as pb");
+    c.wait_for(Duration::from_secs(30), |c| {
+        c.client_with_timeout(Duration::from_secs(2))
+            .put(&b"__ready"[..], &b"1"[..])
+            .is_ok()
+    });
+    let mut acked = Vec::new();
+    put_all(&c, 0..50, &mut acked);
+
+    let mut first = None;
+    c.wait_for(Duration::from_secs(10), |c| {
+        first = primary(c);
+        first.is_some()
+    });
+    let first = first.expect("a primary");
+    let other = if first == PB[0] { PB[1] } else { PB[0] };
+    let (first_id, other_id) = ((first - PB[0]) as u32, (other - PB[0]) as u32);
+
+    // Kill the primary; the backup must become primary of a new view
+    // (after the master's dead-ping timeout), and writes go on.
+    c.kill(first);
+    let killed_at = Instant::now();
+    let mut client = c.client_with_timeout(Duration::from_secs(30));
+    client
+        .put("after-kill", "1")
+        .expect("a write after the primary died");
+    eprintln!(
+        "first acknowledged write {:?} after killing the primary",
+        killed_at.elapsed()
+    );
+    acked.push(("after-kill".into(), "1".into()));
+    c.wait_for(Duration::from_secs(10), |c| primary(c) == Some(other));
+    assert!(
+        views_with_primary(&c, other, other_id, other_id) >= 1,
+        "the backup never took a view as primary:\n{}",
+        tail(&c.log(other), 30)
+    );
+    put_all(&c, 50..100, &mut acked);
+    check_all(&c, &acked);
+
+    // The killed node restarts from its disk and rejoins as a backup of
+    // the survivor's view (the master adds a live server to the view).
+    c.start_node(first);
+    c.wait_for(Duration::from_secs(30), |c| {
+        views_with_primary(c, first, first_id, other_id) >= 1
+    });
+    put_all(&c, 100..150, &mut acked);
+    // Its view with it as a backup is acknowledged only once it holds the
+    // primary's whole log: wait until the master has recorded that (the
+    // primary logs a view change it serves in).
+    c.wait_for(Duration::from_secs(30), |c| {
+        serving_with_backup(c, other, other_id, first_id) >= 1
+    });
+    put_all(&c, 150..200, &mut acked);
+
+    // Now the survivor dies: the rejoined node is the only live replica,
+    // and must serve every acknowledged write as primary.
+    c.kill(other);
+    c.wait_for(Duration::from_secs(30), |c| primary(c) == Some(first));
+    check_all(&c, &acked);
+    put_all(&c, 200..220, &mut acked);
+    check_all(&c, &acked);
+}
+
+/// Issue 12's failover figure (a measurement, not a check; run by hand:
+/// `cargo test --release --test pb_cluster -- --ignored --nocapture`):
+/// 20 times, SIGKILL the primary and time the first acknowledged write
+/// after it, then restart the node and wait until it is a backup of an
+/// acknowledged view again. Prints p50, p90 and max.
+#[test]
+#[ignore]
+fn pb_failover_time_over_20_kills() {
+    let mut c = Cluster::with_extra_nodes(3, 2);
+    let mut group = GroupInfo::new(GID, PB.iter().map(|&i| c.nodes[i].addr.clone()).collect());
+    group.mode = ReplicationMode::PrimaryBackup;
+    c.client().join(vec![group]).expect("join group 1 as pb");
+    c.wait_for(Duration::from_secs(30), |c| {
+        c.client_with_timeout(Duration::from_secs(2))
+            .put(&b"__ready"[..], &b"1"[..])
+            .is_ok()
+    });
+    let mut acked = Vec::new();
+    let mut times = Vec::new();
+    for kill in 0..20u32 {
+        let mut p = None;
+        c.wait_for(Duration::from_secs(10), |c| {
+            p = primary(c);
+            p.is_some()
+        });
+        let p = p.expect("a primary");
+        let (other, p_id) = (if p == PB[0] { PB[1] } else { PB[0] }, (p - PB[0]) as u32);
+        let other_id = (other - PB[0]) as u32;
+        let mut client = c.client_with_timeout(Duration::from_secs(30));
+        client
+            .put(format!("warm{kill}"), "1")
+            .expect("warm-up write");
+        c.kill(p);
+        let t = Instant::now();
+        client
+            .put(format!("after{kill}"), "1")
+            .expect("a write after the kill");
+        times.push(t.elapsed());
+        acked.push((format!("after{kill}"), "1".to_string()));
+        // Back as a backup of an acknowledged view (one more such line in
+        // the primary's log, which is appended to across rounds), so the
+        // next kill is one the group survives.
+        let before = serving_with_backup(&c, other, other_id, p_id);
+        c.start_node(p);
+        c.wait_for(Duration::from_secs(30), |c| {
+            serving_with_backup(c, other, other_id, p_id) > before
+        });
+    }
+    check_all(&c, &acked);
+    times.sort();
+    eprintln!(
+        "failover over {} kills: p50 {:?}, p90 {:?}, max {:?}",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() * 9 / 10],
+        times[times.len() - 1]
+    );
+}
+
+/// Shards move into and out of a primary/backup group through the same
+/// migrator as between Paxos groups, data and dedup state together: a
+/// Paxos group (the three master nodes) holds every key; a pb group of two
+/// other nodes joins (about half the shards move to it), then the Paxos
+/// group leaves (every shard moves to it), then the Paxos group joins again
+/// (shards move back out of the pb group). Every acknowledged write is
+/// readable after each step.
+#[test]
+fn shards_migrate_between_paxos_and_pb_groups() {
+    let c = Cluster::with_extra_nodes(3, 2);
+    let paxos = GroupInfo::new(GID, c.masters.clone());
+    c.client()
+        .join(vec![paxos.clone()])
+        .expect("join paxos group 1");
+    c.wait_for(Duration::from_secs(30), |c| {
+        c.client_with_timeout(Duration::from_secs(2))
+            .put(&b"__ready"[..], &b"1"[..])
+            .is_ok()
+    });
+    let mut acked = Vec::new();
+    put_all(&c, 0..100, &mut acked);
+
+    let mut pb = GroupInfo::new(2, PB.iter().map(|&i| c.nodes[i].addr.clone()).collect());
+    pb.mode = ReplicationMode::PrimaryBackup;
+    let config = c.client().join(vec![pb]).expect("join pb group 2");
+    assert!(config.shards.contains(&2) && config.shards.contains(&GID));
+    check_all(&c, &acked);
+    put_all(&c, 100..150, &mut acked);
+
+    let config = c.client().leave(vec![GID]).expect("paxos group 1 leaves");
+    assert!(config.shards.iter().all(|&g| g == 2), "{:?}", config.shards);
+    check_all(&c, &acked);
+    put_all(&c, 150..200, &mut acked);
+
+    let config = c
+        .client()
+        .join(vec![paxos])
+        .expect("paxos group 1 joins again");
+    assert!(config.shards.contains(&GID));
+    check_all(&c, &acked);
+    put_all(&c, 200..220, &mut acked);
+    check_all(&c, &acked);
+}
