@@ -43,26 +43,14 @@ if [[ -z ${BIN_DIR:-} ]]; then
     (cd "$ROOT" && cargo build --release --bins --quiet)
 fi
 BENCH=${BIN_DIR:-$ROOT/target/release}/synod-bench
-HZ=$(getconf CLK_TCK)
 
 declare -A OPS CPU
 RAW=()
 for run in $(seq 1 "$RUNS"); do
     for g in $COUNTS; do
-        rm -rf "$WORK/cluster" "$WORK"/playground.*
-        SYNOD_GROUPS=$g start_playground "$WORK" "$PORT" ||
+        SYNOD_GROUPS=$g measure_puts "$WORK" "$PORT" ||
             { echo "groups: playground with $g groups did not start" >&2; exit 1; }
-        "$BENCH" --workload get --prefill yes --ops 1 --keys "$KEYS" --quiet >/dev/null
-        mapfile -t NODES < <(node_pids)
-        load=$(cut -d' ' -f1 /proc/loadavg)
-        before=$(cpu_ticks "${NODES[@]}")
-        line=$("$BENCH" --workload put --clients "$CLIENTS" --pipeline "$PIPELINE" \
-            --warmup 0 --duration "$DURATION" --keys "$KEYS" --prefill no --quiet | tail -1)
-        ticks=$(($(cpu_ticks "${NODES[@]}") - before))
-        stop_playground
-        ops=$(kv ops_per_sec "$line")
-        puts=$(kv ops "$line")
-        us=$(awk -v t="$ticks" -v hz="$HZ" -v n="$puts" 'BEGIN {printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0)}')
+        ops=$PUT_OPS us=$PUT_US load=$PUT_LOAD line=$PUT_LINE
         echo "groups: run $run, $g group(s): $ops puts/s, $us us of server CPU per put (load before $load)" >&2
         OPS[$g]+="$ops "
         CPU[$g]+="$us "

@@ -180,3 +180,27 @@ wait_write() {
     echo "no write acknowledged within $1 s" >&2
     return 1
 }
+
+# measure_puts WORK PORT [PLAYGROUND ARGS...]: one fresh playground (with
+# SYNOD_GROUPS and the ARGS), keys 0..KEYS prefilled, then a closed-loop
+# put run of synod-bench ($BENCH) with CLIENTS x PIPELINE for DURATION
+# seconds; stops the playground. Sets PUT_OPS (puts/s), PUT_US (server CPU
+# per put, µs: user+system ticks of the nodes over the run's puts),
+# PUT_LOAD (1-min load before) and PUT_LINE (the bench's last line).
+# Returns 1 if the playground did not start.
+measure_puts() {
+    local work=$1 port=$2 before ticks
+    shift 2
+    rm -rf "$work/cluster" "$work"/playground.*
+    start_playground "$work" "$port" "$@" || return 1
+    "$BENCH" --workload get --prefill yes --ops 1 --keys "$KEYS" --quiet >/dev/null
+    mapfile -t NODES < <(node_pids)
+    PUT_LOAD=$(cut -d' ' -f1 /proc/loadavg)
+    before=$(cpu_ticks "${NODES[@]}")
+    PUT_LINE=$("$BENCH" --workload put --clients "$CLIENTS" --pipeline "$PIPELINE" \
+        --warmup 0 --duration "$DURATION" --keys "$KEYS" --prefill no --quiet | tail -1)
+    ticks=$(($(cpu_ticks "${NODES[@]}") - before))
+    stop_playground
+    PUT_OPS=$(kv ops_per_sec "$PUT_LINE")
+    PUT_US=$(per_op "$ticks" "$(kv ops "$PUT_LINE")")
+}
