@@ -70,9 +70,7 @@ pub(crate) fn encode(
     rec: &Record,
     record_bytes_max: u32,
 ) -> usize {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; PREFIX_LEN]);
-    push_u32(buf, group);
+    let start = begin(buf, group);
     match rec {
         Record::Promised(b) => {
             buf.push(TAG_PROMISED);
@@ -86,11 +84,7 @@ pub(crate) fn encode(
             buf.push(TAG_ACCEPTED);
             push_u64(buf, *slot);
             push_ballot(buf, *ballot);
-            push_u32(buf, fits_u32(batch.commands.len()));
-            for cmd in &batch.commands {
-                push_u32(buf, fits_u32(cmd.len()));
-                buf.extend_from_slice(cmd);
-            }
+            push_batch(buf, batch);
         }
         Record::Snapshot { .. } => panic!("snapshots are not WAL records"),
     }
@@ -107,9 +101,7 @@ pub(crate) fn encode_pb(
     rec: &PbRecord,
     record_bytes_max: u32,
 ) -> usize {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; PREFIX_LEN]);
-    push_u32(buf, group);
+    let start = begin(buf, group);
     match rec {
         PbRecord::View(v) => {
             buf.push(TAG_PB_VIEW);
@@ -119,11 +111,7 @@ pub(crate) fn encode_pb(
             buf.push(TAG_PB_ENTRY);
             push_u64(buf, *pos);
             push_u64(buf, *tag);
-            push_u32(buf, fits_u32(batch.commands.len()));
-            for cmd in &batch.commands {
-                push_u32(buf, fits_u32(cmd.len()));
-                buf.extend_from_slice(cmd);
-            }
+            push_batch(buf, batch);
         }
         PbRecord::Snapshot {
             index,
@@ -142,6 +130,25 @@ pub(crate) fn encode_pb(
         }
     }
     finish(buf, start, record_bytes_max)
+}
+
+/// Start a record of `group` at the end of `buf` (its prefix left to
+/// [`finish`]); returns where it starts.
+fn begin(buf: &mut Vec<u8>, group: GroupId) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; PREFIX_LEN]);
+    push_u32(buf, group);
+    start
+}
+
+/// A batch as Paxos and primary/backup records hold it: the command count,
+/// then each command with its length.
+fn push_batch(buf: &mut Vec<u8>, batch: &Batch) {
+    push_u32(buf, fits_u32(batch.commands.len()));
+    for cmd in &batch.commands {
+        push_u32(buf, fits_u32(cmd.len()));
+        buf.extend_from_slice(cmd);
+    }
 }
 
 /// Fill in the length and checksum of the record begun at `start`.
@@ -287,19 +294,8 @@ fn decode_pb(tag: u8, p: &[u8]) -> Result<PbRecord, String> {
             let fixed = |e: ReadError| format!("PbEntry payload {e}");
             let pos = r.u64().map_err(fixed)?;
             let tag = r.u64().map_err(fixed)?;
-            // Checked against the bytes present before reserving anything.
-            let count = r.count(4).map_err(fixed)?;
-            let mut commands = Vec::with_capacity(count);
-            for i in 0..count {
-                let command = r.bytes().map_err(|e| format!("PbEntry command {i} {e}"))?;
-                // A copy: a slice would pin the whole segment in memory.
-                commands.push(Bytes::copy_from_slice(command));
-            }
-            PbRecord::Entry {
-                pos,
-                tag,
-                batch: Batch { commands },
-            }
+            let batch = read_batch(&mut r, "PbEntry")?;
+            PbRecord::Entry { pos, tag, batch }
         }
         TAG_PB_INSTALL => {
             let fixed = |e: ReadError| format!("PbInstall payload {e}");
@@ -337,26 +333,32 @@ fn decode_paxos(tag: u8, p: &[u8]) -> Result<Record, String> {
             let fixed = |e: ReadError| format!("Accepted payload {e}");
             let slot = r.u64().map_err(fixed)?;
             let ballot = read_ballot(&mut r).map_err(fixed)?;
-            // Every command takes at least its 4-byte length, so a count the
-            // bytes cannot hold is refused before reserving anything.
-            let count = r.count(4).map_err(fixed)?;
-            let mut commands = Vec::with_capacity(count);
-            for i in 0..count {
-                let command = r.bytes().map_err(|e| format!("Accepted command {i} {e}"))?;
-                // A copy, not a slice of the segment buffer: a slice would pin
-                // the whole segment in memory for as long as the entry lives.
-                commands.push(Bytes::copy_from_slice(command));
-            }
+            let batch = read_batch(&mut r, "Accepted")?;
             r.finish()
                 .map_err(|e| format!("Accepted payload: {e} after the last command"))?;
             Ok(Record::Accepted {
                 slot,
                 ballot,
-                batch: Batch { commands },
+                batch,
             })
         }
         _ => Err(format!("unknown record tag {tag}")),
     }
+}
+
+/// A batch as [`push_batch`] wrote it, in record `what`.
+fn read_batch(r: &mut ByteReader, what: &str) -> Result<Batch, String> {
+    // Every command takes at least its 4-byte length, so a count the bytes
+    // cannot hold is refused before reserving anything.
+    let count = r.count(4).map_err(|e| format!("{what} payload {e}"))?;
+    let mut commands = Vec::with_capacity(count);
+    for i in 0..count {
+        let command = r.bytes().map_err(|e| format!("{what} command {i} {e}"))?;
+        // A copy, not a slice of the segment buffer: a slice would pin the
+        // whole segment in memory for as long as the entry lives.
+        commands.push(Bytes::copy_from_slice(command));
+    }
+    Ok(Batch { commands })
 }
 
 fn read_ballot(r: &mut ByteReader) -> Result<Ballot, ReadError> {
