@@ -403,6 +403,19 @@ impl Core {
             .paxos
             .slot_horizon
             .max(2 * self.cfg.snapshot_log_slots as u64);
+        let sm = self.new_store(gid);
+        let replica = Hosted::Kv(Replica::new(rc, durable, sm, &mut self.rng));
+        log::info!(
+            "core {} hosts group {gid} as replica {me} of {:?}",
+            self.id,
+            members
+        );
+        self.insert_group(gid, replica, members);
+    }
+
+    /// The KV state machine of group `gid` with this node's settings, as
+    /// either kind of group runs it.
+    fn new_store(&self, gid: GroupId) -> ShardKv {
         let mut sm = ShardKv::new(
             gid,
             KvOptions {
@@ -413,13 +426,7 @@ impl Core {
             },
         );
         sm.migrate_chunk_bytes = self.cfg.migrate_chunk_bytes;
-        let replica = Hosted::Kv(Replica::new(rc, durable, sm, &mut self.rng));
-        log::info!(
-            "core {} hosts group {gid} as replica {me} of {:?}",
-            self.id,
-            members
-        );
-        self.insert_group(gid, replica, members);
+        sm
     }
 
     /// Host replica `me` of primary/backup group `info`, from disk (issue
@@ -437,16 +444,7 @@ impl Core {
         pc.batch_bytes_max = page;
         pc.append_bytes_max = page;
         pc.snapshot_log_entries = self.cfg.snapshot_log_slots as u64;
-        let mut sm = ShardKv::new(
-            gid,
-            KvOptions {
-                shards: self.cfg.shards,
-                session_ttl_ms: self.cfg.session_ttl.as_millis() as u64,
-                sessions_per_shard_max: self.cfg.sessions_per_shard_max,
-                ..KvOptions::default()
-            },
-        );
-        sm.migrate_chunk_bytes = self.cfg.migrate_chunk_bytes;
+        let sm = self.new_store(gid);
         let replica = Hosted::Pb(PbReplica::new(pc, durable, sm));
         log::info!(
             "core {} hosts primary/backup group {gid} as replica {me} of {:?}",
