@@ -74,9 +74,10 @@ fn serving_with_backup(c: &Cluster, node: usize, me: u32, backup: u32) -> usize 
         .count()
 }
 
-#[test]
-fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
-    let mut c = Cluster::with_extra_nodes(3, 2);
+/// Three masters and two more nodes, group `GID` joined as primary/backup
+/// on nodes `PB`, serving writes.
+fn pb_cluster() -> Cluster {
+    let c = Cluster::with_extra_nodes(3, 2);
     let mut group = GroupInfo::new(GID, PB.iter().map(|&i| c.nodes[i].addr.clone()).collect());
     group.mode = ReplicationMode::PrimaryBackup;
     c.client().join(vec![group]).expect("join group 1 as pb");
@@ -85,6 +86,12 @@ fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
             .put(&b"__ready"[..], &b"1"[..])
             .is_ok()
     });
+    c
+}
+
+#[test]
+fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
+    let mut c = pb_cluster();
     let mut acked = Vec::new();
     put_all(&c, 0..50, &mut acked);
 
@@ -151,15 +158,7 @@ fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
 #[test]
 #[ignore]
 fn pb_failover_time_over_20_kills() {
-    let mut c = Cluster::with_extra_nodes(3, 2);
-    let mut group = GroupInfo::new(GID, PB.iter().map(|&i| c.nodes[i].addr.clone()).collect());
-    group.mode = ReplicationMode::PrimaryBackup;
-    c.client().join(vec![group]).expect("join group 1 as pb");
-    c.wait_for(Duration::from_secs(30), |c| {
-        c.client_with_timeout(Duration::from_secs(2))
-            .put(&b"__ready"[..], &b"1"[..])
-            .is_ok()
-    });
+    let mut c = pb_cluster();
     let mut acked = Vec::new();
     let mut times = Vec::new();
     for kill in 0..20u32 {
