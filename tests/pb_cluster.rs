@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use synod_wire::{GroupInfo, ReplicationMode};
+use synod_wire::{ClientReply, ClientRequest, GroupInfo, Message, Op, ReplicationMode};
 
 /// The group's replicas are nodes 3 and 4 (replica ids 0 and 1); nodes
 /// 0-2 are the masters and are never killed.
@@ -152,6 +152,81 @@ fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
 
 /// Issue 12's failover figure (a measurement, not a check; run by hand:
 /// `cargo test --release --test pb_cluster -- --ignored --nocapture`):
+/// The lab's partitioned old primary: the primary stops (SIGSTOP: it
+/// neither answers nor hears anything, as if cut off), the master moves
+/// the group to a view the backup leads, and a newer value is
+/// acknowledged there. The old primary then resumes still believing its
+/// view is current; reads sent straight to it, from the first instant,
+/// must never return the old value: it confirms its view with every backup
+/// per batch of reads, and the backup answers with the newer view. Writes
+/// sent straight to it must not be acknowledged either (its backup no
+/// longer acknowledges its Appends), unless they are really there.
+#[test]
+fn a_resumed_old_primary_serves_no_stale_read() {
+    let c = pb_cluster();
+    let mut client = c.client_with_timeout(Duration::from_secs(30));
+    client.put("k", "old").expect("put old");
+    let mut old = None;
+    c.wait_for(Duration::from_secs(10), |c| {
+        old = primary(c);
+        old.is_some()
+    });
+    let old = old.expect("a primary");
+    let other = if old == PB[0] { PB[1] } else { PB[0] };
+
+    c.signal(old, "STOP");
+    client.put("k", "new").expect("a write in the new view");
+    c.wait_for(Duration::from_secs(20), |c| primary(c) == Some(other));
+    c.signal(old, "CONT");
+
+    let addr = c.nodes[old].addr.clone();
+    let mut answers: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut written = Vec::new();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(3) {
+        n += 1;
+        let client_id = synod_wire::client_id_at(synod_wire::unix_now_ms(), n);
+        let get = Message::Request(ClientRequest {
+            client_id,
+            seq: 1,
+            ack_seq: 0,
+            op: Op::Get { key: "k".into() },
+        });
+        let answer = raw_call(&addr, GID, get, Duration::from_secs(2));
+        if let Some(Message::Reply(ClientReply::Ok(v))) = &answer {
+            assert_eq!(
+                &v[..],
+                b"new",
+                "the resumed old primary served a stale read"
+            );
+        }
+        *answers
+            .entry(format!("{answer:?}").chars().take(40).collect())
+            .or_default() += 1;
+        let key = format!("direct{n}");
+        let put = Message::Request(ClientRequest {
+            client_id,
+            seq: 1,
+            ack_seq: 0,
+            op: Op::Put {
+                key: key.clone().into(),
+                value: "1".into(),
+            },
+        });
+        if let Some(Message::Reply(ClientReply::Ok(_))) =
+            raw_call(&addr, GID, put, Duration::from_secs(2))
+        {
+            written.push((key, "1".to_string()));
+        }
+    }
+    eprintln!("answers of the resumed old primary to reads: {answers:?}");
+    assert_eq!(client.get("k").expect("get").as_deref(), Some(&b"new"[..]));
+    // A write it acknowledged (after learning the new view and rejoining as
+    // a backup it answers NotLeader, so normally none) must be there.
+    check_all(&c, &written);
+}
+
 /// 20 times, SIGKILL the primary and time the first acknowledged write
 /// after it, then restart the node and wait until it is a backup of an
 /// acknowledged view again. Prints p50, p90 and max.
