@@ -77,7 +77,12 @@ fn serving_with_backup(c: &Cluster, node: usize, me: u32, backup: u32) -> usize 
 /// Three masters and two more nodes, group `GID` joined as primary/backup
 /// on nodes `PB`, serving writes.
 fn pb_cluster() -> Cluster {
-    let c = Cluster::with_extra_nodes(3, 2);
+    pb_cluster_with(&[])
+}
+
+/// [`pb_cluster`] with `args` given to every node.
+fn pb_cluster_with(args: &[&str]) -> Cluster {
+    let c = Cluster::with_args(3, 2, args);
     let mut group = GroupInfo::new(GID, PB.iter().map(|&i| c.nodes[i].addr.clone()).collect());
     group.mode = ReplicationMode::PrimaryBackup;
     c.client().join(vec![group]).expect("join group 1 as pb");
@@ -223,6 +228,51 @@ fn a_resumed_old_primary_serves_no_stale_read() {
     // A write it acknowledged (after learning the new view and rejoining as
     // a backup it answers NotLeader, so normally none) must be there.
     check_all(&c, &written);
+}
+
+/// The lab's dead primary during state transfer: the backup dies, the
+/// primary alone takes enough writes to compact its log past everything
+/// the backup holds (a snapshot every 16 entries), the backup restarts
+/// (it can only catch up by a state transfer), and the primary is killed
+/// as soon as the backup has taken the view that adds it, mostly before
+/// the transfer lands. A backup without every acknowledged write must not
+/// be promoted; the group serves again once the primary restarts, with
+/// every acknowledged write.
+#[test]
+fn a_primary_killed_while_its_backup_catches_up_loses_nothing() {
+    let mut c = pb_cluster_with(&["--snapshot-log-slots", "16"]);
+    let mut acked = Vec::new();
+    put_all(&c, 0..20, &mut acked);
+    let mut p = None;
+    c.wait_for(Duration::from_secs(10), |c| {
+        p = primary(c);
+        p.is_some()
+    });
+    let p = p.expect("a primary");
+    let other = if p == PB[0] { PB[1] } else { PB[0] };
+    let (p_id, other_id) = ((p - PB[0]) as u32, (other - PB[0]) as u32);
+
+    c.kill(other);
+    put_all(&c, 20..220, &mut acked);
+    let before = views_with_primary(&c, other, other_id, p_id);
+    c.start_node(other);
+    c.wait_for(Duration::from_secs(30), |c| {
+        views_with_primary(c, other, other_id, p_id) > before
+    });
+    c.kill(p);
+    let transferred = c.log(other).contains("installing a state transfer");
+    let promoted = primary(&c) == Some(other);
+    eprintln!("the backup had installed the state transfer at the kill: {transferred}");
+    eprintln!("the catching-up backup is the primary right after the kill: {promoted}");
+    c.start_node(p);
+    check_all(&c, &acked);
+    put_all(&c, 220..240, &mut acked);
+    check_all(&c, &acked);
+    // The backup was brought up to date by a state transfer (the scenario
+    // this test is about), before the kill or after the restart.
+    c.wait_for(Duration::from_secs(30), |c| {
+        c.log(other).contains("installing a state transfer")
+    });
 }
 
 /// The lab's repeated crashes, and issue 12's failover figure:
