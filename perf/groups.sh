@@ -22,39 +22,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/perf/lib.sh"
 
 COUNTS=${GROUPS_COUNTS:-1 3 6}
-RUNS=${GROUPS_RUNS:-3}
-DURATION=${GROUPS_DURATION:-10}
-SETTING=${GROUPS_SETTING:-64x16}
-KEYS=${GROUPS_KEYS:-10000}
-PORT=${GROUPS_PORT:-17300}
-OUT=${GROUPS_OUT:-$ROOT/perf/results/groups-$(date +%Y-%m-%d).md}
-CLIENTS=${SETTING%x*}
-PIPELINE=${SETTING#*x}
+put_compare_setup GROUPS groups 17300
 
-WORK=$(mktemp -d /tmp/synod-groups.XXXXXX)
-cleanup() {
-    stop_playground
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [[ -z ${BIN_DIR:-} ]]; then
-    (cd "$ROOT" && cargo build --release --bins --quiet)
-fi
-BENCH=${BIN_DIR:-$ROOT/target/release}/synod-bench
-
-declare -A OPS CPU
-RAW=()
 for run in $(seq 1 "$RUNS"); do
     for g in $COUNTS; do
         SYNOD_GROUPS=$g measure_puts "$WORK" "$PORT" ||
             { echo "groups: playground with $g groups did not start" >&2; exit 1; }
-        ops=$PUT_OPS us=$PUT_US load=$PUT_LOAD line=$PUT_LINE
-        echo "groups: run $run, $g group(s): $ops puts/s, $us us of server CPU per put (load before $load)" >&2
-        OPS[$g]+="$ops "
-        CPU[$g]+="$us "
-        RAW+=("run $run groups $g load $load cpu_us_per_put $us: $line")
+        echo "groups: run $run, $g group(s): $PUT_OPS puts/s, $PUT_US us of server CPU per put (load before $PUT_LOAD)" >&2
+        put_tally "$g" "$run"
     done
 done
 
@@ -65,16 +40,8 @@ done
     echo
     echo "| groups | puts/s (median) | vs 1 group | server CPU per put, µs (3 nodes, median) | runs (puts/s) |"
     echo "|---:|---:|---:|---:|---|"
-    base=""
-    for g in $COUNTS; do
-        # shellcheck disable=SC2086
-        m=$(median ${OPS[$g]})
-        # shellcheck disable=SC2086
-        c=$(median ${CPU[$g]})
-        [[ -n $base ]] || base=$m
-        ratio=$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
-        echo "| $g | $m | ${ratio}x | $c | ${OPS[$g]}|"
-    done
+    # shellcheck disable=SC2086
+    put_table $COUNTS
     echo
     echo "Targets (issue 15): 3 groups at least 0.95x, 6 groups at least 0.9x the writes/s of 1 group."
     echo

@@ -204,3 +204,54 @@ measure_puts() {
     PUT_OPS=$(kv ops_per_sec "$PUT_LINE")
     PUT_US=$(per_op "$ticks" "$(kv ops "$PUT_LINE")")
 }
+
+# put_compare_setup PREFIX NAME PORT: the knobs of a script that compares
+# put runs between settings (PREFIX_RUNS (3), PREFIX_DURATION (10),
+# PREFIX_SETTING (clients x pipeline, 64x16), PREFIX_KEYS (10000),
+# PREFIX_PORT (PORT), PREFIX_OUT (perf/results/NAME-<date>.md)) as RUNS,
+# DURATION, CLIENTS, PIPELINE, KEYS, PORT, OUT; a scratch dir WORK removed
+# on exit with any playground; BENCH, built first unless BIN_DIR is given;
+# and the empty tallies OPS, CPU (per setting) and RAW for measure_puts'
+# results.
+put_compare_setup() {
+    local p=$1 name=$2 v setting
+    v=${p}_RUNS; RUNS=${!v:-3}
+    v=${p}_DURATION; DURATION=${!v:-10}
+    v=${p}_SETTING; setting=${!v:-64x16}
+    v=${p}_KEYS; KEYS=${!v:-10000}
+    v=${p}_PORT; PORT=${!v:-$3}
+    v=${p}_OUT; OUT=${!v:-$ROOT/perf/results/$name-$(date +%Y-%m-%d).md}
+    CLIENTS=${setting%x*}
+    PIPELINE=${setting#*x}
+    WORK=$(mktemp -d "/tmp/synod-$name.XXXXXX")
+    trap 'stop_playground; rm -rf "$WORK"' EXIT
+    trap 'exit 130' INT TERM
+    if [[ -z ${BIN_DIR:-} ]]; then
+        (cd "$ROOT" && cargo build --release --bins --quiet)
+    fi
+    BENCH=${BIN_DIR:-$ROOT/target/release}/synod-bench
+    declare -gA OPS=() CPU=()
+    RAW=()
+}
+
+# put_tally KEY RUN: adds measure_puts' last result to setting KEY's tallies.
+put_tally() {
+    OPS[$1]+="$PUT_OPS "
+    CPU[$1]+="$PUT_US "
+    RAW+=("run $2 setting $1 load $PUT_LOAD cpu_us_per_put $PUT_US: $PUT_LINE")
+}
+
+# put_table KEY...: one markdown row per setting: median puts/s, the ratio
+# to the first KEY's, median server CPU per put, every run's puts/s.
+put_table() {
+    local k m c base="" ratio
+    for k in "$@"; do
+        # shellcheck disable=SC2086
+        m=$(median ${OPS[$k]})
+        # shellcheck disable=SC2086
+        c=$(median ${CPU[$k]})
+        [[ -n $base ]] || base=$m
+        ratio=$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+        echo "| $k | $m | ${ratio}x | $c | ${OPS[$k]}|"
+    done
+}
