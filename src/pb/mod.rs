@@ -49,7 +49,7 @@ use synod_wire::{
 };
 
 use crate::paxos::{ProposeError, Synced};
-use crate::replica::{ReplyTo, StateMachine};
+use crate::replica::{ReplyTo, StateMachine, SHARE_COMMAND_MIN_BYTES};
 
 /// A log position.
 pub type Pos = u64;
@@ -472,6 +472,19 @@ impl<S: StateMachine> PbReplica<S> {
 
     /// A client request (typed).
     pub fn on_request(&mut self, to: ReplyTo, req: &S::Request) {
+        self.request(to, req, None);
+    }
+
+    /// [`PbReplica::on_request`] with the request's bytes as they arrived,
+    /// which are its command: logged as they are instead of encoded again
+    /// (copied when small, as `Replica::on_request_encoded` does, so a
+    /// logged entry never pins a large receive buffer).
+    pub fn on_request_encoded(&mut self, to: ReplyTo, req: &S::Request, cmd: Bytes) {
+        debug_assert_eq!(cmd, S::command(req), "a request's bytes are its command");
+        self.request(to, req, Some(cmd));
+    }
+
+    fn request(&mut self, to: ReplyTo, req: &S::Request, cmd: Option<Bytes>) {
         if !self.serving() {
             let reply = if self.is_primary() && !self.deposed {
                 // The view is not acknowledged yet: come back shortly.
@@ -519,7 +532,12 @@ impl<S: StateMachine> PbReplica<S> {
                 self.last_stamp_ms = Some(ms);
             }
         }
-        self.queue.push(S::command(req));
+        let cmd = match cmd {
+            Some(c) if c.len() < SHARE_COMMAND_MIN_BYTES => Bytes::copy_from_slice(&c),
+            Some(c) => c,
+            None => S::command(req),
+        };
+        self.queue.push(cmd);
         self.waiting.entry(S::request_id(req)).or_default().push(to);
     }
 

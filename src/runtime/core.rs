@@ -1307,7 +1307,7 @@ impl Core {
                             return;
                         }
                         r.set_now_ms(self.now_ms);
-                        r.on_request(to, &req);
+                        r.on_request_encoded(to, &req, raw);
                     }
                     _ => {
                         let (result, reply) = self.unserved(gid, false);
