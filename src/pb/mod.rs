@@ -149,6 +149,10 @@ pub struct PbConfig {
     /// Command bytes per Append: no more entries are added once this many
     /// are in (always at least one), so an Append fits a frame.
     pub append_bytes_max: usize,
+    /// The longest request taken; a longer one is refused (`Error`), as
+    /// `ReplicaConfig::command_bytes_max` is for Paxos groups, so an entry
+    /// always fits the Append that carries it.
+    pub command_bytes_max: usize,
     /// Entries sent to a backup and not yet acknowledged, at most.
     pub window_entries_max: u64,
     /// Commands queued before the primary answers Busy.
@@ -182,6 +186,7 @@ impl PbConfig {
             batch_bytes_max: usize::MAX,
             append_entries_max: 64,
             append_bytes_max: usize::MAX,
+            command_bytes_max: synod_wire::command_bytes_max(synod_wire::DEFAULT_FRAME_BYTES_MAX),
             window_entries_max: 256,
             pending_max: 1 << 16,
             reads_pending_max: 1 << 16,
@@ -485,6 +490,17 @@ impl<S: StateMachine> PbReplica<S> {
     }
 
     fn request(&mut self, to: ReplyTo, req: &S::Request, cmd: Option<Bytes>) {
+        let cmd = cmd.unwrap_or_else(|| S::command(req));
+        if cmd.len() > self.cfg.command_bytes_max {
+            let reason = format!(
+                "value too large: request of {} bytes, limit {}",
+                cmd.len(),
+                self.cfg.command_bytes_max
+            );
+            self.early
+                .push((to, refusal(ClientReply::Error { reason })));
+            return;
+        }
         if !self.serving() {
             let reply = if self.is_primary() && !self.deposed {
                 // The view is not acknowledged yet: come back shortly.
@@ -532,10 +548,11 @@ impl<S: StateMachine> PbReplica<S> {
                 self.last_stamp_ms = Some(ms);
             }
         }
-        let cmd = match cmd {
-            Some(c) if c.len() < SHARE_COMMAND_MIN_BYTES => Bytes::copy_from_slice(&c),
-            Some(c) => c,
-            None => S::command(req),
+        // A small command is copied out of the receive buffer it may share.
+        let cmd = if cmd.len() < SHARE_COMMAND_MIN_BYTES {
+            Bytes::copy_from_slice(&cmd)
+        } else {
+            cmd
         };
         self.queue.push(cmd);
         self.waiting.entry(S::request_id(req)).or_default().push(to);

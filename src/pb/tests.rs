@@ -361,3 +361,40 @@ fn byte_caps_split_entries_and_appends_and_writes_still_commit() {
         Err(ProposeError::NotLeader(Some(_)))
     ));
 }
+
+/// A request longer than `command_bytes_max` is refused with an error and
+/// never logged (it could not travel in an Append), as a Paxos group
+/// refuses it; a shorter one still commits.
+#[test]
+fn an_oversize_request_is_refused_and_not_logged() {
+    let mut g = new_group(2);
+    for (i, node) in g.nodes.iter_mut().enumerate() {
+        let mut cfg = PbConfig::new(i as ReplicaId, 2);
+        cfg.command_bytes_max = 200;
+        let sm = ShardKv::owning_every_shard(1, KvOptions::default());
+        *node = Some(PbReplica::new(cfg, PbDurable::default(), sm));
+    }
+    g.tick(10);
+    let p = g.primary();
+    let reply = g.request(p, 1, 1, put("k", &"x".repeat(300)));
+    assert!(
+        matches!(&reply, Some(Message::Reply(ClientReply::Error { reason }))
+            if reason.starts_with("value too large")),
+        "{reply:?}"
+    );
+    assert!(g.disks.iter().all(|d| d
+        .entries
+        .values()
+        .all(|(_, b)| b.commands.iter().all(|c| c.len() <= 200))));
+    g.tick(5);
+    let reply = g.request(p, 2, 2, put("k", "small"));
+    g.tick(10);
+    let reply = reply.or_else(|| {
+        let i = g.replies.iter().position(|(t, _)| *t == 2)?;
+        Some(g.replies.remove(i).1)
+    });
+    assert!(
+        matches!(reply, Some(Message::Reply(ClientReply::Ok(_)))),
+        "{reply:?}"
+    );
+}

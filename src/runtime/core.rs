@@ -443,6 +443,7 @@ impl Core {
         let page = (self.cfg.frame_bytes_max / 4) as usize;
         pc.batch_bytes_max = page;
         pc.append_bytes_max = page;
+        pc.command_bytes_max = synod_wire::command_bytes_max(self.cfg.frame_bytes_max);
         pc.snapshot_log_entries = self.cfg.snapshot_log_slots as u64;
         let sm = self.new_store(gid);
         let replica = Hosted::Pb(PbReplica::new(pc, durable, sm));
@@ -1293,19 +1294,6 @@ impl Core {
                         r.on_request_encoded(to, &req, raw);
                     }
                     Some(Hosted::Pb(r)) => {
-                        // What the Paxos path refuses at its leader: a
-                        // command that could not travel in a frame.
-                        let max = synod_wire::command_bytes_max(self.cfg.frame_bytes_max);
-                        if raw.len() > max {
-                            let reason = format!(
-                                "value too large: request of {} bytes, limit {max}",
-                                raw.len()
-                            );
-                            self.metrics.reply(kind, metrics::RESULT_ERROR);
-                            let reply = ClientReply::Error { reason };
-                            self.reply_now(t, frame.request_id, gid, reply);
-                            return;
-                        }
                         r.set_now_ms(self.now_ms);
                         r.on_request_encoded(to, &req, raw);
                     }
