@@ -2004,36 +2004,10 @@ impl Core {
     }
 
     fn send_paxos(&mut self, gid: GroupId, to: ReplicaId, msg: PaxosMsg) {
-        let Some(g) = self.groups.get(&gid) else {
-            return;
-        };
-        let Some(Some(t)) = g.peers.get(to as usize) else {
-            return; // not connected: Paxos retransmits; redial is on the timer
-        };
-        let t = *t;
-        let cap = self.cfg.conn_write_buf_max;
-        if let Some(c) = self.conns.get_mut(&t) {
-            if c.queued_bytes() > cap {
-                return; // a slow peer loses messages, not our memory
-            }
-            c.queue(&Frame {
-                request_id: 0,
-                group: gid,
-                message: Message::Paxos(msg),
-            });
-        }
+        self.send_peer(gid, to, Message::Paxos(msg));
     }
 
-    /// Queue a message to a replica of primary/backup group `gid` (dropped
-    /// if not connected or the peer is slow: the primary resends).
     fn send_pb(&mut self, gid: GroupId, to: ReplicaId, msg: PbMsg) {
-        let Some(g) = self.groups.get(&gid) else {
-            return;
-        };
-        let Some(Some(t)) = g.peers.get(to as usize) else {
-            return;
-        };
-        let t = *t;
         if let PbMsg::Transfer(tr) = &msg {
             // Not chunked (yet): a state that does not fit a frame cannot
             // be sent, and the backup stays behind.
@@ -2047,15 +2021,27 @@ impl Core {
                 return;
             }
         }
+        self.send_peer(gid, to, Message::Pb(msg));
+    }
+
+    /// Queues a replication message of group `gid` for replica `to`.
+    fn send_peer(&mut self, gid: GroupId, to: ReplicaId, message: Message) {
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
+        let Some(Some(t)) = g.peers.get(to as usize) else {
+            return; // not connected: both protocols resend; redial is on the timer
+        };
+        let t = *t;
         let cap = self.cfg.conn_write_buf_max;
         if let Some(c) = self.conns.get_mut(&t) {
             if c.queued_bytes() > cap {
-                return;
+                return; // a slow peer loses messages, not our memory
             }
             c.queue(&Frame {
                 request_id: 0,
                 group: gid,
-                message: Message::Pb(msg),
+                message,
             });
         }
     }
