@@ -536,12 +536,14 @@ fn run_pb(args: &Run) -> ExitCode {
             println!("{}", replay_tail(msg, args, &report.failures));
         } else if args.verbose {
             println!(
-                "ok seed={seed} replicas={} ops={} positions={} views={} transfers={} crashes={}",
+                "ok seed={seed} replicas={} ops={} positions={} views={} transfers={} chunks={} chunk_bytes={} crashes={}",
                 cfg.replicas,
                 report.ops_completed,
                 report.slots_chosen,
                 report.pb_views,
                 report.pb_transfers,
+                report.pb_transfer_chunks,
+                cfg.transfer_chunk_bytes,
                 report.crashes
             );
         }
@@ -549,13 +551,14 @@ fn run_pb(args: &Run) -> ExitCode {
     });
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
-        "seeds={} failures={} world=pb ops_completed={} positions={} views={} transfers={} crashes={} messages={} session_expired={} wall_secs={:.1}",
+        "seeds={} failures={} world=pb ops_completed={} positions={} views={} transfers={} transfer_chunks={} crashes={} messages={} session_expired={} wall_secs={:.1}",
         reports.len(),
         failures,
         reports.iter().map(|r| r.ops_completed).sum::<u64>(),
         reports.iter().map(|r| r.slots_chosen).sum::<u64>(),
         reports.iter().map(|r| r.pb_views).sum::<u64>(),
         reports.iter().map(|r| r.pb_transfers).sum::<u64>(),
+        reports.iter().map(|r| r.pb_transfer_chunks).sum::<u64>(),
         reports.iter().map(|r| r.crashes).sum::<u64>(),
         reports.iter().map(|r| r.messages).sum::<u64>(),
         reports.iter().map(|r| r.session_expired).sum::<u64>(),

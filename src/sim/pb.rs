@@ -68,7 +68,22 @@ pub struct PbSimConfig {
     pub disk_latency_max: Micros,
     pub session_ttl_ms: u64,
     pub sessions_per_shard_max: usize,
+    /// State-transfer chunk bytes: tiny on most seeds, so a transfer spans
+    /// many chunks that faults can drop, duplicate and reorder.
+    pub transfer_chunk_bytes: usize,
     pub bugs: PbWorldBugs,
+}
+
+/// 64, 256, 1024 or 4096 bytes (a sim state is a few KiB: tens of chunks
+/// down to one), or the default 1 MiB (always one chunk), by seed.
+fn transfer_chunk_bytes_for_seed(seed: u64) -> usize {
+    match (seed / 7) % 5 {
+        0 => 64,
+        1 => 256,
+        2 => 1024,
+        3 => 4096,
+        _ => PbConfig::new(0, 1).transfer_chunk_bytes,
+    }
 }
 
 impl PbSimConfig {
@@ -90,6 +105,7 @@ impl PbSimConfig {
             disk_latency_max: if seed % 4 < 2 { 0 } else { 3 * MS },
             session_ttl_ms: ttl,
             sessions_per_shard_max: cap,
+            transfer_chunk_bytes: transfer_chunk_bytes_for_seed(seed),
             bugs: PbWorldBugs::default(),
         }
     }
@@ -432,6 +448,7 @@ impl World {
         pc.append_entries_max = 6;
         pc.window_entries_max = 12;
         pc.snapshot_log_entries = 24;
+        pc.transfer_chunk_bytes = self.cfg.transfer_chunk_bytes;
         pc.bugs = self.cfg.bugs.pb;
         pc
     }
@@ -819,6 +836,7 @@ impl World {
             let Some(r) = &n.replica else { continue };
             let stats = r.stats();
             self.report.pb_transfers += stats.transfers_installed;
+            self.report.pb_transfer_chunks += stats.transfer_chunks_sent;
             if stats.overwrite_applied_refused > 0 {
                 self.report.failures.push(format!(
                     "safety: replica {i} was asked {} times to overwrite an entry it applied",
