@@ -129,7 +129,7 @@ impl Hosted {
         match self {
             Hosted::Kv(r) => r.nudge_capture(),
             Hosted::Master(r) => r.nudge_capture(),
-            Hosted::Pb(_) => false,
+            Hosted::Pb(r) => r.nudge_capture(),
         }
     }
     fn id(&self) -> ReplicaId {
@@ -162,8 +162,12 @@ impl Hosted {
         match self {
             Hosted::Kv(r) => r.snapshot_durable(index),
             Hosted::Master(r) => r.snapshot_durable(index),
-            // Its snapshots are written within the sync that logs them.
-            Hosted::Pb(_) => Vec::new(),
+            // Its log entries are not WAL garbage of their own (the WAL's
+            // segment accounting covers them).
+            Hosted::Pb(r) => {
+                r.snapshot_durable(index);
+                Vec::new()
+            }
         }
     }
     /// Serve laggards from the durable snapshot file mapped by `wal`
@@ -447,6 +451,7 @@ impl Core {
         pc.snapshot_log_entries = self.cfg.snapshot_log_slots as u64;
         // State transfer chunks: a page too, like Paxos snapshot chunks.
         pc.transfer_chunk_bytes = pc.transfer_chunk_bytes.min(page);
+        pc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         let sm = self.new_store(gid);
         let replica = Hosted::Pb(PbReplica::new(pc, durable, sm));
         log::info!(
@@ -1951,6 +1956,12 @@ impl Core {
                         }
                         for (to, reply) in out.replies {
                             self.deliver_reply(to, reply, now);
+                        }
+                        if let Some(w) = out.snapshot_write {
+                            // Serialized a slice per turn; written, synced
+                            // and renamed on the writer thread, as a Paxos
+                            // group's.
+                            self.wal.write_snapshot(gid, w.index, w.file);
                         }
                     }
                     for (gid, ready) in readies {

@@ -37,7 +37,7 @@ use crate::check::KvOp;
 use crate::kv::KvOptions;
 use crate::master::{Answer, Master, MasterOptions};
 use crate::paxos::Synced;
-use crate::pb::{PbBugs, PbConfig, PbDurable, PbMsg, PbReplica, Pos, Ready};
+use crate::pb::{PbBugs, PbConfig, PbDurable, PbMsg, PbReplica, Pos, Ready, SnapshotWrite};
 use crate::rng::Rng;
 use crate::shardkv::ShardKv;
 
@@ -158,6 +158,13 @@ enum Event {
         node: ReplicaId,
         epoch: u64,
     },
+    /// A local snapshot's file write is durable (written off the loop, so
+    /// it lands between turns), unless the node crashed since.
+    SnapshotDone {
+        node: ReplicaId,
+        epoch: u64,
+        write: SnapshotWrite,
+    },
     ClientWake {
         client: usize,
         token: u64,
@@ -229,7 +236,9 @@ impl Simulated for World {
             Event::Peer { to, .. } | Event::Request { to, .. } | Event::ViewReply { to, .. } => {
                 Some(*to)
             }
-            Event::Tick { node, .. } | Event::Flush { node, .. } => Some(*node),
+            Event::Tick { node, .. }
+            | Event::Flush { node, .. }
+            | Event::SnapshotDone { node, .. } => Some(*node),
             _ => None,
         };
         if let Some(id) = target {
@@ -295,6 +304,16 @@ impl Simulated for World {
                 if let Some(r) = n.replica.as_mut() {
                     r.flush();
                     self.drive(node);
+                }
+            }
+            Event::SnapshotDone { node, epoch, write } => {
+                let n = &mut self.nodes[node as usize];
+                if n.epoch != epoch {
+                    return;
+                }
+                n.disk.apply(&write.record());
+                if let Some(r) = n.replica.as_mut() {
+                    r.snapshot_durable(write.index);
                 }
             }
             Event::SyncDone { node, epoch } => {
@@ -449,6 +468,9 @@ impl World {
         pc.window_entries_max = 12;
         pc.snapshot_log_entries = 24;
         pc.transfer_chunk_bytes = self.cfg.transfer_chunk_bytes;
+        // Some seeds serialize a snapshot over many rounds (while writes
+        // go on applying), some at once.
+        pc.snapshot_step_bytes = [usize::MAX, 64, 1024][(self.cfg.seed / 7 % 3) as usize];
         pc.bugs = self.cfg.bugs.pb;
         pc
     }
@@ -545,6 +567,20 @@ impl World {
                         .schedule(at, Event::CrashTransferring { node: id, epoch });
                 }
             }
+        }
+        if let Some(write) = out.snapshot_write {
+            // Written off the loop: durable some time later, or lost in a
+            // crash before.
+            let took = self.rng.range(1, self.cfg.disk_latency_max.max(MS) * 4);
+            let epoch = node.epoch;
+            self.time.schedule(
+                self.time.now + took,
+                Event::SnapshotDone {
+                    node: id,
+                    epoch,
+                    write,
+                },
+            );
         }
         self.check_applied(id, out.installed_snapshot, &out.committed);
         for (to, msg) in out.messages {
