@@ -386,3 +386,75 @@ fn shards_migrate_between_paxos_and_pb_groups() {
     put_all(&c, 200..220, &mut acked);
     check_all(&c, &acked);
 }
+
+/// A membership change of a primary/backup group: the backup's node dies
+/// for good and the operator replaces it with a fresh node (`synod admin
+/// replace`). The master leaves the dead replica out of the next view, the
+/// fresh one joins as a backup and is brought up by a state transfer (the
+/// log is compacted every 16 entries, so it cannot catch up from the log),
+/// and the old primary may be removed only once the new replica holds
+/// every acknowledged write. Then the old primary dies too, and the fresh
+/// node alone serves every acknowledged write.
+#[test]
+fn a_dead_backup_is_replaced_by_a_fresh_node() {
+    let mut c = pb_cluster_with(&["--snapshot-log-slots", "16"]);
+    let mut acked = Vec::new();
+    put_all(&c, 0..60, &mut acked);
+    let mut p = None;
+    c.wait_for(Duration::from_secs(10), |c| {
+        p = primary(c);
+        p.is_some()
+    });
+    let p = p.expect("a primary");
+    let b = if p == PB[0] { PB[1] } else { PB[0] };
+    let p_id = (p - PB[0]) as u32;
+    c.kill(b);
+    put_all(&c, 60..80, &mut acked);
+
+    // Removing the primary now would leave no member holding every write.
+    let dead = c.nodes[b].addr.clone();
+    let out = c.admin(&["remove-member", "1", &c.nodes[p].addr.clone()]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("acknowledged"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let fresh = c.add_node();
+    let fresh_addr = c.nodes[fresh].addr.clone();
+    let out = c.admin(&["replace", "1", &dead, &fresh_addr]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Replica 2 (the fresh node) becomes the primary's backup in a view
+    // the master recorded as acknowledged.
+    c.wait_for(Duration::from_secs(30), |c| {
+        serving_with_backup(c, p, p_id, 2) >= 1
+    });
+    assert!(
+        c.log(fresh).contains("installing a state transfer"),
+        "the fresh node caught up without a transfer:\n{}",
+        tail(&c.log(fresh), 30)
+    );
+    put_all(&c, 80..100, &mut acked);
+
+    // Now the old primary may go: the fresh node takes over alone.
+    let out = c.admin(&["remove-member", "1", &c.nodes[p].addr.clone()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_for(Duration::from_secs(30), |c| {
+        c.group_leader(GID, &[fresh]) == Some(fresh)
+    });
+    c.kill(p);
+    check_all(&c, &acked);
+    put_all(&c, 100..110, &mut acked);
+    check_all(&c, &acked);
+}
