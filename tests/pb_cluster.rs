@@ -26,6 +26,17 @@ fn primary(c: &Cluster) -> Option<usize> {
     c.group_leader(GID, &PB)
 }
 
+/// Wait for the group's serving primary: (its node, the other node).
+fn primary_and_backup(c: &Cluster) -> (usize, usize) {
+    let mut p = None;
+    c.wait_for(Duration::from_secs(10), |c| {
+        p = primary(c);
+        p.is_some()
+    });
+    let p = p.expect("a primary");
+    (p, if p == PB[0] { PB[1] } else { PB[0] })
+}
+
 fn put_all(c: &Cluster, keys: std::ops::Range<u32>, acked: &mut Vec<(String, String)>) {
     let mut client = c.client_with_timeout(Duration::from_secs(30));
     for i in keys {
@@ -100,13 +111,7 @@ fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
     let mut acked = Vec::new();
     put_all(&c, 0..50, &mut acked);
 
-    let mut first = None;
-    c.wait_for(Duration::from_secs(10), |c| {
-        first = primary(c);
-        first.is_some()
-    });
-    let first = first.expect("a primary");
-    let other = if first == PB[0] { PB[1] } else { PB[0] };
+    let (first, other) = primary_and_backup(&c);
     let (first_id, other_id) = ((first - PB[0]) as u32, (other - PB[0]) as u32);
 
     // Kill the primary; the backup must become primary of a new view
@@ -179,13 +184,7 @@ fn a_resumed_old_primary_serves_no_stale_read() {
     let c = pb_cluster();
     let mut client = c.client_with_timeout(Duration::from_secs(30));
     client.put("k", "old").expect("put old");
-    let mut old = None;
-    c.wait_for(Duration::from_secs(10), |c| {
-        old = primary(c);
-        old.is_some()
-    });
-    let old = old.expect("a primary");
-    let other = if old == PB[0] { PB[1] } else { PB[0] };
+    let (old, other) = primary_and_backup(&c);
 
     c.signal(old, "STOP");
     client.put("k", "new").expect("a write in the new view");
@@ -253,13 +252,7 @@ fn a_primary_killed_while_its_backup_catches_up_loses_nothing() {
     let mut c = pb_cluster_with(&["--snapshot-log-slots", "16"]);
     let mut acked = Vec::new();
     put_all(&c, 0..20, &mut acked);
-    let mut p = None;
-    c.wait_for(Duration::from_secs(10), |c| {
-        p = primary(c);
-        p.is_some()
-    });
-    let p = p.expect("a primary");
-    let other = if p == PB[0] { PB[1] } else { PB[0] };
+    let (p, other) = primary_and_backup(&c);
     let (p_id, other_id) = ((p - PB[0]) as u32, (other - PB[0]) as u32);
 
     c.kill(other);
@@ -303,13 +296,8 @@ fn pb_survives_repeated_primary_kills() {
     let mut acked = Vec::new();
     let mut times = Vec::new();
     for kill in 0..kills {
-        let mut p = None;
-        c.wait_for(Duration::from_secs(10), |c| {
-            p = primary(c);
-            p.is_some()
-        });
-        let p = p.expect("a primary");
-        let (other, p_id) = (if p == PB[0] { PB[1] } else { PB[0] }, (p - PB[0]) as u32);
+        let (p, other) = primary_and_backup(&c);
+        let p_id = (p - PB[0]) as u32;
         let other_id = (other - PB[0]) as u32;
         let mut client = c.client_with_timeout(Duration::from_secs(30));
         client
@@ -400,13 +388,7 @@ fn a_dead_backup_is_replaced_by_a_fresh_node() {
     let mut c = pb_cluster_with(&["--snapshot-log-slots", "16"]);
     let mut acked = Vec::new();
     put_all(&c, 0..60, &mut acked);
-    let mut p = None;
-    c.wait_for(Duration::from_secs(10), |c| {
-        p = primary(c);
-        p.is_some()
-    });
-    let p = p.expect("a primary");
-    let b = if p == PB[0] { PB[1] } else { PB[0] };
+    let (p, b) = primary_and_backup(&c);
     let p_id = (p - PB[0]) as u32;
     c.kill(b);
     put_all(&c, 60..80, &mut acked);
