@@ -298,13 +298,7 @@ fn a_state_of_many_chunks_is_transferred_and_the_backup_then_serves_alone() {
     ]);
     let mut acked = Vec::new();
     put_all(&c, 0..20, &mut acked);
-    let mut p = None;
-    c.wait_for(Duration::from_secs(10), |c| {
-        p = primary(c);
-        p.is_some()
-    });
-    let p = p.expect("a primary");
-    let other = if p == PB[0] { PB[1] } else { PB[0] };
+    let (p, other) = primary_and_backup(&c);
     let (p_id, other_id) = ((p - PB[0]) as u32, (other - PB[0]) as u32);
 
     c.kill(other);
