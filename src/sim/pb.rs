@@ -37,7 +37,7 @@ use crate::check::KvOp;
 use crate::kv::KvOptions;
 use crate::master::{Answer, Master, MasterOptions};
 use crate::paxos::Synced;
-use crate::pb::{PbBugs, PbConfig, PbDurable, PbMsg, PbReplica, Pos, Ready};
+use crate::pb::{Output, PbBugs, PbConfig, PbDurable, PbMsg, PbReplica, Pos, Ready};
 use crate::rng::Rng;
 use crate::shardkv::ShardKv;
 
@@ -424,20 +424,8 @@ impl World {
         self.cfg.replicas as usize
     }
 
-    fn pb_config(&self, id: ReplicaId) -> PbConfig {
-        let mut pc = PbConfig::new(id, self.cfg.replicas);
-        // Small limits so batching, windows, compaction and state transfer
-        // happen often.
-        pc.batch_commands_max = 8;
-        pc.append_entries_max = 6;
-        pc.window_entries_max = 12;
-        pc.snapshot_log_entries = 24;
-        pc.bugs = self.cfg.bugs.pb;
-        pc
-    }
-
     fn start_node(&mut self, id: ReplicaId) {
-        let pc = self.pb_config(id);
+        let pc = pb_config(id, self.cfg.replicas, self.cfg.bugs.pb);
         let opts = KvOptions {
             session_ttl_ms: self.cfg.session_ttl_ms,
             sessions_per_shard_max: self.cfg.sessions_per_shard_max,
@@ -506,10 +494,7 @@ impl World {
         let Some(r) = node.replica.as_mut() else {
             return;
         };
-        for rec in &ready.records {
-            node.disk.apply(rec);
-        }
-        let out = r.advance(ready, Synced::after_sync());
+        let out = persist_and_advance(&mut node.disk, r, ready);
         // A primary starting a view with backups to bring up to date:
         // sometimes it dies while doing so (the lab's "dead primary during
         // state transfer"), the moment a view service that promotes too
@@ -813,30 +798,12 @@ impl World {
         let mut history = std::mem::take(&mut self.history);
         history.extend(pending);
         checks::linearizable(&mut self.report, &history);
-        // Equal applied points, equal states.
-        let mut by_point: BTreeMap<Pos, (usize, bytes::Bytes)> = BTreeMap::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            let Some(r) = &n.replica else { continue };
-            let stats = r.stats();
-            self.report.pb_transfers += stats.transfers_installed;
-            if stats.overwrite_applied_refused > 0 {
-                self.report.failures.push(format!(
-                    "safety: replica {i} was asked {} times to overwrite an entry it applied",
-                    stats.overwrite_applied_refused
-                ));
-            }
-            let snap = r.state().store().snapshot();
-            match by_point.get(&r.applied()) {
-                Some((j, other)) if *other != snap => self.report.failures.push(format!(
-                    "safety: replicas {j} and {i} applied up to position {} but their states differ",
-                    r.applied()
-                )),
-                Some(_) => {}
-                None => {
-                    by_point.insert(r.applied(), (i, snap));
-                }
-            }
-        }
+        let replicas = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((format!("replica {i}"), n.replica.as_ref()?)));
+        self.report.pb_transfers += check_states(replicas, &mut self.report.failures);
         self.report.pb_views = self.views_seen;
         let final_store = self
             .nodes
@@ -848,4 +815,65 @@ impl World {
         }
         self.report
     }
+}
+
+/// A primary/backup replica's configuration in the simulated worlds (this
+/// one and the mixed sharded one): small limits so batching, windows,
+/// compaction and state transfer happen often.
+pub(super) fn pb_config(id: ReplicaId, servers: u32, bugs: PbBugs) -> PbConfig {
+    let mut pc = PbConfig::new(id, servers);
+    pc.batch_commands_max = 8;
+    pc.append_entries_max = 6;
+    pc.window_entries_max = 12;
+    pc.snapshot_log_entries = 24;
+    pc.bugs = bugs;
+    pc
+}
+
+/// The records of `ready` reach the node's simulated disk (the durable
+/// image a restart recovers from), then the replica releases what they
+/// gate. The caller sent `ready.before_sync` already.
+pub(super) fn persist_and_advance(
+    disk: &mut PbDurable,
+    r: &mut PbReplica<ShardKv>,
+    ready: Ready,
+) -> Output {
+    for rec in &ready.records {
+        disk.apply(rec);
+    }
+    r.advance(ready, Synced::after_sync())
+}
+
+/// The end-of-run safety checks of one primary/backup group's live
+/// replicas (named for the failures): none was asked to overwrite an entry
+/// it applied, and replicas at equal applied points hold equal states.
+/// Returns the state transfers they installed.
+pub(super) fn check_states<'a>(
+    replicas: impl Iterator<Item = (String, &'a PbReplica<ShardKv>)>,
+    failures: &mut Vec<String>,
+) -> u64 {
+    let mut transfers = 0;
+    let mut by_point: BTreeMap<Pos, (String, bytes::Bytes)> = BTreeMap::new();
+    for (name, r) in replicas {
+        let stats = r.stats();
+        transfers += stats.transfers_installed;
+        if stats.overwrite_applied_refused > 0 {
+            failures.push(format!(
+                "safety: {name} was asked {} times to overwrite an entry it applied",
+                stats.overwrite_applied_refused
+            ));
+        }
+        let snap = r.state().store().snapshot();
+        match by_point.get(&r.applied()) {
+            Some((other_name, other)) if *other != snap => failures.push(format!(
+                "safety: {other_name} and {name} applied up to position {} but their states differ",
+                r.applied()
+            )),
+            Some(_) => {}
+            None => {
+                by_point.insert(r.applied(), (name, snap));
+            }
+        }
+    }
+    transfers
 }
