@@ -128,6 +128,16 @@ fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
         "the backup never took a view as primary:\n{}",
         tail(&c.log(other), 30)
     );
+    // `admin status` counts the group available with one of its two
+    // replicas down (its primary serves), names it, and exits 0.
+    let want = format!(
+        "\"mode\":\"pb\",\"quorum\":true,\"leader\":\"{}\"",
+        c.nodes[other].addr
+    );
+    c.wait_for(Duration::from_secs(10), |c| {
+        let out = c.admin(&["status"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&want)
+    });
     put_all(&c, 50..100, &mut acked);
     check_all(&c, &acked);
 

@@ -18,7 +18,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,19 +29,7 @@ use synod_wire::GroupInfo;
 
 /// `synod admin ARGS...` against the cluster, with its key.
 fn admin(c: &Cluster, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_synod"))
-        .env_remove("SYNOD_CLUSTER_KEY_FILE")
-        .env_remove("SYNOD_MASTERS")
-        .arg("--masters")
-        .arg(c.masters.join(","))
-        .arg("--cluster-key-file")
-        .arg(c.dir.join("cluster.key"))
-        .arg("--timeout")
-        .arg("10")
-        .arg("admin")
-        .args(args)
-        .output()
-        .expect("run synod admin")
+    c.admin(args)
 }
 
 fn text(b: &[u8]) -> String {

@@ -3,6 +3,18 @@
 //! views together per group: members, leader, ballot, commit and applied
 //! points, each member's lag, shards, reachability and quorum.
 //!
+//! A primary/backup group (issue 12; its mode comes from the
+//! configuration) reports in the same fields: its replicas publish the view
+//! number as the ballot round and the primary as the ballot node, and
+//! "leading" means serving as the view's primary. Its status reads them
+//! back as a view: the leader is the serving primary of the highest view,
+//! a member is primary, backup (in the primary's view) or waiting (no
+//! serving primary, or an older view: not yet told, or a restarted replica
+//! the master has yet to take back), and the group is
+//! available ("quorum") when its primary is reachable and serving: f+1
+//! replicas need only the primary (and the master, for a new view), not a
+//! majority.
+//!
 //! Fetching is blocking (one thread per node, each bounded by a timeout);
 //! `assemble` and the two renderings are pure, so they are unit-tested
 //! without a cluster.
@@ -16,6 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use synod_wire::{
     encode_frame, Ballot, Config, Decoder, Frame, GroupId, Message, NodeStatus, ReplicaId,
+    ReplicationMode,
 };
 
 use crate::auth::{self, Identity, Key};
@@ -138,6 +151,8 @@ pub struct MemberView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupView {
     pub gid: GroupId,
+    /// From the configuration (Paxos when it could not be read).
+    pub mode: ReplicationMode,
     pub members: Vec<MemberView>,
     /// Index into `members` of the leader (the reachable member that says
     /// it leads with the highest ballot).
@@ -145,7 +160,8 @@ pub struct GroupView {
     pub ballot: Option<Ballot>,
     pub commit: Option<u64>,
     pub shards: Vec<u32>,
-    /// A majority of the members is reachable.
+    /// Paxos: a majority of the members is reachable. Primary/backup: the
+    /// view's primary is reachable and serving.
     pub quorum: bool,
 }
 
@@ -168,8 +184,11 @@ pub fn assemble(
     // gid -> ((replica id, address) of each member, shards)
     type Members = Vec<(usize, String)>;
     let by_position = |list: &[String]| -> Members { list.iter().cloned().enumerate().collect() };
-    let mut groups: BTreeMap<GroupId, (Members, Vec<u32>)> = BTreeMap::new();
-    groups.insert(0, (by_position(masters), Vec::new()));
+    let mut groups: BTreeMap<GroupId, (Members, Vec<u32>, ReplicationMode)> = BTreeMap::new();
+    groups.insert(
+        0,
+        (by_position(masters), Vec::new(), ReplicationMode::Paxos),
+    );
     match &config {
         Ok(c) => {
             for g in &c.groups {
@@ -182,22 +201,26 @@ pub fn assemble(
                     .member_servers()
                     .map(|(id, s)| (id as usize, s.to_string()))
                     .collect();
-                groups.insert(g.gid, (members, shards));
+                groups.insert(g.gid, (members, shards, g.mode));
             }
         }
         Err(_) => {
             for st in reports.values().flatten() {
                 for g in &st.groups {
-                    groups
-                        .entry(g.gid)
-                        .or_insert_with(|| (by_position(&g.members), g.shards.clone()));
+                    groups.entry(g.gid).or_insert_with(|| {
+                        (
+                            by_position(&g.members),
+                            g.shards.clone(),
+                            ReplicationMode::Paxos,
+                        )
+                    });
                 }
             }
         }
     }
     let views = groups
         .into_iter()
-        .map(|(gid, (members, shards))| {
+        .map(|(gid, (members, shards, mode))| {
             let mut mv: Vec<MemberView> = members
                 .iter()
                 .map(|(replica, addr)| {
@@ -237,9 +260,14 @@ pub fn assemble(
                 m.lag = m.applied.zip(commit).map(|(a, c)| c.saturating_sub(a));
             }
             let up = mv.iter().filter(|m| m.reachable).count();
+            let quorum = match mode {
+                ReplicationMode::Paxos => !mv.is_empty() && up > mv.len() / 2,
+                ReplicationMode::PrimaryBackup => leader.is_some(),
+            };
             GroupView {
                 gid,
-                quorum: !mv.is_empty() && up > mv.len() / 2,
+                mode,
+                quorum,
                 members: mv,
                 leader,
                 ballot,
@@ -286,6 +314,7 @@ impl ClusterStatus {
         }
         let mut rows = vec![vec![
             "GROUP".to_string(),
+            "MODE".into(),
             "QUORUM".into(),
             "LEADER".into(),
             "BALLOT".into(),
@@ -295,11 +324,14 @@ impl ClusterStatus {
         for g in &self.groups {
             rows.push(vec![
                 g.gid.to_string(),
+                mode_name(g.mode).into(),
                 yes_no(g.quorum).into(),
                 g.leader
                     .map_or("none".to_string(), |l| g.members[l].addr.clone()),
-                g.ballot
-                    .map_or("-".into(), |b| format!("{}.{}", b.round, b.node)),
+                g.ballot.map_or("-".into(), |b| match g.mode {
+                    ReplicationMode::Paxos => format!("{}.{}", b.round, b.node),
+                    ReplicationMode::PrimaryBackup => format!("view {}", b.round),
+                }),
                 opt(g.commit),
                 if g.gid == 0 {
                     "(master)".into()
@@ -321,12 +353,23 @@ impl ClusterStatus {
         ]];
         for g in &self.groups {
             for (j, m) in g.members.iter().enumerate() {
-                let state = if Some(j) == g.leader {
-                    "leader"
-                } else if m.reachable {
-                    "follower"
-                } else {
+                let pb = g.mode == ReplicationMode::PrimaryBackup;
+                let state = if !m.reachable {
                     "unreachable"
+                } else if Some(j) == g.leader {
+                    if pb {
+                        "primary"
+                    } else {
+                        "leader"
+                    }
+                } else if !pb {
+                    "follower"
+                } else if g.leader.is_some()
+                    && m.ballot.map(|b| b.round) == g.ballot.map(|b| b.round)
+                {
+                    "backup"
+                } else {
+                    "waiting"
                 };
                 rows.push(vec![
                     g.gid.to_string(),
@@ -353,6 +396,13 @@ impl ClusterStatus {
         }
         table(&mut out, &rows);
         out
+    }
+}
+
+fn mode_name(m: ReplicationMode) -> &'static str {
+    match m {
+        ReplicationMode::Paxos => "paxos",
+        ReplicationMode::PrimaryBackup => "pb",
     }
 }
 
@@ -418,11 +468,17 @@ fn table(out: &mut String, rows: &[Vec<String>]) {
 /// (shape documented in tools/deploy/README.md), written by `serde_json`.
 impl Serialize for ClusterStatus {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let ballot = |b: Option<Ballot>| {
-            b.map(|b| BallotJson {
-                round: b.round,
-                node: b.node,
-            })
+        // A primary/backup replica's "ballot" is its view (number,
+        // primary): printed as `view`, with `ballot` null.
+        let split = |mode: ReplicationMode, b: Option<Ballot>| match mode {
+            ReplicationMode::Paxos => (
+                b.map(|b| BallotJson {
+                    round: b.round,
+                    node: b.node,
+                }),
+                None,
+            ),
+            ReplicationMode::PrimaryBackup => (None, b.map(|b| b.round)),
         };
         StatusJson {
             config: self.config.as_ref().ok().copied(),
@@ -442,9 +498,11 @@ impl Serialize for ClusterStatus {
                 .iter()
                 .map(|g| GroupJson {
                     gid: g.gid,
+                    mode: mode_name(g.mode),
                     quorum: g.quorum,
                     leader: g.leader.map(|l| g.members[l].addr.as_str()),
-                    ballot: ballot(g.ballot),
+                    ballot: split(g.mode, g.ballot).0,
+                    view: split(g.mode, g.ballot).1,
                     commit: g.commit,
                     shards: &g.shards,
                     members: g
@@ -456,7 +514,8 @@ impl Serialize for ClusterStatus {
                             addr: &m.addr,
                             reachable: m.reachable,
                             leader: Some(j) == g.leader,
-                            ballot: ballot(m.ballot),
+                            ballot: split(g.mode, m.ballot).0,
+                            view: split(g.mode, m.ballot).1,
                             commit: m.commit,
                             applied: m.applied,
                             lag: m.lag,
@@ -493,10 +552,15 @@ struct NodeJson<'a> {
 #[derive(Serialize)]
 struct GroupJson<'a> {
     gid: GroupId,
+    /// "paxos" or "pb".
+    mode: &'static str,
     quorum: bool,
-    /// The leader's address.
+    /// The leader's (a pb group's serving primary's) address.
     leader: Option<&'a str>,
     ballot: Option<BallotJson>,
+    /// A primary/backup group's view number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    view: Option<u64>,
     commit: Option<u64>,
     shards: &'a [u32],
     members: Vec<MemberJson<'a>>,
@@ -509,6 +573,8 @@ struct MemberJson<'a> {
     reachable: bool,
     leader: bool,
     ballot: Option<BallotJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    view: Option<u64>,
     commit: Option<u64>,
     applied: Option<u64>,
     lag: Option<u64>,
@@ -626,6 +692,95 @@ mod tests {
         assert!(serde_json::to_string(&st)
             .unwrap()
             .contains("\"config\":null,\"config_error\":\"no master answered\""));
+    }
+
+    /// A 2-replica primary/backup group: one replica down still serves
+    /// once the survivor is primary of a newer view, which a majority rule
+    /// would call no quorum; a replica with no serving primary shows as waiting.
+    #[test]
+    fn a_pb_group_is_available_while_its_primary_serves() {
+        let pb_config = |members: usize| Config {
+            num: 1,
+            shards: vec![1, 1],
+            groups: vec![GroupInfo {
+                mode: ReplicationMode::PrimaryBackup,
+                ..GroupInfo::new(
+                    1,
+                    ["a:1", "b:1", "c:1"][..members]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                )
+            }],
+        };
+        // Published as the runtime does: round = view, node = primary.
+        let pb = |replica: u32, serving: bool, view: u64, applied: u64| GroupStatus {
+            leader: Some(1),
+            ballot: Ballot::new(view, 1),
+            ..gs(1, replica, serving, view, 40, applied)
+        };
+        let mut reports = BTreeMap::new();
+        reports.insert("a:1".to_string(), Err("refused".into()));
+        reports.insert(
+            "b:1".to_string(),
+            Ok(NodeStatus {
+                node: "b:1".into(),
+                groups: vec![gs(0, 1, true, 2, 50, 50), pb(1, true, 7, 40)],
+            }),
+        );
+        let st = assemble(&masters(), Ok(&pb_config(2)), &reports);
+        let g = &st.groups[1];
+        assert_eq!(g.mode, ReplicationMode::PrimaryBackup);
+        assert!(g.quorum, "1 of 2 up, but its primary serves");
+        assert_eq!(g.leader, Some(1));
+        let table = st.to_table();
+        assert!(table.contains("view 7"), "{table}");
+        assert!(table.contains("primary"), "{table}");
+        let json = serde_json::to_string(&st).unwrap();
+        assert!(
+            json.contains("\"gid\":1,\"mode\":\"pb\",\"quorum\":true,\"leader\":\"b:1\",\"ballot\":null,\"view\":7"),
+            "{json}"
+        );
+        assert!(json.contains("\"gid\":0,\"mode\":\"paxos\""), "{json}");
+
+        // The primary gone, the other replica still in an older view: not
+        // available (a master's new view has not reached it yet), and it
+        // shows as waiting, not as a backup.
+        reports.insert(
+            "a:1".to_string(),
+            Ok(NodeStatus {
+                node: "a:1".into(),
+                groups: vec![gs(0, 0, false, 2, 50, 50), pb(0, false, 6, 30)],
+            }),
+        );
+        reports.insert("b:1".to_string(), Err("refused".into()));
+        let st = assemble(&masters(), Ok(&pb_config(2)), &reports);
+        assert!(!st.groups[1].quorum);
+        assert!(!st.all_quorate());
+        let table = st.to_table();
+        assert!(!table.contains("backup"), "{table}");
+        assert!(table.contains("waiting"), "{table}");
+
+        // Three replicas, all in view 7: one primary, two backups, one of
+        // them lagging.
+        for (addr, r, serving, applied) in [
+            ("a:1", 0, false, 40),
+            ("b:1", 1, true, 40),
+            ("c:1", 2, false, 35),
+        ] {
+            reports.insert(
+                addr.to_string(),
+                Ok(NodeStatus {
+                    node: addr.into(),
+                    groups: vec![gs(0, r, r == 0, 2, 50, 50), pb(r, serving, 7, applied)],
+                }),
+            );
+        }
+        let st = assemble(&masters(), Ok(&pb_config(3)), &reports);
+        assert!(st.groups[1].quorum);
+        assert_eq!(st.groups[1].members[2].lag, Some(5));
+        let table = st.to_table();
+        assert_eq!(table.matches("backup").count(), 2, "{table}");
     }
 
     #[test]

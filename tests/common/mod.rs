@@ -393,6 +393,24 @@ impl Cluster {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
     }
 
+    /// Run `synod admin ARGS` against this cluster with its cluster key
+    /// (bounded: the CLI gives up after its 10 s `--timeout`).
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_synod"))
+            .env_remove("SYNOD_CLUSTER_KEY_FILE")
+            .env_remove("SYNOD_MASTERS")
+            .arg("--masters")
+            .arg(self.masters.join(","))
+            .arg("--cluster-key-file")
+            .arg(self.dir.join("cluster.key"))
+            .arg("--timeout")
+            .arg("10")
+            .arg("admin")
+            .args(args)
+            .output()
+            .expect("run synod admin")
+    }
+
     /// Poll `f` until it holds, panicking (with the node logs) after `limit`.
     pub fn wait_for(&self, limit: Duration, mut f: impl FnMut(&Cluster) -> bool) {
         let start = Instant::now();
