@@ -26,6 +26,17 @@ fn primary(c: &Cluster) -> Option<usize> {
     c.group_leader(GID, &PB)
 }
 
+/// Wait for the group's serving primary: (its node, the other node).
+fn primary_and_backup(c: &Cluster) -> (usize, usize) {
+    let mut p = None;
+    c.wait_for(Duration::from_secs(10), |c| {
+        p = primary(c);
+        p.is_some()
+    });
+    let p = p.expect("a primary");
+    (p, if p == PB[0] { PB[1] } else { PB[0] })
+}
+
 fn put_all(c: &Cluster, keys: std::ops::Range<u32>, acked: &mut Vec<(String, String)>) {
     let mut client = c.client_with_timeout(Duration::from_secs(30));
     for i in keys {
@@ -100,13 +111,7 @@ fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
     let mut acked = Vec::new();
     put_all(&c, 0..50, &mut acked);
 
-    let mut first = None;
-    c.wait_for(Duration::from_secs(10), |c| {
-        first = primary(c);
-        first.is_some()
-    });
-    let first = first.expect("a primary");
-    let other = if first == PB[0] { PB[1] } else { PB[0] };
+    let (first, other) = primary_and_backup(&c);
     let (first_id, other_id) = ((first - PB[0]) as u32, (other - PB[0]) as u32);
 
     // Kill the primary; the backup must become primary of a new view
@@ -179,13 +184,7 @@ fn a_resumed_old_primary_serves_no_stale_read() {
     let c = pb_cluster();
     let mut client = c.client_with_timeout(Duration::from_secs(30));
     client.put("k", "old").expect("put old");
-    let mut old = None;
-    c.wait_for(Duration::from_secs(10), |c| {
-        old = primary(c);
-        old.is_some()
-    });
-    let old = old.expect("a primary");
-    let other = if old == PB[0] { PB[1] } else { PB[0] };
+    let (old, other) = primary_and_backup(&c);
 
     c.signal(old, "STOP");
     client.put("k", "new").expect("a write in the new view");
@@ -253,13 +252,7 @@ fn a_primary_killed_while_its_backup_catches_up_loses_nothing() {
     let mut c = pb_cluster_with(&["--snapshot-log-slots", "16"]);
     let mut acked = Vec::new();
     put_all(&c, 0..20, &mut acked);
-    let mut p = None;
-    c.wait_for(Duration::from_secs(10), |c| {
-        p = primary(c);
-        p.is_some()
-    });
-    let p = p.expect("a primary");
-    let other = if p == PB[0] { PB[1] } else { PB[0] };
+    let (p, other) = primary_and_backup(&c);
     let (p_id, other_id) = ((p - PB[0]) as u32, (other - PB[0]) as u32);
 
     c.kill(other);
@@ -303,13 +296,8 @@ fn pb_survives_repeated_primary_kills() {
     let mut acked = Vec::new();
     let mut times = Vec::new();
     for kill in 0..kills {
-        let mut p = None;
-        c.wait_for(Duration::from_secs(10), |c| {
-            p = primary(c);
-            p.is_some()
-        });
-        let p = p.expect("a primary");
-        let (other, p_id) = (if p == PB[0] { PB[1] } else { PB[0] }, (p - PB[0]) as u32);
+        let (p, other) = primary_and_backup(&c);
+        let p_id = (p - PB[0]) as u32;
         let other_id = (other - PB[0]) as u32;
         let mut client = c.client_with_timeout(Duration::from_secs(30));
         client
@@ -384,5 +372,71 @@ fn shards_migrate_between_paxos_and_pb_groups() {
     assert!(config.shards.contains(&GID));
     check_all(&c, &acked);
     put_all(&c, 200..220, &mut acked);
+    check_all(&c, &acked);
+}
+
+/// A membership change of a primary/backup group: the backup's node dies
+/// for good and the operator replaces it with a fresh node (`synod admin
+/// replace`). The master leaves the dead replica out of the next view, the
+/// fresh one joins as a backup and is brought up by a state transfer (the
+/// log is compacted every 16 entries, so it cannot catch up from the log),
+/// and the old primary may be removed only once the new replica holds
+/// every acknowledged write. Then the old primary dies too, and the fresh
+/// node alone serves every acknowledged write.
+#[test]
+fn a_dead_backup_is_replaced_by_a_fresh_node() {
+    let mut c = pb_cluster_with(&["--snapshot-log-slots", "16"]);
+    let mut acked = Vec::new();
+    put_all(&c, 0..60, &mut acked);
+    let (p, b) = primary_and_backup(&c);
+    let p_id = (p - PB[0]) as u32;
+    c.kill(b);
+    put_all(&c, 60..80, &mut acked);
+
+    // Removing the primary now would leave no member holding every write.
+    let dead = c.nodes[b].addr.clone();
+    let out = c.admin(&["remove-member", "1", &c.nodes[p].addr.clone()]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("acknowledged"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let fresh = c.add_node();
+    let fresh_addr = c.nodes[fresh].addr.clone();
+    let out = c.admin(&["replace", "1", &dead, &fresh_addr]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Replica 2 (the fresh node) becomes the primary's backup in a view
+    // the master recorded as acknowledged.
+    c.wait_for(Duration::from_secs(30), |c| {
+        serving_with_backup(c, p, p_id, 2) >= 1
+    });
+    assert!(
+        c.log(fresh).contains("installing a state transfer"),
+        "the fresh node caught up without a transfer:\n{}",
+        tail(&c.log(fresh), 30)
+    );
+    put_all(&c, 80..100, &mut acked);
+
+    // Now the old primary may go: the fresh node takes over alone.
+    let out = c.admin(&["remove-member", "1", &c.nodes[p].addr.clone()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_for(Duration::from_secs(30), |c| {
+        c.group_leader(GID, &[fresh]) == Some(fresh)
+    });
+    c.kill(p);
+    check_all(&c, &acked);
+    put_all(&c, 100..110, &mut acked);
     check_all(&c, &acked);
 }

@@ -180,6 +180,14 @@ impl Master {
     /// one twice is harmless: it only counts as one more sign of life).
     pub fn execute(&mut self, req: &MasterRequest) -> Result<Answer, String> {
         if let MasterOp::PbPing { gid, replica, view } = req.op {
+            // Its members now (every listed server if it is no longer in
+            // the configuration).
+            let members = self
+                .latest()
+                .groups
+                .iter()
+                .find(|g| g.gid == gid)
+                .map_or(u64::MAX, GroupInfo::members);
             let Some(g) = self.pb.get_mut(&gid) else {
                 return Err(format!("ping: group {gid} is not a primary/backup group"));
             };
@@ -191,6 +199,7 @@ impl Master {
                 replica,
                 view,
                 self.planted_promote_any,
+                members,
             )));
         }
         self.apply(req).map(Answer::Config)
@@ -307,6 +316,7 @@ impl Master {
                 let mut groups = latest.groups.clone();
                 let g = member_change(&mut groups, *gid, "replace")?;
                 let old_id = member_id(g, old, "replace")?;
+                self.check_pb_removal(g, old_id, "replace")?;
                 append_server(g, new, "replace")?;
                 g.removed |= 1u64 << old_id;
                 check_address_bytes(&groups, "replace")?;
@@ -323,6 +333,7 @@ impl Master {
                 let mut groups = latest.groups.clone();
                 let g = member_change(&mut groups, *gid, "remove-member")?;
                 let id = member_id(g, addr, "remove-member")?;
+                self.check_pb_removal(g, id, "remove-member")?;
                 if g.members() == 1u64 << id {
                     return Err(format!(
                         "remove-member: {addr} is the last member of group {gid}; \
@@ -336,6 +347,19 @@ impl Master {
                 unreachable!("queries and pings create no configuration")
             }
         };
+        // A primary/backup group's server list grows by membership changes
+        // (never otherwise, while it stays joined): its view-service state
+        // grows with it.
+        let stayed: BTreeSet<GroupId> = latest.groups.iter().map(|g| g.gid).collect();
+        for g in &groups {
+            if let Some(pb) = self.pb.get_mut(&g.gid) {
+                // (A retained state of a group that left and came back
+                // under Paxos is not this group's.)
+                if stayed.contains(&g.gid) && g.mode == ReplicationMode::PrimaryBackup {
+                    pb.grow(g.servers.len());
+                }
+            }
+        }
         // The view service follows every primary/backup group that ever
         // joined: a joining one starts at view 1. One that leaves keeps its
         // views: it still hands its shards off and deletes them through its
@@ -507,15 +531,24 @@ fn member_change<'a>(
         .iter_mut()
         .find(|g| g.gid == gid)
         .ok_or_else(|| format!("{op}: group {gid} is not in the configuration"))?;
-    if g.mode == ReplicationMode::PrimaryBackup {
-        // Its views name replica ids; changing the server list under them
-        // is not built yet (issue 12).
-        return Err(format!(
-            "{op}: group {gid} is a primary/backup group; membership changes are not \
-             supported for it yet"
-        ));
-    }
     Ok(g)
+}
+
+impl Master {
+    /// A primary/backup group may lose replica `id` only if another member
+    /// is known to hold every acknowledged write (else those writes would
+    /// be lost with it, or the group could never serve again).
+    fn check_pb_removal(&self, g: &GroupInfo, id: usize, op: &str) -> Result<(), String> {
+        match self.pb.get(&g.gid) {
+            Some(pb) if !pb.may_remove(id, g.members()) => Err(format!(
+                "{op}: {} (replica {id}) is the only member of primary/backup group {} known \
+                 to hold every acknowledged write; wait until another member is in its view \
+                 (synod admin status: backup)",
+                g.servers[id], g.gid
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The replica id of `addr` in `g`, which must be a member now.

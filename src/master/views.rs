@@ -28,6 +28,13 @@
 //!   live `safe` replica) or dead backups (dropped) move it on; nothing was
 //!   acknowledged in it, so `safe` still names every holder of every
 //!   acknowledged write.
+//! - Membership changes (Replace, AddMember, RemoveMember): a removed
+//!   replica counts as dead whether it pings or not, so it leaves the next
+//!   view as a dead one would; an added one starts empty and outside
+//!   `safe`, and joins a view as a backup once it pings, like a restarted
+//!   server (the primary brings it up by state transfer before it
+//!   acknowledges that view). The master refuses a removal that would
+//!   leave no member in `safe`.
 
 use synod_wire::{GroupInfo, PbViewReply, ReplicaId, View, PB_PING_REFUSED};
 
@@ -94,10 +101,32 @@ impl PbGroup {
                 .all(|(now, then)| now - then < DEAD_PINGS)
     }
 
-    fn live(&self) -> u64 {
+    /// The live replicas among `members` (the group's members now: a
+    /// removed replica is never live).
+    fn live(&self, members: u64) -> u64 {
         (0..self.servers() as ReplicaId)
-            .filter(|&q| self.alive(q))
+            .filter(|&q| members & bit(q) != 0 && self.alive(q))
             .fold(0, |m, q| m | bit(q))
+    }
+
+    /// The group's server list grew to `n` (a Replace or AddMember): the
+    /// new replicas have never pinged, hold nothing and are not `safe`.
+    pub fn grow(&mut self, n: usize) {
+        let old = self.servers();
+        if n <= old {
+            return;
+        }
+        self.pings.resize(n, 0);
+        for m in &mut self.marks {
+            m.resize(n, 0);
+        }
+        self.marks.resize(n, vec![0; n]);
+    }
+
+    /// May replica `id` leave the group? Not if no other member would be
+    /// known to hold every acknowledged write.
+    pub fn may_remove(&self, id: usize, members: u64) -> bool {
+        self.safe & members & !(1u64 << id) != 0
     }
 
     /// Replica `replica` reports it is alive and ready in view `ready`;
@@ -106,12 +135,14 @@ impl PbGroup {
     ///
     /// `promote_any` is the planted bug "a backup promoted without the
     /// latest writes": a dead primary is replaced by any live replica.
+    /// `members`: the group's members now (bit `i` is replica `i`).
     pub fn ping(
         &mut self,
         gid: synod_wire::GroupId,
         replica: ReplicaId,
         ready: u64,
         promote_any: bool,
+        members: u64,
     ) -> PbViewReply {
         let r = replica as usize;
         assert!(
@@ -126,9 +157,9 @@ impl PbGroup {
             self.safe = self.view.members();
         }
         if replica == self.view.primary && ready == PB_PING_REFUSED {
-            self.primary_refused(promote_any);
+            self.primary_refused(promote_any, members);
         }
-        self.next_view(promote_any);
+        self.next_view(promote_any, members);
         if !promote_any {
             self.assert_invariants();
         }
@@ -144,9 +175,9 @@ impl PbGroup {
     /// another primary if the rules for a dead primary give one, else the
     /// same servers under a new number (its entries then carry the new
     /// number, so none can be mistaken for one it lost).
-    fn primary_refused(&mut self, promote_any: bool) {
+    fn primary_refused(&mut self, promote_any: bool, members: u64) {
         let old = self.view;
-        let live = self.live();
+        let live = self.live(members);
         let candidate = if promote_any {
             lowest(live & !bit(old.primary))
         } else if self.acked {
@@ -173,8 +204,8 @@ impl PbGroup {
     }
 
     /// Move to the next view if the rules say so.
-    fn next_view(&mut self, promote_any: bool) {
-        let live = self.live();
+    fn next_view(&mut self, promote_any: bool, members: u64) {
+        let live = self.live(members);
         let old = self.view;
         let primary_alive = live & bit(old.primary) != 0;
         if promote_any && !primary_alive {
@@ -459,6 +490,88 @@ mod tests {
             view: 0,
         };
         assert!(m.execute(&bad).is_err());
+    }
+
+    /// Membership changes of a primary/backup group: a replaced replica
+    /// leaves the view even while it still pings; the new one joins as a
+    /// backup once it pings and is `safe` only once the primary
+    /// acknowledged a view with it; until then the primary, the only
+    /// holder of every acknowledged write, may not be removed. The state
+    /// survives a snapshot.
+    #[test]
+    fn a_replaced_replica_leaves_the_view_and_the_new_one_joins_as_a_backup() {
+        let mut m = master_with_pb_group(2);
+        let mut seq = 1;
+        let mut admin = |m: &mut Master, op: MasterOp| {
+            seq += 1;
+            m.apply(&MasterRequest {
+                client_id: 1,
+                seq,
+                ack_seq: seq - 1,
+                op,
+            })
+        };
+        ping(&mut m, 1, 1);
+        let mut v = ping(&mut m, 0, 1);
+        assert!(v.acked && v.view.backups == 0b10, "{v:?}");
+        // Running a while (a replica that never pinged then counts as
+        // dead, as one added later does until it pings).
+        for _ in 0..DEAD_PINGS {
+            ping(&mut m, 1, 1);
+            v = ping(&mut m, 0, 1);
+        }
+        assert_eq!(v.view.num, 1);
+        let replaced = admin(
+            &mut m,
+            MasterOp::Replace {
+                gid: 7,
+                old: "s1:1".into(),
+                new: "s2:1".into(),
+            },
+        );
+        assert!(replaced.is_ok(), "{replaced:?}");
+        // s1 still pings (a live node the operator replaced): not live.
+        ping(&mut m, 1, 1);
+        let v = ping(&mut m, 0, 1);
+        assert_eq!((v.view.num, v.view.primary, v.view.backups), (2, 0, 0));
+        let v = ping(&mut m, 0, 2);
+        assert!(v.acked);
+        // The primary is the only safe member: it may not go yet.
+        let refused = admin(
+            &mut m,
+            MasterOp::RemoveMember {
+                gid: 7,
+                addr: "s0:1".into(),
+            },
+        );
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("acknowledged write")),
+            "{refused:?}"
+        );
+        // The new replica pings: a backup of the next view, safe once the
+        // primary acknowledges it (after bringing it up to date).
+        let v = ping(&mut m, 2, 0);
+        assert_eq!((v.view.num, v.view.primary, v.view.backups), (3, 0, 0b100));
+        assert!(!v.acked);
+        ping(&mut m, 2, 3);
+        let v = ping(&mut m, 0, 3);
+        assert!(v.acked);
+        assert_eq!(m.pb_group(7).expect("pb").safe, 0b101);
+        let snap = m.snapshot();
+        assert_eq!(Master::restore(&snap, m.options()).expect("restores"), m);
+        // Now the old primary may leave; the new replica takes over.
+        let removed = admin(
+            &mut m,
+            MasterOp::RemoveMember {
+                gid: 7,
+                addr: "s0:1".into(),
+            },
+        );
+        assert!(removed.is_ok(), "{removed:?}");
+        let v = ping(&mut m, 2, 3);
+        assert_eq!((v.view.num, v.view.primary, v.view.backups), (4, 2, 0));
     }
 
     /// Regression (the simulator's mixed world, seed 0): a primary/backup

@@ -170,6 +170,10 @@ pub struct PbConfig {
     /// Snapshot and compact once this many positions were applied above
     /// the log's start.
     pub snapshot_log_entries: u64,
+    /// Bytes of a snapshot serialized per round: a large state is captured
+    /// at once (copy-on-write) and serialized a slice per `advance`, as a
+    /// Paxos replica's is (`ReplicaConfig::snapshot_step_bytes`).
+    pub snapshot_step_bytes: usize,
     /// The primary stamps the log with its clock
     /// ([`PbReplica::set_now_ms`]) ahead of a write when the last stamp is
     /// at least this old, so log time (session expiry) advances.
@@ -194,6 +198,7 @@ impl PbConfig {
             heartbeat_ticks: 2,
             retransmit_ticks: 10,
             snapshot_log_entries: 1024,
+            snapshot_step_bytes: crate::replica::SNAPSHOT_STEP_BYTES_DEFAULT,
             clock_interval_ms: 100,
             bugs: PbBugs::default(),
         }
@@ -243,6 +248,39 @@ pub struct Output {
     pub installed_snapshot: Option<Pos>,
     /// The entries applied in this round, in position order (for checkers).
     pub committed: Vec<(Pos, Batch)>,
+    /// A local snapshot serialized: the driver writes it durably (off the
+    /// loop) and then calls [`PbReplica::snapshot_durable`]; only then does
+    /// it become the log's start. Until then the entries below it stay.
+    pub snapshot_write: Option<SnapshotWrite>,
+}
+
+/// A local snapshot for the driver to write (see
+/// [`Output::snapshot_write`]).
+#[derive(Clone, Debug)]
+pub struct SnapshotWrite {
+    pub index: Pos,
+    pub last_tag: u64,
+    /// The snapshot file's bytes: `last_tag` (8 bytes, little-endian) and
+    /// then the state, as the storage reads a primary/backup snapshot
+    /// file back.
+    pub file: Bytes,
+}
+
+impl SnapshotWrite {
+    /// The state bytes (the file after its tag; no copy).
+    pub fn data(&self) -> Bytes {
+        self.file.slice(8..)
+    }
+
+    /// The record a durable image folds in once the file is durable.
+    pub fn record(&self) -> PbRecord {
+        PbRecord::Snapshot {
+            index: self.index,
+            last_tag: self.last_tag,
+            data: self.data(),
+            install: false,
+        }
+    }
 }
 
 /// Counters for tests and reports.
@@ -323,6 +361,15 @@ pub struct PbReplica<S: StateMachine> {
     ping_due: bool,
     early: Vec<(ReplyTo, Message)>,
     installed: Option<Pos>,
+    /// A snapshot being serialized, a slice per round: (index, tag of the
+    /// entry before it).
+    capturing: Option<(Pos, u64)>,
+    /// A tick came since the last `advance`: an idle replica's capture
+    /// still gets its slice.
+    capture_tick: bool,
+    /// The snapshot handed to the driver and not yet durable (one at a
+    /// time).
+    snapshot_in_flight: Option<SnapshotWrite>,
     stats: PbStats,
 }
 
@@ -392,6 +439,9 @@ impl<S: StateMachine> PbReplica<S> {
             ping_due: true,
             early: Vec::new(),
             installed: None,
+            capturing: None,
+            capture_tick: false,
+            snapshot_in_flight: None,
             stats: PbStats::default(),
         };
         r.assert_invariants();
@@ -599,6 +649,7 @@ impl<S: StateMachine> PbReplica<S> {
 
     pub fn tick(&mut self) {
         self.ticks += 1;
+        self.capture_tick = true;
         if self.ticks - self.last_ping >= self.cfg.ping_ticks {
             self.ping_due = true;
         }
@@ -680,7 +731,7 @@ impl<S: StateMachine> PbReplica<S> {
             messages,
             ping,
             log_end: self.log_end(),
-            wake: self.has_work(),
+            wake: self.has_work() || (self.capture_tick && self.capturing.is_some()),
         }
     }
 
@@ -720,7 +771,9 @@ impl<S: StateMachine> PbReplica<S> {
             replies: std::mem::take(&mut self.early),
             installed_snapshot: self.installed.take(),
             committed: Vec::new(),
+            snapshot_write: None,
         };
+        self.capture_tick = false;
         if self.is_primary() {
             // Entries may have been replaced since (a newer view's primary):
             // the durable end never exceeds the log.
@@ -749,9 +802,39 @@ impl<S: StateMachine> PbReplica<S> {
             out.committed.push((pos, batch));
         }
         self.serve_reads(&mut out.replies);
-        self.maybe_compact();
+        self.maybe_snapshot(&mut out);
         self.assert_invariants();
         out
+    }
+
+    /// Give a snapshot being serialized its next slice at the next
+    /// `advance` even if nothing else happens (the runtime's every loop
+    /// turn); returns whether one is.
+    pub fn nudge_capture(&mut self) -> bool {
+        let capturing = self.capturing.is_some();
+        self.capture_tick |= capturing;
+        capturing
+    }
+
+    /// The snapshot at `index` that [`Output::snapshot_write`] handed out is
+    /// durable: it becomes the log's start and the entries below it go.
+    /// Anything else (a stale index, nothing in flight as after a restart,
+    /// or a state transfer installed past it meanwhile) is ignored.
+    pub fn snapshot_durable(&mut self, index: Pos) {
+        match self.snapshot_in_flight.take() {
+            Some(w) if w.index == index => {
+                if index > self.log_start {
+                    // Applied entries are never replaced, so the ones below
+                    // `index` are still those the snapshot covers.
+                    self.entries.drain(..(index - self.log_start) as usize);
+                    self.log_start = index;
+                    self.start_tag = w.last_tag;
+                    self.snapshot = w.data();
+                }
+            }
+            other => self.snapshot_in_flight = other,
+        }
+        self.assert_invariants();
     }
 
     // ----- view changes ---------------------------------------------------
@@ -1120,6 +1203,10 @@ impl<S: StateMachine> PbReplica<S> {
             );
             return;
         }
+        if self.capturing.take().is_some() {
+            // Superseded by the installed state.
+            self.sm.abort_snapshot();
+        }
         self.sm
             .restore(&t.data)
             .expect("checked by check_snapshot just before");
@@ -1142,23 +1229,46 @@ impl<S: StateMachine> PbReplica<S> {
 
     // ----- log compaction -------------------------------------------------
 
-    fn maybe_compact(&mut self) {
-        if self.applied - self.log_start <= self.cfg.snapshot_log_entries {
+    /// Start a snapshot once enough is applied above the log's start, or
+    /// serialize the next slice of the one being taken. One at a time: a
+    /// trigger while one is in flight waits for it (the log grows
+    /// meanwhile, as a Paxos replica's does).
+    fn maybe_snapshot(&mut self, out: &mut Output) {
+        if let Some((index, last_tag)) = self.capturing {
+            if let Some(file) = self.sm.snapshot_step(self.cfg.snapshot_step_bytes) {
+                self.capturing = None;
+                self.snapshot_taken(out, index, last_tag, file);
+            }
+            return;
+        }
+        if self.snapshot_in_flight.is_some()
+            || self.applied - self.log_start <= self.cfg.snapshot_log_entries
+        {
             return;
         }
         let index = self.applied;
         let last_tag = self.tag_at(index - 1).expect("applied entries are held");
-        let data = self.sm.snapshot();
-        self.records.push(PbRecord::Snapshot {
+        // The file's tag goes first, so the state machine serializes
+        // straight into the file's bytes.
+        let head = last_tag.to_le_bytes().to_vec();
+        let done = self
+            .sm
+            .begin_snapshot(head)
+            .or_else(|| self.sm.snapshot_step(self.cfg.snapshot_step_bytes));
+        match done {
+            Some(file) => self.snapshot_taken(out, index, last_tag, file),
+            None => self.capturing = Some((index, last_tag)),
+        }
+    }
+
+    fn snapshot_taken(&mut self, out: &mut Output, index: Pos, last_tag: u64, file: Bytes) {
+        let w = SnapshotWrite {
             index,
             last_tag,
-            data: data.clone(),
-            install: false,
-        });
-        self.entries.drain(..(index - self.log_start) as usize);
-        self.log_start = index;
-        self.start_tag = last_tag;
-        self.snapshot = data;
+            file,
+        };
+        self.snapshot_in_flight = Some(w.clone());
+        out.snapshot_write = Some(w);
     }
 
     // ----- invariants -----------------------------------------------------

@@ -129,7 +129,7 @@ impl Hosted {
         match self {
             Hosted::Kv(r) => r.nudge_capture(),
             Hosted::Master(r) => r.nudge_capture(),
-            Hosted::Pb(_) => false,
+            Hosted::Pb(r) => r.nudge_capture(),
         }
     }
     fn id(&self) -> ReplicaId {
@@ -162,8 +162,12 @@ impl Hosted {
         match self {
             Hosted::Kv(r) => r.snapshot_durable(index),
             Hosted::Master(r) => r.snapshot_durable(index),
-            // Its snapshots are written within the sync that logs them.
-            Hosted::Pb(_) => Vec::new(),
+            // Its log entries are not WAL garbage of their own (the WAL's
+            // segment accounting covers them).
+            Hosted::Pb(r) => {
+                r.snapshot_durable(index);
+                Vec::new()
+            }
         }
     }
     /// Serve laggards from the durable snapshot file mapped by `wal`
@@ -430,13 +434,13 @@ impl Core {
     }
 
     /// Host replica `me` of primary/backup group `info`, from disk (issue
-    /// 12). Its servers never change (the master refuses membership
-    /// changes of such groups), so its id space is the list's length.
+    /// 12). Its id space is [`KV_ID_SPACE`], as a Paxos group's, so a
+    /// membership change (a server appended to the list) needs no restart:
+    /// the views the master hands out name the members.
     fn host_pb(&mut self, info: &GroupInfo, me: ReplicaId) {
         let gid = info.gid;
-        let servers = info.servers.len() as u32;
         let durable = self.recovered_pb.remove(&gid).unwrap_or_default();
-        let mut pc = PbConfig::new(me, servers);
+        let mut pc = PbConfig::new(me, KV_ID_SPACE);
         // Bytes per entry and per Append: an Append always fits a frame
         // (a command alone is at most `command_bytes_max`, checked before
         // it is taken).
@@ -445,6 +449,7 @@ impl Core {
         pc.append_bytes_max = page;
         pc.command_bytes_max = synod_wire::command_bytes_max(self.cfg.frame_bytes_max);
         pc.snapshot_log_entries = self.cfg.snapshot_log_slots as u64;
+        pc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         let sm = self.new_store(gid);
         let replica = Hosted::Pb(PbReplica::new(pc, durable, sm));
         log::info!(
@@ -598,7 +603,7 @@ impl Core {
                 continue;
             }
             if let Some(hosted) = self.groups.get_mut(&g.gid) {
-                if matches!(hosted.replica, Hosted::Kv(_)) {
+                if matches!(hosted.replica, Hosted::Kv(_) | Hosted::Pb(_)) {
                     grow_servers(hosted, &g.servers, now);
                 }
                 continue;
@@ -631,11 +636,20 @@ impl Core {
         let mut retired = Vec::new();
         let mut farewells = Vec::new();
         for (&gid, g) in self.groups.iter_mut() {
-            let Hosted::Kv(r) = &mut g.replica else {
-                continue;
-            };
             let Some(info) = latest.groups.iter().find(|i| i.gid == gid) else {
                 continue;
+            };
+            let r = match &mut g.replica {
+                Hosted::Kv(r) => r,
+                // The master's views already leave a removed primary/backup
+                // replica out (it counts as dead), so it goes at once.
+                Hosted::Pb(r) => {
+                    if !info.is_member(r.id() as usize) {
+                        retired.push(gid);
+                    }
+                    continue;
+                }
+                Hosted::Master(_) => continue,
             };
             let p = r.paxos();
             let me = p.id();
@@ -707,7 +721,8 @@ impl Core {
         }
     }
 
-    /// Stop hosting KV group `gid`: this replica's removal is chosen. Its
+    /// Stop hosting KV group `gid`: this replica's removal is chosen (a
+    /// primary/backup replica's: the configuration removed it). Its
     /// connections to the group's peers close; its records stay in the WAL
     /// until segment GC, and a restart does not host it again (the
     /// configuration lists it as removed).
@@ -1949,6 +1964,12 @@ impl Core {
                         }
                         for (to, reply) in out.replies {
                             self.deliver_reply(to, reply, now);
+                        }
+                        if let Some(w) = out.snapshot_write {
+                            // Serialized a slice per turn; written, synced
+                            // and renamed on the writer thread, as a Paxos
+                            // group's.
+                            self.wal.write_snapshot(gid, w.index, w.file);
                         }
                     }
                     for (gid, ready) in readies {

@@ -37,7 +37,7 @@ use crate::check::KvOp;
 use crate::kv::KvOptions;
 use crate::master::{Answer, Master, MasterOptions};
 use crate::paxos::Synced;
-use crate::pb::{Output, PbBugs, PbConfig, PbDurable, PbMsg, PbReplica, Pos, Ready};
+use crate::pb::{Output, PbBugs, PbConfig, PbDurable, PbMsg, PbReplica, Pos, Ready, SnapshotWrite};
 use crate::rng::Rng;
 use crate::shardkv::ShardKv;
 
@@ -142,6 +142,13 @@ enum Event {
         node: ReplicaId,
         epoch: u64,
     },
+    /// A local snapshot's file write is durable (written off the loop, so
+    /// it lands between turns), unless the node crashed since.
+    SnapshotDone {
+        node: ReplicaId,
+        epoch: u64,
+        write: SnapshotWrite,
+    },
     ClientWake {
         client: usize,
         token: u64,
@@ -213,7 +220,9 @@ impl Simulated for World {
             Event::Peer { to, .. } | Event::Request { to, .. } | Event::ViewReply { to, .. } => {
                 Some(*to)
             }
-            Event::Tick { node, .. } | Event::Flush { node, .. } => Some(*node),
+            Event::Tick { node, .. }
+            | Event::Flush { node, .. }
+            | Event::SnapshotDone { node, .. } => Some(*node),
             _ => None,
         };
         if let Some(id) = target {
@@ -280,6 +289,13 @@ impl Simulated for World {
                     r.flush();
                     self.drive(node);
                 }
+            }
+            Event::SnapshotDone { node, epoch, write } => {
+                let n = &mut self.nodes[node as usize];
+                if n.epoch != epoch {
+                    return;
+                }
+                snapshot_written(&mut n.disk, n.replica.as_mut(), &write);
             }
             Event::SyncDone { node, epoch } => {
                 if self.nodes[node as usize].epoch != epoch {
@@ -425,7 +441,7 @@ impl World {
     }
 
     fn start_node(&mut self, id: ReplicaId) {
-        let pc = pb_config(id, self.cfg.replicas, self.cfg.bugs.pb);
+        let pc = pb_config(id, self.cfg.replicas, self.cfg.bugs.pb, self.cfg.seed);
         let opts = KvOptions {
             session_ttl_ms: self.cfg.session_ttl_ms,
             sessions_per_shard_max: self.cfg.sessions_per_shard_max,
@@ -513,6 +529,20 @@ impl World {
                         .schedule(at, Event::CrashTransferring { node: id, epoch });
                 }
             }
+        }
+        if let Some(write) = out.snapshot_write {
+            // Written off the loop: durable some time later, or lost in a
+            // crash before.
+            let took = self.rng.range(1, self.cfg.disk_latency_max.max(MS) * 4);
+            let epoch = node.epoch;
+            self.time.schedule(
+                self.time.now + took,
+                Event::SnapshotDone {
+                    node: id,
+                    epoch,
+                    write,
+                },
+            );
         }
         self.check_applied(id, out.installed_snapshot, &out.committed);
         for (to, msg) in out.messages {
@@ -818,14 +848,17 @@ impl World {
 }
 
 /// A primary/backup replica's configuration in the simulated worlds (this
-/// one and the mixed sharded one): small limits so batching, windows,
-/// compaction and state transfer happen often.
-pub(super) fn pb_config(id: ReplicaId, servers: u32, bugs: PbBugs) -> PbConfig {
+/// one and the mixed sharded one) for `seed`: small limits so batching,
+/// windows, compaction and state transfer happen often.
+pub(super) fn pb_config(id: ReplicaId, servers: u32, bugs: PbBugs, seed: u64) -> PbConfig {
     let mut pc = PbConfig::new(id, servers);
     pc.batch_commands_max = 8;
     pc.append_entries_max = 6;
     pc.window_entries_max = 12;
     pc.snapshot_log_entries = 24;
+    // Some seeds serialize a snapshot over many rounds (while writes go on
+    // applying), some at once.
+    pc.snapshot_step_bytes = [usize::MAX, 64, 1024][(seed / 7 % 3) as usize];
     pc.bugs = bugs;
     pc
 }
@@ -876,4 +909,19 @@ pub(super) fn check_states<'a>(
         }
     }
     transfers
+}
+
+/// A local snapshot's file write (`Output::snapshot_write`, written off the
+/// loop) is durable: the durable image folds it in, and the replica, if it
+/// is still the incarnation that asked (the caller checked), moves its
+/// log's start.
+pub(super) fn snapshot_written(
+    disk: &mut PbDurable,
+    r: Option<&mut PbReplica<ShardKv>>,
+    write: &SnapshotWrite,
+) {
+    disk.apply(&write.record());
+    if let Some(r) = r {
+        r.snapshot_durable(write.index);
+    }
 }

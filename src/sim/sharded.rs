@@ -27,7 +27,7 @@ use crate::check::{check_kv, CheckOptions, CheckResult, KvOp};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Record, Synced};
-use crate::pb::{PbBugs, PbDurable, PbReplica};
+use crate::pb::{PbBugs, PbDurable, PbReplica, SnapshotWrite};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::rng::Rng;
 use crate::shardkv::migrator::{serve_delete, serve_pull, serve_resolve, Action, Migrator};
@@ -362,6 +362,13 @@ pub(crate) enum Event {
         index: Slot,
         data: Bytes,
     },
+    /// A primary/backup replica's local snapshot file is durable, unless
+    /// the node crashed since (`epoch`): then it was lost.
+    PbSnapshotDone {
+        node: usize,
+        epoch: u64,
+        write: SnapshotWrite,
+    },
     ClientWake {
         client: usize,
         token: u64,
@@ -543,6 +550,18 @@ impl Simulated for ShardedWorld {
                     // Its snapshots are written within the sync that logs them.
                     Some(Hosted::Pb(_)) | None => return,
                 }
+                self.drive(node);
+            }
+            Event::PbSnapshotDone { node, epoch, write } => {
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch {
+                    return;
+                }
+                let r = match n.replica.as_mut() {
+                    Some(Hosted::Pb(r)) => Some(r),
+                    _ => None,
+                };
+                super::pb::snapshot_written(&mut n.pb_disk, r, &write);
                 self.drive(node);
             }
             Event::ClientWake { client, token } => self.client_wake(client, token),
@@ -731,7 +750,7 @@ impl ShardedWorld {
         let sm = (gid != 0).then(|| self.new_store(gid));
         let pb = self.cfg.is_pb(gid).then(|| {
             let id = (i % REPLICAS as usize) as ReplicaId;
-            super::pb::pb_config(id, self.cfg.pb_servers, self.cfg.pb_bugs)
+            super::pb::pb_config(id, self.cfg.pb_servers, self.cfg.pb_bugs, self.cfg.seed)
         });
         let node = &mut self.nodes[i];
         let disk = node.disk.clone();
@@ -928,6 +947,19 @@ impl ShardedWorld {
                 return;
             };
             let out = super::pb::persist_and_advance(&mut node.pb_disk, r, ready);
+            if let Some(write) = out.snapshot_write {
+                // Written off the loop: durable later, or lost in a crash.
+                let epoch = node.epoch;
+                let took = self.rng.range(100, 5 * MS + 1);
+                self.schedule(
+                    self.time.now + took,
+                    Event::PbSnapshotDone {
+                        node: i,
+                        epoch,
+                        write,
+                    },
+                );
+            }
             self.check_applied(i, gid, out.installed_snapshot, &out.committed);
             for (to, msg) in out.messages {
                 let dest = node_of(gid, to);

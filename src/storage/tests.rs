@@ -1102,6 +1102,26 @@ mod pb {
         }
     }
 
+    /// Write a local snapshot as the server does: its file off the loop,
+    /// after the entries it covers are durable (they are applied, so
+    /// synced), waited for here.
+    fn write_local(wal: &mut Wal, group: GroupId, rec: &PbRecord) {
+        let PbRecord::Snapshot {
+            index,
+            last_tag,
+            data,
+            install: false,
+        } = rec
+        else {
+            panic!("not a local snapshot: {rec:?}")
+        };
+        let mut file = last_tag.to_le_bytes().to_vec();
+        file.extend_from_slice(data);
+        wal.write_snapshot(group, *index, Bytes::from(file));
+        let done = wal.wait_snapshots_durable().unwrap();
+        assert!(done.contains(&(group, *index)), "{done:?}");
+    }
+
     fn fold(records: &[PbRecord]) -> PbDurable {
         let mut d = PbDurable::default();
         for r in records {
@@ -1167,6 +1187,14 @@ mod pb {
                         prop_assert!(!rec.groups.contains_key(&1));
                         wal = w;
                     }
+                    g @ Gen::Local(..) => {
+                        if let Some(r) = model.record(&g) {
+                            wal.sync().unwrap();
+                            synced.append(&mut pending);
+                            write_local(&mut wal, 1, &r);
+                            synced.push(r);
+                        }
+                    }
                     g => {
                         if let Some(r) = model.record(&g) {
                             wal.append_pb(1, std::slice::from_ref(&r));
@@ -1196,24 +1224,26 @@ mod pb {
         wal.append_pb(4, &[PbRecord::View(7)]);
         let mut recs = vec![PbRecord::View(7)];
         for pos in 0..200u64 {
-            let mut turn = vec![PbRecord::Entry {
+            let turn = vec![PbRecord::Entry {
                 pos,
                 tag: 7,
                 batch: Batch {
                     commands: vec![Bytes::from_static(b"0123456789")],
                 },
             }];
+            wal.append_pb(4, &turn);
+            wal.sync().unwrap();
+            recs.extend(turn);
             if pos % 20 == 19 {
-                turn.push(PbRecord::Snapshot {
+                let local = PbRecord::Snapshot {
                     index: pos - 5,
                     last_tag: 7,
                     data: Bytes::from(format!("state@{pos}")),
                     install: false,
-                });
+                };
+                write_local(&mut wal, 4, &local);
+                recs.push(local);
             }
-            wal.append_pb(4, &turn);
-            wal.sync().unwrap();
-            recs.extend(turn);
         }
         assert!(wal.stats().segments_deleted > 10, "{:?}", wal.stats());
         drop(wal);

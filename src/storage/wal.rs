@@ -498,12 +498,14 @@ impl Wal {
     /// records; a state installed by transfer is one too (inline, so it is
     /// atomic and ordered with the entries around it, as
     /// [`PbDurable::apply`] folds it) and also becomes the group's snapshot
-    /// file; a local snapshot is only the file. A snapshot file of a
-    /// primary/backup group holds the tag of the entry before its index
-    /// (`u64`, little-endian) ahead of the state.
+    /// file. A local snapshot is only the file, written off the loop by
+    /// [`Wal::write_snapshot`] (`pb::SnapshotWrite::file`). A snapshot file
+    /// of a primary/backup group holds the tag of the entry before its
+    /// index (`u64`, little-endian) ahead of the state.
     ///
-    /// Panics if the view goes backwards (as [`PbDurable::apply`] does) or
-    /// a record is longer than `record_bytes_max`: caller bugs.
+    /// Panics if the view goes backwards (as [`PbDurable::apply`] does), on
+    /// a local snapshot, or if a record is longer than `record_bytes_max`:
+    /// caller bugs.
     pub fn append_pb(&mut self, group: GroupId, records: &[PbRecord]) {
         if self.poisoned.is_some() || records.is_empty() {
             return;
@@ -522,11 +524,14 @@ impl Wal {
                 PbRecord::Entry { pos, .. } => {
                     self.active.note_pb(group, *pos, &mut state.pb_high);
                 }
+                PbRecord::Snapshot { install: false, .. } => {
+                    panic!("group {group}: a local snapshot goes to write_snapshot")
+                }
                 PbRecord::Snapshot {
                     index,
                     last_tag,
                     data,
-                    install,
+                    install: true,
                 } => {
                     let current = self
                         .staged
@@ -538,9 +543,6 @@ impl Wal {
                         file.extend_from_slice(&last_tag.to_le_bytes());
                         file.extend_from_slice(data);
                         self.staged.insert(group, (*index, Bytes::from(file)));
-                    }
-                    if !install {
-                        continue;
                     }
                     self.active.note_pb(group, *index, &mut state.pb_high);
                 }
