@@ -63,17 +63,19 @@ fn faults_change_views_and_transfer_state() {
     // Across a few seeds the faults must exercise what the protocol is
     // about: view changes and state transfers (else the sweeps prove
     // little).
-    let (mut views, mut transfers, mut crashes) = (0, 0, 0);
+    // Transfers of many chunks too (tiny chunks on most seeds).
+    let (mut views, mut transfers, mut chunks, mut crashes) = (0, 0, 0, 0);
     for seed in 0..10 {
         let r = run(&PbSimConfig::for_seed(seed, None));
         assert!(r.passed(), "seed {seed}: {:?}", r.failures);
         views += r.pb_views;
         transfers += r.pb_transfers;
+        chunks += r.pb_transfer_chunks;
         crashes += r.crashes;
     }
     assert!(
-        views > 20 && transfers > 10 && crashes > 5,
-        "{views} {transfers} {crashes}"
+        views > 20 && transfers > 10 && chunks > 5 * transfers && crashes > 5,
+        "{views} {transfers} {chunks} {crashes}"
     );
 }
 
@@ -161,9 +163,11 @@ fn planted_primary_leading_its_view_again_after_a_restart_is_caught() {
 
 /// Pinned seeds, one with 2 replicas (even) and one with 3 (odd), found
 /// by `synod-sim --world pb --bug ...` sweeps; a change to the world's
-/// randomness moves them (re-find them with the same sweep).
-const ACK_BEFORE_BACKUPS_SEEDS: [u64; 2] = [0, 5];
+/// randomness moves them (re-find them with the same sweep). Re-found
+/// when state transfer became chunked (the chunk size is drawn per seed,
+/// and chunks change every transfer's messages).
+const ACK_BEFORE_BACKUPS_SEEDS: [u64; 2] = [2, 1];
 const SERVE_AFTER_NEWER_VIEW_SEEDS: [u64; 2] = [2, 11];
-const PROMOTE_WITHOUT_LATEST_SEEDS: [u64; 2] = [1, 2];
-/// Rarer: 8 of 3,000 seeds (`--bug pb-lead-after-restart`).
-const LEAD_AFTER_RESTART_SEEDS: [u64; 2] = [258, 467];
+const PROMOTE_WITHOUT_LATEST_SEEDS: [u64; 2] = [0, 1];
+/// Rarer: 7 of 3,000 seeds (`--bug pb-lead-after-restart`).
+const LEAD_AFTER_RESTART_SEEDS: [u64; 2] = [258, 2359];

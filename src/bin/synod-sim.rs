@@ -549,12 +549,14 @@ fn run_pb(args: &Run) -> ExitCode {
             println!("{}", replay_tail(msg, args, &report.failures));
         } else if args.verbose {
             println!(
-                "ok seed={seed} replicas={} ops={} positions={} views={} transfers={} crashes={}",
+                "ok seed={seed} replicas={} ops={} positions={} views={} transfers={} chunks={} chunk_bytes={} crashes={}",
                 cfg.replicas,
                 report.ops_completed,
                 report.slots_chosen,
                 report.pb_views,
                 report.pb_transfers,
+                report.pb_transfer_chunks,
+                cfg.transfer_chunk_bytes,
                 report.crashes
             );
         }
@@ -562,13 +564,14 @@ fn run_pb(args: &Run) -> ExitCode {
     });
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
-        "seeds={} failures={} world=pb ops_completed={} positions={} views={} transfers={} crashes={} messages={} session_expired={} wall_secs={:.1}",
+        "seeds={} failures={} world=pb ops_completed={} positions={} views={} transfers={} transfer_chunks={} crashes={} messages={} session_expired={} wall_secs={:.1}",
         reports.len(),
         failures,
         reports.iter().map(|r| r.ops_completed).sum::<u64>(),
         reports.iter().map(|r| r.slots_chosen).sum::<u64>(),
         reports.iter().map(|r| r.pb_views).sum::<u64>(),
         reports.iter().map(|r| r.pb_transfers).sum::<u64>(),
+        reports.iter().map(|r| r.pb_transfer_chunks).sum::<u64>(),
         reports.iter().map(|r| r.crashes).sum::<u64>(),
         reports.iter().map(|r| r.messages).sum::<u64>(),
         reports.iter().map(|r| r.session_expired).sum::<u64>(),
@@ -662,9 +665,10 @@ fn run_sharded(args: &Run) -> ExitCode {
     );
     if args.mixed {
         println!(
-            "pb_views={} pb_transfers={} pb_view_replies={} shards_moved_paxos_to_pb={} shards_moved_pb_to_paxos={}",
+            "pb_views={} pb_transfers={} pb_transfer_chunks={} pb_view_replies={} shards_moved_paxos_to_pb={} shards_moved_pb_to_paxos={}",
             reports.iter().map(|r| r.pb_views).sum::<u64>(),
             reports.iter().map(|r| r.pb_transfers).sum::<u64>(),
+            reports.iter().map(|r| r.pb_transfer_chunks).sum::<u64>(),
             reports.iter().map(|r| r.pb_view_replies).sum::<u64>(),
             reports.iter().map(|r| r.moved_paxos_to_pb).sum::<u64>(),
             reports.iter().map(|r| r.moved_pb_to_paxos).sum::<u64>(),

@@ -30,6 +30,13 @@
 //!   of it holds the primary's whole log as of adopting it (a new backup
 //!   gets the state first, by state transfer, when it is behind the log's
 //!   start), and serves only after the master says it recorded that.
+//! - State transfer is chunked like the Paxos snapshot catch-up
+//!   (`paxos/learner.rs`): one chunk of the primary's snapshot in flight
+//!   per backup; only an in-order chunk advances the backup's buffer and
+//!   is answered with its progress, which sends the next; a stalled
+//!   transfer resumes from the acknowledged offset; a snapshot that changed
+//!   restarts it from 0. The backup installs only once the last chunk is
+//!   in.
 //! - Reads: the primary confirms its view with every backup per batch of
 //!   reads (a read round carried on the next Append, echoed in acks), then
 //!   answers once it has applied its whole log as of the read's arrival. A
@@ -43,7 +50,7 @@ mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use synod_wire::{
     Batch, ClientId, ClientReply, Message, PbViewReply, ReplicaId, Seq, View, PB_PING_REFUSED,
 };
@@ -170,6 +177,9 @@ pub struct PbConfig {
     /// Snapshot and compact once this many positions were applied above
     /// the log's start.
     pub snapshot_log_entries: u64,
+    /// Bytes of state per state-transfer chunk (one `Transfer`): the
+    /// driver keeps it well below its frame limit.
+    pub transfer_chunk_bytes: usize,
     /// Bytes of a snapshot serialized per round: a large state is captured
     /// at once (copy-on-write) and serialized a slice per `advance`, as a
     /// Paxos replica's is (`ReplicaConfig::snapshot_step_bytes`).
@@ -198,6 +208,7 @@ impl PbConfig {
             heartbeat_ticks: 2,
             retransmit_ticks: 10,
             snapshot_log_entries: 1024,
+            transfer_chunk_bytes: 1 << 20,
             snapshot_step_bytes: crate::replica::SNAPSHOT_STEP_BYTES_DEFAULT,
             clock_interval_ms: 100,
             bugs: PbBugs::default(),
@@ -287,12 +298,38 @@ impl SnapshotWrite {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PbStats {
     pub views_adopted: u64,
+    /// State transfers started (first chunks sent, resends included).
     pub transfers_sent: u64,
+    /// Transfer chunks sent, resends included.
+    pub transfer_chunks_sent: u64,
     pub transfers_installed: u64,
     /// A primary asked this backup to overwrite an entry it had applied.
     /// Impossible while the protocol holds; the simulator reports it as a
     /// safety failure.
     pub overwrite_applied_refused: u64,
+}
+
+/// Primary: a state transfer to one backup, of the snapshot at `index`.
+#[derive(Clone, Copy, Debug)]
+struct Sending {
+    index: Pos,
+    /// The bytes the backup last said it holds: a resend starts here.
+    acked: u64,
+    /// The end of the last chunk sent: a chunk is in flight while it is
+    /// above `acked`, and only an acknowledgement of exactly this much
+    /// sends the next one.
+    sent: u64,
+}
+
+/// Backup: a state transfer under way, of the primary's snapshot at
+/// `index` (the tag before it `last_tag`), `total` bytes long.
+struct Receiving {
+    index: Pos,
+    last_tag: u64,
+    total: u64,
+    /// The bytes `[0, len)` received in order; grown as chunks arrive (the
+    /// declared total is only a claim).
+    buf: BytesMut,
 }
 
 struct Read<R> {
@@ -341,6 +378,8 @@ pub struct PbReplica<S: StateMachine> {
     echoed: BTreeMap<ReplicaId, u64>,
     /// The hint of the last refusal from each backup since its last ok.
     nacked: BTreeMap<ReplicaId, Pos>,
+    /// State transfers under way, per backup behind the log's start.
+    sending: BTreeMap<ReplicaId, Sending>,
     /// The log's end when this replica adopted the view as primary.
     adopt_end: Pos,
     read_round: u64,
@@ -349,6 +388,9 @@ pub struct PbReplica<S: StateMachine> {
     waiting: BTreeMap<(ClientId, Seq), Vec<ReplyTo>>,
     // Backup: the highest read round heard from this view's primary.
     echo_round: u64,
+    /// Backup: the one state transfer being received, if any (volatile: a
+    /// restart or a view change drops it).
+    receiving: Option<Receiving>,
     /// The driver's clock (ms) and the last stamp proposed while primary.
     now_ms: u64,
     last_stamp_ms: Option<u64>,
@@ -384,6 +426,7 @@ impl<S: StateMachine> PbReplica<S> {
             cfg.id < cfg.servers && cfg.servers <= 64,
             "replica id out of range"
         );
+        assert!(cfg.transfer_chunk_bytes > 0, "empty transfer chunks");
         let (log_start, start_tag, snapshot) = match durable.snapshot {
             Some((index, tag, data)) => {
                 if let Err(e) = sm.restore(&data) {
@@ -422,12 +465,14 @@ impl<S: StateMachine> PbReplica<S> {
             progress_tick: BTreeMap::new(),
             echoed: BTreeMap::new(),
             nacked: BTreeMap::new(),
+            sending: BTreeMap::new(),
             adopt_end: 0,
             read_round: 0,
             reads: VecDeque::new(),
             queue: Vec::new(),
             waiting: BTreeMap::new(),
             echo_round: 0,
+            receiving: None,
             now_ms: 0,
             last_stamp_ms: None,
             ticks: 0,
@@ -662,6 +707,12 @@ impl<S: StateMachine> PbReplica<S> {
                 if stalled && self.matched[&b] < self.next[&b] {
                     // Lost or stale: resend from what it acknowledged.
                     self.next.insert(b, self.matched[&b]);
+                    self.progress_tick.insert(b, self.ticks);
+                }
+                if let Some(s) = self.sending.get_mut(&b).filter(|_| stalled) {
+                    // A chunk or its acknowledgement was lost: resend
+                    // from what the backup last said it holds.
+                    s.sent = s.acked;
                     self.progress_tick.insert(b, self.ticks);
                 }
                 self.send_append(b, true);
@@ -903,6 +954,10 @@ impl<S: StateMachine> PbReplica<S> {
         self.progress_tick.clear();
         self.echoed.clear();
         self.nacked.clear();
+        // A transfer belongs to its view: a newer primary's state may
+        // differ, so a partial one is dropped on either side.
+        self.sending.clear();
+        self.receiving = None;
         if view.primary == self.cfg.id {
             let end = self.log_end();
             self.adopt_end = end;
@@ -965,20 +1020,11 @@ impl<S: StateMachine> PbReplica<S> {
         let from = self.next[&b];
         let end = self.log_end();
         if from < self.log_start {
-            self.stats.transfers_sent += 1;
-            self.messages.push((
-                b,
-                PbMsg::Transfer(Transfer {
-                    view,
-                    index: self.log_start,
-                    last_tag: self.start_tag,
-                    data: self.snapshot.clone(),
-                }),
-            ));
-            // Wait for its acknowledgement before sending on.
-            self.next.insert(b, self.log_start);
+            self.send_chunk(b);
             return;
         }
+        // Caught up past any transfer (or its log matched after all).
+        self.sending.remove(&b);
         let in_flight = from.saturating_sub(self.matched[&b]);
         let room = self.cfg.window_entries_max.saturating_sub(in_flight);
         let mut upto = end.min(from + room.min(self.cfg.append_entries_max as u64));
@@ -1014,6 +1060,76 @@ impl<S: StateMachine> PbReplica<S> {
         ));
     }
 
+    /// Send backup `b` the next chunk of the snapshot, unless one is in
+    /// flight. `next[b]` stays below the log's start until the backup
+    /// acknowledges the whole state, so heartbeats come here and resend
+    /// only after a stall (`tick`).
+    fn send_chunk(&mut self, b: ReplicaId) {
+        let view = self.view.expect("primary has a view");
+        let index = self.log_start;
+        let s = self.sending.entry(b).or_insert(Sending {
+            index,
+            acked: 0,
+            sent: 0,
+        });
+        if s.index != index {
+            // Compacted since it began: the old snapshot is gone, start
+            // over with the current one (the backup drops its partial
+            // buffer when it sees a chunk of another state).
+            *s = Sending {
+                index,
+                acked: 0,
+                sent: 0,
+            };
+        }
+        if s.sent > s.acked {
+            return; // one chunk in flight at a time
+        }
+        let total = self.snapshot.len() as u64;
+        let offset = s.acked.min(total);
+        let end = (offset + self.cfg.transfer_chunk_bytes as u64).min(total);
+        s.sent = end.max(offset + 1);
+        if offset == 0 {
+            self.stats.transfers_sent += 1;
+        }
+        self.stats.transfer_chunks_sent += 1;
+        self.messages.push((
+            b,
+            PbMsg::Transfer(Transfer {
+                view,
+                index,
+                last_tag: self.start_tag,
+                total,
+                offset,
+                data: self.snapshot.slice(offset as usize..end as usize),
+            }),
+        ));
+    }
+
+    /// A backup's progress through the transfer of the state at `index`:
+    /// it holds the first `received` bytes (0: none it can use).
+    fn on_transfer_progress(&mut self, b: ReplicaId, index: Pos, received: u64) {
+        let total = self.snapshot.len() as u64;
+        let Some(s) = self.sending.get_mut(&b) else {
+            return;
+        };
+        if index != s.index || s.index != self.log_start || received > total {
+            return; // about another snapshot than the one being sent
+        }
+        if received == s.sent && received > s.acked {
+            // The chunk in flight landed in order: send the next.
+            s.acked = received;
+            self.progress_tick.insert(b, self.ticks);
+            self.send_chunk(b);
+        } else {
+            // A duplicate, reordered or lost chunk, or a backup that lost
+            // its buffer: nothing is sent now (so duplicates cannot
+            // multiply the traffic); the next stall resends from here.
+            s.acked = received;
+            s.sent = s.sent.max(received);
+        }
+    }
+
     fn on_ack(&mut self, a: Ack) {
         let Some(view) = self.view else { return };
         if view.primary != self.cfg.id {
@@ -1032,11 +1148,27 @@ impl<S: StateMachine> PbReplica<S> {
         let b = a.from;
         let e = self.echoed.get_mut(&b).expect("a backup");
         *e = (*e).max(a.read_round);
+        if !a.ok && (a.received > 0 || self.sending.contains_key(&b)) {
+            // Progress through a transfer, or (received 0) a backup that
+            // cannot use the chunk it got (it lost its buffer): a refusal
+            // while a transfer is under way restarts it, from 0, at the
+            // next stall.
+            let index = if a.received > 0 {
+                a.end
+            } else {
+                self.log_start
+            };
+            self.on_transfer_progress(b, index, a.received);
+            return;
+        }
         if a.ok {
             if a.end > self.log_end() {
                 return; // not what this primary sent: ignore
             }
             self.nacked.remove(&b);
+            if self.sending.get(&b).is_some_and(|s| a.end >= s.index) {
+                self.sending.remove(&b); // it holds the state
+            }
             if a.end > self.matched[&b] {
                 self.matched.insert(b, a.end);
                 self.progress_tick.insert(b, self.ticks);
@@ -1091,6 +1223,10 @@ impl<S: StateMachine> PbReplica<S> {
     // ----- backup ---------------------------------------------------------
 
     fn ack(&mut self, to: ReplicaId, ok: bool, end: Pos) {
+        self.ack_received(to, ok, end, 0);
+    }
+
+    fn ack_received(&mut self, to: ReplicaId, ok: bool, end: Pos, received: u64) {
         self.messages.push((
             to,
             PbMsg::Ack(Ack {
@@ -1099,6 +1235,7 @@ impl<S: StateMachine> PbReplica<S> {
                 ok,
                 end,
                 read_round: self.echo_round,
+                received,
             }),
         ));
     }
@@ -1181,6 +1318,13 @@ impl<S: StateMachine> PbReplica<S> {
             return;
         }
         let primary = t.view.primary;
+        if self
+            .receiving
+            .as_ref()
+            .is_some_and(|r| r.index <= self.applied)
+        {
+            self.receiving = None; // covered by what we hold since
+        }
         if t.index <= self.applied {
             self.ack(primary, true, t.index.min(self.log_end()));
             return;
@@ -1196,35 +1340,83 @@ impl<S: StateMachine> PbReplica<S> {
             self.ack(primary, true, t.index);
             return;
         }
-        if let Err(e) = self.sm.check_snapshot(&t.data) {
+        let same = self
+            .receiving
+            .as_ref()
+            .is_some_and(|r| (r.index, r.last_tag, r.total) == (t.index, t.last_tag, t.total));
+        if !same {
+            if t.offset != 0 {
+                // A piece of a transfer we hold no start of (we restarted,
+                // or it is of a snapshot we dropped): say we hold nothing,
+                // so the primary starts over at its next stall.
+                self.ack_received(primary, false, self.log_start, 0);
+                return;
+            }
+            // At most one partial transfer: a chunk of another state
+            // replaces it.
+            self.receiving = Some(Receiving {
+                index: t.index,
+                last_tag: t.last_tag,
+                total: t.total,
+                buf: BytesMut::with_capacity(
+                    t.total.min(2 * self.cfg.transfer_chunk_bytes as u64) as usize
+                ),
+            });
+        }
+        let r = self.receiving.as_mut().expect("set above");
+        let held = r.buf.len() as u64;
+        if t.offset != held || (t.data.is_empty() && held < r.total) {
+            // Out of order or a duplicate: not taken. Answered with what
+            // we hold (one answer per chunk, never more), so a lost
+            // acknowledgement is repaired, but only an answer to the chunk
+            // in flight makes the primary send another.
+            if held > 0 {
+                self.ack_received(primary, false, t.index, held);
+            }
+            return;
+        }
+        r.buf.extend_from_slice(&t.data);
+        let held = r.buf.len() as u64;
+        if held < r.total {
+            self.ack_received(primary, false, t.index, held);
+            return;
+        }
+        let r = self.receiving.take().expect("present");
+        let data = r.buf.freeze();
+        if let Err(e) = self.sm.check_snapshot(&data) {
             log::error!(
                 "primary/backup: state transfer at {} does not restore: {e}",
-                t.index
+                r.index
             );
             return;
         }
+        self.install(r.index, r.last_tag, data);
+        self.ack(primary, true, r.index);
+    }
+
+    /// Replace the state and log with a transferred snapshot, checked.
+    fn install(&mut self, index: Pos, last_tag: u64, data: Bytes) {
         if self.capturing.take().is_some() {
             // Superseded by the installed state.
             self.sm.abort_snapshot();
         }
         self.sm
-            .restore(&t.data)
+            .restore(&data)
             .expect("checked by check_snapshot just before");
         self.records.push(PbRecord::Snapshot {
-            index: t.index,
-            last_tag: t.last_tag,
-            data: t.data.clone(),
+            index,
+            last_tag,
+            data: data.clone(),
             install: true,
         });
-        self.log_start = t.index;
-        self.start_tag = t.last_tag;
+        self.log_start = index;
+        self.start_tag = last_tag;
         self.entries.clear();
-        self.snapshot = t.data;
-        self.commit = t.index;
-        self.applied = t.index;
-        self.installed = Some(t.index);
+        self.snapshot = data;
+        self.commit = index;
+        self.applied = index;
+        self.installed = Some(index);
         self.stats.transfers_installed += 1;
-        self.ack(primary, true, t.index);
     }
 
     // ----- log compaction -------------------------------------------------

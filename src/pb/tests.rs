@@ -2,7 +2,8 @@
 //! master's view service (`Master::execute`), messages delivered at once.
 
 use synod_wire::{
-    ClientReply, ClientRequest, GroupInfo, MasterOp, MasterRequest, Message, Op, ReplicationMode,
+    ClientReply, ClientRequest, GroupInfo, MasterOp, MasterRequest, Message, Op, PbViewReply,
+    ReplicationMode, View,
 };
 
 use super::*;
@@ -17,6 +18,10 @@ struct Group {
     /// Links cut: `cut[a]` drops everything to and from replica `a`.
     cut: Vec<bool>,
     replies: Vec<(ReplyTo, Message)>,
+    /// Hold every state-transfer chunk in `held_transfers` instead of delivering it,
+    /// for a test to deliver them as it likes.
+    hold_transfers: bool,
+    held_transfers: Vec<(ReplicaId, Transfer)>,
     /// Hold local snapshot writes here instead of landing them at once.
     hold_snapshots: bool,
     held: Vec<(usize, SnapshotWrite)>,
@@ -40,7 +45,9 @@ fn new_group(n: u32) -> Group {
         master,
         cut: vec![false; n as usize],
         replies: Vec::new(),
+        hold_transfers: false,
         hold_snapshots: false,
+        held_transfers: Vec::new(),
         held: Vec::new(),
     };
     for i in 0..n {
@@ -128,6 +135,13 @@ impl Group {
                 if self.cut[to as usize] {
                     continue;
                 }
+                let msg = match msg {
+                    PbMsg::Transfer(t) if self.hold_transfers => {
+                        self.held_transfers.push((to, t));
+                        continue;
+                    }
+                    m => m,
+                };
                 if let Some(r) = self.nodes[to as usize].as_mut() {
                     r.step(msg);
                 }
@@ -501,4 +515,305 @@ fn a_snapshot_becomes_the_log_start_only_once_durable() {
             "k{s}"
         );
     }
+}
+
+/// A group of 2 whose backup `b` missed so many writes while cut off that
+/// the primary `p` compacted past all it holds: it can only come back by a
+/// state transfer, of `chunk`-byte chunks (the state is a few KiB).
+fn group_with_a_lagging_backup(chunk: usize) -> (Group, usize, usize) {
+    let mut g = new_group(2);
+    for (i, node) in g.nodes.iter_mut().enumerate() {
+        let mut cfg = PbConfig::new(i as ReplicaId, 2);
+        cfg.snapshot_log_entries = 4;
+        cfg.transfer_chunk_bytes = chunk;
+        let sm = ShardKv::owning_every_shard(1, KvOptions::default());
+        *node = Some(PbReplica::new(cfg, PbDurable::default(), sm));
+    }
+    g.tick(10);
+    let p = g.primary();
+    let b = 1 - p;
+    let ok = |r: Option<Message>| matches!(r, Some(Message::Reply(ClientReply::Ok(_))));
+    assert!(ok(g.request(p, 1, 1, put("k0", "v0"))));
+    // The backup is cut off; the view service drops it and the primary
+    // goes on alone.
+    g.cut[b] = true;
+    g.tick(40);
+    assert_eq!(g.primary(), p);
+    for s in 2..=40u64 {
+        let r = g.request(
+            p,
+            s,
+            s,
+            put(&format!("key{s}"), &format!("value-{s}-{}", "x".repeat(40))),
+        );
+        assert!(ok(r), "write {s}");
+    }
+    // Entries applied above the last snapshot (a compaction to come).
+    let mut s = 41;
+    while node(&g, p).applied() == node(&g, p).log_start() {
+        assert!(s < 50, "every write compacted at once");
+        assert!(ok(g.request(p, s, s, put("extra", "1"))));
+        s += 1;
+    }
+    let (pr, br) = (node(&g, p), node(&g, b));
+    assert!(pr.log_start() > br.log_end(), "compacted past the backup");
+    assert!(pr.snapshot.len() > 30 * chunk, "a state many chunks long");
+    (g, p, b)
+}
+
+fn node(g: &Group, i: usize) -> &PbReplica<ShardKv> {
+    g.nodes[i].as_ref().expect("up")
+}
+
+fn node_mut(g: &mut Group, i: usize) -> &mut PbReplica<ShardKv> {
+    g.nodes[i].as_mut().expect("up")
+}
+
+/// Issue 12's "a new backup gets a state transfer (chunked, like snapshot
+/// catch-up) before it counts": a state of many chunks arrives, is
+/// installed once, and the backup then takes (and acknowledges) appends.
+#[test]
+fn a_state_many_chunks_long_is_transferred_and_the_backup_then_takes_appends() {
+    let (mut g, p, b) = group_with_a_lagging_backup(16);
+    g.cut[b] = false;
+    for _ in 0..200 {
+        g.tick(1);
+        if node(&g, b).stats().transfers_installed > 0 && g.nodes[p].as_ref().unwrap().serving() {
+            break;
+        }
+    }
+    g.tick(20);
+    let (pr, br) = (node(&g, p), node(&g, b));
+    assert_eq!(br.stats().transfers_installed, 1, "installed once");
+    let total = pr.snapshot.len() as u64;
+    assert!(
+        pr.stats().transfer_chunks_sent >= total / 16,
+        "sent in chunks: {} for {total} bytes",
+        pr.stats().transfer_chunks_sent
+    );
+    assert!(g.disks[b]
+        .snapshot
+        .as_ref()
+        .is_some_and(|(i, _, _)| *i >= pr.log_start()));
+    // Back in the view: a write now needs (and gets) its acknowledgement.
+    assert_eq!(g.primary(), p);
+    let reply = g.request(p, 100, 100, put("after", "transfer"));
+    let reply = reply.or_else(|| {
+        g.tick(10);
+        let i = g.replies.iter().position(|(t, _)| *t == 100)?;
+        Some(g.replies.remove(i).1)
+    });
+    assert!(
+        matches!(reply, Some(Message::Reply(ClientReply::Ok(_)))),
+        "{reply:?}"
+    );
+    g.tick(5);
+    let (pr, br) = (node(&g, p), node(&g, b));
+    assert_eq!(br.applied(), pr.applied());
+    assert_eq!(br.state().store().snapshot(), pr.state().store().snapshot());
+    assert!(br.receiving.is_none() && pr.sending.is_empty());
+}
+
+/// Chunks delivered twice and stale chunks replayed out of order: each is
+/// ignored or answered once, and only the answer to the chunk in flight
+/// sends another, so the primary sends one chunk per step however many
+/// copies arrive (like the Paxos duplicated-chunk regression).
+#[test]
+fn duplicated_and_reordered_chunks_do_not_multiply_the_transfer() {
+    let (mut g, p, b) = group_with_a_lagging_backup(16);
+    g.hold_transfers = true;
+    g.cut[b] = false;
+    let mut seen: Vec<Transfer> = Vec::new();
+    let mut rounds = 0;
+    while node(&g, b).stats().transfers_installed == 0 {
+        rounds += 1;
+        assert!(rounds < 2000, "the transfer never completed");
+        let held = std::mem::take(&mut g.held_transfers);
+        if held.is_empty() {
+            g.tick(1);
+            continue;
+        }
+        let before = node(&g, p).stats().transfer_chunks_sent;
+        for (to, t) in held {
+            assert_eq!(to as usize, b);
+            // The chunk twice, then every earlier one, newest first.
+            node_mut(&mut g, b).step(PbMsg::Transfer(t.clone()));
+            node_mut(&mut g, b).step(PbMsg::Transfer(t.clone()));
+            for old in seen.iter().rev().take(5) {
+                node_mut(&mut g, b).step(PbMsg::Transfer(old.clone()));
+            }
+            seen.push(t);
+        }
+        g.settle();
+        let sent = node(&g, p).stats().transfer_chunks_sent - before;
+        assert!(sent <= 1, "one chunk in flight, but {sent} sent in a step");
+    }
+    // Every chunk sent was needed: no resend (no stall happened while
+    // chunks flowed), each byte range sent once per snapshot.
+    let pr = node(&g, p);
+    let mut ranges: Vec<(u64, u64)> = seen.iter().map(|t| (t.index, t.offset)).collect();
+    let n = ranges.len();
+    ranges.sort();
+    ranges.dedup();
+    assert_eq!(ranges.len(), n, "a chunk was sent twice");
+    assert_eq!(pr.stats().transfer_chunks_sent, n as u64);
+    assert_eq!(node(&g, b).stats().transfers_installed, 1);
+}
+
+/// The primary compacts mid-transfer: its old snapshot is gone, so the
+/// transfer restarts from offset 0 of the new one, and the backup drops
+/// its partial buffer of the old one and installs the new one.
+#[test]
+fn a_primary_compacting_mid_transfer_restarts_it_from_the_new_snapshot() {
+    let (mut g, p, b) = group_with_a_lagging_backup(16);
+    g.hold_transfers = true;
+    g.cut[b] = false;
+    // Deliver the first few chunks of the transfer.
+    let mut delivered = 0;
+    for _ in 0..200 {
+        if delivered >= 3 {
+            break;
+        }
+        let held = std::mem::take(&mut g.held_transfers);
+        if held.is_empty() {
+            g.tick(1);
+        }
+        for (_, t) in held {
+            node_mut(&mut g, b).step(PbMsg::Transfer(t));
+            delivered += 1;
+        }
+        g.settle();
+    }
+    let old_index = node(&g, p).log_start();
+    let partial = node(&g, b).receiving.as_ref().expect("mid-transfer");
+    assert_eq!(partial.index, old_index);
+    assert!(!partial.buf.is_empty());
+    // Writes were applied above the last snapshot; the primary compacts
+    // them now (the rule forced by a lower threshold).
+    assert!(node(&g, p).applied() > old_index);
+    let pr = node_mut(&mut g, p);
+    pr.cfg.snapshot_log_entries = 0;
+    let mut out = Output::default();
+    pr.maybe_snapshot(&mut out);
+    let w = out.snapshot_write.expect("a small state is taken at once");
+    g.disks[p].apply(&w.record());
+    node_mut(&mut g, p).snapshot_durable(w.index);
+    let new_index = node(&g, p).log_start();
+    assert!(new_index > old_index);
+    // The chunk in flight (of the old snapshot) lands; its answer makes
+    // the primary start over with the new snapshot, at offset 0.
+    for _ in 0..200 {
+        let held = std::mem::take(&mut g.held_transfers);
+        if held.is_empty() {
+            g.tick(1);
+        }
+        let mut restarted = false;
+        for (_, t) in held {
+            if t.index == new_index {
+                assert_eq!(t.offset, 0, "a new snapshot is sent from its start");
+                restarted = true;
+            }
+            node_mut(&mut g, b).step(PbMsg::Transfer(t));
+        }
+        g.settle();
+        if restarted {
+            break;
+        }
+    }
+    let partial = node(&g, b).receiving.as_ref().expect("the new transfer");
+    assert_eq!(
+        partial.index, new_index,
+        "the old partial buffer was dropped"
+    );
+    g.hold_transfers = false;
+    for (_, t) in std::mem::take(&mut g.held_transfers) {
+        node_mut(&mut g, b).step(PbMsg::Transfer(t));
+    }
+    for _ in 0..200 {
+        g.tick(1);
+        if node(&g, b).stats().transfers_installed > 0 {
+            break;
+        }
+    }
+    assert_eq!(node(&g, b).stats().transfers_installed, 1);
+    assert!(node(&g, b).log_start() >= new_index);
+    assert!(g.disks[b]
+        .snapshot
+        .as_ref()
+        .is_some_and(|(i, _, _)| *i >= new_index));
+}
+
+/// A partial transfer is volatile and belongs to its view: a newer view
+/// drops it, nothing of it ever reached the disk, and a chunk from the
+/// middle of a transfer the backup holds no start of is answered with
+/// "none held" (so the primary starts over) and not taken.
+#[test]
+fn a_partial_transfer_is_dropped_on_a_newer_view() {
+    let (mut g, p, b) = group_with_a_lagging_backup(16);
+    g.hold_transfers = true;
+    g.cut[b] = false;
+    let mut last = None;
+    for _ in 0..200 {
+        if node(&g, b)
+            .receiving
+            .as_ref()
+            .is_some_and(|r| r.buf.len() >= 32)
+        {
+            break;
+        }
+        let held = std::mem::take(&mut g.held_transfers);
+        if held.is_empty() {
+            g.tick(1);
+        }
+        for (_, t) in held {
+            node_mut(&mut g, b).step(PbMsg::Transfer(t.clone()));
+            last = Some(t);
+        }
+        g.settle();
+    }
+    assert!(node(&g, b).receiving.is_some(), "mid-transfer");
+    let disk_before = g.disks[b].snapshot.clone();
+    let view = node(&g, b).view().expect("in a view");
+    let newer = View {
+        num: view.num + 1,
+        ..view
+    };
+    node_mut(&mut g, b).on_view(&PbViewReply {
+        gid: 1,
+        view: newer,
+        acked: false,
+    });
+    assert!(node(&g, b).receiving.is_none(), "dropped with the view");
+    // The next chunk of the same transfer, now in the newer view: not
+    // taken (the backup holds no start of it), answered "none held".
+    let mut next = last.expect("a chunk was delivered");
+    next.view = newer;
+    next.offset += next.data.len() as u64;
+    next.data = node(&g, p)
+        .snapshot
+        .slice(next.offset as usize..next.offset as usize + 1);
+    let br = node_mut(&mut g, b);
+    br.step(PbMsg::Transfer(next));
+    assert!(br.receiving.is_none());
+    let ready = br.ready();
+    let acks: Vec<&Ack> = ready
+        .messages
+        .iter()
+        .filter_map(|(_, m)| match m {
+            PbMsg::Ack(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        acks.len() == 1 && !acks[0].ok && acks[0].received == 0,
+        "{acks:?}"
+    );
+    assert!(ready
+        .records
+        .iter()
+        .all(|r| !matches!(r, PbRecord::Snapshot { .. })));
+    assert_eq!(
+        g.disks[b].snapshot, disk_before,
+        "a partial never reaches the disk"
+    );
 }

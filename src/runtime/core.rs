@@ -449,6 +449,8 @@ impl Core {
         pc.append_bytes_max = page;
         pc.command_bytes_max = synod_wire::command_bytes_max(self.cfg.frame_bytes_max);
         pc.snapshot_log_entries = self.cfg.snapshot_log_slots as u64;
+        // State transfer chunks: a page too, like Paxos snapshot chunks.
+        pc.transfer_chunk_bytes = pc.transfer_chunk_bytes.min(page);
         pc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         let sm = self.new_store(gid);
         let replica = Hosted::Pb(PbReplica::new(pc, durable, sm));
@@ -2030,17 +2032,11 @@ impl Core {
 
     fn send_pb(&mut self, gid: GroupId, to: ReplicaId, msg: PbMsg) {
         if let PbMsg::Transfer(tr) = &msg {
-            // Not chunked (yet): a state that does not fit a frame cannot
-            // be sent, and the backup stays behind.
-            if tr.data.len() + 64 > self.cfg.frame_bytes_max as usize {
-                self.warn(format!(
-                    "core {}: group {gid}: state transfer of {} bytes to replica {to} exceeds \
-                     the frame limit; not sent (state transfer is not chunked yet)",
-                    self.id,
-                    tr.data.len()
-                ));
-                return;
-            }
+            // Chunks are at most a quarter frame (`host_pb`).
+            assert!(
+                tr.data.len() <= (self.cfg.frame_bytes_max / 4) as usize,
+                "a state-transfer chunk larger than its page"
+            );
         }
         self.send_peer(gid, to, Message::Pb(msg));
     }

@@ -249,6 +249,8 @@ pub struct SimReport {
     /// and state transfers installed by the replicas alive at the end.
     pub pb_views: u64,
     pub pb_transfers: u64,
+    /// State-transfer chunks those replicas sent.
+    pub pb_transfer_chunks: u64,
 }
 
 impl SimReport {

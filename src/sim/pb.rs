@@ -68,7 +68,22 @@ pub struct PbSimConfig {
     pub disk_latency_max: Micros,
     pub session_ttl_ms: u64,
     pub sessions_per_shard_max: usize,
+    /// State-transfer chunk bytes: tiny on most seeds, so a transfer spans
+    /// many chunks that faults can drop, duplicate and reorder.
+    pub transfer_chunk_bytes: usize,
     pub bugs: PbWorldBugs,
+}
+
+/// 64, 256, 1024 or 4096 bytes (a sim state is a few KiB: tens of chunks
+/// down to one), or the default 1 MiB (always one chunk), by seed.
+pub(super) fn transfer_chunk_bytes_for_seed(seed: u64) -> usize {
+    match (seed / 7) % 5 {
+        0 => 64,
+        1 => 256,
+        2 => 1024,
+        3 => 4096,
+        _ => PbConfig::new(0, 1).transfer_chunk_bytes,
+    }
 }
 
 impl PbSimConfig {
@@ -90,6 +105,7 @@ impl PbSimConfig {
             disk_latency_max: if seed % 4 < 2 { 0 } else { 3 * MS },
             session_ttl_ms: ttl,
             sessions_per_shard_max: cap,
+            transfer_chunk_bytes: transfer_chunk_bytes_for_seed(seed),
             bugs: PbWorldBugs::default(),
         }
     }
@@ -441,7 +457,8 @@ impl World {
     }
 
     fn start_node(&mut self, id: ReplicaId) {
-        let pc = pb_config(id, self.cfg.replicas, self.cfg.bugs.pb, self.cfg.seed);
+        let mut pc = pb_config(id, self.cfg.replicas, self.cfg.bugs.pb, self.cfg.seed);
+        pc.transfer_chunk_bytes = self.cfg.transfer_chunk_bytes;
         let opts = KvOptions {
             session_ttl_ms: self.cfg.session_ttl_ms,
             sessions_per_shard_max: self.cfg.sessions_per_shard_max,
@@ -833,7 +850,9 @@ impl World {
             .iter()
             .enumerate()
             .filter_map(|(i, n)| Some((format!("replica {i}"), n.replica.as_ref()?)));
-        self.report.pb_transfers += check_states(replicas, &mut self.report.failures);
+        let (transfers, chunks) = check_states(replicas, &mut self.report.failures);
+        self.report.pb_transfers += transfers;
+        self.report.pb_transfer_chunks += chunks;
         self.report.pb_views = self.views_seen;
         let final_store = self
             .nodes
@@ -880,16 +899,18 @@ pub(super) fn persist_and_advance(
 /// The end-of-run safety checks of one primary/backup group's live
 /// replicas (named for the failures): none was asked to overwrite an entry
 /// it applied, and replicas at equal applied points hold equal states.
-/// Returns the state transfers they installed.
+/// Returns the state transfers they installed and the transfer chunks
+/// they sent.
 pub(super) fn check_states<'a>(
     replicas: impl Iterator<Item = (String, &'a PbReplica<ShardKv>)>,
     failures: &mut Vec<String>,
-) -> u64 {
-    let mut transfers = 0;
+) -> (u64, u64) {
+    let (mut transfers, mut chunks) = (0, 0);
     let mut by_point: BTreeMap<Pos, (String, bytes::Bytes)> = BTreeMap::new();
     for (name, r) in replicas {
         let stats = r.stats();
         transfers += stats.transfers_installed;
+        chunks += stats.transfer_chunks_sent;
         if stats.overwrite_applied_refused > 0 {
             failures.push(format!(
                 "safety: {name} was asked {} times to overwrite an entry it applied",
@@ -908,7 +929,7 @@ pub(super) fn check_states<'a>(
             }
         }
     }
-    transfers
+    (transfers, chunks)
 }
 
 /// A local snapshot's file write (`Output::snapshot_write`, written off the

@@ -234,6 +234,8 @@ pub struct ShardedReport {
     /// their live replicas installed.
     pub pb_views: u64,
     pub pb_transfers: u64,
+    /// State-transfer chunks their live replicas sent.
+    pub pb_transfer_chunks: u64,
     /// Pings of primary/backup replicas the master group answered with a
     /// view.
     pub pb_view_replies: u64,
@@ -750,7 +752,10 @@ impl ShardedWorld {
         let sm = (gid != 0).then(|| self.new_store(gid));
         let pb = self.cfg.is_pb(gid).then(|| {
             let id = (i % REPLICAS as usize) as ReplicaId;
-            super::pb::pb_config(id, self.cfg.pb_servers, self.cfg.pb_bugs, self.cfg.seed)
+            let mut pc =
+                super::pb::pb_config(id, self.cfg.pb_servers, self.cfg.pb_bugs, self.cfg.seed);
+            pc.transfer_chunk_bytes = super::pb::transfer_chunk_bytes_for_seed(self.cfg.seed);
+            pc
         });
         let node = &mut self.nodes[i];
         let disk = node.disk.clone();
@@ -1729,8 +1734,10 @@ impl ShardedWorld {
                 .map(|(_, r)| r.highest_view())
                 .max()
                 .unwrap_or(0);
-            self.report.pb_transfers +=
+            let (transfers, chunks) =
                 super::pb::check_states(replicas.into_iter(), &mut self.report.failures);
+            self.report.pb_transfers += transfers;
+            self.report.pb_transfer_chunks += chunks;
         }
     }
 

@@ -1140,15 +1140,29 @@ pub struct PbAck {
     pub end: u64,
     /// The highest read round heard from this view's primary.
     pub read_round: u64,
+    /// Progress through a chunked state transfer: nonzero (with `ok`
+    /// false) when the backup holds the first `received` bytes of the
+    /// state at `end` and waits for the rest; 0 in every other ack.
+    pub received: u64,
 }
 
-/// Primary → backup (kind 0x2F): state transfer. The state as of `index`
-/// (every position below it applied), the tag of the entry before `index`.
+/// The largest state a [`PbTransfer`] may declare (its `total`): a bound
+/// on what a backup may be asked to buffer, as
+/// `PaxosConfig::snapshot_bytes_max` is for Paxos snapshots.
+pub const PB_TRANSFER_BYTES_MAX: u64 = 8 << 30;
+
+/// Primary → backup (kind 0x2F): one chunk of a state transfer. The state
+/// as of `index` (every position below it applied), `total` bytes long,
+/// the tag of the entry before `index`; `data` is its bytes `[offset,
+/// offset + data.len())` (decoding checks they lie within `total`, and
+/// `total` within [`PB_TRANSFER_BYTES_MAX`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PbTransfer {
     pub view: View,
     pub index: u64,
     pub last_tag: u64,
+    pub total: u64,
+    pub offset: u64,
     pub data: Bytes,
 }
 

@@ -8,7 +8,7 @@ use crate::types::{
     CatchupResponse, ClientReply, ClientRequest, Commit, Config, ExpireCond, Expiry, Heartbeat,
     Message, Op, PaxosMsg, PbAck, PbAppend, PbMsg, PbTransfer, PbViewReply, PreVote, PreVoteReply,
     Prepare, Promise, PutCond, Reject, ShardData, ShardPull, ShardRef, SnapshotChunk,
-    SnapshotRequest, SCAN_COUNT_MAX,
+    SnapshotRequest, PB_TRANSFER_BYTES_MAX, SCAN_COUNT_MAX,
 };
 
 use super::*;
@@ -264,13 +264,35 @@ pub fn decode_body(kind: u8, body: Bytes) -> Result<Message, DecodeError> {
             },
             end: r.u64()?,
             read_round: r.u64()?,
+            received: r.u64()?,
         })),
-        KIND_PB_TRANSFER => Message::Pb(PbMsg::Transfer(PbTransfer {
-            view: r.view("PbTransfer primary out of range or a backup")?,
-            index: r.u64()?,
-            last_tag: r.u64()?,
-            data: r.byte_string()?,
-        })),
+        KIND_PB_TRANSFER => {
+            let view = r.view("PbTransfer primary out of range or a backup")?;
+            let index = r.u64()?;
+            let last_tag = r.u64()?;
+            let total = r.u64()?;
+            let offset = r.u64()?;
+            if total > PB_TRANSFER_BYTES_MAX {
+                return Err(DecodeError::Invalid("PbTransfer total above the limit"));
+            }
+            // A slice of the frame (nothing allocated), then checked to lie
+            // within the declared total.
+            let data = r.byte_string()?;
+            if offset
+                .checked_add(data.len() as u64)
+                .is_none_or(|end| end > total)
+            {
+                return Err(DecodeError::Invalid("PbTransfer chunk runs past its total"));
+            }
+            Message::Pb(PbMsg::Transfer(PbTransfer {
+                view,
+                index,
+                last_tag,
+                total,
+                offset,
+                data,
+            }))
+        }
         KIND_MASTER_JOIN..=KIND_MASTER_PB_PING => {
             Message::Master(read_master_request(kind, &mut r)?)
         }

@@ -178,11 +178,14 @@ pub fn encode_message_body(msg: &Message, out: &mut BytesMut) {
             out.put_u8(u8::from(m.ok));
             out.put_u64_le(m.end);
             out.put_u64_le(m.read_round);
+            out.put_u64_le(m.received);
         }
         Message::Pb(PbMsg::Transfer(m)) => {
             put_view(out, &m.view);
             out.put_u64_le(m.index);
             out.put_u64_le(m.last_tag);
+            out.put_u64_le(m.total);
+            out.put_u64_le(m.offset);
             put_byte_string(out, &m.data);
         }
         Message::ShardPull(p) => {

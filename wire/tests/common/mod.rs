@@ -496,11 +496,14 @@ pub fn samples() -> Vec<Frame> {
             ok: true,
             end: 6,
             read_round: 2,
+            received: 5,
         })),
         pb(PbMsg::Transfer(PbTransfer {
             view: pb_view(),
             index: 9,
             last_tag: 6,
+            total: 10,
+            offset: 4,
             data: b("snap"),
         })),
         master_req(
@@ -1520,23 +1523,37 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
             any::<bool>(),
             any::<u64>(),
             any::<u64>(),
+            any::<u64>(),
         )
-            .prop_map(|(view, from, ok, end, read_round)| {
+            .prop_map(|(view, from, ok, end, read_round, received)| {
                 Message::Pb(PbMsg::Ack(PbAck {
                     view,
                     from,
                     ok,
                     end,
                     read_round,
+                    received,
                 }))
             })
             .boxed(),
-        KIND_PB_TRANSFER => (arb_view(), any::<u64>(), any::<u64>(), arb_bytes(64))
-            .prop_map(|(view, index, last_tag, data)| {
+        KIND_PB_TRANSFER => (
+            arb_view(),
+            any::<u64>(),
+            any::<u64>(),
+            0..=PB_TRANSFER_BYTES_MAX,
+            any::<u64>(),
+            arb_bytes(64),
+        )
+            .prop_map(|(view, index, last_tag, total, offset, data)| {
+                // A chunk within its total, as decoding requires.
+                let total = total.max(data.len() as u64);
+                let offset = offset % (total - data.len() as u64 + 1);
                 Message::Pb(PbMsg::Transfer(PbTransfer {
                     view,
                     index,
                     last_tag,
+                    total,
+                    offset,
                     data,
                 }))
             })
