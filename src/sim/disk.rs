@@ -72,7 +72,7 @@ pub(crate) fn torn_write(
         assert_eq!(g, group, "a record of another group");
         match rec {
             WalRecord::Paxos(rec) => kept.push(rec),
-            WalRecord::Pb(rec) => {
+            rec @ (WalRecord::Pb(_) | WalRecord::PbInstalled { .. }) => {
                 return Err(Damage {
                     offset: off,
                     reason: format!("a primary/backup record in a Paxos log: {rec:?}"),

@@ -18,6 +18,13 @@ pub enum WalRecord {
     /// A primary/backup group's record (`pb::PbRecord`); a local snapshot
     /// (`install: false`) never is one: it lives in the snapshot file.
     Pb(PbRecord),
+    /// A primary/backup group installed the state at `index` received by
+    /// transfer, whose bytes are the snapshot file written in the same
+    /// sync (`TAG_PB_INSTALLED`): drops every entry held before it.
+    PbInstalled {
+        index: u64,
+        last_tag: u64,
+    },
 }
 
 /// `len u32 | crc u32` before the checksummed part.
@@ -32,8 +39,17 @@ pub(crate) const TAG_PB_VIEW: u8 = 3;
 /// Primary/backup: a log entry (drops every entry at or above its position).
 pub(crate) const TAG_PB_ENTRY: u8 = 4;
 /// Primary/backup: a state installed by state transfer, inline (drops every
-/// entry), so it is ordered with the entries around it and atomic.
+/// entry), so it is ordered with the entries around it and atomic. Read
+/// only (WALs written before `TAG_PB_INSTALLED`): a state can be larger
+/// than a record may be.
 pub(crate) const TAG_PB_INSTALL: u8 = 5;
+/// Primary/backup: a state installed by state transfer (drops every
+/// entry), its bytes in the group's snapshot file, written and renamed
+/// within the same sync after this record's `fdatasync`. Recovery takes it
+/// only if that file is at its index or later; a file still older means
+/// the sync never finished (nothing after it was logged, nothing of it
+/// acknowledged), so it is ignored.
+pub(crate) const TAG_PB_INSTALLED: u8 = 6;
 
 const OFF_LEN: usize = 0;
 const OFF_CRC: usize = 4;
@@ -51,6 +67,8 @@ const PB_VIEW_PAYLOAD_LEN: usize = 8;
 const PB_ENTRY_FIXED_LEN: usize = 20;
 /// `index u64 | last_tag u64 | len u32`, before the data.
 const PB_INSTALL_FIXED_LEN: usize = 20;
+/// `index u64 | last_tag u64`.
+const PB_INSTALLED_PAYLOAD_LEN: usize = 16;
 
 const _: () = assert!(OFF_CRC == OFF_LEN + 4);
 const _: () = assert!(OFF_GROUP == OFF_CRC + 4 && OFF_GROUP == PREFIX_LEN);
@@ -116,14 +134,13 @@ pub(crate) fn encode_pb(
         PbRecord::Snapshot {
             index,
             last_tag,
-            data,
             install: true,
+            ..
         } => {
-            buf.push(TAG_PB_INSTALL);
+            // The state itself goes to the snapshot file (`Wal::append_pb`).
+            buf.push(TAG_PB_INSTALLED);
             push_u64(buf, *index);
             push_u64(buf, *last_tag);
-            push_u32(buf, fits_u32(data.len()));
-            buf.extend_from_slice(data);
         }
         PbRecord::Snapshot { install: false, .. } => {
             panic!("local primary/backup snapshots are not WAL records")
@@ -270,6 +287,7 @@ pub(crate) fn find_valid_after(bytes: &[u8], from: usize, record_bytes_max: u32)
             TAG_PB_VIEW => len as usize == LEN_MIN as usize + PB_VIEW_PAYLOAD_LEN,
             TAG_PB_ENTRY => len as usize >= LEN_MIN as usize + PB_ENTRY_FIXED_LEN,
             TAG_PB_INSTALL => len as usize >= LEN_MIN as usize + PB_INSTALL_FIXED_LEN,
+            TAG_PB_INSTALLED => len as usize == LEN_MIN as usize + PB_INSTALLED_PAYLOAD_LEN,
             _ => false,
         };
         plausible && decode_at(bytes, off, record_bytes_max).is_ok()
@@ -279,6 +297,18 @@ pub(crate) fn find_valid_after(bytes: &[u8], from: usize, record_bytes_max: u32)
 fn decode_payload(tag: u8, p: &[u8]) -> Result<WalRecord, String> {
     match tag {
         TAG_PROMISED | TAG_ACCEPTED => decode_paxos(tag, p).map(WalRecord::Paxos),
+        TAG_PB_INSTALLED => {
+            if p.len() != PB_INSTALLED_PAYLOAD_LEN {
+                return Err(format!(
+                    "PbInstalled payload is {} bytes, expected {PB_INSTALLED_PAYLOAD_LEN}",
+                    p.len()
+                ));
+            }
+            Ok(WalRecord::PbInstalled {
+                index: LittleEndian::read_u64(&p[..8]),
+                last_tag: LittleEndian::read_u64(&p[8..]),
+            })
+        }
         _ => decode_pb(tag, p).map(WalRecord::Pb),
     }
 }
@@ -427,6 +457,51 @@ mod tests {
         let crc = crc32c::crc32c(&b[8..]);
         LittleEndian::write_u32(&mut b[4..], crc);
         assert!(matches!(decode_at(&b, 0, u32::MAX), Err(Bad::Malformed(_))));
+    }
+
+    /// An install is logged as a fixed-size marker whatever the state's
+    /// size (the state goes to the snapshot file); an inline install
+    /// written by an older build still reads back.
+    #[test]
+    fn installs_are_small_markers_and_old_inline_ones_still_read() {
+        let mut buf = Vec::new();
+        let install = PbRecord::Snapshot {
+            index: 9,
+            last_tag: 4,
+            data: Bytes::from(vec![7u8; 1 << 16]),
+            install: true,
+        };
+        let n = encode_pb(&mut buf, 2, &install, 64);
+        assert_eq!(n, PREFIX_LEN + LEN_MIN as usize + PB_INSTALLED_PAYLOAD_LEN);
+        let d = decode_at(&buf, 0, 64).unwrap();
+        assert_eq!(
+            d.record,
+            WalRecord::PbInstalled {
+                index: 9,
+                last_tag: 4
+            }
+        );
+        assert_eq!(find_valid_after(&buf, 0, 64), Some(0));
+
+        // The old layout: index, last_tag, len, data.
+        let mut old = Vec::new();
+        let start = begin(&mut old, 2);
+        old.push(TAG_PB_INSTALL);
+        push_u64(&mut old, 9);
+        push_u64(&mut old, 4);
+        push_u32(&mut old, 3);
+        old.extend_from_slice(b"abc");
+        finish(&mut old, start, u32::MAX);
+        let d = decode_at(&old, 0, u32::MAX).unwrap();
+        assert_eq!(
+            d.record,
+            WalRecord::Pb(PbRecord::Snapshot {
+                index: 9,
+                last_tag: 4,
+                data: Bytes::from_static(b"abc"),
+                install: true,
+            })
+        );
     }
 
     #[test]

@@ -1214,6 +1214,58 @@ mod pb {
         }
     }
 
+    /// A state installed by transfer may be far larger than a WAL record
+    /// may be: its bytes go to the snapshot file and the log holds a small
+    /// marker, so it recovers whatever its size. If the file never landed
+    /// (a crash within the sync that logged the marker), the marker is
+    /// ignored and the replica restarts from what it held before.
+    #[test]
+    fn an_install_larger_than_a_record_recovers_from_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut o = opts(FsyncPolicy::Never, 1 << 20);
+        o.record_bytes_max = 4096;
+        let (mut wal, _) = open(tmp.path(), o.clone());
+        let entry = |pos| PbRecord::Entry {
+            pos,
+            tag: 3,
+            batch: Batch {
+                commands: vec![Bytes::from_static(b"w")],
+            },
+        };
+        let before: Vec<PbRecord> = std::iter::once(PbRecord::View(3))
+            .chain((0..5).map(entry))
+            .collect();
+        wal.append_pb(1, &before);
+        wal.sync().unwrap();
+        let big = PbRecord::Snapshot {
+            index: 40,
+            last_tag: 3,
+            data: Bytes::from(vec![0x5a; 64 << 10]),
+            install: true,
+        };
+        let after = [big, entry(40), entry(41)];
+        wal.append_pb(1, &after);
+        wal.sync().unwrap();
+        drop(wal);
+        let all: Vec<PbRecord> = before.iter().chain(&after).cloned().collect();
+        let (wal, rec) = open(tmp.path(), o.clone());
+        assert_same(&rec.pb[&1], &fold(&all));
+        drop(wal);
+
+        // As if the process died after the marker's fdatasync but before
+        // the file's rename: no file at the marker's index.
+        std::fs::remove_file(tmp.path().join("snap-g1.bin")).unwrap();
+        let (_, rec) = open(tmp.path(), o);
+        let got = &rec.pb[&1];
+        assert!(got.snapshot.is_none());
+        assert_eq!(
+            got.entries.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4, 40, 41],
+            "the entries before the install kept (40 and 41 lie past a hole, \
+             which a restarted replica does not take)"
+        );
+    }
+
     /// A primary/backup group's view outlives the segments that recorded
     /// it: every new segment is headed by it, as by a Paxos promise.
     #[test]

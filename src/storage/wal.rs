@@ -364,6 +364,29 @@ impl Wal {
             |off, group, record| {
                 let record = match record {
                     WalRecord::Paxos(r) => r,
+                    WalRecord::PbInstalled { index, .. } => {
+                        let durable = pb_durable(rec, group).map_err(|reason| Damage {
+                            offset: off,
+                            reason,
+                        })?;
+                        match durable.snapshot.as_ref().map(|s| s.0) {
+                            // The install's own file (or a later snapshot,
+                            // read first): the entries before it go.
+                            Some(i) if i >= index => durable.entries.clear(),
+                            // Its file never landed: the sync that logged
+                            // it did not finish, so nothing was logged
+                            // after it and none of it was acknowledged.
+                            _ => log::warn!(
+                                "wal {}: group {group}: an install at {index} whose snapshot \
+                                 file never landed (a crash within its sync): ignored",
+                                path.display()
+                            ),
+                        }
+                        let high = pb_high.entry(group).or_default();
+                        meta.note_pb(group, index, high);
+                        rec.records_read += 1;
+                        return Ok(());
+                    }
                     WalRecord::Pb(r) => {
                         let damage = |reason: String| Damage {
                             offset: off,
@@ -495,10 +518,11 @@ impl Wal {
 
     /// Queue primary/backup `records` of `group` for the next
     /// [`Wal::sync`], like [`Wal::append`]. Views and entries are WAL
-    /// records; a state installed by transfer is one too (inline, so it is
-    /// atomic and ordered with the entries around it, as
-    /// [`PbDurable::apply`] folds it) and also becomes the group's snapshot
-    /// file. A local snapshot is only the file, written off the loop by
+    /// records; a state installed by transfer becomes the group's snapshot
+    /// file, written within the same sync after the records' `fdatasync`,
+    /// and a small record marking it (ordered with the entries around it,
+    /// as [`PbDurable::apply`] folds it; the state itself may be larger
+    /// than a record may be). A local snapshot is only the file, written off the loop by
     /// [`Wal::write_snapshot`] (`pb::SnapshotWrite::file`). A snapshot file
     /// of a primary/backup group holds the tag of the entry before its
     /// index (`u64`, little-endian) ahead of the state.
