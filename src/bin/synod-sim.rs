@@ -51,7 +51,12 @@ struct Args {
     /// group: one replica group; sharded: the master group plus 3 KV groups
     /// of 3 replicas, with joins, leaves and moves while clients run
     /// (--replicas and --bug do not apply); pb: one primary/backup group of
-    /// 2 or 3 replicas with the master's view service (--bug pb-* apply)
+    /// 2 or 3 replicas with the master's view service (--bug pb-* apply);
+    /// mixed: the sharded world where 1 or 2 of the KV groups (each seed
+    /// picks) are primary/backup groups of 2 or 3 replicas, pinging the
+    /// master group for views, shards moving between both kinds (--bug
+    /// pb-ack-before-backups, pb-serve-after-newer-view and
+    /// pb-lead-after-restart apply, and the sharded world's options)
     #[arg(long, env = "SYNOD_SIMULATOR_WORLD", default_value = "group")]
     world: World,
     /// The sharded world's fault phase (default 8; admin changes come
@@ -176,6 +181,7 @@ enum World {
     Group,
     Sharded,
     Pb,
+    Mixed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -210,6 +216,8 @@ struct Run {
     bugs: Bugs,
     verbose: bool,
     sharded: bool,
+    /// `--world mixed`: the sharded world with primary/backup groups.
+    mixed: bool,
     /// `--world pb`, and its planted bugs.
     pb: bool,
     pb_bugs: synod::sim::pb::PbWorldBugs,
@@ -268,8 +276,12 @@ fn configure(a: Args) -> Result<Run, String> {
             Bug::PbLeadAfterRestart => pb_bugs.pb.lead_after_restart = true,
         }
     }
-    let sharded = a.world == World::Sharded;
+    let mixed = a.world == World::Mixed;
+    let sharded = a.world == World::Sharded || mixed;
     let pb = a.world == World::Pb;
+    if mixed && pb_bugs.promote_any {
+        return Err("--bug pb-promote-without-latest is for --world pb".into());
+    }
     let replicas: Option<u32> = a.replicas.as_deref().map(|r| r.parse().expect("2, 3 or 5"));
     match (pb, replicas) {
         (true, Some(5)) => return Err("--world pb runs 2 or 3 replicas".into()),
@@ -291,6 +303,7 @@ fn configure(a: Args) -> Result<Run, String> {
         bugs,
         verbose: a.verbose,
         sharded,
+        mixed,
         pb,
         pb_bugs,
         fault_secs: a.fault_secs,
@@ -573,9 +586,15 @@ fn run_pb(args: &Run) -> ExitCode {
 
 fn run_sharded(args: &Run) -> ExitCode {
     use synod::sim::sharded::{run_sharded, ShardedConfig, ShardedReport};
+    let world = if args.mixed { "mixed" } else { "sharded" };
     let started = Instant::now();
     let reports: Vec<ShardedReport> = run_seeds(args, |seed| {
-        let mut cfg = ShardedConfig::new(seed);
+        let mut cfg = if args.mixed {
+            ShardedConfig::mixed(seed)
+        } else {
+            ShardedConfig::new(seed)
+        };
+        cfg.pb_bugs = args.pb_bugs.pb;
         cfg.faults = args.faults;
         cfg.bank_accounts = args.bank;
         cfg.append_keys = args.append_keys;
@@ -592,8 +611,8 @@ fn run_sharded(args: &Run) -> ExitCode {
         let report = run_sharded(&cfg);
         if !report.passed() {
             let mut msg = format!(
-                        "FAIL seed={seed} world=sharded — replay: synod-sim --world sharded --start-seed {seed} --seeds 1"
-                    );
+                "FAIL seed={seed} world={world} — replay: synod-sim --world {world} --start-seed {seed} --seeds 1"
+            );
             if args.bank > 0 {
                 msg.push_str(&format!(" --txn {}", args.bank));
             }
@@ -609,12 +628,20 @@ fn run_sharded(args: &Run) -> ExitCode {
             println!("{}", replay_tail(msg, args, &report.failures));
         } else if args.verbose {
             println!(
-                "ok seed={seed} ops={} configs={} shards_moved={} chunks={} crashes={}",
+                "ok seed={seed} ops={} configs={} shards_moved={} chunks={} crashes={}{}",
                 report.ops_completed,
                 report.configs,
                 report.shards_moved,
                 report.chunks_received,
-                report.crashes
+                report.crashes,
+                if args.mixed {
+                    format!(
+                        " pb_groups={:?} pb_servers={} pb_views={}",
+                        cfg.pb_groups, cfg.pb_servers, report.pb_views
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         report
@@ -622,7 +649,7 @@ fn run_sharded(args: &Run) -> ExitCode {
     let secs = started.elapsed().as_secs_f64();
     let failures = reports.iter().filter(|r| !r.passed()).count();
     println!(
-        "seeds={} failures={} world=sharded ops_completed={} configs={} shards_moved={} chunks_received={} rotations={} crashes={} stored_value_bytes={} owned_value_bytes={} session_expired={} wall_secs={:.1}",
+        "seeds={} failures={} world={world} ops_completed={} configs={} shards_moved={} chunks_received={} rotations={} crashes={} stored_value_bytes={} owned_value_bytes={} session_expired={} wall_secs={:.1}",
         reports.len(),
         failures,
         reports.iter().map(|r| r.ops_completed).sum::<u64>(),
@@ -636,6 +663,17 @@ fn run_sharded(args: &Run) -> ExitCode {
         reports.iter().map(|r| r.session_expired).sum::<u64>(),
         secs
     );
+    if args.mixed {
+        println!(
+            "pb_views={} pb_transfers={} pb_transfer_chunks={} pb_view_replies={} shards_moved_paxos_to_pb={} shards_moved_pb_to_paxos={}",
+            reports.iter().map(|r| r.pb_views).sum::<u64>(),
+            reports.iter().map(|r| r.pb_transfers).sum::<u64>(),
+            reports.iter().map(|r| r.pb_transfer_chunks).sum::<u64>(),
+            reports.iter().map(|r| r.pb_view_replies).sum::<u64>(),
+            reports.iter().map(|r| r.moved_paxos_to_pb).sum::<u64>(),
+            reports.iter().map(|r| r.moved_pb_to_paxos).sum::<u64>(),
+        );
+    }
     if args.append_keys > 0 {
         println!(
             "elle_txns_committed={} elle_txns_unknown={} elle_dependency_edges={}",

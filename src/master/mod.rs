@@ -353,21 +353,35 @@ impl Master {
         let stayed: BTreeSet<GroupId> = latest.groups.iter().map(|g| g.gid).collect();
         for g in &groups {
             if let Some(pb) = self.pb.get_mut(&g.gid) {
-                if stayed.contains(&g.gid) {
+                // (A retained state of a group that left and came back
+                // under Paxos is not this group's.)
+                if stayed.contains(&g.gid) && g.mode == ReplicationMode::PrimaryBackup {
                     pb.grow(g.servers.len());
                 }
             }
         }
-        // The view service follows the latest configuration's
-        // primary/backup groups: a joining one starts at view 1, a leaving
-        // one's state goes.
+        // The view service follows every primary/backup group that ever
+        // joined: a joining one starts at view 1. One that leaves keeps its
+        // views: it still hands its shards off and deletes them through its
+        // log after the configuration that drops it, and with its views
+        // gone a failed replica would stall it there forever (the simulator's
+        // mixed world, seed 0). One that joins again continues from its
+        // views, since its replicas never go back to a lower view (starting
+        // over at view 1 left them ignoring every answer); with another
+        // server list it starts afresh above its old view number.
         for g in &groups {
-            if g.mode == ReplicationMode::PrimaryBackup && !self.pb.contains_key(&g.gid) {
-                self.pb.insert(g.gid, PbGroup::joined(g));
+            if g.mode != ReplicationMode::PrimaryBackup {
+                continue;
+            }
+            match self.pb.get(&g.gid) {
+                Some(old) if old.servers() == g.servers.len() => {}
+                old => {
+                    let mut fresh = PbGroup::joined(g);
+                    fresh.view.num += old.map_or(0, |o| o.view.num);
+                    self.pb.insert(g.gid, fresh);
+                }
             }
         }
-        self.pb
-            .retain(|gid, _| groups.binary_search_by_key(gid, |g| g.gid).is_ok());
         let num = self.configs.len() as u64;
         self.configs.push(Config {
             num,
@@ -403,16 +417,23 @@ impl Master {
             .filter(|g| g.mode == ReplicationMode::PrimaryBackup)
             .map(|g| g.gid)
             .collect();
-        if !self.pb.keys().copied().eq(pb_groups.iter().copied()) {
-            return Err("view-service state does not match the primary/backup groups");
+        if pb_groups.iter().any(|gid| !self.pb.contains_key(gid)) {
+            return Err("a primary/backup group has no view-service state");
         }
         for (gid, state) in &self.pb {
-            let g = &latest.groups[latest
-                .groups
-                .binary_search_by_key(gid, |g| g.gid)
-                .expect("checked above")];
-            if state.servers() != g.servers.len() {
-                return Err("view-service state has the wrong server count");
+            let ever_pb = self.configs.iter().any(|c| {
+                c.groups
+                    .iter()
+                    .any(|g| g.gid == *gid && g.mode == ReplicationMode::PrimaryBackup)
+            });
+            if !ever_pb {
+                return Err("view-service state of a group that never was primary/backup");
+            }
+            if let Ok(i) = latest.groups.binary_search_by_key(gid, |g| g.gid) {
+                let g = &latest.groups[i];
+                if g.mode == ReplicationMode::PrimaryBackup && state.servers() != g.servers.len() {
+                    return Err("view-service state has the wrong server count");
+                }
             }
             state.check()?;
         }

@@ -573,4 +573,60 @@ mod tests {
         let v = ping(&mut m, 2, 3);
         assert_eq!((v.view.num, v.view.primary, v.view.backups), (4, 2, 0));
     }
+
+    /// Regression (the simulator's mixed world, seed 0): a primary/backup
+    /// group that leaves still hands its shards off and deletes them
+    /// through its log after the configuration that drops it, so its
+    /// views go on (a dead replica is still replaced); and when it joins
+    /// again its views continue above the old ones, since its replicas
+    /// never adopt a lower view (starting over at view 1 left them
+    /// ignoring every answer). The retained state survives a snapshot.
+    #[test]
+    fn a_group_that_left_keeps_its_views_and_continues_them_on_rejoining() {
+        let mut m = master_with_pb_group(2);
+        let admin = |m: &mut Master, seq, op| {
+            let r = m.apply(&MasterRequest {
+                client_id: 1,
+                seq,
+                ack_seq: seq - 1,
+                op,
+            });
+            assert!(r.is_ok(), "{r:?}");
+        };
+        admin(
+            &mut m,
+            2,
+            MasterOp::Join {
+                groups: vec![GroupInfo::new(8, vec!["p:1".to_string()])],
+            },
+        );
+        ping(&mut m, 0, 1);
+        ping(&mut m, 1, 1);
+        admin(&mut m, 3, MasterOp::Leave { gids: vec![7] });
+        // Replica 0 dies after the leave: replica 1 takes over.
+        let mut v = ping(&mut m, 1, 1);
+        for _ in 0..DEAD_PINGS {
+            v = ping(&mut m, 1, 1);
+        }
+        assert_eq!((v.view.num, v.view.primary, v.view.backups), (2, 1, 0));
+        let snap = m.snapshot();
+        let back = Master::restore(&snap, m.options()).expect("restores");
+        assert_eq!(back, m);
+        let mut g = GroupInfo::new(7, vec!["s0:1".to_string(), "s1:1".to_string()]);
+        g.mode = ReplicationMode::PrimaryBackup;
+        admin(&mut m, 4, MasterOp::Join { groups: vec![g] });
+        let v = ping(&mut m, 1, 2);
+        assert!(v.view.num >= 2, "views went back to {:?}", v.view);
+        // With another server list it starts afresh, above the old views.
+        admin(&mut m, 5, MasterOp::Leave { gids: vec![7] });
+        let mut g = GroupInfo::new(7, vec!["t0:1".to_string(); 3]);
+        g.servers[1] = "t1:1".to_string();
+        g.servers[2] = "t2:1".to_string();
+        g.mode = ReplicationMode::PrimaryBackup;
+        admin(&mut m, 6, MasterOp::Join { groups: vec![g] });
+        let fresh = m.pb_group(7).expect("joined");
+        assert_eq!(fresh.servers(), 3);
+        assert!(fresh.view.num > v.view.num, "{:?}", fresh.view);
+        m.assert_invariants();
+    }
 }

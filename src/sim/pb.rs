@@ -37,7 +37,7 @@ use crate::check::KvOp;
 use crate::kv::KvOptions;
 use crate::master::{Answer, Master, MasterOptions};
 use crate::paxos::Synced;
-use crate::pb::{PbBugs, PbConfig, PbDurable, PbMsg, PbReplica, Pos, Ready, SnapshotWrite};
+use crate::pb::{Output, PbBugs, PbConfig, PbDurable, PbMsg, PbReplica, Pos, Ready, SnapshotWrite};
 use crate::rng::Rng;
 use crate::shardkv::ShardKv;
 
@@ -76,7 +76,7 @@ pub struct PbSimConfig {
 
 /// 64, 256, 1024 or 4096 bytes (a sim state is a few KiB: tens of chunks
 /// down to one), or the default 1 MiB (always one chunk), by seed.
-fn transfer_chunk_bytes_for_seed(seed: u64) -> usize {
+pub(super) fn transfer_chunk_bytes_for_seed(seed: u64) -> usize {
     match (seed / 7) % 5 {
         0 => 64,
         1 => 256,
@@ -311,10 +311,7 @@ impl Simulated for World {
                 if n.epoch != epoch {
                     return;
                 }
-                n.disk.apply(&write.record());
-                if let Some(r) = n.replica.as_mut() {
-                    r.snapshot_durable(write.index);
-                }
+                snapshot_written(&mut n.disk, n.replica.as_mut(), &write);
             }
             Event::SyncDone { node, epoch } => {
                 if self.nodes[node as usize].epoch != epoch {
@@ -459,24 +456,9 @@ impl World {
         self.cfg.replicas as usize
     }
 
-    fn pb_config(&self, id: ReplicaId) -> PbConfig {
-        let mut pc = PbConfig::new(id, self.cfg.replicas);
-        // Small limits so batching, windows, compaction and state transfer
-        // happen often.
-        pc.batch_commands_max = 8;
-        pc.append_entries_max = 6;
-        pc.window_entries_max = 12;
-        pc.snapshot_log_entries = 24;
-        pc.transfer_chunk_bytes = self.cfg.transfer_chunk_bytes;
-        // Some seeds serialize a snapshot over many rounds (while writes
-        // go on applying), some at once.
-        pc.snapshot_step_bytes = [usize::MAX, 64, 1024][(self.cfg.seed / 7 % 3) as usize];
-        pc.bugs = self.cfg.bugs.pb;
-        pc
-    }
-
     fn start_node(&mut self, id: ReplicaId) {
-        let pc = self.pb_config(id);
+        let mut pc = pb_config(id, self.cfg.replicas, self.cfg.bugs.pb, self.cfg.seed);
+        pc.transfer_chunk_bytes = self.cfg.transfer_chunk_bytes;
         let opts = KvOptions {
             session_ttl_ms: self.cfg.session_ttl_ms,
             sessions_per_shard_max: self.cfg.sessions_per_shard_max,
@@ -545,10 +527,7 @@ impl World {
         let Some(r) = node.replica.as_mut() else {
             return;
         };
-        for rec in &ready.records {
-            node.disk.apply(rec);
-        }
-        let out = r.advance(ready, Synced::after_sync());
+        let out = persist_and_advance(&mut node.disk, r, ready);
         // A primary starting a view with backups to bring up to date:
         // sometimes it dies while doing so (the lab's "dead primary during
         // state transfer"), the moment a view service that promotes too
@@ -866,31 +845,14 @@ impl World {
         let mut history = std::mem::take(&mut self.history);
         history.extend(pending);
         checks::linearizable(&mut self.report, &history);
-        // Equal applied points, equal states.
-        let mut by_point: BTreeMap<Pos, (usize, bytes::Bytes)> = BTreeMap::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            let Some(r) = &n.replica else { continue };
-            let stats = r.stats();
-            self.report.pb_transfers += stats.transfers_installed;
-            self.report.pb_transfer_chunks += stats.transfer_chunks_sent;
-            if stats.overwrite_applied_refused > 0 {
-                self.report.failures.push(format!(
-                    "safety: replica {i} was asked {} times to overwrite an entry it applied",
-                    stats.overwrite_applied_refused
-                ));
-            }
-            let snap = r.state().store().snapshot();
-            match by_point.get(&r.applied()) {
-                Some((j, other)) if *other != snap => self.report.failures.push(format!(
-                    "safety: replicas {j} and {i} applied up to position {} but their states differ",
-                    r.applied()
-                )),
-                Some(_) => {}
-                None => {
-                    by_point.insert(r.applied(), (i, snap));
-                }
-            }
-        }
+        let replicas = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((format!("replica {i}"), n.replica.as_ref()?)));
+        let (transfers, chunks) = check_states(replicas, &mut self.report.failures);
+        self.report.pb_transfers += transfers;
+        self.report.pb_transfer_chunks += chunks;
         self.report.pb_views = self.views_seen;
         let final_store = self
             .nodes
@@ -901,5 +863,86 @@ impl World {
             checks::appends_exactly_once(&mut self.report, &self.clients, r.state().store());
         }
         self.report
+    }
+}
+
+/// A primary/backup replica's configuration in the simulated worlds (this
+/// one and the mixed sharded one) for `seed`: small limits so batching,
+/// windows, compaction and state transfer happen often.
+pub(super) fn pb_config(id: ReplicaId, servers: u32, bugs: PbBugs, seed: u64) -> PbConfig {
+    let mut pc = PbConfig::new(id, servers);
+    pc.batch_commands_max = 8;
+    pc.append_entries_max = 6;
+    pc.window_entries_max = 12;
+    pc.snapshot_log_entries = 24;
+    // Some seeds serialize a snapshot over many rounds (while writes go on
+    // applying), some at once.
+    pc.snapshot_step_bytes = [usize::MAX, 64, 1024][(seed / 7 % 3) as usize];
+    pc.bugs = bugs;
+    pc
+}
+
+/// The records of `ready` reach the node's simulated disk (the durable
+/// image a restart recovers from), then the replica releases what they
+/// gate. The caller sent `ready.before_sync` already.
+pub(super) fn persist_and_advance(
+    disk: &mut PbDurable,
+    r: &mut PbReplica<ShardKv>,
+    ready: Ready,
+) -> Output {
+    for rec in &ready.records {
+        disk.apply(rec);
+    }
+    r.advance(ready, Synced::after_sync())
+}
+
+/// The end-of-run safety checks of one primary/backup group's live
+/// replicas (named for the failures): none was asked to overwrite an entry
+/// it applied, and replicas at equal applied points hold equal states.
+/// Returns the state transfers they installed and the transfer chunks
+/// they sent.
+pub(super) fn check_states<'a>(
+    replicas: impl Iterator<Item = (String, &'a PbReplica<ShardKv>)>,
+    failures: &mut Vec<String>,
+) -> (u64, u64) {
+    let (mut transfers, mut chunks) = (0, 0);
+    let mut by_point: BTreeMap<Pos, (String, bytes::Bytes)> = BTreeMap::new();
+    for (name, r) in replicas {
+        let stats = r.stats();
+        transfers += stats.transfers_installed;
+        chunks += stats.transfer_chunks_sent;
+        if stats.overwrite_applied_refused > 0 {
+            failures.push(format!(
+                "safety: {name} was asked {} times to overwrite an entry it applied",
+                stats.overwrite_applied_refused
+            ));
+        }
+        let snap = r.state().store().snapshot();
+        match by_point.get(&r.applied()) {
+            Some((other_name, other)) if *other != snap => failures.push(format!(
+                "safety: {other_name} and {name} applied up to position {} but their states differ",
+                r.applied()
+            )),
+            Some(_) => {}
+            None => {
+                by_point.insert(r.applied(), (name, snap));
+            }
+        }
+    }
+    (transfers, chunks)
+}
+
+/// A local snapshot's file write (`Output::snapshot_write`, written off the
+/// loop) is durable: the durable image folds it in, and the replica, if it
+/// is still the incarnation that asked (the caller checked), moves its
+/// log's start.
+pub(super) fn snapshot_written(
+    disk: &mut PbDurable,
+    r: Option<&mut PbReplica<ShardKv>>,
+    write: &SnapshotWrite,
+) {
+    disk.apply(&write.record());
+    if let Some(r) = r {
+        r.snapshot_durable(write.index);
     }
 }

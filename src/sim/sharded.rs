@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use synod_wire::{
     Batch, ClientReply, Config, GroupId, GroupInfo, MasterOp, MasterRequest, Message, PaxosMsg,
-    Slot,
+    PbMsg, ReplicaId, ReplicationMode, Slot,
 };
 
 use super::client::{Actions as ClientActions, Client, KeySpace};
@@ -27,6 +27,7 @@ use crate::check::{check_kv, CheckOptions, CheckResult, KvOp};
 use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::paxos::{Durable, Ready, Record, Synced};
+use crate::pb::{PbBugs, PbDurable, PbReplica, SnapshotWrite};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::rng::Rng;
 use crate::shardkv::migrator::{serve_delete, serve_pull, serve_resolve, Action, Migrator};
@@ -98,6 +99,18 @@ pub struct ShardedConfig {
     /// end (dependency cycles, real-time order, aborted and intermediate
     /// reads).
     pub append_keys: usize,
+    /// The KV groups replicated by primary/backup (issue 12; empty: all
+    /// Paxos), under the same master as the Paxos ones: the admin joins
+    /// them with `ReplicationMode::PrimaryBackup`, their replicas ping the
+    /// master group for views (master requests through its log, as the
+    /// runtime's do), and shards move between them and Paxos groups
+    /// through the same migrator. See [`ShardedConfig::mixed`].
+    pub pb_groups: Vec<GroupId>,
+    /// Servers of each primary/backup group: 2 (f + 1 for f = 1; the
+    /// group's third node slot stays empty) or 3.
+    pub pb_servers: u32,
+    /// Planted bugs of every primary/backup replica.
+    pub pb_bugs: PbBugs,
 }
 
 impl ShardedConfig {
@@ -127,6 +140,42 @@ impl ShardedConfig {
             client_deaths: false,
             txn_resolve_after: Duration::from_millis(1_000),
             append_keys: 0,
+            pb_groups: Vec::new(),
+            pb_servers: 3,
+            pb_bugs: PbBugs::default(),
+        }
+    }
+
+    /// The mixed world `synod-sim --world mixed` and the tests run for a
+    /// seed: the sharded world where one or two of the three KV groups
+    /// (which, from the seed) are primary/backup groups, of 2 servers on
+    /// half the seeds and 3 on the others.
+    pub fn mixed(seed: u64) -> ShardedConfig {
+        let mut cfg = ShardedConfig::new(seed);
+        let mut rng = Rng::new(seed ^ 0x000B_1CED);
+        let mut gids: Vec<GroupId> = (1..=cfg.kv_groups).collect();
+        for i in (1..gids.len()).rev() {
+            let j = rng.range(0, i as u64 + 1) as usize;
+            gids.swap(i, j);
+        }
+        let n = 1 + rng.range(0, 2) as usize;
+        cfg.pb_groups = gids[..n].to_vec();
+        cfg.pb_groups.sort_unstable();
+        cfg.pb_servers = if rng.chance(0.5) { 2 } else { 3 };
+        cfg
+    }
+
+    fn is_pb(&self, gid: GroupId) -> bool {
+        self.pb_groups.contains(&gid)
+    }
+
+    /// Servers of group `gid` (the master group's, a Paxos group's, a
+    /// primary/backup group's).
+    fn group_size(&self, gid: GroupId) -> u32 {
+        if self.is_pb(gid) {
+            self.pb_servers
+        } else {
+            REPLICAS
         }
     }
 }
@@ -180,6 +229,21 @@ pub struct ShardedReport {
     pub elle_committed: u64,
     pub elle_unknown: u64,
     pub elle_edges: u64,
+    /// Primary/backup groups: the highest view number any of their
+    /// replicas adopted, summed over the groups, and the state transfers
+    /// their live replicas installed.
+    pub pb_views: u64,
+    pub pb_transfers: u64,
+    /// State-transfer chunks their live replicas sent.
+    pub pb_transfer_chunks: u64,
+    /// Pings of primary/backup replicas the master group answered with a
+    /// view.
+    pub pb_view_replies: u64,
+    /// Shard transfers whose last chunk reached a primary/backup group's
+    /// primary from a Paxos group, and a Paxos group's leader from a
+    /// primary/backup group.
+    pub moved_paxos_to_pb: u64,
+    pub moved_pb_to_paxos: u64,
 }
 
 impl ShardedReport {
@@ -192,14 +256,48 @@ impl ShardedReport {
 enum Hosted {
     Master(Replica<MasterMachine>),
     Kv(Replica<ShardKv>),
+    /// A replica of a primary/backup KV group: the same `ShardKv`, driven
+    /// by `PbReplica` (the runtime's `Hosted::Pb`).
+    Pb(PbReplica<ShardKv>),
 }
 
 impl Hosted {
-    fn ready(&mut self) -> Ready {
+    /// A Paxos replica's ready (`None` for a primary/backup one, which
+    /// `ShardedWorld::drive_pb` drives).
+    fn ready(&mut self) -> Option<Ready> {
         match self {
-            Hosted::Master(r) => r.ready(),
-            Hosted::Kv(r) => r.ready(),
+            Hosted::Master(r) => Some(r.ready()),
+            Hosted::Kv(r) => Some(r.ready()),
+            Hosted::Pb(_) => None,
         }
+    }
+
+    /// The KV state of a KV replica (either kind), with how far it applied.
+    fn kv(&self) -> Option<(Slot, &ShardKv)> {
+        match self {
+            Hosted::Kv(r) => Some((r.paxos().applied_upto(), r.state())),
+            Hosted::Pb(r) => Some((r.applied(), r.state())),
+            Hosted::Master(_) => None,
+        }
+    }
+
+    /// Does it take proposals: the Paxos leader, the serving primary?
+    fn leads(&self) -> bool {
+        match self {
+            Hosted::Kv(r) => r.is_leader(),
+            Hosted::Pb(r) => r.serving(),
+            Hosted::Master(_) => false,
+        }
+    }
+
+    /// Propose a migration step (if it leads; a refusal is what a lost
+    /// proposal is: the migrator retries).
+    fn propose(&mut self, cmd: Bytes) {
+        let _ = match self {
+            Hosted::Kv(r) if r.is_leader() => r.propose(cmd),
+            Hosted::Pb(r) if r.serving() => r.propose(cmd),
+            _ => return,
+        };
     }
 }
 
@@ -216,6 +314,14 @@ struct Node {
     /// Restart this node only by `Event::Restart` (see
     /// `ShardedConfig::crash_pulled_member`).
     held_down: bool,
+    /// A primary/backup replica's durable image (what `disk` is to a
+    /// Paxos one): a restart recovers from it.
+    pb_disk: PbDurable,
+    /// Pings to the view service: the master server they go to (moved
+    /// on by `NotLeader` hints, refusals and silence, as the runtime's),
+    /// and how many went unanswered since the last answer.
+    ping_master: usize,
+    pings_unanswered: u32,
 }
 
 #[derive(Debug)]
@@ -223,6 +329,11 @@ pub(crate) enum Event {
     Paxos {
         to: usize,
         msg: PaxosMsg,
+    },
+    /// Between the replicas of a primary/backup group.
+    Pb {
+        to: usize,
+        msg: PbMsg,
     },
     /// A client, admin or migration request to node `to`.
     Request {
@@ -253,6 +364,13 @@ pub(crate) enum Event {
         index: Slot,
         data: Bytes,
     },
+    /// A primary/backup replica's local snapshot file is durable, unless
+    /// the node crashed since (`epoch`): then it was lost.
+    PbSnapshotDone {
+        node: usize,
+        epoch: u64,
+        write: SnapshotWrite,
+    },
     ClientWake {
         client: usize,
         token: u64,
@@ -279,6 +397,16 @@ const CLIENT_STALLS_MAX: u64 = 10;
 
 /// Reply routing tag for answers to migration requests.
 const MIGRATION: usize = usize::MAX;
+/// Reply routing tags for answers to the admin's master requests, and to
+/// primary/backup replicas' pings (`reply_to`'s low bits: the node), in
+/// `Event::Reply::client`; above bit 40 of `reply_to` in the request.
+const ADMIN: usize = usize::MAX - 1;
+const PING: usize = usize::MAX - 2;
+const ADMIN_TAG: u64 = 0xFFFF;
+const PING_TAG: u64 = 0xFFFE;
+/// Unanswered pings after which a primary/backup replica's pings go to
+/// the next master server (the runtime's `PING_ANSWER_TIMEOUT`, in pings).
+const PINGS_UNANSWERED_MAX: u32 = 3;
 
 /// A migration reply's `reply_to`: the asking node above bit 48, the
 /// migrator's request id below (which starts at the node's epoch << 32, so
@@ -313,6 +441,9 @@ pub struct ShardedWorld {
     next_client_id: u64,
     /// Per client: stalled (receives and sends nothing) until then.
     stalled_until: Vec<Micros>,
+    /// The last ping sequence number (pings keep no session at the
+    /// master; unique numbers keep them from looking like retries).
+    ping_seq: u64,
 }
 
 pub fn run_sharded(cfg: &ShardedConfig) -> ShardedReport {
@@ -328,8 +459,8 @@ fn gid_of(node: usize) -> GroupId {
 fn node_of(gid: GroupId, idx: u32) -> usize {
     gid as usize * REPLICAS as usize + idx as usize
 }
-fn servers(gid: GroupId) -> Vec<String> {
-    (0..REPLICAS).map(|i| format!("g{gid}r{i}")).collect()
+fn servers(gid: GroupId, size: u32) -> Vec<String> {
+    (0..size).map(|i| format!("g{gid}r{i}")).collect()
 }
 
 impl Simulated for ShardedWorld {
@@ -344,8 +475,15 @@ impl Simulated for ShardedWorld {
                 match node.replica.as_mut() {
                     Some(Hosted::Master(r)) => r.step(msg, &mut node.rng),
                     Some(Hosted::Kv(r)) => r.step(msg, &mut node.rng),
-                    None => return,
+                    Some(Hosted::Pb(_)) | None => return,
                 }
+                self.after_node_event(to);
+            }
+            Event::Pb { to, msg } => {
+                let Some(Hosted::Pb(r)) = self.nodes[to].replica.as_mut() else {
+                    return;
+                };
+                r.step(msg);
                 self.after_node_event(to);
             }
             Event::Request { to, reply_to, msg } => self.on_request(to, reply_to, msg),
@@ -356,8 +494,10 @@ impl Simulated for ShardedWorld {
             } => {
                 if client == MIGRATION {
                     self.on_migration_reply((reply_to >> 48) as usize, reply_to & ID_MASK, msg);
-                } else if client == usize::MAX - 1 {
+                } else if client == ADMIN {
                     self.on_admin_reply(reply_to & ((1 << 40) - 1), msg);
+                } else if client == PING {
+                    self.on_ping_answer((reply_to & ((1 << 40) - 1)) as usize, msg);
                 } else if !self.clients[client].dead && self.stalled_until[client] <= self.time.now
                 {
                     // A dead or stalled process receives nothing.
@@ -372,6 +512,7 @@ impl Simulated for ShardedWorld {
                 match n.replica.as_mut() {
                     Some(Hosted::Master(r)) => r.tick(&mut n.rng),
                     Some(Hosted::Kv(r)) => r.tick(&mut n.rng),
+                    Some(Hosted::Pb(r)) => r.tick(),
                     None => return,
                 }
                 self.schedule(self.time.now + 10 * MS, Event::Tick { node, epoch });
@@ -389,6 +530,7 @@ impl Simulated for ShardedWorld {
                 match n.replica.as_mut() {
                     Some(Hosted::Master(r)) => r.flush(),
                     Some(Hosted::Kv(r)) => r.flush(),
+                    Some(Hosted::Pb(r)) => r.flush(),
                     None => return,
                 }
                 self.drive(node);
@@ -407,8 +549,21 @@ impl Simulated for ShardedWorld {
                 match n.replica.as_mut() {
                     Some(Hosted::Master(r)) => drop(r.snapshot_durable(index)),
                     Some(Hosted::Kv(r)) => drop(r.snapshot_durable(index)),
-                    None => return,
+                    // Its snapshots are written within the sync that logs them.
+                    Some(Hosted::Pb(_)) | None => return,
                 }
+                self.drive(node);
+            }
+            Event::PbSnapshotDone { node, epoch, write } => {
+                let n = &mut self.nodes[node];
+                if n.epoch != epoch {
+                    return;
+                }
+                let r = match n.replica.as_mut() {
+                    Some(Hosted::Pb(r)) => Some(r),
+                    _ => None,
+                };
+                super::pb::snapshot_written(&mut n.pb_disk, r, &write);
                 self.drive(node);
             }
             Event::ClientWake { client, token } => self.client_wake(client, token),
@@ -417,10 +572,8 @@ impl Simulated for ShardedWorld {
                 if self.nodes[node].epoch != epoch {
                     return;
                 }
-                if let Some(Hosted::Kv(r)) = self.nodes[node].replica.as_mut() {
-                    if r.is_leader() {
-                        let _ = r.propose(cmd);
-                    }
+                if let Some(h) = self.nodes[node].replica.as_mut() {
+                    h.propose(cmd);
                 }
                 self.after_node_event(node);
             }
@@ -440,7 +593,10 @@ impl Simulated for ShardedWorld {
                 self.dup_p = 0.0;
                 self.delay_max = self.delay_max.min(2_000);
                 for i in 0..self.nodes.len() {
-                    if self.nodes[i].replica.is_none() && !self.nodes[i].held_down {
+                    if self.nodes[i].replica.is_none()
+                        && !self.nodes[i].held_down
+                        && self.slot_used(i)
+                    {
                         self.start_node(i);
                     }
                 }
@@ -494,6 +650,7 @@ impl ShardedWorld {
             },
             next_client_id: 1 << 20,
             stalled_until: Vec::new(),
+            ping_seq: 0,
             time: Timeline::new(),
             rng,
             cfg,
@@ -510,10 +667,15 @@ impl ShardedWorld {
                 next_apply: 0,
                 migrator: Migrator::new().resolving_after(cfg_resolve_after),
                 held_down: false,
+                pb_disk: PbDurable::default(),
+                ping_master: 0,
+                pings_unanswered: 0,
             });
         }
         for i in 0..n {
-            w.start_node(i);
+            if w.slot_used(i) {
+                w.start_node(i);
+            }
         }
         let bank =
             crate::check::bank::accounts(w.cfg.bank_accounts, w.cfg.shards, w.cfg.bank_one_group);
@@ -523,8 +685,13 @@ impl ShardedWorld {
             let mut keys = KeySpace::append_only(w.cfg.keys as u64);
             keys.bank = bank.clone();
             keys.elle = elle.clone();
-            w.clients
-                .push(Client::sharded(c, servers(0), 1000 + c as u64, keys, crng));
+            w.clients.push(Client::sharded(
+                c,
+                servers(0, REPLICAS),
+                1000 + c as u64,
+                keys,
+                crng,
+            ));
             w.stalled_until.push(0);
             let at = w.rng.range(500 * MS, 1_000 * MS);
             w.schedule(
@@ -544,7 +711,34 @@ impl ShardedWorld {
         w
     }
 
+    /// Does node slot `i` host a replica (a 2-server primary/backup
+    /// group leaves its third slot empty)?
+    fn slot_used(&self, i: usize) -> bool {
+        (i % REPLICAS as usize) < self.cfg.group_size(gid_of(i)) as usize
+    }
+
+    /// A fresh state machine for KV group `gid` (either kind).
+    fn new_store(&self, gid: GroupId) -> ShardKv {
+        let mut sm = ShardKv::new(
+            gid,
+            KvOptions {
+                shards: self.cfg.shards,
+                session_ttl_ms: self.cfg.session_ttl_ms,
+                sessions_per_shard_max: self.cfg.sessions_per_shard_max,
+                planted_txn_ignore_compares: self.cfg.txn_ignore_compares,
+                planted_txn_early_release: self.cfg.txn_early_release,
+                planted_txn_unlocked_reads: self.cfg.txn_unlocked_reads,
+                planted_txn_forget_prepared: self.cfg.txn_forget_prepared,
+                ..KvOptions::default()
+            },
+        );
+        sm.bugs = self.cfg.bugs;
+        sm.migrate_chunk_bytes = self.cfg.migrate_chunk_bytes;
+        sm
+    }
+
     fn start_node(&mut self, i: usize) {
+        assert!(self.slot_used(i), "node {i} hosts nothing");
         let gid = gid_of(i);
         let mut rc = ReplicaConfig::new((i % REPLICAS as usize) as u32, REPLICAS);
         rc.snapshot_log_slots = 30;
@@ -555,33 +749,32 @@ impl ShardedWorld {
         rc.clock_interval_ms = 20;
         rc.stamp_reads = false;
         let shards = self.cfg.shards;
+        let sm = (gid != 0).then(|| self.new_store(gid));
+        let pb = self.cfg.is_pb(gid).then(|| {
+            let id = (i % REPLICAS as usize) as ReplicaId;
+            let mut pc =
+                super::pb::pb_config(id, self.cfg.pb_servers, self.cfg.pb_bugs, self.cfg.seed);
+            pc.transfer_chunk_bytes = super::pb::transfer_chunk_bytes_for_seed(self.cfg.seed);
+            pc
+        });
         let node = &mut self.nodes[i];
         let disk = node.disk.clone();
         node.next_apply = disk.snapshot.as_ref().map_or(0, |(s, _)| *s);
-        node.replica = Some(if gid == 0 {
-            Hosted::Master(Replica::new(
+        node.replica = Some(match (sm, pb) {
+            (None, _) => Hosted::Master(Replica::new(
                 rc,
                 disk,
                 MasterMachine::new(MasterOptions { shards }),
                 &mut node.rng,
-            ))
-        } else {
-            let mut sm = ShardKv::new(
-                gid,
-                KvOptions {
-                    shards,
-                    session_ttl_ms: self.cfg.session_ttl_ms,
-                    sessions_per_shard_max: self.cfg.sessions_per_shard_max,
-                    planted_txn_ignore_compares: self.cfg.txn_ignore_compares,
-                    planted_txn_early_release: self.cfg.txn_early_release,
-                    planted_txn_unlocked_reads: self.cfg.txn_unlocked_reads,
-                    planted_txn_forget_prepared: self.cfg.txn_forget_prepared,
-                    ..KvOptions::default()
-                },
-            );
-            sm.bugs = self.cfg.bugs;
-            sm.migrate_chunk_bytes = self.cfg.migrate_chunk_bytes;
-            Hosted::Kv(Replica::new(rc, disk, sm, &mut node.rng))
+            )),
+            (Some(sm), Some(pc)) => {
+                // Recovers from its durable image, as the pb world's
+                // replicas and the runtime's do.
+                let disk = node.pb_disk.clone();
+                node.next_apply = disk.snapshot.as_ref().map_or(0, |(p, _, _)| *p);
+                Hosted::Pb(PbReplica::new(pc, disk, sm))
+            }
+            (Some(sm), None) => Hosted::Kv(Replica::new(rc, disk, sm, &mut node.rng)),
         });
         node.flush_scheduled = false;
         let old = std::mem::replace(
@@ -629,13 +822,24 @@ impl ShardedWorld {
         (m.master().latest().num >= num).then(|| m.master().config(Some(num)).clone())
     }
 
-    /// Every KV group's most advanced replica is at the latest config, settled.
+    /// Every KV group's most advanced replica is at the latest config,
+    /// settled. (A primary/backup group that never joined has no views, so
+    /// it cannot move: the runtime would not even host it.)
     fn converged(&self) -> bool {
         let latest = self.latest_config().num;
         (1..=self.cfg.kv_groups).all(|gid| {
-            self.kv_state(gid)
-                .is_some_and(|s| s.config().num == latest && s.settled())
+            self.never_joined_pb(gid)
+                || self
+                    .kv_state(gid)
+                    .is_some_and(|s| s.config().num == latest && s.settled())
         })
+    }
+
+    fn never_joined_pb(&self, gid: GroupId) -> bool {
+        self.cfg.is_pb(gid)
+            && self
+                .master_state()
+                .is_none_or(|m| m.master().pb_group(gid).is_none())
     }
 
     /// Prepared (locked, unfinished) transactions per KV group, at each
@@ -652,12 +856,9 @@ impl ShardedWorld {
 
     fn kv_state(&self, gid: GroupId) -> Option<&ShardKv> {
         (0..REPLICAS)
-            .filter_map(|i| match &self.nodes[node_of(gid, i)].replica {
-                Some(Hosted::Kv(r)) => Some(r),
-                _ => None,
-            })
-            .max_by_key(|r| r.paxos().applied_upto())
-            .map(|r| r.state())
+            .filter_map(|i| self.nodes[node_of(gid, i)].replica.as_ref()?.kv())
+            .max_by_key(|(applied, _)| *applied)
+            .map(|(_, s)| s)
     }
 
     fn after_node_event(&mut self, i: usize) {
@@ -671,13 +872,19 @@ impl ShardedWorld {
     }
 
     fn drive(&mut self, i: usize) {
+        if let Some(Hosted::Pb(_)) = self.nodes[i].replica {
+            self.drive_pb(i);
+            return;
+        }
         let gid = gid_of(i);
         loop {
             let node = &mut self.nodes[i];
             let Some(h) = node.replica.as_mut() else {
                 return;
             };
-            let mut ready = h.ready();
+            let Some(mut ready) = h.ready() else {
+                return;
+            };
             if ready.is_empty() {
                 return;
             }
@@ -688,6 +895,7 @@ impl ShardedWorld {
             let out = match h {
                 Hosted::Master(r) => r.advance(ready, Synced::after_sync()),
                 Hosted::Kv(r) => r.advance(ready, Synced::after_sync()),
+                Hosted::Pb(_) => unreachable!("driven by drive_pb"),
             };
             let (messages, replies, snapshot, committed, write) = (
                 out.messages,
@@ -715,23 +923,137 @@ impl ShardedWorld {
                 let dest = node_of(gid, to);
                 self.send(i, dest, Event::Paxos { to: dest, msg });
             }
-            for (reply_to, msg) in replies {
-                let client = (reply_to >> 40) as usize;
-                let client = if client == 0xFFFF {
-                    usize::MAX - 1
-                } else {
-                    client
-                };
-                self.send(
-                    i,
-                    usize::MAX,
-                    Event::Reply {
-                        client,
-                        reply_to,
-                        msg,
+            self.send_replies(i, replies);
+        }
+    }
+
+    /// A primary/backup replica's turn: its Appends leave before its
+    /// sync (as the runtime's), its records reach its simulated disk, then
+    /// what they gate is released: messages to peers, its ping to the
+    /// view service, replies.
+    fn drive_pb(&mut self, i: usize) {
+        let gid = gid_of(i);
+        loop {
+            let node = &mut self.nodes[i];
+            let Some(Hosted::Pb(r)) = node.replica.as_mut() else {
+                return;
+            };
+            let mut ready = r.ready();
+            if ready.is_empty() {
+                return;
+            }
+            let early = std::mem::take(&mut ready.before_sync);
+            for (to, msg) in early {
+                let dest = node_of(gid, to);
+                self.send(i, dest, Event::Pb { to: dest, msg });
+            }
+            let node = &mut self.nodes[i];
+            let Some(Hosted::Pb(r)) = node.replica.as_mut() else {
+                return;
+            };
+            let out = super::pb::persist_and_advance(&mut node.pb_disk, r, ready);
+            if let Some(write) = out.snapshot_write {
+                // Written off the loop: durable later, or lost in a crash.
+                let epoch = node.epoch;
+                let took = self.rng.range(100, 5 * MS + 1);
+                self.schedule(
+                    self.time.now + took,
+                    Event::PbSnapshotDone {
+                        node: i,
+                        epoch,
+                        write,
                     },
                 );
             }
+            self.check_applied(i, gid, out.installed_snapshot, &out.committed);
+            for (to, msg) in out.messages {
+                let dest = node_of(gid, to);
+                self.send(i, dest, Event::Pb { to: dest, msg });
+            }
+            if let Some(view) = out.ping {
+                self.send_ping(i, view);
+            }
+            self.send_replies(i, out.replies);
+        }
+    }
+
+    /// Replica `i`'s replies go to their clients (or the admin, or a
+    /// primary/backup replica's ping: by the tag above bit 40).
+    fn send_replies(&mut self, i: usize, replies: Vec<(u64, Message)>) {
+        for (reply_to, msg) in replies {
+            let client = match reply_to >> 40 {
+                ADMIN_TAG => ADMIN,
+                PING_TAG => PING,
+                c => c as usize,
+            };
+            self.send(
+                i,
+                usize::MAX,
+                Event::Reply {
+                    client,
+                    reply_to,
+                    msg,
+                },
+            );
+        }
+    }
+
+    /// Primary/backup replica `i` pings the view service that it is alive
+    /// and ready in `view`: a master request to one master server, which
+    /// orders it through the master group's log and answers with the view
+    /// (what the runtime's `send_ping` does).
+    fn send_ping(&mut self, i: usize, view: u64) {
+        let node = &mut self.nodes[i];
+        if node.pings_unanswered >= PINGS_UNANSWERED_MAX {
+            // Silent: try the next master server.
+            node.pings_unanswered = 0;
+            node.ping_master += 1;
+        }
+        node.pings_unanswered += 1;
+        let to = node_of(0, (node.ping_master % REPLICAS as usize) as u32);
+        self.ping_seq += 1;
+        let req = MasterRequest {
+            client_id: (1 << 32) + i as u64,
+            seq: self.ping_seq,
+            ack_seq: 0,
+            op: MasterOp::PbPing {
+                gid: gid_of(i),
+                replica: (i % REPLICAS as usize) as ReplicaId,
+                view,
+            },
+        };
+        let reply_to = (PING_TAG << 40) | i as u64;
+        self.send(
+            i,
+            to,
+            Event::Request {
+                to,
+                reply_to,
+                msg: Message::Master(req),
+            },
+        );
+    }
+
+    /// The view service answered a ping of replica `i`: the view to the
+    /// replica, or a redirect for its next ping (the runtime's
+    /// `on_ping_answer`).
+    fn on_ping_answer(&mut self, i: usize, msg: Message) {
+        let gid = gid_of(i);
+        let node = &mut self.nodes[i];
+        let Some(Hosted::Pb(r)) = node.replica.as_mut() else {
+            return;
+        };
+        node.pings_unanswered = 0;
+        match msg {
+            Message::PbView(v) if v.gid == gid => {
+                self.report.pb_view_replies += 1;
+                r.on_view(&v);
+                self.after_node_event(i);
+            }
+            Message::Reply(ClientReply::NotLeader { leader: Some(l) }) => {
+                node.ping_master = l as usize;
+            }
+            _ => node.ping_master += 1,
         }
     }
 
@@ -757,6 +1079,10 @@ impl ShardedWorld {
         if self.rng.chance(self.dup_p) {
             let copy = match &ev {
                 Event::Paxos { to, msg } => Some(Event::Paxos {
+                    to: *to,
+                    msg: msg.clone(),
+                }),
+                Event::Pb { to, msg } => Some(Event::Pb {
                     to: *to,
                     msg: msg.clone(),
                 }),
@@ -804,6 +1130,25 @@ impl ShardedWorld {
                 self.after_node_event(to);
                 self.migration_answer(to, reply_to, Message::Reply(answer));
             }
+            (Hosted::Pb(r), Message::Request(req)) => {
+                r.set_now_ms(super::clock_ms(self.time.now));
+                r.on_request(reply_to, &req);
+                self.after_node_event(to);
+            }
+            (Hosted::Pb(r), Message::ShardPull(s)) => {
+                let answer = serve_pull(r.state(), &s);
+                self.migration_answer(to, reply_to, answer);
+            }
+            (Hosted::Pb(r), Message::ShardDelete(s)) => {
+                let answer = serve_delete(r, &s);
+                self.after_node_event(to);
+                self.migration_answer(to, reply_to, Message::Reply(answer));
+            }
+            (Hosted::Pb(r), Message::TxnResolve(txn)) => {
+                let answer = serve_resolve(r, txn);
+                self.after_node_event(to);
+                self.migration_answer(to, reply_to, Message::Reply(answer));
+            }
             _ => {}
         }
     }
@@ -825,15 +1170,20 @@ impl ShardedWorld {
     fn migrate(&mut self, i: usize) {
         let gid = gid_of(i);
         let now = Duration::from_micros(self.time.now);
+        // A primary/backup group moves through configurations and shards
+        // the same way, from its serving primary (as in the runtime).
         let next = match &self.nodes[i].replica {
-            Some(Hosted::Kv(r)) if r.is_leader() => self.config_num(r.state().config().num + 1),
+            Some(h) if h.leads() => match h.kv() {
+                Some((_, kv)) => self.config_num(kv.config().num + 1),
+                None => return,
+            },
             _ => return,
         };
         let node = &mut self.nodes[i];
-        let Some(Hosted::Kv(r)) = &node.replica else {
+        let Some((_, kv)) = node.replica.as_ref().and_then(|h| h.kv()) else {
             return;
         };
-        let actions = node.migrator.poll(gid, r.state(), next.as_ref(), now);
+        let actions = node.migrator.poll(gid, kv, next.as_ref(), now);
         for a in actions {
             match a {
                 Action::Propose { cmd, .. } => self.propose_migration(i, cmd.encode()),
@@ -882,10 +1232,8 @@ impl ShardedWorld {
     }
 
     fn propose_migration(&mut self, i: usize, cmd: Bytes) {
-        if let Some(Hosted::Kv(r)) = self.nodes[i].replica.as_mut() {
-            if r.is_leader() {
-                let _ = r.propose(cmd);
-            }
+        if let Some(h) = self.nodes[i].replica.as_mut() {
+            h.propose(cmd);
         }
         self.after_node_event(i);
     }
@@ -906,6 +1254,17 @@ impl ShardedWorld {
         {
             self.report.chunks_received += 1;
             self.report.shards_moved += u64::from(*done);
+            let from = config_num
+                .checked_sub(1)
+                .and_then(|n| self.config_num(n))
+                .map(|c| c.shards[*shard as usize]);
+            if let (true, Some(from)) = (*done, from) {
+                match (self.cfg.is_pb(from), self.cfg.is_pb(gid_of(node))) {
+                    (false, true) if from != 0 => self.report.moved_paxos_to_pb += 1,
+                    (true, false) => self.report.moved_pb_to_paxos += 1,
+                    _ => {}
+                }
+            }
             if let Some((down, s, n)) = self.pulled_member_crashed {
                 if *done && (*shard, *config_num) == (s, n) && self.nodes[down].replica.is_none() {
                     self.report.moved_past_crashed_member = true;
@@ -1051,7 +1410,7 @@ impl ShardedWorld {
         let crng = self.rng.fork();
         self.clients.push(Client::sharded(
             idx,
-            servers(0),
+            servers(0, REPLICAS),
             self.next_client_id,
             keys,
             crng,
@@ -1076,7 +1435,7 @@ impl ShardedWorld {
             *tries += 1;
             let to = node_of(0, (*tries % REPLICAS as usize) as u32);
             let msg = Message::Master(req.clone());
-            let reply_to = (0xFFFF << 40) | req.seq;
+            let reply_to = (ADMIN_TAG << 40) | req.seq;
             self.send(usize::MAX, to, Event::Request { to, reply_to, msg });
         } else if !stop {
             let config = self.latest_config();
@@ -1086,12 +1445,12 @@ impl ShardedWorld {
                 .collect();
             let op = match self.rng.range(0, 3) {
                 _ if present.is_empty() => Some(MasterOp::Join {
-                    groups: vec![GroupInfo::new(1, servers(1))],
+                    groups: vec![self.group_info(1)],
                 }),
                 0 if !absent.is_empty() => {
                     let gid = absent[self.rng.range(0, absent.len() as u64) as usize];
                     Some(MasterOp::Join {
-                        groups: vec![GroupInfo::new(gid, servers(gid))],
+                        groups: vec![self.group_info(gid)],
                     })
                 }
                 1 if present.len() > 1 => {
@@ -1119,6 +1478,16 @@ impl ShardedWorld {
         }
         let next = self.rng.range(300 * MS, 1_500 * MS);
         self.schedule(self.time.now + next, Event::Admin);
+    }
+
+    /// How the admin joins group `gid`: its servers, in primary/backup
+    /// mode if it is one (what `admin join --mode pb` sends).
+    fn group_info(&self, gid: GroupId) -> GroupInfo {
+        let mut g = GroupInfo::new(gid, servers(gid, self.cfg.group_size(gid)));
+        if self.cfg.is_pb(gid) {
+            g.mode = ReplicationMode::PrimaryBackup;
+        }
+        g
     }
 
     fn on_admin_reply(&mut self, seq: u64, msg: Message) {
@@ -1160,7 +1529,11 @@ impl ShardedWorld {
             }
             4 | 5 => {
                 let dead: Vec<usize> = (0..n)
-                    .filter(|i| self.nodes[*i].replica.is_none() && !self.nodes[*i].held_down)
+                    .filter(|i| {
+                        self.nodes[*i].replica.is_none()
+                            && !self.nodes[*i].held_down
+                            && self.slot_used(*i)
+                    })
                     .collect();
                 if !dead.is_empty() {
                     let i = dead[self.rng.range(0, dead.len() as u64) as usize];
@@ -1290,8 +1663,18 @@ impl ShardedWorld {
                                 )
                             })
                             .collect();
-                        let replicas: Vec<String> = (0..REPLICAS)
+                        let replicas: Vec<String> = (0..self.cfg.group_size(g))
                             .map(|i| match &self.nodes[node_of(g, i)].replica {
+                                Some(Hosted::Pb(r)) => format!(
+                                    "r{i}{}:{}/{} (view {:?} highest {} commit {} end {})",
+                                    if r.serving() { "*" } else { "" },
+                                    r.applied(),
+                                    r.state().config().num,
+                                    r.view(),
+                                    r.highest_view(),
+                                    r.commit(),
+                                    r.log_end()
+                                ),
                                 Some(Hosted::Kv(r)) => format!(
                                     "r{i}{}:{}/{} (chosen {} end {} pending {} promised {:?})",
                                     if r.is_leader() { "*" } else { "" },
@@ -1321,6 +1704,7 @@ impl ShardedWorld {
                 states.join(", ")
             ));
         }
+        self.check_pb_groups();
         let history = std::mem::take(&mut self.history);
         match check_kv(&history, &CheckOptions::default()) {
             CheckResult::Linearizable => {}
@@ -1331,6 +1715,30 @@ impl ShardedWorld {
         }
         self.check_final_state();
         self.report
+    }
+
+    /// The primary/backup world's end-of-run safety checks, per
+    /// primary/backup group (`sim::pb::check_states`): no replica asked to
+    /// overwrite an entry it applied, equal states at equal applied
+    /// points. (Per-position agreement was checked as entries applied.)
+    fn check_pb_groups(&mut self) {
+        for &gid in &self.cfg.pb_groups {
+            let replicas: Vec<(String, &PbReplica<ShardKv>)> = (0..self.cfg.pb_servers)
+                .filter_map(|r| match &self.nodes[node_of(gid, r)].replica {
+                    Some(Hosted::Pb(p)) => Some((format!("group {gid} replica {r}"), p)),
+                    _ => None,
+                })
+                .collect();
+            self.report.pb_views += replicas
+                .iter()
+                .map(|(_, r)| r.highest_view())
+                .max()
+                .unwrap_or(0);
+            let (transfers, chunks) =
+                super::pb::check_states(replicas.into_iter(), &mut self.report.failures);
+            self.report.pb_transfers += transfers;
+            self.report.pb_transfer_chunks += chunks;
+        }
     }
 
     /// Checks every list-append transaction (`check::elle`), with one more
