@@ -153,7 +153,10 @@ struct Args {
     /// (3 to 5 members), so replacements chain under every fault
     /// (--replicas does not apply); --bug membership-switches-at-once
     /// plants a change that switches to a disjoint membership in one step,
-    /// counted by the new majority alone
+    /// counted by the new majority alone. With --world pb: the operator
+    /// replaces, adds and removes replicas of the primary/backup group
+    /// through the master (2 spare nodes; a replica that goes is killed
+    /// for good or left running, removed)
     #[arg(long, env = "SYNOD_SIMULATOR_MEMBERSHIP", value_parser = FalseyValueParser::new())]
     membership: bool,
     /// Byte budget of each Promise page, Accept and catch-up response
@@ -527,6 +530,7 @@ fn run_pb(args: &Run) -> ExitCode {
     let reports: Vec<SimReport> = run_seeds(args, |seed| {
         let mut cfg = PbSimConfig::for_seed(seed, args.replicas);
         cfg.faults = args.faults;
+        cfg.membership = args.membership;
         cfg.bugs = args.pb_bugs;
         if args.disk_latency_us > 0 {
             cfg.disk_latency_max = args.disk_latency_us;
@@ -545,6 +549,9 @@ fn run_pb(args: &Run) -> ExitCode {
             }
             if args.disk_latency_us > 0 {
                 msg.push_str(&format!(" --disk-latency-us {}", args.disk_latency_us));
+            }
+            if args.membership {
+                msg.push_str(" --membership");
             }
             println!("{}", replay_tail(msg, args, &report.failures));
         } else if args.verbose {
@@ -577,6 +584,21 @@ fn run_pb(args: &Run) -> ExitCode {
         reports.iter().map(|r| r.session_expired).sum::<u64>(),
         started.elapsed().as_secs_f64(),
     );
+    if args.membership {
+        // Seeds whose group ended without any of its first servers.
+        let moved = reports
+            .iter()
+            .filter(|r| {
+                let first = (1u64 << PbSimConfig::for_seed(r.seed, args.replicas).replicas) - 1;
+                r.members_final & first == 0
+            })
+            .count();
+        println!(
+            "membership: changes_asked={} changes_made={} seeds_ending_with_no_initial_member={moved}",
+            reports.iter().map(|r| r.membership_asked).sum::<u64>(),
+            reports.iter().map(|r| r.membership_chosen).sum::<u64>(),
+        );
+    }
     if failures == 0 {
         ExitCode::SUCCESS
     } else {

@@ -71,6 +71,12 @@ pub struct PbSimConfig {
     /// State-transfer chunk bytes: tiny on most seeds, so a transfer spans
     /// many chunks that faults can drop, duplicate and reorder.
     pub transfer_chunk_bytes: usize,
+    /// Membership changes through the fault phase: the operator replaces,
+    /// adds and removes replicas (`MasterOp::Replace`, `AddMember`,
+    /// `RemoveMember`) with [`PB_SPARES`] spare nodes to add; a replaced
+    /// or removed node is either killed for good (its disk lost) or left
+    /// running, removed.
+    pub membership: bool,
     pub bugs: PbWorldBugs,
 }
 
@@ -106,8 +112,15 @@ impl PbSimConfig {
             session_ttl_ms: ttl,
             sessions_per_shard_max: cap,
             transfer_chunk_bytes: transfer_chunk_bytes_for_seed(seed),
+            membership: false,
             bugs: PbWorldBugs::default(),
         }
+    }
+
+    /// Node slots: the group's first servers, and the spares of a
+    /// membership world (replica ids are slot numbers).
+    pub fn slots(&self) -> u32 {
+        self.replicas + if self.membership { PB_SPARES } else { 0 }
     }
 
     /// The world `synod-sim --world pb` and the tests run for a seed: 2
@@ -194,7 +207,14 @@ struct Node {
     /// The last view this replica started as primary (for
     /// [`Event::CrashTransferring`]).
     primary_of: u64,
+    /// Membership worlds: a spare not yet added (never started), or a
+    /// replica the group no longer has (never restarted).
+    spare: bool,
+    retired: bool,
 }
+
+/// Spare nodes of a membership world, beyond the group's first servers.
+pub const PB_SPARES: u32 = 2;
 
 struct World {
     cfg: PbSimConfig,
@@ -214,6 +234,8 @@ struct World {
     chosen: BTreeMap<Pos, Batch>,
     healed: bool,
     ping_seq: u64,
+    /// The operator's last master request (the join was 1).
+    admin_seq: u64,
     views_seen: u64,
     report: SimReport,
 }
@@ -369,7 +391,7 @@ impl World {
     fn new(cfg: PbSimConfig) -> World {
         assert!((1..=8).contains(&cfg.replicas), "replicas out of range");
         let mut rng = Rng::new(cfg.seed ^ 0x5042_5042);
-        let n = cfg.replicas as usize;
+        let n = cfg.slots() as usize;
         let (drop_p, dup_p, delay_max) = if cfg.faults {
             (
                 rng.range(0, 15) as f64 / 100.0,
@@ -409,6 +431,7 @@ impl World {
             chosen: BTreeMap::new(),
             healed: !cfg.faults,
             ping_seq: 0,
+            admin_seq: 1,
             views_seen: 0,
             report: SimReport {
                 seed: cfg.seed,
@@ -416,7 +439,8 @@ impl World {
             },
             cfg,
         };
-        for id in 0..w.cfg.replicas {
+        for id in 0..w.cfg.slots() {
+            let spare = id >= w.cfg.replicas;
             w.nodes.push(Node {
                 replica: None,
                 disk: PbDurable::default(),
@@ -427,14 +451,18 @@ impl World {
                 deferred: VecDeque::new(),
                 paused_until: 0,
                 primary_of: 0,
+                spare,
+                retired: false,
             });
-            w.start_node(id);
+            if !spare {
+                w.start_node(id);
+            }
         }
         let keys = client::KeySpace::new(w.cfg.mixed_keys, w.cfg.append_keys);
         for c in 0..w.cfg.clients {
             let crng = w.rng.fork();
             w.clients
-                .push(Client::new(c, w.cfg.replicas, keys.clone(), crng));
+                .push(Client::new(c, w.cfg.slots(), keys.clone(), crng));
             let at = w.rng.range(0, 50 * MS);
             w.time.schedule(
                 at,
@@ -453,11 +481,11 @@ impl World {
     }
 
     fn master_index(&self) -> usize {
-        self.cfg.replicas as usize
+        self.cfg.slots() as usize
     }
 
     fn start_node(&mut self, id: ReplicaId) {
-        let mut pc = pb_config(id, self.cfg.replicas, self.cfg.bugs.pb, self.cfg.seed);
+        let mut pc = pb_config(id, self.cfg.slots(), self.cfg.bugs.pb, self.cfg.seed);
         pc.transfer_chunk_bytes = self.cfg.transfer_chunk_bytes;
         let opts = KvOptions {
             session_ttl_ms: self.cfg.session_ttl_ms,
@@ -694,8 +722,9 @@ impl World {
         if self.healed {
             return;
         }
-        let n = self.cfg.replicas as usize;
-        match self.rng.range(0, 12) {
+        let n = self.cfg.slots() as usize;
+        let kinds = if self.cfg.membership { 18 } else { 12 };
+        match self.rng.range(0, kinds) {
             0 => {
                 // Random halves over the replicas and the master.
                 let side: Vec<bool> = (0..=n).map(|_| self.rng.chance(0.5)).collect();
@@ -731,7 +760,10 @@ impl World {
             }
             6 | 7 => {
                 let dead: Vec<usize> = (0..n)
-                    .filter(|i| self.nodes[*i].replica.is_none())
+                    .filter(|i| {
+                        let node = &self.nodes[*i];
+                        node.replica.is_none() && !node.spare && !node.retired
+                    })
                     .collect();
                 if !dead.is_empty() {
                     let i = dead[self.rng.range(0, dead.len() as u64) as usize];
@@ -745,6 +777,7 @@ impl World {
                 self.nodes[i].paused_until = until;
             }
             9 => self.clear_cuts(),
+            12..=17 => self.change_membership(),
             _ => {
                 self.drop_p = self.rng.range(0, 25) as f64 / 100.0;
                 self.dup_p = self.rng.range(0, 10) as f64 / 100.0;
@@ -752,6 +785,77 @@ impl World {
         }
         let at = self.time.now + self.rng.range(100 * MS, 1_200 * MS);
         self.time.schedule(at, Event::Chaos);
+    }
+
+    /// The operator changes the group's servers through the master's log
+    /// (applied here in order, as the master group would): replace a
+    /// member by a spare, add a spare, or remove a member. The master may
+    /// refuse (the last member, or the only one known to hold every
+    /// acknowledged write). A replica that goes is killed for good (its
+    /// disk lost) or, on other changes, left running, removed; an added
+    /// spare starts empty.
+    fn change_membership(&mut self) {
+        let group = self
+            .master
+            .latest()
+            .groups
+            .iter()
+            .find(|g| g.gid == SIM_GID)
+            .expect("the world's group")
+            .clone();
+        let members: Vec<usize> = group.member_servers().map(|(id, _)| id as usize).collect();
+        let spare = (0..self.nodes.len()).find(|&i| self.nodes[i].spare);
+        let member = members[self.rng.range(0, members.len() as u64) as usize];
+        let addr = |i: usize| i.to_string();
+        let (op, gone, added) = match (spare, self.rng.range(0, 3)) {
+            (Some(s), 0) => (
+                MasterOp::Replace {
+                    gid: SIM_GID,
+                    old: addr(member),
+                    new: addr(s),
+                },
+                Some(member),
+                Some(s),
+            ),
+            (Some(s), 1) if members.len() < 3 => (
+                MasterOp::AddMember {
+                    gid: SIM_GID,
+                    addr: addr(s),
+                },
+                None,
+                Some(s),
+            ),
+            _ => (
+                MasterOp::RemoveMember {
+                    gid: SIM_GID,
+                    addr: addr(member),
+                },
+                Some(member),
+                None,
+            ),
+        };
+        self.admin_seq += 1;
+        let req = MasterRequest {
+            client_id: 1,
+            seq: self.admin_seq,
+            ack_seq: self.admin_seq - 1,
+            op,
+        };
+        self.report.membership_asked += 1;
+        if self.master.execute(&req).is_err() {
+            return;
+        }
+        self.report.membership_chosen += 1;
+        if let Some(g) = gone {
+            self.nodes[g].retired = true;
+            if self.rng.chance(0.5) {
+                self.crash(g);
+            }
+        }
+        if let Some(s) = added {
+            self.nodes[s].spare = false;
+            self.start_node(s as ReplicaId);
+        }
     }
 
     fn set_partition(&mut self, side: &[bool]) {
@@ -769,7 +873,7 @@ impl World {
     }
 
     fn swizzle(&mut self) {
-        let n = self.cfg.replicas as usize + 1;
+        let n = self.cfg.slots() as usize + 1;
         let mut links = Vec::new();
         for a in 0..n {
             if !self.rng.chance(0.5) {
@@ -813,10 +917,10 @@ impl World {
         self.drop_p = 0.0;
         self.dup_p = 0.0;
         self.delay_max = self.delay_max.min(2_000);
-        for id in 0..self.cfg.replicas {
+        for id in 0..self.cfg.slots() {
             let node = &mut self.nodes[id as usize];
             node.paused_until = node.paused_until.min(self.time.now);
-            if node.replica.is_none() {
+            if node.replica.is_none() && !node.spare && !node.retired {
                 self.start_node(id);
             }
         }
@@ -854,6 +958,15 @@ impl World {
         self.report.pb_transfers += transfers;
         self.report.pb_transfer_chunks += chunks;
         self.report.pb_views = self.views_seen;
+        if self.cfg.membership {
+            self.report.members_final = self
+                .master
+                .latest()
+                .groups
+                .iter()
+                .find(|g| g.gid == SIM_GID)
+                .map_or(0, |g| g.members());
+        }
         let final_store = self
             .nodes
             .iter()
