@@ -87,6 +87,20 @@ fn membership_changes_stay_safe_linearizable_and_live_under_faults() {
     );
 }
 
+/// Regression: a removed primary's late acknowledgement of its view made
+/// it alone `safe` and stranded the group (fixed in the view service:
+/// a removed replica's ping acknowledges nothing).
+#[test]
+fn regression_a_removed_primary_cannot_acknowledge_seeds_382_and_1316() {
+    for seed in [382, 1316] {
+        let mut cfg = PbSimConfig::for_seed(seed, None);
+        cfg.membership = true;
+        let report = run(&cfg);
+        assert!(report.passed(), "seed {seed}: {:?}", report.failures);
+        assert!(report.membership_chosen > 0, "seed {seed}: no change made");
+    }
+}
+
 #[test]
 fn a_clean_run_serves_every_request_in_the_first_view() {
     for replicas in [2, 3] {

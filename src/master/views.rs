@@ -33,8 +33,9 @@
 //!   view as a dead one would; an added one starts empty and outside
 //!   `safe`, and joins a view as a backup once it pings, like a restarted
 //!   server (the primary brings it up by state transfer before it
-//!   acknowledges that view). The master refuses a removal that would
-//!   leave no member in `safe`.
+//!   acknowledges that view), and a removed replica's ping acknowledges
+//!   (or refuses) nothing. The master refuses a removal that would leave
+//!   no member in `safe`.
 
 use synod_wire::{GroupInfo, PbViewReply, ReplicaId, View, PB_PING_REFUSED};
 
@@ -152,11 +153,17 @@ impl PbGroup {
         );
         self.pings[r] += 1;
         self.marks[r] = self.pings.clone();
-        if replica == self.view.primary && ready == self.view.num && !self.acked {
+        // A removed replica still pinging (or its ping still in flight)
+        // neither acknowledges nor refuses a view: were it the primary of
+        // one not yet acknowledged, its acknowledgement would make it
+        // alone `safe` and strand the group on a replica it no longer has
+        // (the pb world with --membership, seeds 382 and 1316).
+        let member = members & bit(replica) != 0;
+        if member && replica == self.view.primary && ready == self.view.num && !self.acked {
             self.acked = true;
             self.safe = self.view.members();
         }
-        if replica == self.view.primary && ready == PB_PING_REFUSED {
+        if member && replica == self.view.primary && ready == PB_PING_REFUSED {
             self.primary_refused(promote_any, members);
         }
         self.next_view(promote_any, members);
@@ -628,5 +635,49 @@ mod tests {
         assert_eq!(fresh.servers(), 3);
         assert!(fresh.view.num > v.view.num, "{:?}", fresh.view);
         m.assert_invariants();
+    }
+
+    /// Regression (`synod-sim --world pb --membership`, seeds 382 and
+    /// 1316): the primary of a view not yet acknowledged is removed, and
+    /// its acknowledgement, sent before, arrives after. It must not count:
+    /// the view would be acknowledged with the removed replica alone
+    /// `safe`, and the group could never serve again. The next view is led
+    /// by the remaining member.
+    #[test]
+    fn a_removed_primary_cannot_acknowledge_its_view() {
+        let mut m = master_with_pb_group(2);
+        ping(&mut m, 1, 1);
+        ping(&mut m, 0, 1);
+        for _ in 0..DEAD_PINGS {
+            ping(&mut m, 0, 1);
+            ping(&mut m, 1, 1);
+        }
+        // Replica 0 goes quiet: view 2 with replica 1 alone, unacknowledged.
+        let mut v = ping(&mut m, 1, 1);
+        for _ in 0..DEAD_PINGS {
+            v = ping(&mut m, 1, 1);
+        }
+        assert_eq!((v.view.num, v.view.primary, v.acked), (2, 1, false));
+        // Replica 0 is back; the operator removes replica 1 (allowed:
+        // replica 0 held every write acknowledged in view 1).
+        ping(&mut m, 0, 1);
+        let removed = m.apply(&MasterRequest {
+            client_id: 1,
+            seq: 2,
+            ack_seq: 1,
+            op: MasterOp::RemoveMember {
+                gid: 7,
+                addr: "s1:1".into(),
+            },
+        });
+        assert!(removed.is_ok(), "{removed:?}");
+        // Replica 1's late acknowledgement of view 2.
+        let v = ping(&mut m, 1, 2);
+        assert!(!v.acked || v.view.primary != 1, "{v:?}");
+        let v = ping(&mut m, 0, 0);
+        assert_eq!((v.view.num, v.view.primary), (3, 0), "{v:?}");
+        let v = ping(&mut m, 0, 3);
+        assert!(v.acked);
+        assert_eq!(m.pb_group(7).expect("pb").safe, 0b1);
     }
 }
