@@ -26,6 +26,20 @@ fn primary(c: &Cluster) -> Option<usize> {
     c.group_leader(GID, &PB)
 }
 
+/// The other replica is dead: `survivor` must become the primary and
+/// serve every acknowledged write, and new ones (`more`).
+fn serves_alone(
+    c: &Cluster,
+    survivor: usize,
+    acked: &mut Vec<(String, String)>,
+    more: std::ops::Range<u32>,
+) {
+    c.wait_for(Duration::from_secs(30), |c| primary(c) == Some(survivor));
+    check_all(c, acked);
+    put_all(c, more, acked);
+    check_all(c, acked);
+}
+
 /// Wait for the group's serving primary: (its node, the other node).
 fn primary_and_backup(c: &Cluster) -> (usize, usize) {
     let mut p = None;
@@ -164,10 +178,7 @@ fn pb_group_fails_over_and_the_restarted_primary_rejoins_as_backup() {
     // Now the survivor dies: the rejoined node is the only live replica,
     // and must serve every acknowledged write as primary.
     c.kill(other);
-    c.wait_for(Duration::from_secs(30), |c| primary(c) == Some(first));
-    check_all(&c, &acked);
-    put_all(&c, 200..220, &mut acked);
-    check_all(&c, &acked);
+    serves_alone(&c, first, &mut acked, 200..220);
 }
 
 /// The lab's partitioned old primary: the primary stops (SIGSTOP: it
@@ -340,10 +351,7 @@ fn a_state_of_many_chunks_is_transferred_and_the_backup_then_serves_alone() {
     // The primary dies: the backup that came back by the transfer is the
     // only live replica and must serve every acknowledged write.
     c.kill(p);
-    c.wait_for(Duration::from_secs(30), |c| primary(c) == Some(other));
-    check_all(&c, &acked);
-    put_all(&c, 40..50, &mut acked);
-    check_all(&c, &acked);
+    serves_alone(&c, other, &mut acked, 40..50);
 }
 
 /// The lab's repeated crashes, and issue 12's failover figure:

@@ -48,12 +48,7 @@ fn sweep_cfg(
             ));
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    synod::sim::assert_seeds_passed(&failed);
 }
 
 #[test]
@@ -361,12 +356,7 @@ fn byzantine_input_is_refused_and_checkers_hold() {
             }
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    synod::sim::assert_seeds_passed(&failed);
     assert!(forged > 300 * count, "only {forged} forged messages");
 }
 
@@ -390,12 +380,7 @@ fn tiny_pages_keep_every_checker_green() {
             }
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    synod::sim::assert_seeds_passed(&failed);
 }
 
 /// Reads sent through the log behind a fresh clock stamp when one is due
@@ -432,12 +417,7 @@ fn membership_changes_stay_safe_linearizable_and_live_under_faults() {
             ));
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    synod::sim::assert_seeds_passed(&failed);
     assert!(
         chosen >= count,
         "only {chosen} membership changes chosen in {count} seeds"

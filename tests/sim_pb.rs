@@ -28,12 +28,7 @@ fn sweep(replicas: u32) {
             ));
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    synod::sim::assert_seeds_passed(&failed);
 }
 
 #[test]
@@ -75,12 +70,7 @@ fn membership_changes_stay_safe_linearizable_and_live_under_faults() {
             moved += 1;
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    synod::sim::assert_seeds_passed(&failed);
     assert!(
         made > seeds() && moved > 0,
         "{made} changes, {moved} seeds ended on new servers only"

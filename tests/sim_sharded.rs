@@ -37,12 +37,7 @@ fn shards_move_safely_under_faults() {
             ));
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    synod::sim::assert_seeds_passed(&failed);
     assert!(
         moved > seeds(),
         "only {moved} shard moves: migration is not exercised"
@@ -455,12 +450,7 @@ fn mixed_paxos_and_pb_groups_move_shards_safely_under_faults() {
             ));
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} seeds failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    synod::sim::assert_seeds_passed(&failed);
     // Both directions of migration, both group sizes, and view changes
     // (a group that never changes view proves little about failover).
     assert!(

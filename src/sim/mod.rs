@@ -253,6 +253,17 @@ pub struct SimReport {
     pub pb_transfer_chunks: u64,
 }
 
+/// Panics listing every failed seed (each entry names its replay
+/// command), for the seed sweeps in `tests/`.
+pub fn assert_seeds_passed(failed: &[String]) {
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
 impl SimReport {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
