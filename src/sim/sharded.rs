@@ -549,7 +549,8 @@ impl Simulated for ShardedWorld {
                 match n.replica.as_mut() {
                     Some(Hosted::Master(r)) => drop(r.snapshot_durable(index)),
                     Some(Hosted::Kv(r)) => drop(r.snapshot_durable(index)),
-                    // Its snapshots are written within the sync that logs them.
+                    // A Paxos snapshot's event; a primary/backup replica's
+                    // comes as `PbSnapshotDone`.
                     Some(Hosted::Pb(_)) | None => return,
                 }
                 self.drive(node);
