@@ -470,16 +470,14 @@ impl Serialize for ClusterStatus {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // A primary/backup replica's "ballot" is its view (number,
         // primary): printed as `view`, with `ballot` null.
-        let split = |mode: ReplicationMode, b: Option<Ballot>| match mode {
-            ReplicationMode::Paxos => (
-                b.map(|b| BallotJson {
-                    round: b.round,
-                    node: b.node,
-                }),
-                None,
-            ),
-            ReplicationMode::PrimaryBackup => (None, b.map(|b| b.round)),
+        let pb = |mode| mode == ReplicationMode::PrimaryBackup;
+        let ballot = |mode, b: Option<Ballot>| {
+            b.filter(|_| !pb(mode)).map(|b| BallotJson {
+                round: b.round,
+                node: b.node,
+            })
         };
+        let view = |mode, b: Option<Ballot>| b.filter(|_| pb(mode)).map(|b| b.round);
         StatusJson {
             config: self.config.as_ref().ok().copied(),
             config_error: self.config.as_ref().err().map(String::as_str),
@@ -501,8 +499,8 @@ impl Serialize for ClusterStatus {
                     mode: mode_name(g.mode),
                     quorum: g.quorum,
                     leader: g.leader.map(|l| g.members[l].addr.as_str()),
-                    ballot: split(g.mode, g.ballot).0,
-                    view: split(g.mode, g.ballot).1,
+                    ballot: ballot(g.mode, g.ballot),
+                    view: view(g.mode, g.ballot),
                     commit: g.commit,
                     shards: &g.shards,
                     members: g
@@ -514,8 +512,8 @@ impl Serialize for ClusterStatus {
                             addr: &m.addr,
                             reachable: m.reachable,
                             leader: Some(j) == g.leader,
-                            ballot: split(g.mode, m.ballot).0,
-                            view: split(g.mode, m.ballot).1,
+                            ballot: ballot(g.mode, m.ballot),
+                            view: view(g.mode, m.ballot),
                             commit: m.commit,
                             applied: m.applied,
                             lag: m.lag,

@@ -55,7 +55,7 @@ use synod_wire::{
     Batch, ClientId, ClientReply, Message, PbViewReply, ReplicaId, Seq, View, PB_PING_REFUSED,
 };
 
-use crate::paxos::{ProposeError, Synced};
+use crate::paxos::{member_ids, ProposeError, Synced};
 use crate::replica::{ReplyTo, StateMachine, SHARE_COMMAND_MIN_BYTES};
 
 /// A log position.
@@ -700,8 +700,7 @@ impl<S: StateMachine> PbReplica<S> {
         }
         if self.is_primary() && self.ticks - self.last_heartbeat >= self.cfg.heartbeat_ticks {
             self.last_heartbeat = self.ticks;
-            let backups = self.backups();
-            for b in backups {
+            for b in member_ids(self.backups()) {
                 let stalled = self.ticks - self.progress_tick.get(&b).copied().unwrap_or(0)
                     >= self.cfg.retransmit_ticks;
                 if stalled && self.matched[&b] < self.next[&b] {
@@ -758,7 +757,7 @@ impl<S: StateMachine> PbReplica<S> {
                 self.entries.push_back((tag, batch));
             }
         }
-        for b in self.backups() {
+        for b in member_ids(self.backups()) {
             self.send_append(b, new_round);
         }
     }
@@ -807,9 +806,8 @@ impl<S: StateMachine> PbReplica<S> {
 
     /// The highest read round every backup of the view confirmed.
     fn confirmed_round(&self) -> u64 {
-        self.backups()
-            .iter()
-            .map(|b| self.echoed[b])
+        member_ids(self.backups())
+            .map(|b| self.echoed[&b])
             .min()
             .unwrap_or(self.read_round)
     }
@@ -895,10 +893,8 @@ impl<S: StateMachine> PbReplica<S> {
     fn ready_view(&self) -> u64 {
         match self.view {
             Some(v) if v.primary == self.cfg.id => {
-                let caught_up = self
-                    .backups()
-                    .iter()
-                    .all(|b| self.matched[b] >= self.adopt_end);
+                let caught_up =
+                    member_ids(self.backups()).all(|b| self.matched[&b] >= self.adopt_end);
                 if caught_up && !self.deposed {
                     v.num
                 } else {
@@ -911,12 +907,13 @@ impl<S: StateMachine> PbReplica<S> {
         }
     }
 
-    fn backups(&self) -> Vec<ReplicaId> {
+    /// The backups of the view this replica leads, as a mask (none while
+    /// it does not lead): iterated with `member_ids`, nothing allocated on
+    /// the per-turn paths that walk them.
+    fn backups(&self) -> u64 {
         match self.view {
-            Some(v) if v.primary == self.cfg.id => (0..self.cfg.servers)
-                .filter(|i| v.backups & (1u64 << i) != 0)
-                .collect(),
-            _ => Vec::new(),
+            Some(v) if v.primary == self.cfg.id => v.backups,
+            _ => 0,
         }
     }
 
@@ -961,7 +958,7 @@ impl<S: StateMachine> PbReplica<S> {
         if view.primary == self.cfg.id {
             let end = self.log_end();
             self.adopt_end = end;
-            for b in self.backups() {
+            for b in member_ids(self.backups()) {
                 self.matched.insert(b, 0);
                 self.next.insert(b, end);
                 self.progress_tick.insert(b, self.ticks);
@@ -1006,7 +1003,7 @@ impl<S: StateMachine> PbReplica<S> {
         }
         let mut c = self.durable_end;
         if !self.cfg.bugs.ack_before_backups {
-            for b in self.backups() {
+            for b in member_ids(self.backups()) {
                 c = c.min(self.matched[&b]);
             }
         }
