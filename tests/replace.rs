@@ -18,7 +18,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,11 +25,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use synod::metrics::sample_value;
 use synod_wire::GroupInfo;
-
-/// `synod admin ARGS...` against the cluster, with its key.
-fn admin(c: &Cluster, args: &[&str]) -> Output {
-    c.admin(args)
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -185,7 +179,7 @@ fn a_killed_member_replaced_by_a_fresh_node_lets_the_group_survive_losing_anothe
     c.kill(4);
     let fresh = c.add_node();
     let fresh_addr = c.nodes[fresh].addr.clone();
-    let out = admin(&c, &["replace", "1", &servers[1], &fresh_addr]);
+    let out = c.admin(&["replace", "1", &servers[1], &fresh_addr]);
     assert!(
         out.status.success(),
         "replace failed: {}{}",
@@ -205,7 +199,7 @@ fn a_killed_member_replaced_by_a_fresh_node_lets_the_group_survive_losing_anothe
         "{json}"
     );
     // The same request again is refused: the old address is gone already.
-    let again = admin(&c, &["replace", "1", &servers[1], "127.0.0.1:1"]);
+    let again = c.admin(&["replace", "1", &servers[1], "127.0.0.1:1"]);
     assert!(!again.status.success());
     assert!(
         text(&again.stderr).contains("already removed"),
@@ -287,33 +281,33 @@ fn remove_member_retires_a_live_replica_and_add_member_grows_the_group() {
     });
     let fresh = c.add_node();
     let fresh_addr = c.nodes[fresh].addr.clone();
-    let out = admin(&c, &["add-member", "1", &fresh_addr]);
+    let out = c.admin(&["add-member", "1", &fresh_addr]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     c.wait_for(Duration::from_secs(30), |c| {
         group_gauge(c, fresh, 3, "synod_group_membership") == Some(0b1111)
     });
     // Remove a live founder (replica 0): once its removal is chosen it
     // stops hosting the group (its metrics no longer list it).
-    let out = admin(&c, &["remove-member", "1", &servers[0]]);
+    let out = c.admin(&["remove-member", "1", &servers[0]]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     c.wait_for(Duration::from_secs(30), |c| {
         group_gauge(c, 5, 2, "synod_group_membership") == Some(0b1110)
             && scrape(c, 3).is_some_and(|b| !b.contains("synod_group_membership{gid=\"1\""))
     });
     // Refused with reasons, nothing changed.
-    let out = admin(&c, &["remove-member", "1", &servers[0]]);
+    let out = c.admin(&["remove-member", "1", &servers[0]]);
     assert!(
         text(&out.stderr).contains("already removed"),
         "{}",
         text(&out.stderr)
     );
-    let out = admin(&c, &["add-member", "9", "127.0.0.1:1"]);
+    let out = c.admin(&["add-member", "9", "127.0.0.1:1"]);
     assert!(text(&out.stderr).contains("group 9 is not in the configuration"));
     // The group serves on three members, the retired node's gone.
     c.kill(3);
     let mut client = c.client_with_timeout(Duration::from_secs(10));
     client.put(&b"k"[..], &b"v"[..]).expect("serves");
-    let status = admin(&c, &["status"]);
+    let status = c.admin(&["status"]);
     let status_text = text(&status.stdout);
     assert!(status.status.success(), "{status_text}");
     assert!(!status_text.contains(&servers[0]), "{status_text}");
