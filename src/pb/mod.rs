@@ -1393,6 +1393,14 @@ impl<S: StateMachine> PbReplica<S> {
 
     /// Replace the state and log with a transferred snapshot, checked.
     fn install(&mut self, index: Pos, last_tag: u64, data: Bytes) {
+        // Rare and worth an operator's eye: a backup too far behind to
+        // catch up from the primary's log.
+        log::info!(
+            "primary/backup replica {}: installing a state transfer at position {index} \
+             ({} bytes)",
+            self.cfg.id,
+            data.len()
+        );
         if self.capturing.take().is_some() {
             // Superseded by the installed state.
             self.sm.abort_snapshot();

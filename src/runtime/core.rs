@@ -33,7 +33,7 @@ use crate::kv::KvOptions;
 use crate::master::{MasterMachine, MasterOptions};
 use crate::metrics::{self, CoreMetrics, GroupMetrics, Metrics, ReplicaView};
 use crate::paxos::{member_ids, Durable, Ready};
-use crate::pb::{PbConfig, PbDurable, PbRecord, PbReplica};
+use crate::pb::{PbConfig, PbDurable, PbReplica};
 use crate::replica::{Replica, ReplicaConfig, ReplyTo};
 use crate::rng::Rng;
 use crate::shardkv::migrator::{serve_delete, serve_pull, serve_resolve, Action, Migrator};
@@ -1894,24 +1894,6 @@ impl Core {
                         pb_early.push((*gid, std::mem::take(&mut ready.before_sync)));
                     }
                     if !ready.is_empty() {
-                        for rec in &ready.records {
-                            if let PbRecord::Snapshot {
-                                index,
-                                data,
-                                install: true,
-                                ..
-                            } = rec
-                            {
-                                // Rare and worth an operator's eye: a
-                                // backup too far behind to catch up from
-                                // the primary's log.
-                                log::info!(
-                                    "group {gid}: installing a state transfer at position \
-                                     {index} ({} bytes)",
-                                    data.len()
-                                );
-                            }
-                        }
                         self.wal.append_pb(*gid, &ready.records);
                         pb_readies.push((*gid, ready));
                     }
