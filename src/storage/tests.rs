@@ -627,6 +627,22 @@ fn snapshot_survives_reopen_and_hides_earlier_slots() {
     assert_same(&rec.groups, &fold(&recs));
 }
 
+/// A snapshot of several write-back steps (written back a step at a time,
+/// with fsync) reads back whole, as does one of an exact number of steps.
+#[test]
+fn a_snapshot_of_many_write_back_steps_reads_back_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (group, len) in [(1, (9 << 20) + 12_345), (2, 8 << 20)] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let syncs = snapshot::write(tmp.path(), group, 77, &data, true).unwrap();
+        assert_eq!(syncs, 1);
+        let (index, read) = snapshot::read(&tmp.path().join(snapshot::file_name(group)), group)
+            .expect("reads back");
+        assert_eq!(index, 77);
+        assert!(read[..] == data[..], "group {group}: bytes differ");
+    }
+}
+
 #[test]
 fn leftover_snapshot_tmp_is_removed() {
     capture_logs();
