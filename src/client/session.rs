@@ -1099,7 +1099,6 @@ impl Session {
         // Frames for it not handed out yet would reopen it, possibly bound
         // to the wrong core (another group's frame first): their requests
         // are among those rescheduled below.
-        let before = self.transmits.len();
         let mut unsent: Vec<u64> = Vec::new();
         self.transmits.retain(|t| {
             let keep = t.dest != *dest;
@@ -1108,7 +1107,6 @@ impl Session {
             }
             keep
         });
-        debug_assert_eq!(before - unsent.len(), self.transmits.len());
         // A scan, but only when a connection fails; oldest request first.
         let mut victims: Vec<u64> = self
             .tasks

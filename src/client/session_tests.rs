@@ -1028,3 +1028,28 @@ fn without_sharing_every_group_keeps_its_own_connection() {
     }
     assert_eq!(finished_ok(&mut s), 4);
 }
+
+/// A frame queued for a connection that closes before the driver took it
+/// is never handed out (it would reopen the connection with another
+/// group's frame first, bound to the wrong core); its request goes again
+/// on its own group's connection.
+#[test]
+fn frames_queued_for_a_closed_connection_are_never_handed_out() {
+    let (mut s, [k1, _, k3]) = same_servers(true, &["a"]);
+    let t = send_one(&mut s, put_key(&k1), Time::ZERO);
+    answer(&mut s, &t, ok_reply(), MS);
+    s.submit(put_key(&k3));
+    s.poll(MS);
+    s.on_conn_failed(&Dest::new("a", 1), "reset", true, MS);
+    let out = sent(&mut s);
+    assert!(out.is_empty(), "{out:?}");
+    let mut at = MS;
+    let again = loop {
+        at = s.next_wake(at).expect("the request is retried");
+        s.poll(at);
+        if let Some(t) = s.poll_transmit() {
+            break t;
+        }
+    };
+    assert_eq!((again.dest.gid, again.frame.group), (3, 3));
+}
