@@ -41,7 +41,7 @@ pub(crate) const TOO_LARGE_REASON: &str = "value too large";
 /// for the TTL in log time), by the per-shard cap, or with its shard; then
 /// the shard's `floor` is raised to cover its client id, which is what keeps
 /// a delayed duplicate out (see [`may_open`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Session {
     /// Every request of this client with `seq <= acked` has been answered and
     /// the client said so; such requests are never applied again.
@@ -49,10 +49,118 @@ pub(crate) struct Session {
     /// Replies of applied writes with `seq > acked`, returned verbatim to a
     /// duplicate. Memory is O(outstanding unacknowledged writes), which the
     /// client's pipeline window bounds.
-    pub(crate) replies: BTreeMap<Seq, Cached>,
+    pub(crate) replies: Replies,
     /// Log time (ms) of the client's last write through the log in this
     /// shard: what expiry and the cap's least-recently-active order use.
     pub(crate) last_ms: u64,
+    /// The time this session is filed under in its shard's activity order
+    /// ([`Shard::lru`]): at or below `last_ms`, brought up to it only when
+    /// the order is consulted (not on every write). Never encoded.
+    pub(crate) lru_ms: u64,
+}
+
+impl PartialEq for Session {
+    /// The replicated state only: where the session is filed in the
+    /// activity order depends on when the order was last consulted, which
+    /// a replica restored from a snapshot did not see.
+    fn eq(&self, other: &Session) -> bool {
+        (self.acked, &self.replies, self.last_ms) == (other.acked, &other.replies, other.last_ms)
+    }
+}
+
+impl Eq for Session {}
+
+/// A session's cached replies, by seq ascending. A short vector rather than
+/// a map: a client has a handful of writes in flight per shard (usually
+/// one), a write adds its reply at the end and a later ack removes it from
+/// the front, and a vector keeps its buffer across that instead of
+/// allocating and freeing a B-tree leaf for every write (which showed in
+/// the put path's profile).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Replies(Vec<(Seq, Cached)>);
+
+impl Replies {
+    /// A buffer kept across acks up to this many replies; a larger one (a
+    /// burst of pipelined writes) is freed once acknowledged.
+    const KEEP: usize = 8;
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn position(&self, seq: Seq) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&seq, |(s, _)| *s)
+    }
+
+    pub(crate) fn get(&self, seq: &Seq) -> Option<&Cached> {
+        self.position(*seq).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Caches `cached` for `seq` (replacing one cached for it already).
+    pub(crate) fn insert(&mut self, seq: Seq, cached: Cached) {
+        match self.0.last() {
+            Some((last, _)) if *last >= seq => match self.position(seq) {
+                Ok(i) => self.0[i].1 = cached,
+                Err(i) => self.0.insert(i, (seq, cached)),
+            },
+            _ => self.0.push((seq, cached)),
+        }
+    }
+
+    pub(crate) fn first_seq(&self) -> Option<Seq> {
+        self.0.first().map(|(s, _)| *s)
+    }
+
+    pub(crate) fn last_seq(&self) -> Option<Seq> {
+        self.0.last().map(|(s, _)| *s)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &Seq> {
+        self.0.iter().map(|(s, _)| s)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Cached> {
+        self.0.iter().map(|(_, c)| c)
+    }
+
+    /// Frees every reply at or below `acked`.
+    fn release_through(&mut self, acked: Seq) {
+        let n = self.0.partition_point(|(s, _)| *s <= acked);
+        if n > 0 {
+            self.0.drain(..n);
+            if self.0.is_empty() && self.0.capacity() > Self::KEEP {
+                self.0 = Vec::new();
+            }
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Replies {
+    type Item = (&'a Seq, &'a Cached);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Seq, Cached)>,
+        fn(&'a (Seq, Cached)) -> (&'a Seq, &'a Cached),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(s, c)| (s, c))
+    }
+}
+
+impl Extend<(Seq, Cached)> for Replies {
+    fn extend<I: IntoIterator<Item = (Seq, Cached)>>(&mut self, iter: I) {
+        for (seq, cached) in iter {
+            self.insert(seq, cached);
+        }
+    }
+}
+
+impl IntoIterator for Replies {
+    type Item = (Seq, Cached);
+    type IntoIter = std::vec::IntoIter<(Seq, Cached)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 /// A cached reply and the print of the request it answered.
@@ -70,14 +178,7 @@ impl Session {
     /// out of order) and frees every cached reply at or below it.
     pub(crate) fn acknowledge(&mut self, ack_seq: Seq) {
         self.acked = self.acked.max(ack_seq);
-        // Pop from the front instead of `split_off(ack_seq + 1)`, which would
-        // overflow at `Seq::MAX`; the cost is O(freed * log n).
-        while let Some(entry) = self.replies.first_entry() {
-            if *entry.key() > self.acked {
-                break;
-            }
-            entry.remove();
-        }
+        self.replies.release_through(self.acked);
         self.assert_invariants();
     }
 
@@ -112,7 +213,7 @@ impl Session {
     }
 
     pub(crate) fn assert_invariants(&self) {
-        if let Some((&lowest, _)) = self.replies.first_key_value() {
+        if let Some(lowest) = self.replies.first_seq() {
             assert!(
                 lowest > self.acked,
                 "cached reply {lowest} at or below acked {}",
@@ -399,7 +500,7 @@ pub(crate) fn deadlines_of(data: &Data) -> BTreeSet<(u64, Box<[u8]>)> {
 /// observed (snapshots sort, statistics only sum), so the per-process
 /// random hash seed cannot make replicas diverge. The data is ordered
 /// ([`Data`]) for scans.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Shard {
     /// Values are owned growable buffers ([`Value`], a one-word `Vec<u8>`)
     /// rather than `Bytes` so an Append is amortized O(len appended) (a
@@ -410,10 +511,15 @@ pub(crate) struct Shard {
     /// receive buffer or log batch it came from alive).
     pub(crate) data: Data,
     pub(crate) sessions: HashMap<ClientId, Session>,
-    /// `(last_ms, client)` of every session, least recently active first:
-    /// the order expiry and the cap drop sessions in. Derived from
-    /// `sessions` (never encoded), and ordered by value, so every replica
-    /// drops the same sessions.
+    /// `(lru_ms, client)` of every session: the order expiry and the cap
+    /// drop sessions in, least recently active first. Filed lazily: a write
+    /// only raises its session's `last_ms`, and the order moves a session
+    /// up to it when the session comes first ([`Shard::least_active`]), so
+    /// a write costs no re-filing. Whatever was re-filed, the session found
+    /// least active is the one with the least `(last_ms, client)` (every
+    /// session is filed at or below its `last_ms`), so every replica drops
+    /// the same sessions. Derived from `sessions` (never encoded, not
+    /// compared).
     pub(crate) lru: BTreeSet<(u64, ClientId)>,
     /// The expiry watermark: every client id whose session in this shard
     /// was dropped (expired or evicted) is at or below it, so a client id at
@@ -441,6 +547,33 @@ pub(crate) fn may_open(floor: ClientId, client: ClientId, now_ms: u64) -> bool {
 
 fn plausible(client: ClientId, now_ms: u64) -> bool {
     client_id_time_ms(client) <= now_ms.saturating_add(CLIENT_AHEAD_MS_MAX)
+}
+
+impl PartialEq for Shard {
+    /// The replicated state: the derived indexes follow from it (and the
+    /// activity order's filing from when it was last consulted).
+    fn eq(&self, other: &Shard) -> bool {
+        self.data == other.data
+            && self.sessions == other.sessions
+            && self.floor == other.floor
+            && self.deadlines == other.deadlines
+            && self.locks == other.locks
+    }
+}
+
+impl Eq for Shard {}
+
+/// The activity order of `sessions`, each filed at its `last_ms`.
+pub(crate) fn file_sessions(
+    sessions: &mut HashMap<ClientId, Session>,
+) -> BTreeSet<(u64, ClientId)> {
+    sessions
+        .iter_mut()
+        .map(|(c, s)| {
+            s.lru_ms = s.last_ms;
+            (s.last_ms, *c)
+        })
+        .collect()
 }
 
 impl Shard {
@@ -571,12 +704,8 @@ impl Shard {
         let now = rules.log_time_ms;
         // A known client (nearly every write): one session lookup, not three.
         if let Some(session) = self.sessions.get_mut(&req.client_id) {
-            if now > session.last_ms {
-                // `touch`, inline: the session is already borrowed.
-                self.lru.remove(&(session.last_ms, req.client_id));
-                session.last_ms = now;
-                self.lru.insert((now, req.client_id));
-            }
+            // Filed in the activity order lazily (see `lru`).
+            session.last_ms = session.last_ms.max(now);
             session.acknowledge(req.ack_seq);
             if skip_dedup {
                 return Ok(());
@@ -590,6 +719,7 @@ impl Shard {
             req.client_id,
             Session {
                 last_ms: now,
+                lru_ms: now,
                 ..Session::default()
             },
         );
@@ -643,7 +773,7 @@ impl Shard {
     /// write for a while) when it evicts it.
     pub(crate) fn forget(&mut self, client: ClientId, rules: &SessionRules) {
         if let Some(session) = self.sessions.remove(&client) {
-            self.lru.remove(&(session.last_ms, client));
+            self.lru.remove(&(session.lru_ms, client));
             let horizon = session.last_ms.max(rules.log_time_ms);
             if plausible(client, horizon) && !rules.forget_floor {
                 self.floor = self.floor.max(client);
@@ -656,12 +786,7 @@ impl Shard {
     pub(crate) fn enforce_cap(&mut self, rules: &SessionRules, keep: Option<ClientId>) -> usize {
         let mut evicted = 0;
         while self.sessions.len() > rules.sessions_max.max(1) {
-            let victim = self
-                .lru
-                .iter()
-                .map(|(_, c)| *c)
-                .find(|c| Some(*c) != keep)
-                .expect("more sessions than one");
+            let (_, victim) = self.least_active(keep).expect("more sessions than one");
             self.forget(victim, rules);
             evicted += 1;
         }
@@ -674,8 +799,8 @@ impl Shard {
         let now = rules.log_time_ms;
         let mut dropped = 0;
         while dropped < budget {
-            match self.lru.first() {
-                Some(&(last, client)) if now.saturating_sub(last) > ttl_ms => {
+            match self.least_active(None) {
+                Some((last, client)) if now.saturating_sub(last) > ttl_ms => {
                     self.forget(client, rules);
                     dropped += 1;
                 }
@@ -685,16 +810,38 @@ impl Shard {
         dropped
     }
 
+    /// `(last_ms, client)` of the least recently active session other
+    /// than `keep`: the first of the activity order once the sessions
+    /// ahead of it that were active since they were filed are filed again
+    /// at their `last_ms` (each is, at most once per consultation).
+    pub(crate) fn least_active(&mut self, keep: Option<ClientId>) -> Option<(u64, ClientId)> {
+        loop {
+            let &(filed, client) = self.lru.iter().find(|(_, c)| Some(*c) != keep)?;
+            let session = self
+                .sessions
+                .get_mut(&client)
+                .expect("filed sessions exist");
+            if session.last_ms == filed {
+                return Some((filed, client));
+            }
+            self.lru.remove(&(filed, client));
+            session.lru_ms = session.last_ms;
+            self.lru.insert((session.last_ms, client));
+        }
+    }
+
     /// Adds (or merges) one session arriving with a migrated shard.
-    pub(crate) fn merge_session(&mut self, client: ClientId, incoming: Session) {
+    pub(crate) fn merge_session(&mut self, client: ClientId, mut incoming: Session) {
         match self.sessions.get_mut(&client) {
             Some(existing) => {
-                self.lru.remove(&(existing.last_ms, client));
+                self.lru.remove(&(existing.lru_ms, client));
                 existing.merge(incoming);
+                existing.lru_ms = existing.last_ms;
                 self.lru.insert((existing.last_ms, client));
             }
             None => {
                 incoming.assert_invariants();
+                incoming.lru_ms = incoming.last_ms;
                 self.lru.insert((incoming.last_ms, client));
                 self.sessions.insert(client, incoming);
             }
@@ -818,7 +965,7 @@ impl Shard {
         for (client, session) in &self.sessions {
             session.assert_invariants();
             assert!(
-                self.lru.contains(&(session.last_ms, *client)),
+                session.lru_ms <= session.last_ms && self.lru.contains(&(session.lru_ms, *client)),
                 "session of {client} missing from the lru index"
             );
         }

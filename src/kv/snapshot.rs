@@ -679,8 +679,8 @@ fn decode_shard_body(
         Layout::V2 | Layout::V3 | Layout::V4 => input.u64()?,
         Layout::V1 => 0,
     };
-    let sessions = decode_sessions(input, layout)?;
-    let lru = sessions.iter().map(|(c, s)| (s.last_ms, *c)).collect();
+    let mut sessions = decode_sessions(input, layout)?;
+    let lru = super::shard::file_sessions(&mut sessions);
     let deadlines = super::shard::deadlines_of(&data);
     Ok(Shard {
         data,
@@ -769,14 +769,15 @@ pub(super) fn decode_sessions(
         };
         let mut session = Session {
             acked,
-            replies: BTreeMap::new(),
+            replies: Default::default(),
             last_ms,
+            lru_ms: last_ms,
         };
         let replies = input.count(MIN_CACHED_REPLY_BYTES)?;
         for _ in 0..replies {
             let seq = input.u64()?;
             // Strictly increasing from `acked` covers both canonical rules.
-            let floor = session.replies.last_key_value().map_or(acked, |(s, _)| *s);
+            let floor = session.replies.last_seq().unwrap_or(acked);
             if seq <= floor {
                 return Err(SnapshotError::NotCanonical(
                     "cached replies not strictly increasing above acked",

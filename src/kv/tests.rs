@@ -1373,9 +1373,9 @@ fn snapshots_and_exports_from_before_expiry_still_restore() {
     other.assert_invariants();
 }
 
-/// Memory per session, behind the cap's documented worst case (about 660
-/// bytes for a session holding one cached reply, most of it the reply
-/// map's B-tree leaf): `cargo test --release --lib session_memory --
+/// Memory per session, behind the cap's documented worst case (about 350
+/// bytes for a session holding one cached reply; 660 while the replies
+/// were a map, most of it a B-tree leaf): `cargo test --release --lib session_memory --
 /// --ignored --nocapture`. Ignored by default: RSS is process-wide, so
 /// other tests running beside it would skew it.
 #[test]
@@ -1889,4 +1889,134 @@ fn key_memory() {
         "{} B/key restored",
         restored_bytes / n
     );
+}
+
+/// CPU per put of the apply path alone, in the load generator's shape
+/// (64 clients with 16 writes in flight each, 10,000 keys over 64 shards,
+/// 64-byte values, log time advancing a millisecond per 100 writes):
+/// `cargo test --release --lib apply_cost -- --ignored --nocapture`.
+/// Every replica runs this for every write. Ignored by default: it prints
+/// a timing, asserts only that the writes applied.
+#[test]
+#[ignore]
+fn apply_cost() {
+    let clients = 64u64;
+    let window = 16u64;
+    let keys: Vec<Bytes> = (0..10_000)
+        .map(|i| Bytes::from(format!("key:{i:08}")))
+        .collect();
+    let value = Bytes::from(vec![b'v'; 64]);
+    let now = 1_800_000_000_000;
+    let ids: Vec<ClientId> = (0..clients)
+        .map(|c| synod_wire::client_id_at(now, c))
+        .collect();
+    let mut kv = KvStore::new(opts(64));
+    let mut rng = crate::rng::Rng::new(7);
+    let writes = 2_000_000u64;
+    let mut reqs = Vec::with_capacity(writes as usize);
+    for i in 0..writes {
+        let c = i % clients;
+        let seq = i / clients + 1;
+        let key = keys[rng.range(0, keys.len() as u64) as usize].clone();
+        let op = Op::Put {
+            key,
+            value: value.clone(),
+        };
+        reqs.push(req(ids[c as usize], seq, seq.saturating_sub(window), op));
+    }
+    let mut clock = now;
+    kv.advance_clock(clock, |_| true);
+    let started = std::time::Instant::now();
+    for (i, r) in reqs.iter().enumerate() {
+        if i % 100 == 0 {
+            clock += 1;
+            kv.advance_clock(clock, |_| true);
+        }
+        assert_eq!(kv.apply_printed(r, 1), ClientReply::Ok(Bytes::new()));
+    }
+    let took = started.elapsed();
+    println!(
+        "apply_cost: {} puts in {:?}: {:.0} ns per put",
+        writes,
+        took,
+        took.as_nanos() as f64 / writes as f64
+    );
+}
+
+proptest! {
+    /// The activity order is filed lazily (a write does not re-file its
+    /// session), yet the cap and expiry drop exactly the sessions an
+    /// eagerly kept order would: checked against a model that keeps every
+    /// session's last activity and drops the least `(last_ms, client)`,
+    /// and against a replica restored from a snapshot midway (whose order
+    /// is filed afresh).
+    #[test]
+    fn the_lazy_activity_order_drops_what_an_exact_one_would(
+        steps in proptest::collection::vec((0u64..8, 0u64..400), 1..120),
+        cut in 0usize..120,
+    ) {
+        let (cap, ttl) = (3, 500);
+        let o = opts_sessions(1, ttl, cap);
+        let mut kv = KvStore::new(o);
+        let mut restored: Option<KvStore> = None;
+        let mut model: BTreeMap<ClientId, u64> = BTreeMap::new();
+        let mut floor: ClientId = 0;
+        let mut seqs = [0u64; 8];
+        let mut now = 1_000u64;
+        for (i, &(c, dt)) in steps.iter().enumerate() {
+            if i == cut.min(steps.len() - 1) {
+                restored = Some(KvStore::restore(&kv.snapshot(), o).expect("restores"));
+            }
+            now += dt;
+            let client = 100 + c;
+            // Model: expiry at the stamp, oldest first.
+            let mut idle: Vec<(u64, ClientId)> = model
+                .iter()
+                .filter(|(_, &last)| now - last > ttl)
+                .map(|(&c, &l)| (l, c))
+                .collect();
+            idle.sort_unstable();
+            for (_, gone) in idle {
+                model.remove(&gone);
+                floor = floor.max(gone);
+            }
+            seqs[c as usize] += 1;
+            let seq = seqs[c as usize];
+            let expected = if let Some(last) = model.get_mut(&client) {
+                *last = now;
+                ok_empty()
+            } else if client <= floor {
+                ClientReply::SessionExpired
+            } else {
+                model.insert(client, now);
+                while model.len() > cap {
+                    let (_, victim) = model
+                        .iter()
+                        .filter(|(&c, _)| c != client)
+                        .map(|(&c, &l)| (l, c))
+                        .min()
+                        .expect("more than one");
+                    model.remove(&victim);
+                    floor = floor.max(victim);
+                }
+                ok_empty()
+            };
+            let r = req(client, seq, seq - 1, append("k", "x"));
+            for store in std::iter::once(&mut kv).chain(restored.as_mut()) {
+                store.advance_clock(now, |_| true);
+                prop_assert_eq!(store.apply(&r), expected.clone());
+                let live: BTreeMap<ClientId, u64> = store.shards[0]
+                    .sessions
+                    .iter()
+                    .map(|(&c, s)| (c, s.last_ms))
+                    .collect();
+                prop_assert_eq!(&live, &model);
+                prop_assert_eq!(store.shards[0].floor, floor);
+                store.assert_invariants();
+            }
+        }
+        if let Some(b) = restored {
+            prop_assert_eq!(kv.snapshot(), b.snapshot());
+        }
+    }
 }
