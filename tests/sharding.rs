@@ -266,3 +266,53 @@ fn a_shard_larger_than_a_frame_moves_in_chunks() {
     c.wait_for(Duration::from_secs(15), |_| w.completed() > before + 30);
     w.finish();
 }
+
+/// Issue 15: a client shares a connection between the groups a server
+/// runs on one core. One node with `--cores 2` (the harness's default)
+/// runs groups 1 and 3 on core 1 and group 2 on core 0: puts and gets in
+/// every group succeed over 2 KV connections (one per core) instead of 3,
+/// the group that tried the other core's connection having been answered
+/// `WrongCore` and moved to its own. With sharing off, 3 as before.
+#[test]
+fn a_client_needs_one_connection_per_core_not_per_group() {
+    let c = Cluster::start_masters(1);
+    let mut admin = c.client();
+    for gid in 1..=3 {
+        admin
+            .join(vec![GroupInfo::new(gid, c.masters.clone())])
+            .expect("join");
+    }
+    let kv_conns =
+        |client: &synod::client::Client| client.connections().iter().filter(|d| d.gid != 0).count();
+    for share in [true, false] {
+        let mut client = synod::client::Client::new(synod::client::ClientOptions {
+            cluster_key: c.key.clone(),
+            share_connections: share,
+            ..synod::client::ClientOptions::new(c.masters.clone())
+        })
+        .expect("client options");
+        let config = client.query(None).expect("query");
+        let mut groups_written = std::collections::BTreeSet::new();
+        for i in 0..30 {
+            let key = Bytes::from(format!("conn{share}-{i}"));
+            let shard = synod_wire::shard_of(&key, config.shards.len() as u32);
+            groups_written.insert(config.shards[shard as usize]);
+            client
+                .put(key.clone(), Bytes::from(format!("v{i}")))
+                .expect("put");
+            assert_eq!(
+                client.get(key).expect("get"),
+                Some(Bytes::from(format!("v{i}")))
+            );
+        }
+        assert_eq!(groups_written.len(), 3, "keys in every group");
+        let conns = client.connections();
+        if share {
+            assert_eq!(kv_conns(&client), 2, "one per core: {conns:?}");
+            assert!(client.stats().wrong_core >= 1, "{:?}", client.stats());
+        } else {
+            assert_eq!(kv_conns(&client), 3, "one per group: {conns:?}");
+            assert_eq!(client.stats().wrong_core, 0);
+        }
+    }
+}

@@ -29,6 +29,7 @@ mod engine;
 // Shared with the RESP gateway's event loops, which route and retry the
 // same way without the blocking transport.
 pub(crate) mod idmap;
+mod lanes;
 pub(crate) mod logic;
 pub mod mio_conn;
 pub mod session;
@@ -73,6 +74,9 @@ pub struct ClientOptions {
     /// The client key (`synod-server --client-key-file`): used when there
     /// is no cluster key.
     pub client_key: Option<crate::auth::Key>,
+    /// Let the groups a server runs on one core share a connection
+    /// ([`SessionOptions::share_connections`]).
+    pub share_connections: bool,
 }
 
 /// Default [`ClientOptions::timeout`].
@@ -92,6 +96,7 @@ impl ClientOptions {
             in_flight_max: DEFAULT_IN_FLIGHT_MAX,
             cluster_key: None,
             client_key: None,
+            share_connections: true,
         }
     }
 }
@@ -163,9 +168,8 @@ pub struct Client {
     session: Session,
     /// Time zero of the session's clock.
     epoch: Instant,
-    /// Open connections by destination (server address, group): the
-    /// server binds a connection to the core owning its first frame's
-    /// group, so keeping groups apart keeps every request on its owner.
+    /// Open connections, as the session names them (server address, and
+    /// the group the server bound it for: see [`Dest`]).
     conns: HashMap<Dest, Conn>,
     next_conn_id: u64,
     events_tx: Sender<Event>,
@@ -192,7 +196,9 @@ impl Client {
         }
         let client_id = logic::fresh_client_id();
         let (events_tx, events_rx) = mpsc::channel();
-        let session_opts = SessionOptions::new(opts.timeout, opts.rpc_timeout, opts.in_flight_max);
+        let mut session_opts =
+            SessionOptions::new(opts.timeout, opts.rpc_timeout, opts.in_flight_max);
+        session_opts.share_connections = opts.share_connections;
         Ok(Client {
             opts: ClientOptions {
                 masters: masters.clone(),
@@ -201,6 +207,7 @@ impl Client {
                 in_flight_max: session_opts.in_flight_max,
                 cluster_key: opts.cluster_key,
                 client_key: opts.client_key,
+                share_connections: opts.share_connections,
             },
             session: Session::with_masters(
                 session_opts,
@@ -239,6 +246,19 @@ impl Client {
     /// The configuration requests are currently routed with, if any.
     pub fn cached_config(&self) -> Option<&Config> {
         self.session.config()
+    }
+
+    /// The connections open now, sorted (how many a workload needs: tests
+    /// and diagnostics).
+    pub fn connections(&self) -> Vec<Dest> {
+        let mut open: Vec<Dest> = self.conns.keys().cloned().collect();
+        open.sort();
+        open
+    }
+
+    /// Counts of the non-final answers so far (`WrongCore` among them).
+    pub fn stats(&self) -> session::SessionStats {
+        self.session.stats()
     }
 
     /// The options in force (normalised: see [`Client::new`]).

@@ -1,8 +1,9 @@
 //! One client session with the cluster, sans-IO (in the spirit of
 //! quinn-proto's `Connection`): the driver feeds it requests, the frames
 //! that arrive and the time; it hands back frames to send (each for one
-//! destination: a member address and a group), finished requests, the
-//! connections to drop, and when it wants to be polled again.
+//! connection: a member address and the group that names the connection),
+//! finished requests, the connections to drop, and when it wants to be
+//! polled again.
 //!
 //! Every rule of PROTOCOL.md section 7 lives here, once, for every driver
 //! (the blocking [`super::Client`], the simulator's clients):
@@ -13,7 +14,10 @@
 //!   ([`Session::needs_new_id`], [`Session::set_client_id`]): a request is
 //!   never resent under another id;
 //! - routing: the configuration cache, key → shard → group → member, the
-//!   leader hint per group ([`Router`]);
+//!   leader hint per group ([`Router`]); then member → connection: the
+//!   groups a server runs on one core share a connection once it is known
+//!   bound to that core (`lanes.rs`); a `WrongCore` is resent at once on
+//!   another connection, never counted against the member;
 //! - pipelining: at most [`SessionOptions::in_flight_max`] requests of the
 //!   caller outstanding, oldest first; replies in any order, matched by a
 //!   request id that is fresh for every send (`handle << 16 | sends`), so a
@@ -54,6 +58,7 @@ use synod_wire::{
 };
 
 use super::idmap::IdMap;
+use super::lanes::Lanes;
 use super::logic::{backoff_capped, AckWindow, Router, BACKOFF_MAX, CLIENT_ID_RENEW_AFTER};
 use super::twopc;
 use super::ClientError;
@@ -93,12 +98,14 @@ pub enum Answer {
     Config(Config),
 }
 
-/// Where a frame goes: member `addr` of group `gid` (0: the masters). The
-/// servers bind a connection to the core owning its first frame's group,
-/// so drivers keep one connection per destination. The address is shared
-/// (`Arc`): the session hands one out with every send and keeps one per
-/// request on the wire, and copying a `String` each time showed in the
-/// RESP gateway's profile.
+/// A connection: to member `addr`, named by group `gid` (0: the masters),
+/// the group of the first frame the session sends on it, so the server
+/// binds it to that group's core. Frames of other groups the same core
+/// serves may travel on it too (each frame's header names its own group):
+/// drivers keep one connection per `Dest` and never look inside. The
+/// address is shared (`Arc`): the session hands one out with every send
+/// and keeps one per request on the wire, and copying a `String` each time
+/// showed in the RESP gateway's profile.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Dest {
     pub addr: Arc<str>,
@@ -117,6 +124,8 @@ impl Dest {
 /// A frame for the driver to send.
 #[derive(Clone, Debug)]
 pub struct Transmit {
+    /// The connection to send it on (`frame.group` is the request's group,
+    /// which may differ: see [`Dest`]).
     pub dest: Dest,
     pub frame: Frame,
 }
@@ -144,6 +153,9 @@ pub struct SessionStats {
     pub wrong_group: u64,
     /// `Busy` replies (each backs off on the same member).
     pub busy: u64,
+    /// `WrongCore` replies (a group tried a connection bound to another
+    /// core; each resent at once on another connection).
+    pub wrong_core: u64,
     /// Attempts of transactions across groups (two-phase commits).
     pub two_pc: u64,
     /// Of those, the ones aborted (a key locked by another transaction, a
@@ -169,6 +181,12 @@ pub struct SessionOptions {
     pub backoff_max: Duration,
     /// An id older than this is replaced when nothing is in flight.
     pub renew_after: Duration,
+    /// Let the groups a server runs on one core share a connection (see
+    /// [`Dest`]); off, every (server, group) has its own, as before issue
+    /// 15 (to compare the two, and for servers older than `WrongCore`,
+    /// which answered a frame of another core's group `WrongGroup` or
+    /// `Error`).
+    pub share_connections: bool,
 }
 
 impl SessionOptions {
@@ -181,6 +199,7 @@ impl SessionOptions {
             in_flight_max: in_flight_max.max(1),
             backoff_max: BACKOFF_MAX,
             renew_after: CLIENT_ID_RENEW_AFTER,
+            share_connections: true,
         }
     }
 }
@@ -278,9 +297,11 @@ enum State {
     /// A transaction across groups whose two-phase commit (`TwoPc` of
     /// this key) runs as internal requests of their own.
     TwoPc(u64),
-    /// On the wire to `dest`, member `index` of its group.
+    /// On the wire on connection `dest`, to member `index` of group `gid`
+    /// (not always `dest.gid`: the connection may be another group's).
     Sent {
         dest: Dest,
+        gid: GroupId,
         request_id: u64,
         index: usize,
         rpc_deadline: Time,
@@ -313,6 +334,19 @@ enum Role {
     Decide,
     /// The outcome, to part `i`.
     Finish(usize),
+}
+
+/// Whom a lost connection is blamed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// The member (it failed, or is silent): its requests go to the next
+    /// member after a backoff.
+    Member,
+    /// As `Member`, but what was handed to the connection never left.
+    NeverSent,
+    /// Nobody: the session dropped it for being bound to the wrong core;
+    /// its requests are resent at once to the same member.
+    None,
 }
 
 /// Internal marker: a prepare was answered `WrongGroup`.
@@ -364,6 +398,10 @@ struct Task {
     redirects: u32,
     /// Sends so far (the low bits of the request id).
     sends: u64,
+    /// `WrongCore` answers on its group's own connection (each closes it
+    /// to reopen bound right): the first is resent at once, later ones
+    /// back off.
+    rebinds: u32,
     /// Sends that reached a connection (a failed connect takes one back):
     /// a deadline then means "maybe executed".
     delivered: u32,
@@ -492,6 +530,8 @@ pub struct Session {
     parked: usize,
     /// Member addresses handed out in `Dest`s, one `Arc` per address.
     addrs: Vec<Arc<str>>,
+    /// Which connection each group's frames take.
+    lanes: Lanes,
     /// Reused between polls: handles due.
     scratch: Vec<u64>,
     next_handle: u64,
@@ -545,6 +585,7 @@ impl Session {
         now: Time,
     ) -> Session {
         Session {
+            lanes: Lanes::new(opts.share_connections),
             opts,
             router,
             client_id,
@@ -794,16 +835,18 @@ impl Session {
         wake
     }
 
-    /// Where the send with `request_id` went, while it is the current
-    /// attempt of a request: for drivers whose replies do not say which
-    /// connection they came on (the simulator's network).
-    pub fn dest_of(&self, request_id: u64) -> Option<&Dest> {
+    /// Where the send with `request_id` went (the connection, and the
+    /// request's group), while it is the current attempt of a request: for
+    /// drivers whose replies do not say which connection they came on (the
+    /// simulator's network).
+    pub fn dest_of(&self, request_id: u64) -> Option<(&Dest, GroupId)> {
         match &self.tasks.get(&(request_id >> SEND_BITS))?.state {
             State::Sent {
                 dest,
+                gid,
                 request_id: current,
                 ..
-            } if *current == request_id => Some(dest),
+            } if *current == request_id => Some((dest, *gid)),
             _ => None,
         }
     }
@@ -841,6 +884,7 @@ impl Session {
         };
         let State::Sent {
             dest: sent_to,
+            gid,
             request_id,
             index,
             ..
@@ -863,7 +907,15 @@ impl Session {
             self.close(dest, "reply to a request sent elsewhere", now);
             return;
         }
-        let (gid, index) = (dest.gid, *index);
+        let (gid, index) = (*gid, *index);
+        if matches!(frame.message, Message::Reply(ClientReply::WrongCore)) {
+            self.on_wrong_core(handle, dest, gid, now);
+            return;
+        }
+        if dest.gid == gid {
+            // Served on its own connection: bound to this group's core.
+            self.lanes.confirm(dest);
+        }
         if gid == 0 {
             // Some master answered: the masters are reachable after all.
             self.refresh_failure = None;
@@ -989,15 +1041,72 @@ impl Session {
         }
     }
 
+    /// `WrongCore` for `handle`, a request of group `gid`, on connection
+    /// `dest`: not executed, and not the member's fault. Resent at once,
+    /// on another connection: `dest` is never tried again for `gid`; if it
+    /// was `gid`'s own, it got bound to another core (another group's frame
+    /// went first, after a reconnect), so it is closed to reopen right.
+    fn on_wrong_core(&mut self, handle: u64, dest: &Dest, gid: GroupId, now: Time) {
+        self.stats.wrong_core += 1;
+        self.lanes.reject(dest, gid);
+        let task = self.tasks.get_mut(&handle).expect("answered task exists");
+        task.delivered = task.delivered.saturating_sub(1);
+        if dest.gid != gid {
+            // Another group's connection: the next is tried, or its own.
+            self.resend_now(handle, now);
+            return;
+        }
+        // Its own connection again and again would be a server (or driver)
+        // that binds wrongly: back off rather than spin until the deadline.
+        task.rebinds += 1;
+        if task.rebinds == 1 {
+            self.resend_now(handle, now);
+        } else {
+            let delay = backoff_capped(task.rebinds, self.rng.next_u64(), self.opts.backoff_max);
+            task.state = State::Ready { at: now + delay };
+            self.ready.push((now + delay, handle));
+        }
+        self.closes
+            .push_back((dest.clone(), "bound to another core".to_string()));
+        self.conn_failed(dest, "bound to another core", Fault::None, now);
+    }
+
+    /// Sends `handle` again as soon as the session is polled, with no
+    /// backoff and nothing counted against its member: its last send was
+    /// not executed (`WrongCore`), or was lost with a connection the
+    /// session dropped for reasons of its own.
+    fn resend_now(&mut self, handle: u64, now: Time) {
+        let task = self.tasks.get_mut(&handle).expect("resent task exists");
+        task.state = State::Ready { at: now };
+        self.ready.push((now, handle));
+    }
+
     /// The connection to `dest` failed, closed, or could not be opened
     /// (`delivered == false`: what was handed to it never left): every
     /// request on it goes to the next member after a backoff.
     pub fn on_conn_failed(&mut self, dest: &Dest, reason: &str, delivered: bool, now: Time) {
-        self.conn_failed(dest, reason, delivered, now);
+        let fault = if delivered {
+            Fault::Member
+        } else {
+            Fault::NeverSent
+        };
+        self.conn_failed(dest, reason, fault, now);
         self.tidy();
     }
 
-    fn conn_failed(&mut self, dest: &Dest, reason: &str, delivered: bool, now: Time) {
+    fn conn_failed(&mut self, dest: &Dest, reason: &str, fault: Fault, now: Time) {
+        self.lanes.forget(dest);
+        // Frames for it not handed out yet would reopen it, possibly bound
+        // to the wrong core (another group's frame first): their requests
+        // are among those rescheduled below.
+        let mut unsent: Vec<u64> = Vec::new();
+        self.transmits.retain(|t| {
+            let keep = t.dest != *dest;
+            if !keep {
+                unsent.push(t.frame.request_id);
+            }
+            keep
+        });
         // A scan, but only when a connection fails; oldest request first.
         let mut victims: Vec<u64> = self
             .tasks
@@ -1008,24 +1117,34 @@ impl Session {
         victims.sort_unstable();
         for handle in victims {
             let task = self.tasks.get_mut(&handle).expect("listed");
-            let State::Sent { index, .. } = task.state else {
+            let State::Sent {
+                gid,
+                index,
+                request_id,
+                ..
+            } = task.state
+            else {
                 unreachable!("filtered on Sent")
             };
-            if !delivered {
+            if fault == Fault::NeverSent || unsent.contains(&request_id) {
                 task.delivered = task.delivered.saturating_sub(1);
+            }
+            if fault == Fault::None {
+                self.resend_now(handle, now);
+                continue;
             }
             let why = format!("{}: {reason}", dest.addr);
             if task.purpose == Purpose::Refresh {
                 self.refresh_failure = Some(why.clone());
             }
-            self.router.on_failure(dest.gid, index);
+            self.router.on_failure(gid, index);
             self.retry(handle, Some(why), now);
         }
     }
 
     fn close(&mut self, dest: &Dest, reason: &str, now: Time) {
         self.closes.push_back((dest.clone(), reason.to_string()));
-        self.conn_failed(dest, reason, true, now);
+        self.conn_failed(dest, reason, Fault::Member, now);
     }
 
     /// Another attempt of `handle` after a backoff.
@@ -1059,6 +1178,7 @@ impl Session {
                 attempt: 0,
                 redirects: 0,
                 sends: 0,
+                rebinds: 0,
                 delivered: 0,
                 state: State::Ready { at: now },
                 last_failure: None,
@@ -1282,11 +1402,13 @@ impl Session {
                     op: op.clone(),
                 }),
             };
-            let dest = Dest { addr, gid };
+            let conn = self.lanes.conn_for(&addr, gid);
+            let dest = Dest { addr, gid: conn };
             let rpc_deadline = now + self.opts.rpc_timeout;
             task.delivered += 1;
             task.state = State::Sent {
                 dest: dest.clone(),
+                gid,
                 request_id,
                 index,
                 rpc_deadline,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use synod_wire::{ClientReply, Config, Frame, GroupInfo, Message, Op, Seq};
+use synod_wire::{ClientReply, Config, Frame, GroupInfo, MasterOp, Message, Op, Seq};
 
 use super::session::{Answer, Dest, Req, Session, SessionOptions, Time, Transmit};
 use super::ClientError;
@@ -833,4 +833,223 @@ fn a_sent_transaction_is_run_again_across_groups_only_after_its_group_refused_it
         assert!(seq_of(p).1 >= seq, "the refused seq is acknowledged");
     }
     assert!(s.poll_completion().is_none());
+}
+
+/// Groups 1, 2 and 3 on the same servers `members`, which are also the
+/// masters (as nodes running several groups), shards spread over them; the
+/// session and a key of each group.
+fn same_servers(share: bool, members: &[&str]) -> (Session, [Bytes; 3]) {
+    let list: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+    let config = Config {
+        num: 1,
+        shards: vec![1, 2, 3, 1, 2, 3],
+        groups: (1..=3).map(|g| GroupInfo::new(g, list.clone())).collect(),
+    };
+    let key_in = |gid: u32| {
+        (0..)
+            .map(|i| Bytes::from(format!("k{i}")))
+            .find(|k| config.shards[synod_wire::shard_of(k, 6) as usize] == gid)
+            .unwrap()
+    };
+    let keys = [key_in(1), key_in(2), key_in(3)];
+    let mut o = opts(8);
+    o.share_connections = share;
+    let mut s = Session::with_masters(o, list, 7, 1, Time::ZERO);
+    assert!(s.install_config(config));
+    (s, keys)
+}
+
+fn put_key(key: &Bytes) -> Req {
+    Req::Kv(Op::Put {
+        key: key.clone(),
+        value: Bytes::from_static(b"v"),
+    })
+}
+
+/// Submits `req` and returns its one frame, sent at `now`.
+fn send_one(s: &mut Session, req: Req, now: Time) -> Transmit {
+    s.submit(req);
+    s.poll(now);
+    let mut out = sent(s);
+    assert_eq!(out.len(), 1, "{out:?}");
+    out.pop().unwrap()
+}
+
+fn ok_reply() -> ClientReply {
+    ClientReply::Ok(Bytes::new())
+}
+
+fn finished_ok(s: &mut Session) -> usize {
+    std::iter::from_fn(|| s.poll_completion())
+        .inspect(|c| assert!(c.result.is_ok(), "{:?}", c.result))
+        .count()
+}
+
+/// Issue 15: a group uses another group's connection only once a reply
+/// to that group's own frame on it showed which core it is bound to;
+/// before that, every group opens its own.
+#[test]
+fn a_second_group_shares_a_connection_only_once_it_is_confirmed() {
+    let (mut s, [k1, k2, _]) = same_servers(true, &["a"]);
+    s.submit(put_key(&k1));
+    s.submit(put_key(&k2));
+    s.poll(Time::ZERO);
+    let first = sent(&mut s);
+    let conns: Vec<(u32, u32)> = first.iter().map(|t| (t.dest.gid, t.frame.group)).collect();
+    assert_eq!(conns, vec![(1, 1), (2, 2)], "nothing confirmed: their own");
+    // Group 2's answer on its own connection confirms only that one.
+    answer(&mut s, &first[1], ok_reply(), MS);
+    let t = send_one(&mut s, put_key(&k1), MS);
+    assert_eq!((t.dest.gid, t.frame.group), (2, 1), "shares group 2's");
+    assert_eq!(&*t.dest.addr, "a");
+    answer(&mut s, &t, ok_reply(), MS);
+    answer(&mut s, &first[0], ok_reply(), MS);
+    assert_eq!(finished_ok(&mut s), 3);
+    assert_eq!(s.stats().wrong_core, 0);
+}
+
+/// `WrongCore`: not executed and not the member's fault. The request is
+/// resent at once (same seq, same member) on its group's own connection,
+/// and completes; the connection that refused it is not tried again.
+#[test]
+fn wrong_core_resends_at_once_on_the_groups_own_connection_and_completes() {
+    let (mut s, [k1, k2, _]) = same_servers(true, &["a", "b"]);
+    let t = send_one(&mut s, put_key(&k1), Time::ZERO);
+    answer(&mut s, &t, ok_reply(), MS);
+    assert_eq!(finished_ok(&mut s), 1);
+    let shared = send_one(&mut s, put_key(&k2), MS);
+    assert_eq!((shared.dest.gid, shared.frame.group), (1, 2));
+    answer(&mut s, &shared, ClientReply::WrongCore, 2 * MS);
+    assert!(s.poll_close().is_none(), "the shared connection stays");
+    assert!(s.poll_completion().is_none(), "not an answer");
+    s.poll(2 * MS);
+    let again = sent(&mut s);
+    assert_eq!(again.len(), 1, "resent in the same poll, no backoff");
+    let again = &again[0];
+    assert_eq!((again.dest.gid, again.frame.group), (2, 2));
+    assert_eq!(&*again.dest.addr, "a", "the member was not blamed");
+    assert_eq!(seq_of(again), seq_of(&shared));
+    answer(&mut s, again, ok_reply(), 3 * MS);
+    assert_eq!(finished_ok(&mut s), 1);
+    assert_eq!(s.stats().wrong_core, 1);
+    let next = send_one(&mut s, put_key(&k2), 3 * MS);
+    assert_eq!(next.dest.gid, 2, "never the refusing connection again");
+}
+
+/// A group's own connection answering `WrongCore` was bound to another
+/// core (another group's frame went first, say after a reconnect): it is
+/// closed to reopen bound right, and what was on it goes again at once.
+#[test]
+fn wrong_core_on_a_groups_own_connection_closes_it() {
+    let (mut s, [k1, _, _]) = same_servers(true, &["a", "b"]);
+    s.submit(put_key(&k1));
+    s.submit(get("x"));
+    let k1_get = Req::Kv(Op::Get { key: k1.clone() });
+    s.submit(k1_get);
+    s.poll(Time::ZERO);
+    let out: Vec<Transmit> = sent(&mut s)
+        .into_iter()
+        .filter(|t| t.frame.group == 1)
+        .collect();
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|t| t.dest == Dest::new("a", 1)));
+    answer(&mut s, &out[0], ClientReply::WrongCore, MS);
+    let (closed, _) = s.poll_close().expect("its own connection is closed");
+    assert_eq!(closed, Dest::new("a", 1));
+    s.poll(MS);
+    let again = sent(&mut s);
+    assert_eq!(again.len(), 2, "both resent at once: {again:?}");
+    assert!(again.iter().all(|t| t.dest == Dest::new("a", 1)));
+    for t in &again {
+        answer(&mut s, t, ok_reply(), 2 * MS);
+    }
+    assert_eq!(finished_ok(&mut s), 2);
+}
+
+/// A shared connection that fails is no longer known bound anywhere: the
+/// groups that shared it go back to their own.
+#[test]
+fn a_closed_shared_connection_sends_its_groups_back_to_their_own() {
+    let (mut s, [k1, k2, k3]) = same_servers(true, &["a"]);
+    let t = send_one(&mut s, put_key(&k1), Time::ZERO);
+    answer(&mut s, &t, ok_reply(), MS);
+    let t = send_one(&mut s, put_key(&k3), MS);
+    assert_eq!(t.dest.gid, 1);
+    answer(&mut s, &t, ok_reply(), MS);
+    let lost = send_one(&mut s, put_key(&k3), MS);
+    assert_eq!(lost.dest.gid, 1);
+    s.on_conn_failed(&Dest::new("a", 1), "reset", true, 2 * MS);
+    let mut at = 2 * MS;
+    let again = loop {
+        at = s.next_wake(at).expect("the lost request is retried");
+        s.poll(at);
+        if let Some(t) = s.poll_transmit() {
+            break t;
+        }
+    };
+    assert_eq!((again.dest.gid, again.frame.group), (3, 3));
+    assert_eq!(seq_of(&again), seq_of(&lost));
+    let t = send_one(&mut s, put_key(&k2), at);
+    assert_eq!(t.dest.gid, 2, "nothing confirmed any more");
+}
+
+/// Master requests keep a connection of their own, and never lend it:
+/// a server binds it to the masters' core.
+#[test]
+fn master_requests_never_share_a_connection() {
+    let (mut s, [k1, k2, _]) = same_servers(true, &["a"]);
+    let q = send_one(
+        &mut s,
+        Req::Master(MasterOp::Query { num: None }),
+        Time::ZERO,
+    );
+    assert_eq!(q.dest, Dest::new("a", 0));
+    let config = s.config().unwrap().clone();
+    answer_msg(&mut s, &q, Message::Config(config), MS);
+    let t = send_one(&mut s, put_key(&k1), MS);
+    assert_eq!(t.dest, Dest::new("a", 1), "not the masters' connection");
+    answer(&mut s, &t, ok_reply(), MS);
+    let q = send_one(&mut s, Req::Master(MasterOp::Query { num: None }), MS);
+    assert_eq!(q.dest, Dest::new("a", 0), "nor a KV group's");
+    let t = send_one(&mut s, put_key(&k2), MS);
+    assert_eq!(t.dest, Dest::new("a", 1));
+}
+
+/// `share_connections` off: one connection per (server, group), as before.
+#[test]
+fn without_sharing_every_group_keeps_its_own_connection() {
+    let (mut s, [k1, k2, k3]) = same_servers(false, &["a"]);
+    let t = send_one(&mut s, put_key(&k1), Time::ZERO);
+    answer(&mut s, &t, ok_reply(), MS);
+    for (k, gid) in [(&k2, 2), (&k3, 3), (&k1, 1)] {
+        let t = send_one(&mut s, put_key(k), MS);
+        assert_eq!((t.dest.gid, t.frame.group), (gid, gid));
+        answer(&mut s, &t, ok_reply(), MS);
+    }
+    assert_eq!(finished_ok(&mut s), 4);
+}
+
+/// A frame queued for a connection that closes before the driver took it
+/// is never handed out (it would reopen the connection with another
+/// group's frame first, bound to the wrong core); its request goes again
+/// on its own group's connection.
+#[test]
+fn frames_queued_for_a_closed_connection_are_never_handed_out() {
+    let (mut s, [k1, _, k3]) = same_servers(true, &["a"]);
+    let t = send_one(&mut s, put_key(&k1), Time::ZERO);
+    answer(&mut s, &t, ok_reply(), MS);
+    s.submit(put_key(&k3));
+    s.poll(MS);
+    s.on_conn_failed(&Dest::new("a", 1), "reset", true, MS);
+    let out = sent(&mut s);
+    assert!(out.is_empty(), "{out:?}");
+    let mut at = MS;
+    let again = loop {
+        at = s.next_wake(at).expect("the request is retried");
+        s.poll(at);
+        if let Some(t) = s.poll_transmit() {
+            break t;
+        }
+    };
+    assert_eq!((again.dest.gid, again.frame.group), (3, 3));
 }

@@ -7,9 +7,10 @@
 //! identity with a seq per operation kept across every resend, `ack_seq`,
 //! retries and backoff, configuration refresh on `WrongGroup`, deadlines)
 //! is the session's. This file is I/O and scheduling only:
-//! - connections: one per (member address, group), as the native client,
-//!   so the server binds it to the core owning the group and every request
-//!   stays there; all frames queued for one in a loop turn leave in one
+//! - connections: one per `Dest` the sessions name (member address, and
+//!   the group whose core the server binds it to; the groups of one core
+//!   share it once a session knows they may, `client::session::Dest`), as
+//!   the native client; all frames queued for one in a loop turn leave in one
 //!   write (`client::mio_conn`, which also runs the authentication
 //!   handshake);
 //! - request ids: sessions number their sends independently, so each send
@@ -97,8 +98,9 @@ pub struct Upstream {
     wakes: BinaryHeap<Reverse<(Time, usize)>>,
     /// Connections to group members, each with where it goes.
     conns: Conns<Dest>,
-    /// Open connections of each group by member address (a handful per
-    /// group: a scan beats hashing a `Dest` per send).
+    /// Open connections by the group that names them (`Dest::gid`), then
+    /// member address (a handful per group: a scan beats hashing a `Dest`
+    /// per send).
     conn_by_member: IdMap<GroupId, Vec<(Arc<str>, usize)>>,
     /// Sends on the wire by the loop-wide id they carry.
     wire_ids: IdMap<u64, WireId>,
@@ -123,6 +125,7 @@ impl Upstream {
         let mut session_opts =
             SessionOptions::new(opts.timeout, opts.rpc_timeout, opts.in_flight_max);
         session_opts.renew_after = SESSION_RENEW_AFTER;
+        session_opts.share_connections = opts.share_connections;
         Upstream {
             registry,
             opts: session_opts,

@@ -6,9 +6,11 @@
 //! socket is polled by core 0. A connection belongs to the group its first
 //! frame names: core 0 reads that frame and, if another core owns the group,
 //! hands the socket over once through a crossbeam channel and a mio `Waker`.
-//! The project's client opens one connection per (server, group), so after
-//! that single handoff every request and reply on it stays on the owning core
-//! with no cross-core hop and no lock.
+//! The project's client opens one connection per (server, core) (the groups
+//! of one core share it once the client learned they may, `client/lanes.rs`;
+//! a frame for another core's group is answered `WrongCore`), so after that
+//! single handoff every request and reply on it stays on the owning core with
+//! no cross-core hop and no lock.
 
 mod conn;
 mod core;

@@ -61,7 +61,8 @@ impl KeySpace {
 /// What the world must do for a client after an event.
 #[derive(Default)]
 pub(crate) struct Actions {
-    /// Messages to deliver: (destination, reply-to tag, message).
+    /// Messages to deliver: (destination: a member's address and the
+    /// request's own group, reply-to tag, message).
     pub send: Vec<(Dest, u64, Message)>,
     pub wake: Option<(Micros, u64)>,
     pub completed: Vec<KvOp>,
@@ -451,14 +452,14 @@ impl Client {
         let request_id = reply_to & ((1 << TAG_BITS) - 1);
         // The network does not say who answered; the session knows where
         // the current attempt went (an answer to an older one is dropped).
-        let dest = self
+        let (dest, group) = self
             .session
             .dest_of(request_id)
-            .cloned()
-            .unwrap_or_else(|| Dest::new("", 0));
+            .map(|(d, g)| (d.clone(), g))
+            .unwrap_or_else(|| (Dest::new("", 0), 0));
         let frame = Frame {
             request_id,
-            group: dest.gid,
+            group,
             message,
         };
         self.session.on_frame(&dest, frame, us(now));
@@ -479,7 +480,14 @@ impl Client {
                 "request ids fit below the client index"
             );
             let tag = ((self.idx as u64) << TAG_BITS) | t.frame.request_id;
-            a.send.push((t.dest, tag, t.frame.message));
+            // The network has no connections (nor cores): a frame goes to
+            // the member of its own group, whichever connection the
+            // session chose for it.
+            let to = Dest {
+                addr: t.dest.addr,
+                gid: t.frame.group,
+            };
+            a.send.push((to, tag, t.frame.message));
         }
         while let Some(done) = self.session.poll_completion() {
             let Some(p) = self.pending.remove(&done.handle) else {

@@ -168,6 +168,13 @@ pub struct Args {
     /// The client key, for a cluster started with --client-key-file
     #[arg(long, env = "SYNOD_CLIENT_KEY_FILE", value_name = "F")]
     client_key_file: Option<String>,
+    /// One connection per (server, group), as before issue 15
+    ///
+    /// By default the groups a server runs on one core share one
+    /// connection per session (wire/PROTOCOL.md section 1); this flag
+    /// turns that off, to measure both ways with the same binary.
+    #[arg(long, env = "SYNOD_BENCH_CONN_PER_GROUP", value_parser = FalseyValueParser::new())]
+    conn_per_group: bool,
 }
 
 /// Parsed options.
@@ -198,6 +205,8 @@ pub struct Options {
     pub cluster_key_file: Option<String>,
     /// `--client-key-file` (likewise).
     pub client_key_file: Option<String>,
+    /// `--conn-per-group`: no connection shared between groups.
+    pub conn_per_group: bool,
 }
 
 /// Default `--threads` for `clients` sessions on `cores` cores: half the
@@ -254,6 +263,7 @@ impl Options {
             quiet,
             cluster_key_file,
             client_key_file,
+            conn_per_group,
         } = a;
         let masters: Vec<String> = masters
             .unwrap_or_default()
@@ -355,6 +365,7 @@ impl Options {
             quiet,
             cluster_key_file,
             client_key_file,
+            conn_per_group,
         })
     }
 }
@@ -377,6 +388,9 @@ mod tests {
         assert_eq!(o.workload, Workload::Put);
         assert!(!o.prefill && !o.check);
         assert_eq!(o.rate, None, "closed-loop unless --rate");
+        assert!(!o.conn_per_group, "groups of a core share a connection");
+        let o = parse(&args("--masters a:1 --conn-per-group"), 8).unwrap();
+        assert!(o.conn_per_group);
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub struct RunSpec {
     /// every connection an admin's, else the client key a client's.
     pub cluster_key: Option<Key>,
     pub client_key: Option<Key>,
+    /// Let the groups a server runs on one core share a connection
+    /// (`SessionOptions::share_connections`).
+    pub share_connections: bool,
 }
 
 /// What a run measured.
@@ -423,6 +426,7 @@ impl<'a> Worker<'a> {
         let mut opts =
             SessionOptions::new(spec.request_timeout, DEFAULT_RPC_TIMEOUT, spec.pipeline);
         opts.backoff_max = BACKOFF_MAX;
+        opts.share_connections = spec.share_connections;
         let epoch = Instant::now();
         let clients = sessions
             .into_iter()

@@ -110,6 +110,7 @@ fn run(opts: &Options) -> Result<bool, String> {
         rate: opts.rate,
         cluster_key,
         client_key,
+        share_connections: !opts.conn_per_group,
     };
 
     let mut history = Vec::new();
