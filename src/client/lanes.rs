@@ -14,7 +14,7 @@
 //! the drivers own the sockets. The master group (0) never shares: master
 //! requests keep a connection of their own, bound to core 0.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use synod_wire::GroupId;
@@ -44,15 +44,27 @@ struct AtAddr {
 pub(crate) struct Lanes {
     /// Off: every group on its own connection, as before issue 15.
     share: bool,
-    at: HashMap<Arc<str>, AtAddr>,
+    /// Per address, in a vector: a session talks to a handful of servers,
+    /// and its addresses are interned (one `Arc` each), so a pointer
+    /// comparison usually finds one; this is on every send and reply, where
+    /// hashing the address showed in the load generator's CPU per request.
+    at: Vec<(Arc<str>, AtAddr)>,
 }
 
 impl Lanes {
     pub(crate) fn new(share: bool) -> Lanes {
         Lanes {
             share,
-            at: HashMap::new(),
+            at: Vec::new(),
         }
+    }
+
+    fn at_mut(&mut self, addr: &Arc<str>) -> Option<&mut AtAddr> {
+        let i = match self.at.iter().position(|(a, _)| Arc::ptr_eq(a, addr)) {
+            Some(i) => i,
+            None => self.at.iter().position(|(a, _)| **a == **addr)?,
+        };
+        Some(&mut self.at[i].1)
     }
 
     /// The connection (named by its group) a frame of `gid` to `addr`
@@ -60,11 +72,11 @@ impl Lanes {
     /// connection there that never refused it (lowest, so the groups of one
     /// core gather on one connection whatever order they started in); else
     /// its own.
-    pub(crate) fn conn_for(&mut self, addr: &str, gid: GroupId) -> GroupId {
+    pub(crate) fn conn_for(&mut self, addr: &Arc<str>, gid: GroupId) -> GroupId {
         if !self.share || gid == 0 {
             return gid;
         }
-        let Some(at) = self.at.get_mut(addr) else {
+        let Some(at) = self.at_mut(addr) else {
             return gid;
         };
         if let Some(&conn) = at.lane.get(&gid) {
@@ -91,11 +103,18 @@ impl Lanes {
         if !self.share || conn.gid == 0 {
             return;
         }
-        if !self.at.contains_key(&*conn.addr) && self.at.len() >= ADDRS_MAX {
+        if let Some(at) = self.at_mut(&conn.addr) {
+            if !at.confirmed.contains(&conn.gid) {
+                at.confirmed.insert(conn.gid);
+            }
+            return;
+        }
+        if self.at.len() >= ADDRS_MAX {
             self.at.clear();
         }
-        let at = self.at.entry(conn.addr.clone()).or_default();
+        let mut at = AtAddr::default();
         at.confirmed.insert(conn.gid);
+        self.at.push((conn.addr.clone(), at));
     }
 
     /// `conn` answered `WrongCore` to a frame of `gid`: `gid` never tries
@@ -105,7 +124,7 @@ impl Lanes {
         if conn.gid == gid {
             return;
         }
-        let Some(at) = self.at.get_mut(&*conn.addr) else {
+        let Some(at) = self.at_mut(&conn.addr) else {
             return;
         };
         at.rejected.insert((gid, conn.gid));
@@ -118,7 +137,7 @@ impl Lanes {
     /// its group confirms it again, so no group uses it meanwhile.
     /// Rejections stay (cores do not change while a server runs).
     pub(crate) fn forget(&mut self, conn: &Dest) {
-        let Some(at) = self.at.get_mut(&*conn.addr) else {
+        let Some(at) = self.at_mut(&conn.addr) else {
             return;
         };
         at.confirmed.remove(&conn.gid);
@@ -129,8 +148,8 @@ impl Lanes {
     #[cfg(test)]
     pub(crate) fn is_confirmed(&self, conn: &Dest) -> bool {
         self.at
-            .get(&*conn.addr)
-            .is_some_and(|at| at.confirmed.contains(&conn.gid))
+            .iter()
+            .any(|(a, at)| **a == *conn.addr && at.confirmed.contains(&conn.gid))
     }
 }
 
@@ -147,20 +166,40 @@ mod tests {
     #[test]
     fn groups_gather_on_the_lowest_confirmed_connection_they_were_not_refused() {
         let mut l = Lanes::new(true);
-        assert_eq!(l.conn_for("a:1", 3), 3, "nothing confirmed: its own");
+        assert_eq!(
+            l.conn_for(&Arc::from("a:1"), 3),
+            3,
+            "nothing confirmed: its own"
+        );
         l.confirm(&dest(3));
         l.confirm(&dest(2));
-        assert_eq!(l.conn_for("a:1", 1), 2);
-        assert_eq!(l.conn_for("a:1", 3), 2, "from its own to the lowest");
+        assert_eq!(l.conn_for(&Arc::from("a:1"), 1), 2);
+        assert_eq!(
+            l.conn_for(&Arc::from("a:1"), 3),
+            2,
+            "from its own to the lowest"
+        );
         l.reject(&dest(2), 1);
-        assert_eq!(l.conn_for("a:1", 1), 3, "refused by 2: the next one");
+        assert_eq!(
+            l.conn_for(&Arc::from("a:1"), 1),
+            3,
+            "refused by 2: the next one"
+        );
         l.reject(&dest(3), 1);
-        assert_eq!(l.conn_for("a:1", 1), 1, "refused by all: its own");
-        assert_eq!(l.conn_for("b:1", 1), 1, "another address knows nothing");
+        assert_eq!(
+            l.conn_for(&Arc::from("a:1"), 1),
+            1,
+            "refused by all: its own"
+        );
+        assert_eq!(
+            l.conn_for(&Arc::from("b:1"), 1),
+            1,
+            "another address knows nothing"
+        );
         l.forget(&dest(2));
         assert!(!l.is_confirmed(&dest(2)));
         assert_eq!(
-            l.conn_for("a:1", 4),
+            l.conn_for(&Arc::from("a:1"), 4),
             3,
             "a closed connection is not offered"
         );
@@ -172,9 +211,9 @@ mod tests {
         l.confirm(&dest(0));
         l.confirm(&dest(1));
         assert!(!l.is_confirmed(&dest(0)));
-        assert_eq!(l.conn_for("a:1", 0), 0);
+        assert_eq!(l.conn_for(&Arc::from("a:1"), 0), 0);
         let mut off = Lanes::new(false);
         off.confirm(&dest(1));
-        assert_eq!(off.conn_for("a:1", 2), 2);
+        assert_eq!(off.conn_for(&Arc::from("a:1"), 2), 2);
     }
 }
