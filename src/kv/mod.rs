@@ -293,13 +293,11 @@ impl KvStore {
                     .map(|(_, c)| *c)
                     .collect();
                 for client in stale {
-                    shard.lru.remove(&(0, client));
                     let session = shard.sessions.get_mut(&client).expect("indexed");
                     if session.last_ms == 0 {
                         session.last_ms = ms;
                     }
-                    session.lru_ms = session.last_ms;
-                    shard.lru.insert((session.last_ms, client));
+                    shard.refile(client);
                 }
             }
         }

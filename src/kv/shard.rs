@@ -137,13 +137,10 @@ impl Replies {
 }
 
 impl<'a> IntoIterator for &'a Replies {
-    type Item = (&'a Seq, &'a Cached);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (Seq, Cached)>,
-        fn(&'a (Seq, Cached)) -> (&'a Seq, &'a Cached),
-    >;
+    type Item = &'a (Seq, Cached);
+    type IntoIter = std::slice::Iter<'a, (Seq, Cached)>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(s, c)| (s, c))
+        self.0.iter()
     }
 }
 
@@ -817,27 +814,30 @@ impl Shard {
     pub(crate) fn least_active(&mut self, keep: Option<ClientId>) -> Option<(u64, ClientId)> {
         loop {
             let &(filed, client) = self.lru.iter().find(|(_, c)| Some(*c) != keep)?;
-            let session = self
-                .sessions
-                .get_mut(&client)
-                .expect("filed sessions exist");
-            if session.last_ms == filed {
+            if self.sessions[&client].last_ms == filed {
                 return Some((filed, client));
             }
-            self.lru.remove(&(filed, client));
-            session.lru_ms = session.last_ms;
-            self.lru.insert((session.last_ms, client));
+            self.refile(client);
         }
+    }
+
+    /// Files `client`'s session in the activity order at its `last_ms`.
+    pub(crate) fn refile(&mut self, client: ClientId) {
+        let session = self
+            .sessions
+            .get_mut(&client)
+            .expect("filed sessions exist");
+        self.lru.remove(&(session.lru_ms, client));
+        session.lru_ms = session.last_ms;
+        self.lru.insert((session.last_ms, client));
     }
 
     /// Adds (or merges) one session arriving with a migrated shard.
     pub(crate) fn merge_session(&mut self, client: ClientId, mut incoming: Session) {
         match self.sessions.get_mut(&client) {
             Some(existing) => {
-                self.lru.remove(&(existing.lru_ms, client));
                 existing.merge(incoming);
-                existing.lru_ms = existing.last_ms;
-                self.lru.insert((existing.last_ms, client));
+                self.refile(client);
             }
             None => {
                 incoming.assert_invariants();
