@@ -1,7 +1,9 @@
 //! A thread that does a core's slow cleanup off its event loop: deleting
-//! WAL segments a snapshot made unnecessary (unlinking a 64 MiB file and
-//! syncing the directory took 30-60 ms on the development VM) and dropping
-//! compacted log entries (thousands of batches of `Bytes`, 5-30 ms).
+//! WAL segments a snapshot made unnecessary (a 1 MiB chunk at a time with
+//! fsync on, [`remove_slowly`]: unlinking a 64 MiB file at once took
+//! 116-180 ms on the development VM and stalled every WAL sync beside it)
+//! and dropping compacted log entries (thousands of batches of `Bytes`,
+//! 5-30 ms).
 //! A second instance of the same thread is each WAL's snapshot writer
 //! ([`Janitor::write_snapshot`]): it writes, syncs and renames a snapshot
 //! file and reports back on a channel; the WAL makes it the group's
@@ -16,7 +18,7 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -76,6 +78,58 @@ fn write_snapshot_durably(
     Ok((syncs, began.elapsed().as_micros() as u64))
 }
 
+/// The most a slow deletion frees per step ([`remove_slowly`]).
+pub(crate) const DELETE_CHUNK_BYTES: u64 = 1 << 20;
+
+/// A file being deleted a chunk at a time ([`remove_slowly`]) is renamed
+/// to its name with this suffix first; [`Wal::open`](super::Wal::open)
+/// deletes such leftovers of a crash.
+pub(crate) const GARBAGE_SUFFIX: &str = ".garbage";
+
+/// Is `name` a file [`remove_slowly`] was deleting?
+pub(crate) fn is_garbage_name(name: &str) -> bool {
+    name.ends_with(GARBAGE_SUFFIX)
+}
+
+/// Delete the file at `path` gently: rename it to a garbage name
+/// ([`GARBAGE_SUFFIX`]), cut `chunk` bytes off its end at a time, each cut
+/// synced, with a pause after each as long as it took (`began` is when the
+/// first step's clock starts), and unlink it once it is at most `chunk`
+/// long.
+///
+/// Why: unlinking a whole 64 MiB WAL segment frees all its blocks in one
+/// journal transaction, and on a file system mounted with `discard` (the
+/// development VM's ext4) that commit trims them all at once. Every WAL
+/// `fdatasync` on the disk waits for that commit: measured with
+/// `perf trace`, a segment's `unlink` took 116-180 ms and the loops'
+/// `fdatasync`s beside it 85-130 ms, then 30-40 ms for a while; that was
+/// the put tail at half of peak (`perf/results/latency-2026-11-30.md`).
+/// Freed a chunk per commit, each sync waits for a small trim. RocksDB's
+/// `DeleteScheduler` does the same (`bytes_max_delete_chunk`).
+///
+/// The rename comes first because recovery reads every segment and takes
+/// a short closed one for damage; under the garbage name a crash midway
+/// leaves a file recovery deletes, and before the rename is durable, the
+/// whole segment under its old name, which recovery reads past (it is all
+/// below a durable snapshot) and collects again.
+pub(crate) fn remove_slowly(path: &Path, chunk: u64, mut began: Instant) -> io::Result<()> {
+    let mut garbage = path.as_os_str().to_owned();
+    garbage.push(GARBAGE_SUFFIX);
+    let garbage = PathBuf::from(garbage);
+    fs::rename(path, &garbage)?;
+    let f = fs::OpenOptions::new().write(true).open(&garbage)?;
+    let mut len = f.metadata()?.len();
+    while len > chunk {
+        len -= chunk;
+        f.set_len(len)?;
+        f.sync_data()?;
+        std::thread::sleep(began.elapsed());
+        began = Instant::now();
+    }
+    drop(f);
+    fs::remove_file(&garbage)
+}
+
 /// The handle; the thread ends once every handle is dropped and the queue
 /// is drained. Dropping the `Janitor` waits for that, so a process that
 /// drops its `Wal` does not leave deletions half done behind it.
@@ -97,7 +151,14 @@ impl Janitor {
                         sync_dir,
                     } => {
                         for f in &files {
-                            match fs::remove_file(f) {
+                            // With fsyncs on, a big file is cut down a
+                            // chunk at a time first (see `remove_slowly`).
+                            let removed = if sync_dir {
+                                remove_slowly(f, DELETE_CHUNK_BYTES, Instant::now())
+                            } else {
+                                fs::remove_file(f)
+                            };
+                            match removed {
                                 Ok(()) => log::debug!("deleted {}", f.display()),
                                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                                 Err(e) => log::error!("cannot delete {}: {e}", f.display()),

@@ -1021,9 +1021,83 @@ fn background_deletion_removes_the_same_segments() {
             .drop_later(vec![Bytes::from_static(b"garbage")]);
     }
     assert!(!first.exists(), "the janitor did not delete the segment");
+    let left: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".garbage"))
+        .collect();
+    assert!(left.is_empty(), "garbage files left behind: {left:?}");
     let (_, rec) = open(tmp.path(), o);
     assert_eq!(rec.segments_deleted, 0);
+    assert_eq!(rec.tmp_files_removed, 0);
     assert!(rec.groups[&8].entries.is_empty());
+}
+
+/// `remove_slowly` takes a file of many chunks away whole, and nothing
+/// under the garbage name stays.
+#[test]
+fn a_file_removed_slowly_is_gone_with_its_garbage_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("wal-0000000000000009.log");
+    fs::write(&path, vec![7u8; 5 * 4096 + 123]).unwrap();
+    crate::storage::janitor::remove_slowly(&path, 4096, std::time::Instant::now()).unwrap();
+    let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(names.is_empty(), "left: {names:?}");
+}
+
+/// A crash while the janitor cut a dead segment down leaves it short,
+/// mid-record, under its garbage name: recovery deletes it and starts.
+/// The same cut under the segment's own name is damage (a closed segment
+/// cannot have a torn tail), which is why the janitor renames first.
+#[test]
+fn a_segment_cut_down_midway_by_a_crash_is_removed_at_open() {
+    for renamed in [true, false] {
+        capture_logs();
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(FsyncPolicy::Always, 256);
+        let first = tmp.path().join("wal-0000000000000001.log");
+        {
+            let (mut wal, _) = open(tmp.path(), o.clone());
+            for s in 0..40 {
+                wal.append(8, &[accepted(s, 1, &[0; 32])]);
+                wal.sync().unwrap();
+            }
+            // Not collected yet: garbage only once the snapshot is in.
+            assert!(first.exists());
+            assert!(fs::metadata(&first).unwrap().len() > 100);
+        }
+        // The snapshot that makes the first segment dead.
+        {
+            let (mut wal, _) = open(tmp.path(), never());
+            wal.append(8, &[snap(40, b"g8 state")]);
+            wal.sync().unwrap();
+        }
+        // Whether or not collection deleted it, write what a crash midway
+        // leaves: half a record (a chunk boundary), as the first file.
+        let cut_to = if renamed {
+            tmp.path().join("wal-0000000000000001.log.garbage")
+        } else {
+            first.clone()
+        };
+        let mut bytes = Vec::new();
+        record::encode(
+            &mut bytes,
+            8,
+            &accepted(0, 1, &[0; 32]),
+            RECORD_BYTES_MAX_DEFAULT,
+        );
+        fs::write(&cut_to, &bytes[..bytes.len() / 2]).unwrap();
+        let opened = Wal::open(tmp.path(), o);
+        if renamed {
+            let (_, rec) = opened.expect("a cut-down garbage file does not stop recovery");
+            assert!(!cut_to.exists());
+            assert_eq!(rec.tmp_files_removed, 1);
+            assert_eq!(rec.groups[&8].snapshot.as_ref().unwrap().0, 40);
+            assert!(warnings().iter().any(|w| w.contains("leftover")));
+        } else {
+            assert!(opened.is_err(), "a short closed segment is damage");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

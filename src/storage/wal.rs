@@ -33,7 +33,8 @@ pub struct Recovered {
     pub segments_read: usize,
     pub records_read: u64,
     pub snapshots_loaded: usize,
-    /// Leftover snapshot temp files (crashes mid-snapshot) deleted.
+    /// Leftovers of a crash deleted: snapshot temp files (mid-snapshot)
+    /// and segments the janitor was cutting down (`janitor::remove_slowly`).
     pub tmp_files_removed: usize,
     /// Segments deleted at open because snapshots made them unnecessary.
     pub segments_deleted: usize,
@@ -196,6 +197,11 @@ impl Wal {
                 segments.push((seq, path));
             } else if let Some(gid) = snapshot::parse_name(&name) {
                 snapshots.push((gid, path));
+            } else if super::janitor::is_garbage_name(&name) {
+                // A crash while the janitor cut a dead segment down.
+                log::warn!("wal {}: removing leftover {name}", dir.display());
+                fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+                rec.tmp_files_removed += 1;
             } else if snapshot::is_tmp_name(&name) {
                 // A crash between creating the temp file and renaming it:
                 // the old snapshot (if any) is still whole and current.
