@@ -542,20 +542,21 @@ impl<S: StateMachine> Replica<S> {
     /// start, and the log entries below it are returned for the driver to
     /// drop. Anything else (a stale index, or nothing in flight, as after a
     /// restart) is ignored.
-    pub fn snapshot_durable(&mut self, index: Slot) -> Vec<Option<paxos::Entry>> {
+    pub fn snapshot_durable(&mut self, index: Slot) -> paxos::Compacted {
         match self.snapshot_in_flight.take() {
             Some((i, data)) if i == index => self.paxos.compact(index, data),
             other => {
                 self.snapshot_in_flight = other;
-                Vec::new()
+                paxos::Compacted::default()
             }
         }
     }
 
     /// The snapshot this replica serves to laggards is durable at `index`
     /// and `data` holds the same bytes (the runtime maps the file): hold
-    /// that instead of the copy in memory. See [`paxos::Paxos::hold_snapshot`].
-    pub fn hold_snapshot(&mut self, index: Slot, data: Bytes) -> bool {
+    /// that instead of the copy in memory, returned to be freed. See
+    /// [`paxos::Paxos::hold_snapshot`].
+    pub fn hold_snapshot(&mut self, index: Slot, data: Bytes) -> Option<Bytes> {
         self.paxos.hold_snapshot(index, data)
     }
 

@@ -1209,7 +1209,7 @@ fn a_snapshot_becomes_the_log_start_only_when_the_driver_says_durable() {
     assert!(r.snapshot_durable(index + 1).is_empty());
     assert_eq!(r.paxos().log().start(), 0);
     let garbage = r.snapshot_durable(index);
-    assert_eq!(garbage.len() as u64, index);
+    assert_eq!(garbage.entries.len() as u64, index);
     assert_eq!(r.paxos().log().start(), index);
     assert_eq!(r.snapshot_in_flight(), None);
 
@@ -1301,13 +1301,18 @@ fn hold_snapshot_swaps_only_the_same_snapshot() {
         ..Durable::default()
     };
     let mut p = Paxos::new(Config::new(0, 3), durable, &mut rng);
-    assert!(!p.hold_snapshot(4, Bytes::from_static(b"state at 5")));
-    assert!(!p.hold_snapshot(5, Bytes::from_static(b"state at 55")));
+    assert!(p
+        .hold_snapshot(4, Bytes::from_static(b"state at 5"))
+        .is_none());
+    assert!(p
+        .hold_snapshot(5, Bytes::from_static(b"state at 55"))
+        .is_none());
     let other = Bytes::from(b"state at 5".to_vec());
-    assert!(p.hold_snapshot(5, other.clone()));
+    let copy = p.hold_snapshot(5, other.clone()).expect("swapped");
+    assert_eq!(&copy[..], b"state at 5", "the copy it held comes back");
     let (index, held) = p.snapshot_held().expect("held");
     assert_eq!(index, 5);
     assert_eq!(held.as_ptr(), other.as_ptr());
     let mut empty = Paxos::new(Config::new(0, 3), Durable::default(), &mut rng);
-    assert!(!empty.hold_snapshot(0, Bytes::new()));
+    assert!(empty.hold_snapshot(0, Bytes::new()).is_none());
 }

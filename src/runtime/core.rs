@@ -158,7 +158,7 @@ impl Hosted {
         }
     }
     /// The snapshot it asked to write at `index` is durable.
-    fn snapshot_durable(&mut self, index: synod_wire::Slot) -> Vec<Option<crate::paxos::Entry>> {
+    fn snapshot_durable(&mut self, index: synod_wire::Slot) -> crate::paxos::Compacted {
         match self {
             Hosted::Kv(r) => r.snapshot_durable(index),
             Hosted::Master(r) => r.snapshot_durable(index),
@@ -166,7 +166,7 @@ impl Hosted {
             // segment accounting covers them).
             Hosted::Pb(r) => {
                 r.snapshot_durable(index);
-                Vec::new()
+                crate::paxos::Compacted::default()
             }
         }
     }
@@ -180,11 +180,15 @@ impl Hosted {
         };
         let Some((index, len)) = held else { return };
         if let Some(data) = wal.map_snapshot(gid, index, len) {
-            match self {
+            let copy = match self {
                 Hosted::Kv(r) => r.hold_snapshot(index, data),
                 Hosted::Master(r) => r.hold_snapshot(index, data),
-                Hosted::Pb(_) => false,
+                Hosted::Pb(_) => None,
             };
+            // Freeing a ~100 MB heap copy is an munmap: not in the loop.
+            if let Some(copy) = copy {
+                wal.janitor().drop_later(copy);
+            }
         }
     }
 }
