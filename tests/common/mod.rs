@@ -3,11 +3,13 @@
 //! `Cluster` is dropped, including when a test panics; every wait is bounded.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -21,15 +23,31 @@ pub const GID: u32 = 1;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Ports the kernel considers free right now (bound and released).
+/// Ports the kernel considers free right now (bound and released), never
+/// one this test process handed out before: tests in one binary run in
+/// parallel, and a port one cluster was given and has not bound yet looks
+/// free to the kernel, so another cluster could be given it too (seen in
+/// CI: a node failed to listen, and its group's peers dialed the other
+/// cluster's server, which failed their key check).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..n + 10_000 {
+        if ports.len() == n {
+            break;
+        }
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        if given.insert(port) {
+            ports.push(port);
+        }
+        // Kept bound until all are found, so the kernel offers others.
+        held.push(l);
+    }
+    assert_eq!(ports.len(), n, "no {n} unused ephemeral ports");
+    ports
 }
 
 pub struct NodeProc {
