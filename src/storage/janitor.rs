@@ -93,9 +93,8 @@ pub(crate) fn is_garbage_name(name: &str) -> bool {
 
 /// Delete the file at `path` gently: rename it to a garbage name
 /// ([`GARBAGE_SUFFIX`]), cut `chunk` bytes off its end at a time, each cut
-/// synced, with a pause after each as long as it took (`began` is when the
-/// first step's clock starts), and unlink it once it is at most `chunk`
-/// long.
+/// synced, with a pause after each as long as it took, and unlink it once
+/// it is at most `chunk` long.
 ///
 /// Why: unlinking a whole 64 MiB WAL segment frees all its blocks in one
 /// journal transaction, and on a file system mounted with `discard` (the
@@ -112,7 +111,7 @@ pub(crate) fn is_garbage_name(name: &str) -> bool {
 /// leaves a file recovery deletes, and before the rename is durable, the
 /// whole segment under its old name, which recovery reads past (it is all
 /// below a durable snapshot) and collects again.
-pub(crate) fn remove_slowly(path: &Path, chunk: u64, mut began: Instant) -> io::Result<()> {
+pub(crate) fn remove_slowly(path: &Path, chunk: u64) -> io::Result<()> {
     let mut garbage = path.as_os_str().to_owned();
     garbage.push(GARBAGE_SUFFIX);
     let garbage = PathBuf::from(garbage);
@@ -120,11 +119,11 @@ pub(crate) fn remove_slowly(path: &Path, chunk: u64, mut began: Instant) -> io::
     let f = fs::OpenOptions::new().write(true).open(&garbage)?;
     let mut len = f.metadata()?.len();
     while len > chunk {
+        let began = Instant::now();
         len -= chunk;
         f.set_len(len)?;
         f.sync_data()?;
         std::thread::sleep(began.elapsed());
-        began = Instant::now();
     }
     drop(f);
     fs::remove_file(&garbage)
@@ -154,7 +153,7 @@ impl Janitor {
                             // With fsyncs on, a big file is cut down a
                             // chunk at a time first (see `remove_slowly`).
                             let removed = if sync_dir {
-                                remove_slowly(f, DELETE_CHUNK_BYTES, Instant::now())
+                                remove_slowly(f, DELETE_CHUNK_BYTES)
                             } else {
                                 fs::remove_file(f)
                             };
