@@ -978,8 +978,20 @@ fn model_apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) -> ClientReply {
     }
 }
 
+/// Every property here saves its failing cases beside this file
+/// (`src/kv/tests.proptest-regressions`), not in a `proptest-regressions/`
+/// directory at the top level, which the layout does not allow.
+fn persisted_beside_source() -> proptest::prelude::ProptestConfig {
+    proptest::prelude::ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..proptest::prelude::ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..proptest::prelude::ProptestConfig::default() })]
+    #![proptest_config(persisted_beside_source())]
     #[test]
     fn store_matches_a_map_under_pipelining_and_duplicates(
         actions in proptest::collection::vec(action(), 1..200)
@@ -1825,6 +1837,7 @@ fn model_txn(
 }
 
 proptest! {
+    #![proptest_config(persisted_beside_source())]
     #[test]
     fn transactions_match_a_versioned_map(txns in proptest::collection::vec(arb_txn(), 1..40)) {
         let mut kv = KvStore::new(opts(4));
@@ -1944,6 +1957,7 @@ fn apply_cost() {
 }
 
 proptest! {
+    #![proptest_config(persisted_beside_source())]
     /// The activity order is filed lazily (a write does not re-file its
     /// session), yet the cap and expiry drop exactly the sessions an
     /// eagerly kept order would: checked against a model that keeps every
