@@ -227,7 +227,8 @@ pub struct Replica<S: StateMachine> {
     /// Requests this replica proposed and still owes an answer. Ordered, so
     /// the refusals sent on a step-down come out in the same order every run.
     waiting: BTreeMap<(ClientId, Seq), Vec<ReplyTo>>,
-    /// Replies produced outside `advance` (refusals), sent after the next sync.
+    /// Replies produced outside `advance` (refusals), sent with the next
+    /// round's chosen replies (`advance_chosen`), before its sync.
     early: Vec<(ReplyTo, Message)>,
     /// Reads waiting for their leadership check and commit point, in
     /// arrival order (their tickets are ordered the same way).
@@ -432,6 +433,52 @@ impl<S: StateMachine> Replica<S> {
         ready
     }
 
+    /// Before the sync of `ready`'s records: apply the batches it holds
+    /// that are chosen, and answer their clients and the reads they
+    /// complete, with the refusals queued since the last round (see
+    /// [`Ready::take_chosen`] for why none of it waits for this replica's
+    /// disk). [`Replica::advance`] does the rest once the records are
+    /// durable. Only `replies` and `committed` of the result are filled.
+    pub fn advance_chosen(&mut self, ready: &mut Ready) -> Output {
+        let committed = ready.take_chosen();
+        let mut replies = std::mem::take(&mut self.early);
+        self.apply_chosen(&committed, &mut replies);
+        self.serve_reads(&mut replies);
+        Output {
+            messages: Vec::new(),
+            replies,
+            installed_snapshot: None,
+            committed,
+            garbage: Vec::new(),
+            snapshot_write: None,
+        }
+    }
+
+    /// Apply chosen batches in slot order; the replies of the commands
+    /// someone waits for go to `replies`.
+    fn apply_chosen(
+        &mut self,
+        committed: &[(Slot, synod_wire::Batch)],
+        replies: &mut Vec<(ReplyTo, Message)>,
+    ) {
+        for (slot, batch) in committed {
+            self.log_bytes += batch.payload_bytes() as u64;
+            for cmd in &batch.commands {
+                if paxos::command_members(cmd).is_some() {
+                    // The group's own membership entry: Paxos reads it.
+                    continue;
+                }
+                if let Some((client, seq, reply)) = self.sm.apply(*slot, cmd) {
+                    if let Some(waiters) = self.waiting.remove(&(client, seq)) {
+                        for w in waiters {
+                            replies.push((w, reply.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Apply what was chosen and release what may leave.
     pub fn advance(&mut self, ready: Ready, proof: Synced) -> Output {
         let gated = ready.release(proof);
@@ -459,22 +506,7 @@ impl<S: StateMachine> Replica<S> {
             self.shed_at_snapshot = self.sm.shed_records();
             self.log_bytes = 0;
         }
-        for (slot, batch) in &gated.committed {
-            self.log_bytes += batch.payload_bytes() as u64;
-            for cmd in &batch.commands {
-                if paxos::command_members(cmd).is_some() {
-                    // The group's own membership entry: Paxos reads it.
-                    continue;
-                }
-                if let Some((client, seq, reply)) = self.sm.apply(*slot, cmd) {
-                    if let Some(waiters) = self.waiting.remove(&(client, seq)) {
-                        for w in waiters {
-                            out.replies.push((w, reply.clone()));
-                        }
-                    }
-                }
-            }
-        }
+        self.apply_chosen(&gated.committed, &mut out.replies);
         self.serve_reads(&mut out.replies);
         out.messages = gated.messages;
         out.committed = gated.committed;

@@ -128,6 +128,53 @@ impl Ready {
         self.gated.wake = true;
     }
 
+    /// Takes out the chosen batches that may be applied before this
+    /// round's records are durable: those below the first slot this round
+    /// accepted, and none if a snapshot to install comes first (the state
+    /// machine takes that only once it is durable, and the batches follow
+    /// it).
+    ///
+    /// Why these need no [`Synced`]: a batch is chosen once a quorum has
+    /// accepted it, and every acceptance counted is durable, except the
+    /// leader's own, which it counts from the moment it proposes. Counted
+    /// with a follower's, that one is durable too: a follower's
+    /// acknowledgement arrives in a later round, and both drivers finish a
+    /// round's sync before they take the next event. Only a batch chosen in
+    /// the round of its own record (a one-member group counts itself alone)
+    /// may rest on an acceptance not yet on disk, and those slots are at or
+    /// above the first slot of this round's records: they stay gated. For
+    /// the rest, applying and answering promises nothing about this
+    /// replica's disk: a crash before the sync loses only a local copy of a
+    /// value that can no longer change, and recovery learns it again from
+    /// the quorum. So a leader answers a write in the round its quorum
+    /// forms, not after its own next sync (which holds later batches).
+    ///
+    /// What it takes leaves the `Ready` awake: the rest of the round (a
+    /// snapshot the applied batches may trigger) still runs in `advance`.
+    pub fn take_chosen(&mut self) -> Vec<(Slot, Batch)> {
+        if self.gated.snapshot.is_some() || self.gated.committed.is_empty() {
+            return Vec::new();
+        }
+        let first_record = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Accepted { slot, .. } => Some(*slot),
+                _ => None,
+            })
+            .min();
+        let early = match first_record {
+            Some(first) => self.gated.committed.partition_point(|(s, _)| *s < first),
+            None => self.gated.committed.len(),
+        };
+        if early == 0 {
+            return Vec::new();
+        }
+        self.gated.wake = true;
+        let rest = self.gated.committed.split_off(early);
+        std::mem::replace(&mut self.gated.committed, rest)
+    }
+
     /// Hand over the gated part, given proof the records are durable.
     pub fn release(self, _proof: Synced) -> Gated {
         self.gated

@@ -65,6 +65,8 @@ impl Net {
             for r in &ready.records {
                 self.disks[i].apply(r);
             }
+            // As the drivers do: what is chosen before the sync first.
+            self.applied[i].extend(ready.take_chosen());
             let gated = ready.release(Synced::after_sync());
             for (to, m) in gated.messages {
                 self.wire.push((i as u32, to, m));
@@ -1315,4 +1317,90 @@ fn hold_snapshot_swaps_only_the_same_snapshot() {
     assert_eq!(held.as_ptr(), other.as_ptr());
     let mut empty = Paxos::new(Config::new(0, 3), Durable::default(), &mut rng);
     assert!(empty.hold_snapshot(0, Bytes::new()).is_none());
+}
+
+/// `take_chosen` hands out chosen batches ahead of the sync, but never
+/// ahead of a snapshot to install (those batches follow it, and the state
+/// machine takes the snapshot only once it is durable), nor a batch at or
+/// above a slot whose record this round makes.
+#[test]
+fn chosen_batches_leave_early_unless_a_snapshot_or_a_record_comes_first() {
+    let batch = |n: u8| Batch {
+        commands: vec![Bytes::from(vec![n])],
+    };
+    let mut ready = Ready::default();
+    assert!(ready.take_chosen().is_empty());
+    assert!(ready.is_empty(), "nothing taken, nothing to wake for");
+    ready.gated.committed = vec![(4, batch(1)), (5, batch(2))];
+    assert_eq!(ready.take_chosen(), vec![(4, batch(1)), (5, batch(2))]);
+    assert!(!ready.is_empty(), "advance still runs for the rest");
+    let gated = ready.release(Synced::after_sync());
+    assert!(gated.committed.is_empty() && gated.wake);
+
+    let mut ready = Ready::default();
+    ready.gated.snapshot = Some((10, Bytes::from_static(b"state")));
+    ready.gated.committed = vec![(10, batch(3))];
+    assert!(ready.take_chosen().is_empty());
+    let gated = ready.release(Synced::after_sync());
+    assert_eq!(gated.committed, vec![(10, batch(3))]);
+
+    let mut ready = Ready {
+        records: vec![
+            Record::Promised(Ballot::new(2, 0)),
+            Record::Accepted {
+                slot: 8,
+                ballot: Ballot::new(2, 0),
+                batch: batch(9),
+            },
+        ],
+        ..Ready::default()
+    };
+    ready.gated.committed = vec![(6, batch(6)), (7, batch(7)), (8, batch(9))];
+    assert_eq!(ready.take_chosen(), vec![(6, batch(6)), (7, batch(7))]);
+    let gated = ready.release(Synced::after_sync());
+    assert_eq!(gated.committed, vec![(8, batch(9))]);
+}
+
+/// A group of one counts its own acceptance at once, so its batch is chosen
+/// in the round of its unsynced record and waits for the sync; in a group
+/// of three the leader's batch is chosen by a follower's acknowledgement in
+/// a later round and leaves before that round's sync.
+#[test]
+fn only_a_batch_chosen_on_durable_acceptances_leaves_before_the_sync() {
+    let mut net = Net::new(1);
+    net.nodes[0].propose(cmd("x")).unwrap();
+    net.nodes[0].flush();
+    let mut ready = net.nodes[0].ready();
+    assert!(
+        ready.take_chosen().is_empty(),
+        "its own record is not durable"
+    );
+    let gated = ready.release(Synced::after_sync());
+    assert_eq!(gated.committed.last().unwrap().1.commands, vec![cmd("x")]);
+
+    let mut net = Net::new(3);
+    net.elect(0);
+    net.nodes[0].propose(cmd("a")).unwrap();
+    net.nodes[0].flush();
+    net.drain(0);
+    for (_, to, m) in std::mem::take(&mut net.wire) {
+        net.nodes[to as usize].step(m, &mut net.rng);
+    }
+    for i in 1..3 {
+        net.nodes[i].flush();
+        net.drain(i);
+    }
+    for (_, to, m) in std::mem::take(&mut net.wire) {
+        if to == 0 {
+            net.nodes[0].step(m, &mut net.rng);
+        }
+    }
+    net.nodes[0].propose(cmd("b")).unwrap();
+    net.nodes[0].flush();
+    let mut ready = net.nodes[0].ready();
+    assert!(!ready.records.is_empty(), "b's record, to sync");
+    let early = ready.take_chosen();
+    assert_eq!(early.last().unwrap().1.commands, vec![cmd("a")]);
+    let gated = ready.release(Synced::after_sync());
+    assert!(gated.committed.is_empty(), "b is not chosen yet");
 }

@@ -1879,15 +1879,27 @@ impl Core {
         let mut pb_readies: Vec<(GroupId, crate::pb::Ready)> = Vec::new();
         let mut pb_early = Vec::new();
         let mut early = Vec::new();
+        let mut chosen_replies = Vec::new();
         self.capturing = false;
         for (gid, g) in self.groups.iter_mut() {
             // A snapshot being serialized gets one slice per turn, and the
             // loop polls without sleeping until it is done.
             self.capturing |= g.replica.nudge_capture();
             g.replica.flush();
+            // What is chosen is applied and answered before this turn's
+            // sync: it waits for a quorum's disks, never for ours (see
+            // `Ready::take_chosen`).
             let mut ready = match &mut g.replica {
-                Hosted::Kv(r) => r.ready(),
-                Hosted::Master(r) => r.ready(),
+                Hosted::Kv(r) => {
+                    let mut ready = r.ready();
+                    chosen_replies.extend(r.advance_chosen(&mut ready).replies);
+                    ready
+                }
+                Hosted::Master(r) => {
+                    let mut ready = r.ready();
+                    chosen_replies.extend(r.advance_chosen(&mut ready).replies);
+                    ready
+                }
                 Hosted::Pb(r) => {
                     // Same discipline, its own records: into the same WAL
                     // and the same sync, released by the same proof; the
@@ -1912,9 +1924,19 @@ impl Core {
                 readies.push((*gid, ready));
             }
         }
-        if !early.is_empty() || !pb_early.is_empty() {
+        let answered = !chosen_replies.is_empty();
+        if answered {
+            // One clock read stamps these replies, as the one after the
+            // sync stamps the rest.
+            let now = Instant::now();
+            for (to, reply) in chosen_replies {
+                self.deliver_reply(to, reply, now);
+            }
+        }
+        if !early.is_empty() || !pb_early.is_empty() || answered {
             // A leader's Accepts go out before its own disk write, so the
-            // followers' fsyncs overlap ours (see `Ready::before_sync`).
+            // followers' fsyncs overlap ours (see `Ready::before_sync`);
+            // the replies above leave before it too.
             for (gid, messages) in early {
                 for (to, msg) in messages {
                     self.send_paxos(gid, to, msg);

@@ -829,10 +829,15 @@ impl World {
             if ready.is_empty() {
                 return;
             }
+            // Chosen batches are applied and answered before the sync, as
+            // the runtime does (`Ready::take_chosen`).
+            let chosen = r.advance_chosen(&mut ready);
             let early = std::mem::take(&mut ready.before_sync);
             for (to, msg) in early {
                 self.send_paxos(id, to, msg);
             }
+            self.check_applied(id, None, &chosen.committed);
+            self.send_replies(id, chosen.replies);
             if self.cfg.disk_latency_max > 0 && !ready.records.is_empty() {
                 let took = self.rng.range(1, self.cfg.disk_latency_max + 1);
                 let node = &mut self.nodes[id as usize];
@@ -880,7 +885,15 @@ impl World {
         for (to, msg) in out.messages {
             self.send_paxos(id, to, msg);
         }
-        for (reply_to, reply) in out.replies {
+        self.send_replies(id, out.replies);
+    }
+
+    fn send_replies(
+        &mut self,
+        id: ReplicaId,
+        replies: Vec<(crate::replica::ReplyTo, synod_wire::Message)>,
+    ) {
+        for (reply_to, reply) in replies {
             let synod_wire::Message::Reply(reply) = reply else {
                 unreachable!("a KV group answers with replies: {reply:?}");
             };

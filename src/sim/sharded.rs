@@ -889,6 +889,13 @@ impl ShardedWorld {
             if ready.is_empty() {
                 return;
             }
+            // Chosen batches are applied and answered before the sync, as
+            // the runtime does (`Ready::take_chosen`).
+            let chosen = match h {
+                Hosted::Master(r) => r.advance_chosen(&mut ready),
+                Hosted::Kv(r) => r.advance_chosen(&mut ready),
+                Hosted::Pb(_) => unreachable!("driven by drive_pb"),
+            };
             let early = std::mem::take(&mut ready.before_sync);
             for rec in &ready.records {
                 node.disk.apply(rec);
@@ -919,11 +926,13 @@ impl ShardedWorld {
                     },
                 );
             }
+            self.check_applied(i, gid, None, &chosen.committed);
             self.check_applied(i, gid, snapshot, &committed);
             for (to, msg) in early.into_iter().chain(messages) {
                 let dest = node_of(gid, to);
                 self.send(i, dest, Event::Paxos { to: dest, msg });
             }
+            self.send_replies(i, chosen.replies);
             self.send_replies(i, replies);
         }
     }
