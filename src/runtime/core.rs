@@ -1890,16 +1890,8 @@ impl Core {
             // sync: it waits for a quorum's disks, never for ours (see
             // `Ready::take_chosen`).
             let mut ready = match &mut g.replica {
-                Hosted::Kv(r) => {
-                    let mut ready = r.ready();
-                    chosen_replies.extend(r.advance_chosen(&mut ready).replies);
-                    ready
-                }
-                Hosted::Master(r) => {
-                    let mut ready = r.ready();
-                    chosen_replies.extend(r.advance_chosen(&mut ready).replies);
-                    ready
-                }
+                Hosted::Kv(r) => ready_chosen_first(r, &mut chosen_replies),
+                Hosted::Master(r) => ready_chosen_first(r, &mut chosen_replies),
                 Hosted::Pb(r) => {
                     // Same discipline, its own records: into the same WAL
                     // and the same sync, released by the same proof; the
@@ -2120,6 +2112,17 @@ impl Core {
 /// Appends the servers a newer configuration lists past the group's
 /// known ones (ids are positions and only ever appended, so the known
 /// prefix never changes).
+/// A replica's `Ready` for this turn, with what is already chosen applied
+/// and its replies added to `replies` (`Replica::advance_chosen`).
+fn ready_chosen_first<S: crate::replica::StateMachine>(
+    r: &mut Replica<S>,
+    replies: &mut Vec<(ReplyTo, Message)>,
+) -> Ready {
+    let mut ready = r.ready();
+    replies.extend(r.advance_chosen(&mut ready).replies);
+    ready
+}
+
 fn grow_servers(g: &mut Group, servers: &[String], now: Instant) {
     let known = g.servers.len();
     if servers.len() <= known || servers.len() > KV_ID_SPACE as usize {
