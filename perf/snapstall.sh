@@ -14,7 +14,10 @@
 # Usage: perf/snapstall.sh            (this checkout's target/release)
 #        SNAP_BINS="/old/target/release /new/target/release" perf/snapstall.sh
 # Knobs: SNAP_KEYS (1000000), SNAP_VALUE_SIZE (64), SNAP_RATE (5000),
-#        SNAP_DURATION (60), SNAP_SLOTS (4096), SNAP_RUNS (3), SNAP_PORT (18700)
+#        SNAP_DURATION (60), SNAP_SLOTS (4096), SNAP_RUNS (3), SNAP_PORT (18700),
+#        SNAP_SERVER_ARGS (more synod-server flags, e.g.
+#        "--snapshot-log-percent 0" to snapshot on slots alone; every build
+#        in SNAP_BINS must know them)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,7 +61,7 @@ for run in $(seq 1 "$RUNS"); do
     for bin in $BINS; do
         rm -rf "$WORK/cluster" "$WORK"/playground.*
         export BIN_DIR=$bin
-        SYNOD_SERVER_ARGS="--snapshot-log-slots $SLOTS" start_playground "$WORK" "$PORT"
+        SYNOD_SERVER_ARGS="--snapshot-log-slots $SLOTS ${SNAP_SERVER_ARGS:-}" start_playground "$WORK" "$PORT"
         "$bin/synod-bench" --masters "$SYNOD_MASTERS" --cluster-key-file "$SYNOD_CLUSTER_KEY_FILE" \
             --workload put --prefill yes --ops 1 --keys "$KEYS" --value-size "$VALUE_SIZE" \
             --clients 32 --pipeline 8 --quiet >/dev/null

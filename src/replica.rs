@@ -143,6 +143,13 @@ pub const SNAPSHOT_STEP_BYTES_DEFAULT: usize = 256 << 10;
 /// Default [`ReplicaConfig::snapshot_log_bytes`]: 64 MiB.
 pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 64 << 20;
 
+/// What one log slot is counted as costing, on top of its command bytes,
+/// when the log is weighed against the state
+/// ([`ReplicaConfig::snapshot_log_percent`]): about a slot's entry, its
+/// batch's vector and one command's `Bytes` in memory. An estimate that
+/// keeps a log of tiny commands from counting as free.
+pub const LOG_SLOT_COST_BYTES: u64 = 128;
+
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
     pub paxos: paxos::Config,
@@ -153,6 +160,20 @@ pub struct ReplicaConfig {
     /// hold more than this many command bytes (whichever comes first), so
     /// a log of large values is bounded in bytes, not only in slots.
     pub snapshot_log_bytes: u64,
+    /// The slot trigger (`snapshot_log_slots`) also waits until the log
+    /// since the last snapshot costs at least this percent of that
+    /// snapshot's size (its command bytes plus [`LOG_SLOT_COST_BYTES`] a
+    /// slot), so a large state is rewritten once per a fraction of its own
+    /// size in writes instead of every few thousand slots: each snapshot
+    /// writes the whole state, and at a million keys the slot trigger alone
+    /// wrote ~37 bytes of snapshot per byte of log (Redis's
+    /// `auto-aof-rewrite-percentage` is the same rule, at 100). The log
+    /// stays bounded in slots by half the Paxos `slot_horizon` whatever the
+    /// state (recovery keeps entries only within four horizons of the
+    /// snapshot) and in bytes by `snapshot_log_bytes`. 0: the slot trigger
+    /// alone (the simulators and unit tests, whose pinned seeds were chosen
+    /// on it).
+    pub snapshot_log_percent: u64,
     /// Bytes of snapshot serialized per [`Replica::advance`] (and per tick
     /// when idle): a snapshot of a large state is taken in slices of about
     /// this size, one per loop turn, while writes go on, instead of in one
@@ -188,6 +209,7 @@ impl ReplicaConfig {
             paxos: paxos::Config::new(id, replicas),
             snapshot_log_slots: 1024,
             snapshot_log_bytes: SNAPSHOT_LOG_BYTES_DEFAULT,
+            snapshot_log_percent: 0,
             snapshot_step_bytes: SNAPSHOT_STEP_BYTES_DEFAULT,
             read_index: true,
             reads_pending_max: 1 << 16,
@@ -526,7 +548,7 @@ impl<S: StateMachine> Replica<S> {
             }
         } else if self.snapshot_in_flight.is_none()
             && applied > base
-            && (applied - base > self.cfg.snapshot_log_slots as u64
+            && (self.log_outweighs_state(applied - base)
                 || self.log_bytes > self.cfg.snapshot_log_bytes
                 || (shed_since > 0 && shed_since >= self.sm.held_records()))
         {
@@ -546,6 +568,27 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         out
+    }
+
+    /// The slot trigger: `slots` applied above the log's start are past
+    /// `snapshot_log_slots` and the log weighs at least
+    /// `snapshot_log_percent` of the state held in the last snapshot, or
+    /// past half the slot horizon whatever the state.
+    fn log_outweighs_state(&self, slots: u64) -> bool {
+        if slots > self.cfg.paxos.slot_horizon / 2 {
+            return true;
+        }
+        if slots <= self.cfg.snapshot_log_slots as u64 {
+            return false;
+        }
+        let state = self
+            .paxos
+            .snapshot_held()
+            .map_or(0, |(_, d)| d.len() as u64);
+        let log = self
+            .log_bytes
+            .saturating_add(slots.saturating_mul(LOG_SLOT_COST_BYTES));
+        log.saturating_mul(100) >= state.saturating_mul(self.cfg.snapshot_log_percent)
     }
 
     /// The snapshot at `index` is serialized: hand it to the driver.

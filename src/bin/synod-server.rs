@@ -104,6 +104,12 @@ struct Args {
     /// off the event loop
     #[arg(long, env = "SYNOD_SNAPSHOT_LOG_BYTES", value_name = "N")]
     snapshot_log_bytes: Option<u64>,
+    /// ... but the slot trigger waits until the log since the last
+    /// snapshot weighs P percent of that snapshot's size, so a large state
+    /// is not rewritten every few thousand slots (0: slots alone; default
+    /// 10)
+    #[arg(long, env = "SYNOD_SNAPSHOT_LOG_PERCENT", value_name = "P")]
+    snapshot_log_percent: Option<u64>,
     /// A snapshot is serialized about N bytes per event-loop turn while
     /// writes go on (copy-on-write capture), so no turn stalls on a large
     /// state (default 262144)
@@ -371,6 +377,7 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
     set(&mut cfg.partial_frames_budget, a.partial_frames_budget);
     set(&mut cfg.snapshot_log_slots, a.snapshot_log_slots);
     cfg.snapshot_log_bytes = a.snapshot_log_bytes.unwrap_or(cfg.snapshot_log_bytes);
+    cfg.snapshot_log_percent = a.snapshot_log_percent.unwrap_or(cfg.snapshot_log_percent);
     set(&mut cfg.snapshot_step_bytes, a.snapshot_step_bytes);
     if let Some(n) = a.wal_segment_bytes {
         if n == 0 {

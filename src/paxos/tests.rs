@@ -1160,13 +1160,35 @@ fn an_isolated_follower_never_raises_its_promise_and_wins_with_a_quorum() {
     assert!(net.nodes[2].promised() > promised);
 }
 
+/// One replica of a one-member group: a round of propose, flush, persist,
+/// apply (its own Accepted comes back as a message to itself); returns the
+/// snapshots it handed out to write.
+fn snapshot_round(
+    r: &mut crate::replica::Replica<crate::shardkv::ShardKv>,
+    rng: &mut Rng,
+    cmd: &[u8],
+) -> Vec<(Slot, Bytes)> {
+    r.propose(Bytes::copy_from_slice(cmd)).unwrap();
+    let mut writes = Vec::new();
+    for _ in 0..4 {
+        r.flush();
+        let ready = r.ready();
+        let out: crate::replica::Output = r.advance(ready, Synced::after_sync());
+        writes.extend(out.snapshot_write);
+        for (_, m) in out.messages {
+            r.step(m, rng);
+        }
+    }
+    writes
+}
+
 /// Issue 15: the replica hands a snapshot to its driver to write and
 /// makes it the log's start only when told it is durable; no second one is
 /// taken while one is in flight; the byte trigger fires on its own.
 #[test]
 fn a_snapshot_becomes_the_log_start_only_when_the_driver_says_durable() {
     use crate::kv::KvOptions;
-    use crate::replica::{Output, Replica, ReplicaConfig};
+    use crate::replica::{Replica, ReplicaConfig};
     use crate::shardkv::ShardKv;
     let mut rng = Rng::new(9);
     let mut rc = ReplicaConfig::new(0, 1);
@@ -1177,22 +1199,7 @@ fn a_snapshot_becomes_the_log_start_only_when_the_driver_says_durable() {
         ShardKv::new(1, KvOptions::default()),
         &mut rng,
     );
-    // One replica: a round of propose, flush, persist, apply (its own
-    // Accepted comes back as a message to itself).
-    let round = |r: &mut Replica<ShardKv>, rng: &mut Rng, cmd: &[u8]| {
-        r.propose(Bytes::copy_from_slice(cmd)).unwrap();
-        let mut writes = Vec::new();
-        for _ in 0..4 {
-            r.flush();
-            let ready = r.ready();
-            let out: Output = r.advance(ready, Synced::after_sync());
-            writes.extend(out.snapshot_write);
-            for (_, m) in out.messages {
-                r.step(m, rng);
-            }
-        }
-        writes
-    };
+    let round = snapshot_round;
     let mut taken = Vec::new();
     for i in 0..8u8 {
         taken.extend(round(&mut r, &mut rng, &[i; 8]));
@@ -1237,6 +1244,77 @@ fn a_snapshot_becomes_the_log_start_only_when_the_driver_says_durable() {
         (4..=6).contains(&rounds),
         "byte trigger after {rounds} rounds"
     );
+}
+
+/// Issue 15: with `snapshot_log_percent`, the slot trigger waits until the
+/// log since the last snapshot weighs that share of it (command bytes plus
+/// `LOG_SLOT_COST_BYTES` a slot), so a large state is not rewritten every
+/// few slots; half the slot horizon snapshots whatever the state.
+#[test]
+fn the_slot_trigger_waits_until_the_log_weighs_a_share_of_the_state() {
+    use crate::kv::KvOptions;
+    use crate::replica::{Replica, ReplicaConfig, LOG_SLOT_COST_BYTES};
+    use crate::shardkv::ShardKv;
+    // Rounds of 8-byte commands until a snapshot is taken, which is then
+    // made durable; returns the rounds it took.
+    let until_snapshot = |r: &mut Replica<ShardKv>, rng: &mut Rng| {
+        for rounds in 1..=2_000u64 {
+            if let Some((index, _)) = snapshot_round(r, rng, &[3; 8]).pop() {
+                r.snapshot_durable(index);
+                assert_eq!(r.paxos().log().start(), index);
+                return rounds;
+            }
+        }
+        panic!("no snapshot in 2,000 rounds");
+    };
+    let mut rng = Rng::new(11);
+    let mut rc = ReplicaConfig::new(0, 1);
+    rc.snapshot_log_slots = 5;
+    rc.snapshot_log_percent = 1_000;
+    let mut r = Replica::new(
+        rc.clone(),
+        Durable::default(),
+        ShardKv::new(1, KvOptions::default()),
+        &mut rng,
+    );
+    // No snapshot held yet: the slots alone (the first slots may be the
+    // leader's no-op and clock stamp).
+    let first = until_snapshot(&mut r, &mut rng);
+    assert!(first <= 6, "first snapshot after {first} rounds");
+    let held = r.snapshot_held().expect("a snapshot held").1 as u64;
+    // Then ten times that snapshot's size in log: 136 bytes a slot.
+    let want = (10 * held).div_ceil(8 + LOG_SLOT_COST_BYTES);
+    assert!(
+        want > 6,
+        "the state outweighs the slot trigger ({held} bytes)"
+    );
+    let second = until_snapshot(&mut r, &mut rng);
+    assert!(
+        (want - 2..=want + 1).contains(&second),
+        "second snapshot after {second} rounds, expected about {want}"
+    );
+    // Percent 0: the slots alone again.
+    rc.snapshot_log_percent = 0;
+    let mut r = Replica::new(
+        rc.clone(),
+        Durable::default(),
+        ShardKv::new(1, KvOptions::default()),
+        &mut rng,
+    );
+    until_snapshot(&mut r, &mut rng);
+    assert!(until_snapshot(&mut r, &mut rng) <= 6);
+    // Half the horizon (20 slots) overrides any weight.
+    rc.snapshot_log_percent = 10_000;
+    rc.paxos.slot_horizon = 40;
+    let mut r = Replica::new(
+        rc,
+        Durable::default(),
+        ShardKv::new(1, KvOptions::default()),
+        &mut rng,
+    );
+    until_snapshot(&mut r, &mut rng);
+    let capped = until_snapshot(&mut r, &mut rng);
+    assert!((19..=21).contains(&capped), "capped after {capped} rounds");
 }
 
 /// Regression (perf/volume.sh, 2026-11-29): every node of a group restarted

@@ -403,6 +403,7 @@ impl Core {
         rc.paxos.members = info.founders();
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
+        rc.snapshot_log_percent = self.cfg.snapshot_log_percent;
         rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         rc.read_index = self.cfg.read_index;
         frame_limits(&mut rc, self.cfg.frame_bytes_max);
@@ -472,6 +473,7 @@ impl Core {
         let mut rc = ReplicaConfig::new(me, members.len() as u32);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
+        rc.snapshot_log_percent = self.cfg.snapshot_log_percent;
         rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         rc.read_index = self.cfg.read_index;
         frame_limits(&mut rc, self.cfg.frame_bytes_max);

@@ -96,6 +96,12 @@ pub fn validate(cfg: &RuntimeConfig) -> Result<(), StartError> {
     range("--snapshot-log-slots", cfg.snapshot_log_slots, 1, 1 << 30)?;
     range("--snapshot-log-bytes", cfg.snapshot_log_bytes, 1, 1 << 40)?;
     range(
+        "--snapshot-log-percent",
+        cfg.snapshot_log_percent,
+        0,
+        10_000,
+    )?;
+    range(
         "--snapshot-step-bytes",
         cfg.snapshot_step_bytes as u64,
         1,
