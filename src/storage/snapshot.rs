@@ -114,8 +114,12 @@ pub(crate) fn write(
 }
 
 /// How much of a snapshot file is written before its write-back is
-/// started (see [`write_back_in_steps`]).
-const WRITE_BACK_STEP: usize = 4 << 20;
+/// started (see [`write_back_in_steps`]): a WAL sync queues behind at most
+/// two steps in the device's queue. On the development VM a 4 MiB step's
+/// write-back took 21-36 ms, and the loops' `fdatasync`s beside a snapshot
+/// write 15-50 ms; with 1 MiB steps put p99 at a million keys fell from
+/// 67-86 to 56-60 ms (`perf/results/snapstall-2026-12-01-step.md`).
+const WRITE_BACK_STEP: usize = 1 << 20;
 
 /// Writes `data` at `offset` of `f` a [`WRITE_BACK_STEP`] at a time,
 /// starting each step's write-back at once and waiting for the step before
