@@ -121,8 +121,9 @@ pub const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
 /// log since the last one weighs a tenth of it (at most about 10 bytes of
 /// snapshot written per byte of log; the log in memory and on disk at most
 /// about a tenth of the state on top of it). 25 wrote fewer snapshots but
-/// let a restarted replica of a million keys hold 1.8x the memory (the
-/// replayed log tail), see ARCHITECTURE.md "Snapshots off the loop".
+/// one restarted replica of a million keys read 1.87x redis-server's
+/// memory (the replayed log tail), see ARCHITECTURE.md "Snapshots off the
+/// loop".
 pub const SNAPSHOT_LOG_PERCENT_DEFAULT: u64 = 10;
 
 /// Default [`RuntimeConfig::tick`]: how often a core ticks its replicas
