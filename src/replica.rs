@@ -121,6 +121,29 @@ pub trait StateMachine {
 /// it) to save copying a few dozen bytes.
 pub const SHARE_COMMAND_MIN_BYTES: usize = 32 << 10;
 
+/// The slot trigger of both replication modes: `slots` applied above the
+/// log's start, holding `log_bytes` of commands, call for a snapshot of a
+/// state last snapshotted at `state_bytes` once they pass the end of
+/// `bounds` whatever their weight, or pass its start and weigh (command
+/// bytes plus [`LOG_SLOT_COST_BYTES`] a slot) at least `percent` of the
+/// state ([`ReplicaConfig::snapshot_log_percent`]).
+pub(crate) fn log_outweighs_state(
+    slots: u64,
+    log_bytes: u64,
+    state_bytes: u64,
+    bounds: std::ops::RangeInclusive<u64>,
+    percent: u64,
+) -> bool {
+    if slots > *bounds.end() {
+        return true;
+    }
+    if slots <= *bounds.start() {
+        return false;
+    }
+    let log = log_bytes.saturating_add(slots.saturating_mul(LOG_SLOT_COST_BYTES));
+    log.saturating_mul(100) >= state_bytes.saturating_mul(percent)
+}
+
 /// A refusal or error from the replica itself, as a KV reply.
 fn refusal(reply: ClientReply) -> Message {
     Message::Reply(reply)
@@ -575,20 +598,17 @@ impl<S: StateMachine> Replica<S> {
     /// `snapshot_log_percent` of the state held in the last snapshot, or
     /// past half the slot horizon whatever the state.
     fn log_outweighs_state(&self, slots: u64) -> bool {
-        if slots > self.cfg.paxos.slot_horizon / 2 {
-            return true;
-        }
-        if slots <= self.cfg.snapshot_log_slots as u64 {
-            return false;
-        }
         let state = self
             .paxos
             .snapshot_held()
             .map_or(0, |(_, d)| d.len() as u64);
-        let log = self
-            .log_bytes
-            .saturating_add(slots.saturating_mul(LOG_SLOT_COST_BYTES));
-        log.saturating_mul(100) >= state.saturating_mul(self.cfg.snapshot_log_percent)
+        log_outweighs_state(
+            slots,
+            self.log_bytes,
+            state,
+            self.cfg.snapshot_log_slots as u64..=self.cfg.paxos.slot_horizon / 2,
+            self.cfg.snapshot_log_percent,
+        )
     }
 
     /// The snapshot at `index` is serialized: hand it to the driver.

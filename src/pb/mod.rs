@@ -141,6 +141,11 @@ pub struct PbBugs {
     pub lead_after_restart: bool,
 }
 
+/// The most entries a primary/backup log holds above its snapshot whatever
+/// their weight against the state ([`PbConfig::snapshot_log_percent`]), as
+/// half the Paxos slot horizon bounds a Paxos replica's.
+pub const PB_LOG_ENTRIES_MAX: u64 = 1 << 15;
+
 #[derive(Clone, Debug)]
 pub struct PbConfig {
     pub id: ReplicaId,
@@ -177,6 +182,14 @@ pub struct PbConfig {
     /// Snapshot and compact once this many positions were applied above
     /// the log's start.
     pub snapshot_log_entries: u64,
+    /// ... but waits until the log weighs this percent of the last
+    /// snapshot, up to [`PB_LOG_ENTRIES_MAX`] entries (a Paxos replica's
+    /// `ReplicaConfig::snapshot_log_percent`; 0: the entries alone).
+    pub snapshot_log_percent: u64,
+    /// ... or once the commands applied since the last snapshot was taken
+    /// hold more than this many bytes, so a log of large values is bounded
+    /// in bytes too (`ReplicaConfig::snapshot_log_bytes`).
+    pub snapshot_log_bytes: u64,
     /// Bytes of state per state-transfer chunk (one `Transfer`): the
     /// driver keeps it well below its frame limit.
     pub transfer_chunk_bytes: usize,
@@ -208,6 +221,8 @@ impl PbConfig {
             heartbeat_ticks: 2,
             retransmit_ticks: 10,
             snapshot_log_entries: 1024,
+            snapshot_log_percent: 0,
+            snapshot_log_bytes: crate::replica::SNAPSHOT_LOG_BYTES_DEFAULT,
             transfer_chunk_bytes: 1 << 20,
             snapshot_step_bytes: crate::replica::SNAPSHOT_STEP_BYTES_DEFAULT,
             clock_interval_ms: 100,
@@ -367,6 +382,9 @@ pub struct PbReplica<S: StateMachine> {
     entries: VecDeque<(u64, Batch)>,
     /// The state at `log_start`, for state transfer.
     snapshot: Bytes,
+    /// Command bytes of the entries applied since the last snapshot was
+    /// taken (the byte trigger).
+    log_bytes: u64,
     commit: Pos,
     applied: Pos,
     /// Primary: the log is durable on this replica up to here.
@@ -457,6 +475,7 @@ impl<S: StateMachine> PbReplica<S> {
             start_tag,
             entries,
             snapshot,
+            log_bytes: 0,
             commit: log_start,
             applied: log_start,
             durable_end: end,
@@ -848,6 +867,7 @@ impl<S: StateMachine> PbReplica<S> {
                 }
             }
             self.applied += 1;
+            self.log_bytes += batch.payload_bytes() as u64;
             out.committed.push((pos, batch));
         }
         self.serve_reads(&mut out.replies);
@@ -1418,6 +1438,7 @@ impl<S: StateMachine> PbReplica<S> {
         self.start_tag = last_tag;
         self.entries.clear();
         self.snapshot = data;
+        self.log_bytes = 0;
         self.commit = index;
         self.applied = index;
         self.installed = Some(index);
@@ -1438,11 +1459,23 @@ impl<S: StateMachine> PbReplica<S> {
             }
             return;
         }
+        let entries = self.applied - self.log_start;
+        let bounds =
+            self.cfg.snapshot_log_entries..=PB_LOG_ENTRIES_MAX.max(self.cfg.snapshot_log_entries);
+        let weighs = crate::replica::log_outweighs_state(
+            entries,
+            self.log_bytes,
+            self.snapshot.len() as u64,
+            bounds,
+            self.cfg.snapshot_log_percent,
+        );
         if self.snapshot_in_flight.is_some()
-            || self.applied - self.log_start <= self.cfg.snapshot_log_entries
+            || entries == 0
+            || !(weighs || self.log_bytes > self.cfg.snapshot_log_bytes)
         {
             return;
         }
+        self.log_bytes = 0;
         let index = self.applied;
         let last_tag = self.tag_at(index - 1).expect("applied entries are held");
         // The file's tag goes first, so the state machine serializes

@@ -817,3 +817,59 @@ fn a_partial_transfer_is_dropped_on_a_newer_view() {
         "a partial never reaches the disk"
     );
 }
+
+/// Issue 15: a primary/backup replica also snapshots on its log's bytes (a
+/// few large values, far below the entry trigger), and with
+/// `snapshot_log_percent` its entry trigger waits until the log weighs that
+/// share of the last snapshot, as a Paxos replica's does.
+#[test]
+fn the_byte_and_weight_triggers_hold_for_primary_backup_too() {
+    let snapshots_of = |g: &Group, p: usize| g.held.iter().filter(|(i, _)| *i == p).count();
+    // The byte trigger alone: 2 KiB of commands.
+    let mut g = new_group(2);
+    let bytes = |c: &mut PbConfig| {
+        c.snapshot_log_entries = 1 << 20;
+        c.snapshot_log_bytes = 2048;
+    };
+    for i in 0..2 {
+        g.nodes[i] = Some(start_with(i as ReplicaId, 2, PbDurable::default(), bytes));
+    }
+    g.hold_snapshots = true;
+    g.tick(10);
+    let p = g.primary();
+    let big = "v".repeat(600);
+    let mut puts = 0;
+    while snapshots_of(&g, p) == 0 && puts < 20 {
+        puts += 1;
+        g.request(p, puts, puts, put(&format!("k{puts}"), &big));
+        g.tick(5);
+    }
+    // ~620 bytes a put: past 2,048 at the fourth.
+    assert!((4..=5).contains(&puts), "byte trigger after {puts} puts");
+
+    // Past 4 entries: taken at once on the entries alone (percent 0), never
+    // while 32 small entries weigh less than 1,000x the (initial) snapshot.
+    for (percent, want_any) in [(0, true), (100_000, false)] {
+        let mut g = new_group(2);
+        let weighed = move |c: &mut PbConfig| {
+            c.snapshot_log_entries = 4;
+            c.snapshot_log_percent = percent;
+        };
+        for i in 0..2 {
+            g.nodes[i] = Some(start_with(i as ReplicaId, 2, PbDurable::default(), weighed));
+        }
+        g.hold_snapshots = true;
+        g.tick(10);
+        let p = g.primary();
+        for s in 1..=32 {
+            g.request(p, s, s, put(&format!("k{s}"), "v"));
+        }
+        g.tick(20);
+        assert_eq!(
+            snapshots_of(&g, p) > 0,
+            want_any,
+            "percent {percent}: {} snapshots",
+            snapshots_of(&g, p)
+        );
+    }
+}

@@ -454,6 +454,8 @@ impl Core {
         pc.append_bytes_max = page;
         pc.command_bytes_max = synod_wire::command_bytes_max(self.cfg.frame_bytes_max);
         pc.snapshot_log_entries = self.cfg.snapshot_log_slots as u64;
+        pc.snapshot_log_percent = self.cfg.snapshot_log_percent;
+        pc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
         // State transfer chunks: a page too, like Paxos snapshot chunks.
         pc.transfer_chunk_bytes = pc.transfer_chunk_bytes.min(page);
         pc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
