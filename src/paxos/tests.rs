@@ -1267,16 +1267,19 @@ fn the_slot_trigger_waits_until_the_log_weighs_a_share_of_the_state() {
         }
         panic!("no snapshot in 2,000 rounds");
     };
+    let fresh = |rc: &ReplicaConfig, rng: &mut Rng| {
+        Replica::new(
+            rc.clone(),
+            Durable::default(),
+            ShardKv::new(1, KvOptions::default()),
+            rng,
+        )
+    };
     let mut rng = Rng::new(11);
     let mut rc = ReplicaConfig::new(0, 1);
     rc.snapshot_log_slots = 5;
     rc.snapshot_log_percent = 1_000;
-    let mut r = Replica::new(
-        rc.clone(),
-        Durable::default(),
-        ShardKv::new(1, KvOptions::default()),
-        &mut rng,
-    );
+    let mut r = fresh(&rc, &mut rng);
     // No snapshot held yet: the slots alone (the first slots may be the
     // leader's no-op and clock stamp).
     let first = until_snapshot(&mut r, &mut rng);
@@ -1295,23 +1298,13 @@ fn the_slot_trigger_waits_until_the_log_weighs_a_share_of_the_state() {
     );
     // Percent 0: the slots alone again.
     rc.snapshot_log_percent = 0;
-    let mut r = Replica::new(
-        rc.clone(),
-        Durable::default(),
-        ShardKv::new(1, KvOptions::default()),
-        &mut rng,
-    );
+    let mut r = fresh(&rc, &mut rng);
     until_snapshot(&mut r, &mut rng);
     assert!(until_snapshot(&mut r, &mut rng) <= 6);
     // Half the horizon (20 slots) overrides any weight.
     rc.snapshot_log_percent = 10_000;
     rc.paxos.slot_horizon = 40;
-    let mut r = Replica::new(
-        rc,
-        Durable::default(),
-        ShardKv::new(1, KvOptions::default()),
-        &mut rng,
-    );
+    let mut r = fresh(&rc, &mut rng);
     until_snapshot(&mut r, &mut rng);
     let capped = until_snapshot(&mut r, &mut rng);
     assert!((19..=21).contains(&capped), "capped after {capped} rounds");

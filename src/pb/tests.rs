@@ -60,6 +60,17 @@ fn start(id: ReplicaId, n: u32, disk: PbDurable) -> PbReplica<ShardKv> {
     start_with(id, n, disk, |_| {})
 }
 
+/// A group of `n` fresh replicas configured by `edit`, holding their
+/// snapshot writes (`Group::held`) until a test lands them.
+fn new_group_holding_snapshots(n: u32, edit: impl Fn(&mut PbConfig) + Copy) -> Group {
+    let mut g = new_group(n);
+    for i in 0..n {
+        g.nodes[i as usize] = Some(start_with(i, n, PbDurable::default(), edit));
+    }
+    g.hold_snapshots = true;
+    g
+}
+
 fn start_with(
     id: ReplicaId,
     n: u32,
@@ -456,15 +467,11 @@ fn an_oversize_request_is_refused_and_not_logged() {
 /// is brought up by a transfer of it.
 #[test]
 fn a_snapshot_becomes_the_log_start_only_once_durable() {
-    let mut g = new_group(2);
     let small = |c: &mut PbConfig| {
         c.snapshot_log_entries = 4;
         c.snapshot_step_bytes = 16;
     };
-    for i in 0..2 {
-        g.nodes[i] = Some(start_with(i as ReplicaId, 2, PbDurable::default(), small));
-    }
-    g.hold_snapshots = true;
+    let mut g = new_group_holding_snapshots(2, small);
     g.tick(10);
     let p = g.primary();
     let b = 1 - p;
@@ -826,15 +833,10 @@ fn a_partial_transfer_is_dropped_on_a_newer_view() {
 fn the_byte_and_weight_triggers_hold_for_primary_backup_too() {
     let snapshots_of = |g: &Group, p: usize| g.held.iter().filter(|(i, _)| *i == p).count();
     // The byte trigger alone: 2 KiB of commands.
-    let mut g = new_group(2);
-    let bytes = |c: &mut PbConfig| {
+    let mut g = new_group_holding_snapshots(2, |c| {
         c.snapshot_log_entries = 1 << 20;
         c.snapshot_log_bytes = 2048;
-    };
-    for i in 0..2 {
-        g.nodes[i] = Some(start_with(i as ReplicaId, 2, PbDurable::default(), bytes));
-    }
-    g.hold_snapshots = true;
+    });
     g.tick(10);
     let p = g.primary();
     let big = "v".repeat(600);
@@ -850,15 +852,10 @@ fn the_byte_and_weight_triggers_hold_for_primary_backup_too() {
     // Past 4 entries: taken at once on the entries alone (percent 0), never
     // while 32 small entries weigh less than 1,000x the (initial) snapshot.
     for (percent, want_any) in [(0, true), (100_000, false)] {
-        let mut g = new_group(2);
-        let weighed = move |c: &mut PbConfig| {
+        let mut g = new_group_holding_snapshots(2, move |c| {
             c.snapshot_log_entries = 4;
             c.snapshot_log_percent = percent;
-        };
-        for i in 0..2 {
-            g.nodes[i] = Some(start_with(i as ReplicaId, 2, PbDurable::default(), weighed));
-        }
-        g.hold_snapshots = true;
+        });
         g.tick(10);
         let p = g.primary();
         for s in 1..=32 {
