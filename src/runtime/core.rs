@@ -399,19 +399,8 @@ impl Core {
         }
         let members = info.servers.clone();
         let durable = self.recovered.remove(&gid).unwrap_or_default();
-        let mut rc = ReplicaConfig::new(me, KV_ID_SPACE);
+        let mut rc = self.replica_config(me, KV_ID_SPACE);
         rc.paxos.members = info.founders();
-        rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
-        rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
-        rc.snapshot_log_percent = self.cfg.snapshot_log_percent;
-        rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
-        rc.read_index = self.cfg.read_index;
-        frame_limits(&mut rc, self.cfg.frame_bytes_max);
-        // A restarted acceptor reports the log it held above its snapshot.
-        rc.paxos.slot_horizon = rc
-            .paxos
-            .slot_horizon
-            .max(2 * self.cfg.snapshot_log_slots as u64);
         let sm = self.new_store(gid);
         let replica = Hosted::Kv(Replica::new(rc, durable, sm, &mut self.rng));
         log::info!(
@@ -469,10 +458,10 @@ impl Core {
         self.insert_group(gid, replica, info.servers.clone());
     }
 
-    /// Host replica `me` of the master group (gid 0), from disk.
-    pub fn host_master(&mut self, members: Vec<String>, me: ReplicaId) {
-        let durable = self.recovered.remove(&0).unwrap_or_default();
-        let mut rc = ReplicaConfig::new(me, members.len() as u32);
+    /// A Paxos replica's configuration with this node's settings, as a KV
+    /// group and the master group take them.
+    fn replica_config(&self, me: ReplicaId, replicas: u32) -> ReplicaConfig {
+        let mut rc = ReplicaConfig::new(me, replicas);
         rc.snapshot_log_slots = self.cfg.snapshot_log_slots;
         rc.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
         rc.snapshot_log_percent = self.cfg.snapshot_log_percent;
@@ -484,6 +473,13 @@ impl Core {
             .paxos
             .slot_horizon
             .max(2 * self.cfg.snapshot_log_slots as u64);
+        rc
+    }
+
+    /// Host replica `me` of the master group (gid 0), from disk.
+    pub fn host_master(&mut self, members: Vec<String>, me: ReplicaId) {
+        let durable = self.recovered.remove(&0).unwrap_or_default();
+        let rc = self.replica_config(me, members.len() as u32);
         let sm = MasterMachine::new(MasterOptions {
             shards: self.cfg.shards,
         });
@@ -2113,9 +2109,6 @@ impl Core {
     }
 }
 
-/// Appends the servers a newer configuration lists past the group's
-/// known ones (ids are positions and only ever appended, so the known
-/// prefix never changes).
 /// A replica's `Ready` for this turn, with what is already chosen applied
 /// and its replies added to `replies` (`Replica::advance_chosen`).
 fn ready_chosen_first<S: crate::replica::StateMachine>(
@@ -2127,6 +2120,9 @@ fn ready_chosen_first<S: crate::replica::StateMachine>(
     ready
 }
 
+/// Appends the servers a newer configuration lists past the group's
+/// known ones (ids are positions and only ever appended, so the known
+/// prefix never changes).
 fn grow_servers(g: &mut Group, servers: &[String], now: Instant) {
     let known = g.servers.len();
     if servers.len() <= known || servers.len() > KV_ID_SPACE as usize {
