@@ -96,7 +96,7 @@ fn settle(c: &Cluster, limit: Duration, ok: impl Fn(&[u64]) -> bool) -> Vec<u64>
 /// The bound on one node's WAL plus snapshot bytes, for a node hosting
 /// one KV group that owns `owned` bytes of keys and values:
 ///
-/// `disk <= 2 * owned + S * E + K * 2 * (B + E) + C`
+/// `disk <= 2 * owned + S * E + K * 3 * (B + E) + C`
 ///
 /// - `2 * owned`: the group's snapshot file holds what it owns (with its
 ///   sessions) plus at most as much again that it has since shed (a
@@ -106,10 +106,11 @@ fn settle(c: &Cluster, limit: Duration, ok: impl Fn(&[u64]) -> bool) -> Vec<u64>
 ///   slack while the group takes data, only control entries (`ENTRY_SLACK`)
 ///   for a group that owns nothing (it takes no writes and no chunks after
 ///   the snapshot it took when it deleted its last shard);
-/// - `K * 2 * (B + E)`: per core, the active segment and one closed one not
-///   yet collected (a segment is deleted once the snapshots covering its
-///   records are durable), each up to `B` = `--wal-segment-bytes` plus the
-///   one turn's write that crossed it;
+/// - `K * 3 * (B + E)`: per core, the active segment, one closed one not
+///   yet collected (a segment is dead once the snapshots covering its
+///   records are durable), and one dead one kept for the next rotation to
+///   write over (`--wal-recycle-segments`, default 1), each up to `B` =
+///   `--wal-segment-bytes` plus the one turn's write that crossed it;
 /// - `C` = 128 KiB: identity files, and the master group's state and log
 ///   on master nodes (its configurations, a few hundred bytes each).
 ///
@@ -123,7 +124,7 @@ fn bound(owned: u64) -> u64 {
     } else {
         ENTRY_SLACK
     };
-    2 * owned + SNAPSHOT_SLOTS * entry + CORES * 2 * (SEGMENT_BYTES + entry) + (128 << 10)
+    2 * owned + SNAPSHOT_SLOTS * entry + CORES * 3 * (SEGMENT_BYTES + entry) + (128 << 10)
 }
 
 #[test]

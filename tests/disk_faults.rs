@@ -19,7 +19,7 @@ fn kv_segment(c: &Cluster, i: usize) -> PathBuf {
     let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("core dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     segs.sort();
     segs.pop().expect("a WAL segment")

@@ -120,6 +120,12 @@ struct Args {
     /// 67108864)
     #[arg(long, env = "SYNOD_WAL_SEGMENT_BYTES", value_name = "N")]
     wal_segment_bytes: Option<u64>,
+    /// Dead WAL segments each core keeps to write its next segments over
+    /// instead of creating new files: a sync that overwrites a file's blocks
+    /// skips the journal commit of a growing file. Each costs up to a
+    /// segment of disk; 0 deletes every dead segment (default 1)
+    #[arg(long, env = "SYNOD_WAL_RECYCLE_SEGMENTS", value_name = "N")]
+    wal_recycle_segments: Option<usize>,
     /// Per connection: stop reading it while this many reply bytes wait to
     /// be written (default 8388608)
     #[arg(long, env = "SYNOD_CONN_WRITE_BUF_MAX", value_name = "N")]
@@ -385,6 +391,7 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
         }
         cfg.wal_segment_bytes = n;
     }
+    cfg.wal_recycle_segments = a.wal_recycle_segments.unwrap_or(cfg.wal_recycle_segments);
     set(&mut cfg.conn_write_buf_max, a.conn_write_buf_max);
     set(&mut cfg.conn_in_flight_max, a.conn_in_flight_max);
     set(&mut cfg.conn_reply_hard_max, a.conn_reply_hard_max);

@@ -249,6 +249,7 @@ pub struct CoreMetrics {
     pub wal_segments: Gauge,
     pub wal_segments_created: Counter,
     pub wal_segments_deleted: Counter,
+    pub wal_segments_recycled: Counter,
     pub wal_failed: Gauge,
     pub snapshots: Counter,
     pub snapshot_bytes: Counter,
@@ -282,6 +283,7 @@ impl Default for CoreMetrics {
             wal_segments: Counter::default(),
             wal_segments_created: Counter::default(),
             wal_segments_deleted: Counter::default(),
+            wal_segments_recycled: Counter::default(),
             wal_failed: Counter::default(),
             snapshots: Counter::default(),
             snapshot_bytes: Counter::default(),
@@ -687,6 +689,13 @@ impl Metrics {
             "WAL segments created.",
             "counter",
             &|c| c.wal_segments_created.get(),
+        );
+        counter(
+            &mut t,
+            "synod_wal_segments_recycled_total",
+            "WAL segments started in a dead segment's file instead of a new one (counted in created too).",
+            "counter",
+            &|c| c.wal_segments_recycled.get(),
         );
         counter(
             &mut t,

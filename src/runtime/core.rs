@@ -913,6 +913,7 @@ impl Core {
         m.wal_segments.set(self.wal.segment_count() as u64);
         m.wal_segments_created.set(s.segments_created);
         m.wal_segments_deleted.set(s.segments_deleted);
+        m.wal_segments_recycled.set(s.segments_recycled);
         let new = s.snapshots_written.saturating_sub(m.snapshots.get());
         let spent = s.snapshot_write_us.saturating_sub(self.snapshot_us_seen());
         if let Some(mean) = spent.checked_div(new) {

@@ -66,6 +66,10 @@ pub struct RuntimeConfig {
     /// closed segments are ever deleted, so this is the WAL's granularity
     /// of reclaiming disk (`storage::WalOptions::segment_bytes`).
     pub wal_segment_bytes: u64,
+    /// Dead segments a core's WAL keeps to write its next segments over
+    /// instead of creating files (`storage::WalOptions::recycle_segments`):
+    /// each costs up to a segment of disk.
+    pub wal_recycle_segments: usize,
     /// KV Gets by read-index (a quorum round shared by a turn's reads, no
     /// log slot); `false` sends them through the log like writes.
     pub read_index: bool,
@@ -168,6 +172,7 @@ impl RuntimeConfig {
             snapshot_log_percent: SNAPSHOT_LOG_PERCENT_DEFAULT,
             snapshot_step_bytes: crate::replica::SNAPSHOT_STEP_BYTES_DEFAULT,
             wal_segment_bytes: crate::storage::SEGMENT_BYTES_DEFAULT,
+            wal_recycle_segments: crate::storage::RECYCLE_SEGMENTS_DEFAULT,
             read_index: true,
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
@@ -405,6 +410,7 @@ pub fn start(cfg: RuntimeConfig) -> Result<Node, StartError> {
         let opts = WalOptions {
             fsync: cfg.fsync,
             segment_bytes: cfg.wal_segment_bytes,
+            recycle_segments: cfg.wal_recycle_segments,
             ..WalOptions::default()
         };
         let (mut wal, recovered) = Wal::open(&dir, opts).map_err(|e| {

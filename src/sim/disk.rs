@@ -10,7 +10,10 @@
 //!   exactly the whole records before the cut (never a record that was not
 //!   written, never drop one that was), and the node restarts remembering
 //!   them: a restarted node may know more than it acknowledged, which
-//!   Paxos must tolerate.
+//!   Paxos must tolerate. Every other cut lands in a recycled segment file:
+//!   behind it lie the records of the file's earlier life (the same
+//!   records, shifted, under that life's checksum seed), which recovery
+//!   must not take for new ones.
 //! - **Bit flip.** At every restart one bit is flipped in the node's synced
 //!   log (anywhere but its last record: a damaged last record is exactly
 //!   what a torn write looks like, so no log format can tell it from one
@@ -26,7 +29,14 @@ use synod_wire::GroupId;
 
 use crate::paxos::{Durable, Record};
 use crate::rng::Rng;
-use crate::storage::{encode_record, scan_segment, Damage, WalRecord, RECORD_BYTES_MAX_DEFAULT};
+use crate::storage::{
+    encode_record, scan_segment, segment_seed, Damage, WalRecord, RECORD_BYTES_MAX_DEFAULT,
+};
+
+/// The segment the simulated log is written to, and the one whose file it
+/// recycled (see `torn_write`).
+const SEGMENT: u64 = 2;
+const EARLIER_LIFE: u64 = 1;
 
 /// The records of a sync a crash cut short that reached the disk whole, as
 /// recovery reads them back; `Err` if recovery did anything else.
@@ -43,11 +53,28 @@ pub(crate) fn torn_write(
     let mut bytes = Vec::new();
     let mut ends = Vec::with_capacity(wal.len());
     for r in &wal {
-        encode_record(&mut bytes, group, r, RECORD_BYTES_MAX_DEFAULT);
+        encode_record(
+            &mut bytes,
+            segment_seed(SEGMENT),
+            group,
+            r,
+            RECORD_BYTES_MAX_DEFAULT,
+        );
         ends.push(bytes.len());
     }
     let cut = rng.range(0, bytes.len() as u64 + 1) as usize;
     bytes.truncate(cut);
+    // Chosen by the cut, not drawn: the mode's draws stay as they were, so
+    // its pinned seeds replay the schedules they were pinned for.
+    let recycled = cut % 2 == 1;
+    if recycled {
+        let mut earlier = vec![0x5a; 7];
+        for r in &wal {
+            let seed = segment_seed(EARLIER_LIFE);
+            encode_record(&mut earlier, seed, group, r, RECORD_BYTES_MAX_DEFAULT);
+        }
+        bytes.extend_from_slice(&earlier[cut.min(earlier.len())..]);
+    }
     let whole = ends.iter().take_while(|e| **e <= cut).count();
     let mut garbled = false;
     if cut > 0 && rng.chance(0.5) {
@@ -68,7 +95,8 @@ pub(crate) fn torn_write(
         garbled = true;
     }
     let mut kept = Vec::new();
-    scan_segment(&bytes, true, RECORD_BYTES_MAX_DEFAULT, |off, g, rec| {
+    let seed = segment_seed(SEGMENT);
+    scan_segment(&bytes, true, seed, RECORD_BYTES_MAX_DEFAULT, |off, g, rec| {
         assert_eq!(g, group, "a record of another group");
         match rec {
             WalRecord::Paxos(rec) => kept.push(rec),
@@ -83,7 +111,7 @@ pub(crate) fn torn_write(
     })
     .map_err(|d| {
         format!(
-            "disk: recovery refused a torn tail (cut at byte {cut} of {}, garbled {garbled}): {} at {}",
+            "disk: recovery refused a torn tail (cut at byte {cut} of {}, garbled {garbled}, recycled {recycled}): {} at {}",
             ends.last().copied().unwrap_or(0),
             d.reason,
             d.offset
@@ -96,9 +124,19 @@ pub(crate) fn torn_write(
     } else {
         whole
     };
-    if kept.len() != expect || kept.iter().zip(&wal).any(|(k, w)| k != *w) {
+    // In a recycled file the bytes a torn record lacks may be the earlier
+    // life's and equal to its own (runs of equal bytes do that): then it
+    // reads whole, and it is the record written, its checksum under this
+    // segment's seed says so. Never one past it: that one's checksum would
+    // have to come from the earlier life.
+    let most = if recycled && !garbled {
+        (whole + 1).min(wal.len())
+    } else {
+        expect
+    };
+    if kept.len() < expect || kept.len() > most || kept.iter().zip(&wal).any(|(k, w)| k != *w) {
         return Err(format!(
-            "disk: recovery of a torn tail kept {} records, expected the first {expect} of {} (cut at byte {cut}, garbled {garbled})",
+            "disk: recovery of a torn tail kept {} records, expected the first {expect} (at most {most}) of {} (cut at byte {cut}, garbled {garbled}, recycled {recycled})",
             kept.len(),
             wal.len()
         ));
@@ -132,11 +170,18 @@ pub(crate) fn flip_is_refused(
     let mut last_start = 0;
     for r in &records {
         last_start = bytes.len();
-        encode_record(&mut bytes, group, r, RECORD_BYTES_MAX_DEFAULT);
+        encode_record(
+            &mut bytes,
+            segment_seed(SEGMENT),
+            group,
+            r,
+            RECORD_BYTES_MAX_DEFAULT,
+        );
     }
     let bit = rng.range(0, last_start as u64 * 8) as usize;
     bytes[bit / 8] ^= 1 << (bit % 8);
-    match scan_segment(&bytes, true, RECORD_BYTES_MAX_DEFAULT, |_, _, _| Ok(())) {
+    let seed = segment_seed(SEGMENT);
+    match scan_segment(&bytes, true, seed, RECORD_BYTES_MAX_DEFAULT, |_, _, _| Ok(())) {
         Err(_) => Ok(true),
         Ok(s) => Err(format!(
             "disk: a bit flipped at byte {} of a {}-byte log (last record at {last_start}) was not refused: {} bytes read as valid, torn tail {:?}",

@@ -4,9 +4,14 @@
 //! # What it owns
 //!
 //! A directory (e.g. `<data-dir>/core-<n>/`) and everything in it:
-//! - `wal-<seq:016>.log`: WAL segments, numbered in write order. Each holds a
+//! - `wal-<seq:016>.seg`: WAL segments, numbered in write order. Each holds a
 //!   sequence of [`Record::Promised`] and [`Record::Accepted`] records of many
-//!   groups, each tagged with its group.
+//!   groups, each tagged with its group. A dead segment's file may be renamed
+//!   to a later number and written over from the start (recycled, see
+//!   [`Wal`]), so the bytes after a segment's last record may be records of
+//!   an earlier life; their checksums are seeded with that life's number.
+//! - `wal-<seq:016>.log`: a segment of the first format (plain checksums,
+//!   never recycled); read on open, never written again.
 //! - `snap-g<gid>.bin`: the latest durable snapshot of group `gid`
 //!   ([`Record::Snapshot`] never goes into the WAL body: it can be huge, and
 //!   only the latest one matters). Never written in place after its rename,
@@ -48,7 +53,9 @@
 //! ```text
 //! offset  size  field
 //!  0      4     len    u32  bytes after this 8-byte prefix (= 5 + payload length)
-//!  4      4     crc    u32  crc32c of bytes [8, 8 + len): group | tag | payload
+//!  4      4     crc    u32  crc32c of bytes [8, 8 + len): group | tag | payload,
+//!                            continued from the seed crc32c(seq as u64 LE) of
+//!                            the segment's number (from 0 in a `.log` one)
 //!  8      4     group  u32  GroupId
 //! 12      1     tag    u8   1 = Promised, 2 = Accepted; primary/backup
 //!                            groups: 3 = PbView, 4 = PbEntry, 5 = PbInstall
@@ -112,8 +119,8 @@ pub use snapshot::{SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use wal::{Recovered, Wal, WalStats};
 // The simulator's disk faults (`sim/disk.rs`) write and recover WAL bytes in
 // memory with the very encoding and recovery rules the WAL uses.
-pub(crate) use record::encode as encode_record;
 pub use record::WalRecord;
+pub(crate) use record::{encode as encode_record, segment_seed};
 pub(crate) use wal::{scan_segment, Damage};
 
 // Names the module docs link to.
@@ -122,6 +129,8 @@ use crate::paxos::{Durable, Record, Synced};
 
 /// Default size at which the WAL moves on to a new segment.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Default number of dead segments kept for recycling.
+pub const RECYCLE_SEGMENTS_DEFAULT: usize = 1;
 /// Default limit on one record's length when reading.
 pub const RECORD_BYTES_MAX_DEFAULT: u32 = 64 << 20;
 
@@ -161,6 +170,9 @@ pub struct WalOptions {
     /// [`Janitor`] thread instead of inside `sync` (default). Off, `sync`
     /// returns only once they are gone (tests that look at the directory).
     pub background_delete: bool,
+    /// Dead segments kept for later rotations to write over instead of
+    /// creating new files (see [`Wal`]); each costs up to a segment of disk.
+    pub recycle_segments: usize,
 }
 
 impl Default for WalOptions {
@@ -170,6 +182,7 @@ impl Default for WalOptions {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
             background_delete: true,
+            recycle_segments: RECYCLE_SEGMENTS_DEFAULT,
         }
     }
 }

@@ -27,6 +27,23 @@ pub enum WalRecord {
     },
 }
 
+/// The checksum seed of every record in segment `seq`
+/// (`wal-<seq>.seg`): a record's crc is crc32c of its checksummed part
+/// continued from this seed, so a record is valid only in the segment it
+/// was written for. That is what lets the WAL recycle a dead segment's file
+/// for a later one (`Wal`'s rotation): the records of its earlier lives
+/// left behind the new ones never check out, and recovery takes them for
+/// a torn tail's remains instead of reading them back. Two sequence numbers
+/// below 2^32 never share a seed (crc32c is injective on messages that
+/// differ only within 32 bits).
+pub(crate) fn segment_seed(seq: u64) -> u32 {
+    crc32c::crc32c(&seq.to_le_bytes())
+}
+
+/// The seed of the first WAL format (`wal-<seq>.log`, never recycled):
+/// plain crc32c of the checksummed part.
+pub(crate) const LEGACY_SEED: u32 = 0;
+
 /// `len u32 | crc u32` before the checksummed part.
 pub(crate) const PREFIX_LEN: usize = 8;
 /// `group u32 | tag u8`: the shortest possible checksummed part.
@@ -84,6 +101,7 @@ const _: () = assert!(OFF_PAYLOAD - PREFIX_LEN == LEN_MIN as usize);
 /// below the default limit, so this is a configuration bug.
 pub(crate) fn encode(
     buf: &mut Vec<u8>,
+    seed: u32,
     group: GroupId,
     rec: &Record,
     record_bytes_max: u32,
@@ -106,7 +124,7 @@ pub(crate) fn encode(
         }
         Record::Snapshot { .. } => panic!("snapshots are not WAL records"),
     }
-    finish(buf, start, record_bytes_max)
+    finish(buf, start, seed, record_bytes_max)
 }
 
 /// Append primary/backup record `rec` of `group` to `buf`; returns the
@@ -115,6 +133,7 @@ pub(crate) fn encode(
 /// `record_bytes_max`.
 pub(crate) fn encode_pb(
     buf: &mut Vec<u8>,
+    seed: u32,
     group: GroupId,
     rec: &PbRecord,
     record_bytes_max: u32,
@@ -146,7 +165,7 @@ pub(crate) fn encode_pb(
             panic!("local primary/backup snapshots are not WAL records")
         }
     }
-    finish(buf, start, record_bytes_max)
+    finish(buf, start, seed, record_bytes_max)
 }
 
 /// Start a record of `group` at the end of `buf` (its prefix left to
@@ -168,14 +187,15 @@ fn push_batch(buf: &mut Vec<u8>, batch: &Batch) {
     }
 }
 
-/// Fill in the length and checksum of the record begun at `start`.
-fn finish(buf: &mut [u8], start: usize, record_bytes_max: u32) -> usize {
+/// Fill in the length and checksum (from `seed`, see [`segment_seed`]) of
+/// the record begun at `start`.
+fn finish(buf: &mut [u8], start: usize, seed: u32, record_bytes_max: u32) -> usize {
     let len = buf.len() - start - PREFIX_LEN;
     assert!(
         len <= record_bytes_max as usize,
         "record of {len} bytes exceeds record_bytes_max {record_bytes_max}"
     );
-    let crc = crc32c::crc32c(&buf[start + PREFIX_LEN..]);
+    let crc = crc32c::crc32c_append(seed, &buf[start + PREFIX_LEN..]);
     LittleEndian::write_u32(&mut buf[start + OFF_LEN..], len as u32);
     LittleEndian::write_u32(&mut buf[start + OFF_CRC..], crc);
     buf.len() - start
@@ -231,8 +251,14 @@ pub(crate) struct Decoded {
     pub next: usize,
 }
 
-/// Decode the record starting at `off` in `bytes`.
-pub(crate) fn decode_at(bytes: &[u8], off: usize, record_bytes_max: u32) -> Result<Decoded, Bad> {
+/// Decode the record starting at `off` in `bytes`, of a segment whose
+/// records are checksummed from `seed`.
+pub(crate) fn decode_at(
+    bytes: &[u8],
+    off: usize,
+    seed: u32,
+    record_bytes_max: u32,
+) -> Result<Decoded, Bad> {
     let rest = &bytes[off.min(bytes.len())..];
     if rest.len() < PREFIX_LEN {
         return Err(Bad::Truncated(format!(
@@ -255,7 +281,7 @@ pub(crate) fn decode_at(bytes: &[u8], off: usize, record_bytes_max: u32) -> Resu
     }
     let body = &rest[PREFIX_LEN..PREFIX_LEN + body_len];
     let crc = LittleEndian::read_u32(&rest[OFF_CRC..]);
-    let actual = crc32c::crc32c(body);
+    let actual = crc32c::crc32c_append(seed, body);
     if crc != actual {
         return Err(Bad::Damaged(format!(
             "checksum mismatch: stored {crc:#010x}, computed {actual:#010x}"
@@ -276,7 +302,12 @@ pub(crate) fn decode_at(bytes: &[u8], off: usize, record_bytes_max: u32) -> Resu
 /// Used to tell a torn tail (nothing valid after the damage) from damage in
 /// the middle of the log. Checking the tag and length before the checksum
 /// keeps the scan cheap on garbage.
-pub(crate) fn find_valid_after(bytes: &[u8], from: usize, record_bytes_max: u32) -> Option<usize> {
+pub(crate) fn find_valid_after(
+    bytes: &[u8],
+    from: usize,
+    seed: u32,
+    record_bytes_max: u32,
+) -> Option<usize> {
     let last_start = bytes.len().checked_sub(PREFIX_LEN + LEN_MIN as usize)?;
     (from..=last_start).find(|&off| {
         let tag = bytes[off + OFF_TAG];
@@ -290,7 +321,7 @@ pub(crate) fn find_valid_after(bytes: &[u8], from: usize, record_bytes_max: u32)
             TAG_PB_INSTALLED => len as usize == LEN_MIN as usize + PB_INSTALLED_PAYLOAD_LEN,
             _ => false,
         };
-        plausible && decode_at(bytes, off, record_bytes_max).is_ok()
+        plausible && decode_at(bytes, off, seed, record_bytes_max).is_ok()
     })
 }
 
@@ -415,7 +446,13 @@ mod tests {
     #[test]
     fn record_round_trips_and_golden_bytes() {
         let mut buf = Vec::new();
-        let n = encode(&mut buf, 7, &Record::Promised(Ballot::new(2, 1)), u32::MAX);
+        let n = encode(
+            &mut buf,
+            LEGACY_SEED,
+            7,
+            &Record::Promised(Ballot::new(2, 1)),
+            u32::MAX,
+        );
         assert_eq!(n, PREFIX_LEN + 5 + 12);
         // len=17, crc, group=7, tag=1, round=2, node=1.
         assert_eq!(&buf[0..4], &[17, 0, 0, 0]);
@@ -425,8 +462,8 @@ mod tests {
 
         let rec = accepted(9, &[b"ab", b"", b"xyz"]);
         let start = buf.len();
-        encode(&mut buf, 3, &rec, u32::MAX);
-        let d = decode_at(&buf, start, u32::MAX).unwrap();
+        encode(&mut buf, LEGACY_SEED, 3, &rec, u32::MAX);
+        let d = decode_at(&buf, start, LEGACY_SEED, u32::MAX).unwrap();
         assert_eq!(
             (d.group, &d.record, d.next),
             (3, &WalRecord::Paxos(rec), buf.len())
@@ -436,10 +473,16 @@ mod tests {
     #[test]
     fn decode_rejects_without_panicking() {
         let mut buf = Vec::new();
-        encode(&mut buf, 1, &accepted(1, &[b"hello"]), u32::MAX);
+        encode(
+            &mut buf,
+            LEGACY_SEED,
+            1,
+            &accepted(1, &[b"hello"]),
+            u32::MAX,
+        );
         for cut in 0..buf.len() {
             assert!(matches!(
-                decode_at(&buf[..cut], 0, u32::MAX),
+                decode_at(&buf[..cut], 0, LEGACY_SEED, u32::MAX),
                 Err(Bad::Truncated(_))
             ));
         }
@@ -447,7 +490,7 @@ mod tests {
             let mut b = buf.clone();
             b[i / 8] ^= 1 << (i % 8);
             assert!(
-                decode_at(&b, 0, u32::MAX).is_err(),
+                decode_at(&b, 0, LEGACY_SEED, u32::MAX).is_err(),
                 "bit {i} flip undetected"
             );
         }
@@ -456,7 +499,10 @@ mod tests {
         b[13 + 20] = 0xff; // command count
         let crc = crc32c::crc32c(&b[8..]);
         LittleEndian::write_u32(&mut b[4..], crc);
-        assert!(matches!(decode_at(&b, 0, u32::MAX), Err(Bad::Malformed(_))));
+        assert!(matches!(
+            decode_at(&b, 0, LEGACY_SEED, u32::MAX),
+            Err(Bad::Malformed(_))
+        ));
     }
 
     /// An install is logged as a fixed-size marker whatever the state's
@@ -471,9 +517,9 @@ mod tests {
             data: Bytes::from(vec![7u8; 1 << 16]),
             install: true,
         };
-        let n = encode_pb(&mut buf, 2, &install, 64);
+        let n = encode_pb(&mut buf, LEGACY_SEED, 2, &install, 64);
         assert_eq!(n, PREFIX_LEN + LEN_MIN as usize + PB_INSTALLED_PAYLOAD_LEN);
-        let d = decode_at(&buf, 0, 64).unwrap();
+        let d = decode_at(&buf, 0, LEGACY_SEED, 64).unwrap();
         assert_eq!(
             d.record,
             WalRecord::PbInstalled {
@@ -481,7 +527,7 @@ mod tests {
                 last_tag: 4
             }
         );
-        assert_eq!(find_valid_after(&buf, 0, 64), Some(0));
+        assert_eq!(find_valid_after(&buf, 0, LEGACY_SEED, 64), Some(0));
 
         // The old layout: index, last_tag, len, data.
         let mut old = Vec::new();
@@ -491,8 +537,8 @@ mod tests {
         push_u64(&mut old, 4);
         push_u32(&mut old, 3);
         old.extend_from_slice(b"abc");
-        finish(&mut old, start, u32::MAX);
-        let d = decode_at(&old, 0, u32::MAX).unwrap();
+        finish(&mut old, start, LEGACY_SEED, u32::MAX);
+        let d = decode_at(&old, 0, LEGACY_SEED, u32::MAX).unwrap();
         assert_eq!(
             d.record,
             WalRecord::Pb(PbRecord::Snapshot {
@@ -507,18 +553,46 @@ mod tests {
     #[test]
     fn find_valid_after_skips_garbage() {
         let mut buf = vec![0xaa; 11];
-        encode(&mut buf, 1, &Record::Promised(Ballot::new(1, 0)), u32::MAX);
-        assert_eq!(find_valid_after(&buf, 0, u32::MAX), Some(11));
-        assert_eq!(find_valid_after(&buf, 12, u32::MAX), None);
-        assert_eq!(find_valid_after(&buf[..3], 0, u32::MAX), None);
+        encode(
+            &mut buf,
+            LEGACY_SEED,
+            1,
+            &Record::Promised(Ballot::new(1, 0)),
+            u32::MAX,
+        );
+        assert_eq!(find_valid_after(&buf, 0, LEGACY_SEED, u32::MAX), Some(11));
+        assert_eq!(find_valid_after(&buf, 12, LEGACY_SEED, u32::MAX), None);
+        assert_eq!(find_valid_after(&buf[..3], 0, LEGACY_SEED, u32::MAX), None);
+    }
+
+    /// A record checks out only under the seed of the segment it was
+    /// written for: what makes a recycled file's stale records invisible.
+    #[test]
+    fn a_record_is_valid_only_under_its_segments_seed() {
+        let (a, b) = (segment_seed(7), segment_seed(8));
+        assert_ne!(a, b);
+        assert_ne!(a, LEGACY_SEED);
+        let mut buf = vec![0xaa; 5];
+        encode(&mut buf, a, 1, &accepted(4, &[b"old life"]), u32::MAX);
+        assert!(decode_at(&buf, 5, a, u32::MAX).is_ok());
+        assert!(matches!(
+            decode_at(&buf, 5, b, u32::MAX),
+            Err(Bad::Damaged(_))
+        ));
+        assert!(decode_at(&buf, 5, LEGACY_SEED, u32::MAX).is_err());
+        assert_eq!(find_valid_after(&buf, 0, a, u32::MAX), Some(5));
+        assert_eq!(find_valid_after(&buf, 0, b, u32::MAX), None);
+        // The first few thousand segments' seeds are all distinct.
+        let seeds: std::collections::BTreeSet<u32> = (0..5_000).map(segment_seed).collect();
+        assert_eq!(seeds.len(), 5_000);
     }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))), ..proptest::prelude::ProptestConfig::default() })]
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200), off in 0usize..210) {
-            let _ = decode_at(&bytes, off, 1 << 20);
-            let _ = find_valid_after(&bytes, off, 1 << 20);
+            let _ = decode_at(&bytes, off, LEGACY_SEED, 1 << 20);
+            let _ = find_valid_after(&bytes, off, LEGACY_SEED, 1 << 20);
         }
     }
 }

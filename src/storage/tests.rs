@@ -10,6 +10,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use synod_wire::{Ballot, Batch, GroupId};
 
+use super::wal::segment_name;
 use super::*;
 use crate::paxos::{Durable, Record};
 
@@ -62,6 +63,9 @@ fn opts(fsync: FsyncPolicy, segment_bytes: u64) -> WalOptions {
         segment_bytes,
         record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
         background_delete: false,
+        // Dead segments deleted at once, as most tests here look for;
+        // recycling has its own tests.
+        recycle_segments: 0,
     }
 }
 
@@ -116,7 +120,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| p.extension().is_some_and(|e| e == "seg" || e == "log"))
         .collect();
     v.sort();
     v
@@ -223,9 +227,10 @@ proptest! {
     fn recovery_equals_in_memory_fold(
         ops in proptest::collection::vec(gen_op(), 1..60),
         segment_bytes in prop_oneof![Just(96u64), Just(512), Just(1 << 20)],
+        recycle in 0usize..3,
     ) {
         let tmp = tempfile::tempdir().unwrap();
-        let o = opts(FsyncPolicy::Never, segment_bytes);
+        let o = WalOptions { recycle_segments: recycle, ..opts(FsyncPolicy::Never, segment_bytes) };
         let (mut wal, _) = open(tmp.path(), o.clone());
         let mut promised: BTreeMap<GroupId, Ballot> = BTreeMap::new();
         let mut synced: Vec<(GroupId, Record)> = Vec::new();
@@ -259,7 +264,11 @@ proptest! {
                     // The promise counter must not run ahead of what is durable.
                     promised = fold(&synced).into_iter().map(|(g, d)| (g, d.promised)).collect();
                     let (w, rec) = open(tmp.path(), o.clone());
-                    prop_assert_eq!(rec.truncated_tail_bytes, 0);
+                    if recycle == 0 {
+                        // Without a crash nothing is torn; in a recycled
+                        // file the earlier life's records are cut off.
+                        prop_assert_eq!(rec.truncated_tail_bytes, 0);
+                    }
                     assert_same(&rec.groups, &fold(&synced));
                     wal = w;
                 }
@@ -559,15 +568,11 @@ fn a_promise_going_backwards_on_disk_is_corrupt_not_a_panic() {
         wal.append(1, &[Record::Promised(Ballot::new(5, 0))]);
         wal.sync().unwrap();
     }
-    // A second, separately written log with a lower promise, placed after.
-    let other = tempfile::tempdir().unwrap();
-    {
-        let (mut wal, _) = open(other.path(), never());
-        wal.append(1, &[Record::Promised(Ballot::new(2, 0))]);
-        wal.sync().unwrap();
-    }
-    let src = segments(other.path()).pop().unwrap();
-    fs::copy(src, tmp.path().join("wal-0000000000000002.log")).unwrap();
+    // A second segment with a lower promise, placed after.
+    let mut lower = Vec::new();
+    let rec = Record::Promised(Ballot::new(2, 0));
+    record::encode(&mut lower, record::segment_seed(2), 1, &rec, u32::MAX);
+    fs::write(tmp.path().join(segment_name(2)), lower).unwrap();
     let (_, off, reason) = expect_corrupt(tmp.path());
     assert_eq!(off, 0);
     assert!(reason.contains("backwards"), "{reason}");
@@ -589,7 +594,8 @@ fn garbage_files_never_panic_recovery() {
             })
             .collect();
         fs::write(tmp.path().join("wal-0000000000000001.log"), &junk).unwrap();
-        fs::write(tmp.path().join("wal-0000000000000002.log"), &junk).unwrap();
+        fs::write(tmp.path().join(segment_name(2)), &junk).unwrap();
+        fs::write(tmp.path().join(segment_name(3)), &junk).unwrap();
         fs::write(tmp.path().join("snap-g1.bin"), &junk).unwrap();
         let _ = Wal::open(tmp.path(), never());
     }
@@ -746,6 +752,165 @@ fn rotation_and_gc_keep_disk_bounded_and_recovery_right() {
     assert_eq!(rec.groups[&2].promised, Ballot::new(972, 2));
 }
 
+/// Issue 15: dead segments are recycled. A rotation renames a spare to the
+/// new segment's name and writes over it; rotation cuts the earlier life's
+/// records off the segment it closes, and recovery cuts them off the last
+/// one, so what comes back is exactly what was synced, across reopens
+/// (each one a crash as far as the files know) and with the disk bounded.
+#[test]
+fn recycled_segments_never_bring_back_their_earlier_lives() {
+    capture_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = WalOptions {
+        recycle_segments: 1,
+        ..opts(FsyncPolicy::Always, 2048)
+    };
+    let (mut wal, _) = open(tmp.path(), o.clone());
+    let mut recs: Vec<(GroupId, Record)> = Vec::new();
+    let (mut recycled, mut cut, mut reopens) = (0, 0, 0);
+    for round in 0..600u64 {
+        let mut turn: Vec<(GroupId, Record)> = Vec::new();
+        for g in 0..2u32 {
+            if round % 89 == u64::from(g) {
+                turn.push((g, Record::Promised(Ballot::new(round, g))));
+            }
+            // Commands that differ from round to round, so an earlier
+            // life's records never match the new ones byte for byte, and
+            // in length, so lives end at different lengths.
+            let cmd = format!("g{g} r{round} {}", "x".repeat((round * 37 % 300) as usize));
+            turn.push((g, accepted(round, 1, cmd.as_bytes())));
+            if round % 40 == 39 {
+                turn.push((g, snap(round - 5, format!("g{g}@{round}").as_bytes())));
+            }
+        }
+        append_all(&mut wal, &turn);
+        wal.sync().unwrap();
+        recs.extend(turn);
+        if round % 37 == 36 {
+            // Reopen, often in the middle of a recycled file's life.
+            recycled += wal.stats().segments_recycled;
+            drop(wal);
+            let (w, rec) = open(tmp.path(), o.clone());
+            assert_same(&rec.groups, &fold(&recs));
+            cut += rec.truncated_tail_bytes;
+            reopens += 1;
+            wal = w;
+        }
+    }
+    recycled += wal.stats().segments_recycled;
+    assert!(recycled >= 10, "{recycled} segments recycled");
+    assert!(
+        cut > 0,
+        "no reopen found an earlier life behind the records"
+    );
+    assert_eq!(reopens, 16);
+    // One spare at most, beside the live ones.
+    let live = segments(tmp.path()).len();
+    assert_eq!(live, wal.segment_count());
+    assert!(live <= 8, "{live} segments on disk");
+    drop(wal);
+    let (_, rec) = open(tmp.path(), o);
+    assert_same(&rec.groups, &fold(&recs));
+}
+
+/// A crash right after a rotation renamed a spare to the new segment's
+/// name, before anything was written over it: the file is whole, full of
+/// valid records of its earlier life, and none of them comes back.
+#[test]
+fn a_spare_renamed_by_a_crashed_rotation_is_read_as_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = WalOptions {
+        recycle_segments: 1,
+        ..opts(FsyncPolicy::Never, SEGMENT_BYTES_DEFAULT)
+    };
+    let mut recs = Vec::new();
+    {
+        let (mut wal, _) = open(tmp.path(), o.clone());
+        for s in 0..10 {
+            let turn = vec![(3, accepted(s, 1, format!("live {s}").as_bytes()))];
+            append_all(&mut wal, &turn);
+            wal.sync().unwrap();
+            recs.extend(turn);
+        }
+    }
+    // Segment 2: an earlier life's file (records of segment 1's seed, for
+    // slots the live log never had), as the rename leaves it.
+    let mut earlier = Vec::new();
+    for s in 100..120 {
+        let r = accepted(s, 7, b"earlier life");
+        record::encode(&mut earlier, record::segment_seed(1), 3, &r, u32::MAX);
+    }
+    fs::write(tmp.path().join(segment_name(2)), &earlier).unwrap();
+    let (mut wal, rec) = open(tmp.path(), o.clone());
+    assert_same(&rec.groups, &fold(&recs));
+    assert_eq!(rec.truncated_tail_bytes, earlier.len() as u64);
+    // The log goes on in segment 2.
+    let turn = vec![(3, accepted(10, 1, b"after"))];
+    append_all(&mut wal, &turn);
+    wal.sync().unwrap();
+    recs.extend(turn);
+    drop(wal);
+    let (_, rec) = open(tmp.path(), o);
+    assert_same(&rec.groups, &fold(&recs));
+    assert_eq!(rec.truncated_tail_bytes, 0);
+}
+
+/// A directory written in the first format (`wal-<seq>.log`, plain
+/// checksums) is read back whole; new records go to a segment of the
+/// current format at once, and the old segment is deleted (never
+/// recycled) once dead.
+#[test]
+fn a_log_of_the_first_format_is_read_and_continued_in_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut old = Vec::new();
+    let mut recs = vec![(4, Record::Promised(Ballot::new(3, 1)))];
+    for s in 0..5 {
+        recs.push((4, accepted(s, 3, format!("v1 {s}").as_bytes())));
+    }
+    for (g, r) in &recs {
+        record::encode(&mut old, record::LEGACY_SEED, *g, r, u32::MAX);
+    }
+    let legacy = tmp.path().join("wal-0000000000000001.log");
+    fs::write(&legacy, &old).unwrap();
+    let o = WalOptions {
+        recycle_segments: 1,
+        ..opts(FsyncPolicy::Always, 256)
+    };
+    let (mut wal, rec) = open(tmp.path(), o.clone());
+    assert_same(&rec.groups, &fold(&recs));
+    assert!(tmp.path().join(segment_name(2)).exists());
+    let before = wal.stats().bytes;
+    let turn = vec![(4, accepted(5, 3, b"v2"))];
+    append_all(&mut wal, &turn);
+    wal.sync().unwrap();
+    recs.extend(turn);
+    assert!(wal.stats().bytes > before);
+    assert_eq!(fs::metadata(&legacy).unwrap().len(), old.len() as u64);
+    drop(wal);
+    let (mut wal, rec) = open(tmp.path(), o.clone());
+    assert_same(&rec.groups, &fold(&recs));
+    // A snapshot past everything makes the old segment dead: deleted, not
+    // kept as the spare.
+    for s in 6..30 {
+        let turn = vec![(4, accepted(s, 3, &[s as u8; 40]))];
+        append_all(&mut wal, &turn);
+        wal.sync().unwrap();
+        recs.extend(turn);
+    }
+    let turn = vec![(4, snap(30, b"state"))];
+    append_all(&mut wal, &turn);
+    wal.sync().unwrap();
+    recs.extend(turn);
+    assert!(
+        !legacy.exists(),
+        "a dead segment of the first format was kept"
+    );
+    assert!(wal.stats().segments_deleted >= 1);
+    drop(wal);
+    let (_, rec) = open(tmp.path(), o);
+    assert_same(&rec.groups, &fold(&recs));
+}
+
 /// Issue 15: a snapshot written on the WAL's writer thread changes nothing
 /// (no segment deleted, the durable snapshot still the old one) until the
 /// WAL has taken the writer's report that it is durable.
@@ -873,7 +1038,7 @@ fn a_failed_snapshot_write_poisons_the_wal() {
 fn promises_survive_deletion_of_the_segment_that_wrote_them() {
     let tmp = tempfile::tempdir().unwrap();
     let o = opts(FsyncPolicy::Never, 256);
-    let first = tmp.path().join("wal-0000000000000001.log");
+    let first = tmp.path().join(segment_name(1));
     {
         let (mut wal, _) = open(tmp.path(), o.clone());
         wal.append(7, &[Record::Promised(Ballot::new(9, 2))]);
@@ -1006,7 +1171,7 @@ fn background_deletion_removes_the_same_segments() {
     let tmp = tempfile::tempdir().unwrap();
     let mut o = opts(FsyncPolicy::Always, 256);
     o.background_delete = true;
-    let first = tmp.path().join("wal-0000000000000001.log");
+    let first = tmp.path().join(segment_name(1));
     {
         let (mut wal, _) = open(tmp.path(), o.clone());
         for s in 0..40 {
@@ -1055,7 +1220,7 @@ fn a_segment_cut_down_midway_by_a_crash_is_removed_at_open() {
         capture_logs();
         let tmp = tempfile::tempdir().unwrap();
         let o = opts(FsyncPolicy::Always, 256);
-        let first = tmp.path().join("wal-0000000000000001.log");
+        let first = tmp.path().join(segment_name(1));
         {
             let (mut wal, _) = open(tmp.path(), o.clone());
             for s in 0..40 {
@@ -1075,13 +1240,14 @@ fn a_segment_cut_down_midway_by_a_crash_is_removed_at_open() {
         // Whether or not collection deleted it, write what a crash midway
         // leaves: half a record (a chunk boundary), as the first file.
         let cut_to = if renamed {
-            tmp.path().join("wal-0000000000000001.log.garbage")
+            tmp.path().join(format!("{}.garbage", segment_name(1)))
         } else {
             first.clone()
         };
         let mut bytes = Vec::new();
         record::encode(
             &mut bytes,
+            record::segment_seed(1),
             8,
             &accepted(0, 1, &[0; 32]),
             RECORD_BYTES_MAX_DEFAULT,
@@ -1237,9 +1403,10 @@ mod pb {
         fn pb_recovery_equals_in_memory_fold(
             gens in proptest::collection::vec(gen(), 1..120),
             segment_bytes in prop_oneof![Just(128u64), Just(600), Just(1 << 20)],
+            recycle in 0usize..3,
         ) {
             let tmp = tempfile::tempdir().unwrap();
-            let o = opts(FsyncPolicy::Never, segment_bytes);
+            let o = WalOptions { recycle_segments: recycle, ..opts(FsyncPolicy::Never, segment_bytes) };
             let (mut wal, _) = open(tmp.path(), o.clone());
             let mut model = Model::default();
             let (mut synced, mut pending) = (Vec::new(), Vec::new());

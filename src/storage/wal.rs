@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -28,7 +29,8 @@ pub struct Recovered {
     /// The durable image of every primary/backup group with anything on
     /// disk (a group is one once it has a primary/backup record).
     pub pb: BTreeMap<GroupId, PbDurable>,
-    /// Bytes cut off the end of the last segment as a torn write.
+    /// Bytes cut off the end of the last segment as a torn write (or, in a
+    /// recycled segment, as records of its file's earlier life).
     pub truncated_tail_bytes: u64,
     pub segments_read: usize,
     pub records_read: u64,
@@ -54,7 +56,11 @@ pub struct WalStats {
     pub snapshot_bytes: u64,
     /// Time spent writing snapshot files (temp file, fsync, rename), µs.
     pub snapshot_write_us: u64,
+    /// New segments, recycled ones included.
     pub segments_created: u64,
+    /// New segments that took over a dead segment's file instead of
+    /// creating one.
+    pub segments_recycled: u64,
     pub segments_deleted: u64,
 }
 
@@ -80,6 +86,9 @@ struct GroupState {
 #[derive(Clone, Debug, Default)]
 struct SegMeta {
     max_slot: BTreeMap<GroupId, Slot>,
+    /// Written in the first format (`wal-<seq>.log`, plain checksums):
+    /// read, deleted when dead, never recycled.
+    legacy: bool,
 }
 
 impl SegMeta {
@@ -110,20 +119,42 @@ impl SegMeta {
 /// Segments rotate once a sync leaves the current one at
 /// `segment_bytes` or more. Every new segment starts with one `Promised`
 /// per group seen so far, so older segments are never needed for promises;
-/// a closed segment is deleted once every `Accepted` record in it is below
+/// a closed segment is dead once every `Accepted` record in it is below
 /// its group's durable snapshot index (such records are dropped on recovery
 /// anyway, see [`Durable::apply`]).
+///
+/// A dead segment is deleted, or kept as a spare (up to
+/// `WalOptions::recycle_segments`): the next rotation renames the spare's
+/// file to the new segment's name and writes over it from the start.
+/// Why: a sync that only overwrites blocks the file already has is a data
+/// write, while one that grows the file also commits its new size through
+/// the file system's journal, and deleting a dead file frees all its blocks
+/// in one journal commit that every sync waits for. The records of the
+/// file's earlier lives stay behind the new ones, but each record's
+/// checksum is seeded with its segment's number (`record::segment_seed`),
+/// so they never check out under the new name: recovery reads them as a
+/// torn tail and cuts them off, and rotation cuts them off a segment it
+/// closes, so a closed segment always ends at its last record.
 pub struct Wal {
     dir: PathBuf,
     opts: WalOptions,
-    /// The active segment, opened for append.
+    /// The active segment, written at `seg_len` (not in append mode: a
+    /// recycled file is longer than what it holds).
     file: File,
     seq: u64,
+    /// Checksum seed of the active segment's records.
+    seed: u32,
     /// Bytes written to the active segment.
     seg_len: u64,
+    /// The active segment file's length: above `seg_len` while writing
+    /// over a recycled file.
+    file_len: u64,
     active: SegMeta,
     /// Closed segments still on disk, by sequence number.
     closed: BTreeMap<u64, SegMeta>,
+    /// Dead segments kept on disk, under their names, for the next
+    /// rotations to recycle.
+    spares: Vec<u64>,
     groups: BTreeMap<GroupId, GroupState>,
     /// Records appended since the last sync, already encoded.
     buf: Vec<u8>,
@@ -151,16 +182,38 @@ pub struct Wal {
     fail_next_sync: bool,
 }
 
-fn segment_name(seq: u64) -> String {
+/// The file of segment `seq`, its records checksummed from
+/// `record::segment_seed(seq)`.
+pub(crate) fn segment_name(seq: u64) -> String {
+    format!("wal-{seq:016}.seg")
+}
+
+/// The file of segment `seq` in the first format (plain checksums), which
+/// is still read but no longer written.
+fn legacy_segment_name(seq: u64) -> String {
     format!("wal-{seq:016}.log")
 }
 
-fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+fn seg_name(seq: u64, legacy: bool) -> String {
+    if legacy {
+        legacy_segment_name(seq)
+    } else {
+        segment_name(seq)
+    }
+}
+
+/// A segment's number, and whether it is in the first format.
+fn parse_segment_name(name: &str) -> Option<(u64, bool)> {
+    let rest = name.strip_prefix("wal-")?;
+    let (digits, legacy) = match (rest.strip_suffix(".seg"), rest.strip_suffix(".log")) {
+        (Some(d), _) => (d, false),
+        (None, Some(d)) => (d, true),
+        (None, None) => return None,
+    };
     if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    Some((digits.parse().ok()?, legacy))
 }
 
 impl Wal {
@@ -180,7 +233,7 @@ impl Wal {
         super::create_dir_durable(dir).map_err(|e| StorageError::io(dir, e))?;
         let mut rec = Recovered::default();
 
-        let mut segments: Vec<(u64, PathBuf)> = Vec::new();
+        let mut segments: Vec<(u64, bool, PathBuf)> = Vec::new();
         let mut snapshots: Vec<(GroupId, PathBuf)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
             let entry = entry.map_err(|e| StorageError::io(dir, e))?;
@@ -193,8 +246,8 @@ impl Wal {
                 );
                 continue;
             };
-            if let Some(seq) = parse_segment_name(&name) {
-                segments.push((seq, path));
+            if let Some((seq, legacy)) = parse_segment_name(&name) {
+                segments.push((seq, legacy, path));
             } else if let Some(gid) = snapshot::parse_name(&name) {
                 snapshots.push((gid, path));
             } else if super::janitor::is_garbage_name(&name) {
@@ -214,6 +267,13 @@ impl Wal {
         }
         segments.sort();
         snapshots.sort();
+        if let Some(w) = segments.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(StorageError::corrupt(
+                &w[1].2,
+                0,
+                format!("segment {} exists in both formats", w[1].0),
+            ));
+        }
         if rec.tmp_files_removed > 0 {
             sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
         }
@@ -233,10 +293,16 @@ impl Wal {
         let mut metas: Vec<SegMeta> = Vec::with_capacity(segments.len());
         let mut last_len = 0;
         let mut pb_high = BTreeMap::new();
-        for (i, (_, path)) in segments.iter().enumerate() {
+        for (i, (seq, legacy, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
-            let (meta, valid_len) =
-                Self::recover_segment(path, is_last, &opts, &mut rec, &mut pb_high)?;
+            let seed = if *legacy {
+                record::LEGACY_SEED
+            } else {
+                record::segment_seed(*seq)
+            };
+            let (mut meta, valid_len) =
+                Self::recover_segment(path, is_last, seed, &opts, &mut rec, &mut pb_high)?;
+            meta.legacy = *legacy;
             metas.push(meta);
             last_len = valid_len;
             rec.segments_read += 1;
@@ -266,9 +332,11 @@ impl Wal {
 
         let mut stats = WalStats::default();
         let (seq, file, seg_len, active) = match segments.last() {
-            Some((seq, path)) => {
+            Some((seq, _, path)) => {
+                // Its valid length is its length: a torn tail, and with it
+                // any earlier life's records, was cut off above.
                 let file = OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .open(path)
                     .map_err(|e| StorageError::io(path, e))?;
                 let active = metas.pop().unwrap_or_default();
@@ -278,7 +346,7 @@ impl Wal {
                 let seq = 1;
                 let path = dir.join(segment_name(seq));
                 let file = OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .create_new(true)
                     .open(&path)
                     .map_err(|e| StorageError::io(&path, e))?;
@@ -292,7 +360,13 @@ impl Wal {
                 (seq, file, 0, SegMeta::default())
             }
         };
-        let closed: BTreeMap<u64, SegMeta> = segments.iter().map(|(s, _)| *s).zip(metas).collect();
+        let closed: BTreeMap<u64, SegMeta> =
+            segments.iter().map(|(s, _, _)| *s).zip(metas).collect();
+        let seed = if active.legacy {
+            record::LEGACY_SEED
+        } else {
+            record::segment_seed(seq)
+        };
         let thread_name = |what: &str| {
             format!(
                 "{what}-{}",
@@ -307,9 +381,12 @@ impl Wal {
             opts,
             file,
             seq,
+            seed,
             seg_len,
+            file_len: seg_len,
             active,
             closed,
+            spares: Vec::new(),
             groups,
             buf: Vec::new(),
             staged: BTreeMap::new(),
@@ -327,8 +404,13 @@ impl Wal {
             #[cfg(test)]
             fail_next_sync: false,
         };
+        if wal.active.legacy {
+            // New records go to segments of the current format only.
+            wal.rotate().map_err(|e| StorageError::io(dir, e))?;
+        }
         // Segments a crash kept from being deleted after their snapshot
-        // (at once, whatever `background_delete` says: recovery reports it).
+        // (at once, whatever `background_delete` says: recovery reports it),
+        // and spares left from before (kept as spares again).
         rec.segments_deleted = wal
             .collect_garbage(false)
             .map_err(|e| StorageError::io(dir, e))?;
@@ -357,6 +439,7 @@ impl Wal {
     fn recover_segment(
         path: &Path,
         is_last: bool,
+        seed: u32,
         opts: &WalOptions,
         rec: &mut Recovered,
         pb_high: &mut BTreeMap<GroupId, Slot>,
@@ -366,6 +449,7 @@ impl Wal {
         let scan = scan_segment(
             &bytes,
             is_last,
+            seed,
             opts.record_bytes_max,
             |off, group, record| {
                 let record = match record {
@@ -461,7 +545,8 @@ impl Wal {
             let off = scan.valid_len;
             let cut = (bytes.len() - off) as u64;
             log::warn!(
-                "wal: torn tail in {} at offset {off}: {reason}; truncating {cut} bytes",
+                "wal: torn tail in {} at offset {off}: {reason}; truncating {cut} bytes \
+                 (a write a crash cut short, or, in a recycled segment, its earlier records)",
                 path.display(),
             );
             let f = OpenOptions::new()
@@ -517,7 +602,13 @@ impl Wal {
                     continue;
                 }
             }
-            record::encode(&mut self.buf, group, rec, self.opts.record_bytes_max);
+            record::encode(
+                &mut self.buf,
+                self.seed,
+                group,
+                rec,
+                self.opts.record_bytes_max,
+            );
             self.active.note(group, rec);
         }
     }
@@ -577,7 +668,13 @@ impl Wal {
                     self.active.note_pb(group, *index, &mut state.pb_high);
                 }
             }
-            record::encode_pb(&mut self.buf, group, rec, self.opts.record_bytes_max);
+            record::encode_pb(
+                &mut self.buf,
+                self.seed,
+                group,
+                rec,
+                self.opts.record_bytes_max,
+            );
         }
     }
 
@@ -621,7 +718,6 @@ impl Wal {
         if !self.buf.is_empty() {
             let buf = std::mem::take(&mut self.buf);
             self.write_segment(&buf)?;
-            self.seg_len += buf.len() as u64;
             #[cfg(test)]
             if std::mem::take(&mut self.fail_next_sync) {
                 return Err(io::Error::other("injected fdatasync failure"));
@@ -817,43 +913,77 @@ impl Wal {
         Ok(())
     }
 
-    /// Write all of `buf` to the active segment, counting system calls.
+    /// Write all of `buf` to the active segment at `seg_len` and move
+    /// `seg_len` past it, counting system calls.
     fn write_segment(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            match self.file.write(buf) {
+            match self.file.write_at(buf, self.seg_len) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.stats.writes += 1;
                     self.stats.bytes += n as u64;
+                    self.seg_len += n as u64;
                     buf = &buf[n..];
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        self.file_len = self.file_len.max(self.seg_len);
         Ok(())
     }
 
     /// Close the active segment and start the next, headed by every known
-    /// group's promise so no older segment is needed for promises.
+    /// group's promise so no older segment is needed for promises; in a
+    /// spare's file if there is one (see [`Wal`]).
     fn rotate(&mut self) -> io::Result<()> {
         let always = self.opts.fsync == FsyncPolicy::Always;
+        if self.file_len > self.seg_len {
+            // A recycled file: an earlier life's records follow ours. Cut
+            // them off, durably, before the next segment exists: recovery
+            // reads a closed segment whole and calls anything in it that
+            // does not check out damage (only the last may have a tail).
+            self.file.set_len(self.seg_len)?;
+            if always {
+                self.file.sync_data()?;
+                self.stats.syncs += 1;
+            }
+            self.file_len = self.seg_len;
+        }
         let seq = self.seq + 1;
+        let seed = record::segment_seed(seq);
         let path = self.dir.join(segment_name(seq));
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)?;
+        let (file, file_len) = match self.spares.pop() {
+            Some(spare) => {
+                // Renamed, not yet durably (the directory sync below does
+                // that): a crash before it leaves the spare under its old
+                // name, dead, or under the new one holding only records
+                // that do not check out under the new seed, nothing lost
+                // either way.
+                fs::rename(self.dir.join(segment_name(spare)), &path)?;
+                let file = OpenOptions::new().write(true).open(&path)?;
+                let len = file.metadata()?.len();
+                self.stats.segments_recycled += 1;
+                (file, len)
+            }
+            None => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                (file, 0)
+            }
+        };
         let mut head = Vec::new();
         let mut meta = SegMeta::default();
         for (g, state) in &self.groups {
             if let Some(view) = state.pb_view {
                 let rec = PbRecord::View(view);
-                record::encode_pb(&mut head, *g, &rec, self.opts.record_bytes_max);
+                record::encode_pb(&mut head, seed, *g, &rec, self.opts.record_bytes_max);
                 continue;
             }
             let rec = Record::Promised(state.promised);
-            record::encode(&mut head, *g, &rec, self.opts.record_bytes_max);
+            record::encode(&mut head, seed, *g, &rec, self.opts.record_bytes_max);
             meta.note(*g, &rec);
         }
         let old = std::mem::replace(&mut self.file, file);
@@ -861,11 +991,12 @@ impl Wal {
         let old_meta = std::mem::replace(&mut self.active, meta);
         self.closed.insert(self.seq, old_meta);
         self.seq = seq;
+        self.seed = seed;
         self.seg_len = 0;
+        self.file_len = file_len;
         self.stats.segments_created += 1;
         if !head.is_empty() {
             self.write_segment(&head)?;
-            self.seg_len = head.len() as u64;
             if always {
                 self.file.sync_data()?;
                 self.stats.syncs += 1;
@@ -881,15 +1012,15 @@ impl Wal {
         Ok(())
     }
 
-    /// Delete closed segments whose every `Accepted` record is below its
-    /// group's durable snapshot; returns how many were deleted.
     /// The core's cleanup thread, for work too slow for its loop.
     pub fn janitor(&self) -> &Janitor {
         &self.janitor
     }
 
-    /// Forget, and delete (on the janitor's thread if `later`), every closed
-    /// segment whose records are all below their groups' durable snapshots.
+    /// Forget every closed segment whose records are all below their
+    /// groups' durable snapshots: keep it as a spare while there are fewer
+    /// than `recycle_segments`, else delete it (on the janitor's thread if
+    /// `later`). Returns how many were deleted.
     fn collect_garbage(&mut self, later: bool) -> io::Result<usize> {
         let groups = &self.groups;
         let dead: Vec<u64> = self
@@ -907,17 +1038,22 @@ impl Wal {
             .collect();
         let always = self.opts.fsync == FsyncPolicy::Always;
         let mut paths = Vec::with_capacity(dead.len());
-        for seq in &dead {
-            paths.push(self.dir.join(segment_name(*seq)));
-            self.closed.remove(seq);
+        for seq in dead {
+            let meta = self.closed.remove(&seq).expect("a closed segment");
+            if !meta.legacy && self.spares.len() < self.opts.recycle_segments {
+                self.spares.push(seq);
+                continue;
+            }
+            paths.push(self.dir.join(seg_name(seq, meta.legacy)));
             self.stats.segments_deleted += 1;
         }
-        if dead.is_empty() {
+        if paths.is_empty() {
             return Ok(0);
         }
+        let deleted = paths.len();
         if later {
             self.janitor.remove_files(self.dir.clone(), paths, always);
-            return Ok(dead.len());
+            return Ok(deleted);
         }
         for path in &paths {
             fs::remove_file(path)?;
@@ -927,7 +1063,7 @@ impl Wal {
             sync_dir(&self.dir)?;
             self.stats.syncs += 1;
         }
-        Ok(dead.len())
+        Ok(deleted)
     }
 
     pub fn stats(&self) -> WalStats {
@@ -964,9 +1100,9 @@ impl Wal {
         self.poisoned.is_some()
     }
 
-    /// Segments on disk (closed ones plus the active one).
+    /// Segments on disk (closed ones, spares, and the active one).
     pub fn segment_count(&self) -> usize {
-        self.closed.len() + 1
+        self.closed.len() + self.spares.len() + 1
     }
 
     /// Make the next sync fail right after its write, as a failing
@@ -1043,18 +1179,19 @@ pub(crate) struct Scanned {
 pub(crate) fn scan_segment(
     bytes: &[u8],
     is_last: bool,
+    seed: u32,
     record_bytes_max: u32,
     mut each: impl FnMut(usize, GroupId, WalRecord) -> Result<(), Damage>,
 ) -> Result<Scanned, Damage> {
     let mut off = 0;
     while off < bytes.len() {
-        match record::decode_at(bytes, off, record_bytes_max) {
+        match record::decode_at(bytes, off, seed, record_bytes_max) {
             Ok(d) => {
                 each(off, d.group, d.record)?;
                 off = d.next;
             }
             Err(bad) => {
-                judge_damage(bytes, off, is_last, record_bytes_max, &bad)?;
+                judge_damage(bytes, off, is_last, seed, record_bytes_max, &bad)?;
                 return Ok(Scanned {
                     valid_len: off,
                     torn: Some(bad.reason().to_string()),
@@ -1073,6 +1210,7 @@ fn judge_damage(
     bytes: &[u8],
     off: usize,
     is_last: bool,
+    seed: u32,
     record_bytes_max: u32,
     bad: &Bad,
 ) -> Result<(), Damage> {
@@ -1095,7 +1233,7 @@ fn judge_damage(
     // past the end) does. Refusing to start beats silently dropping
     // acknowledged records. (A torn record whose command bytes happen to
     // contain an encoded record also lands here: the safe direction.)
-    if let Some(next) = record::find_valid_after(bytes, off + 1, record_bytes_max) {
+    if let Some(next) = record::find_valid_after(bytes, off + 1, seed, record_bytes_max) {
         return damage(format!(
             "{}, but a valid record follows at offset {next}",
             bad.reason()
@@ -1110,9 +1248,11 @@ mod name_tests {
 
     #[test]
     fn segment_names_round_trip() {
-        assert_eq!(segment_name(7), "wal-0000000000000007.log");
-        assert_eq!(parse_segment_name(&segment_name(7)), Some(7));
+        assert_eq!(segment_name(7), "wal-0000000000000007.seg");
+        assert_eq!(parse_segment_name(&segment_name(7)), Some((7, false)));
+        assert_eq!(parse_segment_name(&legacy_segment_name(7)), Some((7, true)));
         assert_eq!(parse_segment_name("wal-7.log"), None);
+        assert_eq!(parse_segment_name("wal-0000000000000007.seg.garbage"), None);
         assert_eq!(parse_segment_name("wal-000000000000000x.log"), None);
     }
 }
