@@ -117,7 +117,7 @@ struct Args {
     snapshot_step_bytes: Option<u64>,
     /// Each core's write-ahead log starts a new segment file at this size;
     /// disk is reclaimed a whole closed segment at a time (default
-    /// 67108864)
+    /// 16777216)
     #[arg(long, env = "SYNOD_WAL_SEGMENT_BYTES", value_name = "N")]
     wal_segment_bytes: Option<u64>,
     /// Dead WAL segments each core keeps to write its next segments over

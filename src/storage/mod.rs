@@ -128,7 +128,7 @@ pub(crate) use wal::{scan_segment, Damage};
 use crate::paxos::{Durable, Record, Synced};
 
 /// Default size at which the WAL moves on to a new segment.
-pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+pub const SEGMENT_BYTES_DEFAULT: u64 = 16 << 20;
 /// Default number of dead segments kept for recycling.
 pub const RECYCLE_SEGMENTS_DEFAULT: usize = 1;
 /// Default limit on one record's length when reading.
