@@ -50,16 +50,11 @@ pub(crate) fn torn_write(
         .iter()
         .take_while(|r| !matches!(r, Record::Snapshot { .. }))
         .collect();
+    let seed = segment_seed(SEGMENT);
     let mut bytes = Vec::new();
     let mut ends = Vec::with_capacity(wal.len());
     for r in &wal {
-        encode_record(
-            &mut bytes,
-            segment_seed(SEGMENT),
-            group,
-            r,
-            RECORD_BYTES_MAX_DEFAULT,
-        );
+        encode_record(&mut bytes, seed, group, r, RECORD_BYTES_MAX_DEFAULT);
         ends.push(bytes.len());
     }
     let cut = rng.range(0, bytes.len() as u64 + 1) as usize;
@@ -68,10 +63,16 @@ pub(crate) fn torn_write(
     // its pinned seeds replay the schedules they were pinned for.
     let recycled = cut % 2 == 1;
     if recycled {
+        let earlier_seed = segment_seed(EARLIER_LIFE);
         let mut earlier = vec![0x5a; 7];
         for r in &wal {
-            let seed = segment_seed(EARLIER_LIFE);
-            encode_record(&mut earlier, seed, group, r, RECORD_BYTES_MAX_DEFAULT);
+            encode_record(
+                &mut earlier,
+                earlier_seed,
+                group,
+                r,
+                RECORD_BYTES_MAX_DEFAULT,
+            );
         }
         bytes.extend_from_slice(&earlier[cut.min(earlier.len())..]);
     }
@@ -95,7 +96,6 @@ pub(crate) fn torn_write(
         garbled = true;
     }
     let mut kept = Vec::new();
-    let seed = segment_seed(SEGMENT);
     scan_segment(&bytes, true, seed, RECORD_BYTES_MAX_DEFAULT, |off, g, rec| {
         assert_eq!(g, group, "a record of another group");
         match rec {
@@ -166,21 +166,15 @@ pub(crate) fn flip_is_refused(
     if records.len() < 2 {
         return Ok(false);
     }
+    let seed = segment_seed(SEGMENT);
     let mut bytes = Vec::new();
     let mut last_start = 0;
     for r in &records {
         last_start = bytes.len();
-        encode_record(
-            &mut bytes,
-            segment_seed(SEGMENT),
-            group,
-            r,
-            RECORD_BYTES_MAX_DEFAULT,
-        );
+        encode_record(&mut bytes, seed, group, r, RECORD_BYTES_MAX_DEFAULT);
     }
     let bit = rng.range(0, last_start as u64 * 8) as usize;
     bytes[bit / 8] ^= 1 << (bit % 8);
-    let seed = segment_seed(SEGMENT);
     match scan_segment(&bytes, true, seed, RECORD_BYTES_MAX_DEFAULT, |_, _, _| Ok(())) {
         Err(_) => Ok(true),
         Ok(s) => Err(format!(
