@@ -53,9 +53,9 @@
 //! ```text
 //! offset  size  field
 //!  0      4     len    u32  bytes after this 8-byte prefix (= 5 + payload length)
-//!  4      4     crc    u32  crc32c of bytes [8, 8 + len): group | tag | payload,
-//!                            continued from the seed crc32c(seq as u64 LE) of
-//!                            the segment's number (from 0 in a `.log` one)
+//!  4      4     crc    u32  crc32c of the segment's number (u64 LE) followed
+//!                            by bytes [8, 8 + len): group | tag | payload
+//!                            (in a `.log` segment: of those bytes alone)
 //!  8      4     group  u32  GroupId
 //! 12      1     tag    u8   1 = Promised, 2 = Accepted; primary/backup
 //!                            groups: 3 = PbView, 4 = PbEntry, 5 = PbInstall

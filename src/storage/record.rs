@@ -582,6 +582,16 @@ mod tests {
         assert!(decode_at(&buf, 5, LEGACY_SEED, u32::MAX).is_err());
         assert_eq!(find_valid_after(&buf, 0, a, u32::MAX), Some(5));
         assert_eq!(find_valid_after(&buf, 0, b, u32::MAX), None);
+        // The format, pinned: the seed is crc32c of the number's 8 bytes,
+        // little-endian, so a record's crc is crc32c(seq LE ++ checksummed
+        // part).
+        assert_eq!(segment_seed(1), 0xc514_cfad);
+        let mut whole = 7u64.to_le_bytes().to_vec();
+        whole.extend_from_slice(&buf[5 + PREFIX_LEN..]);
+        assert_eq!(
+            LittleEndian::read_u32(&buf[5 + 4..]),
+            crc32c::crc32c(&whole)
+        );
         // The first few thousand segments' seeds are all distinct.
         let seeds: std::collections::BTreeSet<u32> = (0..5_000).map(segment_seed).collect();
         assert_eq!(seeds.len(), 5_000);
