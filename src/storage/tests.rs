@@ -139,6 +139,14 @@ fn append_all(wal: &mut Wal, recs: &[(GroupId, Record)]) {
     }
 }
 
+/// One loop turn: append `turn`, sync it, and add it to `synced` (what
+/// recovery must give back).
+fn sync_turn(wal: &mut Wal, synced: &mut Vec<(GroupId, Record)>, turn: Vec<(GroupId, Record)>) {
+    append_all(wal, &turn);
+    wal.sync().unwrap();
+    synced.extend(turn);
+}
+
 // ---------------------------------------------------------------------------
 // Round trip
 // ---------------------------------------------------------------------------
@@ -727,9 +735,7 @@ fn rotation_and_gc_keep_disk_bounded_and_recovery_right() {
                 turn.push((g, snap(round - 10, format!("g{g}@{round}").as_bytes())));
             }
         }
-        append_all(&mut wal, &turn);
-        wal.sync().unwrap();
-        recs.extend(turn);
+        sync_turn(&mut wal, &mut recs, turn);
         max_dir = max_dir.max(dir_bytes(tmp.path()));
     }
     let s = wal.stats();
@@ -783,9 +789,7 @@ fn recycled_segments_never_bring_back_their_earlier_lives() {
                 turn.push((g, snap(round - 5, format!("g{g}@{round}").as_bytes())));
             }
         }
-        append_all(&mut wal, &turn);
-        wal.sync().unwrap();
-        recs.extend(turn);
+        sync_turn(&mut wal, &mut recs, turn);
         if round % 37 == 36 {
             // Reopen, often in the middle of a recycled file's life.
             recycled += wal.stats().segments_recycled;
@@ -827,10 +831,11 @@ fn a_spare_renamed_by_a_crashed_rotation_is_read_as_empty() {
     {
         let (mut wal, _) = open(tmp.path(), o.clone());
         for s in 0..10 {
-            let turn = vec![(3, accepted(s, 1, format!("live {s}").as_bytes()))];
-            append_all(&mut wal, &turn);
-            wal.sync().unwrap();
-            recs.extend(turn);
+            sync_turn(
+                &mut wal,
+                &mut recs,
+                vec![(3, accepted(s, 1, format!("live {s}").as_bytes()))],
+            );
         }
     }
     // Segment 2: an earlier life's file (records of segment 1's seed, for
@@ -845,10 +850,7 @@ fn a_spare_renamed_by_a_crashed_rotation_is_read_as_empty() {
     assert_same(&rec.groups, &fold(&recs));
     assert_eq!(rec.truncated_tail_bytes, earlier.len() as u64);
     // The log goes on in segment 2.
-    let turn = vec![(3, accepted(10, 1, b"after"))];
-    append_all(&mut wal, &turn);
-    wal.sync().unwrap();
-    recs.extend(turn);
+    sync_turn(&mut wal, &mut recs, vec![(3, accepted(10, 1, b"after"))]);
     drop(wal);
     let (_, rec) = open(tmp.path(), o);
     assert_same(&rec.groups, &fold(&recs));
@@ -880,10 +882,7 @@ fn a_log_of_the_first_format_is_read_and_continued_in_the_new_one() {
     assert_same(&rec.groups, &fold(&recs));
     assert!(tmp.path().join(segment_name(2)).exists());
     let before = wal.stats().bytes;
-    let turn = vec![(4, accepted(5, 3, b"v2"))];
-    append_all(&mut wal, &turn);
-    wal.sync().unwrap();
-    recs.extend(turn);
+    sync_turn(&mut wal, &mut recs, vec![(4, accepted(5, 3, b"v2"))]);
     assert!(wal.stats().bytes > before);
     assert_eq!(fs::metadata(&legacy).unwrap().len(), old.len() as u64);
     drop(wal);
@@ -892,15 +891,13 @@ fn a_log_of_the_first_format_is_read_and_continued_in_the_new_one() {
     // A snapshot past everything makes the old segment dead: deleted, not
     // kept as the spare.
     for s in 6..30 {
-        let turn = vec![(4, accepted(s, 3, &[s as u8; 40]))];
-        append_all(&mut wal, &turn);
-        wal.sync().unwrap();
-        recs.extend(turn);
+        sync_turn(
+            &mut wal,
+            &mut recs,
+            vec![(4, accepted(s, 3, &[s as u8; 40]))],
+        );
     }
-    let turn = vec![(4, snap(30, b"state"))];
-    append_all(&mut wal, &turn);
-    wal.sync().unwrap();
-    recs.extend(turn);
+    sync_turn(&mut wal, &mut recs, vec![(4, snap(30, b"state"))]);
     assert!(
         !legacy.exists(),
         "a dead segment of the first format was kept"
@@ -921,10 +918,11 @@ fn a_snapshot_written_off_the_loop_becomes_the_log_start_only_once_durable() {
     let (mut wal, _) = open(tmp.path(), o.clone());
     let mut recs: Vec<(GroupId, Record)> = Vec::new();
     for slot in 0..40u64 {
-        let turn = vec![(7, accepted(slot, 1, &[slot as u8; 60]))];
-        append_all(&mut wal, &turn);
-        wal.sync().unwrap();
-        recs.extend(turn);
+        sync_turn(
+            &mut wal,
+            &mut recs,
+            vec![(7, accepted(slot, 1, &[slot as u8; 60]))],
+        );
     }
     let before = wal.segment_count();
     assert!(before > 4, "{before} segments");
