@@ -857,6 +857,60 @@ fn a_spare_renamed_by_a_crashed_rotation_is_read_as_empty() {
     assert_eq!(rec.truncated_tail_bytes, 0);
 }
 
+/// A recycled file's new name is durable before anything is written
+/// under its new seed; a new file's name after its head (nothing in it is
+/// acknowledged before the directory sync either way). The other order for
+/// a recycled file would let a crash leave new-seed records at the start
+/// of a file still named as the spare: damage in a closed segment, which
+/// the second half shows recovery refusing.
+#[test]
+fn a_recycled_segments_name_is_durable_before_its_head_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = WalOptions {
+        recycle_segments: 1,
+        ..opts(FsyncPolicy::Always, 256)
+    };
+    let (mut wal, _) = open(tmp.path(), o);
+    let mut recs = Vec::new();
+    for s in 0..40 {
+        sync_turn(
+            &mut wal,
+            &mut recs,
+            vec![(5, accepted(s, 1, &[s as u8; 40]))],
+        );
+        if s % 10 == 9 {
+            sync_turn(&mut wal, &mut recs, vec![(5, snap(s, b"state"))]);
+        }
+    }
+    assert!(wal.stats().segments_recycled > 0);
+    let steps = wal.rotation_steps.join(", ");
+    assert!(steps.contains("rename, sync dir, sync head"), "{steps}");
+    assert!(!steps.contains("rename, sync head"), "{steps}");
+    assert!(steps.contains("sync head, sync dir"), "a new file: {steps}");
+    drop(wal);
+
+    // What the other order could leave: segment 1 (the spare, dead) under
+    // its own name with a head under segment 3's seed at its start.
+    let bad = tempfile::tempdir().unwrap();
+    let mut spare = Vec::new();
+    let head = Record::Promised(Ballot::new(1, 1));
+    record::encode(&mut spare, record::segment_seed(3), 5, &head, u32::MAX);
+    record::encode(
+        &mut spare,
+        record::segment_seed(1),
+        5,
+        &accepted(0, 1, b"x"),
+        u32::MAX,
+    );
+    fs::write(bad.path().join(segment_name(1)), &spare).unwrap();
+    let mut live = Vec::new();
+    record::encode(&mut live, record::segment_seed(2), 5, &head, u32::MAX);
+    fs::write(bad.path().join(segment_name(2)), &live).unwrap();
+    let (seg, _, reason) = expect_corrupt(bad.path());
+    assert_eq!(seg, bad.path().join(segment_name(1)));
+    assert!(reason.contains("closed segment"), "{reason}");
+}
+
 /// A directory written in the first format (`wal-<seq>.log`, plain
 /// checksums) is read back whole; new records go to a segment of the
 /// current format at once, and the old segment is deleted (never

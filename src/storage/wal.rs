@@ -180,6 +180,10 @@ pub struct Wal {
     notify: Option<Notify>,
     #[cfg(test)]
     fail_next_sync: bool,
+    /// The durable steps of each rotation, in order, for tests of their
+    /// order (which only a crash between them would otherwise show).
+    #[cfg(test)]
+    pub(crate) rotation_steps: Vec<&'static str>,
 }
 
 /// The file of segment `seq`, its records checksummed from
@@ -403,6 +407,8 @@ impl Wal {
             notify: None,
             #[cfg(test)]
             fail_next_sync: false,
+            #[cfg(test)]
+            rotation_steps: Vec::new(),
         };
         if wal.active.legacy {
             // New records go to segments of the current format only.
@@ -953,25 +959,34 @@ impl Wal {
         let seq = self.seq + 1;
         let seed = record::segment_seed(seq);
         let path = self.dir.join(segment_name(seq));
-        let (file, file_len) = match self.spares.pop() {
+        let (file, file_len, named) = match self.spares.pop() {
             Some(spare) => {
-                // Renamed, not yet durably (the directory sync below does
-                // that): a crash before it leaves the spare under its old
-                // name, dead, or under the new one holding only records
-                // that do not check out under the new seed, nothing lost
-                // either way.
+                // The new name is made durable before anything is written
+                // under it. A crash before that sync leaves the spare under
+                // its old name, dead, or under the new one holding only
+                // records that do not check out under the new seed (read
+                // as empty): nothing lost either way. Written first, a
+                // synced head under the new seed in a file whose rename a
+                // crash undid would be damage in a closed segment, the
+                // spare's, and the node would refuse to start.
                 fs::rename(self.dir.join(segment_name(spare)), &path)?;
+                self.step("rename");
+                if always {
+                    sync_dir(&self.dir)?;
+                    self.stats.syncs += 1;
+                    self.step("sync dir");
+                }
                 let file = OpenOptions::new().write(true).open(&path)?;
                 let len = file.metadata()?.len();
                 self.stats.segments_recycled += 1;
-                (file, len)
+                (file, len, true)
             }
             None => {
                 let file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&path)?;
-                (file, 0)
+                (file, 0, false)
             }
         };
         let mut head = Vec::new();
@@ -1000,16 +1015,26 @@ impl Wal {
             if always {
                 self.file.sync_data()?;
                 self.stats.syncs += 1;
+                self.step("sync head");
             }
         }
-        if always {
+        if always && !named {
             // Without this a crash could lose the new file's name, and with
-            // it every record synced into it.
+            // it every record synced into it (a recycled file's name was
+            // made durable above, before its head was written).
             sync_dir(&self.dir)?;
             self.stats.syncs += 1;
+            self.step("sync dir");
         }
         log::debug!("wal {}: rotated to {}", self.dir.display(), path.display());
         Ok(())
+    }
+
+    /// Note a durable step of a rotation (tests only; see
+    /// `rotation_steps`).
+    fn step(&mut self, _what: &'static str) {
+        #[cfg(test)]
+        self.rotation_steps.push(_what);
     }
 
     /// The core's cleanup thread, for work too slow for its loop.
