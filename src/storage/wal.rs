@@ -206,6 +206,15 @@ fn seg_name(seq: u64, legacy: bool) -> String {
     }
 }
 
+/// The checksum seed of segment `seq`'s records in its format.
+fn seg_seed(seq: u64, legacy: bool) -> u32 {
+    if legacy {
+        record::LEGACY_SEED
+    } else {
+        record::segment_seed(seq)
+    }
+}
+
 /// A segment's number, and whether it is in the first format.
 fn parse_segment_name(name: &str) -> Option<(u64, bool)> {
     let rest = name.strip_prefix("wal-")?;
@@ -299,11 +308,7 @@ impl Wal {
         let mut pb_high = BTreeMap::new();
         for (i, (seq, legacy, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
-            let seed = if *legacy {
-                record::LEGACY_SEED
-            } else {
-                record::segment_seed(*seq)
-            };
+            let seed = seg_seed(*seq, *legacy);
             let (mut meta, valid_len) =
                 Self::recover_segment(path, is_last, seed, &opts, &mut rec, &mut pb_high)?;
             meta.legacy = *legacy;
@@ -366,11 +371,7 @@ impl Wal {
         };
         let closed: BTreeMap<u64, SegMeta> =
             segments.iter().map(|(s, _, _)| *s).zip(metas).collect();
-        let seed = if active.legacy {
-            record::LEGACY_SEED
-        } else {
-            record::segment_seed(seq)
-        };
+        let seed = seg_seed(seq, active.legacy);
         let thread_name = |what: &str| {
             format!(
                 "{what}-{}",
