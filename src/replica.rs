@@ -278,6 +278,9 @@ pub struct Replica<S: StateMachine> {
     /// Reads waiting for their leadership check and commit point, in
     /// arrival order (their tickets are ordered the same way).
     reads: VecDeque<(ReplyTo, S::Request, ReadTicket)>,
+    /// Reads answered, and how many of them under a lease.
+    reads_served: u64,
+    reads_leased: u64,
     was_leader: bool,
     /// The driver's clock (ms; wall clock in the runtime, virtual time in
     /// the simulator). The core never reads a clock itself.
@@ -310,6 +313,8 @@ impl<S: StateMachine> Replica<S> {
             waiting: BTreeMap::new(),
             early: Vec::new(),
             reads: VecDeque::new(),
+            reads_served: 0,
+            reads_leased: 0,
             was_leader,
             now_ms: 0,
             last_stamp_ms: None,
@@ -324,6 +329,12 @@ impl<S: StateMachine> Replica<S> {
     /// The driver's current time in ms, before it hands in requests.
     pub fn set_now_ms(&mut self, ms: u64) {
         self.now_ms = ms;
+    }
+
+    /// The driver's monotonic clock for read leases ([`Paxos::set_clock`]:
+    /// set before ticks and flushes and before reads are served).
+    pub fn set_clock(&mut self, now: u64) {
+        self.paxos.set_clock(now);
     }
 
     /// Ahead of a write, the leader stamps the log with its clock if the
@@ -355,6 +366,11 @@ impl<S: StateMachine> Replica<S> {
 
     pub fn paxos(&self) -> &Paxos {
         &self.paxos
+    }
+    /// Reads answered by read-index or lease, and how many of them while
+    /// this leader held a lease.
+    pub fn read_counts(&self) -> (u64, u64) {
+        (self.reads_served, self.reads_leased)
     }
     pub fn state(&self) -> &S {
         &self.sm
@@ -674,6 +690,10 @@ impl<S: StateMachine> Replica<S> {
                 break;
             }
             let (to, req, _) = self.reads.pop_front().expect("front exists");
+            if status == ReadStatus::Ready {
+                self.reads_served += 1;
+                self.reads_leased += u64::from(self.paxos.lease_valid());
+            }
             let reply = match status {
                 ReadStatus::Ready => self.sm.read_local(&req).unwrap_or_else(|| {
                     refusal(ClientReply::Error {

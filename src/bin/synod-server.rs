@@ -163,10 +163,14 @@ struct Args {
     /// Protocol tick (default 10)
     #[arg(long, env = "SYNOD_TICK_MS", value_name = "N")]
     tick_ms: Option<u64>,
-    /// How Gets are made linearizable: 'index' has the leader confirm its
-    /// leadership with one quorum round shared by all reads of a loop turn
-    /// and answer from its applied state; 'log' orders each Get through the
-    /// Paxos log like a write (slower; for comparison) [default: index]
+    /// How Gets are made linearizable: 'lease' has the leader answer from
+    /// its applied state at once while it holds a lease (a quorum
+    /// acknowledged one of its heartbeats lately; assumes no two servers'
+    /// monotonic clocks run more than 5% apart in rate), and by 'index'
+    /// otherwise; 'index' has the leader confirm its leadership with one
+    /// quorum round shared by all reads of a loop turn, trusting no clock;
+    /// 'log' orders each Get through the Paxos log like a write (slower;
+    /// for comparison) [default: lease]
     #[arg(long, env = "SYNOD_READS")]
     reads: Option<Reads>,
     /// When another group pulls a shard from this node, send it in chunks
@@ -257,6 +261,7 @@ enum Fsync {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Reads {
+    Lease,
     Index,
     Log,
 }
@@ -403,7 +408,8 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
     cfg.trace = a.trace;
     cfg.tick = a.tick_ms.map_or(cfg.tick, Duration::from_millis);
     if let Some(r) = a.reads {
-        cfg.read_index = matches!(r, Reads::Index);
+        cfg.read_index = !matches!(r, Reads::Log);
+        cfg.read_lease = matches!(r, Reads::Lease);
     }
     set(&mut cfg.migrate_chunk_bytes, a.migrate_chunk_bytes);
     if let Some(ms) = a.txn_resolve_after_ms {

@@ -147,6 +147,12 @@ struct Args {
     /// log behind a fresh stamp, as in the runtime (single-group world)
     #[arg(long, env = "SYNOD_SIMULATOR_STAMP_READS", value_parser = FalseyValueParser::new())]
     stamp_reads: bool,
+    /// Read leases as the server runs them (its default), on clocks that
+    /// drift: each replica's runs up to 2.4% fast or slow from its own
+    /// offset, its ticks by it; --bug lease-outlives-guard plants a lease
+    /// longer than the followers keep it (single-group world)
+    #[arg(long, env = "SYNOD_SIMULATOR_LEASE", value_parser = FalseyValueParser::new())]
+    lease: bool,
     /// The group world with membership changes: 6 replica ids, the group
     /// {0,1,2} to start, the others empty nodes; during the fault phase
     /// the leader is asked every 0.15-0.9 s to add or remove one replica
@@ -203,6 +209,7 @@ enum Bug {
     ReadIndexSkipsTakeover,
     AcceptedBeforeSync,
     MembershipSwitchesAtOnce,
+    LeaseOutlivesGuard,
     PbAckBeforeBackups,
     PbServeAfterNewerView,
     PbPromoteWithoutLatest,
@@ -229,6 +236,7 @@ struct Run {
     byzantine: bool,
     disk_faults: bool,
     stamp_reads: bool,
+    lease: bool,
     membership: bool,
     page_bytes: Option<usize>,
     trace: Option<std::path::PathBuf>,
@@ -273,6 +281,7 @@ fn configure(a: Args) -> Result<Run, String> {
             Bug::ReadIndexSkipsTakeover => bugs.paxos.read_index_skips_takeover = true,
             Bug::AcceptedBeforeSync => bugs.paxos.accepted_before_sync = true,
             Bug::MembershipSwitchesAtOnce => bugs.paxos.membership_switches_at_once = true,
+            Bug::LeaseOutlivesGuard => bugs.paxos.lease_outlives_guard = true,
             Bug::PbAckBeforeBackups => pb_bugs.pb.ack_before_backups = true,
             Bug::PbServeAfterNewerView => pb_bugs.pb.serve_after_newer_view = true,
             Bug::PbPromoteWithoutLatest => pb_bugs.promote_any = true,
@@ -290,6 +299,9 @@ fn configure(a: Args) -> Result<Run, String> {
         (true, Some(5)) => return Err("--world pb runs 2 or 3 replicas".into()),
         (false, Some(2)) => return Err("--replicas 2 is for --world pb".into()),
         _ => {}
+    }
+    if a.lease && (sharded || pb) {
+        return Err("--lease runs in the single-group world".into());
     }
     if a.trace.is_some() && (a.seeds != 1 || sharded || pb) {
         return Err("--trace traces one seed of the group world: add --seeds 1".into());
@@ -318,6 +330,7 @@ fn configure(a: Args) -> Result<Run, String> {
         byzantine: a.byzantine,
         disk_faults: a.disk_faults,
         stamp_reads: a.stamp_reads,
+        lease: a.lease,
         membership: a.membership,
         page_bytes: a.page_bytes,
         trace: a.trace,
@@ -350,6 +363,7 @@ fn config_for(seed: u64, args: &Run) -> SimConfig {
     cfg.byzantine = args.byzantine;
     cfg.disk_faults = args.disk_faults;
     cfg.stamp_reads = args.stamp_reads;
+    cfg.lease = args.lease;
     if let Some(p) = args.page_bytes {
         cfg.page_bytes = p;
     }
@@ -439,6 +453,9 @@ fn main() -> ExitCode {
                     ) + if args.membership { " --membership" } else { "" }
                         + if args.byzantine { " --byzantine" } else { "" }
                         + if args.disk_faults { " --disk-faults" } else { "" }
+                        + &args.bug_names.iter().map(|b| format!(" --bug {b}")).collect::<String>()
+                        + if args.lease { " --lease" } else { "" }
+                        + if args.stamp_reads { " --stamp-reads" } else { "" }
                         + &args
                             .page_bytes
                             .map_or(String::new(), |p| format!(" --page-bytes {p}"));
@@ -495,6 +512,11 @@ fn main() -> ExitCode {
             "snapshot writes: durable={written} lost_in_crashes={lost} \
              serialized_over_several_turns={sliced}"
         );
+    }
+    if args.lease {
+        let served: u64 = reports.iter().map(|r| r.reads_served).sum();
+        let leased: u64 = reports.iter().map(|r| r.reads_leased).sum();
+        println!("reads without a log slot: {served}, under a lease: {leased}");
     }
     if args.disk_faults {
         let torn: u64 = reports.iter().map(|r| r.torn_syncs).sum();

@@ -329,6 +329,10 @@ pub struct GroupMetrics {
     pub prevotes: Counter,
     pub leader_changes: Counter,
     pub snapshots_installed: Counter,
+    /// Reads answered without a log slot, and those of them answered
+    /// under a read lease (no quorum round).
+    pub reads_served: Counter,
+    pub reads_leased: Counter,
     pub config_num: Gauge,
     /// Shards the group serves in its current configuration (rewritten
     /// only when that configuration changes).
@@ -340,6 +344,8 @@ pub struct ReplicaView<'a> {
     pub paxos: &'a crate::paxos::Paxos,
     /// `(configuration number, its shard → gid table)` for a KV group.
     pub config: Option<(u64, &'a [GroupId])>,
+    /// `Replica::read_counts`: reads answered, and under a lease.
+    pub reads: (u64, u64),
 }
 
 /// A primary/backup replica's state, for the same gauges as a Paxos
@@ -403,6 +409,8 @@ impl GroupMetrics {
             prevotes: Counter::default(),
             leader_changes: Counter::default(),
             snapshots_installed: Counter::default(),
+            reads_served: Counter::default(),
+            reads_leased: Counter::default(),
             config_num: Gauge::default(),
             shards: Mutex::new(Vec::new()),
         }
@@ -438,6 +446,8 @@ impl GroupMetrics {
         self.elections.set(s.elections_started);
         self.prevotes.set(s.prevotes_started);
         self.snapshots_installed.set(s.snapshots_installed);
+        self.reads_served.set(v.reads.0);
+        self.reads_leased.set(v.reads.1);
         if let Some((num, table)) = v.config {
             if num != self.config_num.get() {
                 let mine = (0..table.len() as u32)
@@ -804,7 +814,7 @@ impl Metrics {
 
         let groups = self.groups();
         type G = dyn Fn(&GroupMetrics) -> u64;
-        let per_group: [(&str, &str, &str, &G); 14] = [
+        let per_group: [(&str, &str, &str, &G); 16] = [
             (
                 "synod_group_leader",
                 "1 if this replica leads its group.",
@@ -876,6 +886,18 @@ impl Metrics {
                 "Snapshots received from a peer and installed.",
                 "counter",
                 &|g| g.snapshots_installed.get(),
+            ),
+            (
+                "synod_group_reads_total",
+                "Reads this replica answered as leader without a log slot (read-index or lease).",
+                "counter",
+                &|g| g.reads_served.get(),
+            ),
+            (
+                "synod_group_reads_leased_total",
+                "Of those, reads answered under a read lease (no quorum round).",
+                "counter",
+                &|g| g.reads_leased.get(),
             ),
             (
                 "synod_group_config_num",

@@ -194,6 +194,11 @@ impl Paxos {
         if self.cfg.bugs.disruptive_rejoin {
             return false;
         }
+        // Just started: a leader's read lease may count on a heartbeat
+        // this replica acknowledged before it crashed.
+        if self.cfg.lease_us > 0 && self.boot_ticks < self.cfg.election_ticks_min {
+            return true;
+        }
         match self.role {
             // A leader that lost its quorum steps down in `tick`.
             Role::Leader(_) => true,

@@ -288,6 +288,8 @@ impl Paxos {
             read_wanted: false,
             read_acked: vec![0; self.cfg.replicas as usize],
             read_confirmed: 0,
+            lease_rounds: std::collections::VecDeque::new(),
+            lease_until: 0,
             conf: self.members(),
             changes,
             change_wanted: None,

@@ -65,6 +65,7 @@ impl Paxos {
 
     /// The highest read round a quorum (this leader included) has confirmed.
     pub(super) fn advance_read_confirmed(&mut self) {
+        let lease = self.lease_len();
         let Role::Leader(l) = &mut self.role else {
             return;
         };
@@ -81,6 +82,16 @@ impl Paxos {
         };
         if confirmed > l.read_confirmed {
             l.read_confirmed = confirmed;
+            // The lease runs from the newest confirmed round's announcement.
+            while let Some(&(round, at)) = l.lease_rounds.front() {
+                if round > confirmed {
+                    break;
+                }
+                l.lease_rounds.pop_front();
+                if lease > 0 {
+                    l.lease_until = at.saturating_add(lease);
+                }
+            }
             self.out.wake();
         }
     }
@@ -108,6 +119,10 @@ impl Paxos {
                     self.chosen_upto
                 );
                 l.conf = m;
+                // A lease is a quorum of one membership: take a new one
+                // from rounds announced under the new membership.
+                l.lease_rounds.clear();
+                l.lease_until = 0;
             }
             self.chosen_upto += 1;
         }

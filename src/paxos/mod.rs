@@ -97,6 +97,11 @@ pub struct PlantedBugs {
     /// no one-at-a-time rule), so an old and a new majority can decide
     /// apart.
     pub membership_switches_at_once: bool,
+    /// A leader's read lease runs for `election_ticks_max` ticks' worth of
+    /// `lease_us` beyond what the followers' leader stickiness guarantees
+    /// (it trusts a lease the followers do not keep), so a leader cut off
+    /// from its followers serves reads after a rival was elected.
+    pub lease_outlives_guard: bool,
 }
 
 /// Tunables of one replica. Time is in ticks (the driver decides how long a tick is).
@@ -141,7 +146,32 @@ pub struct Config {
     pub snapshot_chunk_bytes: usize,
     /// A snapshot larger than this is refused (bounds the receive buffer).
     pub snapshot_bytes_max: u64,
+    /// Leader leases for reads, in the driver's clock units (see
+    /// [`Paxos::set_clock`]); 0 turns them off. A leader serves a read at
+    /// once while a quorum acknowledged one of its heartbeats less than
+    /// this long ago (by its own clock, from when it was sent); the
+    /// driver derives it with [`lease_for`] from how long a follower that
+    /// acknowledged a heartbeat refuses any other candidate. Off, every
+    /// read waits for a read-index round.
+    pub lease_us: u64,
     pub bugs: PlantedBugs,
+}
+
+/// The worst relative rate difference between two replicas' clocks a
+/// read lease tolerates, in percent. Monotonic clocks under NTP slew at
+/// most 0.05%; 5% leaves room for a badly kept virtual machine's.
+pub const LEASE_DRIFT_PERCENT: u64 = 5;
+
+/// The read lease a leader may take, in clock units, when a tick is
+/// `tick_us` of them and followers refuse rival candidates for
+/// `election_ticks_min` ticks after they last heard their leader
+/// ([`Paxos::leader_recent`]; on boot too): those ticks count from a
+/// heartbeat's arrival, at least one of them may fire at once, and the
+/// follower's clock may run up to [`LEASE_DRIFT_PERCENT`] faster than the
+/// leader's, so the lease is `(min - 1)` ticks shrunk by that ratio.
+pub fn lease_for(tick_us: u64, election_ticks_min: u32) -> u64 {
+    let guard = tick_us.saturating_mul(u64::from(election_ticks_min.saturating_sub(1)));
+    guard.saturating_mul(100 - LEASE_DRIFT_PERCENT) / (100 + LEASE_DRIFT_PERCENT)
 }
 
 impl Config {
@@ -165,6 +195,7 @@ impl Config {
             slot_horizon: 1 << 16,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_bytes_max: 8 << 30,
+            lease_us: 0,
             bugs: PlantedBugs::default(),
         }
     }
@@ -196,6 +227,19 @@ fn paginate(entries: Vec<Proposal>, budget: usize) -> Vec<Vec<Proposal>> {
         pages.push(page);
     }
     pages
+}
+
+/// Open read round `l.read_round + 1` (announced by the heartbeat about
+/// to be sent), remembering when for the lease if leases are on.
+fn open_read_round(l: &mut Leader, me: ReplicaId, now: u64, lease: bool) {
+    l.read_round += 1;
+    l.read_acked[me as usize] = l.read_round;
+    if lease {
+        if l.lease_rounds.len() >= LEASE_ROUNDS_MAX {
+            l.lease_rounds.pop_front();
+        }
+        l.lease_rounds.push_back((l.read_round, now));
+    }
 }
 
 /// Store an accepted value in the log and record it for durability: the
@@ -306,6 +350,13 @@ struct Leader {
     read_acked: Vec<u64>,
     /// The highest round a quorum confirmed.
     read_confirmed: u64,
+    /// Read rounds announced and not yet confirmed, with the clock when
+    /// each was announced (before its heartbeat left), oldest first, for
+    /// the read lease (at most [`LEASE_ROUNDS_MAX`]).
+    lease_rounds: std::collections::VecDeque<(u64, u64)>,
+    /// The read lease runs until this clock (exclusive): `lease_len`
+    /// after the newest confirmed round was announced; 0: no lease.
+    lease_until: u64,
     /// The membership at the commit point.
     conf: u64,
     /// Membership entries in flight, `(slot, members)`, in slot order. At
@@ -322,6 +373,12 @@ struct Leader {
     /// asking it, a non-member, for votes it refuses).
     peer_chosen: Vec<Slot>,
 }
+
+/// Unconfirmed read rounds a leader remembers the announcing time of
+/// (a leader cut off from its quorum opens one per turn with reads until
+/// it steps down); the oldest are forgotten first, which only shortens a
+/// lease.
+const LEASE_ROUNDS_MAX: usize = 1024;
 
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -404,6 +461,13 @@ pub struct Paxos {
     heard_candidate: u32,
     /// The pre-vote this replica is running, if any.
     prevote: Option<PreVoteRound>,
+    /// Ticks since this replica started (saturating). With read leases on
+    /// it refuses every candidate for `election_ticks_min` ticks after a
+    /// start: it may have acknowledged a leader's heartbeat just before a
+    /// crash, and that leader's lease counts on it.
+    boot_ticks: u32,
+    /// The driver's clock ([`Paxos::set_clock`]; never goes back).
+    clock_us: u64,
     catchup_wait: u32,
     /// The peer this replica last asked for chosen values (a catch-up or
     /// snapshot request). Catch-up responses and snapshot chunks are taken
@@ -480,6 +544,8 @@ impl Paxos {
             heard_leader: u32::MAX,
             heard_candidate: u32::MAX,
             prevote: None,
+            boot_ticks: 0,
+            clock_us: 0,
             catchup_wait: 0,
             asked: None,
             snap_recv: None,
@@ -572,13 +638,55 @@ impl Paxos {
         }
     }
 
-    /// Register a linearizable read (read-index). Only the leader serves
-    /// reads; the reads registered in one loop turn share one leadership
-    /// check, announced by the next [`Paxos::flush`].
+    /// The driver's monotonic clock, in the units of `Config::lease_us`
+    /// (the runtime: µs since the core started; the simulator: each
+    /// node's drifting clock). The driver sets it at least before every
+    /// tick and every flush (what those send is stamped with it, so it
+    /// must not be later than the send) and before it serves reads (each
+    /// read's lease is judged by it, so it must not be earlier than the
+    /// read's arrival). A value below the last is ignored.
+    pub fn set_clock(&mut self, now: u64) {
+        self.clock_us = self.clock_us.max(now);
+    }
+
+    /// Does this leader hold a read lease at the clock's time: a quorum of
+    /// the membership (no change in flight) acknowledged a heartbeat of
+    /// this ballot announced less than `lease_us` ago? Then no other
+    /// replica can have been elected yet: each acknowledging follower
+    /// refuses other candidates for longer than that.
+    pub fn lease_valid(&self) -> bool {
+        let Role::Leader(l) = &self.role else {
+            return false;
+        };
+        l.changes.is_empty() && l.conf & (1 << self.cfg.id) != 0 && self.clock_us < l.lease_until
+    }
+
+    /// How long a lease runs from its round's announcement:
+    /// `Config::lease_us` (0: leases off), or with the planted
+    /// `lease_outlives_guard` bug `election_ticks_max` ticks longer.
+    fn lease_len(&self) -> u64 {
+        let lease = self.cfg.lease_us;
+        if self.cfg.bugs.lease_outlives_guard {
+            let tick = lease / u64::from(self.cfg.election_ticks_min.max(2) - 1);
+            lease + tick * u64::from(self.cfg.election_ticks_max)
+        } else {
+            lease
+        }
+    }
+
+    /// Register a linearizable read. Only the leader serves reads. Under a
+    /// valid lease ([`Paxos::lease_valid`]) it is ready once applied up to
+    /// its index; otherwise the reads registered in one loop turn share
+    /// one leadership check (read-index), announced by the next
+    /// [`Paxos::flush`].
     pub fn read_index(&mut self) -> Result<ReadTicket, ProposeError> {
+        let leased = self.lease_valid();
         match &mut self.role {
             Role::Leader(l) => {
-                l.read_wanted = true;
+                // Under a lease no round is asked for: the periodic
+                // heartbeat's renews the lease, and a read whose lease ran
+                // out before it was served waits for that round.
+                l.read_wanted |= !leased;
                 Ok(ReadTicket {
                     ballot: l.ballot,
                     index: if self.cfg.bugs.read_index_skips_takeover {
@@ -598,7 +706,9 @@ impl Paxos {
     pub fn read_status(&self, t: &ReadTicket) -> ReadStatus {
         match &self.role {
             Role::Leader(l) if l.ballot == t.ballot => {
-                if l.read_confirmed >= t.round && self.applied_upto >= t.index {
+                if (l.read_confirmed >= t.round || self.lease_valid())
+                    && self.applied_upto >= t.index
+                {
                     ReadStatus::Ready
                 } else {
                     ReadStatus::Wait
@@ -693,8 +803,7 @@ impl Paxos {
         l.commit_sent = self.chosen_upto;
         let read_wanted = std::mem::take(&mut l.read_wanted);
         if read_wanted {
-            l.read_round += 1;
-            l.read_acked[self.cfg.id as usize] = l.read_round;
+            open_read_round(l, self.cfg.id, self.clock_us, self.cfg.lease_us > 0);
         }
         if !fresh.is_empty() {
             for page in paginate(fresh, self.cfg.catchup_bytes_max) {
@@ -818,6 +927,7 @@ impl Paxos {
 
     /// [`Paxos::tick`]'s work: timers of the snapshot transfer and the role.
     fn tick_role(&mut self, rng: &mut Rng) {
+        self.boot_ticks = self.boot_ticks.saturating_add(1);
         self.snapshot_idle = self.snapshot_idle.saturating_add(1);
         let pin_idle = self.pin_idle_ticks();
         if let Some(p) = &mut self.pinned {
@@ -881,7 +991,16 @@ impl Paxos {
                 if l.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
                     l.heartbeat_elapsed = 0;
                     let b = l.ballot;
+                    let lease = self.cfg.lease_us > 0;
+                    if lease {
+                        // Every heartbeat is a read round: its
+                        // acknowledgements renew the lease.
+                        open_read_round(l, self.cfg.id, self.clock_us, true);
+                    }
                     self.broadcast_commit(b, false);
+                    if lease {
+                        self.advance_read_confirmed();
+                    }
                 }
                 self.retransmit_accepts();
             }
@@ -1193,6 +1312,8 @@ fn msg_name(m: &PaxosMsg) -> &'static str {
     }
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod members_tests;
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub(super) struct Net {
 }
 
 impl Net {
-    fn new(n: u32) -> Net {
+    pub(super) fn new(n: u32) -> Net {
         let mut rng = Rng::new(1);
         let nodes = (0..n)
             .map(|i| Paxos::new(Config::new(i, n), Durable::default(), &mut rng))

@@ -116,6 +116,14 @@ impl Hosted {
             Hosted::Pb(_) => {}
         }
     }
+    /// The loop's monotonic clock for read leases (`Paxos::set_clock`).
+    fn set_clock(&mut self, now_us: u64) {
+        match self {
+            Hosted::Kv(r) => r.set_clock(now_us),
+            Hosted::Master(r) => r.set_clock(now_us),
+            Hosted::Pb(_) => {}
+        }
+    }
     fn flush(&mut self) {
         match self {
             Hosted::Kv(r) => r.flush(),
@@ -148,11 +156,13 @@ impl Hosted {
                 Some(ReplicaView {
                     paxos: r.paxos(),
                     config: Some((c.num, &c.shards)),
+                    reads: r.read_counts(),
                 })
             }
             Hosted::Master(r) => Some(ReplicaView {
                 paxos: r.paxos(),
                 config: None,
+                reads: r.read_counts(),
             }),
             Hosted::Pb(_) => None,
         }
@@ -467,6 +477,12 @@ impl Core {
         rc.snapshot_log_percent = self.cfg.snapshot_log_percent;
         rc.snapshot_step_bytes = self.cfg.snapshot_step_bytes;
         rc.read_index = self.cfg.read_index;
+        if self.cfg.read_index && self.cfg.read_lease {
+            rc.paxos.lease_us = crate::paxos::lease_for(
+                self.cfg.tick.as_micros() as u64,
+                rc.paxos.election_ticks_min,
+            );
+        }
         frame_limits(&mut rc, self.cfg.frame_bytes_max);
         // A restarted acceptor reports the log it held above its snapshot.
         rc.paxos.slot_horizon = rc
@@ -554,7 +570,11 @@ impl Core {
             let now = Instant::now();
             if now >= self.next_tick {
                 self.next_tick = now + self.cfg.tick;
+                // Before the tick's heartbeats: a lease round is stamped
+                // no later than it leaves.
+                let clock = micros_since(self.started, now);
                 for g in self.groups.values_mut() {
+                    g.replica.set_clock(clock);
                     g.replica.tick(&mut self.rng);
                     publish_group(g, &self.metrics);
                 }
@@ -1882,10 +1902,16 @@ impl Core {
         let mut early = Vec::new();
         let mut chosen_replies = Vec::new();
         self.capturing = false;
+        // Read now, after every read of this turn arrived and before the
+        // flush's heartbeats leave: the reads served below (before and
+        // after the sync) are judged by a time no earlier than their
+        // arrival, and the heartbeats stamped no later than they leave.
+        let clock = micros_since(self.started, Instant::now());
         for (gid, g) in self.groups.iter_mut() {
             // A snapshot being serialized gets one slice per turn, and the
             // loop polls without sleeping until it is done.
             self.capturing |= g.replica.nudge_capture();
+            g.replica.set_clock(clock);
             g.replica.flush();
             // What is chosen is applied and answered before this turn's
             // sync: it waits for a quorum's disks, never for ours (see
@@ -2108,6 +2134,11 @@ impl Core {
             self.close(t, e);
         }
     }
+}
+
+/// The loop's monotonic clock for read leases: µs from `start` to `now`.
+fn micros_since(start: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(start).as_micros() as u64
 }
 
 /// A replica's `Ready` for this turn, with what is already chosen applied

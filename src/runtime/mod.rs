@@ -73,6 +73,10 @@ pub struct RuntimeConfig {
     /// KV Gets by read-index (a quorum round shared by a turn's reads, no
     /// log slot); `false` sends them through the log like writes.
     pub read_index: bool,
+    /// With `read_index`: a leader holding a lease answers Gets at once
+    /// (`paxos::Config::lease_us`, derived from `tick` and the election
+    /// timeout by `paxos::lease_for`).
+    pub read_lease: bool,
     /// SO_SNDBUF/SO_RCVBUF for every connection; `None` keeps the kernel's
     /// (auto-tuned) sizes.
     pub socket_buf_bytes: Option<usize>,
@@ -174,6 +178,7 @@ impl RuntimeConfig {
             wal_segment_bytes: crate::storage::SEGMENT_BYTES_DEFAULT,
             wal_recycle_segments: crate::storage::RECYCLE_SEGMENTS_DEFAULT,
             read_index: true,
+            read_lease: true,
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
             txn_resolve_after: crate::shardkv::migrator::DEFAULT_RESOLVE_AFTER,

@@ -136,6 +136,14 @@ pub struct SimConfig {
     /// Crashes at fixed times, never restarted unless the fault phase's
     /// healing does (the replacement scenario runs without random faults).
     pub crashes_at: Vec<(Micros, ReplicaId)>,
+    /// Read leases (`paxos::Config::lease_us`, as the runtime derives it)
+    /// with drifting clocks: each node's clock runs at its own rate, up to
+    /// half of [`crate::paxos::LEASE_DRIFT_PERCENT`] off true time either
+    /// way (so two nodes differ by up to the whole bound), from its own
+    /// offset, and its ticks come every `tick` of its own clock. Own RNG;
+    /// off by default (it moves every tick, so the pinned seeds'
+    /// trajectories would change).
+    pub lease: bool,
 }
 
 /// Replicas {0, 1, 2}: the membership world's first group.
@@ -190,6 +198,7 @@ impl SimConfig {
             membership: false,
             replace_down_members: false,
             crashes_at: Vec::new(),
+            lease: false,
         }
     }
 
@@ -222,6 +231,10 @@ pub struct SimReport {
     pub ops_completed: u64,
     pub elections: u64,
     pub snapshots_installed: u64,
+    /// Reads answered by read-index or lease by the replicas alive at the
+    /// end, and how many of them under a lease.
+    pub reads_served: u64,
+    pub reads_leased: u64,
     pub crashes: u64,
     pub messages: u64,
     /// Writes answered `SessionExpired` (outcome unknown; the client went
@@ -340,6 +353,10 @@ struct Node {
     syncing: Option<Ready>,
     /// Events that arrived while syncing, replayed in order afterwards.
     deferred: VecDeque<Event>,
+    /// This node's clock (`SimConfig::lease`): it reads
+    /// `offset + now * (1e6 + rate_ppm) / 1e6`.
+    clock_offset: Micros,
+    rate_ppm: i64,
 }
 
 struct Net {
@@ -395,6 +412,19 @@ impl Simulated for World {
         &mut self.time
     }
     fn handle(&mut self, ev: Event) {
+        if let Event::Paxos { to: id, .. }
+        | Event::Request { to: id, .. }
+        | Event::Tick { node: id, .. }
+        | Event::Flush { node: id, .. }
+        | Event::SnapshotDone { node: id, .. }
+        | Event::SyncDone { node: id, .. } = &ev
+        {
+            // Whatever a node does now it does at its clock's time.
+            let clock = self.clock(*id);
+            if let Some(r) = self.nodes[*id as usize].replica.as_mut() {
+                r.set_clock(clock);
+            }
+        }
         // A node waiting for its disk takes nothing else until it is done.
         let target = match &ev {
             Event::Paxos { to, .. } | Event::Request { to, .. } => Some(*to),
@@ -457,7 +487,7 @@ impl Simulated for World {
                 }
                 if let Some(r) = n.replica.as_mut() {
                     r.tick(&mut n.rng);
-                    let at = self.time.now + self.cfg.tick;
+                    let at = self.time.now + self.tick_after(node);
                     self.schedule(at, Event::Tick { node, epoch });
                     self.after_node_event(node);
                 }
@@ -587,9 +617,22 @@ impl World {
             rng,
             cfg,
         };
+        // Drawn apart from the world's RNG (other settings' draws stay).
+        let mut clock_rng = Rng::new(w.cfg.seed ^ 0x6c65_6173_6563_6c6b);
+        let drift_ppm = crate::paxos::LEASE_DRIFT_PERCENT * 10_000 / 2 - 1_000;
         for id in 0..w.cfg.replicas {
             let node_rng = w.rng.fork();
+            let (clock_offset, rate_ppm) = if w.cfg.lease {
+                (
+                    clock_rng.range(0, 1_000_000_000),
+                    clock_rng.range(0, 2 * drift_ppm + 1) as i64 - drift_ppm as i64,
+                )
+            } else {
+                (0, 0)
+            };
             w.nodes.push(Node {
+                clock_offset,
+                rate_ppm,
                 replica: None,
                 disk: Durable::default(),
                 rng: node_rng,
@@ -693,6 +736,9 @@ impl World {
         rc.bugs = self.cfg.bugs.replica;
         rc.clock_interval_ms = 20;
         rc.stamp_reads = self.cfg.stamp_reads;
+        if self.cfg.lease {
+            rc.paxos.lease_us = crate::paxos::lease_for(self.cfg.tick, rc.paxos.election_ticks_min);
+        }
         if self.cfg.membership {
             rc.paxos.members = MEMBERSHIP_INITIAL;
         }
@@ -792,6 +838,19 @@ impl World {
         let first = self.rng.range(1, self.cfg.tick);
         self.schedule(self.time.now + first, Event::Tick { node: id, epoch });
         self.drive(id);
+    }
+
+    /// Node `id`'s clock now (true time without `SimConfig::lease`).
+    fn clock(&self, id: ReplicaId) -> Micros {
+        let n = &self.nodes[id as usize];
+        let now = self.time.now as i128;
+        (n.clock_offset as i128 + now + now * n.rate_ppm as i128 / 1_000_000) as Micros
+    }
+
+    /// True time until node `id`'s next tick: a `tick` of its clock.
+    fn tick_after(&self, id: ReplicaId) -> Micros {
+        let rate = 1_000_000 + self.nodes[id as usize].rate_ppm;
+        (self.cfg.tick as i128 * 1_000_000 / rate as i128).max(1) as Micros
     }
 
     fn schedule(&mut self, at: Micros, ev: Event) {
@@ -1248,6 +1307,9 @@ impl World {
                 let s = r.paxos().stats();
                 self.report.elections += s.elections_started;
                 self.report.snapshots_installed += s.snapshots_installed;
+                let (served, leased) = r.read_counts();
+                self.report.reads_served += served;
+                self.report.reads_leased += leased;
             }
         }
         if self.cfg.membership {
