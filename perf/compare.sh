@@ -242,7 +242,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "| system | setup | writes/s | reads/s | server CPU per write (us) | notes |"
     echo "|---|---|---:|---:|---:|---|"
-    echo "| Synod | 3 replicas, fsync always | $synod_put_rate | $synod_get_rate | $synod_cpu | synod-bench ${CLIENTS}x${PIPELINE}, ${DURATION}s; reads by read-index; p99 put/get of each run in Raw |"
+    echo "| Synod | 3 replicas, fsync always | $synod_put_rate | $synod_get_rate | $synod_cpu | synod-bench ${CLIENTS}x${PIPELINE}, ${DURATION}s; reads by lease (the default; read-index when it lapses); p99 put/get of each run in Raw |"
     echo "| Synod via RESP | same cluster, node 0's gateway | $synod_resp_set | $synod_resp_get | - | redis-benchmark -c 50 -P 16 -r 100000, $REDIS_REQUESTS requests each (SET, GET) |"
     echo "| etcd $(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p') | 3 members, default fsync | ${etcd_rate} | - | $etcd_cpu | check perf --load=$ETCD_LOAD (rate-limited, 60 s); slowest requests ${etcd_slowest:-NA};${etcd_error:+ aborted once: $etcd_error;} CPU over each whole command, divided by throughput x 60 s |"
     echo "| Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') | 1 node, no persistence, no replication | ${redis_set_rate:-NA} | ${redis_get_rate:-NA} | $redis_cpu | redis-benchmark -c 50 -P 16 -r 100000, $REDIS_REQUESTS requests each |"

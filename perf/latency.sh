@@ -12,7 +12,8 @@
 # printed.
 #
 # Knobs (environment):
-#   LAT_WORKLOADS       default "put get" (gets use read-index)
+#   LAT_WORKLOADS       default "put get" (gets by the servers' --reads, lease
+#                       unless SYNOD_SERVER_ARGS says "--reads index")
 #   LAT_FRACTION        share of the peak to offer, default 0.5
 #   LAT_TARGET_US       p99 the project promises at that rate, default 2000
 #   LAT_PEAK_SETTING    clients x pipeline of the peak runs, default 64x16
@@ -54,6 +55,17 @@ VALUE_SIZE=${LAT_VALUE_SIZE:-64}
 PORT=${LAT_PORT:-18400}
 OUT=${LAT_OUT:-$ROOT/perf/results/latency-$(date +%Y-%m-%d).md}
 DISK_SYNCS=${LAT_DISK_SYNCS:-2000}
+# The servers' read path, for the report: --reads from SYNOD_SERVER_ARGS.
+READS_MODE=lease
+# shellcheck disable=SC2086
+set -- ${SYNOD_SERVER_ARGS:-}
+while [ $# -gt 0 ]; do
+    case $1 in
+    --reads) READS_MODE=${2:-lease}; shift ;;
+    --reads=*) READS_MODE=${1#--reads=} ;;
+    esac
+    shift
+done
 
 PEAK_CLIENTS=${PEAK_SETTING%x*}
 PEAK_PIPELINE=${PEAK_SETTING#*x}
@@ -206,8 +218,8 @@ mkdir -p "$(dirname "$OUT")"
     echo "# Synod latency at $FRACTION of peak throughput, $(date +%Y-%m-%d)"
     echo
     echo "Local cluster: \`synod playground\` = 3 synod-server nodes on loopback, one KV"
-    echo "group of all 3 (replication 3), \`--fsync always\`, default \`--cores\`; gets use"
-    echo "read-index. The load generator runs on the same machine. $KEYS keys, uniform,"
+    echo "group of all 3 (replication 3), \`--fsync always\`, default \`--cores\`; gets by"
+    echo "\`--reads ${READS_MODE}\`. The load generator runs on the same machine. $KEYS keys, uniform,"
     echo "$VALUE_SIZE-byte values, ${WARMUP}s warmup per run."
     echo
     echo "Peak: closed loop, $PEAK_CLIENTS clients x pipeline $PEAK_PIPELINE, ${PEAK_DURATION}s, median of"

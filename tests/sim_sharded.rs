@@ -17,6 +17,27 @@ fn seeds() -> u64 {
         .unwrap_or(150)
 }
 
+/// Read leases in every Paxos group (the master's and the KV groups'),
+/// on drifting clocks (`ShardedConfig::lease`): reads answered under a
+/// lease stay linearizable across shard moves, crashes and partitions.
+/// A fifth of the seed count, from seeds the other sweeps do not run.
+#[test]
+fn read_leases_on_drifting_clocks_stay_linearizable_across_shard_moves() {
+    let mut failed = Vec::new();
+    for seed in 7_000_000..7_000_000 + (seeds() / 5).max(4) {
+        let mut cfg = ShardedConfig::new(seed);
+        cfg.lease = true;
+        let r = run_sharded(&cfg);
+        if !r.passed() {
+            failed.push(format!(
+                "seed {seed} (replay: synod-sim --world sharded --lease --start-seed {seed} --seeds 1): {}",
+                r.failures.join(" | ")
+            ));
+        }
+    }
+    synod::sim::assert_seeds_passed(&failed);
+}
+
 #[test]
 fn shards_move_safely_under_faults() {
     let mut failed = Vec::new();

@@ -150,7 +150,8 @@ struct Args {
     /// Read leases as the server runs them (its default), on clocks that
     /// drift: each replica's runs up to 2.4% fast or slow from its own
     /// offset, its ticks by it; --bug lease-outlives-guard plants a lease
-    /// longer than the followers keep it (single-group world)
+    /// longer than the followers keep it (group world). In the sharded
+    /// and mixed worlds every Paxos group (the master's too) runs them
     #[arg(long, env = "SYNOD_SIMULATOR_LEASE", value_parser = FalseyValueParser::new())]
     lease: bool,
     /// The group world with membership changes: 6 replica ids, the group
@@ -300,8 +301,8 @@ fn configure(a: Args) -> Result<Run, String> {
         (false, Some(2)) => return Err("--replicas 2 is for --world pb".into()),
         _ => {}
     }
-    if a.lease && (sharded || pb) {
-        return Err("--lease runs in the single-group world".into());
+    if a.lease && pb {
+        return Err("--lease runs in the group, sharded and mixed worlds".into());
     }
     if a.trace.is_some() && (a.seeds != 1 || sharded || pb) {
         return Err("--trace traces one seed of the group world: add --seeds 1".into());
@@ -649,6 +650,7 @@ fn run_sharded(args: &Run) -> ExitCode {
         cfg.bank_one_group = args.bank_one_group;
         cfg.client_deaths = args.client_deaths;
         cfg.bugs.resolve_unlogged = args.txn_resolve_unlogged;
+        cfg.lease = args.lease;
         if let Some(secs) = args.fault_secs {
             cfg.fault_phase = secs * 1_000_000;
         }
@@ -657,6 +659,9 @@ fn run_sharded(args: &Run) -> ExitCode {
             let mut msg = format!(
                 "FAIL seed={seed} world={world} — replay: synod-sim --world {world} --start-seed {seed} --seeds 1"
             );
+            if args.lease {
+                msg.push_str(" --lease");
+            }
             if args.bank > 0 {
                 msg.push_str(&format!(" --txn {}", args.bank));
             }

@@ -172,6 +172,47 @@ pub(crate) fn clock_ms(now: Micros) -> u64 {
     now / 1000
 }
 
+/// A node's monotonic clock for read leases (`paxos::Paxos::set_clock`):
+/// it reads `offset + now * (1e6 + rate_ppm) / 1e6` at virtual time `now`,
+/// and the node's ticks come every tick of it. The identity unless the
+/// world runs leases.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DriftClock {
+    offset: Micros,
+    rate_ppm: i64,
+}
+
+impl DriftClock {
+    /// Seeded apart from the world's RNG, so a world's other draws stay.
+    pub(crate) fn rng(seed: u64) -> Rng {
+        Rng::new(seed ^ 0x6c65_6173_6563_6c6b)
+    }
+
+    /// A clock up to 2.4% fast or slow (so two differ by less than
+    /// `paxos::LEASE_DRIFT_PERCENT`) from a random offset; the identity
+    /// when `lease` is off.
+    pub(crate) fn draw(rng: &mut Rng, lease: bool) -> DriftClock {
+        if !lease {
+            return DriftClock::default();
+        }
+        let drift = crate::paxos::LEASE_DRIFT_PERCENT * 10_000 / 2 - 1_000;
+        DriftClock {
+            offset: rng.range(0, 1_000_000_000),
+            rate_ppm: rng.range(0, 2 * drift + 1) as i64 - drift as i64,
+        }
+    }
+
+    pub(crate) fn read(&self, now: Micros) -> Micros {
+        let now = now as i128;
+        (self.offset as i128 + now + now * self.rate_ppm as i128 / 1_000_000) as Micros
+    }
+
+    /// Virtual time until the next tick: `tick` of this clock.
+    pub(crate) fn tick_after(&self, tick: Micros) -> Micros {
+        (tick as i128 * 1_000_000 / (1_000_000 + self.rate_ppm) as i128).max(1) as Micros
+    }
+}
+
 impl SimConfig {
     pub fn new(seed: u64, replicas: u32) -> SimConfig {
         SimConfig {
@@ -353,10 +394,8 @@ struct Node {
     syncing: Option<Ready>,
     /// Events that arrived while syncing, replayed in order afterwards.
     deferred: VecDeque<Event>,
-    /// This node's clock (`SimConfig::lease`): it reads
-    /// `offset + now * (1e6 + rate_ppm) / 1e6`.
-    clock_offset: Micros,
-    rate_ppm: i64,
+    /// This node's clock (`SimConfig::lease`).
+    clock: DriftClock,
 }
 
 struct Net {
@@ -420,7 +459,7 @@ impl Simulated for World {
         | Event::SyncDone { node: id, .. } = &ev
         {
             // Whatever a node does now it does at its clock's time.
-            let clock = self.clock(*id);
+            let clock = self.nodes[*id as usize].clock.read(self.time.now);
             if let Some(r) = self.nodes[*id as usize].replica.as_mut() {
                 r.set_clock(clock);
             }
@@ -487,7 +526,7 @@ impl Simulated for World {
                 }
                 if let Some(r) = n.replica.as_mut() {
                     r.tick(&mut n.rng);
-                    let at = self.time.now + self.tick_after(node);
+                    let at = self.time.now + n.clock.tick_after(self.cfg.tick);
                     self.schedule(at, Event::Tick { node, epoch });
                     self.after_node_event(node);
                 }
@@ -618,21 +657,11 @@ impl World {
             cfg,
         };
         // Drawn apart from the world's RNG (other settings' draws stay).
-        let mut clock_rng = Rng::new(w.cfg.seed ^ 0x6c65_6173_6563_6c6b);
-        let drift_ppm = crate::paxos::LEASE_DRIFT_PERCENT * 10_000 / 2 - 1_000;
+        let mut clock_rng = DriftClock::rng(w.cfg.seed);
         for id in 0..w.cfg.replicas {
             let node_rng = w.rng.fork();
-            let (clock_offset, rate_ppm) = if w.cfg.lease {
-                (
-                    clock_rng.range(0, 1_000_000_000),
-                    clock_rng.range(0, 2 * drift_ppm + 1) as i64 - drift_ppm as i64,
-                )
-            } else {
-                (0, 0)
-            };
             w.nodes.push(Node {
-                clock_offset,
-                rate_ppm,
+                clock: DriftClock::draw(&mut clock_rng, w.cfg.lease),
                 replica: None,
                 disk: Durable::default(),
                 rng: node_rng,
@@ -838,19 +867,6 @@ impl World {
         let first = self.rng.range(1, self.cfg.tick);
         self.schedule(self.time.now + first, Event::Tick { node: id, epoch });
         self.drive(id);
-    }
-
-    /// Node `id`'s clock now (true time without `SimConfig::lease`).
-    fn clock(&self, id: ReplicaId) -> Micros {
-        let n = &self.nodes[id as usize];
-        let now = self.time.now as i128;
-        (n.clock_offset as i128 + now + now * n.rate_ppm as i128 / 1_000_000) as Micros
-    }
-
-    /// True time until node `id`'s next tick: a `tick` of its clock.
-    fn tick_after(&self, id: ReplicaId) -> Micros {
-        let rate = 1_000_000 + self.nodes[id as usize].rate_ppm;
-        (self.cfg.tick as i128 * 1_000_000 / rate as i128).max(1) as Micros
     }
 
     fn schedule(&mut self, at: Micros, ev: Event) {

@@ -111,6 +111,10 @@ pub struct ShardedConfig {
     pub pb_servers: u32,
     /// Planted bugs of every primary/backup replica.
     pub pb_bugs: PbBugs,
+    /// Read leases in every Paxos group (the master's and the KV
+    /// groups'), on drifting clocks (`SimConfig::lease`). Own RNG; off by
+    /// default, so the pinned seeds keep their trajectories.
+    pub lease: bool,
 }
 
 impl ShardedConfig {
@@ -143,6 +147,7 @@ impl ShardedConfig {
             pb_groups: Vec::new(),
             pb_servers: 3,
             pb_bugs: PbBugs::default(),
+            lease: false,
         }
     }
 
@@ -322,6 +327,8 @@ struct Node {
     /// and how many went unanswered since the last answer.
     ping_master: usize,
     pings_unanswered: u32,
+    /// This node's clock (`ShardedConfig::lease`).
+    clock: super::DriftClock,
 }
 
 #[derive(Debug)]
@@ -469,6 +476,22 @@ impl Simulated for ShardedWorld {
         &mut self.time
     }
     fn handle(&mut self, ev: Event) {
+        if let Event::Paxos { to: i, .. }
+        | Event::Request { to: i, .. }
+        | Event::Tick { node: i, .. }
+        | Event::Flush { node: i, .. }
+        | Event::SnapshotDone { node: i, .. }
+        | Event::LatePropose { node: i, .. } = &ev
+        {
+            // Whatever a node does now it does at its clock's time.
+            let n = &mut self.nodes[*i];
+            let clock = n.clock.read(self.time.now);
+            match n.replica.as_mut() {
+                Some(Hosted::Master(r)) => r.set_clock(clock),
+                Some(Hosted::Kv(r)) => r.set_clock(clock),
+                _ => {}
+            }
+        }
         match ev {
             Event::Paxos { to, msg } => {
                 let node = &mut self.nodes[to];
@@ -515,7 +538,8 @@ impl Simulated for ShardedWorld {
                     Some(Hosted::Pb(r)) => r.tick(),
                     None => return,
                 }
-                self.schedule(self.time.now + 10 * MS, Event::Tick { node, epoch });
+                let at = self.time.now + n.clock.tick_after(10 * MS);
+                self.schedule(at, Event::Tick { node, epoch });
                 if (self.time.now / (10 * MS)).is_multiple_of(5) {
                     self.migrate(node);
                 }
@@ -657,6 +681,7 @@ impl ShardedWorld {
             cfg,
         };
         let cfg_resolve_after = w.cfg.txn_resolve_after;
+        let mut clock_rng = super::DriftClock::rng(w.cfg.seed);
         for _ in 0..n {
             let node_rng = w.rng.fork();
             w.nodes.push(Node {
@@ -671,6 +696,7 @@ impl ShardedWorld {
                 pb_disk: PbDurable::default(),
                 ping_master: 0,
                 pings_unanswered: 0,
+                clock: super::DriftClock::draw(&mut clock_rng, w.cfg.lease),
             });
         }
         for i in 0..n {
@@ -749,6 +775,9 @@ impl ShardedWorld {
         rc.paxos.window_slots_max = 4;
         rc.clock_interval_ms = 20;
         rc.stamp_reads = false;
+        if self.cfg.lease {
+            rc.paxos.lease_us = crate::paxos::lease_for(10 * MS, rc.paxos.election_ticks_min);
+        }
         let shards = self.cfg.shards;
         let sm = (gid != 0).then(|| self.new_store(gid));
         let pb = self.cfg.is_pb(gid).then(|| {
