@@ -1970,11 +1970,16 @@ impl Core {
         }
         if !readies.is_empty() || !pb_readies.is_empty() {
             let began = Instant::now();
+            // A turn whose output holds no record (messages to release
+            // only) writes nothing: not a group commit for the histogram.
+            let dirty = self.wal.dirty();
             let synced = self.wal.sync();
             // One clock read after the sync serves the fsync histogram and
             // every reply latency of this turn.
             let now = Instant::now();
-            self.metrics.fsync.observe_duration(now - began);
+            if dirty {
+                self.metrics.fsync.observe_duration(now - began);
+            }
             self.publish_wal();
             match synced {
                 Ok(proof) => {

@@ -700,6 +700,12 @@ impl Wal {
     /// mid-file that later records would follow. The only honest answer is to
     /// stop and let the core recover from what is really on disk, where the
     /// unsynced tail is at worst a torn tail nobody was promised.
+    /// Has anything been appended since the last [`Wal::sync`] (so the
+    /// next one writes and syncs)?
+    pub fn dirty(&self) -> bool {
+        !self.buf.is_empty() || !self.staged.is_empty()
+    }
+
     pub fn sync(&mut self) -> Result<Synced, StorageError> {
         if let Some(why) = &self.poisoned {
             return Err(StorageError::Failed(why.clone()));
