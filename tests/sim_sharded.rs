@@ -276,8 +276,8 @@ fn bank_checker_catches_transactions_that_ignore_compares() {
 /// replicas disagreeing on the locks, so the group cannot agree on the
 /// next configuration (caught by the convergence check; the bank audit
 /// did not catch it within 200 seeds). Seeds re-picked (the first that
-/// catches each) whenever a change moves the trajectories; last, a
-/// replaced snapshot kept for the peer downloading it.
+/// catches each) whenever a change moves the trajectories; last, master
+/// Queries answered without a log slot.
 #[test]
 fn two_phase_commit_planted_bugs_are_caught() {
     // Since presumed abort, a coordinator that released its part early
@@ -292,13 +292,13 @@ fn two_phase_commit_planted_bugs_are_caught() {
         "locks released before the decision",
     );
     planted_bank_bug_caught(
-        0,
+        5,
         |c| c.txn_unlocked_reads = true,
         "bank audit saw a total",
         "reads from unlocked keys",
     );
     planted_bank_bug_caught(
-        1,
+        17,
         |c| c.txn_forget_prepared = true,
         "liveness",
         "prepared transactions missing from snapshots",
@@ -309,7 +309,8 @@ fn two_phase_commit_planted_bugs_are_caught() {
 /// `synod-sim --world sharded --txn 4 --bug txn-resolve-unlogged`, which
 /// fails 1-3 seeds in 200; seed 9 before snapshots were sliced, 99
 /// before cached replies carried request prints, 130 before a sent
-/// transaction stopped being re-planned as two-phase commit): a coordinator that answers a participant's
+/// transaction stopped being re-planned as two-phase commit, 246 before
+/// master Queries stopped taking a log slot): a coordinator that answers a participant's
 /// recovery query Abort without logging it. A client stalled after its
 /// prepares comes back, its commit still gets into the coordinator's log
 /// (nothing there says Abort), while the participant aborted: an audit
@@ -318,7 +319,7 @@ fn two_phase_commit_planted_bugs_are_caught() {
 #[test]
 fn presumed_abort_without_the_log_is_caught() {
     planted_bank_bug_caught(
-        246,
+        23,
         |c| {
             c.client_deaths = true;
             c.bugs.resolve_unlogged = true;
@@ -327,7 +328,7 @@ fn presumed_abort_without_the_log_is_caught() {
         "recovery answered Abort without logging it",
     );
     // The same seed passes without the bug.
-    let mut cfg = ShardedConfig::new(246);
+    let mut cfg = ShardedConfig::new(23);
     cfg.bank_accounts = 4;
     cfg.client_deaths = true;
     let r = run_sharded(&cfg);
@@ -393,8 +394,8 @@ fn planted_bug_caught_by_elle(seed: u64, plant: fn(&mut ShardedConfig), kind: &s
 /// checker on a pinned seed (found with `synod-sim --world sharded
 /// --txn-append 6 --bug NAME --seeds 100 -v`: the Elle checker fails 62, 7
 /// and 3 of those seeds, which all pass without the bug; re-picked, the
-/// first that catches each, when a replaced snapshot began to be kept for
-/// the peer downloading it): a participant
+/// first that catches each, when master Queries stopped taking a log
+/// slot): a participant
 /// that applies
 /// its branch and drops its locks at prepare lets an attempt that then
 /// aborts leave its appends behind, so the retry appends them again (the
@@ -413,13 +414,13 @@ fn list_append_checker_catches_two_phase_commit_planted_bugs() {
         "locks released before the decision",
     );
     planted_bug_caught_by_elle(
-        13,
+        12,
         |c| c.txn_unlocked_reads = true,
         "G2",
         "reads from unlocked keys",
     );
     planted_bug_caught_by_elle(
-        56,
+        39,
         |c| c.txn_forget_prepared = true,
         "LostAppend",
         "prepared transactions missing from snapshots",
