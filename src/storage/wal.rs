@@ -685,6 +685,12 @@ impl Wal {
         }
     }
 
+    /// Has anything been appended since the last [`Wal::sync`] (so the
+    /// next one writes and syncs)?
+    pub fn dirty(&self) -> bool {
+        !self.buf.is_empty() || !self.staged.is_empty()
+    }
+
     /// Make everything appended since the last sync durable, then return
     /// the proof. One `write(2)` of all buffered records and one
     /// `fdatasync` (under [`FsyncPolicy::Always`]) cover every group; then,
@@ -700,17 +706,11 @@ impl Wal {
     /// mid-file that later records would follow. The only honest answer is to
     /// stop and let the core recover from what is really on disk, where the
     /// unsynced tail is at worst a torn tail nobody was promised.
-    /// Has anything been appended since the last [`Wal::sync`] (so the
-    /// next one writes and syncs)?
-    pub fn dirty(&self) -> bool {
-        !self.buf.is_empty() || !self.staged.is_empty()
-    }
-
     pub fn sync(&mut self) -> Result<Synced, StorageError> {
         if let Some(why) = &self.poisoned {
             return Err(StorageError::Failed(why.clone()));
         }
-        if self.buf.is_empty() && self.staged.is_empty() {
+        if !self.dirty() {
             return Ok(Synced::after_sync());
         }
         match self.sync_inner() {
