@@ -86,6 +86,13 @@ pub trait StateMachine {
     fn clock_command(_ms: u64) -> Option<Bytes> {
         None
     }
+    /// Could the answer to read `req` change with log time alone? A key
+    /// with an expiry reads as absent once log time passes it; a read
+    /// whose answer no clock can change needs no fresh stamp (see
+    /// [`StampReads::Timed`]). Default: yes, whenever there are stamps.
+    fn read_needs_time(&self, _req: &Self::Request) -> bool {
+        Self::clock_command(0).is_some()
+    }
     /// Records the state has shed because it no longer owns them (a shard
     /// handed to another group and deleted), counted up while this instance
     /// lives. Once the records shed since the replica's last snapshot are
@@ -211,13 +218,14 @@ pub struct ReplicaConfig {
     /// before a write when the last stamp is at least this old, so log
     /// time advances while there is write traffic.
     pub clock_interval_ms: u64,
-    /// A read that reaches the leader when a stamp is due (no write for
-    /// `clock_interval_ms`) goes through the log behind a fresh stamp
-    /// instead of read-index, so it sees log time at most one interval old
-    /// (key expiry: an idle store's log time would otherwise stand still
-    /// and an expired key read as present). The simulators turn it off to
-    /// keep the trajectories their pinned seeds were chosen on.
-    pub stamp_reads: bool,
+    /// Which reads that reach the leader when a stamp is due (no write for
+    /// `clock_interval_ms`) go through the log behind a fresh stamp
+    /// instead of lease or read-index, so they see log time at most one
+    /// interval old (key expiry: an idle store's log time would otherwise
+    /// stand still and an expired key read as present). The simulators
+    /// turn it off to keep the trajectories their pinned seeds were chosen
+    /// on.
+    pub stamp_reads: StampReads,
     /// Largest log command (encoded request) taken from a client; larger
     /// ones are answered `Error` at once. Derived from the frame limit
     /// ([`synod_wire::command_bytes_max`]) so any message carrying the
@@ -237,11 +245,28 @@ impl ReplicaConfig {
             read_index: true,
             reads_pending_max: 1 << 16,
             clock_interval_ms: 100,
-            stamp_reads: true,
+            stamp_reads: StampReads::Timed,
             command_bytes_max: synod_wire::command_bytes_max(synod_wire::DEFAULT_FRAME_BYTES_MAX),
             bugs: ReplicaBugs::default(),
         }
     }
+}
+
+/// When a read that reaches a leader whose last clock stamp is older than
+/// `clock_interval_ms` goes through the log behind a fresh stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StampReads {
+    /// Never: reads see the applied log time, however old (the
+    /// simulators' default, the trajectories their seeds were pinned on).
+    Off,
+    /// Only a read whose answer log time could change
+    /// ([`StateMachine::read_needs_time`]: its shard holds a key with an
+    /// expiry). The servers' default: a store without expiring keys serves
+    /// every read by lease or read-index, however idle its log.
+    Timed,
+    /// Every read while a stamp is due (`synod-sim --stamp-reads`, which
+    /// exercises the logged-read path on stores with no expiring keys).
+    Always,
 }
 
 /// What may leave once the records are durable.
@@ -408,7 +433,11 @@ impl<S: StateMachine> Replica<S> {
                 return;
             }
         }
-        let stale_time = self.cfg.stamp_reads && self.stamp_due();
+        let stale_time = match self.cfg.stamp_reads {
+            StampReads::Off => false,
+            StampReads::Timed => self.stamp_due() && self.sm.read_needs_time(req),
+            StampReads::Always => self.stamp_due(),
+        };
         if self.cfg.read_index && S::is_read(req) && !stale_time {
             if self.reads.len() >= self.cfg.reads_pending_max {
                 self.early.push((to, refusal(ClientReply::Busy)));

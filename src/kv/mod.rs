@@ -456,6 +456,13 @@ impl KvStore {
         self.shards[self.shard_of_key(op.key()) as usize].read_op(op, self.log_time_ms)
     }
 
+    /// Does any key of `shard` have an expiry (expired or not)? If none
+    /// does, no read of the shard can answer differently at a later log
+    /// time. Panics if `shard` is out of range (a caller bug).
+    pub fn has_deadlines(&self, shard: u32) -> bool {
+        !self.shard(shard).deadlines.is_empty()
+    }
+
     /// Sizes of the whole store.
     pub fn stats(&self) -> KvStats {
         let mut total = KvStats::default();

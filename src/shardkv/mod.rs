@@ -1116,6 +1116,16 @@ impl StateMachine for ShardKv {
         Some(crate::kv::clock_command(ms))
     }
 
+    /// Only a read of a shard holding a key with an expiry: every read op
+    /// (Get, Ttl, Scan, Count) stays within its key's shard, and log time
+    /// changes nothing else a read sees.
+    fn read_needs_time(&self, req: &ClientRequest) -> bool {
+        req.op.is_read()
+            && self
+                .store
+                .has_deadlines(self.store.shard_of_key(req.op.key()))
+    }
+
     /// A Get answered from the applied state: refused like a logged one
     /// would be if this group does not serve the key's shard at this point.
     fn read_local(&self, req: &ClientRequest) -> Option<Message> {

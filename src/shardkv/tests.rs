@@ -916,6 +916,92 @@ mod replica_clock {
             ClientReply::Ok(Bytes::from_static(b"xxxxxx"))
         );
     }
+
+    /// Under `StampReads::Timed`, the servers' default, a read that reaches
+    /// a leader whose stamp is due waits for a fresh stamp in the log only
+    /// if its shard holds a key with an expiry: no other read can answer
+    /// differently at a later log time, so an idle store without expiring
+    /// keys serves every read with no log slot and no fsync.
+    #[test]
+    fn only_reads_of_shards_with_expiring_keys_wait_for_a_fresh_stamp() {
+        let mut rng = Rng::new(7);
+        let mut cfg = ReplicaConfig::new(0, 1);
+        cfg.clock_interval_ms = 100;
+        assert_eq!(cfg.stamp_reads, crate::replica::StampReads::Timed);
+        let sm = ShardKv::owning_every_shard(1, opts());
+        let mut r = Replica::new(cfg, Durable::default(), sm, &mut rng);
+        for _ in 0..1_000 {
+            if r.is_leader() {
+                break;
+            }
+            r.tick(&mut rng);
+            drive(&mut r);
+        }
+        assert!(r.is_leader());
+        let request = |client: u64, op: Op| ClientRequest {
+            client_id: client,
+            seq: 1,
+            ack_seq: 0,
+            op,
+        };
+        let get = |r: &mut Replica<ShardKv>, now_ms: u64, key: &str| {
+            r.set_now_ms(now_ms);
+            r.on_request(
+                0,
+                &request(
+                    9,
+                    Op::Get {
+                        key: Bytes::from(key.to_string()),
+                    },
+                ),
+            );
+            let (replies, stamps) = drive(r);
+            assert_eq!(replies.len(), 1, "one answer to the Get of {key}");
+            (replies[0].clone(), stamps)
+        };
+        let ok = ClientReply::Ok(Bytes::from_static(b"x"));
+        let appended = ClientReply::Ok(Bytes::new());
+        assert_eq!(write(&mut r, 10_000, 5, 1), (appended, vec![10_000]));
+        // Idle for ten intervals, no key with an expiry: no stamp.
+        assert_eq!(get(&mut r, 11_000, "k"), (ok.clone(), vec![]));
+        // A key with an expiry in the shard of "k", written behind a stamp.
+        let shard = synod_wire::shard_of(b"k", SHARDS);
+        let timed = (0..)
+            .map(|i| format!("timed{i}"))
+            .find(|k| synod_wire::shard_of(k.as_bytes(), SHARDS) == shard)
+            .expect("some key hashes there");
+        r.set_now_ms(12_000);
+        r.on_request(
+            0,
+            &request(
+                6,
+                Op::PutEx {
+                    key: Bytes::from(timed.clone()),
+                    value: Bytes::from_static(b"v"),
+                    cond: synod_wire::PutCond::Any,
+                    get_old: false,
+                    expiry: synod_wire::Expiry::In(5_000),
+                },
+            ),
+        );
+        assert_eq!(drive(&mut r).1, vec![12_000]);
+        // Now a read of that shard waits for a fresh stamp, and sees the
+        // key expired by it; a read of a shard without one still does not.
+        assert_eq!(get(&mut r, 13_000, "k"), (ok.clone(), vec![13_000]));
+        let v = ClientReply::Ok(Bytes::from_static(b"v"));
+        assert_eq!(get(&mut r, 14_000, &timed), (v, vec![14_000]));
+        let elsewhere = key_of((shard + 1) % SHARDS);
+        assert_eq!(
+            get(&mut r, 15_000, &elsewhere),
+            (ClientReply::NoKey, vec![])
+        );
+        assert_eq!(
+            get(&mut r, 18_000, &timed),
+            (ClientReply::NoKey, vec![18_000])
+        );
+        // Removed by that stamp, the key leaves no expiry behind.
+        assert_eq!(get(&mut r, 19_000, "k"), (ok, vec![]));
+    }
 }
 
 /// A transaction runs only if the group serves every shard it touches at

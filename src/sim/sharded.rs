@@ -774,7 +774,7 @@ impl ShardedWorld {
         rc.paxos.snapshot_chunk_bytes = 1024;
         rc.paxos.window_slots_max = 4;
         rc.clock_interval_ms = 20;
-        rc.stamp_reads = false;
+        rc.stamp_reads = crate::replica::StampReads::Off;
         if self.cfg.lease {
             rc.paxos.lease_us = crate::paxos::lease_for(10 * MS, rc.paxos.election_ticks_min);
         }
