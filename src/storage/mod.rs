@@ -116,7 +116,7 @@ use std::path::PathBuf;
 pub use durable::{create_dir_durable, sync_dir, write_durable};
 pub use janitor::Janitor;
 pub use snapshot::{SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
-pub use wal::{Recovered, Wal, WalStats};
+pub use wal::{Begun, Recovered, SyncJob, Wal, WalStats};
 // The simulator's disk faults (`sim/disk.rs`) write and recover WAL bytes in
 // memory with the very encoding and recovery rules the WAL uses.
 pub use record::WalRecord;

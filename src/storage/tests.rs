@@ -1179,6 +1179,48 @@ fn failed_write_poisons_the_wal() {
     assert_eq!(rec.groups[&1].entries.len(), 1);
 }
 
+/// A sync in two halves, its `fdatasync` run on another thread: what it
+/// wrote is recovered, a sync with a rotation due is done whole, and a
+/// failed job poisons the WAL as a failed inline sync does.
+#[test]
+fn a_sync_begun_here_and_run_elsewhere_is_a_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(tmp.path(), opts(FsyncPolicy::Always, 1 << 20));
+    assert!(
+        matches!(wal.begin_sync(), Begun::Done(Ok(_))),
+        "clean: done"
+    );
+    let before = wal.stats().syncs;
+    for slot in 0..3 {
+        wal.append(1, &[accepted(slot, 1, b"off the loop")]);
+        let Begun::Job(job) = wal.begin_sync() else {
+            panic!("one record and no rotation due: a job");
+        };
+        assert!(wal.syncing());
+        let synced = std::thread::spawn(move || job.run()).join().unwrap();
+        wal.finish_sync(synced).unwrap();
+        assert!(!wal.syncing());
+    }
+    assert_eq!(wal.stats().syncs, before + 3);
+    // Past the segment's size: rotated, inline.
+    wal.append(1, &[accepted(3, 1, &vec![7; 1 << 20])]);
+    assert!(matches!(wal.begin_sync(), Begun::Done(Ok(_))));
+    assert!(wal.segment_count() >= 2, "rotated");
+    wal.append(1, &[accepted(4, 1, b"its sync fails")]);
+    let Begun::Job(_job) = wal.begin_sync() else {
+        panic!("a job");
+    };
+    assert_failed(wal.finish_sync(Err(std::io::Error::other("injected"))));
+    assert!(wal.is_poisoned());
+    wal.append(1, &[accepted(5, 1, b"never")]);
+    assert!(matches!(wal.begin_sync(), Begun::Done(Err(_))));
+    drop(wal);
+    let (_, rec) = open(tmp.path(), never());
+    let slots: Vec<_> = rec.groups[&1].entries.keys().copied().collect();
+    // Slot 4 reached the file (only its sync "failed"); 5 never did.
+    assert_eq!(slots, vec![0, 1, 2, 3, 4]);
+}
+
 // ---------------------------------------------------------------------------
 // Cost
 // ---------------------------------------------------------------------------

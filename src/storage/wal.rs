@@ -178,12 +178,35 @@ pub struct Wal {
     /// [`Wal::snapshots_durable`].
     durable_snaps: Vec<(GroupId, Slot)>,
     notify: Option<Notify>,
+    /// A [`Wal::begin_sync`] not yet finished.
+    syncing: bool,
     #[cfg(test)]
     fail_next_sync: bool,
     /// The durable steps of each rotation, in order, for tests of their
     /// order (which only a crash between them would otherwise show).
     #[cfg(test)]
     pub(crate) rotation_steps: Vec<&'static str>,
+}
+
+/// What [`Wal::begin_sync`] did.
+pub enum Begun {
+    /// The whole sync, done on the caller's thread.
+    Done(Result<Synced, StorageError>),
+    /// The records are written; this `fdatasync` is left.
+    Job(SyncJob),
+}
+
+/// The `fdatasync` of a begun sync, on its own handle of the segment
+/// (runs on any thread; the segment never rotates under it, as
+/// [`Wal::begin_sync`] syncs whole when a rotation is due).
+pub struct SyncJob {
+    file: File,
+}
+
+impl SyncJob {
+    pub fn run(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
 }
 
 /// The file of segment `seq`, its records checksummed from
@@ -406,6 +429,7 @@ impl Wal {
             in_flight: BTreeMap::new(),
             durable_snaps: Vec::new(),
             notify: None,
+            syncing: false,
             #[cfg(test)]
             fail_next_sync: false,
             #[cfg(test)]
@@ -577,6 +601,7 @@ impl Wal {
     /// Panics if a promise goes backwards (as [`Durable::apply`] does) or a
     /// record is longer than `record_bytes_max`: both are caller bugs.
     pub fn append(&mut self, group: GroupId, records: &[Record]) {
+        debug_assert!(!self.syncing, "append while a sync is in flight");
         if self.poisoned.is_some() || records.is_empty() {
             // Poisoned: nothing appended now can ever be synced, and sync
             // reports why. Empty: a group with no records is not "seen" (it
@@ -635,6 +660,7 @@ impl Wal {
     /// a local snapshot, or if a record is longer than `record_bytes_max`:
     /// caller bugs.
     pub fn append_pb(&mut self, group: GroupId, records: &[PbRecord]) {
+        debug_assert!(!self.syncing, "append while a sync is in flight");
         if self.poisoned.is_some() || records.is_empty() {
             return;
         }
@@ -715,15 +741,72 @@ impl Wal {
         }
         match self.sync_inner() {
             Ok(()) => Ok(Synced::after_sync()),
-            Err(e) => {
-                let why = format!("{}: {e}", self.dir.display());
-                log::error!("wal poisoned: {why}");
-                self.poisoned = Some(why.clone());
-                self.buf = Vec::new();
-                self.staged.clear();
-                Err(StorageError::Failed(why))
-            }
+            Err(e) => Err(self.poison(e)),
         }
+    }
+
+    /// The first I/O error: nothing appended is ever synced now (see
+    /// [`Wal::sync`]).
+    fn poison(&mut self, e: io::Error) -> StorageError {
+        let why = format!("{}: {e}", self.dir.display());
+        log::error!("wal poisoned: {why}");
+        self.poisoned = Some(why.clone());
+        self.buf = Vec::new();
+        self.staged.clear();
+        StorageError::Failed(why)
+    }
+
+    /// [`Wal::sync`] in two halves, so the `fdatasync` can run on another
+    /// thread while the caller's goes on: this writes the buffered records
+    /// and returns the sync still to do as a [`Begun::Job`]; its result
+    /// goes to [`Wal::finish_sync`], which hands out the proof. Until then
+    /// nothing may be appended (checked in debug builds). A sync with more
+    /// to it than one `fdatasync` (staged snapshots, a rotation due after
+    /// the write, fsync off, nothing to write, an earlier failure) is done
+    /// whole, here, as [`Begun::Done`].
+    pub fn begin_sync(&mut self) -> Begun {
+        let whole = self.poisoned.is_some()
+            || !self.dirty()
+            || self.opts.fsync != FsyncPolicy::Always
+            || !self.staged.is_empty()
+            || self.seg_len + self.buf.len() as u64 >= self.opts.segment_bytes;
+        #[cfg(test)]
+        let whole = whole || self.fail_next_sync;
+        if whole {
+            return Begun::Done(self.sync());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let written = self
+            .write_segment(&buf)
+            .and_then(|()| self.file.try_clone());
+        self.buf = buf;
+        self.buf.clear();
+        match written {
+            Ok(file) => {
+                self.syncing = true;
+                Begun::Job(SyncJob { file })
+            }
+            Err(e) => Begun::Done(Err(self.poison(e))),
+        }
+    }
+
+    /// The end of a sync [`Wal::begin_sync`] began: `result` is its
+    /// [`SyncJob::run`]'s. An error poisons the `Wal` as in [`Wal::sync`].
+    pub fn finish_sync(&mut self, result: io::Result<()>) -> Result<Synced, StorageError> {
+        debug_assert!(self.syncing, "finish_sync without a sync begun");
+        self.syncing = false;
+        match result {
+            Ok(()) => {
+                self.stats.syncs += 1;
+                Ok(Synced::after_sync())
+            }
+            Err(e) => Err(self.poison(e)),
+        }
+    }
+
+    /// Is a sync begun and not finished ([`Wal::begin_sync`])?
+    pub fn syncing(&self) -> bool {
+        self.syncing
     }
 
     fn sync_inner(&mut self) -> io::Result<()> {
