@@ -424,6 +424,46 @@ impl<S: StateMachine> Replica<S> {
         self.request(to, req, Some(cmd));
     }
 
+    /// Does read `req` have to go through the log behind a fresh clock
+    /// stamp (`ReplicaConfig::stamp_reads`)?
+    fn stale_time(&self, req: &S::Request) -> bool {
+        match self.cfg.stamp_reads {
+            StampReads::Off => false,
+            StampReads::Timed => self.stamp_due() && self.sm.read_needs_time(req),
+            StampReads::Always => self.stamp_due(),
+        }
+    }
+
+    /// Answers read `req` at once if that needs no message, no log slot
+    /// and nothing more applied: this leader's lease is valid, everything
+    /// chosen has been handed to the state machine, the read needs no fresh
+    /// clock stamp and no earlier read is waiting. `None` otherwise (and
+    /// for a request that is not a read): then it goes through
+    /// [`Replica::on_request`] as usual.
+    ///
+    /// For a driver whose replica is waiting for a sync: it takes no other
+    /// event then, and answers such reads meanwhile, but only while the
+    /// `Ready` out for that sync holds no state for the state machine
+    /// ([`crate::paxos::Ready::holds_state`]), so the state read is all
+    /// that was handed out. That state changed last before the sync
+    /// began, so the answer is the one the read would have had then,
+    /// judged by a lease still valid now; and everything in it was chosen
+    /// by a quorum's durable acceptances (`Ready::take_chosen`).
+    pub fn read_now(&mut self, req: &S::Request) -> Option<Message> {
+        if !self.cfg.read_index
+            || !S::is_read(req)
+            || !self.reads.is_empty()
+            || self.stale_time(req)
+            || !self.paxos.read_ready_now()
+        {
+            return None;
+        }
+        let reply = self.sm.read_local(req)?;
+        self.reads_served += 1;
+        self.reads_leased += 1;
+        Some(reply)
+    }
+
     fn request(&mut self, to: ReplyTo, req: &S::Request, cmd: Option<Bytes>) {
         if self.cfg.bugs.follower_reads
             || (self.cfg.bugs.unconfirmed_leader_reads && self.paxos.is_leader())
@@ -433,12 +473,7 @@ impl<S: StateMachine> Replica<S> {
                 return;
             }
         }
-        let stale_time = match self.cfg.stamp_reads {
-            StampReads::Off => false,
-            StampReads::Timed => self.stamp_due() && self.sm.read_needs_time(req),
-            StampReads::Always => self.stamp_due(),
-        };
-        if self.cfg.read_index && S::is_read(req) && !stale_time {
+        if self.cfg.read_index && S::is_read(req) && !self.stale_time(req) {
             if self.reads.len() >= self.cfg.reads_pending_max {
                 self.early.push((to, refusal(ClientReply::Busy)));
                 return;

@@ -433,6 +433,37 @@ fn read_leases_on_drifting_clocks_stay_linearizable_under_faults() {
     }
 }
 
+/// What the runtime does with read leases: while a node waits for its
+/// sync, it answers the leased reads its leader can answer at once
+/// (`Replica::read_now`, `SimConfig::reads_during_sync`) and holds every
+/// other event until the sync is done; on slow disks, so syncs are long,
+/// with every fault and checker on. The sweep must answer reads that way,
+/// or it proves nothing about them.
+#[test]
+fn reads_answered_while_a_sync_is_out_stay_linearizable_under_faults() {
+    let count = (seeds() / 5).max(4);
+    let mut answered = 0;
+    for (replicas, start) in [(3, 13_000_000), (5, 13_500_000)] {
+        let mut failed = Vec::new();
+        for seed in start..start + count {
+            let mut cfg = SimConfig::new(seed, replicas);
+            cfg.lease = true;
+            cfg.disk_latency_max = 20_000;
+            cfg.reads_during_sync = true;
+            let report = sim::run(&cfg);
+            answered += report.reads_during_sync;
+            if !report.passed() {
+                failed.push(format!(
+                    "seed {seed} (replay: synod-sim --start-seed {seed} --seeds 1 --replicas {replicas} --lease --disk-latency-us 20000 --reads-during-sync): {}",
+                    report.failures.join(" | ")
+                ));
+            }
+        }
+        synod::sim::assert_seeds_passed(&failed);
+    }
+    assert!(answered > 0, "no read was answered during a sync");
+}
+
 /// A lease that outlives the followers' guard (`lease_outlives_guard`)
 /// lets a leader cut off from its followers answer reads after a rival
 /// was elected and took writes. The window is narrow (the rival must win

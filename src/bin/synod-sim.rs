@@ -154,6 +154,11 @@ struct Args {
     /// and mixed worlds every Paxos group (the master's too) runs them
     #[arg(long, env = "SYNOD_SIMULATOR_LEASE", value_parser = FalseyValueParser::new())]
     lease: bool,
+    /// While a leader waits for its sync (--disk-latency-us), client reads
+    /// it can answer by its lease alone are answered at once, as the
+    /// server does; everything else waits (group world)
+    #[arg(long, env = "SYNOD_SIMULATOR_READS_DURING_SYNC", value_parser = FalseyValueParser::new())]
+    reads_during_sync: bool,
     /// The group world with membership changes: 6 replica ids, the group
     /// {0,1,2} to start, the others empty nodes; during the fault phase
     /// the leader is asked every 0.15-0.9 s to add or remove one replica
@@ -238,6 +243,7 @@ struct Run {
     disk_faults: bool,
     stamp_reads: bool,
     lease: bool,
+    reads_during_sync: bool,
     membership: bool,
     page_bytes: Option<usize>,
     trace: Option<std::path::PathBuf>,
@@ -304,6 +310,9 @@ fn configure(a: Args) -> Result<Run, String> {
     if a.lease && pb {
         return Err("--lease runs in the group, sharded and mixed worlds".into());
     }
+    if a.reads_during_sync && (sharded || pb) {
+        return Err("--reads-during-sync runs in the group world".into());
+    }
     if a.trace.is_some() && (a.seeds != 1 || sharded || pb) {
         return Err("--trace traces one seed of the group world: add --seeds 1".into());
     }
@@ -332,6 +341,7 @@ fn configure(a: Args) -> Result<Run, String> {
         disk_faults: a.disk_faults,
         stamp_reads: a.stamp_reads,
         lease: a.lease,
+        reads_during_sync: a.reads_during_sync,
         membership: a.membership,
         page_bytes: a.page_bytes,
         trace: a.trace,
@@ -365,6 +375,7 @@ fn config_for(seed: u64, args: &Run) -> SimConfig {
     cfg.disk_faults = args.disk_faults;
     cfg.stamp_reads = args.stamp_reads;
     cfg.lease = args.lease;
+    cfg.reads_during_sync = args.reads_during_sync;
     if let Some(p) = args.page_bytes {
         cfg.page_bytes = p;
     }
@@ -456,6 +467,11 @@ fn main() -> ExitCode {
                         + if args.disk_faults { " --disk-faults" } else { "" }
                         + &args.bug_names.iter().map(|b| format!(" --bug {b}")).collect::<String>()
                         + if args.lease { " --lease" } else { "" }
+                        + if args.reads_during_sync {
+                            " --reads-during-sync"
+                        } else {
+                            ""
+                        }
                         + if args.stamp_reads { " --stamp-reads" } else { "" }
                         + &args
                             .page_bytes
@@ -518,6 +534,10 @@ fn main() -> ExitCode {
         let served: u64 = reports.iter().map(|r| r.reads_served).sum();
         let leased: u64 = reports.iter().map(|r| r.reads_leased).sum();
         println!("reads without a log slot: {served}, under a lease: {leased}");
+    }
+    if args.reads_during_sync {
+        let during: u64 = reports.iter().map(|r| r.reads_during_sync).sum();
+        println!("reads answered while their leader synced: {during}");
     }
     if args.disk_faults {
         let torn: u64 = reports.iter().map(|r| r.torn_syncs).sum();

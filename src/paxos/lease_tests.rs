@@ -181,3 +181,42 @@ fn the_lease_is_the_followers_guard_shrunk_by_the_drift_bound() {
     assert_eq!(lease_for(10_000, 10), 90_000 * 95 / 105);
     assert_eq!(lease_for(10_000, 1), 0);
 }
+
+/// `read_ready_now`, what a driver asks while its replica waits for a
+/// sync: only a leader under a valid lease that has handed out every slot
+/// chosen, never a follower.
+#[test]
+fn a_read_is_ready_now_only_under_a_lease_with_every_chosen_slot_handed_out() {
+    let mut net = leased(3);
+    assert!(
+        !net.nodes[0].read_ready_now(),
+        "no heartbeat acknowledged yet"
+    );
+    renew(&mut net, 2 * TICK);
+    assert!(net.nodes[0].read_ready_now());
+    assert!(!net.nodes[1].read_ready_now(), "a follower");
+    // A batch chosen by the followers' answers, not yet handed out.
+    net.nodes[0].propose(super::tests::cmd("x")).unwrap();
+    net.nodes[0].flush();
+    net.drain(0);
+    for (_, to, m) in std::mem::take(&mut net.wire) {
+        net.nodes[to as usize].step(m, &mut net.rng);
+    }
+    net.drain(1);
+    net.drain(2);
+    for (_, to, m) in std::mem::take(&mut net.wire) {
+        if to == 0 {
+            net.nodes[0].step(m, &mut net.rng);
+        }
+    }
+    assert!(net.nodes[0].lease_valid());
+    assert!(
+        !net.nodes[0].read_ready_now(),
+        "chosen, not handed out to the state machine"
+    );
+    net.drain(0);
+    assert!(net.nodes[0].read_ready_now());
+    // The lease lapses by the leader's clock.
+    net.nodes[0].set_clock(1_000 * TICK);
+    assert!(!net.nodes[0].read_ready_now());
+}

@@ -701,6 +701,21 @@ impl Paxos {
         }
     }
 
+    /// Would a read registered now ([`Paxos::read_index`]) be ready at once
+    /// ([`Paxos::read_status`]), asking for no round: this leader's lease
+    /// is valid and every slot the ticket would name has been handed out.
+    pub fn read_ready_now(&self) -> bool {
+        let Role::Leader(l) = &self.role else {
+            return false;
+        };
+        let index = if self.cfg.bugs.read_index_skips_takeover {
+            self.chosen_upto
+        } else {
+            self.chosen_upto.max(l.takeover_slot)
+        };
+        self.lease_valid() && self.applied_upto >= index
+    }
+
     /// May the read of `t` be answered from a state machine that has applied
     /// every slot below [`Paxos::applied_upto`]?
     pub fn read_status(&self, t: &ReadTicket) -> ReadStatus {

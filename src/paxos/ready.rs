@@ -123,6 +123,15 @@ impl Ready {
             && !self.gated.wake
     }
 
+    /// Does it hold anything the state machine must take before its state
+    /// is current: chosen batches, or a snapshot to install? While a
+    /// `Ready` that does is out for its sync, the state machine lags what
+    /// the log says is chosen, and no read may be answered from it
+    /// ([`crate::replica::Replica::read_now`]).
+    pub fn holds_state(&self) -> bool {
+        !self.gated.committed.is_empty() || self.gated.snapshot.is_some()
+    }
+
     /// Mark this `Ready` as worth an `advance` even if it holds nothing else.
     pub(crate) fn wake(&mut self) {
         self.gated.wake = true;

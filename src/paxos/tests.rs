@@ -53,7 +53,7 @@ impl Net {
     }
 
     /// Persist and release node `i`'s output.
-    fn drain(&mut self, i: usize) {
+    pub(super) fn drain(&mut self, i: usize) {
         loop {
             let mut ready = self.nodes[i].ready();
             if ready.is_empty() {

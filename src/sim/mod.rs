@@ -146,6 +146,13 @@ pub struct SimConfig {
     /// off by default (it moves every tick, so the pinned seeds'
     /// trajectories would change).
     pub lease: bool,
+    /// While a node waits for its sync (`disk_latency_max`), a client read
+    /// that reaches it is answered at once if
+    /// [`crate::replica::Replica::read_now`] can (a valid lease, and the
+    /// `Ready` out for the sync holds no state for the state machine), as
+    /// the runtime does; every other event still waits. Off by default
+    /// (the pinned seeds' trajectories).
+    pub reads_during_sync: bool,
 }
 
 /// Replicas {0, 1, 2}: the membership world's first group.
@@ -242,6 +249,7 @@ impl SimConfig {
             replace_down_members: false,
             crashes_at: Vec::new(),
             lease: false,
+            reads_during_sync: false,
         }
     }
 
@@ -278,6 +286,9 @@ pub struct SimReport {
     /// end, and how many of them under a lease.
     pub reads_served: u64,
     pub reads_leased: u64,
+    /// Reads answered while their leader waited for its sync
+    /// ([`SimConfig::reads_during_sync`]).
+    pub reads_during_sync: u64,
     pub crashes: u64,
     pub messages: u64,
     /// Writes answered `SessionExpired` (outcome unknown; the client went
@@ -475,9 +486,11 @@ impl Simulated for World {
             _ => None,
         };
         if let Some(id) = target {
-            let node = &mut self.nodes[id as usize];
-            if node.syncing.is_some() {
-                node.deferred.push_back(ev);
+            if self.nodes[id as usize].syncing.is_some() {
+                if self.cfg.reads_during_sync && self.read_during_sync(id, &ev) {
+                    return;
+                }
+                self.nodes[id as usize].deferred.push_back(ev);
                 return;
             }
         }
@@ -967,6 +980,31 @@ impl World {
             self.send_paxos(id, to, msg);
         }
         self.send_replies(id, out.replies);
+    }
+
+    /// A client read reaching node `id` while it waits for its sync,
+    /// answered at once if [`crate::replica::Replica::read_now`] can and
+    /// the `Ready` being synced holds no state (see
+    /// [`SimConfig::reads_during_sync`]). True if answered.
+    fn read_during_sync(&mut self, id: ReplicaId, ev: &Event) -> bool {
+        let Event::Request { reply_to, req, .. } = ev else {
+            return false;
+        };
+        let now_ms = clock_ms(self.time.now);
+        let node = &mut self.nodes[id as usize];
+        if node.syncing.as_ref().is_none_or(Ready::holds_state) {
+            return false;
+        }
+        let Some(r) = node.replica.as_mut() else {
+            return false;
+        };
+        r.set_now_ms(now_ms);
+        let Some(reply) = r.read_now(req) else {
+            return false;
+        };
+        self.report.reads_during_sync += 1;
+        self.send_replies(id, vec![(*reply_to, reply)]);
+        true
     }
 
     fn send_replies(
