@@ -173,6 +173,15 @@ struct Args {
     /// for comparison) [default: lease]
     #[arg(long, env = "SYNOD_READS")]
     reads: Option<Reads>,
+    /// With read leases: where a core's fdatasync runs. 'thread' (the
+    /// default) runs it on the core's syncer thread while the core's loop
+    /// answers leased Gets of groups whose pending writes hold nothing to
+    /// apply, so a Get does not wait for another write's disk; 'loop' syncs
+    /// on the loop's own thread, which then answers nothing until the disk
+    /// does. A core that has read no Get for 100 ms syncs on its loop
+    /// either way [default: thread]
+    #[arg(long, env = "SYNOD_SYNC_ON", value_name = "thread|loop")]
+    sync_on: Option<SyncOn>,
     /// When another group pulls a shard from this node, send it in chunks
     /// of about N bytes of records, each one message and one log entry at
     /// the receiver (default 1048576; at most half of --frame-bytes-max)
@@ -257,6 +266,12 @@ struct Args {
 enum Fsync {
     Always,
     Never,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SyncOn {
+    Thread,
+    Loop,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -410,6 +425,9 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
     if let Some(r) = a.reads {
         cfg.read_index = !matches!(r, Reads::Log);
         cfg.read_lease = matches!(r, Reads::Lease);
+    }
+    if let Some(on) = a.sync_on {
+        cfg.reads_during_sync = matches!(on, SyncOn::Thread);
     }
     set(&mut cfg.migrate_chunk_bytes, a.migrate_chunk_bytes);
     if let Some(ms) = a.txn_resolve_after_ms {

@@ -8,10 +8,15 @@
 //! each replica's messages and replies with that one proof → write every
 //! connection's buffered frames with one write call each.
 //!
+//! With read leases the sync's `fdatasync` runs on the core's syncer
+//! thread, and until it is done the loop only reads frames, answers the
+//! leased Gets a replica can answer at once, and queues the rest
+//! (`Core::in_sync`).
+//!
 //! Nothing here blocks except `poll` and the WAL's sync. A dead or slow peer
 //! costs a bounded buffer, never the loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +65,29 @@ pub enum Control {
     },
     /// A newer configuration from the shard master.
     Config(Config),
+    /// From this core's syncer thread: the `fdatasync` of the sync begun
+    /// last turn is done (see `Core::in_sync`).
+    Synced(std::io::Result<()>),
     Shutdown,
+}
+
+/// A turn's output waiting for a sync that runs on the core's syncer
+/// thread, released by its `Control::Synced`.
+struct InSync {
+    readies: Vec<(GroupId, Ready)>,
+    pb_readies: Vec<(GroupId, crate::pb::Ready)>,
+    began: Instant,
+    /// Did the sync write a record (for the fsync histogram)?
+    dirty: bool,
+}
+
+/// A frame read while the loop waited for its sync, handled after it.
+struct Deferred {
+    t: Token,
+    frame: Frame,
+    raw: Bytes,
+    /// The turn it was read in (its latency counts from then).
+    arrived: Instant,
 }
 
 /// How to reach a core from elsewhere.
@@ -277,7 +304,22 @@ pub struct Core {
     last_migration: Instant,
     /// Connection-close and refusal warnings, at most a few a second.
     warns: WarnLimiter,
+    /// With `RuntimeConfig::reads_during_sync`: the thread that runs this
+    /// core's `fdatasync`s while its loop answers leased reads.
+    syncer: Option<crossbeam_channel::Sender<crate::storage::SyncJob>>,
+    /// The turn whose sync is out on the syncer thread: until it is back,
+    /// the loop answers leased reads and defers every other frame and
+    /// control message (nothing touches the WAL or a replica but a read).
+    in_sync: Option<InSync>,
+    deferred: VecDeque<Deferred>,
+    deferred_controls: Vec<Control>,
+    /// The turn that last read a Get: syncs go to the syncer thread only
+    /// within `GETS_RECENT` of it.
+    last_get: Option<Instant>,
 }
+
+/// How long after the last Get a core still syncs on its syncer thread.
+const GETS_RECENT: Duration = Duration::from_millis(100);
 
 /// Request ids of pings to the view service: the top bit set, so they
 /// never meet the migrator's (counted up from 1).
@@ -389,7 +431,39 @@ impl Core {
             last_migration: now,
             warns: WarnLimiter::new(WARNINGS_PER_SEC, now),
             tracer,
+            syncer: None,
+            in_sync: None,
+            deferred: VecDeque::new(),
+            deferred_controls: Vec::new(),
+            last_get: None,
             cfg,
+        }
+    }
+
+    /// The syncer thread, if reads may be answered while the loop waits for
+    /// a sync: only leased reads are (`Replica::read_now`), so without
+    /// leases the loop syncs on its own thread as it always did. It ends
+    /// when the core drops its sender.
+    fn start_syncer(&mut self) {
+        let c = &self.cfg;
+        if !(c.reads_during_sync && c.read_index && c.read_lease) {
+            return;
+        }
+        let (tx, rx) = crossbeam_channel::bounded::<crate::storage::SyncJob>(1);
+        let me = self.cores[self.id].clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("sync-{}", self.id))
+            .spawn(move || {
+                for job in rx {
+                    if me.tx.send(Control::Synced(job.run())).is_err() {
+                        return;
+                    }
+                    let _ = me.waker.wake();
+                }
+            });
+        match spawned {
+            Ok(_) => self.syncer = Some(tx),
+            Err(e) => log::warn!("core {}: no syncer thread, syncing inline: {e}", self.id),
         }
     }
 
@@ -530,15 +604,20 @@ impl Core {
     }
 
     pub fn run(mut self) {
+        self.start_syncer();
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let timeout = if self.read_again.is_empty() && !self.capturing {
-                self.next_tick.saturating_duration_since(now)
+            let timeout = if !self.read_again.is_empty() {
+                Some(Duration::ZERO)
+            } else if self.in_sync.is_some() {
+                None // the syncer's wake-up ends the wait
+            } else if self.capturing {
+                Some(Duration::ZERO)
             } else {
-                Duration::ZERO
+                Some(self.next_tick.saturating_duration_since(now))
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -566,6 +645,11 @@ impl Core {
             }
             for t in std::mem::take(&mut self.read_again) {
                 self.on_readable(t);
+            }
+            if self.in_sync.is_some() {
+                // Timers wait for the sync as they would have inline.
+                self.flush_conns();
+                continue;
             }
             let now = Instant::now();
             if now >= self.next_tick {
@@ -600,15 +684,62 @@ impl Core {
     /// Returns false on shutdown.
     fn drain_control(&mut self) -> bool {
         while let Ok(c) = self.rx.try_recv() {
-            match c {
-                Control::Adopt {
-                    stream,
-                    first,
-                    first_raw,
-                    rest,
-                } => self.adopt(stream, first, first_raw, rest),
-                Control::Config(config) => self.on_config(&config),
-                Control::Shutdown => return false,
+            if !self.on_control(c) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Returns false on shutdown.
+    fn on_control(&mut self, c: Control) -> bool {
+        match c {
+            Control::Synced(result) => return self.on_synced(result),
+            c if self.in_sync.is_some() => self.deferred_controls.push(c),
+            Control::Adopt {
+                stream,
+                first,
+                first_raw,
+                rest,
+            } => self.adopt(stream, first, first_raw, rest),
+            Control::Config(config) => self.on_config(&config),
+            Control::Shutdown => return false,
+        }
+        true
+    }
+
+    /// The syncer is done with the sync of `in_sync`'s turn: release that
+    /// turn's output as the loop would have right after an inline sync,
+    /// then handle what was deferred meanwhile, in arrival order. Returns
+    /// false if a deferred shutdown was among it.
+    fn on_synced(&mut self, result: std::io::Result<()>) -> bool {
+        let Some(InSync {
+            readies,
+            pb_readies,
+            began,
+            dirty,
+        }) = self.in_sync.take()
+        else {
+            log::error!("core {}: a sync result with no sync begun", self.id);
+            return true;
+        };
+        let synced = self.wal.finish_sync(result);
+        self.after_sync(readies, pb_readies, began, dirty, synced);
+        let arrived_now = self.turn_at;
+        while let Some(d) = self.deferred.pop_front() {
+            if let Some(c) = self.conns.get_mut(&d.t) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+                if c.paused {
+                    self.read_again.push(d.t);
+                }
+            }
+            self.turn_at = d.arrived;
+            self.handle_frame(d.t, d.frame, d.raw);
+        }
+        self.turn_at = arrived_now;
+        for c in std::mem::take(&mut self.deferred_controls) {
+            if !self.on_control(c) {
+                return false;
             }
         }
         true
@@ -1198,8 +1329,84 @@ impl Core {
                 return false;
             }
         }
-        self.handle_frame(t, frame, raw);
+        if let Message::Request(r) = &frame.message {
+            if matches!(r.op, synod_wire::Op::Get { .. }) {
+                self.last_get = Some(self.turn_at);
+            }
+        }
+        if self.in_sync.is_some() {
+            if !self.read_during_sync(t, &frame) {
+                // Counted in flight, so a connection sending on and on
+                // while the disk is slow is paused like any other.
+                if let Some(c) = self.conns.get_mut(&t) {
+                    c.in_flight += 1;
+                }
+                let arrived = self.turn_at;
+                self.deferred.push_back(Deferred {
+                    t,
+                    frame,
+                    raw,
+                    arrived,
+                });
+            }
+        } else {
+            self.handle_frame(t, frame, raw);
+        }
         self.conns.contains_key(&t)
+    }
+
+    /// While the loop waits for its sync: answers `frame` if it is a KV read
+    /// that a leader holding a lease can answer at once
+    /// (`Replica::read_now`), from a connection allowed to ask, for a group
+    /// whose output waiting for the sync holds nothing for its state
+    /// machine (`Ready::holds_state`). False (nothing done) otherwise: the
+    /// frame waits for the sync with every other.
+    fn read_during_sync(&mut self, t: Token, frame: &Frame) -> bool {
+        let Message::Request(req) = &frame.message else {
+            return false;
+        };
+        let Some(in_sync) = &self.in_sync else {
+            return false;
+        };
+        if self.failed.is_some() {
+            return false;
+        }
+        let Some(c) = self.conns.get(&t) else {
+            return false;
+        };
+        let authed = !matches!(c.auth, AuthState::Accepting(_) | AuthState::Dialing(_))
+            && auth::permit(&self.cfg.keys, c.identity(), Need::Client).is_ok();
+        if !authed {
+            return false;
+        }
+        let gid = frame.group;
+        if in_sync
+            .readies
+            .iter()
+            .any(|(g, ready)| *g == gid && ready.holds_state())
+        {
+            return false;
+        }
+        let Some(Group {
+            replica: Hosted::Kv(r),
+            ..
+        }) = self.groups.get_mut(&gid)
+        else {
+            return false;
+        };
+        // A lease is judged by the time now, not the turn's.
+        let now = Instant::now();
+        r.set_clock(micros_since(self.started, now));
+        r.set_now_ms(self.now_ms);
+        let Some(reply) = r.read_now(req) else {
+            return false;
+        };
+        let kind = metrics::request_kind(&frame.message).unwrap_or(0);
+        self.metrics.requests[kind].inc();
+        self.metrics.reply(kind, metrics::result_of(&reply));
+        self.metrics.latency[kind].observe_duration(now.saturating_duration_since(self.turn_at));
+        self.send_reply(t, frame.request_id, gid, reply);
+        true
     }
 
     /// The first frame is for a group another core owns: give it the socket
@@ -1973,74 +2180,110 @@ impl Core {
             // A turn whose output holds no record (messages to release
             // only) writes nothing: not a group commit for the histogram.
             let dirty = self.wal.dirty();
-            let synced = self.wal.sync();
-            // One clock read after the sync serves the fsync histogram and
-            // every reply latency of this turn.
-            let now = Instant::now();
-            if dirty {
-                self.metrics.fsync.observe_duration(now - began);
-            }
-            self.publish_wal();
-            match synced {
-                Ok(proof) => {
-                    for (gid, ready) in pb_readies {
-                        let Some(Hosted::Pb(r)) = self.groups.get_mut(&gid).map(|g| &mut g.replica)
-                        else {
-                            unreachable!("group {gid} was primary/backup this turn");
-                        };
-                        let me = r.id();
-                        let out = r.advance(ready, proof.share());
-                        for (to, msg) in out.messages {
-                            self.send_pb(gid, to, msg);
+            // Off the loop only while Gets come: a write-only load would
+            // pay a thread hand-off per turn and gain nothing.
+            let gets = self
+                .last_get
+                .is_some_and(|at| self.turn_at.saturating_duration_since(at) < GETS_RECENT);
+            let synced = match &self.syncer {
+                Some(syncer) if gets => match self.wal.begin_sync() {
+                    crate::storage::Begun::Done(synced) => synced,
+                    crate::storage::Begun::Job(job) => match syncer.send(job) {
+                        Ok(()) => {
+                            self.in_sync = Some(InSync {
+                                readies,
+                                pb_readies,
+                                began,
+                                dirty,
+                            });
+                            self.flush_conns();
+                            return;
                         }
-                        if let Some(view) = out.ping {
-                            self.send_ping(gid, me, view);
-                        }
-                        for (to, reply) in out.replies {
-                            self.deliver_reply(to, reply, now);
-                        }
-                        if let Some(w) = out.snapshot_write {
-                            // Serialized a slice per turn; written, synced
-                            // and renamed on the writer thread, as a Paxos
-                            // group's.
-                            self.wal.write_snapshot(gid, w.index, w.file);
-                        }
-                    }
-                    for (gid, ready) in readies {
-                        let out = {
-                            let g = self.groups.get_mut(&gid).expect("hosted");
-                            match &mut g.replica {
-                                Hosted::Kv(r) => r.advance(ready, proof.share()),
-                                Hosted::Master(r) => r.advance(ready, proof.share()),
-                                Hosted::Pb(_) => unreachable!("a Paxos ready of group {gid}"),
-                            }
-                        };
-                        for (to, msg) in out.messages {
-                            self.send_paxos(gid, to, msg);
-                        }
-                        for (to, reply) in out.replies {
-                            self.deliver_reply(to, reply, now);
-                        }
-                        if !out.garbage.is_empty() {
-                            self.wal.janitor().drop_later(out.garbage);
-                        }
-                        if out.installed_snapshot.is_some() {
-                            // Restored at start-up or installed from a
-                            // peer (synced above): its file is durable.
-                            let g = self.groups.get_mut(&gid).expect("hosted");
-                            g.replica.map_snapshot(gid, &self.wal);
-                        }
-                        if let Some((index, data)) = out.snapshot_write {
-                            // Serialized in this turn; written, synced and
-                            // renamed on the WAL's writer thread.
-                            self.wal.write_snapshot(gid, index, data);
-                        }
-                    }
-                }
-                Err(e) => self.wal_failed(e),
-            }
+                        Err(crossbeam_channel::SendError(job)) => self.wal.finish_sync(job.run()),
+                    },
+                },
+                _ => self.wal.sync(),
+            };
+            self.after_sync(readies, pb_readies, began, dirty, synced);
         }
         self.flush_conns();
+    }
+
+    /// Release a turn's output once its sync is done: `synced` is the
+    /// sync's result, begun at `began`.
+    fn after_sync(
+        &mut self,
+        readies: Vec<(GroupId, Ready)>,
+        pb_readies: Vec<(GroupId, crate::pb::Ready)>,
+        began: Instant,
+        dirty: bool,
+        synced: Result<crate::paxos::Synced, crate::storage::StorageError>,
+    ) {
+        // One clock read after the sync serves the fsync histogram and
+        // every reply latency of this turn.
+        let now = Instant::now();
+        if dirty {
+            self.metrics.fsync.observe_duration(now - began);
+        }
+        self.publish_wal();
+        match synced {
+            Ok(proof) => {
+                for (gid, ready) in pb_readies {
+                    let Some(Hosted::Pb(r)) = self.groups.get_mut(&gid).map(|g| &mut g.replica)
+                    else {
+                        unreachable!("group {gid} was primary/backup this turn");
+                    };
+                    let me = r.id();
+                    let out = r.advance(ready, proof.share());
+                    for (to, msg) in out.messages {
+                        self.send_pb(gid, to, msg);
+                    }
+                    if let Some(view) = out.ping {
+                        self.send_ping(gid, me, view);
+                    }
+                    for (to, reply) in out.replies {
+                        self.deliver_reply(to, reply, now);
+                    }
+                    if let Some(w) = out.snapshot_write {
+                        // Serialized a slice per turn; written, synced
+                        // and renamed on the writer thread, as a Paxos
+                        // group's.
+                        self.wal.write_snapshot(gid, w.index, w.file);
+                    }
+                }
+                for (gid, ready) in readies {
+                    let out = {
+                        let g = self.groups.get_mut(&gid).expect("hosted");
+                        match &mut g.replica {
+                            Hosted::Kv(r) => r.advance(ready, proof.share()),
+                            Hosted::Master(r) => r.advance(ready, proof.share()),
+                            Hosted::Pb(_) => unreachable!("a Paxos ready of group {gid}"),
+                        }
+                    };
+                    for (to, msg) in out.messages {
+                        self.send_paxos(gid, to, msg);
+                    }
+                    for (to, reply) in out.replies {
+                        self.deliver_reply(to, reply, now);
+                    }
+                    if !out.garbage.is_empty() {
+                        self.wal.janitor().drop_later(out.garbage);
+                    }
+                    if out.installed_snapshot.is_some() {
+                        // Restored at start-up or installed from a
+                        // peer (synced above): its file is durable.
+                        let g = self.groups.get_mut(&gid).expect("hosted");
+                        g.replica.map_snapshot(gid, &self.wal);
+                    }
+                    if let Some((index, data)) = out.snapshot_write {
+                        // Serialized in this turn; written, synced and
+                        // renamed on the WAL's writer thread.
+                        self.wal.write_snapshot(gid, index, data);
+                    }
+                }
+            }
+            Err(e) => self.wal_failed(e),
+        }
     }
 
     /// Never acknowledge what could not be persisted, and never retry a

@@ -77,6 +77,10 @@ pub struct RuntimeConfig {
     /// (`paxos::Config::lease_us`, derived from `tick` and the election
     /// timeout by `paxos::lease_for`).
     pub read_lease: bool,
+    /// With `read_lease`: a core's `fdatasync` runs on its syncer thread
+    /// while the loop answers leased reads (`Core::in_sync`); `false`
+    /// syncs on the loop's thread.
+    pub reads_during_sync: bool,
     /// SO_SNDBUF/SO_RCVBUF for every connection; `None` keeps the kernel's
     /// (auto-tuned) sizes.
     pub socket_buf_bytes: Option<usize>,
@@ -179,6 +183,7 @@ impl RuntimeConfig {
             wal_recycle_segments: crate::storage::RECYCLE_SEGMENTS_DEFAULT,
             read_index: true,
             read_lease: true,
+            reads_during_sync: true,
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
             txn_resolve_after: crate::shardkv::migrator::DEFAULT_RESOLVE_AFTER,
