@@ -826,6 +826,18 @@ mod replica_clock {
 
     /// Runs the replica until it has nothing more to persist; returns the
     /// replies and the clock stamps applied.
+    /// Tick a lone replica until it leads.
+    fn elect(r: &mut Replica<ShardKv>, rng: &mut Rng) {
+        for _ in 0..1_000 {
+            if r.is_leader() {
+                break;
+            }
+            r.tick(rng);
+            drive(r);
+        }
+        assert!(r.is_leader());
+    }
+
     fn drive(r: &mut Replica<ShardKv>) -> (Vec<ClientReply>, Vec<u64>) {
         let (mut replies, mut stamps) = (Vec::new(), Vec::new());
         for _ in 0..100 {
@@ -886,14 +898,7 @@ mod replica_clock {
             },
         );
         let mut r = Replica::new(cfg, Durable::default(), sm, &mut rng);
-        for _ in 0..1_000 {
-            if r.is_leader() {
-                break;
-            }
-            r.tick(&mut rng);
-            drive(&mut r);
-        }
-        assert!(r.is_leader());
+        elect(&mut r, &mut rng);
         let ok = ClientReply::Ok(Bytes::new());
         assert_eq!(write(&mut r, 10_000, 5, 1), (ok.clone(), vec![10_000]));
         assert_eq!(
@@ -930,14 +935,7 @@ mod replica_clock {
         assert_eq!(cfg.stamp_reads, crate::replica::StampReads::Timed);
         let sm = ShardKv::owning_every_shard(1, opts());
         let mut r = Replica::new(cfg, Durable::default(), sm, &mut rng);
-        for _ in 0..1_000 {
-            if r.is_leader() {
-                break;
-            }
-            r.tick(&mut rng);
-            drive(&mut r);
-        }
-        assert!(r.is_leader());
+        elect(&mut r, &mut rng);
         let request = |client: u64, op: Op| ClientRequest {
             client_id: client,
             seq: 1,
