@@ -681,19 +681,15 @@ impl Paxos {
     /// [`Paxos::flush`].
     pub fn read_index(&mut self) -> Result<ReadTicket, ProposeError> {
         let leased = self.lease_valid();
-        match &mut self.role {
-            Role::Leader(l) => {
+        match (self.read_slot(), &mut self.role) {
+            (Some(index), Role::Leader(l)) => {
                 // Under a lease no round is asked for: the periodic
                 // heartbeat's renews the lease, and a read whose lease ran
                 // out before it was served waits for that round.
                 l.read_wanted |= !leased;
                 Ok(ReadTicket {
                     ballot: l.ballot,
-                    index: if self.cfg.bugs.read_index_skips_takeover {
-                        self.chosen_upto
-                    } else {
-                        self.chosen_upto.max(l.takeover_slot)
-                    },
+                    index,
                     round: l.read_round + 1,
                 })
             }
@@ -701,19 +697,25 @@ impl Paxos {
         }
     }
 
+    /// The slot a read registered now must see applied: everything chosen,
+    /// and everything up to this leader's takeover. `None` unless leader.
+    fn read_slot(&self) -> Option<Slot> {
+        let Role::Leader(l) = &self.role else {
+            return None;
+        };
+        Some(if self.cfg.bugs.read_index_skips_takeover {
+            self.chosen_upto
+        } else {
+            self.chosen_upto.max(l.takeover_slot)
+        })
+    }
+
     /// Would a read registered now ([`Paxos::read_index`]) be ready at once
     /// ([`Paxos::read_status`]), asking for no round: this leader's lease
     /// is valid and every slot the ticket would name has been handed out.
     pub fn read_ready_now(&self) -> bool {
-        let Role::Leader(l) = &self.role else {
-            return false;
-        };
-        let index = if self.cfg.bugs.read_index_skips_takeover {
-            self.chosen_upto
-        } else {
-            self.chosen_upto.max(l.takeover_slot)
-        };
-        self.lease_valid() && self.applied_upto >= index
+        self.read_slot()
+            .is_some_and(|index| self.lease_valid() && self.applied_upto >= index)
     }
 
     /// May the read of `t` be answered from a state machine that has applied

@@ -71,8 +71,8 @@ pub enum Control {
     Shutdown,
 }
 
-/// A turn's output waiting for a sync that runs on the core's syncer
-/// thread, released by its `Control::Synced`.
+/// A turn's output waiting for its sync: on the loop's thread, or on the
+/// core's syncer thread until its `Control::Synced` (`Core::in_sync`).
 struct InSync {
     readies: Vec<(GroupId, Ready)>,
     pb_readies: Vec<(GroupId, crate::pb::Ready)>,
@@ -713,26 +713,15 @@ impl Core {
     /// then handle what was deferred meanwhile, in arrival order. Returns
     /// false if a deferred shutdown was among it.
     fn on_synced(&mut self, result: std::io::Result<()>) -> bool {
-        let Some(InSync {
-            readies,
-            pb_readies,
-            began,
-            dirty,
-        }) = self.in_sync.take()
-        else {
+        let Some(turn) = self.in_sync.take() else {
             log::error!("core {}: a sync result with no sync begun", self.id);
             return true;
         };
         let synced = self.wal.finish_sync(result);
-        self.after_sync(readies, pb_readies, began, dirty, synced);
+        self.after_sync(turn, synced);
         let arrived_now = self.turn_at;
         while let Some(d) = self.deferred.pop_front() {
-            if let Some(c) = self.conns.get_mut(&d.t) {
-                c.in_flight = c.in_flight.saturating_sub(1);
-                if c.paused {
-                    self.read_again.push(d.t);
-                }
-            }
+            self.release_slot(d.t);
             self.turn_at = d.arrived;
             self.handle_frame(d.t, d.frame, d.raw);
         }
@@ -1403,9 +1392,8 @@ impl Core {
         };
         let kind = metrics::request_kind(&frame.message).unwrap_or(0);
         self.metrics.requests[kind].inc();
-        self.metrics.reply(kind, metrics::result_of(&reply));
-        self.metrics.latency[kind].observe_duration(now.saturating_duration_since(self.turn_at));
-        self.send_reply(t, frame.request_id, gid, reply);
+        let took = now.saturating_duration_since(self.turn_at);
+        self.answer(t, frame.request_id, gid, kind, reply, took);
         true
     }
 
@@ -2180,6 +2168,12 @@ impl Core {
             // A turn whose output holds no record (messages to release
             // only) writes nothing: not a group commit for the histogram.
             let dirty = self.wal.dirty();
+            let turn = InSync {
+                readies,
+                pb_readies,
+                began,
+                dirty,
+            };
             // Off the loop only while Gets come: a write-only load would
             // pay a thread hand-off per turn and gain nothing.
             let gets = self
@@ -2190,12 +2184,7 @@ impl Core {
                     crate::storage::Begun::Done(synced) => synced,
                     crate::storage::Begun::Job(job) => match syncer.send(job) {
                         Ok(()) => {
-                            self.in_sync = Some(InSync {
-                                readies,
-                                pb_readies,
-                                began,
-                                dirty,
-                            });
+                            self.in_sync = Some(turn);
                             self.flush_conns();
                             return;
                         }
@@ -2204,21 +2193,24 @@ impl Core {
                 },
                 _ => self.wal.sync(),
             };
-            self.after_sync(readies, pb_readies, began, dirty, synced);
+            self.after_sync(turn, synced);
         }
         self.flush_conns();
     }
 
     /// Release a turn's output once its sync is done: `synced` is the
-    /// sync's result, begun at `began`.
+    /// sync's result.
     fn after_sync(
         &mut self,
-        readies: Vec<(GroupId, Ready)>,
-        pb_readies: Vec<(GroupId, crate::pb::Ready)>,
-        began: Instant,
-        dirty: bool,
+        turn: InSync,
         synced: Result<crate::paxos::Synced, crate::storage::StorageError>,
     ) {
+        let InSync {
+            readies,
+            pb_readies,
+            began,
+            dirty,
+        } = turn;
         // One clock read after the sync serves the fsync histogram and
         // every reply latency of this turn.
         let now = Instant::now();
@@ -2342,15 +2334,35 @@ impl Core {
         let Some((t, rid, gid, kind, arrived)) = self.waiting.remove(&to) else {
             return;
         };
-        let kind = kind as usize;
-        self.metrics.reply(kind, metrics::result_of(&reply));
-        self.metrics.latency[kind].observe_duration(now.saturating_duration_since(arrived));
+        self.release_slot(t);
+        let took = now.saturating_duration_since(arrived);
+        self.answer(t, rid, gid, kind as usize, reply, took);
+    }
+
+    /// A request of connection `t` no longer counts in flight: a
+    /// connection paused for too many is read again.
+    fn release_slot(&mut self, t: Token) {
         if let Some(c) = self.conns.get_mut(&t) {
             c.in_flight = c.in_flight.saturating_sub(1);
             if c.paused {
                 self.read_again.push(t);
             }
         }
+    }
+
+    /// Count the reply to a request of `kind` answered `took` after it
+    /// arrived, then queue it on connection `t`.
+    fn answer(
+        &mut self,
+        t: Token,
+        rid: u64,
+        gid: GroupId,
+        kind: usize,
+        reply: Message,
+        took: Duration,
+    ) {
+        self.metrics.reply(kind, metrics::result_of(&reply));
+        self.metrics.latency[kind].observe_duration(took);
         self.send_reply(t, rid, gid, reply);
     }
 
