@@ -4,29 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
 use synod::metrics::{check_line, sample_value};
-
-/// One `GET /metrics`; the body, or why not.
-fn scrape(addr: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
-        .map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let (head, body) = out.split_once("\r\n\r\n").ok_or("no head")?;
-    if !head.starts_with("HTTP/1.1 200 OK") || !head.contains("text/plain; version=0.0.4") {
-        return Err(format!("bad head {head:?}"));
-    }
-    Ok(body.to_string())
-}
 
 /// Every line well-formed, every sample after a TYPE line of its family.
 fn check_text(text: &str) {
@@ -71,7 +52,7 @@ fn scraping_a_cluster_before_and_after_writes_shows_the_counters_move() {
     let scrape_all = || -> Vec<String> {
         addrs
             .iter()
-            .map(|a| scrape(a).unwrap_or_else(|e| panic!("scrape {a}: {e}")))
+            .map(|a| scrape_metrics(a).unwrap_or_else(|e| panic!("scrape {a}: {e}")))
             .collect()
     };
     // Group gauges are stored once per tick: wait until one leader shows.

@@ -847,6 +847,7 @@ impl Lab {
             ],
             key: Some(key),
             client_key: None,
+            node_args: Vec::new(),
         };
         let netem = net.has_netem();
         let tee = !netem && net.has_tee_and_htb();

@@ -16,8 +16,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,14 +30,7 @@ fn text(b: &[u8]) -> String {
 
 /// One `GET /metrics` from node `i`, or `None` (dead, not up yet).
 fn scrape(c: &Cluster, i: usize) -> Option<String> {
-    let addr = c.nodes[i].metrics_addr.as_ref()?;
-    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out.split_once("\r\n\r\n")?.1.to_string())
+    scrape_metrics(c.nodes[i].metrics_addr.as_ref()?).ok()
 }
 
 /// Group 1's gauge `name` on node `i`, hosted there as replica `id`.

@@ -316,3 +316,66 @@ fn a_client_needs_one_connection_per_core_not_per_group() {
         }
     }
 }
+
+/// Links (`--peer-conns shared`, the default): a core sends every group's
+/// replication messages to a server on one connection, and a group the
+/// other server places on another core (it runs another `--cores`) falls
+/// back to a connection of its own after that server's `WrongCore`.
+///
+/// Nodes 0 and 1 run 2 cores, node 2 runs 3; groups 1, 2 and 3 on all
+/// three. Node 0 hosts the master and group 2 on core 0, groups 1 and 3 on
+/// core 1; node 2 has the master and group 3 on core 0, group 1 on core 1,
+/// group 2 on core 2. So each of node 0's cores needs one link to node 1
+/// and, to node 2, a link plus, once the other group sent node 2 a
+/// message, that group's own connection: 4 to 6 peer connections where
+/// one per group and peer would be 8 (a follower sends only to its
+/// leader, so which groups fall back depends on who leads). Then node 0 dies
+/// and every group must still serve on nodes 1 and 2, whose cores disagree
+/// about every group but group 1: only the fallback lets them talk.
+#[test]
+fn links_share_a_core_s_peer_connections_and_fall_back_across_core_counts() {
+    let mut c = Cluster::with_node_args(&[&[], &[], &["--cores", "3"]]);
+    let mut admin = c.client();
+    admin
+        .join(vec![
+            GroupInfo::new(2, c.masters.clone()),
+            GroupInfo::new(3, c.masters.clone()),
+        ])
+        .expect("join groups 2 and 3");
+    let keys = 200;
+    for i in 0..keys {
+        let (k, v) = (format!("key{i}"), format!("value{i}"));
+        admin.put(Bytes::from(k), Bytes::from(v)).expect("put");
+    }
+    check_values(&c, keys);
+    let peer_conns = |c: &Cluster, i: usize| {
+        let body = common::scrape_metrics(c.nodes[i].metrics_addr.as_ref().unwrap()).ok()?;
+        synod::metrics::sample_value(&body, "synod_connections", &[("role", "peer")])
+    };
+    let shared = |n: Option<f64>| n.is_some_and(|n| (4.0..=6.0).contains(&n));
+    let waited = std::time::Instant::now();
+    while !(0..2).all(|i| shared(peer_conns(&c, i))) {
+        let seen: Vec<_> = (0..3).map(|i| peer_conns(&c, i)).collect();
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "peer connections of nodes 0, 1, 2: {seen:?}, not 4 to 6 on nodes 0 and 1"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    c.kill(0);
+    let mut client = c.client();
+    for i in 0..keys {
+        let (k, v) = (format!("key{i}"), format!("after{i}"));
+        client
+            .put(Bytes::from(k), Bytes::from(v))
+            .expect("put without node 0");
+    }
+    for i in 0..keys {
+        assert_eq!(
+            client.get(Bytes::from(format!("key{i}"))).expect("get"),
+            Some(Bytes::from(format!("after{i}"))),
+            "key{i}"
+        );
+    }
+}

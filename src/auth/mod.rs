@@ -128,6 +128,12 @@ pub enum Identity {
     /// Replica `replica` of group `gid`: its Paxos messages, and only those
     /// of that group and that sender.
     Peer { gid: GroupId, replica: ReplicaId },
+    /// A core of another server: the replication messages of every group,
+    /// on one connection (see `wire/PROTOCOL.md` 5.7). Any group and any
+    /// sender, as any holder of the cluster key could claim with `Peer`
+    /// anyway: the per-group check of `Peer` catches a misrouted message,
+    /// not an attacker.
+    Link,
     /// A server of the cluster: migration RPCs.
     Node,
     /// An operator (or a server's configuration watcher): admin operations.
@@ -140,6 +146,7 @@ impl Identity {
     pub fn role(&self) -> AuthRole {
         match self {
             Identity::Peer { .. } => AuthRole::Peer,
+            Identity::Link => AuthRole::Link,
             Identity::Node => AuthRole::Node,
             Identity::Admin => AuthRole::Admin,
             Identity::Client => AuthRole::Client,
@@ -158,6 +165,7 @@ impl Identity {
                 replica: h.replica,
             }),
             _ if h.gid != 0 || h.replica != 0 => Err(AuthError::BadHello),
+            AuthRole::Link => Ok(Identity::Link),
             AuthRole::Node => Ok(Identity::Node),
             AuthRole::Admin => Ok(Identity::Admin),
             AuthRole::Client => Ok(Identity::Client),
@@ -370,6 +378,7 @@ pub fn permit(keys: &Keys, who: Option<&Identity>, need: Need) -> Result<(), &'s
         _ if keys.cluster.is_none() => Ok(()),
         Need::Paxos { gid, from } => match who {
             Some(Identity::Peer { gid: g, replica }) if *g == gid && *replica == from => Ok(()),
+            Some(Identity::Link) => Ok(()),
             Some(Identity::Peer { .. }) => Err(
                 "Paxos message for another group or replica than the connection authenticated as",
             ),

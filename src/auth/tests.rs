@@ -32,6 +32,7 @@ fn same_key_authenticates_both_ways() {
         Ok(Identity::Admin)
     );
     assert_eq!(handshake(&key(7), Identity::Node, &ks), Ok(Identity::Node));
+    assert_eq!(handshake(&key(7), Identity::Link, &ks), Ok(Identity::Link));
     assert_eq!(
         handshake(&key(9), Identity::Client, &ks),
         Ok(Identity::Client)
@@ -115,6 +116,14 @@ fn hellos_the_server_cannot_check_are_refused() {
         Accepting::on_hello(&keys(Some(7), None), &bad, [2; 32]).unwrap_err(),
         AuthError::BadHello
     );
+    // A link names no group or replica in its hello (the frame header's
+    // group binds it to a core).
+    let (_, mut link) = Dialer::new(&key(7), Identity::Link, [1; 32]);
+    link.replica = 2;
+    assert_eq!(
+        Accepting::on_hello(&keys(Some(7), None), &link, [2; 32]).unwrap_err(),
+        AuthError::BadHello
+    );
 }
 
 #[test]
@@ -140,7 +149,19 @@ fn permissions_with_a_cluster_key() {
     assert!(permit(&ks, None, paxos).is_err());
     assert!(permit(&ks, Some(&Identity::Admin), paxos).is_err());
     assert!(permit(&ks, Some(&Identity::Client), paxos).is_err());
+    assert!(permit(&ks, Some(&Identity::Node), paxos).is_err());
+    // A link carries every group's replication messages, from any sender.
+    for need in [paxos, Need::Paxos { gid: 2, from: 0 }] {
+        assert!(permit(&ks, Some(&Identity::Link), need).is_ok());
+    }
+    // The client key opens no link.
+    let ks9 = keys(Some(7), Some(9));
+    assert_eq!(
+        handshake(&key(9), Identity::Link, &ks9),
+        Err("dialer refused challenge")
+    );
     for need in [Need::Migration, Need::Admin] {
+        assert!(permit(&ks, Some(&Identity::Link), need).is_ok());
         assert!(permit(&ks, None, need).is_err());
         assert!(permit(&ks, Some(&Identity::Client), need).is_err());
         assert!(permit(&ks, Some(&Identity::Node), need).is_ok());

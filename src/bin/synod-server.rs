@@ -182,6 +182,16 @@ struct Args {
     /// either way [default: thread]
     #[arg(long, env = "SYNOD_SYNC_ON", value_name = "thread|loop")]
     sync_on: Option<SyncOn>,
+    /// How a core sends its groups' replication messages to another
+    /// server. 'shared' (the default): one connection per (server, core)
+    /// carries every group of the core, so more groups mean fuller writes,
+    /// not more of them; a group the other server places on a different
+    /// core falls back to its own connection. 'per-group': one connection
+    /// per group and peer, as servers before links did (use it while a
+    /// cluster still runs such servers, which refuse a link)
+    /// [default: shared]
+    #[arg(long, env = "SYNOD_PEER_CONNS", value_name = "shared|per-group")]
+    peer_conns: Option<PeerConns>,
     /// When another group pulls a shard from this node, send it in chunks
     /// of about N bytes of records, each one message and one log entry at
     /// the receiver (default 1048576; at most half of --frame-bytes-max)
@@ -272,6 +282,12 @@ enum Fsync {
 enum SyncOn {
     Thread,
     Loop,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PeerConns {
+    Shared,
+    PerGroup,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -428,6 +444,9 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
     }
     if let Some(on) = a.sync_on {
         cfg.reads_during_sync = matches!(on, SyncOn::Thread);
+    }
+    if let Some(p) = a.peer_conns {
+        cfg.peer_links = matches!(p, PeerConns::Shared);
     }
     set(&mut cfg.migrate_chunk_bytes, a.migrate_chunk_bytes);
     if let Some(ms) = a.txn_resolve_after_ms {

@@ -43,6 +43,10 @@ pub enum Role {
     Incoming,
     /// Dialed by us to replica `peer` of group `gid`: Paxos frames out.
     Peer { gid: GroupId, peer: ReplicaId },
+    /// Dialed by us to the server at `addr`: the Paxos and primary/backup
+    /// frames of every group of this core whose peer it is (each frame
+    /// names its group), out; `WrongCore` answers in.
+    Link { addr: std::net::SocketAddr },
     /// Dialed by us to a member of group `target` for shard migration:
     /// requests out, replies in.
     Rpc { target: GroupId },
@@ -142,7 +146,10 @@ impl Conn {
             created: now,
             last_frame: now,
             frames_in: 0,
-            connecting: matches!(role, Role::Peer { .. } | Role::Rpc { .. }),
+            connecting: matches!(
+                role,
+                Role::Peer { .. } | Role::Link { .. } | Role::Rpc { .. }
+            ),
             paused: false,
             want_write: false,
             auth: AuthState::None,

@@ -230,6 +230,14 @@ impl Hosted {
     }
 }
 
+/// A core's link to one server (`Core::links`).
+struct Link {
+    /// The connection, while there is one.
+    token: Option<Token>,
+    /// When it may be dialed again, and the current backoff.
+    redial: (Instant, Duration),
+}
+
 struct Group {
     replica: Hosted,
     /// Every server's address by replica id (the master's list for the
@@ -239,6 +247,11 @@ struct Group {
     peers: Vec<Option<Token>>,
     /// When each peer may be dialed again, and the current backoff.
     redial: Vec<(Instant, Duration)>,
+    /// Peers (bit = replica id) this group talks to on a connection of
+    /// its own rather than the core's link to their server: the server
+    /// answered `WrongCore` on the link (it places the group on another
+    /// core than the link's), or links are off (`--peer-conns per-group`).
+    own: u64,
     /// Its gauges, stored once per tick.
     metrics: Arc<GroupMetrics>,
     /// Paxos's proposal counters at the last publication (for the batch
@@ -299,6 +312,10 @@ pub struct Core {
     migrator: Migrator,
     /// Outgoing connections for migration RPCs, by (server, target group).
     rpc_conns: HashMap<(String, GroupId), Token>,
+    /// This core's links to other servers (`Role::Link`): one connection
+    /// per server carrying every group's replication messages, so more
+    /// groups mean fuller socket writes rather than more of them.
+    links: HashMap<SocketAddr, Link>,
     /// What the migrator counts time from.
     started: Instant,
     last_migration: Instant,
@@ -428,6 +445,7 @@ impl Core {
             migrator: Migrator::new().resolving_after(cfg.txn_resolve_after),
             started: now,
             rpc_conns: HashMap::new(),
+            links: HashMap::new(),
             last_migration: now,
             warns: WarnLimiter::new(WARNINGS_PER_SEC, now),
             tracer,
@@ -596,6 +614,7 @@ impl Core {
                 servers,
                 peers: vec![None; n],
                 redial: vec![(now, REDIAL_FIRST); n],
+                own: if self.cfg.peer_links { 0 } else { u64::MAX },
                 metrics,
                 proposed_seen: (0, 0),
                 farewell_at: now,
@@ -882,8 +901,15 @@ impl Core {
             g.replica.id()
         );
         self.node_metrics.unregister_group(gid);
+        // Its own connections; a link stays for the core's other groups.
         for t in g.peers.into_iter().flatten() {
-            self.close(t, Close::Eof);
+            let own = self
+                .conns
+                .get(&t)
+                .is_some_and(|c| matches!(c.role, Role::Peer { gid: g, .. } if g == gid));
+            if own {
+                self.close(t, Close::Eof);
+            }
         }
     }
 
@@ -1033,7 +1059,7 @@ impl Core {
     fn count_conn(&self, c: &Conn, opened: bool) {
         let g = match c.role {
             Role::Incoming => &self.metrics.conns_incoming,
-            Role::Peer { .. } => &self.metrics.conns_peer,
+            Role::Peer { .. } | Role::Link { .. } => &self.metrics.conns_peer,
             Role::Rpc { .. } => &self.metrics.conns_rpc,
         };
         if opened {
@@ -1196,6 +1222,16 @@ impl Core {
             if let Role::Peer { gid, peer } = c.role {
                 if let Some(g) = self.groups.get_mut(&gid) {
                     g.peers[peer as usize] = None;
+                }
+            }
+            if let Role::Link { addr } = c.role {
+                if let Some(l) = self.links.get_mut(&addr) {
+                    l.token = None;
+                }
+                for g in self.groups.values_mut() {
+                    for p in g.peers.iter_mut().filter(|p| **p == Some(t)) {
+                        *p = None;
+                    }
                 }
             }
             if let Role::Rpc { target } = c.role {
@@ -1569,6 +1605,8 @@ impl Core {
                 }
                 if let Some(g) = self.groups.get_mut(&gid) {
                     g.replica.step(msg, &mut self.rng);
+                } else {
+                    self.misrouted(t, gid);
                 }
             }
             Message::Pb(msg) => {
@@ -1581,6 +1619,8 @@ impl Core {
                 }) = self.groups.get_mut(&gid)
                 {
                     r.step(msg);
+                } else if !self.groups.contains_key(&gid) {
+                    self.misrouted(t, gid);
                 }
             }
             Message::ShardPull(r) => self.answer_pull(t, frame.request_id, gid, r),
@@ -1593,6 +1633,9 @@ impl Core {
                 let status = self.node_metrics.node_status();
                 self.metrics.reply(kind, metrics::RESULT_STATUS);
                 self.send_reply(t, frame.request_id, 0, Message::Status(status));
+            }
+            Message::Reply(ClientReply::WrongCore) if matches!(self.conns.get(&t), Some(c) if matches!(c.role, Role::Link { .. })) => {
+                self.unlink(t, gid)
             }
             Message::Reply(_)
             | Message::Config(_)
@@ -1924,6 +1967,17 @@ impl Core {
         }
     }
 
+    /// A replication message of group `gid`, which this core does not
+    /// host, came on `t`: if another core serves `gid`, the sender's link
+    /// is bound to the wrong core for it; `WrongCore` tells it to use a
+    /// connection of the group's own. (A group this core would serve but
+    /// does not host yet, or no more, just loses the message.)
+    fn misrouted(&mut self, t: Token, gid: GroupId) {
+        if owner_core(gid, self.cfg.cores) != self.id {
+            self.reply_now(t, 0, gid, ClientReply::WrongCore);
+        }
+    }
+
     fn reply_now(&mut self, t: Token, request_id: u64, gid: GroupId, reply: ClientReply) {
         self.send_reply(t, request_id, gid, Message::Reply(reply));
     }
@@ -1993,6 +2047,10 @@ impl Core {
                 if wanted & (1u64 << peer) == 0 {
                     continue;
                 }
+                if self.groups[&gid].own & (1u64 << peer) == 0 {
+                    self.attach_link(gid, peer, now);
+                    continue;
+                }
                 if now < self.groups[&gid].redial[peer].0 {
                     continue;
                 }
@@ -2020,45 +2078,121 @@ impl Core {
         p.members() | p.members_pending().unwrap_or(0) | listed
     }
 
-    fn dial(&mut self, gid: GroupId, peer: ReplicaId, now: Instant) {
-        let g = self.groups.get_mut(&gid).expect("hosted");
-        let (_, backoff) = g.redial[peer as usize];
-        // Exponential backoff with jitter, capped: a dead peer costs one
-        // failed connect per interval, never the loop.
+    /// The address of `gid`'s replica `peer`, if it is `host:port`.
+    fn peer_addr(&self, gid: GroupId, peer: usize) -> Option<SocketAddr> {
+        let server = &self.groups[&gid].servers[peer];
+        match server.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                log::warn!("group {gid}: peer address {server:?} is not host:port");
+                None
+            }
+        }
+    }
+
+    /// The next dial of a backoff `(at, backoff)`: exponential with
+    /// jitter, capped, so a dead peer costs one failed connect per
+    /// interval, never the loop.
+    fn backoff(&mut self, redial: &mut (Instant, Duration), now: Instant) {
+        let backoff = redial.1;
         let next = (backoff * 2).min(REDIAL_MAX);
         let jitter = Duration::from_millis(self.rng.range(0, 1 + next.as_millis() as u64 / 4));
-        g.redial[peer as usize] = (now + backoff + jitter, next);
-        let addr: SocketAddr = match g.servers[peer as usize].parse() {
-            Ok(a) => a,
-            Err(_) => {
-                log::warn!(
-                    "group {gid}: peer address {:?} is not host:port",
-                    g.servers[peer as usize]
-                );
-                return;
-            }
-        };
+        *redial = (now + backoff + jitter, next);
+    }
+
+    /// Dials `addr` as `role`, authenticating as `identity` for `group`'s
+    /// core; the registered connection's token.
+    fn connect(
+        &mut self,
+        addr: SocketAddr,
+        role: Role,
+        identity: Identity,
+        group: GroupId,
+        now: Instant,
+    ) -> Option<Token> {
         let stream = match TcpStream::connect(addr) {
             Ok(s) => s,
             Err(e) => {
-                log::debug!("group {gid}: dial {addr} failed: {e}");
-                return;
+                log::debug!("core {}: dial {addr} failed: {e}", self.id);
+                return None;
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut conn = Conn::new(
-            stream,
-            Role::Peer { gid, peer },
-            self.cfg.frame_bytes_max,
-            now,
-        );
-        let me = self.groups[&gid].replica.id();
-        if !self.secure(&mut conn, Identity::Peer { gid, replica: me }, gid) {
-            return;
+        let mut conn = Conn::new(stream, role, self.cfg.frame_bytes_max, now);
+        if !self.secure(&mut conn, identity, group) {
+            return None;
         }
-        if let Some(t) = self.register(conn) {
+        self.register(conn)
+    }
+
+    /// A connection of `gid`'s own to its replica `peer`.
+    fn dial(&mut self, gid: GroupId, peer: ReplicaId, now: Instant) {
+        let mut redial = self.groups[&gid].redial[peer as usize];
+        self.backoff(&mut redial, now);
+        self.groups.get_mut(&gid).expect("hosted").redial[peer as usize] = redial;
+        let Some(addr) = self.peer_addr(gid, peer as usize) else {
+            return;
+        };
+        let me = self.groups[&gid].replica.id();
+        let identity = Identity::Peer { gid, replica: me };
+        if let Some(t) = self.connect(addr, Role::Peer { gid, peer }, identity, gid, now) {
             if let Some(g) = self.groups.get_mut(&gid) {
                 g.peers[peer as usize] = Some(t);
+            }
+        }
+    }
+
+    /// Sends `gid`'s messages for its replica `peer` on the core's link to
+    /// that server, dialing the link (bound to `gid`'s core there) if there
+    /// is none and its backoff allows.
+    fn attach_link(&mut self, gid: GroupId, peer: usize, now: Instant) {
+        let Some(addr) = self.peer_addr(gid, peer) else {
+            return;
+        };
+        let link = self.links.entry(addr).or_insert(Link {
+            token: None,
+            redial: (now, REDIAL_FIRST),
+        });
+        let token = match link.token {
+            Some(t) => t,
+            None if now < link.redial.0 => return,
+            None => {
+                let mut redial = link.redial;
+                self.backoff(&mut redial, now);
+                let role = Role::Link { addr };
+                let t = self.connect(addr, role, Identity::Link, gid, now);
+                let link = self.links.get_mut(&addr).expect("inserted above");
+                link.redial = redial;
+                link.token = t;
+                let Some(t) = t else {
+                    return;
+                };
+                log::debug!("core {}: link to {addr} dialed for group {gid}", self.id);
+                t
+            }
+        };
+        if let Some(g) = self.groups.get_mut(&gid) {
+            g.peers[peer] = Some(token);
+        }
+    }
+
+    /// `WrongCore` for group `gid` on the link `t`: the other server
+    /// places `gid` on another core than the link is bound to. The group
+    /// talks to that peer on a connection of its own from now on.
+    fn unlink(&mut self, t: Token, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        for (i, p) in g.peers.iter_mut().enumerate() {
+            if *p == Some(t) {
+                *p = None;
+                g.own |= 1u64 << i;
+                log::info!(
+                    "core {}: group {gid}: replica {i} ({}) is on another core of its server \
+                     than this core's link; dialing it on its own connection",
+                    self.id,
+                    g.servers[i]
+                );
             }
         }
     }

@@ -81,6 +81,11 @@ pub struct RuntimeConfig {
     /// while the loop answers leased reads (`Core::in_sync`); `false`
     /// syncs on the loop's thread.
     pub reads_during_sync: bool,
+    /// A core's replication messages to another server share one
+    /// connection (a link, `Role::Link`) among all its groups; `false`
+    /// dials one connection per group and peer (what a server without
+    /// links, before 2026-12-02, accepts).
+    pub peer_links: bool,
     /// SO_SNDBUF/SO_RCVBUF for every connection; `None` keeps the kernel's
     /// (auto-tuned) sizes.
     pub socket_buf_bytes: Option<usize>,
@@ -184,6 +189,7 @@ impl RuntimeConfig {
             read_index: true,
             read_lease: true,
             reads_during_sync: true,
+            peer_links: true,
             socket_buf_bytes: None,
             migrate_chunk_bytes: crate::shardkv::DEFAULT_MIGRATE_CHUNK_BYTES,
             txn_resolve_after: crate::shardkv::migrator::DEFAULT_RESOLVE_AFTER,

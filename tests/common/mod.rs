@@ -21,6 +21,24 @@ use synod_wire::{
 
 pub const GID: u32 = 1;
 
+/// One `GET /metrics` from `addr`: the body, or why not.
+pub fn scrape_metrics(addr: &str) -> Result<String, String> {
+    let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let (head, body) = out.split_once("\r\n\r\n").ok_or("no head")?;
+    if !head.starts_with("HTTP/1.1 200 OK") || !head.contains("text/plain; version=0.0.4") {
+        return Err(format!("bad head {head:?}"));
+    }
+    Ok(body.to_string())
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Ports the kernel considers free right now (bound and released), never
@@ -71,6 +89,9 @@ pub struct Cluster {
     pub key: Option<Key>,
     /// The client key, when the nodes run with `--client-key-file`.
     pub client_key: Option<Key>,
+    /// Arguments for one node only, after `extra_args` (which they
+    /// override: the server lets a later flag win), by node index.
+    pub node_args: Vec<Vec<String>>,
 }
 
 /// How a test cluster authenticates.
@@ -185,7 +206,26 @@ impl Cluster {
     /// filesystem) instead of the test directory; logs stay in the test
     /// directory.
     pub fn start_on(n: usize, data_root: &std::path::Path, args: &[&str]) -> Cluster {
-        let c = Cluster::start_full_on(n, 0, false, args, Auth::ClusterKey, false, Some(data_root));
+        let c = Cluster::start_full_on(
+            n,
+            0,
+            false,
+            args,
+            Auth::ClusterKey,
+            false,
+            Some(data_root),
+            &[],
+        );
+        c.join_group_1();
+        c
+    }
+
+    /// `node_args.len()` nodes, masters and group 1 of all of them,
+    /// serving, with metrics; node `i` also given `node_args[i]` (say, its
+    /// own `--cores`).
+    pub fn with_node_args(node_args: &[&[&str]]) -> Cluster {
+        let n = node_args.len();
+        let c = Cluster::start_full_on(n, 0, false, &[], Auth::ClusterKey, true, None, node_args);
         c.join_group_1();
         c
     }
@@ -198,9 +238,10 @@ impl Cluster {
         auth: Auth,
         metrics: bool,
     ) -> Cluster {
-        Cluster::start_full_on(n_masters, extra, resp, args, auth, metrics, None)
+        Cluster::start_full_on(n_masters, extra, resp, args, auth, metrics, None, &[])
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_full_on(
         n_masters: usize,
         extra: usize,
@@ -209,6 +250,7 @@ impl Cluster {
         auth: Auth,
         metrics: bool,
         data_root: Option<&std::path::Path>,
+        node_args: &[&[&str]],
     ) -> Cluster {
         let n = n_masters + extra;
         let dir = std::env::temp_dir().join(format!(
@@ -262,6 +304,10 @@ impl Cluster {
             extra_args,
             key,
             client_key,
+            node_args: node_args
+                .iter()
+                .map(|a| a.iter().map(|s| s.to_string()).collect())
+                .collect(),
         };
         for i in 0..n {
             c.start_node(i);
@@ -334,6 +380,7 @@ impl Cluster {
                 a.replace("{dir}", &self.dir.display().to_string())
                     .replace("{node}", &i.to_string())
             }))
+            .args(self.node_args.get(i).into_iter().flatten())
             // SYNOD_TEST_LOG=info,synod::runtime::core=debug (say) to see
             // a failing test's migration steps in the kept node logs.
             .env(

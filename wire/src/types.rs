@@ -967,6 +967,10 @@ pub enum AuthRole {
     Admin = 3,
     /// A KV client holding the client key.
     Client = 4,
+    /// A server's link to another server: the replication messages (Paxos
+    /// and primary/backup) of every group the dialing core hosts, sharing
+    /// one connection per (server, core) instead of one per group.
+    Link = 5,
 }
 
 impl AuthRole {
@@ -976,6 +980,7 @@ impl AuthRole {
             2 => Some(AuthRole::Node),
             3 => Some(AuthRole::Admin),
             4 => Some(AuthRole::Client),
+            5 => Some(AuthRole::Link),
             _ => None,
         }
     }

@@ -1272,7 +1272,8 @@ pub fn arb_message_of_kind(kind: u8) -> BoxedStrategy<Message> {
                 Just(AuthRole::Peer),
                 Just(AuthRole::Node),
                 Just(AuthRole::Admin),
-                Just(AuthRole::Client)
+                Just(AuthRole::Client),
+                Just(AuthRole::Link)
             ],
             any::<u32>(),
             any::<u32>(),
