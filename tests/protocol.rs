@@ -215,3 +215,39 @@ fn a_seq_reused_for_a_different_request_is_refused_and_a_resend_is_answered() {
         Message::Reply(ClientReply::Ok(Bytes::from_static(b"third")))
     );
 }
+
+/// A request and the end of the client's stream in the same readiness
+/// edge (both queued while the server was stopped, on a connection it
+/// already polls): the server's read stops early on a short read only when
+/// no close was signalled, so it still sees the end of the stream and
+/// closes the connection at once instead of holding it open until the idle
+/// timeout (300 s).
+#[test]
+fn a_request_and_the_end_of_the_stream_in_one_edge_close_the_connection() {
+    let c = Cluster::new(1);
+    let mut conn = Conn::open(&c.nodes[0].addr);
+    assert!(matches!(conn.call(0, query()), Message::Config(_)));
+    c.signal(0, "STOP");
+    let mut out = BytesMut::new();
+    encode_frame(
+        &Frame {
+            request_id: 99,
+            group: 0,
+            message: query(),
+        },
+        &mut out,
+    );
+    let s = &mut conn.stream;
+    s.write_all(&out).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    // Let both arrive before the server runs again.
+    std::thread::sleep(Duration::from_millis(200));
+    c.signal(0, "CONT");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the server kept the half-closed connection open: {e}"),
+    }
+}

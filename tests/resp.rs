@@ -1047,3 +1047,24 @@ fn expiry_survives_a_leader_kill_and_a_shard_move() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A command and the end of the client's stream in one readiness edge
+/// (both sent while the node was stopped, on a connection the gateway
+/// already polls): the gateway still reads on to the end of the stream
+/// after the short read, and closes the connection at once rather than
+/// at the idle timeout.
+#[test]
+fn a_command_and_the_end_of_the_stream_in_one_edge_close_the_connection() {
+    let c = Cluster::new_with_resp(1);
+    let mut conn = Conn::open(&resp_addr(&c, 0));
+    assert_eq!(conn.call(&["PING"]), R::Simple("PONG".into()));
+    c.signal(0, "STOP");
+    conn.send(&["PING"]);
+    conn.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    c.signal(0, "CONT");
+    assert!(
+        closed_within(&conn, Duration::from_secs(5)),
+        "the gateway kept the half-closed connection open"
+    );
+}

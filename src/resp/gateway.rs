@@ -311,6 +311,10 @@ struct RespConn {
     /// when a read returns WouldBlock. Stays set while back-pressure stops
     /// reading (mio is edge-triggered: no new event would come).
     readable: bool,
+    /// An event said the client closed its side (or the socket failed):
+    /// a short read no longer proves the socket drained (the end of the
+    /// stream raised no edge of its own), so reads go on to see it.
+    read_closed: bool,
     /// QUIT or a protocol error: read nothing more; close once every reply
     /// is written.
     closing: bool,
@@ -413,6 +417,9 @@ impl Loop {
                 } else if let Some(c) = self.conns.get_mut(&token) {
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         c.readable = true;
+                    }
+                    if event.is_read_closed() || event.is_error() {
+                        c.read_closed = true;
                     }
                     // Writable: the service below writes what is queued.
                     if !c.touched {
@@ -519,6 +526,7 @@ impl Loop {
                     out: BytesMut::new(),
                     // Bytes may have arrived before registration.
                     readable: true,
+                    read_closed: false,
                     closing: false,
                     touched: true,
                     last_active: now,
@@ -647,7 +655,7 @@ fn service(
                     // redis-benchmark). Safe with epoll's edge trigger, which
                     // fires again on every arrival, not only on empty ->
                     // non-empty.
-                    if n < want {
+                    if n < want && !c.read_closed {
                         c.readable = false;
                     }
                 }

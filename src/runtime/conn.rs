@@ -67,6 +67,10 @@ pub struct Conn {
     pub connecting: bool,
     /// Not reading (back-pressure): resumed when the write side drains.
     pub paused: bool,
+    /// A poll event said the peer closed its side or the socket failed:
+    /// reads go on until the end of the stream or an error is seen (a
+    /// short read does not end them, see [`Conn::fill`]).
+    pub read_closed: bool,
     /// Registered for writable events (a write hit `WouldBlock`).
     pub want_write: bool,
     pub auth: AuthState,
@@ -151,6 +155,7 @@ impl Conn {
                 Role::Peer { .. } | Role::Link { .. } | Role::Rpc { .. }
             ),
             paused: false,
+            read_closed: false,
             want_write: false,
             auth: AuthState::None,
             held: BytesMut::new(),
@@ -216,7 +221,17 @@ impl Conn {
     /// Read what the socket has, up to `budget` bytes beyond what is
     /// buffered. Returns `Ok(true)` if the socket may still hold data (the
     /// budget ran out), so the caller comes back next turn: mio is
-    /// edge-triggered and will not say so again.
+    /// edge-triggered and will not say so again; `Ok(false)` once it is
+    /// drained.
+    ///
+    /// A read shorter than `scratch` drained the socket's receive queue,
+    /// so it ends the reading without the extra call that would only
+    /// return `WouldBlock`: data arriving later raises a new edge (epoll
+    /// signals every arrival), as Tokio also assumes. Not after a
+    /// read-closed or error event ([`Conn::read_closed`]): its edge came
+    /// already, so reading goes on to see the end of the stream. The
+    /// extra call cost one of the three `recvfrom`s of every readable
+    /// event (with `Core::on_readable`'s second `fill`, two).
     ///
     /// Reads go through the core's `scratch` buffer and only the bytes read
     /// are copied: zeroing a fresh chunk of the read buffer before every
@@ -235,6 +250,9 @@ impl Conn {
                     read += n;
                     if self.partial_since.is_some() {
                         self.partial_bytes += n as u64;
+                    }
+                    if n < scratch.len() && !self.read_closed {
+                        return Ok(false);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),

@@ -656,6 +656,11 @@ impl Core {
                         if ev.is_writable() {
                             self.on_writable(t);
                         }
+                        if ev.is_read_closed() || ev.is_error() {
+                            if let Some(c) = self.conns.get_mut(&t) {
+                                c.read_closed = true;
+                            }
+                        }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.on_readable(t);
                         }
@@ -1271,7 +1276,8 @@ impl Core {
     fn on_readable(&mut self, t: Token) {
         let now = Instant::now();
         let (cap, in_flight_max) = (self.cfg.conn_write_buf_max, self.cfg.conn_in_flight_max);
-        let mut spent = false;
+        // The socket was drained, or the turn's budget for it spent.
+        let mut done = false;
         loop {
             // Decode everything buffered.
             loop {
@@ -1304,7 +1310,7 @@ impl Core {
                     }
                 }
             }
-            if spent {
+            if done {
                 return;
             }
             // Then read what the socket has.
@@ -1318,12 +1324,15 @@ impl Core {
                 Ok(true) => {
                     // Budget spent: decode it now, read the rest next turn.
                     self.read_again.push(t);
-                    spent = true;
+                    done = true;
                 }
                 Ok(false) => {
                     if held == before {
                         return; // WouldBlock with nothing new
                     }
+                    // Drained: decode it, and no read that would only
+                    // say WouldBlock.
+                    done = true;
                 }
                 Err(e) => {
                     self.close(t, e);
