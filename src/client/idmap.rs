@@ -1,5 +1,6 @@
 //! Hash maps keyed by an event loop's own sequential ids (mio tokens, the
-//! RESP gateway's wire ids), with a multiplicative hash instead of SipHash.
+//! RESP gateway's wire ids, a server core's reply handles), with a
+//! multiplicative hash instead of SipHash.
 //!
 //! The RESP gateway does several lookups per operation by such ids;
 //! SipHash, which is there to resist keys chosen by an attacker, showed up

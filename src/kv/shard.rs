@@ -4,6 +4,7 @@
 //! owner).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -491,6 +492,76 @@ pub(crate) fn deadlines_of(data: &Data) -> BTreeSet<(u64, Box<[u8]>)> {
         .collect()
 }
 
+/// One shard's at-most-once sessions, by client id.
+pub(crate) type Sessions = HashMap<ClientId, Session, ClientIdHash>;
+
+/// The hasher of [`Sessions`]: a folded multiply (the two halves of the
+/// 128-bit product, xored) of the id with per-process random seeds. SipHash,
+/// the std default, was 2.5-4% of a loaded leader's CPU for this one
+/// lookup per write (`perf/results/encode-2026-11-29.md`,
+/// `flame-2026-11-30-new-put-top.txt`). Client ids are chosen by clients,
+/// so the loop's own-id hash (`client::idmap`, a plain multiplication)
+/// will not do: a product's low bits, hashbrown's bucket index, depend only
+/// on the operands' low bits, so ids sharing them would share a bucket
+/// whatever the seed. The fold brings the high half down, and the seeds,
+/// drawn once per process, keep which ids collide unknown to a client.
+/// Iteration order, which the seeds change, is never observed (see
+/// [`Shard`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientIdHash {
+    seed: u64,
+    multiplier: u64,
+}
+
+impl Default for ClientIdHash {
+    fn default() -> ClientIdHash {
+        static SEEDS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+        let (seed, multiplier) = *SEEDS.get_or_init(|| {
+            // std's per-process random keys, through SipHash.
+            let s = std::collections::hash_map::RandomState::new();
+            (s.hash_one(1u64), s.hash_one(2u64) | 1)
+        });
+        ClientIdHash { seed, multiplier }
+    }
+}
+
+impl BuildHasher for ClientIdHash {
+    type Hasher = ClientIdHasher;
+
+    fn build_hasher(&self) -> ClientIdHasher {
+        ClientIdHasher {
+            state: self.seed,
+            multiplier: self.multiplier,
+        }
+    }
+}
+
+/// See [`ClientIdHash`].
+pub(crate) struct ClientIdHasher {
+    state: u64,
+    multiplier: u64,
+}
+
+impl Hasher for ClientIdHasher {
+    fn finish(&self) -> u64 {
+        self.state
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by the u64 ids; correct for anything else.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let product = u128::from(self.state ^ n) * u128::from(self.multiplier);
+        self.state = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
 /// The data and sessions of one shard.
 ///
 /// Sessions are in a `HashMap` for speed; its iteration order is never
@@ -507,7 +578,7 @@ pub(crate) struct Shard {
     /// copies, never slices of a frame buffer (a slice would keep the whole
     /// receive buffer or log batch it came from alive).
     pub(crate) data: Data,
-    pub(crate) sessions: HashMap<ClientId, Session>,
+    pub(crate) sessions: Sessions,
     /// `(lru_ms, client)` of every session: the order expiry and the cap
     /// drop sessions in, least recently active first. Filed lazily: a write
     /// only raises its session's `last_ms`, and the order moves a session
@@ -561,9 +632,7 @@ impl PartialEq for Shard {
 impl Eq for Shard {}
 
 /// The activity order of `sessions`, each filed at its `last_ms`.
-pub(crate) fn file_sessions(
-    sessions: &mut HashMap<ClientId, Session>,
-) -> BTreeSet<(u64, ClientId)> {
+pub(crate) fn file_sessions(sessions: &mut Sessions) -> BTreeSet<(u64, ClientId)> {
     sessions
         .iter_mut()
         .map(|(c, s)| {

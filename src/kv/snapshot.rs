@@ -43,7 +43,7 @@
 //! that is the storage layer's job. Decoding never panics and validates every
 //! length and count against the remaining input before allocating.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use byteorder::{ByteOrder, LittleEndian};
@@ -53,7 +53,7 @@ use synod_wire::{ByteReader, ClientId, ClientReply, ReadError, TxnId, TxnOutcome
 use super::twopc::{Decisions, Prepared, Staged};
 
 use super::compact::{Key, Value};
-use super::shard::{Cached, Data, Entry, Session, Shard};
+use super::shard::{Cached, Data, Entry, Session, Sessions, Shard};
 use super::{shard_of, KvOptions, KvStore, SHARDS_MAX, VALUE_BYTES_MAX};
 
 /// Format/version byte of a whole-store snapshot (4: per-key expiry).
@@ -463,7 +463,7 @@ pub(super) fn put_u32(out: &mut Vec<u8>, value: u32) {
 
 /// Sessions that arrived without activity times (an older format) count as
 /// active at the importer's log time.
-pub(super) fn stamp_untimed(sessions: &mut HashMap<ClientId, Session>, now: u64) {
+pub(super) fn stamp_untimed(sessions: &mut Sessions, now: u64) {
     for session in sessions.values_mut() {
         if session.last_ms == 0 {
             session.last_ms = now;
@@ -750,9 +750,9 @@ pub(super) fn decode_entries(
 pub(super) fn decode_sessions(
     input: &mut ByteReader,
     layout: Layout,
-) -> Result<HashMap<ClientId, Session>, SnapshotError> {
+) -> Result<Sessions, SnapshotError> {
     let count = input.count(MIN_SESSION_BYTES)?;
-    let mut sessions = HashMap::with_capacity(count);
+    let mut sessions = Sessions::with_capacity_and_hasher(count, Default::default());
     let mut previous: Option<ClientId> = None;
     for _ in 0..count {
         let client = input.u64()?;

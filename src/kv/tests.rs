@@ -1904,6 +1904,22 @@ fn key_memory() {
     );
 }
 
+/// Client ids that differ only in their high bits (a client can choose
+/// them so) still spread over hashbrown's buckets (the hash's low bits):
+/// with a plain multiplication they would all share one.
+#[test]
+fn client_ids_sharing_low_bits_spread_over_buckets() {
+    use std::hash::BuildHasher;
+    let hash = super::shard::ClientIdHash::default();
+    let buckets: BTreeSet<u64> = (0u64..1024)
+        .map(|i| hash.hash_one(i << 32) & 1023)
+        .collect();
+    // A random function fills about 1 - 1/e of them (647).
+    assert!(buckets.len() > 550, "{} of 1024 buckets", buckets.len());
+    let tags: BTreeSet<u64> = (0u64..1024).map(|i| hash.hash_one(i << 32) >> 57).collect();
+    assert!(tags.len() > 120, "{} of 128 tags", tags.len());
+}
+
 /// CPU per put of the apply path alone, in the load generator's shape
 /// (64 clients with 16 writes in flight each, 10,000 keys over 64 shards,
 /// 64-byte values, log time advancing a millisecond per 100 writes):
