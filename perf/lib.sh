@@ -197,12 +197,34 @@ measure_puts() {
     mapfile -t NODES < <(node_pids)
     PUT_LOAD=$(cut -d' ' -f1 /proc/loadavg)
     before=$(cpu_ticks "${NODES[@]}")
+    # With PUT_SYSCALLS=1: the servers' socket send and receive calls,
+    # counted by the kernel's tracepoints (perf stat) during the run.
+    local stat_pid="" stat_out="$work/syscalls.csv"
+    if [[ ${PUT_SYSCALLS:-0} == 1 ]]; then
+        perf stat -x, -o "$stat_out" -e syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom \
+            -p "$(IFS=,; echo "${NODES[*]}")" &
+        stat_pid=$!
+    fi
     PUT_LINE=$("$BENCH" --workload put --clients "$CLIENTS" --pipeline "$PIPELINE" \
         --warmup 0 --duration "$DURATION" --keys "$KEYS" --prefill no --quiet | tail -1)
     ticks=$(($(cpu_ticks "${NODES[@]}") - before))
+    PUT_SENDS=NA PUT_RECVS=NA
+    if [[ -n $stat_pid ]]; then
+        kill -INT "$stat_pid" 2>/dev/null || true
+        wait "$stat_pid" 2>/dev/null || true
+        PUT_SENDS=$(per_put_count "$stat_out" sendto "$(kv ops "$PUT_LINE")")
+        PUT_RECVS=$(per_put_count "$stat_out" recvfrom "$(kv ops "$PUT_LINE")")
+    fi
     stop_playground
     PUT_OPS=$(kv ops_per_sec "$PUT_LINE")
     PUT_US=$(per_op "$ticks" "$(kv ops "$PUT_LINE")")
+}
+
+# per_put_count CSV SYSCALL OPS: perf stat's count of sys_enter_SYSCALL in
+# CSV over OPS, two decimals (NA without a count).
+per_put_count() {
+    awk -F, -v e="syscalls:sys_enter_$2" -v n="$3" \
+        '$3 == e && n > 0 {printf "%.2f", $1 / n; found = 1} END {if (!found) print "NA"}' "$1"
 }
 
 # put_compare_setup PREFIX NAME PORT: the knobs of a script that compares
@@ -230,7 +252,7 @@ put_compare_setup() {
         (cd "$ROOT" && cargo build --release --bins --quiet)
     fi
     BENCH=${BIN_DIR:-$ROOT/target/release}/synod-bench
-    declare -gA OPS=() CPU=()
+    declare -gA OPS=() CPU=() SENDS=() RECVS=()
     RAW=()
 }
 
@@ -238,7 +260,9 @@ put_compare_setup() {
 put_tally() {
     OPS[$1]+="$PUT_OPS "
     CPU[$1]+="$PUT_US "
-    RAW+=("run $2 setting $1 load $PUT_LOAD cpu_us_per_put $PUT_US: $PUT_LINE")
+    SENDS[$1]+="${PUT_SENDS:-NA} "
+    RECVS[$1]+="${PUT_RECVS:-NA} "
+    RAW+=("run $2 setting $1 load $PUT_LOAD cpu_us_per_put $PUT_US sends_per_put ${PUT_SENDS:-NA} recvs_per_put ${PUT_RECVS:-NA}: $PUT_LINE")
 }
 
 # put_table KEY...: one markdown row per setting: median puts/s, the ratio
