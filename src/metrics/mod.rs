@@ -749,7 +749,7 @@ impl Metrics {
             "counter",
             &|c| c.conns_closed.get(),
         );
-        t.family("synod_connections", "Open connections, by role: incoming (clients, peers' outgoing), peer (dialed to a replica), rpc (dialed for migration).", "gauge");
+        t.family("synod_connections", "Open connections, by role: incoming (clients, peers' outgoing), peer (dialed for replication: a link to a server's core, or one group's own to a replica), rpc (dialed for migration).", "gauge");
         t.sample(
             "synod_connections",
             &[("role", "incoming")],
