@@ -495,33 +495,39 @@ pub(crate) fn deadlines_of(data: &Data) -> BTreeSet<(u64, Box<[u8]>)> {
 /// One shard's at-most-once sessions, by client id.
 pub(crate) type Sessions = HashMap<ClientId, Session, ClientIdHash>;
 
-/// The hasher of [`Sessions`]: a folded multiply (the two halves of the
-/// 128-bit product, xored) of the id with per-process random seeds. SipHash,
-/// the std default, was 2.5-4% of a loaded leader's CPU for this one
-/// lookup per write (`perf/results/encode-2026-11-29.md`,
+/// The hasher of [`Sessions`]: the id xored with a per-process random
+/// seed, then MurmurHash3's 64-bit finalizer (shifts and two multiplies:
+/// every input bit reaches every output bit). SipHash, the std default,
+/// was 2.5-4% of a loaded leader's CPU for this one lookup per write
+/// (`perf/results/encode-2026-11-29.md`,
 /// `flame-2026-11-30-new-put-top.txt`). Client ids are chosen by clients,
 /// so the loop's own-id hash (`client::idmap`, a plain multiplication)
 /// will not do: a product's low bits, hashbrown's bucket index, depend only
 /// on the operands' low bits, so ids sharing them would share a bucket
-/// whatever the seed. The fold brings the high half down, and the seeds,
-/// drawn once per process, keep which ids collide unknown to a client.
-/// Iteration order, which the seeds change, is never observed (see
-/// [`Shard`]).
+/// whatever the seed (one folded multiply was not enough either: ids that
+/// differ only in their high half filled under half the buckets for some
+/// seeds). With a secret seed in front of a full-avalanche mix, which ids
+/// collide is unknown to a client. Iteration order, which the seed
+/// changes, is never observed (see [`Shard`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ClientIdHash {
     seed: u64,
-    multiplier: u64,
+}
+
+impl ClientIdHash {
+    #[cfg(test)]
+    pub(crate) fn with_seed(seed: u64) -> ClientIdHash {
+        ClientIdHash { seed }
+    }
 }
 
 impl Default for ClientIdHash {
     fn default() -> ClientIdHash {
-        static SEEDS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-        let (seed, multiplier) = *SEEDS.get_or_init(|| {
-            // std's per-process random keys, through SipHash.
-            let s = std::collections::hash_map::RandomState::new();
-            (s.hash_one(1u64), s.hash_one(2u64) | 1)
-        });
-        ClientIdHash { seed, multiplier }
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        // std's per-process random keys, through SipHash, once.
+        let seed =
+            *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(1u64));
+        ClientIdHash { seed }
     }
 }
 
@@ -529,22 +535,16 @@ impl BuildHasher for ClientIdHash {
     type Hasher = ClientIdHasher;
 
     fn build_hasher(&self) -> ClientIdHasher {
-        ClientIdHasher {
-            state: self.seed,
-            multiplier: self.multiplier,
-        }
+        ClientIdHasher(self.seed)
     }
 }
 
 /// See [`ClientIdHash`].
-pub(crate) struct ClientIdHasher {
-    state: u64,
-    multiplier: u64,
-}
+pub(crate) struct ClientIdHasher(u64);
 
 impl Hasher for ClientIdHasher {
     fn finish(&self) -> u64 {
-        self.state
+        self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -557,8 +557,13 @@ impl Hasher for ClientIdHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        let product = u128::from(self.state ^ n) * u128::from(self.multiplier);
-        self.state = (product as u64) ^ ((product >> 64) as u64);
+        let mut k = self.0 ^ n;
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^= k >> 33;
+        self.0 = k;
     }
 }
 

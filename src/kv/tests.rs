@@ -1904,20 +1904,35 @@ fn key_memory() {
     );
 }
 
-/// Client ids that differ only in their high bits (a client can choose
-/// them so) still spread over hashbrown's buckets (the hash's low bits):
-/// with a plain multiplication they would all share one.
+/// Client ids that differ only in their high bits, or only in their low
+/// bits (a client can choose them so), spread over hashbrown's buckets
+/// (the hash's low bits) and tags (its top 7) under every seed tried:
+/// with a plain multiplication the first kind would all share one bucket,
+/// and with one folded multiply they filled under half for some seeds.
 #[test]
 fn client_ids_sharing_low_bits_spread_over_buckets() {
     use std::hash::BuildHasher;
-    let hash = super::shard::ClientIdHash::default();
-    let buckets: BTreeSet<u64> = (0u64..1024)
-        .map(|i| hash.hash_one(i << 32) & 1023)
-        .collect();
-    // A random function fills about 1 - 1/e of them (647).
-    assert!(buckets.len() > 550, "{} of 1024 buckets", buckets.len());
-    let tags: BTreeSet<u64> = (0u64..1024).map(|i| hash.hash_one(i << 32) >> 57).collect();
-    assert!(tags.len() > 120, "{} of 128 tags", tags.len());
+    let mut rng = crate::rng::Rng::new(15);
+    for _ in 0..64 {
+        let hash = super::shard::ClientIdHash::with_seed(rng.next_u64());
+        for shift in [0, 20, 32, 54] {
+            let ids = (0u64..1024).map(|i| i << shift);
+            let hashes: Vec<u64> = ids.map(|id| hash.hash_one(id)).collect();
+            let buckets: BTreeSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+            // A random function fills about 1 - 1/e of them (647).
+            assert!(
+                buckets.len() > 580,
+                "shift {shift}: {} of 1024 buckets",
+                buckets.len()
+            );
+            let tags: BTreeSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+            assert!(
+                tags.len() > 115,
+                "shift {shift}: {} of 128 tags",
+                tags.len()
+            );
+        }
+    }
 }
 
 /// CPU per put of the apply path alone, in the load generator's shape
