@@ -275,7 +275,9 @@ pub struct Core {
     rx: Receiver<Control>,
     cores: Arc<Vec<CoreHandle>>,
     listener: Option<TcpListener>,
-    conns: HashMap<Token, Conn>,
+    /// By token, the core's own counter: the own-id hash, not SipHash
+    /// (several lookups per frame; 1.2% of a leader's samples).
+    conns: IdMap<Token, Conn>,
     next_token: usize,
     groups: BTreeMap<GroupId, Group>,
     /// Durable images recovered from the WAL for groups not hosted yet
@@ -421,7 +423,7 @@ impl Core {
             rx,
             cores,
             listener,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             next_token: FIRST_CONN,
             groups: BTreeMap::new(),
             recovered,
