@@ -661,12 +661,13 @@ impl Core {
                         if ev.is_writable() {
                             self.on_writable(t);
                         }
-                        if ev.is_read_closed() || ev.is_error() {
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        if closed {
                             if let Some(c) = self.conns.get_mut(&t) {
                                 c.read_closed = true;
                             }
                         }
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        if closed || ev.is_readable() {
                             self.on_readable(t);
                         }
                     }
