@@ -37,6 +37,10 @@ pub struct MioConn {
     /// in `held` until the server proved the key.
     handshake: Option<Handshake>,
     held: BytesMut,
+    /// An event said the server closed its side or the socket failed:
+    /// reads go on to the end of the stream (a short read does not end
+    /// them), since no further edge will come to say so.
+    read_closed: bool,
 }
 
 /// What a read turn found.
@@ -80,6 +84,7 @@ impl MioConn {
             decoder: Decoder::default(),
             handshake,
             held: BytesMut::new(),
+            read_closed: false,
         })
     }
 
@@ -156,8 +161,10 @@ impl MioConn {
                     self.inbuf.extend_from_slice(&scratch[..n]);
                     budget -= n;
                     // A short read emptied the socket: epoll's edge trigger
-                    // fires again on the next arrival.
-                    if n < want {
+                    // fires again on the next arrival. Not after a close
+                    // event, whose edge came with this data: read on to
+                    // the end of the stream.
+                    if n < want && !self.read_closed {
                         break;
                     }
                 }
@@ -321,6 +328,15 @@ impl<M> Conns<M> {
         }
     }
 
+    /// An event on `token` said the server closed its side or the socket
+    /// failed: its reads go on to the end of the stream, so the close is
+    /// seen now even if it came in one edge with data.
+    pub fn note_read_closed(&mut self, token: usize) {
+        if let Some((conn, _)) = self.conns.get_mut(&token) {
+            conn.read_closed = true;
+        }
+    }
+
     /// A readable event on `token` (or a turn's leftover): appends every
     /// whole frame to `frames`; `Some` says why the connection is finished
     /// (frames before it are still answers).
@@ -346,5 +362,70 @@ impl<M> Conns<M> {
     /// Some connection has more to read: the loop must not sleep.
     pub fn has_unread(&self) -> bool {
         !self.unread.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use mio::{Events, Poll};
+    use synod_wire::{ClientReply, Message};
+
+    use super::*;
+
+    /// A server that answers and closes in one go (its reply and FIN reach
+    /// the client before the client polls) raises one edge: the client
+    /// must see the close while handling it, not at its next write.
+    #[test]
+    fn a_reply_and_the_close_in_one_edge_finish_the_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut poll = Poll::new().unwrap();
+        let mut conns: Conns<()> = Conns::new(1, None);
+        let token = conns.open(addr, 7, poll.registry(), ()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let mut reply = BytesMut::new();
+        encode_frame(
+            &Frame {
+                request_id: 1,
+                group: 7,
+                message: Message::Reply(ClientReply::Ok(Bytes::from_static(b"v"))),
+            },
+            &mut reply,
+        );
+        server.write_all(&reply).unwrap();
+        drop(server);
+        std::thread::sleep(Duration::from_millis(100));
+
+        let mut frames = Vec::new();
+        let mut failure = None;
+        let mut events = Events::with_capacity(8);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        // Handle every event there is, as a client loop does, until no
+        // new one comes for 300 ms.
+        while failure.is_none() && Instant::now() < deadline {
+            poll.poll(&mut events, Some(Duration::from_millis(300)))
+                .unwrap();
+            if events.is_empty() {
+                break;
+            }
+            for event in events.iter() {
+                if event.is_read_closed() || event.is_error() {
+                    conns.note_read_closed(token);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    failure = failure.or(conns.on_readable(token, &mut frames));
+                }
+            }
+        }
+        assert_eq!(frames.len(), 1, "the reply before the close is an answer");
+        assert_eq!(
+            failure.as_deref(),
+            Some("connection closed by the server"),
+            "the close came with the reply's edge"
+        );
     }
 }

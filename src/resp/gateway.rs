@@ -411,6 +411,9 @@ impl Loop {
                     if event.is_writable() || event.is_error() {
                         self.upstream.on_writable(token, now);
                     }
+                    if event.is_read_closed() || event.is_error() {
+                        self.upstream.note_read_closed(token);
+                    }
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         self.upstream.on_readable(token, now);
                     }

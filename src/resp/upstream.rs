@@ -460,6 +460,12 @@ impl Upstream {
         }
     }
 
+    /// An event said upstream connection `token` was closed by the server
+    /// or failed ([`Conns::note_read_closed`]).
+    pub fn note_read_closed(&mut self, token: usize) {
+        self.conns.note_read_closed(token);
+    }
+
     /// A readable event on upstream connection `token`.
     pub fn on_readable(&mut self, token: usize, now: Instant) {
         let now = self.time(now);

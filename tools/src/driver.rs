@@ -572,6 +572,9 @@ impl<'a> Worker<'a> {
                 if event.is_writable() || event.is_error() {
                     self.on_writable(token, now);
                 }
+                if event.is_read_closed() || event.is_error() {
+                    self.conns.note_read_closed(token);
+                }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.on_readable(token, now);
                 }
