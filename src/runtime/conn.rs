@@ -246,6 +246,7 @@ impl Conn {
             match self.stream.read(scratch) {
                 Ok(0) => return Err(Close::Eof),
                 Ok(n) => {
+                    self.make_room(n);
                     self.rbuf.extend_from_slice(&scratch[..n]);
                     read += n;
                     if self.partial_since.is_some() {
@@ -259,6 +260,34 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Close::Io(e)),
             }
+        }
+    }
+
+    /// Room in `rbuf` for `n` more bytes. While the frame at the front has
+    /// a validated header ([`Decoder::bytes_wanted`]) and the new bytes
+    /// are all its own, the buffer is allocated once at exactly that
+    /// frame's length; otherwise it grows as `BytesMut` does (doubling).
+    ///
+    /// Doubling toward a 15 MiB frame allocated and freed buffers of
+    /// 64 KiB, 128 KiB, ... 16 MiB one after another, and freed heap
+    /// memory stays resident: the partial-frame budget counts the bytes
+    /// received, not what the allocator kept. With one allocation per
+    /// frame, a large frame's buffer is one mapping of its own (see
+    /// `tune_allocator` in `synod-server`) whose untouched pages cost
+    /// nothing and which is unmapped when the frame is dropped or its
+    /// connection closed.
+    fn make_room(&mut self, n: usize) {
+        let need = self.rbuf.len() + n;
+        if need <= self.rbuf.capacity() {
+            return;
+        }
+        let frame = self.decoder.bytes_wanted();
+        if frame >= need && frame > READ_CHUNK {
+            let mut exact = BytesMut::with_capacity(frame);
+            exact.extend_from_slice(&self.rbuf);
+            self.rbuf = exact;
+        } else {
+            self.rbuf.reserve(n);
         }
     }
 
