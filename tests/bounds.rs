@@ -236,8 +236,14 @@ fn a_partial_frame_after_a_valid_one_is_closed_at_the_frame_deadline() {
 
 /// Finding 9: 20 connections each send 15 MiB of a frame declaring one
 /// byte more and stop. Before, the server held all of it (300 MiB); now the
-/// per-core budget (64 MiB) closes the largest partials: RSS grows by less
-/// than 160 MiB and a good client is served.
+/// per-core budget (64 MiB) closes the largest partials and a good client
+/// is served. All of them wait on the accepting core (a connection moves
+/// to its group's core with its first whole frame), so RSS may grow by
+/// that one budget plus 48 MiB: each hog's first read before its header is
+/// checked (up to 1 MiB) and what the allocator keeps. It grew by 64-170
+/// MiB while freed read buffers stayed resident (one CI failure at a
+/// 160 MiB limit); with exact-size buffers, mapped on their own, by
+/// 65-67 MiB in 8 runs.
 #[test]
 fn partial_frame_hogs_are_closed_past_the_budget() {
     let c = Cluster::new(1);
@@ -263,7 +269,7 @@ fn partial_frame_hogs_are_closed_past_the_budget() {
     eprintln!("RSS before {rss_before} KiB, with 20 partial-frame hogs {rss} KiB; {served} good round trips");
     assert!(served > 3, "only {served} round trips");
     assert!(
-        rss < rss_before + 160 * 1024,
+        rss < rss_before + (64 + 48) * 1024,
         "server RSS went from {rss_before} KiB to {rss} KiB with partial-frame hogs"
     );
     let mut hogs = hogs;
