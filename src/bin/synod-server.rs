@@ -488,10 +488,11 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
 /// mapped block freed (up to 32 MiB), so once one large frame's buffer was
 /// freed, the next ones of the same size came from a thread's heap, and
 /// their memory stayed resident after they were freed: 20 connections each
-/// sending most of a 15 MiB frame left the server at 139-163 MB of RSS
-/// with 2 cores under a partial-frame budget of 64 MiB per core (2 of 6
-/// runs of `tests/bounds.rs`; glibc's default trim threshold then also
-/// doubles to twice that size). Buffers this large are large frames' read
+/// sending most of a 15 MiB frame, all on the accepting core with its
+/// partial-frame budget of 64 MiB, left the server at 126-163 MB of RSS in
+/// 4 of 12 runs of `tests/bounds.rs` with exact-size read buffers alone
+/// (glibc's trim threshold also slides, to twice the mapping threshold);
+/// with this, 71-73 MB in 13 runs. Buffers this large are large frames' read
 /// buffers, snapshot and migration chunks and replies of large values,
 /// none per small request, so a mapping each costs nothing on the hot
 /// path.
