@@ -21,6 +21,11 @@ use synod::auth::Key;
 use synod::runtime::{self, RuntimeConfig};
 use synod::storage::FsyncPolicy;
 
+/// Blocks of 4 MiB and more are mappings of their own, returned to the
+/// system when freed (`runtime::alloc`): a large frame's read buffer.
+#[global_allocator]
+static ALLOC: runtime::alloc::LargeMapped = runtime::alloc::LargeMapped;
+
 /// One Synod node: a master replica when its address is in --masters, and
 /// a replica of every KV group whose members (in the master's latest
 /// configuration) name it.
@@ -480,34 +485,7 @@ fn configure(a: Args) -> Result<(RuntimeConfig, RespArgs), String> {
     ))
 }
 
-/// Fix glibc's malloc thresholds before any thread starts: allocations of
-/// 4 MiB and more get mappings of their own, unmapped when freed, and a
-/// heap keeps at most 8 MiB of free memory at its top.
-///
-/// By default glibc raises its mapping threshold to the size of each
-/// mapped block freed (up to 32 MiB), so once one large frame's buffer was
-/// freed, the next ones of the same size came from a thread's heap, and
-/// their memory stayed resident after they were freed: 20 connections each
-/// sending most of a 15 MiB frame, all on the accepting core with its
-/// partial-frame budget of 64 MiB, left the server at 126-163 MB of RSS in
-/// 4 of 12 runs of `tests/bounds.rs` with exact-size read buffers alone
-/// (glibc's trim threshold also slides, to twice the mapping threshold);
-/// with this, 71-73 MB in 13 runs. Buffers this large are large frames' read
-/// buffers, snapshot and migration chunks and replies of large values,
-/// none per small request, so a mapping each costs nothing on the hot
-/// path.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets malloc parameters; called before any other
-    // thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
     adopt_renamed_env();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // A panic in any thread (a core, the watcher) takes the whole process

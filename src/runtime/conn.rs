@@ -272,8 +272,8 @@ impl Conn {
     /// 64 KiB, 128 KiB, ... 16 MiB one after another, and freed heap
     /// memory stays resident: the partial-frame budget counts the bytes
     /// received, not what the allocator kept. With one allocation per
-    /// frame, a large frame's buffer is one mapping of its own (see
-    /// `tune_allocator` in `synod-server`) whose untouched pages cost
+    /// frame, a large frame's buffer is one mapping of its own (the
+    /// server's allocator, [`super::alloc::LargeMapped`]) whose untouched pages cost
     /// nothing and which is unmapped when the frame is dropped or its
     /// connection closed.
     fn make_room(&mut self, n: usize) {

@@ -12,6 +12,7 @@
 //! single handoff every request and reply on it stays on the owning core with
 //! no cross-core hop and no lock.
 
+pub mod alloc;
 mod conn;
 mod core;
 mod datadir;
