@@ -243,7 +243,7 @@ fn a_partial_frame_after_a_valid_one_is_closed_at_the_frame_deadline() {
 /// checked (up to 1 MiB) and what the allocator keeps. It grew by 64-170
 /// MiB while freed read buffers stayed resident (one CI failure at a
 /// 160 MiB limit); with exact-size buffers, mapped on their own, by
-/// 65-67 MiB in 8 runs.
+/// 63-67 MiB in 19 runs.
 #[test]
 fn partial_frame_hogs_are_closed_past_the_budget() {
     let c = Cluster::new(1);
