@@ -413,10 +413,11 @@ mod tests {
                 break;
             }
             for event in events.iter() {
-                if event.is_read_closed() || event.is_error() {
+                let closed = event.is_read_closed() || event.is_error();
+                if closed {
                     conns.note_read_closed(token);
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                if closed || event.is_readable() {
                     failure = failure.or(conns.on_readable(token, &mut frames));
                 }
             }

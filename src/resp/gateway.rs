@@ -411,10 +411,11 @@ impl Loop {
                     if event.is_writable() || event.is_error() {
                         self.upstream.on_writable(token, now);
                     }
-                    if event.is_read_closed() || event.is_error() {
+                    let closed = event.is_read_closed() || event.is_error();
+                    if closed {
                         self.upstream.note_read_closed(token);
                     }
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    if closed || event.is_readable() {
                         self.upstream.on_readable(token, now);
                     }
                 } else if let Some(c) = self.conns.get_mut(&token) {

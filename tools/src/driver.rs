@@ -572,10 +572,11 @@ impl<'a> Worker<'a> {
                 if event.is_writable() || event.is_error() {
                     self.on_writable(token, now);
                 }
-                if event.is_read_closed() || event.is_error() {
+                let closed = event.is_read_closed() || event.is_error();
+                if closed {
                     self.conns.note_read_closed(token);
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                if closed || event.is_readable() {
                     self.on_readable(token, now);
                 }
             }
