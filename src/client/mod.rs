@@ -40,6 +40,7 @@ pub mod status;
 mod tests;
 mod twopc;
 mod txn;
+pub mod wire_ids;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -40,6 +40,7 @@ use synod_wire::{ClientId, Config, Frame, GroupId, Op};
 use crate::client::idmap::IdMap;
 use crate::client::mio_conn::Conns;
 use crate::client::session::{Answer, Dest, Req, Session, SessionOptions, Time};
+use crate::client::wire_ids::{Answered, WireIds};
 use crate::client::{ClientOptions, OpResult};
 use crate::rng::Rng;
 
@@ -63,17 +64,6 @@ struct Lent {
     wake: Option<Time>,
     /// Listed in `Upstream::touched` for this turn.
     touched: bool,
-}
-
-/// Where an answer on the wire goes back to.
-#[derive(Clone, Copy, Debug)]
-struct WireId {
-    /// The RESP connection whose session sent it.
-    session: usize,
-    /// The session's own request id for that send.
-    request_id: u64,
-    /// The upstream connection it went on.
-    conn: usize,
 }
 
 /// The cluster side of one event loop.
@@ -102,9 +92,9 @@ pub struct Upstream {
     /// member address (a handful per group: a scan beats hashing a `Dest`
     /// per send).
     conn_by_member: IdMap<GroupId, Vec<(Arc<str>, usize)>>,
-    /// Sends on the wire by the loop-wide id they carry.
-    wire_ids: IdMap<u64, WireId>,
-    next_wire_id: u64,
+    /// Sends on the wire by the loop-wide id they carry, each with its
+    /// RESP connection's session.
+    wire_ids: WireIds,
     last_sweep: Time,
     /// Reused by every read: the frames it decoded.
     frames: Vec<Frame>,
@@ -145,8 +135,7 @@ impl Upstream {
                 ),
             ),
             conn_by_member: IdMap::default(),
-            wire_ids: IdMap::default(),
-            next_wire_id: 1,
+            wire_ids: WireIds::default(),
             last_sweep: Time::ZERO,
             frames: Vec::new(),
             completions: Vec::new(),
@@ -393,17 +382,7 @@ impl Upstream {
                 }
             },
         };
-        let wire_id = self.next_wire_id;
-        self.next_wire_id += 1;
-        self.wire_ids.insert(
-            wire_id,
-            WireId {
-                session,
-                request_id: frame.request_id,
-                conn: token,
-            },
-        );
-        frame.request_id = wire_id;
+        self.wire_ids.stamp(session, token, &mut frame);
         self.conns.queue(token, &frame);
     }
 
@@ -412,10 +391,10 @@ impl Upstream {
     /// an answer that never comes costs nothing for long.
     fn sweep_wire_ids(&mut self) {
         let sessions = &self.sessions;
-        self.wire_ids.retain(|_, w| {
+        self.wire_ids.retain_waiting(|session, request_id| {
             sessions
-                .get(&w.session)
-                .is_some_and(|l| l.session.dest_of(w.request_id).is_some())
+                .get(&session)
+                .is_some_and(|l| l.session.dest_of(request_id).is_some())
         });
     }
 
@@ -481,27 +460,23 @@ impl Upstream {
             if confused {
                 continue; // dropped with the connection
             }
-            // An id this loop never sent, or whose answer came already:
-            // nobody waits for it.
-            let Some(w) = self.wire_ids.remove(&frame.request_id) else {
-                continue;
+            let session = match self.wire_ids.answer(token, &mut frame) {
+                Answered::Owner(session) => session,
+                Answered::Unknown => continue,
+                Answered::Confused => {
+                    self.close_conn(token, "reply to a request sent elsewhere", now);
+                    confused = true;
+                    continue;
+                }
             };
-            if w.conn != token {
-                // Wire ids are unique per loop: an answer on another
-                // connection is a confused server.
-                self.close_conn(token, "reply to a request sent elsewhere", now);
-                confused = true;
-                continue;
-            }
-            let Some(lent) = self.sessions.get_mut(&w.session) else {
+            let Some(lent) = self.sessions.get_mut(&session) else {
                 continue; // its RESP connection closed
             };
-            frame.request_id = w.request_id;
             lent.session.on_frame(&dest, frame, now);
             // Results go to their RESP connections in this turn; what the
             // session does next (resends, admissions) waits for the pump.
-            self.drain_completions(w.session);
-            self.touch(w.session);
+            self.drain_completions(session);
+            self.touch(session);
         }
         self.frames = frames;
         if confused {
@@ -527,18 +502,7 @@ impl Upstream {
             dest.addr,
             dest.gid
         );
-        let mut affected = Vec::new();
-        self.wire_ids.retain(|_, w| {
-            if w.conn == token {
-                affected.push(w.session);
-                false
-            } else {
-                true
-            }
-        });
-        affected.sort_unstable();
-        affected.dedup();
-        for session in affected {
+        for session in self.wire_ids.forget_conn(token) {
             if let Some(lent) = self.sessions.get_mut(&session) {
                 lent.session.on_conn_failed(&dest, reason, true, now);
                 self.touch(session);
