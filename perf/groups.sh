@@ -18,7 +18,9 @@
 # target/release). GROUPS_VARIANTS: server settings to compare in the same
 # run, "label=server args" separated by ";" (say "per-group=--peer-conns
 # per-group;shared=--peer-conns shared"), interleaved within every group
-# count; default one variant, SYNOD_SERVER_ARGS as given. PUT_SYSCALLS=1
+# count; default one variant, SYNOD_SERVER_ARGS as given. A variant may
+# also give synod-bench arguments after a "|" ("label=server args|bench
+# args", say "per-client=|--conn-per-client;shared=|"). PUT_SYSCALLS=1
 # also counts the servers' socket sends and receives per put (perf stat on
 # the syscall tracepoints; needs perf and root).
 set -euo pipefail
@@ -34,7 +36,14 @@ for run in $(seq 1 "$RUNS"); do
     for g in $COUNTS; do
         for v in "${VARIANTS[@]}"; do
             label=${v%%=*}
-            SYNOD_SERVER_ARGS=${v#*=} SYNOD_GROUPS=$g measure_puts "$WORK" "$PORT" ||
+            args=${v#*=}
+            bench_args=""
+            if [[ $args == *"|"* ]]; then
+                bench_args=${args#*|}
+                args=${args%%|*}
+            fi
+            SYNOD_SERVER_ARGS=$args SYNOD_BENCH_ARGS=$bench_args SYNOD_GROUPS=$g \
+                measure_puts "$WORK" "$PORT" ||
                 { echo "groups: playground with $g groups did not start" >&2; exit 1; }
             echo "groups: run $run, $g group(s)${label:+ ($label)}: $PUT_OPS puts/s, $PUT_US us of server CPU per put, sends/recvs per put ${PUT_SENDS:-NA}/${PUT_RECVS:-NA} (load before $PUT_LOAD)" >&2
             put_tally "$g${label:+ $label}" "$run"
@@ -66,7 +75,7 @@ rows() {
     echo "\`perf/groups.sh\` (GROUPS_RUNS=$RUNS, ${DURATION} s per run, ${CLIENTS}x${PIPELINE}, $KEYS keys, 64-byte values; a fresh \`synod playground --groups G\` per run, 3 nodes, fsync always). Medians of $RUNS runs, interleaved by group count${GROUPS_VARIANTS:+ and variant}. Commit $(git -C "$ROOT" rev-parse --short HEAD)."
     if [[ -n ${GROUPS_VARIANTS:-} ]]; then
         echo
-        echo "Variants (server arguments): \`$GROUPS_VARIANTS\`."
+        echo "Variants (server arguments|synod-bench arguments): \`$GROUPS_VARIANTS\`."
     fi
     echo
     echo "| groups | variant | puts/s (median) | vs 1 group | server CPU per put, µs (3 nodes, median) | socket sends / receives per put (3 nodes, median) | runs (puts/s) |"

@@ -205,8 +205,10 @@ measure_puts() {
             -p "$(IFS=,; echo "${NODES[*]}")" &
         stat_pid=$!
     fi
+    # shellcheck disable=SC2086 # SYNOD_BENCH_ARGS: words, split on purpose
     PUT_LINE=$("$BENCH" --workload put --clients "$CLIENTS" --pipeline "$PIPELINE" \
-        --warmup 0 --duration "$DURATION" --keys "$KEYS" --prefill no --quiet | tail -1)
+        --warmup 0 --duration "$DURATION" --keys "$KEYS" --prefill no --quiet \
+        ${SYNOD_BENCH_ARGS:-} | tail -1)
     ticks=$(($(cpu_ticks "${NODES[@]}") - before))
     PUT_SENDS=NA PUT_RECVS=NA
     if [[ -n $stat_pid ]]; then

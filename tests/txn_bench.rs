@@ -1,7 +1,9 @@
-//! `synod-bench --workload transfer --check` against a real two-group
-//! cluster (issue 10): transfers across groups run two-phase commit,
-//! `--txn-one-group` ones never do, the final audit finds the initial
-//! total, and a balance changed behind the bank's back fails the check.
+//! `synod-bench --check` against a real two-group cluster. Transfers
+//! (issue 10): across groups they run two-phase commit, `--txn-one-group`
+//! ones never do, the final audit finds the initial total, and a balance
+//! changed behind the bank's back fails the check. Puts and gets from
+//! sessions that share connections (the default) stay linearizable when
+//! a leader is killed under them.
 //!
 //! `synod-bench` belongs to the `synod-tools` package, which cargo builds
 //! for a workspace `cargo test` (its own tests need it) but not for
@@ -56,18 +58,16 @@ fn two_groups() -> Cluster {
 }
 
 fn bench(c: &Cluster, args: &[&str]) -> std::process::Child {
+    let transfers = ["--workload", "transfer", "--keys", "40"];
+    bench_with(c, &[&transfers[..], args].concat())
+}
+
+fn bench_with(c: &Cluster, args: &[&str]) -> std::process::Child {
     Command::new(bench_bin())
         .args(["--masters", &c.masters.join(",")])
         .arg("--cluster-key-file")
         .arg(c.dir.join("cluster.key"))
-        .args([
-            "--workload",
-            "transfer",
-            "--quiet",
-            "--check",
-            "--keys",
-            "40",
-        ])
+        .args(["--quiet", "--check"])
         .args(["--clients", "4", "--pipeline", "4", "--warmup", "0"])
         .args(args)
         .stdin(Stdio::null())
@@ -158,4 +158,49 @@ fn bench_check_fails_when_a_balance_changes_behind_the_banks_back() {
     );
     assert!(line.ends_with(" bank=broken"), "{all}");
     assert!(all.contains("total of 40000001, not 40000000"), "{all}");
+}
+
+/// Eight sessions of one load-generator thread share one connection per
+/// destination, their sends told apart by loop-wide wire ids. Killing a
+/// node fails connections that carry several sessions' requests at once:
+/// every one of them must be resent and answered to its own session (a
+/// reply handed to the wrong session would break linearizability or leave
+/// a request unanswered).
+#[test]
+fn bench_sessions_sharing_connections_stay_linearizable_when_a_node_dies() {
+    let mut c = two_groups();
+    let child = bench_with(
+        &c,
+        &[
+            "--workload",
+            "mixed",
+            "--read-ratio",
+            "0.5",
+            "--keys",
+            "200",
+            "--clients",
+            "8",
+            "--threads",
+            "1",
+            "--duration",
+            "5",
+            "--timeout",
+            "20",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // Whichever node it is, it carried requests of several sessions: each
+    // session sends to both groups' leaders, and each node leads or
+    // follows both groups.
+    c.kill(0);
+    let out = child.wait_with_output().expect("wait for synod-bench");
+    let (line, all) = last_line(&out);
+    assert!(out.status.success(), "run failed:\n{all}");
+    assert!(line.ends_with(" linearizable=yes"), "{all}");
+    assert!(field(&line, "ops") > 0, "{all}");
+    assert_eq!(field(&line, "errors"), 0, "{line}");
+    assert!(
+        field(&line, "reconnects") > 0,
+        "the kill failed no connection: {line}"
+    );
 }

@@ -175,6 +175,15 @@ pub struct Args {
     /// turns that off, to measure both ways with the same binary.
     #[arg(long, env = "SYNOD_BENCH_CONN_PER_GROUP", value_parser = FalseyValueParser::new())]
     conn_per_group: bool,
+    /// Every client session its own connections, as before the twentieth
+    /// session
+    ///
+    /// By default the sessions of one load-generator thread share one
+    /// connection per destination, as an application process's sessions
+    /// (and the RESP gateway's) do; this flag makes each session connect
+    /// on its own, as separate client processes would.
+    #[arg(long, env = "SYNOD_BENCH_CONN_PER_CLIENT", value_parser = FalseyValueParser::new())]
+    conn_per_client: bool,
 }
 
 /// Parsed options.
@@ -207,6 +216,8 @@ pub struct Options {
     pub client_key_file: Option<String>,
     /// `--conn-per-group`: no connection shared between groups.
     pub conn_per_group: bool,
+    /// `--conn-per-client`: no connection shared between sessions.
+    pub conn_per_client: bool,
 }
 
 /// Default `--threads` for `clients` sessions on `cores` cores: half the
@@ -264,6 +275,7 @@ impl Options {
             cluster_key_file,
             client_key_file,
             conn_per_group,
+            conn_per_client,
         } = a;
         let masters: Vec<String> = masters
             .unwrap_or_default()
@@ -366,6 +378,7 @@ impl Options {
             cluster_key_file,
             client_key_file,
             conn_per_group,
+            conn_per_client,
         })
     }
 }
@@ -391,6 +404,9 @@ mod tests {
         assert!(!o.conn_per_group, "groups of a core share a connection");
         let o = parse(&args("--masters a:1 --conn-per-group"), 8).unwrap();
         assert!(o.conn_per_group);
+        assert!(!o.conn_per_client, "a thread's sessions share connections");
+        let o = parse(&args("--masters a:1 --conn-per-client"), 8).unwrap();
+        assert!(o.conn_per_client);
     }
 
     #[test]

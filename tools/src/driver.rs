@@ -17,10 +17,14 @@
 //! fighting the servers for the same cores.
 //!
 //! This file is only I/O and scheduling: which operation to issue when,
-//! one connection per (session, destination) the session names
-//! (`synod::client::mio_conn`, which also runs the authentication
-//! handshake), and turning completions into latencies, counters and the
-//! history. A transfer (`Workload::Transfer`) is one `Txn` request the
+//! the connections (`synod::client::mio_conn`, which also runs the
+//! authentication handshake): by default one per destination a worker's
+//! sessions name, shared by all of them as an application process's
+//! sessions would share them, each send under a worker-wide wire id
+//! (`synod::client::wire_ids`, as the RESP gateway's upstream);
+//! `RunSpec::conn_per_client` gives each session its own, as separate
+//! client processes would have; and turning completions into latencies,
+//! counters and the history. A transfer (`Workload::Transfer`) is one `Txn` request the
 //! session runs like any other (one log entry in one group, or its
 //! two-phase commit across groups, with its retries after no-wait
 //! aborts); its answer is checked (`synod::check::bank::check_transfer`)
@@ -42,6 +46,7 @@ use synod::auth::Key;
 use synod::check::{KvInput, KvOp, KvOutput};
 use synod::client::mio_conn::Conns;
 use synod::client::session::{Answer, Dest, Req, Session, SessionOptions, Time};
+use synod::client::wire_ids::{Answered, WireIds};
 use synod::client::{ClientError, DEFAULT_RPC_TIMEOUT};
 use synod::rng::Rng;
 use synod_wire::{ClientId, Config, Op};
@@ -70,6 +75,9 @@ const PROGRESS_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// Error reasons printed (the rest are only counted).
 const ERROR_REASONS_SHOWN: u64 = 5;
+/// Shared connections: how often wire ids whose send no session waits for
+/// any more (given up, or resent elsewhere) are forgotten.
+const WIRE_ID_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Everything one run needs.
 #[derive(Clone, Debug)]
@@ -114,6 +122,10 @@ pub struct RunSpec {
     /// Let the groups a server runs on one core share a connection
     /// (`SessionOptions::share_connections`).
     pub share_connections: bool,
+    /// Every session its own connections, as separate client processes
+    /// would have; else a worker's sessions share one connection per
+    /// destination, as the RESP gateway's do (`synod::client::wire_ids`).
+    pub conn_per_client: bool,
 }
 
 /// What a run measured.
@@ -342,8 +354,8 @@ enum OpKind {
 }
 
 /// One benchmark client: a session core, its operations in flight (by the
-/// session's handle) and its connections (a token of `Worker::conns` per
-/// destination).
+/// session's handle) and, with `--conn-per-client`, its connections (a
+/// token of `Worker::conns` per destination).
 struct Client {
     session: Session,
     pending: HashMap<u64, Pending>,
@@ -375,8 +387,14 @@ struct Worker<'a> {
     /// The sessions' clock starts here.
     epoch: Instant,
     clients: Vec<Client>,
-    /// Every client's connections, each with its client and destination.
-    conns: Conns<(usize, Dest)>,
+    /// Every connection, each with its destination and, with
+    /// `--conn-per-client`, its client (else every client shares it).
+    conns: Conns<(Option<usize>, Dest)>,
+    /// Shared connections (no `--conn-per-client`): one per destination.
+    shared_conns: HashMap<Dest, usize>,
+    /// Shared connections: which client each send on the wire is for.
+    wire_ids: WireIds,
+    last_sweep: Instant,
     /// Clients whose session has news to poll this turn.
     touched: Vec<usize>,
     /// Fresh client ids after a `SessionExpired`.
@@ -465,6 +483,9 @@ impl<'a> Worker<'a> {
                     spec.client_key.as_ref(),
                 ),
             ),
+            shared_conns: HashMap::new(),
+            wire_ids: WireIds::default(),
+            last_sweep: epoch,
             touched: Vec::new(),
             id_rng: Rng::new(synod::client::random_client_id()),
             pacer,
@@ -510,6 +531,13 @@ impl<'a> Worker<'a> {
             // out in this turn; completions were taken as replies arrived.
             self.step_sessions(now);
             self.flush_writes(now);
+            if now.duration_since(self.last_sweep) >= WIRE_ID_SWEEP_INTERVAL {
+                self.last_sweep = now;
+                let clients = &self.clients;
+                self.wire_ids.retain_waiting(|c, request_id| {
+                    clients[c].session.dest_of(request_id).is_some()
+                });
+            }
             if now.duration_since(last_flush) >= PROGRESS_FLUSH_INTERVAL {
                 last_flush = now;
                 self.publish_interval();
@@ -808,14 +836,19 @@ impl<'a> Worker<'a> {
         }
         client.session.poll(now_t);
         while let Some((dest, why)) = self.clients[c].session.poll_close() {
-            if let Some(token) = self.clients[c].conns.get(&dest).copied() {
-                self.note_conn_failure(&dest, &why);
-                self.drop_conn(token);
+            if let Some(token) = self.conn_for(c, &dest) {
+                if self.spec.conn_per_client {
+                    self.note_conn_failure(&dest, &why);
+                    self.drop_conn(token);
+                } else {
+                    // Other clients' sends on it are resent elsewhere too.
+                    self.fail_conn(token, &why, now);
+                }
             }
         }
-        while let Some(t) = self.clients[c].session.poll_transmit() {
-            let token = match self.clients[c].conns.get(&t.dest) {
-                Some(&token) => token,
+        while let Some(mut t) = self.clients[c].session.poll_transmit() {
+            let token = match self.conn_for(c, &t.dest) {
+                Some(token) => token,
                 None => match self.open(c, &t.dest) {
                     Ok(token) => token,
                     Err(why) => {
@@ -829,6 +862,9 @@ impl<'a> Worker<'a> {
                     }
                 },
             };
+            if !self.spec.conn_per_client {
+                self.wire_ids.stamp(c, token, &mut t.frame);
+            }
             self.conns.queue(token, &t.frame);
         }
         self.drain(c, now);
@@ -942,7 +978,17 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Connects client `c` to `dest` (no connection is open).
+    /// The open connection client `c` sends to `dest` on, if any.
+    fn conn_for(&self, c: usize, dest: &Dest) -> Option<usize> {
+        if self.spec.conn_per_client {
+            self.clients[c].conns.get(dest).copied()
+        } else {
+            self.shared_conns.get(dest).copied()
+        }
+    }
+
+    /// Connects client `c` (or with shared connections, every client) to
+    /// `dest` (no connection is open).
     fn open(&mut self, c: usize, dest: &Dest) -> Result<usize, String> {
         let sa: SocketAddr = match dest.addr.parse() {
             Ok(sa) => sa,
@@ -953,10 +999,14 @@ impl<'a> Worker<'a> {
                 .next()
                 .ok_or_else(|| format!("{}: address resolves to nothing", dest.addr))?,
         };
+        let owner = self.spec.conn_per_client.then_some(c);
         let token = self
             .conns
-            .open(sa, dest.gid, self.poll.registry(), (c, dest.clone()))?;
-        self.clients[c].conns.insert(dest.clone(), token);
+            .open(sa, dest.gid, self.poll.registry(), (owner, dest.clone()))?;
+        match owner {
+            Some(c) => self.clients[c].conns.insert(dest.clone(), token),
+            None => self.shared_conns.insert(dest.clone(), token),
+        };
         Ok(token)
     }
 
@@ -972,28 +1022,37 @@ impl<'a> Worker<'a> {
 
     /// Closes connection `token` (the session has been told, or told us).
     fn drop_conn(&mut self, token: usize) {
-        let Some((c, dest)) = self.conns.close(token, self.poll.registry()) else {
+        let Some((owner, dest)) = self.conns.close(token, self.poll.registry()) else {
             return;
         };
-        let client = &mut self.clients[c];
-        if client.conns.get(&dest) == Some(&token) {
-            client.conns.remove(&dest);
+        let conns = match owner {
+            Some(c) => &mut self.clients[c].conns,
+            None => &mut self.shared_conns,
+        };
+        if conns.get(&dest) == Some(&token) {
+            conns.remove(&dest);
         }
     }
 
-    /// A connection failed: count it, drop it, and let its session resend
+    /// A connection failed: count it, drop it, and let its sessions resend
     /// what was on it.
     fn fail_conn(&mut self, token: usize, why: &str, now: Instant) {
-        let Some((c, dest)) = self.conns.meta(token).cloned() else {
+        let Some((owner, dest)) = self.conns.meta(token).cloned() else {
             return;
         };
         self.note_conn_failure(&dest, why);
         self.drop_conn(token);
         let now_t = self.time(now);
-        self.clients[c]
-            .session
-            .on_conn_failed(&dest, why, true, now_t);
-        self.touch(c);
+        let affected = match owner {
+            Some(c) => vec![c],
+            None => self.wire_ids.forget_conn(token),
+        };
+        for c in affected {
+            self.clients[c]
+                .session
+                .on_conn_failed(&dest, why, true, now_t);
+            self.touch(c);
+        }
     }
 
     fn on_writable(&mut self, token: usize, now: Instant) {
@@ -1013,16 +1072,33 @@ impl<'a> Worker<'a> {
         let failure = self.conns.on_readable(token, &mut frames);
         if !frames.is_empty() {
             let now_t = self.time(now);
-            let Some((c, dest)) = self.conns.meta(token) else {
+            let Some((owner, dest)) = self.conns.meta(token).cloned() else {
                 return;
             };
-            let c = *c;
-            for frame in frames {
-                self.clients[c].session.on_frame(dest, frame, now_t);
+            let mut answered = Vec::new();
+            for mut frame in frames {
+                let c = match owner {
+                    Some(c) => c,
+                    None => match self.wire_ids.answer(token, &mut frame) {
+                        Answered::Owner(c) => c,
+                        // Nobody waits for it (answered already, or swept).
+                        Answered::Unknown => continue,
+                        Answered::Confused => {
+                            self.fail_conn(token, "reply to a request sent elsewhere", now);
+                            return;
+                        }
+                    },
+                };
+                self.clients[c].session.on_frame(&dest, frame, now_t);
+                answered.push(c);
             }
+            answered.sort_unstable();
+            answered.dedup();
             // Finished operations free their slots for this turn's refill.
-            self.drain(c, now);
-            self.touch(c);
+            for c in answered {
+                self.touch(c);
+                self.drain(c, now);
+            }
         }
         if let Some(why) = failure {
             self.fail_conn(token, &why, now);

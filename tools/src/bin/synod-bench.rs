@@ -111,6 +111,7 @@ fn run(opts: &Options) -> Result<bool, String> {
         cluster_key,
         client_key,
         share_connections: !opts.conn_per_group,
+        conn_per_client: opts.conn_per_client,
     };
 
     let mut history = Vec::new();
